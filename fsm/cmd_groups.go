@@ -1,0 +1,145 @@
+package fsm
+
+import (
+	"net"
+	"strconv"
+)
+
+// AddGroup creates a group in a DC.
+type AddGroup struct {
+	DC    string `json:"dc"`
+	Group Group  `json:"group"`
+}
+
+// UpdateGroup replaces a group's master, replicas and password (for a failover or a new replica).
+type UpdateGroup struct {
+	DC    string `json:"dc"`
+	Group Group  `json:"group"`
+}
+
+// RemoveGroup removes a group that serves no slot.
+type RemoveGroup struct {
+	DC string `json:"dc"`
+	ID string `json:"id"`
+}
+
+func init() {
+	register(TypeAddGroup, func() Command { return &AddGroup{} })
+	register(TypeUpdateGroup, func() Command { return &UpdateGroup{} })
+	register(TypeRemoveGroup, func() Command { return &RemoveGroup{} })
+}
+
+// Type implements Command.
+func (*AddGroup) Type() CmdType { return TypeAddGroup }
+
+// Name implements Command.
+func (*AddGroup) Name() string { return "add_group" }
+
+func (c *AddGroup) apply(s *State, _ uint64) error {
+	if err := validName("datacenter", c.DC); err != nil {
+		return err
+	}
+	if err := checkGroup(s, c.DC, &c.Group); err != nil {
+		return err
+	}
+	dc, ok := s.DCs[c.DC]
+	if !ok {
+		dc = newDC(c.DC)
+		s.DCs[c.DC] = dc
+	}
+	if _, ok := dc.Groups[c.Group.ID]; ok {
+		return errf("exists", "group %s already exists in datacenter %s", c.Group.ID, c.DC)
+	}
+	g := c.Group
+	g.Replicas = append([]string(nil), g.Replicas...)
+	dc.Groups[g.ID] = &g
+	return nil
+}
+
+// Type implements Command.
+func (*UpdateGroup) Type() CmdType { return TypeUpdateGroup }
+
+// Name implements Command.
+func (*UpdateGroup) Name() string { return "update_group" }
+
+func (c *UpdateGroup) apply(s *State, _ uint64) error {
+	dc, ok := s.DCs[c.DC]
+	if !ok || dc.Groups[c.Group.ID] == nil {
+		return errf("not_found", "group %s does not exist in datacenter %s", c.Group.ID, c.DC)
+	}
+	if err := checkGroup(s, c.DC, &c.Group); err != nil {
+		return err
+	}
+	g := c.Group
+	g.Replicas = append([]string(nil), g.Replicas...)
+	dc.Groups[g.ID] = &g
+	return nil
+}
+
+// Type implements Command.
+func (*RemoveGroup) Type() CmdType { return TypeRemoveGroup }
+
+// Name implements Command.
+func (*RemoveGroup) Name() string { return "remove_group" }
+
+func (c *RemoveGroup) apply(s *State, _ uint64) error {
+	dc, ok := s.DCs[c.DC]
+	if !ok || dc.Groups[c.ID] == nil {
+		return errf("not_found", "group %s does not exist in datacenter %s", c.ID, c.DC)
+	}
+	if n := dc.SlotCount(c.ID); n > 0 {
+		return errf("busy", "group %s in datacenter %s still serves %d slots: migrate them to another group first (redraft migrate --dc %s --slots ... --to GROUP)", c.ID, c.DC, n, c.DC)
+	}
+	for _, m := range s.Migrations {
+		if m.Active() && m.DC == c.DC && (m.From == c.ID || m.To == c.ID) {
+			return errf("busy", "group %s is part of migration %d; wait for it or cancel it first", c.ID, m.ID)
+		}
+	}
+	delete(dc.Groups, c.ID)
+	return nil
+}
+
+// checkGroup validates a group's id and addresses and that no other group of the DC uses them.
+func checkGroup(s *State, dcName string, g *Group) error {
+	if err := validName("group id", g.ID); err != nil {
+		return err
+	}
+	if g.Master == "" {
+		return errf("invalid", "group %s: a master address is required", g.ID)
+	}
+	addrs := append([]string{g.Master}, g.Replicas...)
+	seen := map[string]bool{}
+	for _, a := range addrs {
+		if err := validAddr(a); err != nil {
+			return errf("invalid", "group %s: %v", g.ID, err)
+		}
+		if seen[a] {
+			return errf("invalid", "group %s: address %s is listed twice", g.ID, a)
+		}
+		seen[a] = true
+	}
+	if dc, ok := s.DCs[dcName]; ok {
+		for id, o := range dc.Groups {
+			if id == g.ID {
+				continue
+			}
+			for _, a := range append([]string{o.Master}, o.Replicas...) {
+				if seen[a] {
+					return errf("exists", "group %s: address %s already belongs to group %s", g.ID, a, id)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func validAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil || host == "" {
+		return errf("invalid", "address %q is not HOST:PORT", a)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return errf("invalid", "address %q has a bad port", a)
+	}
+	return nil
+}

@@ -1,0 +1,62 @@
+package fsm
+
+// MigrationState is a step of the slot migration protocol (DESIGN.md, "Slot migration").
+type MigrationState string
+
+// The migration steps, in order; Done and Cancelled are final.
+const (
+	MigrationFrozen    MigrationState = "frozen"
+	MigrationMigrating MigrationState = "migrating"
+	MigrationDone      MigrationState = "migrated"
+	MigrationCancelled MigrationState = "cancelled"
+)
+
+// Migration moves a set of slots of one DC from one group to another.
+type Migration struct {
+	ID    uint64         `json:"id"`
+	DC    string         `json:"dc"`
+	Slots []SlotRange    `json:"slots"`
+	From  string         `json:"from"`
+	To    string         `json:"to"`
+	State MigrationState `json:"state"`
+	// Paused stops the mover; migrate-on-access goes on.
+	Paused bool `json:"paused,omitempty"`
+	// Rate is the mover's throttle in keys per second (0: unthrottled).
+	Rate int64 `json:"rate,omitempty"`
+	// FreezeAcks holds, per node id of the DC, the index at which it reported the freeze applied.
+	FreezeAcks map[string]uint64 `json:"freeze_acks,omitempty"`
+	// KeysMoved and BytesMoved are the mover's reported progress.
+	KeysMoved  int64 `json:"keys_moved"`
+	BytesMoved int64 `json:"bytes_moved"`
+	// KeysTotal is the mover's estimate of keys to move at the start.
+	KeysTotal int64 `json:"keys_total"`
+	// StartIndex is the Raft index at which the migration was created.
+	StartIndex uint64 `json:"start_index"`
+}
+
+func (m *Migration) clone() *Migration {
+	c := *m
+	c.Slots = append([]SlotRange(nil), m.Slots...)
+	if m.FreezeAcks != nil {
+		c.FreezeAcks = make(map[string]uint64, len(m.FreezeAcks))
+		for k, v := range m.FreezeAcks {
+			c.FreezeAcks[k] = v
+		}
+	}
+	return &c
+}
+
+// Active reports whether the migration has not reached a final state.
+func (m *Migration) Active() bool {
+	return m.State == MigrationFrozen || m.State == MigrationMigrating
+}
+
+// Covers reports whether slot is among the migration's slots.
+func (m *Migration) Covers(slot int) bool {
+	for _, r := range m.Slots {
+		if slot >= r.From && slot <= r.To {
+			return true
+		}
+	}
+	return false
+}

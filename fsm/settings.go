@@ -1,0 +1,121 @@
+package fsm
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// SetSetting changes one cluster-wide setting.
+type SetSetting struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+func init() {
+	register(TypeSetSetting, func() Command { return &SetSetting{} })
+}
+
+// setting describes one known cluster setting: its default and how values are checked and
+// normalised.
+type setting struct {
+	def   string
+	help  string
+	check func(v string) (string, error)
+}
+
+// Consistency levels for writes (DESIGN.md, "Cross-DC replication").
+const (
+	DCOne            = "DC_ONE"
+	DCQuorum         = "DC_QUORUM"
+	DCEachSafeQuorum = "DC_EACH_SAFE_QUORUM"
+)
+
+var settings = map[string]setting{
+	"write_consistency":        {def: DCOne, help: "default write consistency: DC_ONE, DC_QUORUM or DC_EACH_SAFE_QUORUM", check: checkConsistency},
+	"read_consistency":         {def: DCOne, help: "default read consistency: DC_ONE or DC_QUORUM", check: checkConsistency},
+	"max_voters":               {def: "5", help: "Raft voters at most; further nodes join as non-voters", check: intRange(1, 9)},
+	"flush_enabled":            {def: "true", help: "whether FLUSHDB and FLUSHALL are served", check: checkBool},
+	"outbox_max_entries":       {def: "1000000", help: "entries a slot outbox keeps for a DC that is behind before it is copied in full", check: intRange(1000, 1<<40)},
+	"migrate_big_key_elements": {def: "10000", help: "collections with more elements move in chunks", check: intRange(1, 1<<40)},
+	"migrate_big_key_bytes":    {def: "8388608", help: "values larger than this many bytes move in chunks", check: intRange(1, 1<<40)},
+}
+
+// SettingKeys returns the known setting keys, sorted.
+func SettingKeys() []string {
+	keys := make([]string, 0, len(settings))
+	for k := range settings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// SettingHelp returns the one-line description of a setting key.
+func SettingHelp(key string) string { return settings[key].help }
+
+// Setting returns the value of key, or its default when unset.
+func (s *State) Setting(key string) string {
+	if v, ok := s.Settings[key]; ok {
+		return v
+	}
+	return settings[key].def
+}
+
+// SettingInt returns an integer setting (0 for an unknown key).
+func (s *State) SettingInt(key string) int64 {
+	n, _ := strconv.ParseInt(s.Setting(key), 10, 64)
+	return n
+}
+
+// Type implements Command.
+func (*SetSetting) Type() CmdType { return TypeSetSetting }
+
+// Name implements Command.
+func (*SetSetting) Name() string { return "set_setting" }
+
+func (c *SetSetting) apply(s *State, _ uint64) error {
+	def, ok := settings[c.Key]
+	if !ok {
+		return errf("invalid", "unknown setting %q (known: %s)", c.Key, strings.Join(SettingKeys(), ", "))
+	}
+	v, err := def.check(c.Value)
+	if err != nil {
+		return errf("invalid", "setting %s: %v", c.Key, err)
+	}
+	s.Settings[c.Key] = v
+	return nil
+}
+
+// NormalizeConsistency maps a level, in redraft's or Dynomite's spelling, to redraft's name.
+func NormalizeConsistency(v string) (string, error) {
+	switch strings.ToUpper(strings.TrimSpace(v)) {
+	case "DC_ONE", "ONE":
+		return DCOne, nil
+	case "DC_QUORUM", "QUORUM", "DC_LOCAL_QUORUM":
+		return DCQuorum, nil
+	case "DC_EACH_SAFE_QUORUM", "DC_SAFE_QUORUM", "EACH_SAFE_QUORUM":
+		return DCEachSafeQuorum, nil
+	}
+	return "", errf("invalid", "%q is not a consistency level (DC_ONE, DC_QUORUM, DC_EACH_SAFE_QUORUM)", v)
+}
+
+func checkConsistency(v string) (string, error) { return NormalizeConsistency(v) }
+
+func checkBool(v string) (string, error) {
+	b, err := strconv.ParseBool(strings.ToLower(v))
+	if err != nil {
+		return "", errf("invalid", "%q is not true or false", v)
+	}
+	return strconv.FormatBool(b), nil
+}
+
+func intRange(lo, hi int64) func(string) (string, error) {
+	return func(v string) (string, error) {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil || n < lo || n > hi {
+			return "", errf("invalid", "%q is not a whole number from %d to %d", v, lo, hi)
+		}
+		return strconv.FormatInt(n, 10), nil
+	}
+}

@@ -1,0 +1,56 @@
+package fsm
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+)
+
+// snapshotVersion is written in every snapshot's header.
+const snapshotVersion = 1
+
+type snapshotFile struct {
+	Version int    `json:"version"`
+	State   *State `json:"state"`
+}
+
+// WriteSnapshot writes the whole state to w.
+func WriteSnapshot(w io.Writer, s *State) error {
+	return json.NewEncoder(w).Encode(snapshotFile{Version: snapshotVersion, State: s})
+}
+
+// ReadSnapshot reads a state written by WriteSnapshot.
+func ReadSnapshot(r io.Reader) (*State, error) {
+	var f snapshotFile
+	if err := json.NewDecoder(r).Decode(&f); err != nil {
+		return nil, fmt.Errorf("fsm: read snapshot: %w", err)
+	}
+	if f.Version != snapshotVersion || f.State == nil {
+		return nil, fmt.Errorf("fsm: snapshot version %d not supported (want %d)", f.Version, snapshotVersion)
+	}
+	s := New()
+	st := f.State
+	s.Index, s.NextMigrationID = st.Index, st.NextMigrationID
+	for k, v := range st.Nodes {
+		s.Nodes[k] = v
+	}
+	for k, v := range st.DCs {
+		if len(v.Slots) != NumSlots {
+			return nil, fmt.Errorf("fsm: snapshot: datacenter %s has %d slots, want %d", k, len(v.Slots), NumSlots)
+		}
+		if v.Groups == nil {
+			v.Groups = map[string]*Group{}
+		}
+		s.DCs[k] = v
+	}
+	for k, v := range st.Settings {
+		s.Settings[k] = v
+	}
+	for k, v := range st.Migrations {
+		s.Migrations[k] = v
+	}
+	for k, v := range st.Applied {
+		s.Applied[k] = v
+	}
+	return s, nil
+}

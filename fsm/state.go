@@ -1,0 +1,185 @@
+// Package fsm holds redraft's cluster state and the typed commands that change it; it is pure (no I/O, clock or randomness).
+package fsm
+
+import (
+	"fmt"
+	"sort"
+)
+
+// NumSlots is the number of hash slots, as in Redis Cluster.
+const NumSlots = 16384
+
+// State is the whole cluster state. A State published to readers is never mutated: Apply works
+// on a Clone and the caller swaps the pointer.
+type State struct {
+	// Index is the Raft index of the last entry applied to this state.
+	Index uint64 `json:"index"`
+	// Nodes are the cluster members by id.
+	Nodes map[string]*Node `json:"nodes"`
+	// DCs are the datacenters by name, each with its groups and slot table.
+	DCs map[string]*DC `json:"dcs"`
+	// Settings are the cluster-wide settings, by key.
+	Settings map[string]string `json:"settings"`
+	// Migrations are the slot migrations, by id, kept after they finish for the record.
+	Migrations map[uint64]*Migration `json:"migrations"`
+	// NextMigrationID is the id the next migration gets.
+	NextMigrationID uint64 `json:"next_migration_id"`
+	// Applied counts applied commands by type name (for metrics).
+	Applied map[string]uint64 `json:"applied"`
+}
+
+// Node is one redraft process: a Raft member and a RESP proxy.
+type Node struct {
+	ID        string   `json:"id"`
+	DC        string   `json:"dc"`
+	Rack      string   `json:"rack,omitempty"`
+	Tokens    []uint32 `json:"tokens,omitempty"`
+	Listen    string   `json:"listen"`
+	Peer      string   `json:"peer_listen"`
+	Admin     string   `json:"admin_listen"`
+	JoinIndex uint64   `json:"join_index"`
+}
+
+// DC is one datacenter: its groups and its slot table.
+type DC struct {
+	Name   string            `json:"name"`
+	Groups map[string]*Group `json:"groups"`
+	// Slots maps each slot to the id of the group that serves it ("" when unassigned).
+	Slots []string `json:"slots"`
+}
+
+// Group is one Redis master plus replicas in one DC.
+type Group struct {
+	ID       string   `json:"id"`
+	Master   string   `json:"master"`
+	Replicas []string `json:"replicas,omitempty"`
+	// Password is the backends' own AUTH password, if any.
+	Password string `json:"password,omitempty"`
+}
+
+// New returns an empty state.
+func New() *State {
+	return &State{
+		Nodes:           map[string]*Node{},
+		DCs:             map[string]*DC{},
+		Settings:        map[string]string{},
+		Migrations:      map[uint64]*Migration{},
+		NextMigrationID: 1,
+		Applied:         map[string]uint64{},
+	}
+}
+
+// Clone returns a deep copy of s.
+func (s *State) Clone() *State {
+	c := &State{
+		Index:           s.Index,
+		Nodes:           make(map[string]*Node, len(s.Nodes)),
+		DCs:             make(map[string]*DC, len(s.DCs)),
+		Settings:        make(map[string]string, len(s.Settings)),
+		Migrations:      make(map[uint64]*Migration, len(s.Migrations)),
+		NextMigrationID: s.NextMigrationID,
+		Applied:         make(map[string]uint64, len(s.Applied)),
+	}
+	for k, n := range s.Nodes {
+		nn := *n
+		nn.Tokens = append([]uint32(nil), n.Tokens...)
+		c.Nodes[k] = &nn
+	}
+	for k, d := range s.DCs {
+		c.DCs[k] = d.clone()
+	}
+	for k, v := range s.Settings {
+		c.Settings[k] = v
+	}
+	for k, m := range s.Migrations {
+		c.Migrations[k] = m.clone()
+	}
+	for k, v := range s.Applied {
+		c.Applied[k] = v
+	}
+	return c
+}
+
+func (d *DC) clone() *DC {
+	c := &DC{Name: d.Name, Groups: make(map[string]*Group, len(d.Groups)), Slots: append([]string(nil), d.Slots...)}
+	for k, g := range d.Groups {
+		gg := *g
+		gg.Replicas = append([]string(nil), g.Replicas...)
+		c.Groups[k] = &gg
+	}
+	return c
+}
+
+func newDC(name string) *DC {
+	return &DC{Name: name, Groups: map[string]*Group{}, Slots: make([]string, NumSlots)}
+}
+
+// NodeIDs returns the node ids in sorted order.
+func (s *State) NodeIDs() []string {
+	ids := make([]string, 0, len(s.Nodes))
+	for id := range s.Nodes {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// DCNames returns the DC names in sorted order.
+func (s *State) DCNames() []string {
+	names := make([]string, 0, len(s.DCs))
+	for n := range s.DCs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// GroupIDs returns the DC's group ids in sorted order.
+func (d *DC) GroupIDs() []string {
+	ids := make([]string, 0, len(d.Groups))
+	for id := range d.Groups {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// SlotRange is an inclusive range of slots.
+type SlotRange struct {
+	From int `json:"from"`
+	To   int `json:"to"`
+}
+
+// String renders the range as Redis does: "5" or "0-8191".
+func (r SlotRange) String() string {
+	if r.From == r.To {
+		return fmt.Sprint(r.From)
+	}
+	return fmt.Sprintf("%d-%d", r.From, r.To)
+}
+
+// SlotRanges returns the ranges of slots each group of the DC serves, by group id; unassigned
+// slots are under "".
+func (d *DC) SlotRanges() map[string][]SlotRange {
+	out := map[string][]SlotRange{}
+	start := 0
+	for i := 1; i <= NumSlots; i++ {
+		if i == NumSlots || d.Slots[i] != d.Slots[start] {
+			g := d.Slots[start]
+			out[g] = append(out[g], SlotRange{From: start, To: i - 1})
+			start = i
+		}
+	}
+	return out
+}
+
+// SlotCount returns how many slots group g serves in the DC.
+func (d *DC) SlotCount(g string) int {
+	n := 0
+	for _, o := range d.Slots {
+		if o == g {
+			n++
+		}
+	}
+	return n
+}
