@@ -55,6 +55,7 @@ func (c *AddNode) apply(s *State, index uint64) error {
 	}
 	n.Tokens = append([]uint32(nil), n.Tokens...)
 	s.Nodes[n.ID] = &n
+	delete(s.Removed, n.ID)
 	if _, ok := s.DCs[n.DC]; !ok {
 		s.DCs[n.DC] = newDC(n.DC)
 	}
@@ -67,11 +68,12 @@ func (*RemoveNode) Type() CmdType { return TypeRemoveNode }
 // Name implements Command.
 func (*RemoveNode) Name() string { return "remove_node" }
 
-func (c *RemoveNode) apply(s *State, _ uint64) error {
+func (c *RemoveNode) apply(s *State, index uint64) error {
 	if _, ok := s.Nodes[c.ID]; !ok {
 		return errf("not_found", "node %s is not a member", c.ID)
 	}
 	delete(s.Nodes, c.ID)
+	s.Removed[c.ID] = index
 	// A removed node no longer holds up a freeze barrier.
 	for _, m := range s.Migrations {
 		if m.Active() && m.FreezeAcks != nil {

@@ -49,6 +49,9 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 	for k, v := range st.Migrations {
 		s.Migrations[k] = v
 	}
+	for k, v := range st.Removed {
+		s.Removed[k] = v
+	}
 	for k, v := range st.Applied {
 		s.Applied[k] = v
 	}

@@ -26,6 +26,8 @@ type State struct {
 	NextMigrationID uint64 `json:"next_migration_id"`
 	// Applied counts applied commands by type name (for metrics).
 	Applied map[string]uint64 `json:"applied"`
+	// Removed records, per removed node id, the index of its removal; a join clears it.
+	Removed map[string]uint64 `json:"removed,omitempty"`
 }
 
 // Node is one redraft process: a Raft member and a RESP proxy.
@@ -66,6 +68,7 @@ func New() *State {
 		Migrations:      map[uint64]*Migration{},
 		NextMigrationID: 1,
 		Applied:         map[string]uint64{},
+		Removed:         map[string]uint64{},
 	}
 }
 
@@ -79,6 +82,10 @@ func (s *State) Clone() *State {
 		Migrations:      make(map[uint64]*Migration, len(s.Migrations)),
 		NextMigrationID: s.NextMigrationID,
 		Applied:         make(map[string]uint64, len(s.Applied)),
+		Removed:         make(map[string]uint64, len(s.Removed)),
+	}
+	for k, v := range s.Removed {
+		c.Removed[k] = v
 	}
 	for k, n := range s.Nodes {
 		nn := *n

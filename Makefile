@@ -1,0 +1,49 @@
+# redraft: the two commands a new user needs are `make run` and `make test`.
+GO      ?= go
+BIN     := bin/redraft
+PKGS    := ./...
+export GOFLAGS := -buildvcs=false
+
+.PHONY: all build run test test-unit test-integration test-e2e bench fuzz lint deps clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/redraft
+
+## run: build and start a local demo cluster (3 nodes, 2 redis-server groups); Ctrl-C stops it.
+run: deps build
+	bash scripts/run-local.sh
+
+## test: every test (unit, in-process and integration with real redis-server), with -race.
+test: deps lint
+	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+test-unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
+
+test-integration: deps
+	$(GO) test -race -count=1 -timeout 20m ./integration/...
+
+test-e2e:
+	bash scripts/e2e.sh
+
+## bench: redis-benchmark against Redis directly and through redraft, with ratios.
+bench: deps
+	bash scripts/bench.sh
+
+## fuzz: run the RESP reader fuzzer for a while (its seed corpus runs in `make test`).
+fuzz:
+	$(GO) test ./router/resp -run '^$$' -fuzz Fuzz -fuzztime 60s
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+## deps: install redis-server and redis-tools from Debian's packages when missing.
+deps:
+	@bash scripts/ensure-redis.sh
+
+clean:
+	rm -rf bin .run

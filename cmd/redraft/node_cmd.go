@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/node"
+	"github.com/redraft/redraft/router"
+)
+
+// nodeFlags are the flags of 'node start' and 'node join'; each overrides its config key.
+func nodeFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "YAML config file (redraft's or a Dynomite node file)"},
+		&cli.StringFlag{Name: "id", Usage: "node id (config: id)"},
+		&cli.StringFlag{Name: "dc", Usage: "datacenter (config: datacenter)"},
+		&cli.StringFlag{Name: "rack", Usage: "rack (config: rack)"},
+		&cli.StringFlag{Name: "listen", Usage: "RESP address for clients (config: listen)"},
+		&cli.StringFlag{Name: "peer-listen", Usage: "Raft and node RPC address (config: peer_listen)"},
+		&cli.StringFlag{Name: "admin-listen", Usage: "admin HTTP address (config: admin_listen)"},
+		&cli.StringFlag{Name: "advertise", Usage: "host other nodes use to reach this one (config: advertise)"},
+		&cli.StringFlag{Name: "data-dir", Usage: "Raft data directory (config: data_dir)"},
+		&cli.StringSliceFlag{Name: "seed", Usage: "peer address of an existing member, HOST:PORT (config: seeds); repeat or comma-separate"},
+		&cli.StringFlag{Name: "tokens", Usage: "comma-separated ring tokens (config: tokens)"},
+		&cli.IntFlag{Name: "max-voters", Usage: "Raft voters at most (config: max_voters)"},
+		&cli.StringFlag{Name: "password", EnvVars: []string{"REDRAFT_PASSWORD"}, Usage: "client AUTH password (config: password)"},
+		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error (config: log_level)"},
+	}
+}
+
+func nodeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "node",
+		Usage: "run a node, add nodes to the cluster, remove and list them",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "start",
+				Usage: "run a node; without seeds and with an empty data dir it bootstraps a new cluster",
+				UsageText: `redraft node start --id n1 --dc dc1 --listen 127.0.0.1:6380 --peer-listen 127.0.0.1:7380 --admin-listen 127.0.0.1:8380 --data-dir data/n1
+   redraft node start --config n1.yaml`,
+				Flags:  nodeFlags(),
+				Action: func(c *cli.Context) error { return runNode(c, false) },
+			},
+			{
+				Name:  "join",
+				Usage: "run a node that joins an existing cluster through a seed (the same command serves every restart)",
+				UsageText: `redraft node join --seed 127.0.0.1:7380 --id n2 --dc dc1 --listen 127.0.0.1:6381 --peer-listen 127.0.0.1:7381 --admin-listen 127.0.0.1:8381 --data-dir data/n2`,
+				Flags:  nodeFlags(),
+				Action: func(c *cli.Context) error { return runNode(c, true) },
+			},
+			{
+				Name:      "remove",
+				Usage:     "take a node out of the cluster; it stops serving",
+				UsageText: "redraft --admin 127.0.0.1:8380 node remove n3",
+				ArgsUsage: "ID",
+				Action: func(c *cli.Context) error {
+					id := c.Args().First()
+					if id == "" || c.NArg() != 1 {
+						return fmt.Errorf("give one node id, e.g. 'redraft node remove n3' ('redraft node list' shows them)")
+					}
+					cx, cancel := ctx(c)
+					defer cancel()
+					if err := adminClient(c).RemoveNode(cx, id); err != nil {
+						return err
+					}
+					fmt.Printf("node %s removed\n", id)
+					return nil
+				},
+			},
+			{
+				Name:      "list",
+				Usage:     "list the nodes with their Raft role",
+				UsageText: "redraft --admin 127.0.0.1:8380 node list [--json]",
+				Action: func(c *cli.Context) error {
+					cx, cancel := ctx(c)
+					defer cancel()
+					st, err := adminClient(c).Status(cx)
+					if err != nil {
+						return err
+					}
+					return output(c, st.Members, func() { memberTable(st.Members) })
+				},
+			},
+		},
+	}
+}
+
+// loadNodeConfig reads --config (if any) and applies the flags over it.
+func loadNodeConfig(c *cli.Context, join bool) (node.Config, error) {
+	cfg := node.DefaultConfig()
+	if path := c.String("config"); path != "" {
+		var warnings []string
+		var err error
+		cfg, warnings, err = node.LoadConfig(path)
+		if err != nil {
+			return cfg, err
+		}
+		for _, w := range warnings {
+			fmt.Fprintln(os.Stderr, "warning:", w)
+		}
+	}
+	str := map[string]*string{
+		"id": &cfg.ID, "dc": &cfg.DC, "rack": &cfg.Rack, "listen": &cfg.Listen, "peer-listen": &cfg.PeerListen,
+		"admin-listen": &cfg.AdminListen, "advertise": &cfg.Advertise, "data-dir": &cfg.DataDir,
+		"password": &cfg.Password, "log-level": &cfg.LogLevel,
+	}
+	for name, p := range str {
+		if c.IsSet(name) {
+			*p = c.String(name)
+		}
+	}
+	if c.IsSet("seed") {
+		cfg.Seeds = nil
+		for _, s := range c.StringSlice("seed") {
+			for _, part := range strings.Split(s, ",") {
+				if part = strings.TrimSpace(part); part != "" {
+					cfg.Seeds = append(cfg.Seeds, part)
+				}
+			}
+		}
+	}
+	if c.IsSet("max-voters") {
+		cfg.MaxVoters = c.Int("max-voters")
+	}
+	if c.IsSet("tokens") {
+		cfg.Tokens = nil
+		for _, t := range strings.Split(c.String("tokens"), ",") {
+			v, err := strconv.ParseUint(strings.TrimSpace(t), 10, 32)
+			if err != nil {
+				return cfg, fmt.Errorf("--tokens: %q is not a 32-bit token", t)
+			}
+			cfg.Tokens = append(cfg.Tokens, uint32(v))
+		}
+	}
+	if join && len(cfg.Seeds) == 0 {
+		return cfg, fmt.Errorf("node join needs --seed HOST:PORT (the peer address of any member)")
+	}
+	cfg.ApplyDefaults()
+	return cfg, cfg.Validate()
+}
+
+// runNode runs a node and its data plane until a signal or its removal.
+func runNode(c *cli.Context, join bool) error {
+	cfg, err := loadNodeConfig(c, join)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel(cfg.LogLevel)}))
+	slog.SetDefault(log)
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	rt := router.New(routerConfig(cfg))
+	n, err := node.Start(cfg, node.Options{Logger: log, Status: func() any { return rt.Stats() }})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	n.OnState(rt.SetState)
+	go func() {
+		if err := rt.Serve(ln); err != nil {
+			log.Error("RESP server stopped", "err", err)
+		}
+	}()
+	log.Info("node running", "id", cfg.ID, "dc", cfg.DC, "listen", cfg.Listen, "peer", n.PeerAddr(), "admin", n.AdminAddr())
+
+	go registerGroups(n, cfg, log)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	var exit error
+	select {
+	case s := <-sig:
+		log.Info("shutting down", "signal", s.String())
+	case <-n.Removed():
+		exit = cli.Exit(fmt.Sprintf("redraft: node %s stops: %s", cfg.ID, n.RemovedReason()), 3)
+	}
+	rt.Close()
+	n.Close()
+	return exit
+}
+
+// registerGroups adds the config's groups once the node is ready; an identical group already
+// in the state is fine, a different one is reported.
+func registerGroups(n *node.Node, cfg node.Config, log *slog.Logger) {
+	if len(cfg.Groups) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := n.WaitReady(ctx); err != nil {
+		log.Warn("groups from the config not registered", "err", err)
+		return
+	}
+	for _, g := range cfg.Groups {
+		want := fsm.Group{ID: g.ID, Master: g.Master, Replicas: g.Replicas, Password: g.Password}
+		err := n.Propose(ctx, &fsm.AddGroup{DC: cfg.DC, Group: want})
+		var fe *fsm.Error
+		var re *node.RemoteError
+		if errors.As(err, &fe) && fe.Code == "exists" || errors.As(err, &re) && re.Code == "exists" {
+			continue
+		}
+		if err != nil {
+			log.Warn("group from the config not registered", "group", g.ID, "err", err)
+		}
+	}
+}
+
+func logLevel(s string) slog.Level {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+func routerConfig(cfg node.Config) router.Config {
+	return router.Config{
+		NodeID:         cfg.ID,
+		DC:             cfg.DC,
+		Password:       cfg.Password,
+		MaxBulkBytes:   cfg.MaxBulkBytes,
+		MaxMultibulk:   cfg.MaxMultibulk,
+		BackendTimeout: time.Duration(cfg.BackendTimeout),
+	}
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/redraft/redraft/node"
+)
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "show the cluster: leader, members, datacenters, groups and slots",
+		UsageText: "redraft --admin 127.0.0.1:8380 status [--json]",
+		Action: func(c *cli.Context) error {
+			cx, cancel := ctx(c)
+			defer cancel()
+			st, err := adminClient(c).Status(cx)
+			if err != nil {
+				return err
+			}
+			return output(c, st, func() {
+				fmt.Printf("leader: %s (%s)   term: %d   applied index: %d   asked: %s\n\n", orDash(st.Leader), orDash(st.LeaderPeer), st.Term, st.AppliedIndex, st.Node)
+				memberTable(st.Members)
+				fmt.Println()
+				groupTable(st.DCs)
+				if len(st.Migrations) > 0 {
+					fmt.Println()
+					var rows [][]string
+					for _, m := range st.Migrations {
+						var r []string
+						for _, s := range m.Slots {
+							r = append(r, s.String())
+						}
+						rows = append(rows, []string{strconv.FormatUint(m.ID, 10), m.DC, strings.Join(r, " "), m.From, m.To, string(m.State), fmt.Sprintf("%d/%d", m.KeysMoved, m.KeysTotal)})
+					}
+					table([]string{"MIGRATION", "DC", "SLOTS", "FROM", "TO", "STATE", "KEYS"}, rows)
+				}
+			})
+		},
+	}
+}
+
+func memberTable(ms []node.Member) {
+	var rows [][]string
+	for _, m := range ms {
+		role := m.Role
+		if m.Error != "" {
+			role = "UNREACHABLE"
+		}
+		rows = append(rows, []string{m.ID, m.DC, orDash(m.Rack), role, orDash(m.Suffrage), strconv.FormatUint(m.AppliedIndex, 10), m.Listen, m.Peer, m.Admin})
+	}
+	table([]string{"NODE", "DC", "RACK", "ROLE", "SUFFRAGE", "APPLIED", "LISTEN", "PEER", "ADMIN"}, rows)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func healthCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "health",
+		Usage:     "exit 0 when the node at --admin is a registered member that knows a leader (for health checks)",
+		UsageText: "redraft --admin 127.0.0.1:8380 health",
+		Action: func(c *cli.Context) error {
+			cx, cancel := ctx(c)
+			defer cancel()
+			h, err := adminClient(c).Health(cx)
+			if err != nil {
+				return err
+			}
+			return output(c, h, func() { fmt.Printf("ok: node %v, leader %v\n", h["node"], h["leader"]) })
+		},
+	}
+}

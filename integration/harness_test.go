@@ -1,0 +1,272 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redraft/redraft/node"
+)
+
+// binary is the redraft binary built once for the package's tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "redraft-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "redraft")
+	build := exec.Command("go", "build", "-race", "-o", binary, "../cmd/redraft")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building redraft:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePort returns a loopback port nobody listens on right now.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
+
+// proc is one redraft node process.
+type proc struct {
+	ID                        string
+	DC                        string
+	Listen, Peer, Admin, Data string
+	Args                      []string // extra flags
+
+	t       testing.TB
+	cmd     *exec.Cmd
+	log     *bytes.Buffer
+	logMu   sync.Mutex
+	done    chan struct{}
+	exitErr error
+}
+
+// Cluster is a set of redraft node processes started by a test.
+type Cluster struct {
+	t     testing.TB
+	dir   string
+	Nodes map[string]*proc
+	order []string
+}
+
+// NewCluster returns an empty cluster whose processes stop when the test ends.
+func NewCluster(t testing.TB) *Cluster {
+	c := &Cluster{t: t, dir: t.TempDir(), Nodes: map[string]*proc{}}
+	t.Cleanup(func() {
+		for _, p := range c.Nodes {
+			p.kill()
+		}
+		if t.Failed() {
+			for _, id := range c.order {
+				t.Logf("---- log of %s ----\n%s", id, c.Nodes[id].Log())
+			}
+		}
+	})
+	return c
+}
+
+// NewNode prepares a node with fresh loopback ports (not started).
+func (c *Cluster) NewNode(id, dc string, extra ...string) *proc {
+	p := &proc{
+		ID: id, DC: dc, t: c.t,
+		Listen: addr(freePort(c.t)), Peer: addr(freePort(c.t)), Admin: addr(freePort(c.t)),
+		Data: filepath.Join(c.dir, id), Args: extra,
+	}
+	c.Nodes[id] = p
+	c.order = append(c.order, id)
+	return p
+}
+
+// Start starts the first node (bootstrap) or, with seeds, a joining node.
+func (p *proc) Start(seeds ...string) {
+	p.t.Helper()
+	verb := "start"
+	args := []string{"node", verb}
+	if len(seeds) > 0 {
+		args = []string{"node", "join", "--seed", strings.Join(seeds, ",")}
+	}
+	args = append(args, "--id", p.ID, "--dc", p.DC, "--listen", p.Listen, "--peer-listen", p.Peer,
+		"--admin-listen", p.Admin, "--data-dir", p.Data)
+	args = append(args, p.Args...)
+	p.run(args...)
+}
+
+// run starts the binary with args, logging into the proc's buffer.
+func (p *proc) run(args ...string) {
+	p.t.Helper()
+	p.log = &bytes.Buffer{}
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Stdout = p
+	p.cmd.Stderr = p
+	p.done = make(chan struct{})
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatalf("start %s: %v", p.ID, err)
+	}
+	go func() {
+		p.exitErr = p.cmd.Wait()
+		close(p.done)
+	}()
+}
+
+// Write collects the process's output.
+func (p *proc) Write(b []byte) (int, error) {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	return p.log.Write(b)
+}
+
+// Log returns what the process printed.
+func (p *proc) Log() string {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	if p.log == nil {
+		return ""
+	}
+	return p.log.String()
+}
+
+// Kill9 kills the process with SIGKILL and waits for it.
+func (p *proc) Kill9() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// Stop sends SIGTERM and waits for a clean exit.
+func (p *proc) Stop() {
+	p.t.Helper()
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		p.Kill9()
+		p.t.Fatalf("%s did not stop within 15s of SIGTERM", p.ID)
+	}
+}
+
+func (p *proc) kill() {
+	if p.cmd != nil && p.cmd.Process != nil {
+		select {
+		case <-p.done:
+		default:
+			p.Kill9()
+		}
+	}
+}
+
+// Exited reports whether the process has exited.
+func (p *proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Client returns an admin client for this node.
+func (p *proc) Client() *node.Client { return node.NewClient(p.Admin) }
+
+// WaitHealthy waits until the node's /healthz says ok.
+func (p *proc) WaitHealthy(d time.Duration) {
+	p.t.Helper()
+	waitFor(p.t, d, p.ID+" healthy", func() error {
+		if p.Exited() {
+			return fmt.Errorf("process exited: %v\n%s", p.exitErr, p.Log())
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := p.Client().Health(ctx)
+		return err
+	})
+}
+
+// CLI runs the redraft CLI against this node's admin address and returns its output.
+func (p *proc) CLI(args ...string) (string, error) {
+	cmd := exec.Command(binary, append([]string{"--admin", p.Admin}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// MustCLI is CLI that fails the test on error.
+func (p *proc) MustCLI(args ...string) string {
+	p.t.Helper()
+	out, err := p.CLI(args...)
+	if err != nil {
+		p.t.Fatalf("redraft %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// waitFor polls f until it returns nil or d passes.
+func waitFor(t testing.TB, d time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var err error
+	for {
+		if err = f(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %s: %v", d, what, err)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval, not synchronisation
+	}
+}
+
+// Start3 starts a three-node cluster in one DC and waits until every node is healthy.
+func (c *Cluster) Start3(dc string, extra ...string) []*proc {
+	c.t.Helper()
+	n1 := c.NewNode("n1", dc, extra...)
+	n1.Start()
+	n1.WaitHealthy(30 * time.Second)
+	n2 := c.NewNode("n2", dc, extra...)
+	n3 := c.NewNode("n3", dc, extra...)
+	n2.Start(n1.Peer)
+	n3.Start(n1.Peer)
+	n2.WaitHealthy(30 * time.Second)
+	n3.WaitHealthy(30 * time.Second)
+	return []*proc{n1, n2, n3}
+}
+
+// Status returns the cluster status as the node sees it.
+func (p *proc) Status() node.Status {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := p.Client().Status(ctx)
+	if err != nil {
+		p.t.Fatalf("status from %s: %v", p.ID, err)
+	}
+	return st
+}

@@ -1,0 +1,134 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// Client talks to any node's admin HTTP API; the node forwards changes to the leader.
+type Client struct {
+	// Addr is the node's admin address, HOST:PORT.
+	Addr string
+	hc   *http.Client
+}
+
+// NewClient returns a client for the admin API at addr.
+func NewClient(addr string) *Client {
+	addr = strings.TrimPrefix(strings.TrimPrefix(addr, "http://"), "https://")
+	return &Client{Addr: addr, hc: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// APIError is an error answered by the admin API.
+type APIError struct {
+	Status int
+	Code   string
+	Msg    string
+}
+
+func (e *APIError) Error() string { return e.Msg }
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Addr+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the admin API at %s (is a node running there? set --admin or REDRAFT_ADMIN): %w", c.Addr, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e rpcError
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return &APIError{Status: resp.StatusCode, Code: e.Code, Msg: e.Error}
+		}
+		return &APIError{Status: resp.StatusCode, Msg: fmt.Sprintf("%s %s: %s", method, path, resp.Status)}
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// Status returns the cluster status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.do(ctx, http.MethodGet, "/status", nil, &s)
+}
+
+// Health returns the node's /healthz answer; err is set when it is not healthy.
+func (c *Client) Health(ctx context.Context) (map[string]any, error) {
+	var out map[string]any
+	return out, c.do(ctx, http.MethodGet, "/healthz", nil, &out)
+}
+
+// RemoveNode takes a node out of the cluster.
+func (c *Client) RemoveNode(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/nodes/"+url.PathEscape(id), nil, nil)
+}
+
+// AddGroup creates a group in a DC.
+func (c *Client) AddGroup(ctx context.Context, dc string, g fsm.Group) error {
+	return c.do(ctx, http.MethodPost, "/groups", fsm.AddGroup{DC: dc, Group: g}, nil)
+}
+
+// UpdateGroup replaces a group's master, replicas and password.
+func (c *Client) UpdateGroup(ctx context.Context, dc string, g fsm.Group) error {
+	return c.do(ctx, http.MethodPut, "/groups/"+url.PathEscape(dc)+"/"+url.PathEscape(g.ID), g, nil)
+}
+
+// RemoveGroup removes a group that serves no slot.
+func (c *Client) RemoveGroup(ctx context.Context, dc, id string) error {
+	return c.do(ctx, http.MethodDelete, "/groups/"+url.PathEscape(dc)+"/"+url.PathEscape(id), nil, nil)
+}
+
+// AssignSlots makes a group serve slot ranges ("0-8191").
+func (c *Client) AssignSlots(ctx context.Context, req AssignRequest) error {
+	return c.do(ctx, http.MethodPost, "/slots/assign", req, nil)
+}
+
+// Slots returns, per DC and group, the slot ranges ("" dc for all).
+func (c *Client) Slots(ctx context.Context, dc string) (SlotsReply, error) {
+	var out SlotsReply
+	return out, c.do(ctx, http.MethodGet, "/slots?dc="+url.QueryEscape(dc), nil, &out)
+}
+
+// ConfigItem is one cluster setting.
+type ConfigItem struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+	Help  string `json:"help"`
+}
+
+// Config returns the cluster settings.
+func (c *Client) Config(ctx context.Context) ([]ConfigItem, error) {
+	var out []ConfigItem
+	return out, c.do(ctx, http.MethodGet, "/config", nil, &out)
+}
+
+// SetConfig changes a cluster setting.
+func (c *Client) SetConfig(ctx context.Context, key, value string) error {
+	return c.do(ctx, http.MethodPut, "/config/"+url.PathEscape(key), SettingRequest{Value: value}, nil)
+}

@@ -1,0 +1,404 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// joinRequest asks the leader to add a node (or confirm it): to Raft's configuration and to
+// the cluster state.
+type joinRequest struct {
+	Node fsm.Node `json:"node"`
+	// Fresh says the joiner started with an empty data dir, so a node id removed earlier may be
+	// reused by it.
+	Fresh bool `json:"fresh"`
+}
+
+// joinResponse tells the joiner at which index its registration stands.
+type joinResponse struct {
+	JoinIndex uint64 `json:"join_index"`
+	Voter     bool   `json:"voter"`
+}
+
+type removeRequest struct {
+	ID string `json:"id"`
+}
+
+// registerLoop makes sure the cluster state holds this node with its current addresses, then
+// watches for its removal.
+func (n *Node) registerLoop() {
+	defer n.wg.Done()
+	backoff := 200 * time.Millisecond
+	for {
+		if n.RemovedReason() != "" {
+			return
+		}
+		if err := n.register(); err != nil {
+			if errors.Is(err, ErrRemoved) || errorCode(err) == "removed" {
+				n.markRemoved(err.Error())
+				return
+			}
+			if retryable(err) {
+				n.log.Info("not registered yet, will retry", "err", err)
+			} else {
+				n.log.Warn("the cluster refused this node's registration; will retry", "err", err)
+			}
+		} else {
+			return
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// register sends this node's join request to the leader (through a seed when no leader is
+// known) unless the state already holds this node as it is.
+func (n *Node) register() error {
+	me := n.self()
+	st := n.State()
+	if cur, ok := st.Nodes[me.ID]; ok && sameNode(cur, &me) && n.inRaftConfig() {
+		n.setJoined(cur.JoinIndex)
+		return nil
+	}
+	req := joinRequest{Node: me, Fresh: !n.parts.existing}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var resp joinResponse
+	if addr, _ := n.raft.LeaderWithID(); addr != "" || n.IsLeader() {
+		err := n.withLeader(ctx, func(ctx context.Context, leader string) error {
+			if leader == "" {
+				r, err := n.handleJoin(ctx, req)
+				resp = r
+				return err
+			}
+			return n.peers.call(ctx, leader, rpcJoin, req, &resp)
+		})
+		if err == nil {
+			n.setJoined(resp.JoinIndex)
+		}
+		return err
+	}
+	if len(n.cfg.Seeds) == 0 {
+		return ErrNoLeader
+	}
+	var last error
+	for _, seed := range n.cfg.Seeds {
+		if seed == n.peerAddr {
+			continue
+		}
+		if last = n.peers.call(ctx, seed, rpcJoin, req, &resp); last == nil {
+			n.log.Info("joined the cluster", "seed", seed, "voter", resp.Voter, "index", resp.JoinIndex)
+			n.setJoined(resp.JoinIndex)
+			return nil
+		}
+		if errorCode(last) == "removed" {
+			return last
+		}
+	}
+	return fmt.Errorf("no seed took the join request: %w", last)
+}
+
+// setJoined records the index of this node's current registration: only a removal after it
+// counts (a node that rejoined under a removed id replays its old removal on the way).
+func (n *Node) setJoined(index uint64) {
+	n.mu.Lock()
+	n.registered = true
+	n.joinIndex = index
+	n.mu.Unlock()
+}
+
+func sameNode(a, b *fsm.Node) bool {
+	if a.ID != b.ID || a.DC != b.DC || a.Rack != b.Rack || a.Listen != b.Listen || a.Peer != b.Peer || a.Admin != b.Admin || len(a.Tokens) != len(b.Tokens) {
+		return false
+	}
+	for i := range a.Tokens {
+		if a.Tokens[i] != b.Tokens[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (n *Node) inRaftConfig() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == raft.ServerID(n.cfg.ID) && s.Address == raft.ServerAddress(n.peerAddr) {
+			return true
+		}
+	}
+	return false
+}
+
+// handleJoin runs at the leader: it adds the node to Raft (voter while there are fewer than
+// max_voters, else non-voter) and to the cluster state. Joining again is a no-op.
+func (n *Node) handleJoin(ctx context.Context, req joinRequest) (joinResponse, error) {
+	me := req.Node
+	st := n.State()
+	if idx, ok := st.Removed[me.ID]; ok && !req.Fresh {
+		return joinResponse{}, &fsm.Error{Code: "removed", Msg: fmt.Sprintf(
+			"node %s was removed from the cluster (Raft index %d); to bring it back, empty its data_dir and join again", me.ID, idx)}
+	}
+	if old, ok := st.Nodes[me.ID]; ok && old.Peer != me.Peer {
+		// The id is known at another address: refuse if a live node still answers there.
+		var other statusReply
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := n.peers.call(cctx, old.Peer, rpcStatus, struct{}{}, &other)
+		cancel()
+		if err == nil && other.ID == me.ID {
+			return joinResponse{}, &fsm.Error{Code: "exists", Msg: fmt.Sprintf(
+				"node id %s is taken by the running node at %s; pick another id", me.ID, old.Peer)}
+		}
+	}
+	voter, err := n.addToRaft(me.ID, me.Peer)
+	if err != nil {
+		return joinResponse{}, err
+	}
+	if err := n.Propose(ctx, &fsm.AddNode{Node: me}); err != nil {
+		return joinResponse{}, err
+	}
+	return joinResponse{JoinIndex: n.State().Nodes[me.ID].JoinIndex, Voter: voter}, nil
+}
+
+// addToRaft adds id at addr to the Raft configuration, replacing an entry with another address.
+func (n *Node) addToRaft(id, addr string) (bool, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return false, err
+	}
+	voters := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+		if s.ID == raft.ServerID(id) {
+			if s.Address == raft.ServerAddress(addr) {
+				return s.Suffrage == raft.Voter, nil
+			}
+			if err := n.raft.RemoveServer(s.ID, 0, applyTimeout).Error(); err != nil {
+				return false, raftErr(err)
+			}
+			if s.Suffrage == raft.Voter {
+				voters--
+			}
+		}
+	}
+	if voters < n.maxVoters() {
+		return true, raftErr(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, applyTimeout).Error())
+	}
+	return false, raftErr(n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, applyTimeout).Error())
+}
+
+func raftErr(err error) error {
+	if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+		return errNotLeader
+	}
+	return err
+}
+
+// maxVoters is the cluster setting when set, else this node's config.
+func (n *Node) maxVoters() int {
+	if v, ok := n.State().Settings["max_voters"]; ok {
+		if m, err := strconv.Atoi(v); err == nil {
+			return m
+		}
+	}
+	return n.cfg.MaxVoters
+}
+
+// Remove takes a node out of the cluster: out of the state, then out of Raft. The removed node
+// is told, and stops serving.
+func (n *Node) Remove(ctx context.Context, id string) error {
+	return n.withLeader(ctx, func(ctx context.Context, leader string) error {
+		if leader != "" {
+			return n.peers.call(ctx, leader, rpcRemove, removeRequest{ID: id}, nil)
+		}
+		return n.handleRemove(ctx, id)
+	})
+}
+
+func (n *Node) handleRemove(ctx context.Context, id string) error {
+	st := n.State()
+	node, inState := st.Nodes[id]
+	inRaft := false
+	servers := 0
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			servers++
+			if s.ID == raft.ServerID(id) {
+				inRaft = true
+			}
+		}
+	}
+	if !inState && !inRaft {
+		return &fsm.Error{Code: "not_found", Msg: fmt.Sprintf("node %s is not a member", id)}
+	}
+	if servers <= 1 && inRaft {
+		return &fsm.Error{Code: "busy", Msg: fmt.Sprintf("node %s is the last member; it cannot be removed", id)}
+	}
+	if inState {
+		if err := n.Propose(ctx, &fsm.RemoveNode{ID: id}); err != nil {
+			return err
+		}
+	}
+	if inRaft {
+		if err := n.raft.RemoveServer(raft.ServerID(id), 0, applyTimeout).Error(); err != nil {
+			return raftErr(err)
+		}
+	}
+	if node != nil && id != n.cfg.ID {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_ = n.peers.call(cctx, node.Peer, "/rpc/removed", removeRequest{ID: id}, nil)
+		cancel()
+	}
+	return nil
+}
+
+// watchState notices this node's own removal in a newly applied state.
+func (n *Node) watchState(s *fsm.State) {
+	idx, removed := s.Removed[n.cfg.ID]
+	if !removed {
+		return
+	}
+	n.mu.Lock()
+	reg, joined := n.registered, n.joinIndex
+	n.mu.Unlock()
+	if reg && idx > joined {
+		// Applied in Raft's apply path: stop serving without blocking it.
+		go n.markRemoved(fmt.Sprintf("removed from the cluster at Raft index %d", idx))
+	}
+}
+
+// markRemoved stops this node from serving; the embedder watches Removed().
+func (n *Node) markRemoved(why string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.removed != "" {
+		return
+	}
+	n.removed = why
+	close(n.removedCh)
+	n.log.Warn("node stops serving", "why", why)
+}
+
+// leaderLoop, while this node leads, promotes non-voters when voters are fewer than max_voters.
+func (n *Node) leaderLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		if !n.IsLeader() {
+			continue
+		}
+		f := n.raft.GetConfiguration()
+		if f.Error() != nil {
+			continue
+		}
+		voters := 0
+		var nonvoters []raft.Server
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				voters++
+			} else {
+				nonvoters = append(nonvoters, s)
+			}
+		}
+		for _, s := range nonvoters {
+			if voters >= n.maxVoters() {
+				break
+			}
+			if err := n.raft.AddVoter(s.ID, s.Address, 0, applyTimeout).Error(); err == nil {
+				n.log.Info("promoted non-voter", "id", s.ID)
+				voters++
+			}
+		}
+	}
+}
+
+// rpcHandler serves the nodes' own RPC on the peer port.
+func (n *Node) rpcHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+rpcPropose, func(w http.ResponseWriter, r *http.Request) {
+		var req proposeRequest
+		if err := readJSON(r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+		if !n.IsLeader() {
+			writeError(w, errNotLeader)
+			return
+		}
+		if err := n.applyLocal(req.Entry); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
+	mux.HandleFunc("POST "+rpcJoin, func(w http.ResponseWriter, r *http.Request) {
+		var req joinRequest
+		if err := readJSON(r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+		var resp joinResponse
+		err := n.withLeader(r.Context(), func(ctx context.Context, leader string) error {
+			if leader == "" {
+				var err error
+				resp, err = n.handleJoin(ctx, req)
+				return err
+			}
+			return n.peers.call(ctx, leader, rpcJoin, req, &resp)
+		})
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, resp)
+	})
+	mux.HandleFunc("POST "+rpcRemove, func(w http.ResponseWriter, r *http.Request) {
+		var req removeRequest
+		if err := readJSON(r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+		if !n.IsLeader() {
+			writeError(w, errNotLeader)
+			return
+		}
+		if err := n.handleRemove(r.Context(), req.ID); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
+	mux.HandleFunc("POST /rpc/removed", func(w http.ResponseWriter, r *http.Request) {
+		var req removeRequest
+		if err := readJSON(r, &req); err == nil && req.ID == n.cfg.ID {
+			n.markRemoved("removed from the cluster by an operator")
+		}
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
+	mux.HandleFunc("POST "+rpcStatus, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, n.localStatus())
+	})
+	return mux
+}

@@ -1,0 +1,56 @@
+package node
+
+import (
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics is the node's Prometheus registry.
+type metrics struct {
+	reg *prometheus.Registry
+}
+
+// Register adds a collector (the data plane's, for one) to the node's /metrics.
+func (n *Node) Register(c prometheus.Collector) error { return n.metrics.reg.Register(c) }
+
+func newMetrics(n *Node) *metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	labels := prometheus.Labels{"node": n.cfg.ID, "dc": n.cfg.DC}
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, f))
+	}
+	gauge("redraft_raft_state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 {
+		return float64(n.raft.State())
+	})
+	gauge("redraft_raft_leader", "1 when this node is the Raft leader.", func() float64 {
+		if n.raft.State() == raft.Leader {
+			return 1
+		}
+		return 0
+	})
+	gauge("redraft_raft_term", "Current Raft term.", func() float64 { return float64(n.raft.CurrentTerm()) })
+	gauge("redraft_raft_applied_index", "Index of the last entry applied to the cluster state.", func() float64 {
+		return float64(n.State().Index)
+	})
+	gauge("redraft_raft_commit_index", "Raft commit index.", func() float64 { return float64(n.raft.CommitIndex()) })
+	gauge("redraft_cluster_nodes", "Nodes in the cluster state.", func() float64 { return float64(len(n.State().Nodes)) })
+	reg.MustRegister(&appliedCollector{n: n, desc: prometheus.NewDesc("redraft_fsm_commands_applied_total",
+		"Commands applied to the cluster state, by type.", []string{"type"}, labels)})
+	return &metrics{reg: reg}
+}
+
+// appliedCollector exports the state's per-type apply counters.
+type appliedCollector struct {
+	n    *Node
+	desc *prometheus.Desc
+}
+
+func (c *appliedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *appliedCollector) Collect(ch chan<- prometheus.Metric) {
+	for typ, v := range c.n.State().Applied {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(v), typ)
+	}
+}

@@ -1,0 +1,129 @@
+package node
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// Peer-port protocol bytes: the first byte a dialer writes picks the service (rqlite's scheme).
+const (
+	muxRaft byte = 1
+	muxRPC  byte = 2
+)
+
+// mux splits one TCP listener into per-service listeners by the first byte of each connection.
+type mux struct {
+	ln     net.Listener
+	log    *slog.Logger
+	mu     sync.Mutex
+	subs   map[byte]*subListener
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newMux(ln net.Listener, log *slog.Logger) *mux {
+	return &mux{ln: ln, log: log, subs: map[byte]*subListener{}, closed: make(chan struct{})}
+}
+
+// listen returns the listener for connections whose first byte is b.
+func (m *mux) listen(b byte) *subListener {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := &subListener{m: m, conns: make(chan net.Conn, 16)}
+	m.subs[b] = s
+	return s
+}
+
+// serve accepts connections until the listener is closed.
+func (m *mux) serve() {
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.closed:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			m.log.Warn("peer listener stopped", "err", err)
+			return
+		}
+		go m.route(c)
+	}
+}
+
+func (m *mux) route(c net.Conn) {
+	var b [1]byte
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		c.Close()
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	m.mu.Lock()
+	s := m.subs[b[0]]
+	m.mu.Unlock()
+	if s == nil {
+		m.log.Warn("peer connection with unknown protocol byte", "byte", b[0], "remote", c.RemoteAddr())
+		c.Close()
+		return
+	}
+	select {
+	case s.conns <- c:
+	case <-m.closed:
+		c.Close()
+	}
+}
+
+func (m *mux) close() error {
+	var err error
+	m.once.Do(func() {
+		close(m.closed)
+		err = m.ln.Close()
+	})
+	return err
+}
+
+// subListener is the net.Listener of one service on the multiplexed port.
+type subListener struct {
+	m     *mux
+	conns chan net.Conn
+}
+
+// Accept waits for the next connection of this service.
+func (s *subListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-s.conns:
+		return c, nil
+	case <-s.m.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close closes the whole multiplexer.
+func (s *subListener) Close() error { return s.m.close() }
+
+// Addr is the shared listener's address.
+func (s *subListener) Addr() net.Addr { return s.m.ln.Addr() }
+
+// dialPeer dials a node's peer port and announces the service with its byte.
+func dialPeer(addr string, proto byte, timeout time.Duration) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := c.Write([]byte{proto}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	_ = c.SetWriteDeadline(time.Time{})
+	return c, nil
+}

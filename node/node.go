@@ -1,0 +1,286 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// ErrRemoved means this node was removed from the cluster and no longer serves.
+var ErrRemoved = errors.New("this node was removed from the cluster")
+
+// Node is one running redraft node: a Raft member with its peer and admin ports.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	sm    *stateMachine
+	parts *raftParts
+	raft  *raft.Raft
+	mux   *mux
+	peers *peerClient
+
+	peerAddr, listenAddr, adminAddr string // advertised addresses
+
+	rpcSrv   *http.Server
+	adminSrv *http.Server
+	adminLn  net.Listener
+
+	metrics *metrics
+
+	mu          sync.Mutex
+	removed     string // why this node stopped serving ("" while a member)
+	removedCh   chan struct{}
+	registered  bool
+	joinIndex   uint64
+	stop        chan struct{}
+	wg          sync.WaitGroup
+	closeOnce   sync.Once
+	extraStatus func() any
+}
+
+// Options are the parts of a node that its embedder (the CLI) supplies.
+type Options struct {
+	// Logger receives the node's logs (default: slog.Default()).
+	Logger *slog.Logger
+	// LogOutput receives Raft's own log lines (default: os.Stderr).
+	LogOutput io.Writer
+	// Status, when set, adds its value under "data_plane" in this node's status.
+	Status func() any
+}
+
+// identity is written in the data dir so a data dir is never used by another node id.
+type identity struct {
+	ID string `json:"id"`
+	DC string `json:"datacenter"`
+}
+
+// Start opens the data dir, starts Raft and the peer and admin ports, and registers the node:
+// the first node (no seeds, empty data dir) bootstraps a new cluster; others join through a seed.
+// The same config serves the first start and every restart.
+func Start(cfg Config, opts Options) (*Node, error) {
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.LogOutput == nil {
+		opts.LogOutput = os.Stderr
+	}
+	if err := claimDataDir(cfg.DataDir, cfg.ID, cfg.DC); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:         cfg,
+		log:         opts.Logger.With("node", cfg.ID),
+		sm:          newStateMachine(),
+		peers:       newPeerClient(),
+		removedCh:   make(chan struct{}),
+		stop:        make(chan struct{}),
+		extraStatus: opts.Status,
+	}
+	peerLn, err := net.Listen("tcp", cfg.PeerListen)
+	if err != nil {
+		return nil, fmt.Errorf("peer_listen %s: %w", cfg.PeerListen, err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		peerLn.Close()
+		return nil, fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, err)
+	}
+	n.adminLn = adminLn
+	n.peerAddr = advertised(cfg.PeerListen, peerLn.Addr(), cfg.Advertise)
+	n.adminAddr = advertised(cfg.AdminListen, adminLn.Addr(), cfg.Advertise)
+	n.listenAddr = advertised(cfg.Listen, nil, cfg.Advertise)
+
+	n.mux = newMux(peerLn, n.log)
+	layer := raftLayer{n.mux.listen(muxRaft)}
+	rpcLn := n.mux.listen(muxRPC)
+	go n.mux.serve()
+
+	parts, err := newRaft(&n.cfg, layer, n.sm, opts.LogOutput)
+	if err != nil {
+		n.mux.close()
+		adminLn.Close()
+		return nil, err
+	}
+	n.parts, n.raft = parts, parts.raft
+	n.metrics = newMetrics(n)
+	n.sm.observe(n.watchState)
+
+	n.rpcSrv = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = n.rpcSrv.Serve(rpcLn) }()
+	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = n.adminSrv.Serve(adminLn) }()
+
+	if !parts.existing && len(cfg.Seeds) == 0 {
+		n.log.Info("bootstrapping a new cluster", "peer", n.peerAddr)
+		f := n.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter, ID: raft.ServerID(cfg.ID), Address: raft.ServerAddress(n.peerAddr),
+		}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			n.Close()
+			return nil, fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	n.wg.Add(2)
+	go n.registerLoop()
+	go n.leaderLoop()
+	return n, nil
+}
+
+// claimDataDir creates dir and checks, or writes, the node identity kept in it.
+func claimDataDir(dir, id, dc string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("data_dir %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "node.json")
+	data, err := os.ReadFile(path)
+	if err == nil {
+		var got identity
+		if err := json.Unmarshal(data, &got); err != nil {
+			return fmt.Errorf("data_dir %s: %s is damaged: %v", dir, path, err)
+		}
+		if got.ID != id {
+			return fmt.Errorf("data_dir %s belongs to node %q, not %q: use that node's id, or another data_dir for a new node", dir, got.ID, id)
+		}
+		if got.DC != dc {
+			return fmt.Errorf("data_dir %s belongs to node %q of datacenter %q, not %q", dir, id, got.DC, dc)
+		}
+		return nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("data_dir %s: %w", dir, err)
+	}
+	data, _ = json.Marshal(identity{ID: id, DC: dc})
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return fmt.Errorf("data_dir %s: %w", dir, err)
+	}
+	return os.Rename(tmp, path)
+}
+
+// advertised picks the address others use to reach a listener: the configured address, with
+// the advertise host instead of a wildcard host, and the bound port when port 0 was asked for.
+func advertised(listen string, bound net.Addr, advertiseHost string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if bound != nil {
+		if _, p, err := net.SplitHostPort(bound.String()); err == nil {
+			port = p
+		}
+	}
+	if advertiseHost != "" {
+		host = advertiseHost
+	} else if host == "" || host == "0.0.0.0" || host == "::" {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// self is this node as the cluster state records it.
+func (n *Node) self() fsm.Node {
+	return fsm.Node{
+		ID: n.cfg.ID, DC: n.cfg.DC, Rack: n.cfg.Rack, Tokens: n.cfg.Tokens,
+		Listen: n.listenAddr, Peer: n.peerAddr, Admin: n.adminAddr,
+	}
+}
+
+// State returns the current cluster state; it must not be modified.
+func (n *Node) State() *fsm.State { return n.sm.state.Load() }
+
+// OnState registers f to be called with every new state (at once with the current one). f runs
+// in Raft's apply path and must be quick.
+func (n *Node) OnState(f func(*fsm.State)) { n.sm.observe(f) }
+
+// ID returns the node's id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// DC returns the node's datacenter.
+func (n *Node) DC() string { return n.cfg.DC }
+
+// PeerAddr returns the advertised peer address.
+func (n *Node) PeerAddr() string { return n.peerAddr }
+
+// AdminAddr returns the advertised admin address.
+func (n *Node) AdminAddr() string { return n.adminAddr }
+
+// Removed is closed when the node has been removed from the cluster and stops serving.
+func (n *Node) Removed() <-chan struct{} { return n.removedCh }
+
+// RemovedReason says why the node stopped serving ("" while it is a member).
+func (n *Node) RemovedReason() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.removed
+}
+
+func (n *Node) removedErr() error {
+	if r := n.RemovedReason(); r != "" {
+		return fmt.Errorf("%w: %s", ErrRemoved, r)
+	}
+	return nil
+}
+
+// IsLeader reports whether this node is the Raft leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// WaitReady waits until this node is registered in the cluster state and knows a leader.
+func (n *Node) WaitReady(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if err := n.removedErr(); err != nil {
+			return err
+		}
+		addr, _ := n.raft.LeaderWithID()
+		if _, ok := n.State().Nodes[n.cfg.ID]; ok && addr != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node %s not ready: %w", n.cfg.ID, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops the node: admin and peer ports, then Raft.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		close(n.stop)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if n.adminSrv != nil {
+			_ = n.adminSrv.Shutdown(ctx)
+		}
+		if n.rpcSrv != nil {
+			_ = n.rpcSrv.Close()
+		}
+		n.wg.Wait()
+		if n.parts != nil {
+			n.parts.close()
+		}
+		n.mux.close()
+		n.peers.tr.CloseIdleConnections()
+	})
+	return nil
+}

@@ -1,0 +1,227 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// testCluster is a set of in-process nodes on loopback ports.
+type testCluster struct {
+	t     *testing.T
+	dir   string
+	nodes map[string]*Node
+	cfgs  map[string]Config
+}
+
+func newTestCluster(t *testing.T) *testCluster {
+	c := &testCluster{t: t, dir: t.TempDir(), nodes: map[string]*Node{}, cfgs: map[string]Config{}}
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			n.Close()
+		}
+	})
+	return c
+}
+
+func quietOpts() Options {
+	if testing.Verbose() {
+		return Options{}
+	}
+	return Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LogOutput: io.Discard}
+}
+
+// start starts (or restarts) node id; seeds are node ids whose peer addresses to join through.
+func (c *testCluster) start(id, dc string, seeds ...string) *Node {
+	c.t.Helper()
+	cfg, ok := c.cfgs[id]
+	if !ok {
+		cfg = DefaultConfig()
+		cfg.ID, cfg.DC = id, dc
+		cfg.Listen, cfg.PeerListen, cfg.AdminListen = freeAddr(c.t), "127.0.0.1:0", "127.0.0.1:0"
+		cfg.DataDir = filepath.Join(c.dir, id)
+	}
+	cfg.Seeds = nil
+	for _, s := range seeds {
+		cfg.Seeds = append(cfg.Seeds, c.nodes[s].PeerAddr())
+	}
+	n, err := Start(cfg, quietOpts())
+	if err != nil {
+		c.t.Fatalf("start %s: %v", id, err)
+	}
+	// A restart keeps its ports: raft knows the node by its peer address.
+	cfg.PeerListen, cfg.AdminListen = n.PeerAddr(), n.AdminAddr()
+	c.cfgs[id] = cfg
+	c.nodes[id] = n
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := n.WaitReady(ctx); err != nil {
+		c.t.Fatal(err)
+	}
+	return n
+}
+
+func (c *testCluster) leader() *Node {
+	c.t.Helper()
+	var l *Node
+	poll(c.t, 10*time.Second, "leader", func() error {
+		for _, n := range c.nodes {
+			if n.IsLeader() {
+				l = n
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	return l
+}
+
+// freeAddr returns a loopback address nobody listens on right now (the RESP address, which
+// the node only advertises).
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func poll(t *testing.T, d time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s: %v", d, what, err)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+}
+
+func TestThreeNodesForwardAndAgree(t *testing.T) {
+	c := newTestCluster(t)
+	c.start("n1", "dc1")
+	c.start("n2", "dc1", "n1")
+	c.start("n3", "dc1", "n1")
+	var follower *Node
+	for _, n := range c.nodes {
+		if !n.IsLeader() {
+			follower = n
+		}
+	}
+	ctx := context.Background()
+	if err := follower.Propose(ctx, &fsm.AddGroup{DC: "dc1", Group: fsm.Group{ID: "g1", Master: "127.0.0.1:7001"}}); err != nil {
+		t.Fatal(err)
+	}
+	// The leader's validation error reaches the follower's caller with its code.
+	err := follower.Propose(ctx, &fsm.AddGroup{DC: "dc1", Group: fsm.Group{ID: "g1", Master: "127.0.0.1:7002"}})
+	if err == nil || errorCode(err) != "exists" || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("duplicate group: %v (code %q)", err, errorCode(err))
+	}
+	want := c.leader().State().Index
+	for id, n := range c.nodes {
+		poll(t, 5*time.Second, id+" catches up", func() error {
+			st := n.State()
+			if st.Index < want || st.DCs["dc1"].Groups["g1"] == nil {
+				return fmt.Errorf("index %d", st.Index)
+			}
+			return nil
+		})
+	}
+	st := follower.Status(ctx)
+	if len(st.Members) != 3 || st.Leader == "" {
+		t.Fatalf("status %+v", st)
+	}
+	for _, m := range st.Members {
+		if m.Suffrage != "voter" || m.Role == "unreachable" {
+			t.Errorf("member %s: %s %s", m.ID, m.Suffrage, m.Role)
+		}
+	}
+}
+
+func TestLeaderLossAndRestart(t *testing.T) {
+	c := newTestCluster(t)
+	c.start("n1", "dc1")
+	c.start("n2", "dc1", "n1")
+	c.start("n3", "dc1", "n1")
+	old := c.leader()
+	oldID := old.ID()
+	old.Close()
+	delete(c.nodes, oldID)
+	start := time.Now()
+	var survivor *Node
+	for _, n := range c.nodes {
+		survivor = n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := survivor.Propose(ctx, &fsm.SetSetting{Key: "max_voters", Value: "3"}); err != nil {
+		t.Fatalf("propose after leader loss: %v", err)
+	}
+	t.Logf("proposal committed %v after the leader stopped", time.Since(start))
+	// The old leader restarts from its data dir with its identity and catches up.
+	n := c.start(oldID, "dc1")
+	poll(t, 10*time.Second, "restarted node catches up", func() error {
+		if n.State().Setting("max_voters") != "3" {
+			return errors.New("setting not applied yet")
+		}
+		return nil
+	})
+}
+
+func TestRemoveStopsNode(t *testing.T) {
+	c := newTestCluster(t)
+	c.start("n1", "dc1")
+	c.start("n2", "dc1", "n1")
+	n3 := c.start("n3", "dc1", "n1")
+	if err := c.nodes["n1"].Remove(context.Background(), "n3"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-n3.Removed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("n3 not told it was removed")
+	}
+	if n3.RemovedReason() == "" {
+		t.Fatal("no reason given")
+	}
+	if _, ok := c.nodes["n1"].State().Nodes["n3"]; ok {
+		t.Fatal("n3 still in state")
+	}
+	// Removing it again contradicts the state.
+	err := c.nodes["n2"].Remove(context.Background(), "n3")
+	if errorCode(err) != "not_found" {
+		t.Fatalf("second remove: %v", err)
+	}
+	// Proposals from the removed node are refused.
+	if err := n3.Propose(context.Background(), &fsm.SetSetting{Key: "max_voters", Value: "4"}); !errors.Is(err, ErrRemoved) {
+		t.Fatalf("removed node proposed: %v", err)
+	}
+}
+
+func TestDataDirIdentity(t *testing.T) {
+	dir := t.TempDir()
+	if err := claimDataDir(dir, "n1", "dc1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := claimDataDir(dir, "n1", "dc1"); err != nil {
+		t.Fatalf("same id refused: %v", err)
+	}
+	err := claimDataDir(dir, "n2", "dc1")
+	if err == nil || !strings.Contains(err.Error(), `belongs to node "n1"`) {
+		t.Fatalf("other id: %v", err)
+	}
+}

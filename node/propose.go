@@ -1,0 +1,106 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// ErrNoLeader means no leader could be reached before the deadline.
+var ErrNoLeader = errors.New("no Raft leader is known: is a majority of voters up?")
+
+var errNotLeader = errors.New("not the leader")
+
+// applyTimeout bounds one Raft apply at the leader.
+const applyTimeout = 10 * time.Second
+
+// Propose commits cmd through Raft: locally when this node leads, else forwarded to the leader
+// over the peer port. It returns the command's validation error, if any, as the leader saw it.
+// It retries through leader changes until ctx ends (10 s when ctx has no deadline).
+func (n *Node) Propose(ctx context.Context, cmd fsm.Command) error {
+	data, err := fsm.Encode(cmd)
+	if err != nil {
+		return err
+	}
+	return n.withLeader(ctx, func(ctx context.Context, leader string) error {
+		if leader == "" {
+			return n.applyLocal(data)
+		}
+		return n.peers.call(ctx, leader, rpcPropose, proposeRequest{Entry: data}, nil)
+	})
+}
+
+// withLeader runs f at the leader: f gets "" when this node is the leader, else the leader's
+// peer address. It retries on not-leader answers and unreachable leaders until ctx ends.
+func (n *Node) withLeader(ctx context.Context, f func(ctx context.Context, leader string) error) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, applyTimeout)
+		defer cancel()
+	}
+	backoff := 50 * time.Millisecond
+	var last error
+	for {
+		if err := n.removedErr(); err != nil {
+			return err
+		}
+		addr, _ := n.raft.LeaderWithID()
+		switch {
+		case n.raft.State() == raft.Leader:
+			last = f(ctx, "")
+		case addr != "":
+			last = f(ctx, string(addr))
+		default:
+			last = ErrNoLeader
+		}
+		if last == nil || !retryable(last) {
+			return last
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(last, errNotLeader) {
+				last = ErrNoLeader
+			}
+			return fmt.Errorf("%w (gave up after the deadline)", last)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
+// retryable tells errors worth another try at the (maybe new) leader from final answers.
+func retryable(err error) bool {
+	var fe *fsm.Error
+	var re *RemoteError
+	if errors.As(err, &fe) {
+		return false
+	}
+	if errors.As(err, &re) {
+		return re.Code == "no_leader" || re.Code == "not_leader"
+	}
+	return true
+}
+
+// applyLocal applies an encoded entry at this node, which must be the leader.
+func (n *Node) applyLocal(data []byte) error {
+	f := n.raft.Apply(data, applyTimeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return errNotLeader
+		}
+		return err
+	}
+	if err, ok := f.Response().(error); ok && err != nil {
+		return err
+	}
+	return nil
+}
+
+type proposeRequest struct {
+	Entry []byte `json:"entry"`
+}

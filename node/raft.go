@@ -1,0 +1,158 @@
+package node
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// raftLayer is the raft.StreamLayer on the multiplexed peer port.
+type raftLayer struct {
+	*subListener
+}
+
+// Dial connects to another node's Raft service.
+func (l raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return dialPeer(string(addr), muxRaft, timeout)
+}
+
+// stateMachine is the raft.FSM: it applies entries with fsm.Apply and publishes each new state.
+type stateMachine struct {
+	state atomic.Pointer[fsm.State]
+	mu    sync.Mutex // serialises observers with Apply/Restore
+	obs   []func(*fsm.State)
+}
+
+func newStateMachine() *stateMachine {
+	m := &stateMachine{}
+	m.state.Store(fsm.New())
+	return m
+}
+
+// Apply implements raft.FSM. The response is nil or the command's error.
+func (m *stateMachine) Apply(l *raft.Log) interface{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next, err := fsm.Apply(m.state.Load(), l.Index, l.Data)
+	m.publish(next)
+	if err != nil {
+		return err
+	}
+	return nil
+}
+
+func (m *stateMachine) publish(s *fsm.State) {
+	m.state.Store(s)
+	for _, f := range m.obs {
+		f(s)
+	}
+}
+
+func (m *stateMachine) observe(f func(*fsm.State)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.obs = append(m.obs, f)
+	f(m.state.Load())
+}
+
+// Snapshot implements raft.FSM: the state is immutable, so the pointer is the snapshot.
+func (m *stateMachine) Snapshot() (raft.FSMSnapshot, error) {
+	return &fsmSnapshot{s: m.state.Load()}, nil
+}
+
+// Restore implements raft.FSM.
+func (m *stateMachine) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	s, err := fsm.ReadSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.publish(s)
+	return nil
+}
+
+type fsmSnapshot struct{ s *fsm.State }
+
+func (f *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := fsm.WriteSnapshot(sink, f.s); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (f *fsmSnapshot) Release() {}
+
+// raftParts are the pieces newRaft builds, closed together on shutdown.
+type raftParts struct {
+	raft      *raft.Raft
+	transport *raft.NetworkTransport
+	store     *raftboltdb.BoltStore
+	existing  bool
+}
+
+func (p *raftParts) close() {
+	if p.raft != nil {
+		_ = p.raft.Shutdown().Error()
+	}
+	if p.transport != nil {
+		_ = p.transport.Close()
+	}
+	if p.store != nil {
+		_ = p.store.Close()
+	}
+}
+
+// newRaft opens the Raft stores under dataDir and starts Raft on the peer layer.
+func newRaft(cfg *Config, layer raft.StreamLayer, m *stateMachine, logOut io.Writer) (*raftParts, error) {
+	p := &raftParts{}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.HeartbeatTimeout = 1000 * time.Millisecond
+	rc.ElectionTimeout = 1000 * time.Millisecond
+	rc.LeaderLeaseTimeout = 500 * time.Millisecond
+	rc.SnapshotThreshold = 8192
+	rc.SnapshotInterval = 30 * time.Second
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: logOut})
+
+	dir := filepath.Join(cfg.DataDir, "raft")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	store, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
+	if err != nil {
+		return nil, fmt.Errorf("open raft store: %w", err)
+	}
+	p.store = store
+	snaps, err := raft.NewFileSnapshotStore(dir, 2, logOut)
+	if err != nil {
+		p.close()
+		return nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	p.existing, err = raft.HasExistingState(store, store, snaps)
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	p.transport = raft.NewNetworkTransport(layer, 5, 10*time.Second, logOut)
+	r, err := raft.NewRaft(rc, m, store, store, snaps, p.transport)
+	if err != nil {
+		p.close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	p.raft = r
+	return p, nil
+}

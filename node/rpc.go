@@ -1,0 +1,152 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// The nodes' own RPC runs HTTP/1.1 on the multiplexed peer port (protocol byte muxRPC): one port
+// between sites, request/response framing, keep-alive and timeouts from net/http.
+const (
+	rpcPropose = "/rpc/propose"
+	rpcJoin    = "/rpc/join"
+	rpcRemove  = "/rpc/remove"
+	rpcStatus  = "/rpc/status"
+)
+
+// rpcError is the wire form of an error answered by a node.
+type rpcError struct {
+	Error string `json:"error"`
+	Code  string `json:"code,omitempty"`
+}
+
+// RemoteError is an error answered by another node (usually the leader), kept with its code.
+type RemoteError struct {
+	Code string
+	Msg  string
+}
+
+func (e *RemoteError) Error() string { return e.Msg }
+
+// errorCode returns the machine-readable code of err ("" when it has none).
+func errorCode(err error) string {
+	var fe *fsm.Error
+	var re *RemoteError
+	switch {
+	case errors.As(err, &fe):
+		return fe.Code
+	case errors.As(err, &re):
+		return re.Code
+	case errors.Is(err, ErrNoLeader):
+		return "no_leader"
+	case errors.Is(err, errNotLeader):
+		return "not_leader"
+	case errors.Is(err, ErrRemoved):
+		return "removed"
+	}
+	return "internal"
+}
+
+// peerClient calls other nodes' RPC over their peer ports.
+type peerClient struct {
+	tr *http.Transport
+	hc *http.Client
+}
+
+func newPeerClient() *peerClient {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			timeout := 5 * time.Second
+			if d, ok := ctx.Deadline(); ok {
+				timeout = time.Until(d)
+			}
+			return dialPeer(addr, muxRPC, timeout)
+		},
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	return &peerClient{tr: tr, hc: &http.Client{Transport: tr, Timeout: 15 * time.Second}}
+}
+
+// call posts in as JSON to path on the node at addr and decodes the answer into out.
+func (c *peerClient) call(ctx context.Context, addr, path string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		// A pooled connection may belong to a peer that restarted: the next try dials afresh.
+		c.tr.CloseIdleConnections()
+		return fmt.Errorf("node at %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("node at %s: %w", addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e rpcError
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			if e.Code == "not_leader" {
+				return errNotLeader
+			}
+			return &RemoteError{Code: e.Code, Msg: e.Error}
+		}
+		return fmt.Errorf("node at %s answered %s", addr, resp.Status)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+// writeJSON answers v with status code.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// writeError answers err with the HTTP status its code implies.
+func writeError(w http.ResponseWriter, err error) {
+	code := errorCode(err)
+	status := http.StatusInternalServerError
+	switch code {
+	case "invalid":
+		status = http.StatusBadRequest
+	case "not_found":
+		status = http.StatusNotFound
+	case "exists", "busy":
+		status = http.StatusConflict
+	case "no_leader", "not_leader", "removed":
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, rpcError{Error: err.Error(), Code: code})
+}
+
+// readJSON decodes a request body into v, refusing unknown fields.
+func readJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 16<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &fsm.Error{Code: "invalid", Msg: "bad request body: " + err.Error()}
+	}
+	return nil
+}

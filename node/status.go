@@ -1,0 +1,153 @@
+package node
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// statusReply is one node's own view, answered on the peer port and shown per member.
+type statusReply struct {
+	ID           string `json:"id"`
+	DC           string `json:"dc"`
+	RaftState    string `json:"raft_state"`
+	Term         uint64 `json:"term"`
+	AppliedIndex uint64 `json:"applied_index"`
+	CommitIndex  uint64 `json:"commit_index"`
+	Removed      string `json:"removed,omitempty"`
+	DataPlane    any    `json:"data_plane,omitempty"`
+}
+
+func (n *Node) localStatus() statusReply {
+	st := n.State()
+	r := statusReply{
+		ID: n.cfg.ID, DC: n.cfg.DC, RaftState: n.raft.State().String(),
+		AppliedIndex: st.Index, CommitIndex: n.raft.CommitIndex(), Removed: n.RemovedReason(),
+	}
+	r.Term = n.raft.CurrentTerm()
+	if n.extraStatus != nil {
+		r.DataPlane = n.extraStatus()
+	}
+	return r
+}
+
+// Member is one node in the cluster status.
+type Member struct {
+	fsm.Node
+	// Suffrage is "voter" or "nonvoter" ("" when not in the Raft configuration).
+	Suffrage string `json:"suffrage"`
+	// Role is the node's Raft state as it reports it (Leader, Follower, Candidate), or
+	// "unreachable".
+	Role         string `json:"role"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Error        string `json:"error,omitempty"`
+}
+
+// GroupStatus is one group with the slots it serves.
+type GroupStatus struct {
+	fsm.Group
+	Slots  int      `json:"slots"`
+	Ranges []string `json:"ranges"`
+}
+
+// DCStatus is one datacenter in the cluster status.
+type DCStatus struct {
+	Name       string        `json:"name"`
+	Nodes      []string      `json:"nodes"`
+	Groups     []GroupStatus `json:"groups"`
+	Unassigned int           `json:"unassigned_slots"`
+}
+
+// Status is the cluster as one node sees it.
+type Status struct {
+	Node         string            `json:"node"`
+	Leader       string            `json:"leader"`
+	LeaderPeer   string            `json:"leader_peer"`
+	Term         uint64            `json:"term"`
+	AppliedIndex uint64            `json:"applied_index"`
+	Members      []Member          `json:"members"`
+	DCs          []DCStatus        `json:"dcs"`
+	Settings     map[string]string `json:"settings"`
+	Migrations   []*fsm.Migration  `json:"migrations,omitempty"`
+}
+
+// Status gathers the cluster status: the state plus each member's own report (asked in
+// parallel, one second at most).
+func (n *Node) Status(ctx context.Context) Status {
+	st := n.State()
+	addr, id := n.raft.LeaderWithID()
+	out := Status{
+		Node: n.cfg.ID, Leader: string(id), LeaderPeer: string(addr), Term: n.raft.CurrentTerm(),
+		AppliedIndex: st.Index, Settings: map[string]string{},
+	}
+	for _, k := range fsm.SettingKeys() {
+		out.Settings[k] = st.Setting(k)
+	}
+	suffrage := map[string]string{}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				suffrage[string(s.ID)] = "voter"
+			} else {
+				suffrage[string(s.ID)] = "nonvoter"
+			}
+		}
+	}
+	ids := st.NodeIDs()
+	out.Members = make([]Member, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		m := &out.Members[i]
+		m.Node, m.Suffrage = *st.Nodes[id], suffrage[id]
+		if id == n.cfg.ID {
+			r := n.localStatus()
+			m.Role, m.AppliedIndex = r.RaftState, r.AppliedIndex
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			var r statusReply
+			if err := n.peers.call(cctx, m.Peer, rpcStatus, struct{}{}, &r); err != nil {
+				m.Role, m.Error = "unreachable", err.Error()
+				return
+			}
+			m.Role, m.AppliedIndex = r.RaftState, r.AppliedIndex
+		}()
+	}
+	wg.Wait()
+	for _, name := range st.DCNames() {
+		dc := st.DCs[name]
+		ds := DCStatus{Name: name, Nodes: []string{}, Groups: []GroupStatus{}}
+		for _, id := range ids {
+			if st.Nodes[id].DC == name {
+				ds.Nodes = append(ds.Nodes, id)
+			}
+		}
+		ranges := dc.SlotRanges()
+		for _, r := range ranges[""] {
+			ds.Unassigned += r.To - r.From + 1
+		}
+		for _, gid := range dc.GroupIDs() {
+			gs := GroupStatus{Group: *dc.Groups[gid], Ranges: []string{}}
+			for _, r := range ranges[gid] {
+				gs.Slots += r.To - r.From + 1
+				gs.Ranges = append(gs.Ranges, r.String())
+			}
+			ds.Groups = append(ds.Groups, gs)
+		}
+		out.DCs = append(out.DCs, ds)
+	}
+	for _, m := range st.Migrations {
+		out.Migrations = append(out.Migrations, m)
+	}
+	sort.Slice(out.Migrations, func(i, j int) bool { return out.Migrations[i].ID < out.Migrations[j].ID })
+	return out
+}
