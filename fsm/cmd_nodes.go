@@ -78,6 +78,7 @@ func (c *RemoveNode) apply(s *State, index uint64) error {
 	for _, m := range s.Migrations {
 		if m.Active() && m.FreezeAcks != nil {
 			delete(m.FreezeAcks, c.ID)
+			s.checkBarrier(m)
 		}
 	}
 	return nil

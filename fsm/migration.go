@@ -19,6 +19,9 @@ type Migration struct {
 	From  string         `json:"from"`
 	To    string         `json:"to"`
 	State MigrationState `json:"state"`
+	// Cancelling is set when a cancel came after keys began to move: the migration runs back,
+	// target to source, behind a fresh freeze barrier, and ends cancelled.
+	Cancelling bool `json:"cancelling,omitempty"`
 	// Paused stops the mover; migrate-on-access goes on.
 	Paused bool `json:"paused,omitempty"`
 	// Rate is the mover's throttle in keys per second (0: unthrottled).
@@ -32,6 +35,22 @@ type Migration struct {
 	KeysTotal int64 `json:"keys_total"`
 	// StartIndex is the Raft index at which the migration was created.
 	StartIndex uint64 `json:"start_index"`
+}
+
+// Source is the group keys move out of: From, or To while cancelling.
+func (m *Migration) Source() string {
+	if m.Cancelling {
+		return m.To
+	}
+	return m.From
+}
+
+// Target is the group keys move into: To, or From while cancelling.
+func (m *Migration) Target() string {
+	if m.Cancelling {
+		return m.From
+	}
+	return m.To
 }
 
 func (m *Migration) clone() *Migration {

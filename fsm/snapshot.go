@@ -32,14 +32,25 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 	st := f.State
 	s.Index, s.NextMigrationID = st.Index, st.NextMigrationID
 	for k, v := range st.Nodes {
+		if v == nil {
+			return nil, fmt.Errorf("fsm: snapshot: node %s is null", k)
+		}
 		s.Nodes[k] = v
 	}
 	for k, v := range st.DCs {
+		if v == nil {
+			return nil, fmt.Errorf("fsm: snapshot: datacenter %s is null", k)
+		}
 		if len(v.Slots) != NumSlots {
 			return nil, fmt.Errorf("fsm: snapshot: datacenter %s has %d slots, want %d", k, len(v.Slots), NumSlots)
 		}
 		if v.Groups == nil {
 			v.Groups = map[string]*Group{}
+		}
+		for id, g := range v.Groups {
+			if g == nil {
+				return nil, fmt.Errorf("fsm: snapshot: group %s of datacenter %s is null", id, k)
+			}
 		}
 		s.DCs[k] = v
 	}
@@ -47,6 +58,14 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		s.Settings[k] = v
 	}
 	for k, v := range st.Migrations {
+		if v == nil {
+			return nil, fmt.Errorf("fsm: snapshot: migration %d is null", k)
+		}
+		// freeze_acks is omitempty: an active migration's empty map comes back nil, and apply
+		// writes to it (AckFreeze) and tests it (RemoveNode).
+		if v.Active() && v.FreezeAcks == nil {
+			v.FreezeAcks = map[string]uint64{}
+		}
 		s.Migrations[k] = v
 	}
 	for k, v := range st.Removed {

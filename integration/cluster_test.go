@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/testredis"
 	"github.com/redraft/redraft/node"
 )
 
@@ -322,4 +324,53 @@ func (p *proc) cliNoAdmin(args ...string) (string, error) {
 	defer cancel()
 	out, err := execCommandContext(ctx, binary, args...).CombinedOutput()
 	return string(out), err
+}
+
+// TestDataThroughEveryNode writes through one node and reads through the others, with real
+// redis-server groups and redis-cli as the client.
+func TestDataThroughEveryNode(t *testing.T) {
+	r1, r2 := testredis.Start(t), testredis.Start(t)
+	c := NewCluster(t)
+	nodes := c.Start3("dc1")
+	nodes[0].MustCLI("group", "add", "--dc", "dc1", "--id", "g1", "--master", r1.Addr)
+	nodes[0].MustCLI("group", "add", "--dc", "dc1", "--id", "g2", "--master", r2.Addr)
+	nodes[1].MustCLI("slots", "assign", "--dc", "dc1", "--group", "g1", "0-8191")
+	nodes[2].MustCLI("slots", "assign", "--dc", "dc1", "--group", "g2", "8192-16383")
+	cli := func(p *proc, args ...string) string {
+		host, port, _ := strings.Cut(p.Listen, ":")
+		out, err := exec.Command("redis-cli", append([]string{"-h", host, "-p", port}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("redis-cli %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	// Every node applies the slot table; poll until each routes.
+	for _, p := range nodes {
+		waitFor(t, 10*time.Second, p.ID+" routes", func() error {
+			if got := cli(p, "set", "probe:"+p.ID, "1"); got != "OK" {
+				return fmt.Errorf("set answered %q", got)
+			}
+			return nil
+		})
+	}
+	// "foo" hashes to slot 12182 (g2), "bar" to 5061 (g1).
+	if got := cli(nodes[0], "set", "foo", "v-foo"); got != "OK" {
+		t.Fatalf("set foo: %q", got)
+	}
+	if got := cli(nodes[1], "set", "bar", "v-bar"); got != "OK" {
+		t.Fatalf("set bar: %q", got)
+	}
+	for _, p := range nodes {
+		if got := cli(p, "mget", "foo", "bar"); got != "v-foo\nv-bar" {
+			t.Errorf("%s: mget foo bar = %q", p.ID, got)
+		}
+	}
+	// The keys landed on the groups that own their slots.
+	for _, tc := range []struct{ addr, key, want string }{{r2.Addr, "foo", "v-foo"}, {r1.Addr, "bar", "v-bar"}} {
+		host, port, _ := strings.Cut(tc.addr, ":")
+		out, _ := exec.Command("redis-cli", "-h", host, "-p", port, "get", tc.key).Output()
+		if got := strings.TrimSpace(string(out)); got != tc.want {
+			t.Errorf("backend %s: get %s = %q, want %q", tc.addr, tc.key, got, tc.want)
+		}
+	}
 }

@@ -1,0 +1,297 @@
+package backend
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/redraft/redraft/router/resp"
+)
+
+type connState uint8
+
+const (
+	stIdle connState = iota
+	stConnecting
+	stUp
+	stDown
+	stClosed
+)
+
+const (
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = 5 * time.Second
+	// inlineRounds is how many writes a submitting client does itself before handing the
+	// rest to the connection's writer goroutine.
+	inlineRounds = 2
+)
+
+var errUnexpectedReply = errors.New("reply without a request")
+
+// Conn is one shared, pipelined connection to a backend database. Clients append requests
+// with Submit and then call Flush; bytes queued by many clients go out in one write, and the
+// reader goroutine completes requests in order as replies arrive. A Conn dials lazily,
+// reconnects on demand, and while its backend is down fails requests at once until a backoff
+// has passed.
+type Conn struct {
+	p  *Pool
+	db int
+
+	mu       sync.Mutex
+	state    connState
+	nc       net.Conn
+	gen      uint64 // bumped on every new net.Conn
+	wbuf     []byte // queued bytes not yet written
+	spare    []byte
+	fifo     queue // requests awaiting replies, in write order
+	writing  bool  // a goroutine is writing wbuf
+	kick     chan struct{}
+	stop     chan struct{}
+	lastErr  error
+	retryAt  time.Time
+	backoff  time.Duration
+	inflight int
+}
+
+func newConn(p *Pool, db int) *Conn {
+	return &Conn{p: p, db: db, kick: make(chan struct{}, 1)}
+}
+
+// Submit queues raw (one or more complete commands) for the request; r must have been Reset
+// for the number of replies raw produces. The bytes are sent by the next Flush.
+func (c *Conn) Submit(r *Request, raw []byte) {
+	c.mu.Lock()
+	switch c.state {
+	case stUp, stConnecting:
+	case stIdle:
+		c.startConnect()
+	case stDown:
+		if time.Now().Before(c.retryAt) {
+			err := c.lastErr
+			c.mu.Unlock()
+			r.fail(err)
+			return
+		}
+		c.startConnect()
+	case stClosed:
+		c.mu.Unlock()
+		r.fail(c.p.unavailable(ErrClosed))
+		return
+	}
+	c.wbuf = append(c.wbuf, raw...)
+	c.fifo.push(r)
+	c.mu.Unlock()
+}
+
+// Flush writes queued bytes unless another goroutine is already writing them.
+func (c *Conn) Flush() {
+	c.mu.Lock()
+	if c.state != stUp || c.writing || len(c.wbuf) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	c.writing = true
+	c.writeLoop(inlineRounds)
+}
+
+// writeLoop writes wbuf until it is empty; called with c.mu held and c.writing set, it
+// returns with c.mu released. After rounds writes (0: no limit) it hands over to the
+// connection's writer goroutine, so one client is never stuck writing for everyone.
+func (c *Conn) writeLoop(rounds int) {
+	gen := c.gen
+	for i := 0; ; i++ {
+		if c.gen != gen {
+			c.mu.Unlock()
+			return
+		}
+		if len(c.wbuf) == 0 || c.state != stUp {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		if rounds > 0 && i >= rounds {
+			c.mu.Unlock()
+			select {
+			case c.kick <- struct{}{}:
+			default:
+			}
+			return
+		}
+		buf, nc := c.wbuf, c.nc
+		c.wbuf = c.spare[:0]
+		c.spare = nil
+		c.mu.Unlock()
+		if t := c.p.opts.Timeout; t > 0 {
+			_ = nc.SetWriteDeadline(time.Now().Add(t))
+		}
+		_, err := nc.Write(buf)
+		c.mu.Lock()
+		if cap(buf) <= 1<<20 && c.spare == nil {
+			c.spare = buf[:0]
+		}
+		if err != nil {
+			// The reader sees the closed connection and fails every waiting request.
+			_ = nc.Close()
+			if c.gen == gen {
+				c.writing = false
+			}
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+// writer writes on behalf of clients that handed over a long write.
+func (c *Conn) writer(stop chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-c.kick:
+			c.mu.Lock()
+			if c.stop != stop {
+				c.mu.Unlock()
+				return
+			}
+			c.writeLoop(0)
+		}
+	}
+}
+
+func (c *Conn) startConnect() {
+	c.state = stConnecting
+	go c.connect()
+}
+
+func (c *Conn) connect() {
+	nc, err := c.p.dial(c.db)
+	c.mu.Lock()
+	if c.state == stClosed {
+		c.mu.Unlock()
+		if nc != nil {
+			_ = nc.Close()
+		}
+		return
+	}
+	if err != nil {
+		c.downLocked(c.p.unavailable(err), true)
+		c.mu.Unlock()
+		return
+	}
+	c.state, c.nc, c.backoff = stUp, nc, 0
+	c.gen++
+	c.stop = make(chan struct{})
+	c.p.opts.Stats.BackendConns.Add(1)
+	go c.reader(nc, c.gen)
+	go c.writer(c.stop)
+	c.writing = true
+	c.writeLoop(0)
+}
+
+// downLocked fails every queued request with err and waits for a backoff before the next
+// dial: growing after failed dials, none after a connection that was up.
+func (c *Conn) downLocked(err error, dialFailed bool) {
+	if c.state != stClosed {
+		c.state = stDown
+	}
+	c.lastErr = err
+	if dialFailed {
+		c.backoff = min(max(c.backoff*2, minBackoff), maxBackoff)
+	} else {
+		c.backoff = 0
+	}
+	c.retryAt = time.Now().Add(c.backoff)
+	c.wbuf = c.wbuf[:0]
+	c.writing = false
+	if c.stop != nil {
+		close(c.stop)
+		c.stop = nil
+	}
+	for c.fifo.size > 0 {
+		c.fifo.pop().fail(err)
+	}
+}
+
+// reader reads replies from nc and completes requests in order until nc fails.
+func (c *Conn) reader(nc net.Conn, gen uint64) {
+	br := bufio.NewReaderSize(nc, 16<<10)
+	timeout := c.p.opts.Timeout
+	var deadline time.Time
+	var suspect, r *Request
+	fail := func(err error) {
+		_ = nc.Close()
+		c.p.opts.Stats.BackendConns.Add(-1)
+		c.mu.Lock()
+		if c.gen == gen {
+			c.downLocked(c.p.unavailable(err), false)
+		}
+		c.mu.Unlock()
+	}
+	for {
+		if br.Buffered() == 0 {
+			if timeout > 0 {
+				if now := time.Now(); now.Add(timeout / 2).After(deadline) {
+					deadline = now.Add(timeout)
+					_ = nc.SetReadDeadline(deadline)
+				}
+			}
+			if _, err := br.Peek(1); err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					// Idle, or a request that has not waited a full timeout yet: go on.
+					c.mu.Lock()
+					head, live := c.fifo.peek(), c.gen == gen
+					c.mu.Unlock()
+					if live && (head == nil || head != suspect) {
+						suspect = head
+						deadline = time.Time{}
+						continue
+					}
+				}
+				fail(err)
+				return
+			}
+		}
+		if r == nil {
+			c.mu.Lock()
+			r = c.fifo.peek()
+			c.mu.Unlock()
+			if r == nil {
+				fail(errUnexpectedReply)
+				return
+			}
+		}
+		var err error
+		r.Reply, err = resp.ReadReply(br, r.Reply[:0])
+		if err != nil {
+			fail(err)
+			return
+		}
+		r.n--
+		if r.n > 0 {
+			continue
+		}
+		c.mu.Lock()
+		c.fifo.pop()
+		next := c.fifo.peek()
+		c.mu.Unlock()
+		r.finish()
+		r = next
+	}
+}
+
+// close shuts the connection; waiting requests fail with ErrClosed.
+func (c *Conn) close() {
+	c.mu.Lock()
+	nc := c.nc
+	if c.state != stUp {
+		c.downLocked(c.p.unavailable(ErrClosed), false)
+	}
+	c.state = stClosed
+	c.mu.Unlock()
+	if nc != nil {
+		_ = nc.Close()
+	}
+}

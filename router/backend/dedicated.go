@@ -1,0 +1,80 @@
+package backend
+
+import (
+	"bufio"
+	"net"
+	"time"
+
+	"github.com/redraft/redraft/router/resp"
+)
+
+// Dedicated is a connection used by one session alone: for blocking commands, WATCH and
+// pub/sub. It is not pipelined with other clients.
+type Dedicated struct {
+	p  *Pool
+	nc net.Conn
+	br *bufio.Reader
+	// DB is the database the connection selected.
+	DB int
+}
+
+// Dial opens a dedicated connection to database db.
+func (p *Pool) Dial(db int) (*Dedicated, error) {
+	nc, err := p.dial(db)
+	if err != nil {
+		return nil, p.unavailable(err)
+	}
+	p.opts.Stats.Dedicated.Add(1)
+	return &Dedicated{p: p, nc: nc, br: bufio.NewReaderSize(nc, 4096), DB: db}, nil
+}
+
+// Pool returns the pool the connection belongs to.
+func (d *Dedicated) Pool() *Pool { return d.p }
+
+// Do writes raw and reads n replies, returning the last; timeout bounds the wait (0: none).
+func (d *Dedicated) Do(raw []byte, n int, timeout time.Duration, dst []byte) ([]byte, error) {
+	if timeout > 0 {
+		_ = d.nc.SetDeadline(time.Now().Add(timeout))
+	} else {
+		_ = d.nc.SetDeadline(time.Time{})
+	}
+	if _, err := d.nc.Write(raw); err != nil {
+		return dst, d.p.unavailable(err)
+	}
+	var err error
+	for i := 0; i < n; i++ {
+		dst, err = resp.ReadReply(d.br, dst[:0])
+		if err != nil {
+			return dst, d.p.unavailable(err)
+		}
+	}
+	return dst, nil
+}
+
+// Write sends raw without waiting for a reply.
+func (d *Dedicated) Write(raw []byte) error {
+	_ = d.nc.SetWriteDeadline(time.Now().Add(d.p.timeout()))
+	if _, err := d.nc.Write(raw); err != nil {
+		return d.p.unavailable(err)
+	}
+	return nil
+}
+
+// Read reads one reply (no deadline) and appends it to dst.
+func (d *Dedicated) Read(dst []byte) ([]byte, error) {
+	_ = d.nc.SetReadDeadline(time.Time{})
+	b, err := resp.ReadReply(d.br, dst)
+	if err != nil {
+		return b, d.p.unavailable(err)
+	}
+	return b, nil
+}
+
+// Close closes the connection.
+func (d *Dedicated) Close() {
+	if d.nc != nil {
+		_ = d.nc.Close()
+		d.nc = nil
+		d.p.opts.Stats.Dedicated.Add(-1)
+	}
+}

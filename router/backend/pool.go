@@ -1,0 +1,171 @@
+package backend
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redraft/redraft/router/resp"
+)
+
+// Stats counts backend connections for metrics; one Stats is shared by all pools of a server.
+type Stats struct {
+	// BackendConns is the number of shared connections currently up.
+	BackendConns atomic.Int64
+	// Dedicated is the number of dedicated connections currently open.
+	Dedicated atomic.Int64
+	// DialErrors counts failed dials.
+	DialErrors atomic.Int64
+}
+
+// Options configure a Pool.
+type Options struct {
+	// Group is the group id named in errors.
+	Group string
+	// Addr is the backend's host:port; Password its AUTH password ("" for none).
+	Addr, Password string
+	// Timeout bounds dials and replies (0: none).
+	Timeout time.Duration
+	// ConnsPerDB is the number of shared connections per database (default 1).
+	ConnsPerDB int
+	// Databases is the number of databases a session may SELECT (default 16).
+	Databases int
+	// Stats receives the pool's counters (required).
+	Stats *Stats
+}
+
+// Pool is the set of connections to one backend (a group's master): a few shared pipelined
+// connections per database, created on first use.
+type Pool struct {
+	opts Options
+	dbs  []atomic.Pointer[[]*Conn]
+
+	mu     sync.Mutex
+	all    []*Conn
+	closed bool
+}
+
+// NewPool returns a pool for opts; it dials nothing until used.
+func NewPool(opts Options) *Pool {
+	if opts.ConnsPerDB <= 0 {
+		opts.ConnsPerDB = 1
+	}
+	if opts.Databases <= 0 {
+		opts.Databases = 16
+	}
+	return &Pool{opts: opts, dbs: make([]atomic.Pointer[[]*Conn], opts.Databases)}
+}
+
+// Addr returns the backend address.
+func (p *Pool) Addr() string { return p.opts.Addr }
+
+// Password returns the backend password.
+func (p *Pool) Password() string { return p.opts.Password }
+
+// Conn returns the shared connection for database db that a client with the given affinity
+// uses; one client always gets the same connection, so its commands stay in order.
+func (p *Pool) Conn(db int, affinity uint64) *Conn {
+	set := p.dbs[db].Load()
+	if set == nil {
+		set = p.initDB(db)
+	}
+	s := *set
+	if len(s) == 1 {
+		return s[0]
+	}
+	return s[affinity%uint64(len(s))]
+}
+
+func (p *Pool) initDB(db int) *[]*Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if set := p.dbs[db].Load(); set != nil {
+		return set
+	}
+	s := make([]*Conn, p.opts.ConnsPerDB)
+	for i := range s {
+		s[i] = newConn(p, db)
+		if p.closed {
+			s[i].state = stClosed
+		}
+		p.all = append(p.all, s[i])
+	}
+	p.dbs[db].Store(&s)
+	return &s
+}
+
+// Close closes every connection of the pool; later requests fail at once.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	all := p.all
+	p.mu.Unlock()
+	for _, c := range all {
+		c.close()
+	}
+}
+
+func (p *Pool) unavailable(err error) error {
+	return &UnavailableError{Group: p.opts.Group, Addr: p.opts.Addr, Err: err}
+}
+
+// dial connects, authenticates and selects db.
+func (p *Pool) dial(db int) (net.Conn, error) {
+	nc, err := net.DialTimeout("tcp", p.opts.Addr, p.timeout())
+	if err != nil {
+		p.opts.Stats.DialErrors.Add(1)
+		return nil, err
+	}
+	var hs []byte
+	n := 0
+	if p.opts.Password != "" {
+		hs = resp.AppendArray(hs, 2)
+		hs = resp.AppendBulkString(hs, "AUTH")
+		hs = resp.AppendBulkString(hs, p.opts.Password)
+		n++
+	}
+	if db != 0 {
+		hs = resp.AppendArray(hs, 2)
+		hs = resp.AppendBulkString(hs, "SELECT")
+		hs = resp.AppendBulkString(hs, strconv.Itoa(db))
+		n++
+	}
+	if n == 0 {
+		return nc, nil
+	}
+	_ = nc.SetDeadline(time.Now().Add(p.timeout()))
+	br := bufio.NewReaderSize(nc, 512)
+	err = func() error {
+		if _, err := nc.Write(hs); err != nil {
+			return err
+		}
+		for i := 0; i < n; i++ {
+			r, err := resp.ReadReply(br, nil)
+			if err != nil {
+				return err
+			}
+			if len(r) > 0 && r[0] == '-' {
+				return fmt.Errorf("%s", string(r[1:len(r)-2]))
+			}
+		}
+		return nil
+	}()
+	if err != nil {
+		p.opts.Stats.DialErrors.Add(1)
+		_ = nc.Close()
+		return nil, err
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return nc, nil
+}
+
+func (p *Pool) timeout() time.Duration {
+	if p.opts.Timeout > 0 {
+		return p.opts.Timeout
+	}
+	return 10 * time.Second
+}

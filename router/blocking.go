@@ -1,0 +1,159 @@
+package router
+
+import (
+	"bytes"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/redraft/redraft/router/backend"
+	"github.com/redraft/redraft/router/command"
+	"github.com/redraft/redraft/router/resp"
+)
+
+func registerBlocking() {
+	for _, name := range []string{"blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax", "bzmpop", "xread", "xreadgroup"} {
+		handle(name, cmdBlocking)
+	}
+	handle("wait", cmdWait)
+}
+
+// blockTimeout returns how long the command may block (0: forever) and whether it blocks.
+func blockTimeout(name string, args [][]byte) (time.Duration, bool, error) {
+	secs := func(b []byte) (time.Duration, error) {
+		f, err := strconv.ParseFloat(string(b), 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return 0, errorf("ERR timeout is not a float or out of range")
+		}
+		if f < 0 {
+			return 0, errorf("ERR timeout is negative")
+		}
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	switch name {
+	case "xread", "xreadgroup":
+		for i := 1; i+1 < len(args); i++ {
+			if bytes.EqualFold(args[i], []byte("streams")) {
+				break
+			}
+			if bytes.EqualFold(args[i], []byte("block")) {
+				ms, err := strconv.ParseInt(string(args[i+1]), 10, 64)
+				if err != nil {
+					return 0, false, errorf("ERR timeout is not an integer or out of range")
+				}
+				if ms < 0 {
+					return 0, false, errorf("ERR timeout is negative")
+				}
+				return time.Duration(ms) * time.Millisecond, true, nil
+			}
+		}
+		return 0, false, nil
+	case "blmpop", "bzmpop":
+		d, err := secs(args[1])
+		return d, true, err
+	default:
+		d, err := secs(args[len(args)-1])
+		return d, true, err
+	}
+}
+
+// cmdBlocking runs a blocking command on the session's dedicated connection to the keys'
+// group, waiting as long as the client asked plus the backend timeout.
+func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
+	d, blocks, err := blockTimeout(spec.Name, cmd.Args)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	if !blocks {
+		c.forward(spec, cmd)
+		return
+	}
+	c.keys = spec.Keys(cmd.Args, c.keys[:0])
+	slot, err := keySlot(cmd.Args, c.keys)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	g, err := c.route(slot)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.drain()
+	_ = c.flush() // the client sees earlier replies before blocking
+	limit := time.Duration(0)
+	if d > 0 {
+		limit = d + c.s.cfg.BackendTimeout
+	}
+	reply, err := c.doDedicated(g, cmd.Raw, limit)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.reply(reply)
+}
+
+// doDedicated runs raw on the session's dedicated connection to g, dialing it if needed; a
+// connection that failed is dropped.
+func (c *client) doDedicated(g *group, raw []byte, limit time.Duration) ([]byte, error) {
+	if c.blocked == nil {
+		c.blocked = map[*backend.Pool]*backend.Dedicated{}
+	}
+	d := c.blocked[g.pool]
+	if d != nil && d.DB != c.db {
+		d.Close()
+		d = nil
+	}
+	if d == nil {
+		var err error
+		if d, err = g.pool.Dial(c.db); err != nil {
+			delete(c.blocked, g.pool)
+			return nil, err
+		}
+		c.blocked[g.pool] = d
+	}
+	reply, err := d.Do(raw, 1, limit, nil)
+	if err != nil {
+		d.Close()
+		delete(c.blocked, g.pool)
+	}
+	return reply, err
+}
+
+// cmdWait asks every group's master on the session's dedicated connections and answers the
+// smallest count. Those connections have written nothing, so WAIT reports how many replicas
+// each master has connected; it does not track this session's writes.
+func cmdWait(c *client, _ *command.Spec, cmd resp.Command) {
+	ms, err := strconv.ParseInt(string(cmd.Args[2]), 10, 64)
+	if err != nil || ms < 0 {
+		c.replyErr(errorf("ERR timeout is not an integer or out of range"))
+		return
+	}
+	snap := c.snap
+	if snap == nil || len(snap.groups) == 0 {
+		c.replyErr(errNoGroups)
+		return
+	}
+	c.drain()
+	_ = c.flush()
+	limit := time.Duration(0)
+	if ms > 0 {
+		limit = time.Duration(ms)*time.Millisecond + c.s.cfg.BackendTimeout
+	}
+	least := int64(math.MaxInt64)
+	for _, g := range snap.groups {
+		reply, err := c.doDedicated(g, cmd.Raw, limit)
+		if err != nil {
+			c.replyErr(err)
+			return
+		}
+		v, _, ok := resp.Parse(reply)
+		if !ok || v.Type != ':' {
+			c.reply(reply)
+			return
+		}
+		least = min(least, v.Int)
+	}
+	c.replyFunc(func(b []byte) []byte { return resp.AppendInt(b, least) })
+}

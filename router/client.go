@@ -1,0 +1,325 @@
+package router
+
+import (
+	"net"
+	"sync"
+	"time"
+
+	"github.com/redraft/redraft/router/backend"
+	"github.com/redraft/redraft/router/command"
+	"github.com/redraft/redraft/router/resp"
+)
+
+const (
+	// maxPending bounds the commands of one client dispatched before replies are written.
+	maxPending = 1024
+	// outFlushAt is the reply-buffer size at which replies are written mid-batch.
+	outFlushAt = 64 << 10
+)
+
+// pendItem is one reply owed to the client, in request order: a forwarded request, a split
+// command's sub-requests, or a reply computed locally (a span of client.lbuf).
+type pendItem struct {
+	req    *backend.Request
+	split  *splitOp
+	lo, hi int
+}
+
+// client is one client connection and its session.
+type client struct {
+	s    *Server
+	nc   net.Conn
+	id   uint64
+	addr string
+	rd   *resp.Reader
+
+	wmu  sync.Mutex // guards writes to nc (pub/sub readers write too)
+	out  []byte
+	lbuf []byte // locally computed replies awaiting their turn
+
+	waiter *backend.Waiter
+	free   []*backend.Request
+	splits []*splitOp
+	pend   []pendItem
+	dirty  []*backend.Conn
+	snap   *snapshot
+	keys   []int
+	nreq   uint64
+	nerr   uint64
+
+	// Session state.
+	authed  bool
+	db      int
+	name    string
+	quit    bool
+	created time.Time
+	lastCmd string
+	tx      *txState
+	watch   *backend.Dedicated
+	watchSlot int
+	blocked map[*backend.Pool]*backend.Dedicated
+	ps      *pubsubState
+}
+
+func newClient(s *Server, nc net.Conn) *client {
+	return &client{
+		s: s, nc: nc, id: s.nextID.Add(1), addr: nc.RemoteAddr().String(),
+		rd:      resp.NewReader(nc, s.cfg.MaxBulkBytes, s.cfg.MaxMultibulk),
+		waiter:  backend.NewWaiter(),
+		authed:  s.cfg.Password == "",
+		created: time.Now(),
+	}
+}
+
+func (c *client) closeConn() { _ = c.nc.Close() }
+
+// serve reads requests, dispatches every complete request in the buffer, then writes the
+// replies in order; one goroutine per client, no goroutine per request.
+func (c *client) serve() {
+	defer c.cleanup()
+	more := false
+	for {
+		if !more {
+			if err := c.rd.Fill(); err != nil {
+				return
+			}
+		}
+		more = false
+		c.snap = c.s.snap.Load()
+		for {
+			cmd, ok, err := c.rd.Next()
+			if err != nil {
+				c.finishBatch()
+				c.out = appendError(c.out, err)
+				c.nerr++
+				_ = c.flush()
+				return
+			}
+			if !ok {
+				break
+			}
+			c.nreq++
+			c.dispatch(cmd)
+			if c.quit {
+				break
+			}
+			if len(c.pend) >= maxPending {
+				more = true
+				break
+			}
+		}
+		c.finishBatch()
+		if err := c.flush(); err != nil || c.quit {
+			return
+		}
+	}
+}
+
+func (c *client) cleanup() {
+	c.finishBatch()
+	c.s.requests.Add(c.nreq)
+	c.s.errs.Add(c.nerr)
+	c.closeConn()
+	c.closeSession()
+	c.s.removeClient(c)
+}
+
+// closeSession releases the session's dedicated backend connections.
+func (c *client) closeSession() {
+	if c.watch != nil {
+		c.watch.Close()
+		c.watch = nil
+	}
+	for p, d := range c.blocked {
+		d.Close()
+		delete(c.blocked, p)
+	}
+	if c.ps != nil {
+		c.ps.close()
+		c.ps = nil
+	}
+	c.tx = nil
+}
+
+// flush writes the reply buffer to the client.
+func (c *client) flush() error {
+	if c.nreq > 0 || c.nerr > 0 {
+		c.s.requests.Add(c.nreq)
+		c.s.errs.Add(c.nerr)
+		c.nreq, c.nerr = 0, 0
+	}
+	if len(c.out) == 0 {
+		return nil
+	}
+	c.wmu.Lock()
+	_, err := c.nc.Write(c.out)
+	c.wmu.Unlock()
+	if cap(c.out) > outFlushAt*4 {
+		c.out = nil
+	} else {
+		c.out = c.out[:0]
+	}
+	return err
+}
+
+// reply queues a locally computed reply in order.
+func (c *client) reply(b []byte) {
+	if len(c.pend) == 0 {
+		c.out = append(c.out, b...)
+		return
+	}
+	lo := len(c.lbuf)
+	c.lbuf = append(c.lbuf, b...)
+	c.pend = append(c.pend, pendItem{lo: lo, hi: len(c.lbuf)})
+}
+
+// replyErr queues an error reply.
+func (c *client) replyErr(err error) {
+	var tmp [256]byte
+	c.reply(appendError(tmp[:0], err))
+}
+
+// replyRaw appends a reply built by f directly when nothing is pending (the common case for
+// synchronous commands, which drain first).
+func (c *client) replyFunc(f func(b []byte) []byte) {
+	if len(c.pend) == 0 {
+		c.out = f(c.out)
+		return
+	}
+	lo := len(c.lbuf)
+	c.lbuf = f(c.lbuf)
+	c.pend = append(c.pend, pendItem{lo: lo, hi: len(c.lbuf)})
+}
+
+func (c *client) newReq(n int) *backend.Request {
+	var r *backend.Request
+	if k := len(c.free); k > 0 {
+		r = c.free[k-1]
+		c.free = c.free[:k-1]
+	} else {
+		r = backend.NewRequest(c.waiter)
+	}
+	r.Reset(n)
+	return r
+}
+
+func (c *client) markDirty(bc *backend.Conn) {
+	for _, d := range c.dirty {
+		if d == bc {
+			return
+		}
+	}
+	c.dirty = append(c.dirty, bc)
+}
+
+// send submits raw to g's shared connection for the session's database and returns the
+// request; the caller records it in c.pend (or waits for it).
+func (c *client) send(g *group, raw []byte, n int) *backend.Request {
+	r := c.newReq(n)
+	bc := g.pool.Conn(c.db, c.id)
+	bc.Submit(r, raw)
+	c.markDirty(bc)
+	return r
+}
+
+// forwardTo sends raw to g and owes the client its reply.
+func (c *client) forwardTo(g *group, raw []byte) {
+	c.pend = append(c.pend, pendItem{req: c.send(g, raw, 1)})
+}
+
+// flushBackends writes what this client queued on backend connections.
+func (c *client) flushBackends() {
+	for i, d := range c.dirty {
+		d.Flush()
+		c.dirty[i] = nil
+	}
+	c.dirty = c.dirty[:0]
+}
+
+// finishBatch writes every owed reply to c.out in request order.
+func (c *client) finishBatch() {
+	c.flushBackends()
+	for i := range c.pend {
+		p := &c.pend[i]
+		switch {
+		case p.req != nil:
+			c.waiter.Wait(p.req)
+			if p.req.Err != nil {
+				c.out = appendError(c.out, p.req.Err)
+				c.nerr++
+			} else {
+				if len(p.req.Reply) > 0 && p.req.Reply[0] == '-' {
+					c.nerr++
+				}
+				c.out = append(c.out, p.req.Reply...)
+			}
+			c.free = append(c.free, p.req)
+		case p.split != nil:
+			c.mergeSplit(p.split)
+		default:
+			if c.lbuf[p.lo] == '-' {
+				c.nerr++
+			}
+			c.out = append(c.out, c.lbuf[p.lo:p.hi]...)
+		}
+		*p = pendItem{}
+		if len(c.out) >= outFlushAt {
+			_ = c.flush()
+		}
+	}
+	c.pend = c.pend[:0]
+	c.lbuf = c.lbuf[:0]
+}
+
+// drain finishes the batch so far, for commands that talk to backends synchronously.
+func (c *client) drain() {
+	if len(c.pend) > 0 || len(c.dirty) > 0 {
+		c.finishBatch()
+	}
+}
+
+// wait sends queued bytes and waits for r.
+func (c *client) wait(r *backend.Request) {
+	c.flushBackends()
+	c.waiter.Wait(r)
+}
+
+// route returns the group serving slot, or an error reply.
+func (c *client) route(slot int) (*group, error) {
+	snap := c.snap
+	if snap == nil || len(snap.groups) == 0 {
+		return nil, errNoGroups
+	}
+	if slot < 0 {
+		return snap.groups[0], nil
+	}
+	g := snap.slots[slot].g
+	if g == nil {
+		return nil, errSlotDown
+	}
+	return g, nil
+}
+
+// keySlot returns the single slot all keys at positions keys share (-1 for none), or an error
+// for reserved keys and keys in different slots.
+func keySlot(args [][]byte, keys []int) (int, error) {
+	slot := -1
+	for _, k := range keys {
+		key := args[k]
+		if isReserved(key) {
+			return -1, errReserved
+		}
+		sl := command.Slot(key)
+		if slot >= 0 && sl != slot {
+			return -1, errCrossSlot
+		}
+		slot = sl
+	}
+	return slot, nil
+}
+
+const reservedPrefix = "__redraft:"
+
+func isReserved(key []byte) bool {
+	return len(key) >= len(reservedPrefix) && string(key[:len(reservedPrefix)]) == reservedPrefix
+}

@@ -1,0 +1,115 @@
+package command
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestSlot(t *testing.T) {
+	cases := map[string]int{
+		"foo":                  12182, // CLUSTER KEYSLOT foo on redis-server
+		"{user1000}.following": 3443,
+		"{user1000}.followers": 3443,
+		"user1000":             3443,
+		"{}foo":                Slot([]byte("{}foo")),
+		"foo{}{bar}":           Slot([]byte("foo{}{bar}")),
+		"foo{{bar}}zap":        Slot([]byte("{bar")),
+		"foo{bar}{zap}":        Slot([]byte("bar")),
+		"":                     0,
+	}
+	for k, want := range cases {
+		if got := Slot([]byte(k)); got != want {
+			t.Errorf("Slot(%q) = %d, want %d", k, got, want)
+		}
+	}
+	// An empty tag hashes the whole key, so "{}a" and "{}b" differ while "{a}x" and "a" agree.
+	if Slot([]byte("{}a")) == Slot([]byte("{}b")) && Slot([]byte("{}a")) != Slot([]byte("a")) {
+		t.Error("empty hash tag must hash the whole key")
+	}
+	if string(HashTag([]byte("{}a"))) != "{}a" || string(HashTag([]byte("x{a}y"))) != "a" || string(HashTag([]byte("x{ay"))) != "x{ay" {
+		t.Error("HashTag rules")
+	}
+}
+
+func keysOf(line string) []string {
+	var args [][]byte
+	for _, f := range strings.Fields(line) {
+		args = append(args, []byte(f))
+	}
+	s := Lookup(args)
+	var out []string
+	for _, i := range s.Keys(args, nil) {
+		out = append(out, string(args[i]))
+	}
+	return out
+}
+
+func TestKeys(t *testing.T) {
+	cases := map[string]string{
+		"GET k":                                     "k",
+		"MSET a 1 b 2":                              "a b",
+		"ZUNIONSTORE d 2 a b WEIGHTS 1 2":           "d a b",
+		"XREAD COUNT 2 STREAMS s1 s2 0 0":           "s1 s2",
+		"XREADGROUP GROUP g c BLOCK 0 STREAMS s1 >": "s1",
+		"EVAL script 2 k1 k2 a1":                    "k1 k2",
+		"EVAL script 0":                             "",
+		"SORT l BY w_* LIMIT 0 1 GET x STORE dst":   "l dst",
+		"OBJECT ENCODING k":                         "k",
+		"BLMOVE src dst LEFT RIGHT 0":               "src dst",
+		"BZPOPMIN a b 0":                            "a b",
+		"BLMPOP 0 2 a b LEFT":                       "a b",
+		"GEORADIUS g 0 0 1 km STORE dst":            "g dst",
+		"BITOP AND d a b":                           "d a b",
+		"MIGRATE h p \"\" 0 5000 KEYS a b":          "\"\" a b",
+		"XADD s * f v":                              "s",
+		"ZUNIONSTORE d 99 a":                        "d",
+		"PFMERGE d a b":                             "d a b",
+		"COPY a b":                                  "a b",
+		"LMPOP 2 a b LEFT":                          "a b",
+	}
+	for line, want := range cases {
+		if got := strings.Join(keysOf(line), " "); got != want {
+			t.Errorf("%s: keys %q, want %q", line, got, want)
+		}
+	}
+}
+
+func TestTable(t *testing.T) {
+	for name, kind := range map[string]Kind{
+		"get": Forward, "mget": Split, "blpop": Block, "hset": Forward, "xadd": Forward, "pfcount": Forward,
+		"geoadd": Forward, "setbit": Forward, "bitfield": Forward, "object|encoding": Forward, "dump": Forward,
+		"restore": Forward, "copy": Forward, "config|get": Unsupported, "keys": Fanout, "eval": Script,
+		"subscribe": PubSub, "multi": Tx, "swapdb": Unsupported, "sort": Forward, "smove": Forward,
+	} {
+		s := ByName(name)
+		if s == nil || s.Kind != kind {
+			t.Errorf("%s: %v, want %v", name, s, kind)
+		}
+	}
+	if !ByName("set").Write || ByName("get").Write {
+		t.Error("write flags")
+	}
+	if s := Lookup([][]byte{[]byte("ObJeCt"), []byte("FREQ"), []byte("k")}); s == nil || s.Name != "object|freq" {
+		t.Errorf("Lookup subcommand = %v", s)
+	}
+	if Lookup([][]byte{[]byte(strings.Repeat("x", 100))}) != nil {
+		t.Error("long unknown name found")
+	}
+	for _, s := range All() {
+		if s.Kind == Unsupported && s.Note == "" {
+			t.Errorf("%s: unsupported without a reason", s.Name)
+		}
+	}
+}
+
+func TestInfoAndDocs(t *testing.T) {
+	if b := AppendInfo(nil, "GET"); !strings.HasPrefix(string(b), "*10\r\n$3\r\nget\r\n") {
+		t.Errorf("COMMAND INFO get = %.40q", b)
+	}
+	if b := AppendInfo(nil, "config"); string(b) != "*-1\r\n" {
+		t.Errorf("COMMAND INFO config = %q, want null (not served)", b)
+	}
+	if _, ok := AppendDocs(nil, "hset"); !ok {
+		t.Error("no docs for hset")
+	}
+}

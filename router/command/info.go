@@ -1,0 +1,72 @@
+package command
+
+import (
+	_ "embed"
+	"strings"
+	"sync"
+
+	"github.com/redraft/redraft/router/resp"
+)
+
+var (
+	//go:embed command_info.resp
+	rawInfo []byte
+	//go:embed command_docs.resp
+	rawDocs []byte
+
+	infoOnce sync.Once
+	infoRaw  map[string][]byte // top-level name -> COMMAND INFO entry
+	docsRaw  map[string][]byte // top-level name -> COMMAND DOCS value
+)
+
+func loadInfo() {
+	infoRaw, docsRaw = map[string][]byte{}, map[string][]byte{}
+	if v, _, ok := resp.Parse(rawInfo); ok {
+		for _, e := range v.Elems {
+			infoRaw[strings.ToLower(string(e.Elems[0].Str))] = e.Raw
+		}
+	}
+	if v, _, ok := resp.Parse(rawDocs); ok {
+		for i := 0; i+1 < len(v.Elems); i += 2 {
+			docsRaw[strings.ToLower(string(v.Elems[i].Str))] = v.Elems[i+1].Raw
+		}
+	}
+}
+
+// Served returns the names of the top-level commands redraft serves, sorted.
+func Served() []string {
+	var out []string
+	for _, s := range All() {
+		if s.Kind != Unsupported && !strings.Contains(s.Name, "|") {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
+// AppendInfo appends COMMAND INFO's entry for a served top-level command (as redis-server 7.0
+// describes it), or a null when the command is unknown or not served.
+func AppendInfo(b []byte, name string) []byte {
+	infoOnce.Do(loadInfo)
+	name = strings.ToLower(name)
+	if s := byName[name]; s != nil && s.Kind != Unsupported {
+		if raw, ok := infoRaw[name]; ok {
+			return append(b, raw...)
+		}
+	}
+	return append(b, "*-1\r\n"...)
+}
+
+// AppendDocs appends COMMAND DOCS's name and documentation pair for a served command and
+// reports whether it did.
+func AppendDocs(b []byte, name string) ([]byte, bool) {
+	infoOnce.Do(loadInfo)
+	name = strings.ToLower(name)
+	if s := byName[name]; s != nil && s.Kind != Unsupported {
+		if raw, ok := docsRaw[name]; ok {
+			b = resp.AppendBulkString(b, name)
+			return append(b, raw...), true
+		}
+	}
+	return b, false
+}

@@ -1,0 +1,174 @@
+package router
+
+import (
+	"bytes"
+
+	"github.com/redraft/redraft/router/command"
+	"github.com/redraft/redraft/router/resp"
+)
+
+// handlerFunc serves one command that is neither forwarded nor split.
+type handlerFunc func(c *client, spec *command.Spec, cmd resp.Command)
+
+// handlers maps command names ("client|setname") to their handlers; byID indexes them by
+// command.Spec.ID for the request path.
+var (
+	handlers = map[string]handlerFunc{}
+	byID     []handlerFunc
+)
+
+func handle(name string, f handlerFunc) { handlers[name] = f }
+
+func init() {
+	registerSession()
+	registerFanout()
+	registerTx()
+	registerBlocking()
+	registerPubSub()
+	registerInfo()
+	byID = make([]handlerFunc, command.Count())
+	for name, f := range handlers {
+		s := command.ByName(name)
+		if s == nil {
+			panic("router: handler for unknown command " + name)
+		}
+		byID[s.ID] = f
+	}
+	for _, s := range command.All() {
+		if s.Kind == command.Any && byID[s.ID] == nil {
+			byID[s.ID] = anyGroup
+		}
+		if (s.Kind == command.Forward || s.Kind == command.Script) && byID[s.ID] == nil {
+			byID[s.ID] = forward
+		}
+	}
+}
+
+// noAuthNeeded are the commands a session may send before AUTH.
+var noAuthNeeded = map[string]bool{"auth": true, "hello": true, "quit": true, "reset": true}
+
+// dispatch routes one request; its reply is owed in order.
+func (c *client) dispatch(cmd resp.Command) {
+	args := cmd.Args
+	spec := command.Lookup(args)
+	if spec == nil {
+		c.replyErr(errUnknown(args[0], args[1:]))
+		return
+	}
+	if spec.Subs != nil && byID[spec.ID] == nil {
+		// An unknown subcommand of a served container.
+		if len(args) < 2 {
+			c.replyErr(errWrongArgs(spec.Name))
+		} else {
+			c.replyErr(errorf("ERR unknown subcommand '%s'. Try %s HELP.", printable(args[1]), bytes.ToUpper([]byte(spec.Name))))
+		}
+		return
+	}
+	if !spec.CheckArity(len(args)) {
+		c.replyErr(errWrongArgs(spec.Name))
+		return
+	}
+	if !c.authed && !noAuthNeeded[spec.Name] {
+		c.replyErr(errNoAuth)
+		return
+	}
+	if c.tx != nil && !txControl[spec.Name] {
+		c.queueTx(spec, cmd)
+		return
+	}
+	if c.ps != nil && c.ps.subscribed() && !pubsubAllowed[spec.Name] {
+		c.replyErr(errorf("ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context", spec.Name))
+		return
+	}
+	c.lastCmd = spec.Name
+	switch spec.Kind {
+	case command.Forward:
+		if spec.Name == "sort" || spec.Name == "sort_ro" {
+			forward(c, spec, cmd)
+			return
+		}
+		c.forward(spec, cmd)
+	case command.Split:
+		c.split(spec, cmd)
+	case command.Unsupported:
+		c.replyErr(errorf("ERR command '%s' is not supported by redraft: %s", spec.Name, spec.Note))
+	default:
+		if f := byID[spec.ID]; f != nil {
+			f(c, spec, cmd)
+			return
+		}
+		c.replyErr(errorf("ERR command '%s' is not supported by redraft", spec.Name))
+	}
+}
+
+// forward sends a command whose keys share a slot to that slot's group.
+func (c *client) forward(spec *command.Spec, cmd resp.Command) {
+	c.keys = spec.Keys(cmd.Args, c.keys[:0])
+	slot, err := keySlot(cmd.Args, c.keys)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	g, err := c.route(slot)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.forwardTo(g, cmd.Raw)
+}
+
+// forward is the handler form of client.forward, with SORT's pattern check.
+func forward(c *client, spec *command.Spec, cmd resp.Command) {
+	if spec.Name == "sort" || spec.Name == "sort_ro" {
+		if err := checkSortPatterns(cmd.Args); err != nil {
+			c.replyErr(err)
+			return
+		}
+	}
+	c.forward(spec, cmd)
+}
+
+// anyGroup sends a keyless command to the first group.
+func anyGroup(c *client, _ *command.Spec, cmd resp.Command) {
+	g, err := c.route(-1)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.forwardTo(g, cmd.Raw)
+}
+
+// checkSortPatterns refuses BY and GET patterns that may name keys in other slots, as Redis
+// Cluster does: a pattern must carry a hash tag of the sorted key's slot.
+func checkSortPatterns(args [][]byte) error {
+	if len(args) < 2 {
+		return nil
+	}
+	slot := command.Slot(args[1])
+	for i := 2; i+1 < len(args); i++ {
+		a := args[i]
+		isBy := bytes.EqualFold(a, []byte("by"))
+		if !isBy && !bytes.EqualFold(a, []byte("get")) {
+			if bytes.EqualFold(a, []byte("limit")) {
+				i += 2
+			} else if bytes.EqualFold(a, []byte("store")) {
+				i++
+			}
+			continue
+		}
+		i++
+		p := args[i]
+		if bytes.IndexByte(p, '*') < 0 || (!isBy && string(p) == "#") {
+			continue // BY nosort-style constant or GET #
+		}
+		tag := command.HashTag(p)
+		if len(tag) == len(p) || bytes.IndexByte(tag, '*') >= 0 || command.Slot(tag) != slot {
+			opt := "GET"
+			if isBy {
+				opt = "BY"
+			}
+			return errorf("ERR %s option of SORT denied in Cluster mode when keys formed by the pattern may be in different slots.", opt)
+		}
+	}
+	return nil
+}

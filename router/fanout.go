@@ -1,0 +1,269 @@
+package router
+
+import (
+	"math/rand/v2"
+	"strconv"
+
+	"github.com/redraft/redraft/router/backend"
+	"github.com/redraft/redraft/router/command"
+	"github.com/redraft/redraft/router/resp"
+)
+
+// SCAN cursors carry the group's index (in id order) in their high bits and the group's own
+// cursor in the low cursorBits bits.
+const (
+	cursorBits = 48
+	cursorMask = 1<<cursorBits - 1
+)
+
+func registerFanout() {
+	handle("keys", cmdKeys)
+	handle("scan", cmdScan)
+	handle("randomkey", cmdRandomKey)
+	handle("dbsize", func(c *client, _ *command.Spec, cmd resp.Command) { c.sumInts(cmd.Raw) })
+	handle("flushdb", cmdFlush)
+	handle("flushall", cmdFlush)
+	handle("script|load", cmdScriptLoad)
+	handle("script|exists", cmdScriptExists)
+	handle("script|flush", func(c *client, _ *command.Spec, cmd resp.Command) { c.allOK(cmd.Raw) })
+}
+
+// fanout sends raw to every group, waits for all replies and returns them in group order; a
+// failed request or an error reply becomes the returned error. The caller frees the requests.
+func (c *client) fanout(raw []byte) ([]*backend.Request, []resp.Value, error) {
+	c.drain()
+	snap := c.snap
+	if snap == nil || len(snap.groups) == 0 {
+		return nil, nil, errNoGroups
+	}
+	reqs := make([]*backend.Request, len(snap.groups))
+	for i, g := range snap.groups {
+		reqs[i] = c.send(g, raw, 1)
+	}
+	c.flushBackends()
+	vals := make([]resp.Value, len(reqs))
+	var err error
+	for i, r := range reqs {
+		c.waiter.Wait(r)
+		if err != nil {
+			continue
+		}
+		if r.Err != nil {
+			err = r.Err
+			continue
+		}
+		v, _, ok := resp.Parse(r.Reply)
+		if !ok {
+			err = errorf("ERR unexpected reply from group %s", snap.groups[i].id)
+			continue
+		}
+		if v.IsError() {
+			err = &replyError{"" + string(v.Str)}
+		}
+		vals[i] = v
+	}
+	return reqs, vals, err
+}
+
+func (c *client) release(reqs []*backend.Request) { c.free = append(c.free, reqs...) }
+
+func (c *client) sumInts(raw []byte) {
+	reqs, vals, err := c.fanout(raw)
+	defer c.release(reqs)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	var sum int64
+	for _, v := range vals {
+		sum += v.Int
+	}
+	c.replyFunc(func(b []byte) []byte { return resp.AppendInt(b, sum) })
+}
+
+func (c *client) allOK(raw []byte) {
+	reqs, _, err := c.fanout(raw)
+	defer c.release(reqs)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.reply([]byte("+OK\r\n"))
+}
+
+func cmdFlush(c *client, _ *command.Spec, cmd resp.Command) {
+	if c.snap == nil || !c.s.flushAllowed(c.snap) {
+		c.replyErr(errFlushOff)
+		return
+	}
+	c.allOK(cmd.Raw)
+}
+
+func cmdKeys(c *client, _ *command.Spec, cmd resp.Command) {
+	reqs, vals, err := c.fanout(cmd.Raw)
+	defer c.release(reqs)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.replyFunc(func(b []byte) []byte {
+		n := 0
+		for _, v := range vals {
+			for _, e := range v.Elems {
+				if !isReserved(e.Str) {
+					n++
+				}
+			}
+		}
+		b = resp.AppendArray(b, n)
+		for _, v := range vals {
+			for _, e := range v.Elems {
+				if !isReserved(e.Str) {
+					b = append(b, e.Raw...)
+				}
+			}
+		}
+		return b
+	})
+}
+
+// cmdScan scans one group per call; the returned cursor moves to the next group when the
+// group's own cursor comes back to 0, so a full iteration visits every group once.
+func cmdScan(c *client, _ *command.Spec, cmd resp.Command) {
+	cur, err := strconv.ParseUint(string(cmd.Args[1]), 10, 64)
+	if err != nil {
+		c.replyErr(errorf("ERR invalid cursor"))
+		return
+	}
+	snap := c.snap
+	if snap == nil || len(snap.groups) == 0 {
+		c.replyErr(errNoGroups)
+		return
+	}
+	gi := int(cur >> cursorBits)
+	if gi >= len(snap.groups) {
+		c.reply([]byte("*2\r\n$1\r\n0\r\n*0\r\n"))
+		return
+	}
+	c.drain()
+	raw := resp.AppendArray(nil, len(cmd.Args))
+	raw = resp.AppendBulk(raw, cmd.Args[0])
+	raw = resp.AppendBulkString(raw, strconv.FormatUint(cur&cursorMask, 10))
+	for _, a := range cmd.Args[2:] {
+		raw = resp.AppendBulk(raw, a)
+	}
+	r := c.send(snap.groups[gi], raw, 1)
+	c.wait(r)
+	defer c.release([]*backend.Request{r})
+	if r.Err != nil {
+		c.replyErr(r.Err)
+		return
+	}
+	v, _, ok := resp.Parse(r.Reply)
+	if ok && v.IsError() {
+		c.reply(r.Reply)
+		return
+	}
+	if !ok || len(v.Elems) != 2 {
+		c.replyErr(errorf("ERR unexpected SCAN reply from group %s", snap.groups[gi].id))
+		return
+	}
+	next, err := strconv.ParseUint(string(v.Elems[0].Str), 10, 64)
+	if err != nil || next > cursorMask {
+		c.replyErr(errorf("ERR group %s returned a SCAN cursor redraft cannot encode", snap.groups[gi].id))
+		return
+	}
+	switch {
+	case next != 0:
+		next |= uint64(gi) << cursorBits
+	case gi+1 < len(snap.groups):
+		next = uint64(gi+1) << cursorBits
+	}
+	keys := v.Elems[1].Elems
+	c.replyFunc(func(b []byte) []byte {
+		b = resp.AppendArray(b, 2)
+		b = resp.AppendBulkString(b, strconv.FormatUint(next, 10))
+		n := 0
+		for _, k := range keys {
+			if !isReserved(k.Str) {
+				n++
+			}
+		}
+		b = resp.AppendArray(b, n)
+		for _, k := range keys {
+			if !isReserved(k.Str) {
+				b = append(b, k.Raw...)
+			}
+		}
+		return b
+	})
+}
+
+// cmdRandomKey asks groups in random order until one returns a visible key.
+func cmdRandomKey(c *client, _ *command.Spec, cmd resp.Command) {
+	snap := c.snap
+	if snap == nil || len(snap.groups) == 0 {
+		c.replyErr(errNoGroups)
+		return
+	}
+	c.drain()
+	for _, i := range rand.Perm(len(snap.groups)) {
+		for try := 0; try < 8; try++ {
+			r := c.send(snap.groups[i], cmd.Raw, 1)
+			c.wait(r)
+			reply, err := append([]byte(nil), r.Reply...), r.Err
+			c.release([]*backend.Request{r})
+			if err != nil {
+				c.replyErr(err)
+				return
+			}
+			v, _, ok := resp.Parse(reply)
+			if !ok || v.IsError() {
+				c.reply(reply)
+				return
+			}
+			if v.IsNull() {
+				break
+			}
+			if !isReserved(v.Str) {
+				c.reply(reply)
+				return
+			}
+		}
+	}
+	c.reply([]byte("$-1\r\n"))
+}
+
+func cmdScriptLoad(c *client, _ *command.Spec, cmd resp.Command) {
+	reqs, vals, err := c.fanout(cmd.Raw)
+	defer c.release(reqs)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.reply(vals[0].Raw)
+}
+
+// cmdScriptExists answers 1 for a script only when every group has it.
+func cmdScriptExists(c *client, _ *command.Spec, cmd resp.Command) {
+	reqs, vals, err := c.fanout(cmd.Raw)
+	defer c.release(reqs)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	n := len(cmd.Args) - 2
+	c.replyFunc(func(b []byte) []byte {
+		b = resp.AppendArray(b, n)
+		for i := 0; i < n; i++ {
+			all := int64(1)
+			for _, v := range vals {
+				if i >= len(v.Elems) || v.Elems[i].Int != 1 {
+					all = 0
+				}
+			}
+			b = resp.AppendInt(b, all)
+		}
+		return b
+	})
+}

@@ -1,0 +1,240 @@
+package router
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redraft/redraft/router/command"
+	"github.com/redraft/redraft/router/resp"
+)
+
+func registerInfo() {
+	handle("info", cmdInfo)
+	handle("command", cmdCommand)
+	handle("command|count", func(c *client, _ *command.Spec, _ resp.Command) {
+		n := len(command.Served())
+		c.replyFunc(func(b []byte) []byte { return resp.AppendInt(b, int64(n)) })
+	})
+	handle("command|list", func(c *client, _ *command.Spec, _ resp.Command) {
+		names := command.Served()
+		c.replyFunc(func(b []byte) []byte {
+			b = resp.AppendArray(b, len(names))
+			for _, n := range names {
+				b = resp.AppendBulkString(b, n)
+			}
+			return b
+		})
+	})
+	handle("command|info", func(c *client, _ *command.Spec, cmd resp.Command) {
+		names := cmd.Args[2:]
+		c.replyFunc(func(b []byte) []byte {
+			if len(names) == 0 {
+				return appendAllInfo(b)
+			}
+			b = resp.AppendArray(b, len(names))
+			for _, n := range names {
+				b = command.AppendInfo(b, string(n))
+			}
+			return b
+		})
+	})
+	handle("command|docs", cmdCommandDocs)
+	handle("command|getkeys", func(c *client, _ *command.Spec, cmd resp.Command) {
+		args := cmd.Args[2:]
+		spec := command.Lookup(args)
+		if spec == nil {
+			c.replyErr(errorf("ERR Invalid command specified"))
+			return
+		}
+		if !spec.CheckArity(len(args)) {
+			c.replyErr(errorf("ERR Invalid number of arguments specified for command"))
+			return
+		}
+		keys := spec.Keys(args, nil)
+		if len(keys) == 0 {
+			c.replyErr(errorf("ERR The command has no key arguments"))
+			return
+		}
+		c.replyFunc(func(b []byte) []byte {
+			b = resp.AppendArray(b, len(keys))
+			for _, k := range keys {
+				b = resp.AppendBulk(b, args[k])
+			}
+			return b
+		})
+	})
+	handle("cluster|keyslot", func(c *client, _ *command.Spec, cmd resp.Command) {
+		sl := command.Slot(cmd.Args[2])
+		c.replyFunc(func(b []byte) []byte { return resp.AppendInt(b, int64(sl)) })
+	})
+	handle("cluster|info", cmdClusterInfo)
+}
+
+func cmdCommand(c *client, _ *command.Spec, cmd resp.Command) {
+	if len(cmd.Args) > 1 {
+		c.replyErr(errorf("ERR unknown subcommand '%s'. Try COMMAND HELP.", printable(cmd.Args[1])))
+		return
+	}
+	c.replyFunc(appendAllInfo)
+}
+
+func appendAllInfo(b []byte) []byte {
+	names := command.Served()
+	b = resp.AppendArray(b, len(names))
+	for _, n := range names {
+		b = command.AppendInfo(b, n)
+	}
+	return b
+}
+
+func cmdCommandDocs(c *client, _ *command.Spec, cmd resp.Command) {
+	names := command.Served()
+	if len(cmd.Args) > 2 {
+		names = names[:0:0]
+		for _, n := range cmd.Args[2:] {
+			names = append(names, strings.ToLower(string(n)))
+		}
+	}
+	c.replyFunc(func(b []byte) []byte {
+		var body []byte
+		n := 0
+		for _, name := range names {
+			var ok bool
+			if body, ok = command.AppendDocs(body, name); ok {
+				n++
+			}
+		}
+		b = resp.AppendArray(b, 2*n)
+		return append(b, body...)
+	})
+}
+
+// cmdInfo answers the node's own sections and the keyspace summed over the DC's groups.
+func cmdInfo(c *client, _ *command.Spec, cmd resp.Command) {
+	want := map[string]bool{}
+	for _, a := range cmd.Args[1:] {
+		want[strings.ToLower(string(a))] = true
+	}
+	all := len(want) == 0 || want["all"] || want["everything"] || want["default"]
+	var b strings.Builder
+	s := c.s
+	st := s.Stats()
+	if all || want["server"] {
+		fmt.Fprintf(&b, "# Server\r\nredis_version:%s\r\nredraft_version:%s\r\nredis_mode:standalone\r\nredraft_node_id:%s\r\nredraft_datacenter:%s\r\nprocess_id:%d\r\nuptime_in_seconds:%d\r\n\r\n",
+			redisVersion, s.cfg.Version, s.cfg.NodeID, s.cfg.DC, os.Getpid(), int(time.Since(s.start).Seconds()))
+	}
+	if all || want["clients"] {
+		fmt.Fprintf(&b, "# Clients\r\nconnected_clients:%d\r\n\r\n", st.ClientConns)
+	}
+	if all || want["stats"] {
+		fmt.Fprintf(&b, "# Stats\r\ntotal_connections_received:%d\r\ntotal_commands_processed:%d\r\ntotal_error_replies:%d\r\nbackend_connections:%d\r\nbackend_dedicated_connections:%d\r\nbackend_dial_errors:%d\r\n\r\n",
+			st.ClientConnsTotal, st.Requests, st.Errors, st.BackendConns, st.DedicatedConns, st.BackendDialErrors)
+	}
+	if all || want["cluster"] {
+		fmt.Fprintf(&b, "# Cluster\r\ncluster_enabled:0\r\nredraft_groups:%d\r\n\r\n", c.groupCount())
+	}
+	if all || want["keyspace"] {
+		ks, err := c.keyspace()
+		if err != nil {
+			c.replyErr(err)
+			return
+		}
+		b.WriteString("# Keyspace\r\n")
+		b.WriteString(ks)
+	}
+	text := b.String()
+	c.replyFunc(func(out []byte) []byte { return resp.AppendBulkString(out, text) })
+}
+
+func (c *client) groupCount() int {
+	if c.snap == nil {
+		return 0
+	}
+	return len(c.snap.groups)
+}
+
+type dbStats struct{ keys, expires, ttlSum, ttlN int64 }
+
+// keyspace sums INFO keyspace over the groups; avg_ttl is weighted by keys with a TTL.
+func (c *client) keyspace() (string, error) {
+	raw := resp.AppendArray(nil, 2)
+	raw = resp.AppendBulkString(raw, "INFO")
+	raw = resp.AppendBulkString(raw, "keyspace")
+	reqs, vals, err := c.fanout(raw)
+	defer c.release(reqs)
+	if err != nil && err != errNoGroups {
+		return "", err
+	}
+	dbs := map[int]*dbStats{}
+	maxDB := -1
+	for _, v := range vals {
+		for _, line := range bytes.Split(v.Str, []byte("\r\n")) {
+			name, rest, ok := bytes.Cut(line, []byte(":"))
+			if !ok || !bytes.HasPrefix(name, []byte("db")) {
+				continue
+			}
+			db, err := strconv.Atoi(string(name[2:]))
+			if err != nil {
+				continue
+			}
+			d := dbs[db]
+			if d == nil {
+				d = &dbStats{}
+				dbs[db] = d
+			}
+			maxDB = max(maxDB, db)
+			for _, kv := range bytes.Split(rest, []byte(",")) {
+				k, val, _ := bytes.Cut(kv, []byte("="))
+				n, _ := strconv.ParseInt(string(val), 10, 64)
+				switch string(k) {
+				case "keys":
+					d.keys += n
+				case "expires":
+					d.expires += n
+				case "avg_ttl":
+					if n > 0 {
+						d.ttlSum += n * 1
+						d.ttlN++
+					}
+				}
+			}
+		}
+	}
+	var b strings.Builder
+	for db := 0; db <= maxDB; db++ {
+		d := dbs[db]
+		if d == nil {
+			continue
+		}
+		avg := int64(0)
+		if d.ttlN > 0 {
+			avg = d.ttlSum / d.ttlN
+		}
+		fmt.Fprintf(&b, "db%d:keys=%d,expires=%d,avg_ttl=%d\r\n", db, d.keys, d.expires, avg)
+	}
+	return b.String(), nil
+}
+
+func cmdClusterInfo(c *client, _ *command.Spec, _ resp.Command) {
+	assigned := 0
+	groups := 0
+	if snap := c.snap; snap != nil {
+		for i := range snap.slots {
+			if snap.slots[i].g != nil {
+				assigned++
+			}
+		}
+		groups = len(snap.groups)
+	}
+	state := "ok"
+	if assigned < command.NumSlots {
+		state = "fail"
+	}
+	text := fmt.Sprintf("cluster_state:%s\r\ncluster_slots_assigned:%d\r\ncluster_slots_ok:%d\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:1\r\ncluster_size:%d\r\nredraft_datacenter:%s\r\nredraft_node_id:%s\r\n",
+		state, assigned, assigned, groups, c.s.cfg.DC, c.s.cfg.NodeID)
+	c.replyFunc(func(b []byte) []byte { return resp.AppendBulkString(b, text) })
+}

@@ -1,0 +1,179 @@
+package router
+
+import (
+	"github.com/redraft/redraft/router/backend"
+	"github.com/redraft/redraft/router/command"
+	"github.com/redraft/redraft/router/resp"
+)
+
+// txState is a MULTI block queued on the node until EXEC. It runs as one contiguous
+// MULTI ... EXEC on the shared connection of the transaction's group (or on the session's
+// WATCH connection), so every key of the block must share one slot.
+type txState struct {
+	raw     []byte // the queued commands, RESP encoded
+	cmds    []string
+	slot    int
+	aborted bool
+}
+
+// txControl are the commands MULTI does not queue.
+var txControl = map[string]bool{"exec": true, "discard": true, "multi": true, "watch": true, "quit": true, "reset": true}
+
+var (
+	rawMulti = []byte("*1\r\n$5\r\nMULTI\r\n")
+	rawExec  = []byte("*1\r\n$4\r\nEXEC\r\n")
+)
+
+// txAllowed are the local commands that may be queued (they run on the backend).
+var txAllowed = map[string]bool{"ping": true, "echo": true}
+
+func registerTx() {
+	handle("multi", func(c *client, _ *command.Spec, _ resp.Command) {
+		if c.tx != nil {
+			c.replyErr(errNestedMulti)
+			return
+		}
+		c.tx = &txState{slot: -1}
+		c.reply([]byte("+OK\r\n"))
+	})
+	handle("discard", func(c *client, _ *command.Spec, _ resp.Command) {
+		if c.tx == nil {
+			c.replyErr(errDiscardNo)
+			return
+		}
+		c.tx = nil
+		c.unwatch()
+		c.reply([]byte("+OK\r\n"))
+	})
+	handle("exec", cmdExec)
+	handle("watch", cmdWatch)
+	handle("unwatch", func(c *client, _ *command.Spec, _ resp.Command) {
+		c.unwatch()
+		c.reply([]byte("+OK\r\n"))
+	})
+}
+
+// queueTx queues one command of a MULTI block, checking that it can run in the block.
+func (c *client) queueTx(spec *command.Spec, cmd resp.Command) {
+	tx := c.tx
+	ok := false
+	switch spec.Kind {
+	case command.Forward, command.Split, command.Script, command.Block, command.Any:
+		ok = true
+	case command.Local:
+		ok = txAllowed[spec.Name]
+	}
+	if spec.Name == "watch" {
+		c.replyErr(errWatchInTx)
+		return
+	}
+	if !ok {
+		tx.aborted = true
+		c.replyErr(errorf("ERR command '%s' cannot run inside MULTI on redraft", spec.Name))
+		return
+	}
+	c.keys = spec.Keys(cmd.Args, c.keys[:0])
+	slot, err := keySlot(cmd.Args, c.keys)
+	if err == nil && slot >= 0 && tx.slot >= 0 && slot != tx.slot {
+		err = errCrossSlot
+	}
+	if err != nil {
+		tx.aborted = true
+		c.replyErr(err)
+		return
+	}
+	if slot >= 0 {
+		tx.slot = slot
+	}
+	tx.raw = append(tx.raw, cmd.Raw...)
+	tx.cmds = append(tx.cmds, spec.Name)
+	c.reply([]byte("+QUEUED\r\n"))
+}
+
+func cmdExec(c *client, _ *command.Spec, _ resp.Command) {
+	tx := c.tx
+	if tx == nil {
+		c.replyErr(errExecNoMulti)
+		return
+	}
+	c.tx = nil
+	if tx.aborted {
+		c.unwatch()
+		c.replyErr(errExecAbort)
+		return
+	}
+	raw := make([]byte, 0, len(rawMulti)+len(tx.raw)+len(rawExec))
+	raw = append(append(append(raw, rawMulti...), tx.raw...), rawExec...)
+	n := len(tx.cmds) + 2
+	if c.watch != nil {
+		d := c.watch
+		c.watch = nil
+		defer d.Close()
+		if tx.slot >= 0 && tx.slot != c.watchSlot && c.watchSlot >= 0 {
+			c.replyErr(errCrossSlot)
+			return
+		}
+		if g, err := c.route(max(tx.slot, c.watchSlot)); err != nil || g.pool != d.Pool() {
+			c.replyErr(errorf("ERR the watched keys moved to another group; transaction aborted"))
+			return
+		}
+		c.drain()
+		reply, err := d.Do(raw, n, c.s.cfg.BackendTimeout, nil)
+		if err != nil {
+			c.replyErr(err)
+			return
+		}
+		c.reply(reply)
+		return
+	}
+	g, err := c.route(tx.slot)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.pend = append(c.pend, pendItem{req: c.send(g, raw, n)})
+}
+
+// cmdWatch opens (or reuses) a dedicated connection to the keys' group and watches there;
+// EXEC then runs on that connection.
+func cmdWatch(c *client, spec *command.Spec, cmd resp.Command) {
+	c.keys = spec.Keys(cmd.Args, c.keys[:0])
+	slot, err := keySlot(cmd.Args, c.keys)
+	if err == nil && c.watch != nil && slot != c.watchSlot {
+		err = errCrossSlot
+	}
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	g, err := c.route(slot)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.drain()
+	if c.watch == nil {
+		d, err := g.pool.Dial(c.db)
+		if err != nil {
+			c.replyErr(err)
+			return
+		}
+		c.watch, c.watchSlot = d, slot
+	}
+	reply, err := c.watch.Do(cmd.Raw, 1, c.s.cfg.BackendTimeout, nil)
+	if err != nil {
+		c.unwatch()
+		c.replyErr(err)
+		return
+	}
+	c.reply(reply)
+}
+
+func (c *client) unwatch() {
+	if c.watch != nil {
+		c.watch.Close()
+		c.watch = nil
+	}
+}
+
+var _ = backend.ErrClosed

@@ -1,0 +1,248 @@
+// Package resp reads client requests and backend replies in the Redis protocol (RESP2) and
+// writes replies, without allocating on the hot path.
+package resp
+
+import (
+	"errors"
+	"io"
+)
+
+// Limits as in redis-server's defaults.
+const (
+	// DefaultMaxBulk is proto-max-bulk-len: the largest argument accepted.
+	DefaultMaxBulk = 512 << 20
+	// DefaultMaxArgs is the largest multibulk count accepted.
+	DefaultMaxArgs = 1024 * 1024
+	// MaxInline is PROTO_INLINE_MAX_SIZE: the longest inline request or header line.
+	MaxInline = 64 << 10
+	// initialBuf is a connection's first read buffer size.
+	initialBuf = 4096
+	// shrinkAbove is the buffer size above which an empty buffer is given back.
+	shrinkAbove = 64 << 10
+)
+
+// ProtocolError is a malformed or oversized request; the connection must be closed after its
+// reply, as redis-server does.
+type ProtocolError struct{ Msg string }
+
+func (e *ProtocolError) Error() string { return "Protocol error: " + e.Msg }
+
+var (
+	errMultibulkLen = &ProtocolError{"invalid multibulk length"}
+	errBulkLen      = &ProtocolError{"invalid bulk length"}
+	errBigInline    = &ProtocolError{"too big inline request"}
+	errBigMbulk     = &ProtocolError{"too big mbulk count string"}
+	errBigBulk      = &ProtocolError{"too big bulk count string"}
+	errQuotes       = &ProtocolError{"unbalanced quotes in request"}
+)
+
+// Command is one parsed request. Args and Raw point into the Reader's buffers and stay valid
+// only until the next call to Next or Fill.
+type Command struct {
+	// Args are the command name and its arguments.
+	Args [][]byte
+	// Raw is the request in RESP form, ready to forward (inline requests are re-encoded).
+	Raw []byte
+}
+
+// Reader parses requests from a client connection.
+type Reader struct {
+	rd      io.Reader
+	buf     []byte
+	r, w    int // unparsed data is buf[r:w]
+	need    int // bytes buf[r:] must hold before the pending request can complete
+	maxBulk int64
+	maxArgs int
+	args    [][]byte
+	inline  []byte // re-encoded inline request
+	scratch []byte // unquoted inline arguments
+}
+
+// NewReader returns a Reader with the given limits (zero or less means redis-server's default).
+func NewReader(rd io.Reader, maxBulk int64, maxArgs int) *Reader {
+	if maxBulk <= 0 {
+		maxBulk = DefaultMaxBulk
+	}
+	if maxArgs <= 0 {
+		maxArgs = DefaultMaxArgs
+	}
+	return &Reader{rd: rd, maxBulk: maxBulk, maxArgs: maxArgs}
+}
+
+// Buffered reports how many unparsed bytes are held.
+func (r *Reader) Buffered() int { return r.w - r.r }
+
+// Fill reads more data from the connection, blocking until some arrives. It invalidates the
+// Args and Raw of commands returned earlier.
+func (r *Reader) Fill() error {
+	if r.buf == nil {
+		r.buf = make([]byte, initialBuf)
+	}
+	if r.r == r.w {
+		r.r, r.w = 0, 0
+		if len(r.buf) > shrinkAbove {
+			r.buf = make([]byte, initialBuf)
+		}
+	}
+	want := max(r.need, r.w-r.r+1)
+	if r.r+want > len(r.buf) {
+		if want > len(r.buf) {
+			// Grow by doubling, not to the declared size at once, so a client that announces
+			// a huge argument and sends nothing costs little.
+			nb := make([]byte, 2*len(r.buf))
+			copy(nb, r.buf[r.r:r.w])
+			r.buf = nb
+		} else {
+			copy(r.buf, r.buf[r.r:r.w])
+		}
+		r.w -= r.r
+		r.r = 0
+	}
+	for {
+		n, err := r.rd.Read(r.buf[r.w:])
+		r.w += n
+		if err != nil {
+			if n > 0 && errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		// Keep reading while a large argument is still incomplete.
+		if r.w-r.r >= r.need || r.w == len(r.buf) {
+			return nil
+		}
+	}
+}
+
+// Next parses the next complete command from the buffer. It returns ok=false when more data
+// is needed (call Fill), and a *ProtocolError for a malformed or oversized request.
+func (r *Reader) Next() (cmd Command, ok bool, err error) {
+	for r.r < r.w {
+		var done, skip bool
+		if r.buf[r.r] == '*' {
+			cmd, done, skip, err = r.parseMultibulk()
+		} else {
+			cmd, done, skip, err = r.parseInline()
+		}
+		if err != nil || !done {
+			return Command{}, false, err
+		}
+		if !skip {
+			return cmd, true, nil
+		}
+	}
+	r.need = 0
+	return Command{}, false, nil
+}
+
+// line returns the index of the '\n' ending the line that starts at p, or -1.
+func (r *Reader) line(p int) int {
+	for i := p; i < r.w; i++ {
+		if r.buf[i] == '\n' {
+			return i
+		}
+	}
+	return -1
+}
+
+// parseInt parses a decimal integer as Redis's string2ll does for protocol numbers.
+func parseInt(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	neg := false
+	if b[0] == '-' {
+		neg, b = true, b[1:]
+		if len(b) == 0 {
+			return 0, false
+		}
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if n > (1<<62)/5 {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
+}
+
+func (r *Reader) parseMultibulk() (cmd Command, done, skip bool, err error) {
+	start := r.r
+	nl := r.line(start)
+	if nl < 0 {
+		if r.w-start > MaxInline {
+			return cmd, false, false, errBigMbulk
+		}
+		r.need = r.w - start + 1
+		return cmd, false, false, nil
+	}
+	hdr := r.buf[start+1 : nl]
+	if len(hdr) > 0 && hdr[len(hdr)-1] == '\r' {
+		hdr = hdr[:len(hdr)-1]
+	}
+	count, ok := parseInt(hdr)
+	if !ok || count > int64(r.maxArgs) {
+		return cmd, false, false, errMultibulkLen
+	}
+	p := nl + 1
+	if count <= 0 {
+		// redis-server ignores empty multibulks.
+		r.r = p
+		return cmd, true, true, nil
+	}
+	args := r.args[:0]
+	for i := int64(0); i < count; i++ {
+		if p >= r.w {
+			r.need = p - start + 1
+			r.args = args
+			return cmd, false, false, nil
+		}
+		if r.buf[p] != '$' {
+			return cmd, false, false, &ProtocolError{"expected '$', got '" + printable(r.buf[p]) + "'"}
+		}
+		nl := r.line(p)
+		if nl < 0 {
+			if r.w-p > MaxInline {
+				return cmd, false, false, errBigBulk
+			}
+			r.need = r.w - start + 1
+			r.args = args
+			return cmd, false, false, nil
+		}
+		lb := r.buf[p+1 : nl]
+		if len(lb) > 0 && lb[len(lb)-1] == '\r' {
+			lb = lb[:len(lb)-1]
+		}
+		size, ok := parseInt(lb)
+		if !ok || size < 0 || size > r.maxBulk {
+			return cmd, false, false, errBulkLen
+		}
+		data := nl + 1
+		end := data + int(size) + 2
+		if end > r.w {
+			r.need = end - start
+			r.args = args
+			return cmd, false, false, nil
+		}
+		args = append(args, r.buf[data:data+int(size):data+int(size)])
+		p = end
+	}
+	r.args = args
+	r.r = p
+	r.need = 0
+	return Command{Args: args, Raw: r.buf[start:p:p]}, true, false, nil
+}
+
+func printable(c byte) string {
+	if c < 32 || c > 126 {
+		return "?"
+	}
+	return string(rune(c))
+}

@@ -1,0 +1,200 @@
+// Package router is redraft's data plane: it serves RESP to clients and routes each command
+// to the group owning its keys' slot in the node's datacenter.
+package router
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redraft/redraft/router/backend"
+	"github.com/redraft/redraft/router/resp"
+)
+
+// Config configures a Server. The zero value of every field but DC is usable.
+type Config struct {
+	// NodeID and DC are this node's id and datacenter; the node routes within DC.
+	NodeID, DC string
+	// Password is the proxy's AUTH password ("" = none).
+	Password string
+	// MaxBulkBytes is the largest request argument (default 512 MiB, proto-max-bulk-len).
+	MaxBulkBytes int64
+	// MaxMultibulk is the most arguments a request may have (default 1024*1024).
+	MaxMultibulk int
+	// BackendTimeout bounds dials and replies from Redis backends (default 3s).
+	BackendTimeout time.Duration
+	// FlushEnabled, when set, must also return true for FLUSHDB and FLUSHALL to be served; the
+	// cluster setting flush_enabled applies in any case.
+	FlushEnabled func() bool
+	// BackendConns is the number of shared connections per group and database (default 1).
+	BackendConns int
+	// Databases is how many databases SELECT accepts (default 16, as redis-server).
+	Databases int
+	// Version is reported by INFO and HELLO (default "dev").
+	Version string
+}
+
+// Stats are the server's counters, for /metrics.
+type Stats struct {
+	// Requests counts commands received; Errors counts error replies sent.
+	Requests, Errors uint64
+	// ClientConns is the number of open client connections; ClientConnsTotal counts accepted ones.
+	ClientConns      int64
+	ClientConnsTotal uint64
+	// BackendConns is the number of shared backend connections up; DedicatedConns the number of
+	// per-session ones (blocking, WATCH, pub/sub).
+	BackendConns, DedicatedConns int64
+	// BackendDialErrors counts failed backend dials.
+	BackendDialErrors uint64
+}
+
+// Server is a node's RESP front end.
+type Server struct {
+	cfg   Config
+	snap  atomic.Pointer[snapshot]
+	start time.Time
+
+	stateMu sync.Mutex // serialises SetState
+	pools   map[poolKey]*backend.Pool
+	bstats  backend.Stats
+
+	mu      sync.Mutex
+	lns     map[net.Listener]struct{}
+	clients map[*client]struct{}
+	closed  bool
+	wg      sync.WaitGroup
+
+	nextID     atomic.Uint64
+	requests   atomic.Uint64
+	errs       atomic.Uint64
+	conns      atomic.Int64
+	connsTotal atomic.Uint64
+}
+
+// New returns a Server; it routes nothing until SetState is called.
+func New(cfg Config) *Server {
+	if cfg.MaxBulkBytes <= 0 {
+		cfg.MaxBulkBytes = resp.DefaultMaxBulk
+	}
+	if cfg.MaxMultibulk <= 0 {
+		cfg.MaxMultibulk = resp.DefaultMaxArgs
+	}
+	if cfg.BackendTimeout <= 0 {
+		cfg.BackendTimeout = 3 * time.Second
+	}
+	if cfg.BackendConns <= 0 {
+		cfg.BackendConns = 1
+	}
+	if cfg.Databases <= 0 {
+		cfg.Databases = 16
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	return &Server{cfg: cfg, start: time.Now(), pools: map[poolKey]*backend.Pool{},
+		lns: map[net.Listener]struct{}{}, clients: map[*client]struct{}{}}
+}
+
+// Serve accepts client connections on ln until Close is called or ln fails; it returns nil
+// after Close.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return nil
+	}
+	s.lns[ln] = struct{}{}
+	s.mu.Unlock()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff) // accept failures (EMFILE): back off, as net/http does
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		c := newClient(s, nc)
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			_ = nc.Close()
+			return nil
+		}
+		s.clients[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		s.conns.Add(1)
+		s.connsTotal.Add(1)
+		go c.serve()
+	}
+}
+
+func isTemporary(err error) bool {
+	t, ok := err.(interface{ Temporary() bool })
+	return ok && t.Temporary()
+}
+
+func (s *Server) removeClient(c *client) {
+	s.mu.Lock()
+	delete(s.clients, c)
+	s.mu.Unlock()
+	s.conns.Add(-1)
+	s.wg.Done()
+}
+
+// Close stops serving: it closes the listeners, client connections and backend pools, and
+// waits for client goroutines to end.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for ln := range s.lns {
+		_ = ln.Close()
+	}
+	for c := range s.clients {
+		c.closeConn()
+	}
+	s.mu.Unlock()
+	s.stateMu.Lock()
+	for _, p := range s.pools {
+		p.Close()
+	}
+	s.stateMu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// Stats returns the current counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Requests:          s.requests.Load(),
+		Errors:            s.errs.Load(),
+		ClientConns:       s.conns.Load(),
+		ClientConnsTotal:  s.connsTotal.Load(),
+		BackendConns:      s.bstats.BackendConns.Load(),
+		DedicatedConns:    s.bstats.Dedicated.Load(),
+		BackendDialErrors: uint64(s.bstats.DialErrors.Load()),
+	}
+}
+
+// flushAllowed reports whether FLUSHDB and FLUSHALL are served.
+func (s *Server) flushAllowed(snap *snapshot) bool {
+	return snap.flush && (s.cfg.FlushEnabled == nil || s.cfg.FlushEnabled())
+}

@@ -1,0 +1,205 @@
+package router
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redraft/redraft/router/command"
+	"github.com/redraft/redraft/router/resp"
+)
+
+func registerSession() {
+	handle("ping", cmdPing)
+	handle("echo", func(c *client, _ *command.Spec, cmd resp.Command) {
+		c.replyFunc(func(b []byte) []byte { return resp.AppendBulk(b, cmd.Args[1]) })
+	})
+	handle("quit", func(c *client, _ *command.Spec, _ resp.Command) {
+		c.reply([]byte("+OK\r\n"))
+		c.quit = true
+	})
+	handle("reset", cmdReset)
+	handle("auth", cmdAuth)
+	handle("hello", cmdHello)
+	handle("select", cmdSelect)
+	handle("client|setname", func(c *client, _ *command.Spec, cmd resp.Command) {
+		name := cmd.Args[2]
+		if bytes.ContainsAny(name, " \n\r") {
+			c.replyErr(errorf("ERR Client names cannot contain spaces, newlines or special characters."))
+			return
+		}
+		c.name = string(name)
+		c.reply([]byte("+OK\r\n"))
+	})
+	handle("client|getname", func(c *client, _ *command.Spec, _ resp.Command) {
+		if c.name == "" {
+			c.reply([]byte("$-1\r\n"))
+			return
+		}
+		c.replyFunc(func(b []byte) []byte { return resp.AppendBulkString(b, c.name) })
+	})
+	handle("client|id", func(c *client, _ *command.Spec, _ resp.Command) {
+		c.replyFunc(func(b []byte) []byte { return resp.AppendInt(b, int64(c.id)) })
+	})
+	handle("client|info", func(c *client, _ *command.Spec, _ resp.Command) {
+		c.replyFunc(func(b []byte) []byte { return resp.AppendBulkString(b, c.info()) })
+	})
+}
+
+func cmdPing(c *client, _ *command.Spec, cmd resp.Command) {
+	if len(cmd.Args) > 2 {
+		c.replyErr(errWrongArgs("ping"))
+		return
+	}
+	if c.ps != nil && c.ps.subscribed() {
+		c.ps.forward(c, cmd.Raw, false)
+		return
+	}
+	if len(cmd.Args) == 2 {
+		c.replyFunc(func(b []byte) []byte { return resp.AppendBulk(b, cmd.Args[1]) })
+		return
+	}
+	c.reply([]byte("+PONG\r\n"))
+}
+
+func cmdReset(c *client, _ *command.Spec, _ resp.Command) {
+	c.drain()
+	c.closeSession()
+	c.db, c.name = 0, ""
+	c.authed = c.s.cfg.Password == ""
+	c.reply([]byte("+RESET\r\n"))
+}
+
+// checkPassword compares in constant time.
+func (c *client) checkPassword(user, pass []byte) error {
+	if c.s.cfg.Password == "" {
+		return errNoPassSet
+	}
+	ok := subtle.ConstantTimeCompare(pass, []byte(c.s.cfg.Password)) == 1
+	if user != nil && string(user) != "default" {
+		ok = false
+	}
+	if !ok {
+		return errBadPass
+	}
+	c.authed = true
+	return nil
+}
+
+func cmdAuth(c *client, _ *command.Spec, cmd resp.Command) {
+	var err error
+	switch len(cmd.Args) {
+	case 2:
+		err = c.checkPassword(nil, cmd.Args[1])
+	case 3:
+		err = c.checkPassword(cmd.Args[1], cmd.Args[2])
+	default:
+		err = errSyntax
+	}
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.reply([]byte("+OK\r\n"))
+}
+
+// cmdHello answers HELLO [2 [AUTH user pass] [SETNAME name]]; protocol 3 is refused.
+func cmdHello(c *client, _ *command.Spec, cmd resp.Command) {
+	args := cmd.Args[1:]
+	if len(args) > 0 {
+		v, err := strconv.Atoi(string(args[0]))
+		if err != nil {
+			c.replyErr(errorf("ERR Protocol version is not an integer or out of range"))
+			return
+		}
+		if v == 3 {
+			c.replyErr(errResp3)
+			return
+		}
+		if v != 2 {
+			c.replyErr(errorf("NOPROTO unsupported protocol version"))
+			return
+		}
+		args = args[1:]
+	}
+	name := c.name
+	for len(args) > 0 {
+		switch {
+		case bytes.EqualFold(args[0], []byte("auth")) && len(args) >= 3:
+			if err := c.checkPassword(args[1], args[2]); err != nil {
+				c.replyErr(err)
+				return
+			}
+			args = args[3:]
+		case bytes.EqualFold(args[0], []byte("setname")) && len(args) >= 2:
+			name = string(args[1])
+			args = args[2:]
+		default:
+			c.replyErr(errorf("ERR Syntax error in HELLO option '%s'", printable(args[0])))
+			return
+		}
+	}
+	if !c.authed {
+		c.replyErr(errorf("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"))
+		return
+	}
+	c.name = name
+	c.replyFunc(func(b []byte) []byte {
+		b = resp.AppendArray(b, 14)
+		b = resp.AppendBulkString(b, "server")
+		b = resp.AppendBulkString(b, "redis")
+		b = resp.AppendBulkString(b, "version")
+		b = resp.AppendBulkString(b, redisVersion)
+		b = resp.AppendBulkString(b, "proto")
+		b = resp.AppendInt(b, 2)
+		b = resp.AppendBulkString(b, "id")
+		b = resp.AppendInt(b, int64(c.id))
+		b = resp.AppendBulkString(b, "mode")
+		b = resp.AppendBulkString(b, "standalone")
+		b = resp.AppendBulkString(b, "role")
+		b = resp.AppendBulkString(b, "master")
+		b = resp.AppendBulkString(b, "modules")
+		return resp.AppendArray(b, 0)
+	})
+}
+
+// redisVersion is the Redis version redraft presents: the command table's.
+const redisVersion = "7.0.15"
+
+func cmdSelect(c *client, _ *command.Spec, cmd resp.Command) {
+	db, err := strconv.Atoi(string(cmd.Args[1]))
+	if err != nil {
+		c.replyErr(errNotInteger)
+		return
+	}
+	if db < 0 || db >= c.s.cfg.Databases {
+		c.replyErr(errDBIndex)
+		return
+	}
+	if c.watch != nil && c.watch.DB != db {
+		c.watch.Close()
+		c.watch = nil
+	}
+	c.db = db
+	c.reply([]byte("+OK\r\n"))
+}
+
+// info renders CLIENT INFO's line for this connection.
+func (c *client) info() string {
+	sub, psub, ssub := 0, 0, 0
+	if c.ps != nil {
+		sub, psub, ssub = c.ps.counts()
+	}
+	multi := -1
+	if c.tx != nil {
+		multi = len(c.tx.cmds)
+	}
+	age := int(time.Since(c.created).Seconds())
+	var b strings.Builder
+	fmt.Fprintf(&b, "id=%d addr=%s laddr=%s fd=-1 name=%s age=%d idle=0 flags=N db=%d sub=%d psub=%d ssub=%d multi=%d qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=%s user=default redir=-1 resp=2\n",
+		c.id, c.addr, c.nc.LocalAddr(), c.name, age, c.db, sub, psub, ssub, multi, c.lastCmd)
+	return b.String()
+}

@@ -1,0 +1,198 @@
+package router
+
+import (
+	"github.com/redraft/redraft/router/backend"
+	"github.com/redraft/redraft/router/command"
+	"github.com/redraft/redraft/router/resp"
+)
+
+type splitKind uint8
+
+const (
+	splitMGet splitKind = iota
+	splitMSet
+	splitCount // DEL, UNLINK, EXISTS, TOUCH: integer replies summed
+)
+
+// splitOp is a multi-key command divided by group; replies are merged in key order.
+type splitOp struct {
+	kind   splitKind
+	subs   []*backend.Request
+	keySub []int32 // MGET: the sub-request of each key, in order
+	pos    []int   // MGET: read position in each sub-reply
+}
+
+// split divides MGET, MSET, DEL, UNLINK, EXISTS and TOUCH by group. Keys of one group keep
+// their relative order in that group's sub-command; when all keys fall in one group the
+// request is forwarded whole.
+func (c *client) split(spec *command.Spec, cmd resp.Command) {
+	args := cmd.Args
+	step := 1
+	kind := splitCount
+	switch spec.Name {
+	case "mget":
+		kind = splitMGet
+	case "mset":
+		kind, step = splitMSet, 2
+		if (len(args)-1)%2 != 0 {
+			c.replyErr(errWrongArgs(spec.Name))
+			return
+		}
+	}
+	snap := c.snap
+	if snap == nil || len(snap.groups) == 0 {
+		c.replyErr(errNoGroups)
+		return
+	}
+	// Find each key's group; keys holds group indexes.
+	gidx := c.keys[:0]
+	var first *group
+	multi := false
+	for i := 1; i < len(args); i += step {
+		if isReserved(args[i]) {
+			c.keys = gidx
+			c.replyErr(errReserved)
+			return
+		}
+		g := snap.slots[command.Slot(args[i])].g
+		if g == nil {
+			c.keys = gidx
+			c.replyErr(errSlotDown)
+			return
+		}
+		if first == nil {
+			first = g
+		} else if g != first {
+			multi = true
+		}
+		gidx = append(gidx, g.idx)
+	}
+	c.keys = gidx
+	if !multi {
+		c.forwardTo(first, cmd.Raw)
+		return
+	}
+	op := c.newSplit(kind)
+	// One sub-command per group, in group order; subOf maps group index -> sub index.
+	var subOfArr [64]int32
+	subOf := subOfArr[:0]
+	for range snap.groups {
+		subOf = append(subOf, -1)
+	}
+	counts := make([]int, 0, 8)
+	groups := make([]*group, 0, 8)
+	for _, gi := range gidx {
+		if subOf[gi] < 0 {
+			subOf[gi] = int32(len(counts))
+			counts = append(counts, 0)
+			groups = append(groups, snap.groups[gi])
+		}
+		counts[subOf[gi]]++
+		if kind == splitMGet {
+			op.keySub = append(op.keySub, subOf[gi])
+		}
+	}
+	for si, g := range groups {
+		buf := resp.AppendArray(nil, 1+counts[si]*step)
+		buf = resp.AppendBulk(buf, args[0])
+		for k, gi := range gidx {
+			if subOf[gi] != int32(si) {
+				continue
+			}
+			a := 1 + k*step
+			buf = resp.AppendBulk(buf, args[a])
+			if step == 2 {
+				buf = resp.AppendBulk(buf, args[a+1])
+			}
+		}
+		op.subs = append(op.subs, c.send(g, buf, 1))
+	}
+	c.pend = append(c.pend, pendItem{split: op})
+}
+
+func (c *client) newSplit(kind splitKind) *splitOp {
+	var op *splitOp
+	if k := len(c.splits); k > 0 {
+		op = c.splits[k-1]
+		c.splits = c.splits[:k-1]
+	} else {
+		op = &splitOp{}
+	}
+	op.kind = kind
+	op.subs, op.keySub, op.pos = op.subs[:0], op.keySub[:0], op.pos[:0]
+	return op
+}
+
+// mergeSplit waits for every sub-request and appends the merged reply to c.out: the first
+// error if any sub-request failed, else the combined reply.
+func (c *client) mergeSplit(op *splitOp) {
+	for _, r := range op.subs {
+		c.waiter.Wait(r)
+	}
+	defer func() {
+		c.free = append(c.free, op.subs...)
+		c.splits = append(c.splits, op)
+	}()
+	for _, r := range op.subs {
+		if r.Err != nil {
+			c.out = appendError(c.out, r.Err)
+			c.nerr++
+			return
+		}
+		if len(r.Reply) > 0 && r.Reply[0] == '-' {
+			c.out = append(c.out, r.Reply...)
+			c.nerr++
+			return
+		}
+	}
+	switch op.kind {
+	case splitMSet:
+		c.out = resp.AppendOK(c.out)
+	case splitCount:
+		var sum int64
+		for _, r := range op.subs {
+			v, _, ok := resp.Parse(r.Reply)
+			if !ok || v.Type != ':' {
+				c.out = resp.AppendError(c.out, "ERR unexpected reply from backend")
+				c.nerr++
+				return
+			}
+			sum += v.Int
+		}
+		c.out = resp.AppendInt(c.out, sum)
+	case splitMGet:
+		for _, r := range op.subs {
+			n := skipHeader(r.Reply)
+			if n < 0 {
+				c.out = resp.AppendError(c.out, "ERR unexpected reply from backend")
+				c.nerr++
+				return
+			}
+			op.pos = append(op.pos, n)
+		}
+		c.out = resp.AppendArray(c.out, len(op.keySub))
+		for _, si := range op.keySub {
+			r := op.subs[si]
+			p := op.pos[si]
+			n := resp.Skip(r.Reply[p:])
+			if n < 0 {
+				n = len(r.Reply) - p
+			}
+			c.out = append(c.out, r.Reply[p:p+n]...)
+			op.pos[si] = p + n
+		}
+	}
+}
+
+// skipHeader returns the length of an array reply's header line, or -1 if b is not an array.
+func skipHeader(b []byte) int {
+	if len(b) == 0 || b[0] != '*' {
+		return -1
+	}
+	for i := 1; i < len(b); i++ {
+		if b[i] == '\n' {
+			return i + 1
+		}
+	}
+	return -1
+}
