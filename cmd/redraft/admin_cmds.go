@@ -15,6 +15,9 @@ func groupCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "group",
 		Usage: "add, change, remove and list groups (a Redis master plus replicas in one DC)",
+		Description: `Example:
+   redraft group add --dc dc1 --id g1 --master 10.0.0.5:6379 --replica 10.0.0.6:6379
+   redraft group list`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "add",
@@ -127,6 +130,9 @@ func slotsCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "slots",
 		Usage: "assign and show the slot table",
+		Description: `Example:
+   redraft slots assign --dc dc1 --group g1 0-8191
+   redraft slots show --dc dc1`,
 		Subcommands: []*cli.Command{
 			{
 				Name:  "assign",
@@ -188,6 +194,9 @@ func configCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "config",
 		Usage: "show and change cluster-wide settings",
+		Description: `Example:
+   redraft config get
+   redraft config set write_consistency DC_QUORUM`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "get",

@@ -44,6 +44,10 @@ func nodeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "node",
 		Usage: "run a node, add nodes to the cluster, remove and list them",
+		Description: `Example:
+   redraft node start --id n1 --dc dc1 --data-dir data/n1
+   redraft node join --seed 127.0.0.1:7380 --id n2 --dc dc1 --listen 127.0.0.1:6381 --peer-listen 127.0.0.1:7381 --admin-listen 127.0.0.1:8381
+   redraft node list`,
 		Subcommands: []*cli.Command{
 			{
 				Name:  "start",
@@ -54,11 +58,11 @@ func nodeCommand() *cli.Command {
 				Action: func(c *cli.Context) error { return runNode(c, false) },
 			},
 			{
-				Name:  "join",
-				Usage: "run a node that joins an existing cluster through a seed (the same command serves every restart)",
+				Name:      "join",
+				Usage:     "run a node that joins an existing cluster through a seed (the same command serves every restart)",
 				UsageText: `redraft node join --seed 127.0.0.1:7380 --id n2 --dc dc1 --listen 127.0.0.1:6381 --peer-listen 127.0.0.1:7381 --admin-listen 127.0.0.1:8381 --data-dir data/n2`,
-				Flags:  nodeFlags(),
-				Action: func(c *cli.Context) error { return runNode(c, true) },
+				Flags:     nodeFlags(),
+				Action:    func(c *cli.Context) error { return runNode(c, true) },
 			},
 			{
 				Name:      "remove",
@@ -163,6 +167,9 @@ func runNode(c *cli.Context, join bool) error {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if _, port, _ := net.SplitHostPort(cfg.Listen); port == "0" {
+		cfg.Listen = ln.Addr().String()
 	}
 	rt := router.New(routerConfig(cfg))
 	n, err := node.Start(cfg, node.Options{Logger: log, Status: func() any { return rt.Stats() }})
