@@ -50,6 +50,7 @@ func (c *AddGroup) apply(s *State, _ uint64) error {
 	if _, ok := dc.Groups[c.Group.ID]; ok {
 		return errf("exists", "group %s already exists in datacenter %s", c.Group.ID, c.DC)
 	}
+	dc = s.writableDC(c.DC)
 	g := c.Group
 	g.Replicas = append([]string(nil), g.Replicas...)
 	dc.Groups[g.ID] = &g
@@ -70,6 +71,7 @@ func (c *UpdateGroup) apply(s *State, _ uint64) error {
 	if err := checkGroup(s, c.DC, &c.Group); err != nil {
 		return err
 	}
+	dc = s.writableDC(c.DC)
 	g := c.Group
 	g.Replicas = append([]string(nil), g.Replicas...)
 	dc.Groups[g.ID] = &g
@@ -95,7 +97,7 @@ func (c *RemoveGroup) apply(s *State, _ uint64) error {
 			return errf("busy", "group %s is part of migration %d; wait for it or cancel it first", c.ID, m.ID)
 		}
 	}
-	delete(dc.Groups, c.ID)
+	delete(s.writableDC(c.DC).Groups, c.ID)
 	return nil
 }
 

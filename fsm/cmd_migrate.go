@@ -199,6 +199,7 @@ func (c *FinishMigration) apply(s *State, _ uint64) error {
 	if dc == nil || dc.Groups[m.Target()] == nil {
 		return errf("not_found", "migration %d: target group %s is gone", m.ID, m.Target())
 	}
+	dc = s.writableDC(m.DC)
 	for _, r := range m.Slots {
 		for sl := r.From; sl <= r.To; sl++ {
 			dc.Slots[sl] = m.Target()

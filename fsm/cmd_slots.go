@@ -54,6 +54,7 @@ func (c *AssignSlots) apply(s *State, _ uint64) error {
 			}
 		}
 	}
+	dc = s.writableDC(c.DC)
 	for _, r := range c.Ranges {
 		for sl := r.From; sl <= r.To; sl++ {
 			dc.Slots[sl] = c.Group

@@ -94,7 +94,7 @@ func Apply(s *State, index uint64, data []byte) (*State, error) {
 
 // ApplyCommand is Apply for a decoded command.
 func ApplyCommand(s *State, index uint64, c Command) (*State, error) {
-	next := s.Clone()
+	next := s.cow()
 	next.Index = index
 	if err := c.apply(next, index); err != nil {
 		return s.withIndex(index), err

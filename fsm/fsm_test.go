@@ -345,7 +345,7 @@ func TestNormalizeConsistency(t *testing.T) {
 	for in, want := range map[string]string{
 		"DC_ONE": DCOne, "dc_one": DCOne, "ONE": DCOne,
 		"DC_QUORUM": DCQuorum, "quorum": DCQuorum, "DC_LOCAL_QUORUM": DCQuorum,
-		"DC_EACH_SAFE_QUORUM": DCEachSafeQuorum, "dc_safe_quorum": DCEachSafeQuorum, "EACH_SAFE_QUORUM": DCEachSafeQuorum,
+		"DC_EACH_SAFE_QUORUM": DCEachSafeQuorum, "dc_safe_quorum": DCQuorum, "EACH_SAFE_QUORUM": DCEachSafeQuorum,
 	} {
 		if got, err := NormalizeConsistency(in); err != nil || got != want {
 			t.Errorf("NormalizeConsistency(%q) = %q, %v; want %q", in, got, err, want)

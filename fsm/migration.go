@@ -27,7 +27,7 @@ type Migration struct {
 	// Rate is the mover's throttle in keys per second (0: unthrottled).
 	Rate int64 `json:"rate,omitempty"`
 	// FreezeAcks holds, per node id of the DC, the index at which it reported the freeze applied.
-	FreezeAcks map[string]uint64 `json:"freeze_acks,omitempty"`
+	FreezeAcks map[string]uint64 `json:"freeze_acks"`
 	// KeysMoved and BytesMoved are the mover's reported progress.
 	KeysMoved  int64 `json:"keys_moved"`
 	BytesMoved int64 `json:"bytes_moved"`

@@ -33,7 +33,7 @@ const (
 
 var settings = map[string]setting{
 	"write_consistency":        {def: DCOne, help: "default write consistency: DC_ONE, DC_QUORUM or DC_EACH_SAFE_QUORUM", check: checkConsistency},
-	"read_consistency":         {def: DCOne, help: "default read consistency: DC_ONE or DC_QUORUM", check: checkConsistency},
+	"read_consistency":         {def: DCOne, help: "default read consistency: DC_ONE, DC_QUORUM or DC_EACH_SAFE_QUORUM", check: checkConsistency},
 	"max_voters":               {def: "5", help: "Raft voters at most; further nodes join as non-voters", check: intRange(1, 9)},
 	"flush_enabled":            {def: "true", help: "whether FLUSHDB and FLUSHALL are served", check: checkBool},
 	"outbox_max_entries":       {def: "1000000", help: "entries a slot outbox keeps for a DC that is behind before it is copied in full", check: intRange(1000, 1<<40)},
@@ -92,9 +92,10 @@ func NormalizeConsistency(v string) (string, error) {
 	switch strings.ToUpper(strings.TrimSpace(v)) {
 	case "DC_ONE", "ONE":
 		return DCOne, nil
-	case "DC_QUORUM", "QUORUM", "DC_LOCAL_QUORUM":
+	case "DC_QUORUM", "QUORUM", "DC_LOCAL_QUORUM", "DC_SAFE_QUORUM":
+		// Dynomite's DC_SAFE_QUORUM is a quorum in the local DC (plus checksums): DC_QUORUM here.
 		return DCQuorum, nil
-	case "DC_EACH_SAFE_QUORUM", "DC_SAFE_QUORUM", "EACH_SAFE_QUORUM":
+	case "DC_EACH_SAFE_QUORUM", "EACH_SAFE_QUORUM":
 		return DCEachSafeQuorum, nil
 	}
 	return "", errf("invalid", "%q is not a consistency level (DC_ONE, DC_QUORUM, DC_EACH_SAFE_QUORUM)", v)

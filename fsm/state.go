@@ -74,6 +74,27 @@ func New() *State {
 
 // Clone returns a deep copy of s.
 func (s *State) Clone() *State {
+	c := s.cow()
+	for k, d := range s.DCs {
+		c.DCs[k] = d.clone()
+	}
+	return c
+}
+
+// writableDC returns the DC named name for a command to change, first replacing it by a copy:
+// apply shares DCs (their 16384-slot tables) with the previous state until a command writes.
+func (s *State) writableDC(name string) *DC {
+	d := s.DCs[name]
+	if d == nil {
+		return nil
+	}
+	d = d.clone()
+	s.DCs[name] = d
+	return d
+}
+
+// cow copies s for an apply: everything but the DCs, which are shared until writableDC.
+func (s *State) cow() *State {
 	c := &State{
 		Index:           s.Index,
 		Nodes:           make(map[string]*Node, len(s.Nodes)),
@@ -93,7 +114,7 @@ func (s *State) Clone() *State {
 		c.Nodes[k] = &nn
 	}
 	for k, d := range s.DCs {
-		c.DCs[k] = d.clone()
+		c.DCs[k] = d
 	}
 	for k, v := range s.Settings {
 		c.Settings[k] = v

@@ -343,6 +343,12 @@ func confCheckAdvertise(h string) string {
 // Defaults are applied and the result validated. Warnings name keys that were read but have no
 // effect, and choices made for the operator; errors name the file, line and key.
 func LoadConfig(path string) (cfg Config, warnings []string, err error) {
+	return LoadConfigWith(path, nil)
+}
+
+// LoadConfigWith is LoadConfig with override (command-line flags, say) applied to what the file
+// says before defaults that depend on other keys (data_dir from id) and validation.
+func LoadConfigWith(path string, override func(*Config) error) (cfg Config, warnings []string, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, nil, fmt.Errorf("config %s: %w", path, err)
@@ -359,6 +365,11 @@ func LoadConfig(path string) (cfg Config, warnings []string, err error) {
 		return Config{}, nil, fmt.Errorf("%s: %q looks like a Dynomite pool, but a Dynomite file holds exactly one top-level key (the pool) and nothing else", f.pos(k.Line), k.Value)
 	} else {
 		confDecodeMapping(f, &cfg, root, confFields, nil)
+	}
+	if override != nil && len(f.errs) == 0 {
+		if err := override(&cfg); err != nil {
+			return Config{}, f.warns, err
+		}
 	}
 	// cfg started from DefaultConfig, so only what depends on other keys is left to fill in;
 	// ApplyDefaults would also hide an explicit "max_voters: 0" from Validate.

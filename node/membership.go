@@ -46,7 +46,9 @@ func (n *Node) registerLoop() {
 				n.markRemoved(err.Error())
 				return
 			}
-			if retryable(err) {
+			if errors.Is(err, ErrNoLeader) {
+				n.log.Debug("not registered yet: no leader yet, will retry")
+			} else if retryable(err) {
 				n.log.Info("not registered yet, will retry", "err", err)
 			} else {
 				n.log.Warn("the cluster refused this node's registration; will retry", "err", err)

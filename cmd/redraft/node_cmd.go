@@ -101,20 +101,37 @@ func nodeCommand() *cli.Command {
 	}
 }
 
-// loadNodeConfig reads --config (if any) and applies the flags over it.
+// loadNodeConfig reads --config (if any) with the flags applied over it, then validates.
 func loadNodeConfig(c *cli.Context, join bool) (node.Config, error) {
-	cfg := node.DefaultConfig()
+	var cfg node.Config
 	if path := c.String("config"); path != "" {
 		var warnings []string
 		var err error
-		cfg, warnings, err = node.LoadConfig(path)
-		if err != nil {
-			return cfg, err
-		}
+		cfg, warnings, err = node.LoadConfigWith(path, func(cfg *node.Config) error { return applyFlags(c, cfg) })
 		for _, w := range warnings {
 			fmt.Fprintln(os.Stderr, "warning:", w)
 		}
+		if err != nil {
+			return cfg, err
+		}
+	} else {
+		cfg = node.DefaultConfig()
+		if err := applyFlags(c, &cfg); err != nil {
+			return cfg, err
+		}
+		cfg.ApplyDefaults()
+		if err := cfg.Validate(); err != nil {
+			return cfg, fmt.Errorf("flags: %w", err)
+		}
 	}
+	if join && len(cfg.Seeds) == 0 {
+		return cfg, fmt.Errorf("node join needs --seed HOST:PORT (the peer address of any member)")
+	}
+	return cfg, nil
+}
+
+// applyFlags sets the config keys whose flags were given.
+func applyFlags(c *cli.Context, cfg *node.Config) error {
 	str := map[string]*string{
 		"id": &cfg.ID, "dc": &cfg.DC, "rack": &cfg.Rack, "listen": &cfg.Listen, "peer-listen": &cfg.PeerListen,
 		"admin-listen": &cfg.AdminListen, "advertise": &cfg.Advertise, "data-dir": &cfg.DataDir,
@@ -143,16 +160,12 @@ func loadNodeConfig(c *cli.Context, join bool) (node.Config, error) {
 		for _, t := range strings.Split(c.String("tokens"), ",") {
 			v, err := strconv.ParseUint(strings.TrimSpace(t), 10, 32)
 			if err != nil {
-				return cfg, fmt.Errorf("--tokens: %q is not a 32-bit token", t)
+				return fmt.Errorf("--tokens: %q is not a 32-bit token", t)
 			}
 			cfg.Tokens = append(cfg.Tokens, uint32(v))
 		}
 	}
-	if join && len(cfg.Seeds) == 0 {
-		return cfg, fmt.Errorf("node join needs --seed HOST:PORT (the peer address of any member)")
-	}
-	cfg.ApplyDefaults()
-	return cfg, cfg.Validate()
+	return nil
 }
 
 // runNode runs a node and its data plane until a signal or its removal.
