@@ -1,0 +1,260 @@
+package migrate
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// Cluster is what the coordinator needs of its node: the state, the one proposal path and the
+// node's identity.
+type Cluster interface {
+	State() *fsm.State
+	Propose(ctx context.Context, cmd fsm.Command) error
+	ID() string
+	DC() string
+}
+
+// Gate is the data plane's side of the freeze barrier.
+type Gate interface {
+	// WaitIdle returns once no request for a slot in slots that was routed by a state older
+	// than the freeze is still in flight to a backend.
+	WaitIdle(ctx context.Context, slots *SlotSet) error
+}
+
+// Job is one run of the mover for a migration: everything it needs, read from the state.
+type Job struct {
+	Migration *fsm.Migration
+	Source    fsm.Group
+	Target    fsm.Group
+	Slots     *SlotSet
+	// Rate returns the current throttle in keys/s (0: none); Paused whether to wait.
+	Rate   func() int64
+	Paused func() bool
+	// Progress receives the mover's counts; the coordinator reports them into the state.
+	Progress func(Progress)
+}
+
+// RunMover moves every key of a job's slots from source to target and returns when the source
+// holds none (the default is MoveJob).
+type RunMover func(ctx context.Context, job Job) error
+
+// Coordinator runs a node's duties in slot migrations: it acks freezes once the data plane has
+// drained, and, for migrations whose first slot this node owns on its DC's token ring, runs the
+// mover and commits the switch. Everything it does is idempotent, so a new owner resumes.
+type Coordinator struct {
+	cl    Cluster
+	gate  Gate
+	mover RunMover
+	log   *slog.Logger
+
+	kick chan struct{}
+
+	mu      sync.Mutex
+	acking  map[uint64]bool
+	running map[uint64]*moverRun
+}
+
+// moverRun is one mover goroutine: cancel stops it, done closes when it has stopped.
+type moverRun struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewCoordinator returns a coordinator; call Notify on every new state and Run once.
+func NewCoordinator(cl Cluster, gate Gate, mover RunMover, log *slog.Logger) *Coordinator {
+	return &Coordinator{
+		cl: cl, gate: gate, mover: mover, log: log.With("part", "migrate"),
+		kick: make(chan struct{}, 1), acking: map[uint64]bool{}, running: map[uint64]*moverRun{},
+	}
+}
+
+// Notify tells the coordinator the state changed; it never blocks (Raft's apply path calls it).
+func (c *Coordinator) Notify(*fsm.State) {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run reconciles on every state change and every second until ctx ends.
+func (c *Coordinator) Run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	defer c.stopAll()
+	for {
+		c.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kick:
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Coordinator) stopAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, r := range c.running {
+		r.cancel()
+		delete(c.running, id)
+	}
+}
+
+// stopMover stops this node's mover of migration id, if any, and waits until it has stopped.
+func (c *Coordinator) stopMover(id uint64) {
+	c.mu.Lock()
+	r := c.running[id]
+	c.mu.Unlock()
+	if r != nil {
+		r.cancel()
+		<-r.done
+	}
+}
+
+func (c *Coordinator) reconcile(ctx context.Context) {
+	st := c.cl.State()
+	me, dc := c.cl.ID(), c.cl.DC()
+	ring := st.Ring(dc)
+	wanted := map[uint64]bool{}
+	for _, m := range st.Migrations {
+		if !m.Active() || m.DC != dc {
+			continue
+		}
+		if m.State == fsm.MigrationFrozen {
+			if _, acked := m.FreezeAcks[me]; !acked {
+				c.ack(ctx, m)
+			}
+			continue
+		}
+		if fsm.OwnerIn(ring, m.Slots[0].From) == me {
+			wanted[m.ID] = true
+			c.startMover(ctx, st, m)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, r := range c.running {
+		if !wanted[id] {
+			r.cancel()
+		}
+	}
+}
+
+// ack waits for the data plane to drain the migration's slots, then reports the freeze applied.
+func (c *Coordinator) ack(ctx context.Context, m *fsm.Migration) {
+	c.mu.Lock()
+	if c.acking[m.ID] {
+		c.mu.Unlock()
+		return
+	}
+	c.acking[m.ID] = true
+	c.mu.Unlock()
+	slots := SlotSetOf(m.Slots)
+	id := m.ID
+	go func() {
+		defer func() {
+			c.mu.Lock()
+			delete(c.acking, id)
+			c.mu.Unlock()
+		}()
+		// A mover still running here (the forward run of a migration being cancelled) must stop
+		// before this node vouches that nothing touches the slots.
+		c.stopMover(id)
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := c.gate.WaitIdle(wctx, slots); err != nil {
+			c.log.Warn("freeze not acked: requests still in flight", "migration", id, "err", err)
+			return
+		}
+		if err := c.cl.Propose(wctx, &fsm.AckFreeze{ID: id, Node: c.cl.ID()}); err != nil {
+			c.log.Warn("freeze ack not committed", "migration", id, "err", err)
+		}
+	}()
+}
+
+// startMover runs the mover for m unless it already runs here.
+func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.running[m.ID]; ok {
+		return
+	}
+	d := st.DCs[m.DC]
+	src, dst := d.Groups[m.Source()], d.Groups[m.Target()]
+	if src == nil || dst == nil {
+		c.log.Error("migration groups are gone", "migration", m.ID)
+		return
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	run := &moverRun{cancel: cancel, done: make(chan struct{})}
+	c.running[m.ID] = run
+	id := m.ID
+	current := func() *fsm.Migration { return c.cl.State().Migrations[id] }
+	var (
+		repMu   sync.Mutex
+		lastRep time.Time
+	)
+	job := Job{
+		Migration: m, Source: *src, Target: *dst, Slots: SlotSetOf(m.Slots),
+		Rate: func() int64 {
+			if cur := current(); cur != nil {
+				return cur.Rate
+			}
+			return 0
+		},
+		Paused: func() bool {
+			cur := current()
+			return cur != nil && cur.Paused
+		},
+		Progress: func(p Progress) {
+			repMu.Lock()
+			if time.Since(lastRep) < time.Second && !p.Done {
+				repMu.Unlock()
+				return
+			}
+			lastRep = time.Now()
+			repMu.Unlock()
+			rctx, cancel := context.WithTimeout(mctx, 5*time.Second)
+			defer cancel()
+			_ = c.cl.Propose(rctx, &fsm.ReportMigration{ID: id, KeysMoved: p.KeysMoved, BytesMoved: p.BytesMoved, KeysTotal: p.KeysTotal})
+		},
+	}
+	c.log.Info("mover starts", "migration", m.String())
+	go func() {
+		defer func() {
+			c.mu.Lock()
+			if c.running[id] == run {
+				delete(c.running, id)
+			}
+			c.mu.Unlock()
+			cancel()
+			close(run.done)
+		}()
+		backoff := 500 * time.Millisecond
+		for mctx.Err() == nil {
+			err := c.mover(mctx, job)
+			if err == nil {
+				err = c.cl.Propose(mctx, &fsm.FinishMigration{ID: id})
+				if err == nil {
+					c.log.Info("migration switched", "migration", id)
+					return
+				}
+			}
+			if mctx.Err() != nil {
+				return
+			}
+			c.log.Warn("mover failed, retrying", "migration", id, "err", err)
+			select {
+			case <-mctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 10*time.Second)
+		}
+	}()
+}

@@ -1,0 +1,323 @@
+// Package migrate moves a slot's keys between groups on stock Redis: on access, in batches, and big values in chunks.
+package migrate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrKeyBusy means another mover holds a key's lock (it is copying the key in chunks) and it
+// was not released within Config.LockWait. It is retryable: the router answers -TRYAGAIN.
+var ErrKeyBusy = errors.New("migrate: key is being moved by another mover, try again")
+
+// Endpoint is a Redis master: its address and credentials.
+type Endpoint struct {
+	// Addr is host:port.
+	Addr string
+	// Username is the ACL user (empty: the default user).
+	Username string
+	// Password is the AUTH password (empty: none).
+	Password string
+}
+
+// Config configures a Mover; zero fields take the defaults listed on each.
+type Config struct {
+	// Source is the group master keys move out of.
+	Source Endpoint
+	// Target is the group master keys move into.
+	Target Endpoint
+	// MigrateTarget is the target's host:port as the source Redis reaches it (for MIGRATE);
+	// default Target.Addr.
+	MigrateTarget string
+	// Owner names this mover in lock values (for example the node id); default "redraft".
+	Owner string
+	// BigKeyElements: a hash, set, zset, list or stream with more elements is copied in chunks
+	// (default 10000).
+	BigKeyElements int64
+	// BigKeyBytes: a key whose MEMORY USAGE is larger is copied in chunks (default 8 MiB).
+	BigKeyBytes int64
+	// ChunkElements is the most elements read and written per chunk (default 1000).
+	ChunkElements int
+	// ChunkBytes bounds a chunk's size: string ranges, and the element count of collections
+	// with large elements (default 512 KiB).
+	ChunkBytes int
+	// BatchKeys is the most keys per MIGRATE (default 100).
+	BatchKeys int
+	// BatchBytes bounds the MEMORY USAGE of the keys one MIGRATE sends, so that the source is
+	// never blocked long (default 4 MiB).
+	BatchBytes int64
+	// LockTTL is the TTL of a big key's lock; the holder extends it on every chunk (default 5s).
+	LockTTL time.Duration
+	// LockWait is how long MoveKeys waits for another mover's lock before ErrKeyBusy
+	// (default 2s).
+	LockWait time.Duration
+	// MigrateTimeout is MIGRATE's I/O timeout: how long a dead target can stall the source
+	// (default 2s).
+	MigrateTimeout time.Duration
+	// DialTimeout is the connect timeout (default 2s).
+	DialTimeout time.Duration
+	// IOTimeout is the read and write timeout of one command (default 5s).
+	IOTimeout time.Duration
+	// PoolSize is the connection pool size per server and db (default 16).
+	PoolSize int
+	// Logger receives the mover's logs (default: discarded).
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	def := func(v *int64, d int64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defInt := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.BigKeyElements, 10000)
+	def(&c.BigKeyBytes, 8<<20)
+	def(&c.BatchBytes, 4<<20)
+	defInt(&c.ChunkElements, 1000)
+	defInt(&c.ChunkBytes, 512<<10)
+	defInt(&c.BatchKeys, 100)
+	defInt(&c.PoolSize, 16)
+	defDur(&c.LockTTL, 5*time.Second)
+	defDur(&c.LockWait, 2*time.Second)
+	defDur(&c.MigrateTimeout, 2*time.Second)
+	defDur(&c.DialTimeout, 2*time.Second)
+	defDur(&c.IOTimeout, 5*time.Second)
+	if c.Owner == "" {
+		c.Owner = "redraft"
+	}
+	if c.MigrateTarget == "" {
+		c.MigrateTarget = c.Target.Addr
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// Mover moves keys from a source Redis to a target Redis. It is safe for concurrent use: the
+// router calls MoveKeys on the request path while the slot owner runs MoveSlots.
+type Mover struct {
+	cfg        Config
+	host, port string // MIGRATE's view of the target
+	migArgs    []any  // MIGRATE script ARGV after host and port: timeout..., auth
+	log        *slog.Logger
+	mu         sync.Mutex
+	src, dst   map[int]*redis.Client // per db
+	closed     bool
+}
+
+// New returns a Mover for cfg. It does not connect until used.
+func New(cfg Config) (*Mover, error) {
+	cfg.setDefaults()
+	if cfg.Source.Addr == "" || cfg.Target.Addr == "" {
+		return nil, errors.New("migrate: source and target addresses are required")
+	}
+	host, port, err := net.SplitHostPort(cfg.MigrateTarget)
+	if err != nil {
+		return nil, fmt.Errorf("migrate: target address %q: %w", cfg.MigrateTarget, err)
+	}
+	m := &Mover{cfg: cfg, host: host, port: port, log: cfg.Logger,
+		src: map[int]*redis.Client{}, dst: map[int]*redis.Client{}}
+	return m, nil
+}
+
+// Close closes the Mover's connections.
+func (m *Mover) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	var first error
+	for _, pool := range []map[int]*redis.Client{m.src, m.dst} {
+		for db, c := range pool {
+			if err := c.Close(); err != nil && first == nil {
+				first = err
+			}
+			delete(pool, db)
+		}
+	}
+	return first
+}
+
+// newClient returns a go-redis client for one server and db. Retries are off: a write retried
+// after an I/O error could apply twice (RPUSH, XADD); the move is retried whole instead.
+func newClient(e Endpoint, db int, cfg *Config) *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr: e.Addr, Username: e.Username, Password: e.Password, DB: db,
+		Protocol: 2, DisableIdentity: true, MaxRetries: -1,
+		DialTimeout: cfg.DialTimeout, ReadTimeout: cfg.IOTimeout + cfg.MigrateTimeout,
+		WriteTimeout: cfg.IOTimeout, PoolSize: cfg.PoolSize, ContextTimeoutEnabled: true,
+	})
+}
+
+// clients returns the source and target clients for db.
+func (m *Mover) clients(db int) (src, dst *redis.Client, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, nil, errors.New("migrate: mover closed")
+	}
+	if db < 0 {
+		return nil, nil, fmt.Errorf("migrate: bad db %d", db)
+	}
+	if m.src[db] == nil {
+		m.src[db] = newClient(m.cfg.Source, db, &m.cfg)
+		m.dst[db] = newClient(m.cfg.Target, db, &m.cfg)
+	}
+	return m.src[db], m.dst[db], nil
+}
+
+// MoveKeys makes sure each key is on the target and not on the source, one key at a time
+// atomically: a reader or writer on any node that calls MoveKeys before touching a key never
+// sees a partial or stale value. Keys missing from the source (already moved, or never there)
+// are fine. Small keys move by MIGRATE (many per command); big ones by a chunked copy under a
+// lock on the source. It returns how many keys it moved, and ErrKeyBusy (wrapped) when another
+// mover held a key's lock past Config.LockWait.
+func (m *Mover) MoveKeys(ctx context.Context, db int, keys ...string) (moved int, err error) {
+	moved, _, err = m.moveKeys(ctx, db, keys)
+	return moved, err
+}
+
+// moveKeys is MoveKeys that also reports the MEMORY USAGE of what it moved.
+func (m *Mover) moveKeys(ctx context.Context, db int, keys []string) (moved int, bytes int64, err error) {
+	src, dst, err := m.clients(db)
+	if err != nil {
+		return 0, 0, err
+	}
+	pending := dedupe(keys)
+	var slow []string // busy or big: one at a time under the lock
+	for len(pending) > 0 {
+		n := min(len(pending), m.cfg.BatchKeys)
+		st, mem, err := m.runMove(ctx, src, db, pending[:n], "")
+		if err != nil {
+			return moved, bytes, err
+		}
+		var later []string
+		for i, k := range pending[:n] {
+			switch st[i] {
+			case stMoved:
+				moved++
+				bytes += mem[i]
+			case stBusy, stBig:
+				slow = append(slow, k)
+			case stDeferred:
+				later = append(later, k)
+			}
+		}
+		pending = append(later, pending[n:]...)
+	}
+	var firstErr error
+	for _, k := range slow {
+		ok, b, err := m.moveLocked(ctx, src, dst, db, k)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			if !errors.Is(err, ErrKeyBusy) {
+				break // the servers are in trouble; the caller retries the rest
+			}
+			continue
+		}
+		if ok {
+			moved++
+			bytes += b
+		}
+	}
+	return moved, bytes, firstErr
+}
+
+// runMove runs moveScript for keys and returns each key's status and MEMORY USAGE.
+func (m *Mover) runMove(ctx context.Context, src *redis.Client, db int, keys []string, token string) ([]int64, []int64, error) {
+	kv := make([]string, 0, 2*len(keys))
+	for _, k := range keys {
+		kv = append(kv, k, lockKey(k))
+	}
+	args := []any{m.host, m.port, db, m.cfg.MigrateTimeout.Milliseconds(),
+		m.cfg.BigKeyElements, m.cfg.BigKeyBytes, m.cfg.BatchBytes, token}
+	switch {
+	case m.cfg.Target.Username != "":
+		args = append(args, "AUTH2", m.cfg.Target.Username, m.cfg.Target.Password)
+	case m.cfg.Target.Password != "":
+		args = append(args, "AUTH", m.cfg.Target.Password)
+	}
+	res, err := moveScript.Run(ctx, src, kv, args...).Int64Slice()
+	if err != nil {
+		return nil, nil, fmt.Errorf("migrate: move %d key(s) in db %d: %w", len(keys), db, err)
+	}
+	if len(res) != 2*len(keys) {
+		return nil, nil, fmt.Errorf("migrate: move script answered %d values for %d keys", len(res), len(keys))
+	}
+	st, mem := make([]int64, len(keys)), make([]int64, len(keys))
+	for i := range keys {
+		st[i], mem[i] = res[2*i], res[2*i+1]
+	}
+	return st, mem, nil
+}
+
+// Internal key names. Both the lock (on the source) and the temp key and fence (on the target)
+// hash to the key's slot, so they live where the key lives and move with nothing.
+const (
+	lockPrefix  = "__redraft:lock:"
+	tmpPrefix   = "__redraft:tmp:"
+	fencePrefix = "__redraft:tmp:fence:"
+)
+
+func lockKey(key string) string  { return lockPrefix + sameSlotTag(key) + key }
+func tmpKey(key string) string   { return tmpPrefix + sameSlotTag(key) + key }
+func fenceKey(key string) string { return fencePrefix + sameSlotTag(key) + key }
+
+// newToken returns a lock value unique to one attempt of one mover.
+func (m *Mover) newToken() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return m.cfg.Owner + ":" + hex.EncodeToString(b[:])
+}
+
+func dedupe(keys []string) []string {
+	if len(keys) < 2 {
+		return append([]string(nil), keys...)
+	}
+	seen := make(map[string]struct{}, len(keys))
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if _, ok := seen[k]; !ok {
+			seen[k] = struct{}{}
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// sleepCtx waits d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// ms formats a duration as whole milliseconds for a command argument.
+func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }

@@ -1,0 +1,310 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ScanSlots runs one SCAN step over the source db from cursor and returns the keys that hash
+// to slots, and the next cursor ("0" when the pass is over). count is SCAN's COUNT hint. Lock
+// and temp keys are left out; redraft's other internal keys (replication outboxes) are
+// returned, since they must move with their slot.
+func (m *Mover) ScanSlots(ctx context.Context, db int, slots SlotSet, cursor string, count int) (keys []string, next string, err error) {
+	src, _, err := m.clients(db)
+	if err != nil {
+		return nil, "", err
+	}
+	keys, next, _, err = scanSlots(ctx, src, &slots, cursor, count)
+	return keys, next, err
+}
+
+// scanSlots is ScanSlots on a client; it also returns how many keys SCAN returned in all.
+func scanSlots(ctx context.Context, c *redis.Client, slots *SlotSet, cursor string, count int) ([]string, string, int, error) {
+	cur, err := strconv.ParseUint(cursor, 10, 64)
+	if err != nil {
+		return nil, "", 0, fmt.Errorf("migrate: bad SCAN cursor %q", cursor)
+	}
+	if count <= 0 {
+		count = 1000
+	}
+	all, nextCur, err := c.Scan(ctx, cur, "", int64(count)).Result()
+	if err != nil {
+		return nil, "", 0, fmt.Errorf("migrate: SCAN: %w", err)
+	}
+	keys := all[:0:0]
+	for _, k := range all {
+		if strings.HasPrefix(k, lockPrefix) || strings.HasPrefix(k, tmpPrefix) {
+			continue
+		}
+		if slots.Contains(SlotString(k)) {
+			keys = append(keys, k)
+		}
+	}
+	return keys, strconv.FormatUint(nextCur, 10), len(all), nil
+}
+
+// Progress is a MoveSlots progress report.
+type Progress struct {
+	// KeysMoved counts keys moved by this MoveSlots call (not by migrate-on-access).
+	KeysMoved int64
+	// BytesMoved sums the moved keys' MEMORY USAGE on the source (an estimate).
+	BytesMoved int64
+	// KeysLeftEstimate extrapolates the keys of the slots still on the source from what this
+	// pass has scanned so far.
+	KeysLeftEstimate int64
+	// KeysTotal estimates the keys to move in all: KeysMoved plus KeysLeftEstimate.
+	KeysTotal int64
+	// Pass numbers the SCAN passes from 1; the last pass finds no keys.
+	Pass int
+	// DB is the database being scanned.
+	DB int
+	// Done is set on the final report, once a full pass found no key of the slots.
+	Done bool
+}
+
+// MoveOptions tunes a MoveSlots call; every field is optional.
+type MoveOptions struct {
+	// Rate returns the throttle in keys per second, read before every batch so it can change
+	// while running; nil or <= 0 is unthrottled.
+	Rate func() int64
+	// Paused, when it returns true, holds the mover until it returns false.
+	Paused func() bool
+	// Progress receives reports at most every ProgressEvery and a final one.
+	Progress func(Progress)
+	// ProgressEvery spaces progress reports (default 100ms).
+	ProgressEvery time.Duration
+	// BatchKeys is the most keys per MoveKeys call (default Config.BatchKeys).
+	BatchKeys int
+	// ScanCount is SCAN's COUNT hint (default 1000).
+	ScanCount int
+}
+
+// MoveSlots moves every key of slots, in every db of the source, to the target: it SCANs the
+// source and moves the keys it finds in batches, throttled and pausable, then repeats until a
+// full pass over every db finds no key of the slots. It returns nil only then: the caller may
+// commit the switch. Each pass costs a SCAN of the whole source (stock Redis has no per-slot
+// key index). Keys that stay busy (another mover holds them) are retried in the next pass.
+func (m *Mover) MoveSlots(ctx context.Context, slots SlotSet, opts MoveOptions) error {
+	if slots.Len() == 0 {
+		return errEmptySlots
+	}
+	if opts.ProgressEvery <= 0 {
+		opts.ProgressEvery = 100 * time.Millisecond
+	}
+	if opts.ScanCount <= 0 {
+		opts.ScanCount = 1000
+	}
+	if opts.BatchKeys <= 0 {
+		opts.BatchKeys = m.cfg.BatchKeys
+	}
+	r := &run{m: m, opts: opts, slots: &slots}
+	for r.p.Pass = 1; ; r.p.Pass++ {
+		src, _, err := m.clients(0)
+		if err != nil {
+			return err
+		}
+		dbs, total, err := keyspace(ctx, src)
+		if err != nil {
+			return err
+		}
+		r.found, r.busy, r.scanned, r.hits, r.total = 0, 0, 0, 0, total
+		for _, db := range dbs {
+			if err := r.pass(ctx, db); err != nil {
+				return err
+			}
+		}
+		if r.found == 0 {
+			r.p.Done, r.p.KeysLeftEstimate = true, 0
+			r.report(true)
+			return nil
+		}
+		m.log.Info("migrate pass done", "pass", r.p.Pass, "found", r.found, "busy", r.busy,
+			"moved", r.p.KeysMoved, "slots", slots.String())
+		if r.busy == r.found {
+			// Only busy keys left: give their holders time before scanning everything again.
+			if err := sleepCtx(ctx, m.cfg.LockWait); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// run is the state of one MoveSlots call.
+type run struct {
+	m                    *Mover
+	opts                 MoveOptions
+	slots                *SlotSet
+	p                    Progress
+	last                 time.Time
+	next                 time.Time // throttle: when the next batch may start
+	found                int64     // keys of the slots seen in this pass
+	busy                 int64     // of which still busy
+	scanned, hits, total int64
+}
+
+// pass runs one full SCAN over db.
+func (r *run) pass(ctx context.Context, db int) error {
+	src, _, err := r.m.clients(db)
+	if err != nil {
+		return err
+	}
+	r.p.DB = db
+	for cursor := "0"; ; {
+		if err := r.waitPaused(ctx); err != nil {
+			return err
+		}
+		keys, next, n, err := scanSlots(ctx, src, r.slots, cursor, r.opts.ScanCount)
+		if err != nil {
+			return err
+		}
+		r.scanned += int64(n)
+		r.hits += int64(len(keys))
+		r.found += int64(len(keys))
+		for len(keys) > 0 {
+			size := r.batchSize()
+			batch := keys[:min(size, len(keys))]
+			keys = keys[len(batch):]
+			if err := r.throttle(ctx, len(batch)); err != nil {
+				return err
+			}
+			moved, bytes, err := r.m.moveKeys(ctx, db, batch)
+			r.p.KeysMoved += int64(moved)
+			r.p.BytesMoved += bytes
+			if err != nil && !errors.Is(err, ErrKeyBusy) {
+				return err
+			}
+			if err != nil {
+				r.busy += int64(len(batch) - moved) // an upper bound: the others may have been absent
+			}
+			r.report(false)
+		}
+		if next == "0" {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// batchSize is BatchKeys, smaller under a low rate so batches stay about 50 ms apart.
+func (r *run) batchSize() int {
+	size := r.opts.BatchKeys
+	if r.opts.Rate != nil {
+		if rate := r.opts.Rate(); rate > 0 {
+			size = int(min(int64(size), max(rate/20, 1)))
+		}
+	}
+	return size
+}
+
+// throttle waits until n more keys may move under the current rate.
+func (r *run) throttle(ctx context.Context, n int) error {
+	var rate int64
+	if r.opts.Rate != nil {
+		rate = r.opts.Rate()
+	}
+	now := time.Now()
+	if rate <= 0 {
+		r.next = now
+		return nil
+	}
+	if r.next.Before(now) {
+		r.next = now // no credit for idle time
+	}
+	wait := r.next.Sub(now)
+	r.next = r.next.Add(time.Duration(n) * time.Second / time.Duration(rate))
+	if wait <= 0 {
+		return nil
+	}
+	return sleepCtx(ctx, wait)
+}
+
+func (r *run) waitPaused(ctx context.Context) error {
+	for r.opts.Paused != nil && r.opts.Paused() {
+		r.report(false)
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// report calls Progress when ProgressEvery has passed, or always when final.
+func (r *run) report(final bool) {
+	if r.opts.Progress == nil || (!final && time.Since(r.last) < r.opts.ProgressEvery) {
+		return
+	}
+	r.last = time.Now()
+	if !final && r.scanned > 0 {
+		left := float64(r.hits) / float64(r.scanned) * float64(max(r.total-r.scanned, 0))
+		r.p.KeysLeftEstimate = int64(left) + r.busy
+	}
+	r.p.KeysTotal = r.p.KeysMoved + r.p.KeysLeftEstimate
+	r.opts.Progress(r.p)
+}
+
+// keyspace returns the dbs that hold keys (INFO keyspace), sorted, and their total key count.
+func keyspace(ctx context.Context, c *redis.Client) ([]int, int64, error) {
+	info, err := c.Info(ctx, "keyspace").Result()
+	if err != nil {
+		return nil, 0, fmt.Errorf("migrate: INFO keyspace: %w", err)
+	}
+	var dbs []int
+	var total int64
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || !strings.HasPrefix(name, "db") {
+			continue
+		}
+		db, err := strconv.Atoi(name[2:])
+		if err != nil {
+			continue
+		}
+		dbs = append(dbs, db)
+		for _, f := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(f, "keys="); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				total += n
+			}
+		}
+	}
+	sort.Ints(dbs)
+	return dbs, total, nil
+}
+
+// CountSlotKeys counts the keys of slots on the Redis at addr, over every db that holds keys
+// (a full SCAN: O(all keys)). Lock and temp keys are not counted.
+func CountSlotKeys(ctx context.Context, addr, password string, slots SlotSet) (int64, error) {
+	cfg := Config{}
+	cfg.setDefaults()
+	c0 := newClient(Endpoint{Addr: addr, Password: password}, 0, &cfg)
+	defer c0.Close()
+	dbs, _, err := keyspace(ctx, c0)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, db := range dbs {
+		c := newClient(Endpoint{Addr: addr, Password: password}, db, &cfg)
+		for cursor := "0"; ; {
+			keys, next, _, err := scanSlots(ctx, c, &slots, cursor, 1000)
+			if err != nil {
+				c.Close()
+				return n, err
+			}
+			n += int64(len(keys))
+			if cursor = next; cursor == "0" {
+				break
+			}
+		}
+		c.Close()
+	}
+	return n, nil
+}
