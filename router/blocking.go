@@ -2,7 +2,9 @@ package router
 
 import (
 	"bytes"
+	"errors"
 	"math"
+	"net"
 	"strconv"
 	"time"
 
@@ -94,6 +96,30 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 	c.reply(reply)
 }
 
+// watchClient runs f, a call that may block for long on dedicated connection d, while a
+// goroutine reads ahead from the client: if the client disconnects, d is interrupted so f
+// returns and the session ends instead of holding a backend connection forever. Bytes the
+// client pipelines meanwhile stay in the reader's buffer.
+func (c *client) watchClient(d *backend.Dedicated, f func()) {
+	done := make(chan error, 1)
+	go func() {
+		err := c.rd.Fill()
+		var ne net.Error
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			d.Interrupt()
+		}
+		done <- err
+	}()
+	f()
+	_ = c.nc.SetReadDeadline(time.Now()) // wake the watcher if it still waits
+	err := <-done
+	_ = c.nc.SetReadDeadline(time.Time{})
+	var ne net.Error
+	if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+		c.quit = true // the client is gone
+	}
+}
+
 // doDedicated runs raw on the session's dedicated connection to g, dialing it if needed; a
 // connection that failed is dropped.
 func (c *client) doDedicated(g *group, raw []byte, limit time.Duration) ([]byte, error) {
@@ -113,7 +139,11 @@ func (c *client) doDedicated(g *group, raw []byte, limit time.Duration) ([]byte,
 		}
 		c.blocked[g.pool] = d
 	}
-	reply, err := d.Do(raw, 1, limit, nil)
+	// The watcher may move the reader's buffer, which raw points into.
+	raw = append([]byte(nil), raw...)
+	var reply []byte
+	var err error
+	c.watchClient(d, func() { reply, err = d.Do(raw, 1, limit, nil) })
 	if err != nil {
 		d.Close()
 		delete(c.blocked, g.pool)

@@ -1,8 +1,10 @@
 package router
 
 import (
+	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redraft/redraft/router/backend"
@@ -45,20 +47,36 @@ type client struct {
 	snap   *snapshot
 	keys   []int
 	nreq   uint64
-	nerr   uint64
+
+	// Scratch space for split commands.
+	scratch   []byte
+	subOf     []int32
+	subCounts []int
+	subGroups []*group
+	nerr      uint64
 
 	// Session state.
-	authed  bool
-	db      int
-	name    string
-	quit    bool
-	created time.Time
-	lastCmd string
-	tx      *txState
-	watch   *backend.Dedicated
+	authed    bool
+	db        int
+	name      string
+	quit      bool
+	created   time.Time
+	lastCmd   string
+	tx        *txState
+	watch     *backend.Dedicated
 	watchSlot int
-	blocked map[*backend.Pool]*backend.Dedicated
-	ps      *pubsubState
+	blocked   map[*backend.Pool]*backend.Dedicated
+	ps        *pubsubState
+
+	// Where the session subscribed, for SetState to read from another goroutine.
+	psMain  atomic.Pointer[backend.Pool]
+	psShard atomic.Pointer[shardSub]
+}
+
+// shardSub is the slot and pool a session's sharded subscriptions live on.
+type shardSub struct {
+	slot int
+	pool *backend.Pool
 }
 
 func newClient(s *Server, nc net.Conn) *client {
@@ -92,7 +110,9 @@ func (c *client) serve() {
 				c.finishBatch()
 				c.out = appendError(c.out, err)
 				c.nerr++
-				_ = c.flush()
+				if c.flush() == nil {
+					c.lingerClose()
+				}
 				return
 			}
 			if !ok {
@@ -113,6 +133,19 @@ func (c *client) serve() {
 			return
 		}
 	}
+}
+
+// lingerClose ends a connection after a protocol error so the client can read the error: it
+// half-closes and discards what the client is still sending (an oversized argument, say) for a
+// short while, instead of resetting the connection under the client's write.
+func (c *client) lingerClose() {
+	tc, ok := c.nc.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	_ = tc.CloseWrite()
+	_ = tc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, _ = io.Copy(io.Discard, io.LimitReader(tc, 1<<30))
 }
 
 func (c *client) cleanup() {
@@ -138,6 +171,8 @@ func (c *client) closeSession() {
 		c.ps.close()
 		c.ps = nil
 	}
+	c.psMain.Store(nil)
+	c.psShard.Store(nil)
 	c.tx = nil
 }
 
@@ -179,8 +214,8 @@ func (c *client) replyErr(err error) {
 	c.reply(appendError(tmp[:0], err))
 }
 
-// replyRaw appends a reply built by f directly when nothing is pending (the common case for
-// synchronous commands, which drain first).
+// replyFunc queues a reply built by f, appending it directly to the output when nothing is
+// pending (the common case for synchronous commands, which drain first).
 func (c *client) replyFunc(f func(b []byte) []byte) {
 	if len(c.pend) == 0 {
 		c.out = f(c.out)

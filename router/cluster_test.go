@@ -14,7 +14,7 @@ import (
 
 // testCluster is a DC with real redis-server groups and one or more router nodes.
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	st      *fsm.State
 	redis   []*testredis.Server
 	servers []*Server
@@ -51,7 +51,7 @@ func newState(t testing.TB, addrs []string, passwords []string) *fsm.State {
 }
 
 // startCluster starts ngroups redis-servers and nodes routers sharing one state.
-func startCluster(t *testing.T, ngroups, nodes int, cfg Config) *testCluster {
+func startCluster(t testing.TB, ngroups, nodes int, cfg Config) *testCluster {
 	t.Helper()
 	tc := &testCluster{t: t}
 	var addrs []string
@@ -126,4 +126,9 @@ func keyIn(prefix string, gi, n int) string {
 			return k
 		}
 	}
+}
+
+// startRedis starts a redis-server with a password and returns its address.
+func startRedis(t testing.TB, password string) string {
+	return testredis.Start(t, testredis.WithPassword(password)).Addr
 }

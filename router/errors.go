@@ -11,6 +11,7 @@ import (
 // replyError is an error reply whose text starts with its Redis error code.
 type replyError struct{ msg string }
 
+// Error returns the reply text, code included.
 func (e *replyError) Error() string { return e.msg }
 
 func errorf(format string, a ...any) error { return &replyError{fmt.Sprintf(format, a...)} }

@@ -1,7 +1,6 @@
 package router
 
 import (
-	"github.com/redraft/redraft/router/backend"
 	"github.com/redraft/redraft/router/command"
 	"github.com/redraft/redraft/router/resp"
 )
@@ -175,5 +174,3 @@ func (c *client) unwatch() {
 		c.watch = nil
 	}
 }
-
-var _ = backend.ErrClosed

@@ -14,7 +14,8 @@ import (
 // any node reaches subscribers on every node. Sharded pub/sub (SPUBLISH, SSUBSCRIBE) uses the
 // group owning the channel's slot, as Redis Cluster does. A subscribed session holds one
 // dedicated connection per group it subscribed on; their replies and messages are copied to
-// the client as they come.
+// the client as they come. When SetState moves the pub/sub group (or a shard channel's slot),
+// subscribed clients are disconnected so that they subscribe again where messages now go.
 
 // pubsubAllowed are the commands a subscribed session may send.
 var pubsubAllowed = map[string]bool{"subscribe": true, "unsubscribe": true, "psubscribe": true, "punsubscribe": true,
@@ -107,8 +108,8 @@ func (c *client) pubsub(spec *command.Spec, cmd resp.Command, sharded bool) {
 	unsub := spec.Name == "unsubscribe" || spec.Name == "punsubscribe" || spec.Name == "sunsubscribe"
 	var g *group
 	var err error
+	slot := -1
 	if sharded && len(cmd.Args) > 1 {
-		slot := -1
 		for _, ch := range cmd.Args[1:] {
 			sl := command.Slot(ch)
 			if slot >= 0 && sl != slot {
@@ -170,8 +171,10 @@ func (c *client) pubsub(spec *command.Spec, cmd resp.Command, sharded bool) {
 		c.ps.mu.Lock()
 		if sharded {
 			c.ps.shard = pc
+			c.psShard.Store(&shardSub{slot: slot, pool: g.pool})
 		} else {
 			c.ps.main = pc
+			c.psMain.Store(g.pool)
 		}
 		c.ps.mu.Unlock()
 		go c.pumpMessages(pc)
@@ -185,7 +188,7 @@ func (c *client) pubsub(spec *command.Spec, cmd resp.Command, sharded bool) {
 }
 
 // forward sends PING on a subscriber connection so its reply stays in order with messages.
-func (ps *pubsubState) forward(c *client, raw []byte, _ bool) {
+func (ps *pubsubState) forward(c *client, raw []byte) {
 	ps.mu.Lock()
 	pc := ps.main
 	if pc == nil {

@@ -7,7 +7,7 @@ import (
 	"github.com/redraft/redraft/router/command"
 )
 
-func itoa(i int) string    { return strconv.Itoa(i) }
+func itoa(i int) string   { return strconv.Itoa(i) }
 func slotOf(k string) int { return command.Slot([]byte(k)) }
 
 func TestRoutesToOwningGroup(t *testing.T) {

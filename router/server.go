@@ -48,6 +48,9 @@ type Stats struct {
 	BackendConns, DedicatedConns int64
 	// BackendDialErrors counts failed backend dials.
 	BackendDialErrors uint64
+	// BackendWrites counts writes on shared backend connections (Requests/BackendWrites is
+	// the pipelining factor).
+	BackendWrites uint64
 }
 
 // Server is a node's RESP front end.
@@ -176,6 +179,7 @@ func (s *Server) Close() error {
 	for _, p := range s.pools {
 		p.Close()
 	}
+	s.pools = map[poolKey]*backend.Pool{}
 	s.stateMu.Unlock()
 	s.wg.Wait()
 	return nil
@@ -191,6 +195,7 @@ func (s *Server) Stats() Stats {
 		BackendConns:      s.bstats.BackendConns.Load(),
 		DedicatedConns:    s.bstats.Dedicated.Load(),
 		BackendDialErrors: uint64(s.bstats.DialErrors.Load()),
+		BackendWrites:     uint64(s.bstats.Writes.Load()),
 	}
 }
 

@@ -55,7 +55,7 @@ func cmdPing(c *client, _ *command.Spec, cmd resp.Command) {
 		return
 	}
 	if c.ps != nil && c.ps.subscribed() {
-		c.ps.forward(c, cmd.Raw, false)
+		c.ps.forward(c, cmd.Raw)
 		return
 	}
 	if len(cmd.Args) == 2 {
@@ -74,9 +74,18 @@ func cmdReset(c *client, _ *command.Spec, _ resp.Command) {
 }
 
 // checkPassword compares in constant time.
+// Without a node password the default user takes any password with the two-argument form,
+// and the one-argument form is an error, as in redis-server.
 func (c *client) checkPassword(user, pass []byte) error {
 	if c.s.cfg.Password == "" {
-		return errNoPassSet
+		if user == nil {
+			return errNoPassSet
+		}
+		if string(user) != "default" {
+			return errBadPass
+		}
+		c.authed = true
+		return nil
 	}
 	ok := subtle.ConstantTimeCompare(pass, []byte(c.s.cfg.Password)) == 1
 	if user != nil && string(user) != "default" {
@@ -178,6 +187,11 @@ func cmdSelect(c *client, _ *command.Spec, cmd resp.Command) {
 	if db < 0 || db >= c.s.cfg.Databases {
 		c.replyErr(errDBIndex)
 		return
+	}
+	if db != c.db {
+		// Commands before and after use different backend connections: let the earlier ones
+		// finish first so that, say, MOVE k 1 is applied before a later GET k in database 1.
+		c.drain()
 	}
 	if c.watch != nil && c.watch.DB != db {
 		c.watch.Close()

@@ -41,6 +41,12 @@ type poolKey struct{ id, addr, password string }
 func (s *Server) SetState(st *fsm.State) {
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return
+	}
 	snap := &snapshot{index: st.Index, flush: st.Setting("flush_enabled") == "true"}
 	pools := map[poolKey]*backend.Pool{}
 	if dc := st.DCs[s.cfg.DC]; dc != nil {
@@ -76,6 +82,25 @@ func (s *Server) SetState(st *fsm.State) {
 	for k, p := range old {
 		if pools[k] != p {
 			p.Close()
+		}
+	}
+	s.rehomeSubscribers(snap)
+}
+
+// rehomeSubscribers disconnects subscribed clients whose subscriptions no longer live on the
+// group that publishes now reach; clients reconnect and subscribe again (as after a backend
+// failure), instead of silently missing messages.
+func (s *Server) rehomeSubscribers(snap *snapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.clients {
+		if p := c.psMain.Load(); p != nil && (snap.pubsub == nil || snap.pubsub.pool != p) {
+			c.closeConn()
+		}
+		if ss := c.psShard.Load(); ss != nil {
+			if g := snap.slots[ss.slot].g; g == nil || g.pool != ss.pool {
+				c.closeConn()
+			}
 		}
 	}
 }

@@ -73,14 +73,13 @@ func (c *client) split(spec *command.Spec, cmd resp.Command) {
 		return
 	}
 	op := c.newSplit(kind)
-	// One sub-command per group, in group order; subOf maps group index -> sub index.
-	var subOfArr [64]int32
-	subOf := subOfArr[:0]
+	// One sub-command per group, in order of first appearance; subOf maps group index to sub.
+	subOf := c.subOf[:0]
 	for range snap.groups {
 		subOf = append(subOf, -1)
 	}
-	counts := make([]int, 0, 8)
-	groups := make([]*group, 0, 8)
+	counts, groups := c.subCounts[:0], c.subGroups[:0]
+	defer func() { c.subOf, c.subCounts, c.subGroups = subOf, counts, groups[:0] }()
 	for _, gi := range gidx {
 		if subOf[gi] < 0 {
 			subOf[gi] = int32(len(counts))
@@ -93,7 +92,7 @@ func (c *client) split(spec *command.Spec, cmd resp.Command) {
 		}
 	}
 	for si, g := range groups {
-		buf := resp.AppendArray(nil, 1+counts[si]*step)
+		buf := resp.AppendArray(c.scratch[:0], 1+counts[si]*step)
 		buf = resp.AppendBulk(buf, args[0])
 		for k, gi := range gidx {
 			if subOf[gi] != int32(si) {
@@ -105,7 +104,8 @@ func (c *client) split(spec *command.Spec, cmd resp.Command) {
 				buf = resp.AppendBulk(buf, args[a+1])
 			}
 		}
-		op.subs = append(op.subs, c.send(g, buf, 1))
+		op.subs = append(op.subs, c.send(g, buf, 1)) // Submit copies buf
+		c.scratch = buf
 	}
 	c.pend = append(c.pend, pendItem{split: op})
 }

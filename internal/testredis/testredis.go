@@ -99,6 +99,21 @@ func Launch(dir string, opts ...Option) (*Server, error) {
 	return s, nil
 }
 
+// Restart starts a stopped server again on the same port and directory, with the same
+// arguments, and waits until it answers.
+func (s *Server) Restart() error {
+	s.Stop()
+	cmd := exec.Command(s.cmd.Path, s.cmd.Args[1:]...)
+	cmd.Dir, cmd.Stdout, cmd.Stderr = s.cmd.Dir, s.cmd.Stdout, s.cmd.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	s.cmd, s.once, s.done = cmd, sync.Once{}, make(chan struct{})
+	done := s.done
+	go func() { _ = cmd.Wait(); close(done) }()
+	return s.waitReady(10 * time.Second)
+}
+
 // PID returns the redis-server process id.
 func (s *Server) PID() int { return s.cmd.Process.Pid }
 
@@ -172,12 +187,14 @@ type syncWriter struct {
 	b  *bytes.Buffer
 }
 
+// Write appends p under the lock.
 func (w *syncWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
 }
 
+// String returns what was written so far.
 func (w *syncWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()

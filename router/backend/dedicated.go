@@ -24,8 +24,20 @@ func (p *Pool) Dial(db int) (*Dedicated, error) {
 	if err != nil {
 		return nil, p.unavailable(err)
 	}
+	d := &Dedicated{p: p, nc: nc, br: bufio.NewReaderSize(nc, 4096), DB: db}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		_ = nc.Close()
+		return nil, p.unavailable(ErrClosed)
+	}
+	if p.ded == nil {
+		p.ded = map[*Dedicated]struct{}{}
+	}
+	p.ded[d] = struct{}{}
+	p.mu.Unlock()
 	p.opts.Stats.Dedicated.Add(1)
-	return &Dedicated{p: p, nc: nc, br: bufio.NewReaderSize(nc, 4096), DB: db}, nil
+	return d, nil
 }
 
 // Pool returns the pool the connection belongs to.
@@ -70,11 +82,20 @@ func (d *Dedicated) Read(dst []byte) ([]byte, error) {
 	return b, nil
 }
 
-// Close closes the connection.
+// Close closes the connection; only its owner calls it.
 func (d *Dedicated) Close() {
-	if d.nc != nil {
+	d.p.mu.Lock()
+	_, ok := d.p.ded[d]
+	delete(d.p.ded, d)
+	d.p.mu.Unlock()
+	if ok {
 		_ = d.nc.Close()
-		d.nc = nil
 		d.p.opts.Stats.Dedicated.Add(-1)
 	}
 }
+
+// shut closes the socket from another goroutine, failing a Do or Read in progress.
+func (d *Dedicated) shut() { _ = d.nc.Close() }
+
+// Interrupt fails a Do or Read in progress from another goroutine; the owner must still Close.
+func (d *Dedicated) Interrupt() { d.shut() }

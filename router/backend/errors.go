@@ -13,6 +13,7 @@ type UnavailableError struct {
 	Err         error
 }
 
+// Error names the group, its address and the cause.
 func (e *UnavailableError) Error() string {
 	return fmt.Sprintf("group %s (%s) is unavailable: %s", e.Group, e.Addr, shortCause(e.Err))
 }

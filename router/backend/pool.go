@@ -20,6 +20,8 @@ type Stats struct {
 	Dedicated atomic.Int64
 	// DialErrors counts failed dials.
 	DialErrors atomic.Int64
+	// Writes counts writes on shared connections; requests per write is the batching factor.
+	Writes atomic.Int64
 }
 
 // Options configure a Pool.
@@ -46,6 +48,7 @@ type Pool struct {
 
 	mu     sync.Mutex
 	all    []*Conn
+	ded    map[*Dedicated]struct{}
 	closed bool
 }
 
@@ -103,9 +106,17 @@ func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
 	all := p.all
+	var ded []*Dedicated
+	for d := range p.ded {
+		ded = append(ded, d)
+	}
 	p.mu.Unlock()
 	for _, c := range all {
 		c.close()
+	}
+	// Closing their sockets wakes sessions blocked on dedicated connections.
+	for _, d := range ded {
+		d.shut()
 	}
 }
 

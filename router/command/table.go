@@ -40,6 +40,14 @@ func init() {
 			p.Subs[sub] = s
 		}
 	}
+	// HELP of a served container is answered by any group.
+	for _, s := range all {
+		if parent, sub, ok := strings.Cut(s.Name, "|"); ok && sub == "help" && s.Kind == Unsupported {
+			if p := byName[parent]; p.Kind != Unsupported || anyServed(p) {
+				s.Kind, s.Note = Any, ""
+			}
+		}
+	}
 	// A container is served when any of its subcommands is.
 	for _, s := range all {
 		if s.Subs != nil && s.Kind == Unsupported {
@@ -78,7 +86,6 @@ func Lookup(args [][]byte) *Spec {
 	if s == nil || s.Subs == nil || len(args) < 2 {
 		return s
 	}
-	n := len(name)
 	full := append(name, '|')
 	full = lower(full, args[1])
 	if full == nil {
@@ -87,7 +94,6 @@ func Lookup(args [][]byte) *Spec {
 	if sub := byName[string(full)]; sub != nil {
 		return sub
 	}
-	_ = n
 	return s
 }
 
@@ -118,3 +124,12 @@ func All() []*Spec {
 
 // Count is the number of specs, for per-command arrays indexed by Spec.ID.
 func Count() int { return len(all) }
+
+func anyServed(p *Spec) bool {
+	for name, sub := range p.Subs {
+		if name != "help" && sub.Kind != Unsupported {
+			return true
+		}
+	}
+	return false
+}

@@ -25,6 +25,7 @@ const (
 // reply, as redis-server does.
 type ProtocolError struct{ Msg string }
 
+// Error returns the text redis-server sends for the same fault.
 func (e *ProtocolError) Error() string { return "Protocol error: " + e.Msg }
 
 var (

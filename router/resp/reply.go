@@ -15,19 +15,17 @@ var ErrBadReply = errors.New("malformed reply from backend")
 func ReadReply(br *bufio.Reader, dst []byte) ([]byte, error) {
 	remaining := 1
 	for remaining > 0 {
+		start := len(dst)
 		line, err := br.ReadSlice('\n')
+		gathered := false
 		if errors.Is(err, bufio.ErrBufferFull) {
-			// A long status or error line: gather it piecewise.
+			// A line longer than the buffer (a long status or error): gather it in dst.
 			dst = append(dst, line...)
 			for errors.Is(err, bufio.ErrBufferFull) {
 				line, err = br.ReadSlice('\n')
 				dst = append(dst, line...)
 			}
-			if err != nil {
-				return dst, err
-			}
-			remaining--
-			continue
+			line, gathered = dst[start:], true
 		}
 		if err != nil {
 			return dst, err
@@ -35,7 +33,9 @@ func ReadReply(br *bufio.Reader, dst []byte) ([]byte, error) {
 		if len(line) < 3 || line[len(line)-2] != '\r' {
 			return dst, fmt.Errorf("%w: %q", ErrBadReply, line)
 		}
-		dst = append(dst, line...)
+		if !gathered {
+			dst = append(dst, line...)
+		}
 		switch line[0] {
 		case '+', '-', ':':
 			remaining--

@@ -63,8 +63,9 @@ func main() {
 	if !bytes.Contains(ver, []byte("redis_version:7.0.")) {
 		log.Fatalf("need redis-server 7.0, got %q", firstLine(ver, "redis_version:"))
 	}
-	info := do("COMMAND", "INFO")
-	docs := do("COMMAND", "DOCS")
+	// Redis lists commands in hash-table order; sort them so the output is reproducible.
+	info := canonInfo(do("COMMAND", "INFO"))
+	docs := canonDocs(do("COMMAND", "DOCS"))
 	v, _, ok := resp.Parse(info)
 	if !ok {
 		log.Fatal("cannot parse COMMAND INFO")
@@ -175,4 +176,71 @@ func keySpecLiteral(ks resp.Value) string {
 		}
 	}
 	return "{" + strings.Join(parts, ", ") + "}"
+}
+
+// canonInfo sorts COMMAND INFO's entries, and each container's subcommands, by name.
+func canonInfo(raw []byte) []byte {
+	v, _, ok := resp.Parse(raw)
+	if !ok {
+		log.Fatal("cannot parse COMMAND INFO")
+	}
+	var sortEntries func(es []resp.Value) []byte
+	entry := func(e resp.Value) []byte {
+		if len(e.Elems) <= 9 || len(e.Elems[9].Elems) == 0 {
+			return e.Raw
+		}
+		b := resp.AppendArray(nil, len(e.Elems))
+		for i, x := range e.Elems {
+			if i == 9 {
+				b = append(b, sortEntries(x.Elems)...)
+			} else {
+				b = append(b, x.Raw...)
+			}
+		}
+		return b
+	}
+	sortEntries = func(es []resp.Value) []byte {
+		sort.Slice(es, func(i, j int) bool { return string(es[i].Elems[0].Str) < string(es[j].Elems[0].Str) })
+		b := resp.AppendArray(nil, len(es))
+		for _, e := range es {
+			b = append(b, entry(e)...)
+		}
+		return b
+	}
+	return sortEntries(v.Elems)
+}
+
+// canonDocs sorts COMMAND DOCS's name/doc pairs, and nested subcommand docs, by name.
+func canonDocs(raw []byte) []byte {
+	v, _, ok := resp.Parse(raw)
+	if !ok {
+		log.Fatal("cannot parse COMMAND DOCS")
+	}
+	var sortPairs func(m resp.Value) []byte
+	doc := func(d resp.Value) []byte {
+		b := resp.AppendArray(nil, len(d.Elems))
+		for i := 0; i+1 < len(d.Elems); i += 2 {
+			b = append(b, d.Elems[i].Raw...)
+			if string(d.Elems[i].Str) == "subcommands" {
+				b = append(b, sortPairs(d.Elems[i+1])...)
+			} else {
+				b = append(b, d.Elems[i+1].Raw...)
+			}
+		}
+		return b
+	}
+	sortPairs = func(m resp.Value) []byte {
+		idx := make([]int, 0, len(m.Elems)/2)
+		for i := 0; i+1 < len(m.Elems); i += 2 {
+			idx = append(idx, i)
+		}
+		sort.Slice(idx, func(a, b int) bool { return string(m.Elems[idx[a]].Str) < string(m.Elems[idx[b]].Str) })
+		b := resp.AppendArray(nil, len(m.Elems))
+		for _, i := range idx {
+			b = append(b, m.Elems[i].Raw...)
+			b = append(b, doc(m.Elems[i+1])...)
+		}
+		return b
+	}
+	return sortPairs(v)
 }

@@ -1,0 +1,162 @@
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redraft/redraft/internal/testredis"
+	"github.com/redraft/redraft/router/resp"
+)
+
+func cmd(args ...string) []byte {
+	b := resp.AppendArray(nil, len(args))
+	for _, a := range args {
+		b = resp.AppendBulkString(b, a)
+	}
+	return b
+}
+
+// TestConnMatchesRepliesUnderConcurrency has many goroutines share one pipelined connection
+// and checks every reply reaches the request that asked for it.
+func TestConnMatchesRepliesUnderConcurrency(t *testing.T) {
+	r := testredis.Start(t)
+	var stats Stats
+	p := NewPool(Options{Group: "g1", Addr: r.Addr, Timeout: 2 * time.Second, Stats: &stats})
+	defer p.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			w := NewWaiter()
+			c := p.Conn(0, uint64(g))
+			for i := 0; i < 300; i++ {
+				key, val := fmt.Sprintf("k%d", g), fmt.Sprintf("v%d-%d", g, i)
+				set, get := NewRequest(w), NewRequest(w)
+				set.Reset(1)
+				get.Reset(1)
+				c.Submit(set, cmd("SET", key, val))
+				c.Submit(get, cmd("GET", key))
+				c.Flush()
+				w.Wait(set)
+				w.Wait(get)
+				want := fmt.Sprintf("$%d\r\n%s\r\n", len(val), val)
+				if set.Err != nil || string(set.Reply) != "+OK\r\n" || string(get.Reply) != want {
+					errs <- fmt.Errorf("goroutine %d: SET %q %v, GET %q want %q", g, set.Reply, set.Err, get.Reply, want)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if w := stats.Writes.Load(); w == 0 || w >= 16*300 {
+		t.Fatalf("%d writes for %d round trips: no batching", w, 16*300)
+	}
+}
+
+func TestConnMultiReplyKeepsLast(t *testing.T) {
+	r := testredis.Start(t)
+	p := NewPool(Options{Group: "g1", Addr: r.Addr, Stats: &Stats{}})
+	defer p.Close()
+	w := NewWaiter()
+	req := NewRequest(w)
+	req.Reset(4)
+	raw := append(append(append(cmd("MULTI"), cmd("SET", "a", "1")...), cmd("INCR", "a")...), cmd("EXEC")...)
+	c := p.Conn(0, 0)
+	c.Submit(req, raw)
+	c.Flush()
+	w.Wait(req)
+	if string(req.Reply) != "*2\r\n+OK\r\n:2\r\n" {
+		t.Fatalf("EXEC reply %q", req.Reply)
+	}
+}
+
+// TestConnDownFailsFastAndRecovers checks the error names the group, that requests during
+// the backoff fail without dialing, and that the connection comes back.
+func TestConnDownFailsFastAndRecovers(t *testing.T) {
+	r := testredis.Start(t)
+	var stats Stats
+	p := NewPool(Options{Group: "g7", Addr: r.Addr, Timeout: time.Second, Stats: &stats})
+	defer p.Close()
+	w := NewWaiter()
+	do := func() *Request {
+		req := NewRequest(w)
+		req.Reset(1)
+		c := p.Conn(0, 0)
+		c.Submit(req, cmd("PING"))
+		c.Flush()
+		w.Wait(req)
+		return req
+	}
+	if req := do(); req.Err != nil {
+		t.Fatal(req.Err)
+	}
+	r.Stop()
+	var ue *UnavailableError
+	for i := 0; i < 3; i++ {
+		req := do()
+		if !errors.As(req.Err, &ue) || !strings.HasPrefix(req.Err.Error(), "group g7 ("+r.Addr+") is unavailable: ") {
+			t.Fatalf("after stop: %v", req.Err)
+		}
+	}
+	dials := stats.DialErrors.Load()
+	for i := 0; i < 50; i++ {
+		do()
+	}
+	if d := stats.DialErrors.Load() - dials; d > 2 {
+		t.Fatalf("%d dials for 50 requests during backoff", d)
+	}
+	if err := r.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for do().Err != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("connection did not come back")
+		}
+		time.Sleep(10 * time.Millisecond) // pacing retries while the backoff passes
+	}
+	p.Close()
+	if req := do(); !errors.Is(req.Err, ErrClosed) {
+		t.Fatalf("after Close: %v", req.Err)
+	}
+}
+
+// TestPoolCloseWakesDedicated checks a session blocked on a dedicated connection is woken
+// when its pool closes (group removed, master changed, shutdown).
+func TestPoolCloseWakesDedicated(t *testing.T) {
+	r := testredis.Start(t)
+	var stats Stats
+	p := NewPool(Options{Group: "g1", Addr: r.Addr, Stats: &stats})
+	d, err := p.Dial(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Do(cmd("BLPOP", "nothing", "0"), 1, 0, nil)
+		done <- err
+	}()
+	p.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("blocked command succeeded after Close")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("blocked command not woken by Close")
+	}
+	d.Close()
+	if n := stats.Dedicated.Load(); n != 0 {
+		t.Fatalf("dedicated count %d after Close", n)
+	}
+}

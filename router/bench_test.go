@@ -1,0 +1,50 @@
+package router
+
+import (
+	"bufio"
+	"net"
+	"testing"
+
+	"github.com/redraft/redraft/router/resp"
+)
+
+// benchRoundTrips sends n requests of raw per round trip and reads the replies, b.N times.
+func benchRoundTrips(b *testing.B, raw []byte, n int) {
+	b.Helper()
+	tc := startCluster(b, 2, 1, Config{})
+	nc, err := net.Dial("tcp", tc.addrs[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	var batch []byte
+	for i := 0; i < n; i++ {
+		batch = append(batch, raw...)
+	}
+	br := bufio.NewReaderSize(nc, 1<<16)
+	var reply []byte
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := nc.Write(batch); err != nil {
+			b.Fatal(err)
+		}
+		for j := 0; j < n; j++ {
+			if reply, err = resp.ReadReply(br, reply[:0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+func BenchmarkGet(b *testing.B) {
+	benchRoundTrips(b, []byte("*2\r\n$3\r\nGET\r\n$3\r\nfoo\r\n"), 1)
+}
+
+func BenchmarkGetPipeline16(b *testing.B) {
+	benchRoundTrips(b, []byte("*2\r\n$3\r\nGET\r\n$3\r\nfoo\r\n"), 16)
+}
+
+func BenchmarkMGetTwoGroups(b *testing.B) {
+	benchRoundTrips(b, []byte("*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\nb\r\n"), 1)
+}

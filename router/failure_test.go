@@ -1,0 +1,135 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestGroupDown stops one group's master: its keys fail fast with an error naming the group,
+// the other group keeps serving, and the group comes back after a restart.
+func TestGroupDown(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{BackendTimeout: time.Second})
+	ctx := ctxT(t)
+	c := tc.client(0)
+	k1, k2 := keyIn("d", 0, 2), keyIn("d", 1, 2)
+	if err := c.Set(ctx, k2, "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	tc.redis[1].Stop()
+	want := fmt.Sprintf("ERR group g2 (%s) is unavailable: ", tc.redis[1].Addr)
+	for i := 0; i < 5; i++ {
+		start := time.Now()
+		err := c.Get(ctx, k2).Err()
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Fatalf("GET on a down group: %v, want %q...", err, want)
+		}
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Fatalf("failing took %v", d)
+		}
+	}
+	if err := c.MGet(ctx, k1, k2).Err(); err == nil || !strings.Contains(err.Error(), "group g2") {
+		t.Fatalf("MGET spanning the down group: %v", err)
+	}
+	if err := c.Set(ctx, k1, "ok", 0).Err(); err != nil {
+		t.Fatalf("group 1 while group 2 is down: %v", err)
+	}
+	if err := tc.redis[1].Restart(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := c.Set(ctx, k2, "back", 0).Err()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group 2 did not come back: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // retry pacing while the backoff passes
+	}
+	if v := c.Get(ctx, k2).Val(); v != "back" {
+		t.Fatalf("GET after restart = %q", v)
+	}
+	if s := tc.servers[0].Stats(); s.BackendDialErrors == 0 || s.Errors == 0 {
+		t.Fatalf("stats did not count the failures: %+v", s)
+	}
+}
+
+// TestRedisCLI drives the router with redis-cli, including its COMMAND DOCS start-up.
+func TestRedisCLI(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{})
+	port := tc.addrs[0][strings.LastIndex(tc.addrs[0], ":")+1:]
+	run := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "redis-cli", append([]string{"-h", "127.0.0.1", "-p", port}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("redis-cli %v: %v: %s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if out := run("SET", "cli", "v"); out != "OK" {
+		t.Fatalf("SET: %q", out)
+	}
+	if out := run("MSET", "x1", "1", "x2", "2", "x3", "3"); out != "OK" {
+		t.Fatalf("MSET: %q", out)
+	}
+	if out := run("MGET", "x1", "x2", "x3", "cli"); out != "1\n2\n3\nv" {
+		t.Fatalf("MGET: %q", out)
+	}
+	if out := run("--scan"); len(strings.Fields(out)) != 4 {
+		t.Fatalf("--scan: %q", out)
+	}
+	if out := run("CONFIG", "GET", "x"); !strings.Contains(out, "not supported") {
+		t.Fatalf("CONFIG: %q", out)
+	}
+	// Interactive mode fetches COMMAND DOCS for hints.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "redis-cli", "-h", "127.0.0.1", "-p", port)
+	cmd.Stdin = strings.NewReader("GET cli\nDBSIZE\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "v") || !strings.Contains(string(out), "4") {
+		t.Fatalf("interactive redis-cli: %v %q", err, out)
+	}
+}
+
+// TestIdleConnectionCost measures the memory an idle client connection holds.
+func TestIdleConnectionCost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	tc := startCluster(t, 1, 1, Config{})
+	ctx := ctxT(t)
+	const n = 1000
+	measure := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse + m.StackInuse
+	}
+	before := measure()
+	conns := make([]*rawConn, 0, n)
+	for i := 0; i < n; i++ {
+		r := dialRaw(t, tc.addrs[0])
+		r.send("PING\r\n") // one command, then idle
+		if l := r.line(); l != "+PONG" {
+			t.Fatal(l)
+		}
+		conns = append(conns, r)
+	}
+	after := measure()
+	// The client side is a bare net.Conn and a small bufio.Reader in this same process.
+	perConn := (int64(after) - int64(before)) / n
+	_ = ctx
+	t.Logf("memory per idle connection (router side plus a bare test client): %d bytes", perConn)
+	if perConn > 24<<10 {
+		t.Fatalf("an idle connection costs %d bytes", perConn)
+	}
+}

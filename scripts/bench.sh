@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# bench.sh: redis-benchmark against redis-server directly and through redraft's data plane,
+# same run, same parameters. Prints throughput, the redraft/direct ratio, p50 latencies and
+# redraft's CPU time per request (utime+stime from /proc/PID/stat).
+#
+# The proxied side is router/benchserver: router.Server over a fixed cluster state (no Raft),
+# one group for SET/GET, two groups for MSET. Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+N1=${N1:-200000}
+N16=${N16:-2000000}
+NMSET=${NMSET:-200000}
+CLIENTS=${CLIENTS:-50}
+DATA=64
+
+for b in redis-server redis-benchmark redis-cli; do
+	command -v "$b" >/dev/null || { echo "bench: $b not found" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 20000))
+		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+	done
+}
+
+wait_ping() { # port
+	for _ in $(seq 1 200); do
+		[ "$(redis-cli -p "$1" PING 2>/dev/null)" = "PONG" ] && return 0
+		sleep 0.05
+	done
+	echo "bench: nothing answers on port $1" >&2
+	tail -n 5 "$WORK"/*.log >&2 2>/dev/null || true
+	exit 1
+}
+
+start_redis() { # port
+	redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+		--dir "$WORK" --logfile "$WORK/redis-$1.log" &
+	PIDS+=($!)
+	wait_ping "$1"
+}
+
+go build -o "$WORK/benchserver" ./router/benchserver
+
+# start_bench NAME BACKENDS: starts benchserver on a free port (retrying if another process
+# takes the port first); sets PORT and PID.
+start_bench() {
+	local name=$1 backends=$2
+	for _ in 1 2 3 4 5; do
+		PORT=$(free_port)
+		"$WORK/benchserver" -listen "127.0.0.1:$PORT" -backends "$backends" 2>"$WORK/$name.log" &
+		PID=$!
+		for _ in $(seq 1 100); do
+			[ "$(redis-cli -p "$PORT" PING 2>/dev/null)" = "PONG" ] && { PIDS+=("$PID"); return; }
+			kill -0 "$PID" 2>/dev/null || break
+			sleep 0.05
+		done
+		kill "$PID" 2>/dev/null || true
+	done
+	echo "bench: benchserver did not start:" >&2
+	cat "$WORK/$name.log" >&2
+	exit 1
+}
+
+R1=$(free_port); start_redis "$R1"
+R2=$(free_port); start_redis "$R2"
+start_bench bs1 "127.0.0.1:$R1"; P1=$PORT; BS1=$PID
+start_bench bs2 "127.0.0.1:$R1,127.0.0.1:$R2"; P2=$PORT; BS2=$PID
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+
+# run PORT N ARGS... -> "rps p50" of the last CSV line
+run() {
+	local port=$1 n=$2; shift 2
+	redis-benchmark -p "$port" -n "$n" -c "${C:-$CLIENTS}" -d "$DATA" -r 1000000 --csv "$@" 2>/dev/null |
+		tail -1 | awk -F'"' '{print $4, $10}'
+}
+
+R1PID=${PIDS[0]}
+printf '%-16s %11s %11s %6s %10s %11s %9s %11s %13s\n' test direct_rps redraft_rps ratio p50_direct p50_redraft added_ms cpu_us/req redis_us/req
+echo "  (cpu_us/req: redraft process CPU per request; redis_us/req: the redis-server's own CPU per request when benchmarked directly, for scale)"
+line() { # name port_proxy bs_pid n args...
+	local name=$1 pport=$2 pid=$3 n=$4; shift 4
+	local d r t0 t1 s0 s1
+	s0=$(ticks "$R1PID")
+	d=$(run "$R1" "$n" "$@")
+	s1=$(ticks "$R1PID")
+	t0=$(ticks "$pid")
+	r=$(run "$pport" "$n" "$@")
+	t1=$(ticks "$pid")
+	awk -v name="$name" -v d="$d" -v r="$r" -v ticks=$((t1 - t0)) -v rticks=$((s1 - s0)) -v hz="$HZ" -v n="$n" 'BEGIN {
+		split(d, a, " "); split(r, b, " ")
+		printf "%-16s %11.0f %11.0f %6.2f %10.3f %11.3f %9.3f %11.1f %13.1f\n", name, a[1], b[1], b[1] / a[1], a[2], b[2], b[2] - a[2], ticks / hz * 1e6 / n, rticks / hz * 1e6 / n
+	}'
+}
+
+line "SET P1" "$P1" "$BS1" "$N1" -t set
+line "GET P1" "$P1" "$BS1" "$N1" -t get
+# One client: the latency redraft adds without CPU contention.
+C=1 line "GET P1 1 client" "$P1" "$BS1" "$((N1 / 10))" -t get
+line "SET P16" "$P1" "$BS1" "$N16" -t set -P 16
+line "GET P16" "$P1" "$BS1" "$N16" -t get -P 16
+# Ten keys with distinct hash tags: through redraft they split over the two groups.
+MSET_ARGS=()
+for i in 0 1 2 3 4 5 6 7 8 9; do MSET_ARGS+=("{k$i}:__rand_int__" "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"); done
+line "MSET 10 keys P1" "$P2" "$BS2" "$NMSET" MSET "${MSET_ARGS[@]}"
+echo "redraft: router/benchserver (GOMAXPROCS=${GOMAXPROCS:-default}); direct: one redis-server; $(nproc) cores; clients=$CLIENTS; value=${DATA}B"
