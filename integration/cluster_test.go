@@ -38,10 +38,13 @@ func TestJoinThreeNodes(t *testing.T) {
 	c := NewCluster(t)
 	nodes := c.Start3("dc1")
 	for _, p := range nodes {
+		waitFor(t, 10*time.Second, p.ID+" sees 3 members", func() error {
+			if n := len(p.Status().Members); n != 3 {
+				return fmt.Errorf("%d members", n)
+			}
+			return nil
+		})
 		st := p.Status()
-		if len(st.Members) != 3 {
-			t.Fatalf("%s sees %d members, want 3", p.ID, len(st.Members))
-		}
 		leaders := 0
 		for _, m := range st.Members {
 			if m.Suffrage != "voter" {

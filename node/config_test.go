@@ -304,7 +304,7 @@ func TestLoadDynomiteAllKeys(t *testing.T) {
 	if !reflect.DeepEqual(cfg.Seeds, []string{"10.0.0.2:8101", "10.0.0.3:8101"}) {
 		t.Errorf("seeds %v", cfg.Seeds)
 	}
-	if cfg.ReadConsistency != "DC_QUORUM" || cfg.WriteConsistency != "DC_EACH_SAFE_QUORUM" ||
+	if cfg.ReadConsistency != "DC_QUORUM" || cfg.WriteConsistency != "DC_QUORUM" ||
 		cfg.BackendTimeout != Duration(5*time.Second) || cfg.TLSKeyFile != "" {
 		t.Errorf("got %+v", cfg)
 	}

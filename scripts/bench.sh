@@ -3,8 +3,9 @@
 # same run, same parameters. Prints throughput, the redraft/direct ratio, p50 latencies and
 # redraft's CPU time per request (utime+stime from /proc/PID/stat).
 #
-# The proxied side is router/benchserver: router.Server over a fixed cluster state (no Raft),
-# one group for SET/GET, two groups for MSET. Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS.
+# The proxied side is a one-node redraft cluster (the real binary, Raft and all) with two
+# groups: g1 serves every slot for SET/GET; for MSET half the slots are reassigned to g2 so the
+# ten keys split over both. Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -52,32 +53,37 @@ start_redis() { # port
 	wait_ping "$1"
 }
 
-go build -o "$WORK/benchserver" ./router/benchserver
+go build -o "$WORK/redraft" ./cmd/redraft
 
-# start_bench NAME BACKENDS: starts benchserver on a free port (retrying if another process
-# takes the port first); sets PORT and PID.
-start_bench() {
-	local name=$1 backends=$2
+# start_node: a one-node cluster on free ports (retrying if another process takes a port
+# first); sets PORT, ADMIN and PID.
+start_node() {
 	for _ in 1 2 3 4 5; do
-		PORT=$(free_port)
-		"$WORK/benchserver" -listen "127.0.0.1:$PORT" -backends "$backends" 2>"$WORK/$name.log" &
+		PORT=$(free_port); local peer; peer=$(free_port); ADMIN=127.0.0.1:$(free_port)
+		rm -rf "$WORK/n1"
+		"$WORK/redraft" node start --id n1 --dc dc1 --listen "127.0.0.1:$PORT" --peer-listen "127.0.0.1:$peer" \
+			--admin-listen "$ADMIN" --data-dir "$WORK/n1" --log-level warn 2>"$WORK/n1.log" &
 		PID=$!
-		for _ in $(seq 1 100); do
-			[ "$(redis-cli -p "$PORT" PING 2>/dev/null)" = "PONG" ] && { PIDS+=("$PID"); return; }
+		for _ in $(seq 1 200); do
+			"$WORK/redraft" --admin "$ADMIN" health >/dev/null 2>&1 && { PIDS+=("$PID"); return; }
 			kill -0 "$PID" 2>/dev/null || break
 			sleep 0.05
 		done
 		kill "$PID" 2>/dev/null || true
 	done
-	echo "bench: benchserver did not start:" >&2
-	cat "$WORK/$name.log" >&2
+	echo "bench: redraft node did not start:" >&2
+	cat "$WORK/n1.log" >&2
 	exit 1
 }
+admin() { "$WORK/redraft" --admin "$ADMIN" "$@" >/dev/null; }
 
 R1=$(free_port); start_redis "$R1"
 R2=$(free_port); start_redis "$R2"
-start_bench bs1 "127.0.0.1:$R1"; P1=$PORT; BS1=$PID
-start_bench bs2 "127.0.0.1:$R1,127.0.0.1:$R2"; P2=$PORT; BS2=$PID
+start_node; P1=$PORT; BS1=$PID; P2=$PORT; BS2=$PID
+admin group add --dc dc1 --id g1 --master "127.0.0.1:$R1"
+admin group add --dc dc1 --id g2 --master "127.0.0.1:$R2"
+admin slots assign --dc dc1 --group g1 0-16383
+for _ in $(seq 1 200); do [ "$(redis-cli -p "$P1" SET bench:probe 1 2>/dev/null)" = "OK" ] && break; sleep 0.05; done
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
@@ -114,7 +120,9 @@ C=1 line "GET P1 1 client" "$P1" "$BS1" "$((N1 / 10))" -t get
 line "SET P16" "$P1" "$BS1" "$N16" -t set -P 16
 line "GET P16" "$P1" "$BS1" "$N16" -t get -P 16
 # Ten keys with distinct hash tags: through redraft they split over the two groups.
+admin slots assign --dc dc1 --group g2 --force 8192-16383
+for _ in $(seq 1 200); do [ "$(redis-cli -p "$P2" SET foo 1 2>/dev/null)" = "OK" ] && [ "$(redis-cli -p "$R2" EXISTS foo)" = "1" ] && break; sleep 0.05; done
 MSET_ARGS=()
 for i in 0 1 2 3 4 5 6 7 8 9; do MSET_ARGS+=("{k$i}:__rand_int__" "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"); done
 line "MSET 10 keys P1" "$P2" "$BS2" "$NMSET" MSET "${MSET_ARGS[@]}"
-echo "redraft: router/benchserver (GOMAXPROCS=${GOMAXPROCS:-default}); direct: one redis-server; $(nproc) cores; clients=$CLIENTS; value=${DATA}B"
+echo "redraft: one-node cluster, real binary (GOMAXPROCS=${GOMAXPROCS:-default}); direct: one redis-server; $(nproc) cores; clients=$CLIENTS; value=${DATA}B"
