@@ -125,6 +125,7 @@ func (n *Node) adminHandler() http.Handler {
 		}
 		n.answer(w, n.Propose(r.Context(), &fsm.SetSetting{Key: r.PathValue("key"), Value: req.Value}))
 	})
+	n.migrationRoutes(mux)
 	return mux
 }
 

@@ -74,6 +74,9 @@ type Status struct {
 	DCs          []DCStatus        `json:"dcs"`
 	Settings     map[string]string `json:"settings"`
 	Migrations   []*fsm.Migration  `json:"migrations,omitempty"`
+	// MigrationWaiting lists, per frozen migration id, the nodes whose freeze ack it still
+	// waits for (a node that does not answer blocks it until it is back or removed).
+	MigrationWaiting map[uint64][]string `json:"migration_waiting_for,omitempty"`
 }
 
 // Status gathers the cluster status: the state plus each member's own report (asked in
@@ -147,6 +150,12 @@ func (n *Node) Status(ctx context.Context) Status {
 	}
 	for _, m := range st.Migrations {
 		out.Migrations = append(out.Migrations, m)
+		if w := st.FreezeWaiting(m); len(w) > 0 {
+			if out.MigrationWaiting == nil {
+				out.MigrationWaiting = map[uint64][]string{}
+			}
+			out.MigrationWaiting[m.ID] = w
+		}
 	}
 	sort.Slice(out.Migrations, func(i, j int) bool { return out.Migrations[i].ID < out.Migrations[j].ID })
 	return out

@@ -59,8 +59,11 @@ func blockTimeout(name string, args [][]byte) (time.Duration, bool, error) {
 	}
 }
 
-// cmdBlocking runs a blocking command on the session's dedicated connection to the keys'
-// group, waiting as long as the client asked plus the backend timeout.
+// cmdBlocking runs a blocking command on the session's dedicated connection to the group
+// serving the keys' slot, waiting as long as the client asked plus the backend timeout. While
+// the slot migrates, the keys move to the target first and the command blocks there; while it
+// is frozen, the command is held like any request. A command blocked on a slot that freezes or
+// moves to another group meanwhile is released and answers -TRYAGAIN.
 func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 	d, blocks, err := blockTimeout(spec.Name, cmd.Args)
 	if err != nil {
@@ -77,23 +80,82 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 		c.replyErr(err)
 		return
 	}
-	g, err := c.route(slot)
-	if err != nil {
-		c.replyErr(err)
-		return
-	}
 	c.drain()
 	_ = c.flush() // the client sees earlier replies before blocking
 	limit := time.Duration(0)
 	if d > 0 {
 		limit = d + c.s.cfg.BackendTimeout
 	}
-	reply, err := c.doDedicated(g, cmd.Raw, limit)
-	if err != nil {
-		c.replyErr(err)
+	if slot < 0 {
+		g, err := c.route(-1)
+		if err != nil {
+			c.replyErr(err)
+			return
+		}
+		reply, err := c.doDedicated(g, cmd.Raw, limit)
+		if err != nil {
+			c.replyErr(err)
+			return
+		}
+		c.reply(reply)
 		return
 	}
-	c.reply(reply)
+	for {
+		e, mark, err := c.enter(slot, func(e *slotEntry) error { return c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys) })
+		if err != nil {
+			c.replyErr(err)
+			return
+		}
+		reply, again, err := c.doBlocking(e.group(), slot, cmd.Raw, limit)
+		c.unadmit(mark)
+		if again {
+			continue
+		}
+		if err != nil {
+			c.replyErr(err)
+			return
+		}
+		c.reply(reply)
+		return
+	}
+}
+
+// doBlocking runs raw on the session's dedicated connection to g as a blockOp that SetState
+// can release. again means the routing changed before the command was sent: route it anew.
+func (c *client) doBlocking(g *group, slot int, raw []byte, limit time.Duration) (reply []byte, again bool, err error) {
+	d, err := c.dedicated(g)
+	if err != nil {
+		return nil, false, err
+	}
+	op := &blockOp{slot: slot, pool: g.pool, d: d, id: d.ClientID()}
+	c.blk.Store(op)
+	// SetState stores its snapshot before it looks for blocked sessions: either it sees op,
+	// or this load sees its snapshot.
+	if op.stale(c.s.snap.Load()) {
+		op.finished.Store(true)
+		c.blk.Store(nil)
+		if !op.state.CompareAndSwap(opWaiting, opFinished) {
+			c.dropDedicated(g, d) // an UNBLOCK may be on its way to this connection
+		}
+		return nil, true, nil
+	}
+	raw = append([]byte(nil), raw...) // the watcher may move the reader's buffer
+	c.watchClient(d, func() { reply, err = d.Do(raw, 1, limit, nil) })
+	op.finished.Store(true)
+	c.blk.Store(nil)
+	released := !op.state.CompareAndSwap(opWaiting, opFinished)
+	if err != nil || released {
+		c.dropDedicated(g, d)
+	}
+	if released && (err != nil || isNull(reply)) {
+		return nil, false, c.tryAgain(errFrozen(slot))
+	}
+	return reply, false, err
+}
+
+// isNull reports whether a reply is RESP2's null bulk string or null array.
+func isNull(reply []byte) bool {
+	return len(reply) == 5 && (reply[0] == '*' || reply[0] == '$') && string(reply[1:]) == "-1\r\n"
 }
 
 // watchClient runs f, a call that may block for long on dedicated connection d, while a
@@ -120,9 +182,8 @@ func (c *client) watchClient(d *backend.Dedicated, f func()) {
 	}
 }
 
-// doDedicated runs raw on the session's dedicated connection to g, dialing it if needed; a
-// connection that failed is dropped.
-func (c *client) doDedicated(g *group, raw []byte, limit time.Duration) ([]byte, error) {
+// dedicated returns the session's dedicated connection to g, dialing it if needed.
+func (c *client) dedicated(g *group) (*backend.Dedicated, error) {
 	if c.blocked == nil {
 		c.blocked = map[*backend.Pool]*backend.Dedicated{}
 	}
@@ -139,14 +200,30 @@ func (c *client) doDedicated(g *group, raw []byte, limit time.Duration) ([]byte,
 		}
 		c.blocked[g.pool] = d
 	}
+	return d, nil
+}
+
+// dropDedicated closes the session's dedicated connection d to g.
+func (c *client) dropDedicated(g *group, d *backend.Dedicated) {
+	d.Close()
+	if c.blocked[g.pool] == d {
+		delete(c.blocked, g.pool)
+	}
+}
+
+// doDedicated runs raw on the session's dedicated connection to g, dialing it if needed; a
+// connection that failed is dropped.
+func (c *client) doDedicated(g *group, raw []byte, limit time.Duration) ([]byte, error) {
+	d, err := c.dedicated(g)
+	if err != nil {
+		return nil, err
+	}
 	// The watcher may move the reader's buffer, which raw points into.
 	raw = append([]byte(nil), raw...)
 	var reply []byte
-	var err error
 	c.watchClient(d, func() { reply, err = d.Do(raw, 1, limit, nil) })
 	if err != nil {
-		d.Close()
-		delete(c.blocked, g.pool)
+		c.dropDedicated(g, d)
 	}
 	return reply, err
 }

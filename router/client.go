@@ -48,6 +48,13 @@ type client struct {
 	keys   []int
 	nreq   uint64
 
+	// Slots this batch's requests are counted in flight on (barrier.go), and scratch space.
+	pslots      []uint16
+	one         [1]uint16
+	slotScratch []uint16
+	kb          [][]byte
+	moveScratch []string
+
 	// Scratch space for split commands.
 	scratch   []byte
 	subOf     []int32
@@ -65,8 +72,13 @@ type client struct {
 	tx        *txState
 	watch     *backend.Dedicated
 	watchSlot int
+	watchSig  routeSig // how the watched slot was routed at WATCH
+	watchLost bool     // the watched slot's routing changed: EXEC answers a failed WATCH
 	blocked   map[*backend.Pool]*backend.Dedicated
 	ps        *pubsubState
+
+	// The blocking command waiting on a dedicated connection, for SetState to release.
+	blk atomic.Pointer[blockOp]
 
 	// Where the session subscribed, for SetState to read from another goroutine.
 	psMain  atomic.Pointer[backend.Pool]
@@ -159,10 +171,7 @@ func (c *client) cleanup() {
 
 // closeSession releases the session's dedicated backend connections.
 func (c *client) closeSession() {
-	if c.watch != nil {
-		c.watch.Close()
-		c.watch = nil
-	}
+	c.unwatch()
 	for p, d := range c.blocked {
 		d.Close()
 		delete(c.blocked, p)
@@ -271,9 +280,25 @@ func (c *client) flushBackends() {
 	c.dirty = c.dirty[:0]
 }
 
-// finishBatch writes every owed reply to c.out in request order.
+// finishBatch writes every owed reply to c.out in request order. When the batch's requests are
+// counted in flight, it first waits for all their replies and uncounts them, before writing to
+// the client: a client that does not read cannot hold up a migration's barrier.
 func (c *client) finishBatch() {
 	c.flushBackends()
+	if len(c.pslots) > 0 {
+		for i := range c.pend {
+			p := &c.pend[i]
+			switch {
+			case p.req != nil:
+				c.waiter.Wait(p.req)
+			case p.split != nil:
+				for _, r := range p.split.subs {
+					c.waiter.Wait(r)
+				}
+			}
+		}
+		c.unadmit(0)
+	}
 	for i := range c.pend {
 		p := &c.pend[i]
 		switch {
@@ -319,7 +344,8 @@ func (c *client) wait(r *backend.Request) {
 	c.waiter.Wait(r)
 }
 
-// route returns the group serving slot, or an error reply.
+// route returns the group owning slot in the batch's snapshot (the first group for slot -1),
+// or an error reply. Keyed data requests use enter instead, which follows migrations.
 func (c *client) route(slot int) (*group, error) {
 	snap := c.snap
 	if snap == nil || len(snap.groups) == 0 {

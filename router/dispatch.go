@@ -101,7 +101,8 @@ func (c *client) dispatch(cmd resp.Command) {
 	}
 }
 
-// forward sends a command whose keys share a slot to that slot's group.
+// forward sends a command whose keys share a slot to the group serving that slot: its owner,
+// or, while the slot is migrating, the target once the keys are off the source.
 func (c *client) forward(spec *command.Spec, cmd resp.Command) {
 	c.keys = spec.Keys(cmd.Args, c.keys[:0])
 	slot, err := keySlot(cmd.Args, c.keys)
@@ -109,12 +110,16 @@ func (c *client) forward(spec *command.Spec, cmd resp.Command) {
 		c.replyErr(err)
 		return
 	}
-	g, err := c.route(slot)
+	if slot < 0 {
+		anyGroup(c, spec, cmd)
+		return
+	}
+	e, _, err := c.enter(slot, func(e *slotEntry) error { return c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys) })
 	if err != nil {
 		c.replyErr(err)
 		return
 	}
-	c.forwardTo(g, cmd.Raw)
+	c.forwardTo(e.group(), cmd.Raw)
 }
 
 // forward is the handler form of client.forward, with SORT's pattern check.

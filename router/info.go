@@ -131,8 +131,9 @@ func cmdInfo(c *client, _ *command.Spec, cmd resp.Command) {
 		fmt.Fprintf(&b, "# Clients\r\nconnected_clients:%d\r\n\r\n", st.ClientConns)
 	}
 	if all || want["stats"] {
-		fmt.Fprintf(&b, "# Stats\r\ntotal_connections_received:%d\r\ntotal_commands_processed:%d\r\ntotal_error_replies:%d\r\nbackend_connections:%d\r\nbackend_dedicated_connections:%d\r\nbackend_dial_errors:%d\r\nbackend_writes:%d\r\n\r\n",
-			st.ClientConnsTotal, st.Requests, st.Errors, st.BackendConns, st.DedicatedConns, st.BackendDialErrors, st.BackendWrites)
+		fmt.Fprintf(&b, "# Stats\r\ntotal_connections_received:%d\r\ntotal_commands_processed:%d\r\ntotal_error_replies:%d\r\nbackend_connections:%d\r\nbackend_dedicated_connections:%d\r\nbackend_dial_errors:%d\r\nbackend_writes:%d\r\nmigration_held_requests:%d\r\nmigration_tryagain_replies:%d\r\nmigration_keys_moved_on_access:%d\r\n\r\n",
+			st.ClientConnsTotal, st.Requests, st.Errors, st.BackendConns, st.DedicatedConns, st.BackendDialErrors, st.BackendWrites,
+			st.MigrationHeld, st.MigrationTryAgain, st.KeysMovedOnAccess)
 	}
 	if all || want["cluster"] {
 		fmt.Fprintf(&b, "# Cluster\r\ncluster_enabled:0\r\nredraft_groups:%d\r\n\r\n", c.groupCount())

@@ -1,6 +1,8 @@
 package router
 
 import (
+	"errors"
+
 	"github.com/redraft/redraft/router/command"
 	"github.com/redraft/redraft/router/resp"
 )
@@ -13,6 +15,10 @@ type txState struct {
 	cmds    []string
 	slot    int
 	aborted bool
+	// The queued commands' keys (copies), moved off a migrating slot's source at EXEC.
+	keys         [][]byte
+	other        []dbKey
+	sortPatterns bool
 }
 
 // txControl are the commands MULTI does not queue.
@@ -83,12 +89,31 @@ func (c *client) queueTx(spec *command.Spec, cmd resp.Command) {
 	}
 	if slot >= 0 {
 		tx.slot = slot
+		for _, k := range c.keys {
+			tx.keys = append(tx.keys, append([]byte(nil), cmd.Args[k]...))
+		}
+		if db, key, ok := c.otherDB(spec.Name, cmd.Args); ok {
+			tx.other = append(tx.other, dbKey{db, append([]byte(nil), key...)})
+		}
+		if (spec.Name == "sort" || spec.Name == "sort_ro") && sortHasPatterns(cmd.Args) {
+			tx.sortPatterns = true
+		}
 	}
 	tx.raw = append(tx.raw, cmd.Raw...)
 	tx.cmds = append(tx.cmds, spec.Name)
 	c.reply([]byte("+QUEUED\r\n"))
 }
 
+// rawNullArray is EXEC's reply when a watched key changed.
+var rawNullArray = []byte("*-1\r\n")
+
+// errWatchLost means the watched slot's routing changed since WATCH.
+var errWatchLost = errors.New("router: watched slot rerouted")
+
+// cmdExec runs the queued block on the transaction's slot's group (the target, after moving
+// the block's keys, while the slot migrates), or on the session's WATCH connection. A WATCH
+// whose slot was rerouted since (frozen, migrating, switched) makes EXEC answer the null
+// array, as a watched key that changed would: the block never runs on the wrong group.
 func cmdExec(c *client, _ *command.Spec, _ resp.Command) {
 	tx := c.tx
 	if tx == nil {
@@ -105,19 +130,39 @@ func cmdExec(c *client, _ *command.Spec, _ resp.Command) {
 	raw = append(append(append(raw, rawMulti...), tx.raw...), rawExec...)
 	n := len(tx.cmds) + 2
 	if c.watch != nil {
-		d := c.watch
-		c.watch = nil
+		d, sig, lost := c.watch, c.watchSig, c.watchLost
+		c.watch, c.watchLost = nil, false
 		defer d.Close()
 		if tx.slot >= 0 && tx.slot != c.watchSlot && c.watchSlot >= 0 {
 			c.replyErr(errCrossSlot)
 			return
 		}
-		if g, err := c.route(max(tx.slot, c.watchSlot)); err != nil || g.pool != d.Pool() {
-			c.replyErr(errorf("ERR the watched keys moved to another group; transaction aborted"))
+		if lost {
+			c.reply(rawNullArray)
 			return
 		}
 		c.drain()
+		slot := max(tx.slot, c.watchSlot)
+		e, mark, err := c.enter(slot, func(e *slotEntry) error {
+			if e.sig() != sig {
+				return errWatchLost
+			}
+			return c.moveTxKeys(e.m, slot, tx)
+		})
+		if err == nil && e.sig() != sig {
+			c.unadmit(mark)
+			err = errWatchLost
+		}
+		if err == errWatchLost {
+			c.reply(rawNullArray)
+			return
+		}
+		if err != nil {
+			c.replyErr(err)
+			return
+		}
 		reply, err := d.Do(raw, n, c.s.cfg.BackendTimeout, nil)
+		c.unadmit(mark)
 		if err != nil {
 			c.replyErr(err)
 			return
@@ -125,16 +170,26 @@ func cmdExec(c *client, _ *command.Spec, _ resp.Command) {
 		c.reply(reply)
 		return
 	}
-	g, err := c.route(tx.slot)
+	if tx.slot < 0 {
+		g, err := c.route(-1)
+		if err != nil {
+			c.replyErr(err)
+			return
+		}
+		c.pend = append(c.pend, pendItem{req: c.send(g, raw, n)})
+		return
+	}
+	e, _, err := c.enter(tx.slot, func(e *slotEntry) error { return c.moveTxKeys(e.m, tx.slot, tx) })
 	if err != nil {
 		c.replyErr(err)
 		return
 	}
-	c.pend = append(c.pend, pendItem{req: c.send(g, raw, n)})
+	c.pend = append(c.pend, pendItem{req: c.send(e.group(), raw, n)})
 }
 
-// cmdWatch opens (or reuses) a dedicated connection to the keys' group and watches there;
-// EXEC then runs on that connection.
+// cmdWatch opens (or reuses) a dedicated connection to the group serving the keys' slot and
+// watches there (after moving the keys to the target while the slot migrates); EXEC then runs
+// on that connection. A later WATCH that finds the slot rerouted marks the watch lost.
 func cmdWatch(c *client, spec *command.Spec, cmd resp.Command) {
 	c.keys = spec.Keys(cmd.Args, c.keys[:0])
 	slot, err := keySlot(cmd.Args, c.keys)
@@ -145,19 +200,34 @@ func cmdWatch(c *client, spec *command.Spec, cmd resp.Command) {
 		c.replyErr(err)
 		return
 	}
-	g, err := c.route(slot)
+	c.drain()
+	e, mark, err := c.enter(slot, func(e *slotEntry) error {
+		if c.watch != nil && e.sig() != c.watchSig {
+			return errWatchLost
+		}
+		return c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys)
+	})
+	if err == nil && c.watch != nil && e.sig() != c.watchSig {
+		c.unadmit(mark)
+		err = errWatchLost
+	}
+	if err == errWatchLost {
+		c.watchLost = true
+		c.reply([]byte("+OK\r\n"))
+		return
+	}
 	if err != nil {
 		c.replyErr(err)
 		return
 	}
-	c.drain()
+	defer c.unadmit(mark)
 	if c.watch == nil {
-		d, err := g.pool.Dial(c.db)
+		d, err := e.group().pool.Dial(c.db)
 		if err != nil {
 			c.replyErr(err)
 			return
 		}
-		c.watch, c.watchSlot = d, slot
+		c.watch, c.watchSlot, c.watchSig = d, slot, e.sig()
 	}
 	reply, err := c.watch.Do(cmd.Raw, 1, c.s.cfg.BackendTimeout, nil)
 	if err != nil {
@@ -173,4 +243,5 @@ func (c *client) unwatch() {
 		c.watch.Close()
 		c.watch = nil
 	}
+	c.watchLost = false
 }

@@ -3,12 +3,15 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/migrate"
 	"github.com/redraft/redraft/router/backend"
 	"github.com/redraft/redraft/router/resp"
 )
@@ -34,6 +37,15 @@ type Config struct {
 	Databases int
 	// Version is reported by INFO and HELLO (default "dev").
 	Version string
+	// FreezeWait is how long a request for a frozen slot (a migration's barrier) is held
+	// before it answers -TRYAGAIN (default 2s).
+	FreezeWait time.Duration
+	// Mover is the template of the movers the node builds for migrating slots (thresholds,
+	// timeouts); Source, Target and Owner are filled in per migration (Owner from NodeID).
+	Mover migrate.Config
+	// MovedKeysCache bounds how many keys per migration the node remembers as already moved
+	// off the source, to skip MoveKeys' round trip (default 1<<20; negative: no cache).
+	MovedKeysCache int
 }
 
 // Stats are the server's counters, for /metrics.
@@ -51,6 +63,11 @@ type Stats struct {
 	// BackendWrites counts writes on shared backend connections (Requests/BackendWrites is
 	// the pipelining factor).
 	BackendWrites uint64
+	// MigrationHeld counts requests held because their slot was frozen; MigrationTryAgain
+	// the -TRYAGAIN replies given (freeze wait over, key busy, blocked client released).
+	MigrationHeld, MigrationTryAgain uint64
+	// KeysMovedOnAccess counts keys this node moved from a source to a target on access.
+	KeysMovedOnAccess uint64
 }
 
 // Server is a node's RESP front end.
@@ -61,7 +78,16 @@ type Server struct {
 
 	stateMu sync.Mutex // serialises SetState
 	pools   map[poolKey]*backend.Pool
+	movers  map[moverKey]*moverRef
 	bstats  backend.Stats
+	ready   chan struct{} // closed by the first SetState
+
+	// inflight counts, per slot, requests admitted on that slot whose reply has not been
+	// received yet (migration.go explains the barrier).
+	inflight [fsm.NumSlots]atomic.Int32
+	// ctx ends when the server closes; movers run under it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu      sync.Mutex
 	lns     map[net.Listener]struct{}
@@ -74,6 +100,9 @@ type Server struct {
 	errs       atomic.Uint64
 	conns      atomic.Int64
 	connsTotal atomic.Uint64
+	held       atomic.Uint64
+	tryAgain   atomic.Uint64
+	movedKeys  atomic.Uint64
 }
 
 // New returns a Server; it routes nothing until SetState is called.
@@ -96,7 +125,15 @@ func New(cfg Config) *Server {
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
+	if cfg.FreezeWait <= 0 {
+		cfg.FreezeWait = 2 * time.Second
+	}
+	if cfg.MovedKeysCache == 0 {
+		cfg.MovedKeysCache = 1 << 20
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{cfg: cfg, start: time.Now(), pools: map[poolKey]*backend.Pool{},
+		movers: map[moverKey]*moverRef{}, ready: make(chan struct{}), ctx: ctx, cancel: cancel,
 		lns: map[net.Listener]struct{}{}, clients: map[*client]struct{}{}}
 }
 
@@ -175,11 +212,16 @@ func (s *Server) Close() error {
 		c.closeConn()
 	}
 	s.mu.Unlock()
+	s.cancel()
 	s.stateMu.Lock()
 	for _, p := range s.pools {
 		p.Close()
 	}
 	s.pools = map[poolKey]*backend.Pool{}
+	for k, r := range s.movers {
+		r.retire()
+		delete(s.movers, k)
+	}
 	s.stateMu.Unlock()
 	s.wg.Wait()
 	return nil
@@ -196,6 +238,9 @@ func (s *Server) Stats() Stats {
 		DedicatedConns:    s.bstats.Dedicated.Load(),
 		BackendDialErrors: uint64(s.bstats.DialErrors.Load()),
 		BackendWrites:     uint64(s.bstats.Writes.Load()),
+		MigrationHeld:     s.held.Load(),
+		MigrationTryAgain: s.tryAgain.Load(),
+		KeysMovedOnAccess: s.movedKeys.Load(),
 	}
 }
 

@@ -194,8 +194,7 @@ func cmdSelect(c *client, _ *command.Spec, cmd resp.Command) {
 		c.drain()
 	}
 	if c.watch != nil && c.watch.DB != db {
-		c.watch.Close()
-		c.watch = nil
+		c.unwatch()
 	}
 	c.db = db
 	c.reply([]byte("+OK\r\n"))

@@ -15,10 +15,55 @@ type group struct {
 	pool *backend.Pool
 }
 
-// slotEntry is one slot's routing. Migration state (frozen, migrating and the target group)
-// will live here, so a lookup stays one array index.
+// migState is a slot's step in a migration, as the data path acts on it.
+type migState uint8
+
+const (
+	migNone      migState = iota // served by its owner
+	migFrozen                    // held (the barrier), then -TRYAGAIN
+	migMigrating                 // keys moved on access, served by the target
+)
+
+// slotEntry is one slot's routing: a lookup is one array index.
 type slotEntry struct {
-	g *group
+	g *group    // the owner in the slot table (pub/sub uses it)
+	m *migEntry // the active migration covering the slot, or nil
+}
+
+// state returns the slot's migration step.
+func (e *slotEntry) state() migState {
+	if e.m == nil {
+		return migNone
+	}
+	return e.m.state
+}
+
+// group returns the group a keyed request for the slot is sent to: the target while the slot
+// is migrating, else the owner.
+func (e *slotEntry) group() *group {
+	if e.m != nil && e.m.state == migMigrating {
+		return e.m.dst
+	}
+	return e.g
+}
+
+// routeSig identifies how a slot's keyed requests are served; WATCH compares it at EXEC.
+type routeSig struct {
+	pool *backend.Pool
+	mig  migState
+	id   uint64
+	back bool
+}
+
+func (e *slotEntry) sig() routeSig {
+	s := routeSig{mig: e.state()}
+	if g := e.group(); g != nil {
+		s.pool = g.pool
+	}
+	if e.m != nil {
+		s.id, s.back = e.m.id, e.m.back
+	}
+	return s
 }
 
 // snapshot is an immutable routing table for the node's DC, built from one fsm.State and
@@ -31,6 +76,10 @@ type snapshot struct {
 	// first group by id.
 	pubsub *group
 	flush  bool
+	// migrating is the number of slots an active migration covers (0: no check needed).
+	migrating int
+	// changed is closed when a newer snapshot replaces this one (held requests wait on it).
+	changed chan struct{}
 }
 
 // poolKey identifies a pool that can be reused across snapshots.
@@ -38,6 +87,8 @@ type poolKey struct{ id, addr, password string }
 
 // SetState builds the routing snapshot of cfg.DC from st and swaps it in. Pools whose group
 // kept its master and password are reused; pools of removed or changed groups are closed.
+// Active migrations of the DC mark their slots frozen or migrating; a migrating migration's
+// mover is reused while its id, direction and groups stay the same.
 func (s *Server) SetState(st *fsm.State) {
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
@@ -47,8 +98,9 @@ func (s *Server) SetState(st *fsm.State) {
 	if closed {
 		return
 	}
-	snap := &snapshot{index: st.Index, flush: st.Setting("flush_enabled") == "true"}
+	snap := &snapshot{index: st.Index, flush: st.Setting("flush_enabled") == "true", changed: make(chan struct{})}
 	pools := map[poolKey]*backend.Pool{}
+	movers := map[moverKey]*moverRef{}
 	if dc := st.DCs[s.cfg.DC]; dc != nil {
 		byID := map[string]*group{}
 		for _, id := range dc.GroupIDs() {
@@ -74,23 +126,37 @@ func (s *Server) SetState(st *fsm.State) {
 		if snap.pubsub == nil && len(snap.groups) > 0 {
 			snap.pubsub = snap.groups[0]
 		}
+		s.markMigrations(st, dc, byID, snap, movers)
 	}
 	sort.Slice(snap.groups, func(i, j int) bool { return snap.groups[i].id < snap.groups[j].id })
 	old := s.pools
 	s.pools = pools
-	s.snap.Store(snap)
+	oldMovers := s.movers
+	s.movers = movers
+	prev := s.snap.Swap(snap)
+	if prev != nil {
+		close(prev.changed)
+	} else {
+		close(s.ready)
+	}
 	for k, p := range old {
 		if pools[k] != p {
 			p.Close()
 		}
 	}
-	s.rehomeSubscribers(snap)
+	for k, r := range oldMovers {
+		if movers[k] != r {
+			r.retire()
+		}
+	}
+	s.notifyClients(snap)
 }
 
-// rehomeSubscribers disconnects subscribed clients whose subscriptions no longer live on the
-// group that publishes now reach; clients reconnect and subscribe again (as after a backend
-// failure), instead of silently missing messages.
-func (s *Server) rehomeSubscribers(snap *snapshot) {
+// notifyClients acts on sessions the new snapshot affects: subscribers whose subscriptions
+// no longer live on the group that publishes now reach are disconnected (clients reconnect and
+// subscribe again, as after a backend failure, instead of silently missing messages); sessions
+// blocked on a slot that is now frozen or served by another group are released.
+func (s *Server) notifyClients(snap *snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.clients {
@@ -101,6 +167,9 @@ func (s *Server) rehomeSubscribers(snap *snapshot) {
 			if g := snap.slots[ss.slot].g; g == nil || g.pool != ss.pool {
 				c.closeConn()
 			}
+		}
+		if op := c.blk.Load(); op != nil && op.stale(snap) {
+			op.release(s)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package router
 
 import (
+	"slices"
+
 	"github.com/redraft/redraft/router/backend"
 	"github.com/redraft/redraft/router/command"
 	"github.com/redraft/redraft/router/resp"
@@ -24,7 +26,8 @@ type splitOp struct {
 
 // split divides MGET, MSET, DEL, UNLINK, EXISTS and TOUCH by group. Keys of one group keep
 // their relative order in that group's sub-command; when all keys fall in one group the
-// request is forwarded whole.
+// request is forwarded whole. Keys of migrating slots are moved off the source first and go
+// to the target's sub-command.
 func (c *client) split(spec *command.Spec, cmd resp.Command) {
 	args := cmd.Args
 	step := 1
@@ -39,27 +42,39 @@ func (c *client) split(spec *command.Spec, cmd resp.Command) {
 			return
 		}
 	}
-	snap := c.snap
-	if snap == nil || len(snap.groups) == 0 {
-		c.replyErr(errNoGroups)
-		return
+	// Each key's slot, counted in flight before the routing is read.
+	sl := c.slotScratch[:0]
+	for i := 1; i < len(args); i += step {
+		if isReserved(args[i]) {
+			c.replyErr(errReserved)
+			return
+		}
+		sl = append(sl, uint16(command.Slot(args[i])))
+	}
+	c.slotScratch = sl
+	var snap *snapshot
+	for {
+		var mark int
+		var err error
+		if snap, mark, err = c.admit(sl); err != nil {
+			c.replyErr(err)
+			return
+		}
+		if err = c.moveSplitKeys(snap, sl, args, step); err == nil {
+			break
+		}
+		c.unadmit(mark)
+		if err != errStale {
+			c.replyErr(err)
+			return
+		}
 	}
 	// Find each key's group; keys holds group indexes.
 	gidx := c.keys[:0]
 	var first *group
 	multi := false
-	for i := 1; i < len(args); i += step {
-		if isReserved(args[i]) {
-			c.keys = gidx
-			c.replyErr(errReserved)
-			return
-		}
-		g := snap.slots[command.Slot(args[i])].g
-		if g == nil {
-			c.keys = gidx
-			c.replyErr(errSlotDown)
-			return
-		}
+	for _, s := range sl {
+		g := snap.slots[s].group()
 		if first == nil {
 			first = g
 		} else if g != first {
@@ -108,6 +123,39 @@ func (c *client) split(spec *command.Spec, cmd resp.Command) {
 		c.scratch = buf
 	}
 	c.pend = append(c.pend, pendItem{split: op})
+}
+
+// moveSplitKeys checks that every key's slot is served and moves the keys of migrating slots
+// off their sources (per migration, in the session's database).
+func (c *client) moveSplitKeys(snap *snapshot, sl []uint16, args [][]byte, step int) error {
+	var moving []*migEntry
+	for _, s := range sl {
+		e := &snap.slots[s]
+		if e.group() == nil {
+			return errSlotDown
+		}
+		if e.state() == migMigrating && !slices.Contains(moving, e.m) {
+			moving = append(moving, e.m)
+		}
+	}
+	for _, m := range moving {
+		kb := c.kb[:0]
+		first := -1
+		for i, s := range sl {
+			if snap.slots[s].m == m {
+				kb = append(kb, args[1+i*step])
+				if first < 0 {
+					first = int(s)
+				}
+			}
+		}
+		err := c.moveKeys(m, first, c.db, kb)
+		c.kb = kb[:0]
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *client) newSplit(kind splitKind) *splitOp {

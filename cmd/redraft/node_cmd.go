@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/migrate"
 	"github.com/redraft/redraft/node"
 	"github.com/redraft/redraft/router"
 )
@@ -190,7 +191,16 @@ func runNode(c *cli.Context, join bool) error {
 		ln.Close()
 		return err
 	}
-	n.OnState(rt.SetState)
+	// The router sees each state before the coordinator acts on it: a freeze is in force in the
+	// data plane before this node can vouch for it.
+	coord := migrate.NewCoordinator(n, rt, migrate.MoveJob, log)
+	n.OnState(func(st *fsm.State) {
+		rt.SetState(st)
+		coord.Notify(st)
+	})
+	coordCtx, stopCoord := context.WithCancel(context.Background())
+	defer stopCoord()
+	go coord.Run(coordCtx)
 	go func() {
 		if err := rt.Serve(ln); err != nil {
 			log.Error("RESP server stopped", "err", err)
@@ -209,6 +219,7 @@ func runNode(c *cli.Context, join bool) error {
 	case <-n.Removed():
 		exit = cli.Exit(fmt.Sprintf("redraft: node %s stops: %s", cfg.ID, n.RemovedReason()), 3)
 	}
+	stopCoord()
 	rt.Close()
 	n.Close()
 	return exit

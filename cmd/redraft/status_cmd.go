@@ -36,9 +36,9 @@ func statusCommand() *cli.Command {
 						for _, s := range m.Slots {
 							r = append(r, s.String())
 						}
-						rows = append(rows, []string{strconv.FormatUint(m.ID, 10), m.DC, strings.Join(r, " "), m.From, m.To, string(m.State), fmt.Sprintf("%d/%d", m.KeysMoved, m.KeysTotal)})
+						rows = append(rows, []string{strconv.FormatUint(m.ID, 10), m.DC, strings.Join(r, " "), m.From, m.To, string(m.State), fmt.Sprintf("%d/%d", m.KeysMoved, m.KeysTotal), orDash(strings.Join(st.MigrationWaiting[m.ID], ","))})
 					}
-					table([]string{"MIGRATION", "DC", "SLOTS", "FROM", "TO", "STATE", "KEYS"}, rows)
+					table([]string{"MIGRATION", "DC", "SLOTS", "FROM", "TO", "STATE", "KEYS", "WAITING FOR"}, rows)
 				}
 			})
 		},

@@ -3,6 +3,7 @@ package backend
 import (
 	"bufio"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/redraft/redraft/router/resp"
@@ -14,6 +15,7 @@ type Dedicated struct {
 	p  *Pool
 	nc net.Conn
 	br *bufio.Reader
+	id int64 // CLIENT ID on the backend: 0 not asked yet, -1 unknown
 	// DB is the database the connection selected.
 	DB int
 }
@@ -61,6 +63,22 @@ func (d *Dedicated) Do(raw []byte, n int, timeout time.Duration, dst []byte) ([]
 		}
 	}
 	return dst, nil
+}
+
+var rawClientID = []byte("*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n")
+
+// ClientID returns the connection's CLIENT ID on the backend, asked once; 0 when the backend
+// did not answer one (the connection is then left as it was, or failed). Only the owner calls it.
+func (d *Dedicated) ClientID() int64 {
+	if d.id == 0 {
+		d.id = -1
+		if r, err := d.Do(rawClientID, 1, d.p.timeout(), nil); err == nil && len(r) > 3 && r[0] == ':' {
+			if v, err := strconv.ParseInt(string(r[1:len(r)-2]), 10, 64); err == nil && v > 0 {
+				d.id = v
+			}
+		}
+	}
+	return max(d.id, 0)
 }
 
 // Write sends raw without waiting for a reply.

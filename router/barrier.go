@@ -1,0 +1,249 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/migrate"
+	"github.com/redraft/redraft/router/backend"
+	"github.com/redraft/redraft/router/resp"
+)
+
+// The freeze barrier (router/DESIGN.md, "Migration-aware access"). Every keyed request first
+// counts itself in flight on each slot it touches (Server.inflight), then loads the current
+// snapshot and decides from that. SetState stores a freeze before the coordinator can call
+// WaitIdle, so either the request saw the freeze (and holds, uncounted) or WaitIdle sees its
+// count until its reply has arrived.
+
+// admit counts the request in flight on every slot of slots (repeats allowed) and returns the
+// current snapshot, from which the caller must route the request. The slots stay counted,
+// recorded in c.pslots from mark on, until every reply of the batch has arrived (finishBatch)
+// or the caller calls unadmit(mark). While one of the slots is frozen, admit uncounts, finishes
+// the batch so far (replies stay in order), and waits for a newer snapshot, for at most
+// Config.FreezeWait; then it answers -TRYAGAIN. slots must not alias c.pslots.
+func (c *client) admit(slots []uint16) (*snapshot, int, error) {
+	var deadline time.Time
+	for {
+		mark := len(c.pslots)
+		for _, sl := range slots {
+			c.s.inflight[sl].Add(1)
+		}
+		c.pslots = append(c.pslots, slots...)
+		snap := c.s.snap.Load()
+		if snap == nil || len(snap.groups) == 0 {
+			c.unadmit(mark)
+			return nil, 0, errNoGroups
+		}
+		frozen := -1
+		if snap.migrating > 0 {
+			for _, sl := range slots {
+				if snap.slots[sl].state() == migFrozen {
+					frozen = int(sl)
+					break
+				}
+			}
+		}
+		if frozen < 0 {
+			return snap, mark, nil
+		}
+		c.unadmit(mark)
+		if deadline.IsZero() {
+			c.s.held.Add(1)
+			deadline = time.Now().Add(c.s.cfg.FreezeWait)
+			c.drain()
+			_ = c.flush()
+		}
+		if !c.s.awaitChange(snap, deadline) {
+			return nil, 0, c.tryAgain(errFrozen(frozen))
+		}
+	}
+}
+
+// unadmit uncounts the slots the request admitted from mark on.
+func (c *client) unadmit(mark int) {
+	if mark >= len(c.pslots) {
+		return
+	}
+	for _, sl := range c.pslots[mark:] {
+		c.s.inflight[sl].Add(-1)
+	}
+	c.pslots = c.pslots[:mark]
+}
+
+// enter admits a request on slot and returns the slot's entry in the current snapshot; the
+// request goes to e.group(). When the slot is migrating, move runs first (it moves the
+// request's keys off the source); a stale snapshot makes enter look again.
+func (c *client) enter(slot int, move func(e *slotEntry) error) (*slotEntry, int, error) {
+	c.one[0] = uint16(slot)
+	for {
+		snap, mark, err := c.admit(c.one[:])
+		if err != nil {
+			return nil, 0, err
+		}
+		e := &snap.slots[slot]
+		if e.group() == nil {
+			c.unadmit(mark)
+			return nil, 0, errSlotDown
+		}
+		if e.state() == migMigrating && move != nil {
+			if err := move(e); err != nil {
+				c.unadmit(mark)
+				if err == errStale {
+					continue
+				}
+				return nil, 0, err
+			}
+		}
+		return e, mark, nil
+	}
+}
+
+func errFrozen(slot int) error {
+	return errorf("TRYAGAIN slot %d is being migrated, try again", slot)
+}
+
+// tryAgain counts a -TRYAGAIN reply.
+func (c *client) tryAgain(err error) error {
+	c.s.tryAgain.Add(1)
+	return err
+}
+
+// awaitChange waits until snap is replaced, the deadline passes (false) or the server closes
+// (false).
+func (s *Server) awaitChange(snap *snapshot, deadline time.Time) bool {
+	d := time.Until(deadline)
+	if d <= 0 {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-snap.changed:
+		return true
+	case <-t.C:
+		return false
+	case <-s.ctx.Done():
+		return false
+	}
+}
+
+// WaitIdle implements migrate.Gate for the freeze barrier. It returns once this node's
+// routing snapshot shows every slot of slots frozen and no request admitted on any of them is
+// in flight: a request counts itself before it reads the snapshot, so one that is not counted
+// any more has had its reply, or saw the freeze and holds. It waits for SetState if the node's
+// routing has not applied the freeze yet, and polls the counters every millisecond.
+func (s *Server) WaitIdle(ctx context.Context, slots *migrate.SlotSet) error {
+	for {
+		snap := s.snap.Load()
+		ch := s.ready
+		if snap != nil {
+			if allFrozen(snap, slots) {
+				break
+			}
+			ch = snap.changed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("router: slots %s are not frozen in this node's routing: %w", slots, ctx.Err())
+		case <-s.ctx.Done():
+			return errClosing
+		}
+	}
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for sl := 0; sl < fsm.NumSlots; sl++ {
+		if !slots.Contains(sl) {
+			continue
+		}
+		for n := s.inflight[sl].Load(); n > 0; n = s.inflight[sl].Load() {
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return fmt.Errorf("router: %d request(s) for slot %d still in flight: %w", n, sl, ctx.Err())
+			case <-s.ctx.Done():
+				return errClosing
+			}
+		}
+	}
+	return nil
+}
+
+func allFrozen(snap *snapshot, slots *migrate.SlotSet) bool {
+	for sl := 0; sl < fsm.NumSlots; sl++ {
+		if slots.Contains(sl) && snap.slots[sl].state() != migFrozen {
+			return false
+		}
+	}
+	return true
+}
+
+// blockOp is a blocking command waiting on a session's dedicated connection. It stays counted
+// in flight while it waits, so SetState releases it when its slot freezes or its keys' group
+// changes: the barrier does not wait for the client's timeout.
+type blockOp struct {
+	slot     int
+	pool     *backend.Pool
+	d        *backend.Dedicated
+	id       int64        // the connection's CLIENT ID on the backend (0: unknown)
+	state    atomic.Int32 // opWaiting, opFinished (by the session) or opReleased (by SetState)
+	finished atomic.Bool  // the session's call returned
+}
+
+const (
+	opWaiting int32 = iota
+	opFinished
+	opReleased
+)
+
+// stale reports whether snap no longer routes the op's slot to the op's group.
+func (op *blockOp) stale(snap *snapshot) bool {
+	e := &snap.slots[op.slot]
+	g := e.group()
+	return e.state() == migFrozen || g == nil || g.pool != op.pool
+}
+
+// release ends the op's wait, once.
+func (op *blockOp) release(s *Server) {
+	if op.state.CompareAndSwap(opWaiting, opReleased) {
+		go op.unblock(s)
+	}
+}
+
+// unblock asks the backend to end the wait as if its timeout had passed (CLIENT UNBLOCK id
+// TIMEOUT): an element popped at that moment is still delivered, never lost. It retries while
+// the command has not reached the backend yet, and interrupts the connection if the backend
+// cannot be asked.
+func (op *blockOp) unblock(s *Server) {
+	if op.id > 0 {
+		raw := resp.AppendArray(nil, 4)
+		raw = resp.AppendBulkString(raw, "CLIENT")
+		raw = resp.AppendBulkString(raw, "UNBLOCK")
+		raw = resp.AppendBulkString(raw, strconv.FormatInt(op.id, 10))
+		raw = resp.AppendBulkString(raw, "TIMEOUT")
+		w := backend.NewWaiter()
+		r := backend.NewRequest(w)
+		deadline := time.Now().Add(s.cfg.BackendTimeout)
+		for !op.finished.Load() && time.Now().Before(deadline) {
+			r.Reset(1)
+			bc := op.pool.Conn(0, 0)
+			bc.Submit(r, raw)
+			bc.Flush()
+			w.Wait(r)
+			if r.Err != nil {
+				break
+			}
+			if string(r.Reply) == ":1\r\n" {
+				return
+			}
+			time.Sleep(time.Millisecond) // not blocked yet (or any more): the session will tell
+		}
+	}
+	if !op.finished.Load() {
+		op.d.Interrupt()
+	}
+}
