@@ -214,4 +214,3 @@ func (w *workload) Verify(rdb *redis.Client) time.Duration {
 	}
 	return all[len(all)*99/100]
 }
-
