@@ -15,8 +15,8 @@ import (
 
 // The freeze barrier (router/DESIGN.md, "Migration-aware access"). Every keyed request first
 // counts itself in flight on each slot it touches (Server.inflight), then loads the current
-// snapshot and decides from that. SetState stores a freeze before the coordinator can call
-// WaitIdle, so either the request saw the freeze (and holds, uncounted) or WaitIdle sees its
+// snapshot and decides from that. WaitIdle reads the counters only once the freeze snapshot is
+// stored, so either the request saw the freeze (and holds, uncounted) or WaitIdle sees its
 // count until its reply has arrived.
 
 // admit counts the request in flight on every slot of slots (repeats allowed) and returns the

@@ -48,3 +48,20 @@ func BenchmarkGetPipeline16(b *testing.B) {
 func BenchmarkMGetTwoGroups(b *testing.B) {
 	benchRoundTrips(b, []byte("*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\nb\r\n"), 1)
 }
+
+// BenchmarkAdmitSlot is the in-flight accounting a keyed request pays when no migration is
+// active: count, load the snapshot, check the entry, uncount.
+func BenchmarkAdmitSlot(b *testing.B) {
+	s := New(Config{DC: "dc1"})
+	defer s.Close()
+	s.SetState(newState(b, []string{"127.0.0.1:1", "127.0.0.1:2"}, nil))
+	c := &client{s: s}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		c.one[0] = uint16(i & (1<<14 - 1))
+		if _, _, err := c.admit(c.one[:]); err != nil {
+			b.Fatal(err)
+		}
+		c.unadmit(0)
+	}
+}

@@ -126,3 +126,33 @@ MSET_ARGS=()
 for i in 0 1 2 3 4 5 6 7 8 9; do MSET_ARGS+=("{k$i}:__rand_int__" "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"); done
 line "MSET 10 keys P1" "$P2" "$BS2" "$NMSET" MSET "${MSET_ARGS[@]}"
 echo "redraft: one-node cluster, real binary (GOMAXPROCS=${GOMAXPROCS:-default}); direct: one redis-server; $(nproc) cores; clients=$CLIENTS; value=${DATA}B"
+
+# ---- Migration: keys/s and MB/s moved, and client p99 with and without a migration ----------
+NMIG=${NMIG:-100000}     # keys loaded before the migration
+NLOAD=${NLOAD:-150000}   # GET requests of the client workload measured
+MIGVAL=${MIGVAL:-512}    # value size of the migrated keys
+echo
+echo "migration: $NMIG keys of ${MIGVAL}B loaded through redraft; slots 0-8191 move g1 -> g2 while $CLIENTS clients GET"
+redis-benchmark -p "$P1" -n "$NMIG" -r "$NMIG" -d "$MIGVAL" -P 32 -c 10 -t set -q >/dev/null 2>&1
+# p99 (ms) and rps of the GET workload: CSV fields rps=4, p99=14.
+getload() { redis-benchmark -p "$P1" -n "$NLOAD" -c "$CLIENTS" -r "$NMIG" -t get --csv 2>/dev/null | tail -1 | awk -F'"' '{print $4, $14}'; }
+base=$(getload)
+ms() { date +%s%3N; }
+t0=$(ms)
+"$WORK/redraft" --admin "$ADMIN" migrate --dc dc1 --slots 0-8191 --to g2 >/dev/null
+during=$(getload)
+until "$WORK/redraft" --admin "$ADMIN" --json migrations --dc dc1 | grep -q '"state": "migrated"'; do sleep 0.05; done
+t1=$(ms)
+info=$("$WORK/redraft" --admin "$ADMIN" --json migrations --dc dc1)
+keys=$(echo "$info" | awk -F': ' '/"keys_moved"/ {gsub(/,/, "", $2); print $2; exit}')
+bytes=$(echo "$info" | awk -F': ' '/"bytes_moved"/ {gsub(/,/, "", $2); print $2; exit}')
+awk -v keys="$keys" -v bytes="$bytes" -v ms=$((t1 - t0)) -v base="$base" -v during="$during" 'BEGIN {
+	split(base, a, " "); split(during, b, " ")
+	printf "%-28s %12s\n", "migration wall time", sprintf("%.2f s", ms / 1000)
+	printf "%-28s %12d\n", "keys moved", keys
+	printf "%-28s %12.0f\n", "keys/s", keys / (ms / 1000)
+	printf "%-28s %12.1f\n", "MB/s (bytes moved)", bytes / 1e6 / (ms / 1000)
+	printf "%-28s %9.3f ms  (%0.f rps)\n", "GET p99 without migration", a[2], a[1]
+	printf "%-28s %9.3f ms  (%0.f rps)\n", "GET p99 during migration", b[2], b[1]
+	printf "%-28s %12.2f\n", "p99 ratio during/without", b[2] / a[2]
+}'

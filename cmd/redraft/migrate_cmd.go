@@ -125,7 +125,7 @@ func startMigration(c *cli.Context) error {
 		return startHint(err)
 	}
 	m := rep.Migration
-	if !c.Bool("wait") || !c.Bool("json") {
+	if !c.Bool("wait") || !wantJSON(c) {
 		if err := output(c, rep, func() {
 			fmt.Printf("migration %d started: %s slots %s, %s -> %s, rate %s\n", rep.ID, m.DC, rangesText(m.Slots), m.From, m.To, rateText(m.Rate))
 			if !c.Bool("wait") {
@@ -183,7 +183,7 @@ func cancelCommand() *cli.Command {
 		if err := inner(c); err != nil {
 			return err
 		}
-		if !c.Bool("json") {
+		if !wantJSON(c) {
 			id, _ := strconv.ParseUint(c.Args().First(), 10, 64)
 			fmt.Printf("if keys had moved they are moving back now; 'redraft migrate watch %d' follows it\n", id)
 		}
@@ -281,7 +281,7 @@ unless --dry-run. Refused while the datacenter has migrations in flight.`,
 					ids = append(ids, s.ID)
 				}
 			}
-			if !c.Bool("wait") || !c.Bool("json") || len(ids) == 0 {
+			if !c.Bool("wait") || !wantJSON(c) || len(ids) == 0 {
 				if err := output(c, rep, func() { printRebalance(rep) }); err != nil {
 					return err
 				}

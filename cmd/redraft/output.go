@@ -29,7 +29,7 @@ func table(header []string, rows [][]string) {
 
 // output prints v as JSON with --json, else calls human.
 func output(c *cli.Context, v any, human func()) error {
-	if c.Bool("json") {
+	if wantJSON(c) {
 		return printJSON(v)
 	}
 	human()
@@ -42,4 +42,15 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// wantJSON reports whether --json was given, before the command (global) or after it (the
+// commands that also take it locally): a local flag would otherwise shadow the global one.
+func wantJSON(c *cli.Context) bool {
+	for _, x := range c.Lineage() {
+		if x.IsSet("json") && x.Bool("json") {
+			return true
+		}
+	}
+	return false
 }

@@ -71,7 +71,7 @@ var overlay = map[string]handling{
 
 	// Whole-keyspace commands.
 	"keys":      {Fanout, "every group; keys starting __redraft: hidden"},
-	"scan":      {Fanout, "the cursor encodes the group (high 16 bits); every key returned once in a full iteration"},
+	"scan":      {Fanout, "the cursor encodes the group (high 16 bits); every key returned once in a full iteration, except around slot migrations"},
 	"randomkey": {Fanout, "a random group holding keys"},
 	"dbsize":    {Fanout, "summed over groups (internal __redraft: keys included)"},
 	"flushdb":   {Fanout, "every group; refused when flush is disabled"},
