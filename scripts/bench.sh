@@ -133,6 +133,8 @@ NLOAD=${NLOAD:-150000}   # GET requests of the client workload measured
 MIGVAL=${MIGVAL:-512}    # value size of the migrated keys
 echo
 echo "migration: $NMIG keys of ${MIGVAL}B loaded through redraft; slots 0-8191 move g1 -> g2 while $CLIENTS clients GET"
+# Start from empty groups so the figures count only these keys (not the SET/GET runs' keys).
+redis-cli -p "$R1" FLUSHALL >/dev/null; redis-cli -p "$R2" FLUSHALL >/dev/null
 redis-benchmark -p "$P1" -n "$NMIG" -r "$NMIG" -d "$MIGVAL" -P 32 -c 10 -t set -q >/dev/null 2>&1
 # p99 (ms) and rps of the GET workload: CSV fields rps=4, p99=14.
 getload() { redis-benchmark -p "$P1" -n "$NLOAD" -c "$CLIENTS" -r "$NMIG" -t get --csv 2>/dev/null | tail -1 | awk -F'"' '{print $4, $14}'; }
