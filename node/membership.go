@@ -79,14 +79,7 @@ func (n *Node) register() error {
 	defer cancel()
 	var resp joinResponse
 	if addr, _ := n.raft.LeaderWithID(); addr != "" || n.IsLeader() {
-		err := n.withLeader(ctx, func(ctx context.Context, leader string) error {
-			if leader == "" {
-				r, err := n.handleJoin(ctx, req)
-				resp = r
-				return err
-			}
-			return n.peers.call(ctx, leader, rpcJoin, req, &resp)
-		})
+		resp, err := n.join(ctx, req)
 		if err == nil {
 			n.setJoined(resp.JoinIndex)
 		}
@@ -144,6 +137,20 @@ func (n *Node) inRaftConfig() bool {
 		}
 	}
 	return false
+}
+
+// join has the leader take req: here when this node leads, else forwarded.
+func (n *Node) join(ctx context.Context, req joinRequest) (joinResponse, error) {
+	var resp joinResponse
+	err := n.withLeader(ctx, func(ctx context.Context, leader string) error {
+		if leader == "" {
+			var err error
+			resp, err = n.handleJoin(ctx, req)
+			return err
+		}
+		return n.peers.call(ctx, leader, rpcJoin, req, &resp)
+	})
+	return resp, err
 }
 
 // handleJoin runs at the leader: it adds the node to Raft (voter while there are fewer than
@@ -339,68 +346,51 @@ func (n *Node) leaderLoop() {
 // rpcHandler serves the nodes' own RPC on the peer port.
 func (n *Node) rpcHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+rpcPropose, func(w http.ResponseWriter, r *http.Request) {
-		var req proposeRequest
-		if err := readJSON(r, &req); err != nil {
-			writeError(w, err)
-			return
-		}
-		if !n.IsLeader() {
-			writeError(w, errNotLeader)
-			return
-		}
-		if err := n.applyLocal(req.Entry); err != nil {
-			writeError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, struct{}{})
-	})
-	mux.HandleFunc("POST "+rpcJoin, func(w http.ResponseWriter, r *http.Request) {
-		var req joinRequest
-		if err := readJSON(r, &req); err != nil {
-			writeError(w, err)
-			return
-		}
-		var resp joinResponse
-		err := n.withLeader(r.Context(), func(ctx context.Context, leader string) error {
-			if leader == "" {
-				var err error
-				resp, err = n.handleJoin(ctx, req)
-				return err
-			}
-			return n.peers.call(ctx, leader, rpcJoin, req, &resp)
-		})
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, resp)
-	})
-	mux.HandleFunc("POST "+rpcRemove, func(w http.ResponseWriter, r *http.Request) {
-		var req removeRequest
-		if err := readJSON(r, &req); err != nil {
-			writeError(w, err)
-			return
-		}
-		if !n.IsLeader() {
-			writeError(w, errNotLeader)
-			return
-		}
-		if err := n.handleRemove(r.Context(), req.ID); err != nil {
-			writeError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, struct{}{})
-	})
-	mux.HandleFunc("POST /rpc/removed", func(w http.ResponseWriter, r *http.Request) {
-		var req removeRequest
-		if err := readJSON(r, &req); err == nil && req.ID == n.cfg.ID {
+	mux.HandleFunc("POST "+rpcPropose, leaderRPC(n, func(_ context.Context, req proposeRequest) (any, error) {
+		return struct{}{}, n.applyLocal(req.Entry)
+	}))
+	mux.HandleFunc("POST "+rpcRemove, leaderRPC(n, func(ctx context.Context, req removeRequest) (any, error) {
+		return struct{}{}, n.handleRemove(ctx, req.ID)
+	}))
+	mux.HandleFunc("POST "+rpcJoin, rpc(func(ctx context.Context, req joinRequest) (any, error) {
+		return n.join(ctx, req)
+	}))
+	mux.HandleFunc("POST /rpc/removed", rpc(func(_ context.Context, req removeRequest) (any, error) {
+		if req.ID == n.cfg.ID {
 			n.markRemoved("removed from the cluster by an operator")
 		}
-		writeJSON(w, http.StatusOK, struct{}{})
-	})
+		return struct{}{}, nil
+	}))
 	mux.HandleFunc("POST "+rpcStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.localStatus())
 	})
 	return mux
+}
+
+// rpc adapts f to an RPC handler: decode the JSON request, answer the result or the error.
+func rpc[T any](f func(ctx context.Context, req T) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req T
+		if err := readJSON(r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+		out, err := f(r.Context(), req)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+// leaderRPC is rpc for calls only the leader takes: others answer not_leader, and the caller's
+// forwarder retries at the leader.
+func leaderRPC[T any](n *Node, f func(ctx context.Context, req T) (any, error)) http.HandlerFunc {
+	return rpc(func(ctx context.Context, req T) (any, error) {
+		if !n.IsLeader() {
+			return nil, errNotLeader
+		}
+		return f(ctx, req)
+	})
 }

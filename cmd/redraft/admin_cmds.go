@@ -23,13 +23,7 @@ func groupCommand() *cli.Command {
 				Name:      "add",
 				Usage:     "create a group",
 				UsageText: "redraft group add --dc dc1 --id g1 --master 10.0.0.5:6379 [--replica 10.0.0.6:6379 ...]",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "dc", Required: true, Usage: "datacenter of the group"},
-					&cli.StringFlag{Name: "id", Required: true, Usage: "group id"},
-					&cli.StringFlag{Name: "master", Required: true, Usage: "master HOST:PORT"},
-					&cli.StringSliceFlag{Name: "replica", Usage: "replica HOST:PORT (repeat for more)"},
-					&cli.StringFlag{Name: "password", Usage: "the backends' AUTH password", EnvVars: []string{"REDRAFT_GROUP_PASSWORD"}},
-				},
+				Flags:     groupFlags(),
 				Action: func(c *cli.Context) error {
 					return groupChange(c, func(cl *node.Client, g fsm.Group) error {
 						cx, cancel := ctx(c)
@@ -42,13 +36,7 @@ func groupCommand() *cli.Command {
 				Name:      "update",
 				Usage:     "replace a group's master and replicas (after a failover)",
 				UsageText: "redraft group update --dc dc1 --id g1 --master 10.0.0.6:6379 --replica 10.0.0.5:6379",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "dc", Required: true, Usage: "datacenter of the group"},
-					&cli.StringFlag{Name: "id", Required: true, Usage: "group id"},
-					&cli.StringFlag{Name: "master", Required: true, Usage: "master HOST:PORT"},
-					&cli.StringSliceFlag{Name: "replica", Usage: "replica HOST:PORT (repeat for more)"},
-					&cli.StringFlag{Name: "password", Usage: "the backends' AUTH password", EnvVars: []string{"REDRAFT_GROUP_PASSWORD"}},
-				},
+				Flags:     groupFlags(),
 				Action: func(c *cli.Context) error {
 					return groupChange(c, func(cl *node.Client, g fsm.Group) error {
 						cx, cancel := ctx(c)
@@ -81,9 +69,7 @@ func groupCommand() *cli.Command {
 				UsageText: "redraft group list [--dc dc1]",
 				Flags:     []cli.Flag{&cli.StringFlag{Name: "dc", Usage: "only this datacenter"}},
 				Action: func(c *cli.Context) error {
-					cx, cancel := ctx(c)
-					defer cancel()
-					st, err := adminClient(c).Status(cx)
+					st, err := fetchStatus(c)
 					if err != nil {
 						return err
 					}
@@ -97,6 +83,17 @@ func groupCommand() *cli.Command {
 				},
 			},
 		},
+	}
+}
+
+// groupFlags are the flags of 'group add' and 'group update'.
+func groupFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "dc", Required: true, Usage: "datacenter of the group"},
+		&cli.StringFlag{Name: "id", Required: true, Usage: "group id"},
+		&cli.StringFlag{Name: "master", Required: true, Usage: "master HOST:PORT"},
+		&cli.StringSliceFlag{Name: "replica", Usage: "replica HOST:PORT (repeat for more)"},
+		&cli.StringFlag{Name: "password", Usage: "the backends' AUTH password", EnvVars: []string{"REDRAFT_GROUP_PASSWORD"}},
 	}
 }
 

@@ -89,9 +89,7 @@ func nodeCommand() *cli.Command {
 				Usage:     "list the nodes with their Raft role",
 				UsageText: "redraft --admin 127.0.0.1:8380 node list [--json]",
 				Action: func(c *cli.Context) error {
-					cx, cancel := ctx(c)
-					defer cancel()
-					st, err := adminClient(c).Status(cx)
+					st, err := fetchStatus(c)
 					if err != nil {
 						return err
 					}

@@ -17,9 +17,7 @@ func statusCommand() *cli.Command {
 		Usage:     "show the cluster: leader, members, datacenters, groups and slots",
 		UsageText: "redraft --admin 127.0.0.1:8380 status [--json]",
 		Action: func(c *cli.Context) error {
-			cx, cancel := ctx(c)
-			defer cancel()
-			st, err := adminClient(c).Status(cx)
+			st, err := fetchStatus(c)
 			if err != nil {
 				return err
 			}
@@ -43,6 +41,13 @@ func statusCommand() *cli.Command {
 			})
 		},
 	}
+}
+
+// fetchStatus asks the --admin node for the cluster status.
+func fetchStatus(c *cli.Context) (node.Status, error) {
+	cx, cancel := ctx(c)
+	defer cancel()
+	return adminClient(c).Status(cx)
 }
 
 func memberTable(ms []node.Member) {

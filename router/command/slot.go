@@ -1,32 +1,9 @@
 package command
 
+import "github.com/redraft/redraft/migrate"
+
 // NumSlots is the number of hash slots.
-const NumSlots = 16384
-
-var crc16tab [256]uint16
-
-func init() {
-	for i := range crc16tab {
-		crc := uint16(i) << 8
-		for j := 0; j < 8; j++ {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-		crc16tab[i] = crc
-	}
-}
-
-// CRC16 is CRC16-CCITT (XMODEM), the checksum Redis Cluster hashes keys with.
-func CRC16(b []byte) uint16 {
-	var crc uint16
-	for _, c := range b {
-		crc = crc<<8 ^ crc16tab[byte(crc>>8)^c]
-	}
-	return crc
-}
+const NumSlots = migrate.NumSlots
 
 // HashTag returns the part of key that is hashed: the text between the first '{' and the
 // next '}' when it is not empty, else the whole key (so "{}x" hashes whole).
@@ -47,5 +24,6 @@ func HashTag(key []byte) []byte {
 	return key
 }
 
-// Slot returns the key's hash slot, as Redis Cluster's keyHashSlot.
-func Slot(key []byte) int { return int(CRC16(HashTag(key)) & (NumSlots - 1)) }
+// Slot returns the key's hash slot, as Redis Cluster's keyHashSlot (one implementation for
+// the whole project: migrate.Slot).
+func Slot(key []byte) int { return migrate.Slot(key) }

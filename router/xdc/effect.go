@@ -1,0 +1,328 @@
+package xdc
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redraft/redraft/router/command"
+)
+
+// Rule is how a write command's effect is recorded in the outbox.
+type Rule uint8
+
+// The rules. Each command's rule is in Rules; a write command not listed there is Verbatim.
+const (
+	// Verbatim commands are deterministic given the same data: the effect is the command.
+	Verbatim Rule = iota
+	// UnlessZero commands are Verbatim, but nothing is recorded when they answer 0 (no change).
+	UnlessZero
+	// RelativeTTL commands carry a TTL relative to now; it is made absolute from the server's
+	// TIME inside the WRITE script: SET/GETEX EX|PX → PXAT, SETEX/PSETEX → SET PXAT,
+	// EXPIRE/PEXPIRE → PEXPIREAT, RESTORE ttl → RESTORE ttl ABSTTL. The rewritten command is
+	// what runs locally too, so both DCs get the same expiry to the millisecond.
+	RelativeTTL
+	// PopMembers is SPOP: recorded as SREM of the members popped.
+	PopMembers
+	// FloatResult is INCRBYFLOAT: recorded as SET key <result> KEEPTTL.
+	FloatResult
+	// HashFloatResult is HINCRBYFLOAT: recorded as HSET key field <result>.
+	HashFloatResult
+	// StreamID is XADD: an ID with '*' is replaced by the ID the server chose.
+	StreamID
+	// StoreOnly commands (SORT, GEORADIUS...) change data only with STORE/STOREDIST: recorded
+	// verbatim then, not at all otherwise.
+	StoreOnly
+	// Approximate commands are recorded verbatim although their effect depends on the time
+	// (consumer-group idle and delivery times); other DCs get the same entries, other times.
+	Approximate
+	// Blocking commands cannot run in a script; the router must run their NonBlocking form.
+	Blocking
+	// NotReplicated commands are refused by Prepare: they are not per-slot writes (FLUSHDB) or
+	// the router does not serve them.
+	NotReplicated
+)
+
+var ruleNames = [...]string{"verbatim", "verbatim unless 0", "relative TTL made absolute",
+	"SREM of the popped members", "SET of the result KEEPTTL", "HSET of the result",
+	"XADD with the chosen ID", "verbatim with STORE only", "verbatim, times approximate",
+	"blocking: non-blocking form", "not replicated"}
+
+// String describes the rule, as docs/replication.md does.
+func (r Rule) String() string { return ruleNames[r] }
+
+// Effect is the replication rule of one write command.
+type Effect struct {
+	// Rule is how the effect is recorded.
+	Rule Rule
+	// NonBlocking is the command a Blocking command is replaced with when it is served.
+	NonBlocking string
+	// Note says why, for NotReplicated and Approximate commands.
+	Note string
+}
+
+// overrides are the commands whose rule is not Verbatim.
+var overrides = map[string]Effect{
+	"set": {Rule: RelativeTTL}, "setex": {Rule: RelativeTTL}, "psetex": {Rule: RelativeTTL},
+	"expire": {Rule: RelativeTTL}, "pexpire": {Rule: RelativeTTL}, "getex": {Rule: RelativeTTL},
+	"restore": {Rule: RelativeTTL},
+
+	"spop":         {Rule: PopMembers},
+	"incrbyfloat":  {Rule: FloatResult},
+	"hincrbyfloat": {Rule: HashFloatResult},
+	"xadd":         {Rule: StreamID},
+
+	"sort": {Rule: StoreOnly}, "georadius": {Rule: StoreOnly}, "georadiusbymember": {Rule: StoreOnly},
+
+	"xclaim":     {Rule: Approximate, Note: "idle and delivery times are the applying DC's"},
+	"xautoclaim": {Rule: Approximate, Note: "idle and delivery times are the applying DC's"},
+
+	"blpop": {Rule: Blocking, NonBlocking: "lpop"}, "brpop": {Rule: Blocking, NonBlocking: "rpop"},
+	"blmove": {Rule: Blocking, NonBlocking: "lmove"}, "brpoplpush": {Rule: Blocking, NonBlocking: "rpoplpush"},
+	"blmpop": {Rule: Blocking, NonBlocking: "lmpop"}, "bzmpop": {Rule: Blocking, NonBlocking: "zmpop"},
+	"bzpopmin": {Rule: Blocking, NonBlocking: "zpopmin"}, "bzpopmax": {Rule: Blocking, NonBlocking: "zpopmax"},
+	"xreadgroup": {Rule: Blocking, NonBlocking: "xreadgroup", Note: "without BLOCK; delivery times approximate"},
+
+	"flushdb":  {Rule: NotReplicated, Note: "not a per-slot write: clears the local DC only"},
+	"flushall": {Rule: NotReplicated, Note: "not a per-slot write: clears the local DC only"},
+	"swapdb":   {Rule: NotReplicated, Note: "not served by the router"},
+	"migrate":  {Rule: NotReplicated, Note: "not served by the router"},
+	"pfdebug":  {Rule: NotReplicated, Note: "not served by the router"},
+
+	"restore-asking":   {Rule: NotReplicated, Note: "not served by the router"},
+	"function|delete":  {Rule: NotReplicated, Note: "not served by the router"},
+	"function|flush":   {Rule: NotReplicated, Note: "not served by the router"},
+	"function|load":    {Rule: NotReplicated, Note: "not served by the router"},
+	"function|restore": {Rule: NotReplicated, Note: "not served by the router"},
+}
+
+// unlessZero are the Verbatim commands whose reply 0 means nothing changed.
+var unlessZero = []string{"del", "unlink", "expireat", "pexpireat", "persist", "srem", "hdel",
+	"zrem", "sadd", "setnx", "hsetnx", "msetnx", "renamenx", "pfadd", "smove", "move", "copy",
+	"lrem", "zremrangebylex", "zremrangebyrank", "zremrangebyscore", "xdel", "xtrim", "lpushx",
+	"rpushx", "xack", "linsert"}
+
+// Rules holds the effect rule of every write command of the router's command table (the
+// COMMAND INFO "write" flag), by lower-case name ("xgroup|create" for subcommands).
+var Rules = func() map[string]Effect {
+	m := map[string]Effect{}
+	for _, s := range command.All() {
+		if s.Write {
+			m[s.Name] = overrides[s.Name]
+		}
+	}
+	for _, n := range unlessZero {
+		m[n] = Effect{Rule: UnlessZero}
+	}
+	return m
+}()
+
+// Errors of Prepare.
+var (
+	// ErrNotWrite is returned for a command that changes no data: run it directly.
+	ErrNotWrite = errors.New("xdc: not a write command")
+	// ErrUnknown is returned for a command not in the command table.
+	ErrUnknown = errors.New("xdc: unknown command")
+)
+
+// Call is one write command prepared for the WRITE script.
+type Call struct {
+	// Plan tells the script what to do: an op letter, an optional 1-based argv index, an
+	// optional "z". Ops: v run and record, t first add the server's time in ms to argv[index]
+	// (a relative TTL) then as v, n run and record nothing, s SPOP, f INCRBYFLOAT,
+	// h HINCRBYFLOAT, x replace argv[index] with the reply (XADD's ID); z: record nothing
+	// when the reply is 0.
+	Plan string
+	// Args is the command to run, already rewritten to its absolute form.
+	Args []string
+	// Keys are the command's keys (all of one slot).
+	Keys []string
+}
+
+// maxRelMS bounds relative TTLs Prepare makes absolute (about 35,000 years), so that now+ttl
+// stays exact in Lua's doubles; larger ones are left as they are.
+const maxRelMS = 1 << 50
+
+// Prepare turns argv (argv[0] is the command name, any case) into the Call the WRITE script
+// runs. It is pure: relative TTLs become absolute in the script, from the server's TIME. A
+// syntax error is left to the server to report. It returns ErrNotWrite for a read, ErrUnknown
+// for an unknown command, and an error for Blocking and NotReplicated commands.
+func Prepare(argv []string) (Call, error) {
+	if len(argv) == 0 {
+		return Call{}, ErrUnknown
+	}
+	b := make([][]byte, len(argv))
+	for i, a := range argv {
+		b[i] = []byte(a)
+	}
+	spec := command.Lookup(b)
+	if spec == nil || (spec.Subs != nil && len(argv) > 1 && spec.Subs[strings.ToLower(argv[1])] == nil) {
+		return Call{}, ErrUnknown
+	}
+	eff, ok := Rules[spec.Name]
+	if !ok {
+		return Call{}, ErrNotWrite
+	}
+	c := Call{Plan: "v", Args: append([]string(nil), argv...)}
+	for _, i := range spec.Keys(b, nil) {
+		c.Keys = append(c.Keys, argv[i])
+	}
+	switch eff.Rule {
+	case UnlessZero:
+		c.Plan = "vz"
+	case RelativeTTL:
+		relativeTTL(spec.Name, &c)
+	case PopMembers:
+		c.Plan = "s"
+	case FloatResult:
+		c.Plan = "f"
+	case HashFloatResult:
+		c.Plan = "h"
+	case StreamID:
+		if i := xaddID(c.Args); i > 0 && strings.Contains(c.Args[i], "*") {
+			c.Plan = "x" + strconv.Itoa(i+1)
+		}
+	case StoreOnly:
+		c.Plan = "n"
+		for _, a := range c.Args[2:] {
+			if u := strings.ToUpper(a); u == "STORE" || u == "STOREDIST" {
+				c.Plan = "v"
+			}
+		}
+	case Blocking:
+		return Call{}, fmt.Errorf("xdc: %s blocks: serve it as %s", spec.Name, strings.ToUpper(eff.NonBlocking))
+	case NotReplicated:
+		return Call{}, fmt.Errorf("xdc: %s is not replicated: %s", spec.Name, eff.Note)
+	}
+	return c, nil
+}
+
+// relativeTTL rewrites c.Args to the absolute form with the TTL in ms, relative, at the index
+// the plan names; a TTL that does not parse or is out of range is left for the server.
+func relativeTTL(name string, c *Call) {
+	a := c.Args
+	switch name {
+	case "set", "getex":
+		at, unit, found := 0, int64(0), 0
+		for i := 2; i < len(a); i++ {
+			if name == "set" && i == 2 {
+				continue // the value
+			}
+			switch strings.ToUpper(a[i]) {
+			case "EX", "PX":
+				at, unit, found = i, 1000, found+1
+				if strings.EqualFold(a[i], "PX") {
+					unit = 1
+				}
+				i++
+			case "EXAT", "PXAT":
+				found++
+				i++
+			case "PERSIST", "KEEPTTL":
+				found++
+			}
+		}
+		if name == "getex" && found == 0 {
+			c.Plan = "n" // GETEX without options only reads
+			return
+		}
+		if found != 1 || at == 0 || at+1 >= len(a) {
+			return
+		}
+		if ms, ok := relMS(a[at+1], unit, false); ok {
+			a[at], a[at+1] = "PXAT", ms
+			c.Plan = "t" + strconv.Itoa(at+2)
+		}
+	case "setex", "psetex":
+		if len(a) != 4 {
+			return
+		}
+		unit := int64(1000)
+		if name == "psetex" {
+			unit = 1
+		}
+		if ms, ok := relMS(a[2], unit, false); ok {
+			c.Args = []string{"SET", a[1], a[3], "PXAT", ms}
+			c.Plan = "t5"
+		}
+	case "expire", "pexpire":
+		if len(a) < 3 {
+			return
+		}
+		unit := int64(1000)
+		if name == "pexpire" {
+			unit = 1
+		}
+		if ms, ok := relMS(a[2], unit, true); ok {
+			a[0], a[2] = "PEXPIREAT", ms
+			c.Plan = "t3z"
+		}
+	case "restore":
+		if len(a) < 4 {
+			return
+		}
+		for _, o := range a[4:] {
+			if strings.EqualFold(o, "ABSTTL") {
+				return
+			}
+		}
+		if a[2] == "0" {
+			return // no TTL
+		}
+		if ms, ok := relMS(a[2], 1, false); ok {
+			a[2] = ms
+			c.Args = append(a, "ABSTTL")
+			c.Plan = "t3"
+		}
+	}
+}
+
+// relMS parses a TTL as Redis does (decimal, optional '-', no '+' or spaces) and returns it in
+// ms; ok is false when it does not parse, is not positive (unless negOK) or is too large.
+func relMS(s string, unit int64, negOK bool) (string, bool) {
+	if s == "" || s[0] == '+' || (len(s) > 1 && s[0] == '0') || strings.HasPrefix(s, "-0") {
+		return "", false
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || (v <= 0 && !negOK) || v > maxRelMS/unit || v < -maxRelMS/unit {
+		return "", false
+	}
+	return strconv.FormatInt(v*unit, 10), true
+}
+
+// xaddID returns the index of XADD's ID argument, or 0 when the arguments end first.
+func xaddID(a []string) int {
+	for i := 2; i < len(a); i++ {
+		switch strings.ToUpper(a[i]) {
+		case "NOMKSTREAM":
+		case "MAXLEN", "MINID":
+			if i+1 < len(a) && (a[i+1] == "=" || a[i+1] == "~") {
+				i++
+			}
+			i++
+		case "LIMIT":
+			i++
+		default:
+			return i
+		}
+	}
+	return 0
+}
+
+// EffectKeys returns the keys of an effect (a recorded command), for the APPLY script's KEYS.
+func EffectKeys(argv []string) []string {
+	b := make([][]byte, len(argv))
+	for i, a := range argv {
+		b[i] = []byte(a)
+	}
+	spec := command.Lookup(b)
+	if spec == nil {
+		return nil
+	}
+	var keys []string
+	for _, i := range spec.Keys(b, nil) {
+		keys = append(keys, argv[i])
+	}
+	return keys
+}

@@ -1,0 +1,151 @@
+package xdc
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/redraft/redraft/router/command"
+)
+
+func TestRulesCoverTheCommandTable(t *testing.T) {
+	for _, s := range command.All() {
+		if _, ok := Rules[s.Name]; ok != s.Write {
+			t.Errorf("%s: in Rules %v, write flag %v", s.Name, ok, s.Write)
+		}
+	}
+	for n := range overrides {
+		if command.ByName(n) == nil || !command.ByName(n).Write {
+			t.Errorf("override %q is not a write command of the table", n)
+		}
+	}
+	for _, n := range unlessZero {
+		if command.ByName(n) == nil || !command.ByName(n).Write {
+			t.Errorf("unlessZero %q is not a write command of the table", n)
+		}
+	}
+	for n, e := range Rules {
+		if e.Rule == Blocking && command.ByName(e.NonBlocking) == nil {
+			t.Errorf("%s: non-blocking form %q unknown", n, e.NonBlocking)
+		}
+	}
+}
+
+func TestPrepare(t *testing.T) {
+	for _, tc := range []struct {
+		argv     string
+		plan     string
+		args     string // "" means unchanged
+		keys     string
+		wantErr  string
+		wantRule Rule
+	}{
+		// Verbatim.
+		{argv: "SET k v", plan: "v", keys: "k"},
+		{argv: "set k v NX GET", plan: "v", keys: "k"},
+		{argv: "INCR k", plan: "v", keys: "k"},
+		{argv: "HSET h f v", plan: "v", keys: "h"},
+		{argv: "LPUSH l a b", plan: "v", keys: "l"},
+		{argv: "RPUSH l a", plan: "v", keys: "l"},
+		{argv: "LPOP l 2", plan: "v", keys: "l"},
+		{argv: "ZPOPMIN z", plan: "v", keys: "z"},
+		{argv: "EXPIREAT k 100", plan: "vz", keys: "k"},
+		{argv: "XGROUP CREATE s g $", plan: "v", keys: "s"},
+		// UnlessZero.
+		{argv: "DEL a b", plan: "vz", keys: "a b"},
+		{argv: "SADD s m", plan: "vz", keys: "s"},
+		// RelativeTTL.
+		{argv: "SET k v EX 10", plan: "t5", args: "SET k v PXAT 10000", keys: "k"},
+		{argv: "SET k v px 1500 XX", plan: "t5", args: "SET k v PXAT 1500 XX", keys: "k"},
+		{argv: "SET k v NX EX 2", plan: "t6", args: "SET k v NX PXAT 2000", keys: "k"},
+		{argv: "SET k v EX 0", plan: "v"},         // invalid: the server says so
+		{argv: "SET k v EX +5", plan: "v"},        // Redis does not accept '+'
+		{argv: "SET k v EX 1 PX 2", plan: "v"},    // syntax error, left to the server
+		{argv: "SET k v EXAT 99", plan: "v"},      // already absolute
+		{argv: "SET k v KEEPTTL", plan: "v"},      // no TTL given
+		{argv: "SETEX k 10 v", plan: "t5", args: "SET k v PXAT 10000"},
+		{argv: "PSETEX k 10 v", plan: "t5", args: "SET k v PXAT 10"},
+		{argv: "SETEX k -1 v", plan: "v"},
+		{argv: "EXPIRE k 10", plan: "t3z", args: "PEXPIREAT k 10000"},
+		{argv: "EXPIRE k 10 NX", plan: "t3z", args: "PEXPIREAT k 10000 NX"},
+		{argv: "EXPIRE k -5", plan: "t3z", args: "PEXPIREAT k -5000"},
+		{argv: "PEXPIRE k 250 GT", plan: "t3z", args: "PEXPIREAT k 250 GT"},
+		{argv: "EXPIRE k 99999999999999999", plan: "v"}, // beyond maxRelMS: left as is
+		{argv: "GETEX k EX 3", plan: "t4", args: "GETEX k PXAT 3000"},
+		{argv: "GETEX k PX 3", plan: "t4", args: "GETEX k PXAT 3"},
+		{argv: "GETEX k PERSIST", plan: "v"},
+		{argv: "GETEX k", plan: "n"},
+		{argv: "RESTORE k 500 blob", plan: "t3", args: "RESTORE k 500 blob ABSTTL"},
+		{argv: "RESTORE k 0 blob REPLACE", plan: "v"},
+		{argv: "RESTORE k 99 blob ABSTTL", plan: "v"},
+		// Results.
+		{argv: "SPOP s", plan: "s", keys: "s"},
+		{argv: "SPOP s 3", plan: "s"},
+		{argv: "INCRBYFLOAT k 1.5", plan: "f"},
+		{argv: "HINCRBYFLOAT h f 1.5", plan: "h"},
+		{argv: "XADD s * f v", plan: "x3"},
+		{argv: "XADD s NOMKSTREAM MAXLEN ~ 10 LIMIT 5 * f v", plan: "x9"},
+		{argv: "XADD s MINID 5 12-* f v", plan: "x5"},
+		{argv: "XADD s 12-3 f v", plan: "v"},
+		// StoreOnly.
+		{argv: "SORT l", plan: "n"},
+		{argv: "SORT l LIMIT 0 5 STORE d", plan: "v", keys: "l d"},
+		{argv: "GEORADIUS g 0 0 5 km STOREDIST d", plan: "v"},
+		{argv: "GEORADIUS g 0 0 5 km", plan: "n"},
+		// Approximate.
+		{argv: "XCLAIM s g c 10 0-1", plan: "v"},
+		// Errors.
+		{argv: "GET k", wantErr: ErrNotWrite.Error()},
+		{argv: "NOSUCH k", wantErr: ErrUnknown.Error()},
+		{argv: "BLPOP l 0", wantErr: "serve it as LPOP"},
+		{argv: "FLUSHDB", wantErr: "not replicated"},
+	} {
+		c, err := Prepare(strings.Fields(tc.argv))
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s: error %v, want %q", tc.argv, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.argv, err)
+			continue
+		}
+		want := tc.args
+		if want == "" {
+			want = tc.argv
+		}
+		if c.Plan != tc.plan || strings.Join(c.Args, " ") != want {
+			t.Errorf("%s: plan %q args %q, want %q %q", tc.argv, c.Plan, c.Args, tc.plan, want)
+		}
+		if tc.keys != "" && !reflect.DeepEqual(c.Keys, strings.Fields(tc.keys)) {
+			t.Errorf("%s: keys %q, want %q", tc.argv, c.Keys, tc.keys)
+		}
+	}
+	if !errors.Is(func() error { _, err := Prepare(nil); return err }(), ErrUnknown) {
+		t.Error("Prepare(nil) is not ErrUnknown")
+	}
+}
+
+func TestPrepareDoesNotModifyArgv(t *testing.T) {
+	argv := []string{"SET", "k", "v", "EX", "10"}
+	if _, err := Prepare(argv); err != nil || argv[3] != "EX" || argv[4] != "10" {
+		t.Fatalf("argv changed: %q (%v)", argv, err)
+	}
+}
+
+func TestEffectKeys(t *testing.T) {
+	if got := EffectKeys([]string{"SREM", "s", "a", "b"}); !reflect.DeepEqual(got, []string{"s"}) {
+		t.Fatalf("EffectKeys = %q", got)
+	}
+	if got := EffectKeys([]string{"RPOPLPUSH", "a", "b"}); !reflect.DeepEqual(got, []string{"a", "b"}) {
+		t.Fatalf("EffectKeys = %q", got)
+	}
+}
+
+func TestRuleString(t *testing.T) {
+	if len(ruleNames) != int(NotReplicated)+1 || Rules["spop"].Rule.String() != "SREM of the popped members" {
+		t.Fatal("rule names out of step")
+	}
+}

@@ -1,0 +1,5 @@
+//go:build race
+
+package xdc
+
+const raceEnabled = true

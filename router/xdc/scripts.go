@@ -1,0 +1,335 @@
+package xdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// writeLua is the WRITE script. KEYS: the commands' keys, then the slot's outbox. ARGV:
+// outbox MAXLEN bound, origin DC, "one" or "unit", the number of commands, then per command
+// its plan (see Call.Plan), its argc and its argv. It runs each command with redis.pcall,
+// computes its effect and XADDs one entry for all of them ("MAXLEN ~ bound"), or none when
+// nothing changed. It answers the command's reply ("one") or the array of the replies
+// ("unit", as EXEC does). The shebang makes Redis refuse it up front when out of memory, so
+// a write is not left applied without its entry.
+const writeLua = `#!lua
+local ob = KEYS[#KEYS]
+local ty = redis.call('TYPE', ob)['ok']
+if ty ~= 'none' and ty ~= 'stream' then
+  return redis.error_reply('ERR redraft: outbox ' .. ob .. ' holds a ' .. ty)
+end
+local now
+local function nowms()
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now
+end
+local entry = {'dc', ARGV[2], 'n', '0'}
+local logged, replies, i = 0, {}, 5
+for c = 1, tonumber(ARGV[4]) do
+  local plan, argc = ARGV[i], tonumber(ARGV[i + 1])
+  local argv = {}
+  for j = 1, argc do argv[j] = ARGV[i + 1 + j] end
+  i = i + 2 + argc
+  local op, at, z = string.match(plan, '^(%a)(%d*)(z?)$')
+  at = tonumber(at)
+  if op == 't' then
+    argv[at] = string.format('%.0f', nowms() + tonumber(argv[at]))
+  end
+  local r = redis.pcall(unpack(argv))
+  replies[c] = r
+  local eff
+  if type(r) == 'table' and r['err'] then
+    eff = nil
+  elseif z == 'z' and r == 0 then
+    eff = nil
+  elseif op == 'v' or op == 't' then
+    eff = argv
+  elseif op == 's' then
+    if type(r) == 'string' then
+      eff = {'SREM', argv[2], r}
+    elseif type(r) == 'table' and #r > 0 then
+      eff = {'SREM', argv[2]}
+      for _, m in ipairs(r) do eff[#eff + 1] = m end
+    end
+  elseif op == 'f' then
+    eff = {'SET', argv[2], r, 'KEEPTTL'}
+  elseif op == 'h' then
+    eff = {'HSET', argv[2], argv[3], r}
+  elseif op == 'x' and type(r) == 'string' then
+    argv[at] = r
+    eff = argv
+  end
+  if eff then
+    logged = logged + 1
+    entry[#entry + 1] = tostring(#eff)
+    for _, a in ipairs(eff) do entry[#entry + 1] = a end
+  end
+end
+if logged > 0 then
+  entry[4] = tostring(logged)
+  if #entry % 2 == 1 then entry[#entry + 1] = '' end
+  redis.call('XADD', ob, 'MAXLEN', '~', ARGV[1], '*', unpack(entry))
+end
+if ARGV[3] == 'one' then return replies[1] end
+return replies
+`
+
+// applyLua is the APPLY script. KEYS: the effects' keys, then the slot's inbox. ARGV: source
+// DC, entry id, the id of the entry before it ("" not to check), the number of commands, then
+// per command its argc and argv. An entry at or below the inbox's id for the DC answers
+// "skip"; one whose predecessor is not the inbox's id answers a GAP error; otherwise the
+// commands run (a failing one does not stop the others) and the inbox records the id, in the
+// same script, so a retried batch is never applied twice. Nothing goes to the outbox.
+const applyLua = `#!lua
+local inbox = KEYS[#KEYS]
+local ty = redis.call('TYPE', inbox)['ok']
+if ty ~= 'none' and ty ~= 'hash' then
+  return redis.error_reply('ERR redraft: inbox ' .. inbox .. ' holds a ' .. ty)
+end
+local function num(a, b)
+  a = (string.gsub(a, '^0+', ''))
+  b = (string.gsub(b, '^0+', ''))
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+local function cmpid(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  local c = num(am, bm)
+  if c ~= 0 then return c end
+  return num(as, bs)
+end
+local src, id, prev = ARGV[1], ARGV[2], ARGV[3]
+if not string.match(id, '^%d+-%d+$') then
+  return redis.error_reply('ERR redraft: bad entry id ' .. id)
+end
+local last = redis.call('HGET', inbox, src)
+if last and cmpid(id, last) <= 0 then return 'skip' end
+if prev ~= '' and (last or '') ~= prev then
+  return redis.error_reply('GAP redraft: last applied from ' .. src .. ' is ' .. (last or 'none') .. ', entry follows ' .. prev)
+end
+local nerr, first, i = 0, '', 5
+for c = 1, tonumber(ARGV[4]) do
+  local argc = tonumber(ARGV[i])
+  local argv = {}
+  for j = 1, argc do argv[j] = ARGV[i + j] end
+  i = i + 1 + argc
+  local r = redis.pcall(unpack(argv))
+  if type(r) == 'table' and r['err'] then
+    nerr = nerr + 1
+    if first == '' then first = r['err'] end
+  end
+end
+redis.call('HSET', inbox, src, id)
+return {'applied', nerr, first}
+`
+
+var (
+	writeScript = redis.NewScript(writeLua)
+	applyScript = redis.NewScript(applyLua)
+)
+
+// WriteSHA and ApplySHA are the SHA1 digests of the WRITE and APPLY scripts, for EVALSHA.
+var (
+	WriteSHA = writeScript.Hash()
+	ApplySHA = applyScript.Hash()
+)
+
+// WriteSource and ApplySource return the Lua source of the WRITE and APPLY scripts, for
+// SCRIPT LOAD.
+func WriteSource() string { return writeLua }
+
+// ApplySource returns the Lua source of the APPLY script.
+func ApplySource() string { return applyLua }
+
+// WriteArgs returns the KEYS and ARGV of the WRITE script for calls on one slot: form "one"
+// when unit is false (one call; the reply is its reply), else "unit" (the reply is an array).
+func WriteArgs(slot int, dc string, maxLen int64, unit bool, calls []Call) (keys []string, argv []any) {
+	form := "one"
+	if unit {
+		form = "unit"
+	}
+	argv = []any{strconv.FormatInt(maxLen, 10), dc, form, strconv.Itoa(len(calls))}
+	for _, c := range calls {
+		keys = append(keys, c.Keys...)
+		argv = append(argv, c.Plan, strconv.Itoa(len(c.Args)))
+		for _, a := range c.Args {
+			argv = append(argv, a)
+		}
+	}
+	return append(keys, OutboxKey(slot)), argv
+}
+
+// Write runs one prepared call through the WRITE script (EVALSHA, loading it when needed) on
+// slot's master and returns the command's reply.
+func Write(ctx context.Context, c redis.Scripter, slot int, dc string, maxLen int64, call Call) *redis.Cmd {
+	keys, argv := WriteArgs(slot, dc, maxLen, false, []Call{call})
+	return writeScript.Run(ctx, c, keys, argv...)
+}
+
+// WriteUnit runs calls as one unit (a MULTI/EXEC block or a script's writes), recorded as one
+// outbox entry, and returns the array of their replies, as EXEC does.
+func WriteUnit(ctx context.Context, c redis.Scripter, slot int, dc string, maxLen int64, calls []Call) *redis.Cmd {
+	keys, argv := WriteArgs(slot, dc, maxLen, true, calls)
+	return writeScript.Run(ctx, c, keys, argv...)
+}
+
+// Entry is one outbox entry: the effects of one write or one unit, in order.
+type Entry struct {
+	// ID is the entry's stream ID in the origin DC's outbox.
+	ID string
+	// DC is the origin DC.
+	DC string
+	// Cmds are the effects, each a command's argv.
+	Cmds [][]string
+}
+
+// ParseEntry decodes an outbox entry's flat field list: "dc" <dc> "n" <count>, then per
+// command its argc and argv, padded with "" to an even length.
+func ParseEntry(id string, fields []string) (Entry, error) {
+	bad := func(why string) (Entry, error) { return Entry{}, fmt.Errorf("xdc: entry %s: %s", id, why) }
+	if len(fields) < 4 || fields[0] != "dc" || fields[2] != "n" {
+		return bad("no dc/n header")
+	}
+	n, err := strconv.Atoi(fields[3])
+	if err != nil || n < 0 {
+		return bad("bad count " + fields[3])
+	}
+	e := Entry{ID: id, DC: fields[1], Cmds: make([][]string, 0, n)}
+	i := 4
+	for range n {
+		if i >= len(fields) {
+			return bad("truncated")
+		}
+		argc, err := strconv.Atoi(fields[i])
+		if err != nil || argc < 1 || i+1+argc > len(fields) {
+			return bad("bad argc " + fields[i])
+		}
+		e.Cmds = append(e.Cmds, fields[i+1:i+1+argc])
+		i += 1 + argc
+	}
+	if rest := len(fields) - i; rest > 1 || (rest == 1 && fields[i] != "") {
+		return bad("trailing fields")
+	}
+	return e, nil
+}
+
+// Doer sends a raw command (a *redis.Client, *redis.Conn or pipeline).
+type Doer interface {
+	Do(ctx context.Context, args ...any) *redis.Cmd
+}
+
+// ReadOutbox returns up to count entries of slot's outbox after the entry id after ("" or
+// "0-0" from the start), in order. It reads the raw field list (duplicate field names make
+// go-redis's XRANGE map lossy).
+func ReadOutbox(ctx context.Context, c Doer, slot int, after string, count int64) ([]Entry, error) {
+	start := "-"
+	if after != "" && after != "0-0" {
+		start = "(" + after
+	}
+	raw, err := c.Do(ctx, "XRANGE", OutboxKey(slot), start, "+", "COUNT", count).Slice()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, 0, len(raw))
+	for _, r := range raw {
+		pair, ok := r.([]any)
+		if !ok || len(pair) != 2 {
+			return nil, fmt.Errorf("xdc: XRANGE: unexpected reply %v", r)
+		}
+		id, _ := pair[0].(string)
+		vals, _ := pair[1].([]any)
+		fields := make([]string, len(vals))
+		for i, v := range vals {
+			fields[i], _ = v.(string)
+		}
+		e, err := ParseEntry(id, fields)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// ApplyArgs returns the KEYS and ARGV of the APPLY script for entry e on slot; prev is the id
+// of the entry before e in the origin's outbox ("" not to check for a gap).
+func ApplyArgs(slot int, e Entry, prev string) (keys []string, argv []any) {
+	argv = []any{e.DC, e.ID, prev, strconv.Itoa(len(e.Cmds))}
+	for _, c := range e.Cmds {
+		keys = append(keys, EffectKeys(c)...)
+		argv = append(argv, strconv.Itoa(len(c)))
+		for _, a := range c {
+			argv = append(argv, a)
+		}
+	}
+	return append(keys, InboxKey(slot)), argv
+}
+
+// Applied is the outcome of APPLY for one entry.
+type Applied struct {
+	// Skipped reports that the entry had been applied already; nothing ran.
+	Skipped bool
+	// Errors counts effects that failed (the data diverged); FirstError is the first message.
+	Errors     int
+	FirstError string
+}
+
+// ErrGap is returned by Apply when the entry does not follow the last one applied from its
+// DC: an entry was lost or the batch is out of order.
+var ErrGap = errors.New("xdc: entry does not follow the last applied one")
+
+// Apply applies entry e of the origin DC's outbox on slot's master in this DC (through the
+// router, later), exactly once; prev is the id of the entry before e ("" not to check).
+func Apply(ctx context.Context, c redis.Scripter, slot int, e Entry, prev string) (Applied, error) {
+	keys, argv := ApplyArgs(slot, e, prev)
+	r, err := applyScript.Run(ctx, c, keys, argv...).Result()
+	if err != nil {
+		if strings.HasPrefix(err.Error(), "GAP ") {
+			return Applied{}, fmt.Errorf("%w: %s", ErrGap, err)
+		}
+		return Applied{}, err
+	}
+	if r == "skip" {
+		return Applied{Skipped: true}, nil
+	}
+	a, ok := r.([]any)
+	if !ok || len(a) != 3 {
+		return Applied{}, fmt.Errorf("xdc: APPLY: unexpected reply %v", r)
+	}
+	n, _ := a[1].(int64)
+	first, _ := a[2].(string)
+	return Applied{Errors: int(n), FirstError: first}, nil
+}
+
+// CompareIDs compares two stream IDs ("ms-seq", or "ms" meaning "ms-0") numerically: -1, 0
+// or +1. Malformed parts compare as 0.
+func CompareIDs(a, b string) int {
+	am, as, _ := strings.Cut(a, "-")
+	bm, bs, _ := strings.Cut(b, "-")
+	if c := cmpUint(am, bm); c != 0 {
+		return c
+	}
+	return cmpUint(as, bs)
+}
+
+func cmpUint(a, b string) int {
+	x, _ := strconv.ParseUint(a, 10, 64)
+	y, _ := strconv.ParseUint(b, 10, 64)
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
+}
