@@ -120,13 +120,12 @@ func TestBigHashMoveKeepsSourceResponsive(t *testing.T) {
 		}
 	}
 	t.Logf("source SLOWLOG: %d commands over 5 ms, the slowest %v: %.200v", slow, worst, worstCmd)
-	const limit = 50 * time.Millisecond
-	if ctlMax <= 10*time.Millisecond {
-		if srcMax > limit {
-			t.Errorf("a PING to the source waited %v during the move, want <= %v", srcMax, limit)
-		}
-	} else {
-		t.Logf("the idle control server waited up to %v too: the machine is short of CPU, PING bound not judged", ctlMax)
+	// The bound is 50 ms of waiting the move adds: on a quiet machine the idle control server
+	// waits ~1 ms, so this is the 50 ms; on a machine short of CPU the control server's
+	// own worst wait is what the scheduler costs everyone, and only the excess is the move's.
+	limit := 50*time.Millisecond + ctlMax
+	if srcMax > limit {
+		t.Errorf("a PING to the source waited %v during the move, want <= 50ms + the idle control server's %v", srcMax, ctlMax)
 	}
 	stats := commandStats(ctx, t, src)
 	for _, cmd := range []string{"migrate", "dump", "hgetall", "hkeys", "hvals"} {
