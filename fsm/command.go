@@ -116,6 +116,7 @@ type Error struct {
 	Msg  string
 }
 
+// Error implements error.
 func (e *Error) Error() string { return e.Msg }
 
 func errf(code, format string, a ...any) error {

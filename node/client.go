@@ -34,6 +34,7 @@ type APIError struct {
 	Msg    string
 }
 
+// Error implements error.
 func (e *APIError) Error() string { return e.Msg }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {

@@ -47,8 +47,10 @@ type appliedCollector struct {
 	desc *prometheus.Desc
 }
 
+// Describe implements prometheus.Collector.
 func (c *appliedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
+// Collect implements prometheus.Collector.
 func (c *appliedCollector) Collect(ch chan<- prometheus.Metric) {
 	for typ, v := range c.n.State().Applied {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(v), typ)

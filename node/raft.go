@@ -86,6 +86,7 @@ func (m *stateMachine) Restore(rc io.ReadCloser) error {
 
 type fsmSnapshot struct{ s *fsm.State }
 
+// Persist writes the state to the snapshot sink.
 func (f *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if err := fsm.WriteSnapshot(sink, f.s); err != nil {
 		sink.Cancel()
@@ -94,6 +95,7 @@ func (f *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	return sink.Close()
 }
 
+// Release implements raft.FSMSnapshot; the state is immutable, so there is nothing to free.
 func (f *fsmSnapshot) Release() {}
 
 // raftParts are the pieces newRaft builds, closed together on shutdown.

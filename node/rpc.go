@@ -35,6 +35,7 @@ type RemoteError struct {
 	Msg  string
 }
 
+// Error implements error.
 func (e *RemoteError) Error() string { return e.Msg }
 
 // errorCode returns the machine-readable code of err ("" when it has none).

@@ -59,11 +59,11 @@ func TestPrepare(t *testing.T) {
 		{argv: "SET k v EX 10", plan: "t5", args: "SET k v PXAT 10000", keys: "k"},
 		{argv: "SET k v px 1500 XX", plan: "t5", args: "SET k v PXAT 1500 XX", keys: "k"},
 		{argv: "SET k v NX EX 2", plan: "t6", args: "SET k v NX PXAT 2000", keys: "k"},
-		{argv: "SET k v EX 0", plan: "v"},         // invalid: the server says so
-		{argv: "SET k v EX +5", plan: "v"},        // Redis does not accept '+'
-		{argv: "SET k v EX 1 PX 2", plan: "v"},    // syntax error, left to the server
-		{argv: "SET k v EXAT 99", plan: "v"},      // already absolute
-		{argv: "SET k v KEEPTTL", plan: "v"},      // no TTL given
+		{argv: "SET k v EX 0", plan: "v"},      // invalid: the server says so
+		{argv: "SET k v EX +5", plan: "v"},     // Redis does not accept '+'
+		{argv: "SET k v EX 1 PX 2", plan: "v"}, // syntax error, left to the server
+		{argv: "SET k v EXAT 99", plan: "v"},   // already absolute
+		{argv: "SET k v KEEPTTL", plan: "v"},   // no TTL given
 		{argv: "SETEX k 10 v", plan: "t5", args: "SET k v PXAT 10000"},
 		{argv: "PSETEX k 10 v", plan: "t5", args: "SET k v PXAT 10"},
 		{argv: "SETEX k -1 v", plan: "v"},
