@@ -138,14 +138,14 @@ var (
 	applyScript = redis.NewScript(applyLua)
 )
 
-// WriteSHA and ApplySHA are the SHA1 digests of the WRITE and APPLY scripts, for EVALSHA.
 var (
+	// WriteSHA is the SHA1 digest of the WRITE script, for EVALSHA.
 	WriteSHA = writeScript.Hash()
+	// ApplySHA is the SHA1 digest of the APPLY script, for EVALSHA.
 	ApplySHA = applyScript.Hash()
 )
 
-// WriteSource and ApplySource return the Lua source of the WRITE and APPLY scripts, for
-// SCRIPT LOAD.
+// WriteSource returns the Lua source of the WRITE script, for SCRIPT LOAD.
 func WriteSource() string { return writeLua }
 
 // ApplySource returns the Lua source of the APPLY script.

@@ -1,0 +1,354 @@
+package xdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/internal/testredis"
+	"github.com/redraft/redraft/migrate"
+)
+
+// client connects to s speaking RESP2, as the router's backend connections do.
+func client(t testing.TB, s *testredis.Server) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, Protocol: 2, MaxRetries: -1})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func prepare(t testing.TB, cmd string) Call {
+	t.Helper()
+	c, err := Prepare(strings.Fields(cmd))
+	if err != nil {
+		t.Fatalf("Prepare(%s): %v", cmd, err)
+	}
+	return c
+}
+
+func toAny(ss []string) []any {
+	a := make([]any, len(ss))
+	for i, s := range ss {
+		a[i] = s
+	}
+	return a
+}
+
+// sameReply compares a WRITE reply with a direct one; random parts (SPOP's members, XADD's
+// ID) are compared by shape only.
+func sameReply(cmd string, got any, gotErr error, want any, wantErr error) bool {
+	if (gotErr == nil) != (wantErr == nil) || (gotErr != nil && gotErr.Error() != wantErr.Error()) {
+		return false
+	}
+	name := strings.ToUpper(strings.Fields(cmd)[0])
+	switch name {
+	case "SPOP":
+		ga, _ := got.([]any)
+		wa, _ := want.([]any)
+		return reflect.TypeOf(got) == reflect.TypeOf(want) && len(ga) == len(wa)
+	case "XADD":
+		return strings.Contains(fmt.Sprint(got), "-") && strings.Contains(fmt.Sprint(want), "-")
+	}
+	return reflect.DeepEqual(got, want)
+}
+
+const tag = "{t}"
+
+var slot = migrate.SlotString(tag)
+
+// writes are run through WRITE on A and directly on C; "|"-separated lines form one unit.
+var writes = []string{
+	"SET {t}s v EX 100",
+	"SET {t}n 10",
+	"INCR {t}n",
+	"INCRBY {t}n 5",
+	"INCRBYFLOAT {t}f 1.5",
+	"SET {t}f2 2.5 EX 100",
+	"INCRBYFLOAT {t}f2 0.25",
+	"SADD {t}set 1 2 3 4 5 6 7 8 9 10",
+	"SADD {t}set 1",
+	"SPOP {t}set",
+	"SPOP {t}set 3",
+	"SPOP {t}none",
+	"SET {t}e x",
+	"EXPIRE {t}e 100",
+	"PEXPIRE {t}e 5000 GT",
+	"HSET {t}h a 1 b 2",
+	"HINCRBYFLOAT {t}h a 0.5",
+	"RPUSH {t}l a b c d",
+	"LPOP {t}l",
+	"RPOP {t}l 2",
+	"DEL {t}n",
+	"DEL {t}missing",
+	"SETEX {t}x 100 v",
+	"PSETEX {t}y 100000 v",
+	"GETEX {t}s EX 200",
+	"GETEX {t}s",
+	"SET {t}s w NX",
+	"SET {t}s w XX GET",
+	"XADD {t}st * f v",
+	"ZADD {t}z 1 a 2 b 3 c",
+	"ZPOPMIN {t}z",
+	"ZINCRBY {t}z 1.5 c",
+	"LMPOP 1 {t}l LEFT COUNT 5",
+	"LMPOP 1 {t}l LEFT",
+	"INCR {t}h",
+	"SET {t}u1 1 EX 100|INCR {t}u1|SPOP {t}set|INCR {t}h|HSET {t}h c 3",
+}
+
+func runWrites(t *testing.T, ctx context.Context, a, c *redis.Client) {
+	for _, w := range writes {
+		cmds := strings.Split(w, "|")
+		if len(cmds) == 1 {
+			got, gotErr := Write(ctx, a, slot, "dc1", 1000, prepare(t, w)).Result()
+			want, wantErr := c.Do(ctx, toAny(strings.Fields(w))...).Result()
+			if !sameReply(w, got, gotErr, want, wantErr) {
+				t.Errorf("%s: WRITE %#v %v, direct %#v %v", w, got, gotErr, want, wantErr)
+			}
+			continue
+		}
+		var calls []Call
+		for _, cmd := range cmds {
+			calls = append(calls, prepare(t, cmd))
+		}
+		got, err := WriteUnit(ctx, a, slot, "dc1", 1000, calls).Slice()
+		if err != nil {
+			t.Fatalf("unit: %v", err)
+		}
+		res, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			for _, cmd := range cmds {
+				p.Do(ctx, toAny(strings.Fields(cmd))...)
+			}
+			return nil
+		})
+		if err != nil && !strings.HasPrefix(err.Error(), "WRONGTYPE") {
+			t.Fatalf("direct unit: %v", err)
+		}
+		for i, cmd := range cmds {
+			want, wantErr := res[i].(*redis.Cmd).Result()
+			var gotErr error
+			if e, ok := got[i].(error); ok {
+				gotErr, got[i] = e, nil
+			}
+			if !sameReply(cmd, got[i], gotErr, want, wantErr) {
+				t.Errorf("unit %s: WRITE %#v %v, direct %#v %v", cmd, got[i], gotErr, want, wantErr)
+			}
+		}
+	}
+}
+
+// snapshot returns DUMP and PEXPIRETIME of every non-internal key.
+func snapshot(t *testing.T, ctx context.Context, c *redis.Client) map[string]string {
+	keys, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, k := range keys {
+		if strings.HasPrefix(k, "__redraft:") {
+			continue
+		}
+		d, err := c.Dump(ctx, k).Result()
+		if err != nil {
+			t.Fatalf("DUMP %s: %v", k, err)
+		}
+		exp, err := c.Do(ctx, "PEXPIRETIME", k).Int64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[k] = fmt.Sprintf("%q exp=%d", d, exp)
+	}
+	return m
+}
+
+func TestWriteThenApplyReplicatesExactlyOnce(t *testing.T) {
+	ctx := context.Background()
+	a, b, c := client(t, testredis.Start(t)), client(t, testredis.Start(t)), client(t, testredis.Start(t))
+	runWrites(t, ctx, a, c)
+
+	entries, err := ReadOutbox(ctx, a, slot, "", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var effects []string
+	for _, e := range entries {
+		for _, cmd := range e.Cmds {
+			effects = append(effects, strings.Join(cmd, " "))
+		}
+		if e.DC != "dc1" {
+			t.Fatalf("entry %s: dc %q", e.ID, e.DC)
+		}
+	}
+	t.Logf("%d entries, effects:\n%s", len(entries), strings.Join(effects, "\n"))
+	all := strings.Join(effects, "\n")
+	for _, absent := range []string{" EX ", "SETEX", "PSETEX", "EXPIRE ", "PEXPIRE ", "SPOP", "INCRBYFLOAT", "HINCRBYFLOAT",
+		"DEL {t}missing", "GETEX {t}s\n", "SADD {t}set 1\n", "{t}none", "XADD {t}st *", "INCR {t}h"} {
+		if strings.Contains(all+"\n", absent) {
+			t.Errorf("effects contain %q", absent)
+		}
+	}
+	if len(entries[len(entries)-1].Cmds) != 4 { // the unit: INCR {t}h fails, the rest is recorded
+		t.Errorf("unit entry has %d effects, want 4", len(entries[len(entries)-1].Cmds))
+	}
+
+	prev := ""
+	for _, e := range entries {
+		r, err := Apply(ctx, b, slot, e, prev)
+		if err != nil || r.Skipped || r.Errors != 0 {
+			t.Fatalf("apply %s %q: %+v %v", e.ID, e.Cmds, r, err)
+		}
+		prev = e.ID
+	}
+	sa, sb := snapshot(t, ctx, a), snapshot(t, ctx, b)
+	if !reflect.DeepEqual(sa, sb) {
+		t.Fatalf("A and B differ:\nA %v\nB %v", sa, sb)
+	}
+	if len(sa) < 11 {
+		t.Fatalf("only %d keys: %v", len(sa), sa)
+	}
+	for _, k := range []string{"{t}f2", "{t}e", "{t}x", "{t}y", "{t}u1"} {
+		if !strings.Contains(sa[k], "exp=") || strings.HasSuffix(sa[k], "exp=-1") {
+			t.Errorf("%s has no TTL: %s", k, sa[k])
+		}
+	}
+
+	// The same batch again: every entry is skipped and B does not change.
+	for _, e := range entries {
+		if r, err := Apply(ctx, b, slot, e, ""); err != nil || !r.Skipped {
+			t.Fatalf("re-apply %s: %+v %v", e.ID, r, err)
+		}
+	}
+	if sb2 := snapshot(t, ctx, b); !reflect.DeepEqual(sb, sb2) {
+		t.Fatal("B changed on re-apply")
+	}
+	if last, _ := b.HGet(ctx, InboxKey(slot), "dc1").Result(); last != entries[len(entries)-1].ID {
+		t.Fatalf("inbox %q, want %q", last, entries[len(entries)-1].ID)
+	}
+	// Applied writes are not recorded again: B has no outbox.
+	if n := b.Exists(ctx, OutboxKey(slot)).Val(); n != 0 {
+		t.Fatal("APPLY wrote to B's outbox")
+	}
+}
+
+func TestApplyIDOrderAndGaps(t *testing.T) {
+	ctx := context.Background()
+	b := client(t, testredis.Start(t))
+	e := func(id string) Entry { return Entry{ID: id, DC: "x", Cmds: [][]string{{"INCR", "{t}c"}}} }
+	b.HSet(ctx, InboxKey(slot), "x", "10-5")
+	for _, tc := range []struct {
+		id   string
+		skip bool
+	}{
+		{"9-99", true}, {"10-5", true}, {"10-4", true}, {"2-100", true},
+		{"10-10", false}, {"10-9", true}, {"11-0", false}, {"100-0", false}, {"99-0", true},
+		{"18446744073709551615-0", false}, {"18446744073709551614-5", true},
+	} {
+		r, err := Apply(ctx, b, slot, e(tc.id), "")
+		if err != nil || r.Skipped != tc.skip {
+			t.Fatalf("%s: %+v %v, want skip %v", tc.id, r, err, tc.skip)
+		}
+	}
+	if n, _ := b.Get(ctx, "{t}c").Int(); n != 4 {
+		t.Fatalf("counter %d, want 4", n)
+	}
+	// An entry that does not follow the last applied one is refused.
+	if _, err := Apply(ctx, b, slot, Entry{ID: "5-0", DC: "y", Cmds: e("").Cmds}, "4-0"); !errors.Is(err, ErrGap) {
+		t.Fatalf("gap: %v", err)
+	}
+	if r, err := Apply(ctx, b, slot, Entry{ID: "5-0", DC: "y", Cmds: e("").Cmds}, ""); err != nil || r.Skipped {
+		t.Fatalf("first entry: %+v %v", r, err)
+	}
+	if r, err := Apply(ctx, b, slot, Entry{ID: "6-0", DC: "y", Cmds: e("").Cmds}, "5-0"); err != nil || r.Skipped {
+		t.Fatalf("next entry: %+v %v", r, err)
+	}
+	// A failing effect is counted, the id still advances.
+	b.RPush(ctx, "{t}l", "a")
+	r, err := Apply(ctx, b, slot, Entry{ID: "7-0", DC: "y", Cmds: [][]string{{"INCR", "{t}l"}, {"INCR", "{t}c"}}}, "6-0")
+	if err != nil || r.Errors != 1 || !strings.HasPrefix(r.FirstError, "WRONGTYPE") {
+		t.Fatalf("failing effect: %+v %v", r, err)
+	}
+	if n, _ := b.Get(ctx, "{t}c").Int(); n != 7 {
+		t.Fatalf("counter %d, want 7", n)
+	}
+	if _, err := Apply(ctx, b, slot, Entry{ID: "bad", DC: "y", Cmds: e("").Cmds}, ""); err == nil {
+		t.Fatal("bad id accepted")
+	}
+}
+
+func TestCompareIDs(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"1-0", "1-0", 0}, {"1-1", "1-0", 1}, {"9-9", "10-0", -1}, {"10", "10-0", 0},
+		{"18446744073709551615-0", "18446744073709551614-99", 1},
+	} {
+		if got := CompareIDs(tc.a, tc.b); got != tc.want {
+			t.Errorf("CompareIDs(%s, %s) = %d", tc.a, tc.b, got)
+		}
+	}
+}
+
+func TestParseEntry(t *testing.T) {
+	e, err := ParseEntry("1-0", []string{"dc", "a", "n", "2", "3", "SET", "k", "v", "2", "DEL", "k", ""})
+	if err != nil || e.DC != "a" || len(e.Cmds) != 2 || strings.Join(e.Cmds[1], " ") != "DEL k" {
+		t.Fatalf("%+v %v", e, err)
+	}
+	for _, bad := range [][]string{{"dc", "a"}, {"dc", "a", "n", "x"}, {"dc", "a", "n", "1", "5", "SET"},
+		{"dc", "a", "n", "1", "1", "PING", "extra", "x"}, {"x", "a", "n", "0"}} {
+		if _, err := ParseEntry("1-0", bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestWriteGuards(t *testing.T) {
+	ctx := context.Background()
+	a := client(t, testredis.Start(t))
+	// An outbox of the wrong type refuses the write before it runs.
+	a.Set(ctx, OutboxKey(slot), "x", 0)
+	if err := Write(ctx, a, slot, "dc1", 1000, prepare(t, "SET {t}k v")).Err(); err == nil || !strings.Contains(err.Error(), "outbox") {
+		t.Fatalf("wrong-type outbox: %v", err)
+	}
+	if a.Exists(ctx, "{t}k").Val() != 0 {
+		t.Fatal("write ran without its outbox entry")
+	}
+	a.Del(ctx, OutboxKey(slot))
+	// The outbox is bounded (MAXLEN ~).
+	p := a.Pipeline()
+	for i := range 2000 {
+		Write(ctx, p, slot, "dc1", 100, prepare(t, fmt.Sprintf("SET {t}k%d v", i)))
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.XLen(ctx, OutboxKey(slot)).Val(); n < 100 || n > 300 {
+		t.Fatalf("outbox length %d with bound 100", n)
+	}
+}
+
+// TestLuaReplyFidelity pins the replies a script cannot return unchanged (docs/replication.md).
+func TestLuaReplyFidelity(t *testing.T) {
+	ctx := context.Background()
+	a, c := client(t, testredis.Start(t)), client(t, testredis.Start(t))
+	for _, r := range []*redis.Client{a, c} {
+		r.Set(ctx, "{t}big", "9007199254740992", 0)
+	}
+	got, _ := Write(ctx, a, slot, "dc1", 1000, prepare(t, "INCR {t}big")).Int64()
+	want, _ := c.Incr(ctx, "{t}big").Result()
+	if want != 9007199254740993 || got != 9007199254740992 {
+		t.Fatalf("INCR beyond 2^53: direct %d, WRITE %d (Lua numbers are doubles)", want, got)
+	}
+	if v := a.Get(ctx, "{t}big").Val(); v != "9007199254740993" {
+		t.Fatalf("stored %s", v) // the data is exact, only the reply is rounded
+	}
+	// A null array (LMPOP on nothing) comes back as a null bulk string: both are nil.
+	raw, err := a.Do(ctx, "EVALSHA", WriteSHA, 2, "{t}nolist", OutboxKey(slot), "1000", "dc1", "one", "1", "v", "4", "LMPOP", "1", "{t}nolist", "LEFT").Result()
+	if err != redis.Nil || raw != nil {
+		t.Fatalf("LMPOP nothing: %v %v", raw, err)
+	}
+}
