@@ -16,8 +16,10 @@ run: deps build
 	bash scripts/run-local.sh
 
 ## test: every test (unit, in-process and integration with real redis-server), with -race.
+## Packages run one at a time (-p 1): the latency bounds they assert are about redraft, not
+## about two test binaries fighting over two cores.
 test: deps lint
-	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+	$(GO) test -race -count=1 -p 1 -timeout 25m $(PKGS)
 
 test-unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)

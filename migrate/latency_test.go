@@ -120,12 +120,14 @@ func TestBigHashMoveKeepsSourceResponsive(t *testing.T) {
 		}
 	}
 	t.Logf("source SLOWLOG: %d commands over 5 ms, the slowest %v: %.200v", slow, worst, worstCmd)
-	// The bound is 50 ms of waiting the move adds: on a quiet machine the idle control server
-	// waits ~1 ms, so this is the 50 ms; on a machine short of CPU the control server's
-	// own worst wait is what the scheduler costs everyone, and only the excess is the move's.
-	limit := 50*time.Millisecond + ctlMax
+	// The bound is 50 ms of waiting the move adds. On a quiet machine the idle control server
+	// waits ~1 ms and this is the 50 ms. On a machine short of CPU every server stalls
+	// when it is descheduled, and a stall lands on the source's chunk as easily as on a PING, so
+	// the control server's worst wait counts twice. A source blocked by a whole-value command
+	// (hundreds of ms for 1M fields) fails either way; so does a slow average below.
+	limit := 50*time.Millisecond + 2*ctlMax
 	if srcMax > limit {
-		t.Errorf("a PING to the source waited %v during the move, want <= 50ms + the idle control server's %v", srcMax, ctlMax)
+		t.Errorf("a PING to the source waited %v during the move, want <= 50ms + 2 x the idle control server's %v", srcMax, ctlMax)
 	}
 	stats := commandStats(ctx, t, src)
 	for _, cmd := range []string{"migrate", "dump", "hgetall", "hkeys", "hvals"} {
