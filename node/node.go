@@ -108,7 +108,7 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	n.listenAddr = advertised(cfg.Listen, nil, cfg.Advertise)
 
 	n.mux = newMux(peerLn, n.log)
-	layer := raftLayer{n.mux.listen(muxRaft)}
+	layer := raftLayer{subListener: n.mux.listen(muxRaft), advertise: peerAddr(n.peerAddr)}
 	rpcLn := n.mux.listen(muxRPC)
 	go n.mux.serve()
 

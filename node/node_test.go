@@ -225,3 +225,30 @@ func TestDataDirIdentity(t *testing.T) {
 		t.Fatalf("other id: %v", err)
 	}
 }
+
+// TestWildcardListenAdvertisesItsHost checks that a node bound to 0.0.0.0 tells Raft and the
+// cluster its advertised host, so followers can reach the leader (docker-compose runs so).
+func TestWildcardListenAdvertisesItsHost(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ID, cfg.DC = "w1", "dc1"
+	cfg.Listen, cfg.PeerListen, cfg.AdminListen = "0.0.0.0:0", "0.0.0.0:0", "0.0.0.0:0"
+	cfg.Advertise = "127.0.0.1"
+	cfg.DataDir = t.TempDir()
+	n, err := Start(cfg, quietOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := n.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := n.raft.LeaderWithID()
+	if string(addr) != n.PeerAddr() || !strings.HasPrefix(n.PeerAddr(), "127.0.0.1:") {
+		t.Fatalf("leader address %q, advertised peer address %q; want 127.0.0.1:PORT for both", addr, n.PeerAddr())
+	}
+	if got := n.State().Nodes["w1"].Peer; got != n.PeerAddr() {
+		t.Fatalf("state records peer %q, want %q", got, n.PeerAddr())
+	}
+}

@@ -20,7 +20,21 @@ import (
 // raftLayer is the raft.StreamLayer on the multiplexed peer port.
 type raftLayer struct {
 	*subListener
+	advertise net.Addr
 }
+
+// Addr is the advertised peer address: Raft tells its peers this address (as the leader's),
+// so it must be the one they can dial, not a wildcard the listener is bound to.
+func (l raftLayer) Addr() net.Addr { return l.advertise }
+
+// peerAddr is an advertised HOST:PORT as a net.Addr.
+type peerAddr string
+
+// Network implements net.Addr.
+func (peerAddr) Network() string { return "tcp" }
+
+// String implements net.Addr.
+func (a peerAddr) String() string { return string(a) }
 
 // Dial connects to another node's Raft service.
 func (l raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
