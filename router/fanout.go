@@ -28,6 +28,18 @@ func registerFanout() {
 	handle("script|flush", func(c *client, _ *command.Spec, cmd resp.Command) { c.allOK(cmd.Raw) })
 }
 
+// fanoutReply sends raw to every group and answers with merge over their replies, in group
+// order, or with the first error.
+func (c *client) fanoutReply(raw []byte, merge func(b []byte, vals []resp.Value) []byte) {
+	reqs, vals, err := c.fanout(raw)
+	defer c.release(reqs)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.replyFunc(func(b []byte) []byte { return merge(b, vals) })
+}
+
 // fanout sends raw to every group, waits for all replies and returns them in group order; a
 // failed request or an error reply becomes the returned error. The caller frees the requests.
 func (c *client) fanout(raw []byte) ([]*backend.Request, []resp.Value, error) {
@@ -100,13 +112,7 @@ func cmdFlush(c *client, _ *command.Spec, cmd resp.Command) {
 }
 
 func cmdKeys(c *client, _ *command.Spec, cmd resp.Command) {
-	reqs, vals, err := c.fanout(cmd.Raw)
-	defer c.release(reqs)
-	if err != nil {
-		c.replyErr(err)
-		return
-	}
-	c.replyFunc(func(b []byte) []byte {
+	c.fanoutReply(cmd.Raw, func(b []byte, vals []resp.Value) []byte {
 		n := 0
 		for _, v := range vals {
 			for _, e := range v.Elems {
@@ -235,25 +241,13 @@ func cmdRandomKey(c *client, _ *command.Spec, cmd resp.Command) {
 }
 
 func cmdScriptLoad(c *client, _ *command.Spec, cmd resp.Command) {
-	reqs, vals, err := c.fanout(cmd.Raw)
-	defer c.release(reqs)
-	if err != nil {
-		c.replyErr(err)
-		return
-	}
-	c.reply(vals[0].Raw)
+	c.fanoutReply(cmd.Raw, func(b []byte, vals []resp.Value) []byte { return append(b, vals[0].Raw...) })
 }
 
 // cmdScriptExists answers 1 for a script only when every group has it.
 func cmdScriptExists(c *client, _ *command.Spec, cmd resp.Command) {
-	reqs, vals, err := c.fanout(cmd.Raw)
-	defer c.release(reqs)
-	if err != nil {
-		c.replyErr(err)
-		return
-	}
 	n := len(cmd.Args) - 2
-	c.replyFunc(func(b []byte) []byte {
+	c.fanoutReply(cmd.Raw, func(b []byte, vals []resp.Value) []byte {
 		b = resp.AppendArray(b, n)
 		for i := 0; i < n; i++ {
 			all := int64(1)

@@ -73,14 +73,8 @@ func registerPubSub() {
 
 // cmdShardNumSub sums each channel's count over groups: only its slot's group has any.
 func cmdShardNumSub(c *client, _ *command.Spec, cmd resp.Command) {
-	reqs, vals, err := c.fanout(cmd.Raw)
-	defer c.release(reqs)
-	if err != nil {
-		c.replyErr(err)
-		return
-	}
 	n := len(cmd.Args) - 2
-	c.replyFunc(func(b []byte) []byte {
+	c.fanoutReply(cmd.Raw, func(b []byte, vals []resp.Value) []byte {
 		b = resp.AppendArray(b, 2*n)
 		for i := 0; i < n; i++ {
 			b = resp.AppendBulk(b, cmd.Args[2+i])
