@@ -240,6 +240,12 @@ func ReadOutbox(ctx context.Context, c Doer, slot int, after string, count int64
 	if err != nil {
 		return nil, err
 	}
+	return parseRange(raw)
+}
+
+// parseRange parses an XRANGE reply, read raw (go-redis's field map would lose repeated
+// fields), into entries.
+func parseRange(raw []any) ([]Entry, error) {
 	out := make([]Entry, 0, len(raw))
 	for _, r := range raw {
 		pair, ok := r.([]any)

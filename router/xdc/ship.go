@@ -312,25 +312,7 @@ func readAfter(ctx context.Context, c redis.Cmdable, slot int, after string, cou
 		return nil, err
 	}
 	raw, _ := rng.Val().([]any)
-	out := make([]Entry, 0, len(raw))
-	for _, r := range raw {
-		pair, ok := r.([]any)
-		if !ok || len(pair) != 2 {
-			return nil, fmt.Errorf("xdc: XRANGE: unexpected reply %v", r)
-		}
-		id, _ := pair[0].(string)
-		vals, _ := pair[1].([]any)
-		fields := make([]string, len(vals))
-		for i, v := range vals {
-			fields[i], _ = v.(string)
-		}
-		e, err := ParseEntry(id, fields)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, nil
+	return parseRange(raw)
 }
 
 // checkBehind reports ErrBehind when the outbox, as XINFO STREAM describes it, lost entries
