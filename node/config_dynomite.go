@@ -209,15 +209,9 @@ func (f *confFile) decodeDynomite(c *Config, poolKey, m *yaml.Node) {
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		kn, vn := m.Content[i], confResolve(m.Content[i+1])
 		name := kn.Value
-		if kn.Kind != yaml.ScalarNode || name == "<<" {
-			f.fail(kn.Line, name, "is not a plain key (merge keys and complex keys are not supported)")
+		if !f.plainNewKey(kn, name, seen) {
 			continue
 		}
-		if line, dup := seen[name]; dup {
-			f.fail(kn.Line, name, "is given twice (also on line %d)", line)
-			continue
-		}
-		seen[name] = kn.Line
 		if reason, ok := confDynoIgnored[name]; ok {
 			f.warn(kn.Line, name, "has no meaning in redraft and is ignored: %s", reason)
 			continue

@@ -180,15 +180,9 @@ func confDecodeMapping[T any](f *confFile, t *T, m *yaml.Node, fields []confFiel
 		if prefix != nil {
 			key = *prefix + "." + name
 		}
-		if kn.Kind != yaml.ScalarNode || name == "<<" {
-			f.fail(kn.Line, key, "is not a plain key (merge keys and complex keys are not supported)")
+		if !f.plainNewKey(kn, key, seen) {
 			continue
 		}
-		if line, dup := seen[name]; dup {
-			f.fail(kn.Line, key, "is given twice (also on line %d)", line)
-			continue
-		}
-		seen[name] = kn.Line
 		fi := -1
 		for j := range fields {
 			if fields[j].name == name {
@@ -418,4 +412,19 @@ func confTokens(n *yaml.Node) ([]uint32, error) {
 		out = append(out, uint32(t))
 	}
 	return out, nil
+}
+
+// plainNewKey checks a mapping key: a plain scalar (no merge or complex key) not given before
+// in the same mapping. It reports the problem under key and records the key in seen.
+func (f *confFile) plainNewKey(kn *yaml.Node, key string, seen map[string]int) bool {
+	if kn.Kind != yaml.ScalarNode || kn.Value == "<<" {
+		f.fail(kn.Line, key, "is not a plain key (merge keys and complex keys are not supported)")
+		return false
+	}
+	if line, dup := seen[kn.Value]; dup {
+		f.fail(kn.Line, key, "is given twice (also on line %d)", line)
+		return false
+	}
+	seen[kn.Value] = kn.Line
+	return true
 }
