@@ -1,4 +1,4 @@
-// Package xdc holds the building blocks of cross-DC replication: per-slot outbox and inbox keys, write effects and the Lua scripts that record and apply them.
+// Package xdc is cross-DC replication: per-slot outbox and inbox keys, write effects, the Lua scripts that record and apply them, and the shipping of outboxes between DCs.
 package xdc
 
 import (
@@ -14,6 +14,10 @@ const (
 	OutboxPrefix = "__redraft:ob:"
 	// InboxPrefix starts the key of a slot's inbox hash (source DC → last applied entry id).
 	InboxPrefix = "__redraft:in:"
+	// CopyLockPrefix starts the key of a slot's copy lock, set on the source DC's master
+	// while the slot is copied in full to a DC that fell behind; it is a lock key, so it
+	// does not move in a migration.
+	CopyLockPrefix = "__redraft:lock:cp:"
 )
 
 // tags holds, per slot, the shortest alphanumeric string (first in enumeration order) whose
@@ -21,10 +25,11 @@ const (
 var tags = slotTags()
 
 // outboxKeys and inboxKeys are built once, so the request path does not allocate for them.
-var outboxKeys, inboxKeys = func() (ob, in [migrate.NumSlots]string) {
+var outboxKeys, inboxKeys, lockKeys = func() (ob, in, cl [migrate.NumSlots]string) {
 	for s, t := range tags {
 		ob[s] = OutboxPrefix + "{" + t + "}"
 		in[s] = InboxPrefix + "{" + t + "}"
+		cl[s] = CopyLockPrefix + "{" + t + "}"
 	}
 	return
 }()
@@ -60,6 +65,9 @@ func OutboxKey(slot int) string { return outboxKeys[checkSlot(slot)] }
 
 // InboxKey returns the key of slot's inbox hash, "__redraft:in:{TAG}", which hashes to slot.
 func InboxKey(slot int) string { return inboxKeys[checkSlot(slot)] }
+
+// CopyLockKey returns the key of slot's copy lock.
+func CopyLockKey(slot int) string { return lockKeys[checkSlot(slot)] }
 
 func checkSlot(slot int) int {
 	if slot < 0 || slot >= migrate.NumSlots {

@@ -10,15 +10,20 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// writeLua is the WRITE script. KEYS: the commands' keys, then the slot's outbox. ARGV:
+// writeLua is the WRITE script. KEYS: the commands' keys, then the slot's copy lock, then
+// the slot's outbox. ARGV:
 // outbox MAXLEN bound, origin DC, "one" or "unit", the number of commands, then per command
 // its plan (see Call.Plan), its argc and its argv. It runs each command with redis.pcall,
 // computes its effect and XADDs one entry for all of them ("MAXLEN ~ bound"), or none when
 // nothing changed. It answers the command's reply ("one") or the array of the replies
-// ("unit", as EXEC does). The shebang makes Redis refuse it up front when out of memory, so
-// a write is not left applied without its entry.
+// ("unit", as EXEC does). While the slot's copy lock is set (a full copy to another DC is
+// reading the slot) it answers TRYAGAIN and changes nothing. The shebang makes Redis refuse
+// it up front when out of memory, so a write is not left applied without its entry.
 const writeLua = `#!lua
 local ob = KEYS[#KEYS]
+if redis.call('EXISTS', KEYS[#KEYS - 1]) == 1 then
+  return redis.error_reply('TRYAGAIN redraft: the slot is being copied to another DC, retry shortly')
+end
 local ty = redis.call('TYPE', ob)['ok']
 if ty ~= 'none' and ty ~= 'stream' then
   return redis.error_reply('ERR redraft: outbox ' .. ob .. ' holds a ' .. ty)
@@ -166,7 +171,22 @@ func WriteArgs(slot int, dc string, maxLen int64, unit bool, calls []Call) (keys
 			argv = append(argv, a)
 		}
 	}
-	return append(keys, OutboxKey(slot)), argv
+	return append(keys, CopyLockKey(slot), OutboxKey(slot)), argv
+}
+
+// EntryFields returns the field list of an outbox entry recording cmds from dc, in the
+// format ParseEntry reads (for writes recorded outside the WRITE script, e.g. a user script
+// run in MULTI next to its XADD). No commands makes a heartbeat entry.
+func EntryFields(dc string, cmds [][]string) []string {
+	f := []string{"dc", dc, "n", strconv.Itoa(len(cmds))}
+	for _, c := range cmds {
+		f = append(f, strconv.Itoa(len(c)))
+		f = append(f, c...)
+	}
+	if len(f)%2 == 1 {
+		f = append(f, "")
+	}
+	return f
 }
 
 // Write runs one prepared call through the WRITE script (EVALSHA, loading it when needed) on
