@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -364,6 +365,11 @@ func (n *Node) rpcHandler() http.Handler {
 	mux.HandleFunc("POST "+rpcStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.localStatus())
 	})
+	for name, f := range n.opts.RPC {
+		mux.HandleFunc("POST "+rpcExtra+name, rpc(func(ctx context.Context, body json.RawMessage) (any, error) {
+			return f(ctx, body)
+		}))
+	}
 	return mux
 }
 

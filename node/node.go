@@ -49,6 +49,7 @@ type Node struct {
 	wg          sync.WaitGroup
 	closeOnce   sync.Once
 	extraStatus func() any
+	opts        Options
 }
 
 // Options are the parts of a node that its embedder (the CLI) supplies.
@@ -59,7 +60,16 @@ type Options struct {
 	LogOutput io.Writer
 	// Status, when set, adds its value under "data_plane" in this node's status.
 	Status func() any
+	// RPC are extra calls served on the peer port at /rpc/x/<name> (cross-DC replication's);
+	// other nodes reach them with CallPeer.
+	RPC map[string]RPCFunc
+	// Replication, when set, reports this node's cross-DC shipping per DC pair; the cluster
+	// status merges every member's.
+	Replication func() []ReplicationPair
 }
+
+// RPCFunc serves one extra peer call: the JSON request body in, a JSON-encodable answer out.
+type RPCFunc func(ctx context.Context, body json.RawMessage) (any, error)
 
 // identity is written in the data dir so a data dir is never used by another node id.
 type identity struct {
@@ -84,14 +94,16 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	if err := claimDataDir(cfg.DataDir, cfg.ID, cfg.DC); err != nil {
 		return nil, err
 	}
+	from := peerSourceIP(cfg.PeerListen) // peer dials leave from the peer listen address
 	n := &Node{
 		cfg:         cfg,
 		log:         opts.Logger.With("node", cfg.ID),
 		sm:          newStateMachine(),
-		peers:       newPeerClient(),
+		peers:       newPeerClient(from),
 		removedCh:   make(chan struct{}),
 		stop:        make(chan struct{}),
 		extraStatus: opts.Status,
+		opts:        opts,
 	}
 	peerLn, err := net.Listen("tcp", cfg.PeerListen)
 	if err != nil {
@@ -108,7 +120,7 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	n.listenAddr = advertised(cfg.Listen, nil, cfg.Advertise)
 
 	n.mux = newMux(peerLn, n.log)
-	layer := raftLayer{subListener: n.mux.listen(muxRaft), advertise: peerAddr(n.peerAddr)}
+	layer := raftLayer{subListener: n.mux.listen(muxRaft), advertise: peerAddr(n.peerAddr), from: from}
 	rpcLn := n.mux.listen(muxRPC)
 	go n.mux.serve()
 

@@ -21,7 +21,14 @@ const (
 	rpcJoin    = "/rpc/join"
 	rpcRemove  = "/rpc/remove"
 	rpcStatus  = "/rpc/status"
+	rpcExtra   = "/rpc/x/"
 )
+
+// CallPeer calls the extra RPC name (Options.RPC) on the node at peer address addr, posting in
+// as JSON and decoding the answer into out (nil: ignore it).
+func (n *Node) CallPeer(ctx context.Context, addr, name string, in, out any) error {
+	return n.peers.call(ctx, addr, rpcExtra+name, in, out)
+}
 
 // rpcError is the wire form of an error answered by a node.
 type rpcError struct {
@@ -57,20 +64,21 @@ func errorCode(err error) string {
 	return "internal"
 }
 
-// peerClient calls other nodes' RPC over their peer ports.
+// peerClient calls other nodes' RPC over their peer ports, dialing from the source IP from
+// (peerSourceIP; nil: any).
 type peerClient struct {
 	tr *http.Transport
 	hc *http.Client
 }
 
-func newPeerClient() *peerClient {
+func newPeerClient(from net.IP) *peerClient {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			timeout := 5 * time.Second
 			if d, ok := ctx.Deadline(); ok {
 				timeout = time.Until(d)
 			}
-			return dialPeer(addr, muxRPC, timeout)
+			return dialPeer(from, addr, muxRPC, timeout)
 		},
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     30 * time.Second,

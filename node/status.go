@@ -21,6 +21,76 @@ type statusReply struct {
 	CommitIndex  uint64 `json:"commit_index"`
 	Removed      string `json:"removed,omitempty"`
 	DataPlane    any    `json:"data_plane,omitempty"`
+	// Replication is this node's cross-DC shipping.
+	Replication []ReplicationPair `json:"replication,omitempty"`
+}
+
+// ReplicationPair is the cross-DC replication from one DC to another: as one node ships it,
+// or merged over the nodes (the largest lag, the sums, the worst state).
+type ReplicationPair struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	// LagMS is how far behind the destination is, from heartbeat entries (ms).
+	LagMS float64 `json:"lag_ms"`
+	// LagP50MS and LagP99MS are the median and 99th percentile of the recent entries' lag:
+	// from the write on the source master to the destination's acknowledgement (ms).
+	LagP50MS float64 `json:"lag_p50_ms"`
+	LagP99MS float64 `json:"lag_p99_ms"`
+	// Pending estimates the entries the destination has not applied yet.
+	Pending int64 `json:"pending"`
+	// Outbox is the number of entries kept in the shipped outboxes.
+	Outbox int64 `json:"outbox"`
+	// Copying is the number of slots being copied in full to the destination.
+	Copying int `json:"copying"`
+	// Copied counts full slot copies since the shipping nodes started.
+	Copied int64 `json:"copied"`
+	// Shipped counts the entries the destination applied since the shipping nodes started.
+	Shipped int64 `json:"shipped"`
+	// State is ok, lagging, copying or down.
+	State string `json:"state"`
+	// Error is the last shipping error when the pair is down.
+	Error string `json:"error,omitempty"`
+}
+
+// mergePairs folds per-node reports into one per DC pair.
+func mergePairs(reports [][]ReplicationPair) []ReplicationPair {
+	type pk struct{ from, to string }
+	rank := map[string]int{"ok": 0, "lagging": 1, "copying": 2, "down": 3}
+	m := map[pk]*ReplicationPair{}
+	var order []pk
+	for _, rep := range reports {
+		for _, p := range rep {
+			k := pk{p.From, p.To}
+			q := m[k]
+			if q == nil {
+				c := p
+				m[k] = &c
+				order = append(order, k)
+				continue
+			}
+			q.LagMS = max(q.LagMS, p.LagMS)
+			q.LagP50MS, q.LagP99MS = max(q.LagP50MS, p.LagP50MS), max(q.LagP99MS, p.LagP99MS)
+			q.Pending += p.Pending
+			q.Outbox += p.Outbox
+			q.Copying += p.Copying
+			q.Copied += p.Copied
+			q.Shipped += p.Shipped
+			if rank[p.State] > rank[q.State] {
+				q.State, q.Error = p.State, p.Error
+			}
+		}
+	}
+	sort.Slice(order, func(i, j int) bool {
+		if order[i].from != order[j].from {
+			return order[i].from < order[j].from
+		}
+		return order[i].to < order[j].to
+	})
+	out := make([]ReplicationPair, len(order))
+	for i, k := range order {
+		out[i] = *m[k]
+	}
+	return out
 }
 
 func (n *Node) localStatus() statusReply {
@@ -32,6 +102,9 @@ func (n *Node) localStatus() statusReply {
 	r.Term = n.raft.CurrentTerm()
 	if n.extraStatus != nil {
 		r.DataPlane = n.extraStatus()
+	}
+	if n.opts.Replication != nil {
+		r.Replication = n.opts.Replication()
 	}
 	return r
 }
@@ -74,6 +147,9 @@ type Status struct {
 	DCs          []DCStatus        `json:"dcs"`
 	Settings     map[string]string `json:"settings"`
 	Migrations   []*fsm.Migration  `json:"migrations,omitempty"`
+	// Replication is the cross-DC replication per DC pair, merged over the members that
+	// answered.
+	Replication []ReplicationPair `json:"replication,omitempty"`
 	// MigrationWaiting lists, per frozen migration id, the nodes whose freeze ack it still
 	// waits for (a node that does not answer blocks it until it is back or removed).
 	MigrationWaiting map[uint64][]string `json:"migration_waiting_for,omitempty"`
@@ -103,13 +179,14 @@ func (n *Node) Status(ctx context.Context) Status {
 	}
 	ids := st.NodeIDs()
 	out.Members = make([]Member, len(ids))
+	reports := make([][]ReplicationPair, len(ids))
 	var wg sync.WaitGroup
 	for i, id := range ids {
 		m := &out.Members[i]
 		m.Node, m.Suffrage = *st.Nodes[id], suffrage[id]
 		if id == n.cfg.ID {
 			r := n.localStatus()
-			m.Role, m.AppliedIndex = r.RaftState, r.AppliedIndex
+			m.Role, m.AppliedIndex, reports[i] = r.RaftState, r.AppliedIndex, r.Replication
 			continue
 		}
 		wg.Add(1)
@@ -122,10 +199,11 @@ func (n *Node) Status(ctx context.Context) Status {
 				m.Role, m.Error = "unreachable", err.Error()
 				return
 			}
-			m.Role, m.AppliedIndex = r.RaftState, r.AppliedIndex
+			m.Role, m.AppliedIndex, reports[i] = r.RaftState, r.AppliedIndex, r.Replication
 		}()
 	}
 	wg.Wait()
+	out.Replication = mergePairs(reports)
 	for _, name := range st.DCNames() {
 		dc := st.DCs[name]
 		ds := DCStatus{Name: name, Nodes: []string{}, Groups: []GroupStatus{}}

@@ -1,0 +1,357 @@
+package xdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/migrate"
+	"github.com/redraft/redraft/router/resp"
+)
+
+// copyLockTTL bounds how long a crashed copier can keep a slot's writes refused.
+const copyLockTTL = 60 * time.Second
+
+// maxCopySlots bounds the slots one scan of the source copies.
+const maxCopySlots = 512
+
+// selfPrefix marks the inbox field under which a DC re-applies its own entries after a full
+// copy replaced its data.
+const selfPrefix = "~"
+
+// copier copies, in full, the slots whose destination fell behind the outbox bound; slots
+// queued together share one scan of the source master.
+func (l *loop) copier(ctx context.Context, src *redis.Client, copies chan int) {
+	backoff := 100 * time.Millisecond
+	for {
+		var slots []int
+		select {
+		case <-ctx.Done():
+			return
+		case s := <-copies:
+			slots = append(slots, s)
+		}
+	drain:
+		for len(slots) < maxCopySlots {
+			select {
+			case s := <-copies:
+				slots = append(slots, s)
+			default:
+				break drain
+			}
+		}
+		failed := l.copySlots(ctx, src, slots)
+		if len(failed) == 0 {
+			backoff = 100 * time.Millisecond
+			continue
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+		for _, s := range failed {
+			copies <- s
+		}
+	}
+}
+
+// copySlots copies slots to the destination DC: it locks them on the source master (WRITE
+// refuses writes to a locked slot), reads every key with its expiry, the outbox's last id
+// and the inbox, sends that to the destination, which replaces the slot with it, and then
+// ships on from that id. It returns the slots that must be tried again.
+func (l *loop) copySlots(ctx context.Context, src *redis.Client, slots []int) (failed []int) {
+	want := map[int]bool{}
+	for _, s := range slots {
+		ok, err := src.SetNX(ctx, CopyLockKey(s), l.r.cfg.Cluster.ID(), copyLockTTL).Result()
+		if err != nil || !ok {
+			failed = append(failed, s)
+			continue
+		}
+		want[s] = true
+	}
+	defer func() {
+		pipe := src.Pipeline()
+		for s := range want {
+			pipe.Del(context.WithoutCancel(ctx), CopyLockKey(s))
+		}
+		_, _ = pipe.Exec(context.WithoutCancel(ctx))
+	}()
+	keys := map[int][]string{}
+	var cursor uint64
+	for {
+		batch, next, err := src.Scan(ctx, cursor, "", 1000).Result()
+		if err != nil {
+			l.fail(fmt.Errorf("copy: scan: %w", err))
+			return slots
+		}
+		for _, k := range batch {
+			if s := migrate.SlotString(k); want[s] && !isInternal(k) {
+				keys[s] = append(keys[s], k)
+			}
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	for s := range want {
+		if err := l.copySlot(ctx, src, s, keys[s]); err != nil {
+			l.fail(fmt.Errorf("copy slot %d to %s: %w", s, l.key.dest, err))
+			failed = append(failed, s)
+		}
+	}
+	return failed
+}
+
+func isInternal(key string) bool { return len(key) >= 10 && key[:10] == "__redraft:" }
+
+// copySlot reads one locked slot and has the destination replace its copy with it.
+func (l *loop) copySlot(ctx context.Context, src *redis.Client, slot int, keys []string) error {
+	req := CopyRequest{Source: l.r.cfg.Cluster.DC(), DB: l.key.db, Slot: slot, Keys: make([]CopyKey, 0, len(keys))}
+	pipe := src.Pipeline()
+	dumps := make([]*redis.StringCmd, len(keys))
+	exps := make([]*redis.Cmd, len(keys))
+	for i, k := range keys {
+		dumps[i] = pipe.Dump(ctx, k)
+		exps[i] = pipe.Do(ctx, "PEXPIRETIME", k)
+	}
+	info := pipe.Do(ctx, "XINFO", "STREAM", OutboxKey(slot))
+	inbox := pipe.HGetAll(ctx, InboxKey(slot))
+	_, _ = pipe.Exec(ctx)
+	if err := info.Err(); err != nil {
+		return fmt.Errorf("outbox: %w", err)
+	}
+	req.Last, _ = streamInfoField(info.Val(), "last-generated-id").(string)
+	if req.Last == "" {
+		return errors.New("outbox has no last id")
+	}
+	in, err := inbox.Result()
+	if err != nil {
+		return fmt.Errorf("inbox: %w", err)
+	}
+	req.Inbox = in
+	for i, k := range keys {
+		d, err := dumps[i].Result()
+		if errors.Is(err, redis.Nil) {
+			continue // expired or deleted before the lock
+		}
+		if err != nil {
+			return fmt.Errorf("dump %q: %w", k, err)
+		}
+		ck := CopyKey{Key: k, Dump: []byte(d)}
+		if ms, _ := exps[i].Int64(); ms > 0 {
+			ck.Expire = ms
+		}
+		req.Keys = append(req.Keys, ck)
+	}
+	st := l.r.cfg.Cluster.State()
+	if err := l.r.callDC(ctx, st, l.key.dest, fsm.OwnerIn(st.Ring(l.key.dest), slot), RPCCopy, req, nil); err != nil {
+		return err
+	}
+	p := indexOf(l.slots, slot)
+	l.mu.Lock()
+	if p >= 0 {
+		l.acked[p], l.pending[p] = req.Last, 0
+	}
+	delete(l.copying, slot)
+	l.copied++
+	l.mu.Unlock()
+	l.r.recordAck(ctx, src, l.key.dest, l.key.db, slot, req.Last)
+	l.r.log.Info("slot copied in full", "dest", l.key.dest, "slot", slot, "db", l.key.db, "keys", len(req.Keys), "at", req.Last)
+	return nil
+}
+
+func indexOf(slots []int, s int) int {
+	for i, v := range slots {
+		if v == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// HandleCopy replaces slot req.Slot of this DC with req's copy, under the slot's copy lock
+// (this DC's writes to it wait): this DC's own entries the source had not applied are read
+// from the outbox, the slot's keys are deleted, the copy restored, the inbox set to the
+// source's (with the source at req.Last), then those own entries applied again. The other
+// DCs are told to read their last applied ids on the slot again.
+func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{}, error) {
+	if err := r.checkSource(req.Source); err != nil {
+		return struct{}{}, err
+	}
+	if req.Slot < 0 || req.Slot >= len(tags) {
+		return struct{}{}, fmt.Errorf("xdc: slot %d out of range", req.Slot)
+	}
+	own, db, slot := r.cfg.Cluster.DC(), req.DB, req.Slot
+	run := func(keys []string, args ...string) (resp.Value, error) {
+		v, err := r.internal(ctx, db, slot, keys, args)
+		if err == nil && v.IsError() {
+			err = fmt.Errorf("%s: %s", args[0], v.Str)
+		}
+		return v, err
+	}
+	lock := CopyLockKey(slot)
+	if _, err := run([]string{lock}, "SET", lock, "in", "PX", strconv.FormatInt(copyLockTTL.Milliseconds(), 10)); err != nil {
+		return struct{}{}, err
+	}
+	defer func() { _, _ = r.internal(context.WithoutCancel(ctx), db, slot, []string{lock}, []string{"DEL", lock}) }()
+	// This DC's own entries the source has not applied yet.
+	start := "-"
+	if p := req.Inbox[own]; p != "" {
+		start = "(" + p
+	}
+	ob := OutboxKey(slot)
+	v, err := run([]string{ob}, "XRANGE", ob, start, "+")
+	if err != nil {
+		return struct{}{}, err
+	}
+	mine, err := entriesOf(v)
+	if err != nil {
+		return struct{}{}, err
+	}
+	// Delete the slot's keys, restore the copy.
+	existing, err := r.slotKeys(ctx, db, slot)
+	if err != nil {
+		return struct{}{}, err
+	}
+	for i := 0; i < len(existing); i += 256 {
+		part := existing[i:min(len(existing), i+256)]
+		if _, err := run(part, append([]string{"DEL"}, part...)...); err != nil {
+			return struct{}{}, err
+		}
+	}
+	now := time.Now().UnixMilli()
+	for _, k := range req.Keys {
+		if k.Expire > 0 && k.Expire <= now {
+			continue
+		}
+		if _, err := run([]string{k.Key}, "RESTORE", k.Key, strconv.FormatInt(k.Expire, 10), string(k.Dump), "REPLACE", "ABSTTL"); err != nil {
+			return struct{}{}, err
+		}
+	}
+	in := InboxKey(slot)
+	args := []string{"HSET", in, req.Source, req.Last}
+	for dc, id := range req.Inbox {
+		if dc != own && dc != req.Source && id != "" && dc[:min(1, len(dc))] != selfPrefix {
+			args = append(args, dc, id)
+		}
+	}
+	if _, err := run([]string{in}, "DEL", in); err != nil {
+		return struct{}{}, err
+	}
+	if _, err := run([]string{in}, args...); err != nil {
+		return struct{}{}, err
+	}
+	for _, e := range mine {
+		e.DC = selfPrefix + own
+		keys, argv := ApplyArgs(slot, e, "")
+		if v, err := r.runScript(ctx, db, slot, ApplySHA, applyLua, keys, argv); err != nil || v.IsError() {
+			return struct{}{}, fmt.Errorf("re-apply own entry %s: %v%s", e.ID, err, v.Str)
+		}
+	}
+	// Tell the other DCs' shippers to read their last applied ids on this slot again.
+	st := r.cfg.Cluster.State()
+	for _, id := range st.NodeIDs() {
+		n := st.Nodes[id]
+		if n.DC == own || n.DC == req.Source {
+			continue
+		}
+		go func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = r.cfg.Peers.CallPeer(cctx, n.Peer, RPCReset, ResetRequest{Source: n.DC, Dest: own, DB: db, Slot: slot}, nil)
+		}()
+	}
+	r.log.Info("slot replaced by a full copy", "source", req.Source, "slot", slot, "db", db, "keys", len(req.Keys), "own_entries_reapplied", len(mine))
+	return struct{}{}, nil
+}
+
+// HandleReset marks a slot's last applied id in DC req.Dest for reading again.
+func (r *Replicator) HandleReset(_ context.Context, req ResetRequest) (struct{}, error) {
+	if req.Source != r.cfg.Cluster.DC() {
+		return struct{}{}, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, l := range r.loops {
+		if k.dest == req.Dest && k.db == req.DB && indexOf(l.slots, req.Slot) >= 0 {
+			l.mu.Lock()
+			l.reset[req.Slot] = true
+			l.mu.Unlock()
+		}
+	}
+	return struct{}{}, nil
+}
+
+// slotKeys lists the keys of slot in this DC (not the internal ones), on the group serving it
+// and, while it migrates, on the migration's other group too.
+func (r *Replicator) slotKeys(ctx context.Context, db, slot int) ([]string, error) {
+	st := r.cfg.Cluster.State()
+	dc := st.DCs[r.cfg.Cluster.DC()]
+	if dc == nil || dc.Slots[slot] == "" {
+		return nil, fmt.Errorf("xdc: slot %d is not served in DC %s", slot, r.cfg.Cluster.DC())
+	}
+	groups := map[string]bool{dc.Slots[slot]: true}
+	for _, m := range st.Migrations {
+		if m.DC != dc.Name {
+			continue
+		}
+		for _, rg := range m.Slots {
+			if slot >= rg.From && slot <= rg.To {
+				groups[m.From], groups[m.To] = true, true
+			}
+		}
+	}
+	var out []string
+	for gid := range groups {
+		g := dc.Groups[gid]
+		if g == nil {
+			continue
+		}
+		c := r.client(g.Master, g.Password, db)
+		var cursor uint64
+		for {
+			batch, next, err := c.Scan(ctx, cursor, "", 1000).Result()
+			if err != nil {
+				return nil, fmt.Errorf("xdc: scan %s: %w", g.Master, err)
+			}
+			for _, k := range batch {
+				if migrate.SlotString(k) == slot && !isInternal(k) {
+					out = append(out, k)
+				}
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// entriesOf converts an XRANGE reply read through the router into entries.
+func entriesOf(v resp.Value) ([]Entry, error) {
+	out := make([]Entry, 0, len(v.Elems))
+	for _, it := range v.Elems {
+		if len(it.Elems) != 2 {
+			return nil, errors.New("xdc: XRANGE: unexpected reply")
+		}
+		fields := make([]string, len(it.Elems[1].Elems))
+		for i, f := range it.Elems[1].Elems {
+			fields[i] = string(f.Str)
+		}
+		e, err := ParseEntry(string(it.Elems[0].Str), fields)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}

@@ -1,0 +1,560 @@
+package xdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// maxRoundSlots bounds the slots one shipping round reads and sends.
+const maxRoundSlots = 256
+
+// lagWindow is how many recent entry lags a loop keeps for the p50/p99 it reports.
+const lagWindow = 2048
+
+// loopKey identifies a shipping loop: one group of this DC, one destination DC, one database.
+type loopKey struct {
+	group, master, password, dest string
+	db                            int
+}
+
+// loop ships the outboxes of the slots this node owns on one group to one destination DC:
+// one blocking XREAD over all their outboxes tells which have new entries; those are read
+// (with the check that nothing after the last applied entry was trimmed) and sent to the
+// slot's owner in the destination DC, grouped by node.
+type loop struct {
+	r      *Replicator
+	key    loopKey
+	slots  []int
+	index  map[string]int // outbox key -> position in slots
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu         sync.Mutex
+	acked      []string // per position in slots
+	pending    []int64
+	reset      map[int]bool // slots whose last applied id must be read again
+	copying    map[int]bool
+	outbox     int64
+	shipped    int64
+	copied     int64
+	started    time.Time
+	lastAck    time.Time
+	lastSample time.Duration
+	lags       []time.Duration // recent entry lags, a ring
+	lagNext    int
+	lastErr    string
+	errSince   time.Time
+}
+
+func newLoop(r *Replicator, k loopKey, slots []int) *loop {
+	l := &loop{r: r, key: k, slots: slots, index: make(map[string]int, len(slots)), done: make(chan struct{}),
+		acked: make([]string, len(slots)), pending: make([]int64, len(slots)), reset: map[int]bool{},
+		copying: map[int]bool{}, started: time.Now()}
+	for i, s := range slots {
+		l.index[OutboxKey(s)] = i
+	}
+	return l
+}
+
+// stop ends the loop and waits for it.
+func (l *loop) stop() {
+	if l.cancel != nil {
+		l.cancel()
+	}
+}
+
+func (l *loop) run(parent context.Context) {
+	ctx, cancel := context.WithCancel(parent)
+	l.mu.Lock()
+	l.cancel = cancel
+	l.mu.Unlock()
+	defer close(l.done)
+	defer cancel()
+	src := l.r.client(l.key.master, l.key.password, l.key.db)
+	backoff := 50 * time.Millisecond
+	wait := func() bool {
+		t := time.NewTimer(backoff)
+		defer t.Stop()
+		backoff = min(2*backoff, 2*time.Second)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	for {
+		ids, err := l.lastApplied(ctx, l.slots)
+		if err == nil {
+			l.mu.Lock()
+			copy(l.acked, ids)
+			l.mu.Unlock()
+			for i, id := range ids {
+				if id != "" {
+					l.r.recordAck(ctx, src, l.key.dest, l.key.db, l.slots[i], id)
+				}
+			}
+			break
+		}
+		l.fail(fmt.Errorf("last applied in %s: %w", l.key.dest, err))
+		if !wait() {
+			return
+		}
+	}
+	copies := make(chan int, len(l.slots))
+	go l.copier(ctx, src, copies)
+	nextScan := time.Now()
+	for ctx.Err() == nil {
+		if time.Now().After(nextScan) {
+			l.scanOutbox(ctx, src)
+			nextScan = time.Now().Add(5 * time.Second)
+		}
+		ready, err := l.waitReady(ctx, src)
+		if err == nil {
+			err = l.round(ctx, src, ready, copies)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			l.fail(err)
+			if !wait() {
+				return
+			}
+			continue
+		}
+		backoff = 50 * time.Millisecond
+	}
+}
+
+// waitReady blocks in XREAD until some outbox has entries after its last applied id, and
+// returns those slots' positions (plus slots marked for a reset).
+func (l *loop) waitReady(ctx context.Context, src *redis.Client) ([]int, error) {
+	l.mu.Lock()
+	var ready []int
+	if len(l.reset) > 0 {
+		var slots []int
+		for s := range l.reset {
+			slots = append(slots, s)
+		}
+		l.reset = map[int]bool{}
+		l.mu.Unlock()
+		sort.Ints(slots)
+		ids, err := l.lastApplied(ctx, slots)
+		if err != nil {
+			l.mu.Lock()
+			for _, s := range slots {
+				l.reset[s] = true
+			}
+			l.mu.Unlock()
+			return nil, err
+		}
+		l.mu.Lock()
+		for i, s := range slots {
+			p := sort.SearchInts(l.slots, s)
+			if p < len(l.slots) && l.slots[p] == s {
+				l.acked[p] = ids[i]
+				ready = append(ready, p)
+			}
+		}
+		l.mu.Unlock()
+		return ready, nil
+	}
+	streams := make([]string, 0, 2*len(l.slots))
+	for _, s := range l.slots {
+		if !l.copying[s] {
+			streams = append(streams, OutboxKey(s))
+		}
+	}
+	for i, s := range l.slots {
+		if !l.copying[s] {
+			streams = append(streams, orZero(l.acked[i]))
+		}
+	}
+	l.mu.Unlock()
+	if len(streams) == 0 {
+		t := time.NewTimer(l.r.cfg.Block)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		return nil, nil
+	}
+	res, err := src.XRead(ctx, &redis.XReadArgs{Streams: streams, Count: 1, Block: l.r.cfg.Block}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("wait on outboxes: %w", err)
+	}
+	for _, st := range res {
+		if p, ok := l.index[st.Stream]; ok {
+			ready = append(ready, p)
+		}
+	}
+	sort.Ints(ready)
+	return ready, nil
+}
+
+// round reads the ready slots' next entries and ships them.
+func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies chan<- int) error {
+	if len(ready) == 0 {
+		return nil
+	}
+	if len(ready) > maxRoundSlots {
+		ready = ready[:maxRoundSlots]
+	}
+	l.mu.Lock()
+	after := make([]string, len(ready))
+	for i, p := range ready {
+		after[i] = l.acked[p]
+	}
+	l.mu.Unlock()
+	got, err := readSlots(ctx, src, l.slotsAt(ready), after, l.r.cfg.BatchSize)
+	if err != nil {
+		return fmt.Errorf("read outboxes: %w", err)
+	}
+	var batches []WireBatch
+	var pos []int
+	for i, p := range ready {
+		g := got[i]
+		if errors.Is(g.err, ErrBehind) {
+			l.mu.Lock()
+			if !l.copying[l.slots[p]] {
+				l.copying[l.slots[p]] = true
+				copies <- l.slots[p]
+				l.r.log.Warn("destination fell behind the outbox bound; copying the slot in full",
+					"dest", l.key.dest, "slot", l.slots[p], "db", l.key.db, "err", g.err)
+			}
+			l.mu.Unlock()
+			continue
+		}
+		if g.err != nil {
+			return g.err
+		}
+		l.mu.Lock()
+		if len(g.entries) < int(l.r.cfg.BatchSize) {
+			l.pending[p] = int64(len(g.entries))
+		} else {
+			l.pending[p] = max(g.length, int64(len(g.entries)))
+		}
+		l.mu.Unlock()
+		if len(g.entries) == 0 {
+			continue
+		}
+		b := WireBatch{Slot: l.slots[p], Prev: after[i], Entries: make([]WireEntry, len(g.entries))}
+		for j, e := range g.entries {
+			b.Entries[j] = WireEntry{ID: e.ID, Cmds: e.Cmds}
+		}
+		batches = append(batches, b)
+		pos = append(pos, p)
+	}
+	if len(batches) == 0 {
+		return nil
+	}
+	results, err := l.send(ctx, batches)
+	if err != nil {
+		return err
+	}
+	var firstErr error
+	now := time.Now()
+	for i, res := range results {
+		p, b := pos[i], batches[i]
+		n := 0
+		for _, e := range b.Entries {
+			if res.Last != "" && CompareIDs(e.ID, res.Last) <= 0 {
+				n++
+			}
+		}
+		l.mu.Lock()
+		if res.Last != "" && CompareIDs(res.Last, l.acked[p]) > 0 {
+			l.acked[p] = res.Last
+		}
+		l.shipped += int64(n)
+		l.pending[p] = max(0, l.pending[p]-int64(n))
+		for _, e := range b.Entries[:n] {
+			lag := LagOf(e.ID, now)
+			if len(l.lags) < lagWindow {
+				l.lags = append(l.lags, lag)
+			} else {
+				l.lags[l.lagNext%lagWindow] = lag
+			}
+			l.lagNext++
+			if len(e.Cmds) == 0 {
+				l.lastSample = lag
+			}
+		}
+		if n > 0 {
+			l.lastAck = now
+		}
+		if res.Gap {
+			l.reset[b.Slot] = true
+		}
+		l.mu.Unlock()
+		if res.Last != "" {
+			l.r.recordAck(ctx, src, l.key.dest, l.key.db, b.Slot, res.Last)
+		}
+		if res.Error != "" && !res.Gap && firstErr == nil {
+			firstErr = fmt.Errorf("apply in %s, slot %d: %s", l.key.dest, b.Slot, res.Error)
+		}
+	}
+	if firstErr == nil {
+		l.mu.Lock()
+		l.lastErr = ""
+		l.mu.Unlock()
+	}
+	return firstErr
+}
+
+func (l *loop) slotsAt(pos []int) []int {
+	out := make([]int, len(pos))
+	for i, p := range pos {
+		out[i] = l.slots[p]
+	}
+	return out
+}
+
+// fail records a shipping error for the report.
+func (l *loop) fail(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lastErr == "" {
+		l.errSince = time.Now()
+	}
+	l.lastErr = err.Error()
+	l.r.log.Debug("shipping", "dest", l.key.dest, "group", l.key.group, "err", err)
+}
+
+// send sends batches to the destination DC, each to its slot's owner there (another node of
+// the DC when the owner does not answer), and returns one result per batch.
+func (l *loop) send(ctx context.Context, batches []WireBatch) ([]ApplyResult, error) {
+	st := l.r.cfg.Cluster.State()
+	byNode := map[string][]int{}
+	ring := st.Ring(l.key.dest)
+	for i, b := range batches {
+		owner := fsm.OwnerIn(ring, b.Slot)
+		byNode[owner] = append(byNode[owner], i)
+	}
+	out := make([]ApplyResult, len(batches))
+	var mu sync.Mutex
+	var firstErr error
+	var wg sync.WaitGroup
+	for owner, idx := range byNode {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := ApplyRequest{Source: l.r.cfg.Cluster.DC(), DB: l.key.db, Batches: make([]WireBatch, len(idx))}
+			for j, i := range idx {
+				req.Batches[j] = batches[i]
+			}
+			var resp ApplyResponse
+			err := l.r.callDC(ctx, st, l.key.dest, owner, RPCApply, req, &resp)
+			if err == nil && len(resp.Results) != len(idx) {
+				err = fmt.Errorf("%d results for %d batches", len(resp.Results), len(idx))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				firstErr = cmpErr(firstErr, fmt.Errorf("ship to %s: %w", l.key.dest, err))
+				return
+			}
+			for j, i := range idx {
+				out[i] = resp.Results[j]
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return out, nil
+}
+
+// lastApplied asks the destination DC for its last applied ids of this DC on slots.
+func (l *loop) lastApplied(ctx context.Context, slots []int) ([]string, error) {
+	st := l.r.cfg.Cluster.State()
+	ring := st.Ring(l.key.dest)
+	byNode := map[string][]int{}
+	for i, s := range slots {
+		owner := fsm.OwnerIn(ring, s)
+		byNode[owner] = append(byNode[owner], i)
+	}
+	out := make([]string, len(slots))
+	for owner, idx := range byNode {
+		req := LastRequest{Source: l.r.cfg.Cluster.DC(), DB: l.key.db, Slots: make([]int, len(idx))}
+		for j, i := range idx {
+			req.Slots[j] = slots[i]
+		}
+		var resp LastResponse
+		if err := l.r.callDC(ctx, st, l.key.dest, owner, RPCLast, req, &resp); err != nil {
+			return nil, err
+		}
+		if len(resp.IDs) != len(idx) {
+			return nil, fmt.Errorf("%d ids for %d slots", len(resp.IDs), len(idx))
+		}
+		for j, i := range idx {
+			out[i] = resp.IDs[j]
+		}
+	}
+	return out, nil
+}
+
+// callDC calls name on node first of DC dc, then on the DC's other nodes until one answers.
+func (r *Replicator) callDC(ctx context.Context, st *fsm.State, dc, first, name string, in, out any) error {
+	order := []string{}
+	if st.Nodes[first] != nil {
+		order = append(order, first)
+	}
+	for _, id := range st.NodeIDs() {
+		if id != first && st.Nodes[id].DC == dc {
+			order = append(order, id)
+		}
+	}
+	if len(order) == 0 {
+		return fmt.Errorf("no node in DC %s", dc)
+	}
+	var err error
+	for _, id := range order {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = r.cfg.Peers.CallPeer(cctx, st.Nodes[id].Peer, name, in, out)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if !isTransport(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// isTransport reports whether err is a failure to reach the node (worth trying another).
+func isTransport(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "node at ") || errors.Is(err, context.DeadlineExceeded)
+}
+
+// scanOutbox sums the lengths of the loop's outboxes.
+func (l *loop) scanOutbox(ctx context.Context, src *redis.Client) {
+	pipe := src.Pipeline()
+	cmds := make([]*redis.IntCmd, len(l.slots))
+	for i, s := range l.slots {
+		cmds[i] = pipe.XLen(ctx, OutboxKey(s))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return
+	}
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
+	}
+	l.mu.Lock()
+	l.outbox = n
+	l.mu.Unlock()
+}
+
+// report adds this loop's figures to p.
+func (l *loop) report(p *PairReport, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	hb := l.r.cfg.Heartbeat
+	lag := l.lastSample
+	if l.key.db == 0 {
+		since := l.lastAck
+		if since.IsZero() {
+			since = l.started
+		}
+		if d := now.Sub(since); d > 3*hb {
+			lag = max(lag, d)
+		}
+	} else if l.lastErr != "" {
+		lag = max(lag, now.Sub(l.errSince))
+	}
+	p.LagMS = max(p.LagMS, float64(lag.Microseconds())/1000)
+	for _, n := range l.pending {
+		p.Pending += n
+	}
+	p.Outbox += l.outbox
+	p.Copying += len(l.copying)
+	p.Copied += l.copied
+	p.Shipped += l.shipped
+	state := "ok"
+	switch {
+	case l.lastErr != "" && now.Sub(l.errSince) > 2*hb:
+		state = "down"
+	case len(l.copying) > 0:
+		state = "copying"
+	case lag > 5*time.Second:
+		state = "lagging"
+	}
+	rank := map[string]int{"ok": 0, "lagging": 1, "copying": 2, "down": 3}
+	if rank[state] > rank[p.State] {
+		p.State = state
+		if state == "down" {
+			p.Error = l.lastErr
+		}
+	}
+}
+
+// recentLags returns the loop's recent entry lags.
+func (l *loop) recentLags() []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]time.Duration(nil), l.lags...)
+}
+
+// slotRead is one slot's read: its next entries, the outbox length, or an error.
+type slotRead struct {
+	entries []Entry
+	length  int64
+	err     error
+}
+
+// readSlots reads, in one MULTI, up to count entries after after[i] of each slot's outbox
+// and the outbox's XINFO; a slot whose entries after its id were trimmed gets ErrBehind.
+func readSlots(ctx context.Context, c *redis.Client, slots []int, after []string, count int64) ([]slotRead, error) {
+	rng := make([]*redis.Cmd, len(slots))
+	info := make([]*redis.Cmd, len(slots))
+	_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for i, s := range slots {
+			start := "-"
+			if after[i] != "" && after[i] != "0-0" {
+				start = "(" + after[i]
+			}
+			rng[i] = p.Do(ctx, "XRANGE", OutboxKey(s), start, "+", "COUNT", count)
+			info[i] = p.Do(ctx, "XINFO", "STREAM", OutboxKey(s))
+		}
+		return nil
+	})
+	if err != nil && !strings.Contains(err.Error(), "no such key") {
+		return nil, err
+	}
+	out := make([]slotRead, len(slots))
+	for i := range slots {
+		if e := info[i].Err(); e != nil {
+			if strings.Contains(e.Error(), "no such key") {
+				continue
+			}
+			out[i].err = e
+			continue
+		}
+		if e := checkBehind(info[i].Val(), after[i]); e != nil {
+			out[i].err = e
+			continue
+		}
+		out[i].length, _ = streamInfoField(info[i].Val(), "length").(int64)
+		raw, _ := rng[i].Val().([]any)
+		out[i].entries, out[i].err = parseRange(raw)
+	}
+	return out, nil
+}

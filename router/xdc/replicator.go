@@ -1,0 +1,497 @@
+package xdc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// Config configures a Replicator.
+type Config struct {
+	// Cluster is the node: its state, id and DC.
+	Cluster Cluster
+	// Peers calls other nodes' replication RPC.
+	Peers Peers
+	// Local runs the receiving side's commands through this node's router.
+	Local Local
+	// Logger receives the replicator's logs (default slog.Default()).
+	Logger *slog.Logger
+	// BatchSize bounds the entries per slot per shipping round (default 256).
+	BatchSize int64
+	// Heartbeat is the interval of heartbeat entries and liveness pings (default 1 s).
+	Heartbeat time.Duration
+	// DownAfter is how long a node of this DC may not answer pings before its slots are
+	// shipped by the next node on the ring (default 3 s).
+	DownAfter time.Duration
+	// Block bounds one wait for new entries (default 1 s).
+	Block time.Duration
+}
+
+// Replicator ships the outboxes of the slots this node owns in its DC to every other DC,
+// and applies what other DCs ship to it (the Handle methods, served on the peer port).
+type Replicator struct {
+	cfg Config
+	log *slog.Logger
+
+	kick chan struct{}
+
+	mu      sync.Mutex
+	loops   map[loopKey]*loop
+	clients map[clientKey]*redis.Client
+	alive   map[string]time.Time // DC peers' last answer to a ping
+	dbs     map[string][]int     // group master -> databases holding keys
+	// acked is, per database and slot, the last id each destination DC applied (as this
+	// node's loops know it); trimming and DC_EACH_SAFE_QUORUM read it.
+	acked   map[dbSlot]map[string]string
+	trimmed map[dbSlot]string
+	// progress is closed and replaced whenever acked advances.
+	progress chan struct{}
+
+	diverged atomic.Int64
+}
+
+type dbSlot struct{ db, slot int }
+
+type clientKey struct {
+	addr, password string
+	db             int
+}
+
+// New returns a Replicator; Run starts its work.
+func New(cfg Config) *Replicator {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 256
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = time.Second
+	}
+	if cfg.DownAfter <= 0 {
+		cfg.DownAfter = 3 * cfg.Heartbeat
+	}
+	if cfg.Block <= 0 {
+		cfg.Block = time.Second
+	}
+	return &Replicator{
+		cfg: cfg, log: cfg.Logger.With("part", "xdc"), kick: make(chan struct{}, 1),
+		loops: map[loopKey]*loop{}, clients: map[clientKey]*redis.Client{}, alive: map[string]time.Time{},
+		dbs: map[string][]int{}, acked: map[dbSlot]map[string]string{}, trimmed: map[dbSlot]string{},
+		progress: make(chan struct{}),
+	}
+}
+
+// Notify tells the replicator the state changed; it re-plans its shipping loops.
+func (r *Replicator) Notify(*fsm.State) {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Diverged counts the remote effects that failed on this DC's data (the DCs' copies differ,
+// e.g. WRONGTYPE after concurrent writes to one key in two DCs).
+func (r *Replicator) Diverged() int64 { return r.diverged.Load() }
+
+// Run plans and runs the shipping loops, heartbeats and liveness pings until ctx is done.
+func (r *Replicator) Run(ctx context.Context) {
+	tick := time.NewTicker(r.cfg.Heartbeat)
+	defer tick.Stop()
+	beats := 0
+	for {
+		r.plan(ctx)
+		select {
+		case <-ctx.Done():
+			r.mu.Lock()
+			for k, l := range r.loops {
+				l.stop()
+				delete(r.loops, k)
+			}
+			for _, c := range r.clients {
+				_ = c.Close()
+			}
+			r.clients = map[clientKey]*redis.Client{}
+			r.mu.Unlock()
+			return
+		case <-r.kick:
+		case <-tick.C:
+			r.ping(ctx)
+			r.heartbeat(ctx)
+			if beats++; beats%5 == 0 {
+				r.scanDatabases(ctx)
+			}
+		}
+	}
+}
+
+// multiDC reports whether st has another DC with groups to ship to.
+func (r *Replicator) destinations(st *fsm.State) []string {
+	var out []string
+	for _, name := range st.DCNames() {
+		if name != r.cfg.Cluster.DC() && len(st.DCs[name].Groups) > 0 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// liveRing is this DC's token ring without the nodes that stopped answering pings.
+func (r *Replicator) liveRing(st *fsm.State, dc string) []fsm.RingEntry {
+	ring := st.Ring(dc)
+	if dc != r.cfg.Cluster.DC() {
+		return ring
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	live := ring[:0:0]
+	for _, e := range ring {
+		if e.Node == r.cfg.Cluster.ID() {
+			live = append(live, e)
+			continue
+		}
+		if t, ok := r.alive[e.Node]; ok && now.Sub(t) < r.cfg.DownAfter {
+			live = append(live, e)
+		}
+	}
+	if len(live) == 0 {
+		return ring
+	}
+	return live
+}
+
+// plan starts, keeps or stops shipping loops so that there is one per group of this DC
+// holding slots this node owns, per destination DC and per database in use.
+func (r *Replicator) plan(ctx context.Context) {
+	st := r.cfg.Cluster.State()
+	me, dc := r.cfg.Cluster.ID(), r.cfg.Cluster.DC()
+	want := map[loopKey][]int{}
+	if own := st.DCs[dc]; own != nil {
+		dests := r.destinations(st)
+		if len(dests) > 0 {
+			ring := r.liveRing(st, dc)
+			byGroup := map[string][]int{}
+			for slot, gid := range own.Slots {
+				if gid != "" && fsm.OwnerIn(ring, slot) == me {
+					byGroup[gid] = append(byGroup[gid], slot)
+				}
+			}
+			for gid, slots := range byGroup {
+				g := own.Groups[gid]
+				if g == nil {
+					continue
+				}
+				for _, db := range r.databases(g.Master) {
+					for _, d := range dests {
+						want[loopKey{group: gid, master: g.Master, password: g.Password, dest: d, db: db}] = slots
+					}
+				}
+			}
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, l := range r.loops {
+		if slots, ok := want[k]; !ok || !sameSlots(slots, l.slots) {
+			l.stop()
+			delete(r.loops, k)
+		}
+	}
+	for k, slots := range want {
+		if r.loops[k] == nil {
+			l := newLoop(r, k, slots)
+			r.loops[k] = l
+			go l.run(ctx)
+		}
+	}
+}
+
+func sameSlots(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// databases returns the databases of master that hold keys (0 always), as last scanned.
+func (r *Replicator) databases(master string) []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d, ok := r.dbs[master]; ok {
+		return d
+	}
+	return []int{0}
+}
+
+// scanDatabases reads INFO keyspace on the masters of this DC to find databases in use.
+func (r *Replicator) scanDatabases(ctx context.Context) {
+	st := r.cfg.Cluster.State()
+	own := st.DCs[r.cfg.Cluster.DC()]
+	if own == nil || len(r.destinations(st)) == 0 {
+		return
+	}
+	changed := false
+	for _, g := range own.Groups {
+		info, err := r.client(g.Master, g.Password, 0).Info(ctx, "keyspace").Result()
+		if err != nil {
+			continue
+		}
+		dbs := []int{0}
+		for _, line := range strings.Split(info, "\n") {
+			if rest, ok := strings.CutPrefix(line, "db"); ok {
+				n, err := strconv.Atoi(rest[:max(0, strings.IndexByte(rest, ':'))])
+				if err == nil && n > 0 {
+					dbs = append(dbs, n)
+				}
+			}
+		}
+		sort.Ints(dbs)
+		r.mu.Lock()
+		if fmt.Sprint(r.dbs[g.Master]) != fmt.Sprint(dbs) {
+			r.dbs[g.Master], changed = dbs, true
+		}
+		r.mu.Unlock()
+	}
+	if changed {
+		r.Notify(nil)
+	}
+}
+
+// client returns a shared go-redis client for a master and database.
+func (r *Replicator) client(addr, password string, db int) *redis.Client {
+	k := clientKey{addr, password, db}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.clients[k]
+	if c == nil {
+		c = redis.NewClient(&redis.Options{Addr: addr, Password: password, DB: db,
+			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, PoolSize: 8,
+			MaxRetries: -1, DisableIdentity: true})
+		r.clients[k] = c
+	}
+	return c
+}
+
+// ping asks the other nodes of this DC whether they are up.
+func (r *Replicator) ping(ctx context.Context) {
+	st := r.cfg.Cluster.State()
+	if len(r.destinations(st)) == 0 {
+		return
+	}
+	var wg sync.WaitGroup
+	before := r.liveSet(st)
+	for _, id := range st.NodeIDs() {
+		n := st.Nodes[id]
+		if n.DC != r.cfg.Cluster.DC() || id == r.cfg.Cluster.ID() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, r.cfg.Heartbeat)
+			defer cancel()
+			if err := r.cfg.Peers.CallPeer(cctx, n.Peer, RPCPing, struct{}{}, nil); err == nil {
+				r.mu.Lock()
+				r.alive[id] = time.Now()
+				r.mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if r.liveSet(st) != before {
+		r.Notify(nil)
+	}
+}
+
+func (r *Replicator) liveSet(st *fsm.State) string {
+	var b strings.Builder
+	for _, e := range r.liveRing(st, r.cfg.Cluster.DC()) {
+		b.WriteString(e.Node)
+		b.WriteByte(',')
+	}
+	return b.String()
+}
+
+// heartbeat appends a heartbeat entry (no commands) to the outbox of the first slot of each
+// group this node ships from, database 0: its applied time gives the lag per DC pair.
+func (r *Replicator) heartbeat(ctx context.Context) {
+	st := r.cfg.Cluster.State()
+	bound := st.SettingInt("outbox_max_entries")
+	type target struct {
+		master, password string
+		slot             int
+	}
+	seen := map[string]target{}
+	r.mu.Lock()
+	for k, l := range r.loops {
+		if k.db == 0 && len(l.slots) > 0 {
+			if t, ok := seen[k.group]; !ok || l.slots[0] < t.slot {
+				seen[k.group] = target{k.master, k.password, l.slots[0]}
+			}
+		}
+	}
+	r.mu.Unlock()
+	fields := EntryFields(r.cfg.Cluster.DC(), nil)
+	for _, t := range seen {
+		args := make([]any, 0, len(fields))
+		for _, f := range fields {
+			args = append(args, f)
+		}
+		err := r.client(t.master, t.password, 0).XAdd(ctx, &redis.XAddArgs{Stream: OutboxKey(t.slot),
+			MaxLen: bound, Approx: true, Values: args}).Err()
+		if err != nil && ctx.Err() == nil {
+			r.log.Debug("heartbeat", "master", t.master, "err", err)
+		}
+	}
+}
+
+// recordAck notes that dest applied id on (db, slot) and trims the outbox when every
+// destination applied past the last trim.
+func (r *Replicator) recordAck(ctx context.Context, src *redis.Client, dest string, db, slot int, id string) {
+	k := dbSlot{db, slot}
+	st := r.cfg.Cluster.State()
+	dests := r.destinations(st)
+	r.mu.Lock()
+	m := r.acked[k]
+	if m == nil {
+		m = map[string]string{}
+		r.acked[k] = m
+	}
+	if CompareIDs(id, m[dest]) <= 0 && m[dest] != "" {
+		r.mu.Unlock()
+		return
+	}
+	m[dest] = id
+	ids := make([]string, 0, len(dests))
+	for _, d := range dests {
+		ids = append(ids, m[d])
+	}
+	low := lowest(ids)
+	trim := low != "" && CompareIDs(low, r.trimmed[k]) > 0
+	if trim {
+		r.trimmed[k] = low
+	}
+	close(r.progress)
+	r.progress = make(chan struct{})
+	r.mu.Unlock()
+	if trim {
+		if _, err := Trim(ctx, src, slot, ids); err != nil && ctx.Err() == nil {
+			r.log.Debug("trim", "slot", slot, "err", err)
+		}
+	}
+}
+
+// lowest returns the smallest id, or "" when one is empty (a DC applied nothing yet).
+func lowest(ids []string) string {
+	low := ""
+	for i, id := range ids {
+		if id == "" || id == "0-0" {
+			return ""
+		}
+		if i == 0 || CompareIDs(id, low) < 0 {
+			low = id
+		}
+	}
+	return low
+}
+
+// Await waits until every other DC applied entry id of (db, slot)'s outbox, asking the
+// slot's owner in this DC when that is another node; it is DC_EACH_SAFE_QUORUM's wait.
+func (r *Replicator) Await(ctx context.Context, db, slot int, id string, timeout time.Duration) error {
+	st := r.cfg.Cluster.State()
+	if len(r.destinations(st)) == 0 {
+		return nil
+	}
+	owner := fsm.OwnerIn(r.liveRing(st, r.cfg.Cluster.DC()), slot)
+	if owner == r.cfg.Cluster.ID() || owner == "" || st.Nodes[owner] == nil {
+		return r.awaitLocal(ctx, db, slot, id, timeout)
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout+time.Second)
+	defer cancel()
+	return r.cfg.Peers.CallPeer(cctx, st.Nodes[owner].Peer, RPCAwait,
+		AwaitRequest{DB: db, Slot: slot, ID: id, TimeoutMS: timeout.Milliseconds()}, nil)
+}
+
+func (r *Replicator) awaitLocal(ctx context.Context, db, slot int, id string, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		st := r.cfg.Cluster.State()
+		r.mu.Lock()
+		m := r.acked[dbSlot{db, slot}]
+		var missing []string
+		for _, d := range r.destinations(st) {
+			if m == nil || m[d] == "" || CompareIDs(m[d], id) < 0 {
+				missing = append(missing, d)
+			}
+		}
+		wait := r.progress
+		r.mu.Unlock()
+		if len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return fmt.Errorf("not applied in DC %s within %s", strings.Join(missing, ", "), timeout)
+		case <-wait:
+		}
+	}
+}
+
+// Report returns this node's shipping per DC pair.
+func (r *Replicator) Report() Report {
+	out := Report{Node: r.cfg.Cluster.ID(), Pairs: []PairReport{}}
+	r.mu.Lock()
+	loops := make([]*loop, 0, len(r.loops))
+	for _, l := range r.loops {
+		loops = append(loops, l)
+	}
+	r.mu.Unlock()
+	byDest := map[string]*PairReport{}
+	lags := map[string][]time.Duration{}
+	now := time.Now()
+	for _, l := range loops {
+		p := byDest[l.key.dest]
+		if p == nil {
+			p = &PairReport{From: r.cfg.Cluster.DC(), To: l.key.dest, State: "ok"}
+			byDest[l.key.dest] = p
+		}
+		l.report(p, now)
+		lags[l.key.dest] = append(lags[l.key.dest], l.recentLags()...)
+	}
+	for d, p := range byDest {
+		if ls := lags[d]; len(ls) > 0 {
+			sort.Slice(ls, func(i, j int) bool { return ls[i] < ls[j] })
+			p.LagP50MS = float64(ls[len(ls)/2].Microseconds()) / 1000
+			p.LagP99MS = float64(ls[len(ls)*99/100].Microseconds()) / 1000
+		}
+		out.Pairs = append(out.Pairs, *p)
+	}
+	sort.Slice(out.Pairs, func(i, j int) bool { return out.Pairs[i].To < out.Pairs[j].To })
+	return out
+}
+
+func msDuration(ms int64) time.Duration {
+	if ms <= 0 {
+		return 5 * time.Second
+	}
+	return time.Duration(ms) * time.Millisecond
+}

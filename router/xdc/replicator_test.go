@@ -1,0 +1,267 @@
+package xdc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/testredis"
+	"github.com/redraft/redraft/migrate"
+)
+
+// testDC is one DC of the in-process replication tests: a node id, a replicator and one
+// redis-server serving every slot.
+type testDC struct {
+	name, node string
+	redis      *testredis.Server
+	rc         *redis.Client
+	repl       *Replicator
+	down       atomic.Bool // its peer calls fail, in both directions
+}
+
+// testNet is the peers and the shared cluster state of the test DCs.
+type testNet struct {
+	mu  sync.Mutex
+	st  *fsm.State
+	dcs map[string]*testDC // by node peer address
+}
+
+func (n *testNet) State() *fsm.State { n.mu.Lock(); defer n.mu.Unlock(); return n.st }
+
+// nodeOf is what a replicator sees of its node.
+type nodeOf struct {
+	net *testNet
+	dc  *testDC
+}
+
+func (c nodeOf) State() *fsm.State { return c.net.State() }
+func (c nodeOf) ID() string        { return c.dc.node }
+func (c nodeOf) DC() string        { return c.dc.name }
+
+// CallPeer runs the named handler of the node at addr with a JSON round trip, as the peer
+// port would.
+func (c nodeOf) CallPeer(ctx context.Context, addr, name string, in, out any) error {
+	to := c.net.dcs[addr]
+	if to == nil {
+		return fmt.Errorf("node at %s: unknown", addr)
+	}
+	if to.down.Load() || c.dc.down.Load() {
+		return fmt.Errorf("node at %s: connection refused", addr)
+	}
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	res, err := to.repl.RPC()[name](ctx, body)
+	if err != nil {
+		return err
+	}
+	if out == nil {
+		return nil
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, out)
+}
+
+// Internal runs args on the DC's one redis-server (no routing to do with one group).
+func (c nodeOf) Internal(ctx context.Context, db, _ int, _ []string, args []string) ([]byte, error) {
+	a := make([]any, len(args))
+	for i, s := range args {
+		a[i] = s
+	}
+	v, err := c.dc.rc.Do(ctx, a...).Result()
+	var rerr redis.Error
+	switch {
+	case errors.Is(err, redis.Nil):
+		return []byte("$-1\r\n"), nil
+	case errors.As(err, &rerr):
+		return []byte("-" + rerr.Error() + "\r\n"), nil
+	case err != nil:
+		return nil, err
+	}
+	return encodeReply(nil, v), nil
+}
+
+func encodeReply(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case string:
+		return fmt.Appendf(b, "$%d\r\n%s\r\n", len(x), x)
+	case int64:
+		return fmt.Appendf(b, ":%d\r\n", x)
+	case []any:
+		b = fmt.Appendf(b, "*%d\r\n", len(x))
+		for _, e := range x {
+			b = encodeReply(b, e)
+		}
+		return b
+	case nil:
+		return append(b, "$-1\r\n"...)
+	}
+	return fmt.Appendf(b, "+%v\r\n", v)
+}
+
+// startDCs starts one DC per name, all slots on its one group, and a replicator each.
+func startDCs(t *testing.T, names ...string) (*testNet, []*testDC) {
+	t.Helper()
+	n := &testNet{st: fsm.New(), dcs: map[string]*testDC{}}
+	var dcs []*testDC
+	idx := uint64(0)
+	apply := func(c fsm.Command) {
+		idx++
+		st, err := fsm.ApplyCommand(n.st, idx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.st = st
+	}
+	for i, name := range names {
+		d := &testDC{name: name, node: fmt.Sprintf("n%d", i+1), redis: testredis.Start(t)}
+		d.rc = redis.NewClient(&redis.Options{Addr: d.redis.Addr})
+		t.Cleanup(func() { d.rc.Close() })
+		peer := fmt.Sprintf("peer-%d", i+1)
+		apply(&fsm.AddNode{Node: fsm.Node{ID: d.node, DC: name, Peer: peer, Listen: "l" + peer, Admin: "a" + peer}})
+		apply(&fsm.AddGroup{DC: name, Group: fsm.Group{ID: "g-" + name, Master: d.redis.Addr}})
+		apply(&fsm.AssignSlots{DC: name, Group: "g-" + name, Ranges: []fsm.SlotRange{{From: 0, To: fsm.NumSlots - 1}}})
+		n.dcs[peer] = d
+		dcs = append(dcs, d)
+	}
+	apply(&fsm.SetSetting{Key: "outbox_max_entries", Value: "1000"})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for _, d := range dcs {
+		c := nodeOf{net: n, dc: d}
+		d.repl = New(Config{Cluster: c, Peers: c, Local: c, Heartbeat: 100 * time.Millisecond, Block: 200 * time.Millisecond})
+		wg.Add(1)
+		go func() { defer wg.Done(); d.repl.Run(ctx) }()
+	}
+	return n, dcs
+}
+
+// write runs one write through WRITE in dc.
+func (d *testDC) write(t *testing.T, args ...string) {
+	t.Helper()
+	c, err := Prepare(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot := slotString(c.Keys[0])
+	for {
+		err = Write(context.Background(), d.rc, slot, d.name, 1000, c).Err()
+		if err == nil || errors.Is(err, redis.Nil) {
+			return
+		}
+		if len(err.Error()) >= 8 && err.Error()[:8] == "TRYAGAIN" {
+			continue
+		}
+		t.Fatalf("write %v in %s: %v", args, d.name, err)
+	}
+}
+
+func slotString(k string) int { return migrate.SlotString(k) }
+
+// waitEqual polls until get returns want in every DC.
+func waitEqual(t *testing.T, dcs []*testDC, d time.Duration, what string, get func(*testDC) (string, error), want string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		var last string
+		ok := true
+		for _, dc := range dcs {
+			v, err := get(dc)
+			if err != nil || v != want {
+				ok, last = false, fmt.Sprintf("%s in %s: %q (%v), want %q", what, dc.name, v, err, want)
+				break
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestReplicatorShipsTrimsAndReportsLag(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b", "c")
+	a := dcs[0]
+	for i := 0; i < 500; i++ {
+		a.write(t, "INCR", "{k1}counter")
+		a.write(t, "SADD", fmt.Sprintf("set%d", i%7), fmt.Sprint(i))
+	}
+	dcs[1].write(t, "SET", "fromb", "v", "EX", "1000")
+	get := func(key string) func(*testDC) (string, error) {
+		return func(d *testDC) (string, error) { return d.rc.Get(context.Background(), key).Result() }
+	}
+	waitEqual(t, dcs, 10*time.Second, "counter", get("{k1}counter"), "500")
+	waitEqual(t, dcs, 10*time.Second, "fromb", get("fromb"), "v")
+	// Every DC applied it all: the outbox keeps at most the last entry per slot.
+	waitEqual(t, dcs[:1], 10*time.Second, "outbox length", func(d *testDC) (string, error) {
+		n, err := d.rc.XLen(context.Background(), OutboxKey(slotString("{k1}counter"))).Result()
+		return fmt.Sprint(n <= 2), err
+	}, "true")
+	rep := a.repl.Report()
+	if len(rep.Pairs) != 2 {
+		t.Fatalf("pairs %+v", rep.Pairs)
+	}
+	for _, p := range rep.Pairs {
+		if p.Shipped < 1000 || p.State != "ok" || p.LagP99MS <= 0 {
+			t.Errorf("pair %+v", p)
+		}
+	}
+}
+
+func TestReplicatorCatchesUpAndCopiesPastTheBound(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b", "c")
+	a, b, c := dcs[0], dcs[1], dcs[2]
+	c.down.Store(true)
+	// Past the bound (1000, trimmed approximately) on one slot, and a few entries on another.
+	for i := 0; i < 3000; i++ {
+		a.write(t, "INCR", "{hot}n")
+	}
+	b.write(t, "RPUSH", "{hot}fromb", "x")
+	b.write(t, "SET", "{cold}k", "v")
+	a.write(t, "DEL", "{hot}gone")
+	get := func(key string) func(*testDC) (string, error) {
+		return func(d *testDC) (string, error) { return d.rc.Get(context.Background(), key).Result() }
+	}
+	waitEqual(t, dcs[:2], 10*time.Second, "counter in a, b", get("{hot}n"), "3000")
+	// c writes while cut off too: its own entries must survive the copy.
+	c.write(t, "SET", "{hot}fromc", "c1")
+	c.down.Store(false)
+	waitEqual(t, dcs, 20*time.Second, "counter", get("{hot}n"), "3000")
+	waitEqual(t, dcs, 20*time.Second, "fromc", get("{hot}fromc"), "c1")
+	waitEqual(t, dcs, 20*time.Second, "cold", get("{cold}k"), "v")
+	waitEqual(t, dcs, 20*time.Second, "list", func(d *testDC) (string, error) {
+		v, err := d.rc.LRange(context.Background(), "{hot}fromb", 0, -1).Result()
+		return fmt.Sprint(v), err
+	}, "[x]")
+	var copied int64
+	for _, p := range a.repl.Report().Pairs {
+		copied += p.Copied
+	}
+	for _, p := range b.repl.Report().Pairs {
+		copied += p.Copied
+	}
+	if copied == 0 {
+		t.Fatal("no slot was copied in full although c fell past the bound")
+	}
+	// Shipping goes on exactly once after the copy.
+	for i := 0; i < 10; i++ {
+		a.write(t, "INCR", "{hot}n")
+	}
+	waitEqual(t, dcs, 10*time.Second, "counter after", get("{hot}n"), "3010")
+}

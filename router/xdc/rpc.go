@@ -1,0 +1,36 @@
+package xdc
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+)
+
+// RPCHandler serves one replication call: the JSON request in, the answer out.
+type RPCHandler func(ctx context.Context, body json.RawMessage) (any, error)
+
+// RPC returns the replication calls this node serves on its peer port, by name.
+func (r *Replicator) RPC() map[string]RPCHandler {
+	return map[string]RPCHandler{
+		RPCApply: handler(r.HandleApply),
+		RPCLast:  handler(r.HandleLast),
+		RPCAwait: handler(r.HandleAwait),
+		RPCCopy:  handler(r.HandleCopy),
+		RPCReset: handler(r.HandleReset),
+		RPCPing:  handler(func(context.Context, struct{}) (struct{}, error) { return struct{}{}, nil }),
+		RPCReport: handler(func(context.Context, struct{}) (Report, error) {
+			return r.Report(), nil
+		}),
+	}
+}
+
+// handler adapts a typed handler to an RPCHandler.
+func handler[Req, Resp any](f func(context.Context, Req) (Resp, error)) RPCHandler {
+	return func(ctx context.Context, body json.RawMessage) (any, error) {
+		var req Req
+		if err := json.Unmarshal(body, &req); err != nil {
+			return nil, fmt.Errorf("xdc: bad request: %w", err)
+		}
+		return f(ctx, req)
+	}
+}

@@ -1,0 +1,166 @@
+package xdc
+
+import (
+	"context"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// The names of the replication calls between nodes (the node mounts them on the peer port's
+// RPC service, under /rpc/x/<name>).
+const (
+	// RPCApply applies batches of one source DC on the receiving node (ApplyRequest).
+	RPCApply = "xdc-apply"
+	// RPCLast answers the last applied ids of a source DC for some slots (LastRequest).
+	RPCLast = "xdc-last"
+	// RPCAwait waits until every other DC applied an entry (AwaitRequest), on the slot's owner.
+	RPCAwait = "xdc-await"
+	// RPCCopy replaces a slot with a full copy from a source DC (CopyRequest).
+	RPCCopy = "xdc-copy"
+	// RPCReset tells a DC's nodes that a destination's last applied ids changed (ResetRequest).
+	RPCReset = "xdc-reset"
+	// RPCPing answers at once: liveness of the DC's nodes for slot ownership.
+	RPCPing = "xdc-ping"
+	// RPCReport answers this node's shipping report (Report).
+	RPCReport = "xdc-report"
+)
+
+// Cluster is what the replicator needs of its node.
+type Cluster interface {
+	// State returns the current cluster state.
+	State() *fsm.State
+	// ID returns this node's id.
+	ID() string
+	// DC returns this node's DC.
+	DC() string
+}
+
+// Peers calls the replication RPC of other nodes over their peer ports.
+type Peers interface {
+	// CallPeer posts in to the RPC name on the node at peer address addr and decodes the
+	// answer into out.
+	CallPeer(ctx context.Context, addr, name string, in, out any) error
+}
+
+// Local runs commands through this node's router, so a migration in this DC is respected.
+type Local interface {
+	// Internal runs args on the group serving slot in this node's DC, database db, routed as
+	// a client request would be (keys moved off a migrating source first), never recorded in
+	// an outbox; it returns the raw RESP reply.
+	Internal(ctx context.Context, db, slot int, keys []string, args []string) ([]byte, error)
+}
+
+// WireEntry is one outbox entry on the wire.
+type WireEntry struct {
+	ID   string     `json:"id"`
+	Cmds [][]string `json:"cmds,omitempty"`
+}
+
+// WireBatch is one slot's run of consecutive entries.
+type WireBatch struct {
+	Slot    int         `json:"slot"`
+	Prev    string      `json:"prev"`
+	Entries []WireEntry `json:"entries"`
+}
+
+// ApplyRequest carries batches of one source DC and database to a receiving node.
+type ApplyRequest struct {
+	Source  string      `json:"source"`
+	DB      int         `json:"db"`
+	Batches []WireBatch `json:"batches"`
+}
+
+// ApplyResult is the outcome of one batch: the last applied id afterwards, or an error (Gap
+// when the batch does not follow the last applied entry).
+type ApplyResult struct {
+	Slot  int    `json:"slot"`
+	Last  string `json:"last"`
+	Error string `json:"error,omitempty"`
+	Gap   bool   `json:"gap,omitempty"`
+}
+
+// ApplyResponse answers an ApplyRequest, one result per batch in order.
+type ApplyResponse struct {
+	Results []ApplyResult `json:"results"`
+}
+
+// LastRequest asks for the last applied ids from Source on Slots.
+type LastRequest struct {
+	Source string `json:"source"`
+	DB     int    `json:"db"`
+	Slots  []int  `json:"slots"`
+}
+
+// LastResponse answers the ids, in the order of the request's slots ("" when none).
+type LastResponse struct {
+	IDs []string `json:"ids"`
+}
+
+// AwaitRequest waits until every other DC applied entry ID of slot's outbox, at most
+// TimeoutMS milliseconds.
+type AwaitRequest struct {
+	DB        int    `json:"db"`
+	Slot      int    `json:"slot"`
+	ID        string `json:"id"`
+	TimeoutMS int64  `json:"timeout_ms"`
+}
+
+// CopyKey is one key of a full copy: its DUMP payload and absolute expiry (ms, 0 for none).
+type CopyKey struct {
+	Key    string `json:"key"`
+	Dump   []byte `json:"dump"`
+	Expire int64  `json:"expire_at_ms,omitempty"`
+}
+
+// CopyRequest replaces slot's contents in the receiving DC with a copy of the source DC's:
+// its keys and inbox, taken at outbox id Last while the source's slot was locked.
+type CopyRequest struct {
+	Source string            `json:"source"`
+	DB     int               `json:"db"`
+	Slot   int               `json:"slot"`
+	Last   string            `json:"last"`
+	Inbox  map[string]string `json:"inbox"`
+	Keys   []CopyKey         `json:"keys"`
+}
+
+// ResetRequest tells the nodes of DC Source that DC Dest's last applied ids from Source
+// changed on Slot (a full copy from a third DC replaced them): the loop shipping the slot
+// reads them again.
+type ResetRequest struct {
+	Source string `json:"source"`
+	Dest   string `json:"dest"`
+	DB     int    `json:"db"`
+	Slot   int    `json:"slot"`
+}
+
+// PairReport is the replication from one DC to another as one node ships it.
+type PairReport struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	// LagMS is how far behind the destination is, from the heartbeat entries (ms).
+	LagMS float64 `json:"lag_ms"`
+	// LagP50MS and LagP99MS are the median and 99th percentile of the recent entries' lag:
+	// from the write on the source master to the destination's acknowledgement (ms).
+	LagP50MS float64 `json:"lag_p50_ms"`
+	LagP99MS float64 `json:"lag_p99_ms"`
+	// Pending estimates the entries not yet applied by the destination.
+	Pending int64 `json:"pending"`
+	// Outbox is the number of entries kept in the shipped outboxes.
+	Outbox int64 `json:"outbox"`
+	// Copying is the number of slots being copied in full to the destination.
+	Copying int `json:"copying"`
+	// Copied counts the full slot copies done since the node started.
+	Copied int64 `json:"copied"`
+	// Shipped counts the entries applied by the destination since the node started.
+	Shipped int64 `json:"shipped"`
+	// State is ok, lagging, copying or down.
+	State string `json:"state"`
+	// Error is the last shipping error, if the pair is not ok.
+	Error string `json:"error,omitempty"`
+}
+
+// Report is one node's shipping, per DC pair.
+type Report struct {
+	Node  string       `json:"node"`
+	Pairs []PairReport `json:"pairs"`
+}
