@@ -11,7 +11,12 @@ import (
 // benchRoundTrips sends n requests of raw per round trip and reads the replies, b.N times.
 func benchRoundTrips(b *testing.B, raw []byte, n int) {
 	b.Helper()
-	tc := startCluster(b, 2, 1, Config{})
+	benchOn(b, startCluster(b, 2, 1, Config{}), raw, n)
+}
+
+// benchOn is benchRoundTrips on tc's first node.
+func benchOn(b *testing.B, tc *testCluster, raw []byte, n int) {
+	b.Helper()
 	nc, err := net.Dial("tcp", tc.addrs[0])
 	if err != nil {
 		b.Fatal(err)
@@ -43,6 +48,15 @@ func BenchmarkGet(b *testing.B) {
 
 func BenchmarkGetPipeline16(b *testing.B) {
 	benchRoundTrips(b, []byte("*2\r\n$3\r\nGET\r\n$3\r\nfoo\r\n"), 16)
+}
+
+func BenchmarkSet(b *testing.B) {
+	benchRoundTrips(b, []byte("*3\r\n$3\r\nSET\r\n$3\r\nfoo\r\n$3\r\nbar\r\n"), 1)
+}
+
+// BenchmarkSetTwoDCsPipeline16 is SET through WRITE (two DCs), 16 per round trip.
+func BenchmarkSetTwoDCsPipeline16(b *testing.B) {
+	benchOn(b, startXDC(b, 2, Config{}), []byte("*3\r\n$3\r\nSET\r\n$3\r\nfoo\r\n$3\r\nbar\r\n"), 16)
 }
 
 func BenchmarkMGetTwoGroups(b *testing.B) {

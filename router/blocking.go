@@ -74,6 +74,10 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 		c.forward(spec, cmd)
 		return
 	}
+	if c.xw && c.snap.multiDC && spec.Write {
+		c.pollBlocking(spec, cmd, d)
+		return
+	}
 	c.keys = spec.Keys(cmd.Args, c.keys[:0])
 	slot, err := keySlot(cmd.Args, c.keys)
 	if err != nil {
@@ -107,6 +111,12 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 			return
 		}
 		reply, again, err := c.doBlocking(e.group(), slot, cmd.Raw, limit)
+		if err == nil && !again && c.xw && spec.Write && len(reply) > 0 && reply[0] != '-' && !isNull(reply) {
+			// One DC, a level above DC_ONE: WAIT on the connection the command ran on.
+			if dd := c.blocked[e.group().pool]; dd != nil {
+				err = c.reachLevel(e.group(), dd, slot, c.writeLevel(c.snap))
+			}
+		}
 		c.unadmit(mark)
 		if again {
 			continue
@@ -140,7 +150,7 @@ func (c *client) doBlocking(g *group, slot int, raw []byte, limit time.Duration)
 		return nil, true, nil
 	}
 	raw = append([]byte(nil), raw...) // the watcher may move the reader's buffer
-	c.watchClient(d, func() { reply, err = d.Do(raw, 1, limit, nil) })
+	c.watchClient(d.Interrupt, func() { reply, err = d.Do(raw, 1, limit, nil) })
 	op.finished.Store(true)
 	c.blk.Store(nil)
 	released := !op.state.CompareAndSwap(opWaiting, opFinished)
@@ -158,17 +168,17 @@ func isNull(reply []byte) bool {
 	return len(reply) == 5 && (reply[0] == '*' || reply[0] == '$') && string(reply[1:]) == "-1\r\n"
 }
 
-// watchClient runs f, a call that may block for long on dedicated connection d, while a
-// goroutine reads ahead from the client: if the client disconnects, d is interrupted so f
+// watchClient runs f, a call that may block for long (on a dedicated connection), while a
+// goroutine reads ahead from the client: if the client disconnects, interrupt is called so f
 // returns and the session ends instead of holding a backend connection forever. Bytes the
 // client pipelines meanwhile stay in the reader's buffer.
-func (c *client) watchClient(d *backend.Dedicated, f func()) {
+func (c *client) watchClient(interrupt func(), f func()) {
 	done := make(chan error, 1)
 	go func() {
 		err := c.rd.Fill()
 		var ne net.Error
 		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
-			d.Interrupt()
+			interrupt()
 		}
 		done <- err
 	}()
@@ -221,7 +231,7 @@ func (c *client) doDedicated(g *group, raw []byte, limit time.Duration) ([]byte,
 	// The watcher may move the reader's buffer, which raw points into.
 	raw = append([]byte(nil), raw...)
 	var reply []byte
-	c.watchClient(d, func() { reply, err = d.Do(raw, 1, limit, nil) })
+	c.watchClient(d.Interrupt, func() { reply, err = d.Do(raw, 1, limit, nil) })
 	if err != nil {
 		c.dropDedicated(g, d)
 	}

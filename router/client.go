@@ -25,6 +25,7 @@ type pendItem struct {
 	req    *backend.Request
 	split  *splitOp
 	lo, hi int
+	x      int32 // a write through WRITE: index+1 in client.xpend (0: none)
 }
 
 // client is one client connection and its session.
@@ -54,6 +55,16 @@ type client struct {
 	slotScratch []uint16
 	kb          [][]byte
 	moveScratch []string
+
+	// The cross-DC write path (xdcwrite.go): whether this batch's writes take it, the
+	// session's consistency override, the EVALSHA bytes of the batch's pipelined writes
+	// (kept for a TRYAGAIN retry; xpend indexes them), and scratch for synchronous writes.
+	xw        bool
+	level     level
+	xraw      []byte
+	xpend     []xpend
+	xsync     []byte
+	finishing bool // finishBatch is running: a retry inside it must not drain
 
 	// Scratch space for split commands.
 	scratch   []byte
@@ -115,7 +126,7 @@ func (c *client) serve() {
 			}
 		}
 		more = false
-		c.snap = c.s.snap.Load()
+		c.setSnap(c.s.snap.Load())
 		for {
 			cmd, ok, err := c.rd.Next()
 			if err != nil {
@@ -284,6 +295,10 @@ func (c *client) flushBackends() {
 // counted in flight, it first waits for all their replies and uncounts them, before writing to
 // the client: a client that does not read cannot hold up a migration's barrier.
 func (c *client) finishBatch() {
+	if c.finishing {
+		return
+	}
+	c.finishing = true
 	c.flushBackends()
 	if len(c.pslots) > 0 {
 		for i := range c.pend {
@@ -304,6 +319,9 @@ func (c *client) finishBatch() {
 		switch {
 		case p.req != nil:
 			c.waiter.Wait(p.req)
+			if p.x != 0 {
+				c.checkWrite(i, &c.xpend[p.x-1], p.req)
+			}
 			if p.req.Err != nil {
 				c.out = appendError(c.out, p.req.Err)
 				c.nerr++
@@ -315,6 +333,11 @@ func (c *client) finishBatch() {
 			}
 			c.free = append(c.free, p.req)
 		case p.split != nil:
+			if len(p.split.xs) > 0 {
+				for si, x := range p.split.xs {
+					c.checkWrite(i, &c.xpend[x], p.split.subs[si])
+				}
+			}
 			c.mergeSplit(p.split)
 		default:
 			if c.lbuf[p.lo] == '-' {
@@ -329,6 +352,10 @@ func (c *client) finishBatch() {
 	}
 	c.pend = c.pend[:0]
 	c.lbuf = c.lbuf[:0]
+	c.finishing = false
+	if len(c.xpend) > 0 {
+		c.xpend, c.xraw = c.xpend[:0], c.xraw[:0]
+	}
 }
 
 // drain finishes the batch so far, for commands that talk to backends synchronously.

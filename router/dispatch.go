@@ -26,6 +26,7 @@ func init() {
 	registerBlocking()
 	registerPubSub()
 	registerInfo()
+	registerConsistency()
 	byID = make([]handlerFunc, command.Count())
 	for name, f := range handlers {
 		s := command.ByName(name)
@@ -109,6 +110,16 @@ func (c *client) forward(spec *command.Spec, cmd resp.Command) {
 	if err != nil {
 		c.replyErr(err)
 		return
+	}
+	if c.xw {
+		if spec.Write && slot >= 0 {
+			c.forwardWrite(spec, cmd, slot)
+			return
+		}
+		if spec.Kind == command.Script && scriptWrites(spec.Name) {
+			c.forwardScript(spec, cmd, slot)
+			return
+		}
 	}
 	if slot < 0 {
 		anyGroup(c, spec, cmd)

@@ -25,7 +25,7 @@ func registerFanout() {
 	handle("flushall", cmdFlush)
 	handle("script|load", cmdScriptLoad)
 	handle("script|exists", cmdScriptExists)
-	handle("script|flush", func(c *client, _ *command.Spec, cmd resp.Command) { c.allOK(cmd.Raw) })
+	handle("script|flush", cmdScriptFlush)
 }
 
 // fanoutReply sends raw to every group and answers with merge over their replies, in group
@@ -241,6 +241,7 @@ func cmdRandomKey(c *client, _ *command.Spec, cmd resp.Command) {
 }
 
 func cmdScriptLoad(c *client, _ *command.Spec, cmd resp.Command) {
+	c.s.scripts.add(string(cmd.Args[2]))
 	c.fanoutReply(cmd.Raw, func(b []byte, vals []resp.Value) []byte { return append(b, vals[0].Raw...) })
 }
 
@@ -260,4 +261,34 @@ func cmdScriptExists(c *client, _ *command.Spec, cmd resp.Command) {
 		}
 		return b
 	})
+}
+
+// cmdScriptFlush flushes every group's script cache, then loads redraft's own scripts
+// (WRITE and APPLY) again, so replicated writes keep working.
+func cmdScriptFlush(c *client, _ *command.Spec, cmd resp.Command) {
+	reqs, _, err := c.fanout(cmd.Raw)
+	c.release(reqs)
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	reqs = reqs[:0]
+	for _, g := range c.snap.groups {
+		reqs = append(reqs, c.send(g, rawLoadScripts, len(backendScripts)))
+	}
+	c.flushBackends()
+	defer c.release(reqs)
+	for i, r := range reqs {
+		c.waiter.Wait(r)
+		if err == nil && r.Err != nil {
+			err = r.Err
+		} else if err == nil && len(r.Reply) > 0 && r.Reply[0] == '-' {
+			err = errorf("ERR redraft: reloading the replication scripts on group %s failed: %s", c.snap.groups[i].id, printable(r.Reply[1:]))
+		}
+	}
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.reply([]byte("+OK\r\n"))
 }

@@ -143,11 +143,21 @@ func cmdExec(c *client, _ *command.Spec, _ resp.Command) {
 		}
 		c.drain()
 		slot := max(tx.slot, c.watchSlot)
+		if c.xw && slot >= 0 {
+			var err error
+			if raw, n, err = c.watchedRaw(tx, slot, raw, n); err != nil {
+				c.replyErr(err)
+				return
+			}
+		}
 		e, mark, err := c.enter(slot, func(e *slotEntry) error {
 			if e.sig() != sig {
 				return errWatchLost
 			}
-			return c.moveTxKeys(e.m, slot, tx)
+			if err := c.moveTxKeys(e.m, slot, tx); err != nil || !c.xw || !c.snap.multiDC {
+				return err
+			}
+			return c.moveOutbox(e.m, slot)
 		})
 		if err == nil && e.sig() != sig {
 			c.unadmit(mark)
@@ -162,6 +172,9 @@ func cmdExec(c *client, _ *command.Spec, _ resp.Command) {
 			return
 		}
 		reply, err := d.Do(raw, n, c.s.cfg.BackendTimeout, nil)
+		if err == nil && c.xw && slot >= 0 {
+			reply, err = c.watchedReply(d, e.group(), slot, reply)
+		}
 		c.unadmit(mark)
 		if err != nil {
 			c.replyErr(err)
@@ -177,6 +190,10 @@ func cmdExec(c *client, _ *command.Spec, _ resp.Command) {
 			return
 		}
 		c.pend = append(c.pend, pendItem{req: c.send(g, raw, n)})
+		return
+	}
+	if c.xw {
+		c.execWrite(tx, raw, n)
 		return
 	}
 	e, _, err := c.enter(tx.slot, func(e *slotEntry) error { return c.moveTxKeys(e.m, tx.slot, tx) })

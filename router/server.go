@@ -46,6 +46,13 @@ type Config struct {
 	// MovedKeysCache bounds how many keys per migration the node remembers as already moved
 	// off the source, to skip MoveKeys' round trip (default 1<<20; negative: no cache).
 	MovedKeysCache int
+	// AwaitDCs waits until every other DC applied entry id of the outbox of (db, slot), for
+	// DC_EACH_SAFE_QUORUM writes; the node provides it (nil: the level counts as reached).
+	AwaitDCs func(ctx context.Context, db, slot int, id string) error
+	// QuorumTimeout is WAIT's timeout for DC_QUORUM writes (default 1s).
+	QuorumTimeout time.Duration
+	// EachDCTimeout bounds AwaitDCs for DC_EACH_SAFE_QUORUM writes (default 5s).
+	EachDCTimeout time.Duration
 }
 
 // Stats are the server's counters, for /metrics.
@@ -103,6 +110,15 @@ type Server struct {
 	held       atomic.Uint64
 	tryAgain   atomic.Uint64
 	movedKeys  atomic.Uint64
+
+	// scripts maps the SHA1 of user scripts seen through this node (SCRIPT LOAD, and EVAL in
+	// multi-DC mode) to their bodies, so EVALSHA is recorded as EVAL (xdcscript.go).
+	scripts scriptBodies
+	// reloading holds the pools whose WRITE and APPLY scripts are being reloaded.
+	reloadMu  sync.Mutex
+	reloading map[*backend.Pool]bool
+	// internal holds the sessions Internal reuses.
+	internal sync.Pool
 }
 
 // New returns a Server; it routes nothing until SetState is called.
@@ -130,6 +146,12 @@ func New(cfg Config) *Server {
 	}
 	if cfg.MovedKeysCache == 0 {
 		cfg.MovedKeysCache = 1 << 20
+	}
+	if cfg.QuorumTimeout <= 0 {
+		cfg.QuorumTimeout = time.Second
+	}
+	if cfg.EachDCTimeout <= 0 {
+		cfg.EachDCTimeout = 5 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{cfg: cfg, start: time.Now(), pools: map[poolKey]*backend.Pool{},

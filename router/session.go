@@ -69,6 +69,8 @@ func cmdReset(c *client, _ *command.Spec, _ resp.Command) {
 	c.drain()
 	c.closeSession()
 	c.db, c.name = 0, ""
+	c.level = lvlDefault
+	c.setSnap(c.snap)
 	c.authed = c.s.cfg.Password == ""
 	c.reply([]byte("+RESET\r\n"))
 }

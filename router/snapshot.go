@@ -2,6 +2,7 @@ package router
 
 import (
 	"sort"
+	"strconv"
 
 	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/router/backend"
@@ -13,6 +14,9 @@ type group struct {
 	idx  int // position in snapshot.groups (sorted by id)
 	addr string
 	pool *backend.Pool
+	// quorum is how many replicas acknowledge a DC_QUORUM write: a majority of the group's
+	// listed replicas, 0 when it lists none.
+	quorum int
 }
 
 // migState is a slot's step in a migration, as the data path acts on it.
@@ -76,6 +80,12 @@ type snapshot struct {
 	// first group by id.
 	pubsub *group
 	flush  bool
+	// multiDC is set when the cluster has more than one DC: writes then go through the WRITE
+	// script (xdcwrite.go). level is the cluster's default write consistency, outboxMax the
+	// outbox bound (setting outbox_max_entries) as WRITE's argument.
+	multiDC   bool
+	level     level
+	outboxMax string
 	// migrating is the number of slots an active migration covers (0: no check needed).
 	migrating int
 	// changed is closed when a newer snapshot replaces this one (held requests wait on it).
@@ -98,7 +108,9 @@ func (s *Server) SetState(st *fsm.State) {
 	if closed {
 		return
 	}
-	snap := &snapshot{index: st.Index, flush: st.Setting("flush_enabled") == "true", changed: make(chan struct{})}
+	snap := &snapshot{index: st.Index, flush: st.Setting("flush_enabled") == "true", changed: make(chan struct{}),
+		multiDC: len(st.DCs) > 1, level: levelFromSetting(st.Setting("write_consistency")),
+		outboxMax: strconv.FormatInt(st.SettingInt("outbox_max_entries"), 10)}
 	pools := map[poolKey]*backend.Pool{}
 	movers := map[moverKey]*moverRef{}
 	if dc := st.DCs[s.cfg.DC]; dc != nil {
@@ -110,10 +122,10 @@ func (s *Server) SetState(st *fsm.State) {
 			if p == nil {
 				p = backend.NewPool(backend.Options{Group: id, Addr: fg.Master, Password: fg.Password,
 					Timeout: s.cfg.BackendTimeout, ConnsPerDB: s.cfg.BackendConns, Databases: s.cfg.Databases,
-					Stats: &s.bstats})
+					Stats: &s.bstats, Scripts: backendScripts})
 			}
 			pools[k] = p
-			g := &group{id: id, idx: len(snap.groups), addr: fg.Master, pool: p}
+			g := &group{id: id, idx: len(snap.groups), addr: fg.Master, pool: p, quorum: quorumOf(len(fg.Replicas))}
 			snap.groups = append(snap.groups, g)
 			byID[id] = g
 		}

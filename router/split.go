@@ -22,6 +22,7 @@ type splitOp struct {
 	subs   []*backend.Request
 	keySub []int32 // MGET: the sub-request of each key, in order
 	pos    []int   // MGET: read position in each sub-reply
+	xs     []int32 // WRITE calls: each sub-request's index in client.xpend
 }
 
 // split divides MGET, MSET, DEL, UNLINK, EXISTS and TOUCH by group. Keys of one group keep
@@ -52,15 +53,23 @@ func (c *client) split(spec *command.Spec, cmd resp.Command) {
 		sl = append(sl, uint16(command.Slot(args[i])))
 	}
 	c.slotScratch = sl
+	xw := c.xw && spec.Write
+	if xw && c.writeLevel(c.snap) != lvlOne {
+		c.drain() // served synchronously
+	}
 	var snap *snapshot
+	var mark int
 	for {
-		var mark int
 		var err error
 		if snap, mark, err = c.admit(sl); err != nil {
 			c.replyErr(err)
 			return
 		}
-		if err = c.moveSplitKeys(snap, sl, args, step); err == nil {
+		err = c.moveSplitKeys(snap, sl, args, step)
+		if err == nil && xw && c.snap.multiDC {
+			err = c.moveOutboxes(snap, sl)
+		}
+		if err == nil {
 			break
 		}
 		c.unadmit(mark)
@@ -68,6 +77,10 @@ func (c *client) split(spec *command.Spec, cmd resp.Command) {
 			c.replyErr(err)
 			return
 		}
+	}
+	if xw {
+		c.splitWrite(spec, cmd, kind, step, snap, sl, mark)
+		return
 	}
 	// Find each key's group; keys holds group indexes.
 	gidx := c.keys[:0]
@@ -167,7 +180,7 @@ func (c *client) newSplit(kind splitKind) *splitOp {
 		op = &splitOp{}
 	}
 	op.kind = kind
-	op.subs, op.keySub, op.pos = op.subs[:0], op.keySub[:0], op.pos[:0]
+	op.subs, op.keySub, op.pos, op.xs = op.subs[:0], op.keySub[:0], op.pos[:0], op.xs[:0]
 	return op
 }
 

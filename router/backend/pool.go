@@ -38,6 +38,10 @@ type Options struct {
 	Databases int
 	// Stats receives the pool's counters (required).
 	Stats *Stats
+	// Scripts are Lua sources every new connection loads (SCRIPT LOAD) after AUTH and SELECT,
+	// so EVALSHA of them works after a backend restart. A load the server refuses does not
+	// fail the dial: EVALSHA then answers NOSCRIPT.
+	Scripts []string
 }
 
 // Pool is the set of connections to one backend (a group's master): a few shared pipelined
@@ -145,7 +149,14 @@ func (p *Pool) dial(db int) (net.Conn, error) {
 		hs = resp.AppendBulkString(hs, strconv.Itoa(db))
 		n++
 	}
-	if n == 0 {
+	for _, src := range p.opts.Scripts {
+		hs = resp.AppendArray(hs, 3)
+		hs = resp.AppendBulkString(hs, "SCRIPT")
+		hs = resp.AppendBulkString(hs, "LOAD")
+		hs = resp.AppendBulkString(hs, src)
+	}
+	loads := len(p.opts.Scripts)
+	if n+loads == 0 {
 		return nc, nil
 	}
 	_ = nc.SetDeadline(time.Now().Add(p.timeout()))
@@ -154,12 +165,12 @@ func (p *Pool) dial(db int) (net.Conn, error) {
 		if _, err := nc.Write(hs); err != nil {
 			return err
 		}
-		for i := 0; i < n; i++ {
+		for i := 0; i < n+loads; i++ {
 			r, err := resp.ReadReply(br, nil)
 			if err != nil {
 				return err
 			}
-			if len(r) > 0 && r[0] == '-' {
+			if len(r) > 0 && r[0] == '-' && i < n {
 				return fmt.Errorf("%s", string(r[1:len(r)-2]))
 			}
 		}

@@ -113,3 +113,19 @@ func TestInfoAndDocs(t *testing.T) {
 		t.Error("no docs for hset")
 	}
 }
+
+func TestExtraSpecs(t *testing.T) {
+	if s := Lookup([][]byte{[]byte("REDRAFT"), []byte("Consistency")}); s == nil || s.Name != "redraft|consistency" || s.Kind != Local {
+		t.Errorf("Lookup REDRAFT CONSISTENCY = %v", s)
+	}
+	if s := Lookup([][]byte{[]byte("dyno_config:CONN_CONSISTENCY"), []byte("dc_one")}); s == nil || s.Kind != Local || !s.CheckArity(2) {
+		t.Errorf("Lookup DYNO_CONFIG:CONN_CONSISTENCY = %v", s)
+	}
+	b := AppendInfo(nil, "redraft")
+	if !strings.HasPrefix(string(b), "*10\r\n$7\r\nredraft\r\n:-2\r\n") || !strings.Contains(string(b), "redraft|consistency") {
+		t.Errorf("COMMAND INFO redraft = %q", b)
+	}
+	if b := AppendInfo(nil, "dyno_config:conn_consistency"); !strings.HasPrefix(string(b), "*10\r\n") {
+		t.Errorf("COMMAND INFO dyno_config:conn_consistency = %q", b)
+	}
+}

@@ -2,6 +2,7 @@ package command
 
 import (
 	_ "embed"
+	"sort"
 	"strings"
 	"sync"
 
@@ -31,6 +32,42 @@ func loadInfo() {
 			docsRaw[strings.ToLower(string(v.Elems[i].Str))] = v.Elems[i+1].Raw
 		}
 	}
+	for i := range extraSpecs {
+		if s := &extraSpecs[i]; !strings.Contains(s.Name, "|") {
+			infoRaw[s.Name] = appendSpecInfo(nil, byName[s.Name])
+		}
+	}
+}
+
+// appendSpecInfo appends a COMMAND INFO entry built from a spec without keys (redraft's own
+// commands), in redis-server 7.0's layout, subcommands included.
+func appendSpecInfo(b []byte, s *Spec) []byte {
+	b = resp.AppendArray(b, 10)
+	b = resp.AppendBulkString(b, s.Name)
+	b = resp.AppendInt(b, int64(s.Arity))
+	b = resp.AppendArray(b, len(s.Flags))
+	for _, f := range s.Flags {
+		b = resp.AppendSimple(b, f)
+	}
+	b = resp.AppendInt(b, 0)
+	b = resp.AppendInt(b, 0)
+	b = resp.AppendInt(b, 0)
+	b = resp.AppendArray(b, len(s.ACL))
+	for _, a := range s.ACL {
+		b = resp.AppendSimple(b, "@"+a)
+	}
+	b = resp.AppendArray(b, 0) // tips
+	b = resp.AppendArray(b, 0) // key specs
+	names := make([]string, 0, len(s.Subs))
+	for n := range s.Subs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	b = resp.AppendArray(b, len(names))
+	for _, n := range names {
+		b = appendSpecInfo(b, s.Subs[n])
+	}
+	return b
 }
 
 // Served returns the names of the top-level commands redraft serves, sorted.

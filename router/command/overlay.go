@@ -124,6 +124,10 @@ var overlay = map[string]handling{
 	"pubsub|shardchannels": {Publish, "every group"},
 	"pubsub|shardnumsub":   {Publish, "the channels' slot groups"},
 
+	// redraft's own commands (extraSpecs).
+	"redraft|consistency":          {Local, "sets the session's write consistency (DC_ONE, DC_QUORUM, DC_EACH_SAFE_QUORUM or DEFAULT); without a level answers the effective one"},
+	"dyno_config:conn_consistency": {Local, "Dynomite's per-connection consistency: DC_ONE, DC_QUORUM, DC_SAFE_QUORUM (= DC_QUORUM) or DC_EACH_SAFE_QUORUM"},
+
 	// Notable refusals.
 	"swapdb":         {Unsupported, "would swap databases on every group without atomicity"},
 	"migrate":        {Unsupported, "slots move with redraft migrate"},
@@ -131,6 +135,14 @@ var overlay = map[string]handling{
 	"monitor":        {Unsupported, "connect to a backend directly"},
 	"sync":           {Unsupported, "replication is internal"},
 	"psync":          {Unsupported, "replication is internal"},
+}
+
+// extraSpecs are commands that are not Redis's: redraft's own and Dynomite's. They join the
+// generated table, and COMMAND INFO describes them from these fields.
+var extraSpecs = []Spec{
+	{Name: "redraft", Arity: -2, Flags: []string{"noscript", "loading", "stale", "fast"}, ACL: []string{"fast", "connection"}, KeySpecs: []KeySpec{}},
+	{Name: "redraft|consistency", Arity: -2, Flags: []string{"noscript", "loading", "stale", "fast"}, ACL: []string{"fast", "connection"}, KeySpecs: []KeySpec{}},
+	{Name: "dyno_config:conn_consistency", Arity: 2, Flags: []string{"noscript", "loading", "stale", "fast"}, ACL: []string{"fast", "connection"}, KeySpecs: []KeySpec{}},
 }
 
 // reasonFor explains why a command without an overlay entry is unsupported.

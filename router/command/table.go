@@ -11,9 +11,10 @@ var (
 )
 
 func init() {
-	byName = make(map[string]*Spec, len(generated))
-	for i := range generated {
-		s := &generated[i]
+	specs := append(generated[:len(generated):len(generated)], extraSpecs...)
+	byName = make(map[string]*Spec, len(specs))
+	for i := range specs {
+		s := &specs[i]
 		s.ID = i
 		all = append(all, s)
 		byName[s.Name] = s

@@ -1,0 +1,392 @@
+package router
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/testredis"
+	"github.com/redraft/redraft/router/xdc"
+)
+
+// addDC2 adds a second DC (one group on its own redis-server, owning every slot) to st, which
+// makes the cluster multi-DC: writes of dc1's routers go through WRITE.
+func addDC2(t testing.TB, st *fsm.State) *fsm.State {
+	t.Helper()
+	r := testredis.Start(t)
+	st, err := fsm.ApplyCommand(st, st.Index+1, &fsm.AddGroup{DC: "dc2", Group: fsm.Group{ID: "h1", Master: r.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err = fsm.ApplyCommand(st, st.Index+1, &fsm.AssignSlots{DC: "dc2", Group: "h1", Ranges: []fsm.SlotRange{{From: 0, To: fsm.NumSlots - 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// startXDC starts dc1 with ngroups groups and one router, in a cluster that also has dc2.
+func startXDC(t testing.TB, ngroups int, cfg Config) *testCluster {
+	t.Helper()
+	tc := startCluster(t, ngroups, 0, cfg)
+	tc.st = addDC2(t, tc.st)
+	tc.addNode(cfg)
+	return tc
+}
+
+// outbox reads slot's outbox from the dc1 group serving it (of n groups).
+func (tc *testCluster) outbox(t *testing.T, slot int) []xdc.Entry {
+	t.Helper()
+	gi := min(slot/(fsm.NumSlots/len(tc.redis)), len(tc.redis)-1)
+	es, err := xdc.ReadOutbox(context.Background(), tc.direct(gi), slot, "", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return es
+}
+
+// lastEffects returns the commands of slot's newest outbox entry, space-joined.
+func (tc *testCluster) lastEffects(t *testing.T, slot int) []string {
+	t.Helper()
+	es := tc.outbox(t, slot)
+	if len(es) == 0 {
+		t.Fatalf("slot %d: empty outbox", slot)
+	}
+	e := es[len(es)-1]
+	if e.DC != "dc1" {
+		t.Errorf("entry %s from DC %q", e.ID, e.DC)
+	}
+	var out []string
+	for _, c := range e.Cmds {
+		out = append(out, strings.Join(c, " "))
+	}
+	return out
+}
+
+func wantEffects(t *testing.T, what string, got []string, want ...string) {
+	t.Helper()
+	if strings.Join(got, " | ") != strings.Join(want, " | ") {
+		t.Errorf("%s: effects %q, want %q", what, got, want)
+	}
+}
+
+// TestXDCWriteEffects: with two DCs, writes answer as without redraft and record their
+// effects in the slot's outbox, per slot, on the group serving it.
+func TestXDCWriteEffects(t *testing.T) {
+	tc := startXDC(t, 2, Config{})
+	ctx := ctxT(t)
+	c := tc.client(0)
+	if !tc.servers[0].MultiDC() {
+		t.Fatal("MultiDC false with two DCs")
+	}
+
+	k := keyIn("k", 0, 2)
+	if err := c.Set(ctx, k, "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	wantEffects(t, "SET", tc.lastEffects(t, slotOf(k)), "set "+k+" v")
+	if n, err := c.Incr(ctx, "{"+k+"}n").Result(); err != nil || n != 1 {
+		t.Fatalf("INCR = %d, %v", n, err)
+	}
+	wantEffects(t, "INCR", tc.lastEffects(t, slotOf(k)), "incr {"+k+"}n")
+	before := time.Now().UnixMilli()
+	if ok, err := c.Expire(ctx, k, 100*time.Second).Result(); err != nil || !ok {
+		t.Fatalf("EXPIRE = %v, %v", ok, err)
+	}
+	eff := tc.lastEffects(t, slotOf(k))
+	f := strings.Fields(eff[0])
+	if len(f) != 3 || f[0] != "PEXPIREAT" || f[1] != k {
+		t.Fatalf("EXPIRE recorded as %q", eff)
+	}
+	if at, _ := strconv.ParseInt(f[2], 10, 64); at < before+99_000 || at > time.Now().UnixMilli()+100_000 {
+		t.Errorf("EXPIRE recorded at %s, want now+100s", f[2])
+	}
+	if ttl := c.PTTL(ctx, k).Val(); ttl < 99*time.Second {
+		t.Errorf("PTTL after EXPIRE = %s", ttl)
+	}
+
+	// MSET and DEL over two groups: one entry per slot.
+	a, b := keyIn("a", 0, 2), keyIn("b", 1, 2)
+	if err := c.MSet(ctx, a, "1", b, "2").Err(); err != nil {
+		t.Fatal(err)
+	}
+	wantEffects(t, "MSET a", tc.lastEffects(t, slotOf(a)), "mset "+a+" 1")
+	wantEffects(t, "MSET b", tc.lastEffects(t, slotOf(b)), "mset "+b+" 2")
+	if got := c.MGet(ctx, a, b).Val(); len(got) != 2 || got[0] != "1" || got[1] != "2" {
+		t.Errorf("MGET = %v", got)
+	}
+	// Two keys of one group, different slots: still one entry each.
+	a2 := keyIn("a2", 0, 2)
+	for slotOf(a2) == slotOf(a) {
+		a2 += "x"
+	}
+	if n, err := c.Del(ctx, a, b, a2).Result(); err != nil || n != 2 {
+		t.Fatalf("DEL = %d, %v", n, err)
+	}
+	wantEffects(t, "DEL a", tc.lastEffects(t, slotOf(a)), "del "+a)
+	wantEffects(t, "DEL b", tc.lastEffects(t, slotOf(b)), "del "+b)
+	if es := tc.outbox(t, slotOf(a2)); len(es) != 0 {
+		t.Errorf("DEL of a missing key recorded %v", es)
+	}
+
+	// SPOP records what it popped.
+	s := keyIn("s", 1, 2)
+	c.SAdd(ctx, s, "m1", "m2")
+	m, err := c.SPop(ctx, s).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEffects(t, "SPOP", tc.lastEffects(t, slotOf(s)), "SREM "+s+" "+m)
+
+	// A MULTI block is one unit: EXEC's replies, one entry with the writes only.
+	tk := "{" + keyIn("t", 0, 2) + "}"
+	cmds, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, tk+"x", "1", 0)
+		p.Get(ctx, tk+"x")
+		p.Incr(ctx, tk+"y")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmds[0].(*redis.StatusCmd).Val() != "OK" || cmds[1].(*redis.StringCmd).Val() != "1" || cmds[2].(*redis.IntCmd).Val() != 1 {
+		t.Errorf("EXEC replies %v", cmds)
+	}
+	wantEffects(t, "MULTI", tc.lastEffects(t, slotOf(tk)), "set "+tk+"x 1", "incr "+tk+"y")
+
+	// User scripts: recorded as called; EVALSHA as EVAL with the body this node knows.
+	body := "return redis.call('SET', KEYS[1], ARGV[1])"
+	e := keyIn("e", 1, 2)
+	if err := c.Eval(ctx, body, []string{e}, "v1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	wantEffects(t, "EVAL", tc.lastEffects(t, slotOf(e)), "eval "+body+" 1 "+e+" v1")
+	body2 := "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+	sha, err := c.ScriptLoad(ctx, body2).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.EvalSha(ctx, strings.ToUpper(sha), []string{e + "n"}, 5).Int64(); err != nil || n != 5 {
+		t.Fatalf("EVALSHA = %d, %v", n, err)
+	}
+	wantEffects(t, "EVALSHA", tc.lastEffects(t, slotOf(e+"n")), "EVAL "+body2+" 1 "+e+"n 5")
+	if err := c.Eval(ctx, "return 1", nil).Err(); err == nil || !strings.Contains(err.Error(), "without keys") {
+		t.Errorf("keyless EVAL: %v", err)
+	}
+	n0 := len(tc.outbox(t, slotOf(e)))
+	if v, err := c.EvalRO(ctx, "return redis.call('GET', KEYS[1])", []string{e}).Text(); err != nil || v != "v1" {
+		t.Errorf("EVAL_RO = %q, %v", v, err)
+	}
+	if n := len(tc.outbox(t, slotOf(e))); n != n0 {
+		t.Errorf("EVAL_RO recorded an entry")
+	}
+
+	// Reads record nothing; commands WRITE cannot replicate answer a clear error.
+	n0 = len(tc.outbox(t, slotOf(k)))
+	c.Get(ctx, k)
+	if n := len(tc.outbox(t, slotOf(k))); n != n0 {
+		t.Error("GET recorded an entry")
+	}
+	g := keyIn("g", 0, 2)
+	c.XGroupCreateMkStream(ctx, g, "grp", "0")
+	if err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "grp", Consumer: "c", Streams: []string{g, ">"}, Block: -1}).Err(); err == nil || !strings.Contains(err.Error(), "XREADGROUP cannot be served") {
+		t.Errorf("XREADGROUP: %v", err)
+	}
+}
+
+// TestOneDCNoOutbox: with one DC writes are forwarded as they are: no outbox.
+func TestOneDCNoOutbox(t *testing.T) {
+	tc := startCluster(t, 1, 1, Config{})
+	ctx := ctxT(t)
+	c := tc.client(0)
+	if tc.servers[0].MultiDC() {
+		t.Fatal("MultiDC true with one DC")
+	}
+	k := "plain"
+	c.Set(ctx, k, "v", 0)
+	c.MSet(ctx, "x", "1", "y", "2")
+	c.Eval(ctx, "return redis.call('SET', KEYS[1], 'z')", []string{"z"})
+	for _, key := range []string{k, "x", "y", "z"} {
+		if n := tc.direct(0).Exists(ctx, xdc.OutboxKey(slotOf(key))).Val(); n != 0 {
+			t.Errorf("outbox of %s's slot exists", key)
+		}
+	}
+}
+
+// TestXDCWatchExec: WATCH with a changed key answers the null array; unchanged, the block
+// runs as a unit and is recorded.
+func TestXDCWatchExec(t *testing.T) {
+	tc := startXDC(t, 1, Config{})
+	ctx := ctxT(t)
+	c, other := tc.client(0), tc.client(0)
+	k := "{w}k"
+	c.Set(ctx, k, "0", 0)
+	err := c.Watch(ctx, func(tx *redis.Tx) error {
+		if err := other.Set(ctx, k, "changed", 0).Err(); err != nil {
+			return err
+		}
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error { p.Set(ctx, k, "mine", 0); return nil })
+		return err
+	}, k)
+	if err != redis.TxFailedErr {
+		t.Fatalf("EXEC after a watched key changed: %v", err)
+	}
+	if v := c.Get(ctx, k).Val(); v != "changed" {
+		t.Errorf("value %q", v)
+	}
+	err = c.Watch(ctx, func(tx *redis.Tx) error {
+		cmds, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, k, "mine", 0)
+			p.Incr(ctx, "{w}n")
+			return nil
+		})
+		if err == nil && cmds[1].(*redis.IntCmd).Val() != 1 {
+			t.Errorf("INCR in EXEC = %v", cmds[1])
+		}
+		return err
+	}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEffects(t, "watched EXEC", tc.lastEffects(t, slotOf(k)), "set "+k+" mine", "incr {w}n")
+}
+
+// TestXDCBlockingPoll: blocking pops are served by polling through WRITE, with the blocking
+// reply shapes and the null array on timeout.
+func TestXDCBlockingPoll(t *testing.T) {
+	tc := startXDC(t, 1, Config{})
+	ctx := ctxT(t)
+	c, pusher := tc.client(0), tc.client(0)
+	got := make(chan []string, 1)
+	go func() { got <- c.BLPop(ctx, 5*time.Second, "{b}l1", "{b}l2").Val() }()
+	waitFor(t, "BLPOP polling", func() bool { return infoStat(tc.direct(0), "cmdstat_evalsha") >= 2 })
+	if err := pusher.RPush(ctx, "{b}l2", "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v := <-got; len(v) != 2 || v[0] != "{b}l2" || v[1] != "x" {
+		t.Errorf("BLPOP = %q", v)
+	}
+	wantEffects(t, "BLPOP", tc.lastEffects(t, slotOf("{b}l1")), "LMPOP 2 {b}l1 {b}l2 LEFT")
+	start := time.Now()
+	if err := c.Do(ctx, "BRPOP", "{b}l1", "0.15").Err(); err != redis.Nil {
+		t.Errorf("BRPOP on nothing: %v", err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond || d > 2*time.Second {
+		t.Errorf("BRPOP timed out after %s", d)
+	}
+	c.ZAdd(ctx, "{b}z", redis.Z{Score: 1.5, Member: "m"})
+	if v, err := c.BZPopMin(ctx, time.Second, "{b}z").Result(); err != nil || v.Key != "{b}z" || v.Member != "m" || v.Score != 1.5 {
+		t.Errorf("BZPOPMIN = %+v, %v", v, err)
+	}
+	c.RPush(ctx, "{b}src", "y")
+	if v, err := c.BLMove(ctx, "{b}src", "{b}dst", "LEFT", "RIGHT", time.Second).Result(); err != nil || v != "y" {
+		t.Errorf("BLMOVE = %q, %v", v, err)
+	}
+	wantEffects(t, "BLMOVE", tc.lastEffects(t, slotOf("{b}src")), "LMOVE {b}src {b}dst LEFT RIGHT")
+}
+
+// infoStat returns the calls= count of an INFO commandstats line.
+func infoStat(c *redis.Client, name string) int {
+	for _, l := range strings.Split(c.Info(context.Background(), "commandstats").Val(), "\n") {
+		if rest, ok := strings.CutPrefix(l, name+":calls="); ok {
+			n, _ := strconv.Atoi(strings.SplitN(rest, ",", 2)[0])
+			return n
+		}
+	}
+	return 0
+}
+
+// TestXDCCopyLockRetry: a write WRITE refuses while the slot's copy lock is set is retried
+// until the lock goes (then succeeds), or answers -TRYAGAIN after FreezeWait.
+func TestXDCCopyLockRetry(t *testing.T) {
+	tc := startXDC(t, 1, Config{FreezeWait: 3 * time.Second})
+	ctx := ctxT(t)
+	c, d := tc.client(0), tc.direct(0)
+	k := "{cl}k"
+	lock := xdc.CopyLockKey(slotOf(k))
+	d.Set(ctx, lock, "1", 0)
+	calls := infoStat(d, "cmdstat_evalsha")
+	done := make(chan error, 1)
+	go func() { done <- c.Set(ctx, k, "v", 0).Err() }()
+	waitFor(t, "the write retried", func() bool { return infoStat(d, "cmdstat_evalsha") >= calls+2 })
+	d.Del(ctx, lock)
+	if err := <-done; err != nil {
+		t.Fatalf("SET after the lock went: %v", err)
+	}
+	if v := c.Get(ctx, k).Val(); v != "v" {
+		t.Errorf("value %q", v)
+	}
+
+	// A lock that stays: -TRYAGAIN after FreezeWait, for writes and for scripts.
+	tc.addNode(Config{FreezeWait: 100 * time.Millisecond})
+	sc := tc.client(1)
+	d.Set(ctx, lock, "1", 0)
+	if err := sc.Set(ctx, k, "w", 0).Err(); !isTryAgain(err) {
+		t.Errorf("SET under a lock: %v", err)
+	}
+	if err := sc.Eval(ctx, "return redis.call('SET', KEYS[1], 'x')", []string{k}).Err(); !isTryAgain(err) {
+		t.Errorf("EVAL under a lock: %v", err)
+	}
+	if v := c.Get(ctx, k).Val(); v != "v" {
+		t.Errorf("value %q after refused writes", v)
+	}
+}
+
+// TestXDCScripts: NOSCRIPT for WRITE (flushed on the backend) is a clear error and heals;
+// SCRIPT FLUSH through the node reloads WRITE; a restarted backend gets it at dial.
+func TestXDCScripts(t *testing.T) {
+	tc := startXDC(t, 1, Config{})
+	ctx := ctxT(t)
+	c, d := tc.client(0), tc.direct(0)
+	c.Set(ctx, "s1", "v", 0)
+	d.ScriptFlush(ctx)
+	if err := c.Set(ctx, "s1", "v", 0).Err(); err == nil || !strings.Contains(err.Error(), "WRITE is not loaded") {
+		t.Errorf("SET after a backend SCRIPT FLUSH: %v", err)
+	}
+	waitFor(t, "WRITE reloaded", func() bool { return c.Set(ctx, "s1", "v", 0).Err() == nil })
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, "s2", "v", 0).Err(); err != nil {
+		t.Errorf("SET after SCRIPT FLUSH through redraft: %v", err)
+	}
+	if err := tc.redis[0].Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a write after the restart", func() bool {
+		err := c.Set(ctx, "s3", "v", 0).Err()
+		if err != nil && strings.Contains(err.Error(), "not loaded") {
+			t.Fatalf("SET after a restart: %v", err)
+		}
+		return err == nil
+	})
+}
+
+func TestAppendWriteCall(t *testing.T) {
+	calls := []xdc.Call{{Plan: "t3z", Args: []string{"PEXPIREAT", "k", "1000"}, Keys: []string{"k"}},
+		{Plan: "n", Args: []string{"GET", "k"}, Keys: []string{"k"}}}
+	for _, unit := range []bool{false, true} {
+		keys, argv := xdc.WriteArgs(7, "dc1", 1000, unit, calls[:1+btoi(unit)])
+		want := []string{"EVALSHA", xdc.WriteSHA, itoa(len(keys))}
+		want = append(want, keys...)
+		for _, a := range argv {
+			want = append(want, a.(string))
+		}
+		got := appendWriteCall(nil, 7, "dc1", "1000", unit, calls[:1+btoi(unit)])
+		if string(got) != string(appendCommand(nil, want)) {
+			t.Errorf("unit=%v: %q\nwant %q", unit, got, appendCommand(nil, want))
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,148 @@
+package router
+
+import (
+	"crypto/sha1"
+	"encoding/hex"
+	"strings"
+	"sync"
+
+	"github.com/redraft/redraft/router/command"
+	"github.com/redraft/redraft/router/resp"
+	"github.com/redraft/redraft/router/xdc"
+)
+
+// User scripts in a cluster with several DCs (router/DESIGN.md, "Cross-DC write path"). A
+// script cannot run inside WRITE (a script calling a script is refused), so it runs in
+// MULTI next to an XADD of its own call to the slot's outbox: MULTI; EVAL...; XADD; EXEC.
+
+// maxScriptBodies bounds the SHA1 → body map (clients that generate scripts would grow it
+// without end); past it EVALSHA of new scripts is recorded as EVALSHA.
+const maxScriptBodies = 10000
+
+// scriptBodies maps the SHA1 of scripts seen through this node to their bodies.
+type scriptBodies struct {
+	mu sync.RWMutex
+	m  map[string]string
+}
+
+// add records body under its SHA1.
+func (sb *scriptBodies) add(body string) {
+	sum := sha1.Sum([]byte(body))
+	sha := hex.EncodeToString(sum[:])
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.m == nil {
+		sb.m = map[string]string{}
+	}
+	if _, ok := sb.m[sha]; ok || len(sb.m) >= maxScriptBodies {
+		return
+	}
+	sb.m[sha] = body
+}
+
+// get returns the body of the script with SHA1 sha (any case).
+func (sb *scriptBodies) get(sha string) (string, bool) {
+	sb.mu.RLock()
+	defer sb.mu.RUnlock()
+	body, ok := sb.m[strings.ToLower(sha)]
+	return body, ok
+}
+
+// scriptWrites reports whether a script command may write (the _RO variants cannot).
+func scriptWrites(name string) bool { return name == "eval" || name == "evalsha" || name == "fcall" }
+
+// forwardScript serves EVAL, EVALSHA and FCALL on the write path. With several DCs the call
+// is recorded in the slot's outbox in the same MULTI as it runs (EVALSHA as EVAL when this
+// node knows the body), and keyless scripts are refused. With one DC it runs raw, then the
+// session's level is reached.
+func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
+	snap := c.snap
+	lvl := c.writeLevel(snap)
+	if !snap.multiDC {
+		c.drain()
+		if slot < 0 {
+			g, err := c.route(-1)
+			if err != nil {
+				c.replyErr(err)
+				return
+			}
+			c.replyWrite(c.writeAndReach(g, -1, cmd.Raw, 1, lvl))
+			return
+		}
+		move := func(e *slotEntry) error { return c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys) }
+		c.replyWrite(c.syncWrite(syncReq{slot: slot, move: move, raw: cmd.Raw, n: 1, lvl: lvl}))
+		return
+	}
+	if slot < 0 {
+		c.replyErr(errorf("ERR redraft: %s without keys cannot be replicated to the other DCs: pass the keys the script writes", strings.ToUpper(spec.Name)))
+		return
+	}
+	argv := argStrings(cmd.Args)
+	rec := argv
+	switch spec.Name {
+	case "eval":
+		c.s.scripts.add(argv[1])
+	case "evalsha":
+		if body, ok := c.s.scripts.get(argv[1]); ok {
+			rec = append([]string{"EVAL", body}, argv[2:]...)
+		}
+	}
+	fields := xdc.EntryFields(c.s.cfg.DC, [][]string{rec})
+	raw := append(c.xsync[:0], rawMulti...)
+	raw = append(raw, cmd.Raw...)
+	raw = resp.AppendArray(raw, 6+len(fields))
+	raw = resp.AppendBulkString(raw, "XADD")
+	raw = resp.AppendBulkString(raw, xdc.OutboxKey(slot))
+	raw = resp.AppendBulkString(raw, "MAXLEN")
+	raw = resp.AppendBulkString(raw, "~")
+	raw = resp.AppendBulkString(raw, snap.outboxMax)
+	raw = resp.AppendBulkString(raw, "*")
+	for _, f := range fields {
+		raw = resp.AppendBulkString(raw, f)
+	}
+	raw = append(raw, rawExec...)
+	c.xsync = raw[:0]
+	c.drain()
+	move := func(e *slotEntry) error {
+		if err := c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys); err != nil {
+			return err
+		}
+		return c.moveOutbox(e.m, slot)
+	}
+	reply, err := c.syncWrite(syncReq{slot: slot, move: move, raw: raw, n: 4, lvl: lvl,
+		pre: func(g *group) ([]byte, error) { return c.copyLocked(g, slot) }})
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.reply(scriptReply(reply))
+}
+
+// copyLocked is the racy pre-check of a user script's write: while the slot's copy lock is
+// set (a full copy of the slot to another DC) it answers -TRYAGAIN, as WRITE would. It is a
+// separate round trip before the MULTI, so a lock set in between is not seen: that one script
+// runs while the copy reads the slot, the race the lock exists to prevent.
+func (c *client) copyLocked(g *group, slot int) ([]byte, error) {
+	raw := appendCommand(nil, []string{"EXISTS", xdc.CopyLockKey(slot)})
+	reply, err := c.roundTrip(g, raw, 1)
+	if err != nil {
+		return nil, err
+	}
+	if string(reply) == ":1\r\n" {
+		return []byte("-TRYAGAIN redraft: the slot is being copied to another DC, retry shortly\r\n"), nil
+	}
+	return nil, nil
+}
+
+// scriptReply extracts the script's reply from EXEC's [script reply, XADD reply]; an XADD
+// that failed (the script ran, but is not recorded) answers an error that says so.
+func scriptReply(reply []byte) []byte {
+	v, _, ok := resp.Parse(reply)
+	if !ok || v.Type != '*' || len(v.Elems) != 2 {
+		return reply // an error, or -TRYAGAIN from the pre-check
+	}
+	if x := v.Elems[1]; x.IsError() {
+		return appendError(nil, errorf("ERR redraft: the script ran but recording it for the other DCs failed: %s", printable(x.Str)))
+	}
+	return v.Elems[0].Raw
+}
