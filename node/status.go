@@ -132,6 +132,9 @@ type GroupStatus struct {
 type DCStatus struct {
 	Name       string        `json:"name"`
 	Nodes      []string      `json:"nodes"`
+	// Owners is, per node of the DC, how many slots it owns on the DC's token ring (it ships
+	// their outboxes to the other DCs).
+	Owners map[string]int `json:"slot_owners"`
 	Groups     []GroupStatus `json:"groups"`
 	Unassigned int           `json:"unassigned_slots"`
 }
@@ -206,7 +209,12 @@ func (n *Node) Status(ctx context.Context) Status {
 	out.Replication = mergePairs(reports)
 	for _, name := range st.DCNames() {
 		dc := st.DCs[name]
-		ds := DCStatus{Name: name, Nodes: []string{}, Groups: []GroupStatus{}}
+		ds := DCStatus{Name: name, Nodes: []string{}, Groups: []GroupStatus{}, Owners: map[string]int{}}
+		if ring := st.Ring(name); len(ring) > 0 {
+			for slot := 0; slot < fsm.NumSlots; slot++ {
+				ds.Owners[fsm.OwnerIn(ring, slot)]++
+			}
+		}
 		for _, id := range ids {
 			if st.Nodes[id].DC == name {
 				ds.Nodes = append(ds.Nodes, id)

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/redraft/redraft/migrate"
 	"github.com/redraft/redraft/node"
 	"github.com/redraft/redraft/router"
+	"github.com/redraft/redraft/router/xdc"
 )
 
 // nodeFlags are the flags of 'node start' and 'node join'; each overrides its config key.
@@ -93,7 +95,7 @@ func nodeCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					return output(c, st.Members, func() { memberTable(st.Members) })
+					return output(c, st.Members, func() { memberTable(st.Members, st.DCs) })
 				},
 			},
 		},
@@ -183,11 +185,38 @@ func runNode(c *cli.Context, join bool) error {
 	if _, port, _ := net.SplitHostPort(cfg.Listen); port == "0" {
 		cfg.Listen = ln.Addr().String()
 	}
-	rt := router.New(routerConfig(cfg))
-	n, err := node.Start(cfg, node.Options{Logger: log, Status: func() any { return rt.Stats() }})
+	ref := &nodeRef{cfg: cfg}
+	var repl *xdc.Replicator
+	rcfg := routerConfig(cfg)
+	rcfg.AwaitDCs = func(ctx context.Context, db, slot int, id string) error {
+		timeout := 5 * time.Second
+		if d, ok := ctx.Deadline(); ok {
+			timeout = time.Until(d)
+		}
+		return repl.Await(ctx, db, slot, id, timeout)
+	}
+	rt := router.New(rcfg)
+	repl = xdc.New(xdc.Config{Cluster: ref, Peers: ref, Local: rt, Logger: log})
+	rpcs := map[string]node.RPCFunc{}
+	for name, h := range repl.RPC() {
+		rpcs[name] = node.RPCFunc(h)
+	}
+	n, err := node.Start(cfg, node.Options{Logger: log, Status: func() any { return rt.Stats() }, RPC: rpcs,
+		Replication: func() []node.ReplicationPair {
+			pairs := repl.Report().Pairs
+			out := make([]node.ReplicationPair, len(pairs))
+			for i, p := range pairs {
+				out[i] = node.ReplicationPair(p)
+			}
+			return out
+		}})
 	if err != nil {
 		ln.Close()
 		return err
+	}
+	ref.n.Store(n)
+	if err := n.Register(repl); err != nil {
+		log.Warn("replication metrics not registered", "err", err)
 	}
 	// The router sees each state before the coordinator acts on it: a freeze is in force in the
 	// data plane before this node can vouch for it.
@@ -195,10 +224,12 @@ func runNode(c *cli.Context, join bool) error {
 	n.OnState(func(st *fsm.State) {
 		rt.SetState(st)
 		coord.Notify(st)
+		repl.Notify(st)
 	})
 	coordCtx, stopCoord := context.WithCancel(context.Background())
 	defer stopCoord()
 	go coord.Run(coordCtx)
+	go repl.Run(coordCtx)
 	go func() {
 		if err := rt.Serve(ln); err != nil {
 			log.Error("RESP server stopped", "err", err)
@@ -221,6 +252,31 @@ func runNode(c *cli.Context, join bool) error {
 	rt.Close()
 	n.Close()
 	return exit
+}
+
+// nodeRef gives the replicator the node, which starts after it (the node serves the
+// replicator's calls on its peer port).
+type nodeRef struct {
+	cfg node.Config
+	n   atomic.Pointer[node.Node]
+}
+
+func (r *nodeRef) State() *fsm.State {
+	if n := r.n.Load(); n != nil {
+		return n.State()
+	}
+	return fsm.New()
+}
+
+func (r *nodeRef) ID() string { return r.cfg.ID }
+func (r *nodeRef) DC() string { return r.cfg.DC }
+
+func (r *nodeRef) CallPeer(ctx context.Context, addr, name string, in, out any) error {
+	n := r.n.Load()
+	if n == nil {
+		return errors.New("node not started")
+	}
+	return n.CallPeer(ctx, addr, name, in, out)
 }
 
 // registerGroups adds the config's groups once the node is ready; an identical group already

@@ -23,9 +23,19 @@ func statusCommand() *cli.Command {
 			}
 			return output(c, st, func() {
 				fmt.Printf("leader: %s (%s)   term: %d   applied index: %d   asked: %s\n\n", orDash(st.Leader), orDash(st.LeaderPeer), st.Term, st.AppliedIndex, st.Node)
-				memberTable(st.Members)
+				memberTable(st.Members, st.DCs)
 				fmt.Println()
 				groupTable(st.DCs)
+				if len(st.Replication) > 0 {
+					fmt.Println()
+					var rows [][]string
+					for _, p := range st.Replication {
+						rows = append(rows, []string{p.From, p.To, p.State, ms(p.LagMS), ms(p.LagP50MS), ms(p.LagP99MS),
+							strconv.FormatInt(p.Pending, 10), strconv.FormatInt(p.Outbox, 10), strconv.Itoa(p.Copying),
+							strconv.FormatInt(p.Shipped, 10), orDash(p.Error)})
+					}
+					table([]string{"FROM", "TO", "STATE", "LAG", "P50", "P99", "PENDING", "OUTBOX", "COPYING", "SHIPPED", "ERROR"}, rows)
+				}
 				if len(st.Migrations) > 0 {
 					fmt.Println()
 					var rows [][]string
@@ -50,16 +60,30 @@ func fetchStatus(c *cli.Context) (node.Status, error) {
 	return adminClient(c).Status(cx)
 }
 
-func memberTable(ms []node.Member) {
+// ms formats milliseconds for a table.
+func ms(v float64) string {
+	if v >= 1000 {
+		return fmt.Sprintf("%.1fs", v/1000)
+	}
+	return fmt.Sprintf("%.1fms", v)
+}
+
+func memberTable(ms []node.Member, dcs []node.DCStatus) {
+	owned := map[string]int{}
+	for _, d := range dcs {
+		for id, n := range d.Owners {
+			owned[id] = n
+		}
+	}
 	var rows [][]string
 	for _, m := range ms {
 		role := m.Role
 		if m.Error != "" {
 			role = "UNREACHABLE"
 		}
-		rows = append(rows, []string{m.ID, m.DC, orDash(m.Rack), role, orDash(m.Suffrage), strconv.FormatUint(m.AppliedIndex, 10), m.Listen, m.Peer, m.Admin})
+		rows = append(rows, []string{m.ID, m.DC, orDash(m.Rack), role, orDash(m.Suffrage), strconv.FormatUint(m.AppliedIndex, 10), strconv.Itoa(owned[m.ID]), m.Listen, m.Peer, m.Admin})
 	}
-	table([]string{"NODE", "DC", "RACK", "ROLE", "SUFFRAGE", "APPLIED", "LISTEN", "PEER", "ADMIN"}, rows)
+	table([]string{"NODE", "DC", "RACK", "ROLE", "SUFFRAGE", "APPLIED", "OWNS", "LISTEN", "PEER", "ADMIN"}, rows)
 }
 
 func sortedKeys[V any](m map[string]V) []string {
