@@ -130,13 +130,13 @@ type GroupStatus struct {
 
 // DCStatus is one datacenter in the cluster status.
 type DCStatus struct {
-	Name       string        `json:"name"`
-	Nodes      []string      `json:"nodes"`
+	Name  string   `json:"name"`
+	Nodes []string `json:"nodes"`
 	// Owners is, per node of the DC, how many slots it owns on the DC's token ring (it ships
 	// their outboxes to the other DCs).
-	Owners map[string]int `json:"slot_owners"`
-	Groups     []GroupStatus `json:"groups"`
-	Unassigned int           `json:"unassigned_slots"`
+	Owners     map[string]int `json:"slot_owners"`
+	Groups     []GroupStatus  `json:"groups"`
+	Unassigned int            `json:"unassigned_slots"`
 }
 
 // Status is the cluster as one node sees it.
