@@ -59,7 +59,7 @@ go build -o "$WORK/redraft" ./cmd/redraft
 # first); sets PORT, ADMIN and PID.
 start_node() {
 	for _ in 1 2 3 4 5; do
-		PORT=$(free_port); local peer; peer=$(free_port); ADMIN=127.0.0.1:$(free_port)
+		PORT=$(free_port); PEER=$(free_port); local peer=$PEER; ADMIN=127.0.0.1:$(free_port)
 		rm -rf "$WORK/n1"
 		"$WORK/redraft" node start --id n1 --dc dc1 --listen "127.0.0.1:$PORT" --peer-listen "127.0.0.1:$peer" \
 			--admin-listen "$ADMIN" --data-dir "$WORK/n1" --log-level warn 2>"$WORK/n1.log" &
@@ -161,3 +161,41 @@ awk -v keys="$keys" -v bytes="$bytes" -v ms=$((t1 - t0)) -v base="$base" -v duri
 	printf "%-28s %9.3f ms  (%0.f rps)\n", "GET p99 during migration", b[2], b[1]
 	printf "%-28s %12.2f\n", "p99 ratio during/without", b[2] / a[2]
 }'
+
+# ---- Cross-DC replication: lag at a fixed rate, highest sustained rate ----------------------
+XRATE=${XRATE:-2000}   # writes/s of the fixed-rate run
+XDUR=${XDUR:-10s}
+echo
+echo "cross-DC replication: writes through dc1's node (one group), applied on dc2's (one group); lag = write sent -> applied in dc2"
+go build -o "$WORK/xdcload" ./scripts/xdcload
+redis-cli -p "$R1" FLUSHALL >/dev/null; redis-cli -p "$R2" FLUSHALL >/dev/null
+admin slots assign --dc dc1 --group g1 --force 0-16383
+# Baseline: the same load on the one-DC cluster (no outbox, nothing shipped).
+base=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -duration 5s -clients "$CLIENTS" -prefix base)
+R3=$(free_port); start_redis "$R3"
+for _ in 1 2 3 4 5; do
+	X2=$(free_port); X2P=$(free_port); X2A=127.0.0.1:$(free_port)
+	rm -rf "$WORK/n2"
+	"$WORK/redraft" node join --seed "127.0.0.1:$PEER" --id n2 --dc dc2 --listen "127.0.0.1:$X2" --peer-listen "127.0.0.1:$X2P" \
+		--admin-listen "$X2A" --data-dir "$WORK/n2" --log-level warn 2>"$WORK/n2.log" &
+	N2PID=$!
+	ok=0
+	for _ in $(seq 1 200); do
+		"$WORK/redraft" --admin "$X2A" health >/dev/null 2>&1 && { ok=1; break; }
+		kill -0 "$N2PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	[ "$ok" = 1 ] && { PIDS+=("$N2PID"); break; }
+	kill "$N2PID" 2>/dev/null || true
+done
+admin group add --dc dc2 --id g3 --master "127.0.0.1:$R3"
+admin slots assign --dc dc2 --group g3 0-16383
+until "$WORK/redraft" --admin "$ADMIN" --json status | grep -q '"to": "dc2"'; do sleep 0.05; done
+fixed=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -rate "$XRATE" -duration "$XDUR" -clients 20 -prefix fixed)
+full=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -duration 5s -clients "$CLIENTS" -prefix full)
+echo "one DC, no replication:        $base"
+echo "$XRATE writes/s for $XDUR:        ${fixed//$'\n'/; }"
+echo "as fast as $CLIENTS clients go:     ${full//$'\n'/; }"
+b=$(echo "$base" | awk '{print $5}'); a=$(echo "$full" | awk 'NR==1 {print $5}')
+s=$(echo "$full" | awk -F's after the start: ' 'NR==2 {split($2, x, " "); print x[1]}')
+awk -v b="$b" -v a="$a" -v s="$s" 'BEGIN { printf "acked writes/s with 2 DCs / 1 DC: %.2f; sustained cross-DC (applied in dc2) / 1 DC: %.2f\n", a / b, s / b }'

@@ -450,7 +450,7 @@ func (r *Replicator) awaitLocal(ctx context.Context, db, slot int, id string, ti
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
-			return fmt.Errorf("not applied in DC %s within %s", strings.Join(missing, ", "), timeout)
+			return fmt.Errorf("not applied in DC %s within %s", strings.Join(missing, ", "), timeout.Round(time.Millisecond))
 		case <-wait:
 		}
 	}
