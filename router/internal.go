@@ -17,9 +17,24 @@ import (
 // inbox with it. The reply's raw RESP is returned, error replies included; err reports
 // routing and transport failures. Safe for concurrent use.
 func (s *Server) Internal(ctx context.Context, db, slot int, keys []string, args []string) ([]byte, error) {
-	switch {
-	case len(args) == 0:
+	if len(args) == 0 {
 		return nil, fmt.Errorf("router: Internal: no command")
+	}
+	replies, err := s.InternalBatch(ctx, db, slot, keys, [][]string{args})
+	if err != nil {
+		return nil, err
+	}
+	return replies[0], nil
+}
+
+// InternalBatch is Internal for several commands on one slot, sent in one pipelined round
+// trip under one admission (keys lists every key of every command); it returns their raw
+// replies in order.
+func (s *Server) InternalBatch(ctx context.Context, db, slot int, keys []string, cmds [][]string) ([][]byte, error) {
+	switch {
+	case len(cmds) == 0:
+		return nil, nil
+	case slot < 0 || slot >= fsm.NumSlots:
 	case slot < 0 || slot >= fsm.NumSlots:
 		return nil, fmt.Errorf("router: Internal: slot %d out of range", slot)
 	case db < 0 || db >= s.cfg.Databases:
@@ -41,13 +56,40 @@ func (s *Server) Internal(ctx context.Context, db, slot int, keys []string, args
 	}
 	defer s.internal.Put(c)
 	c.db = db
-	raw := appendCommand(nil, args)
+	for _, args := range cmds {
+		if len(args) == 0 {
+			return nil, fmt.Errorf("router: Internal: no command")
+		}
+	}
 	e, mark, err := c.enter(slot, func(e *slotEntry) error { return c.moveKeys(e.m, slot, db, kb) })
 	if err != nil {
 		return nil, err
 	}
 	defer c.unadmit(mark)
-	return c.roundTrip(e.group(), raw, 1)
+	// One request per command (a request keeps its last reply only), pipelined on the group's
+	// connection in order.
+	g := e.group()
+	reqs := make([]*backend.Request, len(cmds))
+	var raw []byte
+	for i, args := range cmds {
+		raw = appendCommand(raw[:0], args)
+		reqs[i] = c.send(g, raw, 1)
+	}
+	c.flushBackends()
+	out := make([][]byte, len(cmds))
+	var firstErr error
+	for i, r := range reqs {
+		c.waiter.Wait(r)
+		if r.Err != nil && firstErr == nil {
+			firstErr = r.Err
+		}
+		out[i] = append([]byte(nil), r.Reply...)
+		c.free = append(c.free, r)
+	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return out, nil
 }
 
 // MultiDC reports whether the cluster has more than one DC: writes then go through WRITE.

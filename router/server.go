@@ -49,6 +49,10 @@ type Config struct {
 	// AwaitDCs waits until every other DC applied entry id of the outbox of (db, slot), for
 	// DC_EACH_SAFE_QUORUM writes; the node provides it (nil: the level counts as reached).
 	AwaitDCs func(ctx context.Context, db, slot int, id string) error
+	// Wrote, when set, is told after each write through WRITE has been answered (the slot's
+	// outbox may have a new entry): the replicator ships it without polling for it. It must
+	// not block.
+	Wrote func(db, slot int)
 	// QuorumTimeout is WAIT's timeout for DC_QUORUM writes (default 1s).
 	QuorumTimeout time.Duration
 	// EachDCTimeout bounds AwaitDCs for DC_EACH_SAFE_QUORUM writes (default 5s).

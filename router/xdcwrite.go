@@ -221,6 +221,9 @@ func (c *client) replyWrite(reply []byte, err error) {
 // nothing later in the batch went to a backend (else a retry could reorder it after a later
 // request; the client gets -TRYAGAIN), and NOSCRIPT becomes a clear error.
 func (c *client) checkWrite(i int, xp *xpend, r *backend.Request) {
+	if f := c.s.cfg.Wrote; f != nil {
+		defer f(c.db, xp.slot)
+	}
 	if r.Err != nil || len(r.Reply) == 0 || r.Reply[0] != '-' {
 		return
 	}
@@ -313,6 +316,9 @@ func (c *client) syncWrite(sr syncReq) ([]byte, error) {
 // FreezeWait while it answers -TRYAGAIN (the slot's copy lock). The request stays counted in
 // flight meanwhile, so a migration's barrier on the slot waits for the retries.
 func (c *client) writeRetrying(g *group, sr syncReq) ([]byte, error) {
+	if f := c.s.cfg.Wrote; f != nil {
+		defer f(c.db, sr.slot)
+	}
 	var deadline time.Time
 	backoff := retryMin
 	for {

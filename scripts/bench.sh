@@ -5,7 +5,8 @@
 #
 # The proxied side is a one-node redraft cluster (the real binary, Raft and all) with two
 # groups: g1 serves every slot for SET/GET; for MSET half the slots are reassigned to g2 so the
-# ten keys split over both. Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS.
+# ten keys split over both. Then a second node in dc2 joins for the replication figures.
+# Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS, XRATE, XDUR, BENCH_ONLY=xdc.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -95,6 +96,7 @@ run() {
 		tail -1 | awk -F'"' '{print $4, $10}'
 }
 
+if [ "${BENCH_ONLY:-}" != xdc ]; then # BENCH_ONLY=xdc runs only the replication figures
 R1PID=${PIDS[0]}
 printf '%-16s %11s %11s %6s %10s %11s %9s %11s %13s\n' test direct_rps redraft_rps ratio p50_direct p50_redraft added_ms cpu_us/req redis_us/req
 echo "  (cpu_us/req: redraft process CPU per request; redis_us/req: the redis-server's own CPU per request when benchmarked directly, for scale)"
@@ -161,6 +163,7 @@ awk -v keys="$keys" -v bytes="$bytes" -v ms=$((t1 - t0)) -v base="$base" -v duri
 	printf "%-28s %9.3f ms  (%0.f rps)\n", "GET p99 during migration", b[2], b[1]
 	printf "%-28s %12.2f\n", "p99 ratio during/without", b[2] / a[2]
 }'
+fi
 
 # ---- Cross-DC replication: lag at a fixed rate, highest sustained rate ----------------------
 XRATE=${XRATE:-2000}   # writes/s of the fixed-rate run

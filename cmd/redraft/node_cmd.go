@@ -195,6 +195,7 @@ func runNode(c *cli.Context, join bool) error {
 		}
 		return repl.Await(ctx, db, slot, id, timeout)
 	}
+	rcfg.Wrote = func(db, slot int) { repl.Wrote(db, slot) }
 	rt := router.New(rcfg)
 	repl = xdc.New(xdc.Config{Cluster: ref, Peers: ref, Local: rt, Logger: log})
 	rpcs := map[string]node.RPCFunc{}

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/bits"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,7 +18,7 @@ import (
 )
 
 // maxRoundSlots bounds the slots one shipping round reads and sends.
-const maxRoundSlots = 256
+const maxRoundSlots = 512
 
 // lagWindow is how many recent entry lags a loop keeps for the p50/p99 it reports.
 const lagWindow = 2048
@@ -37,6 +40,10 @@ type loop struct {
 	index  map[string]int // outbox key -> position in slots
 	cancel context.CancelFunc
 	done   chan struct{}
+	// bits are the slots hinted to have new entries (one bit per slot); wake is signalled
+	// when one is set.
+	bits [fsm.NumSlots / 64]atomic.Uint64
+	wake chan struct{}
 
 	mu         sync.Mutex
 	acked      []string // per position in slots
@@ -58,7 +65,7 @@ type loop struct {
 func newLoop(r *Replicator, k loopKey, slots []int) *loop {
 	l := &loop{r: r, key: k, slots: slots, index: make(map[string]int, len(slots)), done: make(chan struct{}),
 		acked: make([]string, len(slots)), pending: make([]int64, len(slots)), reset: map[int]bool{},
-		copying: map[int]bool{}, started: time.Now()}
+		copying: map[int]bool{}, started: time.Now(), wake: make(chan struct{}, 1)}
 	for i, s := range slots {
 		l.index[OutboxKey(s)] = i
 	}
@@ -113,12 +120,14 @@ func (l *loop) run(parent context.Context) {
 	copies := make(chan int, len(l.slots))
 	go l.copier(ctx, src, copies)
 	nextScan := time.Now()
+	sweep := time.NewTimer(0) // the first round looks at every outbox
+	defer sweep.Stop()
 	for ctx.Err() == nil {
 		if time.Now().After(nextScan) {
 			l.scanOutbox(ctx, src)
 			nextScan = time.Now().Add(5 * time.Second)
 		}
-		ready, err := l.waitReady(ctx, src)
+		ready, err := l.waitReady(ctx, src, sweep)
 		if err == nil {
 			err = l.round(ctx, src, ready, copies)
 		}
@@ -136,39 +145,91 @@ func (l *loop) run(parent context.Context) {
 	}
 }
 
-// waitReady blocks in XREAD until some outbox has entries after its last applied id, and
-// returns those slots' positions (plus slots marked for a reset).
-func (l *loop) waitReady(ctx context.Context, src *redis.Client) ([]int, error) {
-	l.mu.Lock()
+// hint marks slot as having new entries and wakes the loop.
+func (l *loop) hint(slot int) {
+	l.bits[slot/64].Or(1 << (slot % 64))
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sweepEvery is how often a loop also looks at every outbox it ships, for writes it was not
+// hinted about (a hint lost with a node, a write through another path).
+const sweepEvery = 500 * time.Millisecond
+
+// waitReady waits for a hint, a reset or the sweep, and returns the positions (in l.slots)
+// of the slots that may have entries after their last applied id.
+func (l *loop) waitReady(ctx context.Context, src *redis.Client, sweep *time.Timer) ([]int, error) {
+	swept := false
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-l.wake:
+	case <-sweep.C:
+		swept = true
+		sweep.Reset(sweepEvery)
+	}
 	var ready []int
-	if len(l.reset) > 0 {
-		var slots []int
-		for s := range l.reset {
-			slots = append(slots, s)
+	for w := range l.bits {
+		v := l.bits[w].Swap(0)
+		for v != 0 {
+			b := bits.TrailingZeros64(v)
+			v &^= 1 << b
+			if p := sort.SearchInts(l.slots, w*64+b); p < len(l.slots) && l.slots[p] == w*64+b {
+				ready = append(ready, p)
+			}
 		}
-		l.reset = map[int]bool{}
-		l.mu.Unlock()
-		sort.Ints(slots)
-		ids, err := l.lastApplied(ctx, slots)
+	}
+	l.mu.Lock()
+	resets := make([]int, 0, len(l.reset))
+	for s := range l.reset {
+		resets = append(resets, s)
+	}
+	l.reset = map[int]bool{}
+	l.mu.Unlock()
+	if len(resets) > 0 {
+		sort.Ints(resets)
+		ids, err := l.lastApplied(ctx, resets)
 		if err != nil {
 			l.mu.Lock()
-			for _, s := range slots {
+			for _, s := range resets {
 				l.reset[s] = true
 			}
 			l.mu.Unlock()
 			return nil, err
 		}
 		l.mu.Lock()
-		for i, s := range slots {
-			p := sort.SearchInts(l.slots, s)
-			if p < len(l.slots) && l.slots[p] == s {
+		for i, s := range resets {
+			if p := sort.SearchInts(l.slots, s); p < len(l.slots) && l.slots[p] == s {
 				l.acked[p] = ids[i]
 				ready = append(ready, p)
 			}
 		}
 		l.mu.Unlock()
-		return ready, nil
 	}
+	if swept {
+		more, err := l.sweep(ctx, src)
+		if err != nil {
+			return nil, err
+		}
+		ready = append(ready, more...)
+	}
+	sort.Ints(ready)
+	ready = slices.Compact(ready)
+	if len(ready) > maxRoundSlots {
+		for _, p := range ready[maxRoundSlots:] {
+			l.hint(l.slots[p])
+		}
+		ready = ready[:maxRoundSlots]
+	}
+	return ready, nil
+}
+
+// sweep asks, in one XREAD over every outbox the loop ships, which have entries after their
+// last applied id.
+func (l *loop) sweep(ctx context.Context, src *redis.Client) ([]int, error) {
+	l.mu.Lock()
 	streams := make([]string, 0, 2*len(l.slots))
 	for _, s := range l.slots {
 		if !l.copying[s] {
@@ -182,27 +243,21 @@ func (l *loop) waitReady(ctx context.Context, src *redis.Client) ([]int, error) 
 	}
 	l.mu.Unlock()
 	if len(streams) == 0 {
-		t := time.NewTimer(l.r.cfg.Block)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
 		return nil, nil
 	}
-	res, err := src.XRead(ctx, &redis.XReadArgs{Streams: streams, Count: 1, Block: l.r.cfg.Block}).Result()
+	res, err := src.XRead(ctx, &redis.XReadArgs{Streams: streams, Count: 1, Block: -1}).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("wait on outboxes: %w", err)
+		return nil, fmt.Errorf("sweep outboxes: %w", err)
 	}
+	var ready []int
 	for _, st := range res {
 		if p, ok := l.index[st.Stream]; ok {
 			ready = append(ready, p)
 		}
 	}
-	sort.Ints(ready)
 	return ready, nil
 }
 

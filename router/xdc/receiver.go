@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/redraft/redraft/router/resp"
 )
 
@@ -29,52 +31,70 @@ func (r *Replicator) HandleApply(ctx context.Context, req ApplyRequest) (ApplyRe
 	return out, nil
 }
 
-// applyBatch applies one slot's batch in order and stops at the first failure.
+// applyBatch applies one slot's batch in order, in one round trip (each APPLY chained to the
+// one before it, so a failure stops every later entry), and reports how far it got.
 func (r *Replicator) applyBatch(ctx context.Context, source string, db int, b WireBatch) ApplyResult {
-	res := ApplyResult{Slot: b.Slot}
+	res := ApplyResult{Slot: b.Slot, Last: b.Prev}
 	if b.Slot < 0 || b.Slot >= len(tags) {
 		res.Error = fmt.Sprintf("slot %d out of range", b.Slot)
 		return res
 	}
+	if len(b.Entries) == 0 {
+		return res
+	}
+	var keys []string
+	cmds := make([][]string, len(b.Entries))
 	prev := b.Prev
-	for _, we := range b.Entries {
-		e := Entry{ID: we.ID, DC: source, Cmds: we.Cmds}
-		keys, argv := ApplyArgs(b.Slot, e, prev)
-		v, err := r.runScript(ctx, db, b.Slot, ApplySHA, applyLua, keys, argv)
-		if err == nil && v.IsError() {
-			msg := string(v.Str)
-			if strings.HasPrefix(msg, "GAP ") {
-				res.Gap = true
-			}
-			err = errors.New(msg)
+	for i, we := range b.Entries {
+		ks, argv := ApplyArgs(b.Slot, Entry{ID: we.ID, DC: source, Cmds: we.Cmds}, prev)
+		keys = append(keys, ks...)
+		cmds[i] = scriptCall(ApplySHA, ks, argv)
+		prev = we.ID
+	}
+	replies, err := r.cfg.Local.InternalBatch(ctx, db, b.Slot, keys, cmds)
+	if err == nil && len(replies) > 0 && strings.HasPrefix(string(replies[0]), "-NOSCRIPT") {
+		for _, c := range cmds {
+			c[0], c[1] = "EVAL", applyLua
 		}
-		if err != nil {
-			res.Error = err.Error()
-			if res.Last == "" {
-				res.Last = prev
-			}
+		replies, err = r.cfg.Local.InternalBatch(ctx, db, b.Slot, keys, cmds)
+	}
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	for i, raw := range replies {
+		v, _, ok := resp.Parse(raw)
+		if !ok {
+			res.Error = "unparsable APPLY reply"
+			return res
+		}
+		if v.IsError() {
+			res.Error, res.Gap = string(v.Str), strings.HasPrefix(string(v.Str), "GAP ")
 			return res
 		}
 		if len(v.Elems) == 3 && v.Elems[1].Int > 0 {
 			r.diverged.Add(v.Elems[1].Int)
 		}
-		prev, res.Last = e.ID, e.ID
-	}
-	if res.Last == "" {
-		res.Last = prev
+		res.Last = b.Entries[i].ID
 	}
 	return res
 }
 
-// runScript runs a script by its SHA through the router, and by its body when the server
-// does not know it.
-func (r *Replicator) runScript(ctx context.Context, db, slot int, sha, body string, keys []string, argv []any) (resp.Value, error) {
+// scriptCall builds EVALSHA sha numkeys keys... argv...
+func scriptCall(sha string, keys []string, argv []any) []string {
 	args := make([]string, 0, 3+len(keys)+len(argv))
 	args = append(args, "EVALSHA", sha, strconv.Itoa(len(keys)))
 	args = append(args, keys...)
 	for _, a := range argv {
 		args = append(args, fmt.Sprint(a))
 	}
+	return args
+}
+
+// runScript runs a script by its SHA through the router, and by its body when the server
+// does not know it.
+func (r *Replicator) runScript(ctx context.Context, db, slot int, sha, body string, keys []string, argv []any) (resp.Value, error) {
+	args := scriptCall(sha, keys, argv)
 	v, err := r.internal(ctx, db, slot, keys, args)
 	if err == nil && v.IsError() && strings.HasPrefix(string(v.Str), "NOSCRIPT") {
 		args[0], args[1] = "EVAL", body
@@ -85,29 +105,47 @@ func (r *Replicator) runScript(ctx context.Context, db, slot int, sha, body stri
 
 // internal runs args through the router and parses the reply.
 func (r *Replicator) internal(ctx context.Context, db, slot int, keys, args []string) (resp.Value, error) {
-	raw, err := r.cfg.Local.Internal(ctx, db, slot, keys, args)
+	raws, err := r.cfg.Local.InternalBatch(ctx, db, slot, keys, [][]string{args})
 	if err != nil {
 		return resp.Value{}, err
 	}
-	v, _, ok := resp.Parse(raw)
+	v, _, ok := resp.Parse(raws[0])
 	if !ok {
 		return resp.Value{}, fmt.Errorf("xdc: unparsable reply to %s", args[0])
 	}
 	return v, nil
 }
 
-// HandleLast answers the last applied ids from req.Source on req.Slots.
+// HandleLast answers the last applied ids from req.Source on req.Slots: read in one pipeline
+// per group master for slots no migration covers, through the router for the others.
 func (r *Replicator) HandleLast(ctx context.Context, req LastRequest) (LastResponse, error) {
 	if err := r.checkSource(req.Source); err != nil {
 		return LastResponse{}, err
 	}
 	out := LastResponse{IDs: make([]string, len(req.Slots))}
-	var mu sync.Mutex
-	var first error
-	parallel(len(req.Slots), func(i int) {
-		slot := req.Slots[i]
+	st := r.cfg.Cluster.State()
+	dc := st.DCs[r.cfg.Cluster.DC()]
+	if dc == nil {
+		return out, fmt.Errorf("xdc: DC %s has no groups", r.cfg.Cluster.DC())
+	}
+	moving := map[int]bool{}
+	for _, m := range st.Migrations {
+		if m.DC == dc.Name {
+			for _, rg := range m.Slots {
+				for s := rg.From; s <= rg.To; s++ {
+					moving[s] = true
+				}
+			}
+		}
+	}
+	byGroup := map[string][]int{}
+	for i, slot := range req.Slots {
 		if slot < 0 || slot >= len(tags) {
-			return
+			return out, fmt.Errorf("xdc: slot %d out of range", slot)
+		}
+		if g := dc.Groups[dc.Slots[slot]]; g != nil && !moving[slot] {
+			byGroup[g.ID] = append(byGroup[g.ID], i)
+			continue
 		}
 		key := InboxKey(slot)
 		v, err := r.internal(ctx, req.DB, slot, []string{key}, []string{"HGET", key, req.Source})
@@ -115,16 +153,25 @@ func (r *Replicator) HandleLast(ctx context.Context, req LastRequest) (LastRespo
 			err = errors.New(string(v.Str))
 		}
 		if err != nil {
-			mu.Lock()
-			first = cmpErr(first, err)
-			mu.Unlock()
-			return
+			return out, err
 		}
-		if !v.IsNull() {
-			out.IDs[i] = string(v.Str)
+		out.IDs[i] = string(v.Str)
+	}
+	for gid, idx := range byGroup {
+		g := dc.Groups[gid]
+		pipe := r.client(g.Master, g.Password, req.DB).Pipeline()
+		cmds := make([]*redis.StringCmd, len(idx))
+		for j, i := range idx {
+			cmds[j] = pipe.HGet(ctx, InboxKey(req.Slots[i]), req.Source)
 		}
-	})
-	return out, first
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return out, fmt.Errorf("xdc: read inboxes on %s: %w", g.Master, err)
+		}
+		for j, i := range idx {
+			out.IDs[i] = cmds[j].Val()
+		}
+	}
+	return out, nil
 }
 
 // HandleAwait waits until every other DC applied req.ID of the slot's outbox.

@@ -58,6 +58,10 @@ type Replicator struct {
 	progress chan struct{}
 
 	diverged atomic.Int64
+
+	hints atomic.Pointer[hintIndex]
+	fwdMu sync.Mutex
+	fwd   map[string][]HintSlot // hints gathered per owner's peer address
 }
 
 type dbSlot struct{ db, slot int }
@@ -177,10 +181,10 @@ func (r *Replicator) plan(ctx context.Context) {
 	st := r.cfg.Cluster.State()
 	me, dc := r.cfg.Cluster.ID(), r.cfg.Cluster.DC()
 	want := map[loopKey][]int{}
+	ring := r.liveRing(st, dc)
 	if own := st.DCs[dc]; own != nil {
 		dests := r.destinations(st)
 		if len(dests) > 0 {
-			ring := r.liveRing(st, dc)
 			byGroup := map[string][]int{}
 			for slot, gid := range own.Slots {
 				if gid != "" && fsm.OwnerIn(ring, slot) == me {
@@ -215,6 +219,7 @@ func (r *Replicator) plan(ctx context.Context) {
 			go l.run(ctx)
 		}
 	}
+	r.hints.Store(r.buildHints(st, ring))
 }
 
 func sameSlots(a, b []int) bool {
@@ -358,6 +363,7 @@ func (r *Replicator) heartbeat(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			r.log.Debug("heartbeat", "master", t.master, "err", err)
 		}
+		r.Wrote(0, t.slot)
 	}
 }
 

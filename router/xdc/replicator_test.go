@@ -74,23 +74,28 @@ func (c nodeOf) CallPeer(ctx context.Context, addr, name string, in, out any) er
 	return json.Unmarshal(b, out)
 }
 
-// Internal runs args on the DC's one redis-server (no routing to do with one group).
-func (c nodeOf) Internal(ctx context.Context, db, _ int, _ []string, args []string) ([]byte, error) {
-	a := make([]any, len(args))
-	for i, s := range args {
-		a[i] = s
+// InternalBatch runs cmds on the DC's one redis-server (no routing to do with one group).
+func (c nodeOf) InternalBatch(ctx context.Context, db, _ int, _ []string, cmds [][]string) ([][]byte, error) {
+	out := make([][]byte, len(cmds))
+	for i, args := range cmds {
+		a := make([]any, len(args))
+		for j, s := range args {
+			a[j] = s
+		}
+		v, err := c.dc.rc.Do(ctx, a...).Result()
+		var rerr redis.Error
+		switch {
+		case errors.Is(err, redis.Nil):
+			out[i] = []byte("$-1\r\n")
+		case errors.As(err, &rerr):
+			out[i] = []byte("-" + rerr.Error() + "\r\n")
+		case err != nil:
+			return nil, err
+		default:
+			out[i] = encodeReply(nil, v)
+		}
 	}
-	v, err := c.dc.rc.Do(ctx, a...).Result()
-	var rerr redis.Error
-	switch {
-	case errors.Is(err, redis.Nil):
-		return []byte("$-1\r\n"), nil
-	case errors.As(err, &rerr):
-		return []byte("-" + rerr.Error() + "\r\n"), nil
-	case err != nil:
-		return nil, err
-	}
-	return encodeReply(nil, v), nil
+	return out, nil
 }
 
 func encodeReply(b []byte, v any) []byte {
@@ -160,6 +165,7 @@ func (d *testDC) write(t *testing.T, args ...string) {
 	for {
 		err = Write(context.Background(), d.rc, slot, d.name, 1000, c).Err()
 		if err == nil || errors.Is(err, redis.Nil) {
+			d.repl.Wrote(0, slot)
 			return
 		}
 		if len(err.Error()) >= 8 && err.Error()[:8] == "TRYAGAIN" {

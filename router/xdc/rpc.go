@@ -17,6 +17,7 @@ func (r *Replicator) RPC() map[string]RPCHandler {
 		RPCAwait: handler(r.HandleAwait),
 		RPCCopy:  handler(r.HandleCopy),
 		RPCReset: handler(r.HandleReset),
+		RPCHint:  handler(r.HandleHint),
 		RPCPing:  handler(func(context.Context, struct{}) (struct{}, error) { return struct{}{}, nil }),
 		RPCReport: handler(func(context.Context, struct{}) (Report, error) {
 			return r.Report(), nil

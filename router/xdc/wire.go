@@ -19,6 +19,8 @@ const (
 	RPCCopy = "xdc-copy"
 	// RPCReset tells a DC's nodes that a destination's last applied ids changed (ResetRequest).
 	RPCReset = "xdc-reset"
+	// RPCHint tells a slot's owner its outbox has new entries (HintRequest).
+	RPCHint = "xdc-hint"
 	// RPCPing answers at once: liveness of the DC's nodes for slot ownership.
 	RPCPing = "xdc-ping"
 	// RPCReport answers this node's shipping report (Report).
@@ -44,10 +46,10 @@ type Peers interface {
 
 // Local runs commands through this node's router, so a migration in this DC is respected.
 type Local interface {
-	// Internal runs args on the group serving slot in this node's DC, database db, routed as
-	// a client request would be (keys moved off a migrating source first), never recorded in
-	// an outbox; it returns the raw RESP reply.
-	Internal(ctx context.Context, db, slot int, keys []string, args []string) ([]byte, error)
+	// InternalBatch runs cmds, in one round trip, on the group serving slot in this node's
+	// DC, database db, routed as a client request would be (keys moved off a migrating
+	// source first), never recorded in an outbox; it returns the raw RESP replies.
+	InternalBatch(ctx context.Context, db, slot int, keys []string, cmds [][]string) ([][]byte, error)
 }
 
 // WireEntry is one outbox entry on the wire.

@@ -1,0 +1,107 @@
+package xdc
+
+import (
+	"context"
+	"time"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// hintDelay is how long hints for another node are gathered before they are sent.
+const hintDelay = time.Millisecond
+
+// hintIndex tells where a write hint goes: the loops of this node shipping (db, slot), or the
+// node owning the slot in this DC. It is rebuilt by plan and read without a lock.
+type hintIndex struct {
+	loops map[dbSlot][]*loop
+	owner []string // peer address of the slot's owner in this DC, "" when this node
+	multi bool     // there is another DC to ship to
+}
+
+// HintSlot is one (database, slot) in a HintRequest.
+type HintSlot struct {
+	DB   int `json:"db"`
+	Slot int `json:"slot"`
+}
+
+// HintRequest tells the slots' owner that their outboxes have new entries.
+type HintRequest struct {
+	Slots []HintSlot `json:"slots"`
+}
+
+// Wrote tells the replicator that a write through WRITE on (db, slot) was answered: the
+// loops shipping the slot read it at once, on this node or (batched) on the slot's owner.
+// It never blocks; without hints the loops still find new entries by a periodic sweep.
+func (r *Replicator) Wrote(db, slot int) {
+	idx := r.hints.Load()
+	if idx == nil || !idx.multi || slot < 0 || slot >= len(idx.owner) {
+		return
+	}
+	if ls := idx.loops[dbSlot{db, slot}]; len(ls) > 0 {
+		for _, l := range ls {
+			l.hint(slot)
+		}
+		return
+	}
+	addr := idx.owner[slot]
+	if addr == "" {
+		return // this node owns it; its loop for db starts after the next database scan
+	}
+	r.fwdMu.Lock()
+	if r.fwd == nil {
+		r.fwd = map[string][]HintSlot{}
+	}
+	first := len(r.fwd) == 0
+	r.fwd[addr] = append(r.fwd[addr], HintSlot{db, slot})
+	r.fwdMu.Unlock()
+	if first {
+		time.AfterFunc(hintDelay, r.flushHints)
+	}
+}
+
+// flushHints sends the gathered hints to their owners.
+func (r *Replicator) flushHints() {
+	r.fwdMu.Lock()
+	fwd := r.fwd
+	r.fwd = nil
+	r.fwdMu.Unlock()
+	for addr, slots := range fwd {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = r.cfg.Peers.CallPeer(ctx, addr, RPCHint, HintRequest{Slots: slots}, nil)
+		}()
+	}
+}
+
+// HandleHint wakes the loops shipping the hinted slots on this node.
+func (r *Replicator) HandleHint(_ context.Context, req HintRequest) (struct{}, error) {
+	idx := r.hints.Load()
+	if idx == nil {
+		return struct{}{}, nil
+	}
+	for _, h := range req.Slots {
+		for _, l := range idx.loops[dbSlot{h.DB, h.Slot}] {
+			l.hint(h.Slot)
+		}
+	}
+	return struct{}{}, nil
+}
+
+// buildHints indexes the loops by (db, slot) and the slots' owners in this DC.
+func (r *Replicator) buildHints(st *fsm.State, ring []fsm.RingEntry) *hintIndex {
+	idx := &hintIndex{loops: map[dbSlot][]*loop{}, owner: make([]string, fsm.NumSlots), multi: len(r.destinations(st)) > 0}
+	for k, l := range r.loops {
+		for _, s := range l.slots {
+			ds := dbSlot{k.db, s}
+			idx.loops[ds] = append(idx.loops[ds], l)
+		}
+	}
+	me := r.cfg.Cluster.ID()
+	for s := range idx.owner {
+		if o := fsm.OwnerIn(ring, s); o != me && st.Nodes[o] != nil {
+			idx.owner[s] = st.Nodes[o].Peer
+		}
+	}
+	return idx
+}
