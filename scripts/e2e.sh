@@ -6,8 +6,9 @@
 # Builds the images the no-registry way (docker/build-images.sh), starts the compose project
 # "redraft-e2e" (E2E_PROJECT), tests what exists today and prints "N passed, M failed".
 # Everything it starts is removed on exit, failure and Ctrl-C included (`down -v`); it never
-# touches containers of other projects. Host ports: 16380-16382 (RESP of n1, n3, n4) and 18380
-# (n1 admin), so a `make run` or a `docker compose up` on the default ports is not disturbed.
+# touches containers of other projects. Host ports (RESP of n1, n3, n4 and n1's admin) are free
+# ones picked at start (E2E_DC1_PORT... to fix them), so a `make run`, a `docker compose up` on
+# the default ports or tests running alongside are not disturbed.
 #
 # Knobs: E2E_SKIP_BUILD=1 (reuse redraft:local / redraft-redis:local), E2E_KEEP=1 (leave the
 # cluster up for a look; `docker-compose -p redraft-e2e --profile scale down -v` removes it),
@@ -21,8 +22,15 @@ PROJECT=${E2E_PROJECT:-redraft-e2e}
 export REDRAFT_IMAGE=${REDRAFT_IMAGE:-redraft:local}
 export REDIS_IMAGE=${REDIS_IMAGE:-redraft-redis:local}
 export REDRAFT_PUBLISH_HOST=127.0.0.1
-export REDRAFT_DC1_PORT=${E2E_DC1_PORT:-16380} REDRAFT_DC2_PORT=${E2E_DC2_PORT:-16381}
-export REDRAFT_DC3_PORT=${E2E_DC3_PORT:-16382} REDRAFT_ADMIN_PORT=${E2E_ADMIN_PORT:-18380}
+free_port() { # a host port nothing listens on now (tests running alongside take theirs anywhere)
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 20000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+export REDRAFT_DC1_PORT=${E2E_DC1_PORT:-$(free_port)} REDRAFT_DC2_PORT=${E2E_DC2_PORT:-$(free_port)}
+export REDRAFT_DC3_PORT=${E2E_DC3_PORT:-$(free_port)} REDRAFT_ADMIN_PORT=${E2E_ADMIN_PORT:-$(free_port)}
 export REDRAFT_RESTART=no # the test kills a node and restarts it itself
 
 if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose)
@@ -206,7 +214,9 @@ pairs=$(status_json n1 | json 'print(" ".join(p["from"]+">"+p["to"]+":"+p["state
 [ "$(wc -w <<<"$pairs")" = 6 ] && ! grep -q down <<<"$pairs" && ok "status shows 6 DC pairs: $pairs" || bad "status shows 6 DC pairs" "$pairs"
 
 step "kill the Raft leader; an admin change works through a survivor within 15 s"
-leader=$(status_json n2 | json 'print(d["leader"])' 2>/dev/null)
+leader=""
+findleader() { leader=$(status_json n2 | json 'print(d["leader"])' 2>/dev/null); [[ "$leader" =~ ^n[1-4]$ ]]; }
+wait_for 15 findleader # an election may be under way
 if [[ "$leader" =~ ^n[1-4]$ ]]; then
   ok "leader is $leader"
   survivor=n2; [ "$leader" = n2 ] && survivor=n3
@@ -266,7 +276,7 @@ lagged=0
 wait_for 20 lag_to dc2 3000 && lagged=1
 [ $lagged = 1 ] && ok "status shows lag toward dc2 growing past 3 s" || bad "status shows lag toward dc2" "$(status_json n1 | json 'print([(p["to"], p["lag_ms"], p["state"]) for p in d.get("replication", [])])' 2>&1)"
 sleep "${PARTITION_S:-30}" # the partition's length, not a synchronisation
-for s in "${DC2[@]}"; do docker network connect "$NET" "$(cid "$s")" >/dev/null 2>&1 || true; done
+for s in "${DC2[@]}"; do docker network connect --alias "$s" "$NET" "$(cid "$s")" >/dev/null 2>&1 || true; done # the service name is a DNS alias
 if wait_for 90 reads n3 e2e:p:counter 50; then
   ok "dc2 caught up: counter is exactly 50"
 else
@@ -285,6 +295,7 @@ v=$(rcli n5 get e2e:hello 2>&1)
 [ "$v" = world ] && ok "n5 serves dc1's keys at once" || bad "n5 serves dc1's keys" "$v"
 healthy dc1-g3-master || wait_for 30 healthy dc1-g3-master
 check "group add g3 (dc1)" admin n1 group add --dc dc1 --id g3 --master dc1-g3-master:6379
+g1=$(docker exec "$(cid dc1-g1-master)" redis-cli --scan --pattern 'e2e:*' | wc -l) # before the move
 if out=$(admin n1 migrate --dc dc1 --slots 0-100 --to g3 --wait 2>&1); then ok "migrate --dc dc1 --slots 0-100 --to g3 --wait"
 else bad "migrate 0-100 to g3" "$(tail -3 <<<"$out")"; fi
 g3owns() { admin n5 --json slots show --dc dc1 | json 'assert d["dc1"]["g3"] == ["0-100"], d'; }
