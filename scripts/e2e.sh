@@ -282,8 +282,11 @@ if wait_for 90 reads n3 e2e:p:counter 50; then
 else
   bad "dc2 caught up" "counter: $(rcli n3 get e2e:p:counter 2>&1)"
 fi
-allp() { [ "$(rcli n3 mget "${pkeys[@]}" 2>&1 | tr '\n' ' ')" = "$pwant" ]; }
-wait_for 30 allp; got=$(rcli n3 mget "${pkeys[@]}" 2>&1 | tr '\n' ' ')
+allp() { [ "$(rcli "$1" mget "${pkeys[@]}" 2>&1 | tr '\n' ' ')" = "$pwant" ]; }
+for n in n1 n4; do
+  wait_for 30 allp "$n" && ok "$n holds all 100 keys written in dc1 and dc3 during the partition" || bad "$n holds the partition's keys"
+done
+wait_for 30 allp n3; got=$(rcli n3 mget "${pkeys[@]}" 2>&1 | tr '\n' ' ')
 [ "$got" = "$pwant" ] && ok "dc2 holds the 100 keys written in dc1 and dc3 during the partition" || bad "dc2 holds the partition's keys" "${got:0:200}"
 
 step "scale out: a 5th node (n5, dc1) joins; slots 0-100 migrate onto a new group g3"
