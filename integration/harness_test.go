@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,27 +44,36 @@ var (
 	given   = map[int]bool{}
 )
 
-// freePort returns a loopback port nobody listens on right now and that no other call of this
-// test binary has handed out (nodes are given their ports before they bind them).
-func freePort(t testing.TB) int {
+// freePortOn returns a port nobody listens on right now on any of the given loopback IPs (a
+// node's own and its relay's, say) and that no other call of this test binary has handed out
+// (nodes are given their ports before they bind them).
+func freePortOn(t testing.TB, ips ...string) int {
 	t.Helper()
 	portsMu.Lock()
 	defer portsMu.Unlock()
 	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", net.JoinHostPort(ips[0], "0"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
+		ok := !given[port]
+		for _, ip := range ips[1:] {
+			if !ok {
+				break
+			}
+			other, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+			if ok = err == nil; ok {
+				other.Close()
+			}
+		}
 		ln.Close()
-		if !given[port] {
+		if ok {
 			given[port] = true
 			return port
 		}
 	}
 }
-
-func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
 
 // proc is one redraft node process.
 type proc struct {
@@ -106,9 +116,15 @@ func NewCluster(t testing.TB) *Cluster {
 
 // NewNode prepares a node with fresh loopback ports (not started).
 func (c *Cluster) NewNode(id, dc string, extra ...string) *proc {
+	return c.NewNodeOn("127.0.0.1", id, dc, extra...)
+}
+
+// NewNodeOn prepares a node whose three addresses are on the loopback IP ip (not started).
+func (c *Cluster) NewNodeOn(ip, id, dc string, extra ...string) *proc {
+	at := func() string { return net.JoinHostPort(ip, strconv.Itoa(freePortOn(c.t, ip))) }
 	p := &proc{
 		ID: id, DC: dc, t: c.t,
-		Listen: addr(freePort(c.t)), Peer: addr(freePort(c.t)), Admin: addr(freePort(c.t)),
+		Listen: at(), Peer: at(), Admin: at(),
 		Data: filepath.Join(c.dir, id), Args: extra,
 	}
 	c.Nodes[id] = p
@@ -133,7 +149,13 @@ func (p *proc) Start(seeds ...string) {
 // run starts the binary with args, logging into the proc's buffer.
 func (p *proc) run(args ...string) {
 	p.t.Helper()
-	p.log = &bytes.Buffer{}
+	p.logMu.Lock()
+	if p.log == nil {
+		p.log = &bytes.Buffer{}
+	} else { // a restart: keep what the earlier run printed
+		fmt.Fprintf(p.log, "---- restarted at %s ----\n", time.Now().Format(time.RFC3339Nano))
+	}
+	p.logMu.Unlock()
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Stdout = p
 	p.cmd.Stderr = p

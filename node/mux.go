@@ -113,9 +113,33 @@ func (s *subListener) Close() error { return s.m.close() }
 // Addr is the shared listener's address.
 func (s *subListener) Addr() net.Addr { return s.m.ln.Addr() }
 
-// dialPeer dials a node's peer port and announces the service with its byte.
-func dialPeer(addr string, proto byte, timeout time.Duration) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", addr, timeout)
+// peerSourceIP is the address a node dials its peers from: the host of peer_listen when that
+// is one specific IP, nil (the kernel's choice) for a wildcard or a host name.
+//
+// On a multi-homed host the kernel would otherwise pick the source address from the route to
+// the peer, which need not be the address the node listens and is known on; dialing from the
+// listen address makes a node's peer traffic leave from the address its peers (and firewalls
+// between sites) know it by, in both directions.
+func peerSourceIP(peerListen string) net.IP {
+	host, _, err := net.SplitHostPort(peerListen)
+	if err != nil {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || ip.IsUnspecified() {
+		return nil
+	}
+	return ip
+}
+
+// dialPeer dials a node's peer port from the source IP from (nil: any) and announces the
+// service with its byte.
+func dialPeer(from net.IP, addr string, proto byte, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	if from != nil {
+		d.LocalAddr = &net.TCPAddr{IP: from}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
