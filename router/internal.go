@@ -35,7 +35,6 @@ func (s *Server) InternalBatch(ctx context.Context, db, slot int, keys []string,
 	case len(cmds) == 0:
 		return nil, nil
 	case slot < 0 || slot >= fsm.NumSlots:
-	case slot < 0 || slot >= fsm.NumSlots:
 		return nil, fmt.Errorf("router: Internal: slot %d out of range", slot)
 	case db < 0 || db >= s.cfg.Databases:
 		return nil, fmt.Errorf("router: Internal: database %d out of range", db)

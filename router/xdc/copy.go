@@ -209,6 +209,13 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 		start = "(" + p
 	}
 	ob := OutboxKey(slot)
+	if v, err := r.internal(ctx, db, slot, []string{ob}, []string{"XINFO", "STREAM", ob}); err == nil && !v.IsError() {
+		if lost := checkBehind(infoMap(v), req.Inbox[own]); lost != nil {
+			r.lostOwn.Add(1)
+			r.log.Error("a full copy replaces writes of this DC that the source never applied and this DC's outbox no longer holds: they are lost",
+				"source", req.Source, "slot", slot, "db", db, "err", lost)
+		}
+	}
 	v, err := run([]string{ob}, "XRANGE", ob, start, "+")
 	if err != nil {
 		return struct{}{}, err
@@ -334,6 +341,20 @@ func (r *Replicator) slotKeys(ctx context.Context, db, slot int) ([]string, erro
 		}
 	}
 	return out, nil
+}
+
+// infoMap turns an XINFO STREAM reply read through the router into the form checkBehind reads.
+func infoMap(v resp.Value) []any {
+	out := make([]any, 0, len(v.Elems))
+	for _, e := range v.Elems {
+		switch e.Type {
+		case ':':
+			out = append(out, e.Int)
+		default:
+			out = append(out, string(e.Str))
+		}
+	}
+	return out
 }
 
 // entriesOf converts an XRANGE reply read through the router into entries.

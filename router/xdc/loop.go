@@ -125,7 +125,7 @@ func (l *loop) run(parent context.Context) {
 	for ctx.Err() == nil {
 		if time.Now().After(nextScan) {
 			l.scanOutbox(ctx, src)
-			nextScan = time.Now().Add(5 * time.Second)
+			nextScan = time.Now().Add(l.r.cfg.OutboxScan)
 		}
 		ready, err := l.waitReady(ctx, src, sweep)
 		if err == nil {
@@ -499,7 +499,11 @@ func isTransport(err error) bool {
 	return strings.Contains(s, "node at ") || errors.Is(err, context.DeadlineExceeded)
 }
 
-// scanOutbox sums the lengths of the loop's outboxes.
+// scanOutbox sums the lengths of the loop's outboxes and enforces the outbox bound: an
+// outbox longer than outbox_max_entries is trimmed to what every DC that is up has applied,
+// so a DC that is down (its shipping failing) loses the entries it lacks and gets a full copy
+// when it is back, while DCs that are up but slow never lose an entry (a copy would then
+// have to replace writes of their own that the source never saw).
 func (l *loop) scanOutbox(ctx context.Context, src *redis.Client) {
 	pipe := src.Pipeline()
 	cmds := make([]*redis.IntCmd, len(l.slots))
@@ -510,8 +514,12 @@ func (l *loop) scanOutbox(ctx context.Context, src *redis.Client) {
 		return
 	}
 	var n int64
-	for _, c := range cmds {
+	bound := l.r.cfg.Cluster.State().SettingInt("outbox_max_entries")
+	for i, c := range cmds {
 		n += c.Val()
+		if bound > 0 && c.Val() > bound {
+			l.r.trimToLive(ctx, src, l.key.db, l.slots[i])
+		}
 	}
 	l.mu.Lock()
 	l.outbox = n
@@ -559,6 +567,13 @@ func (l *loop) report(p *PairReport, now time.Time) {
 			p.Error = l.lastErr
 		}
 	}
+}
+
+// down reports whether shipping to the loop's destination has been failing for a while.
+func (l *loop) down(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastErr != "" && now.Sub(l.errSince) > 2*l.r.cfg.Heartbeat
 }
 
 // recentLags returns the loop's recent entry lags.

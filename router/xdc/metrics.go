@@ -17,13 +17,15 @@ var (
 		"Outbox entries the destination DC applied, shipped by this node.", []string{"from", "to"}, nil)
 	descCopied = prometheus.NewDesc("redraft_replication_slot_copies_total",
 		"Full slot copies to the destination DC.", []string{"from", "to"}, nil)
+	descLostOwn = prometheus.NewDesc("redraft_replication_copies_over_own_writes_total",
+		"Full slot copies that replaced writes of this DC the source never applied (lost; two DCs cut from each other past the bound).", nil, nil)
 	descDiverged = prometheus.NewDesc("redraft_replication_diverged_effects_total",
 		"Remote effects that failed on this DC's data (the DCs' copies differ).", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (r *Replicator) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLag, descLagP99, descPending, descOutbox, descCopying, descShipped, descCopied, descDiverged} {
+	for _, d := range []*prometheus.Desc{descLag, descLagP99, descPending, descOutbox, descCopying, descShipped, descCopied, descDiverged, descLostOwn} {
 		ch <- d
 	}
 }
@@ -43,4 +45,5 @@ func (r *Replicator) Collect(ch chan<- prometheus.Metric) {
 		g(descCopied, prometheus.CounterValue, float64(p.Copied))
 	}
 	ch <- prometheus.MustNewConstMetric(descDiverged, prometheus.CounterValue, float64(r.Diverged()))
+	ch <- prometheus.MustNewConstMetric(descLostOwn, prometheus.CounterValue, float64(r.lostOwn.Load()))
 }

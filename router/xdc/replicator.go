@@ -35,6 +35,9 @@ type Config struct {
 	DownAfter time.Duration
 	// Block bounds one wait for new entries (default 1 s).
 	Block time.Duration
+	// OutboxScan is how often the outboxes' lengths are read and the bound enforced
+	// (default 5 s).
+	OutboxScan time.Duration
 }
 
 // Replicator ships the outboxes of the slots this node owns in its DC to every other DC,
@@ -58,6 +61,7 @@ type Replicator struct {
 	progress chan struct{}
 
 	diverged atomic.Int64
+	lostOwn  atomic.Int64 // full copies that replaced this DC's own unshipped writes
 
 	hints atomic.Pointer[hintIndex]
 	fwdMu sync.Mutex
@@ -87,6 +91,9 @@ func New(cfg Config) *Replicator {
 	}
 	if cfg.Block <= 0 {
 		cfg.Block = time.Second
+	}
+	if cfg.OutboxScan <= 0 {
+		cfg.OutboxScan = 5 * time.Second
 	}
 	return &Replicator{
 		cfg: cfg, log: cfg.Logger.With("part", "xdc"), kick: make(chan struct{}, 1),
@@ -401,6 +408,45 @@ func (r *Replicator) recordAck(ctx context.Context, src *redis.Client, dest stri
 			r.log.Debug("trim", "slot", slot, "err", err)
 		}
 	}
+}
+
+// trimToLive trims (db, slot)'s outbox, longer than the bound, to the smallest id the DCs
+// that are up have applied; DCs whose shipping is failing are left out, and if none is up
+// nothing is trimmed (the entries wait for the first DC back).
+func (r *Replicator) trimToLive(ctx context.Context, src *redis.Client, db, slot int) {
+	st := r.cfg.Cluster.State()
+	now := time.Now()
+	down := map[string]bool{}
+	r.mu.Lock()
+	for k, l := range r.loops {
+		if k.db == db && indexOf(l.slots, slot) >= 0 && l.down(now) {
+			down[k.dest] = true
+		}
+	}
+	m := r.acked[dbSlot{db, slot}]
+	var ids []string
+	for _, d := range r.destinations(st) {
+		if !down[d] {
+			ids = append(ids, m[d])
+		}
+	}
+	r.mu.Unlock()
+	if len(ids) == 0 || len(down) == 0 {
+		return
+	}
+	if n, err := Trim(ctx, src, slot, ids); err == nil && n > 0 {
+		r.log.Info("outbox over its bound trimmed past a DC that is down; it will get the slot copied in full",
+			"slot", slot, "db", db, "trimmed", n, "down", fmt.Sprint(keys(down)))
+	}
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // lowest returns the smallest id, or "" when one is empty (a DC applied nothing yet).

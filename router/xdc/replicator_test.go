@@ -147,7 +147,7 @@ func startDCs(t *testing.T, names ...string) (*testNet, []*testDC) {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	for _, d := range dcs {
 		c := nodeOf{net: n, dc: d}
-		d.repl = New(Config{Cluster: c, Peers: c, Local: c, Heartbeat: 100 * time.Millisecond, Block: 200 * time.Millisecond})
+		d.repl = New(Config{Cluster: c, Peers: c, Local: c, Heartbeat: 100 * time.Millisecond, Block: 200 * time.Millisecond, OutboxScan: 200 * time.Millisecond})
 		wg.Add(1)
 		go func() { defer wg.Done(); d.repl.Run(ctx) }()
 	}
@@ -245,6 +245,11 @@ func TestReplicatorCatchesUpAndCopiesPastTheBound(t *testing.T) {
 		return func(d *testDC) (string, error) { return d.rc.Get(context.Background(), key).Result() }
 	}
 	waitEqual(t, dcs[:2], 10*time.Second, "counter in a, b", get("{hot}n"), "3000")
+	// a and b are up: they got every entry; c is down: past the bound its entries go.
+	waitEqual(t, dcs[:1], 10*time.Second, "a's outbox trimmed past c", func(d *testDC) (string, error) {
+		n, err := d.rc.XLen(context.Background(), OutboxKey(slotString("{hot}n"))).Result()
+		return fmt.Sprint(n < 1000), err
+	}, "true")
 	// c writes while cut off too: its own entries must survive the copy.
 	c.write(t, "SET", "{hot}fromc", "c1")
 	c.down.Store(false)

@@ -14,12 +14,14 @@ import (
 // the slot's outbox. ARGV:
 // outbox MAXLEN bound, origin DC, "one" or "unit", the number of commands, then per command
 // its plan (see Call.Plan), its argc and its argv. It runs each command with redis.pcall,
-// computes its effect and XADDs one entry for all of them ("MAXLEN ~ bound"), or none when
+// computes its effect and XADDs one entry for all of them ("MAXLEN ~" ten times the bound: a
+// safety net; the replicator enforces the bound itself, see Replicator), or none when
 // nothing changed. It answers the command's reply ("one") or the array of the replies
 // ("unit", as EXEC does). While the slot's copy lock is set (a full copy to another DC is
 // reading the slot) it answers TRYAGAIN and changes nothing. The shebang makes Redis refuse
 // it up front when out of memory, so a write is not left applied without its entry.
 const writeLua = `#!lua
+local hardCap = 10
 local ob = KEYS[#KEYS]
 if redis.call('EXISTS', KEYS[#KEYS - 1]) == 1 then
   return redis.error_reply('TRYAGAIN redraft: the slot is being copied to another DC, retry shortly')
@@ -81,7 +83,7 @@ end
 if logged > 0 then
   entry[4] = tostring(logged)
   if #entry % 2 == 1 then entry[#entry + 1] = '' end
-  redis.call('XADD', ob, 'MAXLEN', '~', ARGV[1], '*', unpack(entry))
+  redis.call('XADD', ob, 'MAXLEN', '~', tonumber(ARGV[1]) * hardCap, '*', unpack(entry))
 end
 if ARGV[3] == 'one' then return replies[1] end
 return replies
