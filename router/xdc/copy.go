@@ -162,8 +162,8 @@ func (l *loop) copySlot(ctx context.Context, src *redis.Client, slot int, keys [
 		l.acked[p], l.pending[p] = req.Last, 0
 	}
 	delete(l.copying, slot)
-	l.copied++
 	l.mu.Unlock()
+	l.r.counter(l.key.dest).copied.Add(1)
 	l.r.recordAck(ctx, src, l.key.dest, l.key.db, slot, req.Last)
 	l.r.log.Info("slot copied in full", "dest", l.key.dest, "slot", slot, "db", l.key.db, "keys", len(req.Keys), "at", req.Last)
 	return nil

@@ -51,8 +51,6 @@ type loop struct {
 	reset      map[int]bool // slots whose last applied id must be read again
 	copying    map[int]bool
 	outbox     int64
-	shipped    int64
-	copied     int64
 	started    time.Time
 	lastAck    time.Time
 	lastSample time.Duration
@@ -335,7 +333,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		if res.Last != "" && CompareIDs(res.Last, l.acked[p]) > 0 {
 			l.acked[p] = res.Last
 		}
-		l.shipped += int64(n)
+		l.r.counter(l.key.dest).shipped.Add(int64(n))
 		l.pending[p] = max(0, l.pending[p]-int64(n))
 		for _, e := range b.Entries[:n] {
 			lag := LagOf(e.ID, now)
@@ -549,8 +547,6 @@ func (l *loop) report(p *PairReport, now time.Time) {
 	}
 	p.Outbox += l.outbox
 	p.Copying += len(l.copying)
-	p.Copied += l.copied
-	p.Shipped += l.shipped
 	state := "ok"
 	switch {
 	case l.lastErr != "" && now.Sub(l.errSince) > 2*hb:

@@ -63,12 +63,26 @@ type Replicator struct {
 	diverged atomic.Int64
 	lostOwn  atomic.Int64 // full copies that replaced this DC's own unshipped writes
 
+	counters sync.Map // destination DC -> *pairCounters
+
 	hints atomic.Pointer[hintIndex]
 	fwdMu sync.Mutex
 	fwd   map[string][]HintSlot // hints gathered per owner's peer address
 }
 
 type dbSlot struct{ db, slot int }
+
+// pairCounters count, per destination DC, what this node shipped since it started (loops
+// come and go with slot ownership; the counts stay).
+type pairCounters struct{ shipped, copied atomic.Int64 }
+
+func (r *Replicator) counter(dest string) *pairCounters {
+	if c, ok := r.counters.Load(dest); ok {
+		return c.(*pairCounters)
+	}
+	c, _ := r.counters.LoadOrStore(dest, &pairCounters{})
+	return c.(*pairCounters)
+}
 
 type clientKey struct {
 	addr, password string
@@ -530,6 +544,8 @@ func (r *Replicator) Report() Report {
 		lags[l.key.dest] = append(lags[l.key.dest], l.recentLags()...)
 	}
 	for d, p := range byDest {
+		c := r.counter(d)
+		p.Shipped, p.Copied = c.shipped.Load(), c.copied.Load()
 		if ls := lags[d]; len(ls) > 0 {
 			sort.Slice(ls, func(i, j int) bool { return ls[i] < ls[j] })
 			p.LagP50MS = float64(ls[len(ls)/2].Microseconds()) / 1000

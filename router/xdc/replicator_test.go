@@ -260,16 +260,15 @@ func TestReplicatorCatchesUpAndCopiesPastTheBound(t *testing.T) {
 		v, err := d.rc.LRange(context.Background(), "{hot}fromb", 0, -1).Result()
 		return fmt.Sprint(v), err
 	}, "[x]")
-	var copied int64
-	for _, p := range a.repl.Report().Pairs {
-		copied += p.Copied
-	}
-	for _, p := range b.repl.Report().Pairs {
-		copied += p.Copied
-	}
-	if copied == 0 {
-		t.Fatal("no slot was copied in full although c fell past the bound")
-	}
+	waitEqual(t, dcs[:1], 10*time.Second, "slots copied in full to c", func(*testDC) (string, error) {
+		var copied int64
+		for _, d := range []*testDC{a, b} {
+			for _, p := range d.repl.Report().Pairs {
+				copied += p.Copied
+			}
+		}
+		return fmt.Sprint(copied > 0), nil
+	}, "true")
 	// Shipping goes on exactly once after the copy.
 	for i := 0; i < 10; i++ {
 		a.write(t, "INCR", "{hot}n")
