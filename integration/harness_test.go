@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redraft/redraft/internal/testredis"
 	"github.com/redraft/redraft/node"
 )
 
@@ -157,6 +158,7 @@ func (p *proc) run(args ...string) {
 	}
 	p.logMu.Unlock()
 	p.cmd = exec.Command(binary, args...)
+	testredis.DieWithParent(p.cmd)
 	p.cmd.Stdout = p
 	p.cmd.Stderr = p
 	p.done = make(chan struct{})

@@ -85,6 +85,7 @@ func Launch(dir string, opts ...Option) (*Server, error) {
 	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, dir: dir,
 		done: make(chan struct{}), log: &syncWriter{b: &bytes.Buffer{}}}
 	s.cmd = exec.Command(path, args...)
+	DieWithParent(s.cmd)
 	s.cmd.Dir = dir
 	s.cmd.Stdout = s.log
 	s.cmd.Stderr = s.cmd.Stdout
@@ -104,6 +105,7 @@ func Launch(dir string, opts ...Option) (*Server, error) {
 func (s *Server) Restart() error {
 	s.Stop()
 	cmd := exec.Command(s.cmd.Path, s.cmd.Args[1:]...)
+	DieWithParent(cmd)
 	cmd.Dir, cmd.Stdout, cmd.Stderr = s.cmd.Dir, s.cmd.Stdout, s.cmd.Stderr
 	if err := cmd.Start(); err != nil {
 		return err
