@@ -10,6 +10,7 @@ import (
 	"github.com/redraft/redraft/router/backend"
 	"github.com/redraft/redraft/router/command"
 	"github.com/redraft/redraft/router/resp"
+	"github.com/redraft/redraft/router/xdc"
 )
 
 const (
@@ -406,7 +407,7 @@ func keySlot(args [][]byte, keys []int) (int, error) {
 	return slot, nil
 }
 
-const reservedPrefix = "__redraft:"
+const reservedPrefix = xdc.InternalPrefix
 
 func isReserved(key []byte) bool {
 	return len(key) >= len(reservedPrefix) && string(key[:len(reservedPrefix)]) == reservedPrefix

@@ -90,9 +90,3 @@ func (s *Server) InternalBatch(ctx context.Context, db, slot int, keys []string,
 	}
 	return out, nil
 }
-
-// MultiDC reports whether the cluster has more than one DC: writes then go through WRITE.
-func (s *Server) MultiDC() bool {
-	snap := s.snap.Load()
-	return snap != nil && snap.multiDC
-}

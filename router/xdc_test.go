@@ -81,7 +81,7 @@ func TestXDCWriteEffects(t *testing.T) {
 	tc := startXDC(t, 2, Config{})
 	ctx := ctxT(t)
 	c := tc.client(0)
-	if !tc.servers[0].MultiDC() {
+	if !tc.servers[0].snap.Load().multiDC {
 		t.Fatal("MultiDC false with two DCs")
 	}
 
@@ -204,7 +204,7 @@ func TestOneDCNoOutbox(t *testing.T) {
 	tc := startCluster(t, 1, 1, Config{})
 	ctx := ctxT(t)
 	c := tc.client(0)
-	if tc.servers[0].MultiDC() {
+	if tc.servers[0].snap.Load().multiDC {
 		t.Fatal("MultiDC true with one DC")
 	}
 	k := "plain"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -111,7 +112,7 @@ func (l *loop) copySlots(ctx context.Context, src *redis.Client, slots []int) (f
 	return failed
 }
 
-func isInternal(key string) bool { return len(key) >= 10 && key[:10] == "__redraft:" }
+func isInternal(key string) bool { return strings.HasPrefix(key, InternalPrefix) }
 
 // copySlot reads one locked slot and has the destination replace its copy with it.
 func (l *loop) copySlot(ctx context.Context, src *redis.Client, slot int, keys []string) error {

@@ -588,7 +588,7 @@ type slotRead struct {
 
 // readSlots reads, in one MULTI, up to count entries after after[i] of each slot's outbox
 // and the outbox's XINFO; a slot whose entries after its id were trimmed gets ErrBehind.
-func readSlots(ctx context.Context, c *redis.Client, slots []int, after []string, count int64) ([]slotRead, error) {
+func readSlots(ctx context.Context, c redis.Cmdable, slots []int, after []string, count int64) ([]slotRead, error) {
 	rng := make([]*redis.Cmd, len(slots))
 	info := make([]*redis.Cmd, len(slots))
 	_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {

@@ -10,6 +10,9 @@ import (
 // Key prefixes of the per-slot replication keys; neither is a lock or temp key, so both move
 // with their slot in a migration.
 const (
+	// InternalPrefix starts every key redraft keeps in the groups; clients can neither name
+	// nor see them.
+	InternalPrefix = "__redraft:"
 	// OutboxPrefix starts the key of a slot's outbox stream.
 	OutboxPrefix = "__redraft:ob:"
 	// InboxPrefix starts the key of a slot's inbox hash (source DC → last applied entry id).

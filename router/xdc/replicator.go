@@ -160,7 +160,7 @@ func (r *Replicator) Run(ctx context.Context) {
 	}
 }
 
-// multiDC reports whether st has another DC with groups to ship to.
+// destinations returns the other DCs that have groups to ship to.
 func (r *Replicator) destinations(st *fsm.State) []string {
 	var out []string
 	for _, name := range st.DCNames() {

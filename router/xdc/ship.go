@@ -290,29 +290,11 @@ func orZero(id string) string {
 // readAfter reads up to count outbox entries after id in one MULTI with XINFO STREAM, and
 // fails with ErrBehind when an entry after id may have been trimmed (see checkBehind).
 func readAfter(ctx context.Context, c redis.Cmdable, slot int, after string, count int64) ([]Entry, error) {
-	key := OutboxKey(slot)
-	start := "-"
-	if after != "" && after != "0-0" {
-		start = "(" + after
-	}
-	var rng, info *redis.Cmd
-	_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		rng = p.Do(ctx, "XRANGE", key, start, "+", "COUNT", count)
-		info = p.Do(ctx, "XINFO", "STREAM", key)
-		return nil
-	})
+	got, err := readSlots(ctx, c, []int{slot}, []string{after}, count)
 	if err != nil {
-		if rng != nil && rng.Err() == nil && info != nil && info.Err() != nil &&
-			strings.Contains(info.Err().Error(), "no such key") {
-			return nil, nil // no outbox yet
-		}
 		return nil, err
 	}
-	if err := checkBehind(info.Val(), after); err != nil {
-		return nil, err
-	}
-	raw, _ := rng.Val().([]any)
-	return parseRange(raw)
+	return got[0].entries, got[0].err
 }
 
 // checkBehind reports ErrBehind when the outbox, as XINFO STREAM describes it, lost entries
@@ -358,17 +340,9 @@ func streamInfoField(v any, name string) any {
 // nothing a DC still needs goes. With no ids, or one DC that has applied nothing (""),
 // nothing is trimmed. It returns the number of entries removed.
 func Trim(ctx context.Context, c redis.Cmdable, slot int, ackedIDs []string) (int64, error) {
-	if len(ackedIDs) == 0 {
+	low := lowest(ackedIDs)
+	if low == "" {
 		return 0, nil
-	}
-	low := ackedIDs[0]
-	for _, id := range ackedIDs {
-		if id == "" || id == "0-0" {
-			return 0, nil
-		}
-		if CompareIDs(id, low) < 0 {
-			low = id
-		}
 	}
 	return c.XTrimMinID(ctx, OutboxKey(slot), low).Result()
 }
