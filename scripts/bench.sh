@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # bench.sh: redis-benchmark against redis-server directly and through redraft's data plane,
 # same run, same parameters. Prints throughput, the redraft/direct ratio, p50 latencies and
-# redraft's CPU time per request (utime+stime from /proc/PID/stat).
+# redraft's CPU time per request (utime+stime from /proc/PID/stat). A third column runs the
+# same load through scripts/benchfloor, a bare epoll proxy that only forwards bytes: the floor
+# any proxy pays on this machine, so redraft/floor shows what redraft's own work costs.
 #
 # The proxied side is a one-node redraft cluster (the real binary, Raft and all) with two
 # groups: g1 serves every slot for SET/GET; for MSET half the slots are reassigned to g2 so the
 # ten keys split over both. Then a second node in dc2 joins for the replication figures.
-# Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS, XRATE, XDUR, BENCH_ONLY=xdc.
+# Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS, XRATE, XDUR, BENCH_ONLY=data|xdc.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -55,6 +57,7 @@ start_redis() { # port
 }
 
 go build -o "$WORK/redraft" ./cmd/redraft
+go build -o "$WORK/benchfloor" ./scripts/benchfloor
 
 # start_node: a one-node cluster on free ports (retrying if another process takes a port
 # first); sets PORT, ADMIN and PID.
@@ -98,20 +101,31 @@ run() {
 
 if [ "${BENCH_ONLY:-}" != xdc ]; then # BENCH_ONLY=xdc runs only the replication figures
 R1PID=${PIDS[0]}
-printf '%-16s %11s %11s %6s %10s %11s %9s %11s %13s\n' test direct_rps redraft_rps ratio p50_direct p50_redraft added_ms cpu_us/req redis_us/req
-echo "  (cpu_us/req: redraft process CPU per request; redis_us/req: the redis-server's own CPU per request when benchmarked directly, for scale)"
+# The floor: scripts/benchfloor, a bare epoll loop forwarding bytes to R1 over one pipelined
+# connection; what any proxy on this machine must spend at least.
+FLOOR=$(free_port)
+"$WORK/benchfloor" -listen "127.0.0.1:$FLOOR" -backend "127.0.0.1:$R1" 2>"$WORK/floor.log" &
+FLOORPID=$!
+PIDS+=("$FLOORPID")
+wait_ping "$FLOOR"
+printf '%-16s %10s %10s %10s %6s %6s %6s %8s %8s %8s %8s %8s %8s\n' test direct_rps floor_rps redraft_rps ratio floor of_flr p50_dir p50_rdr added_ms cpu_us cpu_flr redis_us
+echo "  (ratio: redraft/direct; floor: floor/direct; of_flr: redraft/floor; p50 in ms; cpu_us: redraft CPU per request;"
+echo "   cpu_flr: the floor proxy's; redis_us: redis-server's own CPU per request when benchmarked directly)"
 line() { # name port_proxy bs_pid n args...
 	local name=$1 pport=$2 pid=$3 n=$4; shift 4
-	local d r t0 t1 s0 s1
+	local d f r t0 t1 s0 s1 f0 f1
 	s0=$(ticks "$R1PID")
 	d=$(run "$R1" "$n" "$@")
 	s1=$(ticks "$R1PID")
+	f0=$(ticks "$FLOORPID")
+	f=$(run "$FLOOR" "$n" "$@")
+	f1=$(ticks "$FLOORPID")
 	t0=$(ticks "$pid")
 	r=$(run "$pport" "$n" "$@")
 	t1=$(ticks "$pid")
-	awk -v name="$name" -v d="$d" -v r="$r" -v ticks=$((t1 - t0)) -v rticks=$((s1 - s0)) -v hz="$HZ" -v n="$n" 'BEGIN {
-		split(d, a, " "); split(r, b, " ")
-		printf "%-16s %11.0f %11.0f %6.2f %10.3f %11.3f %9.3f %11.1f %13.1f\n", name, a[1], b[1], b[1] / a[1], a[2], b[2], b[2] - a[2], ticks / hz * 1e6 / n, rticks / hz * 1e6 / n
+	awk -v name="$name" -v d="$d" -v f="$f" -v r="$r" -v ticks=$((t1 - t0)) -v fticks=$((f1 - f0)) -v rticks=$((s1 - s0)) -v hz="$HZ" -v n="$n" 'BEGIN {
+		split(d, a, " "); split(f, c, " "); split(r, b, " ")
+		printf "%-16s %10.0f %10.0f %10.0f %6.2f %6.2f %6.2f %8.3f %8.3f %8.3f %8.1f %8.1f %8.1f\n", name, a[1], c[1], b[1], b[1] / a[1], c[1] / a[1], b[1] / c[1], a[2], b[2], b[2] - a[2], ticks / hz * 1e6 / n, fticks / hz * 1e6 / n, rticks / hz * 1e6 / n
 	}'
 }
 
@@ -128,6 +142,7 @@ MSET_ARGS=()
 for i in 0 1 2 3 4 5 6 7 8 9; do MSET_ARGS+=("{k$i}:__rand_int__" "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"); done
 line "MSET 10 keys P1" "$P2" "$BS2" "$NMSET" MSET "${MSET_ARGS[@]}"
 echo "redraft: one-node cluster, real binary (GOMAXPROCS=${GOMAXPROCS:-default}); direct: one redis-server; $(nproc) cores; clients=$CLIENTS; value=${DATA}B"
+[ "${BENCH_ONLY:-}" = data ] && exit 0 # BENCH_ONLY=data: only the data-plane figures
 
 # ---- Migration: keys/s and MB/s moved, and client p99 with and without a migration ----------
 NMIG=${NMIG:-100000}     # keys loaded before the migration
