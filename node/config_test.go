@@ -126,6 +126,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad size", "id: n1\nmax_bulk_bytes: 12tb\n", []string{`FILE:2: max_bulk_bytes: "12tb" is not a size in bytes`}},
 		{"zero voters", "id: n1\nmax_voters: 0\n", []string{`FILE:2: max_voters: 0 is not from 1 to 9`}},
 		{"too many voters", "id: n1\nmax_voters: 10\n", []string{`max_voters: 10 is not from 1 to 9`}},
+		{"negative procs", "id: n1\nprocs: -1\n", []string{`FILE:2: procs: -1 is not from 0 (half the CPUs) to 1024`}},
 		{"zero multibulk", "id: n1\nmax_multibulk: 0\n", []string{`FILE:2: max_multibulk: 0 is not a positive number`}},
 		{"negative bulk", "id: n1\nmax_bulk_bytes: -1\n", []string{`FILE:2: max_bulk_bytes: -1 is not a positive number of bytes`}},
 		{"duplicate key", "id: n1\nlisten: 127.0.0.1:1\nlisten: 127.0.0.1:2\n", []string{`FILE:3: listen: is given twice (also on line 2)`}},
@@ -448,6 +449,16 @@ func TestDynomiteServer(t *testing.T) {
 	for _, in := range []string{"", "/tmp/r.sock:1", "redis", ":6379:1"} {
 		if got, err := confDynoServer(in); err == nil {
 			t.Errorf("confDynoServer(%q) = %q, want an error", in, got)
+		}
+	}
+}
+
+func TestProcsFor(t *testing.T) {
+	for _, tc := range []struct{ procs, cpus, want int }{
+		{0, 1, 1}, {0, 2, 1}, {0, 3, 1}, {0, 8, 4}, {3, 2, 3}, {1, 64, 1},
+	} {
+		if got := ProcsFor(tc.procs, tc.cpus); got != tc.want {
+			t.Errorf("ProcsFor(%d, %d) = %d, want %d", tc.procs, tc.cpus, got, tc.want)
 		}
 	}
 }

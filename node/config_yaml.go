@@ -148,6 +148,11 @@ var confFields = []confField[Config]{
 	{"tls_cert_file", confStr(func(c *Config) *string { return &c.TLSCertFile })},
 	{"tls_key_file", confStr(func(c *Config) *string { return &c.TLSKeyFile })},
 	{"log_level", confStr(func(c *Config) *string { return &c.LogLevel })},
+	{"procs", func(_ *confFile, c *Config, _ string, n *yaml.Node) error {
+		v, err := confInt(n, 32)
+		c.Procs = int(v)
+		return err
+	}},
 }
 
 var confGroupFields = []confField[GroupConfig]{
@@ -167,6 +172,7 @@ var confAliases = map[string]string{
 	"name": "id", "node_id": "id", "dir": "data_dir", "datadir": "data_dir", "loglevel": "log_level",
 	"proto_max_bulk_len": "max_bulk_bytes", "proto-max-bulk-len": "max_bulk_bytes",
 	"bind": "listen", "addr": "listen", "address": "listen", "join": "seeds",
+	"gomaxprocs": "procs", "ncpu": "procs", "threads": "procs",
 }
 
 // confDecodeMapping reads every key of m into t with the given fields; prefix is the key path of m

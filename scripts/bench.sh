@@ -141,7 +141,7 @@ for _ in $(seq 1 200); do [ "$(redis-cli -p "$P2" SET foo 1 2>/dev/null)" = "OK"
 MSET_ARGS=()
 for i in 0 1 2 3 4 5 6 7 8 9; do MSET_ARGS+=("{k$i}:__rand_int__" "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"); done
 line "MSET 10 keys P1" "$P2" "$BS2" "$NMSET" MSET "${MSET_ARGS[@]}"
-echo "redraft: one-node cluster, real binary (GOMAXPROCS=${GOMAXPROCS:-default}); direct: one redis-server; $(nproc) cores; clients=$CLIENTS; value=${DATA}B"
+echo "redraft: one-node cluster, real binary (GOMAXPROCS=${GOMAXPROCS:-the procs default: half the CPUs}); direct: one redis-server; $(nproc) cores; clients=$CLIENTS; value=${DATA}B"
 [ "${BENCH_ONLY:-}" = data ] && exit 0 # BENCH_ONLY=data: only the data-plane figures
 
 # ---- Migration: keys/s and MB/s moved, and client p99 with and without a migration ----------

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -38,6 +39,7 @@ func nodeFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "seed", Usage: "peer address of an existing member, HOST:PORT (config: seeds); repeat or comma-separate"},
 		&cli.StringFlag{Name: "tokens", Usage: "comma-separated ring tokens (config: tokens)"},
 		&cli.IntFlag{Name: "max-voters", Usage: "Raft voters at most (config: max_voters)"},
+		&cli.IntFlag{Name: "procs", Usage: "threads running Go code at once; 0: half the CPUs (config: procs)"},
 		&cli.StringFlag{Name: "password", EnvVars: []string{"REDRAFT_PASSWORD"}, Usage: "client AUTH password (config: password)"},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error (config: log_level)"},
 	}
@@ -156,6 +158,9 @@ func applyFlags(c *cli.Context, cfg *node.Config) error {
 	if c.IsSet("max-voters") {
 		cfg.MaxVoters = c.Int("max-voters")
 	}
+	if c.IsSet("procs") {
+		cfg.Procs = c.Int("procs")
+	}
 	if c.IsSet("tokens") {
 		cfg.Tokens = nil
 		for _, t := range strings.Split(c.String("tokens"), ",") {
@@ -177,6 +182,7 @@ func runNode(c *cli.Context, join bool) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel(cfg.LogLevel)}))
 	slog.SetDefault(log)
+	setProcs(cfg.Procs, log)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -327,4 +333,17 @@ func routerConfig(cfg node.Config) router.Config {
 		MaxMultibulk:   cfg.MaxMultibulk,
 		BackendTimeout: time.Duration(cfg.BackendTimeout),
 	}
+}
+
+// setProcs sets GOMAXPROCS from the procs setting, unless the operator set the GOMAXPROCS
+// environment variable, which wins. runtime.GOMAXPROCS(0) before the change is Go's own
+// default: the CPUs the process may use, cgroup limits included.
+func setProcs(procs int, log *slog.Logger) {
+	if v := os.Getenv("GOMAXPROCS"); v != "" {
+		log.Info("procs from the environment", "GOMAXPROCS", v, "procs", runtime.GOMAXPROCS(0))
+		return
+	}
+	n := node.ProcsFor(procs, runtime.GOMAXPROCS(0))
+	runtime.GOMAXPROCS(n)
+	log.Info("procs", "procs", n, "cpus", runtime.NumCPU())
 }
