@@ -108,8 +108,9 @@ FLOOR=$(free_port)
 FLOORPID=$!
 PIDS+=("$FLOORPID")
 wait_ping "$FLOOR"
-printf '%-16s %10s %10s %10s %6s %6s %6s %8s %8s %8s %8s %8s %8s\n' test direct_rps floor_rps redraft_rps ratio floor of_flr p50_dir p50_rdr added_ms cpu_us cpu_flr redis_us
-echo "  (ratio: redraft/direct; floor: floor/direct; of_flr: redraft/floor; p50 in ms; cpu_us: redraft CPU per request;"
+printf '%-16s %10s %10s %10s %6s %6s %6s %8s %8s %8s %8s %8s %8s %8s\n' test direct_rps floor_rps redraft_rps ratio floor of_flr p50_dir p50_flr p50_rdr added_ms cpu_us cpu_flr redis_us
+echo "  (ratio: redraft/direct; floor: floor/direct; of_flr: redraft/floor; p50 in ms; added_ms: p50_rdr - p50_dir;"
+echo "   cpu_us: redraft CPU per request;"
 echo "   cpu_flr: the floor proxy's; redis_us: redis-server's own CPU per request when benchmarked directly)"
 line() { # name port_proxy bs_pid n args...
 	local name=$1 pport=$2 pid=$3 n=$4; shift 4
@@ -125,7 +126,7 @@ line() { # name port_proxy bs_pid n args...
 	t1=$(ticks "$pid")
 	awk -v name="$name" -v d="$d" -v f="$f" -v r="$r" -v ticks=$((t1 - t0)) -v fticks=$((f1 - f0)) -v rticks=$((s1 - s0)) -v hz="$HZ" -v n="$n" 'BEGIN {
 		split(d, a, " "); split(f, c, " "); split(r, b, " ")
-		printf "%-16s %10.0f %10.0f %10.0f %6.2f %6.2f %6.2f %8.3f %8.3f %8.3f %8.1f %8.1f %8.1f\n", name, a[1], c[1], b[1], b[1] / a[1], c[1] / a[1], b[1] / c[1], a[2], b[2], b[2] - a[2], ticks / hz * 1e6 / n, fticks / hz * 1e6 / n, rticks / hz * 1e6 / n
+		printf "%-16s %10.0f %10.0f %10.0f %6.2f %6.2f %6.2f %8.3f %8.3f %8.3f %8.3f %8.1f %8.1f %8.1f\n", name, a[1], c[1], b[1], b[1] / a[1], c[1] / a[1], b[1] / c[1], a[2], c[2], b[2], b[2] - a[2], ticks / hz * 1e6 / n, fticks / hz * 1e6 / n, rticks / hz * 1e6 / n
 	}'
 }
 
