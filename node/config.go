@@ -62,6 +62,9 @@ type Config struct {
 	// TLSCertFile and TLSKeyFile are the PEM files for TLS on the peer port.
 	TLSCertFile string `yaml:"tls_cert_file"`
 	TLSKeyFile  string `yaml:"tls_key_file"`
+	// TLSCAFile holds the cluster CA's certificates peers must chain to (default: those in
+	// TLSCertFile, for one certificate shared by every node).
+	TLSCAFile string `yaml:"tls_ca_file"`
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `yaml:"log_level"`
 	// Procs is how many threads run the node's Go code at once (GOMAXPROCS); 0: half the CPUs

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"sort"
@@ -55,10 +56,14 @@ func confDynomitePool(root *yaml.Node) (*yaml.Node, *yaml.Node, bool) {
 
 // confDyno is the state of one Dynomite mapping.
 type confDyno struct {
-	pool      string
-	loopback  string // first loopback server address, warned about once
-	loopLine  int
-	serversAt int
+	pool       string
+	loopback   string // first loopback server address, warned about once
+	loopLine   int
+	serversAt  int
+	secure     string // secure_server_option, and where it was given
+	secureLine int
+	pem        string // pem_key_file, and where it was given
+	pemLine    int
 }
 
 // confDynoKey maps one Dynomite key onto a redraft key.
@@ -142,29 +147,48 @@ var confDynoMapped = map[string]confDynoKey{
 		}
 		return nil
 	}},
-	"secure_server_option": {"secure_server_option", func(f *confFile, _ *Config, _ *confDyno, n *yaml.Node) error {
+	"secure_server_option": {"secure_server_option", func(_ *confFile, _ *Config, d *confDyno, n *yaml.Node) error {
 		v, err := confScalar(n, "none, rack, datacenter or all")
 		if err != nil {
 			return err
 		}
 		switch v {
-		case "none":
-		case "rack", "datacenter", "all":
-			f.warn(n.Line, "secure_server_option", "is %q, but redraft does not support TLS between nodes yet: peer traffic (Raft, RPC, cross-DC replication) is plaintext; protect it with a private network or VPN", v)
+		case "none", "rack", "datacenter", "all":
+			d.secure, d.secureLine = v, n.Line
 		default:
 			return fmt.Errorf("%q is not none, rack, datacenter or all", v)
 		}
 		return nil
 	}},
-	"pem_key_file": {"tls_key_file", func(f *confFile, c *Config, _ *confDyno, n *yaml.Node) error {
+	// Dynomite's pem file holds the key and the certificate every node shares; whether it is
+	// used depends on secure_server_option (decodeDynomite's dynoTLS).
+	"pem_key_file": {"tls_cert_file", func(_ *confFile, _ *Config, d *confDyno, n *yaml.Node) error {
 		v, err := confScalar(n, "a file name")
 		if err != nil {
 			return err
 		}
-		c.TLSKeyFile = v
-		f.warn(n.Line, "pem_key_file", "is kept as tls_key_file, but redraft does not encrypt peer traffic yet (TLS would also need tls_cert_file): peer traffic is plaintext")
+		d.pem, d.pemLine = v, n.Line
 		return nil
 	}},
+}
+
+// dynoTLS maps secure_server_option and pem_key_file onto TLS on the peer port: Dynomite
+// encrypts the traffic the option names with the pem file's key and certificate; redraft
+// encrypts all peer traffic or none.
+func (f *confFile) dynoTLS(c *Config, d *confDyno) {
+	switch {
+	case d.secure == "" || d.secure == "none":
+		if d.pem != "" {
+			f.warn(d.pemLine, "pem_key_file", "is not used: secure_server_option is %q, so peer traffic is plaintext (Dynomite's rule too)", cmp.Or(d.secure, "none"))
+		}
+	case d.pem == "":
+		f.warn(d.secureLine, "secure_server_option", "is %q but pem_key_file is not set: peer traffic is plaintext", d.secure)
+	default:
+		c.TLSCertFile, c.TLSKeyFile = d.pem, d.pem
+		if d.secure != "all" {
+			f.warn(d.secureLine, "secure_server_option", "is %q: redraft encrypts all peer traffic (Raft, RPC, replication), within the %s too", d.secure, d.secure)
+		}
+	}
 }
 
 // confDynoIgnored are the Dynomite keys with no meaning in redraft, and why.
@@ -244,6 +268,7 @@ func (f *confFile) decodeDynomite(c *Config, poolKey, m *yaml.Node) {
 			f.fail(vn.Line, dk.target, "%v", err)
 		}
 	}
+	f.dynoTLS(c, d)
 	if d.loopback != "" {
 		f.warn(d.loopLine, "servers", "has the loopback address %s: every redraft node of the datacenter connects to every group, so other hosts cannot reach it; give an address they can reach (fine when all nodes run on one host)", d.loopback)
 	}

@@ -244,15 +244,14 @@ func TestLoadDynomite(t *testing.T) {
 	want.Listen, want.PeerListen, want.AdminListen = "0.0.0.0:8102", "0.0.0.0:8101", "0.0.0.0:22222"
 	want.Seeds = []string{"127.0.0.2:8101"}
 	want.Groups = []GroupConfig{{ID: "g-127.0.0.1-22122", Master: "127.0.0.1:22122"}}
-	want.TLSKeyFile = "conf/dynomite.pem"
+	want.TLSCertFile, want.TLSKeyFile = "conf/dynomite.pem", "conf/dynomite.pem"
 	want.ReadConsistency, want.WriteConsistency = "DC_ONE", "DC_QUORUM"
 	want.BackendTimeout = Duration(150 * time.Second)
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", cfg, want)
 	}
 	wantWarns := []string{
-		`testdata/dynomite.yml:13: secure_server_option is "datacenter", but redraft does not support TLS between nodes yet`,
-		`testdata/dynomite.yml:14: pem_key_file is kept as tls_key_file`,
+		`testdata/dynomite.yml:13: secure_server_option is "datacenter": redraft encrypts all peer traffic (Raft, RPC, replication), within the datacenter too`,
 		`testdata/dynomite.yml:18: dyn_seed_provider has no meaning in redraft and is ignored: seeds come from this file`,
 		`testdata/dynomite.yml:9: servers has the loopback address 127.0.0.1:22122`,
 		`testdata/dynomite.yml:1: id is not set (Dynomite files have none): using "dc1-rack1-12345678"`,

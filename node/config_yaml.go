@@ -147,6 +147,7 @@ var confFields = []confField[Config]{
 	}},
 	{"tls_cert_file", confStr(func(c *Config) *string { return &c.TLSCertFile })},
 	{"tls_key_file", confStr(func(c *Config) *string { return &c.TLSKeyFile })},
+	{"tls_ca_file", confStr(func(c *Config) *string { return &c.TLSCAFile })},
 	{"log_level", confStr(func(c *Config) *string { return &c.LogLevel })},
 	{"procs", func(_ *confFile, c *Config, _ string, n *yaml.Node) error {
 		v, err := confInt(n, 32)

@@ -131,23 +131,3 @@ func peerSourceIP(peerListen string) net.IP {
 	}
 	return ip
 }
-
-// dialPeer dials a node's peer port from the source IP from (nil: any) and announces the
-// service with its byte.
-func dialPeer(from net.IP, addr string, proto byte, timeout time.Duration) (net.Conn, error) {
-	d := net.Dialer{Timeout: timeout}
-	if from != nil {
-		d.LocalAddr = &net.TCPAddr{IP: from}
-	}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	_ = c.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := c.Write([]byte{proto}); err != nil {
-		c.Close()
-		return nil, err
-	}
-	_ = c.SetWriteDeadline(time.Time{})
-	return c, nil
-}

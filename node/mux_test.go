@@ -101,7 +101,7 @@ func TestPeerDialsLeaveFromPeerListenIP(t *testing.T) {
 
 	// A wildcard listener leaves the choice to the kernel: loopback dials come from 127.0.0.1.
 	addr, got = acceptOne(t)
-	c, err := dialPeer(peerSourceIP("0.0.0.0:0"), addr, muxRPC, 2*time.Second)
+	c, err := peerDialer{from: peerSourceIP("0.0.0.0:0")}.dial(addr, muxRPC, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -94,12 +95,17 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	if err := claimDataDir(cfg.DataDir, cfg.ID, cfg.DC); err != nil {
 		return nil, err
 	}
-	from := peerSourceIP(cfg.PeerListen) // peer dials leave from the peer listen address
+	tlsServer, tlsClient, err := peerTLS(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	// Peer dials leave from the peer listen address, over TLS when configured.
+	dialer := peerDialer{from: peerSourceIP(cfg.PeerListen), tls: tlsClient}
 	n := &Node{
 		cfg:         cfg,
 		log:         opts.Logger.With("node", cfg.ID),
 		sm:          newStateMachine(),
-		peers:       newPeerClient(from),
+		peers:       newPeerClient(dialer),
 		removedCh:   make(chan struct{}),
 		stop:        make(chan struct{}),
 		extraStatus: opts.Status,
@@ -119,8 +125,11 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	n.adminAddr = advertised(cfg.AdminListen, adminLn.Addr(), cfg.Advertise)
 	n.listenAddr = advertised(cfg.Listen, nil, cfg.Advertise)
 
+	if tlsServer != nil {
+		peerLn = tls.NewListener(peerLn, tlsServer)
+	}
 	n.mux = newMux(peerLn, n.log)
-	layer := raftLayer{subListener: n.mux.listen(muxRaft), advertise: peerAddr(n.peerAddr), from: from}
+	layer := raftLayer{subListener: n.mux.listen(muxRaft), advertise: peerAddr(n.peerAddr), dialer: dialer}
 	rpcLn := n.mux.listen(muxRPC)
 	go n.mux.serve()
 

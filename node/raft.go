@@ -21,7 +21,7 @@ import (
 type raftLayer struct {
 	*subListener
 	advertise net.Addr
-	from      net.IP // source IP of dials (peerSourceIP)
+	dialer    peerDialer
 }
 
 // Addr is the advertised peer address: Raft tells its peers this address (as the leader's),
@@ -39,7 +39,7 @@ func (a peerAddr) String() string { return string(a) }
 
 // Dial connects to another node's Raft service.
 func (l raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return dialPeer(l.from, string(addr), muxRaft, timeout)
+	return l.dialer.dial(string(addr), muxRaft, timeout)
 }
 
 // stateMachine is the raft.FSM: it applies entries with fsm.Apply and publishes each new state.

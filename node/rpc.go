@@ -64,21 +64,20 @@ func errorCode(err error) string {
 	return "internal"
 }
 
-// peerClient calls other nodes' RPC over their peer ports, dialing from the source IP from
-// (peerSourceIP; nil: any).
+// peerClient calls other nodes' RPC over their peer ports through a peerDialer.
 type peerClient struct {
 	tr *http.Transport
 	hc *http.Client
 }
 
-func newPeerClient(from net.IP) *peerClient {
+func newPeerClient(d peerDialer) *peerClient {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			timeout := 5 * time.Second
 			if d, ok := ctx.Deadline(); ok {
 				timeout = time.Until(d)
 			}
-			return dialPeer(from, addr, muxRPC, timeout)
+			return d.dial(addr, muxRPC, timeout)
 		},
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     30 * time.Second,
