@@ -305,7 +305,8 @@ func (n *Node) markRemoved(why string) {
 	n.log.Warn("node stops serving", "why", why)
 }
 
-// leaderLoop, while this node leads, promotes non-voters when voters are fewer than max_voters.
+// leaderLoop, while this node leads, promotes non-voters when voters are fewer than max_voters,
+// from the DC with the fewest voters first.
 func (n *Node) leaderLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(2 * time.Second)
@@ -323,25 +324,90 @@ func (n *Node) leaderLoop() {
 		if f.Error() != nil {
 			continue
 		}
-		voters := 0
-		var nonvoters []raft.Server
-		for _, s := range f.Configuration().Servers {
-			if s.Suffrage == raft.Voter {
-				voters++
-			} else {
-				nonvoters = append(nonvoters, s)
-			}
+		n.promote(f.Configuration().Servers)
+	}
+}
+
+// promote keeps max_voters voters spread over DCs: while voters are fewer, it promotes a
+// non-voter of the DC with the fewest voters (ties: the lower id); when they are enough but a
+// DC with a non-voter has two voters fewer than the DC with the most, it swaps one: promotes
+// there first, then demotes one of the crowded DC's voters (never itself, the leader). One swap
+// per call, so a cluster of nodes that joined DC by DC spreads out over a few ticks.
+func (n *Node) promote(servers []raft.Server) {
+	st := n.State()
+	dcOf := func(id raft.ServerID) string {
+		if m := st.Nodes[string(id)]; m != nil {
+			return m.DC
 		}
-		for _, s := range nonvoters {
-			if voters >= n.maxVoters() {
-				break
-			}
-			if err := n.raft.AddVoter(s.ID, s.Address, 0, applyTimeout).Error(); err == nil {
-				n.log.Info("promoted non-voter", "id", s.ID)
-				voters++
-			}
+		return ""
+	}
+	voters, perDC := 0, map[string]int{}
+	var nonvoters, voterList []raft.Server
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+			perDC[dcOf(s.ID)]++
+			voterList = append(voterList, s)
+		} else {
+			nonvoters = append(nonvoters, s)
 		}
 	}
+	// pick returns the index of the server of list whose DC has the fewest (or, with most, the
+	// most) voters; ties go to the lower id.
+	pick := func(list []raft.Server, most bool) int {
+		best := -1
+		for i, s := range list {
+			if best < 0 {
+				best = i
+				continue
+			}
+			d, bd := perDC[dcOf(s.ID)], perDC[dcOf(list[best].ID)]
+			if most {
+				d, bd = -d, -bd
+			}
+			if d < bd || (d == bd && s.ID < list[best].ID) {
+				best = i
+			}
+		}
+		return best
+	}
+	add := func(s raft.Server, why string) bool {
+		if err := n.raft.AddVoter(s.ID, s.Address, 0, applyTimeout).Error(); err != nil {
+			return false
+		}
+		n.log.Info("promoted non-voter", "id", s.ID, "dc", dcOf(s.ID), "why", why)
+		voters++
+		perDC[dcOf(s.ID)]++
+		return true
+	}
+	for voters < n.maxVoters() && len(nonvoters) > 0 {
+		i := pick(nonvoters, false)
+		s := nonvoters[i]
+		nonvoters = append(nonvoters[:i], nonvoters[i+1:]...)
+		add(s, "fewer voters than max_voters")
+	}
+	if voters != n.maxVoters() || len(nonvoters) == 0 {
+		return
+	}
+	var others []raft.Server // voters that may be demoted: not this node, the leader
+	for _, s := range voterList {
+		if string(s.ID) != n.cfg.ID {
+			others = append(others, s)
+		}
+	}
+	in, out := pick(nonvoters, false), pick(others, true)
+	if in < 0 || out < 0 || perDC[dcOf(nonvoters[in].ID)]+1 >= perDC[dcOf(others[out].ID)] {
+		return
+	}
+	if !add(nonvoters[in], "spreading voters over DCs") {
+		return
+	}
+	s := others[out]
+	if err := n.raft.DemoteVoter(s.ID, 0, applyTimeout).Error(); err != nil {
+		n.log.Warn("demoting a voter to spread voters over DCs", "id", s.ID, "err", err)
+		return
+	}
+	n.log.Info("demoted voter", "id", s.ID, "dc", dcOf(s.ID), "why", "spreading voters over DCs")
 }
 
 // rpcHandler serves the nodes' own RPC on the peer port.

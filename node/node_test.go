@@ -252,3 +252,32 @@ func TestWildcardListenAdvertisesItsHost(t *testing.T) {
 		t.Fatalf("state records peer %q, want %q", got, n.PeerAddr())
 	}
 }
+
+// TestVotersSpreadOverDCs has three voters of one DC meet nodes of two more DCs: the leader
+// swaps voters until each DC holds one.
+func TestVotersSpreadOverDCs(t *testing.T) {
+	c := newTestCluster(t)
+	n1 := c.start("n1", "dc1")
+	if err := n1.Propose(context.Background(), &fsm.SetSetting{Key: "max_voters", Value: "3"}); err != nil {
+		t.Fatal(err)
+	}
+	c.start("n2", "dc1", "n1")
+	c.start("n3", "dc1", "n1")
+	c.start("n4", "dc2", "n1")
+	c.start("n5", "dc3", "n1")
+	poll(t, 30*time.Second, "one voter per DC", func() error {
+		st := c.leader().Status(context.Background())
+		perDC := map[string]int{}
+		voters := 0
+		for _, m := range st.Members {
+			if m.Suffrage == "voter" {
+				voters++
+				perDC[m.DC]++
+			}
+		}
+		if voters != 3 || perDC["dc1"] != 1 || perDC["dc2"] != 1 || perDC["dc3"] != 1 {
+			return fmt.Errorf("%d voters, per DC %v", voters, perDC)
+		}
+		return nil
+	})
+}
