@@ -251,40 +251,68 @@ func TestRemoveNodeStopsIt(t *testing.T) {
 	}
 }
 
-func TestFourthNodeJoinsAsNonVoterPastMaxVoters(t *testing.T) {
+func TestFourthNodeJoinsPastMaxVotersAndVotersSpread(t *testing.T) {
 	c := NewCluster(t)
 	nodes := c.Start3("dc1", "--max-voters", "3")
 	nodes[0].MustCLI("group", "add", "--dc", "dc1", "--id", "g1", "--master", "127.0.0.1:7001")
 	n4 := c.NewNode("n4", "dc2", "--max-voters", "3")
 	n4.Start(nodes[1].Peer, nodes[2].Peer)
 	n4.WaitHealthy(30 * time.Second)
-	st := n4.Status()
-	if len(st.Members) != 4 {
-		t.Fatalf("%d members, want 4", len(st.Members))
-	}
-	for _, m := range st.Members {
-		want := "voter"
-		if m.ID == "n4" {
-			want = "nonvoter"
+	// n4 joins past max_voters as a non-voter; the leader then spreads the voters over the two
+	// DCs: n4 votes, one of dc1's three does not.
+	var nonvoter string
+	waitFor(t, 15*time.Second, "voters spread over dc1 and dc2", func() error {
+		st := n4.Status()
+		if len(st.Members) != 4 {
+			return fmt.Errorf("%d members, want 4", len(st.Members))
 		}
-		if m.Suffrage != want {
-			t.Errorf("%s suffrage %q, want %q", m.ID, m.Suffrage, want)
+		voters, n4votes := 0, false
+		nonvoter = ""
+		for _, m := range st.Members {
+			switch {
+			case m.Suffrage == "voter":
+				voters++
+				n4votes = n4votes || m.ID == "n4"
+			case m.ID != "n4":
+				nonvoter = m.ID
+			}
 		}
-	}
-	if len(st.DCs) != 2 {
+		if voters != 3 || !n4votes || nonvoter == "" {
+			return fmt.Errorf("members %+v", st.Members)
+		}
+		return nil
+	})
+	if st := n4.Status(); len(st.DCs) != 2 {
 		t.Errorf("dcs %d, want 2 (dc1 and n4's dc2)", len(st.DCs))
 	}
-	// Admin changes made through the new non-voter are forwarded to the leader.
+	// Admin changes made through n4 are forwarded to the leader.
 	n4.MustCLI("group", "add", "--dc", "dc2", "--id", "g1", "--master", "127.0.0.1:7201")
-	// Removing a voter promotes the non-voter.
-	nodes[2].MustCLI("node", "remove", "n3")
-	waitFor(t, 15*time.Second, "n4 promoted to voter", func() error {
-		for _, m := range nodes[0].Status().Members {
-			if m.ID == "n4" && m.Suffrage == "voter" {
+	// Removing a dc1 voter (not the leader) promotes dc1's non-voter.
+	var leader, victim *proc
+	waitFor(t, 10*time.Second, "a leader", func() error {
+		for _, p := range nodes {
+			if p.Status().Leader == p.ID {
+				leader = p
+			}
+		}
+		if leader == nil {
+			return fmt.Errorf("no dc1 leader")
+		}
+		return nil
+	})
+	for _, p := range nodes {
+		if p != leader && p.ID != nonvoter {
+			victim = p
+		}
+	}
+	leader.MustCLI("node", "remove", victim.ID)
+	waitFor(t, 15*time.Second, nonvoter+" promoted to voter", func() error {
+		for _, m := range leader.Status().Members {
+			if m.ID == nonvoter && m.Suffrage == "voter" {
 				return nil
 			}
 		}
-		return fmt.Errorf("n4 not a voter yet")
+		return fmt.Errorf("%s not a voter yet", nonvoter)
 	})
 }
 
