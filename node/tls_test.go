@@ -2,14 +2,7 @@ package node
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,61 +11,8 @@ import (
 	"time"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/testcert"
 )
-
-// testCert is a certificate and key written as PEM files.
-type testCert struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	// certFile holds the certificate, keyFile the key; both holds the two (Dynomite's pem).
-	certFile, keyFile, both string
-}
-
-// newTestCert makes a certificate for name, signed by parent (self-signed when parent is nil).
-func newTestCert(t *testing.T, dir, name string, parent *testCert, isCA bool) *testCert {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  isCA || parent == nil,
-	}
-	signer, signKey := tmpl, key
-	if parent != nil {
-		signer, signKey = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-	tc := &testCert{cert: cert, key: key,
-		certFile: filepath.Join(dir, name+".crt"), keyFile: filepath.Join(dir, name+".key"), both: filepath.Join(dir, name+".pem")}
-	for path, b := range map[string][]byte{tc.certFile: certPEM, tc.keyFile: keyPEM, tc.both: append(append([]byte{}, keyPEM...), certPEM...)} {
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return tc
-}
 
 // startTLS starts node id with the given TLS files.
 func (c *testCluster) startTLS(id, cert, key, ca string, seeds ...string) *Node {
@@ -91,11 +31,11 @@ func (c *testCluster) startTLS(id, cert, key, ca string, seeds ...string) *Node 
 // certificate are turned away.
 func TestPeerTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCert(t, dir, "ca", nil, true)
-	c1, c2 := newTestCert(t, dir, "n1", ca, false), newTestCert(t, dir, "n2", ca, false)
+	ca := testcert.New(t, dir, "ca", nil, true)
+	c1, c2 := testcert.New(t, dir, "n1", ca, false), testcert.New(t, dir, "n2", ca, false)
 	c := newTestCluster(t)
-	n1 := c.startTLS("n1", c1.certFile, c1.keyFile, ca.certFile)
-	n2 := c.startTLS("n2", c2.certFile, c2.keyFile, ca.certFile, "n1")
+	n1 := c.startTLS("n1", c1.CertFile, c1.KeyFile, ca.CertFile)
+	n2 := c.startTLS("n2", c2.CertFile, c2.KeyFile, ca.CertFile, "n1")
 	follower := n2
 	if n2.IsLeader() {
 		follower = n1
@@ -116,8 +56,8 @@ func TestPeerTLS(t *testing.T) {
 	}
 
 	// Another CA's certificate: refused both ways.
-	other := newTestCert(t, dir, "other", nil, true)
-	_, oc, err := peerTLS(&Config{TLSCertFile: other.certFile, TLSKeyFile: other.keyFile})
+	other := testcert.New(t, dir, "other", nil, true)
+	_, oc, err := peerTLS(&Config{TLSCertFile: other.CertFile, TLSKeyFile: other.KeyFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,10 +84,10 @@ func httpAnswer(conn net.Conn) string {
 // node, which is also the CA.
 func TestPeerTLSSharedPEM(t *testing.T) {
 	dir := t.TempDir()
-	shared := newTestCert(t, dir, "cluster", nil, false)
+	shared := testcert.New(t, dir, "cluster", nil, false)
 	c := newTestCluster(t)
-	n1 := c.startTLS("n1", shared.both, shared.both, "")
-	c.startTLS("n2", shared.both, shared.both, "", "n1")
+	n1 := c.startTLS("n1", shared.Both, shared.Both, "")
+	c.startTLS("n2", shared.Both, shared.Both, "", "n1")
 	poll(t, 10*time.Second, "two voters", func() error {
 		st := n1.Status(context.Background())
 		for _, m := range st.Members {
@@ -168,14 +108,14 @@ func TestPeerTLSBadFiles(t *testing.T) {
 	if err := os.WriteFile(noCert, []byte("nothing"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cert := newTestCert(t, dir, "n1", nil, false)
+	cert := testcert.New(t, dir, "n1", nil, false)
 	for _, tc := range []struct {
 		cfg  Config
 		want string
 	}{
-		{Config{TLSCertFile: filepath.Join(dir, "missing.crt"), TLSKeyFile: cert.keyFile}, "tls_cert_file/tls_key_file"},
-		{Config{TLSCertFile: cert.certFile, TLSKeyFile: cert.keyFile, TLSCAFile: noCert}, "no PEM certificate"},
-		{Config{TLSCertFile: cert.certFile, TLSKeyFile: cert.keyFile, TLSCAFile: filepath.Join(dir, "nope")}, "tls CA"},
+		{Config{TLSCertFile: filepath.Join(dir, "missing.crt"), TLSKeyFile: cert.KeyFile}, "tls_cert_file/tls_key_file"},
+		{Config{TLSCertFile: cert.CertFile, TLSKeyFile: cert.KeyFile, TLSCAFile: noCert}, "no PEM certificate"},
+		{Config{TLSCertFile: cert.CertFile, TLSKeyFile: cert.KeyFile, TLSCAFile: filepath.Join(dir, "nope")}, "tls CA"},
 	} {
 		if _, _, err := peerTLS(&tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.cfg, err, tc.want)

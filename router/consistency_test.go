@@ -220,7 +220,7 @@ func TestInternalDuringMigration(t *testing.T) {
 		t.Error("the key did not move to the target")
 	}
 	e := xdc.Entry{ID: "5-1", DC: "dc2", Cmds: [][]string{{"SET", k, "remote"}}}
-	keys, argv := xdc.ApplyArgs(slot, e, "")
+	keys, argv := xdc.ApplyArgs(slot, e, "", "")
 	args := []string{"EVALSHA", xdc.ApplySHA, strconv.Itoa(len(keys))}
 	args = append(args, keys...)
 	for _, a := range argv {

@@ -42,6 +42,9 @@ func nodeFlags() []cli.Flag {
 		&cli.IntFlag{Name: "procs", Usage: "threads running Go code at once; 0: half the CPUs (config: procs)"},
 		&cli.StringFlag{Name: "password", EnvVars: []string{"REDRAFT_PASSWORD"}, Usage: "client AUTH password (config: password)"},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error (config: log_level)"},
+		&cli.StringFlag{Name: "tls-cert-file", Usage: "PEM certificate: TLS on the peer port (config: tls_cert_file)"},
+		&cli.StringFlag{Name: "tls-key-file", Usage: "PEM key of the certificate (config: tls_key_file)"},
+		&cli.StringFlag{Name: "tls-ca-file", Usage: "PEM cluster CA peers must chain to (config: tls_ca_file)"},
 	}
 }
 
@@ -139,6 +142,7 @@ func applyFlags(c *cli.Context, cfg *node.Config) error {
 		"id": &cfg.ID, "dc": &cfg.DC, "rack": &cfg.Rack, "listen": &cfg.Listen, "peer-listen": &cfg.PeerListen,
 		"admin-listen": &cfg.AdminListen, "advertise": &cfg.Advertise, "data-dir": &cfg.DataDir,
 		"password": &cfg.Password, "log-level": &cfg.LogLevel,
+		"tls-cert-file": &cfg.TLSCertFile, "tls-key-file": &cfg.TLSKeyFile, "tls-ca-file": &cfg.TLSCAFile,
 	}
 	for name, p := range str {
 		if c.IsSet(name) {

@@ -71,8 +71,10 @@ func (l *loop) copier(ctx context.Context, src *redis.Client, copies chan int) {
 // ships on from that id. It returns the slots that must be tried again.
 func (l *loop) copySlots(ctx context.Context, src *redis.Client, slots []int) (failed []int) {
 	want := map[int]bool{}
+	token := lockToken("out", l.r.cfg.Cluster.ID())
 	for _, s := range slots {
-		ok, err := src.SetNX(ctx, CopyLockKey(s), l.r.cfg.Cluster.ID(), copyLockTTL).Result()
+		// NX: a copy into this DC, or another copy out of it, holds the slot meanwhile.
+		ok, err := src.SetNX(ctx, CopyLockKey(s), token, copyLockTTL).Result()
 		if err != nil || !ok {
 			failed = append(failed, s)
 			continue
@@ -82,9 +84,13 @@ func (l *loop) copySlots(ctx context.Context, src *redis.Client, slots []int) (f
 	defer func() {
 		pipe := src.Pipeline()
 		for s := range want {
-			pipe.Del(context.WithoutCancel(ctx), CopyLockKey(s))
+			pipe.EvalSha(context.WithoutCancel(ctx), unlockScript.Hash(), []string{CopyLockKey(s)}, token)
 		}
-		_, _ = pipe.Exec(context.WithoutCancel(ctx))
+		if _, err := pipe.Exec(context.WithoutCancel(ctx)); err != nil && strings.Contains(err.Error(), "NOSCRIPT") {
+			for s := range want {
+				unlockScript.Run(context.WithoutCancel(ctx), src, []string{CopyLockKey(s)}, token)
+			}
+		}
 	}()
 	keys := map[int][]string{}
 	var cursor uint64
@@ -113,6 +119,19 @@ func (l *loop) copySlots(ctx context.Context, src *redis.Client, slots []int) (f
 }
 
 func isInternal(key string) bool { return strings.HasPrefix(key, InternalPrefix) }
+
+// unlockLua deletes a copy lock only if it still holds the caller's value: a lock that expired
+// and was taken by another copy is not this caller's to release.
+const unlockLua = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`
+
+var unlockScript = redis.NewScript(unlockLua)
+
+// lockToken is a copy lock's value: its direction ("in" or "out"), who holds it, and a
+// nonce, so a holder releases only its own lock and APPLY knows its holder's re-applies.
+func lockToken(dir, who string) string {
+	return dir + ":" + who + ":" + strconv.FormatInt(time.Now().UnixNano(), 36)
+}
 
 // copySlot reads one locked slot and has the destination replace its copy with it.
 func (l *loop) copySlot(ctx context.Context, src *redis.Client, slot int, keys []string) error {
@@ -199,11 +218,20 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 		}
 		return v, err
 	}
-	lock := CopyLockKey(slot)
-	if _, err := run([]string{lock}, "SET", lock, "in", "PX", strconv.FormatInt(copyLockTTL.Milliseconds(), 10)); err != nil {
+	// The slot's copy lock, NX: two copies into one slot (from two DCs that both found this
+	// one behind), or a copy in while this DC copies the slot out, would interleave their
+	// deletes, restores and inbox writes. The source retries a refused copy.
+	lock, token := CopyLockKey(slot), lockToken("in", req.Source)
+	got, err := run([]string{lock}, "SET", lock, token, "NX", "PX", strconv.FormatInt(copyLockTTL.Milliseconds(), 10))
+	if err != nil {
 		return struct{}{}, err
 	}
-	defer func() { _, _ = r.internal(context.WithoutCancel(ctx), db, slot, []string{lock}, []string{"DEL", lock}) }()
+	if got.IsNull() {
+		return struct{}{}, fmt.Errorf("xdc: slot %d of %s is being copied already; try again", slot, own)
+	}
+	defer func() {
+		_, _ = r.internal(context.WithoutCancel(ctx), db, slot, []string{lock}, []string{"EVAL", unlockLua, "1", lock, token})
+	}()
 	// This DC's own entries the source has not applied yet.
 	start := "-"
 	if p := req.Inbox[own]; p != "" {
@@ -260,7 +288,7 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	}
 	for _, e := range mine {
 		e.DC = selfPrefix + own
-		keys, argv := ApplyArgs(slot, e, "")
+		keys, argv := ApplyArgs(slot, e, "", token)
 		if v, err := r.runScript(ctx, db, slot, ApplySHA, applyLua, keys, argv); err != nil || v.IsError() {
 			return struct{}{}, fmt.Errorf("re-apply own entry %s: %v%s", e.ID, err, v.Str)
 		}

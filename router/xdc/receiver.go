@@ -46,7 +46,7 @@ func (r *Replicator) applyBatch(ctx context.Context, source string, db int, b Wi
 	cmds := make([][]string, len(b.Entries))
 	prev := b.Prev
 	for i, we := range b.Entries {
-		ks, argv := ApplyArgs(b.Slot, Entry{ID: we.ID, DC: source, Cmds: we.Cmds}, prev)
+		ks, argv := ApplyArgs(b.Slot, Entry{ID: we.ID, DC: source, Cmds: we.Cmds}, prev, "")
 		keys = append(keys, ks...)
 		cmds[i] = scriptCall(ApplySHA, ks, argv)
 		prev = we.ID

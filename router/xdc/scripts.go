@@ -89,14 +89,21 @@ if ARGV[3] == 'one' then return replies[1] end
 return replies
 `
 
-// applyLua is the APPLY script. KEYS: the effects' keys, then the slot's inbox. ARGV: source
-// DC, entry id, the id of the entry before it ("" not to check), the number of commands, then
-// per command its argc and argv. An entry at or below the inbox's id for the DC answers
-// "skip"; one whose predecessor is not the inbox's id answers a GAP error; otherwise the
-// commands run (a failing one does not stop the others) and the inbox records the id, in the
-// same script, so a retried batch is never applied twice. Nothing goes to the outbox.
+// applyLua is the APPLY script. KEYS: the effects' keys, then the slot's copy lock, then the
+// slot's inbox. ARGV: source DC, entry id, the id of the entry before it ("" not to check), the
+// number of commands, the copy lock's value this caller holds ("" for none), then per command
+// its argc and argv. While the slot's copy lock is set by someone else (a full copy is reading
+// or replacing the slot) it answers TRYAGAIN and changes nothing: an entry applied in the middle
+// of a copy would be half in the snapshot or overwritten by it. An entry at or below the inbox's
+// id for the DC answers "skip"; one whose predecessor is not the inbox's id answers a GAP error;
+// otherwise the commands run (a failing one does not stop the others) and the inbox records the
+// id, in the same script, so a retried batch is never applied twice. Nothing goes to the outbox.
 const applyLua = `#!lua
 local inbox = KEYS[#KEYS]
+local held = redis.call('GET', KEYS[#KEYS - 1])
+if held and held ~= ARGV[5] then
+  return redis.error_reply('TRYAGAIN redraft: the slot is being copied between DCs, retry shortly')
+end
 local ty = redis.call('TYPE', inbox)['ok']
 if ty ~= 'none' and ty ~= 'hash' then
   return redis.error_reply('ERR redraft: inbox ' .. inbox .. ' holds a ' .. ty)
@@ -124,7 +131,7 @@ if last and cmpid(id, last) <= 0 then return 'skip' end
 if prev ~= '' and (last or '') ~= prev then
   return redis.error_reply('GAP redraft: last applied from ' .. src .. ' is ' .. (last or 'none') .. ', entry follows ' .. prev)
 end
-local nerr, first, i = 0, '', 5
+local nerr, first, i = 0, '', 6
 for c = 1, tonumber(ARGV[4]) do
   local argc = tonumber(ARGV[i])
   local argv = {}
@@ -290,9 +297,10 @@ func parseRange(raw []any) ([]Entry, error) {
 }
 
 // ApplyArgs returns the KEYS and ARGV of the APPLY script for entry e on slot; prev is the id
-// of the entry before e in the origin's outbox ("" not to check for a gap).
-func ApplyArgs(slot int, e Entry, prev string) (keys []string, argv []any) {
-	argv = []any{e.DC, e.ID, prev, strconv.Itoa(len(e.Cmds))}
+// of the entry before e in the origin's outbox ("" not to check for a gap), lock the value of
+// the slot's copy lock the caller holds ("" for none).
+func ApplyArgs(slot int, e Entry, prev, lock string) (keys []string, argv []any) {
+	argv = []any{e.DC, e.ID, prev, strconv.Itoa(len(e.Cmds)), lock}
 	for _, c := range e.Cmds {
 		keys = append(keys, EffectKeys(c)...)
 		argv = append(argv, strconv.Itoa(len(c)))
@@ -300,7 +308,7 @@ func ApplyArgs(slot int, e Entry, prev string) (keys []string, argv []any) {
 			argv = append(argv, a)
 		}
 	}
-	return append(keys, InboxKey(slot)), argv
+	return append(keys, CopyLockKey(slot), InboxKey(slot)), argv
 }
 
 // Applied is the outcome of APPLY for one entry.
@@ -319,7 +327,7 @@ var ErrGap = errors.New("xdc: entry does not follow the last applied one")
 // Apply applies entry e of the origin DC's outbox on slot's master in this DC (through the
 // router, later), exactly once; prev is the id of the entry before e ("" not to check).
 func Apply(ctx context.Context, c redis.Scripter, slot int, e Entry, prev string) (Applied, error) {
-	keys, argv := ApplyArgs(slot, e, prev)
+	keys, argv := ApplyArgs(slot, e, prev, "")
 	r, err := applyScript.Run(ctx, c, keys, argv...).Result()
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "GAP ") {

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -276,6 +277,32 @@ func TestApplyIDOrderAndGaps(t *testing.T) {
 	}
 	if _, err := Apply(ctx, b, slot, Entry{ID: "bad", DC: "y", Cmds: e("").Cmds}, ""); err == nil {
 		t.Fatal("bad id accepted")
+	}
+}
+
+// TestApplyWaitsForCopyLock: while a full copy holds the slot's copy lock, APPLY changes
+// nothing and answers TRYAGAIN, except for the lock's holder re-applying its own entries.
+func TestApplyWaitsForCopyLock(t *testing.T) {
+	ctx := context.Background()
+	b := client(t, testredis.Start(t))
+	e := Entry{ID: "1-0", DC: "x", Cmds: [][]string{{"INCR", "{t}c"}}}
+	b.Set(ctx, CopyLockKey(slot), "in:dc2:abc", time.Minute)
+	if _, err := Apply(ctx, b, slot, e, ""); err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN") {
+		t.Fatalf("apply under another's copy lock: %v", err)
+	}
+	if n, _ := b.Exists(ctx, "{t}c", InboxKey(slot)).Result(); n != 0 {
+		t.Fatalf("apply under a copy lock changed %d keys", n)
+	}
+	keys, argv := ApplyArgs(slot, e, "", "in:dc2:abc")
+	if r, err := applyScript.Run(ctx, b, keys, argv...).Result(); err != nil {
+		t.Fatalf("the lock's holder re-applying: %v %v", r, err)
+	}
+	if n, _ := b.Get(ctx, "{t}c").Int(); n != 1 {
+		t.Fatalf("counter %d, want 1", n)
+	}
+	b.Del(ctx, CopyLockKey(slot))
+	if r, err := Apply(ctx, b, slot, Entry{ID: "2-0", DC: "x", Cmds: e.Cmds}, "1-0"); err != nil || r.Skipped {
+		t.Fatalf("apply after the copy: %+v %v", r, err)
 	}
 }
 

@@ -86,7 +86,7 @@ func (s *RedisSink) applyOnce(ctx context.Context, b Batch) (string, error) {
 		if e.DC == "" {
 			e.DC = b.SourceDC
 		}
-		keys, argv := ApplyArgs(b.Slot, e, prev)
+		keys, argv := ApplyArgs(b.Slot, e, prev, "")
 		cmds[i] = pipe.EvalSha(ctx, ApplySHA, keys, argv...)
 		prev = e.ID
 	}
