@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -274,4 +275,36 @@ func TestReplicatorCatchesUpAndCopiesPastTheBound(t *testing.T) {
 		a.write(t, "INCR", "{hot}n")
 	}
 	waitEqual(t, dcs, 10*time.Second, "counter after", get("{hot}n"), "3010")
+}
+
+// TestCopyIntoLockedSlotIsRefused: a copy into a slot whose copy lock another copy holds is
+// refused and changes nothing; once the lock is gone the copy runs and releases its own lock.
+func TestCopyIntoLockedSlotIsRefused(t *testing.T) {
+	_, dcs := startDCs(t, "dc1", "dc2", "dc3")
+	ctx := context.Background()
+	dc3 := dcs[2]
+	key := "{c}k"
+	slot := slotString(key)
+	dc3.rc.Set(ctx, key, "dc3's", 0)
+	dc3.rc.Set(ctx, CopyLockKey(slot), "in:dc2:other", time.Minute)
+	req := CopyRequest{Source: "dc1", Slot: slot, Last: "5-0", Inbox: map[string]string{}}
+	if _, err := dc3.repl.HandleCopy(ctx, req); err == nil || !strings.Contains(err.Error(), "being copied already") {
+		t.Fatalf("copy into a locked slot: %v", err)
+	}
+	if v, _ := dc3.rc.Get(ctx, CopyLockKey(slot)).Result(); v != "in:dc2:other" {
+		t.Fatalf("the other copy's lock became %q", v)
+	}
+	if v, _ := dc3.rc.Get(ctx, key).Result(); v != "dc3's" {
+		t.Fatalf("a refused copy changed the slot: %q", v)
+	}
+	dc3.rc.Del(ctx, CopyLockKey(slot))
+	if _, err := dc3.repl.HandleCopy(ctx, req); err != nil {
+		t.Fatalf("copy into a free slot: %v", err)
+	}
+	if n, _ := dc3.rc.Exists(ctx, key, CopyLockKey(slot)).Result(); n != 0 {
+		t.Fatalf("after the copy %d of the old key and the lock remain", n)
+	}
+	if v, _ := dc3.rc.HGet(ctx, InboxKey(slot), "dc1").Result(); v != "5-0" {
+		t.Fatalf("inbox for dc1 %q, want 5-0", v)
+	}
 }
