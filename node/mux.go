@@ -1,10 +1,12 @@
 package node
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 )
@@ -13,6 +15,8 @@ import (
 const (
 	muxRaft byte = 1
 	muxRPC  byte = 2
+	// tlsHandshake is the first byte of a TLS ClientHello: a TLS peer dialling a plaintext port.
+	tlsHandshake byte = 0x16
 )
 
 // mux splits one TCP listener into per-service listeners by the first byte of each connection.
@@ -63,6 +67,14 @@ func (m *mux) route(c net.Conn) {
 	var b [1]byte
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(c, b[:]); err != nil {
+		var rh tls.RecordHeaderError
+		var cv *tls.CertificateVerificationError
+		switch {
+		case errors.As(err, &rh):
+			m.log.Warn("a plaintext peer reached this node's TLS peer port: set tls_cert_file on every node or on none", "remote", c.RemoteAddr())
+		case errors.As(err, &cv) || strings.Contains(err.Error(), "certificate"):
+			m.log.Warn("peer TLS handshake refused", "remote", c.RemoteAddr(), "err", err)
+		}
 		c.Close()
 		return
 	}
@@ -70,6 +82,11 @@ func (m *mux) route(c net.Conn) {
 	m.mu.Lock()
 	s := m.subs[b[0]]
 	m.mu.Unlock()
+	if s == nil && b[0] == tlsHandshake {
+		m.log.Warn("a TLS handshake reached this node's plaintext peer port: set tls_cert_file on every node or on none", "remote", c.RemoteAddr())
+		c.Close()
+		return
+	}
 	if s == nil {
 		m.log.Warn("peer connection with unknown protocol byte", "byte", b[0], "remote", c.RemoteAddr())
 		c.Close()
