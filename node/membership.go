@@ -329,7 +329,8 @@ func (n *Node) leaderLoop() {
 }
 
 // promote keeps max_voters voters spread over DCs: while voters are fewer, it promotes a
-// non-voter of the DC with the fewest voters (ties: the lower id); when they are enough but a
+// non-voter of the DC with the fewest voters (ties: the lower id); while they are more (the
+// setting was lowered), it demotes one of the most crowded DC; when they are enough but a
 // DC with a non-voter has two voters fewer than the DC with the most, it swaps one: promotes
 // there first, then demotes one of the crowded DC's voters (never itself, the leader). One swap
 // per call, so a cluster of nodes that joined DC by DC spreads out over a few ticks.
@@ -386,14 +387,30 @@ func (n *Node) promote(servers []raft.Server) {
 		nonvoters = append(nonvoters[:i], nonvoters[i+1:]...)
 		add(s, "fewer voters than max_voters")
 	}
-	if voters != n.maxVoters() || len(nonvoters) == 0 {
-		return
-	}
 	var others []raft.Server // voters that may be demoted: not this node, the leader
 	for _, s := range voterList {
 		if string(s.ID) != n.cfg.ID {
 			others = append(others, s)
 		}
+	}
+	demote := func(s raft.Server, why string) {
+		if err := n.raft.DemoteVoter(s.ID, 0, applyTimeout).Error(); err != nil {
+			n.log.Warn("demoting a voter", "id", s.ID, "why", why, "err", err)
+			return
+		}
+		n.log.Info("demoted voter", "id", s.ID, "dc", dcOf(s.ID), "why", why)
+		voters--
+		perDC[dcOf(s.ID)]--
+	}
+	if voters > n.maxVoters() {
+		// max_voters was lowered, or a swap's demotion failed: one from the most crowded DC.
+		if out := pick(others, true); out >= 0 {
+			demote(others[out], "more voters than max_voters")
+		}
+		return
+	}
+	if voters != n.maxVoters() || len(nonvoters) == 0 {
+		return
 	}
 	in, out := pick(nonvoters, false), pick(others, true)
 	if in < 0 || out < 0 || perDC[dcOf(nonvoters[in].ID)]+1 >= perDC[dcOf(others[out].ID)] {
@@ -402,12 +419,7 @@ func (n *Node) promote(servers []raft.Server) {
 	if !add(nonvoters[in], "spreading voters over DCs") {
 		return
 	}
-	s := others[out]
-	if err := n.raft.DemoteVoter(s.ID, 0, applyTimeout).Error(); err != nil {
-		n.log.Warn("demoting a voter to spread voters over DCs", "id", s.ID, "err", err)
-		return
-	}
-	n.log.Info("demoted voter", "id", s.ID, "dc", dcOf(s.ID), "why", "spreading voters over DCs")
+	demote(others[out], "spreading voters over DCs")
 }
 
 // rpcHandler serves the nodes' own RPC on the peer port.

@@ -280,4 +280,24 @@ func TestVotersSpreadOverDCs(t *testing.T) {
 		}
 		return nil
 	})
+	// Lowering max_voters demotes voters until they fit; the leader stays one.
+	if err := n1.Propose(context.Background(), &fsm.SetSetting{Key: "max_voters", Value: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 30*time.Second, "one voter, the leader", func() error {
+		l := c.leader()
+		voters := 0
+		for _, m := range l.Status(context.Background()).Members {
+			if m.Suffrage == "voter" {
+				voters++
+				if m.ID != l.ID() {
+					return fmt.Errorf("%s still votes", m.ID)
+				}
+			}
+		}
+		if voters != 1 {
+			return fmt.Errorf("%d voters", voters)
+		}
+		return nil
+	})
 }
