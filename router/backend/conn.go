@@ -30,9 +30,8 @@ var errUnexpectedReply = errors.New("reply without a request")
 // Conn is one shared, pipelined connection to a backend database. Clients append requests
 // with Submit and then call Flush; bytes queued by many clients go out in one write, and the
 // reader goroutine completes requests in order as replies arrive and writes what was queued
-// meanwhile. A Conn dials lazily,
-// reconnects on demand, and while its backend is down fails requests at once until a backoff
-// has passed.
+// meanwhile. A Conn dials lazily, reconnects on demand, and while its backend is down fails
+// requests at once until a backoff has passed.
 type Conn struct {
 	p  *Pool
 	db int
@@ -91,12 +90,18 @@ func (c *Conn) Submit(r *Request, raw []byte) {
 // without the goroutine's wake-ups, which cost more than the writes they save.
 func (c *Conn) Flush() {
 	c.mu.Lock()
-	if c.state != stUp || c.writing || len(c.wbuf) == 0 || c.fifo.size != c.queued {
+	c.startWrite(false)
+}
+
+// startWrite takes the turn to write, unless another goroutine has it, and writes (see
+// writeLoop); called with c.mu held, it returns with c.mu released.
+func (c *Conn) startWrite(force bool) {
+	if c.writing {
 		c.mu.Unlock()
 		return
 	}
 	c.writing = true
-	c.writeLoop(false)
+	c.writeLoop(force)
 }
 
 // writeLoop writes wbuf; called with c.mu held and c.writing set, it returns with c.mu
@@ -144,12 +149,11 @@ func (c *Conn) writeLoop(force bool) {
 // requests queued meanwhile go out together, whether or not earlier ones are still in flight.
 func (c *Conn) flushQueued(gen uint64) {
 	c.mu.Lock()
-	if c.gen != gen || c.state != stUp || c.writing || len(c.wbuf) == 0 {
+	if c.gen != gen {
 		c.mu.Unlock()
 		return
 	}
-	c.writing = true
-	c.writeLoop(true)
+	c.startWrite(true)
 }
 
 func (c *Conn) startConnect() {
@@ -177,12 +181,7 @@ func (c *Conn) connect() {
 	c.p.opts.Stats.BackendConns.Add(1)
 	go c.reader(nc, c.gen)
 	// Requests queued while dialling: nothing is in flight yet, so this goroutine writes them.
-	if len(c.wbuf) == 0 {
-		c.mu.Unlock()
-		return
-	}
-	c.writing = true
-	c.writeLoop(false)
+	c.startWrite(false)
 }
 
 // downLocked fails every queued request with err and waits for a backoff before the next

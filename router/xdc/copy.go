@@ -84,13 +84,9 @@ func (l *loop) copySlots(ctx context.Context, src *redis.Client, slots []int) (f
 	defer func() {
 		pipe := src.Pipeline()
 		for s := range want {
-			pipe.EvalSha(context.WithoutCancel(ctx), unlockScript.Hash(), []string{CopyLockKey(s)}, token)
+			pipe.Eval(context.WithoutCancel(ctx), unlockLua, []string{CopyLockKey(s)}, token)
 		}
-		if _, err := pipe.Exec(context.WithoutCancel(ctx)); err != nil && strings.Contains(err.Error(), "NOSCRIPT") {
-			for s := range want {
-				unlockScript.Run(context.WithoutCancel(ctx), src, []string{CopyLockKey(s)}, token)
-			}
-		}
+		_, _ = pipe.Exec(context.WithoutCancel(ctx))
 	}()
 	keys := map[int][]string{}
 	var cursor uint64
@@ -124,8 +120,6 @@ func isInternal(key string) bool { return strings.HasPrefix(key, InternalPrefix)
 // and was taken by another copy is not this caller's to release.
 const unlockLua = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`
-
-var unlockScript = redis.NewScript(unlockLua)
 
 // lockToken is a copy lock's value: its direction ("in" or "out"), who holds it, and a
 // nonce, so a holder releases only its own lock and APPLY knows its holder's re-applies.
