@@ -159,6 +159,9 @@ func (n *Node) join(ctx context.Context, req joinRequest) (joinResponse, error) 
 func (n *Node) handleJoin(ctx context.Context, req joinRequest) (joinResponse, error) {
 	me := req.Node
 	st := n.State()
+	if n.isRemoving(me.ID) {
+		return joinResponse{}, &fsm.Error{Code: "busy", Msg: fmt.Sprintf("node %s is being removed; join again once the removal is done", me.ID)}
+	}
 	if idx, ok := st.Removed[me.ID]; ok && !req.Fresh {
 		return joinResponse{}, &fsm.Error{Code: "removed", Msg: fmt.Sprintf(
 			"node %s was removed from the cluster (Raft index %d); to bring it back, empty its data_dir and join again", me.ID, idx)}
@@ -230,9 +233,14 @@ func (n *Node) maxVoters() int {
 	return n.cfg.MaxVoters
 }
 
-// Remove takes a node out of the cluster: out of the state, then out of Raft. The removed node
-// is told, and stops serving.
+// Remove takes a node out of the cluster: out of Raft, then, RemoveGrace later, out of the
+// cluster state. The removed node is told, and stops serving.
 func (n *Node) Remove(ctx context.Context, id string) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, applyTimeout+RemoveGrace)
+		defer cancel()
+	}
 	return n.withLeader(ctx, func(ctx context.Context, leader string) error {
 		if leader != "" {
 			return n.peers.call(ctx, leader, rpcRemove, removeRequest{ID: id}, nil)
@@ -241,6 +249,12 @@ func (n *Node) Remove(ctx context.Context, id string) error {
 	})
 }
 
+// handleRemove runs at the leader. The order keeps the rule that no node acts on a state older
+// than one another node acted on (current.go): the node leaves Raft first, so it hears from no
+// leader any more and its lease lapses within LeaseTimeout even if it is cut off and still
+// running; it is told directly when it can be reached; and only after RemoveGrace does the
+// removal enter the cluster state, where it releases the migration barriers the node held.
+// Meanwhile the leader refuses the node's joins and readIndex calls.
 func (n *Node) handleRemove(ctx context.Context, id string) error {
 	st := n.State()
 	node, inState := st.Nodes[id]
@@ -260,22 +274,56 @@ func (n *Node) handleRemove(ctx context.Context, id string) error {
 	if servers <= 1 && inRaft {
 		return &fsm.Error{Code: "busy", Msg: fmt.Sprintf("node %s is the last member; it cannot be removed", id)}
 	}
-	if inState {
-		if err := n.Propose(ctx, &fsm.RemoveNode{ID: id}); err != nil {
-			return err
+	if id == n.cfg.ID {
+		// The leader leaves last: hand the leadership over, and the caller's forwarder retries
+		// the removal at the new leader.
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			return raftErr(err)
 		}
+		return errNotLeader
 	}
+	n.setRemoving(id, true)
+	defer n.setRemoving(id, false)
 	if inRaft {
 		if err := n.raft.RemoveServer(raft.ServerID(id), 0, applyTimeout).Error(); err != nil {
 			return raftErr(err)
 		}
 	}
-	if node != nil && id != n.cfg.ID {
+	out := time.Now()
+	if node != nil {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_ = n.peers.call(cctx, node.Peer, "/rpc/removed", removeRequest{ID: id}, nil)
 		cancel()
 	}
-	return nil
+	if !inState {
+		return nil
+	}
+	select {
+	case <-time.After(time.Until(out.Add(RemoveGrace))):
+	case <-ctx.Done():
+		return fmt.Errorf("node %s is out of Raft but not yet out of the cluster state (run the remove again): %w", id, ctx.Err())
+	}
+	return n.Propose(ctx, &fsm.RemoveNode{ID: id})
+}
+
+// setRemoving marks id as being removed by this leader (joins and readIndex refused).
+func (n *Node) setRemoving(id string, on bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.removing == nil {
+		n.removing = map[string]bool{}
+	}
+	if on {
+		n.removing[id] = true
+	} else {
+		delete(n.removing, id)
+	}
+}
+
+func (n *Node) isRemoving(id string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.removing[id]
 }
 
 // watchState notices this node's own removal in a newly applied state.
@@ -288,7 +336,9 @@ func (n *Node) watchState(s *fsm.State) {
 	reg, joined := n.registered, n.joinIndex
 	n.mu.Unlock()
 	if reg && idx > joined {
-		// Applied in Raft's apply path: stop serving without blocking it.
+		// Applied in Raft's apply path: stop acting on the state at once, and stop serving
+		// without blocking the apply path.
+		n.cur.hold(&notCurrent{fmt.Sprintf("CLUSTERDOWN this node was removed from the cluster at Raft index %d", idx)})
 		go n.markRemoved(fmt.Sprintf("removed from the cluster at Raft index %d", idx))
 	}
 }
@@ -301,6 +351,7 @@ func (n *Node) markRemoved(why string) {
 		return
 	}
 	n.removed = why
+	n.cur.hold(&notCurrent{"CLUSTERDOWN this node was " + why})
 	close(n.removedCh)
 	n.log.Warn("node stops serving", "why", why)
 }
@@ -431,6 +482,7 @@ func (n *Node) rpcHandler() http.Handler {
 	mux.HandleFunc("POST "+rpcRemove, leaderRPC(n, func(ctx context.Context, req removeRequest) (any, error) {
 		return struct{}{}, n.handleRemove(ctx, req.ID)
 	}))
+	mux.HandleFunc("POST "+rpcReadIndex, leaderRPC(n, n.handleReadIndex))
 	mux.HandleFunc("POST "+rpcJoin, rpc(func(ctx context.Context, req joinRequest) (any, error) {
 		return n.join(ctx, req)
 	}))

@@ -28,6 +28,7 @@ type Node struct {
 	cfg   Config
 	log   *slog.Logger
 	sm    *stateMachine
+	cur   *current
 	parts *raftParts
 	raft  *raft.Raft
 	mux   *mux
@@ -44,6 +45,7 @@ type Node struct {
 	mu          sync.Mutex
 	removed     string // why this node stopped serving ("" while a member)
 	removedCh   chan struct{}
+	removing    map[string]bool // ids this leader is removing
 	registered  bool
 	joinIndex   uint64
 	stop        chan struct{}
@@ -105,6 +107,7 @@ func Start(cfg Config, opts Options) (*Node, error) {
 		cfg:         cfg,
 		log:         opts.Logger.With("node", cfg.ID),
 		sm:          newStateMachine(),
+		cur:         newCurrent(),
 		peers:       newPeerClient(dialer),
 		removedCh:   make(chan struct{}),
 		stop:        make(chan struct{}),
@@ -142,6 +145,7 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	n.parts, n.raft = parts, parts.raft
 	n.metrics = newMetrics(n)
 	n.sm.observe(n.watchState)
+	n.sm.observe(n.cur.applied)
 
 	n.rpcSrv = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = n.rpcSrv.Serve(rpcLn) }()
@@ -158,9 +162,10 @@ func Start(cfg Config, opts Options) (*Node, error) {
 			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.registerLoop()
 	go n.leaderLoop()
+	go n.currentLoop()
 	return n, nil
 }
 
@@ -225,7 +230,8 @@ func (n *Node) self() fsm.Node {
 	}
 }
 
-// State returns the current cluster state; it must not be modified.
+// State returns the cluster state as applied so far; it must not be modified. It may lag the
+// cluster (after a start, or cut off from the leader): what the node acts on is Current.
 func (n *Node) State() *fsm.State { return n.sm.state.Load() }
 
 // OnState registers f to be called with every new state (at once with the current one). f runs

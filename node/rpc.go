@@ -17,11 +17,12 @@ import (
 // The nodes' own RPC runs HTTP/1.1 on the multiplexed peer port (protocol byte muxRPC): one port
 // between sites, request/response framing, keep-alive and timeouts from net/http.
 const (
-	rpcPropose = "/rpc/propose"
-	rpcJoin    = "/rpc/join"
-	rpcRemove  = "/rpc/remove"
-	rpcStatus  = "/rpc/status"
-	rpcExtra   = "/rpc/x/"
+	rpcPropose   = "/rpc/propose"
+	rpcJoin      = "/rpc/join"
+	rpcRemove    = "/rpc/remove"
+	rpcStatus    = "/rpc/status"
+	rpcReadIndex = "/rpc/readindex"
+	rpcExtra     = "/rpc/x/"
 )
 
 // CallPeer calls the extra RPC name (Options.RPC) on the node at peer address addr, posting in

@@ -34,9 +34,10 @@ func (c *client) admit(slots []uint16) (*snapshot, int, error) {
 		}
 		c.pslots = append(c.pslots, slots...)
 		snap := c.s.snap.Load()
-		if snap == nil || len(snap.groups) == 0 {
+		if err := snap.down(); err != nil {
+			// Held (node/current.go): the batch waited once already (awaitRouting).
 			c.unadmit(mark)
-			return nil, 0, errNoGroups
+			return nil, 0, err
 		}
 		frozen := -1
 		if snap.migrating > 0 {
@@ -61,6 +62,26 @@ func (c *client) admit(slots []uint16) (*snapshot, int, error) {
 			return nil, 0, c.tryAgain(errFrozen(frozen))
 		}
 	}
+}
+
+// awaitRouting, when the batch's snapshot routes nothing because the node is not acting on
+// current state (Hold), finishes the batch so far and waits for routing to resume, at most
+// FreezeWait once per batch, then makes the newest snapshot the batch's. Deciding the batch's
+// write path (setSnap) from a routing snapshot, never from a held one, keeps a write from
+// bypassing cross-DC replication after a start.
+func (c *client) awaitRouting() {
+	snap := c.snap
+	if snap == nil || snap.hold == nil || c.holdWaited {
+		return
+	}
+	c.holdWaited = true
+	c.drain()
+	_ = c.flush()
+	deadline := time.Now().Add(c.s.cfg.FreezeWait)
+	for snap.hold != nil && c.s.awaitChange(snap, deadline) {
+		snap = c.s.snap.Load()
+	}
+	c.setSnap(snap)
 }
 
 // unadmit uncounts the slots the request admitted from mark on.

@@ -248,8 +248,8 @@ func cmdWait(c *client, _ *command.Spec, cmd resp.Command) {
 		return
 	}
 	snap := c.snap
-	if snap == nil || len(snap.groups) == 0 {
-		c.replyErr(errNoGroups)
+	if err := snap.down(); err != nil {
+		c.replyErr(err)
 		return
 	}
 	c.drain()

@@ -43,12 +43,14 @@ type client struct {
 
 	waiter *backend.Waiter
 	free   []*backend.Request
-	splits []*splitOp
-	pend   []pendItem
-	dirty  []*backend.Conn
-	snap   *snapshot
-	keys   []int
-	nreq   uint64
+	// holdWaited is set once the batch has waited for a held snapshot (awaitRouting).
+	holdWaited bool
+	splits     []*splitOp
+	pend       []pendItem
+	dirty      []*backend.Conn
+	snap       *snapshot
+	keys       []int
+	nreq       uint64
 
 	// Slots this batch's requests are counted in flight on (barrier.go), and scratch space.
 	pslots      []uint16
@@ -128,6 +130,7 @@ func (c *client) serve() {
 		}
 		more = false
 		c.setSnap(c.s.snap.Load())
+		c.holdWaited = false
 		for {
 			cmd, ok, err := c.rd.Next()
 			if err != nil {
@@ -376,8 +379,8 @@ func (c *client) wait(r *backend.Request) {
 // or an error reply. Keyed data requests use enter instead, which follows migrations.
 func (c *client) route(slot int) (*group, error) {
 	snap := c.snap
-	if snap == nil || len(snap.groups) == 0 {
-		return nil, errNoGroups
+	if err := snap.down(); err != nil {
+		return nil, err
 	}
 	if slot < 0 {
 		return snap.groups[0], nil

@@ -82,6 +82,9 @@ func (c *client) dispatch(cmd resp.Command) {
 		return
 	}
 	c.lastCmd = spec.Name
+	if c.snap.down() != nil && spec.Kind != command.Local && spec.Kind != command.Unsupported {
+		c.awaitRouting()
+	}
 	switch spec.Kind {
 	case command.Forward:
 		if spec.Name == "sort" || spec.Name == "sort_ro" {

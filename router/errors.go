@@ -24,6 +24,7 @@ var (
 	errNoPassSet   = &replyError{"ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"}
 	errReserved    = &replyError{"ERR keys starting with __redraft: are reserved for redraft"}
 	errNoGroups    = &replyError{"CLUSTERDOWN no group serves this datacenter yet"}
+	errStarting    = &replyError{"CLUSTERDOWN this node is starting: it has not caught up with the cluster yet"}
 	errSlotDown    = &replyError{"CLUSTERDOWN Hash slot not served"}
 	errDBIndex     = &replyError{"ERR DB index is out of range"}
 	errNotInteger  = &replyError{"ERR value is not an integer or out of range"}

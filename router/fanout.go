@@ -45,8 +45,8 @@ func (c *client) fanoutReply(raw []byte, merge func(b []byte, vals []resp.Value)
 func (c *client) fanout(raw []byte) ([]*backend.Request, []resp.Value, error) {
 	c.drain()
 	snap := c.snap
-	if snap == nil || len(snap.groups) == 0 {
-		return nil, nil, errNoGroups
+	if err := snap.down(); err != nil {
+		return nil, nil, err
 	}
 	reqs := make([]*backend.Request, len(snap.groups))
 	for i, g := range snap.groups {
@@ -142,8 +142,8 @@ func cmdScan(c *client, _ *command.Spec, cmd resp.Command) {
 		return
 	}
 	snap := c.snap
-	if snap == nil || len(snap.groups) == 0 {
-		c.replyErr(errNoGroups)
+	if err := snap.down(); err != nil {
+		c.replyErr(err)
 		return
 	}
 	gi := int(cur >> cursorBits)
@@ -208,8 +208,8 @@ func cmdScan(c *client, _ *command.Spec, cmd resp.Command) {
 // cmdRandomKey asks groups in random order until one returns a visible key.
 func cmdRandomKey(c *client, _ *command.Spec, cmd resp.Command) {
 	snap := c.snap
-	if snap == nil || len(snap.groups) == 0 {
-		c.replyErr(errNoGroups)
+	if err := snap.down(); err != nil {
+		c.replyErr(err)
 		return
 	}
 	c.drain()

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/migrate"
@@ -96,7 +97,7 @@ func (s *Server) markMigrations(st *fsm.State, dc *fsm.DC, byID map[string]*grou
 				dst: dst.Master, dstPw: dst.Password, srcGroup: src.ID, dstGroup: dst.ID}
 			r := s.movers[k]
 			if r == nil {
-				r = s.newMover(src, dst)
+				r = s.newMover(src, dst, migrate.FenceField(m.ID, m.Cancelling))
 			}
 			if r != nil {
 				movers[k] = r
@@ -112,10 +113,11 @@ func (s *Server) markMigrations(st *fsm.State, dc *fsm.DC, byID map[string]*grou
 	}
 }
 
-// newMover builds the mover of one migration from cfg.Mover; nil if the groups' addresses
-// are unusable.
-func (s *Server) newMover(src, dst *fsm.Group) *moverRef {
+// newMover builds the mover of one migration run (fence: migrate.FenceField) from cfg.Mover;
+// nil if the groups' addresses are unusable.
+func (s *Server) newMover(src, dst *fsm.Group, fence string) *moverRef {
 	cfg := s.cfg.Mover
+	cfg.Fence = fence
 	cfg.Source = migrate.Endpoint{Addr: src.Master, Password: src.Password}
 	cfg.Target = migrate.Endpoint{Addr: dst.Master, Password: dst.Password}
 	cfg.MigrateTarget = ""
@@ -155,6 +157,19 @@ func (c *client) moveKeys(m *migEntry, slot, db int, keys [][]byte) error {
 	if err != nil {
 		if errors.Is(err, migrate.ErrKeyBusy) {
 			return c.tryAgain(errorf("TRYAGAIN slot %d is being migrated and a key of the request is being copied, try again", slot))
+		}
+		if errors.Is(err, migrate.ErrRunOver) {
+			// The servers say this migration run is over (migrate/fence.go): its mover has
+			// moved every key and the switch is being committed, or the migration turned back.
+			// Wait for the state that says so, then route again.
+			cur := c.s.snap.Load()
+			if cur.down() == nil && cur.slots[slot].m != m {
+				return errStale
+			}
+			if c.s.awaitChange(cur, time.Now().Add(c.s.cfg.FreezeWait)) {
+				return errStale
+			}
+			return c.tryAgain(errorf("TRYAGAIN slot %d: its migration run is over and the switch is not committed yet, try again", slot))
 		}
 		return errorf("ERR slot %d is being migrated and moving the request's keys failed: %v", slot, err)
 	}

@@ -44,16 +44,16 @@ func registerPubSub() {
 		handle(n, func(c *client, spec *command.Spec, cmd resp.Command) { c.pubsub(spec, cmd, true) })
 	}
 	handle("publish", func(c *client, _ *command.Spec, cmd resp.Command) {
-		if c.snap == nil || c.snap.pubsub == nil {
-			c.replyErr(errNoGroups)
+		if err := c.snap.downPubsub(); err != nil {
+			c.replyErr(err)
 			return
 		}
 		c.forwardTo(c.snap.pubsub, cmd.Raw)
 	})
 	for _, n := range []string{"pubsub|channels", "pubsub|numsub", "pubsub|numpat"} {
 		handle(n, func(c *client, _ *command.Spec, cmd resp.Command) {
-			if c.snap == nil || c.snap.pubsub == nil {
-				c.replyErr(errNoGroups)
+			if err := c.snap.downPubsub(); err != nil {
+				c.replyErr(err)
 				return
 			}
 			c.forwardTo(c.snap.pubsub, cmd.Raw)
@@ -114,9 +114,7 @@ func (c *client) pubsub(spec *command.Spec, cmd resp.Command, sharded bool) {
 		}
 		g, err = c.route(slot)
 	} else if !sharded {
-		if c.snap == nil || c.snap.pubsub == nil {
-			err = errNoGroups
-		} else {
+		if err = c.snap.downPubsub(); err == nil {
 			g = c.snap.pubsub
 		}
 	}

@@ -3,6 +3,8 @@ package router
 import (
 	"sort"
 	"strconv"
+	"strings"
+	"sync/atomic"
 
 	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/router/backend"
@@ -90,6 +92,84 @@ type snapshot struct {
 	migrating int
 	// changed is closed when a newer snapshot replaces this one (held requests wait on it).
 	changed chan struct{}
+	// hold, when set, makes this a snapshot that routes nothing: the node is not acting on
+	// current cluster state (Hold), and keyed requests wait for the next snapshot, bounded.
+	hold *holdReason
+}
+
+// holdReason is why a held snapshot routes nothing; the node refreshes the text while it
+// catches up ("applied X of Y").
+type holdReason struct{ msg atomic.Pointer[string] }
+
+// down returns why snap serves no request: not started, held, or no group in the DC; nil when
+// it routes.
+func (snap *snapshot) down() error {
+	switch {
+	case snap == nil:
+		return errStarting
+	case snap.hold != nil:
+		return &replyError{*snap.hold.msg.Load()}
+	case len(snap.groups) == 0:
+		return errNoGroups
+	}
+	return nil
+}
+
+// downPubsub is down for the DC's classic pub/sub group.
+func (snap *snapshot) downPubsub() error {
+	if err := snap.down(); err != nil {
+		return err
+	}
+	if snap.pubsub == nil {
+		return errNoGroups
+	}
+	return nil
+}
+
+// Hold makes the server route nothing until the next SetState: the node is not acting on
+// current cluster state (it is catching up after a start, or lost its lease: node/current.go),
+// and reason's text is what keyed requests answer after waiting FreezeWait for it to end. It
+// keeps the backend pools, and sessions already subscribed or blocked, for when routing
+// resumes; a later Hold only updates the reason.
+func (s *Server) Hold(reason error) {
+	msg := reason.Error()
+	if !strings.HasPrefix(msg, "CLUSTERDOWN ") && !strings.HasPrefix(msg, "TRYAGAIN ") {
+		msg = "CLUSTERDOWN " + msg
+	}
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	if s.isClosed() {
+		return
+	}
+	prev := s.snap.Load()
+	if prev != nil && prev.hold != nil {
+		prev.hold.msg.Store(&msg)
+		return
+	}
+	snap := &snapshot{changed: make(chan struct{}), hold: &holdReason{}}
+	snap.hold.msg.Store(&msg)
+	if prev != nil {
+		snap.index = prev.index
+	}
+	s.swap(snap)
+}
+
+// isClosed reports whether Close was called.
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// swap publishes snap (under stateMu) and wakes whoever waits on the one it replaces.
+func (s *Server) swap(snap *snapshot) *snapshot {
+	prev := s.snap.Swap(snap)
+	if prev != nil {
+		close(prev.changed)
+	} else {
+		close(s.ready)
+	}
+	return prev
 }
 
 // poolKey identifies a pool that can be reused across snapshots.
@@ -102,10 +182,7 @@ type poolKey struct{ id, addr, password string }
 func (s *Server) SetState(st *fsm.State) {
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
+	if s.isClosed() {
 		return
 	}
 	snap := &snapshot{index: st.Index, flush: st.Setting("flush_enabled") == "true", changed: make(chan struct{}),
@@ -145,12 +222,7 @@ func (s *Server) SetState(st *fsm.State) {
 	s.pools = pools
 	oldMovers := s.movers
 	s.movers = movers
-	prev := s.snap.Swap(snap)
-	if prev != nil {
-		close(prev.changed)
-	} else {
-		close(s.ready)
-	}
+	s.swap(snap)
 	for k, p := range old {
 		if pools[k] != p {
 			p.Close()

@@ -229,11 +229,17 @@ func runNode(c *cli.Context, join bool) error {
 	if err := n.Register(repl); err != nil {
 		log.Warn("replication metrics not registered", "err", err)
 	}
-	// The router sees each state before the coordinator acts on it: a freeze is in force in the
-	// data plane before this node can vouch for it.
-	coord := migrate.NewCoordinator(n, rt, migrate.MoveJob, log)
-	n.OnState(func(st *fsm.State) {
-		rt.SetState(st)
+	// The node hands over only states it knows are current (node/current.go): the router
+	// routes by them, and the coordinator and the replicator read them through ref. The router
+	// sees each state before the coordinator acts on it: a freeze is in force in the data plane
+	// before this node can vouch for it.
+	coord := migrate.NewCoordinator(ref, rt, migrate.MoveJob, log)
+	n.OnCurrent(func(st *fsm.State, err error) {
+		if err != nil {
+			rt.Hold(err)
+		} else {
+			rt.SetState(st)
+		}
 		coord.Notify(st)
 		repl.Notify(st)
 	})
@@ -265,8 +271,10 @@ func runNode(c *cli.Context, join bool) error {
 	return exit
 }
 
-// nodeRef gives the replicator the node, which starts after it (the node serves the
-// replicator's calls on its peer port).
+// nodeRef gives the replicator and the migration coordinator the node, which starts after the
+// replicator (the node serves the replicator's calls on its peer port). Its State is the state
+// the node acts on (node.Current): empty until the node has caught up, and while it is not
+// current, so duties that read it find nothing to do.
 type nodeRef struct {
 	cfg node.Config
 	n   atomic.Pointer[node.Node]
@@ -274,9 +282,17 @@ type nodeRef struct {
 
 func (r *nodeRef) State() *fsm.State {
 	if n := r.n.Load(); n != nil {
-		return n.State()
+		return n.Current()
 	}
 	return fsm.New()
+}
+
+func (r *nodeRef) Propose(ctx context.Context, cmd fsm.Command) error {
+	n := r.n.Load()
+	if n == nil {
+		return errors.New("node not started")
+	}
+	return n.Propose(ctx, cmd)
 }
 
 func (r *nodeRef) ID() string { return r.cfg.ID }

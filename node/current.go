@@ -1,0 +1,307 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// The state a node acts on (DESIGN.md, "Which cluster state a node acts on"; node/DESIGN.md,
+// "Acting on current state"). Raft hands every node the same sequence of states, but a node that
+// restarts replays its snapshot and older entries before it reaches the present, and a node cut
+// off from the leader keeps its last state while the others move on. This file is the one place
+// that decides whether the node's applied state is current enough to act on, and hands only such
+// states to the data plane and the background duties (its subscribers).
+//
+// The rule:
+//   - After a start, and whenever the node stopped acting, it learns the leader's applied index
+//     (readIndex: the leader confirms its leadership with a Raft barrier, then answers the index of
+//     the last command it applied) and waits until it has applied at least that far. Only then
+//     does it act. A node that knows no leader, or cannot reach it, does not act.
+//   - While acting, the node holds a lease: it is the leader, or it heard from the leader within
+//     LeaseTimeout. When the lease lapses it stops acting at once (subscribers are told to hold)
+//     and starts over with readIndex.
+//   - The leader removes a node from Raft first and commits its removal from the cluster state
+//     (which releases the migration barriers it held) only RemoveGrace later, when the removed
+//     node's lease has lapsed for certain, whether or not it could be told.
+
+// LeaseTimeout is how long a follower keeps acting on its state after it last heard from the
+// leader. Heartbeats come every HeartbeatTimeout/10 (100 ms); an election takes 1-2 s.
+const LeaseTimeout = 2 * time.Second
+
+// RemoveGrace is how long the leader waits between taking a node out of Raft and committing its
+// removal from the cluster state: the node's lease (LeaseTimeout) has then lapsed even if it is
+// still running and cut off, plus the time a deposed leader may take to step down
+// (LeaderLeaseTimeout) and a margin for clock rates and scheduling.
+const RemoveGrace = LeaseTimeout + 1500*time.Millisecond
+
+// readIndexWait bounds one readIndex round trip and the catch-up that follows before the reason
+// is refreshed and the leader asked again.
+const readIndexWait = 5 * time.Second
+
+// ErrNotCurrent is the family of reasons a node does not act on its state (errors.Is works on
+// every reason the gate gives).
+var ErrNotCurrent = errors.New("not current")
+
+// notCurrent is why the node does not act on its state; Error is what clients are told.
+type notCurrent struct{ msg string }
+
+func (e *notCurrent) Error() string        { return e.msg }
+func (e *notCurrent) Is(target error) bool { return target == ErrNotCurrent }
+
+// CurrentFunc receives the state to act on (err nil), or the reason to hold (st nil): keyed
+// requests wait, bounded, then answer err's text; background duties stop.
+type CurrentFunc func(st *fsm.State, err error)
+
+// current is the gate between the applied state and what the node acts on.
+type current struct {
+	mu     sync.Mutex // serialises publishing; taken inside stateMachine.mu when applying
+	acting bool
+	reason error
+	subs   []CurrentFunc
+
+	// state is what Current returns: the applied state while acting, an empty one otherwise.
+	state   atomic.Pointer[fsm.State]
+	target  atomic.Uint64 // the leader's index learned by the last readIndex
+	since   atomic.Int64  // unix nanos the node last started or stopped acting
+	changes atomic.Uint64 // how often the node stopped acting after it had acted
+}
+
+var emptyState = fsm.New()
+
+func newCurrent() *current {
+	c := &current{reason: &notCurrent{"CLUSTERDOWN this node is starting: it has not caught up with the cluster yet"}}
+	c.state.Store(emptyState)
+	c.since.Store(time.Now().UnixNano())
+	return c
+}
+
+// Current returns the cluster state this node acts on: the applied state while it is current,
+// otherwise an empty state (no datacenters, groups or migrations), so a duty that reads it finds
+// nothing to do. Routing, migration duties and replication read the state through this.
+func (n *Node) Current() *fsm.State { return n.cur.state.Load() }
+
+// Acting reports whether the node acts on its state, and when not, why.
+func (n *Node) Acting() (bool, error) {
+	n.cur.mu.Lock()
+	defer n.cur.mu.Unlock()
+	return n.cur.acting, n.cur.reason
+}
+
+// OnCurrent registers f to be told every state the node acts on, in log order, and every time
+// it stops acting (at once with where it stands now). f runs in Raft's apply path or the gate's
+// loop and must be quick.
+func (n *Node) OnCurrent(f CurrentFunc) {
+	n.sm.mu.Lock()
+	defer n.sm.mu.Unlock()
+	n.cur.mu.Lock()
+	defer n.cur.mu.Unlock()
+	n.cur.subs = append(n.cur.subs, f)
+	if n.cur.acting {
+		f(n.sm.state.Load(), nil)
+	} else {
+		f(nil, n.cur.reason)
+	}
+}
+
+// applied is the state machine's observer: while acting, every applied state is current.
+func (c *current) applied(st *fsm.State) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.acting {
+		return
+	}
+	c.state.Store(st)
+	for _, f := range c.subs {
+		f(st, nil)
+	}
+}
+
+// start makes the node act on st, the state applied now (called under stateMachine.mu).
+func (c *current) start(st *fsm.State) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.acting, c.reason = true, nil
+	c.since.Store(time.Now().UnixNano())
+	c.state.Store(st)
+	for _, f := range c.subs {
+		f(st, nil)
+	}
+}
+
+// hold stops the node acting (or refreshes why it does not) and tells the subscribers.
+func (c *current) hold(why error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.acting {
+		c.changes.Add(1)
+		c.since.Store(time.Now().UnixNano())
+	} else if c.reason != nil && c.reason.Error() == why.Error() {
+		return
+	}
+	c.acting, c.reason = false, why
+	c.state.Store(emptyState)
+	for _, f := range c.subs {
+		f(nil, why)
+	}
+}
+
+// currentLoop runs the gate: catch up, act while the lease holds, start over when it lapses.
+func (n *Node) currentLoop() {
+	defer n.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	backoff := 20 * time.Millisecond
+	for ctx.Err() == nil {
+		if err := n.removedErr(); err != nil {
+			n.cur.hold(&notCurrent{"CLUSTERDOWN " + err.Error()})
+			return
+		}
+		acting, _ := n.Acting()
+		if acting {
+			if err := n.lease(); err != nil {
+				n.log.Warn("stops acting on the cluster state", "why", err)
+				n.cur.hold(err)
+			}
+		} else if err := n.catchUp(ctx); err != nil {
+			if ctx.Err() == nil {
+				n.cur.hold(err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 500*time.Millisecond)
+			continue
+		} else {
+			backoff = 20 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
+}
+
+// lease returns nil while this node may keep acting on its state without asking the leader.
+func (n *Node) lease() error {
+	if n.raft.State() == raft.Leader {
+		return nil
+	}
+	if addr, _ := n.raft.LeaderWithID(); addr == "" {
+		return &notCurrent{"CLUSTERDOWN this node knows no Raft leader: it serves nothing keyed until a majority of voters elects one"}
+	}
+	if d := time.Since(n.raft.LastContact()); d >= LeaseTimeout {
+		return &notCurrent{fmt.Sprintf("CLUSTERDOWN this node has not heard from the Raft leader for %s: it serves nothing keyed until it catches up", d.Round(time.Millisecond))}
+	}
+	return nil
+}
+
+// catchUp learns the leader's applied index and waits until this node has applied as far, then
+// starts acting. It returns why the node does not act yet.
+func (n *Node) catchUp(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, readIndexWait)
+	defer cancel()
+	target, err := n.readIndex(ctx)
+	if err != nil {
+		return err
+	}
+	n.cur.target.Store(target)
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if n.State().Index >= target {
+			break
+		}
+		n.cur.hold(n.catchingUp())
+		select {
+		case <-ctx.Done():
+			return n.catchingUp()
+		case <-t.C:
+		}
+	}
+	if err := n.lease(); err != nil {
+		return err
+	}
+	n.sm.mu.Lock()
+	defer n.sm.mu.Unlock()
+	st := n.sm.state.Load()
+	n.cur.start(st)
+	n.log.Info("acting on the cluster state", "applied", st.Index, "leader_index", target)
+	return nil
+}
+
+func (n *Node) catchingUp() error {
+	return &notCurrent{fmt.Sprintf("CLUSTERDOWN this node is catching up with the cluster, applied %d of %d", n.State().Index, n.cur.target.Load())}
+}
+
+// readIndex returns the index of the last command the leader applied after confirming, with a
+// Raft barrier, that it still leads: every command committed before the call is at or below it.
+func (n *Node) readIndex(ctx context.Context) (uint64, error) {
+	if n.raft.State() == raft.Leader {
+		return n.leaderIndex()
+	}
+	addr, _ := n.raft.LeaderWithID()
+	if addr == "" {
+		return 0, &notCurrent{"CLUSTERDOWN this node knows no Raft leader yet: it serves nothing keyed until it reaches a majority of the cluster"}
+	}
+	var out readIndexReply
+	if err := n.peers.call(ctx, string(addr), rpcReadIndex, readIndexRequest{ID: n.cfg.ID}, &out); err != nil {
+		var re *RemoteError
+		if errors.As(err, &re) && re.Code == "removed" {
+			n.markRemoved(re.Msg)
+		}
+		return 0, &notCurrent{fmt.Sprintf("CLUSTERDOWN this node cannot confirm it is current with the Raft leader at %s: %v", addr, err)}
+	}
+	return out.Index, nil
+}
+
+// leaderIndex is readIndex at the leader.
+func (n *Node) leaderIndex() (uint64, error) {
+	if err := n.raft.Barrier(readIndexWait).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return 0, errNotLeader
+		}
+		return 0, &notCurrent{"CLUSTERDOWN the Raft leader could not confirm its leadership: " + err.Error()}
+	}
+	return n.State().Index, nil
+}
+
+type readIndexRequest struct {
+	ID string `json:"id"`
+}
+
+type readIndexReply struct {
+	Index uint64 `json:"index"`
+}
+
+// handleReadIndex answers a member's readIndex at the leader; a removed node is told so.
+func (n *Node) handleReadIndex(_ context.Context, req readIndexRequest) (any, error) {
+	if idx, ok := n.State().Removed[req.ID]; ok {
+		return nil, &fsm.Error{Code: "removed", Msg: fmt.Sprintf("removed from the cluster at Raft index %d", idx)}
+	}
+	if n.isRemoving(req.ID) {
+		return nil, &fsm.Error{Code: "removed", Msg: "being removed from the cluster by an operator"}
+	}
+	idx, err := n.leaderIndex()
+	if err != nil {
+		return nil, err
+	}
+	return readIndexReply{Index: idx}, nil
+}
