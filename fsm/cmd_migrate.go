@@ -22,6 +22,10 @@ type AckFreeze struct {
 // table points at the target (or stays at the source for a cancelled migration).
 type FinishMigration struct {
 	ID uint64 `json:"id"`
+	// Run is the run the mover finished: "fwd", or "back" for a cancel's run back. A finish of
+	// a run that is no longer the migration's (a stale mover's) is refused. Empty (entries
+	// written before runs were named): not checked.
+	Run string `json:"run,omitempty"`
 }
 
 // ReportMigration records the mover's progress.
@@ -194,6 +198,9 @@ func (c *FinishMigration) apply(s *State, _ uint64) error {
 	}
 	if m.State != MigrationMigrating {
 		return errf("busy", "migration %d is %s, not migrating: it cannot be finished now", m.ID, m.State)
+	}
+	if c.Run != "" && c.Run != m.Run() {
+		return errf("busy", "migration %d now runs %s: the finish of its %s run is refused", m.ID, m.Run(), c.Run)
 	}
 	dc := s.DCs[m.DC]
 	if dc == nil || dc.Groups[m.Target()] == nil {

@@ -37,6 +37,14 @@ type Migration struct {
 	StartIndex uint64 `json:"start_index"`
 }
 
+// Run names the migration's current run: "fwd", or "back" while cancelling.
+func (m *Migration) Run() string {
+	if m.Cancelling {
+		return "back"
+	}
+	return "fwd"
+}
+
 // Source is the group keys move out of: From, or To while cancelling.
 func (m *Migration) Source() string {
 	if m.Cancelling {

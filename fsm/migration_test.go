@@ -113,7 +113,11 @@ func TestMigrationCancel(t *testing.T) {
 	}
 	s = mustApply(t, s, &AckFreeze{ID: 2, Node: "n1"})
 	s = mustApply(t, s, &AckFreeze{ID: 2, Node: "n2"})
-	s = mustApply(t, s, &FinishMigration{ID: 2})
+	// A stale forward mover's finish does not end the run back.
+	if _, err := ApplyCommand(s, s.Index+1, &FinishMigration{ID: 2, Run: "fwd"}); err == nil {
+		t.Fatal("finish of the forward run accepted while the migration runs back")
+	}
+	s = mustApply(t, s, &FinishMigration{ID: 2, Run: "back"})
 	if s.Migrations[2].State != MigrationCancelled || s.DCs["dc1"].Slots[5] != "g1" {
 		t.Fatalf("after cancelled finish: %+v slot5=%s", s.Migrations[2], s.DCs["dc1"].Slots[5])
 	}

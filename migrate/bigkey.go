@@ -72,9 +72,9 @@ func (m *Mover) acquire(ctx context.Context, src *redis.Client, lock, token stri
 	deadline := time.Now().Add(m.cfg.LockWait)
 	backoff := time.Millisecond
 	for {
-		now, err := lockScript.Run(ctx, src, []string{lock}, token, ms(m.cfg.LockTTL), "1").Int64()
+		now, err := lockScript.Run(ctx, src, []string{lock}, token, ms(m.cfg.LockTTL), "1", m.cfg.Fence).Int64()
 		if err != nil {
-			return fmt.Errorf("take lock: %w", err)
+			return fmt.Errorf("take lock: %w", runOver(err))
 		}
 		if now > 0 {
 			return nil
@@ -122,12 +122,12 @@ var errLockLost = fmt.Errorf("lock lost during the copy: %w", ErrKeyBusy)
 func (c *copier) run(ctx context.Context) error {
 	// The type, expiry and size, and a fresh lease.
 	p := c.src.Pipeline()
-	lease := lockScript.Eval(ctx, p, []string{c.lock}, c.token, ms(c.m.cfg.LockTTL), "0")
+	lease := lockScript.Eval(ctx, p, []string{c.lock}, c.token, ms(c.m.cfg.LockTTL), "0", c.m.cfg.Fence)
 	typ := p.Type(ctx, c.key)
 	exp := p.PExpireTime(ctx, c.key)
 	sent := time.Now()
 	if _, err := p.Exec(ctx); err != nil {
-		return err
+		return runOver(err)
 	}
 	srcNow, _ := lease.Int64()
 	if srcNow <= 0 {
@@ -151,26 +151,26 @@ func (c *copier) run(ctx context.Context) error {
 		return errLockLost
 	}
 	err := initScript.Run(ctx, c.dst, []string{c.tmp, c.fence, c.key},
-		c.token, ms(c.fenceTTL()), srcNow+half.Milliseconds()).Err()
+		c.token, ms(c.fenceTTL()), srcNow+half.Milliseconds(), c.m.cfg.Fence).Err()
 	if err != nil {
 		return busyIfOurs(err)
 	}
 	if err := c.pipe(ctx); err != nil {
 		return err
 	}
-	if now, err := lockScript.Run(ctx, c.src, []string{c.lock}, c.token, ms(c.m.cfg.LockTTL), "0").Int64(); err != nil {
+	if now, err := lockScript.Run(ctx, c.src, []string{c.lock}, c.token, ms(c.m.cfg.LockTTL), "0", c.m.cfg.Fence).Int64(); err != nil {
 		return err
 	} else if now <= 0 {
 		return errLockLost
 	}
-	err = commitScript.Run(ctx, c.dst, []string{c.tmp, c.fence, c.key}, c.token, c.expireAt).Err()
+	err = commitScript.Run(ctx, c.dst, []string{c.tmp, c.fence, c.key}, c.token, c.expireAt, c.m.cfg.Fence).Err()
 	return busyIfOurs(err)
 }
 
 // busyIfOurs turns the scripts' "someone else moved it" errors into ErrKeyBusy.
 func busyIfOurs(err error) error {
-	if err == nil {
-		return nil
+	if err == nil || errors.Is(runOver(err), ErrRunOver) {
+		return runOver(err)
 	}
 	for _, p := range []string{"REDRAFTFENCED", "REDRAFTEXISTS", "REDRAFTLEASE"} {
 		if strings.HasPrefix(err.Error(), p) {
@@ -273,10 +273,10 @@ func (c *copier) pipe(ctx context.Context) error {
 // read runs one read command on the source in a pipeline with the lock refresh.
 func (c *copier) read(ctx context.Context, args ...any) (any, error) {
 	p := c.src.Pipeline()
-	lease := lockScript.Eval(ctx, p, []string{c.lock}, c.token, ms(c.m.cfg.LockTTL), "0")
+	lease := lockScript.Eval(ctx, p, []string{c.lock}, c.token, ms(c.m.cfg.LockTTL), "0", c.m.cfg.Fence)
 	cmd := p.Do(ctx, args...)
 	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, err
+		return nil, runOver(err)
 	}
 	if n, _ := lease.Int64(); n <= 0 {
 		return nil, errLockLost
@@ -388,7 +388,7 @@ type batch struct {
 }
 
 func (c *copier) newBatch() *batch {
-	return &batch{argv: []any{c.token, ms(c.fenceTTL())}}
+	return &batch{argv: []any{c.token, ms(c.fenceTTL()), c.m.cfg.Fence}}
 }
 
 // add appends one command on the temp key; a data command without arguments is skipped.

@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -239,13 +240,17 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 		for mctx.Err() == nil {
 			err := c.mover(mctx, job)
 			if err == nil {
-				err = c.cl.Propose(mctx, &fsm.FinishMigration{ID: id})
+				err = c.cl.Propose(mctx, &fsm.FinishMigration{ID: id, Run: m.Run()})
 				if err == nil {
 					c.log.Info("migration switched", "migration", id)
 					return
 				}
 			}
 			if mctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, ErrRunOver) {
+				c.log.Warn("mover stops: its migration run is over on the servers", "migration", id, "run", m.Run(), "err", err)
 				return
 			}
 			c.log.Warn("mover failed, retrying", "migration", id, "err", err)

@@ -20,14 +20,35 @@ func SlotSetOf(ranges []fsm.SlotRange) *SlotSet {
 
 // MoveJob is the default RunMover: it moves the job's slots from its source group's master to
 // its target group's master with MoveSlots and returns when the source holds none of them.
+//
+// The run is fenced (fence.go): every step checks that the run is not over; a run back first
+// marks the forward run over, so no forward step can follow; and once the source holds no key
+// of the slots, the run is marked over before MoveJob returns. A run found over at the start has
+// already moved everything: only the switch is left to commit.
 func MoveJob(ctx context.Context, job Job) error {
+	id, back := job.Migration.ID, job.Migration.Cancelling
+	field := FenceField(id, back)
 	m, err := New(Config{
 		Source: Endpoint{Addr: job.Source.Master, Password: job.Source.Password},
 		Target: Endpoint{Addr: job.Target.Master, Password: job.Target.Password},
+		Fence:  field,
 	})
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	return m.MoveSlots(ctx, *job.Slots, MoveOptions{Rate: job.Rate, Paused: job.Paused, Progress: job.Progress})
+	if over, err := m.Over(ctx, field); err != nil {
+		return err
+	} else if over {
+		return nil
+	}
+	if back {
+		if err := m.MarkOver(ctx, FenceField(id, false)); err != nil {
+			return err
+		}
+	}
+	if err := m.MoveSlots(ctx, *job.Slots, MoveOptions{Rate: job.Rate, Paused: job.Paused, Progress: job.Progress}); err != nil {
+		return err
+	}
+	return m.MarkOver(ctx, field)
 }

@@ -42,6 +42,10 @@ type Config struct {
 	MigrateTarget string
 	// Owner names this mover in lock values (for example the node id); default "redraft".
 	Owner string
+	// Fence is the migration run this mover acts for (FenceField); every step it takes on
+	// Redis first checks, in the same script, that the run is not recorded over there (empty:
+	// no check, for the library's own tests).
+	Fence string
 	// BigKeyElements: a hash, set, zset, list or stream with more elements is copied in chunks
 	// (default 10000).
 	BigKeyElements int64
@@ -252,7 +256,7 @@ func (m *Mover) runMove(ctx context.Context, src *redis.Client, db int, keys []s
 		kv = append(kv, k, lockKey(k))
 	}
 	args := []any{m.host, m.port, db, m.cfg.MigrateTimeout.Milliseconds(),
-		m.cfg.BigKeyElements, m.cfg.BigKeyBytes, m.cfg.BatchBytes, token}
+		m.cfg.BigKeyElements, m.cfg.BigKeyBytes, m.cfg.BatchBytes, token, m.cfg.Fence}
 	switch {
 	case m.cfg.Target.Username != "":
 		args = append(args, "AUTH2", m.cfg.Target.Username, m.cfg.Target.Password)
@@ -261,7 +265,7 @@ func (m *Mover) runMove(ctx context.Context, src *redis.Client, db int, keys []s
 	}
 	res, err := moveScript.Run(ctx, src, kv, args...).Int64Slice()
 	if err != nil {
-		return nil, nil, fmt.Errorf("migrate: move %d key(s) in db %d: %w", len(keys), db, err)
+		return nil, nil, fmt.Errorf("migrate: move %d key(s) in db %d: %w", len(keys), db, runOver(err))
 	}
 	if len(res) != 2*len(keys) {
 		return nil, nil, fmt.Errorf("migrate: move script answered %d values for %d keys", len(res), len(keys))

@@ -2,6 +2,18 @@ package migrate
 
 import "github.com/redis/go-redis/v9"
 
+// fenced starts every script that moves or writes data for a migration: it refuses when the
+// migration's run (the fence field, FenceField) is recorded as over on this server (fence.go).
+// The field is the script's ARGV[fenceArg]; an empty field checks nothing.
+func fenced(fenceArg, script string) *redis.Script {
+	return redis.NewScript(`
+local fence = ARGV[` + fenceArg + `]
+if fence ~= '' and redis.call('HEXISTS', '` + FenceKey + `', fence) == 1 then
+  return redis.error_reply('REDRAFTOVER ' .. fence .. ' is over: this mover acts for a migration run that is no longer live')
+end
+` + script)
+}
+
 // Statuses the move script reports per key.
 const (
 	stNoKey    = 0 // not on the source: already moved, or never existed
@@ -17,9 +29,10 @@ const (
 // that a chunked copy is working on is never MIGRATEd from under it.
 //
 // KEYS: key1, lock1, key2, lock2, ...
-// ARGV: host, port, db, timeout ms, big elements, big bytes, byte budget, token, auth args...
+// ARGV: host, port, db, timeout ms, big elements, big bytes, byte budget, token, fence field,
+// auth args...
 // Returns: status1, bytes1, status2, bytes2, ...
-var moveScript = redis.NewScript(`
+var moveScript = fenced("9", `
 local bigElems, bigBytes, budget = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local token = ARGV[8]
 local out, send, used = {}, {}, 0
@@ -57,7 +70,7 @@ for i = 1, #KEYS, 2 do
 end
 if #send > 0 then
   local args = {'MIGRATE', ARGV[1], ARGV[2], '', ARGV[3], ARGV[4], 'REPLACE'}
-  for i = 9, #ARGV do args[#args+1] = ARGV[i] end
+  for i = 10, #ARGV do args[#args+1] = ARGV[i] end
   args[#args+1] = 'KEYS'
   for _, k in ipairs(send) do args[#args+1] = k end
   local r = redis.pcall(unpack(args))
@@ -67,8 +80,9 @@ return out
 `)
 
 // lockScript takes (ARGV[3] == "1") or refreshes the lock KEYS[1] for token ARGV[1] with TTL
-// ARGV[2] ms. It returns the source's clock in ms when the caller holds the lock, else 0.
-var lockScript = redis.NewScript(`
+// ARGV[2] ms; ARGV[4] is the fence field. It returns the source's clock in ms when the caller
+// holds the lock, else 0.
+var lockScript = fenced("4", `
 local ok
 if ARGV[3] == '1' then
   ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
@@ -100,8 +114,8 @@ return 0
 // the key (the source's copy is the authoritative one while it exists; see DESIGN.md), and sets
 // the fence to the caller's token. It refuses when the target's clock is past the lease
 // deadline ARGV[3] (the caller's lock may have expired).
-// KEYS: tmp, fence, key. ARGV: token, fence TTL ms, deadline ms.
-var initScript = redis.NewScript(`
+// KEYS: tmp, fence, key. ARGV: token, fence TTL ms, deadline ms, migration fence field.
+var initScript = fenced("4", `
 local t = redis.call('TIME')
 if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[3]) then
   return redis.error_reply('REDRAFTLEASE the lock lease ran out before the copy started (or the target clock is ahead of the source clock)')
@@ -112,14 +126,15 @@ return 1
 `)
 
 // writeScript applies commands to the temp key KEYS[1] if the fence KEYS[2] still holds the
-// caller's token, then extends both TTLs. The commands follow ARGV[1] (token) and ARGV[2]
-// (fence TTL ms) as groups: count n, command, n-1 arguments; the temp key goes in as the
-// command's first argument (after the subcommand for XGROUP).
-var writeScript = redis.NewScript(`
+// caller's token, then extends both TTLs. The commands follow ARGV[1] (token), ARGV[2]
+// (fence TTL ms) and ARGV[3] (migration fence field) as groups: count n, command, n-1
+// arguments; the temp key goes in as the command's first argument (after the subcommand for
+// XGROUP).
+var writeScript = fenced("3", `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return redis.error_reply('REDRAFTFENCED another mover took over this key')
 end
-local i = 3
+local i = 4
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   local cmd = ARGV[i+1]
@@ -139,8 +154,8 @@ return 1
 // commitScript ends a chunked copy on the target in one atomic step: RENAME the temp key onto
 // the key and set the source's absolute expiry (ARGV[2] ms, or none when <= 0). It refuses if
 // the fence moved on or if the key appeared meanwhile (someone else moved it: ours is stale).
-// KEYS: tmp, fence, key. ARGV: token, pexpireat.
-var commitScript = redis.NewScript(`
+// KEYS: tmp, fence, key. ARGV: token, pexpireat, migration fence field.
+var commitScript = fenced("3", `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return redis.error_reply('REDRAFTFENCED another mover took over this key')
 end

@@ -14,7 +14,7 @@ import (
 
 // ScanSlots runs one SCAN step over the source db from cursor and returns the keys that hash
 // to slots, and the next cursor ("0" when the pass is over). count is SCAN's COUNT hint. Lock
-// and temp keys are left out; redraft's other internal keys (replication outboxes) are
+// and temp keys and the fence (fence.go) are left out; redraft's other internal keys (replication outboxes) are
 // returned, since they must move with their slot.
 func (m *Mover) ScanSlots(ctx context.Context, db int, slots SlotSet, cursor string, count int) (keys []string, next string, err error) {
 	src, _, err := m.clients(db)
@@ -40,7 +40,7 @@ func scanSlots(ctx context.Context, c *redis.Client, slots *SlotSet, cursor stri
 	}
 	keys := all[:0:0]
 	for _, k := range all {
-		if strings.HasPrefix(k, lockPrefix) || strings.HasPrefix(k, tmpPrefix) {
+		if strings.HasPrefix(k, lockPrefix) || strings.HasPrefix(k, tmpPrefix) || k == FenceKey {
 			continue
 		}
 		if slots.Contains(SlotString(k)) {

@@ -1,0 +1,78 @@
+package migrate
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// A mover whose run is recorded over moves nothing, small keys or big, and says why; a mover
+// of another run is not affected; MoveJob of a run found over returns at once, and a run back
+// fences the forward run before it moves anything.
+func TestFencedMoverMovesNothing(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 60*time.Second)
+	src, dst := e.src(t, 3), e.dst(t, 3)
+	must(t, src.Set(ctx, "small", "v", 0).Err())
+	for i := 0; i < 50; i++ {
+		must(t, src.HSet(ctx, "big", fmt.Sprintf("f%d", i), i).Err())
+	}
+	stale := e.mover(t, func(c *Config) { c.Fence = FenceField(7, false); c.BigKeyElements = 10 })
+	live := e.mover(t, func(c *Config) { c.Fence = FenceField(8, false); c.BigKeyElements = 10 })
+	must(t, live.MarkOver(ctx, FenceField(7, false)))
+
+	for _, key := range []string{"small", "big"} {
+		if _, err := stale.MoveKeys(ctx, 3, key); !errors.Is(err, ErrRunOver) {
+			t.Fatalf("stale mover on %s: %v, want ErrRunOver", key, err)
+		}
+		if src.Exists(ctx, key).Val() != 1 || dst.Exists(ctx, key).Val() != 0 {
+			t.Fatalf("%s moved by a fenced mover", key)
+		}
+	}
+	var slots SlotSet
+	slots.Add(Slot([]byte("small")))
+	if err := stale.MoveSlots(ctx, slots, MoveOptions{}); !errors.Is(err, ErrRunOver) {
+		t.Fatalf("stale MoveSlots: %v", err)
+	}
+	// Every database is fenced, and the fence itself stays put.
+	for _, db := range []int{0, 3, 15} {
+		if !e.src(t, db).HExists(ctx, FenceKey, FenceField(7, false)).Val() || !e.dst(t, db).HExists(ctx, FenceKey, FenceField(7, false)).Val() {
+			t.Fatalf("db %d: run not marked over on both servers", db)
+		}
+	}
+	if n, err := live.MoveKeys(ctx, 3, "small", "big"); err != nil || n != 2 {
+		t.Fatalf("live mover: moved %d, %v", n, err)
+	}
+
+	// MoveJob: a run back marks the forward run over first, then moves, then marks itself over.
+	must(t, dst.Set(ctx, "back", "b", 0).Err())
+	mig := &fsm.Migration{ID: 9, Cancelling: true}
+	job := Job{Migration: mig, Source: fsm.Group{Master: e.dstSrv.Addr, Password: e.dstPass}, Target: fsm.Group{Master: e.srcSrv.Addr},
+		Slots: SlotSetOf([]fsm.SlotRange{{From: Slot([]byte("back")), To: Slot([]byte("back"))}})}
+	if err := MoveJob(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	if src.Get(ctx, "back").Val() != "b" {
+		t.Fatal("run back did not move the key")
+	}
+	for _, f := range []string{FenceField(9, false), FenceField(9, true)} {
+		if !src.HExists(ctx, FenceKey, f).Val() || !dst.HExists(ctx, FenceKey, f).Val() {
+			t.Fatalf("%s not marked over", f)
+		}
+	}
+	// A forward job of migration 9 (a stale mover) now moves nothing and reports done, so
+	// only its finish is left, which the FSM refuses for a run that is not current.
+	must(t, src.Set(ctx, "fwd", "f", 0).Err())
+	job.Migration = &fsm.Migration{ID: 9}
+	job.Source, job.Target = job.Target, job.Source
+	job.Slots = SlotSetOf([]fsm.SlotRange{{From: Slot([]byte("fwd")), To: Slot([]byte("fwd"))}})
+	if err := MoveJob(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	if src.Get(ctx, "fwd").Val() != "f" || dst.Exists(ctx, "fwd").Val() != 0 {
+		t.Fatal("a stale forward job moved a key")
+	}
+}
