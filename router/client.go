@@ -76,6 +76,7 @@ type client struct {
 
 	// Session state.
 	authed    bool
+	user      *User // nil until the session authenticates
 	db        int
 	name      string
 	quit      bool
@@ -108,7 +109,8 @@ func newClient(s *Server, nc net.Conn) *client {
 		s: s, nc: nc, id: s.nextID.Add(1), addr: nc.RemoteAddr().String(),
 		rd:      resp.NewReader(nc, s.cfg.MaxBulkBytes, s.cfg.MaxMultibulk),
 		waiter:  backend.NewWaiter(),
-		authed:  s.cfg.Password == "",
+		user:    s.users.initial(),
+		authed:  s.users.initial() != nil,
 		created: time.Now(),
 	}
 }
