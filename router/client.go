@@ -165,7 +165,12 @@ func (c *client) serve() {
 // half-closes and discards what the client is still sending (an oversized argument, say) for a
 // short while, instead of resetting the connection under the client's write.
 func (c *client) lingerClose() {
-	tc, ok := c.nc.(*net.TCPConn)
+	// A TCP connection, or a TLS one (whose CloseWrite sends close_notify first).
+	tc, ok := c.nc.(interface {
+		CloseWrite() error
+		SetReadDeadline(time.Time) error
+		io.Reader
+	})
 	if !ok {
 		return
 	}
