@@ -89,7 +89,7 @@ func (c *Config) validateClients(bad func(key, format string, a ...any)) {
 	}
 	switch a := strings.ToLower(c.ClientTLSAuth); a {
 	case "", "none":
-		c.ClientTLSAuth = "none"
+		c.ClientTLSAuth = a
 	case "optional", "required":
 		c.ClientTLSAuth = a
 		if c.ClientTLSCAFile == "" {
