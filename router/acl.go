@@ -1,7 +1,6 @@
 package router
 
 import (
-
 	"github.com/redraft/redraft/router/command"
 	"github.com/redraft/redraft/router/resp"
 )

@@ -2,7 +2,7 @@ package router
 
 import (
 	"bytes"
-		"fmt"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
