@@ -28,8 +28,20 @@ type Config struct {
 	Rack string `yaml:"rack"`
 	// Tokens are the node's positions on its DC's token ring; empty: spread evenly.
 	Tokens []uint32 `yaml:"tokens"`
-	// Listen is the RESP address for clients (default 127.0.0.1:6380).
+	// Listen is the RESP address for clients (default 127.0.0.1:6380); "none" serves clients
+	// over TLS only (TLSListen).
 	Listen string `yaml:"listen"`
+	// TLSListen, when set, is a second RESP address for clients, speaking TLS with the
+	// client_tls_* files (config_clients.go).
+	TLSListen string `yaml:"tls_listen"`
+	// ClientTLSCertFile and ClientTLSKeyFile are the PEM certificate and key TLSListen presents.
+	ClientTLSCertFile string `yaml:"client_tls_cert_file"`
+	ClientTLSKeyFile  string `yaml:"client_tls_key_file"`
+	// ClientTLSCAFile holds the CA certificates client certificates must chain to.
+	ClientTLSCAFile string `yaml:"client_tls_ca_file"`
+	// ClientTLSAuth is none (default), optional or required: whether TLS clients must present a
+	// certificate from ClientTLSCAFile.
+	ClientTLSAuth string `yaml:"client_tls_auth"`
 	// PeerListen carries Raft and the nodes' own RPC (default 127.0.0.1:7380).
 	PeerListen string `yaml:"peer_listen"`
 	// AdminListen serves the HTTP admin API, metrics and dashboard (default 127.0.0.1:8380).
@@ -43,8 +55,10 @@ type Config struct {
 	Seeds []string `yaml:"seeds"`
 	// MaxVoters is the number of Raft voters at most (default 5, 1 to 9).
 	MaxVoters int `yaml:"max_voters"`
-	// Password is the AUTH password clients must give (empty: no AUTH).
+	// Password is the AUTH password clients must give (empty: no AUTH): the default user's.
 	Password string `yaml:"password"`
+	// Users are client users besides the default one (AUTH user pass).
+	Users []UserConfig `yaml:"users"`
 	// Groups are groups of this node's DC to register at start (idempotent).
 	Groups []GroupConfig `yaml:"groups"`
 	// ReadConsistency is this node's default read level (empty: the cluster setting).
@@ -196,14 +210,20 @@ func (c *Config) Validate() error {
 		seenTok[t] = true
 	}
 	listens := []struct{ key, v string }{{"listen", c.Listen}, {"peer_listen", c.PeerListen}, {"admin_listen", c.AdminListen}}
+	if c.TLSListen != "" {
+		listens = append(listens, struct{ key, v string }{"tls_listen", c.TLSListen})
+	}
 	for i, l := range listens {
+		if l.key == "listen" && l.v == ListenNone {
+			continue
+		}
 		if msg := confCheckAddr(l.v, true); msg != "" {
 			bad(l.key, "%s", msg)
 			continue
 		}
 		for _, o := range listens[:i] {
 			if confSameListener(l.v, o.v) {
-				bad(l.key, "%s is also %s: the three addresses need their own ports", l.v, o.key)
+				bad(l.key, "%s is also %s: each address needs its own port", l.v, o.key)
 			}
 		}
 	}
@@ -227,6 +247,7 @@ func (c *Config) Validate() error {
 		bad("procs", "%d is not from 0 (half the CPUs) to 1024", c.Procs)
 	}
 	c.validateGroups(bad)
+	c.validateClients(bad)
 	for _, k := range []struct {
 		key string
 		p   *string

@@ -107,6 +107,12 @@ var confFields = []confField[Config]{
 		return err
 	}},
 	{"password", confStr(func(c *Config) *string { return &c.Password })},
+	{"users", confUsers},
+	{"tls_listen", confStr(func(c *Config) *string { return &c.TLSListen })},
+	{"client_tls_cert_file", confStr(func(c *Config) *string { return &c.ClientTLSCertFile })},
+	{"client_tls_key_file", confStr(func(c *Config) *string { return &c.ClientTLSKeyFile })},
+	{"client_tls_ca_file", confStr(func(c *Config) *string { return &c.ClientTLSCAFile })},
+	{"client_tls_auth", confStr(func(c *Config) *string { return &c.ClientTLSAuth })},
 	{"groups", func(f *confFile, c *Config, key string, n *yaml.Node) error {
 		if n.Kind != yaml.SequenceNode {
 			return fmt.Errorf("expected a list of groups (- id: g1), got %s", confKind(n))

@@ -126,7 +126,11 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	n.adminLn = adminLn
 	n.peerAddr = advertised(cfg.PeerListen, peerLn.Addr(), cfg.Advertise)
 	n.adminAddr = advertised(cfg.AdminListen, adminLn.Addr(), cfg.Advertise)
-	n.listenAddr = advertised(cfg.Listen, nil, cfg.Advertise)
+	clientAddr := cfg.Listen
+	if clientAddr == ListenNone {
+		clientAddr = cfg.TLSListen // TLS clients only: that is the client address
+	}
+	n.listenAddr = advertised(clientAddr, nil, cfg.Advertise)
 
 	if tlsServer != nil {
 		peerLn = tls.NewListener(peerLn, tlsServer)

@@ -78,6 +78,7 @@ type client struct {
 
 	// Session state.
 	authed    bool
+	user      *User // nil until the session authenticates
 	db        int
 	name      string
 	quit      bool
@@ -110,7 +111,8 @@ func newClient(s *Server, nc net.Conn) *client {
 		s: s, nc: nc, id: s.nextID.Add(1), addr: nc.RemoteAddr().String(),
 		rd:      resp.NewReader(nc, s.cfg.MaxBulkBytes, s.cfg.MaxMultibulk),
 		waiter:  backend.NewWaiter(),
-		authed:  s.cfg.Password == "",
+		user:    s.users.initial(),
+		authed:  s.users.initial() != nil,
 		created: time.Now(),
 	}
 }
@@ -166,7 +168,12 @@ func (c *client) serve() {
 // half-closes and discards what the client is still sending (an oversized argument, say) for a
 // short while, instead of resetting the connection under the client's write.
 func (c *client) lingerClose() {
-	tc, ok := c.nc.(*net.TCPConn)
+	// A TCP connection, or a TLS one (whose CloseWrite sends close_notify first).
+	tc, ok := c.nc.(interface {
+		CloseWrite() error
+		SetReadDeadline(time.Time) error
+		io.Reader
+	})
 	if !ok {
 		return
 	}

@@ -73,6 +73,9 @@ func (c *client) dispatch(cmd resp.Command) {
 		c.replyErr(errNoAuth)
 		return
 	}
+	if c.user != nil && c.user.restricted && !c.checkACL(spec, cmd) {
+		return
+	}
 	if c.tx != nil && !txControl[spec.Name] {
 		c.queueTx(spec, cmd)
 		return

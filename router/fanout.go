@@ -116,7 +116,7 @@ func cmdKeys(c *client, _ *command.Spec, cmd resp.Command) {
 		n := 0
 		for _, v := range vals {
 			for _, e := range v.Elems {
-				if !isReserved(e.Str) {
+				if !c.hidden(e.Str) {
 					n++
 				}
 			}
@@ -124,7 +124,7 @@ func cmdKeys(c *client, _ *command.Spec, cmd resp.Command) {
 		b = resp.AppendArray(b, n)
 		for _, v := range vals {
 			for _, e := range v.Elems {
-				if !isReserved(e.Str) {
+				if !c.hidden(e.Str) {
 					b = append(b, e.Raw...)
 				}
 			}
@@ -191,13 +191,13 @@ func cmdScan(c *client, _ *command.Spec, cmd resp.Command) {
 		b = resp.AppendBulkString(b, strconv.FormatUint(next, 10))
 		n := 0
 		for _, k := range keys {
-			if !isReserved(k.Str) {
+			if !c.hidden(k.Str) {
 				n++
 			}
 		}
 		b = resp.AppendArray(b, n)
 		for _, k := range keys {
-			if !isReserved(k.Str) {
+			if !c.hidden(k.Str) {
 				b = append(b, k.Raw...)
 			}
 		}

@@ -20,8 +20,11 @@ import (
 type Config struct {
 	// NodeID and DC are this node's id and datacenter; the node routes within DC.
 	NodeID, DC string
-	// Password is the proxy's AUTH password ("" = none).
+	// Password is the default user's AUTH password ("" = none).
 	Password string
+	// Users are the client users besides the default one (users.go); a user named "default"
+	// replaces the default user that Password describes.
+	Users []User
 	// MaxBulkBytes is the largest request argument (default 512 MiB, proto-max-bulk-len).
 	MaxBulkBytes int64
 	// MaxMultibulk is the most arguments a request may have (default 1024*1024).
@@ -84,6 +87,7 @@ type Stats struct {
 // Server is a node's RESP front end.
 type Server struct {
 	cfg   Config
+	users *userTable
 	snap  atomic.Pointer[snapshot]
 	start time.Time
 
@@ -158,7 +162,7 @@ func New(cfg Config) *Server {
 		cfg.EachDCTimeout = 5 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, start: time.Now(), pools: map[poolKey]*backend.Pool{},
+	return &Server{cfg: cfg, users: newUserTable(cfg), start: time.Now(), pools: map[poolKey]*backend.Pool{},
 		movers: map[moverKey]*moverRef{}, ready: make(chan struct{}), ctx: ctx, cancel: cancel,
 		lns: map[net.Listener]struct{}{}, clients: map[*client]struct{}{}}
 }

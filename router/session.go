@@ -2,7 +2,6 @@ package router
 
 import (
 	"bytes"
-	"crypto/subtle"
 	"fmt"
 	"strconv"
 	"strings"
@@ -24,6 +23,9 @@ func registerSession() {
 	handle("reset", cmdReset)
 	handle("auth", cmdAuth)
 	handle("hello", cmdHello)
+	handle("acl|whoami", func(c *client, _ *command.Spec, _ resp.Command) {
+		c.replyFunc(func(b []byte) []byte { return resp.AppendBulkString(b, c.user.Name) })
+	})
 	handle("select", cmdSelect)
 	handle("client|setname", func(c *client, _ *command.Spec, cmd resp.Command) {
 		name := cmd.Args[2]
@@ -71,32 +73,19 @@ func cmdReset(c *client, _ *command.Spec, _ resp.Command) {
 	c.db, c.name = 0, ""
 	c.level = lvlDefault
 	c.setSnap(c.snap)
-	c.authed = c.s.cfg.Password == ""
+	c.user = c.s.users.initial()
+	c.authed = c.user != nil
 	c.reply([]byte("+RESET\r\n"))
 }
 
-// checkPassword compares in constant time.
-// Without a node password the default user takes any password with the two-argument form,
-// and the one-argument form is an error, as in redis-server.
-func (c *client) checkPassword(user, pass []byte) error {
-	if c.s.cfg.Password == "" {
-		if user == nil {
-			return errNoPassSet
-		}
-		if string(user) != "default" {
-			return errBadPass
-		}
-		c.authed = true
-		return nil
+// login authenticates the session as user (nil: the default user) with pass; the
+// session's user changes only when the pair is right.
+func (c *client) login(user, pass []byte) error {
+	u, err := c.s.users.authenticate(user, pass)
+	if err != nil {
+		return err
 	}
-	ok := subtle.ConstantTimeCompare(pass, []byte(c.s.cfg.Password)) == 1
-	if user != nil && string(user) != "default" {
-		ok = false
-	}
-	if !ok {
-		return errBadPass
-	}
-	c.authed = true
+	c.user, c.authed = u, true
 	return nil
 }
 
@@ -104,9 +93,9 @@ func cmdAuth(c *client, _ *command.Spec, cmd resp.Command) {
 	var err error
 	switch len(cmd.Args) {
 	case 2:
-		err = c.checkPassword(nil, cmd.Args[1])
+		err = c.login(nil, cmd.Args[1])
 	case 3:
-		err = c.checkPassword(cmd.Args[1], cmd.Args[2])
+		err = c.login(cmd.Args[1], cmd.Args[2])
 	default:
 		err = errSyntax
 	}
@@ -140,7 +129,7 @@ func cmdHello(c *client, _ *command.Spec, cmd resp.Command) {
 	for len(args) > 0 {
 		switch {
 		case bytes.EqualFold(args[0], []byte("auth")) && len(args) >= 3:
-			if err := c.checkPassword(args[1], args[2]); err != nil {
+			if err := c.login(args[1], args[2]); err != nil {
 				c.replyErr(err)
 				return
 			}
@@ -214,7 +203,15 @@ func (c *client) info() string {
 	}
 	age := int(time.Since(c.created).Seconds())
 	var b strings.Builder
-	fmt.Fprintf(&b, "id=%d addr=%s laddr=%s fd=-1 name=%s age=%d idle=0 flags=N db=%d sub=%d psub=%d ssub=%d multi=%d qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=%s user=default redir=-1 resp=2\n",
-		c.id, c.addr, c.nc.LocalAddr(), c.name, age, c.db, sub, psub, ssub, multi, c.lastCmd)
+	fmt.Fprintf(&b, "id=%d addr=%s laddr=%s fd=-1 name=%s age=%d idle=0 flags=N db=%d sub=%d psub=%d ssub=%d multi=%d qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=%s user=%s redir=-1 resp=2\n",
+		c.id, c.addr, c.nc.LocalAddr(), c.name, age, c.db, sub, psub, ssub, multi, c.lastCmd, c.userName())
 	return b.String()
+}
+
+// userName is the session's user for CLIENT INFO ("default" before AUTH, as redis-server shows).
+func (c *client) userName() string {
+	if c.user == nil {
+		return DefaultUser
+	}
+	return c.user.Name
 }

@@ -31,7 +31,12 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "id", Usage: "node id (config: id)"},
 		&cli.StringFlag{Name: "dc", Usage: "datacenter (config: datacenter)"},
 		&cli.StringFlag{Name: "rack", Usage: "rack (config: rack)"},
-		&cli.StringFlag{Name: "listen", Usage: "RESP address for clients (config: listen)"},
+		&cli.StringFlag{Name: "listen", Usage: "RESP address for clients; none: TLS clients only (config: listen)"},
+		&cli.StringFlag{Name: "tls-listen", Usage: "RESP address for TLS clients, beside --listen (config: tls_listen)"},
+		&cli.StringFlag{Name: "client-tls-cert-file", Usage: "PEM certificate --tls-listen presents (config: client_tls_cert_file)"},
+		&cli.StringFlag{Name: "client-tls-key-file", Usage: "PEM key of that certificate (config: client_tls_key_file)"},
+		&cli.StringFlag{Name: "client-tls-ca-file", Usage: "PEM CA client certificates must chain to (config: client_tls_ca_file)"},
+		&cli.StringFlag{Name: "client-tls-auth", Usage: "client certificates: none, optional or required (config: client_tls_auth)"},
 		&cli.StringFlag{Name: "peer-listen", Usage: "Raft and node RPC address (config: peer_listen)"},
 		&cli.StringFlag{Name: "admin-listen", Usage: "admin HTTP address (config: admin_listen)"},
 		&cli.StringFlag{Name: "advertise", Usage: "host other nodes use to reach this one (config: advertise)"},
@@ -143,6 +148,9 @@ func applyFlags(c *cli.Context, cfg *node.Config) error {
 		"admin-listen": &cfg.AdminListen, "advertise": &cfg.Advertise, "data-dir": &cfg.DataDir,
 		"password": &cfg.Password, "log-level": &cfg.LogLevel,
 		"tls-cert-file": &cfg.TLSCertFile, "tls-key-file": &cfg.TLSKeyFile, "tls-ca-file": &cfg.TLSCAFile,
+		"tls-listen": &cfg.TLSListen, "client-tls-cert-file": &cfg.ClientTLSCertFile,
+		"client-tls-key-file": &cfg.ClientTLSKeyFile, "client-tls-ca-file": &cfg.ClientTLSCAFile,
+		"client-tls-auth": &cfg.ClientTLSAuth,
 	}
 	for name, p := range str {
 		if c.IsSet(name) {
@@ -188,16 +196,16 @@ func runNode(c *cli.Context, join bool) error {
 	slog.SetDefault(log)
 	setProcs(cfg.Procs, log)
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	rcfg, err := routerConfig(cfg)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		return err
 	}
-	if _, port, _ := net.SplitHostPort(cfg.Listen); port == "0" {
-		cfg.Listen = ln.Addr().String()
+	lns, err := clientListeners(&cfg)
+	if err != nil {
+		return err
 	}
 	ref := &nodeRef{cfg: cfg}
 	var repl *xdc.Replicator
-	rcfg := routerConfig(cfg)
 	rcfg.AwaitDCs = func(ctx context.Context, db, slot int, id string) error {
 		timeout := 5 * time.Second
 		if d, ok := ctx.Deadline(); ok {
@@ -222,7 +230,9 @@ func runNode(c *cli.Context, join bool) error {
 			return out
 		}})
 	if err != nil {
-		ln.Close()
+		for _, ln := range lns {
+			ln.Close()
+		}
 		return err
 	}
 	ref.n.Store(n)
@@ -247,12 +257,15 @@ func runNode(c *cli.Context, join bool) error {
 	defer stopCoord()
 	go coord.Run(coordCtx)
 	go repl.Run(coordCtx)
-	go func() {
-		if err := rt.Serve(ln); err != nil {
-			log.Error("RESP server stopped", "err", err)
-		}
-	}()
-	log.Info("node running", "id", cfg.ID, "dc", cfg.DC, "listen", cfg.Listen, "peer", n.PeerAddr(), "admin", n.AdminAddr())
+	for _, ln := range lns {
+		go func() {
+			if err := rt.Serve(ln); err != nil {
+				log.Error("RESP server stopped", "addr", ln.Addr().String(), "err", err)
+			}
+		}()
+	}
+	log.Info("node running", "id", cfg.ID, "dc", cfg.DC, "listen", cfg.Listen, "tls_listen", cfg.TLSListen,
+		"client_tls_auth", cfg.ClientTLSAuth, "users", len(cfg.Users), "peer", n.PeerAddr(), "admin", n.AdminAddr())
 
 	go registerGroups(n, cfg, log)
 
@@ -344,15 +357,64 @@ func logLevel(s string) slog.Level {
 	return slog.LevelInfo
 }
 
-func routerConfig(cfg node.Config) router.Config {
+func routerConfig(cfg node.Config) (router.Config, error) {
+	users := make([]router.User, 0, len(cfg.Users))
+	for _, u := range cfg.Users {
+		h, err := u.PasswordHash()
+		if err != nil {
+			return router.Config{}, err
+		}
+		users = append(users, router.User{Name: u.Name, PasswordSHA256: h, ReadOnly: u.Role == node.RoleReadOnly,
+			KeyPrefix: u.KeyPrefix, Scripts: u.Scripts})
+	}
 	return router.Config{
 		NodeID:         cfg.ID,
 		DC:             cfg.DC,
 		Password:       cfg.Password,
+		Users:          users,
 		MaxBulkBytes:   cfg.MaxBulkBytes,
 		MaxMultibulk:   cfg.MaxMultibulk,
 		BackendTimeout: time.Duration(cfg.BackendTimeout),
+	}, nil
+}
+
+// clientListeners opens the client ports: listen (unless "none") and tls_listen. Addresses
+// with port 0 are replaced by the bound ones.
+func clientListeners(cfg *node.Config) ([]net.Listener, error) {
+	var lns []net.Listener
+	fail := func(err error) ([]net.Listener, error) {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return nil, err
 	}
+	open := func(key string, addr *string) error {
+		ln, err := net.Listen("tcp", *addr)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", key, *addr, err)
+		}
+		if _, port, _ := net.SplitHostPort(*addr); port == "0" {
+			*addr = ln.Addr().String()
+		}
+		lns = append(lns, ln)
+		return nil
+	}
+	if cfg.Listen != node.ListenNone {
+		if err := open("listen", &cfg.Listen); err != nil {
+			return fail(err)
+		}
+	}
+	tc, err := node.ClientTLS(*cfg)
+	if err != nil {
+		return fail(err)
+	}
+	if tc != nil {
+		if err := open("tls_listen", &cfg.TLSListen); err != nil {
+			return fail(err)
+		}
+		lns[len(lns)-1] = router.NewTLSListener(lns[len(lns)-1], tc)
+	}
+	return lns, nil
 }
 
 // setProcs sets GOMAXPROCS from the procs setting, unless the operator set the GOMAXPROCS

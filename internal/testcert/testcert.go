@@ -1,4 +1,4 @@
-// Package testcert makes X.509 certificates for tests of TLS between nodes.
+// Package testcert makes X.509 certificates for tests of TLS between nodes and with clients.
 package testcert
 
 import (
@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -41,6 +42,10 @@ func New(t testing.TB, dir, name string, parent *Cert, isCA bool) *Cert {
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 		IsCA:                  isCA || parent == nil,
+		// Clients that check the server's name (go-redis, redis-cli) reach test servers on
+		// loopback.
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:    []string{"localhost"},
 	}
 	signer, signKey := tmpl, key
 	if parent != nil {

@@ -98,9 +98,10 @@ var overlay = map[string]handling{
 	"wait":       {Block, "asks every group's master; answers the smallest count"},
 
 	// Sessions.
-	"auth": {Local, "the node's password (constant-time compare)"}, "select": {Local, "per session; backend connections per database"},
+	"auth": {Local, "the node's users: AUTH pass (default user) or AUTH user pass; constant-time compare"}, "select": {Local, "per session; backend connections per database"},
 	"ping": {Local, ""}, "echo": {Local, ""}, "quit": {Local, ""}, "reset": {Local, ""},
-	"hello":          {Local, "protocol 2 only"},
+	"hello":          {Local, "protocol 2 only; AUTH user pass and SETNAME"},
+	"acl|whoami":     {Local, "the session's user"},
 	"client|setname": {Local, ""}, "client|getname": {Local, ""}, "client|id": {Local, ""}, "client|info": {Local, ""},
 	"command": {Local, "redraft's supported commands"}, "command|count": {Local, ""}, "command|info": {Local, ""},
 	"command|docs": {Local, ""}, "command|list": {Local, ""}, "command|getkeys": {Local, ""},
