@@ -87,11 +87,13 @@ func (a *peerAuth) mac(side string, proto byte, serverNonce, clientNonce []byte)
 	return h.Sum(nil)
 }
 
-// Why a peer is refused, with the fix, as both sides log it.
+// Why a peer is refused, with the fix, worded to read right in both nodes' logs.
 const (
-	peerWhyNoSecret    = "it gave no cluster secret, and this cluster requires one: start it with the cluster's cluster_secret (--cluster-secret or REDRAFT_CLUSTER_SECRET)"
-	peerWhyUnexpected  = "it gave a cluster secret, and this node has none: set the same cluster_secret on every node, or on none"
-	peerWhyWrongSecret = "its cluster secret is not this node's: give every node the same cluster_secret"
+	peerWhyNoSecret    = "the connecting node gave no cluster secret, and the accepting node requires one: give the connecting node the cluster's cluster_secret (--cluster-secret or REDRAFT_CLUSTER_SECRET)"
+	peerWhyUnexpected  = "the connecting node gave a cluster secret, and the accepting node has none: set the same cluster_secret on every node, or on none"
+	peerWhyWrongSecret = "the connecting node's cluster secret is not the accepting node's: give every node the same cluster_secret"
+	peerWhyServerNone  = "the accepting node has no cluster secret, and the connecting node has one: set the same cluster_secret on every node, or on none"
+	peerWhyServerWrong = "the accepting node does not know the connecting node's cluster secret: give every node the same cluster_secret"
 )
 
 // accept runs the server side on c after the protocol byte; it returns nil when the peer
@@ -136,7 +138,7 @@ func (a *peerAuth) accept(c net.Conn, proto byte) error {
 		return nil
 	}
 	err := &PeerRefusedError{Addr: c.RemoteAddr().String(), Reason: why}
-	a.logRefusal(c.RemoteAddr(), "refused a peer connection", err)
+	a.logRefusal(c.RemoteAddr(), "refused a peer connection: no proof it belongs to this cluster", err)
 	return err
 }
 
@@ -167,7 +169,7 @@ func (a *peerAuth) connect(c net.Conn, addr string, proto byte) error {
 		if _, err := io.ReadFull(c, why); err != nil {
 			return fmt.Errorf("peer handshake with %s: %w", addr, err)
 		}
-		return &PeerRefusedError{Addr: addr, Remote: true, Reason: "this node: " + string(why)}
+		return &PeerRefusedError{Addr: addr, Remote: true, Reason: string(why)}
 	}
 	serverMAC := make([]byte, peerMACLen)
 	if _, err := io.ReadFull(c, serverMAC); err != nil {
@@ -177,9 +179,9 @@ func (a *peerAuth) connect(c net.Conn, addr string, proto byte) error {
 	// takes any peer would otherwise be trusted by one that has it).
 	switch {
 	case a.flags() == 1 && serverFlags == 0:
-		return &PeerRefusedError{Addr: addr, Reason: "it has no cluster secret and this node has one: set the same cluster_secret on every node, or on none"}
+		return &PeerRefusedError{Addr: addr, Reason: peerWhyServerNone}
 	case a.flags() == 1 && !hmac.Equal(serverMAC, a.mac("server", proto, serverNonce, clientNonce)):
-		return &PeerRefusedError{Addr: addr, Reason: "it does not know this cluster's secret: give every node the same cluster_secret"}
+		return &PeerRefusedError{Addr: addr, Reason: peerWhyServerWrong}
 	}
 	return nil
 }

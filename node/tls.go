@@ -131,7 +131,7 @@ func (d peerDialer) dial(addr string, proto byte, timeout time.Duration) (net.Co
 		c.Close()
 		var pe *PeerRefusedError
 		if d.auth != nil && errors.As(err, &pe) {
-			d.auth.logRefusal(c.RemoteAddr(), "a peer connection failed the cluster-secret check", pe)
+			d.auth.logRefusal(c.RemoteAddr(), "a peer connection failed the cluster-secret check: this node cannot join or call that node", pe)
 		}
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -41,6 +42,9 @@ func New(t testing.TB, dir, name string, parent *Cert, isCA bool) *Cert {
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 		IsCA:                  isCA || parent == nil,
+		// Loopback names, so HTTPS clients that check host names (the admin CLI) accept it.
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 	}
 	signer, signKey := tmpl, key
 	if parent != nil {
