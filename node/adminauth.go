@@ -59,11 +59,7 @@ func (n *Node) requireToken(h http.Handler) http.Handler {
 		// Hashing first makes the comparison's time independent of the lengths too.
 		got := sha256.Sum256([]byte(strings.TrimSpace(token)))
 		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-			host := r.RemoteAddr
-			if h, _, err := net.SplitHostPort(host); err == nil {
-				host = h
-			}
-			if limit.allow(host) {
+			if limit.allow(hostOf(r.RemoteAddr)) {
 				n.log.Warn("admin request with a wrong token refused", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
 			}
 			adminRefuse(w, "the admin token is wrong: "+adminTokenHelp)

@@ -188,18 +188,18 @@ func (a *peerAuth) connect(c net.Conn, addr string, proto byte) error {
 
 // logRefusal logs a refused peer at warn level, at most once a minute per host and reason.
 func (a *peerAuth) logRefusal(remote net.Addr, msg string, err *PeerRefusedError) {
-	if a == nil || !a.limit.allow(remoteHost(remote)+"|"+err.Reason) {
+	if a == nil || !a.limit.allow(hostOf(remote.String())+"|"+err.Reason) {
 		return
 	}
 	a.log.Warn(msg, "remote", remote.String(), "reason", err.Reason)
 }
 
-// remoteHost is the host of a remote address (its IP), without the port.
-func remoteHost(a net.Addr) string {
-	if h, _, err := net.SplitHostPort(a.String()); err == nil {
+// hostOf is the host of a HOST:PORT address (the whole address if it has no port).
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
 		return h
 	}
-	return a.String()
+	return addr
 }
 
 // logLimiter lets a log line through at most once a minute per key, so a host knocking
