@@ -15,6 +15,9 @@ type AddGroup struct {
 type UpdateGroup struct {
 	DC    string `json:"dc"`
 	Group Group  `json:"group"`
+	// KeepPassword keeps the group's current password (Group.Password is ignored): the admin
+	// API never shows a password, so a change that does not mean to touch it cannot repeat it.
+	KeepPassword bool `json:"keep_password,omitempty"`
 }
 
 // RemoveGroup removes a group that serves no slot.
@@ -71,8 +74,11 @@ func (c *UpdateGroup) apply(s *State, _ uint64) error {
 	if err := checkGroup(s, c.DC, &c.Group); err != nil {
 		return err
 	}
-	dc = s.writableDC(c.DC)
 	g := c.Group
+	if c.KeepPassword {
+		g.Password = dc.Groups[g.ID].Password
+	}
+	dc = s.writableDC(c.DC)
 	g.Replicas = append([]string(nil), g.Replicas...)
 	dc.Groups[g.ID] = &g
 	return nil

@@ -59,6 +59,19 @@ type Group struct {
 	Password string `json:"password,omitempty"`
 }
 
+// String shows the group with its password as "set" or "unset", never the value (fmt's %v
+// and %+v use it, so a group in a log line or an error keeps its secret).
+func (g Group) String() string {
+	pw := "unset"
+	if g.Password != "" {
+		pw = "set"
+	}
+	return fmt.Sprintf("{ID:%s Master:%s Replicas:%v Password:%s}", g.ID, g.Master, g.Replicas, pw)
+}
+
+// GoString is String for %#v.
+func (g Group) GoString() string { return g.String() }
+
 // New returns an empty state.
 func New() *State {
 	return &State{

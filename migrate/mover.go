@@ -31,6 +31,15 @@ type Endpoint struct {
 	Password string
 }
 
+// String shows the endpoint with its password as "set" or "unset", never the value.
+func (e Endpoint) String() string {
+	pw := "unset"
+	if e.Password != "" {
+		pw = "set"
+	}
+	return fmt.Sprintf("{Addr:%s Username:%s Password:%s}", e.Addr, e.Username, pw)
+}
+
 // Config configures a Mover; zero fields take the defaults listed on each.
 type Config struct {
 	// Source is the group master keys move out of.

@@ -16,6 +16,17 @@ type AssignRequest struct {
 	Force bool     `json:"force,omitempty"`
 }
 
+// GroupUpdate is the body of PUT /groups/{dc}/{id}: the group's new master and replicas, and
+// its backend password only when it changes (absent or null: kept; "": none from now on).
+// Passwords go in this way and never come out: answers show them as "set" or "unset".
+type GroupUpdate struct {
+	// ID is ignored (the path names the group); accepted so a group's JSON can be sent back.
+	ID       string   `json:"id,omitempty"`
+	Master   string   `json:"master"`
+	Replicas []string `json:"replicas,omitempty"`
+	Password *string  `json:"password,omitempty"`
+}
+
 // SettingRequest is the body of PUT /config/{key}.
 type SettingRequest struct {
 	Value string `json:"value"`
@@ -65,13 +76,16 @@ func (n *Node) adminHandler() http.Handler {
 		n.answer(w, n.Propose(r.Context(), &c))
 	})
 	mux.HandleFunc("PUT /groups/{dc}/{id}", func(w http.ResponseWriter, r *http.Request) {
-		var g fsm.Group
-		if err := readJSON(r, &g); err != nil {
+		var req GroupUpdate
+		if err := readJSON(r, &req); err != nil {
 			writeError(w, err)
 			return
 		}
-		g.ID = r.PathValue("id")
-		n.answer(w, n.Propose(r.Context(), &fsm.UpdateGroup{DC: r.PathValue("dc"), Group: g}))
+		g := fsm.Group{ID: r.PathValue("id"), Master: req.Master, Replicas: req.Replicas}
+		if req.Password != nil {
+			g.Password = *req.Password
+		}
+		n.answer(w, n.Propose(r.Context(), &fsm.UpdateGroup{DC: r.PathValue("dc"), Group: g, KeepPassword: req.Password == nil}))
 	})
 	mux.HandleFunc("DELETE /groups/{dc}/{id}", func(w http.ResponseWriter, r *http.Request) {
 		n.answer(w, n.Propose(r.Context(), &fsm.RemoveGroup{DC: r.PathValue("dc"), ID: r.PathValue("id")}))

@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,14 +18,45 @@ import (
 // Client talks to any node's admin HTTP API; the node forwards changes to the leader.
 type Client struct {
 	// Addr is the node's admin address, HOST:PORT.
-	Addr string
-	hc   *http.Client
+	Addr  string
+	base  string // http://HOST:PORT or https://HOST:PORT
+	token string
+	hc    *http.Client
 }
 
-// NewClient returns a client for the admin API at addr.
+// ClientOptions say how a Client reaches a protected admin API.
+type ClientOptions struct {
+	// Token is the admin token, sent as a bearer token ("": none).
+	Token string
+	// CAFile holds PEM certificates the admin port's certificate must chain to; setting it
+	// means HTTPS. Without it, HTTPS (an https:// address) trusts the system's CAs.
+	CAFile string
+}
+
+// NewClient returns a client for the admin API at addr (HOST:PORT, http://HOST:PORT or
+// https://HOST:PORT), without a token.
 func NewClient(addr string) *Client {
-	addr = strings.TrimPrefix(strings.TrimPrefix(addr, "http://"), "https://")
-	return &Client{Addr: addr, hc: &http.Client{Timeout: 30 * time.Second}}
+	c, _ := NewClientWith(addr, ClientOptions{})
+	return c
+}
+
+// NewClientWith returns a client for the admin API at addr with a token and TLS settings.
+func NewClientWith(addr string, o ClientOptions) (*Client, error) {
+	scheme := "http"
+	if strings.HasPrefix(addr, "https://") || o.CAFile != "" {
+		scheme = "https"
+	}
+	addr = strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(addr, "http://"), "https://"), "/")
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if o.CAFile != "" {
+		pool, err := loadCAPool(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin CA: %w", err)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &Client{Addr: addr, base: scheme + "://" + addr, token: o.Token,
+		hc: &http.Client{Timeout: 30 * time.Second, Transport: tr}}, nil
 }
 
 // APIError is an error answered by the admin API.
@@ -46,14 +78,20 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.Addr+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the admin API at %s (is a node running there? set --admin or REDRAFT_ADMIN): %w", c.Addr, err)
+		if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
+			return fmt.Errorf("the admin API at %s speaks plain HTTP: give --admin without https:// and without --admin-ca", c.Addr)
+		}
+		return fmt.Errorf("cannot reach the admin API at %s (is a node running there? set --admin or REDRAFT_ADMIN): %w", c.base, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
@@ -64,6 +102,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		var e rpcError
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			return &APIError{Status: resp.StatusCode, Code: e.Code, Msg: e.Error}
+		}
+		if strings.Contains(string(data), "HTTP request to an HTTPS server") {
+			return &APIError{Status: resp.StatusCode, Msg: fmt.Sprintf("the admin API at %s speaks HTTPS: give --admin https://%s (and --admin-ca CA.pem unless its certificate is from a CA this system trusts)", c.Addr, c.Addr)}
 		}
 		return &APIError{Status: resp.StatusCode, Msg: fmt.Sprintf("%s %s: %s", method, path, resp.Status)}
 	}
@@ -95,9 +136,10 @@ func (c *Client) AddGroup(ctx context.Context, dc string, g fsm.Group) error {
 	return c.do(ctx, http.MethodPost, "/groups", fsm.AddGroup{DC: dc, Group: g}, nil)
 }
 
-// UpdateGroup replaces a group's master, replicas and password.
-func (c *Client) UpdateGroup(ctx context.Context, dc string, g fsm.Group) error {
-	return c.do(ctx, http.MethodPut, "/groups/"+url.PathEscape(dc)+"/"+url.PathEscape(g.ID), g, nil)
+// UpdateGroup replaces group id's master and replicas, and its password when u.Password is
+// set (nil keeps it).
+func (c *Client) UpdateGroup(ctx context.Context, dc, id string, u GroupUpdate) error {
+	return c.do(ctx, http.MethodPut, "/groups/"+url.PathEscape(dc)+"/"+url.PathEscape(id), u, nil)
 }
 
 // RemoveGroup removes a group that serves no slot.

@@ -79,6 +79,21 @@ type Config struct {
 	// TLSCAFile holds the cluster CA's certificates peers must chain to (default: those in
 	// TLSCertFile, for one certificate shared by every node).
 	TLSCAFile string `yaml:"tls_ca_file"`
+	// ClusterSecret is the secret every node proves it knows, without sending it, on each peer
+	// connection (Raft and RPC, join included); empty: peers are not asked for one (docs/security.md).
+	ClusterSecret string `yaml:"cluster_secret"`
+	// ClusterSecretFile names a file holding ClusterSecret, read at start.
+	ClusterSecretFile string `yaml:"cluster_secret_file"`
+	// AdminToken is the bearer token the admin API asks for on everything but /healthz and
+	// /metrics; empty: the admin API is open (a warning says so at start).
+	AdminToken string `yaml:"admin_token"`
+	// AdminTokenFile names a file holding AdminToken, read at start.
+	AdminTokenFile string `yaml:"admin_token_file"`
+	// AdminOpenMetrics leaves /metrics readable without the token (default true).
+	AdminOpenMetrics *bool `yaml:"admin_open_metrics"`
+	// AdminTLSCertFile and AdminTLSKeyFile are the PEM files for HTTPS on the admin port.
+	AdminTLSCertFile string `yaml:"admin_tls_cert_file"`
+	AdminTLSKeyFile  string `yaml:"admin_tls_key_file"`
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `yaml:"log_level"`
 	// Procs is how many threads run the node's Go code at once (GOMAXPROCS); 0: half the CPUs
@@ -273,6 +288,7 @@ func (c *Config) Validate() error {
 	if c.TLSCertFile != "" && c.TLSKeyFile == "" {
 		bad("tls_key_file", "is required when tls_cert_file is set")
 	}
+	c.validateSecurity(bad)
 	switch lv := strings.ToLower(c.LogLevel); lv {
 	case "debug", "info", "warn", "error":
 		c.LogLevel = lv

@@ -154,6 +154,19 @@ var confFields = []confField[Config]{
 	{"tls_cert_file", confStr(func(c *Config) *string { return &c.TLSCertFile })},
 	{"tls_key_file", confStr(func(c *Config) *string { return &c.TLSKeyFile })},
 	{"tls_ca_file", confStr(func(c *Config) *string { return &c.TLSCAFile })},
+	{"cluster_secret", confStr(func(c *Config) *string { return &c.ClusterSecret })},
+	{"cluster_secret_file", confStr(func(c *Config) *string { return &c.ClusterSecretFile })},
+	{"admin_token", confStr(func(c *Config) *string { return &c.AdminToken })},
+	{"admin_token_file", confStr(func(c *Config) *string { return &c.AdminTokenFile })},
+	{"admin_open_metrics", func(_ *confFile, c *Config, _ string, n *yaml.Node) error {
+		b, err := confBool(n)
+		if err == nil {
+			c.AdminOpenMetrics = &b
+		}
+		return err
+	}},
+	{"admin_tls_cert_file", confStr(func(c *Config) *string { return &c.AdminTLSCertFile })},
+	{"admin_tls_key_file", confStr(func(c *Config) *string { return &c.AdminTLSKeyFile })},
 	{"log_level", confStr(func(c *Config) *string { return &c.LogLevel })},
 	{"procs", func(_ *confFile, c *Config, _ string, n *yaml.Node) error {
 		v, err := confInt(n, 32)

@@ -49,7 +49,7 @@ func (n *Node) registerLoop() {
 			}
 			if errors.Is(err, ErrNoLeader) {
 				n.log.Debug("not registered yet: no leader yet, will retry")
-			} else if retryable(err) {
+			} else if retryable(err) && !isPeerRefused(err) {
 				n.log.Info("not registered yet, will retry", "err", err)
 			} else {
 				n.log.Warn("the cluster refused this node's registration; will retry", "err", err)

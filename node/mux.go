@@ -23,14 +23,15 @@ const (
 type mux struct {
 	ln     net.Listener
 	log    *slog.Logger
+	auth   *peerAuth
 	mu     sync.Mutex
 	subs   map[byte]*subListener
 	closed chan struct{}
 	once   sync.Once
 }
 
-func newMux(ln net.Listener, log *slog.Logger) *mux {
-	return &mux{ln: ln, log: log, subs: map[byte]*subListener{}, closed: make(chan struct{})}
+func newMux(ln net.Listener, log *slog.Logger, auth *peerAuth) *mux {
+	return &mux{ln: ln, log: log, auth: auth, subs: map[byte]*subListener{}, closed: make(chan struct{})}
 }
 
 // listen returns the listener for connections whose first byte is b.
@@ -89,6 +90,14 @@ func (m *mux) route(c net.Conn) {
 	}
 	if s == nil {
 		m.log.Warn("peer connection with unknown protocol byte", "byte", b[0], "remote", c.RemoteAddr())
+		c.Close()
+		return
+	}
+	// Nothing is served before the peer proved it belongs (the refusal is logged there).
+	if err := m.auth.accept(c, b[0]); err != nil {
+		if !isPeerRefused(err) {
+			m.log.Debug("peer handshake failed", "remote", c.RemoteAddr(), "err", err)
+		}
 		c.Close()
 		return
 	}

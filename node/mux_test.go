@@ -101,10 +101,9 @@ func TestPeerDialsLeaveFromPeerListenIP(t *testing.T) {
 
 	// A wildcard listener leaves the choice to the kernel: loopback dials come from 127.0.0.1.
 	addr, got = acceptOne(t)
-	c, err := peerDialer{from: peerSourceIP("0.0.0.0:0")}.dial(addr, muxRPC, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
+	// The fake peer hangs up after the protocol byte, so the handshake fails: an error.
+	if c, err := (peerDialer{from: peerSourceIP("0.0.0.0:0")}).dial(addr, muxRPC, 2*time.Second); err == nil {
+		c.Close()
 	}
-	c.Close()
 	wantFrom(t, "a dial of a wildcard listener", got, "127.0.0.1", muxRPC)
 }

@@ -97,12 +97,20 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	if err := claimDataDir(cfg.DataDir, cfg.ID, cfg.DC); err != nil {
 		return nil, err
 	}
+	if err := cfg.loadSecretFiles(); err != nil {
+		return nil, err
+	}
 	tlsServer, tlsClient, err := peerTLS(&cfg)
 	if err != nil {
 		return nil, err
 	}
+	adminTLSConf, err := adminTLS(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	auth := newPeerAuth(cfg.ClusterSecret, opts.Logger.With("node", cfg.ID))
 	// Peer dials leave from the peer listen address, over TLS when configured.
-	dialer := peerDialer{from: peerSourceIP(cfg.PeerListen), tls: tlsClient}
+	dialer := peerDialer{from: peerSourceIP(cfg.PeerListen), tls: tlsClient, auth: auth}
 	n := &Node{
 		cfg:         cfg,
 		log:         opts.Logger.With("node", cfg.ID),
@@ -135,7 +143,10 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	if tlsServer != nil {
 		peerLn = tls.NewListener(peerLn, tlsServer)
 	}
-	n.mux = newMux(peerLn, n.log)
+	if adminTLSConf != nil {
+		adminLn = tls.NewListener(adminLn, adminTLSConf)
+	}
+	n.mux = newMux(peerLn, n.log, auth)
 	layer := raftLayer{subListener: n.mux.listen(muxRaft), advertise: peerAddr(n.peerAddr), dialer: dialer}
 	rpcLn := n.mux.listen(muxRPC)
 	go n.mux.serve()
@@ -153,8 +164,10 @@ func Start(cfg Config, opts Options) (*Node, error) {
 
 	n.rpcSrv = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = n.rpcSrv.Serve(rpcLn) }()
-	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	n.adminSrv = &http.Server{Handler: n.requireToken(n.adminHandler()), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)} // TLS handshake failures of scanners
 	go func() { _ = n.adminSrv.Serve(adminLn) }()
+	n.warnOpenDoors()
 
 	if !parts.existing && len(cfg.Seeds) == 0 {
 		n.log.Info("bootstrapping a new cluster", "peer", n.peerAddr)
@@ -175,7 +188,7 @@ func Start(cfg Config, opts Options) (*Node, error) {
 
 // claimDataDir creates dir and checks, or writes, the node identity kept in it.
 func claimDataDir(dir, id, dc string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil { // the Raft log holds backend passwords
 		return fmt.Errorf("data_dir %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, "node.json")
@@ -198,7 +211,7 @@ func claimDataDir(dir, id, dc string) error {
 	}
 	data, _ = json.Marshal(identity{ID: id, DC: dc})
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		return fmt.Errorf("data_dir %s: %w", dir, err)
 	}
 	return os.Rename(tmp, path)

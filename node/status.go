@@ -121,11 +121,15 @@ type Member struct {
 	Error        string `json:"error,omitempty"`
 }
 
-// GroupStatus is one group with the slots it serves.
+// GroupStatus is one group with the slots it serves. Its backend password shows only as
+// "set" or "unset": it goes in through the admin API and never comes out.
 type GroupStatus struct {
-	fsm.Group
-	Slots  int      `json:"slots"`
-	Ranges []string `json:"ranges"`
+	ID       string   `json:"id"`
+	Master   string   `json:"master"`
+	Replicas []string `json:"replicas,omitempty"`
+	Password string   `json:"password"`
+	Slots    int      `json:"slots"`
+	Ranges   []string `json:"ranges"`
 }
 
 // DCStatus is one datacenter in the cluster status.
@@ -225,7 +229,8 @@ func (n *Node) Status(ctx context.Context) Status {
 			ds.Unassigned += r.To - r.From + 1
 		}
 		for _, gid := range dc.GroupIDs() {
-			gs := GroupStatus{Group: *dc.Groups[gid], Ranges: []string{}}
+			g := dc.Groups[gid]
+			gs := GroupStatus{ID: g.ID, Master: g.Master, Replicas: g.Replicas, Password: SecretState(g.Password), Ranges: []string{}}
 			for _, r := range ranges[gid] {
 				gs.Slots += r.To - r.From + 1
 				gs.Ranges = append(gs.Ranges, r.String())

@@ -96,10 +96,12 @@ func loadCAPool(path string) (*x509.CertPool, error) {
 }
 
 // peerDialer dials other nodes' peer ports: from the source IP from (peerSourceIP; nil: any),
-// over TLS when tls is set, and announces the service with its byte.
+// over TLS when tls is set, announces the service with its byte and runs the peer handshake
+// (peerauth.go; a nil auth is a node without a cluster secret that logs nothing).
 type peerDialer struct {
 	from net.IP
 	tls  *tls.Config
+	auth *peerAuth
 }
 
 // dial connects to the node at addr for the service proto within timeout.
@@ -123,6 +125,14 @@ func (d peerDialer) dial(addr string, proto byte, timeout time.Duration) (net.Co
 	}
 	if _, err := c.Write([]byte{proto}); err != nil {
 		c.Close()
+		return nil, err
+	}
+	if err := d.auth.connect(c, addr, proto); err != nil {
+		c.Close()
+		var pe *PeerRefusedError
+		if d.auth != nil && errors.As(err, &pe) {
+			d.auth.logRefusal(c.RemoteAddr(), "a peer connection failed the cluster-secret check: this node cannot join or call that node", pe)
+		}
 		return nil, err
 	}
 	_ = c.SetDeadline(time.Time{})

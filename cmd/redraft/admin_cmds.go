@@ -34,14 +34,18 @@ func groupCommand() *cli.Command {
 			},
 			{
 				Name:      "update",
-				Usage:     "replace a group's master and replicas (after a failover)",
+				Usage:     "replace a group's master and replicas (after a failover); its password changes only with --password",
 				UsageText: "redraft group update --dc dc1 --id g1 --master 10.0.0.6:6379 --replica 10.0.0.5:6379",
 				Flags:     groupFlags(),
 				Action: func(c *cli.Context) error {
 					return groupChange(c, func(cl *node.Client, g fsm.Group) error {
 						cx, cancel := ctx(c)
 						defer cancel()
-						return cl.UpdateGroup(cx, c.String("dc"), g)
+						u := node.GroupUpdate{Master: g.Master, Replicas: g.Replicas}
+						if c.IsSet("password") {
+							u.Password = &g.Password
+						}
+						return cl.UpdateGroup(cx, c.String("dc"), g.ID, u)
 					})
 				},
 			},
@@ -93,7 +97,7 @@ func groupFlags() []cli.Flag {
 		&cli.StringFlag{Name: "id", Required: true, Usage: "group id"},
 		&cli.StringFlag{Name: "master", Required: true, Usage: "master HOST:PORT"},
 		&cli.StringSliceFlag{Name: "replica", Usage: "replica HOST:PORT (repeat for more)"},
-		&cli.StringFlag{Name: "password", Usage: "the backends' AUTH password", EnvVars: []string{"REDRAFT_GROUP_PASSWORD"}},
+		&cli.StringFlag{Name: "password", DefaultText: "unset", Usage: "the backends' AUTH password (shown afterwards only as set or unset); prefer the environment variable", EnvVars: []string{"REDRAFT_GROUP_PASSWORD"}},
 	}
 }
 

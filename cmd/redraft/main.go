@@ -26,7 +26,9 @@ Example:
    redraft slots assign --dc dc1 --group g1 0-16383
    redis-cli -p 6380 set hello world`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "admin", Value: "127.0.0.1:8380", EnvVars: []string{"REDRAFT_ADMIN"}, Usage: "admin address (HOST:PORT) of any node"},
+			&cli.StringFlag{Name: "admin", Value: "127.0.0.1:8380", EnvVars: []string{"REDRAFT_ADMIN"}, Usage: "admin address (HOST:PORT, or https://HOST:PORT with admin TLS) of any node"},
+			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"REDRAFT_ADMIN_TOKEN"}, DefaultText: "unset", Usage: "the admin token of the cluster's nodes (their admin_token); prefer the environment variable, which ps does not show"},
+			&cli.StringFlag{Name: "admin-ca", EnvVars: []string{"REDRAFT_ADMIN_CA"}, Usage: "PEM CA file the admin port's certificate chains to (implies https); an https:// --admin trusts the system's CAs"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON instead of tables"},
 		},
 		Commands: []*cli.Command{
@@ -59,8 +61,15 @@ Example:
 	}
 }
 
-// adminClient returns the admin client for the --admin address.
-func adminClient(c *cli.Context) *node.Client { return node.NewClient(c.String("admin")) }
+// adminClient returns the admin client for the --admin address, with the admin token and CA.
+func adminClient(c *cli.Context) *node.Client {
+	cl, err := node.NewClientWith(c.String("admin"), node.ClientOptions{Token: c.String("admin-token"), CAFile: c.String("admin-ca")})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "redraft: --admin-ca:", err)
+		os.Exit(1)
+	}
+	return cl
+}
 
 // ctx returns a context bounded for one admin call.
 func ctx(c *cli.Context) (context.Context, context.CancelFunc) {

@@ -45,7 +45,13 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "tokens", Usage: "comma-separated ring tokens (config: tokens)"},
 		&cli.IntFlag{Name: "max-voters", Usage: "Raft voters at most (config: max_voters)"},
 		&cli.IntFlag{Name: "procs", Usage: "threads running Go code at once; 0: half the CPUs (config: procs)"},
-		&cli.StringFlag{Name: "password", EnvVars: []string{"REDRAFT_PASSWORD"}, Usage: "client AUTH password (config: password)"},
+		&cli.StringFlag{Name: "password", EnvVars: []string{"REDRAFT_PASSWORD"}, DefaultText: "unset", Usage: "client AUTH password (config: password)"},
+		&cli.StringFlag{Name: "cluster-secret", EnvVars: []string{"REDRAFT_CLUSTER_SECRET"}, DefaultText: "unset", Usage: "secret every node proves it holds on each peer connection, the same on every node (config: cluster_secret)"},
+		&cli.StringFlag{Name: "cluster-secret-file", Usage: "file holding the cluster secret (config: cluster_secret_file)"},
+		&cli.StringFlag{Name: "admin-token", EnvVars: []string{"REDRAFT_ADMIN_TOKEN"}, DefaultText: "unset", Usage: "bearer token the admin API asks for (config: admin_token)"},
+		&cli.StringFlag{Name: "admin-token-file", Usage: "file holding the admin token (config: admin_token_file)"},
+		&cli.StringFlag{Name: "admin-tls-cert-file", Usage: "PEM certificate: HTTPS on the admin port (config: admin_tls_cert_file)"},
+		&cli.StringFlag{Name: "admin-tls-key-file", Usage: "PEM key of the admin certificate (config: admin_tls_key_file)"},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error (config: log_level)"},
 		&cli.StringFlag{Name: "tls-cert-file", Usage: "PEM certificate: TLS on the peer port (config: tls_cert_file)"},
 		&cli.StringFlag{Name: "tls-key-file", Usage: "PEM key of the certificate (config: tls_key_file)"},
@@ -151,6 +157,9 @@ func applyFlags(c *cli.Context, cfg *node.Config) error {
 		"tls-listen": &cfg.TLSListen, "client-tls-cert-file": &cfg.ClientTLSCertFile,
 		"client-tls-key-file": &cfg.ClientTLSKeyFile, "client-tls-ca-file": &cfg.ClientTLSCAFile,
 		"client-tls-auth": &cfg.ClientTLSAuth,
+		"cluster-secret":  &cfg.ClusterSecret, "cluster-secret-file": &cfg.ClusterSecretFile,
+		"admin-token": &cfg.AdminToken, "admin-token-file": &cfg.AdminTokenFile,
+		"admin-tls-cert-file": &cfg.AdminTLSCertFile, "admin-tls-key-file": &cfg.AdminTLSKeyFile,
 	}
 	for name, p := range str {
 		if c.IsSet(name) {

@@ -42,10 +42,9 @@ func New(t testing.TB, dir, name string, parent *Cert, isCA bool) *Cert {
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 		IsCA:                  isCA || parent == nil,
-		// Clients that check the server's name (go-redis, redis-cli) reach test servers on
-		// loopback.
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		// Loopback names, so HTTPS clients that check host names (the admin CLI) accept it.
 		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 	}
 	signer, signKey := tmpl, key
 	if parent != nil {
