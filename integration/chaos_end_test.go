@@ -52,11 +52,13 @@ func (r *chaosRun) finish() []violation {
 		}
 		return nil
 	})
+	var vs []violation
 	if len(r.x.dcs) > 1 {
-		r.x.waitConverged(120 * time.Second)
+		vs = append(vs, r.converge(120*time.Second)...)
 	}
 	end := r.h.since()
-	final, vs := r.readFinal()
+	final, reads := r.readFinal()
+	vs = append(vs, reads...)
 	ops := r.h.all()
 	vs = append(vs, checkCounters(ops, final)...)
 	vs = append(vs, checkLists(ops, final)...)
@@ -65,6 +67,23 @@ func (r *chaosRun) finish() []violation {
 	vs = append(vs, r.checkSlotTables()...)
 	vs = append(vs, r.checkGroups()...)
 	return vs
+}
+
+// converge waits, up to d, until every DC holds the same data; DCs that still differ then are
+// a violation (and the checks go on).
+func (r *chaosRun) converge(d time.Duration) []violation {
+	masters := r.x.masters()
+	deadline := time.Now().Add(d)
+	for {
+		_, err := r.x.differences(masters)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return []violation{newViolation("dcs-diverge", nil, "%v after every fault healed and writes stopped: %v", d, err)}
+		}
+		time.Sleep(500 * time.Millisecond) // poll interval
+	}
 }
 
 // readFinal reads every key through every member (retrying answers that say the node is not

@@ -215,35 +215,41 @@ func (x *xdcCluster) waitConverged(d time.Duration) {
 	start := time.Now()
 	masters := x.masters()
 	var keys int
-	waitFor(x.t, d, "every DC holding the same data", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		ref, err := digestDC(ctx, masters[x.dcs[0]])
-		if err != nil {
-			return err
-		}
-		var msgs []string
-		for _, dc := range x.dcs[1:] {
-			other, err := digestDC(ctx, masters[dc])
-			if err != nil {
-				return err
-			}
-			diffs := diffDigests(ref, other)
-			for i, df := range diffs {
-				if i == 3 {
-					msgs = append(msgs, fmt.Sprintf("  ... %d slots differ in all", len(diffs)))
-					break
-				}
-				msgs = append(msgs, fmt.Sprintf("  %s vs %s: %s", x.dcs[0], dc, df))
-			}
-		}
-		if len(msgs) > 0 {
-			return fmt.Errorf("DCs differ:\n%s", strings.Join(msgs, "\n"))
-		}
-		keys = ref.keys
-		return nil
+	waitFor(x.t, d, "every DC holding the same data", func() (err error) {
+		keys, err = x.differences(masters)
+		return err
 	})
 	x.t.Logf("every DC holds the same %d keys (converged in %v)", keys, time.Since(start).Round(time.Millisecond))
+}
+
+// differences digests every DC's masters and returns how many keys the first DC holds, or
+// an error that shows the first slots that differ.
+func (x *xdcCluster) differences(masters map[string][]string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ref, err := digestDC(ctx, masters[x.dcs[0]])
+	if err != nil {
+		return 0, err
+	}
+	var msgs []string
+	for _, dc := range x.dcs[1:] {
+		other, err := digestDC(ctx, masters[dc])
+		if err != nil {
+			return 0, err
+		}
+		diffs := diffDigests(ref, other)
+		for i, df := range diffs {
+			if i == 3 {
+				msgs = append(msgs, fmt.Sprintf("  ... %d slots differ in all", len(diffs)))
+				break
+			}
+			msgs = append(msgs, fmt.Sprintf("  %s vs %s: %s", x.dcs[0], dc, df))
+		}
+	}
+	if len(msgs) > 0 {
+		return 0, fmt.Errorf("DCs differ:\n%s", strings.Join(msgs, "\n"))
+	}
+	return ref.keys, nil
 }
 
 // fullCopies returns the log lines of the nodes that received a slot copied in full.
