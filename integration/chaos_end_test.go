@@ -167,8 +167,10 @@ func (r *chaosRun) checkRemoved(ops []op) []violation {
 		}
 		if len(served) > 0 {
 			sort.Slice(served, func(i, j int) bool { return served[i].inv < served[j].inv })
-			vs = append(vs, newViolation("removed-node", served, "%s, removed at %.3fs while cut off, acknowledged %d keyed requests sent after %.3fs",
-				id, at.Seconds(), len(served), (at+removedGrace).Seconds()))
+			v := newViolation("removed-node", served, "%s, removed at %.3fs while cut off, acknowledged %d keyed requests sent after %.3fs",
+				id, at.Seconds(), len(served), (at + removedGrace).Seconds())
+			v.key = id // one per removed node, whatever keys it served
+			vs = append(vs, v)
 		}
 	}
 	return vs
