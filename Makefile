@@ -4,7 +4,7 @@ BIN     := bin/redraft
 PKGS    := ./...
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build run test test-unit test-integration test-e2e bench fuzz lint deps clean
+.PHONY: all build run test test-unit test-integration test-e2e chaos bench fuzz lint deps clean
 
 all: build
 
@@ -29,6 +29,15 @@ test-integration: deps
 
 test-e2e:
 	bash scripts/e2e.sh
+
+## chaos: the fault-injection suite (docs/faults.md) for DURATION (default 10m) with faults
+## drawn from SEED (default: random, printed), built without -race; XDC=1 runs it over three
+## DCs. Prints a summary per fault and fails on any violation. Example: make chaos SEED=7 DURATION=3m
+SEED     ?=
+DURATION ?= 10m
+chaos: deps
+	REDRAFT_CHAOS_SEED=$(SEED) REDRAFT_CHAOS_DURATION=$(DURATION) \
+	  $(GO) test -count=1 -v -timeout 0 -run '^TestChaos$(if $(XDC),XDC,)$$' ./integration/
 
 ## bench: redis-benchmark against Redis directly and through redraft, with ratios.
 bench: deps

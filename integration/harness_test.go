@@ -19,7 +19,8 @@ import (
 	"github.com/redraft/redraft/node"
 )
 
-// binary is the redraft binary built once for the package's tests.
+// binary is the redraft binary built once for the package's tests, with -race when the tests
+// themselves run with -race.
 var binary string
 
 func TestMain(m *testing.M) {
@@ -29,7 +30,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "redraft")
-	build := exec.Command("go", "build", "-race", "-o", binary, "../cmd/redraft")
+	args := []string{"build", "-o", binary}
+	if raceOn {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "../cmd/redraft")...)
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building redraft:", err)

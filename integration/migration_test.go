@@ -80,24 +80,10 @@ func waitMigrated(t *testing.T, id uint64, d time.Duration, via ...*proc) {
 func checkSlotOwner(t *testing.T, p *proc, slot int, want string) {
 	t.Helper()
 	waitFor(t, 10*time.Second, fmt.Sprintf("slot %d served by %s", slot, want), func() error {
-		st := p.Status()
-		for _, d := range st.DCs {
-			for _, g := range d.Groups {
-				for _, r := range g.Ranges {
-					var from, to int
-					if n, _ := fmt.Sscanf(r, "%d-%d", &from, &to); n == 1 {
-						to = from
-					}
-					if slot >= from && slot <= to {
-						if g.ID == want {
-							return nil
-						}
-						return fmt.Errorf("served by %s", g.ID)
-					}
-				}
-			}
+		if got := ownerGroup(p.Status(), "dc1", slot); got != want {
+			return fmt.Errorf("served by %q", got)
 		}
-		return fmt.Errorf("slot %d unassigned", slot)
+		return nil
 	})
 }
 

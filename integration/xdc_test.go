@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,31 +53,50 @@ func xdcCut() time.Duration {
 	return 30 * time.Second
 }
 
+// nodeLayout is one node of a relayed cluster: its id, DC, own loopback IP and ring tokens
+// ("" lets the ring spread it).
+type nodeLayout struct {
+	id, dc, ip, tokens string
+}
+
+// xdcLayout is the three-DC cluster of the cross-DC tests.
+var xdcLayout = []nodeLayout{
+	{"n11", "dc1", "127.0.0.11", "0"},
+	{"n12", "dc1", "127.0.0.12", "2147483648"},
+	{"n21", "dc2", "127.0.0.21", ""},
+	{"n31", "dc3", "127.0.0.31", ""},
+}
+
 // startXDC starts the three DCs and waits until every node routes writes.
-func startXDC(t *testing.T) *xdcCluster {
+func startXDC(t *testing.T) *xdcCluster { return startRelayed(t, xdcLayout) }
+
+// newRelayedNode prepares (does not start) a node on its own loopback IP whose peer address is
+// advertised through a relay on 127.0.1.<last byte of ip>, same port.
+func newRelayedNode(t *testing.T, c *Cluster, l nodeLayout) *xdcNode {
+	relayIP := "127.0.1." + strings.TrimPrefix(l.ip, "127.0.0.")
+	args := []string{"--advertise", relayIP, "--max-voters", "3"}
+	if l.tokens != "" {
+		args = append(args, "--tokens", l.tokens)
+	}
+	p := c.NewNodeOn(l.ip, l.id, l.dc, args...)
+	// The relay listens on the node's peer port at the relay IP: the port must be free on both.
+	p.Peer = net.JoinHostPort(l.ip, strconv.Itoa(freePortOn(t, l.ip, relayIP)))
+	_, port, _ := net.SplitHostPort(p.Peer)
+	return &xdcNode{proc: p, ip: l.ip, relay: startRelay(t, net.JoinHostPort(relayIP, port), p.Peer)}
+}
+
+// startRelayed starts the nodes of layout (the first bootstraps, the others join through its
+// relay), gives each DC two groups (one redis-server each, slots 0-8191 and 8192-16383) and
+// waits until every node routes writes.
+func startRelayed(t *testing.T, layout []nodeLayout) *xdcCluster {
 	t.Helper()
 	start := time.Now()
-	x := &xdcCluster{t: t, c: NewCluster(t), dcs: []string{"dc1", "dc2", "dc3"}}
-	layout := []struct {
-		id, dc, ip, tokens string
-	}{
-		{"n11", "dc1", "127.0.0.11", "0"},
-		{"n12", "dc1", "127.0.0.12", "2147483648"},
-		{"n21", "dc2", "127.0.0.21", ""},
-		{"n31", "dc3", "127.0.0.31", ""},
-	}
+	x := &xdcCluster{t: t, c: NewCluster(t)}
 	for _, l := range layout {
-		relayIP := "127.0.1." + strings.TrimPrefix(l.ip, "127.0.0.")
-		args := []string{"--advertise", relayIP, "--max-voters", "3"}
-		if l.tokens != "" {
-			args = append(args, "--tokens", l.tokens)
+		if !slices.Contains(x.dcs, l.dc) {
+			x.dcs = append(x.dcs, l.dc)
 		}
-		p := x.c.NewNodeOn(l.ip, l.id, l.dc, args...)
-		// The relay listens on the node's peer port at the relay IP: the port must be free on both.
-		p.Peer = net.JoinHostPort(l.ip, strconv.Itoa(freePortOn(t, l.ip, relayIP)))
-		_, port, _ := net.SplitHostPort(p.Peer)
-		n := &xdcNode{proc: p, ip: l.ip, relay: startRelay(t, net.JoinHostPort(relayIP, port), p.Peer)}
-		x.nodes = append(x.nodes, n)
+		x.nodes = append(x.nodes, newRelayedNode(t, x.c, l))
 	}
 	first := x.nodes[0]
 	first.Start()
@@ -112,7 +132,7 @@ func startXDC(t *testing.T) *xdcCluster {
 		})
 		rdb.Close()
 	}
-	t.Logf("three DCs up in %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("%d nodes in %d DCs up in %v", len(x.nodes), len(x.dcs), time.Since(start).Round(time.Millisecond))
 	return x
 }
 
@@ -195,35 +215,41 @@ func (x *xdcCluster) waitConverged(d time.Duration) {
 	start := time.Now()
 	masters := x.masters()
 	var keys int
-	waitFor(x.t, d, "every DC holding the same data", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		ref, err := digestDC(ctx, masters[x.dcs[0]])
-		if err != nil {
-			return err
-		}
-		var msgs []string
-		for _, dc := range x.dcs[1:] {
-			other, err := digestDC(ctx, masters[dc])
-			if err != nil {
-				return err
-			}
-			diffs := diffDigests(ref, other)
-			for i, df := range diffs {
-				if i == 3 {
-					msgs = append(msgs, fmt.Sprintf("  ... %d slots differ in all", len(diffs)))
-					break
-				}
-				msgs = append(msgs, fmt.Sprintf("  %s vs %s: %s", x.dcs[0], dc, df))
-			}
-		}
-		if len(msgs) > 0 {
-			return fmt.Errorf("DCs differ:\n%s", strings.Join(msgs, "\n"))
-		}
-		keys = ref.keys
-		return nil
+	waitFor(x.t, d, "every DC holding the same data", func() (err error) {
+		keys, err = x.differences(masters)
+		return err
 	})
 	x.t.Logf("every DC holds the same %d keys (converged in %v)", keys, time.Since(start).Round(time.Millisecond))
+}
+
+// differences digests every DC's masters and returns how many keys the first DC holds, or
+// an error that shows the first slots that differ.
+func (x *xdcCluster) differences(masters map[string][]string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ref, err := digestDC(ctx, masters[x.dcs[0]])
+	if err != nil {
+		return 0, err
+	}
+	var msgs []string
+	for _, dc := range x.dcs[1:] {
+		other, err := digestDC(ctx, masters[dc])
+		if err != nil {
+			return 0, err
+		}
+		diffs := diffDigests(ref, other)
+		for i, df := range diffs {
+			if i == 3 {
+				msgs = append(msgs, fmt.Sprintf("  ... %d slots differ in all", len(diffs)))
+				break
+			}
+			msgs = append(msgs, fmt.Sprintf("  %s vs %s: %s", x.dcs[0], dc, df))
+		}
+	}
+	if len(msgs) > 0 {
+		return 0, fmt.Errorf("DCs differ:\n%s", strings.Join(msgs, "\n"))
+	}
+	return ref.keys, nil
 }
 
 // fullCopies returns the log lines of the nodes that received a slot copied in full.
