@@ -257,19 +257,37 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 	if n.raft.State() == raft.Leader {
 		return n.leaderIndex()
 	}
-	addr, _ := n.raft.LeaderWithID()
-	if addr == "" {
-		return 0, &notCurrent{"CLUSTERDOWN this node knows no Raft leader yet: it serves nothing keyed until it reaches a majority of the cluster"}
+	// Ask the leader; a node that knows none (cut off, or taken out of Raft and so hearing
+	// from no leader) asks the members it knows, which forward to theirs: that is how a
+	// removed node learns it was removed.
+	var asks []string
+	if addr, _ := n.raft.LeaderWithID(); addr != "" {
+		asks = append(asks, string(addr))
+	} else {
+		st := n.State()
+		for _, id := range st.NodeIDs() {
+			if id != n.cfg.ID {
+				asks = append(asks, st.Nodes[id].Peer)
+			}
+		}
 	}
-	var out readIndexReply
-	if err := n.peers.call(ctx, string(addr), rpcReadIndex, readIndexRequest{ID: n.cfg.ID}, &out); err != nil {
+	err := error(&notCurrent{"CLUSTERDOWN this node knows no Raft leader yet: it serves nothing keyed until it reaches a majority of the cluster"})
+	for _, addr := range asks {
+		var out readIndexReply
+		cerr := n.peers.call(ctx, addr, rpcReadIndex, readIndexRequest{ID: n.cfg.ID}, &out)
+		if cerr == nil {
+			return out.Index, nil
+		}
 		var re *RemoteError
-		if errors.As(err, &re) && re.Code == "removed" {
+		if errors.As(cerr, &re) && re.Code == "removed" {
 			n.markRemoved(re.Msg)
 		}
-		return 0, &notCurrent{fmt.Sprintf("CLUSTERDOWN this node cannot confirm it is current with the Raft leader at %s: %v", addr, err)}
+		err = &notCurrent{fmt.Sprintf("CLUSTERDOWN this node cannot confirm it is current with the Raft leader (asked %s): %v", addr, cerr)}
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	return out.Index, nil
+	return 0, err
 }
 
 // leaderIndex is readIndex at the leader.
@@ -285,14 +303,29 @@ func (n *Node) leaderIndex() (uint64, error) {
 
 type readIndexRequest struct {
 	ID string `json:"id"`
+	// Forwarded is set by a member that passed the request on to its leader.
+	Forwarded bool `json:"forwarded,omitempty"`
 }
 
 type readIndexReply struct {
 	Index uint64 `json:"index"`
 }
 
-// handleReadIndex answers a member's readIndex at the leader; a removed node is told so.
-func (n *Node) handleReadIndex(_ context.Context, req readIndexRequest) (any, error) {
+// handleReadIndex answers a member's readIndex at the leader (a follower passes it on to its
+// leader once); a removed node is told so.
+func (n *Node) handleReadIndex(ctx context.Context, req readIndexRequest) (any, error) {
+	if n.raft.State() != raft.Leader {
+		addr, _ := n.raft.LeaderWithID()
+		if req.Forwarded || addr == "" {
+			return nil, errNotLeader
+		}
+		req.Forwarded = true
+		var out readIndexReply
+		if err := n.peers.call(ctx, string(addr), rpcReadIndex, req, &out); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
 	if idx, ok := n.State().Removed[req.ID]; ok {
 		return nil, &fsm.Error{Code: "removed", Msg: fmt.Sprintf("removed from the cluster at Raft index %d", idx)}
 	}

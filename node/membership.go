@@ -482,7 +482,7 @@ func (n *Node) rpcHandler() http.Handler {
 	mux.HandleFunc("POST "+rpcRemove, leaderRPC(n, func(ctx context.Context, req removeRequest) (any, error) {
 		return struct{}{}, n.handleRemove(ctx, req.ID)
 	}))
-	mux.HandleFunc("POST "+rpcReadIndex, leaderRPC(n, n.handleReadIndex))
+	mux.HandleFunc("POST "+rpcReadIndex, rpc(n.handleReadIndex))
 	mux.HandleFunc("POST "+rpcJoin, rpc(func(ctx context.Context, req joinRequest) (any, error) {
 		return n.join(ctx, req)
 	}))
