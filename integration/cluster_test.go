@@ -133,7 +133,7 @@ func TestAdminChangesForwardedAndValidated(t *testing.T) {
 	})
 	// Metrics are exposed.
 	out2 := metrics(t, nodes[1])
-	for _, want := range []string{"redraft_raft_applied_index", `redraft_fsm_commands_applied_total{dc="dc1",node="n2",type="assign_slots"} 3`, "redraft_raft_term"} {
+	for _, want := range []string{"redraft_raft_applied_index", `redraft_fsm_commands_applied_total{dc="dc1",node="n2",type="assign_slots"} 3`, "redraft_raft_term", "redraft_client_panics_total 0"} {
 		if !strings.Contains(out2, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

@@ -228,10 +228,10 @@ func (op *blockOp) stale(snap *snapshot) bool {
 	return e.state() == migFrozen || g == nil || g.pool != op.pool
 }
 
-// release ends the op's wait, once.
-func (op *blockOp) release(s *Server) {
+// release ends the op's wait, once. c is the session that waits.
+func (op *blockOp) release(s *Server, c *client) {
 	if op.state.CompareAndSwap(opWaiting, opReleased) {
-		go op.unblock(s)
+		s.goClient(c, "blocked command release", func() { op.unblock(s) }, op.d.Interrupt)
 	}
 }
 

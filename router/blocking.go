@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redraft/redraft/router/backend"
@@ -20,18 +21,10 @@ func registerBlocking() {
 	handle("wait", cmdWait)
 }
 
-// blockTimeout returns how long the command may block (0: forever) and whether it blocks.
-func blockTimeout(name string, args [][]byte) (time.Duration, bool, error) {
-	secs := func(b []byte) (time.Duration, error) {
-		f, err := strconv.ParseFloat(string(b), 64)
-		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-			return 0, errorf("ERR timeout is not a float or out of range")
-		}
-		if f < 0 {
-			return 0, errorf("ERR timeout is negative")
-		}
-		return time.Duration(f * float64(time.Second)), nil
-	}
+// blockTimeout returns how long the command may block (0: forever) and whether it blocks; ok
+// is false when Redis refuses the timeout (not a number, negative, out of range), which it
+// does before the command blocks or touches data.
+func blockTimeout(name string, args [][]byte) (d time.Duration, blocks, ok bool) {
 	switch name {
 	case "xread", "xreadgroup":
 		for i := 1; i+1 < len(args); i++ {
@@ -39,24 +32,54 @@ func blockTimeout(name string, args [][]byte) (time.Duration, bool, error) {
 				break
 			}
 			if bytes.EqualFold(args[i], []byte("block")) {
-				ms, err := strconv.ParseInt(string(args[i+1]), 10, 64)
-				if err != nil {
-					return 0, false, errorf("ERR timeout is not an integer or out of range")
+				ms, ok := command.ParseInt(args[i+1])
+				if !ok || ms < 0 {
+					return 0, true, false
 				}
-				if ms < 0 {
-					return 0, false, errorf("ERR timeout is negative")
+				if ms > math.MaxInt64/int64(time.Millisecond) {
+					ms = 0 // past what a Duration holds: as good as forever
 				}
-				return time.Duration(ms) * time.Millisecond, true, nil
+				return time.Duration(ms) * time.Millisecond, true, true
 			}
 		}
-		return 0, false, nil
+		return 0, false, true
 	case "blmpop", "bzmpop":
-		d, err := secs(args[1])
-		return d, true, err
+		d, ok := timeoutSecs(args[1])
+		return d, true, ok
 	default:
-		d, err := secs(args[len(args)-1])
-		return d, true, err
+		d, ok := timeoutSecs(args[len(args)-1])
+		return d, true, ok
 	}
+}
+
+// timeoutSecs reads a timeout in seconds as Redis does (strtold, then milliseconds as a long
+// long): not a number, NaN, negative, or more milliseconds than an int64 holds (Redis answers
+// "timeout is negative" for those) is refused. Go's float parser takes a few spellings strtold
+// does not (digit separators) and misses one it takes (a hexadecimal mantissa without
+// exponent); both are brought in line. Redis computes in long double: at the very edge of the
+// range (9223372036854775 s, not exact in a float64) the two may disagree on one value.
+func timeoutSecs(b []byte) (time.Duration, bool) {
+	if bytes.IndexByte(b, '_') >= 0 {
+		return 0, false
+	}
+	s := string(b)
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil && isHexMantissa(s) {
+		f, err = strconv.ParseFloat(s+"p0", 64)
+	}
+	if err != nil || math.IsNaN(f) || f < 0 || f*1000 >= math.MaxInt64 {
+		return 0, false
+	}
+	if f > float64(math.MaxInt64/int64(time.Second)) {
+		return 0, true // past what a Duration holds: as good as forever
+	}
+	return time.Duration(f * float64(time.Second)), true
+}
+
+// isHexMantissa reports whether s is a hexadecimal float without a binary exponent ("0x1.8").
+func isHexMantissa(s string) bool {
+	s = strings.TrimLeft(s, "+-")
+	return len(s) > 2 && (s[:2] == "0x" || s[:2] == "0X") && !strings.ContainsAny(s, "pP")
 }
 
 // cmdBlocking runs a blocking command on the session's dedicated connection to the group
@@ -64,18 +87,13 @@ func blockTimeout(name string, args [][]byte) (time.Duration, bool, error) {
 // the slot migrates, the keys move to the target first and the command blocks there; while it
 // is frozen, the command is held like any request. A command blocked on a slot that freezes or
 // moves to another group meanwhile is released and answers -TRYAGAIN.
+//
+// A request Redis refuses before blocking (a bad timeout, no keys: numkeys 0, -1 or not a
+// number) goes to Redis as it is, which answers the error in its own words and order.
 func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
-	d, blocks, err := blockTimeout(spec.Name, cmd.Args)
-	if err != nil {
-		c.replyErr(err)
-		return
-	}
+	d, blocks, ok := blockTimeout(spec.Name, cmd.Args)
 	if !blocks {
 		c.forward(spec, cmd)
-		return
-	}
-	if c.xw && c.snap.multiDC && spec.Write {
-		c.pollBlocking(spec, cmd, d)
 		return
 	}
 	c.keys = spec.Keys(cmd.Args, c.keys[:0])
@@ -86,23 +104,17 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 	}
 	c.drain()
 	_ = c.flush() // the client sees earlier replies before blocking
+	if !ok || slot < 0 {
+		c.refusedByRedis(slot, cmd)
+		return
+	}
+	if c.xw && c.snap.multiDC && spec.Write {
+		c.pollBlocking(spec, cmd, slot, d)
+		return
+	}
 	limit := time.Duration(0)
 	if d > 0 {
 		limit = d + c.s.cfg.BackendTimeout
-	}
-	if slot < 0 {
-		g, err := c.route(-1)
-		if err != nil {
-			c.replyErr(err)
-			return
-		}
-		reply, err := c.doDedicated(g, cmd.Raw, limit)
-		if err != nil {
-			c.replyErr(err)
-			return
-		}
-		c.reply(reply)
-		return
 	}
 	for {
 		e, mark, err := c.enter(slot, func(e *slotEntry) error { return c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys) })
@@ -163,6 +175,22 @@ func (c *client) doBlocking(g *group, slot int, raw []byte, limit time.Duration)
 	return reply, false, err
 }
 
+// refusedByRedis sends a blocking request that Redis refuses before it blocks or touches data
+// to the group of slot (any group for -1), so the client gets Redis's own error. It runs on the
+// session's dedicated connection with the backend timeout as its limit: were Redis to accept
+// it after all, it blocks this session only, and not for long.
+func (c *client) refusedByRedis(slot int, cmd resp.Command) {
+	g, err := c.route(slot)
+	if err == nil {
+		var reply []byte
+		if reply, err = c.doDedicated(g, cmd.Raw, c.s.cfg.BackendTimeout); err == nil {
+			c.reply(reply)
+			return
+		}
+	}
+	c.replyErr(err)
+}
+
 // isNull reports whether a reply is RESP2's null bulk string or null array.
 func isNull(reply []byte) bool {
 	return len(reply) == 5 && (reply[0] == '*' || reply[0] == '$') && string(reply[1:]) == "-1\r\n"
@@ -174,14 +202,17 @@ func isNull(reply []byte) bool {
 // client pipelines meanwhile stay in the reader's buffer.
 func (c *client) watchClient(interrupt func(), f func()) {
 	done := make(chan error, 1)
-	go func() {
+	c.s.goClient(c, "blocking read-ahead", func() {
 		err := c.rd.Fill()
 		var ne net.Error
 		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
 			interrupt()
 		}
 		done <- err
-	}()
+	}, func() {
+		interrupt()
+		done <- errInternal // the session ends
+	})
 	f()
 	_ = c.nc.SetReadDeadline(time.Now()) // wake the watcher if it still waits
 	err := <-done
@@ -241,10 +272,19 @@ func (c *client) doDedicated(g *group, raw []byte, limit time.Duration) ([]byte,
 // cmdWait asks every group's master on the session's dedicated connections and answers the
 // smallest count. Those connections have written nothing, so WAIT reports how many replicas
 // each master has connected; it does not track this session's writes.
+// Arguments are checked as Redis checks them, in its order.
 func cmdWait(c *client, _ *command.Spec, cmd resp.Command) {
-	ms, err := strconv.ParseInt(string(cmd.Args[2]), 10, 64)
-	if err != nil || ms < 0 {
+	if _, ok := command.ParseInt(cmd.Args[1]); !ok {
+		c.replyErr(errNotInteger)
+		return
+	}
+	ms, ok := command.ParseInt(cmd.Args[2])
+	if !ok {
 		c.replyErr(errorf("ERR timeout is not an integer or out of range"))
+		return
+	}
+	if ms < 0 {
+		c.replyErr(errorf("ERR timeout is negative"))
 		return
 	}
 	snap := c.snap
@@ -255,7 +295,7 @@ func cmdWait(c *client, _ *command.Spec, cmd resp.Command) {
 	c.drain()
 	_ = c.flush()
 	limit := time.Duration(0)
-	if ms > 0 {
+	if ms > 0 && ms < math.MaxInt64/int64(2*time.Millisecond) {
 		limit = time.Duration(ms)*time.Millisecond + c.s.cfg.BackendTimeout
 	}
 	least := int64(math.MaxInt64)

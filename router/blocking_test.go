@@ -125,3 +125,21 @@ func TestBlockedClientDisconnects(t *testing.T) {
 		}
 	}
 }
+
+// TestTimeoutSecs: blocking timeouts are accepted and refused as redis-server 7.0.15 does
+// (checked with redis-cli: BLPOP k <timeout>).
+func TestTimeoutSecs(t *testing.T) {
+	for in, want := range map[string]time.Duration{"0": 0, "-0": 0, "0.5": 500 * time.Millisecond,
+		"0x10": 16 * time.Second, "0x1.8": 1500 * time.Millisecond, "1e-400": 0,
+		"1e15": 0, "9223372036854774": 0} { // the last two: past a Duration, as good as forever
+		if got, ok := timeoutSecs([]byte(in)); !ok || got != want {
+			t.Errorf("timeoutSecs(%q) = %s, %v; want %s", in, got, ok, want)
+		}
+	}
+	for _, in := range []string{"", "abc", "-1", "-0.5", "nan", "-nan", "inf", "1e400", "1e16",
+		"9223372036854776", "1_0", "0x_1p0", " 1"} {
+		if got, ok := timeoutSecs([]byte(in)); ok {
+			t.Errorf("timeoutSecs(%q) = %s, want refused", in, got)
+		}
+	}
+}

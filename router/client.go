@@ -120,9 +120,11 @@ func newClient(s *Server, nc net.Conn) *client {
 func (c *client) closeConn() { _ = c.nc.Close() }
 
 // serve reads requests, dispatches every complete request in the buffer, then writes the
-// replies in order; one goroutine per client, no goroutine per request.
+// replies in order; one goroutine per client, no goroutine per request. A panic ends this
+// connection only (recover.go).
 func (c *client) serve() {
 	defer c.cleanup()
+	defer c.recoverClient()
 	more := false
 	for {
 		if !more {

@@ -66,6 +66,10 @@ func (c *client) dispatch(cmd resp.Command) {
 		return
 	}
 	if !spec.CheckArity(len(args)) {
+		if spec.Name == "exec" {
+			c.abortExec(errWrongArgs(spec.Name))
+			return
+		}
 		c.replyErr(errWrongArgs(spec.Name))
 		return
 	}
@@ -110,11 +114,18 @@ func (c *client) dispatch(cmd resp.Command) {
 
 // forward sends a command whose keys share a slot to the group serving that slot: its owner,
 // or, while the slot is migrating, the target once the keys are off the source.
+//
+// A script whose numkeys Redis refuses (not an integer, negative, more than the arguments)
+// goes to any group as it is: Redis answers the error, and nothing runs.
 func (c *client) forward(spec *command.Spec, cmd resp.Command) {
 	c.keys = spec.Keys(cmd.Args, c.keys[:0])
 	slot, err := keySlot(cmd.Args, c.keys)
 	if err != nil {
 		c.replyErr(err)
+		return
+	}
+	if spec.Kind == command.Script && slot < 0 && badNumkeys(cmd.Args) {
+		anyGroup(c, spec, cmd)
 		return
 	}
 	if c.xw {
@@ -148,6 +159,13 @@ func forward(c *client, spec *command.Spec, cmd resp.Command) {
 		}
 	}
 	c.forward(spec, cmd)
+}
+
+// badNumkeys reports whether Redis refuses the numkeys of EVAL, EVALSHA or FCALL (and their
+// _RO forms): args[2] is not an integer, is negative, or counts more than the arguments left.
+func badNumkeys(args [][]byte) bool {
+	n, ok := command.ParseInt(args[2])
+	return !ok || n < 0 || n > int64(len(args)-3)
 }
 
 // anyGroup sends a keyless command to the first group.

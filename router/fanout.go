@@ -147,16 +147,26 @@ func cmdScan(c *client, _ *command.Spec, cmd resp.Command) {
 		return
 	}
 	gi := int(cur >> cursorBits)
-	if gi >= len(snap.groups) {
+	// A cursor past the last group (one was removed since?) ends the iteration, once its
+	// options passed Redis's check: a minimal scan of the first group.
+	past := gi >= len(snap.groups)
+	if past && len(cmd.Args) == 2 {
 		c.reply([]byte("*2\r\n$1\r\n0\r\n*0\r\n"))
 		return
 	}
 	c.drain()
-	raw := resp.AppendArray(nil, len(cmd.Args))
+	n := len(cmd.Args)
+	if past {
+		gi, cur, n = 0, 0, n+2
+	}
+	raw := resp.AppendArray(nil, n)
 	raw = resp.AppendBulk(raw, cmd.Args[0])
 	raw = resp.AppendBulkString(raw, strconv.FormatUint(cur&cursorMask, 10))
 	for _, a := range cmd.Args[2:] {
 		raw = resp.AppendBulk(raw, a)
+	}
+	if past {
+		raw = resp.AppendBulkString(resp.AppendBulkString(raw, "COUNT"), "1")
 	}
 	r := c.send(snap.groups[gi], raw, 1)
 	c.wait(r)
@@ -168,6 +178,10 @@ func cmdScan(c *client, _ *command.Spec, cmd resp.Command) {
 	v, _, ok := resp.Parse(r.Reply)
 	if ok && v.IsError() {
 		c.reply(r.Reply)
+		return
+	}
+	if past {
+		c.reply([]byte("*2\r\n$1\r\n0\r\n*0\r\n"))
 		return
 	}
 	if !ok || len(v.Elems) != 2 {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidwall/match"
+
 	"github.com/redraft/redraft/router/command"
 	"github.com/redraft/redraft/router/resp"
 )
@@ -19,8 +21,12 @@ func registerInfo() {
 		n := len(command.Served())
 		c.replyFunc(func(b []byte) []byte { return resp.AppendInt(b, int64(n)) })
 	})
-	handle("command|list", func(c *client, _ *command.Spec, _ resp.Command) {
-		names := command.Served()
+	handle("command|list", func(c *client, _ *command.Spec, cmd resp.Command) {
+		names, err := commandList(cmd.Args)
+		if err != nil {
+			c.replyErr(err)
+			return
+		}
 		c.replyFunc(func(b []byte) []byte {
 			b = resp.AppendArray(b, len(names))
 			for _, n := range names {
@@ -238,4 +244,35 @@ func cmdClusterInfo(c *client, _ *command.Spec, _ resp.Command) {
 	text := fmt.Sprintf("cluster_state:%s\r\ncluster_slots_assigned:%d\r\ncluster_slots_ok:%d\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:1\r\ncluster_size:%d\r\nredraft_datacenter:%s\r\nredraft_node_id:%s\r\n",
 		state, assigned, assigned, groups, c.s.cfg.DC, c.s.cfg.NodeID)
 	c.replyFunc(func(b []byte) []byte { return resp.AppendBulkString(b, text) })
+}
+
+// commandList answers COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN pattern]
+// over the served commands, with Redis's syntax errors.
+func commandList(args [][]byte) ([]string, error) {
+	names := command.Served()
+	switch {
+	case len(args) == 2:
+		return names, nil
+	case len(args) != 5 || !bytes.EqualFold(args[2], []byte("filterby")):
+		return nil, errSyntax
+	}
+	var keep func(name string) bool
+	arg := string(args[4])
+	switch strings.ToLower(string(args[3])) {
+	case "module":
+		return nil, nil // redraft serves no module commands
+	case "aclcat":
+		keep = func(name string) bool { return command.ByName(name).InCategory(strings.ToLower(arg)) }
+	case "pattern":
+		keep = func(name string) bool { return match.Match(name, strings.ToLower(arg)) }
+	default:
+		return nil, errSyntax
+	}
+	out := names[:0]
+	for _, n := range names {
+		if keep(n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"errors"
+	"strings"
 
 	"github.com/redraft/redraft/router/command"
 	"github.com/redraft/redraft/router/resp"
@@ -106,6 +107,14 @@ func (c *client) queueTx(spec *command.Spec, cmd resp.Command) {
 
 // rawNullArray is EXEC's reply when a watched key changed.
 var rawNullArray = []byte("*-1\r\n")
+
+// abortExec answers an EXEC that Redis rejects before running it (wrong arity) as Redis does,
+// in MULTI or not: EXECABORT with the reason, and the transaction and watches are discarded.
+func (c *client) abortExec(err error) {
+	c.tx = nil
+	c.unwatch()
+	c.replyErr(errorf("EXECABORT Transaction discarded because of: %s", strings.TrimPrefix(err.Error(), "ERR ")))
+}
 
 // errWatchLost means the watched slot's routing changed since WATCH.
 var errWatchLost = errors.New("router: watched slot rerouted")

@@ -169,7 +169,7 @@ func (c *client) pubsub(spec *command.Spec, cmd resp.Command, sharded bool) {
 			c.psMain.Store(g.pool)
 		}
 		c.ps.mu.Unlock()
-		go c.pumpMessages(pc)
+		c.s.goClient(c, "pub/sub copy", func() { c.pumpMessages(pc) }, nil)
 	}
 	if !unsub {
 		pc.pending.Store(true)

@@ -5,6 +5,7 @@ package router
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,9 @@ type Config struct {
 	QuorumTimeout time.Duration
 	// EachDCTimeout bounds AwaitDCs for DC_EACH_SAFE_QUORUM writes (default 5s).
 	EachDCTimeout time.Duration
+	// Logger receives what the data plane logs: panics while serving a client (default
+	// slog.Default()).
+	Logger *slog.Logger
 }
 
 // Stats are the server's counters, for /metrics.
@@ -82,6 +86,9 @@ type Stats struct {
 	MigrationHeld, MigrationTryAgain uint64
 	// KeysMovedOnAccess counts keys this node moved from a source to a target on access.
 	KeysMovedOnAccess uint64
+	// ClientPanics counts panics in a client's handling; each closed that client's
+	// connection and nothing else.
+	ClientPanics uint64
 }
 
 // Server is a node's RESP front end.
@@ -118,6 +125,7 @@ type Server struct {
 	held       atomic.Uint64
 	tryAgain   atomic.Uint64
 	movedKeys  atomic.Uint64
+	panics     atomic.Uint64
 
 	// scripts maps the SHA1 of user scripts seen through this node (SCRIPT LOAD, and EVAL in
 	// multi-DC mode) to their bodies, so EVALSHA is recorded as EVAL (xdcscript.go).
@@ -271,6 +279,7 @@ func (s *Server) Stats() Stats {
 		MigrationHeld:     s.held.Load(),
 		MigrationTryAgain: s.tryAgain.Load(),
 		KeysMovedOnAccess: s.movedKeys.Load(),
+		ClientPanics:      s.panics.Load(),
 	}
 }
 

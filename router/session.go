@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -170,11 +171,16 @@ func cmdHello(c *client, _ *command.Spec, cmd resp.Command) {
 const redisVersion = "7.0.15"
 
 func cmdSelect(c *client, _ *command.Spec, cmd resp.Command) {
-	db, err := strconv.Atoi(string(cmd.Args[1]))
-	if err != nil {
+	n, ok := command.ParseInt(cmd.Args[1])
+	if !ok {
 		c.replyErr(errNotInteger)
 		return
 	}
+	if n < math.MinInt32 || n > math.MaxInt32 {
+		c.replyErr(errorf("ERR value is out of range, value must between -2147483648 and 2147483647"))
+		return
+	}
+	db := int(n)
 	if db < 0 || db >= c.s.cfg.Databases {
 		c.replyErr(errDBIndex)
 		return

@@ -253,7 +253,7 @@ func (s *Server) notifyClients(snap *snapshot) {
 			}
 		}
 		if op := c.blk.Load(); op != nil && op.stale(snap) {
-			op.release(s)
+			op.release(s, c)
 		}
 	}
 }

@@ -16,14 +16,17 @@ import (
 
 // addDC2 adds a second DC (one group on its own redis-server, owning every slot) to st, which
 // makes the cluster multi-DC: writes of dc1's routers go through WRITE.
-func addDC2(t testing.TB, st *fsm.State) *fsm.State {
+func addDC2(t testing.TB, st *fsm.State) *fsm.State { return addDC(t, st, "dc2", "h1") }
+
+// addDC adds DC dc with one group (id group, on its own redis-server) owning every slot.
+func addDC(t testing.TB, st *fsm.State, dc, group string) *fsm.State {
 	t.Helper()
 	r := testredis.Start(t)
-	st, err := fsm.ApplyCommand(st, st.Index+1, &fsm.AddGroup{DC: "dc2", Group: fsm.Group{ID: "h1", Master: r.Addr}})
+	st, err := fsm.ApplyCommand(st, st.Index+1, &fsm.AddGroup{DC: dc, Group: fsm.Group{ID: group, Master: r.Addr}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err = fsm.ApplyCommand(st, st.Index+1, &fsm.AssignSlots{DC: "dc2", Group: "h1", Ranges: []fsm.SlotRange{{From: 0, To: fsm.NumSlots - 1}}})
+	st, err = fsm.ApplyCommand(st, st.Index+1, &fsm.AssignSlots{DC: dc, Group: group, Ranges: []fsm.SlotRange{{From: 0, To: fsm.NumSlots - 1}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,13 +74,8 @@ func blockingReply(name string, reply []byte) []byte {
 // first at once, then with backoff, until it pops something or the timeout d (0: none)
 // passes, which answers the null array as the blocking command does. Each poll is admitted
 // like a request, so migrations hold and move it as any write. The client leaving ends it.
-func (c *client) pollBlocking(spec *command.Spec, cmd resp.Command, d time.Duration) {
-	c.keys = spec.Keys(cmd.Args, c.keys[:0])
-	slot, err := keySlot(cmd.Args, c.keys)
-	if err != nil {
-		c.replyErr(err)
-		return
-	}
+// slot is the keys' slot (the caller found keys; a keyless request is Redis's to refuse).
+func (c *client) pollBlocking(spec *command.Spec, cmd resp.Command, slot int, d time.Duration) {
 	call, ok, err := prepare(spec.Name, nonBlocking(spec.Name, cmd.Args))
 	if err == nil && !ok {
 		err = errorf("ERR redraft: %s is not recorded as a write", spec.Name)
@@ -89,8 +84,6 @@ func (c *client) pollBlocking(spec *command.Spec, cmd resp.Command, d time.Durat
 		c.replyErr(err)
 		return
 	}
-	c.drain()
-	_ = c.flush() // the client sees earlier replies before blocking
 	// Nothing below reads cmd: the watcher may move the reader's buffer.
 	kb := make([][]byte, len(call.Keys), len(call.Keys)+1)
 	for i, k := range call.Keys {

@@ -223,6 +223,7 @@ func runNode(c *cli.Context, join bool) error {
 		return repl.Await(ctx, db, slot, id, timeout)
 	}
 	rcfg.Wrote = func(db, slot int) { repl.Wrote(db, slot) }
+	rcfg.Logger = log
 	rt := router.New(rcfg)
 	repl = xdc.New(xdc.Config{Cluster: ref, Peers: ref, Local: rt, Logger: log})
 	rpcs := map[string]node.RPCFunc{}
@@ -247,6 +248,9 @@ func runNode(c *cli.Context, join bool) error {
 	ref.n.Store(n)
 	if err := n.Register(repl); err != nil {
 		log.Warn("replication metrics not registered", "err", err)
+	}
+	if err := n.Register(rt); err != nil {
+		log.Warn("data plane metrics not registered", "err", err)
 	}
 	// The node hands over only states it knows are current (node/current.go): the router
 	// routes by them, and the coordinator and the replicator read them through ref. The router

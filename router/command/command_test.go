@@ -1,6 +1,7 @@
 package command
 
 import (
+	"math"
 	"strings"
 	"testing"
 )
@@ -127,5 +128,21 @@ func TestExtraSpecs(t *testing.T) {
 	}
 	if b := AppendInfo(nil, "dyno_config:conn_consistency"); !strings.HasPrefix(string(b), "*10\r\n") {
 		t.Errorf("COMMAND INFO dyno_config:conn_consistency = %q", b)
+	}
+}
+
+// TestParseInt: integers are read as Redis's string2ll reads them.
+func TestParseInt(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "1": 1, "-1": -1, "42": 42,
+		"9223372036854775807": math.MaxInt64, "-9223372036854775808": math.MinInt64} {
+		if got, ok := ParseInt([]byte(in)); !ok || got != want {
+			t.Errorf("ParseInt(%q) = %d, %v; want %d", in, got, ok, want)
+		}
+	}
+	for _, in := range []string{"", "-", "+1", "01", "-0", "00", " 1", "1 ", "1.0", "1e3", "abc",
+		"9223372036854775808", "-9223372036854775809", "18446744073709551616", "99999999999999999999"} {
+		if got, ok := ParseInt([]byte(in)); ok {
+			t.Errorf("ParseInt(%q) = %d, want refused", in, got)
+		}
 	}
 }

@@ -2,7 +2,7 @@ package command
 
 import (
 	"bytes"
-	"strconv"
+	"math"
 )
 
 // Keys appends to dst the argument positions of the command's keys in args (args[0] is the
@@ -61,12 +61,12 @@ func (s *Spec) Keys(args [][]byte, dst []int) []int {
 			if ks.KeyNumIdx >= argc-first {
 				continue
 			}
-			n, err := strconv.Atoi(string(args[first+ks.KeyNumIdx]))
-			if err != nil || n < 0 {
+			n, ok := ParseInt(args[first+ks.KeyNumIdx])
+			if !ok || n < 0 || n > int64(argc) {
 				continue
 			}
 			first += ks.FirstKey
-			last = first + n - 1
+			last = first + int(n) - 1
 		}
 		if last >= argc || last < first || first >= argc || step <= 0 {
 			continue
@@ -103,4 +103,41 @@ func sortKeys(args [][]byte, dst []int) []int {
 		dst = append(dst, store)
 	}
 	return dst
+}
+
+// ParseInt parses b as Redis parses integer arguments (string2ll): an optional '-', then
+// decimal digits without a leading zero (except "0" itself), no '+', no spaces, within int64.
+// Numeric arguments that Redis reads this way (numkeys, counts, timeouts in ms) must be judged
+// the same way here, or redraft and Redis disagree about which arguments are keys.
+func ParseInt(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	if len(b) == 1 && b[0] == '0' {
+		return 0, true
+	}
+	neg := b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || b[0] < '1' || b[0] > '9' {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if v > (math.MaxUint64-9)/10 {
+			return 0, false
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	switch {
+	case !neg && v <= math.MaxInt64:
+		return int64(v), true
+	case neg && v <= 1<<63:
+		return -int64(v), true // -(1<<63) wraps to itself: math.MinInt64
+	}
+	return 0, false
 }
