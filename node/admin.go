@@ -51,6 +51,11 @@ func (n *Node) adminHandler() http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, body)
 			return
 		}
+		if acting, why := n.Acting(); !acting {
+			body["error"] = "not ready: " + why.Error()
+			writeJSON(w, http.StatusServiceUnavailable, body)
+			return
+		}
 		body["ok"] = true
 		writeJSON(w, http.StatusOK, body)
 	})

@@ -35,6 +35,15 @@ func newMetrics(n *Node) *metrics {
 		return float64(n.State().Index)
 	})
 	gauge("redraft_raft_commit_index", "Raft commit index.", func() float64 { return float64(n.raft.CommitIndex()) })
+	gauge("redraft_node_acting", "1 while this node acts on current cluster state (caught up, lease held: node/current.go).", func() float64 {
+		if acting, _ := n.Acting(); acting {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "redraft_node_stopped_acting_total",
+		Help: "Times this node stopped acting on its state after acting (its lease lapsed).", ConstLabels: labels},
+		func() float64 { return float64(n.cur.changes.Load()) }))
 	gauge("redraft_cluster_nodes", "Nodes in the cluster state.", func() float64 { return float64(len(n.State().Nodes)) })
 	reg.MustRegister(&appliedCollector{n: n, desc: prometheus.NewDesc("redraft_fsm_commands_applied_total",
 		"Commands applied to the cluster state, by type.", []string{"type"}, labels)})

@@ -20,7 +20,11 @@ type statusReply struct {
 	AppliedIndex uint64 `json:"applied_index"`
 	CommitIndex  uint64 `json:"commit_index"`
 	Removed      string `json:"removed,omitempty"`
-	DataPlane    any    `json:"data_plane,omitempty"`
+	// Acting is whether the node acts on current state (node/current.go); NotActing says why
+	// not.
+	Acting    bool   `json:"acting"`
+	NotActing string `json:"not_acting,omitempty"`
+	DataPlane any    `json:"data_plane,omitempty"`
 	// Replication is this node's cross-DC shipping.
 	Replication []ReplicationPair `json:"replication,omitempty"`
 }
@@ -100,6 +104,10 @@ func (n *Node) localStatus() statusReply {
 		AppliedIndex: st.Index, CommitIndex: n.raft.CommitIndex(), Removed: n.RemovedReason(),
 	}
 	r.Term = n.raft.CurrentTerm()
+	var why error
+	if r.Acting, why = n.Acting(); why != nil {
+		r.NotActing = why.Error()
+	}
 	if n.extraStatus != nil {
 		r.DataPlane = n.extraStatus()
 	}
@@ -118,7 +126,10 @@ type Member struct {
 	// "unreachable".
 	Role         string `json:"role"`
 	AppliedIndex uint64 `json:"applied_index"`
-	Error        string `json:"error,omitempty"`
+	// Acting and NotActing are the node's own report: whether it acts on current state.
+	Acting    bool   `json:"acting"`
+	NotActing string `json:"not_acting,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 // GroupStatus is one group with the slots it serves. Its backend password shows only as
@@ -193,7 +204,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		m.Node, m.Suffrage = *st.Nodes[id], suffrage[id]
 		if id == n.cfg.ID {
 			r := n.localStatus()
-			m.Role, m.AppliedIndex, reports[i] = r.RaftState, r.AppliedIndex, r.Replication
+			m.Role, m.AppliedIndex, m.Acting, m.NotActing, reports[i] = r.RaftState, r.AppliedIndex, r.Acting, r.NotActing, r.Replication
 			continue
 		}
 		wg.Add(1)
@@ -206,7 +217,7 @@ func (n *Node) Status(ctx context.Context) Status {
 				m.Role, m.Error = "unreachable", err.Error()
 				return
 			}
-			m.Role, m.AppliedIndex, reports[i] = r.RaftState, r.AppliedIndex, r.Replication
+			m.Role, m.AppliedIndex, m.Acting, m.NotActing, reports[i] = r.RaftState, r.AppliedIndex, r.Acting, r.NotActing, r.Replication
 		}()
 	}
 	wg.Wait()

@@ -77,13 +77,20 @@ func memberTable(ms []node.Member, dcs []node.DCStatus) {
 	}
 	var rows [][]string
 	for _, m := range ms {
-		role := m.Role
+		role, serving := m.Role, "yes"
 		if m.Error != "" {
-			role = "UNREACHABLE"
+			role, serving = "UNREACHABLE", "-"
+		} else if !m.Acting {
+			serving = "no"
 		}
-		rows = append(rows, []string{m.ID, m.DC, orDash(m.Rack), role, orDash(m.Suffrage), strconv.FormatUint(m.AppliedIndex, 10), strconv.Itoa(owned[m.ID]), m.Listen, m.Peer, m.Admin})
+		rows = append(rows, []string{m.ID, m.DC, orDash(m.Rack), role, orDash(m.Suffrage), strconv.FormatUint(m.AppliedIndex, 10), serving, strconv.Itoa(owned[m.ID]), m.Listen, m.Peer, m.Admin})
 	}
-	table([]string{"NODE", "DC", "RACK", "ROLE", "SUFFRAGE", "APPLIED", "OWNS", "LISTEN", "PEER", "ADMIN"}, rows)
+	table([]string{"NODE", "DC", "RACK", "ROLE", "SUFFRAGE", "APPLIED", "SERVING", "OWNS", "LISTEN", "PEER", "ADMIN"}, rows)
+	for _, m := range ms {
+		if m.Error == "" && !m.Acting && m.NotActing != "" {
+			fmt.Printf("%s does not serve keyed requests: %s\n", m.ID, m.NotActing)
+		}
+	}
 }
 
 func sortedKeys[V any](m map[string]V) []string {
