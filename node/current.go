@@ -32,8 +32,9 @@ import (
 //     (which releases the migration barriers it held) only RemoveGrace later, when the removed
 //     node's lease has lapsed for certain, whether or not it could be told.
 
-// LeaseTimeout is how long a follower keeps acting on its state after it last heard from the
-// leader. Heartbeats come every HeartbeatTimeout/10 (100 ms); an election takes 1-2 s.
+// LeaseTimeout is how long a follower (or candidate) keeps acting on its state after it last
+// heard from the leader. Heartbeats come every HeartbeatTimeout/10 (100 ms); an election takes
+// 1-2 s.
 const LeaseTimeout = 2 * time.Second
 
 // RemoveGrace is how long the leader waits between taking a node out of Raft and committing its
@@ -204,9 +205,10 @@ func (n *Node) lease() error {
 	if n.raft.State() == raft.Leader {
 		return nil
 	}
-	if addr, _ := n.raft.LeaderWithID(); addr == "" {
-		return &notCurrent{"CLUSTERDOWN this node knows no Raft leader: it serves nothing keyed until a majority of voters elects one"}
-	}
+	// Time since the last contact alone decides, not whether a leader is known right now: a
+	// follower whose heartbeat timeout fired on a loaded machine (it then knows no leader and
+	// may pre-vote) holds a state no older than any follower within its lease, and holding it
+	// for every such blip would stop its duties for nothing.
 	if d := time.Since(n.raft.LastContact()); d >= LeaseTimeout {
 		return &notCurrent{fmt.Sprintf("CLUSTERDOWN this node has not heard from the Raft leader for %s: it serves nothing keyed until it catches up", d.Round(time.Millisecond))}
 	}
