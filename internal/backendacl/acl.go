@@ -30,6 +30,19 @@ type Creds struct {
 	User, Password string
 }
 
+// String shows the user and whether a password is set, never the password (fmt's %v and %+v
+// use it, so credentials in a log line or an error keep their secret).
+func (c Creds) String() string {
+	pw := "unset"
+	if c.Password != "" {
+		pw = "set"
+	}
+	return "{User:" + c.User + " Password:" + pw + "}"
+}
+
+// GoString is String for %#v.
+func (c Creds) GoString() string { return c.String() }
+
 // Access is what redraft needs to work on the servers of one group: the admin credentials it
 // was given (the group's `user` and `password`; an empty user is Redis's `default`), from which
 // the two users' passwords are derived.

@@ -3,6 +3,7 @@ package backendacl
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -265,5 +266,14 @@ func TestDerivedPasswords(t *testing.T) {
 	}
 	if n := len(ClientKeyPatterns()); n != 2*len(InternalPrefix) {
 		t.Errorf("%d patterns", n)
+	}
+}
+
+func TestCredsNeverPrintTheirPassword(t *testing.T) {
+	a := Access{Group: "g1", Admin: Creds{User: "root", Password: "hunter2"}}
+	for _, s := range []string{fmt.Sprint(a), fmt.Sprintf("%+v", a), fmt.Sprintf("%#v", a), fmt.Sprint(a.Client())} {
+		if strings.Contains(s, "hunter2") || strings.Contains(s, a.Client().Password) {
+			t.Errorf("printed a password: %s", s)
+		}
 	}
 }
