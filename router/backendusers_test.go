@@ -142,3 +142,30 @@ func TestFlushGoesThroughTheRouter(t *testing.T) {
 		t.Errorf("DBSIZE after FLUSHALL = %d", n)
 	}
 }
+
+// With several DCs a user script on a migrating slot runs on the target group, as that
+// group's client user: its block names the target's users, not the owner's (the passwords
+// differ per group), so it works and stays confined.
+func TestBackendUsersScriptOnMigratingSlot(t *testing.T) {
+	mt := newMigTest(t, 1, Config{})
+	mt.st = addDC2(t, mt.st)
+	for _, s := range mt.tc.servers {
+		s.SetState(mt.st)
+	}
+	ctx := ctxT(t)
+	c := mt.tc.client(0)
+	k := keysIn("ms", 0, 99, 1)[0]
+	if err := c.Set(ctx, k, "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	mt.ack(mt.start(0, 99))
+	if err := c.Eval(ctx, "return redis.call('SET', KEYS[1], ARGV[1])", []string{k}, "w").Err(); err != nil {
+		t.Fatalf("a script on the migrating slot: %v", err)
+	}
+	if v := mt.tc.direct(1).Get(ctx, k).Val(); v != "w" {
+		t.Errorf("target holds %q", v)
+	}
+	if err := c.Eval(ctx, "return redis.call('GET', ARGV[1])", []string{k}, "__redraft:fence").Err(); !aclRefused(err) {
+		t.Errorf("a script reading an internal key on the migrating slot: %v", err)
+	}
+}

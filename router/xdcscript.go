@@ -91,30 +91,30 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 		}
 	}
 	fields := xdc.EntryFields(c.s.cfg.DC, [][]string{rec})
-	// g is the group the batch's snapshot routes to; the AUTH commands are the same for the
-	// group that serves it after admission unless its credentials changed meanwhile, which
-	// makes the switch fail and the script refused (scriptReply).
-	g, err := c.route(slot)
-	if err != nil {
-		c.replyErr(err)
-		return
-	}
-	raw := append(c.xsync[:0], rawMulti...)
-	raw = append(raw, g.authClient...)
-	raw = append(raw, cmd.Raw...)
-	raw = append(raw, g.authInternal...)
-	raw = resp.AppendArray(raw, 6+len(fields))
-	raw = resp.AppendBulkString(raw, "XADD")
-	raw = resp.AppendBulkString(raw, xdc.OutboxKey(slot))
-	raw = resp.AppendBulkString(raw, "MAXLEN")
-	raw = resp.AppendBulkString(raw, "~")
-	raw = resp.AppendBulkString(raw, snap.outboxMax)
-	raw = resp.AppendBulkString(raw, "*")
+	// The script and the XADD, kept apart: the block is put together for the group that
+	// serves the write (rawFor), whose users' passwords are its own.
+	parts := append(c.xsync[:0], cmd.Raw...)
+	split := len(parts)
+	parts = resp.AppendArray(parts, 6+len(fields))
+	parts = resp.AppendBulkString(parts, "XADD")
+	parts = resp.AppendBulkString(parts, xdc.OutboxKey(slot))
+	parts = resp.AppendBulkString(parts, "MAXLEN")
+	parts = resp.AppendBulkString(parts, "~")
+	parts = resp.AppendBulkString(parts, snap.outboxMax)
+	parts = resp.AppendBulkString(parts, "*")
 	for _, f := range fields {
-		raw = resp.AppendBulkString(raw, f)
+		parts = resp.AppendBulkString(parts, f)
 	}
-	raw = append(raw, rawExec...)
-	c.xsync = raw[:0]
+	parts = append(parts, rawExec...)
+	c.xsync = parts[:0]
+	rawFor := func(g *group) []byte {
+		raw := make([]byte, 0, len(rawMulti)+len(g.authClient)+len(parts)+len(g.authInternal))
+		raw = append(raw, rawMulti...)
+		raw = append(raw, g.authClient...)
+		raw = append(raw, parts[:split]...)
+		raw = append(raw, g.authInternal...)
+		return append(raw, parts[split:]...)
+	}
 	c.drain()
 	move := func(e *slotEntry) error {
 		if err := c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys); err != nil {
@@ -122,7 +122,7 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 		}
 		return c.moveOutbox(e.m, slot)
 	}
-	reply, err := c.syncWrite(syncReq{slot: slot, move: move, raw: raw, n: 6, lvl: lvl, internal: true,
+	reply, err := c.syncWrite(syncReq{slot: slot, move: move, rawFor: rawFor, n: 6, lvl: lvl, internal: true,
 		pre: func(g *group) ([]byte, error) { return c.copyLocked(g, slot) }})
 	if err != nil {
 		c.replyErr(err)

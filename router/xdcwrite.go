@@ -299,6 +299,9 @@ type syncReq struct {
 	wrapped bool // raw is a WRITE call: NOSCRIPT means WRITE is missing
 	// internal runs raw as the internal user although it is not a WRITE call.
 	internal bool
+	// rawFor, when set, builds raw for the group that serves the write (a user script's
+	// block names that group's users).
+	rawFor func(g *group) []byte
 	// pre, when set, runs on the serving group before the write; a non-nil reply answers
 	// instead of the write (the copy-lock check of user scripts).
 	pre func(g *group) ([]byte, error)
@@ -330,7 +333,11 @@ func (c *client) writeRetrying(g *group, sr syncReq) ([]byte, error) {
 			reply, err = sr.pre(g)
 		}
 		if reply == nil && err == nil {
-			reply, err = c.writeAndReach(g, sr.slot, sr.raw, sr.n, sr.lvl, sr.wrapped || sr.internal)
+			raw := sr.raw
+			if sr.rawFor != nil {
+				raw = sr.rawFor(g)
+			}
+			reply, err = c.writeAndReach(g, sr.slot, raw, sr.n, sr.lvl, sr.wrapped || sr.internal)
 		}
 		if err != nil {
 			return nil, err
