@@ -55,7 +55,10 @@ type Group struct {
 	ID       string   `json:"id"`
 	Master   string   `json:"master"`
 	Replicas []string `json:"replicas,omitempty"`
-	// Password is the backends' own AUTH password, if any.
+	// User and Password are the backends' admin credentials (an empty User is Redis's
+	// default user, Password its requirepass): redraft creates its two ACL users with them
+	// (internal/backendacl) and derives those users' passwords from Password.
+	User     string `json:"user,omitempty"`
 	Password string `json:"password,omitempty"`
 }
 
@@ -65,6 +68,9 @@ func (g Group) String() string {
 	pw := "unset"
 	if g.Password != "" {
 		pw = "set"
+	}
+	if g.User != "" {
+		return fmt.Sprintf("{ID:%s Master:%s Replicas:%v User:%s Password:%s}", g.ID, g.Master, g.Replicas, g.User, pw)
 	}
 	return fmt.Sprintf("{ID:%s Master:%s Replicas:%v Password:%s}", g.ID, g.Master, g.Replicas, pw)
 }

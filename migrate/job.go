@@ -29,8 +29,8 @@ func MoveJob(ctx context.Context, job Job) error {
 	id, back := job.Migration.ID, job.Migration.Cancelling
 	field := FenceField(id, back)
 	m, err := New(Config{
-		Source: Endpoint{Addr: job.Source.Master, Password: job.Source.Password},
-		Target: Endpoint{Addr: job.Target.Master, Password: job.Target.Password},
+		Source: EndpointOf(&job.Source),
+		Target: EndpointOf(&job.Target),
 		Fence:  field,
 	})
 	if err != nil {

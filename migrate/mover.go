@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,12 @@ type Endpoint struct {
 	Username string
 	// Password is the AUTH password (empty: none).
 	Password string
+	// Dialer, when set, dials the server for go-redis (EndpointOf's creates redraft's ACL
+	// users when the server refuses them).
+	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Ensure, when set, creates the user on the server; the mover calls it when the target
+	// refuses MIGRATE's AUTH2.
+	Ensure func(ctx context.Context) error
 }
 
 // String shows the endpoint with its password as "set" or "unset", never the value.
@@ -175,7 +182,7 @@ func (m *Mover) Close() error {
 // after an I/O error could apply twice (RPUSH, XADD); the move is retried whole instead.
 func newClient(e Endpoint, db int, cfg *Config) *redis.Client {
 	return redis.NewClient(&redis.Options{
-		Addr: e.Addr, Username: e.Username, Password: e.Password, DB: db,
+		Addr: e.Addr, Username: e.Username, Password: e.Password, DB: db, Dialer: e.Dialer,
 		Protocol: 2, DisableIdentity: true, MaxRetries: -1,
 		DialTimeout: cfg.DialTimeout, ReadTimeout: cfg.IOTimeout + cfg.MigrateTimeout,
 		WriteTimeout: cfg.IOTimeout, PoolSize: cfg.PoolSize, ContextTimeoutEnabled: true,
@@ -273,6 +280,14 @@ func (m *Mover) runMove(ctx context.Context, src *redis.Client, db int, keys []s
 		args = append(args, "AUTH", m.cfg.Target.Password)
 	}
 	res, err := moveScript.Run(ctx, src, kv, args...).Int64Slice()
+	if err != nil && m.cfg.Target.Ensure != nil && strings.Contains(err.Error(), "WRONGPASS") {
+		// The target lacks redraft's user (a restarted server): create it and try once more;
+		// MIGRATE moved nothing when the target refused its AUTH.
+		if eerr := m.cfg.Target.Ensure(ctx); eerr != nil {
+			return nil, nil, fmt.Errorf("migrate: move %d key(s) in db %d: %w", len(keys), db, eerr)
+		}
+		res, err = moveScript.Run(ctx, src, kv, args...).Int64Slice()
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("migrate: move %d key(s) in db %d: %w", len(keys), db, runOver(err))
 	}

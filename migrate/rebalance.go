@@ -415,7 +415,7 @@ func GatherLoad(ctx context.Context, dc *fsm.DC) ([]GroupLoad, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			keys, bytes, err := masterLoad(ctx, g.Master, g.Password)
+			keys, bytes, err := masterLoad(ctx, EndpointOf(g))
 			if err != nil {
 				errs[i] = fmt.Errorf("group %s (master %s): %w", id, g.Master, err)
 				return
@@ -431,9 +431,10 @@ func GatherLoad(ctx context.Context, dc *fsm.DC) ([]GroupLoad, error) {
 }
 
 // masterLoad asks one Redis for its key count and data memory.
-func masterLoad(ctx context.Context, addr, password string) (keys, bytes int64, err error) {
+func masterLoad(ctx context.Context, e Endpoint) (keys, bytes int64, err error) {
 	c := redis.NewClient(&redis.Options{
-		Addr: addr, Password: password, Protocol: 2, DisableIdentity: true, MaxRetries: -1,
+		Addr: e.Addr, Username: e.Username, Password: e.Password, Dialer: e.Dialer,
+		Protocol: 2, DisableIdentity: true, MaxRetries: -1,
 		DialTimeout: 2 * time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
 		PoolSize: 1, ContextTimeoutEnabled: true,
 	})

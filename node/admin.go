@@ -24,7 +24,9 @@ type GroupUpdate struct {
 	ID       string   `json:"id,omitempty"`
 	Master   string   `json:"master"`
 	Replicas []string `json:"replicas,omitempty"`
-	Password *string  `json:"password,omitempty"`
+	// User is the backends' admin user (absent: unchanged).
+	User     *string `json:"user,omitempty"`
+	Password *string `json:"password,omitempty"`
 }
 
 // SettingRequest is the body of PUT /config/{key}.
@@ -78,6 +80,10 @@ func (n *Node) adminHandler() http.Handler {
 			writeError(w, err)
 			return
 		}
+		if err := n.PrepareGroup(r.Context(), &c.Group); err != nil {
+			writeError(w, err)
+			return
+		}
 		n.answer(w, n.Propose(r.Context(), &c))
 	})
 	mux.HandleFunc("PUT /groups/{dc}/{id}", func(w http.ResponseWriter, r *http.Request) {
@@ -87,8 +93,21 @@ func (n *Node) adminHandler() http.Handler {
 			return
 		}
 		g := fsm.Group{ID: r.PathValue("id"), Master: req.Master, Replicas: req.Replicas}
+		// The admin credentials the group will have: what the request gives, else the current.
+		prep := g
+		if cur := n.State().DCs[r.PathValue("dc")]; cur != nil && cur.Groups[g.ID] != nil {
+			prep.User, prep.Password = cur.Groups[g.ID].User, cur.Groups[g.ID].Password
+		}
+		g.User = prep.User
+		if req.User != nil {
+			g.User, prep.User = *req.User, *req.User
+		}
 		if req.Password != nil {
-			g.Password = *req.Password
+			g.Password, prep.Password = *req.Password, *req.Password
+		}
+		if err := n.PrepareGroup(r.Context(), &prep); err != nil {
+			writeError(w, err)
+			return
 		}
 		n.answer(w, n.Propose(r.Context(), &fsm.UpdateGroup{DC: r.PathValue("dc"), Group: g, KeepPassword: req.Password == nil}))
 	})

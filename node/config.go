@@ -118,7 +118,9 @@ type GroupConfig struct {
 	ID       string   `yaml:"id"`
 	Master   string   `yaml:"master"`
 	Replicas []string `yaml:"replicas"`
-	// Password is the backends' own AUTH password, if any.
+	// User and Password are the backends' admin credentials (empty User: Redis's default
+	// user), with which redraft creates its ACL users (docs/security.md, "Backends").
+	User     string `yaml:"user"`
 	Password string `yaml:"password"`
 }
 

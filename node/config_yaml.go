@@ -182,6 +182,7 @@ var confGroupFields = []confField[GroupConfig]{
 		g.Replicas, err = confStrList(n)
 		return err
 	}},
+	{"user", confStr(func(g *GroupConfig) *string { return &g.User })},
 	{"password", confStr(func(g *GroupConfig) *string { return &g.Password })},
 }
 

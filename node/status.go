@@ -138,6 +138,8 @@ type GroupStatus struct {
 	ID       string   `json:"id"`
 	Master   string   `json:"master"`
 	Replicas []string `json:"replicas,omitempty"`
+	// User is the backends' admin user ("" for Redis's default user).
+	User     string   `json:"user,omitempty"`
 	Password string   `json:"password"`
 	Slots    int      `json:"slots"`
 	Ranges   []string `json:"ranges"`
@@ -241,7 +243,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		}
 		for _, gid := range dc.GroupIDs() {
 			g := dc.Groups[gid]
-			gs := GroupStatus{ID: g.ID, Master: g.Master, Replicas: g.Replicas, Password: SecretState(g.Password), Ranges: []string{}}
+			gs := GroupStatus{ID: g.ID, Master: g.Master, Replicas: g.Replicas, User: g.User, Password: SecretState(g.Password), Ranges: []string{}}
 			for _, r := range ranges[gid] {
 				gs.Slots += r.To - r.From + 1
 				gs.Ranges = append(gs.Ranges, r.String())

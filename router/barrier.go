@@ -209,6 +209,7 @@ func allFrozen(snap *snapshot, slots *migrate.SlotSet) bool {
 type blockOp struct {
 	slot     int
 	pool     *backend.Pool
+	admin    *backend.Pool // the group's internal-user pool: CLIENT UNBLOCK is an admin command
 	d        *backend.Dedicated
 	id       int64        // the connection's CLIENT ID on the backend (0: unknown)
 	state    atomic.Int32 // opWaiting, opFinished (by the session) or opReleased (by SetState)
@@ -251,7 +252,7 @@ func (op *blockOp) unblock(s *Server) {
 		deadline := time.Now().Add(s.cfg.BackendTimeout)
 		for !op.finished.Load() && time.Now().Before(deadline) {
 			r.Reset(1)
-			bc := op.pool.Conn(0, 0)
+			bc := op.admin.Conn(0, 0)
 			bc.Submit(r, raw)
 			bc.Flush()
 			w.Wait(r)

@@ -149,7 +149,7 @@ func (c *client) doBlocking(g *group, slot int, raw []byte, limit time.Duration)
 	if err != nil {
 		return nil, false, err
 	}
-	op := &blockOp{slot: slot, pool: g.pool, d: d, id: d.ClientID()}
+	op := &blockOp{slot: slot, pool: g.pool, admin: g.ipool, d: d, id: d.ClientID()}
 	c.blk.Store(op)
 	// SetState stores its snapshot before it looks for blocked sessions: either it sees op,
 	// or this load sees its snapshot.
@@ -223,23 +223,27 @@ func (c *client) watchClient(interrupt func(), f func()) {
 	}
 }
 
-// dedicated returns the session's dedicated connection to g, dialing it if needed.
-func (c *client) dedicated(g *group) (*backend.Dedicated, error) {
+// dedicated returns the session's dedicated connection to g as the client user, dialing it
+// if needed.
+func (c *client) dedicated(g *group) (*backend.Dedicated, error) { return c.dedicatedOn(g, g.pool) }
+
+// dedicatedOn returns the session's dedicated connection from p, one of g's pools.
+func (c *client) dedicatedOn(g *group, p *backend.Pool) (*backend.Dedicated, error) {
 	if c.blocked == nil {
 		c.blocked = map[*backend.Pool]*backend.Dedicated{}
 	}
-	d := c.blocked[g.pool]
+	d := c.blocked[p]
 	if d != nil && d.DB != c.db {
 		d.Close()
 		d = nil
 	}
 	if d == nil {
 		var err error
-		if d, err = g.pool.Dial(c.db); err != nil {
-			delete(c.blocked, g.pool)
+		if d, err = p.Dial(c.db); err != nil {
+			delete(c.blocked, p)
 			return nil, err
 		}
-		c.blocked[g.pool] = d
+		c.blocked[p] = d
 	}
 	return d, nil
 }
@@ -247,8 +251,8 @@ func (c *client) dedicated(g *group) (*backend.Dedicated, error) {
 // dropDedicated closes the session's dedicated connection d to g.
 func (c *client) dropDedicated(g *group, d *backend.Dedicated) {
 	d.Close()
-	if c.blocked[g.pool] == d {
-		delete(c.blocked, g.pool)
+	if p := d.Pool(); c.blocked[p] == d {
+		delete(c.blocked, p)
 	}
 }
 

@@ -67,7 +67,8 @@ type client struct {
 	xraw      []byte
 	xpend     []xpend
 	xsync     []byte
-	finishing bool // finishBatch is running: a retry inside it must not drain
+	sent      []sentReq // the batch's pipelined requests and pools, while xw (backendusers.go)
+	finishing bool      // finishBatch is running: a retry inside it must not drain
 
 	// Scratch space for split commands.
 	scratch   []byte
@@ -280,11 +281,16 @@ func (c *client) markDirty(bc *backend.Conn) {
 	c.dirty = append(c.dirty, bc)
 }
 
-// send submits raw to g's shared connection for the session's database and returns the
-// request; the caller records it in c.pend (or waits for it).
+// send submits raw to g's shared connection (as the client user) for the session's database
+// and returns the request; the caller records it in c.pend (or waits for it).
 func (c *client) send(g *group, raw []byte, n int) *backend.Request {
+	return c.sendOn(g.pool, raw, n)
+}
+
+// sendOn is send on pool p (one of a group's two, backendusers.go).
+func (c *client) sendOn(p *backend.Pool, raw []byte, n int) *backend.Request {
 	r := c.newReq(n)
-	bc := g.pool.Conn(c.db, c.id)
+	bc := p.Conn(c.db, c.id)
 	bc.Submit(r, raw)
 	c.markDirty(bc)
 	return r
@@ -292,7 +298,7 @@ func (c *client) send(g *group, raw []byte, n int) *backend.Request {
 
 // forwardTo sends raw to g and owes the client its reply.
 func (c *client) forwardTo(g *group, raw []byte) {
-	c.pend = append(c.pend, pendItem{req: c.send(g, raw, 1)})
+	c.pend = append(c.pend, pendItem{req: c.sendPiped(g, g.pool, raw, 1)})
 }
 
 // flushBackends writes what this client queued on backend connections.
@@ -364,6 +370,8 @@ func (c *client) finishBatch() {
 		}
 	}
 	c.pend = c.pend[:0]
+	clear(c.sent)
+	c.sent = c.sent[:0]
 	c.lbuf = c.lbuf[:0]
 	c.finishing = false
 	if len(c.xpend) > 0 {

@@ -178,7 +178,7 @@ func (c *client) awaitDCs(g *group, d *backend.Dedicated, slot int) error {
 			c.dropDedicated(g, d)
 		}
 	} else {
-		reply, err = c.roundTrip(g, raw, 1)
+		reply, err = c.roundTripOn(g.ipool, raw, 1)
 	}
 	notReached := func(why string) error {
 		return errorf("ERR redraft: write consistency DC_EACH_SAFE_QUORUM not reached (%s); the write was applied in this DC and may still reach the others", why)
@@ -209,7 +209,12 @@ func (c *client) awaitDCs(g *group, d *backend.Dedicated, slot int) error {
 // roundTrip sends raw (n replies) on the session's shared connection to g and returns a copy
 // of the last reply.
 func (c *client) roundTrip(g *group, raw []byte, n int) ([]byte, error) {
-	r := c.send(g, raw, n)
+	return c.roundTripOn(g.pool, raw, n)
+}
+
+// roundTripOn is roundTrip on pool p (one of a group's two, backendusers.go).
+func (c *client) roundTripOn(p *backend.Pool, raw []byte, n int) ([]byte, error) {
+	r := c.sendOn(p, raw, n)
 	c.wait(r)
 	reply, err := append([]byte(nil), r.Reply...), r.Err
 	c.free = append(c.free, r)

@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 
+	"github.com/redraft/redraft/internal/backendacl"
 	"github.com/redraft/redraft/router/command"
 	"github.com/redraft/redraft/router/resp"
 )
@@ -153,8 +154,13 @@ func (c *client) forward(spec *command.Spec, cmd resp.Command) {
 // forward is the handler form of client.forward, with SORT's pattern check.
 func forward(c *client, spec *command.Spec, cmd resp.Command) {
 	if spec.Name == "sort" || spec.Name == "sort_ro" {
-		if err := checkSortPatterns(cmd.Args); err != nil {
+		allKeys, err := checkSortPatterns(cmd.Args)
+		if err != nil {
 			c.replyErr(err)
+			return
+		}
+		if allKeys {
+			c.forwardAllKeys(spec, cmd)
 			return
 		}
 	}
@@ -179,10 +185,13 @@ func anyGroup(c *client, _ *command.Spec, cmd resp.Command) {
 }
 
 // checkSortPatterns refuses BY and GET patterns that may name keys in other slots, as Redis
-// Cluster does: a pattern must carry a hash tag of the sorted key's slot.
-func checkSortPatterns(args [][]byte) error {
+// Cluster does: a pattern must carry a hash tag of the sorted key's slot. It also refuses
+// patterns that could form an internal key's name (backendusers.go, forwardAllKeys), and reports
+// whether Redis needs a user that may read every key to run the command: any GET, or a BY
+// pattern with '*'.
+func checkSortPatterns(args [][]byte) (allKeys bool, err error) {
 	if len(args) < 2 {
-		return nil
+		return false, nil
 	}
 	slot := command.Slot(args[1])
 	for i := 2; i+1 < len(args); i++ {
@@ -198,17 +207,23 @@ func checkSortPatterns(args [][]byte) error {
 		}
 		i++
 		p := args[i]
-		if bytes.IndexByte(p, '*') < 0 || (!isBy && string(p) == "#") {
+		allKeys = allKeys || !isBy
+		star := bytes.IndexByte(p, '*')
+		if star < 0 || (!isBy && string(p) == "#") {
 			continue // BY nosort-style constant or GET #
+		}
+		allKeys = true
+		opt := "GET"
+		if isBy {
+			opt = "BY"
 		}
 		tag := command.HashTag(p)
 		if len(tag) == len(p) || bytes.IndexByte(tag, '*') >= 0 || command.Slot(tag) != slot {
-			opt := "GET"
-			if isBy {
-				opt = "BY"
-			}
-			return errorf("ERR %s option of SORT denied in Cluster mode when keys formed by the pattern may be in different slots.", opt)
+			return false, errorf("ERR %s option of SORT denied in Cluster mode when keys formed by the pattern may be in different slots.", opt)
+		}
+		if fixed := p[:star]; bytes.HasPrefix([]byte(backendacl.InternalPrefix), fixed) || bytes.HasPrefix(fixed, []byte(backendacl.InternalPrefix)) {
+			return false, errorf("ERR %s pattern of SORT must start with a fixed part that no reserved %s key starts with", opt, backendacl.InternalPrefix)
 		}
 	}
-	return nil
+	return allKeys, nil
 }

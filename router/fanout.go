@@ -43,6 +43,11 @@ func (c *client) fanoutReply(raw []byte, merge func(b []byte, vals []resp.Value)
 // fanout sends raw to every group, waits for all replies and returns them in group order; a
 // failed request or an error reply becomes the returned error. The caller frees the requests.
 func (c *client) fanout(raw []byte) ([]*backend.Request, []resp.Value, error) {
+	return c.fanoutAs(raw, false)
+}
+
+// fanoutAs is fanout, as the internal user when internal is set (flushes the router allowed).
+func (c *client) fanoutAs(raw []byte, internal bool) ([]*backend.Request, []resp.Value, error) {
 	c.drain()
 	snap := c.snap
 	if err := snap.down(); err != nil {
@@ -50,7 +55,11 @@ func (c *client) fanout(raw []byte) ([]*backend.Request, []resp.Value, error) {
 	}
 	reqs := make([]*backend.Request, len(snap.groups))
 	for i, g := range snap.groups {
-		reqs[i] = c.send(g, raw, 1)
+		p := g.pool
+		if internal {
+			p = g.ipool
+		}
+		reqs[i] = c.sendOn(p, raw, 1)
 	}
 	c.flushBackends()
 	vals := make([]resp.Value, len(reqs))
@@ -93,8 +102,10 @@ func (c *client) sumInts(raw []byte) {
 	c.replyFunc(func(b []byte) []byte { return resp.AppendInt(b, sum) })
 }
 
-func (c *client) allOK(raw []byte) {
-	reqs, _, err := c.fanout(raw)
+func (c *client) allOK(raw []byte) { c.allOKAs(raw, false) }
+
+func (c *client) allOKAs(raw []byte, internal bool) {
+	reqs, _, err := c.fanoutAs(raw, internal)
 	defer c.release(reqs)
 	if err != nil {
 		c.replyErr(err)
@@ -103,12 +114,14 @@ func (c *client) allOK(raw []byte) {
 	c.reply([]byte("+OK\r\n"))
 }
 
+// cmdFlush flushes every group as the internal user: the client user may not flush
+// (internal/backendacl), so the setting checked here is the only way to it.
 func cmdFlush(c *client, _ *command.Spec, cmd resp.Command) {
 	if c.snap == nil || !c.s.flushAllowed(c.snap) {
 		c.replyErr(errFlushOff)
 		return
 	}
-	c.allOK(cmd.Raw)
+	c.allOKAs(cmd.Raw, true)
 }
 
 func cmdKeys(c *client, _ *command.Spec, cmd resp.Command) {

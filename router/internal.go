@@ -72,7 +72,7 @@ func (s *Server) InternalBatch(ctx context.Context, db, slot int, keys []string,
 	var raw []byte
 	for i, args := range cmds {
 		raw = appendCommand(raw[:0], args)
-		reqs[i] = c.send(g, raw, 1)
+		reqs[i] = c.sendInternal(g, raw, 1)
 	}
 	c.flushBackends()
 	out := make([][]byte, len(cmds))

@@ -118,8 +118,8 @@ func (s *Server) markMigrations(st *fsm.State, dc *fsm.DC, byID map[string]*grou
 func (s *Server) newMover(src, dst *fsm.Group, fence string) *moverRef {
 	cfg := s.cfg.Mover
 	cfg.Fence = fence
-	cfg.Source = migrate.Endpoint{Addr: src.Master, Password: src.Password}
-	cfg.Target = migrate.Endpoint{Addr: dst.Master, Password: dst.Password}
+	cfg.Source = migrate.EndpointOf(src)
+	cfg.Target = migrate.EndpointOf(dst)
 	cfg.MigrateTarget = ""
 	cfg.Owner = s.cfg.NodeID
 	mv, err := migrate.New(cfg)

@@ -198,7 +198,7 @@ func cmdExec(c *client, _ *command.Spec, _ resp.Command) {
 			c.replyErr(err)
 			return
 		}
-		c.pend = append(c.pend, pendItem{req: c.send(g, raw, n)})
+		c.pend = append(c.pend, pendItem{req: c.sendPiped(g, g.pool, raw, n)})
 		return
 	}
 	if c.xw {
@@ -210,7 +210,7 @@ func cmdExec(c *client, _ *command.Spec, _ resp.Command) {
 		c.replyErr(err)
 		return
 	}
-	c.pend = append(c.pend, pendItem{req: c.send(e.group(), raw, n)})
+	c.pend = append(c.pend, pendItem{req: c.sendPiped(e.group(), e.group().pool, raw, n)})
 }
 
 // cmdWatch opens (or reuses) a dedicated connection to the group serving the keys' slot and
@@ -248,7 +248,13 @@ func cmdWatch(c *client, spec *command.Spec, cmd resp.Command) {
 	}
 	defer c.unadmit(mark)
 	if c.watch == nil {
-		d, err := e.group().pool.Dial(c.db)
+		// With several DCs EXEC runs a WRITE call here, which appends to the outbox: the
+		// internal user's connection (the keys were checked like any request's).
+		p := e.group().pool
+		if c.snap.multiDC {
+			p = e.group().ipool
+		}
+		d, err := p.Dial(c.db)
 		if err != nil {
 			c.replyErr(err)
 			return

@@ -1,12 +1,14 @@
 package router
 
 import (
+	"context"
 	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/backendacl"
 	"github.com/redraft/redraft/router/backend"
 )
 
@@ -15,7 +17,13 @@ type group struct {
 	id   string
 	idx  int // position in snapshot.groups (sorted by id)
 	addr string
-	pool *backend.Pool
+	// pool authenticates as the restricted client user (forwarded client commands, user
+	// scripts); ipool as the internal user (WRITE calls, Internal, flushes, CLIENT UNBLOCK).
+	// See backendusers.go.
+	pool, ipool *backend.Pool
+	// authClient and authInternal are AUTH commands for the two users, for switching users
+	// inside a MULTI block (user scripts with several DCs).
+	authClient, authInternal []byte
 	// quorum is how many replicas acknowledge a DC_QUORUM write: a majority of the group's
 	// listed replicas, 0 when it lists none.
 	quorum int
@@ -173,7 +181,7 @@ func (s *Server) swap(snap *snapshot) *snapshot {
 }
 
 // poolKey identifies a pool that can be reused across snapshots.
-type poolKey struct{ id, addr, password string }
+type poolKey struct{ id, addr, user, password string }
 
 // SetState builds the routing snapshot of cfg.DC from st and swaps it in. Pools whose group
 // kept its master and password are reused; pools of removed or changed groups are closed.
@@ -194,15 +202,11 @@ func (s *Server) SetState(st *fsm.State) {
 		byID := map[string]*group{}
 		for _, id := range dc.GroupIDs() {
 			fg := dc.Groups[id]
-			k := poolKey{id, fg.Master, fg.Password}
-			p := s.pools[k]
-			if p == nil {
-				p = backend.NewPool(backend.Options{Group: id, Addr: fg.Master, Password: fg.Password,
-					Timeout: s.cfg.BackendTimeout, ConnsPerDB: s.cfg.BackendConns, Databases: s.cfg.Databases,
-					Stats: &s.bstats, Scripts: backendScripts})
-			}
-			pools[k] = p
-			g := &group{id: id, idx: len(snap.groups), addr: fg.Master, pool: p, quorum: quorumOf(len(fg.Replicas))}
+			acc := backendacl.ForGroup(fg)
+			cli, in := acc.Client(), acc.Internal()
+			g := &group{id: id, idx: len(snap.groups), addr: fg.Master, quorum: quorumOf(len(fg.Replicas)),
+				pool: s.userPool(pools, acc, fg.Master, cli, nil), ipool: s.userPool(pools, acc, fg.Master, in, backendScripts),
+				authClient: backendacl.AuthCommand(cli), authInternal: backendacl.AuthCommand(in)}
 			snap.groups = append(snap.groups, g)
 			byID[id] = g
 		}
@@ -256,4 +260,21 @@ func (s *Server) notifyClients(snap *snapshot) {
 			op.release(s, c)
 		}
 	}
+}
+
+// userPool returns the pool for master as user cr: the current one when the group kept its
+// master and credentials, else a new one that creates the users when the backend refuses cr.
+// It records the pool in pools.
+func (s *Server) userPool(pools map[poolKey]*backend.Pool, acc backendacl.Access, master string, cr backendacl.Creds, scripts []string) *backend.Pool {
+	k := poolKey{acc.Group, master, cr.User, cr.Password}
+	p := s.pools[k]
+	if p == nil {
+		timeout := s.cfg.BackendTimeout
+		p = backend.NewPool(backend.Options{Group: acc.Group, Addr: master, User: cr.User, Password: cr.Password,
+			Ensure:  func(ctx context.Context) error { return acc.Ensure(ctx, master, cr, timeout) },
+			Timeout: timeout, ConnsPerDB: s.cfg.BackendConns, Databases: s.cfg.Databases,
+			Stats: &s.bstats, Scripts: scripts})
+	}
+	pools[k] = p
+	return p
 }

@@ -132,7 +132,7 @@ func (c *client) split(spec *command.Spec, cmd resp.Command) {
 				buf = resp.AppendBulk(buf, args[a+1])
 			}
 		}
-		op.subs = append(op.subs, c.send(g, buf, 1)) // Submit copies buf
+		op.subs = append(op.subs, c.sendPiped(g, g.pool, buf, 1)) // Submit copies buf
 		c.scratch = buf
 	}
 	c.pend = append(c.pend, pendItem{split: op})

@@ -13,7 +13,10 @@ import (
 
 // User scripts in a cluster with several DCs (router/DESIGN.md, "Cross-DC write path"). A
 // script cannot run inside WRITE (a script calling a script is refused), so it runs in
-// MULTI next to an XADD of its own call to the slot's outbox: MULTI; EVAL...; XADD; EXEC.
+// MULTI next to an XADD of its own call to the slot's outbox. The block runs on the internal
+// user's connection and switches users inside it, so the script runs as the client user and
+// only the XADD as the internal one: MULTI; AUTH client; EVAL...; AUTH internal; XADD; EXEC
+// (Redis checks each queued command's ACL again at EXEC, as the user of that moment).
 
 // maxScriptBodies bounds the SHA1 → body map (clients that generate scripts would grow it
 // without end); past it EVALSHA of new scripts is recorded as EVALSHA.
@@ -66,7 +69,7 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 				c.replyErr(err)
 				return
 			}
-			c.replyWrite(c.writeAndReach(g, -1, cmd.Raw, 1, lvl))
+			c.replyWrite(c.writeAndReach(g, -1, cmd.Raw, 1, lvl, false))
 			return
 		}
 		move := func(e *slotEntry) error { return c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys) }
@@ -88,20 +91,30 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 		}
 	}
 	fields := xdc.EntryFields(c.s.cfg.DC, [][]string{rec})
-	raw := append(c.xsync[:0], rawMulti...)
-	raw = append(raw, cmd.Raw...)
-	raw = resp.AppendArray(raw, 6+len(fields))
-	raw = resp.AppendBulkString(raw, "XADD")
-	raw = resp.AppendBulkString(raw, xdc.OutboxKey(slot))
-	raw = resp.AppendBulkString(raw, "MAXLEN")
-	raw = resp.AppendBulkString(raw, "~")
-	raw = resp.AppendBulkString(raw, snap.outboxMax)
-	raw = resp.AppendBulkString(raw, "*")
+	// The script and the XADD, kept apart: the block is put together for the group that
+	// serves the write (rawFor), whose users' passwords are its own.
+	parts := append(c.xsync[:0], cmd.Raw...)
+	split := len(parts)
+	parts = resp.AppendArray(parts, 6+len(fields))
+	parts = resp.AppendBulkString(parts, "XADD")
+	parts = resp.AppendBulkString(parts, xdc.OutboxKey(slot))
+	parts = resp.AppendBulkString(parts, "MAXLEN")
+	parts = resp.AppendBulkString(parts, "~")
+	parts = resp.AppendBulkString(parts, snap.outboxMax)
+	parts = resp.AppendBulkString(parts, "*")
 	for _, f := range fields {
-		raw = resp.AppendBulkString(raw, f)
+		parts = resp.AppendBulkString(parts, f)
 	}
-	raw = append(raw, rawExec...)
-	c.xsync = raw[:0]
+	parts = append(parts, rawExec...)
+	c.xsync = parts[:0]
+	rawFor := func(g *group) []byte {
+		raw := make([]byte, 0, len(rawMulti)+len(g.authClient)+len(parts)+len(g.authInternal))
+		raw = append(raw, rawMulti...)
+		raw = append(raw, g.authClient...)
+		raw = append(raw, parts[:split]...)
+		raw = append(raw, g.authInternal...)
+		return append(raw, parts[split:]...)
+	}
 	c.drain()
 	move := func(e *slotEntry) error {
 		if err := c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys); err != nil {
@@ -109,7 +122,7 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 		}
 		return c.moveOutbox(e.m, slot)
 	}
-	reply, err := c.syncWrite(syncReq{slot: slot, move: move, raw: raw, n: 4, lvl: lvl,
+	reply, err := c.syncWrite(syncReq{slot: slot, move: move, rawFor: rawFor, n: 6, lvl: lvl, internal: true,
 		pre: func(g *group) ([]byte, error) { return c.copyLocked(g, slot) }})
 	if err != nil {
 		c.replyErr(err)
@@ -124,7 +137,7 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 // runs while the copy reads the slot, the race the lock exists to prevent.
 func (c *client) copyLocked(g *group, slot int) ([]byte, error) {
 	raw := appendCommand(nil, []string{"EXISTS", xdc.CopyLockKey(slot)})
-	reply, err := c.roundTrip(g, raw, 1)
+	reply, err := c.roundTripOn(g.ipool, raw, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -134,15 +147,23 @@ func (c *client) copyLocked(g *group, slot int) ([]byte, error) {
 	return nil, nil
 }
 
-// scriptReply extracts the script's reply from EXEC's [script reply, XADD reply]; an XADD
-// that failed (the script ran, but is not recorded) answers an error that says so.
+// scriptReply extracts the script's reply from EXEC's [AUTH client, script reply, AUTH
+// internal, XADD reply]. A failed switch to the client user means the script may have run as
+// the internal user: that is answered as an error (and the backend's users need fixing). An
+// XADD that failed (the script ran, but is not recorded) answers an error that says so.
 func scriptReply(reply []byte) []byte {
 	v, _, ok := resp.Parse(reply)
-	if !ok || v.Type != '*' || len(v.Elems) != 2 {
+	if !ok || v.Type != '*' || len(v.Elems) != 4 {
 		return reply // an error, or -TRYAGAIN from the pre-check
 	}
-	if x := v.Elems[1]; x.IsError() {
+	if a := v.Elems[0]; a.IsError() {
+		return appendError(nil, errorf("ERR redraft: switching to the backend's client user failed (%s): the script ran unrestricted; check redraft's ACL users on the backend", printable(a.Str)))
+	}
+	if a := v.Elems[2]; a.IsError() {
+		return appendError(nil, errorf("ERR redraft: switching back to the backend's internal user failed (%s): the script ran but is not recorded for the other DCs", printable(a.Str)))
+	}
+	if x := v.Elems[3]; x.IsError() {
 		return appendError(nil, errorf("ERR redraft: the script ran but recording it for the other DCs failed: %s", printable(x.Str)))
 	}
-	return v.Elems[0].Raw
+	return v.Elems[1].Raw
 }

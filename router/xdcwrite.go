@@ -205,7 +205,7 @@ func (c *client) sendWrite(g *group, slot int, unit bool, calls []xdc.Call) *bac
 	lo := len(c.xraw)
 	c.xraw = appendWriteCall(c.xraw, slot, c.s.cfg.DC, c.snap.outboxMax, unit, calls)
 	c.xpend = append(c.xpend, xpend{g: g, slot: slot, lo: lo, hi: len(c.xraw)})
-	return c.send(g, c.xraw[lo:], 1)
+	return c.sendPiped(g, g.ipool, c.xraw[lo:], 1)
 }
 
 func (c *client) replyWrite(reply []byte, err error) {
@@ -274,7 +274,7 @@ func (c *client) retryWrite(g *group, slot int, raw []byte, n int) ([]byte, erro
 			c.unadmit(mark)
 			return reply, nil
 		}
-		r := c.send(e.group(), raw, n)
+		r := c.sendInternal(e.group(), raw, n)
 		c.wait(r)
 		reply, err = append(reply[:0], r.Reply...), r.Err
 		c.free = append(c.free, r)
@@ -297,6 +297,11 @@ type syncReq struct {
 	n       int
 	lvl     level
 	wrapped bool // raw is a WRITE call: NOSCRIPT means WRITE is missing
+	// internal runs raw as the internal user although it is not a WRITE call.
+	internal bool
+	// rawFor, when set, builds raw for the group that serves the write (a user script's
+	// block names that group's users).
+	rawFor func(g *group) []byte
 	// pre, when set, runs on the serving group before the write; a non-nil reply answers
 	// instead of the write (the copy-lock check of user scripts).
 	pre func(g *group) ([]byte, error)
@@ -328,7 +333,11 @@ func (c *client) writeRetrying(g *group, sr syncReq) ([]byte, error) {
 			reply, err = sr.pre(g)
 		}
 		if reply == nil && err == nil {
-			reply, err = c.writeAndReach(g, sr.slot, sr.raw, sr.n, sr.lvl)
+			raw := sr.raw
+			if sr.rawFor != nil {
+				raw = sr.rawFor(g)
+			}
+			reply, err = c.writeAndReach(g, sr.slot, raw, sr.n, sr.lvl, sr.wrapped || sr.internal)
 		}
 		if err != nil {
 			return nil, err
@@ -375,19 +384,24 @@ func (s *Server) retrySleep(backoff *time.Duration, deadline time.Time) error {
 // writeAndReach sends raw (n replies) to g and, unless it answered an error or a null, makes
 // sure it reached lvl. DC_QUORUM writes run on the session's dedicated connection to g, so
 // that the WAIT after them blocks no other client.
-func (c *client) writeAndReach(g *group, slot int, raw []byte, n int, lvl level) ([]byte, error) {
+// internal runs it as the internal user (a WRITE call, a user script's MULTI with its XADD).
+func (c *client) writeAndReach(g *group, slot int, raw []byte, n int, lvl level, internal bool) ([]byte, error) {
 	var d *backend.Dedicated
 	var reply []byte
 	var err error
+	p := g.pool
+	if internal {
+		p = g.ipool
+	}
 	if lvl == lvlQuorum && g.quorum > 0 {
-		if d, err = c.dedicated(g); err != nil {
+		if d, err = c.dedicatedOn(g, p); err != nil {
 			return nil, err
 		}
 		if reply, err = d.Do(raw, n, c.s.cfg.BackendTimeout, nil); err != nil {
 			c.dropDedicated(g, d)
 			return nil, err
 		}
-	} else if reply, err = c.roundTrip(g, raw, n); err != nil {
+	} else if reply, err = c.roundTripOn(p, raw, n); err != nil {
 		return nil, err
 	}
 	if len(reply) == 0 || reply[0] == '-' || isNull(reply) {
@@ -402,7 +416,7 @@ func (s *Server) checkScript(g *group, reply []byte) []byte {
 	if !bytes.HasPrefix(reply, []byte("-NOSCRIPT")) {
 		return reply
 	}
-	s.reloadScripts(g.pool)
+	s.reloadScripts(g.ipool)
 	return appendError(reply[:0], errorf("ERR redraft: the replication script WRITE is not loaded on group %s (%s), e.g. after SCRIPT FLUSH on the backend itself; redraft is reloading it, retry the write", g.id, g.addr))
 }
 

@@ -45,6 +45,9 @@ func groupCommand() *cli.Command {
 						if c.IsSet("password") {
 							u.Password = &g.Password
 						}
+						if c.IsSet("user") {
+							u.User = &g.User
+						}
 						return cl.UpdateGroup(cx, c.String("dc"), g.ID, u)
 					})
 				},
@@ -97,12 +100,13 @@ func groupFlags() []cli.Flag {
 		&cli.StringFlag{Name: "id", Required: true, Usage: "group id"},
 		&cli.StringFlag{Name: "master", Required: true, Usage: "master HOST:PORT"},
 		&cli.StringSliceFlag{Name: "replica", Usage: "replica HOST:PORT (repeat for more)"},
-		&cli.StringFlag{Name: "password", DefaultText: "unset", Usage: "the backends' AUTH password (shown afterwards only as set or unset); prefer the environment variable", EnvVars: []string{"REDRAFT_GROUP_PASSWORD"}},
+		&cli.StringFlag{Name: "user", Usage: "the backends' admin user (default: Redis's default user); redraft creates its ACL users with it", EnvVars: []string{"REDRAFT_GROUP_USER"}},
+		&cli.StringFlag{Name: "password", DefaultText: "unset", Usage: "the backends' admin AUTH password (the default user's requirepass, or the password of --user; shown afterwards only as set or unset); prefer the environment variable", EnvVars: []string{"REDRAFT_GROUP_PASSWORD"}},
 	}
 }
 
 func groupChange(c *cli.Context, f func(*node.Client, fsm.Group) error) error {
-	g := fsm.Group{ID: c.String("id"), Master: c.String("master"), Replicas: c.StringSlice("replica"), Password: c.String("password")}
+	g := fsm.Group{ID: c.String("id"), Master: c.String("master"), Replicas: c.StringSlice("replica"), User: c.String("user"), Password: c.String("password")}
 	if err := f(adminClient(c), g); err != nil {
 		return err
 	}

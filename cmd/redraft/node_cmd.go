@@ -345,8 +345,11 @@ func registerGroups(n *node.Node, cfg node.Config, log *slog.Logger) {
 		return
 	}
 	for _, g := range cfg.Groups {
-		want := fsm.Group{ID: g.ID, Master: g.Master, Replicas: g.Replicas, Password: g.Password}
-		err := n.Propose(ctx, &fsm.AddGroup{DC: cfg.DC, Group: want})
+		want := fsm.Group{ID: g.ID, Master: g.Master, Replicas: g.Replicas, User: g.User, Password: g.Password}
+		err := n.PrepareGroup(ctx, &want)
+		if err == nil {
+			err = n.Propose(ctx, &fsm.AddGroup{DC: cfg.DC, Group: want})
+		}
 		var fe *fsm.Error
 		var re *node.RemoteError
 		if errors.As(err, &fe) && fe.Code == "exists" || errors.As(err, &re) && re.Code == "exists" {

@@ -2,7 +2,9 @@ package backend
 
 import (
 	"bufio"
-	"fmt"
+	"bytes"
+	"context"
+	"errors"
 	"net"
 	"strconv"
 	"sync"
@@ -28,8 +30,12 @@ type Stats struct {
 type Options struct {
 	// Group is the group id named in errors.
 	Group string
-	// Addr is the backend's host:port; Password its AUTH password ("" for none).
-	Addr, Password string
+	// Addr is the backend's host:port; User and Password what it AUTHs as (no AUTH when
+	// both are empty; AUTH password alone when User is empty).
+	Addr, User, Password string
+	// Ensure, when set, is called once when the backend refuses the AUTH with WRONGPASS (for
+	// example a restarted server that lost redraft's ACL users); the dial is then retried.
+	Ensure func(ctx context.Context) error
 	// Timeout bounds dials and replies (0: none).
 	Timeout time.Duration
 	// ConnsPerDB is the number of shared connections per database (default 1).
@@ -72,6 +78,9 @@ func (p *Pool) Addr() string { return p.opts.Addr }
 
 // Password returns the backend password.
 func (p *Pool) Password() string { return p.opts.Password }
+
+// User returns the user the pool authenticates as ("" for the default user).
+func (p *Pool) User() string { return p.opts.User }
 
 // Conn returns the shared connection for database db that a client with the given affinity
 // uses; one client always gets the same connection, so its commands stay in order.
@@ -128,8 +137,31 @@ func (p *Pool) unavailable(err error) error {
 	return &UnavailableError{Group: p.opts.Group, Addr: p.opts.Addr, Err: err}
 }
 
-// dial connects, authenticates and selects db.
+// dial connects, authenticates and selects db; when AUTH is refused with WRONGPASS and the
+// pool has an Ensure, it calls it and dials once more.
 func (p *Pool) dial(db int) (net.Conn, error) {
+	nc, err := p.dialOnce(db)
+	var ae *authError
+	if errors.As(err, &ae) && ae.wrongPass && p.opts.Ensure != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), p.timeout())
+		defer cancel()
+		if err := p.opts.Ensure(ctx); err != nil {
+			return nil, err
+		}
+		nc, err = p.dialOnce(db)
+	}
+	return nc, err
+}
+
+// authError is a handshake command the backend refused.
+type authError struct {
+	msg       string
+	wrongPass bool
+}
+
+func (e *authError) Error() string { return e.msg }
+
+func (p *Pool) dialOnce(db int) (net.Conn, error) {
 	nc, err := net.DialTimeout("tcp", p.opts.Addr, p.timeout())
 	if err != nil {
 		p.opts.Stats.DialErrors.Add(1)
@@ -137,7 +169,14 @@ func (p *Pool) dial(db int) (net.Conn, error) {
 	}
 	var hs []byte
 	n := 0
-	if p.opts.Password != "" {
+	switch {
+	case p.opts.User != "":
+		hs = resp.AppendArray(hs, 3)
+		hs = resp.AppendBulkString(hs, "AUTH")
+		hs = resp.AppendBulkString(hs, p.opts.User)
+		hs = resp.AppendBulkString(hs, p.opts.Password)
+		n++
+	case p.opts.Password != "":
 		hs = resp.AppendArray(hs, 2)
 		hs = resp.AppendBulkString(hs, "AUTH")
 		hs = resp.AppendBulkString(hs, p.opts.Password)
@@ -171,7 +210,8 @@ func (p *Pool) dial(db int) (net.Conn, error) {
 				return err
 			}
 			if len(r) > 0 && r[0] == '-' && i < n {
-				return fmt.Errorf("%s", string(r[1:len(r)-2]))
+				msg := string(r[1 : len(r)-2])
+				return &authError{msg: msg, wrongPass: bytes.HasPrefix(r, []byte("-WRONGPASS"))}
 			}
 		}
 		return nil

@@ -346,7 +346,7 @@ func (r *Replicator) slotKeys(ctx context.Context, db, slot int) ([]string, erro
 		if g == nil {
 			continue
 		}
-		c := r.client(g.Master, g.Password, db)
+		c := r.client(serverOf(g), db)
 		var cursor uint64
 		for {
 			batch, next, err := c.Scan(ctx, cursor, "", 1000).Result()

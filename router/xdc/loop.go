@@ -25,8 +25,9 @@ const lagWindow = 2048
 
 // loopKey identifies a shipping loop: one group of this DC, one destination DC, one database.
 type loopKey struct {
-	group, master, password, dest string
-	db                            int
+	server
+	dest string
+	db   int
 }
 
 // loop ships the outboxes of the slots this node owns on one group to one destination DC:
@@ -84,7 +85,7 @@ func (l *loop) run(parent context.Context) {
 	l.mu.Unlock()
 	defer close(l.done)
 	defer cancel()
-	src := l.r.client(l.key.master, l.key.password, l.key.db)
+	src := l.r.client(l.key.server, l.key.db)
 	backoff := 50 * time.Millisecond
 	wait := func() bool {
 		t := time.NewTimer(backoff)

@@ -159,7 +159,7 @@ func (r *Replicator) HandleLast(ctx context.Context, req LastRequest) (LastRespo
 	}
 	for gid, idx := range byGroup {
 		g := dc.Groups[gid]
-		pipe := r.client(g.Master, g.Password, req.DB).Pipeline()
+		pipe := r.client(serverOf(g), req.DB).Pipeline()
 		cmds := make([]*redis.StringCmd, len(idx))
 		for j, i := range idx {
 			cmds[j] = pipe.HGet(ctx, InboxKey(req.Slots[i]), req.Source)

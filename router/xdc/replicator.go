@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/backendacl"
 )
 
 // Config configures a Replicator.
@@ -85,9 +86,18 @@ func (r *Replicator) counter(dest string) *pairCounters {
 }
 
 type clientKey struct {
-	addr, password string
-	db             int
+	server
+	db int
 }
+
+// server is a group's master with the group's admin credentials, from which the internal
+// user's are derived (internal/backendacl).
+type server struct {
+	group, master, user, password string
+}
+
+// serverOf returns g's master as a server.
+func serverOf(g *fsm.Group) server { return server{g.ID, g.Master, g.User, g.Password} }
 
 // New returns a Replicator; Run starts its work.
 func New(cfg Config) *Replicator {
@@ -219,7 +229,7 @@ func (r *Replicator) plan(ctx context.Context) {
 				}
 				for _, db := range r.databases(g.Master) {
 					for _, d := range dests {
-						want[loopKey{group: gid, master: g.Master, password: g.Password, dest: d, db: db}] = slots
+						want[loopKey{server: serverOf(g), dest: d, db: db}] = slots
 					}
 				}
 			}
@@ -274,7 +284,7 @@ func (r *Replicator) scanDatabases(ctx context.Context) {
 	}
 	changed := false
 	for _, g := range own.Groups {
-		info, err := r.client(g.Master, g.Password, 0).Info(ctx, "keyspace").Result()
+		info, err := r.client(serverOf(g), 0).Info(ctx, "keyspace").Result()
 		if err != nil {
 			continue
 		}
@@ -299,16 +309,18 @@ func (r *Replicator) scanDatabases(ctx context.Context) {
 	}
 }
 
-// client returns a shared go-redis client for a master and database.
-func (r *Replicator) client(addr, password string, db int) *redis.Client {
-	k := clientKey{addr, password, db}
+// client returns a shared go-redis client for a master and database, as redraft's internal
+// ACL user (created with the group's admin credentials when the server lacks it).
+func (r *Replicator) client(s server, db int) *redis.Client {
+	k := clientKey{s, db}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c := r.clients[k]
 	if c == nil {
-		c = redis.NewClient(&redis.Options{Addr: addr, Password: password, DB: db,
+		acc := backendacl.Access{Group: s.group, Admin: backendacl.Creds{User: s.user, Password: s.password}}
+		c = redis.NewClient(acc.InternalOptions(&redis.Options{Addr: s.master, DB: db,
 			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, PoolSize: 8,
-			MaxRetries: -1, DisableIdentity: true})
+			MaxRetries: -1, DisableIdentity: true}))
 		r.clients[k] = c
 	}
 	return c
@@ -360,15 +372,15 @@ func (r *Replicator) heartbeat(ctx context.Context) {
 	st := r.cfg.Cluster.State()
 	bound := st.SettingInt("outbox_max_entries")
 	type target struct {
-		master, password string
-		slot             int
+		srv  server
+		slot int
 	}
 	seen := map[string]target{}
 	r.mu.Lock()
 	for k, l := range r.loops {
 		if k.db == 0 && len(l.slots) > 0 {
 			if t, ok := seen[k.group]; !ok || l.slots[0] < t.slot {
-				seen[k.group] = target{k.master, k.password, l.slots[0]}
+				seen[k.group] = target{k.server, l.slots[0]}
 			}
 		}
 	}
@@ -379,10 +391,10 @@ func (r *Replicator) heartbeat(ctx context.Context) {
 		for _, f := range fields {
 			args = append(args, f)
 		}
-		err := r.client(t.master, t.password, 0).XAdd(ctx, &redis.XAddArgs{Stream: OutboxKey(t.slot),
+		err := r.client(t.srv, 0).XAdd(ctx, &redis.XAddArgs{Stream: OutboxKey(t.slot),
 			MaxLen: bound, Approx: true, Values: args}).Err()
 		if err != nil && ctx.Err() == nil {
-			r.log.Debug("heartbeat", "master", t.master, "err", err)
+			r.log.Debug("heartbeat", "master", t.srv.master, "err", err)
 		}
 		r.Wrote(0, t.slot)
 	}
