@@ -35,7 +35,7 @@ import (
 // LeaseTimeout is how long a follower (or candidate) keeps acting on its state after it last
 // heard from the leader. Heartbeats come every HeartbeatTimeout/10 (100 ms); an election takes
 // 1-2 s.
-const LeaseTimeout = 2 * time.Second
+const LeaseTimeout = 3 * time.Second
 
 // RemoveGrace is how long the leader waits between taking a node out of Raft and committing its
 // removal from the cluster state: the node's lease (LeaseTimeout) has then lapsed even if it is
@@ -259,18 +259,18 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 	if n.raft.State() == raft.Leader {
 		return n.leaderIndex()
 	}
-	// Ask the leader; a node that knows none (cut off, or taken out of Raft and so hearing
-	// from no leader) asks the members it knows, which forward to theirs: that is how a
-	// removed node learns it was removed.
+	// Ask the leader this node knows, then the other members it knows, which forward to
+	// theirs: the leader it knows may be stale (an election just ended), and a node taken out
+	// of Raft hears from no leader at all: that is how a removed node learns it was removed.
 	var asks []string
-	if addr, _ := n.raft.LeaderWithID(); addr != "" {
-		asks = append(asks, string(addr))
-	} else {
-		st := n.State()
-		for _, id := range st.NodeIDs() {
-			if id != n.cfg.ID {
-				asks = append(asks, st.Nodes[id].Peer)
-			}
+	leader, _ := n.raft.LeaderWithID()
+	if leader != "" {
+		asks = append(asks, string(leader))
+	}
+	st := n.State()
+	for _, id := range st.NodeIDs() {
+		if p := st.Nodes[id].Peer; id != n.cfg.ID && p != string(leader) {
+			asks = append(asks, p)
 		}
 	}
 	err := error(&notCurrent{"CLUSTERDOWN this node knows no Raft leader yet: it serves nothing keyed until it reaches a majority of the cluster"})
