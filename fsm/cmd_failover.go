@@ -248,6 +248,8 @@ func (c *FinishFailover) apply(s *State, index uint64) error {
 	done := *g.Failover
 	done.EndIndex, done.Stalled = index, ""
 	g.Failover, g.DownVotes = nil, nil
+	// The epoch moves on either way, so a late step of this failover never counts for the next.
+	g.Epoch = f.Epoch
 	if c.NewMaster == f.From {
 		done.Result = "cancelled"
 		g.LastFailover = &done
@@ -255,7 +257,7 @@ func (c *FinishFailover) apply(s *State, index uint64) error {
 	}
 	done.Result, done.To = "promoted", c.NewMaster
 	g.LastFailover = &done
-	g.Epoch = f.Epoch
+	g.Failovers++
 	g.Replicas = slices.DeleteFunc(g.Replicas, func(a string) bool { return a == c.NewMaster })
 	g.Fenced = slices.DeleteFunc(g.Fenced, func(a string) bool { return a == c.NewMaster })
 	g.Master = c.NewMaster

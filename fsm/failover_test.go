@@ -52,7 +52,7 @@ func TestFailoverStartsOnMajorityOfDCVotes(t *testing.T) {
 	s = applyOK(t, s, s.Index+1, &FinishFailover{DC: "east", Group: "g1", Epoch: 1, NewMaster: "10.0.1.2:6379"})
 	g = s.DCs["east"].Groups["g1"]
 	if g.Master != "10.0.1.2:6379" || !reflect.DeepEqual(g.Replicas, []string{"10.0.1.4:6379"}) ||
-		!reflect.DeepEqual(g.Fenced, []string{m}) || g.Epoch != 1 || g.Failover != nil || len(g.DownVotes) != 0 {
+		!reflect.DeepEqual(g.Fenced, []string{m}) || g.Epoch != 1 || g.Failovers != 1 || g.Failover != nil || len(g.DownVotes) != 0 {
 		t.Fatalf("after finish: %+v fenced %v votes %v", g, g.Fenced, g.DownVotes)
 	}
 	if lf := g.LastFailover; lf == nil || lf.Result != "promoted" || lf.To != "10.0.1.2:6379" || lf.EndIndex != s.Index {
@@ -84,7 +84,7 @@ func TestPlannedSwitchover(t *testing.T) {
 	applyRefused(t, s, &UpdateGroup{DC: "east", KeepPassword: true, Group: Group{ID: "g1", Master: "10.0.1.1:6379"}}, "busy", "failing over")
 	// Cancelled: nothing changes but the record.
 	c := applyOK(t, s, s.Index+1, &FinishFailover{DC: "east", Group: "g1", Epoch: 1, NewMaster: "10.0.1.1:6379"})
-	if g := c.DCs["east"].Groups["g1"]; g.Master != "10.0.1.1:6379" || g.Epoch != 0 || g.Failover != nil || g.LastFailover.Result != "cancelled" {
+	if g := c.DCs["east"].Groups["g1"]; g.Master != "10.0.1.1:6379" || g.Epoch != 1 || g.Failovers != 0 || g.Failover != nil || g.LastFailover.Result != "cancelled" {
 		t.Fatalf("cancelled: %+v", g)
 	}
 	// Promoted: the old master is a replica at once (the executor made it one).

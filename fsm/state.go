@@ -68,8 +68,10 @@ type Group struct {
 	// the watchers make each a replica of Master as soon as it answers (RejoinServer then lists
 	// it among Replicas again).
 	Fenced []string `json:"fenced,omitempty"`
-	// Epoch counts the group's failovers; each one carries the next epoch.
+	// Epoch counts the group's failovers, finished or cancelled; each one carries the next.
 	Epoch uint64 `json:"epoch,omitempty"`
+	// Failovers counts the failovers that promoted a replica.
+	Failovers uint64 `json:"failovers,omitempty"`
 	// DownVotes are, by node id, the master address the node has not reached for
 	// master_down_after (ReportServer); a majority of the DC's nodes starts a failover.
 	DownVotes map[string]string `json:"down_votes,omitempty"`

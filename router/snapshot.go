@@ -220,6 +220,7 @@ func (s *Server) SetState(st *fsm.State) {
 			snap.pubsub = snap.groups[0]
 		}
 		s.markMigrations(st, dc, byID, snap, movers)
+		markFailovers(dc, snap)
 	}
 	sort.Slice(snap.groups, func(i, j int) bool { return snap.groups[i].id < snap.groups[j].id })
 	old := s.pools

@@ -17,6 +17,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/redraft/redraft/failover"
 	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/migrate"
 	"github.com/redraft/redraft/node"
@@ -226,8 +227,12 @@ func runNode(c *cli.Context, join bool) error {
 	rcfg.Logger = log
 	rt := router.New(rcfg)
 	repl = xdc.New(xdc.Config{Cluster: ref, Peers: ref, Local: rt, Logger: log})
+	watch := failover.New(failover.Config{Cluster: ref, Gate: rt, Logger: log})
 	rpcs := map[string]node.RPCFunc{}
 	for name, h := range repl.RPC() {
+		rpcs[name] = node.RPCFunc(h)
+	}
+	for name, h := range watch.RPC() {
 		rpcs[name] = node.RPCFunc(h)
 	}
 	n, err := node.Start(cfg, node.Options{Logger: log, Status: func() any { return rt.Stats() }, RPC: rpcs,
@@ -236,6 +241,14 @@ func runNode(c *cli.Context, join bool) error {
 			out := make([]node.ReplicationPair, len(pairs))
 			for i, p := range pairs {
 				out[i] = node.ReplicationPair(p)
+			}
+			return out
+		},
+		Servers: func() []node.ServerView {
+			view := watch.View()
+			out := make([]node.ServerView, len(view))
+			for i, v := range view {
+				out[i] = node.ServerView(v)
 			}
 			return out
 		}})
@@ -265,11 +278,13 @@ func runNode(c *cli.Context, join bool) error {
 		}
 		coord.Notify(st)
 		repl.Notify(st)
+		watch.Notify(st)
 	})
 	coordCtx, stopCoord := context.WithCancel(context.Background())
 	defer stopCoord()
 	go coord.Run(coordCtx)
 	go repl.Run(coordCtx)
+	go watch.Run(coordCtx)
 	for _, ln := range lns {
 		go func() {
 			if err := rt.Serve(ln); err != nil {

@@ -1,0 +1,273 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/testredis"
+	"github.com/redraft/redraft/node"
+)
+
+// failoverEnv is a three-node DC with one group: a master and two replicas, real redis-server
+// processes the test can kill -9 and restart.
+type failoverEnv struct {
+	t       *testing.T
+	c       *Cluster
+	nodes   []*proc
+	servers map[string]*testredis.Server
+	clients []*redis.Client
+}
+
+func newFailoverEnv(t *testing.T, settings ...string) *failoverEnv {
+	m := testredis.Start(t)
+	e := &failoverEnv{t: t, servers: map[string]*testredis.Server{m.Addr: m}}
+	for range 2 {
+		r := testredis.Start(t, testredis.WithReplicaOf(m.Addr, ""))
+		e.servers[r.Addr] = r
+	}
+	e.c = NewCluster(t)
+	e.nodes = e.c.Start3("dc1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := e.nodes[0].Client()
+	for i := 0; i+1 < len(settings); i += 2 {
+		if err := cl.SetConfig(ctx, settings[i], settings[i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var replicas []string
+	for a := range e.servers {
+		if a != m.Addr {
+			replicas = append(replicas, a)
+		}
+	}
+	slices.Sort(replicas)
+	if err := cl.AddGroup(ctx, "dc1", fsm.Group{ID: "g1", Master: m.Addr, Replicas: replicas}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.AssignSlots(ctx, node.AssignRequest{DC: "dc1", Group: "g1", Slots: []string{"0-16383"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range e.nodes {
+		rc := redis.NewClient(&redis.Options{Addr: p.Listen, MaxRetries: -1, ReadTimeout: 5 * time.Second, PoolSize: 4})
+		t.Cleanup(func() { rc.Close() })
+		e.clients = append(e.clients, rc)
+	}
+	// Every node serves, and both replicas are in sync (as the watchers see them).
+	for i, rc := range e.clients {
+		waitFor(t, 20*time.Second, fmt.Sprintf("a write through %s", e.nodes[i].ID), func() error {
+			return rc.Set(ctx, "warmup", "1", 0).Err()
+		})
+	}
+	e.waitGroup("replicas in sync", func(g node.GroupStatus) error {
+		for _, v := range g.Servers {
+			if v.Listed == "replica" && (v.Link != "up" || v.MasterAddr != g.Master) {
+				return fmt.Errorf("replica %s: link %q to %s", v.Addr, v.Link, v.MasterAddr)
+			}
+		}
+		if len(g.Servers) != 3 {
+			return fmt.Errorf("%d servers seen", len(g.Servers))
+		}
+		return nil
+	})
+	return e
+}
+
+// group returns g1 as n1 reports it.
+func (e *failoverEnv) group() node.GroupStatus {
+	st := e.nodes[0].Status()
+	for _, d := range st.DCs {
+		for _, g := range d.Groups {
+			if g.ID == "g1" {
+				return g
+			}
+		}
+	}
+	e.t.Fatal("group g1 not in the status")
+	return node.GroupStatus{}
+}
+
+func (e *failoverEnv) waitGroup(what string, ok func(node.GroupStatus) error) node.GroupStatus {
+	e.t.Helper()
+	var g node.GroupStatus
+	waitFor(e.t, 30*time.Second, what, func() error {
+		g = e.group()
+		return ok(g)
+	})
+	return g
+}
+
+// load writes unique keys through every node until stop, and records the acknowledged ones.
+type load struct {
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	acked   map[string]string
+	errs    atomic.Int64
+	lastErr atomic.Value
+}
+
+func (e *failoverEnv) startLoad(writers int) *load {
+	l := &load{stop: make(chan struct{}), acked: map[string]string{}}
+	for w := range writers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			ctx := context.Background()
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				rc := e.clients[(w+i)%len(e.clients)]
+				k, v := fmt.Sprintf("k:%d:%d", w, i), fmt.Sprintf("v%d", i)
+				if err := rc.Set(ctx, k, v, 0).Err(); err != nil {
+					l.errs.Add(1)
+					l.lastErr.Store(err.Error())
+					time.Sleep(5 * time.Millisecond) // a failing write is not retried at once
+					continue
+				}
+				l.mu.Lock()
+				l.acked[k] = v
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked)
+}
+
+// finish stops the load and checks that every acknowledged write reads back through every node.
+func (e *failoverEnv) finish(l *load) {
+	e.t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	ctx := context.Background()
+	lost := 0
+	var sample []string
+	for k, v := range l.acked {
+		rc := e.clients[len(k)%len(e.clients)]
+		got, err := rc.Get(ctx, k).Result()
+		if err != nil || got != v {
+			lost++
+			if len(sample) < 5 {
+				sample = append(sample, fmt.Sprintf("%s=%q (%v)", k, got, err))
+			}
+		}
+	}
+	e.t.Logf("load: %d writes acknowledged, %d refused (last: %v)", len(l.acked), l.errs.Load(), l.lastErr.Load())
+	if lost > 0 {
+		e.t.Fatalf("%d acknowledged writes lost, e.g. %s", lost, strings.Join(sample, ", "))
+	}
+	if len(l.acked) == 0 {
+		e.t.Fatal("no write was acknowledged")
+	}
+}
+
+// killMaster kills the group's master with SIGKILL and waits for a failover to replace it; it
+// returns the new master and the time from the kill to the first write acknowledged through
+// every node.
+func (e *failoverEnv) killMaster(l *load) (string, time.Duration) {
+	e.t.Helper()
+	before := e.group()
+	old := before.Master
+	acked := l.count()
+	waitFor(e.t, 10*time.Second, "writes acknowledged before the kill", func() error {
+		if l.count() < acked+200 {
+			return fmt.Errorf("%d so far", l.count()-acked)
+		}
+		return nil
+	})
+	killed := time.Now()
+	e.servers[old].Stop() // SIGKILL, by the PID the helper tracks
+	e.t.Logf("killed master %s (pid %d)", old, e.servers[old].PID())
+	ctx := context.Background()
+	var took time.Duration
+	waitFor(e.t, 30*time.Second, "a write through every node after the failover", func() error {
+		for i, rc := range e.clients {
+			if err := rc.Set(ctx, "probe", i, 0).Err(); err != nil {
+				return err
+			}
+		}
+		took = time.Since(killed)
+		return nil
+	})
+	g := e.waitGroup("the failover committed", func(g node.GroupStatus) error {
+		if g.Master == old || g.Failovers != before.Failovers+1 {
+			return fmt.Errorf("master %s, failovers %d", g.Master, g.Failovers)
+		}
+		return nil
+	})
+	if !slices.Contains(g.Fenced, old) || slices.Contains(g.Replicas, old) {
+		e.t.Fatalf("old master %s not fenced: %+v", old, g)
+	}
+	lf := g.LastFailover
+	if lf == nil || lf.Result != "promoted" || lf.From != old || lf.To != g.Master || !strings.Contains(lf.Reason, "not reached") {
+		e.t.Fatalf("last failover: %+v", lf)
+	}
+	e.t.Logf("failover %s -> %s: writes through every node again %s after the kill (%s)", old, g.Master, took.Round(time.Millisecond), lf.Reason)
+	return g.Master, took
+}
+
+// TestFailoverKillMasterQuorum kills the master of a group under a DC_QUORUM write load twice
+// in a row: no acknowledged write is lost, every node takes writes again, and the old master
+// comes back as a replica of the new one and is listed as a replica again.
+func TestFailoverKillMasterQuorum(t *testing.T) {
+	e := newFailoverEnv(t, "write_consistency", "DC_QUORUM", "master_down_after", "1s")
+	first := e.group().Master
+	l := e.startLoad(4)
+	m2, _ := e.killMaster(l)
+
+	// The old master returns (empty: no persistence): it becomes a replica of the new master
+	// before any client write reaches it, and is listed as a replica once its link is up.
+	if err := e.servers[first].Restart(); err != nil {
+		t.Fatal(err)
+	}
+	e.waitGroup("the old master rejoined as a replica", func(g node.GroupStatus) error {
+		if !slices.Contains(g.Replicas, first) || slices.Contains(g.Fenced, first) {
+			return fmt.Errorf("replicas %v fenced %v", g.Replicas, g.Fenced)
+		}
+		return nil
+	})
+	rc := redis.NewClient(&redis.Options{Addr: first})
+	defer rc.Close()
+	role, err := rc.Do(context.Background(), "ROLE").Slice()
+	if err != nil || len(role) < 2 || role[0] != "slave" {
+		t.Fatalf("old master's ROLE: %v %v", role, err)
+	}
+
+	// A second failover in a row: the new master dies too.
+	m3, _ := e.killMaster(l)
+	if m3 == m2 || m3 == "" {
+		t.Fatalf("second failover promoted %q", m3)
+	}
+	e.finish(l)
+	if !strings.Contains(metrics(t, e.nodes[1]), `redraft_failovers_total{datacenter="dc1",dc="dc1",group="g1",node="n2"} 2`) {
+		t.Errorf("metrics do not count two failovers:\n%s", grepLines(metrics(t, e.nodes[1]), "failover"))
+	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
