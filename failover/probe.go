@@ -136,14 +136,22 @@ func (a *admins) info(ctx context.Context, g *fsm.Group, addr string) (Info, err
 	return in, nil
 }
 
-// replicaOf makes addr a replica of master ("" promotes it: REPLICAOF NO ONE).
+// replicaOf makes addr a replica of master ("" promotes it: REPLICAOF NO ONE). A replica
+// authenticates to its master with the group's admin credentials (masterauth), set first: an
+// old master started without it could not follow the new one.
 func (a *admins) replicaOf(ctx context.Context, g *fsm.Group, addr, master string) error {
-	host, port := "NO", "ONE"
-	if master != "" {
-		var err error
-		if host, port, err = net.SplitHostPort(master); err != nil {
-			return err
+	c := a.admin(g, addr)
+	if master == "" {
+		return c.Do(ctx, "REPLICAOF", "NO", "ONE").Err()
+	}
+	host, port, err := net.SplitHostPort(master)
+	if err != nil {
+		return err
+	}
+	if g.Password != "" {
+		if err := c.Do(ctx, "CONFIG", "SET", "masterauth", g.Password).Err(); err != nil {
+			return fmt.Errorf("CONFIG SET masterauth: %w", err)
 		}
 	}
-	return a.admin(g, addr).Do(ctx, "REPLICAOF", host, port).Err()
+	return c.Do(ctx, "REPLICAOF", host, port).Err()
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/redraft/redraft/node"
 )
 
+const groupPassword = "group-secret"
+
 // failoverEnv is a three-node DC with one group: a master and two replicas, real redis-server
 // processes the test can kill -9 and restart.
 type failoverEnv struct {
@@ -28,10 +30,12 @@ type failoverEnv struct {
 }
 
 func newFailoverEnv(t *testing.T, settings ...string) *failoverEnv {
-	m := testredis.Start(t)
+	// The servers require a password, as production ones do: a promoted replica's followers
+	// and a returning old master must authenticate to the new master.
+	m := testredis.Start(t, testredis.WithPassword(groupPassword))
 	e := &failoverEnv{t: t, servers: map[string]*testredis.Server{m.Addr: m}}
 	for range 2 {
-		r := testredis.Start(t, testredis.WithReplicaOf(m.Addr, ""))
+		r := testredis.Start(t, testredis.WithPassword(groupPassword), testredis.WithReplicaOf(m.Addr, groupPassword))
 		e.servers[r.Addr] = r
 	}
 	e.c = NewCluster(t)
@@ -51,7 +55,7 @@ func newFailoverEnv(t *testing.T, settings ...string) *failoverEnv {
 		}
 	}
 	slices.Sort(replicas)
-	if err := cl.AddGroup(ctx, "dc1", fsm.Group{ID: "g1", Master: m.Addr, Replicas: replicas}); err != nil {
+	if err := cl.AddGroup(ctx, "dc1", fsm.Group{ID: "g1", Master: m.Addr, Replicas: replicas, Password: groupPassword}); err != nil {
 		t.Fatal(err)
 	}
 	if err := cl.AssignSlots(ctx, node.AssignRequest{DC: "dc1", Group: "g1", Slots: []string{"0-16383"}}); err != nil {
@@ -244,7 +248,7 @@ func TestFailoverKillMasterQuorum(t *testing.T) {
 		}
 		return nil
 	})
-	rc := redis.NewClient(&redis.Options{Addr: first})
+	rc := redis.NewClient(&redis.Options{Addr: first, Password: groupPassword})
 	defer rc.Close()
 	role, err := rc.Do(context.Background(), "ROLE").Slice()
 	if err != nil || len(role) < 2 || role[0] != "slave" {
@@ -257,6 +261,11 @@ func TestFailoverKillMasterQuorum(t *testing.T) {
 		t.Fatalf("second failover promoted %q", m3)
 	}
 	e.finish(l)
+	for _, p := range e.nodes {
+		if strings.Contains(p.Log(), groupPassword) {
+			t.Errorf("%s logged the group's password", p.ID)
+		}
+	}
 	if !strings.Contains(metrics(t, e.nodes[1]), `redraft_failovers_total{datacenter="dc1",dc="dc1",group="g1",node="n2"} 2`) {
 		t.Errorf("metrics do not count two failovers:\n%s", grepLines(metrics(t, e.nodes[1]), "failover"))
 	}
