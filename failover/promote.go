@@ -33,25 +33,21 @@ func (w *Watcher) execute(ctx context.Context, group string, epoch uint64) {
 			}
 			f := *g.Failover
 			start := time.Now()
-			var why string
+			var to, why string
 			var err error
 			if f.Planned {
-				why, err = w.switchover(ctx, st, g, f)
+				to, why, err = w.switchover(ctx, st, g, f)
 			} else {
-				why, err = w.promote(ctx, st, g, f)
+				to, why, err = w.promote(ctx, st, g, f)
 			}
 			if errors.Is(err, errDone) {
 				return
 			}
 			if err == nil && why == "" {
 				w.failovers.Add(1)
-				_, ng := w.group(group)
-				to := ""
-				if ng != nil {
-					to = ng.Master
-				}
 				w.log.Warn("failover done", "group", group, "epoch", epoch, "from", f.From, "to", to, "planned", f.Planned,
 					"reason", f.Reason, "took", time.Since(start).Round(time.Millisecond), "start_index", f.StartIndex)
+				w.awaitApplied(ctx, group, epoch)
 				return
 			}
 			if err != nil {
@@ -70,6 +66,18 @@ func (w *Watcher) execute(ctx context.Context, group string, epoch uint64) {
 			}
 		}
 	})
+}
+
+// awaitApplied waits (at most 5 s) until this node's state shows the group's failover of epoch
+// over: the commit returned at the leader, and a new run must not start from an older state.
+func (w *Watcher) awaitApplied(ctx context.Context, group string, epoch uint64) {
+	deadline := time.Now().Add(5 * time.Second)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if _, g := w.group(group); g == nil || g.Failover == nil || g.Failover.Epoch != epoch {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // infos asks the servers for INFO in parallel.
@@ -92,7 +100,7 @@ func (w *Watcher) infos(ctx context.Context, g *fsm.Group, addrs []string) ([]In
 // promote runs one attempt of an unplanned failover: pick the replica that was in sync with the
 // highest offset, promote it, commit the new master, point the other replicas at it. It
 // returns why it cannot (why), or an error.
-func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fsm.Failover) (string, error) {
+func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fsm.Failover) (string, string, error) {
 	mda := st.SettingDuration("master_down_after")
 	old, _ := w.server(f.From)
 	downFor := time.Since(old.lastOK)
@@ -107,7 +115,7 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 	}
 	if errs[0] == nil && infos[0].Role == "master" && promoted == "" && old.runID != "" && infos[0].RunID == old.runID {
 		w.log.Warn("failover cancelled: the master answers again, same process", "group", g.ID, "master", f.From)
-		return "", w.finish(ctx, g, f, f.From)
+		return "", "", w.finish(ctx, g, f, f.From)
 	}
 	var cands []candidate
 	var why []string
@@ -135,22 +143,22 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 	}
 	if len(cands) == 0 {
 		if len(g.Replicas) == 0 {
-			return "the group has no replica: it stays down until its master is back or an operator changes the group", nil
+			return "", "the group has no replica: it stays down until its master is back or an operator changes the group", nil
 		}
-		return "no usable replica: " + strings.Join(why, "; "), nil
+		return "", "no usable replica: " + strings.Join(why, "; "), nil
 	}
 	sortCandidates(g, cands)
 	to := cands[0].addr
 	if err := w.adm.replicaOf(ctx, g, to, ""); err != nil {
-		return "", fmt.Errorf("REPLICAOF NO ONE on %s: %w", to, err)
+		return "", "", fmt.Errorf("REPLICAOF NO ONE on %s: %w", to, err)
 	}
 	w.log.Warn("replica promoted", "group", g.ID, "new_master", to, "offset", cands[0].info.Offset,
 		"old_master", f.From, "master_down_for", downFor.Round(time.Millisecond))
 	if err := w.finish(ctx, g, f, to); err != nil {
-		return "", err
+		return "", "", err
 	}
 	w.pointReplicas(ctx, g, to, f.From)
-	return "", nil
+	return to, "", nil
 }
 
 // finish commits the end of the failover; a refusal because it is over already is errDone.
@@ -182,13 +190,13 @@ func (w *Watcher) pointReplicas(ctx context.Context, g *fsm.Group, to, skip stri
 // switchover runs one attempt of a planned switchover: every node of the DC holds the group's
 // requests and drains them, the master pauses writes, the target catches up to the master's
 // offset, then it is promoted, the old master follows it, and the new master is committed.
-func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f fsm.Failover) (string, error) {
+func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f fsm.Failover) (string, string, error) {
 	t0 := time.Now()
 	w.drainAll(ctx, st, g, f)
 	tDrained := time.Now()
 	infos, errs := w.infos(ctx, g, append([]string{f.From}, g.Replicas...))
 	if errs[0] != nil {
-		return fmt.Sprintf("the master %s does not answer (%v): a switchover needs it", f.From, errs[0]), nil
+		return "", fmt.Sprintf("the master %s does not answer (%v): a switchover needs it", f.From, errs[0]), nil
 	}
 	to := f.To
 	if to == "" {
@@ -199,7 +207,7 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 			}
 		}
 		if len(cands) == 0 {
-			return "no replica is in sync with the master", nil
+			return "", "no replica is in sync with the master", nil
 		}
 		sortCandidates(g, cands)
 		to = cands[0].addr
@@ -208,7 +216,7 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 	// The safety net: a write that reached the master after the drain waits here and fails
 	// with READONLY once the master follows the new one; it is never acknowledged and lost.
 	if err := m.Do(ctx, "CLIENT", "PAUSE", "5000", "WRITE").Err(); err != nil {
-		return "", fmt.Errorf("CLIENT PAUSE on %s: %w", f.From, err)
+		return "", "", fmt.Errorf("CLIENT PAUSE on %s: %w", f.From, err)
 	}
 	unpause := func() { _ = m.Do(context.WithoutCancel(ctx), "CLIENT", "UNPAUSE").Err() }
 	target, caught := int64(-1), false
@@ -228,27 +236,27 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 		unpause()
 		w.log.Warn("switchover cancelled: the target did not catch up with the master", "group", g.ID, "to", to, "master_offset", target)
 		if err := w.finish(ctx, g, f, f.From); err != nil && !errors.Is(err, errDone) {
-			return "", err
+			return "", "", err
 		}
-		return "", errDone
+		return "", "", errDone
 	}
 	tCaught := time.Now()
 	if err := w.adm.replicaOf(ctx, g, to, ""); err != nil {
 		unpause()
-		return "", fmt.Errorf("REPLICAOF NO ONE on %s: %w", to, err)
+		return "", "", fmt.Errorf("REPLICAOF NO ONE on %s: %w", to, err)
 	}
 	if err := w.adm.replicaOf(ctx, g, f.From, to); err != nil {
 		w.log.Warn("old master not made a replica yet (the watchers fence it)", "group", g.ID, "server", f.From, "err", err)
 	}
 	unpause()
 	if err := w.finish(ctx, g, f, to); err != nil {
-		return "", err
+		return "", "", err
 	}
 	w.pointReplicas(ctx, g, to, f.From)
 	w.log.Warn("switchover timings", "group", g.ID, "to", to, "offset", target,
 		"drain", tDrained.Sub(t0).Round(time.Microsecond), "catch_up", tCaught.Sub(tDrained).Round(time.Microsecond),
 		"promote_and_commit", time.Since(tCaught).Round(time.Microsecond))
-	return "", nil
+	return to, "", nil
 }
 
 // drainAll asks every node of the DC (this one included) to hold and drain the group's

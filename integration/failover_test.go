@@ -118,6 +118,8 @@ type load struct {
 	acked   map[string]string
 	errs    atomic.Int64
 	lastErr atomic.Value
+	// slowest is the longest an acknowledged write took (ns), since the last reset.
+	slowest atomic.Int64
 }
 
 func (e *failoverEnv) startLoad(writers int) *load {
@@ -135,11 +137,17 @@ func (e *failoverEnv) startLoad(writers int) *load {
 				}
 				rc := e.clients[(w+i)%len(e.clients)]
 				k, v := fmt.Sprintf("k:%d:%d", w, i), fmt.Sprintf("v%d", i)
+				t0 := time.Now()
 				if err := rc.Set(ctx, k, v, 0).Err(); err != nil {
 					l.errs.Add(1)
 					l.lastErr.Store(err.Error())
 					time.Sleep(5 * time.Millisecond) // a failing write is not retried at once
 					continue
+				}
+				for d := int64(time.Since(t0)); ; {
+					if cur := l.slowest.Load(); d <= cur || l.slowest.CompareAndSwap(cur, d) {
+						break
+					}
 				}
 				l.mu.Lock()
 				l.acked[k] = v
@@ -269,6 +277,60 @@ func TestFailoverKillMasterQuorum(t *testing.T) {
 	if !strings.Contains(metrics(t, e.nodes[1]), `redraft_failovers_total{datacenter="dc1",dc="dc1",group="g1",node="n2"} 2`) {
 		t.Errorf("metrics do not count two failovers:\n%s", grepLines(metrics(t, e.nodes[1]), "failover"))
 	}
+}
+
+// TestSwitchoverUnderLoad moves a group's master twice with 'redraft group failover' under a
+// DC_QUORUM write load: no write is refused or lost, writes wait well under a second, and the
+// old master is a replica of the new one at once.
+func TestSwitchoverUnderLoad(t *testing.T) {
+	e := newFailoverEnv(t, "write_consistency", "DC_QUORUM")
+	l := e.startLoad(4)
+	for round, to := range []string{"", "old"} {
+		before := e.group()
+		args := []string{"group", "failover", "--dc", "dc1", "--group", "g1"}
+		if to == "old" {
+			args = append(args, "--to", before.Replicas[len(before.Replicas)-1])
+		}
+		acked := l.count()
+		waitFor(t, 10*time.Second, "writes before the switchover", func() error {
+			if l.count() < acked+300 {
+				return fmt.Errorf("%d so far", l.count()-acked)
+			}
+			return nil
+		})
+		refused := l.errs.Load()
+		l.slowest.Store(0)
+		start := time.Now()
+		out := e.nodes[round+1].MustCLI(args...)
+		took := time.Since(start)
+		acked = l.count()
+		waitFor(t, 10*time.Second, "writes after the switchover", func() error {
+			if l.count() < acked+300 {
+				return fmt.Errorf("%d so far", l.count()-acked)
+			}
+			return nil
+		})
+		g := e.group()
+		if g.Master == before.Master || !strings.Contains(out, "master moved from "+before.Master+" to "+g.Master) {
+			t.Fatalf("round %d: master %s -> %s; CLI said %q", round, before.Master, g.Master, out)
+		}
+		if to == "old" && g.Master != before.Replicas[len(before.Replicas)-1] {
+			t.Fatalf("--to %s ignored: master %s", before.Replicas[len(before.Replicas)-1], g.Master)
+		}
+		if !slices.Contains(g.Replicas, before.Master) || len(g.Fenced) != 0 {
+			t.Fatalf("old master %s not a replica: %+v", before.Master, g)
+		}
+		slowest := time.Duration(l.slowest.Load())
+		t.Logf("switchover %d: %s -> %s, CLI took %s, slowest acknowledged write %s, writes refused %d",
+			round, before.Master, g.Master, took.Round(time.Millisecond), slowest.Round(time.Millisecond), l.errs.Load()-refused)
+		if n := l.errs.Load() - refused; n > 0 {
+			t.Errorf("switchover %d: %d writes refused (last %v)", round, n, l.lastErr.Load())
+		}
+		if slowest > time.Second {
+			t.Errorf("switchover %d: a write waited %s (want well under a second)", round, slowest)
+		}
+	}
+	e.finish(l)
 }
 
 func grepLines(s, substr string) string {
