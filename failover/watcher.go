@@ -40,7 +40,20 @@ type Config struct {
 	Logger  *slog.Logger
 	// Interval is how often every server is probed (default 250 ms).
 	Interval time.Duration
+	// OnFresh, when set, is told after every probe, per replica that may serve reads, a time
+	// before which every write its master acknowledged is on it (router.SetReplicaFresh).
+	OnFresh func(map[string]time.Time)
 }
+
+// offsetSample is a master's replication offset and a time before which every write it
+// acknowledged counts in it (when the INFO was sent).
+type offsetSample struct {
+	at  time.Time
+	off int64
+}
+
+// maxSamples bounds the master offsets kept per group: a minute at the default interval.
+const maxSamples = 240
 
 // RPCDrain is the peer call a switchover's executor makes on every node of the DC: it answers
 // once the node holds the group's requests and none is in flight.
@@ -85,7 +98,8 @@ type Watcher struct {
 	started time.Time
 	mu      sync.Mutex
 	servers map[string]*serverState
-	busy    map[string]bool // proposals and promotions in flight, by key
+	samples map[string][]offsetSample // by master address
+	busy    map[string]bool           // proposals and promotions in flight, by key
 	view    atomic.Pointer[[]ServerView]
 	kick    chan struct{}
 
@@ -101,7 +115,7 @@ func New(cfg Config) *Watcher {
 		cfg.Logger = slog.Default()
 	}
 	w := &Watcher{cfg: cfg, cl: cfg.Cluster, log: cfg.Logger.With("part", "failover"),
-		servers: map[string]*serverState{}, busy: map[string]bool{}, kick: make(chan struct{}, 1)}
+		servers: map[string]*serverState{}, samples: map[string][]offsetSample{}, busy: map[string]bool{}, kick: make(chan struct{}, 1)}
 	w.adm.timeout = max(cfg.Interval*2, 500*time.Millisecond)
 	empty := []ServerView{}
 	w.view.Store(&empty)
@@ -185,6 +199,7 @@ func (w *Watcher) probe(ctx context.Context, dc *fsm.DC) {
 	errs := make([]error, len(jobs))
 	pctx, cancel := context.WithTimeout(ctx, w.adm.timeout)
 	defer cancel()
+	sent := time.Now()
 	var wg sync.WaitGroup
 	for i, j := range jobs {
 		wg.Add(1)
@@ -216,9 +231,53 @@ func (w *Watcher) probe(ctx context.Context, dc *fsm.DC) {
 		}
 		s.info, s.lastOK, s.runID = infos[i], now, infos[i].RunID
 	}
+	fresh := w.freshness(dc, sent)
 	w.mu.Unlock()
 	w.adm.forget(keep)
 	w.view.Store(w.buildView(dc, now))
+	if w.cfg.OnFresh != nil {
+		w.cfg.OnFresh(fresh)
+	}
+}
+
+// freshness records each master's offset as of sent and returns, per listed replica that is
+// linked to its group's master, loaded and in sync, the latest sample time whose offset it has
+// reached: every write acknowledged before then is on it. Called under w.mu.
+func (w *Watcher) freshness(dc *fsm.DC, sent time.Time) map[string]time.Time {
+	fresh := map[string]time.Time{}
+	masters := map[string]bool{}
+	for _, id := range dc.GroupIDs() {
+		g := dc.Groups[id]
+		masters[g.Master] = true
+		m := w.servers[g.Master]
+		if m == nil || m.err != nil || m.info.Role != "master" || m.lastOK.Before(sent) {
+			continue
+		}
+		ss := append(w.samples[g.Master], offsetSample{sent, m.info.Offset})
+		if len(ss) > maxSamples {
+			ss = ss[len(ss)-maxSamples:]
+		}
+		w.samples[g.Master] = ss
+		for _, a := range g.Replicas {
+			r := w.servers[a]
+			if r == nil || r.err != nil || r.lastOK.Before(sent) || r.info.Role != "slave" || r.info.MasterAddr != g.Master ||
+				!r.info.LinkUp || r.info.Loading || r.info.Syncing {
+				continue
+			}
+			for i := len(ss) - 1; i >= 0; i-- {
+				if ss[i].off <= r.info.Offset {
+					fresh[a] = ss[i].at
+					break
+				}
+			}
+		}
+	}
+	for a := range w.samples {
+		if !masters[a] {
+			delete(w.samples, a)
+		}
+	}
+	return fresh
 }
 
 func (w *Watcher) buildView(dc *fsm.DC, now time.Time) *[]ServerView {

@@ -119,3 +119,16 @@ func TestMasterDownAfterSetting(t *testing.T) {
 	applyRefused(t, s, &SetSetting{Key: "master_down_after", Value: "3"}, "invalid", "duration")
 	applyRefused(t, s, &SetSetting{Key: "master_down_after", Value: "10ms"}, "invalid", "duration")
 }
+
+func TestReadFromSettings(t *testing.T) {
+	s := testState(t)
+	if s.Setting("read_from") != ReadMaster || s.SettingDuration("replica_max_lag").String() != "1s" {
+		t.Fatalf("defaults: read_from %q, replica_max_lag %q", s.Setting("read_from"), s.Setting("replica_max_lag"))
+	}
+	s = applyOK(t, s, s.Index+1, &SetSetting{Key: "read_from", Value: " Nearest"})
+	if s.Setting("read_from") != ReadNearest {
+		t.Fatalf("read_from = %q", s.Setting("read_from"))
+	}
+	applyRefused(t, s, &SetSetting{Key: "read_from", Value: "slave"}, "invalid", "master, replica or nearest")
+	applyRefused(t, s, &SetSetting{Key: "replica_max_lag", Value: "10ms"}, "invalid", "duration")
+}

@@ -41,6 +41,23 @@ var settings = map[string]setting{
 	"migrate_big_key_elements": {def: "10000", help: "collections with more elements move in chunks", check: intRange(1, 1<<40)},
 	"migrate_big_key_bytes":    {def: "8388608", help: "values larger than this many bytes move in chunks", check: intRange(1, 1<<40)},
 	"master_down_after":        {def: "3s", help: "a group master a majority of its DC's nodes cannot reach for this long is failed over", check: durationRange(100*time.Millisecond, 10*time.Minute)},
+	"read_from":                {def: ReadMaster, help: "where reads go by default: master, replica (same-rack replicas first, then the DC's) or nearest (same-rack server first); READONLY and READWRITE change it per connection", check: checkReadFrom},
+	"replica_max_lag":          {def: "1s", help: "a replica read never misses a write acknowledged longer ago than this; replicas further behind are skipped", check: durationRange(500*time.Millisecond, time.Hour)},
+}
+
+// Where reads go (setting read_from).
+const (
+	ReadMaster  = "master"
+	ReadReplica = "replica"
+	ReadNearest = "nearest"
+)
+
+func checkReadFrom(v string) (string, error) {
+	switch v = strings.ToLower(strings.TrimSpace(v)); v {
+	case ReadMaster, ReadReplica, ReadNearest:
+		return v, nil
+	}
+	return "", errf("invalid", "%q is not master, replica or nearest", v)
 }
 
 // SettingKeys returns the known setting keys, sorted.

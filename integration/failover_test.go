@@ -342,3 +342,137 @@ func grepLines(s, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestReplicaReads reads from replicas (read_from replica) while a writer counts up, and
+// breaks one replica's link to its master on the way: a read never misses a write
+// acknowledged longer ago than replica_max_lag, the broken replica is skipped, replicas serve
+// reads, and READWRITE sends a connection's reads to the master.
+func TestReplicaReads(t *testing.T) {
+	const maxLag = time.Second
+	e := newFailoverEnv(t, "read_from", "replica", "replica_max_lag", maxLag.String(), "master_down_after", "30s")
+	ctx := context.Background()
+	g := e.group()
+	var mu sync.Mutex
+	var acks []time.Time // acks[i]: when clock=i+1 was acknowledged
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 1; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := e.clients[0].Set(ctx, "{c}clock", i, 0).Err(); err != nil {
+				t.Errorf("write %d: %v", i, err)
+				return
+			}
+			mu.Lock()
+			acks = append(acks, time.Now())
+			mu.Unlock()
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	var reads, stale atomic.Int64
+	var worst atomic.Value
+	readers := func(d time.Duration) {
+		var rw sync.WaitGroup
+		for _, rc := range e.clients {
+			rw.Add(1)
+			go func() {
+				defer rw.Done()
+				for end := time.Now().Add(d); time.Now().Before(end); {
+					sent := time.Now()
+					v, err := rc.Get(ctx, "{c}clock").Int()
+					if err != nil && err != redis.Nil {
+						t.Errorf("read: %v", err)
+						return
+					}
+					mu.Lock()
+					must := 0 // the last value acknowledged before sent-maxLag
+					for must < len(acks) && acks[must].Before(sent.Add(-maxLag)) {
+						must++
+					}
+					mu.Unlock()
+					reads.Add(1)
+					if v < must {
+						stale.Add(1)
+						worst.Store(fmt.Sprintf("read %d at %s, %d was acknowledged more than %s before", v, sent.Format("15:04:05.000"), must, maxLag))
+					}
+				}
+			}()
+		}
+		rw.Wait()
+	}
+	readers(1500 * time.Millisecond)
+	// Break a replica's link: it still answers, with ever older data.
+	broken := g.Replicas[0]
+	bc := redis.NewClient(&redis.Options{Addr: broken, Password: groupPassword})
+	defer bc.Close()
+	if err := bc.ConfigSet(ctx, "masterauth", "wrong").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := bc.Do(ctx, "CLIENT", "KILL", "TYPE", "master").Err(); err != nil {
+		t.Fatal(err)
+	}
+	readers(3 * time.Second)
+	close(stop)
+	wg.Wait()
+	if err := bc.ConfigSet(ctx, "masterauth", groupPassword).Err(); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := bc.Get(ctx, "{c}clock").Int()
+	t.Logf("%d reads, %d stale; the broken replica stopped at %d of %d", reads.Load(), stale.Load(), old, len(acks))
+	if stale.Load() > 0 {
+		t.Fatalf("%d reads missed a write older than replica_max_lag, e.g. %v", stale.Load(), worst.Load())
+	}
+	if old >= len(acks)-100 {
+		t.Fatalf("the broken replica kept up (%d of %d): the test proves nothing", old, len(acks))
+	}
+	// Replicas served reads, counted in /metrics.
+	served := 0
+	for _, a := range g.Replicas {
+		rc := redis.NewClient(&redis.Options{Addr: a, Password: groupPassword})
+		info, err := rc.Info(ctx, "commandstats").Result()
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(info, "cmdstat_get:") {
+			served++
+		}
+	}
+	if served == 0 || !strings.Contains(metrics(t, e.nodes[0]), "redraft_replica_reads_total") {
+		t.Fatalf("no replica served a read (%d)", served)
+	}
+	// READWRITE: this connection's reads go to the master (its GET count grows).
+	mc := redis.NewClient(&redis.Options{Addr: g.Master, Password: groupPassword})
+	defer mc.Close()
+	gets := func() int {
+		info, _ := mc.Info(ctx, "commandstats").Result()
+		for _, l := range strings.Split(info, "\n") {
+			if strings.HasPrefix(l, "cmdstat_get:calls=") {
+				n := 0
+				fmt.Sscanf(strings.TrimPrefix(l, "cmdstat_get:calls="), "%d", &n)
+				return n
+			}
+		}
+		return 0
+	}
+	before := gets()
+	conn := e.clients[1].Conn()
+	defer conn.Close()
+	if err := conn.Process(ctx, redis.NewStatusCmd(ctx, "READWRITE")); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if err := conn.Get(ctx, "{c}clock").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := gets() - before; got < 20 {
+		t.Fatalf("after READWRITE the master served %d of 20 reads", got)
+	}
+}

@@ -227,7 +227,7 @@ func runNode(c *cli.Context, join bool) error {
 	rcfg.Logger = log
 	rt := router.New(rcfg)
 	repl = xdc.New(xdc.Config{Cluster: ref, Peers: ref, Local: rt, Logger: log})
-	watch := failover.New(failover.Config{Cluster: ref, Gate: rt, Logger: log})
+	watch := failover.New(failover.Config{Cluster: ref, Gate: rt, Logger: log, OnFresh: rt.SetReplicaFresh})
 	rpcs := map[string]node.RPCFunc{}
 	for name, h := range repl.RPC() {
 		rpcs[name] = node.RPCFunc(h)
@@ -264,6 +264,9 @@ func runNode(c *cli.Context, join bool) error {
 	}
 	if err := n.Register(rt); err != nil {
 		log.Warn("data plane metrics not registered", "err", err)
+	}
+	if err := n.Register(rt.ReplicaReadMetrics()); err != nil {
+		log.Warn("replica read metrics not registered", "err", err)
 	}
 	// The node hands over only states it knows are current (node/current.go): the router
 	// routes by them, and the coordinator and the replicator read them through ref. The router
@@ -401,6 +404,7 @@ func routerConfig(cfg node.Config) (router.Config, error) {
 	return router.Config{
 		NodeID:         cfg.ID,
 		DC:             cfg.DC,
+		Rack:           cfg.Rack,
 		Password:       cfg.Password,
 		Users:          users,
 		MaxBulkBytes:   cfg.MaxBulkBytes,
