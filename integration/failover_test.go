@@ -476,3 +476,27 @@ func TestReplicaReads(t *testing.T) {
 		t.Fatalf("after READWRITE the master served %d of 20 reads", got)
 	}
 }
+
+// TestFailoverDuringMigration kills the master of a migration's source group while its mover
+// is at work under a DC_QUORUM write load: the migration pauses, resumes against the new
+// master and finishes, and no acknowledged write or migrated key is lost.
+func TestFailoverDuringMigration(t *testing.T) {
+	e := newFailoverEnv(t, "write_consistency", "DC_QUORUM", "master_down_after", "1s")
+	g2 := testredis.Start(t, testredis.WithPassword(groupPassword))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.nodes[0].Client().AddGroup(ctx, "dc1", fsm.Group{ID: "g2", Master: g2.Addr, Password: groupPassword}); err != nil {
+		t.Fatal(err)
+	}
+	const bulk = 6000
+	loadBulk(t, e.clients[0], bulk)
+	id := startThrottled(t, e.nodes[0], "0-8191", "g2", 1000)
+	l := e.startLoad(4)
+	e.killMaster(l)
+	waitMigrated(t, id, 90*time.Second, e.nodes...)
+	e.finish(l)
+	checkBulk(t, e.clients[1], bulk)
+	if got := ownerGroup(e.nodes[2].Status(), "dc1", 0); got != "g2" {
+		t.Fatalf("slot 0 served by %q after the migration", got)
+	}
+}
