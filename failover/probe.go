@@ -103,7 +103,7 @@ func (a *admins) admin(g *fsm.Group, addr string) *redis.Client {
 	c := redis.NewClient(&redis.Options{
 		Addr: addr, Password: g.Password, Protocol: 2, DisableIdentity: true,
 		DialTimeout: a.timeout, ReadTimeout: a.timeout, WriteTimeout: a.timeout,
-		PoolSize: 2, MaxRetries: -1,
+		PoolSize: 2, MaxRetries: -1, DialerRetries: 1,
 	})
 	a.clients[k] = c
 	return c

@@ -115,7 +115,7 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 	}
 	if errs[0] == nil && infos[0].Role == "master" && promoted == "" && old.runID != "" && infos[0].RunID == old.runID {
 		w.log.Warn("failover cancelled: the master answers again, same process", "group", g.ID, "master", f.From)
-		return "", "", w.finish(ctx, g, f, f.From)
+		return "", "", w.finish(ctx, g, f, f.From, 0)
 	}
 	var cands []candidate
 	var why []string
@@ -152,9 +152,15 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 	if err := w.adm.replicaOf(ctx, g, to, ""); err != nil {
 		return "", "", fmt.Errorf("REPLICAOF NO ONE on %s: %w", to, err)
 	}
+	// The old master's stream the new one never got: writes acknowledged at DC_ONE, lost.
+	var lost int64
+	if promoted == "" && old.info.Role == "master" {
+		lost = max(old.info.Offset-cands[0].info.Offset, 0)
+	}
 	w.log.Warn("replica promoted", "group", g.ID, "new_master", to, "offset", cands[0].info.Offset,
-		"old_master", f.From, "master_down_for", downFor.Round(time.Millisecond))
-	if err := w.finish(ctx, g, f, to); err != nil {
+		"old_master", f.From, "old_master_offset_last_seen", old.info.Offset, "lost_bytes_at_least", lost,
+		"master_down_for", downFor.Round(time.Millisecond))
+	if err := w.finish(ctx, g, f, to, lost); err != nil {
 		return "", "", err
 	}
 	w.pointReplicas(ctx, g, to, f.From)
@@ -162,8 +168,8 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 }
 
 // finish commits the end of the failover; a refusal because it is over already is errDone.
-func (w *Watcher) finish(ctx context.Context, g *fsm.Group, f fsm.Failover, to string) error {
-	err := w.cl.Propose(ctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: g.ID, Epoch: f.Epoch, NewMaster: to})
+func (w *Watcher) finish(ctx context.Context, g *fsm.Group, f fsm.Failover, to string, lost int64) error {
+	err := w.cl.Propose(ctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: g.ID, Epoch: f.Epoch, NewMaster: to, LostBytes: lost})
 	var fe *fsm.Error
 	if errors.As(err, &fe) && fe.Code == "busy" || err != nil && strings.Contains(err.Error(), "no failover of epoch") {
 		return errDone
@@ -235,7 +241,7 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 	if !caught {
 		unpause()
 		w.log.Warn("switchover cancelled: the target did not catch up with the master", "group", g.ID, "to", to, "master_offset", target)
-		if err := w.finish(ctx, g, f, f.From); err != nil && !errors.Is(err, errDone) {
+		if err := w.finish(ctx, g, f, f.From, 0); err != nil && !errors.Is(err, errDone) {
 			return "", "", err
 		}
 		return "", "", errDone
@@ -249,7 +255,7 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 		w.log.Warn("old master not made a replica yet (the watchers fence it)", "group", g.ID, "server", f.From, "err", err)
 	}
 	unpause()
-	if err := w.finish(ctx, g, f, to); err != nil {
+	if err := w.finish(ctx, g, f, to, 0); err != nil {
 		return "", "", err
 	}
 	w.pointReplicas(ctx, g, to, f.From)

@@ -54,6 +54,10 @@ type Failover struct {
 	EndIndex   uint64 `json:"end_index,omitempty"`
 	// Result is how it ended: "promoted" or "cancelled" (LastFailover only).
 	Result string `json:"result,omitempty"`
+	// LostBytes is how far the promoted replica was behind the old master's offset as last
+	// seen by the executor: replication stream, so writes acknowledged at DC_ONE, lost with the
+	// old master (a lower bound: the master may have taken more after it was last seen).
+	LostBytes int64 `json:"lost_bytes,omitempty"`
 }
 
 // ReportServer is one node's vote on a group's master: Down when the node has not reached it
@@ -85,6 +89,8 @@ type FinishFailover struct {
 	Epoch     uint64 `json:"epoch"`
 	NewMaster string `json:"new_master,omitempty"`
 	Stalled   string `json:"stalled,omitempty"`
+	// LostBytes is Failover.LostBytes, as the executor measured it.
+	LostBytes int64 `json:"lost_bytes,omitempty"`
 }
 
 // RejoinServer lists a fenced server among the group's replicas again: it replicates the
@@ -255,9 +261,10 @@ func (c *FinishFailover) apply(s *State, index uint64) error {
 		g.LastFailover = &done
 		return nil
 	}
-	done.Result, done.To = "promoted", c.NewMaster
+	done.Result, done.To, done.LostBytes = "promoted", c.NewMaster, max(c.LostBytes, 0)
 	g.LastFailover = &done
 	g.Failovers++
+	g.LostBytes += done.LostBytes
 	g.Replicas = slices.DeleteFunc(g.Replicas, func(a string) bool { return a == c.NewMaster })
 	g.Fenced = slices.DeleteFunc(g.Fenced, func(a string) bool { return a == c.NewMaster })
 	g.Master = c.NewMaster

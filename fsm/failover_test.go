@@ -49,8 +49,11 @@ func TestFailoverStartsOnMajorityOfDCVotes(t *testing.T) {
 		t.Fatalf("stalled failover = %+v", f)
 	}
 	prev := s
-	s = applyOK(t, s, s.Index+1, &FinishFailover{DC: "east", Group: "g1", Epoch: 1, NewMaster: "10.0.1.2:6379"})
+	s = applyOK(t, s, s.Index+1, &FinishFailover{DC: "east", Group: "g1", Epoch: 1, NewMaster: "10.0.1.2:6379", LostBytes: 120})
 	g = s.DCs["east"].Groups["g1"]
+	if g.LostBytes != 120 || g.LastFailover.LostBytes != 120 {
+		t.Fatalf("lost bytes: group %d, last failover %d", g.LostBytes, g.LastFailover.LostBytes)
+	}
 	if g.Master != "10.0.1.2:6379" || !reflect.DeepEqual(g.Replicas, []string{"10.0.1.4:6379"}) ||
 		!reflect.DeepEqual(g.Fenced, []string{m}) || g.Epoch != 1 || g.Failovers != 1 || g.Failover != nil || len(g.DownVotes) != 0 {
 		t.Fatalf("after finish: %+v fenced %v votes %v", g, g.Fenced, g.DownVotes)

@@ -70,8 +70,9 @@ type Group struct {
 	Fenced []string `json:"fenced,omitempty"`
 	// Epoch counts the group's failovers, finished or cancelled; each one carries the next.
 	Epoch uint64 `json:"epoch,omitempty"`
-	// Failovers counts the failovers that promoted a replica.
+	// Failovers counts the failovers that promoted a replica; LostBytes sums their LostBytes.
 	Failovers uint64 `json:"failovers,omitempty"`
+	LostBytes int64  `json:"lost_bytes,omitempty"`
 	// DownVotes are, by node id, the master address the node has not reached for
 	// master_down_after (ReportServer); a majority of the DC's nodes starts a failover.
 	DownVotes map[string]string `json:"down_votes,omitempty"`

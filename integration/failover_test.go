@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -498,5 +499,62 @@ func TestFailoverDuringMigration(t *testing.T) {
 	checkBulk(t, e.clients[1], bulk)
 	if got := ownerGroup(e.nodes[2].Status(), "dc1", 0); got != "g2" {
 		t.Fatalf("slot 0 served by %q after the migration", got)
+	}
+}
+
+// TestFailoverLostWritesReported kills a master at DC_ONE after its replicas fell behind
+// (stopped with SIGSTOP while big writes went on): writes acknowledged at DC_ONE are lost,
+// and the failover reports the replication stream it lost (status, /metrics).
+func TestFailoverLostWritesReported(t *testing.T) {
+	e := newFailoverEnv(t, "master_down_after", "1s")
+	g := e.group()
+	for _, a := range g.Replicas {
+		if err := syscall.Kill(e.servers[a].PID(), syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cont := func() {
+		for _, a := range g.Replicas {
+			_ = syscall.Kill(e.servers[a].PID(), syscall.SIGCONT)
+		}
+	}
+	defer cont()
+	ctx := context.Background()
+	val := strings.Repeat("x", 8192)
+	acked := map[string]bool{}
+	for i := 0; len(acked) < 3000 && i < 20000; i++ {
+		k := fmt.Sprintf("big:%d", i)
+		if err := e.clients[i%3].Set(ctx, k, val, 0).Err(); err == nil {
+			acked[k] = true
+		}
+	}
+	// Let the watchers see the master's offset after these writes, then kill it.
+	time.Sleep(time.Second) // three probe rounds: the offset last seen must include the writes
+	e.servers[g.Master].Stop()
+	cont()
+	ng := e.waitGroup("the failover", func(ng node.GroupStatus) error {
+		if ng.Master == g.Master || ng.Failovers != 1 {
+			return fmt.Errorf("master %s, failovers %d, failover %+v", ng.Master, ng.Failovers, ng.Failover)
+		}
+		return nil
+	})
+	lost := 0
+	for k := range acked {
+		if n, err := e.clients[0].Exists(ctx, k).Result(); err != nil || n == 0 {
+			lost++
+		}
+	}
+	lf := ng.LastFailover
+	t.Logf("%d of %d DC_ONE writes lost; reported lost_bytes %d (group total %d)", lost, len(acked), lf.LostBytes, ng.LostBytes)
+	if lost == 0 {
+		t.Fatal("no write was lost: the replicas kept up, the test proves nothing")
+	}
+	if lf.LostBytes < int64(lost)*8192 || ng.LostBytes != lf.LostBytes {
+		t.Fatalf("lost %d writes of 8 KB but the failover reports %d bytes (group %d)", lost, lf.LostBytes, ng.LostBytes)
+	}
+	var reported float64
+	line := grepLines(metrics(t, e.nodes[0]), `redraft_failover_lost_bytes_total{datacenter="dc1"`)
+	if _, err := fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &reported); err != nil || int64(reported) != lf.LostBytes {
+		t.Errorf("metrics report %q, want %d lost bytes", line, lf.LostBytes)
 	}
 }

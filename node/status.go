@@ -174,6 +174,8 @@ type GroupStatus struct {
 	// Epoch and Failovers count the group's failovers (started; promoted).
 	Epoch     uint64 `json:"epoch,omitempty"`
 	Failovers uint64 `json:"failovers,omitempty"`
+	// LostBytes sums the replication stream old masters took with them (docs/failover.md).
+	LostBytes int64 `json:"lost_bytes,omitempty"`
 	// DownVotes are the nodes that have not reached the master for master_down_after.
 	DownVotes    []string      `json:"down_votes,omitempty"`
 	Failover     *fsm.Failover `json:"failover,omitempty"`
@@ -305,7 +307,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		for _, gid := range dc.GroupIDs() {
 			g := dc.Groups[gid]
 			gs := GroupStatus{ID: g.ID, Master: g.Master, Replicas: g.Replicas, Fenced: g.Fenced, Priority: g.Priority,
-				User: g.User, Password: SecretState(g.Password), Ranges: []string{}, Epoch: g.Epoch, Failovers: g.Failovers,
+				User: g.User, Password: SecretState(g.Password), Ranges: []string{}, Epoch: g.Epoch, Failovers: g.Failovers, LostBytes: g.LostBytes,
 				DownVotes: st.MasterDownVoters(name, g), Failover: g.Failover, LastFailover: g.LastFailover}
 			gs.Seen, gs.Servers = groupServers(ids, st, name, gid, servers)
 			for _, r := range ranges[gid] {

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
 
 	"github.com/redraft/redraft/failover"
@@ -204,6 +205,10 @@ func runNode(c *cli.Context, join bool) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel(cfg.LogLevel)}))
 	slog.SetDefault(log)
+	// go-redis's own pool messages ("failed to dial after N attempts") repeat for every probe
+	// of a server that is down (the failover watcher's, the movers'); the callers log what
+	// matters, so these go to debug.
+	redis.SetLogger(goRedisLog{log})
 	setProcs(cfg.Procs, log)
 
 	rcfg, err := routerConfig(cfg)
@@ -313,6 +318,14 @@ func runNode(c *cli.Context, join bool) error {
 	rt.Close()
 	n.Close()
 	return exit
+}
+
+// goRedisLog sends go-redis's internal messages to the node's log at debug level.
+type goRedisLog struct{ log *slog.Logger }
+
+// Printf implements go-redis's logger.
+func (l goRedisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), "part", "go-redis")
 }
 
 // nodeRef gives the replicator and the migration coordinator the node, which starts after the
