@@ -121,6 +121,14 @@ type load struct {
 	lastErr atomic.Value
 	// slowest is the longest an acknowledged write took (ns), since the last reset.
 	slowest atomic.Int64
+	// lat, when record is set, gets every acknowledged write's start and duration.
+	record bool
+	lat    []writeLat
+}
+
+type writeLat struct {
+	start time.Time
+	d     time.Duration
 }
 
 func (e *failoverEnv) startLoad(writers int) *load {
@@ -152,6 +160,9 @@ func (e *failoverEnv) startLoad(writers int) *load {
 				}
 				l.mu.Lock()
 				l.acked[k] = v
+				if l.record {
+					l.lat = append(l.lat, writeLat{t0, time.Since(t0)})
+				}
 				l.mu.Unlock()
 			}
 		}()
