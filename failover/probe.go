@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/backendacl"
 )
 
 // Info is what one INFO (sections server, replication, persistence) says about a server.
@@ -85,13 +86,15 @@ type admins struct {
 	clients map[adminKey]*redis.Client
 }
 
-type adminKey struct{ addr, password string }
+type adminKey struct{ addr, user, password string }
 
-// admin returns the client for a server of g with the group's admin credentials. It is the one
-// place that decides how redraft authenticates its own commands (INFO, REPLICAOF, CLIENT
-// PAUSE) on a backend: today the group's password, as the default user.
+// admin returns the client for a server of g with the group's admin credentials (its user and
+// password, backendacl's Access.Admin; the restricted users may not run REPLICAOF). It is the
+// one place that decides how the watcher authenticates its commands (INFO, REPLICAOF, CONFIG
+// SET masterauth, CLIENT PAUSE) on a backend.
 func (a *admins) admin(g *fsm.Group, addr string) *redis.Client {
-	k := adminKey{addr, g.Password}
+	cr := backendacl.ForGroup(g).Admin
+	k := adminKey{addr, cr.User, cr.Password}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if c := a.clients[k]; c != nil {
@@ -101,7 +104,7 @@ func (a *admins) admin(g *fsm.Group, addr string) *redis.Client {
 		a.clients = map[adminKey]*redis.Client{}
 	}
 	c := redis.NewClient(&redis.Options{
-		Addr: addr, Password: g.Password, Protocol: 2, DisableIdentity: true,
+		Addr: addr, Username: cr.User, Password: cr.Password, Protocol: 2, DisableIdentity: true,
 		DialTimeout: a.timeout, ReadTimeout: a.timeout, WriteTimeout: a.timeout,
 		PoolSize: 2, MaxRetries: -1, DialerRetries: 1,
 	})
@@ -137,8 +140,8 @@ func (a *admins) info(ctx context.Context, g *fsm.Group, addr string) (Info, err
 }
 
 // replicaOf makes addr a replica of master ("" promotes it: REPLICAOF NO ONE). A replica
-// authenticates to its master with the group's admin credentials (masterauth), set first: an
-// old master started without it could not follow the new one.
+// authenticates to its master with the group's admin credentials (masteruser, masterauth), set
+// first: an old master started without them could not follow the new one.
 func (a *admins) replicaOf(ctx context.Context, g *fsm.Group, addr, master string) error {
 	c := a.admin(g, addr)
 	if master == "" {
@@ -148,9 +151,14 @@ func (a *admins) replicaOf(ctx context.Context, g *fsm.Group, addr, master strin
 	if err != nil {
 		return err
 	}
-	if g.Password != "" {
-		if err := c.Do(ctx, "CONFIG", "SET", "masterauth", g.Password).Err(); err != nil {
+	if cr := backendacl.ForGroup(g).Admin; cr.Password != "" {
+		if err := c.Do(ctx, "CONFIG", "SET", "masterauth", cr.Password).Err(); err != nil {
 			return fmt.Errorf("CONFIG SET masterauth: %w", err)
+		}
+		if cr.User != "" {
+			if err := c.Do(ctx, "CONFIG", "SET", "masteruser", cr.User).Err(); err != nil {
+				return fmt.Errorf("CONFIG SET masteruser: %w", err)
+			}
 		}
 	}
 	return c.Do(ctx, "REPLICAOF", host, port).Err()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/backendacl"
 )
 
 // candidate is a replica that may be promoted, with what it said.
@@ -149,6 +150,7 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 	}
 	sortCandidates(g, cands)
 	to := cands[0].addr
+	w.provision(ctx, g, to)
 	if err := w.adm.replicaOf(ctx, g, to, ""); err != nil {
 		return "", "", fmt.Errorf("REPLICAOF NO ONE on %s: %w", to, err)
 	}
@@ -165,6 +167,15 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 	}
 	w.pointReplicas(ctx, g, to, f.From)
 	return to, "", nil
+}
+
+// provision creates redraft's backend ACL users on the server about to be promoted (ACL users
+// are not replicated): the routers' first connections to the new master then authenticate at
+// once instead of provisioning after a refused AUTH. Best effort: they provision anyway.
+func (w *Watcher) provision(ctx context.Context, g *fsm.Group, addr string) {
+	if err := backendacl.ForGroup(g).Provision(ctx, addr); err != nil {
+		w.log.Warn("backend ACL users not created on the new master yet (the routers retry)", "group", g.ID, "server", addr, "err", err)
+	}
 }
 
 // finish commits the end of the failover; a refusal because it is over already is errDone.
@@ -247,6 +258,7 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 		return "", "", errDone
 	}
 	tCaught := time.Now()
+	w.provision(ctx, g, to)
 	if err := w.adm.replicaOf(ctx, g, to, ""); err != nil {
 		unpause()
 		return "", "", fmt.Errorf("REPLICAOF NO ONE on %s: %w", to, err)
