@@ -54,9 +54,9 @@ func (c *AddGroup) apply(s *State, _ uint64) error {
 		return errf("exists", "group %s already exists in datacenter %s", c.Group.ID, c.DC)
 	}
 	dc = s.writableDC(c.DC)
-	g := c.Group
-	g.Replicas = append([]string(nil), g.Replicas...)
-	dc.Groups[g.ID] = &g
+	g := c.Group.clone()
+	g.Epoch, g.Failovers, g.LostBytes, g.DownVotes, g.Failover, g.LastFailover = 0, 0, 0, nil, nil, nil
+	dc.Groups[g.ID] = g
 	return nil
 }
 
@@ -74,13 +74,18 @@ func (c *UpdateGroup) apply(s *State, _ uint64) error {
 	if err := checkGroup(s, c.DC, &c.Group); err != nil {
 		return err
 	}
-	g := c.Group
-	if c.KeepPassword {
-		g.Password = dc.Groups[g.ID].Password
+	old := dc.Groups[c.Group.ID]
+	if f := old.Failover; f != nil {
+		return errf("busy", "group %s in datacenter %s is failing over (epoch %d, from %s): wait for it to finish", old.ID, c.DC, f.Epoch, f.From)
 	}
+	g := c.Group.clone()
+	if c.KeepPassword {
+		g.Password = old.Password
+	}
+	// The failover record stays: epochs only grow, and the last failover is history.
+	g.Epoch, g.Failovers, g.LostBytes, g.DownVotes, g.Failover, g.LastFailover = old.Epoch, old.Failovers, old.LostBytes, nil, nil, old.LastFailover
 	dc = s.writableDC(c.DC)
-	g.Replicas = append([]string(nil), g.Replicas...)
-	dc.Groups[g.ID] = &g
+	dc.Groups[g.ID] = g
 	return nil
 }
 
@@ -115,7 +120,12 @@ func checkGroup(s *State, dcName string, g *Group) error {
 	if g.Master == "" {
 		return errf("invalid", "group %s: a master address is required", g.ID)
 	}
-	addrs := append([]string{g.Master}, g.Replicas...)
+	addrs := g.Servers()
+	for a, p := range g.Priority {
+		if p < 0 {
+			return errf("invalid", "group %s: priority %d of %s is negative (0 never promotes it)", g.ID, p, a)
+		}
+	}
 	seen := map[string]bool{}
 	for _, a := range addrs {
 		if err := validAddr(a); err != nil {
@@ -131,7 +141,7 @@ func checkGroup(s *State, dcName string, g *Group) error {
 			if id == g.ID {
 				continue
 			}
-			for _, a := range append([]string{o.Master}, o.Replicas...) {
+			for _, a := range o.Servers() {
 				if seen[a] {
 					return errf("exists", "group %s: address %s already belongs to group %s", g.ID, a, id)
 				}
@@ -139,6 +149,14 @@ func checkGroup(s *State, dcName string, g *Group) error {
 		}
 	}
 	return nil
+}
+
+// Servers returns the group's master, replicas and fenced servers, in that order.
+func (g *Group) Servers() []string {
+	out := make([]string, 0, 1+len(g.Replicas)+len(g.Fenced))
+	out = append(out, g.Master)
+	out = append(out, g.Replicas...)
+	return append(out, g.Fenced...)
 }
 
 func validAddr(a string) error {

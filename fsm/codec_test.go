@@ -28,6 +28,10 @@ func sampleCommands() []Command {
 		&FinishMigration{ID: 1},
 		&ReportMigration{ID: 1, KeysMoved: 5, BytesMoved: 500, KeysTotal: 50},
 		&ControlMigration{ID: 1, Action: MigrationRate, Rate: 10},
+		&ReportServer{DC: "east", Group: "g1", Node: "n1", Addr: "10.0.1.1:6379", Down: true},
+		&StartFailover{DC: "east", Group: "g1", To: "10.0.1.2:6379", Executor: "n1", Reason: "upgrade"},
+		&FinishFailover{DC: "east", Group: "g1", Epoch: 2, NewMaster: "10.0.1.2:6379", Stalled: "x"},
+		&RejoinServer{DC: "east", Group: "g1", Addr: "10.0.1.1:6379"},
 	}
 }
 

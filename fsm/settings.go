@@ -4,6 +4,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // SetSetting changes one cluster-wide setting.
@@ -39,6 +40,24 @@ var settings = map[string]setting{
 	"outbox_max_entries":       {def: "1000000", help: "entries a slot outbox keeps for a DC that is behind before it is copied in full", check: intRange(1000, 1<<40)},
 	"migrate_big_key_elements": {def: "10000", help: "collections with more elements move in chunks", check: intRange(1, 1<<40)},
 	"migrate_big_key_bytes":    {def: "8388608", help: "values larger than this many bytes move in chunks", check: intRange(1, 1<<40)},
+	"master_down_after":        {def: "3s", help: "a group master a majority of its DC's nodes cannot reach for this long is failed over", check: durationRange(100*time.Millisecond, 10*time.Minute)},
+	"read_from":                {def: ReadMaster, help: "where reads go by default: master, replica (same-rack replicas first, then the DC's) or nearest (same-rack server first); READONLY and READWRITE change it per connection", check: checkReadFrom},
+	"replica_max_lag":          {def: "1s", help: "a replica read never misses a write acknowledged longer ago than this; replicas further behind are skipped", check: durationRange(500*time.Millisecond, time.Hour)},
+}
+
+// Where reads go (setting read_from).
+const (
+	ReadMaster  = "master"
+	ReadReplica = "replica"
+	ReadNearest = "nearest"
+)
+
+func checkReadFrom(v string) (string, error) {
+	switch v = strings.ToLower(strings.TrimSpace(v)); v {
+	case ReadMaster, ReadReplica, ReadNearest:
+		return v, nil
+	}
+	return "", errf("invalid", "%q is not master, replica or nearest", v)
 }
 
 // SettingKeys returns the known setting keys, sorted.
@@ -109,6 +128,22 @@ func checkBool(v string) (string, error) {
 		return "", errf("invalid", "%q is not true or false", v)
 	}
 	return strconv.FormatBool(b), nil
+}
+
+// SettingDuration returns a duration setting (0 for an unknown key or a value that is not one).
+func (s *State) SettingDuration(key string) time.Duration {
+	d, _ := time.ParseDuration(s.Setting(key))
+	return d
+}
+
+func durationRange(lo, hi time.Duration) func(string) (string, error) {
+	return func(v string) (string, error) {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < lo || d > hi {
+			return "", errf("invalid", "%q is not a duration from %s to %s (such as 3s or 500ms)", v, lo, hi)
+		}
+		return d.String(), nil
+	}
 }
 
 func intRange(lo, hi int64) func(string) (string, error) {

@@ -3,6 +3,7 @@ package fsm
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -60,6 +61,24 @@ type Group struct {
 	// (internal/backendacl) and derives those users' passwords from Password.
 	User     string `json:"user,omitempty"`
 	Password string `json:"password,omitempty"`
+	// Priority ranks replicas for a promotion, by address: lower is preferred, 0 never promoted
+	// (Redis's replica-priority); an address not listed has DefaultPriority.
+	Priority map[string]int `json:"priority,omitempty"`
+	// Fenced are former masters a failover took out of service: nothing is routed to them, and
+	// the watchers make each a replica of Master as soon as it answers (RejoinServer then lists
+	// it among Replicas again).
+	Fenced []string `json:"fenced,omitempty"`
+	// Epoch counts the group's failovers, finished or cancelled; each one carries the next.
+	Epoch uint64 `json:"epoch,omitempty"`
+	// Failovers counts the failovers that promoted a replica; LostBytes sums their LostBytes.
+	Failovers uint64 `json:"failovers,omitempty"`
+	LostBytes int64  `json:"lost_bytes,omitempty"`
+	// DownVotes are, by node id, the master address the node has not reached for
+	// master_down_after (ReportServer); a majority of the DC's nodes starts a failover.
+	DownVotes map[string]string `json:"down_votes,omitempty"`
+	// Failover is the failover in progress, if any; LastFailover the last one that ended.
+	Failover     *Failover `json:"failover,omitempty"`
+	LastFailover *Failover `json:"last_failover,omitempty"`
 }
 
 // String shows the group with its password as "set" or "unset", never the value (fmt's %v
@@ -150,9 +169,36 @@ func (s *State) cow() *State {
 func (d *DC) clone() *DC {
 	c := &DC{Name: d.Name, Groups: make(map[string]*Group, len(d.Groups)), Slots: append([]string(nil), d.Slots...)}
 	for k, g := range d.Groups {
-		gg := *g
-		gg.Replicas = append([]string(nil), g.Replicas...)
-		c.Groups[k] = &gg
+		c.Groups[k] = g.clone()
+	}
+	return c
+}
+
+// clone returns a deep copy of g.
+func (g *Group) clone() *Group {
+	c := *g
+	c.Replicas = append([]string(nil), g.Replicas...)
+	c.Fenced = slices.Clone(g.Fenced)
+	c.Priority = copyMap(g.Priority)
+	c.DownVotes = copyMap(g.DownVotes)
+	if g.Failover != nil {
+		f := *g.Failover
+		c.Failover = &f
+	}
+	if g.LastFailover != nil {
+		f := *g.LastFailover
+		c.LastFailover = &f
+	}
+	return &c
+}
+
+func copyMap[V any](m map[string]V) map[string]V {
+	if m == nil {
+		return nil
+	}
+	c := make(map[string]V, len(m))
+	for k, v := range m {
+		c[k] = v
 	}
 	return c
 }

@@ -208,9 +208,10 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 			}
 			return 0
 		},
+		// A failover of the source or target group pauses the mover (docs/failover.md).
 		Paused: func() bool {
 			cur := current()
-			return cur != nil && cur.Paused
+			return cur != nil && cur.Paused || failingOver(c.cl.State(), m)
 		},
 		Progress: func(p Progress) {
 			repMu.Lock()
@@ -238,6 +239,10 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 		}()
 		backoff := 500 * time.Millisecond
 		for mctx.Err() == nil {
+			// The groups' masters as of now: a failover since the last try replaced one.
+			if d := c.cl.State().DCs[m.DC]; d != nil && d.Groups[m.Source()] != nil && d.Groups[m.Target()] != nil {
+				job.Source, job.Target = *d.Groups[m.Source()], *d.Groups[m.Target()]
+			}
 			err := c.mover(mctx, job)
 			if err == nil {
 				err = c.cl.Propose(mctx, &fsm.FinishMigration{ID: id, Run: m.Run()})
@@ -262,4 +267,18 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 			backoff = min(2*backoff, 10*time.Second)
 		}
 	}()
+}
+
+// failingOver reports whether the source or target group of m is failing over in st.
+func failingOver(st *fsm.State, m *fsm.Migration) bool {
+	d := st.DCs[m.DC]
+	if d == nil {
+		return false
+	}
+	for _, id := range []string{m.Source(), m.Target()} {
+		if g := d.Groups[id]; g != nil && g.Failover != nil {
+			return true
+		}
+	}
+	return false
 }

@@ -27,6 +27,8 @@ type GroupUpdate struct {
 	// User is the backends' admin user (absent: unchanged).
 	User     *string `json:"user,omitempty"`
 	Password *string `json:"password,omitempty"`
+	// Priority ranks replicas for promotion (lower first, 0 never; default 100), by address.
+	Priority map[string]int `json:"priority,omitempty"`
 }
 
 // SettingRequest is the body of PUT /config/{key}.
@@ -92,7 +94,7 @@ func (n *Node) adminHandler() http.Handler {
 			writeError(w, err)
 			return
 		}
-		g := fsm.Group{ID: r.PathValue("id"), Master: req.Master, Replicas: req.Replicas}
+		g := fsm.Group{ID: r.PathValue("id"), Master: req.Master, Replicas: req.Replicas, Priority: req.Priority}
 		// The admin credentials the group will have: what the request gives, else the current.
 		prep := g
 		if cur := n.State().DCs[r.PathValue("dc")]; cur != nil && cur.Groups[g.ID] != nil {
@@ -164,6 +166,7 @@ func (n *Node) adminHandler() http.Handler {
 		n.answer(w, n.Propose(r.Context(), &fsm.SetSetting{Key: r.PathValue("key"), Value: req.Value}))
 	})
 	n.migrationRoutes(mux)
+	n.failoverRoutes(mux)
 	return mux
 }
 

@@ -114,6 +114,13 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
+// Failover runs a planned switchover of a group's master and returns how it ended.
+func (c *Client) Failover(ctx context.Context, dc, id string, req FailoverRequest) (FailoverReply, error) {
+	var out FailoverReply
+	err := c.do(ctx, http.MethodPost, "/groups/"+url.PathEscape(dc)+"/"+url.PathEscape(id)+"/failover", req, &out)
+	return out, err
+}
+
 // Status returns the cluster status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var s Status

@@ -47,7 +47,41 @@ func newMetrics(n *Node) *metrics {
 	gauge("redraft_cluster_nodes", "Nodes in the cluster state.", func() float64 { return float64(len(n.State().Nodes)) })
 	reg.MustRegister(&appliedCollector{n: n, desc: prometheus.NewDesc("redraft_fsm_commands_applied_total",
 		"Commands applied to the cluster state, by type.", []string{"type"}, labels)})
+	reg.MustRegister(&failoverCollector{n: n,
+		total: prometheus.NewDesc("redraft_failovers_total", "Failovers that promoted a replica, by datacenter and group.", []string{"datacenter", "group"}, labels),
+		busy:  prometheus.NewDesc("redraft_group_failing_over", "1 while the group fails over.", []string{"datacenter", "group"}, labels),
+		lost: prometheus.NewDesc("redraft_failover_lost_bytes_total", "Replication stream of old masters their promoted replicas never got (writes acknowledged at DC_ONE, lost; a lower bound).",
+			[]string{"datacenter", "group"}, labels)})
 	return &metrics{reg: reg}
+}
+
+// failoverCollector exports the groups' failover counts from the state.
+type failoverCollector struct {
+	n                 *Node
+	total, busy, lost *prometheus.Desc
+}
+
+// Describe implements prometheus.Collector.
+func (c *failoverCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.total
+	ch <- c.busy
+	ch <- c.lost
+}
+
+// Collect implements prometheus.Collector.
+func (c *failoverCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.n.State()
+	for _, name := range st.DCNames() {
+		for id, g := range st.DCs[name].Groups {
+			ch <- prometheus.MustNewConstMetric(c.total, prometheus.CounterValue, float64(g.Failovers), name, id)
+			ch <- prometheus.MustNewConstMetric(c.lost, prometheus.CounterValue, float64(g.LostBytes), name, id)
+			busy := 0.0
+			if g.Failover != nil {
+				busy = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.busy, prometheus.GaugeValue, busy, name, id)
+		}
+	}
 }
 
 // appliedCollector exports the state's per-type apply counters.

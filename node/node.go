@@ -69,6 +69,9 @@ type Options struct {
 	// Replication, when set, reports this node's cross-DC shipping per DC pair; the cluster
 	// status merges every member's.
 	Replication func() []ReplicationPair
+	// Servers, when set, reports the Redis servers of this node's DC as its failover watcher
+	// sees them; the cluster status shows them per group.
+	Servers func() []ServerView
 }
 
 // RPCFunc serves one extra peer call: the JSON request body in, a JSON-encodable answer out.

@@ -27,6 +27,28 @@ type statusReply struct {
 	DataPlane any    `json:"data_plane,omitempty"`
 	// Replication is this node's cross-DC shipping.
 	Replication []ReplicationPair `json:"replication,omitempty"`
+	// Servers are its DC's Redis servers as its failover watcher sees them.
+	Servers []ServerView `json:"servers,omitempty"`
+}
+
+// ServerView is one Redis server of a group as a node of its DC sees it.
+type ServerView struct {
+	Group string `json:"group"`
+	Addr  string `json:"addr"`
+	// Listed is the server's place in the group: master, replica or fenced.
+	Listed string `json:"listed"`
+	Up     bool   `json:"up"`
+	// Role, MasterAddr and Link are what the server says (link: up, down, syncing).
+	Role       string `json:"role,omitempty"`
+	MasterAddr string `json:"master_addr,omitempty"`
+	Link       string `json:"link,omitempty"`
+	Offset     int64  `json:"offset"`
+	// LagBytes is how far a replica is behind the group's master (-1 unknown).
+	LagBytes int64 `json:"lag_bytes"`
+	Loading  bool  `json:"loading,omitempty"`
+	// DownMS is how long the node has not reached the server (0 while it answers).
+	DownMS int64  `json:"down_ms,omitempty"`
+	Error  string `json:"error,omitempty"`
 }
 
 // ReplicationPair is the cross-DC replication from one DC to another: as one node ships it,
@@ -114,6 +136,9 @@ func (n *Node) localStatus() statusReply {
 	if n.opts.Replication != nil {
 		r.Replication = n.opts.Replication()
 	}
+	if n.opts.Servers != nil {
+		r.Servers = n.opts.Servers()
+	}
 	return r
 }
 
@@ -138,11 +163,26 @@ type GroupStatus struct {
 	ID       string   `json:"id"`
 	Master   string   `json:"master"`
 	Replicas []string `json:"replicas,omitempty"`
+	// Fenced are former masters waiting to replicate the new one (docs/failover.md).
+	Fenced   []string       `json:"fenced,omitempty"`
+	Priority map[string]int `json:"priority,omitempty"`
 	// User is the backends' admin user ("" for Redis's default user).
 	User     string   `json:"user,omitempty"`
 	Password string   `json:"password"`
 	Slots    int      `json:"slots"`
 	Ranges   []string `json:"ranges"`
+	// Epoch and Failovers count the group's failovers (started; promoted).
+	Epoch     uint64 `json:"epoch,omitempty"`
+	Failovers uint64 `json:"failovers,omitempty"`
+	// LostBytes sums the replication stream old masters took with them (docs/failover.md).
+	LostBytes int64 `json:"lost_bytes,omitempty"`
+	// DownVotes are the nodes that have not reached the master for master_down_after.
+	DownVotes    []string      `json:"down_votes,omitempty"`
+	Failover     *fsm.Failover `json:"failover,omitempty"`
+	LastFailover *fsm.Failover `json:"last_failover,omitempty"`
+	// Servers are the group's servers as a node of its DC (Seen) sees them: role, link, lag.
+	Servers []ServerView `json:"servers,omitempty"`
+	Seen    string       `json:"seen_by,omitempty"`
 }
 
 // DCStatus is one datacenter in the cluster status.
@@ -175,6 +215,26 @@ type Status struct {
 	MigrationWaiting map[uint64][]string `json:"migration_waiting_for,omitempty"`
 }
 
+// groupServers returns the group's servers as the first member of its DC that reported them
+// sees them (this node first when it is in the DC: ids puts no node first, so look for it).
+func groupServers(ids []string, st *fsm.State, dc, group string, servers [][]ServerView) (string, []ServerView) {
+	for i, id := range ids {
+		if st.Nodes[id].DC != dc {
+			continue
+		}
+		var out []ServerView
+		for _, v := range servers[i] {
+			if v.Group == group {
+				out = append(out, v)
+			}
+		}
+		if len(out) > 0 {
+			return id, out
+		}
+	}
+	return "", nil
+}
+
 // Status gathers the cluster status: the state plus each member's own report (asked in
 // parallel, one second at most).
 func (n *Node) Status(ctx context.Context) Status {
@@ -200,13 +260,15 @@ func (n *Node) Status(ctx context.Context) Status {
 	ids := st.NodeIDs()
 	out.Members = make([]Member, len(ids))
 	reports := make([][]ReplicationPair, len(ids))
+	servers := make([][]ServerView, len(ids))
 	var wg sync.WaitGroup
 	for i, id := range ids {
 		m := &out.Members[i]
 		m.Node, m.Suffrage = *st.Nodes[id], suffrage[id]
 		if id == n.cfg.ID {
 			r := n.localStatus()
-			m.Role, m.AppliedIndex, m.Acting, m.NotActing, reports[i] = r.RaftState, r.AppliedIndex, r.Acting, r.NotActing, r.Replication
+			m.Role, m.AppliedIndex, m.Acting, m.NotActing = r.RaftState, r.AppliedIndex, r.Acting, r.NotActing
+			reports[i], servers[i] = r.Replication, r.Servers
 			continue
 		}
 		wg.Add(1)
@@ -219,7 +281,8 @@ func (n *Node) Status(ctx context.Context) Status {
 				m.Role, m.Error = "unreachable", err.Error()
 				return
 			}
-			m.Role, m.AppliedIndex, m.Acting, m.NotActing, reports[i] = r.RaftState, r.AppliedIndex, r.Acting, r.NotActing, r.Replication
+			m.Role, m.AppliedIndex, m.Acting, m.NotActing = r.RaftState, r.AppliedIndex, r.Acting, r.NotActing
+			reports[i], servers[i] = r.Replication, r.Servers
 		}()
 	}
 	wg.Wait()
@@ -243,7 +306,10 @@ func (n *Node) Status(ctx context.Context) Status {
 		}
 		for _, gid := range dc.GroupIDs() {
 			g := dc.Groups[gid]
-			gs := GroupStatus{ID: g.ID, Master: g.Master, Replicas: g.Replicas, User: g.User, Password: SecretState(g.Password), Ranges: []string{}}
+			gs := GroupStatus{ID: g.ID, Master: g.Master, Replicas: g.Replicas, Fenced: g.Fenced, Priority: g.Priority,
+				User: g.User, Password: SecretState(g.Password), Ranges: []string{}, Epoch: g.Epoch, Failovers: g.Failovers, LostBytes: g.LostBytes,
+				DownVotes: st.MasterDownVoters(name, g), Failover: g.Failover, LastFailover: g.LastFailover}
+			gs.Seen, gs.Servers = groupServers(ids, st, name, gid, servers)
 			for _, r := range ranges[gid] {
 				gs.Slots += r.To - r.From + 1
 				gs.Ranges = append(gs.Ranges, r.String())

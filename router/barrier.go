@@ -59,7 +59,7 @@ func (c *client) admit(slots []uint16) (*snapshot, int, error) {
 			_ = c.flush()
 		}
 		if !c.s.awaitChange(snap, deadline) {
-			return nil, 0, c.tryAgain(errFrozen(frozen))
+			return nil, 0, c.tryAgain(errHeld(snap, frozen))
 		}
 	}
 }

@@ -64,6 +64,7 @@ type client struct {
 	// (kept for a TRYAGAIN retry; xpend indexes them), and scratch for synchronous writes.
 	xw        bool
 	level     level
+	readMode  readMode // READONLY, READWRITE (replicaread.go)
 	xraw      []byte
 	xpend     []xpend
 	xsync     []byte

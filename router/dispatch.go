@@ -28,6 +28,7 @@ func init() {
 	registerPubSub()
 	registerInfo()
 	registerConsistency()
+	registerReadMode()
 	byID = make([]handlerFunc, command.Count())
 	for name, f := range handlers {
 		s := command.ByName(name)
@@ -148,7 +149,7 @@ func (c *client) forward(spec *command.Spec, cmd resp.Command) {
 		c.replyErr(err)
 		return
 	}
-	c.forwardTo(e.group(), cmd.Raw)
+	c.forwardTo(c.readGroup(spec, e), cmd.Raw)
 }
 
 // forward is the handler form of client.forward, with SORT's pattern check.

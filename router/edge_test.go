@@ -178,6 +178,8 @@ var edgeOwn = map[string]string{
 	"cluster":                      "CLUSTER INFO and KEYSLOT describe redraft's cluster",
 	"cluster|info":                 "CLUSTER INFO describes redraft's cluster",
 	"cluster|keyslot":              "CLUSTER KEYSLOT answers as Redis Cluster does",
+	"readonly":                     "READONLY and READWRITE choose replica reads per connection, as in Redis Cluster",
+	"readwrite":                    "READONLY and READWRITE choose replica reads per connection, as in Redis Cluster",
 }
 
 // edgeClient is a bare RESP client on one fresh connection.

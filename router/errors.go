@@ -48,7 +48,9 @@ func appendError(b []byte, err error) []byte {
 	case errors.As(err, &re):
 		return resp.AppendError(b, re.msg)
 	case errors.As(err, &ue):
-		return resp.AppendError(b, "ERR "+ue.Error())
+		// CLUSTERDOWN: the request may be retried (the group may be failing over); a write
+		// whose connection broke may still have been applied, as with any lost reply.
+		return resp.AppendError(b, "CLUSTERDOWN "+ue.Error())
 	case errors.As(err, &pe):
 		return resp.AppendError(b, "ERR "+pe.Error())
 	default:

@@ -21,7 +21,7 @@ func TestGroupDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc.redis[1].Stop()
-	want := fmt.Sprintf("ERR group g2 (%s) is unavailable: ", tc.redis[1].Addr)
+	want := fmt.Sprintf("CLUSTERDOWN group g2 (%s) is unavailable: ", tc.redis[1].Addr)
 	for i := 0; i < 5; i++ {
 		start := time.Now()
 		err := c.Get(ctx, k2).Err()

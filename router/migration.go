@@ -21,6 +21,9 @@ type migEntry struct {
 	state    migState
 	src, dst *group
 	ref      *moverRef // migrating only
+	// failover, when set, makes this a hold of the slots of a group failing over (failover.go):
+	// no migration, always frozen.
+	failover string
 }
 
 // moverKey identifies a mover that can be reused across snapshots: same migration, same

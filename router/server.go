@@ -21,6 +21,8 @@ import (
 type Config struct {
 	// NodeID and DC are this node's id and datacenter; the node routes within DC.
 	NodeID, DC string
+	// Rack is this node's rack: replicas on a host of a node of the same rack are read first.
+	Rack string
 	// Password is the default user's AUTH password ("" = none).
 	Password string
 	// Users are the client users besides the default one (users.go); a user named "default"
@@ -89,6 +91,8 @@ type Stats struct {
 	// ClientPanics counts panics in a client's handling; each closed that client's
 	// connection and nothing else.
 	ClientPanics uint64
+	// ReplicaReads counts reads served by a replica (read_from, READONLY).
+	ReplicaReads uint64
 }
 
 // Server is a node's RESP front end.
@@ -124,8 +128,12 @@ type Server struct {
 	connsTotal atomic.Uint64
 	held       atomic.Uint64
 	tryAgain   atomic.Uint64
-	movedKeys  atomic.Uint64
-	panics     atomic.Uint64
+	// fresh is, per replica, when it last had every acknowledged write (SetReplicaFresh);
+	// replicaReads counts reads replicas served.
+	fresh        atomic.Pointer[map[string]time.Time]
+	replicaReads atomic.Uint64
+	movedKeys    atomic.Uint64
+	panics       atomic.Uint64
 
 	// scripts maps the SHA1 of user scripts seen through this node (SCRIPT LOAD, and EVAL in
 	// multi-DC mode) to their bodies, so EVALSHA is recorded as EVAL (xdcscript.go).
@@ -278,6 +286,7 @@ func (s *Server) Stats() Stats {
 		BackendWrites:     uint64(s.bstats.Writes.Load()),
 		MigrationHeld:     s.held.Load(),
 		MigrationTryAgain: s.tryAgain.Load(),
+		ReplicaReads:      s.replicaReads.Load(),
 		KeysMovedOnAccess: s.movedKeys.Load(),
 		ClientPanics:      s.panics.Load(),
 	}

@@ -73,6 +73,7 @@ func cmdReset(c *client, _ *command.Spec, _ resp.Command) {
 	c.closeSession()
 	c.db, c.name = 0, ""
 	c.level = lvlDefault
+	c.readMode = readDefault
 	c.setSnap(c.snap)
 	c.user = c.s.users.initial()
 	c.authed = c.user != nil

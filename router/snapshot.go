@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/internal/backendacl"
@@ -27,6 +28,8 @@ type group struct {
 	// quorum is how many replicas acknowledge a DC_QUORUM write: a majority of the group's
 	// listed replicas, 0 when it lists none.
 	quorum int
+	// reads are the servers reads may go to (replicaread.go); nil for a replica's own group.
+	reads *readSet
 }
 
 // migState is a slot's step in a migration, as the data path acts on it.
@@ -98,6 +101,9 @@ type snapshot struct {
 	outboxMax string
 	// migrating is the number of slots an active migration covers (0: no check needed).
 	migrating int
+	// readFrom and maxLag are the settings read_from and replica_max_lag (replicaread.go).
+	readFrom string
+	maxLag   time.Duration
 	// changed is closed when a newer snapshot replaces this one (held requests wait on it).
 	changed chan struct{}
 	// hold, when set, makes this a snapshot that routes nothing: the node is not acting on
@@ -195,7 +201,8 @@ func (s *Server) SetState(st *fsm.State) {
 	}
 	snap := &snapshot{index: st.Index, flush: st.Setting("flush_enabled") == "true", changed: make(chan struct{}),
 		multiDC: len(st.DCs) > 1, level: levelFromSetting(st.Setting("write_consistency")),
-		outboxMax: strconv.FormatInt(st.SettingInt("outbox_max_entries"), 10)}
+		outboxMax: strconv.FormatInt(st.SettingInt("outbox_max_entries"), 10),
+		readFrom:  st.Setting("read_from"), maxLag: st.SettingDuration("replica_max_lag")}
 	pools := map[poolKey]*backend.Pool{}
 	movers := map[moverKey]*moverRef{}
 	if dc := st.DCs[s.cfg.DC]; dc != nil {
@@ -220,6 +227,8 @@ func (s *Server) SetState(st *fsm.State) {
 			snap.pubsub = snap.groups[0]
 		}
 		s.markMigrations(st, dc, byID, snap, movers)
+		markFailovers(dc, snap)
+		s.readSets(st, dc, byID, pools)
 	}
 	sort.Slice(snap.groups, func(i, j int) bool { return snap.groups[i].id < snap.groups[j].id })
 	old := s.pools

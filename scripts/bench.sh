@@ -8,7 +8,10 @@
 # The proxied side is a one-node redraft cluster (the real binary, Raft and all) with two
 # groups: g1 serves every slot for SET/GET; for MSET half the slots are reassigned to g2 so the
 # ten keys split over both. Then a second node in dc2 joins for the replication figures.
-# Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS, XRATE, XDUR, BENCH_ONLY=data|xdc.
+# Last, the failover figures (docs/failover.md): kill -9 of a group master to the first write
+# acknowledged through every node, and the write latency around planned switchovers
+# (integration/failover_bench_test.go, real nodes and redis-servers).
+# Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS, XRATE, XDUR, BENCH_ONLY=data|xdc|failover.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -17,6 +20,17 @@ N16=${N16:-2000000}
 NMSET=${NMSET:-200000}
 CLIENTS=${CLIENTS:-50}
 DATA=64
+
+bench_failover() {
+	REDRAFT_BENCH_FAILOVER=1 go test -count=1 -run '^TestBenchFailover$' -v ./integration/ | grep '^BENCH' || {
+		echo "bench: the failover figures failed (go test -run TestBenchFailover -v ./integration/ shows why)" >&2
+		return 1
+	}
+}
+if [ "${BENCH_ONLY:-}" = failover ]; then
+	bench_failover
+	exit
+fi
 
 for b in redis-server redis-benchmark redis-cli; do
 	command -v "$b" >/dev/null || { echo "bench: $b not found" >&2; exit 1; }
@@ -218,3 +232,4 @@ echo "as fast as $CLIENTS clients go:     ${full//$'\n'/; }"
 b=$(echo "$base" | awk '{print $5}'); a=$(echo "$full" | awk 'NR==1 {print $5}')
 s=$(echo "$full" | awk -F's after the start: ' 'NR==2 {split($2, x, " "); print x[1]}')
 awk -v b="$b" -v a="$a" -v s="$s" 'BEGIN { printf "acked writes/s with 2 DCs / 1 DC: %.2f; sustained cross-DC (applied in dc2) / 1 DC: %.2f\n", a / b, s / b }'
+[ "${BENCH_ONLY:-}" = xdc ] || bench_failover

@@ -41,7 +41,7 @@ func groupCommand() *cli.Command {
 					return groupChange(c, func(cl *node.Client, g fsm.Group) error {
 						cx, cancel := ctx(c)
 						defer cancel()
-						u := node.GroupUpdate{Master: g.Master, Replicas: g.Replicas}
+						u := node.GroupUpdate{Master: g.Master, Replicas: g.Replicas, Priority: g.Priority}
 						if c.IsSet("password") {
 							u.Password = &g.Password
 						}
@@ -70,6 +70,7 @@ func groupCommand() *cli.Command {
 					return nil
 				},
 			},
+			groupFailoverCommand(),
 			{
 				Name:      "list",
 				Usage:     "list groups with their slots",
@@ -102,11 +103,34 @@ func groupFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "replica", Usage: "replica HOST:PORT (repeat for more)"},
 		&cli.StringFlag{Name: "user", Usage: "the backends' admin user (default: Redis's default user); redraft creates its ACL users with it", EnvVars: []string{"REDRAFT_GROUP_USER"}},
 		&cli.StringFlag{Name: "password", DefaultText: "unset", Usage: "the backends' admin AUTH password (the default user's requirepass, or the password of --user; shown afterwards only as set or unset); prefer the environment variable", EnvVars: []string{"REDRAFT_GROUP_PASSWORD"}},
+		&cli.StringSliceFlag{Name: "priority", Usage: "replica promotion priority HOST:PORT=N (lower first, 0 never, default 100; repeat for more)"},
 	}
 }
 
+// priorities parses --priority HOST:PORT=N flags.
+func priorities(c *cli.Context) (map[string]int, error) {
+	var out map[string]int
+	for _, p := range c.StringSlice("priority") {
+		addr, v, ok := strings.Cut(p, "=")
+		n, err := strconv.Atoi(v)
+		if !ok || err != nil || n < 0 {
+			return nil, fmt.Errorf("--priority %q: want HOST:PORT=N with N a whole number, 0 or more", p)
+		}
+		if out == nil {
+			out = map[string]int{}
+		}
+		out[addr] = n
+	}
+	return out, nil
+}
+
 func groupChange(c *cli.Context, f func(*node.Client, fsm.Group) error) error {
-	g := fsm.Group{ID: c.String("id"), Master: c.String("master"), Replicas: c.StringSlice("replica"), User: c.String("user"), Password: c.String("password")}
+	prio, err := priorities(c)
+	if err != nil {
+		return err
+	}
+	g := fsm.Group{ID: c.String("id"), Master: c.String("master"), Replicas: c.StringSlice("replica"), User: c.String("user"),
+		Password: c.String("password"), Priority: prio}
 	if err := f(adminClient(c), g); err != nil {
 		return err
 	}

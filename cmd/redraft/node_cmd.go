@@ -15,8 +15,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
 
+	"github.com/redraft/redraft/failover"
 	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/migrate"
 	"github.com/redraft/redraft/node"
@@ -203,6 +205,10 @@ func runNode(c *cli.Context, join bool) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel(cfg.LogLevel)}))
 	slog.SetDefault(log)
+	// go-redis's own pool messages ("failed to dial after N attempts") repeat for every probe
+	// of a server that is down (the failover watcher's, the movers'); the callers log what
+	// matters, so these go to debug.
+	redis.SetLogger(goRedisLog{log})
 	setProcs(cfg.Procs, log)
 
 	rcfg, err := routerConfig(cfg)
@@ -226,8 +232,12 @@ func runNode(c *cli.Context, join bool) error {
 	rcfg.Logger = log
 	rt := router.New(rcfg)
 	repl = xdc.New(xdc.Config{Cluster: ref, Peers: ref, Local: rt, Logger: log})
+	watch := failover.New(failover.Config{Cluster: ref, Gate: rt, Logger: log, OnFresh: rt.SetReplicaFresh})
 	rpcs := map[string]node.RPCFunc{}
 	for name, h := range repl.RPC() {
+		rpcs[name] = node.RPCFunc(h)
+	}
+	for name, h := range watch.RPC() {
 		rpcs[name] = node.RPCFunc(h)
 	}
 	n, err := node.Start(cfg, node.Options{Logger: log, Status: func() any { return rt.Stats() }, RPC: rpcs,
@@ -236,6 +246,14 @@ func runNode(c *cli.Context, join bool) error {
 			out := make([]node.ReplicationPair, len(pairs))
 			for i, p := range pairs {
 				out[i] = node.ReplicationPair(p)
+			}
+			return out
+		},
+		Servers: func() []node.ServerView {
+			view := watch.View()
+			out := make([]node.ServerView, len(view))
+			for i, v := range view {
+				out[i] = node.ServerView(v)
 			}
 			return out
 		}})
@@ -252,6 +270,9 @@ func runNode(c *cli.Context, join bool) error {
 	if err := n.Register(rt); err != nil {
 		log.Warn("data plane metrics not registered", "err", err)
 	}
+	if err := n.Register(rt.ReplicaReadMetrics()); err != nil {
+		log.Warn("replica read metrics not registered", "err", err)
+	}
 	// The node hands over only states it knows are current (node/current.go): the router
 	// routes by them, and the coordinator and the replicator read them through ref. The router
 	// sees each state before the coordinator acts on it: a freeze is in force in the data plane
@@ -265,11 +286,13 @@ func runNode(c *cli.Context, join bool) error {
 		}
 		coord.Notify(st)
 		repl.Notify(st)
+		watch.Notify(st)
 	})
 	coordCtx, stopCoord := context.WithCancel(context.Background())
 	defer stopCoord()
 	go coord.Run(coordCtx)
 	go repl.Run(coordCtx)
+	go watch.Run(coordCtx)
 	for _, ln := range lns {
 		go func() {
 			if err := rt.Serve(ln); err != nil {
@@ -295,6 +318,14 @@ func runNode(c *cli.Context, join bool) error {
 	rt.Close()
 	n.Close()
 	return exit
+}
+
+// goRedisLog sends go-redis's internal messages to the node's log at debug level.
+type goRedisLog struct{ log *slog.Logger }
+
+// Printf implements go-redis's logger.
+func (l goRedisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), "part", "go-redis")
 }
 
 // nodeRef gives the replicator and the migration coordinator the node, which starts after the
@@ -386,6 +417,7 @@ func routerConfig(cfg node.Config) (router.Config, error) {
 	return router.Config{
 		NodeID:         cfg.ID,
 		DC:             cfg.DC,
+		Rack:           cfg.Rack,
 		Password:       cfg.Password,
 		Users:          users,
 		MaxBulkBytes:   cfg.MaxBulkBytes,

@@ -26,6 +26,8 @@ func statusCommand() *cli.Command {
 				memberTable(st.Members, st.DCs)
 				fmt.Println()
 				groupTable(st.DCs)
+				fmt.Println()
+				serverTable(st.DCs)
 				if len(st.Replication) > 0 {
 					fmt.Println()
 					var rows [][]string

@@ -40,6 +40,19 @@ func WithPassword(pw string) Option {
 	return func(args []string) []string { return append(args, "--requirepass", pw) }
 }
 
+// WithReplicaOf starts the server as a replica of master (host:port), with masterauth pw when
+// pw is not empty.
+func WithReplicaOf(master, pw string) Option {
+	return func(args []string) []string {
+		host, port, _ := net.SplitHostPort(master)
+		args = append(args, "--replicaof", host, port)
+		if pw != "" {
+			args = append(args, "--masterauth", pw)
+		}
+		return args
+	}
+}
+
 // WithArgs passes raw redis-server arguments, such as "--databases", "32".
 func WithArgs(a ...string) Option {
 	return func(args []string) []string { return append(args, a...) }

@@ -99,7 +99,9 @@ var overlay = map[string]handling{
 
 	// Sessions.
 	"auth": {Local, "the node's users: AUTH pass (default user) or AUTH user pass; constant-time compare"}, "select": {Local, "per session; backend connections per database"},
-	"ping": {Local, ""}, "echo": {Local, ""}, "quit": {Local, ""}, "reset": {Local, ""},
+	"readonly":  {Local, "reads of this connection may go to replicas (setting replica_max_lag bounds their lag)"},
+	"readwrite": {Local, "reads of this connection go to masters"},
+	"ping":      {Local, ""}, "echo": {Local, ""}, "quit": {Local, ""}, "reset": {Local, ""},
 	"hello":          {Local, "protocol 2 only; AUTH user pass and SETNAME"},
 	"acl|whoami":     {Local, "the session's user"},
 	"client|setname": {Local, ""}, "client|getname": {Local, ""}, "client|id": {Local, ""}, "client|info": {Local, ""},

@@ -1,0 +1,305 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/backendacl"
+)
+
+// candidate is a replica that may be promoted, with what it said.
+type candidate struct {
+	addr string
+	info Info
+}
+
+// errDone means the failover's epoch is over (finished by this node or another).
+var errDone = errors.New("failover over")
+
+// execute runs the group's failover of epoch on this node (its executor) until it is over:
+// every attempt starts from what the servers say now, so an attempt cut short, or a run of a
+// previous executor, is resumed, never repeated blindly.
+func (w *Watcher) execute(ctx context.Context, group string, epoch uint64) {
+	w.alone(fmt.Sprintf("exec/%s/%d", group, epoch), func() {
+		lastWhy := ""
+		for ctx.Err() == nil {
+			st, g := w.group(group)
+			if g == nil || g.Failover == nil || g.Failover.Epoch != epoch || g.Failover.Executor != w.cl.ID() {
+				return
+			}
+			f := *g.Failover
+			start := time.Now()
+			var to, why string
+			var err error
+			if f.Planned {
+				to, why, err = w.switchover(ctx, st, g, f)
+			} else {
+				to, why, err = w.promote(ctx, st, g, f)
+			}
+			if errors.Is(err, errDone) {
+				return
+			}
+			if err == nil && why == "" {
+				w.failovers.Add(1)
+				w.log.Warn("failover done", "group", group, "epoch", epoch, "from", f.From, "to", to, "planned", f.Planned,
+					"reason", f.Reason, "took", time.Since(start).Round(time.Millisecond), "start_index", f.StartIndex)
+				w.awaitApplied(ctx, group, epoch)
+				return
+			}
+			if err != nil {
+				why = err.Error()
+			}
+			if why != lastWhy {
+				lastWhy = why
+				w.log.Warn("failover cannot go on yet", "group", group, "epoch", epoch, "why", why)
+				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_ = w.cl.Propose(pctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: group, Epoch: epoch, Stalled: why})
+				cancel()
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	})
+}
+
+// awaitApplied waits (at most 5 s) until this node's state shows the group's failover of epoch
+// over: the commit returned at the leader, and a new run must not start from an older state.
+func (w *Watcher) awaitApplied(ctx context.Context, group string, epoch uint64) {
+	deadline := time.Now().Add(5 * time.Second)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if _, g := w.group(group); g == nil || g.Failover == nil || g.Failover.Epoch != epoch {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// infos asks the servers for INFO in parallel.
+func (w *Watcher) infos(ctx context.Context, g *fsm.Group, addrs []string) ([]Info, []error) {
+	ctx, cancel := context.WithTimeout(ctx, w.adm.timeout)
+	defer cancel()
+	out, errs := make([]Info, len(addrs)), make([]error, len(addrs))
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i], errs[i] = w.adm.info(ctx, g, a)
+		}()
+	}
+	wg.Wait()
+	return out, errs
+}
+
+// promote runs one attempt of an unplanned failover: pick the replica that was in sync with the
+// highest offset, promote it, commit the new master, point the other replicas at it. It
+// returns why it cannot (why), or an error.
+func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fsm.Failover) (string, string, error) {
+	mda := st.SettingDuration("master_down_after")
+	old, _ := w.server(f.From)
+	downFor := time.Since(old.lastOK)
+	infos, errs := w.infos(ctx, g, append([]string{f.From}, g.Replicas...))
+	// The old master answers again as the same process, and no replica was promoted yet:
+	// nothing was lost and nothing moved, so the failover is cancelled.
+	promoted := ""
+	for i, a := range g.Replicas {
+		if errs[i+1] == nil && infos[i+1].Role == "master" {
+			promoted = a
+		}
+	}
+	if errs[0] == nil && infos[0].Role == "master" && promoted == "" && old.runID != "" && infos[0].RunID == old.runID {
+		w.log.Warn("failover cancelled: the master answers again, same process", "group", g.ID, "master", f.From)
+		return "", "", w.finish(ctx, g, f, f.From, 0)
+	}
+	var cands []candidate
+	var why []string
+	for i, a := range g.Replicas {
+		in, err := infos[i+1], errs[i+1]
+		switch {
+		case promoted != "":
+			// A previous attempt promoted it: resume from there.
+		case err != nil:
+			why = append(why, fmt.Sprintf("%s does not answer (%v)", a, err))
+		case g.PriorityOf(a) == 0:
+			why = append(why, a+" has priority 0")
+		case in.Loading || in.Syncing:
+			why = append(why, a+" is loading its data")
+		case in.Role != "slave" || in.MasterAddr != f.From:
+			why = append(why, fmt.Sprintf("%s replicates %q, not %s", a, in.MasterAddr, f.From))
+		case !in.LinkUp && in.LinkDownSec > int64((downFor+10*mda)/time.Second):
+			why = append(why, fmt.Sprintf("%s lost its master %ds ago, long before the master went down", a, in.LinkDownSec))
+		default:
+			cands = append(cands, candidate{a, in})
+		}
+	}
+	if promoted != "" {
+		cands = []candidate{{promoted, Info{Role: "master"}}}
+	}
+	if len(cands) == 0 {
+		if len(g.Replicas) == 0 {
+			return "", "the group has no replica: it stays down until its master is back or an operator changes the group", nil
+		}
+		return "", "no usable replica: " + strings.Join(why, "; "), nil
+	}
+	sortCandidates(g, cands)
+	to := cands[0].addr
+	w.provision(ctx, g, to)
+	if err := w.adm.replicaOf(ctx, g, to, ""); err != nil {
+		return "", "", fmt.Errorf("REPLICAOF NO ONE on %s: %w", to, err)
+	}
+	// The old master's stream the new one never got: writes acknowledged at DC_ONE, lost.
+	var lost int64
+	if promoted == "" && old.info.Role == "master" {
+		lost = max(old.info.Offset-cands[0].info.Offset, 0)
+	}
+	w.log.Warn("replica promoted", "group", g.ID, "new_master", to, "offset", cands[0].info.Offset,
+		"old_master", f.From, "old_master_offset_last_seen", old.info.Offset, "lost_bytes_at_least", lost,
+		"master_down_for", downFor.Round(time.Millisecond))
+	if err := w.finish(ctx, g, f, to, lost); err != nil {
+		return "", "", err
+	}
+	w.pointReplicas(ctx, g, to, f.From)
+	return to, "", nil
+}
+
+// provision creates redraft's backend ACL users on the server about to be promoted (ACL users
+// are not replicated): the routers' first connections to the new master then authenticate at
+// once instead of provisioning after a refused AUTH. Best effort: they provision anyway.
+func (w *Watcher) provision(ctx context.Context, g *fsm.Group, addr string) {
+	if err := backendacl.ForGroup(g).Provision(ctx, addr); err != nil {
+		w.log.Warn("backend ACL users not created on the new master yet (the routers retry)", "group", g.ID, "server", addr, "err", err)
+	}
+}
+
+// finish commits the end of the failover; a refusal because it is over already is errDone.
+func (w *Watcher) finish(ctx context.Context, g *fsm.Group, f fsm.Failover, to string, lost int64) error {
+	err := w.cl.Propose(ctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: g.ID, Epoch: f.Epoch, NewMaster: to, LostBytes: lost})
+	var fe *fsm.Error
+	if errors.As(err, &fe) && fe.Code == "busy" || err != nil && strings.Contains(err.Error(), "no failover of epoch") {
+		return errDone
+	}
+	if err == nil && to == f.From {
+		return errDone
+	}
+	return err
+}
+
+// pointReplicas makes the group's other replicas replicate to (best effort: the watchers fence
+// whatever is missed).
+func (w *Watcher) pointReplicas(ctx context.Context, g *fsm.Group, to, skip string) {
+	for _, a := range g.Replicas {
+		if a == to || a == skip {
+			continue
+		}
+		if err := w.adm.replicaOf(ctx, g, a, to); err != nil {
+			w.log.Warn("replica not pointed at the new master yet (the watchers retry)", "group", g.ID, "server", a, "err", err)
+		}
+	}
+}
+
+// switchover runs one attempt of a planned switchover: every node of the DC holds the group's
+// requests and drains them, the master pauses writes, the target catches up to the master's
+// offset, then it is promoted, the old master follows it, and the new master is committed.
+func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f fsm.Failover) (string, string, error) {
+	t0 := time.Now()
+	w.drainAll(ctx, st, g, f)
+	tDrained := time.Now()
+	infos, errs := w.infos(ctx, g, append([]string{f.From}, g.Replicas...))
+	if errs[0] != nil {
+		return "", fmt.Sprintf("the master %s does not answer (%v): a switchover needs it", f.From, errs[0]), nil
+	}
+	to := f.To
+	if to == "" {
+		var cands []candidate
+		for i, a := range g.Replicas {
+			if errs[i+1] == nil && infos[i+1].Role == "slave" && infos[i+1].MasterAddr == f.From && infos[i+1].LinkUp && g.PriorityOf(a) > 0 {
+				cands = append(cands, candidate{a, infos[i+1]})
+			}
+		}
+		if len(cands) == 0 {
+			return "", "no replica is in sync with the master", nil
+		}
+		sortCandidates(g, cands)
+		to = cands[0].addr
+	}
+	m := w.adm.admin(g, f.From)
+	// The safety net: a write that reached the master after the drain waits here and fails
+	// with READONLY once the master follows the new one; it is never acknowledged and lost.
+	if err := m.Do(ctx, "CLIENT", "PAUSE", "5000", "WRITE").Err(); err != nil {
+		return "", "", fmt.Errorf("CLIENT PAUSE on %s: %w", f.From, err)
+	}
+	unpause := func() { _ = m.Do(context.WithoutCancel(ctx), "CLIENT", "UNPAUSE").Err() }
+	target, caught := int64(-1), false
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		in, errs := w.infos(ctx, g, []string{f.From, to})
+		if errs[0] == nil && errs[1] == nil && in[1].Role == "slave" && in[1].MasterAddr == f.From {
+			target = in[0].Offset
+			if in[1].Offset >= target {
+				caught = true
+				break
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if !caught {
+		unpause()
+		w.log.Warn("switchover cancelled: the target did not catch up with the master", "group", g.ID, "to", to, "master_offset", target)
+		if err := w.finish(ctx, g, f, f.From, 0); err != nil && !errors.Is(err, errDone) {
+			return "", "", err
+		}
+		return "", "", errDone
+	}
+	tCaught := time.Now()
+	w.provision(ctx, g, to)
+	if err := w.adm.replicaOf(ctx, g, to, ""); err != nil {
+		unpause()
+		return "", "", fmt.Errorf("REPLICAOF NO ONE on %s: %w", to, err)
+	}
+	if err := w.adm.replicaOf(ctx, g, f.From, to); err != nil {
+		w.log.Warn("old master not made a replica yet (the watchers fence it)", "group", g.ID, "server", f.From, "err", err)
+	}
+	unpause()
+	if err := w.finish(ctx, g, f, to, 0); err != nil {
+		return "", "", err
+	}
+	w.pointReplicas(ctx, g, to, f.From)
+	w.log.Warn("switchover timings", "group", g.ID, "to", to, "offset", target,
+		"drain", tDrained.Sub(t0).Round(time.Microsecond), "catch_up", tCaught.Sub(tDrained).Round(time.Microsecond),
+		"promote_and_commit", time.Since(tCaught).Round(time.Microsecond))
+	return to, "", nil
+}
+
+// drainAll asks every node of the DC (this one included) to hold and drain the group's
+// requests, in parallel, for at most two seconds; a node that does not answer is logged (the
+// master's CLIENT PAUSE still keeps its writes from being acknowledged and lost).
+func (w *Watcher) drainAll(ctx context.Context, st *fsm.State, g *fsm.Group, f fsm.Failover) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req := drainRequest{Group: g.ID, Epoch: f.Epoch}
+	var wg sync.WaitGroup
+	for _, id := range st.DCNodes(w.cl.DC()) {
+		n := st.Nodes[id]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if id == w.cl.ID() {
+				err = w.drainLocal(ctx, req)
+			} else {
+				err = w.cl.CallPeer(ctx, n.Peer, RPCDrain, req, &struct{}{})
+			}
+			if err != nil {
+				w.log.Warn("node did not drain the group for the switchover", "group", g.ID, "node", id, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
