@@ -28,6 +28,7 @@ func init() {
 	registerPubSub()
 	registerInfo()
 	registerConsistency()
+	registerFunctions()
 	byID = make([]handlerFunc, command.Count())
 	for name, f := range handlers {
 		s := command.ByName(name)

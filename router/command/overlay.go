@@ -89,6 +89,17 @@ var overlay = map[string]handling{
 	"script|flush":  {Fanout, "every group"},
 	"script|help":   {Any, ""},
 
+	// Functions (router/functions.go).
+	"function|load":    {Fanout, "every group of the DC (not carried to other DCs: load it through each DC)"},
+	"function|delete":  {Fanout, "every group of the DC (not carried to other DCs)"},
+	"function|flush":   {Fanout, "every group of the DC (not carried to other DCs)"},
+	"function|restore": {Fanout, "every group of the DC (not carried to other DCs)"},
+	"function|kill":    {Fanout, "stops the function running on any group"},
+	"function|list":    {Fanout, "from the groups; an error names the groups when they differ"},
+	"function|dump":    {Fanout, "from the groups; an error names the groups when they differ"},
+	"function|stats":   {Fanout, "engines from the groups (an error when they differ); running_script from any group"},
+	"function|help":    {Any, ""},
+
 	// Blocking commands on a dedicated backend connection.
 	"blpop": {Block, ""}, "brpop": {Block, ""}, "brpoplpush": {Block, "both keys must share a slot"},
 	"blmove": {Block, "both keys must share a slot"}, "blmpop": {Block, ""}, "bzpopmin": {Block, ""},
