@@ -71,6 +71,15 @@ func (c *client) sendAs(g *group, raw []byte, internal bool) *backend.Request {
 	return c.send(g, raw, 1)
 }
 
+// roundTripAs sends raw to g as sendAs does and returns a copy of the reply.
+func (c *client) roundTripAs(g *group, raw []byte, internal bool) ([]byte, error) {
+	r := c.sendAs(g, raw, internal)
+	c.wait(r)
+	reply, err := append([]byte(nil), r.Reply...), r.Err
+	c.release([]*backend.Request{r})
+	return reply, err
+}
+
 // firstFailure returns the first group that could not be asked, as an error naming it.
 func firstFailure(reps []groupReply) error {
 	for _, r := range reps {

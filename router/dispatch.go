@@ -29,6 +29,7 @@ func init() {
 	registerInfo()
 	registerConsistency()
 	registerFunctions()
+	registerConfig()
 	byID = make([]handlerFunc, command.Count())
 	for name, f := range handlers {
 		s := command.ByName(name)

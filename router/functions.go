@@ -32,16 +32,7 @@ const fixFunctions = "the groups' function libraries differ: make them equal thr
 // answers the same, that is the answer, errors included (Redis's own words); otherwise the
 // error names each group's answer, since the call then took effect on some groups only.
 func cmdFunctionChange(c *client, spec *command.Spec, cmd resp.Command) {
-	reps, err := c.askGroups(cmd.Raw, true)
-	if err != nil {
-		c.replyErr(err)
-		return
-	}
-	if firstFailure(reps) == nil && sameReplies(reps) {
-		c.reply(reps[0].raw)
-		return
-	}
-	c.replyErr(errDisagree(upperName(spec.Name), fixFunctions, reps))
+	c.allSame(cmd.Raw, upperName(spec.Name), fixFunctions)
 }
 
 // cmdFunctionKill stops a running function on whichever group runs one: OK when one group

@@ -100,6 +100,13 @@ var overlay = map[string]handling{
 	"function|stats":   {Fanout, "engines from the groups (an error when they differ); running_script from any group"},
 	"function|help":    {Any, ""},
 
+	// Configuration (router/config_cmd.go).
+	"config|get":       {Fanout, "the first group's parameters; secrets (requirepass, masterauth, ...) left out"},
+	"config|set":       {Fanout, "data-path parameters only (encodings, eviction, lazy freeing, ...), on every group of the DC, when the setting config_set allows; the rest refused"},
+	"config|resetstat": {Fanout, "every group of the DC"},
+	"config|help":      {Any, ""},
+	"config|rewrite":   {Unsupported, "the groups' config files are the operator's"},
+
 	// Blocking commands on a dedicated backend connection.
 	"blpop": {Block, ""}, "brpop": {Block, ""}, "brpoplpush": {Block, "both keys must share a slot"},
 	"blmove": {Block, "both keys must share a slot"}, "blmpop": {Block, ""}, "bzpopmin": {Block, ""},
