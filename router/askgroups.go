@@ -65,10 +65,18 @@ func (c *client) askEvery(raw []byte, internal bool) ([]groupReply, bool) {
 }
 
 // sendAs is send on g's pool for client traffic, or for redraft's own work when internal is
-// set. Both are g.pool until backends distinguish the two users.
+// set.
 func (c *client) sendAs(g *group, raw []byte, internal bool) *backend.Request {
-	_ = internal
-	return c.send(g, raw, 1)
+	return c.sendN(g, raw, 1, internal)
+}
+
+// sendN sends raw, n commands, as sendAs does: on g's pool (the restricted client user) or
+// g.ipool (redraft's internal user).
+func (c *client) sendN(g *group, raw []byte, n int, internal bool) *backend.Request {
+	if internal {
+		return c.sendOn(g.ipool, raw, n)
+	}
+	return c.sendOn(g.pool, raw, n)
 }
 
 // roundTripAs sends raw to g as sendAs does and returns a copy of the reply.

@@ -104,11 +104,15 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 	}
 	c.drain()
 	_ = c.flush() // the client sees earlier replies before blocking
+	c.waiting.Store(true)
+	defer c.waiting.Store(false)
 	if !ok || slot < 0 {
 		c.refusedByRedis(slot, cmd)
 		return
 	}
 	if c.xw && c.snap.multiDC && spec.Write {
+		c.s.pollers.Add(1)
+		defer c.s.pollers.Add(-1)
 		c.pollBlocking(spec, cmd, slot, d)
 		return
 	}
@@ -298,6 +302,8 @@ func cmdWait(c *client, _ *command.Spec, cmd resp.Command) {
 	}
 	c.drain()
 	_ = c.flush()
+	c.waiting.Store(true)
+	defer c.waiting.Store(false)
 	limit := time.Duration(0)
 	if ms > 0 && ms < math.MaxInt64/int64(2*time.Millisecond) {
 		limit = time.Duration(ms)*time.Millisecond + c.s.cfg.BackendTimeout

@@ -95,6 +95,10 @@ type client struct {
 
 	// The blocking command waiting on a dedicated connection, for SetState to release.
 	blk atomic.Pointer[blockOp]
+	// waiting is set while the session waits in a blocking command (blocked_clients).
+	waiting atomic.Bool
+	// view is what CLIENT LIST, KILL and INFO read from other goroutines (clients_cmd.go).
+	view clientView
 
 	// Where the session subscribed, for SetState to read from another goroutine.
 	psMain  atomic.Pointer[backend.Pool]
@@ -126,6 +130,7 @@ func (c *client) closeConn() { _ = c.nc.Close() }
 func (c *client) serve() {
 	defer c.cleanup()
 	defer c.recoverClient()
+	c.view.user.Store(c.user)
 	more := false
 	for {
 		if !more {
@@ -134,6 +139,7 @@ func (c *client) serve() {
 			}
 		}
 		more = false
+		c.view.last.Store(time.Now().Unix())
 		c.setSnap(c.s.snap.Load())
 		c.holdWaited = false
 		for {
@@ -204,6 +210,7 @@ func (c *client) closeSession() {
 	if c.ps != nil {
 		c.ps.close()
 		c.ps = nil
+		c.view.ps.Store(nil)
 	}
 	c.psMain.Store(nil)
 	c.psShard.Store(nil)

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"strings"
 
 	"github.com/redraft/redraft/router/command"
@@ -90,15 +91,19 @@ func cmdConfigGet(c *client, _ *command.Spec, cmd resp.Command) {
 // cmdConfigSet applies data-path parameters to every group of the DC when the cluster
 // setting config_set allows it. Every parameter is checked before any group is asked, so a
 // refused one changes nothing.
-func cmdConfigSet(c *client, spec *command.Spec, cmd resp.Command) {
+func cmdConfigSet(c *client, _ *command.Spec, cmd resp.Command) {
 	args := cmd.Args[2:]
 	if len(args)%2 != 0 {
-		c.replyErr(errWrongArgs(spec.Name))
+		c.replyErr(errSyntax)
 		return
 	}
 	for i := 0; i < len(args); i += 2 {
 		name := strings.ToLower(string(args[i]))
 		if !configSettable[name] {
+			if c.unknownConfig(args[i]) {
+				c.replyErr(errorf("ERR Unknown option or number of arguments for CONFIG SET - '%s'", printable(args[i])))
+				return
+			}
 			c.replyErr(errorf("ERR redraft: CONFIG SET '%s' is refused: redraft lets clients set only data-path parameters (encodings, eviction, lazy freeing, ...; see docs/commands.md), never what it relies on to run the groups", printable(args[i])))
 			return
 		}
@@ -108,6 +113,17 @@ func cmdConfigSet(c *client, spec *command.Spec, cmd resp.Command) {
 		return
 	}
 	c.allSame(cmd.Raw, "CONFIG SET", "set it again through redraft")
+}
+
+// unknownConfig reports whether the first group knows no parameter of that name (CONFIG GET
+// of it answers nothing), so CONFIG SET answers Redis's error for it.
+func (c *client) unknownConfig(name []byte) bool {
+	if bytes.ContainsAny(name, "*?[\\") || c.snap.down() != nil || len(c.snap.groups) == 0 {
+		return false
+	}
+	c.drain()
+	reply, err := c.roundTripAs(c.snap.groups[0], appendCommand(nil, []string{"CONFIG", "GET", string(name)}), true)
+	return err == nil && string(reply) == "*0\r\n"
 }
 
 // cmdConfigResetStat resets every group's statistics (slow log, command stats, counters).

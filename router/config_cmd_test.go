@@ -38,11 +38,13 @@ func TestConfigSetGet(t *testing.T) {
 	both("CONFIG", "SET", "maxmemory-policy", "no-such-policy") // Redis's error, from every group
 	both("CONFIG", "SET", "hash-max-listpack-entries")          // wrong number of arguments
 	both("CONFIG", "SET", "lazyfree-lazy-user-del", "yes", "lazyfree-lazy-user-del", "no")
+	both("CONFIG", "SET", "no-such-parameter", "1")
+	both("CONFIG", "SET", "maxmemory-policy", "allkeys-lru", "odd")
 
 	// Parameters that would break redraft are refused before any group changes.
 	for _, p := range [][]string{{"requirepass", "x"}, {"masterauth", "x"}, {"replicaof", "127.0.0.1 1"},
 		{"dir", "/"}, {"dbfilename", "x.rdb"}, {"port", "1"}, {"bind", "1.2.3.4"}, {"databases", "1"},
-		{"maxmemory-policy", "noeviction", "timeout", "1"}, {"no-such-parameter", "1"}} {
+		{"maxmemory-policy", "noeviction", "timeout", "1"}} {
 		args := []any{"CONFIG", "SET"}
 		for _, a := range p {
 			args = append(args, a)

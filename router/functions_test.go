@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"sort"
@@ -23,8 +24,13 @@ func resp2(t *testing.T, addr string) *redis.Client {
 	return c
 }
 
+// doer is a go-redis client or connection.
+type doer interface {
+	Do(ctx context.Context, args ...any) *redis.Cmd
+}
+
 // do runs a raw command and returns its value or its error's text.
-func do(t *testing.T, c *redis.Client, args ...any) any {
+func do(t *testing.T, c doer, args ...any) any {
 	t.Helper()
 	v, err := c.Do(ctxT(t), args...).Result()
 	if err != nil {
@@ -35,7 +41,7 @@ func do(t *testing.T, c *redis.Client, args ...any) any {
 
 // sameAs returns a function that sends a command to the node and to redis-server, fails the
 // test unless both answer alike (equalReplies), and returns the node's answer.
-func sameAs(t *testing.T, node, ref *redis.Client) func(args ...any) any {
+func sameAs(t *testing.T, node, ref doer) func(args ...any) any {
 	return func(args ...any) any {
 		t.Helper()
 		got, want := do(t, node, args...), do(t, ref, args...)

@@ -135,6 +135,8 @@ type Server struct {
 	reloading map[*backend.Pool]bool
 	// internal holds the sessions Internal reuses.
 	internal sync.Pool
+	// pollers counts sessions polling a blocking write with several DCs (INFO blocked_clients).
+	pollers atomic.Int64
 }
 
 // New returns a Server; it routes nothing until SetState is called.

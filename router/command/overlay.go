@@ -127,6 +127,13 @@ var overlay = map[string]handling{
 	"cluster|keyslot": {Local, ""}, "cluster|info": {Local, ""},
 	"time": {Any, "the first group's clock"},
 
+	// The node's own clients (router/clients_cmd.go) and introspection.
+	"client|list":     {Local, "the node's own clients"},
+	"client|kill":     {Local, "the node's own clients"},
+	"client|unblock":  {Local, "the node's own clients; not those polling a blocking write with several DCs"},
+	"client|no-evict": {Local, "accepted; the node never evicts clients"},
+	"memory|usage":    {Forward, ""},
+
 	// Transactions.
 	"multi": {Tx, "all keys of the transaction must share a slot"}, "exec": {Tx, ""}, "discard": {Tx, ""},
 	"watch": {Tx, "on a dedicated connection to the keys' group"}, "unwatch": {Tx, ""},
