@@ -99,6 +99,8 @@ type client struct {
 	waiting atomic.Bool
 	// view is what CLIENT LIST, KILL and INFO read from other goroutines (clients_cmd.go).
 	view clientView
+	// readAt is when the batch's bytes were read: a blocking command's arrival (blockorder.go).
+	readAt time.Time
 
 	// Where the session subscribed, for SetState to read from another goroutine.
 	psMain  atomic.Pointer[backend.Pool]
@@ -139,7 +141,8 @@ func (c *client) serve() {
 			}
 		}
 		more = false
-		c.view.last.Store(time.Now().Unix())
+		c.readAt = time.Now()
+		c.view.last.Store(c.readAt.Unix())
 		c.setSnap(c.s.snap.Load())
 		c.holdWaited = false
 		for {

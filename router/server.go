@@ -135,7 +135,9 @@ type Server struct {
 	reloading map[*backend.Pool]bool
 	// internal holds the sessions Internal reuses.
 	internal sync.Pool
-	// pollers counts sessions polling a blocking write with several DCs (INFO blocked_clients).
+	// turns orders blocking commands per slot as they arrived (blockorder.go); pollers counts
+	// sessions polling a blocking write with several DCs (INFO blocked_clients).
+	turns   blockTurns
 	pollers atomic.Int64
 }
 
