@@ -312,10 +312,10 @@ func TestSetSetting(t *testing.T) {
 			t.Error("SetSetting changed its input state")
 		}
 	}
-	applyRefused(t, s, &SetSetting{Key: "no_such", Value: "1"}, "invalid", `unknown setting "no_such" (known: flush_enabled,`)
+	applyRefused(t, s, &SetSetting{Key: "no_such", Value: "1"}, "invalid", `unknown setting "no_such" (known: config_set, flush_enabled,`)
 	applyRefused(t, s, &SetSetting{Key: "", Value: "1"}, "invalid", "unknown setting")
 	for _, tc := range []struct{ key, in string }{
-		{"write_consistency", "ALL"}, {"read_consistency", ""}, {"flush_enabled", "maybe"},
+		{"write_consistency", "ALL"}, {"read_consistency", ""}, {"flush_enabled", "maybe"}, {"config_set", "sometimes"},
 		{"max_voters", "0"}, {"max_voters", "10"}, {"max_voters", "x"}, {"max_voters", "3.5"},
 		{"outbox_max_entries", "999"}, {"migrate_big_key_elements", "0"}, {"migrate_big_key_bytes", "99999999999999999999"},
 	} {

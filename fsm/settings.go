@@ -37,6 +37,7 @@ var settings = map[string]setting{
 	"read_consistency":         {def: DCOne, help: "default read consistency: DC_ONE, DC_QUORUM or DC_EACH_SAFE_QUORUM", check: checkConsistency},
 	"max_voters":               {def: "5", help: "Raft voters at most; further nodes join as non-voters", check: intRange(1, 9)},
 	"flush_enabled":            {def: "true", help: "whether FLUSHDB and FLUSHALL are served", check: checkBool},
+	"config_set":               {def: "true", help: "whether CONFIG SET of data-path parameters (encodings, eviction, ...) is applied to every group", check: checkBool},
 	"outbox_max_entries":       {def: "1000000", help: "entries a slot outbox keeps for a DC that is behind before it is copied in full", check: intRange(1000, 1<<40)},
 	"migrate_big_key_elements": {def: "10000", help: "collections with more elements move in chunks", check: intRange(1, 1<<40)},
 	"migrate_big_key_bytes":    {def: "8388608", help: "values larger than this many bytes move in chunks", check: intRange(1, 1<<40)},

@@ -23,7 +23,8 @@ func errNoPermCmd(name string) error {
 var readOnlyDenied = func() []bool {
 	deny := make([]bool, command.Count())
 	extra := map[string]bool{"eval": true, "evalsha": true, "fcall": true, "publish": true,
-		"spublish": true, "script|load": true, "script|flush": true}
+		"spublish": true, "script|load": true, "script|flush": true, "function|kill": true,
+		"config|set": true, "config|resetstat": true}
 	for _, s := range command.All() {
 		deny[s.ID] = s.Write || extra[s.Name]
 	}
@@ -32,10 +33,12 @@ var readOnlyDenied = func() []bool {
 
 // prefixedKeyless are the commands a user confined to a key prefix may not run because they
 // act on keys they cannot name: the whole keyspace's size, a random key of any prefix,
-// flushing everything, and the script cache every user shares. KEYS and SCAN are allowed and
-// filtered to the prefix.
+// flushing everything, the script cache, function libraries and server parameters every
+// user shares. KEYS and SCAN are allowed and filtered to the prefix.
 var prefixedKeyless = map[string]bool{"randomkey": true, "dbsize": true, "flushdb": true,
-	"flushall": true, "script|flush": true}
+	"flushall": true, "script|flush": true, "function|load": true, "function|delete": true,
+	"function|flush": true, "function|restore": true, "function|kill": true,
+	"config|set": true, "config|resetstat": true}
 
 // scriptCommands run user code; a prefixed user runs them only with User.Scripts.
 var scriptCommands = map[string]bool{"eval": true, "evalsha": true, "eval_ro": true,

@@ -251,15 +251,11 @@ func (op *blockOp) unblock(s *Server) {
 		r := backend.NewRequest(w)
 		deadline := time.Now().Add(s.cfg.BackendTimeout)
 		for !op.finished.Load() && time.Now().Before(deadline) {
-			r.Reset(1)
-			bc := op.admin.Conn(0, 0)
-			bc.Submit(r, raw)
-			bc.Flush()
-			w.Wait(r)
-			if r.Err != nil {
+			reply, err := roundTripPool(op.admin, r, w, raw)
+			if err != nil {
 				break
 			}
-			if string(r.Reply) == ":1\r\n" {
+			if string(reply) == ":1\r\n" {
 				return
 			}
 			time.Sleep(time.Millisecond) // not blocked yet (or any more): the session will tell

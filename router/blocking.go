@@ -104,14 +104,20 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 	}
 	c.drain()
 	_ = c.flush() // the client sees earlier replies before blocking
+	c.waiting.Store(true)
+	defer c.waiting.Store(false)
 	if !ok || slot < 0 {
 		c.refusedByRedis(slot, cmd)
 		return
 	}
 	if c.xw && c.snap.multiDC && spec.Write {
+		c.s.pollers.Add(1)
+		defer c.s.pollers.Add(-1)
 		c.pollBlocking(spec, cmd, slot, d)
 		return
 	}
+	turn := c.s.turns.take(slot, c.readAt)
+	defer turn.done()
 	limit := time.Duration(0)
 	if d > 0 {
 		limit = d + c.s.cfg.BackendTimeout
@@ -122,7 +128,7 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 			c.replyErr(err)
 			return
 		}
-		reply, again, err := c.doBlocking(e.group(), slot, cmd.Raw, limit)
+		reply, again, err := c.doBlocking(e.group(), slot, cmd.Raw, limit, turn)
 		if err == nil && !again && c.xw && spec.Write && len(reply) > 0 && reply[0] != '-' && !isNull(reply) {
 			// One DC, a level above DC_ONE: WAIT on the connection the command ran on.
 			if dd := c.blocked[e.group().pool]; dd != nil {
@@ -143,13 +149,15 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 }
 
 // doBlocking runs raw on the session's dedicated connection to g as a blockOp that SetState
-// can release. again means the routing changed before the command was sent: route it anew.
-func (c *client) doBlocking(g *group, slot int, raw []byte, limit time.Duration) (reply []byte, again bool, err error) {
+// can release, after the slot's earlier blocking commands were sent (turn). again means the
+// routing changed before the command was sent: route it anew.
+func (c *client) doBlocking(g *group, slot int, raw []byte, limit time.Duration, turn *blockTurn) (reply []byte, again bool, err error) {
 	d, err := c.dedicated(g)
 	if err != nil {
 		return nil, false, err
 	}
 	op := &blockOp{slot: slot, pool: g.pool, admin: g.ipool, d: d, id: d.ClientID()}
+	turn.wait(c.s.cfg.BackendTimeout)
 	c.blk.Store(op)
 	// SetState stores its snapshot before it looks for blocked sessions: either it sees op,
 	// or this load sees its snapshot.
@@ -162,7 +170,7 @@ func (c *client) doBlocking(g *group, slot int, raw []byte, limit time.Duration)
 		return nil, true, nil
 	}
 	raw = append([]byte(nil), raw...) // the watcher may move the reader's buffer
-	c.watchClient(d.Interrupt, func() { reply, err = d.Do(raw, 1, limit, nil) })
+	c.watchClient(d.Interrupt, func() { reply, err = d.DoNotify(raw, 1, limit, nil, turn.done) })
 	op.finished.Store(true)
 	c.blk.Store(nil)
 	released := !op.state.CompareAndSwap(opWaiting, opFinished)
@@ -298,6 +306,8 @@ func cmdWait(c *client, _ *command.Spec, cmd resp.Command) {
 	}
 	c.drain()
 	_ = c.flush()
+	c.waiting.Store(true)
+	defer c.waiting.Store(false)
 	limit := time.Duration(0)
 	if ms > 0 && ms < math.MaxInt64/int64(2*time.Millisecond) {
 		limit = time.Duration(ms)*time.Millisecond + c.s.cfg.BackendTimeout

@@ -96,6 +96,12 @@ type client struct {
 
 	// The blocking command waiting on a dedicated connection, for SetState to release.
 	blk atomic.Pointer[blockOp]
+	// waiting is set while the session waits in a blocking command (blocked_clients).
+	waiting atomic.Bool
+	// view is what CLIENT LIST, KILL and INFO read from other goroutines (clients_cmd.go).
+	view clientView
+	// readAt is when the batch's bytes were read: a blocking command's arrival (blockorder.go).
+	readAt time.Time
 
 	// Where the session subscribed, for SetState to read from another goroutine.
 	psMain  atomic.Pointer[backend.Pool]
@@ -127,6 +133,7 @@ func (c *client) closeConn() { _ = c.nc.Close() }
 func (c *client) serve() {
 	defer c.cleanup()
 	defer c.recoverClient()
+	c.view.user.Store(c.user)
 	more := false
 	for {
 		if !more {
@@ -135,6 +142,8 @@ func (c *client) serve() {
 			}
 		}
 		more = false
+		c.readAt = time.Now()
+		c.view.last.Store(c.readAt.Unix())
 		c.setSnap(c.s.snap.Load())
 		c.holdWaited = false
 		for {
@@ -205,6 +214,7 @@ func (c *client) closeSession() {
 	if c.ps != nil {
 		c.ps.close()
 		c.ps = nil
+		c.view.ps.Store(nil)
 	}
 	c.psMain.Store(nil)
 	c.psShard.Store(nil)

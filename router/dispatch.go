@@ -29,6 +29,9 @@ func init() {
 	registerInfo()
 	registerConsistency()
 	registerReadMode()
+	registerFunctions()
+	registerConfig()
+	registerClients()
 	byID = make([]handlerFunc, command.Count())
 	for name, f := range handlers {
 		s := command.ByName(name)
@@ -91,6 +94,7 @@ func (c *client) dispatch(cmd resp.Command) {
 		return
 	}
 	c.lastCmd = spec.Name
+	c.view.cmd.Store(&spec.Name)
 	if c.snap.down() != nil && spec.Kind != command.Local && spec.Kind != command.Unsupported {
 		c.awaitRouting()
 	}

@@ -86,8 +86,11 @@ func TestRedisCLI(t *testing.T) {
 	if out := run("--scan"); len(strings.Fields(out)) != 4 {
 		t.Fatalf("--scan: %q", out)
 	}
-	if out := run("CONFIG", "GET", "x"); !strings.Contains(out, "not supported") {
-		t.Fatalf("CONFIG: %q", out)
+	if out := run("CONFIG", "GET", "maxmemory-policy"); !strings.HasPrefix(out, "maxmemory-policy\n") {
+		t.Fatalf("CONFIG GET: %q", out)
+	}
+	if out := run("SWAPDB", "0", "1"); !strings.Contains(out, "not supported") {
+		t.Fatalf("SWAPDB: %q", out)
 	}
 	// Interactive mode fetches COMMAND DOCS for hints.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

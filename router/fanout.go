@@ -20,7 +20,7 @@ func registerFanout() {
 	handle("keys", cmdKeys)
 	handle("scan", cmdScan)
 	handle("randomkey", cmdRandomKey)
-	handle("dbsize", func(c *client, _ *command.Spec, cmd resp.Command) { c.sumInts(cmd.Raw) })
+	handle("dbsize", cmdDBSize)
 	handle("flushdb", cmdFlush)
 	handle("flushall", cmdFlush)
 	handle("script|load", cmdScriptLoad)
@@ -87,20 +87,6 @@ func (c *client) fanoutAs(raw []byte, internal bool) ([]*backend.Request, []resp
 }
 
 func (c *client) release(reqs []*backend.Request) { c.free = append(c.free, reqs...) }
-
-func (c *client) sumInts(raw []byte) {
-	reqs, vals, err := c.fanout(raw)
-	defer c.release(reqs)
-	if err != nil {
-		c.replyErr(err)
-		return
-	}
-	var sum int64
-	for _, v := range vals {
-		sum += v.Int
-	}
-	c.replyFunc(func(b []byte) []byte { return resp.AppendInt(b, sum) })
-}
 
 func (c *client) allOK(raw []byte) { c.allOKAs(raw, false) }
 

@@ -3,7 +3,9 @@ package router
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -119,7 +121,9 @@ func cmdCommandDocs(c *client, _ *command.Spec, cmd resp.Command) {
 	})
 }
 
-// cmdInfo answers the node's own sections and the keyspace summed over the DC's groups.
+// cmdInfo answers the node's own sections (server, clients, stats, replication, cluster) and
+// those that describe the data from the DC's groups (memory, the data counters of stats,
+// keyspace), in Redis's order; default and all give every section.
 func cmdInfo(c *client, _ *command.Spec, cmd resp.Command) {
 	want := map[string]bool{}
 	for _, a := range cmd.Args[1:] {
@@ -130,16 +134,42 @@ func cmdInfo(c *client, _ *command.Spec, cmd resp.Command) {
 	s := c.s
 	st := s.Stats()
 	if all || want["server"] {
-		fmt.Fprintf(&b, "# Server\r\nredis_version:%s\r\nredraft_version:%s\r\nredis_mode:standalone\r\nredraft_node_id:%s\r\nredraft_datacenter:%s\r\nprocess_id:%d\r\nuptime_in_seconds:%d\r\n\r\n",
-			redisVersion, s.cfg.Version, s.cfg.NodeID, s.cfg.DC, os.Getpid(), int(time.Since(s.start).Seconds()))
+		up := time.Since(s.start)
+		port := 0
+		if a, ok := c.nc.LocalAddr().(*net.TCPAddr); ok {
+			port = a.Port
+		}
+		fmt.Fprintf(&b, "# Server\r\nredis_version:%s\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\nredis_build_id:0\r\nredis_mode:standalone\r\nos:%s %s\r\narch_bits:64\r\nmonotonic_clock:POSIX clock_gettime\r\nmultiplexing_api:epoll\r\ngo_version:%s\r\nprocess_id:%d\r\nprocess_supervised:no\r\nrun_id:%s\r\ntcp_port:%d\r\nserver_time_usec:%d\r\nuptime_in_seconds:%d\r\nuptime_in_days:%d\r\nhz:10\r\nconfigured_hz:10\r\nexecutable:%s\r\nconfig_file:\r\nredraft_version:%s\r\nredraft_node_id:%s\r\nredraft_datacenter:%s\r\n\r\n",
+			redisVersion, runtime.GOOS, runtime.GOARCH, runtime.Version(), os.Getpid(), s.runID(), port, time.Now().UnixMicro(),
+			int(up.Seconds()), int(up.Hours()/24), executable(), s.cfg.Version, s.cfg.NodeID, s.cfg.DC)
 	}
 	if all || want["clients"] {
-		fmt.Fprintf(&b, "# Clients\r\nconnected_clients:%d\r\n\r\n", st.ClientConns)
+		blocked, err := c.blockedClients()
+		if err != nil {
+			c.replyErr(err)
+			return
+		}
+		fmt.Fprintf(&b, "# Clients\r\nconnected_clients:%d\r\ncluster_connections:0\r\nmaxclients:10000\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:%d\r\ntracking_clients:0\r\nclients_in_timeout_table:0\r\n\r\n",
+			st.ClientConns, blocked)
+	}
+	if all || want["memory"] {
+		if err := c.memorySection(&b); err != nil {
+			c.replyErr(err)
+			return
+		}
 	}
 	if all || want["stats"] {
-		fmt.Fprintf(&b, "# Stats\r\ntotal_connections_received:%d\r\ntotal_commands_processed:%d\r\ntotal_error_replies:%d\r\nbackend_connections:%d\r\nbackend_dedicated_connections:%d\r\nbackend_dial_errors:%d\r\nbackend_writes:%d\r\nmigration_held_requests:%d\r\nmigration_tryagain_replies:%d\r\nmigration_keys_moved_on_access:%d\r\n\r\n",
+		fmt.Fprintf(&b, "# Stats\r\ntotal_connections_received:%d\r\ntotal_commands_processed:%d\r\ntotal_error_replies:%d\r\nrejected_connections:0\r\nbackend_connections:%d\r\nbackend_dedicated_connections:%d\r\nbackend_dial_errors:%d\r\nbackend_writes:%d\r\nmigration_held_requests:%d\r\nmigration_tryagain_replies:%d\r\nmigration_keys_moved_on_access:%d\r\n",
 			st.ClientConnsTotal, st.Requests, st.Errors, st.BackendConns, st.DedicatedConns, st.BackendDialErrors, st.BackendWrites,
 			st.MigrationHeld, st.MigrationTryAgain, st.KeysMovedOnAccess)
+		if err := c.statsFromGroups(&b); err != nil {
+			c.replyErr(err)
+			return
+		}
+		b.WriteString("\r\n")
+	}
+	if all || want["replication"] {
+		b.WriteString("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_repl_offset:0\r\nrepl_backlog_active:0\r\n\r\n")
 	}
 	if all || want["cluster"] {
 		fmt.Fprintf(&b, "# Cluster\r\ncluster_enabled:0\r\nredraft_groups:%d\r\n\r\n", c.groupCount())
@@ -157,6 +187,15 @@ func cmdInfo(c *client, _ *command.Spec, cmd resp.Command) {
 	c.replyFunc(func(out []byte) []byte { return resp.AppendBulkString(out, text) })
 }
 
+// executable is the node's binary, as INFO server's executable.
+func executable() string {
+	p, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return p
+}
+
 func (c *client) groupCount() int {
 	if c.snap == nil {
 		return 0
@@ -166,20 +205,20 @@ func (c *client) groupCount() int {
 
 type dbStats struct{ keys, expires, ttlSum, ttlN int64 }
 
-// keyspace sums INFO keyspace over the groups; avg_ttl is weighted by keys with a TTL.
+// keyspace sums INFO keyspace over the groups, less redraft's internal keys; avg_ttl is the
+// mean of the groups' (weighted by keys with a TTL would need what Redis does not report).
 func (c *client) keyspace() (string, error) {
-	raw := resp.AppendArray(nil, 2)
-	raw = resp.AppendBulkString(raw, "INFO")
-	raw = resp.AppendBulkString(raw, "keyspace")
-	reqs, vals, err := c.fanout(raw)
-	defer c.release(reqs)
+	reps, err := c.askGroups(appendCommand(nil, []string{"INFO", "keyspace"}), false)
 	if err != nil && err != errNoGroups {
+		return "", err
+	}
+	if err := firstFailure(reps); err != nil {
 		return "", err
 	}
 	dbs := map[int]*dbStats{}
 	maxDB := -1
-	for _, v := range vals {
-		for _, line := range bytes.Split(v.Str, []byte("\r\n")) {
+	for _, r := range reps {
+		for _, line := range bytes.Split(r.v.Str, []byte("\r\n")) {
 			name, rest, ok := bytes.Cut(line, []byte(":"))
 			if !ok || !bytes.HasPrefix(name, []byte("db")) {
 				continue
@@ -194,34 +233,44 @@ func (c *client) keyspace() (string, error) {
 				dbs[db] = d
 			}
 			maxDB = max(maxDB, db)
+			var keys int64
 			for _, kv := range bytes.Split(rest, []byte(",")) {
 				k, val, _ := bytes.Cut(kv, []byte("="))
 				n, _ := strconv.ParseInt(string(val), 10, 64)
 				switch string(k) {
 				case "keys":
 					d.keys += n
+					keys = n
 				case "expires":
 					d.expires += n
 				case "avg_ttl":
 					if n > 0 {
-						d.ttlSum += n * 1
+						d.ttlSum += n
 						d.ttlN++
 					}
 				}
+			}
+			if keys > 0 {
+				n, ttl, err := c.internalKeys(r.g, db, true)
+				if err != nil {
+					return "", err
+				}
+				d.keys -= n
+				d.expires -= ttl
 			}
 		}
 	}
 	var b strings.Builder
 	for db := 0; db <= maxDB; db++ {
 		d := dbs[db]
-		if d == nil {
+		if d == nil || d.keys <= 0 {
 			continue
 		}
 		avg := int64(0)
 		if d.ttlN > 0 {
 			avg = d.ttlSum / d.ttlN
 		}
-		fmt.Fprintf(&b, "db%d:keys=%d,expires=%d,avg_ttl=%d\r\n", db, d.keys, d.expires, avg)
+		fmt.Fprintf(&b, "db%d:keys=%d,expires=%d,avg_ttl=%d\r\n", db, d.keys, max(d.expires, 0), avg)
 	}
 	return b.String(), nil
 }

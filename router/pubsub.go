@@ -98,6 +98,7 @@ func (c *client) pubsub(spec *command.Spec, cmd resp.Command, sharded bool) {
 	}
 	if c.ps == nil {
 		c.ps = &pubsubState{}
+		c.view.ps.Store(c.ps)
 	}
 	unsub := spec.Name == "unsubscribe" || spec.Name == "punsubscribe" || spec.Name == "sunsubscribe"
 	var g *group

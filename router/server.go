@@ -143,6 +143,10 @@ type Server struct {
 	reloading map[*backend.Pool]bool
 	// internal holds the sessions Internal reuses.
 	internal sync.Pool
+	// turns orders blocking commands per slot as they arrived (blockorder.go); pollers counts
+	// sessions polling a blocking write with several DCs (INFO blocked_clients).
+	turns   blockTurns
+	pollers atomic.Int64
 }
 
 // New returns a Server; it routes nothing until SetState is called.

@@ -2,11 +2,9 @@ package router
 
 import (
 	"bytes"
-	"fmt"
 	"math"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/redraft/redraft/router/command"
 	"github.com/redraft/redraft/router/resp"
@@ -34,7 +32,7 @@ func registerSession() {
 			c.replyErr(errorf("ERR Client names cannot contain spaces, newlines or special characters."))
 			return
 		}
-		c.name = string(name)
+		c.setName(string(name))
 		c.reply([]byte("+OK\r\n"))
 	})
 	handle("client|getname", func(c *client, _ *command.Spec, _ resp.Command) {
@@ -71,11 +69,13 @@ func cmdPing(c *client, _ *command.Spec, cmd resp.Command) {
 func cmdReset(c *client, _ *command.Spec, _ resp.Command) {
 	c.drain()
 	c.closeSession()
-	c.db, c.name = 0, ""
+	c.db = 0
+	c.view.db.Store(0)
+	c.setName("")
 	c.level = lvlDefault
 	c.readMode = readDefault
 	c.setSnap(c.snap)
-	c.user = c.s.users.initial()
+	c.setUser(c.s.users.initial())
 	c.authed = c.user != nil
 	c.reply([]byte("+RESET\r\n"))
 }
@@ -87,7 +87,8 @@ func (c *client) login(user, pass []byte) error {
 	if err != nil {
 		return err
 	}
-	c.user, c.authed = u, true
+	c.setUser(u)
+	c.authed = true
 	return nil
 }
 
@@ -148,7 +149,7 @@ func cmdHello(c *client, _ *command.Spec, cmd resp.Command) {
 		c.replyErr(errorf("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"))
 		return
 	}
-	c.name = name
+	c.setName(name)
 	c.replyFunc(func(b []byte) []byte {
 		b = resp.AppendArray(b, 14)
 		b = resp.AppendBulkString(b, "server")
@@ -195,23 +196,14 @@ func cmdSelect(c *client, _ *command.Spec, cmd resp.Command) {
 		c.unwatch()
 	}
 	c.db = db
+	c.view.db.Store(int32(db))
 	c.reply([]byte("+OK\r\n"))
 }
 
 // info renders CLIENT INFO's line for this connection.
 func (c *client) info() string {
-	sub, psub, ssub := 0, 0, 0
-	if c.ps != nil {
-		sub, psub, ssub = c.ps.counts()
-	}
-	multi := -1
-	if c.tx != nil {
-		multi = len(c.tx.cmds)
-	}
-	age := int(time.Since(c.created).Seconds())
 	var b strings.Builder
-	fmt.Fprintf(&b, "id=%d addr=%s laddr=%s fd=-1 name=%s age=%d idle=0 flags=N db=%d sub=%d psub=%d ssub=%d multi=%d qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=%s user=%s redir=-1 resp=2\n",
-		c.id, c.addr, c.nc.LocalAddr(), c.name, age, c.db, sub, psub, ssub, multi, c.lastCmd, c.userName())
+	c.appendLine(&b, true)
 	return b.String()
 }
 

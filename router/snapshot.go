@@ -93,6 +93,8 @@ type snapshot struct {
 	// first group by id.
 	pubsub *group
 	flush  bool
+	// configSet is the setting config_set: CONFIG SET of data-path parameters is served.
+	configSet bool
 	// multiDC is set when the cluster has more than one DC: writes then go through the WRITE
 	// script (xdcwrite.go). level is the cluster's default write consistency, outboxMax the
 	// outbox bound (setting outbox_max_entries) as WRITE's argument.
@@ -200,7 +202,8 @@ func (s *Server) SetState(st *fsm.State) {
 		return
 	}
 	snap := &snapshot{index: st.Index, flush: st.Setting("flush_enabled") == "true", changed: make(chan struct{}),
-		multiDC: len(st.DCs) > 1, level: levelFromSetting(st.Setting("write_consistency")),
+		configSet: st.Setting("config_set") == "true", multiDC: len(st.DCs) > 1,
+		level:     levelFromSetting(st.Setting("write_consistency")),
 		outboxMax: strconv.FormatInt(st.SettingInt("outbox_max_entries"), 10),
 		readFrom:  st.Setting("read_from"), maxLag: st.SettingDuration("replica_max_lag")}
 	pools := map[poolKey]*backend.Pool{}

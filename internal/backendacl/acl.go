@@ -109,10 +109,12 @@ func (a Access) ClientRules() []string {
 }
 
 // InternalRules are the ACL SETUSER rules of the internal user: every key and command but
-// the @admin category, except CLIENT UNBLOCK (releasing a blocked session on a migration).
+// the @admin category, except CLIENT UNBLOCK (releasing a blocked session on a migration, and
+// the client's CLIENT UNBLOCK) and CONFIG GET/SET/RESETSTAT (the router applies the client's
+// CONFIG SET of its allow-list of data-path parameters to every group: router/config_cmd.go).
 func (a Access) InternalRules() []string {
 	return []string{"reset", "on", ">" + a.Internal().Password, "resetchannels", "&*", "~*",
-		"+@all", "-@admin", "+client|unblock"}
+		"+@all", "-@admin", "+client|unblock", "+config|get", "+config|set", "+config|resetstat"}
 }
 
 // SetUserLines are the two ACL SETUSER commands, for an operator who wants to see them

@@ -47,6 +47,11 @@ func (d *Dedicated) Pool() *Pool { return d.p }
 
 // Do writes raw and reads n replies, returning the last; timeout bounds the wait (0: none).
 func (d *Dedicated) Do(raw []byte, n int, timeout time.Duration, dst []byte) ([]byte, error) {
+	return d.DoNotify(raw, n, timeout, dst, nil)
+}
+
+// DoNotify is Do, calling written (when not nil) once raw is written, before the replies.
+func (d *Dedicated) DoNotify(raw []byte, n int, timeout time.Duration, dst []byte, written func()) ([]byte, error) {
 	if timeout > 0 {
 		_ = d.nc.SetDeadline(time.Now().Add(timeout))
 	} else {
@@ -54,6 +59,9 @@ func (d *Dedicated) Do(raw []byte, n int, timeout time.Duration, dst []byte) ([]
 	}
 	if _, err := d.nc.Write(raw); err != nil {
 		return dst, d.p.unavailable(err)
+	}
+	if written != nil {
+		written()
 	}
 	var err error
 	for i := 0; i < n; i++ {

@@ -89,6 +89,24 @@ var overlay = map[string]handling{
 	"script|flush":  {Fanout, "every group"},
 	"script|help":   {Any, ""},
 
+	// Functions (router/functions.go).
+	"function|load":    {Fanout, "every group of the DC (not carried to other DCs: load it through each DC)"},
+	"function|delete":  {Fanout, "every group of the DC (not carried to other DCs)"},
+	"function|flush":   {Fanout, "every group of the DC (not carried to other DCs)"},
+	"function|restore": {Fanout, "every group of the DC (not carried to other DCs)"},
+	"function|kill":    {Fanout, "stops the function running on any group"},
+	"function|list":    {Fanout, "from the groups; an error names the groups when they differ"},
+	"function|dump":    {Fanout, "from the groups; an error names the groups when they differ"},
+	"function|stats":   {Fanout, "engines from the groups (an error when they differ); running_script from any group"},
+	"function|help":    {Any, ""},
+
+	// Configuration (router/config_cmd.go).
+	"config|get":       {Fanout, "the first group's parameters; secrets (requirepass, masterauth, ...) left out"},
+	"config|set":       {Fanout, "data-path parameters only (encodings, eviction, lazy freeing, ...), on every group of the DC, when the setting config_set allows; the rest refused"},
+	"config|resetstat": {Fanout, "every group of the DC"},
+	"config|help":      {Any, ""},
+	"config|rewrite":   {Unsupported, "the groups' config files are the operator's"},
+
 	// Blocking commands on a dedicated backend connection.
 	"blpop": {Block, ""}, "brpop": {Block, ""}, "brpoplpush": {Block, "both keys must share a slot"},
 	"blmove": {Block, "both keys must share a slot"}, "blmpop": {Block, ""}, "bzpopmin": {Block, ""},
@@ -110,6 +128,13 @@ var overlay = map[string]handling{
 	"info":            {Local, "the node's sections plus keyspace summed over groups"},
 	"cluster|keyslot": {Local, ""}, "cluster|info": {Local, ""},
 	"time": {Any, "the first group's clock"},
+
+	// The node's own clients (router/clients_cmd.go) and introspection.
+	"client|list":     {Local, "the node's own clients"},
+	"client|kill":     {Local, "the node's own clients"},
+	"client|unblock":  {Local, "the node's own clients; not those polling a blocking write with several DCs"},
+	"client|no-evict": {Local, "accepted; the node never evicts clients"},
+	"memory|usage":    {Forward, ""},
 
 	// Transactions.
 	"multi": {Tx, "all keys of the transaction must share a slot"}, "exec": {Tx, ""}, "discard": {Tx, ""},

@@ -91,10 +91,10 @@ var overrides = map[string]Effect{
 	"pfdebug":  {Rule: NotReplicated, Note: "not served by the router"},
 
 	"restore-asking":   {Rule: NotReplicated, Note: "not served by the router"},
-	"function|delete":  {Rule: NotReplicated, Note: "not served by the router"},
-	"function|flush":   {Rule: NotReplicated, Note: "not served by the router"},
-	"function|load":    {Rule: NotReplicated, Note: "not served by the router"},
-	"function|restore": {Rule: NotReplicated, Note: "not served by the router"},
+	"function|delete":  {Rule: NotReplicated, Note: "all groups of the local DC only: libraries are not per-slot data; run it through each DC"},
+	"function|flush":   {Rule: NotReplicated, Note: "all groups of the local DC only: libraries are not per-slot data; run it through each DC"},
+	"function|load":    {Rule: NotReplicated, Note: "all groups of the local DC only: libraries are not per-slot data; run it through each DC"},
+	"function|restore": {Rule: NotReplicated, Note: "all groups of the local DC only: libraries are not per-slot data; run it through each DC"},
 }
 
 // unlessZero are the Verbatim commands whose reply 0 means nothing changed.

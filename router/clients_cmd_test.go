@@ -1,0 +1,183 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/internal/testredis"
+)
+
+// conn returns one connection of c (CLIENT commands are per connection).
+func conn(t *testing.T, c *redis.Client) *redis.Conn {
+	cn := c.Conn()
+	t.Cleanup(func() { _ = cn.Close() })
+	return cn
+}
+
+// TestClientCommands: CLIENT LIST/INFO/KILL/UNBLOCK/NO-EVICT act on the node's own clients
+// and answer what redis-server answers for the same calls.
+func TestClientCommands(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{})
+	ctx := ctxT(t)
+	node := conn(t, resp2(t, tc.addrs[0]))
+	ref := conn(t, resp2(t, testredis.Start(t).Addr))
+	both := sameAs(t, node, ref)
+	both("CLIENT", "SETNAME", "alpha")
+	both("CLIENT", "GETNAME")
+	both("CLIENT", "NO-EVICT", "on")
+	both("CLIENT", "NO-EVICT", "maybe")
+	both("CLIENT", "LIST", "TYPE", "bogus")
+	both("CLIENT", "LIST", "ID", "x")
+	both("CLIENT", "KILL", "1.2.3.4:5")
+	both("CLIENT", "KILL", "ID", "999999")
+	both("CLIENT", "KILL", "ID", "0")
+	both("CLIENT", "KILL", "USER", "nobody")
+	both("CLIENT", "KILL", "SKIPME", "perhaps")
+	both("CLIENT", "UNBLOCK", "999999")
+	both("CLIENT", "UNBLOCK", "1", "LATER")
+
+	id := node.ClientID(ctx).Val()
+	other := conn(t, resp2(t, tc.addrs[0]))
+	otherID := other.ClientID(ctx).Val()
+	list := node.ClientList(ctx).Val()
+	for _, want := range []string{fmt.Sprintf("id=%d ", id), "name=alpha", fmt.Sprintf("id=%d ", otherID), "cmd=client|list"} {
+		if !strings.Contains(list, want) {
+			t.Fatalf("CLIENT LIST lacks %q:\n%s", want, list)
+		}
+	}
+	one := node.Do(ctx, "CLIENT", "LIST", "ID", otherID).Val().(string)
+	if strings.Count(one, "\n") != 1 || !strings.HasPrefix(one, fmt.Sprintf("id=%d ", otherID)) {
+		t.Fatalf("CLIENT LIST ID %d = %q", otherID, one)
+	}
+	if info := node.ClientInfo(ctx).Val(); info == nil || info.Name != "alpha" || info.ID != id {
+		t.Fatalf("CLIENT INFO = %+v", info)
+	}
+
+	// CLIENT UNBLOCK ends a BLPOP as redis-server does: TIMEOUT gives the null reply, ERROR
+	// the UNBLOCKED error.
+	for _, mode := range []string{"TIMEOUT", "ERROR"} {
+		waiter := conn(t, resp2(t, tc.addrs[0]))
+		wid := waiter.ClientID(ctx).Val()
+		done := make(chan error, 1)
+		go func() { done <- waiter.BLPop(context.Background(), 0, "unblock:"+mode).Err() }()
+		waitFor(t, "INFO blocked_clients:1", func() bool {
+			return strings.Contains(node.Info(ctx, "clients").Val(), "blocked_clients:1\r\n")
+		})
+		if n := node.Do(ctx, "CLIENT", "UNBLOCK", wid, mode).Val(); n != int64(1) {
+			t.Fatalf("CLIENT UNBLOCK %d %s = %v, want 1", wid, mode, n)
+		}
+		select {
+		case err := <-done:
+			if mode == "TIMEOUT" && !errors.Is(err, redis.Nil) {
+				t.Fatalf("BLPOP unblocked with TIMEOUT answered %v, want nil", err)
+			}
+			if mode == "ERROR" && (err == nil || !strings.HasPrefix(err.Error(), "UNBLOCKED")) {
+				t.Fatalf("BLPOP unblocked with ERROR answered %v, want -UNBLOCKED", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("BLPOP still blocked after CLIENT UNBLOCK %s", mode)
+		}
+	}
+
+	// CLIENT KILL closes another client's connection and counts it.
+	if n := node.Do(ctx, "CLIENT", "KILL", "ID", otherID).Val(); n != int64(1) {
+		t.Fatalf("CLIENT KILL ID = %v, want 1", n)
+	}
+	if err := other.Ping(ctx).Err(); err == nil {
+		t.Fatal("a killed client's connection still answers")
+	}
+	if strings.Contains(node.ClientList(ctx).Val(), fmt.Sprintf("id=%d ", otherID)) {
+		t.Fatal("CLIENT LIST still shows a killed client")
+	}
+}
+
+// TestInfoAndInternalKeys: INFO carries the sections and fields clients read, summed from
+// the groups; DBSIZE and INFO keyspace never count redraft's internal keys; MEMORY USAGE
+// answers from the key's group.
+func TestInfoAndInternalKeys(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{})
+	ctx := ctxT(t)
+	node := resp2(t, tc.addrs[0])
+	ref := resp2(t, testredis.Start(t).Addr)
+	refInfo := ref.Info(ctx, "everything").Val()
+	info := node.Info(ctx).Val()
+	for _, f := range []string{"redis_version", "redis_mode", "os", "arch_bits", "process_id", "run_id", "tcp_port",
+		"uptime_in_seconds", "connected_clients", "blocked_clients", "maxclients", "used_memory", "used_memory_human",
+		"used_memory_peak", "maxmemory", "maxmemory_policy", "mem_allocator", "mem_fragmentation_ratio",
+		"total_connections_received", "total_commands_processed", "keyspace_hits", "keyspace_misses",
+		"expired_keys", "evicted_keys", "role", "connected_slaves", "master_repl_offset"} {
+		if !strings.Contains(refInfo, "\r\n"+f+":") {
+			t.Fatalf("test bug: redis-server's INFO has no %s", f)
+		}
+		if !strings.Contains(info, "\r\n"+f+":") {
+			t.Fatalf("INFO lacks %s:\n%s", f, info)
+		}
+	}
+	for _, sec := range []string{"# Server", "# Clients", "# Memory", "# Stats", "# Replication", "# Keyspace"} {
+		if !strings.Contains(info, sec+"\r\n") {
+			t.Fatalf("INFO lacks section %s", sec)
+		}
+	}
+
+	// used_memory is the groups' sum.
+	var sum int64
+	for i := range tc.redis {
+		sum += infoInt(tc.direct(i).Info(ctx, "memory").Val(), "used_memory")
+	}
+	if got := infoInt(node.Info(ctx, "memory").Val(), "used_memory"); got < sum/2 || got > 2*sum {
+		t.Fatalf("INFO used_memory = %d, the groups' sum is about %d", got, sum)
+	}
+
+	// Internal keys, in every group and in two databases, are never counted.
+	for gi := range tc.redis {
+		k := keyIn("ik:", gi, 2)
+		if err := node.Set(ctx, k, "v", time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := node.Set(ctx, k+"p", "v", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		d := tc.direct(gi)
+		d.Set(ctx, fmt.Sprintf("__redraft:ob:{%d}", gi), "x", 0)
+		d.Set(ctx, fmt.Sprintf("__redraft:lock:cp:{%d}", gi), "x", time.Hour)
+		d.Do(ctx, "SELECT", 1)
+	}
+	direct1 := redis.NewClient(&redis.Options{Addr: tc.redis[0].Addr, DB: 1, Protocol: 2})
+	t.Cleanup(func() { _ = direct1.Close() })
+	direct1.Set(ctx, "__redraft:fence", "x", 0)
+	if n := node.DBSize(ctx).Val(); n != 4 {
+		t.Fatalf("DBSIZE = %d with 4 keys and 4 internal ones, want 4", n)
+	}
+	ks := node.Info(ctx, "keyspace").Val()
+	if !strings.Contains(ks, "db0:keys=4,expires=2,") || strings.Contains(ks, "db1:") {
+		t.Fatalf("INFO keyspace counts internal keys:\n%s", ks)
+	}
+
+	// MEMORY USAGE answers from the key's group.
+	for gi := range tc.redis {
+		k := keyIn("ik:", gi, 2)
+		got, err := node.MemoryUsage(ctx, k).Result()
+		want := tc.direct(gi).MemoryUsage(ctx, k).Val()
+		if err != nil || got != want {
+			t.Fatalf("MEMORY USAGE %s = %d, %v; the group answers %d", k, got, err, want)
+		}
+	}
+}
+
+// infoInt reads an integer field of an INFO text.
+func infoInt(text, field string) int64 {
+	for _, line := range strings.Split(text, "\r\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			var n int64
+			fmt.Sscan(v, &n)
+			return n
+		}
+	}
+	return -1
+}

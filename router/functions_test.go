@@ -1,0 +1,190 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/internal/testredis"
+)
+
+const testLib = `#!lua name=rdlib
+redis.register_function('rd_set', function(keys, args) return redis.call('SET', keys[1], args[1]) end)
+redis.register_function{function_name='rd_get', callback=function(keys) return redis.call('GET', keys[1]) end, flags={'no-writes'}}`
+
+// resp2 returns a RESP2 go-redis client of addr, so replies compare with what a node sends.
+func resp2(t *testing.T, addr string) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, MaxRetries: -1})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// doer is a go-redis client or connection.
+type doer interface {
+	Do(ctx context.Context, args ...any) *redis.Cmd
+}
+
+// do runs a raw command and returns its value or its error's text.
+func do(t *testing.T, c doer, args ...any) any {
+	t.Helper()
+	v, err := c.Do(ctxT(t), args...).Result()
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return v
+}
+
+// sameAs returns a function that sends a command to the node and to redis-server, fails the
+// test unless both answer alike (equalReplies), and returns the node's answer.
+func sameAs(t *testing.T, node, ref doer) func(args ...any) any {
+	return func(args ...any) any {
+		t.Helper()
+		got, want := do(t, node, args...), do(t, ref, args...)
+		if !equalReplies(got, want) {
+			t.Fatalf("%v: node answered %#v, redis-server %#v", args, got, want)
+		}
+		return got
+	}
+}
+
+// equalReplies compares replies of redis-server and a node where Redis's order is its hash
+// tables' (which differs between servers): FUNCTION LIST's libraries and functions, and
+// CONFIG GET's pairs.
+func equalReplies(got, want any) bool {
+	return reflect.DeepEqual(normReply(got), normReply(want))
+}
+
+func normReply(v any) any {
+	a, ok := v.([]any)
+	if !ok || len(a) == 0 {
+		return v
+	}
+	if _, ok := a[0].([]any); ok {
+		return sortedLibs(v)
+	}
+	if len(a)%2 != 0 {
+		return v
+	}
+	m := map[any]any{}
+	for i := 0; i < len(a); i += 2 {
+		m[a[i]] = a[i+1]
+	}
+	return m
+}
+
+// sortedLibs sorts the functions of each library and the libraries of a FUNCTION LIST reply
+// (Redis lists them in its hash tables' order, which differs between servers).
+func sortedLibs(v any) any {
+	libs, ok := v.([]any)
+	if !ok {
+		return v
+	}
+	out := make([]string, len(libs))
+	for i, l := range libs {
+		kv, ok := l.([]any)
+		if !ok {
+			return v
+		}
+		parts := make([]string, 0, len(kv))
+		for j := 0; j+1 < len(kv); j += 2 {
+			val := fmt.Sprint(kv[j+1])
+			if fs, ok := kv[j+1].([]any); ok && kv[j] == "functions" {
+				names := make([]string, len(fs))
+				for k, f := range fs {
+					names[k] = fmt.Sprint(f)
+				}
+				sort.Strings(names)
+				val = strings.Join(names, ",")
+			}
+			parts = append(parts, fmt.Sprint(kv[j])+"="+val)
+		}
+		out[i] = strings.Join(parts, ";")
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestFunctions: FUNCTION LOAD/DELETE/FLUSH/RESTORE reach every group, LIST/DUMP/STATS answer
+// what a single redis-server answers for the same calls, FCALL routes by its keys, and groups
+// that differ are named in the error.
+func TestFunctions(t *testing.T) {
+	tc := startCluster(t, 3, 1, Config{})
+	ctx := ctxT(t)
+	node := resp2(t, tc.addrs[0])
+	ref := resp2(t, testredis.Start(t).Addr)
+	both := sameAs(t, node, ref)
+	both("FUNCTION", "FLUSH")
+	if got := both("FUNCTION", "LOAD", testLib); got != "rdlib" {
+		t.Fatalf("FUNCTION LOAD = %v", got)
+	}
+	both("FUNCTION", "LOAD", testLib) // already exists: Redis's error, from every group alike
+	for i := range tc.redis {
+		if n := len(tc.direct(i).FunctionList(ctx, redis.FunctionListQuery{}).Val()); n != 1 {
+			t.Fatalf("group %d holds %d libraries after FUNCTION LOAD, want 1", i, n)
+		}
+	}
+	both("FUNCTION", "LIST")
+	both("FUNCTION", "LIST", "WITHCODE", "LIBRARYNAME", "rd*")
+	both("FUNCTION", "STATS")
+	both("FUNCTION", "LOAD", "REPLACE", testLib)
+
+	// FCALL runs on the group of its key's slot.
+	for gi := range tc.redis {
+		k := keyIn("fn:", gi, 3)
+		if got := both("FCALL", "rd_set", 1, k, "v"+k); got != "OK" {
+			t.Fatalf("FCALL rd_set = %v", got)
+		}
+		if got := tc.direct(gi).Get(ctx, k).Val(); got != "v"+k {
+			t.Fatalf("key %s on group %d = %q, want it set there by FCALL", k, gi, got)
+		}
+		both("FCALL_RO", "rd_get", 1, k)
+	}
+	if got := do(t, node, "FCALL", "rd_set", 2, "{a}1", "{b}2", "x"); !strings.Contains(got.(string), "CROSSSLOT") {
+		t.Fatalf("FCALL over two slots = %v, want CROSSSLOT", got)
+	}
+
+	// DUMP, FLUSH, RESTORE round trip.
+	dump := both("FUNCTION", "DUMP")
+	both("FUNCTION", "FLUSH", "SYNC")
+	both("FUNCTION", "LIST")
+	both("FUNCTION", "RESTORE", dump)
+	both("FUNCTION", "RESTORE", dump) // library exists: Redis's error
+	both("FUNCTION", "LIST", "WITHCODE")
+	both("FUNCTION", "DELETE", "rdlib")
+	both("FUNCTION", "DELETE", "rdlib")
+	both("FUNCTION", "KILL")
+
+	// A group that differs is named.
+	other := strings.Replace(testLib, "rdlib", "onlyg2", 1)
+	other = strings.ReplaceAll(other, "rd_", "g2_")
+	if err := tc.direct(1).FunctionLoad(ctx, other).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]any{{"FUNCTION", "LIST"}, {"FUNCTION", "DUMP"}, {"FUNCTION", "STATS"}, {"FUNCTION", "LOAD", other}} {
+		got, _ := do(t, node, args...).(string)
+		if !strings.Contains(got, "g2: ") || !strings.Contains(got, "differently") {
+			t.Fatalf("%v with group g2 holding another library = %q, want an error naming g2", args, got)
+		}
+	}
+	// FUNCTION LOAD ... REPLACE after a FLUSH makes them equal again.
+	both("FUNCTION", "FLUSH")
+	both("FUNCTION", "LOAD", other)
+	both("FUNCTION", "LIST")
+}
+
+// TestFunctionsPrefixedUser: function libraries are shared by every user, so a user confined
+// to a key prefix may not change them.
+func TestFunctionsPrefixedUser(t *testing.T) {
+	tc := startCluster(t, 1, 1, Config{Users: []User{{Name: "app", PasswordSHA256: HashPassword("pw"), KeyPrefix: "app:", Scripts: true}}})
+	c := tc.client(0, func(o *redis.Options) { o.Username, o.Password, o.Protocol = "app", "pw", 2 })
+	for _, args := range [][]any{{"FUNCTION", "LOAD", testLib}, {"FUNCTION", "FLUSH"}, {"FUNCTION", "DELETE", "x"}, {"CONFIG", "SET", "maxmemory-policy", "allkeys-lru"}} {
+		if got, _ := do(t, c, args...).(string); !strings.Contains(got, "NOPERM") {
+			t.Fatalf("%v by a prefixed user = %q, want NOPERM", args, got)
+		}
+	}
+}
