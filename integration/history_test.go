@@ -82,6 +82,15 @@ func (o *op) String() string {
 	return fmt.Sprintf("c%d via %s: %s %s [%.3fs..%.3fs]", o.client, o.node, what, res, o.inv.Seconds(), o.cmp.Seconds())
 }
 
+// notRun reports whether an error reply says the command did not run: TRYAGAIN, and the
+// CLUSTERDOWN answers of a node that holds requests (catching up, no lease, no group) but not
+// CLUSTERDOWN "group ... is unavailable", whose write may have reached Redis before its
+// connection broke.
+func notRun(msg string) bool {
+	return strings.HasPrefix(msg, "TRYAGAIN") ||
+		strings.HasPrefix(msg, "CLUSTERDOWN") && !strings.Contains(msg, "is unavailable")
+}
+
 // classify maps a client error to an outcome: the cluster's TRYAGAIN and CLUSTERDOWN answers
 // and refused connections mean the command did not run; anything else (timeouts, dropped
 // connections, other error replies) leaves it unknown.
@@ -90,7 +99,7 @@ func classify(err error) outcome {
 		return outOK
 	}
 	msg := err.Error()
-	if strings.HasPrefix(msg, "TRYAGAIN") || strings.HasPrefix(msg, "CLUSTERDOWN") {
+	if notRun(msg) {
 		return outFailed
 	}
 	var ne *net.OpError

@@ -86,7 +86,7 @@ func (w *workload) do(wk *worker, op func(ctx context.Context) error) bool {
 		if err == nil {
 			return true
 		}
-		if strings.HasPrefix(err.Error(), "TRYAGAIN") {
+		if notRun(err.Error()) {
 			w.tryagain.Add(1)
 			select {
 			case <-w.stop:

@@ -366,7 +366,7 @@ func (l *xdcLoad) do(wk *xdcWorker, key string, op func(ctx context.Context) err
 		if err == nil {
 			return wk.uncertain[key] == ""
 		}
-		if strings.HasPrefix(err.Error(), "TRYAGAIN") {
+		if notRun(err.Error()) {
 			l.tryagain.Add(1)
 			select {
 			case <-l.stop:
@@ -609,7 +609,7 @@ func incrAll(via *xdcNode, wk *xdcWorker, todo []string) (retried int) {
 			case err == nil:
 				wk.counters[k]++
 				highest[k] = max(highest[k], got)
-			case strings.HasPrefix(err.Error(), "TRYAGAIN"): // not run: again, later
+			case notRun(err.Error()): // not run: again, later
 				todo, again = append(todo, k), true
 				retried++
 			default:
