@@ -16,7 +16,8 @@ import (
 // its plan (see Call.Plan), its argc and its argv. It runs each command with redis.pcall,
 // computes its effect and XADDs one entry for all of them ("MAXLEN ~" ten times the bound: a
 // safety net; the replicator enforces the bound itself, see Replicator), or none when
-// nothing changed. It answers the command's reply ("one") or the array of the replies
+// nothing changed; with the entry, the outbox's name goes to the change feed DirtyKey (a key
+// the script does not declare: redraft's masters are standalone servers, which allow it). It answers the command's reply ("one") or the array of the replies
 // ("unit", as EXEC does). While the slot's copy lock is set (a full copy to another DC is
 // reading the slot) it answers TRYAGAIN and changes nothing. The shebang makes Redis refuse
 // it up front when out of memory, so a write is not left applied without its entry.
@@ -84,6 +85,7 @@ if logged > 0 then
   entry[4] = tostring(logged)
   if #entry % 2 == 1 then entry[#entry + 1] = '' end
   redis.call('XADD', ob, 'MAXLEN', '~', tonumber(ARGV[1]) * hardCap, '*', unpack(entry))
+  redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob)
 end
 if ARGV[3] == 'one' then return replies[1] end
 return replies
