@@ -224,7 +224,11 @@ func (c *client) checkWrite(i int, xp *xpend, r *backend.Request) {
 	if f := c.s.cfg.Wrote; f != nil {
 		defer f(c.db, xp.slot)
 	}
-	if r.Err != nil || len(r.Reply) == 0 || r.Reply[0] != '-' {
+	if r.Err != nil || len(r.Reply) == 0 {
+		return
+	}
+	if r.Reply[0] != '-' {
+		r.Reply = xdc.FixReply(r.Reply)
 		return
 	}
 	if isTryAgainReply(r.Reply) && !c.laterBackend(i) {
@@ -343,7 +347,7 @@ func (c *client) writeRetrying(g *group, sr syncReq) ([]byte, error) {
 			return nil, err
 		}
 		if sr.wrapped {
-			reply = c.s.checkScript(g, reply)
+			reply = xdc.FixReply(c.s.checkScript(g, reply))
 		}
 		if !isTryAgainReply(reply) {
 			return reply, nil

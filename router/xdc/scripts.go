@@ -1,6 +1,7 @@
 package xdc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,16 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/router/resp"
+)
+
+// WRITE marks the replies Lua cannot carry as they are, as status replies that the router
+// turns back into them (FixReply): an integer beyond 2^53 (exact, read back from the key) and
+// a null array.
+const (
+	replyIntMark       = "REDRAFT-INT "
+	replyNullArrayMark = "REDRAFT-NULLARRAY"
 )
 
 // writeLua is the WRITE script. KEYS: the commands' keys, then the slot's copy lock, then
@@ -53,6 +64,22 @@ for c = 1, tonumber(ARGV[4]) do
   end
   local r = redis.pcall(unpack(argv))
   replies[c] = r
+  if type(r) == 'number' and (r >= 9007199254740992 or r <= -9007199254740992) then
+    -- Past 2^53 a Lua number is not the exact integer: read the value the command left.
+    local name, exact = string.upper(argv[1]), nil
+    if name == 'INCR' or name == 'INCRBY' or name == 'DECR' or name == 'DECRBY' then
+      exact = redis.call('GET', argv[2])
+    elseif name == 'HINCRBY' then
+      exact = redis.call('HGET', argv[2], argv[3])
+    end
+    if exact then replies[c] = {ok = 'REDRAFT-INT ' .. exact} end
+  elseif r == false then
+    -- A null array reaches Lua as false, which would go back as a null bulk string.
+    local name = string.upper(argv[1])
+    if name == 'LMPOP' or name == 'ZMPOP' or ((name == 'LPOP' or name == 'RPOP') and #argv >= 3) then
+      replies[c] = {ok = 'REDRAFT-NULLARRAY'}
+    end
+  end
   local eff
   if type(r) == 'table' and r['err'] then
     eff = nil
@@ -370,4 +397,36 @@ func cmpUint(a, b string) int {
 		return 1
 	}
 	return 0
+}
+
+// FixReply turns WRITE's marked replies back into what Redis answers: "+REDRAFT-INT <n>" into
+// the integer n, "+REDRAFT-NULLARRAY" into a null array, at the top level and inside a unit's
+// array. Any other reply is returned as it is (the common case costs one bytes.Contains).
+func FixReply(reply []byte) []byte {
+	if !bytes.Contains(reply, []byte("+REDRAFT-")) {
+		return reply
+	}
+	v, rest, ok := resp.Parse(reply)
+	if !ok || len(rest) != 0 {
+		return reply
+	}
+	return fixValue(nil, v)
+}
+
+func fixValue(b []byte, v resp.Value) []byte {
+	switch {
+	case v.Type == '+' && bytes.HasPrefix(v.Str, []byte(replyIntMark)):
+		b = append(b, ':')
+		b = append(b, v.Str[len(replyIntMark):]...)
+		return append(b, '\r', '\n')
+	case v.Type == '+' && string(v.Str) == replyNullArrayMark:
+		return append(b, "*-1\r\n"...)
+	case v.Type == '*' && v.Int > 0:
+		b = resp.AppendArray(b, len(v.Elems))
+		for _, e := range v.Elems {
+			b = fixValue(b, e)
+		}
+		return b
+	}
+	return append(b, v.Raw...)
 }

@@ -359,24 +359,30 @@ func TestWriteGuards(t *testing.T) {
 	}
 }
 
-// TestLuaReplyFidelity pins the replies a script cannot return unchanged (docs/replication.md).
+// TestLuaReplyFidelity pins the replies a script cannot return unchanged: WRITE marks them,
+// and FixReply turns them into what Redis answers (docs/replication.md).
 func TestLuaReplyFidelity(t *testing.T) {
 	ctx := context.Background()
 	a, c := client(t, testredis.Start(t)), client(t, testredis.Start(t))
 	for _, r := range []*redis.Client{a, c} {
 		r.Set(ctx, "{t}big", "9007199254740992", 0)
 	}
-	got, _ := Write(ctx, a, slot, "dc1", 1000, prepare(t, "INCR {t}big")).Int64()
+	got, _ := Write(ctx, a, slot, "dc1", 1000, prepare(t, "INCR {t}big")).Text()
 	want, _ := c.Incr(ctx, "{t}big").Result()
-	if want != 9007199254740993 || got != 9007199254740992 {
-		t.Fatalf("INCR beyond 2^53: direct %d, WRITE %d (Lua numbers are doubles)", want, got)
+	if want != 9007199254740993 || got != "REDRAFT-INT 9007199254740993" {
+		t.Fatalf("INCR beyond 2^53: direct %d, WRITE %q", want, got)
 	}
-	if v := a.Get(ctx, "{t}big").Val(); v != "9007199254740993" {
-		t.Fatalf("stored %s", v) // the data is exact, only the reply is rounded
+	if fixed := string(FixReply([]byte("+" + got + "\r\n"))); fixed != ":9007199254740993\r\n" {
+		t.Fatalf("FixReply: %q", fixed)
 	}
-	// A null array (LMPOP on nothing) comes back as a null bulk string: both are nil.
-	raw, err := a.Do(ctx, "EVALSHA", WriteSHA, 2, "{t}nolist", OutboxKey(slot), "1000", "dc1", "one", "1", "v", "4", "LMPOP", "1", "{t}nolist", "LEFT").Result()
-	if err != redis.Nil || raw != nil {
-		t.Fatalf("LMPOP nothing: %v %v", raw, err)
+	raw, err := a.Do(ctx, "EVALSHA", WriteSHA, 2, "{t}nolist", OutboxKey(slot), "1000", "dc1", "one", "1", "v", "4", "LMPOP", "1", "{t}nolist", "LEFT").Text()
+	if err != nil || raw != "REDRAFT-NULLARRAY" {
+		t.Fatalf("LMPOP nothing: %q %v", raw, err)
+	}
+	if fixed := string(FixReply([]byte("*2\r\n+REDRAFT-NULLARRAY\r\n$5\r\n+REDR\r\n"))); fixed != "*2\r\n*-1\r\n$5\r\n+REDR\r\n" {
+		t.Fatalf("FixReply inside an array: %q", fixed)
+	}
+	if fixed := string(FixReply([]byte("$13\r\n+REDRAFT-INT 1\r\n"))); fixed != "$13\r\n+REDRAFT-INT 1\r\n" {
+		t.Fatalf("FixReply changed a bulk string holding the mark: %q", fixed)
 	}
 }
