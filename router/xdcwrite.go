@@ -123,9 +123,6 @@ func prepare(name string, argv []string) (call xdc.Call, ok bool, err error) {
 }
 
 func errNotReplicated(name string, err error) error {
-	if name == "xreadgroup" {
-		return errorf("ERR redraft: XREADGROUP cannot be served in a cluster with several DCs: consumer-group reads are not replicated yet")
-	}
 	return errorf("ERR redraft: %s cannot be served in a cluster with several DCs: %v", bytes.ToUpper([]byte(name)), err)
 }
 

@@ -39,6 +39,10 @@ const (
 	Approximate
 	// Blocking commands cannot run in a script; the router must run their NonBlocking form.
 	Blocking
+	// GroupRead is XREADGROUP: run without BLOCK (the router polls it when it blocks) and
+	// recorded as what it changed in the consumer group: the consumer, XCLAIM ... FORCE JUSTID
+	// of the entries delivered, XGROUP SETID of the last one.
+	GroupRead
 	// NotReplicated commands are refused by Prepare: they are not per-slot writes (FLUSHDB) or
 	// the router does not serve them.
 	NotReplicated
@@ -47,7 +51,7 @@ const (
 var ruleNames = [...]string{"verbatim", "verbatim unless 0", "relative TTL made absolute",
 	"SREM of the popped members", "SET of the result KEEPTTL", "HSET of the result",
 	"XADD with the chosen ID", "verbatim with STORE only", "verbatim, times approximate",
-	"blocking: non-blocking form", "not replicated"}
+	"blocking: non-blocking form", "consumer-group state: XCLAIM and XGROUP SETID", "not replicated"}
 
 // String describes the rule, as docs/replication.md does.
 func (r Rule) String() string { return ruleNames[r] }
@@ -82,7 +86,7 @@ var overrides = map[string]Effect{
 	"blmove": {Rule: Blocking, NonBlocking: "lmove"}, "brpoplpush": {Rule: Blocking, NonBlocking: "rpoplpush"},
 	"blmpop": {Rule: Blocking, NonBlocking: "lmpop"}, "bzmpop": {Rule: Blocking, NonBlocking: "zmpop"},
 	"bzpopmin": {Rule: Blocking, NonBlocking: "zpopmin"}, "bzpopmax": {Rule: Blocking, NonBlocking: "zpopmax"},
-	"xreadgroup": {Rule: Blocking, NonBlocking: "xreadgroup", Note: "without BLOCK; delivery times approximate"},
+	"xreadgroup": {Rule: GroupRead, Note: "delivery times are the applying DC's"},
 
 	"flushdb":  {Rule: NotReplicated, Note: "not a per-slot write: clears the local DC only"},
 	"flushall": {Rule: NotReplicated, Note: "not a per-slot write: clears the local DC only"},
@@ -131,8 +135,8 @@ type Call struct {
 	// Plan tells the script what to do: an op letter, an optional 1-based argv index, an
 	// optional "z". Ops: v run and record, t first add the server's time in ms to argv[index]
 	// (a relative TTL) then as v, n run and record nothing, s SPOP, f INCRBYFLOAT,
-	// h HINCRBYFLOAT, x replace argv[index] with the reply (XADD's ID); z: record nothing
-	// when the reply is 0.
+	// h HINCRBYFLOAT, x replace argv[index] with the reply (XADD's ID), g XREADGROUP (its
+	// consumer-group effects); z: record nothing when the reply is 0.
 	Plan string
 	// Args is the command to run, already rewritten to its absolute form.
 	Args []string
@@ -188,6 +192,22 @@ func Prepare(argv []string) (Call, error) {
 		for _, a := range c.Args[2:] {
 			if u := strings.ToUpper(a); u == "STORE" || u == "STOREDIST" {
 				c.Plan = "v"
+			}
+		}
+	case GroupRead:
+		c.Plan = "g"
+	options:
+		for i := 1; i+1 < len(c.Args); i++ {
+			switch strings.ToUpper(c.Args[i]) {
+			case "STREAMS":
+				break options
+			case "GROUP":
+				i += 2
+			case "COUNT":
+				i++
+			case "BLOCK":
+				c.Args = append(c.Args[:i:i], c.Args[i+2:]...)
+				break options
 			}
 		}
 	case Blocking:

@@ -50,6 +50,46 @@ local function nowms()
   end
   return now
 end
+-- groupRead returns the effects of XREADGROUP argv that answered r, as Redis propagates
+-- them: per stream read with '>', the consumer, its new pending entries (XCLAIM ... FORCE
+-- JUSTID, none with NOACK) and the group's last delivered id; per stream read from its
+-- history, the entries delivered again (XCLAIM ... JUSTID).
+local function groupRead(argv, r)
+  local group, consumer, noack, ids = nil, nil, false, {}
+  local i = 2
+  while i <= #argv do
+    local a = string.upper(argv[i])
+    if a == 'GROUP' then group, consumer, i = argv[i + 1], argv[i + 2], i + 3
+    elseif a == 'COUNT' or a == 'BLOCK' then i = i + 2
+    elseif a == 'NOACK' then noack, i = true, i + 1
+    elseif a == 'STREAMS' then
+      local n = (#argv - i) / 2
+      for j = 1, n do ids[argv[i + j]] = argv[i + n + j] end
+      break
+    else i = i + 1 end
+  end
+  local out = {}
+  for _, st in ipairs(r) do
+    local key, entries = st[1], st[2]
+    if #entries > 0 then
+      local claim = {'XCLAIM', key, group, consumer, '0'}
+      for _, e in ipairs(entries) do claim[#claim + 1] = e[1] end
+      if ids[key] == '>' then
+        out[#out + 1] = {'XGROUP', 'CREATECONSUMER', key, group, consumer}
+        if not noack then
+          claim[#claim + 1] = 'FORCE'
+          claim[#claim + 1] = 'JUSTID'
+          out[#out + 1] = claim
+        end
+        out[#out + 1] = {'XGROUP', 'SETID', key, group, entries[#entries][1]}
+      else
+        claim[#claim + 1] = 'JUSTID'
+        out[#out + 1] = claim
+      end
+    end
+  end
+  return out
+end
 local entry = {'dc', ARGV[2], 'n', '0'}
 local logged, replies, i = 0, {}, 5
 for c = 1, tonumber(ARGV[4]) do
@@ -76,7 +116,7 @@ for c = 1, tonumber(ARGV[4]) do
   elseif r == false then
     -- A null array reaches Lua as false, which would go back as a null bulk string.
     local name = string.upper(argv[1])
-    if name == 'LMPOP' or name == 'ZMPOP' or ((name == 'LPOP' or name == 'RPOP') and #argv >= 3) then
+    if name == 'LMPOP' or name == 'ZMPOP' or name == 'XREADGROUP' or ((name == 'LPOP' or name == 'RPOP') and #argv >= 3) then
       replies[c] = {ok = 'REDRAFT-NULLARRAY'}
     end
   end
@@ -102,10 +142,14 @@ for c = 1, tonumber(ARGV[4]) do
     argv[at] = r
     eff = argv
   end
-  if eff then
+  local effs = {eff}
+  if op == 'g' and type(r) == 'table' then
+    effs = groupRead(argv, r)
+  end
+  for _, e in ipairs(effs) do
     logged = logged + 1
-    entry[#entry + 1] = tostring(#eff)
-    for _, a in ipairs(eff) do entry[#entry + 1] = a end
+    entry[#entry + 1] = tostring(#e)
+    for _, a in ipairs(e) do entry[#entry + 1] = a end
   end
 end
 if logged > 0 then
