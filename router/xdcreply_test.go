@@ -46,6 +46,13 @@ func TestXDCRepliesExact(t *testing.T) {
 		{"LMPOP", "1", "{n}none", "LEFT"}, {"ZMPOP", "1", "{n}none", "MIN"},
 		{"RPUSH", "{n}l", "x"}, {"LPOP", "{n}l", "5"},
 		{"MULTI"}, {"INCRBY", "{n}d", "9007199254740993"}, {"LPOP", "{n}none", "3"}, {"GET", "{n}d"}, {"EXEC"},
+		// Blocking commands inside MULTI do not block, in Redis and through redraft.
+		{"RPUSH", "{n}bl", "a", "b", "c"}, {"ZADD", "{n}bz", "1", "m", "2", "n"},
+		{"MULTI"}, {"BLPOP", "{n}none", "{n}bl", "0"}, {"BRPOP", "{n}none", "0"}, {"BLMOVE", "{n}bl", "{n}to", "LEFT", "RIGHT", "0"},
+		{"BLMOVE", "{n}none", "{n}to", "LEFT", "RIGHT", "0"}, {"BRPOPLPUSH", "{n}bl", "{n}to", "0"}, {"BRPOPLPUSH", "{n}none", "{n}to", "0"},
+		{"BZPOPMIN", "{n}bz", "0"}, {"BZPOPMAX", "{n}none", "0"}, {"BLMPOP", "0", "1", "{n}to", "LEFT", "COUNT", "2"},
+		{"BZMPOP", "0", "1", "{n}bz", "MAX"}, {"INCRBY", "{n}e", "9007199254740993"}, {"EXEC"},
+		{"WATCH", "{n}w"}, {"MULTI"}, {"BLPOP", "{n}to", "0"}, {"INCRBY", "{n}w", "9007199254740993"}, {"BLPOP", "{n}none", "1"}, {"EXEC"},
 	}
 	for _, c := range cmds {
 		raw := appendCommand(nil, c)

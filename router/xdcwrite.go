@@ -46,6 +46,8 @@ type xpend struct {
 	g      *group
 	slot   int
 	lo, hi int
+	// blocking marks a unit's blocking writes, whose replies unitReply reshapes.
+	blocking []string
 }
 
 // appendWriteCall appends `EVALSHA <WRITE> numkeys keys... argv...` for calls on slot, as
@@ -225,7 +227,7 @@ func (c *client) checkWrite(i int, xp *xpend, r *backend.Request) {
 		return
 	}
 	if r.Reply[0] != '-' {
-		r.Reply = xdc.FixReply(r.Reply)
+		r.Reply = unitReply(xdc.FixReply(r.Reply), xp.blocking)
 		return
 	}
 	if isTryAgainReply(r.Reply) && !c.laterBackend(i) {
