@@ -42,6 +42,7 @@ func TestXDCRepliesExact(t *testing.T) {
 		{"INCRBY", "{n}c", "9007199254740993"}, {"INCRBY", "{n}c", "-18014398509481987"},
 		{"HSET", "{n}h", "f", "9223372036854775000"}, {"HINCRBY", "{n}h", "f", "807"},
 		{"HINCRBY", "{n}h", "g", "-9223372036854775808"},
+		{"BITFIELD", "{n}bf", "SET", "i64", "0", "9223372036854775807"}, {"BITFIELD", "{n}bf", "GET", "i64", "0", "GET", "u8", "0"},
 		{"LPOP", "{n}none", "2"}, {"RPOP", "{n}none", "2"}, {"LPOP", "{n}none"},
 		{"LMPOP", "1", "{n}none", "LEFT"}, {"ZMPOP", "1", "{n}none", "MIN"},
 		{"RPUSH", "{n}l", "x"}, {"LPOP", "{n}l", "5"},

@@ -165,7 +165,7 @@ func Prepare(argv []string) (Call, error) {
 		return Call{}, ErrUnknown
 	}
 	eff, ok := Rules[spec.Name]
-	if !ok {
+	if !ok || (spec.Name == "bitfield" && bitfieldReadOnly(argv)) {
 		return Call{}, ErrNotWrite
 	}
 	c := Call{Plan: "v", Args: append([]string(nil), argv...)}
@@ -216,6 +216,17 @@ func Prepare(argv []string) (Call, error) {
 		return Call{}, fmt.Errorf("xdc: %s is not replicated: %s", spec.Name, eff.Note)
 	}
 	return c, nil
+}
+
+// bitfieldReadOnly reports whether a BITFIELD has no SET or INCRBY: it changes nothing, so it
+// runs as a read, outside the script, and its 64-bit replies stay exact.
+func bitfieldReadOnly(argv []string) bool {
+	for _, a := range argv[2:] {
+		if strings.EqualFold(a, "SET") || strings.EqualFold(a, "INCRBY") {
+			return false
+		}
+	}
+	return true
 }
 
 // relativeTTL rewrites c.Args to the absolute form with the TTL in ms, relative, at the index
