@@ -11,7 +11,7 @@
 # Last, the failover figures (docs/failover.md): kill -9 of a group master to the first write
 # acknowledged through every node, and the write latency around planned switchovers
 # (integration/failover_bench_test.go, real nodes and redis-servers).
-# Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS, XRATE, XDUR, BENCH_ONLY=data|xdc|failover.
+# Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS, XRATE, XRATE2, XDUR, BENCH_ONLY=data|xdc|failover.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -95,7 +95,7 @@ start_node() {
 }
 admin() { "$WORK/redraft" --admin "$ADMIN" "$@" >/dev/null; }
 
-R1=$(free_port); start_redis "$R1"
+R1=$(free_port); start_redis "$R1"; R1PID=${PIDS[-1]}
 R2=$(free_port); start_redis "$R2"
 start_node; P1=$PORT; BS1=$PID; P2=$PORT; BS2=$PID
 admin group add --dc dc1 --id g1 --master "127.0.0.1:$R1"
@@ -196,16 +196,24 @@ awk -v keys="$keys" -v bytes="$bytes" -v ms=$((t1 - t0)) -v base="$base" -v duri
 fi
 
 # ---- Cross-DC replication: lag at a fixed rate, highest sustained rate ----------------------
-XRATE=${XRATE:-2000}   # writes/s of the fixed-rate run
+XRATE=${XRATE:-2000}   # writes/s of the fixed-rate runs
+XRATE2=${XRATE2:-5000}
 XDUR=${XDUR:-10s}
 echo
 echo "cross-DC replication: writes through dc1's node (one group), applied on dc2's (one group); lag = write sent -> applied in dc2"
 go build -o "$WORK/xdcload" ./scripts/xdcload
 redis-cli -p "$R1" FLUSHALL >/dev/null; redis-cli -p "$R2" FLUSHALL >/dev/null
 admin slots assign --dc dc1 --group g1 --force 0-16383
+# cpu_total PID...: their utime+stime ticks together.
+cpu_total() { local t=0 p; for p in "$@"; do t=$((t + $(ticks "$p"))); done; echo "$t"; }
+# cpu_per_write T0 T1 WRITES: microseconds of CPU per write between two cpu_total readings.
+cpu_per_write() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$HZ" 'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / n }'; }
+written() { echo "$1" | awk 'NR==1 {print $2}'; }
 # Baseline: the same load on the one-DC cluster (no outbox, nothing shipped).
+c0=$(cpu_total "$BS1" "$R1PID")
 base=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -duration 5s -clients "$CLIENTS" -prefix base)
-R3=$(free_port); start_redis "$R3"
+base_cpu=$(cpu_per_write "$c0" "$(cpu_total "$BS1" "$R1PID")" "$(written "$base")")
+R3=$(free_port); start_redis "$R3"; R3PID=${PIDS[-1]}
 for _ in 1 2 3 4 5; do
 	X2=$(free_port); X2P=$(free_port); X2A=127.0.0.1:$(free_port)
 	rm -rf "$WORK/n2"
@@ -225,10 +233,16 @@ admin group add --dc dc2 --id g3 --master "127.0.0.1:$R3"
 admin slots assign --dc dc2 --group g3 0-16383
 until "$WORK/redraft" --admin "$ADMIN" --json status | grep -q '"to": "dc2"'; do sleep 0.05; done
 fixed=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -rate "$XRATE" -duration "$XDUR" -clients 20 -prefix fixed)
+fixed2=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -rate "$XRATE2" -duration "$XDUR" -clients 50 -prefix fixed2)
+p0=$(cpu_total "$BS1" "$N2PID"); r0=$(cpu_total "$R1PID" "$R3PID")
 full=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -duration 5s -clients "$CLIENTS" -prefix full)
+n=$(written "$full")
+pcpu=$(cpu_per_write "$p0" "$(cpu_total "$BS1" "$N2PID")" "$n"); rcpu=$(cpu_per_write "$r0" "$(cpu_total "$R1PID" "$R3PID")" "$n")
 echo "one DC, no replication:        $base"
 echo "$XRATE writes/s for $XDUR:        ${fixed//$'\n'/; }"
+echo "$XRATE2 writes/s for $XDUR:        ${fixed2//$'\n'/; }"
 echo "as fast as $CLIENTS clients go:     ${full//$'\n'/; }"
+awk -v p="$pcpu" -v r="$rcpu" -v b="$base_cpu" 'BEGIN { printf "CPU per replicated write, flat out: %.1f us (nodes %.1f, Redis %.1f); one DC without replication: %.1f us; ratio %.2f\n", p + r, p, r, b, (p + r) / b }'
 b=$(echo "$base" | awk '{print $5}'); a=$(echo "$full" | awk 'NR==1 {print $5}')
 s=$(echo "$full" | awk -F's after the start: ' 'NR==2 {split($2, x, " "); print x[1]}')
 awk -v b="$b" -v a="$a" -v s="$s" 'BEGIN { printf "acked writes/s with 2 DCs / 1 DC: %.2f; sustained cross-DC (applied in dc2) / 1 DC: %.2f\n", a / b, s / b }'
