@@ -33,6 +33,7 @@ func (w *Watcher) execute(ctx context.Context, group string, epoch uint64) {
 				return
 			}
 			f := *g.Failover
+			w.hangForTest(ctx, f, "started", "")
 			start := time.Now()
 			var to, why string
 			var err error
@@ -58,7 +59,7 @@ func (w *Watcher) execute(ctx context.Context, group string, epoch uint64) {
 				lastWhy = why
 				w.log.Warn("failover cannot go on yet", "group", group, "epoch", epoch, "why", why)
 				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				_ = w.cl.Propose(pctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: group, Epoch: epoch, Stalled: why})
+				_ = w.cl.Propose(pctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: group, Epoch: epoch, Stalled: why, Executor: w.cl.ID()})
 				cancel()
 			}
 			select {
@@ -154,6 +155,7 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 	if err := w.adm.replicaOf(ctx, g, to, ""); err != nil {
 		return "", "", fmt.Errorf("REPLICAOF NO ONE on %s: %w", to, err)
 	}
+	w.hangForTest(ctx, f, "promoted", to)
 	// The old master's stream the new one never got: writes acknowledged at DC_ONE, lost.
 	var lost int64
 	if promoted == "" && old.info.Role == "master" {
@@ -180,7 +182,8 @@ func (w *Watcher) provision(ctx context.Context, g *fsm.Group, addr string) {
 
 // finish commits the end of the failover; a refusal because it is over already is errDone.
 func (w *Watcher) finish(ctx context.Context, g *fsm.Group, f fsm.Failover, to string, lost int64) error {
-	err := w.cl.Propose(ctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: g.ID, Epoch: f.Epoch, NewMaster: to, LostBytes: lost})
+	err := w.cl.Propose(ctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: g.ID, Epoch: f.Epoch, NewMaster: to, LostBytes: lost,
+		Executor: w.cl.ID()})
 	var fe *fsm.Error
 	if errors.As(err, &fe) && fe.Code == "busy" || err != nil && strings.Contains(err.Error(), "no failover of epoch") {
 		return errDone

@@ -1,0 +1,129 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/node"
+)
+
+// TestFailoverExecutorDies kills -9 a failover's executor at two points of its run (right after
+// the failover's start is committed; right after it promoted a replica with REPLICAOF NO ONE,
+// before committing it), under a DC_QUORUM write load: another node of the DC takes the
+// failover over through Raft and finishes it (with the replica already promoted, in the second
+// case), writes are accepted again through both surviving nodes, and no acknowledged write is
+// lost. The executor stops at the point through a test hook (REDRAFT_FAILOVER_TEST_HANG),
+// which only a failover's first executor obeys.
+func TestFailoverExecutorDies(t *testing.T) {
+	for _, at := range []string{"started", "promoted"} {
+		t.Run(at, func(t *testing.T) { testExecutorDies(t, at) })
+	}
+}
+
+var hookLine = regexp.MustCompile(`test hook: failover executor stops here.*detail=(\S*)`)
+
+func testExecutorDies(t *testing.T, at string) {
+	t.Setenv("REDRAFT_FAILOVER_TEST_HANG", at)
+	e := newFailoverEnv(t, "write_consistency", "DC_QUORUM", "master_down_after", "1s")
+	before := e.group()
+	old := before.Master
+	l := e.startLoad(4)
+	waitFor(t, 10*time.Second, "writes before the kill", func() error {
+		if n := l.count(); n < 300 {
+			return fmt.Errorf("%d so far", n)
+		}
+		return nil
+	})
+	killed := time.Now()
+	e.servers[old].Stop()
+	// The executor reaches the hook and stops there; kill -9 it.
+	dead, promoted := -1, ""
+	waitFor(t, 20*time.Second, "the executor at the hook", func() error {
+		for i, p := range e.nodes {
+			if m := hookLine.FindStringSubmatch(p.Log()); m != nil {
+				dead, promoted = i, strings.Trim(m[1], `"`)
+				return nil
+			}
+		}
+		return fmt.Errorf("no node logged the hook; group %+v", e.group().Failover)
+	})
+	f := e.group().Failover
+	if f == nil || f.Executor != e.nodes[dead].ID {
+		t.Fatalf("failover %+v, but %s logged the hook", f, e.nodes[dead].ID)
+	}
+	e.nodes[dead].Kill9()
+	t.Logf("master %s killed; executor %s killed at %q (promoted %q) %s later", old, e.nodes[dead].ID, at,
+		promoted, time.Since(killed).Round(time.Millisecond))
+	if at == "promoted" && promoted == "" {
+		t.Fatal("the hook did not say which replica was promoted")
+	}
+	var alive []*proc
+	var clients []*redis.Client
+	for i, p := range e.nodes {
+		if i != dead {
+			alive, clients = append(alive, p), append(clients, e.clients[i])
+		}
+	}
+	status := func() node.GroupStatus { return groupOf(t, alive[0], "g1") }
+	ctx := context.Background()
+	var took time.Duration
+	waitFor(t, 30*time.Second, "a write through every surviving node", func() error {
+		for i, rc := range clients {
+			if err := rc.Set(ctx, "probe", i, 0).Err(); err != nil {
+				return fmt.Errorf("%s: %w (failover %+v)", alive[i].ID, err, status().Failover)
+			}
+		}
+		took = time.Since(killed)
+		return nil
+	})
+	var g node.GroupStatus
+	waitFor(t, 30*time.Second, "the failover committed", func() error {
+		g = status()
+		if g.Master == old || g.Failovers != before.Failovers+1 {
+			return fmt.Errorf("master %s, failovers %d, failover %+v", g.Master, g.Failovers, g.Failover)
+		}
+		return nil
+	})
+	lf := g.LastFailover
+	if lf == nil || lf.Result != "promoted" || lf.TakeOvers != 1 || lf.Executor == e.nodes[dead].ID ||
+		!strings.Contains(lf.TakenOver, "took over from "+e.nodes[dead].ID) {
+		t.Fatalf("last failover: %+v", lf)
+	}
+	if at == "promoted" && g.Master != promoted {
+		t.Fatalf("the dead executor promoted %s but %s was committed", promoted, g.Master)
+	}
+	if !slices.Contains(g.Fenced, old) {
+		t.Fatalf("old master %s not fenced: %+v", old, g)
+	}
+	acked := l.count()
+	waitFor(t, 10*time.Second, "writes acknowledged after the failover", func() error {
+		if n := l.count() - acked; n < 200 {
+			return fmt.Errorf("%d so far", n)
+		}
+		return nil
+	})
+	t.Logf("failover %s -> %s by %s (%s); writes through every surviving node %s after the master's kill",
+		old, g.Master, lf.Executor, lf.TakenOver, took.Round(time.Millisecond))
+	e.finishVia(l, clients)
+}
+
+// groupOf returns the group id of the first DC that has it, as p reports it.
+func groupOf(t *testing.T, p *proc, id string) node.GroupStatus {
+	t.Helper()
+	for _, d := range p.Status().DCs {
+		for _, g := range d.Groups {
+			if g.ID == id {
+				return g
+			}
+		}
+	}
+	t.Fatalf("group %s not in %s's status", id, p.ID)
+	return node.GroupStatus{}
+}
