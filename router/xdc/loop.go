@@ -298,6 +298,8 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		}
 		if g.missing {
 			l.r.noteLost(l.key, l.slots[p], after[i], &got[i])
+			l.copyLost(ctx, src, l.slots[p], &got[i], copies)
+			continue
 		}
 		l.mu.Lock()
 		if len(g.entries) < int(l.r.cfg.BatchSize) {

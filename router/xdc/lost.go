@@ -1,19 +1,24 @@
 package xdc
 
 import (
+	"context"
+	"fmt"
 	"sync"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Entries lost with a failed-over master (docs/replication.md, "Failovers"). A group's master
 // may ship an entry to another DC and die before its replica got it (a DC_ONE write): after
 // the failover the destination has applied an entry the new master's outbox lacks. The
 // shipper notices it when the destination's last applied id is not in the outbox (nor trimmed
-// from it) and ships on after it: the new master's entries come after it, and nothing is
-// applied twice (the destination's inbox skips any id at or below its last). The lost entries
-// are counted per destination DC: the shipper knows the ordinal (the outbox's entries-added)
-// of the last entry the destination applied, from reads that reached the outbox's end, and the
-// new master's outbox says how many of the old master's entries it kept; when the ordinal is
-// unknown (the shipping node changed too) one entry is counted, a lower bound.
+// from it). It counts the lost entries per destination DC: it knows the ordinal (the outbox's
+// entries-added) of the last entry the destination applied, from reads that reached the
+// outbox's end, and the new master's outbox says how many of the old master's entries it kept
+// (when the ordinal is unknown, the shipping node changed too, one entry is counted: a lower
+// bound). The destination holds the lost entries' effects, which the source no longer has:
+// the slot is copied in full from the new master (copy.go), so both DCs agree again, without
+// the lost writes, and nothing is applied twice (the copy sets the destination's inbox).
 
 // lostKey is one slot's outbox shipped to one destination DC.
 type lostKey struct {
@@ -109,7 +114,35 @@ func (r *Replicator) noteLost(k loopKey, slot int, after string, g *slotRead) {
 	if len(g.entries) > 0 {
 		next = g.entries[0].ID
 	}
-	r.log.Warn("the destination applied entries this DC's outbox lost with a failed-over master: counted, shipping goes on after them",
+	r.log.Warn("the destination applied entries this DC's outbox lost with a failed-over master: counted; copying the slot in full so the DCs agree",
 		"dest", k.dest, "group", k.group, "master", k.master, "db", k.db, "slot", slot, "dest_last_applied", after,
 		"next_entry", next, "lost_entries", n, "exact", exact)
+}
+
+// copyLost queues slot for a full copy to the destination, after a loss noteLost counted.
+// An outbox the new master never had gets a heartbeat entry first: the copy ships on from
+// the outbox's last id.
+func (l *loop) copyLost(ctx context.Context, src *redis.Client, slot int, g *slotRead, copies chan<- int) {
+	l.mu.Lock()
+	busy := l.copying[slot]
+	l.mu.Unlock()
+	if busy {
+		return
+	}
+	if g.topOrd == 0 {
+		vals := []any{}
+		for _, f := range EntryFields(l.r.cfg.Cluster.DC(), nil) {
+			vals = append(vals, f)
+		}
+		if err := src.XAdd(ctx, &redis.XAddArgs{Stream: OutboxKey(slot), Values: vals}).Err(); err != nil {
+			l.fail(fmt.Errorf("outbox of slot %d: %w", slot, err))
+			return
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.copying[slot] {
+		l.copying[slot] = true
+		copies <- slot
+	}
 }
