@@ -38,3 +38,27 @@ func TestTakeOverFailover(t *testing.T) {
 	}
 	applyRefused(t, s, &TakeOverFailover{DC: "east", Group: "g1", Epoch: 1, From: "n1", Executor: "n2"}, "busy", "no failover")
 }
+
+// TestSourceFailedOver: a migration notes its groups' failover counts when it starts; a
+// failover of its source (of the target, for a run back) since then is reported.
+func TestSourceFailedOver(t *testing.T) {
+	s := failoverState(t)
+	s = applyOK(t, s, s.Index+1, &StartMigration{DC: "east", Slots: []SlotRange{{0, 9}}, To: "g2"})
+	m := s.Migrations[s.NextMigrationID-1]
+	if s.SourceFailedOver(m) {
+		t.Fatal("a fresh migration's source counts as failed over")
+	}
+	for _, n := range []string{"n1", "n4"} {
+		s = applyOK(t, s, s.Index+1, &ReportServer{DC: "east", Group: "g1", Node: n, Addr: "10.0.1.1:6379", Down: true})
+	}
+	s = applyOK(t, s, s.Index+1, &FinishFailover{DC: "east", Group: "g1", Epoch: 1, NewMaster: "10.0.1.2:6379"})
+	m = s.Migrations[m.ID]
+	if !s.SourceFailedOver(m) {
+		t.Fatal("the source's failover is not seen")
+	}
+	back := *m
+	back.Cancelling = true // the run back's source is g2, which did not fail over
+	if s.SourceFailedOver(&back) {
+		t.Fatal("a run back sees the forward source's failover")
+	}
+}

@@ -11,6 +11,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/testredis"
+	"github.com/redraft/redraft/migrate"
 	"github.com/redraft/redraft/node"
 )
 
@@ -126,4 +129,94 @@ func groupOf(t *testing.T, p *proc, id string) node.GroupStatus {
 	}
 	t.Fatalf("group %s not in %s's status", id, p.ID)
 	return node.GroupStatus{}
+}
+
+// TestFailoverKeepsKeysMovedBeforeTheKill: a key the migration moved to the target (and a
+// client then wrote there) just before the source master died is still on the promoted
+// replica, which never got its deletion (both replicas' links were broken). After the
+// failover the migration keeps the target's copy: the client's write is not overwritten by
+// the stale copy, through every node, during and after the migration.
+func TestFailoverKeepsKeysMovedBeforeTheKill(t *testing.T) {
+	e := newFailoverEnv(t, "master_down_after", "1s")
+	g2 := testredis.Start(t, testredis.WithPassword(groupPassword))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := e.nodes[0].Client().AddGroup(ctx, "dc1", fsm.Group{ID: "g2", Master: g2.Addr, Password: groupPassword}); err != nil {
+		t.Fatal(err)
+	}
+	const bulk = 6000
+	loadBulk(t, e.clients[0], bulk)
+	key := ""
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprintf("keep:%d", i); migrate.SlotString(k) < 8192 {
+			key = k
+		}
+	}
+	if err := e.clients[0].Set(ctx, key, "before", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	g := e.group()
+	var replicas []*redis.Client
+	for _, a := range g.Replicas {
+		rc := redis.NewClient(&redis.Options{Addr: a, Password: groupPassword})
+		defer rc.Close()
+		replicas = append(replicas, rc)
+		waitFor(t, 10*time.Second, "the key on replica "+a, func() error {
+			if v, err := rc.Get(ctx, key).Result(); v != "before" {
+				return fmt.Errorf("%q (%v)", v, err)
+			}
+			return nil
+		})
+	}
+	// From now on the replicas get nothing: every key moved from here on stays on them.
+	for _, rc := range replicas {
+		for _, args := range [][]any{{"CONFIG", "SET", "masterauth", "wrong"}, {"CLIENT", "KILL", "TYPE", "master"}} {
+			if err := rc.Do(ctx, args...).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	id := startThrottled(t, e.nodes[0], "0-8191", "g2", 500)
+	// The write moves the key to g2 first, then lands there.
+	if err := e.clients[1].Set(ctx, key, "written-on-target", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	target := redis.NewClient(&redis.Options{Addr: g2.Addr, Password: groupPassword})
+	defer target.Close()
+	if v, _ := target.Get(ctx, key).Result(); v != "written-on-target" {
+		t.Fatalf("the write is not on the target: %q", v)
+	}
+	old := g.Master
+	e.servers[old].Stop()
+	ng := e.waitGroup("the failover", func(ng node.GroupStatus) error {
+		if ng.Master == old || ng.Failovers != 1 {
+			return fmt.Errorf("master %s, failovers %d, failover %+v", ng.Master, ng.Failovers, ng.Failover)
+		}
+		return nil
+	})
+	promoted := redis.NewClient(&redis.Options{Addr: ng.Master, Password: groupPassword})
+	defer promoted.Close()
+	if v, _ := promoted.Get(ctx, key).Result(); v != "before" {
+		t.Logf("the promoted replica has %q (its stale copy may be gone already)", v)
+	}
+	for i, rc := range e.clients {
+		waitFor(t, 20*time.Second, "the key through "+e.nodes[i].ID, func() error {
+			v, err := rc.Get(ctx, key).Result()
+			if err != nil {
+				return err
+			}
+			if v != "written-on-target" {
+				t.Fatalf("%s reads %q: the stale copy of the failed-over source replaced the write", e.nodes[i].ID, v)
+			}
+			return nil
+		})
+	}
+	waitMigrated(t, id, 90*time.Second, e.nodes...)
+	checkBulk(t, e.clients[2], bulk)
+	if v, err := e.clients[2].Get(ctx, key).Result(); v != "written-on-target" {
+		t.Fatalf("after the migration: %q (%v)", v, err)
+	}
+	if n, _ := promoted.Exists(ctx, key).Result(); n != 0 {
+		t.Fatalf("the stale copy is still on the source")
+	}
 }
