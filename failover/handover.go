@@ -108,13 +108,15 @@ func (w *Watcher) askExecutor(ctx context.Context, group string, epoch uint64, e
 }
 
 // testHang is the environment variable REDRAFT_FAILOVER_TEST_HANG, for the integration tests
-// of the hand-over only: "started" or "promoted" makes a failover's first executor stop at
-// that point (after the start is committed; after REPLICAOF NO ONE) until the test kills it.
+// of the hand-over only: "started" or "promoted" makes an unplanned failover's first executor
+// stop at that point (after the start is committed; after REPLICAOF NO ONE), "switched" a
+// switchover's (after the old master follows the new one, before the commit), until the test
+// kills it.
 var testHang = os.Getenv("REDRAFT_FAILOVER_TEST_HANG")
 
 // hangForTest blocks until ctx ends when testHang names at and f was never taken over.
 func (w *Watcher) hangForTest(ctx context.Context, f fsm.Failover, at, detail string) {
-	if testHang != at || f.TakeOvers > 0 || f.Planned {
+	if testHang != at || f.TakeOvers > 0 {
 		return
 	}
 	w.log.Warn("test hook: failover executor stops here", "at", at, "epoch", f.Epoch, "detail", detail)

@@ -33,7 +33,9 @@ func (w *Watcher) execute(ctx context.Context, group string, epoch uint64) {
 				return
 			}
 			f := *g.Failover
-			w.hangForTest(ctx, f, "started", "")
+			if !f.Planned {
+				w.hangForTest(ctx, f, "started", "")
+			}
 			start := time.Now()
 			var to, why string
 			var err error
@@ -218,6 +220,18 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 	if errs[0] != nil {
 		return "", fmt.Sprintf("the master %s does not answer (%v): a switchover needs it", f.From, errs[0]), nil
 	}
+	// A previous attempt (a dead executor's, taken over) promoted a replica and made the old
+	// master follow it: only the commit is left.
+	for i, a := range g.Replicas {
+		if infos[0].Role == "slave" && infos[0].MasterAddr == a && errs[i+1] == nil && infos[i+1].Role == "master" {
+			w.log.Warn("switchover resumed: the old master already follows the new one", "group", g.ID, "to", a)
+			if err := w.finish(ctx, g, f, a, 0); err != nil {
+				return "", "", err
+			}
+			w.pointReplicas(ctx, g, a, f.From)
+			return a, "", nil
+		}
+	}
 	to := f.To
 	if to == "" {
 		var cands []candidate
@@ -269,6 +283,7 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 	if err := w.adm.replicaOf(ctx, g, f.From, to); err != nil {
 		w.log.Warn("old master not made a replica yet (the watchers fence it)", "group", g.ID, "server", f.From, "err", err)
 	}
+	w.hangForTest(ctx, f, "switched", to)
 	unpause()
 	if err := w.finish(ctx, g, f, to, 0); err != nil {
 		return "", "", err

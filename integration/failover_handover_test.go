@@ -17,15 +17,16 @@ import (
 	"github.com/redraft/redraft/node"
 )
 
-// TestFailoverExecutorDies kills -9 a failover's executor at two points of its run (right after
-// the failover's start is committed; right after it promoted a replica with REPLICAOF NO ONE,
-// before committing it), under a DC_QUORUM write load: another node of the DC takes the
-// failover over through Raft and finishes it (with the replica already promoted, in the second
-// case), writes are accepted again through both surviving nodes, and no acknowledged write is
-// lost. The executor stops at the point through a test hook (REDRAFT_FAILOVER_TEST_HANG),
-// which only a failover's first executor obeys.
+// TestFailoverExecutorDies kills -9 a failover's executor at three points of its run (right
+// after the failover's start is committed; right after it promoted a replica with REPLICAOF NO
+// ONE, before committing it; in a planned switchover, right after the old master was made a
+// replica of the new one, before the commit), under a DC_QUORUM write load: another node of
+// the DC takes the failover over through Raft and finishes it (with the replica already
+// promoted, in the last two cases), writes are accepted again through both surviving nodes,
+// and no acknowledged write is lost. The executor stops at the point through a test hook
+// (REDRAFT_FAILOVER_TEST_HANG), which only a failover's first executor obeys.
 func TestFailoverExecutorDies(t *testing.T) {
-	for _, at := range []string{"started", "promoted"} {
+	for _, at := range []string{"started", "promoted", "switched"} {
 		t.Run(at, func(t *testing.T) { testExecutorDies(t, at) })
 	}
 }
@@ -45,7 +46,17 @@ func testExecutorDies(t *testing.T, at string) {
 		return nil
 	})
 	killed := time.Now()
-	e.servers[old].Stop()
+	cli := make(chan struct{})
+	if at == "switched" {
+		go func() {
+			defer close(cli)
+			_, _ = e.nodes[1].CLI("group", "failover", "--dc", "dc1", "--group", "g1") // fails: n2 is killed
+		}()
+	} else {
+		close(cli)
+		e.servers[old].Stop()
+	}
+	defer func() { <-cli }()
 	// The executor reaches the hook and stops there; kill -9 it.
 	dead, promoted := -1, ""
 	waitFor(t, 20*time.Second, "the executor at the hook", func() error {
@@ -62,9 +73,9 @@ func testExecutorDies(t *testing.T, at string) {
 		t.Fatalf("failover %+v, but %s logged the hook", f, e.nodes[dead].ID)
 	}
 	e.nodes[dead].Kill9()
-	t.Logf("master %s killed; executor %s killed at %q (promoted %q) %s later", old, e.nodes[dead].ID, at,
+	t.Logf("master %s killed (or switched over); executor %s killed at %q (promoted %q) %s later", old, e.nodes[dead].ID, at,
 		promoted, time.Since(killed).Round(time.Millisecond))
-	if at == "promoted" && promoted == "" {
+	if at != "started" && promoted == "" {
 		t.Fatal("the hook did not say which replica was promoted")
 	}
 	var alive []*proc
@@ -99,10 +110,13 @@ func testExecutorDies(t *testing.T, at string) {
 		!strings.Contains(lf.TakenOver, "took over from "+e.nodes[dead].ID) {
 		t.Fatalf("last failover: %+v", lf)
 	}
-	if at == "promoted" && g.Master != promoted {
+	if at != "started" && g.Master != promoted {
 		t.Fatalf("the dead executor promoted %s but %s was committed", promoted, g.Master)
 	}
-	if !slices.Contains(g.Fenced, old) {
+	if at == "switched" && (!lf.Planned || !slices.Contains(g.Replicas, old)) {
+		t.Fatalf("switchover: old master %s not a replica: %+v, last failover %+v", old, g, lf)
+	}
+	if at != "switched" && !slices.Contains(g.Fenced, old) {
 		t.Fatalf("old master %s not fenced: %+v", old, g)
 	}
 	acked := l.count()
@@ -112,7 +126,7 @@ func testExecutorDies(t *testing.T, at string) {
 		}
 		return nil
 	})
-	t.Logf("failover %s -> %s by %s (%s); writes through every surviving node %s after the master's kill",
+	t.Logf("failover %s -> %s by %s (%s); writes through every surviving node %s after the start",
 		old, g.Master, lf.Executor, lf.TakenOver, took.Round(time.Millisecond))
 	e.finishVia(l, clients)
 }

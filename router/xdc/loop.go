@@ -296,7 +296,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		if g.err != nil {
 			return g.err
 		}
-		if g.missing {
+		if g.missing && l.lossPossible(l.slots[p]) {
 			l.r.noteLost(l.key, l.slots[p], after[i], &got[i])
 			l.copyLost(ctx, src, l.slots[p], &got[i], copies)
 			continue

@@ -12,7 +12,8 @@ import (
 // may ship an entry to another DC and die before its replica got it (a DC_ONE write): after
 // the failover the destination has applied an entry the new master's outbox lacks. The
 // shipper notices it when the destination's last applied id is not in the outbox (nor trimmed
-// from it). It counts the lost entries per destination DC: it knows the ordinal (the outbox's
+// from it) of a group that has failed over, on a slot no migration covers (lossPossible). It
+// counts the lost entries per destination DC: it knows the ordinal (the outbox's
 // entries-added) of the last entry the destination applied, from reads that reached the
 // outbox's end, and the new master's outbox says how many of the old master's entries it kept
 // (when the ordinal is unknown, the shipping node changed too, one entry is counted: a lower
@@ -117,6 +118,27 @@ func (r *Replicator) noteLost(k loopKey, slot int, after string, g *slotRead) {
 	r.log.Warn("the destination applied entries this DC's outbox lost with a failed-over master: counted; copying the slot in full so the DCs agree",
 		"dest", k.dest, "group", k.group, "master", k.master, "db", k.db, "slot", slot, "dest_last_applied", after,
 		"next_entry", next, "lost_entries", n, "exact", exact)
+}
+
+// lossPossible reports whether a last applied entry missing from slot's outbox can only mean
+// it was lost with a failed-over master: the loop's group serves the slot with the loop's
+// master, it has failed over at least once, and no migration in the DC covers the slot (a
+// migration moves the outbox to its target, so the source's is gone, not lost).
+func (l *loop) lossPossible(slot int) bool {
+	st := l.r.cfg.Cluster.State()
+	dc := st.DCs[l.r.cfg.Cluster.DC()]
+	if dc == nil || dc.Slots[slot] != l.key.group {
+		return false
+	}
+	if g := dc.Groups[l.key.group]; g == nil || g.Master != l.key.master || g.Failovers == 0 {
+		return false
+	}
+	for _, m := range st.Migrations {
+		if m.Active() && m.DC == dc.Name && m.Covers(slot) {
+			return false
+		}
+	}
+	return true
 }
 
 // copyLost queues slot for a full copy to the destination, after a loss noteLost counted.
