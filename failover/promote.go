@@ -33,6 +33,9 @@ func (w *Watcher) execute(ctx context.Context, group string, epoch uint64) {
 				return
 			}
 			f := *g.Failover
+			if !f.Planned {
+				w.hangForTest(ctx, f, "started", "")
+			}
 			start := time.Now()
 			var to, why string
 			var err error
@@ -58,7 +61,7 @@ func (w *Watcher) execute(ctx context.Context, group string, epoch uint64) {
 				lastWhy = why
 				w.log.Warn("failover cannot go on yet", "group", group, "epoch", epoch, "why", why)
 				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				_ = w.cl.Propose(pctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: group, Epoch: epoch, Stalled: why})
+				_ = w.cl.Propose(pctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: group, Epoch: epoch, Stalled: why, Executor: w.cl.ID()})
 				cancel()
 			}
 			select {
@@ -154,6 +157,7 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 	if err := w.adm.replicaOf(ctx, g, to, ""); err != nil {
 		return "", "", fmt.Errorf("REPLICAOF NO ONE on %s: %w", to, err)
 	}
+	w.hangForTest(ctx, f, "promoted", to)
 	// The old master's stream the new one never got: writes acknowledged at DC_ONE, lost.
 	var lost int64
 	if promoted == "" && old.info.Role == "master" {
@@ -180,7 +184,8 @@ func (w *Watcher) provision(ctx context.Context, g *fsm.Group, addr string) {
 
 // finish commits the end of the failover; a refusal because it is over already is errDone.
 func (w *Watcher) finish(ctx context.Context, g *fsm.Group, f fsm.Failover, to string, lost int64) error {
-	err := w.cl.Propose(ctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: g.ID, Epoch: f.Epoch, NewMaster: to, LostBytes: lost})
+	err := w.cl.Propose(ctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: g.ID, Epoch: f.Epoch, NewMaster: to, LostBytes: lost,
+		Executor: w.cl.ID()})
 	var fe *fsm.Error
 	if errors.As(err, &fe) && fe.Code == "busy" || err != nil && strings.Contains(err.Error(), "no failover of epoch") {
 		return errDone
@@ -214,6 +219,18 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 	infos, errs := w.infos(ctx, g, append([]string{f.From}, g.Replicas...))
 	if errs[0] != nil {
 		return "", fmt.Sprintf("the master %s does not answer (%v): a switchover needs it", f.From, errs[0]), nil
+	}
+	// A previous attempt (a dead executor's, taken over) promoted a replica and made the old
+	// master follow it: only the commit is left.
+	for i, a := range g.Replicas {
+		if infos[0].Role == "slave" && infos[0].MasterAddr == a && errs[i+1] == nil && infos[i+1].Role == "master" {
+			w.log.Warn("switchover resumed: the old master already follows the new one", "group", g.ID, "to", a)
+			if err := w.finish(ctx, g, f, a, 0); err != nil {
+				return "", "", err
+			}
+			w.pointReplicas(ctx, g, a, f.From)
+			return a, "", nil
+		}
 	}
 	to := f.To
 	if to == "" {
@@ -266,6 +283,7 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 	if err := w.adm.replicaOf(ctx, g, f.From, to); err != nil {
 		w.log.Warn("old master not made a replica yet (the watchers fence it)", "group", g.ID, "server", f.From, "err", err)
 	}
+	w.hangForTest(ctx, f, "switched", to)
 	unpause()
 	if err := w.finish(ctx, g, f, to, 0); err != nil {
 		return "", "", err

@@ -100,6 +100,7 @@ type Watcher struct {
 	servers map[string]*serverState
 	samples map[string][]offsetSample // by master address
 	busy    map[string]bool           // proposals and promotions in flight, by key
+	execs   map[string]*execWatch     // executors of failovers run by others, by group
 	view    atomic.Pointer[[]ServerView]
 	kick    chan struct{}
 
@@ -115,7 +116,7 @@ func New(cfg Config) *Watcher {
 		cfg.Logger = slog.Default()
 	}
 	w := &Watcher{cfg: cfg, cl: cfg.Cluster, log: cfg.Logger.With("part", "failover"),
-		servers: map[string]*serverState{}, samples: map[string][]offsetSample{}, busy: map[string]bool{}, kick: make(chan struct{}, 1)}
+		servers: map[string]*serverState{}, samples: map[string][]offsetSample{}, busy: map[string]bool{}, execs: map[string]*execWatch{}, kick: make(chan struct{}, 1)}
 	w.adm.timeout = max(cfg.Interval*2, 500*time.Millisecond)
 	empty := []ServerView{}
 	w.view.Store(&empty)
@@ -138,7 +139,8 @@ func (w *Watcher) Failovers() int64 { return w.failovers.Load() }
 
 // RPC returns the watcher's peer calls, by name.
 func (w *Watcher) RPC() map[string]func(ctx context.Context, body json.RawMessage) (any, error) {
-	return map[string]func(ctx context.Context, body json.RawMessage) (any, error){RPCDrain: w.handleDrain}
+	return map[string]func(ctx context.Context, body json.RawMessage) (any, error){
+		RPCDrain: w.handleDrain, RPCExecuting: w.handleExecuting}
 }
 
 // Run probes and acts every Interval, and at once on a state change, until ctx ends.
@@ -173,6 +175,8 @@ func (w *Watcher) tick(ctx context.Context) {
 		if f := g.Failover; f != nil {
 			if f.Executor == w.cl.ID() {
 				w.execute(ctx, g.ID, f.Epoch)
+			} else {
+				w.watchExecutor(ctx, st, g)
 			}
 			continue
 		}

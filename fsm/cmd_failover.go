@@ -45,6 +45,10 @@ type Failover struct {
 	Planned bool `json:"planned,omitempty"`
 	// Executor is the node of the group's DC that runs the steps on the servers.
 	Executor string `json:"executor"`
+	// TakeOvers counts the times another node of the DC took the failover over from a dead
+	// executor (TakeOverFailover); TakenOver says why the last time.
+	TakeOvers int    `json:"take_overs,omitempty"`
+	TakenOver string `json:"taken_over,omitempty"`
 	// Reason says why the failover started.
 	Reason string `json:"reason"`
 	// Stalled says why the failover cannot go on now (no usable replica, ...); it retries.
@@ -91,6 +95,9 @@ type FinishFailover struct {
 	Stalled   string `json:"stalled,omitempty"`
 	// LostBytes is Failover.LostBytes, as the executor measured it.
 	LostBytes int64 `json:"lost_bytes,omitempty"`
+	// Executor, when set, is the node sending the step: refused unless it is still the
+	// failover's executor (a replaced executor that wakes up must not finish it).
+	Executor string `json:"executor,omitempty"`
 }
 
 // RejoinServer lists a fenced server among the group's replicas again: it replicates the
@@ -237,6 +244,9 @@ func (c *FinishFailover) apply(s *State, index uint64) error {
 	f := old.Failover
 	if f == nil || f.Epoch != c.Epoch {
 		return errf("busy", "group %s has no failover of epoch %d in progress", c.Group, c.Epoch)
+	}
+	if c.Executor != "" && c.Executor != f.Executor {
+		return errf("busy", "group %s's failover of epoch %d is run by %s now, not %s", c.Group, c.Epoch, f.Executor, c.Executor)
 	}
 	switch {
 	case c.NewMaster == "":

@@ -113,6 +113,7 @@ func (c *StartMigration) apply(s *State, index uint64) error {
 	m := &Migration{
 		ID: s.NextMigrationID, DC: c.DC, Slots: append([]SlotRange(nil), c.Slots...), From: from, To: c.To,
 		State: MigrationFrozen, Rate: c.Rate, FreezeAcks: map[string]uint64{}, StartIndex: index,
+		FromFailovers: dc.Groups[from].Failovers, ToFailovers: dc.Groups[c.To].Failovers,
 	}
 	s.NextMigrationID++
 	s.Migrations[m.ID] = m

@@ -32,6 +32,7 @@ func sampleCommands() []Command {
 		&StartFailover{DC: "east", Group: "g1", To: "10.0.1.2:6379", Executor: "n1", Reason: "upgrade"},
 		&FinishFailover{DC: "east", Group: "g1", Epoch: 2, NewMaster: "10.0.1.2:6379", Stalled: "x"},
 		&RejoinServer{DC: "east", Group: "g1", Addr: "10.0.1.1:6379"},
+		&TakeOverFailover{DC: "east", Group: "g1", Epoch: 2, From: "n1", Executor: "n2", Why: "x"},
 	}
 }
 

@@ -35,6 +35,27 @@ type Migration struct {
 	KeysTotal int64 `json:"keys_total"`
 	// StartIndex is the Raft index at which the migration was created.
 	StartIndex uint64 `json:"start_index"`
+	// FromFailovers and ToFailovers are the groups' failover counts (Group.Failovers) when the
+	// migration was created: a source that failed over since may hold keys moved before
+	// (SourceFailedOver).
+	FromFailovers uint64 `json:"from_failovers,omitempty"`
+	ToFailovers   uint64 `json:"to_failovers,omitempty"`
+}
+
+// SourceFailedOver reports whether the migration's source group (Source) promoted a replica
+// since the migration was created. That replica may still hold keys moved to the target
+// just before its old master died (their deletion had not reached it), so a key on both
+// keeps the target's copy, which clients may have written since (docs/failover.md).
+func (s *State) SourceFailedOver(m *Migration) bool {
+	base := m.FromFailovers
+	if m.Cancelling {
+		base = m.ToFailovers
+	}
+	dc := s.DCs[m.DC]
+	if dc == nil || dc.Groups[m.Source()] == nil {
+		return false
+	}
+	return dc.Groups[m.Source()].Failovers > base
 }
 
 // Run names the migration's current run: "fwd", or "back" while cancelling.

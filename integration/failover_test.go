@@ -179,13 +179,19 @@ func (l *load) count() int {
 // finish stops the load and checks that every acknowledged write reads back through every node.
 func (e *failoverEnv) finish(l *load) {
 	e.t.Helper()
+	e.finishVia(l, e.clients)
+}
+
+// finishVia is finish reading through the given clients only (the nodes still running).
+func (e *failoverEnv) finishVia(l *load, clients []*redis.Client) {
+	e.t.Helper()
 	close(l.stop)
 	l.wg.Wait()
 	ctx := context.Background()
 	lost := 0
 	var sample []string
 	for k, v := range l.acked {
-		rc := e.clients[len(k)%len(e.clients)]
+		rc := clients[len(k)%len(clients)]
 		got, err := rc.Get(ctx, k).Result()
 		if err != nil || got != v {
 			lost++

@@ -85,10 +85,11 @@ func (o *op) String() string {
 // notRun reports whether an error reply says the command did not run: TRYAGAIN, and the
 // CLUSTERDOWN answers of a node that holds requests (catching up, no lease, no group) but not
 // CLUSTERDOWN "group ... is unavailable", whose write may have reached Redis before its
-// connection broke.
+// connection broke, unless the router could not connect at all ("connection refused": the
+// request waited for a connection that never came up, so it was never sent).
 func notRun(msg string) bool {
 	return strings.HasPrefix(msg, "TRYAGAIN") ||
-		strings.HasPrefix(msg, "CLUSTERDOWN") && !strings.Contains(msg, "is unavailable")
+		strings.HasPrefix(msg, "CLUSTERDOWN") && (!strings.Contains(msg, "is unavailable") || strings.HasSuffix(msg, "connect: connection refused"))
 }
 
 // classify maps a client error to an outcome: the cluster's TRYAGAIN and CLUSTERDOWN answers

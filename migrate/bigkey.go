@@ -39,10 +39,19 @@ func (m *Mover) moveLocked(ctx context.Context, src, dst *redis.Client, db int, 
 	default:
 		return false, 0, fmt.Errorf("migrate: key %q: unexpected status %d under its lock", key, st[0])
 	}
+	kept := false
+	if m.cfg.KeepTarget {
+		// After a source failover a copy on the target was moved there before: keep it.
+		n, err := dst.Exists(ctx, key).Result()
+		if err != nil {
+			return false, 0, fmt.Errorf("migrate: key %q on the target: %w", key, err)
+		}
+		kept = n == 1
+	}
 	c := &copier{m: m, src: src, dst: dst, key: key, lock: lock, token: token,
 		tmp: tmpKey(key), fence: fenceKey(key), mem: mem[0]}
 	start := time.Now()
-	if err := c.run(ctx); err != nil {
+	if err := c.runUnless(ctx, kept); err != nil {
 		m.cleanup(ctx, func(ctx context.Context) error {
 			return abortScript.Run(ctx, dst, []string{c.tmp, c.fence}, token).Err()
 		})
@@ -63,8 +72,16 @@ func (m *Mover) moveLocked(ctx context.Context, src, dst *redis.Client, db int, 
 		return false, 0, fmt.Errorf("migrate: key %q: lock lost before the source copy was deleted: %w", key, ErrKeyBusy)
 	}
 	m.log.Debug("big key moved", "db", db, "key", key, "type", c.typ, "elements", c.elems,
-		"bytes", c.mem, "took", time.Since(start))
+		"bytes", c.mem, "took", time.Since(start), "kept_target_copy", kept)
 	return true, c.mem, nil
+}
+
+// runUnless runs the chunked copy unless the target's copy is kept (Config.KeepTarget).
+func (c *copier) runUnless(ctx context.Context, kept bool) error {
+	if kept {
+		return nil
+	}
+	return c.run(ctx)
 }
 
 // acquire takes the lock, polling with backoff for at most LockWait.

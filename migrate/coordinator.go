@@ -31,7 +31,9 @@ type Job struct {
 	Migration *fsm.Migration
 	Source    fsm.Group
 	Target    fsm.Group
-	Slots     *SlotSet
+	// KeepTarget is Config.KeepTarget: the source failed over since the migration started.
+	KeepTarget bool
+	Slots      *SlotSet
 	// Rate returns the current throttle in keys/s (0: none); Paused whether to wait.
 	Rate   func() int64
 	Paused func() bool
@@ -240,8 +242,10 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 		backoff := 500 * time.Millisecond
 		for mctx.Err() == nil {
 			// The groups' masters as of now: a failover since the last try replaced one.
-			if d := c.cl.State().DCs[m.DC]; d != nil && d.Groups[m.Source()] != nil && d.Groups[m.Target()] != nil {
+			if st := c.cl.State(); st.DCs[m.DC] != nil && st.DCs[m.DC].Groups[m.Source()] != nil && st.DCs[m.DC].Groups[m.Target()] != nil {
+				d := st.DCs[m.DC]
 				job.Source, job.Target = *d.Groups[m.Source()], *d.Groups[m.Target()]
+				job.KeepTarget = st.SourceFailedOver(m)
 			}
 			err := c.mover(mctx, job)
 			if err == nil {

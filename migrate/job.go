@@ -29,9 +29,10 @@ func MoveJob(ctx context.Context, job Job) error {
 	id, back := job.Migration.ID, job.Migration.Cancelling
 	field := FenceField(id, back)
 	m, err := New(Config{
-		Source: EndpointOf(&job.Source),
-		Target: EndpointOf(&job.Target),
-		Fence:  field,
+		Source:     EndpointOf(&job.Source),
+		Target:     EndpointOf(&job.Target),
+		Fence:      field,
+		KeepTarget: job.KeepTarget,
 	})
 	if err != nil {
 		return err

@@ -58,6 +58,11 @@ type Config struct {
 	MigrateTarget string
 	// Owner names this mover in lock values (for example the node id); default "redraft".
 	Owner string
+	// KeepTarget makes a key that both the source and the target hold keep the target's copy
+	// (the source's is deleted) instead of the source's replacing it: set after the source
+	// group failed over (fsm.State.SourceFailedOver), when the promoted replica may still hold
+	// keys moved before, which clients may have written on the target since (DESIGN.md).
+	KeepTarget bool
 	// Fence is the migration run this mover acts for (FenceField); every step it takes on
 	// Redis first checks, in the same script, that the run is not recorded over there (empty:
 	// no check, for the library's own tests).
@@ -271,8 +276,12 @@ func (m *Mover) runMove(ctx context.Context, src *redis.Client, db int, keys []s
 	for _, k := range keys {
 		kv = append(kv, k, lockKey(k))
 	}
+	keep := "0"
+	if m.cfg.KeepTarget {
+		keep = "1"
+	}
 	args := []any{m.host, m.port, db, m.cfg.MigrateTimeout.Milliseconds(),
-		m.cfg.BigKeyElements, m.cfg.BigKeyBytes, m.cfg.BatchBytes, token, m.cfg.Fence}
+		m.cfg.BigKeyElements, m.cfg.BigKeyBytes, m.cfg.BatchBytes, token, m.cfg.Fence, keep}
 	switch {
 	case m.cfg.Target.Username != "":
 		args = append(args, "AUTH2", m.cfg.Target.Username, m.cfg.Target.Password)

@@ -28,9 +28,13 @@ const (
 // unlocked key in one command. Because the lock check and MIGRATE happen in one script, a key
 // that a chunked copy is working on is never MIGRATEd from under it.
 //
+// With keep-target set ("1"; Config.KeepTarget, after a source failover) each key goes by
+// its own MIGRATE without REPLACE, and a key the target already has keeps the target's copy:
+// the source's is deleted.
+//
 // KEYS: key1, lock1, key2, lock2, ...
 // ARGV: host, port, db, timeout ms, big elements, big bytes, byte budget, token, fence field,
-// auth args...
+// keep-target, auth args...
 // Returns: status1, bytes1, status2, bytes2, ...
 var moveScript = fenced("9", `
 local bigElems, bigBytes, budget = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -68,9 +72,19 @@ for i = 1, #KEYS, 2 do
   out[#out+1] = st
   out[#out+1] = mem
 end
-if #send > 0 then
+if #send > 0 and ARGV[10] == '1' then
+  for _, k in ipairs(send) do
+    local args = {'MIGRATE', ARGV[1], ARGV[2], k, ARGV[3], ARGV[4]}
+    for i = 11, #ARGV do args[#args+1] = ARGV[i] end
+    local r = redis.pcall(unpack(args))
+    if type(r) == 'table' and r.err then
+      if not string.find(r.err, 'BUSYKEY', 1, true) then return r end
+      redis.call('UNLINK', k)
+    end
+  end
+elseif #send > 0 then
   local args = {'MIGRATE', ARGV[1], ARGV[2], '', ARGV[3], ARGV[4], 'REPLACE'}
-  for i = 10, #ARGV do args[#args+1] = ARGV[i] end
+  for i = 11, #ARGV do args[#args+1] = ARGV[i] end
   args[#args+1] = 'KEYS'
   for _, k in ipairs(send) do args[#args+1] = k end
   local r = redis.pcall(unpack(args))

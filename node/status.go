@@ -72,6 +72,9 @@ type ReplicationPair struct {
 	Copied int64 `json:"copied"`
 	// Shipped counts the entries the destination applied since the shipping nodes started.
 	Shipped int64 `json:"shipped"`
+	// LostOnFailover counts the entries the destination applied that the source's outbox lost
+	// with a failed-over master (docs/replication.md).
+	LostOnFailover int64 `json:"lost_on_failover,omitempty"`
 	// State is ok, lagging, copying or down.
 	State string `json:"state"`
 	// Error is the last shipping error when the pair is down.
@@ -101,6 +104,7 @@ func mergePairs(reports [][]ReplicationPair) []ReplicationPair {
 			q.Copying += p.Copying
 			q.Copied += p.Copied
 			q.Shipped += p.Shipped
+			q.LostOnFailover += p.LostOnFailover
 			if rank[p.State] > rank[q.State] {
 				q.State, q.Error = p.State, p.Error
 			}

@@ -27,13 +27,14 @@ type migEntry struct {
 }
 
 // moverKey identifies a mover that can be reused across snapshots: same migration, same
-// direction, same servers.
+// direction, same servers, same rule for a key on both (keep: the source failed over).
 type moverKey struct {
 	id                 uint64
 	back               bool
 	src, srcPw         string
 	dst, dstPw         string
 	srcGroup, dstGroup string
+	keep               bool
 }
 
 // moverRef is a migration's mover and its cache of keys known to be off the source. It is
@@ -97,10 +98,10 @@ func (s *Server) markMigrations(st *fsm.State, dc *fsm.DC, byID map[string]*grou
 		if m.State == fsm.MigrationMigrating && me.src != nil && me.dst != nil {
 			src, dst := dc.Groups[m.Source()], dc.Groups[m.Target()]
 			k := moverKey{id: m.ID, back: m.Cancelling, src: src.Master, srcPw: src.Password,
-				dst: dst.Master, dstPw: dst.Password, srcGroup: src.ID, dstGroup: dst.ID}
+				dst: dst.Master, dstPw: dst.Password, srcGroup: src.ID, dstGroup: dst.ID, keep: st.SourceFailedOver(m)}
 			r := s.movers[k]
 			if r == nil {
-				r = s.newMover(src, dst, migrate.FenceField(m.ID, m.Cancelling))
+				r = s.newMover(src, dst, migrate.FenceField(m.ID, m.Cancelling), k.keep)
 			}
 			if r != nil {
 				movers[k] = r
@@ -116,11 +117,12 @@ func (s *Server) markMigrations(st *fsm.State, dc *fsm.DC, byID map[string]*grou
 	}
 }
 
-// newMover builds the mover of one migration run (fence: migrate.FenceField) from cfg.Mover;
+// newMover builds the mover of one migration run (fence: migrate.FenceField) from cfg.Mover,
+// keeping the target's copy of a key on both when keep is set (migrate.Config.KeepTarget);
 // nil if the groups' addresses are unusable.
-func (s *Server) newMover(src, dst *fsm.Group, fence string) *moverRef {
+func (s *Server) newMover(src, dst *fsm.Group, fence string, keep bool) *moverRef {
 	cfg := s.cfg.Mover
-	cfg.Fence = fence
+	cfg.Fence, cfg.KeepTarget = fence, keep
 	cfg.Source = migrate.EndpointOf(src)
 	cfg.Target = migrate.EndpointOf(dst)
 	cfg.MigrateTarget = ""

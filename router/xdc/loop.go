@@ -321,7 +321,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		return fmt.Errorf("read outboxes: %w", err)
 	}
 	var batches []WireBatch
-	var pos []int
+	var pos, read []int
 	more := false
 	defer func() {
 		if more {
@@ -344,6 +344,11 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		if g.err != nil {
 			return g.err
 		}
+		if g.missing && l.lossPossible(l.slots[p]) {
+			l.r.noteLost(l.key, l.slots[p], after[i], &got[i])
+			l.copyLost(ctx, src, l.slots[p], &got[i], copies)
+			continue
+		}
 		l.mu.Lock()
 		if len(g.entries) < int(l.r.cfg.BatchSize) {
 			l.pending[p] = int64(len(g.entries))
@@ -354,6 +359,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		}
 		l.mu.Unlock()
 		if len(g.entries) == 0 {
+			l.r.lost.shipped(lostKey{l.key.dest, l.key.db, l.slots[p]}, after[i], after[i], &got[i])
 			continue
 		}
 		b := WireBatch{Slot: l.slots[p], Prev: after[i], Entries: make([]WireEntry, len(g.entries))}
@@ -361,7 +367,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 			b.Entries[j] = WireEntry{ID: e.ID, Cmds: e.Cmds}
 		}
 		batches = append(batches, b)
-		pos = append(pos, p)
+		pos, read = append(pos, p), append(read, i)
 	}
 	if len(batches) == 0 {
 		return nil
@@ -370,6 +376,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 	if err != nil {
 		return err
 	}
+
 	var firstErr error
 	now := time.Now()
 	for i, res := range results {
@@ -408,6 +415,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		l.mu.Unlock()
 		if res.Last != "" {
 			l.r.recordAck(ctx, src, l.key.dest, l.key.db, b.Slot, res.Last)
+			l.r.lost.shipped(lostKey{l.key.dest, l.key.db, b.Slot}, b.Prev, res.Last, &got[read[i]])
 		}
 		if res.Error != "" && !res.Gap {
 			l.mark(b.Slot) // tried again after the backoff
@@ -652,10 +660,15 @@ type slotRead struct {
 	entries []Entry
 	length  int64
 	err     error
+	// missing is set when the outbox lacks the id read after (not trimmed: lost, see lost.go).
+	missing bool
+	// topOrd is the outbox's entries-added when entries reach its end, else -1.
+	topOrd int64
 }
 
 // readSlots reads, in one MULTI, up to count entries after after[i] of each slot's outbox
-// and the outbox's XINFO; a slot whose entries after its id were trimmed gets ErrBehind.
+// and the outbox's XINFO; a slot whose entries after its id were trimmed gets ErrBehind. The
+// range starts at after[i] itself, to tell whether the outbox still has it (slotRead.missing).
 func readSlots(ctx context.Context, c redis.Cmdable, slots []int, after []string, count int64) ([]slotRead, error) {
 	rng := make([]*redis.Cmd, len(slots))
 	info := make([]*redis.Cmd, len(slots))
@@ -663,9 +676,9 @@ func readSlots(ctx context.Context, c redis.Cmdable, slots []int, after []string
 		for i, s := range slots {
 			start := "-"
 			if after[i] != "" && after[i] != "0-0" {
-				start = "(" + after[i]
+				start = after[i]
 			}
-			rng[i] = p.Do(ctx, "XRANGE", OutboxKey(s), start, "+", "COUNT", count)
+			rng[i] = p.Do(ctx, "XRANGE", OutboxKey(s), start, "+", "COUNT", count+1)
 			info[i] = p.Do(ctx, "XINFO", "STREAM", OutboxKey(s))
 		}
 		return nil
@@ -675,8 +688,10 @@ func readSlots(ctx context.Context, c redis.Cmdable, slots []int, after []string
 	}
 	out := make([]slotRead, len(slots))
 	for i := range slots {
+		out[i].topOrd = -1
 		if e := info[i].Err(); e != nil {
 			if strings.Contains(e.Error(), "no such key") {
+				out[i].missing, out[i].topOrd = after[i] != "" && after[i] != "0-0", 0
 				continue
 			}
 			out[i].err = e
@@ -689,6 +704,18 @@ func readSlots(ctx context.Context, c redis.Cmdable, slots []int, after []string
 		out[i].length, _ = streamInfoField(info[i].Val(), "length").(int64)
 		raw, _ := rng[i].Val().([]any)
 		out[i].entries, out[i].err = parseRange(raw)
+		out[i].missing = isEntryID(after[i]) && (len(out[i].entries) == 0 || out[i].entries[0].ID != after[i])
+		if isEntryID(after[i]) && !out[i].missing {
+			out[i].entries = out[i].entries[1:]
+		}
+		if int64(len(out[i].entries)) > count {
+			out[i].entries = out[i].entries[:count]
+		} else if added, ok := streamInfoField(info[i].Val(), "entries-added").(int64); ok {
+			out[i].topOrd = added
+		}
 	}
 	return out, nil
 }
+
+// isEntryID reports whether id names an entry (not the stream's beginning: "" or 0-0).
+func isEntryID(id string) bool { return id != "" && id != "0-0" }

@@ -15,6 +15,8 @@ var (
 		"Slots being copied in full to a DC that fell behind the outbox bound.", []string{"from", "to"}, nil)
 	descShipped = prometheus.NewDesc("redraft_replication_shipped_entries_total",
 		"Outbox entries the destination DC applied, shipped by this node.", []string{"from", "to"}, nil)
+	descLostFailover = prometheus.NewDesc("redraft_replication_lost_on_failover_entries_total",
+		"Entries the destination DC applied that this DC's outbox lost with a failed-over master (DC_ONE writes its replica never got).", []string{"from", "to"}, nil)
 	descCopied = prometheus.NewDesc("redraft_replication_slot_copies_total",
 		"Full slot copies to the destination DC.", []string{"from", "to"}, nil)
 	descLostOwn = prometheus.NewDesc("redraft_replication_copies_over_own_writes_total",
@@ -25,7 +27,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (r *Replicator) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLag, descLagP99, descPending, descOutbox, descCopying, descShipped, descCopied, descDiverged, descLostOwn} {
+	for _, d := range []*prometheus.Desc{descLag, descLagP99, descPending, descOutbox, descCopying, descShipped, descCopied, descDiverged, descLostOwn, descLostFailover} {
 		ch <- d
 	}
 }
@@ -43,6 +45,7 @@ func (r *Replicator) Collect(ch chan<- prometheus.Metric) {
 		g(descCopying, prometheus.GaugeValue, float64(p.Copying))
 		g(descShipped, prometheus.CounterValue, float64(p.Shipped))
 		g(descCopied, prometheus.CounterValue, float64(p.Copied))
+		g(descLostFailover, prometheus.CounterValue, float64(p.LostOnFailover))
 	}
 	ch <- prometheus.MustNewConstMetric(descDiverged, prometheus.CounterValue, float64(r.Diverged()))
 	ch <- prometheus.MustNewConstMetric(descLostOwn, prometheus.CounterValue, float64(r.lostOwn.Load()))

@@ -63,6 +63,7 @@ type Replicator struct {
 
 	diverged atomic.Int64
 	lostOwn  atomic.Int64 // full copies that replaced this DC's own unshipped writes
+	lost     lostBook     // entries lost with a failed-over master (lost.go)
 
 	counters sync.Map // destination DC -> *pairCounters
 
@@ -75,7 +76,7 @@ type dbSlot struct{ db, slot int }
 
 // pairCounters count, per destination DC, what this node shipped since it started (loops
 // come and go with slot ownership; the counts stay).
-type pairCounters struct{ shipped, copied atomic.Int64 }
+type pairCounters struct{ shipped, copied, lost atomic.Int64 }
 
 func (r *Replicator) counter(dest string) *pairCounters {
 	if c, ok := r.counters.Load(dest); ok {
@@ -575,7 +576,7 @@ func (r *Replicator) Report() Report {
 	}
 	for d, p := range byDest {
 		c := r.counter(d)
-		p.Shipped, p.Copied = c.shipped.Load(), c.copied.Load()
+		p.Shipped, p.Copied, p.LostOnFailover = c.shipped.Load(), c.copied.Load(), c.lost.Load()
 		if ls := lags[d]; len(ls) > 0 {
 			sort.Slice(ls, func(i, j int) bool { return ls[i] < ls[j] })
 			p.LagP50MS = float64(ls[len(ls)/2].Microseconds()) / 1000

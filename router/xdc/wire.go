@@ -155,6 +155,9 @@ type PairReport struct {
 	Copied int64 `json:"copied"`
 	// Shipped counts the entries applied by the destination since the node started.
 	Shipped int64 `json:"shipped"`
+	// LostOnFailover counts the entries the destination applied that the source's outbox lost
+	// with a failed-over master (DC_ONE writes its replica never got), since the node started.
+	LostOnFailover int64 `json:"lost_on_failover,omitempty"`
 	// State is ok, lagging, copying or down.
 	State string `json:"state"`
 	// Error is the last shipping error, if the pair is not ok.
