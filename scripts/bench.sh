@@ -11,7 +11,8 @@
 # Last, the failover figures (docs/failover.md): kill -9 of a group master to the first write
 # acknowledged through every node, and the write latency around planned switchovers
 # (integration/failover_bench_test.go, real nodes and redis-servers).
-# Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS, XRATE, XRATE2, XDUR, BENCH_ONLY=data|xdc|failover.
+# Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS, XRATE, XRATE2, XDUR, BENCH_ONLY=data|xdc|failover,
+# XPROF=DIR (CPU profiles of the two nodes over the flat-out cross-DC run, written to DIR).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -235,6 +236,11 @@ until "$WORK/redraft" --admin "$ADMIN" --json status | grep -q '"to": "dc2"'; do
 fixed=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -rate "$XRATE" -duration "$XDUR" -clients 20 -prefix fixed)
 fixed2=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -rate "$XRATE2" -duration "$XDUR" -clients 50 -prefix fixed2)
 p0=$(cpu_total "$BS1" "$N2PID"); r0=$(cpu_total "$R1PID" "$R3PID")
+if [ -n "${XPROF:-}" ]; then # CPU profiles of both nodes over the flat-out run, for go tool pprof
+	mkdir -p "$XPROF"
+	curl -s -o "$XPROF/dc1-node.pprof" "http://$ADMIN/debug/pprof/profile?seconds=5" &
+	curl -s -o "$XPROF/dc2-node.pprof" "http://$X2A/debug/pprof/profile?seconds=5" &
+fi
 full=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -duration 5s -clients "$CLIENTS" -prefix full)
 n=$(written "$full")
 pcpu=$(cpu_per_write "$p0" "$(cpu_total "$BS1" "$N2PID")" "$n"); rcpu=$(cpu_per_write "$r0" "$(cpu_total "$R1PID" "$R3PID")" "$n")

@@ -105,11 +105,13 @@ func (l *loop) run(parent context.Context) {
 			l.mu.Lock()
 			copy(l.acked, ids)
 			l.mu.Unlock()
+			trims := src.Pipeline()
 			for i, id := range ids {
 				if id != "" {
-					l.r.recordAck(ctx, src, l.key.dest, l.key.db, l.slots[i], id)
+					l.r.recordAck(ctx, trims, l.key.dest, l.key.db, l.slots[i], id)
 				}
 			}
+			execTrims(ctx, trims)
 			break
 		}
 		l.fail(fmt.Errorf("last applied in %s: %w", l.key.dest, err))
@@ -379,6 +381,8 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 
 	var firstErr error
 	now := time.Now()
+	trims := src.Pipeline() // the round's trims, one round trip
+	defer execTrims(ctx, trims)
 	for i, res := range results {
 		p, b := pos[i], batches[i]
 		n := 0
@@ -414,7 +418,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		}
 		l.mu.Unlock()
 		if res.Last != "" {
-			l.r.recordAck(ctx, src, l.key.dest, l.key.db, b.Slot, res.Last)
+			l.r.recordAck(ctx, trims, l.key.dest, l.key.db, b.Slot, res.Last)
 			l.r.lost.shipped(lostKey{l.key.dest, l.key.db, b.Slot}, b.Prev, res.Last, &got[read[i]])
 		}
 		if res.Error != "" && !res.Gap {
@@ -433,6 +437,14 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		l.mu.Unlock()
 	}
 	return firstErr
+}
+
+// execTrims sends the trims queued on p, if any; a trim that fails leaves a longer outbox
+// until the next one.
+func execTrims(ctx context.Context, p redis.Pipeliner) {
+	if p.Len() > 0 {
+		_, _ = p.Exec(ctx)
+	}
 }
 
 func (l *loop) slotsAt(pos []int) []int {

@@ -416,7 +416,9 @@ func (r *Replicator) heartbeat(ctx context.Context) {
 
 // recordAck notes that dest applied id on (db, slot) and trims the outbox when every
 // destination applied past the last trim.
-func (r *Replicator) recordAck(ctx context.Context, src *redis.Client, dest string, db, slot int, id string) {
+//
+// The trim goes to c: a loop passes a pipeline and sends the trims of a whole round at once.
+func (r *Replicator) recordAck(ctx context.Context, c redis.Cmdable, dest string, db, slot int, id string) {
 	k := dbSlot{db, slot}
 	st := r.cfg.Cluster.State()
 	dests := r.destinations(st)
@@ -444,7 +446,7 @@ func (r *Replicator) recordAck(ctx context.Context, src *redis.Client, dest stri
 	r.progress = make(chan struct{})
 	r.mu.Unlock()
 	if trim {
-		if _, err := Trim(ctx, src, slot, ids); err != nil && ctx.Err() == nil {
+		if _, err := Trim(ctx, c, slot, ids); err != nil && ctx.Err() == nil {
 			r.log.Debug("trim", "slot", slot, "err", err)
 		}
 		if idx := r.hints.Load(); idx != nil { // their next outbox scan reads the new length
