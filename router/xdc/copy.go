@@ -130,6 +130,11 @@ func lockToken(dir, who string) string {
 // copySlot reads one locked slot and has the destination replace its copy with it.
 func (l *loop) copySlot(ctx context.Context, src *redis.Client, slot int, keys []string) error {
 	req := CopyRequest{Source: l.r.cfg.Cluster.DC(), DB: l.key.db, Slot: slot, Keys: make([]CopyKey, 0, len(keys))}
+	if st := l.r.cfg.Cluster.State(); st.Flush.Active() {
+		return fmt.Errorf("%s is in progress", st.Flush)
+	} else {
+		req.Flushes = st.Flushes
+	}
 	pipe := src.Pipeline()
 	dumps := make([]*redis.StringCmd, len(keys))
 	exps := make([]*redis.Cmd, len(keys))
@@ -204,6 +209,10 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	if req.Slot < 0 || req.Slot >= len(tags) {
 		return struct{}{}, fmt.Errorf("xdc: slot %d out of range", req.Slot)
 	}
+	if err := r.enterCopy(req.Flushes); err != nil {
+		return struct{}{}, err
+	}
+	defer r.leaveCopy()
 	own, db, slot := r.cfg.Cluster.DC(), req.DB, req.Slot
 	run := func(keys []string, args ...string) (resp.Value, error) {
 		v, err := r.internal(ctx, db, slot, keys, args)
