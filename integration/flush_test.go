@@ -176,6 +176,17 @@ func (x *xdcCluster) copiedInFull() (int64, []string) {
 	return n, x.fullCopies()
 }
 
+// logFlushLines logs what the nodes logged about flushes.
+func (x *xdcCluster) logFlushLines() {
+	for _, n := range x.nodes {
+		for _, line := range strings.Split(n.Log(), "\n") {
+			if strings.Contains(line, "flush") || strings.Contains(line, "full copy") || strings.Contains(line, "behind") {
+				x.t.Logf("%s: %s", n.ID, line)
+			}
+		}
+	}
+}
+
 // flushOf returns the cluster's current or last flush as p sees it (nil: none yet).
 func flushOf(p *xdcNode) (*fsm.Flush, uint64) {
 	st := p.Status()
@@ -230,6 +241,7 @@ func TestFlushAllThreeDCs(t *testing.T) {
 	}
 	okAt := time.Now()
 	t.Logf("FLUSHALL under writes from three DCs took %v", okAt.Sub(sent).Round(time.Millisecond))
+	defer x.logFlushLines()
 	l.WaitOps(2000)
 	l.Stop()
 	f, flushes := flushOf(n31)

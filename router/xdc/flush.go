@@ -90,12 +90,13 @@ return n
 type flusher struct {
 	copyIn atomic.Int64 // slot copies into this node being applied
 
-	mu      sync.Mutex
-	changed chan struct{}        // closed and replaced on every Notify
-	running map[string]bool      // "ack:<id>", "del:<id>": work under way
-	seen    map[uint64]time.Time // when this node first saw each frozen flush
-	aborted map[uint64]bool      // flushes this node proposed to abort
-	runCtx  context.Context      // the replicator's Run context, for re-planning loops
+	mu       sync.Mutex
+	changed  chan struct{}        // closed and replaced on every Notify
+	running  map[string]bool      // "ack:<id>", "del:<id>": work under way
+	seen     map[uint64]time.Time // when this node first saw each frozen flush
+	aborted  map[uint64]bool      // flushes this node proposed to abort
+	finished map[string]bool      // work done: this node's state may show its result a moment later
+	runCtx   context.Context      // the replicator's Run context, for re-planning loops
 }
 
 // wake returns the channel the next Notify closes.
@@ -254,7 +255,7 @@ func (r *Replicator) flushWork(ctx context.Context, kind string, f *fsm.Flush, t
 	if r.fl.running == nil {
 		r.fl.running = map[string]bool{}
 	}
-	if r.fl.running[key] {
+	if r.fl.running[key] || r.fl.finished[key] {
 		r.fl.mu.Unlock()
 		return
 	}
@@ -280,6 +281,12 @@ func (r *Replicator) flushWork(ctx context.Context, kind string, f *fsm.Flush, t
 			err := step(tctx, cur)
 			cancel()
 			if err == nil {
+				r.fl.mu.Lock()
+				if r.fl.finished == nil {
+					r.fl.finished = map[string]bool{}
+				}
+				r.fl.finished[key] = true
+				r.fl.mu.Unlock()
 				return
 			}
 			r.log.Warn("flush step failed; retrying", "flush", f.ID, "step", kind, "err", err)
@@ -296,6 +303,7 @@ func (r *Replicator) flushWork(ctx context.Context, kind string, f *fsm.Flush, t
 
 // ackFlush waits until this node may ack f's freeze, then acks it.
 func (r *Replicator) ackFlush(ctx context.Context, f *fsm.Flush) error {
+	start := time.Now()
 	if r.cfg.FlushGate != nil {
 		if err := r.cfg.FlushGate.WaitFlushIdle(ctx, f.ID); err != nil {
 			return err
@@ -311,10 +319,17 @@ func (r *Replicator) ackFlush(ctx context.Context, f *fsm.Flush) error {
 		case <-t.C:
 		}
 	}
+	idle := time.Since(start)
 	if err := r.drainForFlush(ctx); err != nil {
 		return err
 	}
-	return r.propose(ctx, &fsm.AckFlush{ID: f.ID, Node: r.cfg.Cluster.ID()})
+	drained := time.Since(start)
+	if err := r.propose(ctx, &fsm.AckFlush{ID: f.ID, Node: r.cfg.Cluster.ID()}); err != nil {
+		return err
+	}
+	r.log.Info("flush freeze acked", "flush", f.ID, "idle_after", idle.Round(time.Millisecond),
+		"drained_after", drained.Round(time.Millisecond), "acked_after", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // drainForFlush returns once every entry now in the outboxes this node ships has been applied
