@@ -180,7 +180,7 @@ func (x *xdcCluster) copiedInFull() (int64, []string) {
 func (x *xdcCluster) logFlushLines() {
 	for _, n := range x.nodes {
 		for _, line := range strings.Split(n.Log(), "\n") {
-			if strings.Contains(line, "flush") || strings.Contains(line, "full copy") || strings.Contains(line, "behind") {
+			if strings.Contains(line, "flush") || strings.Contains(line, "restarted") || strings.Contains(line, "full copy") || strings.Contains(line, "behind") {
 				x.t.Logf("%s: %s", n.ID, line)
 			}
 		}
@@ -330,6 +330,7 @@ func TestFlushKillMidFlush(t *testing.T) {
 	x := startXDC(t)
 	n11, n12, n21 := x.node("n11"), x.node("n12"), x.node("n21")
 	ctx := context.Background()
+	defer x.logFlushLines()
 
 	killDuring := func(victim *xdcNode, via *xdcNode, phase fsm.FlushPhase, seen uint64) {
 		t.Helper()
@@ -342,12 +343,17 @@ func TestFlushKillMidFlush(t *testing.T) {
 			defer c.Close()
 			done <- c.FlushAll(ctx).Err()
 		}()
-		waitFor(t, 30*time.Second, fmt.Sprintf("a flush %s", phase), func() error {
-			if f, _ := flushOf(n12); f == nil || f.ID <= seen || f.Phase != phase && f.Active() {
-				return fmt.Errorf("flush %+v", f)
+		// Polled faster than waitFor does: the deleting phase may last well under 100 ms.
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			f, _ := flushOf(n12)
+			if f != nil && f.ID > seen && (f.Phase == phase || !f.Active()) {
+				break
 			}
-			return nil
-		})
+			if time.Now().After(deadline) {
+				t.Fatalf("no flush %s within 30s: %+v", phase, f)
+			}
+			time.Sleep(2 * time.Millisecond) // poll interval
+		}
 		victim.Kill9()
 		f, _ := flushOf(n12)
 		t.Logf("killed %s with the flush %s", victim.ID, f.Phase)

@@ -369,16 +369,27 @@ func (r *Replicator) drainForFlush(ctx context.Context) error {
 			if len(msgs) == 0 {
 				continue
 			}
-			wait := time.Minute
-			if d, ok := ctx.Deadline(); ok {
-				wait = time.Until(d)
-			}
-			if err := r.awaitLocal(ctx, src.db, s, msgs[0].ID, wait); err != nil {
+			if err := r.awaitShipped(ctx, src.db, s, msgs[0].ID); err != nil {
 				return fmt.Errorf("draining slot %d of database %d: %w", s, src.db, err)
 			}
 		}
 	}
 	return nil
+}
+
+// flushAwaitTry bounds one wait for a slot's shipping; then the slot's owner is looked up
+// again (a node that came back, or one that stopped answering, moves slots between loops).
+const flushAwaitTry = 2 * time.Second
+
+// awaitShipped waits until every other DC applied id of (db, slot)'s outbox, as the slot's
+// current owner in this DC knows it, until ctx ends.
+func (r *Replicator) awaitShipped(ctx context.Context, db, slot int, id string) error {
+	for {
+		err := r.Await(ctx, db, slot, id, flushAwaitTry)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+	}
 }
 
 // deleteFlush deletes f's data keys on every group of this node's DC, then reports the DC.
