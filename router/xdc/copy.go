@@ -213,6 +213,11 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 		return struct{}{}, err
 	}
 	defer r.leaveCopy()
+	// Once begun, a copy runs to its end even if the source stops waiting (its loop was
+	// replaced when ownership moved): stopping between the deletes and the restores below
+	// would leave this DC without the slot's keys, at the old inbox position, for good.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), copyLockTTL)
+	defer cancel()
 	own, db, slot := r.cfg.Cluster.DC(), req.DB, req.Slot
 	run := func(keys []string, args ...string) (resp.Value, error) {
 		v, err := r.internal(ctx, db, slot, keys, args)
