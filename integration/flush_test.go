@@ -187,6 +187,30 @@ func (x *xdcCluster) logFlushLines() {
 	}
 }
 
+// internalKeys counts, per DC, the outbox and inbox keys of database 0 on its masters (the
+// test's backends have no password: the harness connects as the default user).
+func (x *xdcCluster) internalKeys() map[string]int {
+	x.t.Helper()
+	out := map[string]int{}
+	ctx := context.Background()
+	for dc, masters := range x.masters() {
+		for _, m := range masters {
+			rdb := redis.NewClient(&redis.Options{Addr: m})
+			for _, pattern := range []string{"__redraft:ob:*", "__redraft:in:*"} {
+				iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+				for iter.Next(ctx) {
+					out[dc]++
+				}
+				if err := iter.Err(); err != nil {
+					x.t.Fatalf("scan %s: %v", m, err)
+				}
+			}
+			rdb.Close()
+		}
+	}
+	return out
+}
+
 // flushOf returns the cluster's current or last flush as p sees it (nil: none yet).
 func flushOf(p *xdcNode) (*fsm.Flush, uint64) {
 	st := p.Status()
@@ -235,6 +259,7 @@ func TestFlushAllThreeDCs(t *testing.T) {
 
 	rdb := redis.NewClient(&redis.Options{Addr: n11.Listen, ReadTimeout: 2 * time.Minute, MaxRetries: -1})
 	defer rdb.Close()
+	internal := x.internalKeys()
 	sent := time.Now()
 	if err := rdb.FlushAll(ctx).Err(); err != nil {
 		t.Fatalf("FLUSHALL: %v", err)
@@ -244,6 +269,12 @@ func TestFlushAllThreeDCs(t *testing.T) {
 	defer x.logFlushLines()
 	l.WaitOps(2000)
 	l.Stop()
+	// The replication positions stay: no outbox or inbox key is deleted (there may be new ones).
+	for dc, n := range x.internalKeys() {
+		if n < internal[dc] {
+			t.Errorf("%s: %d outbox and inbox keys after the flush, %d before", dc, n, internal[dc])
+		}
+	}
 	f, flushes := flushOf(n31)
 	if f == nil || f.Phase != fsm.FlushDone || flushes != 1 || f.DB != fsm.FlushAllDBs {
 		t.Fatalf("flush as n31 sees it: %+v (flushes %d)", f, flushes)
