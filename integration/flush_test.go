@@ -430,3 +430,38 @@ func TestFlushKillMidFlush(t *testing.T) {
 		t.Fatalf("%d slots copied in full: %v", n, logs)
 	}
 }
+
+// TestFlushDCDownFails: with dc3 cut off, a FLUSHALL cannot drain its replication toward dc3
+// nor get dc3's ack: after flush_timeout it fails with a clear error, nothing is deleted in
+// any DC, and once dc3 is back the cluster serves writes and converges.
+func TestFlushDCDownFails(t *testing.T) {
+	x := startXDC(t)
+	n11, n12 := x.node("n11"), x.node("n12")
+	ctx := context.Background()
+	n11.MustCLI("config", "set", "flush_timeout", "3s")
+	l := x.flushLoad(0, n11, n12, x.node("n21"))
+	l.WaitOps(1000)
+	x.cutDC("dc3")
+	l.WaitOps(500)
+	rdb := redis.NewClient(&redis.Options{Addr: n12.Listen, ReadTimeout: time.Minute, MaxRetries: -1})
+	defer rdb.Close()
+	sent := time.Now()
+	err := rdb.FlushAll(ctx).Err()
+	took := time.Since(sent)
+	if err == nil || !strings.Contains(err.Error(), "nothing was deleted") || !strings.Contains(err.Error(), "n31") || !strings.Contains(err.Error(), "not yet applied") {
+		t.Fatalf("FLUSHALL with dc3 cut off: %v", err)
+	}
+	t.Logf("FLUSHALL with dc3 cut off failed after %v: %v", took.Round(time.Millisecond), err)
+	l.WaitOps(500) // unfrozen: writes go on in dc1 and dc2
+	x.heal()
+	l.WaitOps(500)
+	l.Stop()
+	x.waitConverged(90 * time.Second)
+	// Nothing deleted: every acknowledged write is in every DC.
+	if problems, _, after := x.checkFlushHistory(0, l.history(), time.Time{}, sent.Add(-time.Hour)); len(problems) > 0 || after == 0 {
+		t.Fatalf("after the failed flush (%d writes checked):\n%s", after, strings.Join(problems, "\n"))
+	}
+	if f, flushes := flushOf(n11); f == nil || f.Phase != fsm.FlushFailed || flushes != 0 {
+		t.Fatalf("flush as n11 sees it: %+v (flushes %d)", f, flushes)
+	}
+}

@@ -95,6 +95,8 @@ type flusher struct {
 	running  map[string]bool      // "ack:<id>", "del:<id>": work under way
 	seen     map[uint64]time.Time // when this node first saw each frozen flush
 	aborted  map[uint64]bool      // flushes this node proposed to abort
+	lastErr  map[string]string    // the last error of each piece of work, for an abort's reason
+	draining string               // what the drain waits for after a failed try ("": nothing)
 	finished map[string]bool      // work done: this node's state may show its result a moment later
 	runCtx   context.Context      // the replicator's Run context, for re-planning loops
 }
@@ -231,6 +233,13 @@ func (r *Replicator) stepFlush(ctx context.Context, st *fsm.State) {
 		if abort {
 			reason := fmt.Sprintf("node(s) %s did not hold their requests and drain their replication within flush_timeout %s (down, or a DC they ship to is unreachable)",
 				strings.Join(st.FlushWaiting(), ", "), timeout)
+			r.fl.mu.Lock()
+			if e := r.fl.lastErr["ack:"+strconv.FormatUint(f.ID, 10)]; e != "" {
+				reason += "; " + me + ": " + e
+			} else if r.fl.draining != "" {
+				reason += "; " + me + ": " + r.fl.draining
+			}
+			r.fl.mu.Unlock()
 			go func() {
 				if err := r.propose(ctx, &fsm.AbortFlush{ID: f.ID, Reason: reason}); err != nil {
 					r.log.Debug("flush abort not committed", "flush", f.ID, "err", err)
@@ -290,6 +299,12 @@ func (r *Replicator) flushWork(ctx context.Context, kind string, f *fsm.Flush, t
 				return
 			}
 			r.log.Warn("flush step failed; retrying", "flush", f.ID, "step", kind, "err", err)
+			r.fl.mu.Lock()
+			if r.fl.lastErr == nil {
+				r.fl.lastErr = map[string]string{}
+			}
+			r.fl.lastErr[key] = err.Error()
+			r.fl.mu.Unlock()
 			t := time.NewTimer(backoff)
 			select {
 			case <-ctx.Done():
@@ -386,6 +401,12 @@ const flushAwaitTry = 2 * time.Second
 func (r *Replicator) awaitShipped(ctx context.Context, db, slot int, id string) error {
 	for {
 		err := r.Await(ctx, db, slot, id, flushAwaitTry)
+		r.fl.mu.Lock()
+		r.fl.draining = ""
+		if err != nil {
+			r.fl.draining = fmt.Sprintf("entries of slot %d of database %d not yet applied in every other DC (%v)", slot, db, err)
+		}
+		r.fl.mu.Unlock()
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
