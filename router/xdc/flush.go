@@ -207,6 +207,11 @@ func (r *Replicator) runFlushes(ctx context.Context) {
 func (r *Replicator) stepFlush(ctx context.Context, st *fsm.State) {
 	f := st.Flush
 	if !f.Active() || r.cfg.Proposer == nil {
+		if len(st.DCs) > 0 { // a current state with no flush to act on: forget the past ones
+			r.fl.mu.Lock()
+			r.fl.seen, r.fl.aborted, r.fl.lastErr, r.fl.finished = nil, nil, nil, nil
+			r.fl.mu.Unlock()
+		}
 		return
 	}
 	me := r.cfg.Cluster.ID()
