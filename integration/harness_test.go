@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -191,6 +192,54 @@ func (p *proc) Log() string {
 		return ""
 	}
 	return p.log.String()
+}
+
+// goroutines makes the process print its goroutines (SIGQUIT, which also ends it) and returns
+// how many sit in each of redraft's own functions, the busiest first: what a node that stopped
+// answering was doing.
+func (p *proc) goroutines() string {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return ""
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.Kill9()
+	}
+	counts := map[string]int{}
+	inG, found, state := false, false, ""
+	for _, line := range strings.Split(p.Log(), "\n") {
+		switch {
+		case strings.HasPrefix(line, "goroutine "):
+			inG, found = true, false
+			if i, j := strings.Index(line, "["), strings.Index(line, "]"); i > 0 && j > i {
+				state, _, _ = strings.Cut(line[i+1:j], ",")
+			}
+		case line == "":
+			inG = false
+		case inG && !found && strings.Contains(line, "redraft/redraft/") && !strings.HasPrefix(line, "\t"):
+			counts["["+state+"] "+strings.TrimSpace(line)]++
+			found = true
+		}
+	}
+	type kv struct {
+		f string
+		n int
+	}
+	var all []kv
+	for f, n := range counts {
+		all = append(all, kv{f, n})
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].n > all[j].n })
+	var b strings.Builder
+	for i, e := range all {
+		if i == 30 {
+			break
+		}
+		fmt.Fprintf(&b, "%5d %s\n", e.n, e.f)
+	}
+	return b.String()
 }
 
 // Kill9 kills the process with SIGKILL and waits for it.

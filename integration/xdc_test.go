@@ -216,11 +216,53 @@ func (x *xdcCluster) waitConverged(d time.Duration) {
 	start := time.Now()
 	masters := x.masters()
 	var keys int
-	waitFor(x.t, d, "every DC holding the same data", func() (err error) {
-		keys, err = x.differences(masters)
-		return err
-	})
+	deadline := time.Now().Add(d)
+	nextNote := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		if keys, err = x.differences(masters); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			x.explainReplication()
+			x.t.Fatalf("waited %s for every DC holding the same data: %v", d, err)
+		}
+		if time.Now().After(nextNote) { // a slow convergence says where it stands
+			nextNote = time.Now().Add(10 * time.Second)
+			for _, n := range x.nodes {
+				reps, rerr := replication(n.proc)
+				x.t.Logf("not converged after %v; %s replication: %+v %v", time.Since(start).Round(time.Second), n.ID, reps, rerr)
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // poll interval, not synchronisation
+	}
 	x.t.Logf("every DC holds the same %d keys (converged in %v)", keys, time.Since(start).Round(time.Millisecond))
+}
+
+// explainReplication logs, for a failed convergence, each node's replication pairs and the
+// lines of its log about copies, gaps and shipping, ahead of the full logs (which CI cuts).
+func (x *xdcCluster) explainReplication() {
+	for _, n := range x.nodes {
+		if reps, err := replication(n.proc); err == nil {
+			x.t.Logf("%s replication: %+v", n.ID, reps)
+		} else {
+			x.t.Logf("%s replication: %v", n.ID, err)
+			x.t.Logf("%s does not answer: its goroutines, by top redraft frame:\n%s", n.ID, n.proc.goroutines())
+		}
+		var lines []string
+		for _, line := range strings.Split(n.Log(), "\n") {
+			for _, w := range []string{"cop", "GAP", "gap", "shipping", "behind", "apply", "acting", "migrat"} {
+				if strings.Contains(line, w) {
+					lines = append(lines, line)
+					break
+				}
+			}
+		}
+		if len(lines) > 40 {
+			lines = append(lines[:20], append([]string{"..."}, lines[len(lines)-20:]...)...)
+		}
+		x.t.Logf("%s log, replication lines:\n%s", n.ID, strings.Join(lines, "\n"))
+	}
 }
 
 // differences digests every DC's masters and returns how many keys the first DC holds, or

@@ -83,7 +83,7 @@ func (m *Mover) acquire(ctx context.Context, src *redis.Client, lock, token stri
 		if left <= 0 {
 			return ErrKeyBusy
 		}
-		if err := sleepCtx(ctx, min(backoff, left)); err != nil {
+		if err := SleepCtx(ctx, min(backoff, left)); err != nil {
 			return err
 		}
 		backoff = min(backoff*2, 50*time.Millisecond)

@@ -32,6 +32,11 @@ import (
 // over there.
 const FenceKey = "__redraft:fence"
 
+// DirtyKey is the stream of every database on a master that names, per outbox append, the
+// outbox written (cross-DC replication's change feed, router/xdc). It belongs to the server,
+// not to a slot: the movers never move it, like FenceKey.
+const DirtyKey = "__redraft:dirty"
+
 // ErrRunOver means the mover's migration run is recorded as over on a server it moves between:
 // the mover acts for state that is no longer current, and must stop.
 var ErrRunOver = errors.New("migrate: this migration run is over")

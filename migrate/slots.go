@@ -40,7 +40,7 @@ func scanSlots(ctx context.Context, c *redis.Client, slots *SlotSet, cursor stri
 	}
 	keys := all[:0:0]
 	for _, k := range all {
-		if strings.HasPrefix(k, lockPrefix) || strings.HasPrefix(k, tmpPrefix) || k == FenceKey {
+		if strings.HasPrefix(k, lockPrefix) || strings.HasPrefix(k, tmpPrefix) || k == FenceKey || k == DirtyKey {
 			continue
 		}
 		if slots.Contains(SlotString(k)) {
@@ -129,7 +129,7 @@ func (m *Mover) MoveSlots(ctx context.Context, slots SlotSet, opts MoveOptions) 
 			"moved", r.p.KeysMoved, "slots", slots.String())
 		if r.busy == r.found {
 			// Only busy keys left: give their holders time before scanning everything again.
-			if err := sleepCtx(ctx, m.cfg.LockWait); err != nil {
+			if err := SleepCtx(ctx, m.cfg.LockWait); err != nil {
 				return err
 			}
 		}
@@ -222,13 +222,13 @@ func (r *run) throttle(ctx context.Context, n int) error {
 	if wait <= 0 {
 		return nil
 	}
-	return sleepCtx(ctx, wait)
+	return SleepCtx(ctx, wait)
 }
 
 func (r *run) waitPaused(ctx context.Context) error {
 	for r.opts.Paused != nil && r.opts.Paused() {
 		r.report(false)
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+		if err := SleepCtx(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}

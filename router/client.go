@@ -62,14 +62,16 @@ type client struct {
 	// The cross-DC write path (xdcwrite.go): whether this batch's writes take it, the
 	// session's consistency override, the EVALSHA bytes of the batch's pipelined writes
 	// (kept for a TRYAGAIN retry; xpend indexes them), and scratch for synchronous writes.
-	xw        bool
-	level     level
-	readMode  readMode // READONLY, READWRITE (replicaread.go)
-	xraw      []byte
-	xpend     []xpend
-	xsync     []byte
-	sent      []sentReq // the batch's pipelined requests and pools, while xw (backendusers.go)
-	finishing bool      // finishBatch is running: a retry inside it must not drain
+	xw       bool
+	level    level
+	readMode readMode // READONLY, READWRITE (replicaread.go)
+	xraw     []byte
+	xpend    []xpend
+	xsync    []byte
+	// txBlocking marks the blocking writes of the watched unit EXEC runs (xdctx.go).
+	txBlocking []string
+	sent       []sentReq // the batch's pipelined requests and pools, while xw (backendusers.go)
+	finishing  bool      // finishBatch is running: a retry inside it must not drain
 
 	// Scratch space for split commands.
 	scratch   []byte

@@ -164,7 +164,6 @@ var edgeDiffer = []struct {
 	{regexp.MustCompile(`^-CROSSSLOT `), "keys must share a slot, checked before the command's own syntax, as in Redis Cluster"},
 	{regexp.MustCompile(`^-ERR redraft: \S+ cannot be served in a cluster with several DCs`), "commands the cross-DC write path cannot record (docs/replication.md)"},
 	{regexp.MustCompile(`^-ERR redraft: \S+ without keys cannot be replicated`), "keyless scripts cannot be recorded for the other DCs"},
-	{regexp.MustCompile(`^-ERR redraft: XREADGROUP cannot be served in a cluster with several DCs`), "consumer-group reads are not replicated"},
 	{regexp.MustCompile(`^-ERR (BY|GET) option of SORT denied in Cluster mode`), "SORT patterns must hash to the key's slot, refused where Redis Cluster refuses them"},
 	{regexp.MustCompile(`^-ERR invalid cursor\r\n$`), "SCAN cursors carry the group: one redraft never handed out is refused (Redis reads -1 and \"\" as cursors)"},
 }

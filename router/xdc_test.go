@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -195,10 +196,89 @@ func TestXDCWriteEffects(t *testing.T) {
 	if n := len(tc.outbox(t, slotOf(k))); n != n0 {
 		t.Error("GET recorded an entry")
 	}
-	g := keyIn("g", 0, 2)
-	c.XGroupCreateMkStream(ctx, g, "grp", "0")
-	if err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "grp", Consumer: "c", Streams: []string{g, ">"}, Block: -1}).Err(); err == nil || !strings.Contains(err.Error(), "XREADGROUP cannot be served") {
-		t.Errorf("XREADGROUP: %v", err)
+}
+
+// TestXDCConsumerGroups: XREADGROUP with several DCs is recorded as what it changed in the
+// consumer group (consumer, pending entries, last delivered id), so a copy that applies the
+// slot's outbox has the same group state; BLOCK is served by polling, NOACK adds nothing
+// pending, and a read of the consumer's history records the entries delivered again.
+func TestXDCConsumerGroups(t *testing.T) {
+	tc := startXDC(t, 1, Config{})
+	ctx := ctxT(t)
+	c := tc.client(0)
+	g := "{cg}s"
+	if err := c.XGroupCreateMkStream(ctx, g, "grp", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := 0; i < 3; i++ {
+		ids = append(ids, c.XAdd(ctx, &redis.XAddArgs{Stream: g, Values: []string{"n", strconv.Itoa(i)}}).Val())
+	}
+	got, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "grp", Consumer: "c1", Streams: []string{g, ">"}, Count: 2, Block: -1}).Result()
+	if err != nil || len(got) != 1 || len(got[0].Messages) != 2 || got[0].Messages[1].ID != ids[1] {
+		t.Fatalf("XREADGROUP COUNT 2 = %v, %v", got, err)
+	}
+	wantEffects(t, "XREADGROUP >", tc.lastEffects(t, slotOf(g)), "XGROUP CREATECONSUMER "+g+" grp c1",
+		"XCLAIM "+g+" grp c1 0 "+ids[0]+" "+ids[1]+" FORCE JUSTID", "XGROUP SETID "+g+" grp "+ids[1])
+	// NOACK: delivered, nothing pending.
+	if got, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "grp", Consumer: "c2", Streams: []string{g, ">"}, NoAck: true, Block: -1}).Result(); err != nil || len(got[0].Messages) != 1 {
+		t.Fatalf("XREADGROUP NOACK = %v, %v", got, err)
+	}
+	wantEffects(t, "XREADGROUP NOACK", tc.lastEffects(t, slotOf(g)), "XGROUP CREATECONSUMER "+g+" grp c2", "XGROUP SETID "+g+" grp "+ids[2])
+	// The consumer's history: delivered again.
+	if got, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "grp", Consumer: "c1", Streams: []string{g, "0"}, Block: -1}).Result(); err != nil || len(got[0].Messages) != 2 {
+		t.Fatalf("XREADGROUP history = %v, %v", got, err)
+	}
+	wantEffects(t, "XREADGROUP 0", tc.lastEffects(t, slotOf(g)), "XCLAIM "+g+" grp c1 0 "+ids[0]+" "+ids[1]+" JUSTID")
+	// Nothing new: the null reply, nothing recorded.
+	n0 := len(tc.outbox(t, slotOf(g)))
+	if err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "grp", Consumer: "c1", Streams: []string{g, ">"}, Block: -1}).Err(); err != redis.Nil {
+		t.Fatalf("XREADGROUP on nothing new: %v, want nil", err)
+	}
+	// BLOCK: polled until an entry comes.
+	done := make(chan []redis.XStream, 1)
+	go func() {
+		res, _ := tc.client(0).XReadGroup(ctx, &redis.XReadGroupArgs{Group: "grp", Consumer: "c3", Streams: []string{g, ">"}, Block: 5 * time.Second}).Result()
+		done <- res
+	}()
+	waitFor(t, "XREADGROUP BLOCK polling", func() bool { return tc.servers[0].pollers.Load() >= 1 })
+	last := c.XAdd(ctx, &redis.XAddArgs{Stream: g, Values: []string{"n", "3"}}).Val()
+	if res := <-done; len(res) != 1 || len(res[0].Messages) != 1 || res[0].Messages[0].ID != last {
+		t.Fatalf("XREADGROUP BLOCK = %v", res)
+	}
+	if n := len(tc.outbox(t, slotOf(g))); n != n0+2 {
+		t.Errorf("%d entries after the empty read, the XADD and the blocked read; want %d", n, n0+2)
+	}
+
+	// A copy that applies the outbox in order has the group's state.
+	copyc := redis.NewClient(&redis.Options{Addr: testredis.Start(t).Addr})
+	defer copyc.Close()
+	for _, e := range tc.outbox(t, slotOf(g)) {
+		for _, cmd := range e.Cmds {
+			args := make([]any, len(cmd))
+			for i, a := range cmd {
+				args[i] = a
+			}
+			if err := copyc.Do(ctx, args...).Err(); err != nil {
+				t.Fatalf("apply %v: %v", cmd, err)
+			}
+		}
+	}
+	src := tc.direct(0)
+	groupState := func(r *redis.Client) string {
+		gs := r.XInfoGroups(ctx, g).Val()
+		pend := r.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: g, Group: "grp", Start: "-", End: "+", Count: 100}).Val()
+		var b strings.Builder
+		for _, x := range gs {
+			fmt.Fprintf(&b, "group %s last %s consumers %d pending %d; ", x.Name, x.LastDeliveredID, x.Consumers, x.Pending)
+		}
+		for _, p := range pend {
+			fmt.Fprintf(&b, "%s@%s ", p.ID, p.Consumer)
+		}
+		return b.String()
+	}
+	if a, b := groupState(src), groupState(copyc); a != b {
+		t.Errorf("group state after applying the outbox:\n dc1:  %s\n copy: %s", a, b)
 	}
 }
 

@@ -42,7 +42,7 @@ func nonBlocking(name string, args [][]byte) []string {
 	case "bzmpop":
 		return append([]string{"ZMPOP"}, a[2:]...)
 	}
-	return a // XREADGROUP, which Prepare refuses: it is not replicated
+	return a // XREADGROUP: Prepare drops its BLOCK
 }
 
 // blockingReply reshapes a non-empty reply of the non-blocking form into the blocking

@@ -105,6 +105,7 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 	for _, f := range fields {
 		parts = resp.AppendBulkString(parts, f)
 	}
+	parts = appendCommand(parts, append([]string{"XADD", xdc.DirtyKey, "MAXLEN", "~", xdc.DirtyMaxLen, "*"}, xdc.DirtyFields(slot)...))
 	parts = append(parts, rawExec...)
 	c.xsync = parts[:0]
 	rawFor := func(g *group) []byte {
@@ -122,7 +123,7 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 		}
 		return c.moveOutbox(e.m, slot)
 	}
-	reply, err := c.syncWrite(syncReq{slot: slot, move: move, rawFor: rawFor, n: 6, lvl: lvl, internal: true,
+	reply, err := c.syncWrite(syncReq{slot: slot, move: move, rawFor: rawFor, n: 7, lvl: lvl, internal: true,
 		pre: func(g *group) ([]byte, error) { return c.copyLocked(g, slot) }})
 	if err != nil {
 		c.replyErr(err)
@@ -148,12 +149,12 @@ func (c *client) copyLocked(g *group, slot int) ([]byte, error) {
 }
 
 // scriptReply extracts the script's reply from EXEC's [AUTH client, script reply, AUTH
-// internal, XADD reply]. A failed switch to the client user means the script may have run as
+// internal, XADD reply, change feed XADD reply]. A failed switch to the client user means the script may have run as
 // the internal user: that is answered as an error (and the backend's users need fixing). An
 // XADD that failed (the script ran, but is not recorded) answers an error that says so.
 func scriptReply(reply []byte) []byte {
 	v, _, ok := resp.Parse(reply)
-	if !ok || v.Type != '*' || len(v.Elems) != 4 {
+	if !ok || v.Type != '*' || len(v.Elems) != 5 {
 		return reply // an error, or -TRYAGAIN from the pre-check
 	}
 	if a := v.Elems[0]; a.IsError() {
@@ -162,8 +163,10 @@ func scriptReply(reply []byte) []byte {
 	if a := v.Elems[2]; a.IsError() {
 		return appendError(nil, errorf("ERR redraft: switching back to the backend's internal user failed (%s): the script ran but is not recorded for the other DCs", printable(a.Str)))
 	}
-	if x := v.Elems[3]; x.IsError() {
-		return appendError(nil, errorf("ERR redraft: the script ran but recording it for the other DCs failed: %s", printable(x.Str)))
+	for _, x := range v.Elems[3:] {
+		if x.IsError() {
+			return appendError(nil, errorf("ERR redraft: the script ran but recording it for the other DCs failed: %s", printable(x.Str)))
+		}
 	}
 	return v.Elems[1].Raw
 }

@@ -12,14 +12,16 @@ import (
 // MULTI ... EXEC, then the session's level is reached.
 
 // txCalls turns a queued block (RESP requests) into WRITE calls: writes as Prepare makes
-// them, reads with plan "n" (run, record nothing).
-func txCalls(tx *txState) ([]xdc.Call, error) {
-	calls := make([]xdc.Call, 0, len(tx.cmds))
+// them, reads with plan "n" (run, record nothing), blocking writes as their non-blocking form
+// (inside MULTI Redis does not block either). blocking names, per call, the blocking write it
+// stands for ("" for the others; nil when there is none), for unitReply.
+func txCalls(tx *txState) (calls []xdc.Call, blocking []string, err error) {
+	calls = make([]xdc.Call, 0, len(tx.cmds))
 	rest := tx.raw
 	for len(rest) > 0 {
 		v, r, ok := resp.Parse(rest)
 		if !ok || v.Type != '*' || len(v.Elems) == 0 {
-			return nil, errorf("ERR redraft: cannot read the queued transaction")
+			return nil, nil, errorf("ERR redraft: cannot read the queued transaction")
 		}
 		rest = r
 		args := make([][]byte, len(v.Elems))
@@ -28,15 +30,22 @@ func txCalls(tx *txState) ([]xdc.Call, error) {
 		}
 		spec := command.Lookup(args)
 		if spec == nil {
-			return nil, errUnknown(args[0], args[1:])
+			return nil, nil, errUnknown(args[0], args[1:])
 		}
 		if spec.Kind == command.Script {
-			return nil, errorf("ERR redraft: %s cannot run inside MULTI in a cluster with several DCs", spec.Name)
+			return nil, nil, errorf("ERR redraft: %s cannot run inside MULTI in a cluster with several DCs", spec.Name)
 		}
 		argv := argStrings(args)
+		if xdc.Rules[spec.Name].Rule == xdc.Blocking {
+			if blocking == nil {
+				blocking = make([]string, len(tx.cmds))
+			}
+			blocking[len(calls)] = spec.Name
+			argv = nonBlocking(spec.Name, args)
+		}
 		call, isWrite, err := prepare(spec.Name, argv)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if !isWrite {
 			call = xdc.Call{Plan: "n", Args: argv}
@@ -46,7 +55,29 @@ func txCalls(tx *txState) ([]xdc.Call, error) {
 		}
 		calls = append(calls, call)
 	}
-	return calls, nil
+	return calls, blocking, nil
+}
+
+// unitReply gives the replies of the blocking writes of a unit (see txCalls) the blocking
+// commands' shape: BLPOP's [key, value] for LMPOP's [key, [value]], and so on. Their null
+// replies are already Redis's inside MULTI (BLMOVE's null bulk, the others' null array).
+func unitReply(reply []byte, blocking []string) []byte {
+	if blocking == nil {
+		return reply
+	}
+	v, _, ok := resp.Parse(reply)
+	if !ok || v.Type != '*' || len(v.Elems) != len(blocking) {
+		return reply
+	}
+	b := resp.AppendArray(nil, len(blocking))
+	for i, e := range v.Elems {
+		if blocking[i] == "" || isNull(e.Raw) || e.IsError() {
+			b = append(b, e.Raw...)
+		} else {
+			b = append(b, blockingReply(blocking[i], e.Raw)...)
+		}
+	}
+	return b
 }
 
 // execWrite runs the queued block tx (keyed, not watched) on the write path; raw and n are
@@ -54,9 +85,10 @@ func txCalls(tx *txState) ([]xdc.Call, error) {
 func (c *client) execWrite(tx *txState, raw []byte, n int) {
 	snap := c.snap
 	var calls []xdc.Call
+	var blocking []string
 	if snap.multiDC {
 		var err error
-		if calls, err = txCalls(tx); err != nil {
+		if calls, blocking, err = txCalls(tx); err != nil {
 			c.replyErr(err)
 			return
 		}
@@ -75,6 +107,7 @@ func (c *client) execWrite(tx *txState, raw []byte, n int) {
 			return
 		}
 		r := c.sendWrite(e.group(), tx.slot, true, calls)
+		c.xpend[len(c.xpend)-1].blocking = blocking
 		c.pend = append(c.pend, pendItem{req: r, x: int32(len(c.xpend))})
 		return
 	}
@@ -84,7 +117,8 @@ func (c *client) execWrite(tx *txState, raw []byte, n int) {
 		c.xsync = raw[:0]
 		n = 1
 	}
-	c.replyWrite(c.syncWrite(syncReq{slot: tx.slot, move: move, raw: raw, n: n, lvl: lvl, wrapped: snap.multiDC}))
+	reply, err := c.syncWrite(syncReq{slot: tx.slot, move: move, raw: raw, n: n, lvl: lvl, wrapped: snap.multiDC})
+	c.replyWrite(unitReply(reply, blocking), err)
 }
 
 // watchedRaw returns what EXEC sends on the WATCH connection: with several DCs MULTI, the
@@ -93,10 +127,11 @@ func (c *client) watchedRaw(tx *txState, slot int, raw []byte, n int) ([]byte, i
 	if !c.snap.multiDC {
 		return raw, n, nil
 	}
-	calls, err := txCalls(tx)
+	calls, blocking, err := txCalls(tx)
 	if err != nil {
 		return nil, 0, err
 	}
+	c.txBlocking = blocking
 	b := append([]byte(nil), rawMulti...)
 	b = appendWriteCall(b, slot, c.s.cfg.DC, c.snap.outboxMax, true, calls)
 	return append(b, rawExec...), 3, nil
@@ -108,8 +143,9 @@ func (c *client) watchedRaw(tx *txState, slot int, raw []byte, n int) ([]byte, i
 func (c *client) watchedReply(d *backend.Dedicated, g *group, slot int, reply []byte) ([]byte, error) {
 	if c.snap.multiDC {
 		if v, _, ok := resp.Parse(reply); ok && v.Type == '*' && len(v.Elems) == 1 {
-			reply = c.s.checkScript(g, v.Elems[0].Raw)
+			reply = unitReply(xdc.FixReply(c.s.checkScript(g, v.Elems[0].Raw)), c.txBlocking)
 		}
+		c.txBlocking = nil
 	}
 	if len(reply) == 0 || reply[0] == '-' || isNull(reply) {
 		return reply, nil

@@ -46,6 +46,8 @@ type xpend struct {
 	g      *group
 	slot   int
 	lo, hi int
+	// blocking marks a unit's blocking writes, whose replies unitReply reshapes.
+	blocking []string
 }
 
 // appendWriteCall appends `EVALSHA <WRITE> numkeys keys... argv...` for calls on slot, as
@@ -123,9 +125,6 @@ func prepare(name string, argv []string) (call xdc.Call, ok bool, err error) {
 }
 
 func errNotReplicated(name string, err error) error {
-	if name == "xreadgroup" {
-		return errorf("ERR redraft: XREADGROUP cannot be served in a cluster with several DCs: consumer-group reads are not replicated yet")
-	}
 	return errorf("ERR redraft: %s cannot be served in a cluster with several DCs: %v", bytes.ToUpper([]byte(name)), err)
 }
 
@@ -224,7 +223,11 @@ func (c *client) checkWrite(i int, xp *xpend, r *backend.Request) {
 	if f := c.s.cfg.Wrote; f != nil {
 		defer f(c.db, xp.slot)
 	}
-	if r.Err != nil || len(r.Reply) == 0 || r.Reply[0] != '-' {
+	if r.Err != nil || len(r.Reply) == 0 {
+		return
+	}
+	if r.Reply[0] != '-' {
+		r.Reply = unitReply(xdc.FixReply(r.Reply), xp.blocking)
 		return
 	}
 	if isTryAgainReply(r.Reply) && !c.laterBackend(i) {
@@ -343,7 +346,7 @@ func (c *client) writeRetrying(g *group, sr syncReq) ([]byte, error) {
 			return nil, err
 		}
 		if sr.wrapped {
-			reply = c.s.checkScript(g, reply)
+			reply = xdc.FixReply(c.s.checkScript(g, reply))
 		}
 		if !isTryAgainReply(reply) {
 			return reply, nil

@@ -51,12 +51,8 @@ func (l *loop) copier(ctx context.Context, src *redis.Client, copies chan int) {
 			backoff = 100 * time.Millisecond
 			continue
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, backoff) {
 			return
-		case <-t.C:
 		}
 		backoff = min(2*backoff, 5*time.Second)
 		for _, s := range failed {
@@ -72,7 +68,13 @@ func (l *loop) copier(ctx context.Context, src *redis.Client, copies chan int) {
 func (l *loop) copySlots(ctx context.Context, src *redis.Client, slots []int) (failed []int) {
 	want := map[int]bool{}
 	token := lockToken("out", l.r.cfg.Cluster.ID())
+	st0 := l.r.cfg.Cluster.State()
 	for _, s := range slots {
+		if why := l.uncopyable(st0, st0, s); why != "" {
+			l.r.log.Debug("copy deferred", "dest", l.key.dest, "slot", s, "why", why)
+			failed = append(failed, s)
+			continue
+		}
 		// NX: a copy into this DC, or another copy out of it, holds the slot meanwhile.
 		ok, err := src.SetNX(ctx, CopyLockKey(s), token, copyLockTTL).Result()
 		if err != nil || !ok {
@@ -106,7 +108,7 @@ func (l *loop) copySlots(ctx context.Context, src *redis.Client, slots []int) (f
 		}
 	}
 	for s := range want {
-		if err := l.copySlot(ctx, src, s, keys[s]); err != nil {
+		if err := l.copySlot(ctx, src, st0, s, keys[s]); err != nil {
 			l.fail(fmt.Errorf("copy slot %d to %s: %w", s, l.key.dest, err))
 			failed = append(failed, s)
 		}
@@ -128,7 +130,7 @@ func lockToken(dir, who string) string {
 }
 
 // copySlot reads one locked slot and has the destination replace its copy with it.
-func (l *loop) copySlot(ctx context.Context, src *redis.Client, slot int, keys []string) error {
+func (l *loop) copySlot(ctx context.Context, src *redis.Client, st0 *fsm.State, slot int, keys []string) error {
 	req := CopyRequest{Source: l.r.cfg.Cluster.DC(), DB: l.key.db, Slot: slot, Keys: make([]CopyKey, 0, len(keys))}
 	if st := l.r.cfg.Cluster.State(); st.Flush.Active() {
 		return fmt.Errorf("%s is in progress", st.Flush)
@@ -145,6 +147,13 @@ func (l *loop) copySlot(ctx context.Context, src *redis.Client, slot int, keys [
 	info := pipe.Do(ctx, "XINFO", "STREAM", OutboxKey(slot))
 	inbox := pipe.HGetAll(ctx, InboxKey(slot))
 	_, _ = pipe.Exec(ctx)
+	// The reads are a snapshot of the slot only if no migration in this DC moved its keys
+	// meanwhile: a migration's mover starts after every node of the DC, this one included,
+	// acked its freeze, so a state that still shows no new migration after the reads proves
+	// none began before them.
+	if why := l.uncopyable(st0, l.r.cfg.Cluster.State(), slot); why != "" {
+		return fmt.Errorf("copy read discarded: %s", why)
+	}
 	if err := info.Err(); err != nil {
 		return fmt.Errorf("outbox: %w", err)
 	}
@@ -182,10 +191,43 @@ func (l *loop) copySlot(ctx context.Context, src *redis.Client, slot int, keys [
 	}
 	delete(l.copying, slot)
 	l.mu.Unlock()
+	l.hint(slot) // entries written since the copy's id
 	l.r.counter(l.key.dest).copied.Add(1)
 	l.r.recordAck(ctx, src, l.key.dest, l.key.db, slot, req.Last)
 	l.r.log.Info("slot copied in full", "dest", l.key.dest, "slot", slot, "db", l.key.db, "keys", len(req.Keys), "at", req.Last)
 	return nil
+}
+
+// uncopyable says why slot cannot be copied out of the loop's group now ("" when it can): the
+// slot is not the group's in the current state, a migration of this DC covers it (its keys
+// may be on two groups), or a migration began since st0, when the copy started.
+func (l *loop) uncopyable(st0, st *fsm.State, slot int) string {
+	if st.NextMigrationID != st0.NextMigrationID {
+		return "a migration began during the copy"
+	}
+	dc := st.DCs[l.r.cfg.Cluster.DC()]
+	if dc == nil || slot >= len(dc.Slots) || dc.Slots[slot] != l.key.group {
+		return "the slot is no longer served by group " + l.key.group
+	}
+	if id := migrationOf(st, dc.Name, slot); id != 0 {
+		return fmt.Sprintf("migration %d of this DC moves the slot", id)
+	}
+	return ""
+}
+
+// migrationOf returns the id of the active migration of DC dc that moves slot, or 0.
+func migrationOf(st *fsm.State, dc string, slot int) uint64 {
+	for _, m := range st.Migrations {
+		if m.DC != dc || !m.Active() {
+			continue
+		}
+		for _, rg := range m.Slots {
+			if slot >= rg.From && slot <= rg.To {
+				return m.ID
+			}
+		}
+	}
+	return 0
 }
 
 func indexOf(slots []int, s int) int {
@@ -330,6 +372,7 @@ func (r *Replicator) HandleReset(_ context.Context, req ResetRequest) (struct{},
 			l.mu.Lock()
 			l.reset[req.Slot] = true
 			l.mu.Unlock()
+			l.signal()
 		}
 	}
 	return struct{}{}, nil

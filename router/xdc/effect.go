@@ -39,6 +39,10 @@ const (
 	Approximate
 	// Blocking commands cannot run in a script; the router must run their NonBlocking form.
 	Blocking
+	// GroupRead is XREADGROUP: run without BLOCK (the router polls it when it blocks) and
+	// recorded as what it changed in the consumer group: the consumer, XCLAIM ... FORCE JUSTID
+	// of the entries delivered, XGROUP SETID of the last one.
+	GroupRead
 	// NotReplicated commands are refused by Prepare: they are not per-slot writes (FLUSHDB) or
 	// the router does not serve them.
 	NotReplicated
@@ -47,7 +51,7 @@ const (
 var ruleNames = [...]string{"verbatim", "verbatim unless 0", "relative TTL made absolute",
 	"SREM of the popped members", "SET of the result KEEPTTL", "HSET of the result",
 	"XADD with the chosen ID", "verbatim with STORE only", "verbatim, times approximate",
-	"blocking: non-blocking form", "not replicated"}
+	"blocking: non-blocking form", "consumer-group state: XCLAIM and XGROUP SETID", "not replicated"}
 
 // String describes the rule, as docs/replication.md does.
 func (r Rule) String() string { return ruleNames[r] }
@@ -82,7 +86,7 @@ var overrides = map[string]Effect{
 	"blmove": {Rule: Blocking, NonBlocking: "lmove"}, "brpoplpush": {Rule: Blocking, NonBlocking: "rpoplpush"},
 	"blmpop": {Rule: Blocking, NonBlocking: "lmpop"}, "bzmpop": {Rule: Blocking, NonBlocking: "zmpop"},
 	"bzpopmin": {Rule: Blocking, NonBlocking: "zpopmin"}, "bzpopmax": {Rule: Blocking, NonBlocking: "zpopmax"},
-	"xreadgroup": {Rule: Blocking, NonBlocking: "xreadgroup", Note: "without BLOCK; delivery times approximate"},
+	"xreadgroup": {Rule: GroupRead, Note: "delivery times are the applying DC's"},
 
 	"flushdb":  {Rule: NotReplicated, Note: "not a per-slot write: clears the local DC only"},
 	"flushall": {Rule: NotReplicated, Note: "not a per-slot write: clears the local DC only"},
@@ -131,8 +135,8 @@ type Call struct {
 	// Plan tells the script what to do: an op letter, an optional 1-based argv index, an
 	// optional "z". Ops: v run and record, t first add the server's time in ms to argv[index]
 	// (a relative TTL) then as v, n run and record nothing, s SPOP, f INCRBYFLOAT,
-	// h HINCRBYFLOAT, x replace argv[index] with the reply (XADD's ID); z: record nothing
-	// when the reply is 0.
+	// h HINCRBYFLOAT, x replace argv[index] with the reply (XADD's ID), g XREADGROUP (its
+	// consumer-group effects); z: record nothing when the reply is 0.
 	Plan string
 	// Args is the command to run, already rewritten to its absolute form.
 	Args []string
@@ -161,7 +165,7 @@ func Prepare(argv []string) (Call, error) {
 		return Call{}, ErrUnknown
 	}
 	eff, ok := Rules[spec.Name]
-	if !ok {
+	if !ok || (spec.Name == "bitfield" && bitfieldReadOnly(argv)) {
 		return Call{}, ErrNotWrite
 	}
 	c := Call{Plan: "v", Args: append([]string(nil), argv...)}
@@ -190,12 +194,39 @@ func Prepare(argv []string) (Call, error) {
 				c.Plan = "v"
 			}
 		}
+	case GroupRead:
+		c.Plan = "g"
+	options:
+		for i := 1; i+1 < len(c.Args); i++ {
+			switch strings.ToUpper(c.Args[i]) {
+			case "STREAMS":
+				break options
+			case "GROUP":
+				i += 2
+			case "COUNT":
+				i++
+			case "BLOCK":
+				c.Args = append(c.Args[:i:i], c.Args[i+2:]...)
+				break options
+			}
+		}
 	case Blocking:
 		return Call{}, fmt.Errorf("xdc: %s blocks: serve it as %s", spec.Name, strings.ToUpper(eff.NonBlocking))
 	case NotReplicated:
 		return Call{}, fmt.Errorf("xdc: %s is not replicated: %s", spec.Name, eff.Note)
 	}
 	return c, nil
+}
+
+// bitfieldReadOnly reports whether a BITFIELD has no SET or INCRBY: it changes nothing, so it
+// runs as a read, outside the script, and its 64-bit replies stay exact.
+func bitfieldReadOnly(argv []string) bool {
+	for _, a := range argv[2:] {
+		if strings.EqualFold(a, "SET") || strings.EqualFold(a, "INCRBY") {
+			return false
+		}
+	}
+	return true
 }
 
 // relativeTTL rewrites c.Args to the absolute form with the TTL in ms, relative, at the index

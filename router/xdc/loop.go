@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/migrate"
 )
 
 // maxRoundSlots bounds the slots one shipping round reads and sends.
@@ -42,9 +43,15 @@ type loop struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	// bits are the slots hinted to have new entries (one bit per slot); wake is signalled
-	// when one is set.
-	bits [fsm.NumSlots / 64]atomic.Uint64
-	wake chan struct{}
+	// when one is set. touched are the slots written or acked since the last scanOutbox.
+	bits    [fsm.NumSlots / 64]atomic.Uint64
+	touched [fsm.NumSlots / 64]atomic.Uint64
+	wake    chan struct{}
+	// full asks the next round to look at every outbox the loop ships (at the start, and
+	// when the change feed lost entries the loop had not read).
+	full atomic.Bool
+	// lens are the outbox lengths last read, by position in slots.
+	lens []int64
 
 	mu         sync.Mutex
 	acked      []string // per position in slots
@@ -63,7 +70,7 @@ type loop struct {
 
 func newLoop(r *Replicator, k loopKey, slots []int) *loop {
 	l := &loop{r: r, key: k, slots: slots, index: make(map[string]int, len(slots)), done: make(chan struct{}),
-		acked: make([]string, len(slots)), pending: make([]int64, len(slots)), reset: map[int]bool{},
+		acked: make([]string, len(slots)), pending: make([]int64, len(slots)), lens: make([]int64, len(slots)), reset: map[int]bool{},
 		copying: map[int]bool{}, started: time.Now(), wake: make(chan struct{}, 1)}
 	for i, s := range slots {
 		l.index[OutboxKey(s)] = i
@@ -88,15 +95,9 @@ func (l *loop) run(parent context.Context) {
 	src := l.r.client(l.key.server, l.key.db)
 	backoff := 50 * time.Millisecond
 	wait := func() bool {
-		t := time.NewTimer(backoff)
-		defer t.Stop()
+		d := backoff
 		backoff = min(2*backoff, 2*time.Second)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-			return true
-		}
+		return sleep(ctx, d)
 	}
 	for {
 		ids, err := l.lastApplied(ctx, l.slots)
@@ -118,15 +119,25 @@ func (l *loop) run(parent context.Context) {
 	}
 	copies := make(chan int, len(l.slots))
 	go l.copier(ctx, src, copies)
+	// Follow the change feed from where it is now; the first round looks at every outbox
+	// for what was written before.
+	pos, err := feedPos(ctx, src)
+	if err != nil {
+		pos = "0-0" // the whole feed: hints for slots that may have nothing new
+	}
+	go l.follow(ctx, src, pos)
+	l.full.Store(true)
+	l.signal()
+	for i := range l.touched {
+		l.touched[i].Store(^uint64(0))
+	}
 	nextScan := time.Now()
-	sweep := time.NewTimer(0) // the first round looks at every outbox
-	defer sweep.Stop()
 	for ctx.Err() == nil {
 		if time.Now().After(nextScan) {
 			l.scanOutbox(ctx, src)
 			nextScan = time.Now().Add(l.r.cfg.OutboxScan)
 		}
-		ready, err := l.waitReady(ctx, src, sweep)
+		ready, err := l.waitReady(ctx, src, nextScan)
 		if err == nil {
 			err = l.round(ctx, src, ready, copies)
 		}
@@ -134,10 +145,16 @@ func (l *loop) run(parent context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			// Nothing but the feed wakes the loop: what this round did not ship is tried
+			// again after the backoff.
+			for _, p := range ready {
+				l.mark(l.slots[p])
+			}
 			l.fail(err)
 			if !wait() {
 				return
 			}
+			l.signal()
 			continue
 		}
 		backoff = 50 * time.Millisecond
@@ -146,40 +163,61 @@ func (l *loop) run(parent context.Context) {
 
 // hint marks slot as having new entries and wakes the loop.
 func (l *loop) hint(slot int) {
+	l.mark(slot)
+	l.signal()
+}
+
+// mark marks slot as having new entries, without waking the loop.
+func (l *loop) mark(slot int) {
 	l.bits[slot/64].Or(1 << (slot % 64))
+	l.touch(slot)
+}
+
+// touch marks slot's outbox for the next outbox scan.
+func (l *loop) touch(slot int) { l.touched[slot/64].Or(1 << (slot % 64)) }
+
+// take empties a set of slots (one bit per slot) and returns the positions in l.slots of
+// those the loop ships.
+func (l *loop) take(set *[fsm.NumSlots / 64]atomic.Uint64) []int {
+	var out []int
+	for w := range set {
+		v := set[w].Swap(0)
+		for v != 0 {
+			b := bits.TrailingZeros64(v)
+			v &^= 1 << b
+			if p := sort.SearchInts(l.slots, w*64+b); p < len(l.slots) && l.slots[p] == w*64+b {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// sleep waits d, or less if ctx ends first; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool { return migrate.SleepCtx(ctx, d) == nil }
+
+// signal wakes the loop.
+func (l *loop) signal() {
 	select {
 	case l.wake <- struct{}{}:
 	default:
 	}
 }
 
-// sweepEvery is how often a loop also looks at every outbox it ships, for writes it was not
-// hinted about (a hint lost with a node, a write through another path).
-const sweepEvery = 500 * time.Millisecond
-
-// waitReady waits for a hint, a reset or the sweep, and returns the positions (in l.slots)
-// of the slots that may have entries after their last applied id.
-func (l *loop) waitReady(ctx context.Context, src *redis.Client, sweep *time.Timer) ([]int, error) {
-	swept := false
+// waitReady waits for a hint, a reset or a full look (or until the outbox scan is due), and
+// returns the positions (in l.slots) of the slots that may have entries after their last
+// applied id.
+func (l *loop) waitReady(ctx context.Context, src *redis.Client, scan time.Time) ([]int, error) {
+	t := time.NewTimer(max(time.Until(scan), time.Millisecond))
+	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-l.wake:
-	case <-sweep.C:
-		swept = true
-		sweep.Reset(sweepEvery)
+	case <-t.C:
 	}
-	var ready []int
-	for w := range l.bits {
-		v := l.bits[w].Swap(0)
-		for v != 0 {
-			b := bits.TrailingZeros64(v)
-			v &^= 1 << b
-			if p := sort.SearchInts(l.slots, w*64+b); p < len(l.slots) && l.slots[p] == w*64+b {
-				ready = append(ready, p)
-			}
-		}
-	}
+	swept := l.full.Swap(false)
+	ready := l.take(&l.bits)
 	l.mu.Lock()
 	resets := make([]int, 0, len(l.reset))
 	for s := range l.reset {
@@ -210,6 +248,7 @@ func (l *loop) waitReady(ctx context.Context, src *redis.Client, sweep *time.Tim
 	if swept {
 		more, err := l.sweep(ctx, src)
 		if err != nil {
+			l.full.Store(true)
 			return nil, err
 		}
 		ready = append(ready, more...)
@@ -225,36 +264,39 @@ func (l *loop) waitReady(ctx context.Context, src *redis.Client, sweep *time.Tim
 	return ready, nil
 }
 
-// sweep asks, in one XREAD over every outbox the loop ships, which have entries after their
-// last applied id.
+// sweepChunk is how many outboxes one XREAD of a sweep names, so that a sweep over thousands
+// of slots never holds the master for long.
+const sweepChunk = 256
+
+// sweep asks, in XREADs over sweepChunk outboxes each, which of the outboxes the loop ships
+// have entries after their last applied id. It runs when the loop starts and when the change
+// feed lost entries the loop had not read, not per round.
 func (l *loop) sweep(ctx context.Context, src *redis.Client) ([]int, error) {
-	l.mu.Lock()
-	streams := make([]string, 0, 2*len(l.slots))
-	for _, s := range l.slots {
-		if !l.copying[s] {
-			streams = append(streams, OutboxKey(s))
-		}
-	}
-	for i, s := range l.slots {
-		if !l.copying[s] {
-			streams = append(streams, orZero(l.acked[i]))
-		}
-	}
-	l.mu.Unlock()
-	if len(streams) == 0 {
-		return nil, nil
-	}
-	res, err := src.XRead(ctx, &redis.XReadArgs{Streams: streams, Count: 1, Block: -1}).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sweep outboxes: %w", err)
-	}
 	var ready []int
-	for _, st := range res {
-		if p, ok := l.index[st.Stream]; ok {
-			ready = append(ready, p)
+	for from := 0; from < len(l.slots); from += sweepChunk {
+		to := min(len(l.slots), from+sweepChunk)
+		names, ids := make([]string, 0, to-from), make([]string, 0, to-from)
+		l.mu.Lock()
+		for i := from; i < to; i++ {
+			if s := l.slots[i]; !l.copying[s] {
+				names, ids = append(names, OutboxKey(s)), append(ids, orZero(l.acked[i]))
+			}
+		}
+		l.mu.Unlock()
+		if len(names) == 0 {
+			continue
+		}
+		res, err := src.XRead(ctx, &redis.XReadArgs{Streams: append(names, ids...), Count: 1, Block: -1}).Result()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sweep outboxes: %w", err)
+		}
+		for _, st := range res {
+			if p, ok := l.index[st.Stream]; ok {
+				ready = append(ready, p)
+			}
 		}
 	}
 	return ready, nil
@@ -280,6 +322,12 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 	}
 	var batches []WireBatch
 	var pos []int
+	more := false
+	defer func() {
+		if more {
+			l.signal()
+		}
+	}()
 	for i, p := range ready {
 		g := got[i]
 		if errors.Is(g.err, ErrBehind) {
@@ -301,6 +349,8 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 			l.pending[p] = int64(len(g.entries))
 		} else {
 			l.pending[p] = max(g.length, int64(len(g.entries)))
+			l.mark(l.slots[p]) // more after this batch: the next round reads on
+			more = true
 		}
 		l.mu.Unlock()
 		if len(g.entries) == 0 {
@@ -350,6 +400,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		}
 		if n > 0 {
 			l.lastAck = now
+			l.touch(b.Slot)
 		}
 		if res.Gap {
 			l.reset[b.Slot] = true
@@ -358,8 +409,14 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		if res.Last != "" {
 			l.r.recordAck(ctx, src, l.key.dest, l.key.db, b.Slot, res.Last)
 		}
-		if res.Error != "" && !res.Gap && firstErr == nil {
-			firstErr = fmt.Errorf("apply in %s, slot %d: %s", l.key.dest, b.Slot, res.Error)
+		if res.Error != "" && !res.Gap {
+			l.mark(b.Slot) // tried again after the backoff
+			if firstErr == nil {
+				firstErr = fmt.Errorf("apply in %s, slot %d: %s", l.key.dest, b.Slot, res.Error)
+			}
+		}
+		if res.Gap {
+			more = true
 		}
 	}
 	if firstErr == nil {
@@ -503,26 +560,36 @@ func isTransport(err error) bool {
 // so a DC that is down (its shipping failing) loses the entries it lacks and gets a full copy
 // when it is back, while DCs that are up but slow never lose an entry (a copy would then
 // have to replace writes of their own that the source never saw).
+//
+// Only the outboxes written or acked since the last scan are read (all of them at the start).
 func (l *loop) scanOutbox(ctx context.Context, src *redis.Client) {
-	pipe := src.Pipeline()
-	cmds := make([]*redis.IntCmd, len(l.slots))
-	for i, s := range l.slots {
-		cmds[i] = pipe.XLen(ctx, OutboxKey(s))
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	pos := l.take(&l.touched)
+	if len(pos) == 0 {
 		return
 	}
-	var n int64
+	pipe := src.Pipeline()
+	cmds := make([]*redis.IntCmd, len(pos))
+	for i, p := range pos {
+		cmds[i] = pipe.XLen(ctx, OutboxKey(l.slots[p]))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		for _, p := range pos {
+			l.touch(l.slots[p])
+		}
+		return
+	}
 	bound := l.r.cfg.Cluster.State().SettingInt("outbox_max_entries")
-	for i, c := range cmds {
-		n += c.Val()
-		if bound > 0 && c.Val() > bound {
-			l.r.trimToLive(ctx, src, l.key.db, l.slots[i])
+	l.mu.Lock()
+	for i, p := range pos {
+		l.outbox += cmds[i].Val() - l.lens[p]
+		l.lens[p] = cmds[i].Val()
+	}
+	l.mu.Unlock()
+	for i, p := range pos {
+		if bound > 0 && cmds[i].Val() > bound {
+			l.r.trimToLive(ctx, src, l.key.db, l.slots[p])
 		}
 	}
-	l.mu.Lock()
-	l.outbox = n
-	l.mu.Unlock()
 }
 
 // report adds this loop's figures to p.

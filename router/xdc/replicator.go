@@ -317,7 +317,7 @@ func (r *Replicator) client(s server, db int) *redis.Client {
 	if c == nil {
 		acc := backendacl.Access{Group: s.group, Admin: backendacl.Creds{User: s.user, Password: s.password}}
 		c = redis.NewClient(acc.InternalOptions(&redis.Options{Addr: s.master, DB: db,
-			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, PoolSize: 8,
+			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, PoolSize: 32, // one blocked feed read per destination DC, then the rounds
 			MaxRetries: -1, DisableIdentity: true}))
 		r.clients[k] = c
 	}
@@ -374,12 +374,23 @@ func (r *Replicator) heartbeat(ctx context.Context) {
 		slot int
 	}
 	seen := map[string]target{}
+	dc := r.cfg.Cluster.DC()
 	r.mu.Lock()
 	for k, l := range r.loops {
-		if k.db == 0 && len(l.slots) > 0 {
-			if t, ok := seen[k.group]; !ok || l.slots[0] < t.slot {
-				seen[k.group] = target{k.server, l.slots[0]}
+		if k.db != 0 {
+			continue
+		}
+		// The heartbeat is written on the master directly, so never into a slot that a
+		// migration moves: an outbox written on the source after it moved would be moved
+		// again later, over the target's.
+		for _, s := range l.slots {
+			if migrationOf(st, dc, s) != 0 {
+				continue
 			}
+			if t, ok := seen[k.group]; !ok || s < t.slot {
+				seen[k.group] = target{k.server, s}
+			}
+			break
 		}
 	}
 	r.mu.Unlock()
@@ -389,8 +400,10 @@ func (r *Replicator) heartbeat(ctx context.Context) {
 		for _, f := range fields {
 			args = append(args, f)
 		}
-		err := r.client(t.srv, 0).XAdd(ctx, &redis.XAddArgs{Stream: OutboxKey(t.slot),
-			MaxLen: bound, Approx: true, Values: args}).Err()
+		pipe := r.client(t.srv, 0).TxPipeline()
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: OutboxKey(t.slot), MaxLen: bound, Approx: true, Values: args})
+		pipe.Do(ctx, dirtyArgs(t.slot)...)
+		_, err := pipe.Exec(ctx)
 		if err != nil && ctx.Err() == nil {
 			r.log.Debug("heartbeat", "master", t.srv.master, "err", err)
 		}
@@ -430,6 +443,11 @@ func (r *Replicator) recordAck(ctx context.Context, src *redis.Client, dest stri
 	if trim {
 		if _, err := Trim(ctx, src, slot, ids); err != nil && ctx.Err() == nil {
 			r.log.Debug("trim", "slot", slot, "err", err)
+		}
+		if idx := r.hints.Load(); idx != nil { // their next outbox scan reads the new length
+			for _, l := range idx.loops[k] {
+				l.touch(slot)
+			}
 		}
 	}
 }

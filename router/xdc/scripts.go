@@ -1,6 +1,7 @@
 package xdc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,16 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/router/resp"
+)
+
+// WRITE marks the replies Lua cannot carry as they are, as status replies that the router
+// turns back into them (FixReply): an integer beyond 2^53 (exact, read back from the key) and
+// a null array.
+const (
+	replyIntMark       = "REDRAFT-INT "
+	replyNullArrayMark = "REDRAFT-NULLARRAY"
 )
 
 // writeLua is the WRITE script. KEYS: the commands' keys, then the slot's copy lock, then
@@ -16,7 +27,8 @@ import (
 // its plan (see Call.Plan), its argc and its argv. It runs each command with redis.pcall,
 // computes its effect and XADDs one entry for all of them ("MAXLEN ~" ten times the bound: a
 // safety net; the replicator enforces the bound itself, see Replicator), or none when
-// nothing changed. It answers the command's reply ("one") or the array of the replies
+// nothing changed; with the entry, the outbox's name goes to the change feed DirtyKey (a key
+// the script does not declare: redraft's masters are standalone servers, which allow it). It answers the command's reply ("one") or the array of the replies
 // ("unit", as EXEC does). While the slot's copy lock is set (a full copy to another DC is
 // reading the slot) it answers TRYAGAIN and changes nothing. The shebang makes Redis refuse
 // it up front when out of memory, so a write is not left applied without its entry.
@@ -38,6 +50,46 @@ local function nowms()
   end
   return now
 end
+-- groupRead returns the effects of XREADGROUP argv that answered r, as Redis propagates
+-- them: per stream read with '>', the consumer, its new pending entries (XCLAIM ... FORCE
+-- JUSTID, none with NOACK) and the group's last delivered id; per stream read from its
+-- history, the entries delivered again (XCLAIM ... JUSTID).
+local function groupRead(argv, r)
+  local group, consumer, noack, ids = nil, nil, false, {}
+  local i = 2
+  while i <= #argv do
+    local a = string.upper(argv[i])
+    if a == 'GROUP' then group, consumer, i = argv[i + 1], argv[i + 2], i + 3
+    elseif a == 'COUNT' or a == 'BLOCK' then i = i + 2
+    elseif a == 'NOACK' then noack, i = true, i + 1
+    elseif a == 'STREAMS' then
+      local n = (#argv - i) / 2
+      for j = 1, n do ids[argv[i + j]] = argv[i + n + j] end
+      break
+    else i = i + 1 end
+  end
+  local out = {}
+  for _, st in ipairs(r) do
+    local key, entries = st[1], st[2]
+    if #entries > 0 then
+      local claim = {'XCLAIM', key, group, consumer, '0'}
+      for _, e in ipairs(entries) do claim[#claim + 1] = e[1] end
+      if ids[key] == '>' then
+        out[#out + 1] = {'XGROUP', 'CREATECONSUMER', key, group, consumer}
+        if not noack then
+          claim[#claim + 1] = 'FORCE'
+          claim[#claim + 1] = 'JUSTID'
+          out[#out + 1] = claim
+        end
+        out[#out + 1] = {'XGROUP', 'SETID', key, group, entries[#entries][1]}
+      else
+        claim[#claim + 1] = 'JUSTID'
+        out[#out + 1] = claim
+      end
+    end
+  end
+  return out
+end
 local entry = {'dc', ARGV[2], 'n', '0'}
 local logged, replies, i = 0, {}, 5
 for c = 1, tonumber(ARGV[4]) do
@@ -52,6 +104,22 @@ for c = 1, tonumber(ARGV[4]) do
   end
   local r = redis.pcall(unpack(argv))
   replies[c] = r
+  if type(r) == 'number' and (r >= 9007199254740992 or r <= -9007199254740992) then
+    -- Past 2^53 a Lua number is not the exact integer: read the value the command left.
+    local name, exact = string.upper(argv[1]), nil
+    if name == 'INCR' or name == 'INCRBY' or name == 'DECR' or name == 'DECRBY' then
+      exact = redis.call('GET', argv[2])
+    elseif name == 'HINCRBY' then
+      exact = redis.call('HGET', argv[2], argv[3])
+    end
+    if exact then replies[c] = {ok = 'REDRAFT-INT ' .. exact} end
+  elseif r == false then
+    -- A null array reaches Lua as false, which would go back as a null bulk string.
+    local name = string.upper(argv[1])
+    if name == 'LMPOP' or name == 'ZMPOP' or name == 'XREADGROUP' or ((name == 'LPOP' or name == 'RPOP') and #argv >= 3) then
+      replies[c] = {ok = 'REDRAFT-NULLARRAY'}
+    end
+  end
   local eff
   if type(r) == 'table' and r['err'] then
     eff = nil
@@ -74,16 +142,21 @@ for c = 1, tonumber(ARGV[4]) do
     argv[at] = r
     eff = argv
   end
-  if eff then
+  local effs = {eff}
+  if op == 'g' and type(r) == 'table' then
+    effs = groupRead(argv, r)
+  end
+  for _, e in ipairs(effs) do
     logged = logged + 1
-    entry[#entry + 1] = tostring(#eff)
-    for _, a in ipairs(eff) do entry[#entry + 1] = a end
+    entry[#entry + 1] = tostring(#e)
+    for _, a in ipairs(e) do entry[#entry + 1] = a end
   end
 end
 if logged > 0 then
   entry[4] = tostring(logged)
   if #entry % 2 == 1 then entry[#entry + 1] = '' end
   redis.call('XADD', ob, 'MAXLEN', '~', tonumber(ARGV[1]) * hardCap, '*', unpack(entry))
+  redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob)
 end
 if ARGV[3] == 'one' then return replies[1] end
 return replies
@@ -368,4 +441,36 @@ func cmpUint(a, b string) int {
 		return 1
 	}
 	return 0
+}
+
+// FixReply turns WRITE's marked replies back into what Redis answers: "+REDRAFT-INT <n>" into
+// the integer n, "+REDRAFT-NULLARRAY" into a null array, at the top level and inside a unit's
+// array. Any other reply is returned as it is (the common case costs one bytes.Contains).
+func FixReply(reply []byte) []byte {
+	if !bytes.Contains(reply, []byte("+REDRAFT-")) {
+		return reply
+	}
+	v, rest, ok := resp.Parse(reply)
+	if !ok || len(rest) != 0 {
+		return reply
+	}
+	return fixValue(nil, v)
+}
+
+func fixValue(b []byte, v resp.Value) []byte {
+	switch {
+	case v.Type == '+' && bytes.HasPrefix(v.Str, []byte(replyIntMark)):
+		b = append(b, ':')
+		b = append(b, v.Str[len(replyIntMark):]...)
+		return append(b, '\r', '\n')
+	case v.Type == '+' && string(v.Str) == replyNullArrayMark:
+		return append(b, "*-1\r\n"...)
+	case v.Type == '*' && v.Int > 0:
+		b = resp.AppendArray(b, len(v.Elems))
+		for _, e := range v.Elems {
+			b = fixValue(b, e)
+		}
+		return b
+	}
+	return append(b, v.Raw...)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -101,11 +102,26 @@ var writes = []string{
 	"SET {t}u1 1 EX 100|INCR {t}u1|SPOP {t}set|INCR {t}h|HSET {t}h c 3",
 }
 
+// unmark reads WRITE's marked replies as a client reads what the node turns them into.
+func unmark(v any, err error) (any, error) {
+	switch s, _ := v.(string); {
+	case s == replyNullArrayMark:
+		return nil, redis.Nil
+	case strings.HasPrefix(s, replyIntMark):
+		n, perr := strconv.ParseInt(s[len(replyIntMark):], 10, 64)
+		if perr != nil {
+			return v, perr
+		}
+		return n, err
+	}
+	return v, err
+}
+
 func runWrites(t *testing.T, ctx context.Context, a, c *redis.Client) {
 	for _, w := range writes {
 		cmds := strings.Split(w, "|")
 		if len(cmds) == 1 {
-			got, gotErr := Write(ctx, a, slot, "dc1", 1000, prepare(t, w)).Result()
+			got, gotErr := unmark(Write(ctx, a, slot, "dc1", 1000, prepare(t, w)).Result())
 			want, wantErr := c.Do(ctx, toAny(strings.Fields(w))...).Result()
 			if !sameReply(w, got, gotErr, want, wantErr) {
 				t.Errorf("%s: WRITE %#v %v, direct %#v %v", w, got, gotErr, want, wantErr)
@@ -359,24 +375,30 @@ func TestWriteGuards(t *testing.T) {
 	}
 }
 
-// TestLuaReplyFidelity pins the replies a script cannot return unchanged (docs/replication.md).
+// TestLuaReplyFidelity pins the replies a script cannot return unchanged: WRITE marks them,
+// and FixReply turns them into what Redis answers (docs/replication.md).
 func TestLuaReplyFidelity(t *testing.T) {
 	ctx := context.Background()
 	a, c := client(t, testredis.Start(t)), client(t, testredis.Start(t))
 	for _, r := range []*redis.Client{a, c} {
 		r.Set(ctx, "{t}big", "9007199254740992", 0)
 	}
-	got, _ := Write(ctx, a, slot, "dc1", 1000, prepare(t, "INCR {t}big")).Int64()
+	got, _ := Write(ctx, a, slot, "dc1", 1000, prepare(t, "INCR {t}big")).Text()
 	want, _ := c.Incr(ctx, "{t}big").Result()
-	if want != 9007199254740993 || got != 9007199254740992 {
-		t.Fatalf("INCR beyond 2^53: direct %d, WRITE %d (Lua numbers are doubles)", want, got)
+	if want != 9007199254740993 || got != "REDRAFT-INT 9007199254740993" {
+		t.Fatalf("INCR beyond 2^53: direct %d, WRITE %q", want, got)
 	}
-	if v := a.Get(ctx, "{t}big").Val(); v != "9007199254740993" {
-		t.Fatalf("stored %s", v) // the data is exact, only the reply is rounded
+	if fixed := string(FixReply([]byte("+" + got + "\r\n"))); fixed != ":9007199254740993\r\n" {
+		t.Fatalf("FixReply: %q", fixed)
 	}
-	// A null array (LMPOP on nothing) comes back as a null bulk string: both are nil.
-	raw, err := a.Do(ctx, "EVALSHA", WriteSHA, 2, "{t}nolist", OutboxKey(slot), "1000", "dc1", "one", "1", "v", "4", "LMPOP", "1", "{t}nolist", "LEFT").Result()
-	if err != redis.Nil || raw != nil {
-		t.Fatalf("LMPOP nothing: %v %v", raw, err)
+	raw, err := a.Do(ctx, "EVALSHA", WriteSHA, 2, "{t}nolist", OutboxKey(slot), "1000", "dc1", "one", "1", "v", "4", "LMPOP", "1", "{t}nolist", "LEFT").Text()
+	if err != nil || raw != "REDRAFT-NULLARRAY" {
+		t.Fatalf("LMPOP nothing: %q %v", raw, err)
+	}
+	if fixed := string(FixReply([]byte("*2\r\n+REDRAFT-NULLARRAY\r\n$5\r\n+REDR\r\n"))); fixed != "*2\r\n*-1\r\n$5\r\n+REDR\r\n" {
+		t.Fatalf("FixReply inside an array: %q", fixed)
+	}
+	if fixed := string(FixReply([]byte("$13\r\n+REDRAFT-INT 1\r\n"))); fixed != "$13\r\n+REDRAFT-INT 1\r\n" {
+		t.Fatalf("FixReply changed a bulk string holding the mark: %q", fixed)
 	}
 }
