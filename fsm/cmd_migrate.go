@@ -98,6 +98,9 @@ func (c *StartMigration) apply(s *State, index uint64) error {
 			}
 		}
 	}
+	if s.Flush.Active() {
+		return errf("busy", "%s is in progress: migrate once it ended", s.Flush)
+	}
 	for _, m := range s.Migrations {
 		if !m.Active() || m.DC != c.DC {
 			continue

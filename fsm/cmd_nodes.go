@@ -81,6 +81,7 @@ func (c *RemoveNode) apply(s *State, index uint64) error {
 			s.checkBarrier(m)
 		}
 	}
+	s.removeFromFlush(c.ID)
 	return nil
 }
 

@@ -68,6 +68,17 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		}
 		s.Migrations[k] = v
 	}
+	if f := st.Flush; f != nil {
+		// acks and deleted are omitempty: an active flush's empty maps come back nil.
+		if f.Active() && f.Acks == nil {
+			f.Acks = map[string]uint64{}
+		}
+		if f.Active() && f.Deleted == nil {
+			f.Deleted = map[string]string{}
+		}
+		s.Flush = f
+	}
+	s.Flushes = st.Flushes
 	for k, v := range st.Removed {
 		s.Removed[k] = v
 	}

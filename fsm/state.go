@@ -29,6 +29,10 @@ type State struct {
 	Applied map[string]uint64 `json:"applied"`
 	// Removed records, per removed node id, the index of its removal; a join clears it.
 	Removed map[string]uint64 `json:"removed,omitempty"`
+	// Flush is the current or last flush (cmd_flush.go); Flushes counts the flushes done, so
+	// a slot copy read before one is told from one read after it.
+	Flush   *Flush `json:"flush,omitempty"`
+	Flushes uint64 `json:"flushes,omitempty"`
 }
 
 // Node is one redraft process: a Raft member and a RESP proxy.
@@ -142,6 +146,8 @@ func (s *State) cow() *State {
 		NextMigrationID: s.NextMigrationID,
 		Applied:         make(map[string]uint64, len(s.Applied)),
 		Removed:         make(map[string]uint64, len(s.Removed)),
+		Flush:           s.Flush.clone(),
+		Flushes:         s.Flushes,
 	}
 	for k, v := range s.Removed {
 		c.Removed[k] = v

@@ -217,6 +217,11 @@ type Status struct {
 	// MigrationWaiting lists, per frozen migration id, the nodes whose freeze ack it still
 	// waits for (a node that does not answer blocks it until it is back or removed).
 	MigrationWaiting map[uint64][]string `json:"migration_waiting_for,omitempty"`
+	// Flush is the cluster's current or last FLUSHDB/FLUSHALL, Flushes how many were done,
+	// and FlushWaiting the nodes a frozen flush still waits for (fsm/cmd_flush.go).
+	Flush        *fsm.Flush `json:"flush,omitempty"`
+	Flushes      uint64     `json:"flushes,omitempty"`
+	FlushWaiting []string   `json:"flush_waiting_for,omitempty"`
 }
 
 // groupServers returns the group's servers as the first member of its DC that reported them
@@ -332,5 +337,6 @@ func (n *Node) Status(ctx context.Context) Status {
 		}
 	}
 	sort.Slice(out.Migrations, func(i, j int) bool { return out.Migrations[i].ID < out.Migrations[j].ID })
+	out.Flush, out.Flushes, out.FlushWaiting = st.Flush, st.Flushes, st.FlushWaiting()
 	return out
 }

@@ -48,7 +48,8 @@ func (c *client) admit(slots []uint16) (*snapshot, int, error) {
 				}
 			}
 		}
-		if frozen < 0 {
+		flushing := c.flushHolds(snap)
+		if frozen < 0 && !flushing {
 			return snap, mark, nil
 		}
 		c.unadmit(mark)
@@ -59,6 +60,9 @@ func (c *client) admit(slots []uint16) (*snapshot, int, error) {
 			_ = c.flush()
 		}
 		if !c.s.awaitChange(snap, deadline) {
+			if flushing {
+				return nil, 0, c.tryAgain(errFlushing(snap.flushing))
+			}
 			return nil, 0, c.tryAgain(errHeld(snap, frozen))
 		}
 	}

@@ -100,16 +100,6 @@ func (c *client) allOKAs(raw []byte, internal bool) {
 	c.reply([]byte("+OK\r\n"))
 }
 
-// cmdFlush flushes every group as the internal user: the client user may not flush
-// (internal/backendacl), so the setting checked here is the only way to it.
-func cmdFlush(c *client, _ *command.Spec, cmd resp.Command) {
-	if c.snap == nil || !c.s.flushAllowed(c.snap) {
-		c.replyErr(errFlushOff)
-		return
-	}
-	c.allOKAs(cmd.Raw, true)
-}
-
 func cmdKeys(c *client, _ *command.Spec, cmd resp.Command) {
 	c.fanoutReply(cmd.Raw, func(b []byte, vals []resp.Value) []byte {
 		n := 0

@@ -101,6 +101,8 @@ type snapshot struct {
 	multiDC   bool
 	level     level
 	outboxMax string
+	// flushing is the active flush: keyed client requests for its databases are held (flush.go).
+	flushing *fsm.Flush
 	// migrating is the number of slots an active migration covers (0: no check needed).
 	migrating int
 	// readFrom and maxLag are the settings read_from and replica_max_lag (replicaread.go).
@@ -205,7 +207,7 @@ func (s *Server) SetState(st *fsm.State) {
 		configSet: st.Setting("config_set") == "true", multiDC: len(st.DCs) > 1,
 		level:     levelFromSetting(st.Setting("write_consistency")),
 		outboxMax: strconv.FormatInt(st.SettingInt("outbox_max_entries"), 10),
-		readFrom:  st.Setting("read_from"), maxLag: st.SettingDuration("replica_max_lag")}
+		readFrom:  st.Setting("read_from"), maxLag: st.SettingDuration("replica_max_lag"), flushing: activeFlush(st)}
 	pools := map[poolKey]*backend.Pool{}
 	movers := map[moverKey]*moverRef{}
 	if dc := st.DCs[s.cfg.DC]; dc != nil {
@@ -268,7 +270,7 @@ func (s *Server) notifyClients(snap *snapshot) {
 				c.closeConn()
 			}
 		}
-		if op := c.blk.Load(); op != nil && op.stale(snap) {
+		if op := c.blk.Load(); op != nil && (op.stale(snap) || snap.flushing != nil) {
 			op.release(s, c)
 		}
 	}

@@ -229,9 +229,10 @@ func runNode(c *cli.Context, join bool) error {
 		return repl.Await(ctx, db, slot, id, timeout)
 	}
 	rcfg.Wrote = func(db, slot int) { repl.Wrote(db, slot) }
+	rcfg.Flush = func(ctx context.Context, db int, async bool) error { return repl.Flush(ctx, db, async) }
 	rcfg.Logger = log
 	rt := router.New(rcfg)
-	repl = xdc.New(xdc.Config{Cluster: ref, Peers: ref, Local: rt, Logger: log})
+	repl = xdc.New(xdc.Config{Cluster: ref, Peers: ref, Local: rt, FlushGate: rt, Proposer: ref, Logger: log})
 	watch := failover.New(failover.Config{Cluster: ref, Gate: rt, Logger: log, OnFresh: rt.SetReplicaFresh})
 	rpcs := map[string]node.RPCFunc{}
 	for name, h := range repl.RPC() {

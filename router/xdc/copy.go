@@ -132,6 +132,11 @@ func lockToken(dir, who string) string {
 // copySlot reads one locked slot and has the destination replace its copy with it.
 func (l *loop) copySlot(ctx context.Context, src *redis.Client, st0 *fsm.State, slot int, keys []string) error {
 	req := CopyRequest{Source: l.r.cfg.Cluster.DC(), DB: l.key.db, Slot: slot, Keys: make([]CopyKey, 0, len(keys))}
+	if st := l.r.cfg.Cluster.State(); st.Flush.Active() {
+		return fmt.Errorf("%s is in progress", st.Flush)
+	} else {
+		req.Flushes = st.Flushes
+	}
 	pipe := src.Pipeline()
 	dumps := make([]*redis.StringCmd, len(keys))
 	exps := make([]*redis.Cmd, len(keys))
@@ -246,6 +251,15 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	if req.Slot < 0 || req.Slot >= len(tags) {
 		return struct{}{}, fmt.Errorf("xdc: slot %d out of range", req.Slot)
 	}
+	if err := r.enterCopy(req.Flushes); err != nil {
+		return struct{}{}, err
+	}
+	defer r.leaveCopy()
+	// Once begun, a copy runs to its end even if the source stops waiting (its loop was
+	// replaced when ownership moved): stopping between the deletes and the restores below
+	// would leave this DC without the slot's keys, at the old inbox position, for good.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), copyLockTTL)
+	defer cancel()
 	own, db, slot := r.cfg.Cluster.DC(), req.DB, req.Slot
 	run := func(keys []string, args ...string) (resp.Value, error) {
 		v, err := r.internal(ctx, db, slot, keys, args)

@@ -54,6 +54,7 @@ type loop struct {
 	lens []int64
 
 	mu         sync.Mutex
+	stopped    bool     // stop was called (run may not have set cancel yet)
 	acked      []string // per position in slots
 	pending    []int64
 	reset      map[int]bool // slots whose last applied id must be read again
@@ -78,8 +79,12 @@ func newLoop(r *Replicator, k loopKey, slots []int) *loop {
 	return l
 }
 
-// stop ends the loop and waits for it.
+// stop ends the loop, also one whose run has not begun yet (plan may replace a loop it
+// started a moment earlier): run then returns at once.
 func (l *loop) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
 	if l.cancel != nil {
 		l.cancel()
 	}
@@ -89,6 +94,9 @@ func (l *loop) run(parent context.Context) {
 	ctx, cancel := context.WithCancel(parent)
 	l.mu.Lock()
 	l.cancel = cancel
+	if l.stopped {
+		cancel()
+	}
 	l.mu.Unlock()
 	defer close(l.done)
 	defer cancel()

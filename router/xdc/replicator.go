@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +24,10 @@ type Config struct {
 	Peers Peers
 	// Local runs the receiving side's commands through this node's router.
 	Local Local
+	// FlushGate is the router's side of a flush (flush.go); nil: nothing to wait for.
+	FlushGate FlushGate
+	// Proposer proposes the flush commands; nil: this replicator takes no part in flushes.
+	Proposer Proposer
 	// Logger receives the replicator's logs (default slog.Default()).
 	Logger *slog.Logger
 	// BatchSize bounds the entries per slot per shipping round (default 256).
@@ -66,6 +69,8 @@ type Replicator struct {
 	lost     lostBook     // entries lost with a failed-over master (lost.go)
 
 	counters sync.Map // destination DC -> *pairCounters
+
+	fl flusher // flush.go
 
 	hints atomic.Pointer[hintIndex]
 	fwdMu sync.Mutex
@@ -130,6 +135,7 @@ func New(cfg Config) *Replicator {
 
 // Notify tells the replicator the state changed; it re-plans its shipping loops.
 func (r *Replicator) Notify(*fsm.State) {
+	r.fl.notify()
 	select {
 	case r.kick <- struct{}{}:
 	default:
@@ -145,6 +151,7 @@ func (r *Replicator) Run(ctx context.Context) {
 	tick := time.NewTicker(r.cfg.Heartbeat)
 	defer tick.Stop()
 	beats := 0
+	go r.runFlushes(ctx)
 	for {
 		r.plan(ctx)
 		select {
@@ -289,16 +296,7 @@ func (r *Replicator) scanDatabases(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		dbs := []int{0}
-		for _, line := range strings.Split(info, "\n") {
-			if rest, ok := strings.CutPrefix(line, "db"); ok {
-				n, err := strconv.Atoi(rest[:max(0, strings.IndexByte(rest, ':'))])
-				if err == nil && n > 0 {
-					dbs = append(dbs, n)
-				}
-			}
-		}
-		sort.Ints(dbs)
+		dbs := keyspaceDBs(info)
 		r.mu.Lock()
 		if fmt.Sprint(r.dbs[g.Master]) != fmt.Sprint(dbs) {
 			r.dbs[g.Master], changed = dbs, true

@@ -123,6 +123,9 @@ type CopyRequest struct {
 	Last   string            `json:"last"`
 	Inbox  map[string]string `json:"inbox"`
 	Keys   []CopyKey         `json:"keys"`
+	// Flushes is how many flushes the source's state counted done before it read the keys:
+	// a receiver that has seen more refuses the copy (flush.go).
+	Flushes uint64 `json:"flushes,omitempty"`
 }
 
 // ResetRequest tells the nodes of DC Source that DC Dest's last applied ids from Source

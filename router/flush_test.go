@@ -1,0 +1,134 @@
+package router
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// flushStates returns tc's state with a node, and the states of a FLUSHDB of database 0 frozen
+// and done.
+func flushStates(t *testing.T, tc *testCluster) (frozen, done *fsm.State) {
+	t.Helper()
+	st := tc.st
+	var err error
+	for _, c := range []fsm.Command{
+		&fsm.AddNode{Node: fsm.Node{ID: "n1", DC: "dc1", Peer: "127.0.0.1:1", Listen: "127.0.0.1:2", Admin: "127.0.0.1:3"}},
+		&fsm.StartFlush{Token: "t", DB: 0, Node: "n1"},
+	} {
+		if st, err = fsm.ApplyCommand(st, st.Index+1, c); err != nil {
+			t.Fatalf("%s: %v", c.Name(), err)
+		}
+	}
+	frozen = st
+	id := st.Flush.ID
+	for _, c := range []fsm.Command{&fsm.AckFlush{ID: id, Node: "n1"}, &fsm.FinishFlush{ID: id, Node: "n1"}} {
+		if st, err = fsm.ApplyCommand(st, st.Index+1, c); err != nil {
+			t.Fatalf("%s: %v", c.Name(), err)
+		}
+	}
+	if st.Flush.Phase != fsm.FlushDone {
+		t.Fatalf("flush after ack and finish: %+v", st.Flush)
+	}
+	return frozen, st
+}
+
+// While a flush of database 0 is active, the router holds keyed requests for database 0 (and
+// only those), WaitFlushIdle returns, and the held requests go on once the flush is done.
+func TestFlushHoldsItsDatabase(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{FreezeWait: 10 * time.Second})
+	s := tc.servers[0]
+	ctx := ctxT(t)
+	frozen, done := flushStates(t, tc)
+	c0 := tc.client(0, func(o *redis.Options) { o.ReadTimeout = 15 * time.Second })
+	c1 := tc.client(0, func(o *redis.Options) { o.DB = 1 })
+	before := s.held.Load()
+	s.SetState(frozen)
+	idle, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.WaitFlushIdle(idle, frozen.Flush.ID); err != nil {
+		t.Fatalf("WaitFlushIdle: %v", err)
+	}
+	var wg sync.WaitGroup
+	var heldErr error
+	var answered time.Time
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		heldErr = c0.Set(ctx, "k0", "v", 0).Err()
+		answered = time.Now()
+	}()
+	waitFor(t, "the db 0 write held", func() bool { return s.held.Load() > before })
+	if err := c1.Set(ctx, "k1", "v", 0).Err(); err != nil {
+		t.Fatalf("a write to database 1 during a FLUSHDB of database 0: %v", err)
+	}
+	released := time.Now()
+	s.SetState(done)
+	wg.Wait()
+	if heldErr != nil || answered.Before(released) {
+		t.Fatalf("held write: %v, answered %v before the flush was done", heldErr, released.Sub(answered))
+	}
+	if err := s.WaitFlushIdle(idle, frozen.Flush.ID); err == nil {
+		t.Fatal("WaitFlushIdle of a flush that is over returned nil")
+	}
+}
+
+// FLUSHDB and FLUSHALL hand the flush to Config.Flush with the session's database, ASYNC
+// read, and its error as the reply; bad options are a syntax error.
+func TestFlushCallsTheCluster(t *testing.T) {
+	type call struct {
+		db    int
+		async bool
+	}
+	var mu sync.Mutex
+	var calls []call
+	fail := false
+	tc := startCluster(t, 1, 1, Config{Flush: func(_ context.Context, db int, async bool) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, call{db, async})
+		if fail {
+			return &replyError{"flush failed, nothing was deleted: node n2 did not ack"}
+		}
+		return nil
+	}})
+	ctx := ctxT(t)
+	c3 := tc.client(0, func(o *redis.Options) { o.DB = 3 })
+	if err := c3.Do(ctx, "FLUSHDB", "async").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c3.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c3.Do(ctx, "FLUSHALL", "SYNC").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]any{{"FLUSHALL", "NOW"}, {"FLUSHDB", "ASYNC", "x"}} {
+		if err := c3.Do(ctx, args...).Err(); err == nil || !strings.Contains(err.Error(), "syntax") {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	if err := c3.FlushAll(ctx).Err(); err == nil || !strings.Contains(err.Error(), "nothing was deleted") {
+		t.Errorf("failed flush answered %v", err)
+	}
+	want := []call{{3, true}, {fsm.FlushAllDBs, false}, {fsm.FlushAllDBs, false}, {fsm.FlushAllDBs, false}}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != len(want) {
+		t.Fatalf("calls %v, want %v", calls, want)
+	}
+	for i := range want {
+		if calls[i] != want[i] {
+			t.Errorf("call %d = %+v, want %+v", i, calls[i], want[i])
+		}
+	}
+}
