@@ -1,0 +1,363 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/testredis"
+	"github.com/redraft/redraft/node"
+)
+
+// Secrets of the dashboard test: neither may show anywhere on the page.
+const (
+	dashToken   = "DASHTOKEN-7c1e5a90b3"
+	dashGroupPW = "DASHGROUPPW-e04b6d21f8"
+)
+
+// findChromium returns the path of a Chromium (Debian's `chromium`, which `make test` installs
+// through scripts/ensure-chromium.sh), or skips the test saying how to get one.
+func findChromium(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("REDRAFT_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("no Chromium found: the dashboard's browser test needs Debian's chromium package (apt-get install chromium; `make test` installs it) or REDRAFT_CHROMIUM=/path/to/chrome")
+	return ""
+}
+
+// browser drives one headless Chromium tab; every step has a deadline and screenshots go to
+// the test's temp dir (their paths are logged when the test fails).
+type browser struct {
+	t     *testing.T
+	ctx   context.Context
+	dir   string
+	shots []string
+}
+
+// newBrowser starts Chromium at path; start it after the cluster, so that its cleanup (the
+// failure screenshot) runs while the cluster is still up.
+func newBrowser(t *testing.T, path string) *browser {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.NoSandbox, // tests run as root in containers
+		chromedp.DisableGPU,
+		chromedp.WindowSize(1280, 800),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("blink-settings", "preferredColorScheme=1"),
+	)
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelB := chromedp.NewContext(actx)
+	b := &browser{t: t, ctx: ctx, dir: t.TempDir()}
+	if err := chromedp.Run(ctx); err != nil {
+		cancelB()
+		cancelA()
+		t.Fatalf("starting chromium: %v", err)
+	}
+	t.Cleanup(func() {
+		cancelB()
+		cancelA()
+	})
+	t.Cleanup(func() { // runs first: the browser is still up
+		if !t.Failed() {
+			return
+		}
+		b.shot("failure")
+		// The temp dir goes with the test: keep the screenshots of a failure where they last.
+		keep, err := os.MkdirTemp("", "redraft-dashboard-shots-")
+		if err != nil {
+			t.Logf("dashboard screenshots (removed with the test's temp dir): %s", strings.Join(b.shots, ", "))
+			return
+		}
+		var kept []string
+		for _, p := range b.shots {
+			if data, err := os.ReadFile(p); err == nil && os.WriteFile(filepath.Join(keep, filepath.Base(p)), data, 0o644) == nil {
+				kept = append(kept, filepath.Join(keep, filepath.Base(p)))
+			}
+		}
+		t.Logf("dashboard screenshots: %s", strings.Join(kept, ", "))
+	})
+	return b
+}
+
+// run runs actions with a deadline of d.
+func (b *browser) run(d time.Duration, actions ...chromedp.Action) error {
+	ctx, cancel := context.WithTimeout(b.ctx, d)
+	defer cancel()
+	return chromedp.Run(ctx, actions...)
+}
+
+// must runs actions and fails the test on error.
+func (b *browser) must(what string, actions ...chromedp.Action) {
+	b.t.Helper()
+	if err := b.run(15*time.Second, actions...); err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// eval returns the string a JavaScript expression evaluates to.
+func (b *browser) eval(js string) (string, error) {
+	var out string
+	err := b.run(5*time.Second, chromedp.Evaluate(js, &out))
+	return out, err
+}
+
+// shot saves a screenshot of the whole page as NAME.png in the test's temp dir.
+func (b *browser) shot(name string) string {
+	var png []byte
+	if err := b.run(10*time.Second, chromedp.FullScreenshot(&png, 100)); err != nil {
+		b.t.Logf("screenshot %s: %v", name, err)
+		return ""
+	}
+	p := filepath.Join(b.dir, name+".png")
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		b.t.Logf("screenshot %s: %v", name, err)
+		return ""
+	}
+	b.shots = append(b.shots, p)
+	return p
+}
+
+// waitText polls a JavaScript expression until it returns a string for which ok holds.
+func (b *browser) waitText(d time.Duration, what, js string, ok func(string) bool) string {
+	b.t.Helper()
+	var got string
+	waitFor(b.t, d, what, func() error {
+		s, err := b.eval(js)
+		if err != nil {
+			return err
+		}
+		got = s
+		if !ok(s) {
+			return fmt.Errorf("page shows %q", s)
+		}
+		return nil
+	})
+	return got
+}
+
+// confirm clicks the confirmation dialog's button once the dialog is open, returning the
+// dialog's text (what it says will happen).
+func (b *browser) confirm() string {
+	b.t.Helper()
+	var text string
+	b.must("confirmation dialog", chromedp.WaitVisible("#confirm[open] #c-ok", chromedp.ByQuery),
+		chromedp.Text("#confirm", &text, chromedp.ByQuery), chromedp.Click("#c-ok", chromedp.ByQuery))
+	return text
+}
+
+// apiError posts body to the admin API and returns the error the API answers, in its words.
+func apiError(t *testing.T, addr, path string, body any) string {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", "http://"+addr+path, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+dashToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var e struct{ Error string }
+	_ = json.NewDecoder(res.Body).Decode(&e)
+	if res.StatusCode < 400 || e.Error == "" {
+		t.Fatalf("POST %s %s: status %d, error %q; want an error", path, b, res.StatusCode, e.Error)
+	}
+	return e.Error
+}
+
+// TestDashboard drives the dashboard in headless Chromium against three real nodes with two
+// groups on real redis-server: the token prompt (and the API's refusal without it), members
+// with the leader marked, the slot map, a migration started from the page whose progress bar
+// moves until it is migrated (checked against the API), a bad action showing the API's error,
+// and no secret anywhere on the page.
+func TestDashboard(t *testing.T) {
+	chrome := findChromium(t)
+	r1, r2 := testredis.Start(t, testredis.WithPassword(dashGroupPW)), testredis.Start(t, testredis.WithPassword(dashGroupPW))
+	c := NewCluster(t)
+	tok := []string{"--admin-token", dashToken}
+	n1 := c.NewNode("n1", "dc1", append(tok, "--tokens", "1000")...)
+	n1.Start()
+	n1.WaitHealthy(30 * time.Second)
+	n2 := c.NewNode("n2", "dc1", append(tok, "--tokens", "2000000000")...)
+	n3 := c.NewNode("n3", "dc1", append(tok, "--tokens", "0")...)
+	n2.Start(n1.Peer)
+	n3.Start(n1.Peer)
+	n2.WaitHealthy(30 * time.Second)
+	n3.WaitHealthy(30 * time.Second)
+	admin, err := node.NewClientWith(n2.Admin, node.ClientOptions{Token: dashToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i, r := range []*testredis.Server{r1, r2} {
+		g := fsm.Group{ID: fmt.Sprintf("g%d", i+1), Master: r.Addr, Password: dashGroupPW}
+		if err := admin.AddGroup(ctx, "dc1", g); err != nil {
+			t.Fatalf("add %s: %v", g.ID, err)
+		}
+	}
+	for _, a := range []node.AssignRequest{{DC: "dc1", Group: "g1", Slots: []string{"0-8191"}}, {DC: "dc1", Group: "g2", Slots: []string{"8192-16383"}}} {
+		if err := admin.AssignSlots(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: n1.Listen})
+	defer rdb.Close()
+	waitFor(t, 10*time.Second, "n1 routes", func() error { return rdb.Set(ctx, "probe", "1", 0).Err() })
+	loadBulk(t, rdb, 8000) // about 1,000 keys in slots 0-2047
+	b := newBrowser(t, chrome)
+
+	// The API refuses a request without the token; the page's files need none.
+	for path, want := range map[string]int{"/status": 401, "/": 200, "/ui/app.js": 200} {
+		res, err := http.Get("http://" + n1.Admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != want || bytes.Contains(body, []byte(dashToken)) {
+			t.Fatalf("GET %s without the token: %d, want %d", path, res.StatusCode, want)
+		}
+	}
+
+	// Without a token the page asks for it, in the API's words.
+	url := "http://" + n1.Admin + "/"
+	b.must("load the page", chromedp.Navigate(url), chromedp.WaitVisible("#login-token", chromedp.ByID))
+	why := b.waitText(10*time.Second, "the token prompt", `document.getElementById("login-why").textContent`,
+		func(s string) bool { return strings.Contains(s, "admin token") })
+	if main, _ := b.eval(`String(document.getElementById("main").hidden)`); main != "true" {
+		t.Fatalf("cluster shown without the token (prompt says %q)", why)
+	}
+	b.shot("prompt")
+	b.must("type the token", chromedp.SendKeys("#login-token", dashToken, chromedp.ByID),
+		chromedp.Click("#login-form button", chromedp.ByQuery), chromedp.WaitVisible("#main", chromedp.ByID))
+
+	// Members: three rows, the leader marked.
+	st, err := admin.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := st.Leader
+	b.waitText(20*time.Second, "three members with the leader marked",
+		`[...document.querySelectorAll("#members tr")].map(r => r.children[0].textContent + "|" + r.children[4].textContent).join(",")`,
+		func(s string) bool {
+			return strings.Count(s, "|acting") == 3 && strings.Contains(s, "★ "+leader+"|") && strings.Count(s, "★") == 1
+		})
+	// Groups and the slot map: both groups with their ranges.
+	b.waitText(10*time.Second, "slot map legend", `document.querySelector("#slotmaps .legend").textContent`,
+		func(s string) bool {
+			return strings.Contains(s, "g1 · 8,192 slots · 0-8191") && strings.Contains(s, "g2 · 8,192 slots · 8192-16383")
+		})
+	b.waitText(10*time.Second, "groups table", `document.getElementById("groups").textContent`,
+		func(s string) bool { return strings.Contains(s, r1.Addr) && strings.Contains(s, r2.Addr) })
+	b.waitText(10*time.Second, "a painted slot map", `(() => { const c = document.querySelector("#slotmaps canvas");
+		const p = c.getContext("2d").getImageData(1, 1, 1, 1).data, q = c.getContext("2d").getImageData(c.width - 2, c.height - 2, 1, 1).data;
+		return p.join(",") + "/" + q.join(","); })()`, func(s string) bool {
+		p, q, _ := strings.Cut(s, "/")
+		return p != q && p != "0,0,0,0" && q != "0,0,0,0" // slot 0 (g1) and slot 16383 (g2) in two colours
+	})
+	b.shot("overview")
+	if shot := os.Getenv("REDRAFT_DASHBOARD_SHOT"); shot != "" { // make the README's screenshot
+		var png []byte
+		if err := b.run(10*time.Second, chromedp.CaptureScreenshot(&png)); err == nil {
+			_ = os.WriteFile(shot, png, 0o644)
+		}
+	}
+
+	// A bad action shows the API's error next to the action.
+	bad := map[string]any{"dc": "dc1", "slots": []string{"0-100"}, "to": "nosuch", "rate": 0}
+	want := apiError(t, n2.Admin, "/migrations", bad)
+	b.must("fill a migration to an unknown group", chromedp.Click("#d-migrate summary", chromedp.ByQuery),
+		chromedp.SetValue(`#f-migrate input[name=slots]`, "0-100", chromedp.ByQuery),
+		chromedp.SetValue(`#f-migrate input[name=to]`, "nosuch", chromedp.ByQuery),
+		chromedp.Click(`#f-migrate button[type=submit]`, chromedp.ByQuery))
+	if said := b.confirm(); !strings.Contains(said, "Migrate slots 0-100 to nosuch in dc1") {
+		t.Fatalf("confirmation says %q", said)
+	}
+	b.waitText(10*time.Second, "the API's error next to the form", `document.getElementById("err-migrate").textContent`,
+		func(s string) bool { return s == want })
+
+	// A migration started from the page: its bar moves, then it is migrated.
+	b.must("fill a throttled migration", chromedp.SetValue(`#f-migrate input[name=slots]`, "0-2047", chromedp.ByQuery),
+		chromedp.SetValue(`#f-migrate input[name=to]`, "g2", chromedp.ByQuery),
+		chromedp.SetValue(`#f-migrate input[name=rate]`, "250", chromedp.ByQuery),
+		chromedp.Click(`#f-migrate button[type=submit]`, chromedp.ByQuery))
+	b.confirm()
+	progress := map[string]bool{}
+	state := b.waitText(60*time.Second, "the migration migrated on the page",
+		`(() => { const r = document.querySelector("#migrations tr"); if (!r) return "";
+			return r.querySelector(".state").textContent + "|" + r.querySelector(".progress").dataset.progress; })()`,
+		func(s string) bool {
+			st, p, _ := strings.Cut(s, "|")
+			if st == "migrating" && p != "" {
+				if !progress[p] && len(progress) == 1 {
+					b.shot("migrating")
+				}
+				progress[p] = true
+			}
+			return st == "migrated"
+		})
+	if !strings.HasSuffix(state, "|100.0") {
+		t.Fatalf("a migrated migration's bar shows %q, want 100.0", state)
+	}
+	moving := 0
+	for p := range progress {
+		if p != "0.0" && p != "100.0" {
+			moving++
+		}
+	}
+	if moving < 2 {
+		t.Fatalf("the progress bar showed %v while migrating: want at least two values between 0 and 100", progress)
+	}
+	migs, err := admin.Migrations(ctx, "dc1", false)
+	if err != nil || len(migs) != 1 || migs[0].State != fsm.MigrationDone || migs[0].To != "g2" || fmtSlots(migs[0].Slots) != "0-2047" {
+		t.Fatalf("migrations per the API: %+v (%v), want one migrated 0-2047 to g2", migs, err)
+	}
+	if st, err := admin.Status(ctx); err != nil || ownerGroup(st, "dc1", 0) != "g2" || ownerGroup(st, "dc1", 2048) != "g1" {
+		t.Fatalf("after the migration slot 0 is served by %q, slot 2048 by %q (%v); want g2 and g1",
+			ownerGroup(st, "dc1", 0), ownerGroup(st, "dc1", 2048), err)
+	}
+	checkBulk(t, rdb, 8000)
+	b.waitText(10*time.Second, "the slot map redrawn", `document.querySelector("#slotmaps .legend").textContent`,
+		func(s string) bool { return strings.Contains(s, "g1 · 6,144 slots · 2048-8191") })
+	b.shot("migrated")
+
+	// No secret anywhere on the page (the group password shows as "set" in the API only).
+	html, err := b.eval(`document.documentElement.outerHTML + document.body.innerText`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{dashToken, dashGroupPW} {
+		if strings.Contains(html, s) {
+			t.Fatalf("the page shows a secret (%.6s...)", s)
+		}
+	}
+}
+
+// fmtSlots writes slot ranges as the API's strings, comma separated.
+func fmtSlots(rs []fsm.SlotRange) string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.String())
+	}
+	return strings.Join(out, ",")
+}
