@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/redis/go-redis/v9"
 
@@ -63,7 +64,6 @@ func newBrowser(t *testing.T, path string) *browser {
 		chromedp.DisableGPU,
 		chromedp.WindowSize(1280, 800),
 		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("blink-settings", "preferredColorScheme=1"),
 	)
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	// chromedp logs CDP events it has no type for (a <dialog> entering the top layer): noise.
@@ -73,7 +73,7 @@ func newBrowser(t *testing.T, path string) *browser {
 		}
 	}))
 	b := &browser{t: t, ctx: ctx, dir: t.TempDir()}
-	if err := chromedp.Run(ctx); err != nil {
+	if err := chromedp.Run(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
 		cancelB()
 		cancelA()
 		t.Fatalf("starting chromium: %v", err)
@@ -83,11 +83,14 @@ func newBrowser(t *testing.T, path string) *browser {
 		cancelA()
 	})
 	t.Cleanup(func() { // runs first: the browser is still up
-		if !t.Failed() {
+		if !t.Failed() && os.Getenv("REDRAFT_DASHBOARD_KEEP") == "" {
 			return
 		}
-		b.shot("failure")
-		// The temp dir goes with the test: keep the screenshots of a failure where they last.
+		if t.Failed() {
+			b.shot("failure")
+		}
+		// The temp dir goes with the test: keep the screenshots of a failure (or, with
+		// REDRAFT_DASHBOARD_KEEP set, of any run) where they last.
 		keep, err := os.MkdirTemp("", "redraft-dashboard-shots-")
 		if err != nil {
 			t.Logf("dashboard screenshots (removed with the test's temp dir): %s", strings.Join(b.shots, ", "))
@@ -229,6 +232,8 @@ func TestDashboard(t *testing.T) {
 	defer rdb.Close()
 	waitFor(t, 10*time.Second, "n1 routes", func() error { return rdb.Set(ctx, "probe", "1", 0).Err() })
 	loadBulk(t, rdb, 8000) // about 1,000 keys in slots 0-2047
+	stopLoad := liveLoad(t, []*proc{n1, n2, n3})
+	defer stopLoad()
 	b := newBrowser(t, chrome)
 
 	// The API refuses a request without the token; the page's files need none.
@@ -280,7 +285,27 @@ func TestDashboard(t *testing.T) {
 		p, q, _ := strings.Cut(s, "/")
 		return p != q && p != "0,0,0,0" && q != "0,0,0,0" // slot 0 (g1) and slot 16383 (g2) in two colours
 	})
+	// The nodes' traffic: commands/s and latency percentiles per node.
+	b.waitText(15*time.Second, "commands/s and p99 of every node",
+		`[...document.querySelectorAll("#members tr")].map(r => r.children[7].textContent + "|" + r.children[9].textContent).join(",")`,
+		func(s string) bool {
+			rows := strings.Split(s, ",")
+			for _, r := range rows {
+				rate, p99, _ := strings.Cut(r, "|")
+				if rate == "" || rate == "0" || rate == "–" || !strings.HasSuffix(p99, "s") {
+					return false
+				}
+			}
+			return len(rows) == 3
+		})
 	b.shot("overview")
+	// Dark when the system prefers it, light otherwise.
+	for _, scheme := range []string{"dark", "light"} {
+		want := map[string]string{"dark": "rgb(18, 22, 28)", "light": "rgb(246, 247, 249)"}[scheme]
+		b.must("prefer "+scheme, emulation.SetEmulatedMedia().WithFeatures([]*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}}))
+		b.waitText(5*time.Second, scheme+" colours", `getComputedStyle(document.body).backgroundColor`, func(s string) bool { return s == want })
+		b.shot("overview-" + scheme)
+	}
 
 	// A bad action shows the API's error next to the action.
 	bad := map[string]any{"dc": "dc1", "slots": []string{"0-100"}, "to": "nosuch", "rate": 0}
@@ -353,7 +378,45 @@ func TestDashboard(t *testing.T) {
 	}
 }
 
-// readmeShot writes the viewport (1280x800) as PNG to $REDRAFT_DASHBOARD_SHOT when set: how
+// liveLoad sends a modest stream of SETs and GETs through every node until the returned stop
+// is called (answers are not checked: a write may meet a freeze and get TRYAGAIN).
+func liveLoad(t *testing.T, nodes []*proc) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	var clients []*redis.Client
+	for _, p := range nodes {
+		clients = append(clients, redis.NewClient(&redis.Options{Addr: p.Listen, MaxRetries: -1}))
+	}
+	go func() {
+		defer close(done)
+		ctx := context.Background()
+		for i := 0; ; i++ {
+			select {
+			case <-quit:
+				return
+			default:
+			}
+			c := clients[i%len(clients)]
+			key := fmt.Sprintf("live:%d", i%500)
+			c.Set(ctx, key, i, 0)
+			c.Get(ctx, key)
+			time.Sleep(2 * time.Millisecond) // pacing: a few hundred commands/s, not synchronisation
+		}
+	}()
+	var once bool
+	return func() {
+		if once {
+			return
+		}
+		once = true
+		close(quit)
+		<-done
+		for _, c := range clients {
+			c.Close()
+		}
+	}
+}
+
+// readmeShot writes the whole page (1280 wide) as PNG to $REDRAFT_DASHBOARD_SHOT when set: how
 // docs/dashboard.png is made.
 func readmeShot(b *browser) {
 	path := os.Getenv("REDRAFT_DASHBOARD_SHOT")
@@ -361,7 +424,7 @@ func readmeShot(b *browser) {
 		return
 	}
 	var png []byte
-	if err := b.run(10*time.Second, chromedp.CaptureScreenshot(&png)); err != nil {
+	if err := b.run(10*time.Second, chromedp.Evaluate(`window.scrollTo(0, 0)`, nil), chromedp.FullScreenshot(&png, 100)); err != nil {
 		b.t.Logf("README screenshot: %v", err)
 		return
 	}

@@ -191,11 +191,13 @@ function spark(canvas, values, color) {
   g.clearRect(0, 0, w, h);
   if (values.length < 2) return;
   const max = Math.max(...values, 1e-9);
+  // The first minute fills the chart; after that it scrolls, up to HISTORY samples wide.
+  const step = w / (Math.min(Math.max(values.length, 60), HISTORY) - 1);
   g.strokeStyle = color;
   g.lineWidth = 1.25;
   g.beginPath();
   values.forEach((v, i) => {
-    const x = w - (values.length - 1 - i) * (w / (HISTORY - 1));
+    const x = w - (values.length - 1 - i) * step;
     const y = h - 2 - (v / max) * (h - 4);
     if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
   });
