@@ -361,10 +361,48 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("after the migration slot 0 is served by %q, slot 2048 by %q (%v); want g2 and g1",
 			ownerGroup(st, "dc1", 0), ownerGroup(st, "dc1", 2048), err)
 	}
-	checkBulk(t, rdb, 8000)
 	b.waitText(10*time.Second, "the slot map redrawn", `document.querySelector("#slotmaps .legend").textContent`,
 		func(s string) bool { return strings.Contains(s, "g1 · 6,144 slots · 2048-8191") })
 	b.shot("migrated")
+
+	// Rebalance: the dry run's plan first (g2 now has the most), then the run, paused and
+	// resumed from the page.
+	b.must("plan a rebalance", chromedp.Click("#d-rebalance summary", chromedp.ByQuery),
+		chromedp.SetValue(`#f-rebalance input[name=rate]`, "100", chromedp.ByQuery),
+		chromedp.Click(`#f-rebalance button[type=submit]`, chromedp.ByQuery))
+	b.waitText(20*time.Second, "the dry run's plan", `document.getElementById("plan").textContent`,
+		func(s string) bool { return strings.Contains(s, "planned") && strings.Contains(s, "g2 → g1") })
+	if migs, err := admin.Migrations(ctx, "dc1", true); err != nil || len(migs) != 0 {
+		t.Fatalf("a dry run started migrations: %+v %v", migs, err)
+	}
+	b.shot("plan")
+	b.must("start the plan", chromedp.Click("#plan button", chromedp.ByQuery))
+	if said := b.confirm(); !strings.Contains(said, "from g2 to g1") {
+		t.Fatalf("rebalance confirmation says %q", said)
+	}
+	started := b.waitText(20*time.Second, "the rebalance started", `document.getElementById("plan").textContent`,
+		func(s string) bool { return strings.Contains(s, "Started: g2 → g1: migration #") })
+	var rid uint64
+	if _, err := fmt.Sscanf(started[strings.Index(started, "migration #"):], "migration #%d", &rid); err != nil || rid < 2 {
+		t.Fatalf("no migration id in %q: %v", started, err)
+	}
+	row := fmt.Sprintf(`#migrations tr[data-key="%d"]`, rid)
+	b.must("pause it", chromedp.Click(row+` button[data-a=pause]`, chromedp.ByQuery))
+	b.confirm()
+	b.waitText(10*time.Second, "paused on the page", `document.querySelector('`+row+` .state').textContent`,
+		func(s string) bool { return s == "paused" })
+	if m, err := admin.Migration(ctx, rid); err != nil || !m.Paused {
+		t.Fatalf("migration %d after pause from the page: %+v %v", rid, m, err)
+	}
+	b.must("resume it", chromedp.Click(row+` button[data-a=resume]`, chromedp.ByQuery))
+	b.confirm()
+	b.waitText(60*time.Second, "the rebalance migrated on the page", `document.querySelector('`+row+` .state').textContent`,
+		func(s string) bool { return s == "migrated" })
+	if m, err := admin.Migration(ctx, rid); err != nil || m.State != fsm.MigrationDone || m.Paused {
+		t.Fatalf("migration %d per the API: %+v %v", rid, m, err)
+	}
+	stopLoad()
+	checkBulk(t, rdb, 8000)
 
 	// No secret anywhere on the page (the group password shows as "set" in the API only).
 	html, err := b.eval(`document.documentElement.outerHTML + document.body.innerText`)
