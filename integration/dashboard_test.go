@@ -132,7 +132,8 @@ func (b *browser) eval(js string) (string, error) {
 // shot saves a screenshot of the whole page as NAME.png in the test's temp dir.
 func (b *browser) shot(name string) string {
 	var png []byte
-	if err := b.run(10*time.Second, chromedp.FullScreenshot(&png, 100)); err != nil {
+	// From the top, so the sticky header is where it belongs in a full-page picture.
+	if err := b.run(10*time.Second, chromedp.Evaluate(`window.scrollTo(0, 0)`, nil), chromedp.FullScreenshot(&png, 100)); err != nil {
 		b.t.Logf("screenshot %s: %v", name, err)
 		return ""
 	}
@@ -403,6 +404,16 @@ func TestDashboard(t *testing.T) {
 	}
 	stopLoad()
 	checkBulk(t, rdb, 8000)
+
+	// What the page shows per node is in /metrics too, by command and by group.
+	page := metrics(t, n1)
+	for _, want := range []string{`redraft_commands_total{command="set"} `, `redraft_command_duration_seconds_bucket{command="get",le="0.001"} `,
+		`redraft_command_duration_seconds_count{command="set"} `, "redraft_client_connections ", `redraft_backend_connects_total{group="g2"} `,
+		`redraft_backend_dial_errors_total{group="g1"} 0`, "redraft_held_requests_total ", "redraft_tryagain_replies_total "} {
+		if !strings.Contains(page, want) {
+			t.Errorf("n1's /metrics lacks %q", want)
+		}
+	}
 
 	// No secret anywhere on the page (the group password shows as "set" in the API only).
 	html, err := b.eval(`document.documentElement.outerHTML + document.body.innerText`)
