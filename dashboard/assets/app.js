@@ -182,26 +182,31 @@ function cells(tr, n) { while (tr.children.length < n) tr.append(el("td")); retu
 
 // ---- small charts ---------------------------------------------------------------------------
 
-function spark(canvas, values, color) {
+// spark draws series ({values, color}) as lines, each scaled to its own maximum, newest at
+// the right edge.
+function spark(canvas, series) {
   const dpr = window.devicePixelRatio || 1;
   const w = 120, h = 24;
   if (canvas.width !== w * dpr) { canvas.width = w * dpr; canvas.height = h * dpr; }
   const g = canvas.getContext("2d");
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, w, h);
-  if (values.length < 2) return;
-  const max = Math.max(...values, 1e-9);
-  // The first minute fills the chart; after that it scrolls, up to HISTORY samples wide.
-  const step = w / (Math.min(Math.max(values.length, 60), HISTORY) - 1);
-  g.strokeStyle = color;
-  g.lineWidth = 1.25;
-  g.beginPath();
-  values.forEach((v, i) => {
-    const x = w - (values.length - 1 - i) * step;
-    const y = h - 2 - (v / max) * (h - 4);
-    if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
-  });
-  g.stroke();
+  for (const { values, color } of series) {
+    if (values.length < 2) continue;
+    const vals = values.map((v) => (isFinite(v) ? v : isNaN(v) ? 0 : LAT_BOUNDS[LAT_BOUNDS.length - 1]));
+    const max = Math.max(...vals, 1e-9);
+    // The first minute fills the chart; after that it scrolls, up to HISTORY samples wide.
+    const step = w / (Math.min(Math.max(vals.length, 60), HISTORY) - 1);
+    g.strokeStyle = color;
+    g.lineWidth = 1.25;
+    g.beginPath();
+    vals.forEach((v, i) => {
+      const x = w - (vals.length - 1 - i) * step;
+      const y = h - 2 - (v / max) * (h - 4);
+      if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
+    });
+    g.stroke();
+  }
 }
 
 function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
@@ -233,7 +238,7 @@ function percentile(delta, q) {
 // ---- members ----------------------------------------------------------------------------------
 
 const prevPlane = new Map(); // node id -> {t, Requests, Latency}
-const cmdHist = new Map();
+const cmdHist = new Map(), p99Hist = new Map();
 
 function renderMembers(st, now) {
   syncRows($("members"), st.members || [], (m) => m.id, (m) => {
@@ -277,9 +282,12 @@ function renderMembers(st, now) {
       const rate = Math.max(0, (dp.Requests - p.req) / dt);
       const delta = (dp.Latency || []).map((v, i) => Math.max(0, v - (p.lat[i] || 0)));
       setText(c[7], fmtInt(rate));
+      const p99 = percentile(delta, 0.99);
       setText(c[8], fmtSecs(percentile(delta, 0.5)));
-      setText(c[9], fmtSecs(percentile(delta, 0.99)));
-      spark(c[10].firstChild, pushHist(cmdHist, m.id, rate), cssVar("--accent"));
+      setText(c[9], fmtSecs(p99));
+      c[10].title = "commands/s (blue) and p99 latency (amber), each on its own scale";
+      spark(c[10].firstChild, [{ values: pushHist(cmdHist, m.id, rate), color: cssVar("--accent") },
+        { values: pushHist(p99Hist, m.id, p99), color: cssVar("--warn") }]);
     }
   });
 }
@@ -578,7 +586,7 @@ function renderXDC(st) {
     setText(c[5], fmtInt(p.pending));
     setText(c[6], fmtInt(p.outbox));
     setText(c[7], fmtInt(p.copied) + (p.copying ? " (" + p.copying + " now)" : ""));
-    spark(c[8].firstChild, pushHist(lagHist, p.from + ">" + p.to, p.lag_ms), cssVar("--warn"));
+    spark(c[8].firstChild, [{ values: pushHist(lagHist, p.from + ">" + p.to, p.lag_ms), color: cssVar("--warn") }]);
   });
 }
 
