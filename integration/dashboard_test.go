@@ -405,6 +405,36 @@ func TestDashboard(t *testing.T) {
 	stopLoad()
 	checkBulk(t, rdb, 8000)
 
+	// Add a group with a password from the page, then remove it from the page.
+	r3 := testredis.Start(t, testredis.WithPassword(dashGroupPW))
+	b.must("fill a new group", chromedp.Click("#s-groups details summary", chromedp.ByQuery),
+		chromedp.SetValue(`#f-group-add input[name=id]`, "g3", chromedp.ByQuery),
+		chromedp.SetValue(`#f-group-add input[name=master]`, r3.Addr, chromedp.ByQuery),
+		chromedp.SendKeys(`#f-group-add input[name=password]`, dashGroupPW, chromedp.ByQuery),
+		chromedp.Click(`#f-group-add button[type=submit]`, chromedp.ByQuery))
+	if said := b.confirm(); !strings.Contains(said, "Add group g3 to dc1") || strings.Contains(said, dashGroupPW) {
+		t.Fatalf("add-group confirmation says %q", said)
+	}
+	g3row := `#groups tr[data-key="dc1/g3/` + r3.Addr + `"]`
+	b.waitText(20*time.Second, "g3 up on the page", `(() => { const r = document.querySelector('`+g3row+`'); return r ? r.querySelector(".state").textContent : ""; })()`,
+		func(s string) bool { return s == "up" })
+	if pw, _ := b.eval(`document.querySelector("#f-group-add input[name=password]").value`); pw != "" {
+		t.Fatal("the group password stays in the form after it was sent")
+	}
+	st, err = admin.Status(ctx)
+	if err != nil || len(st.DCs) != 1 || len(st.DCs[0].Groups) != 3 || st.DCs[0].Groups[2].Password != "set" {
+		t.Fatalf("status after adding g3 from the page: %+v %v", st.DCs, err)
+	}
+	b.must("remove g3", chromedp.Click(g3row+" button.danger", chromedp.ByQuery))
+	if said := b.confirm(); !strings.Contains(said, "Remove group g3 from dc1") {
+		t.Fatalf("remove-group confirmation says %q", said)
+	}
+	b.waitText(20*time.Second, "g3 gone from the page", `String(document.querySelector('`+g3row+`') === null)`,
+		func(s string) bool { return s == "true" })
+	if st, err := admin.Status(ctx); err != nil || len(st.DCs[0].Groups) != 2 {
+		t.Fatalf("status after removing g3 from the page: %+v %v", st.DCs, err)
+	}
+
 	// What the page shows per node is in /metrics too, by command and by group.
 	page := metrics(t, n1)
 	for _, want := range []string{`redraft_commands_total{command="set"} `, `redraft_command_duration_seconds_bucket{command="get",le="0.001"} `,

@@ -632,14 +632,17 @@ function fillDCs(st) {
 
 function formValues(f) { return Object.fromEntries(new FormData(f).entries()); }
 
-$("f-group-add").addEventListener("submit", (ev) => {
+$("f-group-add").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  const v = formValues(ev.target);
+  const f = ev.target, v = formValues(f);
   const replicas = splitList(v.replicas || "");
-  act($("err-group-add"), "Add group " + v.id + " to " + v.dc + "?",
-    ["Master " + v.master + (replicas.length ? ", replicas " + replicas.join(", ") : ", no replicas") + ".",
-      "redraft first creates its ACL users on every server, then commits the group; it serves no slot until slots are assigned to it."],
-    "Add " + v.id, () => api("POST", "/groups", { dc: v.dc, group: { id: v.id, master: v.master, replicas } }));
+  const group = { id: v.id, master: v.master, replicas, user: v.user || "", password: v.password || "" };
+  const done = await act($("err-group-add"), "Add group " + v.id + " to " + v.dc + "?",
+    ["Master " + v.master + (replicas.length ? ", replicas " + replicas.join(", ") : ", no replicas") + "; " +
+      (v.password ? "the servers' password is set (it is kept by the cluster and never shown)." : "no password."),
+    "redraft first creates its ACL users on every server, then commits the group; it serves no slot until slots are assigned to it."],
+    "Add " + v.id, () => api("POST", "/groups", { dc: v.dc, group }));
+  if (done) f.elements.password.value = ""; // the password leaves the page once sent
 });
 
 $("f-assign").addEventListener("submit", (ev) => {
