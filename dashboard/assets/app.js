@@ -527,7 +527,7 @@ function renderMigrations(migs) {
         ["The background mover starts again where it stopped."], "Resume", post("resume")) }),
       el("button", { class: "quiet", type: "button", "data-a": "rate", text: "rate…", onclick: () => act(err, "Change the rate of " + what + "?",
         ["The mover is throttled to this many keys per second from now on; 0 means unthrottled."], "Set rate",
-        (v) => api("POST", "/migrations/" + id + "/rate", { rate: Number(v) }), { label: "keys/s", type: "number", value: m.rate || 0 }) }),
+        (v) => api("POST", "/migrations/" + id + "/rate", { rate: Number(v) }), { label: "keys/s", type: "number", value: tr.dataset.rate }) }),
       el("button", { class: "danger", type: "button", "data-a": "cancel", text: "cancel…", onclick: () => act(err, "Cancel " + what + "?",
         ["A frozen migration ends at once and its slots stay with " + m.from + ".",
           "A migration whose keys have begun to move runs backwards (" + m.to + " → " + m.from + ") behind a new freeze, then ends cancelled."],
@@ -553,6 +553,7 @@ function renderMigrations(migs) {
     const left = (m.keys_total || 0) - (m.keys_moved || 0);
     setText(c[8], m.state === "migrating" && m.keys_per_sec > 0 && left > 0 ? fmtDuration(left / m.keys_per_sec) : "–");
     setText(c[9], m.rate ? fmtInt(m.rate) + " keys/s" : "unthrottled");
+    tr.dataset.rate = String(m.rate || 0);
     setText(c[10], (m.waiting_for || []).join(", ") || "–");
     const live = m.state !== "migrated" && m.state !== "cancelled";
     for (const b of c[11].querySelectorAll("button")) {
