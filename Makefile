@@ -4,7 +4,7 @@ BIN     := bin/redraft
 PKGS    := ./...
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build run test test-unit test-integration test-e2e chaos bench fuzz lint deps clean
+.PHONY: all build run test test-unit test-integration test-e2e chaos bench fuzz lint deps deps-browser clean
 
 all: build
 
@@ -18,13 +18,13 @@ run: deps build
 ## test: every test (unit, in-process and integration with real redis-server), with -race.
 ## Packages run one at a time (-p 1): the latency bounds they assert are about redraft, not
 ## about two test binaries fighting over two cores.
-test: deps lint
+test: deps deps-browser lint
 	$(GO) test -race -count=1 -p 1 -timeout 25m $(PKGS)
 
 test-unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
 
-test-integration: deps
+test-integration: deps deps-browser
 	$(GO) test -race -count=1 -timeout 20m ./integration/...
 
 test-e2e:
@@ -55,6 +55,11 @@ lint:
 ## deps: install redis-server and redis-tools from Debian's packages when missing.
 deps:
 	@bash scripts/ensure-redis.sh
+
+## deps-browser: install chromium from Debian's packages when missing (the dashboard's browser
+## tests, integration/dashboard_test.go; `make run` does not need it).
+deps-browser:
+	@bash scripts/ensure-chromium.sh
 
 clean:
 	rm -rf bin .run

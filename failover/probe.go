@@ -15,7 +15,8 @@ import (
 	"github.com/redraft/redraft/internal/backendacl"
 )
 
-// Info is what one INFO (sections server, replication, persistence) says about a server.
+// Info is what one INFO (sections server, replication, persistence, memory, stats, keyspace)
+// says about a server.
 type Info struct {
 	// Role is "master" or "slave", as Redis says.
 	Role string
@@ -34,6 +35,9 @@ type Info struct {
 	Loading bool
 	// Syncing is set while a replica takes a full copy from its master.
 	Syncing bool
+	// UsedMemory is used_memory (bytes), OpsPerSec instantaneous_ops_per_sec, and Keys the
+	// keys of every database: for the dashboard and the status.
+	UsedMemory, OpsPerSec, Keys int64
 }
 
 // parseInfo reads the fields Info holds from an INFO reply.
@@ -67,6 +71,19 @@ func parseInfo(s string) Info {
 			in.Loading = v == "1"
 		case "master_sync_in_progress":
 			in.Syncing = v == "1"
+		case "used_memory":
+			in.UsedMemory, _ = strconv.ParseInt(v, 10, 64)
+		case "instantaneous_ops_per_sec":
+			in.OpsPerSec, _ = strconv.ParseInt(v, 10, 64)
+		default:
+			// db0:keys=5,expires=0,avg_ttl=0
+			if strings.HasPrefix(k, "db") {
+				if n, ok := strings.CutPrefix(v, "keys="); ok {
+					n, _, _ = strings.Cut(n, ",")
+					keys, _ := strconv.ParseInt(n, 10, 64)
+					in.Keys += keys
+				}
+			}
 		}
 	}
 	if host != "" {
@@ -128,7 +145,7 @@ func (a *admins) close() { a.forget(nil) }
 
 // info asks one server for its role, link and offsets.
 func (a *admins) info(ctx context.Context, g *fsm.Group, addr string) (Info, error) {
-	s, err := a.admin(g, addr).Info(ctx, "server", "replication", "persistence").Result()
+	s, err := a.admin(g, addr).Info(ctx, "server", "replication", "persistence", "memory", "stats", "keyspace").Result()
 	if err != nil {
 		return Info{}, err
 	}

@@ -66,3 +66,12 @@ func TestInfoAndReplicaOf(t *testing.T) {
 		t.Fatalf("INFO with a wrong password: %v", err)
 	}
 }
+
+// TestParseInfoFigures reads the dashboard's figures: memory, ops/s and keys over databases.
+func TestParseInfoFigures(t *testing.T) {
+	in := parseInfo("# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n# Stats\r\ninstantaneous_ops_per_sec:42\r\n" +
+		"# Replication\r\nrole:master\r\nmaster_repl_offset:7\r\n# Keyspace\r\ndb0:keys=5,expires=1,avg_ttl=0\r\ndb3:keys=10,expires=0,avg_ttl=0\r\n")
+	if in.UsedMemory != 1048576 || in.OpsPerSec != 42 || in.Keys != 15 || in.Role != "master" || in.Offset != 7 {
+		t.Fatalf("parsed %+v", in)
+	}
+}

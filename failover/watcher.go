@@ -77,6 +77,10 @@ type ServerView struct {
 	// DownMS is how long the node has not reached the server (0 while it answers).
 	DownMS int64  `json:"down_ms,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// UsedMemory (bytes), Keys and OpsPerSec are what the server's last INFO said.
+	UsedMemory int64 `json:"used_memory,omitempty"`
+	Keys       int64 `json:"keys"`
+	OpsPerSec  int64 `json:"ops_per_sec"`
 }
 
 // serverState is the watcher's memory of one server.
@@ -304,6 +308,7 @@ func (w *Watcher) buildView(dc *fsm.DC, now time.Time) *[]ServerView {
 					v.DownMS = now.Sub(s.lastOK).Milliseconds()
 				}
 				v.Role, v.MasterAddr, v.Offset, v.Loading = s.info.Role, s.info.MasterAddr, s.info.Offset, s.info.Loading
+				v.UsedMemory, v.Keys, v.OpsPerSec = s.info.UsedMemory, s.info.Keys, s.info.OpsPerSec
 				if s.info.Role == "slave" {
 					v.Link = "down"
 					switch {

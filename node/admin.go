@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/redraft/redraft/dashboard"
 	"github.com/redraft/redraft/fsm"
 )
 
@@ -43,6 +44,10 @@ type SlotsReply map[string]map[string][]string
 // adminHandler serves the admin HTTP API (JSON) on admin_listen.
 func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
+	// The web dashboard: a static page that reads this API with the token the user gives it.
+	ui := dashboard.Handler()
+	mux.Handle("GET /{$}", ui)
+	mux.Handle("GET /ui/", ui)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		addr, id := n.raft.LeaderWithID()
 		body := map[string]any{"node": n.cfg.ID, "leader": string(id), "leader_peer": string(addr)}

@@ -25,11 +25,15 @@ func adminTLS(cfg *Config) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
-// adminOpen reports whether path is served without the token: /healthz always, /metrics
-// unless admin_open_metrics is false.
+// adminOpen reports whether path is served without the token: /healthz and the dashboard's
+// static files (/ and /ui/..., which hold no cluster data: the page asks for the token and
+// sends it with every API call) always, /metrics unless admin_open_metrics is false.
 func (n *Node) adminOpen(path string) bool {
+	if strings.HasPrefix(path, "/ui/") {
+		return true
+	}
 	switch path {
-	case "/healthz":
+	case "/", "/healthz":
 		return true
 	case "/metrics":
 		return n.cfg.AdminOpenMetrics == nil || *n.cfg.AdminOpenMetrics

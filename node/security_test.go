@@ -103,7 +103,10 @@ func adminRoutes(t *testing.T) [][2]string {
 			t.Fatal(err)
 		}
 		for _, m := range re.FindAllStringSubmatch(string(src), -1) {
-			path := regexp.MustCompile(`\{[^}]+\}`).ReplaceAllString(m[2], "1")
+			path := regexp.MustCompile(`\{[^}]+\}`).ReplaceAllString(strings.ReplaceAll(m[2], "{$}", ""), "1")
+			if path == "/ui/" { // the dashboard's files
+				path = "/ui/app.js"
+			}
 			out = append(out, [2]string{m[1], path})
 		}
 	}
@@ -133,9 +136,10 @@ func adminCall(t *testing.T, base, method, path, auth, body string) (int, string
 	return resp.StatusCode, string(b)
 }
 
-// TestAdminTokenRequired: with admin_token set, every endpoint but /healthz and /metrics
-// refuses a request without the token or with a wrong one (401, a JSON error that says how to
-// pass it) and serves one with it; admin_open_metrics: false closes /metrics too.
+// TestAdminTokenRequired: with admin_token set, every endpoint but /healthz, /metrics and the
+// dashboard's static page refuses a request without the token or with a wrong one (401, a JSON
+// error that says how to pass it) and serves one with it; admin_open_metrics: false closes
+// /metrics too.
 func TestAdminTokenRequired(t *testing.T) {
 	dir := t.TempDir()
 	closed := false
@@ -146,7 +150,7 @@ func TestAdminTokenRequired(t *testing.T) {
 		method, path := rt[0], rt[1]
 		for _, auth := range []string{"", "Bearer " + testBadSecret, "Basic " + testToken, testToken} {
 			code, body := adminCall(t, base, method, path, auth, "{}")
-			if path == "/healthz" {
+			if path == "/healthz" || path == "/" || strings.HasPrefix(path, "/ui/") {
 				if code != http.StatusOK {
 					t.Errorf("%s %s with %q: %d, want 200 (open)", method, path, auth, code)
 				}
@@ -160,6 +164,12 @@ func TestAdminTokenRequired(t *testing.T) {
 		}
 		if code, body := adminCall(t, base, method, path, "Bearer "+testToken, "{}"); code == http.StatusUnauthorized {
 			t.Errorf("%s %s with the token: %d %s", method, path, code, body)
+		}
+	}
+	// The dashboard's page and files load without the token; they hold no cluster data.
+	for _, path := range []string{"/", "/ui/app.js", "/ui/style.css"} {
+		if code, body := adminCall(t, base, "GET", path, "", ""); code != http.StatusOK || strings.Contains(body, `"leader":`) {
+			t.Errorf("GET %s without the token: %d, want 200 and no cluster data", path, code)
 		}
 	}
 	// The client with the token works; without it, it gets the error that says how.

@@ -49,6 +49,10 @@ type ServerView struct {
 	// DownMS is how long the node has not reached the server (0 while it answers).
 	DownMS int64  `json:"down_ms,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// UsedMemory (bytes), Keys and OpsPerSec are what the server's last INFO said.
+	UsedMemory int64 `json:"used_memory,omitempty"`
+	Keys       int64 `json:"keys"`
+	OpsPerSec  int64 `json:"ops_per_sec"`
 }
 
 // ReplicationPair is the cross-DC replication from one DC to another: as one node ships it,
@@ -159,6 +163,9 @@ type Member struct {
 	Acting    bool   `json:"acting"`
 	NotActing string `json:"not_acting,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// DataPlane is the node's data-plane counters (router.Stats: clients, requests, latency
+	// buckets), for the dashboard.
+	DataPlane any `json:"data_plane,omitempty"`
 }
 
 // GroupStatus is one group with the slots it serves. Its backend password shows only as
@@ -276,7 +283,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		m.Node, m.Suffrage = *st.Nodes[id], suffrage[id]
 		if id == n.cfg.ID {
 			r := n.localStatus()
-			m.Role, m.AppliedIndex, m.Acting, m.NotActing = r.RaftState, r.AppliedIndex, r.Acting, r.NotActing
+			m.Role, m.AppliedIndex, m.Acting, m.NotActing, m.DataPlane = r.RaftState, r.AppliedIndex, r.Acting, r.NotActing, r.DataPlane
 			reports[i], servers[i] = r.Replication, r.Servers
 			continue
 		}
@@ -290,7 +297,7 @@ func (n *Node) Status(ctx context.Context) Status {
 				m.Role, m.Error = "unreachable", err.Error()
 				return
 			}
-			m.Role, m.AppliedIndex, m.Acting, m.NotActing = r.RaftState, r.AppliedIndex, r.Acting, r.NotActing
+			m.Role, m.AppliedIndex, m.Acting, m.NotActing, m.DataPlane = r.RaftState, r.AppliedIndex, r.Acting, r.NotActing, r.DataPlane
 			reports[i], servers[i] = r.Replication, r.Servers
 		}()
 	}

@@ -51,6 +51,9 @@ type client struct {
 	snap       *snapshot
 	keys       []int
 	nreq       uint64
+	// cmdIDs are the Spec.IDs of the batch's commands, counted with the batch's latency once
+	// its replies are written (cmdstats.go).
+	cmdIDs []uint16
 
 	// Slots this batch's requests are counted in flight on (barrier.go), and scratch space.
 	pslots      []uint16
@@ -173,7 +176,12 @@ func (c *client) serve() {
 			}
 		}
 		c.finishBatch()
-		if err := c.flush(); err != nil || c.quit {
+		err := c.flush()
+		if len(c.cmdIDs) > 0 {
+			c.s.cmds.observe(c.cmdIDs, time.Since(c.readAt))
+			c.cmdIDs = c.cmdIDs[:0]
+		}
+		if err != nil || c.quit {
 			return
 		}
 	}

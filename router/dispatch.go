@@ -61,6 +61,7 @@ func (c *client) dispatch(cmd resp.Command) {
 		c.replyErr(errUnknown(args[0], args[1:]))
 		return
 	}
+	c.cmdIDs = append(c.cmdIDs, uint16(spec.ID))
 	if spec.Subs != nil && byID[spec.ID] == nil {
 		// An unknown subcommand of a served container.
 		if len(args) < 2 {

@@ -101,8 +101,10 @@ func TestClientPanicClosesOnlyItsConnection(t *testing.T) {
 	if n := s.Stats().ClientPanics; n != 1 {
 		t.Errorf("Stats().ClientPanics = %d, want 1", n)
 	}
-	if v := testutil.ToFloat64(s); v != 1 {
-		t.Errorf("redraft_client_panics_total = %v, want 1", v)
+	wantMetric := "# HELP redraft_client_panics_total Panics while serving a client; each closed that client's connection, nothing else.\n" +
+		"# TYPE redraft_client_panics_total counter\nredraft_client_panics_total 1\n"
+	if err := testutil.CollectAndCompare(s, strings.NewReader(wantMetric), "redraft_client_panics_total"); err != nil {
+		t.Errorf("redraft_client_panics_total: %v", err)
 	}
 	log := logs.String()
 	for _, w := range []string{"test panic in a handler", "stack=", "recoverClient", "command=echo"} {

@@ -96,6 +96,9 @@ type Stats struct {
 	ClientPanics uint64
 	// ReplicaReads counts reads served by a replica (read_from, READONLY).
 	ReplicaReads uint64
+	// Latency counts the commands answered per latency bucket (LatencyBounds, then +Inf; not
+	// cumulative), over every command: two readings give the percentiles between them.
+	Latency []uint64
 }
 
 // Server is a node's RESP front end.
@@ -109,6 +112,8 @@ type Server struct {
 	pools   map[poolKey]*backend.Pool
 	movers  map[moverKey]*moverRef
 	bstats  backend.Stats
+	gstats  groupStats    // backend counters per group (metrics.go)
+	cmds    *cmdStats     // per-command calls and latencies (cmdstats.go)
 	ready   chan struct{} // closed by the first SetState
 
 	// inflight counts, per slot, requests admitted on that slot whose reply has not been
@@ -186,7 +191,7 @@ func New(cfg Config) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{cfg: cfg, users: newUserTable(cfg), start: time.Now(), pools: map[poolKey]*backend.Pool{},
-		movers: map[moverKey]*moverRef{}, ready: make(chan struct{}), ctx: ctx, cancel: cancel,
+		movers: map[moverKey]*moverRef{}, cmds: newCmdStats(), ready: make(chan struct{}), ctx: ctx, cancel: cancel,
 		lns: map[net.Listener]struct{}{}, clients: map[*client]struct{}{}}
 }
 
@@ -296,6 +301,7 @@ func (s *Server) Stats() Stats {
 		ReplicaReads:      s.replicaReads.Load(),
 		KeysMovedOnAccess: s.movedKeys.Load(),
 		ClientPanics:      s.panics.Load(),
+		Latency:           s.cmds.total(),
 	}
 }
 

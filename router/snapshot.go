@@ -287,7 +287,7 @@ func (s *Server) userPool(pools map[poolKey]*backend.Pool, acc backendacl.Access
 		p = backend.NewPool(backend.Options{Group: acc.Group, Addr: master, User: cr.User, Password: cr.Password,
 			Ensure:  func(ctx context.Context) error { return acc.Ensure(ctx, master, cr, timeout) },
 			Timeout: timeout, ConnsPerDB: s.cfg.BackendConns, Databases: s.cfg.Databases,
-			Stats: &s.bstats, Scripts: scripts})
+			Stats: &s.bstats, Counters: s.gstats.of(acc.Group), Scripts: scripts})
 	}
 	pools[k] = p
 	return p

@@ -65,6 +65,8 @@ The demo cluster is up: three nodes (n1 n2 n3) in dc1, two groups (redis-server 
 Connect with redis-cli to any node:
   redis-cli -p 6380 set hello world
   redis-cli -p 6381 get hello
+Dashboard (any node serves it):
+  http://127.0.0.1:8380/
 Administer it (any node's admin address):
   $BIN --admin 127.0.0.1:8381 status
 Logs and data are in $RUN/. Press Ctrl-C to stop everything.

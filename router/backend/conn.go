@@ -172,9 +172,15 @@ func (c *Conn) connect() {
 		return
 	}
 	if err != nil {
+		if g := c.p.opts.Counters; g != nil {
+			g.DialErrors.Add(1)
+		}
 		c.downLocked(c.p.unavailable(err), true)
 		c.mu.Unlock()
 		return
+	}
+	if g := c.p.opts.Counters; g != nil {
+		g.Connects.Add(1)
 	}
 	c.state, c.nc, c.backoff = stUp, nc, 0
 	c.gen++
@@ -215,6 +221,9 @@ func (c *Conn) reader(nc net.Conn, gen uint64) {
 		_ = nc.Close()
 		c.p.opts.Stats.BackendConns.Add(-1)
 		c.mu.Lock()
+		if g := c.p.opts.Counters; g != nil && c.state != stClosed {
+			g.Drops.Add(1)
+		}
 		if c.gen == gen {
 			c.downLocked(c.p.unavailable(err), false)
 		}

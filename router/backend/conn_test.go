@@ -85,7 +85,8 @@ func TestConnMultiReplyKeepsLast(t *testing.T) {
 func TestConnDownFailsFastAndRecovers(t *testing.T) {
 	r := testredis.Start(t)
 	var stats Stats
-	p := NewPool(Options{Group: "g7", Addr: r.Addr, Timeout: time.Second, Stats: &stats})
+	var gs GroupStats
+	p := NewPool(Options{Group: "g7", Addr: r.Addr, Timeout: time.Second, Stats: &stats, Counters: &gs})
 	defer p.Close()
 	w := NewWaiter()
 	do := func() *Request {
@@ -128,6 +129,12 @@ func TestConnDownFailsFastAndRecovers(t *testing.T) {
 	p.Close()
 	if req := do(); !errors.Is(req.Err, ErrClosed) {
 		t.Fatalf("after Close: %v", req.Err)
+	}
+	// The group's counters: two connections (the first, the reconnect), one dropped by the
+	// stop (closing the pool is no drop), and the failed dials in between.
+	if c, d, e := gs.Connects.Load(), gs.Drops.Load(), gs.DialErrors.Load(); c != 2 || d != 1 || e < 1 || e != stats.DialErrors.Load() {
+		t.Fatalf("group counters: %d connects, %d drops, %d dial errors (pool stats: %d); want 2, 1, >= 1 and equal",
+			c, d, e, stats.DialErrors.Load())
 	}
 }
 

@@ -26,6 +26,17 @@ type Stats struct {
 	Writes atomic.Int64
 }
 
+// GroupStats counts one group's backend connection events for metrics; the router keeps one
+// per group, so the counts outlive the group's pools (a new master, new credentials).
+type GroupStats struct {
+	// Connects counts connections established (the first and every reconnect).
+	Connects atomic.Int64
+	// DialErrors counts dials or handshakes that failed.
+	DialErrors atomic.Int64
+	// Drops counts connections that broke while up (read error, timeout, unexpected reply).
+	Drops atomic.Int64
+}
+
 // Options configure a Pool.
 type Options struct {
 	// Group is the group id named in errors.
@@ -44,6 +55,8 @@ type Options struct {
 	Databases int
 	// Stats receives the pool's counters (required).
 	Stats *Stats
+	// Counters, when set, receives the pool's connection events, counted per group.
+	Counters *GroupStats
 	// Scripts are Lua sources every new connection loads (SCRIPT LOAD) after AUTH and SELECT,
 	// so EVALSHA of them works after a backend restart. A load the server refuses does not
 	// fail the dial: EVALSHA then answers NOSCRIPT.
