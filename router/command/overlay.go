@@ -73,9 +73,9 @@ var overlay = map[string]handling{
 	"keys":      {Fanout, "every group; keys starting __redraft: hidden"},
 	"scan":      {Fanout, "the cursor encodes the group (high 16 bits); every key returned once in a full iteration, except around slot migrations"},
 	"randomkey": {Fanout, "a random group holding keys"},
-	"dbsize":    {Fanout, "summed over groups (internal __redraft: keys included)"},
-	"flushdb":   {Fanout, "every group; refused when flush is disabled"},
-	"flushall":  {Fanout, "every group; refused when flush is disabled"},
+	"dbsize":    {Fanout, "summed over groups, redraft's internal __redraft: keys not counted"},
+	"flushdb":   {Fanout, "every group of every DC, a cluster operation ([Flushing](#flushing)); refused when flush is disabled"},
+	"flushall":  {Fanout, "every group of every DC, a cluster operation ([Flushing](#flushing)); refused when flush is disabled"},
 
 	// Scripts.
 	"eval":          {Script, "keys must share a slot; without keys runs on the first group"},
