@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/redraft/redraft/failover"
 	"github.com/redraft/redraft/fsm"
 )
 
@@ -31,29 +32,9 @@ type statusReply struct {
 	Servers []ServerView `json:"servers,omitempty"`
 }
 
-// ServerView is one Redis server of a group as a node of its DC sees it.
-type ServerView struct {
-	Group string `json:"group"`
-	Addr  string `json:"addr"`
-	// Listed is the server's place in the group: master, replica or fenced.
-	Listed string `json:"listed"`
-	Up     bool   `json:"up"`
-	// Role, MasterAddr and Link are what the server says (link: up, down, syncing).
-	Role       string `json:"role,omitempty"`
-	MasterAddr string `json:"master_addr,omitempty"`
-	Link       string `json:"link,omitempty"`
-	Offset     int64  `json:"offset"`
-	// LagBytes is how far a replica is behind the group's master (-1 unknown).
-	LagBytes int64 `json:"lag_bytes"`
-	Loading  bool  `json:"loading,omitempty"`
-	// DownMS is how long the node has not reached the server (0 while it answers).
-	DownMS int64  `json:"down_ms,omitempty"`
-	Error  string `json:"error,omitempty"`
-	// UsedMemory (bytes), Keys and OpsPerSec are what the server's last INFO said.
-	UsedMemory int64 `json:"used_memory,omitempty"`
-	Keys       int64 `json:"keys"`
-	OpsPerSec  int64 `json:"ops_per_sec"`
-}
+// ServerView is one Redis server of a group as a node of its DC sees it: the failover
+// watcher's view, shown as it is.
+type ServerView = failover.ServerView
 
 // ReplicationPair is the cross-DC replication from one DC to another: as one node ships it,
 // or merged over the nodes (the largest lag, the sums, the worst state).

@@ -179,10 +179,16 @@ func (s *Server) WaitIdle(ctx context.Context, slots *migrate.SlotSet) error {
 			return errClosing
 		}
 	}
+	return s.drainInflight(ctx, slots.Contains)
+}
+
+// drainInflight waits until no request is in flight on the slots for which in is true (every
+// millisecond), or ctx ends.
+func (s *Server) drainInflight(ctx context.Context, in func(int) bool) error {
 	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
 	for sl := 0; sl < fsm.NumSlots; sl++ {
-		if !slots.Contains(sl) {
+		if !in(sl) {
 			continue
 		}
 		for n := s.inflight[sl].Load(); n > 0; n = s.inflight[sl].Load() {

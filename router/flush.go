@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/router/command"
@@ -100,18 +99,5 @@ func (s *Server) WaitFlushIdle(ctx context.Context, id uint64) error {
 			return errClosing
 		}
 	}
-	t := time.NewTicker(time.Millisecond)
-	defer t.Stop()
-	for sl := 0; sl < fsm.NumSlots; sl++ {
-		for n := s.inflight[sl].Load(); n > 0; n = s.inflight[sl].Load() {
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				return fmt.Errorf("router: %d request(s) for slot %d still in flight: %w", n, sl, ctx.Err())
-			case <-s.ctx.Done():
-				return errClosing
-			}
-		}
-	}
-	return nil
+	return s.drainInflight(ctx, func(int) bool { return true })
 }

@@ -250,14 +250,7 @@ func runNode(c *cli.Context, join bool) error {
 			}
 			return out
 		},
-		Servers: func() []node.ServerView {
-			view := watch.View()
-			out := make([]node.ServerView, len(view))
-			for i, v := range view {
-				out[i] = node.ServerView(v)
-			}
-			return out
-		}})
+		Servers: watch.View})
 	if err != nil {
 		for _, ln := range lns {
 			ln.Close()
