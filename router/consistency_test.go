@@ -227,7 +227,7 @@ func TestInternalDuringMigration(t *testing.T) {
 		args = append(args, a.(string))
 	}
 	raw, err = s.Internal(ctx, 0, slot, keys, args)
-	if err != nil || !strings.HasPrefix(string(raw), "*3\r\n$7\r\napplied\r\n:0\r\n") {
+	if err != nil || !strings.HasPrefix(string(raw), "*5\r\n$7\r\napplied\r\n:0\r\n") {
 		t.Fatalf("Internal APPLY = %q, %v", raw, err)
 	}
 	if v := mt.tc.direct(1).Get(ctx, k).Val(); v != "remote" {
@@ -244,7 +244,7 @@ func TestInternalDuringMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 	es, err := xdc.ReadOutbox(ctx, mt.tc.direct(1), slot, "", 10)
-	if err != nil || len(es) != 2 || es[0].Cmds[0][2] != "v" || es[1].Cmds[0][2] != "again" {
+	if err != nil || len(es) != 2 || es[0].Cmds[0][4] != "v" || es[1].Cmds[0][4] != "again" {
 		t.Errorf("outbox on the target: %v, %v", es, err)
 	}
 	if n := mt.tc.direct(0).Exists(ctx, xdc.OutboxKey(slot)).Val(); n != 0 {

@@ -67,9 +67,35 @@ func (tc *testCluster) lastEffects(t *testing.T, slot int) []string {
 	}
 	var out []string
 	for _, c := range e.Cmds {
-		out = append(out, strings.Join(c, " "))
+		out = append(out, strings.Join(plainEffect(c), " "))
 	}
 	return out
+}
+
+// plainEffect turns a stamped effect (xdc's "~" forms, docs/convergence.md) into the plain
+// command it stands for: ~o's command, ~s as SET [PXAT], ~c as INCRBY, ~d as DEL, ~r as
+// RESTORE ... REPLACE ABSTTL.
+func plainEffect(c []string) []string {
+	switch c[0] {
+	case "~o":
+		return c[3:]
+	case "~s":
+		if c[5] != "-1" {
+			return []string{"set", c[1], c[4], "pxat", c[5]}
+		}
+		return []string{"set", c[1], c[4]}
+	case "~c":
+		return []string{"incrby", c[1], c[2]}
+	case "~d":
+		return []string{"del", c[1]}
+	case "~r":
+		ttl := c[4]
+		if ttl == "-1" {
+			ttl = "0"
+		}
+		return []string{"restore", c[1], ttl, c[5], "replace", "absttl"}
+	}
+	return c
 }
 
 func wantEffects(t *testing.T, what string, got []string, want ...string) {
@@ -94,20 +120,23 @@ func TestXDCWriteEffects(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantEffects(t, "SET", tc.lastEffects(t, slotOf(k)), "set "+k+" v")
+	if e := tc.outbox(t, slotOf(k)); e[len(e)-1].TS == "" {
+		t.Errorf("SET recorded without a stamp")
+	}
 	if n, err := c.Incr(ctx, "{"+k+"}n").Result(); err != nil || n != 1 {
 		t.Fatalf("INCR = %d, %v", n, err)
 	}
-	wantEffects(t, "INCR", tc.lastEffects(t, slotOf(k)), "incr {"+k+"}n")
+	wantEffects(t, "INCR", tc.lastEffects(t, slotOf(k)), "incrby {"+k+"}n 1")
 	before := time.Now().UnixMilli()
 	if ok, err := c.Expire(ctx, k, 100*time.Second).Result(); err != nil || !ok {
 		t.Fatalf("EXPIRE = %v, %v", ok, err)
 	}
 	eff := tc.lastEffects(t, slotOf(k))
 	f := strings.Fields(eff[0])
-	if len(f) != 3 || f[0] != "PEXPIREAT" || f[1] != k {
+	if len(f) != 5 || f[0] != "set" || f[1] != k || f[3] != "pxat" {
 		t.Fatalf("EXPIRE recorded as %q", eff)
 	}
-	if at, _ := strconv.ParseInt(f[2], 10, 64); at < before+99_000 || at > time.Now().UnixMilli()+100_000 {
+	if at, _ := strconv.ParseInt(f[4], 10, 64); at < before+99_000 || at > time.Now().UnixMilli()+100_000 {
 		t.Errorf("EXPIRE recorded at %s, want now+100s", f[2])
 	}
 	if ttl := c.PTTL(ctx, k).Val(); ttl < 99*time.Second {
@@ -119,8 +148,8 @@ func TestXDCWriteEffects(t *testing.T) {
 	if err := c.MSet(ctx, a, "1", b, "2").Err(); err != nil {
 		t.Fatal(err)
 	}
-	wantEffects(t, "MSET a", tc.lastEffects(t, slotOf(a)), "mset "+a+" 1")
-	wantEffects(t, "MSET b", tc.lastEffects(t, slotOf(b)), "mset "+b+" 2")
+	wantEffects(t, "MSET a", tc.lastEffects(t, slotOf(a)), "set "+a+" 1")
+	wantEffects(t, "MSET b", tc.lastEffects(t, slotOf(b)), "set "+b+" 2")
 	if got := c.MGet(ctx, a, b).Val(); len(got) != 2 || got[0] != "1" || got[1] != "2" {
 		t.Errorf("MGET = %v", got)
 	}
@@ -161,7 +190,7 @@ func TestXDCWriteEffects(t *testing.T) {
 	if cmds[0].(*redis.StatusCmd).Val() != "OK" || cmds[1].(*redis.StringCmd).Val() != "1" || cmds[2].(*redis.IntCmd).Val() != 1 {
 		t.Errorf("EXEC replies %v", cmds)
 	}
-	wantEffects(t, "MULTI", tc.lastEffects(t, slotOf(tk)), "set "+tk+"x 1", "incr "+tk+"y")
+	wantEffects(t, "MULTI", tc.lastEffects(t, slotOf(tk)), "set "+tk+"x 1", "incrby "+tk+"y 1")
 
 	// User scripts: recorded as called; EVALSHA as EVAL with the body this node knows.
 	body := "return redis.call('SET', KEYS[1], ARGV[1])"
@@ -255,6 +284,7 @@ func TestXDCConsumerGroups(t *testing.T) {
 	defer copyc.Close()
 	for _, e := range tc.outbox(t, slotOf(g)) {
 		for _, cmd := range e.Cmds {
+			cmd = plainEffect(cmd)
 			args := make([]any, len(cmd))
 			for i, a := range cmd {
 				args[i] = a
@@ -336,7 +366,7 @@ func TestXDCWatchExec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantEffects(t, "watched EXEC", tc.lastEffects(t, slotOf(k)), "set "+k+" mine", "incr {w}n")
+	wantEffects(t, "watched EXEC", tc.lastEffects(t, slotOf(k)), "set "+k+" mine", "incrby {w}n 1")
 }
 
 // TestXDCBlockingPoll: blocking pops are served by polling through WRITE, with the blocking
@@ -354,7 +384,7 @@ func TestXDCBlockingPoll(t *testing.T) {
 	if v := <-got; len(v) != 2 || v[0] != "{b}l2" || v[1] != "x" {
 		t.Errorf("BLPOP = %q", v)
 	}
-	wantEffects(t, "BLPOP", tc.lastEffects(t, slotOf("{b}l1")), "LMPOP 2 {b}l1 {b}l2 LEFT")
+	wantEffects(t, "BLPOP", tc.lastEffects(t, slotOf("{b}l1")), "LPOP {b}l2 1")
 	start := time.Now()
 	if err := c.Do(ctx, "BRPOP", "{b}l1", "0.15").Err(); err != redis.Nil {
 		t.Errorf("BRPOP on nothing: %v", err)
@@ -370,7 +400,10 @@ func TestXDCBlockingPoll(t *testing.T) {
 	if v, err := c.BLMove(ctx, "{b}src", "{b}dst", "LEFT", "RIGHT", time.Second).Result(); err != nil || v != "y" {
 		t.Errorf("BLMOVE = %q, %v", v, err)
 	}
-	wantEffects(t, "BLMOVE", tc.lastEffects(t, slotOf("{b}src")), "LMOVE {b}src {b}dst LEFT RIGHT")
+	// LMOVE changes two keys: each one's state is recorded (the source emptied: a delete).
+	if eff := tc.lastEffects(t, slotOf("{b}src")); len(eff) != 2 || eff[0] != "del {b}src" || !strings.HasPrefix(eff[1], "restore {b}dst 0 ") {
+		t.Errorf("BLMOVE: effects %q, want the delete of {b}src and the state of {b}dst", eff)
+	}
 }
 
 // infoStat returns the calls= count of an INFO commandstats line.

@@ -53,7 +53,7 @@ type xpend struct {
 // appendWriteCall appends `EVALSHA <WRITE> numkeys keys... argv...` for calls on slot, as
 // xdc.WriteArgs lays them out (a test keeps the two in step), without building []any.
 func appendWriteCall(b []byte, slot int, dc, maxLen string, unit bool, calls []xdc.Call) []byte {
-	nkeys, nargs := 2, 4
+	nkeys, nargs := 3, 4
 	for i := range calls {
 		nkeys += len(calls[i].Keys)
 		nargs += 2 + len(calls[i].Args)
@@ -67,6 +67,7 @@ func appendWriteCall(b []byte, slot int, dc, maxLen string, unit bool, calls []x
 			b = resp.AppendBulkString(b, k)
 		}
 	}
+	b = resp.AppendBulkString(b, xdc.MetaKey(slot))
 	b = resp.AppendBulkString(b, xdc.CopyLockKey(slot))
 	b = resp.AppendBulkString(b, xdc.OutboxKey(slot))
 	b = resp.AppendBulkString(b, maxLen)

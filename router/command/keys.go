@@ -3,17 +3,34 @@ package command
 import (
 	"bytes"
 	"math"
+	"strings"
 )
 
 // Keys appends to dst the argument positions of the command's keys in args (args[0] is the
 // command name), following Redis 7's key specs as getKeysUsingKeySpecs does with partial
 // results: a spec that does not match the arguments contributes no keys, and the backend then
 // reports the syntax error.
-func (s *Spec) Keys(args [][]byte, dst []int) []int {
+func (s *Spec) Keys(args [][]byte, dst []int) []int { return s.keys(args, dst, false) }
+
+// WrittenKeys is Keys restricted to the keys the command may change: those of key specs
+// flagged RW, OW or RM (SORT's STORE destination included), not the ones it only reads.
+func (s *Spec) WrittenKeys(args [][]byte, dst []int) []int { return s.keys(args, dst, true) }
+
+// writes reports whether a key spec's keys may be changed (flag RW, OW or RM).
+func (ks *KeySpec) writes() bool {
+	for _, f := range strings.Fields(ks.Flags) {
+		if f == "RW" || f == "OW" || f == "RM" {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Spec) keys(args [][]byte, dst []int, writtenOnly bool) []int {
 	argc := len(args)
 	for i := range s.KeySpecs {
 		ks := &s.KeySpecs[i]
-		if ks.Unknown {
+		if ks.Unknown || (writtenOnly && !ks.writes()) {
 			continue
 		}
 		first := 0

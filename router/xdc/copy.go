@@ -137,6 +137,9 @@ func (l *loop) copySlot(ctx context.Context, src *redis.Client, st0 *fsm.State, 
 	} else {
 		req.Flushes = st.Flushes
 	}
+	// The slot's metadata hash goes with its keys: the copy's stamps and counters are the
+	// source's (docs/convergence.md, "Full copies").
+	keys = append(keys[:len(keys):len(keys)], MetaKey(slot))
 	pipe := src.Pipeline()
 	dumps := make([]*redis.StringCmd, len(keys))
 	exps := make([]*redis.Cmd, len(keys))
@@ -308,6 +311,7 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	if err != nil {
 		return struct{}{}, err
 	}
+	existing = append(existing, MetaKey(slot), PullKey(slot))
 	for i := 0; i < len(existing); i += 256 {
 		part := existing[i:min(len(existing), i+256)]
 		if _, err := run(part, append([]string{"DEL"}, part...)...); err != nil {

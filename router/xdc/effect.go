@@ -137,6 +137,9 @@ type Call struct {
 	// (a relative TTL) then as v, n run and record nothing, s SPOP, f INCRBYFLOAT,
 	// h HINCRBYFLOAT, x replace argv[index] with the reply (XADD's ID), g XREADGROUP (its
 	// consumer-group effects); z: record nothing when the reply is 0.
+	//
+	// After "/" comes the convergence class (see classOf) and the 1-based argv indexes of the
+	// keys the command may change, comma separated: "v/o1", "t3/s1", "v/a1,2".
 	Plan string
 	// Args is the command to run, already rewritten to its absolute form.
 	Args []string
@@ -215,6 +218,7 @@ func Prepare(argv []string) (Call, error) {
 	case NotReplicated:
 		return Call{}, fmt.Errorf("xdc: %s is not replicated: %s", spec.Name, eff.Note)
 	}
+	c.Plan += classOf(spec, len(c.Keys), spec.WrittenKeys(b, nil))
 	return c, nil
 }
 
@@ -343,6 +347,9 @@ func xaddID(a []string) int {
 
 // EffectKeys returns the keys of an effect (a recorded command), for the APPLY script's KEYS.
 func EffectKeys(argv []string) []string {
+	if len(argv) > 1 && strings.HasPrefix(argv[0], "~") {
+		return argv[1:2] // a stamped effect: ~kind key ...
+	}
 	b := make([][]byte, len(argv))
 	for i, a := range argv {
 		b[i] = []byte(a)
@@ -356,4 +363,56 @@ func EffectKeys(argv []string) []string {
 		keys = append(keys, argv[i])
 	}
 	return keys
+}
+
+// The convergence classes of a write (docs/convergence.md, "What a write records"): how its
+// effect on each key it changes is recorded, stamped, and applied in the other DCs.
+const (
+	// ClassCounter: INCR, INCRBY, DECR, DECRBY: the increment, added up in every DC.
+	ClassCounter = 'c'
+	// ClassDelete: DEL, UNLINK: a tombstone for each key.
+	ClassDelete = 'd'
+	// ClassExpiry: EXPIRE and its family: on a string the string's state, else the command.
+	ClassExpiry = 'e'
+	// ClassString: any other write of a string (SET, APPEND, SETBIT, PFADD...): the string's
+	// value and expiry after the write, last writer wins.
+	ClassString = 's'
+	// ClassOp: a command that changes one key of another type and reads no other key: the
+	// command itself, applied only where the key is in the state the command saw.
+	ClassOp = 'o'
+	// ClassState: a command that changes several keys or reads others (RENAME, SMOVE,
+	// SUNIONSTORE, LMOVE...): the state of each key it changes (DUMP), last writer wins.
+	ClassState = 'a'
+)
+
+// classOf returns the suffix of a call's plan: "/", its class, and the argv indexes of the
+// keys it may change.
+func classOf(spec *command.Spec, nkeys int, written []int) string {
+	if len(written) == 0 {
+		return ""
+	}
+	cls := byte(ClassState)
+	switch {
+	case spec.Name == "incr" || spec.Name == "incrby" || spec.Name == "decr" || spec.Name == "decrby":
+		cls = ClassCounter
+	case spec.Name == "restore":
+		cls = ClassState
+	case spec.Name == "del" || spec.Name == "unlink":
+		cls = ClassDelete
+	case spec.Name == "expire" || spec.Name == "pexpire" || spec.Name == "expireat" ||
+		spec.Name == "pexpireat" || spec.Name == "persist":
+		cls = ClassExpiry
+	case spec.InCategory("string") || spec.InCategory("bitmap") || spec.InCategory("hyperloglog"):
+		cls = ClassString
+	case spec.Name == "xreadgroup" || (len(written) == 1 && nkeys == 1):
+		cls = ClassOp
+	}
+	b := []byte{'/', cls}
+	for i, w := range written {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, int64(w+1), 10)
+	}
+	return string(b)
 }

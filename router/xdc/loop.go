@@ -374,7 +374,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		}
 		b := WireBatch{Slot: l.slots[p], Prev: after[i], Entries: make([]WireEntry, len(g.entries))}
 		for j, e := range g.entries {
-			b.Entries[j] = WireEntry{ID: e.ID, Cmds: e.Cmds}
+			b.Entries[j] = WireEntry{ID: e.ID, TS: e.TS, Cmds: e.Cmds}
 		}
 		batches = append(batches, b)
 		pos, read = append(pos, p), append(read, i)

@@ -23,11 +23,17 @@ var (
 		"Full slot copies that replaced writes of this DC the source never applied (lost; two DCs cut from each other past the bound).", nil, nil)
 	descDiverged = prometheus.NewDesc("redraft_replication_diverged_effects_total",
 		"Remote effects that failed on this DC's data (the DCs' copies differ).", nil, nil)
+	descSuperseded = prometheus.NewDesc("redraft_replication_superseded_effects_total",
+		"Remote effects not applied because the key's state here is newer (last writer wins).", nil, nil)
+	descConflicts = prometheus.NewDesc("redraft_replication_conflicting_effects_total",
+		"Remote effects that met another state of their key than at their origin; the key's state is pulled instead.", nil, nil)
+	descPulled = prometheus.NewDesc("redraft_replication_pulled_states_total",
+		"Key states pulled from their origin DC after a conflict.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (r *Replicator) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLag, descLagP99, descPending, descOutbox, descCopying, descShipped, descCopied, descDiverged, descLostOwn, descLostFailover} {
+	for _, d := range []*prometheus.Desc{descLag, descLagP99, descPending, descOutbox, descCopying, descShipped, descCopied, descDiverged, descLostOwn, descLostFailover, descSuperseded, descConflicts, descPulled} {
 		ch <- d
 	}
 }
@@ -49,4 +55,7 @@ func (r *Replicator) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descDiverged, prometheus.CounterValue, float64(r.Diverged()))
 	ch <- prometheus.MustNewConstMetric(descLostOwn, prometheus.CounterValue, float64(r.lostOwn.Load()))
+	ch <- prometheus.MustNewConstMetric(descSuperseded, prometheus.CounterValue, float64(r.superseded.Load()))
+	ch <- prometheus.MustNewConstMetric(descConflicts, prometheus.CounterValue, float64(r.conflicts.Load()))
+	ch <- prometheus.MustNewConstMetric(descPulled, prometheus.CounterValue, float64(r.pulled.Load()))
 }

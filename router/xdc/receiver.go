@@ -46,7 +46,7 @@ func (r *Replicator) applyBatch(ctx context.Context, source string, db int, b Wi
 	cmds := make([][]string, len(b.Entries))
 	prev := b.Prev
 	for i, we := range b.Entries {
-		ks, argv := ApplyArgs(b.Slot, Entry{ID: we.ID, DC: source, Cmds: we.Cmds}, prev, "")
+		ks, argv := ApplyArgs(b.Slot, Entry{ID: we.ID, DC: source, TS: we.TS, Cmds: we.Cmds}, prev, "")
 		keys = append(keys, ks...)
 		cmds[i] = scriptCall(ApplySHA, ks, argv)
 		prev = we.ID
@@ -72,8 +72,16 @@ func (r *Replicator) applyBatch(ctx context.Context, source string, db int, b Wi
 			res.Error, res.Gap = string(v.Str), strings.HasPrefix(string(v.Str), "GAP ")
 			return res
 		}
-		if len(v.Elems) == 3 && v.Elems[1].Int > 0 {
-			r.diverged.Add(v.Elems[1].Int)
+		if len(v.Elems) == 5 {
+			if n := v.Elems[1].Int; n > 0 {
+				r.diverged.Add(n)
+				r.log.Warn("remote effects failed here: the DCs' copies differ", "source", source, "slot", b.Slot, "entry", b.Entries[i].ID, "failed", n, "first", string(v.Elems[2].Str))
+			}
+			r.superseded.Add(v.Elems[3].Int)
+			if v.Elems[4].Int > 0 {
+				r.conflicts.Add(v.Elems[4].Int)
+				r.pulls.note(db, b.Slot)
+			}
 		}
 		res.Last = b.Entries[i].ID
 	}

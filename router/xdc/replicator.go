@@ -65,8 +65,12 @@ type Replicator struct {
 	progress chan struct{}
 
 	diverged atomic.Int64
-	lostOwn  atomic.Int64 // full copies that replaced this DC's own unshipped writes
-	lost     lostBook     // entries lost with a failed-over master (lost.go)
+	// superseded, conflicts and pulled count effects older than their key's state here,
+	// effects that met another state than their origin's, and states pulled (pull.go).
+	superseded, conflicts, pulled atomic.Int64
+	pulls                         pullSet
+	lostOwn                       atomic.Int64 // full copies that replaced this DC's own unshipped writes
+	lost                          lostBook     // entries lost with a failed-over master (lost.go)
 
 	counters sync.Map // destination DC -> *pairCounters
 
@@ -129,7 +133,7 @@ func New(cfg Config) *Replicator {
 		cfg: cfg, log: cfg.Logger.With("part", "xdc"), kick: make(chan struct{}, 1),
 		loops: map[loopKey]*loop{}, clients: map[clientKey]*redis.Client{}, alive: map[string]time.Time{},
 		dbs: map[string][]int{}, acked: map[dbSlot]map[string]string{}, trimmed: map[dbSlot]string{},
-		progress: make(chan struct{}),
+		progress: make(chan struct{}), pulls: pullSet{wake: make(chan struct{}, 1)},
 	}
 }
 
@@ -152,6 +156,7 @@ func (r *Replicator) Run(ctx context.Context) {
 	defer tick.Stop()
 	beats := 0
 	go r.runFlushes(ctx)
+	go r.runPulls(ctx)
 	for {
 		r.plan(ctx)
 		select {

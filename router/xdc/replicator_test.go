@@ -111,6 +111,12 @@ func encodeReply(b []byte, v any) []byte {
 			b = encodeReply(b, e)
 		}
 		return b
+	case map[any]any: // a RESP3 map (HGETALL): flattened as RESP2 answers it
+		b = fmt.Appendf(b, "*%d\r\n", 2*len(x))
+		for k, e := range x {
+			b = encodeReply(encodeReply(b, k), e)
+		}
+		return b
 	case nil:
 		return append(b, "$-1\r\n"...)
 	}

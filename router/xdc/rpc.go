@@ -12,13 +12,14 @@ type RPCHandler func(ctx context.Context, body json.RawMessage) (any, error)
 // RPC returns the replication calls this node serves on its peer port, by name.
 func (r *Replicator) RPC() map[string]RPCHandler {
 	return map[string]RPCHandler{
-		RPCApply: handler(r.HandleApply),
-		RPCLast:  handler(r.HandleLast),
-		RPCAwait: handler(r.HandleAwait),
-		RPCCopy:  handler(r.HandleCopy),
-		RPCReset: handler(r.HandleReset),
-		RPCHint:  handler(r.HandleHint),
-		RPCPing:  handler(func(context.Context, struct{}) (struct{}, error) { return struct{}{}, nil }),
+		RPCApply:    handler(r.HandleApply),
+		RPCLast:     handler(r.HandleLast),
+		RPCAwait:    handler(r.HandleAwait),
+		RPCCopy:     handler(r.HandleCopy),
+		RPCReset:    handler(r.HandleReset),
+		RPCHint:     handler(r.HandleHint),
+		RPCKeyState: handler(r.HandleKeyState),
+		RPCPing:     handler(func(context.Context, struct{}) (struct{}, error) { return struct{}{}, nil }),
 		RPCReport: handler(func(context.Context, struct{}) (Report, error) {
 			return r.Report(), nil
 		}),

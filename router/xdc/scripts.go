@@ -21,20 +21,33 @@ const (
 	replyNullArrayMark = "REDRAFT-NULLARRAY"
 )
 
-// writeLua is the WRITE script. KEYS: the commands' keys, then the slot's copy lock, then
-// the slot's outbox. ARGV:
-// outbox MAXLEN bound, origin DC, "one" or "unit", the number of commands, then per command
-// its plan (see Call.Plan), its argc and its argv. It runs each command with redis.pcall,
-// computes its effect and XADDs one entry for all of them ("MAXLEN ~" ten times the bound: a
-// safety net; the replicator enforces the bound itself, see Replicator), or none when
-// nothing changed; with the entry, the outbox's name goes to the change feed DirtyKey (a key
-// the script does not declare: redraft's masters are standalone servers, which allow it). It answers the command's reply ("one") or the array of the replies
-// ("unit", as EXEC does). While the slot's copy lock is set (a full copy to another DC is
-// reading the slot) it answers TRYAGAIN and changes nothing. The shebang makes Redis refuse
-// it up front when out of memory, so a write is not left applied without its entry.
+// writeLua is the WRITE script. KEYS: the commands' keys, then the slot's metadata hash, the
+// slot's copy lock and the slot's outbox. ARGV: outbox MAXLEN bound, origin DC, "one" or
+// "unit", the number of commands, then per command its plan (see Call.Plan), its argc and its
+// argv. It stamps the write (hybrid logical clock: the server's time in ms * 4096, above the
+// stamps of the keys it changes), runs each command with redis.pcall, records per key it
+// changed an effect by the command's class (classOf) and the key's new stamp in the metadata
+// hash, and XADDs one entry for all of them ("MAXLEN ~" ten times the bound: a safety net;
+// the replicator enforces the bound itself, see Replicator), or none when nothing changed;
+// with the entry, the outbox's name goes to the change feed DirtyKey (a key the script does
+// not declare: redraft's masters are standalone servers, which allow it). It answers the
+// command's reply ("one") or the array of the replies ("unit", as EXEC does). While the
+// slot's copy lock is set (a full copy to another DC is reading the slot) it answers TRYAGAIN
+// and changes nothing. The shebang makes Redis refuse it up front when out of memory, so a
+// write is not left applied without its entry.
+//
+// Effects (each an argv in the entry; the entry's "t" field is the stamp's ts):
+//
+//	~o key prior cmd...       the command, to apply where key's stamp is prior
+//	~s key prior V value pxat the string's value and expiry (0: none)
+//	~r key prior V pxat dump  the key's DUMP
+//	~d key prior V            a delete (tombstone)
+//	~c key delta              an increment
+//
+// V is the counter vector the write had seen ("" for none).
 const writeLua = `#!lua
 local hardCap = 10
-local ob = KEYS[#KEYS]
+local ob, meta = KEYS[#KEYS], KEYS[#KEYS - 2]
 if redis.call('EXISTS', KEYS[#KEYS - 1]) == 1 then
   return redis.error_reply('TRYAGAIN redraft: the slot is being copied to another DC, retry shortly')
 end
@@ -42,14 +55,10 @@ local ty = redis.call('TYPE', ob)['ok']
 if ty ~= 'none' and ty ~= 'stream' then
   return redis.error_reply('ERR redraft: outbox ' .. ob .. ' holds a ' .. ty)
 end
-local now
-local function nowms()
-  if not now then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  end
-  return now
-end
+local dc = ARGV[2]
+local t = redis.call('TIME')
+local nowms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+` + stampLua + `
 -- groupRead returns the effects of XREADGROUP argv that answered r, as Redis propagates
 -- them: per stream read with '>', the consumer, its new pending entries (XCLAIM ... FORCE
 -- JUSTID, none with NOACK) and the group's last delivered id; per stream read from its
@@ -90,17 +99,57 @@ local function groupRead(argv, r)
   end
   return out
 end
-local entry = {'dc', ARGV[2], 'n', '0'}
-local logged, replies, i = 0, {}, 5
+local calls, i = {}, 5
 for c = 1, tonumber(ARGV[4]) do
   local plan, argc = ARGV[i], tonumber(ARGV[i + 1])
   local argv = {}
   for j = 1, argc do argv[j] = ARGV[i + 1 + j] end
   i = i + 2 + argc
-  local op, at, z = string.match(plan, '^(%a)(%d*)(z?)$')
-  at = tonumber(at)
+  local op, at, z, cls, wk = string.match(plan, '^(%a)(%d*)(z?)/?(%a?)([%d,]*)$')
+  local w = {}
+  for n in string.gmatch(wk, '%d+') do w[#w + 1] = argv[tonumber(n)] end
+  calls[c] = {argv = argv, op = op, at = tonumber(at), z = z, cls = cls, w = w}
+end
+-- The stamp: after every stamp of the keys the write changes, so that a write that follows
+-- another one (applied here) orders after it whatever the clocks say.
+local ts = nowms * 4096
+for _, c in ipairs(calls) do
+  if c.cls ~= '' and c.cls ~= 'c' and c.op ~= 'n' then
+    for _, k in ipairs(c.w) do
+      local x = tsOf(stampOf(k))
+      if x >= ts then ts = x + 1 end
+    end
+  end
+end
+local tss = string.format('%.0f', ts)
+local stamp = tss .. ':' .. dc
+local entry = {'dc', dc, 't', tss, 'n', '0'}
+local logged = 0
+local function record(e)
+  logged = logged + 1
+  entry[#entry + 1] = tostring(#e)
+  for _, a in ipairs(e) do entry[#entry + 1] = a end
+end
+-- whole records the state of k after the write: its value if a string, its DUMP otherwise,
+-- a tombstone if it is gone.
+local function whole(k, asString)
+  local prior, V = stampOf(k), observed(k)
+  if redis.call('EXISTS', k) == 0 then
+    record({'~d', k, prior, V})
+  elseif asString then
+    local v = redis.pcall('GET', k)
+    if type(v) ~= 'string' then return end
+    record({'~s', k, prior, V, v, string.format('%.0f', redis.call('PEXPIRETIME', k))})
+  else
+    record({'~r', k, prior, V, string.format('%.0f', redis.call('PEXPIRETIME', k)), redis.call('DUMP', k)})
+  end
+  restamp(k, stamp)
+end
+local replies = {}
+for c, call in ipairs(calls) do
+  local argv, op, at, z, cls = call.argv, call.op, call.at, call.z, call.cls
   if op == 't' then
-    argv[at] = string.format('%.0f', nowms() + tonumber(argv[at]))
+    argv[at] = string.format('%.0f', nowms + tonumber(argv[at]))
   end
   local r = redis.pcall(unpack(argv))
   replies[c] = r
@@ -120,40 +169,87 @@ for c = 1, tonumber(ARGV[4]) do
       replies[c] = {ok = 'REDRAFT-NULLARRAY'}
     end
   end
-  local eff
-  if type(r) == 'table' and r['err'] then
-    eff = nil
-  elseif z == 'z' and r == 0 then
-    eff = nil
-  elseif op == 'v' or op == 't' then
-    eff = argv
-  elseif op == 's' then
-    if type(r) == 'string' then
-      eff = {'SREM', argv[2], r}
-    elseif type(r) == 'table' and #r > 0 then
-      eff = {'SREM', argv[2]}
-      for _, m in ipairs(r) do eff[#eff + 1] = m end
+  -- A write that changed nothing (a DEL that answered 0) records nothing: it did not
+  -- observe the key, so it removes nothing elsewhere either, as its reply said.
+  local changed = not (type(r) == 'table' and r['err']) and not (z == 'z' and r == 0) and op ~= 'n'
+  local name = string.upper(argv[1])
+  if changed and (name == 'LMPOP' or name == 'ZMPOP') then
+    -- One key changed, the one the reply names: recorded as the pop it was.
+    cls = 'o'
+  end
+  if changed and cls == 'e' then
+    local ty = redis.call('TYPE', call.w[1])['ok']
+    if ty == 'string' or ty == 'none' then cls = 's' else cls = 'o' end
+  end
+  if changed and cls == 'c' then
+    local name, d = string.upper(argv[1]), 1
+    if name == 'DECR' then d = -1
+    elseif name == 'INCRBY' then d = tonumber(argv[3])
+    elseif name == 'DECRBY' then d = -tonumber(argv[3]) end
+    local k = call.w[1]
+    local v = vecParse(redis.call('HGET', meta, 'c:' .. k))
+    local e = v[dc] or {0, 0}
+    v[dc] = {e[1] + 1, e[2] + d}
+    redis.call('HSET', meta, 'c:' .. k, vecString(v))
+    record({'~c', k, string.format('%.0f', d)})
+  elseif changed and cls == 'd' then
+    for _, k in ipairs(call.w) do
+      record({'~d', k, stampOf(k), observed(k)})
+      restamp(k, stamp)
     end
-  elseif op == 'f' then
-    eff = {'SET', argv[2], r, 'KEEPTTL'}
-  elseif op == 'h' then
-    eff = {'HSET', argv[2], argv[3], r}
-  elseif op == 'x' and type(r) == 'string' then
-    argv[at] = r
-    eff = argv
-  end
-  local effs = {eff}
-  if op == 'g' and type(r) == 'table' then
-    effs = groupRead(argv, r)
-  end
-  for _, e in ipairs(effs) do
-    logged = logged + 1
-    entry[#entry + 1] = tostring(#e)
-    for _, a in ipairs(e) do entry[#entry + 1] = a end
+  elseif changed and (cls == 's' or cls == 'a') then
+    if not (r == false and string.upper(argv[1]) == 'SET') then
+      for _, k in ipairs(call.w) do whole(k, cls == 's') end
+    end
+  elseif changed then
+    local eff
+    if op == 'v' or op == 't' then
+      eff = argv
+    elseif op == 's' then
+      if type(r) == 'string' then
+        eff = {'SREM', argv[2], r}
+      elseif type(r) == 'table' and #r > 0 then
+        eff = {'SREM', argv[2]}
+        for _, m in ipairs(r) do eff[#eff + 1] = m end
+      end
+    elseif op == 'f' then
+      eff = {'SET', argv[2], r, 'KEEPTTL'}
+    elseif op == 'h' then
+      eff = {'HSET', argv[2], argv[3], r}
+    elseif op == 'x' and type(r) == 'string' then
+      argv[at] = r
+      eff = argv
+    end
+    if (name == 'LMPOP' or name == 'ZMPOP') then
+      eff = nil
+      if type(r) == 'table' then
+        local pop = {LEFT = 'LPOP', RIGHT = 'RPOP', MIN = 'ZPOPMIN', MAX = 'ZPOPMAX'}
+        for j = 3, #argv do
+          local p = pop[string.upper(argv[j])]
+          if p then eff = {p, r[1], tostring(#r[2])} break end
+        end
+      end
+    end
+    local effs = {eff}
+    if op == 'g' and type(r) == 'table' then
+      effs = groupRead(argv, r)
+    end
+    for _, e in ipairs(effs) do
+      if cls == 'o' then
+        local k = e[2]
+        if string.upper(e[1]) == 'XGROUP' then k = e[3] end
+        local o = {'~o', k, stampOf(k)}
+        for _, a in ipairs(e) do o[#o + 1] = a end
+        record(o)
+        restamp(k, stamp)
+      else
+        record(e)
+      end
+    end
   end
 end
 if logged > 0 then
-  entry[4] = tostring(logged)
+  entry[6] = tostring(logged)
   if #entry % 2 == 1 then entry[#entry + 1] = '' end
   redis.call('XADD', ob, 'MAXLEN', '~', tonumber(ARGV[1]) * hardCap, '*', unpack(entry))
   redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob)
@@ -162,25 +258,27 @@ if ARGV[3] == 'one' then return replies[1] end
 return replies
 `
 
-// applyLua is the APPLY script. KEYS: the effects' keys, then the slot's copy lock, then the
-// slot's inbox. ARGV: source DC, entry id, the id of the entry before it ("" not to check), the
-// number of commands, the copy lock's value this caller holds ("" for none), then per command
-// its argc and argv. While the slot's copy lock is set by someone else (a full copy is reading
-// or replacing the slot) it answers TRYAGAIN and changes nothing: an entry applied in the middle
-// of a copy would be half in the snapshot or overwritten by it. An entry at or below the inbox's
-// id for the DC answers "skip"; one whose predecessor is not the inbox's id answers a GAP error;
-// otherwise the commands run (a failing one does not stop the others) and the inbox records the
-// id, in the same script, so a retried batch is never applied twice. Nothing goes to the outbox.
+// applyLua is the APPLY script. KEYS: the effects' keys, then the slot's metadata hash, the
+// slot's pull hash, the slot's copy lock and the slot's inbox. ARGV: source DC (a full copy
+// re-applies this DC's own entries as "~<dc>"), entry id, the id of the entry before it (""
+// not to check), the number of commands, the copy lock's value this caller holds ("" for
+// none), the entry's stamp ts ("" for an entry without one), then per command its argc and
+// argv. While the slot's copy lock is set by someone else (a full copy is reading or replacing
+// the slot) it answers TRYAGAIN and changes nothing: an entry applied in the middle of a copy
+// would be half in the snapshot or overwritten by it. An entry at or below the inbox's id for
+// the DC answers "skip"; one whose predecessor is not the inbox's id answers a GAP error;
+// otherwise each effect is applied by the rules of docs/convergence.md (a failing one does not
+// stop the others) and the inbox records the id, in the same script, so a retried batch is
+// never applied twice. Nothing goes to the outbox. It answers {"applied", errors, first error,
+// superseded, conflicts}: effects older than the key's state here, and effects that could not
+// be applied because the key's state here is not the one they saw (recorded in the pull hash).
 const applyLua = `#!lua
-local inbox = KEYS[#KEYS]
+local inbox, meta, pull = KEYS[#KEYS], KEYS[#KEYS - 3], KEYS[#KEYS - 2]
 local held = redis.call('GET', KEYS[#KEYS - 1])
 if held and held ~= ARGV[5] then
   return redis.error_reply('TRYAGAIN redraft: the slot is being copied between DCs, retry shortly')
 end
-local ty = redis.call('TYPE', inbox)['ok']
-if ty ~= 'none' and ty ~= 'hash' then
-  return redis.error_reply('ERR redraft: inbox ' .. inbox .. ' holds a ' .. ty)
-end
+` + stampLua + `
 local function num(a, b)
   a = (string.gsub(a, '^0+', ''))
   b = (string.gsub(b, '^0+', ''))
@@ -204,20 +302,64 @@ if last and cmpid(id, last) <= 0 then return 'skip' end
 if prev ~= '' and (last or '') ~= prev then
   return redis.error_reply('GAP redraft: last applied from ' .. src .. ' is ' .. (last or 'none') .. ', entry follows ' .. prev)
 end
-local nerr, first, i = 0, '', 6
-for c = 1, tonumber(ARGV[4]) do
-  local argc = tonumber(ARGV[i])
-  local argv = {}
-  for j = 1, argc do argv[j] = ARGV[i + j] end
-  i = i + 1 + argc
-  local r = redis.pcall(unpack(argv))
+local origin = string.gsub(src, '^~', '')
+local stamp = ''
+if ARGV[6] ~= '' then stamp = ARGV[6] .. ':' .. origin end
+local nerr, first, superseded, conflicts, i = 0, '', 0, 0, 7
+local function failed(r)
   if type(r) == 'table' and r['err'] then
     nerr = nerr + 1
     if first == '' then first = r['err'] end
   end
 end
+for c = 1, tonumber(ARGV[4]) do
+  local argc = tonumber(ARGV[i])
+  local argv = {}
+  for j = 1, argc do argv[j] = ARGV[i + j] end
+  i = i + 1 + argc
+  local kind, k = argv[1], argv[2]
+  if kind == '~o' then
+    local cur = stampOf(k)
+    if cur == argv[3] then
+      local cmd = {}
+      for j = 4, #argv do cmd[#cmd + 1] = argv[j] end
+      failed(redis.pcall(unpack(cmd)))
+      restamp(k, stamp)
+    elseif not newer(stamp, cur) then
+      superseded = superseded + 1
+    elseif src == origin then
+      local p = redis.call('HGET', pull, k)
+      if not p or newer(stamp, p) then redis.call('HSET', pull, k, stamp) end
+      conflicts = conflicts + 1
+    else
+      conflicts = conflicts + 1
+    end
+  elseif kind == '~s' or kind == '~r' or kind == '~d' then
+    if newer(stamp, stampOf(k)) then
+      failed(putState(string.sub(kind, 2), k, argv[5], argv[6]))
+      local e = adopt(k, argv[4])
+      if e then failed({err = e}) end
+      restamp(k, stamp)
+    else
+      superseded = superseded + 1
+    end
+  elseif kind == '~c' then
+    local d = tonumber(argv[3])
+    local v = vecParse(redis.call('HGET', meta, 'c:' .. k))
+    local e = v[origin] or {0, 0}
+    e = {e[1] + 1, e[2] + d}
+    v[origin] = e
+    redis.call('HSET', meta, 'c:' .. k, vecString(v))
+    local seen = vecParse(redis.call('HGET', meta, 'v:' .. k))[origin]
+    if e[1] > (seen and seen[1] or 0) then
+      failed(redis.pcall('INCRBY', k, argv[3]))
+    end
+  else
+    failed(redis.pcall(unpack(argv)))
+  end
+end
 redis.call('HSET', inbox, src, id)
-return {'applied', nerr, first}
+return {'applied', nerr, first, superseded, conflicts}
 `
 
 var (
@@ -253,7 +395,7 @@ func WriteArgs(slot int, dc string, maxLen int64, unit bool, calls []Call) (keys
 			argv = append(argv, a)
 		}
 	}
-	return append(keys, CopyLockKey(slot), OutboxKey(slot)), argv
+	return append(keys, MetaKey(slot), CopyLockKey(slot), OutboxKey(slot)), argv
 }
 
 // EntryFields returns the field list of an outbox entry recording cmds from dc, in the
@@ -291,6 +433,9 @@ type Entry struct {
 	ID string
 	// DC is the origin DC.
 	DC string
+	// TS is the entry's stamp ts (docs/convergence.md); "" for entries recorded without one
+	// (user scripts, heartbeats, entries from before stamps).
+	TS string
 	// Cmds are the effects, each a command's argv.
 	Cmds [][]string
 }
@@ -299,15 +444,23 @@ type Entry struct {
 // command its argc and argv, padded with "" to an even length.
 func ParseEntry(id string, fields []string) (Entry, error) {
 	bad := func(why string) (Entry, error) { return Entry{}, fmt.Errorf("xdc: entry %s: %s", id, why) }
-	if len(fields) < 4 || fields[0] != "dc" || fields[2] != "n" {
+	if len(fields) < 4 || fields[0] != "dc" {
 		return bad("no dc/n header")
 	}
-	n, err := strconv.Atoi(fields[3])
-	if err != nil || n < 0 {
-		return bad("bad count " + fields[3])
+	e := Entry{ID: id, DC: fields[1]}
+	i := 2
+	if fields[2] == "t" && len(fields) >= 6 {
+		e.TS, i = fields[3], 4
 	}
-	e := Entry{ID: id, DC: fields[1], Cmds: make([][]string, 0, n)}
-	i := 4
+	if fields[i] != "n" {
+		return bad("no dc/n header")
+	}
+	n, err := strconv.Atoi(fields[i+1])
+	if err != nil || n < 0 {
+		return bad("bad count " + fields[i+1])
+	}
+	e.Cmds = make([][]string, 0, n)
+	i += 2
 	for range n {
 		if i >= len(fields) {
 			return bad("truncated")
@@ -373,7 +526,7 @@ func parseRange(raw []any) ([]Entry, error) {
 // of the entry before e in the origin's outbox ("" not to check for a gap), lock the value of
 // the slot's copy lock the caller holds ("" for none).
 func ApplyArgs(slot int, e Entry, prev, lock string) (keys []string, argv []any) {
-	argv = []any{e.DC, e.ID, prev, strconv.Itoa(len(e.Cmds)), lock}
+	argv = []any{e.DC, e.ID, prev, strconv.Itoa(len(e.Cmds)), lock, e.TS}
 	for _, c := range e.Cmds {
 		keys = append(keys, EffectKeys(c)...)
 		argv = append(argv, strconv.Itoa(len(c)))
@@ -381,7 +534,7 @@ func ApplyArgs(slot int, e Entry, prev, lock string) (keys []string, argv []any)
 			argv = append(argv, a)
 		}
 	}
-	return append(keys, CopyLockKey(slot), InboxKey(slot)), argv
+	return append(keys, MetaKey(slot), PullKey(slot), CopyLockKey(slot), InboxKey(slot)), argv
 }
 
 // Applied is the outcome of APPLY for one entry.
@@ -391,6 +544,10 @@ type Applied struct {
 	// Errors counts effects that failed (the data diverged); FirstError is the first message.
 	Errors     int
 	FirstError string
+	// Superseded counts effects older than the state of their key here (not applied, by
+	// the rules); Conflicts those whose key's state here differs from the one they saw at
+	// their origin (recorded for a pull).
+	Superseded, Conflicts int
 }
 
 // ErrGap is returned by Apply when the entry does not follow the last one applied from its
@@ -412,12 +569,14 @@ func Apply(ctx context.Context, c redis.Scripter, slot int, e Entry, prev string
 		return Applied{Skipped: true}, nil
 	}
 	a, ok := r.([]any)
-	if !ok || len(a) != 3 {
+	if !ok || len(a) != 5 {
 		return Applied{}, fmt.Errorf("xdc: APPLY: unexpected reply %v", r)
 	}
 	n, _ := a[1].(int64)
 	first, _ := a[2].(string)
-	return Applied{Errors: int(n), FirstError: first}, nil
+	sup, _ := a[3].(int64)
+	con, _ := a[4].(int64)
+	return Applied{Errors: int(n), FirstError: first, Superseded: int(sup), Conflicts: int(con)}, nil
 }
 
 // CompareIDs compares two stream IDs ("ms-seq", or "ms" meaning "ms-0") numerically: -1, 0

@@ -103,7 +103,7 @@ func (s *RedisSink) applyOnce(ctx context.Context, b Batch) (string, error) {
 			}
 			return last, err
 		}
-		if a, ok := r.([]any); ok && len(a) == 3 {
+		if a, ok := r.([]any); ok && len(a) == 5 {
 			if n, _ := a[1].(int64); n > 0 {
 				s.diverged.Add(n)
 			}

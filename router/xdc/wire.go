@@ -2,6 +2,11 @@ package xdc
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/redraft/redraft/fsm"
 )
@@ -54,8 +59,56 @@ type Local interface {
 
 // WireEntry is one outbox entry on the wire.
 type WireEntry struct {
-	ID   string     `json:"id"`
-	Cmds [][]string `json:"cmds,omitempty"`
+	ID   string   `json:"id"`
+	TS   string   `json:"ts,omitempty"`
+	Cmds WireCmds `json:"cmds,omitempty"`
+}
+
+// WireCmds are an entry's effects on the wire. JSON strings hold only UTF-8, and effects
+// carry binary values (DUMP payloads, binary-safe strings): an argument that is not valid
+// UTF-8, or that begins with the marker, goes as the marker and its base64.
+type WireCmds [][]string
+
+// binMarker starts a base64-encoded argument of WireCmds.
+const binMarker = "\x00b64:"
+
+// MarshalJSON implements json.Marshaler.
+func (w WireCmds) MarshalJSON() ([]byte, error) {
+	out := make([][]string, len(w))
+	for i, c := range w {
+		out[i] = c
+		copied := false
+		for j, a := range c {
+			if !utf8.ValidString(a) || strings.HasPrefix(a, binMarker) {
+				if !copied {
+					out[i], copied = append([]string(nil), c...), true
+				}
+				out[i][j] = binMarker + base64.StdEncoding.EncodeToString([]byte(a))
+			}
+		}
+	}
+	return json.Marshal(out)
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (w *WireCmds) UnmarshalJSON(b []byte) error {
+	var in [][]string
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	for _, c := range in {
+		for j, a := range c {
+			if rest, ok := strings.CutPrefix(a, binMarker); ok {
+				d, err := base64.StdEncoding.DecodeString(rest)
+				if err != nil {
+					return fmt.Errorf("xdc: bad binary argument: %w", err)
+				}
+				c[j] = string(d)
+			}
+		}
+	}
+	*w = in
+	return nil
 }
 
 // WireBatch is one slot's run of consecutive entries.

@@ -1,0 +1,269 @@
+package xdc
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The convergence rules (docs/convergence.md) on three in-process DCs with real
+// redis-servers: writes made while the DCs are cut from each other, in an order chosen so the
+// outcome is decided by stamps, not by arrival.
+
+// cutAll cuts (or heals) every DC's peer traffic.
+func cutAll(dcs []*testDC, cut bool) {
+	for _, d := range dcs {
+		d.down.Store(cut)
+	}
+}
+
+// state reads a key's logical content in one DC, whatever its type ("none" when absent).
+func state(ctx context.Context, c *redis.Client, k string) (string, error) {
+	ty, err := c.Type(ctx, k).Result()
+	if err != nil {
+		return "", err
+	}
+	var v any
+	switch ty {
+	case "none":
+		return "none", nil
+	case "string":
+		v, err = c.Get(ctx, k).Result()
+	case "list":
+		v, err = c.LRange(ctx, k, 0, -1).Result()
+	case "set":
+		var m []string
+		m, err = c.SMembers(ctx, k).Result()
+		sort.Strings(m)
+		v = m
+	case "hash":
+		var m map[string]string
+		m, err = c.HGetAll(ctx, k).Result()
+		v = fmt.Sprint(m) // fmt sorts map keys
+	case "zset":
+		v, err = c.ZRangeWithScores(ctx, k, 0, -1).Result()
+	case "stream":
+		v, err = c.XRange(ctx, k, "-", "+").Result()
+	}
+	return fmt.Sprintf("%s %v", ty, v), err
+}
+
+func stateOf(k string) func(*testDC) (string, error) {
+	return func(d *testDC) (string, error) { return state(context.Background(), d.rc, k) }
+}
+
+// later waits until the clock passed the last stamp's millisecond, so the next write's stamp
+// is higher whatever DC makes it (all DCs share this machine's clock).
+func later() { time.Sleep(3 * time.Millisecond) }
+
+func TestConvergeLastWriterWinsAndTombstones(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b", "c")
+	a, b, c := dcs[0], dcs[1], dcs[2]
+	// The case: SET then DEL through each DC in turn, a few ms apart, no overlap.
+	for _, d := range dcs {
+		d.write(t, "SET", "{k}x", "1")
+		later()
+		d.write(t, "DEL", "{k}x")
+		later()
+	}
+	waitEqual(t, dcs, 10*time.Second, "x", stateOf("{k}x"), "none")
+
+	// Cut off from each other, in stamp order: a sets, b sets, c deletes (the key it holds);
+	// then b's older write must not resurrect the key anywhere.
+	a.write(t, "SET", "{k}y", "base")
+	waitEqual(t, dcs, 10*time.Second, "y", stateOf("{k}y"), "string base")
+	cutAll(dcs, true)
+	a.write(t, "SET", "{k}y", "from-a")
+	later()
+	b.write(t, "SET", "{k}y", "from-b", "PX", "600000")
+	later()
+	c.write(t, "DEL", "{k}y")
+	later()
+	a.write(t, "SET", "{k}z", "from-a")
+	later()
+	c.write(t, "SET", "{k}z", "from-c")
+	cutAll(dcs, false)
+	waitEqual(t, dcs, 10*time.Second, "y", stateOf("{k}y"), "none")
+	waitEqual(t, dcs, 10*time.Second, "z", stateOf("{k}z"), "string from-c")
+	for _, d := range dcs {
+		if n := d.repl.Diverged(); n != 0 {
+			t.Errorf("%s: %d diverged effects", d.name, n)
+		}
+	}
+	if b.repl.superseded.Load() == 0 && a.repl.superseded.Load() == 0 {
+		t.Errorf("no effect was superseded: the stamps decided nothing")
+	}
+}
+
+func TestConvergeCountersAddUp(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b", "c")
+	a, b, c := dcs[0], dcs[1], dcs[2]
+	cutAll(dcs, true)
+	c.write(t, "SET", "{n}n", "100") // sees no increment: every one counts
+	for range 3 {
+		a.write(t, "INCRBY", "{n}n", "1")
+	}
+	b.write(t, "INCRBY", "{n}n", "10")
+	b.write(t, "DECR", "{n}n")
+	cutAll(dcs, false)
+	waitEqual(t, dcs, 10*time.Second, "n", stateOf("{n}n"), "string 112")
+
+	// A SET that saw every increment resets them; one it did not see still counts.
+	cutAll(dcs, true)
+	later()
+	a.write(t, "SET", "{n}n", "0")
+	b.write(t, "INCRBY", "{n}n", "5")
+	cutAll(dcs, false)
+	waitEqual(t, dcs, 10*time.Second, "n", stateOf("{n}n"), "string 5")
+
+	// A DEL is a reset too; increments it did not see make the counter again.
+	cutAll(dcs, true)
+	later()
+	c.write(t, "DEL", "{n}n")
+	a.write(t, "INCR", "{n}n")
+	cutAll(dcs, false)
+	waitEqual(t, dcs, 10*time.Second, "n", stateOf("{n}n"), "string 1")
+	for _, d := range dcs {
+		if n := d.repl.Diverged(); n != 0 {
+			t.Errorf("%s: %d diverged effects", d.name, n)
+		}
+	}
+}
+
+func TestConvergeConflictingListPullsTheNewestState(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b", "c")
+	a, b := dcs[0], dcs[1]
+	a.write(t, "RPUSH", "{l}l", "base")
+	waitEqual(t, dcs, 10*time.Second, "l", stateOf("{l}l"), "list [base]")
+	cutAll(dcs, true)
+	a.write(t, "RPUSH", "{l}l", "a1")
+	later()
+	b.write(t, "RPUSH", "{l}l", "b1")
+	b.write(t, "LPUSH", "{l}l", "b0")
+	cutAll(dcs, false)
+	waitEqual(t, dcs, 10*time.Second, "l", stateOf("{l}l"), "list [b0 base b1]")
+	// Once converged, a push from any DC applies everywhere as a command again.
+	a.write(t, "RPUSH", "{l}l", "a2")
+	waitEqual(t, dcs, 10*time.Second, "l", stateOf("{l}l"), "list [b0 base b1 a2]")
+	var pulled int64
+	for _, d := range dcs {
+		pulled += d.repl.pulled.Load()
+		if n := d.repl.Diverged(); n != 0 {
+			t.Errorf("%s: %d diverged effects", d.name, n)
+		}
+	}
+	if pulled == 0 {
+		t.Errorf("no state was pulled")
+	}
+}
+
+// TestConvergeRandom writes random commands of every family to a few keys through all three
+// DCs while their links are cut and healed at random, then checks every DC holds the same.
+func TestConvergeRandom(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b", "c")
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("REDRAFT_CONVERGE_SEED"); s != "" {
+		seed, _ = strconv.ParseInt(s, 10, 64)
+	}
+	rnd := rand.New(rand.NewSource(seed))
+	t.Logf("seed %d", seed)
+	keys := []string{"{r}s", "{r}n", "{r}l", "{r}h", "{r}set", "{r}z", "{r}x"}
+	ops := func(k string) []string {
+		v := fmt.Sprint(rnd.Intn(100))
+		switch k {
+		case "{r}s":
+			return [][]string{{"SET", k, v}, {"APPEND", k, v}, {"DEL", k}, {"SET", k, v, "PX", "900000"}, {"PERSIST", k}}[rnd.Intn(5)]
+		case "{r}n":
+			return [][]string{{"INCRBY", k, v}, {"DECR", k}, {"SET", k, v}, {"DEL", k}, {"INCR", k}}[rnd.Intn(5)]
+		case "{r}l":
+			return [][]string{{"RPUSH", k, v}, {"LPUSH", k, v}, {"LPOP", k}, {"DEL", k}}[rnd.Intn(4)]
+		case "{r}h":
+			return [][]string{{"HSET", k, "f" + v[:1], v}, {"HDEL", k, "f" + v[:1]}, {"HINCRBY", k, "c", v}}[rnd.Intn(3)]
+		case "{r}set":
+			return [][]string{{"SADD", k, v[:1]}, {"SREM", k, v[:1]}, {"SPOP", k}}[rnd.Intn(3)]
+		case "{r}z":
+			return [][]string{{"ZADD", k, v, "m" + v[:1]}, {"ZINCRBY", k, "1", "m" + v[:1]}, {"ZREM", k, "m" + v[:1]}}[rnd.Intn(3)]
+		}
+		return [][]string{{"RENAME", "{r}s", k}, {"SUNIONSTORE", k, "{r}set"}, {"EXPIRE", k, "900"}, {"DEL", k}}[rnd.Intn(4)]
+	}
+	for round := 0; round < 30; round++ {
+		for _, d := range dcs {
+			d.down.Store(rnd.Intn(3) == 0)
+		}
+		for range 20 {
+			d := dcs[rnd.Intn(len(dcs))]
+			argv := ops(keys[rnd.Intn(len(keys))])
+			c, err := Prepare(argv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = Write(context.Background(), d.rc, slotString(c.Keys[0]), d.name, 1000, c).Err() // WRONGTYPE and the like are fine
+			d.repl.Wrote(0, slotString(c.Keys[0]))
+		}
+	}
+	cutAll(dcs, false)
+	for _, k := range keys {
+		want, err := state(context.Background(), dcs[0].rc, k)
+		deadline := time.Now().Add(15 * time.Second)
+		for err == nil {
+			same := true
+			for _, d := range dcs {
+				if got, _ := state(context.Background(), d.rc, k); got != want {
+					same = false
+				}
+			}
+			if same {
+				break
+			}
+			if time.Now().After(deadline) {
+				var all []string
+				for _, d := range dcs {
+					s, _ := state(context.Background(), d.rc, k)
+					all = append(all, d.name+": "+s)
+				}
+				for _, d := range dcs {
+					m, _ := d.rc.HGetAll(context.Background(), MetaKey(slotString(k))).Result()
+					t.Logf("%s meta %q diverged %d", d.name, m, d.repl.Diverged())
+				}
+				t.Fatalf("seed %d: %s differs: %s", seed, k, strings.Join(all, "; "))
+			}
+			time.Sleep(20 * time.Millisecond)
+			want, err = state(context.Background(), dcs[0].rc, k)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range dcs {
+		if n := d.repl.Diverged(); n != 0 {
+			t.Logf("%s: %d effects failed (WRONGTYPE after a key changed type)", d.name, n)
+		}
+	}
+}
+
+// TestWireCmdsCarryBinary: effects with bytes that are not UTF-8 (DUMP payloads, binary
+// values) and arguments that look like the marker cross the JSON wire unchanged.
+func TestWireCmdsCarryBinary(t *testing.T) {
+	in := WireEntry{ID: "1-1", Cmds: WireCmds{{"~r", "k", "", "", "0", "\x00\xff\xfe\x80dump"}, {"SET", "k", binMarker + "x"}, {"SET", "k", "plain é"}}}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out WireEntry
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Fatalf("round trip: %q, want %q", out.Cmds, in.Cmds)
+	}
+}

@@ -1,0 +1,252 @@
+package xdc
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// Pulls (docs/convergence.md, "Conflicts"): an effect recorded as a command (~o: a list push,
+// a stream entry, a hash field...) applies only where its key is in the state it saw at its
+// origin. Where it is not (another DC wrote the key meanwhile) and the effect is newer than
+// the key's state here, APPLY records the key in the slot's pull hash; the receiving node then
+// asks the origin DC for the key's whole state and installs it if it is newer than its own,
+// in one script. Every DC thus ends with the state of the key's newest write.
+
+// RPCKeyState answers the whole state of keys (KeyStateRequest) from the slot's owner.
+const RPCKeyState = "xdc-keystate"
+
+// KeyStateRequest asks a node of the origin DC for the state of keys of one slot.
+type KeyStateRequest struct {
+	Source string   `json:"source"` // the asking DC
+	DB     int      `json:"db"`
+	Slot   int      `json:"slot"`
+	Keys   []string `json:"keys"`
+}
+
+// KeyState is one key's whole state and stamp.
+type KeyState struct {
+	Key   string `json:"key"`
+	Stamp string `json:"stamp"`
+	Kind  string `json:"kind"` // "r" (Dump) or "d" (absent)
+	V     string `json:"v"`    // the increments the state holds (counter vector)
+	PXAT  string `json:"pxat"`
+	Dump  []byte `json:"dump,omitempty"`
+}
+
+// KeyStateResponse holds one state per requested key.
+type KeyStateResponse struct {
+	States []KeyState `json:"states"`
+}
+
+// keyStateLua reads a key's whole state. KEYS: the key, the slot's metadata hash.
+const keyStateLua = `
+local k, meta = KEYS[1], KEYS[2]
+local st = redis.call('HGET', meta, 's:' .. k) or ''
+local v = redis.call('HGET', meta, 'c:' .. k) or ''
+if redis.call('EXISTS', k) == 0 then return {st, 'd', v, '0', ''} end
+return {st, 'r', v, string.format('%.0f', redis.call('PEXPIRETIME', k)), redis.call('DUMP', k)}
+`
+
+// pulledLua installs a pulled state. KEYS: the key, the slot's metadata hash, its pull hash.
+// ARGV: stamp, kind, counter vector, pxat, dump, the pull record read before the pull. The
+// state is installed when it is newer than the key's; the record is removed unless a newer
+// conflict replaced it meanwhile. It answers {installed 0/1, the record}.
+const pulledLua = `#!lua
+local k, meta, pull = KEYS[1], KEYS[2], KEYS[3]
+` + stampLua + `
+local st, done = ARGV[1], 0
+if newer(st, stampOf(k)) then
+  putState(ARGV[2], k, ARGV[4], ARGV[5])
+  adopt(k, ARGV[3])
+  restamp(k, st)
+  done = 1
+end
+local p = redis.call('HGET', pull, k)
+if p and p == ARGV[6] then redis.call('HDEL', pull, k) end
+return {done, p or ''}
+`
+
+var (
+	keyStateScript = redis.NewScript(keyStateLua)
+	pulledScript   = redis.NewScript(pulledLua)
+)
+
+// pullSet is the set of (database, slot) whose pull hash has records, as this node knows it.
+type pullSet struct {
+	mu   sync.Mutex
+	set  map[dbSlot]bool
+	wake chan struct{}
+}
+
+// note marks a slot's pull hash as holding records and wakes the puller.
+func (p *pullSet) note(db, slot int) {
+	p.mu.Lock()
+	if p.set == nil {
+		p.set = map[dbSlot]bool{}
+	}
+	p.set[dbSlot{db, slot}] = true
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *pullSet) take() []dbSlot {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]dbSlot, 0, len(p.set))
+	for s := range p.set {
+		out = append(out, s)
+	}
+	clear(p.set)
+	return out
+}
+
+// runPulls pulls the keys recorded in pull hashes until ctx is done: at once when APPLY
+// records one, again every few seconds while some are left (the origin may be unreachable).
+// It first looks for pull hashes left by a previous run of the node.
+func (r *Replicator) runPulls(ctx context.Context) {
+	r.findPulls(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.pulls.wake:
+		}
+		for _, s := range r.pulls.take() {
+			if err := r.pullSlot(ctx, s.db, s.slot); err != nil {
+				r.log.Warn("pulling keys' state from their origin DC failed; retrying", "slot", s.slot, "db", s.db, "err", err)
+				time.AfterFunc(2*time.Second, func() { r.pulls.note(s.db, s.slot) })
+			}
+		}
+	}
+}
+
+// findPulls scans this DC's masters once for pull hashes (SCAN MATCH on the pull prefix).
+func (r *Replicator) findPulls(ctx context.Context) {
+	st := r.cfg.Cluster.State()
+	own := st.DCs[r.cfg.Cluster.DC()]
+	if own == nil {
+		return
+	}
+	for _, g := range own.Groups {
+		for _, db := range r.databases(g.Master) {
+			it := r.client(serverOf(g), db).Scan(ctx, 0, PullPrefix+"*", 1000).Iterator()
+			for it.Next(ctx) {
+				if s, ok := pullSlotOf(it.Val()); ok {
+					r.pulls.note(db, s)
+				}
+			}
+		}
+	}
+}
+
+// pullSlotOf returns the slot of a pull hash's key.
+func pullSlotOf(key string) (int, bool) {
+	for s := range tags {
+		if pullKeys[s] == key {
+			return s, true
+		}
+	}
+	return 0, false
+}
+
+// pullSlot pulls every key recorded in the slot's pull hash from its origin DC's owner of the
+// slot and installs the states.
+func (r *Replicator) pullSlot(ctx context.Context, db, slot int) error {
+	ph := PullKey(slot)
+	v, err := r.internal(ctx, db, slot, []string{ph}, []string{"HGETALL", ph})
+	if err != nil {
+		return err
+	}
+	if v.IsError() {
+		return fmt.Errorf("HGETALL %s: %s", ph, v.Str)
+	}
+	byDC := map[string][]string{}
+	rec := map[string]string{}
+	for i := 0; i+1 < len(v.Elems); i += 2 {
+		k, p := string(v.Elems[i].Str), string(v.Elems[i+1].Str)
+		_, dc, ok := strings.Cut(p, ":")
+		if !ok {
+			continue
+		}
+		byDC[dc] = append(byDC[dc], k)
+		rec[k] = p
+	}
+	st := r.cfg.Cluster.State()
+	for dc, keys := range byDC {
+		var resp KeyStateResponse
+		req := KeyStateRequest{Source: r.cfg.Cluster.DC(), DB: db, Slot: slot, Keys: keys}
+		if err := r.callDC(ctx, st, dc, fsm.OwnerIn(st.Ring(dc), slot), RPCKeyState, req, &resp); err != nil {
+			return err
+		}
+		for _, s := range resp.States {
+			keys := []string{s.Key, MetaKey(slot), ph}
+			argv := []any{s.Stamp, s.Kind, s.V, s.PXAT, string(s.Dump), rec[s.Key]}
+			out, err := r.runScript(ctx, db, slot, pulledScript.Hash(), pulledLua, keys, argv)
+			if err == nil && out.IsError() {
+				err = fmt.Errorf("%s", out.Str)
+			}
+			if err != nil {
+				return err
+			}
+			r.pulled.Add(1)
+			if newer(rec[s.Key], s.Stamp) {
+				r.log.Warn("the origin DC no longer holds the state a write saw (replaced by a full copy?): keeping its newest state",
+					"slot", slot, "origin", dc, "wanted", rec[s.Key], "got", s.Stamp)
+			}
+		}
+	}
+	return nil
+}
+
+// HandleKeyState answers the whole state of the requested keys, read on the slot's master in
+// this DC through the router.
+func (r *Replicator) HandleKeyState(ctx context.Context, req KeyStateRequest) (KeyStateResponse, error) {
+	if err := r.checkSource(req.Source); err != nil {
+		return KeyStateResponse{}, err
+	}
+	if req.Slot < 0 || req.Slot >= len(tags) {
+		return KeyStateResponse{}, fmt.Errorf("xdc: slot %d out of range", req.Slot)
+	}
+	out := KeyStateResponse{States: make([]KeyState, 0, len(req.Keys))}
+	for _, k := range req.Keys {
+		v, err := r.runScript(ctx, req.DB, req.Slot, keyStateScript.Hash(), keyStateLua, []string{k, MetaKey(req.Slot)}, nil)
+		if err == nil && v.IsError() {
+			err = fmt.Errorf("%s", v.Str)
+		}
+		if err != nil {
+			return out, err
+		}
+		if len(v.Elems) != 5 {
+			return out, fmt.Errorf("xdc: unexpected key state reply")
+		}
+		out.States = append(out.States, KeyState{Key: k, Stamp: string(v.Elems[0].Str), Kind: string(v.Elems[1].Str),
+			V: string(v.Elems[2].Str), PXAT: string(v.Elems[3].Str), Dump: append([]byte(nil), v.Elems[4].Str...)})
+	}
+	return out, nil
+}
+
+// newer is the scripts' stamp order in Go: whether stamp a orders after b ("" is first).
+func newer(a, b string) bool {
+	if b == "" || a == "" {
+		return a != "" && b == ""
+	}
+	at, ad, _ := strings.Cut(a, ":")
+	bt, bd, _ := strings.Cut(b, ":")
+	if len(at) != len(bt) {
+		return len(at) > len(bt)
+	}
+	if at != bt {
+		return at > bt
+	}
+	return ad > bd
+}
