@@ -241,13 +241,13 @@ func (c *client) dedicatedOn(g *group, p *backend.Pool) (*backend.Dedicated, err
 		c.blocked = map[*backend.Pool]*backend.Dedicated{}
 	}
 	d := c.blocked[p]
-	if d != nil && d.DB != c.db {
+	if d != nil && (d.DB != c.db || d.R3 != c.r3) {
 		d.Close()
 		d = nil
 	}
 	if d == nil {
 		var err error
-		if d, err = p.Dial(c.db); err != nil {
+		if d, err = p.DialProto(c.db, c.r3); err != nil {
 			delete(c.blocked, p)
 			return nil, err
 		}
