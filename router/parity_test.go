@@ -193,7 +193,7 @@ func TestParity(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts redis-servers")
 	}
-	scripts := loadParity(t)
+	scripts := append(loadParity(t), commandTableScript())
 	for _, mode := range []parityMode{{"oneDC", 1}, {"threeDC", 3}} {
 		t.Run(mode.name, func(t *testing.T) {
 			cfg := Config{FreezeWait: 100 * time.Millisecond, BackendTimeout: 2 * time.Second}
@@ -307,10 +307,31 @@ func runParityScript(t *testing.T, node, direct string, sc parityScript, proto i
 		}
 		compared++
 		if !paritySame(l.mark, got, want) {
-			t.Errorf("parity.txt:%d %s (%s):\n node  %q\n redis %q", l.line, l.text, sc.name, got, want)
+			t.Errorf("parity.txt:%d %s (%s):\n node  %.600q\n redis %.600q", l.line, l.text, sc.name, got, want)
 		}
 	}
 	return compared, skipped
+}
+
+// commandTableScript asks COMMAND INFO and COMMAND DOCS of every served command that Redis
+// knows (redraft's own commands aside): the node answers from its stored RESP2 replies,
+// converted for RESP3 sessions, which must be Redis's bytes.
+func commandTableScript() parityScript {
+	sc := parityScript{name: "COMMAND INFO and DOCS of every served command"}
+	for _, n := range command.Served() {
+		if edgeOwn[n] != "" && n != "cluster" && n != "readonly" && n != "readwrite" {
+			continue
+		}
+		// A container's subcommands come in the order of Redis's hash table, which differs
+		// between processes (redraft stores them sorted): only the type is compared.
+		var mark byte
+		if command.ByName(n).Subs != nil {
+			mark = '?'
+		}
+		sc.lines = append(sc.lines, parityLine{mark: mark, args: []string{"COMMAND", "INFO", n}, text: "COMMAND INFO " + n},
+			parityLine{mark: mark, args: []string{"COMMAND", "DOCS", n}, text: "COMMAND DOCS " + n})
+	}
+	return sc
 }
 
 // parityReason returns why the node's reply differs on purpose, or "".
