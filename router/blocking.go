@@ -199,9 +199,10 @@ func (c *client) refusedByRedis(slot int, cmd resp.Command) {
 	c.replyErr(err)
 }
 
-// isNull reports whether a reply is RESP2's null bulk string or null array.
+// isNull reports whether a reply is a null: RESP2's null bulk string or null array, RESP3's null.
 func isNull(reply []byte) bool {
-	return len(reply) == 5 && (reply[0] == '*' || reply[0] == '$') && string(reply[1:]) == "-1\r\n"
+	return (len(reply) == 5 && (reply[0] == '*' || reply[0] == '$') && string(reply[1:]) == "-1\r\n") ||
+		string(reply) == "_\r\n" // RESP3
 }
 
 // watchClient runs f, a call that may block for long (on a dedicated connection), while a
@@ -241,13 +242,13 @@ func (c *client) dedicatedOn(g *group, p *backend.Pool) (*backend.Dedicated, err
 		c.blocked = map[*backend.Pool]*backend.Dedicated{}
 	}
 	d := c.blocked[p]
-	if d != nil && d.DB != c.db {
+	if d != nil && (d.DB != c.db || d.R3 != c.r3) {
 		d.Close()
 		d = nil
 	}
 	if d == nil {
 		var err error
-		if d, err = p.Dial(c.db); err != nil {
+		if d, err = p.DialProto(c.db, c.r3); err != nil {
 			delete(c.blocked, p)
 			return nil, err
 		}

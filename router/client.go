@@ -73,8 +73,9 @@ type client struct {
 	xsync    []byte
 	// txBlocking marks the blocking writes of the watched unit EXEC runs (xdctx.go).
 	txBlocking []string
-	sent       []sentReq // the batch's pipelined requests and pools, while xw (backendusers.go)
-	finishing  bool      // finishBatch is running: a retry inside it must not drain
+	txCalls    []xdc.Call // the watched unit's calls, for a RESP3 session (reshape3)
+	sent       []sentReq  // the batch's pipelined requests and pools, while xw (backendusers.go)
+	finishing  bool       // finishBatch is running: a retry inside it must not drain
 
 	// Scratch space for split commands.
 	scratch   []byte
@@ -87,6 +88,7 @@ type client struct {
 	authed    bool
 	user      *User // nil until the session authenticates
 	db        int
+	r3        bool // the session speaks RESP3 (HELLO 3): its requests use RESP3 backend connections
 	name      string
 	quit      bool
 	created   time.Time
@@ -311,7 +313,7 @@ func (c *client) send(g *group, raw []byte, n int) *backend.Request {
 // sendOn is send on pool p (one of a group's two, backendusers.go).
 func (c *client) sendOn(p *backend.Pool, raw []byte, n int) *backend.Request {
 	r := c.newReq(n)
-	bc := p.Conn(c.db, c.id)
+	bc := p.ConnProto(c.db, c.r3, c.id)
 	bc.Submit(r, raw)
 	c.markDirty(bc)
 	return r

@@ -25,6 +25,7 @@ type clientView struct {
 	user atomic.Pointer[User]
 	ps   atomic.Pointer[pubsubState]
 	db   atomic.Int32
+	r3   atomic.Bool  // the session speaks RESP3
 	last atomic.Int64 // unix seconds of the last request batch
 }
 
@@ -107,14 +108,18 @@ func (c *client) appendLine(b *strings.Builder, self bool) {
 	if flags == "" {
 		flags = "N"
 	}
+	proto := 2
+	if c.view.r3.Load() {
+		proto = 3
+	}
 	now := time.Now()
 	idle := now.Unix() - c.view.last.Load()
 	if c.view.last.Load() == 0 {
 		idle = 0
 	}
-	fmt.Fprintf(b, "id=%d addr=%s laddr=%s fd=-1 name=%s age=%d idle=%d flags=%s db=%d sub=%d psub=%d ssub=%d multi=%d qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=%s user=%s redir=-1 resp=2\n",
+	fmt.Fprintf(b, "id=%d addr=%s laddr=%s fd=-1 name=%s age=%d idle=%d flags=%s db=%d sub=%d psub=%d ssub=%d multi=%d qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=%s user=%s redir=-1 resp=%d\n",
 		c.id, c.addr, c.nc.LocalAddr(), name, int(now.Sub(c.created).Seconds()), idle, flags, c.view.db.Load(),
-		sub, psub, ssub, multi, cmd, user)
+		sub, psub, ssub, multi, cmd, user, proto)
 }
 
 // clientType is CLIENT LIST's and KILL's TYPE of a session: "pubsub" when subscribed, else
@@ -176,7 +181,7 @@ func cmdClientList(c *client, _ *command.Spec, cmd resp.Command) {
 		o.appendLine(&b, o == c)
 	}
 	text := b.String()
-	c.replyFunc(func(out []byte) []byte { return resp.AppendBulkString(out, text) })
+	c.replyFunc(func(out []byte) []byte { return resp.AppendVerbatim(out, text, c.r3) })
 }
 
 var clientListName = "client|list"

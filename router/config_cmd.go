@@ -66,7 +66,7 @@ func cmdConfigGet(c *client, _ *command.Spec, cmd resp.Command) {
 		return
 	}
 	v, _, ok := resp.Parse(reply)
-	if !ok || v.Type != '*' {
+	if !ok || (v.Type != '*' && v.Type != '%') {
 		c.reply(reply)
 		return
 	}
@@ -77,7 +77,7 @@ func cmdConfigGet(c *client, _ *command.Spec, cmd resp.Command) {
 		}
 	}
 	c.replyFunc(func(b []byte) []byte {
-		b = resp.AppendArray(b, 2*n)
+		b = resp.AppendMap(b, n, c.r3)
 		for i := 0; i+1 < len(v.Elems); i += 2 {
 			if !configSecret[strings.ToLower(string(v.Elems[i].Str))] {
 				b = append(b, v.Elems[i].Raw...)
@@ -123,7 +123,7 @@ func (c *client) unknownConfig(name []byte) bool {
 	}
 	c.drain()
 	reply, err := c.roundTripAs(c.snap.groups[0], appendCommand(nil, []string{"CONFIG", "GET", string(name)}), true)
-	return err == nil && string(reply) == "*0\r\n"
+	return err == nil && (string(reply) == "*0\r\n" || string(reply) == "%0\r\n")
 }
 
 // cmdConfigResetStat resets every group's statistics (slow log, command stats, counters).

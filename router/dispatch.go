@@ -58,12 +58,14 @@ func (c *client) dispatch(cmd resp.Command) {
 	args := cmd.Args
 	spec := command.Lookup(args)
 	if spec == nil {
+		c.abortTx() // Redis discards a MULTI block with an unknown command at EXEC
 		c.replyErr(errUnknown(args[0], args[1:]))
 		return
 	}
 	c.cmdIDs = append(c.cmdIDs, uint16(spec.ID))
 	if spec.Subs != nil && byID[spec.ID] == nil {
 		// An unknown subcommand of a served container.
+		c.abortTx()
 		if len(args) < 2 {
 			c.replyErr(errWrongArgs(spec.Name))
 		} else {
@@ -76,6 +78,7 @@ func (c *client) dispatch(cmd resp.Command) {
 			c.abortExec(errWrongArgs(spec.Name))
 			return
 		}
+		c.abortTx()
 		c.replyErr(errWrongArgs(spec.Name))
 		return
 	}
@@ -90,7 +93,7 @@ func (c *client) dispatch(cmd resp.Command) {
 		c.queueTx(spec, cmd)
 		return
 	}
-	if c.ps != nil && c.ps.subscribed() && !pubsubAllowed[spec.Name] {
+	if c.ps != nil && !c.r3 && c.ps.subscribed() && !pubsubAllowed[spec.Name] {
 		c.replyErr(errorf("ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context", spec.Name))
 		return
 	}
@@ -116,6 +119,14 @@ func (c *client) dispatch(cmd resp.Command) {
 			return
 		}
 		c.replyErr(errorf("ERR command '%s' is not supported by redraft", spec.Name))
+	}
+}
+
+// abortTx marks the session's MULTI block, if any, to be discarded at EXEC (EXECABORT), as
+// Redis does after a command it refused to queue.
+func (c *client) abortTx() {
+	if c.tx != nil {
+		c.tx.aborted = true
 	}
 }
 

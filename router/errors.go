@@ -18,25 +18,25 @@ func errorf(format string, a ...any) error { return &replyError{fmt.Sprintf(form
 
 // The fixed error replies.
 var (
-	errCrossSlot   = &replyError{"CROSSSLOT Keys in request don't hash to the same slot"}
-	errNoAuth      = &replyError{"NOAUTH Authentication required."}
-	errBadPass     = &replyError{"WRONGPASS invalid username-password pair or user is disabled."}
-	errNoPassSet   = &replyError{"ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"}
-	errReserved    = &replyError{"ERR keys starting with __redraft: are reserved for redraft"}
-	errNoGroups    = &replyError{"CLUSTERDOWN no group serves this datacenter yet"}
-	errStarting    = &replyError{"CLUSTERDOWN this node is starting: it has not caught up with the cluster yet"}
-	errSlotDown    = &replyError{"CLUSTERDOWN Hash slot not served"}
-	errDBIndex     = &replyError{"ERR DB index is out of range"}
-	errNotInteger  = &replyError{"ERR value is not an integer or out of range"}
-	errSyntax      = &replyError{"ERR syntax error"}
-	errFlushOff    = &replyError{"ERR FLUSHDB and FLUSHALL are disabled on this cluster (setting flush_enabled)"}
-	errNestedMulti = &replyError{"ERR MULTI calls can not be nested"}
-	errExecNoMulti = &replyError{"ERR EXEC without MULTI"}
-	errDiscardNo   = &replyError{"ERR DISCARD without MULTI"}
-	errWatchInTx   = &replyError{"ERR WATCH inside MULTI is not allowed"}
-	errExecAbort   = &replyError{"EXECABORT Transaction discarded because of previous errors."}
-	errResp3       = &replyError{"NOPROTO redraft speaks RESP2 only: HELLO 3 is not supported yet, use HELLO 2"}
-	errClosing     = &replyError{"ERR redraft node is shutting down"}
+	errCrossSlot     = &replyError{"CROSSSLOT Keys in request don't hash to the same slot"}
+	errBadClientName = &replyError{"ERR Client names cannot contain spaces, newlines or special characters."}
+	errNoAuth        = &replyError{"NOAUTH Authentication required."}
+	errBadPass       = &replyError{"WRONGPASS invalid username-password pair or user is disabled."}
+	errNoPassSet     = &replyError{"ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"}
+	errReserved      = &replyError{"ERR keys starting with __redraft: are reserved for redraft"}
+	errNoGroups      = &replyError{"CLUSTERDOWN no group serves this datacenter yet"}
+	errStarting      = &replyError{"CLUSTERDOWN this node is starting: it has not caught up with the cluster yet"}
+	errSlotDown      = &replyError{"CLUSTERDOWN Hash slot not served"}
+	errDBIndex       = &replyError{"ERR DB index is out of range"}
+	errNotInteger    = &replyError{"ERR value is not an integer or out of range"}
+	errSyntax        = &replyError{"ERR syntax error"}
+	errFlushOff      = &replyError{"ERR FLUSHDB and FLUSHALL are disabled on this cluster (setting flush_enabled)"}
+	errNestedMulti   = &replyError{"ERR MULTI calls can not be nested"}
+	errExecNoMulti   = &replyError{"ERR EXEC without MULTI"}
+	errDiscardNo     = &replyError{"ERR DISCARD without MULTI"}
+	errWatchInTx     = &replyError{"ERR WATCH inside MULTI is not allowed"}
+	errExecAbort     = &replyError{"EXECABORT Transaction discarded because of previous errors."}
+	errClosing       = &replyError{"ERR redraft node is shutting down"}
 )
 
 // appendError is the one place that turns an error into a RESP error reply.

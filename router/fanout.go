@@ -240,7 +240,7 @@ func cmdRandomKey(c *client, _ *command.Spec, cmd resp.Command) {
 			}
 		}
 	}
-	c.reply([]byte("$-1\r\n"))
+	c.replyFunc(func(b []byte) []byte { return resp.AppendNullBulk(b, c.r3) })
 }
 
 func cmdScriptLoad(c *client, _ *command.Spec, cmd resp.Command) {

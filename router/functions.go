@@ -104,7 +104,7 @@ func cmdFunctionStats(c *client, spec *command.Spec, cmd resp.Command) {
 	}
 	running := -1
 	for i, r := range reps {
-		if r.v.Type != '*' || len(r.v.Elems) != 4 {
+		if (r.v.Type != '*' && r.v.Type != '%') || len(r.v.Elems) != 4 {
 			c.replyErr(errDisagree(upperName(spec.Name), "retry", reps))
 			return
 		}
@@ -119,7 +119,7 @@ func cmdFunctionStats(c *client, spec *command.Spec, cmd resp.Command) {
 	if running < 0 {
 		running = 0
 	}
-	b := resp.AppendArray(nil, 4)
+	b := resp.AppendMap(nil, 2, c.r3)
 	b = append(b, reps[0].v.Elems[0].Raw...)
 	b = append(b, reps[running].v.Elems[1].Raw...)
 	b = append(b, reps[0].v.Elems[2].Raw...)
@@ -148,7 +148,7 @@ func sameLibraries(what string, reps []groupReply) error {
 // canonicalLibraries renders a FUNCTION LIST reply independent of order: each library's
 // functions sorted, then the libraries sorted.
 func canonicalLibraries(v resp.Value) []byte {
-	if v.Type != '*' {
+	if !v.IsArray() {
 		return v.Raw
 	}
 	libs := make([][]byte, 0, len(v.Elems))
@@ -157,7 +157,7 @@ func canonicalLibraries(v resp.Value) []byte {
 		for i := 0; i+1 < len(lib.Elems); i += 2 {
 			b = append(b, lib.Elems[i].Raw...)
 			val := lib.Elems[i+1]
-			if string(lib.Elems[i].Str) != "functions" || val.Type != '*' {
+			if string(lib.Elems[i].Str) != "functions" || !val.IsArray() {
 				b = append(b, val.Raw...)
 				continue
 			}
@@ -168,7 +168,7 @@ func canonicalLibraries(v resp.Value) []byte {
 			sort.Slice(fs, func(a, b int) bool { return bytes.Compare(fs[a], fs[b]) < 0 })
 			b = append(b, bytes.Join(fs, nil)...)
 		}
-		if lib.Type != '*' {
+		if lib.Type != '*' && lib.Type != '%' {
 			b = lib.Raw
 		}
 		libs = append(libs, b)

@@ -41,11 +41,11 @@ func registerInfo() {
 		names := cmd.Args[2:]
 		c.replyFunc(func(b []byte) []byte {
 			if len(names) == 0 {
-				return appendAllInfo(b)
+				return appendAllInfo(b, c.r3)
 			}
 			b = resp.AppendArray(b, len(names))
 			for _, n := range names {
-				b = command.AppendInfo(b, string(n))
+				b = command.AppendInfo(b, string(n), c.r3)
 			}
 			return b
 		})
@@ -87,14 +87,14 @@ func cmdCommand(c *client, _ *command.Spec, cmd resp.Command) {
 		c.replyErr(errorf("ERR unknown subcommand '%s'. Try COMMAND HELP.", printable(cmd.Args[1])))
 		return
 	}
-	c.replyFunc(appendAllInfo)
+	c.replyFunc(func(b []byte) []byte { return appendAllInfo(b, c.r3) })
 }
 
-func appendAllInfo(b []byte) []byte {
+func appendAllInfo(b []byte, r3 bool) []byte {
 	names := command.Served()
 	b = resp.AppendArray(b, len(names))
 	for _, n := range names {
-		b = command.AppendInfo(b, n)
+		b = command.AppendInfo(b, n, r3)
 	}
 	return b
 }
@@ -112,11 +112,11 @@ func cmdCommandDocs(c *client, _ *command.Spec, cmd resp.Command) {
 		n := 0
 		for _, name := range names {
 			var ok bool
-			if body, ok = command.AppendDocs(body, name); ok {
+			if body, ok = command.AppendDocs(body, name, c.r3); ok {
 				n++
 			}
 		}
-		b = resp.AppendArray(b, 2*n)
+		b = resp.AppendMap(b, n, c.r3)
 		return append(b, body...)
 	})
 }
@@ -184,7 +184,7 @@ func cmdInfo(c *client, _ *command.Spec, cmd resp.Command) {
 		b.WriteString(ks)
 	}
 	text := b.String()
-	c.replyFunc(func(out []byte) []byte { return resp.AppendBulkString(out, text) })
+	c.replyFunc(func(out []byte) []byte { return resp.AppendVerbatim(out, text, c.r3) })
 }
 
 // executable is the node's binary, as INFO server's executable.
@@ -292,7 +292,7 @@ func cmdClusterInfo(c *client, _ *command.Spec, _ resp.Command) {
 	}
 	text := fmt.Sprintf("cluster_state:%s\r\ncluster_slots_assigned:%d\r\ncluster_slots_ok:%d\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:1\r\ncluster_size:%d\r\nredraft_datacenter:%s\r\nredraft_node_id:%s\r\n",
 		state, assigned, assigned, groups, c.s.cfg.DC, c.s.cfg.NodeID)
-	c.replyFunc(func(b []byte) []byte { return resp.AppendBulkString(b, text) })
+	c.replyFunc(func(b []byte) []byte { return resp.AppendVerbatim(b, text, c.r3) })
 }
 
 // commandList answers COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN pattern]

@@ -69,10 +69,14 @@ func (c *client) groupsInfo(section string) ([]infoSection, error) {
 	}
 	out := make([]infoSection, len(reps))
 	for i, r := range reps {
-		if r.v.Type != '$' {
+		switch {
+		case r.v.Type == '$':
+			out[i] = parseInfo(r.v.Str)
+		case r.v.Type == '=' && bytes.HasPrefix(r.v.Str, []byte("txt:")): // RESP3
+			out[i] = parseInfo(r.v.Str[4:])
+		default:
 			return nil, errorf("ERR unexpected INFO reply from group %s", r.g.id)
 		}
-		out[i] = parseInfo(r.v.Str)
 	}
 	return out, nil
 }

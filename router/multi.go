@@ -23,7 +23,8 @@ type txState struct {
 }
 
 // txControl are the commands MULTI does not queue.
-var txControl = map[string]bool{"exec": true, "discard": true, "multi": true, "watch": true, "quit": true, "reset": true}
+// WATCH is queued: queueTx refuses it as Redis does.
+var txControl = map[string]bool{"exec": true, "discard": true, "multi": true, "quit": true, "reset": true}
 
 var (
 	rawMulti = []byte("*1\r\n$5\r\nMULTI\r\n")
@@ -105,8 +106,10 @@ func (c *client) queueTx(spec *command.Spec, cmd resp.Command) {
 	c.reply([]byte("+QUEUED\r\n"))
 }
 
-// rawNullArray is EXEC's reply when a watched key changed.
-var rawNullArray = []byte("*-1\r\n")
+// replyNullArray answers EXEC's reply when a watched key changed: a null array (RESP3's null).
+func (c *client) replyNullArray() {
+	c.replyFunc(func(b []byte) []byte { return resp.AppendNullArray(b, c.r3) })
+}
 
 // abortExec answers an EXEC that Redis rejects before running it (wrong arity) as Redis does,
 // in MULTI or not: EXECABORT with the reason, and the transaction and watches are discarded.
@@ -147,7 +150,7 @@ func cmdExec(c *client, _ *command.Spec, _ resp.Command) {
 			return
 		}
 		if lost {
-			c.reply(rawNullArray)
+			c.replyNullArray()
 			return
 		}
 		c.drain()
@@ -173,7 +176,7 @@ func cmdExec(c *client, _ *command.Spec, _ resp.Command) {
 			err = errWatchLost
 		}
 		if err == errWatchLost {
-			c.reply(rawNullArray)
+			c.replyNullArray()
 			return
 		}
 		if err != nil {
@@ -254,7 +257,7 @@ func cmdWatch(c *client, spec *command.Spec, cmd resp.Command) {
 		if c.snap.multiDC {
 			p = e.group().ipool
 		}
-		d, err := p.Dial(c.db)
+		d, err := p.DialProto(c.db, c.r3)
 		if err != nil {
 			c.replyErr(err)
 			return

@@ -17,7 +17,8 @@ import (
 // the client as they come. When SetState moves the pub/sub group (or a shard channel's slot),
 // subscribed clients are disconnected so that they subscribe again where messages now go.
 
-// pubsubAllowed are the commands a subscribed session may send.
+// pubsubAllowed are the commands a subscribed RESP2 session may send (a RESP3 session may send
+// any: its messages are push replies, told apart from command replies).
 var pubsubAllowed = map[string]bool{"subscribe": true, "unsubscribe": true, "psubscribe": true, "punsubscribe": true,
 	"ssubscribe": true, "sunsubscribe": true, "ping": true, "quit": true, "reset": true}
 
@@ -75,7 +76,7 @@ func registerPubSub() {
 func cmdShardNumSub(c *client, _ *command.Spec, cmd resp.Command) {
 	n := len(cmd.Args) - 2
 	c.fanoutReply(cmd.Raw, func(b []byte, vals []resp.Value) []byte {
-		b = resp.AppendArray(b, 2*n)
+		b = resp.AppendArray(b, 2*n) // an array in RESP3 too (Redis 7.0)
 		for i := 0; i < n; i++ {
 			b = resp.AppendBulk(b, cmd.Args[2+i])
 			var sum int64
@@ -140,13 +141,13 @@ func (c *client) pubsub(spec *command.Spec, cmd resp.Command, sharded bool) {
 			kind := spec.Name
 			c.replyFunc(func(b []byte) []byte {
 				if len(cmd.Args) == 1 {
-					b = resp.AppendArray(b, 3)
+					b = resp.AppendPush(b, 3, c.r3)
 					b = resp.AppendBulkString(b, kind)
-					b = resp.AppendNull(b)
+					b = resp.AppendNullBulk(b, c.r3)
 					return resp.AppendInt(b, 0)
 				}
 				for _, ch := range cmd.Args[1:] {
-					b = resp.AppendArray(b, 3)
+					b = resp.AppendPush(b, 3, c.r3)
 					b = resp.AppendBulkString(b, kind)
 					b = resp.AppendBulk(b, ch)
 					b = resp.AppendInt(b, 0)
@@ -155,7 +156,7 @@ func (c *client) pubsub(spec *command.Spec, cmd resp.Command, sharded bool) {
 			})
 			return
 		}
-		d, err := g.pool.Dial(c.db)
+		d, err := g.pool.DialProto(c.db, c.r3)
 		if err != nil {
 			c.replyErr(err)
 			return

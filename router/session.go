@@ -3,7 +3,6 @@ package router
 import (
 	"bytes"
 	"math"
-	"strconv"
 	"strings"
 
 	"github.com/redraft/redraft/router/command"
@@ -28,8 +27,8 @@ func registerSession() {
 	handle("select", cmdSelect)
 	handle("client|setname", func(c *client, _ *command.Spec, cmd resp.Command) {
 		name := cmd.Args[2]
-		if bytes.ContainsAny(name, " \n\r") {
-			c.replyErr(errorf("ERR Client names cannot contain spaces, newlines or special characters."))
+		if bytes.ContainsFunc(name, func(r rune) bool { return r < '!' || r > '~' }) {
+			c.replyErr(errBadClientName)
 			return
 		}
 		c.setName(string(name))
@@ -37,7 +36,7 @@ func registerSession() {
 	})
 	handle("client|getname", func(c *client, _ *command.Spec, _ resp.Command) {
 		if c.name == "" {
-			c.reply([]byte("$-1\r\n"))
+			c.replyFunc(func(b []byte) []byte { return resp.AppendNullBulk(b, c.r3) })
 			return
 		}
 		c.replyFunc(func(b []byte) []byte { return resp.AppendBulkString(b, c.name) })
@@ -46,7 +45,7 @@ func registerSession() {
 		c.replyFunc(func(b []byte) []byte { return resp.AppendInt(b, int64(c.id)) })
 	})
 	handle("client|info", func(c *client, _ *command.Spec, _ resp.Command) {
-		c.replyFunc(func(b []byte) []byte { return resp.AppendBulkString(b, c.info()) })
+		c.replyFunc(func(b []byte) []byte { return resp.AppendVerbatim(b, c.info(), c.r3) })
 	})
 }
 
@@ -71,6 +70,8 @@ func cmdReset(c *client, _ *command.Spec, _ resp.Command) {
 	c.closeSession()
 	c.db = 0
 	c.view.db.Store(0)
+	c.r3 = false // RESET goes back to RESP2, as in Redis
+	c.view.r3.Store(false)
 	c.setName("")
 	c.level = lvlDefault
 	c.readMode = readDefault
@@ -109,39 +110,47 @@ func cmdAuth(c *client, _ *command.Spec, cmd resp.Command) {
 	c.reply([]byte("+OK\r\n"))
 }
 
-// cmdHello answers HELLO [2 [AUTH user pass] [SETNAME name]]; protocol 3 is refused.
+// cmdHello answers HELLO [protover [AUTH user pass] [SETNAME name]] as Redis 7 does: it may
+// authenticate and name the session, switches it to RESP2 or RESP3, and answers server,
+// version, proto, id, mode, role and modules (a map in RESP3, a flat array in RESP2).
 func cmdHello(c *client, _ *command.Spec, cmd resp.Command) {
 	args := cmd.Args[1:]
+	ver := int64(0)
 	if len(args) > 0 {
-		v, err := strconv.Atoi(string(args[0]))
-		if err != nil {
+		v, ok := command.ParseInt(args[0])
+		if !ok {
 			c.replyErr(errorf("ERR Protocol version is not an integer or out of range"))
 			return
 		}
-		if v == 3 {
-			c.replyErr(errResp3)
-			return
-		}
-		if v != 2 {
+		if v < 2 || v > 3 {
 			c.replyErr(errorf("NOPROTO unsupported protocol version"))
 			return
 		}
+		ver = v
 		args = args[1:]
 	}
-	name := c.name
+	name, setName := "", false
+	var user, pass []byte
 	for len(args) > 0 {
 		switch {
 		case bytes.EqualFold(args[0], []byte("auth")) && len(args) >= 3:
-			if err := c.login(args[1], args[2]); err != nil {
-				c.replyErr(err)
-				return
-			}
+			user, pass = args[1], args[2]
 			args = args[3:]
 		case bytes.EqualFold(args[0], []byte("setname")) && len(args) >= 2:
-			name = string(args[1])
+			if bytes.ContainsFunc(args[1], func(r rune) bool { return r < '!' || r > '~' }) {
+				c.replyErr(errBadClientName)
+				return
+			}
+			name, setName = string(args[1]), true
 			args = args[2:]
 		default:
 			c.replyErr(errorf("ERR Syntax error in HELLO option '%s'", printable(args[0])))
+			return
+		}
+	}
+	if user != nil {
+		if err := c.login(user, pass); err != nil {
+			c.replyErr(err)
 			return
 		}
 	}
@@ -149,15 +158,27 @@ func cmdHello(c *client, _ *command.Spec, cmd resp.Command) {
 		c.replyErr(errorf("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"))
 		return
 	}
-	c.setName(name)
+	if setName {
+		c.setName(name)
+	}
+	if ver != 0 && (ver == 3) != c.r3 {
+		if err := c.setProto(ver == 3); err != nil {
+			c.replyErr(err)
+			return
+		}
+	}
+	proto := int64(2)
+	if c.r3 {
+		proto = 3
+	}
 	c.replyFunc(func(b []byte) []byte {
-		b = resp.AppendArray(b, 14)
+		b = resp.AppendMap(b, 7, c.r3)
 		b = resp.AppendBulkString(b, "server")
 		b = resp.AppendBulkString(b, "redis")
 		b = resp.AppendBulkString(b, "version")
 		b = resp.AppendBulkString(b, redisVersion)
 		b = resp.AppendBulkString(b, "proto")
-		b = resp.AppendInt(b, 2)
+		b = resp.AppendInt(b, proto)
 		b = resp.AppendBulkString(b, "id")
 		b = resp.AppendInt(b, int64(c.id))
 		b = resp.AppendBulkString(b, "mode")
@@ -167,6 +188,38 @@ func cmdHello(c *client, _ *command.Spec, cmd resp.Command) {
 		b = resp.AppendBulkString(b, "modules")
 		return resp.AppendArray(b, 0)
 	})
+}
+
+// setProto switches the session to RESP3 (r3) or RESP2. Requests before the switch finish
+// first (they use the other protocol's backend connections); the session's dedicated
+// connections for blocking commands are redialed on next use (dedicatedOn), and a WATCH
+// connection switches with it.
+func (c *client) setProto(r3 bool) error {
+	if c.ps != nil && c.ps.subscribed() {
+		return errorf("ERR redraft: a subscribed session cannot switch protocols; unsubscribe or RESET first")
+	}
+	c.drain()
+	if c.ps != nil {
+		c.ps.close()
+		c.ps = nil
+		c.view.ps.Store(nil)
+		c.psMain.Store(nil)
+		c.psShard.Store(nil)
+	}
+	if c.watch != nil {
+		hello := "*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n"
+		if r3 {
+			hello = "*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"
+		}
+		if _, err := c.watch.Do([]byte(hello), 1, c.s.cfg.BackendTimeout, nil); err != nil {
+			c.unwatch()
+			return err
+		}
+		c.watch.R3 = r3
+	}
+	c.r3 = r3
+	c.view.r3.Store(r3)
+	return nil
 }
 
 // redisVersion is the Redis version redraft presents: the command table's.

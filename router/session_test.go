@@ -167,9 +167,9 @@ func TestSessionCommands(t *testing.T) {
 		t.Fatalf("COMMAND GETKEYS = %v", keys)
 	}
 	r := dialRaw(t, tc.addrs[0])
-	r.send("HELLO 3\r\nCONFIG REWRITE\r\nNOSUCH a b\r\nOBJECT NOSUB k\r\nPING\r\nHELLO 2\r\n")
+	r.send("HELLO 4\r\nCONFIG REWRITE\r\nNOSUCH a b\r\nOBJECT NOSUB k\r\nPING\r\nHELLO 2\r\n")
 	if l := r.line(); !strings.HasPrefix(l, "-NOPROTO") {
-		t.Fatalf("HELLO 3: %q", l)
+		t.Fatalf("HELLO 4: %q", l)
 	}
 	if l := r.line(); !strings.Contains(l, "not supported by redraft") {
 		t.Fatalf("CONFIG: %q", l)

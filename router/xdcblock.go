@@ -134,7 +134,9 @@ func (c *client) pollBlocking(spec *command.Spec, cmd resp.Command, slot int, d 
 	case err != nil:
 		c.replyErr(err)
 	case reply == nil:
-		c.reply(rawNullArray)
+		c.replyFunc(func(b []byte) []byte { return resp.AppendNullArray(b, c.r3) })
+	case c.r3:
+		c.reply(reshape3(blockingReply(spec.Name, reply), []xdc.Call{{Args: []string{spec.Name}}}, false, nil))
 	default:
 		c.reply(blockingReply(spec.Name, reply))
 	}

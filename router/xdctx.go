@@ -118,7 +118,11 @@ func (c *client) execWrite(tx *txState, raw []byte, n int) {
 		n = 1
 	}
 	reply, err := c.syncWrite(syncReq{slot: tx.slot, move: move, raw: raw, n: n, lvl: lvl, wrapped: snap.multiDC})
-	c.replyWrite(unitReply(reply, blocking), err)
+	reply = unitReply(reply, blocking)
+	if snap.multiDC && c.r3 && err == nil {
+		reply = reshape3(reply, calls, true, blocking)
+	}
+	c.replyWrite(reply, err)
 }
 
 // watchedRaw returns what EXEC sends on the WATCH connection: with several DCs MULTI, the
@@ -132,6 +136,9 @@ func (c *client) watchedRaw(tx *txState, slot int, raw []byte, n int) ([]byte, i
 		return nil, 0, err
 	}
 	c.txBlocking = blocking
+	if c.r3 {
+		c.txCalls = calls
+	}
 	b := append([]byte(nil), rawMulti...)
 	b = appendWriteCall(b, slot, c.s.cfg.DC, c.snap.outboxMax, true, calls)
 	return append(b, rawExec...), 3, nil
@@ -144,8 +151,11 @@ func (c *client) watchedReply(d *backend.Dedicated, g *group, slot int, reply []
 	if c.snap.multiDC {
 		if v, _, ok := resp.Parse(reply); ok && v.Type == '*' && len(v.Elems) == 1 {
 			reply = unitReply(xdc.FixReply(c.s.checkScript(g, v.Elems[0].Raw)), c.txBlocking)
+			if c.txCalls != nil {
+				reply = reshape3(reply, c.txCalls, true, c.txBlocking)
+			}
 		}
-		c.txBlocking = nil
+		c.txBlocking, c.txCalls = nil, nil
 	}
 	if len(reply) == 0 || reply[0] == '-' || isNull(reply) {
 		return reply, nil

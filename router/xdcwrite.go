@@ -48,6 +48,9 @@ type xpend struct {
 	lo, hi int
 	// blocking marks a unit's blocking writes, whose replies unitReply reshapes.
 	blocking []string
+	// calls and unit, for a RESP3 session only, give the reply its RESP3 shape (reshape3).
+	calls []xdc.Call
+	unit  bool
 }
 
 // appendWriteCall appends `EVALSHA <WRITE> numkeys keys... argv...` for calls on slot, as
@@ -176,6 +179,9 @@ func (c *client) forwardWrite(spec *command.Spec, cmd resp.Command, slot int) {
 		c.xsync = raw[:0]
 	}
 	reply, err := c.syncWrite(syncReq{slot: slot, move: move, raw: raw, n: 1, lvl: lvl, wrapped: wrap})
+	if wrap && c.r3 && err == nil {
+		reply = reshape3(reply, []xdc.Call{call}, false, nil)
+	}
 	c.replyWrite(reply, err)
 }
 
@@ -205,6 +211,9 @@ func (c *client) sendWrite(g *group, slot int, unit bool, calls []xdc.Call) *bac
 	lo := len(c.xraw)
 	c.xraw = appendWriteCall(c.xraw, slot, c.s.cfg.DC, c.snap.outboxMax, unit, calls)
 	c.xpend = append(c.xpend, xpend{g: g, slot: slot, lo: lo, hi: len(c.xraw)})
+	if c.r3 {
+		c.xpend[len(c.xpend)-1].calls, c.xpend[len(c.xpend)-1].unit = calls, unit
+	}
 	return c.sendPiped(g, g.ipool, c.xraw[lo:], 1)
 }
 
@@ -229,6 +238,9 @@ func (c *client) checkWrite(i int, xp *xpend, r *backend.Request) {
 	}
 	if r.Reply[0] != '-' {
 		r.Reply = unitReply(xdc.FixReply(r.Reply), xp.blocking)
+		if xp.calls != nil {
+			r.Reply = reshape3(r.Reply, xp.calls, xp.unit, xp.blocking)
+		}
 		return
 	}
 	if isTryAgainReply(r.Reply) && !c.laterBackend(i) {

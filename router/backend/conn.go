@@ -35,6 +35,7 @@ var errUnexpectedReply = errors.New("reply without a request")
 type Conn struct {
 	p  *Pool
 	db int
+	r3 bool // the connection speaks RESP3 (HELLO 3)
 
 	mu       sync.Mutex
 	state    connState
@@ -51,8 +52,8 @@ type Conn struct {
 	inflight int
 }
 
-func newConn(p *Pool, db int) *Conn {
-	return &Conn{p: p, db: db}
+func newConn(p *Pool, db int, r3 bool) *Conn {
+	return &Conn{p: p, db: db, r3: r3}
 }
 
 // Submit queues raw (one or more complete commands) for the request; r must have been Reset
@@ -162,7 +163,7 @@ func (c *Conn) startConnect() {
 }
 
 func (c *Conn) connect() {
-	nc, err := c.p.dial(c.db)
+	nc, err := c.p.dial(c.db, c.r3)
 	c.mu.Lock()
 	if c.state == stClosed {
 		c.mu.Unlock()

@@ -18,15 +18,20 @@ type Dedicated struct {
 	id int64 // CLIENT ID on the backend: 0 not asked yet, -1 unknown
 	// DB is the database the connection selected.
 	DB int
+	// R3 is set when the connection speaks RESP3.
+	R3 bool
 }
 
-// Dial opens a dedicated connection to database db.
-func (p *Pool) Dial(db int) (*Dedicated, error) {
-	nc, err := p.dial(db)
+// Dial opens a dedicated RESP2 connection to database db.
+func (p *Pool) Dial(db int) (*Dedicated, error) { return p.DialProto(db, false) }
+
+// DialProto opens a dedicated connection to database db that speaks RESP3 when r3 is set.
+func (p *Pool) DialProto(db int, r3 bool) (*Dedicated, error) {
+	nc, err := p.dial(db, r3)
 	if err != nil {
 		return nil, p.unavailable(err)
 	}
-	d := &Dedicated{p: p, nc: nc, br: bufio.NewReaderSize(nc, 4096), DB: db}
+	d := &Dedicated{p: p, nc: nc, br: bufio.NewReaderSize(nc, 4096), DB: db, R3: r3}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()

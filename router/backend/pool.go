@@ -64,7 +64,8 @@ type Options struct {
 }
 
 // Pool is the set of connections to one backend (a group's master): a few shared pipelined
-// connections per database, created on first use.
+// connections per database and protocol, created on first use. A RESP3 client's requests go
+// over connections that sent HELLO 3, so Redis itself writes the RESP3 replies they carry.
 type Pool struct {
 	opts Options
 	dbs  []atomic.Pointer[[]*Conn]
@@ -83,7 +84,7 @@ func NewPool(opts Options) *Pool {
 	if opts.Databases <= 0 {
 		opts.Databases = 16
 	}
-	return &Pool{opts: opts, dbs: make([]atomic.Pointer[[]*Conn], opts.Databases)}
+	return &Pool{opts: opts, dbs: make([]atomic.Pointer[[]*Conn], 2*opts.Databases)}
 }
 
 // Addr returns the backend address.
@@ -97,10 +98,17 @@ func (p *Pool) User() string { return p.opts.User }
 
 // Conn returns the shared connection for database db that a client with the given affinity
 // uses; one client always gets the same connection, so its commands stay in order.
-func (p *Pool) Conn(db int, affinity uint64) *Conn {
-	set := p.dbs[db].Load()
+func (p *Pool) Conn(db int, affinity uint64) *Conn { return p.ConnProto(db, false, affinity) }
+
+// ConnProto is Conn for the protocol a client speaks: RESP3 when r3 is set, else RESP2.
+func (p *Pool) ConnProto(db int, r3 bool, affinity uint64) *Conn {
+	i := db
+	if r3 {
+		i += p.opts.Databases
+	}
+	set := p.dbs[i].Load()
 	if set == nil {
-		set = p.initDB(db)
+		set = p.initDB(i)
 	}
 	s := *set
 	if len(s) == 1 {
@@ -109,21 +117,23 @@ func (p *Pool) Conn(db int, affinity uint64) *Conn {
 	return s[affinity%uint64(len(s))]
 }
 
-func (p *Pool) initDB(db int) *[]*Conn {
+// initDB creates the connection set at index i of p.dbs: database i, RESP3 from Databases on.
+func (p *Pool) initDB(i int) *[]*Conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if set := p.dbs[db].Load(); set != nil {
+	if set := p.dbs[i].Load(); set != nil {
 		return set
 	}
+	db, r3 := i%p.opts.Databases, i >= p.opts.Databases
 	s := make([]*Conn, p.opts.ConnsPerDB)
 	for i := range s {
-		s[i] = newConn(p, db)
+		s[i] = newConn(p, db, r3)
 		if p.closed {
 			s[i].state = stClosed
 		}
 		p.all = append(p.all, s[i])
 	}
-	p.dbs[db].Store(&s)
+	p.dbs[i].Store(&s)
 	return &s
 }
 
@@ -150,10 +160,10 @@ func (p *Pool) unavailable(err error) error {
 	return &UnavailableError{Group: p.opts.Group, Addr: p.opts.Addr, Err: err}
 }
 
-// dial connects, authenticates and selects db; when AUTH is refused with WRONGPASS and the
-// pool has an Ensure, it calls it and dials once more.
-func (p *Pool) dial(db int) (net.Conn, error) {
-	nc, err := p.dialOnce(db)
+// dial connects, authenticates, selects db and, when r3 is set, switches to RESP3; when AUTH
+// is refused with WRONGPASS and the pool has an Ensure, it calls it and dials once more.
+func (p *Pool) dial(db int, r3 bool) (net.Conn, error) {
+	nc, err := p.dialOnce(db, r3)
 	var ae *authError
 	if errors.As(err, &ae) && ae.wrongPass && p.opts.Ensure != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), p.timeout())
@@ -161,7 +171,7 @@ func (p *Pool) dial(db int) (net.Conn, error) {
 		if err := p.opts.Ensure(ctx); err != nil {
 			return nil, err
 		}
-		nc, err = p.dialOnce(db)
+		nc, err = p.dialOnce(db, r3)
 	}
 	return nc, err
 }
@@ -174,7 +184,7 @@ type authError struct {
 
 func (e *authError) Error() string { return e.msg }
 
-func (p *Pool) dialOnce(db int) (net.Conn, error) {
+func (p *Pool) dialOnce(db int, r3 bool) (net.Conn, error) {
 	nc, err := net.DialTimeout("tcp", p.opts.Addr, p.timeout())
 	if err != nil {
 		p.opts.Stats.DialErrors.Add(1)
@@ -199,6 +209,10 @@ func (p *Pool) dialOnce(db int) (net.Conn, error) {
 		hs = resp.AppendArray(hs, 2)
 		hs = resp.AppendBulkString(hs, "SELECT")
 		hs = resp.AppendBulkString(hs, strconv.Itoa(db))
+		n++
+	}
+	if r3 {
+		hs = append(hs, rawHello3...)
 		n++
 	}
 	for _, src := range p.opts.Scripts {
@@ -237,6 +251,8 @@ func (p *Pool) dialOnce(db int) (net.Conn, error) {
 	_ = nc.SetDeadline(time.Time{})
 	return nc, nil
 }
+
+var rawHello3 = []byte("*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n")
 
 func (p *Pool) timeout() time.Duration {
 	if p.opts.Timeout > 0 {

@@ -104,14 +104,20 @@ func TestTable(t *testing.T) {
 }
 
 func TestInfoAndDocs(t *testing.T) {
-	if b := AppendInfo(nil, "GET"); !strings.HasPrefix(string(b), "*10\r\n$3\r\nget\r\n") {
+	if b := AppendInfo(nil, "GET", false); !strings.HasPrefix(string(b), "*10\r\n$3\r\nget\r\n") {
 		t.Errorf("COMMAND INFO get = %.40q", b)
 	}
-	if b := AppendInfo(nil, "monitor"); string(b) != "*-1\r\n" {
+	if b := AppendInfo(nil, "monitor", false); string(b) != "$-1\r\n" {
 		t.Errorf("COMMAND INFO monitor = %q, want null (not served)", b)
 	}
-	if _, ok := AppendDocs(nil, "hset"); !ok {
+	if b := AppendInfo(nil, "monitor", true); string(b) != "_\r\n" {
+		t.Errorf("COMMAND INFO monitor in RESP3 = %q, want null", b)
+	}
+	if _, ok := AppendDocs(nil, "hset", false); !ok {
 		t.Error("no docs for hset")
+	}
+	if b := AppendInfo(nil, "GET", true); !strings.HasPrefix(string(b), "*10\r\n$3\r\nget\r\n:2\r\n~2\r\n") {
+		t.Errorf("COMMAND INFO get in RESP3 = %.40q", b)
 	}
 }
 
@@ -122,11 +128,11 @@ func TestExtraSpecs(t *testing.T) {
 	if s := Lookup([][]byte{[]byte("dyno_config:CONN_CONSISTENCY"), []byte("dc_one")}); s == nil || s.Kind != Local || !s.CheckArity(2) {
 		t.Errorf("Lookup DYNO_CONFIG:CONN_CONSISTENCY = %v", s)
 	}
-	b := AppendInfo(nil, "redraft")
+	b := AppendInfo(nil, "redraft", false)
 	if !strings.HasPrefix(string(b), "*10\r\n$7\r\nredraft\r\n:-2\r\n") || !strings.Contains(string(b), "redraft|consistency") {
 		t.Errorf("COMMAND INFO redraft = %q", b)
 	}
-	if b := AppendInfo(nil, "dyno_config:conn_consistency"); !strings.HasPrefix(string(b), "*10\r\n") {
+	if b := AppendInfo(nil, "dyno_config:conn_consistency", false); !strings.HasPrefix(string(b), "*10\r\n") {
 		t.Errorf("COMMAND INFO dyno_config:conn_consistency = %q", b)
 	}
 }

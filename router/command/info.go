@@ -18,6 +18,11 @@ var (
 	infoOnce sync.Once
 	infoRaw  map[string][]byte // top-level name -> COMMAND INFO entry
 	docsRaw  map[string][]byte // top-level name -> COMMAND DOCS value
+
+	// The same in RESP3, converted once on first use (resp3.go).
+	info3Once sync.Once
+	infoRaw3  map[string][]byte
+	docsRaw3  map[string][]byte
 )
 
 func loadInfo() {
@@ -82,25 +87,35 @@ func Served() []string {
 }
 
 // AppendInfo appends COMMAND INFO's entry for a served top-level command (as redis-server 7.0
-// describes it), or a null when the command is unknown or not served.
-func AppendInfo(b []byte, name string) []byte {
+// describes it, in RESP3 when r3 is set), or a null when the command is unknown or not served.
+func AppendInfo(b []byte, name string, r3 bool) []byte {
 	infoOnce.Do(loadInfo)
+	raws := infoRaw
+	if r3 {
+		info3Once.Do(loadInfo3)
+		raws = infoRaw3
+	}
 	name = strings.ToLower(name)
 	if s := byName[name]; s != nil && s.Kind != Unsupported {
-		if raw, ok := infoRaw[name]; ok {
+		if raw, ok := raws[name]; ok {
 			return append(b, raw...)
 		}
 	}
-	return append(b, "*-1\r\n"...)
+	return resp.AppendNullBulk(b, r3)
 }
 
-// AppendDocs appends COMMAND DOCS's name and documentation pair for a served command and
-// reports whether it did.
-func AppendDocs(b []byte, name string) ([]byte, bool) {
+// AppendDocs appends COMMAND DOCS's name and documentation pair for a served command (in
+// RESP3 when r3 is set) and reports whether it did.
+func AppendDocs(b []byte, name string, r3 bool) ([]byte, bool) {
 	infoOnce.Do(loadInfo)
+	raws := docsRaw
+	if r3 {
+		info3Once.Do(loadInfo3)
+		raws = docsRaw3
+	}
 	name = strings.ToLower(name)
 	if s := byName[name]; s != nil && s.Kind != Unsupported {
-		if raw, ok := docsRaw[name]; ok {
+		if raw, ok := raws[name]; ok {
 			b = resp.AppendBulkString(b, name)
 			return append(b, raw...), true
 		}

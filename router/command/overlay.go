@@ -120,7 +120,7 @@ var overlay = map[string]handling{
 	"readonly":  {Local, "reads of this connection may go to replicas (setting replica_max_lag bounds their lag)"},
 	"readwrite": {Local, "reads of this connection go to masters"},
 	"ping":      {Local, ""}, "echo": {Local, ""}, "quit": {Local, ""}, "reset": {Local, ""},
-	"hello":          {Local, "protocol 2 only; AUTH user pass and SETNAME"},
+	"hello":          {Local, "protocol 2 or 3 (RESP3); AUTH user pass and SETNAME"},
 	"acl|whoami":     {Local, "the session's user"},
 	"client|setname": {Local, ""}, "client|getname": {Local, ""}, "client|id": {Local, ""}, "client|info": {Local, ""},
 	"command": {Local, "redraft's supported commands"}, "command|count": {Local, ""}, "command|info": {Local, ""},

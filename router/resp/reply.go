@@ -7,11 +7,11 @@ import (
 	"io"
 )
 
-// ErrBadReply is a reply from a backend that is not valid RESP2.
+// ErrBadReply is a reply from a backend that is not valid RESP2 or RESP3.
 var ErrBadReply = errors.New("malformed reply from backend")
 
-// ReadReply reads one complete RESP2 reply (nested arrays included) from br and appends its
-// raw bytes to dst.
+// ReadReply reads one complete RESP2 or RESP3 reply (nested aggregates included; an
+// attribute counts with the reply it precedes) from br and appends its raw bytes to dst.
 func ReadReply(br *bufio.Reader, dst []byte) ([]byte, error) {
 	remaining := 1
 	for remaining > 0 {
@@ -37,11 +37,11 @@ func ReadReply(br *bufio.Reader, dst []byte) ([]byte, error) {
 			dst = append(dst, line...)
 		}
 		switch line[0] {
-		case '+', '-', ':':
+		case '+', '-', ':', '_', ',', '#', '(':
 			remaining--
-		case '$':
+		case '$', '=', '!':
 			n, ok := parseInt(line[1 : len(line)-2])
-			if !ok || n < -1 {
+			if !ok || n < -1 || (n < 0 && line[0] != '$') {
 				return dst, fmt.Errorf("%w: bulk length %q", ErrBadReply, line)
 			}
 			remaining--
@@ -51,12 +51,17 @@ func ReadReply(br *bufio.Reader, dst []byte) ([]byte, error) {
 					return dst, err
 				}
 			}
-		case '*':
+		case '*', '~', '>', '%', '|':
 			n, ok := parseInt(line[1 : len(line)-2])
-			if !ok || n < -1 {
-				return dst, fmt.Errorf("%w: array length %q", ErrBadReply, line)
+			if !ok || n < -1 || (n < 0 && line[0] != '*') {
+				return dst, fmt.Errorf("%w: aggregate length %q", ErrBadReply, line)
 			}
-			remaining--
+			if line[0] != '|' {
+				remaining-- // an attribute precedes the reply it describes
+			}
+			if line[0] == '%' || line[0] == '|' {
+				n *= 2
+			}
 			if n > 0 {
 				remaining += int(n)
 			}
