@@ -91,8 +91,14 @@ func (o *convOp) String() string {
 		arg = strconv.FormatInt(o.n, 10)
 	case cvAdd, cvRem:
 		arg = strings.TrimSpace(o.elem + " " + o.tok)
+		if o.kind == cvAdd && family(o.key) == "zset" {
+			arg = fmt.Sprintf("%d %s", o.n, o.elem)
+		}
 	case cvDel, cvExpire, cvLPop:
 		arg = ""
+	}
+	if arg != "" {
+		arg = " " + arg
 	}
 	res := o.out.String()
 	switch {
@@ -105,7 +111,7 @@ func (o *convOp) String() string {
 	case o.kind != cvSet && o.kind != cvSetPX && o.kind != cvGetSet && o.kind != cvReset && o.kind != cvAdd:
 		res = fmt.Sprintf("-> %d", o.reply)
 	}
-	return fmt.Sprintf("c%d %s/%s: %s %s %s %s [%.3fs..%.3fs]", o.client, o.dc, o.node, o.cmd, o.key, arg, res, o.inv.Seconds(), o.cmp.Seconds())
+	return fmt.Sprintf("c%d %s/%s: %s %s%s %s [%.3fs..%.3fs]", o.client, o.dc, o.node, o.cmd, o.key, arg, res, o.inv.Seconds(), o.cmp.Seconds())
 }
 
 // end is when o was acknowledged; never for an operation of unknown outcome.
