@@ -320,9 +320,9 @@ func (r *convRun) check(i int, ops []*convOp) {
 		}
 		before := r.agreed[k]
 		if before != nil {
+			st.checked++
+			pk.checked++
 			for _, s := range order {
-				st.checked++
-				pk.checked++
 				for _, v := range checkConvRound(k, *before, states[distinct[s][0]][k], byKey[k]) {
 					pk.violations++
 					r.violation(&st.violations, "round %d, %v: %s", i, distinct[s], v)
