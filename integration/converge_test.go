@@ -389,7 +389,7 @@ func (r *convRun) finish(rounds int) {
 	r.t.Logf("verdict per key (rounds checked, rounds the DCs differed, violations):\n%s", r.verdicts())
 	r.t.Logf("summary (seed %d, %d rounds of %v, %d clients):\n%s", r.o.seed, rounds, r.o.roundLen, len(r.w.clients), b.String())
 	if len(r.bad) > 0 {
-		r.t.Errorf("%d violations", len(r.bad))
+		r.t.Errorf("%d failures: keys the DCs held differently after a round, and states the rules do not explain", len(r.bad))
 	}
 }
 
