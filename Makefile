@@ -32,12 +32,14 @@ test-e2e:
 
 ## chaos: the fault-injection suite (docs/faults.md) for DURATION (default 10m) with faults
 ## drawn from SEED (default: random, printed), built without -race; XDC=1 runs it over three
-## DCs. Prints a summary per fault and fails on any violation. Example: make chaos SEED=7 DURATION=3m
+## DCs, then the convergence test TestConvergeLong for another DURATION; CONVERGE=1 runs only
+## TestConvergeLong. Prints a summary and fails on any violation. Example: make chaos SEED=7 DURATION=3m
 SEED     ?=
 DURATION ?= 10m
+CHAOS_TESTS = $(if $(CONVERGE),TestConvergeLong,$(if $(XDC),TestChaosXDC|TestConvergeLong,TestChaos))
 chaos: deps
 	REDRAFT_CHAOS_SEED=$(SEED) REDRAFT_CHAOS_DURATION=$(DURATION) \
-	  $(GO) test -count=1 -v -timeout 0 -run '^TestChaos$(if $(XDC),XDC,)$$' ./integration/
+	  $(GO) test -count=1 -v -timeout 0 -run '^($(CHAOS_TESTS))$$' ./integration/
 
 ## bench: redis-benchmark against Redis directly and through redraft, with ratios.
 bench: deps
