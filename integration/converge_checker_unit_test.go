@@ -55,8 +55,13 @@ type convCase struct {
 
 func runConvCases(t *testing.T, key string, cases []convCase) {
 	t.Helper()
+	runCases(t, key, cases, checkConvRound)
+}
+
+func runCases(t *testing.T, key string, cases []convCase, check func(string, keyState, keyState, []*convOp) []string) {
+	t.Helper()
 	for _, tc := range cases {
-		got := checkConvRound(key, tc.before, tc.after, tc.ops)
+		got := check(key, tc.before, tc.after, tc.ops)
 		switch {
 		case tc.want == "" && len(got) > 0:
 			t.Errorf("%s: want no violation, got:\n%s", tc.name, strings.Join(got, "\n"))
@@ -150,7 +155,7 @@ func TestConvCheckerElements(t *testing.T) {
 	remSeen := rem("dc1", "f", 5, 6, 1)            // same DC, after addA: observed it
 	addConc := add("dc2", "f", tB, 2, 4, outOK)    // other DC, concurrent with the remove
 	addLater := add("dc2", "f", tC, 10, 11, outOK) // invoked after the remove was acknowledged
-	runConvCases(t, k, []convCase{
+	runCases(t, k, []convCase{
 		{"add then observed remove", h(), h(), []*convOp{addA, remSeen}, ""},
 		{"a concurrent add may survive", h(), h("f", tB), []*convOp{addA, remSeen, addConc}, ""},
 		{"or be removed", h(), h(), []*convOp{addA, remSeen, addConc}, ""},
@@ -162,7 +167,16 @@ func TestConvCheckerElements(t *testing.T) {
 		{"element vanished", h("f", tD), h(), []*convOp{}, "present before the round"},
 		{"stale value", h(), h("f", tA), []*convOp{addA, add("dc2", "f", tB, 10, 11, outOK)}, "not the value"},
 		{"failed add applied", h(), h("f", tA), []*convOp{add("dc1", "f", tA, 0, 1, outFailed)}, "no add of it"},
-	})
+	}, checkElements)
+	// The key-level rule, in force while perElement is false.
+	runCases(t, k, []convCase{
+		{"newest add wins the key", h(), h("f", tB), []*convOp{addA, remSeen, addConc}, ""},
+		{"newest remove wins the key", h(), h(), []*convOp{addA, addConc, rem("dc1", "f", 10, 11, 1)}, ""},
+		{"add after remove wins", h(), h("f", tC), []*convOp{addA, remSeen, addLater}, ""},
+		{"older add won", h(), h("f", tA), []*convOp{addA, remSeen, addLater}, "no write that may carry the highest stamp"},
+		{"invented element", h(), h("f", tD), []*convOp{addA}, "which no write put there"},
+		{"nothing happened", h("f", tD), h("f", tD), []*convOp{}, ""},
+	}, checkKeyLevel)
 }
 
 func TestConvCheckerList(t *testing.T) {

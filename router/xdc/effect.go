@@ -102,8 +102,11 @@ var overrides = map[string]Effect{
 }
 
 // unlessZero are the Verbatim commands whose reply 0 means nothing changed.
+//
+// SADD is not one of them: adding a member that is there is still an add, which wins over a
+// concurrent remove in another DC (docs/convergence.md).
 var unlessZero = []string{"del", "unlink", "expireat", "pexpireat", "persist", "srem", "hdel",
-	"zrem", "sadd", "setnx", "hsetnx", "msetnx", "renamenx", "pfadd", "smove", "move", "copy",
+	"zrem", "setnx", "hsetnx", "msetnx", "renamenx", "pfadd", "smove", "move", "copy",
 	"lrem", "zremrangebylex", "zremrangebyrank", "zremrangebyscore", "xdel", "xtrim", "lpushx",
 	"rpushx", "xack", "linsert"}
 

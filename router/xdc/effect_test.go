@@ -54,7 +54,7 @@ func TestPrepare(t *testing.T) {
 		{argv: "XGROUP CREATE s g $", plan: "v", keys: "s"},
 		// UnlessZero.
 		{argv: "DEL a b", plan: "vz", keys: "a b"},
-		{argv: "SADD s m", plan: "vz", keys: "s"},
+		{argv: "SADD s m", plan: "v", keys: "s"},
 		// RelativeTTL.
 		{argv: "SET k v EX 10", plan: "t5", args: "SET k v PXAT 10000", keys: "k"},
 		{argv: "SET k v px 1500 XX", plan: "t5", args: "SET k v PXAT 1500 XX", keys: "k"},
