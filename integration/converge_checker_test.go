@@ -235,9 +235,9 @@ func checkCounter(key string, before, after keyState, ops []*convOp) []string {
 }
 
 // perElement says whether hashes, sets and sorted sets merge per element (observed-remove,
-// add wins: checkElements). Not built yet (docs/convergence.md, "What is not built yet"):
-// they converge at the key level, as lists do, and checkKeyLevel judges them.
-const perElement = false
+// add wins: checkElements, docs/convergence.md "Elements"), as built; false would judge them
+// at the key level, as lists (checkKeyLevel).
+const perElement = true
 
 // checkKeyLevel: a hash, set or sorted set ends in the state it had at the origin of the write
 // with the highest stamp: that write's own effect holds (its element added with its value, or

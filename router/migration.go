@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"hash/maphash"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -194,6 +195,7 @@ func (c *client) moveCmdKeys(m *migEntry, slot int, spec *command.Spec, args [][
 	for _, k := range keyPos {
 		kb = append(kb, args[k])
 	}
+	kb = c.withElemKeys(slot, kb)
 	defer func() { c.kb = kb[:0] }()
 	if err := c.moveKeys(m, slot, c.db, kb); err != nil {
 		return err
@@ -216,7 +218,7 @@ func (c *client) moveTxKeys(m *migEntry, slot int, tx *txState) error {
 	if tx.sortPatterns {
 		return c.tryAgain(errSortMigrating(slot))
 	}
-	if err := c.moveKeys(m, slot, c.db, tx.keys); err != nil {
+	if err := c.moveKeys(m, slot, c.db, c.withElemKeys(slot, slices.Clip(tx.keys))); err != nil {
 		return err
 	}
 	for _, k := range tx.other {

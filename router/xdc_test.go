@@ -74,7 +74,7 @@ func (tc *testCluster) lastEffects(t *testing.T, slot int) []string {
 
 // plainEffect turns a stamped effect (xdc's "~" forms, docs/convergence.md) into the plain
 // command it stands for: ~o's command, ~s as SET [PXAT], ~c as INCRBY, ~d as DEL, ~r as
-// RESTORE ... REPLACE ABSTTL.
+// RESTORE ... REPLACE ABSTTL, ~a and ~x as the add or remove of one element.
 func plainEffect(c []string) []string {
 	switch c[0] {
 	case "~o":
@@ -86,6 +86,16 @@ func plainEffect(c []string) []string {
 		return []string{"set", c[1], c[4]}
 	case "~c":
 		return []string{"incrby", c[1], c[2]}
+	case "~a":
+		switch c[2] {
+		case "hash":
+			return []string{"HSET", c[1], c[3], c[4]}
+		case "set":
+			return []string{"SADD", c[1], c[3]}
+		}
+		return []string{"ZADD", c[1], c[4], c[3]}
+	case "~x":
+		return []string{map[string]string{"hash": "HDEL", "set": "SREM", "zset": "ZREM"}[c[2]], c[1], c[3]}
 	case "~d":
 		return []string{"del", c[1]}
 	case "~r":

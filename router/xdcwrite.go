@@ -185,10 +185,23 @@ func (c *client) forwardWrite(spec *command.Spec, cmd resp.Command, slot int) {
 	c.replyWrite(reply, err)
 }
 
-// moveOutbox moves slot's outbox off m's source, like the keys of a write that appends to it:
-// the stream must reach the target with its entries and last id before WRITE appends there.
+// moveOutbox moves slot's outbox and metadata hash off m's source, like the keys of a write
+// that appends to them: the stream must reach the target with its entries and last id, and
+// the stamps with the keys they describe, before WRITE runs there.
 func (c *client) moveOutbox(m *migEntry, slot int) error {
-	return c.moveKeys(m, slot, c.db, [][]byte{[]byte(xdc.OutboxKey(slot))})
+	return c.moveKeys(m, slot, c.db, [][]byte{[]byte(xdc.OutboxKey(slot)), []byte(xdc.MetaKey(slot))})
+}
+
+// withElemKeys appends to keys, with several DCs, the element hash of each (convergence
+// state of hashes, sets and sorted sets: it must move with its key).
+func (c *client) withElemKeys(slot int, keys [][]byte) [][]byte {
+	if !c.snap.multiDC {
+		return keys
+	}
+	for _, k := range keys[:len(keys):len(keys)] {
+		keys = append(keys, []byte(xdc.ElemKey(slot, string(k))))
+	}
+	return keys
 }
 
 // moveOutboxes moves the outboxes of the migrating slots among sl (split writes).

@@ -99,7 +99,7 @@ func (l *loop) copySlots(ctx context.Context, src *redis.Client, slots []int) (f
 			return slots
 		}
 		for _, k := range batch {
-			if s := migrate.SlotString(k); want[s] && !isInternal(k) {
+			if s := migrate.SlotString(k); want[s] && copiedWithSlot(k) {
 				keys[s] = append(keys[s], k)
 			}
 		}
@@ -117,6 +117,12 @@ func (l *loop) copySlots(ctx context.Context, src *redis.Client, slots []int) (f
 }
 
 func isInternal(key string) bool { return strings.HasPrefix(key, InternalPrefix) }
+
+// copiedWithSlot reports whether a full copy carries key: the data keys and the element
+// hashes of collections (docs/convergence.md); the slot's metadata hash is added by name.
+func copiedWithSlot(key string) bool {
+	return !isInternal(key) || strings.HasPrefix(key, ElemPrefix)
+}
 
 // unlockLua deletes a copy lock only if it still holds the caller's value: a lock that expired
 // and was taken by another copy is not this caller's to release.
@@ -382,7 +388,7 @@ func (r *Replicator) HandleReset(_ context.Context, req ResetRequest) (struct{},
 	return struct{}{}, nil
 }
 
-// slotKeys lists the keys of slot in this DC (not the internal ones), on the group serving it
+// slotKeys lists the keys of slot in this DC that a copy replaces (copiedWithSlot), on the group serving it
 // and, while it migrates, on the migration's other group too.
 func (r *Replicator) slotKeys(ctx context.Context, db, slot int) ([]string, error) {
 	st := r.cfg.Cluster.State()
@@ -415,7 +421,7 @@ func (r *Replicator) slotKeys(ctx context.Context, db, slot int) ([]string, erro
 				return nil, fmt.Errorf("xdc: scan %s: %w", g.Master, err)
 			}
 			for _, k := range batch {
-				if migrate.SlotString(k) == slot && !isInternal(k) {
+				if migrate.SlotString(k) == slot && copiedWithSlot(k) {
 					out = append(out, k)
 				}
 			}

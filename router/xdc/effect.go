@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/redraft/redraft/migrate"
 	"github.com/redraft/redraft/router/command"
 )
 
@@ -351,7 +352,12 @@ func xaddID(a []string) int {
 // EffectKeys returns the keys of an effect (a recorded command), for the APPLY script's KEYS.
 func EffectKeys(argv []string) []string {
 	if len(argv) > 1 && strings.HasPrefix(argv[0], "~") {
-		return argv[1:2] // a stamped effect: ~kind key ...
+		// A stamped effect, ~kind key ...: the key and, but for increments, its element
+		// hash (so that a migration moves both before APPLY touches them).
+		if argv[0] == "~c" {
+			return argv[1:2]
+		}
+		return []string{argv[1], ElemKey(migrate.SlotString(argv[1]), argv[1])}
 	}
 	b := make([][]byte, len(argv))
 	for i, a := range argv {
@@ -383,10 +389,19 @@ const (
 	// ClassOp: a command that changes one key of another type and reads no other key: the
 	// command itself, applied only where the key is in the state the command saw.
 	ClassOp = 'o'
+	// ClassElement: a command that adds or removes fields of a hash or members of a set or
+	// sorted set (HSET, HDEL, HINCRBY, SADD, SREM, SPOP, ZADD, ZREM, ZINCRBY, ZPOPMIN...): per
+	// element, the add with its value or the remove with what it had observed.
+	ClassElement = 'm'
 	// ClassState: a command that changes several keys or reads others (RENAME, SMOVE,
 	// SUNIONSTORE, LMOVE...): the state of each key it changes (DUMP), last writer wins.
 	ClassState = 'a'
 )
+
+// elementCommands are the commands of ClassElement.
+var elementCommands = map[string]bool{"hset": true, "hmset": true, "hsetnx": true, "hincrby": true,
+	"hincrbyfloat": true, "hdel": true, "sadd": true, "srem": true, "spop": true, "zadd": true,
+	"zrem": true, "zincrby": true, "zpopmin": true, "zpopmax": true, "zmpop": true}
 
 // classOf returns the suffix of a call's plan: "/", its class, and the argv indexes of the
 // keys it may change.
@@ -400,6 +415,8 @@ func classOf(spec *command.Spec, nkeys int, written []int) string {
 		cls = ClassCounter
 	case spec.Name == "restore":
 		cls = ClassState
+	case elementCommands[spec.Name]:
+		cls = ClassElement
 	case spec.Name == "del" || spec.Name == "unlink":
 		cls = ClassDelete
 	case spec.Name == "expire" || spec.Name == "pexpire" || spec.Name == "expireat" ||

@@ -373,6 +373,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 			continue
 		}
 		b := WireBatch{Slot: l.slots[p], Prev: after[i], Entries: make([]WireEntry, len(g.entries))}
+		l.r.gc.markHot(l.key.db, l.slots[p])
 		for j, e := range g.entries {
 			b.Entries[j] = WireEntry{ID: e.ID, TS: e.TS, Cmds: e.Cmds}
 		}

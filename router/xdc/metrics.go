@@ -27,13 +27,17 @@ var (
 		"Remote effects not applied because the key's state here is newer (last writer wins).", nil, nil)
 	descConflicts = prometheus.NewDesc("redraft_replication_conflicting_effects_total",
 		"Remote effects that met another state of their key than at their origin; the key's state is pulled instead.", nil, nil)
+	descTombstones = prometheus.NewDesc("redraft_replication_tombstones",
+		"Tombstones (stamps of deleted or expired keys) in the slots this node ships, as of the collector's last pass over each.", nil, nil)
+	descCollected = prometheus.NewDesc("redraft_replication_tombstones_collected_total",
+		"Tombstones collected once every other DC had applied past them.", nil, nil)
 	descPulled = prometheus.NewDesc("redraft_replication_pulled_states_total",
 		"Key states pulled from their origin DC after a conflict.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (r *Replicator) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLag, descLagP99, descPending, descOutbox, descCopying, descShipped, descCopied, descDiverged, descLostOwn, descLostFailover, descSuperseded, descConflicts, descPulled} {
+	for _, d := range []*prometheus.Desc{descLag, descLagP99, descPending, descOutbox, descCopying, descShipped, descCopied, descDiverged, descLostOwn, descLostFailover, descSuperseded, descConflicts, descPulled, descTombstones, descCollected} {
 		ch <- d
 	}
 }
@@ -58,4 +62,7 @@ func (r *Replicator) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSuperseded, prometheus.CounterValue, float64(r.superseded.Load()))
 	ch <- prometheus.MustNewConstMetric(descConflicts, prometheus.CounterValue, float64(r.conflicts.Load()))
 	ch <- prometheus.MustNewConstMetric(descPulled, prometheus.CounterValue, float64(r.pulled.Load()))
+	alive, collected := r.Tombstones()
+	ch <- prometheus.MustNewConstMetric(descTombstones, prometheus.GaugeValue, float64(alive))
+	ch <- prometheus.MustNewConstMetric(descCollected, prometheus.CounterValue, float64(collected))
 }

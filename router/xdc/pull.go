@@ -45,7 +45,8 @@ type KeyStateResponse struct {
 	States []KeyState `json:"states"`
 }
 
-// keyStateLua reads a key's whole state. KEYS: the key, the slot's metadata hash.
+// keyStateLua reads a key's whole state. KEYS: the key, the slot's metadata hash, the key's
+// element hash (declared so that a migration moves it with the key).
 const keyStateLua = `
 local k, meta = KEYS[1], KEYS[2]
 local st = redis.call('HGET', meta, 's:' .. k) or ''
@@ -54,18 +55,20 @@ if redis.call('EXISTS', k) == 0 then return {st, 'd', v, '0', ''} end
 return {st, 'r', v, string.format('%.0f', redis.call('PEXPIRETIME', k)), redis.call('DUMP', k)}
 `
 
-// pulledLua installs a pulled state. KEYS: the key, the slot's metadata hash, its pull hash.
+// pulledLua installs a pulled state. KEYS: the key, the slot's metadata hash, its pull hash,
+// the key's element hash.
 // ARGV: stamp, kind, counter vector, pxat, dump, the pull record read before the pull. The
 // state is installed when it is newer than the key's; the record is removed unless a newer
 // conflict replaced it meanwhile. It answers {installed 0/1, the record}.
 const pulledLua = `#!lua
 local k, meta, pull = KEYS[1], KEYS[2], KEYS[3]
-` + stampLua + `
+` + stampLua + elemLua + `
 local st, done = ARGV[1], 0
 if newer(st, stampOf(k)) then
   putState(ARGV[2], k, ARGV[4], ARGV[5])
   adopt(k, ARGV[3])
   restamp(k, st)
+  erebase(k, st)
   done = 1
 end
 local p = redis.call('HGET', pull, k)
@@ -189,7 +192,7 @@ func (r *Replicator) pullSlot(ctx context.Context, db, slot int) error {
 			return err
 		}
 		for _, s := range resp.States {
-			keys := []string{s.Key, MetaKey(slot), ph}
+			keys := []string{s.Key, MetaKey(slot), ph, ElemKey(slot, s.Key)}
 			argv := []any{s.Stamp, s.Kind, s.V, s.PXAT, string(s.Dump), rec[s.Key]}
 			out, err := r.runScript(ctx, db, slot, pulledScript.Hash(), pulledLua, keys, argv)
 			if err == nil && out.IsError() {
@@ -219,7 +222,7 @@ func (r *Replicator) HandleKeyState(ctx context.Context, req KeyStateRequest) (K
 	}
 	out := KeyStateResponse{States: make([]KeyState, 0, len(req.Keys))}
 	for _, k := range req.Keys {
-		v, err := r.runScript(ctx, req.DB, req.Slot, keyStateScript.Hash(), keyStateLua, []string{k, MetaKey(req.Slot)}, nil)
+		v, err := r.runScript(ctx, req.DB, req.Slot, keyStateScript.Hash(), keyStateLua, []string{k, MetaKey(req.Slot), ElemKey(req.Slot, k)}, nil)
 		if err == nil && v.IsError() {
 			err = fmt.Errorf("%s", v.Str)
 		}

@@ -42,6 +42,7 @@ func (r *Replicator) applyBatch(ctx context.Context, source string, db int, b Wi
 	if len(b.Entries) == 0 {
 		return res
 	}
+	r.gc.markHot(db, b.Slot)
 	var keys []string
 	cmds := make([][]string, len(b.Entries))
 	prev := b.Prev

@@ -42,6 +42,9 @@ type Config struct {
 	// OutboxScan is how often the outboxes' lengths are read and the bound enforced
 	// (default 5 s).
 	OutboxScan time.Duration
+	// CollectEvery is how often the tombstone collector looks at its next slots (gc.go;
+	// default 2 s).
+	CollectEvery time.Duration
 }
 
 // Replicator ships the outboxes of the slots this node owns in its DC to every other DC,
@@ -69,6 +72,7 @@ type Replicator struct {
 	// effects that met another state than their origin's, and states pulled (pull.go).
 	superseded, conflicts, pulled atomic.Int64
 	pulls                         pullSet
+	gc                            collector    // gc.go
 	lostOwn                       atomic.Int64 // full copies that replaced this DC's own unshipped writes
 	lost                          lostBook     // entries lost with a failed-over master (lost.go)
 
@@ -129,6 +133,9 @@ func New(cfg Config) *Replicator {
 	if cfg.OutboxScan <= 0 {
 		cfg.OutboxScan = 5 * time.Second
 	}
+	if cfg.CollectEvery <= 0 {
+		cfg.CollectEvery = 2 * time.Second
+	}
 	return &Replicator{
 		cfg: cfg, log: cfg.Logger.With("part", "xdc"), kick: make(chan struct{}, 1),
 		loops: map[loopKey]*loop{}, clients: map[clientKey]*redis.Client{}, alive: map[string]time.Time{},
@@ -157,6 +164,7 @@ func (r *Replicator) Run(ctx context.Context) {
 	beats := 0
 	go r.runFlushes(ctx)
 	go r.runPulls(ctx)
+	go r.runCollector(ctx, r.cfg.CollectEvery)
 	for {
 		r.plan(ctx)
 		select {

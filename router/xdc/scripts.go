@@ -58,7 +58,7 @@ end
 local dc = ARGV[2]
 local t = redis.call('TIME')
 local nowms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-` + stampLua + `
+` + stampLua + elemLua + elemArgsLua + `
 -- groupRead returns the effects of XREADGROUP argv that answered r, as Redis propagates
 -- them: per stream read with '>', the consumer, its new pending entries (XCLAIM ... FORCE
 -- JUSTID, none with NOACK) and the group's last delivered id; per stream read from its
@@ -120,6 +120,20 @@ for _, c in ipairs(calls) do
       if x >= ts then ts = x + 1 end
     end
   end
+  if c.cls == 'm' then
+    -- An add orders after the adds of its elements applied here (values: last writer wins).
+    local ty, es, add = elems(string.upper(c.argv[1]), c.argv)
+    if add then
+      for _, e in ipairs(es) do
+        local p = redis.call('HGET', ekey(c.w[1]), e)
+        if p then
+          for _, a in pairs(cmsgpack.unpack(p).a) do
+            if a[1] >= ts then ts = a[1] + 1 end
+          end
+        end
+      end
+    end
+  end
 end
 local tss = string.format('%.0f', ts)
 local stamp = tss .. ':' .. dc
@@ -144,6 +158,11 @@ local function whole(k, asString)
     record({'~r', k, prior, V, string.format('%.0f', redis.call('PEXPIRETIME', k)), redis.call('DUMP', k)})
   end
   restamp(k, stamp)
+  redis.call('DEL', ekey(k))
+end
+local function collection(k)
+  local ty = redis.call('TYPE', k)['ok']
+  return ty == 'hash' or ty == 'set' or ty == 'zset'
 end
 local replies = {}
 for c, call in ipairs(calls) do
@@ -151,11 +170,26 @@ for c, call in ipairs(calls) do
   if op == 't' then
     argv[at] = string.format('%.0f', nowms + tonumber(argv[at]))
   end
+  -- What the removes of an element command observe, before they run.
+  -- and whether the elements an add names were there.
+  local seen, pre = {}, {}
+  if cls == 'm' then
+    local ty, es, add = elems(string.upper(argv[1]), argv)
+    if ty and not add then
+      local K = stampOf(call.w[1])
+      for _, e in ipairs(es) do
+        if einRedis(ty, call.w[1], e) then seen[#seen + 1] = {e, eseen(ty, call.w[1], e, K)} end
+      end
+    elseif ty then
+      for _, e in ipairs(es) do pre[e] = einRedis(ty, call.w[1], e) ~= false end
+    end
+  end
   local r = redis.pcall(unpack(argv))
+  local name = string.upper(argv[1])
   replies[c] = r
   if type(r) == 'number' and (r >= 9007199254740992 or r <= -9007199254740992) then
     -- Past 2^53 a Lua number is not the exact integer: read the value the command left.
-    local name, exact = string.upper(argv[1]), nil
+    local exact = nil
     if name == 'INCR' or name == 'INCRBY' or name == 'DECR' or name == 'DECRBY' then
       exact = redis.call('GET', argv[2])
     elseif name == 'HINCRBY' then
@@ -164,7 +198,6 @@ for c, call in ipairs(calls) do
     if exact then replies[c] = {ok = 'REDRAFT-INT ' .. exact} end
   elseif r == false then
     -- A null array reaches Lua as false, which would go back as a null bulk string.
-    local name = string.upper(argv[1])
     if name == 'LMPOP' or name == 'ZMPOP' or name == 'XREADGROUP' or ((name == 'LPOP' or name == 'RPOP') and #argv >= 3) then
       replies[c] = {ok = 'REDRAFT-NULLARRAY'}
     end
@@ -172,14 +205,15 @@ for c, call in ipairs(calls) do
   -- A write that changed nothing (a DEL that answered 0) records nothing: it did not
   -- observe the key, so it removes nothing elsewhere either, as its reply said.
   local changed = not (type(r) == 'table' and r['err']) and not (z == 'z' and r == 0) and op ~= 'n'
-  local name = string.upper(argv[1])
-  if changed and (name == 'LMPOP' or name == 'ZMPOP') then
+  if changed and name == 'LMPOP' then
     -- One key changed, the one the reply names: recorded as the pop it was.
     cls = 'o'
   end
   if changed and cls == 'e' then
     local ty = redis.call('TYPE', call.w[1])['ok']
-    if ty == 'string' or ty == 'none' then cls = 's' else cls = 'o' end
+    if ty == 'string' or ty == 'none' then cls = 's'
+    elseif ty == 'hash' or ty == 'set' or ty == 'zset' then cls = 'a'
+    else cls = 'o' end
   end
   if changed and cls == 'c' then
     local name, d = string.upper(argv[1]), 1
@@ -192,10 +226,39 @@ for c, call in ipairs(calls) do
     v[dc] = {e[1] + 1, e[2] + d}
     redis.call('HSET', meta, 'c:' .. k, vecString(v))
     record({'~c', k, string.format('%.0f', d)})
+  elseif changed and cls == 'm' then
+    local k = call.w[1]
+    local K = stampOf(k)
+    local ty, es, add = elems(name, argv)
+    if ty and add then
+      for _, e in ipairs(es) do
+        local v = einRedis(ty, k, e)
+        if v then
+          eadd(ty, k, e, v, dc, ts, K, pre[e])
+          record({'~a', k, ty, e, v})
+        end
+      end
+    elseif ty then
+      for _, p in ipairs(seen) do
+        erem(ty, k, p[1], p[2], K, true)
+        record({'~x', k, ty, p[1], cmsgpack.pack(p[2])})
+      end
+    else
+      local pty, pes, pk = popped(name, r)
+      k = pk or k
+      K = stampOf(k)
+      for _, e in ipairs(pes) do
+        local o = eseen(pty, k, e, K)
+        o.b = '=' .. K
+        erem(pty, k, e, o, K, true)
+        record({'~x', k, pty, e, cmsgpack.pack(o)})
+      end
+    end
   elseif changed and cls == 'd' then
     for _, k in ipairs(call.w) do
       record({'~d', k, stampOf(k), observed(k)})
       restamp(k, stamp)
+      redis.call('DEL', ekey(k))
     end
   elseif changed and (cls == 's' or cls == 'a') then
     if not (r == false and string.upper(argv[1]) == 'SET') then
@@ -238,10 +301,15 @@ for c, call in ipairs(calls) do
       if cls == 'o' then
         local k = e[2]
         if string.upper(e[1]) == 'XGROUP' then k = e[3] end
-        local o = {'~o', k, stampOf(k)}
-        for _, a in ipairs(e) do o[#o + 1] = a end
-        record(o)
-        restamp(k, stamp)
+        if collection(k) then
+          -- A hash, set or sorted set changed other than element by element: its state.
+          whole(k, false)
+        else
+          local o = {'~o', k, stampOf(k)}
+          for _, a in ipairs(e) do o[#o + 1] = a end
+          record(o)
+          restamp(k, stamp)
+        end
       else
         record(e)
       end
@@ -278,7 +346,7 @@ local held = redis.call('GET', KEYS[#KEYS - 1])
 if held and held ~= ARGV[5] then
   return redis.error_reply('TRYAGAIN redraft: the slot is being copied between DCs, retry shortly')
 end
-` + stampLua + `
+` + stampLua + elemLua + `
 local function num(a, b)
   a = (string.gsub(a, '^0+', ''))
   b = (string.gsub(b, '^0+', ''))
@@ -340,8 +408,26 @@ for c = 1, tonumber(ARGV[4]) do
       local e = adopt(k, argv[4])
       if e then failed({err = e}) end
       restamp(k, stamp)
+      erebase(k, stamp)
     else
       superseded = superseded + 1
+    end
+  elseif kind == '~a' or kind == '~x' then
+    local ty, K = argv[3], stampOf(k)
+    local have = redis.call('TYPE', k)['ok']
+    if not newer(stamp, K) then
+      superseded = superseded + 1
+    elseif have ~= 'none' and have ~= ty then
+      -- The key is another type here than at the origin: the origin's state is newer.
+      if src == origin then
+        local p = redis.call('HGET', pull, k)
+        if not p or newer(stamp, p) then redis.call('HSET', pull, k, stamp) end
+      end
+      conflicts = conflicts + 1
+    elseif kind == '~a' then
+      eadd(ty, k, argv[4], argv[5], origin, tsOf(stamp), K)
+    else
+      erem(ty, k, argv[4], cmsgpack.unpack(argv[5]), K)
     end
   elseif kind == '~c' then
     local d = tonumber(argv[3])

@@ -391,7 +391,7 @@ func TestLuaReplyFidelity(t *testing.T) {
 	if fixed := string(FixReply([]byte("+" + got + "\r\n"))); fixed != ":9007199254740993\r\n" {
 		t.Fatalf("FixReply: %q", fixed)
 	}
-	raw, err := a.Do(ctx, "EVALSHA", WriteSHA, 2, "{t}nolist", OutboxKey(slot), "1000", "dc1", "one", "1", "v", "4", "LMPOP", "1", "{t}nolist", "LEFT").Text()
+	raw, err := a.Do(ctx, "EVALSHA", WriteSHA, 4, "{t}nolist", MetaKey(slot), CopyLockKey(slot), OutboxKey(slot), "1000", "dc1", "one", "1", "v", "4", "LMPOP", "1", "{t}nolist", "LEFT").Text()
 	if err != nil || raw != "REDRAFT-NULLARRAY" {
 		t.Fatalf("LMPOP nothing: %q %v", raw, err)
 	}

@@ -1,0 +1,187 @@
+package xdc
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// Tombstones (docs/convergence.md, "Tombstones"): the stamp of a key that is gone (deleted,
+// or expired) stays in the slot's metadata hash, so that an older write arriving late from
+// another DC does not bring the key back. It is collected once this DC applied, from every
+// other DC, an entry of the slot written after the tombstone (plus gcMargin for the clocks):
+// an entry's outbox id is taken after its stamp, from the same clock, so every older write of
+// that DC is then applied. The collector walks the slots this node ships, a few per tick, with
+// an HSCAN cursor per slot: its work per tick does not grow with the number of slots.
+
+// gcSlotsPerTick bounds the slots the collector looks at per tick.
+const gcSlotsPerTick = 64
+
+// gcMargin covers the clocks of different masters (a variable for tests).
+var gcMargin = 5 * time.Second
+
+// gcLua collects tombstones of one slot. KEYS: metadata hash, inbox. ARGV: HSCAN cursor,
+// count, margin in ms, then the other DCs' names. It answers {next cursor, tombstones seen,
+// collected}.
+const gcLua = `
+local meta, inbox = KEYS[1], KEYS[2]
+` + stampLua + elemLua + `
+local horizon = nil
+for i = 4, #ARGV do
+  local id = redis.call('HGET', inbox, ARGV[i])
+  local ms = id and tonumber(string.match(id, '^(%d+)')) or 0
+  if horizon == nil or ms < horizon then horizon = ms end
+end
+horizon = (horizon or 0) - tonumber(ARGV[3])
+local r = redis.call('HSCAN', meta, ARGV[1], 'COUNT', ARGV[2])
+local seen, gone = 0, 0
+local f = r[2]
+for i = 1, #f, 2 do
+  local k = string.match(f[i], '^s:(.*)$')
+  if k and redis.call('EXISTS', k) == 0 then
+    seen = seen + 1
+    if tsOf(f[i + 1]) / 4096 < horizon then
+      redis.call('HDEL', meta, f[i], 'c:' .. k, 'v:' .. k)
+      redis.call('DEL', ekey(k))
+      gone = gone + 1
+    end
+  end
+end
+return {r[1], seen, gone}
+`
+
+var gcScript = redis.NewScript(gcLua)
+
+// collector is the tombstone collector's state: where each slot's scan is, and the
+// tombstones each slot held at its last full pass.
+type collector struct {
+	mu      sync.Mutex
+	next    int // the next position in the node's slot list
+	cursors map[dbSlot]string
+	count   map[dbSlot]int64 // tombstones seen in the slot's current pass
+	last    map[dbSlot]int64 // tombstones of the slot's last full pass
+	total   int64            // sum of last
+	removed int64
+	hot     map[dbSlot]bool // slots that shipped or received entries since their last look
+}
+
+// maxHot bounds the slots waiting for an early look; past it they wait for their turn.
+const maxHot = 4096
+
+// markHot asks for an early look at a slot that shipped or received entries: deletes make
+// tombstones there, and other DCs' entries advance the slot's horizon.
+func (c *collector) markHot(db, slot int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hot == nil {
+		c.hot = map[dbSlot]bool{}
+	}
+	if len(c.hot) < maxHot {
+		c.hot[dbSlot{db, slot}] = true
+	}
+}
+
+// Tombstones returns the tombstones counted at the collector's last pass over each slot, and
+// how many it collected since the node started.
+func (r *Replicator) Tombstones() (alive, collected int64) {
+	r.gc.mu.Lock()
+	defer r.gc.mu.Unlock()
+	return r.gc.total, r.gc.removed
+}
+
+// collect runs one tick of the collector: up to gcSlotsPerTick/2 slots that shipped or
+// received entries lately, then the next slots this node ships in turn, gcSlotsPerTick in all.
+func (r *Replicator) collect(ctx context.Context) {
+	st := r.cfg.Cluster.State()
+	own := st.DCs[r.cfg.Cluster.DC()]
+	others := r.destinations(st)
+	if own == nil || len(others) == 0 {
+		return
+	}
+	ring, me := r.liveRing(st, own.Name), r.cfg.Cluster.ID()
+	var mine []int
+	for slot, gid := range own.Slots {
+		if gid != "" && fsm.OwnerIn(ring, slot) == me {
+			mine = append(mine, slot)
+		}
+	}
+	if len(mine) == 0 {
+		return
+	}
+	c := &r.gc
+	c.mu.Lock()
+	if c.cursors == nil {
+		c.cursors, c.count, c.last = map[dbSlot]string{}, map[dbSlot]int64{}, map[dbSlot]int64{}
+	}
+	var hot []dbSlot
+	for k := range c.hot {
+		if len(hot) == gcSlotsPerTick/2 {
+			break
+		}
+		hot = append(hot, k)
+		delete(c.hot, k)
+	}
+	n := min(gcSlotsPerTick-len(hot), len(mine))
+	start := c.next % len(mine)
+	c.next = start + n
+	c.mu.Unlock()
+	for _, k := range hot {
+		if gid := own.Slots[k.slot]; gid != "" && fsm.OwnerIn(ring, k.slot) == me {
+			r.collectSlot(ctx, k.db, k.slot, others)
+		}
+	}
+	for i := 0; i < n; i++ {
+		slot := mine[(start+i)%len(mine)]
+		g := own.Groups[own.Slots[slot]]
+		for _, db := range r.databases(g.Master) {
+			r.collectSlot(ctx, db, slot, others)
+		}
+	}
+}
+
+func (r *Replicator) collectSlot(ctx context.Context, db, slot int, others []string) {
+	c, k := &r.gc, dbSlot{db, slot}
+	c.mu.Lock()
+	cursor := c.cursors[k]
+	c.mu.Unlock()
+	if cursor == "" {
+		cursor = "0"
+	}
+	argv := []any{cursor, "500", strconv.FormatInt(gcMargin.Milliseconds(), 10)}
+	for _, o := range others {
+		argv = append(argv, o)
+	}
+	v, err := r.runScript(ctx, db, slot, gcScript.Hash(), gcLua, []string{MetaKey(slot), InboxKey(slot)}, argv)
+	if err != nil || v.IsError() || len(v.Elems) != 3 {
+		return // the next pass tries again
+	}
+	next := string(v.Elems[0].Str)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.count[k] += v.Elems[1].Int
+	c.removed += v.Elems[2].Int
+	c.cursors[k] = next
+	if next == "0" {
+		c.total += c.count[k] - c.last[k]
+		c.last[k], c.count[k] = c.count[k], 0
+	}
+}
+
+// runCollector runs the collector every interval until ctx is done.
+func (r *Replicator) runCollector(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.collect(ctx)
+		}
+	}
+}
