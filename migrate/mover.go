@@ -148,6 +148,7 @@ type Mover struct {
 	log        *slog.Logger
 	mu         sync.Mutex
 	src, dst   map[int]*redis.Client // per db
+	combiners  map[int]*combiner     // per db: migrate-on-access rounds (combine.go)
 	closed     bool
 }
 
@@ -162,7 +163,7 @@ func New(cfg Config) (*Mover, error) {
 		return nil, fmt.Errorf("migrate: target address %q: %w", cfg.MigrateTarget, err)
 	}
 	m := &Mover{cfg: cfg, host: host, port: port, log: cfg.Logger,
-		src: map[int]*redis.Client{}, dst: map[int]*redis.Client{}}
+		src: map[int]*redis.Client{}, dst: map[int]*redis.Client{}, combiners: map[int]*combiner{}}
 	return m, nil
 }
 
@@ -230,25 +231,18 @@ func (m *Mover) moveKeys(ctx context.Context, db int, keys []string) (moved int,
 	}
 	pending := dedupe(keys)
 	var slow []string // busy or big: one at a time under the lock
-	for len(pending) > 0 {
-		n := min(len(pending), m.cfg.BatchKeys)
-		st, mem, err := m.runMove(ctx, src, db, pending[:n], "")
-		if err != nil {
-			return moved, bytes, err
+	st, mem, err := m.combined(ctx, db, pending)
+	if err != nil {
+		return 0, 0, err
+	}
+	for i, k := range pending {
+		switch st[i] {
+		case stMoved:
+			moved++
+			bytes += mem[i]
+		case stBusy, stBig:
+			slow = append(slow, k)
 		}
-		var later []string
-		for i, k := range pending[:n] {
-			switch st[i] {
-			case stMoved:
-				moved++
-				bytes += mem[i]
-			case stBusy, stBig:
-				slow = append(slow, k)
-			case stDeferred:
-				later = append(later, k)
-			}
-		}
-		pending = append(later, pending[n:]...)
 	}
 	var firstErr error
 	for _, k := range slow {

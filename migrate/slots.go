@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -80,8 +81,13 @@ type MoveOptions struct {
 	Progress func(Progress)
 	// ProgressEvery spaces progress reports (default 100ms).
 	ProgressEvery time.Duration
-	// BatchKeys is the most keys per MoveKeys call (default Config.BatchKeys).
+	// BatchKeys is the most keys per batch copy (default 256).
 	BatchKeys int
+	// BatchBytes bounds the MEMORY USAGE of one batch copy, and so how long its DUMPs block the
+	// source (default 128 KiB).
+	BatchBytes int64
+	// InFlight is how many dumped batches may wait for their restore on the target (default 2).
+	InFlight int
 	// ScanCount is SCAN's COUNT hint (default 1000).
 	ScanCount int
 }
@@ -102,7 +108,13 @@ func (m *Mover) MoveSlots(ctx context.Context, slots SlotSet, opts MoveOptions) 
 		opts.ScanCount = 1000
 	}
 	if opts.BatchKeys <= 0 {
-		opts.BatchKeys = m.cfg.BatchKeys
+		opts.BatchKeys = 256
+	}
+	if opts.BatchBytes <= 0 {
+		opts.BatchBytes = 128 << 10
+	}
+	if opts.InFlight <= 0 {
+		opts.InFlight = 2
 	}
 	r := &run{m: m, opts: opts, slots: &slots}
 	for r.p.Pass = 1; ; r.p.Pass++ {
@@ -138,24 +150,80 @@ func (m *Mover) MoveSlots(ctx context.Context, slots SlotSet, opts MoveOptions) 
 
 // run is the state of one MoveSlots call.
 type run struct {
-	m                    *Mover
-	opts                 MoveOptions
-	slots                *SlotSet
+	m     *Mover
+	opts  MoveOptions
+	slots *SlotSet
+	next  time.Time // throttle: when the next batch may start
+
+	mu                   sync.Mutex // the restorer goroutine reports too
 	p                    Progress
 	last                 time.Time
-	next                 time.Time // throttle: when the next batch may start
-	found                int64     // keys of the slots seen in this pass
-	busy                 int64     // of which still busy
+	found                int64 // keys of the slots seen in this pass
+	busy                 int64 // of which still busy
 	scanned, hits, total int64
 }
 
-// pass runs one full SCAN over db.
+// copyJob is a batch locked and dumped on the source, on its way to the target.
+type copyJob struct {
+	token string
+	now   int64
+	batch []dumped
+}
+
+// pass runs one full SCAN over db. Three steps overlap: this goroutine SCANs and dumps
+// batches (dumpScript), a restorer restores them on the target and deletes them from the
+// source; up to MoveOptions.InFlight batches are between the two.
 func (r *run) pass(ctx context.Context, db int) error {
-	src, _, err := r.m.clients(db)
+	src, dst, err := r.m.clients(db)
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobs := make(chan copyJob, r.opts.InFlight)
+	rerr := make(chan error, 1)
+	go func() {
+		var first error
+		for j := range jobs {
+			if first != nil {
+				r.m.cleanup(ctx, func(ctx context.Context) error {
+					return unlockDeleteScript.Run(ctx, src, lockArgs(j.batch), j.token, "0").Err()
+				})
+				continue
+			}
+			ours, err := r.m.restoreBatch(ctx, src, dst, j.now, j.batch, j.token)
+			r.mu.Lock()
+			for i, ok := range ours {
+				if ok == 1 {
+					r.p.KeysMoved++
+					r.p.BytesMoved += j.batch[i].mem
+				} else {
+					r.busy++ // its lock lapsed: moved again in the next pass
+				}
+			}
+			r.mu.Unlock()
+			r.report(false)
+			if err != nil {
+				first = err
+				cancel()
+			}
+		}
+		rerr <- first
+	}()
+	err = r.scanAndDump(ctx, src, db, jobs)
+	close(jobs)
+	if werr := <-rerr; werr != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		return werr
+	}
+	return err
+}
+
+// scanAndDump SCANs db once and dumps the keys of the slots in batches into jobs; busy and
+// big keys go one by one through moveKeys (under their locks).
+func (r *run) scanAndDump(ctx context.Context, src *redis.Client, db int, jobs chan<- copyJob) error {
+	r.mu.Lock()
 	r.p.DB = db
+	r.mu.Unlock()
 	for cursor := "0"; ; {
 		if err := r.waitPaused(ctx); err != nil {
 			return err
@@ -164,24 +232,58 @@ func (r *run) pass(ctx context.Context, db int) error {
 		if err != nil {
 			return err
 		}
+		r.mu.Lock()
 		r.scanned += int64(n)
 		r.hits += int64(len(keys))
 		r.found += int64(len(keys))
+		r.mu.Unlock()
+		var slow []string
 		for len(keys) > 0 {
 			size := r.batchSize()
 			batch := keys[:min(size, len(keys))]
-			keys = keys[len(batch):]
 			if err := r.throttle(ctx, len(batch)); err != nil {
 				return err
 			}
-			moved, bytes, err := r.m.moveKeys(ctx, db, batch)
-			r.p.KeysMoved += int64(moved)
-			r.p.BytesMoved += bytes
-			if err != nil && !errors.Is(err, ErrKeyBusy) {
+			token := r.m.newToken()
+			now, res, err := r.m.dumpBatch(ctx, src, batch, token, r.opts.BatchBytes)
+			if err != nil {
 				return err
 			}
-			if err != nil {
-				r.busy += int64(len(batch) - moved) // an upper bound: the others may have been absent
+			j := copyJob{token: token, now: now}
+			var later []string
+			for _, d := range res {
+				switch d.st {
+				case stMoved:
+					j.batch = append(j.batch, d)
+				case stBusy, stBig:
+					slow = append(slow, d.key)
+				case stDeferred:
+					later = append(later, d.key)
+				}
+			}
+			keys = append(later, keys[len(batch):]...)
+			if len(j.batch) > 0 {
+				select {
+				case jobs <- j:
+				case <-ctx.Done():
+					r.m.cleanup(ctx, func(ctx context.Context) error {
+						return unlockDeleteScript.Run(ctx, src, lockArgs(j.batch), token, "0").Err()
+					})
+					return ctx.Err()
+				}
+			}
+		}
+		for _, k := range slow {
+			moved, bytes, err := r.m.moveKeys(ctx, db, []string{k})
+			r.mu.Lock()
+			r.p.KeysMoved += int64(moved)
+			r.p.BytesMoved += bytes
+			if err != nil && errors.Is(err, ErrKeyBusy) {
+				r.busy++
+			}
+			r.mu.Unlock()
+			if err != nil && !errors.Is(err, ErrKeyBusy) {
+				return err
 			}
 			r.report(false)
 		}
@@ -237,6 +339,8 @@ func (r *run) waitPaused(ctx context.Context) error {
 
 // report calls Progress when ProgressEvery has passed, or always when final.
 func (r *run) report(final bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.opts.Progress == nil || (!final && time.Since(r.last) < r.opts.ProgressEvery) {
 		return
 	}

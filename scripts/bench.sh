@@ -116,6 +116,7 @@ run() {
 
 if [ "${BENCH_ONLY:-}" != xdc ]; then # BENCH_ONLY=xdc runs only the replication figures
 R1PID=${PIDS[0]}
+if [ "${BENCH_ONLY:-}" != migration ]; then # BENCH_ONLY=migration: only the migration figures
 # The floor: scripts/benchfloor, a bare epoll loop forwarding bytes to R1 over one pipelined
 # connection; what any proxy on this machine must spend at least.
 FLOOR=$(free_port)
@@ -159,41 +160,59 @@ for i in 0 1 2 3 4 5 6 7 8 9; do MSET_ARGS+=("{k$i}:__rand_int__" "vvvvvvvvvvvvv
 line "MSET 10 keys P1" "$P2" "$BS2" "$NMSET" MSET "${MSET_ARGS[@]}"
 echo "redraft: one-node cluster, real binary (GOMAXPROCS=${GOMAXPROCS:-the procs default: half the CPUs}); direct: one redis-server; $(nproc) cores; clients=$CLIENTS; value=${DATA}B"
 [ "${BENCH_ONLY:-}" = data ] && exit 0 # BENCH_ONLY=data: only the data-plane figures
+fi
 
 # ---- Migration: keys/s and MB/s moved, and client p99 with and without a migration ----------
-NMIG=${NMIG:-100000}     # keys loaded before the migration
-NLOAD=${NLOAD:-150000}   # GET requests of the client workload measured
+# scripts/migload loads NMIG keys key:000000000000... through the node, runs CLIENTS GET clients
+# (one request in flight each, random keys of the NMIG) for MIGBASE, then starts the migration
+# and keeps the same load on until the switch is committed; it reports the GETs sent in each
+# window, so "during" covers exactly the migration (freeze barrier, mover, switch).
+NMIG=${NMIG:-200000}     # keys loaded before the migration (half of them on g1, which moves)
 MIGVAL=${MIGVAL:-512}    # value size of the migrated keys
+MIGBASE=${MIGBASE:-3s}   # the baseline window
 echo
-echo "migration: $NMIG keys of ${MIGVAL}B loaded through redraft; slots 0-8191 move g1 -> g2 while $CLIENTS clients GET"
-# Start from empty groups so the figures count only these keys (not the SET/GET runs' keys).
+go build -o "$WORK/migload" ./scripts/migload
+# g1 serves 0-8191 and g2 8192-16383 (as after the MSET test), so the source holds only the
+# keys that move and each SCAN pass reads only them.
+admin slots assign --dc dc1 --group g2 --force 8192-16383
 redis-cli -p "$R1" FLUSHALL >/dev/null; redis-cli -p "$R2" FLUSHALL >/dev/null
-redis-benchmark -p "$P1" -n "$NMIG" -r "$NMIG" -d "$MIGVAL" -P 32 -c 10 -t set -q >/dev/null 2>&1
-# p99 (ms) and rps of the GET workload: CSV fields rps=4, p99=14.
-getload() { redis-benchmark -p "$P1" -n "$NLOAD" -c "$CLIENTS" -r "$NMIG" -t get --csv 2>/dev/null | tail -1 | awk -F'"' '{print $4, $14}'; }
-base=$(getload)
-ms() { date +%s%3N; }
-t0=$(ms)
+"$WORK/migload" -addr "127.0.0.1:$P1" -load -keys "$NMIG" -size "$MIGVAL"
+tomove=$(redis-cli -p "$R1" DBSIZE)
+echo "migration: $tomove keys of ${MIGVAL}B (of $NMIG loaded) move g1 -> g2 (slots 0-8191) while $CLIENTS clients GET random keys of the $NMIG"
+PROF=:
+if [ -n "${MIGPROF:-}" ]; then # the node's CPU profile over the migration, and both servers' command stats
+	mkdir -p "$MIGPROF"
+	PROF="curl -s -o $MIGPROF/node.pprof http://$ADMIN/debug/pprof/profile?seconds=${MIGPROFSEC:-2} >/dev/null 2>&1 &"
+fi
+cat >"$WORK/migrate.sh" <<EOS
+set -e
+[ -z "${MIGPROF:-}" ] || { redis-cli -p "$R1" CONFIG RESETSTAT >/dev/null; redis-cli -p "$R2" CONFIG RESETSTAT >/dev/null; }
+$PROF
 "$WORK/redraft" --admin "$ADMIN" migrate --dc dc1 --slots 0-8191 --to g2 >/dev/null
-getload >"$WORK/during" &
-GL=$!
-until "$WORK/redraft" --admin "$ADMIN" --json migrations --dc dc1 | grep -q '"state": "migrated"'; do sleep 0.02; done
-t1=$(ms)
-wait "$GL"
-during=$(cat "$WORK/during")
+until "$WORK/redraft" --admin "$ADMIN" --json migrations --dc dc1 | grep -q '"state": "migrated"'; do sleep 0.01; done
+EOS
+out=$("$WORK/migload" -addr "127.0.0.1:$P1" -keys "$NMIG" -clients "$CLIENTS" -base "$MIGBASE" -- bash "$WORK/migrate.sh")
+if [ -n "${MIGPROF:-}" ]; then
+	sleep "${MIGPROFSEC:-2}"
+	redis-cli -p "$R1" INFO commandstats >"$MIGPROF/source.stats"; redis-cli -p "$R2" INFO commandstats >"$MIGPROF/target.stats"
+fi
+left=$(($(redis-cli -p "$R1" DBSIZE) - $(redis-cli -p "$R1" EXISTS __redraft:fence))) # the fence hash stays
 info=$("$WORK/redraft" --admin "$ADMIN" --json migrations --dc dc1)
-keys=$(echo "$info" | awk -F': ' '/"keys_moved"/ {gsub(/,/, "", $2); print $2; exit}')
-bytes=$(echo "$info" | awk -F': ' '/"bytes_moved"/ {gsub(/,/, "", $2); print $2; exit}')
-awk -v keys="$keys" -v bytes="$bytes" -v ms=$((t1 - t0)) -v base="$base" -v during="$during" 'BEGIN {
-	split(base, a, " "); split(during, b, " ")
-	printf "%-28s %12s\n", "migration wall time", sprintf("%.2f s (start to switch, under the GET load)", ms / 1000)
-	printf "%-28s %12d\n", "keys moved", keys
-	printf "%-28s %12.0f\n", "keys/s", keys / (ms / 1000)
-	printf "%-28s %12.1f\n", "MB/s (bytes moved)", bytes / 1e6 / (ms / 1000)
-	printf "%-28s %9.3f ms  (%0.f rps)\n", "GET p99 without migration", a[2], a[1]
-	printf "%-28s %9.3f ms  (%0.f rps)\n", "GET p99 during migration", b[2], b[1]
-	printf "%-28s %12.2f\n", "p99 ratio during/without", b[2] / a[2]
+mover=$(echo "$info" | awk -F': ' '/"keys_moved"/ {gsub(/,/, "", $2); print $2; exit}')
+awk -v tomove="$tomove" -v left="$left" -v mover="$mover" -v val="$MIGVAL" -v out="$out" 'BEGIN {
+	n = split(out, l, "\n")
+	for (i = 1; i <= n; i++) { split(l[i], f, " "); r[f[1]] = l[i] }
+	split(r["without"], a, " "); split(r["during"], b, " "); split(r["errors"], e, " ")
+	s = b[5]
+	printf "%-28s %12s\n", "migration wall time", sprintf("%.2f s (migrate command to switch committed)", s)
+	printf "%-28s %12d  (%d by the mover, the rest by clients touching them; %d left on the source)\n", "keys moved", tomove - left, mover, left
+	printf "%-28s %12.0f\n", "keys/s", (tomove - left) / s
+	printf "%-28s %12.1f\n", "MB/s (values)", (tomove - left) * val / 1e6 / s
+	printf "%-28s %9.3f ms  (p50 %.3f ms, %.0f rps)\n", "GET p99 without migration", a[4], a[3], a[2]
+	printf "%-28s %9.3f ms  (p50 %.3f ms, %.0f rps, %d error replies)\n", "GET p99 during migration", b[4], b[3], b[2], e[2]
+	printf "%-28s %12.2f\n", "p99 ratio during/without", b[4] / a[4]
 }'
+[ "${BENCH_ONLY:-}" = migration ] && exit 0
 fi
 
 # ---- Cross-DC replication: lag at a fixed rate, highest sustained rate ----------------------
