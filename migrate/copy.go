@@ -65,6 +65,14 @@ func (m *Mover) dumpBatch(ctx context.Context, src *redis.Client, keys []string,
 // released and the keys stay on the source (a stale copy on the target is replaced by the
 // next move).
 func (m *Mover) restoreBatch(ctx context.Context, src, dst *redis.Client, srcNow int64, batch []dumped, token string) ([]int64, error) {
+	if err := m.restore(ctx, src, dst, srcNow, batch, token); err != nil {
+		return nil, err
+	}
+	return m.finish(ctx, src, batch, token)
+}
+
+// restore is step 2; on an error it releases the batch's locks.
+func (m *Mover) restore(ctx context.Context, src, dst *redis.Client, srcNow int64, batch []dumped, token string) error {
 	keys := make([]string, 0, len(batch))
 	args := make([]any, 0, 3+2*len(batch))
 	keep := "0"
@@ -76,21 +84,31 @@ func (m *Mover) restoreBatch(ctx context.Context, src, dst *redis.Client, srcNow
 		keys = append(keys, d.key)
 		args = append(args, d.pttl, d.payload)
 	}
-	locks := lockArgs(batch)
 	if err := restoreScript.Run(ctx, dst, keys, args...).Err(); err != nil {
-		m.cleanup(ctx, func(ctx context.Context) error {
-			return unlockDeleteScript.Run(ctx, src, locks, token, "0").Err()
-		})
-		return nil, fmt.Errorf("migrate: restore %d key(s) on the target: %w", len(keys), busyIfOurs(err))
+		m.unlockBatch(ctx, src, batch, token)
+		return fmt.Errorf("migrate: restore %d key(s) on the target: %w", len(keys), busyIfOurs(err))
 	}
-	ours, err := unlockDeleteScript.Run(ctx, src, locks, token, "1").Int64Slice()
+	return nil
+}
+
+// finish is step 3: per key 1 if it moved, 0 if its lock lapsed first.
+func (m *Mover) finish(ctx context.Context, src *redis.Client, batch []dumped, token string) ([]int64, error) {
+	ours, err := unlockDeleteScript.Run(ctx, src, lockArgs(batch), token, "1").Int64Slice()
 	if err != nil {
-		return nil, fmt.Errorf("migrate: delete %d moved key(s) on the source: %w", len(keys), err)
+		return nil, fmt.Errorf("migrate: delete %d moved key(s) on the source: %w", len(batch), err)
 	}
 	if len(ours) != len(batch) {
 		return nil, fmt.Errorf("migrate: delete script answered %d values for %d keys", len(ours), len(batch))
 	}
 	return ours, nil
+}
+
+// unlockBatch releases a batch's locks, keeping the keys on the source (best effort: the locks
+// expire anyway).
+func (m *Mover) unlockBatch(ctx context.Context, src *redis.Client, batch []dumped, token string) {
+	m.cleanup(ctx, func(ctx context.Context) error {
+		return unlockDeleteScript.Run(ctx, src, lockArgs(batch), token, "0").Err()
+	})
 }
 
 // lockArgs returns the KEYS of unlockDeleteScript for a batch: each key and its lock.

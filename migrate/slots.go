@@ -81,12 +81,12 @@ type MoveOptions struct {
 	Progress func(Progress)
 	// ProgressEvery spaces progress reports (default 100ms).
 	ProgressEvery time.Duration
-	// BatchKeys is the most keys per batch copy (default 256).
+	// BatchKeys is the most keys per batch copy (default 100).
 	BatchKeys int
 	// BatchBytes bounds the MEMORY USAGE of one batch copy, and so how long its DUMPs block the
-	// source (default 128 KiB).
+	// source (default 64 KiB).
 	BatchBytes int64
-	// InFlight is how many dumped batches may wait for their restore on the target (default 2).
+	// InFlight is how many batches may wait between two steps of the copy (default 2).
 	InFlight int
 	// ScanCount is SCAN's COUNT hint (default 1000).
 	ScanCount int
@@ -108,10 +108,10 @@ func (m *Mover) MoveSlots(ctx context.Context, slots SlotSet, opts MoveOptions) 
 		opts.ScanCount = 1000
 	}
 	if opts.BatchKeys <= 0 {
-		opts.BatchKeys = 256
+		opts.BatchKeys = 100
 	}
 	if opts.BatchBytes <= 0 {
-		opts.BatchBytes = 128 << 10
+		opts.BatchBytes = 64 << 10
 	}
 	if opts.InFlight <= 0 {
 		opts.InFlight = 2
@@ -170,9 +170,9 @@ type copyJob struct {
 	batch []dumped
 }
 
-// pass runs one full SCAN over db. Three steps overlap: this goroutine SCANs and dumps
-// batches (dumpScript), a restorer restores them on the target and deletes them from the
-// source; up to MoveOptions.InFlight batches are between the two.
+// pass runs one full SCAN over db. The three steps of a batch copy overlap: this goroutine
+// SCANs and dumps batches (dumpScript), a restorer restores them on the target, a finisher
+// deletes them from the source; up to MoveOptions.InFlight batches wait between two steps.
 func (r *run) pass(ctx context.Context, db int) error {
 	src, dst, err := r.m.clients(db)
 	if err != nil {
@@ -180,18 +180,43 @@ func (r *run) pass(ctx context.Context, db int) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	jobs := make(chan copyJob, r.opts.InFlight)
-	rerr := make(chan error, 1)
-	go func() {
-		var first error
-		for j := range jobs {
-			if first != nil {
-				r.m.cleanup(ctx, func(ctx context.Context) error {
-					return unlockDeleteScript.Run(ctx, src, lockArgs(j.batch), j.token, "0").Err()
-				})
+	dumpedc := make(chan copyJob, r.opts.InFlight)
+	restored := make(chan copyJob, r.opts.InFlight)
+	var failMu sync.Mutex
+	var failed error
+	fail := func(err error) {
+		failMu.Lock()
+		if failed == nil {
+			failed = err
+		}
+		failMu.Unlock()
+		cancel()
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // restorer
+		defer wg.Done()
+		defer close(restored)
+		for j := range dumpedc {
+			if ctx.Err() != nil {
+				r.m.unlockBatch(ctx, src, j.batch, j.token)
 				continue
 			}
-			ours, err := r.m.restoreBatch(ctx, src, dst, j.now, j.batch, j.token)
+			if err := r.m.restore(ctx, src, dst, j.now, j.batch, j.token); err != nil {
+				fail(err)
+				continue
+			}
+			restored <- j
+		}
+	}()
+	go func() { // finisher: it always runs, even after a failure, so restored keys leave the source
+		defer wg.Done()
+		for j := range restored {
+			ours, err := r.m.finish(context.WithoutCancel(ctx), src, j.batch, j.token)
+			if err != nil {
+				fail(err)
+				continue
+			}
 			r.mu.Lock()
 			for i, ok := range ours {
 				if ok == 1 {
@@ -203,17 +228,13 @@ func (r *run) pass(ctx context.Context, db int) error {
 			}
 			r.mu.Unlock()
 			r.report(false)
-			if err != nil {
-				first = err
-				cancel()
-			}
 		}
-		rerr <- first
 	}()
-	err = r.scanAndDump(ctx, src, db, jobs)
-	close(jobs)
-	if werr := <-rerr; werr != nil && (err == nil || errors.Is(err, context.Canceled)) {
-		return werr
+	err = r.scanAndDump(ctx, src, db, dumpedc)
+	close(dumpedc)
+	wg.Wait()
+	if failed != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		return failed
 	}
 	return err
 }
@@ -266,9 +287,7 @@ func (r *run) scanAndDump(ctx context.Context, src *redis.Client, db int, jobs c
 				select {
 				case jobs <- j:
 				case <-ctx.Done():
-					r.m.cleanup(ctx, func(ctx context.Context) error {
-						return unlockDeleteScript.Run(ctx, src, lockArgs(j.batch), token, "0").Err()
-					})
+					r.m.unlockBatch(ctx, src, j.batch, token)
 					return ctx.Err()
 				}
 			}
