@@ -3,6 +3,8 @@ package migrate
 import (
 	"context"
 	"sync"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Migrate-on-access in rounds. Every client command on a migrating slot calls MoveKeys first,
@@ -74,40 +76,87 @@ func (m *Mover) rounds(ctx context.Context, c *combiner, db int) {
 }
 
 // round moves the keys of calls by batch copies, BatchKeys keys and BatchBytes at most per
-// batch, and reports to every call.
+// batch, and reports to every call. Only the dump steps are serialised: the restore and the
+// delete of each batch run on their own goroutine, so the next round's dump (which is all that
+// keys already moved need) starts as soon as this round's dumps are done. A call is answered
+// as soon as all its keys are settled.
 func (m *Mover) round(ctx context.Context, db int, calls []*onAccess) {
 	ctx, cancel := context.WithTimeout(ctx, 2*m.cfg.IOTimeout+m.cfg.LockTTL)
-	defer cancel()
-	type result struct{ st, mem int64 }
-	res := map[string]result{}
+	idx := map[string]int{}
 	var keys []string
 	for _, call := range calls {
 		for _, k := range call.keys {
-			if _, ok := res[k]; !ok {
-				res[k] = result{}
+			if _, ok := idx[k]; !ok {
+				idx[k] = len(keys)
 				keys = append(keys, k)
 			}
 		}
 	}
-	err := m.copyKeys(ctx, db, keys, m.cfg.BatchKeys, m.cfg.BatchBytes, func(d dumped) {
-		res[d.key] = result{d.st, d.mem}
+	// Per key, written by exactly one goroutine before the calls that hold it are answered.
+	st, mem, errs := make([]int64, len(keys)), make([]int64, len(keys)), make([]error, len(keys))
+	inRestore := make([]bool, len(keys))
+	var wg sync.WaitGroup
+	err := m.dumpKeys(ctx, db, keys, m.cfg.BatchKeys, m.cfg.BatchBytes, func(d dumped) {
+		st[idx[d.key]], mem[idx[d.key]] = d.st, d.mem
+	}, func(src, dst *redis.Client, now int64, batch []dumped, token string) {
+		for _, d := range batch {
+			inRestore[idx[d.key]] = true
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ours, err := m.restoreBatch(ctx, src, dst, now, batch, token)
+			for i, d := range batch {
+				j := idx[d.key]
+				switch {
+				case err != nil:
+					errs[j] = err
+				case ours[i] == 1:
+					st[j], mem[j] = stMoved, d.mem
+				default:
+					st[j] = stBusy // the lock lapsed: whoever holds it now moves the key again
+				}
+			}
+		}()
 	})
-	for _, call := range calls {
+	answer := func(call *onAccess) {
 		call.err = err
-		if err == nil {
-			call.st, call.mem = make([]int64, len(call.keys)), make([]int64, len(call.keys))
-			for i, k := range call.keys {
-				r := res[k]
-				call.st[i], call.mem[i] = r.st, r.mem
+		call.st, call.mem = make([]int64, len(call.keys)), make([]int64, len(call.keys))
+		for i, k := range call.keys {
+			j := idx[k]
+			call.st[i], call.mem[i] = st[j], mem[j]
+			if errs[j] != nil && call.err == nil {
+				call.err = errs[j]
 			}
 		}
 		close(call.done)
 	}
+	var later []*onAccess
+	for _, call := range calls {
+		waits := false
+		for _, k := range call.keys {
+			waits = waits || inRestore[idx[k]]
+		}
+		if waits {
+			later = append(later, call)
+		} else {
+			answer(call)
+		}
+	}
+	go func() {
+		wg.Wait()
+		cancel()
+		for _, call := range later {
+			answer(call)
+		}
+	}()
 }
 
-// copyKeys moves keys by batch copies, one batch at a time, and reports every key's final
-// status: stNoKey, stMoved, stBusy or stBig (the last two are left to the caller).
-func (m *Mover) copyKeys(ctx context.Context, db int, keys []string, batchKeys int, budget int64, report func(dumped)) error {
+// dumpKeys runs step 1 of batch copies over keys, one batch at a time: keys that need nothing
+// more (stNoKey, stBusy, stBig) go to settled, and each batch of locked keys to locked, which
+// must see it through steps 2 and 3.
+func (m *Mover) dumpKeys(ctx context.Context, db int, keys []string, batchKeys int, budget int64,
+	settled func(dumped), locked func(src, dst *redis.Client, now int64, batch []dumped, token string)) error {
 	src, dst, err := m.clients(db)
 	if err != nil {
 		return err
@@ -120,30 +169,20 @@ func (m *Mover) copyKeys(ctx context.Context, db int, keys []string, batchKeys i
 			return err
 		}
 		var later []string
-		var locked []dumped
+		var ours []dumped
 		for _, d := range res {
 			switch d.st {
 			case stMoved:
-				locked = append(locked, d)
+				ours = append(ours, d)
 			case stDeferred:
 				later = append(later, d.key)
 			default:
-				report(d)
+				settled(d)
 			}
 		}
 		keys = append(later, keys[len(batch):]...)
-		if len(locked) == 0 {
-			continue
-		}
-		ours, err := m.restoreBatch(ctx, src, dst, now, locked, token)
-		if err != nil {
-			return err
-		}
-		for i, d := range locked {
-			if ours[i] != 1 {
-				d.st = stBusy // the lock lapsed: whoever holds it now moves the key again
-			}
-			report(d)
+		if len(ours) > 0 {
+			locked(src, dst, now, ours, token)
 		}
 	}
 	return nil
