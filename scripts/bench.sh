@@ -188,10 +188,19 @@ cat >"$WORK/migrate.sh" <<EOS
 set -e
 [ -z "${MIGPROF:-}" ] || { redis-cli -p "$R1" CONFIG RESETSTAT >/dev/null; redis-cli -p "$R2" CONFIG RESETSTAT >/dev/null; }
 $PROF
+t0=\$(date +%s%3N)
 "$WORK/redraft" --admin "$ADMIN" migrate --dc dc1 --slots 0-8191 --to g2 >/dev/null
-until "$WORK/redraft" --admin "$ADMIN" --json migrations --dc dc1 | grep -q '"state": "migrated"'; do sleep 0.01; done
+seen=
+while :; do
+	st=\$("$WORK/redraft" --admin "$ADMIN" --json migrations --dc dc1 | awk -F'"' '/"state"/ {print \$4; exit}')
+	[ "\$st" = "\$seen" ] || { echo "\$((\$(date +%s%3N) - t0)) ms: \$st" >>"$WORK/phases"; seen=\$st; }
+	[ "\$st" = migrated ] && break
+	sleep 0.01
+done
 EOS
-out=$("$WORK/migload" -addr "127.0.0.1:$P1" -keys "$NMIG" -clients "$CLIENTS" -base "$MIGBASE" -- bash "$WORK/migrate.sh")
+# MIGSLICES=0.25s: also show the GET latency per quarter second and when the migration's state changed.
+out=$("$WORK/migload" -addr "127.0.0.1:$P1" -keys "$NMIG" -clients "$CLIENTS" -base "$MIGBASE" -slices "${MIGSLICES:-0}" -- bash "$WORK/migrate.sh")
+[ -z "${MIGSLICES:-}" ] || cat "$WORK/phases"
 if [ -n "${MIGPROF:-}" ]; then
 	sleep "${MIGPROFSEC:-2}"
 	redis-cli -p "$R1" INFO commandstats >"$MIGPROF/source.stats"; redis-cli -p "$R2" INFO commandstats >"$MIGPROF/target.stats"

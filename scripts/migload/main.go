@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -32,12 +33,13 @@ func main() {
 	load := flag.Bool("load", false, "load the keys, then exit")
 	clients := flag.Int("clients", 50, "concurrent GET clients")
 	base := flag.Duration("base", 3*time.Second, "baseline window before the command runs")
+	slice := flag.Duration("slices", 0, "also print, to stderr, each window cut in slices of this length (0: no)")
 	flag.Parse()
 	var err error
 	if *load {
 		err = loadKeys(*addr, *keys, *size)
 	} else {
-		err = measure(*addr, *keys, *clients, *base, flag.Args())
+		err = measure(*addr, *keys, *clients, *base, *slice, flag.Args())
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "migload:", err)
@@ -105,7 +107,7 @@ type sample struct {
 }
 
 // measure runs the GET load, the baseline window, then cmd, and prints both windows.
-func measure(addr string, nkeys, clients int, base time.Duration, cmd []string) error {
+func measure(addr string, nkeys, clients int, base, slice time.Duration, cmd []string) error {
 	if len(cmd) == 0 {
 		return errors.New("no command to run after the baseline (migload [flags] -- cmd args...)")
 	}
@@ -163,8 +165,13 @@ func measure(addr string, nkeys, clients int, base time.Duration, cmd []string) 
 	for _, s := range per {
 		all = append(all, s...)
 	}
-	report("without", all, 0, c0)
-	report("during", all, c0, c1)
+	report(os.Stdout, "without", all, 0, c0)
+	report(os.Stdout, "during", all, c0, c1)
+	if slice > 0 {
+		for at := c0 - slice*(c0/slice/2); at < c1; at += slice {
+			report(os.Stderr, fmt.Sprintf("at%+.2fs", (at-c0).Seconds()), all, at, min(at+slice, c1))
+		}
+	}
 	fmt.Printf("errors %d\n", errCount.Load())
 	return nil
 }
@@ -192,7 +199,7 @@ func readReply(br *bufio.Reader) (bad bool, err error) {
 }
 
 // report prints one window: "<name> <rps> <p50 ms> <p99 ms> <seconds>".
-func report(name string, all []sample, from, to time.Duration) {
+func report(w io.Writer, name string, all []sample, from, to time.Duration) {
 	var lat []time.Duration
 	for _, s := range all {
 		if s.at >= from && s.at < to {
@@ -200,10 +207,10 @@ func report(name string, all []sample, from, to time.Duration) {
 		}
 	}
 	if len(lat) == 0 {
-		fmt.Printf("%s 0 0 0 %.3f\n", name, (to - from).Seconds())
+		fmt.Fprintf(w, "%s 0 0 0 %.3f\n", name, (to - from).Seconds())
 		return
 	}
 	slices.Sort(lat)
 	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))]) / 1e6 }
-	fmt.Printf("%s %.0f %.3f %.3f %.3f\n", name, float64(len(lat))/(to-from).Seconds(), q(0.5), q(0.99), (to - from).Seconds())
+	fmt.Fprintf(w, "%s %.0f %.3f %.3f %.3f\n", name, float64(len(lat))/(to-from).Seconds(), q(0.5), q(0.99), (to - from).Seconds())
 }
