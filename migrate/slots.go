@@ -217,6 +217,12 @@ func (r *run) pass(ctx context.Context, db int) error {
 				fail(err)
 				continue
 			}
+			known := r.m.known(db)
+			for i, ok := range ours {
+				if ok == 1 {
+					known.add(j.batch[i].key)
+				}
+			}
 			r.mu.Lock()
 			for i, ok := range ours {
 				if ok == 1 {

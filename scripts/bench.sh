@@ -189,7 +189,7 @@ set -e
 [ -z "${MIGPROF:-}" ] || { redis-cli -p "$R1" CONFIG RESETSTAT >/dev/null; redis-cli -p "$R2" CONFIG RESETSTAT >/dev/null; }
 $PROF
 t0=\$(date +%s%3N)
-"$WORK/redraft" --admin "$ADMIN" migrate --dc dc1 --slots 0-8191 --to g2 >/dev/null
+"$WORK/redraft" --admin "$ADMIN" migrate --dc dc1 --slots 0-8191 --to g2 ${MIGARGS:-} >/dev/null
 seen=
 while :; do
 	st=\$("$WORK/redraft" --admin "$ADMIN" --json migrations --dc dc1 | awk -F'"' '/"state"/ {print \$4; exit}')
