@@ -10,17 +10,21 @@ import (
 // Migrate-on-access in rounds. Every client command on a migrating slot calls MoveKeys first,
 // so with many clients there are many concurrent calls of a key or two each. Rather than one
 // script (and, before, one MIGRATE) per call, concurrent calls for one database are combined:
-// a call that finds a round running queues its keys, and the next round takes every queued
-// key at once: one dump on the source, one restore on the target and one delete on the
+// a call that finds maxRounds rounds running queues its keys, and the next round takes every
+// queued key at once: one dump on the source, one restore on the target and one delete on the
 // source for all of them. The source thus runs a few scripts per round instead of one per
 // client command, and none of them waits on the target.
 
-// combiner queues the calls of one database and runs their rounds.
+// combiner queues the calls of one database and runs their rounds, at most maxRounds at once.
 type combiner struct {
 	mu      sync.Mutex
 	queue   []*onAccess
-	running bool
+	running int
 }
+
+// maxRounds is how many rounds of one database may be in their dump step at once: a call
+// waits for a round only when that many are, so it rarely waits for more than its own.
+const maxRounds = 4
 
 // onAccess is one MoveKeys call waiting for its round.
 type onAccess struct {
@@ -45,8 +49,8 @@ func (m *Mover) combined(ctx context.Context, db int, keys []string) ([]int64, [
 	call := &onAccess{keys: keys, done: make(chan struct{})}
 	c.mu.Lock()
 	c.queue = append(c.queue, call)
-	if !c.running {
-		c.running = true
+	if c.running < maxRounds {
+		c.running++
 		go m.rounds(context.WithoutCancel(ctx), c, db)
 	}
 	c.mu.Unlock()
@@ -66,7 +70,7 @@ func (m *Mover) rounds(ctx context.Context, c *combiner, db int) {
 		calls := c.queue
 		c.queue = nil
 		if len(calls) == 0 {
-			c.running = false
+			c.running--
 			c.mu.Unlock()
 			return
 		}
