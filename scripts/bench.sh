@@ -11,7 +11,8 @@
 # Last, the failover figures (docs/failover.md): kill -9 of a group master to the first write
 # acknowledged through every node, and the write latency around planned switchovers
 # (integration/failover_bench_test.go, real nodes and redis-servers).
-# Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS, XRATE, XRATE2, XDUR, BENCH_ONLY=data|xdc|failover,
+# Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS, XRATE, XRATE2, XDUR, BENCH_ONLY=data|migration|xdc|failover,
+# NMIG, MIGVAL, MIGBASE, MIGHASH, MIGARGS, MIGSLICES, MIGPROF (the migration part: see there),
 # XPROF=DIR (CPU profiles of the two nodes over the flat-out cross-DC run, written to DIR).
 set -euo pipefail
 
@@ -97,7 +98,7 @@ start_node() {
 admin() { "$WORK/redraft" --admin "$ADMIN" "$@" >/dev/null; }
 
 R1=$(free_port); start_redis "$R1"; R1PID=${PIDS[-1]}
-R2=$(free_port); start_redis "$R2"
+R2=$(free_port); start_redis "$R2"; R2PID=${PIDS[-1]}
 start_node; P1=$PORT; BS1=$PID; P2=$PORT; BS2=$PID
 admin group add --dc dc1 --id g1 --master "127.0.0.1:$R1"
 admin group add --dc dc1 --id g2 --master "127.0.0.1:$R2"
@@ -189,6 +190,8 @@ set -e
 [ -z "${MIGPROF:-}" ] || { redis-cli -p "$R1" CONFIG RESETSTAT >/dev/null; redis-cli -p "$R2" CONFIG RESETSTAT >/dev/null; }
 $PROF
 t0=\$(date +%s%3N)
+cpu() { for p in $R1PID $R2PID $BS1; do awk '{printf "%d ", \$14 + \$15}' /proc/\$p/stat; done; echo; }
+cpu >"$WORK/cpu"
 "$WORK/redraft" --admin "$ADMIN" migrate --dc dc1 --slots 0-8191 --to g2 ${MIGARGS:-} >/dev/null
 seen=
 while :; do
@@ -197,6 +200,7 @@ while :; do
 	[ "\$st" = migrated ] && break
 	sleep 0.01
 done
+cpu >>"$WORK/cpu"
 EOS
 # MIGSLICES=0.25s: also show the GET latency per quarter second and when the migration's state changed.
 out=$("$WORK/migload" -addr "127.0.0.1:$P1" -keys "$NMIG" -clients "$CLIENTS" -base "$MIGBASE" -slices "${MIGSLICES:-0}" -- bash "$WORK/migrate.sh")
@@ -220,6 +224,24 @@ awk -v tomove="$tomove" -v left="$left" -v mover="$mover" -v val="$MIGVAL" -v ou
 	printf "%-28s %9.3f ms  (p50 %.3f ms, %.0f rps)\n", "GET p99 without migration", a[4], a[3], a[2]
 	printf "%-28s %9.3f ms  (p50 %.3f ms, %.0f rps, %d error replies)\n", "GET p99 during migration", b[4], b[3], b[2], e[2]
 	printf "%-28s %12.2f\n", "p99 ratio during/without", b[4] / a[4]
+}'
+# CPU seconds the source, the target and the node spent over the migration (GET load included).
+awk -v hz="$HZ" 'NR == 1 {split($0, a, " ")} NR == 2 {split($0, b, " ")
+	printf "%-28s source %.2f s, target %.2f s, node %.2f s (with the GET load)\n", "CPU over the migration", (b[1] - a[1]) / hz, (b[2] - a[2]) / hz, (b[3] - a[3]) / hz}' "$WORK/cpu"
+# A big collection: one hash of MIGHASH fields of 200 B values, alone on g2 (which serves every
+# slot now), moves to g1 in chunks; MB/s is its MEMORY USAGE over the wall time, migrate
+# command to switch (freeze barrier and the two SCAN passes included).
+MIGHASH=${MIGHASH:-250000}
+redis-cli -p "$R1" FLUSHALL >/dev/null; redis-cli -p "$R2" FLUSHALL >/dev/null
+"$WORK/migload" -addr "127.0.0.1:$P1" -hash bighash -keys "$MIGHASH" -size 200
+hmem=$(redis-cli -p "$R2" MEMORY USAGE bighash)
+h0=$(date +%s%3N)
+"$WORK/redraft" --admin "$ADMIN" migrate --dc dc1 --slots 0-16383 --to g1 >/dev/null
+until [ "$("$WORK/redraft" --admin "$ADMIN" --json migrations --dc dc1 | grep -c '"state": "migrated"')" = 2 ]; do sleep 0.01; done
+h1=$(date +%s%3N)
+[ "$(redis-cli -p "$R1" HLEN bighash)" = "$MIGHASH" ] || { echo "bench: the big hash did not arrive whole" >&2; exit 1; }
+awk -v mem="$hmem" -v ms=$((h1 - h0)) -v n="$MIGHASH" 'BEGIN {
+	printf "%-28s %12.1f  (a %d-field hash of %.1f MB in %.2f s, migrate command to switch)\n", "big hash MB/s", mem / 1e6 / (ms / 1000), n, mem / 1e6, ms / 1000
 }'
 [ "${BENCH_ONLY:-}" = migration ] && exit 0
 fi

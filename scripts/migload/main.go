@@ -31,12 +31,15 @@ func main() {
 	keys := flag.Int("keys", 100000, "keys key:000000000000 ... (loaded with -load, read at random)")
 	size := flag.Int("size", 512, "value size of loaded keys")
 	load := flag.Bool("load", false, "load the keys, then exit")
+	hash := flag.String("hash", "", "instead, build a hash of this name with -keys fields of -size bytes, then exit")
 	clients := flag.Int("clients", 50, "concurrent GET clients")
 	base := flag.Duration("base", 3*time.Second, "baseline window before the command runs")
 	slice := flag.Duration("slices", 0, "also print, to stderr, each window cut in slices of this length (0: no)")
 	flag.Parse()
 	var err error
-	if *load {
+	if *hash != "" {
+		err = loadHash(*addr, *hash, *keys, *size)
+	} else if *load {
 		err = loadKeys(*addr, *keys, *size)
 	} else {
 		err = measure(*addr, *keys, *clients, *base, *slice, flag.Args())
@@ -99,6 +102,40 @@ func loadKeys(addr string, n, size int) error {
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// loadHash builds a hash of n fields with pipelined HSETs of 1000 fields each.
+func loadHash(addr, name string, n, size int) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	bw, br := bufio.NewWriterSize(c, 1<<20), bufio.NewReader(c)
+	val := strings.Repeat("h", size)
+	sent := 0
+	for i := 0; i < n; i += 1000 {
+		m := min(1000, n-i)
+		fmt.Fprintf(bw, "*%d\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n", 2+2*m, len(name), name)
+		for j := i; j < i+m; j++ {
+			f := fmt.Sprintf("f%d", j)
+			fmt.Fprintf(bw, "$%d\r\n%s\r\n$%d\r\n%s\r\n", len(f), f, len(val), val)
+		}
+		sent++
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	for ; sent > 0; sent-- {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line[0] != ':' {
+			return fmt.Errorf("HSET answered %q", strings.TrimSpace(line))
+		}
+	}
+	return nil
 }
 
 // sample is one GET: when it was sent (since the start) and how long it took.
