@@ -96,6 +96,10 @@ type Config struct {
 	IOTimeout time.Duration
 	// PoolSize is the connection pool size per server and db (default 16).
 	PoolSize int
+	// KnownKeys bounds the keys per run and db that the movers of this process remember as off
+	// the source, so MoveKeys skips the round trip for them (known.go; default 1,048,576, about
+	// 100 MB at most for long keys; -1: none).
+	KnownKeys int
 	// Logger receives the mover's logs (default: discarded).
 	Logger *slog.Logger
 }
@@ -123,6 +127,9 @@ func (c *Config) setDefaults() {
 	defInt(&c.ChunkBytes, 512<<10)
 	defInt(&c.BatchKeys, 100)
 	defInt(&c.PoolSize, 16)
+	if c.KnownKeys == 0 {
+		c.KnownKeys = 1 << 20
+	}
 	defDur(&c.LockTTL, 5*time.Second)
 	defDur(&c.LockWait, 2*time.Second)
 	defDur(&c.MigrateTimeout, 2*time.Second)
@@ -148,6 +155,7 @@ type Mover struct {
 	log        *slog.Logger
 	mu         sync.Mutex
 	src, dst   map[int]*redis.Client // per db
+	combiners  map[int]*combiner     // per db: migrate-on-access rounds (combine.go)
 	closed     bool
 }
 
@@ -162,7 +170,8 @@ func New(cfg Config) (*Mover, error) {
 		return nil, fmt.Errorf("migrate: target address %q: %w", cfg.MigrateTarget, err)
 	}
 	m := &Mover{cfg: cfg, host: host, port: port, log: cfg.Logger,
-		src: map[int]*redis.Client{}, dst: map[int]*redis.Client{}}
+		src: map[int]*redis.Client{}, dst: map[int]*redis.Client{}, combiners: map[int]*combiner{}}
+	m.openKnown()
 	return m, nil
 }
 
@@ -170,6 +179,9 @@ func New(cfg Config) (*Mover, error) {
 func (m *Mover) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if !m.closed {
+		m.closeKnown()
+	}
 	m.closed = true
 	var first error
 	for _, pool := range []map[int]*redis.Client{m.src, m.dst} {
@@ -228,28 +240,36 @@ func (m *Mover) moveKeys(ctx context.Context, db int, keys []string) (moved int,
 	if err != nil {
 		return 0, 0, err
 	}
-	pending := dedupe(keys)
-	var slow []string // busy or big: one at a time under the lock
-	for len(pending) > 0 {
-		n := min(len(pending), m.cfg.BatchKeys)
-		st, mem, err := m.runMove(ctx, src, db, pending[:n], "")
-		if err != nil {
-			return moved, bytes, err
+	known := m.known(db)
+	all := dedupe(keys)
+	pending := all[:0]
+	for _, k := range all {
+		if !known.has(k) {
+			pending = append(pending, k)
 		}
-		var later []string
-		for i, k := range pending[:n] {
-			switch st[i] {
-			case stMoved:
-				moved++
-				bytes += mem[i]
-			case stBusy, stBig:
-				slow = append(slow, k)
-			case stDeferred:
-				later = append(later, k)
-			}
-		}
-		pending = append(later, pending[n:]...)
 	}
+	if len(pending) == 0 {
+		return 0, 0, nil
+	}
+	var slow []string // busy or big: one at a time under the lock
+	st, mem, err := m.combined(ctx, db, pending)
+	if err != nil {
+		return 0, 0, err
+	}
+	off := pending[:0:0]
+	for i, k := range pending {
+		switch st[i] {
+		case stMoved:
+			moved++
+			bytes += mem[i]
+			off = append(off, k)
+		case stNoKey:
+			off = append(off, k)
+		case stBusy, stBig:
+			slow = append(slow, k)
+		}
+	}
+	known.add(off...)
 	var firstErr error
 	for _, k := range slow {
 		ok, b, err := m.moveLocked(ctx, src, dst, db, k)
@@ -262,6 +282,7 @@ func (m *Mover) moveKeys(ctx context.Context, db int, keys []string) (moved int,
 			}
 			continue
 		}
+		known.add(k)
 		if ok {
 			moved++
 			bytes += b

@@ -197,3 +197,108 @@ if redis.call('GET', KEYS[2]) == ARGV[1] then
 end
 return 0
 `)
+
+// dumpScript starts a batch copy on the source (copy.go): for each key it checks, in one atomic
+// step, whether the key exists and how big it is, as moveScript does, and locks each small key
+// within the byte budget with the caller's token for the lock TTL (a key another mover holds
+// is busy), then DUMPs it with its remaining TTL. Nothing is sent anywhere: the source is busy
+// only for its own work, a few µs per key.
+//
+// MEMORY USAGE comes first: it answers nil for a missing key, and a collection cannot hold more
+// elements than it has bytes, so TYPE and the element count are read only for keys over
+// big-elements bytes.
+//
+// KEYS: key1, lock1, key2, lock2, ...
+// ARGV: big elements, big bytes, byte budget, token, lock TTL ms, fence field.
+// Returns: the source's clock (ms), then per key: status, bytes, DUMP payload ("" unless
+// status 1), PTTL (-1: none).
+var dumpScript = fenced("6", `
+local bigElems, bigBytes, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local token, ttl = ARGV[4], ARGV[5]
+local t = redis.call('TIME')
+local out, used, sent = {tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}, 0, 0
+local counts = {hash = 'HLEN', set = 'SCARD', zset = 'ZCARD', list = 'LLEN', stream = 'XLEN', string = false}
+for i = 1, #KEYS, 2 do
+  local k = KEYS[i]
+  local st, payload, pttl = 0, '', -1
+  local mem = redis.call('MEMORY', 'USAGE', k)
+  if mem then
+    local big = false
+    if mem > bigElems or mem > bigBytes then
+      local c = counts[redis.call('TYPE', k)['ok']]
+      if c ~= nil then
+        big = mem > bigBytes or (c and redis.call(c, k) > bigElems)
+      end
+    end
+    if big then
+      st = 3
+    elseif sent > 0 and used + mem > budget then
+      st = 4
+    elseif not redis.call('SET', KEYS[i+1], token, 'NX', 'PX', ttl) then
+      st = 2
+    else
+      st = 1
+      used, sent = used + mem, sent + 1
+      payload = redis.call('DUMP', k)
+      pttl = redis.call('PTTL', k)
+    end
+  else
+    mem = 0
+  end
+  out[#out+1] = st
+  out[#out+1] = mem
+  out[#out+1] = payload
+  out[#out+1] = pttl
+end
+return out
+`)
+
+// restoreScript applies a batch copy on the target in one atomic step: it refuses when the
+// target's clock is past the lease deadline ARGV[1] (the locks on the source may have lapsed
+// and the keys been moved and written since), then RESTOREs each key with its TTL. A copy the
+// target already has is stale while the source holds the key and is REPLACEd (DESIGN.md);
+// with keep-target ("1", Config.KeepTarget) it is kept instead.
+// KEYS: key1, key2, ... ARGV: deadline ms, keep-target, fence field, then per key PTTL and
+// payload.
+// Returns per key 1 (restored) or 2 (the target's copy kept).
+var restoreScript = fenced("3", `
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[1]) then
+  return redis.error_reply('REDRAFTLEASE the batch lease ran out before the restore (or the target clock is ahead of the source clock)')
+end
+local keep, out = ARGV[2] == '1', {}
+for i, k in ipairs(KEYS) do
+  local ttl = tonumber(ARGV[2 + 2*i])
+  if ttl < 0 then ttl = 0 elseif ttl == 0 then ttl = 1 end
+  if keep then
+    local r = redis.pcall('RESTORE', k, ttl, ARGV[3 + 2*i])
+    if type(r) == 'table' and r.err then
+      if not string.find(r.err, 'BUSYKEY', 1, true) then return r end
+      out[i] = 2
+    else
+      out[i] = 1
+    end
+  else
+    redis.call('RESTORE', k, ttl, ARGV[3 + 2*i], 'REPLACE')
+    out[i] = 1
+  end
+end
+return out
+`)
+
+// unlockDeleteScript ends a batch copy on the source: for each key whose lock still holds the
+// caller's token it deletes the key (when ARGV[2] is "1": the target has it now) and the lock.
+// KEYS: key1, lock1, ... ARGV: token, delete.
+// Returns per key 1 (the lock was ours) or 0.
+var unlockDeleteScript = redis.NewScript(`
+local out, del = {}, ARGV[2] == '1'
+for i = 1, #KEYS, 2 do
+  if redis.call('GET', KEYS[i+1]) == ARGV[1] then
+    if del then redis.call('DEL', KEYS[i], KEYS[i+1]) else redis.call('DEL', KEYS[i+1]) end
+    out[#out+1] = 1
+  else
+    out[#out+1] = 0
+  end
+end
+return out
+`)

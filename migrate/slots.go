@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -80,9 +81,14 @@ type MoveOptions struct {
 	Progress func(Progress)
 	// ProgressEvery spaces progress reports (default 100ms).
 	ProgressEvery time.Duration
-	// BatchKeys is the most keys per MoveKeys call (default Config.BatchKeys).
+	// BatchKeys is the most keys per batch copy (default 50).
 	BatchKeys int
-	// ScanCount is SCAN's COUNT hint (default 1000).
+	// BatchBytes bounds the MEMORY USAGE of one batch copy, and so how long its DUMPs block the
+	// source (default 64 KiB).
+	BatchBytes int64
+	// InFlight is how many batches may wait between two steps of the copy (default 4).
+	InFlight int
+	// ScanCount is SCAN's COUNT hint (default 300: a SCAN step blocks the source ~0.2 ms).
 	ScanCount int
 }
 
@@ -99,10 +105,16 @@ func (m *Mover) MoveSlots(ctx context.Context, slots SlotSet, opts MoveOptions) 
 		opts.ProgressEvery = 100 * time.Millisecond
 	}
 	if opts.ScanCount <= 0 {
-		opts.ScanCount = 1000
+		opts.ScanCount = 300
 	}
 	if opts.BatchKeys <= 0 {
-		opts.BatchKeys = m.cfg.BatchKeys
+		opts.BatchKeys = 50
+	}
+	if opts.BatchBytes <= 0 {
+		opts.BatchBytes = 64 << 10
+	}
+	if opts.InFlight <= 0 {
+		opts.InFlight = 4
 	}
 	r := &run{m: m, opts: opts, slots: &slots}
 	for r.p.Pass = 1; ; r.p.Pass++ {
@@ -138,24 +150,107 @@ func (m *Mover) MoveSlots(ctx context.Context, slots SlotSet, opts MoveOptions) 
 
 // run is the state of one MoveSlots call.
 type run struct {
-	m                    *Mover
-	opts                 MoveOptions
-	slots                *SlotSet
+	m     *Mover
+	opts  MoveOptions
+	slots *SlotSet
+	next  time.Time // throttle: when the next batch may start
+
+	mu                   sync.Mutex // the restorer goroutine reports too
 	p                    Progress
 	last                 time.Time
-	next                 time.Time // throttle: when the next batch may start
-	found                int64     // keys of the slots seen in this pass
-	busy                 int64     // of which still busy
+	found                int64 // keys of the slots seen in this pass
+	busy                 int64 // of which still busy
 	scanned, hits, total int64
 }
 
-// pass runs one full SCAN over db.
+// copyJob is a batch locked and dumped on the source, on its way to the target.
+type copyJob struct {
+	token string
+	now   int64
+	batch []dumped
+}
+
+// pass runs one full SCAN over db. The three steps of a batch copy overlap: this goroutine
+// SCANs and dumps batches (dumpScript), a restorer restores them on the target, a finisher
+// deletes them from the source; up to MoveOptions.InFlight batches wait between two steps.
 func (r *run) pass(ctx context.Context, db int) error {
-	src, _, err := r.m.clients(db)
+	src, dst, err := r.m.clients(db)
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	dumpedc := make(chan copyJob, r.opts.InFlight)
+	restored := make(chan copyJob, r.opts.InFlight)
+	var failMu sync.Mutex
+	var failed error
+	fail := func(err error) {
+		failMu.Lock()
+		if failed == nil {
+			failed = err
+		}
+		failMu.Unlock()
+		cancel()
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // restorer
+		defer wg.Done()
+		defer close(restored)
+		for j := range dumpedc {
+			if ctx.Err() != nil {
+				r.m.unlockBatch(ctx, src, j.batch, j.token)
+				continue
+			}
+			if err := r.m.restore(ctx, src, dst, j.now, j.batch, j.token); err != nil {
+				fail(err)
+				continue
+			}
+			restored <- j
+		}
+	}()
+	go func() { // finisher: it always runs, even after a failure, so restored keys leave the source
+		defer wg.Done()
+		for j := range restored {
+			ours, err := r.m.finish(context.WithoutCancel(ctx), src, j.batch, j.token)
+			if err != nil {
+				fail(err)
+				continue
+			}
+			known := r.m.known(db)
+			for i, ok := range ours {
+				if ok == 1 {
+					known.add(j.batch[i].key)
+				}
+			}
+			r.mu.Lock()
+			for i, ok := range ours {
+				if ok == 1 {
+					r.p.KeysMoved++
+					r.p.BytesMoved += j.batch[i].mem
+				} else {
+					r.busy++ // its lock lapsed: moved again in the next pass
+				}
+			}
+			r.mu.Unlock()
+			r.report(false)
+		}
+	}()
+	err = r.scanAndDump(ctx, src, db, dumpedc)
+	close(dumpedc)
+	wg.Wait()
+	if failed != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		return failed
+	}
+	return err
+}
+
+// scanAndDump SCANs db once and dumps the keys of the slots in batches into jobs; busy and
+// big keys go one by one through moveKeys (under their locks).
+func (r *run) scanAndDump(ctx context.Context, src *redis.Client, db int, jobs chan<- copyJob) error {
+	r.mu.Lock()
 	r.p.DB = db
+	r.mu.Unlock()
 	for cursor := "0"; ; {
 		if err := r.waitPaused(ctx); err != nil {
 			return err
@@ -164,24 +259,56 @@ func (r *run) pass(ctx context.Context, db int) error {
 		if err != nil {
 			return err
 		}
+		r.mu.Lock()
 		r.scanned += int64(n)
 		r.hits += int64(len(keys))
 		r.found += int64(len(keys))
+		r.mu.Unlock()
+		var slow []string
 		for len(keys) > 0 {
 			size := r.batchSize()
 			batch := keys[:min(size, len(keys))]
-			keys = keys[len(batch):]
 			if err := r.throttle(ctx, len(batch)); err != nil {
 				return err
 			}
-			moved, bytes, err := r.m.moveKeys(ctx, db, batch)
-			r.p.KeysMoved += int64(moved)
-			r.p.BytesMoved += bytes
-			if err != nil && !errors.Is(err, ErrKeyBusy) {
+			token := r.m.newToken()
+			now, res, err := r.m.dumpBatch(ctx, src, batch, token, r.opts.BatchBytes)
+			if err != nil {
 				return err
 			}
-			if err != nil {
-				r.busy += int64(len(batch) - moved) // an upper bound: the others may have been absent
+			j := copyJob{token: token, now: now}
+			var later []string
+			for _, d := range res {
+				switch d.st {
+				case stMoved:
+					j.batch = append(j.batch, d)
+				case stBusy, stBig:
+					slow = append(slow, d.key)
+				case stDeferred:
+					later = append(later, d.key)
+				}
+			}
+			keys = append(later, keys[len(batch):]...)
+			if len(j.batch) > 0 {
+				select {
+				case jobs <- j:
+				case <-ctx.Done():
+					r.m.unlockBatch(ctx, src, j.batch, token)
+					return ctx.Err()
+				}
+			}
+		}
+		for _, k := range slow {
+			moved, bytes, err := r.m.moveKeys(ctx, db, []string{k})
+			r.mu.Lock()
+			r.p.KeysMoved += int64(moved)
+			r.p.BytesMoved += bytes
+			if err != nil && errors.Is(err, ErrKeyBusy) {
+				r.busy++
+			}
+			r.mu.Unlock()
+			if err != nil && !errors.Is(err, ErrKeyBusy) {
+				return err
 			}
 			r.report(false)
 		}
@@ -237,6 +364,8 @@ func (r *run) waitPaused(ctx context.Context) error {
 
 // report calls Progress when ProgressEvery has passed, or always when final.
 func (r *run) report(final bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.opts.Progress == nil || (!final && time.Since(r.last) < r.opts.ProgressEvery) {
 		return
 	}

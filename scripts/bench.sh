@@ -11,7 +11,8 @@
 # Last, the failover figures (docs/failover.md): kill -9 of a group master to the first write
 # acknowledged through every node, and the write latency around planned switchovers
 # (integration/failover_bench_test.go, real nodes and redis-servers).
-# Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS, XRATE, XRATE2, XDUR, BENCH_ONLY=data|xdc|failover,
+# Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS, XRATE, XRATE2, XDUR, BENCH_ONLY=data|migration|xdc|failover,
+# NMIG, MIGVAL, MIGBASE, MIGHASH, MIGARGS, MIGSLICES, MIGPROF (the migration part: see there),
 # XPROF=DIR (CPU profiles of the two nodes over the flat-out cross-DC run, written to DIR).
 set -euo pipefail
 
@@ -97,7 +98,7 @@ start_node() {
 admin() { "$WORK/redraft" --admin "$ADMIN" "$@" >/dev/null; }
 
 R1=$(free_port); start_redis "$R1"; R1PID=${PIDS[-1]}
-R2=$(free_port); start_redis "$R2"
+R2=$(free_port); start_redis "$R2"; R2PID=${PIDS[-1]}
 start_node; P1=$PORT; BS1=$PID; P2=$PORT; BS2=$PID
 admin group add --dc dc1 --id g1 --master "127.0.0.1:$R1"
 admin group add --dc dc1 --id g2 --master "127.0.0.1:$R2"
@@ -116,6 +117,7 @@ run() {
 
 if [ "${BENCH_ONLY:-}" != xdc ]; then # BENCH_ONLY=xdc runs only the replication figures
 R1PID=${PIDS[0]}
+if [ "${BENCH_ONLY:-}" != migration ]; then # BENCH_ONLY=migration: only the migration figures
 # The floor: scripts/benchfloor, a bare epoll loop forwarding bytes to R1 over one pipelined
 # connection; what any proxy on this machine must spend at least.
 FLOOR=$(free_port)
@@ -159,41 +161,89 @@ for i in 0 1 2 3 4 5 6 7 8 9; do MSET_ARGS+=("{k$i}:__rand_int__" "vvvvvvvvvvvvv
 line "MSET 10 keys P1" "$P2" "$BS2" "$NMSET" MSET "${MSET_ARGS[@]}"
 echo "redraft: one-node cluster, real binary (GOMAXPROCS=${GOMAXPROCS:-the procs default: half the CPUs}); direct: one redis-server; $(nproc) cores; clients=$CLIENTS; value=${DATA}B"
 [ "${BENCH_ONLY:-}" = data ] && exit 0 # BENCH_ONLY=data: only the data-plane figures
+fi
 
 # ---- Migration: keys/s and MB/s moved, and client p99 with and without a migration ----------
-NMIG=${NMIG:-100000}     # keys loaded before the migration
-NLOAD=${NLOAD:-150000}   # GET requests of the client workload measured
+# scripts/migload loads NMIG keys key:000000000000... through the node, runs CLIENTS GET clients
+# (one request in flight each, random keys of the NMIG) for MIGBASE, then starts the migration
+# and keeps the same load on until the switch is committed; it reports the GETs sent in each
+# window, so "during" covers exactly the migration (freeze barrier, mover, switch).
+NMIG=${NMIG:-200000}     # keys loaded before the migration (half of them on g1, which moves)
 MIGVAL=${MIGVAL:-512}    # value size of the migrated keys
+MIGBASE=${MIGBASE:-3s}   # the baseline window
 echo
-echo "migration: $NMIG keys of ${MIGVAL}B loaded through redraft; slots 0-8191 move g1 -> g2 while $CLIENTS clients GET"
-# Start from empty groups so the figures count only these keys (not the SET/GET runs' keys).
+go build -o "$WORK/migload" ./scripts/migload
+# g1 serves 0-8191 and g2 8192-16383 (as after the MSET test), so the source holds only the
+# keys that move and each SCAN pass reads only them.
+admin slots assign --dc dc1 --group g2 --force 8192-16383
 redis-cli -p "$R1" FLUSHALL >/dev/null; redis-cli -p "$R2" FLUSHALL >/dev/null
-redis-benchmark -p "$P1" -n "$NMIG" -r "$NMIG" -d "$MIGVAL" -P 32 -c 10 -t set -q >/dev/null 2>&1
-# p99 (ms) and rps of the GET workload: CSV fields rps=4, p99=14.
-getload() { redis-benchmark -p "$P1" -n "$NLOAD" -c "$CLIENTS" -r "$NMIG" -t get --csv 2>/dev/null | tail -1 | awk -F'"' '{print $4, $14}'; }
-base=$(getload)
-ms() { date +%s%3N; }
-t0=$(ms)
-"$WORK/redraft" --admin "$ADMIN" migrate --dc dc1 --slots 0-8191 --to g2 >/dev/null
-getload >"$WORK/during" &
-GL=$!
-until "$WORK/redraft" --admin "$ADMIN" --json migrations --dc dc1 | grep -q '"state": "migrated"'; do sleep 0.02; done
-t1=$(ms)
-wait "$GL"
-during=$(cat "$WORK/during")
+"$WORK/migload" -addr "127.0.0.1:$P1" -load -keys "$NMIG" -size "$MIGVAL"
+tomove=$(redis-cli -p "$R1" DBSIZE)
+echo "migration: $tomove keys of ${MIGVAL}B (of $NMIG loaded) move g1 -> g2 (slots 0-8191) while $CLIENTS clients GET random keys of the $NMIG"
+PROF=:
+if [ -n "${MIGPROF:-}" ]; then # the node's CPU profile over the migration, and both servers' command stats
+	mkdir -p "$MIGPROF"
+	PROF="curl -s -o $MIGPROF/node.pprof http://$ADMIN/debug/pprof/profile?seconds=${MIGPROFSEC:-2} >/dev/null 2>&1 &"
+fi
+cat >"$WORK/migrate.sh" <<EOS
+set -e
+[ -z "${MIGPROF:-}" ] || { redis-cli -p "$R1" CONFIG RESETSTAT >/dev/null; redis-cli -p "$R2" CONFIG RESETSTAT >/dev/null; }
+$PROF
+t0=\$(date +%s%3N)
+cpu() { for p in $R1PID $R2PID $BS1; do awk '{printf "%d ", \$14 + \$15}' /proc/\$p/stat; done; echo; }
+cpu >"$WORK/cpu"
+"$WORK/redraft" --admin "$ADMIN" migrate --dc dc1 --slots 0-8191 --to g2 ${MIGARGS:-} >/dev/null
+seen=
+while :; do
+	st=\$("$WORK/redraft" --admin "$ADMIN" --json migrations --dc dc1 | awk -F'"' '/"state"/ {print \$4; exit}')
+	[ "\$st" = "\$seen" ] || { echo "\$((\$(date +%s%3N) - t0)) ms: \$st" >>"$WORK/phases"; seen=\$st; }
+	[ "\$st" = migrated ] && break
+	sleep 0.01
+done
+cpu >>"$WORK/cpu"
+EOS
+# MIGSLICES=0.25s: also show the GET latency per quarter second and when the migration's state changed.
+out=$("$WORK/migload" -addr "127.0.0.1:$P1" -keys "$NMIG" -clients "$CLIENTS" -base "$MIGBASE" -slices "${MIGSLICES:-0}" -- bash "$WORK/migrate.sh")
+[ -z "${MIGSLICES:-}" ] || cat "$WORK/phases"
+if [ -n "${MIGPROF:-}" ]; then
+	sleep "${MIGPROFSEC:-2}"
+	redis-cli -p "$R1" INFO commandstats >"$MIGPROF/source.stats"; redis-cli -p "$R2" INFO commandstats >"$MIGPROF/target.stats"
+fi
+left=$(($(redis-cli -p "$R1" DBSIZE) - $(redis-cli -p "$R1" EXISTS __redraft:fence))) # the fence hash stays
 info=$("$WORK/redraft" --admin "$ADMIN" --json migrations --dc dc1)
-keys=$(echo "$info" | awk -F': ' '/"keys_moved"/ {gsub(/,/, "", $2); print $2; exit}')
-bytes=$(echo "$info" | awk -F': ' '/"bytes_moved"/ {gsub(/,/, "", $2); print $2; exit}')
-awk -v keys="$keys" -v bytes="$bytes" -v ms=$((t1 - t0)) -v base="$base" -v during="$during" 'BEGIN {
-	split(base, a, " "); split(during, b, " ")
-	printf "%-28s %12s\n", "migration wall time", sprintf("%.2f s (start to switch, under the GET load)", ms / 1000)
-	printf "%-28s %12d\n", "keys moved", keys
-	printf "%-28s %12.0f\n", "keys/s", keys / (ms / 1000)
-	printf "%-28s %12.1f\n", "MB/s (bytes moved)", bytes / 1e6 / (ms / 1000)
-	printf "%-28s %9.3f ms  (%0.f rps)\n", "GET p99 without migration", a[2], a[1]
-	printf "%-28s %9.3f ms  (%0.f rps)\n", "GET p99 during migration", b[2], b[1]
-	printf "%-28s %12.2f\n", "p99 ratio during/without", b[2] / a[2]
+mover=$(echo "$info" | awk -F': ' '/"keys_moved"/ {gsub(/,/, "", $2); print $2; exit}')
+awk -v tomove="$tomove" -v left="$left" -v mover="$mover" -v val="$MIGVAL" -v out="$out" 'BEGIN {
+	n = split(out, l, "\n")
+	for (i = 1; i <= n; i++) { split(l[i], f, " "); r[f[1]] = l[i] }
+	split(r["without"], a, " "); split(r["during"], b, " "); split(r["errors"], e, " ")
+	s = b[5]
+	printf "%-28s %12s\n", "migration wall time", sprintf("%.2f s (migrate command to switch committed)", s)
+	printf "%-28s %12d  (%d by the mover, the rest by clients touching them; %d left on the source)\n", "keys moved", tomove - left, mover, left
+	printf "%-28s %12.0f\n", "keys/s", (tomove - left) / s
+	printf "%-28s %12.1f\n", "MB/s (values)", (tomove - left) * val / 1e6 / s
+	printf "%-28s %9.3f ms  (p50 %.3f ms, %.0f rps)\n", "GET p99 without migration", a[4], a[3], a[2]
+	printf "%-28s %9.3f ms  (p50 %.3f ms, %.0f rps, %d error replies)\n", "GET p99 during migration", b[4], b[3], b[2], e[2]
+	printf "%-28s %12.2f\n", "p99 ratio during/without", b[4] / a[4]
 }'
+# CPU seconds the source, the target and the node spent over the migration (GET load included).
+awk -v hz="$HZ" 'NR == 1 {split($0, a, " ")} NR == 2 {split($0, b, " ")
+	printf "%-28s source %.2f s, target %.2f s, node %.2f s (with the GET load)\n", "CPU over the migration", (b[1] - a[1]) / hz, (b[2] - a[2]) / hz, (b[3] - a[3]) / hz}' "$WORK/cpu"
+# A big collection: one hash of MIGHASH fields of 200 B values, alone on g2 (which serves every
+# slot now), moves to g1 in chunks; MB/s is its MEMORY USAGE over the wall time, migrate
+# command to switch (freeze barrier and the two SCAN passes included).
+MIGHASH=${MIGHASH:-250000}
+redis-cli -p "$R1" FLUSHALL >/dev/null; redis-cli -p "$R2" FLUSHALL >/dev/null
+"$WORK/migload" -addr "127.0.0.1:$P1" -hash bighash -keys "$MIGHASH" -size 200
+hmem=$(redis-cli -p "$R2" MEMORY USAGE bighash)
+h0=$(date +%s%3N)
+"$WORK/redraft" --admin "$ADMIN" migrate --dc dc1 --slots 0-16383 --to g1 >/dev/null
+until [ "$("$WORK/redraft" --admin "$ADMIN" --json migrations --dc dc1 | grep -c '"state": "migrated"')" = 2 ]; do sleep 0.01; done
+h1=$(date +%s%3N)
+[ "$(redis-cli -p "$R1" HLEN bighash)" = "$MIGHASH" ] || { echo "bench: the big hash did not arrive whole" >&2; exit 1; }
+awk -v mem="$hmem" -v ms=$((h1 - h0)) -v n="$MIGHASH" 'BEGIN {
+	printf "%-28s %12.1f  (a %d-field hash of %.1f MB in %.2f s, migrate command to switch)\n", "big hash MB/s", mem / 1e6 / (ms / 1000), n, mem / 1e6, ms / 1000
+}'
+[ "${BENCH_ONLY:-}" = migration ] && exit 0
 fi
 
 # ---- Cross-DC replication: lag at a fixed rate, highest sustained rate ----------------------

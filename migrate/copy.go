@@ -1,0 +1,121 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The batch copy: how MoveSlots moves small keys (DESIGN.md, "Small keys in bulk"). MIGRATE
+// blocks the source for a whole round trip to the target and for the target's RESTOREs, which
+// on a busy host is milliseconds per call, and clients of the source wait behind it. Here the
+// source only ever runs short scripts of its own work (lock and DUMP, then delete), and the
+// mover carries the payloads to the target itself:
+//
+//  1. dumpScript on the source: per key, the checks moveScript makes, then a lock (the same
+//     per-key lock a big key's copy takes) and DUMP with PTTL, all in one atomic step.
+//  2. restoreScript on the target: RESTORE ... REPLACE of every key, refused when the target's
+//     clock is past the source's clock at step 1 plus LockTTL/2 (the locks might have lapsed).
+//  3. unlockDeleteScript on the source: delete each key whose lock is still ours, and the lock.
+//
+// While a key is locked nobody else moves it (moveScript and dumpScript see the lock: busy),
+// so no client has touched the target's copy before step 2 replaces it; the source's copy is
+// the authoritative one until step 3 deletes it, and MoveKeys callers wait for the lock.
+
+// dumped is one key of a batch after step 1.
+type dumped struct {
+	key     string
+	st, mem int64
+	payload string
+	pttl    int64
+}
+
+// dumpBatch runs step 1 for keys and returns the source's clock and each key's result.
+func (m *Mover) dumpBatch(ctx context.Context, src *redis.Client, keys []string, token string, budget int64) (int64, []dumped, error) {
+	kv := make([]string, 0, 2*len(keys))
+	for _, k := range keys {
+		kv = append(kv, k, lockKey(k))
+	}
+	res, err := dumpScript.Run(ctx, src, kv, m.cfg.BigKeyElements, m.cfg.BigKeyBytes, budget, token,
+		m.cfg.LockTTL.Milliseconds(), m.cfg.Fence).Slice()
+	if err != nil {
+		return 0, nil, fmt.Errorf("migrate: dump %d key(s): %w", len(keys), runOver(err))
+	}
+	if len(res) != 1+4*len(keys) {
+		return 0, nil, fmt.Errorf("migrate: dump script answered %d values for %d keys", len(res), len(keys))
+	}
+	now, _ := res[0].(int64)
+	out := make([]dumped, len(keys))
+	for i, k := range keys {
+		r := res[1+4*i:]
+		d := dumped{key: k}
+		d.st, _ = r[0].(int64)
+		d.mem, _ = r[1].(int64)
+		d.payload, _ = r[2].(string)
+		d.pttl, _ = r[3].(int64)
+		out[i] = d
+	}
+	return now, out, nil
+}
+
+// restoreBatch runs steps 2 and 3 for the keys dumpBatch locked (status stMoved) and returns,
+// per key, 1 if it moved and 0 if its lock lapsed before the delete (whoever holds it now moves
+// the key again, replacing our copy; nobody was told it moved). On an error the locks are
+// released and the keys stay on the source (a stale copy on the target is replaced by the
+// next move).
+func (m *Mover) restoreBatch(ctx context.Context, src, dst *redis.Client, srcNow int64, batch []dumped, token string) ([]int64, error) {
+	if err := m.restore(ctx, src, dst, srcNow, batch, token); err != nil {
+		return nil, err
+	}
+	return m.finish(ctx, src, batch, token)
+}
+
+// restore is step 2; on an error it releases the batch's locks.
+func (m *Mover) restore(ctx context.Context, src, dst *redis.Client, srcNow int64, batch []dumped, token string) error {
+	keys := make([]string, 0, len(batch))
+	args := make([]any, 0, 3+2*len(batch))
+	keep := "0"
+	if m.cfg.KeepTarget {
+		keep = "1"
+	}
+	args = append(args, srcNow+(m.cfg.LockTTL/2).Milliseconds(), keep, m.cfg.Fence)
+	for _, d := range batch {
+		keys = append(keys, d.key)
+		args = append(args, d.pttl, d.payload)
+	}
+	if err := restoreScript.Run(ctx, dst, keys, args...).Err(); err != nil {
+		m.unlockBatch(ctx, src, batch, token)
+		return fmt.Errorf("migrate: restore %d key(s) on the target: %w", len(keys), busyIfOurs(err))
+	}
+	return nil
+}
+
+// finish is step 3: per key 1 if it moved, 0 if its lock lapsed first.
+func (m *Mover) finish(ctx context.Context, src *redis.Client, batch []dumped, token string) ([]int64, error) {
+	ours, err := unlockDeleteScript.Run(ctx, src, lockArgs(batch), token, "1").Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("migrate: delete %d moved key(s) on the source: %w", len(batch), err)
+	}
+	if len(ours) != len(batch) {
+		return nil, fmt.Errorf("migrate: delete script answered %d values for %d keys", len(ours), len(batch))
+	}
+	return ours, nil
+}
+
+// unlockBatch releases a batch's locks, keeping the keys on the source (best effort: the locks
+// expire anyway).
+func (m *Mover) unlockBatch(ctx context.Context, src *redis.Client, batch []dumped, token string) {
+	m.cleanup(ctx, func(ctx context.Context) error {
+		return unlockDeleteScript.Run(ctx, src, lockArgs(batch), token, "0").Err()
+	})
+}
+
+// lockArgs returns the KEYS of unlockDeleteScript for a batch: each key and its lock.
+func lockArgs(batch []dumped) []string {
+	out := make([]string, 0, 2*len(batch))
+	for _, d := range batch {
+		out = append(out, d.key, lockKey(d.key))
+	}
+	return out
+}

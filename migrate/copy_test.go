@@ -1,0 +1,175 @@
+package migrate
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The invariant under concurrency: clients that MoveKeys a key and then write it on the target
+// (as the router does) while the mover copies batches never lose a write to a late restore,
+// and nothing stays on the source. Every client write is an APPEND of a unique token, so the
+// final value shows any write that was lost or applied to a stale copy.
+func TestMoveSlotsWithClientsWritingTheTarget(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 60*time.Second)
+	slots, _ := FromRanges([2]int{0, NumSlots - 1})
+	src, dst := e.src(t, 0), e.dst(t, 0)
+	const n = 6000
+	in, _ := seedKeys(t, src, "c:", n, 16, &slots)
+	keys := make([]string, 0, len(in))
+	for k := range in {
+		keys = append(keys, k)
+	}
+	mover := e.mover(t, nil)
+	access := e.mover(t, func(c *Config) { c.Owner = "router" }) // another node's on-access mover
+	var (
+		mu      sync.Mutex
+		appends = map[string][]string{}
+		stop    = make(chan struct{})
+		wg      sync.WaitGroup
+		errc    = make(chan error, 16)
+	)
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := keys[rng.IntN(len(keys))]
+				m := mover
+				if i%2 == 1 {
+					m = access
+				}
+				if _, err := m.MoveKeys(ctx, 0, k); err != nil {
+					if errors.Is(err, ErrKeyBusy) {
+						continue
+					}
+					errc <- err
+					return
+				}
+				tok := fmt.Sprintf("|%d.%d", w, i)
+				mu.Lock() // one writer per key at a time, as the order of appends is checked
+				if err := dst.Append(ctx, k, tok).Err(); err != nil {
+					mu.Unlock()
+					errc <- err
+					return
+				}
+				appends[k] = append(appends[k], tok)
+				mu.Unlock()
+			}
+		}()
+	}
+	err := mover.MoveSlots(ctx, slots, MoveOptions{BatchKeys: 64})
+	close(stop)
+	wg.Wait()
+	close(errc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err := range errc {
+		t.Fatal(err)
+	}
+	if left := src.DBSize(ctx).Val(); left != 0 {
+		t.Fatalf("%d keys left on the source", left)
+	}
+	written := 0
+	for _, k := range keys {
+		want := strings.Repeat("p", 16) + k + strings.Join(appends[k], "")
+		written += len(appends[k])
+		if got := dst.Get(ctx, k).Val(); got != want {
+			t.Fatalf("%s on the target = %q, want %q (a client write was lost or applied to a stale copy)", k, got, want)
+		}
+	}
+	if written < 100 {
+		t.Fatalf("only %d client writes during the move: the test did not race anything", written)
+	}
+	if left := internalKeys(ctx, t, src); len(left) != 0 {
+		t.Errorf("internal keys left on the source: %v", left)
+	}
+	t.Logf("%d keys moved with %d client writes on the target meanwhile", len(keys), written)
+}
+
+// A restore that comes after half the lock TTL (the locks might have lapsed and the keys been
+// moved and written since) is refused by the target: nothing is restored, the locks are
+// released and the keys stay on the source.
+func TestRestoreBatchRefusedAfterTheLease(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 10*time.Second)
+	src, dst := e.src(t, 0), e.dst(t, 0)
+	must(t, src.Set(ctx, "a", "1", 0).Err())
+	must(t, src.Set(ctx, "b", "2", time.Hour).Err())
+	m := e.mover(t, nil)
+	sc, dc, err := m.clients(0)
+	must(t, err)
+	token := m.newToken()
+	now, res, err := m.dumpBatch(ctx, sc, []string{"a", "b", "gone"}, token, 1<<20)
+	must(t, err)
+	if res[0].st != stMoved || res[1].st != stMoved || res[2].st != stNoKey || res[1].pttl <= 0 {
+		t.Fatalf("dump = %+v", res)
+	}
+	if got := src.Get(ctx, lockKey("a")).Val(); got != token {
+		t.Fatalf("lock of a = %q, want our token", got)
+	}
+	// Another mover sees the locked keys as busy.
+	_, other, err := m.dumpBatch(ctx, sc, []string{"a"}, m.newToken(), 1<<20)
+	must(t, err)
+	if other[0].st != stBusy {
+		t.Fatalf("a locked key dumps as %d, want busy", other[0].st)
+	}
+	stale := now - m.cfg.LockTTL.Milliseconds()
+	if _, err := m.restoreBatch(ctx, sc, dc, stale, res[:2], token); !errors.Is(err, ErrKeyBusy) {
+		t.Fatalf("restore after the lease = %v, want ErrKeyBusy", err)
+	}
+	if n := dst.Exists(ctx, "a", "b").Val(); n != 0 {
+		t.Fatalf("%d keys restored after the lease", n)
+	}
+	if n := src.Exists(ctx, "a", "b", lockKey("a"), lockKey("b")).Val(); n != 2 {
+		t.Fatalf("source: %d of the keys and locks, want the 2 keys and no lock", n)
+	}
+	// In time, it goes through, TTL included.
+	now, res, err = m.dumpBatch(ctx, sc, []string{"a", "b"}, token, 1<<20)
+	must(t, err)
+	ours, err := m.restoreBatch(ctx, sc, dc, now, res, token)
+	if err != nil || len(ours) != 2 || ours[0] != 1 || ours[1] != 1 {
+		t.Fatalf("restore = %v, %v", ours, err)
+	}
+	if dst.Get(ctx, "a").Val() != "1" || dst.TTL(ctx, "b").Val() < 59*time.Minute {
+		t.Fatal("restored values or TTL wrong")
+	}
+	if n := src.DBSize(ctx).Val(); n != 0 {
+		t.Fatalf("source holds %d keys after the move", n)
+	}
+}
+
+// A lock that lapsed between the restore and the delete (a stalled mover) is reported as not
+// moved, and the source keeps the key for its new holder.
+func TestRestoreBatchLockLost(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 10*time.Second)
+	src := e.src(t, 0)
+	must(t, src.Set(ctx, "a", "1", 0).Err())
+	m := e.mover(t, nil)
+	sc, dc, err := m.clients(0)
+	must(t, err)
+	token := m.newToken()
+	now, res, err := m.dumpBatch(ctx, sc, []string{"a"}, token, 1<<20)
+	must(t, err)
+	must(t, src.Set(ctx, lockKey("a"), "someone-else", 0).Err()) // as if ours lapsed and was retaken
+	ours, err := m.restoreBatch(ctx, sc, dc, now, res, token)
+	if err != nil || len(ours) != 1 || ours[0] != 0 {
+		t.Fatalf("restore = %v, %v; want the key reported as not moved", ours, err)
+	}
+	if src.Exists(ctx, "a").Val() != 1 || src.Get(ctx, lockKey("a")).Val() != "someone-else" {
+		t.Fatal("the source's key or the new holder's lock was touched")
+	}
+}
