@@ -299,6 +299,12 @@ echo "$XRATE writes/s for $XDUR:        ${fixed//$'\n'/; }"
 echo "$XRATE2 writes/s for $XDUR:        ${fixed2//$'\n'/; }"
 echo "as fast as $CLIENTS clients go:     ${full//$'\n'/; }"
 awk -v p="$pcpu" -v r="$rcpu" -v b="$base_cpu" 'BEGIN { printf "CPU per replicated write, flat out: %.1f us (nodes %.1f, Redis %.1f); one DC without replication: %.1f us; ratio %.2f\n", p + r, p, r, b, (p + r) / b }'
+# Convergence metadata (docs/convergence.md): bytes of the slots' metadata hashes on dc1's
+# master per data key, and the tombstones dc1's node counts.
+meta=0; for k in $(redis-cli -p "$R1" --scan --pattern '__redraft:m:*'); do meta=$((meta + $(redis-cli -p "$R1" MEMORY USAGE "$k" SAMPLES 0))); done
+datakeys=$(redis-cli -p "$R1" --scan | grep -vc '^__redraft:' || true)
+tombs=$(curl -s "http://$ADMIN/metrics" | awk '$1 == "redraft_replication_tombstones" {print $2}')
+awk -v m="$meta" -v n="$datakeys" -v t="${tombs:-0}" 'BEGIN { printf "convergence metadata: %.1f bytes per key (%d keys, %.1f MB of metadata hashes); tombstones: %d\n", (n ? m / n : 0), n, m / 1e6, t }'
 b=$(echo "$base" | awk '{print $5}'); a=$(echo "$full" | awk 'NR==1 {print $5}')
 s=$(echo "$full" | awk -F's after the start: ' 'NR==2 {split($2, x, " "); print x[1]}')
 awk -v b="$b" -v a="$a" -v s="$s" 'BEGIN { printf "acked writes/s with 2 DCs / 1 DC: %.2f; sustained cross-DC (applied in dc2) / 1 DC: %.2f\n", a / b, s / b }'

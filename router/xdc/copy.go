@@ -118,6 +118,12 @@ func (l *loop) copySlots(ctx context.Context, src *redis.Client, slots []int) (f
 
 func isInternal(key string) bool { return strings.HasPrefix(key, InternalPrefix) }
 
+// convergeState reports whether key holds convergence state of the data (a slot's metadata
+// or pull hash, a key's element hash): a flush deletes it with the data.
+func convergeState(key string) bool {
+	return strings.HasPrefix(key, MetaPrefix) || strings.HasPrefix(key, ElemPrefix) || strings.HasPrefix(key, PullPrefix)
+}
+
 // copiedWithSlot reports whether a full copy carries key: the data keys and the element
 // hashes of collections (docs/convergence.md); the slot's metadata hash is added by name.
 func copiedWithSlot(key string) bool {

@@ -474,7 +474,7 @@ func (r *Replicator) deleteDB(ctx context.Context, f *fsm.Flush, c *redis.Client
 		}
 		args := []any{id, op}
 		for _, k := range batch {
-			if !isInternal(k) {
+			if !isInternal(k) || convergeState(k) {
 				args = append(args, k)
 			}
 		}
