@@ -188,11 +188,11 @@ func TestConvergeRandom(t *testing.T) {
 		case "{r}l":
 			return [][]string{{"RPUSH", k, v}, {"LPUSH", k, v}, {"LPOP", k}, {"DEL", k}}[rnd.Intn(4)]
 		case "{r}h":
-			return [][]string{{"HSET", k, "f" + v[:1], v}, {"HDEL", k, "f" + v[:1]}, {"HINCRBY", k, "c", v}}[rnd.Intn(3)]
+			return [][]string{{"HSET", k, "f" + v[:1], v}, {"HDEL", k, "f" + v[:1]}, {"HINCRBY", k, "c", v}, {"EXPIRE", k, "900"}, {"DEL", k}}[rnd.Intn(5)]
 		case "{r}set":
-			return [][]string{{"SADD", k, v[:1]}, {"SREM", k, v[:1]}, {"SPOP", k}}[rnd.Intn(3)]
+			return [][]string{{"SADD", k, v[:1]}, {"SREM", k, v[:1]}, {"SPOP", k}, {"SMOVE", k, "{r}x", v[:1]}}[rnd.Intn(4)]
 		case "{r}z":
-			return [][]string{{"ZADD", k, v, "m" + v[:1]}, {"ZINCRBY", k, "1", "m" + v[:1]}, {"ZREM", k, "m" + v[:1]}}[rnd.Intn(3)]
+			return [][]string{{"ZADD", k, v, "m" + v[:1]}, {"ZINCRBY", k, "1", "m" + v[:1]}, {"ZREM", k, "m" + v[:1]}, {"ZREMRANGEBYSCORE", k, "0", "30"}, {"ZPOPMIN", k}}[rnd.Intn(5)]
 		}
 		return [][]string{{"RENAME", "{r}s", k}, {"SUNIONSTORE", k, "{r}set"}, {"EXPIRE", k, "900"}, {"DEL", k}}[rnd.Intn(4)]
 	}

@@ -172,7 +172,12 @@ for c, call in ipairs(calls) do
   end
   -- What the removes of an element command observe, before they run.
   -- and whether the elements an add names were there.
-  local seen, pre = {}, {}
+  local seen, pre, wasColl = {}, {}, {}
+  if cls == 'o' then
+    -- A hash, set or sorted set changed other than element by element (ZREMRANGEBYSCORE...)
+    -- is recorded by its state, even if the command deletes it.
+    for _, k in ipairs(call.w) do wasColl[k] = collection(k) end
+  end
   if cls == 'm' then
     local ty, es, add = elems(string.upper(argv[1]), argv)
     if ty and not add then
@@ -301,7 +306,7 @@ for c, call in ipairs(calls) do
       if cls == 'o' then
         local k = e[2]
         if string.upper(e[1]) == 'XGROUP' then k = e[3] end
-        if collection(k) then
+        if wasColl[k] or collection(k) then
           -- A hash, set or sorted set changed other than element by element: its state.
           whole(k, false)
         else
