@@ -312,7 +312,7 @@ func TestSetSetting(t *testing.T) {
 			t.Error("SetSetting changed its input state")
 		}
 	}
-	applyRefused(t, s, &SetSetting{Key: "no_such", Value: "1"}, "invalid", `unknown setting "no_such" (known: config_set, flush_enabled,`)
+	applyRefused(t, s, &SetSetting{Key: "no_such", Value: "1"}, "invalid", `unknown setting "no_such" (known: config_set, convergence, flush_enabled,`)
 	applyRefused(t, s, &SetSetting{Key: "", Value: "1"}, "invalid", "unknown setting")
 	for _, tc := range []struct{ key, in string }{
 		{"write_consistency", "ALL"}, {"read_consistency", ""}, {"flush_enabled", "maybe"}, {"config_set", "sometimes"},

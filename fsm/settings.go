@@ -38,6 +38,7 @@ var settings = map[string]setting{
 	"max_voters":               {def: "5", help: "Raft voters at most; further nodes join as non-voters", check: intRange(1, 9)},
 	"flush_enabled":            {def: "true", help: "whether FLUSHDB and FLUSHALL are served", check: checkBool},
 	"config_set":               {def: "true", help: "whether CONFIG SET of data-path parameters (encodings, eviction, ...) is applied to every group", check: checkBool},
+	"convergence":              {def: "true", help: "whether replicated writes carry the stamps and per-key metadata that make every DC converge (docs/convergence.md); false: each DC applies writes in arrival order, cheaper, and concurrent writes to one key in two DCs can leave the DCs different", check: checkBool},
 	"outbox_max_entries":       {def: "1000000", help: "entries a slot outbox keeps for a DC that is behind before it is copied in full", check: intRange(1000, 1<<40)},
 	"migrate_big_key_elements": {def: "10000", help: "collections with more elements move in chunks", check: intRange(1, 1<<40)},
 	"migrate_big_key_bytes":    {def: "8388608", help: "values larger than this many bytes move in chunks", check: intRange(1, 1<<40)},

@@ -97,10 +97,11 @@ type snapshot struct {
 	configSet bool
 	// multiDC is set when the cluster has more than one DC: writes then go through the WRITE
 	// script (xdcwrite.go). level is the cluster's default write consistency, outboxMax the
-	// outbox bound (setting outbox_max_entries) as WRITE's argument.
+	// outbox bound (setting outbox_max_entries) as WRITE's argument, with the setting
+	// convergence.
 	multiDC   bool
 	level     level
-	outboxMax string
+	outboxMax writeOpts
 	// flushing is the active flush: keyed client requests for its databases are held (flush.go).
 	flushing *fsm.Flush
 	// migrating is the number of slots an active migration covers (0: no check needed).
@@ -206,7 +207,7 @@ func (s *Server) SetState(st *fsm.State) {
 	snap := &snapshot{index: st.Index, flush: st.Setting("flush_enabled") == "true", changed: make(chan struct{}),
 		configSet: st.Setting("config_set") == "true", multiDC: len(st.DCs) > 1,
 		level:     levelFromSetting(st.Setting("write_consistency")),
-		outboxMax: strconv.FormatInt(st.SettingInt("outbox_max_entries"), 10),
+		outboxMax: writeOpts{maxLen: strconv.FormatInt(st.SettingInt("outbox_max_entries"), 10), plain: st.Setting("convergence") != "true"},
 		readFrom:  st.Setting("read_from"), maxLag: st.SettingDuration("replica_max_lag"), flushing: activeFlush(st)}
 	pools := map[poolKey]*backend.Pool{}
 	movers := map[moverKey]*moverRef{}

@@ -503,10 +503,18 @@ func TestAppendWriteCall(t *testing.T) {
 		for _, a := range argv {
 			want = append(want, a.(string))
 		}
-		got := appendWriteCall(nil, 7, "dc1", "1000", unit, calls[:1+btoi(unit)])
+		got := appendWriteCall(nil, 7, "dc1", writeOpts{maxLen: "1000"}, unit, calls[:1+btoi(unit)])
 		if string(got) != string(appendCommand(nil, want)) {
 			t.Errorf("unit=%v: %q\nwant %q", unit, got, appendCommand(nil, want))
 		}
+	}
+	// With the setting convergence off, the plans go without their class.
+	conv := []xdc.Call{{Plan: "t3z/e2", Args: []string{"PEXPIREAT", "k", "1000"}, Keys: []string{"k"}}}
+	if got := string(appendWriteCall(nil, 7, "dc1", writeOpts{maxLen: "1000", plain: true}, false, conv)); !strings.Contains(got, "$3\r\nt3z\r\n") {
+		t.Errorf("plain: %q", got)
+	}
+	if got := string(appendWriteCall(nil, 7, "dc1", writeOpts{maxLen: "1000"}, false, conv)); !strings.Contains(got, "$6\r\nt3z/e2\r\n") {
+		t.Errorf("converging: %q", got)
 	}
 }
 

@@ -100,7 +100,7 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 	parts = resp.AppendBulkString(parts, xdc.OutboxKey(slot))
 	parts = resp.AppendBulkString(parts, "MAXLEN")
 	parts = resp.AppendBulkString(parts, "~")
-	parts = resp.AppendBulkString(parts, snap.outboxMax)
+	parts = resp.AppendBulkString(parts, snap.outboxMax.maxLen)
 	parts = resp.AppendBulkString(parts, "*")
 	for _, f := range fields {
 		parts = resp.AppendBulkString(parts, f)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redraft/redraft/router/backend"
@@ -55,7 +56,15 @@ type xpend struct {
 
 // appendWriteCall appends `EVALSHA <WRITE> numkeys keys... argv...` for calls on slot, as
 // xdc.WriteArgs lays them out (a test keeps the two in step), without building []any.
-func appendWriteCall(b []byte, slot int, dc, maxLen string, unit bool, calls []xdc.Call) []byte {
+// writeOpts are the cluster settings WRITE calls carry: the outbox bound, and plain (setting
+// convergence off: the calls go without their convergence class, and their effects are
+// recorded as commands, without stamps).
+type writeOpts struct {
+	maxLen string
+	plain  bool
+}
+
+func appendWriteCall(b []byte, slot int, dc string, w writeOpts, unit bool, calls []xdc.Call) []byte {
 	nkeys, nargs := 3, 4
 	for i := range calls {
 		nkeys += len(calls[i].Keys)
@@ -73,7 +82,7 @@ func appendWriteCall(b []byte, slot int, dc, maxLen string, unit bool, calls []x
 	b = resp.AppendBulkString(b, xdc.MetaKey(slot))
 	b = resp.AppendBulkString(b, xdc.CopyLockKey(slot))
 	b = resp.AppendBulkString(b, xdc.OutboxKey(slot))
-	b = resp.AppendBulkString(b, maxLen)
+	b = resp.AppendBulkString(b, w.maxLen)
 	b = resp.AppendBulkString(b, dc)
 	if unit {
 		b = resp.AppendBulkString(b, "unit")
@@ -82,7 +91,11 @@ func appendWriteCall(b []byte, slot int, dc, maxLen string, unit bool, calls []x
 	}
 	b = appendBulkInt(b, len(calls))
 	for i := range calls {
-		b = resp.AppendBulkString(b, calls[i].Plan)
+		plan := calls[i].Plan
+		if w.plain {
+			plan, _, _ = strings.Cut(plan, "/")
+		}
+		b = resp.AppendBulkString(b, plan)
 		b = appendBulkInt(b, len(calls[i].Args))
 		for _, a := range calls[i].Args {
 			b = resp.AppendBulkString(b, a)

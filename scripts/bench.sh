@@ -294,11 +294,22 @@ fi
 full=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -duration 5s -clients "$CLIENTS" -prefix full)
 n=$(written "$full")
 pcpu=$(cpu_per_write "$p0" "$(cpu_total "$BS1" "$N2PID")" "$n"); rcpu=$(cpu_per_write "$r0" "$(cpu_total "$R1PID" "$R3PID")" "$n")
+# The same flat-out run without convergence (setting convergence false: no stamps, no
+# metadata; docs/convergence.md), to show what convergence costs.
+admin config set convergence false
+until "$WORK/redraft" --admin "$ADMIN" config get 2>/dev/null | grep -q 'convergence.*false'; do sleep 0.05; done
+p0=$(cpu_total "$BS1" "$N2PID"); r0=$(cpu_total "$R1PID" "$R3PID")
+plain=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -duration 5s -clients "$CLIENTS" -prefix plain)
+np=$(written "$plain")
+ppcpu=$(cpu_per_write "$p0" "$(cpu_total "$BS1" "$N2PID")" "$np"); prcpu=$(cpu_per_write "$r0" "$(cpu_total "$R1PID" "$R3PID")" "$np")
+admin config set convergence true
 echo "one DC, no replication:        $base"
 echo "$XRATE writes/s for $XDUR:        ${fixed//$'\n'/; }"
 echo "$XRATE2 writes/s for $XDUR:        ${fixed2//$'\n'/; }"
 echo "as fast as $CLIENTS clients go:     ${full//$'\n'/; }"
+echo "same, convergence off:         ${plain//$'\n'/; }"
 awk -v p="$pcpu" -v r="$rcpu" -v b="$base_cpu" 'BEGIN { printf "CPU per replicated write, flat out: %.1f us (nodes %.1f, Redis %.1f); one DC without replication: %.1f us; ratio %.2f\n", p + r, p, r, b, (p + r) / b }'
+awk -v p="$ppcpu" -v r="$prcpu" -v c="$pcpu" -v d="$rcpu" 'BEGIN { printf "CPU per replicated write without convergence: %.1f us (nodes %.1f, Redis %.1f); convergence costs %.2fx\n", p + r, p, r, (c + d) / (p + r) }'
 # Convergence metadata (docs/convergence.md): bytes of the slots' metadata hashes on dc1's
 # master per data key, and the tombstones dc1's node counts.
 meta=0; for k in $(redis-cli -p "$R1" --scan --pattern '__redraft:m:*'); do meta=$((meta + $(redis-cli -p "$R1" MEMORY USAGE "$k" SAMPLES 0))); done
