@@ -297,7 +297,7 @@ pcpu=$(cpu_per_write "$p0" "$(cpu_total "$BS1" "$N2PID")" "$n"); rcpu=$(cpu_per_
 # The same flat-out run without convergence (setting convergence false: no stamps, no
 # metadata; docs/convergence.md), to show what convergence costs.
 admin config set convergence false
-until "$WORK/redraft" --admin "$ADMIN" config get 2>/dev/null | grep -q 'convergence.*false'; do sleep 0.05; done
+until [ "$("$WORK/redraft" --admin "$ADMIN" config get convergence 2>/dev/null)" = false ]; do sleep 0.05; done
 p0=$(cpu_total "$BS1" "$N2PID"); r0=$(cpu_total "$R1PID" "$R3PID")
 plain=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -duration 5s -clients "$CLIENTS" -prefix plain)
 np=$(written "$plain")
