@@ -14,16 +14,13 @@ import (
 // Tombstones (docs/convergence.md, "Tombstones"): the stamp of a key that is gone (deleted,
 // or expired) stays in the slot's metadata hash, so that an older write arriving late from
 // another DC does not bring the key back. It is collected once this DC applied, from every
-// other DC, an entry of the slot written after the tombstone (plus gcMargin for the clocks):
+// other DC, an entry of the slot written after the tombstone (plus TombstoneMargin for the clocks):
 // an entry's outbox id is taken after its stamp, from the same clock, so every older write of
 // that DC is then applied. The collector walks the slots this node ships, a few per tick, with
 // an HSCAN cursor per slot: its work per tick does not grow with the number of slots.
 
 // gcSlotsPerTick bounds the slots the collector looks at per tick.
 const gcSlotsPerTick = 64
-
-// gcMargin covers the clocks of different masters (a variable for tests).
-var gcMargin = 5 * time.Second
 
 // gcLua collects tombstones of one slot. KEYS: metadata hash, inbox. ARGV: HSCAN cursor,
 // count, margin in ms, then the other DCs' names. It answers {next cursor, tombstones seen,
@@ -152,7 +149,7 @@ func (r *Replicator) collectSlot(ctx context.Context, db, slot int, others []str
 	if cursor == "" {
 		cursor = "0"
 	}
-	argv := []any{cursor, "500", strconv.FormatInt(gcMargin.Milliseconds(), 10)}
+	argv := []any{cursor, "500", strconv.FormatInt(r.cfg.TombstoneMargin.Milliseconds(), 10)}
 	for _, o := range others {
 		argv = append(argv, o)
 	}

@@ -45,6 +45,9 @@ type Config struct {
 	// CollectEvery is how often the tombstone collector looks at its next slots (gc.go;
 	// default 2 s).
 	CollectEvery time.Duration
+	// TombstoneMargin covers the clocks of different masters when tombstones are collected
+	// (gc.go; default 5 s).
+	TombstoneMargin time.Duration
 }
 
 // Replicator ships the outboxes of the slots this node owns in its DC to every other DC,
@@ -136,6 +139,9 @@ func New(cfg Config) *Replicator {
 	if cfg.CollectEvery <= 0 {
 		cfg.CollectEvery = 2 * time.Second
 	}
+	if cfg.TombstoneMargin <= 0 {
+		cfg.TombstoneMargin = 5 * time.Second
+	}
 	return &Replicator{
 		cfg: cfg, log: cfg.Logger.With("part", "xdc"), kick: make(chan struct{}, 1),
 		loops: map[loopKey]*loop{}, clients: map[clientKey]*redis.Client{}, alive: map[string]time.Time{},
@@ -162,9 +168,12 @@ func (r *Replicator) Run(ctx context.Context) {
 	tick := time.NewTicker(r.cfg.Heartbeat)
 	defer tick.Stop()
 	beats := 0
-	go r.runFlushes(ctx)
-	go r.runPulls(ctx)
-	go r.runCollector(ctx, r.cfg.CollectEvery)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, f := range []func(context.Context){r.runFlushes, r.runPulls, func(ctx context.Context) { r.runCollector(ctx, r.cfg.CollectEvery) }} {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(ctx) }()
+	}
 	for {
 		r.plan(ctx)
 		select {

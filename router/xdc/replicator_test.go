@@ -154,7 +154,7 @@ func startDCs(t *testing.T, names ...string) (*testNet, []*testDC) {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	for _, d := range dcs {
 		c := nodeOf{net: n, dc: d}
-		d.repl = New(Config{Cluster: c, Peers: c, Local: c, Heartbeat: 100 * time.Millisecond, Block: 200 * time.Millisecond, OutboxScan: 200 * time.Millisecond, CollectEvery: 100 * time.Millisecond})
+		d.repl = New(Config{Cluster: c, Peers: c, Local: c, Heartbeat: 100 * time.Millisecond, Block: 200 * time.Millisecond, OutboxScan: 200 * time.Millisecond, CollectEvery: 100 * time.Millisecond, TombstoneMargin: time.Millisecond})
 		wg.Add(1)
 		go func() { defer wg.Done(); d.repl.Run(ctx) }()
 	}
