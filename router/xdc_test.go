@@ -78,7 +78,7 @@ func (tc *testCluster) lastEffects(t *testing.T, slot int) []string {
 func plainEffect(c []string) []string {
 	switch c[0] {
 	case "~o":
-		return c[3:]
+		return c[4:]
 	case "~s":
 		if c[5] != "-1" {
 			return []string{"set", c[1], c[4], "pxat", c[5]}

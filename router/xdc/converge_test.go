@@ -351,3 +351,34 @@ func TestConvergeCollectsTombstones(t *testing.T) {
 		t.Errorf("no tombstone counted as collected")
 	}
 }
+
+// TestConvergeWriteRacingExpiry: a push made at the origin just before its list expires
+// reaches a DC after the list expired there: the list it makes again expires as the origin's
+// did, instead of living on without a TTL in that DC only.
+func TestConvergeWriteRacingExpiry(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b", "c")
+	a, b := dcs[0], dcs[1]
+	a.write(t, "RPUSH", "{x}l", "x")
+	a.write(t, "PEXPIRE", "{x}l", "1500")
+	waitEqual(t, dcs, 10*time.Second, "l", stateOf("{x}l"), "list [x]")
+	b.down.Store(true)
+	a.write(t, "RPUSH", "{x}l", "y")
+	a.write(t, "HSET", "{x}h", "f", "v")
+	a.write(t, "PEXPIRE", "{x}h", "1500")
+	a.write(t, "HSET", "{x}h", "g", "w") // an element add, after the expiry was set
+	a.write(t, "INCR", "{x}n")
+	a.write(t, "PEXPIRE", "{x}n", "1500")
+	a.write(t, "INCR", "{x}n") // an increment, after the expiry was set
+	// Every key expires at the origin (polled, not slept) before b hears of the writes.
+	waitEqual(t, dcs[:1], 10*time.Second, "expired at the origin", func(d *testDC) (string, error) {
+		n, err := d.rc.Exists(context.Background(), "{x}l", "{x}h", "{x}n").Result()
+		return fmt.Sprint(n), err
+	}, "0")
+	b.down.Store(false)
+	// A later write of the slot: once b has it, b applied every entry before it.
+	a.write(t, "SET", "{x}marker", "1")
+	waitEqual(t, dcs, 10*time.Second, "marker", stateOf("{x}marker"), "string 1")
+	for _, k := range []string{"{x}l", "{x}h", "{x}n"} {
+		waitEqual(t, dcs, 10*time.Second, k, stateOf(k), "none")
+	}
+}

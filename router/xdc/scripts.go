@@ -38,11 +38,15 @@ const (
 //
 // Effects (each an argv in the entry; the entry's "t" field is the stamp's ts):
 //
-//	~o key prior cmd...       the command, to apply where key's stamp is prior
-//	~s key prior V value pxat the string's value and expiry (0: none)
-//	~r key prior V pxat dump  the key's DUMP
-//	~d key prior V            a delete (tombstone)
-//	~c key delta              an increment
+//	~o key prior pxat cmd...    the command, to apply where key's stamp is prior
+//	~s key prior V value pxat   the string's value and expiry (-1: none)
+//	~r key prior V pxat dump    the key's DUMP
+//	~d key prior V              a delete (tombstone)
+//	~c key delta pxat           an increment
+//	~a key type elem value pxat an element added, with its value
+//	~x key type elem seen pxat  an element removed, with what the remove had observed
+//
+// pxat is the key's absolute expiry after the effect at the origin (-1: none).
 //
 // V is the counter vector the write had seen ("" for none).
 const writeLua = `#!lua
@@ -160,6 +164,10 @@ local function whole(k, asString)
   restamp(k, stamp)
   redis.call('DEL', ekey(k))
 end
+-- pxatOf is k's absolute expiry in ms (-1: none, -2: gone): command effects carry the
+-- expiry their key has after them at the origin, so that where the key had expired before
+-- the effect arrived, the key it recreates expires as the origin's does.
+local function pxatOf(k) return string.format('%.0f', redis.call('PEXPIRETIME', k)) end
 local function collection(k)
   local ty = redis.call('TYPE', k)['ok']
   return ty == 'hash' or ty == 'set' or ty == 'zset'
@@ -230,7 +238,7 @@ for c, call in ipairs(calls) do
     local e = v[dc] or {0, 0}
     v[dc] = {e[1] + 1, e[2] + d}
     redis.call('HSET', meta, 'c:' .. k, vecString(v))
-    record({'~c', k, string.format('%.0f', d)})
+    record({'~c', k, string.format('%.0f', d), pxatOf(k)})
   elseif changed and cls == 'm' then
     local k = call.w[1]
     local K = stampOf(k)
@@ -240,13 +248,13 @@ for c, call in ipairs(calls) do
         local v = einRedis(ty, k, e)
         if v then
           eadd(ty, k, e, v, dc, ts, K, pre[e])
-          record({'~a', k, ty, e, v})
+          record({'~a', k, ty, e, v, pxatOf(k)})
         end
       end
     elseif ty then
       for _, p in ipairs(seen) do
         erem(ty, k, p[1], p[2], K, true)
-        record({'~x', k, ty, p[1], cmsgpack.pack(p[2])})
+        record({'~x', k, ty, p[1], cmsgpack.pack(p[2]), pxatOf(k)})
       end
     else
       local pty, pes, pk = popped(name, r)
@@ -256,7 +264,7 @@ for c, call in ipairs(calls) do
         local o = eseen(pty, k, e, K)
         o.b = '=' .. K
         erem(pty, k, e, o, K, true)
-        record({'~x', k, pty, e, cmsgpack.pack(o)})
+        record({'~x', k, pty, e, cmsgpack.pack(o), pxatOf(k)})
       end
     end
   elseif changed and cls == 'd' then
@@ -310,7 +318,7 @@ for c, call in ipairs(calls) do
           -- A hash, set or sorted set changed other than element by element: its state.
           whole(k, false)
         else
-          local o = {'~o', k, stampOf(k)}
+          local o = {'~o', k, stampOf(k), pxatOf(k)}
           for _, a in ipairs(e) do o[#o + 1] = a end
           record(o)
           restamp(k, stamp)
@@ -379,6 +387,12 @@ local origin = string.gsub(src, '^~', '')
 local stamp = ''
 if ARGV[6] ~= '' then stamp = ARGV[6] .. ':' .. origin end
 local nerr, first, superseded, conflicts, i = 0, '', 0, 0, 7
+-- expireAs gives k the expiry it had at the origin after the effect (px: absolute ms; -1
+-- none, -2 gone): a key that had expired here before the effect arrived, and that the effect
+-- made again, expires with the origin's.
+local function expireAs(k, px)
+  if px and tonumber(px) and tonumber(px) > 0 then redis.call('PEXPIREAT', k, px) end
+end
 local function failed(r)
   if type(r) == 'table' and r['err'] then
     nerr = nerr + 1
@@ -395,8 +409,9 @@ for c = 1, tonumber(ARGV[4]) do
     local cur = stampOf(k)
     if cur == argv[3] then
       local cmd = {}
-      for j = 4, #argv do cmd[#cmd + 1] = argv[j] end
+      for j = 5, #argv do cmd[#cmd + 1] = argv[j] end
       failed(redis.pcall(unpack(cmd)))
+      expireAs(k, argv[4])
       restamp(k, stamp)
     elseif not newer(stamp, cur) then
       superseded = superseded + 1
@@ -431,8 +446,10 @@ for c = 1, tonumber(ARGV[4]) do
       conflicts = conflicts + 1
     elseif kind == '~a' then
       eadd(ty, k, argv[4], argv[5], origin, tsOf(stamp), K)
+      expireAs(k, argv[6])
     else
       erem(ty, k, argv[4], cmsgpack.unpack(argv[5]), K)
+      expireAs(k, argv[6])
     end
   elseif kind == '~c' then
     local d = tonumber(argv[3])
@@ -444,6 +461,7 @@ for c = 1, tonumber(ARGV[4]) do
     local seen = vecParse(redis.call('HGET', meta, 'v:' .. k))[origin]
     if e[1] > (seen and seen[1] or 0) then
       failed(redis.pcall('INCRBY', k, argv[3]))
+      expireAs(k, argv[4])
     end
   else
     failed(redis.pcall(unpack(argv)))
