@@ -127,6 +127,22 @@ func (c *client) enter(slot int, move func(e *slotEntry) error) (*slotEntry, int
 	}
 }
 
+// enterOwned is enter for the common case, a slot with no migration or failover entry: it
+// admits the request and returns the slot's owner from the snapshot's owner table. ok is false,
+// with nothing left admitted, when the slot needs enter.
+func (c *client) enterOwned(slot int) (g *group, ok bool, err error) {
+	c.one[0] = uint16(slot)
+	snap, mark, err := c.admit(c.one[:])
+	if err != nil {
+		return nil, false, err
+	}
+	if k := snap.owner[slot]; k != 0 {
+		return snap.groups[k-1], true, nil
+	}
+	c.unadmit(mark)
+	return nil, false, nil
+}
+
 func errFrozen(slot int) error {
 	return errorf("TRYAGAIN slot %d is being migrated, try again", slot)
 }

@@ -39,7 +39,8 @@ type client struct {
 
 	wmu  sync.Mutex // guards writes to nc (pub/sub readers write too)
 	out  []byte
-	lbuf []byte // locally computed replies awaiting their turn
+	outp *[]byte // the pooled buffer out started from, while the client is busy (idleBuffers)
+	lbuf []byte  // locally computed replies awaiting their turn
 
 	waiter *backend.Waiter
 	free   []*backend.Request
@@ -144,8 +145,13 @@ func (c *client) serve() {
 	more := false
 	for {
 		if !more {
+			c.idleBuffers()
 			if err := c.rd.Fill(); err != nil {
 				return
+			}
+			if c.out == nil {
+				c.outp = resp.GetBuf()
+				c.out = (*c.outp)[:0]
 			}
 		}
 		more = false
@@ -189,6 +195,20 @@ func (c *client) serve() {
 	}
 }
 
+// idleBuffers gives the read and reply buffers back to their pool before the client waits
+// for its next request: an idle connection holds neither, and busy connections share a few
+// warm ones.
+func (c *client) idleBuffers() {
+	if len(c.out) == 0 {
+		if c.outp != nil {
+			resp.PutBuf(c.outp)
+			c.outp = nil
+		}
+		c.out = nil
+	}
+	c.rd.Release()
+}
+
 // lingerClose ends a connection after a protocol error so the client can read the error: it
 // half-closes and discards what the client is still sending (an oversized argument, say) for a
 // short while, instead of resetting the connection under the client's write.
@@ -213,6 +233,8 @@ func (c *client) cleanup() {
 	c.s.errs.Add(c.nerr)
 	c.closeConn()
 	c.closeSession()
+	c.out = c.out[:0]
+	c.idleBuffers()
 	c.s.removeClient(c)
 }
 

@@ -160,12 +160,21 @@ func (c *client) forward(spec *command.Spec, cmd resp.Command) {
 		anyGroup(c, spec, cmd)
 		return
 	}
-	e, _, err := c.enter(slot, func(e *slotEntry) error { return c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys) })
+	g, ok, err := c.enterOwned(slot)
+	switch {
+	case ok:
+		g = c.readGroupOf(spec, g, false)
+	case err == nil:
+		var e *slotEntry
+		if e, _, err = c.enter(slot, func(e *slotEntry) error { return c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys) }); err == nil {
+			g = c.readGroup(spec, e)
+		}
+	}
 	if err != nil {
 		c.replyErr(err)
 		return
 	}
-	c.forwardTo(c.readGroup(spec, e), cmd.Raw)
+	c.forwardTo(g, cmd.Raw)
 }
 
 // forward is the handler form of client.forward, with SORT's pattern check.

@@ -115,9 +115,13 @@ func (s *Server) readSets(st *fsm.State, dc *fsm.DC, byID map[string]*group, poo
 // readGroup returns the group (master or replica) a read of spec on e goes to; g is the
 // slot's group for a write.
 func (c *client) readGroup(spec *command.Spec, e *slotEntry) *group {
-	g := e.group()
+	return c.readGroupOf(spec, e.group(), e.m != nil)
+}
+
+// readGroupOf is readGroup for a slot served by g, with a migration or failover entry or not.
+func (c *client) readGroupOf(spec *command.Spec, g *group, migrating bool) *group {
 	snap := c.snap
-	if g == nil || g.reads == nil || spec.Write || spec.Kind != command.Forward || e.m != nil || snap == nil {
+	if g == nil || g.reads == nil || spec.Write || spec.Kind != command.Forward || migrating || snap == nil {
 		return g
 	}
 	mode := snap.readFrom

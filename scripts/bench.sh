@@ -11,7 +11,8 @@
 # Last, the failover figures (docs/failover.md): kill -9 of a group master to the first write
 # acknowledged through every node, and the write latency around planned switchovers
 # (integration/failover_bench_test.go, real nodes and redis-servers).
-# Knobs: N1, N16, NMSET, CLIENTS, GOMAXPROCS, XRATE, XRATE2, XDUR, BENCH_ONLY=data|migration|xdc|failover,
+# Knobs: N1, N16, NMSET, CLIENTS, REPS, MANY, IDLE, GOMAXPROCS, XRATE, XRATE2, XDUR,
+# BENCH_ONLY=data|clients|migration|xdc|failover,
 # NMIG, MIGVAL, MIGBASE, MIGHASH, MIGARGS, MIGSLICES, MIGPROF (the migration part: see there),
 # XPROF=DIR (CPU profiles of the two nodes over the flat-out cross-DC run, written to DIR).
 set -euo pipefail
@@ -21,6 +22,7 @@ N1=${N1:-200000}
 N16=${N16:-2000000}
 NMSET=${NMSET:-200000}
 CLIENTS=${CLIENTS:-50}
+REPS=${REPS:-3}
 DATA=64
 
 bench_failover() {
@@ -108,11 +110,11 @@ for _ in $(seq 1 200); do [ "$(redis-cli -p "$P1" SET bench:probe 1 2>/dev/null)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
-# run PORT N ARGS... -> "rps p50" of the last CSV line
+# run PORT N ARGS... -> "rps p50 p99" of the last CSV line
 run() {
 	local port=$1 n=$2; shift 2
 	redis-benchmark -p "$port" -n "$n" -c "${C:-$CLIENTS}" -d "$DATA" -r 1000000 --csv "$@" 2>/dev/null |
-		tail -1 | awk -F'"' '{print $4, $10}'
+		tail -1 | awk -F'"' '{print $4, $10, $14}'
 }
 
 if [ "${BENCH_ONLY:-}" != xdc ]; then # BENCH_ONLY=xdc runs only the replication figures
@@ -125,34 +127,61 @@ FLOOR=$(free_port)
 FLOORPID=$!
 PIDS+=("$FLOORPID")
 wait_ping "$FLOOR"
-printf '%-16s %10s %10s %10s %6s %6s %6s %8s %8s %8s %8s %8s %8s %8s\n' test direct_rps floor_rps redraft_rps ratio floor of_flr p50_dir p50_flr p50_rdr added_ms cpu_us cpu_flr redis_us
-echo "  (ratio: redraft/direct; floor: floor/direct; of_flr: redraft/floor; p50 in ms; added_ms: p50_rdr - p50_dir;"
-echo "   cpu_us: redraft CPU per request;"
+printf '%-16s %10s %10s %10s %6s %6s %6s %8s %8s %8s %8s %8s %8s %8s %6s %8s %8s %8s\n' test direct_rps floor_rps redraft_rps ratio floor of_flr p50_dir p50_flr p50_rdr added_ms p99_flr p99_rdr p99_of cpu_us cpu_flr redis_us
+echo "  (ratio: redraft/direct; floor: floor/direct; of_flr: redraft/floor; p50, p99 in ms; added_ms: p50_rdr - p50_dir;"
+echo "   p99_of: redraft's p99 / the floor's; cpu_us: redraft CPU per request;"
 echo "   cpu_flr: the floor proxy's; redis_us: redis-server's own CPU per request when benchmarked directly)"
-line() { # name port_proxy bs_pid n args...
+# line NAME PORT PID N ARGS...: one row. The three sides take turns REPS times (N/REPS
+# requests each, direct, floor, redraft, direct, ...) so that a slow moment of this shared
+# machine hits all three; the row shows each side's median rps, p50 and p99 over its turns,
+# and CPU per request over all of them. LAST holds redraft's median "rps p50 p99" afterwards.
+line() {
 	local name=$1 pport=$2 pid=$3 n=$4; shift 4
-	local d f r t0 t1 s0 s1 f0 f1
-	s0=$(ticks "$R1PID")
-	d=$(run "$R1" "$n" "$@")
-	s1=$(ticks "$R1PID")
-	f0=$(ticks "$FLOORPID")
-	f=$(run "$FLOOR" "$n" "$@")
-	f1=$(ticks "$FLOORPID")
-	t0=$(ticks "$pid")
-	r=$(run "$pport" "$n" "$@")
-	t1=$(ticks "$pid")
-	awk -v name="$name" -v d="$d" -v f="$f" -v r="$r" -v ticks=$((t1 - t0)) -v fticks=$((f1 - f0)) -v rticks=$((s1 - s0)) -v hz="$HZ" -v n="$n" 'BEGIN {
+	local m=$((n / REPS)) d="" f="" r="" t=0 ft=0 st=0 a b i
+	for ((i = 0; i < REPS; i++)); do
+		a=$(ticks "$R1PID"); d+="$(run "$R1" "$m" "$@");"; b=$(ticks "$R1PID"); st=$((st + b - a))
+		a=$(ticks "$FLOORPID"); f+="$(run "$FLOOR" "$m" "$@");"; b=$(ticks "$FLOORPID"); ft=$((ft + b - a))
+		a=$(ticks "$pid"); r+="$(run "$pport" "$m" "$@");"; b=$(ticks "$pid"); t=$((t + b - a))
+	done
+	LAST=$(median3 "$r")
+	awk -v name="$name" -v d="$(median3 "$d")" -v f="$(median3 "$f")" -v r="$LAST" -v ticks=$t -v fticks=$ft -v rticks=$st -v hz="$HZ" -v n=$((m * REPS)) 'BEGIN {
 		split(d, a, " "); split(f, c, " "); split(r, b, " ")
-		printf "%-16s %10.0f %10.0f %10.0f %6.2f %6.2f %6.2f %8.3f %8.3f %8.3f %8.3f %8.1f %8.1f %8.1f\n", name, a[1], c[1], b[1], b[1] / a[1], c[1] / a[1], b[1] / c[1], a[2], c[2], b[2], b[2] - a[2], ticks / hz * 1e6 / n, fticks / hz * 1e6 / n, rticks / hz * 1e6 / n
+		printf "%-16s %10.0f %10.0f %10.0f %6.2f %6.2f %6.2f %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f %6.2f %8.1f %8.1f %8.1f\n", name, a[1], c[1], b[1], b[1] / a[1], c[1] / a[1], b[1] / c[1], a[2], c[2], b[2], b[2] - a[2], c[3], b[3], b[3] / c[3], ticks / hz * 1e6 / n, fticks / hz * 1e6 / n, rticks / hz * 1e6 / n
 	}'
 }
+# median3 "rps p50 p99;rps p50 p99;...": the median of each column.
+median3() {
+	echo "$1" | tr ';' '\n' | awk 'NF == 3 { for (k = 1; k <= 3; k++) v[k, n] = $k; n++ }
+	function med(k,   i, j, t, x) { for (i = 0; i < n; i++) x[i] = v[k, i]
+		for (i = 1; i < n; i++) for (j = i; j > 0 && x[j - 1] > x[j]; j--) { t = x[j]; x[j] = x[j - 1]; x[j - 1] = t }
+		return n % 2 ? x[int(n / 2)] : (x[n / 2 - 1] + x[n / 2]) / 2 }
+	END { printf "%s %s %s\n", med(1), med(2), med(3) }'
+}
 
+if [ "${BENCH_ONLY:-}" != clients ]; then
 line "SET P1" "$P1" "$BS1" "$N1" -t set
 line "GET P1" "$P1" "$BS1" "$N1" -t get
 # One client: the latency redraft adds without CPU contention.
 C=1 line "GET P1 1 client" "$P1" "$BS1" "$((N1 / 10))" -t get
 line "SET P16" "$P1" "$BS1" "$N16" -t set -P 16
 line "GET P16" "$P1" "$BS1" "$N16" -t get -P 16
+fi
+
+# ---- Many clients (BENCH_ONLY=clients runs only these): 2,000 clients at pipeline 1 against
+# the 50-client figure, and what 10,000 idle connections cost the node.
+MANY=${MANY:-2000}
+IDLE=${IDLE:-10000}
+# First the idle connections, while the node has served only 50 clients: the thousands of
+# goroutines of the 2,000-client run would otherwise leave freed stacks and spans behind.
+go build -o "$WORK/idleconns" ./scripts/idleconns
+"$WORK/idleconns" -addr "127.0.0.1:$P1" -admin "$ADMIN" -pid "$BS1" -n "$IDLE"
+line "GET P1 $CLIENTS cl" "$P1" "$BS1" "$N1" -t get
+g50=$LAST
+C=$MANY line "GET P1 $MANY cl" "$P1" "$BS1" "$N1" -t get
+gmany=$LAST
+awk -v a="$g50" -v b="$gmany" -v m="$MANY" -v c="$CLIENTS" 'BEGIN { split(a, x, " "); split(b, y, " ")
+	printf "redraft with %d clients / %d clients: %.2f of the throughput; p99 %.3f ms against %.3f ms\n", m, c, y[1] / x[1], y[3], x[3] }'
+[ "${BENCH_ONLY:-}" = clients ] && exit 0
 # Ten keys with distinct hash tags: through redraft they split over the two groups.
 admin slots assign --dc dc1 --group g2 --force 8192-16383
 for _ in $(seq 1 200); do [ "$(redis-cli -p "$P2" SET foo 1 2>/dev/null)" = "OK" ] && [ "$(redis-cli -p "$R2" EXISTS foo)" = "1" ] && break; sleep 0.05; done

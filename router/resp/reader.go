@@ -5,6 +5,8 @@ package resp
 import (
 	"errors"
 	"io"
+	"os"
+	"syscall"
 )
 
 // Limits as in redis-server's defaults.
@@ -57,6 +59,15 @@ type Reader struct {
 	args    [][]byte
 	inline  []byte // re-encoded inline request
 	scratch []byte // unquoted inline arguments
+
+	// For a connection with a file descriptor (TCP, Unix): buf comes from the buffer pool
+	// (bufp) when data arrives and goes back to it on Release, so an idle connection holds
+	// no buffer. Other readers (TLS, tests) keep a buffer of their own.
+	raw    syscall.RawConn
+	bufp   *[]byte
+	readFn func(fd uintptr) bool // rawRead, bound once
+	rn     int
+	rerr   error
 }
 
 // NewReader returns a Reader with the given limits (zero or less means redis-server's default).
@@ -67,7 +78,70 @@ func NewReader(rd io.Reader, maxBulk int64, maxArgs int) *Reader {
 	if maxArgs <= 0 {
 		maxArgs = DefaultMaxArgs
 	}
-	return &Reader{rd: rd, maxBulk: maxBulk, maxArgs: maxArgs}
+	r := &Reader{rd: rd, maxBulk: maxBulk, maxArgs: maxArgs}
+	if sc, ok := rd.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			r.raw = raw
+			r.readFn = r.rawRead
+		}
+	}
+	return r
+}
+
+// Release gives the read buffer back to the pool when every byte in it has been parsed; the
+// next Fill takes a buffer only once data has arrived. It invalidates the Args and Raw of
+// commands returned earlier, as Fill does. Only the goroutine that calls Fill and Next may
+// call it, and not while another goroutine runs Fill.
+func (r *Reader) Release() {
+	if r.raw == nil || r.r != r.w || r.buf == nil {
+		return
+	}
+	if r.bufp != nil {
+		PutBuf(r.bufp)
+		r.bufp = nil
+	}
+	r.buf = nil
+	r.r, r.w, r.need = 0, 0, 0
+}
+
+// fillRaw waits until the connection is readable and reads into a pooled buffer taken only
+// then; r.buf is nil and nothing is buffered.
+func (r *Reader) fillRaw() error {
+	if err := r.raw.Read(r.readFn); err != nil {
+		return err
+	}
+	if r.rerr != nil {
+		err := r.rerr
+		r.rerr = nil
+		return os.NewSyscallError("read", err)
+	}
+	if r.rn == 0 {
+		return io.EOF
+	}
+	r.r, r.w = 0, r.rn
+	return nil
+}
+
+// rawRead is the syscall.RawConn read callback: it reports false (wait for readability) when
+// the socket has nothing, having given the buffer back.
+func (r *Reader) rawRead(fd uintptr) bool {
+	if r.bufp == nil {
+		r.bufp = GetBuf()
+		r.buf = *r.bufp
+	}
+	for {
+		n, err := syscall.Read(int(fd), r.buf)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EAGAIN {
+			PutBuf(r.bufp)
+			r.bufp, r.buf = nil, nil
+			return false
+		}
+		r.rn, r.rerr = max(n, 0), err
+		return true
+	}
 }
 
 // Buffered reports how many unparsed bytes are held.
@@ -77,11 +151,15 @@ func (r *Reader) Buffered() int { return r.w - r.r }
 // Args and Raw of commands returned earlier.
 func (r *Reader) Fill() error {
 	if r.buf == nil {
+		if r.raw != nil {
+			return r.fillRaw()
+		}
 		r.buf = make([]byte, initialBuf)
 	}
 	if r.r == r.w {
 		r.r, r.w = 0, 0
 		if len(r.buf) > shrinkAbove {
+			r.dropPooled()
 			r.buf = make([]byte, initialBuf)
 		}
 	}
@@ -92,6 +170,7 @@ func (r *Reader) Fill() error {
 			// a huge argument and sends nothing costs little.
 			nb := make([]byte, 2*len(r.buf))
 			copy(nb, r.buf[r.r:r.w])
+			r.dropPooled()
 			r.buf = nb
 		} else {
 			copy(r.buf, r.buf[r.r:r.w])
@@ -246,4 +325,12 @@ func printable(c byte) string {
 		return "?"
 	}
 	return string(rune(c))
+}
+
+// dropPooled gives a pooled r.buf back before it is replaced.
+func (r *Reader) dropPooled() {
+	if r.bufp != nil {
+		PutBuf(r.bufp)
+		r.bufp = nil
+	}
 }
