@@ -98,3 +98,37 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond) // polling an asynchronous counter
 	}
 }
+
+// TestOwnerTable: the one-byte owner of a slot names its group, and is 0 (read the slot
+// entry) for every slot a migration covers, so no request on such a slot skips enter.
+func TestOwnerTable(t *testing.T) {
+	s := New(Config{DC: "dc1"})
+	defer s.Close()
+	// Backends are never dialled: nothing is sent.
+	st := newState(t, []string{"127.0.0.1:1", "127.0.0.1:2"}, nil)
+	s.SetState(st)
+	snap := s.snap.Load()
+	for _, sl := range []int{0, 8191, 8192, fsm.NumSlots - 1} {
+		k := snap.owner[sl]
+		if k == 0 || snap.groups[k-1] != snap.slots[sl].g {
+			t.Fatalf("slot %d: owner %d, slot entry group %v", sl, k, snap.slots[sl].g)
+		}
+	}
+	if snap.groups[snap.owner[0]-1].id != "g1" || snap.groups[snap.owner[fsm.NumSlots-1]-1].id != "g2" {
+		t.Fatal("owners do not follow the slot table")
+	}
+	st, err := fsm.ApplyCommand(st, 100, &fsm.StartMigration{DC: "dc1", Slots: []fsm.SlotRange{{From: 100, To: 199}}, To: "g2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetState(st)
+	snap = s.snap.Load()
+	for sl := 100; sl <= 199; sl++ {
+		if snap.slots[sl].m == nil || snap.owner[sl] != 0 {
+			t.Fatalf("slot %d is frozen for the migration: entry %v, owner %d", sl, snap.slots[sl].m, snap.owner[sl])
+		}
+	}
+	if snap.owner[99] == 0 || snap.owner[200] == 0 {
+		t.Fatal("slots outside the migration lost their owner")
+	}
+}
