@@ -3,6 +3,7 @@ package router
 import (
 	"crypto/sha1"
 	"encoding/hex"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -90,22 +91,33 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 			rec = append([]string{"EVAL", body}, argv[2:]...)
 		}
 	}
-	fields := xdc.EntryFields(c.s.cfg.DC, [][]string{rec})
-	// The script and the XADD, kept apart: the block is put together for the group that
+	// The script and its record, kept apart: the block is put together for the group that
 	// serves the write (rawFor), whose users' passwords are its own.
 	parts := append(c.xsync[:0], cmd.Raw...)
 	split := len(parts)
-	parts = resp.AppendArray(parts, 6+len(fields))
-	parts = resp.AppendBulkString(parts, "XADD")
-	parts = resp.AppendBulkString(parts, xdc.OutboxKey(slot))
-	parts = resp.AppendBulkString(parts, "MAXLEN")
-	parts = resp.AppendBulkString(parts, "~")
-	parts = resp.AppendBulkString(parts, snap.outboxMax.maxLen)
-	parts = resp.AppendBulkString(parts, "*")
-	for _, f := range fields {
-		parts = resp.AppendBulkString(parts, f)
+	n := 7
+	if snap.outboxMax.plain {
+		// Without convergence: the call itself, replayed in the other DCs.
+		fields := xdc.EntryFields(c.s.cfg.DC, [][]string{rec})
+		parts = resp.AppendArray(parts, 6+len(fields))
+		parts = resp.AppendBulkString(parts, "XADD")
+		parts = resp.AppendBulkString(parts, xdc.OutboxKey(slot))
+		parts = resp.AppendBulkString(parts, "MAXLEN")
+		parts = resp.AppendBulkString(parts, "~")
+		parts = resp.AppendBulkString(parts, snap.outboxMax.maxLen)
+		parts = resp.AppendBulkString(parts, "*")
+		for _, f := range fields {
+			parts = resp.AppendBulkString(parts, f)
+		}
+		parts = appendCommand(parts, append([]string{"XADD", xdc.DirtyKey, "MAXLEN", "~", xdc.DirtyMaxLen, "*"}, xdc.DirtyFields(slot)...))
+	} else {
+		// With convergence: the stamped state of every key the script declares, recorded by
+		// WRITE in its "rec" form (no copy-lock check: the script already ran).
+		w := snap.outboxMax
+		w.record = true
+		parts = appendWriteCall(parts, slot, c.s.cfg.DC, w, true, []xdc.Call{scriptRecord(argv, c.keys)})
+		n = 6
 	}
-	parts = appendCommand(parts, append([]string{"XADD", xdc.DirtyKey, "MAXLEN", "~", xdc.DirtyMaxLen, "*"}, xdc.DirtyFields(slot)...))
 	parts = append(parts, rawExec...)
 	c.xsync = parts[:0]
 	rawFor := func(g *group) []byte {
@@ -123,7 +135,7 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 		}
 		return c.moveOutbox(e.m, slot)
 	}
-	reply, err := c.syncWrite(syncReq{slot: slot, move: move, rawFor: rawFor, n: 7, lvl: lvl, internal: true,
+	reply, err := c.syncWrite(syncReq{slot: slot, move: move, rawFor: rawFor, n: n, lvl: lvl, internal: true,
 		pre: func(g *group) ([]byte, error) { return c.copyLocked(g, slot) }})
 	if err != nil {
 		c.replyErr(err)
@@ -148,13 +160,31 @@ func (c *client) copyLocked(g *group, slot int) ([]byte, error) {
 	return nil, nil
 }
 
+// scriptRecord is the WRITE call that records a user script's effect with several DCs: the
+// state of every key the script declares (argv[keyPos]), as a command that changes several
+// keys does (docs/convergence.md); EXISTS is what it runs, a read.
+func scriptRecord(argv []string, keyPos []int) xdc.Call {
+	call := xdc.Call{Args: []string{"EXISTS"}}
+	plan := []byte("v/a")
+	for i, p := range keyPos {
+		call.Args = append(call.Args, argv[p])
+		call.Keys = append(call.Keys, argv[p])
+		if i > 0 {
+			plan = append(plan, ',')
+		}
+		plan = strconv.AppendInt(plan, int64(i+2), 10)
+	}
+	call.Plan = string(plan)
+	return call
+}
+
 // scriptReply extracts the script's reply from EXEC's [AUTH client, script reply, AUTH
-// internal, XADD reply, change feed XADD reply]. A failed switch to the client user means the script may have run as
+// internal, record replies...] (WRITE's, or the outbox's and change feed's XADD). A failed switch to the client user means the script may have run as
 // the internal user: that is answered as an error (and the backend's users need fixing). An
 // XADD that failed (the script ran, but is not recorded) answers an error that says so.
 func scriptReply(reply []byte) []byte {
 	v, _, ok := resp.Parse(reply)
-	if !ok || v.Type != '*' || len(v.Elems) != 5 {
+	if !ok || v.Type != '*' || len(v.Elems) < 4 {
 		return reply // an error, or -TRYAGAIN from the pre-check
 	}
 	if a := v.Elems[0]; a.IsError() {

@@ -62,6 +62,9 @@ type xpend struct {
 type writeOpts struct {
 	maxLen string
 	plain  bool
+	// record makes a unit call WRITE's "rec" form: it records and does not check the slot's
+	// copy lock (a user script's record, after the script ran; its pre-check was copyLocked).
+	record bool
 }
 
 func appendWriteCall(b []byte, slot int, dc string, w writeOpts, unit bool, calls []xdc.Call) []byte {
@@ -84,7 +87,9 @@ func appendWriteCall(b []byte, slot int, dc string, w writeOpts, unit bool, call
 	b = resp.AppendBulkString(b, xdc.OutboxKey(slot))
 	b = resp.AppendBulkString(b, w.maxLen)
 	b = resp.AppendBulkString(b, dc)
-	if unit {
+	if w.record {
+		b = resp.AppendBulkString(b, "rec")
+	} else if unit {
 		b = resp.AppendBulkString(b, "unit")
 	} else {
 		b = resp.AppendBulkString(b, "one")

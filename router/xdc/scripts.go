@@ -23,8 +23,9 @@ const (
 
 // writeLua is the WRITE script. KEYS: the commands' keys, then the slot's metadata hash, the
 // slot's copy lock and the slot's outbox. ARGV: outbox MAXLEN bound, origin DC, "one" or
-// "unit", the number of commands, then per command its plan (see Call.Plan), its argc and its
-// argv. It stamps the write (hybrid logical clock: the server's time in ms * 4096, above the
+// "unit" (or "rec": a unit that does not check the copy lock, the record of a user script
+// that ran before it in the same MULTI), the number of commands, then per command its plan
+// (see Call.Plan), its argc and its argv. It stamps the write (hybrid logical clock: the server's time in ms * 4096, above the
 // stamps of the keys it changes), runs each command with redis.pcall, records per key it
 // changed an effect by the command's class (classOf) and the key's new stamp in the metadata
 // hash, and XADDs one entry for all of them ("MAXLEN ~" ten times the bound: a safety net;
@@ -52,7 +53,7 @@ const (
 const writeLua = `#!lua
 local hardCap = 10
 local ob, meta = KEYS[#KEYS], KEYS[#KEYS - 2]
-if redis.call('EXISTS', KEYS[#KEYS - 1]) == 1 then
+if ARGV[3] ~= 'rec' and redis.call('EXISTS', KEYS[#KEYS - 1]) == 1 then
   return redis.error_reply('TRYAGAIN redraft: the slot is being copied to another DC, retry shortly')
 end
 local ty = redis.call('TYPE', ob)['ok']
