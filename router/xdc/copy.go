@@ -161,6 +161,7 @@ func (l *loop) copySlot(ctx context.Context, src *redis.Client, st0 *fsm.State, 
 	}
 	info := pipe.Do(ctx, "XINFO", "STREAM", OutboxKey(slot))
 	inbox := pipe.HGetAll(ctx, InboxKey(slot))
+	meta := pipe.HGetAll(ctx, MetaKey(slot))
 	_, _ = pipe.Exec(ctx)
 	// The reads are a snapshot of the slot only if no migration in this DC moved its keys
 	// meanwhile: a migration's mover starts after every node of the DC, this one included,
@@ -181,6 +182,11 @@ func (l *loop) copySlot(ctx context.Context, src *redis.Client, st0 *fsm.State, 
 		return fmt.Errorf("inbox: %w", err)
 	}
 	req.Inbox = in
+	m, err := meta.Result()
+	if err != nil {
+		return fmt.Errorf("metadata: %w", err)
+	}
+	req.Stamps = stampsOf(m)
 	for i, k := range keys {
 		d, err := dumps[i].Result()
 		if errors.Is(err, redis.Nil) {
@@ -323,6 +329,10 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	if err != nil {
 		return struct{}{}, err
 	}
+	kept, err := r.newerHere(ctx, db, slot, req.Stamps)
+	if err != nil {
+		return struct{}{}, err
+	}
 	existing = append(existing, MetaKey(slot), PullKey(slot))
 	for i := 0; i < len(existing); i += 256 {
 		part := existing[i:min(len(existing), i+256)]
@@ -338,6 +348,9 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 		if _, err := run([]string{k.Key}, "RESTORE", k.Key, strconv.FormatInt(k.Expire, 10), string(k.Dump), "REPLACE", "ABSTTL"); err != nil {
 			return struct{}{}, err
 		}
+	}
+	if err := r.restoreKept(ctx, db, slot, kept); err != nil {
+		return struct{}{}, err
 	}
 	in := InboxKey(slot)
 	args := []string{"HSET", in, req.Source, req.Last}
@@ -471,4 +484,101 @@ func entriesOf(v resp.Value) ([]Entry, error) {
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// stampsOf returns the key → stamp fields of a slot's metadata hash.
+func stampsOf(meta map[string]string) map[string]string {
+	out := map[string]string{}
+	for f, v := range meta {
+		if k, ok := strings.CutPrefix(f, "s:"); ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// keptKey is a key of the receiving DC whose stamp is newer than the copy's: its state (or
+// its absence, a tombstone) and metadata stay.
+type keptKey struct {
+	key, stamp, c, v string
+	dump, elems      string // "" when absent
+	expire           int64
+}
+
+// newerHere reads the keys of the slot whose stamp here is newer than the copy's (a write of
+// this DC, or applied here, that the source had not seen), so that the copy keeps them: last
+// writer wins holds for a full copy too (docs/convergence.md, "Full copies").
+func (r *Replicator) newerHere(ctx context.Context, db, slot int, src map[string]string) ([]keptKey, error) {
+	mv, err := r.internal(ctx, db, slot, []string{MetaKey(slot)}, []string{"HGETALL", MetaKey(slot)})
+	if err != nil || mv.IsError() {
+		return nil, fmt.Errorf("read metadata: %v%s", err, mv.Str)
+	}
+	meta := map[string]string{}
+	for i := 0; i+1 < len(mv.Elems); i += 2 {
+		meta[string(mv.Elems[i].Str)] = string(mv.Elems[i+1].Str)
+	}
+	var out []keptKey
+	for k, st := range stampsOf(meta) {
+		if !newer(st, src[k]) {
+			continue
+		}
+		kk := keptKey{key: k, stamp: st, c: meta["c:"+k], v: meta["v:"+k]}
+		for i, key := range []string{k, ElemKey(slot, k)} {
+			d, err := r.internal(ctx, db, slot, []string{key}, []string{"DUMP", key})
+			if err != nil || d.IsError() {
+				return nil, fmt.Errorf("dump %q: %v%s", key, err, d.Str)
+			}
+			if i == 0 {
+				kk.dump = string(d.Str)
+				if x, err := r.internal(ctx, db, slot, []string{key}, []string{"PEXPIRETIME", key}); err == nil && x.Int > 0 {
+					kk.expire = x.Int
+				}
+			} else {
+				kk.elems = string(d.Str)
+			}
+		}
+		out = append(out, kk)
+	}
+	return out, nil
+}
+
+// restoreKept puts the keys newerHere kept back over the copy, with their metadata.
+func (r *Replicator) restoreKept(ctx context.Context, db, slot int, kept []keptKey) error {
+	run := func(keys []string, args ...string) error {
+		v, err := r.internal(ctx, db, slot, keys, args)
+		if err == nil && v.IsError() {
+			err = fmt.Errorf("%s: %s", args[0], v.Str)
+		}
+		return err
+	}
+	meta := MetaKey(slot)
+	for _, k := range kept {
+		ek := ElemKey(slot, k.key)
+		if err := run([]string{k.key, ek}, "DEL", k.key, ek); err != nil {
+			return err
+		}
+		if k.dump != "" {
+			if err := run([]string{k.key}, "RESTORE", k.key, strconv.FormatInt(k.expire, 10), k.dump, "REPLACE", "ABSTTL"); err != nil {
+				return err
+			}
+		}
+		if k.elems != "" {
+			if err := run([]string{ek}, "RESTORE", ek, "0", k.elems, "REPLACE"); err != nil {
+				return err
+			}
+		}
+		if err := run([]string{meta}, "HSET", meta, "s:"+k.key, k.stamp); err != nil {
+			return err
+		}
+		for _, f := range []struct{ name, val string }{{"c:", k.c}, {"v:", k.v}} {
+			args := []string{"HDEL", meta, f.name + k.key}
+			if f.val != "" {
+				args = []string{"HSET", meta, f.name + k.key, f.val}
+			}
+			if err := run([]string{meta}, args...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -240,11 +240,14 @@ func TestReplicatorShipsTrimsAndReportsLag(t *testing.T) {
 func TestReplicatorCatchesUpAndCopiesPastTheBound(t *testing.T) {
 	_, dcs := startDCs(t, "a", "b", "c")
 	a, b, c := dcs[0], dcs[1], dcs[2]
+	a.write(t, "RPUSH", "{hot}l", "base")
+	waitEqual(t, dcs, 10*time.Second, "l", stateOf("{hot}l"), "list [base]")
 	c.down.Store(true)
 	// Past the bound (1000, trimmed approximately) on one slot, and a few entries on another.
 	for i := 0; i < 3000; i++ {
 		a.write(t, "INCR", "{hot}n")
 	}
+	a.write(t, "RPUSH", "{hot}l", "a1")
 	b.write(t, "RPUSH", "{hot}fromb", "x")
 	b.write(t, "SET", "{cold}k", "v")
 	a.write(t, "DEL", "{hot}gone")
@@ -257,9 +260,13 @@ func TestReplicatorCatchesUpAndCopiesPastTheBound(t *testing.T) {
 		n, err := d.rc.XLen(context.Background(), OutboxKey(slotString("{hot}n"))).Result()
 		return fmt.Sprint(n < 1000), err
 	}, "true")
-	// c writes while cut off too: its own entries must survive the copy.
+	// c writes while cut off too: its own entries must survive the copy; its push, later
+	// than a's, wins the list everywhere (the copy keeps c's newer state).
 	c.write(t, "SET", "{hot}fromc", "c1")
+	later()
+	c.write(t, "RPUSH", "{hot}l", "c1")
 	c.down.Store(false)
+	waitEqual(t, dcs, 20*time.Second, "l", stateOf("{hot}l"), "list [base c1]")
 	waitEqual(t, dcs, 20*time.Second, "counter", get("{hot}n"), "3000")
 	waitEqual(t, dcs, 20*time.Second, "fromc", get("{hot}fromc"), "c1")
 	waitEqual(t, dcs, 20*time.Second, "cold", get("{cold}k"), "v")

@@ -179,6 +179,9 @@ type CopyRequest struct {
 	// Flushes is how many flushes the source's state counted done before it read the keys:
 	// a receiver that has seen more refuses the copy (flush.go).
 	Flushes uint64 `json:"flushes,omitempty"`
+	// Stamps are the source's stamps of the slot's keys (docs/convergence.md): a key whose
+	// stamp in the receiving DC is newer keeps the receiver's state.
+	Stamps map[string]string `json:"stamps,omitempty"`
 }
 
 // ResetRequest tells the nodes of DC Source that DC Dest's last applied ids from Source
