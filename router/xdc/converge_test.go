@@ -359,18 +359,20 @@ func TestConvergeWriteRacingExpiry(t *testing.T) {
 	_, dcs := startDCs(t, "a", "b", "c")
 	a, b := dcs[0], dcs[1]
 	a.write(t, "RPUSH", "{x}l", "x")
-	a.write(t, "PEXPIRE", "{x}l", "1500")
-	waitEqual(t, dcs, 10*time.Second, "l", stateOf("{x}l"), "list [x]")
+	a.write(t, "PEXPIRE", "{x}l", "4000")
+	// Once b has this later write of the slot, it has the list and its expiry.
+	a.write(t, "SET", "{x}marker0", "1")
+	waitEqual(t, dcs, 10*time.Second, "marker0", stateOf("{x}marker0"), "string 1")
 	b.down.Store(true)
 	a.write(t, "RPUSH", "{x}l", "y")
 	a.write(t, "HSET", "{x}h", "f", "v")
-	a.write(t, "PEXPIRE", "{x}h", "1500")
+	a.write(t, "PEXPIRE", "{x}h", "2000")
 	a.write(t, "HSET", "{x}h", "g", "w") // an element add, after the expiry was set
 	a.write(t, "INCR", "{x}n")
-	a.write(t, "PEXPIRE", "{x}n", "1500")
+	a.write(t, "PEXPIRE", "{x}n", "2000")
 	a.write(t, "INCR", "{x}n") // an increment, after the expiry was set
 	// Every key expires at the origin (polled, not slept) before b hears of the writes.
-	waitEqual(t, dcs[:1], 10*time.Second, "expired at the origin", func(d *testDC) (string, error) {
+	waitEqual(t, dcs[:1], 20*time.Second, "expired at the origin", func(d *testDC) (string, error) {
 		n, err := d.rc.Exists(context.Background(), "{x}l", "{x}h", "{x}n").Result()
 		return fmt.Sprint(n), err
 	}, "0")
