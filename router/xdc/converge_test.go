@@ -384,3 +384,15 @@ func TestConvergeWriteRacingExpiry(t *testing.T) {
 		waitEqual(t, dcs, 10*time.Second, k, stateOf(k), "none")
 	}
 }
+
+// TestPullSlotOf: a pull hash's key names its slot; other keys are not pull hashes.
+func TestPullSlotOf(t *testing.T) {
+	for _, s := range []int{0, 1, 8191, 16383} {
+		if got, ok := pullSlotOf(PullKey(s)); !ok || got != s {
+			t.Errorf("pullSlotOf(%q) = %d, %v; want %d", PullKey(s), got, ok, s)
+		}
+	}
+	if _, ok := pullSlotOf(MetaKey(5)); ok {
+		t.Errorf("a metadata hash taken for a pull hash")
+	}
+}

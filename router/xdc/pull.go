@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/migrate"
 )
 
 // Pulls (docs/convergence.md, "Conflicts"): an effect recorded as a command (~o: a list push,
@@ -152,14 +153,10 @@ func (r *Replicator) findPulls(ctx context.Context) {
 	}
 }
 
-// pullSlotOf returns the slot of a pull hash's key.
+// pullSlotOf returns the slot of a pull hash's key (its hash tag hashes to it).
 func pullSlotOf(key string) (int, bool) {
-	for s := range tags {
-		if pullKeys[s] == key {
-			return s, true
-		}
-	}
-	return 0, false
+	s := migrate.SlotString(key)
+	return s, pullKeys[s] == key
 }
 
 // pullSlot pulls every key recorded in the slot's pull hash from its origin DC's owner of the
