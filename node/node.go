@@ -290,7 +290,8 @@ func (n *Node) removedErr() error {
 // IsLeader reports whether this node is the Raft leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
-// WaitReady waits until this node is registered in the cluster state and knows a leader.
+// WaitReady waits until this node is ready as /healthz means it: registered in the cluster
+// state, a leader known, and acting on its state (the gate has caught up).
 func (n *Node) WaitReady(ctx context.Context) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
@@ -300,7 +301,9 @@ func (n *Node) WaitReady(ctx context.Context) error {
 		}
 		addr, _ := n.raft.LeaderWithID()
 		if _, ok := n.State().Nodes[n.cfg.ID]; ok && addr != "" {
-			return nil
+			if acting, _ := n.Acting(); acting {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():
