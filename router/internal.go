@@ -7,6 +7,7 @@ import (
 	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/router/backend"
 	"github.com/redraft/redraft/router/command"
+	"github.com/redraft/redraft/router/xdc"
 )
 
 // Internal runs one command (args[0] is its name) in database db on the group serving slot in
@@ -89,4 +90,112 @@ func (s *Server) InternalBatch(ctx context.Context, db, slot int, keys []string,
 		return nil, firstErr
 	}
 	return out, nil
+}
+
+// InternalOwned runs commands on many slots at once, for the slots of slots that no migration
+// or failover concerns (the receiving side of replication applies a request's entries with it):
+// it admits all of them under one admission, counted in flight for the freeze barrier as
+// Internal is, calls build once per group with the positions (in slots) of the slots that
+// group serves, and sends each group's commands pipelined, one round trip per group, all
+// groups at once. It returns each group's positions and replies, and the positions it left
+// out (a migration or failover entry, or no group), which the caller runs through
+// InternalBatch. The commands must only name keys of their positions' slots.
+func (s *Server) InternalOwned(ctx context.Context, db int, slots []int, build func(pos []int) [][]string) ([]xdc.OwnedReplies, []int, error) {
+	if db < 0 || db >= s.cfg.Databases {
+		return nil, nil, fmt.Errorf("router: Internal: database %d out of range", db)
+	}
+	for _, sl := range slots {
+		if sl < 0 || sl >= fsm.NumSlots {
+			return nil, nil, fmt.Errorf("router: Internal: slot %d out of range", sl)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	c, _ := s.internal.Get().(*client)
+	if c == nil {
+		c = &client{s: s, id: s.nextID.Add(1), waiter: backend.NewWaiter(), authed: true}
+	}
+	defer s.internal.Put(c)
+	c.db = db
+	// Admit the slots the current snapshot gives an owner; if the snapshot that admitted them
+	// has moved one of them to a migration or failover entry, start over with it.
+	var owned, rest []int
+	var admitted []uint16
+	var snap *snapshot
+	mark := 0
+	for {
+		cur := s.snap.Load()
+		owned, rest, admitted = owned[:0], rest[:0], admitted[:0]
+		for i, sl := range slots {
+			if cur.owner[sl] != 0 {
+				owned, admitted = append(owned, i), append(admitted, uint16(sl))
+			} else {
+				rest = append(rest, i)
+			}
+		}
+		if len(owned) == 0 {
+			return nil, rest, nil
+		}
+		var err error
+		snap, mark, err = c.admit(admitted)
+		if err != nil {
+			return nil, nil, err
+		}
+		if snap == cur || allOwned(snap, admitted) {
+			break
+		}
+		c.unadmit(mark)
+	}
+	defer c.unadmit(mark)
+	byGroup := map[uint8][]int{}
+	var order []uint8
+	for _, i := range owned {
+		k := snap.owner[slots[i]]
+		if byGroup[k] == nil {
+			order = append(order, k)
+		}
+		byGroup[k] = append(byGroup[k], i)
+	}
+	out := make([]xdc.OwnedReplies, len(order))
+	reqs := make([][]*backend.Request, len(order))
+	var raw []byte
+	for j, k := range order {
+		g := snap.groups[k-1]
+		cmds := build(byGroup[k])
+		out[j] = xdc.OwnedReplies{Pos: byGroup[k], Replies: make([][]byte, len(cmds))}
+		for _, args := range cmds {
+			if len(args) == 0 {
+				return nil, nil, fmt.Errorf("router: Internal: no command")
+			}
+			raw = appendCommand(raw[:0], args)
+			reqs[j] = append(reqs[j], c.sendInternal(g, raw, 1))
+		}
+	}
+	c.flushBackends()
+	var firstErr error
+	for j := range reqs {
+		for i, r := range reqs[j] {
+			c.waiter.Wait(r)
+			if r.Err != nil && firstErr == nil {
+				firstErr = r.Err
+			}
+			out[j].Replies[i] = append([]byte(nil), r.Reply...)
+			c.free = append(c.free, r)
+		}
+	}
+	if firstErr != nil {
+		return nil, nil, firstErr
+	}
+	return out, rest, nil
+}
+
+// allOwned reports whether every slot has an owner (no migration or failover entry) in snap.
+func allOwned(snap *snapshot, slots []uint16) bool {
+	for _, sl := range slots {
+		if snap.owner[sl] == 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -20,7 +20,7 @@ import (
 // pipelined; higher consistency levels are served synchronously (consistency.go).
 
 // backendScripts are loaded on every backend connection (backend.Options.Scripts).
-var backendScripts = []string{xdc.WriteSource(), xdc.ApplySource()}
+var backendScripts = []string{xdc.WriteSource(), xdc.ApplySource(), xdc.ApplyBatchSource()}
 
 // rawLoadScripts loads backendScripts again (after SCRIPT FLUSH).
 var rawLoadScripts = func() []byte {

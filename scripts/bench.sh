@@ -14,7 +14,8 @@
 # Knobs: N1, N16, NMSET, CLIENTS, REPS, MANY, IDLE, GOMAXPROCS, XRATE, XRATE2, XDUR,
 # BENCH_ONLY=data|clients|migration|xdc|failover,
 # NMIG, MIGVAL, MIGBASE, MIGHASH, MIGARGS, MIGSLICES, MIGPROF (the migration part: see there),
-# XPROF=DIR (CPU profiles of the two nodes over the flat-out cross-DC run, written to DIR).
+# XPROF=DIR (CPU profiles of the two nodes over the flat-out cross-DC run, written to DIR),
+# BENCH_LOGS=DIR (the nodes' and servers' logs, copied to DIR at the end).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -45,6 +46,7 @@ PIDS=()
 cleanup() {
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
+	if [ -n "${BENCH_LOGS:-}" ]; then mkdir -p "$BENCH_LOGS" && cp "$WORK"/*.log "$BENCH_LOGS"/ 2>/dev/null; fi
 	rm -rf "$WORK"
 }
 trap cleanup EXIT

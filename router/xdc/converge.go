@@ -147,8 +147,7 @@ const ElemPrefix = "__redraft:e:"
 // of its DC seen, or it is in the base and no remove saw that base; its value is the newest
 // add's after K, else the base's. An element without state is as the base has it.
 const elemLua = `
-local etag = string.sub(meta, 13)
-local function ekey(k) return '` + ElemPrefix + `' .. etag .. ':' .. k end
+local function ekey(k) return '` + ElemPrefix + `' .. string.sub(meta, 13) .. ':' .. k end
 -- einRedis returns e's value in k ('' for a set member), or false when absent (or when k
 -- holds another type: the command that follows fails with WRONGTYPE).
 local function einRedis(ty, k, e)

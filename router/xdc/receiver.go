@@ -13,80 +13,165 @@ import (
 	"github.com/redraft/redraft/router/resp"
 )
 
-// receiveWorkers bounds the slots a receiving node applies in parallel for one request.
+// receiveWorkers bounds the slots a receiving node applies in parallel, one by one, for one
+// request (the slots a migration or failover concerns).
 const receiveWorkers = 8
 
-// HandleApply applies req's batches through this node's router: each batch in order, one
-// APPLY per entry (which skips what was applied and refuses a gap), batches of different
-// slots in parallel. It answers one result per batch.
+// applyChunk bounds the entries of one batch APPLY call, so that one call holds its master
+// only briefly (a few hundred microseconds) and other clients' commands interleave.
+const applyChunk = 64
+
+// HandleApply applies req's batches through this node's router, exactly once and in order per
+// slot (APPLY skips what was applied and refuses a gap): the batches of slots no migration or
+// failover concerns in batch APPLY calls, one round trip per group (Local.InternalOwned), the
+// others slot by slot through the router, in parallel. It answers one result per batch.
 func (r *Replicator) HandleApply(ctx context.Context, req ApplyRequest) (ApplyResponse, error) {
 	if err := r.checkSource(req.Source); err != nil {
 		return ApplyResponse{}, err
 	}
 	out := ApplyResponse{Results: make([]ApplyResult, len(req.Batches))}
-	parallel(len(req.Batches), func(i int) {
-		b := req.Batches[i]
-		out.Results[i] = r.applyBatch(ctx, req.Source, req.DB, b)
+	var idx, slots []int // the batches with entries, and their slots
+	for i, b := range req.Batches {
+		out.Results[i] = ApplyResult{Slot: b.Slot, Last: b.Prev}
+		switch {
+		case b.Slot < 0 || b.Slot >= len(tags):
+			out.Results[i].Error = fmt.Sprintf("slot %d out of range", b.Slot)
+		case len(b.Entries) > 0:
+			r.gc.markHot(req.DB, b.Slot)
+			idx, slots = append(idx, i), append(slots, b.Slot)
+		}
+	}
+	if len(idx) == 0 {
+		return out, nil
+	}
+	at := func(pos []int) []WireBatch {
+		bs := make([]WireBatch, len(pos))
+		for j, p := range pos {
+			bs[j] = req.Batches[idx[p]]
+		}
+		return bs
+	}
+	sha, body := ApplyBatchSHA, ""
+	var parts []OwnedReplies
+	var rest []int
+	var err error
+	for try := 0; try < 2; try++ {
+		parts, rest, err = r.cfg.Local.InternalOwned(ctx, req.DB, slots, func(pos []int) [][]string {
+			var cmds [][]string
+			for _, ch := range applyChunks(at(pos)) {
+				keys, argv := ApplyBatchArgs(req.Source, "", ch)
+				cmds = append(cmds, scriptCall(sha, keys, argv))
+				if body != "" {
+					cmds[len(cmds)-1][0], cmds[len(cmds)-1][1] = "EVAL", body
+				}
+			}
+			return cmds
+		})
+		if err != nil || body != "" || !noScript(parts) {
+			break
+		}
+		body = applyBatchLua // a client's SCRIPT FLUSH: send the script itself this once
+	}
+	if err != nil {
+		for _, i := range idx {
+			out.Results[i].Error = err.Error()
+		}
+		return out, nil
+	}
+	for _, part := range parts {
+		pos, chunks := part.Pos, applyChunks(at(part.Pos))
+		for j, ch := range chunks {
+			res := r.applied(req.Source, req.DB, ch, part.Replies[j])
+			for k := range ch {
+				out.Results[idx[pos[k]]] = res[k]
+			}
+			pos = pos[len(ch):]
+		}
+	}
+	parallel(len(rest), func(j int) {
+		i := idx[rest[j]]
+		out.Results[i] = r.applyOne(ctx, req.Source, req.DB, req.Batches[i])
 	})
 	return out, nil
 }
 
-// applyBatch applies one slot's batch in order, in one round trip (each APPLY chained to the
-// one before it, so a failure stops every later entry), and reports how far it got.
-func (r *Replicator) applyBatch(ctx context.Context, source string, db int, b WireBatch) ApplyResult {
-	res := ApplyResult{Slot: b.Slot, Last: b.Prev}
-	if b.Slot < 0 || b.Slot >= len(tags) {
-		res.Error = fmt.Sprintf("slot %d out of range", b.Slot)
-		return res
-	}
-	if len(b.Entries) == 0 {
-		return res
-	}
-	r.gc.markHot(db, b.Slot)
-	var keys []string
-	cmds := make([][]string, len(b.Entries))
-	prev := b.Prev
-	for i, we := range b.Entries {
-		ks, argv := ApplyArgs(b.Slot, Entry{ID: we.ID, DC: source, TS: we.TS, Cmds: we.Cmds}, prev, "")
-		keys = append(keys, ks...)
-		cmds[i] = scriptCall(ApplySHA, ks, argv)
-		prev = we.ID
-	}
-	replies, err := r.cfg.Local.InternalBatch(ctx, db, b.Slot, keys, cmds)
-	if err == nil && len(replies) > 0 && strings.HasPrefix(string(replies[0]), "-NOSCRIPT") {
-		for _, c := range cmds {
-			c[0], c[1] = "EVAL", applyLua
+// applyChunks splits batches into the calls of at most applyChunk entries each (a batch longer
+// than that is a call of its own).
+func applyChunks(batches []WireBatch) [][]WireBatch {
+	var out [][]WireBatch
+	start, n := 0, 0
+	for i, b := range batches {
+		if n > 0 && n+len(b.Entries) > applyChunk {
+			out = append(out, batches[start:i])
+			start, n = i, 0
 		}
-		replies, err = r.cfg.Local.InternalBatch(ctx, db, b.Slot, keys, cmds)
+		n += len(b.Entries)
+	}
+	return append(out, batches[start:])
+}
+
+// noScript reports whether a reply of parts is NOSCRIPT.
+func noScript(parts []OwnedReplies) bool {
+	for _, p := range parts {
+		for _, raw := range p.Replies {
+			if strings.HasPrefix(string(raw), "-NOSCRIPT") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// applyOne applies one slot's batch through the router (a slot a migration or failover
+// concerns: the router moves the keys or waits as for any request).
+func (r *Replicator) applyOne(ctx context.Context, source string, db int, b WireBatch) ApplyResult {
+	keys, argv := ApplyBatchArgs(source, "", []WireBatch{b})
+	v, err := r.runScript(ctx, db, b.Slot, ApplyBatchSHA, applyBatchLua, keys, argv)
+	if err != nil {
+		return ApplyResult{Slot: b.Slot, Last: b.Prev, Error: err.Error()}
+	}
+	return r.applied(source, db, []WireBatch{b}, v.Raw)[0]
+}
+
+// applied turns a batch APPLY reply for batches into their results, and counts and logs what
+// it reports: failed effects (the DCs' copies differ), superseded effects, conflicts (the
+// slot gets a pull).
+func (r *Replicator) applied(source string, db int, batches []WireBatch, reply []byte) []ApplyResult {
+	out := make([]ApplyResult, len(batches))
+	for i, b := range batches {
+		out[i] = ApplyResult{Slot: b.Slot, Last: b.Prev}
+	}
+	v, _, ok := resp.Parse(reply)
+	var res []BatchApplied
+	err := errors.New("unparsable APPLY reply")
+	if ok {
+		res, err = ParseApplyBatch(v, len(batches))
 	}
 	if err != nil {
-		res.Error = err.Error()
-		return res
+		for i := range out {
+			out[i].Error, out[i].Gap = err.Error(), strings.HasPrefix(err.Error(), "GAP ")
+		}
+		return out
 	}
-	for i, raw := range replies {
-		v, _, ok := resp.Parse(raw)
-		if !ok {
-			res.Error = "unparsable APPLY reply"
-			return res
+	for i, a := range res {
+		b := batches[i]
+		if a.Done > 0 {
+			out[i].Last = b.Entries[min(a.Done, len(b.Entries))-1].ID
 		}
-		if v.IsError() {
-			res.Error, res.Gap = string(v.Str), strings.HasPrefix(string(v.Str), "GAP ")
-			return res
+		if a.Refused != "" {
+			out[i].Error, out[i].Gap = a.Refused, strings.HasPrefix(a.Refused, "GAP ")
 		}
-		if len(v.Elems) == 5 {
-			if n := v.Elems[1].Int; n > 0 {
-				r.diverged.Add(n)
-				r.log.Warn("remote effects failed here: the DCs' copies differ", "source", source, "slot", b.Slot, "entry", b.Entries[i].ID, "failed", n, "first", string(v.Elems[2].Str))
-			}
-			r.superseded.Add(v.Elems[3].Int)
-			if v.Elems[4].Int > 0 {
-				r.conflicts.Add(v.Elems[4].Int)
-				r.pulls.note(db, b.Slot)
-			}
+		if a.Errors > 0 {
+			r.diverged.Add(int64(a.Errors))
+			r.log.Warn("remote effects failed here: the DCs' copies differ", "source", source, "slot", b.Slot, "failed", a.Errors, "first", a.FirstError)
 		}
-		res.Last = b.Entries[i].ID
+		r.superseded.Add(int64(a.Superseded))
+		if a.Conflicts > 0 {
+			r.conflicts.Add(int64(a.Conflicts))
+			r.pulls.note(db, b.Slot)
+		}
 	}
-	return res
+	return out
 }
 
 // scriptCall builds EVALSHA sha numkeys keys... argv...

@@ -75,6 +75,19 @@ func (c nodeOf) CallPeer(ctx context.Context, addr, name string, in, out any) er
 	return json.Unmarshal(b, out)
 }
 
+// InternalOwned serves every slot from the DC's one redis-server, as one group.
+func (c nodeOf) InternalOwned(ctx context.Context, db int, slots []int, build func(pos []int) [][]string) ([]OwnedReplies, []int, error) {
+	pos := make([]int, len(slots))
+	for i := range pos {
+		pos[i] = i
+	}
+	replies, err := c.InternalBatch(ctx, db, 0, nil, build(pos))
+	if err != nil {
+		return nil, nil, err
+	}
+	return []OwnedReplies{{Pos: pos, Replies: replies}}, nil, nil
+}
+
 // InternalBatch runs cmds on the DC's one redis-server (no routing to do with one group).
 func (c nodeOf) InternalBatch(ctx context.Context, db, _ int, _ []string, cmds [][]string) ([][]byte, error) {
 	out := make([][]byte, len(cmds))

@@ -3,7 +3,6 @@ package xdc
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -340,155 +339,15 @@ if ARGV[3] == 'one' then return replies[1] end
 return replies
 `
 
-// applyLua is the APPLY script. KEYS: the effects' keys, then the slot's metadata hash, the
-// slot's pull hash, the slot's copy lock and the slot's inbox. ARGV: source DC (a full copy
-// re-applies this DC's own entries as "~<dc>"), entry id, the id of the entry before it (""
-// not to check), the number of commands, the copy lock's value this caller holds ("" for
-// none), the entry's stamp ts ("" for an entry without one), then per command its argc and
-// argv. While the slot's copy lock is set by someone else (a full copy is reading or replacing
-// the slot) it answers TRYAGAIN and changes nothing: an entry applied in the middle of a copy
-// would be half in the snapshot or overwritten by it. An entry at or below the inbox's id for
-// the DC answers "skip"; one whose predecessor is not the inbox's id answers a GAP error;
-// otherwise each effect is applied by the rules of docs/convergence.md (a failing one does not
-// stop the others) and the inbox records the id, in the same script, so a retried batch is
-// never applied twice. Nothing goes to the outbox. It answers {"applied", errors, first error,
-// superseded, conflicts}: effects older than the key's state here, and effects that could not
-// be applied because the key's state here is not the one they saw (recorded in the pull hash).
-const applyLua = `#!lua
-local inbox, meta, pull = KEYS[#KEYS], KEYS[#KEYS - 3], KEYS[#KEYS - 2]
-local held = redis.call('GET', KEYS[#KEYS - 1])
-if held and held ~= ARGV[5] then
-  return redis.error_reply('TRYAGAIN redraft: the slot is being copied between DCs, retry shortly')
-end
-` + stampLua + elemLua + `
-local function num(a, b)
-  a = (string.gsub(a, '^0+', ''))
-  b = (string.gsub(b, '^0+', ''))
-  if #a ~= #b then return #a < #b and -1 or 1 end
-  if a == b then return 0 end
-  return a < b and -1 or 1
-end
-local function cmpid(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  local c = num(am, bm)
-  if c ~= 0 then return c end
-  return num(as, bs)
-end
-local src, id, prev = ARGV[1], ARGV[2], ARGV[3]
-if not string.match(id, '^%d+-%d+$') then
-  return redis.error_reply('ERR redraft: bad entry id ' .. id)
-end
-local last = redis.call('HGET', inbox, src)
-if last and cmpid(id, last) <= 0 then return 'skip' end
-if prev ~= '' and (last or '') ~= prev then
-  return redis.error_reply('GAP redraft: last applied from ' .. src .. ' is ' .. (last or 'none') .. ', entry follows ' .. prev)
-end
-local origin = string.gsub(src, '^~', '')
-local stamp = ''
-if ARGV[6] ~= '' then stamp = ARGV[6] .. ':' .. origin end
-local nerr, first, superseded, conflicts, i = 0, '', 0, 0, 7
--- expireAs gives k the expiry it had at the origin after the effect (px: absolute ms; -1
--- none, -2 gone): a key that had expired here before the effect arrived, and that the effect
--- made again, expires with the origin's.
-local function expireAs(k, px)
-  if px and tonumber(px) and tonumber(px) > 0 then redis.call('PEXPIREAT', k, px) end
-end
-local function failed(r)
-  if type(r) == 'table' and r['err'] then
-    nerr = nerr + 1
-    if first == '' then first = r['err'] end
-  end
-end
-for c = 1, tonumber(ARGV[4]) do
-  local argc = tonumber(ARGV[i])
-  local argv = {}
-  for j = 1, argc do argv[j] = ARGV[i + j] end
-  i = i + 1 + argc
-  local kind, k = argv[1], argv[2]
-  if kind == '~o' then
-    local cur = stampOf(k)
-    if cur == argv[3] then
-      local cmd = {}
-      for j = 5, #argv do cmd[#cmd + 1] = argv[j] end
-      failed(redis.pcall(unpack(cmd)))
-      expireAs(k, argv[4])
-      restamp(k, stamp)
-    elseif not newer(stamp, cur) then
-      superseded = superseded + 1
-    elseif src == origin then
-      local p = redis.call('HGET', pull, k)
-      if not p or newer(stamp, p) then redis.call('HSET', pull, k, stamp) end
-      conflicts = conflicts + 1
-    else
-      conflicts = conflicts + 1
-    end
-  elseif kind == '~s' or kind == '~r' or kind == '~d' then
-    if newer(stamp, stampOf(k)) then
-      failed(putState(string.sub(kind, 2), k, argv[5], argv[6]))
-      local e = adopt(k, argv[4])
-      if e then failed({err = e}) end
-      restamp(k, stamp)
-      erebase(k, stamp)
-    else
-      superseded = superseded + 1
-    end
-  elseif kind == '~a' or kind == '~x' then
-    local ty, K = argv[3], stampOf(k)
-    local have = redis.call('TYPE', k)['ok']
-    if not newer(stamp, K) then
-      superseded = superseded + 1
-    elseif have ~= 'none' and have ~= ty then
-      -- The key is another type here than at the origin: the origin's state is newer.
-      if src == origin then
-        local p = redis.call('HGET', pull, k)
-        if not p or newer(stamp, p) then redis.call('HSET', pull, k, stamp) end
-      end
-      conflicts = conflicts + 1
-    elseif kind == '~a' then
-      eadd(ty, k, argv[4], argv[5], origin, tsOf(stamp), K)
-      expireAs(k, argv[6])
-    else
-      erem(ty, k, argv[4], cmsgpack.unpack(argv[5]), K)
-      expireAs(k, argv[6])
-    end
-  elseif kind == '~c' then
-    local d = tonumber(argv[3])
-    local v = vecParse(redis.call('HGET', meta, 'c:' .. k))
-    local e = v[origin] or {0, 0}
-    e = {e[1] + 1, e[2] + d}
-    v[origin] = e
-    redis.call('HSET', meta, 'c:' .. k, vecString(v))
-    local seen = vecParse(redis.call('HGET', meta, 'v:' .. k))[origin]
-    if e[1] > (seen and seen[1] or 0) then
-      failed(redis.pcall('INCRBY', k, argv[3]))
-      expireAs(k, argv[4])
-    end
-  else
-    failed(redis.pcall(unpack(argv)))
-  end
-end
-redis.call('HSET', inbox, src, id)
-return {'applied', nerr, first, superseded, conflicts}
-`
-
-var (
-	writeScript = redis.NewScript(writeLua)
-	applyScript = redis.NewScript(applyLua)
-)
+var writeScript = redis.NewScript(writeLua)
 
 var (
 	// WriteSHA is the SHA1 digest of the WRITE script, for EVALSHA.
 	WriteSHA = writeScript.Hash()
-	// ApplySHA is the SHA1 digest of the APPLY script, for EVALSHA.
-	ApplySHA = applyScript.Hash()
 )
 
 // WriteSource returns the Lua source of the WRITE script, for SCRIPT LOAD.
 func WriteSource() string { return writeLua }
-
-// ApplySource returns the Lua source of the APPLY script.
-func ApplySource() string { return applyLua }
 
 // WriteArgs returns the KEYS and ARGV of the WRITE script for calls on one slot: form "one"
 // when unit is false (one call; the reply is its reply), else "unit" (the reply is an array).
@@ -630,63 +489,6 @@ func parseRange(raw []any) ([]Entry, error) {
 		out = append(out, e)
 	}
 	return out, nil
-}
-
-// ApplyArgs returns the KEYS and ARGV of the APPLY script for entry e on slot; prev is the id
-// of the entry before e in the origin's outbox ("" not to check for a gap), lock the value of
-// the slot's copy lock the caller holds ("" for none).
-func ApplyArgs(slot int, e Entry, prev, lock string) (keys []string, argv []any) {
-	argv = []any{e.DC, e.ID, prev, strconv.Itoa(len(e.Cmds)), lock, e.TS}
-	for _, c := range e.Cmds {
-		keys = append(keys, EffectKeys(c)...)
-		argv = append(argv, strconv.Itoa(len(c)))
-		for _, a := range c {
-			argv = append(argv, a)
-		}
-	}
-	return append(keys, MetaKey(slot), PullKey(slot), CopyLockKey(slot), InboxKey(slot)), argv
-}
-
-// Applied is the outcome of APPLY for one entry.
-type Applied struct {
-	// Skipped reports that the entry had been applied already; nothing ran.
-	Skipped bool
-	// Errors counts effects that failed (the data diverged); FirstError is the first message.
-	Errors     int
-	FirstError string
-	// Superseded counts effects older than the state of their key here (not applied, by
-	// the rules); Conflicts those whose key's state here differs from the one they saw at
-	// their origin (recorded for a pull).
-	Superseded, Conflicts int
-}
-
-// ErrGap is returned by Apply when the entry does not follow the last one applied from its
-// DC: an entry was lost or the batch is out of order.
-var ErrGap = errors.New("xdc: entry does not follow the last applied one")
-
-// Apply applies entry e of the origin DC's outbox on slot's master in this DC (through the
-// router, later), exactly once; prev is the id of the entry before e ("" not to check).
-func Apply(ctx context.Context, c redis.Scripter, slot int, e Entry, prev string) (Applied, error) {
-	keys, argv := ApplyArgs(slot, e, prev, "")
-	r, err := applyScript.Run(ctx, c, keys, argv...).Result()
-	if err != nil {
-		if strings.HasPrefix(err.Error(), "GAP ") {
-			return Applied{}, fmt.Errorf("%w: %s", ErrGap, err)
-		}
-		return Applied{}, err
-	}
-	if r == "skip" {
-		return Applied{Skipped: true}, nil
-	}
-	a, ok := r.([]any)
-	if !ok || len(a) != 5 {
-		return Applied{}, fmt.Errorf("xdc: APPLY: unexpected reply %v", r)
-	}
-	n, _ := a[1].(int64)
-	first, _ := a[2].(string)
-	sup, _ := a[3].(int64)
-	con, _ := a[4].(int64)
-	return Applied{Errors: int(n), FirstError: first, Superseded: int(sup), Conflicts: int(con)}, nil
 }
 
 // CompareIDs compares two stream IDs ("ms-seq", or "ms" meaning "ms-0") numerically: -1, 0

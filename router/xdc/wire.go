@@ -55,6 +55,18 @@ type Local interface {
 	// DC, database db, routed as a client request would be (keys moved off a migrating
 	// source first), never recorded in an outbox; it returns the raw RESP replies.
 	InternalBatch(ctx context.Context, db, slot int, keys []string, cmds [][]string) ([][]byte, error)
+	// InternalOwned runs, for the slots no migration or failover concerns, the commands build
+	// returns for each group's share of them (positions in slots), in one round trip per
+	// group under one admission; it returns each group's positions and replies, and the
+	// positions left for InternalBatch.
+	InternalOwned(ctx context.Context, db int, slots []int, build func(pos []int) [][]string) ([]OwnedReplies, []int, error)
+}
+
+// OwnedReplies are one group's share of an InternalOwned call: the positions (in the call's
+// slots) it served, and the replies of the commands built for them, in order.
+type OwnedReplies struct {
+	Pos     []int
+	Replies [][]byte
 }
 
 // WireEntry is one outbox entry on the wire.

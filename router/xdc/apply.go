@@ -1,0 +1,341 @@
+package xdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/router/resp"
+)
+
+// APPLY, the receiving side of replication: the scripts that apply another DC's outbox
+// entries exactly once, by the rules of docs/convergence.md.
+
+// applyEntryLua is what both APPLY forms share: applyEntry(src, id, prev, ts, cmds, lockv,
+// lock, inbox) applies one entry of DC src (a full copy re-applies this DC's own entries as
+// "~<dc>") to the slot whose metadata and pull hashes are meta and pull (set by the caller)
+// and whose copy lock and inbox are lock and inbox. While the copy lock is set by someone
+// else than lockv (a full copy is reading or replacing the slot) it answers TRYAGAIN and
+// changes nothing: an entry applied in the middle of a copy would be half in the snapshot or
+// overwritten by it. An entry at or below the inbox's id for src answers "skip"; one whose
+// predecessor is not the inbox's id (prev, "" not to check) answers a GAP error; otherwise
+// each effect is applied (a failing one does not stop the others) and the inbox records the
+// id in the same script, so a retried entry is never applied twice. Nothing goes to the
+// outbox. It answers {"applied", errors, first error, superseded, conflicts}: effects older
+// than the key's state here, and effects that could not be applied because the key's state
+// here is not the one they saw (recorded in the pull hash). readCmds(i, n) reads n effects
+// (argc, argv...) from ARGV at i and returns them and the index after them.
+const applyEntryLua = `
+local meta, pull
+` + stampLua + elemLua + `
+local function num(a, b)
+  a = (string.gsub(a, '^0+', ''))
+  b = (string.gsub(b, '^0+', ''))
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+local function cmpid(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  local c = num(am, bm)
+  if c ~= 0 then return c end
+  return num(as, bs)
+end
+-- expireAs gives k the expiry it had at the origin after the effect (px: absolute ms; -1
+-- none, -2 gone): a key that had expired here before the effect arrived, and that the effect
+-- made again, expires with the origin's.
+local function expireAs(k, px)
+  if px and tonumber(px) and tonumber(px) > 0 then redis.call('PEXPIREAT', k, px) end
+end
+local function readCmds(i, n)
+  local cmds = {}
+  for c = 1, n do
+    local argc = tonumber(ARGV[i])
+    local argv = {}
+    for j = 1, argc do argv[j] = ARGV[i + j] end
+    cmds[c] = argv
+    i = i + 1 + argc
+  end
+  return cmds, i
+end
+local function applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)
+  local held = redis.call('GET', lock)
+  if held and held ~= lockv then
+    return {err = 'TRYAGAIN redraft: the slot is being copied between DCs, retry shortly'}
+  end
+  if not string.match(id, '^%d+-%d+$') then
+    return {err = 'ERR redraft: bad entry id ' .. id}
+  end
+  local last = redis.call('HGET', inbox, src)
+  if last and cmpid(id, last) <= 0 then return 'skip' end
+  if prev ~= '' and (last or '') ~= prev then
+    return {err = 'GAP redraft: last applied from ' .. src .. ' is ' .. (last or 'none') .. ', entry follows ' .. prev}
+  end
+  local origin = string.gsub(src, '^~', '')
+  local stamp = ''
+  if ts ~= '' then stamp = ts .. ':' .. origin end
+  local nerr, first, superseded, conflicts = 0, '', 0, 0
+  local function failed(r)
+    if type(r) == 'table' and r['err'] then
+      nerr = nerr + 1
+      if first == '' then first = r['err'] end
+    end
+  end
+  for _, argv in ipairs(cmds) do
+    local kind, k = argv[1], argv[2]
+    if kind == '~o' then
+      local cur = stampOf(k)
+      if cur == argv[3] then
+        local cmd = {}
+        for j = 5, #argv do cmd[#cmd + 1] = argv[j] end
+        failed(redis.pcall(unpack(cmd)))
+        expireAs(k, argv[4])
+        restamp(k, stamp)
+      elseif not newer(stamp, cur) then
+        superseded = superseded + 1
+      elseif src == origin then
+        local p = redis.call('HGET', pull, k)
+        if not p or newer(stamp, p) then redis.call('HSET', pull, k, stamp) end
+        conflicts = conflicts + 1
+      else
+        conflicts = conflicts + 1
+      end
+    elseif kind == '~s' or kind == '~r' or kind == '~d' then
+      if newer(stamp, stampOf(k)) then
+        failed(putState(string.sub(kind, 2), k, argv[5], argv[6]))
+        local e = adopt(k, argv[4])
+        if e then failed({err = e}) end
+        restamp(k, stamp)
+        erebase(k, stamp)
+      else
+        superseded = superseded + 1
+      end
+    elseif kind == '~a' or kind == '~x' then
+      local ty, K = argv[3], stampOf(k)
+      local have = redis.call('TYPE', k)['ok']
+      if not newer(stamp, K) then
+        superseded = superseded + 1
+      elseif have ~= 'none' and have ~= ty then
+        -- The key is another type here than at the origin: the origin's state is newer.
+        if src == origin then
+          local p = redis.call('HGET', pull, k)
+          if not p or newer(stamp, p) then redis.call('HSET', pull, k, stamp) end
+        end
+        conflicts = conflicts + 1
+      elseif kind == '~a' then
+        eadd(ty, k, argv[4], argv[5], origin, tsOf(stamp), K)
+        expireAs(k, argv[6])
+      else
+        erem(ty, k, argv[4], cmsgpack.unpack(argv[5]), K)
+        expireAs(k, argv[6])
+      end
+    elseif kind == '~c' then
+      local d = tonumber(argv[3])
+      local v = vecParse(redis.call('HGET', meta, 'c:' .. k))
+      local e = v[origin] or {0, 0}
+      e = {e[1] + 1, e[2] + d}
+      v[origin] = e
+      redis.call('HSET', meta, 'c:' .. k, vecString(v))
+      local seen = vecParse(redis.call('HGET', meta, 'v:' .. k))[origin]
+      if e[1] > (seen and seen[1] or 0) then
+        failed(redis.pcall('INCRBY', k, argv[3]))
+        expireAs(k, argv[4])
+      end
+    else
+      failed(redis.pcall(unpack(argv)))
+    end
+  end
+  redis.call('HSET', inbox, src, id)
+  return {'applied', nerr, first, superseded, conflicts}
+end
+`
+
+// applyLua is the APPLY script for one entry. KEYS: the effects' keys, then the slot's
+// metadata hash, pull hash, copy lock and inbox. ARGV: source DC, entry id, the id of the
+// entry before it ("" not to check), the number of effects, the copy lock's value this caller
+// holds ("" for none), the entry's stamp ts ("" for an entry without one), then per effect its
+// argc and argv. It answers as applyEntry, a refusal as an error reply.
+const applyLua = `#!lua
+` + applyEntryLua + `
+meta, pull = KEYS[#KEYS - 3], KEYS[#KEYS - 2]
+local cmds = readCmds(7, tonumber(ARGV[4]))
+return applyEntry(ARGV[1], ARGV[2], ARGV[3], ARGV[6], cmds, ARGV[5], KEYS[#KEYS - 1], KEYS[#KEYS])
+`
+
+// applyBatchLua is the APPLY script for many slots' entries from one DC in one call, the
+// receiving node's common case (one call per group and request instead of one per entry).
+// KEYS: every effect's key, then per batch its slot's metadata hash, pull hash, copy lock and
+// inbox. ARGV: source DC, the copy lock's value this caller holds, the number of batches, then
+// per batch the id of the entry before its first ("" not to check) and its number of entries,
+// then per entry its id, stamp ts, number of effects and effects (argc, argv...). A batch's
+// entries apply in order until one is refused (TRYAGAIN, GAP, a bad id); the batches are
+// independent. It answers per batch {entries applied or skipped, the refusal ("" for none),
+// failed effects, first failure, superseded, conflicts}.
+const applyBatchLua = `#!lua
+` + applyEntryLua + `
+local src, lockv, nb = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local kb, i, out = #KEYS - 4 * nb, 4, {}
+for b = 1, nb do
+  meta, pull = KEYS[kb + 1], KEYS[kb + 2]
+  local lock, inbox = KEYS[kb + 3], KEYS[kb + 4]
+  kb = kb + 4
+  local prev, ne = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  local done, refused, nerr, first, sup, con = 0, '', 0, '', 0, 0
+  for _ = 1, ne do
+    local id, ts, nc = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+    local cmds
+    cmds, i = readCmds(i + 3, nc)
+    if refused == '' then
+      local r = applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)
+      if type(r) == 'table' and r.err then
+        refused = r.err
+      else
+        done, prev = done + 1, id
+        if type(r) == 'table' then
+          nerr, sup, con = nerr + r[2], sup + r[4], con + r[5]
+          if first == '' then first = r[3] end
+        end
+      end
+    end
+  end
+  out[b] = {done, refused, nerr, first, sup, con}
+end
+return out
+`
+
+var (
+	applyScript      = redis.NewScript(applyLua)
+	applyBatchScript = redis.NewScript(applyBatchLua)
+)
+
+var (
+	// ApplySHA is the SHA1 digest of the one-entry APPLY script, for EVALSHA.
+	ApplySHA = applyScript.Hash()
+	// ApplyBatchSHA is the SHA1 digest of the batch APPLY script, for EVALSHA.
+	ApplyBatchSHA = applyBatchScript.Hash()
+)
+
+// ApplySource returns the Lua source of the one-entry APPLY script.
+func ApplySource() string { return applyLua }
+
+// ApplyBatchSource returns the Lua source of the batch APPLY script.
+func ApplyBatchSource() string { return applyBatchLua }
+
+// ApplyArgs returns the KEYS and ARGV of the APPLY script for entry e on slot; prev is the id
+// of the entry before e in the origin's outbox ("" not to check for a gap), lock the value of
+// the slot's copy lock the caller holds ("" for none).
+func ApplyArgs(slot int, e Entry, prev, lock string) (keys []string, argv []any) {
+	argv = []any{e.DC, e.ID, prev, strconv.Itoa(len(e.Cmds)), lock, e.TS}
+	for _, c := range e.Cmds {
+		keys = append(keys, EffectKeys(c)...)
+		argv = append(argv, strconv.Itoa(len(c)))
+		for _, a := range c {
+			argv = append(argv, a)
+		}
+	}
+	return append(keys, MetaKey(slot), PullKey(slot), CopyLockKey(slot), InboxKey(slot)), argv
+}
+
+// Applied is the outcome of APPLY for one entry.
+type Applied struct {
+	// Skipped reports that the entry had been applied already; nothing ran.
+	Skipped bool
+	// Errors counts effects that failed (the data diverged); FirstError is the first message.
+	Errors     int
+	FirstError string
+	// Superseded counts effects older than the state of their key here (not applied, by
+	// the rules); Conflicts those whose key's state here differs from the one they saw at
+	// their origin (recorded for a pull).
+	Superseded, Conflicts int
+}
+
+// ErrGap is returned by Apply when the entry does not follow the last one applied from its
+// DC: an entry was lost or the batch is out of order.
+var ErrGap = errors.New("xdc: entry does not follow the last applied one")
+
+// Apply applies entry e of the origin DC's outbox on slot's master in this DC (through the
+// router, later), exactly once; prev is the id of the entry before e ("" not to check).
+func Apply(ctx context.Context, c redis.Scripter, slot int, e Entry, prev string) (Applied, error) {
+	keys, argv := ApplyArgs(slot, e, prev, "")
+	r, err := applyScript.Run(ctx, c, keys, argv...).Result()
+	if err != nil {
+		if strings.HasPrefix(err.Error(), "GAP ") {
+			return Applied{}, fmt.Errorf("%w: %s", ErrGap, err)
+		}
+		return Applied{}, err
+	}
+	if r == "skip" {
+		return Applied{Skipped: true}, nil
+	}
+	a, ok := r.([]any)
+	if !ok || len(a) != 5 {
+		return Applied{}, fmt.Errorf("xdc: APPLY: unexpected reply %v", r)
+	}
+	n, _ := a[1].(int64)
+	first, _ := a[2].(string)
+	sup, _ := a[3].(int64)
+	con, _ := a[4].(int64)
+	return Applied{Errors: int(n), FirstError: first, Superseded: int(sup), Conflicts: int(con)}, nil
+}
+
+// ApplyBatchArgs returns the KEYS and ARGV of the batch APPLY script for batches from DC src;
+// lock is the value of the copy lock the caller holds ("" for none).
+func ApplyBatchArgs(src, lock string, batches []WireBatch) (keys []string, argv []any) {
+	argv = []any{src, lock, strconv.Itoa(len(batches))}
+	for _, b := range batches {
+		argv = append(argv, b.Prev, strconv.Itoa(len(b.Entries)))
+		for _, e := range b.Entries {
+			argv = append(argv, e.ID, e.TS, strconv.Itoa(len(e.Cmds)))
+			for _, c := range e.Cmds {
+				keys = append(keys, EffectKeys(c)...)
+				argv = append(argv, strconv.Itoa(len(c)))
+				for _, a := range c {
+					argv = append(argv, a)
+				}
+			}
+		}
+	}
+	for _, b := range batches {
+		keys = append(keys, MetaKey(b.Slot), PullKey(b.Slot), CopyLockKey(b.Slot), InboxKey(b.Slot))
+	}
+	return keys, argv
+}
+
+// BatchApplied is the batch APPLY's outcome for one slot's entries.
+type BatchApplied struct {
+	// Done counts the entries applied or skipped (already applied), from the first.
+	Done int
+	// Refused is why the entry after them was not applied ("" when all were): a GAP,
+	// TRYAGAIN or bad-id error.
+	Refused string
+	// Errors, FirstError, Superseded and Conflicts sum Applied's figures over the batch.
+	Errors     int
+	FirstError string
+	Superseded int
+	Conflicts  int
+}
+
+// ParseApplyBatch reads the batch APPLY's reply for n batches.
+func ParseApplyBatch(v resp.Value, n int) ([]BatchApplied, error) {
+	if v.IsError() {
+		return nil, errors.New(string(v.Str))
+	}
+	if len(v.Elems) != n {
+		return nil, fmt.Errorf("xdc: APPLY: %d results for %d batches", len(v.Elems), n)
+	}
+	out := make([]BatchApplied, n)
+	for i, r := range v.Elems {
+		if len(r.Elems) != 6 {
+			return nil, fmt.Errorf("xdc: APPLY: unexpected result %q", r.Raw)
+		}
+		out[i] = BatchApplied{Done: int(r.Elems[0].Int), Refused: string(r.Elems[1].Str), Errors: int(r.Elems[2].Int),
+			FirstError: string(r.Elems[3].Str), Superseded: int(r.Elems[4].Int), Conflicts: int(r.Elems[5].Int)}
+	}
+	return out, nil
+}
