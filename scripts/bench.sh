@@ -345,7 +345,8 @@ awk -v p="$pcpu" -v r="$rcpu" -v b="$base_cpu" 'BEGIN { printf "CPU per replicat
 awk -v p="$ppcpu" -v r="$prcpu" -v c="$pcpu" -v d="$rcpu" 'BEGIN { printf "CPU per replicated write without convergence: %.1f us (nodes %.1f, Redis %.1f); convergence costs %.2fx\n", p + r, p, r, (c + d) / (p + r) }'
 # Convergence metadata (docs/convergence.md): bytes of the slots' metadata hashes on dc1's
 # master per data key, and the tombstones dc1's node counts.
-meta=0; for k in $(redis-cli -p "$R1" --scan --pattern '__redraft:m:*'); do meta=$((meta + $(redis-cli -p "$R1" MEMORY USAGE "$k" SAMPLES 0))); done
+meta=$(redis-cli -p "$R1" --scan --pattern '__redraft:m:*' | awk '{print "MEMORY USAGE " $0 " SAMPLES 0"}' |
+	redis-cli -p "$R1" | awk '{s += $1} END {print s + 0}')
 datakeys=$(redis-cli -p "$R1" --scan | grep -vc '^__redraft:' || true)
 tombs=$(curl -s "http://$ADMIN/metrics" | awk '$1 == "redraft_replication_tombstones" {print $2}')
 awk -v m="$meta" -v n="$datakeys" -v t="${tombs:-0}" 'BEGIN { printf "convergence metadata: %.1f bytes per key (%d keys, %.1f MB of metadata hashes); tombstones: %d\n", (n ? m / n : 0), n, m / 1e6, t }'
