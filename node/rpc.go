@@ -133,6 +133,13 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
+// writeCompactJSON is writeJSON without indentation, for the peer RPCs no human reads.
+func writeCompactJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
 // writeError answers err with the HTTP status its code implies.
 func writeError(w http.ResponseWriter, err error) {
 	code := errorCode(err)
@@ -152,6 +159,15 @@ func writeError(w http.ResponseWriter, err error) {
 
 // readJSON decodes a request body into v, refusing unknown fields.
 func readJSON(r *http.Request, v any) error {
+	if raw, ok := v.(*json.RawMessage); ok {
+		// Decoded by the handler (replication's RPCs): one pass over the body, not two.
+		b, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
+		if err != nil {
+			return &fsm.Error{Code: "invalid", Msg: "bad request body: " + err.Error()}
+		}
+		*raw = b
+		return nil
+	}
 	dec := json.NewDecoder(io.LimitReader(r.Body, 16<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
