@@ -32,6 +32,8 @@ import (
 //	>  send, and read the reply later with '<' (a blocking command another connection ends)
 //	<  send nothing: read one more reply on the first connection (pub/sub messages)
 //	^  may differ with several DCs: parityXDC says why (docs/commands.md lists it)
+//	+  pipelined: sent in one write with the lines after it, up to the first line without
+//	   '+', whose replies are then read in order (on the first connection)
 //	!  the node only (redraft's own commands, or where redraft answers for itself: edgeOwn);
 //	   the reply must not be an error
 //	2: or 3: the line runs only in that protocol
@@ -45,6 +47,7 @@ type parityLine struct {
 	second bool // '@': on the second connection
 	more   bool // '<': read one more reply
 	send   bool // '>': send, read the reply later ('<')
+	pipe   bool // '+': sent with the next lines in one write
 	xdc    bool // '^': may differ with several DCs, for the reason parityXDC gives
 	own    bool // '!': the node only
 	proto  int  // 0: both protocols
@@ -92,6 +95,8 @@ func loadParity(t testing.TB) []parityScript {
 				pl.more = true
 			case '>':
 				pl.send = true
+			case '+':
+				pl.pipe = true
 			case '^':
 				pl.xdc = true
 			case '!':
@@ -110,6 +115,9 @@ func loadParity(t testing.TB) []parityScript {
 		}
 		if len(pl.args) == 0 && !pl.more {
 			t.Fatalf("parity.txt:%d: no command", i+1)
+		}
+		if pl.pipe && (pl.more || pl.send || pl.second || pl.own) {
+			t.Fatalf("parity.txt:%d: '+' goes with a command of the first connection only", i+1)
 		}
 		out[len(out)-1].lines = append(out[len(out)-1].lines, pl)
 	}
@@ -139,9 +147,18 @@ func dialParity(t testing.TB, addr string) *parityConn {
 }
 
 func (p *parityConn) do(args []string) (string, error) {
+	return p.doAfter(nil, args)
+}
+
+// doAfter writes the pipelined requests piped and args (nil: nothing) in one write, and reads
+// one reply.
+func (p *parityConn) doAfter(piped []byte, args []string) (string, error) {
 	_ = p.nc.SetDeadline(time.Now().Add(5 * time.Second))
 	if args != nil {
-		if _, err := p.nc.Write(appendCommand(nil, args)); err != nil {
+		piped = appendCommand(piped, args)
+	}
+	if len(piped) > 0 {
+		if _, err := p.nc.Write(piped); err != nil {
 			return "", err
 		}
 	}
@@ -253,8 +270,15 @@ func runParityScript(t *testing.T, node, direct string, sc parityScript, proto i
 	}
 	first := open()
 	var second *pair
+	var piped []parityLine // '+' lines sent with the next line
+	var pipedRaw []byte
 	for _, l := range sc.lines {
 		if l.proto != 0 && l.proto != proto {
+			continue
+		}
+		if l.pipe {
+			piped = append(piped, l)
+			pipedRaw = appendCommand(pipedRaw, l.args)
 			continue
 		}
 		c := first
@@ -282,33 +306,47 @@ func runParityScript(t *testing.T, node, direct string, sc parityScript, proto i
 			}
 			continue
 		}
+		if len(piped) > 0 && (l.second || l.send) {
+			t.Fatalf("parity.txt:%d: '+' lines must be followed by a line of the first connection", l.line)
+		}
 		var args []string
 		if !l.more {
 			args = l.args
 		}
-		got, err := c.n.do(args)
-		if err != nil {
-			t.Errorf("parity.txt:%d %s: node: %v (reply so far %q)", l.line, l.text, err, got)
-			return compared, skipped
+		raw := pipedRaw
+		if args != nil {
+			raw = appendCommand(raw, args)
 		}
-		want, err := c.r.do(args)
-		if err != nil {
-			t.Fatalf("parity.txt:%d %s: redis-server: %v", l.line, l.text, err)
+		for _, pl := range append(piped, l) {
+			got, err := c.n.doAfter(raw, nil)
+			if err != nil {
+				t.Errorf("parity.txt:%d %s: node: %v (reply so far %q)", pl.line, pl.text, err, got)
+				return compared, skipped
+			}
+			want, err := c.r.doAfter(raw, nil)
+			if err != nil {
+				t.Fatalf("parity.txt:%d %s: redis-server: %v", pl.line, pl.text, err)
+			}
+			raw = nil
+			if reason := parityReason(got); reason != "" && got != want {
+				differ[reason]++
+				skipped++
+				continue
+			}
+			if pl.xdc && xdcMode && !paritySame(pl.mark, got, want) {
+				differ[parityXDC]++
+				skipped++
+				continue
+			}
+			compared++
+			if !paritySame(pl.mark, got, want) {
+				t.Errorf("parity.txt:%d %s (%s):\n node  %.600q\n redis %.600q", pl.line, pl.text, sc.name, got, want)
+			}
 		}
-		if reason := parityReason(got); reason != "" && got != want {
-			differ[reason]++
-			skipped++
-			continue
-		}
-		if l.xdc && xdcMode && !paritySame(l.mark, got, want) {
-			differ[parityXDC]++
-			skipped++
-			continue
-		}
-		compared++
-		if !paritySame(l.mark, got, want) {
-			t.Errorf("parity.txt:%d %s (%s):\n node  %.600q\n redis %.600q", l.line, l.text, sc.name, got, want)
-		}
+		piped, pipedRaw = piped[:0], pipedRaw[:0]
+	}
+	if len(piped) > 0 {
+		t.Fatalf("%s: the script ends with '+' lines", sc.name)
 	}
 	return compared, skipped
 }
