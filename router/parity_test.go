@@ -31,7 +31,6 @@ import (
 //	@  send on the script's second connection (a publisher, a client that unblocks another)
 //	>  send, and read the reply later with '<' (a blocking command another connection ends)
 //	<  send nothing: read one more reply on the first connection (pub/sub messages)
-//	^  may differ with several DCs: parityXDC says why (docs/commands.md lists it)
 //	+  pipelined: sent in one write with the lines after it, up to the first line without
 //	   '+', whose replies are then read in order (on the first connection)
 //	!  the node only (redraft's own commands, or where redraft answers for itself: edgeOwn);
@@ -48,7 +47,6 @@ type parityLine struct {
 	more   bool // '<': read one more reply
 	send   bool // '>': send, read the reply later ('<')
 	pipe   bool // '+': sent with the next lines in one write
-	xdc    bool // '^': may differ with several DCs, for the reason parityXDC gives
 	own    bool // '!': the node only
 	proto  int  // 0: both protocols
 	args   []string
@@ -97,8 +95,6 @@ func loadParity(t testing.TB) []parityScript {
 				pl.send = true
 			case '+':
 				pl.pipe = true
-			case '^':
-				pl.xdc = true
 			case '!':
 				pl.own = true
 			default:
@@ -127,9 +123,6 @@ func loadParity(t testing.TB) []parityScript {
 // parityDiffer are where redraft answers otherwise than Redis on purpose (docs/commands.md),
 // matched on the node's reply.
 var parityDiffer = edgeDiffer
-
-// parityXDC is why lines marked '^' may differ with several DCs.
-const parityXDC = "with several DCs an integer reply past 2^53 read back by the WRITE script (BITFIELD) is not exact yet"
 
 // parityConn is one connection of a script, to the node or to Redis.
 type parityConn struct {
@@ -230,7 +223,7 @@ func TestParity(t *testing.T) {
 					start := time.Now()
 					compared, differ := 0, map[string]int{}
 					for _, sc := range scripts {
-						c, d := runParityScript(t, tc.addrs[0], direct, sc, proto, mode.dcs > 1, differ)
+						c, d := runParityScript(t, tc.addrs[0], direct, sc, proto, differ)
 						compared += c
 						_ = d
 					}
@@ -247,7 +240,7 @@ func TestParity(t *testing.T) {
 
 // runParityScript runs one script on fresh connections to the node and to Redis, after
 // FLUSHALL on both, and returns how many replies it compared.
-func runParityScript(t *testing.T, node, direct string, sc parityScript, proto int, xdcMode bool, differ map[string]int) (compared, skipped int) {
+func runParityScript(t *testing.T, node, direct string, sc parityScript, proto int, differ map[string]int) (compared, skipped int) {
 	t.Helper()
 	type pair struct{ n, r *parityConn }
 	open := func() pair {
@@ -330,11 +323,6 @@ func runParityScript(t *testing.T, node, direct string, sc parityScript, proto i
 			raw = nil
 			if reason := parityReason(got); reason != "" && got != want {
 				differ[reason]++
-				skipped++
-				continue
-			}
-			if pl.xdc && xdcMode && !paritySame(pl.mark, got, want) {
-				differ[parityXDC]++
 				skipped++
 				continue
 			}
