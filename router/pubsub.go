@@ -50,6 +50,9 @@ type psConn struct {
 	passed atomic.Uint64 // order markers the pump has reached
 	wake   chan struct{} // one slot: the pump reached a marker
 	done   chan struct{} // closed when the pump returns
+	// writes counts the pump's writes to the client, odd while one is under way: a wait for
+	// a marker during which the pump wrote is held up by the client's reading, not the backend.
+	writes atomic.Uint64
 	// hello is set while the reply to a HELLO sent here (a protocol switch) is due; the pump
 	// drops it: the client gets the node's own HELLO reply.
 	hello atomic.Bool
@@ -225,8 +228,8 @@ func (c *client) pubsub(spec *command.Spec, cmd resp.Command, sharded bool) {
 // sendOrdered writes raw on pc, followed by the order marker, and waits until pc's pump has
 // written everything the backend answered before the marker: the replies to raw reach the
 // client before any later reply of the session, as from one Redis connection. A backend that
-// does not answer within BackendTimeout, or a write that fails, closes the client connection
-// (the client reconnects and subscribes again).
+// does not answer within BackendTimeout (while the pump writes nothing to the client), or a
+// write that fails, closes the client connection (the client reconnects and subscribes again).
 func (c *client) sendOrdered(pc *psConn, raw []byte) {
 	b := make([]byte, 0, len(raw)+len(rawPSMarker))
 	b = append(append(b, raw...), rawPSMarker...)
@@ -235,18 +238,20 @@ func (c *client) sendOrdered(pc *psConn, raw []byte) {
 		c.closeConn()
 		return
 	}
-	var timeout <-chan time.Time
+	t := time.NewTimer(c.s.cfg.BackendTimeout)
+	defer t.Stop()
+	writes := pc.writes.Load()
 	for pc.passed.Load() < pc.sent {
-		if timeout == nil {
-			t := time.NewTimer(c.s.cfg.BackendTimeout)
-			defer t.Stop()
-			timeout = t.C
-		}
 		select {
 		case <-pc.wake:
 		case <-pc.done:
 			return
-		case <-timeout:
+		case <-t.C:
+			if w := pc.writes.Load(); w != writes || w%2 == 1 {
+				writes = w // the pump is busy writing to a slow client: wait on
+				t.Reset(c.s.cfg.BackendTimeout)
+				continue
+			}
 			c.closeConn()
 			return
 		}
@@ -333,7 +338,9 @@ func (c *client) pumpMessages(pc *psConn) {
 			c.wmu.Unlock()
 			return
 		}
+		pc.writes.Add(1)
 		_, err = c.nc.Write(buf)
+		pc.writes.Add(1)
 		c.wmu.Unlock()
 		if err != nil {
 			return

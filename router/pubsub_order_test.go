@@ -5,6 +5,7 @@ import (
 	"net"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,6 +100,92 @@ func TestPubSubReplyOrder(t *testing.T) {
 		}
 		if bad > 0 {
 			t.Errorf("RESP3 %v, %q: %d of %d tries out of order or different", cs.r3, cs.cmds, bad, tries)
+		}
+	}
+}
+
+// TestPubSubOrderFaults: a session that waits for its subscriber connection's answer is not
+// held forever by a backend that stopped (SIGSTOP): after BackendTimeout the node closes the
+// client connection, so the client reconnects; nor by one that died. After the backend is
+// back, subscribing and receiving work again.
+func TestPubSubOrderFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-servers")
+	}
+	const timeout = 300 * time.Millisecond
+	tc := startCluster(t, 1, 1, Config{BackendTimeout: timeout})
+	rs := tc.redis[0]
+	subscribe := func() *rawConn {
+		r := dialRaw(t, tc.addrs[0])
+		r.send("SUBSCRIBE a\r\n")
+		for _, want := range []string{"*3", "$9", "subscribe", "$1", "a", ":1"} {
+			if l := r.line(); l != want {
+				t.Fatalf("SUBSCRIBE reply %q, want %q", l, want)
+			}
+		}
+		return r
+	}
+	closedWithin := func(r *rawConn, what string) {
+		t.Helper()
+		_ = r.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		start := time.Now()
+		if l, err := r.br.ReadString('\n'); err == nil {
+			t.Fatalf("%s: read %q, want the connection closed", what, l)
+		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("%s: the connection is still open after 5 s", what)
+		}
+		t.Logf("%s: connection closed after %v", what, time.Since(start).Round(time.Millisecond))
+	}
+
+	r := subscribe()
+	if err := syscall.Kill(rs.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	t.Cleanup(func() {
+		if stopped {
+			_ = syscall.Kill(rs.PID(), syscall.SIGCONT)
+		}
+	})
+	start := time.Now()
+	r.send("PING\r\n")
+	closedWithin(r, "PING to a stopped backend")
+	if d := time.Since(start); d < timeout {
+		t.Errorf("closed after %v, before the backend timeout %v", d, timeout)
+	}
+	if err := syscall.Kill(rs.PID(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+
+	r = subscribe()
+	rs.Stop()
+	r.send("SUBSCRIBE b\r\n")
+	closedWithin(r, "SUBSCRIBE on a dead backend")
+	if err := rs.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	var sub *rawConn
+	waitFor(t, "subscribing again", func() bool {
+		r := dialRaw(t, tc.addrs[0])
+		r.send("SUBSCRIBE a\r\n")
+		_ = r.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if l, err := r.br.ReadString('\n'); err != nil || l != "*3\r\n" {
+			return false
+		}
+		sub = r
+		return true
+	})
+	for i := 0; i < 5; i++ {
+		sub.line()
+	}
+	if n := tc.client(0).Publish(ctxT(t), "a", "m").Val(); n != 1 {
+		t.Fatalf("PUBLISH reached %d subscribers", n)
+	}
+	_ = sub.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for _, want := range []string{"*3", "$7", "message", "$1", "a", "$1", "m"} {
+		if l := sub.line(); l != want {
+			t.Fatalf("message line %q, want %q", l, want)
 		}
 	}
 }
