@@ -245,13 +245,7 @@ func (c *client) closeSession() {
 		d.Close()
 		delete(c.blocked, p)
 	}
-	if c.ps != nil {
-		c.ps.close()
-		c.ps = nil
-		c.view.ps.Store(nil)
-	}
-	c.psMain.Store(nil)
-	c.psShard.Store(nil)
+	c.closePubsub()
 	c.tx = nil
 }
 

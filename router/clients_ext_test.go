@@ -175,6 +175,8 @@ var cliCommands = [][]string{
 	{"ZSCORE", "cli:z", "b"}, {"ZINCRBY", "cli:z", "1", "a"}, {"ZPOPMIN", "cli:z"}, {"SADD", "cli:s", "1", "2"},
 	{"SMEMBERS", "cli:s"}, {"LPOP", "cli:missing", "2"}, {"MGET", "cli:k", "cli:missing"}, {"INCR", "cli:n"},
 	{"CONFIG", "GET", "maxmemory-policy"}, {"NOSUCH"}, {"EXISTS", "cli:k", "cli:h"},
+	{"BITFIELD", "cli:b", "SET", "i64", "0", "9223372036854775807", "INCRBY", "i64", "0", "-2"},
+	{"BITFIELD", "cli:b", "OVERFLOW", "FAIL", "INCRBY", "i64", "0", "5", "GET", "u63", "1"},
 }
 
 // TestRedisCLIParity runs redis-cli in RESP2 and RESP3 (-3) against Redis and against a node and
@@ -202,7 +204,7 @@ func TestRedisCLIParity(t *testing.T) {
 				}
 			}
 			for _, addr := range []string{direct, tc.addrs[0]} {
-				run(addr, []string{"DEL", "cli:k", "cli:h", "cli:z", "cli:s", "cli:n"})
+				run(addr, []string{"DEL", "cli:k", "cli:h", "cli:z", "cli:s", "cli:n", "cli:b"})
 			}
 		}
 	})

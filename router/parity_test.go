@@ -31,7 +31,8 @@ import (
 //	@  send on the script's second connection (a publisher, a client that unblocks another)
 //	>  send, and read the reply later with '<' (a blocking command another connection ends)
 //	<  send nothing: read one more reply on the first connection (pub/sub messages)
-//	^  may differ with several DCs: parityXDC says why (docs/commands.md lists it)
+//	+  pipelined: sent in one write with the lines after it, up to the first line without
+//	   '+', whose replies are then read in order (on the first connection)
 //	!  the node only (redraft's own commands, or where redraft answers for itself: edgeOwn);
 //	   the reply must not be an error
 //	2: or 3: the line runs only in that protocol
@@ -45,7 +46,7 @@ type parityLine struct {
 	second bool // '@': on the second connection
 	more   bool // '<': read one more reply
 	send   bool // '>': send, read the reply later ('<')
-	xdc    bool // '^': may differ with several DCs, for the reason parityXDC gives
+	pipe   bool // '+': sent with the next lines in one write
 	own    bool // '!': the node only
 	proto  int  // 0: both protocols
 	args   []string
@@ -92,8 +93,8 @@ func loadParity(t testing.TB) []parityScript {
 				pl.more = true
 			case '>':
 				pl.send = true
-			case '^':
-				pl.xdc = true
+			case '+':
+				pl.pipe = true
 			case '!':
 				pl.own = true
 			default:
@@ -111,6 +112,9 @@ func loadParity(t testing.TB) []parityScript {
 		if len(pl.args) == 0 && !pl.more {
 			t.Fatalf("parity.txt:%d: no command", i+1)
 		}
+		if pl.pipe && (pl.more || pl.send || pl.second || pl.own) {
+			t.Fatalf("parity.txt:%d: '+' goes with a command of the first connection only", i+1)
+		}
 		out[len(out)-1].lines = append(out[len(out)-1].lines, pl)
 	}
 	return out
@@ -119,9 +123,6 @@ func loadParity(t testing.TB) []parityScript {
 // parityDiffer are where redraft answers otherwise than Redis on purpose (docs/commands.md),
 // matched on the node's reply.
 var parityDiffer = edgeDiffer
-
-// parityXDC is why lines marked '^' may differ with several DCs.
-const parityXDC = "with several DCs an integer reply past 2^53 read back by the WRITE script (BITFIELD) is not exact yet"
 
 // parityConn is one connection of a script, to the node or to Redis.
 type parityConn struct {
@@ -139,9 +140,18 @@ func dialParity(t testing.TB, addr string) *parityConn {
 }
 
 func (p *parityConn) do(args []string) (string, error) {
+	return p.doAfter(nil, args)
+}
+
+// doAfter writes the pipelined requests piped and args (nil: nothing) in one write, and reads
+// one reply.
+func (p *parityConn) doAfter(piped []byte, args []string) (string, error) {
 	_ = p.nc.SetDeadline(time.Now().Add(5 * time.Second))
 	if args != nil {
-		if _, err := p.nc.Write(appendCommand(nil, args)); err != nil {
+		piped = appendCommand(piped, args)
+	}
+	if len(piped) > 0 {
+		if _, err := p.nc.Write(piped); err != nil {
 			return "", err
 		}
 	}
@@ -213,7 +223,7 @@ func TestParity(t *testing.T) {
 					start := time.Now()
 					compared, differ := 0, map[string]int{}
 					for _, sc := range scripts {
-						c, d := runParityScript(t, tc.addrs[0], direct, sc, proto, mode.dcs > 1, differ)
+						c, d := runParityScript(t, tc.addrs[0], direct, sc, proto, differ)
 						compared += c
 						_ = d
 					}
@@ -230,7 +240,7 @@ func TestParity(t *testing.T) {
 
 // runParityScript runs one script on fresh connections to the node and to Redis, after
 // FLUSHALL on both, and returns how many replies it compared.
-func runParityScript(t *testing.T, node, direct string, sc parityScript, proto int, xdcMode bool, differ map[string]int) (compared, skipped int) {
+func runParityScript(t *testing.T, node, direct string, sc parityScript, proto int, differ map[string]int) (compared, skipped int) {
 	t.Helper()
 	type pair struct{ n, r *parityConn }
 	open := func() pair {
@@ -253,8 +263,15 @@ func runParityScript(t *testing.T, node, direct string, sc parityScript, proto i
 	}
 	first := open()
 	var second *pair
+	var piped []parityLine // '+' lines sent with the next line
+	var pipedRaw []byte
 	for _, l := range sc.lines {
 		if l.proto != 0 && l.proto != proto {
+			continue
+		}
+		if l.pipe {
+			piped = append(piped, l)
+			pipedRaw = appendCommand(pipedRaw, l.args)
 			continue
 		}
 		c := first
@@ -282,33 +299,42 @@ func runParityScript(t *testing.T, node, direct string, sc parityScript, proto i
 			}
 			continue
 		}
+		if len(piped) > 0 && (l.second || l.send) {
+			t.Fatalf("parity.txt:%d: '+' lines must be followed by a line of the first connection", l.line)
+		}
 		var args []string
 		if !l.more {
 			args = l.args
 		}
-		got, err := c.n.do(args)
-		if err != nil {
-			t.Errorf("parity.txt:%d %s: node: %v (reply so far %q)", l.line, l.text, err, got)
-			return compared, skipped
+		raw := pipedRaw
+		if args != nil {
+			raw = appendCommand(raw, args)
 		}
-		want, err := c.r.do(args)
-		if err != nil {
-			t.Fatalf("parity.txt:%d %s: redis-server: %v", l.line, l.text, err)
+		for _, pl := range append(piped, l) {
+			got, err := c.n.doAfter(raw, nil)
+			if err != nil {
+				t.Errorf("parity.txt:%d %s: node: %v (reply so far %q)", pl.line, pl.text, err, got)
+				return compared, skipped
+			}
+			want, err := c.r.doAfter(raw, nil)
+			if err != nil {
+				t.Fatalf("parity.txt:%d %s: redis-server: %v", pl.line, pl.text, err)
+			}
+			raw = nil
+			if reason := parityReason(got); reason != "" && got != want {
+				differ[reason]++
+				skipped++
+				continue
+			}
+			compared++
+			if !paritySame(pl.mark, got, want) {
+				t.Errorf("parity.txt:%d %s (%s):\n node  %.600q\n redis %.600q", pl.line, pl.text, sc.name, got, want)
+			}
 		}
-		if reason := parityReason(got); reason != "" && got != want {
-			differ[reason]++
-			skipped++
-			continue
-		}
-		if l.xdc && xdcMode && !paritySame(l.mark, got, want) {
-			differ[parityXDC]++
-			skipped++
-			continue
-		}
-		compared++
-		if !paritySame(l.mark, got, want) {
-			t.Errorf("parity.txt:%d %s (%s):\n node  %.600q\n redis %.600q", l.line, l.text, sc.name, got, want)
-		}
+		piped, pipedRaw = piped[:0], pipedRaw[:0]
+	}
+	if len(piped) > 0 {
+		t.Fatalf("%s: the script ends with '+' lines", sc.name)
 	}
 	return compared, skipped
 }

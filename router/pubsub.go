@@ -1,8 +1,12 @@
 package router
 
 import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redraft/redraft/router/backend"
 	"github.com/redraft/redraft/router/command"
@@ -16,6 +20,12 @@ import (
 // dedicated connection per group it subscribed on; their replies and messages are copied to
 // the client as they come. When SetState moves the pub/sub group (or a shard channel's slot),
 // subscribed clients are disconnected so that they subscribe again where messages now go.
+//
+// Order: the replies to what a session sends on a subscriber connection (confirmations, a
+// PONG) come from another backend connection than its other replies, yet Redis sends them in
+// request order. So every command sent there is followed by a marker (PING with a token no
+// client knows), and the session waits until the connection's pump has reached the marker,
+// having written everything before it to the client, before it goes on (sendOrdered).
 
 // pubsubAllowed are the commands a subscribed RESP2 session may send (a RESP3 session may send
 // any: its messages are push replies, told apart from command replies).
@@ -35,6 +45,41 @@ type psConn struct {
 	count   atomic.Int64
 	pending atomic.Bool // a subscribe was sent and not yet confirmed
 	closed  atomic.Bool
+
+	sent   uint64        // order markers sent (the session's goroutine only)
+	passed atomic.Uint64 // order markers the pump has reached
+	wake   chan struct{} // one slot: the pump reached a marker
+	done   chan struct{} // closed when the pump returns
+	// writes counts the pump's writes to the client, odd while one is under way: a wait for
+	// a marker during which the pump wrote is held up by the client's reading, not the backend.
+	writes atomic.Uint64
+	// hello is set while the reply to a HELLO sent here (a protocol switch) is due; the pump
+	// drops it: the client gets the node's own HELLO reply.
+	hello atomic.Bool
+}
+
+func newPSConn(d *backend.Dedicated, g *group) *psConn {
+	return &psConn{d: d, g: g, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// The order marker: PING with a per-process random token, and its replies (a bulk string, or
+// RESP2's subscribed-mode array).
+var (
+	psToken     = newPSToken()
+	rawPSMarker = appendCommand(nil, []string{"PING", psToken})
+	psMarkBulk  = resp.AppendBulkString(nil, psToken)
+	psMarkPong  = resp.AppendBulkString(resp.AppendBulkString(resp.AppendArray(nil, 2), "pong"), psToken)
+)
+
+func newPSToken() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "redraft-order-" + hex.EncodeToString(b[:])
+}
+
+// isPSMarker reports whether reply answers an order marker.
+func isPSMarker(reply []byte) bool {
+	return bytes.Equal(reply, psMarkBulk) || bytes.Equal(reply, psMarkPong)
 }
 
 func registerPubSub() {
@@ -161,7 +206,7 @@ func (c *client) pubsub(spec *command.Spec, cmd resp.Command, sharded bool) {
 			c.replyErr(err)
 			return
 		}
-		pc = &psConn{d: d, g: g}
+		pc = newPSConn(d, g)
 		c.ps.mu.Lock()
 		if sharded {
 			c.ps.shard = pc
@@ -176,23 +221,77 @@ func (c *client) pubsub(spec *command.Spec, cmd resp.Command, sharded bool) {
 	if !unsub {
 		pc.pending.Store(true)
 	}
-	if err := pc.d.Write(cmd.Raw); err != nil {
+	c.sendOrdered(pc, cmd.Raw)
+	pc.pending.Store(false) // confirmed by now, or refused
+}
+
+// sendOrdered writes raw on pc, followed by the order marker, and waits until pc's pump has
+// written everything the backend answered before the marker: the replies to raw reach the
+// client before any later reply of the session, as from one Redis connection. A backend that
+// does not answer within BackendTimeout (while the pump writes nothing to the client), or a
+// write that fails, closes the client connection (the client reconnects and subscribes again).
+func (c *client) sendOrdered(pc *psConn, raw []byte) {
+	b := make([]byte, 0, len(raw)+len(rawPSMarker))
+	b = append(append(b, raw...), rawPSMarker...)
+	pc.sent++
+	if err := pc.d.Write(b); err != nil {
 		c.closeConn()
+		return
+	}
+	t := time.NewTimer(c.s.cfg.BackendTimeout)
+	defer t.Stop()
+	writes := pc.writes.Load()
+	for pc.passed.Load() < pc.sent {
+		select {
+		case <-pc.wake:
+		case <-pc.done:
+			return
+		case <-t.C:
+			if w := pc.writes.Load(); w != writes || w%2 == 1 {
+				writes = w // the pump is busy writing to a slow client: wait on
+				t.Reset(c.s.cfg.BackendTimeout)
+				continue
+			}
+			c.closeConn()
+			return
+		}
 	}
 }
 
-// forward sends PING on a subscriber connection so its reply stays in order with messages.
+// forward sends PING on a subscriber connection (one with subscriptions, if any) so its reply
+// stays in order with messages.
 func (ps *pubsubState) forward(c *client, raw []byte) {
 	ps.mu.Lock()
 	pc := ps.main
-	if pc == nil {
+	if pc == nil || (pc.count.Load() == 0 && ps.shard != nil && ps.shard.count.Load() > 0) {
 		pc = ps.shard
 	}
 	ps.mu.Unlock()
 	c.drain()
 	_ = c.flush()
-	if pc == nil || pc.d.Write(raw) != nil {
+	if pc == nil {
 		c.closeConn()
+		return
+	}
+	c.sendOrdered(pc, raw)
+}
+
+// switchProto switches the session's subscriber connections to RESP3 (r3) or RESP2 with
+// HELLO, which Redis allows a subscribed RESP3 session: the subscriptions stay.
+func (ps *pubsubState) switchProto(c *client, r3 bool) {
+	raw := []byte("*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n")
+	if r3 {
+		raw = []byte("*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n")
+	}
+	ps.mu.Lock()
+	pcs := []*psConn{ps.main, ps.shard}
+	ps.mu.Unlock()
+	for _, pc := range pcs {
+		if pc != nil {
+			pc.hello.Store(true)
+			c.sendOrdered(pc, raw)
+			pc.d.R3 = r3
+		}
 	}
 }
 
@@ -200,6 +299,7 @@ func (ps *pubsubState) forward(c *client, raw []byte) {
 // connection fails the client connection is closed, so the client reconnects and subscribes
 // again instead of silently missing messages.
 func (c *client) pumpMessages(pc *psConn) {
+	defer close(pc.done)
 	var buf []byte
 	for {
 		var err error
@@ -210,6 +310,20 @@ func (c *client) pumpMessages(pc *psConn) {
 			}
 			return
 		}
+		if isPSMarker(buf) {
+			pc.passed.Add(1)
+			select {
+			case pc.wake <- struct{}{}:
+			default:
+			}
+			continue
+		}
+		if pc.hello.Load() && len(buf) > 0 && buf[0] != '>' {
+			// HELLO's reply: everything else a RESP3 subscriber connection receives
+			// before it is a push, and nothing else is sent before its marker.
+			pc.hello.Store(false)
+			continue
+		}
 		if v, _, ok := resp.Parse(buf); ok && len(v.Elems) == 3 && v.Elems[2].Type == ':' {
 			switch string(v.Elems[0].Str) {
 			case "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe":
@@ -218,7 +332,15 @@ func (c *client) pumpMessages(pc *psConn) {
 			}
 		}
 		c.wmu.Lock()
+		if pc.closed.Load() {
+			// The session ended these subscriptions (RESET, a protocol switch): nothing
+			// of this connection may follow the reply that said so.
+			c.wmu.Unlock()
+			return
+		}
+		pc.writes.Add(1)
 		_, err = c.nc.Write(buf)
+		pc.writes.Add(1)
 		c.wmu.Unlock()
 		if err != nil {
 			return
@@ -253,6 +375,18 @@ func (ps *pubsubState) counts() (sub, psub, ssub int) {
 		ssub = int(ps.shard.count.Load())
 	}
 	return sub, 0, ssub
+}
+
+// closePubsub ends the session's subscriptions: it closes the subscriber connections and
+// forgets where the session subscribed (RESET, a protocol switch, the end of the session).
+func (c *client) closePubsub() {
+	if c.ps != nil {
+		c.ps.close()
+		c.ps = nil
+		c.view.ps.Store(nil)
+	}
+	c.psMain.Store(nil)
+	c.psShard.Store(nil)
 }
 
 func (ps *pubsubState) close() {

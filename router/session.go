@@ -195,16 +195,14 @@ func cmdHello(c *client, _ *command.Spec, cmd resp.Command) {
 // connections for blocking commands are redialed on next use (dedicatedOn), and a WATCH
 // connection switches with it.
 func (c *client) setProto(r3 bool) error {
-	if c.ps != nil && c.ps.subscribed() {
-		return errorf("ERR redraft: a subscribed session cannot switch protocols; unsubscribe or RESET first")
-	}
 	c.drain()
-	if c.ps != nil {
-		c.ps.close()
-		c.ps = nil
-		c.view.ps.Store(nil)
-		c.psMain.Store(nil)
-		c.psShard.Store(nil)
+	if c.ps != nil && c.ps.subscribed() {
+		// Only a RESP3 session can get here (HELLO is refused to a subscribed RESP2 one, as
+		// in Redis): its subscriber connections switch too, and its subscriptions stay.
+		_ = c.flush()
+		c.ps.switchProto(c, r3)
+	} else {
+		c.closePubsub()
 	}
 	if c.watch != nil {
 		hello := "*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n"

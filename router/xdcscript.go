@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"crypto/sha1"
 	"encoding/hex"
 	"strconv"
@@ -95,29 +96,8 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 	// serves the write (rawFor), whose users' passwords are its own.
 	parts := append(c.xsync[:0], cmd.Raw...)
 	split := len(parts)
-	n := 7
-	if snap.outboxMax.plain {
-		// Without convergence: the call itself, replayed in the other DCs.
-		fields := xdc.EntryFields(c.s.cfg.DC, [][]string{rec})
-		parts = resp.AppendArray(parts, 6+len(fields))
-		parts = resp.AppendBulkString(parts, "XADD")
-		parts = resp.AppendBulkString(parts, xdc.OutboxKey(slot))
-		parts = resp.AppendBulkString(parts, "MAXLEN")
-		parts = resp.AppendBulkString(parts, "~")
-		parts = resp.AppendBulkString(parts, snap.outboxMax.maxLen)
-		parts = resp.AppendBulkString(parts, "*")
-		for _, f := range fields {
-			parts = resp.AppendBulkString(parts, f)
-		}
-		parts = appendCommand(parts, append([]string{"XADD", xdc.DirtyKey, "MAXLEN", "~", xdc.DirtyMaxLen, "*"}, xdc.DirtyFields(slot)...))
-	} else {
-		// With convergence: the stamped state of every key the script declares, recorded by
-		// WRITE in its "rec" form (no copy-lock check: the script already ran).
-		w := snap.outboxMax
-		w.record = true
-		parts = appendWriteCall(parts, slot, c.s.cfg.DC, w, true, []xdc.Call{scriptRecord(argv, c.keys)})
-		n = 6
-	}
+	parts, nrec := c.appendRecord(parts, slot, rec, scriptRecord(argv, c.keys))
+	n := 5 + nrec // MULTI, AUTH, the script, AUTH, the record, EXEC
 	parts = append(parts, rawExec...)
 	c.xsync = parts[:0]
 	rawFor := func(g *group) []byte {
@@ -135,13 +115,56 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 		}
 		return c.moveOutbox(e.m, slot)
 	}
+	var served *group
 	reply, err := c.syncWrite(syncReq{slot: slot, move: move, rawFor: rawFor, n: n, lvl: lvl, internal: true,
-		pre: func(g *group) ([]byte, error) { return c.copyLocked(g, slot) }})
+		pre: func(g *group) ([]byte, error) { served = g; return c.copyLocked(g, slot) }})
 	if err != nil {
 		c.replyErr(err)
 		return
 	}
-	c.reply(scriptReply(reply))
+	c.reply(c.scriptReply(reply, served))
+}
+
+// appendRecord appends to b the commands that record, for the other DCs, a write that runs
+// just before them in the same MULTI on slot, and returns b and how many replies they add.
+// With convergence: WRITE in its "rec" form (no copy-lock check: the write already ran) of
+// call, a read that names the keys whose stamped state is recorded. Without (the setting
+// convergence off): argv itself, replayed in the other DCs, XADDed to the slot's outbox and
+// the change feed.
+func (c *client) appendRecord(b []byte, slot int, argv []string, call xdc.Call) ([]byte, int) {
+	w := c.snap.outboxMax
+	if !w.plain {
+		w.record = true
+		return appendWriteCall(b, slot, c.s.cfg.DC, w, true, []xdc.Call{call}), 1
+	}
+	fields := xdc.EntryFields(c.s.cfg.DC, [][]string{argv})
+	b = resp.AppendArray(b, 6+len(fields))
+	b = resp.AppendBulkString(b, "XADD")
+	b = resp.AppendBulkString(b, xdc.OutboxKey(slot))
+	b = resp.AppendBulkString(b, "MAXLEN")
+	b = resp.AppendBulkString(b, "~")
+	b = resp.AppendBulkString(b, w.maxLen)
+	b = resp.AppendBulkString(b, "*")
+	for _, f := range fields {
+		b = resp.AppendBulkString(b, f)
+	}
+	b = appendCommand(b, append([]string{"XADD", xdc.DirtyKey, "MAXLEN", "~", xdc.DirtyMaxLen, "*"}, xdc.DirtyFields(slot)...))
+	return b, 2
+}
+
+// recordFailed returns the error to answer when one of recs, the replies of appendRecord's
+// commands on g, is an error: what ran, but is not recorded for the other DCs. Nil otherwise.
+// A NOSCRIPT (WRITE flushed on the backend) reloads the scripts on g for the next write.
+func (c *client) recordFailed(what string, g *group, recs []resp.Value) []byte {
+	for _, x := range recs {
+		if x.IsError() {
+			if g != nil && bytes.HasPrefix(x.Str, []byte("NOSCRIPT")) {
+				c.s.reloadScripts(g.ipool)
+			}
+			return appendError(nil, errorf("ERR redraft: %s ran but recording it for the other DCs failed: %s", what, printable(x.Str)))
+		}
+	}
+	return nil
 }
 
 // copyLocked is the racy pre-check of a user script's write: while the slot's copy lock is
@@ -178,11 +201,11 @@ func scriptRecord(argv []string, keyPos []int) xdc.Call {
 	return call
 }
 
-// scriptReply extracts the script's reply from EXEC's [AUTH client, script reply, AUTH
+// scriptReply extracts the script's reply (run on g) from EXEC's [AUTH client, script reply, AUTH
 // internal, record replies...] (WRITE's, or the outbox's and change feed's XADD). A failed switch to the client user means the script may have run as
 // the internal user: that is answered as an error (and the backend's users need fixing). An
 // XADD that failed (the script ran, but is not recorded) answers an error that says so.
-func scriptReply(reply []byte) []byte {
+func (c *client) scriptReply(reply []byte, g *group) []byte {
 	v, _, ok := resp.Parse(reply)
 	if !ok || v.Type != '*' || len(v.Elems) < 4 {
 		return reply // an error, or -TRYAGAIN from the pre-check
@@ -193,10 +216,8 @@ func scriptReply(reply []byte) []byte {
 	if a := v.Elems[2]; a.IsError() {
 		return appendError(nil, errorf("ERR redraft: switching back to the backend's internal user failed (%s): the script ran but is not recorded for the other DCs", printable(a.Str)))
 	}
-	for _, x := range v.Elems[3:] {
-		if x.IsError() {
-			return appendError(nil, errorf("ERR redraft: the script ran but recording it for the other DCs failed: %s", printable(x.Str)))
-		}
+	if failed := c.recordFailed("the script", g, v.Elems[3:]); failed != nil {
+		return failed
 	}
 	return v.Elems[1].Raw
 }
