@@ -166,10 +166,6 @@ func (c *client) forwardWrite(spec *command.Spec, cmd resp.Command, slot int) {
 			c.replyErr(err)
 			return
 		}
-		if wrap && spec.Name == "bitfield" && wideBitfield(cmd.Args) {
-			c.bitfieldExact(spec, cmd, slot, call)
-			return
-		}
 	}
 	lvl := c.writeLevel(snap)
 	if lvl != lvlOne {

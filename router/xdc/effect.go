@@ -222,6 +222,9 @@ func Prepare(argv []string) (Call, error) {
 	case NotReplicated:
 		return Call{}, fmt.Errorf("xdc: %s is not replicated: %s", spec.Name, eff.Note)
 	}
+	if spec.Name == "bitfield" && WideBitfield(b) {
+		c.Plan = "w" // run one operation at a time, each reply exact (bitfield.go)
+	}
 	c.Plan += classOf(spec, len(c.Keys), spec.WrittenKeys(b, nil))
 	return c, nil
 }

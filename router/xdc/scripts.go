@@ -18,6 +18,7 @@ import (
 const (
 	replyIntMark       = "REDRAFT-INT "
 	replyNullArrayMark = "REDRAFT-NULLARRAY"
+	replyBitsMark      = "REDRAFT-BITS "
 )
 
 // writeLua is the WRITE script. KEYS: the commands' keys, then the slot's metadata hash, the
@@ -99,6 +100,51 @@ local function groupRead(argv, r)
         claim[#claim + 1] = 'JUSTID'
         out[#out + 1] = claim
       end
+    end
+  end
+  return out
+end
+-- bitsAt answers the bytes of key k that hold field ty (i64, u63...) at offset off (n or #n) as
+-- 'REDRAFT-BITS <i|u> <bits> <the field's first bit in them> <hex>', which FixReply reads.
+local function bitsAt(k, ty, off)
+  local bits = tonumber(string.sub(ty, 2))
+  local o = tonumber(off)
+  if string.sub(off, 1, 1) == '#' then o = tonumber(string.sub(off, 2)) * bits end
+  local first = math.floor(o / 8)
+  local b = redis.pcall('GETRANGE', k, first, math.floor((o + bits - 1) / 8))
+  if type(b) == 'table' then return b end
+  local hex = string.gsub(b, '.', function(c) return string.format('%02x', string.byte(c)) end)
+  return {ok = 'REDRAFT-BITS ' .. string.lower(string.sub(ty, 1, 1)) .. ' ' .. bits .. ' ' .. string.format('%.0f', o - first * 8) .. ' ' .. hex}
+end
+-- wideBitfield runs BITFIELD argv (plan 'w': valid, with a field wider than 53 bits) one
+-- operation at a time, each after the OVERFLOW before it, and answers per operation the
+-- field's bytes (bitsAt: after a GET or INCRBY, before a SET), or nil where Redis answers nil.
+local function wideBitfield(argv)
+  local k, over, out, j = argv[2], nil, {}, 3
+  while j <= #argv do
+    local sub = string.upper(argv[j])
+    if sub == 'OVERFLOW' then
+      over, j = argv[j + 1], j + 2
+    else
+      local n = 4
+      if sub == 'GET' then n = 3 end
+      local ty, off = argv[j + 1], argv[j + 2]
+      local cmd = {'BITFIELD', k}
+      if over then cmd[3], cmd[4] = 'OVERFLOW', over end
+      for m = j, j + n - 1 do cmd[#cmd + 1] = argv[m] end
+      local before
+      if sub == 'SET' then before = bitsAt(k, ty, off) end
+      if before and before['err'] then return before end
+      local r = redis.pcall(unpack(cmd))
+      if type(r) == 'table' and r['err'] then return r end
+      if not r[1] then out[#out + 1] = false
+      elseif sub == 'SET' then out[#out + 1] = before
+      else
+        local after = bitsAt(k, ty, off)
+        if after['err'] then return after end
+        out[#out + 1] = after
+      end
+      j = j + n
     end
   end
   return out
@@ -197,7 +243,8 @@ for c, call in ipairs(calls) do
       for _, e in ipairs(es) do pre[e] = einRedis(ty, call.w[1], e) ~= false end
     end
   end
-  local r = redis.pcall(unpack(argv))
+  local r
+  if op == 'w' then r = wideBitfield(argv) else r = redis.pcall(unpack(argv)) end
   local name = string.upper(argv[1])
   replies[c] = r
   if type(r) == 'number' and (r >= 9007199254740992 or r <= -9007199254740992) then
@@ -279,7 +326,7 @@ for c, call in ipairs(calls) do
     end
   elseif changed then
     local eff
-    if op == 'v' or op == 't' then
+    if op == 'v' or op == 't' or op == 'w' then
       eff = argv
     elseif op == 's' then
       if type(r) == 'string' then
@@ -534,6 +581,13 @@ func fixValue(b []byte, v resp.Value) []byte {
 		b = append(b, ':')
 		b = append(b, v.Str[len(replyIntMark):]...)
 		return append(b, '\r', '\n')
+	case v.Type == '+' && bytes.HasPrefix(v.Str, []byte(replyBitsMark)):
+		if n, ok := bitsValue(string(v.Str[len(replyBitsMark):])); ok {
+			b = append(b, ':')
+			b = append(b, n...)
+			return append(b, '\r', '\n')
+		}
+		return append(b, v.Raw...)
 	case v.Type == '+' && string(v.Str) == replyNullArrayMark:
 		return append(b, "*-1\r\n"...)
 	case v.Type == '*' && v.Int > 0:

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redraft/redraft/internal/testredis"
 	"github.com/redraft/redraft/migrate"
+	"github.com/redraft/redraft/router/resp"
 )
 
 // client connects to s speaking RESP2, as the router's backend connections do.
@@ -401,4 +402,106 @@ func TestLuaReplyFidelity(t *testing.T) {
 	if fixed := string(FixReply([]byte("$13\r\n+REDRAFT-INT 1\r\n"))); fixed != "$13\r\n+REDRAFT-INT 1\r\n" {
 		t.Fatalf("FixReply changed a bulk string holding the mark: %q", fixed)
 	}
+}
+
+// TestWriteWideBitfieldExact: a BITFIELD on fields wider than 53 bits answers through WRITE
+// exactly what Redis answers (Lua numbers would round them), alone and in a unit, with
+// OVERFLOW modes and nil replies, and leaves the same bytes.
+func TestWriteWideBitfieldExact(t *testing.T) {
+	ctx := context.Background()
+	a := client(t, testredis.Start(t))
+	direct := client(t, testredis.Start(t))
+	cmds := []string{
+		"BITFIELD {t}b SET i64 0 9223372036854775807 GET i64 0 INCRBY i64 0 -1",
+		"BITFIELD {t}b SET i64 0 -9223372036854775808 GET i64 0",
+		"BITFIELD {t}b INCRBY i64 0 -1",
+		"BITFIELD {t}b OVERFLOW FAIL INCRBY i64 0 -1 OVERFLOW SAT INCRBY i64 0 -5 GET u8 3",
+		"BITFIELD {t}b SET u63 #1 9223372036854775807 INCRBY u63 #1 1 GET u63 #1",
+		"BITFIELD {t}b OVERFLOW WRAP INCRBY i60 7 576460752303423487 INCRBY i60 7 1 SET i62 100 -2305843009213693952",
+		"BITFIELD {t}new SET i64 13 -1234567890123456789 GET i64 13",
+	}
+	for _, cmd := range cmds {
+		want, wantErr := direct.Do(ctx, toAny(strings.Fields(cmd))...).Result()
+		raw, err := a.Do(ctx, writeCallArgs(prepare(t, cmd))...).Result()
+		got, gotErr := fixedReply(t, raw, err)
+		if !sameReply(cmd, got, gotErr, want, wantErr) {
+			t.Errorf("%s: WRITE answers %v %v, Redis %v %v", cmd, got, gotErr, want, wantErr)
+		}
+	}
+	for _, k := range []string{"{t}b", "{t}new"} {
+		if g, w := a.Get(ctx, k).Val(), direct.Get(ctx, k).Val(); g != w {
+			t.Errorf("%s: %x through WRITE, %x on Redis", k, g, w)
+		}
+	}
+	// In a unit (MULTI), each BITFIELD's replies are exact too.
+	unit := []Call{prepare(t, "BITFIELD {t}u SET i64 0 9223372036854775806"), prepare(t, "BITFIELD {t}u INCRBY i64 0 1 GET i64 0")}
+	raw, err := WriteUnit(ctx, a, slot, "dc1", 1000, unit).Result()
+	got, gotErr := fixedReply(t, raw, err)
+	want := []any{[]any{int64(0)}, []any{int64(9223372036854775807), int64(9223372036854775807)}}
+	if gotErr != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("unit: %v %v, want %v", got, gotErr, want)
+	}
+}
+
+// writeCallArgs is the EVAL of WRITE for one call.
+func writeCallArgs(c Call) []any {
+	keys, argv := WriteArgs(slot, "dc1", 1000, false, []Call{c})
+	args := append([]any{"EVAL", writeLua, len(keys)}, toAny(keys)...)
+	return append(args, argv...)
+}
+
+// fixedReply re-encodes a WRITE reply, applies FixReply and decodes it again, as the router
+// does on its way to the client.
+func fixedReply(t *testing.T, raw any, err error) (any, error) {
+	t.Helper()
+	if err != nil {
+		return nil, err
+	}
+	b := FixReply(encodeMarked(nil, raw))
+	v, _, ok := resp.Parse(b)
+	if !ok {
+		t.Fatalf("unparsable %q", b)
+	}
+	return respToAny(v), nil
+}
+
+// encodeMarked is encodeReply, with WRITE's marks ("REDRAFT-...", status replies from Redis
+// that go-redis hands over as strings) encoded as status replies again.
+func encodeMarked(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case string:
+		if strings.HasPrefix(x, "REDRAFT-") {
+			return append(append(append(b, '+'), x...), '\r', '\n')
+		}
+	case []any:
+		b = resp.AppendArray(b, len(x))
+		for _, e := range x {
+			b = encodeMarked(b, e)
+		}
+		return b
+	}
+	return encodeReply(b, v)
+}
+
+// respToAny turns a parsed RESP2 value into go-redis's shapes (int64, string, nil, []any).
+func respToAny(v resp.Value) any {
+	switch v.Type {
+	case ':':
+		return v.Int
+	case '$', '+':
+		if v.IsNull() {
+			return nil
+		}
+		return string(v.Str)
+	case '*':
+		if v.IsNull() {
+			return nil
+		}
+		out := make([]any, len(v.Elems))
+		for i, e := range v.Elems {
+			out[i] = respToAny(e)
+		}
+		return out
+	}
+	return v
 }
