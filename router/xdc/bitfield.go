@@ -90,7 +90,6 @@ func bitfieldOffset(o []byte, bits int64) bool {
 	return (v*mul+bits-1)>>3 < protoMaxBulkLen
 }
 
-
 // bitsValue reads WRITE's "<i|u> <bits> <first bit> <hex bytes>" (bitsAt) and returns the
 // field's integer in decimal: bits bits from the first bit on, big-endian as Redis stores
 // them, bytes past the string's end reading as zeros, two's complement when signed.
