@@ -14,7 +14,8 @@
 # Knobs: N1, N16, NMSET, CLIENTS, REPS, MANY, IDLE, GOMAXPROCS, XRATE, XRATE2, XDUR,
 # BENCH_ONLY=data|clients|migration|xdc|failover,
 # NMIG, MIGVAL, MIGBASE, MIGHASH, MIGARGS, MIGSLICES, MIGPROF (the migration part: see there),
-# XPROF=DIR (CPU profiles of the two nodes over the flat-out cross-DC run, written to DIR),
+# XPROF=DIR (CPU profiles of the two nodes and both masters' command stats over the flat-out
+# cross-DC run, written to DIR),
 # BENCH_LOGS=DIR (the nodes' and servers' logs, copied to DIR at the end).
 set -euo pipefail
 
@@ -324,8 +325,13 @@ if [ -n "${XPROF:-}" ]; then # CPU profiles of both nodes over the flat-out run,
 	curl -s -o "$XPROF/dc1-node.pprof" "http://$ADMIN/debug/pprof/profile?seconds=5" &
 	curl -s -o "$XPROF/dc2-node.pprof" "http://$X2A/debug/pprof/profile?seconds=5" &
 fi
+[ -n "${XPROF:-}" ] && { redis-cli -p "$R1" CONFIG RESETSTAT >/dev/null; redis-cli -p "$R3" CONFIG RESETSTAT >/dev/null; }
 full=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -duration 5s -clients "$CLIENTS" -prefix full)
 n=$(written "$full")
+if [ -n "${XPROF:-}" ]; then # where the masters' CPU went: per command, calls and microseconds
+	redis-cli -p "$R1" INFO commandstats | grep '^cmdstat' >"$XPROF/dc1-master.stats"
+	redis-cli -p "$R3" INFO commandstats | grep '^cmdstat' >"$XPROF/dc2-master.stats"
+fi
 pcpu=$(cpu_per_write "$p0" "$(cpu_total "$BS1" "$N2PID")" "$n"); rcpu=$(cpu_per_write "$r0" "$(cpu_total "$R1PID" "$R3PID")" "$n")
 # The same flat-out run without convergence (setting convergence false: no stamps, no
 # metadata; docs/convergence.md), to show what convergence costs.

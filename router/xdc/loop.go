@@ -687,82 +687,43 @@ type slotRead struct {
 	topOrd int64
 }
 
-// readLua reads, for each outbox in KEYS, the XINFO STREAM fields shipping needs (length,
-// entries-added, recorded-first-entry-id, last-generated-id, as a flat name/value array) and
-// up to ARGV[1] entries from the id in ARGV[1 + i] on: {info, entries}, {0} for an outbox that
-// does not exist, {2, message} when XINFO fails otherwise. One call for a whole round, with a
-// reply a fraction of MULTI's (XINFO STREAM also returns the first and last entries whole).
-const readLua = `#!lua flags=no-writes
-local want = {['length'] = true, ['entries-added'] = true, ['recorded-first-entry-id'] = true, ['last-generated-id'] = true}
-local out = {}
-for i, ob in ipairs(KEYS) do
-  local info = redis.pcall('XINFO', 'STREAM', ob)
-  if info['err'] then
-    if string.find(info['err'], 'no such key', 1, true) then out[i] = {0} else out[i] = {2, info['err']} end
-  else
-    local f = {}
-    for j = 1, #info, 2 do
-      if want[info[j]] then
-        f[#f + 1] = info[j]
-        f[#f + 1] = info[j + 1]
-      end
-    end
-    out[i] = {f, redis.call('XRANGE', ob, ARGV[i + 1], '+', 'COUNT', ARGV[1])}
-  end
-end
-return out
-`
-
-var readScript = redis.NewScript(readLua)
-
-// readSlots reads, in one script call (readLua), up to count entries after after[i] of each
-// slot's outbox and the outbox's XINFO fields; a slot whose entries after its id were trimmed
-// gets ErrBehind. The range starts at after[i] itself, to tell whether the outbox still has it
-// (slotRead.missing).
-func readSlots(ctx context.Context, c redis.Scripter, slots []int, after []string, count int64) ([]slotRead, error) {
-	keys := make([]string, len(slots))
-	argv := make([]any, 1+len(slots))
-	argv[0] = count + 1
-	for i, s := range slots {
-		keys[i] = OutboxKey(s)
-		argv[1+i] = "-"
-		if isEntryID(after[i]) {
-			argv[1+i] = after[i]
+// readSlots reads, in one MULTI, up to count entries after after[i] of each slot's outbox
+// and the outbox's XINFO; a slot whose entries after its id were trimmed gets ErrBehind. The
+// range starts at after[i] itself, to tell whether the outbox still has it (slotRead.missing).
+func readSlots(ctx context.Context, c redis.Cmdable, slots []int, after []string, count int64) ([]slotRead, error) {
+	rng := make([]*redis.Cmd, len(slots))
+	info := make([]*redis.Cmd, len(slots))
+	_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for i, s := range slots {
+			start := "-"
+			if after[i] != "" && after[i] != "0-0" {
+				start = after[i]
+			}
+			rng[i] = p.Do(ctx, "XRANGE", OutboxKey(s), start, "+", "COUNT", count+1)
+			info[i] = p.Do(ctx, "XINFO", "STREAM", OutboxKey(s))
 		}
-	}
-	v, err := readScript.Run(ctx, c, keys, argv...).Slice()
-	if err != nil {
+		return nil
+	})
+	if err != nil && !strings.Contains(err.Error(), "no such key") {
 		return nil, err
-	}
-	if len(v) != len(slots) {
-		return nil, fmt.Errorf("xdc: read outboxes: %d replies for %d slots", len(v), len(slots))
 	}
 	out := make([]slotRead, len(slots))
 	for i := range slots {
 		out[i].topOrd = -1
-		r, _ := v[i].([]any)
-		if len(r) == 0 {
-			out[i].err = fmt.Errorf("xdc: read outbox: unexpected reply %v", v[i])
-			continue
-		}
-		if flag, ok := r[0].(int64); ok {
-			if flag == 0 {
-				out[i].missing, out[i].topOrd = isEntryID(after[i]), 0
-			} else {
-				out[i].err = fmt.Errorf("xdc: read outbox: %v", r[1:])
+		if e := info[i].Err(); e != nil {
+			if strings.Contains(e.Error(), "no such key") {
+				out[i].missing, out[i].topOrd = after[i] != "" && after[i] != "0-0", 0
+				continue
 			}
-			continue
-		}
-		info := r[0]
-		if e := checkBehind(info, after[i]); e != nil {
 			out[i].err = e
 			continue
 		}
-		out[i].length, _ = streamInfoField(info, "length").(int64)
-		var raw []any
-		if len(r) > 1 {
-			raw, _ = r[1].([]any)
+		if e := checkBehind(info[i].Val(), after[i]); e != nil {
+			out[i].err = e
+			continue
 		}
+		out[i].length, _ = streamInfoField(info[i].Val(), "length").(int64)
+		raw, _ := rng[i].Val().([]any)
 		out[i].entries, out[i].err = parseRange(raw)
 		out[i].missing = isEntryID(after[i]) && (len(out[i].entries) == 0 || out[i].entries[0].ID != after[i])
 		if isEntryID(after[i]) && !out[i].missing {
@@ -770,7 +731,7 @@ func readSlots(ctx context.Context, c redis.Scripter, slots []int, after []strin
 		}
 		if int64(len(out[i].entries)) > count {
 			out[i].entries = out[i].entries[:count]
-		} else if added, ok := streamInfoField(info, "entries-added").(int64); ok {
+		} else if added, ok := streamInfoField(info[i].Val(), "entries-added").(int64); ok {
 			out[i].topOrd = added
 		}
 	}
