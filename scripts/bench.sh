@@ -317,6 +317,18 @@ done
 admin group add --dc dc2 --id g3 --master "127.0.0.1:$R3"
 admin slots assign --dc dc2 --group g3 0-16383
 until "$WORK/redraft" --admin "$ADMIN" --json status | grep -q '"to": "dc2"'; do sleep 0.05; done
+# Idle: what two DCs with nothing written cost their masters and nodes (heartbeats, pings, the
+# change feed's blocked reads, tombstone collection), per second, after a settling second.
+sleep 1
+i0=$(cpu_total "$R1PID" "$R3PID"); n0=$(cpu_total "$BS1" "$N2PID")
+if [ -n "${XPROF:-}" ]; then # the idle nodes' CPU profiles
+	mkdir -p "$XPROF"
+	curl -s -o "$XPROF/dc1-idle.pprof" "http://$ADMIN/debug/pprof/profile?seconds=10" &
+	curl -s -o "$XPROF/dc2-idle.pprof" "http://$X2A/debug/pprof/profile?seconds=10" &
+fi
+sleep 10
+idle=$(awk -v r="$(( $(cpu_total "$R1PID" "$R3PID") - i0 ))" -v n="$(( $(cpu_total "$BS1" "$N2PID") - n0 ))" -v hz="$HZ" \
+	'BEGIN { printf "%.1f ms of CPU per second on the two masters, %.1f ms on the two nodes", r / hz * 100, n / hz * 100 }')
 fixed=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -rate "$XRATE" -duration "$XDUR" -clients 20 -prefix fixed)
 fixed2=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -rate "$XRATE2" -duration "$XDUR" -clients 50 -prefix fixed2)
 p0=$(cpu_total "$BS1" "$N2PID"); r0=$(cpu_total "$R1PID" "$R3PID")
@@ -343,6 +355,7 @@ np=$(written "$plain")
 ppcpu=$(cpu_per_write "$p0" "$(cpu_total "$BS1" "$N2PID")" "$np"); prcpu=$(cpu_per_write "$r0" "$(cpu_total "$R1PID" "$R3PID")" "$np")
 admin config set convergence true
 echo "one DC, no replication:        $base"
+echo "two DCs idle:                  $idle"
 echo "$XRATE writes/s for $XDUR:        ${fixed//$'\n'/; }"
 echo "$XRATE2 writes/s for $XDUR:        ${fixed2//$'\n'/; }"
 echo "as fast as $CLIENTS clients go:     ${full//$'\n'/; }"
