@@ -106,3 +106,9 @@ func (s *knownSet) add(keys ...string) {
 		s.keys[k] = struct{}{}
 	}
 }
+
+// KnownOff reports whether key of db is known off the source in this Mover's run: moved, or
+// found missing, by a mover of this process. It never asks the source.
+func (m *Mover) KnownOff(db int, key string) bool {
+	return m.known(db).has(key)
+}

@@ -1,0 +1,104 @@
+package router
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/migrate"
+)
+
+// TestMigratingReadsOnTheSource: while a slot migrates, a read whose keys are all on the
+// source is answered there and moves nothing, even when the target holds a stale copy; a key
+// that left the source (moved and written, or created on the target) is read on the target,
+// also with the moved-keys caches off, so the source's answer decides. Over RESP2 and RESP3.
+func TestMigratingReadsOnTheSource(t *testing.T) {
+	mt := newMigTest(t, 1, Config{Mover: migrate.Config{KnownKeys: -1}, MovedKeysCache: -1})
+	ctx := ctxT(t)
+	s := mt.tc.servers[0]
+	g1, g2 := mt.tc.direct(0), mt.tc.direct(1)
+	ks := keysIn("sr", 0, 1023, 8)
+	for i, k := range ks {
+		g1.Set(ctx, k, "v"+itoa(i), 0)
+	}
+	g2.Set(ctx, ks[1], "stale", 0) // a leftover on the target: the source's copy is the latest
+	tag := "{" + ks[7] + "}"       // keys of ks[7]'s slot
+	g1.RPush(ctx, tag+"l", "a", "b", "c")
+	g1.SAdd(ctx, tag+"s1", "x", "y")
+	g1.SAdd(ctx, tag+"s2", "y", "z")
+	id := mt.start(0, 1023)
+	mt.ack(id)
+
+	for _, proto := range []int{2, 3} {
+		c := mt.tc.client(0, func(o *redis.Options) { o.Protocol = proto })
+		before := s.Stats().MigrationSourceReads
+		for i, k := range ks[:3] {
+			if v, err := c.Get(ctx, k).Result(); v != "v"+itoa(i) || err != nil {
+				t.Fatalf("RESP%d: GET %s = %q, %v", proto, k, v, err)
+			}
+		}
+		if v := c.LRange(ctx, tag+"l", 0, -1).Val(); !slices.Equal(v, []string{"a", "b", "c"}) {
+			t.Fatalf("RESP%d: LRANGE = %v", proto, v)
+		}
+		if v := c.SUnion(ctx, tag+"s1", tag+"s2").Val(); len(v) != 3 {
+			t.Fatalf("RESP%d: SUNION = %v", proto, v)
+		}
+		if v := c.Type(ctx, tag+"s1").Val(); v != "set" {
+			t.Fatalf("RESP%d: TYPE = %q", proto, v)
+		}
+		if err := c.Get(ctx, tag+"l").Err(); err == nil || err == redis.Nil {
+			t.Fatalf("RESP%d: GET of a list: %v, want WRONGTYPE", proto, err)
+		}
+		if n := s.Stats().MigrationSourceReads - before; n != 7 {
+			t.Fatalf("RESP%d: %d reads answered by the source, want 7", proto, n)
+		}
+		if n := g1.Exists(ctx, ks[0], ks[1], ks[2], tag+"l", tag+"s1", tag+"s2").Val(); n != 6 {
+			t.Fatalf("RESP%d: reads moved keys: %d of 6 left on the source", proto, n)
+		}
+	}
+	if v := g2.Get(ctx, ks[1]).Val(); v != "stale" {
+		t.Fatalf("the target's leftover = %q", v)
+	}
+
+	c := mt.tc.client(0)
+	// Written on the target: the source no longer has the key, so reads go there.
+	if err := c.Set(ctx, ks[3], "new", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, "{"+ks[4]+"}fresh", "created", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SAdd(ctx, tag+"s2", "w").Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Stats().MigrationSourceReads
+	if v := c.Get(ctx, ks[3]).Val(); v != "new" {
+		t.Fatalf("GET after SET = %q", v)
+	}
+	if v := c.Get(ctx, "{"+ks[4]+"}fresh").Val(); v != "created" {
+		t.Fatalf("GET of a key created on the target = %q", v)
+	}
+	if err := c.Get(ctx, "{"+ks[4]+"}never").Err(); err != redis.Nil {
+		t.Fatalf("GET of a missing key: %v", err)
+	}
+	// One key moved, one not: the read moves the other one and runs on the target.
+	if v := c.SUnion(ctx, tag+"s1", tag+"s2").Val(); len(v) != 4 {
+		t.Fatalf("SUNION of a moved and a not moved set = %v", v)
+	}
+	if n := s.Stats().MigrationSourceReads - before; n != 0 {
+		t.Fatalf("%d reads of keys off the source answered by the source", n)
+	}
+	onlyOn(t, mt.tc, tag+"s1", 0, 1, "")
+	if err := mt.moveRest(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	mt.apply(&fsm.FinishMigration{ID: id})
+	for i, want := range []string{"v0", "v1", "v2", "new"} {
+		if v, err := c.Get(ctx, ks[i]).Result(); v != want {
+			t.Fatalf("after the switch: GET %s = %q (%v), want %q", ks[i], v, err, want)
+		}
+		onlyOn(t, mt.tc, ks[i], 0, 1, want)
+	}
+}
