@@ -41,8 +41,12 @@ func (c *client) readSource(m *migEntry, spec *command.Spec, raw []byte, args []
 	defer func() { c.kb = keys[:0] }()
 	for _, p := range keyPos {
 		k := args[p]
-		if r.moved.has(c.db, k) || r.mv.KnownOff(c.db, string(k)) {
+		if r.moved.has(c.db, k) {
 			return false // known off the source: the target serves it
+		}
+		if r.mv.KnownOff(c.db, string(k)) {
+			r.moved.add(c.db, string(k)) // so the usual path skips MoveKeys too
+			return false
 		}
 		if !containsKey(keys, k) {
 			keys = append(keys, k)
