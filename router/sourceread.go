@@ -41,64 +41,126 @@ func (c *client) readSource(m *migEntry, spec *command.Spec, raw []byte, args []
 	defer func() { c.kb = keys[:0] }()
 	for _, p := range keyPos {
 		k := args[p]
-		if r.moved.has(c.db, k) {
-			return false // known off the source: the target serves it
-		}
-		if r.mv.KnownOff(c.db, string(k)) {
-			r.moved.add(c.db, string(k)) // so the usual path skips MoveKeys too
-			return false
+		if r.knownOff(c.db, k) {
+			return false // the target serves it
 		}
 		if !containsKey(keys, k) {
 			keys = append(keys, k)
 		}
 	}
-	lone := len(keys) == 1 && len(keyPos) == 1 && spec.Name == "get"
-	req := raw
-	n := 1
-	if !lone {
-		req = resp.AppendArray(c.scratch[:0], 1)
-		req = resp.AppendBulkString(req, "MULTI")
-		req = resp.AppendArray(req, 1+len(keys))
-		req = resp.AppendBulkString(req, "EXISTS")
-		for _, k := range keys {
-			req = resp.AppendBulk(req, k)
+	if len(keys) == 1 && len(keyPos) == 1 && spec.Name == "get" {
+		q := c.sendPiped(m.src, m.src.pool, raw, 1)
+		c.wait(q)
+		defer func() { c.free = append(c.free, q) }()
+		if q.Err != nil {
+			return false // the usual path reports the source's trouble
 		}
-		req = append(req, raw...)
-		req = resp.AppendArray(req, 1)
-		req = resp.AppendBulkString(req, "EXEC")
-		c.scratch = req
-		n = 4
-	}
-	q := c.sendPiped(m.src, m.src.pool, req, n)
-	c.wait(q)
-	defer func() { c.free = append(c.free, q) }()
-	if q.Err != nil {
-		return false // the usual path reports the source's trouble
-	}
-	reply := q.Reply
-	if lone {
-		if isNil(reply) {
+		if isNil(q.Reply) {
 			r.moved.add(c.db, string(keys[0]))
 			return false
 		}
-	} else {
-		var ok bool
-		var there int64
-		if reply, there, ok = execExists(reply); !ok {
-			return false
+		c.s.sourceReads.Add(1)
+		c.reply(q.Reply)
+		return true
+	}
+	there, ok := c.askSource(m.src, keys, raw)
+	if there == 0 {
+		for _, k := range keys {
+			r.moved.add(c.db, string(k))
 		}
-		if there != int64(len(keys)) {
-			if there == 0 {
-				for _, k := range keys {
-					r.moved.add(c.db, string(k))
-				}
-			}
-			return false
-		}
+	}
+	return ok
+}
+
+// askSource sends raw to g in a MULTI block after EXISTS of keys (distinct, all of g) and, when
+// EXISTS counted every key, queues the command's reply and reports true. It returns what
+// EXISTS counted (-1 when the block failed: the caller takes the usual path, which reports the
+// source's trouble).
+func (c *client) askSource(g *group, keys [][]byte, raw []byte) (int64, bool) {
+	req := resp.AppendArray(c.scratch[:0], 1)
+	req = resp.AppendBulkString(req, "MULTI")
+	req = resp.AppendArray(req, 1+len(keys))
+	req = resp.AppendBulkString(req, "EXISTS")
+	for _, k := range keys {
+		req = resp.AppendBulk(req, k)
+	}
+	req = append(req, raw...)
+	req = resp.AppendArray(req, 1)
+	req = resp.AppendBulkString(req, "EXEC")
+	c.scratch = req
+	q := c.sendPiped(g, g.pool, req, 4)
+	c.wait(q)
+	defer func() { c.free = append(c.free, q) }()
+	if q.Err != nil {
+		return -1, false
+	}
+	reply, there, ok := execExists(q.Reply)
+	if !ok {
+		return -1, false
+	}
+	if there != int64(len(keys)) {
+		return there, false
 	}
 	c.s.sourceReads.Add(1)
 	c.reply(reply)
-	return true
+	return there, true
+}
+
+// knownOff reports whether key of db is known off the migration's source (the router's cache
+// or the movers of this process), recording a key only the movers knew in the cache.
+func (r *moverRef) knownOff(db int, key []byte) bool {
+	if r.moved.has(db, key) {
+		return true
+	}
+	if r.mv.KnownOff(db, string(key)) {
+		r.moved.add(db, string(key)) // so the usual path skips MoveKeys too
+		return true
+	}
+	return false
+}
+
+// mgetSource tries to answer an MGET (keys' slots sl, counted in flight on snap) from one
+// group: when every key is either in a slot that group owns with no migration, or in a slot
+// migrating away from it and still there, the group's answer is the latest for every key (the
+// argument of readSource, key by key), given in one atomic step. It reports whether the reply
+// is queued; when not, keys found missing are recorded as off their source.
+func (c *client) mgetSource(snap *snapshot, sl []uint16, raw []byte, args [][]byte) bool {
+	var src *group
+	keys := c.kb[:0]
+	defer func() { c.kb = keys[:0] }()
+	refs := c.refScratch[:0]
+	defer func() { c.refScratch = refs[:0] }()
+	for i, s := range sl {
+		e := &snap.slots[s]
+		g := e.g
+		if e.state() == migMigrating {
+			m := e.m
+			if m.ref == nil || m.keep || m.ref.knownOff(c.db, args[1+i]) {
+				return false
+			}
+			g = m.src
+			if !containsKey(keys, args[1+i]) {
+				keys = append(keys, args[1+i])
+				refs = append(refs, m.ref)
+			}
+		} else if e.m != nil {
+			return false
+		}
+		if g == nil || (src != nil && g != src) {
+			return false
+		}
+		src = g
+	}
+	if len(keys) == 0 {
+		return false // no key migrates: the usual split serves it
+	}
+	there, ok := c.askSource(src, keys, raw)
+	if there == 0 {
+		for i, k := range keys {
+			refs[i].moved.add(c.db, string(k))
+		}
+	}
+	return ok
 }
 
 // execExists splits the reply of MULTI, EXISTS, command, EXEC: the count EXISTS answered and

@@ -24,6 +24,9 @@ func TestMigratingReadsOnTheSource(t *testing.T) {
 		g1.Set(ctx, k, "v"+itoa(i), 0)
 	}
 	g2.Set(ctx, ks[1], "stale", 0) // a leftover on the target: the source's copy is the latest
+	out1, out2 := keysIn("out", 2000, 8000, 1)[0], keysIn("out", 9000, 16000, 1)[0] // g1's, g2's
+	g1.Set(ctx, out1, "o1", 0)
+	g2.Set(ctx, out2, "o2", 0)
 	tag := "{" + ks[7] + "}"       // keys of ks[7]'s slot
 	g1.RPush(ctx, tag+"l", "a", "b", "c")
 	g1.SAdd(ctx, tag+"s1", "x", "y")
@@ -51,8 +54,12 @@ func TestMigratingReadsOnTheSource(t *testing.T) {
 		if err := c.Get(ctx, tag+"l").Err(); err == nil || err == redis.Nil {
 			t.Fatalf("RESP%d: GET of a list: %v, want WRONGTYPE", proto, err)
 		}
-		if n := s.Stats().MigrationSourceReads - before; n != 7 {
-			t.Fatalf("RESP%d: %d reads answered by the source, want 7", proto, n)
+		// MGET of keys all on g1, migrating or not: g1 answers it whole.
+		if v := c.MGet(ctx, ks[0], out1, ks[1], ks[0]).Val(); len(v) != 4 || v[0] != "v0" || v[1] != "o1" || v[2] != "v1" || v[3] != "v0" {
+			t.Fatalf("RESP%d: MGET = %v", proto, v)
+		}
+		if n := s.Stats().MigrationSourceReads - before; n != 8 {
+			t.Fatalf("RESP%d: %d reads answered by the source, want 8", proto, n)
 		}
 		if n := g1.Exists(ctx, ks[0], ks[1], ks[2], tag+"l", tag+"s1", tag+"s2").Val(); n != 6 {
 			t.Fatalf("RESP%d: reads moved keys: %d of 6 left on the source", proto, n)
@@ -83,6 +90,16 @@ func TestMigratingReadsOnTheSource(t *testing.T) {
 	if err := c.Get(ctx, "{"+ks[4]+"}never").Err(); err != redis.Nil {
 		t.Fatalf("GET of a missing key: %v", err)
 	}
+	// An MGET with a key on the target: split as usual (its g1 keys move).
+	if v := c.MGet(ctx, ks[3], ks[5], out2).Val(); len(v) != 3 || v[0] != "new" || v[1] != "v5" || v[2] != "o2" {
+		t.Fatalf("MGET of a moved key and another = %v", v)
+	}
+	onlyOn(t, mt.tc, ks[5], 0, 1, "v5")
+	// All of g1's, one of them moved already: EXISTS counts one of two, the usual path serves it.
+	if v := c.MGet(ctx, ks[3], ks[6]).Val(); len(v) != 2 || v[0] != "new" || v[1] != "v6" {
+		t.Fatalf("MGET of a moved key and one on the source = %v", v)
+	}
+	onlyOn(t, mt.tc, ks[6], 0, 1, "v6")
 	// One key moved, one not: the read moves the other one and runs on the target.
 	if v := c.SUnion(ctx, tag+"s1", tag+"s2").Val(); len(v) != 4 {
 		t.Fatalf("SUNION of a moved and a not moved set = %v", v)
@@ -95,7 +112,7 @@ func TestMigratingReadsOnTheSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	mt.apply(&fsm.FinishMigration{ID: id})
-	for i, want := range []string{"v0", "v1", "v2", "new"} {
+	for i, want := range []string{"v0", "v1", "v2", "new", "v4", "v5"} {
 		if v, err := c.Get(ctx, ks[i]).Result(); v != want {
 			t.Fatalf("after the switch: GET %s = %q (%v), want %q", ks[i], v, err, want)
 		}
