@@ -24,10 +24,11 @@ func TestMigratingReadsOnTheSource(t *testing.T) {
 		g1.Set(ctx, k, "v"+itoa(i), 0)
 	}
 	g2.Set(ctx, ks[1], "stale", 0) // a leftover on the target: the source's copy is the latest
-	out1, out2 := keysIn("out", 2000, 8000, 1)[0], keysIn("out", 9000, 16000, 1)[0] // g1's, g2's
+	// A key of a slot g1 keeps, and one of g2's.
+	out1, out2 := keysIn("out", 2000, 8000, 1)[0], keysIn("out", 9000, 16000, 1)[0]
 	g1.Set(ctx, out1, "o1", 0)
 	g2.Set(ctx, out2, "o2", 0)
-	tag := "{" + ks[7] + "}"       // keys of ks[7]'s slot
+	tag := "{" + ks[7] + "}" // keys of ks[7]'s slot
 	g1.RPush(ctx, tag+"l", "a", "b", "c")
 	g1.SAdd(ctx, tag+"s1", "x", "y")
 	g1.SAdd(ctx, tag+"s2", "y", "z")
