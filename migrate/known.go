@@ -114,7 +114,17 @@ func (s *knownSet) add(keys ...string) {
 }
 
 // KnownOff reports whether key of db is known off the source in this Mover's run: moved, or
-// found missing, by a mover of this process. It never asks the source.
+// found missing, by a mover of this process. It never asks the source, and creates no set
+// (the router may ask a Mover that is being closed: a set made then would outlive its run).
 func (m *Mover) KnownOff(db int, key string) bool {
-	return m.known(db).has(key)
+	if s, ok := m.knownDB.Load(db); ok {
+		return s.(*knownSet).has(key)
+	}
+	if m.cfg.Fence == "" || m.cfg.KnownKeys < 0 {
+		return false
+	}
+	knownRuns.mu.Lock()
+	s := knownRuns.sets[knownKey{src: m.cfg.Source.Addr, fence: m.cfg.Fence, db: db}]
+	knownRuns.mu.Unlock()
+	return s.has(key)
 }
