@@ -126,5 +126,8 @@ func (m *Mover) KnownOff(db int, key string) bool {
 	knownRuns.mu.Lock()
 	s := knownRuns.sets[knownKey{src: m.cfg.Source.Addr, fence: m.cfg.Fence, db: db}]
 	knownRuns.mu.Unlock()
+	if s != nil {
+		m.knownDB.Store(db, s) // the next ask takes no lock
+	}
 	return s.has(key)
 }
