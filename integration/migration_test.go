@@ -35,7 +35,10 @@ func migCluster(t *testing.T) (*Cluster, []*proc) {
 	nodes := []*proc{n1, n2, n3}
 	for _, p := range nodes {
 		rdb := redis.NewClient(&redis.Options{Addr: p.Listen})
-		waitFor(t, 10*time.Second, p.ID+" routes", func() error { return rdb.Set(context.Background(), "probe", "1", 0).Err() })
+		// "probe" hashes to slot 5258 (g1), "probe:a" to 9312 (g2): both assignments applied.
+		waitFor(t, 10*time.Second, p.ID+" routes", func() error {
+			return rdb.MSet(context.Background(), "probe", "1", "probe:a", "1").Err()
+		})
 		rdb.Close()
 	}
 	return c, nodes

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -235,24 +236,42 @@ func (c *copier) size(ctx context.Context) error {
 	return nil
 }
 
-// pipe runs the reader (source) and the writer (target) concurrently, so a chunk is written
-// while the next one is read. The first error stops both.
+// Chunks in flight. A chunk's read or write is one round trip; several at once overlap their
+// waits, each on its own connection so other clients' commands interleave between them.
+const (
+	// readsInFlight is how many chunks of a zset, list or string are read at once (by rank or
+	// offset; a hash's or set's SCAN cursor allows only one).
+	readsInFlight = 4
+	// writesInFlight is how many chunks are written at once where their order does not matter
+	// (HSET, SADD, ZADD, SETRANGE of disjoint ranges); a list's RPUSH and a stream's XADD go
+	// one at a time, in order.
+	writesInFlight = 4
+)
+
+// pipe runs the reader (source) and the writers (target) concurrently, so chunks are written
+// while the next ones are read. The first error stops both.
 func (c *copier) pipe(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	out := make(chan *batch, 4)
-	werr := make(chan error, 1)
-	go func() {
-		var err error
-		for b := range out {
-			if err == nil {
-				if err = busyIfOurs(writeScript.Run(ctx, c.dst, []string{c.tmp, c.fence}, b.argv...).Err()); err != nil {
-					cancel()
+	writers := writesInFlight
+	if c.typ == "list" || c.typ == "stream" {
+		writers = 1
+	}
+	werr := make(chan error, writers)
+	for range writers {
+		go func() {
+			var err error
+			for b := range out {
+				if err == nil {
+					if err = busyIfOurs(writeScript.Run(ctx, c.dst, []string{c.tmp, c.fence}, b.argv...).Err()); err != nil {
+						cancel()
+					}
 				}
 			}
-		}
-		werr <- err
-	}()
+			werr <- err
+		}()
+	}
 	emit := func(b *batch) error {
 		if b.empty() {
 			return nil
@@ -269,11 +288,11 @@ func (c *copier) pipe(ctx context.Context) error {
 	case "hash", "set":
 		rerr = c.readScan(ctx, emit)
 	case "zset":
-		rerr = c.readZset(ctx, emit)
+		rerr = c.ranged(ctx, emit, c.zsetChunk)
 	case "list":
-		rerr = c.readList(ctx, emit)
+		rerr = c.ranged(ctx, emit, c.listChunk)
 	case "string":
-		rerr = c.readString(ctx, emit)
+		rerr = c.ranged(ctx, emit, c.stringChunk)
 	case "stream":
 		rerr = c.readStream(ctx, emit)
 	}
@@ -281,10 +300,49 @@ func (c *copier) pipe(ctx context.Context) error {
 		cancel()
 	}
 	close(out)
-	if err := <-werr; err != nil && (rerr == nil || !errors.Is(err, context.Canceled)) {
-		return err
+	var first error
+	for range writers {
+		if err := <-werr; err != nil && first == nil && (rerr == nil || !errors.Is(err, context.Canceled)) {
+			first = err
+		}
+	}
+	if first != nil {
+		return first
 	}
 	return rerr
+}
+
+// ranged reads chunks 0, 1, 2, ... of a key addressed by rank or offset, readsInFlight at once,
+// and emits them in order until read reports the last one (reads past the end are empty).
+func (c *copier) ranged(ctx context.Context, emit func(*batch) error, read func(ctx context.Context, n int64) (*batch, bool, error)) error {
+	type chunk struct {
+		b    *batch
+		last bool
+		err  error
+	}
+	for n := int64(0); ; n += readsInFlight {
+		var got [readsInFlight]chunk
+		var wg sync.WaitGroup
+		for i := range got {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got[i].b, got[i].last, got[i].err = read(ctx, n+int64(i))
+			}()
+		}
+		wg.Wait()
+		for _, ch := range got {
+			if ch.err != nil {
+				return ch.err
+			}
+			if err := emit(ch.b); err != nil {
+				return err
+			}
+			if ch.last {
+				return nil
+			}
+		}
+	}
 }
 
 // read runs one read command on the source in a pipeline with the lock refresh.
@@ -335,67 +393,53 @@ func (c *copier) readScan(ctx context.Context, emit func(*batch) error) error {
 	}
 }
 
-// readZset copies a sorted set by rank (ZRANGE i j WITHSCORES → ZADD score member); scores
-// travel as Redis formats them, so they round-trip exactly.
-func (c *copier) readZset(ctx context.Context, emit func(*batch) error) error {
-	for i := int64(0); ; i += int64(c.chunk) {
-		v, err := c.read(ctx, "ZRANGE", c.key, i, i+int64(c.chunk)-1, "WITHSCORES")
-		if err != nil {
-			return err
-		}
-		items, _ := v.([]any)
-		b := c.newBatch()
-		args := make([]any, 0, len(items))
-		for j := 0; j+1 < len(items); j += 2 {
-			args = append(args, items[j+1], items[j])
-		}
-		b.add("ZADD", args...)
-		if err := emit(b); err != nil {
-			return err
-		}
-		if len(items) < 2*c.chunk {
-			return nil
-		}
+// zsetChunk reads chunk n of a sorted set by rank (ZRANGE i j WITHSCORES → ZADD score member);
+// scores travel as Redis formats them, so they round-trip exactly.
+func (c *copier) zsetChunk(ctx context.Context, n int64) (*batch, bool, error) {
+	i := n * int64(c.chunk)
+	v, err := c.read(ctx, "ZRANGE", c.key, i, i+int64(c.chunk)-1, "WITHSCORES")
+	if err != nil {
+		return nil, false, err
 	}
+	items, _ := v.([]any)
+	b := c.newBatch()
+	args := make([]any, 0, len(items))
+	for j := 0; j+1 < len(items); j += 2 {
+		args = append(args, items[j+1], items[j])
+	}
+	b.add("ZADD", args...)
+	return b, len(items) < 2*c.chunk, nil
 }
 
-// readList copies a list in order (LRANGE i j → RPUSH).
-func (c *copier) readList(ctx context.Context, emit func(*batch) error) error {
-	for i := int64(0); ; i += int64(c.chunk) {
-		v, err := c.read(ctx, "LRANGE", c.key, i, i+int64(c.chunk)-1)
-		if err != nil {
-			return err
-		}
-		items, _ := v.([]any)
-		b := c.newBatch()
-		b.add("RPUSH", items...)
-		if err := emit(b); err != nil {
-			return err
-		}
-		if len(items) < c.chunk {
-			return nil
-		}
+// listChunk reads chunk n of a list (LRANGE i j → RPUSH); the chunks are written in order.
+func (c *copier) listChunk(ctx context.Context, n int64) (*batch, bool, error) {
+	i := n * int64(c.chunk)
+	v, err := c.read(ctx, "LRANGE", c.key, i, i+int64(c.chunk)-1)
+	if err != nil {
+		return nil, false, err
 	}
+	items, _ := v.([]any)
+	b := c.newBatch()
+	b.add("RPUSH", items...)
+	return b, len(items) < c.chunk, nil
 }
 
-// readString copies a string by ranges (GETRANGE → SETRANGE at the same offset).
-func (c *copier) readString(ctx context.Context, emit func(*batch) error) error {
-	for off := int64(0); off < c.elems; off += int64(c.chunk) {
-		v, err := c.read(ctx, "GETRANGE", c.key, off, off+int64(c.chunk)-1)
-		if err != nil {
-			return err
-		}
-		s, _ := v.(string)
-		if s == "" {
-			return nil
-		}
-		b := c.newBatch()
+// stringChunk reads chunk n of a string (GETRANGE → SETRANGE at the same offset).
+func (c *copier) stringChunk(ctx context.Context, n int64) (*batch, bool, error) {
+	off := n * int64(c.chunk)
+	b := c.newBatch()
+	if off >= c.elems {
+		return b, true, nil
+	}
+	v, err := c.read(ctx, "GETRANGE", c.key, off, off+int64(c.chunk)-1)
+	if err != nil {
+		return nil, false, err
+	}
+	s, _ := v.(string)
+	if s != "" {
 		b.add("SETRANGE", off, s)
-		if err := emit(b); err != nil {
-			return err
-		}
 	}
-	return nil
+	return b, s == "" || off+int64(c.chunk) >= c.elems, nil
 }
 
 // batch is the ARGV of one writeScript call: token, fence TTL, then command groups.

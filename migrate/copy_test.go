@@ -69,7 +69,8 @@ func TestMoveSlotsWithClientsWritingTheTarget(t *testing.T) {
 			}
 		}()
 	}
-	err := mover.MoveSlots(ctx, slots, MoveOptions{BatchKeys: 64})
+	// Throttled, so the move lasts long enough for the clients to race it (about 2 s).
+	err := mover.MoveSlots(ctx, slots, MoveOptions{BatchKeys: 64, Rate: func() int64 { return 3000 }})
 	close(stop)
 	wg.Wait()
 	close(errc)

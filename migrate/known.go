@@ -65,10 +65,15 @@ func (m *Mover) closeKnown() {
 	}
 }
 
-// known returns the set of db for this Mover's run, nil when it keeps none.
+// known returns the set of db for this Mover's run, nil when it keeps none. Every client
+// command on a migrating slot asks, so the Mover remembers its sets (m.knownDB) and takes the
+// process-wide lock only the first time per db.
 func (m *Mover) known(db int) *knownSet {
 	if m.cfg.Fence == "" || m.cfg.KnownKeys < 0 {
 		return nil
+	}
+	if s, ok := m.knownDB.Load(db); ok {
+		return s.(*knownSet)
 	}
 	k := knownKey{src: m.cfg.Source.Addr, fence: m.cfg.Fence, db: db}
 	knownRuns.mu.Lock()
@@ -78,6 +83,7 @@ func (m *Mover) known(db int) *knownSet {
 		s = &knownSet{keys: map[string]struct{}{}, max: m.cfg.KnownKeys}
 		knownRuns.sets[k] = s
 	}
+	m.knownDB.Store(db, s)
 	return s
 }
 
@@ -105,4 +111,23 @@ func (s *knownSet) add(keys ...string) {
 		}
 		s.keys[k] = struct{}{}
 	}
+}
+
+// KnownOff reports whether key of db is known off the source in this Mover's run: moved, or
+// found missing, by a mover of this process. It never asks the source, and creates no set
+// (the router may ask a Mover that is being closed: a set made then would outlive its run).
+func (m *Mover) KnownOff(db int, key string) bool {
+	if s, ok := m.knownDB.Load(db); ok {
+		return s.(*knownSet).has(key)
+	}
+	if m.cfg.Fence == "" || m.cfg.KnownKeys < 0 {
+		return false
+	}
+	knownRuns.mu.Lock()
+	s := knownRuns.sets[knownKey{src: m.cfg.Source.Addr, fence: m.cfg.Fence, db: db}]
+	knownRuns.mu.Unlock()
+	if s != nil {
+		m.knownDB.Store(db, s) // the next ask takes no lock
+	}
+	return s.has(key)
 }

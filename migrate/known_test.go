@@ -51,11 +51,18 @@ func TestKnownKeysSharedByTheRun(t *testing.T) {
 	if n := scripts() - before; n != 1 {
 		t.Fatalf("%d scripts for a missing key asked twice, want 1", n)
 	}
+	if !access.KnownOff(0, "never-there") || access.KnownOff(0, "k:unseen") || access.KnownOff(3, "never-there") {
+		t.Fatal("KnownOff disagrees with what the run's movers found")
+	}
 	owner.Close()
 	if access.known(0).has("never-there") == false {
 		t.Fatal("the set went while a Mover of the run was still open")
 	}
 	access.Close()
+	// Asking a closed Mover (a router request racing its retirement) creates no set.
+	if access.KnownOff(5, "x") {
+		t.Fatal("a closed Mover knows a key of a db it never saw")
+	}
 	knownRuns.mu.Lock()
 	n := len(knownRuns.sets)
 	for k := range knownRuns.sets {

@@ -157,6 +157,7 @@ type Mover struct {
 	src, dst   map[int]*redis.Client // per db
 	combiners  map[int]*combiner     // per db: migrate-on-access rounds (combine.go)
 	closed     bool
+	knownDB    sync.Map // db -> *knownSet of this Mover's run (known.go)
 }
 
 // New returns a Mover for cfg. It does not connect until used.

@@ -171,8 +171,11 @@ type copyJob struct {
 }
 
 // pass runs one full SCAN over db. The three steps of a batch copy overlap: this goroutine
-// SCANs and dumps batches (dumpScript), a restorer restores them on the target, a finisher
-// deletes them from the source; up to MoveOptions.InFlight batches wait between two steps.
+// SCANs (the next SCAN step runs while the keys of this one are dumped) and dumps the batches of
+// each step concurrently (dumpScript), InFlight restorers restore them on the target, InFlight
+// finishers delete them from the source; up to InFlight batches wait between two steps. Each
+// server thus has a few of the mover's short scripts in flight at once, each on its own
+// connection, so client commands interleave between them and the round trips overlap.
 func (r *run) pass(ctx context.Context, db int) error {
 	src, dst, err := r.m.clients(db)
 	if err != nil {
@@ -192,111 +195,112 @@ func (r *run) pass(ctx context.Context, db int) error {
 		failMu.Unlock()
 		cancel()
 	}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { // restorer
-		defer wg.Done()
-		defer close(restored)
-		for j := range dumpedc {
-			if ctx.Err() != nil {
-				r.m.unlockBatch(ctx, src, j.batch, j.token)
-				continue
-			}
-			if err := r.m.restore(ctx, src, dst, j.now, j.batch, j.token); err != nil {
-				fail(err)
-				continue
-			}
-			restored <- j
-		}
-	}()
-	go func() { // finisher: it always runs, even after a failure, so restored keys leave the source
-		defer wg.Done()
-		for j := range restored {
-			ours, err := r.m.finish(context.WithoutCancel(ctx), src, j.batch, j.token)
-			if err != nil {
-				fail(err)
-				continue
-			}
-			known := r.m.known(db)
-			for i, ok := range ours {
-				if ok == 1 {
-					known.add(j.batch[i].key)
+	var restorers, finishers sync.WaitGroup
+	for range r.opts.InFlight {
+		restorers.Add(1)
+		go func() {
+			defer restorers.Done()
+			for j := range dumpedc {
+				if ctx.Err() != nil {
+					r.m.unlockBatch(ctx, src, j.batch, j.token)
+					continue
 				}
-			}
-			r.mu.Lock()
-			for i, ok := range ours {
-				if ok == 1 {
-					r.p.KeysMoved++
-					r.p.BytesMoved += j.batch[i].mem
-				} else {
-					r.busy++ // its lock lapsed: moved again in the next pass
+				if err := r.m.restore(ctx, src, dst, j.now, j.batch, j.token); err != nil {
+					fail(err)
+					continue
 				}
+				restored <- j
 			}
-			r.mu.Unlock()
-			r.report(false)
-		}
-	}()
+		}()
+		finishers.Add(1)
+		go func() { // finishers always run, even after a failure, so restored keys leave the source
+			defer finishers.Done()
+			for j := range restored {
+				r.finished(ctx, src, db, j, fail)
+			}
+		}()
+	}
 	err = r.scanAndDump(ctx, src, db, dumpedc)
 	close(dumpedc)
-	wg.Wait()
+	restorers.Wait()
+	close(restored)
+	finishers.Wait()
 	if failed != nil && (err == nil || errors.Is(err, context.Canceled)) {
 		return failed
 	}
 	return err
 }
 
+// finished runs step 3 of batch copy j and counts its keys.
+func (r *run) finished(ctx context.Context, src *redis.Client, db int, j copyJob, fail func(error)) {
+	ours, err := r.m.finish(context.WithoutCancel(ctx), src, j.batch, j.token)
+	if err != nil {
+		fail(err)
+		return
+	}
+	known := r.m.known(db)
+	for i, ok := range ours {
+		if ok == 1 {
+			known.add(j.batch[i].key)
+		}
+	}
+	r.mu.Lock()
+	for i, ok := range ours {
+		if ok == 1 {
+			r.p.KeysMoved++
+			r.p.BytesMoved += j.batch[i].mem
+		} else {
+			r.busy++ // its lock lapsed: moved again in the next pass
+		}
+	}
+	r.mu.Unlock()
+	r.report(false)
+}
+
+// scanStep is one SCAN step's result.
+type scanStep struct {
+	keys []string
+	next string
+	n    int
+	err  error
+}
+
 // scanAndDump SCANs db once and dumps the keys of the slots in batches into jobs; busy and
-// big keys go one by one through moveKeys (under their locks).
+// big keys go one by one through moveKeys (under their locks). The next SCAN step runs while
+// this step's batches are dumped, all at once.
 func (r *run) scanAndDump(ctx context.Context, src *redis.Client, db int, jobs chan<- copyJob) error {
 	r.mu.Lock()
 	r.p.DB = db
 	r.mu.Unlock()
-	for cursor := "0"; ; {
+	scan := func(cursor string) <-chan scanStep {
+		ch := make(chan scanStep, 1)
+		go func() {
+			var st scanStep
+			st.keys, st.next, st.n, st.err = scanSlots(ctx, src, r.slots, cursor, r.opts.ScanCount)
+			ch <- st
+		}()
+		return ch
+	}
+	step := scan("0")
+	for {
 		if err := r.waitPaused(ctx); err != nil {
 			return err
 		}
-		keys, next, n, err := scanSlots(ctx, src, r.slots, cursor, r.opts.ScanCount)
-		if err != nil {
-			return err
+		st := <-step
+		if st.err != nil {
+			return st.err
+		}
+		if st.next != "0" {
+			step = scan(st.next)
 		}
 		r.mu.Lock()
-		r.scanned += int64(n)
-		r.hits += int64(len(keys))
-		r.found += int64(len(keys))
+		r.scanned += int64(st.n)
+		r.hits += int64(len(st.keys))
+		r.found += int64(len(st.keys))
 		r.mu.Unlock()
-		var slow []string
-		for len(keys) > 0 {
-			size := r.batchSize()
-			batch := keys[:min(size, len(keys))]
-			if err := r.throttle(ctx, len(batch)); err != nil {
-				return err
-			}
-			token := r.m.newToken()
-			now, res, err := r.m.dumpBatch(ctx, src, batch, token, r.opts.BatchBytes)
-			if err != nil {
-				return err
-			}
-			j := copyJob{token: token, now: now}
-			var later []string
-			for _, d := range res {
-				switch d.st {
-				case stMoved:
-					j.batch = append(j.batch, d)
-				case stBusy, stBig:
-					slow = append(slow, d.key)
-				case stDeferred:
-					later = append(later, d.key)
-				}
-			}
-			keys = append(later, keys[len(batch):]...)
-			if len(j.batch) > 0 {
-				select {
-				case jobs <- j:
-				case <-ctx.Done():
-					r.m.unlockBatch(ctx, src, j.batch, token)
-					return ctx.Err()
-				}
-			}
+		slow, err := r.dumpStep(ctx, src, st.keys, jobs)
+		if err != nil {
+			return err // a SCAN step still running ends with ctx (pass cancels it)
 		}
 		for _, k := range slow {
 			moved, bytes, err := r.m.moveKeys(ctx, db, []string{k})
@@ -312,11 +316,81 @@ func (r *run) scanAndDump(ctx context.Context, src *redis.Client, db int, jobs c
 			}
 			r.report(false)
 		}
-		if next == "0" {
+		if st.next == "0" {
 			return nil
 		}
-		cursor = next
 	}
+}
+
+// dumpStep dumps keys in batches, all batches at once (each throttled, each on its own
+// connection), and hands each locked batch to jobs in order; keys over a batch's byte budget
+// go in the next round. It returns the busy and big keys.
+func (r *run) dumpStep(ctx context.Context, src *redis.Client, keys []string, jobs chan<- copyJob) ([]string, error) {
+	var slow []string
+	for len(keys) > 0 {
+		type result struct {
+			j   copyJob
+			res []dumped
+			err error
+		}
+		var results []chan result
+		for len(keys) > 0 {
+			batch := keys[:min(r.batchSize(), len(keys))]
+			keys = keys[len(batch):]
+			if err := r.throttle(ctx, len(batch)); err != nil {
+				keys = nil
+				break
+			}
+			ch := make(chan result, 1)
+			results = append(results, ch)
+			go func() {
+				j := copyJob{token: r.m.newToken()}
+				var res []dumped
+				var err error
+				j.now, res, err = r.m.dumpBatch(ctx, src, batch, j.token, r.opts.BatchBytes)
+				ch <- result{j: j, res: res, err: err}
+			}()
+		}
+		var first error
+		var later []string
+		for _, ch := range results {
+			out := <-ch
+			for _, d := range out.res {
+				switch d.st {
+				case stMoved:
+					out.j.batch = append(out.j.batch, d)
+				case stBusy, stBig:
+					slow = append(slow, d.key)
+				case stDeferred:
+					later = append(later, d.key)
+				}
+			}
+			if first == nil {
+				first = out.err
+			}
+			if len(out.j.batch) == 0 {
+				continue
+			}
+			if first != nil {
+				r.m.unlockBatch(ctx, src, out.j.batch, out.j.token)
+				continue
+			}
+			select {
+			case jobs <- out.j:
+			case <-ctx.Done():
+				r.m.unlockBatch(ctx, src, out.j.batch, out.j.token)
+				first = ctx.Err()
+			}
+		}
+		if first == nil {
+			first = ctx.Err()
+		}
+		if first != nil {
+			return nil, first
+		}
+		keys = later
+	}
+	return slow, nil
 }
 
 // batchSize is BatchKeys, smaller under a low rate so batches stay about 50 ms apart.

@@ -131,7 +131,8 @@ func (c *client) abortTx() {
 }
 
 // forward sends a command whose keys share a slot to the group serving that slot: its owner,
-// or, while the slot is migrating, the target once the keys are off the source.
+// or, while the slot is migrating, the target once the keys are off the source (a read whose
+// keys are all still on the source is answered there: sourceread.go).
 //
 // A script whose numkeys Redis refuses (not an integer, negative, more than the arguments)
 // goes to any group as it is: Redis answers the error, and nothing runs.
@@ -166,7 +167,18 @@ func (c *client) forward(spec *command.Spec, cmd resp.Command) {
 		g = c.readGroupOf(spec, g, false)
 	case err == nil:
 		var e *slotEntry
-		if e, _, err = c.enter(slot, func(e *slotEntry) error { return c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys) }); err == nil {
+		served, readable := false, sourceReadable(spec)
+		move := func(e *slotEntry) error {
+			if readable && c.readSource(e.m, spec, cmd.Raw, cmd.Args, c.keys) {
+				served = true
+				return nil
+			}
+			return c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys)
+		}
+		if e, _, err = c.enter(slot, move); err == nil {
+			if served {
+				return
+			}
 			g = c.readGroup(spec, e)
 		}
 	}

@@ -22,6 +22,9 @@ type migEntry struct {
 	state    migState
 	src, dst *group
 	ref      *moverRef // migrating only
+	// keep is set when the source failed over since the migration started: a key on both
+	// sides keeps the target's copy, so the source's copy is not the latest (no source reads).
+	keep bool
 	// failover, when set, makes this a hold of the slots of a group failing over (failover.go):
 	// no migration, always frozen.
 	failover string
@@ -106,7 +109,7 @@ func (s *Server) markMigrations(st *fsm.State, dc *fsm.DC, byID map[string]*grou
 			}
 			if r != nil {
 				movers[k] = r
-				me.ref, me.state = r, migMigrating
+				me.ref, me.state, me.keep = r, migMigrating, k.keep
 			}
 		}
 		for _, rg := range m.Slots {

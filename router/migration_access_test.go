@@ -59,10 +59,12 @@ func TestMigratingMovesKeysOnAccess(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
-	// Reads move too.
+	// A read of a key still on the source is answered there (sourceread.go); a write moves it.
 	if v, err := c.Get(ctx, ks[0]).Result(); v != "v0" || err != nil {
 		t.Fatalf("GET = %q, %v", v, err)
 	}
+	onlyOn(t, mt.tc, ks[0], 1, 0, "v0")
+	check("APPEND", c.Append(ctx, ks[0], "").Err())
 	onlyOn(t, mt.tc, ks[0], 0, 1, "v0")
 	if ttl := g2.PTTL(ctx, ks[0]).Val(); ttl <= 0 || ttl > 100*time.Second {
 		t.Fatalf("TTL on the target: %v", ttl)
@@ -82,6 +84,8 @@ func TestMigratingMovesKeysOnAccess(t *testing.T) {
 	if v := c.HGet(ctx, ks[4], "f").Val(); v != "1" {
 		t.Fatalf("HGET = %q", v)
 	}
+	check("HSET", c.HSet(ctx, ks[4], "g", "2").Err())
+	onlyOn(t, mt.tc, ks[4], 0, 1, "")
 	if ttl := g2.PTTL(ctx, ks[4]).Val(); ttl <= 0 {
 		t.Fatalf("hash TTL on the target: %v", ttl)
 	}
@@ -133,10 +137,14 @@ func TestMigratingMovesKeysOnAccess(t *testing.T) {
 		t.Fatalf("GET in MULTI = %q", v)
 	}
 	onlyOn(t, mt.tc, ks[13], 0, 1, "v13")
-	// A key locked by another mover's chunked copy: -TRYAGAIN after LockWait.
+	// A key locked by another mover's chunked copy: still read on the source (its copy there
+	// is the latest until the mover deletes it); a write gets -TRYAGAIN after LockWait.
 	g1.Set(ctx, "__redraft:lock:{"+ks[14]+"}"+ks[14], "other:1", 10*time.Second)
-	if err := c.Get(ctx, ks[14]).Err(); !isTryAgain(err) {
-		t.Fatalf("GET of a locked key: %v", err)
+	if v, err := c.Get(ctx, ks[14]).Result(); v != "v14" || err != nil {
+		t.Fatalf("GET of a locked key = %q, %v", v, err)
+	}
+	if err := c.Set(ctx, ks[14], "w", 0).Err(); !isTryAgain(err) {
+		t.Fatalf("SET of a locked key: %v", err)
 	}
 	if err := c.Get(ctx, "__redraft:lock:x").Err(); err == nil {
 		t.Fatal("reserved key served")
@@ -244,7 +252,7 @@ func TestCancelRoundTrip(t *testing.T) {
 	}
 	id := mt.start(0, 511)
 	mt.ack(id)
-	c.Get(ctx, ks[0])
+	c.Append(ctx, ks[0], "")
 	c2.Set(ctx, ks[1], "new", 0)
 	c.Set(ctx, ks[2], "created-on-target", 0)
 	onlyOn(t, mt.tc, ks[0], 0, 1, "v0")
@@ -257,7 +265,10 @@ func TestCancelRoundTrip(t *testing.T) {
 	if v := c2.Get(ctx, ks[0]).Val(); v != "v0" {
 		t.Fatalf("GET while moving back = %q", v)
 	}
-	onlyOn(t, mt.tc, ks[0], 1, 0, "v0")
+	onlyOn(t, mt.tc, ks[0], 0, 1, "v0") // read on the run back's source, g2
+	if v := c2.Get(ctx, ks[3]).Val(); v != "v3" {
+		t.Fatalf("GET of a key that never left g1, while moving back = %q", v)
+	}
 	if err := mt.moveRest(ctx, id); err != nil {
 		t.Fatal(err)
 	}

@@ -100,7 +100,8 @@ func keysIn(prefix string, from, to, n int) []string {
 func isTryAgain(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "TRYAGAIN ") }
 
 // TestFreezeHoldsUntilMigrating: a request for a frozen slot waits (other slots are served),
-// WaitIdle does not wait for it, and it is served on the target once the slot migrates.
+// WaitIdle does not wait for it, and it is served once the slot migrates (a read by the source
+// while its key is there, a write on the target).
 func TestFreezeHoldsUntilMigrating(t *testing.T) {
 	mt := newMigTest(t, 1, Config{FreezeWait: 10 * time.Second})
 	ctx := ctxT(t)
@@ -142,8 +143,14 @@ func TestFreezeHoldsUntilMigrating(t *testing.T) {
 	if v := mt.tc.direct(1).Get(ctx, txk).Val(); v != "1" {
 		t.Fatalf("held EXEC ran elsewhere: target has %q", v)
 	}
+	if n := mt.tc.direct(0).Exists(ctx, k).Val(); n != 1 {
+		t.Fatal("the held GET moved its key: a read of a key still on the source is answered there")
+	}
+	if err := c.Append(ctx, k, "").Err(); err != nil {
+		t.Fatal(err)
+	}
 	if n := mt.tc.direct(0).Exists(ctx, k).Val(); n != 0 {
-		t.Fatal("key still on the source after an access while migrating")
+		t.Fatal("key still on the source after a write while migrating")
 	}
 	if v, ttl := mt.tc.direct(1).Get(ctx, k).Val(), mt.tc.direct(1).PTTL(ctx, k).Val(); v != "v" || ttl <= 0 || ttl > time.Minute {
 		t.Fatalf("target has %q with TTL %v", v, ttl)

@@ -91,6 +91,9 @@ type Stats struct {
 	MigrationHeld, MigrationTryAgain uint64
 	// KeysMovedOnAccess counts keys this node moved from a source to a target on access.
 	KeysMovedOnAccess uint64
+	// MigrationSourceReads counts reads of migrating slots answered by the migration's source
+	// (the keys were still there: sourceread.go).
+	MigrationSourceReads uint64
 	// ClientPanics counts panics in a client's handling; each closed that client's
 	// connection and nothing else.
 	ClientPanics uint64
@@ -141,6 +144,7 @@ type Server struct {
 	fresh        atomic.Pointer[map[string]time.Time]
 	replicaReads atomic.Uint64
 	movedKeys    atomic.Uint64
+	sourceReads  atomic.Uint64
 	panics       atomic.Uint64
 
 	// scripts maps the SHA1 of user scripts seen through this node (SCRIPT LOAD, and EVAL in
@@ -288,20 +292,21 @@ func (s *Server) Close() error {
 // Stats returns the current counters.
 func (s *Server) Stats() Stats {
 	return Stats{
-		Requests:          s.requests.Load(),
-		Errors:            s.errs.Load(),
-		ClientConns:       s.conns.Load(),
-		ClientConnsTotal:  s.connsTotal.Load(),
-		BackendConns:      s.bstats.BackendConns.Load(),
-		DedicatedConns:    s.bstats.Dedicated.Load(),
-		BackendDialErrors: uint64(s.bstats.DialErrors.Load()),
-		BackendWrites:     uint64(s.bstats.Writes.Load()),
-		MigrationHeld:     s.held.Load(),
-		MigrationTryAgain: s.tryAgain.Load(),
-		ReplicaReads:      s.replicaReads.Load(),
-		KeysMovedOnAccess: s.movedKeys.Load(),
-		ClientPanics:      s.panics.Load(),
-		Latency:           s.cmds.total(),
+		Requests:             s.requests.Load(),
+		Errors:               s.errs.Load(),
+		ClientConns:          s.conns.Load(),
+		ClientConnsTotal:     s.connsTotal.Load(),
+		BackendConns:         s.bstats.BackendConns.Load(),
+		DedicatedConns:       s.bstats.Dedicated.Load(),
+		BackendDialErrors:    uint64(s.bstats.DialErrors.Load()),
+		BackendWrites:        uint64(s.bstats.Writes.Load()),
+		MigrationHeld:        s.held.Load(),
+		MigrationTryAgain:    s.tryAgain.Load(),
+		ReplicaReads:         s.replicaReads.Load(),
+		KeysMovedOnAccess:    s.movedKeys.Load(),
+		MigrationSourceReads: s.sourceReads.Load(),
+		ClientPanics:         s.panics.Load(),
+		Latency:              s.cmds.total(),
 	}
 }
 

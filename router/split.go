@@ -28,7 +28,7 @@ type splitOp struct {
 // split divides MGET, MSET, DEL, UNLINK, EXISTS and TOUCH by group. Keys of one group keep
 // their relative order in that group's sub-command; when all keys fall in one group the
 // request is forwarded whole. Keys of migrating slots are moved off the source first and go
-// to the target's sub-command.
+// to the target's sub-command, unless the source can answer the whole MGET (mgetSource).
 func (c *client) split(spec *command.Spec, cmd resp.Command) {
 	args := cmd.Args
 	step := 1
@@ -64,6 +64,9 @@ func (c *client) split(spec *command.Spec, cmd resp.Command) {
 		if snap, mark, err = c.admit(sl); err != nil {
 			c.replyErr(err)
 			return
+		}
+		if kind == splitMGet && snap.migrating > 0 && c.mgetSource(snap, sl, cmd.Raw, args) {
+			return // answered by a migration's source (sourceread.go)
 		}
 		err = c.moveSplitKeys(snap, sl, args, step)
 		if err == nil && xw && c.snap.multiDC {
