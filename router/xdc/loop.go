@@ -47,6 +47,8 @@ type loop struct {
 	bits    [fsm.NumSlots / 64]atomic.Uint64
 	touched [fsm.NumSlots / 64]atomic.Uint64
 	wake    chan struct{}
+	// trimQ hands a round's trims to the loop's trimmer (trimAsync).
+	trimQ chan redis.Pipeliner
 	// full asks the next round to look at every outbox the loop ships (at the start, and
 	// when the change feed lost entries the loop had not read).
 	full atomic.Bool
@@ -72,7 +74,7 @@ type loop struct {
 func newLoop(r *Replicator, k loopKey, slots []int) *loop {
 	l := &loop{r: r, key: k, slots: slots, index: make(map[string]int, len(slots)), done: make(chan struct{}),
 		acked: make([]string, len(slots)), pending: make([]int64, len(slots)), lens: make([]int64, len(slots)), reset: map[int]bool{},
-		copying: map[int]bool{}, started: time.Now(), wake: make(chan struct{}, 1)}
+		copying: map[int]bool{}, started: time.Now(), wake: make(chan struct{}, 1), trimQ: make(chan redis.Pipeliner, 1)}
 	for i, s := range slots {
 		l.index[OutboxKey(s)] = i
 	}
@@ -129,6 +131,7 @@ func (l *loop) run(parent context.Context) {
 	}
 	copies := make(chan int, len(l.slots))
 	go l.copier(ctx, src, copies)
+	go l.trimmer(ctx)
 	// Follow the change feed from where it is now; the first round looks at every outbox
 	// for what was written before.
 	pos, err := feedPos(ctx, src)
@@ -390,8 +393,8 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 
 	var firstErr error
 	now := time.Now()
-	trims := src.Pipeline() // the round's trims, one round trip
-	defer execTrims(ctx, trims)
+	trims := src.Pipeline() // the round's trims, one round trip, off the round's path
+	defer l.trimAsync(ctx, trims)
 	for i, res := range results {
 		p, b := pos[i], batches[i]
 		n := 0
@@ -446,6 +449,33 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		l.mu.Unlock()
 	}
 	return firstErr
+}
+
+// trimAsync sends a round's trims in the background, so that the next round does not wait for
+// them (one round trip to the source less per round). The next round's read may run first:
+// it starts at the destination's last applied id, which a trim keeps. At most one round's
+// trims wait; a round that finds them still waiting sends its own itself.
+func (l *loop) trimAsync(ctx context.Context, p redis.Pipeliner) {
+	if p.Len() == 0 {
+		return
+	}
+	select {
+	case l.trimQ <- p:
+	default:
+		execTrims(ctx, p)
+	}
+}
+
+// trimmer sends the trims rounds hand it until ctx ends.
+func (l *loop) trimmer(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-l.trimQ:
+			execTrims(ctx, p)
+		}
+	}
 }
 
 // execTrims sends the trims queued on p, if any; a trim that fails leaves a longer outbox
