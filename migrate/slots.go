@@ -350,6 +350,12 @@ func (r *run) dumpStep(ctx context.Context, src *redis.Client, keys []string, jo
 				j.now, res, err = r.m.dumpBatch(ctx, src, batch, j.token, r.opts.BatchBytes)
 				ch <- result{j: j, res: res, err: err}
 			}()
+			if r.rated() {
+				// Under a rate each batch is handed on before the next one waits its turn: a
+				// dumped batch holds its keys' locks, which would lapse while a slow rate
+				// launched the rest of the step (nothing would ever move at 20 keys/s).
+				break
+			}
 		}
 		var first error
 		var later []string
@@ -388,7 +394,7 @@ func (r *run) dumpStep(ctx context.Context, src *redis.Client, keys []string, jo
 		if first != nil {
 			return nil, first
 		}
-		keys = later
+		keys = append(keys[:len(keys):len(keys)], later...)
 	}
 	return slow, nil
 }
@@ -403,6 +409,9 @@ func (r *run) batchSize() int {
 	}
 	return size
 }
+
+// rated reports whether a rate throttles the mover now.
+func (r *run) rated() bool { return r.opts.Rate != nil && r.opts.Rate() > 0 }
 
 // throttle waits until n more keys may move under the current rate.
 func (r *run) throttle(ctx context.Context, n int) error {
