@@ -50,12 +50,8 @@ func (s *Server) InternalBatch(ctx context.Context, db, slot int, keys []string,
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	c, _ := s.internal.Get().(*client)
-	if c == nil {
-		c = &client{s: s, id: s.nextID.Add(1), waiter: backend.NewWaiter(), authed: true}
-	}
+	c := s.internalClient(db)
 	defer s.internal.Put(c)
-	c.db = db
 	for _, args := range cmds {
 		if len(args) == 0 {
 			return nil, fmt.Errorf("router: Internal: no command")
@@ -76,7 +72,24 @@ func (s *Server) InternalBatch(ctx context.Context, db, slot int, keys []string,
 		reqs[i] = c.sendInternal(g, raw, 1)
 	}
 	c.flushBackends()
-	out := make([][]byte, len(cmds))
+	return c.collect(reqs)
+}
+
+// internalClient returns a pooled internal session (authenticated, never wrapped in WRITE)
+// on database db; the caller puts it back into s.internal.
+func (s *Server) internalClient(db int) *client {
+	c, _ := s.internal.Get().(*client)
+	if c == nil {
+		c = &client{s: s, id: s.nextID.Add(1), waiter: backend.NewWaiter(), authed: true}
+	}
+	c.db = db
+	return c
+}
+
+// collect waits for reqs, sent and flushed, and returns copies of their replies in order,
+// or the first transport error.
+func (c *client) collect(reqs []*backend.Request) ([][]byte, error) {
+	out := make([][]byte, len(reqs))
 	var firstErr error
 	for i, r := range reqs {
 		c.waiter.Wait(r)
@@ -112,12 +125,8 @@ func (s *Server) InternalOwned(ctx context.Context, db int, slots []int, build f
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
-	c, _ := s.internal.Get().(*client)
-	if c == nil {
-		c = &client{s: s, id: s.nextID.Add(1), waiter: backend.NewWaiter(), authed: true}
-	}
+	c := s.internalClient(db)
 	defer s.internal.Put(c)
-	c.db = db
 	// Admit the slots the current snapshot gives an owner; if the snapshot that admitted them
 	// has moved one of them to a migration or failover entry, start over with it.
 	var owned, rest []int
@@ -163,7 +172,7 @@ func (s *Server) InternalOwned(ctx context.Context, db int, slots []int, build f
 	for j, k := range order {
 		g := snap.groups[k-1]
 		cmds := build(byGroup[k])
-		out[j] = xdc.OwnedReplies{Pos: byGroup[k], Replies: make([][]byte, len(cmds))}
+		out[j] = xdc.OwnedReplies{Pos: byGroup[k]}
 		for _, args := range cmds {
 			if len(args) == 0 {
 				return nil, nil, fmt.Errorf("router: Internal: no command")
@@ -174,15 +183,12 @@ func (s *Server) InternalOwned(ctx context.Context, db int, slots []int, build f
 	}
 	c.flushBackends()
 	var firstErr error
-	for j := range reqs {
-		for i, r := range reqs[j] {
-			c.waiter.Wait(r)
-			if r.Err != nil && firstErr == nil {
-				firstErr = r.Err
-			}
-			out[j].Replies[i] = append([]byte(nil), r.Reply...)
-			c.free = append(c.free, r)
+	for j := range reqs { // every group's replies are waited for, even after an error
+		replies, err := c.collect(reqs[j])
+		if err != nil && firstErr == nil {
+			firstErr = err
 		}
+		out[j].Replies = replies
 	}
 	if firstErr != nil {
 		return nil, nil, firstErr
