@@ -238,9 +238,46 @@ func cmdRandomKey(c *client, _ *command.Spec, cmd resp.Command) {
 				c.reply(reply)
 				return
 			}
+			if try == 7 {
+				// Only redraft's own keys came up (a small keyspace beside per-slot
+				// metadata): look for a visible key by SCAN rather than answer "empty".
+				k, err := c.visibleKey(snap.groups[i])
+				if err != nil {
+					c.replyErr(err)
+					return
+				}
+				if k != nil {
+					c.replyFunc(func(b []byte) []byte { return resp.AppendBulk(b, k) })
+					return
+				}
+			}
 		}
 	}
 	c.replyFunc(func(b []byte) []byte { return resp.AppendNullBulk(b, c.r3) })
+}
+
+// visibleKey returns a key of g's current database that is not one of redraft's own, found
+// by SCAN, or nil when there is none.
+func (c *client) visibleKey(g *group) ([]byte, error) {
+	cursor := "0"
+	for {
+		reply, err := c.roundTripDB(g, c.db, appendCommand(nil, []string{"SCAN", cursor, "COUNT", "1000"}))
+		if err != nil {
+			return nil, err
+		}
+		v, _, ok := resp.Parse(reply)
+		if !ok || v.Type != '*' || len(v.Elems) != 2 {
+			return nil, errorf("ERR unexpected SCAN reply from group %s: %s", g.id, printable(reply))
+		}
+		for _, k := range v.Elems[1].Elems {
+			if !isReserved(k.Str) {
+				return append([]byte(nil), k.Str...), nil
+			}
+		}
+		if cursor = string(v.Elems[0].Str); cursor == "0" {
+			return nil, nil
+		}
+	}
 }
 
 func cmdScriptLoad(c *client, _ *command.Spec, cmd resp.Command) {
