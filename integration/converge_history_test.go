@@ -26,7 +26,7 @@ const (
 	cvSetRange                 // SETRANGE k 0 tok -> length
 	cvDel                      // DEL/UNLINK k -> 0 or 1 (whole values and counters)
 	cvExpire                   // EXPIRE/PEXPIRE k 1h -> 0 or 1
-	cvIncr                     // INCR/DECR/INCRBY/DECRBY k by ±2^exp -> the new value
+	cvIncr                     // INCR/DECR/INCRBY/DECRBY/INCRBYFLOAT k by ±2^exp -> the new value
 	cvReset                    // SET counter base
 	cvAdd                      // HSET k elem tok / SADD k elem / ZADD k n elem
 	cvRem                      // HDEL/SREM/ZREM k elem -> 0 or 1

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/migrate"
+	"github.com/redraft/redraft/router/xdc"
 )
 
 // The test that converges for real (issue 15, point 4; docs/convergence.md): three DCs,
@@ -316,6 +319,7 @@ func (r *convRun) check(i int, ops []*convOp) {
 			for _, s := range order {
 				parts = append(parts, fmt.Sprintf("%v: %s", distinct[s], clip(s)))
 			}
+			parts = append(parts, r.metaOf(k)...)
 			r.violation(nil, "round %d: DCs differ on %s:\n    %s", i, k, strings.Join(parts, "\n    "))
 		}
 		before := r.agreed[k]
@@ -336,6 +340,27 @@ func (r *convRun) check(i int, ops []*convOp) {
 			r.agreed[k] = nil // unknown: the next round's rules cannot start from it
 		}
 	}
+}
+
+// metaOf reads the convergence metadata of key k in every DC (its stamp, counter vectors
+// and float base), to show why DCs differ on it.
+func (r *convRun) metaOf(k string) []string {
+	var out []string
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	meta := xdc.MetaKey(migrate.SlotString(k))
+	for dc, ms := range r.x.masters() {
+		for _, m := range ms {
+			c := redis.NewClient(&redis.Options{Addr: m})
+			v, err := c.HMGet(ctx, meta, "s:"+k, "c:"+k, "v:"+k, "b:"+k).Result()
+			c.Close()
+			if err == nil && v[0] != nil {
+				out = append(out, fmt.Sprintf("%s meta of %s: s=%v c=%q v=%q b=%v", dc, k, v[0], v[1], v[2], v[3]))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // violation reports a failure (the first 30 at once, all in the summary) and counts it in

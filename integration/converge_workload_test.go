@@ -182,6 +182,9 @@ func (w *convWorkload) do(c *convClient) *convOp {
 		if o.kind == cvLPop || o.kind == cvXAdd {
 			o.rstr = v
 		}
+		if o.kind == cvIncr { // INCRBYFLOAT
+			o.reply, _ = strconv.ParseInt(v, 10, 64)
+		}
 	}
 	if err == redis.Nil {
 		o.rnil = true
@@ -233,6 +236,13 @@ func (w *convWorkload) plan(c *convClient, o *convOp) []any {
 				o.kind, o.exp, o.n = cvIncr, e, int64(1)<<e
 				neg := c.rnd.Intn(3) == 0
 				switch {
+				case c.rnd.Intn(4) == 0:
+					// A float increment of the same exact value: the key becomes a float
+					// counter (recomputed from its vectors in every DC).
+					if neg {
+						o.n = -o.n
+					}
+					return []any{"INCRBYFLOAT", k, strconv.FormatInt(o.n, 10) + ".0"}
 				case e == 0 && neg:
 					o.n = -1
 					return []any{"DECR", k}

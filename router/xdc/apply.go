@@ -107,14 +107,20 @@ local function applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)
       end
     elseif kind == '~s' or kind == '~r' or kind == '~d' then
       if newer(stamp, stampOf(k)) then
+        local V, E = splitV(argv[4])
         failed(putState(string.sub(kind, 2), k, argv[5], argv[6]))
-        local e = adopt(k, argv[4])
+        local e = adopt(k, V)
         if e then failed({err = e}) end
         restamp(k, stamp)
-        erebase(k, stamp)
+        erebase(k, stamp, E)
       else
         superseded = superseded + 1
       end
+    elseif kind == '~i' then
+      -- An element increment counts whatever the key's stamp (a whole state that had not
+      -- seen it keeps it: erebase); where the key is another type it is only counted.
+      eincr(argv[3], k, argv[4], argv[5], origin, stampOf(k), nil)
+      expireAs(k, argv[6])
     elseif kind == '~a' or kind == '~x' then
       local ty, K = argv[3], stampOf(k)
       local have = redis.call('TYPE', k)['ok']
@@ -128,23 +134,26 @@ local function applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)
         end
         conflicts = conflicts + 1
       elseif kind == '~a' then
-        eadd(ty, k, argv[4], argv[5], origin, tsOf(stamp), K)
+        local seen = nil
+        if argv[7] then seen = cmsgpack.unpack(argv[7]) end
+        eadd(ty, k, argv[4], argv[5], origin, tsOf(stamp), K, nil, seen)
         expireAs(k, argv[6])
       else
-        erem(ty, k, argv[4], cmsgpack.unpack(argv[5]), K)
+        erem(ty, k, argv[4], cmsgpack.unpack(argv[5]), K, nil, origin, tsOf(stamp))
         expireAs(k, argv[6])
       end
     elseif kind == '~c' then
-      local d = tonumber(argv[3])
-      local v = vecParse(redis.call('HGET', meta, 'c:' .. k))
-      local e = v[origin] or {0, 0}
-      e = {e[1] + 1, e[2] + d}
-      v[origin] = e
-      redis.call('HSET', meta, 'c:' .. k, vecString(v))
-      local seen = vecParse(redis.call('HGET', meta, 'v:' .. k))[origin]
-      if e[1] > (seen and seen[1] or 0) then
-        failed(redis.pcall('INCRBY', k, argv[3]))
+      local float, r = count(k, origin, argv[3], nil, false)
+      if float then
+        failed(r)
         expireAs(k, argv[4])
+      else
+        local n = vecParse(redis.call('HGET', meta, 'c:' .. k))[origin][1]
+        local seen = vecParse(redis.call('HGET', meta, 'v:' .. k))[origin]
+        if n > (seen and seen[1] or 0) then
+          failed(redis.pcall('INCRBY', k, argv[3]))
+          expireAs(k, argv[4])
+        end
       end
     else
       failed(redis.pcall(unpack(argv)))

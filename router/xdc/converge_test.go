@@ -140,6 +140,77 @@ func TestConvergeCountersAddUp(t *testing.T) {
 	}
 }
 
+func mustPrepare(t *testing.T, args ...string) Call {
+	t.Helper()
+	c, err := Prepare(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// writeReply runs one write through WRITE in d and returns its reply.
+func (d *testDC) writeReply(t *testing.T, args ...string) any {
+	t.Helper()
+	c, err := Prepare(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot := slotString(c.Keys[0])
+	v, err := Write(context.Background(), d.rc, slot, d.name, 1000, c).Result()
+	if err != nil {
+		t.Fatalf("write %v in %s: %v", args, d.name, err)
+	}
+	d.repl.Wrote(0, slot)
+	return v
+}
+
+// TestConvergeFloatCountersAddUp: INCRBYFLOAT increments from every DC add up to the same
+// string everywhere, mixed with integer increments and with a SET that had not seen them,
+// and the origin's reply is the value it holds.
+func TestConvergeFloatCountersAddUp(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b", "c")
+	a, b, c := dcs[0], dcs[1], dcs[2]
+	if got := a.writeReply(t, "INCRBYFLOAT", "{f}alone", "10.50"); got != "10.5" {
+		t.Fatalf("INCRBYFLOAT on a new key answered %v", got)
+	}
+	if got := a.writeReply(t, "INCRBYFLOAT", "{f}alone", "0.1"); got != "10.6" {
+		t.Fatalf("INCRBYFLOAT answered %v, want 10.6 (what Redis answers)", got)
+	}
+	waitEqual(t, dcs, 10*time.Second, "alone", stateOf("{f}alone"), "string 10.6")
+
+	cutAll(dcs, true)
+	c.write(t, "INCR", "{f}f")       // an integer increment first, in c
+	a.write(t, "SET", "{f}f", "1.5") // newer than it, not seeing it
+	a.write(t, "INCRBYFLOAT", "{f}f", "0.1")
+	b.write(t, "INCRBYFLOAT", "{f}f", "0.2")
+	b.write(t, "INCRBYFLOAT", "{f}f", "-3e-1")
+	if err := Write(context.Background(), b.rc, slotString("{f}f"), "b", 1000, mustPrepare(t, "INCRBY", "{f}f", "2")).Err(); err == nil {
+		t.Fatal("INCRBY of a float value was not refused") // as Redis refuses it
+	}
+	cutAll(dcs, false)
+	// 1.5 + a's 0.1 + b's (0.2 - 0.3) + c's 1, in DC order wherever the parts arrived first.
+	waitEqual(t, dcs, 10*time.Second, "f", stateOf("{f}f"), "string 2.5")
+
+	// A SET that saw every increment resets them; an INCRBYFLOAT it did not see still counts.
+	cutAll(dcs, true)
+	later()
+	a.write(t, "SET", "{f}f", "7")
+	b.write(t, "INCRBYFLOAT", "{f}f", "0.25")
+	c.write(t, "INCRBYFLOAT", "{f}f", "1") // (INCR is refused: c's value is 2.5)
+	cutAll(dcs, false)
+	waitEqual(t, dcs, 10*time.Second, "f", stateOf("{f}f"), "string 8.25")
+	if got := c.writeReply(t, "INCRBYFLOAT", "{f}f", "0.5"); got != "8.75" {
+		t.Fatalf("INCRBYFLOAT answered %v, want 8.75", got)
+	}
+	waitEqual(t, dcs, 10*time.Second, "f", stateOf("{f}f"), "string 8.75")
+	for _, d := range dcs {
+		if n := d.repl.Diverged(); n != 0 {
+			t.Errorf("%s: %d diverged effects", d.name, n)
+		}
+	}
+}
+
 func TestConvergeConflictingListPullsTheNewestState(t *testing.T) {
 	_, dcs := startDCs(t, "a", "b", "c")
 	a, b := dcs[0], dcs[1]
@@ -234,6 +305,11 @@ func TestConvergeRandom(t *testing.T) {
 				for _, d := range dcs {
 					m, _ := d.rc.HGetAll(context.Background(), MetaKey(slotString(k))).Result()
 					t.Logf("%s meta %q diverged %d", d.name, m, d.repl.Diverged())
+					el, _ := d.rc.Eval(context.Background(), `local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do out[#out + 1] = all[i] .. '=' .. cjson.encode(cmsgpack.unpack(all[i + 1])) end
+return out`, []string{ElemKey(slotString(k), k)}).Result()
+					t.Logf("%s elements of %s: %v", d.name, k, el)
 				}
 				t.Fatalf("seed %d: %s differs: %s", seed, k, strings.Join(all, "; "))
 			}
@@ -296,7 +372,8 @@ func TestConvergeElements(t *testing.T) {
 	cutAll(dcs, false)
 	waitEqual(t, dcs, 10*time.Second, "h", stateOf("{e}h"), "hash map[f:readded-by-c g:c x:from-a y:from-b]")
 	waitEqual(t, dcs, 10*time.Second, "s", stateOf("{e}s"), "set [m]")
-	waitEqual(t, dcs, 10*time.Second, "z", stateOf("{e}z"), "zset [{2 k} {10 m}]")
+	// b's ZADD had not seen a's ZINCRBY: the increment counts on top of it.
+	waitEqual(t, dcs, 10*time.Second, "z", stateOf("{e}z"), "zset [{2 k} {15 m}]")
 
 	// A remove that saw every add removes the element everywhere; a DEL of the key (a whole
 	// state) wins over older element writes and keeps newer ones.
@@ -319,6 +396,103 @@ func TestConvergeElements(t *testing.T) {
 
 // TestConvergeCollectsTombstones: a deleted key's stamp stays (a tombstone) until every other
 // DC applied a later write of the slot; then the collector removes it, and counts it.
+// TestConvergeElementCountersAddUp: HINCRBY, HINCRBYFLOAT and ZINCRBY from every DC add up;
+// an add, a remove or a whole-state write resets the increments it had seen, and only those.
+func TestConvergeElementCountersAddUp(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b", "c")
+	a, b, c := dcs[0], dcs[1], dcs[2]
+	cutAll(dcs, true)
+	a.write(t, "HINCRBY", "{i}h", "n", "1")
+	a.write(t, "HINCRBY", "{i}h", "n", "2")
+	b.write(t, "HINCRBY", "{i}h", "n", "10")
+	c.write(t, "HINCRBY", "{i}h", "n", "100")
+	a.write(t, "HINCRBYFLOAT", "{i}h", "f", "0.5")
+	b.write(t, "HINCRBYFLOAT", "{i}h", "f", "0.25")
+	a.write(t, "ZINCRBY", "{i}z", "1.5", "m")
+	c.write(t, "ZINCRBY", "{i}z", "2", "m")
+	cutAll(dcs, false)
+	waitEqual(t, dcs, 10*time.Second, "h", stateOf("{i}h"), "hash map[f:0.75 n:113]")
+	waitEqual(t, dcs, 10*time.Second, "z", stateOf("{i}z"), "zset [{3.5 m}]")
+
+	// An HSET that saw every increment resets them; b's concurrent one still counts.
+	cutAll(dcs, true)
+	later()
+	a.write(t, "HSET", "{i}h", "n", "0")
+	b.write(t, "HINCRBY", "{i}h", "n", "5")
+	// c removes f, having seen a's and b's increments; a's new one it had not seen.
+	c.write(t, "HDEL", "{i}h", "f")
+	a.write(t, "HINCRBYFLOAT", "{i}h", "f", "1.5")
+	// b's ZADD had seen both increments: it sets the score; c's later one counts on it.
+	b.write(t, "ZADD", "{i}z", "10", "m")
+	c.write(t, "ZINCRBY", "{i}z", "-1", "m")
+	cutAll(dcs, false)
+	waitEqual(t, dcs, 10*time.Second, "h", stateOf("{i}h"), "hash map[f:1.5 n:5]")
+	waitEqual(t, dcs, 10*time.Second, "z", stateOf("{i}z"), "zset [{9 m}]")
+
+	// A DEL of the key (a whole state) resets what it saw; an increment it had not seen
+	// makes the field again from nothing.
+	cutAll(dcs, true)
+	later()
+	c.write(t, "DEL", "{i}h")
+	b.write(t, "HINCRBY", "{i}h", "n", "7")
+	cutAll(dcs, false)
+	waitEqual(t, dcs, 10*time.Second, "h", stateOf("{i}h"), "hash map[n:7]")
+	if got := a.writeReply(t, "HINCRBYFLOAT", "{i}h", "n", "0.5"); got != "7.5" {
+		t.Fatalf("HINCRBYFLOAT answered %v, want 7.5", got)
+	}
+	if got := a.writeReply(t, "ZINCRBY", "{i}z", "0.5", "m"); got != "9.5" {
+		t.Fatalf("ZINCRBY answered %v, want 9.5", got)
+	}
+	waitEqual(t, dcs, 10*time.Second, "h", stateOf("{i}h"), "hash map[n:7.5]")
+	waitEqual(t, dcs, 10*time.Second, "z", stateOf("{i}z"), "zset [{9.5 m}]")
+	for _, d := range dcs {
+		if n := d.repl.Diverged(); n != 0 {
+			t.Errorf("%s: %d diverged effects", d.name, n)
+		}
+	}
+}
+
+// TestCopyKeepsCountersOfKeptKeys: a full copy into a DC keeps the keys that DC wrote later
+// than the copy's state, but their counters merge with the copy's: increments from a third DC
+// that only the copy holds still count, and the DC's own ones count once.
+func TestCopyKeepsCountersOfKeptKeys(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b", "c")
+	a, b, c := dcs[0], dcs[1], dcs[2]
+	a.write(t, "SET", "{hot}n", "0")
+	a.write(t, "HSET", "{hot}h", "x", "0")
+	waitEqual(t, dcs, 10*time.Second, "n", stateOf("{hot}n"), "string 0")
+	waitEqual(t, dcs, 10*time.Second, "h", stateOf("{hot}h"), "hash map[x:0]")
+	b.down.Store(true)
+	for range 5 {
+		c.write(t, "INCR", "{hot}n")
+		c.write(t, "HINCRBY", "{hot}h", "f", "1")
+	}
+	waitEqual(t, []*testDC{a, c}, 10*time.Second, "n in a", stateOf("{hot}n"), "string 5")
+	later()
+	b.write(t, "SET", "{hot}n", "100") // newer than the copy's state, not seeing c's increments
+	b.write(t, "HSET", "{hot}h", "y", "1")
+	b.write(t, "INCR", "{hot}n")
+	b.write(t, "INCRBYFLOAT", "{hot}n", "1")
+	b.write(t, "HINCRBY", "{hot}h", "f", "10")
+	// Past the bound on the slot in a: b gets the slot copied in full from a.
+	for i := 0; i < 3000; i++ {
+		a.write(t, "INCR", "{hot}other")
+	}
+	b.down.Store(false)
+	waitEqual(t, dcs, 20*time.Second, "other", stateOf("{hot}other"), "string 3000")
+	waitEqual(t, dcs, 20*time.Second, "n", stateOf("{hot}n"), "string 107")
+	waitEqual(t, dcs, 20*time.Second, "h", stateOf("{hot}h"), "hash map[f:15 x:0 y:1]")
+	var copied int64
+	for _, d := range []*testDC{a, c} {
+		for _, p := range d.repl.Report().Pairs {
+			copied += p.Copied
+		}
+	}
+	if copied == 0 {
+		t.Fatal("no slot was copied in full: the test did not test the copy")
+	}
+}
+
 func TestConvergeCollectsTombstones(t *testing.T) {
 	_, dcs := startDCs(t, "a", "b", "c")
 	a := dcs[0]

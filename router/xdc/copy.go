@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -365,8 +366,17 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	if _, err := run([]string{in}, args...); err != nil {
 		return struct{}{}, err
 	}
+	keptKeys := map[string]bool{}
+	for _, k := range kept {
+		keptKeys[k.key] = true
+	}
 	for _, e := range mine {
 		e.DC = selfPrefix + own
+		// A kept key's state here already holds every own write: applying them again would
+		// count its increments twice.
+		e.Cmds = slices.DeleteFunc(e.Cmds, func(c []string) bool {
+			return len(c) > 1 && strings.HasPrefix(c[0], "~") && keptKeys[c[1]]
+		})
 		keys, argv := ApplyArgs(slot, e, "", token)
 		if v, err := r.runScript(ctx, db, slot, ApplySHA, applyLua, keys, argv); err != nil || v.IsError() {
 			return struct{}{}, fmt.Errorf("re-apply own entry %s: %v%s", e.ID, err, v.Str)
@@ -501,6 +511,8 @@ func stampsOf(meta map[string]string) map[string]string {
 // its absence, a tombstone) and metadata stay.
 type keptKey struct {
 	key, stamp, c, v string
+	b                string // a float counter's base ("b:"), kept only when hasB (it may be "")
+	hasB             bool
 	dump, elems      string // "" when absent
 	expire           int64
 }
@@ -523,6 +535,7 @@ func (r *Replicator) newerHere(ctx context.Context, db, slot int, src map[string
 			continue
 		}
 		kk := keptKey{key: k, stamp: st, c: meta["c:"+k], v: meta["v:"+k]}
+		kk.b, kk.hasB = meta["b:"+k]
 		for i, key := range []string{k, ElemKey(slot, k)} {
 			d, err := r.internal(ctx, db, slot, []string{key}, []string{"DUMP", key})
 			if err != nil || d.IsError() {
@@ -554,6 +567,16 @@ func (r *Replicator) restoreKept(ctx context.Context, db, slot int, kept []keptK
 	meta := MetaKey(slot)
 	for _, k := range kept {
 		ek := ElemKey(slot, k.key)
+		// The copy's counters of the key: increments are never superseded, so the kept
+		// state takes those it lacks (mergeCounters, below).
+		cc, err := r.internal(ctx, db, slot, []string{meta}, []string{"HGET", meta, "c:" + k.key})
+		if err != nil || cc.IsError() {
+			return fmt.Errorf("read the copy's counters: %v%s", err, cc.Str)
+		}
+		ce, err := r.internal(ctx, db, slot, []string{ek}, []string{"HGETALL", ek})
+		if err != nil || ce.IsError() {
+			return fmt.Errorf("read the copy's element counters: %v%s", err, ce.Str)
+		}
 		if err := run([]string{k.key, ek}, "DEL", k.key, ek); err != nil {
 			return err
 		}
@@ -570,15 +593,74 @@ func (r *Replicator) restoreKept(ctx context.Context, db, slot int, kept []keptK
 		if err := run([]string{meta}, "HSET", meta, "s:"+k.key, k.stamp); err != nil {
 			return err
 		}
-		for _, f := range []struct{ name, val string }{{"c:", k.c}, {"v:", k.v}} {
+		for _, f := range []struct {
+			name, val string
+			keep      bool
+		}{{"c:", k.c, k.c != ""}, {"v:", k.v, k.v != ""}, {"b:", k.b, k.hasB}} {
 			args := []string{"HDEL", meta, f.name + k.key}
-			if f.val != "" {
+			if f.keep {
 				args = []string{"HSET", meta, f.name + k.key, f.val}
 			}
 			if err := run([]string{meta}, args...); err != nil {
 				return err
 			}
 		}
+		argv := []any{string(cc.Str)}
+		for _, e := range ce.Elems {
+			argv = append(argv, string(e.Str))
+		}
+		if v, err := r.runScript(ctx, db, slot, mergeCountersScript.Hash(), mergeCountersLua, []string{k.key, meta, ek}, argv); err != nil || v.IsError() {
+			return fmt.Errorf("merge the copy's counters of %q: %v%s", k.key, err, v.Str)
+		}
 	}
 	return nil
 }
+
+// mergeCountersLua merges into a key a full copy kept (its state here is newer than the
+// copy's) the increments only the copy holds: increments add up whatever their order, so a
+// newer state here does not supersede them. KEYS: the key, the slot's metadata hash, the key's
+// element hash. ARGV: the copy's counter vector of the key, then the copy's element states
+// (element, state, ...). Per DC the vector with the higher count wins; the key's value (or
+// each element's) is then what its base and counters make it.
+const mergeCountersLua = `#!lua
+local k, meta = KEYS[1], KEYS[2]
+` + stampLua + elemLua + `
+local copyC = vecParse(ARGV[1])
+if next(copyC) then
+  local C, V = vecsOf(k)
+  local M = vmax(C, copyC)
+  if vecString(M) ~= vecString(C) then
+    local before, after = unseen(C, V), unseen(M, V)
+    local float = redis.call('HEXISTS', meta, 'b:' .. k) == 1
+    if not float and allInt(before) and allInt(after) then
+      redis.call('HSET', meta, 'c:' .. k, vecString(M))
+      local d = 0
+      for _, x in ipairs(after) do d = d + tonumber(x) end
+      for _, x in ipairs(before) do d = d - tonumber(x) end
+      if d ~= 0 then redis.pcall('INCRBY', k, string.format('%.0f', d)) end
+    else
+      floatMode(k, nil)
+      redis.call('HSET', meta, 'c:' .. k, vecString(M))
+      recompute(k)
+    end
+  end
+end
+local K = stampOf(k)
+for i = 2, #ARGV, 2 do
+  local e, cs = ARGV[i], cmsgpack.unpack(ARGV[i + 1])
+  if cs.c and next(cs.c) then
+    local ty = cs.t
+    local have = redis.call('TYPE', k)['ok']
+    local st, cur = eload(ty, k, e)
+    if not st.c then
+      st.c, st.bs = {}, st.bs or {}
+      if newest(st, K) == nil then st.bv = cur end
+    end
+    st.c = vmax(st.c, cs.c)
+    if have ~= 'none' and have ~= ty then esave(k, e, st) else esettle(ty, k, e, st, nil, K) end
+  end
+end
+return 1
+`
+
+var mergeCountersScript = redis.NewScript(mergeCountersLua)

@@ -26,7 +26,8 @@ const (
 	RelativeTTL
 	// PopMembers is SPOP: recorded as SREM of the members popped.
 	PopMembers
-	// FloatResult is INCRBYFLOAT: recorded as SET key <result> KEEPTTL.
+	// FloatResult is INCRBYFLOAT: without convergence recorded as SET key <result> KEEPTTL;
+	// with it, as an increment (ClassCounter).
 	FloatResult
 	// HashFloatResult is HINCRBYFLOAT: recorded as HSET key field <result>.
 	HashFloatResult
@@ -380,7 +381,8 @@ func EffectKeys(argv []string) []string {
 // The convergence classes of a write (docs/convergence.md, "What a write records"): how its
 // effect on each key it changes is recorded, stamped, and applied in the other DCs.
 const (
-	// ClassCounter: INCR, INCRBY, DECR, DECRBY: the increment, added up in every DC.
+	// ClassCounter: INCR, INCRBY, DECR, DECRBY, INCRBYFLOAT: the increment, added up in every
+	// DC.
 	ClassCounter = 'c'
 	// ClassDelete: DEL, UNLINK: a tombstone for each key.
 	ClassDelete = 'd'
@@ -414,7 +416,8 @@ func classOf(spec *command.Spec, nkeys int, written []int) string {
 	}
 	cls := byte(ClassState)
 	switch {
-	case spec.Name == "incr" || spec.Name == "incrby" || spec.Name == "decr" || spec.Name == "decrby":
+	case spec.Name == "incr" || spec.Name == "incrby" || spec.Name == "decr" || spec.Name == "decrby" ||
+		spec.Name == "incrbyfloat":
 		cls = ClassCounter
 	case spec.Name == "restore":
 		cls = ClassState

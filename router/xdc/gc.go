@@ -43,7 +43,7 @@ for i = 1, #f, 2 do
   if k and redis.call('EXISTS', k) == 0 then
     seen = seen + 1
     if tsOf(f[i + 1]) / 4096 < horizon then
-      redis.call('HDEL', meta, f[i], 'c:' .. k, 'v:' .. k)
+      redis.call('HDEL', meta, f[i], 'c:' .. k, 'v:' .. k, 'b:' .. k)
       redis.call('DEL', ekey(k))
       gone = gone + 1
     end

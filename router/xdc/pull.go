@@ -50,8 +50,16 @@ type KeyStateResponse struct {
 // element hash (declared so that a migration moves it with the key).
 const keyStateLua = `
 local k, meta = KEYS[1], KEYS[2]
+` + stampLua + elemLua + `
 local st = redis.call('HGET', meta, 's:' .. k) or ''
 local v = redis.call('HGET', meta, 'c:' .. k) or ''
+-- The element counters the state holds (all of them: it is this DC's whole state).
+local all, E, any = redis.call('HGETALL', KEYS[3]), {}, false
+for i = 1, #all, 2 do
+  local st = cmsgpack.unpack(all[i + 1])
+  if st.c then E[all[i]], any = {st.t, eall(st)}, true end
+end
+if any then v = v .. '#' .. cmsgpack.pack(E) end
 if redis.call('EXISTS', k) == 0 then return {st, 'd', v, '0', ''} end
 return {st, 'r', v, string.format('%.0f', redis.call('PEXPIRETIME', k)), redis.call('DUMP', k)}
 `
@@ -66,10 +74,11 @@ local k, meta, pull = KEYS[1], KEYS[2], KEYS[3]
 ` + stampLua + elemLua + `
 local st, done = ARGV[1], 0
 if newer(st, stampOf(k)) then
+  local V, E = splitV(ARGV[3])
   putState(ARGV[2], k, ARGV[4], ARGV[5])
-  adopt(k, ARGV[3])
+  adopt(k, V)
   restamp(k, st)
-  erebase(k, st)
+  erebase(k, st, E)
   done = 1
 end
 local p = redis.call('HGET', pull, k)

@@ -198,6 +198,7 @@ end
 -- a tombstone if it is gone.
 local function whole(k, asString)
   local prior, V = stampOf(k), observed(k)
+  V = withElems(V, absorb(k))
   if redis.call('EXISTS', k) == 0 then
     record({'~d', k, prior, V})
   elseif asString then
@@ -208,7 +209,6 @@ local function whole(k, asString)
     record({'~r', k, prior, V, string.format('%.0f', redis.call('PEXPIRETIME', k)), redis.call('DUMP', k)})
   end
   restamp(k, stamp)
-  redis.call('DEL', ekey(k))
 end
 -- pxatOf is k's absolute expiry in ms (-1: none, -2: gone): command effects carry the
 -- expiry their key has after them at the origin, so that where the key had expired before
@@ -226,7 +226,8 @@ for c, call in ipairs(calls) do
   end
   -- What the removes of an element command observe, before they run.
   -- and whether the elements an add names were there.
-  local seen, pre, wasColl = {}, {}, {}
+  local seen, pre, wasColl, before = {}, {}, {}, nil
+  if cls == 'c' then before = redis.pcall('GET', call.w[1]) end
   if cls == 'o' then
     -- A hash, set or sorted set changed other than element by element (ZREMRANGEBYSCORE...)
     -- is recorded by its state, even if the command deletes it.
@@ -242,6 +243,8 @@ for c, call in ipairs(calls) do
     elseif ty then
       for _, e in ipairs(es) do pre[e] = einRedis(ty, call.w[1], e) ~= false end
     end
+    local ity, ie = incrOf(string.upper(argv[1]), argv)
+    if ity then before = einRedis(ity, call.w[1], ie) end
   end
   local r
   if op == 'w' then r = wideBitfield(argv) else r = redis.pcall(unpack(argv)) end
@@ -276,31 +279,46 @@ for c, call in ipairs(calls) do
     else cls = 'o' end
   end
   if changed and cls == 'c' then
-    local name, d = string.upper(argv[1]), 1
-    if name == 'DECR' then d = -1
-    elseif name == 'INCRBY' then d = tonumber(argv[3])
-    elseif name == 'DECRBY' then d = -tonumber(argv[3]) end
+    local d = '1'
+    if name == 'DECR' then d = '-1'
+    elseif name == 'INCRBY' then d = string.format('%.0f', tonumber(argv[3]))
+    elseif name == 'DECRBY' then d = string.format('%.0f', -tonumber(argv[3]))
+    elseif name == 'INCRBYFLOAT' then d = argv[3] end
     local k = call.w[1]
-    local v = vecParse(redis.call('HGET', meta, 'c:' .. k))
-    local e = v[dc] or {0, 0}
-    v[dc] = {e[1] + 1, e[2] + d}
-    redis.call('HSET', meta, 'c:' .. k, vecString(v))
-    record({'~c', k, string.format('%.0f', d), pxatOf(k)})
+    -- (An integer counter's INCR has already changed the value; a float counter is
+    -- recomputed from its vectors, and INCRBYFLOAT answers the recomputed value.)
+    local float, v = count(k, dc, d, before, name == 'INCRBYFLOAT')
+    if float and name == 'INCRBYFLOAT' and type(v) == 'string' then replies[c] = v end
+    record({'~c', k, d, pxatOf(k)})
   elseif changed and cls == 'm' then
     local k = call.w[1]
     local K = stampOf(k)
     local ty, es, add = elems(name, argv)
-    if ty and add then
+    local ity, ie, idelta = incrOf(name, argv)
+    if ity then
+      -- An element counter: the increment adds up with the other DCs' (eincr); HINCRBYFLOAT
+      -- and ZINCRBY answer the value it then holds.
+      eincr(ity, k, ie, idelta, dc, K, before)
+      if name ~= 'HINCRBY' then
+        local v = einRedis(ity, k, ie)
+        if v then replies[c] = v end
+      end
+      record({'~i', k, ity, ie, idelta, pxatOf(k)})
+    elseif ty and add then
       for _, e in ipairs(es) do
         local v = einRedis(ty, k, e)
         if v then
-          eadd(ty, k, e, v, dc, ts, K, pre[e])
-          record({'~a', k, ty, e, v, pxatOf(k)})
+          local s = eadd(ty, k, e, v, dc, ts, K, pre[e])
+          if s then
+            record({'~a', k, ty, e, v, pxatOf(k), cmsgpack.pack(s)})
+          else
+            record({'~a', k, ty, e, v, pxatOf(k)})
+          end
         end
       end
     elseif ty then
       for _, p in ipairs(seen) do
-        erem(ty, k, p[1], p[2], K, true)
+        erem(ty, k, p[1], p[2], K, true, dc, ts)
         record({'~x', k, ty, p[1], cmsgpack.pack(p[2]), pxatOf(k)})
       end
     else
@@ -310,15 +328,14 @@ for c, call in ipairs(calls) do
       for _, e in ipairs(pes) do
         local o = eseen(pty, k, e, K)
         o.b = '=' .. K
-        erem(pty, k, e, o, K, true)
+        erem(pty, k, e, o, K, true, dc, ts)
         record({'~x', k, pty, e, cmsgpack.pack(o), pxatOf(k)})
       end
     end
   elseif changed and cls == 'd' then
     for _, k in ipairs(call.w) do
-      record({'~d', k, stampOf(k), observed(k)})
+      record({'~d', k, stampOf(k), withElems(observed(k), absorb(k))})
       restamp(k, stamp)
-      redis.call('DEL', ekey(k))
     end
   elseif changed and (cls == 's' or cls == 'a') then
     if not (r == false and string.upper(argv[1]) == 'SET') then
