@@ -40,7 +40,7 @@ const (
 	restFor      = 60 * time.Millisecond
 	restSettle   = 20 * time.Millisecond
 	refKeep      = 3
-	paceSlack    = 200 * time.Microsecond
+	paceSlack    = 500 * time.Microsecond
 	paceStart    = 10000   // keys/s before the first measurement
 	maxPace      = 1000000 // keys/s: in effect unthrottled
 	minProbes    = 8       // a window with fewer probes of a server decides nothing

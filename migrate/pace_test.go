@@ -83,20 +83,21 @@ func TestPacerFollowsTheServersLatency(t *testing.T) {
 }
 
 // TestPacerSlackOnFastServers checks the absolute slack: on servers answering in 50 µs, probes
-// at 200 µs (4x) are within max(1.5x, +0.2 ms) and do not slow the mover.
+// at 400 µs (8x) are within max(1.5x, +0.5 ms) and do not slow the mover; at 700 µs they do.
 func TestPacerSlackOnFastServers(t *testing.T) {
 	p := newPacer(1.5, 2000, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	p.startRest(time.Now().Add(-restSettle))
 	feed(p, 20, 50*time.Microsecond)
 	p.endRest()
 	start := p.rate.Load()
-	feed(p, 20, 200*time.Microsecond)
+	feed(p, 20, 400*time.Microsecond)
 	p.used.Store(1 << 30)
 	p.step(100 * time.Millisecond)
-	if got := p.rate.Load(); got != start {
-		t.Fatalf("probes within the slack: rate %d, want %d held", got, start)
+	if got := p.rate.Load(); got < start {
+		t.Fatalf("probes within the slack: rate %d, down from %d", got, start)
 	}
-	feed(p, 20, 400*time.Microsecond)
+	start = p.rate.Load()
+	feed(p, 20, 700*time.Microsecond)
 	p.step(100 * time.Millisecond)
 	if got := p.rate.Load(); got >= start {
 		t.Fatalf("probes past the slack: rate %d, want under %d", got, start)

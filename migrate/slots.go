@@ -92,8 +92,8 @@ type MoveOptions struct {
 	ScanCount int
 	// LatencyFactor paces the mover (pace.go): it keeps the median of its probes' round trips
 	// to the source and the target within this factor of what it is while the mover rests
-	// (or 0.2 ms over it, whichever is more), by setting its own rate (never over Rate's).
-	// Default 1.5; negative: no pacing (with no Rate either, the mover goes flat out).
+	// (or 0.5 ms over it, whichever is more), by setting its own rate (never over Rate's).
+	// Default 2; negative: no pacing (with no Rate either, the mover goes flat out).
 	LatencyFactor float64
 	// MinRate is the pace's floor in keys/s (default 2000): however slow the servers, the
 	// migration ends.
@@ -125,7 +125,7 @@ func (m *Mover) MoveSlots(ctx context.Context, slots SlotSet, opts MoveOptions) 
 		opts.InFlight = 4
 	}
 	if opts.LatencyFactor == 0 {
-		opts.LatencyFactor = 1.5
+		opts.LatencyFactor = 2
 	}
 	if opts.MinRate <= 0 {
 		opts.MinRate = 2000
