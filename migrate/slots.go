@@ -90,6 +90,14 @@ type MoveOptions struct {
 	InFlight int
 	// ScanCount is SCAN's COUNT hint (default 300: a SCAN step blocks the source ~0.2 ms).
 	ScanCount int
+	// LatencyFactor paces the mover (pace.go): it keeps the median of its probes' round trips
+	// to the source and the target within this factor of what it is while the mover rests
+	// (or 0.5 ms over it, whichever is more), by setting its own rate (never over Rate's).
+	// Default 2; negative: no pacing (with no Rate either, the mover goes flat out).
+	LatencyFactor float64
+	// MinRate is the pace's floor in keys/s (default 2000): however slow the servers, the
+	// migration ends.
+	MinRate int64
 }
 
 // MoveSlots moves every key of slots, in every db of the source, to the target: it SCANs the
@@ -116,7 +124,18 @@ func (m *Mover) MoveSlots(ctx context.Context, slots SlotSet, opts MoveOptions) 
 	if opts.InFlight <= 0 {
 		opts.InFlight = 4
 	}
+	if opts.LatencyFactor == 0 {
+		opts.LatencyFactor = 2
+	}
+	if opts.MinRate <= 0 {
+		opts.MinRate = 2000
+	}
 	r := &run{m: m, opts: opts, slots: &slots}
+	if opts.LatencyFactor > 0 {
+		pctx, stop := context.WithCancel(ctx)
+		defer stop()
+		r.pace = m.startPacer(pctx, opts.LatencyFactor, opts.MinRate)
+	}
 	for r.p.Pass = 1; ; r.p.Pass++ {
 		src, _, err := m.clients(0)
 		if err != nil {
@@ -153,6 +172,7 @@ type run struct {
 	m     *Mover
 	opts  MoveOptions
 	slots *SlotSet
+	pace  *pacer    // nil: not paced
 	next  time.Time // throttle: when the next batch may start
 
 	mu                   sync.Mutex // the restorer goroutine reports too
@@ -399,26 +419,43 @@ func (r *run) dumpStep(ctx context.Context, src *redis.Client, keys []string, jo
 	return slow, nil
 }
 
+// rate is the throttle now in keys/s: the operator's rate or the pace, whichever is lower (0:
+// none).
+func (r *run) rate() int64 {
+	var rate int64
+	if r.opts.Rate != nil {
+		rate = r.opts.Rate()
+	}
+	if r.pace != nil {
+		if p := r.pace.rate.Load(); rate <= 0 || p < rate {
+			rate = p
+		}
+	}
+	return rate
+}
+
 // batchSize is BatchKeys, smaller under a low rate so batches stay about 50 ms apart.
 func (r *run) batchSize() int {
 	size := r.opts.BatchKeys
-	if r.opts.Rate != nil {
-		if rate := r.opts.Rate(); rate > 0 {
-			size = int(min(int64(size), max(rate/20, 1)))
-		}
+	if rate := r.rate(); rate > 0 {
+		size = int(min(int64(size), max(rate/20, 1)))
 	}
 	return size
 }
 
 // rated reports whether a rate throttles the mover now.
-func (r *run) rated() bool { return r.opts.Rate != nil && r.opts.Rate() > 0 }
+func (r *run) rated() bool { return r.rate() > 0 }
 
-// throttle waits until n more keys may move under the current rate.
+// throttle waits until n more keys may move under the current rate (and while the pacer
+// rests).
 func (r *run) throttle(ctx context.Context, n int) error {
-	var rate int64
-	if r.opts.Rate != nil {
-		rate = r.opts.Rate()
+	if r.pace != nil {
+		if err := r.pace.wait(ctx); err != nil {
+			return err
+		}
+		r.pace.started(n)
 	}
+	rate := r.rate()
 	now := time.Now()
 	if rate <= 0 {
 		r.next = now

@@ -224,16 +224,12 @@ set -e
 [ -z "${MIGPROF:-}" ] || { redis-cli -p "$R1" CONFIG RESETSTAT >/dev/null; redis-cli -p "$R2" CONFIG RESETSTAT >/dev/null; }
 $PROF
 t0=\$(date +%s%3N)
-cpu() { for p in $R1PID $R2PID $BS1; do awk '{printf "%d ", \$14 + \$15}' /proc/\$p/stat; done; echo; }
+cpu() { for p in $R1PID $R2PID $BS1 \$PPID; do awk '{printf "%d ", \$14 + \$15}' /proc/\$p/stat; done; awk '/^cpu / {printf "%d %d\\n", \$2 + \$3 + \$4 + \$7 + \$8, \$5 + \$6}' /proc/stat; }
 cpu >"$WORK/cpu"
 "$WORK/redraft" --admin "$ADMIN" migrate --dc dc1 --slots 0-8191 --to g2 ${MIGARGS:-} >/dev/null
-seen=
-while :; do
-	st=\$("$WORK/redraft" --admin "$ADMIN" --json migrations --dc dc1 | awk -F'"' '/"state"/ {print \$4; exit}')
-	[ "\$st" = "\$seen" ] || { echo "\$((\$(date +%s%3N) - t0)) ms: \$st" >>"$WORK/phases"; seen=\$st; }
-	[ "\$st" = migrated ] && break
-	sleep 0.01
-done
+echo "\$((\$(date +%s%3N) - t0)) ms: migrate command returned" >>"$WORK/phases"
+# One process polls the admin API every 5 ms (a CLI started per poll took CPU from the migration).
+"$WORK/migload" -watch "$ADMIN" -dc dc1 -since "\$t0" >>"$WORK/phases"
 cpu >>"$WORK/cpu"
 EOS
 # MIGSLICES=0.25s: also show the GET latency per quarter second and when the migration's state changed.
@@ -261,7 +257,7 @@ awk -v tomove="$tomove" -v left="$left" -v mover="$mover" -v val="$MIGVAL" -v ou
 }'
 # CPU seconds the source, the target and the node spent over the migration (GET load included).
 awk -v hz="$HZ" 'NR == 1 {split($0, a, " ")} NR == 2 {split($0, b, " ")
-	printf "%-28s source %.2f s, target %.2f s, node %.2f s (with the GET load)\n", "CPU over the migration", (b[1] - a[1]) / hz, (b[2] - a[2]) / hz, (b[3] - a[3]) / hz}' "$WORK/cpu"
+	printf "%-28s source %.2f s, target %.2f s, node %.2f s (with the GET load), GET clients %.2f s; machine %.0f %% busy\n", "CPU over the migration", (b[1] - a[1]) / hz, (b[2] - a[2]) / hz, (b[3] - a[3]) / hz, (b[4] - a[4]) / hz, 100 * (b[5] - a[5]) / (b[5] - a[5] + b[6] - a[6])}' "$WORK/cpu"
 # A big collection: one hash of MIGHASH fields of 200 B values, alone on g2 (which serves every
 # slot now), moves to g1 in chunks; MB/s is its MEMORY USAGE over the wall time, migrate
 # command to switch (freeze barrier and the two SCAN passes included).
@@ -271,7 +267,7 @@ redis-cli -p "$R1" FLUSHALL >/dev/null; redis-cli -p "$R2" FLUSHALL >/dev/null
 hmem=$(redis-cli -p "$R2" MEMORY USAGE bighash)
 h0=$(date +%s%3N)
 "$WORK/redraft" --admin "$ADMIN" migrate --dc dc1 --slots 0-16383 --to g1 >/dev/null
-until [ "$("$WORK/redraft" --admin "$ADMIN" --json migrations --dc dc1 | grep -c '"state": "migrated"')" = 2 ]; do sleep 0.01; done
+"$WORK/migload" -watch "$ADMIN" -dc dc1 >/dev/null
 h1=$(date +%s%3N)
 [ "$(redis-cli -p "$R1" HLEN bighash)" = "$MIGHASH" ] || { echo "bench: the big hash did not arrive whole" >&2; exit 1; }
 awk -v mem="$hmem" -v ms=$((h1 - h0)) -v n="$MIGHASH" 'BEGIN {

@@ -10,12 +10,14 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -35,9 +37,14 @@ func main() {
 	clients := flag.Int("clients", 50, "concurrent GET clients")
 	base := flag.Duration("base", 3*time.Second, "baseline window before the command runs")
 	slice := flag.Duration("slices", 0, "also print, to stderr, each window cut in slices of this length (0: no)")
+	watch := flag.String("watch", "", "instead, poll this admin address until every migration of -dc is over, printing each state change")
+	dc := flag.String("dc", "dc1", "the datacenter -watch looks at")
+	since := flag.Int64("since", 0, "the Unix time in ms -watch counts its times from (0: its start)")
 	flag.Parse()
 	var err error
-	if *hash != "" {
+	if *watch != "" {
+		err = watchMigrations(*watch, *dc, *since)
+	} else if *hash != "" {
 		err = loadHash(*addr, *hash, *keys, *size)
 	} else if *load {
 		err = loadKeys(*addr, *keys, *size)
@@ -250,4 +257,45 @@ func report(w io.Writer, name string, all []sample, from, to time.Duration) {
 	slices.Sort(lat)
 	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))]) / 1e6 }
 	fmt.Fprintf(w, "%s %.0f %.3f %.3f %.3f\n", name, float64(len(lat))/(to-from).Seconds(), q(0.5), q(0.99), (to - from).Seconds())
+}
+
+// watchMigrations polls GET /migrations of the admin API at addr every 5 ms, over one kept-alive
+// connection, until no migration of dc is active, and prints "<ms since start> ms: <states>"
+// at each change (ms since the Unix time since, or since its start when 0). One process polling costs the machine far less than a CLI process started
+// per poll, which took CPU from the migration being measured.
+func watchMigrations(addr, dc string, since int64) error {
+	url := "http://" + addr + "/migrations?dc=" + dc
+	start := time.Now()
+	if since > 0 {
+		start = time.UnixMilli(since)
+	}
+	seen := ""
+	for {
+		resp, err := http.Get(url)
+		if err != nil {
+			return err
+		}
+		var ms []struct {
+			State string `json:"state"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&ms)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("GET %s: %w", url, err)
+		}
+		var states []string
+		active := false
+		for _, m := range ms {
+			states = append(states, m.State)
+			active = active || (m.State != "migrated" && m.State != "cancelled")
+		}
+		if st := strings.Join(states, " "); st != seen {
+			fmt.Printf("%d ms: %s\n", time.Since(start).Milliseconds(), st)
+			seen = st
+		}
+		if !active {
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
