@@ -42,6 +42,8 @@ func checkConvRound(key string, before, after keyState, ops []*convOp) []string 
 		return checkWhole(key, before, after, ops)
 	case "ctr":
 		return checkCounter(key, before, after, ops)
+	case "fctr":
+		return checkFieldCounters(key, before, after, ops)
 	case "hash", "set", "zset":
 		if perElement {
 			return checkElements(key, before, after, ops)
@@ -232,6 +234,148 @@ func checkCounter(key string, before, after keyState, ops []*convOp) []string {
 	}
 	return []string{fmt.Sprintf("%s ends as %s (before the round: %s), not explained:\n      %s\n    increments:%s",
 		key, after, before, strings.Join(why, "\n      "), describe(incs))}
+}
+
+// checkFieldCounters: each field of a counter hash is a counter whose increments add up
+// (docs/convergence.md, "Counters in hashes and sorted sets"): its value is the base of the
+// add (HSET) with the highest stamp, or the value before the round when no add took effect,
+// or nothing when the field was removed, plus every increment that add and every remove that
+// took effect had not observed. Each increment of a round adds ±2^exp with an exponent of its
+// own (per field), so the value says exactly which counted.
+func checkFieldCounters(key string, before, after keyState, ops []*convOp) []string {
+	fields := map[string]bool{}
+	for e := range before.elems {
+		fields[e] = true
+	}
+	for e := range after.elems {
+		fields[e] = true
+	}
+	for _, o := range ops {
+		fields[o.elem] = true
+	}
+	var out []string
+	for _, f := range slices.Sorted(maps.Keys(fields)) {
+		var adds, rems, incs []*convOp
+		for _, o := range ops {
+			switch {
+			case o.elem != f:
+			case o.kind == cvIncr:
+				incs = append(incs, o)
+			case o.kind == cvReset:
+				adds = append(adds, o)
+			case o.kind == cvRem:
+				rems = append(rems, o)
+			}
+		}
+		initial := before.elems != nil && containsKey(before.elems, f)
+		present := after.elems != nil && containsKey(after.elems, f)
+		var v0, v1 int64
+		if initial {
+			v0, _ = strconv.ParseInt(before.elems[f], 10, 64)
+		}
+		if present {
+			var err error
+			if v1, err = strconv.ParseInt(after.elems[f], 10, 64); err != nil {
+				out = append(out, fmt.Sprintf("%s: %q = %q is not a counter", key, f, after.elems[f]))
+				continue
+			}
+		}
+		// try explains the field with w the add of the highest stamp (nil: none) and base its
+		// value before the increments that count.
+		try := func(w *convOp, base int64) string {
+			eligible := map[int]*convOp{}
+			var required []*convOp
+			for _, o := range incs {
+				if o.out == outFailed {
+					continue
+				}
+				seen := obsNo
+				if w != nil {
+					seen = observed(w, o)
+				}
+				for _, r := range rems {
+					if eff := effectOf(r); eff != effNone {
+						switch obs := observed(r, o); {
+						case obs == obsYes && eff == effSure:
+							seen = obsYes
+						case obs != obsNo && seen == obsNo:
+							seen = obsMaybe
+						}
+					}
+				}
+				if seen == obsYes {
+					continue // reset by w or by a remove: must not count
+				}
+				if prev := eligible[o.exp]; prev != nil {
+					return fmt.Sprintf("two increments with exponent %d: %s and %s", o.exp, prev, o)
+				}
+				eligible[o.exp] = o
+				if seen == obsNo && o.out == outOK {
+					required = append(required, o)
+				}
+			}
+			counted := map[*convOp]bool{}
+			r := v1 - base
+			if !present {
+				r = 0
+			}
+			for e := 0; e < 63 && r != 0; e++ {
+				if r&(1<<e) == 0 {
+					continue
+				}
+				o := eligible[e]
+				if o == nil {
+					return fmt.Sprintf("the value %d is base %d plus %d, which needs an increment of exponent %d that cannot count", v1, base, v1-base, e)
+				}
+				counted[o] = true
+				r -= o.n
+			}
+			if r != 0 {
+				return fmt.Sprintf("the value %d is not base %d plus increments that may count", v1, base)
+			}
+			for _, o := range required {
+				if !counted[o] {
+					return fmt.Sprintf("the acknowledged increment %s, which it cannot have observed, is not counted", o)
+				}
+			}
+			return ""
+		}
+		var why []string
+		explained := false
+		winners := candidates(adds, effectOf)
+		if !anySure(adds, effectOf) {
+			winners = append(winners, nil)
+		}
+		for _, w := range winners {
+			bases := []int64{0} // removed (or never there): the increments that count alone
+			switch {
+			case w != nil:
+				bases = append(bases, w.n)
+			case initial:
+				bases = append(bases, v0)
+			}
+			for _, base := range bases {
+				w1 := try(w, base)
+				if w1 == "" {
+					explained = true
+					break
+				}
+				name := "no add"
+				if w != nil {
+					name = w.String()
+				}
+				why = append(why, fmt.Sprintf("%s winning, base %d: %s", name, base, w1))
+			}
+			if explained {
+				break
+			}
+		}
+		if !explained {
+			out = append(out, fmt.Sprintf("%s: %q ends as %q (before the round: %q), not explained:\n      %s\n    adds, removes, increments:%s%s%s",
+				key, f, after.elems[f], before.elems[f], strings.Join(why, "\n      "), describe(adds), describe(rems), describe(incs)))
+		}
+	}
+	return out
 }
 
 // perElement says whether hashes, sets and sorted sets merge per element (observed-remove,

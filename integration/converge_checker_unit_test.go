@@ -275,3 +275,30 @@ func TestConvCheckerOneRedis(t *testing.T) {
 	}
 	t.Logf("%d key-rounds checked, %d operations acknowledged", checked, acked)
 }
+
+func TestConvCheckerFieldCounters(t *testing.T) {
+	k := "{c}:fctr:0"
+	fi := func(dc string, exp int, neg bool, inv, cmp int, out outcome) *convOp {
+		return incr(dc, k, exp, neg, inv, cmp, out).withElem("e0")
+	}
+	i0 := fi("dc1", 0, false, 0, 1, outOK)  // +1, dc1, before the reset
+	i1 := fi("dc2", 1, false, 0, 1, outOK)  // +2, dc2, concurrent (cross-DC)
+	i2 := fi("dc1", 2, true, 30, 31, outOK) // -4, after the reset
+	set := cop("dc1", cvReset, k, 10, 11, outOK).withN(1 << 41).withElem("e0")
+	del := cop("dc1", cvRem, k, 10, 11, outOK).withReply(1).withElem("e0")
+	h := func(v int64) keyState {
+		return keyState{typ: "hash", elems: map[string]string{"e0": itoa(v)}}
+	}
+	runCases(t, k, []convCase{
+		{"every increment adds up", h(100), h(100 + 1 + 2 - 4), []*convOp{i0, i1, i2}, ""},
+		{"an add resets what it saw: the remote increment counts", h(100), h(1<<41 + 2 - 4), []*convOp{i0, i1, i2, set}, ""},
+		{"an add resets what it saw: the remote one was seen", h(100), h(1<<41 - 4), []*convOp{i0, i1, i2, set}, ""},
+		{"a remove, then an increment makes the field again", h(100), h(-4), []*convOp{i0, del, i2}, ""},
+		{"removed for good", h(100), absent, []*convOp{i0, del}, ""},
+		{"an increment lost", h(100), h(100 + 1 - 4), []*convOp{i0, i1, i2}, "not counted"},
+		{"an increment counted twice", h(100), h(100 + 1 + 2 + 2 - 4), []*convOp{i0, i1, i2}, "not explained"},
+		{"the add lost", h(100), h(100 + 1 + 2 - 4), []*convOp{i0, i1, i2, set}, "not explained"},
+		{"an increment the add had seen counts", h(100), h(1<<41 + 1 - 4), []*convOp{i0, i2, set}, "cannot count"},
+		{"an increment after the remove lost", h(100), absent, []*convOp{i0, del, i2}, "not counted"},
+	}, checkConvRound)
+}

@@ -71,7 +71,7 @@ func (o *convOp) String() string {
 	arg := o.tok
 	switch o.kind {
 	case cvIncr, cvReset:
-		arg = strconv.FormatInt(o.n, 10)
+		arg = strings.TrimSpace(o.elem + " " + strconv.FormatInt(o.n, 10))
 	case cvAdd, cvRem:
 		arg = strings.TrimSpace(o.elem + " " + o.tok)
 		if o.kind == cvAdd && family(o.key) == "zset" {
@@ -250,5 +250,5 @@ func family(key string) string {
 
 // familyType is the Redis type of a family's keys.
 var familyType = map[string]string{
-	"reg": "string", "ctr": "string", "hash": "hash", "set": "set", "zset": "zset", "list": "list", "stream": "stream",
+	"reg": "string", "ctr": "string", "fctr": "hash", "hash": "hash", "set": "set", "zset": "zset", "list": "list", "stream": "stream",
 }

@@ -19,7 +19,7 @@ import (
 // (convOp) for the checker.
 
 // convFamilies are the key families, each with its own rules (converge_checker_test.go).
-var convFamilies = []string{"reg", "ctr", "hash", "set", "zset", "list", "stream"}
+var convFamilies = []string{"reg", "ctr", "fctr", "hash", "set", "zset", "list", "stream"}
 
 // maxExp bounds the exponents of one counter's increments in one round: values stay well
 // below 2^53 over many rounds.
@@ -266,6 +266,28 @@ func (w *convWorkload) plan(c *convClient, o *convOp) []any {
 		}
 		o.kind = cvDel
 		return []any{"UNLINK", k}
+	case "fctr":
+		// Counters in a hash's fields: increments of ±2^exp (HINCRBY, or HINCRBYFLOAT of the
+		// same exact value), HSET of a base as a reset, HDEL as a remove.
+		o.elem = elem
+		if r < 70 {
+			if e := w.exponent(k + "/" + elem); e >= 0 {
+				o.kind, o.exp, o.n = cvIncr, e, int64(1)<<e
+				if c.rnd.Intn(3) == 0 {
+					o.n = -o.n
+				}
+				if c.rnd.Intn(4) == 0 {
+					return []any{"HINCRBYFLOAT", k, elem, strconv.FormatInt(o.n, 10) + ".0"}
+				}
+				return []any{"HINCRBY", k, elem, o.n}
+			}
+		}
+		if r < 88 {
+			o.kind, o.n = cvReset, (1+c.rnd.Int63n(1000))<<41
+			return []any{"HSET", k, elem, o.n}
+		}
+		o.kind = cvRem
+		return []any{"HDEL", k, elem}
 	case "hash", "set", "zset":
 		o.elem = elem
 		fam := family(k)

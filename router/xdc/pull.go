@@ -47,9 +47,15 @@ type KeyStateResponse struct {
 }
 
 // keyStateLua reads a key's whole state. KEYS: the key, the slot's metadata hash, the key's
-// element hash (declared so that a migration moves it with the key).
+// element hash (declared so that a migration moves it with the key), the slot's copy lock.
+// While a full copy into the slot runs (its lock "in:..."), the slot holds the copy's older
+// state for a moment: it answers TRYAGAIN, and the puller asks again.
 const keyStateLua = `
 local k, meta = KEYS[1], KEYS[2]
+local held = redis.call('GET', KEYS[4])
+if held and string.sub(held, 1, 3) == 'in:' then
+  return redis.error_reply('TRYAGAIN redraft: the slot is being replaced by a full copy, retry shortly')
+end
 ` + stampLua + elemLua + `
 local st = redis.call('HGET', meta, 's:' .. k) or ''
 local v = redis.call('HGET', meta, 'c:' .. k) or ''
@@ -228,7 +234,7 @@ func (r *Replicator) HandleKeyState(ctx context.Context, req KeyStateRequest) (K
 	}
 	out := KeyStateResponse{States: make([]KeyState, 0, len(req.Keys))}
 	for _, k := range req.Keys {
-		v, err := r.runScript(ctx, req.DB, req.Slot, keyStateScript.Hash(), keyStateLua, []string{k, MetaKey(req.Slot), ElemKey(req.Slot, k)}, nil)
+		v, err := r.runScript(ctx, req.DB, req.Slot, keyStateScript.Hash(), keyStateLua, []string{k, MetaKey(req.Slot), ElemKey(req.Slot, k), CopyLockKey(req.Slot)}, nil)
 		if err == nil && v.IsError() {
 			err = fmt.Errorf("%s", v.Str)
 		}
