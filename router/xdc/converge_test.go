@@ -466,6 +466,7 @@ func TestCopyKeepsCountersOfKeptKeys(t *testing.T) {
 	for range 5 {
 		c.write(t, "INCR", "{hot}n")
 		c.write(t, "HINCRBY", "{hot}h", "f", "1")
+		c.write(t, "INCR", "{hot}m")
 	}
 	waitEqual(t, []*testDC{a, c}, 10*time.Second, "n in a", stateOf("{hot}n"), "string 5")
 	later()
@@ -474,14 +475,22 @@ func TestCopyKeepsCountersOfKeptKeys(t *testing.T) {
 	b.write(t, "INCR", "{hot}n")
 	b.write(t, "INCRBYFLOAT", "{hot}n", "1")
 	b.write(t, "HINCRBY", "{hot}h", "f", "10")
-	// Past the bound on the slot in a: b gets the slot copied in full from a.
+	b.write(t, "INCRBY", "{hot}m", "10") // m: no key b wrote whole, only counted
+	b.write(t, "HINCRBY", "{hot}g", "f", "10")
+	// Past the bound on the slot in a and in b: each gets the slot copied in full from the
+	// other, and b's own entries are gone from its outbox: its increments survive the copy
+	// only through its counters.
 	for i := 0; i < 3000; i++ {
 		a.write(t, "INCR", "{hot}other")
+		b.write(t, "INCR", "{hot}bother")
 	}
 	b.down.Store(false)
 	waitEqual(t, dcs, 20*time.Second, "other", stateOf("{hot}other"), "string 3000")
 	waitEqual(t, dcs, 20*time.Second, "n", stateOf("{hot}n"), "string 107")
 	waitEqual(t, dcs, 20*time.Second, "h", stateOf("{hot}h"), "hash map[f:15 x:0 y:1]")
+	waitEqual(t, dcs, 20*time.Second, "m", stateOf("{hot}m"), "string 15")
+	waitEqual(t, dcs, 20*time.Second, "g", stateOf("{hot}g"), "hash map[f:10]")
+	waitEqual(t, dcs, 20*time.Second, "bother", stateOf("{hot}bother"), "string 3000")
 	var copied int64
 	for _, d := range []*testDC{a, c} {
 		for _, p := range d.repl.Report().Pairs {
@@ -490,6 +499,67 @@ func TestCopyKeepsCountersOfKeptKeys(t *testing.T) {
 	}
 	if copied == 0 {
 		t.Fatal("no slot was copied in full: the test did not test the copy")
+	}
+}
+
+// TestCopyIntoADCThatLostItsOwnEntries: a full copy into b from a, which had not applied b's
+// latest increments, while b's outbox no longer holds them (trimmed past a DC that was
+// down): b's increments survive through its counters, merged into the copy's, and count once.
+func TestCopyIntoADCThatLostItsOwnEntries(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b", "c")
+	a, b, c := dcs[0], dcs[1], dcs[2]
+	ctx := context.Background()
+	a.write(t, "SET", "{x}base", "1")
+	waitEqual(t, dcs, 10*time.Second, "base", stateOf("{x}base"), "string 1")
+	b.down.Store(true)
+	for range 5 {
+		c.write(t, "INCR", "{x}m")
+	}
+	waitEqual(t, []*testDC{a, c}, 10*time.Second, "m in a", stateOf("{x}m"), "string 5")
+	b.write(t, "INCRBY", "{x}m", "10")
+	b.write(t, "HINCRBY", "{x}g", "f", "10")
+	b.write(t, "INCRBYFLOAT", "{x}fl", "0.5")
+	slot := slotString("{x}m")
+	// b's outbox loses the entries (as when trimmed past a DC that is down).
+	if err := b.rc.XTrimMaxLen(ctx, OutboxKey(slot), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The copy a would send: the slot's keys, metadata hash, inbox and last id.
+	req := CopyRequest{Source: "a", Slot: slot}
+	all, err := a.rc.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range all {
+		if slotString(k) != slot || !(copiedWithSlot(k) || k == MetaKey(slot)) {
+			continue
+		}
+		d, err := a.rc.Dump(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Keys = append(req.Keys, CopyKey{Key: k, Dump: []byte(d)})
+	}
+	if req.Inbox, err = a.rc.HGetAll(ctx, InboxKey(slot)).Result(); err != nil {
+		t.Fatal(err)
+	}
+	meta, err := a.rc.HGetAll(ctx, MetaKey(slot)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Stamps = stampsOf(meta)
+	last, err := a.rc.XInfoStream(ctx, OutboxKey(slot)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Last = last.LastGeneratedID
+	if _, err := b.repl.HandleCopy(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]string{"{x}m": "string 15", "{x}g": "hash map[f:10]", "{x}fl": "string 0.5", "{x}base": "string 1"} {
+		if got, err := state(ctx, b.rc, key); err != nil || got != want {
+			t.Errorf("after the copy, b holds %s as %q (%v), want %q", key, got, err, want)
+		}
 	}
 }
 

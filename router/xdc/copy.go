@@ -334,6 +334,10 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	if err != nil {
 		return struct{}{}, err
 	}
+	counters, err := r.countersHere(ctx, db, slot, existing)
+	if err != nil {
+		return struct{}{}, err
+	}
 	existing = append(existing, MetaKey(slot), PullKey(slot))
 	for i := 0; i < len(existing); i += 256 {
 		part := existing[i:min(len(existing), i+256)]
@@ -353,6 +357,22 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	if err := r.restoreKept(ctx, db, slot, kept); err != nil {
 		return struct{}{}, err
 	}
+	keptKeys := map[string]bool{}
+	for _, k := range kept {
+		keptKeys[k.key] = true
+	}
+	// Increments are never superseded: those this DC holds that the copy lacks (its own the
+	// source had not applied, a third DC's it had not either) join the copy's counters. (A
+	// kept key merged the copy's into its own in restoreKept.)
+	for key, c := range counters {
+		if keptKeys[key] {
+			continue
+		}
+		argv := append([]any{c.vec}, c.elems...)
+		if v, err := r.runScript(ctx, db, slot, mergeCountersScript.Hash(), mergeCountersLua, []string{key, MetaKey(slot), ElemKey(slot, key)}, argv); err != nil || v.IsError() {
+			return struct{}{}, fmt.Errorf("merge counters of %q into the copy: %v%s", key, err, v.Str)
+		}
+	}
 	in := InboxKey(slot)
 	args := []string{"HSET", in, req.Source, req.Last}
 	for dc, id := range req.Inbox {
@@ -366,16 +386,13 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	if _, err := run([]string{in}, args...); err != nil {
 		return struct{}{}, err
 	}
-	keptKeys := map[string]bool{}
-	for _, k := range kept {
-		keptKeys[k.key] = true
-	}
 	for _, e := range mine {
 		e.DC = selfPrefix + own
-		// A kept key's state here already holds every own write: applying them again would
-		// count its increments twice.
+		// A kept key's state here already holds every own write, and every key's counters
+		// hold this DC's own increments (merged above): applying them again would count
+		// them twice.
 		e.Cmds = slices.DeleteFunc(e.Cmds, func(c []string) bool {
-			return len(c) > 1 && strings.HasPrefix(c[0], "~") && keptKeys[c[1]]
+			return len(c) > 1 && (c[0] == "~c" || c[0] == "~i" || strings.HasPrefix(c[0], "~") && keptKeys[c[1]])
 		})
 		keys, argv := ApplyArgs(slot, e, "", token)
 		if v, err := r.runScript(ctx, db, slot, ApplySHA, applyLua, keys, argv); err != nil || v.IsError() {
@@ -554,6 +571,67 @@ func (r *Replicator) newerHere(ctx context.Context, db, slot int, src map[string
 	}
 	return out, nil
 }
+
+// heldCounters are one key's counters in this DC before a full copy replaces the slot: its
+// counter vector and its element states that count (element, msgpack state, ...).
+type heldCounters struct {
+	vec   string
+	elems []any
+}
+
+// countersHere reads the counters of the slot's keys (keys: the slot's keys here, element
+// hashes included) before a full copy replaces them, for mergeCountersLua.
+func (r *Replicator) countersHere(ctx context.Context, db, slot int, keys []string) (map[string]*heldCounters, error) {
+	out := map[string]*heldCounters{}
+	mv, err := r.internal(ctx, db, slot, []string{MetaKey(slot)}, []string{"HGETALL", MetaKey(slot)})
+	if err != nil || mv.IsError() {
+		return nil, fmt.Errorf("read metadata: %v%s", err, mv.Str)
+	}
+	for i := 0; i+1 < len(mv.Elems); i += 2 {
+		if k, ok := strings.CutPrefix(string(mv.Elems[i].Str), "c:"); ok {
+			out[k] = &heldCounters{vec: string(mv.Elems[i+1].Str)}
+		}
+	}
+	prefix := ElemKey(slot, "")
+	for _, ek := range keys {
+		k, ok := strings.CutPrefix(ek, prefix)
+		if !ok {
+			continue
+		}
+		v, err := r.runScript(ctx, db, slot, countedStatesScript.Hash(), countedStatesLua, []string{ek}, nil)
+		if err != nil || v.IsError() {
+			return nil, fmt.Errorf("read element counters of %q: %v%s", k, err, v.Str)
+		}
+		if len(v.Elems) == 0 {
+			continue
+		}
+		h := out[k]
+		if h == nil {
+			h = &heldCounters{}
+			out[k] = h
+		}
+		for _, e := range v.Elems {
+			h.elems = append(h.elems, string(e.Str))
+		}
+	}
+	return out, nil
+}
+
+// countedStatesLua answers the element states of an element hash (KEYS[1]) that hold
+// counters, as element, state, ...
+const countedStatesLua = `
+local all, out = redis.call('HGETALL', KEYS[1]), {}
+for i = 1, #all, 2 do
+  local st = cmsgpack.unpack(all[i + 1])
+  if st.c and next(st.c) then
+    out[#out + 1] = all[i]
+    out[#out + 1] = all[i + 1]
+  end
+end
+return out
+`
+
+var countedStatesScript = redis.NewScript(countedStatesLua)
 
 // restoreKept puts the keys newerHere kept back over the copy, with their metadata.
 func (r *Replicator) restoreKept(ctx context.Context, db, slot int, kept []keptKey) error {
