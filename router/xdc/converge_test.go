@@ -504,7 +504,8 @@ func TestCopyKeepsCountersOfKeptKeys(t *testing.T) {
 
 // TestCopyIntoADCThatLostItsOwnEntries: a full copy into b from a, which had not applied b's
 // latest increments, while b's outbox no longer holds them (trimmed past a DC that was
-// down): b's increments survive through its counters, merged into the copy's, and count once.
+// down): b's increments survive through its counters, merged into the copy's, and count once;
+// a third DC's increments b had and the copy lacks are not kept but sent again, and count once.
 func TestCopyIntoADCThatLostItsOwnEntries(t *testing.T) {
 	_, dcs := startDCs(t, "a", "b", "c")
 	a, b, c := dcs[0], dcs[1], dcs[2]
@@ -513,9 +514,17 @@ func TestCopyIntoADCThatLostItsOwnEntries(t *testing.T) {
 	waitEqual(t, dcs, 10*time.Second, "base", stateOf("{x}base"), "string 1")
 	b.down.Store(true)
 	for range 5 {
-		c.write(t, "INCR", "{x}m")
+		c.write(t, "INCR", "{x}m") // in a, not in b
 	}
-	waitEqual(t, []*testDC{a, c}, 10*time.Second, "m in a", stateOf("{x}m"), "string 5")
+	waitEqual(t, []*testDC{a}, 10*time.Second, "m in a", stateOf("{x}m"), "string 5")
+	a.down.Store(true)
+	b.down.Store(false)
+	for range 3 {
+		c.write(t, "INCR", "{x}n") // in b, not in a
+	}
+	waitEqual(t, []*testDC{b}, 10*time.Second, "n in b", stateOf("{x}n"), "string 3")
+	waitEqual(t, []*testDC{b}, 10*time.Second, "m in b", stateOf("{x}m"), "string 5")
+	b.down.Store(true)
 	b.write(t, "INCRBY", "{x}m", "10")
 	b.write(t, "HINCRBY", "{x}g", "f", "10")
 	b.write(t, "INCRBYFLOAT", "{x}fl", "0.5")
@@ -556,10 +565,20 @@ func TestCopyIntoADCThatLostItsOwnEntries(t *testing.T) {
 	if _, err := b.repl.HandleCopy(ctx, req); err != nil {
 		t.Fatal(err)
 	}
-	for key, want := range map[string]string{"{x}m": "string 15", "{x}g": "hash map[f:10]", "{x}fl": "string 0.5", "{x}base": "string 1"} {
-		if got, err := state(ctx, b.rc, key); err != nil || got != want {
-			t.Errorf("after the copy, b holds %s as %q (%v), want %q", key, got, err, want)
+	want := map[string]string{"{x}m": "string 15", "{x}g": "hash map[f:10]", "{x}fl": "string 0.5", "{x}base": "string 1", "{x}n": "none"}
+	for key, w := range want {
+		if got, err := state(ctx, b.rc, key); err != nil || got != w {
+			t.Errorf("after the copy, b holds %s as %q (%v), want %q", key, got, err, w)
 		}
+	}
+	// Healed: c sends n's increments again to b, b its own to the others (a copy: its outbox
+	// lost them); every DC counts each increment once.
+	a.down.Store(false)
+	b.down.Store(false)
+	// (c was cut when b asked it to read b's last applied id again: b asks until c hears.)
+	want["{x}n"] = "string 3"
+	for key, w := range want {
+		waitEqual(t, dcs, 20*time.Second, key, stateOf(key), w)
 	}
 }
 

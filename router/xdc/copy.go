@@ -361,14 +361,14 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	for _, k := range kept {
 		keptKeys[k.key] = true
 	}
-	// Increments are never superseded: those this DC holds that the copy lacks (its own the
-	// source had not applied, a third DC's it had not either) join the copy's counters. (A
-	// kept key merged the copy's into its own in restoreKept.)
+	// Increments are never superseded: this DC's own that the source had not applied join the
+	// copy's counters (a third DC's the copy lacks come again: the inbox is the copy's). A
+	// kept key's counters were set the same way in restoreKept.
 	for key, c := range counters {
 		if keptKeys[key] {
 			continue
 		}
-		argv := append([]any{c.vec}, c.elems...)
+		argv := append([]any{c.vec, own, "copy"}, c.elems...)
 		if v, err := r.runScript(ctx, db, slot, mergeCountersScript.Hash(), mergeCountersLua, []string{key, MetaKey(slot), ElemKey(slot, key)}, argv); err != nil || v.IsError() {
 			return struct{}{}, fmt.Errorf("merge counters of %q into the copy: %v%s", key, err, v.Str)
 		}
@@ -399,7 +399,9 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 			return struct{}{}, fmt.Errorf("re-apply own entry %s: %v%s", e.ID, err, v.Str)
 		}
 	}
-	// Tell the other DCs' shippers to read their last applied ids on this slot again.
+	// Tell the other DCs' shippers to read their last applied ids on this slot again, until
+	// they hear it (a DC cut off now would otherwise find out only at its next entry for the
+	// slot, by the gap).
 	st := r.cfg.Cluster.State()
 	for _, id := range st.NodeIDs() {
 		n := st.Nodes[id]
@@ -407,14 +409,25 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 			continue
 		}
 		go func() {
-			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			tctx, cancel := context.WithTimeout(context.Background(), resetFor)
 			defer cancel()
-			_ = r.cfg.Peers.CallPeer(cctx, n.Peer, RPCReset, ResetRequest{Source: n.DC, Dest: own, DB: db, Slot: slot}, nil)
+			for wait := 200 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+				cctx, c2 := context.WithTimeout(tctx, 5*time.Second)
+				err := r.cfg.Peers.CallPeer(cctx, n.Peer, RPCReset, ResetRequest{Source: n.DC, Dest: own, DB: db, Slot: slot}, nil)
+				c2()
+				if err == nil || !sleep(tctx, wait) {
+					return
+				}
+			}
 		}()
 	}
 	r.log.Info("slot replaced by a full copy", "source", req.Source, "slot", slot, "db", db, "keys", len(req.Keys), "own_entries_reapplied", len(mine))
 	return struct{}{}, nil
 }
+
+// resetFor is how long a DC that got a full copy keeps telling another DC's node to read its
+// last applied id on the slot again.
+const resetFor = 2 * time.Minute
 
 // HandleReset marks a slot's last applied id in DC req.Dest for reading again.
 func (r *Replicator) HandleReset(_ context.Context, req ResetRequest) (struct{}, error) {
@@ -683,7 +696,7 @@ func (r *Replicator) restoreKept(ctx context.Context, db, slot int, kept []keptK
 				return err
 			}
 		}
-		argv := []any{string(cc.Str)}
+		argv := []any{string(cc.Str), r.cfg.Cluster.DC(), "kept"}
 		for _, e := range ce.Elems {
 			argv = append(argv, string(e.Str))
 		}
@@ -694,48 +707,76 @@ func (r *Replicator) restoreKept(ctx context.Context, db, slot int, kept []keptK
 	return nil
 }
 
-// mergeCountersLua merges into a key a full copy kept (its state here is newer than the
-// copy's) the increments only the copy holds: increments add up whatever their order, so a
-// newer state here does not supersede them. KEYS: the key, the slot's metadata hash, the key's
-// element hash. ARGV: the copy's counter vector of the key, then the copy's element states
-// (element, state, ...). Per DC the vector with the higher count wins; the key's value (or
-// each element's) is then what its base and counters make it.
+// mergeCountersLua sets a key's counters after a full copy replaced its slot: the counts of
+// this DC's own increments are the higher of the copy's and those it held (its own increments
+// the source had not applied, which its outbox may no longer hold, are counted here and
+// nowhere else), the other DCs' are the copy's (the inbox is the copy's too: they send again
+// what the copy lacks). The key's value (or each element's) is then what its base and
+// counters make it. KEYS: the key, the slot's metadata hash, the key's element hash. ARGV:
+// the other side's counter vector of the key, this DC's name, "copy" when the key's state in
+// Redis is the copy's ("kept": it is the state this DC held, put back over the copy), then
+// the other side's element states that count (element, state, ...).
 const mergeCountersLua = `#!lua
 local k, meta = KEYS[1], KEYS[2]
 ` + stampLua + elemLua + `
-local copyC = vecParse(ARGV[1])
-if next(copyC) then
-  local C, V = vecsOf(k)
-  local M = vmax(C, copyC)
-  if vecString(M) ~= vecString(C) then
-    local before, after = unseen(C, V), unseen(M, V)
-    local float = redis.call('HEXISTS', meta, 'b:' .. k) == 1
-    if not float and allInt(before) and allInt(after) then
-      redis.call('HSET', meta, 'c:' .. k, vecString(M))
-      local d = 0
-      for _, x in ipairs(after) do d = d + tonumber(x) end
-      for _, x in ipairs(before) do d = d - tonumber(x) end
-      if d ~= 0 then redis.pcall('INCRBY', k, string.format('%.0f', d)) end
-    else
-      floatMode(k, nil)
-      redis.call('HSET', meta, 'c:' .. k, vecString(M))
-      recompute(k)
-    end
+local own, curIsCopy = ARGV[2], ARGV[3] == 'copy'
+-- target returns the counters to hold, from those in Redis (cur) and the other side's.
+local function target(cur, other)
+  cur, other = cur or {}, other or {}
+  local t = {}
+  local copy = other
+  if curIsCopy then copy = cur end
+  for d, x in pairs(copy) do
+    if d ~= own then t[d] = x end
+  end
+  local a, b = cur[own], other[own]
+  if a and (not b or a[1] >= b[1]) then t[own] = a elseif b then t[own] = b end
+  return t
+end
+local C, V = vecsOf(k)
+local T = target(C, vecParse(ARGV[1]))
+if vecString(T) ~= vecString(C) then
+  local before, after = unseen(C, V), unseen(T, V)
+  local float = redis.call('HEXISTS', meta, 'b:' .. k) == 1
+  if not float and allInt(before) and allInt(after) then
+    if next(T) then redis.call('HSET', meta, 'c:' .. k, vecString(T)) else redis.call('HDEL', meta, 'c:' .. k) end
+    local d = 0
+    for _, x in ipairs(after) do d = d + tonumber(x) end
+    for _, x in ipairs(before) do d = d - tonumber(x) end
+    if d ~= 0 then redis.pcall('INCRBY', k, string.format('%.0f', d)) end
+  else
+    floatMode(k, nil)
+    redis.call('HSET', meta, 'c:' .. k, vecString(T))
+    recompute(k)
   end
 end
+local others, names = {}, {}
+for i = 4, #ARGV, 2 do
+  others[ARGV[i]] = cmsgpack.unpack(ARGV[i + 1])
+  names[#names + 1] = ARGV[i]
+end
+local here = redis.call('HGETALL', ekey(k))
+for i = 1, #here, 2 do
+  if not others[here[i]] then names[#names + 1] = here[i] end
+end
 local K = stampOf(k)
-for i = 2, #ARGV, 2 do
-  local e, cs = ARGV[i], cmsgpack.unpack(ARGV[i + 1])
-  if cs.c and next(cs.c) then
-    local ty = cs.t
-    local have = redis.call('TYPE', k)['ok']
+local have = redis.call('TYPE', k)['ok']
+for _, e in ipairs(names) do
+  local os = others[e] or {}
+  local p = redis.call('HGET', ekey(k), e)
+  local ty = os.t
+  if p then ty = cmsgpack.unpack(p).t end
+  if ty and (p or (os.c and next(os.c))) then
     local st, cur = eload(ty, k, e)
-    if not st.c then
-      st.c, st.bs = {}, st.bs or {}
-      if newest(st, K) == nil then st.bv = cur end
+    local t = target(st.c, os.c)
+    if vecString(t) ~= vecString(st.c or {}) then
+      if not st.c then
+        st.bs = st.bs or {}
+        if newest(st, K) == nil then st.bv = cur end
+      end
+      st.c = t
+      if have ~= 'none' and have ~= ty then esave(k, e, st) else esettle(ty, k, e, st, nil, K) end
     end
-    st.c = vmax(st.c, cs.c)
-    if have ~= 'none' and have ~= ty then esave(k, e, st) else esettle(ty, k, e, st, nil, K) end
   end
 end
 return 1
