@@ -88,25 +88,43 @@ local function vecString(v)
   end
   return table.concat(out)
 end
--- isInt reports whether s is an integer Lua's doubles hold exactly.
+-- isInt reports whether s is written as an integer (of at most 64 bits' digits); small,
+-- whether Lua's doubles also hold it exactly.
 local function isInt(s)
-  return type(s) == 'string' and #s < 20 and string.match(s, '^-?%d+$') ~= nil and math.abs(tonumber(s)) < 9007199254740992
+  return type(s) == 'string' and #s <= 20 and string.match(s, '^-?%d+$') ~= nil
 end
+local function small(s) return isInt(s) and math.abs(tonumber(s)) < 9007199254740992 end
 local function neg(s)
   if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end
   return '-' .. s
 end
--- calc returns a + b (numbers as strings): exact integers in Lua, anything else as Redis's
--- INCRBYFLOAT computes and formats it (on a scratch key of the slot), so that every DC
--- computes the same string from the same strings. nil and the error when Redis refuses.
+-- calc returns a + b (numbers as strings): integers exactly (in Lua while small, else by
+-- INCRBY, 64 bits as Redis counts), anything else as Redis's INCRBYFLOAT computes and formats
+-- it (on a scratch key of the slot), so that every DC computes the same string from the same
+-- strings. nil and the error when Redis refuses (an overflow, not a number).
 local function calc(a, b)
-  if isInt(a) and isInt(b) then return string.format('%.0f', tonumber(a) + tonumber(b)) end
+  if small(a) and small(b) then return string.format('%.0f', tonumber(a) + tonumber(b)) end
   local t = '__redraft:calc:' .. string.sub(meta, 13)
   redis.call('SET', t, a)
-  local r = redis.pcall('INCRBYFLOAT', t, b)
+  local r
+  if isInt(a) and isInt(b) then
+    r = redis.pcall('INCRBY', t, b)
+    if type(r) == 'number' then r = redis.call('GET', t) end
+  else
+    r = redis.pcall('INCRBYFLOAT', t, b)
+  end
   redis.call('DEL', t)
   if type(r) == 'table' then return nil, r end
   return r
+end
+-- sum adds the terms to a, in order (nil and the error when Redis refuses).
+local function sum(a, terms)
+  for _, x in ipairs(terms) do
+    local r, err = calc(a, x)
+    if not r then return nil, err end
+    a = r
+  end
+  return a
 end
 -- unseen returns, in DC order, the sums of the increments in counter vector C that vector V
 -- had not seen, as the terms to add (a DC's sum, then the negated sum V had seen of it).
@@ -176,9 +194,10 @@ local function floatMode(k, cur)
   local terms = unseen(vecsOf(k))
   local base = cur
   if #terms > 0 and (cur == '' or isInt(cur)) and allInt(terms) then
-    local s = tonumber(cur) or 0
-    for _, x in ipairs(terms) do s = s - tonumber(x) end
-    base = string.format('%.0f', s)
+    local negs = {}
+    for i, x in ipairs(terms) do negs[i] = neg(x) end
+    if cur == '' then cur = '0' end
+    base = sum(cur, negs) or cur
   end
   redis.call('HSET', meta, 'b:' .. k, base)
 end
@@ -222,9 +241,9 @@ local function adopt(k, V)
     return nil
   end
   if #terms > 0 then
-    local sum = 0
-    for _, x in ipairs(terms) do sum = sum + tonumber(x) end
-    local r = redis.pcall('INCRBY', k, string.format('%.0f', sum))
+    local d, err = sum('0', terms)
+    if not d then return err['err'] end
+    local r = redis.pcall('INCRBY', k, d)
     if type(r) == 'table' and r['err'] then return r['err'] end
   end
   return nil

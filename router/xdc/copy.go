@@ -740,10 +740,10 @@ if vecString(T) ~= vecString(C) then
   local float = redis.call('HEXISTS', meta, 'b:' .. k) == 1
   if not float and allInt(before) and allInt(after) then
     if next(T) then redis.call('HSET', meta, 'c:' .. k, vecString(T)) else redis.call('HDEL', meta, 'c:' .. k) end
-    local d = 0
-    for _, x in ipairs(after) do d = d + tonumber(x) end
-    for _, x in ipairs(before) do d = d - tonumber(x) end
-    if d ~= 0 then redis.pcall('INCRBY', k, string.format('%.0f', d)) end
+    local negs = {}
+    for i, x in ipairs(before) do negs[i] = neg(x) end
+    local d = sum(sum('0', after) or '0', negs)
+    if d and d ~= '0' then redis.pcall('INCRBY', k, d) end
   else
     floatMode(k, nil)
     redis.call('HSET', meta, 'c:' .. k, vecString(T))

@@ -281,9 +281,8 @@ for c, call in ipairs(calls) do
   if changed and cls == 'c' then
     local d = '1'
     if name == 'DECR' then d = '-1'
-    elseif name == 'INCRBY' then d = string.format('%.0f', tonumber(argv[3]))
-    elseif name == 'DECRBY' then d = string.format('%.0f', -tonumber(argv[3]))
-    elseif name == 'INCRBYFLOAT' then d = argv[3] end
+    elseif name == 'INCRBY' or name == 'INCRBYFLOAT' then d = argv[3]
+    elseif name == 'DECRBY' then d = neg(argv[3]) end
     local k = call.w[1]
     -- (An integer counter's INCR has already changed the value; a float counter is
     -- recomputed from its vectors, and INCRBYFLOAT answers the recomputed value.)
