@@ -77,6 +77,9 @@ func (l *loop) follow(ctx context.Context, src *redis.Client, pos string) {
 		if n == dirtyCount && l.feedTrimmedAfter(ctx, src, from) {
 			l.full.Store(true)
 		}
+		if l.ph.enabled() {
+			l.woke.CompareAndSwap(0, time.Now().UnixNano())
+		}
 		l.signal()
 	}
 }

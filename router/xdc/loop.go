@@ -21,6 +21,10 @@ import (
 // maxRoundSlots bounds the slots one shipping round reads and sends.
 const maxRoundSlots = 512
 
+// maxInflight bounds a loop's sends in flight: while one waits for its answer the next round
+// reads and sends (docs/replication.md, "Shipping between nodes").
+const maxInflight = 2
+
 // lagWindow is how many recent entry lags a loop keeps for the p50/p99 it reports.
 const lagWindow = 2048
 
@@ -54,6 +58,14 @@ type loop struct {
 	full atomic.Bool
 	// lens are the outbox lengths last read, by position in slots.
 	lens []int64
+	// ph times the rounds' phases for the debug log; woke is when follow last signalled
+	// (UnixNano), for the "wake" phase.
+	ph   *phases
+	woke atomic.Int64
+	// sem holds one token per send in flight (maxInflight); sends waits for them when the
+	// loop stops.
+	sem   chan struct{}
+	sends sync.WaitGroup
 
 	mu         sync.Mutex
 	stopped    bool     // stop was called (run may not have set cancel yet)
@@ -69,12 +81,20 @@ type loop struct {
 	lagNext    int
 	lastErr    string
 	errSince   time.Time
+	// inflight are the slots of the batches sent and not answered yet, one bit per slot;
+	// blocked, those a round left out because they were in flight (their answer marks them
+	// again). sendErr is the last failed send's error, for the loop to back off.
+	inflight [fsm.NumSlots / 64]uint64
+	blocked  [fsm.NumSlots / 64]uint64
+	sendErr  error
 }
 
 func newLoop(r *Replicator, k loopKey, slots []int) *loop {
 	l := &loop{r: r, key: k, slots: slots, index: make(map[string]int, len(slots)), done: make(chan struct{}),
 		acked: make([]string, len(slots)), pending: make([]int64, len(slots)), lens: make([]int64, len(slots)), reset: map[int]bool{},
-		copying: map[int]bool{}, started: time.Now(), wake: make(chan struct{}, 1), trimQ: make(chan redis.Pipeliner, 1)}
+		copying: map[int]bool{}, started: time.Now(), wake: make(chan struct{}, 1), trimQ: make(chan redis.Pipeliner, 1),
+		sem: make(chan struct{}, maxInflight)}
+	l.ph = newPhases(r.log.With("dest", k.dest, "group", k.group, "db", k.db), "shipping")
 	for i, s := range slots {
 		l.index[OutboxKey(s)] = i
 	}
@@ -101,6 +121,7 @@ func (l *loop) run(parent context.Context) {
 	}
 	l.mu.Unlock()
 	defer close(l.done)
+	defer l.sends.Wait()
 	defer cancel()
 	src := l.r.client(l.key.server, l.key.db)
 	backoff := 50 * time.Millisecond
@@ -315,7 +336,10 @@ func (l *loop) sweep(ctx context.Context, src *redis.Client) ([]int, error) {
 	return ready, nil
 }
 
-// round reads the ready slots' next entries and ships them.
+// round reads the ready slots' next entries and hands them to a send (ship) that runs while
+// the next rounds read: up to maxInflight sends are in flight. A slot is in at most one
+// in-flight batch, so its entries are applied in order: a ready slot whose batch is still in
+// flight is left for the round after its answer (blocked).
 func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies chan<- int) error {
 	if len(ready) == 0 {
 		return nil
@@ -323,18 +347,60 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 	if len(ready) > maxRoundSlots {
 		ready = ready[:maxRoundSlots]
 	}
+	// A free send first, so that while every send is in flight the writes gather into the
+	// next round (one read and one send for many) instead of waiting in many small ones.
+	select {
+	case l.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	shipping := false
+	defer func() {
+		if !shipping {
+			<-l.sem
+		}
+	}()
 	l.mu.Lock()
-	after := make([]string, len(ready))
-	for i, p := range ready {
-		after[i] = l.acked[p]
+	if l.sendErr != nil {
+		err := l.sendErr
+		l.sendErr = nil
+		l.mu.Unlock()
+		return err
+	}
+	free := make([]int, 0, len(ready))
+	after := make([]string, 0, len(ready))
+	for _, p := range ready {
+		if s := l.slots[p]; l.inflight[s/64]&(1<<(s%64)) != 0 {
+			l.blocked[s/64] |= 1 << (s % 64)
+			continue
+		}
+		free, after = append(free, p), append(after, l.acked[p])
 	}
 	l.mu.Unlock()
+	ready = free
+	if len(ready) == 0 {
+		return nil
+	}
+	t0 := time.Now()
+	if w := l.woke.Swap(0); w != 0 && l.ph.enabled() {
+		l.ph.add("wake", t0.Sub(time.Unix(0, w)))
+	}
 	got, err := readSlots(ctx, src, l.slotsAt(ready), after, l.r.cfg.BatchSize)
 	if err != nil {
 		return fmt.Errorf("read outboxes: %w", err)
 	}
+	t1 := time.Now()
+	if l.ph.enabled() {
+		l.ph.add("read", t1.Sub(t0))
+		for _, g := range got {
+			if len(g.entries) > 0 {
+				l.ph.add("age-after-read", LagOf(g.entries[0].ID, t1))
+			}
+		}
+	}
 	var batches []WireBatch
-	var pos, read []int
+	var pos []int
+	var reads []*slotRead
 	more := false
 	defer func() {
 		if more {
@@ -381,17 +447,67 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 			b.Entries[j] = WireEntry{ID: e.ID, TS: e.TS, Cmds: e.Cmds}
 		}
 		batches = append(batches, b)
-		pos, read = append(pos, p), append(read, i)
+		pos, reads = append(pos, p), append(reads, &got[i])
 	}
 	if len(batches) == 0 {
 		return nil
 	}
+	l.mu.Lock()
+	for _, b := range batches {
+		l.inflight[b.Slot/64] |= 1 << (b.Slot % 64)
+	}
+	l.mu.Unlock()
+	shipping = true
+	l.sends.Add(1)
+	go func() {
+		defer l.sends.Done()
+		defer func() { <-l.sem }()
+		l.ship(ctx, src, batches, pos, reads, t1)
+	}()
+	return nil
+}
+
+// ship sends a round's batches and records the answers: the destination's last applied ids,
+// the lags, the trims. A failure marks the batches' slots to be read again and leaves the
+// error for the loop, which backs off (sendErr). Either way the batches' slots leave the
+// in-flight set, and those a round left out meanwhile are marked again.
+func (l *loop) ship(ctx context.Context, src *redis.Client, batches []WireBatch, pos []int, reads []*slotRead, t1 time.Time) {
 	results, err := l.send(ctx, batches)
+	if err == nil && l.ph.enabled() {
+		l.ph.add("send", time.Since(t1))
+	}
+	var firstErr error
+	more := false
+	defer func() {
+		l.mu.Lock()
+		for _, b := range batches {
+			w, bit := b.Slot/64, uint64(1)<<(b.Slot%64)
+			l.inflight[w] &^= bit
+			if l.blocked[w]&bit != 0 {
+				l.blocked[w] &^= bit
+				l.mark(b.Slot)
+				more = true
+			}
+		}
+		if firstErr != nil {
+			l.sendErr = cmpErr(l.sendErr, firstErr)
+			more = true
+		} else {
+			l.lastErr = ""
+		}
+		l.mu.Unlock()
+		if more {
+			l.signal()
+		}
+	}()
 	if err != nil {
-		return err
+		for _, b := range batches {
+			l.mark(b.Slot) // read and sent again after the backoff
+		}
+		firstErr = err
+		return
 	}
 
-	var firstErr error
 	now := time.Now()
 	trims := src.Pipeline() // the round's trims, one round trip, off the round's path
 	defer l.trimAsync(ctx, trims)
@@ -431,7 +547,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		l.mu.Unlock()
 		if res.Last != "" {
 			l.r.recordAck(ctx, trims, l.key.dest, l.key.db, b.Slot, res.Last)
-			l.r.lost.shipped(lostKey{l.key.dest, l.key.db, b.Slot}, b.Prev, res.Last, &got[read[i]])
+			l.r.lost.shipped(lostKey{l.key.dest, l.key.db, b.Slot}, b.Prev, res.Last, reads[i])
 		}
 		if res.Error != "" && !res.Gap {
 			l.mark(b.Slot) // tried again after the backoff
@@ -443,12 +559,6 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 			more = true
 		}
 	}
-	if firstErr == nil {
-		l.mu.Lock()
-		l.lastErr = ""
-		l.mu.Unlock()
-	}
-	return firstErr
 }
 
 // trimAsync sends a round's trims in the background, so that the next round does not wait for

@@ -86,6 +86,9 @@ type Replicator struct {
 
 	fl flusher // flush.go
 
+	// recvPh times the receiving side's applies for the debug log (phases.go).
+	recvPh *phases
+
 	hints atomic.Pointer[hintIndex]
 	fwdMu sync.Mutex
 	fwd   map[string][]HintSlot // hints gathered per owner's peer address
@@ -145,8 +148,9 @@ func New(cfg Config) *Replicator {
 	if cfg.TombstoneMargin <= 0 {
 		cfg.TombstoneMargin = 5 * time.Second
 	}
+	log := cfg.Logger.With("part", "xdc")
 	return &Replicator{
-		cfg: cfg, log: cfg.Logger.With("part", "xdc"), kick: make(chan struct{}, 1),
+		cfg: cfg, log: log, kick: make(chan struct{}, 1), recvPh: newPhases(log, "receiving"),
 		loops: map[loopKey]*loop{}, clients: map[clientKey]*redis.Client{}, alive: map[string]time.Time{},
 		dbs: map[string][]int{}, acked: map[dbSlot]map[string]string{}, trimmed: map[dbSlot]string{},
 		progress: make(chan struct{}), pulls: pullSet{wake: make(chan struct{}, 1)},
