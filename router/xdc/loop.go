@@ -385,7 +385,13 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 	if w := l.woke.Swap(0); w != 0 && l.ph.enabled() {
 		l.ph.add("wake", t0.Sub(time.Unix(0, w)))
 	}
-	got, err := readSlots(ctx, src, l.slotsAt(ready), after, l.r.cfg.BatchSize)
+	// XINFO only where the lost-entry count needs an outbox's ordinal (lost.go): once per
+	// slot, then the ordinals are counted on.
+	info := make([]bool, len(ready))
+	for i, p := range ready {
+		info[i] = !l.r.lost.known(lostKey{l.key.dest, l.key.db, l.slots[p]}, after[i])
+	}
+	got, err := readSlotsInfo(ctx, src, l.slotsAt(ready), after, l.r.cfg.BatchSize, info)
 	if err != nil {
 		return fmt.Errorf("read outboxes: %w", err)
 	}
@@ -831,16 +837,29 @@ type slotRead struct {
 // and the outbox's XINFO; a slot whose entries after its id were trimmed gets ErrBehind. The
 // range starts at after[i] itself, to tell whether the outbox still has it (slotRead.missing).
 func readSlots(ctx context.Context, c redis.Cmdable, slots []int, after []string, count int64) ([]slotRead, error) {
+	return readSlotsInfo(ctx, c, slots, after, count, nil)
+}
+
+// readSlotsInfo is readSlots with XINFO only for the slots info names (nil: all). The range
+// starting at after[i] itself answers the common case without it: when its first entry is
+// after[i], nothing after it was trimmed (trimming keeps the last applied entry) and nothing
+// was lost. A slot read without XINFO whose range does not start at after[i] is read again
+// with it, to tell a trimmed outbox (behind) from a lost entry (missing). Without XINFO a
+// read's length and topOrd are unknown (0 and -1).
+func readSlotsInfo(ctx context.Context, c redis.Cmdable, slots []int, after []string, count int64, info []bool) ([]slotRead, error) {
+	withInfo := func(i int) bool { return info == nil || info[i] || !isEntryID(after[i]) }
 	rng := make([]*redis.Cmd, len(slots))
-	info := make([]*redis.Cmd, len(slots))
+	inf := make([]*redis.Cmd, len(slots))
 	_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for i, s := range slots {
 			start := "-"
-			if after[i] != "" && after[i] != "0-0" {
+			if isEntryID(after[i]) {
 				start = after[i]
 			}
 			rng[i] = p.Do(ctx, "XRANGE", OutboxKey(s), start, "+", "COUNT", count+1)
-			info[i] = p.Do(ctx, "XINFO", "STREAM", OutboxKey(s))
+			if withInfo(i) {
+				inf[i] = p.Do(ctx, "XINFO", "STREAM", OutboxKey(s))
+			}
 		}
 		return nil
 	})
@@ -848,21 +867,38 @@ func readSlots(ctx context.Context, c redis.Cmdable, slots []int, after []string
 		return nil, err
 	}
 	out := make([]slotRead, len(slots))
+	var again []int // read without XINFO, and the range does not start at after[i]
 	for i := range slots {
 		out[i].topOrd = -1
-		if e := info[i].Err(); e != nil {
+		if inf[i] == nil {
+			raw, _ := rng[i].Val().([]any)
+			out[i].entries, out[i].err = parseRange(raw)
+			if out[i].err != nil {
+				continue
+			}
+			if len(out[i].entries) == 0 || out[i].entries[0].ID != after[i] {
+				again = append(again, i)
+				continue
+			}
+			out[i].entries = out[i].entries[1:]
+			if int64(len(out[i].entries)) > count {
+				out[i].entries = out[i].entries[:count]
+			}
+			continue
+		}
+		if e := inf[i].Err(); e != nil {
 			if strings.Contains(e.Error(), "no such key") {
-				out[i].missing, out[i].topOrd = after[i] != "" && after[i] != "0-0", 0
+				out[i].missing, out[i].topOrd = isEntryID(after[i]), 0
 				continue
 			}
 			out[i].err = e
 			continue
 		}
-		if e := checkBehind(info[i].Val(), after[i]); e != nil {
+		if e := checkBehind(inf[i].Val(), after[i]); e != nil {
 			out[i].err = e
 			continue
 		}
-		out[i].length, _ = streamInfoField(info[i].Val(), "length").(int64)
+		out[i].length, _ = streamInfoField(inf[i].Val(), "length").(int64)
 		raw, _ := rng[i].Val().([]any)
 		out[i].entries, out[i].err = parseRange(raw)
 		out[i].missing = isEntryID(after[i]) && (len(out[i].entries) == 0 || out[i].entries[0].ID != after[i])
@@ -871,8 +907,21 @@ func readSlots(ctx context.Context, c redis.Cmdable, slots []int, after []string
 		}
 		if int64(len(out[i].entries)) > count {
 			out[i].entries = out[i].entries[:count]
-		} else if added, ok := streamInfoField(info[i].Val(), "entries-added").(int64); ok {
+		} else if added, ok := streamInfoField(inf[i].Val(), "entries-added").(int64); ok {
 			out[i].topOrd = added
+		}
+	}
+	if len(again) > 0 {
+		sl, af := make([]int, len(again)), make([]string, len(again))
+		for j, i := range again {
+			sl[j], af[j] = slots[i], after[i]
+		}
+		res, err := readSlotsInfo(ctx, c, sl, af, count, nil)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range again {
+			out[i] = res[j]
 		}
 	}
 	return out, nil
