@@ -30,6 +30,13 @@ func (r *Replicator) HandleApply(ctx context.Context, req ApplyRequest) (ApplyRe
 	if err := r.checkSource(req.Source); err != nil {
 		return ApplyResponse{}, err
 	}
+	if len(req.Bin) > 0 {
+		bs, err := DecodeBatches(req.Bin)
+		if err != nil {
+			return ApplyResponse{}, err
+		}
+		req.Batches, req.Bin = bs, nil
+	}
 	if r.recvPh.enabled() {
 		defer func(t0 time.Time) { r.recvPh.add("apply", time.Since(t0)) }(time.Now())
 	}
@@ -184,7 +191,11 @@ func scriptCall(sha string, keys []string, argv []any) []string {
 	args = append(args, "EVALSHA", sha, strconv.Itoa(len(keys)))
 	args = append(args, keys...)
 	for _, a := range argv {
-		args = append(args, fmt.Sprint(a))
+		if str, ok := a.(string); ok {
+			args = append(args, str) // what ApplyBatchArgs builds: no fmt on the apply path
+		} else {
+			args = append(args, fmt.Sprint(a))
+		}
 	}
 	return args
 }

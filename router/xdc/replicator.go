@@ -86,6 +86,9 @@ type Replicator struct {
 
 	fl flusher // flush.go
 
+	// jsonOnly are the destination nodes that answered no results to the binary form of an
+	// apply request (a version before it): they get the JSON form.
+	jsonOnly sync.Map
 	// recvPh times the receiving side's applies for the debug log (phases.go).
 	recvPh *phases
 

@@ -26,6 +26,8 @@ type testDC struct {
 	rc         *redis.Client
 	repl       *Replicator
 	down       atomic.Bool // its peer calls fail, in both directions
+	// old: its apply handler ignores the binary form, as a node of a version before it does.
+	old atomic.Bool
 }
 
 // testNet is the peers and the shared cluster state of the test DCs.
@@ -60,6 +62,16 @@ func (c nodeOf) CallPeer(ctx context.Context, addr, name string, in, out any) er
 	body, err := json.Marshal(in)
 	if err != nil {
 		return err
+	}
+	if to.old.Load() && name == RPCApply {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		delete(m, "bin")
+		if body, err = json.Marshal(m); err != nil {
+			return err
+		}
 	}
 	res, err := to.repl.RPC()[name](ctx, body)
 	if err != nil {
