@@ -62,6 +62,9 @@ type loop struct {
 	// (UnixNano), for the "wake" phase.
 	ph   *phases
 	woke atomic.Int64
+	// following is set while follow reads the change feed: the node's own writes then need
+	// not hint the loop (Wrote).
+	following atomic.Bool
 	// sem holds one token per send in flight (maxInflight); sends waits for them when the
 	// loop stops.
 	sem   chan struct{}
