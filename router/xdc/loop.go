@@ -21,6 +21,9 @@ import (
 // maxRoundSlots bounds the slots one shipping round reads and sends.
 const maxRoundSlots = 512
 
+// trimChunk bounds the waiting trims sent in one pipeline.
+const trimChunk = 256
+
 // maxInflight bounds a loop's sends in flight: while one waits for its answer the next round
 // reads and sends (docs/replication.md, "Shipping between nodes").
 const maxInflight = 2
@@ -747,7 +750,7 @@ func isTransport(err error) bool {
 	return strings.Contains(s, "node at ") || errors.Is(err, context.DeadlineExceeded)
 }
 
-// scanOutbox sums the lengths of the loop's outboxes and enforces the outbox bound: an
+// scanOutbox sends the trims of the loop's outboxes still waiting (recordAck), sums the lengths of the loop's outboxes and enforces the outbox bound: an
 // outbox longer than outbox_max_entries is trimmed to what every DC that is up has applied,
 // so a DC that is down (its shipping failing) loses the entries it lacks and gets a full copy
 // when it is back, while DCs that are up but slow never lose an entry (a copy would then
@@ -755,6 +758,23 @@ func isTransport(err error) bool {
 //
 // Only the outboxes written or acked since the last scan are read (all of them at the start).
 func (l *loop) scanOutbox(ctx context.Context, src *redis.Client) {
+	if due := l.r.takeTrims(l.key.db, l.slots); len(due) > 0 {
+		// Off the loop's path, in pipelines of trimChunk so that the master serves other
+		// clients between them.
+		l.sends.Add(1)
+		go func() {
+			defer l.sends.Done()
+			for len(due) > 0 {
+				n := min(len(due), trimChunk)
+				trims := src.Pipeline()
+				for _, t := range due[:n] {
+					l.r.trimNow(ctx, trims, t.k, t.ids)
+				}
+				execTrims(ctx, trims)
+				due = due[n:]
+			}
+		}()
+	}
 	pos := l.take(&l.touched)
 	if len(pos) == 0 {
 		return

@@ -70,6 +70,10 @@ type Replicator struct {
 	// node's loops know it); trimming and DC_EACH_SAFE_QUORUM read it.
 	acked   map[dbSlot]map[string]string
 	trimmed map[dbSlot]string
+	// trimDue are the trims decided and not sent yet, with how many were decided since the
+	// slot's last sent trim (trimWait): recordAck.
+	trimDue  map[dbSlot][]string
+	trimWait map[dbSlot]int
 	// progress is closed and replaced whenever acked advances.
 	progress chan struct{}
 
@@ -156,6 +160,7 @@ func New(cfg Config) *Replicator {
 		cfg: cfg, log: log, kick: make(chan struct{}, 1), recvPh: newPhases(log, "receiving"),
 		loops: map[loopKey]*loop{}, clients: map[clientKey]*redis.Client{}, alive: map[string]time.Time{},
 		dbs: map[string][]int{}, acked: map[dbSlot]map[string]string{}, trimmed: map[dbSlot]string{},
+		trimDue: map[dbSlot][]string{}, trimWait: map[dbSlot]int{},
 		progress: make(chan struct{}), pulls: pullSet{wake: make(chan struct{}, 1)},
 	}
 }
@@ -492,20 +497,60 @@ func (r *Replicator) recordAck(ctx context.Context, c redis.Cmdable, dest string
 	trim := low != "" && CompareIDs(low, r.trimmed[k]) > 0
 	if trim {
 		r.trimmed[k] = low
+		// An XTRIM costs the master about 5 us, as much as reading the entry: a slot's
+		// trims wait for trimEvery of them, or for the loops' next outbox scan (trimDue).
+		if r.trimWait[k]++; r.trimWait[k] < trimEvery {
+			r.trimDue[k] = ids
+			trim = false
+		} else {
+			delete(r.trimWait, k)
+			delete(r.trimDue, k)
+		}
 	}
 	close(r.progress)
 	r.progress = make(chan struct{})
 	r.mu.Unlock()
 	if trim {
-		if _, err := Trim(ctx, c, slot, ids); err != nil && ctx.Err() == nil {
-			r.log.Debug("trim", "slot", slot, "err", err)
-		}
-		if idx := r.hints.Load(); idx != nil { // their next outbox scan reads the new length
-			for _, l := range idx.loops[k] {
-				l.touch(slot)
-			}
+		r.trimNow(ctx, c, k, ids)
+	}
+}
+
+// trimEvery is how many trims of one slot's outbox wait before one is sent; the loops' outbox
+// scan (every OutboxScan) sends those still waiting. An outbox keeps at most that many entries
+// every DC applied, and those for at most OutboxScan.
+const trimEvery = 16
+
+// trimNow trims k's outbox to the smallest of ids (queued on c).
+func (r *Replicator) trimNow(ctx context.Context, c redis.Cmdable, k dbSlot, ids []string) {
+	if _, err := Trim(ctx, c, k.slot, ids); err != nil && ctx.Err() == nil {
+		r.log.Debug("trim", "slot", k.slot, "err", err)
+	}
+	if idx := r.hints.Load(); idx != nil { // their next outbox scan reads the new length
+		for _, l := range idx.loops[k] {
+			l.touch(k.slot)
 		}
 	}
+}
+
+// dueTrim is a trim decided and not sent yet: the outbox and the DCs' applied ids.
+type dueTrim struct {
+	k   dbSlot
+	ids []string
+}
+
+// takeTrims returns, and forgets, the waiting trims of db's outboxes among slots (sorted).
+func (r *Replicator) takeTrims(db int, slots []int) []dueTrim {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var due []dueTrim
+	for k, v := range r.trimDue {
+		if p := sort.SearchInts(slots, k.slot); k.db == db && p < len(slots) && slots[p] == k.slot {
+			due = append(due, dueTrim{k, v})
+			delete(r.trimDue, k)
+			delete(r.trimWait, k)
+		}
+	}
+	return due
 }
 
 // trimToLive trims (db, slot)'s outbox, longer than the bound, to the smallest id the DCs
