@@ -81,7 +81,9 @@ func (l *loop) follow(ctx context.Context, src *redis.Client, pos string) {
 			l.full.Store(true)
 		}
 		if l.ph.enabled() {
-			l.woke.CompareAndSwap(0, time.Now().UnixNano())
+			now := time.Now()
+			l.woke.CompareAndSwap(0, now.UnixNano())
+			l.ph.add("feed", LagOf(pos, now)) // the newest entry: master's clock to here
 		}
 		l.signal()
 	}

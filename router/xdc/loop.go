@@ -357,8 +357,14 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 	// next round (one read and one send for many) instead of waiting in many small ones.
 	select {
 	case l.sem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+	default:
+		t := time.Now()
+		select {
+		case l.sem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		l.ph.add("send-wait", time.Since(t))
 	}
 	shipping := false
 	defer func() {
