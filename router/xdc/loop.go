@@ -656,19 +656,13 @@ func (l *loop) send(ctx context.Context, batches []WireBatch) ([]ApplyResult, er
 				req.Batches[j] = batches[i]
 			}
 			var resp ApplyResponse
-			_, old := l.r.jsonOnly.Load(owner)
-			if !old {
-				req.Bin, req.Batches = EncodeBatches(req.Batches), nil
-			}
-			err := l.r.callDC(ctx, st, l.key.dest, owner, RPCApply, req, &resp)
-			if err == nil && !old && len(resp.Results) == 0 {
-				// A node of a version before the binary form ignores Bin and answers no
-				// results: send it (and later calls to it) the JSON form.
+			var err error
+			if _, old := l.r.jsonOnly.Load(owner); old {
+				err = l.r.callDC(ctx, st, l.key.dest, owner, RPCApply, req, &resp)
+			} else if err = l.r.callDC(ctx, st, l.key.dest, owner, RPCApply, EncodeApply(req), &resp); err != nil && strings.Contains(err.Error(), "xdc: bad request: invalid character") {
+				// A node of a version before the binary form reads only JSON: send it (and
+				// later calls to it) the JSON form.
 				l.r.jsonOnly.Store(owner, true)
-				req.Batches, req.Bin = make([]WireBatch, len(idx)), nil
-				for j, i := range idx {
-					req.Batches[j] = batches[i]
-				}
 				err = l.r.callDC(ctx, st, l.key.dest, owner, RPCApply, req, &resp)
 			}
 			if err == nil && len(resp.Results) != len(idx) {

@@ -30,13 +30,6 @@ func (r *Replicator) HandleApply(ctx context.Context, req ApplyRequest) (ApplyRe
 	if err := r.checkSource(req.Source); err != nil {
 		return ApplyResponse{}, err
 	}
-	if len(req.Bin) > 0 {
-		bs, err := DecodeBatches(req.Bin)
-		if err != nil {
-			return ApplyResponse{}, err
-		}
-		req.Batches, req.Bin = bs, nil
-	}
 	if r.recvPh.enabled() {
 		defer func(t0 time.Time) { r.recvPh.add("apply", time.Since(t0)) }(time.Now())
 	}

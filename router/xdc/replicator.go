@@ -90,8 +90,8 @@ type Replicator struct {
 
 	fl flusher // flush.go
 
-	// jsonOnly are the destination nodes that answered no results to the binary form of an
-	// apply request (a version before it): they get the JSON form.
+	// jsonOnly are the destination nodes that refused the binary form of an apply request
+	// (a version before it): they get the JSON form.
 	jsonOnly sync.Map
 	// recvPh times the receiving side's applies for the debug log (phases.go).
 	recvPh *phases

@@ -133,14 +133,12 @@ type WireBatch struct {
 	Entries []WireEntry `json:"entries"`
 }
 
-// ApplyRequest carries batches of one source DC and database to a receiving node: in Bin,
-// their binary form (EncodeBatches), or in Batches (what nodes before the binary form send,
-// and what a sender falls back to for a receiver that answers no results to Bin).
+// ApplyRequest carries batches of one source DC and database to a receiving node. It goes in
+// its binary form (EncodeApply) or, to a node of a version before that form, as JSON.
 type ApplyRequest struct {
 	Source  string      `json:"source"`
 	DB      int         `json:"db"`
-	Batches []WireBatch `json:"batches,omitempty"`
-	Bin     []byte      `json:"bin,omitempty"`
+	Batches []WireBatch `json:"batches"`
 }
 
 // ApplyResult is the outcome of one batch: the last applied id afterwards, or an error (Gap
@@ -247,14 +245,60 @@ type Report struct {
 	Pairs []PairReport `json:"pairs"`
 }
 
-// The binary form of an apply request's batches (ApplyRequest.Bin): the same fields as their
-// JSON, without JSON's per-string scanning and escaping (a third of a receiving node's CPU
-// went to decoding the JSON form). Integers are uvarints, strings a uvarint length and the
-// bytes (binary-safe, so effects need no base64 marker):
+// The binary form of an apply request, the body of an RPCApply call (EncodeApply): the same
+// fields as its JSON, without JSON's per-string scanning and escaping (a third of a receiving
+// node's CPU went to decoding the JSON form). Integers are uvarints, strings a uvarint length
+// and the bytes (binary-safe, so effects need no base64 marker):
 //
-//	"XB1" <batches> then per batch: <slot> <prev> <entries>
-//	      then per entry: <id> <ts> <commands> then per command: <argc> <args...>
-const binMagic = "XB1"
+//	"XA1" <source> <db> then the batches: "XB1" <batches> then per batch: <slot> <prev>
+//	      <entries> then per entry: <id> <ts> <commands> then per command: <argc> <args...>
+const (
+	applyMagic = "XA1"
+	binMagic   = "XB1"
+)
+
+// BinaryApply is an apply request in its binary form: the node posts it as it is
+// (node.RawRequest).
+type BinaryApply []byte
+
+// PeerBody returns the request's bytes.
+func (b BinaryApply) PeerBody() []byte { return b }
+
+// EncodeApply returns the binary form of req.
+func EncodeApply(req ApplyRequest) BinaryApply {
+	out := make([]byte, 0, len(applyMagic)+len(req.Source)+8)
+	out = append(out, applyMagic...)
+	out = binary.AppendUvarint(out, uint64(len(req.Source)))
+	out = append(out, req.Source...)
+	out = binary.AppendUvarint(out, uint64(req.DB))
+	return append(out, EncodeBatches(req.Batches)...)
+}
+
+// isBinaryApply reports whether body is an apply request's binary form.
+func isBinaryApply(body []byte) bool { return bytes.HasPrefix(body, []byte(applyMagic)) }
+
+// DecodeApply parses the binary form of an apply request.
+func DecodeApply(data []byte) (ApplyRequest, error) {
+	bad := errors.New("xdc: bad binary apply request")
+	rest, ok := bytes.CutPrefix(data, []byte(applyMagic))
+	if !ok {
+		return ApplyRequest{}, bad
+	}
+	l, n := binary.Uvarint(rest)
+	if n <= 0 || l > uint64(len(rest)-n) {
+		return ApplyRequest{}, bad
+	}
+	req := ApplyRequest{Source: string(rest[n : n+int(l)])}
+	rest = rest[n+int(l):]
+	db, n := binary.Uvarint(rest)
+	if n <= 0 || db > 1<<20 {
+		return ApplyRequest{}, bad
+	}
+	req.DB = int(db)
+	var err error
+	req.Batches, err = DecodeBatches(rest[n:])
+	return req, err
+}
 
 // EncodeBatches returns the binary form of batches.
 func EncodeBatches(batches []WireBatch) []byte {

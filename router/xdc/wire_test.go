@@ -41,10 +41,21 @@ func TestBinaryBatchesRoundTrip(t *testing.T) {
 	if _, err := DecodeBatches([]byte("XB1\xff\xff\xff\xff\xff\xff\xff\xff\x7f")); err == nil {
 		t.Fatal("huge count: no error")
 	}
+	req := ApplyRequest{Source: "dc1", DB: 3, Batches: in}
+	enc := EncodeApply(req)
+	got, err := DecodeApply(enc)
+	if err != nil || !reflect.DeepEqual(got, req) {
+		t.Fatalf("apply request round trip: %v\n%#v\n%#v", err, req, got)
+	}
+	for i := 0; i < len(enc); i++ {
+		if _, err := DecodeApply(enc[:i]); err == nil {
+			t.Fatalf("apply request truncated at %d of %d: no error", i, len(enc))
+		}
+	}
 }
 
-// A destination node of a version before the binary form ignores it and answers no results:
-// the sender falls back to the JSON form for it, and nothing is lost.
+// A destination node of a version before the binary form refuses it (JSON only): the sender
+// falls back to the JSON form for it, and nothing is lost.
 func TestShipFallsBackToJSONForAnOldReceiver(t *testing.T) {
 	_, dcs := startDCs(t, "a", "b")
 	a, b := dcs[0], dcs[1]
