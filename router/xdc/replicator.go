@@ -68,12 +68,10 @@ type Replicator struct {
 	planned planInputs           // what the last plan was made from
 	// acked is, per database and slot, the last id each destination DC applied (as this
 	// node's loops know it); trimming and DC_EACH_SAFE_QUORUM read it.
-	acked   map[dbSlot]map[string]string
-	trimmed map[dbSlot]string
-	// trimDue are the trims decided and not sent yet, with how many were decided since the
-	// slot's last sent trim (trimWait): recordAck.
-	trimDue  map[dbSlot][]string
-	trimWait map[dbSlot]int
+	acked map[dbSlot]map[string]string
+	// trims are, per database and slot, the last trim decided and those not sent yet
+	// (recordAck): one map, one lookup per ack.
+	trims map[dbSlot]*trimState
 	// progress is closed and replaced whenever acked advances.
 	progress chan struct{}
 
@@ -159,8 +157,7 @@ func New(cfg Config) *Replicator {
 	return &Replicator{
 		cfg: cfg, log: log, kick: make(chan struct{}, 1), recvPh: newPhases(log, "receiving"),
 		loops: map[loopKey]*loop{}, clients: map[clientKey]*redis.Client{}, alive: map[string]time.Time{},
-		dbs: map[string][]int{}, acked: map[dbSlot]map[string]string{}, trimmed: map[dbSlot]string{},
-		trimDue: map[dbSlot][]string{}, trimWait: map[dbSlot]int{},
+		dbs: map[string][]int{}, acked: map[dbSlot]map[string]string{}, trims: map[dbSlot]*trimState{},
 		progress: make(chan struct{}), pulls: pullSet{wake: make(chan struct{}, 1)},
 	}
 }
@@ -494,17 +491,21 @@ func (r *Replicator) recordAck(ctx context.Context, c redis.Cmdable, dest string
 		ids = append(ids, m[d])
 	}
 	low := lowest(ids)
-	trim := low != "" && CompareIDs(low, r.trimmed[k]) > 0
+	ts := r.trims[k]
+	if ts == nil {
+		ts = &trimState{}
+		r.trims[k] = ts
+	}
+	trim := low != "" && CompareIDs(low, ts.decided) > 0
 	if trim {
-		r.trimmed[k] = low
+		ts.decided = low
 		// An XTRIM costs the master about 5 us, as much as reading the entry: a slot's
-		// trims wait for trimEvery of them, or for the loops' next outbox scan (trimDue).
-		if r.trimWait[k]++; r.trimWait[k] < trimEvery {
-			r.trimDue[k] = ids
+		// trims wait for trimEvery of them, or for the loops' next outbox scan (takeTrims).
+		if ts.waiting++; ts.waiting < trimEvery {
+			ts.due = ids
 			trim = false
 		} else {
-			delete(r.trimWait, k)
-			delete(r.trimDue, k)
+			ts.waiting, ts.due = 0, nil
 		}
 	}
 	close(r.progress)
@@ -513,6 +514,15 @@ func (r *Replicator) recordAck(ctx context.Context, c redis.Cmdable, dest string
 	if trim {
 		r.trimNow(ctx, c, k, ids)
 	}
+}
+
+// trimState is one outbox's trimming: the last trim decided (the smallest id every
+// destination applied then), and the DCs' applied ids of the trim not sent yet (nil: none),
+// one of waiting decided since the last trim sent.
+type trimState struct {
+	decided string
+	due     []string
+	waiting int
 }
 
 // trimEvery is how many trims of one slot's outbox wait before one is sent; the loops' outbox
@@ -543,11 +553,13 @@ func (r *Replicator) takeTrims(db int, slots []int) []dueTrim {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var due []dueTrim
-	for k, v := range r.trimDue {
-		if p := sort.SearchInts(slots, k.slot); k.db == db && p < len(slots) && slots[p] == k.slot {
-			due = append(due, dueTrim{k, v})
-			delete(r.trimDue, k)
-			delete(r.trimWait, k)
+	for k, ts := range r.trims {
+		if ts.due == nil || k.db != db {
+			continue
+		}
+		if p := sort.SearchInts(slots, k.slot); p < len(slots) && slots[p] == k.slot {
+			due = append(due, dueTrim{k, ts.due})
+			ts.waiting, ts.due = 0, nil
 		}
 	}
 	return due
