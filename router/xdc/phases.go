@@ -70,6 +70,9 @@ func (ph *phases) flush(now time.Time) {
 	var b strings.Builder
 	for _, n := range ph.names {
 		w := slices.Clone(ph.win[n])
+		if len(w) == 0 {
+			continue // no sample since the last line
+		}
 		slices.Sort(w)
 		fmt.Fprintf(&b, " %s n=%d p50=%s p99=%s max=%s;", n, ph.count[n],
 			ms(w[len(w)/2]), ms(w[min(len(w)-1, len(w)*99/100)]), ms(w[len(w)-1]))
