@@ -181,6 +181,9 @@ func startDCs(t *testing.T, names ...string) (*testNet, []*testDC) {
 	for _, d := range dcs {
 		c := nodeOf{net: n, dc: d}
 		d.repl = New(Config{Cluster: c, Peers: c, Local: c, Heartbeat: 100 * time.Millisecond, Block: 200 * time.Millisecond, OutboxScan: 200 * time.Millisecond, CollectEvery: 100 * time.Millisecond, TombstoneMargin: time.Millisecond})
+	}
+	// Every replicator exists before any runs: a running one calls the others' at once.
+	for _, d := range dcs {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.repl.Run(ctx) }()
 	}
