@@ -26,9 +26,17 @@ const (
 )
 
 // CallPeer calls the extra RPC name (Options.RPC) on the node at peer address addr, posting in
-// as JSON and decoding the answer into out (nil: ignore it).
+// as JSON (or, for an in that is a RawRequest, its own bytes) and decoding the answer into out
+// (nil: ignore it).
 func (n *Node) CallPeer(ctx context.Context, addr, name string, in, out any) error {
 	return n.peers.call(ctx, addr, rpcExtra+name, in, out)
+}
+
+// RawRequest is a request that is its own wire form: CallPeer posts PeerBody's bytes as they
+// are instead of JSON, and the extra RPC's handler gets them as its body (replication's
+// binary batches, which JSON would cost more to carry than to apply).
+type RawRequest interface {
+	PeerBody() []byte
 }
 
 // rpcError is the wire form of an error answered by a node.
@@ -88,15 +96,21 @@ func newPeerClient(d peerDialer) *peerClient {
 
 // call posts in as JSON to path on the node at addr and decodes the answer into out.
 func (c *peerClient) call(ctx context.Context, addr, path string, in, out any) error {
-	body, err := json.Marshal(in)
-	if err != nil {
-		return err
+	var body []byte
+	ctype := "application/json"
+	if raw, ok := in.(RawRequest); ok {
+		body, ctype = raw.PeerBody(), "application/octet-stream"
+	} else {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return err
+		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", ctype)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		// A pooled connection may belong to a peer that restarted: the next try dials afresh.

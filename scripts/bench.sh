@@ -16,7 +16,9 @@
 # NMIG, MIGVAL, MIGBASE, MIGHASH, MIGARGS, MIGSLICES, MIGPROF (the migration part: see there),
 # XPROF=DIR (CPU profiles of the two nodes and both masters' command stats over the flat-out
 # cross-DC run, written to DIR),
-# BENCH_LOGS=DIR (the nodes' and servers' logs, copied to DIR at the end).
+# BENCH_LOGS=DIR (the nodes' and servers' logs, copied to DIR at the end),
+# LOG_LEVEL=debug (the nodes' log level; at debug the shipping loops and receivers log where a
+# round's time goes every 10 s: "xdc phases", docs/replication.md).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -89,7 +91,7 @@ start_node() {
 		PORT=$(free_port); PEER=$(free_port); local peer=$PEER; ADMIN=127.0.0.1:$(free_port)
 		rm -rf "$WORK/n1"
 		"$WORK/redraft" node start --id n1 --dc dc1 --listen "127.0.0.1:$PORT" --peer-listen "127.0.0.1:$peer" \
-			--admin-listen "$ADMIN" --data-dir "$WORK/n1" --log-level warn 2>"$WORK/n1.log" &
+			--admin-listen "$ADMIN" --data-dir "$WORK/n1" --log-level "${LOG_LEVEL:-warn}" 2>"$WORK/n1.log" &
 		PID=$!
 		for _ in $(seq 1 200); do
 			"$WORK/redraft" --admin "$ADMIN" health >/dev/null 2>&1 && { PIDS+=("$PID"); return; }
@@ -299,7 +301,7 @@ for _ in 1 2 3 4 5; do
 	X2=$(free_port); X2P=$(free_port); X2A=127.0.0.1:$(free_port)
 	rm -rf "$WORK/n2"
 	"$WORK/redraft" node join --seed "127.0.0.1:$PEER" --id n2 --dc dc2 --listen "127.0.0.1:$X2" --peer-listen "127.0.0.1:$X2P" \
-		--admin-listen "$X2A" --data-dir "$WORK/n2" --log-level warn 2>"$WORK/n2.log" &
+		--admin-listen "$X2A" --data-dir "$WORK/n2" --log-level "${LOG_LEVEL:-warn}" 2>"$WORK/n2.log" &
 	N2PID=$!
 	ok=0
 	for _ in $(seq 1 200); do

@@ -48,9 +48,11 @@ func (l *loop) follow(ctx context.Context, src *redis.Client, pos string) {
 	for ctx.Err() == nil {
 		res, err := src.XRead(ctx, &redis.XReadArgs{Streams: []string{DirtyKey, pos}, Count: dirtyCount, Block: 2 * time.Second}).Result()
 		if errors.Is(err, redis.Nil) {
+			l.following.Store(true)
 			continue // nothing written for the block's time
 		}
 		if err != nil {
+			l.following.Store(false) // the node's own writes hint the loop meanwhile
 			if ctx.Err() != nil {
 				return
 			}
@@ -61,6 +63,7 @@ func (l *loop) follow(ctx context.Context, src *redis.Client, pos string) {
 			continue
 		}
 		backoff = 50 * time.Millisecond
+		l.following.Store(true)
 		from, n := pos, 0
 		for _, st := range res {
 			for _, m := range st.Messages {
@@ -76,6 +79,11 @@ func (l *loop) follow(ctx context.Context, src *redis.Client, pos string) {
 		// DirtyMaxLen entries after any it dropped.
 		if n == dirtyCount && l.feedTrimmedAfter(ctx, src, from) {
 			l.full.Store(true)
+		}
+		if l.ph.enabled() {
+			now := time.Now()
+			l.woke.CompareAndSwap(0, now.UnixNano())
+			l.ph.add("feed", LagOf(pos, now)) // the newest entry: master's clock to here
 		}
 		l.signal()
 	}

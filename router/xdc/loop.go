@@ -21,6 +21,72 @@ import (
 // maxRoundSlots bounds the slots one shipping round reads and sends.
 const maxRoundSlots = 512
 
+// trimChunk bounds the waiting trims sent in one pipeline (about 0.3 ms of the master's time).
+const trimChunk = 64
+
+// maxInflight bounds a loop's sends in flight: while one waits for its answer the next round
+// reads and sends (docs/replication.md, "Shipping between nodes").
+const maxInflight = 2
+
+// lateFactor: a send in flight longer than this many times the recent average is late, and the
+// next round goes ahead without waiting for it (gate).
+const lateFactor = 2
+
+// gate waits, before a round takes the ready slots, while a send is in flight and not late
+// (or while maxInflight are): the writes meanwhile gather into the next round. A send that
+// usually takes 0.5 ms and stalls does not hold the writes behind it for long; under load,
+// when every send takes milliseconds, rounds stay one at a time and large (each round costs
+// the two nodes about 0.2 ms of CPU in its read and its peer call, whatever its size). It
+// reports false when ctx ended.
+func (l *loop) gate(ctx context.Context) bool {
+	for {
+		l.mu.Lock()
+		n, avg := len(l.starts), l.sendAvg
+		var age time.Duration
+		if n > 0 {
+			age = time.Since(l.starts[0])
+		}
+		l.mu.Unlock()
+		wait := time.Duration(lateFactor)*avg - age
+		if n == 0 || n < maxInflight && wait <= 0 {
+			return true
+		}
+		var timer <-chan time.Time
+		var t *time.Timer
+		if n < maxInflight {
+			t = time.NewTimer(wait)
+			timer = t.C
+		}
+		late := false
+		select {
+		case <-ctx.Done():
+			return false
+		case <-l.sent:
+		case <-timer:
+			late = true
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if late {
+			if l.ph.enabled() {
+				l.ph.add("late-send", time.Since(l.starts0()))
+			}
+			return true
+		}
+	}
+}
+
+// starts0 is the start of the oldest send in flight (now when none).
+func (l *loop) starts0() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.starts) == 0 {
+		return time.Now()
+	}
+	return l.starts[0]
+}
+
 // lagWindow is how many recent entry lags a loop keeps for the p50/p99 it reports.
 const lagWindow = 2048
 
@@ -54,6 +120,18 @@ type loop struct {
 	full atomic.Bool
 	// lens are the outbox lengths last read, by position in slots.
 	lens []int64
+	// ph times the rounds' phases for the debug log; woke is when follow last signalled
+	// (UnixNano), for the "wake" phase.
+	ph   *phases
+	woke atomic.Int64
+	// following is set while follow reads the change feed: the node's own writes then need
+	// not hint the loop (Wrote).
+	following atomic.Bool
+	// sem holds one token per send in flight (maxInflight); sends waits for them when the
+	// loop stops. sent is signalled when a send ends (gate).
+	sem   chan struct{}
+	sends sync.WaitGroup
+	sent  chan struct{}
 
 	mu         sync.Mutex
 	stopped    bool     // stop was called (run may not have set cancel yet)
@@ -69,12 +147,24 @@ type loop struct {
 	lagNext    int
 	lastErr    string
 	errSince   time.Time
+	// inflight are the slots of the batches sent and not answered yet, one bit per slot;
+	// blocked, those a round left out because they were in flight (their answer marks them
+	// again). sendErr is the last failed send's error, for the loop to back off.
+	inflight [fsm.NumSlots / 64]uint64
+	blocked  [fsm.NumSlots / 64]uint64
+	sendErr  error
+	// starts are the start times of the sends in flight; sendAvg is the recent sends'
+	// average duration (an EWMA), for gate.
+	starts  []time.Time
+	sendAvg time.Duration
 }
 
 func newLoop(r *Replicator, k loopKey, slots []int) *loop {
 	l := &loop{r: r, key: k, slots: slots, index: make(map[string]int, len(slots)), done: make(chan struct{}),
 		acked: make([]string, len(slots)), pending: make([]int64, len(slots)), lens: make([]int64, len(slots)), reset: map[int]bool{},
-		copying: map[int]bool{}, started: time.Now(), wake: make(chan struct{}, 1), trimQ: make(chan redis.Pipeliner, 1)}
+		copying: map[int]bool{}, started: time.Now(), wake: make(chan struct{}, 1), trimQ: make(chan redis.Pipeliner, 1),
+		sem: make(chan struct{}, maxInflight), sent: make(chan struct{}, 1)}
+	l.ph = newPhases(r.log.With("dest", k.dest, "group", k.group, "db", k.db), "shipping")
 	for i, s := range slots {
 		l.index[OutboxKey(s)] = i
 	}
@@ -101,6 +191,7 @@ func (l *loop) run(parent context.Context) {
 	}
 	l.mu.Unlock()
 	defer close(l.done)
+	defer l.sends.Wait()
 	defer cancel()
 	src := l.r.client(l.key.server, l.key.db)
 	backoff := 50 * time.Millisecond
@@ -149,6 +240,9 @@ func (l *loop) run(parent context.Context) {
 		if time.Now().After(nextScan) {
 			l.scanOutbox(ctx, src)
 			nextScan = time.Now().Add(l.r.cfg.OutboxScan)
+		}
+		if !l.gate(ctx) {
+			return
 		}
 		ready, err := l.waitReady(ctx, src, nextScan)
 		if err == nil {
@@ -315,7 +409,10 @@ func (l *loop) sweep(ctx context.Context, src *redis.Client) ([]int, error) {
 	return ready, nil
 }
 
-// round reads the ready slots' next entries and ships them.
+// round reads the ready slots' next entries and hands them to a send (ship) that runs while
+// the next rounds read: up to maxInflight sends are in flight. A slot is in at most one
+// in-flight batch, so its entries are applied in order: a ready slot whose batch is still in
+// flight is left for the round after its answer (blocked).
 func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies chan<- int) error {
 	if len(ready) == 0 {
 		return nil
@@ -323,18 +420,72 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 	if len(ready) > maxRoundSlots {
 		ready = ready[:maxRoundSlots]
 	}
+	// A free send first, so that while every send is in flight the writes gather into the
+	// next round (one read and one send for many) instead of waiting in many small ones.
+	select {
+	case l.sem <- struct{}{}:
+	default:
+		t := time.Now()
+		select {
+		case l.sem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		l.ph.add("send-wait", time.Since(t))
+	}
+	shipping := false
+	defer func() {
+		if !shipping {
+			<-l.sem
+		}
+	}()
 	l.mu.Lock()
-	after := make([]string, len(ready))
-	for i, p := range ready {
-		after[i] = l.acked[p]
+	if l.sendErr != nil {
+		err := l.sendErr
+		l.sendErr = nil
+		l.mu.Unlock()
+		return err
+	}
+	free := make([]int, 0, len(ready))
+	after := make([]string, 0, len(ready))
+	for _, p := range ready {
+		if s := l.slots[p]; l.inflight[s/64]&(1<<(s%64)) != 0 {
+			l.blocked[s/64] |= 1 << (s % 64)
+			continue
+		}
+		free, after = append(free, p), append(after, l.acked[p])
 	}
 	l.mu.Unlock()
-	got, err := readSlots(ctx, src, l.slotsAt(ready), after, l.r.cfg.BatchSize)
+	ready = free
+	if len(ready) == 0 {
+		return nil
+	}
+	t0 := time.Now()
+	if w := l.woke.Swap(0); w != 0 && l.ph.enabled() {
+		l.ph.add("wake", t0.Sub(time.Unix(0, w)))
+	}
+	// XINFO only where the lost-entry count needs an outbox's ordinal (lost.go): once per
+	// slot, then the ordinals are counted on.
+	info := make([]bool, len(ready))
+	for i, p := range ready {
+		info[i] = !l.r.lost.known(lostKey{l.key.dest, l.key.db, l.slots[p]}, after[i])
+	}
+	got, err := readSlotsInfo(ctx, src, l.slotsAt(ready), after, l.r.cfg.BatchSize, info)
 	if err != nil {
 		return fmt.Errorf("read outboxes: %w", err)
 	}
+	t1 := time.Now()
+	if l.ph.enabled() {
+		l.ph.add("read", t1.Sub(t0))
+		for _, g := range got {
+			if len(g.entries) > 0 {
+				l.ph.add("age-after-read", LagOf(g.entries[0].ID, t1))
+			}
+		}
+	}
 	var batches []WireBatch
-	var pos, read []int
+	var pos []int
+	var reads []*slotRead
 	more := false
 	defer func() {
 		if more {
@@ -381,17 +532,82 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 			b.Entries[j] = WireEntry{ID: e.ID, TS: e.TS, Cmds: e.Cmds}
 		}
 		batches = append(batches, b)
-		pos, read = append(pos, p), append(read, i)
+		pos, reads = append(pos, p), append(reads, &got[i])
 	}
 	if len(batches) == 0 {
 		return nil
 	}
+	start := time.Now()
+	l.mu.Lock()
+	for _, b := range batches {
+		l.inflight[b.Slot/64] |= 1 << (b.Slot % 64)
+	}
+	l.starts = append(l.starts, start)
+	l.mu.Unlock()
+	shipping = true
+	l.sends.Add(1)
+	go func() {
+		defer l.sends.Done()
+		defer func() { <-l.sem }()
+		l.ship(ctx, src, batches, pos, reads, start)
+	}()
+	return nil
+}
+
+// ship sends a round's batches and records the answers: the destination's last applied ids,
+// the lags, the trims. A failure marks the batches' slots to be read again and leaves the
+// error for the loop, which backs off (sendErr). Either way the batches' slots leave the
+// in-flight set, and those a round left out meanwhile are marked again.
+func (l *loop) ship(ctx context.Context, src *redis.Client, batches []WireBatch, pos []int, reads []*slotRead, start time.Time) {
 	results, err := l.send(ctx, batches)
+	took := time.Since(start)
+	if err == nil && l.ph.enabled() {
+		l.ph.add("send", took)
+	}
+	var firstErr error
+	more := false
+	defer func() {
+		select { // after the answer is recorded (deferred first, run last): gate goes on
+		case l.sent <- struct{}{}:
+		default:
+		}
+	}()
+	defer func() {
+		l.mu.Lock()
+		if i := slices.Index(l.starts, start); i >= 0 {
+			l.starts = slices.Delete(l.starts, i, i+1)
+		}
+		if err == nil {
+			l.sendAvg = (7*l.sendAvg + took) / 8
+		}
+		for _, b := range batches {
+			w, bit := b.Slot/64, uint64(1)<<(b.Slot%64)
+			l.inflight[w] &^= bit
+			if l.blocked[w]&bit != 0 {
+				l.blocked[w] &^= bit
+				l.mark(b.Slot)
+				more = true
+			}
+		}
+		if firstErr != nil {
+			l.sendErr = cmpErr(l.sendErr, firstErr)
+			more = true
+		} else {
+			l.lastErr = ""
+		}
+		l.mu.Unlock()
+		if more {
+			l.signal()
+		}
+	}()
 	if err != nil {
-		return err
+		for _, b := range batches {
+			l.mark(b.Slot) // read and sent again after the backoff
+		}
+		firstErr = err
+		return
 	}
 
-	var firstErr error
 	now := time.Now()
 	trims := src.Pipeline() // the round's trims, one round trip, off the round's path
 	defer l.trimAsync(ctx, trims)
@@ -431,7 +647,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		l.mu.Unlock()
 		if res.Last != "" {
 			l.r.recordAck(ctx, trims, l.key.dest, l.key.db, b.Slot, res.Last)
-			l.r.lost.shipped(lostKey{l.key.dest, l.key.db, b.Slot}, b.Prev, res.Last, &got[read[i]])
+			l.r.lost.shipped(lostKey{l.key.dest, l.key.db, b.Slot}, b.Prev, res.Last, reads[i])
 		}
 		if res.Error != "" && !res.Gap {
 			l.mark(b.Slot) // tried again after the backoff
@@ -443,12 +659,6 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 			more = true
 		}
 	}
-	if firstErr == nil {
-		l.mu.Lock()
-		l.lastErr = ""
-		l.mu.Unlock()
-	}
-	return firstErr
 }
 
 // trimAsync sends a round's trims in the background, so that the next round does not wait for
@@ -528,7 +738,15 @@ func (l *loop) send(ctx context.Context, batches []WireBatch) ([]ApplyResult, er
 				req.Batches[j] = batches[i]
 			}
 			var resp ApplyResponse
-			err := l.r.callDC(ctx, st, l.key.dest, owner, RPCApply, req, &resp)
+			var err error
+			if _, old := l.r.jsonOnly.Load(owner); old {
+				err = l.r.callDC(ctx, st, l.key.dest, owner, RPCApply, req, &resp)
+			} else if err = l.r.callDC(ctx, st, l.key.dest, owner, RPCApply, EncodeApply(req), &resp); err != nil && strings.Contains(err.Error(), "xdc: bad request: invalid character") {
+				// A node of a version before the binary form reads only JSON: send it (and
+				// later calls to it) the JSON form.
+				l.r.jsonOnly.Store(owner, true)
+				err = l.r.callDC(ctx, st, l.key.dest, owner, RPCApply, req, &resp)
+			}
 			if err == nil && len(resp.Results) != len(idx) {
 				err = fmt.Errorf("%d results for %d batches", len(resp.Results), len(idx))
 			}
@@ -614,7 +832,7 @@ func isTransport(err error) bool {
 	return strings.Contains(s, "node at ") || errors.Is(err, context.DeadlineExceeded)
 }
 
-// scanOutbox sums the lengths of the loop's outboxes and enforces the outbox bound: an
+// scanOutbox sends the trims of the loop's outboxes still waiting (recordAck), sums the lengths of the loop's outboxes and enforces the outbox bound: an
 // outbox longer than outbox_max_entries is trimmed to what every DC that is up has applied,
 // so a DC that is down (its shipping failing) loses the entries it lacks and gets a full copy
 // when it is back, while DCs that are up but slow never lose an entry (a copy would then
@@ -622,6 +840,27 @@ func isTransport(err error) bool {
 //
 // Only the outboxes written or acked since the last scan are read (all of them at the start).
 func (l *loop) scanOutbox(ctx context.Context, src *redis.Client) {
+	if due := l.r.takeTrims(l.key.db, l.slots); len(due) > 0 {
+		// Off the loop's path, in pipelines of trimChunk a millisecond apart: thousands of
+		// trims at once would hold the master for tens of milliseconds, in the lag of every
+		// write meanwhile.
+		l.sends.Add(1)
+		go func() {
+			defer l.sends.Done()
+			for len(due) > 0 {
+				n := min(len(due), trimChunk)
+				trims := src.Pipeline()
+				for _, t := range due[:n] {
+					l.r.trimNow(ctx, trims, t.k, t.ids)
+				}
+				execTrims(ctx, trims)
+				due = due[n:]
+				if len(due) > 0 && !sleep(ctx, time.Millisecond) {
+					return
+				}
+			}
+		}()
+	}
 	pos := l.take(&l.touched)
 	if len(pos) == 0 {
 		return
@@ -721,16 +960,29 @@ type slotRead struct {
 // and the outbox's XINFO; a slot whose entries after its id were trimmed gets ErrBehind. The
 // range starts at after[i] itself, to tell whether the outbox still has it (slotRead.missing).
 func readSlots(ctx context.Context, c redis.Cmdable, slots []int, after []string, count int64) ([]slotRead, error) {
+	return readSlotsInfo(ctx, c, slots, after, count, nil)
+}
+
+// readSlotsInfo is readSlots with XINFO only for the slots info names (nil: all). The range
+// starting at after[i] itself answers the common case without it: when its first entry is
+// after[i], nothing after it was trimmed (trimming keeps the last applied entry) and nothing
+// was lost. A slot read without XINFO whose range does not start at after[i] is read again
+// with it, to tell a trimmed outbox (behind) from a lost entry (missing). Without XINFO a
+// read's length and topOrd are unknown (0 and -1).
+func readSlotsInfo(ctx context.Context, c redis.Cmdable, slots []int, after []string, count int64, info []bool) ([]slotRead, error) {
+	withInfo := func(i int) bool { return info == nil || info[i] || !isEntryID(after[i]) }
 	rng := make([]*redis.Cmd, len(slots))
-	info := make([]*redis.Cmd, len(slots))
+	inf := make([]*redis.Cmd, len(slots))
 	_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for i, s := range slots {
 			start := "-"
-			if after[i] != "" && after[i] != "0-0" {
+			if isEntryID(after[i]) {
 				start = after[i]
 			}
 			rng[i] = p.Do(ctx, "XRANGE", OutboxKey(s), start, "+", "COUNT", count+1)
-			info[i] = p.Do(ctx, "XINFO", "STREAM", OutboxKey(s))
+			if withInfo(i) {
+				inf[i] = p.Do(ctx, "XINFO", "STREAM", OutboxKey(s))
+			}
 		}
 		return nil
 	})
@@ -738,21 +990,38 @@ func readSlots(ctx context.Context, c redis.Cmdable, slots []int, after []string
 		return nil, err
 	}
 	out := make([]slotRead, len(slots))
+	var again []int // read without XINFO, and the range does not start at after[i]
 	for i := range slots {
 		out[i].topOrd = -1
-		if e := info[i].Err(); e != nil {
+		if inf[i] == nil {
+			raw, _ := rng[i].Val().([]any)
+			out[i].entries, out[i].err = parseRange(raw)
+			if out[i].err != nil {
+				continue
+			}
+			if len(out[i].entries) == 0 || out[i].entries[0].ID != after[i] {
+				again = append(again, i)
+				continue
+			}
+			out[i].entries = out[i].entries[1:]
+			if int64(len(out[i].entries)) > count {
+				out[i].entries = out[i].entries[:count]
+			}
+			continue
+		}
+		if e := inf[i].Err(); e != nil {
 			if strings.Contains(e.Error(), "no such key") {
-				out[i].missing, out[i].topOrd = after[i] != "" && after[i] != "0-0", 0
+				out[i].missing, out[i].topOrd = isEntryID(after[i]), 0
 				continue
 			}
 			out[i].err = e
 			continue
 		}
-		if e := checkBehind(info[i].Val(), after[i]); e != nil {
+		if e := checkBehind(inf[i].Val(), after[i]); e != nil {
 			out[i].err = e
 			continue
 		}
-		out[i].length, _ = streamInfoField(info[i].Val(), "length").(int64)
+		out[i].length, _ = streamInfoField(inf[i].Val(), "length").(int64)
 		raw, _ := rng[i].Val().([]any)
 		out[i].entries, out[i].err = parseRange(raw)
 		out[i].missing = isEntryID(after[i]) && (len(out[i].entries) == 0 || out[i].entries[0].ID != after[i])
@@ -761,8 +1030,21 @@ func readSlots(ctx context.Context, c redis.Cmdable, slots []int, after []string
 		}
 		if int64(len(out[i].entries)) > count {
 			out[i].entries = out[i].entries[:count]
-		} else if added, ok := streamInfoField(info[i].Val(), "entries-added").(int64); ok {
+		} else if added, ok := streamInfoField(inf[i].Val(), "entries-added").(int64); ok {
 			out[i].topOrd = added
+		}
+	}
+	if len(again) > 0 {
+		sl, af := make([]int, len(again)), make([]string, len(again))
+		for j, i := range again {
+			sl[j], af[j] = slots[i], after[i]
+		}
+		res, err := readSlotsInfo(ctx, c, sl, af, count, nil)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range again {
+			out[i] = res[j]
 		}
 	}
 	return out, nil

@@ -81,6 +81,15 @@ func (b *lostBook) shipped(k lostKey, prev, last string, g *slotRead) {
 	delete(b.marks, k)
 }
 
+// known reports whether the ordinal of id, the last applied entry of k, is known (then a
+// read after it needs no XINFO: the next entries' ordinals are counted on from it).
+func (b *lostBook) known(k lostKey, id string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m, ok := b.marks[k]
+	return ok && m.id == id
+}
+
 // missing returns, once per last applied id, how many entries the destination applied that
 // the source outbox (read in g after it) lacks, and whether the count is exact.
 func (b *lostBook) missing(k lostKey, after string, g *slotRead) (n int64, exact, report bool) {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -28,6 +29,9 @@ const applyChunk = 64
 func (r *Replicator) HandleApply(ctx context.Context, req ApplyRequest) (ApplyResponse, error) {
 	if err := r.checkSource(req.Source); err != nil {
 		return ApplyResponse{}, err
+	}
+	if r.recvPh.enabled() {
+		defer func(t0 time.Time) { r.recvPh.add("apply", time.Since(t0)) }(time.Now())
 	}
 	out := ApplyResponse{Results: make([]ApplyResult, len(req.Batches))}
 	var idx, slots []int // the batches with entries, and their slots
@@ -180,7 +184,11 @@ func scriptCall(sha string, keys []string, argv []any) []string {
 	args = append(args, "EVALSHA", sha, strconv.Itoa(len(keys)))
 	args = append(args, keys...)
 	for _, a := range argv {
-		args = append(args, fmt.Sprint(a))
+		if str, ok := a.(string); ok {
+			args = append(args, str) // what ApplyBatchArgs builds: no fmt on the apply path
+		} else {
+			args = append(args, fmt.Sprint(a))
+		}
 	}
 	return args
 }

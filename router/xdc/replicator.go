@@ -68,8 +68,10 @@ type Replicator struct {
 	planned planInputs           // what the last plan was made from
 	// acked is, per database and slot, the last id each destination DC applied (as this
 	// node's loops know it); trimming and DC_EACH_SAFE_QUORUM read it.
-	acked   map[dbSlot]map[string]string
-	trimmed map[dbSlot]string
+	acked map[dbSlot]map[string]string
+	// trims are, per database and slot, the last trim decided and those not sent yet
+	// (recordAck): one map, one lookup per ack.
+	trims map[dbSlot]*trimState
 	// progress is closed and replaced whenever acked advances.
 	progress chan struct{}
 
@@ -85,6 +87,12 @@ type Replicator struct {
 	counters sync.Map // destination DC -> *pairCounters
 
 	fl flusher // flush.go
+
+	// jsonOnly are the destination nodes that refused the binary form of an apply request
+	// (a version before it): they get the JSON form.
+	jsonOnly sync.Map
+	// recvPh times the receiving side's applies for the debug log (phases.go).
+	recvPh *phases
 
 	hints atomic.Pointer[hintIndex]
 	fwdMu sync.Mutex
@@ -145,10 +153,11 @@ func New(cfg Config) *Replicator {
 	if cfg.TombstoneMargin <= 0 {
 		cfg.TombstoneMargin = 5 * time.Second
 	}
+	log := cfg.Logger.With("part", "xdc")
 	return &Replicator{
-		cfg: cfg, log: cfg.Logger.With("part", "xdc"), kick: make(chan struct{}, 1),
+		cfg: cfg, log: log, kick: make(chan struct{}, 1), recvPh: newPhases(log, "receiving"),
 		loops: map[loopKey]*loop{}, clients: map[clientKey]*redis.Client{}, alive: map[string]time.Time{},
-		dbs: map[string][]int{}, acked: map[dbSlot]map[string]string{}, trimmed: map[dbSlot]string{},
+		dbs: map[string][]int{}, acked: map[dbSlot]map[string]string{}, trims: map[dbSlot]*trimState{},
 		progress: make(chan struct{}), pulls: pullSet{wake: make(chan struct{}, 1)},
 	}
 }
@@ -482,23 +491,78 @@ func (r *Replicator) recordAck(ctx context.Context, c redis.Cmdable, dest string
 		ids = append(ids, m[d])
 	}
 	low := lowest(ids)
-	trim := low != "" && CompareIDs(low, r.trimmed[k]) > 0
+	ts := r.trims[k]
+	if ts == nil {
+		ts = &trimState{}
+		r.trims[k] = ts
+	}
+	trim := low != "" && CompareIDs(low, ts.decided) > 0
 	if trim {
-		r.trimmed[k] = low
+		ts.decided = low
+		// An XTRIM costs the master about 5 us, as much as reading the entry: a slot's
+		// trims wait for trimEvery of them, or for the loops' next outbox scan (takeTrims).
+		if ts.waiting++; ts.waiting < trimEvery {
+			ts.due = ids
+			trim = false
+		} else {
+			ts.waiting, ts.due = 0, nil
+		}
 	}
 	close(r.progress)
 	r.progress = make(chan struct{})
 	r.mu.Unlock()
 	if trim {
-		if _, err := Trim(ctx, c, slot, ids); err != nil && ctx.Err() == nil {
-			r.log.Debug("trim", "slot", slot, "err", err)
-		}
-		if idx := r.hints.Load(); idx != nil { // their next outbox scan reads the new length
-			for _, l := range idx.loops[k] {
-				l.touch(slot)
-			}
+		r.trimNow(ctx, c, k, ids)
+	}
+}
+
+// trimState is one outbox's trimming: the last trim decided (the smallest id every
+// destination applied then), and the DCs' applied ids of the trim not sent yet (nil: none),
+// one of waiting decided since the last trim sent.
+type trimState struct {
+	decided string
+	due     []string
+	waiting int
+}
+
+// trimEvery is how many trims of one slot's outbox wait before one is sent; the loops' outbox
+// scan (every OutboxScan) sends those still waiting. An outbox keeps at most that many entries
+// every DC applied, and those for at most OutboxScan.
+const trimEvery = 16
+
+// trimNow trims k's outbox to the smallest of ids (queued on c).
+func (r *Replicator) trimNow(ctx context.Context, c redis.Cmdable, k dbSlot, ids []string) {
+	if _, err := Trim(ctx, c, k.slot, ids); err != nil && ctx.Err() == nil {
+		r.log.Debug("trim", "slot", k.slot, "err", err)
+	}
+	if idx := r.hints.Load(); idx != nil { // their next outbox scan reads the new length
+		for _, l := range idx.loops[k] {
+			l.touch(k.slot)
 		}
 	}
+}
+
+// dueTrim is a trim decided and not sent yet: the outbox and the DCs' applied ids.
+type dueTrim struct {
+	k   dbSlot
+	ids []string
+}
+
+// takeTrims returns, and forgets, the waiting trims of db's outboxes among slots (sorted).
+func (r *Replicator) takeTrims(db int, slots []int) []dueTrim {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var due []dueTrim
+	for k, ts := range r.trims {
+		if ts.due == nil || k.db != db {
+			continue
+		}
+		if p := sort.SearchInts(slots, k.slot); p < len(slots) && slots[p] == k.slot {
+			due = append(due, dueTrim{k, ts.due})
+			ts.waiting, ts.due = 0, nil
+		}
+	}
+	return due
 }
 
 // trimToLive trims (db, slot)'s outbox, longer than the bound, to the smallest id the DCs

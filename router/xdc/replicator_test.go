@@ -26,6 +26,8 @@ type testDC struct {
 	rc         *redis.Client
 	repl       *Replicator
 	down       atomic.Bool // its peer calls fail, in both directions
+	// old: its apply handler refuses the binary form, as a node of a version before it does.
+	old atomic.Bool
 }
 
 // testNet is the peers and the shared cluster state of the test DCs.
@@ -57,9 +59,20 @@ func (c nodeOf) CallPeer(ctx context.Context, addr, name string, in, out any) er
 	if to.down.Load() || c.dc.down.Load() {
 		return fmt.Errorf("node at %s: connection refused", addr)
 	}
-	body, err := json.Marshal(in)
-	if err != nil {
-		return err
+	var body []byte
+	if raw, ok := in.(interface{ PeerBody() []byte }); ok { // as node.CallPeer posts it
+		body = raw.PeerBody()
+	} else {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return err
+		}
+	}
+	if to.old.Load() && name == RPCApply {
+		var req ApplyRequest // what a node before the binary form does with the body
+		if err := json.Unmarshal(body, &req); err != nil {
+			return fmt.Errorf("xdc: bad request: %w", err)
+		}
 	}
 	res, err := to.repl.RPC()[name](ctx, body)
 	if err != nil {
@@ -168,6 +181,9 @@ func startDCs(t *testing.T, names ...string) (*testNet, []*testDC) {
 	for _, d := range dcs {
 		c := nodeOf{net: n, dc: d}
 		d.repl = New(Config{Cluster: c, Peers: c, Local: c, Heartbeat: 100 * time.Millisecond, Block: 200 * time.Millisecond, OutboxScan: 200 * time.Millisecond, CollectEvery: 100 * time.Millisecond, TombstoneMargin: time.Millisecond})
+	}
+	// Every replicator exists before any runs: a running one calls the others' at once.
+	for _, d := range dcs {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.repl.Run(ctx) }()
 	}

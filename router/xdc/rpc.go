@@ -12,7 +12,16 @@ type RPCHandler func(ctx context.Context, body json.RawMessage) (any, error)
 // RPC returns the replication calls this node serves on its peer port, by name.
 func (r *Replicator) RPC() map[string]RPCHandler {
 	return map[string]RPCHandler{
-		RPCApply:    handler(r.HandleApply),
+		RPCApply: func(ctx context.Context, body json.RawMessage) (any, error) {
+			if !isBinaryApply(body) {
+				return handler(r.HandleApply)(ctx, body) // a node before the binary form
+			}
+			req, err := DecodeApply(body)
+			if err != nil {
+				return nil, fmt.Errorf("xdc: bad request: %w", err)
+			}
+			return r.HandleApply(ctx, req)
+		},
 		RPCLast:     handler(r.HandleLast),
 		RPCAwait:    handler(r.HandleAwait),
 		RPCCopy:     handler(r.HandleCopy),

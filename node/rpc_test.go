@@ -1,0 +1,52 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// rawBytes is a RawRequest: CallPeer posts its bytes as they are.
+type rawBytes []byte
+
+func (r rawBytes) PeerBody() []byte { return r }
+
+// A RawRequest reaches the extra RPC's handler byte for byte (binary, not JSON), over the same
+// authenticated peer connection as any call: without the cluster secret it is refused.
+func TestCallPeerRawRequest(t *testing.T) {
+	cfg := Config{ID: "n1", DC: "dc1", ClusterSecret: testSecret}
+	cfg.Listen, cfg.PeerListen, cfg.AdminListen = freeAddr(t), "127.0.0.1:0", "127.0.0.1:0"
+	cfg.DataDir = filepath.Join(t.TempDir(), "n1")
+	got := make(chan []byte, 2)
+	n, err := Start(cfg, Options{Logger: quietOpts().Logger, LogOutput: quietOpts().LogOutput, RPC: map[string]RPCFunc{
+		"echo": func(_ context.Context, body json.RawMessage) (any, error) {
+			got <- append([]byte(nil), body...)
+			return len(body), nil
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	waitReady(t, n)
+	body := []byte("XA1\x00\xff\x01 not JSON \"{")
+	var size int
+	if err := n.CallPeer(context.Background(), n.PeerAddr(), "echo", rawBytes(body), &size); err != nil || size != len(body) {
+		t.Fatalf("raw call: %d %v", size, err)
+	}
+	if b := <-got; !bytes.Equal(b, body) {
+		t.Fatalf("the handler got %q, want %q", b, body)
+	}
+	wrong := newPeerClient(peerDialer{auth: newPeerAuth(testBadSecret, quietOpts().Logger)})
+	if err := wrong.call(context.Background(), n.PeerAddr(), rpcExtra+"echo", rawBytes(body), nil); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("raw call with a wrong secret: %v", err)
+	}
+	select {
+	case b := <-got:
+		t.Fatalf("the handler ran for a caller without the secret: %q", b)
+	default:
+	}
+}
