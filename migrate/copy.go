@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -27,17 +28,17 @@ import (
 type dumped struct {
 	key     string
 	st, mem int64
+	str     bool // payload is a string's value (SET on the target), not a DUMP (RESTORE)
 	payload string
 	pttl    int64
 }
 
-// dumpBatch runs step 1 for keys and returns the source's clock and each key's result.
+// dumpBatch runs step 1 for keys and returns the source's clock and each key's result: the
+// dump script locks the keys, then one pipeline reads the locked keys' values (MGET of the
+// strings, DUMP of the rest). A key that expired in between is reported missing (stNoKey) and
+// its lock released.
 func (m *Mover) dumpBatch(ctx context.Context, src *redis.Client, keys []string, token string, budget int64) (int64, []dumped, error) {
-	kv := make([]string, 0, 2*len(keys))
-	for _, k := range keys {
-		kv = append(kv, k, lockKey(k))
-	}
-	res, err := dumpScript.Run(ctx, src, kv, m.cfg.BigKeyElements, m.cfg.BigKeyBytes, budget, token,
+	res, err := dumpScript.Run(ctx, src, lockedKeys(keys), m.cfg.BigKeyElements, m.cfg.BigKeyBytes, budget, token,
 		m.cfg.LockTTL.Milliseconds(), m.cfg.Fence).Slice()
 	if err != nil {
 		return 0, nil, fmt.Errorf("migrate: dump %d key(s): %w", len(keys), runOver(err))
@@ -47,16 +48,97 @@ func (m *Mover) dumpBatch(ctx context.Context, src *redis.Client, keys []string,
 	}
 	now, _ := res[0].(int64)
 	out := make([]dumped, len(keys))
+	var strs []string
+	taken := 0
 	for i, k := range keys {
 		r := res[1+4*i:]
 		d := dumped{key: k}
 		d.st, _ = r[0].(int64)
 		d.mem, _ = r[1].(int64)
-		d.payload, _ = r[2].(string)
+		kind, _ := r[2].(int64)
+		d.str = kind == 1
 		d.pttl, _ = r[3].(int64)
 		out[i] = d
+		if d.st == stMoved {
+			taken++
+			if d.str {
+				strs = append(strs, k)
+			}
+		}
+	}
+	if taken == 0 {
+		return now, out, nil
+	}
+	if err := m.readLocked(ctx, src, out, strs, token); err != nil {
+		return 0, nil, err
 	}
 	return now, out, nil
+}
+
+// readLocked reads the values of the keys of out that the dump script locked (stMoved): one
+// MGET for the strings (strs, in order), a DUMP for each other key, in one pipeline. A key gone
+// meanwhile (expired) becomes stNoKey and its lock is released; on an error every lock is.
+func (m *Mover) readLocked(ctx context.Context, src *redis.Client, out []dumped, strs []string, token string) error {
+	p := src.Pipeline()
+	var mget *redis.SliceCmd
+	if len(strs) > 0 {
+		mget = p.MGet(ctx, strs...)
+	}
+	dumps := map[int]*redis.StringCmd{}
+	for i, d := range out {
+		if d.st == stMoved && !d.str {
+			dumps[i] = p.Dump(ctx, d.key)
+		}
+	}
+	_, err := p.Exec(ctx)
+	if err != nil && !errors.Is(err, redis.Nil) {
+		m.unlockBatch(ctx, src, lockedOf(out), token)
+		return fmt.Errorf("migrate: read %d locked key(s): %w", len(strs)+len(dumps), err)
+	}
+	var vals []any
+	if mget != nil {
+		vals = mget.Val()
+		if len(vals) != len(strs) {
+			m.unlockBatch(ctx, src, lockedOf(out), token)
+			return fmt.Errorf("migrate: MGET answered %d values for %d keys", len(vals), len(strs))
+		}
+	}
+	var gone []dumped
+	j := 0
+	for i := range out {
+		d := &out[i]
+		if d.st != stMoved {
+			continue
+		}
+		ok := false
+		if d.str {
+			d.payload, ok = vals[j].(string)
+			j++
+		} else {
+			var err error
+			d.payload, err = dumps[i].Result()
+			ok = err == nil
+		}
+		if !ok {
+			gone = append(gone, *d)
+			d.st, d.mem = stNoKey, 0
+		}
+	}
+	if len(gone) > 0 {
+		m.unlockBatch(ctx, src, gone, token)
+	}
+	return nil
+}
+
+// lockedOf returns the keys of out the dump script locked.
+func lockedOf(out []dumped) []dumped {
+	var l []dumped
+	for _, d := range out {
+		if d.st == stMoved {
+			l = append(l, d)
+		}
+	}
+	return l
 }
 
 // restoreBatch runs steps 2 and 3 for the keys dumpBatch locked (status stMoved) and returns,
@@ -74,7 +156,7 @@ func (m *Mover) restoreBatch(ctx context.Context, src, dst *redis.Client, srcNow
 // restore is step 2; on an error it releases the batch's locks.
 func (m *Mover) restore(ctx context.Context, src, dst *redis.Client, srcNow int64, batch []dumped, token string) error {
 	keys := make([]string, 0, len(batch))
-	args := make([]any, 0, 3+2*len(batch))
+	args := make([]any, 0, 3+3*len(batch))
 	keep := "0"
 	if m.cfg.KeepTarget {
 		keep = "1"
@@ -82,7 +164,11 @@ func (m *Mover) restore(ctx context.Context, src, dst *redis.Client, srcNow int6
 	args = append(args, srcNow+(m.cfg.LockTTL/2).Milliseconds(), keep, m.cfg.Fence)
 	for _, d := range batch {
 		keys = append(keys, d.key)
-		args = append(args, d.pttl, d.payload)
+		kind := 0
+		if d.str {
+			kind = 1
+		}
+		args = append(args, kind, d.pttl, d.payload)
 	}
 	if err := restoreScript.Run(ctx, dst, keys, args...).Err(); err != nil {
 		m.unlockBatch(ctx, src, batch, token)
@@ -111,11 +197,17 @@ func (m *Mover) unlockBatch(ctx context.Context, src *redis.Client, batch []dump
 	})
 }
 
-// lockArgs returns the KEYS of unlockDeleteScript for a batch: each key and its lock.
+// lockArgs returns the KEYS of unlockDeleteScript for a batch: LocksKey, then each key.
 func lockArgs(batch []dumped) []string {
-	out := make([]string, 0, 2*len(batch))
+	out := make([]string, 0, 1+len(batch))
+	out = append(out, LocksKey)
 	for _, d := range batch {
-		out = append(out, d.key, lockKey(d.key))
+		out = append(out, d.key)
 	}
 	return out
+}
+
+// lockedKeys returns the KEYS of the scripts that lock keys: LocksKey, then the keys.
+func lockedKeys(keys []string) []string {
+	return append(append(make([]string, 0, 1+len(keys)), LocksKey), keys...)
 }

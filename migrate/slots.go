@@ -81,7 +81,7 @@ type MoveOptions struct {
 	Progress func(Progress)
 	// ProgressEvery spaces progress reports (default 100ms).
 	ProgressEvery time.Duration
-	// BatchKeys is the most keys per batch copy (default 50).
+	// BatchKeys is the most keys per batch copy (default 50, at most 1000).
 	BatchKeys int
 	// BatchBytes bounds the MEMORY USAGE of one batch copy, and so how long its DUMPs block the
 	// source (default 64 KiB).
@@ -118,6 +118,7 @@ func (m *Mover) MoveSlots(ctx context.Context, slots SlotSet, opts MoveOptions) 
 	if opts.BatchKeys <= 0 {
 		opts.BatchKeys = 50
 	}
+	opts.BatchKeys = min(opts.BatchKeys, maxBatchKeys)
 	if opts.BatchBytes <= 0 {
 		opts.BatchBytes = 64 << 10
 	}
