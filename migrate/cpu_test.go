@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,7 +44,8 @@ func serverCPU(ctx context.Context, t testing.TB, c *redis.Client) time.Duration
 // costs: on the source and the target (commandstats: the scripts' µs, and the commands run
 // inside them) and in this process (the node's side). CPU time, unlike keys/s, hardly depends
 // on the machine's load, so it compares changes to the copy's scripts on a shared host. The
-// figures are logged (`go test -v -run CPUPerKey ./migrate/`); the test asserts the keys moved.
+// figures are logged (`go test -v -run CPUPerKey ./migrate/`; MIGCPU_KEYS and MIGCPU_BATCH set
+// the keys moved and MoveOptions.BatchKeys); the test asserts the keys moved.
 func TestMoveSlotsCPUPerKey(t *testing.T) {
 	if testing.Short() {
 		t.Skip("CPU figure only")
@@ -52,7 +54,7 @@ func TestMoveSlotsCPUPerKey(t *testing.T) {
 	ctx := ctxT(t, 60*time.Second)
 	slots, _ := FromRanges([2]int{0, NumSlots - 1})
 	src, dst := e.src(t, 0), e.dst(t, 0)
-	const n, size = 20000, 512
+	n, size := envInt("MIGCPU_KEYS", 20000), 512
 	seedKeys(t, src, "c:", n, size, &slots)
 	m := e.mover(t, nil)
 	must(t, src.ConfigResetStat(ctx).Err())
@@ -60,12 +62,12 @@ func TestMoveSlotsCPUPerKey(t *testing.T) {
 	scpu, dcpu := serverCPU(ctx, t, src), serverCPU(ctx, t, dst)
 	cpu0, start := cpuTime(t), time.Now()
 	var last Progress
-	err := m.MoveSlots(ctx, slots, MoveOptions{LatencyFactor: -1, Progress: func(p Progress) { last = p }})
+	err := m.MoveSlots(ctx, slots, MoveOptions{BatchKeys: envInt("MIGCPU_BATCH", 0), LatencyFactor: -1, Progress: func(p Progress) { last = p }})
 	took, node := time.Since(start), cpuTime(t)-cpu0
 	if err != nil {
 		t.Fatal(err)
 	}
-	if last.KeysMoved != n || dst.DBSize(ctx).Val() != n {
+	if last.KeysMoved != int64(n) || dst.DBSize(ctx).Val() != int64(n) {
 		t.Fatalf("moved %d keys (target has %d), want %d", last.KeysMoved, dst.DBSize(ctx).Val(), n)
 	}
 	for _, side := range []struct {
@@ -77,14 +79,22 @@ func TestMoveSlotsCPUPerKey(t *testing.T) {
 		var b strings.Builder
 		for _, name := range names {
 			v := st[name]
-			if usec := float64(v.calls) * v.usecPerCall; usec >= n/10 && name != "info" && name != "config|resetstat" {
-				fmt.Fprintf(&b, " %s=%.2fµs(%d calls)", name, usec/n, v.calls)
+			if usec := float64(v.calls) * v.usecPerCall; usec >= float64(n)/10 && name != "info" && name != "config|resetstat" {
+				fmt.Fprintf(&b, " %s=%.2fµs(%d calls)", name, usec/float64(n), v.calls)
 			}
 		}
 		t.Logf("%s per key:%s", side.name, b.String())
 	}
 	scpu, dcpu = serverCPU(ctx, t, src)-scpu, serverCPU(ctx, t, dst)-dcpu
-	t.Logf("process CPU per key: source %.2f µs, target %.2f µs", float64(scpu.Nanoseconds())/1e3/n, float64(dcpu.Nanoseconds())/1e3/n)
+	t.Logf("process CPU per key: source %.2f µs, target %.2f µs", float64(scpu.Nanoseconds())/1e3/float64(n), float64(dcpu.Nanoseconds())/1e3/float64(n))
 	t.Logf("node (this process) %.2f µs CPU per key; %d keys in %v (%.0f keys/s)",
-		float64(node.Microseconds())/n, n, took.Round(time.Millisecond), n/took.Seconds())
+		float64(node.Microseconds())/float64(n), n, took.Round(time.Millisecond), float64(n)/took.Seconds())
+}
+
+// envInt is the integer in environment variable name, or def.
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return n
+	}
+	return def
 }
