@@ -276,15 +276,16 @@ return 0
 //
 // KEYS: LocksKey, key1, key2, ...
 // ARGV: big elements, big bytes, byte budget, token, lock TTL ms, fence field.
-// Returns: the source's clock (ms), then per key: status, bytes (a string's length and its
-// name's, else MEMORY USAGE), kind (1: a string, read by MGET; 0: anything else, read by
-// DUMP), PTTL (-1: none).
+// Returns: the source's clock (ms), the batch's lock value (LockValue: its deadline and the
+// token), then per key: status, bytes (a string's length and its name's, else MEMORY USAGE),
+// kind (1: a string, read by MGET; 0: anything else, read by DUMP), PTTL (-1: none).
 var dumpScript = fenced("6", lockLua+`
 local bigElems, bigBytes, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local token, ttl = ARGV[4], tonumber(ARGV[5])
 local now = nowMs()
+local lockv = (now + ttl) .. ':' .. token
 local held = redis.call('HMGET', KEYS[1], unpack(KEYS, 2))
-local out, used, sent, taking = {now}, 0, 0, {}
+local out, used, sent, taking = {now, lockv}, 0, 0, {}
 local counts = {hash = 'HLEN', set = 'SCARD', zset = 'ZCARD', list = 'LLEN', stream = 'XLEN', string = false}
 for i = 1, #KEYS - 1 do
   local k = KEYS[i+1]
@@ -327,14 +328,13 @@ for i = 1, #KEYS - 1 do
   out[#out+1] = pttl
 end
 if #taking > 0 then
-  local deadline = now + ttl
-  local v, args = deadline .. ':' .. token, {}
+  local args = {}
   for j, k in ipairs(taking) do
     args[2*j-1] = k
-    args[2*j] = v
+    args[2*j] = lockv
   end
   redis.call('HSET', KEYS[1], unpack(args))
-  keepLocks(deadline)
+  keepLocks(now + ttl)
 end
 return out
 `)
@@ -388,27 +388,27 @@ return out
 `)
 
 // unlockDeleteScript ends a batch copy on the source: for each key whose lock still holds the
-// caller's token (and is live) it deletes the key (when ARGV[2] is "1": the target has it now)
-// and the lock, by one HMGET, one DEL and one HDEL for the batch. A lock of ours that lapsed is
-// dropped, its key kept.
-// KEYS: LocksKey, key1, key2, ... ARGV: token, delete.
+// batch's lock value (the dump script's, so one string comparison per key) it deletes the key
+// (when ARGV[2] is "1": the target has it now) and the lock, by one HMGET, one DEL and one HDEL
+// for the batch. Past the lock's deadline the locks that still hold it are dropped and their
+// keys kept: whoever takes them next moves them again.
+// KEYS: LocksKey, key1, key2, ... ARGV: the batch's lock value, delete.
 // Returns per key 1 (the lock was ours and live) or 0.
 var unlockDeleteScript = redis.NewScript(lockLua + `
-local token, del, now = ARGV[1], ARGV[2] == '1', nowMs()
+local lockv, del = ARGV[1], ARGV[2] == '1'
+local live = holder(lockv, nowMs()) ~= nil
 local held = redis.call('HMGET', KEYS[1], unpack(KEYS, 2))
-local out, ours, drop = {}, {}, {}
+local out, ours = {}, {}
 for i = 1, #KEYS - 1 do
-  local k = KEYS[i+1]
   out[i] = 0
-  if holder(held[i], now) == token then
-    out[i] = 1
-    ours[#ours+1] = k
-    drop[#drop+1] = k
-  elseif tokenOf(held[i]) == token then
-    drop[#drop+1] = k
+  if held[i] == lockv then
+    ours[#ours+1] = KEYS[i+1]
+    if live then out[i] = 1 end
   end
 end
-if del and #ours > 0 then redis.call('DEL', unpack(ours)) end
-if #drop > 0 then redis.call('HDEL', KEYS[1], unpack(drop)) end
+if #ours > 0 then
+  if del and live then redis.call('DEL', unpack(ours)) end
+  redis.call('HDEL', KEYS[1], unpack(ours))
+end
 return out
 `)

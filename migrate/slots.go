@@ -186,7 +186,7 @@ type run struct {
 
 // copyJob is a batch locked and dumped on the source, on its way to the target.
 type copyJob struct {
-	token string
+	lock  string // the batch's lock value (dumpBatch)
 	now   int64
 	batch []dumped
 }
@@ -223,10 +223,10 @@ func (r *run) pass(ctx context.Context, db int) error {
 			defer restorers.Done()
 			for j := range dumpedc {
 				if ctx.Err() != nil {
-					r.m.unlockBatch(ctx, src, j.batch, j.token)
+					r.m.unlockBatch(ctx, src, j.batch, j.lock)
 					continue
 				}
-				if err := r.m.restore(ctx, src, dst, j.now, j.batch, j.token); err != nil {
+				if err := r.m.restore(ctx, src, dst, j.now, j.batch, j.lock); err != nil {
 					fail(err)
 					continue
 				}
@@ -254,7 +254,7 @@ func (r *run) pass(ctx context.Context, db int) error {
 
 // finished runs step 3 of batch copy j and counts its keys.
 func (r *run) finished(ctx context.Context, src *redis.Client, db int, j copyJob, fail func(error)) {
-	ours, err := r.m.finish(context.WithoutCancel(ctx), src, j.batch, j.token)
+	ours, err := r.m.finish(context.WithoutCancel(ctx), src, j.batch, j.lock)
 	if err != nil {
 		fail(err)
 		return
@@ -365,10 +365,10 @@ func (r *run) dumpStep(ctx context.Context, src *redis.Client, keys []string, jo
 			ch := make(chan result, 1)
 			results = append(results, ch)
 			go func() {
-				j := copyJob{token: r.m.newToken()}
+				var j copyJob
 				var res []dumped
 				var err error
-				j.now, res, err = r.m.dumpBatch(ctx, src, batch, j.token, r.opts.BatchBytes)
+				j.now, j.lock, res, err = r.m.dumpBatch(ctx, src, batch, r.opts.BatchBytes)
 				ch <- result{j: j, res: res, err: err}
 			}()
 			if r.rated() {
@@ -399,13 +399,13 @@ func (r *run) dumpStep(ctx context.Context, src *redis.Client, keys []string, jo
 				continue
 			}
 			if first != nil {
-				r.m.unlockBatch(ctx, src, out.j.batch, out.j.token)
+				r.m.unlockBatch(ctx, src, out.j.batch, out.j.lock)
 				continue
 			}
 			select {
 			case jobs <- out.j:
 			case <-ctx.Done():
-				r.m.unlockBatch(ctx, src, out.j.batch, out.j.token)
+				r.m.unlockBatch(ctx, src, out.j.batch, out.j.lock)
 				first = ctx.Err()
 			}
 		}
