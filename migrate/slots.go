@@ -55,7 +55,8 @@ func scanSlots(ctx context.Context, c *redis.Client, slots *SlotSet, cursor stri
 type Progress struct {
 	// KeysMoved counts keys moved by this MoveSlots call (not by migrate-on-access).
 	KeysMoved int64
-	// BytesMoved sums the moved keys' MEMORY USAGE on the source (an estimate).
+	// BytesMoved sums the moved keys' sizes on the source: a string's length and its name's,
+	// anything else's MEMORY USAGE (an estimate).
 	BytesMoved int64
 	// KeysLeftEstimate extrapolates the keys of the slots still on the source from what this
 	// pass has scanned so far.
