@@ -15,7 +15,7 @@ import (
 // the key if it is small or copies it in chunks if it is big. It reports whether the key was
 // on the source (and is now on the target only) and its MEMORY USAGE.
 func (m *Mover) moveLocked(ctx context.Context, src, dst *redis.Client, db int, key string) (bool, int64, error) {
-	token, lock := m.newToken(), lockKey(key)
+	token, lock := m.newToken(), []string{LocksKey, key}
 	if err := m.acquire(ctx, src, lock, token); err != nil {
 		return false, 0, fmt.Errorf("migrate: key %q: %w", key, err)
 	}
@@ -23,7 +23,7 @@ func (m *Mover) moveLocked(ctx context.Context, src, dst *redis.Client, db int, 
 	defer func() {
 		if held {
 			m.cleanup(ctx, func(ctx context.Context) error {
-				return unlockScript.Run(ctx, src, []string{lock}, token).Err()
+				return unlockScript.Run(ctx, src, lock, token).Err()
 			})
 		}
 	}()
@@ -62,7 +62,7 @@ func (m *Mover) moveLocked(ctx context.Context, src, dst *redis.Client, db int, 
 		m.log.Warn("big key move failed; it starts over on the next try", "db", db, "key", key, "err", err)
 		return false, 0, fmt.Errorf("migrate: key %q: chunked copy: %w", key, err)
 	}
-	ok, err := finishScript.Run(ctx, src, []string{key, lock}, token).Int()
+	ok, err := finishScript.Run(ctx, src, lock, token).Int()
 	if err != nil {
 		return false, 0, fmt.Errorf("migrate: key %q: finish on source: %w", key, err)
 	}
@@ -86,11 +86,11 @@ func (c *copier) runUnless(ctx context.Context, kept bool) error {
 }
 
 // acquire takes the lock, polling with backoff for at most LockWait.
-func (m *Mover) acquire(ctx context.Context, src *redis.Client, lock, token string) error {
+func (m *Mover) acquire(ctx context.Context, src *redis.Client, lock []string, token string) error {
 	deadline := time.Now().Add(m.cfg.LockWait)
 	backoff := time.Millisecond
 	for {
-		now, err := lockScript.Run(ctx, src, []string{lock}, token, ms(m.cfg.LockTTL), "1", m.cfg.Fence).Int64()
+		now, err := lockScript.Run(ctx, src, lock, token, ms(m.cfg.LockTTL), "1", m.cfg.Fence).Int64()
 		if err != nil {
 			return fmt.Errorf("take lock: %w", runOver(err))
 		}
@@ -122,13 +122,14 @@ func (m *Mover) cleanup(ctx context.Context, f func(context.Context) error) {
 // temp key onto the key. It holds the key's lock on the source and refreshes it on every chunk
 // read; every write on the target is fenced by its token.
 type copier struct {
-	m                            *Mover
-	src, dst                     *redis.Client
-	key, lock, tmp, fence, token string
-	typ                          string
-	mem, elems                   int64
-	chunk                        int   // elements per chunk
-	expireAt                     int64 // the source's PEXPIRETIME (-1: none)
+	m                      *Mover
+	src, dst               *redis.Client
+	key, tmp, fence, token string
+	lock                   []string // KEYS of the lock scripts: LocksKey, key
+	typ                    string
+	mem, elems             int64
+	chunk                  int   // elements per chunk
+	expireAt               int64 // the source's PEXPIRETIME (-1: none)
 }
 
 // errGone means the key expired between the check and the copy: nothing to move.
@@ -140,7 +141,7 @@ var errLockLost = fmt.Errorf("lock lost during the copy: %w", ErrKeyBusy)
 func (c *copier) run(ctx context.Context) error {
 	// The type, expiry and size, and a fresh lease.
 	p := c.src.Pipeline()
-	lease := lockScript.Eval(ctx, p, []string{c.lock}, c.token, ms(c.m.cfg.LockTTL), "0", c.m.cfg.Fence)
+	lease := lockScript.Eval(ctx, p, c.lock, c.token, ms(c.m.cfg.LockTTL), "0", c.m.cfg.Fence)
 	typ := p.Type(ctx, c.key)
 	exp := p.PExpireTime(ctx, c.key)
 	sent := time.Now()
@@ -176,7 +177,7 @@ func (c *copier) run(ctx context.Context) error {
 	if err := c.pipe(ctx); err != nil {
 		return err
 	}
-	if now, err := lockScript.Run(ctx, c.src, []string{c.lock}, c.token, ms(c.m.cfg.LockTTL), "0", c.m.cfg.Fence).Int64(); err != nil {
+	if now, err := lockScript.Run(ctx, c.src, c.lock, c.token, ms(c.m.cfg.LockTTL), "0", c.m.cfg.Fence).Int64(); err != nil {
 		return err
 	} else if now <= 0 {
 		return errLockLost
@@ -348,7 +349,7 @@ func (c *copier) ranged(ctx context.Context, emit func(*batch) error, read func(
 // read runs one read command on the source in a pipeline with the lock refresh.
 func (c *copier) read(ctx context.Context, args ...any) (any, error) {
 	p := c.src.Pipeline()
-	lease := lockScript.Eval(ctx, p, []string{c.lock}, c.token, ms(c.m.cfg.LockTTL), "0", c.m.cfg.Fence)
+	lease := lockScript.Eval(ctx, p, c.lock, c.token, ms(c.m.cfg.LockTTL), "0", c.m.cfg.Fence)
 	cmd := p.Do(ctx, args...)
 	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, runOver(err)

@@ -169,7 +169,7 @@ func TestMoveKeysCrashRecovery(t *testing.T) {
 	src, dst := e.src(t, 0), e.dst(t, 0)
 	fillHash(ctx, t, src, "{tag}k", 5000, 10)
 	want := value(ctx, t, src, "{tag}k")
-	must(t, src.Set(ctx, lockKey("{tag}k"), "dead-node:1", 300*time.Millisecond).Err())
+	setLock(ctx, t, src, "{tag}k", "dead-node:1", 300*time.Millisecond)
 	must(t, dst.HSet(ctx, tmpKey("{tag}k"), "junk", "1", "f1", "wrong").Err())
 	must(t, dst.Set(ctx, fenceKey("{tag}k"), "dead-node:1", time.Minute).Err())
 	m := e.mover(t, smallBig)
@@ -193,7 +193,7 @@ func TestMoveKeysLosesTheKey(t *testing.T) {
 			return dst.Set(ctx, fenceKey("big"), "usurper:1", time.Minute).Err()
 		},
 		"lock lost": func(ctx context.Context, src, _ *redis.Client) error {
-			return src.Set(ctx, lockKey("big"), "usurper:1", time.Minute).Err()
+			return src.HSet(ctx, LocksKey, "big", LockValue("usurper:1", time.Now().Add(time.Minute))).Err()
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -214,7 +214,7 @@ func TestMoveKeysLosesTheKey(t *testing.T) {
 			if src.HLen(ctx, "big").Val() != 200000 || dst.Exists(ctx, "big").Val() != 0 {
 				t.Fatal("the source must stay whole and the target without the key")
 			}
-			must(t, src.Del(ctx, lockKey("big")).Err()) // the usurper is gone
+			must(t, src.HDel(ctx, LocksKey, "big").Err()) // the usurper is gone
 			if moved, err := m.MoveKeys(ctx, 0, "big"); err != nil || moved != 1 {
 				t.Fatalf("retry: MoveKeys = %d, %v", moved, err)
 			}

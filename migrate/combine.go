@@ -102,14 +102,14 @@ func (m *Mover) round(ctx context.Context, db int, calls []*onAccess) {
 	var wg sync.WaitGroup
 	err := m.dumpKeys(ctx, db, keys, m.cfg.BatchKeys, m.cfg.BatchBytes, func(d dumped) {
 		st[idx[d.key]], mem[idx[d.key]] = d.st, d.mem
-	}, func(src, dst *redis.Client, now int64, batch []dumped, token string) {
+	}, func(src, dst *redis.Client, now int64, batch []dumped, lock string) {
 		for _, d := range batch {
 			inRestore[idx[d.key]] = true
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ours, err := m.restoreBatch(ctx, src, dst, now, batch, token)
+			ours, err := m.restoreBatch(ctx, src, dst, now, batch, lock)
 			for i, d := range batch {
 				j := idx[d.key]
 				switch {
@@ -160,15 +160,14 @@ func (m *Mover) round(ctx context.Context, db int, calls []*onAccess) {
 // more (stNoKey, stBusy, stBig) go to settled, and each batch of locked keys to locked, which
 // must see it through steps 2 and 3.
 func (m *Mover) dumpKeys(ctx context.Context, db int, keys []string, batchKeys int, budget int64,
-	settled func(dumped), locked func(src, dst *redis.Client, now int64, batch []dumped, token string)) error {
+	settled func(dumped), locked func(src, dst *redis.Client, now int64, batch []dumped, lock string)) error {
 	src, dst, err := m.clients(db)
 	if err != nil {
 		return err
 	}
 	for len(keys) > 0 {
 		batch := keys[:min(len(keys), batchKeys)]
-		token := m.newToken()
-		now, res, err := m.dumpBatch(ctx, src, batch, token, budget)
+		now, lock, res, err := m.dumpBatch(ctx, src, batch, budget)
 		if err != nil {
 			return err
 		}
@@ -186,7 +185,7 @@ func (m *Mover) dumpKeys(ctx context.Context, db int, keys []string, batchKeys i
 		}
 		keys = append(later, keys[len(batch):]...)
 		if len(ours) > 0 {
-			locked(src, dst, now, ours, token)
+			locked(src, dst, now, ours, lock)
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -27,36 +28,121 @@ import (
 type dumped struct {
 	key     string
 	st, mem int64
+	str     bool // payload is a string's value (SET on the target), not a DUMP (RESTORE)
 	payload string
 	pttl    int64
 }
 
-// dumpBatch runs step 1 for keys and returns the source's clock and each key's result.
-func (m *Mover) dumpBatch(ctx context.Context, src *redis.Client, keys []string, token string, budget int64) (int64, []dumped, error) {
-	kv := make([]string, 0, 2*len(keys))
-	for _, k := range keys {
-		kv = append(kv, k, lockKey(k))
-	}
-	res, err := dumpScript.Run(ctx, src, kv, m.cfg.BigKeyElements, m.cfg.BigKeyBytes, budget, token,
+// dumpBatch runs step 1 for keys with a fresh token and returns the source's clock, the
+// batch's lock value (what steps 2 and 3, and unlockBatch, take as the batch's lock) and each
+// key's result: the dump script locks the keys, then one pipeline reads the locked keys'
+// values (MGET of the strings, DUMP of the rest). A key that expired in between is reported
+// missing (stNoKey) and its lock released.
+func (m *Mover) dumpBatch(ctx context.Context, src *redis.Client, keys []string, budget int64) (int64, string, []dumped, error) {
+	token := m.newToken()
+	res, err := dumpScript.Run(ctx, src, lockedKeys(keys), m.cfg.BigKeyElements, m.cfg.BigKeyBytes, budget, token,
 		m.cfg.LockTTL.Milliseconds(), m.cfg.Fence).Slice()
 	if err != nil {
-		return 0, nil, fmt.Errorf("migrate: dump %d key(s): %w", len(keys), runOver(err))
+		return 0, "", nil, fmt.Errorf("migrate: dump %d key(s): %w", len(keys), runOver(err))
 	}
-	if len(res) != 1+4*len(keys) {
-		return 0, nil, fmt.Errorf("migrate: dump script answered %d values for %d keys", len(res), len(keys))
+	if len(res) != 2+4*len(keys) {
+		return 0, "", nil, fmt.Errorf("migrate: dump script answered %d values for %d keys", len(res), len(keys))
 	}
 	now, _ := res[0].(int64)
+	lock, _ := res[1].(string)
 	out := make([]dumped, len(keys))
+	var strs []string
+	taken := 0
 	for i, k := range keys {
-		r := res[1+4*i:]
+		r := res[2+4*i:]
 		d := dumped{key: k}
 		d.st, _ = r[0].(int64)
 		d.mem, _ = r[1].(int64)
-		d.payload, _ = r[2].(string)
+		kind, _ := r[2].(int64)
+		d.str = kind == 1
 		d.pttl, _ = r[3].(int64)
 		out[i] = d
+		if d.st == stMoved {
+			taken++
+			if d.str {
+				strs = append(strs, k)
+			}
+		}
 	}
-	return now, out, nil
+	if taken == 0 {
+		return now, lock, out, nil
+	}
+	if err := m.readLocked(ctx, src, out, strs, lock); err != nil {
+		return 0, "", nil, err
+	}
+	return now, lock, out, nil
+}
+
+// readLocked reads the values of the keys of out that the dump script locked (stMoved) with
+// lock value lock: one MGET for the strings (strs, in order), a DUMP for each other key, in one
+// pipeline. A key gone meanwhile (expired) becomes stNoKey and its lock is released; on an
+// error every lock is.
+func (m *Mover) readLocked(ctx context.Context, src *redis.Client, out []dumped, strs []string, lock string) error {
+	p := src.Pipeline()
+	var mget *redis.SliceCmd
+	if len(strs) > 0 {
+		mget = p.MGet(ctx, strs...)
+	}
+	dumps := map[int]*redis.StringCmd{}
+	for i, d := range out {
+		if d.st == stMoved && !d.str {
+			dumps[i] = p.Dump(ctx, d.key)
+		}
+	}
+	_, err := p.Exec(ctx)
+	if err != nil && !errors.Is(err, redis.Nil) {
+		m.unlockBatch(ctx, src, lockedOf(out), lock)
+		return fmt.Errorf("migrate: read %d locked key(s): %w", len(strs)+len(dumps), err)
+	}
+	var vals []any
+	if mget != nil {
+		vals = mget.Val()
+		if len(vals) != len(strs) {
+			m.unlockBatch(ctx, src, lockedOf(out), lock)
+			return fmt.Errorf("migrate: MGET answered %d values for %d keys", len(vals), len(strs))
+		}
+	}
+	var gone []dumped
+	j := 0
+	for i := range out {
+		d := &out[i]
+		if d.st != stMoved {
+			continue
+		}
+		ok := false
+		if d.str {
+			d.payload, ok = vals[j].(string)
+			j++
+		} else {
+			var err error
+			d.payload, err = dumps[i].Result()
+			ok = err == nil
+		}
+		if !ok {
+			gone = append(gone, *d)
+			d.st, d.mem = stNoKey, 0
+		}
+	}
+	if len(gone) > 0 {
+		m.unlockBatch(ctx, src, gone, lock)
+	}
+	return nil
+}
+
+// lockedOf returns the keys of out the dump script locked.
+func lockedOf(out []dumped) []dumped {
+	var l []dumped
+	for _, d := range out {
+		if d.st == stMoved {
+			l = append(l, d)
+		}
+	}
+	return l
 }
 
 // restoreBatch runs steps 2 and 3 for the keys dumpBatch locked (status stMoved) and returns,
@@ -64,17 +150,17 @@ func (m *Mover) dumpBatch(ctx context.Context, src *redis.Client, keys []string,
 // the key again, replacing our copy; nobody was told it moved). On an error the locks are
 // released and the keys stay on the source (a stale copy on the target is replaced by the
 // next move).
-func (m *Mover) restoreBatch(ctx context.Context, src, dst *redis.Client, srcNow int64, batch []dumped, token string) ([]int64, error) {
-	if err := m.restore(ctx, src, dst, srcNow, batch, token); err != nil {
+func (m *Mover) restoreBatch(ctx context.Context, src, dst *redis.Client, srcNow int64, batch []dumped, lock string) ([]int64, error) {
+	if err := m.restore(ctx, src, dst, srcNow, batch, lock); err != nil {
 		return nil, err
 	}
-	return m.finish(ctx, src, batch, token)
+	return m.finish(ctx, src, batch, lock)
 }
 
 // restore is step 2; on an error it releases the batch's locks.
-func (m *Mover) restore(ctx context.Context, src, dst *redis.Client, srcNow int64, batch []dumped, token string) error {
+func (m *Mover) restore(ctx context.Context, src, dst *redis.Client, srcNow int64, batch []dumped, lock string) error {
 	keys := make([]string, 0, len(batch))
-	args := make([]any, 0, 3+2*len(batch))
+	args := make([]any, 0, 3+3*len(batch))
 	keep := "0"
 	if m.cfg.KeepTarget {
 		keep = "1"
@@ -82,18 +168,22 @@ func (m *Mover) restore(ctx context.Context, src, dst *redis.Client, srcNow int6
 	args = append(args, srcNow+(m.cfg.LockTTL/2).Milliseconds(), keep, m.cfg.Fence)
 	for _, d := range batch {
 		keys = append(keys, d.key)
-		args = append(args, d.pttl, d.payload)
+		kind := 0
+		if d.str {
+			kind = 1
+		}
+		args = append(args, kind, d.pttl, d.payload)
 	}
 	if err := restoreScript.Run(ctx, dst, keys, args...).Err(); err != nil {
-		m.unlockBatch(ctx, src, batch, token)
+		m.unlockBatch(ctx, src, batch, lock)
 		return fmt.Errorf("migrate: restore %d key(s) on the target: %w", len(keys), busyIfOurs(err))
 	}
 	return nil
 }
 
 // finish is step 3: per key 1 if it moved, 0 if its lock lapsed first.
-func (m *Mover) finish(ctx context.Context, src *redis.Client, batch []dumped, token string) ([]int64, error) {
-	ours, err := unlockDeleteScript.Run(ctx, src, lockArgs(batch), token, "1").Int64Slice()
+func (m *Mover) finish(ctx context.Context, src *redis.Client, batch []dumped, lock string) ([]int64, error) {
+	ours, err := unlockDeleteScript.Run(ctx, src, lockArgs(batch), lock, "1").Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("migrate: delete %d moved key(s) on the source: %w", len(batch), err)
 	}
@@ -105,17 +195,23 @@ func (m *Mover) finish(ctx context.Context, src *redis.Client, batch []dumped, t
 
 // unlockBatch releases a batch's locks, keeping the keys on the source (best effort: the locks
 // expire anyway).
-func (m *Mover) unlockBatch(ctx context.Context, src *redis.Client, batch []dumped, token string) {
+func (m *Mover) unlockBatch(ctx context.Context, src *redis.Client, batch []dumped, lock string) {
 	m.cleanup(ctx, func(ctx context.Context) error {
-		return unlockDeleteScript.Run(ctx, src, lockArgs(batch), token, "0").Err()
+		return unlockDeleteScript.Run(ctx, src, lockArgs(batch), lock, "0").Err()
 	})
 }
 
-// lockArgs returns the KEYS of unlockDeleteScript for a batch: each key and its lock.
+// lockArgs returns the KEYS of unlockDeleteScript for a batch: LocksKey, then each key.
 func lockArgs(batch []dumped) []string {
-	out := make([]string, 0, 2*len(batch))
+	out := make([]string, 0, 1+len(batch))
+	out = append(out, LocksKey)
 	for _, d := range batch {
-		out = append(out, d.key, lockKey(d.key))
+		out = append(out, d.key)
 	}
 	return out
+}
+
+// lockedKeys returns the KEYS of the scripts that lock keys: LocksKey, then the keys.
+func lockedKeys(keys []string) []string {
+	return append(append(make([]string, 0, 1+len(keys)), LocksKey), keys...)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -112,35 +113,34 @@ func TestRestoreBatchRefusedAfterTheLease(t *testing.T) {
 	m := e.mover(t, nil)
 	sc, dc, err := m.clients(0)
 	must(t, err)
-	token := m.newToken()
-	now, res, err := m.dumpBatch(ctx, sc, []string{"a", "b", "gone"}, token, 1<<20)
+	now, lock, res, err := m.dumpBatch(ctx, sc, []string{"a", "b", "gone"}, 1<<20)
 	must(t, err)
 	if res[0].st != stMoved || res[1].st != stMoved || res[2].st != stNoKey || res[1].pttl <= 0 {
 		t.Fatalf("dump = %+v", res)
 	}
-	if got := src.Get(ctx, lockKey("a")).Val(); got != token {
-		t.Fatalf("lock of a = %q, want our token", got)
+	if got, _ := src.HGet(ctx, LocksKey, "a").Result(); got != lock {
+		t.Fatalf("lock of a = %q, want the batch's %q", got, lock)
 	}
 	// Another mover sees the locked keys as busy.
-	_, other, err := m.dumpBatch(ctx, sc, []string{"a"}, m.newToken(), 1<<20)
+	_, _, other, err := m.dumpBatch(ctx, sc, []string{"a"}, 1<<20)
 	must(t, err)
 	if other[0].st != stBusy {
 		t.Fatalf("a locked key dumps as %d, want busy", other[0].st)
 	}
 	stale := now - m.cfg.LockTTL.Milliseconds()
-	if _, err := m.restoreBatch(ctx, sc, dc, stale, res[:2], token); !errors.Is(err, ErrKeyBusy) {
+	if _, err := m.restoreBatch(ctx, sc, dc, stale, res[:2], lock); !errors.Is(err, ErrKeyBusy) {
 		t.Fatalf("restore after the lease = %v, want ErrKeyBusy", err)
 	}
 	if n := dst.Exists(ctx, "a", "b").Val(); n != 0 {
 		t.Fatalf("%d keys restored after the lease", n)
 	}
-	if n := src.Exists(ctx, "a", "b", lockKey("a"), lockKey("b")).Val(); n != 2 {
-		t.Fatalf("source: %d of the keys and locks, want the 2 keys and no lock", n)
+	if n := src.Exists(ctx, "a", "b").Val(); n != 2 || src.Exists(ctx, LocksKey).Val() != 0 {
+		t.Fatalf("source: %d of the keys, locks %v; want the 2 keys and no lock", n, src.HGetAll(ctx, LocksKey).Val())
 	}
 	// In time, it goes through, TTL included.
-	now, res, err = m.dumpBatch(ctx, sc, []string{"a", "b"}, token, 1<<20)
+	now, lock, res, err = m.dumpBatch(ctx, sc, []string{"a", "b"}, 1<<20)
 	must(t, err)
-	ours, err := m.restoreBatch(ctx, sc, dc, now, res, token)
+	ours, err := m.restoreBatch(ctx, sc, dc, now, res, lock)
 	if err != nil || len(ours) != 2 || ours[0] != 1 || ours[1] != 1 {
 		t.Fatalf("restore = %v, %v", ours, err)
 	}
@@ -162,15 +162,79 @@ func TestRestoreBatchLockLost(t *testing.T) {
 	m := e.mover(t, nil)
 	sc, dc, err := m.clients(0)
 	must(t, err)
-	token := m.newToken()
-	now, res, err := m.dumpBatch(ctx, sc, []string{"a"}, token, 1<<20)
+	now, lock, res, err := m.dumpBatch(ctx, sc, []string{"a"}, 1<<20)
 	must(t, err)
-	must(t, src.Set(ctx, lockKey("a"), "someone-else", 0).Err()) // as if ours lapsed and was retaken
-	ours, err := m.restoreBatch(ctx, sc, dc, now, res, token)
+	setLock(ctx, t, src, "a", "someone-else", time.Minute) // as if ours lapsed and was retaken
+	ours, err := m.restoreBatch(ctx, sc, dc, now, res, lock)
 	if err != nil || len(ours) != 1 || ours[0] != 0 {
 		t.Fatalf("restore = %v, %v; want the key reported as not moved", ours, err)
 	}
-	if src.Exists(ctx, "a").Val() != 1 || src.Get(ctx, lockKey("a")).Val() != "someone-else" {
+	if src.Exists(ctx, "a").Val() != 1 || lockHolder(ctx, t, src, "a") != "someone-else" {
 		t.Fatal("the source's key or the new holder's lock was touched")
+	}
+}
+
+// The locks of a batch copy live in LocksKey: a lapsed lock (its deadline past, its value still
+// there) is free, a key named twice in a batch is taken once, the hash outlives every live lock,
+// a key that expires between the lock and the read is reported missing with its lock released,
+// and nothing is left behind once the batch is done.
+func TestDumpBatchLocks(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 10*time.Second)
+	src, dst := e.src(t, 0), e.dst(t, 0)
+	must(t, src.Set(ctx, "a", "1", 0).Err())
+	must(t, src.Set(ctx, "b", "2", 0).Err())
+	must(t, src.Set(ctx, "c", "3", 0).Err())
+	must(t, src.Set(ctx, "gone", "4", 0).Err())
+	must(t, src.HSet(ctx, "h", "f", "v").Err())
+	must(t, src.HSet(ctx, LocksKey, "a", LockValue("dead:1", time.Now().Add(-time.Second))).Err())
+	m := e.mover(t, nil)
+	sc, dc, err := m.clients(0)
+	must(t, err)
+	token := m.newToken()
+	reply, err := dumpScript.Run(ctx, sc, lockedKeys([]string{"a", "b", "b", "h", "gone"}), m.cfg.BigKeyElements,
+		m.cfg.BigKeyBytes, 1<<20, token, m.cfg.LockTTL.Milliseconds(), "").Slice()
+	must(t, err)
+	lock, _ := reply[1].(string)
+	res := []int64{reply[0].(int64)}
+	for _, v := range reply[2:] {
+		res = append(res, v.(int64))
+	}
+	st := []int64{res[1], res[5], res[9], res[13], res[17]}
+	if want := []int64{stMoved, stMoved, stBusy, stMoved, stMoved}; !slices.Equal(st, want) {
+		t.Fatalf("statuses %v, want %v (a lapsed lock is free, a repeated key busy)", st, want)
+	}
+	if res[3] != 1 || res[15] != 0 {
+		t.Fatalf("kinds: string %d, hash %d", res[3], res[15])
+	}
+	for _, k := range []string{"a", "b", "h", "gone"} {
+		if got := lockHolder(ctx, t, src, k); got != token {
+			t.Fatalf("lock of %s held by %q", k, got)
+		}
+	}
+	if ttl := src.PTTL(ctx, LocksKey).Val(); ttl < m.cfg.LockTTL-time.Second {
+		t.Fatalf("locks hash PTTL %v, want at least the lock TTL", ttl)
+	}
+	// A key that vanishes between the lock and the read (expiry) is reported missing.
+	must(t, src.Del(ctx, "gone").Err())
+	out := []dumped{{key: "a", st: stMoved, str: true}, {key: "h", st: stMoved}, {key: "gone", st: stMoved, str: true}}
+	must(t, m.readLocked(ctx, sc, out, []string{"a", "gone"}, lock))
+	if out[0].payload != "1" || out[1].payload == "" || out[2].st != stNoKey {
+		t.Fatalf("read %+v", out)
+	}
+	if src.HExists(ctx, LocksKey, "gone").Val() {
+		t.Fatal("the lock of a vanished key was kept")
+	}
+	ours, err := m.restoreBatch(ctx, sc, dc, res[0], out[:2], lock)
+	if err != nil || !slices.Equal(ours, []int64{1, 1}) {
+		t.Fatalf("restore = %v, %v", ours, err)
+	}
+	if dst.Get(ctx, "a").Val() != "1" || dst.HGet(ctx, "h", "f").Val() != "v" {
+		t.Fatal("values not restored")
+	}
+	// b's lock is still ours (the test took it by hand): release it, and nothing is left.
+	m.unlockBatch(ctx, sc, []dumped{{key: "b"}}, lock)
+	if left := internalKeys(ctx, t, src); len(left) != 0 || src.Exists(ctx, "a", "h").Val() != 0 {
+		t.Fatalf("left on the source: %v, %d keys", left, src.Exists(ctx, "a", "h").Val())
 	}
 }

@@ -85,13 +85,19 @@ func TestMoveKeysReplacesStaleTargetCopy(t *testing.T) {
 	ctx := ctxT(t, 10*time.Second)
 	src, dst := e.src(t, 0), e.dst(t, 0)
 	must(t, src.Set(ctx, "k", "source", 0).Err())
-	must(t, dst.Set(ctx, "k", "stale", 0).Err())
+	must(t, dst.Set(ctx, "k", "stale", time.Hour).Err())
+	must(t, src.Set(ctx, "h", "source", 0).Err())
+	must(t, dst.HSet(ctx, "h", "f", "stale").Err())
 	m := e.mover(t, nil)
-	if moved, err := m.MoveKeys(ctx, 0, "k"); err != nil || moved != 1 {
+	if moved, err := m.MoveKeys(ctx, 0, "k", "h"); err != nil || moved != 2 {
 		t.Fatalf("MoveKeys = %d, %v", moved, err)
 	}
-	if v := dst.Get(ctx, "k").Val(); v != "source" {
-		t.Fatalf("target has %q", v)
+	// Strings move by SET: the stale copy's TTL and type go with it.
+	if v, ttl := dst.Get(ctx, "k").Val(), dst.PTTL(ctx, "k").Val(); v != "source" || ttl != -1 {
+		t.Fatalf("target has %q with PTTL %v, want the source's value without a TTL", v, ttl)
+	}
+	if v := dst.Get(ctx, "h").Val(); v != "source" {
+		t.Fatalf("target has %q for a stale hash", v)
 	}
 }
 
@@ -130,7 +136,7 @@ func TestMoveKeysSmallKeyWaitsForStaleLock(t *testing.T) {
 	ctx := ctxT(t, 10*time.Second)
 	src, dst := e.src(t, 0), e.dst(t, 0)
 	must(t, src.Set(ctx, "k", "v", 0).Err())
-	must(t, src.Set(ctx, lockKey("k"), "dead:1", 300*time.Millisecond).Err())
+	setLock(ctx, t, src, "k", "dead:1", 300*time.Millisecond)
 	short := e.mover(t, func(c *Config) { c.LockWait = 20 * time.Millisecond })
 	if _, err := short.MoveKeys(ctx, 0, "k"); !errors.Is(err, ErrKeyBusy) {
 		t.Fatalf("MoveKeys under a held lock = %v, want ErrKeyBusy", err)
@@ -142,7 +148,7 @@ func TestMoveKeysSmallKeyWaitsForStaleLock(t *testing.T) {
 	if moved, err := m.MoveKeys(ctx, 0, "k"); err != nil || moved != 1 {
 		t.Fatalf("MoveKeys = %d, %v", moved, err)
 	}
-	if dst.Get(ctx, "k").Val() != "v" || src.Exists(ctx, "k", lockKey("k")).Val() != 0 {
+	if dst.Get(ctx, "k").Val() != "v" || src.Exists(ctx, "k", LocksKey).Val() != 0 {
 		t.Fatal("key not moved or lock left behind")
 	}
 }

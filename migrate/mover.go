@@ -77,7 +77,7 @@ type Config struct {
 	// ChunkBytes bounds a chunk's size: string ranges, and the element count of collections
 	// with large elements (default 512 KiB).
 	ChunkBytes int
-	// BatchKeys is the most keys per MIGRATE (default 100).
+	// BatchKeys is the most keys per batch copy of MoveKeys (default 100, at most 1000).
 	BatchKeys int
 	// BatchBytes bounds the MEMORY USAGE of the keys one MIGRATE sends, so that the source is
 	// never blocked long (default 4 MiB).
@@ -126,6 +126,7 @@ func (c *Config) setDefaults() {
 	defInt(&c.ChunkElements, 1000)
 	defInt(&c.ChunkBytes, 512<<10)
 	defInt(&c.BatchKeys, 100)
+	c.BatchKeys = min(c.BatchKeys, maxBatchKeys)
 	defInt(&c.PoolSize, 16)
 	if c.KnownKeys == 0 {
 		c.KnownKeys = 1 << 20
@@ -294,10 +295,7 @@ func (m *Mover) moveKeys(ctx context.Context, db int, keys []string) (moved int,
 
 // runMove runs moveScript for keys and returns each key's status and MEMORY USAGE.
 func (m *Mover) runMove(ctx context.Context, src *redis.Client, db int, keys []string, token string) ([]int64, []int64, error) {
-	kv := make([]string, 0, 2*len(keys))
-	for _, k := range keys {
-		kv = append(kv, k, lockKey(k))
-	}
+	kv := lockedKeys(keys)
 	keep := "0"
 	if m.cfg.KeepTarget {
 		keep = "1"
@@ -332,15 +330,20 @@ func (m *Mover) runMove(ctx context.Context, src *redis.Client, db int, keys []s
 	return st, mem, nil
 }
 
-// Internal key names. Both the lock (on the source) and the temp key and fence (on the target)
-// hash to the key's slot, so they live where the key lives and move with nothing.
+// Internal key names. The temp key and fence (on the target) hash to the key's slot, so they
+// live where the key lives and move with nothing. Locks (on the source) are fields of
+// LocksKey; lockPrefix names redraft's other locks (a DC copy's, router/xdc), which movers
+// never move either.
 const (
-	lockPrefix  = "__redraft:lock:"
+	lockPrefix  = "__redraft:lock"
 	tmpPrefix   = "__redraft:tmp:"
 	fencePrefix = "__redraft:tmp:fence:"
 )
 
-func lockKey(key string) string  { return lockPrefix + sameSlotTag(key) + key }
+// maxBatchKeys bounds BatchKeys: the scripts pass a batch's keys to one command (HMGET, HSET,
+// MGET, DEL), and Lua unpacks at most a few thousand values.
+const maxBatchKeys = 1000
+
 func tmpKey(key string) string   { return tmpPrefix + sameSlotTag(key) + key }
 func fenceKey(key string) string { return fencePrefix + sameSlotTag(key) + key }
 

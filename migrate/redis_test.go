@@ -198,6 +198,22 @@ func fillHash(ctx context.Context, t testing.TB, c *redis.Client, key string, n 
 	must(t, err)
 }
 
+// setLock makes token hold key's lock on c for ttl, as another mover would.
+func setLock(ctx context.Context, t testing.TB, c *redis.Client, key, token string, ttl time.Duration) {
+	t.Helper()
+	must(t, c.HSet(ctx, LocksKey, key, LockValue(token, time.Now().Add(ttl))).Err())
+	must(t, c.PExpire(ctx, LocksKey, ttl+time.Second).Err())
+}
+
+// lockHolder returns the token of key's lock on c, live or lapsed ("" when there is none).
+func lockHolder(ctx context.Context, t testing.TB, c *redis.Client, key string) string {
+	t.Helper()
+	v, err := c.HGet(ctx, LocksKey, key).Result()
+	must(t, err)
+	_, token, _ := strings.Cut(v, ":")
+	return token
+}
+
 // internalKeys lists the lock, temp and fence keys left on a server.
 func internalKeys(ctx context.Context, t testing.TB, c *redis.Client) []string {
 	t.Helper()

@@ -1,6 +1,11 @@
 package migrate
 
-import "github.com/redis/go-redis/v9"
+import (
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // fenced starts every script that moves or writes data for a migration: it refuses when the
 // migration's run (the fence field, FenceField) is recorded as over on this server (fence.go).
@@ -13,6 +18,52 @@ if fence ~= '' and redis.call('HEXISTS', '` + FenceKey + `', fence) == 1 then
 end
 ` + script)
 }
+
+// LocksKey is the hash, one per database of a source, that holds the locks of the keys being
+// moved out of it: field the key's name, value LockValue (its holder's token and deadline). One
+// hash rather than a key per lock lets a batch copy take and release the locks of all its keys
+// in one command each (HMGET, HSET, HDEL), where a lock key per moved key cost three commands
+// per key (SET NX PX, GET, DEL) and a third of the source's CPU for the move (DESIGN.md, "Locks").
+// The hash is never moved (MoveSlots skips it) and expires by itself after the last lock's
+// deadline.
+const LocksKey = "__redraft:locks"
+
+// LockValue is the value of a lock held by token until deadline (the source's clock): the
+// deadline in Unix ms, a colon, the token. A lock is live while the source's clock is at or
+// before its deadline; after it, it is free whatever the hash still holds.
+func LockValue(token string, deadline time.Time) string {
+	return strconv.FormatInt(deadline.UnixMilli(), 10) + ":" + token
+}
+
+// lockLua defines the Lua helpers of the scripts that take, check or release locks:
+// nowMs() is the server's clock in ms; holder(v, now) the token of lock value v if it is live
+// at now, else nil; tokenOf(v) its token, live or not (a lock whose value still holds our
+// token was not taken by anyone since: ours to drop); keepLocks(deadline) makes the locks
+// hash outlive deadline (so it outlives every live lock: each setter extends it).
+const lockLua = `
+local function nowMs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function holder(v, now)
+  if not v then return nil end
+  local c = string.find(v, ':', 1, true)
+  if not c then return nil end
+  local d = tonumber(string.sub(v, 1, c - 1))
+  if not d or d < now then return nil end
+  return string.sub(v, c + 1)
+end
+local function tokenOf(v)
+  local c = v and string.find(v, ':', 1, true)
+  if not c then return nil end
+  return string.sub(v, c + 1)
+end
+local function keepLocks(deadline)
+  if redis.call('PEXPIRETIME', '` + LocksKey + `') < deadline then
+    redis.call('PEXPIREAT', '` + LocksKey + `', deadline + 1000)
+  end
+end
+`
 
 // Statuses the move script reports per key.
 const (
@@ -32,20 +83,20 @@ const (
 // its own MIGRATE without REPLACE, and a key the target already has keeps the target's copy:
 // the source's is deleted.
 //
-// KEYS: key1, lock1, key2, lock2, ...
+// KEYS: LocksKey, key1, key2, ...
 // ARGV: host, port, db, timeout ms, big elements, big bytes, byte budget, token, fence field,
 // keep-target, auth args...
 // Returns: status1, bytes1, status2, bytes2, ...
-var moveScript = fenced("9", `
+var moveScript = fenced("9", lockLua+`
 local bigElems, bigBytes, budget = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local token = ARGV[8]
-local out, send, used = {}, {}, 0
-for i = 1, #KEYS, 2 do
+local out, send, used, now = {}, {}, 0, nowMs()
+for i = 2, #KEYS do
   local k = KEYS[i]
   local t = redis.call('TYPE', k)['ok']
   local st, mem = 0, 0
   if t ~= 'none' then
-    local owner = redis.call('GET', KEYS[i+1])
+    local owner = holder(redis.call('HGET', KEYS[1], k), now)
     if owner and owner ~= token then
       st = 2
     else
@@ -93,34 +144,43 @@ end
 return out
 `)
 
-// lockScript takes (ARGV[3] == "1") or refreshes the lock KEYS[1] for token ARGV[1] with TTL
-// ARGV[2] ms; ARGV[4] is the fence field. It returns the source's clock in ms when the caller
-// holds the lock, else 0.
-var lockScript = fenced("4", `
-local ok
+// lockScript takes (ARGV[3] == "1") or refreshes the lock of key KEYS[2] in the locks hash
+// KEYS[1] for token ARGV[1] with TTL ARGV[2] ms; ARGV[4] is the fence field. It returns the
+// source's clock in ms when the caller holds the lock, else 0.
+var lockScript = fenced("4", lockLua+`
+local now = nowMs()
+local h = holder(redis.call('HGET', KEYS[1], KEYS[2]), now)
 if ARGV[3] == '1' then
-  ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-else
-  ok = redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('PEXPIRE', KEYS[1], ARGV[2]) == 1
+  if h then return 0 end
+elseif h ~= ARGV[1] then
+  return 0
 end
-if not ok then return 0 end
-local t = redis.call('TIME')
-return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = now + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], KEYS[2], deadline .. ':' .. ARGV[1])
+keepLocks(deadline)
+return now
 `)
 
 // finishScript runs on the source after the commit on the target: it deletes the key (UNLINK:
-// freed in the background) and the lock, only if the caller still holds the lock.
-// KEYS: key, lock. ARGV: token.
-var finishScript = redis.NewScript(`
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('UNLINK', KEYS[1])
-redis.call('DEL', KEYS[2])
+// freed in the background) and its lock, only if the caller still holds the lock.
+// KEYS: LocksKey, key. ARGV: token.
+var finishScript = redis.NewScript(lockLua + `
+local v = redis.call('HGET', KEYS[1], KEYS[2])
+if holder(v, nowMs()) ~= ARGV[1] then
+  if tokenOf(v) == ARGV[1] then redis.call('HDEL', KEYS[1], KEYS[2]) end
+  return 0
+end
+redis.call('UNLINK', KEYS[2])
+redis.call('HDEL', KEYS[1], KEYS[2])
 return 1
 `)
 
-// unlockScript deletes the lock KEYS[1] if it holds token ARGV[1].
-var unlockScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+// unlockScript releases the lock of key KEYS[2] in the locks hash KEYS[1] if it holds token
+// ARGV[1] (live or lapsed).
+var unlockScript = redis.NewScript(lockLua + `
+if tokenOf(redis.call('HGET', KEYS[1], KEYS[2])) == ARGV[1] then
+  return redis.call('HDEL', KEYS[1], KEYS[2])
+end
 return 0
 `)
 
@@ -201,45 +261,62 @@ return 0
 // dumpScript starts a batch copy on the source (copy.go): for each key it checks, in one atomic
 // step, whether the key exists and how big it is, as moveScript does, and locks each small key
 // within the byte budget with the caller's token for the lock TTL (a key another mover holds
-// is busy), then DUMPs it with its remaining TTL. Nothing is sent anywhere: the source is busy
-// only for its own work, a few µs per key.
+// is busy), and reads its remaining TTL. The values are not read here: once a key is locked
+// nobody else moves it and nobody writes the source in a migrating slot, so the caller reads
+// them next by plain MGET and DUMP (copy.go), which costs the source far less than carrying
+// each value through Lua (a Lua string made of the reply, then a reply made of it). Nothing is
+// sent anywhere: the source is busy only for its own work, about a µs per key.
 //
-// MEMORY USAGE comes first: it answers nil for a missing key, and a collection cannot hold more
-// elements than it has bytes, so TYPE and the element count are read only for keys over
-// big-elements bytes.
+// The commands per key are as few as the checks allow, since each costs the source about a
+// third of a µs in a script: STRLEN (a string's size; 0 for a missing key, an error for other
+// types, which then take MEMORY USAGE: nil for a missing key), and PTTL of each key taken. The
+// locks of the whole batch are read by one HMGET and taken by one HSET; a collection cannot
+// hold more elements than it has bytes, so TYPE and the element count are read only for keys
+// over big-elements bytes.
 //
-// KEYS: key1, lock1, key2, lock2, ...
+// KEYS: LocksKey, key1, key2, ...
 // ARGV: big elements, big bytes, byte budget, token, lock TTL ms, fence field.
-// Returns: the source's clock (ms), then per key: status, bytes, DUMP payload ("" unless
-// status 1), PTTL (-1: none).
-var dumpScript = fenced("6", `
+// Returns: the source's clock (ms), the batch's lock value (LockValue: its deadline and the
+// token), then per key: status, bytes (a string's length and its name's, else MEMORY USAGE),
+// kind (1: a string, read by MGET; 0: anything else, read by DUMP), PTTL (-1: none).
+var dumpScript = fenced("6", lockLua+`
 local bigElems, bigBytes, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local token, ttl = ARGV[4], ARGV[5]
-local t = redis.call('TIME')
-local out, used, sent = {tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}, 0, 0
+local token, ttl = ARGV[4], tonumber(ARGV[5])
+local now = nowMs()
+local lockv = (now + ttl) .. ':' .. token
+local held = redis.call('HMGET', KEYS[1], unpack(KEYS, 2))
+local out, used, sent, taking = {now, lockv}, 0, 0, {}
 local counts = {hash = 'HLEN', set = 'SCARD', zset = 'ZCARD', list = 'LLEN', stream = 'XLEN', string = false}
-for i = 1, #KEYS, 2 do
-  local k = KEYS[i]
-  local st, payload, pttl = 0, '', -1
-  local mem = redis.call('MEMORY', 'USAGE', k)
-  if mem then
-    local big = false
-    if mem > bigElems or mem > bigBytes then
+for i = 1, #KEYS - 1 do
+  local k = KEYS[i+1]
+  local st, kind, pttl = 0, 0, -1
+  local mem, big = nil, false
+  local len = redis.pcall('STRLEN', k)
+  if type(len) == 'number' then
+    if len > 0 or redis.call('EXISTS', k) == 1 then
+      mem, kind, big = len + #k, 1, len > bigBytes
+    end
+  else
+    mem = redis.call('MEMORY', 'USAGE', k)
+    if mem and (mem > bigElems or mem > bigBytes) then
       local c = counts[redis.call('TYPE', k)['ok']]
       if c ~= nil then
         big = mem > bigBytes or (c and redis.call(c, k) > bigElems)
       end
     end
+  end
+  if mem then
     if big then
       st = 3
     elseif sent > 0 and used + mem > budget then
       st = 4
-    elseif not redis.call('SET', KEYS[i+1], token, 'NX', 'PX', ttl) then
+    elseif taking[k] or holder(held[i], now) then
       st = 2
     else
       st = 1
       used, sent = used + mem, sent + 1
-      payload = redis.call('DUMP', k)
+      taking[k] = true
+      taking[#taking+1] = k
       pttl = redis.call('PTTL', k)
     end
   else
@@ -247,58 +324,91 @@ for i = 1, #KEYS, 2 do
   end
   out[#out+1] = st
   out[#out+1] = mem
-  out[#out+1] = payload
+  out[#out+1] = kind
   out[#out+1] = pttl
+end
+if #taking > 0 then
+  local args = {}
+  for j, k in ipairs(taking) do
+    args[2*j-1] = k
+    args[2*j] = lockv
+  end
+  redis.call('HSET', KEYS[1], unpack(args))
+  keepLocks(now + ttl)
 end
 return out
 `)
 
 // restoreScript applies a batch copy on the target in one atomic step: it refuses when the
 // target's clock is past the lease deadline ARGV[1] (the locks on the source may have lapsed
-// and the keys been moved and written since), then RESTOREs each key with its TTL. A copy the
-// target already has is stale while the source holds the key and is REPLACEd (DESIGN.md);
-// with keep-target ("1", Config.KeepTarget) it is kept instead.
-// KEYS: key1, key2, ... ARGV: deadline ms, keep-target, fence field, then per key PTTL and
-// payload.
-// Returns per key 1 (restored) or 2 (the target's copy kept).
+// and the keys been moved and written since), then writes each key with its TTL: a string by
+// SET (those without a TTL by one MSET), anything else by RESTORE. A copy the target already
+// has is stale while the source holds the key and is replaced (DESIGN.md); with keep-target
+// ("1", Config.KeepTarget) it is kept instead (SET NX, RESTORE without REPLACE).
+// KEYS: key1, key2, ... ARGV: deadline ms, keep-target, fence field, then per key kind (1: a
+// string's value, 0: a DUMP), PTTL and payload.
+// Returns per key 1 (written) or 2 (the target's copy kept).
 var restoreScript = fenced("3", `
 local t = redis.call('TIME')
 if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[1]) then
   return redis.error_reply('REDRAFTLEASE the batch lease ran out before the restore (or the target clock is ahead of the source clock)')
 end
-local keep, out = ARGV[2] == '1', {}
+local keep, out, mset = ARGV[2] == '1', {}, {}
 for i, k in ipairs(KEYS) do
-  local ttl = tonumber(ARGV[2 + 2*i])
-  if ttl < 0 then ttl = 0 elseif ttl == 0 then ttl = 1 end
-  if keep then
-    local r = redis.pcall('RESTORE', k, ttl, ARGV[3 + 2*i])
-    if type(r) == 'table' and r.err then
-      if not string.find(r.err, 'BUSYKEY', 1, true) then return r end
-      out[i] = 2
+  local a = 1 + 3*i
+  local str, ttl, v = ARGV[a] == '1', tonumber(ARGV[a+1]), ARGV[a+2]
+  if ttl == 0 then ttl = 1 end
+  out[i] = 1
+  if str then
+    if keep then
+      local r
+      if ttl > 0 then r = redis.call('SET', k, v, 'NX', 'PX', ttl) else r = redis.call('SET', k, v, 'NX') end
+      if not r then out[i] = 2 end
+    elseif ttl > 0 then
+      redis.call('SET', k, v, 'PX', ttl)
     else
-      out[i] = 1
+      mset[#mset+1] = k
+      mset[#mset+1] = v
     end
   else
-    redis.call('RESTORE', k, ttl, ARGV[3 + 2*i], 'REPLACE')
-    out[i] = 1
+    if ttl < 0 then ttl = 0 end
+    if keep then
+      local r = redis.pcall('RESTORE', k, ttl, v)
+      if type(r) == 'table' and r.err then
+        if not string.find(r.err, 'BUSYKEY', 1, true) then return r end
+        out[i] = 2
+      end
+    else
+      redis.call('RESTORE', k, ttl, v, 'REPLACE')
+    end
   end
 end
+if #mset > 0 then redis.call('MSET', unpack(mset)) end
 return out
 `)
 
 // unlockDeleteScript ends a batch copy on the source: for each key whose lock still holds the
-// caller's token it deletes the key (when ARGV[2] is "1": the target has it now) and the lock.
-// KEYS: key1, lock1, ... ARGV: token, delete.
-// Returns per key 1 (the lock was ours) or 0.
-var unlockDeleteScript = redis.NewScript(`
-local out, del = {}, ARGV[2] == '1'
-for i = 1, #KEYS, 2 do
-  if redis.call('GET', KEYS[i+1]) == ARGV[1] then
-    if del then redis.call('DEL', KEYS[i], KEYS[i+1]) else redis.call('DEL', KEYS[i+1]) end
-    out[#out+1] = 1
-  else
-    out[#out+1] = 0
+// batch's lock value (the dump script's, so one string comparison per key) it deletes the key
+// (when ARGV[2] is "1": the target has it now) and the lock, by one HMGET, one DEL and one HDEL
+// for the batch. Past the lock's deadline the locks that still hold it are dropped and their
+// keys kept: whoever takes them next moves them again.
+// KEYS: LocksKey, key1, key2, ... ARGV: the batch's lock value, delete.
+// Returns per key 1 (the lock was ours and live) or 0.
+var unlockDeleteScript = redis.NewScript(lockLua + `
+local lockv, del = ARGV[1], ARGV[2] == '1'
+local live = holder(lockv, nowMs()) ~= nil
+local held = redis.call('HMGET', KEYS[1], unpack(KEYS, 2))
+local out, ours = {}, {}
+for i = 1, #KEYS - 1 do
+  out[i] = 0
+  if held[i] == lockv then
+    ours[#ours+1] = KEYS[i+1]
+    if live then out[i] = 1 end
   end
+end
+if #ours > 0 then
+  if del and live then redis.call('DEL', unpack(ours)) end
+  redis.call('HDEL', KEYS[1], unpack(ours))
 end
 return out
 `)

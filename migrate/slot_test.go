@@ -102,7 +102,7 @@ func TestSlotDoesNotAllocate(t *testing.T) {
 	}
 }
 
-// The lock, temp and fence keys must hash to the key's slot whatever the key looks like.
+// The temp and fence keys must hash to the key's slot whatever the key looks like.
 func TestInternalKeysShareTheSlot(t *testing.T) {
 	keys := []string{"", "a", "a}b", "}", "{}", "{}x", "x{", "{a}", "}{", "{{}}", "a{b}c", "{a}}", "x{}}y"}
 	r := rand.New(rand.NewPCG(3, 4))
@@ -111,7 +111,7 @@ func TestInternalKeysShareTheSlot(t *testing.T) {
 	}
 	for _, k := range keys {
 		want := SlotString(k)
-		for _, ik := range []string{lockKey(k), tmpKey(k), fenceKey(k)} {
+		for _, ik := range []string{tmpKey(k), fenceKey(k)} {
 			if got := SlotString(ik); got != want {
 				t.Fatalf("%q hashes to %d, its key %q to %d", ik, got, k, want)
 			}

@@ -55,7 +55,8 @@ func scanSlots(ctx context.Context, c *redis.Client, slots *SlotSet, cursor stri
 type Progress struct {
 	// KeysMoved counts keys moved by this MoveSlots call (not by migrate-on-access).
 	KeysMoved int64
-	// BytesMoved sums the moved keys' MEMORY USAGE on the source (an estimate).
+	// BytesMoved sums the moved keys' sizes on the source: a string's length and its name's,
+	// anything else's MEMORY USAGE (an estimate).
 	BytesMoved int64
 	// KeysLeftEstimate extrapolates the keys of the slots still on the source from what this
 	// pass has scanned so far.
@@ -81,7 +82,7 @@ type MoveOptions struct {
 	Progress func(Progress)
 	// ProgressEvery spaces progress reports (default 100ms).
 	ProgressEvery time.Duration
-	// BatchKeys is the most keys per batch copy (default 50).
+	// BatchKeys is the most keys per batch copy (default 50, at most 1000).
 	BatchKeys int
 	// BatchBytes bounds the MEMORY USAGE of one batch copy, and so how long its DUMPs block the
 	// source (default 64 KiB).
@@ -118,6 +119,7 @@ func (m *Mover) MoveSlots(ctx context.Context, slots SlotSet, opts MoveOptions) 
 	if opts.BatchKeys <= 0 {
 		opts.BatchKeys = 50
 	}
+	opts.BatchKeys = min(opts.BatchKeys, maxBatchKeys)
 	if opts.BatchBytes <= 0 {
 		opts.BatchBytes = 64 << 10
 	}
@@ -185,7 +187,7 @@ type run struct {
 
 // copyJob is a batch locked and dumped on the source, on its way to the target.
 type copyJob struct {
-	token string
+	lock  string // the batch's lock value (dumpBatch)
 	now   int64
 	batch []dumped
 }
@@ -222,10 +224,10 @@ func (r *run) pass(ctx context.Context, db int) error {
 			defer restorers.Done()
 			for j := range dumpedc {
 				if ctx.Err() != nil {
-					r.m.unlockBatch(ctx, src, j.batch, j.token)
+					r.m.unlockBatch(ctx, src, j.batch, j.lock)
 					continue
 				}
-				if err := r.m.restore(ctx, src, dst, j.now, j.batch, j.token); err != nil {
+				if err := r.m.restore(ctx, src, dst, j.now, j.batch, j.lock); err != nil {
 					fail(err)
 					continue
 				}
@@ -253,7 +255,7 @@ func (r *run) pass(ctx context.Context, db int) error {
 
 // finished runs step 3 of batch copy j and counts its keys.
 func (r *run) finished(ctx context.Context, src *redis.Client, db int, j copyJob, fail func(error)) {
-	ours, err := r.m.finish(context.WithoutCancel(ctx), src, j.batch, j.token)
+	ours, err := r.m.finish(context.WithoutCancel(ctx), src, j.batch, j.lock)
 	if err != nil {
 		fail(err)
 		return
@@ -364,10 +366,10 @@ func (r *run) dumpStep(ctx context.Context, src *redis.Client, keys []string, jo
 			ch := make(chan result, 1)
 			results = append(results, ch)
 			go func() {
-				j := copyJob{token: r.m.newToken()}
+				var j copyJob
 				var res []dumped
 				var err error
-				j.now, res, err = r.m.dumpBatch(ctx, src, batch, j.token, r.opts.BatchBytes)
+				j.now, j.lock, res, err = r.m.dumpBatch(ctx, src, batch, r.opts.BatchBytes)
 				ch <- result{j: j, res: res, err: err}
 			}()
 			if r.rated() {
@@ -398,13 +400,13 @@ func (r *run) dumpStep(ctx context.Context, src *redis.Client, keys []string, jo
 				continue
 			}
 			if first != nil {
-				r.m.unlockBatch(ctx, src, out.j.batch, out.j.token)
+				r.m.unlockBatch(ctx, src, out.j.batch, out.j.lock)
 				continue
 			}
 			select {
 			case jobs <- out.j:
 			case <-ctx.Done():
-				r.m.unlockBatch(ctx, src, out.j.batch, out.j.token)
+				r.m.unlockBatch(ctx, src, out.j.batch, out.j.lock)
 				first = ctx.Err()
 			}
 		}

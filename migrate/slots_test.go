@@ -40,10 +40,12 @@ func TestScanSlotsFiltersAndKeepsInternalKeys(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t, 10*time.Second)
 	src := e.src(t, 0)
-	slots, _ := FromRanges([2]int{SlotString("x"), SlotString("x")})
-	for _, k := range []string{"{x}a", "{x}b", "__redraft:outbox:{x}", lockKey("{x}a"), tmpKey("{x}a"), "other"} {
+	// The slots of x and of the locks hash: movers never move their locks.
+	slots, _ := FromRanges([2]int{SlotString("x"), SlotString("x")}, [2]int{SlotString(LocksKey), SlotString(LocksKey)})
+	for _, k := range []string{"{x}a", "{x}b", "__redraft:outbox:{x}", "__redraft:lock:cp:{x}", tmpKey("{x}a"), "other"} {
 		must(t, src.Set(ctx, k, "1", 0).Err())
 	}
+	setLock(ctx, t, src, "{x}a", "someone:1", time.Minute)
 	m := e.mover(t, nil)
 	var got []string
 	for cursor := "0"; ; {

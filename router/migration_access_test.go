@@ -139,7 +139,7 @@ func TestMigratingMovesKeysOnAccess(t *testing.T) {
 	onlyOn(t, mt.tc, ks[13], 0, 1, "v13")
 	// A key locked by another mover's chunked copy: still read on the source (its copy there
 	// is the latest until the mover deletes it); a write gets -TRYAGAIN after LockWait.
-	g1.Set(ctx, "__redraft:lock:{"+ks[14]+"}"+ks[14], "other:1", 10*time.Second)
+	g1.HSet(ctx, migrate.LocksKey, ks[14], migrate.LockValue("other:1", time.Now().Add(10*time.Second)))
 	if v, err := c.Get(ctx, ks[14]).Result(); v != "v14" || err != nil {
 		t.Fatalf("GET of a locked key = %q, %v", v, err)
 	}
@@ -176,7 +176,7 @@ func TestMigratingMovesKeysOnAccess(t *testing.T) {
 	if len(scanned) != 13 {
 		t.Fatalf("SCAN while migrating: %v", scanned)
 	}
-	g1.Del(ctx, "__redraft:lock:{"+ks[14]+"}"+ks[14])
+	g1.HDel(ctx, migrate.LocksKey, ks[14])
 	if err := mt.moveRest(ctx, id); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,100 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// cpuTime is this process's user+system CPU time.
+func cpuTime(t testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// serverCPU is a server's CPU time so far (INFO cpu: user and system, all threads).
+func serverCPU(ctx context.Context, t testing.TB, c *redis.Client) time.Duration {
+	t.Helper()
+	s, err := c.Info(ctx, "cpu").Result()
+	must(t, err)
+	var sec float64
+	for _, line := range strings.Split(s, "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		if k == "used_cpu_sys" || k == "used_cpu_user" {
+			f, _ := strconv.ParseFloat(v, 64)
+			sec += f
+		}
+	}
+	return time.Duration(sec * float64(time.Second))
+}
+
+// TestMoveSlotsCPUPerKey moves 20,000 keys of 512 B flat out and reports the CPU each moved key
+// costs: on the source and the target (commandstats: the scripts' µs, and the commands run
+// inside them) and in this process (the node's side). CPU time, unlike keys/s, hardly depends
+// on the machine's load, so it compares changes to the copy's scripts on a shared host. The
+// figures are logged (`go test -v -run CPUPerKey ./migrate/`; MIGCPU_KEYS and MIGCPU_BATCH set
+// the keys moved and MoveOptions.BatchKeys); the test asserts the keys moved.
+func TestMoveSlotsCPUPerKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("CPU figure only")
+	}
+	e := newEnv(t)
+	ctx := ctxT(t, 60*time.Second)
+	slots, _ := FromRanges([2]int{0, NumSlots - 1})
+	src, dst := e.src(t, 0), e.dst(t, 0)
+	n, size := envInt("MIGCPU_KEYS", 20000), 512
+	seedKeys(t, src, "c:", n, size, &slots)
+	m := e.mover(t, nil)
+	must(t, src.ConfigResetStat(ctx).Err())
+	must(t, dst.ConfigResetStat(ctx).Err())
+	scpu, dcpu := serverCPU(ctx, t, src), serverCPU(ctx, t, dst)
+	cpu0, start := cpuTime(t), time.Now()
+	var last Progress
+	err := m.MoveSlots(ctx, slots, MoveOptions{BatchKeys: envInt("MIGCPU_BATCH", 0), LatencyFactor: -1, Progress: func(p Progress) { last = p }})
+	took, node := time.Since(start), cpuTime(t)-cpu0
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.KeysMoved != int64(n) || dst.DBSize(ctx).Val() != int64(n) {
+		t.Fatalf("moved %d keys (target has %d), want %d", last.KeysMoved, dst.DBSize(ctx).Val(), n)
+	}
+	for _, side := range []struct {
+		name string
+		c    *redis.Client
+	}{{"source", src}, {"target", dst}} {
+		st := commandStats(ctx, t, side.c)
+		names := slices.Sorted(maps.Keys(st))
+		var b strings.Builder
+		for _, name := range names {
+			v := st[name]
+			if usec := float64(v.calls) * v.usecPerCall; usec >= float64(n)/10 && name != "info" && name != "config|resetstat" {
+				fmt.Fprintf(&b, " %s=%.2fµs(%d calls)", name, usec/float64(n), v.calls)
+			}
+		}
+		t.Logf("%s per key:%s", side.name, b.String())
+	}
+	scpu, dcpu = serverCPU(ctx, t, src)-scpu, serverCPU(ctx, t, dst)-dcpu
+	t.Logf("process CPU per key: source %.2f µs, target %.2f µs", float64(scpu.Nanoseconds())/1e3/float64(n), float64(dcpu.Nanoseconds())/1e3/float64(n))
+	t.Logf("node (this process) %.2f µs CPU per key; %d keys in %v (%.0f keys/s)",
+		float64(node.Microseconds())/float64(n), n, took.Round(time.Millisecond), float64(n)/took.Seconds())
+}
+
+// envInt is the integer in environment variable name, or def.
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return n
+	}
+	return def
+}
