@@ -189,26 +189,9 @@ func checkCounter(key string, before, after keyState, ops []*convOp) []string {
 				required = append(required, o)
 			}
 		}
-		counted := map[*convOp]bool{}
-		r := v1 - base
-		for e := 0; e < 63 && r != 0; e++ {
-			if r&(1<<e) == 0 {
-				continue
-			}
-			o := eligible[e]
-			if o == nil {
-				return fmt.Sprintf("the value %d is base %d plus %d, which needs an increment of exponent %d that cannot count", v1, base, v1-base, e)
-			}
-			counted[o] = true
-			r -= o.n
-		}
-		if r != 0 {
-			return fmt.Sprintf("the value %d is not base %d plus increments that may count", v1, base)
-		}
-		for _, o := range required {
-			if !counted[o] {
-				return fmt.Sprintf("the acknowledged increment %s, which it cannot have observed, is not counted", o)
-			}
+		counted, why := countedIn(v1, base, eligible, required)
+		if why != "" {
+			return why
 		}
 		switch {
 		case !after.exists() && (len(counted) > 0 || !baseAbsent):
@@ -314,31 +297,12 @@ func checkFieldCounters(key string, before, after keyState, ops []*convOp) []str
 					required = append(required, o)
 				}
 			}
-			counted := map[*convOp]bool{}
-			r := v1 - base
+			v := v1
 			if !present {
-				r = 0
+				v = base // absent: nothing counted
 			}
-			for e := 0; e < 63 && r != 0; e++ {
-				if r&(1<<e) == 0 {
-					continue
-				}
-				o := eligible[e]
-				if o == nil {
-					return fmt.Sprintf("the value %d is base %d plus %d, which needs an increment of exponent %d that cannot count", v1, base, v1-base, e)
-				}
-				counted[o] = true
-				r -= o.n
-			}
-			if r != 0 {
-				return fmt.Sprintf("the value %d is not base %d plus increments that may count", v1, base)
-			}
-			for _, o := range required {
-				if !counted[o] {
-					return fmt.Sprintf("the acknowledged increment %s, which it cannot have observed, is not counted", o)
-				}
-			}
-			return ""
+			_, why := countedIn(v, base, eligible, required)
+			return why
 		}
 		var why []string
 		explained := false
@@ -376,6 +340,33 @@ func checkFieldCounters(key string, before, after keyState, ops []*convOp) []str
 		}
 	}
 	return out
+}
+
+// countedIn splits v1 - base into increments of eligible (by exponent: each of ±2^exp) and
+// returns those counted, or why that cannot be done or leaves out a required one.
+func countedIn(v1, base int64, eligible map[int]*convOp, required []*convOp) (map[*convOp]bool, string) {
+	counted := map[*convOp]bool{}
+	r := v1 - base
+	for e := 0; e < 63 && r != 0; e++ {
+		if r&(1<<e) == 0 {
+			continue
+		}
+		o := eligible[e]
+		if o == nil {
+			return nil, fmt.Sprintf("the value %d is base %d plus %d, which needs an increment of exponent %d that cannot count", v1, base, v1-base, e)
+		}
+		counted[o] = true
+		r -= o.n
+	}
+	if r != 0 {
+		return nil, fmt.Sprintf("the value %d is not base %d plus increments that may count", v1, base)
+	}
+	for _, o := range required {
+		if !counted[o] {
+			return nil, fmt.Sprintf("the acknowledged increment %s, which it cannot have observed, is not counted", o)
+		}
+	}
+	return counted, ""
 }
 
 // perElement says whether hashes, sets and sorted sets merge per element (observed-remove,
