@@ -157,8 +157,17 @@ func (m *Mover) restoreBatch(ctx context.Context, src, dst *redis.Client, srcNow
 	return m.finish(ctx, src, batch, lock)
 }
 
-// restore is step 2; on an error it releases the batch's locks.
+// restore is step 2; on an error it releases the batch's locks. With KeepTarget it runs
+// restoreScript (a key the target holds is kept, per key); else restoreTx, the same writes
+// without carrying the payloads through Lua.
 func (m *Mover) restore(ctx context.Context, src, dst *redis.Client, srcNow int64, batch []dumped, lock string) error {
+	if !m.cfg.KeepTarget {
+		if err := m.restoreTx(ctx, dst, srcNow, batch, lock); err != nil {
+			m.unlockBatch(ctx, src, batch, lock)
+			return fmt.Errorf("migrate: restore %d key(s) on the target: %w", len(batch), busyIfOurs(err))
+		}
+		return nil
+	}
 	keys := make([]string, 0, len(batch))
 	args := make([]any, 0, 3+3*len(batch))
 	keep := "0"
@@ -180,6 +189,95 @@ func (m *Mover) restore(ctx context.Context, src, dst *redis.Client, srcNow int6
 	}
 	return nil
 }
+
+// leasePrefix names a batch restore's lease key on the target (restoreTx). It starts with
+// lockPrefix, so SCAN passes never move one (the target may be a source later).
+const leasePrefix = lockPrefix + ":lease:"
+
+// restoreTx is step 2 without Lua for the values: the target's Lua made a string of each
+// payload (ARGV) and a Redis object of it again (MSET's arguments), about 4.5 µs per 512 B key,
+// most of the target's work for a moved key (DESIGN.md, "CPU per moved key"). The lease and the
+// fence are checked by WATCH instead, in one pipeline on one connection:
+//
+//	SET lease 1 PXAT deadline    absent when the target's clock is already past the deadline
+//	WATCH lease FenceKey
+//	EVAL leaseCheckLua           lease absent or run over: touch lease (EXEC will abort), error
+//	MULTI; MSET ...; SET k v PX ttl ...; RESTORE k ttl payload REPLACE ...; DEL lease; EXEC
+//
+// EXEC runs the writes only if neither watched key changed since WATCH, and (Redis >= 6.0.9)
+// if the lease key did not expire meanwhile: so the writes happen, atomically, only while the
+// target's clock is at or before the deadline and the run is not recorded over, as in
+// restoreScript. The check must be EVAL, not EVALSHA: a NOSCRIPT reply would skip it and let
+// EXEC through.
+func (m *Mover) restoreTx(ctx context.Context, dst *redis.Client, srcNow int64, batch []dumped, lock string) error {
+	lease := leasePrefix + lock
+	deadline := srcNow + (m.cfg.LockTTL / 2).Milliseconds()
+	conn := dst.Conn()
+	defer conn.Close()
+	var check, exec *redis.Cmd
+	_, err := conn.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Do(ctx, "SET", lease, 1, "PXAT", deadline)
+		p.Do(ctx, "WATCH", lease, FenceKey)
+		check = p.Do(ctx, "EVAL", leaseCheckLua, 2, lease, FenceKey, m.cfg.Fence)
+		p.Do(ctx, "MULTI")
+		mset := []any{"MSET"}
+		for _, d := range batch {
+			ttl := d.pttl
+			if ttl == 0 {
+				ttl = 1
+			}
+			switch {
+			case d.str && ttl < 0:
+				mset = append(mset, d.key, d.payload)
+			case d.str:
+				p.Do(ctx, "SET", d.key, d.payload, "PX", ttl)
+			default:
+				p.Do(ctx, "RESTORE", d.key, max(ttl, 0), d.payload, "REPLACE")
+			}
+		}
+		if len(mset) > 1 {
+			p.Do(ctx, mset...)
+		}
+		p.Do(ctx, "DEL", lease)
+		exec = p.Do(ctx, "EXEC")
+		return nil
+	})
+	if err := check.Err(); err != nil {
+		return err
+	}
+	if errors.Is(exec.Err(), redis.Nil) {
+		return errors.New("REDRAFTLEASE the batch lease ran out before the restore (the lease key expired or the run was marked over during it)")
+	}
+	if err != nil {
+		return err
+	}
+	res, _ := exec.Val().([]any)
+	for _, r := range res {
+		if e, ok := r.(error); ok {
+			return e
+		}
+	}
+	return nil
+}
+
+// leaseCheckLua is restoreTx's check, run after WATCH: when the run is recorded over on the
+// target or the lease key is gone (its deadline passed), it writes and drops the lease key,
+// which makes the EXEC that follows abort, and answers why.
+// KEYS: lease key, FenceKey. ARGV: fence field.
+const leaseCheckLua = `
+local why
+if ARGV[1] ~= '' and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  why = 'REDRAFTOVER ' .. ARGV[1] .. ' is over: this mover acts for a migration run that is no longer live'
+elseif redis.call('EXISTS', KEYS[1]) == 0 then
+  why = 'REDRAFTLEASE the batch lease ran out before the restore (or the target clock is ahead of the source clock)'
+end
+if why then
+  redis.call('SET', KEYS[1], 'x')
+  redis.call('DEL', KEYS[1])
+  return redis.error_reply(why)
+end
+return 1
+`
 
 // finish is step 3: per key 1 if it moved, 0 if its lock lapsed first.
 func (m *Mover) finish(ctx context.Context, src *redis.Client, batch []dumped, lock string) ([]int64, error) {

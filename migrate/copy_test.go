@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // The invariant under concurrency: clients that MoveKeys a key and then write it on the target
@@ -217,7 +219,7 @@ func TestDumpBatchLocks(t *testing.T) {
 	}
 	// A key that vanishes between the lock and the read (expiry) is reported missing.
 	must(t, src.Del(ctx, "gone").Err())
-	out := []dumped{{key: "a", st: stMoved, str: true}, {key: "h", st: stMoved}, {key: "gone", st: stMoved, str: true}}
+	out := []dumped{{key: "a", st: stMoved, str: true, pttl: -1}, {key: "h", st: stMoved, pttl: -1}, {key: "gone", st: stMoved, str: true, pttl: -1}}
 	must(t, m.readLocked(ctx, sc, out, []string{"a", "gone"}, lock))
 	if out[0].payload != "1" || out[1].payload == "" || out[2].st != stNoKey {
 		t.Fatalf("read %+v", out)
@@ -236,5 +238,67 @@ func TestDumpBatchLocks(t *testing.T) {
 	m.unlockBatch(ctx, sc, []dumped{{key: "b"}}, lock)
 	if left := internalKeys(ctx, t, src); len(left) != 0 || src.Exists(ctx, "a", "h").Val() != 0 {
 		t.Fatalf("left on the source: %v, %d keys", left, src.Exists(ctx, "a", "h").Val())
+	}
+}
+
+// restoreTx's lease rests on EXEC aborting when a WATCHed key expired after WATCH (Redis >=
+// 6.0.9), whether the server already deleted it or not: a transaction queued in time whose
+// EXEC comes after the lease's deadline writes nothing.
+func TestRestoreTxLeaseExpiresBeforeExec(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 10*time.Second)
+	dst := e.dst(t, 0)
+	conn := dst.Conn()
+	defer conn.Close()
+	lease := leasePrefix + "test"
+	must(t, conn.Set(ctx, lease, 1, 50*time.Millisecond).Err())
+	at, err := conn.PExpireTime(ctx, lease).Result()
+	must(t, err)
+	must(t, conn.Do(ctx, "WATCH", lease).Err())
+	must(t, conn.Do(ctx, "MULTI").Err())
+	must(t, conn.Do(ctx, "SET", "x", "1").Err())
+	for { // wait on another connection, without touching the lease, until its deadline passed
+		now, err := dst.Time(ctx).Result()
+		must(t, err)
+		if now.UnixMilli() > int64(at/time.Millisecond) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal(ctx.Err())
+		}
+	}
+	if err := conn.Do(ctx, "EXEC").Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("EXEC after the lease expired = %v, want an aborted transaction", err)
+	}
+	if dst.Exists(ctx, "x").Val() != 0 {
+		t.Fatal("the transaction wrote after the lease expired")
+	}
+}
+
+// A restore on a target where the run is recorded over (a fence the source does not have yet)
+// writes nothing, answers ErrRunOver, releases the locks and leaves no lease key behind.
+func TestRestoreBatchFencedOnTheTarget(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 10*time.Second)
+	src, dst := e.src(t, 0), e.dst(t, 0)
+	must(t, src.Set(ctx, "a", "1", 0).Err())
+	must(t, src.HSet(ctx, "h", "f", "v").Err())
+	m := e.mover(t, func(c *Config) { c.Fence = FenceField(5, false) })
+	sc, dc, err := m.clients(0)
+	must(t, err)
+	now, lock, res, err := m.dumpBatch(ctx, sc, []string{"a", "h"}, 1<<20)
+	must(t, err)
+	must(t, dst.HSet(ctx, FenceKey, FenceField(5, false), "over").Err())
+	if _, err := m.restoreBatch(ctx, sc, dc, now, res, lock); !errors.Is(err, ErrRunOver) {
+		t.Fatalf("restore on a fenced target = %v, want ErrRunOver", err)
+	}
+	if n := dst.Exists(ctx, "a", "h").Val(); n != 0 {
+		t.Fatalf("%d keys restored on a fenced target", n)
+	}
+	if src.Exists(ctx, "a", "h").Val() != 2 || src.Exists(ctx, LocksKey).Val() != 0 {
+		t.Fatal("the keys left the source or their locks were kept")
+	}
+	if left := internalKeys(ctx, t, dst); len(left) != 0 {
+		t.Fatalf("left on the target: %v", left)
 	}
 }
