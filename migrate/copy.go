@@ -4,19 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/redis/go-redis/v9"
 )
 
-// The batch copy: how MoveSlots moves small keys (DESIGN.md, "Small keys in bulk"). MIGRATE
-// blocks the source for a whole round trip to the target and for the target's RESTOREs, which
-// on a busy host is milliseconds per call, and clients of the source wait behind it. Here the
-// source only ever runs short scripts of its own work (lock and DUMP, then delete), and the
-// mover carries the payloads to the target itself:
+// The batch copy: how MoveSlots moves small keys (DESIGN.md, "Small keys: batch copies").
+// MIGRATE blocks the source for a whole round trip to the target and for the target's
+// RESTOREs, which on a busy host is milliseconds per call, and clients of the source wait
+// behind it. Here the source only ever runs short scripts of its own work (lock and read, then
+// delete), and the mover carries the payloads to the target itself, over raw connections
+// (resp.go):
 //
 //  1. dumpScript on the source: per key, the checks moveScript makes, then a lock (the same
-//     per-key lock a big key's copy takes) and DUMP with PTTL, all in one atomic step.
-//  2. restoreScript on the target: RESTORE ... REPLACE of every key, refused when the target's
+//     per-key lock a big key's copy takes), PTTL and the value (MGET, or DUMP), in one atomic
+//     step.
+//  2. restoreTx on the target: the writes in one MULTI/EXEC, which aborts when the target's
 //     clock is past the source's clock at step 1 plus LockTTL/2 (the locks might have lapsed).
 //  3. unlockDeleteScript on the source: delete each key whose lock is still ours, and the lock.
 //
@@ -29,109 +29,44 @@ type dumped struct {
 	key     string
 	st, mem int64
 	str     bool // payload is a string's value (SET on the target), not a DUMP (RESTORE)
-	payload string
+	payload []byte
 	pttl    int64
 }
 
 // dumpBatch runs step 1 for keys with a fresh token and returns the source's clock, the
 // batch's lock value (what steps 2 and 3, and unlockBatch, take as the batch's lock) and each
-// key's result: the dump script locks the keys, then one pipeline reads the locked keys'
-// values (MGET of the strings, DUMP of the rest). A key that expired in between is reported
-// missing (stNoKey) and its lock released.
-func (m *Mover) dumpBatch(ctx context.Context, src *redis.Client, keys []string, budget int64) (int64, string, []dumped, error) {
+// key's result, values included: the dump script locks the keys and reads the locked ones in
+// one atomic step.
+func (m *Mover) dumpBatch(ctx context.Context, src *rawPool, keys []string, budget int64) (int64, string, []dumped, error) {
 	token := m.newToken()
-	res, err := dumpScript.Run(ctx, src, lockedKeys(keys), m.cfg.BigKeyElements, m.cfg.BigKeyBytes, budget, token,
-		m.cfg.LockTTL.Milliseconds(), m.cfg.Fence).Slice()
+	reply, err := src.script(ctx, dumpScript, lockedKeys(keys), m.cfg.BigKeyElements, m.cfg.BigKeyBytes, budget, token,
+		m.cfg.LockTTL.Milliseconds(), m.cfg.Fence)
+	if err == nil {
+		err = reply.err()
+	}
 	if err != nil {
 		return 0, "", nil, fmt.Errorf("migrate: dump %d key(s): %w", len(keys), runOver(err))
 	}
-	if len(res) != 2+4*len(keys) {
+	res := reply.arr
+	if len(res) != 2+5*len(keys) {
 		return 0, "", nil, fmt.Errorf("migrate: dump script answered %d values for %d keys", len(res), len(keys))
 	}
-	now, _ := res[0].(int64)
-	lock, _ := res[1].(string)
+	now, lock := res[0].num, string(res[1].str)
 	out := make([]dumped, len(keys))
-	var strs []string
-	taken := 0
+	bad := 0
 	for i, k := range keys {
-		r := res[2+4*i:]
-		d := dumped{key: k}
-		d.st, _ = r[0].(int64)
-		d.mem, _ = r[1].(int64)
-		kind, _ := r[2].(int64)
-		d.str = kind == 1
-		d.pttl, _ = r[3].(int64)
-		out[i] = d
-		if d.st == stMoved {
-			taken++
-			if d.str {
-				strs = append(strs, k)
-			}
+		r := res[2+5*i:]
+		d := dumped{key: k, st: r[0].num, mem: r[1].num, str: r[2].num == 1, pttl: r[3].num, payload: r[4].str}
+		if d.st == stMoved && (r[4].kind != '$' || r[4].null) {
+			bad++
 		}
+		out[i] = d
 	}
-	if taken == 0 {
-		return now, lock, out, nil
-	}
-	if err := m.readLocked(ctx, src, out, strs, lock); err != nil {
-		return 0, "", nil, err
+	if bad > 0 {
+		m.unlockBatch(ctx, src, lockedOf(out), lock)
+		return 0, "", nil, fmt.Errorf("migrate: dump script answered no value for %d locked key(s)", bad)
 	}
 	return now, lock, out, nil
-}
-
-// readLocked reads the values of the keys of out that the dump script locked (stMoved) with
-// lock value lock: one MGET for the strings (strs, in order), a DUMP for each other key, in one
-// pipeline. A key gone meanwhile (expired) becomes stNoKey and its lock is released; on an
-// error every lock is.
-func (m *Mover) readLocked(ctx context.Context, src *redis.Client, out []dumped, strs []string, lock string) error {
-	p := src.Pipeline()
-	var mget *redis.SliceCmd
-	if len(strs) > 0 {
-		mget = p.MGet(ctx, strs...)
-	}
-	dumps := map[int]*redis.StringCmd{}
-	for i, d := range out {
-		if d.st == stMoved && !d.str {
-			dumps[i] = p.Dump(ctx, d.key)
-		}
-	}
-	_, err := p.Exec(ctx)
-	if err != nil && !errors.Is(err, redis.Nil) {
-		m.unlockBatch(ctx, src, lockedOf(out), lock)
-		return fmt.Errorf("migrate: read %d locked key(s): %w", len(strs)+len(dumps), err)
-	}
-	var vals []any
-	if mget != nil {
-		vals = mget.Val()
-		if len(vals) != len(strs) {
-			m.unlockBatch(ctx, src, lockedOf(out), lock)
-			return fmt.Errorf("migrate: MGET answered %d values for %d keys", len(vals), len(strs))
-		}
-	}
-	var gone []dumped
-	j := 0
-	for i := range out {
-		d := &out[i]
-		if d.st != stMoved {
-			continue
-		}
-		ok := false
-		if d.str {
-			d.payload, ok = vals[j].(string)
-			j++
-		} else {
-			var err error
-			d.payload, err = dumps[i].Result()
-			ok = err == nil
-		}
-		if !ok {
-			gone = append(gone, *d)
-			d.st, d.mem = stNoKey, 0
-		}
-	}
-	if len(gone) > 0 {
-		m.unlockBatch(ctx, src, gone, lock)
-	}
-	return nil
 }
 
 // lockedOf returns the keys of out the dump script locked.
@@ -150,7 +85,7 @@ func lockedOf(out []dumped) []dumped {
 // the key again, replacing our copy; nobody was told it moved). On an error the locks are
 // released and the keys stay on the source (a stale copy on the target is replaced by the
 // next move).
-func (m *Mover) restoreBatch(ctx context.Context, src, dst *redis.Client, srcNow int64, batch []dumped, lock string) ([]int64, error) {
+func (m *Mover) restoreBatch(ctx context.Context, src, dst *rawPool, srcNow int64, batch []dumped, lock string) ([]int64, error) {
 	if err := m.restore(ctx, src, dst, srcNow, batch, lock); err != nil {
 		return nil, err
 	}
@@ -160,7 +95,7 @@ func (m *Mover) restoreBatch(ctx context.Context, src, dst *redis.Client, srcNow
 // restore is step 2; on an error it releases the batch's locks. With KeepTarget it runs
 // restoreScript (a key the target holds is kept, per key); else restoreTx, the same writes
 // without carrying the payloads through Lua.
-func (m *Mover) restore(ctx context.Context, src, dst *redis.Client, srcNow int64, batch []dumped, lock string) error {
+func (m *Mover) restore(ctx context.Context, src, dst *rawPool, srcNow int64, batch []dumped, lock string) error {
 	if !m.cfg.KeepTarget {
 		if err := m.restoreTx(ctx, dst, srcNow, batch, lock); err != nil {
 			m.unlockBatch(ctx, src, batch, lock)
@@ -183,7 +118,11 @@ func (m *Mover) restore(ctx context.Context, src, dst *redis.Client, srcNow int6
 		}
 		args = append(args, kind, d.pttl, d.payload)
 	}
-	if err := restoreScript.Run(ctx, dst, keys, args...).Err(); err != nil {
+	r, err := dst.script(ctx, restoreScript, keys, args...)
+	if err == nil {
+		err = r.err()
+	}
+	if err != nil {
 		m.unlockBatch(ctx, src, batch, lock)
 		return fmt.Errorf("migrate: restore %d key(s) on the target: %w", len(keys), busyIfOurs(err))
 	}
@@ -209,18 +148,30 @@ const leasePrefix = lockPrefix + ":lease:"
 // target's clock is at or before the deadline and the run is not recorded over, as in
 // restoreScript. The check must be EVAL, not EVALSHA: a NOSCRIPT reply would skip it and let
 // EXEC through.
-func (m *Mover) restoreTx(ctx context.Context, dst *redis.Client, srcNow int64, batch []dumped, lock string) error {
+func (m *Mover) restoreTx(ctx context.Context, dst *rawPool, srcNow int64, batch []dumped, lock string) error {
 	lease := leasePrefix + lock
 	deadline := srcNow + (m.cfg.LockTTL / 2).Milliseconds()
-	conn := dst.Conn()
-	defer conn.Close()
-	var check, exec *redis.Cmd
-	_, err := conn.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.Do(ctx, "SET", lease, 1, "PXAT", deadline)
-		p.Do(ctx, "WATCH", lease, FenceKey)
-		check = p.Do(ctx, "EVAL", leaseCheckLua, 2, lease, FenceKey, m.cfg.Fence)
-		p.Do(ctx, "MULTI")
-		mset := []any{"MSET"}
+	nstr := 0
+	for _, d := range batch {
+		if d.str && d.pttl < 0 {
+			nstr++
+		}
+	}
+	res, err := dst.do(ctx, func(c *rawConn) {
+		c.cmd("SET", lease, 1, "PXAT", deadline)
+		c.cmd("WATCH", lease, FenceKey)
+		c.eval(leaseCheck, []string{lease, FenceKey}, m.cfg.Fence)
+		c.cmd("MULTI")
+		if nstr > 0 {
+			c.begin(1 + 2*nstr)
+			c.arg("MSET")
+			for _, d := range batch {
+				if d.str && d.pttl < 0 {
+					c.arg(d.key)
+					c.arg(d.payload)
+				}
+			}
+		}
 		for _, d := range batch {
 			ttl := d.pttl
 			if ttl == 0 {
@@ -228,43 +179,46 @@ func (m *Mover) restoreTx(ctx context.Context, dst *redis.Client, srcNow int64, 
 			}
 			switch {
 			case d.str && ttl < 0:
-				mset = append(mset, d.key, d.payload)
 			case d.str:
-				p.Do(ctx, "SET", d.key, d.payload, "PX", ttl)
+				c.cmd("SET", d.key, d.payload, "PX", ttl)
 			default:
-				p.Do(ctx, "RESTORE", d.key, max(ttl, 0), d.payload, "REPLACE")
+				c.cmd("RESTORE", d.key, max(ttl, 0), d.payload, "REPLACE")
 			}
 		}
-		if len(mset) > 1 {
-			p.Do(ctx, mset...)
-		}
-		p.Do(ctx, "DEL", lease)
-		exec = p.Do(ctx, "EXEC")
-		return nil
+		c.cmd("DEL", lease)
+		c.cmd("EXEC")
 	})
-	if err := check.Err(); err != nil {
-		return err
-	}
-	if errors.Is(exec.Err(), redis.Nil) {
-		return errors.New("REDRAFTLEASE the batch lease ran out before the restore (the lease key expired or the run was marked over during it)")
-	}
 	if err != nil {
 		return err
 	}
-	res, _ := exec.Val().([]any)
-	for _, r := range res {
-		if e, ok := r.(error); ok {
-			return e
+	if err := res[2].err(); err != nil {
+		return err
+	}
+	exec := res[len(res)-1]
+	if exec.kind == '*' && exec.null {
+		return errors.New("REDRAFTLEASE the batch lease ran out before the restore (the lease key expired or the run was marked over during it)")
+	}
+	for _, r := range res[:len(res)-1] {
+		if err := r.err(); err != nil {
+			return err // a command refused at MULTI: EXEC aborts (EXECABORT) and wrote nothing
+		}
+	}
+	if err := exec.err(); err != nil {
+		return err
+	}
+	for _, r := range exec.arr {
+		if err := r.err(); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// leaseCheckLua is restoreTx's check, run after WATCH: when the run is recorded over on the
+// leaseCheck is restoreTx's check, run after WATCH: when the run is recorded over on the
 // target or the lease key is gone (its deadline passed), it writes and drops the lease key,
 // which makes the EXEC that follows abort, and answers why.
 // KEYS: lease key, FenceKey. ARGV: fence field.
-const leaseCheckLua = `
+var leaseCheck = newScript(`
 local why
 if ARGV[1] ~= '' and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
   why = 'REDRAFTOVER ' .. ARGV[1] .. ' is over: this mover acts for a migration run that is no longer live'
@@ -277,25 +231,58 @@ if why then
   return redis.error_reply(why)
 end
 return 1
-`
+`)
 
 // finish is step 3: per key 1 if it moved, 0 if its lock lapsed first.
-func (m *Mover) finish(ctx context.Context, src *redis.Client, batch []dumped, lock string) ([]int64, error) {
-	ours, err := unlockDeleteScript.Run(ctx, src, lockArgs(batch), lock, "1").Int64Slice()
+func (m *Mover) finish(ctx context.Context, src *rawPool, batch []dumped, lock string) ([]int64, error) {
+	ours, err := m.finishMany(ctx, src, [][]dumped{batch}, []string{lock})
 	if err != nil {
-		return nil, fmt.Errorf("migrate: delete %d moved key(s) on the source: %w", len(batch), err)
+		return nil, err
 	}
-	if len(ours) != len(batch) {
-		return nil, fmt.Errorf("migrate: delete script answered %d values for %d keys", len(ours), len(batch))
+	return ours[0], nil
+}
+
+// finishMany runs step 3 for several batches (with their lock values) in one round trip.
+func (m *Mover) finishMany(ctx context.Context, src *rawPool, batches [][]dumped, locks []string) ([][]int64, error) {
+	res, err := src.do(ctx, func(c *rawConn) {
+		for i, b := range batches {
+			c.evalsha(unlockDeleteScript, lockArgs(b), locks[i], "1")
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("migrate: delete moved keys on the source: %w", err)
 	}
-	return ours, nil
+	out := make([][]int64, len(batches))
+	for i, b := range batches {
+		r := res[i]
+		if isNoScript(r) { // EVALSHA did nothing: run it again
+			if r, err = src.script(ctx, unlockDeleteScript, lockArgs(b), locks[i], "1"); err != nil {
+				return nil, fmt.Errorf("migrate: delete %d moved key(s) on the source: %w", len(b), err)
+			}
+		}
+		if err := r.err(); err != nil {
+			return nil, fmt.Errorf("migrate: delete %d moved key(s) on the source: %w", len(b), err)
+		}
+		if len(r.arr) != len(b) {
+			return nil, fmt.Errorf("migrate: delete script answered %d values for %d keys", len(r.arr), len(b))
+		}
+		out[i] = make([]int64, len(b))
+		for j, v := range r.arr {
+			out[i][j] = v.num
+		}
+	}
+	return out, nil
 }
 
 // unlockBatch releases a batch's locks, keeping the keys on the source (best effort: the locks
 // expire anyway).
-func (m *Mover) unlockBatch(ctx context.Context, src *redis.Client, batch []dumped, lock string) {
+func (m *Mover) unlockBatch(ctx context.Context, src *rawPool, batch []dumped, lock string) {
 	m.cleanup(ctx, func(ctx context.Context) error {
-		return unlockDeleteScript.Run(ctx, src, lockArgs(batch), lock, "0").Err()
+		r, err := src.script(ctx, unlockDeleteScript, lockArgs(batch), lock, "0")
+		if err == nil {
+			err = r.err()
+		}
+		return err
 	})
 }
 

@@ -113,7 +113,7 @@ func TestRestoreBatchRefusedAfterTheLease(t *testing.T) {
 	must(t, src.Set(ctx, "a", "1", 0).Err())
 	must(t, src.Set(ctx, "b", "2", time.Hour).Err())
 	m := e.mover(t, nil)
-	sc, dc, err := m.clients(0)
+	sc, dc, err := m.raws(0)
 	must(t, err)
 	now, lock, res, err := m.dumpBatch(ctx, sc, []string{"a", "b", "gone"}, 1<<20)
 	must(t, err)
@@ -162,7 +162,7 @@ func TestRestoreBatchLockLost(t *testing.T) {
 	src := e.src(t, 0)
 	must(t, src.Set(ctx, "a", "1", 0).Err())
 	m := e.mover(t, nil)
-	sc, dc, err := m.clients(0)
+	sc, dc, err := m.raws(0)
 	must(t, err)
 	now, lock, res, err := m.dumpBatch(ctx, sc, []string{"a"}, 1<<20)
 	must(t, err)
@@ -178,8 +178,8 @@ func TestRestoreBatchLockLost(t *testing.T) {
 
 // The locks of a batch copy live in LocksKey: a lapsed lock (its deadline past, its value still
 // there) is free, a key named twice in a batch is taken once, the hash outlives every live lock,
-// a key that expires between the lock and the read is reported missing with its lock released,
-// and nothing is left behind once the batch is done.
+// the locked keys' values come with the locks (a string's value, anything else's DUMP), and
+// nothing is left behind once the batch is done.
 func TestDumpBatchLocks(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t, 10*time.Second)
@@ -187,27 +187,34 @@ func TestDumpBatchLocks(t *testing.T) {
 	must(t, src.Set(ctx, "a", "1", 0).Err())
 	must(t, src.Set(ctx, "b", "2", 0).Err())
 	must(t, src.Set(ctx, "c", "3", 0).Err())
-	must(t, src.Set(ctx, "gone", "4", 0).Err())
+	must(t, src.Set(ctx, "gone", "4", 0).Err()) // locked, then released unmoved
 	must(t, src.HSet(ctx, "h", "f", "v").Err())
 	must(t, src.HSet(ctx, LocksKey, "a", LockValue("dead:1", time.Now().Add(-time.Second))).Err())
 	m := e.mover(t, nil)
-	sc, dc, err := m.clients(0)
+	sc, dc, err := m.raws(0)
 	must(t, err)
 	token := m.newToken()
-	reply, err := dumpScript.Run(ctx, sc, lockedKeys([]string{"a", "b", "b", "h", "gone"}), m.cfg.BigKeyElements,
+	reply, err := dumpScript.Run(ctx, src, lockedKeys([]string{"a", "b", "b", "h", "gone"}), m.cfg.BigKeyElements,
 		m.cfg.BigKeyBytes, 1<<20, token, m.cfg.LockTTL.Milliseconds(), "").Slice()
 	must(t, err)
 	lock, _ := reply[1].(string)
-	res := []int64{reply[0].(int64)}
-	for _, v := range reply[2:] {
-		res = append(res, v.(int64))
+	now, _ := reply[0].(int64)
+	field := func(i, f int) any { return reply[2+5*i+f] }
+	var st []int64
+	for i := range 5 {
+		st = append(st, field(i, 0).(int64))
 	}
-	st := []int64{res[1], res[5], res[9], res[13], res[17]}
 	if want := []int64{stMoved, stMoved, stBusy, stMoved, stMoved}; !slices.Equal(st, want) {
 		t.Fatalf("statuses %v, want %v (a lapsed lock is free, a repeated key busy)", st, want)
 	}
-	if res[3] != 1 || res[15] != 0 {
-		t.Fatalf("kinds: string %d, hash %d", res[3], res[15])
+	if field(0, 2) != int64(1) || field(3, 2) != int64(0) {
+		t.Fatalf("kinds: string %v, hash %v", field(0, 2), field(3, 2))
+	}
+	if field(0, 4) != "1" || field(1, 4) != "2" || field(2, 4) != nil || field(4, 4) != "4" {
+		t.Fatalf("values: %q %q %q %q", field(0, 4), field(1, 4), field(2, 4), field(4, 4))
+	}
+	if dump, _ := field(3, 4).(string); dump != src.Dump(ctx, "h").Val() {
+		t.Fatalf("the hash's payload %q is not its DUMP", dump)
 	}
 	for _, k := range []string{"a", "b", "h", "gone"} {
 		if got := lockHolder(ctx, t, src, k); got != token {
@@ -217,26 +224,18 @@ func TestDumpBatchLocks(t *testing.T) {
 	if ttl := src.PTTL(ctx, LocksKey).Val(); ttl < m.cfg.LockTTL-time.Second {
 		t.Fatalf("locks hash PTTL %v, want at least the lock TTL", ttl)
 	}
-	// A key that vanishes between the lock and the read (expiry) is reported missing.
-	must(t, src.Del(ctx, "gone").Err())
-	out := []dumped{{key: "a", st: stMoved, str: true, pttl: -1}, {key: "h", st: stMoved, pttl: -1}, {key: "gone", st: stMoved, str: true, pttl: -1}}
-	must(t, m.readLocked(ctx, sc, out, []string{"a", "gone"}, lock))
-	if out[0].payload != "1" || out[1].payload == "" || out[2].st != stNoKey {
-		t.Fatalf("read %+v", out)
-	}
-	if src.HExists(ctx, LocksKey, "gone").Val() {
-		t.Fatal("the lock of a vanished key was kept")
-	}
-	ours, err := m.restoreBatch(ctx, sc, dc, res[0], out[:2], lock)
+	m.unlockBatch(ctx, sc, []dumped{{key: "gone"}}, lock)
+	out := []dumped{{key: "a", st: stMoved, str: true, pttl: -1, payload: []byte("1")}, {key: "h", st: stMoved, pttl: -1, payload: []byte(field(3, 4).(string))}}
+	ours, err := m.restoreBatch(ctx, sc, dc, now, out, lock)
 	if err != nil || !slices.Equal(ours, []int64{1, 1}) {
 		t.Fatalf("restore = %v, %v", ours, err)
 	}
 	if dst.Get(ctx, "a").Val() != "1" || dst.HGet(ctx, "h", "f").Val() != "v" {
 		t.Fatal("values not restored")
 	}
-	// b's lock is still ours (the test took it by hand): release it, and nothing is left.
+	// b's lock is still ours (the test took it by hand): release it, and nothing is left but gone.
 	m.unlockBatch(ctx, sc, []dumped{{key: "b"}}, lock)
-	if left := internalKeys(ctx, t, src); len(left) != 0 || src.Exists(ctx, "a", "h").Val() != 0 {
+	if left := internalKeys(ctx, t, src); len(left) != 0 || src.Exists(ctx, "a", "h").Val() != 0 || src.Exists(ctx, "gone").Val() != 1 {
 		t.Fatalf("left on the source: %v, %d keys", left, src.Exists(ctx, "a", "h").Val())
 	}
 }
@@ -284,7 +283,7 @@ func TestRestoreBatchFencedOnTheTarget(t *testing.T) {
 	must(t, src.Set(ctx, "a", "1", 0).Err())
 	must(t, src.HSet(ctx, "h", "f", "v").Err())
 	m := e.mover(t, func(c *Config) { c.Fence = FenceField(5, false) })
-	sc, dc, err := m.clients(0)
+	sc, dc, err := m.raws(0)
 	must(t, err)
 	now, lock, res, err := m.dumpBatch(ctx, sc, []string{"a", "h"}, 1<<20)
 	must(t, err)
@@ -300,5 +299,27 @@ func TestRestoreBatchFencedOnTheTarget(t *testing.T) {
 	}
 	if left := internalKeys(ctx, t, dst); len(left) != 0 {
 		t.Fatalf("left on the target: %v", left)
+	}
+}
+
+// The batch copy's raw connections survive the servers dropping them between batches (a
+// restart, a CLIENT KILL, an idle timeout): the idle connections are found dead on first use
+// and the step goes again on a new one.
+func TestBatchCopyAfterConnectionsDropped(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 10*time.Second)
+	src, dst := e.src(t, 0), e.dst(t, 0)
+	m := e.mover(t, nil)
+	for i, k := range []string{"a", "b"} {
+		must(t, src.Set(ctx, k, k, 0).Err())
+		if n, err := m.MoveKeys(ctx, 0, k); err != nil || n != 1 {
+			t.Fatalf("move %d: %d, %v", i, n, err)
+		}
+		for _, c := range []*redis.Client{src, dst} { // drop every other client's connections
+			must(t, c.Do(ctx, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes").Err())
+		}
+	}
+	if dst.Get(ctx, "a").Val() != "a" || dst.Get(ctx, "b").Val() != "b" || src.Exists(ctx, "a", "b").Val() != 0 {
+		t.Fatal("keys not moved after the connections were dropped")
 	}
 }
