@@ -33,40 +33,122 @@ type dumped struct {
 	pttl    int64
 }
 
+// guardPrefix names a dump's guard key on the source (dumpScript); it starts with lockPrefix,
+// so SCAN passes never move one, and the script leaves none behind.
+const guardPrefix = lockPrefix + ":guard:"
+
 // dumpBatch runs step 1 for keys with a fresh token and returns the source's clock, the
 // batch's lock value (what steps 2 and 3, and unlockBatch, take as the batch's lock) and each
-// key's result, values included: the dump script locks the keys and reads the locked ones in
-// one atomic step.
+// key's result, values included. One round trip: WATCH of the guard key, the dump script
+// (locks; DUMP of the locked keys that are not strings), and MULTI, MGET of the batch's keys,
+// EXEC, which the script aborts when MGET would read a string too big for the batch
+// (dumpScript); then the locked strings are read alone in a second round trip. A key that
+// expired between the script and the read is reported missing (stNoKey) and its lock released.
 func (m *Mover) dumpBatch(ctx context.Context, src *rawPool, keys []string, budget int64) (int64, string, []dumped, error) {
 	token := m.newToken()
-	reply, err := src.script(ctx, dumpScript, lockedKeys(keys), m.cfg.BigKeyElements, m.cfg.BigKeyBytes, budget, token,
-		m.cfg.LockTTL.Milliseconds(), m.cfg.Fence)
+	guard := guardPrefix + token
+	lkeys := lockedKeys(keys)
+	args := []any{m.cfg.BigKeyElements, m.cfg.BigKeyBytes, budget, token, m.cfg.LockTTL.Milliseconds(), m.cfg.Fence, guard}
+	res, err := src.do(ctx, func(c *rawConn) {
+		c.cmd("WATCH", guard)
+		c.evalsha(dumpScript, lkeys, args...)
+		c.cmd("MULTI")
+		c.begin(1 + len(keys))
+		c.arg("MGET")
+		for _, k := range keys {
+			c.arg(k)
+		}
+		c.cmd("EXEC")
+	})
+	var reply rval
+	var vals []rval // MGET's values, one per key; nil: not read
+	if err == nil {
+		reply = res[1]
+		if exec := res[4]; exec.kind == '*' && len(exec.arr) == 1 && len(exec.arr[0].arr) == len(keys) {
+			vals = exec.arr[0].arr
+		}
+		if isNoScript(reply) { // the script did not run (and MGET did, unguarded): run it, then read
+			args[len(args)-1] = ""
+			reply, err = src.script(ctx, dumpScript, lkeys, args...)
+			vals = nil
+		}
+	}
 	if err == nil {
 		err = reply.err()
 	}
 	if err != nil {
 		return 0, "", nil, fmt.Errorf("migrate: dump %d key(s): %w", len(keys), runOver(err))
 	}
-	res := reply.arr
-	if len(res) != 2+5*len(keys) {
-		return 0, "", nil, fmt.Errorf("migrate: dump script answered %d values for %d keys", len(res), len(keys))
+	if len(reply.arr) != 2+5*len(keys) {
+		return 0, "", nil, fmt.Errorf("migrate: dump script answered %d values for %d keys", len(reply.arr), len(keys))
 	}
-	now, lock := res[0].num, string(res[1].str)
+	now, lock := reply.arr[0].num, string(reply.arr[1].str)
 	out := make([]dumped, len(keys))
-	bad := 0
+	var unread []int // locked strings MGET did not read
+	var gone []dumped
 	for i, k := range keys {
-		r := res[2+5*i:]
+		r := reply.arr[2+5*i:]
 		d := dumped{key: k, st: r[0].num, mem: r[1].num, str: r[2].num == 1, pttl: r[3].num, payload: r[4].str}
-		if d.st == stMoved && (r[4].kind != '$' || r[4].null) {
-			bad++
+		if d.st == stMoved {
+			switch {
+			case !d.str:
+				if r[4].kind != '$' || r[4].null {
+					gone = append(gone, d)
+					d.st, d.mem = stNoKey, 0
+				}
+			case vals == nil:
+				unread = append(unread, i)
+			case vals[i].kind != '$' || vals[i].null:
+				gone = append(gone, d) // expired between the script and MGET
+				d.st, d.mem = stNoKey, 0
+			default:
+				d.payload = vals[i].str
+			}
 		}
 		out[i] = d
 	}
-	if bad > 0 {
-		m.unlockBatch(ctx, src, lockedOf(out), lock)
-		return 0, "", nil, fmt.Errorf("migrate: dump script answered no value for %d locked key(s)", bad)
+	if len(unread) > 0 {
+		g, err := m.readStrings(ctx, src, out, unread, lock)
+		if err != nil {
+			return 0, "", nil, err
+		}
+		gone = append(gone, g...)
+	}
+	if len(gone) > 0 {
+		m.unlockBatch(ctx, src, gone, lock)
 	}
 	return now, lock, out, nil
+}
+
+// readStrings reads the values of the locked strings out[i] for i in idx by one MGET; a key
+// gone meanwhile (expired) becomes stNoKey and is returned, for its lock to be released. On an
+// error every lock of the batch is released.
+func (m *Mover) readStrings(ctx context.Context, src *rawPool, out []dumped, idx []int, lock string) ([]dumped, error) {
+	res, err := src.do(ctx, func(c *rawConn) {
+		c.begin(1 + len(idx))
+		c.arg("MGET")
+		for _, i := range idx {
+			c.arg(out[i].key)
+		}
+	})
+	if err == nil && len(res[0].arr) != len(idx) {
+		err = fmt.Errorf("MGET answered %d values for %d keys", len(res[0].arr), len(idx))
+	}
+	if err != nil {
+		m.unlockBatch(ctx, src, lockedOf(out), lock)
+		return nil, fmt.Errorf("migrate: read %d locked key(s): %w", len(idx), err)
+	}
+	var gone []dumped
+	for j, i := range idx {
+		v := res[0].arr[j]
+		if v.kind != '$' || v.null {
+			gone = append(gone, out[i])
+			out[i].st, out[i].mem = stNoKey, 0
+			continue
+		}
+		out[i].payload = v.str
+	}
+	return gone, nil
 }
 
 // lockedOf returns the keys of out the dump script locked.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -63,12 +64,16 @@ func TestMoveSlotsCPUPerKey(t *testing.T) {
 	must(t, dst.ConfigResetStat(ctx).Err())
 	su, ss := serverCPU(ctx, t, src)
 	du, ds := serverCPU(ctx, t, dst)
+	grind := callgrind(ctx, t, "-z", src, dst)
 	cpu0, start := cpuTime(t), time.Now()
 	var last Progress
 	err := m.MoveSlots(ctx, slots, MoveOptions{BatchKeys: envInt("MIGCPU_BATCH", 0), LatencyFactor: -1, Progress: func(p Progress) { last = p }})
 	took, node := time.Since(start), cpuTime(t)-cpu0
 	if err != nil {
 		t.Fatal(err)
+	}
+	if grind {
+		callgrind(ctx, t, "-d", src, dst)
 	}
 	if last.KeysMoved != int64(n) || dst.DBSize(ctx).Val() != int64(n) {
 		t.Fatalf("moved %d keys (target has %d), want %d", last.KeysMoved, dst.DBSize(ctx).Val(), n)
@@ -95,6 +100,27 @@ func TestMoveSlotsCPUPerKey(t *testing.T) {
 		us(su1-su+ss1-ss), us(su1-su), us(ss1-ss), us(du1-du+ds1-ds), us(du1-du), us(ds1-ds))
 	t.Logf("node (this process) %.2f µs CPU per key; %d keys in %v (%.0f keys/s)",
 		float64(node.Microseconds())/float64(n), n, took.Round(time.Millisecond), float64(n)/took.Seconds())
+}
+
+// callgrind runs callgrind_control with op (-z zeroes the counters, -d dumps them) on the
+// servers' processes when MIGCALLGRIND is set: the servers then run under valgrind
+// (REDIS_SERVER names a script that starts redis-server under --tool=callgrind), and their
+// instruction counts, unlike CPU time, do not depend on the machine's load (DESIGN.md, "CPU per
+// moved key"). It reports whether it ran.
+func callgrind(ctx context.Context, t testing.TB, op string, servers ...*redis.Client) bool {
+	if os.Getenv("MIGCALLGRIND") == "" {
+		return false
+	}
+	for _, c := range servers {
+		info, err := c.Info(ctx, "server").Result()
+		must(t, err)
+		_, rest, _ := strings.Cut(info, "process_id:")
+		pid, _, _ := strings.Cut(rest, "\r")
+		if out, err := exec.CommandContext(ctx, "callgrind_control", op, strings.TrimSpace(pid)).CombinedOutput(); err != nil {
+			t.Fatalf("callgrind_control %s %s: %v: %s", op, pid, err, out)
+		}
+	}
+	return true
 }
 
 // envInt is the integer in environment variable name, or def.

@@ -259,13 +259,15 @@ return 0
 // dumpScript starts a batch copy on the source (copy.go): for each key it checks, in one atomic
 // step, whether the key exists and how big it is, as moveScript does, locks each small key
 // within the byte budget with the caller's token for the lock TTL (a key another mover holds
-// is busy), and reads its remaining TTL and its value (one MGET for the strings, DUMP for the
-// rest). Nothing is sent anywhere: the source is busy only for its own work, a few µs per key.
-//
-// The values were read by a second round trip of plain MGET and DUMP for a while, since
-// carrying them through Lua costs the source a Lua string per value and a copy of it into the
-// reply (about 0.4 µs per 512 B key here); a round trip costs each side 30-50 µs of CPU on
-// these hosts (system calls), more than that per batch: see DESIGN.md, "CPU per moved key".
+// is busy), and reads its remaining TTL, and the DUMP of each locked key that is not a string.
+// The strings' values are not read here: carrying a value through Lua (a Lua string made of
+// the reply, then a reply made of it) cost the source 12 k instructions per 512 B key, more
+// than the rest of the script. dumpBatch reads them by a plain MGET of the batch's keys queued
+// behind the script in the same round trip, in a MULTI under WATCH of the guard key: the
+// script touches the guard (so EXEC aborts and nothing is read) when the batch holds a string
+// MGET must not read, one too big for a batch copy or over the byte budget; dumpBatch then
+// reads the locked strings alone in a second round trip. Nothing is sent anywhere: the source
+// is busy only for its own work.
 //
 // The commands per key are as few as the checks allow, since each costs the source about a
 // third of a µs in a script: STRLEN (a string's size; 0 for a missing key, an error for other
@@ -275,18 +277,19 @@ return 0
 // over big-elements bytes.
 //
 // KEYS: LocksKey, key1, key2, ...
-// ARGV: big elements, big bytes, byte budget, token, lock TTL ms, fence field.
+// ARGV: big elements, big bytes, byte budget, token, lock TTL ms, fence field, guard key ('':
+// none).
 // Returns: the source's clock (ms), the batch's lock value (LockValue: its deadline and the
 // token), then per key: status, bytes (a string's length and its name's, else MEMORY USAGE),
-// kind (1: a string, its value; 0: anything else, its DUMP), PTTL (-1: none), and the value
-// of a key taken (else nil).
+// kind (1: a string, read by MGET; 0: anything else), PTTL (-1: none), and the DUMP of a
+// locked key that is not a string (else nil).
 var dumpScript = fenced("6", lockLua+`
 local bigElems, bigBytes, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local token, ttl = ARGV[4], tonumber(ARGV[5])
+local token, ttl, guard = ARGV[4], tonumber(ARGV[5]), ARGV[7]
 local now = nowMs()
 local lockv = (now + ttl) .. ':' .. token
 local held = redis.call('HMGET', KEYS[1], unpack(KEYS, 2))
-local out, used, sent, taking, strs, strAt = {now, lockv}, 0, 0, {}, {}, {}
+local out, used, sent, taking, unread = {now, lockv}, 0, 0, {}, false
 local counts = {hash = 'HLEN', set = 'SCARD', zset = 'ZCARD', list = 'LLEN', stream = 'XLEN', string = false}
 for i = 1, #KEYS - 1 do
   local k = KEYS[i+1]
@@ -319,13 +322,9 @@ for i = 1, #KEYS - 1 do
       taking[k] = true
       taking[#taking+1] = k
       pttl = redis.call('PTTL', k)
-      if kind == 1 then
-        strs[#strs+1] = k
-        strAt[#strs] = #out + 5
-      else
-        payload = redis.call('DUMP', k)
-      end
+      if kind == 0 then payload = redis.call('DUMP', k) end
     end
+    if kind == 1 and (st == 3 or st == 4 or (st == 2 and mem > budget)) then unread = true end
   else
     mem = 0
   end
@@ -344,9 +343,9 @@ if #taking > 0 then
   redis.call('HSET', KEYS[1], unpack(args))
   keepLocks(now + ttl)
 end
-if #strs > 0 then
-  local vals = redis.call('MGET', unpack(strs))
-  for j = 1, #strs do out[strAt[j]] = vals[j] end
+if unread and guard ~= '' then
+  redis.call('SET', guard, 1)
+  redis.call('DEL', guard)
 end
 return out
 `)
