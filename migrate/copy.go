@@ -345,10 +345,16 @@ func (m *Mover) finishMany(ctx context.Context, src *rawPool, batches [][]dumped
 		if err := r.err(); err != nil {
 			return nil, fmt.Errorf("migrate: delete %d moved key(s) on the source: %w", len(b), err)
 		}
+		out[i] = make([]int64, len(b))
+		if r.kind == ':' && r.num == 1 { // all ours, all deleted
+			for j := range out[i] {
+				out[i][j] = 1
+			}
+			continue
+		}
 		if len(r.arr) != len(b) {
 			return nil, fmt.Errorf("migrate: delete script answered %d values for %d keys", len(r.arr), len(b))
 		}
-		out[i] = make([]int64, len(b))
 		for j, v := range r.arr {
 			out[i][j] = v.num
 		}

@@ -156,24 +156,37 @@ func TestRestoreBatchRefusedAfterTheLease(t *testing.T) {
 }
 
 // A lock that lapsed between the restore and the delete (a stalled mover) is reported as not
-// moved, and the source keeps the key for its new holder.
+// moved, and the source keeps the key for its new holder, if any; a lapsed lock nobody took is
+// dropped, its key kept.
 func TestRestoreBatchLockLost(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t, 10*time.Second)
 	src := e.src(t, 0)
 	must(t, src.Set(ctx, "a", "1", 0).Err())
-	m := e.mover(t, nil)
-	sc, dc, err := m.raws(0)
+	must(t, src.Set(ctx, "b", "2", 0).Err())
+	m := e.mover(t, func(c *Config) { c.LockTTL = 300 * time.Millisecond })
+	sc, _, err := m.raws(0)
 	must(t, err)
-	now, lock, res, err := m.dumpBatch(ctx, sc, []string{"a"}, 1<<20)
+	now, lock, res, err := m.dumpBatch(ctx, sc, []string{"a", "b"}, 1<<20)
 	must(t, err)
-	setLock(ctx, t, src, "a", "someone-else", time.Minute) // as if ours lapsed and was retaken
-	ours, err := m.restoreBatch(ctx, sc, dc, now, res, lock)
-	if err != nil || len(ours) != 1 || ours[0] != 0 {
-		t.Fatalf("restore = %v, %v; want the key reported as not moved", ours, err)
+	if res[0].st != stMoved || res[1].st != stMoved {
+		t.Fatalf("dump = %+v", res)
 	}
-	if src.Exists(ctx, "a").Val() != 1 || lockHolder(ctx, t, src, "a") != "someone-else" {
-		t.Fatal("the source's key or the new holder's lock was touched")
+	// The restore went through in time; then the mover stalls past the lock's deadline.
+	deadline := now + m.cfg.LockTTL.Milliseconds()
+	for src.Time(ctx).Val().UnixMilli() <= deadline {
+		if ctx.Err() != nil {
+			t.Fatal(ctx.Err())
+		}
+		time.Sleep(10 * time.Millisecond) // polling the source's clock
+	}
+	setLock(ctx, t, src, "a", "someone-else", time.Minute) // a's lapsed lock was retaken
+	ours, err := m.finish(ctx, sc, res, lock)
+	if err != nil || !slices.Equal(ours, []int64{0, 0}) {
+		t.Fatalf("finish = %v, %v; want both keys reported as not moved", ours, err)
+	}
+	if src.Exists(ctx, "a", "b").Val() != 2 || lockHolder(ctx, t, src, "a") != "someone-else" || src.HExists(ctx, LocksKey, "b").Val() {
+		t.Fatal("a key left the source, the new holder's lock was touched, or b's lapsed lock was kept")
 	}
 }
 

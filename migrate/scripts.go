@@ -398,16 +398,26 @@ if #mset > 0 then redis.call('MSET', unpack(mset)) end
 return out
 `)
 
-// unlockDeleteScript ends a batch copy on the source: for each key whose lock still holds the
-// batch's lock value (the dump script's, so one string comparison per key) it deletes the key
-// (when ARGV[2] is "1": the target has it now) and the lock, by one HMGET, one DEL and one HDEL
-// for the batch. Past the lock's deadline the locks that still hold it are dropped and their
-// keys kept: whoever takes them next moves them again.
+// unlockDeleteScript ends a batch copy on the source. While the batch's lock value (the dump
+// script's) is live, every lock of the batch still holds it (a live lock is taken by nobody
+// else, and released only with its value), so with ARGV[2] "1" (the target has the keys now)
+// it deletes the keys and their locks by one DEL and one HDEL, and answers 1 for all. Else,
+// for each key whose lock still holds the batch's lock value (one string comparison per key,
+// after one HMGET), it drops the lock, deleting the key too when ARGV[2] is "1" and the lock
+// live; past the deadline the locks that still hold it are dropped and their keys kept:
+// whoever takes them next moves them again. The caller passes only keys that the batch's
+// dump locked.
 // KEYS: LocksKey, key1, key2, ... ARGV: the batch's lock value, delete.
-// Returns per key 1 (the lock was ours and live) or 0.
+// Returns 1 when every key was ours and deleted, else per key 1 (the lock was ours and live)
+// or 0.
 var unlockDeleteScript = newScript(lockLua + `
 local lockv, del = ARGV[1], ARGV[2] == '1'
 local live = holder(lockv, nowMs()) ~= nil
+if del and live then
+  redis.call('DEL', unpack(KEYS, 2))
+  redis.call('HDEL', KEYS[1], unpack(KEYS, 2))
+  return 1
+end
 local held = redis.call('HMGET', KEYS[1], unpack(KEYS, 2))
 local out, ours = {}, {}
 for i = 1, #KEYS - 1 do
