@@ -277,7 +277,7 @@ return 0
 // over big-elements bytes.
 //
 // KEYS: LocksKey, key1, key2, ...
-// ARGV: big elements, big bytes, byte budget, token, lock TTL ms, fence field, guard key ('':
+// ARGV: big elements, big bytes, byte budget, token, lock TTL ms, fence field, guard key (empty:
 // none).
 // Returns: the source's clock (ms), the batch's lock value (LockValue: its deadline and the
 // token), then per key: status, bytes (a string's length and its name's, else MEMORY USAGE),
