@@ -3,8 +3,6 @@ package migrate
 import (
 	"context"
 	"sync"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // Migrate-on-access in rounds. Every client command on a migrating slot calls MoveKeys first,
@@ -102,7 +100,7 @@ func (m *Mover) round(ctx context.Context, db int, calls []*onAccess) {
 	var wg sync.WaitGroup
 	err := m.dumpKeys(ctx, db, keys, m.cfg.BatchKeys, m.cfg.BatchBytes, func(d dumped) {
 		st[idx[d.key]], mem[idx[d.key]] = d.st, d.mem
-	}, func(src, dst *redis.Client, now int64, batch []dumped, lock string) {
+	}, func(src, dst *rawPool, now int64, batch []dumped, lock string) {
 		for _, d := range batch {
 			inRestore[idx[d.key]] = true
 		}
@@ -160,8 +158,8 @@ func (m *Mover) round(ctx context.Context, db int, calls []*onAccess) {
 // more (stNoKey, stBusy, stBig) go to settled, and each batch of locked keys to locked, which
 // must see it through steps 2 and 3.
 func (m *Mover) dumpKeys(ctx context.Context, db int, keys []string, batchKeys int, budget int64,
-	settled func(dumped), locked func(src, dst *redis.Client, now int64, batch []dumped, lock string)) error {
-	src, dst, err := m.clients(db)
+	settled func(dumped), locked func(src, dst *rawPool, now int64, batch []dumped, lock string)) error {
+	src, dst, err := m.raws(db)
 	if err != nil {
 		return err
 	}

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // The invariant under concurrency: clients that MoveKeys a key and then write it on the target
@@ -111,7 +114,7 @@ func TestRestoreBatchRefusedAfterTheLease(t *testing.T) {
 	must(t, src.Set(ctx, "a", "1", 0).Err())
 	must(t, src.Set(ctx, "b", "2", time.Hour).Err())
 	m := e.mover(t, nil)
-	sc, dc, err := m.clients(0)
+	sc, dc, err := m.raws(0)
 	must(t, err)
 	now, lock, res, err := m.dumpBatch(ctx, sc, []string{"a", "b", "gone"}, 1<<20)
 	must(t, err)
@@ -153,31 +156,44 @@ func TestRestoreBatchRefusedAfterTheLease(t *testing.T) {
 }
 
 // A lock that lapsed between the restore and the delete (a stalled mover) is reported as not
-// moved, and the source keeps the key for its new holder.
+// moved, and the source keeps the key for its new holder, if any; a lapsed lock nobody took is
+// dropped, its key kept.
 func TestRestoreBatchLockLost(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t, 10*time.Second)
 	src := e.src(t, 0)
 	must(t, src.Set(ctx, "a", "1", 0).Err())
-	m := e.mover(t, nil)
-	sc, dc, err := m.clients(0)
+	must(t, src.Set(ctx, "b", "2", 0).Err())
+	m := e.mover(t, func(c *Config) { c.LockTTL = 300 * time.Millisecond })
+	sc, _, err := m.raws(0)
 	must(t, err)
-	now, lock, res, err := m.dumpBatch(ctx, sc, []string{"a"}, 1<<20)
+	now, lock, res, err := m.dumpBatch(ctx, sc, []string{"a", "b"}, 1<<20)
 	must(t, err)
-	setLock(ctx, t, src, "a", "someone-else", time.Minute) // as if ours lapsed and was retaken
-	ours, err := m.restoreBatch(ctx, sc, dc, now, res, lock)
-	if err != nil || len(ours) != 1 || ours[0] != 0 {
-		t.Fatalf("restore = %v, %v; want the key reported as not moved", ours, err)
+	if res[0].st != stMoved || res[1].st != stMoved {
+		t.Fatalf("dump = %+v", res)
 	}
-	if src.Exists(ctx, "a").Val() != 1 || lockHolder(ctx, t, src, "a") != "someone-else" {
-		t.Fatal("the source's key or the new holder's lock was touched")
+	// The restore went through in time; then the mover stalls past the lock's deadline.
+	deadline := now + m.cfg.LockTTL.Milliseconds()
+	for src.Time(ctx).Val().UnixMilli() <= deadline {
+		if ctx.Err() != nil {
+			t.Fatal(ctx.Err())
+		}
+		time.Sleep(10 * time.Millisecond) // polling the source's clock
+	}
+	setLock(ctx, t, src, "a", "someone-else", time.Minute) // a's lapsed lock was retaken
+	ours, err := m.finish(ctx, sc, res, lock)
+	if err != nil || !slices.Equal(ours, []int64{0, 0}) {
+		t.Fatalf("finish = %v, %v; want both keys reported as not moved", ours, err)
+	}
+	if src.Exists(ctx, "a", "b").Val() != 2 || lockHolder(ctx, t, src, "a") != "someone-else" || src.HExists(ctx, LocksKey, "b").Val() {
+		t.Fatal("a key left the source, the new holder's lock was touched, or b's lapsed lock was kept")
 	}
 }
 
 // The locks of a batch copy live in LocksKey: a lapsed lock (its deadline past, its value still
 // there) is free, a key named twice in a batch is taken once, the hash outlives every live lock,
-// a key that expires between the lock and the read is reported missing with its lock released,
-// and nothing is left behind once the batch is done.
+// the DUMP of a locked key that is not a string comes with the locks, and nothing is left
+// behind once the batch is done.
 func TestDumpBatchLocks(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t, 10*time.Second)
@@ -185,27 +201,34 @@ func TestDumpBatchLocks(t *testing.T) {
 	must(t, src.Set(ctx, "a", "1", 0).Err())
 	must(t, src.Set(ctx, "b", "2", 0).Err())
 	must(t, src.Set(ctx, "c", "3", 0).Err())
-	must(t, src.Set(ctx, "gone", "4", 0).Err())
+	must(t, src.Set(ctx, "gone", "4", 0).Err()) // locked, then released unmoved
 	must(t, src.HSet(ctx, "h", "f", "v").Err())
 	must(t, src.HSet(ctx, LocksKey, "a", LockValue("dead:1", time.Now().Add(-time.Second))).Err())
 	m := e.mover(t, nil)
-	sc, dc, err := m.clients(0)
+	sc, dc, err := m.raws(0)
 	must(t, err)
 	token := m.newToken()
-	reply, err := dumpScript.Run(ctx, sc, lockedKeys([]string{"a", "b", "b", "h", "gone"}), m.cfg.BigKeyElements,
+	reply, err := dumpScript.Run(ctx, src, lockedKeys([]string{"a", "b", "b", "h", "gone"}), m.cfg.BigKeyElements,
 		m.cfg.BigKeyBytes, 1<<20, token, m.cfg.LockTTL.Milliseconds(), "").Slice()
 	must(t, err)
 	lock, _ := reply[1].(string)
-	res := []int64{reply[0].(int64)}
-	for _, v := range reply[2:] {
-		res = append(res, v.(int64))
+	now, _ := reply[0].(int64)
+	field := func(i, f int) any { return reply[2+5*i+f] }
+	var st []int64
+	for i := range 5 {
+		st = append(st, field(i, 0).(int64))
 	}
-	st := []int64{res[1], res[5], res[9], res[13], res[17]}
 	if want := []int64{stMoved, stMoved, stBusy, stMoved, stMoved}; !slices.Equal(st, want) {
 		t.Fatalf("statuses %v, want %v (a lapsed lock is free, a repeated key busy)", st, want)
 	}
-	if res[3] != 1 || res[15] != 0 {
-		t.Fatalf("kinds: string %d, hash %d", res[3], res[15])
+	if field(0, 2) != int64(1) || field(3, 2) != int64(0) {
+		t.Fatalf("kinds: string %v, hash %v", field(0, 2), field(3, 2))
+	}
+	if field(0, 4) != nil || field(1, 4) != nil || field(2, 4) != nil || field(4, 4) != nil {
+		t.Fatalf("strings' values in the reply: %q %q %q %q", field(0, 4), field(1, 4), field(2, 4), field(4, 4))
+	}
+	if dump, _ := field(3, 4).(string); dump != src.Dump(ctx, "h").Val() {
+		t.Fatalf("the hash's payload %q is not its DUMP", dump)
 	}
 	for _, k := range []string{"a", "b", "h", "gone"} {
 		if got := lockHolder(ctx, t, src, k); got != token {
@@ -215,26 +238,159 @@ func TestDumpBatchLocks(t *testing.T) {
 	if ttl := src.PTTL(ctx, LocksKey).Val(); ttl < m.cfg.LockTTL-time.Second {
 		t.Fatalf("locks hash PTTL %v, want at least the lock TTL", ttl)
 	}
-	// A key that vanishes between the lock and the read (expiry) is reported missing.
-	must(t, src.Del(ctx, "gone").Err())
-	out := []dumped{{key: "a", st: stMoved, str: true}, {key: "h", st: stMoved}, {key: "gone", st: stMoved, str: true}}
-	must(t, m.readLocked(ctx, sc, out, []string{"a", "gone"}, lock))
-	if out[0].payload != "1" || out[1].payload == "" || out[2].st != stNoKey {
-		t.Fatalf("read %+v", out)
-	}
-	if src.HExists(ctx, LocksKey, "gone").Val() {
-		t.Fatal("the lock of a vanished key was kept")
-	}
-	ours, err := m.restoreBatch(ctx, sc, dc, res[0], out[:2], lock)
+	m.unlockBatch(ctx, sc, []dumped{{key: "gone"}}, lock)
+	out := []dumped{{key: "a", st: stMoved, str: true, pttl: -1, payload: []byte("1")}, {key: "h", st: stMoved, pttl: -1, payload: []byte(field(3, 4).(string))}}
+	ours, err := m.restoreBatch(ctx, sc, dc, now, out, lock)
 	if err != nil || !slices.Equal(ours, []int64{1, 1}) {
 		t.Fatalf("restore = %v, %v", ours, err)
 	}
 	if dst.Get(ctx, "a").Val() != "1" || dst.HGet(ctx, "h", "f").Val() != "v" {
 		t.Fatal("values not restored")
 	}
-	// b's lock is still ours (the test took it by hand): release it, and nothing is left.
+	// b's lock is still ours (the test took it by hand): release it, and nothing is left but gone.
 	m.unlockBatch(ctx, sc, []dumped{{key: "b"}}, lock)
-	if left := internalKeys(ctx, t, src); len(left) != 0 || src.Exists(ctx, "a", "h").Val() != 0 {
+	if left := internalKeys(ctx, t, src); len(left) != 0 || src.Exists(ctx, "a", "h").Val() != 0 || src.Exists(ctx, "gone").Val() != 1 {
 		t.Fatalf("left on the source: %v, %d keys", left, src.Exists(ctx, "a", "h").Val())
+	}
+}
+
+// restoreTx's lease rests on EXEC aborting when a WATCHed key expired after WATCH (Redis >=
+// 6.0.9), whether the server already deleted it or not: a transaction queued in time whose
+// EXEC comes after the lease's deadline writes nothing.
+func TestRestoreTxLeaseExpiresBeforeExec(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 10*time.Second)
+	dst := e.dst(t, 0)
+	conn := dst.Conn()
+	defer conn.Close()
+	lease := leasePrefix + "test"
+	must(t, conn.Set(ctx, lease, 1, 50*time.Millisecond).Err())
+	at, err := conn.PExpireTime(ctx, lease).Result()
+	must(t, err)
+	must(t, conn.Do(ctx, "WATCH", lease).Err())
+	must(t, conn.Do(ctx, "MULTI").Err())
+	must(t, conn.Do(ctx, "SET", "x", "1").Err())
+	for { // wait on another connection, without touching the lease, until its deadline passed
+		now, err := dst.Time(ctx).Result()
+		must(t, err)
+		if now.UnixMilli() > int64(at/time.Millisecond) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal(ctx.Err())
+		}
+	}
+	if err := conn.Do(ctx, "EXEC").Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("EXEC after the lease expired = %v, want an aborted transaction", err)
+	}
+	if dst.Exists(ctx, "x").Val() != 0 {
+		t.Fatal("the transaction wrote after the lease expired")
+	}
+}
+
+// A restore on a target where the run is recorded over (a fence the source does not have yet)
+// writes nothing, answers ErrRunOver, releases the locks and leaves no lease key behind.
+func TestRestoreBatchFencedOnTheTarget(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 10*time.Second)
+	src, dst := e.src(t, 0), e.dst(t, 0)
+	must(t, src.Set(ctx, "a", "1", 0).Err())
+	must(t, src.HSet(ctx, "h", "f", "v").Err())
+	m := e.mover(t, func(c *Config) { c.Fence = FenceField(5, false) })
+	sc, dc, err := m.raws(0)
+	must(t, err)
+	now, lock, res, err := m.dumpBatch(ctx, sc, []string{"a", "h"}, 1<<20)
+	must(t, err)
+	must(t, dst.HSet(ctx, FenceKey, FenceField(5, false), "over").Err())
+	if _, err := m.restoreBatch(ctx, sc, dc, now, res, lock); !errors.Is(err, ErrRunOver) {
+		t.Fatalf("restore on a fenced target = %v, want ErrRunOver", err)
+	}
+	if n := dst.Exists(ctx, "a", "h").Val(); n != 0 {
+		t.Fatalf("%d keys restored on a fenced target", n)
+	}
+	if src.Exists(ctx, "a", "h").Val() != 2 || src.Exists(ctx, LocksKey).Val() != 0 {
+		t.Fatal("the keys left the source or their locks were kept")
+	}
+	if left := internalKeys(ctx, t, dst); len(left) != 0 {
+		t.Fatalf("left on the target: %v", left)
+	}
+}
+
+// The batch copy's raw connections survive the servers dropping them between batches (a
+// restart, a CLIENT KILL, an idle timeout): the idle connections are found dead on first use
+// and the step goes again on a new one.
+func TestBatchCopyAfterConnectionsDropped(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 10*time.Second)
+	src, dst := e.src(t, 0), e.dst(t, 0)
+	m := e.mover(t, nil)
+	for i, k := range []string{"a", "b"} {
+		must(t, src.Set(ctx, k, k, 0).Err())
+		if n, err := m.MoveKeys(ctx, 0, k); err != nil || n != 1 {
+			t.Fatalf("move %d: %d, %v", i, n, err)
+		}
+		for _, c := range []*redis.Client{src, dst} { // drop every other client's connections
+			must(t, c.Do(ctx, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes").Err())
+		}
+	}
+	if dst.Get(ctx, "a").Val() != "a" || dst.Get(ctx, "b").Val() != "b" || src.Exists(ctx, "a", "b").Val() != 0 {
+		t.Fatal("keys not moved after the connections were dropped")
+	}
+}
+
+// dumpBatch reads a batch's strings by an MGET in the dump's round trip, except when the batch
+// holds a string too big for it (big, or over the byte budget): then the dump script aborts
+// that MGET and only the locked strings are read, so the big one never leaves the source.
+func TestDumpBatchDoesNotReadBigStrings(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 10*time.Second)
+	src := e.src(t, 0)
+	must(t, src.Set(ctx, "a", "1", 0).Err())
+	must(t, src.Set(ctx, "b", "2", time.Hour).Err())
+	must(t, src.HSet(ctx, "h", "f", "v").Err())
+	must(t, src.Set(ctx, "big", strings.Repeat("x", 1<<20), 0).Err())
+	must(t, src.Set(ctx, "over", strings.Repeat("y", 60<<10), 0).Err())
+	m := e.mover(t, func(c *Config) { c.BigKeyBytes = 100 << 10 })
+	sc, _, err := m.raws(0)
+	must(t, err)
+	sent := func() int64 {
+		info := src.Info(ctx, "stats").Val()
+		_, rest, _ := strings.Cut(info, "total_net_output_bytes:")
+		v, _, _ := strings.Cut(rest, "\r")
+		n, err := strconv.ParseInt(v, 10, 64)
+		must(t, err)
+		return n
+	}
+	for _, tc := range []struct {
+		keys []string
+		want []int64
+	}{
+		{[]string{"a", "b", "h"}, []int64{stMoved, stMoved, stMoved}},                                   // read in the dump's round trip
+		{[]string{"a", "big", "b", "over", "h"}, []int64{stMoved, stBig, stMoved, stDeferred, stMoved}}, // big and over budget: not read
+	} {
+		before := sent()
+		_, lock, res, err := m.dumpBatch(ctx, sc, tc.keys, 50<<10)
+		must(t, err)
+		if out := sent() - before; out > 50<<10 {
+			t.Fatalf("%v: the source sent %d bytes for a dump within a 50 KiB budget", tc.keys, out)
+		}
+		var st []int64
+		for _, d := range res {
+			st = append(st, d.st)
+		}
+		if !slices.Equal(st, tc.want) {
+			t.Fatalf("%v: statuses %v, want %v", tc.keys, st, tc.want)
+		}
+		vals := map[string]string{}
+		for _, d := range res {
+			vals[d.key] = string(d.payload)
+		}
+		if vals["a"] != "1" || vals["b"] != "2" || vals["h"] != src.Dump(ctx, "h").Val() || vals["big"] != "" || vals["over"] != "" {
+			t.Fatalf("%v: values %q", tc.keys, vals)
+		}
+		m.unlockBatch(ctx, sc, lockedOf(res), lock)
+	}
+	if left := internalKeys(ctx, t, src); len(left) != 0 {
+		t.Fatalf("left on the source: %v", left)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,20 +25,22 @@ func cpuTime(t testing.TB) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// serverCPU is a server's CPU time so far (INFO cpu: user and system, all threads).
-func serverCPU(ctx context.Context, t testing.TB, c *redis.Client) time.Duration {
+// serverCPU is a server's CPU time so far, user and system (INFO cpu, all threads).
+func serverCPU(ctx context.Context, t testing.TB, c *redis.Client) (user, sys time.Duration) {
 	t.Helper()
 	s, err := c.Info(ctx, "cpu").Result()
 	must(t, err)
-	var sec float64
 	for _, line := range strings.Split(s, "\n") {
 		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
-		if k == "used_cpu_sys" || k == "used_cpu_user" {
-			f, _ := strconv.ParseFloat(v, 64)
-			sec += f
+		f, _ := strconv.ParseFloat(v, 64)
+		switch k {
+		case "used_cpu_user":
+			user = time.Duration(f * float64(time.Second))
+		case "used_cpu_sys":
+			sys = time.Duration(f * float64(time.Second))
 		}
 	}
-	return time.Duration(sec * float64(time.Second))
+	return user, sys
 }
 
 // TestMoveSlotsCPUPerKey moves 20,000 keys of 512 B flat out and reports the CPU each moved key
@@ -59,13 +62,18 @@ func TestMoveSlotsCPUPerKey(t *testing.T) {
 	m := e.mover(t, nil)
 	must(t, src.ConfigResetStat(ctx).Err())
 	must(t, dst.ConfigResetStat(ctx).Err())
-	scpu, dcpu := serverCPU(ctx, t, src), serverCPU(ctx, t, dst)
+	su, ss := serverCPU(ctx, t, src)
+	du, ds := serverCPU(ctx, t, dst)
+	grind := callgrind(ctx, t, "-z", src, dst)
 	cpu0, start := cpuTime(t), time.Now()
 	var last Progress
 	err := m.MoveSlots(ctx, slots, MoveOptions{BatchKeys: envInt("MIGCPU_BATCH", 0), LatencyFactor: -1, Progress: func(p Progress) { last = p }})
 	took, node := time.Since(start), cpuTime(t)-cpu0
 	if err != nil {
 		t.Fatal(err)
+	}
+	if grind {
+		callgrind(ctx, t, "-d", src, dst)
 	}
 	if last.KeysMoved != int64(n) || dst.DBSize(ctx).Val() != int64(n) {
 		t.Fatalf("moved %d keys (target has %d), want %d", last.KeysMoved, dst.DBSize(ctx).Val(), n)
@@ -85,10 +93,34 @@ func TestMoveSlotsCPUPerKey(t *testing.T) {
 		}
 		t.Logf("%s per key:%s", side.name, b.String())
 	}
-	scpu, dcpu = serverCPU(ctx, t, src)-scpu, serverCPU(ctx, t, dst)-dcpu
-	t.Logf("process CPU per key: source %.2f µs, target %.2f µs", float64(scpu.Nanoseconds())/1e3/float64(n), float64(dcpu.Nanoseconds())/1e3/float64(n))
+	su1, ss1 := serverCPU(ctx, t, src)
+	du1, ds1 := serverCPU(ctx, t, dst)
+	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / float64(n) }
+	t.Logf("process CPU per key: source %.2f µs (user %.2f, system %.2f), target %.2f µs (user %.2f, system %.2f)",
+		us(su1-su+ss1-ss), us(su1-su), us(ss1-ss), us(du1-du+ds1-ds), us(du1-du), us(ds1-ds))
 	t.Logf("node (this process) %.2f µs CPU per key; %d keys in %v (%.0f keys/s)",
 		float64(node.Microseconds())/float64(n), n, took.Round(time.Millisecond), float64(n)/took.Seconds())
+}
+
+// callgrind runs callgrind_control with op (-z zeroes the counters, -d dumps them) on the
+// servers' processes when MIGCALLGRIND is set: the servers then run under valgrind
+// (REDIS_SERVER names a script that starts redis-server under --tool=callgrind), and their
+// instruction counts, unlike CPU time, do not depend on the machine's load (DESIGN.md, "CPU per
+// moved key"). It reports whether it ran.
+func callgrind(ctx context.Context, t testing.TB, op string, servers ...*redis.Client) bool {
+	if os.Getenv("MIGCALLGRIND") == "" {
+		return false
+	}
+	for _, c := range servers {
+		info, err := c.Info(ctx, "server").Result()
+		must(t, err)
+		_, rest, _ := strings.Cut(info, "process_id:")
+		pid, _, _ := strings.Cut(rest, "\r")
+		if out, err := exec.CommandContext(ctx, "callgrind_control", op, strings.TrimSpace(pid)).CombinedOutput(); err != nil {
+			t.Fatalf("callgrind_control %s %s: %v: %s", op, pid, err, out)
+		}
+	}
+	return true
 }
 
 // envInt is the integer in environment variable name, or def.

@@ -59,7 +59,7 @@ func runOver(err error) error {
 
 // markScript records ARGV[1] as over in the hash KEYS[1] of every database of the server (up
 // to ARGV[2]); SELECT inside a script changes only the script's database (Redis 7).
-var markScript = redis.NewScript(`
+var markScript = newScript(`
 local n = 0
 for db = 0, tonumber(ARGV[2]) - 1 do
   local ok = redis.pcall('SELECT', db)

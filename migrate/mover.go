@@ -156,6 +156,7 @@ type Mover struct {
 	log        *slog.Logger
 	mu         sync.Mutex
 	src, dst   map[int]*redis.Client // per db
+	rsrc, rdst map[int]*rawPool      // per db: the batch copy's connections (resp.go)
 	combiners  map[int]*combiner     // per db: migrate-on-access rounds (combine.go)
 	closed     bool
 	knownDB    sync.Map // db -> *knownSet of this Mover's run (known.go)
@@ -172,7 +173,8 @@ func New(cfg Config) (*Mover, error) {
 		return nil, fmt.Errorf("migrate: target address %q: %w", cfg.MigrateTarget, err)
 	}
 	m := &Mover{cfg: cfg, host: host, port: port, log: cfg.Logger,
-		src: map[int]*redis.Client{}, dst: map[int]*redis.Client{}, combiners: map[int]*combiner{}}
+		src: map[int]*redis.Client{}, dst: map[int]*redis.Client{}, combiners: map[int]*combiner{},
+		rsrc: map[int]*rawPool{}, rdst: map[int]*rawPool{}}
 	m.openKnown()
 	return m, nil
 }
@@ -191,6 +193,12 @@ func (m *Mover) Close() error {
 			if err := c.Close(); err != nil && first == nil {
 				first = err
 			}
+			delete(pool, db)
+		}
+	}
+	for _, pool := range []map[int]*rawPool{m.rsrc, m.rdst} {
+		for db, p := range pool {
+			p.close()
 			delete(pool, db)
 		}
 	}
@@ -223,6 +231,23 @@ func (m *Mover) clients(db int) (src, dst *redis.Client, err error) {
 		m.dst[db] = newClient(m.cfg.Target, db, &m.cfg)
 	}
 	return m.src[db], m.dst[db], nil
+}
+
+// raws returns the source and target raw connection pools for db (the batch copy's).
+func (m *Mover) raws(db int) (src, dst *rawPool, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, nil, errors.New("migrate: mover closed")
+	}
+	if db < 0 {
+		return nil, nil, fmt.Errorf("migrate: bad db %d", db)
+	}
+	if m.rsrc[db] == nil {
+		m.rsrc[db] = newRawPool(m.cfg.Source, db, &m.cfg)
+		m.rdst[db] = newRawPool(m.cfg.Target, db, &m.cfg)
+	}
+	return m.rsrc[db], m.rdst[db], nil
 }
 
 // MoveKeys makes sure each key is on the target and not on the source, one key at a time

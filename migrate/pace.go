@@ -8,8 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // The pace of MoveSlots (DESIGN.md, "Pacing"). Every client of the source and the target waits
@@ -54,7 +52,6 @@ type pacer struct {
 	rate    atomic.Int64 // keys/s now
 	used    atomic.Int64 // keys started since the last control step
 	restTil atomic.Int64 // unix ns: no batch starts before (resting)
-	clients [2]*redis.Client
 
 	mu      sync.Mutex
 	window  [2][]time.Duration // probes since the last control step, per server
@@ -69,10 +66,12 @@ func (m *Mover) startPacer(ctx context.Context, factor float64, minRate int64) *
 	cfg := m.cfg
 	cfg.PoolSize = 1
 	p := newPacer(factor, minRate, m.log)
-	p.clients = [2]*redis.Client{newClient(m.cfg.Source, 0, &cfg), newClient(m.cfg.Target, 0, &cfg)}
+	// Raw connections (resp.go): a go-redis PING cost this process a system call more, its
+	// pool's health check, and the probes are most of the mover's round trips.
+	probers := [2]*rawPool{newRawPool(m.cfg.Source, 0, &cfg), newRawPool(m.cfg.Target, 0, &cfg)}
 	p.startRest(time.Now()) // the first reference, before any batch
 	var wg sync.WaitGroup
-	for i, c := range p.clients {
+	for i, c := range probers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -81,8 +80,8 @@ func (m *Mover) startPacer(ctx context.Context, factor float64, minRate int64) *
 	}
 	go func() {
 		wg.Wait()
-		for _, c := range p.clients {
-			_ = c.Close()
+		for _, c := range probers {
+			c.close()
 		}
 	}()
 	go p.control(ctx)
@@ -97,7 +96,7 @@ func newPacer(factor float64, minRate int64, log *slog.Logger) *pacer {
 
 // probe PINGs server i every probeEvery until ctx ends. A failed PING is not a sample (the
 // mover's own steps report the server's trouble).
-func (p *pacer) probe(ctx context.Context, i int, c *redis.Client) {
+func (p *pacer) probe(ctx context.Context, i int, c *rawPool) {
 	t := time.NewTicker(probeEvery)
 	defer t.Stop()
 	for {
@@ -107,7 +106,8 @@ func (p *pacer) probe(ctx context.Context, i int, c *redis.Client) {
 		case <-t.C:
 		}
 		t0 := time.Now()
-		if err := c.Ping(ctx).Err(); err != nil {
+		res, err := c.do(ctx, func(c *rawConn) { c.cmd("PING") })
+		if err != nil || res[0].err() != nil {
 			continue
 		}
 		p.sample(i, t0, time.Since(t0))

@@ -3,20 +3,18 @@ package migrate
 import (
 	"strconv"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // fenced starts every script that moves or writes data for a migration: it refuses when the
 // migration's run (the fence field, FenceField) is recorded as over on this server (fence.go).
 // The field is the script's ARGV[fenceArg]; an empty field checks nothing.
-func fenced(fenceArg, script string) *redis.Script {
-	return redis.NewScript(`
+func fenced(fenceArg, body string) *script {
+	return newScript(`
 local fence = ARGV[` + fenceArg + `]
 if fence ~= '' and redis.call('HEXISTS', '` + FenceKey + `', fence) == 1 then
   return redis.error_reply('REDRAFTOVER ' .. fence .. ' is over: this mover acts for a migration run that is no longer live')
 end
-` + script)
+` + body)
 }
 
 // LocksKey is the hash, one per database of a source, that holds the locks of the keys being
@@ -164,7 +162,7 @@ return now
 // finishScript runs on the source after the commit on the target: it deletes the key (UNLINK:
 // freed in the background) and its lock, only if the caller still holds the lock.
 // KEYS: LocksKey, key. ARGV: token.
-var finishScript = redis.NewScript(lockLua + `
+var finishScript = newScript(lockLua + `
 local v = redis.call('HGET', KEYS[1], KEYS[2])
 if holder(v, nowMs()) ~= ARGV[1] then
   if tokenOf(v) == ARGV[1] then redis.call('HDEL', KEYS[1], KEYS[2]) end
@@ -177,7 +175,7 @@ return 1
 
 // unlockScript releases the lock of key KEYS[2] in the locks hash KEYS[1] if it holds token
 // ARGV[1] (live or lapsed).
-var unlockScript = redis.NewScript(lockLua + `
+var unlockScript = newScript(lockLua + `
 if tokenOf(redis.call('HGET', KEYS[1], KEYS[2])) == ARGV[1] then
   return redis.call('HDEL', KEYS[1], KEYS[2])
 end
@@ -249,7 +247,7 @@ return 1
 `)
 
 // abortScript drops the temp key and the fence KEYS[2] if the fence holds token ARGV[1].
-var abortScript = redis.NewScript(`
+var abortScript = newScript(`
 if redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('UNLINK', KEYS[1])
   redis.call('DEL', KEYS[2])
@@ -259,13 +257,17 @@ return 0
 `)
 
 // dumpScript starts a batch copy on the source (copy.go): for each key it checks, in one atomic
-// step, whether the key exists and how big it is, as moveScript does, and locks each small key
+// step, whether the key exists and how big it is, as moveScript does, locks each small key
 // within the byte budget with the caller's token for the lock TTL (a key another mover holds
-// is busy), and reads its remaining TTL. The values are not read here: once a key is locked
-// nobody else moves it and nobody writes the source in a migrating slot, so the caller reads
-// them next by plain MGET and DUMP (copy.go), which costs the source far less than carrying
-// each value through Lua (a Lua string made of the reply, then a reply made of it). Nothing is
-// sent anywhere: the source is busy only for its own work, about a µs per key.
+// is busy), and reads its remaining TTL, and the DUMP of each locked key that is not a string.
+// The strings' values are not read here: carrying a value through Lua (a Lua string made of
+// the reply, then a reply made of it) cost the source 12 k instructions per 512 B key, more
+// than the rest of the script. dumpBatch reads them by a plain MGET of the batch's keys queued
+// behind the script in the same round trip, in a MULTI under WATCH of the guard key: the
+// script touches the guard (so EXEC aborts and nothing is read) when the batch holds a string
+// MGET must not read, one too big for a batch copy or over the byte budget; dumpBatch then
+// reads the locked strings alone in a second round trip. Nothing is sent anywhere: the source
+// is busy only for its own work.
 //
 // The commands per key are as few as the checks allow, since each costs the source about a
 // third of a µs in a script: STRLEN (a string's size; 0 for a missing key, an error for other
@@ -275,21 +277,23 @@ return 0
 // over big-elements bytes.
 //
 // KEYS: LocksKey, key1, key2, ...
-// ARGV: big elements, big bytes, byte budget, token, lock TTL ms, fence field.
+// ARGV: big elements, big bytes, byte budget, token, lock TTL ms, fence field, guard key (empty:
+// none).
 // Returns: the source's clock (ms), the batch's lock value (LockValue: its deadline and the
 // token), then per key: status, bytes (a string's length and its name's, else MEMORY USAGE),
-// kind (1: a string, read by MGET; 0: anything else, read by DUMP), PTTL (-1: none).
+// kind (1: a string, read by MGET; 0: anything else), PTTL (-1: none), and the DUMP of a
+// locked key that is not a string (else nil).
 var dumpScript = fenced("6", lockLua+`
 local bigElems, bigBytes, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local token, ttl = ARGV[4], tonumber(ARGV[5])
+local token, ttl, guard = ARGV[4], tonumber(ARGV[5]), ARGV[7]
 local now = nowMs()
 local lockv = (now + ttl) .. ':' .. token
 local held = redis.call('HMGET', KEYS[1], unpack(KEYS, 2))
-local out, used, sent, taking = {now, lockv}, 0, 0, {}
+local out, used, sent, taking, unread = {now, lockv}, 0, 0, {}, false
 local counts = {hash = 'HLEN', set = 'SCARD', zset = 'ZCARD', list = 'LLEN', stream = 'XLEN', string = false}
 for i = 1, #KEYS - 1 do
   local k = KEYS[i+1]
-  local st, kind, pttl = 0, 0, -1
+  local st, kind, pttl, payload = 0, 0, -1, false
   local mem, big = nil, false
   local len = redis.pcall('STRLEN', k)
   if type(len) == 'number' then
@@ -318,7 +322,9 @@ for i = 1, #KEYS - 1 do
       taking[k] = true
       taking[#taking+1] = k
       pttl = redis.call('PTTL', k)
+      if kind == 0 then payload = redis.call('DUMP', k) end
     end
+    if kind == 1 and (st == 3 or st == 4 or (st == 2 and mem > budget)) then unread = true end
   else
     mem = 0
   end
@@ -326,6 +332,7 @@ for i = 1, #KEYS - 1 do
   out[#out+1] = mem
   out[#out+1] = kind
   out[#out+1] = pttl
+  out[#out+1] = payload
 end
 if #taking > 0 then
   local args = {}
@@ -335,6 +342,10 @@ if #taking > 0 then
   end
   redis.call('HSET', KEYS[1], unpack(args))
   keepLocks(now + ttl)
+end
+if unread and guard ~= '' then
+  redis.call('SET', guard, 1)
+  redis.call('DEL', guard)
 end
 return out
 `)
@@ -387,16 +398,26 @@ if #mset > 0 then redis.call('MSET', unpack(mset)) end
 return out
 `)
 
-// unlockDeleteScript ends a batch copy on the source: for each key whose lock still holds the
-// batch's lock value (the dump script's, so one string comparison per key) it deletes the key
-// (when ARGV[2] is "1": the target has it now) and the lock, by one HMGET, one DEL and one HDEL
-// for the batch. Past the lock's deadline the locks that still hold it are dropped and their
-// keys kept: whoever takes them next moves them again.
+// unlockDeleteScript ends a batch copy on the source. While the batch's lock value (the dump
+// script's) is live, every lock of the batch still holds it (a live lock is taken by nobody
+// else, and released only with its value), so with ARGV[2] "1" (the target has the keys now)
+// it deletes the keys and their locks by one DEL and one HDEL, and answers 1 for all. Else,
+// for each key whose lock still holds the batch's lock value (one string comparison per key,
+// after one HMGET), it drops the lock, deleting the key too when ARGV[2] is "1" and the lock
+// live; past the deadline the locks that still hold it are dropped and their keys kept:
+// whoever takes them next moves them again. The caller passes only keys that the batch's
+// dump locked.
 // KEYS: LocksKey, key1, key2, ... ARGV: the batch's lock value, delete.
-// Returns per key 1 (the lock was ours and live) or 0.
-var unlockDeleteScript = redis.NewScript(lockLua + `
+// Returns 1 when every key was ours and deleted, else per key 1 (the lock was ours and live)
+// or 0.
+var unlockDeleteScript = newScript(lockLua + `
 local lockv, del = ARGV[1], ARGV[2] == '1'
 local live = holder(lockv, nowMs()) ~= nil
+if del and live then
+  redis.call('DEL', unpack(KEYS, 2))
+  redis.call('HDEL', KEYS[1], unpack(KEYS, 2))
+  return 1
+end
 local held = redis.call('HMGET', KEYS[1], unpack(KEYS, 2))
 local out, ours = {}, {}
 for i = 1, #KEYS - 1 do

@@ -199,7 +199,11 @@ type copyJob struct {
 // server thus has a few of the mover's short scripts in flight at once, each on its own
 // connection, so client commands interleave between them and the round trips overlap.
 func (r *run) pass(ctx context.Context, db int) error {
-	src, dst, err := r.m.clients(db)
+	scanner, _, err := r.m.clients(db)
+	if err != nil {
+		return err
+	}
+	src, dst, err := r.m.raws(db)
 	if err != nil {
 		return err
 	}
@@ -238,11 +242,26 @@ func (r *run) pass(ctx context.Context, db int) error {
 		go func() { // finishers always run, even after a failure, so restored keys leave the source
 			defer finishers.Done()
 			for j := range restored {
-				r.finished(ctx, src, db, j, fail)
+				// Every batch restored meanwhile goes in the same round trip: a round trip
+				// costs the source and this process more than a delete script (DESIGN.md).
+				js := []copyJob{j}
+			drain:
+				for len(js) < maxFinishRound {
+					select {
+					case j, ok := <-restored:
+						if !ok {
+							break drain
+						}
+						js = append(js, j)
+					default:
+						break drain
+					}
+				}
+				r.finished(ctx, src, db, js, fail)
 			}
 		}()
 	}
-	err = r.scanAndDump(ctx, src, db, dumpedc)
+	err = r.scanAndDump(ctx, scanner, src, db, dumpedc)
 	close(dumpedc)
 	restorers.Wait()
 	close(restored)
@@ -253,26 +272,31 @@ func (r *run) pass(ctx context.Context, db int) error {
 	return err
 }
 
-// finished runs step 3 of batch copy j and counts its keys.
-func (r *run) finished(ctx context.Context, src *redis.Client, db int, j copyJob, fail func(error)) {
-	ours, err := r.m.finish(context.WithoutCancel(ctx), src, j.batch, j.lock)
+// maxFinishRound bounds the batches whose delete steps share a round trip.
+const maxFinishRound = 8
+
+// finished runs step 3 of batch copies js in one round trip and counts their keys.
+func (r *run) finished(ctx context.Context, src *rawPool, db int, js []copyJob, fail func(error)) {
+	batches, locks := make([][]dumped, len(js)), make([]string, len(js))
+	for i, j := range js {
+		batches[i], locks[i] = j.batch, j.lock
+	}
+	ours, err := r.m.finishMany(context.WithoutCancel(ctx), src, batches, locks)
 	if err != nil {
 		fail(err)
 		return
 	}
 	known := r.m.known(db)
-	for i, ok := range ours {
-		if ok == 1 {
-			known.add(j.batch[i].key)
-		}
-	}
 	r.mu.Lock()
-	for i, ok := range ours {
-		if ok == 1 {
-			r.p.KeysMoved++
-			r.p.BytesMoved += j.batch[i].mem
-		} else {
-			r.busy++ // its lock lapsed: moved again in the next pass
+	for n, j := range js {
+		for i, ok := range ours[n] {
+			if ok == 1 {
+				known.add(j.batch[i].key)
+				r.p.KeysMoved++
+				r.p.BytesMoved += j.batch[i].mem
+			} else {
+				r.busy++ // its lock lapsed: moved again in the next pass
+			}
 		}
 	}
 	r.mu.Unlock()
@@ -290,7 +314,7 @@ type scanStep struct {
 // scanAndDump SCANs db once and dumps the keys of the slots in batches into jobs; busy and
 // big keys go one by one through moveKeys (under their locks). The next SCAN step runs while
 // this step's batches are dumped, all at once.
-func (r *run) scanAndDump(ctx context.Context, src *redis.Client, db int, jobs chan<- copyJob) error {
+func (r *run) scanAndDump(ctx context.Context, scanner *redis.Client, src *rawPool, db int, jobs chan<- copyJob) error {
 	r.mu.Lock()
 	r.p.DB = db
 	r.mu.Unlock()
@@ -298,7 +322,7 @@ func (r *run) scanAndDump(ctx context.Context, src *redis.Client, db int, jobs c
 		ch := make(chan scanStep, 1)
 		go func() {
 			var st scanStep
-			st.keys, st.next, st.n, st.err = scanSlots(ctx, src, r.slots, cursor, r.opts.ScanCount)
+			st.keys, st.next, st.n, st.err = scanSlots(ctx, scanner, r.slots, cursor, r.opts.ScanCount)
 			ch <- st
 		}()
 		return ch
@@ -347,7 +371,7 @@ func (r *run) scanAndDump(ctx context.Context, src *redis.Client, db int, jobs c
 // dumpStep dumps keys in batches, all batches at once (each throttled, each on its own
 // connection), and hands each locked batch to jobs in order; keys over a batch's byte budget
 // go in the next round. It returns the busy and big keys.
-func (r *run) dumpStep(ctx context.Context, src *redis.Client, keys []string, jobs chan<- copyJob) ([]string, error) {
+func (r *run) dumpStep(ctx context.Context, src *rawPool, keys []string, jobs chan<- copyJob) ([]string, error) {
 	var slow []string
 	for len(keys) > 0 {
 		type result struct {
