@@ -215,7 +215,7 @@ func (l *loop) copySlot(ctx context.Context, src *redis.Client, st0 *fsm.State, 
 	l.mu.Unlock()
 	l.hint(slot) // entries written since the copy's id
 	l.r.counter(l.key.dest).copied.Add(1)
-	l.r.recordAck(ctx, src, l.key.dest, l.key.db, slot, req.Last)
+	l.r.recordAck(ctx, src, l.key.master, l.key.dest, l.key.db, slot, req.Last)
 	l.r.log.Info("slot copied in full", "dest", l.key.dest, "slot", slot, "db", l.key.db, "keys", len(req.Keys), "at", req.Last)
 	return nil
 }

@@ -209,7 +209,7 @@ func (l *loop) run(parent context.Context) {
 			trims := src.Pipeline()
 			for i, id := range ids {
 				if id != "" {
-					l.r.recordAck(ctx, trims, l.key.dest, l.key.db, l.slots[i], id)
+					l.r.recordAck(ctx, trims, l.key.master, l.key.dest, l.key.db, l.slots[i], id)
 				}
 			}
 			execTrims(ctx, trims)
@@ -646,7 +646,7 @@ func (l *loop) ship(ctx context.Context, src *redis.Client, batches []WireBatch,
 		}
 		l.mu.Unlock()
 		if res.Last != "" {
-			l.r.recordAck(ctx, trims, l.key.dest, l.key.db, b.Slot, res.Last)
+			l.r.recordAck(ctx, trims, l.key.master, l.key.dest, l.key.db, b.Slot, res.Last)
 			l.r.lost.shipped(lostKey{l.key.dest, l.key.db, b.Slot}, b.Prev, res.Last, reads[i])
 		}
 		if res.Error != "" && !res.Gap {
@@ -840,7 +840,7 @@ func isTransport(err error) bool {
 //
 // Only the outboxes written or acked since the last scan are read (all of them at the start).
 func (l *loop) scanOutbox(ctx context.Context, src *redis.Client) {
-	if due := l.r.takeTrims(l.key.db, l.slots); len(due) > 0 {
+	if due := l.r.takeTrims(l.key.master, l.key.db, l.slots); len(due) > 0 {
 		// Off the loop's path, in pipelines of trimChunk a millisecond apart: thousands of
 		// trims at once would hold the master for tens of milliseconds, in the lag of every
 		// write meanwhile.

@@ -471,7 +471,11 @@ func (r *Replicator) heartbeat(ctx context.Context) {
 // destination applied past the last trim.
 //
 // The trim goes to c: a loop passes a pipeline and sends the trims of a whole round at once.
-func (r *Replicator) recordAck(ctx context.Context, c redis.Cmdable, dest string, db, slot int, id string) {
+//
+// master is the master c reaches: a trim left waiting is sent later only to that master (after
+// a failover the new master's outbox may lack entries the destination applied, and trimming
+// what it kept below the applied id would hide that loss as a trimmed outbox: lost.go).
+func (r *Replicator) recordAck(ctx context.Context, c redis.Cmdable, master, dest string, db, slot int, id string) {
 	k := dbSlot{db, slot}
 	st := r.cfg.Cluster.State()
 	dests := r.destinations(st)
@@ -502,7 +506,7 @@ func (r *Replicator) recordAck(ctx context.Context, c redis.Cmdable, dest string
 		// An XTRIM costs the master about 5 us, as much as reading the entry: a slot's
 		// trims wait for trimEvery of them, or for the loops' next outbox scan (takeTrims).
 		if ts.waiting++; ts.waiting < trimEvery {
-			ts.due = ids
+			ts.due, ts.master = ids, master
 			trim = false
 		} else {
 			ts.waiting, ts.due = 0, nil
@@ -522,6 +526,7 @@ func (r *Replicator) recordAck(ctx context.Context, c redis.Cmdable, dest string
 type trimState struct {
 	decided string
 	due     []string
+	master  string // the master due was decided on
 	waiting int
 }
 
@@ -548,8 +553,9 @@ type dueTrim struct {
 	ids []string
 }
 
-// takeTrims returns, and forgets, the waiting trims of db's outboxes among slots (sorted).
-func (r *Replicator) takeTrims(db int, slots []int) []dueTrim {
+// takeTrims returns, and forgets, the waiting trims of db's outboxes among slots (sorted)
+// decided on master; those decided on another master (before a failover) are forgotten.
+func (r *Replicator) takeTrims(master string, db int, slots []int) []dueTrim {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var due []dueTrim
@@ -558,7 +564,9 @@ func (r *Replicator) takeTrims(db int, slots []int) []dueTrim {
 			continue
 		}
 		if p := sort.SearchInts(slots, k.slot); p < len(slots) && slots[p] == k.slot {
-			due = append(due, dueTrim{k, ts.due})
+			if ts.master == master {
+				due = append(due, dueTrim{k, ts.due})
+			}
 			ts.waiting, ts.due = 0, nil
 		}
 	}
