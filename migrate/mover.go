@@ -216,15 +216,24 @@ func newClient(e Endpoint, db int, cfg *Config) *redis.Client {
 	})
 }
 
+// usableLocked reports why db cannot be served (the mover closed, a bad db); called with
+// m.mu held.
+func (m *Mover) usableLocked(db int) error {
+	if m.closed {
+		return errors.New("migrate: mover closed")
+	}
+	if db < 0 {
+		return fmt.Errorf("migrate: bad db %d", db)
+	}
+	return nil
+}
+
 // clients returns the source and target clients for db.
 func (m *Mover) clients(db int) (src, dst *redis.Client, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
-		return nil, nil, errors.New("migrate: mover closed")
-	}
-	if db < 0 {
-		return nil, nil, fmt.Errorf("migrate: bad db %d", db)
+	if err := m.usableLocked(db); err != nil {
+		return nil, nil, err
 	}
 	if m.src[db] == nil {
 		m.src[db] = newClient(m.cfg.Source, db, &m.cfg)
@@ -237,11 +246,8 @@ func (m *Mover) clients(db int) (src, dst *redis.Client, err error) {
 func (m *Mover) raws(db int) (src, dst *rawPool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
-		return nil, nil, errors.New("migrate: mover closed")
-	}
-	if db < 0 {
-		return nil, nil, fmt.Errorf("migrate: bad db %d", db)
+	if err := m.usableLocked(db); err != nil {
+		return nil, nil, err
 	}
 	if m.rsrc[db] == nil {
 		m.rsrc[db] = newRawPool(m.cfg.Source, db, &m.cfg)
