@@ -3,6 +3,7 @@ package xdc
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -29,6 +30,16 @@ func cutAll(dcs []*testDC, cut bool) {
 
 // state reads a key's logical content in one DC, whatever its type ("none" when absent).
 func state(ctx context.Context, c *redis.Client, k string) (string, error) {
+	for {
+		s, err := stateOnce(ctx, c, k)
+		if !errors.Is(err, redis.Nil) {
+			return s, err
+		}
+		// The key went between its TYPE and its read (an entry applied in between): again.
+	}
+}
+
+func stateOnce(ctx context.Context, c *redis.Client, k string) (string, error) {
 	ty, err := c.Type(ctx, k).Result()
 	if err != nil {
 		return "", err
@@ -612,6 +623,109 @@ func TestConvergeCollectsTombstones(t *testing.T) {
 	waitEqual(t, dcs, 15*time.Second, "tombstone", tomb, "false")
 	if _, collected := a.repl.Tombstones(); collected == 0 {
 		t.Errorf("no tombstone counted as collected")
+	}
+}
+
+// TestConvergeCounterTombstonesWait: the tombstone of a key that kept counters (a string
+// counter, a hash field counter) waits CounterMargin, not TombstoneMargin: each DC restarts a
+// collected key's counts, so collecting them while the key may be written again would count
+// that write against different vectors in different DCs.
+func TestConvergeCounterTombstonesWait(t *testing.T) {
+	const counterMargin = 3 * time.Second
+	_, dcs := startDCsWith(t, func(c *Config) { c.CounterMargin = counterMargin }, "a", "b", "c")
+	a := dcs[0]
+	ctx := context.Background()
+	a.write(t, "SET", "{g}k", "v")
+	a.write(t, "INCR", "{g}n")
+	a.write(t, "HINCRBY", "{g}h", "f", "2")
+	a.write(t, "HSET", "{g}p", "f", "v")
+	later()
+	start := time.Now()
+	for _, k := range []string{"{g}k", "{g}n", "{g}h", "{g}p"} {
+		a.write(t, "DEL", k)
+	}
+	meta, slot := MetaKey(slotString("{g}k")), slotString("{g}k")
+	last, err := a.rc.XRevRangeN(ctx, OutboxKey(slot), "+", "-", 1).Result()
+	if err != nil || len(last) != 1 {
+		t.Fatalf("outbox: %v %v", last, err)
+	}
+	// applied tells whether d has applied a's deletes.
+	applied := func(d *testDC) bool {
+		if d == a {
+			return true
+		}
+		id, _ := d.rc.HGet(ctx, InboxKey(slot), "a").Result()
+		return id != "" && CompareIDs(id, last[0].ID) >= 0
+	}
+	tombs := func(d *testDC) (string, error) {
+		var held []string
+		for _, k := range []string{"{g}k", "{g}n", "{g}h", "{g}p"} {
+			n, err := d.rc.HExists(ctx, meta, "s:"+k).Result()
+			if err != nil {
+				return "", err
+			}
+			if n {
+				held = append(held, k)
+			}
+		}
+		return strings.Join(held, " "), nil
+	}
+	// Every DC writes after the deletes, again and again, so the horizon keeps moving: the
+	// plain tombstones go at once, the counters' only once CounterMargin has passed.
+	writeAll := func() {
+		for _, d := range dcs {
+			d.write(t, "SET", "{g}other", d.name)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		writeAll()
+		held := make([]string, len(dcs))
+		plain := false
+		for i, d := range dcs {
+			var err error
+			if held[i], err = tombs(d); err != nil {
+				t.Fatal(err)
+			}
+			plain = plain || !applied(d) || strings.Contains(held[i], "{g}k") || strings.Contains(held[i], "{g}p")
+		}
+		if !plain {
+			// The counters' stamps are no older than start: not one can have gone yet.
+			if time.Since(start) >= counterMargin {
+				t.Skipf("the plain tombstones took longer than the counter margin to go: cannot tell them apart")
+			}
+			for i := range held {
+				if held[i] != "{g}n {g}h" {
+					t.Fatalf("tombstones held once the plain ones went: %q, want the counters' in every DC", held)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("plain tombstones still held: %q", held)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for {
+		writeAll()
+		var held []string
+		for _, d := range dcs {
+			s, err := tombs(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, s)
+		}
+		if strings.Join(held, "") == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counter tombstones still held after %v: %q", time.Since(start), held)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if el := time.Since(start); el < counterMargin {
+		t.Fatalf("counter tombstones collected after %v, before their margin %v", el, counterMargin)
 	}
 }
 

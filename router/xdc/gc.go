@@ -18,23 +18,47 @@ import (
 // an entry's outbox id is taken after its stamp, from the same clock, so every older write of
 // that DC is then applied. The collector walks the slots this node ships, a few per tick, with
 // an HSCAN cursor per slot: its work per tick does not grow with the number of slots.
+//
+// A tombstone of a key that kept counters (a c: vector, or element states with counters) waits
+// CounterMargin instead: each DC collects on its own schedule and restarts the key's counts
+// from nothing, so a write of the key landing between two DCs' collections is counted against
+// different vectors there (docs/convergence.md, "What is not built yet"). The long margin keeps
+// that window away from a counter deleted and soon written again.
 
 // gcSlotsPerTick bounds the slots the collector looks at per tick.
 const gcSlotsPerTick = 64
 
+// gcElemLimit bounds the element states the collector unpacks to learn whether a deleted
+// key's element hash holds counters; a larger one is taken to hold some.
+const gcElemLimit = 128
+
 // gcLua collects tombstones of one slot. KEYS: metadata hash, inbox. ARGV: HSCAN cursor,
-// count, margin in ms, then the other DCs' names. It answers {next cursor, tombstones seen,
-// collected}.
-const gcLua = `
+// count, margin in ms, counter margin in ms, then the other DCs' names. It answers {next
+// cursor, tombstones seen, collected}.
+var gcLua = `
 local meta, inbox = KEYS[1], KEYS[2]
 ` + stampLua + elemLua + `
+-- counted tells whether k kept counters: a c: vector, or an element state with counters.
+local function counted(k)
+  if redis.call('HEXISTS', meta, 'c:' .. k) == 1 then return true end
+  local ek = ekey(k)
+  local n = redis.call('HLEN', ek)
+  if n == 0 then return false end
+  if n > ` + strconv.Itoa(gcElemLimit) + ` then return true end
+  local all = redis.call('HVALS', ek)
+  for i = 1, #all do
+    if cmsgpack.unpack(all[i]).c then return true end
+  end
+  return false
+end
 local horizon = nil
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local id = redis.call('HGET', inbox, ARGV[i])
   local ms = id and tonumber(string.match(id, '^(%d+)')) or 0
   if horizon == nil or ms < horizon then horizon = ms end
 end
-horizon = (horizon or 0) - tonumber(ARGV[3])
+horizon = horizon or 0
+local margin, cmargin = tonumber(ARGV[3]), tonumber(ARGV[4])
 local r = redis.call('HSCAN', meta, ARGV[1], 'COUNT', ARGV[2])
 local seen, gone = 0, 0
 local f = r[2]
@@ -42,7 +66,8 @@ for i = 1, #f, 2 do
   local k = string.match(f[i], '^s:(.*)$')
   if k and redis.call('EXISTS', k) == 0 then
     seen = seen + 1
-    if tsOf(f[i + 1]) / 4096 < horizon then
+    local ms = tsOf(f[i + 1]) / 4096
+    if ms < horizon - margin and (ms < horizon - cmargin or not counted(k)) then
       redis.call('HDEL', meta, f[i], 'c:' .. k, 'v:' .. k, 'b:' .. k)
       redis.call('DEL', ekey(k))
       gone = gone + 1
@@ -149,7 +174,8 @@ func (r *Replicator) collectSlot(ctx context.Context, db, slot int, others []str
 	if cursor == "" {
 		cursor = "0"
 	}
-	argv := []any{cursor, "500", strconv.FormatInt(r.cfg.TombstoneMargin.Milliseconds(), 10)}
+	argv := []any{cursor, "500", strconv.FormatInt(r.cfg.TombstoneMargin.Milliseconds(), 10),
+		strconv.FormatInt(r.cfg.CounterMargin.Milliseconds(), 10)}
 	for _, o := range others {
 		argv = append(argv, o)
 	}

@@ -49,6 +49,9 @@ type Config struct {
 	// TombstoneMargin covers the clocks of different masters when tombstones are collected
 	// (gc.go; default 5 s).
 	TombstoneMargin time.Duration
+	// CounterMargin replaces TombstoneMargin for a key that kept counters (gc.go; default
+	// 10 min).
+	CounterMargin time.Duration
 }
 
 // Replicator ships the outboxes of the slots this node owns in its DC to every other DC,
@@ -152,6 +155,9 @@ func New(cfg Config) *Replicator {
 	}
 	if cfg.TombstoneMargin <= 0 {
 		cfg.TombstoneMargin = 5 * time.Second
+	}
+	if cfg.CounterMargin <= 0 {
+		cfg.CounterMargin = 10 * time.Minute
 	}
 	log := cfg.Logger.With("part", "xdc")
 	return &Replicator{

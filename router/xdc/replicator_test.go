@@ -152,6 +152,12 @@ func encodeReply(b []byte, v any) []byte {
 // startDCs starts one DC per name, all slots on its one group, and a replicator each.
 func startDCs(t *testing.T, names ...string) (*testNet, []*testDC) {
 	t.Helper()
+	return startDCsWith(t, nil, names...)
+}
+
+// startDCsWith is startDCs with each replicator's Config changed by tune first (nil: as is).
+func startDCsWith(t *testing.T, tune func(*Config), names ...string) (*testNet, []*testDC) {
+	t.Helper()
 	n := &testNet{st: fsm.New(), dcs: map[string]*testDC{}}
 	var dcs []*testDC
 	idx := uint64(0)
@@ -180,7 +186,11 @@ func startDCs(t *testing.T, names ...string) (*testNet, []*testDC) {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	for _, d := range dcs {
 		c := nodeOf{net: n, dc: d}
-		d.repl = New(Config{Cluster: c, Peers: c, Local: c, Heartbeat: 100 * time.Millisecond, Block: 200 * time.Millisecond, OutboxScan: 200 * time.Millisecond, CollectEvery: 100 * time.Millisecond, TombstoneMargin: time.Millisecond})
+		cfg := Config{Cluster: c, Peers: c, Local: c, Heartbeat: 100 * time.Millisecond, Block: 200 * time.Millisecond, OutboxScan: 200 * time.Millisecond, CollectEvery: 100 * time.Millisecond, TombstoneMargin: time.Millisecond}
+		if tune != nil {
+			tune(&cfg)
+		}
+		d.repl = New(cfg)
 	}
 	// Every replicator exists before any runs: a running one calls the others' at once.
 	for _, d := range dcs {
