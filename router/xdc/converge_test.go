@@ -631,7 +631,7 @@ func TestConvergeCollectsTombstones(t *testing.T) {
 // collected key's counts, so collecting them while the key may be written again would count
 // that write against different vectors in different DCs.
 func TestConvergeCounterTombstonesWait(t *testing.T) {
-	const counterMargin = 3 * time.Second
+	const counterMargin = 8 * time.Second
 	_, dcs := startDCsWith(t, func(c *Config) { c.CounterMargin = counterMargin }, "a", "b", "c")
 	a := dcs[0]
 	ctx := context.Background()
