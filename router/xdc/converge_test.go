@@ -672,21 +672,25 @@ func TestConvergeCounterTombstonesWait(t *testing.T) {
 	}
 	// Every DC writes after the deletes, again and again, so the horizon keeps moving: the
 	// plain tombstones go at once, the counters' only once CounterMargin has passed.
-	writeAll := func() {
+	// step writes through every DC, then reads the tombstones each DC holds.
+	step := func() []string {
 		for _, d := range dcs {
 			d.write(t, "SET", "{g}other", d.name)
 		}
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		writeAll()
 		held := make([]string, len(dcs))
-		plain := false
 		for i, d := range dcs {
 			var err error
 			if held[i], err = tombs(d); err != nil {
 				t.Fatal(err)
 			}
+		}
+		return held
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		held := step()
+		plain := false
+		for i, d := range dcs {
 			plain = plain || !applied(d) || strings.Contains(held[i], "{g}k") || strings.Contains(held[i], "{g}p")
 		}
 		if !plain {
@@ -707,15 +711,7 @@ func TestConvergeCounterTombstonesWait(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	for {
-		writeAll()
-		var held []string
-		for _, d := range dcs {
-			s, err := tombs(d)
-			if err != nil {
-				t.Fatal(err)
-			}
-			held = append(held, s)
-		}
+		held := step()
 		if strings.Join(held, "") == "" {
 			break
 		}

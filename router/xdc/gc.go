@@ -28,23 +28,20 @@ import (
 // gcSlotsPerTick bounds the slots the collector looks at per tick.
 const gcSlotsPerTick = 64
 
-// gcElemLimit bounds the element states the collector unpacks to learn whether a deleted
-// key's element hash holds counters; a larger one is taken to hold some.
-const gcElemLimit = 128
-
 // gcLua collects tombstones of one slot. KEYS: metadata hash, inbox. ARGV: HSCAN cursor,
 // count, margin in ms, counter margin in ms, then the other DCs' names. It answers {next
 // cursor, tombstones seen, collected}.
-var gcLua = `
+const gcLua = `
 local meta, inbox = KEYS[1], KEYS[2]
 ` + stampLua + elemLua + `
--- counted tells whether k kept counters: a c: vector, or an element state with counters.
+-- counted tells whether k kept counters: a c: vector, or an element state with counters (an
+-- element hash of more than 128 states is taken to hold some, to bound the unpacking).
 local function counted(k)
   if redis.call('HEXISTS', meta, 'c:' .. k) == 1 then return true end
   local ek = ekey(k)
   local n = redis.call('HLEN', ek)
   if n == 0 then return false end
-  if n > ` + strconv.Itoa(gcElemLimit) + ` then return true end
+  if n > 128 then return true end
   local all = redis.call('HVALS', ek)
   for i = 1, #all do
     if cmsgpack.unpack(all[i]).c then return true end
