@@ -112,6 +112,27 @@ var unlessZero = []string{"del", "unlink", "expireat", "pexpireat", "persist", "
 	"lrem", "zremrangebylex", "zremrangebyrank", "zremrangebyscore", "xdel", "xtrim", "lpushx",
 	"rpushx", "xack", "linsert"}
 
+// unlessNil are the commands whose null reply (or empty array) means nothing changed: pops of
+// an absent key, GETDEL and GETEX of one, SET whose NX or XX condition failed. Their plan
+// carries "z" as well, whatever their rule.
+var unlessNil = map[string]bool{"lpop": true, "rpop": true, "rpoplpush": true, "lmove": true,
+	"lmpop": true, "zmpop": true, "spop": true, "zpopmin": true, "zpopmax": true, "getdel": true,
+	"getex": true, "set": true}
+
+// nilIsNoop reports whether a null reply of argv (a command in unlessNil) means it changed
+// nothing. SET ... GET answers null when the key was absent, and then it did set it, unless XX.
+func nilIsNoop(name string, argv []string) bool {
+	if name != "set" {
+		return true
+	}
+	get, xx := false, false
+	for _, a := range argv[min(3, len(argv)):] {
+		get = get || strings.EqualFold(a, "GET")
+		xx = xx || strings.EqualFold(a, "XX")
+	}
+	return !get || xx
+}
+
 // Rules holds the effect rule of every write command of the router's command table (the
 // COMMAND INFO "write" flag), by lower-case name ("xgroup|create" for subcommands).
 var Rules = func() map[string]Effect {
@@ -141,7 +162,7 @@ type Call struct {
 	// optional "z". Ops: v run and record, t first add the server's time in ms to argv[index]
 	// (a relative TTL) then as v, n run and record nothing, s SPOP, f INCRBYFLOAT,
 	// h HINCRBYFLOAT, x replace argv[index] with the reply (XADD's ID), g XREADGROUP (its
-	// consumer-group effects); z: record nothing when the reply is 0.
+	// consumer-group effects); z: record nothing when the reply is 0, null or an empty array.
 	//
 	// After "/" comes the convergence class (see classOf) and the 1-based argv indexes of the
 	// keys the command may change, comma separated: "v/o1", "t3/s1", "v/a1,2".
@@ -225,6 +246,9 @@ func Prepare(argv []string) (Call, error) {
 	}
 	if spec.Name == "bitfield" && WideBitfield(b) {
 		c.Plan = "w" // run one operation at a time, each reply exact (bitfield.go)
+	}
+	if unlessNil[spec.Name] && nilIsNoop(spec.Name, c.Args) && !strings.HasSuffix(c.Plan, "z") {
+		c.Plan += "z"
 	}
 	c.Plan += classOf(spec, len(c.Keys), spec.WrittenKeys(b, nil))
 	return c, nil

@@ -42,28 +42,29 @@ func TestPrepare(t *testing.T) {
 		wantRule Rule
 	}{
 		// Verbatim.
-		{argv: "SET k v", plan: "v", keys: "k"},
-		{argv: "set k v NX GET", plan: "v", keys: "k"},
+		{argv: "SET k v", plan: "vz", keys: "k"},
+		{argv: "set k v NX GET", plan: "v", keys: "k"}, // null: it was absent and is set now
+		{argv: "SET k v XX GET", plan: "vz", keys: "k"},
 		{argv: "INCR k", plan: "v", keys: "k"},
 		{argv: "HSET h f v", plan: "v", keys: "h"},
 		{argv: "LPUSH l a b", plan: "v", keys: "l"},
 		{argv: "RPUSH l a", plan: "v", keys: "l"},
-		{argv: "LPOP l 2", plan: "v", keys: "l"},
-		{argv: "ZPOPMIN z", plan: "v", keys: "z"},
+		{argv: "LPOP l 2", plan: "vz", keys: "l"},
+		{argv: "ZPOPMIN z", plan: "vz", keys: "z"},
 		{argv: "EXPIREAT k 100", plan: "vz", keys: "k"},
 		{argv: "XGROUP CREATE s g $", plan: "v", keys: "s"},
 		// UnlessZero.
 		{argv: "DEL a b", plan: "vz", keys: "a b"},
 		{argv: "SADD s m", plan: "v", keys: "s"},
 		// RelativeTTL.
-		{argv: "SET k v EX 10", plan: "t5", args: "SET k v PXAT 10000", keys: "k"},
-		{argv: "SET k v px 1500 XX", plan: "t5", args: "SET k v PXAT 1500 XX", keys: "k"},
-		{argv: "SET k v NX EX 2", plan: "t6", args: "SET k v NX PXAT 2000", keys: "k"},
-		{argv: "SET k v EX 0", plan: "v"},      // invalid: the server says so
-		{argv: "SET k v EX +5", plan: "v"},     // Redis does not accept '+'
-		{argv: "SET k v EX 1 PX 2", plan: "v"}, // syntax error, left to the server
-		{argv: "SET k v EXAT 99", plan: "v"},   // already absolute
-		{argv: "SET k v KEEPTTL", plan: "v"},   // no TTL given
+		{argv: "SET k v EX 10", plan: "t5z", args: "SET k v PXAT 10000", keys: "k"},
+		{argv: "SET k v px 1500 XX", plan: "t5z", args: "SET k v PXAT 1500 XX", keys: "k"},
+		{argv: "SET k v NX EX 2", plan: "t6z", args: "SET k v NX PXAT 2000", keys: "k"},
+		{argv: "SET k v EX 0", plan: "vz"},      // invalid: the server says so
+		{argv: "SET k v EX +5", plan: "vz"},     // Redis does not accept '+'
+		{argv: "SET k v EX 1 PX 2", plan: "vz"}, // syntax error, left to the server
+		{argv: "SET k v EXAT 99", plan: "vz"},   // already absolute
+		{argv: "SET k v KEEPTTL", plan: "vz"},   // no TTL given
 		{argv: "SETEX k 10 v", plan: "t5", args: "SET k v PXAT 10000"},
 		{argv: "PSETEX k 10 v", plan: "t5", args: "SET k v PXAT 10"},
 		{argv: "SETEX k -1 v", plan: "v"},
@@ -72,16 +73,16 @@ func TestPrepare(t *testing.T) {
 		{argv: "EXPIRE k -5", plan: "t3z", args: "PEXPIREAT k -5000"},
 		{argv: "PEXPIRE k 250 GT", plan: "t3z", args: "PEXPIREAT k 250 GT"},
 		{argv: "EXPIRE k 99999999999999999", plan: "v"}, // beyond maxRelMS: left as is
-		{argv: "GETEX k EX 3", plan: "t4", args: "GETEX k PXAT 3000"},
-		{argv: "GETEX k PX 3", plan: "t4", args: "GETEX k PXAT 3"},
-		{argv: "GETEX k PERSIST", plan: "v"},
-		{argv: "GETEX k", plan: "n"},
+		{argv: "GETEX k EX 3", plan: "t4z", args: "GETEX k PXAT 3000"},
+		{argv: "GETEX k PX 3", plan: "t4z", args: "GETEX k PXAT 3"},
+		{argv: "GETEX k PERSIST", plan: "vz"},
+		{argv: "GETEX k", plan: "nz"},
 		{argv: "RESTORE k 500 blob", plan: "t3", args: "RESTORE k 500 blob ABSTTL"},
 		{argv: "RESTORE k 0 blob REPLACE", plan: "v"},
 		{argv: "RESTORE k 99 blob ABSTTL", plan: "v"},
 		// Results.
-		{argv: "SPOP s", plan: "s", keys: "s"},
-		{argv: "SPOP s 3", plan: "s"},
+		{argv: "SPOP s", plan: "sz", keys: "s"},
+		{argv: "SPOP s 3", plan: "sz"},
 		{argv: "INCRBYFLOAT k 1.5", plan: "f"},
 		{argv: "HINCRBYFLOAT h f 1.5", plan: "h"},
 		{argv: "XADD s * f v", plan: "x3"},

@@ -265,9 +265,10 @@ for c, call in ipairs(calls) do
       replies[c] = {ok = 'REDRAFT-NULLARRAY'}
     end
   end
-  -- A write that changed nothing (a DEL that answered 0) records nothing: it did not
+  -- A write that changed nothing (a DEL that answered 0, a pop of nothing) records nothing: it did not
   -- observe the key, so it removes nothing elsewhere either, as its reply said.
-  local changed = not (type(r) == 'table' and r['err']) and not (z == 'z' and r == 0) and op ~= 'n'
+  local changed = not (type(r) == 'table' and r['err']) and op ~= 'n' and
+    not (z == 'z' and (r == 0 or r == false or (type(r) == 'table' and not r['ok'] and #r == 0)))
   if changed and name == 'LMPOP' then
     -- One key changed, the one the reply names: recorded as the pop it was.
     cls = 'o'
@@ -337,9 +338,7 @@ for c, call in ipairs(calls) do
       restamp(k, stamp)
     end
   elseif changed and (cls == 's' or cls == 'a') then
-    if not (r == false and string.upper(argv[1]) == 'SET') then
-      for _, k in ipairs(call.w) do whole(k, cls == 's') end
-    end
+    for _, k in ipairs(call.w) do whole(k, cls == 's') end
   elseif changed then
     local eff
     if op == 'v' or op == 't' or op == 'w' then

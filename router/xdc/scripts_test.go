@@ -505,3 +505,38 @@ func respToAny(v resp.Value) any {
 	}
 	return v
 }
+
+// TestWriteOfNothingRecordsNothing: a write that changed nothing (a pop of an absent list, a
+// GETDEL of an absent key, a SET NX that did not set) leaves no outbox entry and no stamp, so
+// that it cannot win over a concurrent write in another DC (docs/convergence.md); a write
+// whose nil reply still changed the key (SET ... GET of an absent key) is recorded.
+func TestWriteOfNothingRecordsNothing(t *testing.T) {
+	ctx := context.Background()
+	a := client(t, testredis.Start(t))
+	a.Set(ctx, "{t}s", "v", 0)
+	for _, cmd := range []string{"LPOP {t}l", "RPOP {t}l", "LPOP {t}l 2", "RPOPLPUSH {t}l {t}l2",
+		"LMOVE {t}l {t}l2 LEFT RIGHT", "LMPOP 1 {t}l LEFT", "GETDEL {t}g", "GETEX {t}g PX 100",
+		"SET {t}s w NX", "SET {t}g w XX", "SET {t}g w XX GET", "SPOP {t}set", "ZPOPMIN {t}z",
+		"ZMPOP 1 {t}z MIN", "SET {t}s w NX EX 10"} {
+		if err := Write(ctx, a, slot, "dc1", 1000, prepare(t, cmd)).Err(); err != nil && err != redis.Nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		if n := a.XLen(ctx, OutboxKey(slot)).Val(); n != 0 {
+			t.Fatalf("%s changed nothing and recorded %d entries", cmd, n)
+		}
+		for _, k := range []string{"{t}l", "{t}l2", "{t}g", "{t}set", "{t}z"} {
+			if s := a.HGet(ctx, MetaKey(slot), "s:"+k).Val(); s != "" {
+				t.Fatalf("%s changed nothing and stamped %s: %q", cmd, k, s)
+			}
+		}
+	}
+	if v := a.Get(ctx, "{t}s").Val(); v != "v" {
+		t.Fatalf("{t}s = %q", v)
+	}
+	if err := Write(ctx, a, slot, "dc1", 1000, prepare(t, "SET {t}g w GET")).Err(); err != redis.Nil {
+		t.Fatalf("SET GET of an absent key: %v", err)
+	}
+	if n := a.XLen(ctx, OutboxKey(slot)).Val(); n != 1 {
+		t.Fatalf("SET GET of an absent key set it and recorded %d entries", n)
+	}
+}
