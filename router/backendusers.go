@@ -33,15 +33,20 @@ func (c *client) sendInternal(g *group, raw []byte, n int) *backend.Request {
 // sendPiped sends a request of the batch whose reply finishBatch collects, on p of group g,
 // after the batch's requests on g's other pool (c.xw only; else it is send).
 func (c *client) sendPiped(g *group, p *backend.Pool, raw []byte, n int) *backend.Request {
+	return c.sendPipedAs(g, p, raw, n, false)
+}
+
+// sendPipedAs is sendPiped; merge submits raw for group commit (sendOnAs).
+func (c *client) sendPipedAs(g *group, p *backend.Pool, raw []byte, n int, merge bool) *backend.Request {
 	if !c.xw {
-		return c.sendOn(p, raw, n)
+		return c.sendOnAs(p, raw, n, merge)
 	}
 	other := g.ipool
 	if p == g.ipool {
 		other = g.pool
 	}
 	c.orderAfter(other)
-	r := c.sendOn(p, raw, n)
+	r := c.sendOnAs(p, raw, n, merge)
 	c.sent = append(c.sent, sentReq{p: p, r: r})
 	return r
 }

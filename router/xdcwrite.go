@@ -20,7 +20,12 @@ import (
 // pipelined; higher consistency levels are served synchronously (consistency.go).
 
 // backendScripts are loaded on every backend connection (backend.Options.Scripts).
-var backendScripts = []string{xdc.WriteSource(), xdc.ApplySource(), xdc.ApplyBatchSource()}
+var backendScripts = []string{xdc.WriteSource(), xdc.ApplySource(), xdc.ApplyBatchSource(), xdc.WriteGroupSource()}
+
+// writeMerge is group commit of WRITE calls on the pools that load backendScripts: pipelined
+// WRITE calls of many clients, queued next to each other on one shared connection, go out as
+// one call of the grouped WRITE script (backend.Merge; router/DESIGN.md, "Group commit").
+var writeMerge = &backend.Merge{Into: xdc.WriteGroupSHA}
 
 // rawLoadScripts loads backendScripts again (after SCRIPT FLUSH).
 var rawLoadScripts = func() []byte {
@@ -245,7 +250,7 @@ func (c *client) sendWrite(g *group, slot int, unit bool, calls []xdc.Call) *bac
 	if c.r3 {
 		c.xpend[len(c.xpend)-1].calls, c.xpend[len(c.xpend)-1].unit = calls, unit
 	}
-	return c.sendPiped(g, g.ipool, c.xraw[lo:], 1)
+	return c.sendPipedAs(g, g.ipool, c.xraw[lo:], 1, true)
 }
 
 func (c *client) replyWrite(reply []byte, err error) {

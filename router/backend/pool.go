@@ -24,6 +24,9 @@ type Stats struct {
 	DialErrors atomic.Int64
 	// Writes counts writes on shared connections; requests per write is the batching factor.
 	Writes atomic.Int64
+	// Groups counts grouped script calls (group commit, merge.go), and Grouped the calls
+	// they carried.
+	Groups, Grouped atomic.Int64
 }
 
 // GroupStats counts one group's backend connection events for metrics; the router keeps one
@@ -57,6 +60,8 @@ type Options struct {
 	Stats *Stats
 	// Counters, when set, receives the pool's connection events, counted per group.
 	Counters *GroupStats
+	// Merge, when set, groups calls submitted with SubmitMerge (merge.go).
+	Merge *Merge
 	// Scripts are Lua sources every new connection loads (SCRIPT LOAD) after AUTH and SELECT,
 	// so EVALSHA of them works after a backend restart. A load the server refuses does not
 	// fail the dial: EVALSHA then answers NOSCRIPT.

@@ -2,11 +2,14 @@ package xdc
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redraft/redraft/internal/testredis"
+	"github.com/redraft/redraft/migrate"
 )
 
 // benchSet measures SET k v, plain or through WRITE (EVALSHA), in pipelines of depth
@@ -43,3 +46,75 @@ func BenchmarkSetPlain(b *testing.B)          { benchSet(b, false, 1) }
 func BenchmarkSetWrite(b *testing.B)          { benchSet(b, true, 1) }
 func BenchmarkSetPlainPipelined(b *testing.B) { benchSet(b, false, 64) }
 func BenchmarkSetWritePipelined(b *testing.B) { benchSet(b, true, 64) }
+
+// benchWriteServer measures what WRITE costs the server per write (usec of EVALSHA in INFO
+// commandstats over the writes: the script's own CPU, without the network) for one-SET
+// writes on keys of different slots, in single calls (group 1) or grouped group to a call by
+// the grouped WRITE script, as a node's shared connection sends them (group commit).
+// `go test -run '^$' -bench WriteServer ./router/xdc/`.
+func benchWriteServer(b *testing.B, group int) {
+	ctx := context.Background()
+	c := client(b, testredis.Start(b))
+	for _, src := range []string{writeLua, writeGroupLua} {
+		if err := c.ScriptLoad(ctx, src).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	value := strings.Repeat("v", 64)
+	args := func(i int) [2][]any {
+		k := "key:" + strconv.Itoa(i)
+		keys, argv := WriteArgs(migrate.SlotString(k), "dc1", 1000, false, []Call{prepare(b, "SET "+k+" "+value)})
+		return [2][]any{toAny(keys), argv}
+	}
+	for i := range 20000 { // every outbox exists before the measurement: creating streams is not the steady state
+		a := args(-1 - i)
+		c.EvalSha(ctx, WriteSHA, toStrings(a[0]), a[1]...)
+	}
+	c.ConfigResetStat(ctx)
+	b.ResetTimer()
+	p := c.Pipeline()
+	for i := 0; i < b.N; i += group {
+		var calls [][2][]any
+		for j := i; j < i+group && j < b.N; j++ {
+			calls = append(calls, args(j%20000))
+		}
+		if group == 1 {
+			p.EvalSha(ctx, WriteSHA, toStrings(calls[0][0]), calls[0][1]...)
+		} else {
+			keys, argv := groupArgs(calls)
+			p.EvalSha(ctx, WriteGroupSHA, keys, argv...)
+		}
+		if p.Len() == 64 {
+			if _, err := p.Exec(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if _, err := p.Exec(ctx); err != nil && p.Len() > 0 {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	var usec float64
+	for _, l := range strings.Split(c.Info(ctx, "commandstats").Val(), "\n") {
+		if rest, ok := strings.CutPrefix(l, "cmdstat_evalsha:"); ok {
+			for _, f := range strings.Split(rest, ",") {
+				if v, ok := strings.CutPrefix(f, "usec="); ok {
+					usec, _ = strconv.ParseFloat(v, 64)
+				}
+			}
+		}
+	}
+	b.ReportMetric(usec/float64(b.N), "server-us/write")
+}
+
+func toStrings(a []any) []string {
+	out := make([]string, len(a))
+	for i, x := range a {
+		out[i] = x.(string)
+	}
+	return out
+}
+
+func BenchmarkWriteServerSingle(b *testing.B)    { benchWriteServer(b, 1) }
+func BenchmarkWriteServerGrouped16(b *testing.B) { benchWriteServer(b, 16) }
+func BenchmarkWriteServerGrouped64(b *testing.B) { benchWriteServer(b, 64) }

@@ -1,9 +1,12 @@
 package xdc
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"strconv"
 	"strings"
@@ -538,5 +541,210 @@ func TestWriteOfNothingRecordsNothing(t *testing.T) {
 	}
 	if n := a.XLen(ctx, OutboxKey(slot)).Val(); n != 1 {
 		t.Fatalf("SET GET of an absent key set it and recorded %d entries", n)
+	}
+}
+
+// groupArgs lays out calls (each the KEYS and ARGV of a single WRITE) for the grouped WRITE
+// script, as backend.Merge does from their bytes.
+func groupArgs(calls [][2][]any) (keys []string, argv []any) {
+	argv = []any{strconv.Itoa(len(calls))}
+	for _, c := range calls {
+		for _, k := range c[0] {
+			keys = append(keys, k.(string))
+		}
+		argv = append(argv, strconv.Itoa(len(c[0])), strconv.Itoa(len(c[1])))
+		argv = append(argv, c[1]...)
+	}
+	return keys, argv
+}
+
+// rawConn sends commands to a server and reads each raw reply, as the router's backend
+// connections see them.
+type rawConn struct {
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, s *testredis.Server) *rawConn {
+	nc, err := net.Dial("tcp", s.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nc.Close() })
+	return &rawConn{nc: nc, br: bufio.NewReader(nc)}
+}
+
+// evalsha runs script sha with keys and argv and returns the parsed raw reply.
+func (r *rawConn) evalsha(t *testing.T, sha string, keys []any, argv []any) resp.Value {
+	t.Helper()
+	args := []string{"EVALSHA", sha, strconv.Itoa(len(keys))}
+	for _, a := range append(append([]any(nil), keys...), argv...) {
+		args = append(args, fmt.Sprint(a))
+	}
+	var b []byte
+	b = resp.AppendArray(b, len(args))
+	for _, a := range args {
+		b = resp.AppendBulkString(b, a)
+	}
+	if _, err := r.nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := resp.ReadReply(r.br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _, ok := resp.Parse(reply)
+	if !ok {
+		t.Fatalf("unparsable reply %q", reply)
+	}
+	return v
+}
+
+// sameRaw compares the raw replies of a write through the grouped and the single WRITE;
+// random parts (SPOP's members, XADD's ID) are compared by type and size only.
+func sameRaw(cmd string, got, want resp.Value) bool {
+	switch strings.ToUpper(strings.Fields(cmd)[0]) {
+	case "SPOP", "XADD":
+		return got.Type == want.Type && (got.Type != '*' || got.Int == want.Int)
+	}
+	if got.Type == '*' && want.Type == '*' && strings.Contains(cmd, "|") {
+		cmds := strings.Split(cmd, "|")
+		if len(got.Elems) != len(cmds) || len(want.Elems) != len(cmds) {
+			return false
+		}
+		for i, c := range cmds {
+			if !sameRaw(c, got.Elems[i], want.Elems[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	return bytes.Equal(got.Raw, want.Raw)
+}
+
+// TestWriteGroupAsSingleWrites runs the writes of two slots through the grouped WRITE script
+// on A, a few calls per group, and one at a time through WRITE on C: every reply, every key
+// and every outbox entry must be the same, with fewer change-feed entries; a call refused by
+// its slot's copy lock or failing in Lua is answered alone, and the group's other calls apply.
+func TestWriteGroupAsSingleWrites(t *testing.T) {
+	ctx := context.Background()
+	sa, sc := testredis.Start(t), testredis.Start(t)
+	a, c := client(t, sa), client(t, sc)
+	for _, cl := range []*redis.Client{a, c} {
+		for _, src := range []string{writeLua, writeGroupLua} {
+			if err := cl.ScriptLoad(ctx, src).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ra, rc := dialRaw(t, sa), dialRaw(t, sc)
+	u := migrate.SlotString("{u}")
+	type one struct {
+		cmd  string
+		args [2][]any
+	}
+	var all []one
+	for _, w := range writes {
+		for j, sl := range []int{slot, u} {
+			text := w
+			if j == 1 {
+				text = strings.ReplaceAll(w, "{t}", "{u}")
+			}
+			var calls []Call
+			for _, cmd := range strings.Split(text, "|") {
+				calls = append(calls, prepare(t, cmd))
+			}
+			keys, argv := WriteArgs(sl, "dc1", 1000, strings.Contains(w, "|"), calls)
+			all = append(all, one{cmd: text, args: [2][]any{toAny(keys), argv}})
+		}
+	}
+	groups := 0
+	for lo := 0; lo < len(all); lo += 5 {
+		batch := all[lo:min(lo+5, len(all))]
+		var calls [][2][]any
+		for _, o := range batch {
+			calls = append(calls, o.args)
+		}
+		keys, argv := groupArgs(calls)
+		got := ra.evalsha(t, WriteGroupSHA, toAny(keys), argv)
+		groups++
+		if got.Type != '*' || len(got.Elems) != len(batch) {
+			t.Fatalf("group at %d: %q for %d calls", lo, got.Raw, len(batch))
+		}
+		for i, o := range batch {
+			want := rc.evalsha(t, WriteSHA, o.args[0], o.args[1])
+			if !sameRaw(o.cmd, got.Elems[i], want) {
+				t.Errorf("%s: grouped %q, alone %q", o.cmd, got.Elems[i].Raw, want.Raw)
+			}
+		}
+	}
+	// The same data, but for what is random (SPOP's members, stream IDs) or the clock's
+	// (expiry times a millisecond apart).
+	da, dc := snapshot(t, ctx, a), snapshot(t, ctx, c)
+	if len(da) != len(dc) || len(da) < 20 {
+		t.Fatalf("grouped and single writes left different keys:\ngrouped %v\nsingle  %v", da, dc)
+	}
+	for k, va := range da {
+		vc, ok := dc[k]
+		dumpA, expA, _ := strings.Cut(va, " exp=")
+		dumpC, expC, _ := strings.Cut(vc, " exp=")
+		xa, _ := strconv.ParseInt(expA, 10, 64)
+		xc, _ := strconv.ParseInt(expC, 10, 64)
+		random := strings.HasSuffix(k, "set") || strings.HasSuffix(k, "st")
+		if !ok || (!random && dumpA != dumpC) || xa-xc > 1000 || xc-xa > 1000 || (xa < 0) != (xc < 0) {
+			t.Errorf("%s: grouped %s, single %s", k, va, vc)
+		}
+	}
+	for _, sl := range []int{slot, u} {
+		ea, err := ReadOutbox(ctx, a, sl, "", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ec, err := ReadOutbox(ctx, c, sl, "", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ea) != len(ec) || len(ea) < 20 {
+			t.Fatalf("slot %d: %d entries grouped, %d single", sl, len(ea), len(ec))
+		}
+		for i := range ea {
+			if len(ea[i].Cmds) != len(ec[i].Cmds) {
+				t.Fatalf("slot %d entry %d: %q grouped, %q single", sl, i, ea[i].Cmds, ec[i].Cmds)
+			}
+			for j := range ea[i].Cmds {
+				if ga, gc := ea[i].Cmds[j][:2], ec[i].Cmds[j][:2]; !reflect.DeepEqual(ga, gc) {
+					t.Fatalf("slot %d entry %d effect %d: %q grouped, %q single", sl, i, j, ga, gc)
+				}
+			}
+		}
+	}
+	fa, fc := a.XLen(ctx, DirtyKey).Val(), c.XLen(ctx, DirtyKey).Val()
+	if fa > int64(2*groups) || fa >= fc {
+		t.Fatalf("change feed: %d entries grouped (%d groups), %d single", fa, groups, fc)
+	}
+
+	// A group of four: {u}'s slot is locked for a copy, the third call's argc is garbage.
+	a.Set(ctx, CopyLockKey(u), "copy", 0)
+	kt, at := WriteArgs(slot, "dc1", 1000, false, []Call{prepare(t, "SET {t}g1 v")})
+	ku, au := WriteArgs(u, "dc1", 1000, false, []Call{prepare(t, "SET {u}g2 v")})
+	kb, ab := WriteArgs(slot, "dc1", 1000, false, []Call{prepare(t, "SET {t}g3 v")})
+	ab[5] = "x"
+	kl, al := WriteArgs(slot, "dc1", 1000, false, []Call{prepare(t, "SET {t}g4 v")})
+	keys, argv := groupArgs([][2][]any{{toAny(kt), at}, {toAny(ku), au}, {toAny(kb), ab}, {toAny(kl), al}})
+	got := ra.evalsha(t, WriteGroupSHA, toAny(keys), argv)
+	if len(got.Elems) != 4 {
+		t.Fatalf("group with refusals: %q", got.Raw)
+	}
+	if string(got.Elems[0].Raw) != "+OK\r\n" || string(got.Elems[3].Raw) != "+OK\r\n" {
+		t.Errorf("the group's good calls answered %q and %q", got.Elems[0].Raw, got.Elems[3].Raw)
+	}
+	if !bytes.HasPrefix(got.Elems[1].Raw, []byte("-TRYAGAIN")) {
+		t.Errorf("locked slot's call answered %q", got.Elems[1].Raw)
+	}
+	if !got.Elems[2].IsError() || !bytes.Contains(got.Elems[2].Raw, []byte("WRITE failed")) {
+		t.Errorf("failing call answered %q", got.Elems[2].Raw)
+	}
+	if n := a.Exists(ctx, "{t}g1", "{t}g4").Val(); n != 2 || a.Exists(ctx, "{u}g2").Val() != 0 {
+		t.Errorf("after the group: %d of {t}g1 {t}g4 exist, {u}g2 %d", n, a.Exists(ctx, "{u}g2").Val())
 	}
 }
