@@ -157,3 +157,10 @@ func BenchmarkSlot(b *testing.B) {
 		_ = Slot(key)
 	}
 }
+
+func BenchmarkSlotLongKey(b *testing.B) {
+	s := "some:longer:key:without:a:tag:0123456789"
+	for b.Loop() {
+		_ = SlotString(s)
+	}
+}
