@@ -422,13 +422,7 @@ func TestXDCBlockingPoll(t *testing.T) {
 
 // infoStat returns the calls= count of an INFO commandstats line.
 func infoStat(c *redis.Client, name string) int {
-	for _, l := range strings.Split(c.Info(context.Background(), "commandstats").Val(), "\n") {
-		if rest, ok := strings.CutPrefix(l, name+":calls="); ok {
-			n, _ := strconv.Atoi(strings.SplitN(rest, ",", 2)[0])
-			return n
-		}
-	}
-	return 0
+	return int(testredis.CommandStat(c.Info(context.Background(), "commandstats").Val(), strings.TrimPrefix(name, "cmdstat_"), "calls"))
 }
 
 // TestXDCCopyLockRetry: a write WRITE refuses while the slot's copy lock is set is retried

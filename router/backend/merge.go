@@ -240,7 +240,7 @@ func (c *Conn) completeGroup(g *Request) {
 	v, _, ok := resp.Parse(g.Reply)
 	for i, p := range parts {
 		switch {
-		case ok && v.Type == '*' && len(v.Elems) == len(g.parts):
+		case ok && v.Type == '*' && len(v.Elems) == len(parts):
 			p.Reply = append(p.Reply[:0], v.Elems[i].Raw...)
 		case ok && v.IsError():
 			p.Reply = append(p.Reply[:0], g.Reply...)

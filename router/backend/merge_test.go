@@ -97,13 +97,7 @@ func TestConnMergesScriptCalls(t *testing.T) {
 	c.Submit(q, cmd("INFO", "commandstats"))
 	c.Flush()
 	q.waiter.Wait(q)
-	info := string(q.Reply)
-	var evalsha int
-	for _, l := range strings.Split(info, "\n") {
-		if strings.HasPrefix(l, "cmdstat_evalsha:calls=") {
-			evalsha, _ = strconv.Atoi(strings.SplitN(strings.TrimPrefix(l, "cmdstat_evalsha:calls="), ",", 2)[0])
-		}
-	}
+	evalsha := int(testredis.CommandStat(string(q.Reply), "evalsha", "calls"))
 	if evalsha == 0 || evalsha >= calls || int64(evalsha) != int64(calls)-stats.Grouped.Load()+stats.Groups.Load() {
 		t.Fatalf("server ran EVALSHA %d times for %d calls (%d groups carrying %d)", evalsha, calls, stats.Groups.Load(), stats.Grouped.Load())
 	}

@@ -94,16 +94,7 @@ func benchWriteServer(b *testing.B, group int) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	var usec float64
-	for _, l := range strings.Split(c.Info(ctx, "commandstats").Val(), "\n") {
-		if rest, ok := strings.CutPrefix(l, "cmdstat_evalsha:"); ok {
-			for _, f := range strings.Split(rest, ",") {
-				if v, ok := strings.CutPrefix(f, "usec="); ok {
-					usec, _ = strconv.ParseFloat(v, 64)
-				}
-			}
-		}
-	}
+	usec := testredis.CommandStat(c.Info(ctx, "commandstats").Val(), "evalsha", "usec")
 	b.ReportMetric(usec/float64(b.N), "server-us/write")
 }
 

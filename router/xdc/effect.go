@@ -247,7 +247,7 @@ func Prepare(argv []string) (Call, error) {
 	if spec.Name == "bitfield" && WideBitfield(b) {
 		c.Plan = "w" // run one operation at a time, each reply exact (bitfield.go)
 	}
-	if unlessNil[spec.Name] && nilIsNoop(spec.Name, c.Args) && !strings.HasSuffix(c.Plan, "z") {
+	if unlessNil[spec.Name] && nilIsNoop(spec.Name, c.Args) {
 		c.Plan += "z"
 	}
 	c.Plan += classOf(spec, len(c.Keys), spec.WrittenKeys(b, nil))

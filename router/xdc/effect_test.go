@@ -25,6 +25,11 @@ func TestRulesCoverTheCommandTable(t *testing.T) {
 			t.Errorf("unlessZero %q is not a write command of the table", n)
 		}
 	}
+	for n := range unlessNil {
+		if command.ByName(n) == nil || !command.ByName(n).Write {
+			t.Errorf("unlessNil %q is not a write command of the table", n)
+		}
+	}
 	for n, e := range Rules {
 		if e.Rule == Blocking && command.ByName(e.NonBlocking) == nil {
 			t.Errorf("%s: non-blocking form %q unknown", n, e.NonBlocking)

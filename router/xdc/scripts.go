@@ -308,8 +308,8 @@ for c, call in ipairs(calls) do
       replies[c] = {ok = 'REDRAFT-NULLARRAY'}
     end
   end
-  -- A write that changed nothing (a DEL that answered 0, a pop of nothing) records nothing: it did not
-  -- observe the key, so it removes nothing elsewhere either, as its reply said.
+  -- A write that changed nothing (a DEL that answered 0, a pop of nothing) records nothing:
+  -- it did not observe the key, so it removes nothing elsewhere either, as its reply said.
   local changed = not (type(r) == 'table' and r['err']) and op ~= 'n' and
     not (z == 'z' and (r == 0 or r == false or (type(r) == 'table' and not r['ok'] and #r == 0)))
   if changed and name == 'LMPOP' then
