@@ -139,6 +139,11 @@ func (c *client) allSame(raw []byte, what, fix string) {
 		c.replyErr(err)
 		return
 	}
+	c.replySame(reps, what, fix)
+}
+
+// replySame answers the groups' one reply when they all gave it, else an error naming each.
+func (c *client) replySame(reps []groupReply, what, fix string) {
 	if firstFailure(reps) == nil && sameReplies(reps) {
 		c.reply(reps[0].raw)
 		return

@@ -221,7 +221,7 @@ func TestInternalDuringMigration(t *testing.T) {
 	}
 	e := xdc.Entry{ID: "5-1", DC: "dc2", Cmds: [][]string{{"SET", k, "remote"}}}
 	keys, argv := xdc.ApplyArgs(slot, e, "", "")
-	args := []string{"EVALSHA", xdc.ApplySHA, strconv.Itoa(len(keys))}
+	args := []string{"FCALL", xdc.ApplyFunc, strconv.Itoa(len(keys))}
 	args = append(args, keys...)
 	for _, a := range argv {
 		args = append(args, a.(string))

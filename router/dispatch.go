@@ -143,6 +143,12 @@ func (c *client) forward(spec *command.Spec, cmd resp.Command) {
 		c.replyErr(err)
 		return
 	}
+	if spec.Kind == command.Script {
+		if err := refuseOwnLibrary(spec, cmd.Args); err != nil {
+			c.replyErr(err)
+			return
+		}
+	}
 	if spec.Kind == command.Script && slot < 0 && badNumkeys(cmd.Args) {
 		anyGroup(c, spec, cmd)
 		return

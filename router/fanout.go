@@ -303,29 +303,11 @@ func cmdScriptExists(c *client, _ *command.Spec, cmd resp.Command) {
 	})
 }
 
-// cmdScriptFlush flushes every group's script cache, then loads redraft's own scripts
-// (WRITE and APPLY) again, so replicated writes keep working.
+// cmdScriptFlush flushes every group's script cache. redraft's own replication functions
+// are a function library (xdc.Library), which SCRIPT FLUSH leaves alone.
 func cmdScriptFlush(c *client, _ *command.Spec, cmd resp.Command) {
 	reqs, _, err := c.fanout(cmd.Raw)
 	c.release(reqs)
-	if err != nil {
-		c.replyErr(err)
-		return
-	}
-	reqs = reqs[:0]
-	for _, g := range c.snap.groups {
-		reqs = append(reqs, c.send(g, rawLoadScripts, len(backendScripts)))
-	}
-	c.flushBackends()
-	defer c.release(reqs)
-	for i, r := range reqs {
-		c.waiter.Wait(r)
-		if err == nil && r.Err != nil {
-			err = r.Err
-		} else if err == nil && len(r.Reply) > 0 && r.Reply[0] == '-' {
-			err = errorf("ERR redraft: reloading the replication scripts on group %s failed: %s", c.snap.groups[i].id, printable(r.Reply[1:]))
-		}
-	}
 	if err != nil {
 		c.replyErr(err)
 		return

@@ -31,8 +31,26 @@ const fixFunctions = "the groups' function libraries differ: make them equal thr
 // redraft's internal user (the client user may not change functions). When every group
 // answers the same, that is the answer, errors included (Redis's own words); otherwise the
 // error names each group's answer, since the call then took effect on some groups only.
+// After FUNCTION FLUSH or RESTORE redraft's own library (the replication functions,
+// xdc.Library) is loaded again on every group, so replicated writes keep working.
 func cmdFunctionChange(c *client, spec *command.Spec, cmd resp.Command) {
-	c.allSame(cmd.Raw, upperName(spec.Name), fixFunctions)
+	if err := refuseOwnLibrary(spec, cmd.Args); err != nil {
+		c.replyErr(err)
+		return
+	}
+	if spec.Name != "function|flush" && spec.Name != "function|restore" {
+		c.allSame(cmd.Raw, upperName(spec.Name), fixFunctions)
+		return
+	}
+	reps, err := c.askGroups(cmd.Raw, true)
+	if err == nil {
+		_, err = c.askGroups(rawLoadLibrary, true) // a library still there answers "already exists"
+	}
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.replySame(reps, upperName(spec.Name), fixFunctions)
 }
 
 // cmdFunctionKill stops a running function on whichever group runs one: OK when one group
@@ -67,7 +85,7 @@ func cmdFunctionList(c *client, spec *command.Spec, cmd resp.Command) {
 		c.replyErr(err)
 		return
 	}
-	c.reply(reps[0].raw)
+	c.reply(withoutOwnLibrary(reps[0].v))
 }
 
 // cmdFunctionDump answers the first group's FUNCTION DUMP when every group holds the same
@@ -88,15 +106,24 @@ func cmdFunctionDump(c *client, spec *command.Spec, cmd resp.Command) {
 			return
 		}
 	}
-	c.reply(dumps[0].raw)
+	c.reply(withoutOwnDump(dumps[0].v))
 }
 
 // cmdFunctionStats answers FUNCTION STATS: the engines' counts when every group agrees on
-// them, and the function running on any group (the first one found) as running_script.
+// them, and the function running on any group (the first one found) as running_script;
+// both without redraft's library, which it loads first where it is missing.
 func cmdFunctionStats(c *client, spec *command.Spec, cmd resp.Command) {
+	if _, err := c.askGroups(rawLoadLibrary, true); err != nil { // so that every group holds it
+		c.replyErr(err)
+		return
+	}
 	reps, ok := c.askEvery(cmd.Raw, false)
 	if !ok {
 		return
+	}
+	for i := range reps {
+		reps[i].raw = withoutOwnStats(reps[i].v)
+		reps[i].v, _, _ = resp.Parse(reps[i].raw)
 	}
 	if sameReplies(reps) {
 		c.reply(reps[0].raw)

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redraft/redraft/internal/testredis"
+	"github.com/redraft/redraft/router/xdc"
 )
 
 const testLib = `#!lua name=rdlib
@@ -124,8 +125,12 @@ func TestFunctions(t *testing.T) {
 	}
 	both("FUNCTION", "LOAD", testLib) // already exists: Redis's error, from every group alike
 	for i := range tc.redis {
-		if n := len(tc.direct(i).FunctionList(ctx, redis.FunctionListQuery{}).Val()); n != 1 {
-			t.Fatalf("group %d holds %d libraries after FUNCTION LOAD, want 1", i, n)
+		libs := tc.direct(i).FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: "rd*"}).Val()
+		if len(libs) != 1 {
+			t.Fatalf("group %d holds %d libraries named rd* after FUNCTION LOAD, want 1", i, len(libs))
+		}
+		if own := tc.direct(i).FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: xdc.LibraryPrefix + "*"}).Val(); len(own) != 1 {
+			t.Fatalf("group %d holds %d redraft libraries after a client's FUNCTION FLUSH, want 1", i, len(own))
 		}
 	}
 	both("FUNCTION", "LIST")
@@ -187,4 +192,112 @@ func TestFunctionsPrefixedUser(t *testing.T) {
 			t.Fatalf("%v by a prefixed user = %q, want NOPERM", args, got)
 		}
 	}
+}
+
+// TestFunctionsOwnLibrary: redraft's library (xdc.Library) is on every backend but not the
+// client's: loading, deleting, restoring or calling it is refused, and DUMP leaves it out.
+func TestFunctionsOwnLibrary(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{})
+	ctx := ctxT(t)
+	node := resp2(t, tc.addrs[0])
+	ownLibs := func(gi int) []redis.Library {
+		libs, err := tc.direct(gi).FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: xdc.LibraryPrefix + "*", WithCode: true}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return libs
+	}
+	do(t, node, "FUNCTION", "STATS") // loads redraft's library where a connection has not yet
+	own := ownLibs(0)
+	if len(own) != 1 || own[0].Code != xdc.Library() {
+		t.Fatalf("group 0 holds %d redraft libraries, want 1 with xdc.Library's code", len(own))
+	}
+	payload, err := tc.direct(0).FunctionDump(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := [][]any{
+		{"FUNCTION", "LOAD", "#!lua name=" + xdc.LibraryPrefix + "x\nredis.register_function('f', function() return 1 end)"},
+		{"FUNCTION", "LOAD", "REPLACE", "#!lua name=REDRAFT_x\nredis.register_function('f', function() return 1 end)"},
+		{"FUNCTION", "DELETE", own[0].Name},
+		{"FUNCTION", "RESTORE", payload, "REPLACE"},
+		{"FCALL", xdc.WriteFunc, 0},
+		{"FCALL_RO", xdc.ApplyFunc, 1, "k"},
+	}
+	for _, args := range refused {
+		if got, _ := do(t, node, args...).(string); !strings.Contains(got, "reserved") {
+			t.Fatalf("%.40v = %q, want the reserved-name error", args, got)
+		}
+	}
+	for gi := range tc.redis {
+		if libs := ownLibs(gi); len(libs) != 1 || libs[0].Code != xdc.Library() {
+			t.Fatalf("group %d after refused calls holds %d redraft libraries, want xdc.Library", gi, len(libs))
+		}
+	}
+
+	// The node's DUMP holds the client's library only, and restores on a plain server.
+	if err := node.FunctionLoad(ctx, testLib).Err(); err != nil {
+		t.Fatal(err)
+	}
+	dump, err := node.FunctionDump(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	libs, _, err := parseFunctionDump([]byte(dump))
+	if err != nil || len(libs) != 1 || string(libs[0].code) != testLib {
+		t.Fatalf("the node's FUNCTION DUMP = %d libraries (%v), want the client's one", len(libs), err)
+	}
+	ref := resp2(t, testredis.Start(t).Addr)
+	if err := ref.FunctionRestore(ctx, dump).Err(); err != nil {
+		t.Fatalf("FUNCTION RESTORE of the node's dump on redis-server: %v", err)
+	}
+}
+
+// TestFunctionDumpFormat: a payload Redis wrote (its library LZF-compressed) reads back to
+// the code loaded and writes back to the same bytes; damaged payloads are errors.
+func TestFunctionDumpFormat(t *testing.T) {
+	ctx := ctxT(t)
+	c := resp2(t, testredis.Start(t).Addr)
+	small := "#!lua name=s\nredis.register_function('s', function() return 1 end)"
+	for _, code := range []string{xdc.Library(), small} {
+		if err := c.FunctionLoad(ctx, code).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	payload, err := c.FunctionDump(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	libs, version, err := parseFunctionDump([]byte(payload))
+	if err != nil || len(libs) != 2 {
+		t.Fatalf("parse: %d libraries, %v", len(libs), err)
+	}
+	codes := map[string]bool{string(libs[0].code): true, string(libs[1].code): true}
+	if !codes[xdc.Library()] || !codes[small] {
+		t.Fatal("the parsed codes are not the libraries loaded")
+	}
+	if got := buildFunctionDump(libs, version); string(got) != payload {
+		t.Fatal("rebuilding the payload from its libraries changed it")
+	}
+	if len(payload) >= len(xdc.Library()) {
+		t.Fatalf("payload of %d bytes for a %d-byte library: not compressed, LZF untested", len(payload), len(xdc.Library()))
+	}
+	for _, bad := range []string{"", payload[:len(payload)-1], payload[:20] + "x" + payload[21:], "\xf5\x05ab" + payload[len(payload)-10:]} {
+		if _, _, err := parseFunctionDump([]byte(bad)); err == nil {
+			t.Fatalf("damaged payload %q parsed", bad)
+		}
+	}
+}
+
+// FuzzParseFunctionDump: no payload makes the reader panic.
+func FuzzParseFunctionDump(f *testing.F) {
+	f.Add([]byte("\xf5\x03abc\x0a\x00\x00\x00\x00\x00\x00\x00\x00\x00"))
+	f.Add([]byte("\xf5\xc3\x02\x05\x01ab\xe0\x00\x0a\x00"))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		libs, _, _ := parseFunctionDump(p)
+		for _, l := range libs {
+			_ = libraryNameOf(l.code)
+		}
+		_, _ = lzfDecompress(p, len(p)*3)
+	})
 }

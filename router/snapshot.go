@@ -236,7 +236,7 @@ func (s *Server) SetState(st *fsm.State) {
 			acc := backendacl.ForGroup(fg)
 			cli, in := acc.Client(), acc.Internal()
 			g := &group{id: id, idx: len(snap.groups), addr: fg.Master, quorum: quorumOf(len(fg.Replicas)),
-				pool: s.userPool(pools, acc, fg.Master, cli, nil), ipool: s.userPool(pools, acc, fg.Master, in, backendScripts),
+				pool: s.userPool(pools, acc, fg.Master, cli, nil), ipool: s.userPool(pools, acc, fg.Master, in, backendLibraries),
 				authClient: backendacl.AuthCommand(cli), authInternal: backendacl.AuthCommand(in)}
 			snap.groups = append(snap.groups, g)
 			byID[id] = g
@@ -299,19 +299,19 @@ func (s *Server) notifyClients(snap *snapshot) {
 // userPool returns the pool for master as user cr: the current one when the group kept its
 // master and credentials, else a new one that creates the users when the backend refuses cr.
 // It records the pool in pools.
-func (s *Server) userPool(pools map[poolKey]*backend.Pool, acc backendacl.Access, master string, cr backendacl.Creds, scripts []string) *backend.Pool {
+func (s *Server) userPool(pools map[poolKey]*backend.Pool, acc backendacl.Access, master string, cr backendacl.Creds, libs []string) *backend.Pool {
 	k := poolKey{acc.Group, master, cr.User, cr.Password}
 	p := s.pools[k]
 	if p == nil {
 		timeout := s.cfg.BackendTimeout
 		var merge *backend.Merge
-		if len(scripts) > 0 {
+		if len(libs) > 0 {
 			merge = writeMerge
 		}
 		p = backend.NewPool(backend.Options{Group: acc.Group, Addr: master, User: cr.User, Password: cr.Password,
 			Ensure:  func(ctx context.Context) error { return acc.Ensure(ctx, master, cr, timeout) },
 			Timeout: timeout, ConnsPerDB: s.cfg.BackendConns, Databases: s.cfg.Databases,
-			Stats: &s.bstats, Counters: s.gstats.of(acc.Group), Scripts: scripts, Merge: merge})
+			Stats: &s.bstats, Counters: s.gstats.of(acc.Group), Libraries: libs, Merge: merge})
 	}
 	pools[k] = p
 	return p

@@ -391,7 +391,7 @@ func TestXDCBlockingPoll(t *testing.T) {
 	c, pusher := tc.client(0), tc.client(0)
 	got := make(chan []string, 1)
 	go func() { got <- c.BLPop(ctx, 5*time.Second, "{b}l1", "{b}l2").Val() }()
-	waitFor(t, "BLPOP polling", func() bool { return infoStat(tc.direct(0), "cmdstat_evalsha") >= 2 })
+	waitFor(t, "BLPOP polling", func() bool { return infoStat(tc.direct(0), "cmdstat_fcall") >= 2 })
 	if err := pusher.RPush(ctx, "{b}l2", "x").Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -434,10 +434,10 @@ func TestXDCCopyLockRetry(t *testing.T) {
 	k := "{cl}k"
 	lock := xdc.CopyLockKey(slotOf(k))
 	d.Set(ctx, lock, "1", 0)
-	calls := infoStat(d, "cmdstat_evalsha")
+	calls := infoStat(d, "cmdstat_fcall")
 	done := make(chan error, 1)
 	go func() { done <- c.Set(ctx, k, "v", 0).Err() }()
-	waitFor(t, "the write retried", func() bool { return infoStat(d, "cmdstat_evalsha") >= calls+2 })
+	waitFor(t, "the write retried", func() bool { return infoStat(d, "cmdstat_fcall") >= calls+2 })
 	d.Del(ctx, lock)
 	if err := <-done; err != nil {
 		t.Fatalf("SET after the lock went: %v", err)
@@ -461,16 +461,17 @@ func TestXDCCopyLockRetry(t *testing.T) {
 	}
 }
 
-// TestXDCScripts: NOSCRIPT for WRITE (flushed on the backend) is a clear error and heals;
-// SCRIPT FLUSH through the node reloads WRITE; a restarted backend gets it at dial.
+// TestXDCScripts: a missing WRITE function (FUNCTION FLUSH on the backend) is a clear error
+// and heals; SCRIPT FLUSH through the node leaves WRITE alone; a restarted backend gets it at
+// dial.
 func TestXDCScripts(t *testing.T) {
 	tc := startXDC(t, 1, Config{})
 	ctx := ctxT(t)
 	c, d := tc.client(0), tc.direct(0)
 	c.Set(ctx, "s1", "v", 0)
-	d.ScriptFlush(ctx)
+	d.FunctionFlush(ctx)
 	if err := c.Set(ctx, "s1", "v", 0).Err(); err == nil || !strings.Contains(err.Error(), "WRITE is not loaded") {
-		t.Errorf("SET after a backend SCRIPT FLUSH: %v", err)
+		t.Errorf("SET after a backend FUNCTION FLUSH: %v", err)
 	}
 	waitFor(t, "WRITE reloaded", func() bool { return c.Set(ctx, "s1", "v", 0).Err() == nil })
 	if err := c.ScriptFlush(ctx).Err(); err != nil {
@@ -496,7 +497,7 @@ func TestAppendWriteCall(t *testing.T) {
 		{Plan: "n", Args: []string{"GET", "k"}, Keys: []string{"k"}}}
 	for _, unit := range []bool{false, true} {
 		keys, argv := xdc.WriteArgs(7, "dc1", 1000, unit, calls[:1+btoi(unit)])
-		want := []string{"EVALSHA", xdc.WriteSHA, itoa(len(keys))}
+		want := []string{"FCALL", xdc.WriteFunc, itoa(len(keys))}
 		want = append(want, keys...)
 		for _, a := range argv {
 			want = append(want, a.(string))

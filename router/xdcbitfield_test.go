@@ -44,7 +44,7 @@ func TestWideBitfield(t *testing.T) {
 
 // TestXDCBitfieldExact: with two DCs, a BITFIELD on 64-bit fields answers Redis's exact
 // integers (they used to be rounded by the WRITE script past 2^53) and is recorded as the
-// key's state (convergence on) or as itself (off); NOSCRIPT (WRITE flushed on the backend) is
+// key's state (convergence on) or as itself (off); a missing WRITE (FUNCTION FLUSH on the backend) is
 // WRITE's clear error and heals; the copy lock holds it as any write.
 func TestXDCBitfieldExact(t *testing.T) {
 	tc := startXDC(t, 1, Config{FreezeWait: 100 * time.Millisecond})
@@ -61,9 +61,9 @@ func TestXDCBitfieldExact(t *testing.T) {
 
 	// WRITE flushed on the backend: the BITFIELD does not run, the error says why, and WRITE
 	// is loaded again for the next one.
-	d.ScriptFlush(ctx)
+	d.FunctionFlush(ctx)
 	if err := c.BitField(ctx, k, "SET", "i64", "0", "5").Err(); err == nil || !strings.Contains(err.Error(), "WRITE is not loaded") {
-		t.Errorf("BITFIELD after a backend SCRIPT FLUSH: %v", err)
+		t.Errorf("BITFIELD after a backend FUNCTION FLUSH: %v", err)
 	}
 	waitFor(t, "WRITE reloaded", func() bool { return c.BitField(ctx, k, "SET", "i64", "0", "6").Err() == nil })
 	if got, err := c.BitField(ctx, k, "GET", "i64", "0").Result(); err != nil || got[0] != 6 {

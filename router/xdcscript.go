@@ -154,12 +154,12 @@ func (c *client) appendRecord(b []byte, slot int, argv []string, call xdc.Call) 
 
 // recordFailed returns the error to answer when one of recs, the replies of appendRecord's
 // commands on g, is an error: what ran, but is not recorded for the other DCs. Nil otherwise.
-// A NOSCRIPT (WRITE flushed on the backend) reloads the scripts on g for the next write.
+// A missing WRITE function (FUNCTION FLUSH on the backend) loads it on g for the next write.
 func (c *client) recordFailed(what string, g *group, recs []resp.Value) []byte {
 	for _, x := range recs {
 		if x.IsError() {
-			if g != nil && bytes.HasPrefix(x.Str, []byte("NOSCRIPT")) {
-				c.s.reloadScripts(g.ipool)
+			if g != nil && bytes.HasPrefix(x.Str, []byte(xdc.FuncMissing)) {
+				c.s.reloadLibrary(g.ipool)
 			}
 			return appendError(nil, errorf("ERR redraft: %s ran but recording it for the other DCs failed: %s", what, printable(x.Str)))
 		}

@@ -150,7 +150,7 @@ func (c *client) watchedRaw(tx *txState, slot int, raw []byte, n int) ([]byte, i
 func (c *client) watchedReply(d *backend.Dedicated, g *group, slot int, reply []byte) ([]byte, error) {
 	if c.snap.multiDC {
 		if v, _, ok := resp.Parse(reply); ok && v.Type == '*' && len(v.Elems) == 1 {
-			reply = unitReply(xdc.FixReply(c.s.checkScript(g, v.Elems[0].Raw)), c.txBlocking)
+			reply = unitReply(xdc.FixReply(c.s.checkLibrary(g, v.Elems[0].Raw)), c.txBlocking)
 			if c.txCalls != nil {
 				reply = reshape3(reply, c.txCalls, true, c.txBlocking)
 			}

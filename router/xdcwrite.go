@@ -19,25 +19,17 @@ import (
 // to the slot's outbox atomically; with one DC writes are forwarded raw. DC_ONE writes stay
 // pipelined; higher consistency levels are served synchronously (consistency.go).
 
-// backendScripts are loaded on every backend connection (backend.Options.Scripts).
-var backendScripts = []string{xdc.WriteSource(), xdc.ApplySource(), xdc.ApplyBatchSource(), xdc.WriteGroupSource()}
+// backendLibraries are loaded on every backend connection of the internal user
+// (backend.Options.Libraries): the replication functions, WRITE and APPLY (xdc.Library).
+var backendLibraries = []string{xdc.Library()}
 
-// writeMerge is group commit of WRITE calls on the pools that load backendScripts: pipelined
+// writeMerge is group commit of WRITE calls on the pools that load backendLibraries: pipelined
 // WRITE calls of many clients, queued next to each other on one shared connection, go out as
-// one call of the grouped WRITE script (backend.Merge; router/DESIGN.md, "Group commit").
-var writeMerge = &backend.Merge{Into: xdc.WriteGroupSHA}
+// one call of the grouped WRITE function (backend.Merge; router/DESIGN.md, "Group commit").
+var writeMerge = &backend.Merge{Into: xdc.WriteGroupFunc}
 
-// rawLoadScripts loads backendScripts again (after SCRIPT FLUSH).
-var rawLoadScripts = func() []byte {
-	var b []byte
-	for _, s := range backendScripts {
-		b = resp.AppendArray(b, 3)
-		b = resp.AppendBulkString(b, "SCRIPT")
-		b = resp.AppendBulkString(b, "LOAD")
-		b = resp.AppendBulkString(b, s)
-	}
-	return b
-}()
+// rawLoadLibrary loads the replication functions again (a backend that lost them).
+var rawLoadLibrary = appendCommand(nil, []string{"FUNCTION", "LOAD", xdc.Library()})
 
 // Backoff of retries while a slot's copy lock holds writes (-TRYAGAIN from WRITE) and of
 // polls that serve blocking commands.
@@ -59,7 +51,7 @@ type xpend struct {
 	unit  bool
 }
 
-// appendWriteCall appends `EVALSHA <WRITE> numkeys keys... argv...` for calls on slot, as
+// appendWriteCall appends `FCALL <WRITE> numkeys keys... argv...` for calls on slot, as
 // xdc.WriteArgs lays them out (a test keeps the two in step), without building []any.
 // writeOpts are the cluster settings WRITE calls carry: the outbox bound, and plain (setting
 // convergence off: the calls go without their convergence class, and their effects are
@@ -79,8 +71,8 @@ func appendWriteCall(b []byte, slot int, dc string, w writeOpts, unit bool, call
 		nargs += 2 + len(calls[i].Args)
 	}
 	b = resp.AppendArray(b, 3+nkeys+nargs)
-	b = resp.AppendBulkString(b, "EVALSHA")
-	b = resp.AppendBulkString(b, xdc.WriteSHA)
+	b = resp.AppendBulkString(b, "FCALL")
+	b = resp.AppendBulkString(b, xdc.WriteFunc)
 	b = appendBulkInt(b, nkeys)
 	for i := range calls {
 		for _, k := range calls[i].Keys {
@@ -264,7 +256,7 @@ func (c *client) replyWrite(reply []byte, err error) {
 // checkWrite fixes the reply r of the batch's pipelined WRITE call xp (pend item i) before it
 // reaches the client: a -TRYAGAIN (the slot's copy lock) is retried for up to FreezeWait when
 // nothing later in the batch went to a backend (else a retry could reorder it after a later
-// request; the client gets -TRYAGAIN), and NOSCRIPT becomes a clear error.
+// request; the client gets -TRYAGAIN), and a missing WRITE function becomes a clear error.
 func (c *client) checkWrite(i int, xp *xpend, r *backend.Request) {
 	if f := c.s.cfg.Wrote; f != nil {
 		defer f(c.db, xp.slot)
@@ -289,7 +281,7 @@ func (c *client) checkWrite(i int, xp *xpend, r *backend.Request) {
 			r.Reply = append(r.Reply[:0], reply...)
 		}
 	}
-	r.Reply = c.s.checkScript(xp.g, r.Reply)
+	r.Reply = c.s.checkLibrary(xp.g, r.Reply)
 }
 
 // laterBackend reports whether a pend item after i waits for a backend reply.
@@ -348,7 +340,7 @@ type syncReq struct {
 	raw     []byte
 	n       int
 	lvl     level
-	wrapped bool // raw is a WRITE call: NOSCRIPT means WRITE is missing
+	wrapped bool // raw is a WRITE call: "function not found" means WRITE is missing
 	// internal runs raw as the internal user although it is not a WRITE call.
 	internal bool
 	// rawFor, when set, builds raw for the group that serves the write (a user script's
@@ -395,7 +387,7 @@ func (c *client) writeRetrying(g *group, sr syncReq) ([]byte, error) {
 			return nil, err
 		}
 		if sr.wrapped {
-			reply = xdc.FixReply(c.s.checkScript(g, reply))
+			reply = xdc.FixReply(c.s.checkLibrary(g, reply))
 		}
 		if !isTryAgainReply(reply) {
 			return reply, nil
@@ -462,18 +454,18 @@ func (c *client) writeAndReach(g *group, slot int, raw []byte, n int, lvl level,
 	return reply, c.reachLevel(g, d, slot, lvl)
 }
 
-// checkScript turns a NOSCRIPT reply to a WRITE call on g into a clear error and reloads the
-// scripts on g's master, for the next write.
-func (s *Server) checkScript(g *group, reply []byte) []byte {
-	if !bytes.HasPrefix(reply, []byte("-NOSCRIPT")) {
+// checkLibrary turns a "function not found" reply to a WRITE call on g into a clear error and
+// loads the replication functions on g's master again, for the next write.
+func (s *Server) checkLibrary(g *group, reply []byte) []byte {
+	if !bytes.HasPrefix(reply, []byte("-"+xdc.FuncMissing)) {
 		return reply
 	}
-	s.reloadScripts(g.ipool)
-	return appendError(reply[:0], errorf("ERR redraft: the replication script WRITE is not loaded on group %s (%s), e.g. after SCRIPT FLUSH on the backend itself; redraft is reloading it, retry the write", g.id, g.addr))
+	s.reloadLibrary(g.ipool)
+	return appendError(reply[:0], errorf("ERR redraft: the replication function WRITE is not loaded on group %s (%s), e.g. after FUNCTION FLUSH on the backend itself; redraft is loading it again, retry the write", g.id, g.addr))
 }
 
-// reloadScripts loads the WRITE and APPLY scripts on p's master again, in the background.
-func (s *Server) reloadScripts(p *backend.Pool) {
+// reloadLibrary loads the replication functions on p's master again, in the background.
+func (s *Server) reloadLibrary(p *backend.Pool) {
 	s.reloadMu.Lock()
 	if s.reloading[p] {
 		s.reloadMu.Unlock()
@@ -487,9 +479,9 @@ func (s *Server) reloadScripts(p *backend.Pool) {
 	go func() {
 		w := backend.NewWaiter()
 		r := backend.NewRequest(w)
-		r.Reset(len(backendScripts))
+		r.Reset(1)
 		bc := p.Conn(0, 0)
-		bc.Submit(r, rawLoadScripts)
+		bc.Submit(r, rawLoadLibrary)
 		bc.Flush()
 		w.Wait(r)
 		s.reloadMu.Lock()

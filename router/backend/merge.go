@@ -7,15 +7,15 @@ import (
 	"github.com/redraft/redraft/router/resp"
 )
 
-// Group commit: calls of one Lua script that many clients queue on a shared connection in the
-// same turn go out as one call of a grouped form of the script, whose reply is the array of
-// the calls' replies (router/DESIGN.md, "Group commit"). The cross-DC WRITE script is the one
-// user: its fixed cost per call (dispatch, argument tables, the clock, the change feed's XADD)
-// is then paid once per group.
+// Group commit: calls of one Redis function that many clients queue on a shared connection in
+// the same turn go out as one call of a grouped form of the function, whose reply is the array
+// of the calls' replies (router/DESIGN.md, "Group commit"). The cross-DC WRITE function is the
+// one user: its fixed cost per call (dispatch, argument tables, the clock, the change feed's
+// XADD) is then paid once per group.
 
 // Merge configures group commit on a pool's shared connections.
 type Merge struct {
-	// Into is the SHA1 digest of the grouped script. Its KEYS are every call's KEYS in order;
+	// Into is the name of the grouped function. Its KEYS are every call's KEYS in order;
 	// its ARGV the number of calls, then per call its number of KEYS, its number of ARGV and
 	// its ARGV; its reply the array of the calls' replies, one per call, in order.
 	Into string
@@ -33,21 +33,21 @@ type mergeSeg struct {
 	g        *Request
 }
 
-// mergePart is where a single `EVALSHA sha numkeys key... arg...` call keeps its KEYS and ARGV:
+// mergePart is where a single `FCALL function numkeys key... arg...` call keeps its KEYS and ARGV:
 // byte offsets in its raw bytes and counts.
 type mergePart struct {
 	keys, args, size int
 	nkeys, nargs     int
 }
 
-// parseEvalsha finds the KEYS and ARGV of raw, one EVALSHA call; ok is false for anything else.
-func parseEvalsha(raw []byte) (p mergePart, ok bool) {
+// parseFcall finds the KEYS and ARGV of raw, one FCALL; ok is false for anything else.
+func parseFcall(raw []byte) (p mergePart, ok bool) {
 	n, rest, ok := header(raw, '*')
 	if !ok || n < 3 {
 		return p, false
 	}
 	var name, numkeys []byte
-	if name, rest, ok = bulk(rest); !ok || !bytes.EqualFold(name, []byte("EVALSHA")) {
+	if name, rest, ok = bulk(rest); !ok || !bytes.EqualFold(name, []byte("FCALL")) {
 		return p, false
 	}
 	if _, rest, ok = bulk(rest); !ok {
@@ -113,7 +113,7 @@ func appendMerged(dst []byte, into string, src []byte, parts []*Request) []byte 
 		nargs += 2 + r.mp.nargs
 	}
 	dst = resp.AppendArray(dst, 3+nkeys+nargs)
-	dst = resp.AppendBulkString(dst, "EVALSHA")
+	dst = resp.AppendBulkString(dst, "FCALL")
 	dst = resp.AppendBulkString(dst, into)
 	dst = appendBulkInt(dst, nkeys)
 	at := 0
@@ -137,7 +137,7 @@ func appendBulkInt(b []byte, n int) []byte {
 	return resp.AppendBulk(b, strconv.AppendInt(tmp[:0], int64(n), 10))
 }
 
-// SubmitMerge is Submit for raw, one EVALSHA call of the script the pool's Merge groups: next to
+// SubmitMerge is Submit for raw, one FCALL of the function the pool's Merge groups: next to
 // other such calls in the connection's queue it goes out with them in one grouped call, and r
 // gets its own element of the reply. Without Merge, or for other bytes, it is Submit.
 func (c *Conn) SubmitMerge(r *Request, raw []byte) {
@@ -146,7 +146,7 @@ func (c *Conn) SubmitMerge(r *Request, raw []byte) {
 		c.Submit(r, raw)
 		return
 	}
-	mp, ok := parseEvalsha(raw)
+	mp, ok := parseFcall(raw)
 	if !ok {
 		c.Submit(r, raw)
 		return
@@ -222,7 +222,7 @@ func (c *Conn) encodeMerged(dst, buf []byte, segs []mergeSeg) []byte {
 }
 
 // completeGroup hands g's reply to its parts: the one reply of a run of one, else each
-// element of the grouped call's array; an error reply (the whole call refused: NOSCRIPT, OOM)
+// element of the grouped call's array; an error reply (the whole call refused: a missing function, OOM)
 // goes to every part.
 func (c *Conn) completeGroup(g *Request) {
 	c.mu.Lock() // parts and merged were last set under c.mu
@@ -245,7 +245,7 @@ func (c *Conn) completeGroup(g *Request) {
 		case ok && v.IsError():
 			p.Reply = append(p.Reply[:0], g.Reply...)
 		default:
-			p.Reply = append(p.Reply[:0], "-ERR redraft: unexpected reply to a grouped script call\r\n"...)
+			p.Reply = append(p.Reply[:0], "-ERR redraft: unexpected reply to a grouped function call\r\n"...)
 		}
 		p.finish()
 	}

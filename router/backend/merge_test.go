@@ -1,8 +1,6 @@
 package backend
 
 import (
-	"crypto/sha1"
-	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -13,24 +11,30 @@ import (
 	"github.com/redraft/redraft/internal/testredis"
 )
 
-// A script and its grouped form, laid out as Merge describes.
+// A function and its grouped form, laid out as Merge describes; incrOnlyLib lacks the
+// grouped form.
 const (
-	incrLua = `if ARGV[1] == 'bad' then return redis.error_reply('ERR bad increment') end
-return redis.call('INCRBY', KEYS[1], ARGV[1])`
-	incrGroupLua = `local out, ki, ai = {}, 1, 2
-for w = 1, tonumber(ARGV[1]) do
-  local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
-  local k, a = KEYS[ki], ARGV[ai + 2]
-  ki, ai = ki + nk, ai + 2 + na
-  if a == 'bad' then out[w] = {err = 'ERR bad increment'} else out[w] = redis.call('INCRBY', k, a) end
+	incrFuncs = `
+local function incr(KEYS, ARGV)
+  if ARGV[1] == 'bad' then return redis.error_reply('ERR bad increment') end
+  return redis.call('INCRBY', KEYS[1], ARGV[1])
 end
-return out`
+redis.register_function('incr', incr)
+`
+	incrLib = "#!lua name=mergetest\n" + incrFuncs + `
+redis.register_function('incr_group', function(KEYS, ARGV)
+  local out, ki, ai = {}, 1, 2
+  for w = 1, tonumber(ARGV[1]) do
+    local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
+    local k, a = KEYS[ki], ARGV[ai + 2]
+    ki, ai = ki + nk, ai + 2 + na
+    if a == 'bad' then out[w] = {err = 'ERR bad increment'} else out[w] = redis.call('INCRBY', k, a) end
+  end
+  return out
+end)
+`
+	incrOnlyLib = "#!lua name=mergetestonly\n" + incrFuncs
 )
-
-func sha(src string) string {
-	h := sha1.Sum([]byte(src))
-	return hex.EncodeToString(h[:])
-}
 
 // TestConnMergesScriptCalls has many goroutines share one connection with calls of a script
 // that the pool groups, mixed with plain commands: every reply must reach its own request, in
@@ -40,7 +44,7 @@ func TestConnMergesScriptCalls(t *testing.T) {
 	r := testredis.Start(t)
 	var stats Stats
 	p := NewPool(Options{Group: "g1", Addr: r.Addr, Timeout: 5 * time.Second, Stats: &stats,
-		Scripts: []string{incrLua, incrGroupLua}, Merge: &Merge{Into: sha(incrGroupLua), Max: 8}})
+		Libraries: []string{incrLib}, Merge: &Merge{Into: "incr_group", Max: 8}})
 	defer p.Close()
 	const goroutines, rounds = 16, 200
 	var wg sync.WaitGroup
@@ -57,10 +61,10 @@ func TestConnMergesScriptCalls(t *testing.T) {
 				for _, q := range reqs {
 					q.Reset(1)
 				}
-				c.SubmitMerge(reqs[0], cmd("EVALSHA", sha(incrLua), "1", key, "1"))
-				c.SubmitMerge(reqs[1], cmd("EVALSHA", sha(incrLua), "1", key, "bad"))
+				c.SubmitMerge(reqs[0], cmd("FCALL", "incr", "1", key, "1"))
+				c.SubmitMerge(reqs[1], cmd("FCALL", "incr", "1", key, "bad"))
 				c.Submit(reqs[2], cmd("GET", key))
-				c.SubmitMerge(reqs[3], cmd("EVALSHA", sha(incrLua), "1", key, "2"))
+				c.SubmitMerge(reqs[3], cmd("FCALL", "incr", "1", key, "2"))
 				c.Flush()
 				for _, q := range reqs {
 					w.Wait(q)
@@ -97,19 +101,19 @@ func TestConnMergesScriptCalls(t *testing.T) {
 	c.Submit(q, cmd("INFO", "commandstats"))
 	c.Flush()
 	q.waiter.Wait(q)
-	evalsha := int(testredis.CommandStat(string(q.Reply), "evalsha", "calls"))
-	if evalsha == 0 || evalsha >= calls || int64(evalsha) != int64(calls)-stats.Grouped.Load()+stats.Groups.Load() {
-		t.Fatalf("server ran EVALSHA %d times for %d calls (%d groups carrying %d)", evalsha, calls, stats.Groups.Load(), stats.Grouped.Load())
+	fcalls := int(testredis.CommandStat(string(q.Reply), "fcall", "calls"))
+	if fcalls == 0 || fcalls >= calls || int64(fcalls) != int64(calls)-stats.Grouped.Load()+stats.Groups.Load() {
+		t.Fatalf("server ran FCALL %d times for %d calls (%d groups carrying %d)", fcalls, calls, stats.Groups.Load(), stats.Grouped.Load())
 	}
 }
 
-// TestConnMergedCallsFailTogether: a grouped call the server refuses as a whole (NOSCRIPT)
+// TestConnMergedCallsFailTogether: a grouped call the server refuses as a whole (no such function)
 // answers every part with the refusal, and a connection that breaks fails every waiting part.
 func TestConnMergedCallsFailTogether(t *testing.T) {
 	r := testredis.Start(t)
 	var stats Stats
 	p := NewPool(Options{Group: "g1", Addr: r.Addr, Timeout: 5 * time.Second, Stats: &stats,
-		Scripts: []string{incrLua}, Merge: &Merge{Into: sha(incrGroupLua)}})
+		Libraries: []string{incrOnlyLib}, Merge: &Merge{Into: "incr_group"}})
 	defer p.Close()
 	w := NewWaiter()
 	c := p.Conn(0, 0)
@@ -121,7 +125,7 @@ func TestConnMergedCallsFailTogether(t *testing.T) {
 	parts := submitIncrs(c, w, 5)
 	for _, q := range parts {
 		w.Wait(q)
-		if q.Err != nil || !strings.HasPrefix(string(q.Reply), "-NOSCRIPT") {
+		if q.Err != nil || !strings.HasPrefix(string(q.Reply), "-ERR Function not found") {
 			t.Fatalf("part of a call the server does not know: %q %v", q.Reply, q.Err)
 		}
 	}
@@ -142,13 +146,13 @@ func TestConnMergedCallsFailTogether(t *testing.T) {
 	}
 }
 
-// submitIncrs submits n mergeable calls of incrLua on c, flushes, and returns their requests.
+// submitIncrs submits n mergeable calls of incr on c, flushes, and returns their requests.
 func submitIncrs(c *Conn, w *Waiter, n int) []*Request {
 	var parts []*Request
 	for i := range n {
 		q := NewRequest(w)
 		q.Reset(1)
-		c.SubmitMerge(q, cmd("EVALSHA", sha(incrLua), "1", "k", strconv.Itoa(i+1)))
+		c.SubmitMerge(q, cmd("FCALL", "incr", "1", "k", strconv.Itoa(i+1)))
 		parts = append(parts, q)
 	}
 	c.Flush()

@@ -24,7 +24,7 @@ type Stats struct {
 	DialErrors atomic.Int64
 	// Writes counts writes on shared connections; requests per write is the batching factor.
 	Writes atomic.Int64
-	// Groups counts grouped script calls (group commit, merge.go), and Grouped the calls
+	// Groups counts grouped function calls (group commit, merge.go), and Grouped the calls
 	// they carried.
 	Groups, Grouped atomic.Int64
 }
@@ -62,10 +62,11 @@ type Options struct {
 	Counters *GroupStats
 	// Merge, when set, groups calls submitted with SubmitMerge (merge.go).
 	Merge *Merge
-	// Scripts are Lua sources every new connection loads (SCRIPT LOAD) after AUTH and SELECT,
-	// so EVALSHA of them works after a backend restart. A load the server refuses does not
-	// fail the dial: EVALSHA then answers NOSCRIPT.
-	Scripts []string
+	// Libraries are Redis function libraries every new connection loads (FUNCTION LOAD) after
+	// AUTH and SELECT, so FCALL of their functions works after a backend restart. A load the
+	// server refuses (the library is there already, most often) does not fail the dial: FCALL
+	// of a function the server lacks answers "ERR Function not found".
+	Libraries []string
 }
 
 // Pool is the set of connections to one backend (a group's master): a few shared pipelined
@@ -220,13 +221,13 @@ func (p *Pool) dialOnce(db int, r3 bool) (net.Conn, error) {
 		hs = append(hs, rawHello3...)
 		n++
 	}
-	for _, src := range p.opts.Scripts {
+	for _, src := range p.opts.Libraries {
 		hs = resp.AppendArray(hs, 3)
-		hs = resp.AppendBulkString(hs, "SCRIPT")
+		hs = resp.AppendBulkString(hs, "FUNCTION")
 		hs = resp.AppendBulkString(hs, "LOAD")
 		hs = resp.AppendBulkString(hs, src)
 	}
-	loads := len(p.opts.Scripts)
+	loads := len(p.opts.Libraries)
 	if n+loads == 0 {
 		return nc, nil
 	}

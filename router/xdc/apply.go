@@ -7,15 +7,13 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/redraft/redraft/router/resp"
 )
 
 // APPLY, the receiving side of replication: the scripts that apply another DC's outbox
 // entries exactly once, by the rules of docs/convergence.md.
 
-// applyEntryLua is what both APPLY forms share: applyEntry(src, id, prev, ts, cmds, lockv,
+// applyDefsLua defines what both APPLY functions share (library.go): applyEntry(src, id, prev, ts, cmds, lockv,
 // lock, inbox) applies one entry of DC src (a full copy re-applies this DC's own entries as
 // "~<dc>") to the slot whose metadata and pull hashes are meta and pull (set by the caller)
 // and whose copy lock and inbox are lock and inbox. While the copy lock is set by someone
@@ -27,11 +25,9 @@ import (
 // id in the same script, so a retried entry is never applied twice. Nothing goes to the
 // outbox. It answers {"applied", errors, first error, superseded, conflicts}: effects older
 // than the key's state here, and effects that could not be applied because the key's state
-// here is not the one they saw (recorded in the pull hash). readCmds(i, n) reads n effects
-// (argc, argv...) from ARGV at i and returns them and the index after them.
-const applyEntryLua = `
-local meta, pull
-` + stampLua + elemLua + `
+// here is not the one they saw (recorded in the pull hash). readCmds(ARGV, i, n) reads n
+// effects (argc, argv...) from ARGV at i and returns them and the index after them.
+const applyDefsLua = `
 local function num(a, b)
   a = (string.gsub(a, '^0+', ''))
   b = (string.gsub(b, '^0+', ''))
@@ -52,7 +48,7 @@ end
 local function expireAs(k, px)
   if px and tonumber(px) and tonumber(px) > 0 then redis.call('PEXPIREAT', k, px) end
 end
-local function readCmds(i, n)
+local function readCmds(ARGV, i, n)
   local cmds = {}
   for c = 1, n do
     local argc = tonumber(ARGV[i])
@@ -164,79 +160,7 @@ local function applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)
 end
 `
 
-// applyLua is the APPLY script for one entry. KEYS: the effects' keys, then the slot's
-// metadata hash, pull hash, copy lock and inbox. ARGV: source DC, entry id, the id of the
-// entry before it ("" not to check), the number of effects, the copy lock's value this caller
-// holds ("" for none), the entry's stamp ts ("" for an entry without one), then per effect its
-// argc and argv. It answers as applyEntry, a refusal as an error reply.
-const applyLua = `#!lua
-` + applyEntryLua + `
-meta, pull = KEYS[#KEYS - 3], KEYS[#KEYS - 2]
-local cmds = readCmds(7, tonumber(ARGV[4]))
-return applyEntry(ARGV[1], ARGV[2], ARGV[3], ARGV[6], cmds, ARGV[5], KEYS[#KEYS - 1], KEYS[#KEYS])
-`
-
-// applyBatchLua is the APPLY script for many slots' entries from one DC in one call, the
-// receiving node's common case (one call per group and request instead of one per entry).
-// KEYS: every effect's key, then per batch its slot's metadata hash, pull hash, copy lock and
-// inbox. ARGV: source DC, the copy lock's value this caller holds, the number of batches, then
-// per batch the id of the entry before its first ("" not to check) and its number of entries,
-// then per entry its id, stamp ts, number of effects and effects (argc, argv...). A batch's
-// entries apply in order until one is refused (TRYAGAIN, GAP, a bad id); the batches are
-// independent. It answers per batch {entries applied or skipped, the refusal ("" for none),
-// failed effects, first failure, superseded, conflicts}.
-const applyBatchLua = `#!lua
-` + applyEntryLua + `
-local src, lockv, nb = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local kb, i, out = #KEYS - 4 * nb, 4, {}
-for b = 1, nb do
-  meta, pull = KEYS[kb + 1], KEYS[kb + 2]
-  local lock, inbox = KEYS[kb + 3], KEYS[kb + 4]
-  kb = kb + 4
-  local prev, ne = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
-  local done, refused, nerr, first, sup, con = 0, '', 0, '', 0, 0
-  for _ = 1, ne do
-    local id, ts, nc = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-    local cmds
-    cmds, i = readCmds(i + 3, nc)
-    if refused == '' then
-      local r = applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)
-      if type(r) == 'table' and r.err then
-        refused = r.err
-      else
-        done, prev = done + 1, id
-        if type(r) == 'table' then
-          nerr, sup, con = nerr + r[2], sup + r[4], con + r[5]
-          if first == '' then first = r[3] end
-        end
-      end
-    end
-  end
-  out[b] = {done, refused, nerr, first, sup, con}
-end
-return out
-`
-
-var (
-	applyScript      = redis.NewScript(applyLua)
-	applyBatchScript = redis.NewScript(applyBatchLua)
-)
-
-var (
-	// ApplySHA is the SHA1 digest of the one-entry APPLY script, for EVALSHA.
-	ApplySHA = applyScript.Hash()
-	// ApplyBatchSHA is the SHA1 digest of the batch APPLY script, for EVALSHA.
-	ApplyBatchSHA = applyBatchScript.Hash()
-)
-
-// ApplySource returns the Lua source of the one-entry APPLY script.
-func ApplySource() string { return applyLua }
-
-// ApplyBatchSource returns the Lua source of the batch APPLY script.
-func ApplyBatchSource() string { return applyBatchLua }
-
-// ApplyArgs returns the KEYS and ARGV of the APPLY script for entry e on slot; prev is the id
+// ApplyArgs returns the KEYS and ARGV of the APPLY function for entry e on slot; prev is the id
 // of the entry before e in the origin's outbox ("" not to check for a gap), lock the value of
 // the slot's copy lock the caller holds ("" for none).
 func ApplyArgs(slot int, e Entry, prev, lock string) (keys []string, argv []any) {
@@ -270,9 +194,9 @@ var ErrGap = errors.New("xdc: entry does not follow the last applied one")
 
 // Apply applies entry e of the origin DC's outbox on slot's master in this DC (through the
 // router, later), exactly once; prev is the id of the entry before e ("" not to check).
-func Apply(ctx context.Context, c redis.Scripter, slot int, e Entry, prev string) (Applied, error) {
+func Apply(ctx context.Context, c Doer, slot int, e Entry, prev string) (Applied, error) {
 	keys, argv := ApplyArgs(slot, e, prev, "")
-	r, err := applyScript.Run(ctx, c, keys, argv...).Result()
+	r, err := FCall(ctx, c, ApplyFunc, keys, argv...).Result()
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "GAP ") {
 			return Applied{}, fmt.Errorf("%w: %s", ErrGap, err)
@@ -293,7 +217,7 @@ func Apply(ctx context.Context, c redis.Scripter, slot int, e Entry, prev string
 	return Applied{Errors: int(n), FirstError: first, Superseded: int(sup), Conflicts: int(con)}, nil
 }
 
-// ApplyBatchArgs returns the KEYS and ARGV of the batch APPLY script for batches from DC src;
+// ApplyBatchArgs returns the KEYS and ARGV of the batch APPLY function for batches from DC src;
 // lock is the value of the copy lock the caller holds ("" for none).
 func ApplyBatchArgs(src, lock string, batches []WireBatch) (keys []string, argv []any) {
 	argv = []any{src, lock, strconv.Itoa(len(batches))}

@@ -15,7 +15,10 @@ import (
 func applyBatch(t *testing.T, c Doer, src, lock string, batches []WireBatch) []BatchApplied {
 	t.Helper()
 	keys, argv := ApplyBatchArgs(src, lock, batches)
-	args := []any{"EVAL", applyBatchLua, len(keys)}
+	if err := LoadLibrary(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	args := []any{"FCALL", ApplyBatchFunc, len(keys)}
 	args = append(args, toAny(keys)...)
 	args = append(args, argv...)
 	v, err := c.Do(context.Background(), args...).Result()

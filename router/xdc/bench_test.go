@@ -12,7 +12,7 @@ import (
 	"github.com/redraft/redraft/migrate"
 )
 
-// benchSet measures SET k v, plain or through WRITE (EVALSHA), in pipelines of depth
+// benchSet measures SET k v, plain or through WRITE (FCALL), in pipelines of depth
 // commands (depth 1: one round trip each).
 func benchSet(b *testing.B, write bool, depth int) {
 	ctx := context.Background()
@@ -22,7 +22,7 @@ func benchSet(b *testing.B, write bool, depth int) {
 		b.Fatal(err)
 	}
 	keys, argv := WriteArgs(slot, "dc1", 1000, false, []Call{call})
-	evalArgs := append([]any{"EVALSHA", WriteSHA, len(keys)}, toAny(keys)...)
+	evalArgs := append([]any{"FCALL", WriteFunc, len(keys)}, toAny(keys)...)
 	evalArgs = append(evalArgs, argv...)
 	b.ResetTimer()
 	for i := 0; i < b.N; i += depth {
@@ -47,7 +47,7 @@ func BenchmarkSetWrite(b *testing.B)          { benchSet(b, true, 1) }
 func BenchmarkSetPlainPipelined(b *testing.B) { benchSet(b, false, 64) }
 func BenchmarkSetWritePipelined(b *testing.B) { benchSet(b, true, 64) }
 
-// benchWriteServer measures what WRITE costs the server per write (usec of EVALSHA in INFO
+// benchWriteServer measures what WRITE costs the server per write (usec of FCALL in INFO
 // commandstats over the writes: the script's own CPU, without the network) for one-SET
 // writes on keys of different slots, in single calls (group 1) or grouped group to a call by
 // the grouped WRITE script, as a node's shared connection sends them (group commit).
@@ -55,10 +55,8 @@ func BenchmarkSetWritePipelined(b *testing.B) { benchSet(b, true, 64) }
 func benchWriteServer(b *testing.B, group int) {
 	ctx := context.Background()
 	c := client(b, testredis.Start(b))
-	for _, src := range []string{writeLua, writeGroupLua} {
-		if err := c.ScriptLoad(ctx, src).Err(); err != nil {
-			b.Fatal(err)
-		}
+	if err := LoadLibrary(ctx, c); err != nil {
+		b.Fatal(err)
 	}
 	value := strings.Repeat("v", 64)
 	args := func(i int) [2][]any {
@@ -68,7 +66,7 @@ func benchWriteServer(b *testing.B, group int) {
 	}
 	for i := range 20000 { // every outbox exists before the measurement: creating streams is not the steady state
 		a := args(-1 - i)
-		c.EvalSha(ctx, WriteSHA, toStrings(a[0]), a[1]...)
+		c.FCall(ctx, WriteFunc, toStrings(a[0]), a[1]...)
 	}
 	c.ConfigResetStat(ctx)
 	b.ResetTimer()
@@ -79,10 +77,10 @@ func benchWriteServer(b *testing.B, group int) {
 			calls = append(calls, args(j%20000))
 		}
 		if group == 1 {
-			p.EvalSha(ctx, WriteSHA, toStrings(calls[0][0]), calls[0][1]...)
+			p.FCall(ctx, WriteFunc, toStrings(calls[0][0]), calls[0][1]...)
 		} else {
 			keys, argv := groupArgs(calls)
-			p.EvalSha(ctx, WriteGroupSHA, keys, argv...)
+			p.FCall(ctx, WriteGroupFunc, keys, argv...)
 		}
 		if p.Len() == 64 {
 			if _, err := p.Exec(ctx); err != nil {
@@ -94,7 +92,7 @@ func benchWriteServer(b *testing.B, group int) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	usec := testredis.CommandStat(c.Info(ctx, "commandstats").Val(), "evalsha", "usec")
+	usec := testredis.CommandStat(c.Info(ctx, "commandstats").Val(), "fcall", "usec")
 	b.ReportMetric(usec/float64(b.N), "server-us/write")
 }
 

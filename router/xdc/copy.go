@@ -395,7 +395,7 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 			return len(c) > 1 && (c[0] == "~c" || c[0] == "~i" || strings.HasPrefix(c[0], "~") && keptKeys[c[1]])
 		})
 		keys, argv := ApplyArgs(slot, e, "", token)
-		if v, err := r.runScript(ctx, db, slot, ApplySHA, applyLua, keys, argv); err != nil || v.IsError() {
+		if v, err := r.runFunc(ctx, db, slot, ApplyFunc, keys, argv); err != nil || v.IsError() {
 			return struct{}{}, fmt.Errorf("re-apply own entry %s: %v%s", e.ID, err, v.Str)
 		}
 	}

@@ -55,26 +55,29 @@ func (r *Replicator) HandleApply(ctx context.Context, req ApplyRequest) (ApplyRe
 		}
 		return bs
 	}
-	sha, body := ApplyBatchSHA, ""
 	var parts []OwnedReplies
 	var rest []int
 	var err error
-	for try := 0; try < 2; try++ {
+	for load := false; ; load = true {
 		parts, rest, err = r.cfg.Local.InternalOwned(ctx, req.DB, slots, func(pos []int) [][]string {
 			var cmds [][]string
+			if load { // a backend that lost the library: load it this once, ahead of the calls
+				cmds = append(cmds, loadCall)
+			}
 			for _, ch := range applyChunks(at(pos)) {
 				keys, argv := ApplyBatchArgs(req.Source, "", ch)
-				cmds = append(cmds, scriptCall(sha, keys, argv))
-				if body != "" {
-					cmds[len(cmds)-1][0], cmds[len(cmds)-1][1] = "EVAL", body
-				}
+				cmds = append(cmds, funcCall(ApplyBatchFunc, keys, argv))
 			}
 			return cmds
 		})
-		if err != nil || body != "" || !noScript(parts) {
+		if err == nil && load {
+			for j := range parts {
+				parts[j].Replies = parts[j].Replies[1:]
+			}
+		}
+		if err != nil || load || !funcMissing(parts) {
 			break
 		}
-		body = applyBatchLua // a client's SCRIPT FLUSH: send the script itself this once
 	}
 	if err != nil {
 		for _, i := range idx {
@@ -114,11 +117,11 @@ func applyChunks(batches []WireBatch) [][]WireBatch {
 	return append(out, batches[start:])
 }
 
-// noScript reports whether a reply of parts is NOSCRIPT.
-func noScript(parts []OwnedReplies) bool {
+// funcMissing reports whether a reply of parts is FuncMissing.
+func funcMissing(parts []OwnedReplies) bool {
 	for _, p := range parts {
 		for _, raw := range p.Replies {
-			if strings.HasPrefix(string(raw), "-NOSCRIPT") {
+			if len(raw) > 0 && raw[0] == '-' && IsFuncMissing(string(raw[1:])) {
 				return true
 			}
 		}
@@ -126,11 +129,14 @@ func noScript(parts []OwnedReplies) bool {
 	return false
 }
 
+// loadCall is FUNCTION LOAD of the library.
+var loadCall = []string{"FUNCTION", "LOAD", library}
+
 // applyOne applies one slot's batch through the router (a slot a migration or failover
 // concerns: the router moves the keys or waits as for any request).
 func (r *Replicator) applyOne(ctx context.Context, source string, db int, b WireBatch) ApplyResult {
 	keys, argv := ApplyBatchArgs(source, "", []WireBatch{b})
-	v, err := r.runScript(ctx, db, b.Slot, ApplyBatchSHA, applyBatchLua, keys, argv)
+	v, err := r.runFunc(ctx, db, b.Slot, ApplyBatchFunc, keys, argv)
 	if err != nil {
 		return ApplyResult{Slot: b.Slot, Last: b.Prev, Error: err.Error()}
 	}
@@ -178,10 +184,15 @@ func (r *Replicator) applied(source string, db int, batches []WireBatch, reply [
 	return out
 }
 
-// scriptCall builds EVALSHA sha numkeys keys... argv...
-func scriptCall(sha string, keys []string, argv []any) []string {
+// funcCall builds FCALL fn numkeys keys... argv...
+func funcCall(fn string, keys []string, argv []any) []string {
+	return callArgs("FCALL", fn, keys, argv)
+}
+
+// callArgs builds verb (FCALL, EVALSHA, EVAL) name numkeys keys... argv...
+func callArgs(verb, name string, keys []string, argv []any) []string {
 	args := make([]string, 0, 3+len(keys)+len(argv))
-	args = append(args, "EVALSHA", sha, strconv.Itoa(len(keys)))
+	args = append(args, verb, name, strconv.Itoa(len(keys)))
 	args = append(args, keys...)
 	for _, a := range argv {
 		if str, ok := a.(string); ok {
@@ -193,14 +204,29 @@ func scriptCall(sha string, keys []string, argv []any) []string {
 	return args
 }
 
-// runScript runs a script by its SHA through the router, and by its body when the server
-// does not know it.
+// runScript runs a script (not one of the library's: the full copy's, the pulls', the
+// collector's) by its SHA through the router, and by its body when the server does not know it.
 func (r *Replicator) runScript(ctx context.Context, db, slot int, sha, body string, keys []string, argv []any) (resp.Value, error) {
-	args := scriptCall(sha, keys, argv)
+	args := callArgs("EVALSHA", sha, keys, argv)
 	v, err := r.internal(ctx, db, slot, keys, args)
 	if err == nil && v.IsError() && strings.HasPrefix(string(v.Str), "NOSCRIPT") {
 		args[0], args[1] = "EVAL", body
 		v, err = r.internal(ctx, db, slot, keys, args)
+	}
+	return v, err
+}
+
+// runFunc calls fn, a function of the library, through the router; when the server does
+// not have the library it loads it and calls fn again, in one round trip.
+func (r *Replicator) runFunc(ctx context.Context, db, slot int, fn string, keys []string, argv []any) (resp.Value, error) {
+	args := funcCall(fn, keys, argv)
+	v, err := r.internal(ctx, db, slot, keys, args)
+	if err == nil && v.IsError() && IsFuncMissing(string(v.Str)) {
+		raws, err := r.cfg.Local.InternalBatch(ctx, db, slot, keys, [][]string{loadCall, args})
+		if err != nil {
+			return resp.Value{}, err
+		}
+		return parseReply(fn, raws[1])
 	}
 	return v, err
 }
@@ -211,9 +237,18 @@ func (r *Replicator) internal(ctx context.Context, db, slot int, keys, args []st
 	if err != nil {
 		return resp.Value{}, err
 	}
-	v, _, ok := resp.Parse(raws[0])
+	what := args[0]
+	if len(args) > 1 && (what == "FCALL" || what == "EVALSHA") {
+		what += " " + args[1]
+	}
+	return parseReply(what, raws[0])
+}
+
+// parseReply parses a raw reply of the router to what, the command that had it.
+func parseReply(what string, raw []byte) (resp.Value, error) {
+	v, _, ok := resp.Parse(raw)
 	if !ok {
-		return resp.Value{}, fmt.Errorf("xdc: unparsable reply to %s", args[0])
+		return resp.Value{}, fmt.Errorf("xdc: unparsable reply to %s (%d bytes)", what, len(raw))
 	}
 	return v, nil
 }

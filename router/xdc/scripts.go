@@ -21,7 +21,7 @@ const (
 	replyBitsMark      = "REDRAFT-BITS "
 )
 
-// writeLua is the WRITE script. KEYS: the commands' keys, then the slot's metadata hash, the
+// writeDefsLua defines writeOne(KEYS, ARGV), the WRITE function (WriteFunc, library.go). KEYS: the commands' keys, then the slot's metadata hash, the
 // slot's copy lock and the slot's outbox. ARGV: outbox MAXLEN bound, origin DC, "one" or
 // "unit" (or "rec": a unit that does not check the copy lock, the record of a user script
 // that ran before it in the same MULTI), the number of commands, then per command its plan
@@ -50,52 +50,11 @@ const (
 // pxat is the key's absolute expiry after the effect at the origin (-1: none).
 //
 // V is the counter vector the write had seen ("" for none).
-const writeLua = `#!lua
-` + writeOneLua + `
-return writeOne(KEYS, ARGV)
-`
-
-// writeGroupLua is the grouped WRITE script: the WRITE calls of many clients to one master,
-// queued on one shared connection in the same turn, in one script call (group commit: the
-// script's fixed cost, its dispatch, definitions and clock read, and the change feed's XADD
-// per outbox are paid once per group instead of once per write). KEYS: every call's KEYS in
-// order. ARGV: the number of calls, then per call its number of KEYS, its number of ARGV and
-// its ARGV, exactly as WRITE takes them. Each call runs as WRITE would run it alone, under a
-// Lua pcall so that one call's failure is its own reply; the reply is the array of the calls'
-// replies (an error reply where WRITE would have answered one). backend.Merge builds the
-// call from the single calls' bytes.
-const writeGroupLua = `#!lua
-` + writeOneLua + `
-fed = {}
-local out, ki, ai = {}, 1, 2
-for w = 1, tonumber(ARGV[1]) do
-  local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
-  local K, A = {}, {}
-  for j = 1, nk do K[j] = KEYS[ki + j - 1] end
-  for j = 1, na do A[j] = ARGV[ai + 1 + j] end
-  ki, ai = ki + nk, ai + 2 + na
-  local ok, r = pcall(writeOne, K, A)
-  if not ok then
-    if type(r) ~= 'table' or not r['err'] then r = {err = 'ERR redraft: WRITE failed: ' .. tostring(r)} end
-  end
-  if r == nil then r = false end
-  out[w] = r
-end
-for _, ob in ipairs(fed) do
-  redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob)
-end
-return out
-`
-
-// writeOneLua defines writeOne(KEYS, ARGV), the body of WRITE (see writeLua), for the single
-// and the grouped script. With fed set (the grouped script) the outboxes it appended to are
-// added to fed, for one change-feed XADD each after the group, instead of one XADD per call.
-const writeOneLua = `
-local hardCap = 10
-local meta, fed
-local t = redis.call('TIME')
-local nowms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-` + stampLua + elemLua + elemArgsLua + `
+//
+// With fed set (the grouped function) the outboxes it appended to are added to fed, for one
+// change-feed XADD each after the group, instead of one XADD per call. It reads the library's
+// nowms (the server's clock at the call, set by begin) and sets meta.
+const writeDefsLua = `
 -- groupRead returns the effects of XREADGROUP argv that answered r, as Redis propagates
 -- them: per stream read with '>', the consumer, its new pending entries (XCLAIM ... FORCE
 -- JUSTID, none with NOACK) and the group's last delivered id; per stream read from its
@@ -450,25 +409,7 @@ return replies
 end
 `
 
-var (
-	writeScript      = redis.NewScript(writeLua)
-	writeGroupScript = redis.NewScript(writeGroupLua)
-)
-
-var (
-	// WriteSHA is the SHA1 digest of the WRITE script, for EVALSHA.
-	WriteSHA = writeScript.Hash()
-	// WriteGroupSHA is the SHA1 digest of the grouped WRITE script, for EVALSHA.
-	WriteGroupSHA = writeGroupScript.Hash()
-)
-
-// WriteSource returns the Lua source of the WRITE script, for SCRIPT LOAD.
-func WriteSource() string { return writeLua }
-
-// WriteGroupSource returns the Lua source of the grouped WRITE script, for SCRIPT LOAD.
-func WriteGroupSource() string { return writeGroupLua }
-
-// WriteArgs returns the KEYS and ARGV of the WRITE script for calls on one slot: form "one"
+// WriteArgs returns the KEYS and ARGV of the WRITE function for calls on one slot: form "one"
 // when unit is false (one call; the reply is its reply), else "unit" (the reply is an array).
 func WriteArgs(slot int, dc string, maxLen int64, unit bool, calls []Call) (keys []string, argv []any) {
 	form := "one"
@@ -501,18 +442,18 @@ func EntryFields(dc string, cmds [][]string) []string {
 	return f
 }
 
-// Write runs one prepared call through the WRITE script (EVALSHA, loading it when needed) on
-// slot's master and returns the command's reply.
-func Write(ctx context.Context, c redis.Scripter, slot int, dc string, maxLen int64, call Call) *redis.Cmd {
+// Write runs one prepared call through the WRITE function (FCALL, loading the library when
+// the server does not have it) on slot's master and returns the command's reply.
+func Write(ctx context.Context, c Doer, slot int, dc string, maxLen int64, call Call) *redis.Cmd {
 	keys, argv := WriteArgs(slot, dc, maxLen, false, []Call{call})
-	return writeScript.Run(ctx, c, keys, argv...)
+	return FCall(ctx, c, WriteFunc, keys, argv...)
 }
 
 // WriteUnit runs calls as one unit (a MULTI/EXEC block or a script's writes), recorded as one
 // outbox entry, and returns the array of their replies, as EXEC does.
-func WriteUnit(ctx context.Context, c redis.Scripter, slot int, dc string, maxLen int64, calls []Call) *redis.Cmd {
+func WriteUnit(ctx context.Context, c Doer, slot int, dc string, maxLen int64, calls []Call) *redis.Cmd {
 	keys, argv := WriteArgs(slot, dc, maxLen, true, calls)
-	return writeScript.Run(ctx, c, keys, argv...)
+	return FCall(ctx, c, WriteFunc, keys, argv...)
 }
 
 // Entry is one outbox entry: the effects of one write or one unit, in order.

@@ -314,7 +314,7 @@ func TestApplyWaitsForCopyLock(t *testing.T) {
 		t.Fatalf("apply under a copy lock changed %d keys", n)
 	}
 	keys, argv := ApplyArgs(slot, e, "", "in:dc2:abc")
-	if r, err := applyScript.Run(ctx, b, keys, argv...).Result(); err != nil {
+	if r, err := FCall(ctx, b, ApplyFunc, keys, argv...).Result(); err != nil {
 		t.Fatalf("the lock's holder re-applying: %v %v", r, err)
 	}
 	if n, _ := b.Get(ctx, "{t}c").Int(); n != 1 {
@@ -395,7 +395,7 @@ func TestLuaReplyFidelity(t *testing.T) {
 	if fixed := string(FixReply([]byte("+" + got + "\r\n"))); fixed != ":9007199254740993\r\n" {
 		t.Fatalf("FixReply: %q", fixed)
 	}
-	raw, err := a.Do(ctx, "EVALSHA", WriteSHA, 4, "{t}nolist", MetaKey(slot), CopyLockKey(slot), OutboxKey(slot), "1000", "dc1", "one", "1", "v", "4", "LMPOP", "1", "{t}nolist", "LEFT").Text()
+	raw, err := a.Do(ctx, "FCALL", WriteFunc, 4, "{t}nolist", MetaKey(slot), CopyLockKey(slot), OutboxKey(slot), "1000", "dc1", "one", "1", "v", "4", "LMPOP", "1", "{t}nolist", "LEFT").Text()
 	if err != nil || raw != "REDRAFT-NULLARRAY" {
 		t.Fatalf("LMPOP nothing: %q %v", raw, err)
 	}
@@ -425,7 +425,8 @@ func TestWriteWideBitfieldExact(t *testing.T) {
 	}
 	for _, cmd := range cmds {
 		want, wantErr := direct.Do(ctx, toAny(strings.Fields(cmd))...).Result()
-		raw, err := a.Do(ctx, writeCallArgs(prepare(t, cmd))...).Result()
+		keys, argv := writeCallArgs(prepare(t, cmd))
+		raw, err := FCall(ctx, a, WriteFunc, keys, argv...).Result()
 		got, gotErr := fixedReply(t, raw, err)
 		if !sameReply(cmd, got, gotErr, want, wantErr) {
 			t.Errorf("%s: WRITE answers %v %v, Redis %v %v", cmd, got, gotErr, want, wantErr)
@@ -446,11 +447,9 @@ func TestWriteWideBitfieldExact(t *testing.T) {
 	}
 }
 
-// writeCallArgs is the EVAL of WRITE for one call.
-func writeCallArgs(c Call) []any {
-	keys, argv := WriteArgs(slot, "dc1", 1000, false, []Call{c})
-	args := append([]any{"EVAL", writeLua, len(keys)}, toAny(keys)...)
-	return append(args, argv...)
+// writeCallArgs returns the KEYS and ARGV of WRITE for one call.
+func writeCallArgs(c Call) ([]string, []any) {
+	return WriteArgs(slot, "dc1", 1000, false, []Call{c})
 }
 
 // fixedReply re-encodes a WRITE reply, applies FixReply and decodes it again, as the router
@@ -574,10 +573,10 @@ func dialRaw(t *testing.T, s *testredis.Server) *rawConn {
 	return &rawConn{nc: nc, br: bufio.NewReader(nc)}
 }
 
-// evalsha runs script sha with keys and argv and returns the parsed raw reply.
-func (r *rawConn) evalsha(t *testing.T, sha string, keys []any, argv []any) resp.Value {
+// fcall calls function fn with keys and argv and returns the parsed raw reply.
+func (r *rawConn) fcall(t *testing.T, fn string, keys []any, argv []any) resp.Value {
 	t.Helper()
-	args := []string{"EVALSHA", sha, strconv.Itoa(len(keys))}
+	args := []string{"FCALL", fn, strconv.Itoa(len(keys))}
 	for _, a := range append(append([]any(nil), keys...), argv...) {
 		args = append(args, fmt.Sprint(a))
 	}
@@ -622,7 +621,7 @@ func sameRaw(cmd string, got, want resp.Value) bool {
 	return bytes.Equal(got.Raw, want.Raw)
 }
 
-// TestWriteGroupAsSingleWrites runs the writes of two slots through the grouped WRITE script
+// TestWriteGroupAsSingleWrites runs the writes of two slots through the grouped WRITE function
 // on A, a few calls per group, and one at a time through WRITE on C: every reply, every key
 // and every outbox entry must be the same, with fewer change-feed entries; a call refused by
 // its slot's copy lock or failing in Lua is answered alone, and the group's other calls apply.
@@ -631,10 +630,8 @@ func TestWriteGroupAsSingleWrites(t *testing.T) {
 	sa, sc := testredis.Start(t), testredis.Start(t)
 	a, c := client(t, sa), client(t, sc)
 	for _, cl := range []*redis.Client{a, c} {
-		for _, src := range []string{writeLua, writeGroupLua} {
-			if err := cl.ScriptLoad(ctx, src).Err(); err != nil {
-				t.Fatal(err)
-			}
+		if err := LoadLibrary(ctx, cl); err != nil {
+			t.Fatal(err)
 		}
 	}
 	ra, rc := dialRaw(t, sa), dialRaw(t, sc)
@@ -666,13 +663,13 @@ func TestWriteGroupAsSingleWrites(t *testing.T) {
 			calls = append(calls, o.args)
 		}
 		keys, argv := groupArgs(calls)
-		got := ra.evalsha(t, WriteGroupSHA, toAny(keys), argv)
+		got := ra.fcall(t, WriteGroupFunc, toAny(keys), argv)
 		groups++
 		if got.Type != '*' || len(got.Elems) != len(batch) {
 			t.Fatalf("group at %d: %q for %d calls", lo, got.Raw, len(batch))
 		}
 		for i, o := range batch {
-			want := rc.evalsha(t, WriteSHA, o.args[0], o.args[1])
+			want := rc.fcall(t, WriteFunc, o.args[0], o.args[1])
 			if !sameRaw(o.cmd, got.Elems[i], want) {
 				t.Errorf("%s: grouped %q, alone %q", o.cmd, got.Elems[i].Raw, want.Raw)
 			}
@@ -731,7 +728,7 @@ func TestWriteGroupAsSingleWrites(t *testing.T) {
 	ab[5] = "x"
 	kl, al := WriteArgs(slot, "dc1", 1000, false, []Call{prepare(t, "SET {t}g4 v")})
 	keys, argv := groupArgs([][2][]any{{toAny(kt), at}, {toAny(ku), au}, {toAny(kb), ab}, {toAny(kl), al}})
-	got := ra.evalsha(t, WriteGroupSHA, toAny(keys), argv)
+	got := ra.fcall(t, WriteGroupFunc, toAny(keys), argv)
 	if len(got.Elems) != 4 {
 		t.Fatalf("group with refusals: %q", got.Raw)
 	}

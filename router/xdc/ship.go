@@ -62,15 +62,15 @@ func (s *RedisSink) LastApplied(ctx context.Context, sourceDC string, slot int) 
 }
 
 // Apply pipelines one APPLY per entry, each checking that it follows the one before it, so a
-// failure stops every later entry of the batch from applying. It loads the script when the
+// failure stops every later entry of the batch from applying. It loads the library when the
 // server does not have it.
 func (s *RedisSink) Apply(ctx context.Context, b Batch) (string, error) {
 	if len(b.Entries) == 0 {
 		return s.LastApplied(ctx, b.SourceDC, b.Slot)
 	}
 	last, err := s.applyOnce(ctx, b)
-	if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-		if err := s.Client.ScriptLoad(ctx, applyLua).Err(); err != nil {
+	if err != nil && IsFuncMissing(err.Error()) {
+		if err := loaded(s.Client.FunctionLoad(ctx, library).Err()); err != nil {
 			return "", err
 		}
 		last, err = s.applyOnce(ctx, b)
@@ -87,7 +87,7 @@ func (s *RedisSink) applyOnce(ctx context.Context, b Batch) (string, error) {
 			e.DC = b.SourceDC
 		}
 		keys, argv := ApplyArgs(b.Slot, e, prev, "")
-		cmds[i] = pipe.EvalSha(ctx, ApplySHA, keys, argv...)
+		cmds[i] = pipe.FCall(ctx, ApplyFunc, keys, argv...)
 		prev = e.ID
 	}
 	_, _ = pipe.Exec(ctx)

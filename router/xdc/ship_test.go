@@ -321,14 +321,14 @@ func pct(d []time.Duration, p float64) time.Duration {
 func TestShipLagAndThroughput(t *testing.T) {
 	ctx := context.Background()
 	a, b := client(t, testredis.Start(t)), client(t, testredis.Start(t))
-	if err := a.ScriptLoad(ctx, writeLua).Err(); err != nil {
+	if err := LoadLibrary(ctx, a); err != nil {
 		t.Fatal(err)
 	}
 	pipeWrite := func(n int, i0 int) {
 		p := a.Pipeline()
 		for i := range n {
 			keys, argv := WriteArgs(slot, "a", 1e7, false, []Call{prepare(t, fmt.Sprintf("SET {t}k%d %d", (i0+i)%1000, i0+i))})
-			p.EvalSha(ctx, WriteSHA, keys, argv...)
+			p.FCall(ctx, WriteFunc, keys, argv...)
 		}
 		if _, err := p.Exec(ctx); err != nil {
 			t.Fatal(err)

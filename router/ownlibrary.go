@@ -1,0 +1,176 @@
+package router
+
+import (
+	"bytes"
+	"strings"
+
+	"github.com/redraft/redraft/router/command"
+	"github.com/redraft/redraft/router/resp"
+	"github.com/redraft/redraft/router/xdc"
+)
+
+// redraft's own function library (xdc.Library: WRITE and APPLY) lives on every backend next
+// to the clients' libraries, in the one function namespace Redis has. Names starting with
+// xdc.LibraryPrefix are redraft's: a client may not load, delete, restore or call them, and
+// FUNCTION LIST, DUMP and STATS answer as if redraft's library were not there.
+
+// errReservedName refuses a client's use of redraft's library or function names.
+var errReservedName = errorf("ERR redraft: library and function names starting with '%s' are reserved for redraft's replication functions", xdc.LibraryPrefix)
+
+// ownName reports whether name, a library's or function's, is redraft's (Redis compares
+// these names without case).
+func ownName(name []byte) bool {
+	p := xdc.LibraryPrefix
+	return len(name) >= len(p) && strings.EqualFold(string(name[:len(p)]), p)
+}
+
+// libraryNameOf is the name a library's code gives itself on its first line
+// ("#!lua name=mylib"), or nil.
+func libraryNameOf(code []byte) []byte {
+	line, _, _ := bytes.Cut(code, []byte("\n"))
+	if !bytes.HasPrefix(line, []byte("#!")) {
+		return nil
+	}
+	for _, f := range bytes.Fields(line)[1:] {
+		if name, ok := bytes.CutPrefix(f, []byte("name=")); ok {
+			return name
+		}
+	}
+	return nil
+}
+
+// refuseOwnLibrary is errReservedName when a client's FUNCTION LOAD, DELETE or RESTORE, or
+// FCALL or FCALL_RO, would load, delete, replace or call a library or function of redraft's.
+// A payload FUNCTION RESTORE cannot read is left to Redis to refuse.
+func refuseOwnLibrary(spec *command.Spec, args [][]byte) error {
+	var name []byte
+	switch spec.Name {
+	case "function|load":
+		if len(args) > 2 {
+			name = libraryNameOf(args[len(args)-1])
+		}
+	case "function|delete":
+		if len(args) > 2 {
+			name = args[2]
+		}
+	case "fcall", "fcall_ro":
+		if len(args) > 1 {
+			name = args[1]
+		}
+	case "function|restore":
+		if len(args) > 2 {
+			libs, _, err := parseFunctionDump(args[2])
+			for _, l := range libs {
+				if err == nil && ownName(libraryNameOf(l.code)) {
+					return errReservedName
+				}
+			}
+		}
+	}
+	if name != nil && ownName(name) {
+		return errReservedName
+	}
+	return nil
+}
+
+// withoutOwnDump is a FUNCTION DUMP reply without redraft's library, its CRC written anew; a
+// reply that is not a payload redraft can read is returned as it is.
+func withoutOwnDump(v resp.Value) []byte {
+	if v.Type != '$' || v.IsNull() {
+		return v.Raw
+	}
+	libs, version, err := parseFunctionDump(v.Str)
+	if err != nil {
+		return v.Raw
+	}
+	kept := libs[:0:0]
+	for _, l := range libs {
+		if !ownName(libraryNameOf(l.code)) {
+			kept = append(kept, l)
+		}
+	}
+	if len(kept) == len(libs) {
+		return v.Raw
+	}
+	return resp.AppendBulk(nil, buildFunctionDump(kept, version))
+}
+
+// withoutOwnLibrary is a FUNCTION LIST reply without redraft's library.
+func withoutOwnLibrary(v resp.Value) []byte {
+	if !v.IsArray() {
+		return v.Raw
+	}
+	var kept [][]byte
+	for _, lib := range v.Elems {
+		own := false
+		for i := 0; i+1 < len(lib.Elems); i += 2 {
+			if string(lib.Elems[i].Str) == "library_name" && ownName(lib.Elems[i+1].Str) {
+				own = true
+			}
+		}
+		if !own {
+			kept = append(kept, lib.Raw)
+		}
+	}
+	if len(kept) == len(v.Elems) {
+		return v.Raw
+	}
+	b := resp.AppendArray(nil, len(kept))
+	for _, k := range kept {
+		b = append(b, k...)
+	}
+	return b
+}
+
+// withoutOwnStats is a FUNCTION STATS reply of a group that holds redraft's library, without
+// it: the Lua engine's counts less the library and its functions, and no running_script when
+// the function running is redraft's. A reply of another shape is returned as it is.
+func withoutOwnStats(v resp.Value) []byte {
+	if (v.Type != '*' && v.Type != '%') || len(v.Elems) != 4 {
+		return v.Raw
+	}
+	b := appendHeader(nil, v)
+	b = append(b, v.Elems[0].Raw...)
+	running := v.Elems[1]
+	if own := running.Elems; len(own) >= 2 && string(own[0].Str) == "name" && ownName(own[1].Str) {
+		b = resp.AppendNullBulk(b, v.Type == '%')
+	} else {
+		b = append(b, running.Raw...)
+	}
+	b = append(b, v.Elems[2].Raw...)
+	engines := v.Elems[3]
+	b = appendHeader(b, engines)
+	for i := 0; i+1 < len(engines.Elems); i += 2 {
+		b = append(b, engines.Elems[i].Raw...)
+		counts := engines.Elems[i+1]
+		if !strings.EqualFold(string(engines.Elems[i].Str), "lua") {
+			b = append(b, counts.Raw...)
+			continue
+		}
+		b = appendHeader(b, counts)
+		for j := 0; j+1 < len(counts.Elems); j += 2 {
+			b = append(b, counts.Elems[j].Raw...)
+			n, less := counts.Elems[j+1], int64(0)
+			switch string(counts.Elems[j].Str) {
+			case "libraries_count":
+				less = 1
+			case "functions_count":
+				less = int64(xdc.LibraryFunctions)
+			}
+			if n.Type != ':' || less == 0 {
+				b = append(b, n.Raw...)
+				continue
+			}
+			b = resp.AppendInt(b, max(n.Int-less, 0))
+		}
+	}
+	return b
+}
+
+// appendHeader appends the header of v, an array or map, with as many elements as v has.
+func appendHeader(b []byte, v resp.Value) []byte {
+	if v.Type == '%' {
+		return resp.AppendMap(b, len(v.Elems)/2, true)
+	}
+	return resp.AppendArray(b, len(v.Elems))
+}

@@ -1,0 +1,199 @@
+package xdc
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The replication scripts are one Redis function library (FUNCTION LOAD, then FCALL): its
+// definitions (a few hundred lines of Lua: the stamps, the element rules, the effect
+// recorders) run once when the library loads, not on every call as an EVAL script's do, and
+// the server keeps the library in its RDB and AOF and hands it to its replicas, so a restarted
+// or promoted master still has it. The library's name and its functions' names carry a digest
+// of its source, so that two versions of redraft (a rolling upgrade) load side by side instead
+// of replacing each other's: a node calls only the functions of its own version.
+//
+// The functions read and set a few library-level variables (the clock at the call, the slot's
+// metadata hash, the change-feed list, the stamp cache); begin and beginApply reset them at
+// every call, since a library's state outlives its calls.
+
+// libraryBody is the library without its name (the digest is taken over it).
+const libraryBody = `
+local hardCap = 10
+local nowms, meta, fed, pull
+` + stampLua + elemLua + elemArgsLua + writeDefsLua + applyDefsLua + `
+local function begin()
+  local t = redis.call('TIME')
+  nowms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  stamps, meta, fed, pull = {}, nil, nil, nil
+end
+local function beginApply()
+  stamps, meta, fed, pull = {}, nil, nil, nil
+end
+-- WRITE: one write or unit (writeDefsLua).
+redis.register_function('@write', function(KEYS, ARGV)
+  begin()
+  return writeOne(KEYS, ARGV)
+end)
+-- Grouped WRITE (group commit): the WRITE calls of many clients to one master, queued on one
+-- shared connection in the same turn, in one call, so that the call's fixed cost and the
+-- change feed's XADD per outbox are paid once per group. KEYS: every call's KEYS in order.
+-- ARGV: the number of calls, then per call its number of KEYS, its number of ARGV and its
+-- ARGV, exactly as WRITE takes them. Each call runs as WRITE would run it alone, under pcall
+-- so that one call's failure is its own reply; the reply is the array of the calls' replies.
+redis.register_function('@write_group', function(KEYS, ARGV)
+  begin()
+  fed = {}
+  local out, ki, ai = {}, 1, 2
+  for w = 1, tonumber(ARGV[1]) do
+    local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
+    local K, A = {}, {}
+    for j = 1, nk do K[j] = KEYS[ki + j - 1] end
+    for j = 1, na do A[j] = ARGV[ai + 1 + j] end
+    ki, ai = ki + nk, ai + 2 + na
+    local ok, r = pcall(writeOne, K, A)
+    if not ok then
+      if type(r) ~= 'table' or not r['err'] then r = {err = 'ERR redraft: WRITE failed: ' .. tostring(r)} end
+    end
+    if r == nil then r = false end
+    out[w] = r
+  end
+  for _, ob in ipairs(fed) do
+    redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob)
+  end
+  return out
+end)
+-- APPLY of one entry. KEYS: the effects' keys, then the slot's metadata hash, pull hash, copy
+-- lock and inbox. ARGV: source DC, entry id, the id of the entry before it ("" not to check),
+-- the number of effects, the copy lock's value this caller holds ("" for none), the entry's
+-- stamp ts ("" for an entry without one), then per effect its argc and argv. It answers as
+-- applyEntry, a refusal as an error reply.
+redis.register_function('@apply', function(KEYS, ARGV)
+  beginApply()
+  meta, pull = KEYS[#KEYS - 3], KEYS[#KEYS - 2]
+  local cmds = readCmds(ARGV, 7, tonumber(ARGV[4]))
+  return applyEntry(ARGV[1], ARGV[2], ARGV[3], ARGV[6], cmds, ARGV[5], KEYS[#KEYS - 1], KEYS[#KEYS])
+end)
+-- Batch APPLY: many slots' entries from one DC in one call, the receiving node's common case.
+-- KEYS: every effect's key, then per batch its slot's metadata hash, pull hash, copy lock and
+-- inbox. ARGV: source DC, the copy lock's value this caller holds, the number of batches, then
+-- per batch the id of the entry before its first ("" not to check) and its number of entries,
+-- then per entry its id, stamp ts, number of effects and effects (argc, argv...). A batch's
+-- entries apply in order until one is refused (TRYAGAIN, GAP, a bad id); the batches are
+-- independent. It answers per batch {entries applied or skipped, the refusal ("" for none),
+-- failed effects, first failure, superseded, conflicts}.
+redis.register_function('@apply_batch', function(KEYS, ARGV)
+  beginApply()
+  local src, lockv, nb = ARGV[1], ARGV[2], tonumber(ARGV[3])
+  local kb, i, out = #KEYS - 4 * nb, 4, {}
+  for b = 1, nb do
+    meta, pull = KEYS[kb + 1], KEYS[kb + 2]
+    local lock, inbox = KEYS[kb + 3], KEYS[kb + 4]
+    kb = kb + 4
+    local prev, ne = ARGV[i], tonumber(ARGV[i + 1])
+    i = i + 2
+    local done, refused, nerr, first, sup, con = 0, '', 0, '', 0, 0
+    for _ = 1, ne do
+      local id, ts, nc = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+      local cmds
+      cmds, i = readCmds(ARGV, i + 3, nc)
+      if refused == '' then
+        local r = applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)
+        if type(r) == 'table' and r.err then
+          refused = r.err
+        else
+          done, prev = done + 1, id
+          if type(r) == 'table' then
+            nerr, sup, con = nerr + r[2], sup + r[4], con + r[5]
+            if first == '' then first = r[3] end
+          end
+        end
+      end
+    end
+    out[b] = {done, refused, nerr, first, sup, con}
+  end
+  return out
+end)
+`
+
+// LibraryPrefix starts the name of every version of redraft's library.
+const LibraryPrefix = "redraft_"
+
+// libraryName is LibraryPrefix and the first 12 hex digits of libraryBody's SHA1.
+var libraryName = func() string {
+	sum := sha1.Sum([]byte(libraryBody))
+	return LibraryPrefix + hex.EncodeToString(sum[:6])
+}()
+
+// The functions of the library, for FCALL: each is libraryName and its role.
+var (
+	// WriteFunc is the WRITE function: a write (or unit) applied and recorded in the slot's
+	// outbox atomically (writeDefsLua).
+	WriteFunc = libraryName + "_write"
+	// WriteGroupFunc is the grouped WRITE function (group commit; backend.Merge builds its
+	// calls from WRITE calls).
+	WriteGroupFunc = libraryName + "_write_group"
+	// ApplyFunc is the APPLY function for one entry.
+	ApplyFunc = libraryName + "_apply"
+	// ApplyBatchFunc is the batch APPLY function (many slots' entries from one DC).
+	ApplyBatchFunc = libraryName + "_apply_batch"
+)
+
+// LibraryFunctions is how many functions the library registers.
+var LibraryFunctions = strings.Count(libraryBody, "redis.register_function(")
+
+// library is the source FUNCTION LOAD takes.
+var library = "#!lua name=" + libraryName + "\n" + strings.ReplaceAll(libraryBody, "'@", "'"+libraryName+"_")
+
+// Library returns the Lua source of the function library, for FUNCTION LOAD.
+func Library() string { return library }
+
+// FuncMissing is how a server answers FCALL of a function it does not have (a backend that
+// lost the library: a new server without persistence, FUNCTION FLUSH on the backend itself).
+const FuncMissing = "ERR Function not found"
+
+// IsFuncMissing reports whether msg, an error's text, is FuncMissing: the server lacks the
+// library, which the caller loads before calling again.
+func IsFuncMissing(msg string) bool { return strings.HasPrefix(msg, FuncMissing) }
+
+// LibraryLoaded reports whether msg, FUNCTION LOAD's error, says the library is there already
+// (which is as good as loading it: its name is its source's digest).
+func LibraryLoaded(msg string) bool {
+	return strings.HasPrefix(msg, "ERR Library '"+libraryName+"' already exists")
+}
+
+// LoadLibrary loads the library on c's server (nil when it is there already).
+func LoadLibrary(ctx context.Context, c Doer) error {
+	return loaded(c.Do(ctx, "FUNCTION", "LOAD", library).Err())
+}
+
+// loaded is err, FUNCTION LOAD's of the library, with "already exists" as success.
+func loaded(err error) error {
+	if err != nil && LibraryLoaded(err.Error()) {
+		return nil
+	}
+	return err
+}
+
+// FCall calls fn, a function of the library, on c's server, loading the library first when
+// the server does not have it.
+func FCall(ctx context.Context, c Doer, fn string, keys []string, args ...any) *redis.Cmd {
+	call := make([]any, 0, 3+len(keys)+len(args))
+	call = append(call, "FCALL", fn, len(keys))
+	for _, k := range keys {
+		call = append(call, k)
+	}
+	call = append(call, args...)
+	r := c.Do(ctx, call...)
+	if err := r.Err(); err != nil && IsFuncMissing(err.Error()) {
+		if err := LoadLibrary(ctx, c); err != nil {
+			return r
+		}
+		r = c.Do(ctx, call...)
+	}
+	return r
+}
