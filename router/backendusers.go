@@ -33,20 +33,15 @@ func (c *client) sendInternal(g *group, raw []byte, n int) *backend.Request {
 // sendPiped sends a request of the batch whose reply finishBatch collects, on p of group g,
 // after the batch's requests on g's other pool (c.xw only; else it is send).
 func (c *client) sendPiped(g *group, p *backend.Pool, raw []byte, n int) *backend.Request {
-	return c.sendPipedAs(g, p, raw, n, false)
-}
-
-// sendPipedAs is sendPiped; merge submits raw for group commit (sendOnAs).
-func (c *client) sendPipedAs(g *group, p *backend.Pool, raw []byte, n int, merge bool) *backend.Request {
 	if !c.xw {
-		return c.sendOnAs(p, raw, n, merge)
+		return c.sendOn(p, raw, n)
 	}
 	other := g.ipool
 	if p == g.ipool {
 		other = g.pool
 	}
 	c.orderAfter(other)
-	r := c.sendOnAs(p, raw, n, merge)
+	r := c.sendOn(p, raw, n)
 	c.sent = append(c.sent, sentReq{p: p, r: r})
 	return r
 }

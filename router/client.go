@@ -329,19 +329,9 @@ func (c *client) send(g *group, raw []byte, n int) *backend.Request {
 
 // sendOn is send on pool p (one of a group's two, backendusers.go).
 func (c *client) sendOn(p *backend.Pool, raw []byte, n int) *backend.Request {
-	return c.sendOnAs(p, raw, n, false)
-}
-
-// sendOnAs is sendOn; merge submits raw, one WRITE call, for group commit with the WRITE
-// calls other clients queue next to it (backend.Conn.SubmitMerge).
-func (c *client) sendOnAs(p *backend.Pool, raw []byte, n int, merge bool) *backend.Request {
 	r := c.newReq(n)
 	bc := p.ConnProto(c.db, c.r3, c.id)
-	if merge {
-		bc.SubmitMerge(r, raw)
-	} else {
-		bc.Submit(r, raw)
-	}
+	bc.Submit(r, raw)
 	c.markDirty(bc)
 	return r
 }

@@ -159,8 +159,8 @@ func cmdInfo(c *client, _ *command.Spec, cmd resp.Command) {
 		}
 	}
 	if all || want["stats"] {
-		fmt.Fprintf(&b, "# Stats\r\ntotal_connections_received:%d\r\ntotal_commands_processed:%d\r\ntotal_error_replies:%d\r\nrejected_connections:0\r\nbackend_connections:%d\r\nbackend_dedicated_connections:%d\r\nbackend_dial_errors:%d\r\nbackend_writes:%d\r\nbackend_write_groups:%d\r\nbackend_grouped_writes:%d\r\nmigration_held_requests:%d\r\nmigration_tryagain_replies:%d\r\nmigration_keys_moved_on_access:%d\r\nmigration_source_reads:%d\r\n",
-			st.ClientConnsTotal, st.Requests, st.Errors, st.BackendConns, st.DedicatedConns, st.BackendDialErrors, st.BackendWrites, st.WriteGroups, st.GroupedWrites,
+		fmt.Fprintf(&b, "# Stats\r\ntotal_connections_received:%d\r\ntotal_commands_processed:%d\r\ntotal_error_replies:%d\r\nrejected_connections:0\r\nbackend_connections:%d\r\nbackend_dedicated_connections:%d\r\nbackend_dial_errors:%d\r\nbackend_writes:%d\r\nmigration_held_requests:%d\r\nmigration_tryagain_replies:%d\r\nmigration_keys_moved_on_access:%d\r\nmigration_source_reads:%d\r\n",
+			st.ClientConnsTotal, st.Requests, st.Errors, st.BackendConns, st.DedicatedConns, st.BackendDialErrors, st.BackendWrites,
 			st.MigrationHeld, st.MigrationTryAgain, st.KeysMovedOnAccess, st.MigrationSourceReads)
 		if err := c.statsFromGroups(&b); err != nil {
 			c.replyErr(err)

@@ -86,9 +86,6 @@ type Stats struct {
 	// BackendWrites counts writes on shared backend connections (Requests/BackendWrites is
 	// the pipelining factor).
 	BackendWrites uint64
-	// WriteGroups counts grouped WRITE calls (group commit), GroupedWrites the WRITE calls
-	// they carried.
-	WriteGroups, GroupedWrites uint64
 	// MigrationHeld counts requests held because their slot was frozen; MigrationTryAgain
 	// the -TRYAGAIN replies given (freeze wait over, key busy, blocked client released).
 	MigrationHeld, MigrationTryAgain uint64
@@ -303,8 +300,6 @@ func (s *Server) Stats() Stats {
 		DedicatedConns:       s.bstats.Dedicated.Load(),
 		BackendDialErrors:    uint64(s.bstats.DialErrors.Load()),
 		BackendWrites:        uint64(s.bstats.Writes.Load()),
-		WriteGroups:          uint64(s.bstats.Groups.Load()),
-		GroupedWrites:        uint64(s.bstats.Grouped.Load()),
 		MigrationHeld:        s.held.Load(),
 		MigrationTryAgain:    s.tryAgain.Load(),
 		ReplicaReads:         s.replicaReads.Load(),

@@ -304,14 +304,10 @@ func (s *Server) userPool(pools map[poolKey]*backend.Pool, acc backendacl.Access
 	p := s.pools[k]
 	if p == nil {
 		timeout := s.cfg.BackendTimeout
-		var merge *backend.Merge
-		if len(libs) > 0 {
-			merge = writeMerge
-		}
 		p = backend.NewPool(backend.Options{Group: acc.Group, Addr: master, User: cr.User, Password: cr.Password,
 			Ensure:  func(ctx context.Context) error { return acc.Ensure(ctx, master, cr, timeout) },
 			Timeout: timeout, ConnsPerDB: s.cfg.BackendConns, Databases: s.cfg.Databases,
-			Stats: &s.bstats, Counters: s.gstats.of(acc.Group), Libraries: libs, Merge: merge})
+			Stats: &s.bstats, Counters: s.gstats.of(acc.Group), Libraries: libs})
 	}
 	pools[k] = p
 	return p

@@ -23,11 +23,6 @@ import (
 // (backend.Options.Libraries): the replication functions, WRITE and APPLY (xdc.Library).
 var backendLibraries = []string{xdc.Library()}
 
-// writeMerge is group commit of WRITE calls on the pools that load backendLibraries: pipelined
-// WRITE calls of many clients, queued next to each other on one shared connection, go out as
-// one call of the grouped WRITE function (backend.Merge; router/DESIGN.md, "Group commit").
-var writeMerge = &backend.Merge{Into: xdc.WriteGroupFunc}
-
 // rawLoadLibrary loads the replication functions again (a backend that lost them).
 var rawLoadLibrary = appendCommand(nil, []string{"FUNCTION", "LOAD", xdc.Library()})
 
@@ -242,7 +237,7 @@ func (c *client) sendWrite(g *group, slot int, unit bool, calls []xdc.Call) *bac
 	if c.r3 {
 		c.xpend[len(c.xpend)-1].calls, c.xpend[len(c.xpend)-1].unit = calls, unit
 	}
-	return c.sendPipedAs(g, g.ipool, c.xraw[lo:], 1, true)
+	return c.sendPiped(g, g.ipool, c.xraw[lo:], 1)
 }
 
 func (c *client) replyWrite(reply []byte, err error) {

@@ -336,15 +336,8 @@ if [ -n "${XPROF:-}" ]; then # CPU profiles of both nodes over the flat-out run,
 	curl -s -o "$XPROF/dc2-node.pprof" "http://$X2A/debug/pprof/profile?seconds=5" &
 fi
 [ -n "${XPROF:-}" ] && { redis-cli -p "$R1" CONFIG RESETSTAT >/dev/null; redis-cli -p "$R3" CONFIG RESETSTAT >/dev/null; }
-# grouping: dc1's node's counts of grouped WRITE calls and of the writes they carried.
-grouping() { redis-cli -p "$P1" INFO stats | tr -d '\r' | awk -F: '$1 == "backend_write_groups" {g = $2} $1 == "backend_grouped_writes" {w = $2} END {print g + 0, w + 0}'; }
-g0=$(grouping)
 full=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -duration 5s -clients "$CLIENTS" -prefix full)
 n=$(written "$full")
-# Group commit: how many WRITE calls dc1's node sent grouped over the run, in how many calls.
-g1=$(grouping)
-groups=$(awk -v a="$g0" -v b="$g1" -v n="$n" 'BEGIN { split(a, x, " "); split(b, y, " "); g = y[1] - x[1]; w = y[2] - x[2]
-	printf "%d of the %d WRITE calls went out in %d grouped calls (%.1f each)", w, n, g, (g ? w / g : 0) }')
 if [ -n "${XPROF:-}" ]; then # where the masters' CPU went: per command, calls and microseconds
 	redis-cli -p "$R1" INFO commandstats | grep '^cmdstat' >"$XPROF/dc1-master.stats"
 	redis-cli -p "$R3" INFO commandstats | grep '^cmdstat' >"$XPROF/dc2-master.stats"
@@ -365,7 +358,6 @@ echo "$XRATE writes/s for $XDUR:        ${fixed//$'\n'/; }"
 echo "$XRATE2 writes/s for $XDUR:        ${fixed2//$'\n'/; }"
 echo "as fast as $CLIENTS clients go:     ${full//$'\n'/; }"
 echo "same, convergence off:         ${plain//$'\n'/; }"
-echo "group commit, flat out:        $groups"
 awk -v p="$pcpu" -v r="$rcpu" -v b="$base_cpu" 'BEGIN { printf "CPU per replicated write, flat out: %.1f us (nodes %.1f, Redis %.1f); one DC without replication: %.1f us; ratio %.2f\n", p + r, p, r, b, (p + r) / b }'
 awk -v p="$ppcpu" -v r="$prcpu" -v c="$pcpu" -v d="$rcpu" 'BEGIN { printf "CPU per replicated write without convergence: %.1f us (nodes %.1f, Redis %.1f); convergence costs %.2fx\n", p + r, p, r, (c + d) / (p + r) }'
 # Convergence metadata (docs/convergence.md): bytes of the slots' metadata hashes on dc1's

@@ -50,12 +50,6 @@ type Conn struct {
 	retryAt  time.Time
 	backoff  time.Duration
 	inflight int
-
-	// Group commit (merge.go): the mergeable runs in wbuf, free group requests, and the
-	// buffer the writer encodes grouped calls into.
-	segs, spareSegs []mergeSeg
-	groups          []*Request
-	mbuf            []byte
 }
 
 func newConn(p *Pool, db int, r3 bool) *Conn {
@@ -66,18 +60,6 @@ func newConn(p *Pool, db int, r3 bool) *Conn {
 // for the number of replies raw produces. The bytes are sent by the next Flush.
 func (c *Conn) Submit(r *Request, raw []byte) {
 	c.mu.Lock()
-	if !c.ready(r) {
-		return
-	}
-	c.wbuf = append(c.wbuf, raw...)
-	c.fifo.push(r)
-	c.queued++
-	c.mu.Unlock()
-}
-
-// ready makes sure the connection is up or coming up for r; called with c.mu held. When the
-// backend is down or the connection closed it fails r, releases c.mu and answers false.
-func (c *Conn) ready(r *Request) bool {
 	switch c.state {
 	case stUp, stConnecting:
 	case stIdle:
@@ -87,15 +69,18 @@ func (c *Conn) ready(r *Request) bool {
 			err := c.lastErr
 			c.mu.Unlock()
 			r.fail(err)
-			return false
+			return
 		}
 		c.startConnect()
 	case stClosed:
 		c.mu.Unlock()
 		r.fail(c.p.unavailable(ErrClosed))
-		return false
+		return
 	}
-	return true
+	c.wbuf = append(c.wbuf, raw...)
+	c.fifo.push(r)
+	c.queued++
+	c.mu.Unlock()
 }
 
 // Flush sends queued bytes when nothing is on the wire: the caller writes them itself, the
@@ -135,40 +120,19 @@ func (c *Conn) writeLoop(force bool) {
 			c.mu.Unlock()
 			return
 		}
-		buf, nc, segs := c.wbuf, c.nc, c.segs
+		buf, nc := c.wbuf, c.nc
 		c.wbuf = c.spare[:0]
 		c.spare = nil
-		c.segs = c.spareSegs[:0]
-		c.spareSegs = nil
 		c.queued = 0
-		for _, s := range segs {
-			if s.g.merged = len(s.g.parts) > 1; s.g.merged {
-				c.p.opts.Stats.Groups.Add(1)
-				c.p.opts.Stats.Grouped.Add(int64(len(s.g.parts)))
-			}
-		}
 		c.mu.Unlock()
-		out := buf
-		if len(segs) > 0 {
-			// Only the goroutine that holds the turn to write (c.writing) uses mbuf.
-			out = c.encodeMerged(c.mbuf[:0], buf, segs)
-			c.mbuf = out[:0]
-			if cap(c.mbuf) > 1<<20 {
-				c.mbuf = nil
-			}
-		}
 		if t := c.p.opts.Timeout; t > 0 {
 			_ = nc.SetWriteDeadline(time.Now().Add(t))
 		}
-		_, err := nc.Write(out)
+		_, err := nc.Write(buf)
 		c.p.opts.Stats.Writes.Add(1)
 		c.mu.Lock()
 		if cap(buf) <= 1<<20 && c.spare == nil {
 			c.spare = buf[:0]
-		}
-		if segs != nil && c.spareSegs == nil {
-			clear(segs)
-			c.spareSegs = segs[:0]
 		}
 		if err != nil {
 			// The reader sees the closed connection and fails every waiting request.
@@ -241,20 +205,10 @@ func (c *Conn) downLocked(err error, dialFailed bool) {
 	}
 	c.retryAt = time.Now().Add(c.backoff)
 	c.wbuf = c.wbuf[:0]
-	clear(c.segs)
-	c.segs = c.segs[:0]
 	c.queued = 0
 	c.writing = false
 	for c.fifo.size > 0 {
-		r := c.fifo.pop()
-		if !r.group {
-			r.fail(err)
-			continue
-		}
-		for _, p := range r.parts {
-			p.fail(err)
-		}
-		c.freeGroupLocked(r)
+		c.fifo.pop().fail(err)
 	}
 }
 
@@ -325,11 +279,7 @@ func (c *Conn) reader(nc net.Conn, gen uint64) {
 		c.fifo.pop()
 		next := c.fifo.peek()
 		c.mu.Unlock()
-		if r.group {
-			c.completeGroup(r)
-		} else {
-			r.finish()
-		}
+		r.finish()
 		r = next
 	}
 }

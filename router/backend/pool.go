@@ -24,9 +24,6 @@ type Stats struct {
 	DialErrors atomic.Int64
 	// Writes counts writes on shared connections; requests per write is the batching factor.
 	Writes atomic.Int64
-	// Groups counts grouped function calls (group commit, merge.go), and Grouped the calls
-	// they carried.
-	Groups, Grouped atomic.Int64
 }
 
 // GroupStats counts one group's backend connection events for metrics; the router keeps one
@@ -60,8 +57,6 @@ type Options struct {
 	Stats *Stats
 	// Counters, when set, receives the pool's connection events, counted per group.
 	Counters *GroupStats
-	// Merge, when set, groups calls submitted with SubmitMerge (merge.go).
-	Merge *Merge
 	// Libraries are Redis function libraries every new connection loads (FUNCTION LOAD) after
 	// AUTH and SELECT, so FCALL of their functions works after a backend restart. A load the
 	// server refuses (the library is there already, most often) does not fail the dial: FCALL

@@ -34,13 +34,6 @@ type Request struct {
 	n      int // replies still expected
 	done   atomic.Uint32
 	waiter *Waiter
-
-	// Group commit (merge.go): mp locates a mergeable call's KEYS and ARGV; a group request
-	// (group set) stands in the fifo for its parts, merged when they went out as one call.
-	mp     mergePart
-	group  bool
-	merged bool
-	parts  []*Request
 }
 
 // NewRequest returns a Request that signals w when it completes.

@@ -49,10 +49,9 @@ func BenchmarkSetWritePipelined(b *testing.B) { benchSet(b, true, 64) }
 
 // benchWriteServer measures what WRITE costs the server per write (usec of FCALL in INFO
 // commandstats over the writes: the script's own CPU, without the network) for one-SET
-// writes on keys of different slots, in single calls (group 1) or grouped group to a call by
-// the grouped WRITE script, as a node's shared connection sends them (group commit).
+// writes on keys of different slots, pipelined 64 calls at a time.
 // `go test -run '^$' -bench WriteServer ./router/xdc/`.
-func benchWriteServer(b *testing.B, group int) {
+func BenchmarkWriteServer(b *testing.B) {
 	ctx := context.Background()
 	c := client(b, testredis.Start(b))
 	if err := LoadLibrary(ctx, c); err != nil {
@@ -71,17 +70,9 @@ func benchWriteServer(b *testing.B, group int) {
 	c.ConfigResetStat(ctx)
 	b.ResetTimer()
 	p := c.Pipeline()
-	for i := 0; i < b.N; i += group {
-		var calls [][2][]any
-		for j := i; j < i+group && j < b.N; j++ {
-			calls = append(calls, args(j%20000))
-		}
-		if group == 1 {
-			p.FCall(ctx, WriteFunc, toStrings(calls[0][0]), calls[0][1]...)
-		} else {
-			keys, argv := groupArgs(calls)
-			p.FCall(ctx, WriteGroupFunc, keys, argv...)
-		}
+	for i := 0; i < b.N; i++ {
+		a := args(i % 20000)
+		p.FCall(ctx, WriteFunc, toStrings(a[0]), a[1]...)
 		if p.Len() == 64 {
 			if _, err := p.Exec(ctx); err != nil {
 				b.Fatal(err)
@@ -103,7 +94,3 @@ func toStrings(a []any) []string {
 	}
 	return out
 }
-
-func BenchmarkWriteServerSingle(b *testing.B)    { benchWriteServer(b, 1) }
-func BenchmarkWriteServerGrouped16(b *testing.B) { benchWriteServer(b, 16) }
-func BenchmarkWriteServerGrouped64(b *testing.B) { benchWriteServer(b, 64) }

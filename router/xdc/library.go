@@ -18,60 +18,28 @@ import (
 // of replacing each other's: a node calls only the functions of its own version.
 //
 // The functions read and set a few library-level variables (the clock at the call, the slot's
-// metadata hash, the change-feed list, the stamp cache); begin and beginApply reset them at
+// metadata hash, the pull hash, the stamp cache); begin and beginApply reset them at
 // every call, since a library's state outlives its calls.
 
 // libraryBody is the library without its name (the digest is taken over it).
 const libraryBody = `
 local hardCap = 10
-local nowms, meta, fed, pull
+local nowms, meta, pull
 ` + stampLua + elemLua + elemArgsLua + writeDefsLua + applyDefsLua + `
 local function begin()
   local t = redis.call('TIME')
   nowms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  stamps, meta, fed, pull = {}, nil, nil, nil
+  stamps, meta, pull = {}, nil, nil
 end
 local function beginApply()
-  stamps, meta, fed, pull = {}, nil, nil, nil
+  stamps, meta, pull = {}, nil, nil
 end
 -- WRITE: one write or unit (writeDefsLua).
 redis.register_function('@write', function(KEYS, ARGV)
   begin()
   return writeOne(KEYS, ARGV)
 end)
--- Grouped WRITE (group commit): the WRITE calls of many clients to one master, queued on one
--- shared connection in the same turn, in one call, so that the call's fixed cost and the
--- change feed's XADD per outbox are paid once per group. KEYS: every call's KEYS in order.
--- ARGV: the number of calls, then per call its number of KEYS, its number of ARGV and its
--- ARGV, exactly as WRITE takes them. Each call runs as WRITE would run it alone, under pcall
--- so that one call's failure is its own reply; the reply is the array of the calls' replies.
-redis.register_function('@write_group', function(KEYS, ARGV)
-  begin()
-  fed = {}
-  local out, ki, ai = {}, 1, 2
-  for w = 1, tonumber(ARGV[1]) do
-    local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
-    local K, A = {}, {}
-    for j = 1, nk do K[j] = KEYS[ki + j - 1] end
-    for j = 1, na do A[j] = ARGV[ai + 1 + j] end
-    ki, ai = ki + nk, ai + 2 + na
-    local ok, r = pcall(writeOne, K, A)
-    if not ok then
-      if type(r) ~= 'table' or not r['err'] then r = {err = 'ERR redraft: WRITE failed: ' .. tostring(r)} end
-    end
-    if r == nil then r = false end
-    out[w] = r
-  end
-  for _, ob in ipairs(fed) do
-    redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob)
-  end
-  return out
-end)
--- APPLY of one entry. KEYS: the effects' keys, then the slot's metadata hash, pull hash, copy
--- lock and inbox. ARGV: source DC, entry id, the id of the entry before it ("" not to check),
--- the number of effects, the copy lock's value this caller holds ("" for none), the entry's
--- stamp ts ("" for an entry without one), then per effect its argc and argv. It answers as
--- applyEntry, a refusal as an error reply.
+-- APPLY: one entry (applyDefsLua).
 redis.register_function('@apply', function(KEYS, ARGV)
   beginApply()
   meta, pull = KEYS[#KEYS - 3], KEYS[#KEYS - 2]
@@ -134,9 +102,6 @@ var (
 	// WriteFunc is the WRITE function: a write (or unit) applied and recorded in the slot's
 	// outbox atomically (writeDefsLua).
 	WriteFunc = libraryName + "_write"
-	// WriteGroupFunc is the grouped WRITE function (group commit; backend.Merge builds its
-	// calls from WRITE calls).
-	WriteGroupFunc = libraryName + "_write_group"
 	// ApplyFunc is the APPLY function for one entry.
 	ApplyFunc = libraryName + "_apply"
 	// ApplyBatchFunc is the batch APPLY function (many slots' entries from one DC).

@@ -51,9 +51,7 @@ const (
 //
 // V is the counter vector the write had seen ("" for none).
 //
-// With fed set (the grouped function) the outboxes it appended to are added to fed, for one
-// change-feed XADD each after the group, instead of one XADD per call. It reads the library's
-// nowms (the server's clock at the call, set by begin) and sets meta.
+// It reads the library's nowms (the server's clock at the call, set by begin) and sets meta.
 const writeDefsLua = `
 -- groupRead returns the effects of XREADGROUP argv that answered r, as Redis propagates
 -- them: per stream read with '>', the consumer, its new pending entries (XCLAIM ... FORCE
@@ -397,12 +395,7 @@ if logged > 0 then
   entry[6] = tostring(logged)
   if #entry % 2 == 1 then entry[#entry + 1] = '' end
   redis.call('XADD', ob, 'MAXLEN', '~', tonumber(ARGV[1]) * hardCap, '*', unpack(entry))
-  if not fed then
-    redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob)
-  elseif not fed[ob] then
-    fed[ob] = true
-    fed[#fed + 1] = ob
-  end
+  redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob)
 end
 if ARGV[3] == 'one' then return replies[1] end
 return replies
