@@ -462,8 +462,8 @@ func TestXDCCopyLockRetry(t *testing.T) {
 }
 
 // TestXDCScripts: a missing WRITE function (FUNCTION FLUSH on the backend) is a clear error
-// and heals; SCRIPT FLUSH through the node leaves WRITE alone; a restarted backend gets it at
-// dial.
+// and heals; SCRIPT FLUSH through the node leaves WRITE alone, FUNCTION FLUSH and RESTORE
+// through it load WRITE again; a restarted backend gets it at dial.
 func TestXDCScripts(t *testing.T) {
 	tc := startXDC(t, 1, Config{})
 	ctx := ctxT(t)
@@ -479,6 +479,23 @@ func TestXDCScripts(t *testing.T) {
 	}
 	if err := c.Set(ctx, "s2", "v", 0).Err(); err != nil {
 		t.Errorf("SET after SCRIPT FLUSH through redraft: %v", err)
+	}
+	// A client's FUNCTION FLUSH, or RESTORE with FLUSH, through the node loads the library
+	// again before it answers: the next write finds it.
+	dump, err := c.FunctionDump(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, flush := range []func() error{
+		func() error { return c.FunctionFlush(ctx).Err() },
+		func() error { return c.Do(ctx, "FUNCTION", "RESTORE", dump, "FLUSH").Err() },
+	} {
+		if err := flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Set(ctx, "s2", "v", 0).Err(); err != nil {
+			t.Errorf("SET after FUNCTION FLUSH or RESTORE through redraft: %v", err)
+		}
 	}
 	if err := tc.redis[0].Restart(); err != nil {
 		t.Fatal(err)
