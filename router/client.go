@@ -36,6 +36,9 @@ type client struct {
 	id   uint64
 	addr string
 	rd   *resp.Reader
+	// closed is set when the node closes the connection (CLIENT KILL, shutdown): the client is
+	// gone from CLIENT LIST at once, as in Redis, before its goroutine has ended.
+	closed atomic.Bool
 
 	wmu  sync.Mutex // guards writes to nc (pub/sub readers write too)
 	out  []byte
@@ -134,7 +137,11 @@ func newClient(s *Server, nc net.Conn) *client {
 	}
 }
 
-func (c *client) closeConn() { _ = c.nc.Close() }
+// closeConn closes the client's connection; its goroutine then ends and cleans up.
+func (c *client) closeConn() {
+	c.closed.Store(true)
+	_ = c.nc.Close()
+}
 
 // serve reads requests, dispatches every complete request in the buffer, then writes the
 // replies in order; one goroutine per client, no goroutine per request. A panic ends this

@@ -59,7 +59,9 @@ func (s *Server) clientList() []*client {
 	s.mu.Lock()
 	out := make([]*client, 0, len(s.clients))
 	for c := range s.clients {
-		out = append(out, c)
+		if !c.closed.Load() {
+			out = append(out, c)
+		}
 	}
 	s.mu.Unlock()
 	sortClients(out)
