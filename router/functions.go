@@ -32,25 +32,34 @@ const fixFunctions = "the groups' function libraries differ: make them equal thr
 // answers the same, that is the answer, errors included (Redis's own words); otherwise the
 // error names each group's answer, since the call then took effect on some groups only.
 // After FUNCTION FLUSH or RESTORE redraft's own library (the replication functions,
-// xdc.Library) is loaded again on every group, so replicated writes keep working.
+// xdc.Library) is loaded again on every group, so replicated writes keep working; after LOAD
+// or RESTORE a client library that registered a function under a reserved name is deleted
+// again and the call refused (evictSquatters).
 func cmdFunctionChange(c *client, spec *command.Spec, cmd resp.Command) {
 	if err := refuseOwnLibrary(spec, cmd.Args); err != nil {
 		c.replyErr(err)
 		return
 	}
-	if spec.Name != "function|flush" && spec.Name != "function|restore" {
+	if spec.Name == "function|delete" {
 		c.allSame(cmd.Raw, upperName(spec.Name), fixFunctions)
 		return
 	}
 	reps, err := c.askGroups(cmd.Raw, true)
-	if err == nil {
+	squat := false
+	if err == nil && spec.Name != "function|flush" {
+		squat, err = c.evictSquatters()
+	}
+	if err == nil && (squat || spec.Name != "function|load") {
 		_, err = c.askGroups(rawLoadLibrary, true) // a library still there answers "already exists"
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		c.replyErr(err)
-		return
+	case squat:
+		c.replyErr(errReservedName)
+	default:
+		c.replySame(reps, upperName(spec.Name), fixFunctions)
 	}
-	c.replySame(reps, upperName(spec.Name), fixFunctions)
 }
 
 // cmdFunctionKill stops a running function on whichever group runs one: OK when one group

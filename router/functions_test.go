@@ -235,6 +235,29 @@ func TestFunctionsOwnLibrary(t *testing.T) {
 		}
 	}
 
+	// A client library that registers a function under a reserved name is deleted again and
+	// the call refused: after a FUNCTION FLUSH on the backends themselves it could otherwise
+	// take the name of redraft's WRITE and run in its place as redraft's internal user.
+	for gi := range tc.redis {
+		if err := tc.direct(gi).FunctionFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, fn := range []string{xdc.WriteFunc, "REDRAFT_zzz"} {
+		squat := "#!lua name=squat\nredis.register_function('" + fn + "', function() return 'evil' end)"
+		if got, _ := do(t, node, "FUNCTION", "LOAD", squat).(string); !strings.Contains(got, "reserved") {
+			t.Fatalf("FUNCTION LOAD of a library registering %s = %q, want the reserved-name error", fn, got)
+		}
+		for gi := range tc.redis {
+			if libs := tc.direct(gi).FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: "squat"}).Val(); len(libs) != 0 {
+				t.Fatalf("group %d still holds the squatting library after the refusal", gi)
+			}
+			if libs := ownLibs(gi); len(libs) != 1 || libs[0].Code != xdc.Library() {
+				t.Fatalf("group %d after a squatting library: %d redraft libraries, want xdc.Library", gi, len(libs))
+			}
+		}
+	}
+
 	// The node's DUMP holds the client's library only, and restores on a plain server.
 	if err := node.FunctionLoad(ctx, testLib).Err(); err != nil {
 		t.Fatal(err)

@@ -174,3 +174,53 @@ func appendHeader(b []byte, v resp.Value) []byte {
 	}
 	return resp.AppendArray(b, len(v.Elems))
 }
+
+// evictSquatters deletes, on every group, each client library that registered a function
+// whose name is reserved, and reports whether there was one. Function names are global in
+// Redis and a library's code may name its functions anything, which no check of the code
+// before FUNCTION LOAD can see; a client library that took the name of one of redraft's
+// functions (in a moment it was not loaded, after a FUNCTION FLUSH) would run in its place as
+// redraft's internal user. So after every client LOAD or RESTORE the node looks.
+func (c *client) evictSquatters() (bool, error) {
+	reps, err := c.askGroups(appendCommand(nil, []string{"FUNCTION", "LIST"}), true)
+	if err != nil {
+		return false, err
+	}
+	found := false
+	for _, r := range reps {
+		if r.err != nil || !r.v.IsArray() {
+			continue
+		}
+		for _, lib := range r.v.Elems {
+			name, squats := libraryFunctions(lib)
+			if name == nil || ownName(name) || !squats {
+				continue
+			}
+			found = true
+			if _, err := c.roundTripAs(r.g, appendCommand(nil, []string{"FUNCTION", "DELETE", string(name)}), true); err != nil {
+				return true, err
+			}
+		}
+	}
+	return found, nil
+}
+
+// libraryFunctions reads a FUNCTION LIST entry: the library's name, and whether one of its
+// functions has a reserved name.
+func libraryFunctions(lib resp.Value) (name []byte, squats bool) {
+	for i := 0; i+1 < len(lib.Elems); i += 2 {
+		switch string(lib.Elems[i].Str) {
+		case "library_name":
+			name = lib.Elems[i+1].Str
+		case "functions":
+			for _, f := range lib.Elems[i+1].Elems {
+				for j := 0; j+1 < len(f.Elems); j += 2 {
+					if string(f.Elems[j].Str) == "name" && ownName(f.Elems[j+1].Str) {
+						squats = true
+					}
+				}
+			}
+		}
+	}
+	return name, squats
+}
