@@ -59,9 +59,9 @@ func refuseOwnLibrary(spec *command.Spec, args [][]byte) error {
 		}
 	case "function|restore":
 		if len(args) > 2 {
-			libs, _, err := parseFunctionDump(args[2])
+			libs, _, _ := parseFunctionDump(args[2]) // none when it does not parse
 			for _, l := range libs {
-				if err == nil && ownName(libraryNameOf(l.code)) {
+				if ownName(libraryNameOf(l.code)) {
 					return errReservedName
 				}
 			}
@@ -102,13 +102,7 @@ func withoutOwnLibrary(v resp.Value) []byte {
 	}
 	var kept [][]byte
 	for _, lib := range v.Elems {
-		own := false
-		for i := 0; i+1 < len(lib.Elems); i += 2 {
-			if string(lib.Elems[i].Str) == "library_name" && ownName(lib.Elems[i+1].Str) {
-				own = true
-			}
-		}
-		if !own {
+		if name, _ := libraryFunctions(lib); !ownName(name) {
 			kept = append(kept, lib.Raw)
 		}
 	}

@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bytes"
 	"crypto/sha1"
 	"encoding/hex"
 	"strconv"
@@ -158,7 +157,7 @@ func (c *client) appendRecord(b []byte, slot int, argv []string, call xdc.Call) 
 func (c *client) recordFailed(what string, g *group, recs []resp.Value) []byte {
 	for _, x := range recs {
 		if x.IsError() {
-			if g != nil && bytes.HasPrefix(x.Str, []byte(xdc.FuncMissing)) {
+			if g != nil && xdc.FuncMissingReply(x.Raw) {
 				c.s.reloadLibrary(g.ipool)
 			}
 			return appendError(nil, errorf("ERR redraft: %s ran but recording it for the other DCs failed: %s", what, printable(x.Str)))

@@ -452,7 +452,7 @@ func (c *client) writeAndReach(g *group, slot int, raw []byte, n int, lvl level,
 // checkLibrary turns a "function not found" reply to a WRITE call on g into a clear error and
 // loads the replication functions on g's master again, for the next write.
 func (s *Server) checkLibrary(g *group, reply []byte) []byte {
-	if !bytes.HasPrefix(reply, []byte("-"+xdc.FuncMissing)) {
+	if !xdc.FuncMissingReply(reply) {
 		return reply
 	}
 	s.reloadLibrary(g.ipool)

@@ -13,20 +13,20 @@ import (
 // APPLY, the receiving side of replication: the scripts that apply another DC's outbox
 // entries exactly once, by the rules of docs/convergence.md.
 
-// applyDefsLua defines what both APPLY functions share (library.go): applyEntry(src, id, prev, ts, cmds, lockv,
-// lock, inbox) applies one entry of DC src (a full copy re-applies this DC's own entries as
-// "~<dc>") to the slot whose metadata and pull hashes are meta and pull (set by the caller)
-// and whose copy lock and inbox are lock and inbox. While the copy lock is set by someone
-// else than lockv (a full copy is reading or replacing the slot) it answers TRYAGAIN and
-// changes nothing: an entry applied in the middle of a copy would be half in the snapshot or
-// overwritten by it. An entry at or below the inbox's id for src answers "skip"; one whose
-// predecessor is not the inbox's id (prev, "" not to check) answers a GAP error; otherwise
-// each effect is applied (a failing one does not stop the others) and the inbox records the
-// id in the same script, so a retried entry is never applied twice. Nothing goes to the
-// outbox. It answers {"applied", errors, first error, superseded, conflicts}: effects older
-// than the key's state here, and effects that could not be applied because the key's state
-// here is not the one they saw (recorded in the pull hash). readCmds(ARGV, i, n) reads n
-// effects (argc, argv...) from ARGV at i and returns them and the index after them.
+// applyDefsLua defines what both APPLY functions share (library.go): applyEntry(src, id, prev,
+// ts, cmds, lockv, lock, inbox) applies one entry of DC src (a full copy re-applies this DC's
+// own entries as "~<dc>") to the slot whose metadata and pull hashes are meta and pull (set by
+// the caller) and whose copy lock and inbox are lock and inbox. While the copy lock is set by
+// someone else than lockv (a full copy is reading or replacing the slot) it answers TRYAGAIN
+// and changes nothing: an entry applied in the middle of a copy would be half in the snapshot
+// or overwritten by it. An entry at or below the inbox's id for src answers "skip"; one whose
+// predecessor is not the inbox's id (prev, "" not to check) answers a GAP error; otherwise each
+// effect is applied (a failing one does not stop the others) and the inbox records the id in
+// the same script, so a retried entry is never applied twice. Nothing goes to the outbox. It
+// answers {"applied", errors, first error, superseded, conflicts}: effects older than the key's
+// state here, and effects that could not be applied because the key's state here is not the one
+// they saw (recorded in the pull hash). readCmds(ARGV, i, n) reads n effects (argc, argv...)
+// from ARGV at i and returns them and the index after them.
 const applyDefsLua = `
 local function num(a, b)
   a = (string.gsub(a, '^0+', ''))

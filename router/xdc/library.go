@@ -1,6 +1,7 @@
 package xdc
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
@@ -121,24 +122,25 @@ func Library() string { return library }
 // lost the library: a new server without persistence, FUNCTION FLUSH on the backend itself).
 const FuncMissing = "ERR Function not found"
 
-// IsFuncMissing reports whether msg, an error's text, is FuncMissing: the server lacks the
-// library, which the caller loads before calling again.
-func IsFuncMissing(msg string) bool { return strings.HasPrefix(msg, FuncMissing) }
+// funcMissingReply is FuncMissing as a raw error reply starts.
+var funcMissingReply = []byte("-" + FuncMissing)
 
-// LibraryLoaded reports whether msg, FUNCTION LOAD's error, says the library is there already
-// (which is as good as loading it: its name is its source's digest).
-func LibraryLoaded(msg string) bool {
-	return strings.HasPrefix(msg, "ERR Library '"+libraryName+"' already exists")
-}
+// FuncMissingReply reports whether raw, a raw reply, is FuncMissing: the server lacks the
+// library, which the caller loads before calling again.
+func FuncMissingReply(raw []byte) bool { return bytes.HasPrefix(raw, funcMissingReply) }
+
+// isFuncMissing is FuncMissingReply for an error's text (go-redis's errors).
+func isFuncMissing(msg string) bool { return strings.HasPrefix(msg, FuncMissing) }
 
 // LoadLibrary loads the library on c's server (nil when it is there already).
 func LoadLibrary(ctx context.Context, c Doer) error {
 	return loaded(c.Do(ctx, "FUNCTION", "LOAD", library).Err())
 }
 
-// loaded is err, FUNCTION LOAD's of the library, with "already exists" as success.
+// loaded is err, FUNCTION LOAD's of the library, with "already exists" as success (as good
+// as loading it: the library's name is its source's digest).
 func loaded(err error) error {
-	if err != nil && LibraryLoaded(err.Error()) {
+	if err != nil && strings.HasPrefix(err.Error(), "ERR Library '"+libraryName+"' already exists") {
 		return nil
 	}
 	return err
@@ -154,7 +156,7 @@ func FCall(ctx context.Context, c Doer, fn string, keys []string, args ...any) *
 	}
 	call = append(call, args...)
 	r := c.Do(ctx, call...)
-	if err := r.Err(); err != nil && IsFuncMissing(err.Error()) {
+	if err := r.Err(); err != nil && isFuncMissing(err.Error()) {
 		if err := LoadLibrary(ctx, c); err != nil {
 			return r
 		}

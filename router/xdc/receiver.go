@@ -121,7 +121,7 @@ func applyChunks(batches []WireBatch) [][]WireBatch {
 func funcMissing(parts []OwnedReplies) bool {
 	for _, p := range parts {
 		for _, raw := range p.Replies {
-			if len(raw) > 0 && raw[0] == '-' && IsFuncMissing(string(raw[1:])) {
+			if FuncMissingReply(raw) {
 				return true
 			}
 		}
@@ -221,12 +221,12 @@ func (r *Replicator) runScript(ctx context.Context, db, slot int, sha, body stri
 func (r *Replicator) runFunc(ctx context.Context, db, slot int, fn string, keys []string, argv []any) (resp.Value, error) {
 	args := funcCall(fn, keys, argv)
 	v, err := r.internal(ctx, db, slot, keys, args)
-	if err == nil && v.IsError() && IsFuncMissing(string(v.Str)) {
+	if err == nil && FuncMissingReply(v.Raw) {
 		raws, err := r.cfg.Local.InternalBatch(ctx, db, slot, keys, [][]string{loadCall, args})
 		if err != nil {
 			return resp.Value{}, err
 		}
-		return parseReply(fn, raws[1])
+		return parseReply(args, raws[1])
 	}
 	return v, err
 }
@@ -237,17 +237,18 @@ func (r *Replicator) internal(ctx context.Context, db, slot int, keys, args []st
 	if err != nil {
 		return resp.Value{}, err
 	}
-	what := args[0]
-	if len(args) > 1 && (what == "FCALL" || what == "EVALSHA") {
-		what += " " + args[1]
-	}
-	return parseReply(what, raws[0])
+	return parseReply(args, raws[0])
 }
 
-// parseReply parses a raw reply of the router to what, the command that had it.
-func parseReply(what string, raw []byte) (resp.Value, error) {
+// parseReply parses a raw reply of the router to args, the command that had it (named in the
+// error, with the function or script of an FCALL or EVALSHA).
+func parseReply(args []string, raw []byte) (resp.Value, error) {
 	v, _, ok := resp.Parse(raw)
 	if !ok {
+		what := args[0]
+		if len(args) > 1 && (what == "FCALL" || what == "EVALSHA") {
+			what += " " + args[1]
+		}
 		return resp.Value{}, fmt.Errorf("xdc: unparsable reply to %s (%d bytes)", what, len(raw))
 	}
 	return v, nil

@@ -21,21 +21,22 @@ const (
 	replyBitsMark      = "REDRAFT-BITS "
 )
 
-// writeDefsLua defines writeOne(KEYS, ARGV), the WRITE function (WriteFunc, library.go). KEYS: the commands' keys, then the slot's metadata hash, the
-// slot's copy lock and the slot's outbox. ARGV: outbox MAXLEN bound, origin DC, "one" or
-// "unit" (or "rec": a unit that does not check the copy lock, the record of a user script
-// that ran before it in the same MULTI), the number of commands, then per command its plan
-// (see Call.Plan), its argc and its argv. It stamps the write (hybrid logical clock: the server's time in ms * 4096, above the
-// stamps of the keys it changes), runs each command with redis.pcall, records per key it
-// changed an effect by the command's class (classOf) and the key's new stamp in the metadata
-// hash, and XADDs one entry for all of them ("MAXLEN ~" ten times the bound: a safety net;
-// the replicator enforces the bound itself, see Replicator), or none when nothing changed;
-// with the entry, the outbox's name goes to the change feed DirtyKey (a key the script does
-// not declare: redraft's masters are standalone servers, which allow it). It answers the
-// command's reply ("one") or the array of the replies ("unit", as EXEC does). While the
-// slot's copy lock is set (a full copy to another DC is reading the slot) it answers TRYAGAIN
-// and changes nothing. The shebang makes Redis refuse it up front when out of memory, so a
-// write is not left applied without its entry.
+// writeDefsLua defines writeOne(KEYS, ARGV), the WRITE function (WriteFunc, library.go). KEYS:
+// the commands' keys, then the slot's metadata hash, the slot's copy lock and the slot's
+// outbox. ARGV: outbox MAXLEN bound, origin DC, "one" or "unit" (or "rec": a unit that does not
+// check the copy lock, the record of a user script that ran before it in the same MULTI), the
+// number of commands, then per command its plan (see Call.Plan), its argc and its argv. It
+// stamps the write (hybrid logical clock: the server's time in ms * 4096, above the stamps of
+// the keys it changes), runs each command with redis.pcall, records per key it changed an
+// effect by the command's class (classOf) and the key's new stamp in the metadata hash, and
+// XADDs one entry for all of them ("MAXLEN ~" ten times the bound: a safety net; the replicator
+// enforces the bound itself, see Replicator), or none when nothing changed; with the entry, the
+// outbox's name goes to the change feed DirtyKey (a key the script does not declare: redraft's
+// masters are standalone servers, which allow it). It answers the command's reply ("one") or
+// the array of the replies ("unit", as EXEC does). While the slot's copy lock is set (a full
+// copy to another DC is reading the slot) it answers TRYAGAIN and changes nothing. Registered
+// without flags, the function is refused up front when the server is out of memory, so a write
+// is not left applied without its entry.
 //
 // Effects (each an argv in the entry; the entry's "t" field is the stamp's ts):
 //

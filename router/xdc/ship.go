@@ -69,7 +69,7 @@ func (s *RedisSink) Apply(ctx context.Context, b Batch) (string, error) {
 		return s.LastApplied(ctx, b.SourceDC, b.Slot)
 	}
 	last, err := s.applyOnce(ctx, b)
-	if err != nil && IsFuncMissing(err.Error()) {
+	if err != nil && isFuncMissing(err.Error()) {
 		if err := loaded(s.Client.FunctionLoad(ctx, library).Err()); err != nil {
 			return "", err
 		}
