@@ -3,6 +3,7 @@ package xdc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,18 +15,131 @@ import (
 // append, naming the outbox ("o" <outbox key>), written in the same script or MULTI as the
 // entry itself. A shipping loop follows it with one blocking XREAD instead of looking at every
 // outbox it ships, so what a loop does per round grows with the writes, not with the slots,
-// and an idle master is asked one blocked read every few seconds per loop.
+// and an idle master is asked one blocked read every few seconds per loop. WRITE's feed
+// entries also carry the outbox entry itself (FeedEntry), so that a loop ships what it reads
+// from the feed without reading the outbox again.
 const DirtyKey = migrate.DirtyKey
 
 // DirtyMaxLen bounds the feed (XADD's MAXLEN ~ argument). A loop that falls this far behind
-// it (or that starts) looks at every outbox it ships once.
-const DirtyMaxLen = "100000"
+// it (or that starts) looks at every outbox it ships once. With entries of up to feedDataMax
+// bytes, the feed holds at most about 25 MB.
+const DirtyMaxLen = "20000"
+
+// feedDataMax bounds the bytes of effect arguments a feed entry carries along with the outbox's
+// name: a larger entry is read from its outbox.
+const feedDataMax = "1024"
 
 // dirtyCount is how many feed entries one read takes.
 const dirtyCount = 4096
 
+// maxFed bounds the feed-carried entries a loop holds (loop.fed): past it, follow only hints
+// their slots, whose outboxes the loop then reads.
+const maxFed = 8192
+
 // DirtyFields are the fields of a change feed entry for slot's outbox.
 func DirtyFields(slot int) []string { return []string{"o", OutboxKey(slot)} }
+
+// FeedEntry is what a change feed entry says: the outbox it names and, when it carries one,
+// the outbox entry (Carried) and the id of the outbox entry before it (Prev, "" for none).
+type FeedEntry struct {
+	Outbox  string
+	Carried bool
+	Prev    string
+	Entry   Entry
+}
+
+// ParseFeedEntry decodes a change feed entry's fields: "o" <outbox>, then optionally "p"
+// <prev> "i" <id> and the outbox entry's fields (ParseEntry).
+func ParseFeedEntry(fields []string) (FeedEntry, error) {
+	if len(fields) < 2 || fields[0] != "o" {
+		return FeedEntry{}, fmt.Errorf("xdc: feed entry without an outbox")
+	}
+	f := FeedEntry{Outbox: fields[1]}
+	if len(fields) < 6 || fields[2] != "p" || fields[4] != "i" {
+		return f, nil
+	}
+	e, err := ParseEntry(fields[5], fields[6:])
+	if err != nil {
+		return f, err
+	}
+	f.Carried, f.Prev, f.Entry = true, fields[3], e
+	return f, nil
+}
+
+// fedEntry is an outbox entry the change feed carried, with the id of the entry before it.
+type fedEntry struct {
+	prev string
+	e    Entry
+}
+
+// feed keeps a carried entry for the slot at position p (l.mu held), unless the loop holds
+// maxFed already; it reports whether it kept it.
+func (l *loop) feed(p int, f FeedEntry) bool {
+	if l.fedN >= maxFed {
+		return false
+	}
+	if l.fed == nil {
+		l.fed = map[int][]fedEntry{}
+	}
+	l.fed[p] = append(l.fed[p], fedEntry{f.Prev, f.Entry})
+	l.fedN++
+	return true
+}
+
+// dropFed forgets the carried entries of position p up to id, the destination's last applied
+// (l.mu held).
+func (l *loop) dropFed(p int, id string) {
+	q := l.fed[p]
+	if len(q) == 0 || !isEntryID(id) {
+		return
+	}
+	n := 0
+	for n < len(q) && CompareIDs(q[n].e.ID, id) <= 0 {
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	l.fedN -= n
+	if n == len(q) {
+		delete(l.fed, p)
+		return
+	}
+	l.fed[p] = q[n:]
+}
+
+// forgetFed forgets the carried entries of slot: its outbox was trimmed past them.
+func (l *loop) forgetFed(slot int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p := indexOf(l.slots, slot); p >= 0 {
+		l.fedN -= len(l.fed[p])
+		delete(l.fed, p)
+	}
+}
+
+// fedAfter returns up to count carried entries of position p that follow after in its outbox
+// with nothing between them, and whether there were any (l.mu held). None means the outbox
+// must be read: the entry after after came before the loop followed the feed, or it was not
+// kept. The caller has checked l.unfed: the entries it returns are then all the outbox holds
+// after after, as far as the feed has told.
+func (l *loop) fedAfter(p int, after string, count int64) ([]Entry, bool) {
+	l.dropFed(p, after)
+	q := l.fed[p]
+	prev := after
+	if !isEntryID(prev) {
+		prev = ""
+	}
+	var out []Entry
+	for _, f := range q {
+		if f.prev != prev || int64(len(out)) == count {
+			break
+		}
+		out = append(out, f.e)
+		prev = f.e.ID
+	}
+	return out, len(out) > 0
+}
 
 // feedPos returns the id of the last entry of src's change feed ("0-0" when it has none), the
 // position from which a loop that has just looked at every outbox follows it.
@@ -46,7 +160,7 @@ func feedPos(ctx context.Context, src *redis.Client) (string, error) {
 func (l *loop) follow(ctx context.Context, src *redis.Client, pos string) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		res, err := src.XRead(ctx, &redis.XReadArgs{Streams: []string{DirtyKey, pos}, Count: dirtyCount, Block: 2 * time.Second}).Result()
+		res, err := src.Do(ctx, "XREAD", "COUNT", dirtyCount, "BLOCK", 2000, "STREAMS", DirtyKey, pos).Result()
 		if errors.Is(err, redis.Nil) {
 			l.following.Store(true)
 			continue // nothing written for the block's time
@@ -64,20 +178,30 @@ func (l *loop) follow(ctx context.Context, src *redis.Client, pos string) {
 		}
 		backoff = 50 * time.Millisecond
 		l.following.Store(true)
-		from, n := pos, 0
-		for _, st := range res {
-			for _, m := range st.Messages {
-				pos, n = m.ID, n+1
-				if ob, ok := m.Values["o"].(string); ok {
-					if p, ok := l.index[ob]; ok {
-						l.mark(l.slots[p])
-					}
+		from := pos
+		msgs := feedMessages(res)
+		l.mu.Lock()
+		for _, m := range msgs {
+			pos = m.id
+			f, err := ParseFeedEntry(m.fields) // on an error, f names the outbox alone
+			if p, ok := l.index[f.Outbox]; ok {
+				// Entries are kept while the destination takes them: the outbox keeps what
+				// waits for a DC that is down, and may be trimmed past it (trimToLive).
+				s := l.slots[p]
+				if err != nil || !f.Carried || l.lastErr != "" || l.copying[s] || !l.feed(p, f) {
+					l.unfed[p]++
 				}
+				l.mark(s)
 			}
 		}
+		l.mu.Unlock()
+		n := len(msgs)
 		// Only a full read can have been preceded by trimmed entries: the feed holds
 		// DirtyMaxLen entries after any it dropped.
 		if n == dirtyCount && l.feedTrimmedAfter(ctx, src, from) {
+			l.mu.Lock()
+			l.fed, l.fedN = nil, 0 // entries after these may be unread: read the outboxes
+			l.mu.Unlock()
 			l.full.Store(true)
 		}
 		if l.ph.enabled() {
@@ -111,4 +235,44 @@ func (l *loop) feedTrimmedAfter(ctx context.Context, src *redis.Client, id strin
 // dirtyArgs is the XADD of a change feed entry for slot, for a MULTI or a pipeline.
 func dirtyArgs(slot int) []any {
 	return []any{"XADD", DirtyKey, "MAXLEN", "~", DirtyMaxLen, "*", "o", OutboxKey(slot)}
+}
+
+// feedMessage is one entry of an XREAD of the change feed.
+type feedMessage struct {
+	id     string
+	fields []string
+}
+
+// feedMessages returns the entries of an XREAD of the change feed alone, as go-redis answers
+// it raw (a map under RESP3, an array under RESP2). It does not use go-redis's XRead, whose
+// entries are maps: a carried outbox entry repeats field names.
+func feedMessages(raw any) []feedMessage {
+	var entries []any
+	switch v := raw.(type) {
+	case map[any]any:
+		for _, e := range v {
+			entries, _ = e.([]any)
+		}
+	case []any:
+		if len(v) > 0 {
+			if st, ok := v[0].([]any); ok && len(st) == 2 {
+				entries, _ = st[1].([]any)
+			}
+		}
+	}
+	out := make([]feedMessage, 0, len(entries))
+	for _, e := range entries {
+		pair, ok := e.([]any)
+		if !ok || len(pair) != 2 {
+			continue
+		}
+		id, _ := pair[0].(string)
+		vals, _ := pair[1].([]any)
+		m := feedMessage{id: id, fields: make([]string, len(vals))}
+		for i, v := range vals {
+			m.fields[i], _ = v.(string)
+		}
+		out = append(out, m)
+	}
+	return out
 }

@@ -133,12 +133,20 @@ type loop struct {
 	sends sync.WaitGroup
 	sent  chan struct{}
 
-	mu         sync.Mutex
-	stopped    bool     // stop was called (run may not have set cancel yet)
-	acked      []string // per position in slots
-	pending    []int64
-	reset      map[int]bool // slots whose last applied id must be read again
-	copying    map[int]bool
+	mu      sync.Mutex
+	stopped bool     // stop was called (run may not have set cancel yet)
+	acked   []string // per position in slots
+	pending []int64
+	reset   map[int]bool // slots whose last applied id must be read again
+	copying map[int]bool
+	// fed are the outbox entries the change feed carried, by position in slots, in outbox
+	// order, until the destination applied them; fedN counts them (dirty.go).
+	fed  map[int][]fedEntry
+	fedN int
+	// unfed counts, by position in slots, the entries the change feed named that the loop
+	// did not keep, since a read of the outbox that the destination applied to its end: while
+	// it is set, the outbox is read, not the feed's entries shipped.
+	unfed      map[int]uint64
 	outbox     int64
 	started    time.Time
 	lastAck    time.Time
@@ -162,7 +170,7 @@ type loop struct {
 func newLoop(r *Replicator, k loopKey, slots []int) *loop {
 	l := &loop{r: r, key: k, slots: slots, index: make(map[string]int, len(slots)), done: make(chan struct{}),
 		acked: make([]string, len(slots)), pending: make([]int64, len(slots)), lens: make([]int64, len(slots)), reset: map[int]bool{},
-		copying: map[int]bool{}, started: time.Now(), wake: make(chan struct{}, 1), trimQ: make(chan redis.Pipeliner, 1),
+		copying: map[int]bool{}, unfed: map[int]uint64{}, started: time.Now(), wake: make(chan struct{}, 1), trimQ: make(chan redis.Pipeliner, 1),
 		sem: make(chan struct{}, maxInflight), sent: make(chan struct{}, 1)}
 	l.ph = newPhases(r.log.With("dest", k.dest, "group", k.group, "db", k.db), "shipping")
 	for i, s := range slots {
@@ -464,18 +472,25 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 	if w := l.woke.Swap(0); w != 0 && l.ph.enabled() {
 		l.ph.add("wake", t0.Sub(time.Unix(0, w)))
 	}
-	// XINFO only where the lost-entry count needs an outbox's ordinal (lost.go): once per
-	// slot, then the ordinals are counted on.
-	info := make([]bool, len(ready))
+	// The entries the change feed carried ship as they are; the other slots' outboxes are read.
+	got := make([]slotRead, len(ready))
+	var unread []int // indexes in ready
+	l.mu.Lock()
 	for i, p := range ready {
-		info[i] = !l.r.lost.known(lostKey{l.key.dest, l.key.db, l.slots[p]}, after[i])
+		if l.unfed[p] == 0 && !l.copying[l.slots[p]] {
+			if es, ok := l.fedAfter(p, after[i], l.r.cfg.BatchSize); ok {
+				got[i] = slotRead{entries: es, topOrd: -1, fed: true}
+				continue
+			}
+		}
+		unread = append(unread, i)
 	}
-	got, err := readSlotsInfo(ctx, src, l.slotsAt(ready), after, l.r.cfg.BatchSize, info)
-	if err != nil {
-		return fmt.Errorf("read outboxes: %w", err)
+	l.mu.Unlock()
+	if err := l.readInto(ctx, src, ready, after, unread, got); err != nil {
+		return err
 	}
 	t1 := time.Now()
-	if l.ph.enabled() {
+	if l.ph.enabled() && len(unread) > 0 {
 		l.ph.add("read", t1.Sub(t0))
 		for _, g := range got {
 			if len(g.entries) > 0 {
@@ -523,6 +538,9 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		}
 		l.mu.Unlock()
 		if len(g.entries) == 0 {
+			l.mu.Lock()
+			l.readToEnd(p, &got[i])
+			l.mu.Unlock()
 			l.r.lost.shipped(lostKey{l.key.dest, l.key.db, l.slots[p]}, after[i], after[i], &got[i])
 			continue
 		}
@@ -551,6 +569,34 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		defer func() { <-l.sem }()
 		l.ship(ctx, src, batches, pos, reads, start)
 	}()
+	return nil
+}
+
+// readInto reads the outboxes of the slots at ready[i] for i in unread, after after[i], into
+// got[i].
+func (l *loop) readInto(ctx context.Context, src *redis.Client, ready []int, after []string, unread []int, got []slotRead) error {
+	if len(unread) == 0 {
+		return nil
+	}
+	slots, from := make([]int, len(unread)), make([]string, len(unread))
+	// XINFO only where the lost-entry count needs an outbox's ordinal (lost.go): once per
+	// slot, then the ordinals are counted on.
+	info := make([]bool, len(unread))
+	seen := make([]uint64, len(unread))
+	l.mu.Lock()
+	for j, i := range unread {
+		slots[j], from[j], seen[j] = l.slots[ready[i]], after[i], l.unfed[ready[i]]
+		info[j] = !l.r.lost.known(lostKey{l.key.dest, l.key.db, slots[j]}, after[i])
+	}
+	l.mu.Unlock()
+	res, err := readSlotsInfo(ctx, src, slots, from, l.r.cfg.BatchSize, info)
+	if err != nil {
+		return fmt.Errorf("read outboxes: %w", err)
+	}
+	for j, i := range unread {
+		got[i] = res[j]
+		got[i].unfed = seen[j]
+	}
 	return nil
 }
 
@@ -622,6 +668,10 @@ func (l *loop) ship(ctx context.Context, src *redis.Client, batches []WireBatch,
 		l.mu.Lock()
 		if res.Last != "" && CompareIDs(res.Last, l.acked[p]) > 0 {
 			l.acked[p] = res.Last
+			l.dropFed(p, res.Last)
+		}
+		if len(b.Entries) < int(l.r.cfg.BatchSize) && res.Last == b.Entries[len(b.Entries)-1].ID {
+			l.readToEnd(p, reads[i])
 		}
 		l.r.counter(l.key.dest).shipped.Add(int64(n))
 		l.pending[p] = max(0, l.pending[p]-int64(n))
@@ -694,14 +744,6 @@ func execTrims(ctx context.Context, p redis.Pipeliner) {
 	if p.Len() > 0 {
 		_, _ = p.Exec(ctx)
 	}
-}
-
-func (l *loop) slotsAt(pos []int) []int {
-	out := make([]int, len(pos))
-	for i, p := range pos {
-		out[i] = l.slots[p]
-	}
-	return out
 }
 
 // fail records a shipping error for the report.
@@ -954,6 +996,19 @@ type slotRead struct {
 	missing bool
 	// topOrd is the outbox's entries-added when entries reach its end, else -1.
 	topOrd int64
+	// fed is set when the entries are the change feed's (dirty.go), not read; unfed is the
+	// loop's unfed count of the slot when the read began.
+	fed   bool
+	unfed uint64
+}
+
+// readToEnd notes that the outbox of the slot at position p was read to its end after the
+// destination's last applied id and that the destination applied it all (l.mu held): the feed
+// entries not kept before the read are in the past (unless more came since).
+func (l *loop) readToEnd(p int, g *slotRead) {
+	if !g.fed && g.unfed > 0 && l.unfed[p] == g.unfed {
+		delete(l.unfed, p)
+	}
 }
 
 // readSlots reads, in one MULTI, up to count entries after after[i] of each slot's outbox

@@ -586,10 +586,12 @@ func (r *Replicator) trimToLive(ctx context.Context, src *redis.Client, db, slot
 	st := r.cfg.Cluster.State()
 	now := time.Now()
 	down := map[string]bool{}
+	var downLoops []*loop
 	r.mu.Lock()
 	for k, l := range r.loops {
 		if k.db == db && indexOf(l.slots, slot) >= 0 && l.down(now) {
 			down[k.dest] = true
+			downLoops = append(downLoops, l)
 		}
 	}
 	m := r.acked[dbSlot{db, slot}]
@@ -604,6 +606,9 @@ func (r *Replicator) trimToLive(ctx context.Context, src *redis.Client, db, slot
 		return
 	}
 	if n, err := Trim(ctx, src, slot, ids); err == nil && n > 0 {
+		for _, l := range downLoops { // the entries they hold are gone from the outbox
+			l.forgetFed(slot)
+		}
 		r.log.Info("outbox over its bound trimmed past a DC that is down; it will get the slot copied in full",
 			"slot", slot, "db", db, "trimmed", n, "down", fmt.Sprint(keys(down)))
 	}

@@ -30,9 +30,11 @@ const (
 // the keys it changes), runs each command with redis.pcall, records per key it changed an
 // effect by the command's class (classOf) and the key's new stamp in the metadata hash, and
 // XADDs one entry for all of them ("MAXLEN ~" ten times the bound: a safety net; the replicator
-// enforces the bound itself, see Replicator), or none when nothing changed; with the entry, the
-// outbox's name goes to the change feed DirtyKey (a key the script does not declare: redraft's
-// masters are standalone servers, which allow it). It answers the command's reply ("one") or
+// enforces the bound itself, see Replicator), or none when nothing changed. With the entry goes
+// an entry of the change feed DirtyKey (a key the script does not declare: redraft's masters
+// are standalone servers, which allow it): the outbox's name and, when the effects' arguments
+// hold at most feedDataMax bytes, the entry itself with its id and the id of the outbox entry
+// before it (FeedEntry), which a shipping loop ships without reading the outbox. It answers the command's reply ("one") or
 // the array of the replies ("unit", as EXEC does). While the slot's copy lock is set (a full
 // copy to another DC is reading the slot) it answers TRYAGAIN and changes nothing. Registered
 // without flags, the function is refused up front when the server is out of memory, so a write
@@ -145,10 +147,13 @@ meta = KEYS[#KEYS - 2]
 if ARGV[3] ~= 'rec' and redis.call('EXISTS', KEYS[#KEYS - 1]) == 1 then
   return redis.error_reply('TRYAGAIN redraft: the slot is being copied to another DC, retry shortly')
 end
-local ty = redis.call('TYPE', ob)['ok']
-if ty ~= 'none' and ty ~= 'stream' then
-  return redis.error_reply('ERR redraft: outbox ' .. ob .. ' holds a ' .. ty)
+-- The outbox's last entry, which the new entry follows (the feed entry carries its id).
+local last = redis.pcall('XREVRANGE', ob, '+', '-', 'COUNT', 1)
+if last['err'] then
+  return redis.error_reply('ERR redraft: outbox ' .. ob .. ' holds a ' .. redis.call('TYPE', ob)['ok'])
 end
+local prev = ''
+if #last > 0 then prev = last[1][1] end
 local dc = ARGV[2]
 local calls, i = {}, 5
 for c = 1, tonumber(ARGV[4]) do
@@ -189,11 +194,14 @@ end
 local tss = string.format('%.0f', ts)
 local stamp = tss .. ':' .. dc
 local entry = {'dc', dc, 't', tss, 'n', '0'}
-local logged = 0
+local logged, size = 0, 0
 local function record(e)
   logged = logged + 1
   entry[#entry + 1] = tostring(#e)
-  for _, a in ipairs(e) do entry[#entry + 1] = a end
+  for _, a in ipairs(e) do
+    entry[#entry + 1] = a
+    size = size + #a
+  end
 end
 -- whole records the state of k after the write: its value if a string, its DUMP otherwise,
 -- a tombstone if it is gone.
@@ -395,8 +403,12 @@ end
 if logged > 0 then
   entry[6] = tostring(logged)
   if #entry % 2 == 1 then entry[#entry + 1] = '' end
-  redis.call('XADD', ob, 'MAXLEN', '~', tonumber(ARGV[1]) * hardCap, '*', unpack(entry))
-  redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob)
+  local id = redis.call('XADD', ob, 'MAXLEN', '~', tonumber(ARGV[1]) * hardCap, '*', unpack(entry))
+  if size <= ` + feedDataMax + ` then
+    redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob, 'p', prev, 'i', id, unpack(entry))
+  else
+    redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob)
+  end
 end
 if ARGV[3] == 'one' then return replies[1] end
 return replies
