@@ -69,3 +69,41 @@ func TestFeedEntryParse(t *testing.T) {
 		t.Fatal("no outbox: no error")
 	}
 }
+
+// TestPlainSetRecordsItsValue: a plain SET records the value it set without reading it back,
+// and what it records still clears the key's expiry and replaces another type, in every DC.
+func TestPlainSetRecordsItsValue(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b")
+	a, b := dcs[0], dcs[1]
+	ctx := context.Background()
+	ttl := func(d *testDC) (string, error) {
+		v, err := d.rc.PTTL(ctx, "{p}k").Result()
+		if v > 0 {
+			return "expires", err
+		}
+		return fmt.Sprint(int64(v)), err // -1: no expiry (go-redis gives -1 as a Duration)
+	}
+	a.write(t, "SET", "{p}k", "v1", "PX", "600000")
+	waitEqual(t, dcs, 10*time.Second, "k", stateOf("{p}k"), "string v1")
+	waitEqual(t, dcs, 10*time.Second, "k's expiry", ttl, "expires")
+	a.write(t, "SET", "{p}k", "v2")
+	waitEqual(t, dcs, 10*time.Second, "k", stateOf("{p}k"), "string v2")
+	waitEqual(t, dcs, 10*time.Second, "k's expiry", ttl, "-1")
+	b.write(t, "HSET", "{p}h", "f", "1")
+	waitEqual(t, dcs, 10*time.Second, "h", stateOf("{p}h"), "hash map[f:1]")
+	a.write(t, "SET", "{p}h", "now a string")
+	waitEqual(t, dcs, 10*time.Second, "h", stateOf("{p}h"), "string now a string")
+	// The entry holds the value and no expiry (-1).
+	raw, err := a.rc.Do(ctx, "XREVRANGE", OutboxKey(slotString("{p}h")), "+", "-", "COUNT", 1).Slice()
+	if err != nil || len(raw) != 1 {
+		t.Fatalf("outbox: %v %v", raw, err)
+	}
+	got, err := parseRange(raw)
+	if err != nil || len(got) != 1 || len(got[0].Cmds) != 1 {
+		t.Fatalf("entry: %+v %v", got, err)
+	}
+	c := got[0].Cmds[0]
+	if c[0] != "~s" || c[1] != "{p}h" || c[len(c)-2] != "now a string" || c[len(c)-1] != "-1" {
+		t.Fatalf("effect %q", c)
+	}
+}

@@ -204,11 +204,14 @@ local function record(e)
   end
 end
 -- whole records the state of k after the write: its value if a string, its DUMP otherwise,
--- a tombstone if it is gone.
-local function whole(k, asString)
+-- a tombstone if it is gone. set is the value a plain SET k set (no expiry), nil otherwise:
+-- then nothing needs reading back.
+local function whole(k, asString, set)
   local prior, V = stampOf(k), observed(k)
   V = withElems(V, absorb(k))
-  if redis.call('EXISTS', k) == 0 then
+  if set then
+    record({'~s', k, prior, V, set, '-1'})
+  elseif redis.call('EXISTS', k) == 0 then
     record({'~d', k, prior, V})
   elseif asString then
     local v = redis.pcall('GET', k)
@@ -347,7 +350,9 @@ for c, call in ipairs(calls) do
       restamp(k, stamp)
     end
   elseif changed and (cls == 's' or cls == 'a') then
-    for _, k in ipairs(call.w) do whole(k, cls == 's') end
+    local set = nil
+    if name == 'SET' and #argv == 3 and type(r) == 'table' and r['ok'] == 'OK' then set = argv[3] end
+    for _, k in ipairs(call.w) do whole(k, cls == 's', set) end
   elseif changed then
     local eff
     if op == 'v' or op == 't' or op == 'w' then
