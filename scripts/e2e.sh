@@ -276,6 +276,8 @@ fi
 step "partition dc2 (its node and Redis containers) for ${PARTITION_S:-30} s, write in dc1 and dc3, reconnect, dc2 converges"
 NET=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$(cid n3)" | awk '{print $1}')
 DC2=(n3 dc2-g1-master dc2-g1-replica dc2-g2-master dc2-g2-replica)
+dc2_ips() { for s in "${DC2[@]}"; do printf '%s=%s ' "$s" "$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$(cid "$s")")"; done; }
+ips_before=$(dc2_ips)
 cut=1
 for s in "${DC2[@]}"; do docker network disconnect "$NET" "$(cid "$s")" >/dev/null 2>&1 || cut=0; done
 [ $cut = 1 ] && ok "dc2 disconnected from $NET" || bad "disconnect dc2 from $NET"
@@ -301,7 +303,11 @@ for n in n1 n4; do
   wait_for 30 allp "$n" && ok "$n holds all 100 keys written in dc1 and dc3 during the partition" || bad "$n holds the partition's keys"
 done
 wait_for 30 allp n3; got=$(rcli n3 mget "${pkeys[@]}" 2>&1 | tr '\n' ' ')
-[ "$got" = "$pwant" ] && ok "dc2 holds the 100 keys written in dc1 and dc3 during the partition" || bad "dc2 holds the partition's keys" "${got:0:200}"
+if [ "$got" = "$pwant" ]; then ok "dc2 holds the 100 keys written in dc1 and dc3 during the partition"
+else # what a later session needs to tell why: which keys, the addresses, the shipping state
+  missing=$(for k in "${pkeys[@]}"; do [ -n "$(rcli n3 get "$k" 2>/dev/null)" ] || printf '%s ' "$k"; done)
+  bad "dc2 holds the partition's keys" "missing: ${missing:0:300}; dc2 before the cut: $ips_before; after: $(dc2_ips); dc1 -> dc2: $(status_json n1 | json 'print([(p["to"], p["lag_ms"], p["state"], p.get("error", "")) for p in d.get("replication", [])])' 2>&1)"
+fi
 
 step "scale out: a 5th node (n5, dc1) joins; slots 0-100 migrate onto a new group g3"
 if dc up -d --no-build n5 dc1-g3-master >/dev/null 2>&1; then ok "compose up n5 dc1-g3-master"; else bad "compose up n5 dc1-g3-master"; fi
