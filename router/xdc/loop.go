@@ -479,7 +479,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 	for i, p := range ready {
 		if l.unfed[p] == 0 && !l.copying[l.slots[p]] {
 			if es, ok := l.fedAfter(p, after[i], l.r.cfg.BatchSize); ok {
-				got[i] = slotRead{entries: es, topOrd: -1, fed: true}
+				got[i] = slotRead{entries: es, topOrd: -1}
 				continue
 			}
 		}
@@ -996,9 +996,8 @@ type slotRead struct {
 	missing bool
 	// topOrd is the outbox's entries-added when entries reach its end, else -1.
 	topOrd int64
-	// fed is set when the entries are the change feed's (dirty.go), not read; unfed is the
-	// loop's unfed count of the slot when the read began.
-	fed   bool
+	// unfed is the loop's unfed count of the slot when the read began (0 for entries the
+	// change feed carried, which are not read).
 	unfed uint64
 }
 
@@ -1006,7 +1005,7 @@ type slotRead struct {
 // destination's last applied id and that the destination applied it all (l.mu held): the feed
 // entries not kept before the read are in the past (unless more came since).
 func (l *loop) readToEnd(p int, g *slotRead) {
-	if !g.fed && g.unfed > 0 && l.unfed[p] == g.unfed {
+	if g.unfed > 0 && l.unfed[p] == g.unfed {
 		delete(l.unfed, p)
 	}
 }
