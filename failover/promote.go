@@ -283,12 +283,14 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 	if err := w.adm.replicaOf(ctx, g, f.From, to); err != nil {
 		w.log.Warn("old master not made a replica yet (the watchers fence it)", "group", g.ID, "server", f.From, "err", err)
 	}
+	// The other replicas follow the new master before writes resume on it: a DC_QUORUM
+	// write's WAIT then finds them attaching, instead of waiting for their next ACK (a second).
+	w.pointReplicas(ctx, g, to, f.From)
 	w.hangForTest(ctx, f, "switched", to)
 	unpause()
 	if err := w.finish(ctx, g, f, to, 0); err != nil {
 		return "", "", err
 	}
-	w.pointReplicas(ctx, g, to, f.From)
 	w.log.Warn("switchover timings", "group", g.ID, "to", to, "offset", target,
 		"drain", tDrained.Sub(t0).Round(time.Microsecond), "catch_up", tCaught.Sub(tDrained).Round(time.Microsecond),
 		"promote_and_commit", time.Since(tCaught).Round(time.Microsecond))
