@@ -94,3 +94,58 @@ func toStrings(a []any) []string {
 	}
 	return out
 }
+
+// BenchmarkApplyServer measures what the batch APPLY costs the server per entry (usec of
+// FCALL in INFO commandstats over the entries) for entries of one plain SET each, on keys of
+// different slots, 25 slots' batches of one entry to a call, as a receiving node sends them
+// under random-key load. `go test -run '^$' -bench ApplyServer ./router/xdc/`.
+func BenchmarkApplyServer(b *testing.B) {
+	ctx := context.Background()
+	c := client(b, testredis.Start(b))
+	if err := LoadLibrary(ctx, c); err != nil {
+		b.Fatal(err)
+	}
+	value := strings.Repeat("v", 64)
+	seq := 0
+	call := func(n int) []any {
+		batches := make([]WireBatch, 0, 25)
+		for range n {
+			seq++
+			k := "key:" + strconv.Itoa(seq%20000)
+			id := strconv.Itoa(seq) + "-0"
+			ts := strconv.Itoa(seq * 4096)
+			batches = append(batches, WireBatch{Slot: migrate.SlotString(k), Entries: []WireEntry{{ID: id, TS: ts,
+				Cmds: WireCmds{{"~s", k, "", "", value, "-1"}}}}})
+		}
+		keys, argv := ApplyBatchArgs("dc1", "", batches)
+		return append(append([]any{"FCALL", ApplyBatchFunc, len(keys)}, toAny(keys)...), argv...)
+	}
+	for range 20000 / 25 { // every key and inbox exists before the measurement
+		v, err := c.Do(ctx, call(25)...).Slice()
+		if err != nil || len(v) != 25 || v[0].([]any)[0] != int64(1) {
+			b.Fatalf("APPLY: %v %v", v, err)
+		}
+	}
+	if got := c.Get(ctx, "key:1").Val(); got != value {
+		b.Fatalf("key:1 = %q", got)
+	}
+	c.ConfigResetStat(ctx)
+	b.ResetTimer()
+	p := c.Pipeline()
+	for i := 0; i < b.N; i += 25 {
+		p.Do(ctx, call(min(25, b.N-i))...)
+		if p.Len() == 8 {
+			if _, err := p.Exec(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if p.Len() > 0 {
+		if _, err := p.Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	usec := testredis.CommandStat(c.Info(ctx, "commandstats").Val(), "fcall", "usec")
+	b.ReportMetric(usec/float64(b.N), "server-us/entry")
+}

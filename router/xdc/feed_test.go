@@ -3,9 +3,14 @@ package xdc
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/redraft/redraft/internal/testredis"
 )
@@ -106,4 +111,118 @@ func TestPlainSetRecordsItsValue(t *testing.T) {
 	if c[0] != "~s" || c[1] != "{p}h" || c[len(c)-2] != "now a string" || c[len(c)-1] != "-1" {
 		t.Fatalf("effect %q", c)
 	}
+}
+
+// TestSetOneAsWriteOne: a plain SET through WRITE's short path (setOne) leaves the same
+// reply, key, stamps, outbox entries and change feed as the general path (a unit of the same
+// SET, which never takes it), for a new key, a stamped one, a counter, a hash with element
+// states, a value too large for the feed and a slot under a copy lock.
+func TestSetOneAsWriteOne(t *testing.T) {
+	ctx := context.Background()
+	fast, general := client(t, testredis.Start(t)), client(t, testredis.Start(t))
+	slot := slotString("{s}")
+	big := strings.Repeat("b", 2000)
+	steps := []string{"SET {s}k v1", "SET {s}k v2", "INCR {s}c", "SET {s}c 5",
+		"HSET {s}h f 1 g 2", "HDEL {s}h f", "SET {s}h str", "SET {s}k " + big, "SET {s}n v", "LOCK", "SET {s}k v3"}
+	// Stamps, ids and msgpack (element states: they hold stamps) differ by the clock.
+	norm := regexp.MustCompile(`^\d+(-\d+$|:)`)
+	clean := func(e Entry) string {
+		for _, c := range e.Cmds {
+			for i, a := range c {
+				c[i] = norm.ReplaceAllString(a, "N")
+				if strings.ContainsFunc(a, func(r rune) bool { return r == utf8.RuneError }) {
+					c[i] = "msgpack"
+				}
+			}
+		}
+		return fmt.Sprintf("%s %q", e.DC, e.Cmds)
+	}
+	state := func(c *redis.Client) string {
+		var out []string
+		for _, k := range []string{"{s}k", "{s}c", "{s}h", "{s}n"} {
+			d, _ := c.Dump(ctx, k).Result()
+			out = append(out, fmt.Sprintf("%s=%q", k, d))
+		}
+		m, err := c.HGetAll(ctx, MetaKey(slot)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for f, v := range m {
+			out = append(out, f+"="+norm.ReplaceAllString(v, "N"))
+		}
+		raw, err := c.Do(ctx, "XRANGE", OutboxKey(slot), "-", "+").Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries, err := parseRange(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			out = append(out, "outbox "+clean(e))
+		}
+		feed, err := c.XRange(ctx, DirtyKey, "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range feed {
+			f, err := ParseFeedEntry(feedFields(t, c, m.ID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fmt.Sprintf("feed %s %v %q %s", f.Outbox, f.Carried, norm.ReplaceAllString(f.Prev, "N"), clean(f.Entry)))
+		}
+		slices.Sort(out)
+		return strings.Join(out, "\n")
+	}
+	for _, step := range steps {
+		if step == "LOCK" {
+			for _, c := range []*redis.Client{fast, general} {
+				c.Set(ctx, CopyLockKey(slot), "copy", time.Minute)
+			}
+			continue
+		}
+		call := prepare(t, step)
+		var a, b any
+		var errA, errB error
+		if strings.HasPrefix(step, "SET ") {
+			a, errA = Write(ctx, fast, slot, "dc1", 1000, call).Result()
+			r, err := WriteUnit(ctx, general, slot, "dc1", 1000, []Call{call}).Result()
+			if errB = err; err == nil {
+				b = r.([]any)[0]
+			}
+		} else {
+			a, errA = Write(ctx, fast, slot, "dc1", 1000, call).Result()
+			b, errB = Write(ctx, general, slot, "dc1", 1000, call).Result()
+		}
+		if fmt.Sprint(a, errA) != fmt.Sprint(b, errB) {
+			t.Fatalf("%s: short path %v %v, general %v %v", step, a, errA, b, errB)
+		}
+		if sa, sb := state(fast), state(general); sa != sb {
+			t.Fatalf("after %s:\nshort path:\n%s\ngeneral:\n%s", step, sa, sb)
+		}
+	}
+	if got := state(fast); !strings.Contains(got, `"~s" "{s}k" "Ndc1" "" "v2" "-1"`) {
+		t.Fatalf("no SET recorded over a stamp:\n%s", got)
+	}
+	hmget := func(c *redis.Client) float64 {
+		return testredis.CommandStat(c.Info(ctx, "commandstats").Val(), "hmget", "calls")
+	}
+	if hmget(fast) == 0 || hmget(general) != 0 {
+		t.Fatalf("HMGET calls: %v on the short path's server, %v on the general's", hmget(fast), hmget(general))
+	}
+}
+
+// feedFields reads the change feed entry id's fields in order.
+func feedFields(t *testing.T, c *redis.Client, id string) []string {
+	t.Helper()
+	raw, err := c.Do(context.Background(), "XRANGE", DirtyKey, id, id).Slice()
+	if err != nil || len(raw) != 1 {
+		t.Fatalf("feed %s: %v %v", id, raw, err)
+	}
+	var out []string
+	for _, f := range raw[0].([]any)[1].([]any) {
+		out = append(out, f.(string))
+	}
+	return out
 }

@@ -141,7 +141,49 @@ local function wideBitfield(argv)
   end
   return out
 end
+-- feedAdd writes the change feed's entry for entry (fields) just added to outbox ob as id,
+-- after prev: the entry itself when its effects hold at most feedDataMax bytes (size), else
+-- the outbox's name only.
+local function feedAdd(ob, prev, id, entry, size)
+  if size <= ` + feedDataMax + ` then
+    redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob, 'p', prev, 'i', id, unpack(entry))
+  else
+    redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob)
+  end
+end
+-- setOne is writeOne for the most common write, a plain SET k v (no option) of a key without
+-- a counter vector or element states, in a slot not being copied: the same reply, entry,
+-- feed entry and stamp as writeOne's, with four Lua calls less (the copy lock and the element
+-- hash in one EXISTS, the stamp and the counter vector in one HMGET) and none of writeOne's
+-- planning. It answers nil, having changed nothing, for any other write.
+local function setOne(KEYS, ARGV)
+  if #KEYS ~= 4 or ARGV[3] ~= 'one' or ARGV[4] ~= '1' or ARGV[6] ~= '3' or string.upper(ARGV[7]) ~= 'SET' then
+    return nil
+  end
+  local k, v, ob = ARGV[8], ARGV[9], KEYS[4]
+  meta = KEYS[2]
+  if redis.call('EXISTS', KEYS[3], ekey(k)) ~= 0 then return nil end
+  local m = redis.call('HMGET', meta, 's:' .. k, 'c:' .. k)
+  if m[2] then return nil end
+  local last = redis.pcall('XREVRANGE', ob, '+', '-', 'COUNT', 1)
+  if last['err'] then return nil end
+  local prev = ''
+  if #last > 0 then prev = last[1][1] end
+  local prior = m[1] or ''
+  local ts = nowms * 4096
+  local x = tsOf(prior)
+  if x >= ts then ts = x + 1 end
+  local tss, dc = string.format('%.0f', ts), ARGV[2]
+  local r = redis.pcall('SET', k, v)
+  redis.call('HSET', meta, 's:' .. k, tss .. ':' .. dc)
+  local entry = {'dc', dc, 't', tss, 'n', '1', '6', '~s', k, prior, '', v, '-1', ''}
+  local id = redis.call('XADD', ob, 'MAXLEN', '~', tonumber(ARGV[1]) * hardCap, '*', unpack(entry))
+  feedAdd(ob, prev, id, entry, 4 + #k + #prior + #v)
+  return r
+end
 local function writeOne(KEYS, ARGV)
+local fast = setOne(KEYS, ARGV)
+if fast then return fast end
 local ob = KEYS[#KEYS]
 meta = KEYS[#KEYS - 2]
 if ARGV[3] ~= 'rec' and redis.call('EXISTS', KEYS[#KEYS - 1]) == 1 then
@@ -409,11 +451,7 @@ if logged > 0 then
   entry[6] = tostring(logged)
   if #entry % 2 == 1 then entry[#entry + 1] = '' end
   local id = redis.call('XADD', ob, 'MAXLEN', '~', tonumber(ARGV[1]) * hardCap, '*', unpack(entry))
-  if size <= ` + feedDataMax + ` then
-    redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob, 'p', prev, 'i', id, unpack(entry))
-  else
-    redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob)
-  end
+  feedAdd(ob, prev, id, entry, size)
 end
 if ARGV[3] == 'one' then return replies[1] end
 return replies
