@@ -97,6 +97,19 @@ func TestApplyBatch(t *testing.T) {
 	if n, _ := b.Get(ctx, "{v}a").Int(); n != 2 {
 		t.Fatalf("{v}a = %d, want 2", n)
 	}
+	// An entry twice in a batch, and the same slot's batch twice in a call: each applies once
+	// (the slot's inbox, read once per batch, follows what the batch applied).
+	twice := WireBatch{Slot: slot, Prev: "4-0", Entries: []WireEntry{{ID: "5-0", Cmds: incr("{t}a")}, {ID: "5-0", Cmds: incr("{t}a")}, {ID: "6-0", Cmds: incr("{t}a")}}}
+	res = applyBatch(t, b, "dc2", "", []WireBatch{twice, twice})
+	if res[0].Done != 3 || res[0].Refused != "" || res[1].Done != 3 || res[1].Refused != "" {
+		t.Fatalf("entries and batches twice: %+v", res)
+	}
+	if n, _ := b.Get(ctx, "{t}a").Int(); n != 6 {
+		t.Fatalf("{t}a = %d after entries 5-0 and 6-0 each sent four times, want 6", n)
+	}
+	if last, _ := b.HGet(ctx, InboxKey(slot), "dc2").Result(); last != "6-0" {
+		t.Fatalf("inbox %q, want 6-0", last)
+	}
 }
 
 // TestApplyChunks: no call carries more than applyChunk entries unless one batch alone does,
