@@ -226,3 +226,42 @@ func feedFields(t *testing.T, c *redis.Client, id string) []string {
 	}
 	return out
 }
+
+// TestResetForgetsCarriedEntries: when a destination's last applied id goes back (a full copy
+// from a third DC replaced the slot there; here by hand) and the entries after it were trimmed
+// from the outbox since, the shipper finds them gone by reading the outbox and copies the slot
+// in full, rather than shipping a carried entry of the feed it still kept from before and then
+// taking the quiet slot for caught up.
+func TestResetForgetsCarriedEntries(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b")
+	a, b := dcs[0], dcs[1]
+	ctx := context.Background()
+	b.write(t, "SET", "warm", "up") // the shippers follow the feed from now on
+	waitEqual(t, dcs, 10*time.Second, "warm", stateOf("warm"), "string up")
+	slot := slotString("{r}")
+	// a refuses b's entries for the slot (another DC's copy holds it): k1's stays carried in
+	// b's shipper, unacknowledged; k2's is too large for the feed.
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(a.rc.Set(ctx, CopyLockKey(slot), "in:c:x", time.Minute).Err())
+	big := strings.Repeat("x", 2000)
+	b.write(t, "SET", "{r}k1", "v1")
+	b.write(t, "SET", "{r}k2", big)
+	// b's outbox loses both (trimmed past a, as if a were down); once a accepts, b copies the
+	// slot to a in full.
+	must(b.rc.XTrimMaxLen(ctx, OutboxKey(slot), 0).Err())
+	must(a.rc.Del(ctx, CopyLockKey(slot)).Err())
+	waitEqual(t, []*testDC{a}, 10*time.Second, "k2 in a", stateOf("{r}k2"), "string "+big)
+	// A copy from a third DC replaces the slot in a (by hand: a loses the keys and its record
+	// of b's entries) and a asks b to read its last applied id again.
+	must(a.rc.Del(ctx, "{r}k1", "{r}k2").Err())
+	must(a.rc.HDel(ctx, InboxKey(slot), "b").Err())
+	_, err := b.repl.HandleReset(ctx, ResetRequest{Source: "b", Dest: "a", Slot: slot})
+	must(err)
+	waitEqual(t, []*testDC{a}, 10*time.Second, "k1 in a", stateOf("{r}k1"), "string v1")
+	waitEqual(t, []*testDC{a}, 10*time.Second, "k2 in a", stateOf("{r}k2"), "string "+big)
+}

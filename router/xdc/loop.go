@@ -355,6 +355,14 @@ func (l *loop) waitReady(ctx context.Context, src *redis.Client, scan time.Time)
 		for i, s := range resets {
 			if p := sort.SearchInts(l.slots, s); p < len(l.slots) && l.slots[p] == s {
 				l.acked[p] = ids[i]
+				// The id read may lie before entries shipped and trimmed since (a full copy
+				// from a third DC replaced the slot there): the carried entries kept no longer
+				// tell what the outbox holds after it, and shipping them would skip the
+				// trimmed ones without the read that finds them gone. The outbox is read
+				// until a read reaches its end (readToEnd).
+				l.fedN -= len(l.fed[p])
+				delete(l.fed, p)
+				l.unfed[p]++
 				ready = append(ready, p)
 			}
 		}

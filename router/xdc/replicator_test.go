@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -150,6 +152,15 @@ func encodeReply(b []byte, v any) []byte {
 }
 
 // startDCs starts one DC per name, all slots on its one group, and a replicator each.
+// testLogger is the replicators' logger in tests, each with its DC's name ("dc"); debug
+// level with XDC_TEST_DEBUG set.
+var testLogger = func() *slog.Logger {
+	if os.Getenv("XDC_TEST_DEBUG") == "" {
+		return slog.Default()
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}()
+
 func startDCs(t *testing.T, names ...string) (*testNet, []*testDC) {
 	t.Helper()
 	return startDCsWith(t, nil, names...)
@@ -186,7 +197,8 @@ func startDCsWith(t *testing.T, tune func(*Config), names ...string) (*testNet, 
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	for _, d := range dcs {
 		c := nodeOf{net: n, dc: d}
-		cfg := Config{Cluster: c, Peers: c, Local: c, Heartbeat: 100 * time.Millisecond, Block: 200 * time.Millisecond, OutboxScan: 200 * time.Millisecond, CollectEvery: 100 * time.Millisecond, TombstoneMargin: time.Millisecond}
+		cfg := Config{Cluster: c, Peers: c, Local: c, Heartbeat: 100 * time.Millisecond, Block: 200 * time.Millisecond, OutboxScan: 200 * time.Millisecond, CollectEvery: 100 * time.Millisecond, TombstoneMargin: time.Millisecond,
+			Logger: testLogger.With("dc", d.name)}
 		if tune != nil {
 			tune(&cfg)
 		}
