@@ -212,7 +212,13 @@ func (l *loop) copySlot(ctx context.Context, src *redis.Client, st0 *fsm.State, 
 		l.acked[p], l.pending[p] = req.Last, 0
 	}
 	delete(l.copying, slot)
+	// The destination's last applied id is read again rather than taken to be req.Last: a
+	// copy from a third DC may have replaced the slot there since ours, and the destination's
+	// call to read the id again may have been handled while ours was answering, which req.Last
+	// would undo; the quiet slot would then stay behind there for good (TestResetDuringCopy).
+	l.reset[slot] = true
 	l.mu.Unlock()
+	l.signal()
 	l.hint(slot) // entries written since the copy's id
 	l.r.counter(l.key.dest).copied.Add(1)
 	l.r.recordAck(ctx, src, l.key.master, l.key.dest, l.key.db, slot, req.Last)

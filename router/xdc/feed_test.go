@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -264,4 +265,70 @@ func TestResetForgetsCarriedEntries(t *testing.T) {
 	must(err)
 	waitEqual(t, []*testDC{a}, 10*time.Second, "k1 in a", stateOf("{r}k1"), "string v1")
 	waitEqual(t, []*testDC{a}, 10*time.Second, "k2 in a", stateOf("{r}k2"), "string "+big)
+}
+
+// TestResetDuringCopy: a copy from a third DC replaces the slot in the destination, and the
+// destination's call to read its last applied id again is handled, after the destination
+// applied this DC's copy and before this DC's copy call returned. The shipper still reads the
+// destination's id again after its copy, finds the slot behind, and copies it again.
+func TestResetDuringCopy(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b")
+	a, b := dcs[0], dcs[1]
+	ctx := context.Background()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.write(t, "SET", "warm", "up")
+	waitEqual(t, dcs, 10*time.Second, "warm", stateOf("warm"), "string up")
+	slot := slotString("{r}")
+	must(a.rc.Set(ctx, CopyLockKey(slot), "in:c:x", time.Minute).Err()) // a refuses b's entries
+	v1 := strings.Repeat("v", 2000)                                     // too large for the feed: b must read it from its outbox
+	b.write(t, "SET", "{r}k1", v1)
+	must(b.rc.XTrimMaxLen(ctx, OutboxKey(slot), 0).Err()) // so b copies the slot to a
+	var once sync.Once
+	a.answered.Store(func(name string) {
+		if name != RPCCopy {
+			return
+		}
+		once.Do(func() {
+			// c's copy replaces the slot in a, and a asks b to read its id again; b's shipper
+			// handles that before its copy call returns.
+			must(a.rc.Del(ctx, "{r}k1").Err())
+			must(a.rc.HDel(ctx, InboxKey(slot), "b").Err())
+			must(a.rc.HDel(ctx, MetaKey(slot), "s:{r}k1").Err())
+			_, err := b.repl.HandleReset(ctx, ResetRequest{Source: "b", Dest: "a", Slot: slot})
+			must(err)
+			deadline := time.Now().Add(5 * time.Second)
+			for !resetTaken(b.repl, "a", slot) {
+				if time.Now().After(deadline) {
+					t.Error("b's shipper did not take the reset during the copy")
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		})
+	})
+	must(a.rc.Del(ctx, CopyLockKey(slot)).Err())
+	waitEqual(t, []*testDC{a}, 10*time.Second, "k1 in a", stateOf("{r}k1"), "string "+v1)
+}
+
+// resetTaken reports whether r's shipper to dest has read slot's last applied id again since
+// it was asked to.
+func resetTaken(r *Replicator, dest string, slot int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, l := range r.loops {
+		if k.dest == dest {
+			l.mu.Lock()
+			pending := l.reset[slot]
+			l.mu.Unlock()
+			if pending {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -30,6 +30,9 @@ type testDC struct {
 	down       atomic.Bool // its peer calls fail, in both directions
 	// old: its apply handler refuses the binary form, as a node of a version before it does.
 	old atomic.Bool
+	// answered, when set, runs after its handler of an RPC answered and before the caller
+	// gets the answer (a func(name string)).
+	answered atomic.Value
 }
 
 // testNet is the peers and the shared cluster state of the test DCs.
@@ -77,6 +80,9 @@ func (c nodeOf) CallPeer(ctx context.Context, addr, name string, in, out any) er
 		}
 	}
 	res, err := to.repl.RPC()[name](ctx, body)
+	if f, ok := to.answered.Load().(func(string)); ok && f != nil {
+		f(name)
+	}
 	if err != nil {
 		return err
 	}
