@@ -285,7 +285,8 @@ func TestResetDuringCopy(t *testing.T) {
 	waitEqual(t, dcs, 10*time.Second, "warm", stateOf("warm"), "string up")
 	slot := slotString("{r}")
 	must(a.rc.Set(ctx, CopyLockKey(slot), "in:c:x", time.Minute).Err()) // a refuses b's entries
-	v1 := strings.Repeat("v", 2000)                                     // too large for the feed: b must read it from its outbox
+	// Too large for the feed: b must read it from its outbox.
+	v1 := strings.Repeat("v", 2000)
 	b.write(t, "SET", "{r}k1", v1)
 	must(b.rc.XTrimMaxLen(ctx, OutboxKey(slot), 0).Err()) // so b copies the slot to a
 	var once sync.Once
