@@ -218,8 +218,7 @@ func (l *loop) copySlot(ctx context.Context, src *redis.Client, st0 *fsm.State, 
 	// would undo; the quiet slot would then stay behind there for good (TestResetDuringCopy).
 	l.reset[slot] = true
 	l.mu.Unlock()
-	l.signal()
-	l.hint(slot) // entries written since the copy's id
+	l.hint(slot) // entries written since the copy's id; wakes the loop for the reset too
 	l.r.counter(l.key.dest).copied.Add(1)
 	l.r.recordAck(ctx, src, l.key.master, l.key.dest, l.key.db, slot, req.Last)
 	l.r.log.Info("slot copied in full", "dest", l.key.dest, "slot", slot, "db", l.key.db, "keys", len(req.Keys), "at", req.Last)

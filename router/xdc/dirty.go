@@ -113,9 +113,14 @@ func (l *loop) forgetFed(slot int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if p := indexOf(l.slots, slot); p >= 0 {
-		l.fedN -= len(l.fed[p])
-		delete(l.fed, p)
+		l.dropAllFed(p)
 	}
+}
+
+// dropAllFed forgets every carried entry of position p (l.mu held).
+func (l *loop) dropAllFed(p int) {
+	l.fedN -= len(l.fed[p])
+	delete(l.fed, p)
 }
 
 // fedAfter returns up to count carried entries of position p that follow after in its outbox

@@ -234,21 +234,9 @@ func feedFields(t *testing.T, c *redis.Client, id string) []string {
 // in full, rather than shipping a carried entry of the feed it still kept from before and then
 // taking the quiet slot for caught up.
 func TestResetForgetsCarriedEntries(t *testing.T) {
-	_, dcs := startDCs(t, "a", "b")
-	a, b := dcs[0], dcs[1]
+	a, b, slot, must := refusingSlot(t)
 	ctx := context.Background()
-	b.write(t, "SET", "warm", "up") // the shippers follow the feed from now on
-	waitEqual(t, dcs, 10*time.Second, "warm", stateOf("warm"), "string up")
-	slot := slotString("{r}")
-	// a refuses b's entries for the slot (another DC's copy holds it): k1's stays carried in
-	// b's shipper, unacknowledged; k2's is too large for the feed.
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(a.rc.Set(ctx, CopyLockKey(slot), "in:c:x", time.Minute).Err())
+	// k1's entry stays carried in b's shipper, unacknowledged; k2's is too large for the feed.
 	big := strings.Repeat("x", 2000)
 	b.write(t, "SET", "{r}k1", "v1")
 	b.write(t, "SET", "{r}k2", big)
@@ -272,19 +260,8 @@ func TestResetForgetsCarriedEntries(t *testing.T) {
 // applied this DC's copy and before this DC's copy call returned. The shipper still reads the
 // destination's id again after its copy, finds the slot behind, and copies it again.
 func TestResetDuringCopy(t *testing.T) {
-	_, dcs := startDCs(t, "a", "b")
-	a, b := dcs[0], dcs[1]
+	a, b, slot, must := refusingSlot(t)
 	ctx := context.Background()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	b.write(t, "SET", "warm", "up")
-	waitEqual(t, dcs, 10*time.Second, "warm", stateOf("warm"), "string up")
-	slot := slotString("{r}")
-	must(a.rc.Set(ctx, CopyLockKey(slot), "in:c:x", time.Minute).Err()) // a refuses b's entries
 	// Too large for the feed: b must read it from its outbox.
 	v1 := strings.Repeat("v", 2000)
 	b.write(t, "SET", "{r}k1", v1)
@@ -314,6 +291,25 @@ func TestResetDuringCopy(t *testing.T) {
 	})
 	must(a.rc.Del(ctx, CopyLockKey(slot)).Err())
 	waitEqual(t, []*testDC{a}, 10*time.Second, "k1 in a", stateOf("{r}k1"), "string "+v1)
+}
+
+// refusingSlot starts DCs a and b, has their shippers follow the change feed (a first write
+// seen in both), and has a refuse b's entries for the slot of "{r}" as when another DC's copy
+// holds it there (until its copy lock is deleted). must fails the test on an error.
+func refusingSlot(t *testing.T) (a, b *testDC, slot int, must func(error)) {
+	_, dcs := startDCs(t, "a", "b")
+	a, b = dcs[0], dcs[1]
+	must = func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.write(t, "SET", "warm", "up")
+	waitEqual(t, dcs, 10*time.Second, "warm", stateOf("warm"), "string up")
+	slot = slotString("{r}")
+	must(a.rc.Set(context.Background(), CopyLockKey(slot), "in:c:x", time.Minute).Err())
+	return a, b, slot, must
 }
 
 // resetTaken reports whether r's shipper to dest has read slot's last applied id again since

@@ -360,8 +360,7 @@ func (l *loop) waitReady(ctx context.Context, src *redis.Client, scan time.Time)
 				// tell what the outbox holds after it, and shipping them would skip the
 				// trimmed ones without the read that finds them gone. The outbox is read
 				// until a read reaches its end (readToEnd).
-				l.fedN -= len(l.fed[p])
-				delete(l.fed, p)
+				l.dropAllFed(p)
 				l.unfed[p]++
 				ready = append(ready, p)
 			}

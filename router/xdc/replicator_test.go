@@ -157,7 +157,6 @@ func encodeReply(b []byte, v any) []byte {
 	return fmt.Appendf(b, "+%v\r\n", v)
 }
 
-// startDCs starts one DC per name, all slots on its one group, and a replicator each.
 // testLogger is the replicators' logger in tests, each with its DC's name ("dc"); debug
 // level with XDC_TEST_DEBUG set.
 var testLogger = func() *slog.Logger {
@@ -167,6 +166,7 @@ var testLogger = func() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }()
 
+// startDCs starts one DC per name, all slots on its one group, and a replicator each.
 func startDCs(t *testing.T, names ...string) (*testNet, []*testDC) {
 	t.Helper()
 	return startDCsWith(t, nil, names...)

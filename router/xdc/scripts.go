@@ -141,10 +141,11 @@ local function wideBitfield(argv)
   end
   return out
 end
--- feedAdd writes the change feed's entry for entry (fields) just added to outbox ob as id,
--- after prev: the entry itself when its effects hold at most feedDataMax bytes (size), else
--- the outbox's name only.
-local function feedAdd(ob, prev, id, entry, size)
+-- addEntry adds entry (its fields) to outbox ob (MAXLEN ~ hardCap times bound), after
+-- prev, and its change feed entry: the entry itself when its effects hold at most
+-- feedDataMax bytes (size), else the outbox's name only.
+local function addEntry(ob, bound, prev, entry, size)
+  local id = redis.call('XADD', ob, 'MAXLEN', '~', tonumber(bound) * hardCap, '*', unpack(entry))
   if size <= ` + feedDataMax + ` then
     redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob, 'p', prev, 'i', id, unpack(entry))
   else
@@ -177,8 +178,7 @@ local function setOne(KEYS, ARGV)
   local r = redis.pcall('SET', k, v)
   redis.call('HSET', meta, 's:' .. k, tss .. ':' .. dc)
   local entry = {'dc', dc, 't', tss, 'n', '1', '6', '~s', k, prior, '', v, '-1', ''}
-  local id = redis.call('XADD', ob, 'MAXLEN', '~', tonumber(ARGV[1]) * hardCap, '*', unpack(entry))
-  feedAdd(ob, prev, id, entry, 4 + #k + #prior + #v)
+  addEntry(ob, ARGV[1], prev, entry, 4 + #k + #prior + #v)
   return r
 end
 local function writeOne(KEYS, ARGV)
@@ -450,8 +450,7 @@ end
 if logged > 0 then
   entry[6] = tostring(logged)
   if #entry % 2 == 1 then entry[#entry + 1] = '' end
-  local id = redis.call('XADD', ob, 'MAXLEN', '~', tonumber(ARGV[1]) * hardCap, '*', unpack(entry))
-  feedAdd(ob, prev, id, entry, size)
+  addEntry(ob, ARGV[1], prev, entry, size)
 end
 if ARGV[3] == 'one' then return replies[1] end
 return replies
