@@ -118,8 +118,10 @@ type loop struct {
 	// full asks the next round to look at every outbox the loop ships (at the start, and
 	// when the change feed lost entries the loop had not read).
 	full atomic.Bool
-	// lens are the outbox lengths last read, by position in slots.
-	lens []int64
+	// lens are the outbox lengths last read, by position in slots; scanning is set while
+	// scanOutbox reads them.
+	lens     []int64
+	scanning atomic.Bool
 	// ph times the rounds' phases for the debug log; woke is when follow last signalled
 	// (UnixNano), for the "wake" phase.
 	ph   *phases
@@ -881,18 +883,20 @@ func isTransport(err error) bool {
 	return strings.Contains(s, "node at ") || errors.Is(err, context.DeadlineExceeded)
 }
 
-// scanOutbox sends the trims of the loop's outboxes still waiting (recordAck), sums the lengths of the loop's outboxes and enforces the outbox bound: an
-// outbox longer than outbox_max_entries is trimmed to what every DC that is up has applied,
-// so a DC that is down (its shipping failing) loses the entries it lacks and gets a full copy
-// when it is back, while DCs that are up but slow never lose an entry (a copy would then
-// have to replace writes of their own that the source never saw).
+// scanOutbox sends the trims of the loop's outboxes still waiting (recordAck), sums the
+// lengths of the loop's outboxes and enforces the outbox bound: an outbox longer than
+// outbox_max_entries is trimmed to what every DC that is up has applied, so a DC that is down
+// (its shipping failing) loses the entries it lacks and gets a full copy when it is back,
+// while DCs that are up but slow never lose an entry (a copy would then have to replace
+// writes of their own that the source never saw).
 //
 // Only the outboxes written or acked since the last scan are read (all of them at the start).
+// Both run off the loop's path, in pipelines a millisecond apart: thousands of trims or
+// lengths at once would hold the master (and, on a node of one thread, the node) for tens of
+// milliseconds, in the lag of every write meanwhile (an XLEN of 12,000 outboxes at once held
+// both for about 30 ms every scan, docs/replication.md).
 func (l *loop) scanOutbox(ctx context.Context, src *redis.Client) {
 	if due := l.r.takeTrims(l.key.master, l.key.db, l.slots); len(due) > 0 {
-		// Off the loop's path, in pipelines of trimChunk a millisecond apart: thousands of
-		// trims at once would hold the master for tens of milliseconds, in the lag of every
-		// write meanwhile.
 		l.sends.Add(1)
 		go func() {
 			defer l.sends.Done()
@@ -910,20 +914,47 @@ func (l *loop) scanOutbox(ctx context.Context, src *redis.Client) {
 			}
 		}()
 	}
+	if !l.scanning.CompareAndSwap(false, true) {
+		return // the last scan's lengths are still being read: its slots wait for the next
+	}
 	pos := l.take(&l.touched)
 	if len(pos) == 0 {
+		l.scanning.Store(false)
 		return
 	}
+	l.sends.Add(1)
+	go func() {
+		defer l.sends.Done()
+		defer l.scanning.Store(false)
+		for len(pos) > 0 {
+			n := min(len(pos), lenChunk)
+			if !l.readLens(ctx, src, pos[:n]) {
+				for _, p := range pos {
+					l.touch(l.slots[p])
+				}
+				return
+			}
+			pos = pos[n:]
+			if len(pos) > 0 && !sleep(ctx, time.Millisecond) {
+				return
+			}
+		}
+	}()
+}
+
+// lenChunk bounds the outbox lengths read in one pipeline (about 0.3 ms of the master's time).
+const lenChunk = 256
+
+// readLens reads the lengths of the outboxes at positions pos, adds them to the loop's
+// total and trims those over the bound; false if the read failed.
+func (l *loop) readLens(ctx context.Context, src *redis.Client, pos []int) bool {
 	pipe := src.Pipeline()
 	cmds := make([]*redis.IntCmd, len(pos))
 	for i, p := range pos {
 		cmds[i] = pipe.XLen(ctx, OutboxKey(l.slots[p]))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		for _, p := range pos {
-			l.touch(l.slots[p])
-		}
-		return
+		return false
 	}
 	bound := l.r.cfg.Cluster.State().SettingInt("outbox_max_entries")
 	l.mu.Lock()
@@ -937,6 +968,7 @@ func (l *loop) scanOutbox(ctx context.Context, src *redis.Client) {
 			l.r.trimToLive(ctx, src, l.key.db, l.slots[p])
 		}
 	}
+	return true
 }
 
 // report adds this loop's figures to p.

@@ -37,7 +37,9 @@ func run(addr, watch string, rate int, dur time.Duration, clients int, prefix st
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: clients, DisableIdentity: true})
 	defer c.Close()
-	var sent sync.Map // key -> time sent
+	var sent sync.Map  // key -> time sent
+	var acked sync.Map // key -> time acked (with XDCLOAD_SERIES only)
+	series := os.Getenv("XDCLOAD_SERIES")
 	var mu sync.Mutex
 	recv := map[string]time.Time{}
 	if watch != "" {
@@ -91,6 +93,9 @@ func run(addr, watch string, rate int, dur time.Duration, clients int, prefix st
 					errs.Add(1)
 					continue
 				}
+				if series != "" {
+					acked.Store(k, time.Now())
+				}
 				n.Add(1)
 			}
 		}()
@@ -129,9 +134,42 @@ func run(addr, watch string, rate int, dur time.Duration, clients int, prefix st
 	if len(lags) == 0 {
 		return fmt.Errorf("no write was seen applied in the other DC")
 	}
+	if series != "" {
+		if err := writeSeries(series+"."+prefix, start, &sent, &acked, recv); err != nil {
+			return err
+		}
+	}
 	sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
 	q := func(p float64) float64 { return float64(lags[int(p*float64(len(lags)-1))].Microseconds()) / 1000 }
 	fmt.Printf("applied in the other DC: %d of %d; lag p50 %.2f ms, p99 %.2f ms, max %.2f ms; all applied %.2fs after the start: %.0f writes/s sustained across DCs\n",
 		len(lags), total, q(0.5), q(0.99), q(1), last.Sub(start).Seconds(), float64(len(lags))/last.Sub(start).Seconds())
 	return nil
+}
+
+// writeSeries writes, for a run with XDCLOAD_SERIES=FILE (to FILE.PREFIX), one line per write applied in the
+// other DC: when it was sent (ms after the start), how long its ack took and its lag (ms),
+// sorted by send time, to tell stalls (lags clustered in time) from a spread.
+func writeSeries(path string, start time.Time, sent, acked *sync.Map, recv map[string]time.Time) error {
+	type row struct{ at, ack, lag float64 }
+	var rows []row
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	sent.Range(func(k, v any) bool {
+		t0 := v.(time.Time)
+		r, ok := recv[k.(string)]
+		if !ok {
+			return true
+		}
+		a := -1.0
+		if t1, ok := acked.Load(k); ok {
+			a = ms(t1.(time.Time).Sub(t0))
+		}
+		rows = append(rows, row{ms(t0.Sub(start)), a, ms(r.Sub(t0))})
+		return true
+	})
+	sort.Slice(rows, func(i, j int) bool { return rows[i].at < rows[j].at })
+	var b strings.Builder
+	for _, r := range rows {
+		fmt.Fprintf(&b, "%.3f %.3f %.3f\n", r.at, r.ack, r.lag)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
