@@ -516,7 +516,7 @@ func rpc[T any](f func(ctx context.Context, req T) (any, error)) http.HandlerFun
 			writeError(w, err)
 			return
 		}
-		writeCompactJSON(w, http.StatusOK, out)
+		writeAnswer(w, out)
 	}
 }
 

@@ -32,11 +32,19 @@ func (n *Node) CallPeer(ctx context.Context, addr, name string, in, out any) err
 	return n.peers.call(ctx, addr, rpcExtra+name, in, out)
 }
 
-// RawRequest is a request that is its own wire form: CallPeer posts PeerBody's bytes as they
-// are instead of JSON, and the extra RPC's handler gets them as its body (replication's
-// binary batches, which JSON would cost more to carry than to apply).
+// RawRequest is a request (or an extra RPC's answer) that is its own wire form: CallPeer
+// posts PeerBody's bytes as they are instead of JSON, and the extra RPC's handler gets them as
+// its body (replication's binary batches, which JSON would cost more to carry than to apply);
+// a handler's RawRequest answer is written as it is, for the caller's RawAnswer.
 type RawRequest interface {
 	PeerBody() []byte
+}
+
+// RawAnswer is an answer that reads its own wire form: when the called node answers raw bytes
+// (its handler returned a RawRequest), CallPeer hands them to SetPeerAnswer instead of
+// decoding JSON (replication's binary apply answers).
+type RawAnswer interface {
+	SetPeerAnswer(data []byte) error
 }
 
 // rpcError is the wire form of an error answered by a node.
@@ -99,7 +107,7 @@ func (c *peerClient) call(ctx context.Context, addr, path string, in, out any) e
 	var body []byte
 	ctype := "application/json"
 	if raw, ok := in.(RawRequest); ok {
-		body, ctype = raw.PeerBody(), "application/octet-stream"
+		body, ctype = raw.PeerBody(), octetStream
 	} else {
 		var err error
 		if body, err = json.Marshal(in); err != nil {
@@ -135,7 +143,24 @@ func (c *peerClient) call(ctx context.Context, addr, path string, in, out any) e
 	if out == nil {
 		return nil
 	}
+	if raw, ok := out.(RawAnswer); ok && resp.Header.Get("Content-Type") == octetStream {
+		return raw.SetPeerAnswer(data)
+	}
 	return json.Unmarshal(data, out)
+}
+
+// octetStream is the content type of a request or answer in its own binary form.
+const octetStream = "application/octet-stream"
+
+// writeAnswer answers v: its own bytes for a RawRequest, else compact JSON.
+func writeAnswer(w http.ResponseWriter, v any) {
+	if raw, ok := v.(RawRequest); ok {
+		w.Header().Set("Content-Type", octetStream)
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(raw.PeerBody())
+		return
+	}
+	writeCompactJSON(w, http.StatusOK, v)
 }
 
 // writeJSON answers v with status code.

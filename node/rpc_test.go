@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,18 @@ import (
 type rawBytes []byte
 
 func (r rawBytes) PeerBody() []byte { return r }
+
+// rawAnswer is a RawAnswer: it keeps the bytes of a raw answer, and decodes a JSON one.
+type rawAnswer struct {
+	raw  []byte
+	json int
+}
+
+func (a *rawAnswer) SetPeerAnswer(data []byte) error {
+	a.raw = append([]byte(nil), data...)
+	return nil
+}
+func (a *rawAnswer) UnmarshalJSON(data []byte) error { return json.Unmarshal(data, &a.json) }
 
 // A RawRequest reaches the extra RPC's handler byte for byte (binary, not JSON), over the same
 // authenticated peer connection as any call: without the cluster secret it is refused.
@@ -25,6 +38,9 @@ func TestCallPeerRawRequest(t *testing.T) {
 		"echo": func(_ context.Context, body json.RawMessage) (any, error) {
 			got <- append([]byte(nil), body...)
 			return len(body), nil
+		},
+		"mirror": func(_ context.Context, body json.RawMessage) (any, error) {
+			return rawBytes(append([]byte(nil), body...)), nil
 		},
 	}})
 	if err != nil {
@@ -40,7 +56,22 @@ func TestCallPeerRawRequest(t *testing.T) {
 	if b := <-got; !bytes.Equal(b, body) {
 		t.Fatalf("the handler got %q, want %q", b, body)
 	}
-	wrong := newPeerClient(peerDialer{auth: newPeerAuth(testBadSecret, quietOpts().Logger)})
+	// A handler's RawRequest answer comes back byte for byte to a RawAnswer; a JSON answer to
+	// a RawAnswer is decoded as JSON.
+	var mirrored rawAnswer
+	if err := n.CallPeer(context.Background(), n.PeerAddr(), "mirror", rawBytes(body), &mirrored); err != nil || !bytes.Equal(mirrored.raw, body) {
+		t.Fatalf("raw answer: %q %v", mirrored.raw, err)
+	}
+	var sized rawAnswer
+	if err := n.CallPeer(context.Background(), n.PeerAddr(), "echo", rawBytes(body), &sized); err != nil || sized.raw != nil || sized.json != len(body) {
+		t.Fatalf("JSON answer to a RawAnswer: %+v %v", sized, err)
+	}
+	<-got
+	lg := quietOpts().Logger
+	if lg == nil { // -v: the default logger
+		lg = slog.Default()
+	}
+	wrong := newPeerClient(peerDialer{auth: newPeerAuth(testBadSecret, lg)})
 	if err := wrong.call(context.Background(), n.PeerAddr(), rpcExtra+"echo", rawBytes(body), nil); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("raw call with a wrong secret: %v", err)
 	}

@@ -788,16 +788,7 @@ func (l *loop) send(ctx context.Context, batches []WireBatch) ([]ApplyResult, er
 			for j, i := range idx {
 				req.Batches[j] = batches[i]
 			}
-			var resp ApplyResponse
-			var err error
-			if _, old := l.r.jsonOnly.Load(owner); old {
-				err = l.r.callDC(ctx, st, l.key.dest, owner, RPCApply, req, &resp)
-			} else if err = l.r.callDC(ctx, st, l.key.dest, owner, RPCApply, EncodeApply(req), &resp); err != nil && strings.Contains(err.Error(), "xdc: bad request: invalid character") {
-				// A node of a version before the binary form reads only JSON: send it (and
-				// later calls to it) the JSON form.
-				l.r.jsonOnly.Store(owner, true)
-				err = l.r.callDC(ctx, st, l.key.dest, owner, RPCApply, req, &resp)
-			}
+			resp, err := l.r.sendApply(ctx, st, l.key.dest, owner, req)
 			if err == nil && len(resp.Results) != len(idx) {
 				err = fmt.Errorf("%d results for %d batches", len(resp.Results), len(idx))
 			}

@@ -91,9 +91,9 @@ type Replicator struct {
 
 	fl flusher // flush.go
 
-	// jsonOnly are the destination nodes that refused the binary form of an apply request
-	// (a version before it): they get the JSON form.
-	jsonOnly sync.Map
+	// oldWire are the destination nodes that refused the current form of an apply request
+	// (a version before it), with the form they get (wireV1 or wireJSON).
+	oldWire sync.Map
 	// recvPh times the receiving side's applies for the debug log (phases.go).
 	recvPh *phases
 

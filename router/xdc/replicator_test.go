@@ -1,6 +1,7 @@
 package xdc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,8 +29,10 @@ type testDC struct {
 	rc         *redis.Client
 	repl       *Replicator
 	down       atomic.Bool // its peer calls fail, in both directions
-	// old: its apply handler refuses the binary form, as a node of a version before it does.
-	old atomic.Bool
+	// old: its apply handler refuses the binary form, as a node of a version before it does;
+	// v1: it refuses the binary request that asks for a binary answer ("XA2"), as a node of a
+	// version before binary answers does.
+	old, v1 atomic.Bool
 	// answered, when set, runs after its handler of an RPC answered and before the caller
 	// gets the answer (a func(name string)).
 	answered atomic.Value
@@ -73,8 +76,8 @@ func (c nodeOf) CallPeer(ctx context.Context, addr, name string, in, out any) er
 			return err
 		}
 	}
-	if to.old.Load() && name == RPCApply {
-		var req ApplyRequest // what a node before the binary form does with the body
+	if name == RPCApply && (to.old.Load() || to.v1.Load() && bytes.HasPrefix(body, []byte(applyMagic))) {
+		var req ApplyRequest // what a node before the binary form (or this one) does with the body
 		if err := json.Unmarshal(body, &req); err != nil {
 			return fmt.Errorf("xdc: bad request: %w", err)
 		}
@@ -88,6 +91,12 @@ func (c nodeOf) CallPeer(ctx context.Context, addr, name string, in, out any) er
 	}
 	if out == nil {
 		return nil
+	}
+	if raw, ok := res.(interface{ PeerBody() []byte }); ok { // as the node answers it
+		if ra, ok := out.(interface{ SetPeerAnswer([]byte) error }); ok {
+			return ra.SetPeerAnswer(raw.PeerBody())
+		}
+		return fmt.Errorf("a binary answer to %s for a caller that reads JSON only", name)
 	}
 	b, err := json.Marshal(res)
 	if err != nil {

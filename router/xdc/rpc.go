@@ -13,14 +13,19 @@ type RPCHandler func(ctx context.Context, body json.RawMessage) (any, error)
 func (r *Replicator) RPC() map[string]RPCHandler {
 	return map[string]RPCHandler{
 		RPCApply: func(ctx context.Context, body json.RawMessage) (any, error) {
-			if !isBinaryApply(body) {
+			bin, binAnswer := isBinaryApply(body)
+			if !bin {
 				return handler(r.HandleApply)(ctx, body) // a node before the binary form
 			}
 			req, err := DecodeApply(body)
 			if err != nil {
 				return nil, fmt.Errorf("xdc: bad request: %w", err)
 			}
-			return r.HandleApply(ctx, req)
+			resp, err := r.HandleApply(ctx, req)
+			if err != nil || !binAnswer {
+				return resp, err // JSON for a node before binary answers
+			}
+			return EncodeResults(resp), nil
 		},
 		RPCLast:     handler(r.HandleLast),
 		RPCAwait:    handler(r.HandleAwait),
