@@ -595,8 +595,17 @@ func TestCopyIntoADCThatLostItsOwnEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	req.Last = last.LastGeneratedID
-	if _, err := b.repl.HandleCopy(ctx, req); err != nil {
-		t.Fatal(err)
+	// b's own shipping may be copying the slot out at this moment (its outbox lost entries its
+	// peers lack): a copy in is then refused for a moment, and a's copier would try again.
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		_, err := b.repl.HandleCopy(ctx, req)
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "is being copied already") || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	want := map[string]string{"{x}m": "string 15", "{x}g": "hash map[f:10]", "{x}fl": "string 0.5", "{x}base": "string 1", "{x}n": "none"}
 	for key, w := range want {
@@ -759,29 +768,49 @@ func TestConvergeCounterTombstonesWait(t *testing.T) {
 func TestConvergeWriteRacingExpiry(t *testing.T) {
 	_, dcs := startDCs(t, "a", "b", "c")
 	a, b := dcs[0], dcs[1]
-	a.write(t, "RPUSH", "{x}l", "x")
-	a.write(t, "PEXPIRE", "{x}l", "4000")
-	// Once b has this later write of the slot, it has the list and its expiry.
-	a.write(t, "SET", "{x}marker0", "1")
-	waitEqual(t, dcs, 10*time.Second, "marker0", stateOf("{x}marker0"), "string 1")
-	b.down.Store(true)
-	a.write(t, "RPUSH", "{x}l", "y")
-	a.write(t, "HSET", "{x}h", "f", "v")
-	a.write(t, "PEXPIRE", "{x}h", "2000")
-	a.write(t, "HSET", "{x}h", "g", "w") // an element add, after the expiry was set
-	a.write(t, "INCR", "{x}n")
-	a.write(t, "PEXPIRE", "{x}n", "2000")
-	a.write(t, "INCR", "{x}n") // an increment, after the expiry was set
+	ctx := context.Background()
+	// The push must reach the origin's list before it expires, after every DC has the list
+	// and its expiry: on a loaded machine that wait can outlast the expiry, so a try whose
+	// list was already gone at the origin is made again, with a longer expiry and new keys.
+	ttl := 4 * time.Second
+	var l, h, n string
+	for try := 0; ; try++ {
+		l, h, n = fmt.Sprintf("{x}l%d", try), fmt.Sprintf("{x}h%d", try), fmt.Sprintf("{x}n%d", try)
+		a.write(t, "RPUSH", l, "x")
+		a.write(t, "PEXPIRE", l, strconv.FormatInt(ttl.Milliseconds(), 10))
+		// Once b has this later write of the slot, it has the list and its expiry.
+		marker := fmt.Sprintf("{x}marker0-%d", try)
+		a.write(t, "SET", marker, "1")
+		waitEqual(t, dcs, 10*time.Second, marker, stateOf(marker), "string 1")
+		b.down.Store(true)
+		a.write(t, "RPUSH", l, "y")
+		if pttl, err := a.rc.PTTL(ctx, l).Result(); err != nil {
+			t.Fatal(err)
+		} else if pttl > 0 {
+			break // the push went to the list that expires
+		}
+		if try == 3 {
+			t.Fatalf("the list expired at the origin before the push in every try (last expiry %v)", ttl)
+		}
+		b.down.Store(false)
+		ttl *= 2
+	}
+	a.write(t, "HSET", h, "f", "v")
+	a.write(t, "PEXPIRE", h, "2000")
+	a.write(t, "HSET", h, "g", "w") // an element add, after the expiry was set
+	a.write(t, "INCR", n)
+	a.write(t, "PEXPIRE", n, "2000")
+	a.write(t, "INCR", n) // an increment, after the expiry was set
 	// Every key expires at the origin (polled, not slept) before b hears of the writes.
-	waitEqual(t, dcs[:1], 20*time.Second, "expired at the origin", func(d *testDC) (string, error) {
-		n, err := d.rc.Exists(context.Background(), "{x}l", "{x}h", "{x}n").Result()
+	waitEqual(t, dcs[:1], ttl+20*time.Second, "expired at the origin", func(d *testDC) (string, error) {
+		n, err := d.rc.Exists(ctx, l, h, n).Result()
 		return fmt.Sprint(n), err
 	}, "0")
 	b.down.Store(false)
 	// A later write of the slot: once b has it, b applied every entry before it.
 	a.write(t, "SET", "{x}marker", "1")
 	waitEqual(t, dcs, 10*time.Second, "marker", stateOf("{x}marker"), "string 1")
-	for _, k := range []string{"{x}l", "{x}h", "{x}n"} {
+	for _, k := range []string{l, h, n} {
 		waitEqual(t, dcs, 10*time.Second, k, stateOf(k), "none")
 	}
 }
