@@ -17,6 +17,8 @@
 # XPROF=DIR (CPU profiles of the two nodes and both masters' command stats over the flat-out
 # cross-DC run, written to DIR),
 # BENCH_LOGS=DIR (the nodes' and servers' logs, copied to DIR at the end),
+# XDCLOAD_SERIES=FILE (scripts/xdcload writes each cross-DC run's writes to FILE.<run>: sent at,
+# ack and lag in ms, one line per write, to tell stalls from spread: docs/replication.md),
 # LOG_LEVEL=debug (the nodes' log level; at debug the shipping loops and receivers log where a
 # round's time goes every 10 s: "xdc phases", docs/replication.md).
 set -euo pipefail
