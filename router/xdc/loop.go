@@ -810,6 +810,33 @@ func (l *loop) send(ctx context.Context, batches []WireBatch) ([]ApplyResult, er
 	return out, nil
 }
 
+// sendApply sends req to node owner of DC dest in the newest form that node reads: a node of
+// a version before a form refuses it as bad JSON, and gets (now and later) the next older one.
+func (r *Replicator) sendApply(ctx context.Context, st *fsm.State, dest, owner string, req ApplyRequest) (ApplyResponse, error) {
+	form := 0
+	if v, ok := r.oldWire.Load(owner); ok {
+		form = v.(int)
+	}
+	for {
+		var resp ApplyResponse
+		var body any
+		switch form {
+		case 0:
+			body = EncodeApply(req)
+		case wireV1:
+			body = EncodeApply(req).V1()
+		default:
+			body = req
+		}
+		err := r.callDC(ctx, st, dest, owner, RPCApply, body, &resp)
+		if err == nil || form == wireJSON || !strings.Contains(err.Error(), "xdc: bad request: invalid character") {
+			return resp, err
+		}
+		form++
+		r.oldWire.Store(owner, form)
+	}
+}
+
 // lastApplied asks the destination DC for its last applied ids of this DC on slots.
 func (l *loop) lastApplied(ctx context.Context, slots []int) ([]string, error) {
 	st := l.r.cfg.Cluster.State()
@@ -888,22 +915,14 @@ func isTransport(err error) bool {
 // both for about 30 ms every scan, docs/replication.md).
 func (l *loop) scanOutbox(ctx context.Context, src *redis.Client) {
 	if due := l.r.takeTrims(l.key.master, l.key.db, l.slots); len(due) > 0 {
-		l.sends.Add(1)
-		go func() {
-			defer l.sends.Done()
-			for len(due) > 0 {
-				n := min(len(due), trimChunk)
-				trims := src.Pipeline()
-				for _, t := range due[:n] {
-					l.r.trimNow(ctx, trims, t.k, t.ids)
-				}
-				execTrims(ctx, trims)
-				due = due[n:]
-				if len(due) > 0 && !sleep(ctx, time.Millisecond) {
-					return
-				}
+		l.inChunks(ctx, len(due), trimChunk, func(lo, hi int) bool {
+			trims := src.Pipeline()
+			for _, t := range due[lo:hi] {
+				l.r.trimNow(ctx, trims, t.k, t.ids)
 			}
-		}()
+			execTrims(ctx, trims)
+			return true
+		}, nil)
 	}
 	if !l.scanning.CompareAndSwap(false, true) {
 		return // the last scan's lengths are still being read: its slots wait for the next
@@ -913,20 +932,32 @@ func (l *loop) scanOutbox(ctx context.Context, src *redis.Client) {
 		l.scanning.Store(false)
 		return
 	}
+	l.inChunks(ctx, len(pos), lenChunk, func(lo, hi int) bool {
+		if l.readLens(ctx, src, pos[lo:hi]) {
+			return true
+		}
+		for _, p := range pos[lo:] { // read at the next scan
+			l.touch(l.slots[p])
+		}
+		return false
+	}, func() { l.scanning.Store(false) })
+}
+
+// inChunks runs f over [0, n) in chunks of at most size, a millisecond apart, in a goroutine
+// of its own (off the loop's path, waited for by stop), until f reports false or ctx ends;
+// then done, if not nil.
+func (l *loop) inChunks(ctx context.Context, n, size int, f func(lo, hi int) bool, done func()) {
 	l.sends.Add(1)
 	go func() {
 		defer l.sends.Done()
-		defer l.scanning.Store(false)
-		for len(pos) > 0 {
-			n := min(len(pos), lenChunk)
-			if !l.readLens(ctx, src, pos[:n]) {
-				for _, p := range pos {
-					l.touch(l.slots[p])
-				}
+		if done != nil {
+			defer done()
+		}
+		for lo := 0; lo < n; lo += size {
+			if lo > 0 && !sleep(ctx, time.Millisecond) {
 				return
 			}
-			pos = pos[n:]
-			if len(pos) > 0 && !sleep(ctx, time.Millisecond) {
+			if !f(lo, min(lo+size, n)) {
 				return
 			}
 		}

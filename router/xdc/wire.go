@@ -371,76 +371,93 @@ func DecodeBatches(data []byte) ([]WireBatch, error) {
 		return nil, errors.New("xdc: bad binary batches: no magic")
 	}
 	bad := errors.New("xdc: bad binary batches: truncated or malformed")
-	num := func() (int, error) {
-		v, n := binary.Uvarint(rest)
-		if n <= 0 || v > uint64(len(rest)) { // every counted item takes at least one byte
-			return 0, bad
-		}
-		rest = rest[n:]
-		return int(v), nil
-	}
-	str := func() (string, error) {
-		l, err := num()
-		if err != nil || l > len(rest) {
-			return "", bad
-		}
-		s := string(rest[:l])
-		rest = rest[l:]
-		return s, nil
-	}
-	nb, err := num()
-	if err != nil {
-		return nil, err
+	r := wireReader{rest}
+	nb, ok := r.num()
+	if !ok {
+		return nil, bad
 	}
 	out := make([]WireBatch, nb)
 	for i := range out {
 		b := &out[i]
-		v, n := binary.Uvarint(rest)
-		if n <= 0 || v >= fsm.NumSlots {
+		if b.Slot, ok = r.slot(); !ok {
 			return nil, bad
 		}
-		rest, b.Slot = rest[n:], int(v)
-		if b.Prev, err = str(); err != nil {
-			return nil, err
+		if b.Prev, ok = r.str(); !ok {
+			return nil, bad
 		}
-		ne, err := num()
-		if err != nil {
-			return nil, err
+		ne, ok := r.num()
+		if !ok {
+			return nil, bad
 		}
 		b.Entries = make([]WireEntry, ne)
 		for j := range b.Entries {
 			e := &b.Entries[j]
-			if e.ID, err = str(); err != nil {
-				return nil, err
+			if e.ID, ok = r.str(); !ok {
+				return nil, bad
 			}
-			if e.TS, err = str(); err != nil {
-				return nil, err
+			if e.TS, ok = r.str(); !ok {
+				return nil, bad
 			}
-			nc, err := num()
-			if err != nil {
-				return nil, err
+			nc, ok := r.num()
+			if !ok {
+				return nil, bad
 			}
 			if nc > 0 {
 				e.Cmds = make(WireCmds, nc)
 			}
 			for k := range e.Cmds {
-				na, err := num()
-				if err != nil {
-					return nil, err
+				na, ok := r.num()
+				if !ok {
+					return nil, bad
 				}
 				e.Cmds[k] = make([]string, na)
 				for a := range e.Cmds[k] {
-					if e.Cmds[k][a], err = str(); err != nil {
-						return nil, err
+					if e.Cmds[k][a], ok = r.str(); !ok {
+						return nil, bad
 					}
 				}
 			}
 		}
 	}
-	if len(rest) != 0 {
+	if len(r.rest) != 0 {
 		return nil, bad
 	}
 	return out, nil
+}
+
+// wireReader reads the binary forms' uvarints and length-prefixed strings from rest; a count
+// is never trusted beyond the bytes that remain, since every counted item takes at least one.
+type wireReader struct{ rest []byte }
+
+// num reads a count or length.
+func (r *wireReader) num() (int, bool) {
+	v, n := binary.Uvarint(r.rest)
+	if n <= 0 || v > uint64(len(r.rest)) {
+		return 0, false
+	}
+	r.rest = r.rest[n:]
+	return int(v), true
+}
+
+// str reads a length-prefixed string.
+func (r *wireReader) str() (string, bool) {
+	l, ok := r.num()
+	if !ok || l > len(r.rest) {
+		return "", false
+	}
+	s := string(r.rest[:l])
+	r.rest = r.rest[l:]
+	return s, true
+}
+
+// slot reads a slot number.
+func (r *wireReader) slot() (int, bool) {
+	v, n := binary.Uvarint(r.rest)
+	if n <= 0 || v >= fsm.NumSlots {
+		return 0, false
+	}
+	r.rest = r.rest[n:]
+	return int(v), true
 }
 
 // BinaryResults is an apply answer in its binary form: the node writes it as it is
@@ -482,47 +499,29 @@ func (resp *ApplyResponse) SetPeerAnswer(data []byte) error {
 	if !ok {
 		return bad
 	}
-	num := func() (uint64, bool) {
-		v, n := binary.Uvarint(rest)
-		if n <= 0 || v > uint64(len(rest)) { // every counted item takes at least one byte
-			return 0, false
-		}
-		rest = rest[n:]
-		return v, true
-	}
-	str := func() (string, bool) {
-		l, ok := num()
-		if !ok || l > uint64(len(rest)) {
-			return "", false
-		}
-		s := string(rest[:l])
-		rest = rest[l:]
-		return s, true
-	}
-	nr, ok := num()
+	r := wireReader{rest}
+	nr, ok := r.num()
 	if !ok {
 		return bad
 	}
 	results := make([]ApplyResult, nr)
 	for i := range results {
-		r := &results[i]
-		v, n := binary.Uvarint(rest)
-		if n <= 0 || v >= fsm.NumSlots {
+		res := &results[i]
+		if res.Slot, ok = r.slot(); !ok {
 			return bad
 		}
-		rest, r.Slot = rest[n:], int(v)
-		if r.Last, ok = str(); !ok {
+		if res.Last, ok = r.str(); !ok {
 			return bad
 		}
-		if r.Error, ok = str(); !ok {
+		if res.Error, ok = r.str(); !ok {
 			return bad
 		}
-		if len(rest) == 0 || rest[0] > 1 {
+		if len(r.rest) == 0 || r.rest[0] > 1 {
 			return bad
 		}
-		r.Gap, rest = rest[0] == 1, rest[1:]
+		res.Gap, r.rest = r.rest[0] == 1, r.rest[1:]
 	}
-	if len(rest) != 0 {
+	if len(r.rest) != 0 {
 		return bad
 	}
 	resp.Results = results
@@ -534,30 +533,3 @@ const (
 	wireV1   = 1 // binary request, JSON answer ("XA1")
 	wireJSON = 2 // JSON both ways
 )
-
-// sendApply sends req to node owner of DC dest in the newest form that node reads: a node of
-// a version before a form refuses it as bad JSON, and gets (now and later) the next older one.
-func (r *Replicator) sendApply(ctx context.Context, st *fsm.State, dest, owner string, req ApplyRequest) (ApplyResponse, error) {
-	form := 0
-	if v, ok := r.oldWire.Load(owner); ok {
-		form = v.(int)
-	}
-	for {
-		var resp ApplyResponse
-		var body any
-		switch form {
-		case 0:
-			body = EncodeApply(req)
-		case wireV1:
-			body = EncodeApply(req).V1()
-		default:
-			body = req
-		}
-		err := r.callDC(ctx, st, dest, owner, RPCApply, body, &resp)
-		if err == nil || form == wireJSON || !strings.Contains(err.Error(), "xdc: bad request: invalid character") {
-			return resp, err
-		}
-		form++
-		r.oldWire.Store(owner, form)
-	}
-}
