@@ -2,7 +2,6 @@ package xdc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -164,9 +163,26 @@ func feedPos(ctx context.Context, src *redis.Client) (string, error) {
 // fails for long, it asks the loop to look at every outbox (full).
 func (l *loop) follow(ctx context.Context, src *redis.Client, pos string) {
 	backoff := 50 * time.Millisecond
+	var fc *feedConn
+	defer func() {
+		if fc != nil {
+			fc.close()
+		}
+	}()
 	for ctx.Err() == nil {
-		res, err := src.Do(ctx, "XREAD", "COUNT", dirtyCount, "BLOCK", 2000, "STREAMS", DirtyKey, pos).Result()
-		if errors.Is(err, redis.Nil) {
+		var msgs []feedMessage
+		var err error
+		if fc == nil {
+			fc, err = dialFeed(ctx, src)
+		}
+		if err == nil {
+			msgs, err = fc.xread(ctx, pos)
+			if err != nil {
+				fc.close()
+				fc = nil
+			}
+		}
+		if err == nil && len(msgs) == 0 {
 			l.following.Store(true)
 			continue // nothing written for the block's time
 		}
@@ -184,7 +200,6 @@ func (l *loop) follow(ctx context.Context, src *redis.Client, pos string) {
 		backoff = 50 * time.Millisecond
 		l.following.Store(true)
 		from := pos
-		msgs := feedMessages(res)
 		l.mu.Lock()
 		for _, m := range msgs {
 			pos = m.id
@@ -246,38 +261,4 @@ func dirtyArgs(slot int) []any {
 type feedMessage struct {
 	id     string
 	fields []string
-}
-
-// feedMessages returns the entries of an XREAD of the change feed alone, as go-redis answers
-// it raw (a map under RESP3, an array under RESP2). It does not use go-redis's XRead, whose
-// entries are maps: a carried outbox entry repeats field names.
-func feedMessages(raw any) []feedMessage {
-	var entries []any
-	switch v := raw.(type) {
-	case map[any]any:
-		for _, e := range v {
-			entries, _ = e.([]any)
-		}
-	case []any:
-		if len(v) > 0 {
-			if st, ok := v[0].([]any); ok && len(st) == 2 {
-				entries, _ = st[1].([]any)
-			}
-		}
-	}
-	out := make([]feedMessage, 0, len(entries))
-	for _, e := range entries {
-		pair, ok := e.([]any)
-		if !ok || len(pair) != 2 {
-			continue
-		}
-		id, _ := pair[0].(string)
-		vals, _ := pair[1].([]any)
-		m := feedMessage{id: id, fields: make([]string, len(vals))}
-		for i, v := range vals {
-			m.fields[i], _ = v.(string)
-		}
-		out = append(out, m)
-	}
-	return out
 }
