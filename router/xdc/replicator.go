@@ -69,14 +69,13 @@ type Replicator struct {
 	dbs     map[string][]int     // group master -> databases holding keys
 	dbsGen  uint64               // bumped whenever dbs changes
 	planned planInputs           // what the last plan was made from
-	// acked is, per database and slot, the last id each destination DC applied (as this
-	// node's loops know it); trimming and DC_EACH_SAFE_QUORUM read it.
-	acked map[dbSlot]map[string]string
-	// trims are, per database and slot, the last trim decided and those not sent yet
-	// (recordAck): one map, one lookup per ack.
-	trims map[dbSlot]*trimState
-	// progress is closed and replaced whenever acked advances.
+	// acks are, per database and slot, the last id each destination DC applied (as this
+	// node's loops know it) and the outbox's trimming: one map, one lookup per ack
+	// (recordAck); trimming and DC_EACH_SAFE_QUORUM read it.
+	acks map[dbSlot]*slotAcks
+	// progress is closed and replaced whenever acks advance while awaiting > 0 (awaitLocal).
 	progress chan struct{}
+	awaiting int
 
 	diverged atomic.Int64
 	// superseded, conflicts and pulled count effects older than their key's state here,
@@ -163,7 +162,7 @@ func New(cfg Config) *Replicator {
 	return &Replicator{
 		cfg: cfg, log: log, kick: make(chan struct{}, 1), recvPh: newPhases(log, "receiving"),
 		loops: map[loopKey]*loop{}, clients: map[clientKey]*redis.Client{}, alive: map[string]time.Time{},
-		dbs: map[string][]int{}, acked: map[dbSlot]map[string]string{}, trims: map[dbSlot]*trimState{},
+		dbs: map[string][]int{}, acks: map[dbSlot]*slotAcks{},
 		progress: make(chan struct{}), pulls: pullSet{wake: make(chan struct{}, 1)},
 	}
 }
@@ -486,26 +485,22 @@ func (r *Replicator) recordAck(ctx context.Context, c redis.Cmdable, master, des
 	st := r.cfg.Cluster.State()
 	dests := r.destinations(st)
 	r.mu.Lock()
-	m := r.acked[k]
-	if m == nil {
-		m = map[string]string{}
-		r.acked[k] = m
+	a := r.acks[k]
+	if a == nil {
+		a = &slotAcks{}
+		r.acks[k] = a
 	}
-	if CompareIDs(id, m[dest]) <= 0 && m[dest] != "" {
+	if cur := a.get(dest); cur != "" && CompareIDs(id, cur) <= 0 {
 		r.mu.Unlock()
 		return
 	}
-	m[dest] = id
+	a.set(dest, id)
 	ids := make([]string, 0, len(dests))
 	for _, d := range dests {
-		ids = append(ids, m[d])
+		ids = append(ids, a.get(d))
 	}
 	low := lowest(ids)
-	ts := r.trims[k]
-	if ts == nil {
-		ts = &trimState{}
-		r.trims[k] = ts
-	}
+	ts := &a.trim
 	trim := low != "" && CompareIDs(low, ts.decided) > 0
 	if trim {
 		ts.decided = low
@@ -518,12 +513,46 @@ func (r *Replicator) recordAck(ctx context.Context, c redis.Cmdable, master, des
 			ts.waiting, ts.due = 0, nil
 		}
 	}
-	close(r.progress)
-	r.progress = make(chan struct{})
+	if r.awaiting > 0 {
+		close(r.progress)
+		r.progress = make(chan struct{})
+	}
 	r.mu.Unlock()
 	if trim {
 		r.trimNow(ctx, c, k, ids)
 	}
+}
+
+// slotAcks is what this node's loops know of one outbox: the last id each destination DC
+// applied, and its trimming.
+type slotAcks struct {
+	applied []destID // a few at most: one per destination DC that acked
+	trim    trimState
+}
+
+type destID struct{ dest, id string }
+
+// get returns the last id dest applied ("" when none is known).
+func (a *slotAcks) get(dest string) string {
+	if a == nil {
+		return ""
+	}
+	for _, d := range a.applied {
+		if d.dest == dest {
+			return d.id
+		}
+	}
+	return ""
+}
+
+func (a *slotAcks) set(dest, id string) {
+	for i := range a.applied {
+		if a.applied[i].dest == dest {
+			a.applied[i].id = id
+			return
+		}
+	}
+	a.applied = append(a.applied, destID{dest, id})
 }
 
 // trimState is one outbox's trimming: the last trim decided (the smallest id every
@@ -565,7 +594,8 @@ func (r *Replicator) takeTrims(master string, db int, slots []int) []dueTrim {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var due []dueTrim
-	for k, ts := range r.trims {
+	for k, a := range r.acks {
+		ts := &a.trim
 		if ts.due == nil || k.db != db {
 			continue
 		}
@@ -594,11 +624,11 @@ func (r *Replicator) trimToLive(ctx context.Context, src *redis.Client, db, slot
 			downLoops = append(downLoops, l)
 		}
 	}
-	m := r.acked[dbSlot{db, slot}]
+	a := r.acks[dbSlot{db, slot}]
 	var ids []string
 	for _, d := range r.destinations(st) {
 		if !down[d] {
-			ids = append(ids, m[d])
+			ids = append(ids, a.get(d))
 		}
 	}
 	r.mu.Unlock()
@@ -657,13 +687,19 @@ func (r *Replicator) Await(ctx context.Context, db, slot int, id string, timeout
 func (r *Replicator) awaitLocal(ctx context.Context, db, slot int, id string, timeout time.Duration) error {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
+	r.mu.Lock()
+	r.awaiting++
+	defer func() {
+		r.mu.Lock()
+		r.awaiting--
+		r.mu.Unlock()
+	}()
 	for {
 		st := r.cfg.Cluster.State()
-		r.mu.Lock()
-		m := r.acked[dbSlot{db, slot}]
+		a := r.acks[dbSlot{db, slot}]
 		var missing []string
 		for _, d := range r.destinations(st) {
-			if m == nil || m[d] == "" || CompareIDs(m[d], id) < 0 {
+			if got := a.get(d); got == "" || CompareIDs(got, id) < 0 {
 				missing = append(missing, d)
 			}
 		}
@@ -679,6 +715,7 @@ func (r *Replicator) awaitLocal(ctx context.Context, db, slot int, id string, ti
 			return fmt.Errorf("not applied in DC %s within %s", strings.Join(missing, ", "), timeout.Round(time.Millisecond))
 		case <-wait:
 		}
+		r.mu.Lock()
 	}
 }
 
