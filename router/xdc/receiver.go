@@ -65,8 +65,7 @@ func (r *Replicator) HandleApply(ctx context.Context, req ApplyRequest) (ApplyRe
 				cmds = append(cmds, loadCall)
 			}
 			for _, ch := range applyChunks(at(pos)) {
-				keys, argv := ApplyBatchArgs(req.Source, "", ch)
-				cmds = append(cmds, funcCall(ApplyBatchFunc, keys, argv))
+				cmds = append(cmds, ApplyBatchCall(req.Source, "", ch))
 			}
 			return cmds
 		})
