@@ -556,8 +556,11 @@ func (r *Replicator) ackedOf(k dbSlot) *slotAcks {
 // slotAcks is what this node's loops know of one outbox: the last id each destination DC
 // applied, and its trimming.
 type slotAcks struct {
-	applied []destID // a few at most: one per destination DC that acked
-	trim    trimState
+	// The first destination DC's applied id is kept inline, others in more: at random keys
+	// every ack reads another slot's, and each pointer followed is a cache miss.
+	one  destID
+	more []destID
+	trim trimState
 }
 
 type destID struct{ dest, id string }
@@ -567,7 +570,10 @@ func (a *slotAcks) get(dest string) string {
 	if a == nil {
 		return ""
 	}
-	for _, d := range a.applied {
+	if a.one.dest == dest {
+		return a.one.id
+	}
+	for _, d := range a.more {
 		if d.dest == dest {
 			return d.id
 		}
@@ -576,13 +582,17 @@ func (a *slotAcks) get(dest string) string {
 }
 
 func (a *slotAcks) set(dest, id string) {
-	for i := range a.applied {
-		if a.applied[i].dest == dest {
-			a.applied[i].id = id
+	if a.one.dest == dest || a.one.dest == "" {
+		a.one = destID{dest, id}
+		return
+	}
+	for i := range a.more {
+		if a.more[i].dest == dest {
+			a.more[i].id = id
 			return
 		}
 	}
-	a.applied = append(a.applied, destID{dest, id})
+	a.more = append(a.more, destID{dest, id})
 }
 
 // trimState is one outbox's trimming: the last trim decided (the smallest id every
