@@ -126,7 +126,7 @@ func (c *peerClient) call(ctx context.Context, addr, path string, in, out any) e
 		return fmt.Errorf("node at %s: %w", addr, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	data, err := readBody(resp.Body, resp.ContentLength, 64<<20)
 	if err != nil {
 		return fmt.Errorf("node at %s: %w", addr, err)
 	}
@@ -196,11 +196,25 @@ func writeError(w http.ResponseWriter, err error) {
 	writeJSON(w, status, rpcError{Error: err.Error(), Code: code})
 }
 
+// readBody reads a request's or an answer's body of at most limit bytes, in one buffer of its
+// declared length when it has one (replication's batches: io.ReadAll grew its buffer by
+// doubling, a tenth of a receiving node's CPU flat out).
+func readBody(r io.Reader, length, limit int64) ([]byte, error) {
+	if length < 0 || length > limit {
+		return io.ReadAll(io.LimitReader(r, limit))
+	}
+	b := make([]byte, length)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
 // readJSON decodes a request body into v, refusing unknown fields.
 func readJSON(r *http.Request, v any) error {
 	if raw, ok := v.(*json.RawMessage); ok {
 		// Decoded by the handler (replication's RPCs): one pass over the body, not two.
-		b, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
+		b, err := readBody(r.Body, r.ContentLength, 16<<20)
 		if err != nil {
 			return &fsm.Error{Code: "invalid", Msg: "bad request body: " + err.Error()}
 		}
