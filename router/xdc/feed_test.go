@@ -244,15 +244,15 @@ func TestResetForgetsCarriedEntries(t *testing.T) {
 	// slot to a in full.
 	must(b.rc.XTrimMaxLen(ctx, OutboxKey(slot), 0).Err())
 	must(a.rc.Del(ctx, CopyLockKey(slot)).Err())
-	waitEqual(t, []*testDC{a}, 10*time.Second, "k2 in a", stateOf("{r}k2"), "string "+big)
+	waitEqual(t, []*testDC{a}, resetWait, "k2 in a", stateOf("{r}k2"), "string "+big)
 	// A copy from a third DC replaces the slot in a (by hand: a loses the keys and its record
 	// of b's entries) and a asks b to read its last applied id again.
 	must(a.rc.Del(ctx, "{r}k1", "{r}k2").Err())
 	must(a.rc.HDel(ctx, InboxKey(slot), "b").Err())
 	_, err := b.repl.HandleReset(ctx, ResetRequest{Source: "b", Dest: "a", Slot: slot})
 	must(err)
-	waitEqual(t, []*testDC{a}, 10*time.Second, "k1 in a", stateOf("{r}k1"), "string v1")
-	waitEqual(t, []*testDC{a}, 10*time.Second, "k2 in a", stateOf("{r}k2"), "string "+big)
+	waitEqual(t, []*testDC{a}, resetWait, "k1 in a", stateOf("{r}k1"), "string v1")
+	waitEqual(t, []*testDC{a}, resetWait, "k2 in a", stateOf("{r}k2"), "string "+big)
 }
 
 // TestResetDuringCopy: a copy from a third DC replaces the slot in the destination, and the
@@ -290,8 +290,12 @@ func TestResetDuringCopy(t *testing.T) {
 		})
 	})
 	must(a.rc.Del(ctx, CopyLockKey(slot)).Err())
-	waitEqual(t, []*testDC{a}, 10*time.Second, "k1 in a", stateOf("{r}k1"), "string "+v1)
+	waitEqual(t, []*testDC{a}, resetWait, "k1 in a", stateOf("{r}k1"), "string "+v1)
 }
+
+// resetWait bounds the waits of the reset tests: a full copy after a refused batch can take
+// several of the shipper's backoffs (up to 2 s each) on a machine as loaded as CI's.
+const resetWait = 30 * time.Second
 
 // refusingSlot starts DCs a and b, has their shippers follow the change feed (a first write
 // seen in both), and has a refuse b's entries for the slot of "{r}" as when another DC's copy
@@ -306,7 +310,7 @@ func refusingSlot(t *testing.T) (a, b *testDC, slot int, must func(error)) {
 		}
 	}
 	b.write(t, "SET", "warm", "up")
-	waitEqual(t, dcs, 10*time.Second, "warm", stateOf("warm"), "string up")
+	waitEqual(t, dcs, resetWait, "warm", stateOf("warm"), "string up")
 	slot = slotString("{r}")
 	must(a.rc.Set(context.Background(), CopyLockKey(slot), "in:c:x", time.Minute).Err())
 	return a, b, slot, must
