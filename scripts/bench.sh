@@ -329,8 +329,15 @@ fi
 sleep 10
 idle=$(awk -v r="$(( $(cpu_total "$R1PID" "$R3PID") - i0 ))" -v n="$(( $(cpu_total "$BS1" "$N2PID") - n0 ))" -v hz="$HZ" \
 	'BEGIN { printf "%.1f ms of CPU per second on the two masters, %.1f ms on the two nodes", r / hz * 100, n / hz * 100 }')
+# At a fixed rate the rounds' sizes are the same from run to run, so the CPU per write there
+# compares versions better than flat out, where it moves with the rate reached.
+f0=$(cpu_total "$BS1" "$N2PID"); g0=$(cpu_total "$R1PID" "$R3PID")
 fixed=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -rate "$XRATE" -duration "$XDUR" -clients 20 -prefix fixed)
+f1=$(cpu_total "$BS1" "$N2PID"); g1=$(cpu_total "$R1PID" "$R3PID")
 fixed2=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -rate "$XRATE2" -duration "$XDUR" -clients 50 -prefix fixed2)
+f2=$(cpu_total "$BS1" "$N2PID"); g2=$(cpu_total "$R1PID" "$R3PID")
+fixedcpu="$(cpu_per_write "$f0" "$f1" "$(written "$fixed")") us nodes, $(cpu_per_write "$g0" "$g1" "$(written "$fixed")") us Redis"
+fixed2cpu="$(cpu_per_write "$f1" "$f2" "$(written "$fixed2")") us nodes, $(cpu_per_write "$g1" "$g2" "$(written "$fixed2")") us Redis"
 p0=$(cpu_total "$BS1" "$N2PID"); r0=$(cpu_total "$R1PID" "$R3PID")
 if [ -n "${XPROF:-}" ]; then # CPU profiles of both nodes over the flat-out run, for go tool pprof
 	mkdir -p "$XPROF"
@@ -356,8 +363,8 @@ ppcpu=$(cpu_per_write "$p0" "$(cpu_total "$BS1" "$N2PID")" "$np"); prcpu=$(cpu_p
 admin config set convergence true
 echo "one DC, no replication:        $base"
 echo "two DCs idle:                  $idle"
-echo "$XRATE writes/s for $XDUR:        ${fixed//$'\n'/; }"
-echo "$XRATE2 writes/s for $XDUR:        ${fixed2//$'\n'/; }"
+echo "$XRATE writes/s for $XDUR:        ${fixed//$'\n'/; }; CPU per write $fixedcpu"
+echo "$XRATE2 writes/s for $XDUR:        ${fixed2//$'\n'/; }; CPU per write $fixed2cpu"
 echo "as fast as $CLIENTS clients go:     ${full//$'\n'/; }"
 echo "same, convergence off:         ${plain//$'\n'/; }"
 awk -v p="$pcpu" -v r="$rcpu" -v b="$base_cpu" 'BEGIN { printf "CPU per replicated write, flat out: %.1f us (nodes %.1f, Redis %.1f); one DC without replication: %.1f us; ratio %.2f\n", p + r, p, r, b, (p + r) / b }'
