@@ -371,7 +371,9 @@ func DecodeBatches(data []byte) ([]WireBatch, error) {
 		return nil, errors.New("xdc: bad binary batches: no magic")
 	}
 	bad := errors.New("xdc: bad binary batches: truncated or malformed")
-	r := wireReader{rest}
+	// The strings are substrings of one copy of the batches: one allocation, not one per
+	// argument (the receiving node applies them and lets them go; nothing keeps one).
+	r := wireReader{rest: rest, all: string(rest)}
 	nb, ok := r.num()
 	if !ok {
 		return nil, bad
@@ -427,7 +429,13 @@ func DecodeBatches(data []byte) ([]WireBatch, error) {
 
 // wireReader reads the binary forms' uvarints and length-prefixed strings from rest; a count
 // is never trusted beyond the bytes that remain, since every counted item takes at least one.
-type wireReader struct{ rest []byte }
+//
+// all, when set, is rest as a string: str then answers substrings of it rather than copies
+// (for data no one keeps after the call: a substring kept would keep all of it).
+type wireReader struct {
+	rest []byte
+	all  string
+}
 
 // num reads a count or length.
 func (r *wireReader) num() (int, bool) {
@@ -445,7 +453,13 @@ func (r *wireReader) str() (string, bool) {
 	if !ok || l > len(r.rest) {
 		return "", false
 	}
-	s := string(r.rest[:l])
+	var s string
+	if r.all != "" {
+		off := len(r.all) - len(r.rest)
+		s = r.all[off : off+l]
+	} else {
+		s = string(r.rest[:l])
+	}
 	r.rest = r.rest[l:]
 	return s, true
 }
@@ -499,7 +513,7 @@ func (resp *ApplyResponse) SetPeerAnswer(data []byte) error {
 	if !ok {
 		return bad
 	}
-	r := wireReader{rest}
+	r := wireReader{rest: rest} // copies: the ids answered are kept (loop.acked)
 	nr, ok := r.num()
 	if !ok {
 		return bad
