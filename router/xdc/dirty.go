@@ -28,6 +28,13 @@ const DirtyMaxLen = "20000"
 // name: a larger entry is read from its outbox.
 const feedDataMax = "1024"
 
+// feedEvery is the least time between the starts of two reads of the feed while they come
+// back with fewer than feedFew entries (follow).
+const (
+	feedEvery = time.Millisecond
+	feedFew   = 16
+)
+
 // dirtyCount is how many feed entries one read takes.
 const dirtyCount = 4096
 
@@ -175,6 +182,7 @@ func (l *loop) follow(ctx context.Context, src *redis.Client, pos string) {
 		if fc == nil {
 			fc, err = dialFeed(ctx, src)
 		}
+		readAt := time.Now()
 		if err == nil {
 			msgs, err = fc.xread(ctx, pos)
 			if err != nil {
@@ -230,6 +238,17 @@ func (l *loop) follow(ctx context.Context, src *redis.Client, pos string) {
 			l.ph.add("feed", LagOf(pos, now)) // the newest entry: master's clock to here
 		}
 		l.signal()
+		// At most one read per feedEvery while reads come back with a few entries: a write
+		// rate that answers every read with an entry or two would otherwise cost a read, a
+		// round, a peer call and an APPLY per write (wake-ups on four processes each),
+		// several times a write's own CPU. A read that waited on the master that long is
+		// not held, nor one that brought feedFew entries or more (the rounds are large
+		// already).
+		if n < feedFew {
+			if d := feedEvery - time.Since(readAt); d > 0 && !sleep(ctx, d) {
+				return
+			}
+		}
 	}
 }
 
