@@ -30,6 +30,14 @@ type feedConn struct {
 // feedBlock is how long one XREAD of the feed blocks on the master (ms).
 const feedBlock = 2000
 
+// The most a feed reply may hold, so that a reply out of all proportion (a server that is not
+// Redis, a corrupted stream) is an error and never an allocation of its declared size: a feed
+// entry carries at most feedDataMax bytes of effects besides a few short fields.
+const (
+	maxFeedFields = 1 << 16
+	maxFeedBulk   = 64 << 20
+)
+
 // dialFeed opens a feed connection to src's server and database, with src's dialer and
 // credentials (AUTH and SELECT in one round trip).
 func dialFeed(ctx context.Context, src *redis.Client) (*feedConn, error) {
@@ -116,6 +124,9 @@ func (c *feedConn) xread(ctx context.Context, pos string) ([]feedMessage, error)
 	if err != nil || n <= 0 {
 		return nil, err // n < 0: nothing written for the block's time
 	}
+	if n > 16 {
+		return nil, fmt.Errorf("change feed: reply of %d streams", n)
+	}
 	for s := range n { // one stream was asked for; skip any other
 		if k, err := c.header('*'); err != nil || k != 2 {
 			return nil, errOr(err, "stream reply of %d elements", k)
@@ -126,6 +137,9 @@ func (c *feedConn) xread(ctx context.Context, pos string) ([]feedMessage, error)
 		m, err := c.header('*')
 		if err != nil {
 			return nil, err
+		}
+		if m > dirtyCount {
+			return nil, fmt.Errorf("change feed: %d entries for a read of %d", m, dirtyCount)
 		}
 		var out []feedMessage
 		if s == 0 {
@@ -161,6 +175,9 @@ func (c *feedConn) entry() (feedMessage, error) {
 	nf, err := c.header('*')
 	if err != nil {
 		return feedMessage{}, err
+	}
+	if nf > maxFeedFields {
+		return feedMessage{}, fmt.Errorf("change feed: entry of %d fields", nf)
 	}
 	c.scratch, c.offs = c.scratch[:0], c.offs[:0]
 	for range max(nf, 0) {
@@ -209,6 +226,9 @@ func (c *feedConn) bulk() ([]byte, error) {
 	}
 	if n < 0 {
 		return nil, nil
+	}
+	if n > maxFeedBulk {
+		return nil, fmt.Errorf("change feed: bulk string of %d bytes", n)
 	}
 	if cap(c.readBuf) < n+2 {
 		c.readBuf = make([]byte, n+2)

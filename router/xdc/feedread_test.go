@@ -2,6 +2,7 @@ package xdc
 
 import (
 	"context"
+	"net"
 	"reflect"
 	"strconv"
 	"strings"
@@ -202,4 +203,51 @@ func countEntries(raw any) int {
 		n++
 	}
 	return n
+}
+
+// A reply that is not what Redis sends (a server that is not Redis, a corrupted stream) is an
+// error, and a length out of all proportion is never allocated. A stand-in server, since a
+// real redis-server cannot be made to send these.
+func TestFeedConnRefusesMalformedReplies(t *testing.T) {
+	key := "$" + strconv.Itoa(len(DirtyKey)) + "\r\n" + DirtyKey + "\r\n"
+	cases := []struct{ name, reply, want string }{
+		{"error reply", "-ERR boom\r\n", "boom"},
+		{"not an array", "+OK\r\n", "unexpected reply"},
+		{"entries past the count", "*1\r\n*2\r\n" + key + "*999999999\r\n", "entries for a read"},
+		{"huge bulk", "*1\r\n*2\r\n" + key + "*1\r\n*2\r\n$2000000000\r\n", "bulk string of"},
+		{"fields past the bound", "*1\r\n*2\r\n" + key + "*1\r\n*2\r\n$3\r\n1-0\r\n*99999999\r\n", "fields"},
+		{"bad length", "*x\r\n", "bad length"},
+		{"no CRLF", "*1\n", "malformed"},
+		{"truncated", "*1\r\n*2\r\n" + key + "*1\r\n*2\r\n$3\r\n1-", "EOF"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				buf := make([]byte, 4096)
+				_, _ = c.Read(buf) // the XREAD
+				_, _ = c.Write([]byte(tc.reply))
+			}()
+			src := redis.NewClient(&redis.Options{Addr: ln.Addr().String()})
+			defer src.Close()
+			fc, err := dialFeed(context.Background(), src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fc.close()
+			msgs, err := fc.xread(context.Background(), "0-0")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("reply %q: %v, %v; want an error with %q", tc.reply, msgs, err, tc.want)
+			}
+		})
+	}
 }
