@@ -220,9 +220,8 @@ func Apply(ctx context.Context, c Doer, slot int, e Entry, prev string) (Applied
 // ApplyBatchArgs returns the KEYS and ARGV of the batch APPLY function for batches from DC src;
 // lock is the value of the copy lock the caller holds ("" for none).
 func ApplyBatchArgs(src, lock string, batches []WireBatch) (keys []string, argv []any) {
-	call := ApplyBatchCall(src, lock, batches)
-	n, _ := strconv.Atoi(call[2])
-	keys, rest := call[3:3+n], call[3+n:]
+	call, keys := ApplyBatchCall(src, lock, batches)
+	rest := call[3+len(keys):]
 	argv = make([]any, len(rest))
 	for i, a := range rest {
 		argv[i] = a
@@ -231,11 +230,11 @@ func ApplyBatchArgs(src, lock string, batches []WireBatch) (keys []string, argv 
 }
 
 // ApplyBatchCall is the whole batch APPLY call, FCALL <ApplyBatchFunc> <numkeys> KEYS ARGV,
-// as the receiving node sends it: one slice, sized once. (Built as ApplyBatchArgs' []any, it
+// as the receiving node sends it, and its KEYS: one slice, sized once. (Built as ApplyBatchArgs' []any, it
 // cost the receiving node an allocation per argument and a growing slice per call; with the
 // command's encoding, a sixth of its CPU flat out: docs/replication.md, session 17.)
-func ApplyBatchCall(src, lock string, batches []WireBatch) []string {
-	keys := make([]string, 0, 6*len(batches))
+func ApplyBatchCall(src, lock string, batches []WireBatch) (call, keys []string) {
+	keys = make([]string, 0, 6*len(batches))
 	na := 3
 	for _, b := range batches {
 		na += 2
@@ -250,7 +249,7 @@ func ApplyBatchCall(src, lock string, batches []WireBatch) []string {
 	for _, b := range batches {
 		keys = append(keys, MetaKey(b.Slot), PullKey(b.Slot), CopyLockKey(b.Slot), InboxKey(b.Slot))
 	}
-	call := make([]string, 0, 3+len(keys)+na)
+	call = make([]string, 0, 3+len(keys)+na)
 	call = append(call, "FCALL", ApplyBatchFunc, strconv.Itoa(len(keys)))
 	call = append(call, keys...)
 	call = append(call, src, lock, strconv.Itoa(len(batches)))
@@ -264,7 +263,7 @@ func ApplyBatchCall(src, lock string, batches []WireBatch) []string {
 			}
 		}
 	}
-	return call
+	return call, keys
 }
 
 // BatchApplied is the batch APPLY's outcome for one slot's entries.

@@ -65,7 +65,8 @@ func (r *Replicator) HandleApply(ctx context.Context, req ApplyRequest) (ApplyRe
 				cmds = append(cmds, loadCall)
 			}
 			for _, ch := range applyChunks(at(pos)) {
-				cmds = append(cmds, ApplyBatchCall(req.Source, "", ch))
+				call, _ := ApplyBatchCall(req.Source, "", ch)
+				cmds = append(cmds, call)
 			}
 			return cmds
 		})
@@ -134,8 +135,8 @@ var loadCall = []string{"FUNCTION", "LOAD", library}
 // applyOne applies one slot's batch through the router (a slot a migration or failover
 // concerns: the router moves the keys or waits as for any request).
 func (r *Replicator) applyOne(ctx context.Context, source string, db int, b WireBatch) ApplyResult {
-	keys, argv := ApplyBatchArgs(source, "", []WireBatch{b})
-	v, err := r.runFunc(ctx, db, b.Slot, ApplyBatchFunc, keys, argv)
+	call, keys := ApplyBatchCall(source, "", []WireBatch{b})
+	v, err := r.runCall(ctx, db, b.Slot, keys, call)
 	if err != nil {
 		return ApplyResult{Slot: b.Slot, Last: b.Prev, Error: err.Error()}
 	}
@@ -183,11 +184,6 @@ func (r *Replicator) applied(source string, db int, batches []WireBatch, reply [
 	return out
 }
 
-// funcCall builds FCALL fn numkeys keys... argv...
-func funcCall(fn string, keys []string, argv []any) []string {
-	return callArgs("FCALL", fn, keys, argv)
-}
-
 // callArgs builds verb (FCALL, EVALSHA, EVAL) name numkeys keys... argv...
 func callArgs(verb, name string, keys []string, argv []any) []string {
 	args := make([]string, 0, 3+len(keys)+len(argv))
@@ -195,7 +191,7 @@ func callArgs(verb, name string, keys []string, argv []any) []string {
 	args = append(args, keys...)
 	for _, a := range argv {
 		if str, ok := a.(string); ok {
-			args = append(args, str) // what ApplyBatchArgs builds: no fmt on the apply path
+			args = append(args, str) // what ApplyArgs and the scripts build: no fmt on these paths
 		} else {
 			args = append(args, fmt.Sprint(a))
 		}
@@ -218,7 +214,11 @@ func (r *Replicator) runScript(ctx context.Context, db, slot int, sha, body stri
 // runFunc calls fn, a function of the library, through the router; when the server does
 // not have the library it loads it and calls fn again, in one round trip.
 func (r *Replicator) runFunc(ctx context.Context, db, slot int, fn string, keys []string, argv []any) (resp.Value, error) {
-	args := funcCall(fn, keys, argv)
+	return r.runCall(ctx, db, slot, keys, callArgs("FCALL", fn, keys, argv))
+}
+
+// runCall is runFunc for a call built whole (FCALL <function> <numkeys> KEYS ARGV).
+func (r *Replicator) runCall(ctx context.Context, db, slot int, keys, args []string) (resp.Value, error) {
 	v, err := r.internal(ctx, db, slot, keys, args)
 	if err == nil && FuncMissingReply(v.Raw) {
 		raws, err := r.cfg.Local.InternalBatch(ctx, db, slot, keys, [][]string{loadCall, args})

@@ -69,8 +69,8 @@ type Replicator struct {
 	dbs     map[string][]int     // group master -> databases holding keys
 	dbsGen  uint64               // bumped whenever dbs changes
 	planned planInputs           // what the last plan was made from
-	// acks are, per database and slot, the last id each destination DC applied (as this
-	// node's loops know it) and the outbox's trimming: one map, one lookup per ack
+	// acks are, per database, an array by slot of the last id each destination DC applied
+	// (as this node's loops know it) and the outbox's trimming: one lookup per ack
 	// (recordAck); trimming and DC_EACH_SAFE_QUORUM read it.
 	acks map[int]*dbAcks
 	// progress is closed and replaced whenever acks advance while awaiting > 0 (awaitLocal).
@@ -497,7 +497,7 @@ func (r *Replicator) recordAck(ctx context.Context, c redis.Cmdable, master, des
 	st := r.cfg.Cluster.State()
 	dests := r.destinations(st)
 	r.mu.Lock()
-	a := r.slotAcks(k)
+	a := r.acksFor(k)
 	if cur := a.get(dest); cur != "" && CompareIDs(id, cur) <= 0 {
 		r.mu.Unlock()
 		return
@@ -535,8 +535,8 @@ func (r *Replicator) recordAck(ctx context.Context, c redis.Cmdable, master, des
 // slot's, and an index finds it with fewer cache misses than a map.
 type dbAcks [fsm.NumSlots]slotAcks
 
-// slotAcks returns k's acks (r.mu held).
-func (r *Replicator) slotAcks(k dbSlot) *slotAcks {
+// acksFor returns k's acks, making its database's array on the first ack (r.mu held).
+func (r *Replicator) acksFor(k dbSlot) *slotAcks {
 	d := r.acks[k.db]
 	if d == nil {
 		d = new(dbAcks)
@@ -628,7 +628,7 @@ type dueTrim struct {
 	ids []string
 }
 
-// takeTrims returns, and forgets, the waiting trims of db's outboxes among slots (sorted)
+// takeTrims returns, and forgets, the waiting trims of db's outboxes among slots
 // decided on master; those decided on another master (before a failover) are forgotten.
 func (r *Replicator) takeTrims(master string, db int, slots []int) []dueTrim {
 	r.mu.Lock()
