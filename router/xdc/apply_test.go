@@ -2,9 +2,16 @@ package xdc
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/redraft/redraft/internal/testredis"
 	"github.com/redraft/redraft/migrate"
@@ -138,4 +145,129 @@ func TestApplyChunks(t *testing.T) {
 			t.Fatalf("chunks reorder: %v", got)
 		}
 	}
+}
+
+// TestApplySetMatchesFullPath: applySet, APPLY's shortcut for an entry of one whole string, has
+// the same effects and answers as the full path it skips. A random history of entries (whole
+// strings newer and older than the key's state, with and without the counters they saw,
+// increments, element adds, keys of other types and with expiries, entries sent twice, gaps,
+// bad ids, another's copy lock) goes through the batch APPLY on two databases of one server:
+// on the first with no copy lock held (the shortcut taken where it can be), on the second
+// holding a copy lock value that no one has set (the full path always). After every entry
+// both must have answered the same and hold the same keys, values, expiries and metadata.
+func TestApplySetMatchesFullPath(t *testing.T) {
+	ctx := context.Background()
+	s := testredis.Start(t)
+	quick := client(t, s)
+	full := redis.NewClient(&redis.Options{Addr: s.Addr, Protocol: 2, MaxRetries: -1, DB: 1})
+	t.Cleanup(func() { _ = full.Close() })
+	rng := rand.New(rand.NewPCG(7, uint64(time.Now().UnixNano())))
+	keys := []string{"{t}a", "{t}b", "{t}c"}
+	seq := map[string]int{} // the last id sent per source DC
+	prevOf := map[string]string{}
+	srcs := []string{"dc2", "dc3", "~dc1"}
+	quick.ConfigResetStat(ctx)
+	for step := range 600 {
+		src := srcs[rng.IntN(len(srcs))]
+		k := keys[rng.IntN(len(keys))]
+		ts := strconv.Itoa((1000 + step + rng.IntN(40) - 20) * 4096)
+		var cmd []string
+		switch r := rng.IntN(20); {
+		case r < 11:
+			v := ""
+			if rng.IntN(5) == 0 {
+				v = "dc2 1 5\n"
+			}
+			px := "-1"
+			if rng.IntN(6) == 0 {
+				px = strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)
+			}
+			cmd = []string{"~s", k, "", v, "v" + strconv.Itoa(step), px}
+		case r < 13:
+			cmd = []string{"~c", k, strconv.Itoa(rng.IntN(9) + 1), "-1"}
+		case r < 15:
+			cmd = []string{"~a", k, "set", "m" + strconv.Itoa(rng.IntN(3)), "", "-1"}
+		case r < 16:
+			cmd = []string{"~d", k, "", ""}
+		case r < 17:
+			for _, c := range []*redis.Client{quick, full} {
+				c.Del(ctx, k)
+				c.RPush(ctx, k, "x")
+			}
+			continue
+		case r < 18:
+			set := rng.IntN(2) == 0
+			for _, c := range []*redis.Client{quick, full} {
+				if set {
+					c.Set(ctx, CopyLockKey(slot), "in:dc3:other", 0)
+				} else {
+					c.Del(ctx, CopyLockKey(slot))
+				}
+			}
+			continue
+		default:
+			cmd = []string{"~s", k, "", "", "w" + strconv.Itoa(step), "-1"}
+		}
+		id := strconv.Itoa(seq[src]+1) + "-0"
+		prev := prevOf[src]
+		switch rng.IntN(12) {
+		case 0: // sent again
+			if seq[src] > 0 {
+				id = strconv.Itoa(seq[src]) + "-0"
+			}
+		case 1: // after an entry that never came
+			prev = "999999-0"
+		case 2:
+			id = "bad"
+		}
+		e := WireEntry{ID: id, TS: ts, Cmds: WireCmds{cmd}}
+		batch := []WireBatch{{Slot: slot, Prev: prev, Entries: []WireEntry{e}}}
+		got := applyBatch(t, quick, src, "", batch)
+		want := applyBatch(t, full, src, "zz", batch)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("step %d, %s %v from %s: shortcut answered %+v, full path %+v", step, id, cmd, src, got, want)
+		}
+		if got[0].Done == 1 && id == strconv.Itoa(seq[src]+1)+"-0" {
+			seq[src]++
+			prevOf[src] = id
+		}
+		if a, b := dumpDB(t, quick), dumpDB(t, full); a != b {
+			t.Fatalf("step %d, %s %v from %s: the databases differ:\nshortcut:\n%s\nfull path:\n%s", step, id, cmd, src, a, b)
+		}
+	}
+	// Only the shortcut reads the metadata by HMGET in APPLY.
+	if n := testredis.CommandStat(quick.Info(ctx, "commandstats").Val(), "hmget", "calls"); n < 50 {
+		t.Fatalf("only %v entries took the shortcut", n)
+	}
+}
+
+// dumpDB describes every key of c's database: its name, type, expiry and content.
+func dumpDB(t *testing.T, c *redis.Client) string {
+	t.Helper()
+	ctx := context.Background()
+	ks, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(ks)
+	var b strings.Builder
+	for _, k := range ks {
+		var v any
+		switch ty := c.Type(ctx, k).Val(); ty {
+		case "string":
+			v = c.Get(ctx, k).Val()
+		case "hash":
+			v = c.HGetAll(ctx, k).Val()
+		case "set":
+			m := c.SMembers(ctx, k).Val()
+			slices.Sort(m)
+			v = m
+		case "list":
+			v = c.LRange(ctx, k, 0, -1).Val()
+		default:
+			v = ty
+		}
+		fmt.Fprintf(&b, "%s %v %v\n", k, c.PExpireTime(ctx, k).Val(), v)
+	}
+	return b.String()
 }
