@@ -14,8 +14,8 @@
 # Knobs: N1, N16, NMSET, CLIENTS, REPS, MANY, IDLE, GOMAXPROCS, XRATE, XRATE2, XDUR,
 # BENCH_ONLY=data|clients|migration|xdc|failover,
 # NMIG, MIGVAL, MIGBASE, MIGHASH, MIGARGS, MIGSLICES, MIGPROF (the migration part: see there),
-# XPROF=DIR (CPU profiles of the two nodes and both masters' command stats over the flat-out
-# cross-DC run, written to DIR),
+# XPROF=DIR (CPU profiles of the two nodes over the flat-out cross-DC run, and both masters'
+# command stats over each cross-DC run, dc1-master-<rate|flat>.stats, written to DIR),
 # BENCH_LOGS=DIR (the nodes' and servers' logs, copied to DIR at the end),
 # XDCLOAD_SERIES=FILE (scripts/xdcload writes each cross-DC run's writes to FILE.<run>: sent at,
 # ack and lag in ms, one line per write, to tell stalls from spread: docs/replication.md),
@@ -331,10 +331,22 @@ idle=$(awk -v r="$(( $(cpu_total "$R1PID" "$R3PID") - i0 ))" -v n="$(( $(cpu_tot
 	'BEGIN { printf "%.1f ms of CPU per second on the two masters, %.1f ms on the two nodes", r / hz * 100, n / hz * 100 }')
 # At a fixed rate the rounds' sizes are the same from run to run, so the CPU per write there
 # compares versions better than flat out, where it moves with the rate reached.
+# masterstats NAME: with XPROF, both masters' command stats since the last call, to XPROF/NAME.
+masterstats() {
+	[ -n "${XPROF:-}" ] || return 0
+	if [ -n "$1" ]; then
+		redis-cli -p "$R1" INFO commandstats | grep '^cmdstat' >"$XPROF/dc1-master-$1.stats"
+		redis-cli -p "$R3" INFO commandstats | grep '^cmdstat' >"$XPROF/dc2-master-$1.stats"
+	fi
+	redis-cli -p "$R1" CONFIG RESETSTAT >/dev/null; redis-cli -p "$R3" CONFIG RESETSTAT >/dev/null
+}
+masterstats ""
 f0=$(cpu_total "$BS1" "$N2PID"); g0=$(cpu_total "$R1PID" "$R3PID")
 fixed=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -rate "$XRATE" -duration "$XDUR" -clients 20 -prefix fixed)
+masterstats "$XRATE"
 f1=$(cpu_total "$BS1" "$N2PID"); g1=$(cpu_total "$R1PID" "$R3PID")
 fixed2=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -rate "$XRATE2" -duration "$XDUR" -clients 50 -prefix fixed2)
+masterstats "$XRATE2"
 f2=$(cpu_total "$BS1" "$N2PID"); g2=$(cpu_total "$R1PID" "$R3PID")
 fixedcpu="$(cpu_per_write "$f0" "$f1" "$(written "$fixed")") us nodes, $(cpu_per_write "$g0" "$g1" "$(written "$fixed")") us Redis"
 fixed2cpu="$(cpu_per_write "$f1" "$f2" "$(written "$fixed2")") us nodes, $(cpu_per_write "$g1" "$g2" "$(written "$fixed2")") us Redis"
@@ -344,13 +356,10 @@ if [ -n "${XPROF:-}" ]; then # CPU profiles of both nodes over the flat-out run,
 	curl -s -o "$XPROF/dc1-node.pprof" "http://$ADMIN/debug/pprof/profile?seconds=5" &
 	curl -s -o "$XPROF/dc2-node.pprof" "http://$X2A/debug/pprof/profile?seconds=5" &
 fi
-[ -n "${XPROF:-}" ] && { redis-cli -p "$R1" CONFIG RESETSTAT >/dev/null; redis-cli -p "$R3" CONFIG RESETSTAT >/dev/null; }
+masterstats ""
 full=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -duration 5s -clients "$CLIENTS" -prefix full)
 n=$(written "$full")
-if [ -n "${XPROF:-}" ]; then # where the masters' CPU went: per command, calls and microseconds
-	redis-cli -p "$R1" INFO commandstats | grep '^cmdstat' >"$XPROF/dc1-master.stats"
-	redis-cli -p "$R3" INFO commandstats | grep '^cmdstat' >"$XPROF/dc2-master.stats"
-fi
+masterstats flat
 pcpu=$(cpu_per_write "$p0" "$(cpu_total "$BS1" "$N2PID")" "$n"); rcpu=$(cpu_per_write "$r0" "$(cpu_total "$R1PID" "$R3PID")" "$n")
 # The same flat-out run without convergence (setting convergence false: no stamps, no
 # metadata; docs/convergence.md), to show what convergence costs.
