@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -47,11 +48,16 @@ func BenchmarkSetWrite(b *testing.B)          { benchSet(b, true, 1) }
 func BenchmarkSetPlainPipelined(b *testing.B) { benchSet(b, false, 64) }
 func BenchmarkSetWritePipelined(b *testing.B) { benchSet(b, true, 64) }
 
-// benchWriteServer measures what WRITE costs the server per write (usec of FCALL in INFO
+// BenchmarkWriteServer measures what WRITE costs the server per write (usec of FCALL in INFO
 // commandstats over the writes: the script's own CPU, without the network) for one-SET
-// writes on keys of different slots, pipelined 64 calls at a time.
-// `go test -run '^$' -bench WriteServer ./router/xdc/`.
-func BenchmarkWriteServer(b *testing.B) {
+// writes on keys of different slots, pipelined 64 calls at a time;
+// BenchmarkWriteServerIdle the same one call at a time, a millisecond apart, as at a low
+// write rate: each call then runs on caches other work has taken (docs/replication.md,
+// session 18). `go test -run '^$' -bench WriteServer ./router/xdc/`.
+func BenchmarkWriteServer(b *testing.B)     { benchWriteServer(b, 64) }
+func BenchmarkWriteServerIdle(b *testing.B) { benchWriteServer(b, 1) }
+
+func benchWriteServer(b *testing.B, depth int) {
 	ctx := context.Background()
 	c := client(b, testredis.Start(b))
 	if err := LoadLibrary(ctx, c); err != nil {
@@ -73,10 +79,11 @@ func BenchmarkWriteServer(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		a := args(i % 20000)
 		p.FCall(ctx, WriteFunc, toStrings(a[0]), a[1]...)
-		if p.Len() == 64 {
+		if p.Len() == depth {
 			if _, err := p.Exec(ctx); err != nil {
 				b.Fatal(err)
 			}
+			idle(depth)
 		}
 	}
 	if _, err := p.Exec(ctx); err != nil && p.Len() > 0 {
@@ -85,6 +92,14 @@ func BenchmarkWriteServer(b *testing.B) {
 	b.StopTimer()
 	usec := testredis.CommandStat(c.Info(ctx, "commandstats").Val(), "fcall", "usec")
 	b.ReportMetric(usec/float64(b.N), "server-us/write")
+}
+
+// idle leaves the server alone for a millisecond after each call when calls go one at a
+// time (the Idle benchmarks).
+func idle(depth int) {
+	if depth == 1 {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func toStrings(a []any) []string {
@@ -98,12 +113,15 @@ func toStrings(a []any) []string {
 // BenchmarkApplyServer measures what the batch APPLY costs the server per entry (usec of
 // FCALL in INFO commandstats over the entries) for entries of one plain SET each, on keys of
 // different slots, 25 slots' batches of one entry to a call, as a receiving node sends them
-// under random-key load; BenchmarkApplyServerHotSlot the same with every key in one slot (one
-// batch of 25 entries to a call). `go test -run '^$' -bench ApplyServer ./router/xdc/`.
-func BenchmarkApplyServer(b *testing.B)        { benchApplyServer(b, "") }
-func BenchmarkApplyServerHotSlot(b *testing.B) { benchApplyServer(b, "{hot}") }
+// under random-key load, 8 calls pipelined; BenchmarkApplyServerHotSlot the same with every
+// key in one slot (one batch of 25 entries to a call); BenchmarkApplyServerIdle one entry to
+// a call, one call at a time a millisecond apart, as at a low write rate.
+// `go test -run '^$' -bench ApplyServer ./router/xdc/`.
+func BenchmarkApplyServer(b *testing.B)        { benchApplyServer(b, "", 25, 8) }
+func BenchmarkApplyServerHotSlot(b *testing.B) { benchApplyServer(b, "{hot}", 25, 8) }
+func BenchmarkApplyServerIdle(b *testing.B)    { benchApplyServer(b, "", 1, 1) }
 
-func benchApplyServer(b *testing.B, tag string) {
+func benchApplyServer(b *testing.B, tag string, entries, depth int) {
 	ctx := context.Background()
 	c := client(b, testredis.Start(b))
 	if err := LoadLibrary(ctx, c); err != nil {
@@ -138,12 +156,13 @@ func benchApplyServer(b *testing.B, tag string) {
 	c.ConfigResetStat(ctx)
 	b.ResetTimer()
 	p := c.Pipeline()
-	for i := 0; i < b.N; i += 25 {
-		p.Do(ctx, call(min(25, b.N-i))...)
-		if p.Len() == 8 {
+	for i := 0; i < b.N; i += entries {
+		p.Do(ctx, call(min(entries, b.N-i))...)
+		if p.Len() == depth {
 			if _, err := p.Exec(ctx); err != nil {
 				b.Fatal(err)
 			}
+			idle(depth)
 		}
 	}
 	if p.Len() > 0 {
