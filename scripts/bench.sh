@@ -14,8 +14,9 @@
 # Knobs: N1, N16, NMSET, CLIENTS, REPS, MANY, IDLE, GOMAXPROCS, XRATE, XRATE2, XDUR,
 # BENCH_ONLY=data|clients|migration|xdc|failover,
 # NMIG, MIGVAL, MIGBASE, MIGHASH, MIGARGS, MIGSLICES, MIGPROF (the migration part: see there),
-# XPROF=DIR (CPU profiles of the two nodes over the flat-out cross-DC run, and both masters'
-# command stats over each cross-DC run, dc1-master-<rate|flat>.stats, written to DIR),
+# XPROF=DIR (CPU profiles of the two nodes over the first fixed-rate and the flat-out cross-DC
+# runs, dc1-node-<rate>.pprof and dc1-node.pprof, and both masters' command stats over each
+# cross-DC run, dc1-master-<rate|flat>.stats, written to DIR),
 # BENCH_LOGS=DIR (the nodes' and servers' logs, copied to DIR at the end),
 # XDCLOAD_SERIES=FILE (scripts/xdcload writes each cross-DC run's writes to FILE.<run>: sent at,
 # ack and lag in ms, one line per write, to tell stalls from spread: docs/replication.md),
@@ -341,6 +342,10 @@ masterstats() {
 	redis-cli -p "$R1" CONFIG RESETSTAT >/dev/null; redis-cli -p "$R3" CONFIG RESETSTAT >/dev/null
 }
 masterstats ""
+if [ -n "${XPROF:-}" ]; then # CPU profiles of both nodes over most of the first fixed-rate run
+	curl -s -o "$XPROF/dc1-node-$XRATE.pprof" "http://$ADMIN/debug/pprof/profile?seconds=8" &
+	curl -s -o "$XPROF/dc2-node-$XRATE.pprof" "http://$X2A/debug/pprof/profile?seconds=8" &
+fi
 f0=$(cpu_total "$BS1" "$N2PID"); g0=$(cpu_total "$R1PID" "$R3PID")
 fixed=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -rate "$XRATE" -duration "$XDUR" -clients 20 -prefix fixed)
 masterstats "$XRATE"
