@@ -330,9 +330,8 @@ fi
 sleep 10
 idle=$(awk -v r="$(( $(cpu_total "$R1PID" "$R3PID") - i0 ))" -v n="$(( $(cpu_total "$BS1" "$N2PID") - n0 ))" -v hz="$HZ" \
 	'BEGIN { printf "%.1f ms of CPU per second on the two masters, %.1f ms on the two nodes", r / hz * 100, n / hz * 100 }')
-# At a fixed rate the rounds' sizes are the same from run to run, so the CPU per write there
-# compares versions better than flat out, where it moves with the rate reached.
-# masterstats NAME: with XPROF, both masters' command stats since the last call, to XPROF/NAME.
+# masterstats NAME: with XPROF, both masters' command stats since the last call, to
+# XPROF/dc1-master-NAME.stats and dc2-master-NAME.stats (none for ""), then reset them.
 masterstats() {
 	[ -n "${XPROF:-}" ] || return 0
 	if [ -n "$1" ]; then
@@ -341,6 +340,8 @@ masterstats() {
 	fi
 	redis-cli -p "$R1" CONFIG RESETSTAT >/dev/null; redis-cli -p "$R3" CONFIG RESETSTAT >/dev/null
 }
+# At a fixed rate the rounds' sizes are the same from run to run, so the CPU per write there
+# compares versions better than flat out, where it moves with the rate reached.
 masterstats ""
 if [ -n "${XPROF:-}" ]; then # CPU profiles of both nodes over most of the first fixed-rate run
 	curl -s -o "$XPROF/dc1-node-$XRATE.pprof" "http://$ADMIN/debug/pprof/profile?seconds=8" &

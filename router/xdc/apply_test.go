@@ -147,7 +147,7 @@ func TestApplyChunks(t *testing.T) {
 	}
 }
 
-// TestApplySetMatchesFullPath: applySet, APPLY's shortcut for an entry of one whole string, has
+// TestApplySetMatchesFullPath: APPLY's shortcut for an entry of one whole string (quickSet) has
 // the same effects and answers as the full path it skips. A random history of entries (whole
 // strings newer and older than the key's state, with and without the counters they saw,
 // increments, element adds, keys of other types and with expiries, entries sent twice, gaps,

@@ -54,10 +54,11 @@ func BenchmarkSetWritePipelined(b *testing.B) { benchSet(b, true, 64) }
 // BenchmarkWriteServerIdle the same one call at a time, a millisecond apart, as at a low
 // write rate: each call then runs on caches other work has taken (docs/replication.md,
 // session 18). `go test -run '^$' -bench WriteServer ./router/xdc/`.
-func BenchmarkWriteServer(b *testing.B)     { benchWriteServer(b, 64) }
-func BenchmarkWriteServerIdle(b *testing.B) { benchWriteServer(b, 1) }
+func BenchmarkWriteServer(b *testing.B)     { benchWriteServer(b, 64, 0) }
+func BenchmarkWriteServerIdle(b *testing.B) { benchWriteServer(b, 1, time.Millisecond) }
 
-func benchWriteServer(b *testing.B, depth int) {
+// benchWriteServer sends the calls depth at a time, with pause after each send.
+func benchWriteServer(b *testing.B, depth int, pause time.Duration) {
 	ctx := context.Background()
 	c := client(b, testredis.Start(b))
 	if err := LoadLibrary(ctx, c); err != nil {
@@ -83,7 +84,7 @@ func benchWriteServer(b *testing.B, depth int) {
 			if _, err := p.Exec(ctx); err != nil {
 				b.Fatal(err)
 			}
-			idle(depth)
+			time.Sleep(pause)
 		}
 	}
 	if _, err := p.Exec(ctx); err != nil && p.Len() > 0 {
@@ -92,14 +93,6 @@ func benchWriteServer(b *testing.B, depth int) {
 	b.StopTimer()
 	usec := testredis.CommandStat(c.Info(ctx, "commandstats").Val(), "fcall", "usec")
 	b.ReportMetric(usec/float64(b.N), "server-us/write")
-}
-
-// idle leaves the server alone for a millisecond after each call when calls go one at a
-// time (the Idle benchmarks).
-func idle(depth int) {
-	if depth == 1 {
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func toStrings(a []any) []string {
@@ -117,11 +110,13 @@ func toStrings(a []any) []string {
 // key in one slot (one batch of 25 entries to a call); BenchmarkApplyServerIdle one entry to
 // a call, one call at a time a millisecond apart, as at a low write rate.
 // `go test -run '^$' -bench ApplyServer ./router/xdc/`.
-func BenchmarkApplyServer(b *testing.B)        { benchApplyServer(b, "", 25, 8) }
-func BenchmarkApplyServerHotSlot(b *testing.B) { benchApplyServer(b, "{hot}", 25, 8) }
-func BenchmarkApplyServerIdle(b *testing.B)    { benchApplyServer(b, "", 1, 1) }
+func BenchmarkApplyServer(b *testing.B)        { benchApplyServer(b, "", 25, 8, 0) }
+func BenchmarkApplyServerHotSlot(b *testing.B) { benchApplyServer(b, "{hot}", 25, 8, 0) }
+func BenchmarkApplyServerIdle(b *testing.B)    { benchApplyServer(b, "", 1, 1, time.Millisecond) }
 
-func benchApplyServer(b *testing.B, tag string, entries, depth int) {
+// benchApplyServer sends calls of entries entries, depth calls at a time, with pause after
+// each send.
+func benchApplyServer(b *testing.B, tag string, entries, depth int, pause time.Duration) {
 	ctx := context.Background()
 	c := client(b, testredis.Start(b))
 	if err := LoadLibrary(ctx, c); err != nil {
@@ -162,7 +157,7 @@ func benchApplyServer(b *testing.B, tag string, entries, depth int) {
 			if _, err := p.Exec(ctx); err != nil {
 				b.Fatal(err)
 			}
-			idle(depth)
+			time.Sleep(pause)
 		}
 	}
 	if p.Len() > 0 {
