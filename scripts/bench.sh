@@ -15,8 +15,9 @@
 # BENCH_ONLY=data|clients|migration|xdc|failover,
 # NMIG, MIGVAL, MIGBASE, MIGHASH, MIGARGS, MIGSLICES, MIGPROF (the migration part: see there),
 # XPROF=DIR (CPU profiles of the two nodes over the first fixed-rate and the flat-out cross-DC
-# runs, dc1-node-<rate>.pprof and dc1-node.pprof, and both masters' command stats over each
-# cross-DC run, dc1-master-<rate|flat>.stats, written to DIR),
+# runs, dc1-node-<rate>.pprof and dc1-node.pprof, both nodes' /metrics before and after the
+# first fixed-rate run, dc1-node-<before|rate>.metrics, and both masters' command stats and
+# latency histograms over each cross-DC run, dc1-master-<rate|flat>.stats and .hist, to DIR),
 # BENCH_LOGS=DIR (the nodes' and servers' logs, copied to DIR at the end),
 # XDCLOAD_SERIES=FILE (scripts/xdcload writes each cross-DC run's writes to FILE.<run>: sent at,
 # ack and lag in ms, one line per write, to tell stalls from spread: docs/replication.md),
@@ -299,6 +300,9 @@ written() { echo "$1" | awk 'NR==1 {print $2}'; }
 c0=$(cpu_total "$BS1" "$R1PID")
 base=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -duration 5s -clients "$CLIENTS" -prefix base)
 base_cpu=$(cpu_per_write "$c0" "$(cpu_total "$BS1" "$R1PID")" "$(written "$base")")
+# The fixed rate on the one-DC cluster too: its ack latency is the part of the lag that is
+# not replication.
+base2=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -rate "$XRATE" -duration "$XDUR" -clients 20 -prefix base2)
 R3=$(free_port); start_redis "$R3"; R3PID=${PIDS[-1]}
 for _ in 1 2 3 4 5; do
 	X2=$(free_port); X2P=$(free_port); X2A=127.0.0.1:$(free_port)
@@ -330,13 +334,16 @@ fi
 sleep 10
 idle=$(awk -v r="$(( $(cpu_total "$R1PID" "$R3PID") - i0 ))" -v n="$(( $(cpu_total "$BS1" "$N2PID") - n0 ))" -v hz="$HZ" \
 	'BEGIN { printf "%.1f ms of CPU per second on the two masters, %.1f ms on the two nodes", r / hz * 100, n / hz * 100 }')
-# masterstats NAME: with XPROF, both masters' command stats since the last call, to
-# XPROF/dc1-master-NAME.stats and dc2-master-NAME.stats (none for ""), then reset them.
+# masterstats NAME: with XPROF, both masters' command stats and latency histograms since the
+# last call, to XPROF/dc1-master-NAME.stats and .hist, dc2-master-NAME.stats and .hist (none
+# for ""), then reset them.
 masterstats() {
 	[ -n "${XPROF:-}" ] || return 0
 	if [ -n "$1" ]; then
 		redis-cli -p "$R1" INFO commandstats | grep '^cmdstat' >"$XPROF/dc1-master-$1.stats"
 		redis-cli -p "$R3" INFO commandstats | grep '^cmdstat' >"$XPROF/dc2-master-$1.stats"
+		redis-cli -p "$R1" LATENCY HISTOGRAM >"$XPROF/dc1-master-$1.hist" # per command, calls by µs
+		redis-cli -p "$R3" LATENCY HISTOGRAM >"$XPROF/dc2-master-$1.hist"
 	fi
 	redis-cli -p "$R1" CONFIG RESETSTAT >/dev/null; redis-cli -p "$R3" CONFIG RESETSTAT >/dev/null
 }
@@ -347,9 +354,18 @@ if [ -n "${XPROF:-}" ]; then # CPU profiles of both nodes over most of the first
 	curl -s -o "$XPROF/dc1-node-$XRATE.pprof" "http://$ADMIN/debug/pprof/profile?seconds=8" &
 	curl -s -o "$XPROF/dc2-node-$XRATE.pprof" "http://$X2A/debug/pprof/profile?seconds=8" &
 fi
+# nodemetrics NAME: with XPROF, both nodes' /metrics to XPROF/dc1-node-NAME.metrics and
+# dc2-node-NAME.metrics (go_sched_latencies_seconds: how long goroutines waited to run).
+nodemetrics() {
+	[ -n "${XPROF:-}" ] || return 0
+	curl -s -o "$XPROF/dc1-node-$1.metrics" "http://$ADMIN/metrics"
+	curl -s -o "$XPROF/dc2-node-$1.metrics" "http://$X2A/metrics"
+}
+nodemetrics before
 f0=$(cpu_total "$BS1" "$N2PID"); g0=$(cpu_total "$R1PID" "$R3PID")
 fixed=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -rate "$XRATE" -duration "$XDUR" -clients 20 -prefix fixed)
 masterstats "$XRATE"
+nodemetrics "$XRATE"
 f1=$(cpu_total "$BS1" "$N2PID"); g1=$(cpu_total "$R1PID" "$R3PID")
 fixed2=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -rate "$XRATE2" -duration "$XDUR" -clients 50 -prefix fixed2)
 masterstats "$XRATE2"
@@ -377,6 +393,7 @@ np=$(written "$plain")
 ppcpu=$(cpu_per_write "$p0" "$(cpu_total "$BS1" "$N2PID")" "$np"); prcpu=$(cpu_per_write "$r0" "$(cpu_total "$R1PID" "$R3PID")" "$np")
 admin config set convergence true
 echo "one DC, no replication:        $base"
+echo "one DC, $XRATE writes/s:        $base2"
 echo "two DCs idle:                  $idle"
 echo "$XRATE writes/s for $XDUR:        ${fixed//$'\n'/; }; CPU per write $fixedcpu"
 echo "$XRATE2 writes/s for $XDUR:        ${fixed2//$'\n'/; }; CPU per write $fixed2cpu"
