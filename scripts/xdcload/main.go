@@ -141,12 +141,13 @@ func run(addr, watch string, rate int, dur time.Duration, clients int, prefix st
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	off := int64(start.Sub(w.base)) // the watcher's times are after base, the writers' after start
 	var lags []time.Duration
 	var last int64
 	for c, r := range recs {
 		for i, t0 := range r.sent {
-			if t, ok := w.recv[uint64(c)<<32|uint64(i)]; ok && r.ack[i] > 0 {
-				at := t - int64(start.Sub(w.base))
+			if t, ok := w.recv[writeID(c, i)]; ok && r.ack[i] > 0 {
+				at := t - off
 				lags = append(lags, time.Duration(at-t0))
 				last = max(last, at)
 			}
@@ -156,7 +157,7 @@ func run(addr, watch string, rate int, dur time.Duration, clients int, prefix st
 		return fmt.Errorf("no write was seen applied in the other DC")
 	}
 	if series := os.Getenv("XDCLOAD_SERIES"); series != "" {
-		if err := writeSeries(series+"."+prefix, recs, w.recv, int64(start.Sub(w.base))); err != nil {
+		if err := writeSeries(series+"."+prefix, recs, w.recv, off); err != nil {
 			return err
 		}
 	}
@@ -167,8 +168,11 @@ func run(addr, watch string, rate int, dur time.Duration, clients int, prefix st
 	return nil
 }
 
+// writeID names client c's i-th write (its key is prefix:c:i) in the watcher's record.
+func writeID(c, i int) uint64 { return uint64(c)<<32 | uint64(i) }
+
 // watcher follows the other DC's keyspace notifications of SET and notes when each of this
-// run's keys arrived (nanoseconds after base), by client<<32 | write.
+// run's keys arrived (nanoseconds after base), by writeID.
 type watcher struct {
 	base  time.Time
 	conn  net.Conn
@@ -216,7 +220,7 @@ func startWatch(addr, prefix string) (*watcher, error) {
 			if err1 != nil || err2 != nil {
 				continue
 			}
-			k := uint64(cl)<<32 | uint64(i)
+			k := writeID(cl, i)
 			w.mu.Lock()
 			if _, seen := w.recv[k]; !seen {
 				w.recv[k] = now
@@ -279,17 +283,17 @@ func quantile(d []time.Duration, p float64) float64 {
 // writeSeries writes, for a run with XDCLOAD_SERIES=FILE (to FILE.PREFIX), one line per write applied in the
 // other DC: when it was sent (ms after the start), how long its ack took and its lag (ms),
 // sorted by send time, to tell stalls (lags clustered in time) from a spread.
-func writeSeries(path string, recs []writes, recv map[uint64]int64, start int64) error {
+func writeSeries(path string, recs []writes, recv map[uint64]int64, off int64) error {
 	type row struct{ at, ack, lag float64 }
 	var rows []row
 	ms := func(ns int64) float64 { return float64(ns/1000) / 1000 }
 	for c, r := range recs {
 		for i, t0 := range r.sent {
-			t, ok := recv[uint64(c)<<32|uint64(i)]
+			t, ok := recv[writeID(c, i)]
 			if !ok || r.ack[i] == 0 {
 				continue
 			}
-			rows = append(rows, row{ms(t0), ms(r.ack[i] - t0), ms(t - start - t0)})
+			rows = append(rows, row{ms(t0), ms(r.ack[i] - t0), ms(t - off - t0)})
 		}
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].at < rows[j].at })
