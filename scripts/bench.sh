@@ -162,7 +162,7 @@ line() {
 }
 # median3 "rps p50 p99;rps p50 p99;...": the median of each column.
 median3() {
-	echo "$1" | tr ';' '\n' | awk 'NF == 3 { for (k = 1; k <= 3; k++) v[k, n] = $k; n++ }
+	echo "$1" | tr ';' '\n' | awk 'BEGIN { n = 0 } NF == 3 { for (k = 1; k <= 3; k++) v[k, n] = $k; n++ }
 	function med(k,   i, j, t, x) { for (i = 0; i < n; i++) x[i] = v[k, i]
 		for (i = 1; i < n; i++) for (j = i; j > 0 && x[j - 1] > x[j]; j--) { t = x[j]; x[j] = x[j - 1]; x[j - 1] = t }
 		return n % 2 ? x[int(n / 2)] : (x[n / 2 - 1] + x[n / 2]) / 2 }
