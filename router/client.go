@@ -40,7 +40,8 @@ type client struct {
 	// gone from CLIENT LIST at once, as in Redis, before its goroutine has ended.
 	closed atomic.Bool
 
-	wmu  sync.Mutex // guards writes to nc (pub/sub readers write too)
+	wmu  sync.Mutex      // guards writes to nc (pub/sub readers write too)
+	rw   *resp.RawWriter // writes to nc with raw system calls; nil for TLS (see write)
 	out  []byte
 	outp *[]byte // the pooled buffer out started from, while the client is busy (idleBuffers)
 	lbuf []byte  // locally computed replies awaiting their turn
@@ -134,7 +135,16 @@ func newClient(s *Server, nc net.Conn) *client {
 		user:    s.users.initial(),
 		authed:  s.users.initial() != nil,
 		created: time.Now(),
+		rw:      resp.NewRawWriter(nc),
 	}
+}
+
+// write writes b to the client's connection; called with wmu held.
+func (c *client) write(b []byte) (int, error) {
+	if c.rw != nil {
+		return c.rw.Write(b)
+	}
+	return c.nc.Write(b)
 }
 
 // closeConn closes the client's connection; its goroutine then ends and cleans up.
@@ -268,7 +278,7 @@ func (c *client) flush() error {
 		return nil
 	}
 	c.wmu.Lock()
-	_, err := c.nc.Write(c.out)
+	_, err := c.write(c.out)
 	c.wmu.Unlock()
 	if cap(c.out) > outFlushAt*4 {
 		c.out = nil

@@ -339,7 +339,7 @@ func (c *client) pumpMessages(pc *psConn) {
 			return
 		}
 		pc.writes.Add(1)
-		_, err = c.nc.Write(buf)
+		_, err = c.write(buf)
 		pc.writes.Add(1)
 		c.wmu.Unlock()
 		if err != nil {

@@ -40,8 +40,9 @@ type Conn struct {
 	mu       sync.Mutex
 	state    connState
 	nc       net.Conn
-	gen      uint64 // bumped on every new net.Conn
-	wbuf     []byte // queued bytes not yet written
+	rw       *resp.RawWriter // writes to nc with raw system calls; nil for TLS
+	gen      uint64          // bumped on every new net.Conn
+	wbuf     []byte          // queued bytes not yet written
 	spare    []byte
 	fifo     queue // requests awaiting replies, in write order
 	queued   int   // requests of fifo whose bytes are still in wbuf (not in flight)
@@ -120,7 +121,7 @@ func (c *Conn) writeLoop(force bool) {
 			c.mu.Unlock()
 			return
 		}
-		buf, nc := c.wbuf, c.nc
+		buf, nc, rw := c.wbuf, c.nc, c.rw
 		c.wbuf = c.spare[:0]
 		c.spare = nil
 		c.queued = 0
@@ -128,7 +129,12 @@ func (c *Conn) writeLoop(force bool) {
 		if t := c.p.opts.Timeout; t > 0 {
 			_ = nc.SetWriteDeadline(time.Now().Add(t))
 		}
-		_, err := nc.Write(buf)
+		var err error
+		if rw != nil {
+			_, err = rw.Write(buf)
+		} else {
+			_, err = nc.Write(buf)
+		}
 		c.p.opts.Stats.Writes.Add(1)
 		c.mu.Lock()
 		if cap(buf) <= 1<<20 && c.spare == nil {
@@ -184,6 +190,7 @@ func (c *Conn) connect() {
 		g.Connects.Add(1)
 	}
 	c.state, c.nc, c.backoff = stUp, nc, 0
+	c.rw = resp.NewRawWriter(nc)
 	c.gen++
 	c.p.opts.Stats.BackendConns.Add(1)
 	go c.reader(nc, c.gen)

@@ -130,16 +130,20 @@ func (r *Reader) rawRead(fd uintptr) bool {
 		r.buf = *r.bufp
 	}
 	for {
-		n, err := syscall.Read(int(fd), r.buf)
-		if err == syscall.EINTR {
+		n, e := rawRead(fd, r.buf)
+		if e == syscall.EINTR {
 			continue
 		}
-		if err == syscall.EAGAIN {
+		if e == syscall.EAGAIN {
 			PutBuf(r.bufp)
 			r.bufp, r.buf = nil, nil
 			return false
 		}
-		r.rn, r.rerr = max(n, 0), err
+		if e != 0 {
+			r.rn, r.rerr = 0, e
+			return true
+		}
+		r.rn, r.rerr = n, nil
 		return true
 	}
 }

@@ -1,0 +1,84 @@
+package resp
+
+import (
+	"syscall"
+	"unsafe"
+)
+
+// Raw system calls for sockets. A loopback write runs the receiver's whole TCP path and often
+// takes over 20 µs; made through syscall.Write, the runtime marks the goroutine's P as in a
+// system call, and sysmon, finding it there at its next tick, hands the P to another thread
+// (with one P, the only one), which costs two thread switches and keeps sysmon at its shortest
+// period. On a non-blocking socket a write or read never blocks, so it can run as a raw system
+// call, which the scheduler does not see: the P stays with the goroutine (docs/performance.md,
+// "Raw socket system calls").
+
+// rawRead reads into b from fd with a raw read(2).
+func rawRead(fd uintptr, b []byte) (int, syscall.Errno) {
+	if len(b) == 0 {
+		return 0, 0
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	return int(n), e
+}
+
+// RawWriter writes to a socket with raw write(2) calls, waiting for writability through the
+// runtime's poller when the socket's buffer is full. Not safe for concurrent use.
+type RawWriter struct {
+	rc  syscall.RawConn
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool // write, bound once
+}
+
+// NewRawWriter returns a RawWriter for c, or nil when c is not a socket (a TLS connection).
+func NewRawWriter(c any) *RawWriter {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	w := &RawWriter{rc: rc}
+	w.fn = w.write
+	return w
+}
+
+// Write writes all of b, as net.Conn's Write does (deadlines included).
+func (w *RawWriter) Write(b []byte) (int, error) {
+	w.b, w.n, w.err = b, 0, nil
+	err := w.rc.Write(w.fn)
+	n, werr := w.n, w.err
+	w.b, w.err = nil, nil
+	if err == nil && werr != nil {
+		err = &netOpError{werr}
+	}
+	return n, err
+}
+
+// write is the syscall.RawConn callback: false waits for writability.
+func (w *RawWriter) write(fd uintptr) bool {
+	for w.n < len(w.b) {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.b[w.n])), uintptr(len(w.b)-w.n))
+		switch e {
+		case 0:
+			w.n += int(r)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			w.err = e
+			return true
+		}
+	}
+	return true
+}
+
+// netOpError wraps a write's errno as net.Conn's Write would report it.
+type netOpError struct{ err error }
+
+func (e *netOpError) Error() string { return "write: " + e.err.Error() }
+func (e *netOpError) Unwrap() error { return e.err }

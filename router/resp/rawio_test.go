@@ -1,0 +1,134 @@
+package resp
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRawWriterWritesAllThroughAFullBuffer: a write far larger than the socket buffers, to a
+// peer that reads slowly, waits for writability (EAGAIN) and delivers every byte in order.
+func TestRawWriterWritesAllThroughAFullBuffer(t *testing.T) {
+	c, s := tcpPair(t)
+	_ = c.(*net.TCPConn).SetWriteBuffer(4096)
+	w := NewRawWriter(c)
+	if w == nil {
+		t.Fatal("NewRawWriter: nil for a TCP connection")
+	}
+	want := make([]byte, 8<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		var buf bytes.Buffer
+		b := make([]byte, 1500)
+		for buf.Len() < len(want) {
+			n, err := s.Read(b)
+			buf.Write(b[:n])
+			if err != nil {
+				break
+			}
+		}
+		got <- buf.Bytes()
+	}()
+	n, err := w.Write(want)
+	if err != nil || n != len(want) {
+		t.Fatalf("Write: %d, %v; want %d, nil", n, err, len(want))
+	}
+	if !bytes.Equal(<-got, want) {
+		t.Fatal("the peer read other bytes than were written")
+	}
+}
+
+// TestRawWriterHonoursDeadline: with a peer that never reads, Write returns the deadline's
+// error, as net.Conn's Write does, instead of blocking.
+func TestRawWriterHonoursDeadline(t *testing.T) {
+	c, _ := tcpPair(t)
+	w := NewRawWriter(c)
+	_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.Write(make([]byte, 64<<20))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Write: %v, want a deadline error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Write did not return at its deadline")
+	}
+}
+
+// TestRawWriterReportsAClosedPeer: writing to a connection the peer closed fails with the
+// system call's error (EPIPE or ECONNRESET), and the process lives on (no SIGPIPE death).
+func TestRawWriterReportsAClosedPeer(t *testing.T) {
+	c, s := tcpPair(t)
+	w := NewRawWriter(c)
+	_ = s.(*net.TCPConn).SetLinger(0)
+	s.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	var err error
+	for err == nil && time.Now().Before(deadline) {
+		_, err = w.Write([]byte("+OK\r\n"))
+	}
+	if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("Write to a closed peer: %v, want EPIPE or ECONNRESET", err)
+	}
+	// A write on a connection closed here is net's own error, as before.
+	c.Close()
+	if _, err := w.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Write after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// TestRawWriterOnlyForSockets: a connection without a file descriptor of its own (TLS) gets no
+// RawWriter; callers write through the connection.
+func TestRawWriterOnlyForSockets(t *testing.T) {
+	c, _ := tcpPair(t)
+	if NewRawWriter(tls.Client(c, &tls.Config{})) != nil {
+		t.Fatal("NewRawWriter: a writer for a TLS connection")
+	}
+	if NewRawWriter(struct{ io.Writer }{io.Discard}) != nil {
+		t.Fatal("NewRawWriter: a writer for a plain io.Writer")
+	}
+}
+
+// TestRawReadReadsAndReportsEOF: the Reader's raw reads deliver what the peer wrote and io.EOF
+// once it closed.
+func TestRawReadReadsAndReportsEOF(t *testing.T) {
+	c, s := tcpPair(t)
+	rd := NewReader(c, 1<<20, 1024)
+	go func() {
+		_, _ = s.Write([]byte("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"))
+		s.Close()
+	}()
+	var cmds int
+	for {
+		_, ok, err := rd.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			cmds++
+			continue
+		}
+		if err := rd.Fill(); err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatalf("Fill: %v, want io.EOF", err)
+			}
+			break
+		}
+	}
+	if cmds != 1 {
+		t.Fatalf("read %d commands, want 1", cmds)
+	}
+}
