@@ -143,7 +143,7 @@ local function wideBitfield(argv)
 end
 -- addEntry adds entry (its fields) to outbox ob (MAXLEN ~ hardCap times bound), after
 -- prev, and its change feed entry: the entry itself when its effects hold at most
--- feedDataMax bytes (size), else the outbox's name only.
+-- feedDataMax bytes (size), else the outbox's name only. It returns the entry's id.
 local function addEntry(ob, bound, prev, entry, size)
   local id = redis.call('XADD', ob, 'MAXLEN', '~', tonumber(bound) * hardCap, '*', unpack(entry))
   if size <= ` + feedDataMax + ` then
@@ -151,6 +151,24 @@ local function addEntry(ob, bound, prev, entry, size)
   else
     redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob)
   end
+  return id
+end
+-- lastEntry returns the id of outbox ob's last entry ('' when it has none), or nil when ob
+-- holds something else than a stream. known is the id WRITE recorded in the slot's metadata
+-- (field o:<dc>) when it last appended to ob: when nothing in ob follows it, it is the last
+-- entry, found without the entry XREVRANGE would hand to Lua. An id ob once held stays at or
+-- below its last (stream ids only grow; trimming keeps the last entry), so an empty range
+-- after known means known is the last; anything else (an entry appended without WRITE, a
+-- heartbeat, a user script, a WRITE of an older library) reads the last entry.
+local function lastEntry(ob, known)
+  if known then
+    local r = redis.pcall('XRANGE', ob, '(' .. known, '+', 'COUNT', 1)
+    if not r['err'] and #r == 0 then return known end
+  end
+  local last = redis.pcall('XREVRANGE', ob, '+', '-', 'COUNT', 1)
+  if last['err'] then return nil end
+  if #last > 0 then return last[1][1] end
+  return ''
 end
 -- setOne is writeOne for the most common write, a plain SET k v (no option) of a key without
 -- a counter vector or element states, in a slot not being copied: the same reply, entry,
@@ -161,24 +179,23 @@ local function setOne(KEYS, ARGV)
   if #KEYS ~= 4 or ARGV[3] ~= 'one' or ARGV[4] ~= '1' or ARGV[6] ~= '3' or string.upper(ARGV[7]) ~= 'SET' then
     return nil
   end
-  local k, v, ob = ARGV[8], ARGV[9], KEYS[4]
+  local k, v, ob, dc = ARGV[8], ARGV[9], KEYS[4], ARGV[2]
   meta = KEYS[2]
   if redis.call('EXISTS', KEYS[3], ekey(k)) ~= 0 then return nil end
-  local m = redis.call('HMGET', meta, 's:' .. k, 'c:' .. k)
+  local of = 'o:' .. dc
+  local m = redis.call('HMGET', meta, 's:' .. k, 'c:' .. k, of)
   if m[2] then return nil end
-  local last = redis.pcall('XREVRANGE', ob, '+', '-', 'COUNT', 1)
-  if last['err'] then return nil end
-  local prev = ''
-  if #last > 0 then prev = last[1][1] end
+  local prev = lastEntry(ob, m[3])
+  if not prev then return nil end
   local prior = m[1] or ''
   local ts = nowms * 4096
   local x = tsOf(prior)
   if x >= ts then ts = x + 1 end
-  local tss, dc = string.format('%.0f', ts), ARGV[2]
+  local tss = string.format('%.0f', ts)
   local r = redis.pcall('SET', k, v)
-  redis.call('HSET', meta, 's:' .. k, tss .. ':' .. dc)
   local entry = {'dc', dc, 't', tss, 'n', '1', '6', '~s', k, prior, '', v, '-1', ''}
-  addEntry(ob, ARGV[1], prev, entry, 4 + #k + #prior + #v)
+  local id = addEntry(ob, ARGV[1], prev, entry, 4 + #k + #prior + #v)
+  redis.call('HSET', meta, 's:' .. k, tss .. ':' .. dc, of, id)
   return r
 end
 local function writeOne(KEYS, ARGV)
