@@ -267,15 +267,15 @@ func TestWriteLastEntryHint(t *testing.T) {
 			t.Fatalf("%s: hint %q, the outbox's last entry %s", step, hint(), last[0].ID)
 		}
 	}
-	hits := func() float64 { // XRANGEs: each one a look after the hint
-		return testredis.CommandStat(c.Info(ctx, "commandstats").Val(), "xrange", "calls")
+	hits := func() float64 { // XREVRANGEs: each one a look after the hint
+		return testredis.CommandStat(c.Info(ctx, "commandstats").Val(), "xrevrange", "calls")
 	}
 	set("{h}a")
 	check("first write")
 	x0 := hits()
 	set("{h}b")
 	if x := hits(); x != x0+1 {
-		t.Fatalf("the short path did not look after its hint (%v XRANGEs, want %v)", x, x0+1)
+		t.Fatalf("the short path did not look after its hint alone (%v XREVRANGEs, want %v)", x, x0+1)
 	}
 	check("after a write through the short path")
 	// Appended without WRITE, as a heartbeat is.

@@ -158,17 +158,20 @@ end
 -- (field o:<dc>) when it last appended to ob: when nothing in ob follows it, it is the last
 -- entry, found without the entry XREVRANGE would hand to Lua. An id ob once held stays at or
 -- below its last (stream ids only grow; trimming keeps the last entry), so an empty range
--- after known means known is the last; anything else (an entry appended without WRITE, a
--- heartbeat, a user script, a WRITE of an older library) reads the last entry.
+-- after known means known is the last; otherwise (an entry appended without WRITE, a
+-- heartbeat, a user script, a WRITE of an older library) the range's one entry is the last.
+-- Read backwards from the end, the range costs one step when empty, where XRANGE from known
+-- would walk the stream's last node up to it.
 local function lastEntry(ob, known)
-  if known then
-    local r = redis.pcall('XRANGE', ob, '(' .. known, '+', 'COUNT', 1)
-    if not r['err'] and #r == 0 then return known end
+  local from = '-'
+  if known then from = '(' .. known end
+  local last = redis.pcall('XREVRANGE', ob, '+', from, 'COUNT', 1)
+  if last['err'] and known then
+    last = redis.pcall('XREVRANGE', ob, '+', '-', 'COUNT', 1)
   end
-  local last = redis.pcall('XREVRANGE', ob, '+', '-', 'COUNT', 1)
   if last['err'] then return nil end
   if #last > 0 then return last[1][1] end
-  return ''
+  return known or ''
 end
 -- setOne is writeOne for the most common write, a plain SET k v (no option) of a key without
 -- a counter vector or element states, in a slot not being copied: the same reply, entry,
