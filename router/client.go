@@ -40,8 +40,8 @@ type client struct {
 	// gone from CLIENT LIST at once, as in Redis, before its goroutine has ended.
 	closed atomic.Bool
 
-	wmu  sync.Mutex      // guards writes to nc (pub/sub readers write too)
-	rw   *resp.RawWriter // writes to nc with raw system calls; nil for TLS (see write)
+	wmu  sync.Mutex // guards writes to nc (pub/sub readers write too)
+	w    io.Writer  // writes to nc: resp.Writer's, with raw system calls for a socket
 	out  []byte
 	outp *[]byte // the pooled buffer out started from, while the client is busy (idleBuffers)
 	lbuf []byte  // locally computed replies awaiting their turn
@@ -135,17 +135,12 @@ func newClient(s *Server, nc net.Conn) *client {
 		user:    s.users.initial(),
 		authed:  s.users.initial() != nil,
 		created: time.Now(),
-		rw:      resp.NewRawWriter(nc),
+		w:       resp.Writer(nc),
 	}
 }
 
 // write writes b to the client's connection; called with wmu held.
-func (c *client) write(b []byte) (int, error) {
-	if c.rw != nil {
-		return c.rw.Write(b)
-	}
-	return c.nc.Write(b)
-}
+func (c *client) write(b []byte) (int, error) { return c.w.Write(b) }
 
 // closeConn closes the client's connection; its goroutine then ends and cleans up.
 func (c *client) closeConn() {

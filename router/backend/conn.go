@@ -3,6 +3,7 @@ package backend
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -40,9 +41,9 @@ type Conn struct {
 	mu       sync.Mutex
 	state    connState
 	nc       net.Conn
-	rw       *resp.RawWriter // writes to nc with raw system calls; nil for TLS
-	gen      uint64          // bumped on every new net.Conn
-	wbuf     []byte          // queued bytes not yet written
+	w        io.Writer // writes to nc: resp.Writer's, with raw system calls for a socket
+	gen      uint64    // bumped on every new net.Conn
+	wbuf     []byte    // queued bytes not yet written
 	spare    []byte
 	fifo     queue // requests awaiting replies, in write order
 	queued   int   // requests of fifo whose bytes are still in wbuf (not in flight)
@@ -121,7 +122,7 @@ func (c *Conn) writeLoop(force bool) {
 			c.mu.Unlock()
 			return
 		}
-		buf, nc, rw := c.wbuf, c.nc, c.rw
+		buf, nc, w := c.wbuf, c.nc, c.w
 		c.wbuf = c.spare[:0]
 		c.spare = nil
 		c.queued = 0
@@ -129,12 +130,7 @@ func (c *Conn) writeLoop(force bool) {
 		if t := c.p.opts.Timeout; t > 0 {
 			_ = nc.SetWriteDeadline(time.Now().Add(t))
 		}
-		var err error
-		if rw != nil {
-			_, err = rw.Write(buf)
-		} else {
-			_, err = nc.Write(buf)
-		}
+		_, err := w.Write(buf)
 		c.p.opts.Stats.Writes.Add(1)
 		c.mu.Lock()
 		if cap(buf) <= 1<<20 && c.spare == nil {
@@ -190,7 +186,7 @@ func (c *Conn) connect() {
 		g.Connects.Add(1)
 	}
 	c.state, c.nc, c.backoff = stUp, nc, 0
-	c.rw = resp.NewRawWriter(nc)
+	c.w = resp.Writer(nc)
 	c.gen++
 	c.p.opts.Stats.BackendConns.Add(1)
 	go c.reader(nc, c.gen)

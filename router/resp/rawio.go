@@ -1,6 +1,8 @@
 package resp
 
 import (
+	"io"
+	"net"
 	"syscall"
 	"unsafe"
 )
@@ -30,6 +32,20 @@ type RawWriter struct {
 	n   int
 	err error
 	fn  func(fd uintptr) bool // write, bound once
+}
+
+// Writer returns what to write c's bytes with: a RawWriter when c is a socket, c itself for
+// anything else (a TLS connection), and c itself in a build with the race detector too: the
+// detector learns from net.Conn's own Write that a write happens before the peer's read of
+// it, an edge a raw write would hide, so that tests handing data between goroutines through
+// a socket would report races that are not there.
+func Writer(c net.Conn) io.Writer {
+	if !raceEnabled {
+		if w := NewRawWriter(c); w != nil {
+			return w
+		}
+	}
+	return c
 }
 
 // NewRawWriter returns a RawWriter for c, or nil when c is not a socket (a TLS connection).

@@ -91,7 +91,7 @@ func TestRawWriterReportsAClosedPeer(t *testing.T) {
 }
 
 // TestRawWriterOnlyForSockets: a connection without a file descriptor of its own (TLS) gets no
-// RawWriter; callers write through the connection.
+// RawWriter; Writer gives the connection itself for it.
 func TestRawWriterOnlyForSockets(t *testing.T) {
 	c, _ := tcpPair(t)
 	if NewRawWriter(tls.Client(c, &tls.Config{})) != nil {
@@ -99,6 +99,13 @@ func TestRawWriterOnlyForSockets(t *testing.T) {
 	}
 	if NewRawWriter(struct{ io.Writer }{io.Discard}) != nil {
 		t.Fatal("NewRawWriter: a writer for a plain io.Writer")
+	}
+	// Writer: raw for a socket, except under the race detector (see Writer).
+	if _, raw := Writer(c).(*RawWriter); raw == raceEnabled {
+		t.Fatalf("Writer of a TCP connection: raw %v with the race detector %v", raw, raceEnabled)
+	}
+	if tc := tls.Client(c, &tls.Config{}); Writer(tc) != io.Writer(tc) {
+		t.Fatal("Writer of a TLS connection: not the connection itself")
 	}
 }
 
