@@ -29,8 +29,9 @@ import (
 // from ARGV at i and returns them and the index after them.
 const applyDefsLua = `
 local function num(a, b)
-  a = (string.gsub(a, '^0+', ''))
-  b = (string.gsub(b, '^0+', ''))
+  -- Leading zeros stripped only where there are any (ids Redis makes have none).
+  if string.byte(a) == 48 then a = (string.gsub(a, '^0+', '')) end
+  if string.byte(b) == 48 then b = (string.gsub(b, '^0+', '')) end
   if #a ~= #b then return #a < #b and -1 or 1 end
   if a == b then return 0 end
   return a < b and -1 or 1
