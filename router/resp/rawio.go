@@ -3,6 +3,7 @@ package resp
 import (
 	"io"
 	"net"
+	"os"
 	"syscall"
 	"unsafe"
 )
@@ -32,9 +33,9 @@ func rawRead(fd uintptr, b []byte) (int, syscall.Errno) {
 	return int(n), e
 }
 
-// RawWriter writes to a socket with raw write(2) calls, waiting for writability through the
+// rawWriter writes to a socket with raw write(2) calls, waiting for writability through the
 // runtime's poller when the socket's buffer is full. Not safe for concurrent use.
-type RawWriter struct {
+type rawWriter struct {
 	rc  syscall.RawConn
 	b   []byte
 	n   int
@@ -42,22 +43,22 @@ type RawWriter struct {
 	fn  func(fd uintptr) bool // write, bound once
 }
 
-// Writer returns what to write c's bytes with: a RawWriter when c is a socket, c itself for
+// Writer returns what to write c's bytes with: a rawWriter when c is a socket, c itself for
 // anything else (a TLS connection), and c itself in a build with the race detector too: the
 // detector learns from net.Conn's own Write that a write happens before the peer's read of
 // it, an edge a raw write would hide, so that tests handing data between goroutines through
 // a socket would report races that are not there.
 func Writer(c net.Conn) io.Writer {
 	if !raceEnabled {
-		if w := NewRawWriter(c); w != nil {
+		if w := newRawWriter(c); w != nil {
 			return w
 		}
 	}
 	return c
 }
 
-// NewRawWriter returns a RawWriter for c, or nil when c is not a socket (a TLS connection).
-func NewRawWriter(c any) *RawWriter {
+// newRawWriter returns a rawWriter for c, or nil when c is not a socket (a TLS connection).
+func newRawWriter(c any) *rawWriter {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil
@@ -66,25 +67,25 @@ func NewRawWriter(c any) *RawWriter {
 	if err != nil {
 		return nil
 	}
-	w := &RawWriter{rc: rc}
+	w := &rawWriter{rc: rc}
 	w.fn = w.write
 	return w
 }
 
 // Write writes all of b, as net.Conn's Write does (deadlines included).
-func (w *RawWriter) Write(b []byte) (int, error) {
+func (w *rawWriter) Write(b []byte) (int, error) {
 	w.b, w.n, w.err = b, 0, nil
 	err := w.rc.Write(w.fn)
 	n, werr := w.n, w.err
 	w.b, w.err = nil, nil
 	if err == nil && werr != nil {
-		err = &netOpError{werr}
+		err = os.NewSyscallError("write", werr)
 	}
 	return n, err
 }
 
 // write is the syscall.RawConn callback: false waits for writability.
-func (w *RawWriter) write(fd uintptr) bool {
+func (w *rawWriter) write(fd uintptr) bool {
 	for w.n < len(w.b) {
 		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.b[w.n])), uintptr(len(w.b)-w.n))
 		switch e {
@@ -100,9 +101,3 @@ func (w *RawWriter) write(fd uintptr) bool {
 	}
 	return true
 }
-
-// netOpError wraps a write's errno as net.Conn's Write would report it.
-type netOpError struct{ err error }
-
-func (e *netOpError) Error() string { return "write: " + e.err.Error() }
-func (e *netOpError) Unwrap() error { return e.err }

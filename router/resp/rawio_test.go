@@ -17,9 +17,9 @@ import (
 func TestRawWriterWritesAllThroughAFullBuffer(t *testing.T) {
 	c, s := tcpPair(t)
 	_ = c.(*net.TCPConn).SetWriteBuffer(4096)
-	w := NewRawWriter(c)
+	w := newRawWriter(c)
 	if w == nil {
-		t.Fatal("NewRawWriter: nil for a TCP connection")
+		t.Fatal("newRawWriter: nil for a TCP connection")
 	}
 	want := make([]byte, 8<<20)
 	for i := range want {
@@ -51,7 +51,7 @@ func TestRawWriterWritesAllThroughAFullBuffer(t *testing.T) {
 // error, as net.Conn's Write does, instead of blocking.
 func TestRawWriterHonoursDeadline(t *testing.T) {
 	c, _ := tcpPair(t)
-	w := NewRawWriter(c)
+	w := newRawWriter(c)
 	_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	done := make(chan error, 1)
 	go func() {
@@ -72,7 +72,7 @@ func TestRawWriterHonoursDeadline(t *testing.T) {
 // system call's error (EPIPE or ECONNRESET), and the process lives on (no SIGPIPE death).
 func TestRawWriterReportsAClosedPeer(t *testing.T) {
 	c, s := tcpPair(t)
-	w := NewRawWriter(c)
+	w := newRawWriter(c)
 	_ = s.(*net.TCPConn).SetLinger(0)
 	s.Close()
 	deadline := time.Now().Add(5 * time.Second)
@@ -91,17 +91,17 @@ func TestRawWriterReportsAClosedPeer(t *testing.T) {
 }
 
 // TestRawWriterOnlyForSockets: a connection without a file descriptor of its own (TLS) gets no
-// RawWriter; Writer gives the connection itself for it.
+// rawWriter; Writer gives the connection itself for it.
 func TestRawWriterOnlyForSockets(t *testing.T) {
 	c, _ := tcpPair(t)
-	if NewRawWriter(tls.Client(c, &tls.Config{})) != nil {
-		t.Fatal("NewRawWriter: a writer for a TLS connection")
+	if newRawWriter(tls.Client(c, &tls.Config{})) != nil {
+		t.Fatal("newRawWriter: a writer for a TLS connection")
 	}
-	if NewRawWriter(struct{ io.Writer }{io.Discard}) != nil {
-		t.Fatal("NewRawWriter: a writer for a plain io.Writer")
+	if newRawWriter(struct{ io.Writer }{io.Discard}) != nil {
+		t.Fatal("newRawWriter: a writer for a plain io.Writer")
 	}
 	// Writer: raw for a socket, except under the race detector (see Writer).
-	if _, raw := Writer(c).(*RawWriter); raw == raceEnabled {
+	if _, raw := Writer(c).(*rawWriter); raw == raceEnabled {
 		t.Fatalf("Writer of a TCP connection: raw %v with the race detector %v", raw, raceEnabled)
 	}
 	if tc := tls.Client(c, &tls.Config{}); Writer(tc) != io.Writer(tc) {

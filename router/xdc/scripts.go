@@ -210,12 +210,10 @@ if ARGV[3] ~= 'rec' and redis.call('EXISTS', KEYS[#KEYS - 1]) == 1 then
   return redis.error_reply('TRYAGAIN redraft: the slot is being copied to another DC, retry shortly')
 end
 -- The outbox's last entry, which the new entry follows (the feed entry carries its id).
-local last = redis.pcall('XREVRANGE', ob, '+', '-', 'COUNT', 1)
-if last['err'] then
+local prev = lastEntry(ob, nil)
+if not prev then
   return redis.error_reply('ERR redraft: outbox ' .. ob .. ' holds a ' .. redis.call('TYPE', ob)['ok'])
 end
-local prev = ''
-if #last > 0 then prev = last[1][1] end
 local dc = ARGV[2]
 local calls, i = {}, 5
 for c = 1, tonumber(ARGV[4]) do
