@@ -107,6 +107,11 @@ type client struct {
 	blocked   map[*backend.Pool]*backend.Dedicated
 	ps        *pubsubState
 
+	// direct writes a batch of one request's reply from the backend reader (direct.go); nil
+	// for a TLS connection. dreq is the request armed so, until awaitDirect collects it.
+	direct *directReply
+	dreq   *backend.Request
+
 	// The blocking command waiting on a dedicated connection, for SetState to release.
 	blk atomic.Pointer[blockOp]
 	// waiting is set while the session waits in a blocking command (blocked_clients).
@@ -128,7 +133,7 @@ type shardSub struct {
 }
 
 func newClient(s *Server, nc net.Conn) *client {
-	return &client{
+	c := &client{
 		s: s, nc: nc, id: s.nextID.Add(1), addr: nc.RemoteAddr().String(),
 		rd:      resp.NewReader(nc, s.cfg.MaxBulkBytes, s.cfg.MaxMultibulk),
 		waiter:  backend.NewWaiter(),
@@ -137,6 +142,10 @@ func newClient(s *Server, nc net.Conn) *client {
 		created: time.Now(),
 		w:       resp.Writer(nc),
 	}
+	if tw := resp.NewTryWriter(nc); tw != nil {
+		c.direct = &directReply{c: c, tw: tw}
+	}
+	return c
 }
 
 // write writes b to the client's connection; called with wmu held.
@@ -162,6 +171,7 @@ func (c *client) serve() {
 			if err := c.rd.Fill(); err != nil {
 				return
 			}
+			c.awaitDirect()
 			if c.out == nil {
 				c.outp = resp.GetBuf()
 				c.out = (*c.outp)[:0]
@@ -195,6 +205,10 @@ func (c *client) serve() {
 				more = true
 				break
 			}
+		}
+		if !more && c.armDirect() {
+			_ = c.flush() // counts the batch's requests
+			continue
 		}
 		c.finishBatch()
 		err := c.flush()
@@ -241,6 +255,7 @@ func (c *client) lingerClose() {
 }
 
 func (c *client) cleanup() {
+	c.awaitDirect()
 	c.finishBatch()
 	c.s.requests.Add(c.nreq)
 	c.s.errs.Add(c.nerr)

@@ -18,9 +18,23 @@ func NewWaiter() *Waiter { return &Waiter{ch: make(chan struct{}, 1)} }
 
 // Wait blocks until r has completed.
 func (w *Waiter) Wait(r *Request) {
-	for r.done.Load() == 0 {
+	for r.st.Load() != stDone {
 		<-w.ch
 	}
+}
+
+// The states of a Request.
+const (
+	stPending   uint32 = iota // sent, no reply yet
+	stDone                    // completed: Reply or Err is set
+	stDelivered               // armed: the reader hands the reply to the Deliverer
+)
+
+// Deliverer takes a request's reply on the connection's reader goroutine (Request.Arm).
+type Deliverer interface {
+	// Deliver is given the request once its reply (or Err) is set. It returns true when it is
+	// done with the request; false when it handed the request on, to be Completed later.
+	Deliver(r *Request) bool
 }
 
 // Request is one command sent on a shared connection and its reply. A Request is owned by one
@@ -32,8 +46,9 @@ type Request struct {
 	Err error
 
 	n      int // replies still expected
-	done   atomic.Uint32
+	st     atomic.Uint32
 	waiter *Waiter
+	dl     Deliverer
 }
 
 // NewRequest returns a Request that signals w when it completes.
@@ -48,14 +63,42 @@ func (r *Request) Reset(n int) {
 	r.Reply = r.Reply[:0]
 	r.Err = nil
 	r.n = n
-	r.done.Store(0)
+	r.st.Store(stPending)
 }
 
 // Done reports whether the request has completed.
-func (r *Request) Done() bool { return r.done.Load() != 0 }
+func (r *Request) Done() bool { return r.st.Load() == stDone }
+
+// Arm hands the request's reply to d, on the reader goroutine, instead of leaving it for the
+// owner to collect: the reply is delivered as soon as it is read, without a wake-up of the
+// owner's goroutine. It returns false when the reply is already there (the owner collects
+// it, as without Arm). An armed request counts as done once d is done with it (Deliver
+// returns true, or Complete).
+func (r *Request) Arm(d Deliverer) bool {
+	r.dl = d
+	return r.st.CompareAndSwap(stPending, stDelivered)
+}
+
+// Complete marks a request whose Deliverer handed it on as done.
+func (r *Request) Complete() {
+	r.dl = nil
+	r.st.Store(stDone)
+	r.signal()
+}
 
 func (r *Request) finish() {
-	r.done.Store(1)
+	if !r.st.CompareAndSwap(stPending, stDone) {
+		// Armed: Arm's CompareAndSwap published dl.
+		if !r.dl.Deliver(r) {
+			return
+		}
+		r.dl = nil
+		r.st.Store(stDone)
+	}
+	r.signal()
+}
+
+func (r *Request) signal() {
 	select {
 	case r.waiter.ch <- struct{}{}:
 	default:

@@ -33,14 +33,32 @@ func rawRead(fd uintptr, b []byte) (int, syscall.Errno) {
 	return int(n), e
 }
 
+// rawWrite writes b to fd with a raw write(2); in a build with the race detector through
+// syscall.Write, which tells the detector that the write happened before the peer's read.
+func rawWrite(fd uintptr, b []byte) (int, syscall.Errno) {
+	if raceEnabled {
+		n, err := syscall.Write(int(fd), b)
+		if e, ok := err.(syscall.Errno); ok {
+			return max(n, 0), e
+		}
+		return max(n, 0), 0
+	}
+	if len(b) == 0 {
+		return 0, 0
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	return int(n), e
+}
+
 // rawWriter writes to a socket with raw write(2) calls, waiting for writability through the
 // runtime's poller when the socket's buffer is full. Not safe for concurrent use.
 type rawWriter struct {
-	rc  syscall.RawConn
-	b   []byte
-	n   int
-	err error
-	fn  func(fd uintptr) bool // write, bound once
+	rc     syscall.RawConn
+	b      []byte
+	n      int
+	err    error
+	fn     func(fd uintptr) bool // write, bound once
+	noWait bool                  // a TryWriter's: a full socket buffer ends the write
 }
 
 // Writer returns what to write c's bytes with: a rawWriter when c is a socket, c itself for
@@ -87,13 +105,13 @@ func (w *rawWriter) Write(b []byte) (int, error) {
 // write is the syscall.RawConn callback: false waits for writability.
 func (w *rawWriter) write(fd uintptr) bool {
 	for w.n < len(w.b) {
-		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.b[w.n])), uintptr(len(w.b)-w.n))
+		r, e := rawWrite(fd, w.b[w.n:])
 		switch e {
 		case 0:
-			w.n += int(r)
+			w.n += r
 		case syscall.EINTR:
 		case syscall.EAGAIN:
-			return false
+			return w.noWait
 		default:
 			w.err = e
 			return true
@@ -101,3 +119,22 @@ func (w *rawWriter) write(fd uintptr) bool {
 	}
 	return true
 }
+
+// TryWriter writes to a socket without waiting: what the socket's buffer does not take is left
+// to the caller. Not safe for concurrent use. A build with the race detector writes through
+// syscall.Write (see Writer).
+type TryWriter struct{ w *rawWriter }
+
+// NewTryWriter returns a TryWriter for c, or nil when c is not a socket (a TLS connection).
+func NewTryWriter(c net.Conn) *TryWriter {
+	w := newRawWriter(c)
+	if w == nil {
+		return nil
+	}
+	w.noWait = true
+	return &TryWriter{w: w}
+}
+
+// TryWrite writes as much of b as the socket takes now and returns how much that was; it
+// never waits for writability.
+func (t *TryWriter) TryWrite(b []byte) (int, error) { return t.w.Write(b) }

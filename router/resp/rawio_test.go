@@ -109,6 +109,53 @@ func TestRawWriterOnlyForSockets(t *testing.T) {
 	}
 }
 
+// TestTryWriterNeverWaits: to a peer that does not read, TryWrite writes what the socket
+// buffers take and returns at once with the count; once the peer drained them, the rest goes
+// out, and the peer reads every byte in order. No TryWriter for a TLS connection.
+func TestTryWriterNeverWaits(t *testing.T) {
+	c, s := tcpPair(t)
+	tw := NewTryWriter(c)
+	if tw == nil {
+		t.Fatal("NewTryWriter: nil for a TCP connection")
+	}
+	if NewTryWriter(tls.Client(c, &tls.Config{})) != nil {
+		t.Fatal("NewTryWriter: a writer for a TLS connection")
+	}
+	want := make([]byte, 64<<20) // more than loopback's socket buffers hold
+	for i := range want {
+		want[i] = byte(i * 13)
+	}
+	n, err := tw.TryWrite(want)
+	if err != nil || n <= 0 || n >= len(want) {
+		t.Fatalf("TryWrite to a peer that does not read: %d, %v; want part of %d, nil", n, err, len(want))
+	}
+	if n2, err := tw.TryWrite(want[n:]); err != nil || n2 != 0 {
+		t.Fatalf("TryWrite to full buffers: %d, %v; want 0, nil", n2, err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(s, int64(len(want))))
+		got <- b
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for n < len(want) {
+		m, err := tw.TryWrite(want[n:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += m
+		if time.Now().After(deadline) {
+			t.Fatalf("wrote %d of %d bytes", n, len(want))
+		}
+		if m == 0 {
+			time.Sleep(time.Millisecond) // the peer is draining the buffers
+		}
+	}
+	if !bytes.Equal(<-got, want) {
+		t.Fatal("the peer read other bytes than were written")
+	}
+}
+
 // TestRawReadReadsAndReportsEOF: the Reader's raw reads deliver what the peer wrote and io.EOF
 // once it closed.
 func TestRawReadReadsAndReportsEOF(t *testing.T) {
