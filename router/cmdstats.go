@@ -44,10 +44,17 @@ func (s *cmdStats) observe(ids []uint16, d time.Duration) {
 	for b < len(boundsNS) && ns > boundsNS[b] {
 		b++
 	}
-	for _, id := range ids {
+	// A run of one command (a pipeline of GETs) is counted with two atomic adds, not two per
+	// command.
+	for i := 0; i < len(ids); {
+		id, k := ids[i], 1
+		for i+k < len(ids) && ids[i+k] == id {
+			k++
+		}
+		i += k
 		st := &s.per[id]
-		st.buckets[b].Add(1)
-		st.sumNS.Add(uint64(ns))
+		st.buckets[b].Add(uint64(k))
+		st.sumNS.Add(uint64(k) * uint64(ns))
 	}
 }
 

@@ -62,6 +62,32 @@ func TestCmdStatsHistogram(t *testing.T) {
 	}
 }
 
+// TestCmdStatsRuns: a batch with runs of one command counts each command once per call, and
+// its latency once per call, as one add per command would.
+func TestCmdStatsRuns(t *testing.T) {
+	s := newCmdStats()
+	get, set := uint16(command.ByName("get").ID), uint16(command.ByName("set").ID)
+	s.observe([]uint16{get, get, set, get, get, get}, time.Millisecond) // bucket <= 1 ms
+	for _, c := range []struct {
+		id   uint16
+		want uint64
+	}{{get, 5}, {set, 1}} {
+		st := &s.per[c.id]
+		for b := range st.buckets {
+			want := uint64(0)
+			if b == 4 {
+				want = c.want
+			}
+			if got := st.buckets[b].Load(); got != want {
+				t.Errorf("command %d bucket %d: %d, want %d", c.id, b, got, want)
+			}
+		}
+		if got := st.sumNS.Load(); got != c.want*uint64(time.Millisecond) {
+			t.Errorf("command %d sum %d ns, want %d ms", c.id, got, c.want)
+		}
+	}
+}
+
 // BenchmarkCmdStatsObserve is the request path's cost of counting one command and its latency,
 // with every core counting the same command (the worst case: one cache line shared).
 func BenchmarkCmdStatsObserve(b *testing.B) {
