@@ -217,7 +217,7 @@ func (c *Conn) downLocked(err error, dialFailed bool) {
 
 // reader reads replies from nc and completes requests in order until nc fails.
 func (c *Conn) reader(nc net.Conn, gen uint64) {
-	br := bufio.NewReaderSize(nc, 16<<10)
+	br := bufio.NewReaderSize(resp.RawReader(nc), 16<<10)
 	timeout := c.p.opts.Timeout
 	var deadline time.Time
 	var suspect, r *Request

@@ -75,14 +75,23 @@ func Writer(c net.Conn) io.Writer {
 	return c
 }
 
-// newRawWriter returns a rawWriter for c, or nil when c is not a socket (a TLS connection).
-func newRawWriter(c any) *rawWriter {
+// rawConnOf returns c's syscall.RawConn, or nil when c is not a socket (a TLS connection).
+func rawConnOf(c any) syscall.RawConn {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// newRawWriter returns a rawWriter for c, or nil when c is not a socket (a TLS connection).
+func newRawWriter(c any) *rawWriter {
+	rc := rawConnOf(c)
+	if rc == nil {
 		return nil
 	}
 	w := &rawWriter{rc: rc}
@@ -138,3 +147,61 @@ func NewTryWriter(c net.Conn) *TryWriter {
 // TryWrite writes as much of b as the socket takes now and returns how much that was; it
 // never waits for writability.
 func (t *TryWriter) TryWrite(b []byte) (int, error) { return t.w.Write(b) }
+
+// rawReader reads from a socket with raw read(2) calls (rawRead), waiting for readability
+// through the runtime's poller, deadlines included.
+type rawReader struct {
+	rc  syscall.RawConn
+	b   []byte
+	n   int
+	err syscall.Errno
+	fn  func(fd uintptr) bool // read, bound once
+}
+
+// RawReader returns what to read c's bytes with: a rawReader when c is a socket, c itself for
+// anything else (a TLS connection). Not safe for concurrent use.
+func RawReader(c net.Conn) io.Reader {
+	rc := rawConnOf(c)
+	if rc == nil {
+		return c
+	}
+	r := &rawReader{rc: rc}
+	r.fn = r.read
+	return r
+}
+
+// Read reads what the socket has, up to len(b), waiting until it has something; io.EOF once
+// the peer closed.
+func (r *rawReader) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r.b, r.n, r.err = b, 0, 0
+	err := r.rc.Read(r.fn)
+	n, e := r.n, r.err
+	r.b = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case e != 0:
+		return 0, os.NewSyscallError("read", e)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// read is the syscall.RawConn callback: false waits for readability.
+func (r *rawReader) read(fd uintptr) bool {
+	for {
+		n, e := rawRead(fd, r.b)
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		r.n, r.err = n, e
+		return true
+	}
+}

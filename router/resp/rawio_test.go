@@ -186,3 +186,34 @@ func TestRawReadReadsAndReportsEOF(t *testing.T) {
 		t.Fatalf("read %d commands, want 1", cmds)
 	}
 }
+
+// TestRawReaderReadsHonoursDeadlineAndEOF: a RawReader delivers what the peer wrote, returns a
+// timeout (a net.Error, as net.Conn's Read does) at the read deadline, and io.EOF once the
+// peer closed; a TLS connection is read as it is.
+func TestRawReaderReadsHonoursDeadlineAndEOF(t *testing.T) {
+	c, s := tcpPair(t)
+	rd := RawReader(c)
+	if _, raw := rd.(*rawReader); !raw {
+		t.Fatal("RawReader of a TCP connection: not raw")
+	}
+	if tc := tls.Client(c, &tls.Config{}); RawReader(tc) != io.Reader(tc) {
+		t.Fatal("RawReader of a TLS connection: not the connection itself")
+	}
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	var ne net.Error
+	if _, err := rd.Read(make([]byte, 16)); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Read past the deadline: %v, want a timeout", err)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	go func() {
+		_, _ = s.Write([]byte("+PONG\r\n"))
+		s.Close()
+	}()
+	got, err := io.ReadAll(rd)
+	if err != nil || string(got) != "+PONG\r\n" {
+		t.Fatalf("ReadAll: %q, %v", got, err)
+	}
+	if n, err := rd.Read(make([]byte, 4)); n != 0 || err != io.EOF {
+		t.Fatalf("Read after the peer closed: %d, %v; want 0, io.EOF", n, err)
+	}
+}
