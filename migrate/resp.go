@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/router/resp"
 )
 
 // The batch copy's connections (copy.go): plain RESP2 over a few pooled connections per server
@@ -37,7 +39,8 @@ type rawPool struct {
 // rawConn is one connection: commands are appended to out and sent by roundTrip.
 type rawConn struct {
 	nc  net.Conn
-	br  *bufio.Reader
+	br  *bufio.Reader // reads with raw system calls (resp.RawReader)
+	w   io.Writer     // writes with raw system calls (resp.Writer)
 	out []byte
 	n   int // commands queued in out
 }
@@ -108,7 +111,7 @@ func (p *rawPool) dial(ctx context.Context) (*rawConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("migrate: dial %s: %w", p.e.Addr, err)
 	}
-	c := &rawConn{nc: nc, br: bufio.NewReaderSize(nc, 64<<10)}
+	c := &rawConn{nc: nc, br: bufio.NewReaderSize(resp.RawReader(nc), 64<<10), w: resp.Writer(nc)}
 	switch {
 	case p.e.Username != "":
 		c.cmd("AUTH", p.e.Username, p.e.Password)
@@ -296,7 +299,7 @@ func (c *rawConn) roundTrip(ctx context.Context, cfg *Config) ([]rval, error) {
 	if err := c.nc.SetDeadline(deadline); err != nil {
 		return nil, err
 	}
-	if _, err := c.nc.Write(out); err != nil {
+	if _, err := c.w.Write(out); err != nil {
 		return nil, fmt.Errorf("migrate: write to %s: %w", c.nc.RemoteAddr(), err)
 	}
 	if cap(out) > 1<<20 {

@@ -24,7 +24,8 @@ import (
 // declared length before reading it; the feed's reply has one shape, read here with bounds.)
 type feedConn struct {
 	nc      net.Conn
-	br      *bufio.Reader
+	br      *bufio.Reader // reads with raw system calls (resp.RawReader)
+	w       io.Writer     // writes with raw system calls (resp.Writer)
 	out     []byte
 	scratch []byte // one entry's field bytes, before they become its one string
 	offs    []int  // the fields' ends in scratch
@@ -59,7 +60,7 @@ func dialFeed(ctx context.Context, src *redis.Client) (*feedConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("change feed: dial %s: %w", o.Addr, err)
 	}
-	c := &feedConn{nc: nc, br: bufio.NewReaderSize(nc, 64<<10)}
+	c := &feedConn{nc: nc, br: bufio.NewReaderSize(resp.RawReader(nc), 64<<10), w: resp.Writer(nc)}
 	n := 0
 	if o.Password != "" {
 		if o.Username != "" {
@@ -104,7 +105,7 @@ func (c *feedConn) send(wait time.Duration) error {
 	if err := c.nc.SetDeadline(time.Now().Add(wait)); err != nil {
 		return err
 	}
-	_, err := c.nc.Write(c.out)
+	_, err := c.w.Write(c.out)
 	c.out = c.out[:0]
 	return err
 }
