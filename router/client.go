@@ -36,6 +36,8 @@ type client struct {
 	id   uint64
 	addr string
 	rd   *resp.Reader
+	// cmdMemo resolves the command names of this client's requests (command.Memo).
+	cmdMemo command.Memo
 	// closed is set when the node closes the connection (CLIENT KILL, shutdown): the client is
 	// gone from CLIENT LIST at once, as in Redis, before its goroutine has ended.
 	closed atomic.Bool

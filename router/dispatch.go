@@ -56,7 +56,7 @@ var noAuthNeeded = map[string]bool{"auth": true, "hello": true, "quit": true, "r
 // dispatch routes one request; its reply is owed in order.
 func (c *client) dispatch(cmd resp.Command) {
 	args := cmd.Args
-	spec := command.Lookup(args)
+	spec := c.cmdMemo.Lookup(args)
 	if spec == nil {
 		c.abortTx() // Redis discards a MULTI block with an unknown command at EXEC
 		c.replyErr(errUnknown(args[0], args[1:]))

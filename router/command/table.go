@@ -134,3 +134,26 @@ func anyServed(p *Spec) bool {
 	}
 	return false
 }
+
+// Memo is Lookup with a one-entry memory of the last command name it resolved, for one
+// connection: clients mostly repeat a few commands, and a name byte-equal to the last one
+// (the same case too) skips the lower-casing and the map lookup. Containers and their
+// subcommands are not remembered (the subcommand decides). The zero Memo is ready to use.
+type Memo struct {
+	name [15]byte
+	n    uint8
+	spec *Spec
+}
+
+// Lookup is command.Lookup(args), from memory when args[0] is the last name resolved.
+func (m *Memo) Lookup(args [][]byte) *Spec {
+	if len(args) > 0 && m.spec != nil && int(m.n) == len(args[0]) && string(m.name[:m.n]) == string(args[0]) {
+		return m.spec
+	}
+	s := Lookup(args)
+	if s != nil && s.Subs == nil && !strings.Contains(s.Name, "|") && len(args[0]) <= len(m.name) {
+		m.n = uint8(copy(m.name[:], args[0]))
+		m.spec = s
+	}
+	return s
+}
