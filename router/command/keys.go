@@ -26,7 +26,30 @@ func (ks *KeySpec) writes() bool {
 	return false
 }
 
+// setOneKey sets s.oneKey and s.oneKeyWrites from the key specs (see Spec).
+func (s *Spec) setOneKey() {
+	if len(s.KeySpecs) != 1 || s.Name == "sort" || s.Name == "sort_ro" {
+		return
+	}
+	ks := &s.KeySpecs[0]
+	if ks.Unknown || ks.Keyword != "" || ks.KeyNum || ks.LastKey != 0 || ks.KeyStep <= 0 || ks.BeginIndex < 1 {
+		return
+	}
+	s.oneKey, s.oneKeyWrites = ks.BeginIndex, ks.writes()
+}
+
 func (s *Spec) keys(args [][]byte, dst []int, writtenOnly bool) []int {
+	if s.oneKey > 0 {
+		if s.oneKey < len(args) && (s.oneKeyWrites || !writtenOnly) {
+			dst = append(dst, s.oneKey)
+		}
+		return dst
+	}
+	return s.specKeys(args, dst, writtenOnly)
+}
+
+// specKeys is keys read from the key specs, for any command.
+func (s *Spec) specKeys(args [][]byte, dst []int, writtenOnly bool) []int {
 	argc := len(args)
 	for i := range s.KeySpecs {
 		ks := &s.KeySpecs[i]

@@ -47,6 +47,12 @@ type Spec struct {
 	Subs map[string]*Spec
 	// ID is the spec's index in the table, for per-command counters.
 	ID int
+
+	// oneKey is the index of the command's only key when its key specs name exactly one
+	// argument at a fixed index (GET, SET, INCR...), else 0; oneKeyWrites is whether that key
+	// may be changed. Set by the table (setOneKey); Keys and WrittenKeys answer from them.
+	oneKey       int
+	oneKeyWrites bool
 }
 
 // HasFlag reports whether COMMAND INFO lists flag f for the command.

@@ -20,6 +20,7 @@ func init() {
 		byName[s.Name] = s
 		s.Write = s.HasFlag("write")
 		s.Blocking = s.HasFlag("blocking")
+		s.setOneKey()
 		if h, ok := overlay[s.Name]; ok {
 			s.Kind, s.Note = h.kind, h.note
 		} else if len(s.KeySpecs) > 0 && s.inDataCategory() {
