@@ -46,10 +46,26 @@ var crcTab2 = func() (t [256]uint16) {
 	return t
 }()
 
+// crcTab3 and crcTab4 are crcTab for a byte followed by two and three zero bytes: the CRC
+// advances over four key bytes with four independent lookups (slicing by four; the CRC is
+// linear, so the two bytes crc carries into the step go through crcTab4 and crcTab3 as two
+// key bytes followed by two zero bytes would).
+var crcTab3, crcTab4 = func() (t3, t4 [256]uint16) {
+	two := func(c uint16) uint16 { return crcTab2[c>>8] ^ crcTab[c&0xff] } // c, then two zero bytes
+	for i := range t3 {
+		t3[i], t4[i] = two(crcTab[i]), two(crcTab2[i])
+	}
+	return t3, t4
+}()
+
 func slotOf[T string | []byte](key T) int {
 	from, to := tagBounds(key)
 	var crc uint16
 	i := from
+	for ; i+3 < to; i += 4 {
+		x := crc ^ (uint16(key[i])<<8 | uint16(key[i+1]))
+		crc = crcTab4[x>>8] ^ crcTab3[x&0xff] ^ crcTab2[key[i+2]] ^ crcTab[key[i+3]]
+	}
 	for ; i+1 < to; i += 2 {
 		x := crc ^ (uint16(key[i])<<8 | uint16(key[i+1]))
 		crc = crcTab2[x>>8] ^ crcTab[x&0xff]
