@@ -23,9 +23,10 @@ import (
 // predecessor is not the inbox's id (prev, "" not to check) answers a GAP error; otherwise each
 // effect is applied (a failing one does not stop the others) and the inbox records the id in
 // the same script, so a retried entry is never applied twice. Nothing goes to the outbox. It
-// answers {"applied", errors, first error, superseded, conflicts}: effects older than the key's
-// state here, and effects that could not be applied because the key's state here is not the one
-// they saw (recorded in the pull hash). readCmds(ARGV, i, n) reads n effects (argc, argv...)
+// returns five values, "applied", errors, first error, superseded, conflicts (no table: the
+// batch APPLY sums them per entry): effects older than the key's state here, and effects that
+// could not be applied because the key's state here is not the one they saw (recorded in the
+// pull hash); or "skip", or an error table. readCmds(ARGV, i, n) reads n effects (argc, argv...)
 // from ARGV at i and returns them and the index after them.
 const applyDefsLua = `
 local function num(a, b)
@@ -99,14 +100,15 @@ local function applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)
   if prev ~= '' and (last or '') ~= prev then
     return {err = 'GAP redraft: last applied from ' .. src .. ' is ' .. (last or 'none') .. ', entry follows ' .. prev}
   end
-  local origin = string.gsub(src, '^~', '')
+  local origin = src
+  if string.byte(src) == 126 then origin = string.sub(src, 2) end
   local stamp = ''
   if ts ~= '' then stamp = ts .. ':' .. origin end
   if quick then
     local nerr, first, superseded = quickSet(one, stamp)
     if nerr then
       redis.call('HSET', inbox, src, id)
-      return {'applied', nerr, first, superseded, 0}
+      return 'applied', nerr, first, superseded, 0
     end
   end
   local nerr, first, superseded, conflicts = 0, '', 0, 0
@@ -190,7 +192,7 @@ local function applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)
     end
   end
   redis.call('HSET', inbox, src, id)
-  return {'applied', nerr, first, superseded, conflicts}
+  return 'applied', nerr, first, superseded, conflicts
 end
 `
 
@@ -324,6 +326,10 @@ func ParseApplyBatch(v resp.Value, n int) ([]BatchApplied, error) {
 	}
 	out := make([]BatchApplied, n)
 	for i, r := range v.Elems {
+		if r.Type == ':' {
+			out[i] = BatchApplied{Done: int(r.Int)} // all applied or skipped, nothing to report
+			continue
+		}
 		if len(r.Elems) != 6 {
 			return nil, fmt.Errorf("xdc: APPLY: unexpected result %q", r.Raw)
 		}

@@ -45,7 +45,9 @@ redis.register_function('@apply', function(KEYS, ARGV)
   beginApply()
   meta, pull = KEYS[#KEYS - 3], KEYS[#KEYS - 2]
   local cmds = readCmds(ARGV, 7, tonumber(ARGV[4]))
-  return applyEntry(ARGV[1], ARGV[2], ARGV[3], ARGV[6], cmds, ARGV[5], KEYS[#KEYS - 1], KEYS[#KEYS])
+  local r, nerr, first, sup, con = applyEntry(ARGV[1], ARGV[2], ARGV[3], ARGV[6], cmds, ARGV[5], KEYS[#KEYS - 1], KEYS[#KEYS])
+  if r == 'applied' then return {r, nerr, first, sup, con} end
+  return r
 end)
 -- Batch APPLY: many slots' entries from one DC in one call, the receiving node's common case.
 -- KEYS: every effect's key, then per batch its slot's metadata hash, pull hash, copy lock and
@@ -54,7 +56,8 @@ end)
 -- then per entry its id, stamp ts, number of effects and effects (argc, argv...). A batch's
 -- entries apply in order until one is refused (TRYAGAIN, GAP, a bad id); the batches are
 -- independent. It answers per batch {entries applied or skipped, the refusal ("" for none),
--- failed effects, first failure, superseded, conflicts}.
+-- failed effects, first failure, superseded, conflicts}, or only the number of entries when
+-- there is nothing else to say (the common case: no table to build and encode).
 redis.register_function('@apply_batch', function(KEYS, ARGV)
   beginApply()
   local src, lockv, nb = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -71,19 +74,23 @@ redis.register_function('@apply_batch', function(KEYS, ARGV)
       local cmds
       cmds, i = readCmds(ARGV, i + 3, nc)
       if refused == '' then
-        local r = applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)
+        local r, ne, fe, su, co = applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)
         if type(r) == 'table' and r.err then
           refused = r.err
         else
           done, prev = done + 1, id
-          if type(r) == 'table' then
-            nerr, sup, con = nerr + r[2], sup + r[4], con + r[5]
-            if first == '' then first = r[3] end
+          if r == 'applied' then
+            nerr, sup, con = nerr + ne, sup + su, con + co
+            if first == '' then first = fe end
           end
         end
       end
     end
-    out[b] = {done, refused, nerr, first, sup, con}
+    if refused == '' and nerr == 0 and sup == 0 and con == 0 then
+      out[b] = done
+    else
+      out[b] = {done, refused, nerr, first, sup, con}
+    end
   end
   return out
 end)
