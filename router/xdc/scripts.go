@@ -628,7 +628,19 @@ func CompareIDs(a, b string) int {
 	return cmpUint(as, bs)
 }
 
+// cmpUint compares two id parts as numbers, a malformed part (or one past 2^64-1) as 0. Parts
+// as Redis writes them (decimal digits, no leading zero, under 20 digits) compare by length,
+// then byte by byte, without parsing: the shipping loops compare ids per entry.
 func cmpUint(a, b string) int {
+	if plainUint(a) && plainUint(b) {
+		if len(a) != len(b) {
+			if len(a) < len(b) {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a, b)
+	}
 	x, _ := strconv.ParseUint(a, 10, 64)
 	y, _ := strconv.ParseUint(b, 10, 64)
 	switch {
@@ -638,6 +650,20 @@ func cmpUint(a, b string) int {
 		return 1
 	}
 	return 0
+}
+
+// plainUint reports whether s is a number of 1 to 19 decimal digits without a leading zero
+// (one that fits a uint64 and compares by length).
+func plainUint(s string) bool {
+	if len(s) == 0 || len(s) > 19 || (s[0] == '0' && len(s) > 1) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // FixReply turns WRITE's marked replies back into what Redis answers: "+REDRAFT-INT <n>" into

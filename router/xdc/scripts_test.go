@@ -1,9 +1,11 @@
 package xdc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"strconv"
 	"strings"
@@ -339,6 +341,45 @@ func TestCompareIDs(t *testing.T) {
 	}
 }
 
+// TestCompareIDsAgreesWithParsing compares CompareIDs with comparing parsed parts (a
+// malformed part or one past 2^64-1 as 0) over random ids: well-formed ones of every length,
+// and ones with leading zeros, 20 digits, signs, letters and empty parts.
+func TestCompareIDsAgreesWithParsing(t *testing.T) {
+	parsed := func(a, b string) int {
+		num := func(s string) uint64 { n, _ := strconv.ParseUint(s, 10, 64); return n }
+		am, as, _ := strings.Cut(a, "-")
+		bm, bs, _ := strings.Cut(b, "-")
+		if c := cmp.Compare(num(am), num(bm)); c != 0 {
+			return c
+		}
+		return cmp.Compare(num(as), num(bs))
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	odd := []string{"", "0", "00", "007", "+1", "-", "x1", "18446744073709551615", "18446744073709551616",
+		"99999999999999999999", "1234567890123456789", "9223372036854775808"}
+	part := func() string {
+		if r.IntN(4) == 0 {
+			return odd[r.IntN(len(odd))]
+		}
+		return strconv.FormatUint(r.Uint64()>>r.IntN(64), 10)
+	}
+	id := func() string {
+		if r.IntN(8) == 0 {
+			return part()
+		}
+		return part() + "-" + part()
+	}
+	for range 200000 {
+		a, b := id(), id()
+		if r.IntN(3) == 0 {
+			b = a[:len(a)/2] + b[min(len(b), len(a)/2):]
+		}
+		if got, want := CompareIDs(a, b), parsed(a, b); got != want {
+			t.Fatalf("CompareIDs(%q, %q) = %d, parsed %d", a, b, got, want)
+		}
+	}
+}
+
 func TestParseEntry(t *testing.T) {
 	e, err := ParseEntry("1-0", []string{"dc", "a", "n", "2", "3", "SET", "k", "v", "2", "DEL", "k", ""})
 	if err != nil || e.DC != "a" || len(e.Cmds) != 2 || strings.Join(e.Cmds[1], " ") != "DEL k" {
@@ -539,5 +580,14 @@ func TestWriteOfNothingRecordsNothing(t *testing.T) {
 	}
 	if n := a.XLen(ctx, OutboxKey(slot)).Val(); n != 1 {
 		t.Fatalf("SET GET of an absent key set it and recorded %d entries", n)
+	}
+}
+
+// BenchmarkCompareIDs compares two ids as the shipping loops' do:
+// `go test -run '^$' -bench CompareIDs ./router/xdc/`.
+func BenchmarkCompareIDs(b *testing.B) {
+	a, c := "1764856123456-17", "1764856123456-9"
+	for b.Loop() {
+		CompareIDs(a, c)
 	}
 }
