@@ -178,8 +178,13 @@ func (r *rawReader) Read(b []byte) (int, error) {
 	}
 	r.b, r.n, r.err = b, 0, 0
 	err := r.rc.Read(r.fn)
-	n, e := r.n, r.err
 	r.b = nil
+	return readResult(err, r.n, r.err)
+}
+
+// readResult is what a read of a socket through its RawConn came to: err from RawConn.Read
+// (a deadline, a closed connection), else the read's errno, else n bytes (none: io.EOF).
+func readResult(err error, n int, e syscall.Errno) (int, error) {
 	switch {
 	case err != nil:
 		return 0, err

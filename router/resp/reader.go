@@ -5,7 +5,6 @@ package resp
 import (
 	"errors"
 	"io"
-	"os"
 	"syscall"
 )
 
@@ -67,7 +66,7 @@ type Reader struct {
 	bufp   *[]byte
 	readFn func(fd uintptr) bool // rawRead, bound once
 	rn     int
-	rerr   error
+	rerr   syscall.Errno
 }
 
 // NewReader returns a Reader with the given limits (zero or less means redis-server's default).
@@ -107,18 +106,12 @@ func (r *Reader) Release() {
 // fillRaw waits until the connection is readable and reads into a pooled buffer taken only
 // then; r.buf is nil and nothing is buffered.
 func (r *Reader) fillRaw() error {
-	if err := r.raw.Read(r.readFn); err != nil {
+	n, err := readResult(r.raw.Read(r.readFn), r.rn, r.rerr)
+	r.rerr = 0
+	if err != nil {
 		return err
 	}
-	if r.rerr != nil {
-		err := r.rerr
-		r.rerr = nil
-		return os.NewSyscallError("read", err)
-	}
-	if r.rn == 0 {
-		return io.EOF
-	}
-	r.r, r.w = 0, r.rn
+	r.r, r.w = 0, n
 	return nil
 }
 
@@ -139,11 +132,7 @@ func (r *Reader) rawRead(fd uintptr) bool {
 			r.bufp, r.buf = nil, nil
 			return false
 		}
-		if e != 0 {
-			r.rn, r.rerr = 0, e
-			return true
-		}
-		r.rn, r.rerr = n, nil
+		r.rn, r.rerr = n, e
 		return true
 	}
 }
