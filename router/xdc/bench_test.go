@@ -74,12 +74,22 @@ func benchWriteServer(b *testing.B, depth int, pause time.Duration) {
 		a := args(-1 - i)
 		c.FCall(ctx, WriteFunc, toStrings(a[0]), a[1]...)
 	}
+	runFCalls(b, c, "server-us/write", func(i, _ int) []any {
+		a := args(i % 20000)
+		return append(append([]any{"FCALL", WriteFunc, len(a[0])}, a[0]...), a[1]...)
+	}, 1, depth, pause)
+}
+
+// runFCalls measures b.N writes or entries, per to a call (call(i, n): the call of the n
+// writes or entries from the i-th), depth calls to a pipeline with pause after each send, and
+// reports the server's FCALL usec per write or entry (INFO commandstats) as unit.
+func runFCalls(b *testing.B, c *redis.Client, unit string, call func(i, n int) []any, per, depth int, pause time.Duration) {
+	ctx := context.Background()
 	c.ConfigResetStat(ctx)
 	b.ResetTimer()
 	p := c.Pipeline()
-	for i := 0; i < b.N; i++ {
-		a := args(i % 20000)
-		p.FCall(ctx, WriteFunc, toStrings(a[0]), a[1]...)
+	for i := 0; i < b.N; i += per {
+		p.Do(ctx, call(i, min(per, b.N-i))...)
 		if p.Len() == depth {
 			if _, err := p.Exec(ctx); err != nil {
 				b.Fatal(err)
@@ -87,12 +97,14 @@ func benchWriteServer(b *testing.B, depth int, pause time.Duration) {
 			time.Sleep(pause)
 		}
 	}
-	if _, err := p.Exec(ctx); err != nil && p.Len() > 0 {
-		b.Fatal(err)
+	if p.Len() > 0 {
+		if _, err := p.Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
 	}
 	b.StopTimer()
 	usec := testredis.CommandStat(c.Info(ctx, "commandstats").Val(), "fcall", "usec")
-	b.ReportMetric(usec/float64(b.N), "server-us/write")
+	b.ReportMetric(usec/float64(b.N), unit)
 }
 
 func toStrings(a []any) []string {
@@ -148,24 +160,5 @@ func benchApplyServer(b *testing.B, tag string, entries, depth int, pause time.D
 	if got := c.Get(ctx, tag+"key:1").Val(); got != value {
 		b.Fatalf("key:1 = %q", got)
 	}
-	c.ConfigResetStat(ctx)
-	b.ResetTimer()
-	p := c.Pipeline()
-	for i := 0; i < b.N; i += entries {
-		p.Do(ctx, call(min(entries, b.N-i))...)
-		if p.Len() == depth {
-			if _, err := p.Exec(ctx); err != nil {
-				b.Fatal(err)
-			}
-			time.Sleep(pause)
-		}
-	}
-	if p.Len() > 0 {
-		if _, err := p.Exec(ctx); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	usec := testredis.CommandStat(c.Info(ctx, "commandstats").Val(), "fcall", "usec")
-	b.ReportMetric(usec/float64(b.N), "server-us/entry")
+	runFCalls(b, c, "server-us/entry", func(_, n int) []any { return call(n) }, entries, depth, pause)
 }

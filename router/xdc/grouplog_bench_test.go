@@ -72,10 +72,7 @@ end)
 // `go test -run '^$' -bench 'GroupLog|WriteServer$|ApplyServer$' ./router/xdc/`.
 func BenchmarkGroupLogWrite(b *testing.B) {
 	ctx := context.Background()
-	c := client(b, testredis.Start(b))
-	if err := c.Do(ctx, "FUNCTION", "LOAD", "REPLACE", groupLogLib).Err(); err != nil {
-		b.Fatal(err)
-	}
+	c := groupLogServer(b)
 	value := strings.Repeat("v", 64)
 	call := func(i int) []any {
 		k := "key:" + strconv.Itoa(i)
@@ -87,17 +84,14 @@ func BenchmarkGroupLogWrite(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	groupLogRun(b, c, "server-us/write", func(i, _ int) []any { return call(i % 20000) }, 1, 64)
+	runFCalls(b, c, "server-us/write", func(i, _ int) []any { return call(i % 20000) }, 1, 64, 0)
 }
 
 // BenchmarkGroupLogApply is BenchmarkApplyServer for groupLogLib's ga: the server's usec per
 // entry, 25 entries of random slots to a call, 8 calls pipelined.
 func BenchmarkGroupLogApply(b *testing.B) {
 	ctx := context.Background()
-	c := client(b, testredis.Start(b))
-	if err := c.Do(ctx, "FUNCTION", "LOAD", "REPLACE", groupLogLib).Err(); err != nil {
-		b.Fatal(err)
-	}
+	c := groupLogServer(b)
 	value := strings.Repeat("v", 64)
 	seq, last := 0, ""
 	call := func(n int) []any {
@@ -120,31 +114,14 @@ func BenchmarkGroupLogApply(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	groupLogRun(b, c, "server-us/entry", func(_, n int) []any { return call(n) }, 25, 8)
+	runFCalls(b, c, "server-us/entry", func(_, n int) []any { return call(n) }, 25, 8, 0)
 }
 
-// groupLogRun sends b.N writes or entries, per to a call (call(i, n): the call of the n
-// writes or entries from the i-th), depth calls to a pipeline, and reports FCALL's usec per
-// write or entry as unit.
-func groupLogRun(b *testing.B, c *redis.Client, unit string, call func(i, n int) []any, per, depth int) {
-	ctx := context.Background()
-	c.ConfigResetStat(ctx)
-	b.ResetTimer()
-	p := c.Pipeline()
-	for i := 0; i < b.N; i += per {
-		p.Do(ctx, call(i, min(per, b.N-i))...)
-		if p.Len() == depth {
-			if _, err := p.Exec(ctx); err != nil {
-				b.Fatal(err)
-			}
-		}
+// groupLogServer starts a redis-server with groupLogLib loaded and returns a client of it.
+func groupLogServer(b *testing.B) *redis.Client {
+	c := client(b, testredis.Start(b))
+	if err := c.Do(context.Background(), "FUNCTION", "LOAD", "REPLACE", groupLogLib).Err(); err != nil {
+		b.Fatal(err)
 	}
-	if p.Len() > 0 {
-		if _, err := p.Exec(ctx); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	usec := testredis.CommandStat(c.Info(ctx, "commandstats").Val(), "fcall", "usec")
-	b.ReportMetric(usec/float64(b.N), unit)
+	return c
 }
