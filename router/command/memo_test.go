@@ -1,9 +1,6 @@
 package command
 
-import (
-	"fmt"
-	"testing"
-)
+import "testing"
 
 // TestMemoAgreesWithLookup resolves a sequence of names through one Memo, where each name
 // repeats, changes case, changes length or is a container, and checks every answer against
@@ -56,35 +53,5 @@ func BenchmarkLookup(b *testing.B) {
 	args := [][]byte{[]byte("GET"), []byte("key:1")}
 	for b.Loop() {
 		Lookup(args)
-	}
-}
-
-// TestOneKeyAgreesWithKeySpecs checks Keys and WrittenKeys of every command against the
-// reading of its key specs, for argument counts from 1 to 6: the one-key shortcut (setOneKey)
-// must find what the specs find. It also checks that GET and SET take the shortcut.
-func TestOneKeyAgreesWithKeySpecs(t *testing.T) {
-	for _, s := range All() {
-		for argc := 1; argc <= 6; argc++ {
-			args := make([][]byte, argc)
-			args[0] = []byte(s.Name)
-			for j := 1; j < argc; j++ {
-				args[j] = []byte("3") // a number, so that key counts parse
-			}
-			for _, written := range []bool{false, true} {
-				got := s.keys(args, nil, written)
-				want := s.specKeys(args, nil, written)
-				if fmt.Sprint(got) != fmt.Sprint(want) {
-					t.Fatalf("%s with %d args (written only %v): %v, the key specs say %v", s.Name, argc, written, got, want)
-				}
-			}
-		}
-	}
-	for _, name := range []string{"get", "set", "incr"} {
-		if s := Lookup([][]byte{[]byte(name)}); s.oneKey != 1 {
-			t.Fatalf("%s: oneKey %d, want 1", name, s.oneKey)
-		}
-	}
-	if s := Lookup([][]byte{[]byte("get")}); s.oneKeyWrites {
-		t.Fatal("GET's key is not written")
 	}
 }
