@@ -45,13 +45,18 @@ func (c *AddNode) apply(s *State, index uint64) error {
 			return errf("exists", "node %s: listen address %s is already used by node %s", n.ID, n.Listen, id)
 		}
 	}
+	if err := s.checkNodeFormat(&n); err != nil {
+		return err
+	}
 	if old, ok := s.Nodes[n.ID]; ok {
 		if old.DC != n.DC {
 			return errf("exists", "node id %s is taken by a node in datacenter %s (remove it first to move it to %s)", n.ID, old.DC, n.DC)
 		}
 		n.JoinIndex = old.JoinIndex
+		n.Format = old.Format // what it acts on is reported by AckDataFormat only
 	} else {
 		n.JoinIndex = index
+		n.Format = 0
 	}
 	n.Tokens = append([]uint32(nil), n.Tokens...)
 	s.Nodes[n.ID] = &n

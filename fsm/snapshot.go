@@ -79,6 +79,7 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		s.Flush = f
 	}
 	s.Flushes = st.Flushes
+	s.DataFormat = st.DataFormat
 	for k, v := range st.Removed {
 		s.Removed[k] = v
 	}

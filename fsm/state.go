@@ -33,6 +33,9 @@ type State struct {
 	// a slot copy read before one is told from one read after it.
 	Flush   *Flush `json:"flush,omitempty"`
 	Flushes uint64 `json:"flushes,omitempty"`
+	// DataFormat is the data format every node reads and writes (cmd_format.go; 0 is
+	// FirstDataFormat: Format reads it).
+	DataFormat int `json:"data_format,omitempty"`
 }
 
 // Node is one redraft process: a Raft member and a RESP proxy.
@@ -45,6 +48,10 @@ type Node struct {
 	Peer      string   `json:"peer_listen"`
 	Admin     string   `json:"admin_listen"`
 	JoinIndex uint64   `json:"join_index"`
+	// MaxFormat is the highest data format the node's build runs, Format the one it last
+	// reported acting on (cmd_format.go; 0 is FirstDataFormat).
+	MaxFormat int `json:"max_data_format,omitempty"`
+	Format    int `json:"data_format,omitempty"`
 }
 
 // DC is one datacenter: its groups and its slot table.
@@ -148,6 +155,7 @@ func (s *State) cow() *State {
 		Removed:         make(map[string]uint64, len(s.Removed)),
 		Flush:           s.Flush.clone(),
 		Flushes:         s.Flushes,
+		DataFormat:      s.DataFormat,
 	}
 	for k, v := range s.Removed {
 		c.Removed[k] = v

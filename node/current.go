@@ -63,10 +63,11 @@ type CurrentFunc func(st *fsm.State, err error)
 
 // current is the gate between the applied state and what the node acts on.
 type current struct {
-	mu     sync.Mutex // serialises publishing; taken inside stateMachine.mu when applying
-	acting bool
-	reason error
-	subs   []CurrentFunc
+	mu        sync.Mutex // serialises publishing; taken inside stateMachine.mu when applying
+	maxFormat int        // the highest data format this build runs: a state above it is not acted on
+	acting    bool
+	reason    error
+	subs      []CurrentFunc
 
 	// state is what Current returns: the applied state while acting, an empty one otherwise.
 	state   atomic.Pointer[fsm.State]
@@ -77,8 +78,8 @@ type current struct {
 
 var emptyState = fsm.New()
 
-func newCurrent() *current {
-	c := &current{reason: &notCurrent{"CLUSTERDOWN this node is starting: it has not caught up with the cluster yet"}}
+func newCurrent(maxFormat int) *current {
+	c := &current{maxFormat: maxFormat, reason: &notCurrent{"CLUSTERDOWN this node is starting: it has not caught up with the cluster yet"}}
 	c.state.Store(emptyState)
 	c.since.Store(time.Now().UnixNano())
 	return c
@@ -119,28 +120,51 @@ func (c *current) applied(st *fsm.State) {
 	if !c.acting {
 		return
 	}
+	if err := c.tooNew(st); err != nil {
+		c.holdLocked(err)
+		return
+	}
 	c.state.Store(st)
 	for _, f := range c.subs {
 		f(st, nil)
 	}
 }
 
-// start makes the node act on st, the state applied now (called under stateMachine.mu).
-func (c *current) start(st *fsm.State) {
+// tooNew refuses a state whose data format this build does not run: acting on it would read
+// and write the backends in an older format than every other node (fsm/cmd_format.go).
+func (c *current) tooNew(st *fsm.State) error {
+	if st.Format() <= c.maxFormat {
+		return nil
+	}
+	return &notCurrent{fmt.Sprintf("CLUSTERDOWN the cluster writes data format %d and this node's build runs formats up to %d: run a newer build on it", st.Format(), c.maxFormat)}
+}
+
+// start makes the node act on st, the state applied now (called under stateMachine.mu), or
+// returns why it may not.
+func (c *current) start(st *fsm.State) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.tooNew(st); err != nil {
+		c.holdLocked(err)
+		return err
+	}
 	c.acting, c.reason = true, nil
 	c.since.Store(time.Now().UnixNano())
 	c.state.Store(st)
 	for _, f := range c.subs {
 		f(st, nil)
 	}
+	return nil
 }
 
 // hold stops the node acting (or refreshes why it does not) and tells the subscribers.
 func (c *current) hold(why error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.holdLocked(why)
+}
+
+func (c *current) holdLocked(why error) {
 	if c.acting {
 		c.changes.Add(1)
 		c.since.Store(time.Now().UnixNano())
@@ -157,15 +181,8 @@ func (c *current) hold(why error) {
 // currentLoop runs the gate: catch up, act while the lease holds, start over when it lapses.
 func (n *Node) currentLoop() {
 	defer n.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := n.untilStop()
 	defer cancel()
-	go func() {
-		select {
-		case <-n.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	backoff := 20 * time.Millisecond
@@ -244,7 +261,9 @@ func (n *Node) catchUp(ctx context.Context) error {
 	n.sm.mu.Lock()
 	defer n.sm.mu.Unlock()
 	st := n.sm.state.Load()
-	n.cur.start(st)
+	if err := n.cur.start(st); err != nil {
+		return err
+	}
 	n.log.Info("acting on the cluster state", "applied", st.Index, "leader_index", target)
 	return nil
 }

@@ -116,7 +116,8 @@ func (n *Node) setJoined(index uint64) {
 }
 
 func sameNode(a, b *fsm.Node) bool {
-	if a.ID != b.ID || a.DC != b.DC || a.Rack != b.Rack || a.Listen != b.Listen || a.Peer != b.Peer || a.Admin != b.Admin || len(a.Tokens) != len(b.Tokens) {
+	if a.ID != b.ID || a.DC != b.DC || a.Rack != b.Rack || a.Listen != b.Listen || a.Peer != b.Peer || a.Admin != b.Admin ||
+		a.MaxDataFormat() != b.MaxDataFormat() || len(a.Tokens) != len(b.Tokens) {
 		return false
 	}
 	for i := range a.Tokens {
@@ -376,6 +377,7 @@ func (n *Node) leaderLoop() {
 			continue
 		}
 		n.promote(f.Configuration().Servers)
+		n.raiseDataFormat()
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -53,6 +54,8 @@ type Node struct {
 	closeOnce   sync.Once
 	extraStatus func() any
 	opts        Options
+	// reportedFormat is the data format this node last reported acting on (format.go).
+	reportedFormat atomic.Int64
 }
 
 // Options are the parts of a node that its embedder (the CLI) supplies.
@@ -72,6 +75,13 @@ type Options struct {
 	// Servers, when set, reports the Redis servers of this node's DC as its failover watcher
 	// sees them; the cluster status shows them per group.
 	Servers func() []ServerView
+	// MaxDataFormat is the highest data format this build runs (fsm/cmd_format.go; 0 is
+	// fsm.LatestDataFormat). Tests set it to act as another build.
+	MaxDataFormat int
+	// SwitchDataFormat, when set, is called once the node acts on a cluster state whose data
+	// format is above the one it reported: it returns when nothing the data plane does still
+	// uses an older format (format.go); the node then reports the new one.
+	SwitchDataFormat func(ctx context.Context, format int) error
 }
 
 // RPCFunc serves one extra peer call: the JSON request body in, a JSON-encodable answer out.
@@ -97,6 +107,9 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	if opts.LogOutput == nil {
 		opts.LogOutput = os.Stderr
 	}
+	if opts.MaxDataFormat == 0 {
+		opts.MaxDataFormat = fsm.LatestDataFormat
+	}
 	if err := claimDataDir(cfg.DataDir, cfg.ID, cfg.DC); err != nil {
 		return nil, err
 	}
@@ -118,7 +131,7 @@ func Start(cfg Config, opts Options) (*Node, error) {
 		cfg:         cfg,
 		log:         opts.Logger.With("node", cfg.ID),
 		sm:          newStateMachine(),
-		cur:         newCurrent(),
+		cur:         newCurrent(opts.MaxDataFormat),
 		peers:       newPeerClient(dialer),
 		removedCh:   make(chan struct{}),
 		stop:        make(chan struct{}),
@@ -182,10 +195,11 @@ func Start(cfg Config, opts Options) (*Node, error) {
 			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.registerLoop()
 	go n.leaderLoop()
 	go n.currentLoop()
+	go n.formatLoop()
 	return n, nil
 }
 
@@ -246,7 +260,7 @@ func advertised(listen string, bound net.Addr, advertiseHost string) string {
 func (n *Node) self() fsm.Node {
 	return fsm.Node{
 		ID: n.cfg.ID, DC: n.cfg.DC, Rack: n.cfg.Rack, Tokens: n.cfg.Tokens,
-		Listen: n.listenAddr, Peer: n.peerAddr, Admin: n.adminAddr,
+		Listen: n.listenAddr, Peer: n.peerAddr, Admin: n.adminAddr, MaxFormat: n.opts.MaxDataFormat,
 	}
 }
 
@@ -311,6 +325,19 @@ func (n *Node) WaitReady(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// untilStop returns a context that ends when the node stops (or cancel is called).
+func (n *Node) untilStop() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // Close stops the node: admin and peer ports, then Raft.

@@ -21,10 +21,12 @@ type testCluster struct {
 	dir   string
 	nodes map[string]*Node
 	cfgs  map[string]Config
+	// builds are the data format options a node starts with (as another build would).
+	builds map[string]Options
 }
 
 func newTestCluster(t *testing.T) *testCluster {
-	c := &testCluster{t: t, dir: t.TempDir(), nodes: map[string]*Node{}, cfgs: map[string]Config{}}
+	c := &testCluster{t: t, dir: t.TempDir(), nodes: map[string]*Node{}, cfgs: map[string]Config{}, builds: map[string]Options{}}
 	t.Cleanup(func() {
 		for _, n := range c.nodes {
 			n.Close()
@@ -40,8 +42,21 @@ func quietOpts() Options {
 	return Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LogOutput: io.Discard}
 }
 
-// start starts (or restarts) node id; seeds are node ids whose peer addresses to join through.
+// start starts (or restarts) node id and waits until it acts on the cluster state; seeds are
+// node ids whose peer addresses to join through.
 func (c *testCluster) start(id, dc string, seeds ...string) *Node {
+	c.t.Helper()
+	n := c.launch(id, dc, seeds...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := n.WaitReady(ctx); err != nil {
+		c.t.Fatal(err)
+	}
+	return n
+}
+
+// launch is start without the wait.
+func (c *testCluster) launch(id, dc string, seeds ...string) *Node {
 	c.t.Helper()
 	cfg, ok := c.cfgs[id]
 	if !ok {
@@ -54,7 +69,9 @@ func (c *testCluster) start(id, dc string, seeds ...string) *Node {
 	for _, s := range seeds {
 		cfg.Seeds = append(cfg.Seeds, c.nodes[s].PeerAddr())
 	}
-	n, err := Start(cfg, quietOpts())
+	opts := quietOpts()
+	opts.MaxDataFormat, opts.SwitchDataFormat = c.builds[id].MaxDataFormat, c.builds[id].SwitchDataFormat
+	n, err := Start(cfg, opts)
 	if err != nil {
 		c.t.Fatalf("start %s: %v", id, err)
 	}
@@ -62,11 +79,6 @@ func (c *testCluster) start(id, dc string, seeds ...string) *Node {
 	cfg.PeerListen, cfg.AdminListen = n.PeerAddr(), n.AdminAddr()
 	c.cfgs[id] = cfg
 	c.nodes[id] = n
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := n.WaitReady(ctx); err != nil {
-		c.t.Fatal(err)
-	}
 	return n
 }
 

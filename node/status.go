@@ -198,7 +198,10 @@ type Status struct {
 	Members      []Member          `json:"members"`
 	DCs          []DCStatus        `json:"dcs"`
 	Settings     map[string]string `json:"settings"`
-	Migrations   []*fsm.Migration  `json:"migrations,omitempty"`
+	// DataFormat is the data format every node reads and writes (fsm/cmd_format.go); each
+	// member shows the highest it runs and the one it reported acting on.
+	DataFormat int              `json:"data_format"`
+	Migrations []*fsm.Migration `json:"migrations,omitempty"`
 	// Replication is the cross-DC replication per DC pair, merged over the members that
 	// answered.
 	Replication []ReplicationPair `json:"replication,omitempty"`
@@ -239,7 +242,7 @@ func (n *Node) Status(ctx context.Context) Status {
 	addr, id := n.raft.LeaderWithID()
 	out := Status{
 		Node: n.cfg.ID, Leader: string(id), LeaderPeer: string(addr), Term: n.raft.CurrentTerm(),
-		AppliedIndex: st.Index, Settings: map[string]string{},
+		AppliedIndex: st.Index, Settings: map[string]string{}, DataFormat: st.Format(),
 	}
 	for _, k := range fsm.SettingKeys() {
 		out.Settings[k] = st.Setting(k)

@@ -22,7 +22,7 @@ func statusCommand() *cli.Command {
 				return err
 			}
 			return output(c, st, func() {
-				fmt.Printf("leader: %s (%s)   term: %d   applied index: %d   asked: %s\n\n", orDash(st.Leader), orDash(st.LeaderPeer), st.Term, st.AppliedIndex, st.Node)
+				fmt.Printf("leader: %s (%s)   term: %d   applied index: %d   data format: %d   asked: %s\n\n", orDash(st.Leader), orDash(st.LeaderPeer), st.Term, st.AppliedIndex, st.DataFormat, st.Node)
 				memberTable(st.Members, st.DCs)
 				fmt.Println()
 				groupTable(st.DCs)
