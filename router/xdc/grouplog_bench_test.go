@@ -27,6 +27,12 @@ import (
 // (one HGET) and the gap check once per call; per entry the slot's copy lock and the key's
 // element hash (one EXISTS), the key's stamp (one HMGET), the SET when newer, the new stamp
 // (one HSET); the last applied id once per call (one HSET).
+//
+// gas is ga with the receiving side docs/replication.md, session 23, worked out: the inbox
+// (one hash per source DC) read whole once per call, a field per source log and one per
+// recently moved-in slot ("<log>/<slot>", what this group's migration copied from the slot's
+// old group), and each entry skipped when at or below its slot's field; ids are compared as
+// Redis writes them, by length then bytes.
 const groupLogLib = `#!lua name=grouplog
 local function tsOf(s) return tonumber(string.match(s, '^%d+')) or 0 end
 redis.register_function('gw', function(KEYS, ARGV)
@@ -64,6 +70,33 @@ redis.register_function('ga', function(KEYS, ARGV)
   end
   redis.call('HSET', inbox, ARGV[1], ARGV[3])
   return n
+end)
+redis.register_function('gas', function(KEYS, ARGV)
+  local n, inbox = tonumber(ARGV[4]), KEYS[#KEYS]
+  local f = redis.call('HGETALL', inbox)
+  local at = {}
+  for i = 1, #f, 2 do at[f[i]] = f[i + 1] end
+  if (at[ARGV[1]] or '') ~= ARGV[2] then
+    return redis.error_reply('GAP')
+  end
+  local applied = 0
+  for i = 1, n do
+    local k, meta, lock = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+    local slot, id, stamp, v = ARGV[1 + 4 * i], ARGV[2 + 4 * i], ARGV[3 + 4 * i], ARGV[4 + 4 * i]
+    local w = at[ARGV[1] .. '/' .. slot]
+    if not w or #id > #w or (#id == #w and id > w) then
+      if redis.call('EXISTS', lock, '__redraft:e:' .. k) == 0 then
+        local m = redis.call('HMGET', meta, 's:' .. k, 'c:' .. k, 'v:' .. k)
+        if not m[1] or tsOf(m[1]) < tsOf(stamp) then
+          redis.call('SET', k, v)
+          redis.call('HSET', meta, 's:' .. k, stamp)
+        end
+      end
+      applied = applied + 1
+    end
+  end
+  redis.call('HSET', inbox, ARGV[1], ARGV[3])
+  return applied
 end)
 `
 
@@ -108,6 +141,45 @@ func BenchmarkGroupLogApply(b *testing.B) {
 		argv[2] = last
 		keys = append(keys, "inbox")
 		return append(append([]any{"FCALL", "ga", len(keys)}, keys...), argv...)
+	}
+	for range 20000 / 25 {
+		if err := c.Do(ctx, call(25)...).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	runFCalls(b, c, "server-us/entry", func(_, n int) []any { return call(n) }, 25, 8, 0)
+}
+
+// BenchmarkGroupLogApplyMovedIn is BenchmarkGroupLogApply for gas, the inbox read once per
+// call with 64 moved-in slots' fields beside the source log's (a receiving group just after
+// migrations), so a fifth of the entries are checked against a slot's field too.
+func BenchmarkGroupLogApplyMovedIn(b *testing.B) {
+	ctx := context.Background()
+	c := groupLogServer(b)
+	value := strings.Repeat("v", 64)
+	for s := 0; s < migrate.NumSlots; s += migrate.NumSlots / 64 {
+		if err := c.HSet(ctx, "inbox", "dc1/"+strconv.Itoa(s), "1-0").Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	seq, last := 0, ""
+	call := func(n int) []any {
+		keys := make([]any, 0, 3*n+1)
+		argv := []any{"dc1", last, "", strconv.Itoa(n)}
+		for range n {
+			seq++
+			k := "key:" + strconv.Itoa(seq%20000)
+			s := migrate.SlotString(k)
+			keys = append(keys, k, MetaKey(s), CopyLockKey(s))
+			argv = append(argv, strconv.Itoa(s-s%(migrate.NumSlots/64)), strconv.Itoa(seq)+"-0", strconv.Itoa(seq*4096)+":dc2", value)
+		}
+		last = strconv.Itoa(seq) + "-0"
+		argv[2] = last
+		keys = append(keys, "inbox")
+		return append(append([]any{"FCALL", "gas", len(keys)}, keys...), argv...)
+	}
+	if err := c.HSet(ctx, "inbox", "dc1", "").Err(); err != nil {
+		b.Fatal(err)
 	}
 	for range 20000 / 25 {
 		if err := c.Do(ctx, call(25)...).Err(); err != nil {
