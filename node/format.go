@@ -83,3 +83,15 @@ func (n *Node) raiseDataFormat() {
 	}
 	n.log.Info("raised the cluster's data format", "format", to)
 }
+
+// formatWaiting returns why the cluster's data format is not raised while a member runs a
+// newer one ("" when none does, or when the raise may go ahead).
+func formatWaiting(st *fsm.State) string {
+	for _, m := range st.Nodes {
+		if m.MaxDataFormat() > st.Format() {
+			_, why := st.NextDataFormat()
+			return why
+		}
+	}
+	return ""
+}

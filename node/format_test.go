@@ -145,10 +145,13 @@ func TestDataFormatRollingUpgrade(t *testing.T) {
 		}
 		return nil
 	})
-	// While n3 has not switched, the cluster stays at format 2.
+	// While n3 has not switched, the cluster stays at format 2, and the status says why.
 	st = c.leader().State()
 	if to, why := st.NextDataFormat(); st.Format() != 2 || to != 0 || why != "node n3 has not reported acting on data format 2" {
 		t.Fatalf("with n3 switching: format %d, next %d (%q)", st.Format(), to, why)
+	}
+	if s := c.leader().Status(context.Background()); s.DataFormat != 2 || s.DataFormatWaiting != "node n3 has not reported acting on data format 2" {
+		t.Errorf("status: data_format %d, waiting %q", s.DataFormat, s.DataFormatWaiting)
 	}
 	close(release)
 	waitFormat(t, c, "format 3, every node acting on it", func(st *fsm.State) error {
@@ -164,8 +167,8 @@ func TestDataFormatRollingUpgrade(t *testing.T) {
 		t.Errorf("n3's data plane was asked to switch to %v, want [2 3]", switched)
 	}
 	mu.Unlock()
-	if s := c.leader().Status(context.Background()); s.DataFormat != 3 {
-		t.Errorf("status data_format %d", s.DataFormat)
+	if s := c.leader().Status(context.Background()); s.DataFormat != 3 || s.DataFormatWaiting != "" {
+		t.Errorf("status: data_format %d, waiting %q", s.DataFormat, s.DataFormatWaiting)
 	}
 
 	// A node restarted on an older build does not act on the cluster state, and cannot

@@ -200,8 +200,12 @@ type Status struct {
 	Settings     map[string]string `json:"settings"`
 	// DataFormat is the data format every node reads and writes (fsm/cmd_format.go); each
 	// member shows the highest it runs and the one it reported acting on.
-	DataFormat int              `json:"data_format"`
-	Migrations []*fsm.Migration `json:"migrations,omitempty"`
+	DataFormat int `json:"data_format"`
+	// DataFormatWaiting says, while some member runs a newer format than the cluster's, why
+	// the leader does not raise it yet (a member on an older build, or one that has not
+	// reported acting on the current format).
+	DataFormatWaiting string           `json:"data_format_waiting,omitempty"`
+	Migrations        []*fsm.Migration `json:"migrations,omitempty"`
 	// Replication is the cross-DC replication per DC pair, merged over the members that
 	// answered.
 	Replication []ReplicationPair `json:"replication,omitempty"`
@@ -247,6 +251,7 @@ func (n *Node) Status(ctx context.Context) Status {
 	for _, k := range fsm.SettingKeys() {
 		out.Settings[k] = st.Setting(k)
 	}
+	out.DataFormatWaiting = formatWaiting(st)
 	suffrage := map[string]string{}
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {

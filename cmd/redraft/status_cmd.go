@@ -23,6 +23,9 @@ func statusCommand() *cli.Command {
 			}
 			return output(c, st, func() {
 				fmt.Printf("leader: %s (%s)   term: %d   applied index: %d   data format: %d   asked: %s\n\n", orDash(st.Leader), orDash(st.LeaderPeer), st.Term, st.AppliedIndex, st.DataFormat, st.Node)
+				if st.DataFormatWaiting != "" {
+					fmt.Printf("data format %d is not raised yet: %s\n\n", st.DataFormat, st.DataFormatWaiting)
+				}
 				memberTable(st.Members, st.DCs)
 				fmt.Println()
 				groupTable(st.DCs)
