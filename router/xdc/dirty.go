@@ -212,7 +212,7 @@ func (l *loop) follow(ctx context.Context, src *redis.Client, pos string) {
 		for _, m := range msgs {
 			pos = m.id
 			f, err := ParseFeedEntry(m.fields) // on an error, f names the outbox alone
-			if p, ok := l.index[f.Outbox]; ok {
+			if p, ok := l.position(f.Outbox); ok {
 				// Entries are kept while the destination takes them: the outbox keeps what
 				// waits for a DC that is down, and may be trimmed past it (trimToLive).
 				s := l.slots[p]

@@ -13,9 +13,17 @@ const hintDelay = time.Millisecond
 // hintIndex tells where a write hint goes: the loops of this node shipping (db, slot), or the
 // node owning the slot in this DC. It is rebuilt by plan and read without a lock.
 type hintIndex struct {
-	loops map[dbSlot][]*loop
-	owner []string // peer address of the slot's owner in this DC, "" when this node
-	multi bool     // there is another DC to ship to
+	loops map[int][][]*loop // by database, then by slot (a slot table per database in use)
+	owner []string          // peer address of the slot's owner in this DC, "" when this node
+	multi bool              // there is another DC to ship to
+}
+
+// of returns the loops of this node shipping (db, slot).
+func (idx *hintIndex) of(db, slot int) []*loop {
+	if t := idx.loops[db]; slot >= 0 && slot < len(t) {
+		return t[slot]
+	}
+	return nil
 }
 
 // HintSlot is one (database, slot) in a HintRequest.
@@ -37,7 +45,7 @@ func (r *Replicator) Wrote(db, slot int) {
 	if idx == nil || !idx.multi || slot < 0 || slot >= len(idx.owner) {
 		return
 	}
-	if ls := idx.loops[dbSlot{db, slot}]; len(ls) > 0 {
+	if ls := idx.of(db, slot); len(ls) > 0 {
 		for _, l := range ls {
 			// A loop that follows its master's change feed learns of the write from it, at
 			// the same moment: a hint too would make a second round read the slot for
@@ -86,7 +94,7 @@ func (r *Replicator) HandleHint(_ context.Context, req HintRequest) (struct{}, e
 		return struct{}{}, nil
 	}
 	for _, h := range req.Slots {
-		for _, l := range idx.loops[dbSlot{h.DB, h.Slot}] {
+		for _, l := range idx.of(h.DB, h.Slot) {
 			l.hint(h.Slot)
 		}
 	}
@@ -95,11 +103,15 @@ func (r *Replicator) HandleHint(_ context.Context, req HintRequest) (struct{}, e
 
 // buildHints indexes the loops by (db, slot) and the slots' owners in this DC.
 func (r *Replicator) buildHints(st *fsm.State, ring []fsm.RingEntry) *hintIndex {
-	idx := &hintIndex{loops: map[dbSlot][]*loop{}, owner: make([]string, fsm.NumSlots), multi: len(r.destinations(st)) > 0}
+	idx := &hintIndex{loops: map[int][][]*loop{}, owner: make([]string, fsm.NumSlots), multi: len(r.destinations(st)) > 0}
 	for k, l := range r.loops {
+		t := idx.loops[k.db]
+		if t == nil {
+			t = make([][]*loop, fsm.NumSlots)
+			idx.loops[k.db] = t
+		}
 		for _, s := range l.slots {
-			ds := dbSlot{k.db, s}
-			idx.loops[ds] = append(idx.loops[ds], l)
+			t[s] = append(t[s], l)
 		}
 	}
 	me := r.cfg.Cluster.ID()

@@ -616,7 +616,7 @@ func (r *Replicator) trimNow(ctx context.Context, c redis.Cmdable, k dbSlot, ids
 		r.log.Debug("trim", "slot", k.slot, "err", err)
 	}
 	if idx := r.hints.Load(); idx != nil { // their next outbox scan reads the new length
-		for _, l := range idx.loops[k] {
+		for _, l := range idx.of(k.db, k.slot) {
 			l.touch(k.slot)
 		}
 	}
