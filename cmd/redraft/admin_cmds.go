@@ -74,8 +74,8 @@ func groupCommand() *cli.Command {
 			{
 				Name:      "list",
 				Usage:     "list groups with their slots",
-				UsageText: "redraft group list [--dc dc1]",
-				Flags:     []cli.Flag{&cli.StringFlag{Name: "dc", Usage: "only this datacenter"}},
+				UsageText: "redraft group list [--dc dc1] [--json]",
+				Flags:     []cli.Flag{&cli.StringFlag{Name: "dc", Usage: "only this datacenter"}, jsonFlag},
 				Action: func(c *cli.Context) error {
 					st, err := fetchStatus(c)
 					if err != nil {
@@ -195,8 +195,8 @@ func slotsCommand() *cli.Command {
 			{
 				Name:      "show",
 				Usage:     "show which group serves which slots",
-				UsageText: "redraft slots show [--dc dc1]",
-				Flags:     []cli.Flag{&cli.StringFlag{Name: "dc", Usage: "only this datacenter"}},
+				UsageText: "redraft slots show [--dc dc1] [--json]",
+				Flags:     []cli.Flag{&cli.StringFlag{Name: "dc", Usage: "only this datacenter"}, jsonFlag},
 				Action: func(c *cli.Context) error {
 					cx, cancel := ctx(c)
 					defer cancel()
@@ -230,7 +230,8 @@ func configCommand() *cli.Command {
 			{
 				Name:      "get",
 				Usage:     "show settings",
-				UsageText: "redraft config get [KEY]",
+				UsageText: "redraft config get [KEY] [--json]",
+				Flags:     []cli.Flag{jsonFlag},
 				Action: func(c *cli.Context) error {
 					cx, cancel := ctx(c)
 					defer cancel()

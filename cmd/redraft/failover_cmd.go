@@ -15,7 +15,7 @@ func groupFailoverCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "failover",
 		Usage: "move a group's master to a replica with no acknowledged write lost (planned switchover)",
-		UsageText: `redraft group failover --dc dc1 --group g1 [--to 10.0.0.6:6379]
+		UsageText: `redraft group failover --dc dc1 --group g1 [--to 10.0.0.6:6379] [--json]
    The nodes hold the group's writes, wait until the replica has every write of the master, promote
    it and make the old master its replica; writes wait well under a second. Use it for a rolling
    upgrade of Redis: switch over, upgrade the old master (now a replica), repeat.`,
@@ -24,6 +24,7 @@ func groupFailoverCommand() *cli.Command {
 			&cli.StringFlag{Name: "group", Aliases: []string{"id"}, Required: true, Usage: "group id"},
 			&cli.StringFlag{Name: "to", Usage: "replica HOST:PORT to promote (default: the one closest to the master)"},
 			&cli.StringFlag{Name: "reason", Usage: "why, for the log and the status"},
+			jsonFlag,
 		},
 		Action: func(c *cli.Context) error {
 			cx, cancel := ctx(c)

@@ -31,17 +31,7 @@ Example:
 			&cli.StringFlag{Name: "admin-ca", EnvVars: []string{"REDRAFT_ADMIN_CA"}, Usage: "PEM CA file the admin port's certificate chains to (implies https); an https:// --admin trusts the system's CAs"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON instead of tables"},
 		},
-		Commands: []*cli.Command{
-			nodeCommand(),
-			groupCommand(),
-			slotsCommand(),
-			migrateCommand(),
-			migrationsCommand(),
-			rebalanceCommand(),
-			statusCommand(),
-			configCommand(),
-			healthCommand(),
-		},
+		Commands: commands(),
 		ExitErrHandler: func(c *cli.Context, err error) {
 			if err == nil {
 				return
@@ -58,6 +48,21 @@ Example:
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "redraft:", err)
 		os.Exit(1)
+	}
+}
+
+// commands returns the CLI's commands.
+func commands() []*cli.Command {
+	return []*cli.Command{
+		nodeCommand(),
+		groupCommand(),
+		slotsCommand(),
+		migrateCommand(),
+		migrationsCommand(),
+		rebalanceCommand(),
+		statusCommand(),
+		configCommand(),
+		healthCommand(),
 	}
 }
 

@@ -108,6 +108,7 @@ func nodeCommand() *cli.Command {
 				Name:      "list",
 				Usage:     "list the nodes with their Raft role",
 				UsageText: "redraft --admin 127.0.0.1:8380 node list [--json]",
+				Flags:     []cli.Flag{jsonFlag},
 				Action: func(c *cli.Context) error {
 					st, err := fetchStatus(c)
 					if err != nil {

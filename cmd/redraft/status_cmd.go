@@ -16,6 +16,7 @@ func statusCommand() *cli.Command {
 		Name:      "status",
 		Usage:     "show the cluster: leader, members, datacenters, groups and slots",
 		UsageText: "redraft --admin 127.0.0.1:8380 status [--json]",
+		Flags:     []cli.Flag{jsonFlag},
 		Action: func(c *cli.Context) error {
 			st, err := fetchStatus(c)
 			if err != nil {
@@ -111,7 +112,8 @@ func healthCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "health",
 		Usage:     "exit 0 when the node at --admin is a registered member that knows a leader (for health checks)",
-		UsageText: "redraft --admin 127.0.0.1:8380 health",
+		UsageText: "redraft --admin 127.0.0.1:8380 health [--json]",
+		Flags:     []cli.Flag{jsonFlag},
 		Action: func(c *cli.Context) error {
 			cx, cancel := ctx(c)
 			defer cancel()
