@@ -262,6 +262,9 @@ func (n *Node) catchUp(ctx context.Context) error {
 	defer n.sm.mu.Unlock()
 	st := n.sm.state.Load()
 	if err := n.cur.start(st); err != nil {
+		if n.formatRefused.CompareAndSwap(false, true) {
+			n.log.Error("does not act on the cluster state", "why", err)
+		}
 		return err
 	}
 	n.log.Info("acting on the cluster state", "applied", st.Index, "leader_index", target)

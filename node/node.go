@@ -54,8 +54,11 @@ type Node struct {
 	closeOnce   sync.Once
 	extraStatus func() any
 	opts        Options
-	// reportedFormat is the data format this node last reported acting on (format.go).
+	// reportedFormat is the data format this node last reported acting on (format.go);
+	// formatRefused is set once the node logged that its build is older than the cluster's
+	// format (current.go).
 	reportedFormat atomic.Int64
+	formatRefused  atomic.Bool
 }
 
 // Options are the parts of a node that its embedder (the CLI) supplies.
