@@ -119,8 +119,9 @@ func (c *AckDataFormat) apply(s *State, _ uint64) error {
 	return nil
 }
 
-// checkNodeFormat refuses a registration whose build cannot run the cluster's data format.
-func (s *State) checkNodeFormat(n *Node) error {
+// CheckNodeFormat refuses a registration whose build cannot run the cluster's data format
+// (AddNode applies it; the leader checks it before it adds a joiner to Raft).
+func (s *State) CheckNodeFormat(n *Node) error {
 	if n.MaxDataFormat() < s.Format() {
 		return errf("invalid", "node %s runs data formats up to %d, and the cluster writes format %d: run a newer build on it", n.ID, n.MaxDataFormat(), s.Format())
 	}

@@ -45,7 +45,7 @@ func (c *AddNode) apply(s *State, index uint64) error {
 			return errf("exists", "node %s: listen address %s is already used by node %s", n.ID, n.Listen, id)
 		}
 	}
-	if err := s.checkNodeFormat(&n); err != nil {
+	if err := s.CheckNodeFormat(&n); err != nil {
 		return err
 	}
 	if old, ok := s.Nodes[n.ID]; ok {

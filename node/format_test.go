@@ -171,6 +171,17 @@ func TestDataFormatRollingUpgrade(t *testing.T) {
 		t.Errorf("status: data_format %d, waiting %q", s.DataFormat, s.DataFormatWaiting)
 	}
 
+	// A new node on an older build is refused before it becomes a Raft member.
+	before := len(c.leader().raft.GetConfiguration().Configuration().Servers)
+	_, err := c.nodes["n1"].join(context.Background(), joinRequest{Fresh: true,
+		Node: fsm.Node{ID: "n4", DC: "dc1", Peer: "127.0.0.1:1", Listen: "127.0.0.1:2", MaxFormat: 2}})
+	if err == nil || !strings.Contains(err.Error(), "node n4 runs data formats up to 2, and the cluster writes format 3") {
+		t.Errorf("join of an older build: %v", err)
+	}
+	if after := len(c.leader().raft.GetConfiguration().Configuration().Servers); after != before {
+		t.Errorf("the refused joiner changed the Raft configuration: %d servers, were %d", after, before)
+	}
+
 	// A node restarted on an older build does not act on the cluster state, and cannot
 	// register as running less.
 	c.nodes["n2"].Close()

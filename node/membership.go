@@ -178,6 +178,11 @@ func (n *Node) handleJoin(ctx context.Context, req joinRequest) (joinResponse, e
 				"node id %s is taken by the running node at %s; pick another id", me.ID, old.Peer)}
 		}
 	}
+	// A build that cannot run the cluster's data format would be refused by AddNode after it
+	// became a Raft member, a voter that never serves: refuse it first.
+	if err := st.CheckNodeFormat(&me); err != nil {
+		return joinResponse{}, err
+	}
 	voter, err := n.addToRaft(me.ID, me.Peer)
 	if err != nil {
 		return joinResponse{}, err
