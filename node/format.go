@@ -32,7 +32,7 @@ func (n *Node) formatLoop() {
 	defer t.Stop()
 	for {
 		select {
-		case <-n.stop:
+		case <-ctx.Done():
 			return
 		case <-kick:
 		case <-t.C:

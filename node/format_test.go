@@ -72,7 +72,7 @@ func writeHistory(t *testing.T, c *testCluster, n int) {
 	}
 }
 
-// format polls until every node's applied state satisfies ok.
+// waitFormat polls until every node's applied state satisfies ok.
 func waitFormat(t *testing.T, c *testCluster, what string, ok func(st *fsm.State) error) {
 	t.Helper()
 	for id, n := range c.nodes {

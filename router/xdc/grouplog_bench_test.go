@@ -123,45 +123,34 @@ func BenchmarkGroupLogWrite(b *testing.B) {
 // BenchmarkGroupLogApply is BenchmarkApplyServer for groupLogLib's ga: the server's usec per
 // entry, 25 entries of random slots to a call, 8 calls pipelined.
 func BenchmarkGroupLogApply(b *testing.B) {
-	ctx := context.Background()
-	c := groupLogServer(b)
 	value := strings.Repeat("v", 64)
-	seq, last := 0, ""
-	call := func(n int) []any {
-		keys := make([]any, 0, 3*n+1)
-		argv := []any{"dc1", last, "", strconv.Itoa(n)}
-		for range n {
-			seq++
-			k := "key:" + strconv.Itoa(seq%20000)
-			s := migrate.SlotString(k)
-			keys = append(keys, k, MetaKey(s), CopyLockKey(s))
-			argv = append(argv, strconv.Itoa(seq*4096)+":dc2", value)
-		}
-		last = strconv.Itoa(seq) + "-0"
-		argv[2] = last
-		keys = append(keys, "inbox")
-		return append(append([]any{"FCALL", "ga", len(keys)}, keys...), argv...)
-	}
-	for range 20000 / 25 {
-		if err := c.Do(ctx, call(25)...).Err(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	runFCalls(b, c, "server-us/entry", func(_, n int) []any { return call(n) }, 25, 8, 0)
+	benchGroupLogApply(b, groupLogServer(b), "ga", func(seq, _ int) []any {
+		return []any{strconv.Itoa(seq*4096) + ":dc2", value}
+	})
 }
 
 // BenchmarkGroupLogApplyMovedIn is BenchmarkGroupLogApply for gas, the inbox read once per
 // call with 64 moved-in slots' fields beside the source log's (a receiving group just after
-// migrations), so a fifth of the entries are checked against a slot's field too.
+// migrations): every entry's id is compared with a slot's field (its slot's block of 256
+// shares the field of the block's first slot).
 func BenchmarkGroupLogApplyMovedIn(b *testing.B) {
-	ctx := context.Background()
 	c := groupLogServer(b)
-	value := strings.Repeat("v", 64)
-	for s := 0; s < migrate.NumSlots; s += migrate.NumSlots / 64 {
-		if err := c.HSet(ctx, "inbox", "dc1/"+strconv.Itoa(s), "1-0").Err(); err != nil {
+	const block = migrate.NumSlots / 64
+	for s := 0; s < migrate.NumSlots; s += block {
+		if err := c.HSet(context.Background(), "inbox", "dc1/"+strconv.Itoa(s), "1-0").Err(); err != nil {
 			b.Fatal(err)
 		}
 	}
+	value := strings.Repeat("v", 64)
+	benchGroupLogApply(b, c, "gas", func(seq, slot int) []any {
+		return []any{strconv.Itoa(slot - slot%block), strconv.Itoa(seq) + "-0", strconv.Itoa(seq*4096) + ":dc2", value}
+	})
+}
+
+// benchGroupLogApply runs groupLogLib's fn from source DC dc1 as BenchmarkApplyServer runs
+// APPLY, each call's entries following the last one's; entry(seq, slot) is the ARGV of entry
+// seq, whose key is of slot.
+func benchGroupLogApply(b *testing.B, c *redis.Client, fn string, entry func(seq, slot int) []any) {
 	seq, last := 0, ""
 	call := func(n int) []any {
 		keys := make([]any, 0, 3*n+1)
@@ -171,18 +160,15 @@ func BenchmarkGroupLogApplyMovedIn(b *testing.B) {
 			k := "key:" + strconv.Itoa(seq%20000)
 			s := migrate.SlotString(k)
 			keys = append(keys, k, MetaKey(s), CopyLockKey(s))
-			argv = append(argv, strconv.Itoa(s-s%(migrate.NumSlots/64)), strconv.Itoa(seq)+"-0", strconv.Itoa(seq*4096)+":dc2", value)
+			argv = append(argv, entry(seq, s)...)
 		}
 		last = strconv.Itoa(seq) + "-0"
 		argv[2] = last
 		keys = append(keys, "inbox")
-		return append(append([]any{"FCALL", "gas", len(keys)}, keys...), argv...)
+		return append(append([]any{"FCALL", fn, len(keys)}, keys...), argv...)
 	}
-	if err := c.HSet(ctx, "inbox", "dc1", "").Err(); err != nil {
-		b.Fatal(err)
-	}
-	for range 20000 / 25 {
-		if err := c.Do(ctx, call(25)...).Err(); err != nil {
+	for range 20000 / 25 { // every key and metadata hash exists before the measurement
+		if err := c.Do(context.Background(), call(25)...).Err(); err != nil {
 			b.Fatal(err)
 		}
 	}
