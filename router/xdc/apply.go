@@ -26,8 +26,10 @@ import (
 // returns five values, "applied", errors, first error, superseded, conflicts (no table: the
 // batch APPLY sums them per entry): effects older than the key's state here, and effects that
 // could not be applied because the key's state here is not the one they saw (recorded in the
-// pull hash); or "skip", or an error table. readCmds(ARGV, i, n) reads n effects (argc, argv...)
-// from ARGV at i and returns them and the index after them.
+// pull hash); or "skip", or an error table. Its parts serve the APPLY of a group log too
+// (applylog.go), which keeps no inbox per slot: admit (the copy lock), badID and effects (the
+// entry's effects). readCmds(ARGV, i, n) reads n effects (argc, argv...) from ARGV at i and
+// returns them and the index after them.
 const applyDefsLua = `
 local function num(a, b)
   -- Leading zeros stripped only where there are any (ids Redis makes have none).
@@ -37,12 +39,21 @@ local function num(a, b)
   if a == b then return 0 end
   return a < b and -1 or 1
 end
+-- cmpid compares two stream ids (ms-seq, checked by the caller): by the lengths and bytes of
+-- their parts as Redis writes them (no leading zeros), numerically where either has one.
 local function cmpid(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  local c = num(am, bm)
-  if c ~= 0 then return c end
-  return num(as, bs)
+  if a == b then return 0 end
+  local ia, ib = string.find(a, '-', 1, true), string.find(b, '-', 1, true)
+  if string.byte(a) == 48 or string.byte(b) == 48 or string.byte(a, ia + 1) == 48 or string.byte(b, ib + 1) == 48 then
+    local c = num(string.sub(a, 1, ia - 1), string.sub(b, 1, ib - 1))
+    if c ~= 0 then return c end
+    return num(string.sub(a, ia + 1), string.sub(b, ib + 1))
+  end
+  if ia ~= ib then return ia < ib and -1 or 1 end
+  local ma, mb = string.sub(a, 1, ia), string.sub(b, 1, ib)
+  if ma ~= mb then return ma < mb and -1 or 1 end
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  return a < b and -1 or 1
 end
 -- expireAs gives k the expiry it had at the origin after the effect (px: absolute ms; -1
 -- none, -2 gone): a key that had expired here before the effect arrived, and that the effect
@@ -79,37 +90,35 @@ local function quickSet(argv, stamp)
   if type(r) == 'table' and r['err'] then return 1, r['err'], 0 end
   return 0, '', 0
 end
-local function applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)
-  -- An entry of one whole string, while the caller holds no copy lock, may take quickSet: the
-  -- copy lock and the key's element hash are then checked in one call, and either set takes
-  -- the full path.
+-- admit checks an entry's copy lock: nil and an error table while someone else than lockv
+-- holds lock, else whether the entry may take quickSet (one whole string that had seen no
+-- counter, while the caller holds no copy lock: the copy lock and the key's element hash are
+-- then checked in one call, and either set takes the full path).
+local function admit(cmds, lockv, lock)
   local one = cmds[1]
   local quick = lockv == '' and #cmds == 1 and one[1] == '~s' and #one == 6 and one[4] == '' and
     redis.call('EXISTS', lock, ekey(one[2])) == 0
   if not quick then
     local held = redis.call('GET', lock)
     if held and held ~= lockv then
-      return {err = 'TRYAGAIN redraft: the slot is being copied between DCs, retry shortly'}
+      return nil, {err = 'TRYAGAIN redraft: the slot is being copied between DCs, retry shortly'}
     end
   end
-  if not string.match(id, '^%d+-%d+$') then
-    return {err = 'ERR redraft: bad entry id ' .. id}
-  end
-  local last = redis.call('HGET', inbox, src)
-  if last and cmpid(id, last) <= 0 then return 'skip' end
-  if prev ~= '' and (last or '') ~= prev then
-    return {err = 'GAP redraft: last applied from ' .. src .. ' is ' .. (last or 'none') .. ', entry follows ' .. prev}
-  end
+  return quick
+end
+local function badID(id)
+  if not string.match(id, '^%d+-%d+$') then return {err = 'ERR redraft: bad entry id ' .. id} end
+end
+-- effects applies an admitted entry's effects (cmds) of DC src, stamped ts, and returns the
+-- failed effects, the first failure, the superseded effects and the conflicts.
+local function effects(src, ts, cmds, quick)
   local origin = src
   if string.byte(src) == 126 then origin = string.sub(src, 2) end
   local stamp = ''
   if ts ~= '' then stamp = ts .. ':' .. origin end
   if quick then
-    local nerr, first, superseded = quickSet(one, stamp)
-    if nerr then
-      redis.call('HSET', inbox, src, id)
-      return 'applied', nerr, first, superseded, 0
-    end
+    local nerr, first, superseded = quickSet(cmds[1], stamp)
+    if nerr then return nerr, first, superseded, 0 end
   end
   local nerr, first, superseded, conflicts = 0, '', 0, 0
   local function failed(r)
@@ -191,6 +200,18 @@ local function applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)
       failed(redis.pcall(unpack(argv)))
     end
   end
+  return nerr, first, superseded, conflicts
+end
+local function applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)
+  local quick, refused = admit(cmds, lockv, lock)
+  refused = refused or badID(id)
+  if refused then return refused end
+  local last = redis.call('HGET', inbox, src)
+  if last and cmpid(id, last) <= 0 then return 'skip' end
+  if prev ~= '' and (last or '') ~= prev then
+    return {err = 'GAP redraft: last applied from ' .. src .. ' is ' .. (last or 'none') .. ', entry follows ' .. prev}
+  end
+  local nerr, first, superseded, conflicts = effects(src, ts, cmds, quick)
   redis.call('HSET', inbox, src, id)
   return 'applied', nerr, first, superseded, conflicts
 end

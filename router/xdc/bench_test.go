@@ -54,11 +54,15 @@ func BenchmarkSetWritePipelined(b *testing.B) { benchSet(b, true, 64) }
 // BenchmarkWriteServerIdle the same one call at a time, a millisecond apart, as at a low
 // write rate: each call then runs on caches other work has taken (docs/replication.md,
 // session 18). `go test -run '^$' -bench WriteServer ./router/xdc/`.
-func BenchmarkWriteServer(b *testing.B)     { benchWriteServer(b, 64, 0) }
-func BenchmarkWriteServerIdle(b *testing.B) { benchWriteServer(b, 1, time.Millisecond) }
+// BenchmarkWriteServerLog is BenchmarkWriteServer for WRITE in its log mode (WriteLogArgs:
+// one log per group, no outbox, no change feed).
+func BenchmarkWriteServer(b *testing.B)     { benchWriteServer(b, 64, 0, WriteArgs) }
+func BenchmarkWriteServerIdle(b *testing.B) { benchWriteServer(b, 1, time.Millisecond, WriteArgs) }
+func BenchmarkWriteServerLog(b *testing.B)  { benchWriteServer(b, 64, 0, WriteLogArgs) }
 
-// benchWriteServer sends the calls depth at a time, with pause after each send.
-func benchWriteServer(b *testing.B, depth int, pause time.Duration) {
+// benchWriteServer sends the calls, whose keys and arguments build makes, depth at a time,
+// with pause after each send.
+func benchWriteServer(b *testing.B, depth int, pause time.Duration, build func(int, string, int64, bool, []Call) ([]string, []any)) {
 	ctx := context.Background()
 	c := client(b, testredis.Start(b))
 	if err := LoadLibrary(ctx, c); err != nil {
@@ -67,7 +71,7 @@ func benchWriteServer(b *testing.B, depth int, pause time.Duration) {
 	value := strings.Repeat("v", 64)
 	args := func(i int) [2][]any {
 		k := "key:" + strconv.Itoa(i)
-		keys, argv := WriteArgs(migrate.SlotString(k), "dc1", 1000, false, []Call{prepare(b, "SET "+k+" "+value)})
+		keys, argv := build(migrate.SlotString(k), "dc1", 1000, false, []Call{prepare(b, "SET "+k+" "+value)})
 		return [2][]any{toAny(keys), argv}
 	}
 	for i := range 20000 { // every outbox exists before the measurement: creating streams is not the steady state

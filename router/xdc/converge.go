@@ -65,11 +65,14 @@ local function tsOf(s) return tonumber(string.match(s, '^%d+')) or 0 end
 local function newer(a, b)
   if b == '' then return a ~= '' end
   if a == '' then return false end
-  local at, ad = string.match(a, '^(%d+):(.*)$')
-  local bt, bd = string.match(b, '^(%d+):(.*)$')
-  at, bt = tonumber(at), tonumber(bt)
+  -- ts as the scripts write it (string.format('%.0f'): no leading zero, no sign) compares by
+  -- its length, then its bytes; the DC name after it breaks ties.
+  local ia, ib = string.find(a, ':', 1, true), string.find(b, ':', 1, true)
+  if ia ~= ib then return ia > ib end
+  if a == b then return false end
+  local at, bt = string.sub(a, 1, ia), string.sub(b, 1, ib)
   if at ~= bt then return at > bt end
-  return ad > bd
+  return a > b
 end
 local function vecParse(s)
   local v = {}

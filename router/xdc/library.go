@@ -94,7 +94,7 @@ redis.register_function('@apply_batch', function(KEYS, ARGV)
   end
   return out
 end)
-`
+` + applyLogLua
 
 // LibraryPrefix starts the name of every version of redraft's library.
 const LibraryPrefix = "redraft_"

@@ -23,7 +23,8 @@ const (
 
 // writeDefsLua defines writeOne(KEYS, ARGV), the WRITE function (WriteFunc, library.go). KEYS:
 // the commands' keys, then the slot's metadata hash, the slot's copy lock and the slot's
-// outbox. ARGV: outbox MAXLEN bound, origin DC, "one" or "unit" (or "rec": a unit that does not
+// outbox (or the group's log, LogKey: then no change feed entry and no outbox's last entry).
+// ARGV: outbox MAXLEN bound, origin DC, "one" or "unit" (or "rec": a unit that does not
 // check the copy lock, the record of a user script that ran before it in the same MULTI), the
 // number of commands, then per command its plan (see Call.Plan), its argc and its argv. It
 // stamps the write (hybrid logical clock: the server's time in ms * 4096, above the stamps of
@@ -143,9 +144,11 @@ local function wideBitfield(argv)
 end
 -- addEntry adds entry (its fields) to outbox ob (MAXLEN ~ hardCap times bound), after
 -- prev, and its change feed entry: the entry itself when its effects hold at most
--- feedDataMax bytes (size), else the outbox's name only. It returns the entry's id.
+-- feedDataMax bytes (size), else the outbox's name only. It returns the entry's id. To the
+-- group's log (LogKey) it adds the entry alone: the log is what the shipping loop follows.
 local function addEntry(ob, bound, prev, entry, size)
   local id = redis.call('XADD', ob, 'MAXLEN', '~', tonumber(bound) * hardCap, '*', unpack(entry))
+  if ob == '` + LogKey + `' then return id end
   if size <= ` + feedDataMax + ` then
     redis.call('XADD', '` + DirtyKey + `', 'MAXLEN', '~', ` + DirtyMaxLen + `, '*', 'o', ob, 'p', prev, 'i', id, unpack(entry))
   else
@@ -188,8 +191,11 @@ local function setOne(KEYS, ARGV)
   local of = 'o:' .. dc
   local m = redis.call('HMGET', meta, 's:' .. k, 'c:' .. k, of)
   if m[2] then return nil end
-  local prev = lastEntry(ob, m[3])
-  if not prev then return nil end
+  local prev = ''
+  if ob ~= '` + LogKey + `' then
+    prev = lastEntry(ob, m[3])
+    if not prev then return nil end
+  end
   local prior = m[1] or ''
   local ts = nowms * 4096
   local x = tsOf(prior)
@@ -198,7 +204,11 @@ local function setOne(KEYS, ARGV)
   local r = redis.pcall('SET', k, v)
   local entry = {'dc', dc, 't', tss, 'n', '1', '6', '~s', k, prior, '', v, '-1', ''}
   local id = addEntry(ob, ARGV[1], prev, entry, 4 + #k + #prior + #v)
-  redis.call('HSET', meta, 's:' .. k, tss .. ':' .. dc, of, id)
+  if prev == '' and ob == '` + LogKey + `' then
+    redis.call('HSET', meta, 's:' .. k, tss .. ':' .. dc)
+  else
+    redis.call('HSET', meta, 's:' .. k, tss .. ':' .. dc, of, id)
+  end
   return r
 end
 local function writeOne(KEYS, ARGV)
@@ -209,8 +219,10 @@ meta = KEYS[#KEYS - 2]
 if ARGV[3] ~= 'rec' and redis.call('EXISTS', KEYS[#KEYS - 1]) == 1 then
   return redis.error_reply('TRYAGAIN redraft: the slot is being copied to another DC, retry shortly')
 end
--- The outbox's last entry, which the new entry follows (the feed entry carries its id).
-local prev = lastEntry(ob, nil)
+-- The outbox's last entry, which the new entry follows (the feed entry carries its id). A
+-- group's log needs none: its entries are in its order.
+local prev = ''
+if ob ~= '` + LogKey + `' then prev = lastEntry(ob, nil) end
 if not prev then
   return redis.error_reply('ERR redraft: outbox ' .. ob .. ' holds a ' .. redis.call('TYPE', ob)['ok'])
 end

@@ -120,11 +120,17 @@ func unmark(v any, err error) (any, error) {
 	return v, err
 }
 
-func runWrites(t *testing.T, ctx context.Context, a, c *redis.Client) {
+// runWrites runs writes through WRITE on a, whose keys and arguments args builds (WriteArgs,
+// WriteLogArgs), and directly on c, and compares the replies.
+func runWrites(t *testing.T, ctx context.Context, a, c *redis.Client, args func(int, string, int64, bool, []Call) ([]string, []any)) {
+	write := func(unit bool, calls []Call) *redis.Cmd {
+		keys, argv := args(slot, "dc1", 1000, unit, calls)
+		return FCall(ctx, a, WriteFunc, keys, argv...)
+	}
 	for _, w := range writes {
 		cmds := strings.Split(w, "|")
 		if len(cmds) == 1 {
-			got, gotErr := unmark(Write(ctx, a, slot, "dc1", 1000, prepare(t, w)).Result())
+			got, gotErr := unmark(write(false, []Call{prepare(t, w)}).Result())
 			want, wantErr := c.Do(ctx, toAny(strings.Fields(w))...).Result()
 			if !sameReply(w, got, gotErr, want, wantErr) {
 				t.Errorf("%s: WRITE %#v %v, direct %#v %v", w, got, gotErr, want, wantErr)
@@ -135,7 +141,7 @@ func runWrites(t *testing.T, ctx context.Context, a, c *redis.Client) {
 		for _, cmd := range cmds {
 			calls = append(calls, prepare(t, cmd))
 		}
-		got, err := WriteUnit(ctx, a, slot, "dc1", 1000, calls).Slice()
+		got, err := write(true, calls).Slice()
 		if err != nil {
 			t.Fatalf("unit: %v", err)
 		}
@@ -188,7 +194,7 @@ func snapshot(t *testing.T, ctx context.Context, c *redis.Client) map[string]str
 func TestWriteThenApplyReplicatesExactlyOnce(t *testing.T) {
 	ctx := context.Background()
 	a, b, c := client(t, testredis.Start(t)), client(t, testredis.Start(t)), client(t, testredis.Start(t))
-	runWrites(t, ctx, a, c)
+	runWrites(t, ctx, a, c, WriteArgs)
 
 	entries, err := ReadOutbox(ctx, a, slot, "", 1000)
 	if err != nil {

@@ -1,0 +1,192 @@
+package xdc
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redraft/redraft/router/resp"
+)
+
+// applyLogLua is the APPLY function for a run of one source log (library.go):
+//
+//	KEYS: every effect's key, then per slot of the call its metadata hash, pull hash and copy
+//	      lock, then the log's inbox (LogInboxKey)
+//	ARGV: source DC, the copy lock's value this caller holds, prev, last, the number of slots,
+//	      the slots, the number of entries, then per entry its slot's index among the slots
+//	      (from 1), id, stamp ts, number of effects and effects (argc, argv...)
+//
+// The call covers the log from after prev ("" for its start) through last, and holds the
+// entries of that range whose slots this group serves, in the log's order; a group with no
+// entry in the range gets the call all the same, so that every group's position advances with
+// the log. The group's position is the lowest of its fields; below prev the call answers a
+// GAP (entries this group applied were lost, with a failover here, or never came), with the
+// position. Otherwise each entry above its slot's field (the slot's "s<slot>" when it has one,
+// else "f") is admitted and applied as APPLY's (applyEntry), the others skipped, until one is
+// refused (another's copy lock, a bad id, an entry out of order); then every field moves up to
+// what the call passed, and a slot's field that reached "f" is dropped (one below it still
+// lags, one above it is ahead: a slot moved in from a group further on). It answers the
+// group's position after the call (a bulk string: the common case), or, when there is more
+// to say, {position, refusal, failed effects, first failure, superseded, conflicts}.
+const applyLogLua = `
+redis.register_function('@apply_log', function(KEYS, ARGV)
+  beginApply()
+  local src, lockv, prev, last, ns = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+  local inbox, kb = KEYS[#KEYS], #KEYS - 1 - 3 * ns
+  local bad = badID(last) or (prev ~= '' and badID(prev))
+  if bad then return bad end
+  local h = redis.call('HGETALL', inbox)
+  local f, sf = nil, {}
+  for j = 1, #h, 2 do
+    if h[j] == 'f' then f = h[j + 1] else sf[string.sub(h[j], 2)] = h[j + 1] end
+  end
+  local function position(f, sf)
+    local pos = f
+    for _, v in pairs(sf) do
+      if pos and cmpid(v, pos) < 0 then pos = v end
+    end
+    return pos
+  end
+  local pos = position(f, sf)
+  if prev ~= '' and (not pos or cmpid(pos, prev) < 0) then
+    return {pos or '', 'GAP redraft: applied ' .. src .. "'s log through " .. (pos or 'none') .. ', the entries follow ' .. prev, 0, '', 0, 0}
+  end
+  if pos and cmpid(pos, last) >= 0 then return pos end
+  local slots = {}
+  for j = 1, ns do slots[j] = ARGV[5 + j] end
+  -- Each entry is compared with its slot's field only where that can skip it: when the group
+  -- has slots' fields or stands past prev (a range sent again). Otherwise every entry, after
+  -- prev in the log, is above the group's position.
+  local compare = next(sf) ~= nil or (f and (prev == '' or cmpid(f, prev) > 0))
+  local i = 7 + ns
+  local passed, refused, nerr, first, sup, con = prev, '', 0, '', 0, 0
+  for _ = 1, tonumber(ARGV[6 + ns]) do
+    local si, id, ts, nc = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+    local cmds
+    cmds, i = readCmds(ARGV, i + 4, nc)
+    if refused == '' then
+      local bad = badID(id)
+      if bad then
+        refused = bad.err
+      elseif (passed ~= '' and cmpid(id, passed) <= 0) or (i > #ARGV and cmpid(id, last) > 0) then
+        refused = 'ERR redraft: entry ' .. id .. ' out of order in the log after ' .. passed .. ' through ' .. last
+      else
+        local thr = compare and (sf[slots[si]] or f)
+        if not thr or cmpid(id, thr) > 0 then
+          meta, pull = KEYS[kb + 3 * si - 2], KEYS[kb + 3 * si - 1]
+          local quick, no = admit(cmds, lockv, KEYS[kb + 3 * si])
+          if no then
+            refused = no.err
+          else
+            local ne, fe, su, co = effects(src, ts, cmds, quick)
+            nerr, sup, con = nerr + ne, sup + su, con + co
+            if first == '' then first = fe end
+          end
+        end
+        if refused == '' then passed = id end
+      end
+    end
+  end
+  if refused == '' then passed = last end
+  if passed ~= '' then
+    if not f or cmpid(passed, f) > 0 then
+      f = passed
+      redis.call('HSET', inbox, 'f', f)
+    end
+    for s, v in pairs(sf) do
+      if cmpid(v, passed) < 0 then v = passed end
+      if cmpid(v, f) == 0 then
+        redis.call('HDEL', inbox, 's' .. s)
+        sf[s] = nil
+      elseif v ~= sf[s] then
+        redis.call('HSET', inbox, 's' .. s, v)
+        sf[s] = v
+      end
+    end
+  end
+  pos = position(f, sf) or ''
+  if refused == '' and nerr == 0 and sup == 0 and con == 0 then return pos end
+  return {pos, refused, nerr, first, sup, con}
+end)
+`
+
+// ApplyLogFunc is the APPLY function for a run of one source log (applyLogLua).
+var ApplyLogFunc = libraryName + "_apply_log"
+
+// ApplyLogCall is the whole call of ApplyLogFunc, FCALL <ApplyLogFunc> <numkeys> KEYS ARGV,
+// for a receiving group: the entries of source log l after prev through last that this group's
+// slots hold (none is a call too: it advances the group's position); lock is the value of the
+// copy lock the caller holds ("" for none).
+func ApplyLogCall(l LogID, lock, prev, last string, entries []LogEntry) []string {
+	index := make(map[int]int) // slot -> its index in the call, from 1
+	var slots []int
+	na, nk := 0, 1
+	for _, e := range entries {
+		if _, ok := index[e.Slot]; !ok {
+			slots = append(slots, e.Slot)
+			index[e.Slot] = len(slots)
+		}
+		na += 4
+		for _, c := range e.Cmds {
+			nk += len(EffectKeys(c))
+			na += 1 + len(c)
+		}
+	}
+	nk += 3 * len(slots)
+	call := make([]string, 0, 3+nk+7+len(slots)+na)
+	call = append(call, "FCALL", ApplyLogFunc, strconv.Itoa(nk))
+	for _, e := range entries {
+		for _, c := range e.Cmds {
+			call = append(call, EffectKeys(c)...)
+		}
+	}
+	for _, s := range slots {
+		call = append(call, MetaKey(s), PullKey(s), CopyLockKey(s))
+	}
+	call = append(call, LogInboxKey(l), l.DC, lock, prev, last, strconv.Itoa(len(slots)))
+	for _, s := range slots {
+		call = append(call, strconv.Itoa(s))
+	}
+	call = append(call, strconv.Itoa(len(entries)))
+	for _, e := range entries {
+		call = append(call, strconv.Itoa(index[e.Slot]), e.ID, e.TS, strconv.Itoa(len(e.Cmds)))
+		for _, c := range e.Cmds {
+			call = append(call, strconv.Itoa(len(c)))
+			call = append(call, c...)
+		}
+	}
+	return call
+}
+
+// LogApplied is ApplyLogFunc's outcome for one receiving group.
+type LogApplied struct {
+	// Position is where the group stands in the log after the call: every entry of its slots
+	// through it is applied ("" for none).
+	Position string
+	// Refused is why the call stopped before its end ("" when it did not): a GAP (the group's
+	// position is below the call's prev), TRYAGAIN, a bad id or an entry out of order.
+	Refused string
+	// Errors, FirstError, Superseded and Conflicts sum Applied's figures over the call.
+	Errors     int
+	FirstError string
+	Superseded int
+	Conflicts  int
+}
+
+// Gap reports whether the call was refused because the group's position is below its prev.
+func (a LogApplied) Gap() bool { return len(a.Refused) >= 4 && a.Refused[:4] == "GAP " }
+
+// ParseApplyLog reads ApplyLogFunc's reply.
+func ParseApplyLog(v resp.Value) (LogApplied, error) {
+	switch {
+	case v.IsError():
+		return LogApplied{}, errors.New(string(v.Str))
+	case v.Type == '$':
+		return LogApplied{Position: string(v.Str)}, nil
+	case len(v.Elems) == 6:
+		e := v.Elems
+		return LogApplied{Position: string(e[0].Str), Refused: string(e[1].Str), Errors: int(e[2].Int),
+			FirstError: string(e[3].Str), Superseded: int(e[4].Int), Conflicts: int(e[5].Int)}, nil
+	}
+	return LogApplied{}, fmt.Errorf("xdc: APPLY of a log: unexpected reply %q", v.Raw)
+}

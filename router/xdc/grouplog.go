@@ -1,0 +1,53 @@
+package xdc
+
+import "strconv"
+
+// One log per group (docs/replication.md, "One log per group"): a group's master appends
+// every write of its slots to one stream, the group's log, instead of one outbox per slot,
+// and each receiving group keeps one position per source log instead of one per slot. Built
+// so far: the WRITE function's log mode (WriteLogArgs) and the receiving side (applylog.go).
+// Not used by the shipping loops yet: the data format that writes group logs
+// (fsm.LatestDataFormat) is not raised.
+
+// LogKey is the group's log in each database of a master: a stream of the entries of every
+// write to the group's slots, in the order the master ran them. It belongs to the server, not
+// to a slot (its name has no hash tag): a migration does not move it.
+const LogKey = "__redraft:log"
+
+// LogID names one source log: the DC and group whose master writes it and the group's
+// failover epoch (a promoted replica starts a new log after what it holds of the old one, so
+// ids of two masters are never compared).
+type LogID struct {
+	DC, Group string
+	Epoch     uint64
+}
+
+// String is the log's name as inbox keys and messages carry it, "dc:group:epoch".
+func (l LogID) String() string {
+	return l.DC + ":" + l.Group + ":" + strconv.FormatUint(l.Epoch, 10)
+}
+
+// LogInboxKey is the key of a receiving master's inbox for source log l, a hash in each
+// database the log's writes reach: field "f" is the position through which this group applied
+// l, and a field "s<slot>" per slot moved into this group whose position in l differs (what
+// its previous group had applied, copied by the receiving DC's migration). It belongs to the
+// server, not to a slot: a migration does not move it.
+func LogInboxKey(l LogID) string { return logInboxPrefix + l.String() }
+
+// logInboxPrefix starts every LogInboxKey.
+const logInboxPrefix = "__redraft:lin:"
+
+// LogEntry is an entry of a group log: the entry and the slot it writes (0 for a heartbeat,
+// which has no effect).
+type LogEntry struct {
+	Slot int
+	WireEntry
+}
+
+// WriteLogArgs is WriteArgs for a group that writes its log: the last key is LogKey instead
+// of the slot's outbox.
+func WriteLogArgs(slot int, dc string, maxLen int64, unit bool, calls []Call) (keys []string, argv []any) {
+	keys, argv = WriteArgs(slot, dc, maxLen, unit, calls)
+	keys[len(keys)-1] = LogKey
+	return keys, argv
+}
