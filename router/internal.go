@@ -109,11 +109,11 @@ func (c *client) collect(reqs []*backend.Request) ([][]byte, error) {
 // or failover concerns (the receiving side of replication applies a request's entries with it):
 // it admits all of them under one admission, counted in flight for the freeze barrier as
 // Internal is, calls build once per group with the positions (in slots) of the slots that
-// group serves, and sends each group's commands pipelined, one round trip per group, all
+// group serves and those left out, and sends each group's commands pipelined, one round trip per group, all
 // groups at once. It returns each group's positions and replies, and the positions it left
 // out (a migration or failover entry, or no group), which the caller runs through
 // InternalBatch. The commands must only name keys of their positions' slots.
-func (s *Server) InternalOwned(ctx context.Context, db int, slots []int, build func(pos []int) [][]string) ([]xdc.OwnedReplies, []int, error) {
+func (s *Server) InternalOwned(ctx context.Context, db int, slots []int, build func(pos, rest []int) [][]string) ([]xdc.OwnedReplies, []int, error) {
 	if db < 0 || db >= s.cfg.Databases {
 		return nil, nil, fmt.Errorf("router: Internal: database %d out of range", db)
 	}
@@ -171,7 +171,7 @@ func (s *Server) InternalOwned(ctx context.Context, db int, slots []int, build f
 	var raw []byte
 	for j, k := range order {
 		g := snap.groups[k-1]
-		cmds := build(byGroup[k])
+		cmds := build(byGroup[k], rest)
 		out[j] = xdc.OwnedReplies{Pos: byGroup[k]}
 		for _, args := range cmds {
 			if len(args) == 0 {

@@ -1,11 +1,16 @@
 package xdc
 
-import "strconv"
+import (
+	"strconv"
+
+	"github.com/redraft/redraft/migrate"
+)
 
 // One log per group (docs/replication.md, "One log per group"): a group's master appends
 // every write of its slots to one stream, the group's log, instead of one outbox per slot,
 // and each receiving group keeps one position per source log instead of one per slot. Built
-// so far: the WRITE function's log mode (WriteLogArgs) and the receiving side (applylog.go).
+// so far: the WRITE function's log mode (WriteLogArgs) and the receiving side (applylog.go,
+// receivelog.go).
 // Not used by the shipping loops yet: the data format that writes group logs
 // (fsm.LatestDataFormat) is not raised.
 
@@ -40,7 +45,7 @@ const logInboxPrefix = "__redraft:lin:"
 // LogEntry is an entry of a group log: the entry and the slot it writes (0 for a heartbeat,
 // which has no effect).
 type LogEntry struct {
-	Slot int
+	Slot int `json:"slot"`
 	WireEntry
 }
 
@@ -50,4 +55,15 @@ func WriteLogArgs(slot int, dc string, maxLen int64, unit bool, calls []Call) (k
 	keys, argv = WriteArgs(slot, dc, maxLen, unit, calls)
 	keys[len(keys)-1] = LogKey
 	return keys, argv
+}
+
+// EntrySlot is the slot an entry of a group log writes: its first effect's key's (every key of
+// one WRITE is in one slot), or 0 for an entry without effects (a heartbeat).
+func EntrySlot(e Entry) int {
+	for _, c := range e.Cmds {
+		if ks := EffectKeys(c); len(ks) > 0 {
+			return migrate.SlotString(ks[0])
+		}
+	}
+	return 0
 }

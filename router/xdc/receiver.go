@@ -59,7 +59,7 @@ func (r *Replicator) HandleApply(ctx context.Context, req ApplyRequest) (ApplyRe
 	var rest []int
 	var err error
 	for load := false; ; load = true {
-		parts, rest, err = r.cfg.Local.InternalOwned(ctx, req.DB, slots, func(pos []int) [][]string {
+		parts, rest, err = r.cfg.Local.InternalOwned(ctx, req.DB, slots, func(pos, _ []int) [][]string {
 			var cmds [][]string
 			if load { // a backend that lost the library: load it this once, ahead of the calls
 				cmds = append(cmds, loadCall)

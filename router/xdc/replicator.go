@@ -62,6 +62,10 @@ type Replicator struct {
 
 	kick chan struct{}
 
+	// logReps caches, per cluster state, a few slots of each group of this DC
+	// (*groupSlots: HandleLog).
+	logReps atomic.Value
+
 	mu      sync.Mutex
 	loops   map[loopKey]*loop
 	clients map[clientKey]*redis.Client

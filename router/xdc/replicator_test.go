@@ -106,12 +106,12 @@ func (c nodeOf) CallPeer(ctx context.Context, addr, name string, in, out any) er
 }
 
 // InternalOwned serves every slot from the DC's one redis-server, as one group.
-func (c nodeOf) InternalOwned(ctx context.Context, db int, slots []int, build func(pos []int) [][]string) ([]OwnedReplies, []int, error) {
+func (c nodeOf) InternalOwned(ctx context.Context, db int, slots []int, build func(pos, rest []int) [][]string) ([]OwnedReplies, []int, error) {
 	pos := make([]int, len(slots))
 	for i := range pos {
 		pos[i] = i
 	}
-	replies, err := c.InternalBatch(ctx, db, 0, nil, build(pos))
+	replies, err := c.InternalBatch(ctx, db, 0, nil, build(pos, nil))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -27,6 +27,7 @@ func (r *Replicator) RPC() map[string]RPCHandler {
 			}
 			return EncodeResults(resp), nil
 		},
+		RPCLog:      handler(r.HandleLog),
 		RPCLast:     handler(r.HandleLast),
 		RPCAwait:    handler(r.HandleAwait),
 		RPCCopy:     handler(r.HandleCopy),

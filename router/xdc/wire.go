@@ -59,10 +59,10 @@ type Local interface {
 	// source first), never recorded in an outbox; it returns the raw RESP replies.
 	InternalBatch(ctx context.Context, db, slot int, keys []string, cmds [][]string) ([][]byte, error)
 	// InternalOwned runs, for the slots no migration or failover concerns, the commands build
-	// returns for each group's share of them (positions in slots), in one round trip per
-	// group under one admission; it returns each group's positions and replies, and the
-	// positions left for InternalBatch.
-	InternalOwned(ctx context.Context, db int, slots []int, build func(pos []int) [][]string) ([]OwnedReplies, []int, error)
+	// returns for each group's share of them (positions in slots; rest, the same in every
+	// call, are the positions left out), in one round trip per group under one admission; it
+	// returns each group's positions and replies, and the positions left for InternalBatch.
+	InternalOwned(ctx context.Context, db int, slots []int, build func(pos, rest []int) [][]string) ([]OwnedReplies, []int, error)
 }
 
 // OwnedReplies are one group's share of an InternalOwned call: the positions (in the call's

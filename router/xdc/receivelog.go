@@ -1,0 +1,233 @@
+package xdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/router/resp"
+)
+
+// The receiving node's side of one log per group (grouplog.go): a range of one source log,
+// applied to every group of this DC that holds slots.
+
+// RPCLog is the peer call that carries a range of one source log (HandleLog).
+const RPCLog = "xdc-log"
+
+// LogDataFormat is the cluster data format (fsm.State.Format) from which groups write their
+// logs and nodes ship and apply them (docs/replication.md, session 23, "Formats"). No build
+// runs it yet (fsm.LatestDataFormat), and a node refuses RPCLog below it.
+const LogDataFormat = 3
+
+// LogRequest is a range of source log Log in database DB: its entries after Prev ("" for the
+// log's start) through Last, in the log's order.
+type LogRequest struct {
+	Log     LogID      `json:"log"`
+	DB      int        `json:"db"`
+	Prev    string     `json:"prev"`
+	Last    string     `json:"last"`
+	Entries []LogEntry `json:"entries"`
+}
+
+// LogResponse is the receiving DC's answer to a LogRequest.
+type LogResponse struct {
+	// Position is where the DC stands in the log: every entry through it is applied in every
+	// group (the lowest of the groups' positions, "" for none). The sender goes on from it.
+	Position string `json:"position"`
+	// Gap reports that a group stood below the request's Prev (it lost what it had applied,
+	// with a failover): the sender goes back to Position.
+	Gap bool `json:"gap,omitempty"`
+	// Held is why the range was not applied through Last ("" when it was): a group refused an
+	// entry (another's copy lock, a bad entry), or an entry's slot or a group is in a
+	// migration or failover here.
+	Held string `json:"held,omitempty"`
+	// Errors, FirstError, Superseded and Conflicts sum the groups' figures (LogApplied).
+	Errors     int    `json:"errors,omitempty"`
+	FirstError string `json:"first_error,omitempty"`
+	Superseded int    `json:"superseded,omitempty"`
+	Conflicts  int    `json:"conflicts,omitempty"`
+}
+
+// groupSlots are, per state, a few slots of each group of this DC that holds any (the first of
+// each of its ranges): HandleLog names them so that every group gets every range, whether or
+// not the range has entries of its slots.
+type groupSlots struct {
+	st    *fsm.State
+	slots [][]int
+}
+
+// representatives returns the slots of each group of this DC that holds any, computed once
+// per cluster state.
+func (r *Replicator) representatives(st *fsm.State) [][]int {
+	if c, _ := r.logReps.Load().(*groupSlots); c != nil && c.st == st {
+		return c.slots
+	}
+	var out [][]int
+	if d := st.DCs[r.cfg.Cluster.DC()]; d != nil {
+		for _, ranges := range d.SlotRanges() {
+			var first []int
+			for _, rg := range ranges {
+				first = append(first, rg.From)
+			}
+			out = append(out, first)
+		}
+	}
+	r.logReps.Store(&groupSlots{st: st, slots: out})
+	return out
+}
+
+// HandleLog applies req, a range of a source log, in every group of this DC that holds slots,
+// each with the entries of its slots (ApplyLogFunc), and answers where the DC stands. An
+// entry of a slot that a migration or failover concerns here ends the range before it (the
+// groups stop there: a slot's position during a migration is the next step of the design,
+// docs/replication.md, session 24), and so does a group that could not be reached through any
+// of its slots (the answer then stays at Prev).
+func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse, error) {
+	if err := r.checkSource(req.Log.DC); err != nil {
+		return LogResponse{}, err
+	}
+	st := r.cfg.Cluster.State()
+	if st.Format() < LogDataFormat {
+		return LogResponse{}, fmt.Errorf("xdc: the cluster's data format is %d; group logs need %d", st.Format(), LogDataFormat)
+	}
+	if req.Last == "" {
+		return LogResponse{}, errors.New("xdc: a range of a log without its last id")
+	}
+	reps := r.representatives(st)
+	var slots []int // the groups' slots, then the entries'
+	seen := map[int]bool{}
+	for _, g := range reps {
+		for _, s := range g {
+			seen[s] = true
+			slots = append(slots, s)
+		}
+	}
+	for _, e := range req.Entries {
+		if e.Slot < 0 || e.Slot >= len(tags) {
+			return LogResponse{}, fmt.Errorf("xdc: entry %s: slot %d out of range", e.ID, e.Slot)
+		}
+		if !seen[e.Slot] {
+			seen[e.Slot] = true
+			slots = append(slots, e.Slot)
+		}
+	}
+	// The range's end as the groups' calls were built (the same for every group: rest is).
+	var last, cutWhy string
+	for load := false; ; load = true {
+		parts, _, err := r.cfg.Local.InternalOwned(ctx, req.DB, slots, func(pos, rest []int) [][]string {
+			var entries []LogEntry
+			last, entries, cutWhy = logCut(req, slots, rest)
+			var cmds [][]string
+			if load {
+				cmds = append(cmds, loadCall)
+			}
+			mine := make(map[int]bool, len(pos))
+			for _, p := range pos {
+				mine[slots[p]] = true
+			}
+			var run []LogEntry
+			for _, e := range entries {
+				if mine[e.Slot] {
+					run = append(run, e)
+				}
+			}
+			return append(cmds, ApplyLogCall(req.Log, "", req.Prev, last, run))
+		})
+		if err != nil {
+			return LogResponse{}, err
+		}
+		if load {
+			for j := range parts {
+				parts[j].Replies = parts[j].Replies[1:]
+			}
+		}
+		if !load && funcMissing(parts) {
+			continue
+		}
+		return logAnswer(req, reps, slots, parts, cutWhy)
+	}
+}
+
+// logCut is where a range ends as this DC can apply it now: before the first entry whose slot
+// is at a position in rest (a migration or failover here). It returns the range's last id,
+// its entries through it and why it was cut ("" when it was not).
+func logCut(req LogRequest, slots []int, rest []int) (string, []LogEntry, string) {
+	if len(rest) == 0 {
+		return req.Last, req.Entries, ""
+	}
+	held := make(map[int]bool, len(rest))
+	for _, p := range rest {
+		held[slots[p]] = true
+	}
+	last := req.Prev
+	for i, e := range req.Entries {
+		if held[e.Slot] {
+			return last, req.Entries[:i], fmt.Sprintf("slot %d is in a migration or failover here", e.Slot)
+		}
+		last = e.ID
+	}
+	return req.Last, req.Entries, ""
+}
+
+// logAnswer reads the groups' replies to HandleLog's calls (parts; reps are the groups' slots,
+// cutWhy why the range was cut) into the DC's answer.
+func logAnswer(req LogRequest, reps [][]int, slots []int, parts []OwnedReplies, cutWhy string) (LogResponse, error) {
+	out := LogResponse{Position: req.Prev}
+	if len(parts) == 0 {
+		out.Held = "no group of this DC could be reached"
+		return out, nil
+	}
+	pos, first := "", true
+	for _, part := range parts {
+		v, _, ok := resp.Parse(part.Replies[0])
+		if !ok {
+			return LogResponse{}, fmt.Errorf("xdc: APPLY of a log: unparsable reply %q", part.Replies[0])
+		}
+		a, err := ParseApplyLog(v)
+		if err != nil {
+			return LogResponse{}, err
+		}
+		if a.Gap() {
+			out.Gap = true
+		} else if a.Refused != "" && out.Held == "" {
+			out.Held = a.Refused
+		}
+		out.Errors += a.Errors
+		out.Superseded += a.Superseded
+		out.Conflicts += a.Conflicts
+		if out.FirstError == "" {
+			out.FirstError = a.FirstError
+		}
+		if first || a.Position == "" || (pos != "" && CompareIDs(a.Position, pos) < 0) {
+			pos, first = a.Position, false
+		}
+	}
+	if out.Held == "" {
+		out.Held = cutWhy
+	}
+	// Every group must have had the range: one reached through none of its slots stands
+	// where it stood, at or below Prev.
+	called := make(map[int]bool)
+	for _, part := range parts {
+		for _, p := range part.Pos {
+			called[slots[p]] = true
+		}
+	}
+	for _, g := range reps {
+		reached := false
+		for _, s := range g {
+			reached = reached || called[s]
+		}
+		if !reached {
+			if out.Held == "" {
+				out.Held = "a group of this DC is in a migration or failover"
+			}
+			if !out.Gap {
+				pos = req.Prev
+			}
+		}
+	}
+	out.Position = pos
+	return out, nil
+}

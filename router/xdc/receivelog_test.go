@@ -1,0 +1,186 @@
+package xdc
+
+import (
+	"context"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// raiseFormat registers every node of n as running data formats up to to and raises the
+// cluster's format to it, step by step, as the leader does once each node acts on the last.
+func raiseFormat(t *testing.T, n *testNet, to int) {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	apply := func(c fsm.Command) {
+		st, err := fsm.ApplyCommand(n.st, n.st.Index+1, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.st = st
+	}
+	for _, id := range n.st.NodeIDs() {
+		node := *n.st.Nodes[id]
+		node.MaxFormat = to
+		apply(&fsm.AddNode{Node: node})
+	}
+	for f := n.st.Format() + 1; f <= to; f++ {
+		for _, id := range n.st.NodeIDs() {
+			apply(&fsm.AckDataFormat{Node: id, Format: f - 1})
+		}
+		apply(&fsm.RaiseDataFormat{To: f})
+	}
+	if n.st.Format() != to {
+		t.Fatalf("the cluster's format is %d, want %d", n.st.Format(), to)
+	}
+}
+
+// TestHandleLog ships dc1's group log to dc2 through the peer call in ranges, as a shipping
+// loop would go on from each answer: a range sent twice applies once, and when dc2's group
+// fails over to a copy that missed two ranges (data and positions lost together) the next
+// range answers a gap with the position to go back to, from which the DCs end up equal, every
+// counter exact. Below the data format that writes logs, the call is refused.
+func TestHandleLog(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCs(t, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	peer := nodeOf{net: n, dc: dc1}
+	var res LogResponse
+	if err := peer.CallPeer(ctx, "peer-2", RPCLog, LogRequest{Log: testLog, Last: "1-0"}, &res); err == nil ||
+		!strings.Contains(err.Error(), "data format") {
+		t.Fatalf("a range below the log format: %+v %v", res, err)
+	}
+	raiseFormat(t, n, LogDataFormat)
+
+	for i := range 300 {
+		k := "{k" + strconv.Itoa(i%23) + "}c"
+		cmd := "INCR " + k
+		if i%5 == 0 {
+			cmd = "SET {s" + strconv.Itoa(i%7) + "}v " + strconv.Itoa(i)
+		}
+		c := prepare(t, cmd)
+		keys, argv := WriteLogArgs(slotString(c.Keys[0]), "dc1", 1000, false, []Call{c})
+		if err := FCall(ctx, dc1.rc, WriteFunc, keys, argv...).Err(); err != nil && err != redis.Nil {
+			t.Fatal(err)
+		}
+	}
+	raw, err := dc1.rc.Do(ctx, "XRANGE", LogKey, "-", "+").Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := parseRange(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := LogID{DC: "dc1", Group: "g-dc1", Epoch: 0}
+	ship := func(prev string, from, to int) LogResponse {
+		t.Helper()
+		req := LogRequest{Log: log, Prev: prev, Last: entries[to-1].ID}
+		for _, e := range entries[from:to] {
+			req.Entries = append(req.Entries, LogEntry{Slot: EntrySlot(e), WireEntry: WireEntry{ID: e.ID, TS: e.TS, Cmds: e.Cmds}})
+		}
+		var res LogResponse
+		if err := peer.CallPeer(ctx, "peer-2", RPCLog, req, &res); err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	index := func(id string) int {
+		for i, e := range entries {
+			if e.ID == id {
+				return i + 1
+			}
+		}
+		t.Fatalf("position %q is no entry of the log", id)
+		return 0
+	}
+	var snap map[string]string
+	pos, gaps := "", 0
+	for step := 0; pos != entries[len(entries)-1].ID; step++ {
+		if step > 200 {
+			t.Fatalf("dc2 stands at %q after %d ranges", pos, step)
+		}
+		from := 0
+		if pos != "" {
+			from = index(pos)
+		}
+		to := min(len(entries), from+40)
+		if step == 2 {
+			snap = dumpAll(t, dc2.rc)
+		}
+		res := ship(pos, from, to)
+		if step == 1 { // the same range again: skipped
+			if again := ship(pos, from, to); again.Position != res.Position || again.Gap {
+				t.Fatalf("a range sent twice: %+v, then %+v", res, again)
+			}
+		}
+		if res.Held != "" || res.Errors != 0 {
+			t.Fatalf("step %d: %+v", step, res)
+		}
+		if res.Gap {
+			gaps++
+		} else if res.Position != entries[to-1].ID {
+			t.Fatalf("step %d: position %q, want %q", step, res.Position, entries[to-1].ID)
+		}
+		pos = res.Position
+		if step == 3 { // dc2's group fails over to the copy taken before step 2
+			restoreAll(t, dc2.rc, snap)
+		}
+	}
+	if gaps != 1 {
+		t.Fatalf("%d gaps, want 1 (after the failover)", gaps)
+	}
+	if a, b := snapshot(t, ctx, dc1.rc), snapshot(t, ctx, dc2.rc); !reflect.DeepEqual(a, b) {
+		t.Fatalf("the DCs differ:\ndc1 %v\ndc2 %v", a, b)
+	}
+	if _, err := dc2.repl.HandleLog(ctx, LogRequest{Log: log, Last: "1-0", Entries: []LogEntry{{Slot: fsm.NumSlots}}}); err == nil {
+		t.Fatal("an entry of a slot out of range was taken")
+	}
+}
+
+// dumpAll returns every key of c's database and its DUMP.
+func dumpAll(t *testing.T, c *redis.Client) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, k := range c.Keys(context.Background(), "*").Val() {
+		out[k] = c.Dump(context.Background(), k).Val()
+	}
+	return out
+}
+
+// restoreAll makes c's database hold exactly snap (dumpAll's).
+func restoreAll(t *testing.T, c *redis.Client, snap map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range snap {
+		if err := c.Restore(ctx, k, 0, v).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestLogCut: a range ends before the first entry of a slot left out (a migration or failover
+// here), with the id before it as its last.
+func TestLogCut(t *testing.T) {
+	req := LogRequest{Prev: "1-0", Last: "9-0", Entries: []LogEntry{
+		{Slot: 5, WireEntry: WireEntry{ID: "2-0"}}, {Slot: 7, WireEntry: WireEntry{ID: "3-0"}}, {Slot: 5, WireEntry: WireEntry{ID: "4-0"}}}}
+	slots := []int{5, 7}
+	if last, es, why := logCut(req, slots, nil); last != "9-0" || len(es) != 3 || why != "" {
+		t.Fatalf("nothing left out: %s %v %q", last, es, why)
+	}
+	if last, es, why := logCut(req, slots, []int{1}); last != "2-0" || len(es) != 1 || why == "" {
+		t.Fatalf("slot 7 left out: %s %v %q", last, es, why)
+	}
+	if last, es, _ := logCut(req, slots, []int{0}); last != "1-0" || len(es) != 0 {
+		t.Fatalf("slot 5 left out: %s %v", last, es)
+	}
+}
