@@ -9,8 +9,8 @@ import (
 // One log per group (docs/replication.md, "One log per group"): a group's master appends
 // every write of its slots to one stream, the group's log, instead of one outbox per slot,
 // and each receiving group keeps one position per source log instead of one per slot. Built
-// so far: the WRITE function's log mode (WriteLogArgs) and the receiving side (applylog.go,
-// receivelog.go).
+// so far: the WRITE function's log mode (WriteLogArgs), the receiving side (applylog.go,
+// receivelog.go) and the shipping loops (shiplog.go).
 // Not used by the shipping loops yet: the data format that writes group logs
 // (fsm.LatestDataFormat) is not raised.
 

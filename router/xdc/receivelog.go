@@ -128,7 +128,7 @@ func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse
 			}
 			var run []LogEntry
 			for _, e := range entries {
-				if mine[e.Slot] {
+				if mine[e.Slot] && len(e.Cmds) > 0 { // a heartbeat moves positions only
 					run = append(run, e)
 				}
 			}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -182,5 +183,96 @@ func TestLogCut(t *testing.T) {
 	}
 	if last, es, _ := logCut(req, slots, []int{0}); last != "1-0" || len(es) != 0 {
 		t.Fatalf("slot 5 left out: %s %v", last, es)
+	}
+}
+
+// TestLogShipping runs dc1's group log shipper to dc2 while dc1 writes through WRITE's log
+// mode: through dc2 being unreachable for a while, and the shipper stopped and started again
+// (it learns dc2's position from dc2), dc2 ends equal to dc1 with every counter exact, and
+// the log is trimmed to what dc2 applied. A log trimmed past dc2's position is not shipped
+// from: the shipper reports that it is behind.
+func TestLogShipping(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCs(t, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	raiseFormat(t, n, LogDataFormat)
+	start := func() (*logGroup, func()) {
+		g := newLogGroup(dc1.repl, dc1.rc, LogID{DC: "dc1", Group: "g-dc1"}, 0, []string{"dc2"}, 20*time.Millisecond)
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); g.run(cctx) }()
+		return g, func() { cancel(); <-done }
+	}
+	write := func(from, to int) {
+		for i := from; i < to; i++ {
+			c := prepare(t, "INCR {k"+strconv.Itoa(i%17)+"}c")
+			keys, argv := WriteLogArgs(slotString(c.Keys[0]), "dc1", 1000, false, []Call{c})
+			if err := FCall(ctx, dc1.rc, WriteFunc, keys, argv...).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	equal := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			a, b := snapshot(t, ctx, dc1.rc), snapshot(t, ctx, dc2.rc)
+			if reflect.DeepEqual(a, b) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the DCs still differ:\ndc1 %v\ndc2 %v", what, a, b)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	_, stop := start()
+	write(0, 200)
+	equal("shipping")
+	dc2.down.Store(true)
+	write(200, 400)
+	dc2.down.Store(false)
+	equal("after dc2 was unreachable")
+	stop()
+	write(400, 600)
+	_, stop = start()
+	equal("after the shipper started again")
+	for i := range 17 { // 600 increments over 17 counters, each exactly once
+		want := 600 / 17
+		if i < 600%17 {
+			want++
+		}
+		if got, _ := dc2.rc.Get(ctx, "{k"+strconv.Itoa(i)+"}c").Int(); got != want {
+			t.Fatalf("{k%d}c = %d in dc2, want %d", i, got, want)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for dc1.rc.XLen(ctx, LogKey).Val() > 20 { // trimmed to dc2's position, heartbeats since
+		if time.Now().After(deadline) {
+			t.Fatalf("the log holds %d entries after dc2 applied them", dc1.rc.XLen(ctx, LogKey).Val())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+
+	// dc2 is away while the log is cut short past its position: not shipped from.
+	dc2.down.Store(true)
+	g, stop := start()
+	defer stop()
+	write(600, 650)
+	if err := dc1.rc.XTrimMaxLen(ctx, LogKey, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	write(650, 660)
+	dc2.down.Store(false)
+	deadline = time.Now().Add(10 * time.Second)
+	for !g.shippers[0].behind.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the shipper did not find dc2 behind the log")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := dc2.rc.Get(ctx, "{k0}c").Val(); got != strconv.Itoa(600/17+1) {
+		t.Fatalf("{k0}c = %s in dc2: entries after a hole in the log were applied", got)
 	}
 }

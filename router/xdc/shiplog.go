@@ -1,0 +1,264 @@
+package xdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The shipping side of one log per group (grouplog.go): a logGroup follows one group's log in
+// one database and ships it to every other DC, one logShipper per destination. Not started by
+// Run yet: that waits for the token ring to hand out groups and for the log's epoch, lag and
+// full copy (docs/replication.md, session 24); tests start it directly.
+
+// logRead bounds the entries one range carries.
+const logRead = 512
+
+// logGroup ships one group's log in one database to the destination DCs, appends a heartbeat
+// entry to it every beat (so an idle log's ranges still move every DC's position, and a
+// shipper sees its destination's answers), and trims it to the lowest position every
+// destination has answered (XTRIM MINID keeps the entry at that position: a shipper that
+// starts again finds its destination's position in the log).
+type logGroup struct {
+	r     *Replicator
+	c     *redis.Client // the group's master, in the log's database
+	log   LogID
+	db    int
+	dests []string
+	beat  time.Duration
+
+	shippers []*logShipper // one per destination
+
+	mu    sync.Mutex
+	acked map[string]string // destination DC -> its last answered position
+}
+
+// newLogGroup returns the logGroup of log (its group's master c, in database db) shipping to
+// dests, with a heartbeat every beat.
+func newLogGroup(r *Replicator, c *redis.Client, log LogID, db int, dests []string, beat time.Duration) *logGroup {
+	g := &logGroup{r: r, c: c, log: log, db: db, dests: dests, beat: beat, acked: map[string]string{}}
+	for _, d := range dests {
+		g.shippers = append(g.shippers, &logShipper{g: g, dest: d})
+	}
+	return g
+}
+
+// run ships until ctx ends.
+func (g *logGroup) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, s := range g.shippers {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.run(ctx) }()
+	}
+	t := time.NewTicker(g.beat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		case <-t.C:
+		}
+		hb := EntryFields(g.r.cfg.Cluster.DC(), nil)
+		args := []any{"XADD", LogKey, "*"}
+		for _, f := range hb {
+			args = append(args, f)
+		}
+		if err := g.c.Do(ctx, args...).Err(); err != nil && ctx.Err() == nil {
+			g.r.log.Debug("group log: heartbeat", "log", g.log.String(), "err", err)
+		}
+		if min, ok := g.trimPoint(); ok {
+			if err := g.c.Do(ctx, "XTRIM", LogKey, "MINID", min).Err(); err != nil && ctx.Err() == nil {
+				g.r.log.Debug("group log: trim", "log", g.log.String(), "err", err)
+			}
+		}
+	}
+}
+
+// ack records dest's answered position.
+func (g *logGroup) ack(dest, pos string) {
+	g.mu.Lock()
+	g.acked[dest] = pos
+	g.mu.Unlock()
+}
+
+// trimPoint is the lowest position every destination has answered, when each has one.
+func (g *logGroup) trimPoint() (string, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	min := ""
+	for _, d := range g.dests {
+		p := g.acked[d]
+		if p == "" {
+			return "", false
+		}
+		if min == "" || CompareIDs(p, min) < 0 {
+			min = p
+		}
+	}
+	return min, min != ""
+}
+
+// logShipper ships a logGroup's log to one destination DC: it reads the entries after the
+// destination's position (XREAD, blocking while there are none), sends them as one range
+// (RPCLog) to a node of that DC and goes on from the position the DC answers, which a gap
+// sends back. It starts from the position the destination answers (position). Before it
+// ships from a position it has not just been answered (at its start, after a gap or a failed
+// call), it checks that the log still holds every entry after it;
+// one that fell past the log's bound (WRITE's MAXLEN) needs the group copied in full, which
+// is not built: the shipper says so (behind) and ships nothing.
+type logShipper struct {
+	g      *logGroup
+	dest   string
+	behind atomic.Bool
+}
+
+// errBehind reports that the log no longer holds every entry after the destination's position.
+var errBehind = errors.New("xdc: the destination stands before what the group's log still holds")
+
+func (s *logShipper) run(ctx context.Context) {
+	g := s.g
+	prev, check := "", true
+	var err error
+	wait := 50 * time.Millisecond
+	pause := func() {
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+	started := false
+	for ctx.Err() == nil {
+		if !started {
+			if prev, err = s.position(ctx); err != nil {
+				g.r.log.Debug("group log: the destination's position", "log", g.log.String(), "to", s.dest, "err", err)
+				pause()
+				continue
+			}
+			started = true
+		}
+		if check {
+			if err = s.contiguous(ctx, prev); err != nil {
+				s.behind.Store(errors.Is(err, errBehind))
+				g.r.log.Warn("group log: cannot ship", "log", g.log.String(), "to", s.dest, "position", prev, "err", err)
+				pause()
+				continue
+			}
+			s.behind.Store(false)
+			check = false
+		}
+		entries, err := s.read(ctx, prev)
+		if err != nil || len(entries) == 0 {
+			if err != nil && ctx.Err() == nil {
+				g.r.log.Debug("group log: read", "log", g.log.String(), "err", err)
+				pause()
+			}
+			continue
+		}
+		req := LogRequest{Log: g.log, DB: g.db, Prev: prev, Last: entries[len(entries)-1].ID}
+		req.Entries = make([]LogEntry, len(entries))
+		for i, e := range entries {
+			req.Entries[i] = LogEntry{Slot: EntrySlot(e), WireEntry: WireEntry{ID: e.ID, TS: e.TS, Cmds: e.Cmds}}
+		}
+		var res LogResponse
+		if err := g.r.callDC(ctx, g.r.cfg.Cluster.State(), s.dest, "", RPCLog, req, &res); err != nil {
+			if ctx.Err() == nil {
+				g.r.log.Debug("group log: send", "log", g.log.String(), "to", s.dest, "err", err)
+				check = true
+				pause()
+			}
+			continue
+		}
+		wait = 50 * time.Millisecond
+		if res.Gap {
+			g.r.log.Warn("group log: the destination lost entries it had applied; sending them again",
+				"log", g.log.String(), "to", s.dest, "from", res.Position)
+			check = true
+		} else if res.Held != "" {
+			g.r.log.Debug("group log: range held", "log", g.log.String(), "to", s.dest, "why", res.Held)
+			pause()
+		}
+		prev = res.Position
+		if prev != "" {
+			g.ack(s.dest, prev)
+		}
+	}
+}
+
+// position asks the destination where it stands in the log: a range of nothing, from the log's
+// first entry through it, changes nothing and is answered with the DC's position (or a gap
+// below it, with the position too). An empty log is shipped from its start.
+func (s *logShipper) position(ctx context.Context) (string, error) {
+	g := s.g
+	first, err := g.c.XRangeN(ctx, LogKey, "-", "+", 1).Result()
+	if err != nil || len(first) == 0 {
+		return "", err
+	}
+	var res LogResponse
+	req := LogRequest{Log: g.log, DB: g.db, Prev: first[0].ID, Last: first[0].ID}
+	if err := g.r.callDC(ctx, g.r.cfg.Cluster.State(), s.dest, "", RPCLog, req, &res); err != nil {
+		return "", err
+	}
+	return res.Position, nil
+}
+
+// read returns the log's entries after pos ("" for its start), at most logRead, waiting up to
+// a beat for some.
+func (s *logShipper) read(ctx context.Context, pos string) ([]Entry, error) {
+	if pos == "" {
+		pos = "0-0"
+	}
+	v, err := s.g.c.Do(ctx, "XREAD", "COUNT", logRead, "BLOCK", s.g.beat.Milliseconds(), "STREAMS", LogKey, pos).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var msgs []any
+	switch x := v.(type) {
+	case []any: // RESP2: [[key, entries]]
+		if st, _ := x[0].([]any); len(x) == 1 && len(st) == 2 {
+			msgs, _ = st[1].([]any)
+		}
+	case map[any]any: // RESP3: {key: entries}
+		msgs, _ = x[LogKey].([]any)
+	}
+	if msgs == nil {
+		return nil, fmt.Errorf("xdc: XREAD: unexpected reply %v", v)
+	}
+	return parseRange(msgs)
+}
+
+// contiguous checks that the log holds every entry after pos: pos itself (trims keep every
+// destination's position), or, for "", every entry it was ever given.
+func (s *logShipper) contiguous(ctx context.Context, pos string) error {
+	if pos == "" {
+		info, err := s.g.c.XInfoStream(ctx, LogKey).Result()
+		if err != nil && strings.Contains(err.Error(), "no such key") {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if info.EntriesAdded != info.Length {
+			return errBehind
+		}
+		return nil
+	}
+	n, err := s.g.c.XRangeN(ctx, LogKey, pos, pos, 1).Result()
+	if err != nil {
+		return err
+	}
+	if len(n) == 0 {
+		return errBehind
+	}
+	return nil
+}
