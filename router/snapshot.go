@@ -11,6 +11,7 @@ import (
 	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/internal/backendacl"
 	"github.com/redraft/redraft/router/backend"
+	"github.com/redraft/redraft/router/xdc"
 )
 
 // group is one group of the node's DC as the data path sees it.
@@ -224,9 +225,10 @@ func (s *Server) SetState(st *fsm.State) {
 	}
 	snap := &snapshot{index: st.Index, flush: st.Setting("flush_enabled") == "true", changed: make(chan struct{}),
 		configSet: st.Setting("config_set") == "true", multiDC: len(st.DCs) > 1,
-		level:     levelFromSetting(st.Setting("write_consistency")),
-		outboxMax: writeOpts{maxLen: strconv.FormatInt(st.SettingInt("outbox_max_entries"), 10), plain: st.Setting("convergence") != "true"},
-		readFrom:  st.Setting("read_from"), maxLag: st.SettingDuration("replica_max_lag"), flushing: activeFlush(st)}
+		level: levelFromSetting(st.Setting("write_consistency")),
+		outboxMax: writeOpts{maxLen: strconv.FormatInt(st.SettingInt("outbox_max_entries"), 10), plain: st.Setting("convergence") != "true",
+			log: st.Format() >= xdc.LogDataFormat},
+		readFrom: st.Setting("read_from"), maxLag: st.SettingDuration("replica_max_lag"), flushing: activeFlush(st)}
 	pools := map[poolKey]*backend.Pool{}
 	movers := map[moverKey]*moverRef{}
 	if dc := st.DCs[s.cfg.DC]; dc != nil {

@@ -57,6 +57,9 @@ type writeOpts struct {
 	// record makes a unit call WRITE's "rec" form: it records and does not check the slot's
 	// copy lock (a user script's record, after the script ran; its pre-check was copyLocked).
 	record bool
+	// log makes WRITE record in the group's log instead of the slot's outbox: the cluster's
+	// data format has group logs (xdc.LogDataFormat; experimental, docs/replication.md).
+	log bool
 }
 
 func appendWriteCall(b []byte, slot int, dc string, w writeOpts, unit bool, calls []xdc.Call) []byte {
@@ -76,7 +79,11 @@ func appendWriteCall(b []byte, slot int, dc string, w writeOpts, unit bool, call
 	}
 	b = resp.AppendBulkString(b, xdc.MetaKey(slot))
 	b = resp.AppendBulkString(b, xdc.CopyLockKey(slot))
-	b = resp.AppendBulkString(b, xdc.OutboxKey(slot))
+	if w.log {
+		b = resp.AppendBulkString(b, xdc.LogKey)
+	} else {
+		b = resp.AppendBulkString(b, xdc.OutboxKey(slot))
+	}
 	b = resp.AppendBulkString(b, w.maxLen)
 	b = resp.AppendBulkString(b, dc)
 	if w.record {

@@ -19,6 +19,8 @@
 # first fixed-rate run, dc1-node-<before|rate>.metrics, and both masters' command stats and
 # latency histograms over each cross-DC run, dc1-master-<rate|flat>.stats and .hist, to DIR),
 # BENCH_LOGS=DIR (the nodes' and servers' logs, copied to DIR at the end),
+# REDRAFT_EXPERIMENTAL_DATA_FORMAT=3 (both nodes run data format 3, group logs, a design being
+# built: docs/replication.md, session 24; the cross-DC figures then measure it),
 # XDCLOAD_SERIES=FILE (scripts/xdcload writes each cross-DC run's writes to FILE.<run>: sent at,
 # ack and lag in ms, one line per write, to tell stalls from spread: docs/replication.md),
 # LOG_LEVEL=debug (the nodes' log level; at debug the shipping loops and receivers log where a
@@ -322,6 +324,10 @@ done
 admin group add --dc dc2 --id g3 --master "127.0.0.1:$R3"
 admin slots assign --dc dc2 --group g3 0-16383
 until "$WORK/redraft" --admin "$ADMIN" --json status | grep -q '"to": "dc2"'; do sleep 0.05; done
+if [ -n "${REDRAFT_EXPERIMENTAL_DATA_FORMAT:-}" ]; then # the nodes run that format (a design being built)
+	until "$WORK/redraft" --admin "$ADMIN" --json status | grep -q "\"data_format\": $REDRAFT_EXPERIMENTAL_DATA_FORMAT"; do sleep 0.05; done
+	echo "data format $REDRAFT_EXPERIMENTAL_DATA_FORMAT (REDRAFT_EXPERIMENTAL_DATA_FORMAT)"
+fi
 # Idle: what two DCs with nothing written cost their masters and nodes (heartbeats, pings, the
 # change feed's blocked reads, tombstone collection), per second, after a settling second.
 sleep 1

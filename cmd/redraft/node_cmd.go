@@ -242,7 +242,11 @@ func runNode(c *cli.Context, join bool) error {
 	for name, h := range watch.RPC() {
 		rpcs[name] = node.RPCFunc(h)
 	}
-	n, err := node.Start(cfg, node.Options{Logger: log, Status: func() any { return rt.Stats() }, RPC: rpcs,
+	maxFormat, err := experimentalDataFormat(log)
+	if err != nil {
+		return err
+	}
+	n, err := node.Start(cfg, node.Options{Logger: log, Status: func() any { return rt.Stats() }, RPC: rpcs, MaxDataFormat: maxFormat,
 		Replication: func() []node.ReplicationPair {
 			pairs := repl.Report().Pairs
 			out := make([]node.ReplicationPair, len(pairs))
@@ -471,4 +475,25 @@ func setProcs(procs int, log *slog.Logger) {
 	n := node.ProcsFor(procs, runtime.GOMAXPROCS(0))
 	runtime.GOMAXPROCS(n)
 	log.Info("procs", "procs", n, "cpus", runtime.NumCPU())
+}
+
+// experimentalDataFormatEnv names the environment variable that lets a node run a data format
+// past the build's (fsm.LatestDataFormat) for benchmarks of a design still being built
+// (docs/replication.md, session 24: format 3 writes group logs, without their failover,
+// migration and full-copy cases). Every node must have it for the cluster to raise the format;
+// never set it in production.
+const experimentalDataFormatEnv = "REDRAFT_EXPERIMENTAL_DATA_FORMAT"
+
+// experimentalDataFormat reads experimentalDataFormatEnv: 0 when unset (the build's latest).
+func experimentalDataFormat(log *slog.Logger) (int, error) {
+	v := os.Getenv(experimentalDataFormatEnv)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < fsm.FirstDataFormat || n > xdc.LogDataFormat {
+		return 0, fmt.Errorf("%s=%q: a data format from %d to %d", experimentalDataFormatEnv, v, fsm.FirstDataFormat, xdc.LogDataFormat)
+	}
+	log.Warn("running an experimental data format: for benchmarks only, not for data you keep", "max_data_format", n)
+	return n, nil
 }

@@ -113,8 +113,14 @@ func (c *feedConn) send(wait time.Duration) error {
 // xread runs one blocking XREAD of the feed after pos and returns its entries (none when the
 // block ran out). The read gives up when ctx ends.
 func (c *feedConn) xread(ctx context.Context, pos string) ([]feedMessage, error) {
-	c.cmd("XREAD", "COUNT", strconv.Itoa(dirtyCount), "BLOCK", strconv.Itoa(feedBlock), "STREAMS", DirtyKey, pos)
-	if err := c.send(feedBlock*time.Millisecond + 5*time.Second); err != nil {
+	return c.xreadStream(ctx, DirtyKey, dirtyCount, feedBlock, pos)
+}
+
+// xreadStream runs one blocking XREAD of stream key after pos, at most count entries, blocking
+// up to block ms (a group's log is read so too: shiplog.go).
+func (c *feedConn) xreadStream(ctx context.Context, key string, count, block int, pos string) ([]feedMessage, error) {
+	c.cmd("XREAD", "COUNT", strconv.Itoa(count), "BLOCK", strconv.Itoa(block), "STREAMS", key, pos)
+	if err := c.send(time.Duration(block)*time.Millisecond + 5*time.Second); err != nil {
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetReadDeadline(time.Unix(1, 0)) })
@@ -137,8 +143,8 @@ func (c *feedConn) xread(ctx context.Context, pos string) ([]feedMessage, error)
 		if err != nil {
 			return nil, err
 		}
-		if m > dirtyCount {
-			return nil, fmt.Errorf("change feed: %d entries for a read of %d", m, dirtyCount)
+		if m > count {
+			return nil, fmt.Errorf("change feed: %d entries for a read of %d", m, count)
 		}
 		var out []feedMessage
 		if s == 0 {

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/testredis"
 )
 
 // raiseFormat registers every node of n as running data formats up to to and raises the
@@ -49,7 +50,7 @@ func raiseFormat(t *testing.T, n *testNet, to int) {
 // counter exact. Below the data format that writes logs, the call is refused.
 func TestHandleLog(t *testing.T) {
 	ctx := context.Background()
-	n, dcs := startDCs(t, "dc1", "dc2")
+	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "dc1", "dc2")
 	dc1, dc2 := dcs[0], dcs[1]
 	peer := nodeOf{net: n, dc: dc1}
 	var res LogResponse
@@ -193,7 +194,7 @@ func TestLogCut(t *testing.T) {
 // from: the shipper reports that it is behind.
 func TestLogShipping(t *testing.T) {
 	ctx := context.Background()
-	n, dcs := startDCs(t, "dc1", "dc2")
+	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "dc1", "dc2")
 	dc1, dc2 := dcs[0], dcs[1]
 	raiseFormat(t, n, LogDataFormat)
 	start := func() (*logGroup, func()) {
@@ -274,5 +275,102 @@ func TestLogShipping(t *testing.T) {
 	}
 	if got := dc2.rc.Get(ctx, "{k0}c").Val(); got != strconv.Itoa(600/17+1) {
 		t.Fatalf("{k0}c = %s in dc2: entries after a hole in the log were applied", got)
+	}
+}
+
+// TestRunShipsGroupLogs: at the data format with group logs, Run ships each group's log (the
+// node owning the group's first slot does), so writes recorded there reach the other DC.
+func TestRunShipsGroupLogs(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCs(t, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	raiseFormat(t, n, LogDataFormat)
+	for _, d := range dcs {
+		d.repl.Notify(n.State())
+	}
+	for i := range 100 {
+		c := prepare(t, "INCR {k"+strconv.Itoa(i%9)+"}c")
+		keys, argv := WriteLogArgs(slotString(c.Keys[0]), "dc1", 1000, false, []Call{c})
+		if err := FCall(ctx, dc1.rc, WriteFunc, keys, argv...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		a, b := snapshot(t, ctx, dc1.rc), snapshot(t, ctx, dc2.rc)
+		if reflect.DeepEqual(a, b) && len(a) == 9 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the DCs still differ:\ndc1 %v\ndc2 %v", a, b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestLogRequestBinary: a LogRequest survives its binary form (binary-safe effects, heartbeats
+// without effects), and a truncated one is refused.
+func TestLogRequestBinary(t *testing.T) {
+	req := LogRequest{Log: LogID{DC: "dc1", Group: "g1", Epoch: 7}, DB: 3, Prev: "1-0", Last: "9-2", Entries: []LogEntry{
+		{Slot: 12, WireEntry: WireEntry{ID: "2-0", TS: "8192", Cmds: WireCmds{{"~s", "k", "", "", "v\x00\xff", "-1"}}}},
+		{Slot: 0, WireEntry: WireEntry{ID: "9-2"}},
+	}}
+	bin := EncodeLog(req)
+	got, err := DecodeLog(bin)
+	if err != nil || !reflect.DeepEqual(got, req) {
+		t.Fatalf("decoded %+v %v, want %+v", got, err, req)
+	}
+	for i := range len(bin) - 1 {
+		if _, err := DecodeLog(bin[:i]); err == nil {
+			t.Fatalf("a request cut at %d bytes was decoded", i)
+		}
+	}
+}
+
+// TestLogCallsChunked: a group's run longer than applyChunk goes as calls of applyChunk
+// entries, each from the last one's end; applied in order they are the range, and a call
+// refused (another's copy lock) is the group's answer, not the gaps of the calls after it.
+func TestLogCallsChunked(t *testing.T) {
+	ctx := context.Background()
+	c := client(t, testredis.Start(t))
+	if err := LoadLibrary(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	var run []LogEntry
+	for i := 1; i <= 2*applyChunk+5; i++ {
+		run = append(run, incrEntry(i, "{a}x"))
+	}
+	run[applyChunk+3] = incrEntry(applyChunk+4, "{b}x")
+	lock := CopyLockKey(run[applyChunk+3].Slot)
+	c.Set(ctx, lock, "in:dc3:other", time.Minute)
+	send := func(prev string) LogApplied {
+		calls := logCalls(testLog, prev, "999-0", run)
+		if len(calls) != 3 {
+			t.Fatalf("%d calls for %d entries", len(calls), len(run))
+		}
+		var replies [][]byte
+		for _, call := range calls {
+			v, err := c.Do(ctx, toAny(call)...).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			replies = append(replies, encodeReply(nil, v))
+		}
+		a, err := groupAnswer(replies)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	a := send("")
+	if a.Gap() || !strings.HasPrefix(a.Refused, "TRYAGAIN") || a.Position != run[applyChunk+2].ID {
+		t.Fatalf("a chunk under a copy lock: %+v", a)
+	}
+	c.Del(ctx, lock)
+	if a = send(""); a.Refused != "" || a.Position != "999-0" {
+		t.Fatalf("sent again: %+v", a)
+	}
+	if got, _ := c.Get(ctx, "{a}x").Int(); got != len(run)-1 || c.Get(ctx, "{b}x").Val() != "1" {
+		t.Fatalf("{a}x = %d, {b}x = %s", got, c.Get(ctx, "{b}x").Val())
 	}
 }

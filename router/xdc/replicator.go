@@ -21,6 +21,8 @@ import (
 type Config struct {
 	// Cluster is the node: its state, id and DC.
 	Cluster Cluster
+	// noLogShipping keeps Run from shipping group logs (tests that ship them by hand).
+	noLogShipping bool
 	// Peers calls other nodes' replication RPC.
 	Peers Peers
 	// Local runs the receiving side's commands through this node's router.
@@ -68,6 +70,7 @@ type Replicator struct {
 
 	mu      sync.Mutex
 	loops   map[loopKey]*loop
+	logs    map[logKey]*runningLog // the group logs this node ships (data format 3)
 	clients map[clientKey]*redis.Client
 	alive   map[string]time.Time // DC peers' last answer to a ping
 	dbs     map[string][]int     // group master -> databases holding keys
@@ -205,6 +208,7 @@ func (r *Replicator) Run(ctx context.Context) {
 				l.stop()
 				delete(r.loops, k)
 			}
+			r.planLogs(ctx, nil, nil)
 			for _, c := range r.clients {
 				_ = c.Close()
 			}
@@ -283,13 +287,30 @@ func (r *Replicator) plan(ctx context.Context) {
 		return // every second on an idle node: walking 16,384 slots twice was a third of its CPU
 	}
 	want := map[loopKey][]int{}
+	wantLogs := map[logKey]LogID{}
 	if own := st.DCs[dc]; own != nil {
 		dests := r.destinations(st)
 		if len(dests) > 0 {
 			byGroup := map[string][]int{}
+			first := map[string]int{} // each group's first slot: its owner ships the group's log
 			for slot, gid := range own.Slots {
-				if gid != "" && fsm.OwnerIn(ring, slot) == me {
+				if gid == "" {
+					continue
+				}
+				if _, ok := first[gid]; !ok {
+					first[gid] = slot
+				}
+				if fsm.OwnerIn(ring, slot) == me {
 					byGroup[gid] = append(byGroup[gid], slot)
+				}
+			}
+			if st.Format() >= LogDataFormat && !r.cfg.noLogShipping {
+				for gid, slot := range first {
+					if g := own.Groups[gid]; g != nil && fsm.OwnerIn(ring, slot) == me {
+						for _, db := range r.databases(g.Master) {
+							wantLogs[logKey{server: serverOf(g), db: db, epoch: g.Epoch}] = LogID{DC: dc, Group: gid, Epoch: g.Epoch}
+						}
+					}
 				}
 			}
 			for gid, slots := range byGroup {
@@ -320,6 +341,7 @@ func (r *Replicator) plan(ctx context.Context) {
 			go l.run(ctx)
 		}
 	}
+	r.planLogs(ctx, wantLogs, r.destinations(st))
 	r.hints.Store(r.buildHints(st, ring))
 	r.planned = in
 }
@@ -387,9 +409,14 @@ func (r *Replicator) scanDatabases(ctx context.Context) {
 // client returns a shared go-redis client for a master and database, as redraft's internal
 // ACL user (created with the group's admin credentials when the server lacks it).
 func (r *Replicator) client(s server, db int) *redis.Client {
-	k := clientKey{s, db}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.clientLocked(s, db)
+}
+
+// clientLocked is client with r.mu held.
+func (r *Replicator) clientLocked(s server, db int) *redis.Client {
+	k := clientKey{s, db}
 	c := r.clients[k]
 	if c == nil {
 		acc := backendacl.Access{Group: s.group, Admin: backendacl.Creds{User: s.user, Password: s.password}}

@@ -1,6 +1,7 @@
 package xdc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,7 +28,16 @@ func (r *Replicator) RPC() map[string]RPCHandler {
 			}
 			return EncodeResults(resp), nil
 		},
-		RPCLog:      handler(r.HandleLog),
+		RPCLog: func(ctx context.Context, body json.RawMessage) (any, error) {
+			if !bytes.HasPrefix(body, []byte(logMagic)) {
+				return handler(r.HandleLog)(ctx, body)
+			}
+			req, err := DecodeLog(body)
+			if err != nil {
+				return nil, fmt.Errorf("xdc: bad request: %w", err)
+			}
+			return r.HandleLog(ctx, req)
+		},
 		RPCLast:     handler(r.HandleLast),
 		RPCAwait:    handler(r.HandleAwait),
 		RPCCopy:     handler(r.HandleCopy),
