@@ -11,8 +11,9 @@ import (
 // and each receiving group keeps one position per source log instead of one per slot. Built
 // so far: the WRITE function's log mode (WriteLogArgs), the receiving side (applylog.go,
 // receivelog.go) and the shipping loops (shiplog.go).
-// Not used by the shipping loops yet: the data format that writes group logs
-// (fsm.LatestDataFormat) is not raised.
+// The router writes and Run ships group logs at data format 3 (LogDataFormat) only, which no
+// build raises (fsm.LatestDataFormat): a source failover, a migration and a full copy are not
+// handled yet; REDRAFT_EXPERIMENTAL_DATA_FORMAT runs it for benchmarks.
 
 // LogKey is the group's log in each database of a master: a stream of the entries of every
 // write to the group's slots, in the order the master ran them. It belongs to the server, not
