@@ -37,6 +37,15 @@ const FenceKey = "__redraft:fence"
 // not to a slot: the movers never move it, like FenceKey.
 const DirtyKey = "__redraft:dirty"
 
+// LogKey is the group's log of cross-DC replication at data format 3 (router/xdc, grouplog.go)
+// in every database of a master, and LogInboxPrefix starts the keys of a receiving master's
+// positions in other groups' logs. Both belong to the server, not to a slot: the movers never
+// move them, like DirtyKey.
+const (
+	LogKey         = "__redraft:log"
+	LogInboxPrefix = "__redraft:lin:"
+)
+
 // ErrRunOver means the mover's migration run is recorded as over on a server it moves between:
 // the mover acts for state that is no longer current, and must stop.
 var ErrRunOver = errors.New("migrate: this migration run is over")

@@ -18,7 +18,7 @@ import (
 // LogKey is the group's log in each database of a master: a stream of the entries of every
 // write to the group's slots, in the order the master ran them. It belongs to the server, not
 // to a slot (its name has no hash tag): a migration does not move it.
-const LogKey = "__redraft:log"
+const LogKey = migrate.LogKey
 
 // LogID names one source log: the DC and group whose master writes it and the group's
 // failover epoch (a promoted replica starts a new log after what it holds of the old one, so
@@ -41,7 +41,7 @@ func (l LogID) String() string {
 func LogInboxKey(l LogID) string { return logInboxPrefix + l.String() }
 
 // logInboxPrefix starts every LogInboxKey.
-const logInboxPrefix = "__redraft:lin:"
+const logInboxPrefix = migrate.LogInboxPrefix
 
 // LogEntry is an entry of a group log: the entry and the slot it writes (0 for a heartbeat,
 // which has no effect).
