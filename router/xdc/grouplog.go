@@ -62,6 +62,9 @@ func WriteLogArgs(slot int, dc string, maxLen int64, unit bool, calls []Call) (k
 // one WRITE is in one slot), or 0 for an entry without effects (a heartbeat).
 func EntrySlot(e Entry) int {
 	for _, c := range e.Cmds {
+		if len(c) > 1 && len(c[0]) > 0 && c[0][0] == '~' { // a stamped effect: ~kind key ...
+			return migrate.SlotString(c[1])
+		}
 		if ks := EffectKeys(c); len(ks) > 0 {
 			return migrate.SlotString(ks[0])
 		}

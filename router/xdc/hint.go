@@ -103,7 +103,10 @@ func (r *Replicator) HandleHint(_ context.Context, req HintRequest) (struct{}, e
 
 // buildHints indexes the loops by (db, slot) and the slots' owners in this DC.
 func (r *Replicator) buildHints(st *fsm.State, ring []fsm.RingEntry) *hintIndex {
-	idx := &hintIndex{loops: map[int][][]*loop{}, owner: make([]string, fsm.NumSlots), multi: len(r.destinations(st)) > 0}
+	// At the data format with group logs WRITE records in the log, which its shipper follows:
+	// a write hints no slot's loop.
+	idx := &hintIndex{loops: map[int][][]*loop{}, owner: make([]string, fsm.NumSlots),
+		multi: len(r.destinations(st)) > 0 && st.Format() < LogDataFormat}
 	for k, l := range r.loops {
 		t := idx.loops[k.db]
 		if t == nil {

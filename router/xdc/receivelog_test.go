@@ -374,3 +374,21 @@ func TestLogCallsChunked(t *testing.T) {
 		t.Fatalf("{a}x = %d, {b}x = %s", got, c.Get(ctx, "{b}x").Val())
 	}
 }
+
+// TestEntrySlot: an entry of a group log is shipped with the slot of its keys.
+func TestEntrySlot(t *testing.T) {
+	for _, c := range []struct {
+		cmds WireCmds
+		want int
+	}{
+		{WireCmds{{"~s", "{u}k", "", "", "v", "-1"}}, slotString("{u}")},
+		{WireCmds{{"~c", "{v}k", "1", "-1"}, {"~s", "{v}j", "", "", "v", "-1"}}, slotString("{v}")},
+		{WireCmds{{"LPUSH", "{w}l", "a"}}, slotString("{w}")},
+		{WireCmds{{"EVAL", "return 1", "1", "{x}k"}}, slotString("{x}")},
+		{nil, 0}, // a heartbeat
+	} {
+		if got := EntrySlot(Entry{Cmds: c.cmds}); got != c.want {
+			t.Errorf("EntrySlot(%q) = %d, want %d", c.cmds, got, c.want)
+		}
+	}
+}
