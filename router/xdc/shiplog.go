@@ -180,6 +180,17 @@ func (s *logShipper) run(ctx context.Context) {
 		}
 		wait = min(2*wait, 2*time.Second)
 	}
+	// failing is the last trouble reported (a failed send, a held range), logged once at Warn
+	// when it starts and at Debug while it lasts, with a line when shipping is back.
+	failing := ""
+	trouble := func(what string, args ...any) {
+		if failing != what {
+			g.r.log.Warn("group log: "+what, append([]any{"log", g.log.String(), "to", s.dest}, args...)...)
+		} else {
+			g.r.log.Debug("group log: "+what, append([]any{"log", g.log.String(), "to", s.dest}, args...)...)
+		}
+		failing = what
+	}
 	started := false
 	for ctx.Err() == nil {
 		if !started {
@@ -219,20 +230,24 @@ func (s *logShipper) run(ctx context.Context) {
 		var res LogResponse
 		if err := g.r.callDC(ctx, g.r.cfg.Cluster.State(), s.dest, "", RPCLog, EncodeLog(req), &res); err != nil {
 			if ctx.Err() == nil {
-				g.r.log.Debug("group log: send", "log", g.log.String(), "to", s.dest, "err", err)
+				trouble("send failed", "err", err)
 				check = true
 				pause()
 			}
 			continue
 		}
 		wait = 50 * time.Millisecond
-		if res.Gap {
+		switch {
+		case res.Gap:
 			g.r.log.Warn("group log: the destination lost entries it had applied; sending them again",
 				"log", g.log.String(), "to", s.dest, "from", res.Position)
 			check = true
-		} else if res.Held != "" {
-			g.r.log.Debug("group log: range held", "log", g.log.String(), "to", s.dest, "why", res.Held)
+		case res.Held != "":
+			trouble("range held", "why", res.Held, "at", res.Position)
 			pause()
+		case failing != "":
+			g.r.log.Info("group log: shipping again", "log", g.log.String(), "to", s.dest, "after", failing)
+			failing = ""
 		}
 		prev = res.Position
 		if prev != "" {
