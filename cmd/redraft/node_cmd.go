@@ -479,8 +479,8 @@ func setProcs(procs int, log *slog.Logger) {
 
 // experimentalDataFormatEnv names the environment variable that lets a node run a data format
 // past the build's (fsm.LatestDataFormat) for benchmarks of a design still being built
-// (docs/replication.md, session 24: format 3 writes group logs, without their failover,
-// migration and full-copy cases). Every node must have it for the cluster to raise the format;
+// (docs/replication.md, session 24: format 3 writes group logs, without their migration and
+// full-copy cases). Every node must have it for the cluster to raise the format;
 // never set it in production.
 const experimentalDataFormatEnv = "REDRAFT_EXPERIMENTAL_DATA_FORMAT"
 

@@ -40,7 +40,7 @@ func applyLog(t *testing.T, c *redis.Client, call []string) LogApplied {
 }
 
 // testLog is dc1's log of group g1 in these tests.
-var testLog = LogID{DC: "dc1", Group: "g1", Epoch: 3}
+var testLog = LogID{DC: "dc1", Group: "g1"}
 
 // incrEntry is log entry seq incrementing key by one (verbatim: applied twice, it counts twice).
 func incrEntry(seq int, key string) LogEntry {

@@ -1,10 +1,6 @@
 package xdc
 
-import (
-	"strconv"
-
-	"github.com/redraft/redraft/migrate"
-)
+import "github.com/redraft/redraft/migrate"
 
 // One log per group (docs/replication.md, "One log per group"): a group's master appends
 // every write of its slots to one stream, the group's log, instead of one outbox per slot,
@@ -12,26 +8,25 @@ import (
 // so far: the WRITE function's log mode (WriteLogArgs), the receiving side (applylog.go,
 // receivelog.go) and the shipping loops (shiplog.go).
 // The router writes and Run ships group logs at data format 3 (LogDataFormat) only, which no
-// build raises (fsm.LatestDataFormat): a source failover, a migration and a full copy are not
-// handled yet; REDRAFT_EXPERIMENTAL_DATA_FORMAT runs it for benchmarks.
+// build raises (fsm.LatestDataFormat): a migration, a full copy and a failover that lost
+// entries another DC applied are not handled yet; REDRAFT_EXPERIMENTAL_DATA_FORMAT runs it
+// for benchmarks.
 
 // LogKey is the group's log in each database of a master: a stream of the entries of every
 // write to the group's slots, in the order the master ran them. It belongs to the server, not
 // to a slot (its name has no hash tag): a migration does not move it.
 const LogKey = migrate.LogKey
 
-// LogID names one source log: the DC and group whose master writes it and the group's
-// failover epoch (a promoted replica starts a new log after what it holds of the old one, so
-// ids of two masters are never compared).
+// LogID names one source log: the DC and group whose master writes it. A failover does not
+// change it: the promoted replica's log is the old master's through whatever the replica had
+// received, and goes on after it (the shipper goes on from the destination's position when
+// the new master's log holds it: shiplog.go).
 type LogID struct {
 	DC, Group string
-	Epoch     uint64
 }
 
-// String is the log's name as inbox keys and messages carry it, "dc:group:epoch".
-func (l LogID) String() string {
-	return l.DC + ":" + l.Group + ":" + strconv.FormatUint(l.Epoch, 10)
-}
+// String is the log's name as inbox keys and messages carry it, "dc:group".
+func (l LogID) String() string { return l.DC + ":" + l.Group }
 
 // LogInboxKey is the key of a receiving master's inbox for source log l, a hash in each
 // database the log's writes reach: field "f" is the position through which this group applied

@@ -277,7 +277,7 @@ func logAnswer(req LogRequest, reps [][]int, slots []int, parts []OwnedReplies, 
 // request's (EncodeApply): JSON's scanning of every effect's strings was a third of the
 // receiving node's CPU flat out at data format 3 (docs/replication.md, session 24).
 //
-//	"XL1" <dc> <group> <epoch> <db> <prev> <last> then the entries as batches of one entry
+//	"XL1" <dc> <group> <db> <prev> <last> then the entries as batches of one entry
 //	      each (EncodeBatches: its slot, its id, ts and commands)
 const logMagic = "XL1"
 
@@ -294,7 +294,6 @@ func EncodeLog(req LogRequest) BinaryLog {
 		out = binary.AppendUvarint(out, uint64(len(s)))
 		out = append(out, s...)
 	}
-	out = binary.AppendUvarint(out, req.Log.Epoch)
 	out = binary.AppendUvarint(out, uint64(req.DB))
 	for _, s := range []string{req.Prev, req.Last} {
 		out = binary.AppendUvarint(out, uint64(len(s)))
@@ -332,14 +331,13 @@ func DecodeLog(data []byte) (LogRequest, error) {
 		return v, true
 	}
 	var req LogRequest
-	var ok1, ok2, ok3, ok4, ok5, ok6 bool
+	var ok1, ok2, ok4, ok5, ok6 bool
 	req.Log.DC, ok1 = str()
 	req.Log.Group, ok2 = str()
-	req.Log.Epoch, ok3 = num()
 	db, ok4 := num()
 	req.Prev, ok5 = str()
 	req.Last, ok6 = str()
-	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || db > 1<<20 {
+	if !ok1 || !ok2 || !ok4 || !ok5 || !ok6 || db > 1<<20 {
 		return LogRequest{}, bad
 	}
 	req.DB = int(db)

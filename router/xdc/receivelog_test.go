@@ -80,7 +80,7 @@ func TestHandleLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := LogID{DC: "dc1", Group: "g-dc1", Epoch: 0}
+	log := LogID{DC: "dc1", Group: "g-dc1"}
 	ship := func(prev string, from, to int) LogResponse {
 		t.Helper()
 		req := LogRequest{Log: log, Prev: prev, Last: entries[to-1].ID}
@@ -311,7 +311,7 @@ func TestRunShipsGroupLogs(t *testing.T) {
 // TestLogRequestBinary: a LogRequest survives its binary form (binary-safe effects, heartbeats
 // without effects), and a truncated one is refused.
 func TestLogRequestBinary(t *testing.T) {
-	req := LogRequest{Log: LogID{DC: "dc1", Group: "g1", Epoch: 7}, DB: 3, Prev: "1-0", Last: "9-2", Entries: []LogEntry{
+	req := LogRequest{Log: LogID{DC: "dc1", Group: "g1"}, DB: 3, Prev: "1-0", Last: "9-2", Entries: []LogEntry{
 		{Slot: 12, WireEntry: WireEntry{ID: "2-0", TS: "8192", Cmds: WireCmds{{"~s", "k", "", "", "v\x00\xff", "-1"}}}},
 		{Slot: 0, WireEntry: WireEntry{ID: "9-2"}},
 	}}
@@ -390,5 +390,88 @@ func TestEntrySlot(t *testing.T) {
 		if got := EntrySlot(Entry{Cmds: c.cmds}); got != c.want {
 			t.Errorf("EntrySlot(%q) = %d, want %d", c.cmds, got, c.want)
 		}
+	}
+}
+
+// TestLogShippingAcrossSourceFailover: when dc1's group fails over to a replica that had
+// received everything dc2 applied, shipping goes on from the new master's log (the old log
+// through dc2's position, then the new master's writes): dc2 ends equal, every counter
+// exact. When it fails over to a replica that lacks entries dc2 applied, the new master's log
+// does not hold dc2's position: the shipper reports it and ships nothing, so no entry is
+// applied twice and none after the hole.
+func TestLogShippingAcrossSourceFailover(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	raiseFormat(t, n, LogDataFormat)
+	start := func(c *redis.Client) (*logGroup, func()) {
+		g := newLogGroup(dc1.repl, c, LogID{DC: "dc1", Group: "g-dc1"}, 0, []string{"dc2"}, 20*time.Millisecond)
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); g.run(cctx) }()
+		return g, func() { cancel(); <-done }
+	}
+	write := func(c *redis.Client, from, to int) {
+		for i := from; i < to; i++ {
+			call := prepare(t, "INCR {k"+strconv.Itoa(i%7)+"}c")
+			keys, argv := WriteLogArgs(slotString(call.Keys[0]), "dc1", 1000, false, []Call{call})
+			if err := FCall(ctx, c, WriteFunc, keys, argv...).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	equal := func(src *redis.Client, what string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			a, b := snapshot(t, ctx, src), snapshot(t, ctx, dc2.rc)
+			if reflect.DeepEqual(a, b) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the DCs still differ:\ndc1 %v\ndc2 %v", what, a, b)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	counters := func(c *redis.Client) string {
+		var out []string
+		for i := range 7 {
+			out = append(out, c.Get(ctx, "{k"+strconv.Itoa(i)+"}c").Val())
+		}
+		return strings.Join(out, ",")
+	}
+	_, stop := start(dc1.rc)
+	write(dc1.rc, 0, 100)
+	equal(dc1.rc, "before the failover")
+	// A replica with everything: the promoted master's log goes on after the old one's.
+	replica := client(t, testredis.Start(t))
+	restoreAll(t, replica, dumpAll(t, dc1.rc))
+	stop()
+	_, stop = start(replica)
+	write(replica, 100, 200)
+	equal(replica, "after a failover that lost nothing")
+	if got, want := counters(dc2.rc), strings.Repeat("29,", 4)+"28,28,28"; got != want {
+		t.Fatalf("dc2's counters %s, want %s", got, want)
+	}
+	// A replica that missed the last 50 writes, which dc2 applied.
+	late := client(t, testredis.Start(t))
+	restoreAll(t, late, dumpAll(t, replica))
+	write(replica, 200, 250)
+	equal(replica, "before the second failover")
+	before := counters(dc2.rc)
+	stop()
+	g, stop := start(late)
+	defer stop()
+	write(late, 250, 260)
+	deadline := time.Now().Add(10 * time.Second)
+	for !g.shippers[0].behind.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the shipper did not find dc2's position missing from the new master's log")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := counters(dc2.rc); got != before {
+		t.Fatalf("dc2's counters moved from %s to %s after a failover that lost entries it applied", before, got)
 	}
 }

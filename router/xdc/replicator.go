@@ -308,7 +308,7 @@ func (r *Replicator) plan(ctx context.Context) {
 				for gid, slot := range first {
 					if g := own.Groups[gid]; g != nil && fsm.OwnerIn(ring, slot) == me {
 						for _, db := range r.databases(g.Master) {
-							wantLogs[logKey{server: serverOf(g), db: db, epoch: g.Epoch}] = LogID{DC: dc, Group: gid, Epoch: g.Epoch}
+							wantLogs[logKey{server: serverOf(g), db: db, epoch: g.Epoch}] = LogID{DC: dc, Group: gid}
 						}
 					}
 				}

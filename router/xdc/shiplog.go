@@ -15,12 +15,11 @@ import (
 // The shipping side of one log per group (grouplog.go): a logGroup follows one group's log in
 // one database and ships it to every other DC, one logShipper per destination. Run starts one
 // per group whose first slot this node owns on the token ring, at data format 3 only
-// (LogDataFormat, which no build raises yet: the log's epoch after a failover, the migration
-// handoffs, lag and the full copy of a group are still to build, docs/replication.md, session
-// 24).
+// (LogDataFormat, which no build raises yet: the migration handoffs, the log's lag in status
+// and the full copy of a group are still to build, docs/replication.md, session 24).
 
 // logKey names a running logGroup: the group's master and database, and the group's failover
-// epoch.
+// epoch (a failover starts the group's shipping again, on the new master).
 type logKey struct {
 	server
 	db    int
@@ -152,7 +151,10 @@ func (g *logGroup) trimPoint() (string, bool) {
 // ships from a position it has not just been answered (at its start, after a gap or a failed
 // call), it checks that the log still holds every entry after it;
 // one that fell past the log's bound (WRITE's MAXLEN) needs the group copied in full, which
-// is not built: the shipper says so (behind) and ships nothing.
+// is not built: the shipper says so (behind) and ships nothing. So does a destination that
+// applied entries a failed-over master's promoted replica never received (its position is
+// missing from the new master's log): a failover loses no entry silently and applies none
+// twice, and the group then needs a full copy.
 type logShipper struct {
 	g      *logGroup
 	dest   string
@@ -161,7 +163,7 @@ type logShipper struct {
 }
 
 // errBehind reports that the log no longer holds every entry after the destination's position.
-var errBehind = errors.New("xdc: the destination stands before what the group's log still holds")
+var errBehind = errors.New("xdc: the group's log does not hold the destination's position (trimmed past it, or lost with a failed-over master)")
 
 func (s *logShipper) run(ctx context.Context) {
 	defer func() {
