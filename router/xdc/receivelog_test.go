@@ -444,10 +444,12 @@ func TestLogShippingAcrossSourceFailover(t *testing.T) {
 	_, stop := start(dc1.rc)
 	write(dc1.rc, 0, 100)
 	equal(dc1.rc, "before the failover")
-	// A replica with everything: the promoted master's log goes on after the old one's.
+	// A replica with everything: the promoted master's log goes on after the old one's. (The
+	// old master stops first: a heartbeat it logged and shipped after the copy would be an
+	// entry dc2 applied that the replica lacks, which the shipper must not ship past.)
+	stop()
 	replica := client(t, testredis.Start(t))
 	restoreAll(t, replica, dumpAll(t, dc1.rc))
-	stop()
 	_, stop = start(replica)
 	write(replica, 100, 200)
 	equal(replica, "after a failover that lost nothing")
