@@ -157,22 +157,6 @@ func TestApplyLogExactlyOnce(t *testing.T) {
 			}
 		}
 	}
-	snapshot := func(c *redis.Client) map[string]string {
-		out := map[string]string{}
-		for _, k := range c.Keys(ctx, "*").Val() {
-			out[k] = c.Dump(ctx, k).Val()
-		}
-		return out
-	}
-	restore := func(c *redis.Client, snap map[string]string) {
-		c.FlushDB(ctx)
-		for k, v := range snap {
-			if err := c.Restore(ctx, k, 0, v).Err(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-
 	pos, gaps, lost, failovers, moves := "", 0, 0, 0, 0
 	snaps := make([]map[string]string, 2) // per group, a copy to fail over to
 	// Until a call after the log's end finds both groups there (a group that failed over
@@ -222,12 +206,12 @@ func TestApplyLogExactlyOnce(t *testing.T) {
 		// its entries and positions since are gone together, and its next call is a GAP.
 		for g, c := range groups {
 			if snaps[g] != nil && rng.IntN(6) == 0 {
-				restore(c, snaps[g])
+				restoreAll(t, c, snaps[g])
 				snaps[g] = nil
 				failovers++
 				check(step)
 			} else if snaps[g] == nil && rng.IntN(4) == 0 {
-				snaps[g] = snapshot(c)
+				snaps[g] = dumpAll(t, c)
 			}
 		}
 		if rng.IntN(10) == 0 { // the receiving DC moves a slot between its groups

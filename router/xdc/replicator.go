@@ -292,19 +292,20 @@ func (r *Replicator) plan(ctx context.Context) {
 		dests := r.destinations(st)
 		if len(dests) > 0 {
 			byGroup := map[string][]int{}
+			logs := st.Format() >= LogDataFormat && !r.cfg.noLogShipping
 			first := map[string]int{} // each group's first slot: its owner ships the group's log
 			for slot, gid := range own.Slots {
 				if gid == "" {
 					continue
 				}
-				if _, ok := first[gid]; !ok {
+				if _, ok := first[gid]; logs && !ok {
 					first[gid] = slot
 				}
 				if fsm.OwnerIn(ring, slot) == me {
 					byGroup[gid] = append(byGroup[gid], slot)
 				}
 			}
-			if st.Format() >= LogDataFormat && !r.cfg.noLogShipping {
+			if logs {
 				for gid, slot := range first {
 					if g := own.Groups[gid]; g != nil && fsm.OwnerIn(ring, slot) == me {
 						for _, db := range r.databases(g.Master) {
