@@ -26,6 +26,22 @@ type Gate interface {
 	WaitIdle(ctx context.Context, slots *SlotSet) error
 }
 
+// Replication is what cross-DC replication needs of a migration in this DC (router/xdc,
+// migration.go): a handoff entry in the target group's log once no write to the slots runs on
+// the source group any more, and the positions of the other DCs' logs carried from the source
+// group to the target at the switch.
+type Replication interface {
+	// AckLast reports whether, in st, the slot owner must ack a freeze after every other node
+	// of the DC, running Frozen first.
+	AckLast(st *fsm.State) bool
+	// Frozen runs on the slot owner once every other node of the DC acked m's freeze and this
+	// node's data plane drained the slots, before its own ack lets writes reach the target.
+	Frozen(ctx context.Context, st *fsm.State, m *fsm.Migration) error
+	// Moved runs on the slot owner once the mover moved every key of m, before the switch is
+	// proposed; it must be idempotent (a new owner runs it again).
+	Moved(ctx context.Context, st *fsm.State, m *fsm.Migration) error
+}
+
 // Job is one run of the mover for a migration: everything it needs, read from the state.
 type Job struct {
 	Migration *fsm.Migration
@@ -53,6 +69,7 @@ type Coordinator struct {
 	gate  Gate
 	mover RunMover
 	log   *slog.Logger
+	repl  Replication // nil: none
 
 	kick chan struct{}
 
@@ -74,6 +91,10 @@ func NewCoordinator(cl Cluster, gate Gate, mover RunMover, log *slog.Logger) *Co
 		kick: make(chan struct{}, 1), acking: map[uint64]bool{}, running: map[uint64]*moverRun{},
 	}
 }
+
+// SetReplication gives the coordinator cross-DC replication's part in migrations; call it
+// before Run.
+func (c *Coordinator) SetReplication(r Replication) { c.repl = r }
 
 // Notify tells the coordinator the state changed; it never blocks (Raft's apply path calls it).
 func (c *Coordinator) Notify(*fsm.State) {
@@ -168,16 +189,56 @@ func (c *Coordinator) ack(ctx context.Context, m *fsm.Migration) {
 		// A mover still running here (the forward run of a migration being cancelled) must stop
 		// before this node vouches that nothing touches the slots.
 		c.stopMover(id)
+		last := c.repl != nil && c.repl.AckLast(c.cl.State()) && c.owns(m)
+		if last && !c.othersAcked(ctx, id) {
+			return
+		}
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		if err := c.gate.WaitIdle(wctx, slots); err != nil {
 			c.log.Warn("freeze not acked: requests still in flight", "migration", id, "err", err)
 			return
 		}
+		if last {
+			if err := c.repl.Frozen(wctx, c.cl.State(), m); err != nil {
+				c.log.Warn("freeze not acked: replication's handoff failed", "migration", id, "err", err)
+				return
+			}
+		}
 		if err := c.cl.Propose(wctx, &fsm.AckFreeze{ID: id, Node: c.cl.ID()}); err != nil {
 			c.log.Warn("freeze ack not committed", "migration", id, "err", err)
 		}
 	}()
+}
+
+// owns reports whether this node is m's slot owner (it runs the mover) in the current state.
+func (c *Coordinator) owns(m *fsm.Migration) bool {
+	return fsm.OwnerIn(c.cl.State().Ring(c.cl.DC()), m.Slots[0].From) == c.cl.ID()
+}
+
+// othersAcked waits until every other node of the DC acked migration id's freeze, and reports
+// whether this node should ack now: false when the freeze is over or ctx ended. It also
+// answers true when this node stopped being the slot owner meanwhile (the new owner waits for
+// this node's ack).
+func (c *Coordinator) othersAcked(ctx context.Context, id uint64) bool {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	me := c.cl.ID()
+	for {
+		st := c.cl.State()
+		m := st.Migrations[id]
+		if m == nil || m.State != fsm.MigrationFrozen {
+			return false
+		}
+		if w := st.FreezeWaiting(m); len(w) == 0 || (len(w) == 1 && w[0] == me) || !c.owns(m) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
 }
 
 // startMover runs the mover for m unless it already runs here.
@@ -248,6 +309,9 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 				job.KeepTarget = st.SourceFailedOver(m)
 			}
 			err := c.mover(mctx, job)
+			if err == nil && c.repl != nil {
+				err = c.repl.Moved(mctx, c.cl.State(), m)
+			}
 			if err == nil {
 				err = c.cl.Propose(mctx, &fsm.FinishMigration{ID: id, Run: m.Run()})
 				if err == nil {

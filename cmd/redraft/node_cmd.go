@@ -277,6 +277,7 @@ func runNode(c *cli.Context, join bool) error {
 	// sees each state before the coordinator acts on it: a freeze is in force in the data plane
 	// before this node can vouch for it.
 	coord := migrate.NewCoordinator(ref, rt, migrate.MoveJob, log)
+	coord.SetReplication(repl)
 	n.OnCurrent(func(st *fsm.State, err error) {
 		if err != nil {
 			rt.Hold(err)

@@ -14,7 +14,9 @@ import (
 //	      lock, then the log's inbox (LogInboxKey)
 //	ARGV: source DC, the copy lock's value this caller holds, prev, last, the number of slots,
 //	      the slots, the number of entries, then per entry its slot's index among the slots
-//	      (from 1), id, stamp ts, number of effects and effects (argc, argv...)
+//	      (from 1), id, stamp ts, number of effects and effects (argc, argv...); a handoff
+//	      entry has slot index 0 and one effect, HandoffCmd, the named group's inbox key
+//	      (among KEYS, with the effects') and the id
 //
 // The call covers the log from after prev ("" for its start) through last, and holds the
 // entries of that range whose slots this group serves, in the log's order; a group with no
@@ -23,7 +25,8 @@ import (
 // GAP (entries this group applied were lost, with a failover here, or never came), with the
 // position. Otherwise each entry above its slot's field (the slot's "s<slot>" when it has one,
 // else "f") is admitted and applied as APPLY's (applyEntry), the others skipped, until one is
-// refused (another's copy lock, a bad id, an entry out of order); then every field moves up to
+// refused (another's copy lock, a bad id, an entry out of order, a handoff whose group's log
+// this group has not applied through its id: a HOLD); then every field moves up to
 // what the call passed, and a slot's field that reached "f" is dropped (one below it still
 // lags, one above it is ahead: a slot moved in from a group further on). It answers the
 // group's position after the call (a bulk string: the common case), or, when there is more
@@ -35,11 +38,15 @@ redis.register_function('@apply_log', function(KEYS, ARGV)
   local inbox, kb = KEYS[#KEYS], #KEYS - 1 - 3 * ns
   local bad = badID(last) or (prev ~= '' and badID(prev))
   if bad then return bad end
-  local h = redis.call('HGETALL', inbox)
-  local f, sf = nil, {}
-  for j = 1, #h, 2 do
-    if h[j] == 'f' then f = h[j + 1] else sf[string.sub(h[j], 2)] = h[j + 1] end
+  local function read(key)
+    local h = redis.call('HGETALL', key)
+    local f, sf = nil, {}
+    for j = 1, #h, 2 do
+      if h[j] == 'f' then f = h[j + 1] else sf[string.sub(h[j], 2)] = h[j + 1] end
+    end
+    return f, sf
   end
+  local f, sf = read(inbox)
   local function position(f, sf)
     local pos = f
     for _, v in pairs(sf) do
@@ -70,6 +77,15 @@ redis.register_function('@apply_log', function(KEYS, ARGV)
         refused = bad.err
       elseif (passed ~= '' and cmpid(id, passed) <= 0) or (i > #ARGV and cmpid(id, last) > 0) then
         refused = 'ERR redraft: entry ' .. id .. ' out of order in the log after ' .. passed .. ' through ' .. last
+      elseif si == 0 then
+        -- A handoff (HandoffCmd, its group's inbox key, an id): passed once this group applied
+        -- that group's log through the id.
+        local hp = position(read(cmds[1][2]))
+        if not hp or cmpid(hp, cmds[1][3]) < 0 then
+          refused = 'HOLD redraft: entry ' .. id .. ' waits until ' .. cmds[1][2] .. ' reaches ' .. cmds[1][3] .. ' (at ' .. (hp or 'none') .. ')'
+        else
+          passed = id
+        end
       else
         local thr = compare and (sf[slots[si]] or f)
         if not thr or cmpid(id, thr) > 0 then
@@ -122,11 +138,16 @@ func ApplyLogCall(l LogID, lock, prev, last string, entries []LogEntry) []string
 	var slots []int
 	na, nk := 0, 1
 	for _, e := range entries {
+		na += 4
+		if _, _, ok := IsHandoff(e.Cmds); ok {
+			nk++
+			na += 4
+			continue
+		}
 		if _, ok := index[e.Slot]; !ok {
 			slots = append(slots, e.Slot)
 			index[e.Slot] = len(slots)
 		}
-		na += 4
 		for _, c := range e.Cmds {
 			nk += len(EffectKeys(c))
 			na += 1 + len(c)
@@ -136,6 +157,10 @@ func ApplyLogCall(l LogID, lock, prev, last string, entries []LogEntry) []string
 	call := make([]string, 0, 3+nk+7+len(slots)+na)
 	call = append(call, "FCALL", ApplyLogFunc, strconv.Itoa(nk))
 	for _, e := range entries {
+		if g, _, ok := IsHandoff(e.Cmds); ok {
+			call = append(call, LogInboxKey(LogID{DC: l.DC, Group: g}))
+			continue
+		}
 		for _, c := range e.Cmds {
 			call = append(call, EffectKeys(c)...)
 		}
@@ -149,6 +174,10 @@ func ApplyLogCall(l LogID, lock, prev, last string, entries []LogEntry) []string
 	}
 	call = append(call, strconv.Itoa(len(entries)))
 	for _, e := range entries {
+		if g, through, ok := IsHandoff(e.Cmds); ok {
+			call = append(call, "0", e.ID, e.TS, "1", "3", HandoffCmd, LogInboxKey(LogID{DC: l.DC, Group: g}), through)
+			continue
+		}
 		call = append(call, strconv.Itoa(index[e.Slot]), e.ID, e.TS, strconv.Itoa(len(e.Cmds)))
 		for _, c := range e.Cmds {
 			call = append(call, strconv.Itoa(len(c)))

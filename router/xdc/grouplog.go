@@ -8,9 +8,9 @@ import "github.com/redraft/redraft/migrate"
 // so far: the WRITE function's log mode (WriteLogArgs), the receiving side (applylog.go,
 // receivelog.go) and the shipping loops (shiplog.go).
 // The router writes and Run ships group logs at data format 3 (LogDataFormat) only, which no
-// build raises (fsm.LatestDataFormat): a migration, a full copy and a failover that lost
-// entries another DC applied are not handled yet; REDRAFT_EXPERIMENTAL_DATA_FORMAT runs it
-// for benchmarks.
+// build raises (fsm.LatestDataFormat): a full copy and a failover that lost entries another
+// DC applied are not handled yet; REDRAFT_EXPERIMENTAL_DATA_FORMAT runs it for benchmarks.
+// Migrations hand slots over between logs as migration.go says.
 
 // LogKey is the group's log in each database of a master: a stream of the entries of every
 // write to the group's slots, in the order the master ran them. It belongs to the server, not
@@ -54,8 +54,11 @@ func WriteLogArgs(slot int, dc string, maxLen int64, unit bool, calls []Call) (k
 }
 
 // EntrySlot is the slot an entry of a group log writes: its first effect's key's (every key of
-// one WRITE is in one slot), or 0 for an entry without effects (a heartbeat).
+// one WRITE is in one slot), or 0 for an entry without effects (a heartbeat) and a handoff.
 func EntrySlot(e Entry) int {
+	if _, _, ok := IsHandoff(e.Cmds); ok {
+		return 0
+	}
 	for _, c := range e.Cmds {
 		if len(c) > 1 && len(c[0]) > 0 && c[0][0] == '~' { // a stamped effect: ~kind key ...
 			return migrate.SlotString(c[1])

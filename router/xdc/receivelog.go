@@ -49,6 +49,9 @@ type LogResponse struct {
 	FirstError string `json:"first_error,omitempty"`
 	Superseded int    `json:"superseded,omitempty"`
 	Conflicts  int    `json:"conflicts,omitempty"`
+	// Migrating reports a slot migration in this DC: its switch may send the sender back
+	// below Position (a gap), so the sender keeps its log from where it stood before.
+	Migrating bool `json:"migrating,omitempty"`
 }
 
 // groupSlots are, per state, a few slots of each group of this DC that holds any (the first of
@@ -82,9 +85,10 @@ func (r *Replicator) representatives(st *fsm.State) [][]int {
 // HandleLog applies req, a range of a source log, in every group of this DC that holds slots,
 // each with the entries of its slots (ApplyLogFunc), and answers where the DC stands. An
 // entry of a slot that a migration or failover concerns here ends the range before it (the
-// groups stop there: a slot's position during a migration is the next step of the design,
-// docs/replication.md, session 24), and so does a group that could not be reached through any
-// of its slots (the answer then stays at Prev).
+// groups stop there, so nothing of a migrating slot is applied until its positions moved with
+// it: migration.go), and so does a group that could not be reached through any of its slots
+// (the answer then stays at Prev). Every group gets a handoff entry (migration.go) and holds
+// there until it applied the log the entry names through its id.
 func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse, error) {
 	if err := r.checkSource(req.Log.DC); err != nil {
 		return LogResponse{}, err
@@ -130,8 +134,8 @@ func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse
 			}
 			var run []LogEntry
 			for _, e := range entries {
-				if mine[e.Slot] && len(e.Cmds) > 0 { // a heartbeat moves positions only
-					run = append(run, e)
+				if _, _, handoff := IsHandoff(e.Cmds); handoff || mine[e.Slot] && len(e.Cmds) > 0 {
+					run = append(run, e) // every group checks a handoff; a heartbeat moves positions only
 				}
 			}
 			return append(cmds, logCalls(req.Log, req.Prev, last, run)...)
@@ -147,8 +151,20 @@ func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse
 		if !load && funcMissing(parts) {
 			continue
 		}
-		return logAnswer(req, reps, slots, parts, cutWhy)
+		res, err := logAnswer(req, reps, slots, parts, cutWhy)
+		res.Migrating = migrating(st, r.cfg.Cluster.DC())
+		return res, err
 	}
+}
+
+// migrating reports whether a slot migration of dc is active in st.
+func migrating(st *fsm.State, dc string) bool {
+	for _, m := range st.Migrations {
+		if m.Active() && m.DC == dc {
+			return true
+		}
+	}
+	return false
 }
 
 // logCalls are a group's ApplyLogFunc calls for run, its entries of a range after prev
@@ -180,7 +196,7 @@ func logCut(req LogRequest, slots []int, rest []int) (string, []LogEntry, string
 	}
 	last := req.Prev
 	for i, e := range req.Entries {
-		if held[e.Slot] {
+		if _, _, handoff := IsHandoff(e.Cmds); held[e.Slot] && len(e.Cmds) > 0 && !handoff {
 			return last, req.Entries[:i], fmt.Sprintf("slot %d is in a migration or failover here", e.Slot)
 		}
 		last = e.ID

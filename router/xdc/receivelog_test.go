@@ -171,10 +171,12 @@ func restoreAll(t *testing.T, c *redis.Client, snap map[string]string) {
 }
 
 // TestLogCut: a range ends before the first entry of a slot left out (a migration or failover
-// here), with the id before it as its last.
+// here), with the id before it as its last; a heartbeat or a handoff (slot 0, no key) ends
+// nothing.
 func TestLogCut(t *testing.T) {
+	set := WireCmds{{"SET", "k", "v"}}
 	req := LogRequest{Prev: "1-0", Last: "9-0", Entries: []LogEntry{
-		{Slot: 5, WireEntry: WireEntry{ID: "2-0"}}, {Slot: 7, WireEntry: WireEntry{ID: "3-0"}}, {Slot: 5, WireEntry: WireEntry{ID: "4-0"}}}}
+		{Slot: 5, WireEntry: WireEntry{ID: "2-0", Cmds: set}}, {Slot: 7, WireEntry: WireEntry{ID: "3-0", Cmds: set}}, {Slot: 5, WireEntry: WireEntry{ID: "4-0", Cmds: set}}}}
 	slots := []int{5, 7}
 	if last, es, why := logCut(req, slots, nil); last != "9-0" || len(es) != 3 || why != "" {
 		t.Fatalf("nothing left out: %s %v %q", last, es, why)
@@ -184,6 +186,12 @@ func TestLogCut(t *testing.T) {
 	}
 	if last, es, _ := logCut(req, slots, []int{0}); last != "1-0" || len(es) != 0 {
 		t.Fatalf("slot 5 left out: %s %v", last, es)
+	}
+	// Slot 0 left out: its heartbeat and handoff entries (slot 0 too) pass, its write does not.
+	req.Entries = []LogEntry{{WireEntry: WireEntry{ID: "2-0"}}, {WireEntry: WireEntry{ID: "3-0", Cmds: WireCmds{{HandoffCmd, "g2", "1-5"}}}},
+		{WireEntry: WireEntry{ID: "4-0", Cmds: set}}}
+	if last, es, _ := logCut(req, []int{0}, []int{0}); last != "3-0" || len(es) != 2 {
+		t.Fatalf("slot 0 left out: %s %v", last, es)
 	}
 }
 

@@ -306,6 +306,13 @@ func (r *Replicator) plan(ctx context.Context) {
 				}
 			}
 			if logs {
+				// A group without slots still ships what its log holds (a group drained by a
+				// migration): the owner of slot 0 ships it.
+				for gid := range own.Groups {
+					if _, ok := first[gid]; !ok {
+						first[gid] = 0
+					}
+				}
 				for gid, slot := range first {
 					if g := own.Groups[gid]; g != nil && fsm.OwnerIn(ring, slot) == me {
 						for _, db := range r.databases(g.Master) {

@@ -104,8 +104,10 @@ func (g *logGroup) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		// NOMKSTREAM: a database without a log (only a migration's fence key, say) gets none;
+		// heartbeats there would make every DC apply a range per beat for nothing.
 		hb := EntryFields(g.r.cfg.Cluster.DC(), nil)
-		args := []any{"XADD", LogKey, "*"}
+		args := []any{"XADD", LogKey, "NOMKSTREAM", "*"}
 		for _, f := range hb {
 			args = append(args, f)
 		}
@@ -238,12 +240,23 @@ func (s *logShipper) run(ctx context.Context) {
 			}
 			continue
 		}
-		wait = 50 * time.Millisecond
+		if res.Held == "" || res.Position != prev {
+			// Back off only while a range is held where it stood: a migration here holds
+			// every log toward this DC, and a retry every 50 ms from each of them (a log per
+			// group and database) starved the nodes.
+			wait = 50 * time.Millisecond
+		}
 		switch {
 		case res.Gap:
 			g.r.log.Warn("group log: the destination lost entries it had applied; sending them again",
 				"log", g.log.String(), "to", s.dest, "from", res.Position)
 			check = true
+		case strings.HasPrefix(res.Held, "HOLD "): // a handoff: the source group's log is shipping
+			if failing != "handoff" {
+				g.r.log.Info("group log: waiting at a handoff", "log", g.log.String(), "to", s.dest, "why", res.Held)
+			}
+			failing = "handoff"
+			pause()
 		case res.Held != "":
 			trouble("range held", "why", res.Held, "at", res.Position)
 			pause()
@@ -252,7 +265,10 @@ func (s *logShipper) run(ctx context.Context) {
 			failing = ""
 		}
 		prev = res.Position
-		if prev != "" {
+		if prev != "" && !res.Migrating {
+			// While the destination migrates slots, the log is kept from the position it
+			// answered before: copying a slot's positions to its new group can make the DC
+			// answer a gap below what it answered meanwhile (migration.go, Moved).
 			g.ack(s.dest, prev)
 		}
 	}
@@ -308,7 +324,7 @@ func (s *logShipper) read(ctx context.Context, pos string) ([]Entry, error) {
 // contiguous checks that the log holds every entry after pos: pos itself (trims keep every
 // destination's position), or, for "", every entry it was ever given.
 func (s *logShipper) contiguous(ctx context.Context, pos string) error {
-	if pos == "" {
+	if pos == "" || pos == "0-0" { // "0-0": a slot whose group had applied nothing (Moved)
 		info, err := s.g.c.XInfoStream(ctx, LogKey).Result()
 		if err != nil && strings.Contains(err.Error(), "no such key") {
 			return nil

@@ -1,0 +1,257 @@
+package xdc
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/migrate"
+)
+
+// A migration in this DC at data format 3 (migrate.Replication; docs/replication.md, "Slot
+// migrations with group logs"). Two things must hold across it:
+//
+//   - As a source DC: every entry of the slots in the source group's log is applied elsewhere
+//     before any the target group's log gets after the switch of writes. The slot owner acks
+//     the freeze last (AckLast), once no write to the slots runs on the source group any
+//     more, and first appends a handoff entry to the target group's log (Frozen): the source
+//     group's log and its last id then. A receiving group does not pass it before it applied
+//     the source group's log through that id (applyLogLua, "HOLD").
+//   - As a receiving DC: the slots' positions in the other DCs' logs move with their keys.
+//     While the slots migrate, their entries end the ranges this DC applies (logCut), so no
+//     entry of them is applied anywhere meanwhile; once the mover moved every key (Moved),
+//     the source group's position for each slot in each log is copied into the target
+//     group's inbox as the slot's field.
+
+// HandoffCmd is the one effect of a handoff entry of a group log: HandoffCmd <group> <id>
+// says that the group's log through id holds every earlier entry of the slots this log writes
+// next. It is no Redis command, so no client write can record it.
+const HandoffCmd = "!handoff"
+
+// IsHandoff reports whether e is a handoff entry, and of which group's log through which id.
+func IsHandoff(cmds [][]string) (group, through string, ok bool) {
+	if len(cmds) == 1 && len(cmds[0]) == 3 && cmds[0][0] == HandoffCmd {
+		return cmds[0][1], cmds[0][2], true
+	}
+	return "", "", false
+}
+
+// AckLast implements migrate.Replication: at data format 3, the slot owner acks last.
+func (r *Replicator) AckLast(st *fsm.State) bool { return st.Format() >= LogDataFormat }
+
+// Frozen implements migrate.Replication: in every database where the source group has a log,
+// it appends to the target group's log a handoff entry naming the source group's log and its
+// last id. Run it once no write to m's slots runs on the source group and before any runs on
+// the target group (after every other node's freeze ack, before the slot owner's own).
+func (r *Replicator) Frozen(ctx context.Context, st *fsm.State, m *fsm.Migration) error {
+	if st.Format() < LogDataFormat {
+		return nil
+	}
+	src, dst, err := migrationGroups(st, m)
+	if err != nil {
+		return err
+	}
+	dbs, err := r.keyspace(ctx, src)
+	if err != nil {
+		return err
+	}
+	for _, db := range dbs {
+		info, err := r.client(serverOf(src), db).XInfoStream(ctx, LogKey).Result()
+		if err != nil && strings.Contains(err.Error(), "no such key") {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("xdc: the source group %s's log in db %d: %w", src.ID, db, err)
+		}
+		args := []any{"XADD", LogKey, "*"}
+		for _, f := range EntryFields(r.cfg.Cluster.DC(), [][]string{{HandoffCmd, src.ID, info.LastGeneratedID}}) {
+			args = append(args, f)
+		}
+		id, err := r.client(serverOf(dst), db).Do(ctx, args...).Text()
+		if err != nil {
+			return fmt.Errorf("xdc: handoff entry in the target group %s's log in db %d: %w", dst.ID, db, err)
+		}
+		r.log.Info("group log: handoff", "migration", m.ID, "db", db, "log", dst.ID, "entry", id,
+			"after", LogID{DC: m.DC, Group: src.ID}.String(), "through", info.LastGeneratedID)
+	}
+	return nil
+}
+
+// Moved implements migrate.Replication: in every database of the source group's master, for
+// every other DC's group log, it copies the source group's position for each of m's slots
+// into the target group's inbox (its "s<slot>" field; none where it equals the target's own
+// position). A target group that has no inbox for a log and holds no other slot takes the
+// lowest of them as its position. A log the source group has no inbox for while the target
+// has one gets "0-0" for the slots: nothing of them is known applied, and the shipper, which
+// cannot go back that far, reports the log behind instead of skipping entries.
+func (r *Replicator) Moved(ctx context.Context, st *fsm.State, m *fsm.Migration) error {
+	if st.Format() < LogDataFormat {
+		return nil
+	}
+	src, dst, err := migrationGroups(st, m)
+	if err != nil {
+		return err
+	}
+	var logs []LogID
+	for _, name := range st.DCNames() {
+		if name == m.DC {
+			continue
+		}
+		for gid := range st.DCs[name].Groups {
+			logs = append(logs, LogID{DC: name, Group: gid})
+		}
+	}
+	if len(logs) == 0 {
+		return nil
+	}
+	sort.Slice(logs, func(i, j int) bool { return logs[i].String() < logs[j].String() })
+	var slots []int
+	moving := migrate.SlotSetOf(m.Slots)
+	for _, rg := range m.Slots {
+		for s := max(rg.From, 0); s <= rg.To && s < fsm.NumSlots; s++ {
+			slots = append(slots, s)
+		}
+	}
+	others := false // the target serves slots besides m's
+	for s, gid := range st.DCs[m.DC].Slots {
+		if gid == dst.ID && !moving.Contains(s) {
+			others = true
+			break
+		}
+	}
+	dbs, err := r.keyspace(ctx, src)
+	if err != nil {
+		return err
+	}
+	keys := make([]string, len(logs))
+	for i, l := range logs {
+		keys[i] = LogInboxKey(l)
+	}
+	for _, db := range dbs {
+		// The source's positions go on moving while the copy runs (ranges without entries of
+		// the slots still pass), so a value written can be below what the DC answered
+		// meanwhile: the next call there is a gap, and the sender goes back to it. That is
+		// safe because the sender keeps its log from where the DC stood before the migration
+		// while the DC's answers say it migrates (LogResponse.Migrating).
+		pipe := r.client(serverOf(src), db).Pipeline()
+		cmds := make([]*redis.MapStringStringCmd, len(keys))
+		for i, k := range keys {
+			cmds[i] = pipe.HGetAll(ctx, k)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("xdc: the source group %s's inboxes in db %d: %w", src.ID, db, err)
+		}
+		argv := []any{others}
+		for _, c := range cmds {
+			argv = append(argv, movedPositions(c.Val(), slots)...)
+		}
+		if err := r.client(serverOf(dst), db).Eval(ctx, movedInLua, keys, argv...).Err(); err != nil {
+			return fmt.Errorf("xdc: the slots' positions into the target group %s's inboxes in db %d: %w", dst.ID, db, err)
+		}
+	}
+	return nil
+}
+
+// movedPositions is movedInLua's arguments for one log: the source group's inbox h and the
+// moving slots give, grouped by position, the number of positions, then per position the
+// position, the number of slots and the slots. A source without the inbox gives "0-0", and a
+// first value of "" tells the target that the source had none.
+func movedPositions(h map[string]string, slots []int) []any {
+	by := map[string][]int{}
+	var order []string
+	for _, s := range slots {
+		p := h[fmt.Sprintf("s%d", s)]
+		if p == "" {
+			p = h["f"]
+		}
+		if p == "" {
+			p = "0-0"
+		}
+		if _, ok := by[p]; !ok {
+			order = append(order, p)
+		}
+		by[p] = append(by[p], s)
+	}
+	had := "1"
+	if len(h) == 0 {
+		had = ""
+	}
+	out := []any{had, len(order)}
+	for _, p := range order {
+		out = append(out, p, len(by[p]))
+		for _, s := range by[p] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// movedInLua writes the moving slots' positions into the target group's inboxes (KEYS, one
+// per source log). ARGV: whether the target serves other slots ("1"/"0"), then per key
+// movedPositions' arguments. Where the target has no inbox: if the source had none either,
+// nothing; else, if the target serves no other slot, its position "f" becomes the lowest of
+// the slots' positions. Each slot's field is then its position, or none where that equals "f".
+const movedInLua = `
+local others, i = ARGV[1] == '1', 2
+local function cmpid(a, b)
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+  if ams ~= bms then return ams < bms and -1 or 1 end
+  if aseq ~= bseq then return aseq < bseq and -1 or 1 end
+  return 0
+end
+for k = 1, #KEYS do
+  local had, np = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  local groups, lo = {}, nil
+  for _ = 1, np do
+    local pos, n = ARGV[i], tonumber(ARGV[i + 1])
+    groups[#groups + 1] = {pos, i + 2, n}
+    if not lo or cmpid(pos, lo) < 0 then lo = pos end
+    i = i + 2 + n
+  end
+  local f = redis.call('HGET', KEYS[k], 'f')
+  local exists = f or redis.call('EXISTS', KEYS[k]) == 1
+  if exists or had ~= '' then
+    if not f and not exists and not others and lo then
+      f = lo
+      redis.call('HSET', KEYS[k], 'f', f)
+    end
+    for _, g in ipairs(groups) do
+      local pos, at, n = g[1], g[2], g[3]
+      for j = at, at + n - 1 do
+        if f and pos == f then
+          redis.call('HDEL', KEYS[k], 's' .. ARGV[j])
+        else
+          redis.call('HSET', KEYS[k], 's' .. ARGV[j], pos)
+        end
+      end
+    end
+  end
+end
+return 0
+`
+
+// migrationGroups returns m's source and target groups in st (the run's: a cancelled
+// migration runs back).
+func migrationGroups(st *fsm.State, m *fsm.Migration) (src, dst *fsm.Group, err error) {
+	d := st.DCs[m.DC]
+	if d == nil || d.Groups[m.Source()] == nil || d.Groups[m.Target()] == nil {
+		return nil, nil, fmt.Errorf("xdc: migration %d: its groups are gone", m.ID)
+	}
+	return d.Groups[m.Source()], d.Groups[m.Target()], nil
+}
+
+// keyspace returns the databases g's master holds keys in, read now (INFO keyspace).
+func (r *Replicator) keyspace(ctx context.Context, g *fsm.Group) ([]int, error) {
+	info, err := r.client(serverOf(g), 0).Info(ctx, "keyspace").Result()
+	if err != nil {
+		return nil, fmt.Errorf("xdc: databases of group %s: %w", g.ID, err)
+	}
+	return keyspaceDBs(info), nil
+}

@@ -1,0 +1,110 @@
+package xdc
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/redraft/redraft/internal/testredis"
+)
+
+// handoffEntry is an entry of g2's log handing slots over after g1's log through through.
+func handoffEntry(seq int, through string) LogEntry {
+	e := LogEntry{}
+	e.ID = strconv.Itoa(seq) + "-0"
+	e.Cmds = WireCmds{{HandoffCmd, testLog.Group, through}}
+	return e
+}
+
+// TestApplyLogHandoff: a receiving group does not pass a handoff entry of g2's log before it
+// applied g1's log through the entry's id (a HOLD at the entry before it), and goes on once it
+// has; the key written in both logs ends with g1's write first.
+func TestApplyLogHandoff(t *testing.T) {
+	ctx := context.Background()
+	c := client(t, testredis.Start(t))
+	g2 := LogID{DC: "dc1", Group: "g2"}
+	// g1's log: two writes of {a}k; g2's log: a write of another slot, the handoff after g1's
+	// 2-0, then {a}k's next write.
+	g1w := []LogEntry{
+		{Slot: 0, WireEntry: WireEntry{ID: "1-0", Cmds: WireCmds{{"RPUSH", "{a}k", "one"}}}},
+		{Slot: 0, WireEntry: WireEntry{ID: "2-0", Cmds: WireCmds{{"RPUSH", "{a}k", "two"}}}},
+	}
+	for i := range g1w {
+		g1w[i].Slot = EntrySlot(Entry{Cmds: g1w[i].Cmds})
+	}
+	other := incrEntry(5, "{b}x")
+	three := LogEntry{WireEntry: WireEntry{ID: "7-0", Cmds: WireCmds{{"RPUSH", "{a}k", "three"}}}}
+	three.Slot = EntrySlot(Entry{Cmds: three.Cmds})
+	hand := handoffEntry(6, "2-0")
+	if EntrySlot(Entry{Cmds: hand.Cmds}) != 0 {
+		t.Fatalf("a handoff's slot: %d", EntrySlot(Entry{Cmds: hand.Cmds}))
+	}
+	run := []LogEntry{other, hand, three}
+
+	// g1's log not applied at all: held before the handoff.
+	got := applyLog(t, c, ApplyLogCall(g2, "", "", "7-0", run))
+	if got.Position != "5-0" || !strings.HasPrefix(got.Refused, "HOLD ") {
+		t.Fatalf("before g1's log: %+v", got)
+	}
+	// g1's log through 1-0 only: still held.
+	if a := applyLog(t, c, ApplyLogCall(testLog, "", "", "1-0", g1w[:1])); a.Position != "1-0" {
+		t.Fatalf("g1 through 1-0: %+v", a)
+	}
+	got = applyLog(t, c, ApplyLogCall(g2, "", "5-0", "7-0", run[1:]))
+	if got.Position != "5-0" || !strings.HasPrefix(got.Refused, "HOLD ") {
+		t.Fatalf("g1 through 1-0: %+v", got)
+	}
+	if l := c.LRange(ctx, "{a}k", 0, -1).Val(); strings.Join(l, ",") != "one" {
+		t.Fatalf("{a}k = %v while held", l)
+	}
+	// Through 2-0: the handoff passes, and the list is in the writes' order.
+	if a := applyLog(t, c, ApplyLogCall(testLog, "", "1-0", "2-0", g1w[1:])); a.Position != "2-0" {
+		t.Fatalf("g1 through 2-0: %+v", a)
+	}
+	got = applyLog(t, c, ApplyLogCall(g2, "", "5-0", "7-0", run[1:]))
+	if got != (LogApplied{Position: "7-0"}) {
+		t.Fatalf("after g1's log: %+v", got)
+	}
+	if l := c.LRange(ctx, "{a}k", 0, -1).Val(); strings.Join(l, ",") != "one,two,three" {
+		t.Fatalf("{a}k = %v, want one,two,three", l)
+	}
+}
+
+// TestMovedPositions: the slots' positions copied into the target group's inbox (movedInLua):
+// a slot's field where it differs from the target's position, none where equal (a stale one
+// dropped); a target without the inbox and other slots takes the lowest as its position; a
+// source without the inbox gives "0-0" (nothing applied) where the target has one.
+func TestMovedPositions(t *testing.T) {
+	ctx := context.Background()
+	c := client(t, testredis.Start(t))
+	src := map[string]string{"f": "10-0", "s3": "8-0"}
+	k1, k2, k3 := LogInboxKey(LogID{DC: "dc2", Group: "a"}), LogInboxKey(LogID{DC: "dc2", Group: "b"}), LogInboxKey(LogID{DC: "dc2", Group: "c"})
+	c.HSet(ctx, k1, "f", "10-0", "s2", "4-0") // the target's own position equals the source's for 1 and 2
+	c.HSet(ctx, k3, "f", "12-0")              // the source has no inbox for c
+	argv := []any{false}                      // the target serves no other slot
+	argv = append(argv, movedPositions(src, []int{1, 2, 3})...)
+	argv = append(argv, movedPositions(src, []int{1, 2, 3})...) // b: the target has no inbox
+	argv = append(argv, movedPositions(nil, []int{1, 2, 3})...)
+	if err := c.Eval(ctx, movedInLua, []string{k1, k2, k3}, argv...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]map[string]string{
+		k1: {"f": "10-0", "s3": "8-0"},
+		k2: {"f": "8-0", "s1": "10-0", "s2": "10-0"},
+		k3: {"f": "12-0", "s1": "0-0", "s2": "0-0", "s3": "0-0"},
+	}
+	for k, w := range want {
+		got := c.HGetAll(ctx, k).Val()
+		if len(got) != len(w) {
+			t.Errorf("%s = %v, want %v", k, got, w)
+			continue
+		}
+		for f, v := range w {
+			if got[f] != v {
+				t.Errorf("%s = %v, want %v", k, got, w)
+				break
+			}
+		}
+	}
+}
