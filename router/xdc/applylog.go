@@ -16,7 +16,8 @@ import (
 //	      the slots, the number of entries, then per entry its slot's index among the slots
 //	      (from 1), id, stamp ts, number of effects and effects (argc, argv...); a handoff
 //	      entry has slot index 0 and one effect, HandoffCmd, the named group's inbox key
-//	      (among KEYS, with the effects') and the id
+//	      (among KEYS, with the effects'), the id and the id of the entry before it in the
+//	      log ("" when unknown), where a group held at the handoff then stands
 //
 // The call covers the log from after prev ("" for its start) through last, and holds the
 // entries of that range whose slots this group serves, in the log's order; a group with no
@@ -83,6 +84,10 @@ redis.register_function('@apply_log', function(KEYS, ARGV)
         local hp = position(read(cmds[1][2]))
         if not hp or cmpid(hp, cmds[1][3]) < 0 then
           refused = 'HOLD redraft: entry ' .. id .. ' waits until ' .. cmds[1][2] .. ' reaches ' .. cmds[1][3] .. ' (at ' .. (hp or 'none') .. ')'
+          -- The group stands at the entry before the handoff in the log (its fourth argument,
+          -- when given): the range's entries between are other groups'.
+          local b = cmds[1][4]
+          if b and b ~= '' and cmpid(b, id) < 0 and (passed == '' or cmpid(b, passed) > 0) then passed = b end
         else
           passed = id
         end
@@ -141,7 +146,7 @@ func ApplyLogCall(l LogID, lock, prev, last string, entries []LogEntry) []string
 		na += 4
 		if _, _, ok := IsHandoff(e.Cmds); ok {
 			nk++
-			na += 4
+			na += 5
 			continue
 		}
 		if _, ok := index[e.Slot]; !ok {
@@ -175,7 +180,11 @@ func ApplyLogCall(l LogID, lock, prev, last string, entries []LogEntry) []string
 	call = append(call, strconv.Itoa(len(entries)))
 	for _, e := range entries {
 		if g, through, ok := IsHandoff(e.Cmds); ok {
-			call = append(call, "0", e.ID, e.TS, "1", "3", HandoffCmd, LogInboxKey(LogID{DC: l.DC, Group: g}), through)
+			before := ""
+			if c := e.Cmds[0]; len(c) == 4 {
+				before = c[3]
+			}
+			call = append(call, "0", e.ID, e.TS, "1", "4", HandoffCmd, LogInboxKey(LogID{DC: l.DC, Group: g}), through, before)
 			continue
 		}
 		call = append(call, strconv.Itoa(index[e.Slot]), e.ID, e.TS, strconv.Itoa(len(e.Cmds)))

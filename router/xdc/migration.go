@@ -33,11 +33,24 @@ import (
 const HandoffCmd = "!handoff"
 
 // IsHandoff reports whether e is a handoff entry, and of which group's log through which id.
+// A receiving node adds a fourth argument, the id of the entry before the handoff in the range
+// it applies (handoffBefore).
 func IsHandoff(cmds [][]string) (group, through string, ok bool) {
-	if len(cmds) == 1 && len(cmds[0]) == 3 && cmds[0][0] == HandoffCmd {
+	if len(cmds) == 1 && (len(cmds[0]) == 3 || len(cmds[0]) == 4) && cmds[0][0] == HandoffCmd {
 		return cmds[0][1], cmds[0][2], true
 	}
 	return "", "", false
+}
+
+// handoffBefore returns e, a handoff, with the id of the entry before it in the range (before)
+// as its fourth argument: a group held there stands at that id, though the range's entries
+// between its own last one and the handoff are other groups'. Without it, two logs handed over
+// to each other (slots moved and moved back) held each other's groups below the ids they wait
+// for.
+func handoffBefore(e LogEntry, before string) LogEntry {
+	c := e.Cmds[0]
+	e.Cmds = WireCmds{{c[0], c[1], c[2], before}}
+	return e
 }
 
 // AckLast implements migrate.Replication: at data format 3, the slot owner acks last.

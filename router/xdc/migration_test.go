@@ -47,12 +47,18 @@ func TestApplyLogHandoff(t *testing.T) {
 	if got.Position != "5-0" || !strings.HasPrefix(got.Refused, "HOLD ") {
 		t.Fatalf("before g1's log: %+v", got)
 	}
+	// Held with the id of the log's entry before the handoff (other groups' entries between):
+	// the group stands there, not at the last entry of its own.
+	got = applyLog(t, c, ApplyLogCall(g2, "", "5-0", "7-0", []LogEntry{handoffBefore(hand, "5-7"), three}))
+	if got.Position != "5-7" || !strings.HasPrefix(got.Refused, "HOLD ") {
+		t.Fatalf("held with the entry before the handoff: %+v", got)
+	}
 	// g1's log through 1-0 only: still held.
 	if a := applyLog(t, c, ApplyLogCall(testLog, "", "", "1-0", g1w[:1])); a.Position != "1-0" {
 		t.Fatalf("g1 through 1-0: %+v", a)
 	}
-	got = applyLog(t, c, ApplyLogCall(g2, "", "5-0", "7-0", run[1:]))
-	if got.Position != "5-0" || !strings.HasPrefix(got.Refused, "HOLD ") {
+	got = applyLog(t, c, ApplyLogCall(g2, "", "5-7", "7-0", run[1:]))
+	if got.Position != "5-7" || !strings.HasPrefix(got.Refused, "HOLD ") {
 		t.Fatalf("g1 through 1-0: %+v", got)
 	}
 	if l := c.LRange(ctx, "{a}k", 0, -1).Val(); strings.Join(l, ",") != "one" {
@@ -62,7 +68,7 @@ func TestApplyLogHandoff(t *testing.T) {
 	if a := applyLog(t, c, ApplyLogCall(testLog, "", "1-0", "2-0", g1w[1:])); a.Position != "2-0" {
 		t.Fatalf("g1 through 2-0: %+v", a)
 	}
-	got = applyLog(t, c, ApplyLogCall(g2, "", "5-0", "7-0", run[1:]))
+	got = applyLog(t, c, ApplyLogCall(g2, "", "5-7", "7-0", run[1:]))
 	if got != (LogApplied{Position: "7-0"}) {
 		t.Fatalf("after g1's log: %+v", got)
 	}

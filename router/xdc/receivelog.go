@@ -133,10 +133,14 @@ func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse
 				mine[slots[p]] = true
 			}
 			var run []LogEntry
+			before := req.Prev
 			for _, e := range entries {
-				if _, _, handoff := IsHandoff(e.Cmds); handoff || mine[e.Slot] && len(e.Cmds) > 0 {
-					run = append(run, e) // every group checks a handoff; a heartbeat moves positions only
+				if _, _, handoff := IsHandoff(e.Cmds); handoff {
+					run = append(run, handoffBefore(e, before)) // every group checks a handoff
+				} else if mine[e.Slot] && len(e.Cmds) > 0 { // a heartbeat moves positions only
+					run = append(run, e)
 				}
+				before = e.ID
 			}
 			return append(cmds, logCalls(req.Log, req.Prev, last, run)...)
 		})
