@@ -61,15 +61,8 @@ func (r *Replicator) AckLast(st *fsm.State) bool { return st.Format() >= LogData
 // last id. Run it once no write to m's slots runs on the source group and before any runs on
 // the target group (after every other node's freeze ack, before the slot owner's own).
 func (r *Replicator) Frozen(ctx context.Context, st *fsm.State, m *fsm.Migration) error {
-	if st.Format() < LogDataFormat {
-		return nil
-	}
-	src, dst, err := migrationGroups(st, m)
-	if err != nil {
-		return err
-	}
-	dbs, err := r.keyspace(ctx, src)
-	if err != nil {
+	src, dst, dbs, err := r.migrationServers(ctx, st, m)
+	if err != nil || src == nil {
 		return err
 	}
 	for _, db := range dbs {
@@ -102,11 +95,8 @@ func (r *Replicator) Frozen(ctx context.Context, st *fsm.State, m *fsm.Migration
 // has one gets "0-0" for the slots: nothing of them is known applied, and the shipper, which
 // cannot go back that far, reports the log behind instead of skipping entries.
 func (r *Replicator) Moved(ctx context.Context, st *fsm.State, m *fsm.Migration) error {
-	if st.Format() < LogDataFormat {
-		return nil
-	}
-	src, dst, err := migrationGroups(st, m)
-	if err != nil {
+	src, dst, dbs, err := r.migrationServers(ctx, st, m)
+	if err != nil || src == nil {
 		return err
 	}
 	var logs []LogID
@@ -135,10 +125,6 @@ func (r *Replicator) Moved(ctx context.Context, st *fsm.State, m *fsm.Migration)
 			others = true
 			break
 		}
-	}
-	dbs, err := r.keyspace(ctx, src)
-	if err != nil {
-		return err
 	}
 	keys := make([]string, len(logs))
 	for i, l := range logs {
@@ -170,12 +156,13 @@ func (r *Replicator) Moved(ctx context.Context, st *fsm.State, m *fsm.Migration)
 }
 
 // movedPositions is movedInLua's arguments for one log: the source group's inbox h and the
-// moving slots give, grouped by position, the number of positions, then per position the
-// position, the number of slots and the slots. A source without the inbox gives "0-0", and a
-// first value of "" tells the target that the source had none.
+// moving slots give whether the source had the inbox ("" when not: its slots then get "0-0"),
+// the lowest of the slots' positions, the number of positions, then per position the
+// position, the number of slots and the slots.
 func movedPositions(h map[string]string, slots []int) []any {
 	by := map[string][]int{}
 	var order []string
+	lo := ""
 	for _, s := range slots {
 		p := h[fmt.Sprintf("s%d", s)]
 		if p == "" {
@@ -186,6 +173,9 @@ func movedPositions(h map[string]string, slots []int) []any {
 		}
 		if _, ok := by[p]; !ok {
 			order = append(order, p)
+			if lo == "" || CompareIDs(p, lo) < 0 {
+				lo = p
+			}
 		}
 		by[p] = append(by[p], s)
 	}
@@ -193,7 +183,7 @@ func movedPositions(h map[string]string, slots []int) []any {
 	if len(h) == 0 {
 		had = ""
 	}
-	out := []any{had, len(order)}
+	out := []any{had, lo, len(order)}
 	for _, p := range order {
 		out = append(out, p, len(by[p]))
 		for _, s := range by[p] {
@@ -205,33 +195,24 @@ func movedPositions(h map[string]string, slots []int) []any {
 
 // movedInLua writes the moving slots' positions into the target group's inboxes (KEYS, one
 // per source log). ARGV: whether the target serves other slots ("1"/"0"), then per key
-// movedPositions' arguments. Where the target has no inbox: if the source had none either,
+// movedPositions' arguments (it finds the lowest position: the ids compare in Go, CompareIDs). Where the target has no inbox: if the source had none either,
 // nothing; else, if the target serves no other slot, its position "f" becomes the lowest of
 // the slots' positions. Each slot's field is then its position, or none where that equals "f".
 const movedInLua = `
 local others, i = ARGV[1] == '1', 2
-local function cmpid(a, b)
-  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
-  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
-  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
-  if ams ~= bms then return ams < bms and -1 or 1 end
-  if aseq ~= bseq then return aseq < bseq and -1 or 1 end
-  return 0
-end
 for k = 1, #KEYS do
-  local had, np = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
-  local groups, lo = {}, nil
+  local had, lo, np = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  local groups = {}
   for _ = 1, np do
     local pos, n = ARGV[i], tonumber(ARGV[i + 1])
     groups[#groups + 1] = {pos, i + 2, n}
-    if not lo or cmpid(pos, lo) < 0 then lo = pos end
     i = i + 2 + n
   end
   local f = redis.call('HGET', KEYS[k], 'f')
   local exists = f or redis.call('EXISTS', KEYS[k]) == 1
   if exists or had ~= '' then
-    if not f and not exists and not others and lo then
+    if not f and not exists and not others and lo ~= '' then
       f = lo
       redis.call('HSET', KEYS[k], 'f', f)
     end
@@ -250,21 +231,21 @@ end
 return 0
 `
 
-// migrationGroups returns m's source and target groups in st (the run's: a cancelled
-// migration runs back).
-func migrationGroups(st *fsm.State, m *fsm.Migration) (src, dst *fsm.Group, err error) {
+// migrationServers returns, at data format 3, m's source and target groups in st (the run's: a
+// cancelled migration runs back) and the databases the source's master holds keys in, read
+// now (INFO keyspace); below it, nothing.
+func (r *Replicator) migrationServers(ctx context.Context, st *fsm.State, m *fsm.Migration) (src, dst *fsm.Group, dbs []int, err error) {
+	if st.Format() < LogDataFormat {
+		return nil, nil, nil, nil
+	}
 	d := st.DCs[m.DC]
 	if d == nil || d.Groups[m.Source()] == nil || d.Groups[m.Target()] == nil {
-		return nil, nil, fmt.Errorf("xdc: migration %d: its groups are gone", m.ID)
+		return nil, nil, nil, fmt.Errorf("xdc: migration %d: its groups are gone", m.ID)
 	}
-	return d.Groups[m.Source()], d.Groups[m.Target()], nil
-}
-
-// keyspace returns the databases g's master holds keys in, read now (INFO keyspace).
-func (r *Replicator) keyspace(ctx context.Context, g *fsm.Group) ([]int, error) {
-	info, err := r.client(serverOf(g), 0).Info(ctx, "keyspace").Result()
+	src, dst = d.Groups[m.Source()], d.Groups[m.Target()]
+	info, err := r.client(serverOf(src), 0).Info(ctx, "keyspace").Result()
 	if err != nil {
-		return nil, fmt.Errorf("xdc: databases of group %s: %w", g.ID, err)
+		return nil, nil, nil, fmt.Errorf("xdc: databases of group %s: %w", src.ID, err)
 	}
-	return keyspaceDBs(info), nil
+	return src, dst, keyspaceDBs(info), nil
 }

@@ -58,28 +58,33 @@ type LogResponse struct {
 // each of its ranges): HandleLog names them so that every group gets every range, whether or
 // not the range has entries of its slots.
 type groupSlots struct {
-	st    *fsm.State
-	slots [][]int
+	st        *fsm.State
+	slots     [][]int
+	migrating bool // a slot migration of this DC is active
 }
 
-// representatives returns the slots of each group of this DC that holds any, computed once
-// per cluster state.
-func (r *Replicator) representatives(st *fsm.State) [][]int {
+// representatives returns the slots of each group of this DC that holds any, and whether a
+// slot migration of this DC is active, computed once per cluster state.
+func (r *Replicator) representatives(st *fsm.State) *groupSlots {
 	if c, _ := r.logReps.Load().(*groupSlots); c != nil && c.st == st {
-		return c.slots
+		return c
 	}
-	var out [][]int
-	if d := st.DCs[r.cfg.Cluster.DC()]; d != nil {
+	c := &groupSlots{st: st}
+	dc := r.cfg.Cluster.DC()
+	if d := st.DCs[dc]; d != nil {
 		for _, ranges := range d.SlotRanges() {
 			var first []int
 			for _, rg := range ranges {
 				first = append(first, rg.From)
 			}
-			out = append(out, first)
+			c.slots = append(c.slots, first)
 		}
 	}
-	r.logReps.Store(&groupSlots{st: st, slots: out})
-	return out
+	for _, m := range st.Migrations {
+		c.migrating = c.migrating || m.Active() && m.DC == dc
+	}
+	r.logReps.Store(c)
+	return c
 }
 
 // HandleLog applies req, a range of a source log, in every group of this DC that holds slots,
@@ -100,7 +105,8 @@ func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse
 	if req.Last == "" {
 		return LogResponse{}, errors.New("xdc: a range of a log without its last id")
 	}
-	reps := r.representatives(st)
+	groups := r.representatives(st)
+	reps := groups.slots
 	var slots []int // the groups' slots, then the entries'
 	seen := map[int]bool{}
 	for _, g := range reps {
@@ -156,19 +162,9 @@ func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse
 			continue
 		}
 		res, err := logAnswer(req, reps, slots, parts, cutWhy)
-		res.Migrating = migrating(st, r.cfg.Cluster.DC())
+		res.Migrating = groups.migrating
 		return res, err
 	}
-}
-
-// migrating reports whether a slot migration of dc is active in st.
-func migrating(st *fsm.State, dc string) bool {
-	for _, m := range st.Migrations {
-		if m.Active() && m.DC == dc {
-			return true
-		}
-	}
-	return false
 }
 
 // logCalls are a group's ApplyLogFunc calls for run, its entries of a range after prev
