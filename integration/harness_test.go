@@ -46,40 +46,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var (
-	portsMu sync.Mutex
-	given   = map[int]bool{}
-)
-
 // freePortOn returns a port nobody listens on right now on any of the given loopback IPs (a
-// node's own and its relay's, say) and that no other call of this test binary has handed out
-// (nodes are given their ports before they bind them).
+// node's own and its relay's, say), outside the ephemeral range, and that no other call of
+// this test binary has handed out (nodes are given their ports before they bind them).
 func freePortOn(t testing.TB, ips ...string) int {
 	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for {
-		ln, err := net.Listen("tcp", net.JoinHostPort(ips[0], "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ok := !given[port]
-		for _, ip := range ips[1:] {
-			if !ok {
-				break
-			}
-			other, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-			if ok = err == nil; ok {
-				other.Close()
-			}
-		}
-		ln.Close()
-		if ok {
-			given[port] = true
-			return port
-		}
+	port, err := testredis.FreePortOn(ips...)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return port
 }
 
 // proc is one redraft node process.

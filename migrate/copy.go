@@ -14,7 +14,7 @@ import (
 // (resp.go):
 //
 //  1. dumpScript on the source: per key, the checks moveScript makes, then a lock (the same
-//     per-key lock a big key's copy takes), PTTL and the value (MGET, or DUMP), in one atomic
+//     per-key lock a big key's copy takes), PEXPIRETIME and the value (MGET, or DUMP), in one atomic
 //     step.
 //  2. restoreTx on the target: the writes in one MULTI/EXEC, which aborts when the target's
 //     clock is past the source's clock at step 1 plus LockTTL/2 (the locks might have lapsed).
@@ -30,7 +30,10 @@ type dumped struct {
 	st, mem int64
 	str     bool // payload is a string's value (SET on the target), not a DUMP (RESTORE)
 	payload []byte
-	pttl    int64
+	// expireAt is the source's PEXPIRETIME (-1: none): the copy keeps the absolute expiry, as
+	// the other DCs' copies do (cross-DC effects carry PXAT/ABSTTL), so that neither the copy's
+	// latency nor a move there and back shifts it.
+	expireAt int64
 }
 
 // guardPrefix names a dump's guard key on the source (dumpScript); it starts with lockPrefix,
@@ -88,7 +91,7 @@ func (m *Mover) dumpBatch(ctx context.Context, src *rawPool, keys []string, budg
 	var gone []dumped
 	for i, k := range keys {
 		r := reply.arr[2+5*i:]
-		d := dumped{key: k, st: r[0].num, mem: r[1].num, str: r[2].num == 1, pttl: r[3].num, payload: r[4].str}
+		d := dumped{key: k, st: r[0].num, mem: r[1].num, str: r[2].num == 1, expireAt: r[3].num, payload: r[4].str}
 		if d.st == stMoved {
 			switch {
 			case !d.str:
@@ -198,7 +201,7 @@ func (m *Mover) restore(ctx context.Context, src, dst *rawPool, srcNow int64, ba
 		if d.str {
 			kind = 1
 		}
-		args = append(args, kind, d.pttl, d.payload)
+		args = append(args, kind, d.expireAt, d.payload)
 	}
 	r, err := dst.script(ctx, restoreScript, keys, args...)
 	if err == nil {
@@ -223,7 +226,7 @@ const leasePrefix = lockPrefix + ":lease:"
 //	SET lease 1 PXAT deadline    absent when the target's clock is already past the deadline
 //	WATCH lease FenceKey
 //	EVAL leaseCheckLua           lease absent or run over: touch lease (EXEC will abort), error
-//	MULTI; MSET ...; SET k v PX ttl ...; RESTORE k ttl payload REPLACE ...; DEL lease; EXEC
+//	MULTI; MSET ...; SET k v PXAT at ...; RESTORE k at payload REPLACE ABSTTL ...; DEL lease; EXEC
 //
 // EXEC runs the writes only if neither watched key changed since WATCH, and (Redis >= 6.0.9)
 // if the lease key did not expire meanwhile: so the writes happen, atomically, only while the
@@ -235,7 +238,7 @@ func (m *Mover) restoreTx(ctx context.Context, dst *rawPool, srcNow int64, batch
 	deadline := srcNow + (m.cfg.LockTTL / 2).Milliseconds()
 	nstr := 0
 	for _, d := range batch {
-		if d.str && d.pttl < 0 {
+		if d.str && d.expireAt < 0 {
 			nstr++
 		}
 	}
@@ -248,23 +251,25 @@ func (m *Mover) restoreTx(ctx context.Context, dst *rawPool, srcNow int64, batch
 			c.begin(1 + 2*nstr)
 			c.arg("MSET")
 			for _, d := range batch {
-				if d.str && d.pttl < 0 {
+				if d.str && d.expireAt < 0 {
 					c.arg(d.key)
 					c.arg(d.payload)
 				}
 			}
 		}
 		for _, d := range batch {
-			ttl := d.pttl
-			if ttl == 0 {
-				ttl = 1
+			at := d.expireAt
+			if at == 0 {
+				at = 1
 			}
 			switch {
-			case d.str && ttl < 0:
+			case d.str && at < 0:
 			case d.str:
-				c.cmd("SET", d.key, d.payload, "PX", ttl)
+				c.cmd("SET", d.key, d.payload, "PXAT", at)
+			case at < 0:
+				c.cmd("RESTORE", d.key, 0, d.payload, "REPLACE")
 			default:
-				c.cmd("RESTORE", d.key, max(ttl, 0), d.payload, "REPLACE")
+				c.cmd("RESTORE", d.key, at, d.payload, "REPLACE", "ABSTTL")
 			}
 		}
 		c.cmd("DEL", lease)

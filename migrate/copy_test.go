@@ -118,7 +118,7 @@ func TestRestoreBatchRefusedAfterTheLease(t *testing.T) {
 	must(t, err)
 	now, lock, res, err := m.dumpBatch(ctx, sc, []string{"a", "b", "gone"}, 1<<20)
 	must(t, err)
-	if res[0].st != stMoved || res[1].st != stMoved || res[2].st != stNoKey || res[1].pttl <= 0 {
+	if res[0].st != stMoved || res[1].st != stMoved || res[2].st != stNoKey || res[1].expireAt <= 0 {
 		t.Fatalf("dump = %+v", res)
 	}
 	if got, _ := src.HGet(ctx, LocksKey, "a").Result(); got != lock {
@@ -239,7 +239,7 @@ func TestDumpBatchLocks(t *testing.T) {
 		t.Fatalf("locks hash PTTL %v, want at least the lock TTL", ttl)
 	}
 	m.unlockBatch(ctx, sc, []dumped{{key: "gone"}}, lock)
-	out := []dumped{{key: "a", st: stMoved, str: true, pttl: -1, payload: []byte("1")}, {key: "h", st: stMoved, pttl: -1, payload: []byte(field(3, 4).(string))}}
+	out := []dumped{{key: "a", st: stMoved, str: true, expireAt: -1, payload: []byte("1")}, {key: "h", st: stMoved, expireAt: -1, payload: []byte(field(3, 4).(string))}}
 	ours, err := m.restoreBatch(ctx, sc, dc, now, out, lock)
 	if err != nil || !slices.Equal(ours, []int64{1, 1}) {
 		t.Fatalf("restore = %v, %v", ours, err)
@@ -392,5 +392,47 @@ func TestDumpBatchDoesNotReadBigStrings(t *testing.T) {
 	}
 	if left := internalKeys(ctx, t, src); len(left) != 0 {
 		t.Fatalf("left on the source: %v", left)
+	}
+}
+
+// A batch copy keeps each key's absolute expiry to the millisecond, for strings and other
+// types, by restoreTx and by the keep-target script: a TTL re-based on the target's clock
+// shifted it by the time between the dump and the restore, and two DCs that moved a slot
+// differently then disagreed on when a key expires.
+func TestBatchCopyKeepsAbsoluteExpiry(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keepTarget=%v", keep), func(t *testing.T) {
+			e := newEnv(t)
+			ctx := ctxT(t, 10*time.Second)
+			src, dst := e.src(t, 0), e.dst(t, 0)
+			at := time.Now().Add(time.Hour).UnixMilli() + 123
+			must(t, src.Set(ctx, "s", "v", 0).Err())
+			must(t, src.HSet(ctx, "h", "f", "v").Err())
+			for _, k := range []string{"s", "h"} {
+				must(t, src.Do(ctx, "PEXPIREAT", k, at).Err())
+			}
+			must(t, src.Set(ctx, "forever", "v", 0).Err())
+			m := e.mover(t, func(c *Config) { c.KeepTarget = keep })
+			sc, dc, err := m.raws(0)
+			must(t, err)
+			now, lock, res, err := m.dumpBatch(ctx, sc, []string{"s", "h", "forever"}, 1<<20)
+			must(t, err)
+			// The copy takes a few ms: a TTL carried relative to the dump would land later.
+			waitFor(t, 5*time.Second, "the target's clock to pass the dump's by 5 ms", func() bool {
+				tm := dst.Time(ctx).Val()
+				return tm.UnixMilli() >= now+5
+			})
+			if _, err := m.restoreBatch(ctx, sc, dc, now, res, lock); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"s", "h"} {
+				if got := dst.Do(ctx, "PEXPIRETIME", k).Val(); got != at {
+					t.Errorf("%s: target PEXPIRETIME %v, want the source's %d", k, got, at)
+				}
+			}
+			if got := dst.Do(ctx, "PEXPIRETIME", "forever").Val(); got != int64(-1) {
+				t.Errorf("forever: target PEXPIRETIME %v, want -1", got)
+			}
+		})
 	}
 }

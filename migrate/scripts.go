@@ -271,7 +271,7 @@ return 0
 //
 // The commands per key are as few as the checks allow, since each costs the source about a
 // third of a µs in a script: STRLEN (a string's size; 0 for a missing key, an error for other
-// types, which then take MEMORY USAGE: nil for a missing key), and PTTL of each key taken. The
+// types, which then take MEMORY USAGE: nil for a missing key), and PEXPIRETIME of each key taken. The
 // locks of the whole batch are read by one HMGET and taken by one HSET; a collection cannot
 // hold more elements than it has bytes, so TYPE and the element count are read only for keys
 // over big-elements bytes.
@@ -281,7 +281,7 @@ return 0
 // none).
 // Returns: the source's clock (ms), the batch's lock value (LockValue: its deadline and the
 // token), then per key: status, bytes (a string's length and its name's, else MEMORY USAGE),
-// kind (1: a string, read by MGET; 0: anything else), PTTL (-1: none), and the DUMP of a
+// kind (1: a string, read by MGET; 0: anything else), PEXPIRETIME (-1: none), and the DUMP of a
 // locked key that is not a string (else nil).
 var dumpScript = fenced("6", lockLua+`
 local bigElems, bigBytes, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -293,7 +293,7 @@ local out, used, sent, taking, unread = {now, lockv}, 0, 0, {}, false
 local counts = {hash = 'HLEN', set = 'SCARD', zset = 'ZCARD', list = 'LLEN', stream = 'XLEN', string = false}
 for i = 1, #KEYS - 1 do
   local k = KEYS[i+1]
-  local st, kind, pttl, payload = 0, 0, -1, false
+  local st, kind, expat, payload = 0, 0, -1, false
   local mem, big = nil, false
   local len = redis.pcall('STRLEN', k)
   if type(len) == 'number' then
@@ -321,7 +321,7 @@ for i = 1, #KEYS - 1 do
       used, sent = used + mem, sent + 1
       taking[k] = true
       taking[#taking+1] = k
-      pttl = redis.call('PTTL', k)
+      expat = redis.call('PEXPIRETIME', k)
       if kind == 0 then payload = redis.call('DUMP', k) end
     end
     if kind == 1 and (st == 3 or st == 4 or (st == 2 and mem > budget)) then unread = true end
@@ -331,7 +331,7 @@ for i = 1, #KEYS - 1 do
   out[#out+1] = st
   out[#out+1] = mem
   out[#out+1] = kind
-  out[#out+1] = pttl
+  out[#out+1] = expat
   out[#out+1] = payload
 end
 if #taking > 0 then
@@ -357,7 +357,7 @@ return out
 // has is stale while the source holds the key and is replaced (DESIGN.md); with keep-target
 // ("1", Config.KeepTarget) it is kept instead (SET NX, RESTORE without REPLACE).
 // KEYS: key1, key2, ... ARGV: deadline ms, keep-target, fence field, then per key kind (1: a
-// string's value, 0: a DUMP), PTTL and payload.
+// string's value, 0: a DUMP), PEXPIRETIME (-1: none; kept absolute, as restoreTx) and payload.
 // Returns per key 1 (written) or 2 (the target's copy kept).
 var restoreScript = fenced("3", `
 local t = redis.call('TIME')
@@ -367,30 +367,33 @@ end
 local keep, out, mset = ARGV[2] == '1', {}, {}
 for i, k in ipairs(KEYS) do
   local a = 1 + 3*i
-  local str, ttl, v = ARGV[a] == '1', tonumber(ARGV[a+1]), ARGV[a+2]
-  if ttl == 0 then ttl = 1 end
+  local str, at, v = ARGV[a] == '1', ARGV[a+1], ARGV[a+2]
+  if at == '0' then at = '1' end
+  local timed = tonumber(at) > 0
   out[i] = 1
   if str then
     if keep then
       local r
-      if ttl > 0 then r = redis.call('SET', k, v, 'NX', 'PX', ttl) else r = redis.call('SET', k, v, 'NX') end
+      if timed then r = redis.call('SET', k, v, 'NX', 'PXAT', at) else r = redis.call('SET', k, v, 'NX') end
       if not r then out[i] = 2 end
-    elseif ttl > 0 then
-      redis.call('SET', k, v, 'PX', ttl)
+    elseif timed then
+      redis.call('SET', k, v, 'PXAT', at)
     else
       mset[#mset+1] = k
       mset[#mset+1] = v
     end
   else
-    if ttl < 0 then ttl = 0 end
+    local args = {k, '0', v}
+    if timed then args = {k, at, v, 'ABSTTL'} end
     if keep then
-      local r = redis.pcall('RESTORE', k, ttl, v)
+      local r = redis.pcall('RESTORE', unpack(args))
       if type(r) == 'table' and r.err then
         if not string.find(r.err, 'BUSYKEY', 1, true) then return r end
         out[i] = 2
       end
     else
-      redis.call('RESTORE', k, ttl, v, 'REPLACE')
+      args[#args+1] = 'REPLACE'
+      redis.call('RESTORE', unpack(args))
     end
   end
 end

@@ -184,16 +184,6 @@ func ping(addr string) error {
 	return nil
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // Dir returns the server's working directory.
 func (s *Server) Dir() string { return filepath.Clean(s.dir) }
 
