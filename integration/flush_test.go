@@ -256,8 +256,12 @@ func (x *xdcCluster) stayConverged(d time.Duration, hist []flushWrite, sent time
 // write acknowledged before it was sent is gone from every DC, every write acknowledged after
 // its +OK is in every DC, no slot is copied, and the DCs converge and stay converged. Then
 // FLUSHDB flushes only its database, and with flush_enabled=false both are refused.
-func TestFlushAllThreeDCs(t *testing.T) {
-	x := startXDC(t)
+func TestFlushAllThreeDCs(t *testing.T) { flushAllThreeDCs(t, startXDC(t)) }
+
+// TestXDCLogFlushAll is TestFlushAllThreeDCs at data format 3: the flush drains the group logs.
+func TestXDCLogFlushAll(t *testing.T) { flushAllThreeDCs(t, startXDCLog(t)) }
+
+func flushAllThreeDCs(t *testing.T, x *xdcCluster) {
 	n11, n21, n31 := x.node("n11"), x.node("n21"), x.node("n31")
 	ctx := context.Background()
 	db1 := redis.NewClient(&redis.Options{Addr: n21.Listen, DB: 1})

@@ -111,3 +111,130 @@ func TestXDCLogMigrations(t *testing.T) {
 	}
 	x.finish(l, 90*time.Second)
 }
+
+// TestXDCLogLevelsAndScripts: at data format 3, a DC_EACH_SAFE_QUORUM write is answered only
+// once every other DC applied it (each answer is checked on the other DCs' masters at once),
+// and is answered as not reached while a DC is cut off; user scripts, recorded with and
+// without convergence, reach every DC exactly once; and the status reports each DC pair's
+// shipping from the group logs.
+func TestXDCLogLevelsAndScripts(t *testing.T) {
+	x := startXDCLog(t)
+	n11, n21 := x.node("n11"), x.node("n21")
+	ctx := context.Background()
+	t.Cleanup(func() {
+		if t.Failed() {
+			x.dumpLogs()
+		}
+	})
+	masters := x.masters()
+	onMasters := func(dc, key string) string {
+		for _, m := range masters[dc] {
+			c := redis.NewClient(&redis.Options{Addr: m})
+			v, err := c.Get(ctx, key).Result()
+			c.Close()
+			if err == nil {
+				return v
+			}
+		}
+		return ""
+	}
+
+	each := redis.NewClient(&redis.Options{Addr: n11.Listen, PoolSize: 1, MaxRetries: -1, ReadTimeout: 30 * time.Second,
+		OnConnect: func(ctx context.Context, c *redis.Conn) error {
+			return c.Do(ctx, "REDRAFT", "CONSISTENCY", "DC_EACH_SAFE_QUORUM").Err()
+		}})
+	defer each.Close()
+	for i := 0; i < 60; i++ {
+		k, v := fmt.Sprintf("each:%d", i), fmt.Sprintf("v%d", i)
+		if err := each.Set(ctx, k, v, 0).Err(); err != nil {
+			t.Fatalf("DC_EACH_SAFE_QUORUM SET %s: %v", k, err)
+		}
+		for _, dc := range []string{"dc2", "dc3"} {
+			if got := onMasters(dc, k); got != v {
+				t.Fatalf("SET %s answered OK at DC_EACH_SAFE_QUORUM, but %s holds %q", k, dc, got)
+			}
+		}
+	}
+
+	// Shipping in the status: every pair from dc1 is ok, shipped entries, and has a lag.
+	waitFor(t, 30*time.Second, "dc1's pairs reported from the group logs", func() error {
+		reps, err := replication(n11.proc)
+		if err != nil {
+			return err
+		}
+		seen := 0
+		for _, p := range reps {
+			if p.From != "dc1" {
+				continue
+			}
+			if p.State != "ok" || p.Shipped == 0 || p.LagMS > 5000 || p.Copied != 0 {
+				return fmt.Errorf("pair %+v", p)
+			}
+			seen++
+		}
+		if seen != 2 {
+			return fmt.Errorf("%d pairs from dc1: %+v", seen, reps)
+		}
+		return nil
+	})
+
+	// dc2 cut off: the level is not reached (the write ran in dc1 and reaches dc2 later).
+	x.cutDC("dc2")
+	err := each.Set(ctx, "each:cut", "v", 0).Err()
+	if err == nil || !strings.Contains(err.Error(), "DC_EACH_SAFE_QUORUM not reached") {
+		t.Fatalf("DC_EACH_SAFE_QUORUM write with dc2 cut off: %v", err)
+	}
+	waitFor(t, 30*time.Second, "dc1's pair to dc2 reported lagging or down", func() error {
+		reps, err := replication(n11.proc)
+		if err != nil {
+			return err
+		}
+		for _, p := range reps {
+			if p.From == "dc1" && p.To == "dc2" && p.State != "ok" {
+				return nil
+			}
+		}
+		return fmt.Errorf("pairs %+v", reps)
+	})
+	x.heal()
+
+	// Scripts through dc2, with convergence (WRITE records the effects) and without (the
+	// script itself is recorded, in the group's log).
+	incr := "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+	run := func(via *xdcNode, key string, n int) {
+		c := redis.NewClient(&redis.Options{Addr: via.Listen, MaxRetries: -1})
+		defer c.Close()
+		for i := 0; i < n; i++ {
+			waitFor(t, 30*time.Second, "EVAL on "+key, func() error {
+				err := c.Eval(ctx, incr, []string{key}, 1).Err()
+				if err != nil && !notRun(err.Error()) {
+					t.Fatalf("EVAL %s: %v", key, err)
+				}
+				return err
+			})
+		}
+	}
+	run(n21, "script:stamped", 100)
+	n11.MustCLI("config", "set", "convergence", "false")
+	waitFor(t, 10*time.Second, "convergence false on n21", func() error {
+		if v := n21.Status().Settings["convergence"]; v != "false" {
+			return fmt.Errorf("convergence %q", v)
+		}
+		return nil
+	})
+	run(n21, "script:plain", 100)
+	x.waitConverged(60 * time.Second)
+	for _, dc := range x.dcs {
+		for _, k := range []string{"script:stamped", "script:plain"} {
+			if got := onMasters(dc, k); got != "100" {
+				t.Errorf("%s: %s = %q after 100 scripted INCRBYs", dc, k, got)
+			}
+		}
+		if got := onMasters(dc, "each:cut"); got != "v" {
+			t.Errorf("%s: each:cut = %q after the cut healed", dc, got)
+		}
+	}
+	if copies := x.fullCopies(); len(copies) > 0 {
+		t.Errorf("slots copied in full at data format 3: %v", copies)
+	}
+}

@@ -161,12 +161,18 @@ func (c *client) waitReplicas(g *group, d *backend.Dedicated) error {
 	return nil
 }
 
-// awaitDCs reads slot's newest outbox id after the write (on the same connection) and waits,
-// at most Config.EachDCTimeout, for Config.AwaitDCs to report every other DC applied it.
+// awaitDCs reads slot's newest outbox id after the write (on the same connection), or at
+// data format 3 the newest id of g's log (the write's entry or a later one: positions only
+// move up), and waits, at most Config.EachDCTimeout, for Config.AwaitDCs to report every
+// other DC applied it.
 func (c *client) awaitDCs(g *group, d *backend.Dedicated, slot int) error {
+	key, logOf := xdc.OutboxKey(slot), ""
+	if c.snap.outboxMax.log {
+		key, logOf = xdc.LogKey, g.id
+	}
 	raw := resp.AppendArray(nil, 6)
 	raw = resp.AppendBulkString(raw, "XREVRANGE")
-	raw = resp.AppendBulkString(raw, xdc.OutboxKey(slot))
+	raw = resp.AppendBulkString(raw, key)
 	raw = resp.AppendBulkString(raw, "+")
 	raw = resp.AppendBulkString(raw, "-")
 	raw = resp.AppendBulkString(raw, "COUNT")
@@ -197,7 +203,7 @@ func (c *client) awaitDCs(g *group, d *backend.Dedicated, slot int) error {
 	timeout := c.s.cfg.EachDCTimeout
 	ctx, cancel := context.WithTimeout(c.s.ctx, timeout)
 	defer cancel()
-	if err := c.s.cfg.AwaitDCs(ctx, c.db, slot, id); err != nil {
+	if err := c.s.cfg.AwaitDCs(ctx, c.db, slot, logOf, id); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return notReached("entry " + id + " not applied by every DC within " + strconv.FormatInt(timeout.Milliseconds(), 10) + "ms")
 		}

@@ -150,11 +150,11 @@ func TestQuorumReached(t *testing.T) {
 func TestEachSafeQuorum(t *testing.T) {
 	var mu sync.Mutex
 	var gotSlot int
-	var gotID string
+	var gotID, gotGroup string
 	var fail error
-	await := func(ctx context.Context, db, slot int, id string) error {
+	await := func(ctx context.Context, db, slot int, group, id string) error {
 		mu.Lock()
-		gotSlot, gotID = slot, id
+		gotSlot, gotID, gotGroup = slot, id, group
 		err := fail
 		mu.Unlock()
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -174,8 +174,8 @@ func TestEachSafeQuorum(t *testing.T) {
 	}
 	es := tc.outbox(t, slotOf(k))
 	mu.Lock()
-	if len(es) != 1 || gotSlot != slotOf(k) || xdc.CompareIDs(gotID, es[0].ID) < 0 {
-		t.Errorf("AwaitDCs(slot %d, %s), outbox %v", gotSlot, gotID, es)
+	if len(es) != 1 || gotSlot != slotOf(k) || gotGroup != "" || xdc.CompareIDs(gotID, es[0].ID) < 0 {
+		t.Errorf("AwaitDCs(slot %d, group %q, %s), outbox %v", gotSlot, gotGroup, gotID, es)
 	}
 	fail = errors.New("dc2 is down")
 	mu.Unlock()

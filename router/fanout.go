@@ -281,7 +281,6 @@ func (c *client) visibleKey(g *group) ([]byte, error) {
 }
 
 func cmdScriptLoad(c *client, _ *command.Spec, cmd resp.Command) {
-	c.s.scripts.add(string(cmd.Args[2]))
 	c.fanoutReply(cmd.Raw, func(b []byte, vals []resp.Value) []byte { return append(b, vals[0].Raw...) })
 }
 

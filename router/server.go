@@ -55,9 +55,10 @@ type Config struct {
 	// MovedKeysCache bounds how many keys per migration the node remembers as already moved
 	// off the source, to skip MoveKeys' round trip (default 1<<20; negative: no cache).
 	MovedKeysCache int
-	// AwaitDCs waits until every other DC applied entry id of the outbox of (db, slot), for
-	// DC_EACH_SAFE_QUORUM writes; the node provides it (nil: the level counts as reached).
-	AwaitDCs func(ctx context.Context, db, slot int, id string) error
+	// AwaitDCs waits until every other DC applied entry id of the outbox of (db, slot), or,
+	// when group is set (data format 3), of that group's log, for DC_EACH_SAFE_QUORUM writes;
+	// the node provides it (nil: the level counts as reached).
+	AwaitDCs func(ctx context.Context, db, slot int, group, id string) error
 	// Wrote, when set, is told after each write through WRITE has been answered (the slot's
 	// outbox may have a new entry): the replicator ships it without polling for it. It must
 	// not block.
@@ -147,9 +148,6 @@ type Server struct {
 	sourceReads  atomic.Uint64
 	panics       atomic.Uint64
 
-	// scripts maps the SHA1 of user scripts seen through this node (SCRIPT LOAD, and EVAL in
-	// multi-DC mode) to their bodies, so EVALSHA is recorded as EVAL (xdcscript.go).
-	scripts scriptBodies
 	// reloading holds the pools whose WRITE and APPLY scripts are being reloaded.
 	reloadMu  sync.Mutex
 	reloading map[*backend.Pool]bool

@@ -1,11 +1,8 @@
 package router
 
 import (
-	"crypto/sha1"
-	"encoding/hex"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/redraft/redraft/router/command"
 	"github.com/redraft/redraft/router/resp"
@@ -14,43 +11,11 @@ import (
 
 // User scripts in a cluster with several DCs (router/DESIGN.md, "Cross-DC write path"). A
 // script cannot run inside WRITE (a script calling a script is refused), so it runs in
-// MULTI next to an XADD of its own call to the slot's outbox. The block runs on the internal
-// user's connection and switches users inside it, so the script runs as the client user and
-// only the XADD as the internal one: MULTI; AUTH client; EVAL...; AUTH internal; XADD; EXEC
-// (Redis checks each queued command's ACL again at EXEC, as the user of that moment).
-
-// maxScriptBodies bounds the SHA1 → body map (clients that generate scripts would grow it
-// without end); past it EVALSHA of new scripts is recorded as EVALSHA.
-const maxScriptBodies = 10000
-
-// scriptBodies maps the SHA1 of scripts seen through this node to their bodies.
-type scriptBodies struct {
-	mu sync.RWMutex
-	m  map[string]string
-}
-
-// add records body under its SHA1.
-func (sb *scriptBodies) add(body string) {
-	sum := sha1.Sum([]byte(body))
-	sha := hex.EncodeToString(sum[:])
-	sb.mu.Lock()
-	defer sb.mu.Unlock()
-	if sb.m == nil {
-		sb.m = map[string]string{}
-	}
-	if _, ok := sb.m[sha]; ok || len(sb.m) >= maxScriptBodies {
-		return
-	}
-	sb.m[sha] = body
-}
-
-// get returns the body of the script with SHA1 sha (any case).
-func (sb *scriptBodies) get(sha string) (string, bool) {
-	sb.mu.RLock()
-	defer sb.mu.RUnlock()
-	body, ok := sb.m[strings.ToLower(sha)]
-	return body, ok
-}
+// MULTI next to WRITE's record of the state of the keys it declares. The block runs on the
+// internal user's connection and switches users inside it, so the script runs as the client
+// user and only the record as the internal one: MULTI; AUTH client; EVAL...; AUTH internal;
+// FCALL WRITE ... rec ...; EXEC (Redis checks each queued command's ACL again at EXEC, as the
+// user of that moment).
 
 // scriptWrites reports whether a script command may write (the _RO variants cannot).
 func scriptWrites(name string) bool { return name == "eval" || name == "evalsha" || name == "fcall" }
@@ -82,20 +47,11 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 		return
 	}
 	argv := argStrings(cmd.Args)
-	rec := argv
-	switch spec.Name {
-	case "eval":
-		c.s.scripts.add(argv[1])
-	case "evalsha":
-		if body, ok := c.s.scripts.get(argv[1]); ok {
-			rec = append([]string{"EVAL", body}, argv[2:]...)
-		}
-	}
 	// The script and its record, kept apart: the block is put together for the group that
 	// serves the write (rawFor), whose users' passwords are its own.
 	parts := append(c.xsync[:0], cmd.Raw...)
 	split := len(parts)
-	parts, nrec := c.appendRecord(parts, slot, rec, scriptRecord(argv, c.keys))
+	parts, nrec := c.appendRecord(parts, slot, scriptRecord(argv, c.keys))
 	n := 5 + nrec // MULTI, AUTH, the script, AUTH, the record, EXEC
 	parts = append(parts, rawExec...)
 	c.xsync = parts[:0]
@@ -125,30 +81,15 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 }
 
 // appendRecord appends to b the commands that record, for the other DCs, a write that runs
-// just before them in the same MULTI on slot, and returns b and how many replies they add.
-// With convergence: WRITE in its "rec" form (no copy-lock check: the write already ran) of
-// call, a read that names the keys whose stamped state is recorded. Without (the setting
-// convergence off): argv itself, replayed in the other DCs, XADDed to the slot's outbox and
-// the change feed.
-func (c *client) appendRecord(b []byte, slot int, argv []string, call xdc.Call) ([]byte, int) {
+// just before them in the same MULTI on slot, and returns b and how many replies they add:
+// WRITE in its "rec" form (no copy-lock check: the write already ran) of call, a read that
+// names the keys whose state is recorded. Also with the setting convergence off: the script
+// call itself was recorded then, and the other DCs' APPLY could not run it (a script cannot
+// call EVAL or FCALL), so such scripts never reached them.
+func (c *client) appendRecord(b []byte, slot int, call xdc.Call) ([]byte, int) {
 	w := c.snap.outboxMax
-	if !w.plain {
-		w.record = true
-		return appendWriteCall(b, slot, c.s.cfg.DC, w, true, []xdc.Call{call}), 1
-	}
-	fields := xdc.EntryFields(c.s.cfg.DC, [][]string{argv})
-	b = resp.AppendArray(b, 6+len(fields))
-	b = resp.AppendBulkString(b, "XADD")
-	b = resp.AppendBulkString(b, xdc.OutboxKey(slot))
-	b = resp.AppendBulkString(b, "MAXLEN")
-	b = resp.AppendBulkString(b, "~")
-	b = resp.AppendBulkString(b, w.maxLen)
-	b = resp.AppendBulkString(b, "*")
-	for _, f := range fields {
-		b = resp.AppendBulkString(b, f)
-	}
-	b = appendCommand(b, append([]string{"XADD", xdc.DirtyKey, "MAXLEN", "~", xdc.DirtyMaxLen, "*"}, xdc.DirtyFields(slot)...))
-	return b, 2
+	w.record, w.plain = true, false
+	return appendWriteCall(b, slot, c.s.cfg.DC, w, true, []xdc.Call{call}), 1
 }
 
 // recordFailed returns the error to answer when one of recs, the replies of appendRecord's

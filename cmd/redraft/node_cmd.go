@@ -222,12 +222,12 @@ func runNode(c *cli.Context, join bool) error {
 	}
 	ref := &nodeRef{cfg: cfg}
 	var repl *xdc.Replicator
-	rcfg.AwaitDCs = func(ctx context.Context, db, slot int, id string) error {
+	rcfg.AwaitDCs = func(ctx context.Context, db, slot int, group, id string) error {
 		timeout := 5 * time.Second
 		if d, ok := ctx.Deadline(); ok {
 			timeout = time.Until(d)
 		}
-		return repl.Await(ctx, db, slot, id, timeout)
+		return repl.Await(ctx, db, slot, group, id, timeout)
 	}
 	rcfg.Wrote = func(db, slot int) { repl.Wrote(db, slot) }
 	rcfg.Flush = func(ctx context.Context, db int, async bool) error { return repl.Flush(ctx, db, async) }

@@ -352,8 +352,8 @@ func (r *Replicator) ackFlush(ctx context.Context, f *fsm.Flush) error {
 	return nil
 }
 
-// drainForFlush returns once every entry now in the outboxes this node ships has been applied
-// in every other DC.
+// drainForFlush returns once every entry now in the outboxes and group logs this node ships
+// has been applied in every other DC.
 func (r *Replicator) drainForFlush(ctx context.Context) error {
 	if len(r.destinations(r.cfg.Cluster.State())) == 0 {
 		return nil
@@ -374,6 +374,10 @@ func (r *Replicator) drainForFlush(ctx context.Context) error {
 	for k, l := range r.loops {
 		slots[source{k.server, k.db}] = l.slots
 	}
+	var logs []*logGroup
+	for _, l := range r.logs {
+		logs = append(logs, l.g)
+	}
 	r.mu.Unlock()
 	for src, sl := range slots {
 		pipe := r.client(src.server, src.db).Pipeline()
@@ -389,9 +393,21 @@ func (r *Replicator) drainForFlush(ctx context.Context) error {
 			if len(msgs) == 0 {
 				continue
 			}
-			if err := r.awaitShipped(ctx, src.db, s, msgs[0].ID); err != nil {
+			if err := r.awaitShipped(ctx, src.db, s, "", msgs[0].ID); err != nil {
 				return fmt.Errorf("draining slot %d of database %d: %w", s, src.db, err)
 			}
+		}
+	}
+	for _, g := range logs {
+		msgs, err := g.c.XRevRangeN(ctx, LogKey, "+", "-", 1).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("read the tail of log %s in database %d: %w", g.log, g.db, err)
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		if err := r.awaitShipped(ctx, g.db, 0, g.log.Group, msgs[0].ID); err != nil {
+			return fmt.Errorf("draining log %s of database %d: %w", g.log, g.db, err)
 		}
 	}
 	return nil
@@ -401,15 +417,19 @@ func (r *Replicator) drainForFlush(ctx context.Context) error {
 // again (a node that came back, or one that stopped answering, moves slots between loops).
 const flushAwaitTry = 2 * time.Second
 
-// awaitShipped waits until every other DC applied id of (db, slot)'s outbox, as the slot's
-// current owner in this DC knows it, until ctx ends.
-func (r *Replicator) awaitShipped(ctx context.Context, db, slot int, id string) error {
+// awaitShipped waits until every other DC applied id of (db, slot)'s outbox, or of group's
+// log when group is set, as the node shipping it in this DC knows it, until ctx ends.
+func (r *Replicator) awaitShipped(ctx context.Context, db, slot int, group, id string) error {
 	for {
-		err := r.Await(ctx, db, slot, id, flushAwaitTry)
+		err := r.Await(ctx, db, slot, group, id, flushAwaitTry)
 		r.fl.mu.Lock()
 		r.fl.draining = ""
 		if err != nil {
-			r.fl.draining = fmt.Sprintf("entries of slot %d of database %d not yet applied in every other DC (%v)", slot, db, err)
+			what := fmt.Sprintf("entries of slot %d", slot)
+			if group != "" {
+				what = "entries of group " + group + "'s log"
+			}
+			r.fl.draining = fmt.Sprintf("%s of database %d not yet applied in every other DC (%v)", what, db, err)
 		}
 		r.fl.mu.Unlock()
 		if err == nil || ctx.Err() != nil {

@@ -148,15 +148,10 @@ type loop struct {
 	// unfed counts, by position in slots, the entries the change feed named that the loop
 	// did not keep, since a read of the outbox that the destination applied to its end: while
 	// it is set, the outbox is read, not the feed's entries shipped.
-	unfed      map[int]uint64
-	outbox     int64
-	started    time.Time
-	lastAck    time.Time
-	lastSample time.Duration
-	lags       []time.Duration // recent entry lags, a ring
-	lagNext    int
-	lastErr    string
-	errSince   time.Time
+	unfed  map[int]uint64
+	outbox int64
+	pairStats
+	refused map[int]bool // slots whose full copy logsOnly refused (logged once)
 	// inflight are the slots of the batches sent and not answered yet, one bit per slot;
 	// blocked, those a round left out because they were in flight (their answer marks them
 	// again). sendErr is the last failed send's error, for the loop to back off.
@@ -172,7 +167,7 @@ type loop struct {
 func newLoop(r *Replicator, k loopKey, slots []int) *loop {
 	l := &loop{r: r, key: k, slots: slots, index: make([]int32, migrate.NumSlots), done: make(chan struct{}),
 		acked: make([]string, len(slots)), pending: make([]int64, len(slots)), lens: make([]int64, len(slots)), reset: map[int]bool{},
-		copying: map[int]bool{}, unfed: map[int]uint64{}, started: time.Now(), wake: make(chan struct{}, 1), trimQ: make(chan redis.Pipeliner, 1),
+		copying: map[int]bool{}, unfed: map[int]uint64{}, pairStats: pairStats{started: time.Now()}, wake: make(chan struct{}, 1), trimQ: make(chan redis.Pipeliner, 1),
 		sem: make(chan struct{}, maxInflight), sent: make(chan struct{}, 1)}
 	l.ph = newPhases(r.log.With("dest", k.dest, "group", k.group, "db", k.db), "shipping")
 	for i := range l.index {
@@ -531,6 +526,14 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 	}()
 	for i, p := range ready {
 		g := got[i]
+		if l.logsOnly() && (errors.Is(g.err, ErrBehind) || g.missing && l.lossPossible(l.slots[p])) {
+			why := g.err
+			if why == nil {
+				why = errors.New("the outbox lost entries the destination applied, with a failed-over master")
+			}
+			l.refuseCopy(l.slots[p], why)
+			continue
+		}
 		if errors.Is(g.err, ErrBehind) {
 			l.mu.Lock()
 			if !l.copying[l.slots[p]] {
@@ -698,19 +701,9 @@ func (l *loop) ship(ctx context.Context, src *redis.Client, batches []WireBatch,
 		l.r.counter(l.key.dest).shipped.Add(int64(n))
 		l.pending[p] = max(0, l.pending[p]-int64(n))
 		for _, e := range b.Entries[:n] {
-			lag := LagOf(e.ID, now)
-			if len(l.lags) < lagWindow {
-				l.lags = append(l.lags, lag)
-			} else {
-				l.lags[l.lagNext%lagWindow] = lag
-			}
-			l.lagNext++
-			if len(e.Cmds) == 0 {
-				l.lastSample = lag
-			}
+			l.applied(e.ID, len(e.Cmds) == 0, now)
 		}
 		if n > 0 {
-			l.lastAck = now
 			l.touch(b.Slot)
 		}
 		if res.Gap {
@@ -772,10 +765,7 @@ func execTrims(ctx context.Context, p redis.Pipeliner) {
 func (l *loop) fail(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.lastErr == "" {
-		l.errSince = time.Now()
-	}
-	l.lastErr = err.Error()
+	l.failed(err.Error(), time.Now())
 	l.r.log.Debug("shipping", "dest", l.key.dest, "group", l.key.group, "err", err)
 }
 
@@ -1020,42 +1010,37 @@ func (l *loop) readLens(ctx context.Context, src *redis.Client, pos []int) bool 
 
 // report adds this loop's figures to p.
 func (l *loop) report(p *PairReport, now time.Time) {
+	logs := l.logsOnly() // no heartbeats in the outboxes then: the group logs' report the lag
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	hb := l.r.cfg.Heartbeat
-	lag := l.lastSample
-	if l.key.db == 0 {
-		since := l.lastAck
-		if since.IsZero() {
-			since = l.started
-		}
-		if d := now.Sub(since); d > 3*hb {
-			lag = max(lag, d)
-		}
-	} else if l.lastErr != "" {
-		lag = max(lag, now.Sub(l.errSince))
-	}
-	p.LagMS = max(p.LagMS, float64(lag.Microseconds())/1000)
+	l.pairStats.report(p, now, l.r.cfg.Heartbeat, l.key.db == 0 && !logs, len(l.copying) > 0)
 	for _, n := range l.pending {
 		p.Pending += n
 	}
 	p.Outbox += l.outbox
 	p.Copying += len(l.copying)
-	state := "ok"
-	switch {
-	case l.lastErr != "" && now.Sub(l.errSince) > 2*hb:
-		state = "down"
-	case len(l.copying) > 0:
-		state = "copying"
-	case lag > 5*time.Second:
-		state = "lagging"
+}
+
+// logsOnly reports whether the cluster's data format has group logs (LogDataFormat): every
+// write is then recorded in its group's log, and the per-slot loops only ship what the
+// outboxes held from before. They copy no slot in full then: a slot's copy would replace its
+// keys behind the back of the logs, whose entries the destination applies by positions the
+// copy knows nothing of (a group whose log lacks what a destination needs is copied as a
+// group, docs/replication.md).
+func (l *loop) logsOnly() bool { return l.r.cfg.Cluster.State().Format() >= LogDataFormat }
+
+// refuseCopy logs, once per slot, the full copy that logsOnly refuses.
+func (l *loop) refuseCopy(slot int, why error) {
+	l.mu.Lock()
+	first := !l.refused[slot]
+	if l.refused == nil {
+		l.refused = map[int]bool{}
 	}
-	rank := map[string]int{"ok": 0, "lagging": 1, "copying": 2, "down": 3}
-	if rank[state] > rank[p.State] {
-		p.State = state
-		if state == "down" {
-			p.Error = l.lastErr
-		}
+	l.refused[slot] = true
+	l.mu.Unlock()
+	if first {
+		l.r.log.Warn("an outbox entry from before the group logs cannot be shipped; the slot is not copied in full at data format 3",
+			"dest", l.key.dest, "slot", slot, "db", l.key.db, "err", why)
 	}
 }
 
@@ -1063,14 +1048,14 @@ func (l *loop) report(p *PairReport, now time.Time) {
 func (l *loop) down(now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.lastErr != "" && now.Sub(l.errSince) > 2*l.r.cfg.Heartbeat
+	return l.pairStats.down(now, l.r.cfg.Heartbeat)
 }
 
 // recentLags returns the loop's recent entry lags.
 func (l *loop) recentLags() []time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return append([]time.Duration(nil), l.lags...)
+	return l.pairStats.recentLags()
 }
 
 // slotRead is one slot's read: its next entries, the outbox length, or an error.

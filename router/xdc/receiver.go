@@ -313,7 +313,7 @@ func (r *Replicator) HandleLast(ctx context.Context, req LastRequest) (LastRespo
 
 // HandleAwait waits until every other DC applied req.ID of the slot's outbox.
 func (r *Replicator) HandleAwait(ctx context.Context, req AwaitRequest) (struct{}, error) {
-	return struct{}{}, r.awaitLocal(ctx, req.DB, req.Slot, req.ID, msDuration(req.TimeoutMS))
+	return struct{}{}, r.awaitHere(ctx, req)
 }
 
 // checkSource refuses batches from an unknown DC or from this node's own DC.

@@ -477,9 +477,13 @@ func (r *Replicator) liveSet(st *fsm.State) string {
 }
 
 // heartbeat appends a heartbeat entry (no commands) to the outbox of the first slot of each
-// group this node ships from, database 0: its applied time gives the lag per DC pair.
+// group this node ships from, database 0: its applied time gives the lag per DC pair. Not at
+// data format 3, where the group logs have theirs.
 func (r *Replicator) heartbeat(ctx context.Context) {
 	st := r.cfg.Cluster.State()
+	if st.Format() >= LogDataFormat {
+		return // every group log gets its own (logGroup.run)
+	}
 	bound := st.SettingInt("outbox_max_entries")
 	type target struct {
 		srv  server
@@ -748,21 +752,34 @@ func lowest(ids []string) string {
 	return low
 }
 
-// Await waits until every other DC applied entry id of (db, slot)'s outbox, asking the
-// slot's owner in this DC when that is another node; it is DC_EACH_SAFE_QUORUM's wait.
-func (r *Replicator) Await(ctx context.Context, db, slot int, id string, timeout time.Duration) error {
+// Await waits until every other DC applied entry id of (db, slot)'s outbox, or, when group
+// is set (data format 3), of that group's log, asking the node that ships it in this DC when
+// that is another node; it is DC_EACH_SAFE_QUORUM's wait.
+func (r *Replicator) Await(ctx context.Context, db, slot int, group, id string, timeout time.Duration) error {
 	st := r.cfg.Cluster.State()
 	if len(r.destinations(st)) == 0 {
 		return nil
 	}
-	owner := fsm.OwnerIn(r.liveRing(st, r.cfg.Cluster.DC()), slot)
+	shipper := slot
+	if group != "" {
+		shipper = logShipSlot(st.DCs[r.cfg.Cluster.DC()], group)
+	}
+	owner := fsm.OwnerIn(r.liveRing(st, r.cfg.Cluster.DC()), shipper)
 	if owner == r.cfg.Cluster.ID() || owner == "" || st.Nodes[owner] == nil {
-		return r.awaitLocal(ctx, db, slot, id, timeout)
+		return r.awaitHere(ctx, AwaitRequest{DB: db, Slot: slot, Group: group, ID: id, TimeoutMS: timeout.Milliseconds()})
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout+time.Second)
 	defer cancel()
 	return r.cfg.Peers.CallPeer(cctx, st.Nodes[owner].Peer, RPCAwait,
-		AwaitRequest{DB: db, Slot: slot, ID: id, TimeoutMS: timeout.Milliseconds()}, nil)
+		AwaitRequest{DB: db, Slot: slot, Group: group, ID: id, TimeoutMS: timeout.Milliseconds()}, nil)
+}
+
+// awaitHere is Await on the node that ships the entry.
+func (r *Replicator) awaitHere(ctx context.Context, req AwaitRequest) error {
+	if req.Group != "" {
+		return r.awaitLog(ctx, req.DB, req.Group, req.ID, msDuration(req.TimeoutMS))
+	}
+	return r.awaitLocal(ctx, req.DB, req.Slot, req.ID, msDuration(req.TimeoutMS))
 }
 
 func (r *Replicator) awaitLocal(ctx context.Context, db, slot int, id string, timeout time.Duration) error {
@@ -808,18 +825,28 @@ func (r *Replicator) Report() Report {
 	for _, l := range r.loops {
 		loops = append(loops, l)
 	}
+	var shippers []*logShipper
+	for _, l := range r.logs {
+		shippers = append(shippers, l.g.shippers...)
+	}
 	r.mu.Unlock()
 	byDest := map[string]*PairReport{}
 	lags := map[string][]time.Duration{}
 	now := time.Now()
-	for _, l := range loops {
-		p := byDest[l.key.dest]
+	pair := func(dest string) *PairReport {
+		p := byDest[dest]
 		if p == nil {
-			p = &PairReport{From: r.cfg.Cluster.DC(), To: l.key.dest, State: "ok"}
-			byDest[l.key.dest] = p
+			p = &PairReport{From: r.cfg.Cluster.DC(), To: dest, State: "ok"}
+			byDest[dest] = p
 		}
-		l.report(p, now)
+		return p
+	}
+	for _, l := range loops {
+		l.report(pair(l.key.dest), now)
 		lags[l.key.dest] = append(lags[l.key.dest], l.recentLags()...)
+	}
+	for _, s := range shippers {
+		lags[s.dest] = append(lags[s.dest], s.report(pair(s.dest), now)...)
 	}
 	for d, p := range byDest {
 		c := r.counter(d)

@@ -15,8 +15,11 @@ import (
 // The shipping side of one log per group (grouplog.go): a logGroup follows one group's log in
 // one database and ships it to every other DC, one logShipper per destination. Run starts one
 // per group whose first slot this node owns on the token ring, at data format 3 only
-// (LogDataFormat, which no build raises yet: the migration handoffs, the log's lag in status
-// and the full copy of a group are still to build, docs/replication.md, session 24).
+// (LogDataFormat, which no build raises yet: the full copy of a group, and raising the format
+// on a cluster with entries in its outboxes, are still to build, docs/replication.md,
+// sessions 24 to 26). Each shipper reports its destination's lag and state to the status
+// (pairStats), and keeps the DC's last answer for DC_EACH_SAFE_QUORUM writes and flushes
+// (awaitlog.go).
 
 // logKey names a running logGroup: the group's master and database, and the group's failover
 // epoch (a failover starts the group's shipping again, on the new master).
@@ -28,6 +31,7 @@ type logKey struct {
 
 // runningLog is a started logGroup: its destinations, and how to stop it.
 type runningLog struct {
+	g     *logGroup
 	dests []string
 	stop  func()
 }
@@ -52,7 +56,7 @@ func (r *Replicator) planLogs(ctx context.Context, want map[logKey]LogID, dests 
 		cctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); g.run(cctx) }()
-		r.logs[k] = &runningLog{dests: dests, stop: func() { cancel(); <-done }}
+		r.logs[k] = &runningLog{g: g, dests: dests, stop: func() { cancel(); <-done }}
 	}
 }
 
@@ -74,16 +78,24 @@ type logGroup struct {
 
 	shippers []*logShipper // one per destination
 
+	length atomic.Int64 // the log's length at the last beat (XLEN), for the status report
+
 	mu    sync.Mutex
-	acked map[string]string // destination DC -> its last answered position
+	acked map[string]string // destination DC -> its last answered position the log keeps
+	// applied is each destination DC's last answered position, whether or not the log is
+	// kept from it (a migrating DC's answers, too): what DC_EACH_SAFE_QUORUM writes and
+	// flushes wait for (awaitLog). changed is closed and replaced when one moves.
+	applied map[string]string
+	changed chan struct{}
 }
 
 // newLogGroup returns the logGroup of log (its group's master c, in database db) shipping to
 // dests, with a heartbeat every beat.
 func newLogGroup(r *Replicator, c *redis.Client, log LogID, db int, dests []string, beat time.Duration) *logGroup {
-	g := &logGroup{r: r, c: c, log: log, db: db, dests: dests, beat: beat, acked: map[string]string{}}
+	g := &logGroup{r: r, c: c, log: log, db: db, dests: dests, beat: beat, acked: map[string]string{},
+		applied: map[string]string{}, changed: make(chan struct{})}
 	for _, d := range dests {
-		g.shippers = append(g.shippers, &logShipper{g: g, dest: d})
+		g.shippers = append(g.shippers, &logShipper{g: g, dest: d, stats: pairStats{started: time.Now()}})
 	}
 	return g
 }
@@ -119,6 +131,9 @@ func (g *logGroup) run(ctx context.Context) {
 				g.r.log.Debug("group log: trim", "log", g.log.String(), "err", err)
 			}
 		}
+		if n, err := g.c.XLen(ctx, LogKey).Result(); err == nil {
+			g.length.Store(n)
+		}
 	}
 }
 
@@ -127,6 +142,31 @@ func (g *logGroup) ack(dest, pos string) {
 	g.mu.Lock()
 	g.acked[dest] = pos
 	g.mu.Unlock()
+}
+
+// answered records dest's answer, pos, the position through which that DC applied the log,
+// and wakes the writes and flushes waiting for it.
+func (g *logGroup) answered(dest, pos string) {
+	g.mu.Lock()
+	if g.applied[dest] != pos {
+		g.applied[dest] = pos
+		close(g.changed)
+		g.changed = make(chan struct{})
+	}
+	g.mu.Unlock()
+}
+
+// through returns the DCs of dests that have not applied the log through id, and a channel
+// closed when an answer changes.
+func (g *logGroup) through(dests []string, id string) (missing []string, changed <-chan struct{}) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, d := range dests {
+		if p := g.applied[d]; p == "" || CompareIDs(p, id) < 0 {
+			missing = append(missing, d)
+		}
+	}
+	return missing, g.changed
 }
 
 // trimPoint is the lowest position every destination has answered, when each has one.
@@ -162,6 +202,47 @@ type logShipper struct {
 	dest   string
 	behind atomic.Bool
 	conn   *feedConn // the log's reads (read), dialed when needed; the shipper's goroutine only
+
+	mu      sync.Mutex
+	stats   pairStats // for the status report (report)
+	pending int64     // entries of the range in flight not yet answered applied
+}
+
+// report adds the shipper's figures to p, and returns its recent entry lags.
+func (s *logShipper) report(p *PairReport, now time.Time) []time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// A log gets heartbeats once it exists (NOMKSTREAM), and trims keep an entry in it.
+	s.stats.report(p, now, s.g.r.cfg.Heartbeat, s.g.length.Load() > 0, false)
+	p.Pending += s.pending
+	p.Outbox += s.g.length.Load()
+	return s.stats.recentLags()
+}
+
+// fail records a shipping error for the report.
+func (s *logShipper) fail(err error) {
+	s.mu.Lock()
+	s.stats.failed(err.Error(), time.Now())
+	s.mu.Unlock()
+}
+
+// shipped records the destination's answer to a range of entries: those through pos were
+// applied.
+func (s *logShipper) shipped(entries []Entry, pos string) {
+	now := time.Now()
+	n := 0
+	s.mu.Lock()
+	for _, e := range entries {
+		if pos == "" || CompareIDs(e.ID, pos) > 0 {
+			break
+		}
+		s.stats.applied(e.ID, len(e.Cmds) == 0, now)
+		n++
+	}
+	s.pending = int64(len(entries) - n)
+	s.stats.lastErr = ""
+	s.mu.Unlock()
+	s.g.r.counter(s.dest).shipped.Add(int64(n))
 }
 
 // errBehind reports that the log no longer holds every entry after the destination's position.
@@ -199,9 +280,13 @@ func (s *logShipper) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		if !started {
 			if prev, err = s.position(ctx); err != nil {
+				s.fail(err)
 				g.r.log.Debug("group log: the destination's position", "log", g.log.String(), "to", s.dest, "err", err)
 				pause()
 				continue
+			}
+			if prev != "" {
+				g.answered(s.dest, prev)
 			}
 			started = true
 		}
@@ -211,6 +296,7 @@ func (s *logShipper) run(ctx context.Context) {
 					return
 				}
 				s.behind.Store(errors.Is(err, errBehind))
+				s.fail(err)
 				g.r.log.Warn("group log: cannot ship", "log", g.log.String(), "to", s.dest, "position", prev, "err", err)
 				pause()
 				continue
@@ -232,8 +318,12 @@ func (s *logShipper) run(ctx context.Context) {
 			req.Entries[i] = LogEntry{Slot: EntrySlot(e), WireEntry: WireEntry{ID: e.ID, TS: e.TS, Cmds: e.Cmds}}
 		}
 		var res LogResponse
+		s.mu.Lock()
+		s.pending = int64(len(entries))
+		s.mu.Unlock()
 		if err := g.r.callDC(ctx, g.r.cfg.Cluster.State(), s.dest, "", RPCLog, EncodeLog(req), &res); err != nil {
 			if ctx.Err() == nil {
+				s.fail(err)
 				trouble("send failed", "err", err)
 				check = true
 				pause()
@@ -265,6 +355,10 @@ func (s *logShipper) run(ctx context.Context) {
 			failing = ""
 		}
 		prev = res.Position
+		s.shipped(entries, prev)
+		if prev != "" {
+			g.answered(s.dest, prev) // after a gap, lower: the DC lost what it had applied
+		}
 		if prev != "" && !res.Migrating {
 			// While the destination migrates slots, the log is kept from the position it
 			// answered before: copying a slot's positions to its new group can make the DC

@@ -170,8 +170,11 @@ type LastResponse struct {
 // AwaitRequest waits until every other DC applied entry ID of slot's outbox, at most
 // TimeoutMS milliseconds.
 type AwaitRequest struct {
-	DB        int    `json:"db"`
-	Slot      int    `json:"slot"`
+	DB   int `json:"db"`
+	Slot int `json:"slot"`
+	// Group, when set, says ID is an entry of that group's log (data format 3), not of the
+	// slot's outbox.
+	Group     string `json:"group,omitempty"`
 	ID        string `json:"id"`
 	TimeoutMS int64  `json:"timeout_ms"`
 }

@@ -1,0 +1,78 @@
+package xdc
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// Waiting on a group log (data format 3): a DC_EACH_SAFE_QUORUM write and a flush's drain
+// wait until every other DC answered a position at or past an entry of a group's log. The
+// answers reach the node that ships the log (logShipper, logGroup.answered), so the wait runs
+// there: Await routes it by the group's shipping slot.
+
+// logShipSlot is the slot whose owner on the DC's token ring ships group's log: the group's
+// first slot, or slot 0 for a group without slots (Replicator.plan starts the logGroups by the
+// same rule).
+func logShipSlot(dc *fsm.DC, group string) int {
+	if dc != nil {
+		for slot, gid := range dc.Slots {
+			if gid == group {
+				return slot
+			}
+		}
+	}
+	return 0
+}
+
+// logAwaitPoll is how often awaitLog looks again for a log this node does not ship yet (the
+// plan starts a database's logGroup after its first write is seen).
+const logAwaitPoll = 20 * time.Millisecond
+
+// awaitLog waits, at most timeout, until every other DC applied group's log in db through id.
+func (r *Replicator) awaitLog(ctx context.Context, db int, group, id string, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	dc := r.cfg.Cluster.DC()
+	for {
+		dests := r.destinations(r.cfg.Cluster.State())
+		missing := dests
+		var changed <-chan struct{}
+		if g := r.shippedLog(LogID{DC: dc, Group: group}, db); g != nil {
+			missing, changed = g.through(dests, id)
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		// Look again now and then: the log may start here, or its logGroup be replaced (a
+		// failover), and then no answer reaches changed.
+		every := logAwaitPoll
+		if changed != nil {
+			every = 10 * logAwaitPoll
+		}
+		poll := time.After(every)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return fmt.Errorf("not applied in DC %s within %s", strings.Join(missing, ", "), timeout.Round(time.Millisecond))
+		case <-changed:
+		case <-poll:
+		}
+	}
+}
+
+// shippedLog is the logGroup this node runs for log in db, or nil.
+func (r *Replicator) shippedLog(log LogID, db int) *logGroup {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, l := range r.logs {
+		if k.db == db && l.g.log == log {
+			return l.g
+		}
+	}
+	return nil
+}
