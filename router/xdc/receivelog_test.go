@@ -404,9 +404,10 @@ func TestEntrySlot(t *testing.T) {
 // TestLogShippingAcrossSourceFailover: when dc1's group fails over to a replica that had
 // received everything dc2 applied, shipping goes on from the new master's log (the old log
 // through dc2's position, then the new master's writes): dc2 ends equal, every counter
-// exact. When it fails over to a replica that lacks entries dc2 applied, the new master's log
-// does not hold dc2's position: the shipper reports it and ships nothing, so no entry is
-// applied twice and none after the hole.
+// exact; also when the replica lacks heartbeats dc2 applied, and nothing else. When it fails
+// over to a replica that lacks entries dc2 applied, the new master's log does not hold dc2's
+// position: the shipper reports it and ships nothing, so no entry is applied twice and none
+// after the hole.
 func TestLogShippingAcrossSourceFailover(t *testing.T) {
 	ctx := context.Background()
 	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "dc1", "dc2")
@@ -464,17 +465,40 @@ func TestLogShippingAcrossSourceFailover(t *testing.T) {
 	if got, want := counters(dc2.rc), strings.Repeat("29,", 4)+"28,28,28"; got != want {
 		t.Fatalf("dc2's counters %s, want %s", got, want)
 	}
+	// A replica that lacks only heartbeats dc2 applied (the old master logged and shipped
+	// them after the replica's last sync): nothing was lost, and shipping goes on.
+	beats := client(t, testredis.Start(t))
+	restoreAll(t, beats, dumpAll(t, replica))
+	copied, err := beats.XInfoStream(ctx, LogKey).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox := LogInboxKey(LogID{DC: "dc1", Group: "g-dc1"})
+	deadline := time.Now().Add(10 * time.Second)
+	for CompareIDs(dc2.rc.HGet(ctx, inbox, "f").Val(), copied.LastGeneratedID) <= 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("dc2 applied no heartbeat after the replica's copy")
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	stop()
+	g, stop := start(beats)
+	write(beats, 200, 300)
+	equal(beats, "after a failover that lost heartbeats only")
+	if got, want := counters(dc2.rc), strings.Repeat("43,", 6)+"42"; got != want || g.shippers[0].behind.Load() {
+		t.Fatalf("dc2's counters %s, want %s; shipper behind: %v", got, want, g.shippers[0].behind.Load())
+	}
 	// A replica that missed the last 50 writes, which dc2 applied.
 	late := client(t, testredis.Start(t))
-	restoreAll(t, late, dumpAll(t, replica))
-	write(replica, 200, 250)
-	equal(replica, "before the second failover")
+	restoreAll(t, late, dumpAll(t, beats))
+	write(beats, 300, 350)
+	equal(beats, "before the third failover")
 	before := counters(dc2.rc)
 	stop()
-	g, stop := start(late)
+	g, stop = start(late)
 	defer stop()
-	write(late, 250, 260)
-	deadline := time.Now().Add(10 * time.Second)
+	write(late, 350, 360)
+	deadline = time.Now().Add(10 * time.Second)
 	for !g.shippers[0].behind.Load() {
 		if time.Now().After(deadline) {
 			t.Fatal("the shipper did not find dc2's position missing from the new master's log")

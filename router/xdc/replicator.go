@@ -68,6 +68,10 @@ type Replicator struct {
 	// (*groupSlots: HandleLog).
 	logReps atomic.Value
 
+	// memos are what this process knows of each destination's position in each log, kept
+	// across the logGroups a failover replaces (logmemo.go).
+	memos logMemos
+
 	mu      sync.Mutex
 	loops   map[loopKey]*loop
 	logs    map[logKey]*runningLog // the group logs this node ships (data format 3)

@@ -208,6 +208,9 @@ type logShipper struct {
 	pending int64     // entries of the range in flight not yet answered applied
 }
 
+// memoKey names the shipper's destination position in its log (logmemo.go).
+func (s *logShipper) memoKey() logMemoKey { return logMemoKey{log: s.g.log, db: s.g.db, dest: s.dest} }
+
 // report adds the shipper's figures to p, and returns its recent entry lags.
 func (s *logShipper) report(p *PairReport, now time.Time) []time.Duration {
 	s.mu.Lock()
@@ -288,10 +291,21 @@ func (s *logShipper) run(ctx context.Context) {
 			if prev != "" {
 				g.answered(s.dest, prev)
 			}
+			g.r.memos.started(s.memoKey(), prev)
 			started = true
 		}
 		if check {
-			if err = s.contiguous(ctx, prev); err != nil {
+			if err = s.contiguous(ctx, prev); errors.Is(err, errBehind) {
+				ok, berr := g.r.memos.onlyBeats(ctx, g.c, s.memoKey(), prev)
+				if ok {
+					g.r.log.Info("group log: the destination's position is a heartbeat the failed-over master's replica lacked; shipping on",
+						"log", g.log.String(), "to", s.dest, "position", prev)
+					err = nil
+				} else if berr != nil {
+					err = berr
+				}
+			}
+			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
@@ -354,6 +368,7 @@ func (s *logShipper) run(ctx context.Context) {
 			g.r.log.Info("group log: shipping again", "log", g.log.String(), "to", s.dest, "after", failing)
 			failing = ""
 		}
+		g.r.memos.answered(s.memoKey(), prev, entries, res.Position)
 		prev = res.Position
 		s.shipped(entries, prev)
 		if prev != "" {
