@@ -40,7 +40,8 @@ const DirtyKey = "__redraft:dirty"
 // LogKey is the group's log of cross-DC replication at data format 3 (router/xdc, grouplog.go)
 // in every database of a master, and LogInboxPrefix starts the keys of a receiving master's
 // positions in other groups' logs. Both belong to the server, not to a slot: the movers never
-// move them, like DirtyKey.
+// move them, like DirtyKey, nor any key that starts with LogKey (a log's records of its own,
+// such as router/xdc's drainedKey).
 const (
 	LogKey         = "__redraft:log"
 	LogInboxPrefix = "__redraft:lin:"

@@ -42,13 +42,13 @@ func TestScanSlotsFiltersAndKeepsInternalKeys(t *testing.T) {
 	src := e.src(t, 0)
 	// The slots of x and of the keys that belong to the server: movers never move their locks,
 	// a replication log or its receiving side's positions.
-	lin := LogInboxPrefix + "dc1:g1:0"
+	lin, rec := LogInboxPrefix+"dc1:g1:0", LogKey+":drained:dc2"
 	ranges := [][2]int{}
-	for _, k := range []string{"x", LocksKey, LogKey, lin, DirtyKey, FenceKey} {
+	for _, k := range []string{"x", LocksKey, LogKey, lin, rec, DirtyKey, FenceKey} {
 		ranges = append(ranges, [2]int{SlotString(k), SlotString(k)})
 	}
 	slots, _ := FromRanges(ranges...)
-	for _, k := range []string{"{x}a", "{x}b", "__redraft:outbox:{x}", "__redraft:lock:cp:{x}", tmpKey("{x}a"), "other", LogKey, lin, DirtyKey} {
+	for _, k := range []string{"{x}a", "{x}b", "__redraft:outbox:{x}", "__redraft:lock:cp:{x}", tmpKey("{x}a"), "other", LogKey, lin, rec, DirtyKey} {
 		must(t, src.Set(ctx, k, "1", 0).Err())
 	}
 	setLock(ctx, t, src, "{x}a", "someone:1", time.Minute)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
 )
 
 // The convergence rules (docs/convergence.md) on three in-process DCs with real
@@ -624,8 +626,23 @@ func TestCopyIntoADCThatLostItsOwnEntries(t *testing.T) {
 	}
 }
 
+// TestConvergeCollectsTombstones: a tombstone stays until every other DC applied here a
+// write of theirs after it, and goes then; at data format 3 the horizon is each group log's
+// position here.
 func TestConvergeCollectsTombstones(t *testing.T) {
-	_, dcs := startDCs(t, "a", "b", "c")
+	for _, format := range []int{fsm.FirstDataFormat, LogDataFormat} {
+		t.Run(fmt.Sprintf("format=%d", format), func(t *testing.T) { collectsTombstones(t, format) })
+	}
+}
+
+func collectsTombstones(t *testing.T, format int) {
+	n, dcs := startDCs(t, "a", "b", "c")
+	if format > fsm.FirstDataFormat {
+		raiseFormat(t, n, format)
+		for _, d := range dcs {
+			d.repl.Notify(n.State())
+		}
+	}
 	a := dcs[0]
 	a.write(t, "SET", "{g}k", "v")
 	later()

@@ -29,8 +29,11 @@ import (
 const gcSlotsPerTick = 64
 
 // gcLua collects tombstones of one slot. KEYS: metadata hash, inbox. ARGV: HSCAN cursor,
-// count, margin in ms, counter margin in ms, then the other DCs' names. It answers {next
-// cursor, tombstones seen, collected}.
+// count, margin in ms, counter margin in ms, then the other DCs' names; or, at data format 3
+// (group logs), "log", the slot, and the inbox keys of every group log of the other DCs
+// (undeclared, as APPLY's: they belong to the server, not to the slot), whose position for
+// the slot (its field s<slot>, else f) is each log's horizon. It answers {next cursor,
+// tombstones seen, collected}.
 const gcLua = `
 local meta, inbox = KEYS[1], KEYS[2]
 ` + stampLua + elemLua + `
@@ -49,10 +52,18 @@ local function counted(k)
   return false
 end
 local horizon = nil
-for i = 5, #ARGV do
-  local id = redis.call('HGET', inbox, ARGV[i])
+local function lower(id)
   local ms = id and tonumber(string.match(id, '^(%d+)')) or 0
   if horizon == nil or ms < horizon then horizon = ms end
+end
+if ARGV[5] == 'log' then
+  local field = 's' .. ARGV[6]
+  for i = 7, #ARGV do
+    local p = redis.call('HMGET', ARGV[i], field, 'f')
+    lower(p[1] or p[2])
+  end
+else
+  for i = 5, #ARGV do lower(redis.call('HGET', inbox, ARGV[i])) end
 end
 horizon = horizon or 0
 local margin, cmargin = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -105,6 +116,17 @@ func (c *collector) markHot(db, slot int) {
 	}
 }
 
+// markLogHot asks for an early look at the slots of a group log's entries with effects, shipped
+// or received (data format 3). Any node ships or receives a log's entries for any slot, so
+// the collector looks at such a slot wherever it is marked, not only on its owner (collect).
+func (r *Replicator) markLogHot(db int, entries []LogEntry) {
+	for _, e := range entries {
+		if len(e.Cmds) > 0 {
+			r.gc.markHot(db, e.Slot)
+		}
+	}
+}
+
 // Tombstones returns the tombstones counted at the collector's last pass over each slot, and
 // how many it collected since the node started.
 func (r *Replicator) Tombstones() (alive, collected int64) {
@@ -149,8 +171,9 @@ func (r *Replicator) collect(ctx context.Context) {
 	start := c.next % len(mine)
 	c.next = start + n
 	c.mu.Unlock()
+	logs := st.Format() >= LogDataFormat // hot slots then come from any slot's entries (markLogHot)
 	for _, k := range hot {
-		if gid := own.Slots[k.slot]; gid != "" && fsm.OwnerIn(ring, k.slot) == me {
+		if gid := own.Slots[k.slot]; gid != "" && (logs || fsm.OwnerIn(ring, k.slot) == me) {
 			r.collectSlot(ctx, k.db, k.slot, others)
 		}
 	}
@@ -173,8 +196,21 @@ func (r *Replicator) collectSlot(ctx context.Context, db, slot int, others []str
 	}
 	argv := []any{cursor, "500", strconv.FormatInt(r.cfg.TombstoneMargin.Milliseconds(), 10),
 		strconv.FormatInt(r.cfg.CounterMargin.Milliseconds(), 10)}
-	for _, o := range others {
-		argv = append(argv, o)
+	if st := r.cfg.Cluster.State(); st.Format() >= LogDataFormat {
+		// Every group log of the other DCs: a DC's writes to the slot come from whichever of
+		// its groups serves it there, and a log without an inbox here holds the horizon at 0.
+		argv = append(argv, "log", strconv.Itoa(slot))
+		for _, o := range others {
+			if dc := st.DCs[o]; dc != nil {
+				for _, gid := range dc.GroupIDs() {
+					argv = append(argv, LogInboxKey(LogID{DC: o, Group: gid}))
+				}
+			}
+		}
+	} else {
+		for _, o := range others {
+			argv = append(argv, o)
+		}
 	}
 	v, err := r.runScript(ctx, db, slot, gcScript.Hash(), gcLua, []string{MetaKey(slot), InboxKey(slot)}, argv)
 	if err != nil || v.IsError() || len(v.Elems) != 3 {

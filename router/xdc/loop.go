@@ -854,8 +854,14 @@ func (r *Replicator) sendApply(ctx context.Context, st *fsm.State, dest, owner s
 
 // lastApplied asks the destination DC for its last applied ids of this DC on slots.
 func (l *loop) lastApplied(ctx context.Context, slots []int) ([]string, error) {
-	st := l.r.cfg.Cluster.State()
-	ring := st.Ring(l.key.dest)
+	return l.r.lastApplied(ctx, l.key.dest, l.key.db, slots)
+}
+
+// lastApplied asks DC dest, the owner of each slot there, for the id of the last entry of this
+// DC's outbox of the slot in database db that it applied ("" when none).
+func (r *Replicator) lastApplied(ctx context.Context, dest string, db int, slots []int) ([]string, error) {
+	st := r.cfg.Cluster.State()
+	ring := st.Ring(dest)
 	byNode := map[string][]int{}
 	for i, s := range slots {
 		owner := fsm.OwnerIn(ring, s)
@@ -863,12 +869,12 @@ func (l *loop) lastApplied(ctx context.Context, slots []int) ([]string, error) {
 	}
 	out := make([]string, len(slots))
 	for owner, idx := range byNode {
-		req := LastRequest{Source: l.r.cfg.Cluster.DC(), DB: l.key.db, Slots: make([]int, len(idx))}
+		req := LastRequest{Source: r.cfg.Cluster.DC(), DB: db, Slots: make([]int, len(idx))}
 		for j, i := range idx {
 			req.Slots[j] = slots[i]
 		}
 		var resp LastResponse
-		if err := l.r.callDC(ctx, st, l.key.dest, owner, RPCLast, req, &resp); err != nil {
+		if err := r.callDC(ctx, st, dest, owner, RPCLast, req, &resp); err != nil {
 			return nil, err
 		}
 		if len(resp.IDs) != len(idx) {

@@ -163,6 +163,9 @@ func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse
 		}
 		res, err := logAnswer(req, reps, slots, parts, cutWhy)
 		res.Migrating = groups.migrating
+		if err == nil {
+			r.markLogHot(req.DB, req.Entries)
+		}
 		return res, err
 	}
 }

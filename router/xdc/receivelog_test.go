@@ -509,3 +509,55 @@ func TestLogShippingAcrossSourceFailover(t *testing.T) {
 		t.Fatalf("dc2's counters moved from %s to %s after a failover that lost entries it applied", before, got)
 	}
 }
+
+// TestLogWaitsForTheOutboxes: when the format is raised to group logs while a destination is
+// away and the slots' outboxes hold writes it has not applied, the log's later writes of the
+// same list reach it only after those: at every moment the destination's list is a prefix of
+// the source's (writes recorded as commands, without convergence, so order is all there is).
+func TestLogWaitsForTheOutboxes(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCs(t, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	push := func(from, to int) {
+		for i := from; i <= to; i++ {
+			c := prepare(t, "RPUSH {l}l "+strconv.Itoa(i))
+			c.Plan, _, _ = strings.Cut(c.Plan, "/") // convergence off: the command as it is
+			if err := dc1.writeCmd(slotString("{l}l"), c).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dc2.down.Store(true)
+	push(1, 30)
+	raiseFormat(t, n, LogDataFormat)
+	for _, d := range dcs {
+		d.repl.Notify(n.State())
+	}
+	push(31, 60)
+	if n, err := dc1.rc.XLen(ctx, LogKey).Result(); err != nil || n < 30 {
+		t.Fatalf("the log holds %d entries (%v): the later writes did not go to it", n, err)
+	}
+	dc2.down.Store(false)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, err := dc2.rc.LRange(ctx, "{l}l", 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range got {
+			if v != strconv.Itoa(i+1) {
+				t.Fatalf("dc2's list %v is not a prefix of dc1's 1..60", got)
+			}
+		}
+		if len(got) == 60 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dc2's list has %d of 60 elements", len(got))
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	if n, err := dc1.rc.Exists(ctx, drainedKey("dc2")).Result(); err != nil || n != 1 {
+		t.Errorf("no record that dc2 applied dc1's outboxes (%d, %v)", n, err)
+	}
+}

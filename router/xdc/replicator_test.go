@@ -227,6 +227,16 @@ func startDCsWith(t *testing.T, tune func(*Config), names ...string) (*testNet, 
 	return n, dcs
 }
 
+// writeCmd runs call on slot through WRITE in dc, into the group's log when the cluster's
+// data format has group logs.
+func (d *testDC) writeCmd(slot int, c Call) *redis.Cmd {
+	keys, argv := WriteArgs(slot, d.name, 1000, false, []Call{c})
+	if d.repl.cfg.Cluster.State().Format() >= LogDataFormat {
+		keys, argv = WriteLogArgs(slot, d.name, 1000, false, []Call{c})
+	}
+	return FCall(context.Background(), d.rc, WriteFunc, keys, argv...)
+}
+
 // write runs one write through WRITE in dc.
 func (d *testDC) write(t *testing.T, args ...string) {
 	t.Helper()
@@ -236,7 +246,7 @@ func (d *testDC) write(t *testing.T, args ...string) {
 	}
 	slot := slotString(c.Keys[0])
 	for {
-		err = Write(context.Background(), d.rc, slot, d.name, 1000, c).Err()
+		err = d.writeCmd(slot, c).Err()
 		if err == nil || errors.Is(err, redis.Nil) {
 			d.repl.Wrote(0, slot)
 			return

@@ -15,9 +15,9 @@ import (
 // The shipping side of one log per group (grouplog.go): a logGroup follows one group's log in
 // one database and ships it to every other DC, one logShipper per destination. Run starts one
 // per group whose first slot this node owns on the token ring, at data format 3 only
-// (LogDataFormat, which no build raises yet: the full copy of a group, and raising the format
-// on a cluster with entries in its outboxes, are still to build, docs/replication.md,
-// sessions 24 to 26). Each shipper reports its destination's lag and state to the status
+// (LogDataFormat, which no build raises yet: the full copy of a group is still to build,
+// docs/replication.md, sessions 24 to 26). A shipper ships nothing to a destination until it
+// applied what the slots' outboxes held from before (logdrain.go). Each shipper reports its destination's lag and state to the status
 // (pairStats), and keeps the DC's last answer for DC_EACH_SAFE_QUORUM writes and flushes
 // (awaitlog.go).
 
@@ -279,7 +279,7 @@ func (s *logShipper) run(ctx context.Context) {
 		}
 		failing = what
 	}
-	started := false
+	started, drained := false, false
 	for ctx.Err() == nil {
 		if !started {
 			if prev, err = s.position(ctx); err != nil {
@@ -293,6 +293,17 @@ func (s *logShipper) run(ctx context.Context) {
 			}
 			g.r.memos.started(s.memoKey(), prev)
 			started = true
+		}
+		if !drained {
+			if err = s.outboxesDrained(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				trouble("waiting for the outboxes", "err", err)
+				pause()
+				continue
+			}
+			drained = true
 		}
 		if check {
 			if err = s.contiguous(ctx, prev); errors.Is(err, errBehind) {
@@ -331,6 +342,7 @@ func (s *logShipper) run(ctx context.Context) {
 		for i, e := range entries {
 			req.Entries[i] = LogEntry{Slot: EntrySlot(e), WireEntry: WireEntry{ID: e.ID, TS: e.TS, Cmds: e.Cmds}}
 		}
+		g.r.markLogHot(g.db, req.Entries)
 		var res LogResponse
 		s.mu.Lock()
 		s.pending = int64(len(entries))
