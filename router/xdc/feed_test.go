@@ -331,6 +331,17 @@ func TestResetForgetsCarriedEntries(t *testing.T) {
 	must(b.rc.XTrimMaxLen(ctx, OutboxKey(slot), 0).Err())
 	must(a.rc.Del(ctx, CopyLockKey(slot)).Err())
 	waitEqual(t, []*testDC{a}, resetWait, "k2 in a", stateOf("{r}k2"), "string "+big)
+	// a shows k2 before its copy call has set its record of b's entries and returned: the
+	// third DC's copy below must come after (else the record is set over it, and b has no
+	// reason to copy again: seen once in CI).
+	waitEqual(t, []*testDC{b}, resetWait, "b's copy to a done", func(d *testDC) (string, error) {
+		for _, p := range d.repl.Report().Pairs {
+			if p.To == "a" {
+				return fmt.Sprint(p.Copied > 0 && p.Copying == 0), nil
+			}
+		}
+		return "no pair", nil
+	}, "true")
 	// A copy from a third DC replaces the slot in a (by hand: a loses the keys and its record
 	// of b's entries) and a asks b to read its last applied id again.
 	must(a.rc.Del(ctx, "{r}k1", "{r}k2").Err())
