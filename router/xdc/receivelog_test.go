@@ -508,6 +508,10 @@ func TestLogShippingAcrossSourceFailover(t *testing.T) {
 	if got := counters(dc2.rc); got != before {
 		t.Fatalf("dc2's counters moved from %s to %s after a failover that lost entries it applied", before, got)
 	}
+	// The 50 writes dc2 applied that the new master lacks are counted, once.
+	if n := dc1.repl.counter("dc2").lost.Load(); n != 50 {
+		t.Errorf("%d entries counted lost on the failover, want 50", n)
+	}
 }
 
 // TestLogWaitsForTheOutboxes: when the format is raised to group logs while a destination is

@@ -307,13 +307,18 @@ func (s *logShipper) run(ctx context.Context) {
 		}
 		if check {
 			if err = s.contiguous(ctx, prev); errors.Is(err, errBehind) {
-				ok, berr := g.r.memos.onlyBeats(ctx, g.c, s.memoKey(), prev)
-				if ok {
+				loss, lerr := g.r.memos.loss(ctx, g.c, s.memoKey(), prev)
+				switch {
+				case lerr != nil:
+					err = lerr
+				case loss.known && loss.lost == 0:
 					g.r.log.Info("group log: the destination's position is a heartbeat the failed-over master's replica lacked; shipping on",
 						"log", g.log.String(), "to", s.dest, "position", prev)
 					err = nil
-				} else if berr != nil {
-					err = berr
+				case loss.count:
+					g.r.counter(s.dest).lost.Add(int64(loss.lost))
+					g.r.log.Error("group log: the destination applied writes that the failed-over master lost; the group needs a full copy there",
+						"log", g.log.String(), "to", s.dest, "position", prev, "lost", loss.lost)
 				}
 			}
 			if err != nil {
