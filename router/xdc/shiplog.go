@@ -17,9 +17,10 @@ import (
 // per group whose first slot this node owns on the token ring, at data format 3 only
 // (LogDataFormat, which no build raises yet: the full copy of a group is still to build,
 // docs/replication.md, sessions 24 to 26). A shipper ships nothing to a destination until it
-// applied what the slots' outboxes held from before (logdrain.go). Each shipper reports its destination's lag and state to the status
-// (pairStats), and keeps the DC's last answer for DC_EACH_SAFE_QUORUM writes and flushes
-// (awaitlog.go).
+// applied what the slots' outboxes held from before (logdrain.go). Each shipper reports its
+// destination's lag and state to the status (pairStats), keeps the DC's last answer for
+// DC_EACH_SAFE_QUORUM writes and flushes (awaitlog.go), and follows its position across
+// failovers (logmemo.go).
 
 // logKey names a running logGroup: the group's master and database, and the group's failover
 // epoch (a failover starts the group's shipping again, on the new master).
