@@ -717,8 +717,13 @@ func TestXDCSteadyState(t *testing.T) {
 // TestXDCCutDC3: dc3's peer traffic is cut for 30 s under load, then healed. During the cut
 // the status shows the replication toward dc3 lagging by more than 5 s; after it every DC
 // converges.
-func TestXDCCutDC3(t *testing.T) {
-	x := startXDC(t)
+func TestXDCCutDC3(t *testing.T) { cutDC3(t, startXDC(t)) }
+
+// TestXDCLogCutDC3 is TestXDCCutDC3 at data format 3: the lag and state in the status come from
+// the group logs' shippers, and the logs catch dc3 up.
+func TestXDCLogCutDC3(t *testing.T) { cutDC3(t, startXDCLog(t)) }
+
+func cutDC3(t *testing.T, x *xdcCluster) {
 	l := x.load(1, x.nodes...)
 	l.WaitOps(2000)
 	cut := xdcCut()
