@@ -51,8 +51,8 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 	// serves the write (rawFor), whose users' passwords are its own.
 	parts := append(c.xsync[:0], cmd.Raw...)
 	split := len(parts)
-	parts, nrec := c.appendRecord(parts, slot, scriptRecord(argv, c.keys))
-	n := 5 + nrec // MULTI, AUTH, the script, AUTH, the record, EXEC
+	parts = c.appendRecord(parts, slot, scriptRecord(argv, c.keys))
+	n := 6 // MULTI, AUTH, the script, AUTH, the record, EXEC
 	parts = append(parts, rawExec...)
 	c.xsync = parts[:0]
 	rawFor := func(g *group) []byte {
@@ -81,15 +81,15 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 }
 
 // appendRecord appends to b the commands that record, for the other DCs, a write that runs
-// just before them in the same MULTI on slot, and returns b and how many replies they add:
-// WRITE in its "rec" form (no copy-lock check: the write already ran) of call, a read that
-// names the keys whose state is recorded. Also with the setting convergence off: the script
-// call itself was recorded then, and the other DCs' APPLY could not run it (a script cannot
-// call EVAL or FCALL), so such scripts never reached them.
-func (c *client) appendRecord(b []byte, slot int, call xdc.Call) ([]byte, int) {
+// just before them in the same MULTI on slot (one reply): WRITE in its "rec" form (no
+// copy-lock check: the write already ran) of call, a read that names the keys whose state is
+// recorded. Also with the setting convergence off: the script call itself was recorded then,
+// and the other DCs' APPLY could not run it (a script cannot call EVAL or FCALL), so such
+// scripts never reached them.
+func (c *client) appendRecord(b []byte, slot int, call xdc.Call) []byte {
 	w := c.snap.outboxMax
 	w.record, w.plain = true, false
-	return appendWriteCall(b, slot, c.s.cfg.DC, w, true, []xdc.Call{call}), 1
+	return appendWriteCall(b, slot, c.s.cfg.DC, w, true, []xdc.Call{call})
 }
 
 // recordFailed returns the error to answer when one of recs, the replies of appendRecord's

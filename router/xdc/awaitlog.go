@@ -5,28 +5,12 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/redraft/redraft/fsm"
 )
 
 // Waiting on a group log (data format 3): a DC_EACH_SAFE_QUORUM write and a flush's drain
 // wait until every other DC answered a position at or past an entry of a group's log. The
 // answers reach the node that ships the log (logShipper, logGroup.answered), so the wait runs
-// there: Await routes it by the group's shipping slot.
-
-// logShipSlot is the slot whose owner on the DC's token ring ships group's log: the group's
-// first slot, or slot 0 for a group without slots (Replicator.plan starts the logGroups by the
-// same rule).
-func logShipSlot(dc *fsm.DC, group string) int {
-	if dc != nil {
-		for slot, gid := range dc.Slots {
-			if gid == group {
-				return slot
-			}
-		}
-	}
-	return 0
-}
+// there: Await routes it by the group's shipping slot (groupSlots.ship).
 
 // logAwaitPoll is how often awaitLog looks again for a log this node does not ship yet (the
 // plan starts a database's logGroup after its first write is seen).

@@ -108,6 +108,11 @@ const maxHot = 4096
 func (c *collector) markHot(db, slot int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.markHotLocked(db, slot)
+}
+
+// markHotLocked is markHot with c.mu held.
+func (c *collector) markHotLocked(db, slot int) {
 	if c.hot == nil {
 		c.hot = map[dbSlot]bool{}
 	}
@@ -120,9 +125,12 @@ func (c *collector) markHot(db, slot int) {
 // or received (data format 3). Any node ships or receives a log's entries for any slot, so
 // the collector looks at such a slot wherever it is marked, not only on its owner (collect).
 func (r *Replicator) markLogHot(db int, entries []LogEntry) {
+	c := &r.gc
+	c.mu.Lock() // once per range: this runs for every range shipped or received
+	defer c.mu.Unlock()
 	for _, e := range entries {
 		if len(e.Cmds) > 0 {
-			r.gc.markHot(db, e.Slot)
+			c.markHotLocked(db, e.Slot)
 		}
 	}
 }

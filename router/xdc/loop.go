@@ -524,9 +524,10 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 			l.signal()
 		}
 	}()
+	logs := l.logsOnly()
 	for i, p := range ready {
 		g := got[i]
-		if l.logsOnly() && (errors.Is(g.err, ErrBehind) || g.missing && l.lossPossible(l.slots[p])) {
+		if logs && (errors.Is(g.err, ErrBehind) || g.missing && l.lossPossible(l.slots[p])) {
 			why := g.err
 			if why == nil {
 				why = errors.New("the outbox lost entries the destination applied, with a failed-over master")

@@ -56,28 +56,40 @@ type LogResponse struct {
 
 // groupSlots are, per state, a few slots of each group of this DC that holds any (the first of
 // each of its ranges): HandleLog names them so that every group gets every range, whether or
-// not the range has entries of its slots.
+// not the range has entries of its slots. ship is, per group of this DC, the slot whose owner
+// on the ring ships the group's log: its first slot, or slot 0 for a group without slots (a
+// group drained by a migration still ships what its log holds).
 type groupSlots struct {
 	st        *fsm.State
 	slots     [][]int
+	ship      map[string]int
 	migrating bool // a slot migration of this DC is active
 }
 
-// representatives returns the slots of each group of this DC that holds any, and whether a
-// slot migration of this DC is active, computed once per cluster state.
+// representatives returns the slots of each group of this DC that holds any, the slot that
+// decides who ships each group's log, and whether a slot migration of this DC is active,
+// computed once per cluster state.
 func (r *Replicator) representatives(st *fsm.State) *groupSlots {
 	if c, _ := r.logReps.Load().(*groupSlots); c != nil && c.st == st {
 		return c
 	}
-	c := &groupSlots{st: st}
+	c := &groupSlots{st: st, ship: map[string]int{}}
 	dc := r.cfg.Cluster.DC()
 	if d := st.DCs[dc]; d != nil {
-		for _, ranges := range d.SlotRanges() {
+		for gid, ranges := range d.SlotRanges() {
 			var first []int
 			for _, rg := range ranges {
 				first = append(first, rg.From)
 			}
 			c.slots = append(c.slots, first)
+			if gid != "" {
+				c.ship[gid] = ranges[0].From // SlotRanges' ranges are in slot order
+			}
+		}
+		for gid := range d.Groups {
+			if _, ok := c.ship[gid]; !ok {
+				c.ship[gid] = 0
+			}
 		}
 	}
 	for _, m := range st.Migrations {

@@ -296,28 +296,13 @@ func (r *Replicator) plan(ctx context.Context) {
 		dests := r.destinations(st)
 		if len(dests) > 0 {
 			byGroup := map[string][]int{}
-			logs := st.Format() >= LogDataFormat && !r.cfg.noLogShipping
-			first := map[string]int{} // each group's first slot: its owner ships the group's log
 			for slot, gid := range own.Slots {
-				if gid == "" {
-					continue
-				}
-				if _, ok := first[gid]; logs && !ok {
-					first[gid] = slot
-				}
-				if fsm.OwnerIn(ring, slot) == me {
+				if gid != "" && fsm.OwnerIn(ring, slot) == me {
 					byGroup[gid] = append(byGroup[gid], slot)
 				}
 			}
-			if logs {
-				// A group without slots still ships what its log holds (a group drained by a
-				// migration): the owner of slot 0 ships it.
-				for gid := range own.Groups {
-					if _, ok := first[gid]; !ok {
-						first[gid] = 0
-					}
-				}
-				for gid, slot := range first {
+			if st.Format() >= LogDataFormat && !r.cfg.noLogShipping {
+				for gid, slot := range r.representatives(st).ship {
 					if g := own.Groups[gid]; g != nil && fsm.OwnerIn(ring, slot) == me {
 						for _, db := range r.databases(g.Master) {
 							wantLogs[logKey{server: serverOf(g), db: db, epoch: g.Epoch}] = LogID{DC: dc, Group: gid}
@@ -766,16 +751,16 @@ func (r *Replicator) Await(ctx context.Context, db, slot int, group, id string, 
 	}
 	shipper := slot
 	if group != "" {
-		shipper = logShipSlot(st.DCs[r.cfg.Cluster.DC()], group)
+		shipper = r.representatives(st).ship[group]
 	}
+	req := AwaitRequest{DB: db, Slot: slot, Group: group, ID: id, TimeoutMS: timeout.Milliseconds()}
 	owner := fsm.OwnerIn(r.liveRing(st, r.cfg.Cluster.DC()), shipper)
 	if owner == r.cfg.Cluster.ID() || owner == "" || st.Nodes[owner] == nil {
-		return r.awaitHere(ctx, AwaitRequest{DB: db, Slot: slot, Group: group, ID: id, TimeoutMS: timeout.Milliseconds()})
+		return r.awaitHere(ctx, req)
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout+time.Second)
 	defer cancel()
-	return r.cfg.Peers.CallPeer(cctx, st.Nodes[owner].Peer, RPCAwait,
-		AwaitRequest{DB: db, Slot: slot, Group: group, ID: id, TimeoutMS: timeout.Milliseconds()}, nil)
+	return r.cfg.Peers.CallPeer(cctx, st.Nodes[owner].Peer, RPCAwait, req, nil)
 }
 
 // awaitHere is Await on the node that ships the entry.
