@@ -298,6 +298,20 @@ cpu_total() { local t=0 p; for p in "$@"; do t=$((t + $(ticks "$p"))); done; ech
 # cpu_per_write T0 T1 WRITES: microseconds of CPU per write between two cpu_total readings.
 cpu_per_write() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$HZ" 'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / n }'; }
 written() { echo "$1" | awk 'NR==1 {print $2}'; }
+# procsnap: per process of the cross-DC runs (dc1's node and master, dc2's node and master) its
+# CPU ticks and read and write system calls (/proc/PID/io), one line each, for procsper.
+procsnap() {
+	local p
+	for p in "$BS1" "$R1PID" "$N2PID" "$R3PID"; do
+		echo "$(ticks "$p") $(awk '$1 == "syscr:" || $1 == "syscw:" {printf "%s ", $2}' "/proc/$p/io")"
+	done
+}
+# procsper BEFORE AFTER WRITES: per process, CPU µs and read and write system calls per write.
+procsper() {
+	paste -d' ' "$1" "$2" | awk -v n="$3" -v hz="$HZ" 'BEGIN { split("dc1-node dc1-master dc2-node dc2-master", w, " ") }
+		{ printf "%s%s %.1f us, %.2f reads, %.2f writes", (NR > 1 ? "; " : ""), w[NR], ($4 - $1) / hz * 1e6 / n, ($5 - $2) / n, ($6 - $3) / n }
+		END { print "" }'
+}
 # Baseline: the same load on the one-DC cluster (no outbox, nothing shipped).
 c0=$(cpu_total "$BS1" "$R1PID")
 base=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -duration 5s -clients "$CLIENTS" -prefix base)
@@ -385,9 +399,11 @@ if [ -n "${XPROF:-}" ]; then # CPU profiles of both nodes over the flat-out run,
 	curl -s -o "$XPROF/dc2-node.pprof" "http://$X2A/debug/pprof/profile?seconds=5" &
 fi
 masterstats ""
+procsnap >"$WORK/procs.before"
 full=$("$WORK/xdcload" -addr "127.0.0.1:$P1" -watch "127.0.0.1:$R3" -duration 5s -clients "$CLIENTS" -prefix full)
 n=$(written "$full")
 masterstats flat
+procsnap >"$WORK/procs.after"
 pcpu=$(cpu_per_write "$p0" "$(cpu_total "$BS1" "$N2PID")" "$n"); rcpu=$(cpu_per_write "$r0" "$(cpu_total "$R1PID" "$R3PID")" "$n")
 # The same flat-out run without convergence (setting convergence false: no stamps, no
 # metadata; docs/convergence.md), to show what convergence costs.
@@ -406,6 +422,7 @@ echo "$XRATE2 writes/s for $XDUR:        ${fixed2//$'\n'/; }; CPU per write $fix
 echo "as fast as $CLIENTS clients go:     ${full//$'\n'/; }"
 echo "same, convergence off:         ${plain//$'\n'/; }"
 awk -v p="$pcpu" -v r="$rcpu" -v b="$base_cpu" 'BEGIN { printf "CPU per replicated write, flat out: %.1f us (nodes %.1f, Redis %.1f); one DC without replication: %.1f us; ratio %.2f\n", p + r, p, r, b, (p + r) / b }'
+echo "per write flat out, by process: $(procsper "$WORK/procs.before" "$WORK/procs.after" "$n")"
 awk -v p="$ppcpu" -v r="$prcpu" -v c="$pcpu" -v d="$rcpu" 'BEGIN { printf "CPU per replicated write without convergence: %.1f us (nodes %.1f, Redis %.1f); convergence costs %.2fx\n", p + r, p, r, (c + d) / (p + r) }'
 # Convergence metadata (docs/convergence.md): bytes of the slots' metadata hashes on dc1's
 # master per data key, and the tombstones dc1's node counts.
