@@ -841,8 +841,19 @@ func TestXDCMigrateInReceivingDC(t *testing.T) {
 // same three slots (their own keys) with the outbox bound at its minimum (1000), so dc3 falls
 // behind the outboxes (and dc1 and dc2 behind each other's); restarted, it is brought back (by
 // full slot copies) and every DC converges, counters exact.
-func TestXDCOutboxOverflowCopies(t *testing.T) {
-	x := startXDC(t)
+func TestXDCOutboxOverflowCopies(t *testing.T) { outboxOverflowCopies(t, startXDC(t), 3000, false) }
+
+// TestXDCLogOutboxOverflowCopies is TestXDCOutboxOverflowCopies at data format 3: while dc3 is
+// down, its position falls out of dc1's and dc2's group logs (cut at ten times the outbox
+// bound by WRITE), and the shippers copy their groups to dc3 in full when it is back.
+func TestXDCLogOutboxOverflowCopies(t *testing.T) {
+	outboxOverflowCopies(t, startXDCLog(t), 6000, true)
+}
+
+// outboxOverflowCopies writes perTag increments to each of three tags from dc1 and dc2 while
+// dc3 is down, with the outbox bound at its minimum; mustCopy makes the test fail unless the
+// status showed a copy toward dc3.
+func outboxOverflowCopies(t *testing.T, x *xdcCluster, perTag int, mustCopy bool) {
 	n11, n21, n31 := x.node("n11"), x.node("n21"), x.node("n31")
 	l := x.load(1, x.nodes...)
 	l.WaitOps(2000)
@@ -860,7 +871,7 @@ func TestXDCOutboxOverflowCopies(t *testing.T) {
 	l = x.load(1, x.nodes[:3]...)
 	// The same three slots from both DCs at once (different keys): copies then replace slots
 	// that also hold the receiving DC's own keys.
-	x.bulkIncr([]string{"e-a", "e-b", "e-c"}, 3000, n11, n21)
+	x.bulkIncr([]string{"e-a", "e-b", "e-c"}, perTag, n11, n21)
 	l.WaitOps(1000)
 
 	// Watch the status for copies toward dc3 from the restart until the end.
@@ -895,6 +906,8 @@ func TestXDCOutboxOverflowCopies(t *testing.T) {
 	<-watched
 	if seen != "" {
 		t.Logf("copying toward dc3 observed in the status: %s", seen)
+	} else if mustCopy {
+		t.Errorf("no copy toward dc3 observed in the status: the test did not test the copy")
 	} else {
 		t.Logf("no copy toward dc3 observed in the status")
 	}

@@ -129,10 +129,28 @@ redis.register_function('@apply_log', function(KEYS, ARGV)
   if refused == '' and nerr == 0 and sup == 0 and con == 0 then return pos end
   return {pos, refused, nerr, first, sup, con}
 end)
+-- LOG_START: after a full copy of a source group (groupcopy.go), this group stands at ARGV[1]
+-- in the log whose inbox is KEYS[1]: field f becomes it, and a slot's field below it goes
+-- (the copied slots' fields are at or above it). It answers ARGV[1].
+redis.register_function('@log_start', function(KEYS, ARGV)
+  local at = ARGV[1]
+  local bad = badID(at)
+  if bad then return bad end
+  local h = redis.call('HGETALL', KEYS[1])
+  for j = 1, #h, 2 do
+    if h[j] ~= 'f' and cmpid(h[j + 1], at) < 0 then redis.call('HDEL', KEYS[1], h[j]) end
+  end
+  redis.call('HSET', KEYS[1], 'f', at)
+  return at
+end)
 `
 
 // ApplyLogFunc is the APPLY function for a run of one source log (applyLogLua).
 var ApplyLogFunc = libraryName + "_apply_log"
+
+// LogStartFunc sets where a receiving group stands in a source log after a full copy of the
+// source's group (applyLogLua).
+var LogStartFunc = libraryName + "_log_start"
 
 // ApplyLogCall is the whole call of ApplyLogFunc, FCALL <ApplyLogFunc> <numkeys> KEYS ARGV,
 // for a receiving group: the entries of source log l after prev through last that this group's

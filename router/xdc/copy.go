@@ -330,53 +330,9 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	if err != nil {
 		return struct{}{}, err
 	}
-	// Delete the slot's keys, restore the copy.
 	existing, err := r.slotKeys(ctx, db, slot)
 	if err != nil {
 		return struct{}{}, err
-	}
-	kept, err := r.newerHere(ctx, db, slot, req.Stamps)
-	if err != nil {
-		return struct{}{}, err
-	}
-	counters, err := r.countersHere(ctx, db, slot, existing)
-	if err != nil {
-		return struct{}{}, err
-	}
-	existing = append(existing, MetaKey(slot), PullKey(slot))
-	for i := 0; i < len(existing); i += 256 {
-		part := existing[i:min(len(existing), i+256)]
-		if _, err := run(part, append([]string{"DEL"}, part...)...); err != nil {
-			return struct{}{}, err
-		}
-	}
-	now := time.Now().UnixMilli()
-	for _, k := range req.Keys {
-		if k.Expire > 0 && k.Expire <= now {
-			continue
-		}
-		if _, err := run([]string{k.Key}, "RESTORE", k.Key, strconv.FormatInt(k.Expire, 10), string(k.Dump), "REPLACE", "ABSTTL"); err != nil {
-			return struct{}{}, err
-		}
-	}
-	if err := r.restoreKept(ctx, db, slot, kept); err != nil {
-		return struct{}{}, err
-	}
-	keptKeys := map[string]bool{}
-	for _, k := range kept {
-		keptKeys[k.key] = true
-	}
-	// Increments are never superseded: this DC's own that the source had not applied join the
-	// copy's counters (a third DC's the copy lacks come again: the inbox is the copy's). A
-	// kept key's counters were set the same way in restoreKept.
-	for key, c := range counters {
-		if keptKeys[key] {
-			continue
-		}
-		argv := append([]any{c.vec, own, "copy"}, c.elems...)
-		if v, err := r.runScript(ctx, db, slot, mergeCountersScript.Hash(), mergeCountersLua, []string{key, MetaKey(slot), ElemKey(slot, key)}, argv); err != nil || v.IsError() {
-			return struct{}{}, fmt.Errorf("merge counters of %q into the copy: %v%s", key, err, v.Str)
-		}
 	}
 	in := InboxKey(slot)
 	args := []string{"HSET", in, req.Source, req.Last}
@@ -385,24 +341,15 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 			args = append(args, dc, id)
 		}
 	}
-	if _, err := run([]string{in}, "DEL", in); err != nil {
-		return struct{}{}, err
-	}
-	if _, err := run([]string{in}, args...); err != nil {
-		return struct{}{}, err
-	}
-	for _, e := range mine {
-		e.DC = selfPrefix + own
-		// A kept key's state here already holds every own write, and every key's counters
-		// hold this DC's own increments (merged above): applying them again would count
-		// them twice.
-		e.Cmds = slices.DeleteFunc(e.Cmds, func(c []string) bool {
-			return len(c) > 1 && (c[0] == "~c" || c[0] == "~i" || strings.HasPrefix(c[0], "~") && keptKeys[c[1]])
-		})
-		keys, argv := ApplyArgs(slot, e, "", token)
-		if v, err := r.runFunc(ctx, db, slot, ApplyFunc, keys, argv); err != nil || v.IsError() {
-			return struct{}{}, fmt.Errorf("re-apply own entry %s: %v%s", e.ID, err, v.Str)
+	setInbox := func() error {
+		if _, err := run([]string{in}, "DEL", in); err != nil {
+			return err
 		}
+		_, err := run([]string{in}, args...)
+		return err
+	}
+	if err := r.replaceSlot(ctx, db, slot, token, existing, req.Keys, req.Stamps, req.Source, mine, setInbox); err != nil {
+		return struct{}{}, err
 	}
 	// Tell the other DCs' shippers to read their last applied ids on this slot again, until
 	// they hear it (a DC cut off now would otherwise find out only at its next entry for the
@@ -428,6 +375,84 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	}
 	r.log.Info("slot replaced by a full copy", "source", req.Source, "slot", slot, "db", db, "keys", len(req.Keys), "own_entries_reapplied", len(mine))
 	return struct{}{}, nil
+}
+
+// replaceSlot replaces slot's keys here (existing, found on the groups serving it) with a full
+// copy's (keys, with the source's stamps), under the slot's copy lock held as token: a key
+// whose stamp here is newer than the copy's keeps this DC's state (unless the stamp's origin is
+// lostOrigin: the source DC's own write that it no longer has, lost with a failed-over
+// master, which this DC then loses too), this DC's own increments
+// join the copy's counters, setInbox sets where this DC stands in what the source had applied,
+// and mine, this DC's own entries the source had not applied, are applied again over the copy.
+func (r *Replicator) replaceSlot(ctx context.Context, db, slot int, token string, existing []string, keys []CopyKey, stamps map[string]string, lostOrigin string, mine []Entry, setInbox func() error) error {
+	own := r.cfg.Cluster.DC()
+	run := func(keys []string, args ...string) (resp.Value, error) {
+		v, err := r.internal(ctx, db, slot, keys, args)
+		if err == nil && v.IsError() {
+			err = fmt.Errorf("%s: %s", args[0], v.Str)
+		}
+		return v, err
+	}
+	kept, err := r.newerHere(ctx, db, slot, stamps, lostOrigin)
+	if err != nil {
+		return err
+	}
+	counters, err := r.countersHere(ctx, db, slot, existing)
+	if err != nil {
+		return err
+	}
+	existing = append(existing, MetaKey(slot), PullKey(slot))
+	for i := 0; i < len(existing); i += 256 {
+		part := existing[i:min(len(existing), i+256)]
+		if _, err := run(part, append([]string{"DEL"}, part...)...); err != nil {
+			return err
+		}
+	}
+	now := time.Now().UnixMilli()
+	for _, k := range keys {
+		if k.Expire > 0 && k.Expire <= now {
+			continue
+		}
+		if _, err := run([]string{k.Key}, "RESTORE", k.Key, strconv.FormatInt(k.Expire, 10), string(k.Dump), "REPLACE", "ABSTTL"); err != nil {
+			return err
+		}
+	}
+	if err := r.restoreKept(ctx, db, slot, kept); err != nil {
+		return err
+	}
+	keptKeys := map[string]bool{}
+	for _, k := range kept {
+		keptKeys[k.key] = true
+	}
+	// Increments are never superseded: this DC's own that the source had not applied join the
+	// copy's counters (a third DC's the copy lacks come again: the inbox is the copy's). A
+	// kept key's counters were set the same way in restoreKept.
+	for key, c := range counters {
+		if keptKeys[key] {
+			continue
+		}
+		argv := append([]any{c.vec, own, "copy"}, c.elems...)
+		if v, err := r.runScript(ctx, db, slot, mergeCountersScript.Hash(), mergeCountersLua, []string{key, MetaKey(slot), ElemKey(slot, key)}, argv); err != nil || v.IsError() {
+			return fmt.Errorf("merge counters of %q into the copy: %v%s", key, err, v.Str)
+		}
+	}
+	if err := setInbox(); err != nil {
+		return err
+	}
+	for _, e := range mine {
+		e.DC = selfPrefix + own
+		// A kept key's state here already holds every own write, and every key's counters
+		// hold this DC's own increments (merged above): applying them again would count
+		// them twice.
+		e.Cmds = slices.DeleteFunc(e.Cmds, func(c []string) bool {
+			return len(c) > 1 && (c[0] == "~c" || c[0] == "~i" || strings.HasPrefix(c[0], "~") && keptKeys[c[1]])
+		})
+		akeys, argv := ApplyArgs(slot, e, "", token)
+		if v, err := r.runFunc(ctx, db, slot, ApplyFunc, akeys, argv); err != nil || v.IsError() {
+			return fmt.Errorf("re-apply own entry %s: %v%s", e.ID, err, v.Str)
+		}
+	}
+	return nil
 }
 
 // resetFor is how long a DC that got a full copy keeps telling another DC's node to read its
@@ -555,7 +580,7 @@ type keptKey struct {
 // newerHere reads the keys of the slot whose stamp here is newer than the copy's (a write of
 // this DC, or applied here, that the source had not seen), so that the copy keeps them: last
 // writer wins holds for a full copy too (docs/convergence.md, "Full copies").
-func (r *Replicator) newerHere(ctx context.Context, db, slot int, src map[string]string) ([]keptKey, error) {
+func (r *Replicator) newerHere(ctx context.Context, db, slot int, src map[string]string, lostOrigin string) ([]keptKey, error) {
 	mv, err := r.internal(ctx, db, slot, []string{MetaKey(slot)}, []string{"HGETALL", MetaKey(slot)})
 	if err != nil || mv.IsError() {
 		return nil, fmt.Errorf("read metadata: %v%s", err, mv.Str)
@@ -568,6 +593,9 @@ func (r *Replicator) newerHere(ctx context.Context, db, slot int, src map[string
 	for k, st := range stampsOf(meta) {
 		if !newer(st, src[k]) {
 			continue
+		}
+		if _, origin, _ := strings.Cut(st, ":"); lostOrigin != "" && origin == lostOrigin {
+			continue // a write the source DC made and then lost (replaceSlot)
 		}
 		kk := keptKey{key: k, stamp: st, c: meta["c:"+k], v: meta["v:"+k]}
 		kk.b, kk.hasB = meta["b:"+k]

@@ -2,6 +2,7 @@ package xdc
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"strconv"
 	"strings"
@@ -264,7 +265,8 @@ func TestLogShipping(t *testing.T) {
 	}
 	stop()
 
-	// dc2 is away while the log is cut short past its position: not shipped from.
+	// dc2 is away while the log is cut short past its position: the group is copied to it
+	// in full (groupcopy.go), and shipping goes on from there.
 	dc2.down.Store(true)
 	g, stop := start()
 	defer stop()
@@ -273,16 +275,27 @@ func TestLogShipping(t *testing.T) {
 		t.Fatal(err)
 	}
 	write(650, 660)
-	dc2.down.Store(false)
-	deadline = time.Now().Add(10 * time.Second)
-	for !g.shippers[0].behind.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("the shipper did not find dc2 behind the log")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := dc2.rc.Set(ctx, "{k3}stale", "only in dc2", 0).Err(); err != nil { // not in dc1: the copy removes it
+		t.Fatal(err)
 	}
-	if got := dc2.rc.Get(ctx, "{k0}c").Val(); got != strconv.Itoa(600/17+1) {
-		t.Fatalf("{k0}c = %s in dc2: entries after a hole in the log were applied", got)
+	dc2.down.Store(false)
+	equal("after the group's full copy")
+	write(660, 700)
+	equal("shipping after the copy")
+	for i := range 17 {
+		want := 700 / 17
+		if i < 700%17 {
+			want++
+		}
+		if got, _ := dc2.rc.Get(ctx, "{k"+strconv.Itoa(i)+"}c").Int(); got != want {
+			t.Fatalf("{k%d}c = %d in dc2, want %d", i, got, want)
+		}
+	}
+	if c := dc1.repl.counter("dc2").copied.Load(); c != fsm.NumSlots {
+		t.Fatalf("%d slots copied, want every slot of the group (%d)", c, fsm.NumSlots)
+	}
+	if g.shippers[0].behind.Load() {
+		t.Fatal("the shipper still finds dc2 behind the log")
 	}
 }
 
@@ -406,8 +419,8 @@ func TestEntrySlot(t *testing.T) {
 // through dc2's position, then the new master's writes): dc2 ends equal, every counter
 // exact; also when the replica lacks heartbeats dc2 applied, and nothing else. When it fails
 // over to a replica that lacks entries dc2 applied, the new master's log does not hold dc2's
-// position: the shipper reports it and ships nothing, so no entry is applied twice and none
-// after the hole.
+// position: the shipper counts the writes lost and copies the group to dc2 in full, which
+// then holds what dc1 holds.
 func TestLogShippingAcrossSourceFailover(t *testing.T) {
 	ctx := context.Background()
 	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "dc1", "dc2")
@@ -424,7 +437,12 @@ func TestLogShippingAcrossSourceFailover(t *testing.T) {
 		for i := from; i < to; i++ {
 			call := prepare(t, "INCR {k"+strconv.Itoa(i%7)+"}c")
 			keys, argv := WriteLogArgs(slotString(call.Keys[0]), "dc1", 1000, false, []Call{call})
-			if err := FCall(ctx, c, WriteFunc, keys, argv...).Err(); err != nil {
+			err := FCall(ctx, c, WriteFunc, keys, argv...).Err()
+			for err != nil && strings.HasPrefix(err.Error(), "TRYAGAIN") { // the slot is being copied to dc2
+				time.Sleep(time.Millisecond)
+				err = FCall(ctx, c, WriteFunc, keys, argv...).Err()
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -488,9 +506,19 @@ func TestLogShippingAcrossSourceFailover(t *testing.T) {
 	if got, want := counters(dc2.rc), strings.Repeat("43,", 6)+"42"; got != want || g.shippers[0].behind.Load() {
 		t.Fatalf("dc2's counters %s, want %s; shipper behind: %v", got, want, g.shippers[0].behind.Load())
 	}
-	// A replica that missed the last 50 writes, which dc2 applied.
+	// A replica that missed the last 50 writes, which dc2 applied (and a string's newer value:
+	// its stamp in dc2 is then newer than the new master's, but the write is dc1's, lost).
+	setString := func(c *redis.Client, v string) {
+		call := prepare(t, "SET {s}v "+v)
+		keys, argv := WriteLogArgs(slotString("{s}v"), "dc1", 1000, false, []Call{call})
+		if err := FCall(ctx, c, WriteFunc, keys, argv...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatal(err)
+		}
+	}
+	setString(beats, "kept")
 	late := client(t, testredis.Start(t))
 	restoreAll(t, late, dumpAll(t, beats))
+	setString(beats, "lost")
 	write(beats, 300, 350)
 	equal(beats, "before the third failover")
 	before := counters(dc2.rc)
@@ -498,19 +526,20 @@ func TestLogShippingAcrossSourceFailover(t *testing.T) {
 	g, stop = start(late)
 	defer stop()
 	write(late, 350, 360)
-	deadline = time.Now().Add(10 * time.Second)
-	for !g.shippers[0].behind.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("the shipper did not find dc2's position missing from the new master's log")
-		}
-		time.Sleep(10 * time.Millisecond)
+	// The shipper finds dc2's position missing from the new master's log and copies the group
+	// to dc2 in full: dc2 ends equal to the new master, the 50 lost writes lost in both DCs.
+	equal(late, "after a failover that lost entries dc2 applied")
+	if got := counters(dc2.rc); got == before {
+		t.Fatalf("dc2's counters stayed at %s: the 50 writes the new master lost were kept in dc2", got)
 	}
-	if got := counters(dc2.rc); got != before {
-		t.Fatalf("dc2's counters moved from %s to %s after a failover that lost entries it applied", before, got)
+	write(late, 360, 400)
+	equal(late, "shipping after the copy")
+	if g.shippers[0].behind.Load() {
+		t.Fatal("the shipper still finds dc2 behind the log after the copy")
 	}
-	// The 50 writes dc2 applied that the new master lacks are counted, once.
-	if n := dc1.repl.counter("dc2").lost.Load(); n != 50 {
-		t.Errorf("%d entries counted lost on the failover, want 50", n)
+	// The 51 writes dc2 applied that the new master lacks are counted, once.
+	if n := dc1.repl.counter("dc2").lost.Load(); n != 51 {
+		t.Errorf("%d entries counted lost on the failover, want 51", n)
 	}
 }
 

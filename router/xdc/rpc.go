@@ -42,6 +42,8 @@ func (r *Replicator) RPC() map[string]RPCHandler {
 		RPCAwait:    handler(r.HandleAwait),
 		RPCCopy:     handler(r.HandleCopy),
 		RPCReset:    handler(r.HandleReset),
+		RPCLogCopy:  handler(r.HandleLogCopy),
+		RPCLogStart: handler(r.HandleLogStart),
 		RPCHint:     handler(r.HandleHint),
 		RPCKeyState: handler(r.HandleKeyState),
 		RPCPing:     handler(func(context.Context, struct{}) (struct{}, error) { return struct{}{}, nil }),

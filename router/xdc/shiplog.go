@@ -15,9 +15,10 @@ import (
 // The shipping side of one log per group (grouplog.go): a logGroup follows one group's log in
 // one database and ships it to every other DC, one logShipper per destination. Run starts one
 // per group whose first slot this node owns on the token ring, at data format 3 only
-// (LogDataFormat, which no build raises yet: the full copy of a group is still to build,
-// docs/replication.md, sessions 24 to 26). A shipper ships nothing to a destination until it
-// applied what the slots' outboxes held from before (logdrain.go). Each shipper reports its
+// (LogDataFormat, which no build raises yet: docs/replication.md, sessions 24 to 27). A shipper
+// ships nothing to a destination until it applied what the slots' outboxes held from before
+// (logdrain.go), and copies the group in full to a destination the log no longer holds the
+// position of (groupcopy.go). Each shipper reports its
 // destination's lag and state to the status (pairStats), keeps the DC's last answer for
 // DC_EACH_SAFE_QUORUM writes and flushes (awaitlog.go), and follows its position across
 // failovers (logmemo.go).
@@ -192,12 +193,12 @@ func (g *logGroup) trimPoint() (string, bool) {
 // (RPCLog) to a node of that DC and goes on from the position the DC answers, which a gap
 // sends back. It starts from the position the destination answers (position). Before it
 // ships from a position it has not just been answered (at its start, after a gap or a failed
-// call), it checks that the log still holds every entry after it;
-// one that fell past the log's bound (WRITE's MAXLEN) needs the group copied in full, which
-// is not built: the shipper says so (behind) and ships nothing. So does a destination that
+// call), it checks that the log still holds every entry after it. A destination that fell
+// past the log's bound (WRITE's MAXLEN), one the log was never shipped to, and one that
 // applied entries a failed-over master's promoted replica never received (its position is
-// missing from the new master's log): a failover loses no entry silently and applies none
-// twice, and the group then needs a full copy.
+// missing from the new master's log; the writes lost are counted) get the group copied in
+// full (copyGroup), and shipping goes on from the position the copy gives: nothing is applied
+// twice, nothing after a hole is applied, and the DCs agree again.
 type logShipper struct {
 	g      *logGroup
 	dest   string
@@ -295,17 +296,6 @@ func (s *logShipper) run(ctx context.Context) {
 			g.r.memos.started(s.memoKey(), prev)
 			started = true
 		}
-		if !drained {
-			if err = s.outboxesDrained(ctx); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				trouble("waiting for the outboxes", "err", err)
-				pause()
-				continue
-			}
-			drained = true
-		}
 		if check {
 			if err = s.contiguous(ctx, prev); errors.Is(err, errBehind) {
 				loss, lerr := g.r.memos.loss(ctx, g.c, s.memoKey(), prev)
@@ -322,11 +312,31 @@ func (s *logShipper) run(ctx context.Context) {
 						"log", g.log.String(), "to", s.dest, "position", prev, "lost", loss.lost)
 				}
 			}
+			if errors.Is(err, errBehind) {
+				// The group is copied to the destination in full, which then stands at the
+				// log's entry read before the copy (groupcopy.go); the next round checks it.
+				s.behind.Store(true)
+				s.fail(err)
+				g.r.log.Warn("group log: the destination is behind the log; copying the group in full", "log", g.log.String(), "to", s.dest, "position", prev)
+				at, cerr := s.copyGroup(ctx)
+				if cerr != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					s.fail(cerr)
+					trouble("cannot copy the group in full", "err", cerr)
+					pause()
+					continue
+				}
+				prev, drained = at, true
+				g.answered(s.dest, at)
+				g.r.memos.started(s.memoKey(), at)
+				continue
+			}
 			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				s.behind.Store(errors.Is(err, errBehind))
 				s.fail(err)
 				g.r.log.Warn("group log: cannot ship", "log", g.log.String(), "to", s.dest, "position", prev, "err", err)
 				pause()
@@ -334,6 +344,17 @@ func (s *logShipper) run(ctx context.Context) {
 			}
 			s.behind.Store(false)
 			check = false
+		}
+		if !drained {
+			if err = s.outboxesDrained(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				trouble("waiting for the outboxes", "err", err)
+				pause()
+				continue
+			}
+			drained = true
 		}
 		entries, err := s.read(ctx, prev)
 		if err != nil || len(entries) == 0 {

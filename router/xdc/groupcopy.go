@@ -1,0 +1,538 @@
+package xdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/migrate"
+)
+
+// The full copy of a group (data format 3; docs/replication.md, "Full copy of a group"): a
+// destination DC whose position a group's log no longer holds (trimmed past it while the DC
+// was away, never shipped to a DC added later, or applied from a master that failed over and
+// lost it) gets every slot of the group copied, a chunk of slots at a time, each chunk under
+// its slots' copy locks on the source (WRITE refuses their writes meanwhile), and then stands
+// at the log's entry read before the first chunk. The receiving side reuses the per-slot
+// copy's rules (copy.go, replaceSlot): keys newer here kept, own increments merged, own
+// entries the source had not applied applied again.
+
+// The peer calls of a group's full copy.
+const (
+	// RPCLogCopy replaces slots of the receiving DC with a chunk of a group's full copy
+	// (LogCopyRequest).
+	RPCLogCopy = "xdc-log-copy"
+	// RPCLogStart sets where the receiving DC stands in a log after its group's full copy
+	// (LogStartRequest).
+	RPCLogStart = "xdc-log-start"
+)
+
+// logCopyChunk bounds the slots one chunk of a group's copy locks, reads and sends (a
+// variable for tests).
+var logCopyChunk = 512
+
+// LogCopyRequest is a chunk of the full copy of source log Log's group in database DB.
+type LogCopyRequest struct {
+	Log LogID `json:"log"`
+	DB  int   `json:"db"`
+	// Flushes is how many flushes the source's state counted done before it read the keys.
+	Flushes uint64        `json:"flushes,omitempty"`
+	Slots   []LogCopySlot `json:"slots"`
+}
+
+// LogCopySlot is one slot of a LogCopyRequest, read under its copy lock.
+type LogCopySlot struct {
+	Slot int `json:"slot"`
+	// Last is the log's last entry when the slot was read: every entry of the slot through it
+	// is in the copy.
+	Last string `json:"last"`
+	// Positions are the source group's positions for the slot in every other DC's log it
+	// applies (LogID.String() to id): the destination's positions become them.
+	Positions map[string]string `json:"positions,omitempty"`
+	// Outbox is the last id of the slot's outbox from before group logs ("" for none): the
+	// destination stands there too, so the per-slot loops ship nothing the copy holds.
+	Outbox string            `json:"outbox,omitempty"`
+	Keys   []CopyKey         `json:"keys"`
+	Stamps map[string]string `json:"stamps,omitempty"`
+}
+
+// LogStartRequest tells the receiving DC that it stands at At in source log Log, in DB, once
+// every slot of the log's group was copied to it.
+type LogStartRequest struct {
+	Log LogID  `json:"log"`
+	DB  int    `json:"db"`
+	At  string `json:"at"`
+}
+
+// copyGroup copies the shipper's group in full to its destination and returns the position
+// it ships on from. It stops, to be tried again, when a migration or a flush of this DC
+// begins, or a slot is locked by another copy.
+func (s *logShipper) copyGroup(ctx context.Context) (string, error) {
+	g, r := s.g, s.g.r
+	own := r.cfg.Cluster.DC()
+	st0 := r.cfg.Cluster.State()
+	if why := groupUncopyable(st0, st0, own, g.log.Group); why != "" {
+		return "", errors.New(why)
+	}
+	var slots []int
+	for slot, gid := range st0.DCs[own].Slots {
+		if gid == g.log.Group {
+			slots = append(slots, slot)
+		}
+	}
+	// The log's last entry now: every chunk's Last is at or after it, and the destination
+	// stands there once every slot is copied. Until it answers from there the shipper keeps no
+	// answer of it (acked), so no trim passes it.
+	tail, err := g.c.XRevRangeN(ctx, LogKey, "+", "-", 1).Result()
+	if err != nil {
+		return "", fmt.Errorf("the log's last entry: %w", err)
+	}
+	if len(tail) == 0 {
+		return "", errors.New("the log is empty")
+	}
+	at := tail[0].ID
+	r.log.Info("group log: copying the group in full", "log", g.log.String(), "to", s.dest, "slots", len(slots), "at", at)
+	keys := 0
+	for lo := 0; lo < len(slots); lo += logCopyChunk {
+		chunk := slots[lo:min(lo+logCopyChunk, len(slots))]
+		// A chunk is tried again a few times before the copy starts over: a copy into the
+		// destination from another DC locks the same slots for a moment.
+		var n int
+		var err error
+		for try, wait := 0, 100*time.Millisecond; ; try, wait = try+1, min(2*wait, time.Second) {
+			if n, err = s.copyChunk(ctx, st0, chunk); err == nil || try == 9 || !sleep(ctx, wait) {
+				break
+			}
+			r.log.Debug("group log: a chunk of the group's copy is tried again", "log", g.log.String(), "to", s.dest, "err", err)
+		}
+		if err != nil {
+			return "", fmt.Errorf("copy slots %d-%d: %w", chunk[0], chunk[len(chunk)-1], err)
+		}
+		keys += n
+	}
+	req := LogStartRequest{Log: g.log, DB: g.db, At: at}
+	if err := r.callDC(ctx, r.cfg.Cluster.State(), s.dest, "", RPCLogStart, req, nil); err != nil {
+		return "", fmt.Errorf("start from %s: %w", at, err)
+	}
+	// The copy holds whatever the slots' outboxes held (logdrain.go).
+	if err := g.c.Set(ctx, drainedKey(s.dest), "1", 0).Err(); err != nil {
+		return "", err
+	}
+	r.counter(s.dest).copied.Add(int64(len(slots)))
+	r.log.Info("group log: group copied in full", "log", g.log.String(), "to", s.dest, "slots", len(slots), "keys", keys, "at", at)
+	return at, nil
+}
+
+// copyChunk locks slots on the source, reads them and has the destination replace its copy
+// with them; it returns how many keys it sent.
+func (s *logShipper) copyChunk(ctx context.Context, st0 *fsm.State, slots []int) (int, error) {
+	g, r := s.g, s.g.r
+	if st := r.cfg.Cluster.State(); st.Flush.Active() {
+		return 0, fmt.Errorf("%s is in progress", st.Flush)
+	}
+	token := lockToken("out", r.cfg.Cluster.ID())
+	var locked []int
+	defer func() {
+		pipe := g.c.Pipeline()
+		for _, slot := range locked {
+			pipe.Eval(context.WithoutCancel(ctx), unlockLua, []string{CopyLockKey(slot)}, token)
+		}
+		_, _ = pipe.Exec(context.WithoutCancel(ctx))
+	}()
+	want := map[int]bool{}
+	for _, slot := range slots {
+		// NX: a copy into this DC, or another copy out of it, holds the slot meanwhile.
+		ok, err := g.c.SetNX(ctx, CopyLockKey(slot), token, copyLockTTL).Result()
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			return 0, fmt.Errorf("slot %d is being copied already", slot)
+		}
+		locked = append(locked, slot)
+		want[slot] = true
+	}
+	// The slots' keys, listed after the locks (no write adds one meanwhile), and the inboxes
+	// of the logs this group applies.
+	names := map[int][]string{}
+	var inboxes []string
+	var cursor uint64
+	for {
+		batch, next, err := g.c.Scan(ctx, cursor, "", 1000).Result()
+		if err != nil {
+			return 0, fmt.Errorf("scan: %w", err)
+		}
+		for _, k := range batch {
+			if strings.HasPrefix(k, logInboxPrefix) {
+				inboxes = append(inboxes, k)
+			} else if slot := migrate.SlotString(k); want[slot] && copiedWithSlot(k) {
+				names[slot] = append(names[slot], k)
+			}
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	req := LogCopyRequest{Log: g.log, DB: g.db, Flushes: st0.Flushes}
+	pipe := g.c.Pipeline()
+	type read struct {
+		keys  []string
+		dumps []*redis.StringCmd
+		exps  []*redis.Cmd
+		meta  *redis.MapStringStringCmd
+		ob    *redis.XMessageSliceCmd
+	}
+	reads := make([]read, len(slots))
+	for i, slot := range slots {
+		rd := &reads[i]
+		rd.keys = append(names[slot], MetaKey(slot)) // the metadata goes with the keys
+		for _, k := range rd.keys {
+			rd.dumps = append(rd.dumps, pipe.Dump(ctx, k))
+			rd.exps = append(rd.exps, pipe.Do(ctx, "PEXPIRETIME", k))
+		}
+		rd.meta = pipe.HGetAll(ctx, MetaKey(slot))
+		rd.ob = pipe.XRevRangeN(ctx, OutboxKey(slot), "+", "-", 1)
+	}
+	ins := make([]*redis.MapStringStringCmd, len(inboxes))
+	for i, in := range inboxes {
+		ins[i] = pipe.HGetAll(ctx, in)
+	}
+	last := pipe.XRevRangeN(ctx, LogKey, "+", "-", 1)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return 0, fmt.Errorf("read: %w", err)
+	}
+	// The reads are a snapshot only if no migration of this DC moved keys meanwhile (copy.go,
+	// copySlot).
+	if why := groupUncopyable(st0, r.cfg.Cluster.State(), r.cfg.Cluster.DC(), g.log.Group); why != "" {
+		return 0, fmt.Errorf("copy read discarded: %s", why)
+	}
+	tail := last.Val()
+	if len(tail) == 0 {
+		return 0, errors.New("the log is empty")
+	}
+	positions := make([]map[string]string, len(inboxes)) // per inbox, its fields
+	for i, in := range ins {
+		if positions[i] = in.Val(); in.Err() != nil {
+			return 0, fmt.Errorf("read %s: %w", inboxes[i], in.Err())
+		}
+	}
+	sent := 0
+	for i, slot := range slots {
+		rd := &reads[i]
+		cs := LogCopySlot{Slot: slot, Last: tail[0].ID, Positions: map[string]string{}, Keys: []CopyKey{}}
+		for j, in := range inboxes {
+			p := positions[j]["s"+strconv.Itoa(slot)]
+			if p == "" {
+				p = positions[j]["f"]
+			}
+			cs.Positions[strings.TrimPrefix(in, logInboxPrefix)] = p
+		}
+		if m := rd.ob.Val(); len(m) > 0 {
+			cs.Outbox = m[0].ID
+		}
+		m, err := rd.meta.Result()
+		if err != nil {
+			return 0, fmt.Errorf("metadata of slot %d: %w", slot, err)
+		}
+		cs.Stamps = stampsOf(m)
+		for j, k := range rd.keys {
+			d, err := rd.dumps[j].Result()
+			if errors.Is(err, redis.Nil) {
+				continue // expired or deleted before the lock
+			}
+			if err != nil {
+				return 0, fmt.Errorf("dump %q: %w", k, err)
+			}
+			ck := CopyKey{Key: k, Dump: []byte(d)}
+			if ms, _ := rd.exps[j].Int64(); ms > 0 {
+				ck.Expire = ms
+			}
+			cs.Keys = append(cs.Keys, ck)
+		}
+		sent += len(cs.Keys)
+		req.Slots = append(req.Slots, cs)
+	}
+	if err := r.callDC(ctx, r.cfg.Cluster.State(), s.dest, "", RPCLogCopy, req, nil); err != nil {
+		return 0, err
+	}
+	return sent, nil
+}
+
+// groupUncopyable says why group gid of DC dc cannot be copied now ("" when it can): a
+// migration of the DC is active (its keys may be on two groups) or began since st0, when the
+// copy started.
+func groupUncopyable(st0, st *fsm.State, dc, gid string) string {
+	if st.NextMigrationID != st0.NextMigrationID {
+		return "a migration began during the copy"
+	}
+	if st.DCs[dc] == nil || st.DCs[dc].Groups[gid] == nil {
+		return "group " + gid + " is not in DC " + dc
+	}
+	for _, m := range st.Migrations {
+		if m.DC == dc && m.Active() {
+			return fmt.Sprintf("migration %d of this DC is active", m.ID)
+		}
+	}
+	return ""
+}
+
+// scanKeys lists c's keys matching pattern.
+func scanKeys(ctx context.Context, c *redis.Client, pattern string) ([]string, error) {
+	var out []string
+	var cursor uint64
+	for {
+		batch, next, err := c.Scan(ctx, cursor, pattern, 1000).Result()
+		if err != nil {
+			return nil, fmt.Errorf("scan %s: %w", pattern, err)
+		}
+		out = append(out, batch...)
+		if cursor = next; cursor == 0 {
+			return out, nil
+		}
+	}
+}
+
+// HandleLogCopy replaces the slots of req, a chunk of a source group's full copy, in this DC:
+// per slot under its copy lock, as HandleCopy does one slot, with this DC's positions in the
+// source's log and in the third DCs' logs set to the source's for the slot, and this DC's
+// own entries (from its own groups' logs) that the source had not applied applied again.
+func (r *Replicator) HandleLogCopy(ctx context.Context, req LogCopyRequest) (struct{}, error) {
+	if err := r.checkSource(req.Log.DC); err != nil {
+		return struct{}{}, err
+	}
+	st := r.cfg.Cluster.State()
+	if st.Format() < LogDataFormat {
+		return struct{}{}, fmt.Errorf("xdc: the cluster's data format is %d; group logs need %d", st.Format(), LogDataFormat)
+	}
+	own := r.cfg.Cluster.DC()
+	dc := st.DCs[own]
+	if dc == nil {
+		return struct{}{}, fmt.Errorf("xdc: DC %s is not in the cluster state", own)
+	}
+	for _, cs := range req.Slots {
+		if cs.Slot < 0 || cs.Slot >= len(dc.Slots) || dc.Slots[cs.Slot] == "" {
+			return struct{}{}, fmt.Errorf("xdc: slot %d is not served in DC %s", cs.Slot, own)
+		}
+		if badStreamID(cs.Last) {
+			return struct{}{}, fmt.Errorf("xdc: bad log id %q", cs.Last)
+		}
+	}
+	// A migration here copies positions between groups (migration.go, Moved): the copy waits.
+	if groups := r.representatives(st); groups.migrating {
+		return struct{}{}, errors.New("xdc: a slot migration of this DC is active; try again")
+	}
+	if err := r.enterCopy(req.Flushes); err != nil {
+		return struct{}{}, err
+	}
+	defer r.leaveCopy()
+	// Once begun, a chunk runs to its end even if the source stops waiting (HandleCopy).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), copyLockTTL)
+	defer cancel()
+	db := req.DB
+	token := lockToken("in", req.Log.DC)
+	var locked []int
+	defer func() {
+		for _, slot := range locked {
+			lock := CopyLockKey(slot)
+			_, _ = r.internal(context.WithoutCancel(ctx), db, slot, []string{lock}, []string{"EVAL", unlockLua, "1", lock, token})
+		}
+	}()
+	for _, cs := range req.Slots {
+		lock := CopyLockKey(cs.Slot)
+		got, err := r.internal(ctx, db, cs.Slot, []string{lock}, []string{"SET", lock, token, "NX", "PX", strconv.FormatInt(copyLockTTL.Milliseconds(), 10)})
+		if err != nil {
+			return struct{}{}, err
+		}
+		if got.IsNull() {
+			return struct{}{}, fmt.Errorf("xdc: slot %d of %s is being copied already; try again", cs.Slot, own)
+		}
+		locked = append(locked, cs.Slot)
+	}
+	existing, err := r.chunkKeys(ctx, st, db, req.Slots)
+	if err != nil {
+		return struct{}{}, err
+	}
+	mine, err := r.ownLogEntries(ctx, st, db, req)
+	if err != nil {
+		return struct{}{}, err
+	}
+	srcLog := req.Log.String()
+	for _, cs := range req.Slots {
+		field := "s" + strconv.Itoa(cs.Slot)
+		// The inboxes belong to the group's master, not to the slot: set there directly (no
+		// migration of this DC runs, checked above).
+		master := r.client(serverOf(dc.Groups[dc.Slots[cs.Slot]]), db)
+		setInbox := func() error {
+			pipe := master.Pipeline()
+			pipe.HSet(ctx, LogInboxKey(req.Log), field, cs.Last)
+			for name, p := range cs.Positions {
+				if name == srcLog || strings.HasPrefix(name, own+":") {
+					continue // the source's own logs come through this copy; this DC's own are not applied here
+				}
+				if p == "" {
+					p = "0-0" // the source applied nothing of that log: nor does this DC
+				}
+				pipe.HSet(ctx, logInboxPrefix+name, field, p)
+			}
+			if cs.Outbox != "" {
+				pipe.HSet(ctx, InboxKey(cs.Slot), req.Log.DC, cs.Outbox)
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				return fmt.Errorf("set the positions of slot %d: %w", cs.Slot, err)
+			}
+			return nil
+		}
+		if err := r.replaceSlot(ctx, db, cs.Slot, token, existing[cs.Slot], cs.Keys, cs.Stamps, req.Log.DC, mine[cs.Slot], setInbox); err != nil {
+			return struct{}{}, fmt.Errorf("slot %d: %w", cs.Slot, err)
+		}
+	}
+	r.log.Debug("slots replaced by a group's full copy", "log", srcLog, "db", db, "slots", len(req.Slots),
+		"first", req.Slots[0].Slot, "last", req.Slots[len(req.Slots)-1].Slot)
+	return struct{}{}, nil
+}
+
+// chunkKeys lists, per slot of a copy's chunk, this DC's keys that the copy replaces, by one
+// scan of each group serving any of them.
+func (r *Replicator) chunkKeys(ctx context.Context, st *fsm.State, db int, slots []LogCopySlot) (map[int][]string, error) {
+	dc := st.DCs[r.cfg.Cluster.DC()]
+	want, groups := map[int]bool{}, map[string]bool{}
+	for _, cs := range slots {
+		want[cs.Slot], groups[dc.Slots[cs.Slot]] = true, true
+	}
+	out := map[int][]string{}
+	for gid := range groups {
+		g := dc.Groups[gid]
+		if g == nil {
+			continue
+		}
+		keys, err := scanKeys(ctx, r.client(serverOf(g), db), "*")
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			if slot := migrate.SlotString(k); want[slot] && copiedWithSlot(k) {
+				out[slot] = append(out[slot], k)
+			}
+		}
+	}
+	return out, nil
+}
+
+// ownLogEntries returns, per slot of req, this DC's own entries of it that the source had not
+// applied: from the log of the group serving the slot here, after the source's position for
+// the slot in that log.
+func (r *Replicator) ownLogEntries(ctx context.Context, st *fsm.State, db int, req LogCopyRequest) (map[int][]Entry, error) {
+	own := r.cfg.Cluster.DC()
+	dc := st.DCs[own]
+	type groupRead struct {
+		via   int // a slot of the group, to route through
+		from  string
+		slots map[int]string // slot -> the source's position in the group's log
+	}
+	byGroup := map[string]*groupRead{}
+	for _, cs := range req.Slots {
+		gid := dc.Slots[cs.Slot]
+		p := cs.Positions[LogID{DC: own, Group: gid}.String()]
+		gr := byGroup[gid]
+		if gr == nil {
+			gr = &groupRead{via: cs.Slot, from: p, slots: map[int]string{}}
+			byGroup[gid] = gr
+		}
+		if p == "" || gr.from != "" && CompareIDs(p, gr.from) < 0 {
+			gr.from = p
+		}
+		gr.slots[cs.Slot] = p
+	}
+	out := map[int][]Entry{}
+	for gid, gr := range byGroup {
+		master := r.client(serverOf(dc.Groups[gid]), db) // the log belongs to the master
+		info, err := master.Do(ctx, "XINFO", "STREAM", LogKey).Result()
+		if err != nil && strings.Contains(err.Error(), "no such key") {
+			continue // no log here: this DC wrote nothing to the group's slots
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read this DC's log of group %s: %w", gid, err)
+		}
+		// The log trimmed past the source's position lost none of the slots' entries when
+		// the trim followed the source's answers (which cannot pass an entry of a slot locked
+		// there), but it did when WRITE's cap cut it: which one, the log cannot tell.
+		if trimmed := checkBehind(info, gr.from); trimmed != nil {
+			r.log.Warn("a group's full copy may replace writes of this DC that the source never applied, if the log's bound cut them",
+				"source", req.Log.String(), "log", LogID{DC: own, Group: gid}.String(), "db", db, "err", trimmed)
+		}
+		start := "-"
+		if gr.from != "" {
+			start = "(" + gr.from
+		}
+		for {
+			raw, err := master.Do(ctx, "XRANGE", LogKey, start, "+", "COUNT", 1000).Slice()
+			if err != nil {
+				return nil, fmt.Errorf("read this DC's log of group %s: %w", gid, err)
+			}
+			entries, err := parseRange(raw)
+			if err != nil {
+				return nil, err
+			}
+			for _, e := range entries {
+				if _, _, ok := IsHandoff(e.Cmds); ok {
+					continue
+				}
+				slot := EntrySlot(e)
+				if p, ok := gr.slots[slot]; ok && len(e.Cmds) > 0 && (p == "" || CompareIDs(e.ID, p) > 0) {
+					out[slot] = append(out[slot], e)
+				}
+			}
+			if len(entries) < 1000 {
+				break
+			}
+			start = "(" + entries[len(entries)-1].ID
+		}
+	}
+	return out, nil
+}
+
+// HandleLogStart sets, once a source group was copied here in full, every group of this DC
+// that holds slots at req.At in the group's log (LogStartFunc).
+func (r *Replicator) HandleLogStart(ctx context.Context, req LogStartRequest) (struct{}, error) {
+	if err := r.checkSource(req.Log.DC); err != nil {
+		return struct{}{}, err
+	}
+	if badStreamID(req.At) {
+		return struct{}{}, fmt.Errorf("xdc: bad log id %q", req.At)
+	}
+	st := r.cfg.Cluster.State()
+	groups := r.representatives(st)
+	if groups.migrating {
+		return struct{}{}, errors.New("xdc: a slot migration of this DC is active; try again")
+	}
+	dc := st.DCs[r.cfg.Cluster.DC()]
+	for _, slots := range groups.slots {
+		if len(slots) == 0 || dc.Slots[slots[0]] == "" {
+			continue
+		}
+		gid := dc.Slots[slots[0]]
+		master := r.client(serverOf(dc.Groups[gid]), req.DB) // the inbox belongs to the master
+		if err := FCall(ctx, master, LogStartFunc, []string{LogInboxKey(req.Log)}, req.At).Err(); err != nil {
+			return struct{}{}, fmt.Errorf("xdc: start group %s at %s: %w", gid, req.At, err)
+		}
+	}
+	r.log.Info("a group's full copy is complete here", "log", req.Log.String(), "db", req.DB, "at", req.At)
+	return struct{}{}, nil
+}
+
+// badStreamID reports whether id is not a stream id (ms-seq).
+func badStreamID(id string) bool {
+	ms, seq, ok := strings.Cut(id, "-")
+	if !ok {
+		return true
+	}
+	_, e1 := strconv.ParseUint(ms, 10, 64)
+	_, e2 := strconv.ParseUint(seq, 10, 64)
+	return e1 != nil || e2 != nil
+}

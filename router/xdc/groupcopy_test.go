@@ -1,0 +1,143 @@
+package xdc
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+)
+
+// TestGroupCopy: dc2 is away while dc1's group log is cut past dc2's position, and both DCs
+// write meanwhile (increments of the same counters, strings of their own, one string in
+// both). dc1's shipper copies the group to dc2 in full; the first copy is stopped half way
+// (the shipping node killed), the second runs to its end. Both DCs end with the same data:
+// every increment of both DCs exactly once, dc2's own keys kept, the newer of the shared
+// string's two writes, a key dc2 held outside replication gone.
+func TestGroupCopy(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	raiseFormat(t, n, LogDataFormat)
+	defer func(c int) { logCopyChunk = c }(logCopyChunk)
+	logCopyChunk = 64 // 256 chunks: the first copy is stopped after a few
+	ship := func(from, to *testDC) func() {
+		g := newLogGroup(from.repl, from.rc, LogID{DC: from.name, Group: "g-" + from.name}, 0, []string{to.name}, 20*time.Millisecond)
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); g.run(cctx) }()
+		return func() { cancel(); <-done }
+	}
+	incr := func(d *testDC, from, to int) {
+		for i := from; i < to; i++ {
+			d.write(t, "INCR", "{k"+strconv.Itoa(i%17)+"}c")
+		}
+	}
+	equal := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			a, aok := snapshotNow(ctx, dc1.rc)
+			b, bok := snapshotNow(ctx, dc2.rc)
+			if aok && bok && reflect.DeepEqual(a, b) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the DCs still differ:\ndc1 %v\ndc2 %v", what, a, b)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	stop := ship(dc1, dc2)
+	incr(dc1, 0, 170)
+	for i := range 20 {
+		dc1.write(t, "SET", "{s"+strconv.Itoa(i)+"}v", "dc1-"+strconv.Itoa(i))
+	}
+	equal("before the cut")
+	stop()
+
+	incr(dc1, 170, 340)
+	incr(dc2, 0, 34)
+	for i := range 10 {
+		dc2.write(t, "SET", "{o"+strconv.Itoa(i)+"}v", "dc2-"+strconv.Itoa(i))
+	}
+	dc2.write(t, "SET", "{s0}v", "dc2, newer") // after dc1's: the newer write wins everywhere
+	if err := dc1.rc.XTrimMaxLen(ctx, LogKey, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	incr(dc1, 340, 357)
+	if err := dc2.rc.Set(ctx, "{k3}stale", "outside replication", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	inbox := LogInboxKey(LogID{DC: "dc1", Group: "g-dc1"})
+	before := dc2.rc.HGet(ctx, inbox, "f").Val()
+
+	// The first copy, stopped once some slots were replaced and before it completed.
+	stop = ship(dc1, dc2)
+	deadline := time.Now().Add(30 * time.Second)
+	for dc2.rc.HLen(ctx, inbox).Val() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the group's copy did not begin")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stop()
+	if f := dc2.rc.HGet(ctx, inbox, "f").Val(); f != before {
+		t.Fatalf("the copy completed (dc2 at %s, was %s) before it was stopped: the test stops nothing half way", f, before)
+	}
+
+	// Both ways now: the copy again, in full, and dc2's log to dc1.
+	stop = ship(dc1, dc2)
+	defer stop()
+	stop21 := ship(dc2, dc1)
+	defer stop21()
+	equal("after the group's full copy")
+	incr(dc1, 357, 374)
+	incr(dc2, 34, 51)
+	equal("shipping after the copy")
+	for i := range 17 {
+		if got, _ := dc2.rc.Get(ctx, "{k"+strconv.Itoa(i)+"}c").Int(); got != 22+3 {
+			t.Fatalf("{k%d}c = %d, want 25 (22 increments in dc1, 3 in dc2)", i, got)
+		}
+	}
+	if got := dc1.rc.Get(ctx, "{s0}v").Val(); got != "dc2, newer" {
+		t.Fatalf("{s0}v = %q, want dc2's newer write", got)
+	}
+	if got := dc1.rc.Get(ctx, "{o9}v").Val(); got != "dc2-9" {
+		t.Fatalf("{o9}v = %q in dc1, want dc2's own write", got)
+	}
+	if n := dc2.rc.Exists(ctx, "{k3}stale").Val(); n != 0 {
+		t.Fatal("the copy kept a key dc1 never had")
+	}
+	if c := dc1.repl.counter("dc2").copied.Load(); c != fsm.NumSlots {
+		t.Fatalf("%d slots copied, want every slot of the group once (%d)", c, fsm.NumSlots)
+	}
+}
+
+// snapshotNow is snapshot for a DC that may be changing: false when a key went between the
+// listing and its read.
+func snapshotNow(ctx context.Context, c *redis.Client) (map[string]string, bool) {
+	keys, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		return nil, false
+	}
+	m := map[string]string{}
+	for _, k := range keys {
+		if strings.HasPrefix(k, "__redraft:") {
+			continue
+		}
+		d, err := c.Dump(ctx, k).Result()
+		exp, err2 := c.Do(ctx, "PEXPIRETIME", k).Int64()
+		if err != nil || err2 != nil {
+			return nil, false
+		}
+		m[k] = fmt.Sprintf("%q exp=%d", d, exp)
+	}
+	return m, true
+}
