@@ -225,7 +225,25 @@ func TestConvergeFloatCountersAddUp(t *testing.T) {
 }
 
 func TestConvergeConflictingListPullsTheNewestState(t *testing.T) {
-	_, dcs := startDCs(t, "a", "b", "c")
+	for _, format := range []int{fsm.FirstDataFormat, LogDataFormat} {
+		t.Run(fmt.Sprintf("format=%d", format), func(t *testing.T) { conflictingListPulls(t, format) })
+	}
+}
+
+// startDCsAt is startDCs with the cluster at data format.
+func startDCsAt(t *testing.T, format int, names ...string) []*testDC {
+	n, dcs := startDCs(t, names...)
+	if format > fsm.FirstDataFormat {
+		raiseFormat(t, n, format)
+		for _, d := range dcs {
+			d.repl.Notify(n.State())
+		}
+	}
+	return dcs
+}
+
+func conflictingListPulls(t *testing.T, format int) {
+	dcs := startDCsAt(t, format, "a", "b", "c")
 	a, b := dcs[0], dcs[1]
 	a.write(t, "RPUSH", "{l}l", "base")
 	waitEqual(t, dcs, 10*time.Second, "l", stateOf("{l}l"), "list [base]")
@@ -274,7 +292,13 @@ func TestConvergePopOfNothingLosesNoPush(t *testing.T) {
 // TestConvergeRandom writes random commands of every family to a few keys through all three
 // DCs while their links are cut and healed at random, then checks every DC holds the same.
 func TestConvergeRandom(t *testing.T) {
-	_, dcs := startDCs(t, "a", "b", "c")
+	for _, format := range []int{fsm.FirstDataFormat, LogDataFormat} {
+		t.Run(fmt.Sprintf("format=%d", format), func(t *testing.T) { convergeRandom(t, format) })
+	}
+}
+
+func convergeRandom(t *testing.T, format int) {
+	dcs := startDCsAt(t, format, "a", "b", "c")
 	seed := time.Now().UnixNano()
 	if s := os.Getenv("REDRAFT_CONVERGE_SEED"); s != "" {
 		seed, _ = strconv.ParseInt(s, 10, 64)
@@ -311,7 +335,7 @@ func TestConvergeRandom(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_ = Write(context.Background(), d.rc, slotString(c.Keys[0]), d.name, 1000, c).Err() // WRONGTYPE and the like are fine
+			_ = d.writeCmd(slotString(c.Keys[0]), c).Err() // WRONGTYPE and the like are fine
 			d.repl.Wrote(0, slotString(c.Keys[0]))
 		}
 	}
@@ -636,13 +660,7 @@ func TestConvergeCollectsTombstones(t *testing.T) {
 }
 
 func collectsTombstones(t *testing.T, format int) {
-	n, dcs := startDCs(t, "a", "b", "c")
-	if format > fsm.FirstDataFormat {
-		raiseFormat(t, n, format)
-		for _, d := range dcs {
-			d.repl.Notify(n.State())
-		}
-	}
+	dcs := startDCsAt(t, format, "a", "b", "c")
 	a := dcs[0]
 	a.write(t, "SET", "{g}k", "v")
 	later()

@@ -8,8 +8,9 @@ import "github.com/redraft/redraft/migrate"
 // so far: the WRITE function's log mode (WriteLogArgs), the receiving side (applylog.go,
 // receivelog.go) and the shipping loops (shiplog.go).
 // The router writes and Run ships group logs at data format 3 (LogDataFormat) only, which no
-// build raises (fsm.LatestDataFormat): a full copy and a failover that lost entries another
-// DC applied are not handled yet; REDRAFT_EXPERIMENTAL_DATA_FORMAT runs it for benchmarks.
+// build raises yet (fsm.LatestDataFormat); REDRAFT_EXPERIMENTAL_DATA_FORMAT runs it. A
+// destination the log no longer holds the position of gets the group copied in full
+// (groupcopy.go).
 // Migrations hand slots over between logs as migration.go says.
 
 // LogKey is the group's log in each database of a master: a stream of the entries of every
