@@ -83,6 +83,9 @@ func waitFormat(t *testing.T, c *testCluster, what string, ok func(st *fsm.State
 func TestDataFormatRollingUpgrade(t *testing.T) {
 	c := newTestCluster(t)
 	hist := &formatHistory{}
+	for _, id := range []string{"n1", "n2", "n3"} { // a build that runs format 1 only
+		c.builds[id] = Options{MaxDataFormat: 1}
+	}
 	c.start("n1", "dc1")
 	c.start("n2", "dc1", "n1")
 	c.start("n3", "dc1", "n1")

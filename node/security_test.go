@@ -315,6 +315,14 @@ func TestRoguePeerCalls(t *testing.T) {
 	}
 	defer n.Close()
 	waitReady(t, n)
+	// The node raises a new cluster's data format to its build's on its own: wait for that,
+	// so that the index below moves only if a rogue call got through.
+	poll(t, 20*time.Second, "the data format raised to the build's", func() error {
+		if st := n.State(); st.Format() != fsm.LatestDataFormat || st.Nodes["n1"].ActsOn() != fsm.LatestDataFormat {
+			return fmt.Errorf("format %d, n1 acts on %d", st.Format(), st.Nodes["n1"].ActsOn())
+		}
+		return nil
+	})
 	before := n.State().Index
 
 	cmd, err := fsm.Encode(&fsm.AddGroup{DC: "dc1", Group: fsm.Group{ID: "evil", Master: "10.6.6.6:6379"}})
