@@ -121,6 +121,9 @@ func getVia(p *proc, key string) (string, error) {
 
 var lostLine = regexp.MustCompile(`lost with a failed-over master.*slot=(\d+) .*lost_entries=(\d+) exact=(\w+)`)
 
+// lostLogLine is lostLine at data format 3: the count is per group log, not per slot.
+var lostLogLine = regexp.MustCompile(`group log: the destination applied writes that the failed-over master lost.* lost=(\d+)`)
+
 // TestXDCFailoverSourceLostEntries: dc1's master ships 200 INCRs (DC_ONE) to dc2 that its
 // replica never got (its link broken), then dies. After the failover dc1's outbox lacks
 // entries dc2 applied: the shipper counts exactly 200 lost entries (log line with the slot,
@@ -129,6 +132,25 @@ var lostLine = regexp.MustCompile(`lost with a failed-over master.*slot=(\d+) .*
 // it took after the failover, in both DCs.
 func TestXDCFailoverSourceLostEntries(t *testing.T) {
 	x, servers := startXDCFailover(t)
+	sourceLostEntries(t, x, servers, false)
+}
+
+// TestXDCLogFailoverSourceLostEntries is TestXDCFailoverSourceLostEntries at data format 3:
+// the group's log lacks dc2's position after the failover, the shipper counts the 200 writes
+// lost (one log line for the group) and copies the group to dc2 in full.
+func TestXDCLogFailoverSourceLostEntries(t *testing.T) {
+	t.Setenv("REDRAFT_EXPERIMENTAL_DATA_FORMAT", "3")
+	x, servers := startXDCFailover(t)
+	waitFor(t, 60*time.Second, "data format 3", func() error {
+		if f := x.node("n11").Status().DataFormat; f != 3 {
+			return fmt.Errorf("the cluster runs data format %d", f)
+		}
+		return nil
+	})
+	sourceLostEntries(t, x, servers, true)
+}
+
+func sourceLostEntries(t *testing.T, x *xdcCluster, servers map[string]*testredis.Server, logs bool) {
 	n11, n12, n21 := x.node("n11"), x.node("n12"), x.node("n21")
 	const key = "{lost}:ctr"
 	slot := migrate.SlotString(key)
@@ -188,6 +210,12 @@ func TestXDCFailoverSourceLostEntries(t *testing.T) {
 	var line []string
 	for wait := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		for _, n := range x.inDC("dc1") {
+			if logs {
+				for _, m := range lostLogLine.FindAllStringSubmatch(n.Log(), -1) {
+					line = []string{m[0], strconv.Itoa(slot), m[1], "true"} // a group's count, exact
+				}
+				continue
+			}
 			for _, m := range lostLine.FindAllStringSubmatch(n.Log(), -1) {
 				if m[1] == strconv.Itoa(slot) {
 					line = m

@@ -308,7 +308,7 @@ func (s *logShipper) run(ctx context.Context) {
 					err = nil
 				case loss.count:
 					g.r.counter(s.dest).lost.Add(int64(loss.lost))
-					g.r.log.Error("group log: the destination applied writes that the failed-over master lost; the group needs a full copy there",
+					g.r.log.Error("group log: the destination applied writes that the failed-over master lost with it; the group is copied there in full",
 						"log", g.log.String(), "to", s.dest, "position", prev, "lost", loss.lost)
 				}
 			}
