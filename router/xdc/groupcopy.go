@@ -162,22 +162,14 @@ func (s *logShipper) copyChunk(ctx context.Context, st0 *fsm.State, slots []int)
 	// of the logs this group applies.
 	names := map[int][]string{}
 	var inboxes []string
-	var cursor uint64
-	for {
-		batch, next, err := g.c.Scan(ctx, cursor, "", 1000).Result()
-		if err != nil {
-			return 0, fmt.Errorf("scan: %w", err)
+	if err := scanEach(ctx, g.c, func(k string) {
+		if strings.HasPrefix(k, logInboxPrefix) {
+			inboxes = append(inboxes, k)
+		} else if slot := migrate.SlotString(k); want[slot] && copiedWithSlot(k) {
+			names[slot] = append(names[slot], k)
 		}
-		for _, k := range batch {
-			if strings.HasPrefix(k, logInboxPrefix) {
-				inboxes = append(inboxes, k)
-			} else if slot := migrate.SlotString(k); want[slot] && copiedWithSlot(k) {
-				names[slot] = append(names[slot], k)
-			}
-		}
-		if cursor = next; cursor == 0 {
-			break
-		}
+	}); err != nil {
+		return 0, err
 	}
 	req := LogCopyRequest{Log: g.log, DB: g.db, Flushes: st0.Flushes}
 	pipe := g.c.Pipeline()
@@ -282,18 +274,19 @@ func groupUncopyable(st0, st *fsm.State, dc, gid string) string {
 	return ""
 }
 
-// scanKeys lists c's keys matching pattern.
-func scanKeys(ctx context.Context, c *redis.Client, pattern string) ([]string, error) {
-	var out []string
+// scanEach calls each for every key of c's database, by one SCAN.
+func scanEach(ctx context.Context, c *redis.Client, each func(key string)) error {
 	var cursor uint64
 	for {
-		batch, next, err := c.Scan(ctx, cursor, pattern, 1000).Result()
+		batch, next, err := c.Scan(ctx, cursor, "", 1000).Result()
 		if err != nil {
-			return nil, fmt.Errorf("scan %s: %w", pattern, err)
+			return fmt.Errorf("scan: %w", err)
 		}
-		out = append(out, batch...)
+		for _, k := range batch {
+			each(k)
+		}
 		if cursor = next; cursor == 0 {
-			return out, nil
+			return nil
 		}
 	}
 }
@@ -411,14 +404,12 @@ func (r *Replicator) chunkKeys(ctx context.Context, st *fsm.State, db int, slots
 		if g == nil {
 			continue
 		}
-		keys, err := scanKeys(ctx, r.client(serverOf(g), db), "*")
-		if err != nil {
-			return nil, err
-		}
-		for _, k := range keys {
+		if err := scanEach(ctx, r.client(serverOf(g), db), func(k string) {
 			if slot := migrate.SlotString(k); want[slot] && copiedWithSlot(k) {
 				out[slot] = append(out[slot], k)
 			}
+		}); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
@@ -503,10 +494,7 @@ func (r *Replicator) HandleLogStart(ctx context.Context, req LogStartRequest) (s
 	if err := r.checkSource(req.Log.DC); err != nil {
 		return struct{}{}, err
 	}
-	if badStreamID(req.At) {
-		return struct{}{}, fmt.Errorf("xdc: bad log id %q", req.At)
-	}
-	st := r.cfg.Cluster.State()
+	st := r.cfg.Cluster.State() // LOG_START refuses a bad id before it changes anything
 	groups := r.representatives(st)
 	if groups.migrating {
 		return struct{}{}, errors.New("xdc: a slot migration of this DC is active; try again")

@@ -183,20 +183,13 @@ func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse
 	}
 }
 
-// logApplied counts what applying req here reported (res), as HandleApply does per batch:
-// failed effects, superseded ones and conflicts, and has the slots whose entries may have
-// recorded conflicts pulled (pull.go); the answer does not say which slots did, and a slot
-// without records costs the puller one read.
+// logApplied counts what applying req here reported (res), as HandleApply does per batch
+// (tally), and has the slots whose entries may have recorded conflicts pulled (pull.go): the
+// answer does not say which slots did, and a slot without records costs the puller one read.
 func (r *Replicator) logApplied(req LogRequest, res LogResponse) {
-	if res.Errors > 0 {
-		r.diverged.Add(int64(res.Errors))
-		r.log.Warn("remote effects failed here: the DCs' copies differ", "source", req.Log.String(), "failed", res.Errors, "first", res.FirstError)
-	}
-	r.superseded.Add(int64(res.Superseded))
-	if res.Conflicts == 0 {
+	if !r.tally(res.Errors, res.FirstError, res.Superseded, res.Conflicts, "source", req.Log.String()) {
 		return
 	}
-	r.conflicts.Add(int64(res.Conflicts))
 	noted := map[int]bool{}
 	for _, e := range req.Entries {
 		if _, _, handoff := IsHandoff(e.Cmds); len(e.Cmds) > 0 && !handoff && !noted[e.Slot] {

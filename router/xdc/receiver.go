@@ -171,17 +171,27 @@ func (r *Replicator) applied(source string, db int, batches []WireBatch, reply [
 		if a.Refused != "" {
 			out[i].Error, out[i].Gap = a.Refused, strings.HasPrefix(a.Refused, "GAP ")
 		}
-		if a.Errors > 0 {
-			r.diverged.Add(int64(a.Errors))
-			r.log.Warn("remote effects failed here: the DCs' copies differ", "source", source, "slot", b.Slot, "failed", a.Errors, "first", a.FirstError)
-		}
-		r.superseded.Add(int64(a.Superseded))
-		if a.Conflicts > 0 {
-			r.conflicts.Add(int64(a.Conflicts))
+		if r.tally(a.Errors, a.FirstError, a.Superseded, a.Conflicts, "source", source, "slot", b.Slot) {
 			r.pulls.note(db, b.Slot)
 		}
 	}
 	return out
+}
+
+// tally counts what an APPLY reported, failed effects (logged with where, key-value pairs),
+// superseded effects and conflicts, and reports whether there were conflicts: the caller then
+// has the slots pulled (pull.go).
+func (r *Replicator) tally(failed int, first string, superseded, conflicts int, where ...any) bool {
+	if failed > 0 {
+		r.diverged.Add(int64(failed))
+		r.log.Warn("remote effects failed here: the DCs' copies differ", append(where, "failed", failed, "first", first)...)
+	}
+	r.superseded.Add(int64(superseded))
+	if conflicts == 0 {
+		return false
+	}
+	r.conflicts.Add(int64(conflicts))
+	return true
 }
 
 // callArgs builds verb (FCALL, EVALSHA, EVAL) name numkeys keys... argv...

@@ -169,9 +169,20 @@ func runWrites(t *testing.T, ctx context.Context, a, c *redis.Client, args func(
 
 // snapshot returns DUMP and PEXPIRETIME of every non-internal key.
 func snapshot(t *testing.T, ctx context.Context, c *redis.Client) map[string]string {
-	keys, err := c.Keys(ctx, "*").Result()
+	t.Helper()
+	m, err := snapshotNow(ctx, c)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return m
+}
+
+// snapshotNow is snapshot for a DC that may be changing: an error when a key went between the
+// listing and its read.
+func snapshotNow(ctx context.Context, c *redis.Client) (map[string]string, error) {
+	keys, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		return nil, err
 	}
 	m := map[string]string{}
 	for _, k := range keys {
@@ -180,15 +191,15 @@ func snapshot(t *testing.T, ctx context.Context, c *redis.Client) map[string]str
 		}
 		d, err := c.Dump(ctx, k).Result()
 		if err != nil {
-			t.Fatalf("DUMP %s: %v", k, err)
+			return nil, fmt.Errorf("DUMP %s: %w", k, err)
 		}
 		exp, err := c.Do(ctx, "PEXPIRETIME", k).Int64()
 		if err != nil {
-			t.Fatal(err)
+			return nil, fmt.Errorf("PEXPIRETIME %s: %w", k, err)
 		}
 		m[k] = fmt.Sprintf("%q exp=%d", d, exp)
 	}
-	return m
+	return m, nil
 }
 
 func TestWriteThenApplyReplicatesExactlyOnce(t *testing.T) {
