@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -592,5 +594,77 @@ func TestLogWaitsForTheOutboxes(t *testing.T) {
 	}
 	if n, err := dc1.rc.Exists(ctx, drainedKey("dc2")).Result(); err != nil || n != 1 {
 		t.Errorf("no record that dc2 applied dc1's outboxes (%d, %v)", n, err)
+	}
+}
+
+// TestStoppedLogHoldsNoLock: a group log stopped while its shipper is in a call that ignores
+// its context (a destination taking seconds to answer) does not hold the replicator's lock
+// until the call ends: the status report answers at once. The log started in its place waits
+// for the old one to end (never two calls of one log to a DC at once), then ships.
+func TestStoppedLogHoldsNoLock(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCs(t, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	raiseFormat(t, n, LogDataFormat)
+	get := func(d *testDC) (string, error) { return d.rc.Get(ctx, "{a}k").Result() }
+	dc1.write(t, "SET", "{a}k", "1")
+	waitEqual(t, dcs, 10*time.Second, "{a}k", get, "1")
+
+	held, release := make(chan struct{}), make(chan struct{})
+	var inFlight, most atomic.Int32
+	var once sync.Once
+	dc2.answered.Store(func(name string) {
+		if name == RPCLog {
+			if c := inFlight.Add(1); c > most.Load() {
+				most.Store(c)
+			}
+			once.Do(func() { close(held) })
+			<-release
+			inFlight.Add(-1)
+		}
+	})
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	dc1.write(t, "SET", "{a}k", "2")
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("dc1's shipper made no call to dc2")
+	}
+	// A third DC: every log's destinations change, so dc1's log is stopped and started again.
+	n.mu.Lock()
+	for _, c := range []fsm.Command{
+		&fsm.AddNode{Node: fsm.Node{ID: "n9", DC: "dc3", Peer: "peer-9", Listen: "lpeer-9", Admin: "apeer-9", MaxFormat: LogDataFormat}},
+		&fsm.AddGroup{DC: "dc3", Group: fsm.Group{ID: "g-dc3", Master: "127.0.0.1:1"}},
+	} {
+		st, err := fsm.ApplyCommand(n.st, n.st.Index+1, c)
+		if err != nil {
+			n.mu.Unlock()
+			t.Fatal(err)
+		}
+		n.st = st
+	}
+	n.mu.Unlock()
+	dc1.repl.Notify(nil)
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
+		done := make(chan struct{})
+		go func() { defer close(done); dc1.repl.Report() }()
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+			t.Fatal("the status report waited more than a second for the stopped log's call")
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval
+	}
+	released = true
+	close(release)
+	dc1.write(t, "SET", "{a}k", "3")
+	waitEqual(t, dcs, 10*time.Second, "{a}k after the log started again", get, "3")
+	if m := most.Load(); m != 1 {
+		t.Fatalf("%d calls of dc1's log to dc2 at once, want 1", m)
 	}
 }

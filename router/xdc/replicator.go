@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -72,9 +73,12 @@ type Replicator struct {
 	// across the logGroups a failover replaces (logmemo.go).
 	memos logMemos
 
-	mu      sync.Mutex
-	loops   map[loopKey]*loop
-	logs    map[logKey]*runningLog // the group logs this node ships (data format 3)
+	mu    sync.Mutex
+	loops map[loopKey]*loop
+	logs  map[logKey]*runningLog // the group logs this node ships (data format 3)
+	// retired are the stopped group logs' ends, by log, until they end: a log started
+	// again waits for its predecessor (planLogs).
+	retired map[logKey]<-chan struct{}
 	clients map[clientKey]*redis.Client
 	alive   map[string]time.Time // DC peers' last answer to a ping
 	dbs     map[string][]int     // group master -> databases holding keys
@@ -213,6 +217,12 @@ func (r *Replicator) Run(ctx context.Context) {
 				delete(r.loops, k)
 			}
 			r.planLogs(ctx, nil, nil)
+			retired := slices.Collect(maps.Values(r.retired))
+			r.mu.Unlock()
+			for _, done := range retired {
+				<-done
+			}
+			r.mu.Lock()
 			for _, c := range r.clients {
 				_ = c.Close()
 			}

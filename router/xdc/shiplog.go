@@ -31,21 +31,34 @@ type logKey struct {
 	epoch uint64
 }
 
-// runningLog is a started logGroup: its destinations, and how to stop it.
+// runningLog is a started logGroup: its destinations, how to stop it and when it ended.
 type runningLog struct {
-	g     *logGroup
-	dests []string
-	stop  func()
+	g      *logGroup
+	dests  []string
+	cancel context.CancelFunc
+	done   <-chan struct{}
 }
 
 // planLogs starts and stops logGroups so that exactly want run, each to dests. r.mu is held.
+// It does not wait for a stopped group to end: a shipper can be in a call to another DC for
+// seconds, and r.mu is what the status report takes. A stopped group's end is kept in
+// r.retired; a group started again for the same log waits for it before it ships, so one
+// log never has two groups shipping it.
 func (r *Replicator) planLogs(ctx context.Context, want map[logKey]LogID, dests []string) {
 	if r.logs == nil {
-		r.logs = map[logKey]*runningLog{}
+		r.logs, r.retired = map[logKey]*runningLog{}, map[logKey]<-chan struct{}{}
+	}
+	for k, done := range r.retired {
+		select {
+		case <-done:
+			delete(r.retired, k)
+		default:
+		}
 	}
 	for k, l := range r.logs {
 		if _, ok := want[k]; !ok || !slices.Equal(l.dests, dests) {
-			l.stop()
+			l.cancel()
+			r.retired[k] = l.done
 			delete(r.logs, k)
 		}
 	}
@@ -56,9 +69,18 @@ func (r *Replicator) planLogs(ctx context.Context, want map[logKey]LogID, dests 
 		c := r.clientLocked(k.server, k.db)
 		g := newLogGroup(r, c, id, k.db, dests, r.cfg.Heartbeat)
 		cctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); g.run(cctx) }()
-		r.logs[k] = &runningLog{g: g, dests: dests, stop: func() { cancel(); <-done }}
+		done, before := make(chan struct{}), r.retired[k]
+		delete(r.retired, k) // done closes after before: the ends chain
+		go func() {
+			defer close(done)
+			if before != nil {
+				<-before // cancelled: it ends
+			}
+			if cctx.Err() == nil {
+				g.run(cctx)
+			}
+		}()
+		r.logs[k] = &runningLog{g: g, dests: dests, cancel: cancel, done: done}
 	}
 }
 
