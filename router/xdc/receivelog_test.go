@@ -228,8 +228,9 @@ func TestLogShipping(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			a, b := snapshot(t, ctx, dc1.rc), snapshot(t, ctx, dc2.rc)
-			if reflect.DeepEqual(a, b) {
+			a, aerr := snapshotNow(ctx, dc1.rc) // a key can go between a listing and its read
+			b, berr := snapshotNow(ctx, dc2.rc)
+			if aerr == nil && berr == nil && reflect.DeepEqual(a, b) {
 				return
 			}
 			if time.Now().After(deadline) {
@@ -666,5 +667,113 @@ func TestStoppedLogHoldsNoLock(t *testing.T) {
 	waitEqual(t, dcs, 10*time.Second, "{a}k after the log started again", get, "3")
 	if m := most.Load(); m != 1 {
 		t.Fatalf("%d calls of dc1's log to dc2 at once, want 1", m)
+	}
+}
+
+// TestTwoShippersOfOneLog: two nodes of dc1 ship the same group log to dc2 for a while (the
+// ring's owner of the group's first slot moves while pings fail). One of them cannot reach
+// dc2 while the other ships on and trims the log past the position the first one last had
+// answered. Back, the first finds dc2's real position in the log and ships on from there: no
+// full copy of the group (before, it took the trimmed position for dc2 being behind the log
+// and copied the group, again and again, while the other node kept trimming). Every
+// increment is in dc2 exactly once.
+func TestTwoShippersOfOneLog(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	raiseFormat(t, n, LogDataFormat)
+	// The second node of dc1: its own replicator over the same cluster and masters, and its
+	// own link to dc2 (down cuts its calls only).
+	other := &testDC{name: "dc1", node: "n1b", redis: dc1.redis, rc: dc1.rc}
+	c := nodeOf{net: n, dc: other}
+	other.repl = New(Config{Cluster: c, Peers: c, Local: c, Heartbeat: 100 * time.Millisecond, Block: 200 * time.Millisecond,
+		OutboxScan: 200 * time.Millisecond, CollectEvery: 100 * time.Millisecond, TombstoneMargin: time.Millisecond,
+		noLogShipping: true, Logger: testLogger.With("dc", "dc1", "node", "n1b")})
+	log := LogID{DC: "dc1", Group: "g-dc1"}
+	// Whether a shipper ever took dc2 for behind the log (it copies the group then).
+	var behind atomic.Bool
+	ship := func(r *Replicator) {
+		g := newLogGroup(r, dc1.rc, log, 0, []string{"dc2"}, 20*time.Millisecond)
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); g.run(cctx) }()
+		go func() {
+			for cctx.Err() == nil {
+				if g.shippers[0].behind.Load() {
+					behind.Store(true)
+				}
+				time.Sleep(time.Millisecond) // poll interval
+			}
+		}()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	total := 0
+	write := func(n int) {
+		for i := 0; i < n; i++ {
+			c := prepare(t, "INCR {k"+strconv.Itoa(total%13)+"}c")
+			keys, argv := WriteLogArgs(slotString(c.Keys[0]), "dc1", 1000, false, []Call{c})
+			if err := FCall(ctx, dc1.rc, WriteFunc, keys, argv...).Err(); err != nil {
+				t.Fatal(err)
+			}
+			total++
+		}
+	}
+	converged := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			a, aerr := snapshotNow(ctx, dc1.rc) // a key can go between a listing and its read
+			b, berr := snapshotNow(ctx, dc2.rc)
+			if aerr == nil && berr == nil && reflect.DeepEqual(a, b) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the DCs still differ:\ndc1 %v\ndc2 %v", what, a, b)
+			}
+			time.Sleep(10 * time.Millisecond) // poll interval
+		}
+	}
+	ship(dc1.repl)
+	ship(other.repl)
+	write(100)
+	converged("both nodes shipping")
+	other.down.Store(true)
+	// dc2's inbox before the writes that only the first node ships: the position the second
+	// node last had answered is at or below it.
+	stale := dc2.rc.HGet(ctx, LogInboxKey(log), "f").Val()
+	write(300)
+	converged("one node shipping")
+	deadline := time.Now().Add(10 * time.Second)
+	for len(dc1.rc.XRangeN(ctx, LogKey, stale, stale, 1).Val()) != 0 { // trimmed past it
+		if time.Now().After(deadline) {
+			t.Fatalf("the log still holds %s after dc2 applied past it", stale)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	before := other.repl.counter("dc2").shipped.Load()
+	other.down.Store(false)
+	write(100)
+	converged("both nodes shipping again")
+	// The second node's shipper is past its check once it has shipped a range again.
+	deadline = time.Now().Add(10 * time.Second)
+	for other.repl.counter("dc2").shipped.Load() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the second node ships nothing to dc2 any more")
+		}
+		write(1)
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	converged("after the second node shipped again")
+	if behind.Load() {
+		t.Errorf("a shipper took dc2 for behind the log and copied the group in full, while dc2 never was")
+	}
+	for i := range 13 {
+		want := total / 13
+		if i < total%13 {
+			want++
+		}
+		if got, _ := dc2.rc.Get(ctx, "{k"+strconv.Itoa(i)+"}c").Int(); got != want {
+			t.Fatalf("{k%d}c = %d in dc2, want %d", i, got, want)
+		}
 	}
 }

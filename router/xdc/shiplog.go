@@ -319,7 +319,31 @@ func (s *logShipper) run(ctx context.Context) {
 			started = true
 		}
 		if check {
-			if err = s.contiguous(ctx, prev); errors.Is(err, errBehind) {
+			err = s.contiguous(ctx, prev)
+			if errors.Is(err, errBehind) {
+				// prev can be stale rather than the destination behind: another node shipped
+				// this log to it meanwhile (the ring's owner of the group's first slot moves
+				// while pings fail, and two nodes ship for a while), and that node's trims
+				// dropped prev. The destination's own answer decides.
+				at, perr := s.position(ctx)
+				if perr != nil { // unknown until it answers: nothing is copied on a guess
+					if ctx.Err() != nil {
+						return
+					}
+					s.fail(perr)
+					trouble("cannot ask the destination its position", "err", perr)
+					pause()
+					continue
+				}
+				if at != "" && at != prev && s.contiguous(ctx, at) == nil {
+					g.r.log.Info("group log: the destination stands elsewhere than this shipper knew; shipping from there",
+						"log", g.log.String(), "to", s.dest, "was", prev, "position", at)
+					prev, err = at, nil
+					g.answered(s.dest, prev)
+					g.r.memos.started(s.memoKey(), prev)
+				}
+			}
+			if errors.Is(err, errBehind) {
 				loss, lerr := g.r.memos.loss(ctx, g.c, s.memoKey(), prev)
 				switch {
 				case lerr != nil:
