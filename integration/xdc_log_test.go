@@ -3,7 +3,9 @@ package integration
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -236,5 +238,104 @@ func TestXDCLogLevelsAndScripts(t *testing.T) {
 	}
 	if copies := x.fullCopies(); len(copies) > 0 {
 		t.Errorf("slots copied in full at data format 3: %v", copies)
+	}
+}
+
+// TestXDCRaiseFormatUnderLoad: a three-DC cluster at data format 1 (per-slot outboxes, this
+// build's latest) is upgraded node by node, under writes through the nodes not being
+// restarted, to nodes that run format 3 (REDRAFT_EXPERIMENTAL_DATA_FORMAT): n11 and n12
+// restarted cleanly, dc2's only node killed (the other DCs' outboxes hold what it has not
+// applied meanwhile), dc3's only node last (after 20,000 increments over 500 slots from dc1
+// and dc2 while it is away), whose return lets the cluster raise its format to 3 while the
+// outboxes still hold entries dc3 missed and the writes go on into the logs. Every DC ends
+// with every acknowledged write exactly once, and each node's format went from 1 up to 3,
+// never back.
+func TestXDCRaiseFormatUnderLoad(t *testing.T) {
+	x := startXDC(t) // this build's latest format: 1
+	n11, n12, n21, n31 := x.node("n11"), x.node("n12"), x.node("n21"), x.node("n31")
+	t.Cleanup(func() {
+		if t.Failed() {
+			x.dumpLogs()
+		}
+	})
+	// The cluster's format as each node reports it, polled for the whole test.
+	var mu sync.Mutex
+	formats := map[string][]int{}
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			for _, n := range x.nodes { // (a node restarting does not answer)
+				if st, err := n.Client().Status(context.Background()); err == nil {
+					mu.Lock()
+					if f := formats[n.ID]; len(f) == 0 || f[len(f)-1] != st.DataFormat {
+						formats[n.ID] = append(f, st.DataFormat)
+					}
+					mu.Unlock()
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond): // poll interval
+			}
+		}
+	}()
+	t.Setenv("REDRAFT_EXPERIMENTAL_DATA_FORMAT", "3") // the nodes restarted from here run format 3
+	l := x.load(1, n12, n21, n31)
+	l.WaitOps(1500)
+	n11.Stop()
+	n11.Start(n12.relay.Addr())
+	n11.WaitHealthy(30 * time.Second)
+	l.WaitOps(1500)
+	l.Stop()
+
+	l = x.load(1, n11, n31)
+	l.WaitOps(1500)
+	n12.Stop()
+	n12.Start(n11.relay.Addr())
+	n12.WaitHealthy(30 * time.Second)
+	n21.Kill9()
+	l.WaitOps(3000) // dc2 is away: the outboxes toward it grow
+	n21.Start(n11.relay.Addr())
+	n21.WaitHealthy(30 * time.Second)
+	l.Stop()
+
+	l = x.load(1, n11, n12, n21)
+	n31.Stop()
+	l.WaitOps(3000) // dc3 is away
+	// A backlog toward dc3 over many slots, so that the outboxes still hold some of it when
+	// the format is raised and the logs' shippers start.
+	var tags []string
+	for i := 0; i < 500; i++ {
+		tags = append(tags, fmt.Sprintf("r-%d", i))
+	}
+	x.bulkIncr(tags, 20, n11, n21)
+	if f := n11.Status().DataFormat; f != 1 {
+		t.Errorf("with dc3's node on the old build the cluster runs data format %d, want 1", f)
+	}
+	n31.Start(n11.relay.Addr())
+	n31.WaitHealthy(30 * time.Second)
+	waitFor(t, 60*time.Second, "data format 3", func() error {
+		if f := n11.Status().DataFormat; f != 3 {
+			return fmt.Errorf("the cluster runs data format %d", f)
+		}
+		return nil
+	})
+	l.WaitOps(3000)
+	x.finish(l, 120*time.Second)
+	close(stop)
+	<-stopped
+	mu.Lock()
+	defer mu.Unlock()
+	waits := 0 // a log's shipper holding its first range until the outboxes toward its DC drained
+	for _, n := range x.nodes {
+		waits += strings.Count(n.Log(), "group log: waiting for the outboxes")
+	}
+	t.Logf("the data formats each node reported, in order: %v; log shippers waited for the outboxes %d times", formats, waits)
+	for id, f := range formats {
+		if f[0] != 1 || f[len(f)-1] != 3 || !slices.IsSorted(f) {
+			t.Errorf("the data formats %s reported, in order: %v, want from 1 up to 3", id, f)
+		}
 	}
 }
