@@ -217,11 +217,7 @@ func TestLogShipping(t *testing.T) {
 	}
 	write := func(from, to int) {
 		for i := from; i < to; i++ {
-			c := prepare(t, "INCR {k"+strconv.Itoa(i%17)+"}c")
-			keys, argv := WriteLogArgs(slotString(c.Keys[0]), "dc1", 1000, false, []Call{c})
-			if err := FCall(ctx, dc1.rc, WriteFunc, keys, argv...).Err(); err != nil {
-				t.Fatal(err)
-			}
+			writeLogRetrying(t, dc1.rc, "dc1", prepare(t, "INCR {k"+strconv.Itoa(i%17)+"}c"))
 		}
 	}
 	equal := func(what string) { t.Helper(); waitSameData(t, dc1.rc, dc2.rc, what) }
@@ -696,11 +692,7 @@ func TestTwoShippersOfOneLog(t *testing.T) {
 	total := 0
 	write := func(n int) {
 		for i := 0; i < n; i++ {
-			c := prepare(t, "INCR {k"+strconv.Itoa(total%13)+"}c")
-			keys, argv := WriteLogArgs(slotString(c.Keys[0]), "dc1", 1000, false, []Call{c})
-			if err := FCall(ctx, dc1.rc, WriteFunc, keys, argv...).Err(); err != nil {
-				t.Fatal(err)
-			}
+			writeLogRetrying(t, dc1.rc, "dc1", prepare(t, "INCR {k"+strconv.Itoa(total%13)+"}c"))
 			total++
 		}
 	}
@@ -767,5 +759,24 @@ func waitSameData(t *testing.T, a, b *redis.Client, what string) {
 			t.Fatalf("%s: the DCs still differ:\ndc1 %v\ndc2 %v", what, da, db)
 		}
 		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+}
+
+// writeLogRetrying runs c through WRITE into the group's log on c's server in DC dc, again
+// while it answers TRYAGAIN (a full copy holds the slot's copy lock), as the router does for
+// a client; it fails the test on any other error or after 30 s of TRYAGAIN.
+func writeLogRetrying(t *testing.T, rc *redis.Client, dc string, c Call) {
+	t.Helper()
+	keys, argv := WriteLogArgs(slotString(c.Keys[0]), dc, 1000, false, []Call{c})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := FCall(context.Background(), rc, WriteFunc, keys, argv...).Err()
+		if err == nil {
+			return
+		}
+		if !strings.HasPrefix(err.Error(), "TRYAGAIN") || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond) // the router's retry pace, not synchronisation
 	}
 }
