@@ -301,16 +301,9 @@ func TestRunShipsGroupLogs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		a, b := snapshot(t, ctx, dc1.rc), snapshot(t, ctx, dc2.rc)
-		if reflect.DeepEqual(a, b) && len(a) == 9 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the DCs still differ:\ndc1 %v\ndc2 %v", a, b)
-		}
-		time.Sleep(10 * time.Millisecond)
+	waitSameData(t, dc1.rc, dc2.rc, "after 100 writes")
+	if a := snapshot(t, ctx, dc1.rc); len(a) != 9 {
+		t.Fatalf("dc1 holds %d keys, want 9: %v", len(a), a)
 	}
 }
 
@@ -434,17 +427,7 @@ func TestLogShippingAcrossSourceFailover(t *testing.T) {
 	}
 	equal := func(src *redis.Client, what string) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			a, b := snapshot(t, ctx, src), snapshot(t, ctx, dc2.rc)
-			if reflect.DeepEqual(a, b) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: the DCs still differ:\ndc1 %v\ndc2 %v", what, a, b)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		waitSameData(t, src, dc2.rc, what)
 	}
 	counters := func(c *redis.Client) string {
 		var out []string
