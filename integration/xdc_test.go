@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -537,8 +539,39 @@ func (x *xdcCluster) verify() {
 	for _, c := range x.fullCopies() {
 		x.t.Logf("full copy: %s", c)
 	}
+	if x.t.Failed() {
+		x.applyCounts()
+	}
 	if uncertain > 0 {
 		x.t.Logf("%d keys had a write of unknown outcome: left out of the exact checks", uncertain)
+	}
+}
+
+// applyCounts logs, for a failed check, what each live node's receivers counted as they
+// applied other DCs' writes: effects skipped as superseded (their key's stamp here was not
+// the one they followed), conflicts pulled, effects that failed. A write missing in a DC
+// whose positions passed it was either never shipped or skipped here; these tell which.
+func (x *xdcCluster) applyCounts() {
+	for _, n := range x.nodes {
+		if n.Exited() {
+			continue
+		}
+		resp, err := http.Get("http://" + n.Admin + "/metrics")
+		if err != nil {
+			x.t.Logf("%s: metrics: %v", n.ID, err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var got []string
+		for _, l := range strings.Split(string(b), "\n") {
+			for _, name := range []string{"superseded_effects_total", "conflicting_effects_total", "diverged_effects_total"} {
+				if strings.HasPrefix(l, "redraft_replication_"+name) {
+					got = append(got, strings.TrimPrefix(l, "redraft_replication_"))
+				}
+			}
+		}
+		x.t.Logf("%s: %s", n.ID, strings.Join(got, "; "))
 	}
 }
 
