@@ -158,7 +158,7 @@ func TestApplyLogExactlyOnce(t *testing.T) {
 		}
 	}
 	pos, gaps, lost, failovers, moves := "", 0, 0, 0, 0
-	snaps := make([]map[string]string, 2) // per group, a copy to fail over to
+	snaps := make([]map[string]dumped, 2) // per group, a copy to fail over to
 	// Until a call after the log's end finds both groups there (a group that failed over
 	// after the sender passed the end answers a GAP too).
 	for step, settled := 0, false; !settled && step < 2000; step++ {
@@ -235,7 +235,7 @@ func TestApplyLogExactlyOnce(t *testing.T) {
 				groups[dst].HSet(ctx, inbox, "s"+strconv.Itoa(sl), at)
 			}
 			owner[sl] = dst
-			snaps = make([]map[string]string, 2) // a failover after a migration is another test's
+			snaps = make([]map[string]dumped, 2) // a failover after a migration is another test's
 			moves++
 			check(step)
 		}

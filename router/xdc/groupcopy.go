@@ -86,6 +86,11 @@ func (s *logShipper) copyGroup(ctx context.Context) (string, error) {
 			slots = append(slots, slot)
 		}
 	}
+	unlock, err := s.lockGroupCopy(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	// The log's last entry now: every chunk's Last is at or after it, and the destination
 	// stands there once every slot is copied. Until it answers from there the shipper keeps no
 	// answer of it (acked), so no trim passes it.
@@ -100,6 +105,9 @@ func (s *logShipper) copyGroup(ctx context.Context) (string, error) {
 	r.log.Info("group log: copying the group in full", "log", g.log.String(), "to", s.dest, "slots", len(slots), "at", at)
 	keys := 0
 	for lo := 0; lo < len(slots); lo += logCopyChunk {
+		if err := s.holdGroupCopy(ctx); err != nil {
+			return "", err
+		}
 		chunk := slots[lo:min(lo+logCopyChunk, len(slots))]
 		// A chunk is tried again a few times before the copy starts over: a copy into the
 		// destination from another DC locks the same slots for a moment.
@@ -127,6 +135,61 @@ func (s *logShipper) copyGroup(ctx context.Context) (string, error) {
 	r.counter(s.dest).copied.Add(int64(len(slots)))
 	r.log.Info("group log: group copied in full", "log", g.log.String(), "to", s.dest, "slots", len(slots), "keys", keys, "at", at)
 	return at, nil
+}
+
+// groupCopyKey is, on a group's master, the lock that one node holds while it copies the
+// group in full to destination dest (copyGroup). Two nodes ship a log for a while when the
+// ring's owner of the group's first slot moves, and each may find the destination behind the
+// log: their copies' chunks interleaved, each copy's start (RPCLogStart) dropped the slot
+// positions below its own start, which a chunk of the other copy, read earlier, had set, and
+// a start that came last lowered where the destination stood below what the other's
+// shipping had applied since (increments applied twice). The lock makes it one copy at a
+// time; the other node waits, then asks the destination where it stands, and ships from
+// there. It starts with LogKey: migrations do not move it.
+func groupCopyKey(dest string) string { return LogKey + ":copying:" + dest }
+
+// groupCopyLockTTL bounds how long a node that stopped mid-copy holds the group's copy lock;
+// the copying node renews it before each chunk.
+const groupCopyLockTTL = copyLockTTL
+
+// renewLua extends a lock's time to live (ARGV[2] ms) if it still holds the caller's value
+// ARGV[1]; it answers 0 when the lock is another's or gone.
+const renewLua = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`
+
+// errGroupCopying says that another node is copying the group to the destination.
+var errGroupCopying = errors.New("another node is copying the group to this destination")
+
+// lockGroupCopy takes the group's copy lock toward the shipper's destination (groupCopyKey)
+// and returns its release.
+func (s *logShipper) lockGroupCopy(ctx context.Context) (func(), error) {
+	g := s.g
+	token := lockToken("group", g.r.cfg.Cluster.ID())
+	ok, err := g.c.SetNX(ctx, groupCopyKey(s.dest), token, groupCopyLockTTL).Result()
+	if err != nil {
+		return nil, fmt.Errorf("the group's copy lock: %w", err)
+	}
+	if !ok {
+		return nil, errGroupCopying
+	}
+	s.copyToken = token
+	return func() {
+		_ = g.c.Eval(context.WithoutCancel(ctx), unlockLua, []string{groupCopyKey(s.dest)}, token).Err()
+		s.copyToken = ""
+	}, nil
+}
+
+// holdGroupCopy renews the group's copy lock before a chunk; it fails when the lock expired
+// (the copy took longer than its time to live without a renewal) and another node may copy.
+func (s *logShipper) holdGroupCopy(ctx context.Context) error {
+	n, err := s.g.c.Eval(ctx, renewLua, []string{groupCopyKey(s.dest)}, s.copyToken, groupCopyLockTTL.Milliseconds()).Int()
+	if err != nil {
+		return fmt.Errorf("renew the group's copy lock: %w", err)
+	}
+	if n == 0 {
+		return errors.New("the group's copy lock expired during the copy")
+	}
+	return nil
 }
 
 // copyChunk locks slots on the source, reads them and has the destination replace its copy

@@ -2,6 +2,7 @@ package xdc
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"strconv"
 	"testing"
@@ -37,17 +38,8 @@ func TestGroupCopy(t *testing.T) {
 	}
 	equal := func(what string) {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			a, aerr := snapshotNow(ctx, dc1.rc)
-			b, berr := snapshotNow(ctx, dc2.rc)
-			if aerr == nil && berr == nil && reflect.DeepEqual(a, b) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: the DCs still differ:\ndc1 %v\ndc2 %v", what, a, b)
-			}
-			time.Sleep(20 * time.Millisecond)
+		if a, b, ok := sameDataWithin(dc1.rc, dc2.rc, 60*time.Second); !ok {
+			t.Fatalf("%s: the DCs still differ:\ndc1 %v\ndc2 %v", what, a, b)
 		}
 	}
 	stop := ship(dc1, dc2)
@@ -113,5 +105,44 @@ func TestGroupCopy(t *testing.T) {
 	}
 	if c := dc1.repl.counter("dc2").copied.Load(); c != fsm.NumSlots {
 		t.Fatalf("%d slots copied, want every slot of the group once (%d)", c, fsm.NumSlots)
+	}
+}
+
+// TestGroupCopyOneAtATime: while another node holds the group's copy lock toward a
+// destination, a shipper does not copy the group there (their copies' chunks and starts would
+// interleave); once the lock is gone it copies, and releases the lock at the end.
+func TestGroupCopyOneAtATime(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	raiseFormat(t, n, LogDataFormat)
+	for i := range 20 {
+		dc1.write(t, "INCR", "{k"+strconv.Itoa(i%5)+"}c")
+	}
+	s := newLogGroup(dc1.repl, dc1.rc, LogID{DC: "dc1", Group: "g-dc1"}, 0, []string{"dc2"}, 20*time.Millisecond).shippers[0]
+	if err := dc1.rc.Set(ctx, groupCopyKey("dc2"), "group:n9:x", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.copyGroup(ctx); !errors.Is(err, errGroupCopying) {
+		t.Fatalf("a copy while another node holds the lock: %v", err)
+	}
+	if n := dc2.rc.DBSize(ctx).Val(); n != 0 {
+		t.Fatalf("dc2 holds %d keys after a copy that must not have run", n)
+	}
+	if err := dc1.rc.Del(ctx, groupCopyKey("dc2")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	at, err := s.copyGroup(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dc2.rc.HGet(ctx, LogInboxKey(LogID{DC: "dc1", Group: "g-dc1"}), "f").Val(); got != at {
+		t.Fatalf("dc2 stands at %q after the copy, want %q", got, at)
+	}
+	if a, b := snapshot(t, ctx, dc1.rc), snapshot(t, ctx, dc2.rc); !reflect.DeepEqual(a, b) {
+		t.Fatalf("the DCs differ after the copy:\ndc1 %v\ndc2 %v", a, b)
+	}
+	if dc1.rc.Exists(ctx, groupCopyKey("dc2")).Val() != 0 {
+		t.Fatal("the copy left its lock behind")
 	}
 }

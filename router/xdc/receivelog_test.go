@@ -105,7 +105,7 @@ func TestHandleLog(t *testing.T) {
 		t.Fatalf("position %q is no entry of the log", id)
 		return 0
 	}
-	var snap map[string]string
+	var snap map[string]dumped
 	pos, gaps := "", 0
 	for step := 0; pos != entries[len(entries)-1].ID; step++ {
 		if step > 200 {
@@ -149,25 +149,36 @@ func TestHandleLog(t *testing.T) {
 	}
 }
 
-// dumpAll returns every key of c's database and its DUMP.
-func dumpAll(t *testing.T, c *redis.Client) map[string]string {
+// dumped is a key's DUMP and time to live (0: none), as a replica would hold it.
+type dumped struct {
+	dump string
+	ttl  time.Duration
+}
+
+// dumpAll returns every key of c's database, its DUMP and its time to live.
+func dumpAll(t *testing.T, c *redis.Client) map[string]dumped {
 	t.Helper()
-	out := map[string]string{}
+	out := map[string]dumped{}
 	for _, k := range c.Keys(context.Background(), "*").Val() {
-		out[k] = c.Dump(context.Background(), k).Val()
+		d := dumped{dump: c.Dump(context.Background(), k).Val()}
+		if ttl := c.PTTL(context.Background(), k).Val(); ttl > 0 {
+			d.ttl = ttl
+		}
+		out[k] = d
 	}
 	return out
 }
 
-// restoreAll makes c's database hold exactly snap (dumpAll's).
-func restoreAll(t *testing.T, c *redis.Client, snap map[string]string) {
+// restoreAll makes c's database hold exactly snap (dumpAll's), each key with its time to
+// live (a lock a copy held on the old master expires on the new one too).
+func restoreAll(t *testing.T, c *redis.Client, snap map[string]dumped) {
 	t.Helper()
 	ctx := context.Background()
 	if err := c.FlushDB(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
 	for k, v := range snap {
-		if err := c.Restore(ctx, k, 0, v).Err(); err != nil {
+		if err := c.Restore(ctx, k, v.ttl, v.dump).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -730,16 +741,24 @@ func TestTwoShippersOfOneLog(t *testing.T) {
 // read (a full copy replacing the slot) makes that poll a miss, not a failure.
 func waitSameData(t *testing.T, a, b *redis.Client, what string) {
 	t.Helper()
+	if da, db, ok := sameDataWithin(a, b, 20*time.Second); !ok {
+		t.Fatalf("%s: the DCs still differ:\ndc1 %v\ndc2 %v", what, da, db)
+	}
+}
+
+// sameDataWithin polls until servers a and b hold the same data, for at most d; it returns
+// their last reads and whether they were the same.
+func sameDataWithin(a, b *redis.Client, d time.Duration) (da, db map[string]string, ok bool) {
 	ctx := context.Background()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(d)
 	for {
 		da, aerr := snapshotNow(ctx, a)
 		db, berr := snapshotNow(ctx, b)
 		if aerr == nil && berr == nil && reflect.DeepEqual(da, db) {
-			return
+			return da, db, true
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: the DCs still differ:\ndc1 %v\ndc2 %v", what, da, db)
+			return da, db, false
 		}
 		time.Sleep(10 * time.Millisecond) // poll interval
 	}

@@ -29,6 +29,9 @@ type testDC struct {
 	rc         *redis.Client
 	repl       *Replicator
 	down       atomic.Bool // its peer calls fail, in both directions
+	// held: its node is not acting on the cluster state (node/current.go), and the replicator
+	// reads an empty state, as a node's does then.
+	held atomic.Bool
 	// old: its apply handler refuses the binary form, as a node of a version before it does;
 	// v1: it refuses the binary request that asks for a binary answer ("XA2"), as a node of a
 	// version before binary answers does.
@@ -53,9 +56,14 @@ type nodeOf struct {
 	dc  *testDC
 }
 
-func (c nodeOf) State() *fsm.State { return c.net.State() }
-func (c nodeOf) ID() string        { return c.dc.node }
-func (c nodeOf) DC() string        { return c.dc.name }
+func (c nodeOf) State() *fsm.State {
+	if c.dc.held.Load() {
+		return fsm.New()
+	}
+	return c.net.State()
+}
+func (c nodeOf) ID() string { return c.dc.node }
+func (c nodeOf) DC() string { return c.dc.name }
 
 // CallPeer runs the named handler of the node at addr with a JSON round trip, as the peer
 // port would.
