@@ -131,14 +131,28 @@ redis.register_function('@apply_log', function(KEYS, ARGV)
 end)
 -- LOG_START: after a full copy of a source group (groupcopy.go), this group stands at ARGV[1]
 -- in the log whose inbox is KEYS[1]: field f becomes it, and a slot's field below it goes
--- (the copied slots' fields are at or above it). It answers ARGV[1].
+-- (the copy set each of its slots' fields at or above it), unless the slot is in one of the
+-- source group's ranges, ARGV[2..] (from, to pairs): such a field was lowered after the copy
+-- replaced the slot, by a copy from another DC that replaced it again with its own state
+-- and its own positions in this log, and the entries after it must come again. It answers
+-- ARGV[1].
 redis.register_function('@log_start', function(KEYS, ARGV)
   local at = ARGV[1]
   local bad = badID(at)
   if bad then return bad end
+  local function copied(slot)
+    local n = tonumber(slot)
+    if not n then return false end
+    for j = 2, #ARGV - 1, 2 do
+      if n >= tonumber(ARGV[j]) and n <= tonumber(ARGV[j + 1]) then return true end
+    end
+    return false
+  end
   local h = redis.call('HGETALL', KEYS[1])
   for j = 1, #h, 2 do
-    if h[j] ~= 'f' and cmpid(h[j + 1], at) < 0 then redis.call('HDEL', KEYS[1], h[j]) end
+    if h[j] ~= 'f' and cmpid(h[j + 1], at) < 0 and not copied(string.sub(h[j], 2)) then
+      redis.call('HDEL', KEYS[1], h[j])
+    end
   end
   redis.call('HSET', KEYS[1], 'f', at)
   return at

@@ -401,16 +401,23 @@ func (r *Replicator) replaceSlot(ctx context.Context, db, slot int, token string
 	if err != nil {
 		return err
 	}
-	existing = append(existing, MetaKey(slot), PullKey(slot))
-	for i := 0; i < len(existing); i += 256 {
-		part := existing[i:min(len(existing), i+256)]
+	// A key the copy holds is replaced in place (RESTORE REPLACE below), not deleted first: a
+	// reader here never finds a key gone that both DCs hold.
+	now := time.Now().UnixMilli()
+	inCopy := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		inCopy[k.Key] = k.Expire <= 0 || k.Expire > now // one expired at the source goes here too
+	}
+	gone := slices.DeleteFunc(slices.Clone(existing), func(k string) bool { return inCopy[k] })
+	gone = append(gone, MetaKey(slot), PullKey(slot))
+	for i := 0; i < len(gone); i += 256 {
+		part := gone[i:min(len(gone), i+256)]
 		if _, err := run(part, append([]string{"DEL"}, part...)...); err != nil {
 			return err
 		}
 	}
-	now := time.Now().UnixMilli()
 	for _, k := range keys {
-		if k.Expire > 0 && k.Expire <= now {
+		if !inCopy[k.Key] {
 			continue
 		}
 		if _, err := run([]string{k.Key}, "RESTORE", k.Key, strconv.FormatInt(k.Expire, 10), string(k.Dump), "REPLACE", "ABSTTL"); err != nil {
@@ -448,8 +455,15 @@ func (r *Replicator) replaceSlot(ctx context.Context, db, slot int, token string
 			return len(c) > 1 && (c[0] == "~c" || c[0] == "~i" || strings.HasPrefix(c[0], "~") && keptKeys[c[1]])
 		})
 		akeys, argv := ApplyArgs(slot, e, "", token)
-		if v, err := r.runFunc(ctx, db, slot, ApplyFunc, akeys, argv); err != nil || v.IsError() {
+		v, err := r.runFunc(ctx, db, slot, ApplyFunc, akeys, argv)
+		if err != nil || v.IsError() {
 			return fmt.Errorf("re-apply own entry %s: %v%s", e.ID, err, v.Str)
+		}
+		// An own write the copy lacks that its key's stamp in the copy supersedes is lost
+		// here: the copy's stamp came from a state that never saw it.
+		if len(v.Elems) > 3 && v.Elems[3].Int > 0 {
+			r.log.Warn("an own write applied again over a full copy was superseded by the copy's stamps",
+				"slot", slot, "db", db, "entry", e.ID, "superseded", v.Elems[3].Int, "stamps", stamps)
 		}
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/migrate"
+	"github.com/redraft/redraft/router/resp"
 )
 
 // The full copy of a group (data format 3; docs/replication.md, "Full copy of a group"): a
@@ -209,17 +210,32 @@ func (s *logShipper) copyChunk(ctx context.Context, st0 *fsm.State, slots []int)
 		_, _ = pipe.Exec(context.WithoutCancel(ctx))
 	}()
 	want := map[int]bool{}
-	for _, slot := range slots {
-		// NX: a copy into this DC, or another copy out of it, holds the slot meanwhile.
-		ok, err := g.c.SetNX(ctx, CopyLockKey(slot), token, copyLockTTL).Result()
-		if err != nil {
-			return 0, err
+	// NX: a copy into this DC, or another copy out of it, holds a slot meanwhile. One round
+	// trip for the chunk's locks.
+	lockPipe := g.c.Pipeline()
+	sets := make([]*redis.BoolCmd, len(slots))
+	for i, slot := range slots {
+		sets[i] = lockPipe.SetNX(ctx, CopyLockKey(slot), token, copyLockTTL)
+	}
+	if _, err := lockPipe.Exec(ctx); err != nil {
+		for i, slot := range slots { // release what the round took before it failed
+			if sets[i].Err() == nil && sets[i].Val() {
+				locked = append(locked, slot)
+			}
 		}
-		if !ok {
-			return 0, fmt.Errorf("slot %d is being copied already", slot)
+		return 0, err
+	}
+	busy := -1
+	for i, slot := range slots {
+		if sets[i].Val() {
+			locked = append(locked, slot)
+			want[slot] = true
+		} else {
+			busy = slot
 		}
-		locked = append(locked, slot)
-		want[slot] = true
+	}
+	if busy >= 0 {
+		return 0, fmt.Errorf("slot %d is being copied already", busy)
 	}
 	// The slots' keys, listed after the locks (no write adds one meanwhile), and the inboxes
 	// of the logs this group applies.
@@ -319,6 +335,39 @@ func (s *logShipper) copyChunk(ctx context.Context, st0 *fsm.State, slots []int)
 	return sent, nil
 }
 
+// perSlot runs cmd(slot) for every slot of slots on the group serving it here, one pipelined
+// round per group, and returns each slot's reply; a reply that is an error is an error.
+func (r *Replicator) perSlot(ctx context.Context, db int, slots []int, cmd func(slot int) []string) (map[int]resp.Value, error) {
+	parts, rest, err := r.cfg.Local.InternalOwned(ctx, db, slots, func(pos, _ []int) [][]string {
+		cmds := make([][]string, len(pos))
+		for i, p := range pos {
+			cmds[i] = cmd(slots[p])
+		}
+		return cmds
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) > 0 {
+		return nil, fmt.Errorf("xdc: slot %d has no group here now (a migration or failover); try again", slots[rest[0]])
+	}
+	out := make(map[int]resp.Value, len(slots))
+	for _, part := range parts {
+		for i, p := range part.Pos {
+			args := cmd(slots[p])
+			v, err := parseReply(args, part.Replies[i])
+			if err == nil && v.IsError() {
+				err = fmt.Errorf("%s: %s", args[0], v.Str)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("slot %d: %w", slots[p], err)
+			}
+			out[slots[p]] = v
+		}
+	}
+	return out, nil
+}
+
 // groupUncopyable says why group gid of DC dc cannot be copied now ("" when it can): a
 // migration of the DC is active (its keys may be on two groups) or began since st0, when the
 // copy started.
@@ -392,23 +441,36 @@ func (r *Replicator) HandleLogCopy(ctx context.Context, req LogCopyRequest) (str
 	defer cancel()
 	db := req.DB
 	token := lockToken("in", req.Log.DC)
+	slots := make([]int, len(req.Slots))
+	for i, cs := range req.Slots {
+		slots[i] = cs.Slot
+	}
+	// The chunk's slots are locked, read and released a round trip per group each, not per
+	// slot: a group's copy is 16,384 slots, most of them empty in a sparse keyspace.
 	var locked []int
 	defer func() {
-		for _, slot := range locked {
-			lock := CopyLockKey(slot)
-			_, _ = r.internal(context.WithoutCancel(ctx), db, slot, []string{lock}, []string{"EVAL", unlockLua, "1", lock, token})
+		if len(locked) > 0 {
+			_, _ = r.perSlot(context.WithoutCancel(ctx), db, locked, func(slot int) []string {
+				return []string{"EVAL", unlockLua, "1", CopyLockKey(slot), token}
+			})
 		}
 	}()
-	for _, cs := range req.Slots {
-		lock := CopyLockKey(cs.Slot)
-		got, err := r.internal(ctx, db, cs.Slot, []string{lock}, []string{"SET", lock, token, "NX", "PX", strconv.FormatInt(copyLockTTL.Milliseconds(), 10)})
-		if err != nil {
-			return struct{}{}, err
+	got, err := r.perSlot(ctx, db, slots, func(slot int) []string {
+		return []string{"SET", CopyLockKey(slot), token, "NX", "PX", strconv.FormatInt(copyLockTTL.Milliseconds(), 10)}
+	})
+	if err != nil {
+		return struct{}{}, err
+	}
+	busy := -1
+	for _, slot := range slots {
+		if got[slot].IsNull() {
+			busy = slot
+		} else {
+			locked = append(locked, slot)
 		}
-		if got.IsNull() {
-			return struct{}{}, fmt.Errorf("xdc: slot %d of %s is being copied already; try again", cs.Slot, own)
-		}
-		locked = append(locked, cs.Slot)
+	}
+	if busy >= 0 {
+		return struct{}{}, fmt.Errorf("xdc: slot %d of %s is being copied already; try again", busy, own)
 	}
 	existing, err := r.chunkKeys(ctx, st, db, req.Slots)
 	if err != nil {
@@ -418,34 +480,69 @@ func (r *Replicator) HandleLogCopy(ctx context.Context, req LogCopyRequest) (str
 	if err != nil {
 		return struct{}{}, err
 	}
+	metas, err := r.perSlot(ctx, db, slots, func(slot int) []string { return []string{"HGETALL", MetaKey(slot)} })
+	if err != nil {
+		return struct{}{}, err
+	}
 	srcLog := req.Log.String()
-	for _, cs := range req.Slots {
+	// inboxArgs are the HSETs that make this DC stand where the source stood for cs's slot
+	// (in the source's log, in third DCs' logs and in the slot's outbox from before the logs).
+	// The inboxes belong to the group's master, not to the slot: set there directly (no
+	// migration of this DC runs, checked above).
+	inboxArgs := func(cs LogCopySlot) [][]any {
 		field := "s" + strconv.Itoa(cs.Slot)
-		// The inboxes belong to the group's master, not to the slot: set there directly (no
-		// migration of this DC runs, checked above).
-		master := r.client(serverOf(dc.Groups[dc.Slots[cs.Slot]]), db)
-		setInbox := func() error {
-			pipe := master.Pipeline()
-			pipe.HSet(ctx, LogInboxKey(req.Log), field, cs.Last)
-			for name, p := range cs.Positions {
-				if name == srcLog || strings.HasPrefix(name, own+":") {
-					continue // the source's own logs come through this copy; this DC's own are not applied here
-				}
-				if p == "" {
-					p = "0-0" // the source applied nothing of that log: nor does this DC
-				}
-				pipe.HSet(ctx, logInboxPrefix+name, field, p)
+		out := [][]any{{"HSET", LogInboxKey(req.Log), field, cs.Last}}
+		for name, p := range cs.Positions {
+			if name == srcLog || strings.HasPrefix(name, own+":") {
+				continue // the source's own logs come through this copy; this DC's own are not applied here
 			}
-			if cs.Outbox != "" {
-				pipe.HSet(ctx, InboxKey(cs.Slot), req.Log.DC, cs.Outbox)
+			if p == "" {
+				p = "0-0" // the source applied nothing of that log: nor does this DC
 			}
-			if _, err := pipe.Exec(ctx); err != nil {
-				return fmt.Errorf("set the positions of slot %d: %w", cs.Slot, err)
-			}
-			return nil
+			out = append(out, []any{"HSET", logInboxPrefix + name, field, p})
 		}
+		if cs.Outbox != "" {
+			out = append(out, []any{"HSET", InboxKey(cs.Slot), req.Log.DC, cs.Outbox})
+		}
+		return out
+	}
+	setInboxes := func(master *redis.Client, css ...LogCopySlot) error {
+		pipe := master.Pipeline()
+		for _, cs := range css {
+			for _, args := range inboxArgs(cs) {
+				pipe.Do(ctx, args...)
+			}
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("set the positions of slots %d-%d: %w", css[0].Slot, css[len(css)-1].Slot, err)
+		}
+		return nil
+	}
+	// An empty slot (no key on either side, no metadata here, none in the copy, no own entry
+	// to apply again) needs only its pull records dropped and its positions set, which go in
+	// one round per group; the others are replaced one by one (replaceSlot).
+	var empty []int
+	emptyOf := map[string][]LogCopySlot{} // by group
+	for _, cs := range req.Slots {
+		master := r.client(serverOf(dc.Groups[dc.Slots[cs.Slot]]), db)
+		if len(existing[cs.Slot]) == 0 && len(cs.Keys) == 0 && len(cs.Stamps) == 0 && len(mine[cs.Slot]) == 0 && len(metas[cs.Slot].Elems) == 0 {
+			empty = append(empty, cs.Slot)
+			emptyOf[dc.Slots[cs.Slot]] = append(emptyOf[dc.Slots[cs.Slot]], cs)
+			continue
+		}
+		setInbox := func() error { return setInboxes(master, cs) }
 		if err := r.replaceSlot(ctx, db, cs.Slot, token, existing[cs.Slot], cs.Keys, cs.Stamps, req.Log.DC, mine[cs.Slot], setInbox); err != nil {
 			return struct{}{}, fmt.Errorf("slot %d: %w", cs.Slot, err)
+		}
+	}
+	if len(empty) > 0 {
+		if _, err := r.perSlot(ctx, db, empty, func(slot int) []string { return []string{"DEL", PullKey(slot)} }); err != nil {
+			return struct{}{}, err
+		}
+		for gid, css := range emptyOf {
+			if err := setInboxes(r.client(serverOf(dc.Groups[gid]), db), css...); err != nil {
+				return struct{}{}, err
+			}
 		}
 	}
 	r.log.Debug("slots replaced by a group's full copy", "log", srcLog, "db", db, "slots", len(req.Slots),
@@ -563,13 +660,21 @@ func (r *Replicator) HandleLogStart(ctx context.Context, req LogStartRequest) (s
 		return struct{}{}, errors.New("xdc: a slot migration of this DC is active; try again")
 	}
 	dc := st.DCs[r.cfg.Cluster.DC()]
+	// The source group's slots: their fields below At were set by another DC's copy since
+	// this one's (LOG_START keeps them).
+	args := []any{req.At}
+	if src := st.DCs[req.Log.DC]; src != nil {
+		for _, rg := range src.SlotRanges()[req.Log.Group] {
+			args = append(args, rg.From, rg.To)
+		}
+	}
 	for _, slots := range groups.slots {
 		if len(slots) == 0 || dc.Slots[slots[0]] == "" {
 			continue
 		}
 		gid := dc.Slots[slots[0]]
 		master := r.client(serverOf(dc.Groups[gid]), req.DB) // the inbox belongs to the master
-		if err := FCall(ctx, master, LogStartFunc, []string{LogInboxKey(req.Log)}, req.At).Err(); err != nil {
+		if err := FCall(ctx, master, LogStartFunc, []string{LogInboxKey(req.Log)}, args...).Err(); err != nil {
 			return struct{}{}, fmt.Errorf("xdc: start group %s at %s: %w", gid, req.At, err)
 		}
 	}

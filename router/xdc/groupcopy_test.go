@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/testredis"
 )
 
 // TestGroupCopy: dc2 is away while dc1's group log is cut past dc2's position, and both DCs
@@ -144,5 +145,35 @@ func TestGroupCopyOneAtATime(t *testing.T) {
 	}
 	if dc1.rc.Exists(ctx, groupCopyKey("dc2")).Val() != 0 {
 		t.Fatal("the copy left its lock behind")
+	}
+}
+
+// TestLogStartKeepsLoweredSlots: a group's copy from dc1 ends with LOG_START at its first
+// entry. A slot field below it of a slot in the copied group was lowered since, by a copy
+// from another DC that replaced the slot with its state (and its positions in dc1's log):
+// LOG_START keeps it, so the entries after it come again. A field below it of a slot outside
+// the group goes, as before.
+func TestLogStartKeepsLoweredSlots(t *testing.T) {
+	ctx := context.Background()
+	c := client(t, testredis.Start(t))
+	inbox := LogInboxKey(LogID{DC: "dc1", Group: "g1b"})
+	if err := c.HSet(ctx, inbox, "f", "5-0", "s9000", "7-0", "s9001", "3-0", "s100", "2-0", "s9002", "12-0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The group holds 8192-16383; slot 100 is not its.
+	if err := FCall(ctx, c, LogStartFunc, []string{inbox}, "10-0", 8192, 16383).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got := c.HGetAll(ctx, inbox).Val()
+	want := map[string]string{"f": "10-0", "s9000": "7-0", "s9001": "3-0", "s9002": "12-0"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("inbox after LOG_START: %v, want %v", got, want)
+	}
+	// Without ranges (a node of the version before): every field below the start goes.
+	if err := FCall(ctx, c, LogStartFunc, []string{inbox}, "11-0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.HGetAll(ctx, inbox).Val(), map[string]string{"f": "11-0", "s9002": "12-0"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("inbox after LOG_START without ranges: %v, want %v", got, want)
 	}
 }

@@ -128,13 +128,20 @@ func (c nodeOf) InternalOwned(ctx context.Context, db int, slots []int, build fu
 
 // InternalBatch runs cmds on the DC's one redis-server (no routing to do with one group).
 func (c nodeOf) InternalBatch(ctx context.Context, db, _ int, _ []string, cmds [][]string) ([][]byte, error) {
+	// Pipelined, as the router sends a batch to a group.
 	out := make([][]byte, len(cmds))
+	pipe := c.dc.rc.Pipeline()
+	sent := make([]*redis.Cmd, len(cmds))
 	for i, args := range cmds {
 		a := make([]any, len(args))
 		for j, s := range args {
 			a[j] = s
 		}
-		v, err := c.dc.rc.Do(ctx, a...).Result()
+		sent[i] = pipe.Do(ctx, a...)
+	}
+	_, _ = pipe.Exec(ctx) // each command's outcome is its own
+	for i, cmd := range sent {
+		v, err := cmd.Result()
 		var rerr redis.Error
 		switch {
 		case errors.Is(err, redis.Nil):
