@@ -223,6 +223,7 @@ func (l *loop) run(parent context.Context) {
 		if err == nil {
 			l.mu.Lock()
 			copy(l.acked, ids)
+			l.recovered()
 			l.mu.Unlock()
 			trims := src.Pipeline()
 			for i, id := range ids {
@@ -665,7 +666,7 @@ func (l *loop) ship(ctx context.Context, src *redis.Client, batches []WireBatch,
 			l.sendErr = cmpErr(l.sendErr, firstErr)
 			more = true
 		} else {
-			l.lastErr = ""
+			l.recovered()
 		}
 		l.mu.Unlock()
 		if more {
@@ -1020,10 +1021,19 @@ func (l *loop) report(p *PairReport, now time.Time) {
 	logs := l.logsOnly() // no heartbeats in the outboxes then: the group logs' report the lag
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.pairStats.report(p, now, l.r.cfg.Heartbeat, l.key.db == 0 && !logs, len(l.copying) > 0)
+	var pending int64
 	for _, n := range l.pending {
-		p.Pending += n
+		pending += n
 	}
+	stats := l.pairStats
+	if logs && pending == 0 && l.lastErr == "" {
+		// Drained: at data format 3 nothing writes the outboxes, and the lag of the last
+		// entry this loop shipped (a backlog after an outage, say) is history that would
+		// report the pair lagging for good. The group logs report the pair's lag.
+		stats.lastSample = 0
+	}
+	stats.report(p, now, l.r.cfg.Heartbeat, l.key.db == 0 && !logs, len(l.copying) > 0)
+	p.Pending += pending
 	p.Outbox += l.outbox
 	p.Copying += len(l.copying)
 }

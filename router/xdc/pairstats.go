@@ -39,6 +39,11 @@ func (s *pairStats) failed(err string, now time.Time) {
 	s.lastErr = err
 }
 
+// recovered clears the last error: the shipper reached the destination again, whether or not
+// it has anything to ship (a per-slot loop at data format 3 has nothing, and its error from a
+// start during an outage reported the pair down long after it).
+func (s *pairStats) recovered() { s.lastErr = "" }
+
 // down reports whether shipping has been failing for longer than twice the heartbeat.
 func (s *pairStats) down(now time.Time, hb time.Duration) bool {
 	return s.lastErr != "" && now.Sub(s.errSince) > 2*hb
