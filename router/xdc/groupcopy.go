@@ -87,7 +87,7 @@ func (s *logShipper) copyGroup(ctx context.Context) (string, error) {
 			slots = append(slots, slot)
 		}
 	}
-	unlock, err := s.lockGroupCopy(ctx)
+	hold, unlock, err := s.lockGroupCopy(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -106,7 +106,7 @@ func (s *logShipper) copyGroup(ctx context.Context) (string, error) {
 	r.log.Info("group log: copying the group in full", "log", g.log.String(), "to", s.dest, "slots", len(slots), "at", at)
 	keys := 0
 	for lo := 0; lo < len(slots); lo += logCopyChunk {
-		if err := s.holdGroupCopy(ctx); err != nil {
+		if err := hold(ctx); err != nil {
 			return "", err
 		}
 		chunk := slots[lo:min(lo+logCopyChunk, len(slots))]
@@ -149,10 +149,6 @@ func (s *logShipper) copyGroup(ctx context.Context) (string, error) {
 // there. It starts with LogKey: migrations do not move it.
 func groupCopyKey(dest string) string { return LogKey + ":copying:" + dest }
 
-// groupCopyLockTTL bounds how long a node that stopped mid-copy holds the group's copy lock;
-// the copying node renews it before each chunk.
-const groupCopyLockTTL = copyLockTTL
-
 // renewLua extends a lock's time to live (ARGV[2] ms) if it still holds the caller's value
 // ARGV[1]; it answers 0 when the lock is another's or gone.
 const renewLua = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -161,36 +157,32 @@ return 0`
 // errGroupCopying says that another node is copying the group to the destination.
 var errGroupCopying = errors.New("another node is copying the group to this destination")
 
-// lockGroupCopy takes the group's copy lock toward the shipper's destination (groupCopyKey)
-// and returns its release.
-func (s *logShipper) lockGroupCopy(ctx context.Context) (func(), error) {
-	g := s.g
-	token := lockToken("group", g.r.cfg.Cluster.ID())
-	ok, err := g.c.SetNX(ctx, groupCopyKey(s.dest), token, groupCopyLockTTL).Result()
+// lockGroupCopy takes the group's copy lock toward the shipper's destination (groupCopyKey,
+// copyLockTTL: how long a node that stopped mid-copy holds it). It returns hold, which renews
+// the lock before a chunk and fails once it expired (another node may copy then), and the
+// lock's release.
+func (s *logShipper) lockGroupCopy(ctx context.Context) (hold func(context.Context) error, unlock func(), err error) {
+	c, key := s.g.c, groupCopyKey(s.dest)
+	token := lockToken("group", s.g.r.cfg.Cluster.ID())
+	ok, err := c.SetNX(ctx, key, token, copyLockTTL).Result()
 	if err != nil {
-		return nil, fmt.Errorf("the group's copy lock: %w", err)
+		return nil, nil, fmt.Errorf("the group's copy lock: %w", err)
 	}
 	if !ok {
-		return nil, errGroupCopying
+		return nil, nil, errGroupCopying
 	}
-	s.copyToken = token
-	return func() {
-		_ = g.c.Eval(context.WithoutCancel(ctx), unlockLua, []string{groupCopyKey(s.dest)}, token).Err()
-		s.copyToken = ""
-	}, nil
-}
-
-// holdGroupCopy renews the group's copy lock before a chunk; it fails when the lock expired
-// (the copy took longer than its time to live without a renewal) and another node may copy.
-func (s *logShipper) holdGroupCopy(ctx context.Context) error {
-	n, err := s.g.c.Eval(ctx, renewLua, []string{groupCopyKey(s.dest)}, s.copyToken, groupCopyLockTTL.Milliseconds()).Int()
-	if err != nil {
-		return fmt.Errorf("renew the group's copy lock: %w", err)
+	hold = func(ctx context.Context) error {
+		n, err := c.Eval(ctx, renewLua, []string{key}, token, copyLockTTL.Milliseconds()).Int()
+		if err != nil {
+			return fmt.Errorf("renew the group's copy lock: %w", err)
+		}
+		if n == 0 {
+			return errors.New("the group's copy lock expired during the copy")
+		}
+		return nil
 	}
-	if n == 0 {
-		return errors.New("the group's copy lock expired during the copy")
-	}
-	return nil
+	unlock = func() { _ = c.Eval(context.WithoutCancel(ctx), unlockLua, []string{key}, token).Err() }
+	return hold, unlock, nil
 }
 
 // copyChunk locks slots on the source, reads them and has the destination replace its copy
@@ -524,12 +516,13 @@ func (r *Replicator) HandleLogCopy(ctx context.Context, req LogCopyRequest) (str
 	var empty []int
 	emptyOf := map[string][]LogCopySlot{} // by group
 	for _, cs := range req.Slots {
-		master := r.client(serverOf(dc.Groups[dc.Slots[cs.Slot]]), db)
+		gid := dc.Slots[cs.Slot]
 		if len(existing[cs.Slot]) == 0 && len(cs.Keys) == 0 && len(cs.Stamps) == 0 && len(mine[cs.Slot]) == 0 && len(metas[cs.Slot].Elems) == 0 {
 			empty = append(empty, cs.Slot)
-			emptyOf[dc.Slots[cs.Slot]] = append(emptyOf[dc.Slots[cs.Slot]], cs)
+			emptyOf[gid] = append(emptyOf[gid], cs)
 			continue
 		}
+		master := r.client(serverOf(dc.Groups[gid]), db)
 		setInbox := func() error { return setInboxes(master, cs) }
 		if err := r.replaceSlot(ctx, db, cs.Slot, token, existing[cs.Slot], cs.Keys, cs.Stamps, req.Log.DC, mine[cs.Slot], setInbox); err != nil {
 			return struct{}{}, fmt.Errorf("slot %d: %w", cs.Slot, err)

@@ -226,9 +226,6 @@ type logShipper struct {
 	dest   string
 	behind atomic.Bool
 	conn   *feedConn // the log's reads (read), dialed when needed; the shipper's goroutine only
-	// copyToken is the value of the group's copy lock while this shipper copies the group
-	// (groupcopy.go); the shipper's goroutine only.
-	copyToken string
 
 	mu      sync.Mutex
 	stats   pairStats // for the status report (report)
