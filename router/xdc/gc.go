@@ -182,19 +182,21 @@ func (r *Replicator) collect(ctx context.Context) {
 	logs := st.Format() >= LogDataFormat // hot slots then come from any slot's entries (markLogHot)
 	for _, k := range hot {
 		if gid := own.Slots[k.slot]; gid != "" && (logs || fsm.OwnerIn(ring, k.slot) == me) {
-			r.collectSlot(ctx, k.db, k.slot, others)
+			r.collectSlot(ctx, st, k.db, k.slot, others)
 		}
 	}
 	for i := 0; i < n; i++ {
 		slot := mine[(start+i)%len(mine)]
 		g := own.Groups[own.Slots[slot]]
 		for _, db := range r.databases(g.Master) {
-			r.collectSlot(ctx, db, slot, others)
+			r.collectSlot(ctx, st, db, slot, others)
 		}
 	}
 }
 
-func (r *Replicator) collectSlot(ctx context.Context, db, slot int, others []string) {
+// collectSlot collects the tombstones of slot in db that every DC of others has applied past,
+// by the positions of st's format (the state collect read: one state for the whole tick).
+func (r *Replicator) collectSlot(ctx context.Context, st *fsm.State, db, slot int, others []string) {
 	c, k := &r.gc, dbSlot{db, slot}
 	c.mu.Lock()
 	cursor := c.cursors[k]
@@ -204,7 +206,7 @@ func (r *Replicator) collectSlot(ctx context.Context, db, slot int, others []str
 	}
 	argv := []any{cursor, "500", strconv.FormatInt(r.cfg.TombstoneMargin.Milliseconds(), 10),
 		strconv.FormatInt(r.cfg.CounterMargin.Milliseconds(), 10)}
-	if st := r.cfg.Cluster.State(); st.Format() >= LogDataFormat {
+	if st.Format() >= LogDataFormat {
 		// Every group log of the other DCs: a DC's writes to the slot come from whichever of
 		// its groups serves it there, and a log without an inbox here holds the horizon at 0.
 		argv = append(argv, "log", strconv.Itoa(slot))

@@ -1044,7 +1044,7 @@ func (l *loop) report(p *PairReport, now time.Time) {
 // keys behind the back of the logs, whose entries the destination applies by positions the
 // copy knows nothing of (a group whose log lacks what a destination needs is copied as a
 // group, docs/replication.md).
-func (l *loop) logsOnly() bool { return l.r.cfg.Cluster.State().Format() >= LogDataFormat }
+func (l *loop) logsOnly() bool { return l.r.groupLogs() }
 
 // refuseCopy logs, once per slot, the full copy that logsOnly refuses.
 func (l *loop) refuseCopy(slot int, why error) {

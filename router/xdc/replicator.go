@@ -92,6 +92,10 @@ type Replicator struct {
 	progress chan struct{}
 	awaiting int
 
+	// logsSeen is set once a state this node read had group logs (LogDataFormat): a cluster's
+	// format only rises (groupLogs).
+	logsSeen atomic.Bool
+
 	diverged atomic.Int64
 	// superseded, conflicts and pulled count effects older than their key's state here,
 	// effects that met another state than their origin's, and states pulled (pull.go).
@@ -122,6 +126,21 @@ type dbSlot struct{ db, slot int }
 // pairCounters count, per destination DC, what this node shipped since it started (loops
 // come and go with slot ownership; the counts stay).
 type pairCounters struct{ shipped, copied, lost atomic.Int64 }
+
+// groupLogs reports whether the cluster's data format has group logs (LogDataFormat). A node that
+// stops acting reads an empty state (format 1) until it acts again; a duty that reads the state
+// meanwhile must not take that for the cluster below group logs (a per-slot loop would copy a
+// slot behind the logs' back), and a cluster's format never goes back, so once seen it holds.
+func (r *Replicator) groupLogs() bool {
+	if r.logsSeen.Load() {
+		return true
+	}
+	if r.cfg.Cluster.State().Format() >= LogDataFormat {
+		r.logsSeen.Store(true)
+		return true
+	}
+	return false
+}
 
 func (r *Replicator) counter(dest string) *pairCounters {
 	if c, ok := r.counters.Load(dest); ok {
