@@ -782,28 +782,3 @@ func writeLogRetrying(t *testing.T, rc *redis.Client, dc string, c Call) {
 		time.Sleep(10 * time.Millisecond) // the router's retry pace, not synchronisation
 	}
 }
-
-// TestGroupLogsHoldWhileNotActing: once a node read a state with group logs, its replicator
-// keeps to them while the node stops acting and reads an empty state (format 1): a per-slot
-// loop that took that for the cluster below group logs would copy slots behind the logs.
-func TestGroupLogsHoldWhileNotActing(t *testing.T) {
-	n, dcs := startDCs(t, "a", "b")
-	a := dcs[0]
-	a.held.Store(true)
-	if a.repl.groupLogs() {
-		t.Fatal("a replicator that never read group logs reports them")
-	}
-	a.held.Store(false)
-	raiseFormat(t, n, LogDataFormat)
-	if !a.repl.groupLogs() {
-		t.Fatal("no group logs at data format 3")
-	}
-	a.held.Store(true)
-	defer a.held.Store(false)
-	if !a.repl.groupLogs() {
-		t.Fatal("group logs forgotten while the node does not act")
-	}
-	if l := newLoop(a.repl, loopKey{dest: "b"}, []int{1}); !l.logsOnly() {
-		t.Fatal("a per-slot loop of a node that does not act would copy slots at data format 3")
-	}
-}

@@ -499,8 +499,14 @@ func (r *Replicator) liveSet(st *fsm.State) string {
 // data format 3, where the group logs have theirs.
 func (r *Replicator) heartbeat(ctx context.Context) {
 	st := r.cfg.Cluster.State()
-	if st.Format() >= LogDataFormat {
+	if r.groupLogs() {
 		return // every group log gets its own (logGroup.run)
+	}
+	dc := r.cfg.Cluster.DC()
+	if st.DCs[dc] == nil {
+		// Not acting (an empty state), while the loops planned before go on: the state knows
+		// no migration to keep the heartbeats out of.
+		return
 	}
 	bound := st.SettingInt("outbox_max_entries")
 	type target struct {
@@ -508,7 +514,6 @@ func (r *Replicator) heartbeat(ctx context.Context) {
 		slot int
 	}
 	seen := map[string]target{}
-	dc := r.cfg.Cluster.DC()
 	r.mu.Lock()
 	for k, l := range r.loops {
 		if k.db != 0 {

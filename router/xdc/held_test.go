@@ -1,0 +1,86 @@
+package xdc
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Duties of a node that stops acting (node/current.go): its replicator then reads an empty
+// state while what it planned before still runs.
+
+// TestGroupLogsHoldWhileNotActing: once a node read a state with group logs, its replicator
+// keeps to them while the node stops acting and reads an empty state (format 1): a per-slot
+// loop that took that for the cluster below group logs would copy slots behind the logs.
+func TestGroupLogsHoldWhileNotActing(t *testing.T) {
+	n, dcs := startDCs(t, "a", "b")
+	a := dcs[0]
+	a.held.Store(true)
+	if a.repl.groupLogs() {
+		t.Fatal("a replicator that never read group logs reports them")
+	}
+	a.held.Store(false)
+	raiseFormat(t, n, LogDataFormat)
+	if !a.repl.groupLogs() {
+		t.Fatal("no group logs at data format 3")
+	}
+	a.held.Store(true)
+	defer a.held.Store(false)
+	if !a.repl.groupLogs() {
+		t.Fatal("group logs forgotten while the node does not act")
+	}
+	if l := newLoop(a.repl, loopKey{dest: "b"}, []int{1}); !l.logsOnly() {
+		t.Fatal("a per-slot loop of a node that does not act would copy slots at data format 3")
+	}
+}
+
+// TestNoHeartbeatWhileNotActing: a node that stops acting reads an empty state, which knows no
+// migration to keep the outbox heartbeats out of (one written into a moving slot's outbox on
+// the source would be moved again, over the target's): the loops planned before still run,
+// and the heartbeat writes nothing until the node acts again.
+func TestNoHeartbeatWhileNotActing(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b")
+	a := dcs[0]
+	ctx := context.Background()
+	added := func() int64 {
+		info, err := a.rc.XInfoStream(ctx, DirtyKey).Result()
+		if err != nil && strings.Contains(err.Error(), "no such key") {
+			return 0
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.EntriesAdded
+	}
+	waitEqual(t, dcs[:1], 10*time.Second, "heartbeats", func(*testDC) (string, error) {
+		return fmt.Sprint(added() > 0), nil
+	}, "true")
+	defer a.held.Store(false)
+	for tried := 0; ; tried++ {
+		if tried == 100 {
+			t.Fatal("the loops were always stopped before the heartbeat: the test did not test it")
+		}
+		a.held.Store(false)
+		waitEqual(t, dcs[:1], 10*time.Second, "loops", func(*testDC) (string, error) {
+			a.repl.mu.Lock()
+			defer a.repl.mu.Unlock()
+			return fmt.Sprint(len(a.repl.loops) > 0), nil
+		}, "true")
+		a.held.Store(true)
+		before := added()
+		a.repl.heartbeat(ctx)
+		after := added()
+		a.repl.mu.Lock()
+		planned := len(a.repl.loops) > 0
+		a.repl.mu.Unlock()
+		if !planned {
+			continue // the plan saw the empty state first: try again
+		}
+		if after != before {
+			t.Fatalf("a node that does not act wrote %d heartbeats into the outboxes", after-before)
+		}
+		return
+	}
+}
