@@ -39,6 +39,10 @@ type Replication interface {
 	Frozen(ctx context.Context, st *fsm.State, m *fsm.Migration) error
 	// Moved runs on the slot owner once the mover moved every key of m, before the switch is
 	// proposed; it must be idempotent (a new owner runs it again).
+	//
+	// Frozen and Moved read the state they are given, which the coordinator reads just
+	// before: they must fail, not do nothing, when it lacks m's DC (the empty state a node
+	// reads while it does not act), or the ack or the switch would go ahead without them.
 	Moved(ctx context.Context, st *fsm.State, m *fsm.Migration) error
 }
 
@@ -151,7 +155,7 @@ func (c *Coordinator) reconcile(ctx context.Context) {
 		}
 		if m.State == fsm.MigrationFrozen {
 			if _, acked := m.FreezeAcks[me]; !acked {
-				c.ack(ctx, m)
+				c.ack(ctx, st, m)
 			}
 			continue
 		}
@@ -170,7 +174,9 @@ func (c *Coordinator) reconcile(ctx context.Context) {
 }
 
 // ack waits for the data plane to drain the migration's slots, then reports the freeze applied.
-func (c *Coordinator) ack(ctx context.Context, m *fsm.Migration) {
+// st is the state that shows m frozen: whether this node acks last is decided on it, not on a
+// later read, which may be the empty state of a node that stopped acting meanwhile.
+func (c *Coordinator) ack(ctx context.Context, st *fsm.State, m *fsm.Migration) {
 	c.mu.Lock()
 	if c.acking[m.ID] {
 		c.mu.Unlock()
@@ -189,7 +195,7 @@ func (c *Coordinator) ack(ctx context.Context, m *fsm.Migration) {
 		// A mover still running here (the forward run of a migration being cancelled) must stop
 		// before this node vouches that nothing touches the slots.
 		c.stopMover(id)
-		last := c.repl != nil && c.repl.AckLast(c.cl.State()) && c.owns(m)
+		last := c.repl != nil && c.repl.AckLast(st) && c.owns(st, m)
 		if last && !c.othersAcked(ctx, id) {
 			return
 		}
@@ -200,6 +206,7 @@ func (c *Coordinator) ack(ctx context.Context, m *fsm.Migration) {
 			return
 		}
 		if last {
+			// Frozen refuses the empty state of a node that stopped acting meanwhile.
 			if err := c.repl.Frozen(wctx, c.cl.State(), m); err != nil {
 				c.log.Warn("freeze not acked: replication's handoff failed", "migration", id, "err", err)
 				return
@@ -211,9 +218,9 @@ func (c *Coordinator) ack(ctx context.Context, m *fsm.Migration) {
 	}()
 }
 
-// owns reports whether this node is m's slot owner (it runs the mover) in the current state.
-func (c *Coordinator) owns(m *fsm.Migration) bool {
-	return fsm.OwnerIn(c.cl.State().Ring(c.cl.DC()), m.Slots[0].From) == c.cl.ID()
+// owns reports whether this node is m's slot owner (it runs the mover) in st.
+func (c *Coordinator) owns(st *fsm.State, m *fsm.Migration) bool {
+	return fsm.OwnerIn(st.Ring(c.cl.DC()), m.Slots[0].From) == c.cl.ID()
 }
 
 // othersAcked waits until every other node of the DC acked migration id's freeze, and reports
@@ -230,7 +237,7 @@ func (c *Coordinator) othersAcked(ctx context.Context, id uint64) bool {
 		if m == nil || m.State != fsm.MigrationFrozen {
 			return false
 		}
-		if w := st.FreezeWaiting(m); len(w) == 0 || (len(w) == 1 && w[0] == me) || !c.owns(m) {
+		if w := st.FreezeWaiting(m); len(w) == 0 || (len(w) == 1 && w[0] == me) || !c.owns(st, m) {
 			return true
 		}
 		select {

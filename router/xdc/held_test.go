@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redraft/redraft/fsm"
 )
 
 // Duties of a node that stops acting (node/current.go): its replicator then reads an empty
@@ -82,5 +84,30 @@ func TestNoHeartbeatWhileNotActing(t *testing.T) {
 			t.Fatalf("a node that does not act wrote %d heartbeats into the outboxes", after-before)
 		}
 		return
+	}
+}
+
+// TestMigrationStepsRefuseTheEmptyState: the slot owner's handoff (Frozen) and positions'
+// copy (Moved) read the state the coordinator hands them; the empty state of a node that
+// stopped acting has format 1, where both have nothing to do, and answering so would let the
+// freeze ack or the switch go ahead without them.
+func TestMigrationStepsRefuseTheEmptyState(t *testing.T) {
+	n, dcs := startDCs(t, "a", "b")
+	a := dcs[0]
+	raiseFormat(t, n, LogDataFormat)
+	gid := n.State().DCs["a"].GroupIDs()[0]
+	m := &fsm.Migration{ID: 1, DC: "a", From: gid, To: gid, Slots: []fsm.SlotRange{{From: 0, To: 9}}}
+	ctx := context.Background()
+	if err := a.repl.Frozen(ctx, fsm.New(), m); err == nil {
+		t.Error("Frozen on the empty state did nothing and answered done")
+	}
+	if err := a.repl.Moved(ctx, fsm.New(), m); err == nil {
+		t.Error("Moved on the empty state did nothing and answered done")
+	}
+	// A real state below group logs: nothing to do, and done.
+	below := fsm.New()
+	below.DCs["a"] = n.State().DCs["a"]
+	if err := a.repl.Moved(ctx, below, m); err != nil {
+		t.Errorf("Moved at format 1: %v", err)
 	}
 }

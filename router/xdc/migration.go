@@ -235,11 +235,17 @@ return 0
 // cancelled migration runs back) and the databases the source's master holds keys in, read
 // now (INFO keyspace); below it, nothing.
 func (r *Replicator) migrationServers(ctx context.Context, st *fsm.State, m *fsm.Migration) (src, dst *fsm.Group, dbs []int, err error) {
+	d := st.DCs[m.DC]
+	if d == nil {
+		// The empty state of a node that stopped acting (format 1, no DC): taking it for a
+		// cluster below group logs would skip the handoff or the positions' copy and let the
+		// freeze ack or the switch go ahead without them.
+		return nil, nil, nil, fmt.Errorf("xdc: migration %d: DC %s is not in the state this node acts on", m.ID, m.DC)
+	}
 	if st.Format() < LogDataFormat {
 		return nil, nil, nil, nil
 	}
-	d := st.DCs[m.DC]
-	if d == nil || d.Groups[m.Source()] == nil || d.Groups[m.Target()] == nil {
+	if d.Groups[m.Source()] == nil || d.Groups[m.Target()] == nil {
 		return nil, nil, nil, fmt.Errorf("xdc: migration %d: its groups are gone", m.ID)
 	}
 	src, dst = d.Groups[m.Source()], d.Groups[m.Target()]
