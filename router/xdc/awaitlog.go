@@ -22,14 +22,19 @@ func (r *Replicator) awaitLog(ctx context.Context, db int, group, id string, tim
 	defer t.Stop()
 	dc := r.cfg.Cluster.DC()
 	for {
-		dests := r.destinations(r.cfg.Cluster.State())
+		st := r.cfg.Cluster.State()
+		acting := r.acting(st)
+		dests := r.destinations(st)
 		missing := dests
 		var changed <-chan struct{}
 		if g := r.shippedLog(LogID{DC: dc, Group: group}, db); g != nil {
 			missing, changed = g.through(dests, id)
 		}
-		if len(missing) == 0 {
+		if acting && len(missing) == 0 {
 			return nil
+		}
+		if !acting {
+			changed = nil // polled until the node acts again
 		}
 		// Look again now and then: the log may start here, or its logGroup be replaced (a
 		// failover), and then no answer reaches changed.
@@ -42,6 +47,9 @@ func (r *Replicator) awaitLog(ctx context.Context, db int, group, id string, tim
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
+			if !acting {
+				return errNotActing
+			}
 			return fmt.Errorf("not applied in DC %s within %s", strings.Join(missing, ", "), timeout.Round(time.Millisecond))
 		case <-changed:
 		case <-poll:

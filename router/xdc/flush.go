@@ -355,7 +355,11 @@ func (r *Replicator) ackFlush(ctx context.Context, f *fsm.Flush) error {
 // drainForFlush returns once every entry now in the outboxes and group logs this node ships
 // has been applied in every other DC.
 func (r *Replicator) drainForFlush(ctx context.Context) error {
-	if len(r.destinations(r.cfg.Cluster.State())) == 0 {
+	st, err := r.actingState(ctx, flushAwaitTry)
+	if err != nil {
+		return err
+	}
+	if len(r.destinations(st)) == 0 {
 		return nil
 	}
 	r.scanDatabases(ctx)
@@ -370,6 +374,12 @@ func (r *Replicator) drainForFlush(ctx context.Context) error {
 		db int
 	}
 	r.mu.Lock()
+	if !r.acting(r.planned.st) {
+		// The loops and logs were planned from the empty state of a node that stopped
+		// acting: none run, which is not every entry shipped.
+		r.mu.Unlock()
+		return errNotActing
+	}
 	slots := map[source][]int{}
 	for k, l := range r.loops {
 		slots[source{k.server, k.db}] = l.slots

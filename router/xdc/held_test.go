@@ -111,3 +111,36 @@ func TestMigrationStepsRefuseTheEmptyState(t *testing.T) {
 		t.Errorf("Moved at format 1: %v", err)
 	}
 }
+
+// TestWaitsOnOtherDCsWhileNotActing: DC_EACH_SAFE_QUORUM's wait and a flush's drain ask
+// whether every other DC applied an entry; the empty state of a node that stopped acting
+// knows no other DC, and they answered that nothing was left to wait for.
+func TestWaitsOnOtherDCsWhileNotActing(t *testing.T) {
+	for _, format := range []int{fsm.FirstDataFormat, LogDataFormat} {
+		t.Run(fmt.Sprintf("format=%d", format), func(t *testing.T) {
+			dcs := startDCsAt(t, format, "a", "b")
+			a, b := dcs[0], dcs[1]
+			ctx := context.Background()
+			a.write(t, "SET", "{w}k", "1")
+			waitEqual(t, dcs, 10*time.Second, "k", stateOf("{w}k"), "string 1")
+			b.down.Store(true)
+			defer b.down.Store(false)
+			a.held.Store(true)
+			defer a.held.Store(false)
+			group := ""
+			if format >= LogDataFormat {
+				group = "g-a"
+			}
+			future := fmt.Sprintf("%d-0", time.Now().Add(time.Hour).UnixMilli())
+			if err := a.repl.Await(ctx, 0, slotString("{w}k"), group, future, 300*time.Millisecond); err == nil {
+				t.Error("DC_EACH_SAFE_QUORUM's wait answered an entry applied everywhere while its node did not act")
+			}
+			if err := a.repl.awaitHere(ctx, AwaitRequest{Slot: slotString("{w}k"), Group: group, ID: future, TimeoutMS: 300}); err == nil {
+				t.Error("the shipping node's wait answered an entry applied everywhere while it did not act")
+			}
+			if err := a.repl.drainForFlush(ctx); err == nil {
+				t.Error("a flush's drain answered every entry shipped while its node did not act")
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package xdc
 
 import (
+	"errors"
 	"context"
 	"fmt"
 	"log/slog"
@@ -274,6 +275,38 @@ func (r *Replicator) destinations(st *fsm.State) []string {
 	return out
 }
 
+// errNotActing is why a wait on the other DCs cannot be answered: the node reads the empty
+// state of a node that stopped acting (node/current.go), which knows no other DC.
+var errNotActing = errors.New("this node is not acting on current cluster state")
+
+// acting reports whether st is a state this node acts on: one that holds this node's DC. The
+// empty state a node reads while it does not act has no DC, hence no destinations, and a wait
+// on the other DCs must not take that for none to wait for.
+func (r *Replicator) acting(st *fsm.State) bool { return st != nil && st.DCs[r.cfg.Cluster.DC()] != nil }
+
+// actingState returns the state this node acts on, waiting up to d while it does not act.
+func (r *Replicator) actingState(ctx context.Context, d time.Duration) (*fsm.State, error) {
+	if st := r.cfg.Cluster.State(); r.acting(st) {
+		return st, nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	tick := time.NewTicker(logAwaitPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-t.C:
+			return nil, errNotActing
+		case <-tick.C:
+		}
+		if st := r.cfg.Cluster.State(); r.acting(st) {
+			return st, nil
+		}
+	}
+}
+
 // destsOf is the destinations of one cluster state, kept until the state changes: every
 // ack asks (recordAck). Callers must not change the slice.
 type destsOf struct {
@@ -502,12 +535,12 @@ func (r *Replicator) heartbeat(ctx context.Context) {
 	if r.groupLogs() {
 		return // every group log gets its own (logGroup.run)
 	}
-	dc := r.cfg.Cluster.DC()
-	if st.DCs[dc] == nil {
-		// Not acting (an empty state), while the loops planned before go on: the state knows
-		// no migration to keep the heartbeats out of.
+	if !r.acting(st) {
+		// The loops planned before go on, but the empty state knows no migration to keep
+		// the heartbeats out of.
 		return
 	}
+	dc := r.cfg.Cluster.DC()
 	bound := st.SettingInt("outbox_max_entries")
 	type target struct {
 		srv  server
@@ -779,7 +812,10 @@ func lowest(ids []string) string {
 // is set (data format 3), of that group's log, asking the node that ships it in this DC when
 // that is another node; it is DC_EACH_SAFE_QUORUM's wait.
 func (r *Replicator) Await(ctx context.Context, db, slot int, group, id string, timeout time.Duration) error {
-	st := r.cfg.Cluster.State()
+	st, err := r.actingState(ctx, timeout)
+	if err != nil {
+		return err
+	}
 	if len(r.destinations(st)) == 0 {
 		return nil
 	}
@@ -826,15 +862,24 @@ func (r *Replicator) awaitLocal(ctx context.Context, db, slot int, id string, ti
 		}
 		wait := r.progress
 		r.mu.Unlock()
-		if len(missing) == 0 {
+		acting := r.acting(st)
+		if acting && len(missing) == 0 {
 			return nil
+		}
+		var poll <-chan time.Time
+		if !acting {
+			poll = time.After(logAwaitPoll)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
+			if !acting {
+				return errNotActing
+			}
 			return fmt.Errorf("not applied in DC %s within %s", strings.Join(missing, ", "), timeout.Round(time.Millisecond))
 		case <-wait:
+		case <-poll:
 		}
 		r.mu.Lock()
 	}
