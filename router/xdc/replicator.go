@@ -1,8 +1,8 @@
 package xdc
 
 import (
-	"errors"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -282,7 +282,9 @@ var errNotActing = errors.New("this node is not acting on current cluster state"
 // acting reports whether st is a state this node acts on: one that holds this node's DC. The
 // empty state a node reads while it does not act has no DC, hence no destinations, and a wait
 // on the other DCs must not take that for none to wait for.
-func (r *Replicator) acting(st *fsm.State) bool { return st != nil && st.DCs[r.cfg.Cluster.DC()] != nil }
+func (r *Replicator) acting(st *fsm.State) bool {
+	return st != nil && st.DCs[r.cfg.Cluster.DC()] != nil
+}
 
 // actingState returns the state this node acts on, waiting up to d while it does not act.
 func (r *Replicator) actingState(ctx context.Context, d time.Duration) (*fsm.State, error) {
