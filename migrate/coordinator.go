@@ -270,6 +270,11 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 		repMu   sync.Mutex
 		lastRep time.Time
 	)
+	reports := newReporter(mctx, func(ctx context.Context, p Progress) {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_ = c.cl.Propose(rctx, &fsm.ReportMigration{ID: id, KeysMoved: p.KeysMoved, BytesMoved: p.BytesMoved, KeysTotal: p.KeysTotal})
+	})
 	job := Job{
 		Migration: m, Source: *src, Target: *dst, Slots: SlotSetOf(m.Slots),
 		Rate: func() int64 {
@@ -291,9 +296,7 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 			}
 			lastRep = time.Now()
 			repMu.Unlock()
-			rctx, cancel := context.WithTimeout(mctx, 5*time.Second)
-			defer cancel()
-			_ = c.cl.Propose(rctx, &fsm.ReportMigration{ID: id, KeysMoved: p.KeysMoved, BytesMoved: p.BytesMoved, KeysTotal: p.KeysTotal})
+			reports.send(p)
 		},
 	}
 	c.log.Info("mover starts", "migration", m.String())
@@ -316,6 +319,9 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 				job.KeepTarget = st.SourceFailedOver(m)
 			}
 			err := c.mover(mctx, job)
+			if err == nil {
+				reports.flush(mctx, 2*time.Second)
+			}
 			if err == nil && c.repl != nil {
 				err = c.repl.Moved(mctx, c.cl.State(), m)
 			}

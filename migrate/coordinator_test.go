@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,10 @@ type coordCluster struct {
 	h    *handoffs
 	mu   sync.Mutex
 	acks []int64 // per AckFreeze proposed, the handoffs made before it
+	// reportGate, when set, holds every ReportMigration proposal until it is closed;
+	// proposed lists the proposals made, in order.
+	reportGate chan struct{}
+	proposed   []fsm.Command
 }
 
 func (c *coordCluster) State() *fsm.State {
@@ -30,6 +35,12 @@ func (c *coordCluster) State() *fsm.State {
 }
 
 func (c *coordCluster) Propose(_ context.Context, cmd fsm.Command) error {
+	if _, ok := cmd.(*fsm.ReportMigration); ok && c.reportGate != nil {
+		<-c.reportGate // a Raft that does not answer, whatever the caller's deadline
+	}
+	c.mu.Lock()
+	c.proposed = append(c.proposed, cmd)
+	c.mu.Unlock()
 	if _, ok := cmd.(*fsm.AckFreeze); ok {
 		c.mu.Lock()
 		c.acks = append(c.acks, c.h.frozen.Load())
@@ -71,22 +82,7 @@ func (idleGate) WaitIdle(context.Context, *SlotSet) error { return nil }
 // the owner acks without a handoff; the ack would then let writes reach the target group
 // before the other DCs know to apply the source group's log first.
 func TestSlotOwnerAcksAfterItsHandoff(t *testing.T) {
-	st := fsm.New()
-	apply := func(c fsm.Command) {
-		var err error
-		if st, err = fsm.ApplyCommand(st, st.Index+1, c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	apply(&fsm.AddNode{Node: fsm.Node{ID: "n1", DC: "dc1", Peer: "p1", Listen: "l1", Admin: "a1", MaxFormat: 3}})
-	apply(&fsm.AddGroup{DC: "dc1", Group: fsm.Group{ID: "g1", Master: "127.0.0.1:1"}})
-	apply(&fsm.AddGroup{DC: "dc1", Group: fsm.Group{ID: "g2", Master: "127.0.0.1:2"}})
-	apply(&fsm.AssignSlots{DC: "dc1", Group: "g1", Ranges: []fsm.SlotRange{{From: 0, To: fsm.NumSlots - 1}}})
-	for f := st.Format() + 1; f <= 3; f++ {
-		apply(&fsm.AckDataFormat{Node: "n1", Format: f - 1})
-		apply(&fsm.RaiseDataFormat{To: f})
-	}
-	apply(&fsm.StartMigration{DC: "dc1", Slots: []fsm.SlotRange{{From: 0, To: 9}}, To: "g2"})
+	st := frozenState(t)
 	h := &handoffs{}
 	cl := &coordCluster{st: st, h: h}
 	c := NewCoordinator(cl, idleGate{}, func(context.Context, Job) error { return nil }, slog.Default())
@@ -121,5 +117,85 @@ func TestSlotOwnerAcksAfterItsHandoff(t *testing.T) {
 	got := cl.acked()
 	if len(got) != 1 || got[0] != 1 {
 		t.Fatalf("acks proposed after %v handoffs, want one after one", got)
+	}
+}
+
+// frozenState is a one-node DC at data format 3 with migration 1 (slots 0-9, g1 to g2) frozen.
+func frozenState(t *testing.T) *fsm.State {
+	st := fsm.New()
+	apply := func(c fsm.Command) {
+		var err error
+		if st, err = fsm.ApplyCommand(st, st.Index+1, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(&fsm.AddNode{Node: fsm.Node{ID: "n1", DC: "dc1", Peer: "p1", Listen: "l1", Admin: "a1", MaxFormat: 3}})
+	apply(&fsm.AddGroup{DC: "dc1", Group: fsm.Group{ID: "g1", Master: "127.0.0.1:1"}})
+	apply(&fsm.AddGroup{DC: "dc1", Group: fsm.Group{ID: "g2", Master: "127.0.0.1:2"}})
+	apply(&fsm.AssignSlots{DC: "dc1", Group: "g1", Ranges: []fsm.SlotRange{{From: 0, To: fsm.NumSlots - 1}}})
+	for f := st.Format() + 1; f <= 3; f++ {
+		apply(&fsm.AckDataFormat{Node: "n1", Format: f - 1})
+		apply(&fsm.RaiseDataFormat{To: f})
+	}
+	apply(&fsm.StartMigration{DC: "dc1", Slots: []fsm.SlotRange{{From: 0, To: 9}}, To: "g2"})
+	return st
+}
+
+// TestMoverDoesNotWaitOnItsReports: the mover reports its progress under its own lock, and a
+// proposal waits on Raft; with Raft not answering, the mover must still go on, and its last
+// report must reach the state before the switch, after which reports are refused.
+func TestMoverDoesNotWaitOnItsReports(t *testing.T) {
+	st, err := fsm.ApplyCommand(frozenState(t), 0, &fsm.AckFreeze{ID: 1, Node: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := st.Migrations[1]; m.State != fsm.MigrationMigrating {
+		t.Fatalf("migration %s, want migrating", m.State)
+	}
+	gate := make(chan struct{})
+	cl := &coordCluster{st: st, reportGate: gate}
+	cl.real.Store(1 << 30)
+	reported := make(chan struct{})
+	mover := func(_ context.Context, job Job) error {
+		job.Progress(Progress{KeysMoved: 1})
+		job.Progress(Progress{KeysMoved: 2}) // within the second: not reported
+		job.Progress(Progress{KeysMoved: 3, Done: true})
+		close(reported)
+		return nil
+	}
+	c := NewCoordinator(cl, idleGate{}, mover, slog.Default())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.reconcile(ctx)
+	select {
+	case <-reported:
+	case <-time.After(10 * time.Second):
+		close(gate)
+		t.Fatal("the mover waited for its progress report's proposal")
+	}
+	close(gate)
+	var got []string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		cl.mu.Lock()
+		got = got[:0]
+		for _, p := range cl.proposed {
+			switch p := p.(type) {
+			case *fsm.ReportMigration:
+				got = append(got, fmt.Sprintf("report %d", p.KeysMoved))
+			case *fsm.FinishMigration:
+				got = append(got, "finish")
+			}
+		}
+		cl.mu.Unlock()
+		if len(got) > 0 && got[len(got)-1] == "finish" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no switch proposed after %v", got)
+		}
+	}
+	// The first report may be replaced by the last before it goes (only the latest counts).
+	if g := fmt.Sprint(got); g != "[report 1 report 3 finish]" && g != "[report 3 finish]" {
+		t.Fatalf("proposed %v, want the last report, then the switch", got)
 	}
 }
