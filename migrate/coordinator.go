@@ -269,6 +269,10 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 	var (
 		repMu   sync.Mutex
 		lastRep time.Time
+		// base is what the migration's earlier runs moved (the state's counts when this run
+		// began): a mover started again, here or on another node, counts from zero, and its
+		// reports add to what was moved before rather than replace it.
+		base Progress
 	)
 	reports := newReporter(mctx, func(ctx context.Context, p Progress) {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -295,6 +299,9 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 				return
 			}
 			lastRep = time.Now()
+			p.KeysMoved += base.KeysMoved
+			p.BytesMoved += base.BytesMoved
+			p.KeysTotal += base.KeysMoved
 			repMu.Unlock()
 			reports.send(p)
 		},
@@ -317,6 +324,11 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 				d := st.DCs[m.DC]
 				job.Source, job.Target = *d.Groups[m.Source()], *d.Groups[m.Target()]
 				job.KeepTarget = st.SourceFailedOver(m)
+			}
+			if cur := current(); cur != nil {
+				repMu.Lock()
+				base = Progress{KeysMoved: cur.KeysMoved, BytesMoved: cur.BytesMoved}
+				repMu.Unlock()
 			}
 			err := c.mover(mctx, job)
 			if err == nil {

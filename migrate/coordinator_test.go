@@ -199,3 +199,49 @@ func TestMoverDoesNotWaitOnItsReports(t *testing.T) {
 		t.Fatalf("proposed %v, want the last report, then the switch", got)
 	}
 }
+
+// TestMoverStartedAgainAddsToTheCounts: a mover started again (after its node lost its lease,
+// or on another node) counts from zero; what it reports adds to the keys the migration's
+// earlier runs moved, as the state holds them, instead of replacing them.
+func TestMoverStartedAgainAddsToTheCounts(t *testing.T) {
+	st, err := fsm.ApplyCommand(frozenState(t), 0, &fsm.AckFreeze{ID: 1, Node: "n1"})
+	if err == nil {
+		st, err = fsm.ApplyCommand(st, 0, &fsm.ReportMigration{ID: 1, KeysMoved: 1846, BytesMoved: 100000, KeysTotal: 1846})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &coordCluster{st: st}
+	cl.real.Store(1 << 30)
+	mover := func(_ context.Context, job Job) error {
+		job.Progress(Progress{KeysMoved: 4, BytesMoved: 200, KeysTotal: 4, Done: true})
+		return nil
+	}
+	c := NewCoordinator(cl, idleGate{}, mover, slog.Default())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.reconcile(ctx)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		cl.mu.Lock()
+		var last *fsm.ReportMigration
+		finished := false
+		for _, p := range cl.proposed {
+			switch p := p.(type) {
+			case *fsm.ReportMigration:
+				last = p
+			case *fsm.FinishMigration:
+				finished = true
+			}
+		}
+		cl.mu.Unlock()
+		if finished {
+			if last == nil || last.KeysMoved != 1850 || last.BytesMoved != 100200 || last.KeysTotal != 1850 {
+				t.Fatalf("the run started again reported %+v, want 1850 keys (1846 before it), 100200 bytes", last)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no switch proposed")
+		}
+	}
+}
