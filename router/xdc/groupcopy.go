@@ -330,10 +330,12 @@ func (s *logShipper) copyChunk(ctx context.Context, st0 *fsm.State, slots []int)
 // perSlot runs cmd(slot) for every slot of slots on the group serving it here, one pipelined
 // round per group, and returns each slot's reply; a reply that is an error is an error.
 func (r *Replicator) perSlot(ctx context.Context, db int, slots []int, cmd func(slot int) []string) (map[int]resp.Value, error) {
+	sent := make(map[int][]string, len(slots)) // by position in slots (build runs once per group, in turn)
 	parts, rest, err := r.cfg.Local.InternalOwned(ctx, db, slots, func(pos, _ []int) [][]string {
 		cmds := make([][]string, len(pos))
 		for i, p := range pos {
 			cmds[i] = cmd(slots[p])
+			sent[p] = cmds[i]
 		}
 		return cmds
 	})
@@ -346,7 +348,7 @@ func (r *Replicator) perSlot(ctx context.Context, db int, slots []int, cmd func(
 	out := make(map[int]resp.Value, len(slots))
 	for _, part := range parts {
 		for i, p := range part.Pos {
-			args := cmd(slots[p])
+			args := sent[p]
 			v, err := parseReply(args, part.Replies[i])
 			if err == nil && v.IsError() {
 				err = fmt.Errorf("%s: %s", args[0], v.Str)
