@@ -125,6 +125,40 @@ func (c *feedConn) xreadStream(ctx context.Context, key string, count, block int
 	}
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
+	return c.readXRead(count)
+}
+
+// xreadKept is xreadStream for a stream trimmed from its head only (a group's log: XTRIM
+// MINID and XADD's MAXLEN), which also reports whether pos was still in the stream once the
+// read was done (XRANGE pos pos, in the same round trip, after the XREAD). When it was, no
+// entry after pos was trimmed before the read, which returned them in order from pos on;
+// when it was not, the read may have skipped entries trimmed after pos. pos must be an
+// entry's id.
+func (c *feedConn) xreadKept(ctx context.Context, key string, count, block int, pos string) (msgs []feedMessage, kept bool, err error) {
+	c.cmd("XREAD", "COUNT", strconv.Itoa(count), "BLOCK", strconv.Itoa(block), "STREAMS", key, pos)
+	c.cmd("XRANGE", key, pos, pos, "COUNT", "1")
+	if err := c.send(time.Duration(block)*time.Millisecond + 5*time.Second); err != nil {
+		return nil, false, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if msgs, err = c.readXRead(count); err != nil {
+		return nil, false, err
+	}
+	n, err := c.header('*')
+	if err != nil {
+		return nil, false, err
+	}
+	for range max(n, 0) {
+		if _, err := c.entry(); err != nil {
+			return nil, false, err
+		}
+	}
+	return msgs, n > 0, nil
+}
+
+// readXRead reads the reply to an XREAD of one stream, at most count entries.
+func (c *feedConn) readXRead(count int) ([]feedMessage, error) {
 	n, err := c.header('*')
 	if err != nil || n <= 0 {
 		return nil, err // n < 0: nothing written for the block's time

@@ -304,6 +304,10 @@ func (s *logShipper) run(ctx context.Context) {
 		failing = what
 	}
 	started, drained := false, false
+	// lostBeat is a position the log lacks that the shipper ships on from all the same: a
+	// heartbeat a failed-over master's replica never received (memos.loss). Reads after it
+	// cannot check that it is still in the log.
+	lostBeat := ""
 	for ctx.Err() == nil {
 		if !started {
 			if prev, err = s.position(ctx); err != nil {
@@ -351,7 +355,7 @@ func (s *logShipper) run(ctx context.Context) {
 				case loss.known && loss.lost == 0:
 					g.r.log.Info("group log: the destination's position is a heartbeat the failed-over master's replica lacked; shipping on",
 						"log", g.log.String(), "to", s.dest, "position", prev)
-					err = nil
+					err, lostBeat = nil, prev
 				case loss.count:
 					g.r.counter(s.dest).lost.Add(int64(loss.lost))
 					g.r.log.Error("group log: the destination applied writes that the failed-over master lost with it; the group is copied there in full",
@@ -402,7 +406,11 @@ func (s *logShipper) run(ctx context.Context) {
 			}
 			drained = true
 		}
-		entries, err := s.read(ctx, prev)
+		entries, err := s.read(ctx, prev, prev != lostBeat)
+		if errors.Is(err, errBehind) {
+			check = true // as after a failed call: the destination's answer decides
+			continue
+		}
 		if err != nil || len(entries) == 0 {
 			if err != nil && ctx.Err() == nil {
 				g.r.log.Debug("group log: read", "log", g.log.String(), "err", err)
@@ -488,8 +496,11 @@ func (s *logShipper) position(ctx context.Context) (string, error) {
 // read returns the log's entries after pos ("" for its start), at most logRead, waiting up to
 // a beat for some. It reads on a connection of its own without go-redis (feedConn: the
 // change feed's reader; through go-redis the reads were a fifth of the shipping node's CPU at
-// 2,000 writes/s).
-func (s *logShipper) read(ctx context.Context, pos string) ([]Entry, error) {
+// 2,000 writes/s). With kept, it fails with errBehind when pos is no longer in the log after
+// the read: the log was cut past it (WRITE's MAXLEN while the destination was slow or held
+// the ranges, or another node's trim), and the read may have skipped entries cut after pos.
+// Without kept (pos is a heartbeat the log lost with a failover, accepted), it does not check.
+func (s *logShipper) read(ctx context.Context, pos string, kept bool) ([]Entry, error) {
 	if pos == "" {
 		pos = "0-0"
 	}
@@ -500,11 +511,21 @@ func (s *logShipper) read(ctx context.Context, pos string) ([]Entry, error) {
 		}
 		s.conn = c
 	}
-	msgs, err := s.conn.xreadStream(ctx, LogKey, logRead, int(s.g.beat.Milliseconds()), pos)
+	var msgs []feedMessage
+	var err error
+	if pos == "0-0" || !kept { // from the log's start: contiguous checks it was never cut
+		msgs, err = s.conn.xreadStream(ctx, LogKey, logRead, int(s.g.beat.Milliseconds()), pos)
+		kept = true
+	} else {
+		msgs, kept, err = s.conn.xreadKept(ctx, LogKey, logRead, int(s.g.beat.Milliseconds()), pos)
+	}
 	if err != nil {
 		s.conn.close()
 		s.conn = nil
 		return nil, err
+	}
+	if !kept {
+		return nil, errBehind
 	}
 	out := make([]Entry, len(msgs))
 	for i, m := range msgs {

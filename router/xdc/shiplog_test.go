@@ -1,0 +1,78 @@
+package xdc
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestLogCutWhileShipping: the log is cut past the destination's position while its shipper
+// streams to it (a call in flight, as when a destination is slow or holds ranges while the
+// writers pass the log's MAXLEN bound). The shipper must not read on from what the log still
+// holds as if nothing lay between: it finds its position gone and copies the group in full,
+// and dc2 ends with every write dc1 made.
+func TestLogCutWhileShipping(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCs(t, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	raiseFormat(t, n, LogDataFormat)
+	incr := func(from, to int) {
+		for i := from; i < to; i++ {
+			dc1.write(t, "INCR", "{k"+strconv.Itoa(i%13)+"}c")
+			dc1.write(t, "RPUSH", "{l"+strconv.Itoa(i%7)+"}l", strconv.Itoa(i))
+		}
+	}
+	equal := func(what string) {
+		t.Helper()
+		if a, b, ok := sameDataWithin(dc1.rc, dc2.rc, 30*time.Second); !ok {
+			t.Fatalf("%s: the DCs still differ:\ndc1 %v\ndc2 %v", what, a, b)
+		}
+	}
+	incr(0, 50)
+	equal("before the cut")
+
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	dc2.answered.Store(func(name string) {
+		if name == RPCLog {
+			once.Do(func() {
+				close(held)
+				<-release
+			})
+		}
+	})
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	incr(50, 51)
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("dc1's shipper made no call to dc2")
+	}
+	// While the range is in flight: more writes, then the log cut to its last few entries,
+	// as WRITE's MAXLEN does to a log that outgrew its bound.
+	incr(51, 151)
+	if err := dc1.rc.XTrimMaxLen(ctx, LogKey, 5).Err(); err != nil {
+		t.Fatal(err)
+	}
+	copied := dc1.repl.counter("dc2").copied.Load()
+	released = true
+	close(release)
+	incr(151, 160)
+	// The copy is counted once dc2 answered its last chunk: without it dc2 lacks the cut
+	// entries for good (the DCs never agree, below).
+	for deadline := time.Now().Add(30 * time.Second); dc1.repl.counter("dc2").copied.Load() == copied; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no copy of the group to dc2 within 30 s of the cut; dc2 holds {k0}c = %s, dc1 %s",
+				dc2.rc.Get(ctx, "{k0}c").Val(), dc1.rc.Get(ctx, "{k0}c").Val())
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	equal("after the log was cut under the shipper")
+}
