@@ -28,9 +28,13 @@ type lostKey struct {
 }
 
 // ordMark is an outbox entry id with its ordinal: the stream's entries-added when it was added.
+// wrote is the ordinal of the last entry with effects shipped through it, 0 when none was
+// since the outbox began, -1 when unknown: the entries after wrote, through ord, are
+// heartbeats, and a failed-over master that lost only those lost no write.
 type ordMark struct {
-	id  string
-	ord int64
+	id    string
+	ord   int64
+	wrote int64
 }
 
 // lostBook is the replicator's memory for counting entries lost with a master.
@@ -57,10 +61,16 @@ func (b *lostBook) shipped(k lostKey, prev, last string, g *slotRead) {
 	if b.marks == nil {
 		b.marks = map[lostKey]ordMark{}
 	}
+	m, had := b.marks[k]
+	had = had && m.id == prev && !g.missing
 	if last == prev {
 		if !g.missing {
 			if o, ok := g.ordinal(-1); ok && prev != "" {
-				b.marks[k] = ordMark{prev, o}
+				wrote := int64(-1)
+				if had && m.ord == o {
+					wrote = m.wrote
+				}
+				b.marks[k] = ordMark{prev, o, wrote}
 			}
 		}
 		return
@@ -69,13 +79,26 @@ func (b *lostBook) shipped(k lostKey, prev, last string, g *slotRead) {
 		if e.ID != last {
 			continue
 		}
-		if o, ok := g.ordinal(i); ok {
-			b.marks[k] = ordMark{last, o}
-		} else if m, ok := b.marks[k]; ok && m.id == prev && !g.missing {
-			b.marks[k] = ordMark{last, m.ord + int64(i+1)}
+		var o int64
+		if ord, ok := g.ordinal(i); ok {
+			o = ord
+		} else if had {
+			o = m.ord + int64(i+1)
 		} else {
 			delete(b.marks, k)
+			return
 		}
+		wrote := int64(-1)
+		for j := i; j >= 0; j-- {
+			if len(g.entries[j].Cmds) > 0 {
+				wrote = o - int64(i-j)
+				break
+			}
+		}
+		if wrote < 0 && had && m.ord == o-int64(i+1) {
+			wrote = m.wrote // heartbeats only since the mark
+		}
+		b.marks[k] = ordMark{last, o, wrote}
 		return
 	}
 	delete(b.marks, k)
@@ -91,7 +114,8 @@ func (b *lostBook) known(k lostKey, id string) bool {
 }
 
 // missing returns, once per last applied id, how many entries the destination applied that
-// the source outbox (read in g after it) lacks, and whether the count is exact.
+// the source outbox (read in g after it) lacks, and whether the count is exact. An exact count
+// of entries that were all heartbeats is 0: no write was lost.
 func (b *lostBook) missing(k lostKey, after string, g *slotRead) (n int64, exact, report bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -107,6 +131,9 @@ func (b *lostBook) missing(k lostKey, after string, g *slotRead) (n int64, exact
 	// The new master kept the old one's entries up to its own count less its entries after
 	// the lost id (all written since it took over).
 	if kept, known := g.ordinal(-1); ok && known && m.id == after && m.ord > kept {
+		if m.wrote >= 0 && m.wrote <= kept {
+			return 0, true, true
+		}
 		return m.ord - kept, true, true
 	}
 	return 1, false, true
@@ -119,11 +146,16 @@ func (r *Replicator) noteLost(k loopKey, slot int, after string, g *slotRead) {
 	if !report {
 		return
 	}
-	r.counter(k.dest).lost.Add(n)
 	next := ""
 	if len(g.entries) > 0 {
 		next = g.entries[0].ID
 	}
+	if n == 0 {
+		r.log.Info("the destination's last applied entries were heartbeats the failed-over master's replica lacked; copying the slot in full so the DCs chain on",
+			"dest", k.dest, "group", k.group, "master", k.master, "db", k.db, "slot", slot, "dest_last_applied", after, "next_entry", next)
+		return
+	}
+	r.counter(k.dest).lost.Add(n)
 	r.log.Warn("the destination applied entries this DC's outbox lost with a failed-over master: counted; copying the slot in full so the DCs agree",
 		"dest", k.dest, "group", k.group, "master", k.master, "db", k.db, "slot", slot, "dest_last_applied", after,
 		"next_entry", next, "lost_entries", n, "exact", exact)

@@ -88,3 +88,59 @@ func read(t *testing.T, c *redis.Client, after string) slotRead {
 	}
 	return got[0]
 }
+
+// TestLostHeartbeatsAreNoWrites: the old master's outbox had three writes and then two
+// heartbeats, shipped in two reads; the promoted replica had the three writes only. The
+// destination applied two entries the new master lacks, both heartbeats: no write was lost
+// (0, exact). Had the replica lacked the third write too, that loss is counted.
+func TestLostHeartbeatsAreNoWrites(t *testing.T) {
+	ctx := context.Background()
+	add := func(c *redis.Client, id string, cmds [][]string) string {
+		t.Helper()
+		vals := []any{}
+		for _, f := range EntryFields("a", cmds) {
+			vals = append(vals, f)
+		}
+		got, err := c.XAdd(ctx, &redis.XAddArgs{Stream: OutboxKey(slot), ID: id, Values: vals}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	old := redis.NewClient(&redis.Options{Addr: testredis.Start(t).Addr})
+	defer old.Close()
+	incr := [][]string{{"INCR", "k"}}
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, add(old, "1000-"+string(rune('1'+i)), incr))
+	}
+	var book lostBook
+	k := lostKey{"b", 0, slot}
+	g := read(t, old, "")
+	book.shipped(k, "", ids[2], &g)
+	for i := 3; i < 5; i++ {
+		ids = append(ids, add(old, "1000-"+string(rune('1'+i)), nil))
+	}
+	g = read(t, old, ids[2])
+	if len(g.entries) != 2 {
+		t.Fatalf("second read: %+v", g)
+	}
+	book.shipped(k, ids[2], ids[4], &g)
+
+	for _, c := range []struct {
+		kept int // entries of the old master the promoted replica had
+		lost int64
+	}{{3, 0}, {2, 3}} {
+		b := lostBook{marks: map[lostKey]ordMark{k: book.marks[k]}}
+		promoted := redis.NewClient(&redis.Options{Addr: testredis.Start(t).Addr})
+		for _, id := range ids[:c.kept] {
+			add(promoted, id, incr)
+		}
+		g = read(t, promoted, ids[4])
+		promoted.Close()
+		n, exact, report := b.missing(k, ids[4], &g)
+		if n != c.lost || !exact || !report {
+			t.Errorf("replica with %d of the old master's entries: lost %d exact %v report %v, want %d exact", c.kept, n, exact, report, c.lost)
+		}
+	}
+}
