@@ -80,6 +80,11 @@ type Coordinator struct {
 	mu      sync.Mutex
 	acking  map[uint64]bool
 	running map[uint64]*moverRun
+	// switched are the migrations whose switch this node's mover committed, until the state
+	// shows them over: the state read next can still show one migrating (Raft applies the
+	// commit here after the proposal returns), and a mover started on it would run a last
+	// pass over the source for nothing.
+	switched map[uint64]bool
 }
 
 // moverRun is one mover goroutine: cancel stops it, done closes when it has stopped.
@@ -93,6 +98,7 @@ func NewCoordinator(cl Cluster, gate Gate, mover RunMover, log *slog.Logger) *Co
 	return &Coordinator{
 		cl: cl, gate: gate, mover: mover, log: log.With("part", "migrate"),
 		kick: make(chan struct{}, 1), acking: map[uint64]bool{}, running: map[uint64]*moverRun{},
+		switched: map[uint64]bool{},
 	}
 }
 
@@ -169,6 +175,11 @@ func (c *Coordinator) reconcile(ctx context.Context) {
 	for id, r := range c.running {
 		if !wanted[id] {
 			r.cancel()
+		}
+	}
+	for id := range c.switched {
+		if m := st.Migrations[id]; m == nil || !m.Active() {
+			delete(c.switched, id)
 		}
 	}
 }
@@ -252,7 +263,7 @@ func (c *Coordinator) othersAcked(ctx context.Context, id uint64) bool {
 func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.running[m.ID]; ok {
+	if _, ok := c.running[m.ID]; ok || c.switched[m.ID] {
 		return
 	}
 	d := st.DCs[m.DC]
@@ -341,6 +352,9 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 				err = c.cl.Propose(mctx, &fsm.FinishMigration{ID: id, Run: m.Run()})
 				if err == nil {
 					c.log.Info("migration switched", "migration", id)
+					c.mu.Lock()
+					c.switched[id] = true
+					c.mu.Unlock()
 					return
 				}
 			}

@@ -245,3 +245,51 @@ func TestMoverStartedAgainAddsToTheCounts(t *testing.T) {
 		}
 	}
 }
+
+// TestNoMoverAfterItsSwitch: once this node's mover committed the switch, a state that still
+// shows the migration migrating (Raft applies the commit here after the proposal returns)
+// starts no mover again; a state that shows it over forgets it.
+func TestNoMoverAfterItsSwitch(t *testing.T) {
+	st, err := fsm.ApplyCommand(frozenState(t), 0, &fsm.AckFreeze{ID: 1, Node: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &coordCluster{st: st}
+	cl.real.Store(1 << 30)
+	var runs atomic.Int32
+	mover := func(context.Context, Job) error { runs.Add(1); return nil }
+	c := NewCoordinator(cl, idleGate{}, mover, slog.Default())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.reconcile(ctx)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		c.mu.Lock()
+		ended := len(c.running) == 0 && c.switched[1]
+		c.mu.Unlock()
+		if ended {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the mover did not commit the switch")
+		}
+	}
+	c.reconcile(ctx) // the state still shows the migration migrating
+	c.mu.Lock()
+	again := len(c.running)
+	c.mu.Unlock()
+	if again != 0 || runs.Load() != 1 {
+		t.Fatalf("a mover started again after the switch (%d running, %d runs)", again, runs.Load())
+	}
+	done, err := fsm.ApplyCommand(st, 0, &fsm.FinishMigration{ID: 1, Run: st.Migrations[1].Run()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.st = done
+	c.reconcile(ctx)
+	c.mu.Lock()
+	kept := len(c.switched)
+	c.mu.Unlock()
+	if kept != 0 {
+		t.Fatal("a migration the state shows over is still remembered as switched")
+	}
+}
