@@ -341,17 +341,34 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 				base = Progress{KeysMoved: cur.KeysMoved, BytesMoved: cur.BytesMoved}
 				repMu.Unlock()
 			}
+			// The steps' times go into the switch's log line, and into the line of a mover
+			// stopped before it: a migration that stays migrating says where its time goes.
+			began := time.Now()
+			var moved, flushed, positions time.Time
 			err := c.mover(mctx, job)
+			moved = time.Now()
 			if err == nil {
 				reports.flush(mctx, 2*time.Second)
+				flushed = time.Now()
 			}
 			if err == nil && c.repl != nil {
 				err = c.repl.Moved(mctx, c.cl.State(), m)
+				positions = time.Now()
+			}
+			steps := func() []any {
+				out := []any{"migration", id, "keys", moved.Sub(began).Round(time.Millisecond)}
+				if !flushed.IsZero() {
+					out = append(out, "report", flushed.Sub(moved).Round(time.Millisecond))
+				}
+				if !positions.IsZero() {
+					out = append(out, "positions", positions.Sub(flushed).Round(time.Millisecond))
+				}
+				return append(out, "total", time.Since(began).Round(time.Millisecond))
 			}
 			if err == nil {
 				err = c.cl.Propose(mctx, &fsm.FinishMigration{ID: id, Run: m.Run()})
 				if err == nil {
-					c.log.Info("migration switched", "migration", id)
+					c.log.Info("migration switched", steps()...)
 					c.mu.Lock()
 					c.switched[id] = true
 					c.mu.Unlock()
@@ -359,6 +376,7 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 				}
 			}
 			if mctx.Err() != nil {
+				c.log.Info("mover stopped", steps()...)
 				return
 			}
 			if errors.Is(err, ErrRunOver) {
