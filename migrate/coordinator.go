@@ -344,9 +344,9 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 			// The steps' times go into the switch's log line, and into the line of a mover
 			// stopped before it: a migration that stays migrating says where its time goes.
 			began := time.Now()
-			var moved, flushed, positions time.Time
 			err := c.mover(mctx, job)
-			moved = time.Now()
+			moved := time.Now()
+			var flushed, positions time.Time
 			if err == nil {
 				reports.flush(mctx, 2*time.Second)
 				flushed = time.Now()

@@ -119,31 +119,28 @@ func (c *feedConn) xread(ctx context.Context, pos string) ([]feedMessage, error)
 // xreadStream runs one blocking XREAD of stream key after pos, at most count entries, blocking
 // up to block ms (a group's log is read so too: shiplog.go).
 func (c *feedConn) xreadStream(ctx context.Context, key string, count, block int, pos string) ([]feedMessage, error) {
-	c.cmd("XREAD", "COUNT", strconv.Itoa(count), "BLOCK", strconv.Itoa(block), "STREAMS", key, pos)
-	if err := c.send(time.Duration(block)*time.Millisecond + 5*time.Second); err != nil {
-		return nil, err
-	}
-	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-	return c.readXRead(count)
+	msgs, _, err := c.xreadKept(ctx, key, count, block, pos, false)
+	return msgs, err
 }
 
-// xreadKept is xreadStream for a stream trimmed from its head only (a group's log: XTRIM
-// MINID and XADD's MAXLEN), which also reports whether pos was still in the stream once the
-// read was done (XRANGE pos pos, in the same round trip, after the XREAD). When it was, no
-// entry after pos was trimmed before the read, which returned them in order from pos on;
-// when it was not, the read may have skipped entries trimmed after pos. pos must be an
-// entry's id.
-func (c *feedConn) xreadKept(ctx context.Context, key string, count, block int, pos string) (msgs []feedMessage, kept bool, err error) {
+// xreadKept is xreadStream that, with check, also reports whether pos was still in the stream
+// once the read was done (XRANGE pos pos, in the same round trip, after the XREAD), for a
+// stream trimmed from its head only (a group's log: XTRIM MINID and XADD's MAXLEN). When it
+// was, no entry after pos was trimmed before the read, which returned them in order from pos
+// on; when it was not, the read may have skipped entries trimmed after pos. pos must then be
+// an entry's id. Without check, kept is true.
+func (c *feedConn) xreadKept(ctx context.Context, key string, count, block int, pos string, check bool) (msgs []feedMessage, kept bool, err error) {
 	c.cmd("XREAD", "COUNT", strconv.Itoa(count), "BLOCK", strconv.Itoa(block), "STREAMS", key, pos)
-	c.cmd("XRANGE", key, pos, pos, "COUNT", "1")
+	if check {
+		c.cmd("XRANGE", key, pos, pos, "COUNT", "1")
+	}
 	if err := c.send(time.Duration(block)*time.Millisecond + 5*time.Second); err != nil {
 		return nil, false, err
 	}
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if msgs, err = c.readXRead(count); err != nil {
-		return nil, false, err
+	if msgs, err = c.readXRead(count); err != nil || !check {
+		return msgs, err == nil, err
 	}
 	n, err := c.header('*')
 	if err != nil {

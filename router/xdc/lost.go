@@ -28,9 +28,9 @@ type lostKey struct {
 }
 
 // ordMark is an outbox entry id with its ordinal: the stream's entries-added when it was added.
-// wrote is the ordinal of the last entry with effects shipped through it, 0 when none was
-// since the outbox began, -1 when unknown: the entries after wrote, through ord, are
-// heartbeats, and a failed-over master that lost only those lost no write.
+// wrote is the ordinal of the last entry with effects shipped through it, -1 when unknown:
+// the entries after wrote, through ord, are heartbeats, and a failed-over master that lost
+// only those lost no write.
 type ordMark struct {
 	id    string
 	ord   int64

@@ -511,14 +511,9 @@ func (s *logShipper) read(ctx context.Context, pos string, kept bool) ([]Entry, 
 		}
 		s.conn = c
 	}
-	var msgs []feedMessage
-	var err error
-	if pos == "0-0" || !kept { // from the log's start: contiguous checks it was never cut
-		msgs, err = s.conn.xreadStream(ctx, LogKey, logRead, int(s.g.beat.Milliseconds()), pos)
-		kept = true
-	} else {
-		msgs, kept, err = s.conn.xreadKept(ctx, LogKey, logRead, int(s.g.beat.Milliseconds()), pos)
-	}
+	// From the log's start ("0-0") there is no position to check: contiguous checks that the
+	// log was never cut.
+	msgs, kept, err := s.conn.xreadKept(ctx, LogKey, logRead, int(s.g.beat.Milliseconds()), pos, kept && pos != "0-0")
 	if err != nil {
 		s.conn.close()
 		s.conn = nil
