@@ -42,8 +42,8 @@ func TestRawWriterWritesAllThroughAFullBuffer(t *testing.T) {
 	if err != nil || n != len(want) {
 		t.Fatalf("Write: %d, %v; want %d, nil", n, err, len(want))
 	}
-	if !bytes.Equal(<-got, want) {
-		t.Fatal("the peer read other bytes than were written")
+	if r := <-got; !bytes.Equal(r.b, want) {
+		t.Fatalf("the peer read other bytes than were written (%d of %d bytes, read error %v)", len(r.b), len(want), r.err)
 	}
 }
 
@@ -132,10 +132,14 @@ func TestTryWriterNeverWaits(t *testing.T) {
 	if n2, err := tw.TryWrite(want[n:]); err != nil || n2 != 0 {
 		t.Fatalf("TryWrite to full buffers: %d, %v; want 0, nil", n2, err)
 	}
-	got := make(chan []byte, 1)
+	type read struct {
+		b   []byte
+		err error
+	}
+	got := make(chan read, 1)
 	go func() {
-		b, _ := io.ReadAll(io.LimitReader(s, int64(len(want))))
-		got <- b
+		b, err := io.ReadAll(io.LimitReader(s, int64(len(want))))
+		got <- read{b, err}
 	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for n < len(want) {
@@ -151,8 +155,8 @@ func TestTryWriterNeverWaits(t *testing.T) {
 			time.Sleep(time.Millisecond) // the peer is draining the buffers
 		}
 	}
-	if !bytes.Equal(<-got, want) {
-		t.Fatal("the peer read other bytes than were written")
+	if r := <-got; !bytes.Equal(r.b, want) {
+		t.Fatalf("the peer read other bytes than were written (%d of %d bytes, read error %v)", len(r.b), len(want), r.err)
 	}
 }
 
