@@ -81,14 +81,15 @@ type Cluster struct {
 	order []string
 }
 
-// NewCluster returns an empty cluster whose processes stop when the test ends.
+// NewCluster returns an empty cluster whose processes stop when the test ends. Each node's
+// log is printed when the test failed, or always with REDRAFT_TEST_NODE_LOGS set.
 func NewCluster(t testing.TB) *Cluster {
 	c := &Cluster{t: t, dir: t.TempDir(), Nodes: map[string]*proc{}}
 	t.Cleanup(func() {
 		for _, p := range c.Nodes {
 			p.kill()
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("REDRAFT_TEST_NODE_LOGS") != "" {
 			for _, id := range c.order {
 				t.Logf("---- log of %s ----\n%s", id, c.Nodes[id].Log())
 			}
