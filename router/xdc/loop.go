@@ -179,6 +179,9 @@ func newLoop(r *Replicator, k loopKey, slots []int) *loop {
 	return l
 }
 
+// ships reports whether l ships slot (its slots never change: plan replaces a loop instead).
+func (l *loop) ships(slot int) bool { return slot >= 0 && slot < len(l.index) && l.index[slot] >= 0 }
+
 // position returns where outbox key ob's slot is in l.slots, false for a key that is not the
 // outbox of a slot this loop ships.
 func (l *loop) position(ob string) (int, bool) {

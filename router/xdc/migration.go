@@ -2,9 +2,12 @@ package xdc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -130,54 +133,91 @@ func (r *Replicator) Moved(ctx context.Context, st *fsm.State, m *fsm.Migration)
 	for i, l := range logs {
 		keys[i] = LogInboxKey(l)
 	}
-	for _, db := range dbs {
-		// The source's positions go on moving while the copy runs (ranges without entries of
-		// the slots still pass), so a value written can be below what the DC answered
-		// meanwhile: the next call there is a gap, and the sender goes back to it. That is
-		// safe because the sender keeps its log from where the DC stood before the migration
-		// while the DC's answers say it migrates (LogResponse.Migrating).
-		pipe := r.client(serverOf(src), db).Pipeline()
-		cmds := make([]*redis.MapStringStringCmd, len(keys))
-		for i, k := range keys {
-			cmds[i] = pipe.HGetAll(ctx, k)
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return fmt.Errorf("xdc: the source group %s's inboxes in db %d: %w", src.ID, db, err)
-		}
-		argv := []any{others}
-		for _, c := range cmds {
-			argv = append(argv, movedPositions(c.Val(), slots)...)
-		}
-		if err := r.client(serverOf(dst), db).Eval(ctx, movedInLua, keys, argv...).Err(); err != nil {
-			return fmt.Errorf("xdc: the slots' positions into the target group %s's inboxes in db %d: %w", dst.ID, db, err)
-		}
+	// The databases at once, a few at a time: one after the other, 16 databases' round trips
+	// took the mover seconds on a loaded host, and its switch waits for them.
+	sem := make(chan struct{}, movedParallel)
+	errs := make([]error, len(dbs))
+	var wg sync.WaitGroup
+	for i, db := range dbs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = r.movedIn(ctx, src, dst, db, keys, slots, others)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// movedParallel bounds the databases Moved copies positions in at once.
+const movedParallel = 4
+
+// movedIn is Moved in database db: the source group's inboxes of keys, read, then the slots'
+// positions written into the target group's.
+func (r *Replicator) movedIn(ctx context.Context, src, dst *fsm.Group, db int, keys []string, slots []int, others bool) error {
+	// The source's positions go on moving while the copy runs (ranges without entries of the
+	// slots still pass), so a value written can be below what the DC answered meanwhile: the
+	// next call there is a gap, and the sender goes back to it. That is safe because the
+	// sender keeps its log from where the DC stood before the migration while the DC's
+	// answers say it migrates (LogResponse.Migrating).
+	pipe := r.client(serverOf(src), db).Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.HGetAll(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("xdc: the source group %s's inboxes in db %d: %w", src.ID, db, err)
+	}
+	argv := []any{others}
+	for _, c := range cmds {
+		argv = append(argv, movedPositions(c.Val(), slots)...)
+	}
+	if err := r.client(serverOf(dst), db).Eval(ctx, movedInLua, keys, argv...).Err(); err != nil {
+		return fmt.Errorf("xdc: the slots' positions into the target group %s's inboxes in db %d: %w", dst.ID, db, err)
 	}
 	return nil
 }
 
 // movedPositions is movedInLua's arguments for one log: the source group's inbox h and the
-// moving slots give whether the source had the inbox ("" when not: its slots then get "0-0"),
-// the lowest of the slots' positions, the number of positions, then per position the
-// position, the number of slots and the slots.
+// moving slots (ascending) give whether the source had the inbox ("" when not: its slots then
+// get "0-0"), the lowest of the slots' positions, the number of positions, then per position
+// the position, the number of slot ranges and each range's first and last slot. A slot's
+// position is its "s<slot>" field, or "f": the few slots with a field of their own are read
+// from h once, and the slots go as ranges, since 4,096 slots one by one cost the mover seconds
+// per database under load (TestXDCLogMigrations' stuck migrations, docs/replication.md).
 func movedPositions(h map[string]string, slots []int) []any {
-	by := map[string][]int{}
+	own := map[int]string{}
+	for k, v := range h {
+		if n, err := strconv.Atoi(strings.TrimPrefix(k, "s")); err == nil && strings.HasPrefix(k, "s") {
+			own[n] = v
+		}
+	}
+	f := h["f"]
+	if f == "" {
+		f = "0-0"
+	}
+	by := map[string][]int{} // position -> from, to, from, to...
 	var order []string
 	lo := ""
 	for _, s := range slots {
-		p := h[fmt.Sprintf("s%d", s)]
-		if p == "" {
-			p = h["f"]
+		p, ok := own[s]
+		if !ok || p == "" {
+			p = f
 		}
-		if p == "" {
-			p = "0-0"
-		}
-		if _, ok := by[p]; !ok {
+		rs, seen := by[p]
+		if !seen {
 			order = append(order, p)
 			if lo == "" || CompareIDs(p, lo) < 0 {
 				lo = p
 			}
 		}
-		by[p] = append(by[p], s)
+		if n := len(rs); n > 0 && rs[n-1] == s-1 {
+			rs[n-1] = s
+		} else {
+			rs = append(rs, s, s)
+		}
+		by[p] = rs
 	}
 	had := "1"
 	if len(h) == 0 {
@@ -185,7 +225,7 @@ func movedPositions(h map[string]string, slots []int) []any {
 	}
 	out := []any{had, lo, len(order)}
 	for _, p := range order {
-		out = append(out, p, len(by[p]))
+		out = append(out, p, len(by[p])/2)
 		for _, s := range by[p] {
 			out = append(out, s)
 		}
@@ -195,37 +235,52 @@ func movedPositions(h map[string]string, slots []int) []any {
 
 // movedInLua writes the moving slots' positions into the target group's inboxes (KEYS, one
 // per source log). ARGV: whether the target serves other slots ("1"/"0"), then per key
-// movedPositions' arguments (it finds the lowest position: the ids compare in Go, CompareIDs). Where the target has no inbox: if the source had none either,
-// nothing; else, if the target serves no other slot, its position "f" becomes the lowest of
-// the slots' positions. Each slot's field is then its position, or none where that equals "f".
+// movedPositions' arguments (it finds the lowest position: the ids compare in Go,
+// CompareIDs). Where the target has no inbox: if the source had none either, nothing; else,
+// if the target serves no other slot, its position "f" becomes the lowest of the slots'
+// positions. Each slot's field is then its position, or none where that equals "f" (fields
+// go 500 to a call).
 const movedInLua = `
 local others, i = ARGV[1] == '1', 2
+local function flush(cmd, key, args)
+  if #args > 0 then redis.call(cmd, key, unpack(args)) end
+  return {}
+end
 for k = 1, #KEYS do
   local had, lo, np = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 3
   local groups = {}
   for _ = 1, np do
-    local pos, n = ARGV[i], tonumber(ARGV[i + 1])
-    groups[#groups + 1] = {pos, i + 2, n}
-    i = i + 2 + n
+    local pos, nr = ARGV[i], tonumber(ARGV[i + 1])
+    groups[#groups + 1] = {pos, i + 2, nr}
+    i = i + 2 + 2 * nr
   end
-  local f = redis.call('HGET', KEYS[k], 'f')
-  local exists = f or redis.call('EXISTS', KEYS[k]) == 1
+  local key = KEYS[k]
+  local f = redis.call('HGET', key, 'f')
+  local exists = f or redis.call('EXISTS', key) == 1
   if exists or had ~= '' then
     if not f and not exists and not others and lo ~= '' then
       f = lo
-      redis.call('HSET', KEYS[k], 'f', f)
+      redis.call('HSET', key, 'f', f)
     end
+    local dels, sets = {}, {}
     for _, g in ipairs(groups) do
-      local pos, at, n = g[1], g[2], g[3]
-      for j = at, at + n - 1 do
-        if f and pos == f then
-          redis.call('HDEL', KEYS[k], 's' .. ARGV[j])
-        else
-          redis.call('HSET', KEYS[k], 's' .. ARGV[j], pos)
+      local pos, at, nr = g[1], g[2], g[3]
+      for r = 0, nr - 1 do
+        for s = tonumber(ARGV[at + 2 * r]), tonumber(ARGV[at + 2 * r + 1]) do
+          if f and pos == f then
+            dels[#dels + 1] = 's' .. s
+            if #dels == 500 then dels = flush('HDEL', key, dels) end
+          else
+            sets[#sets + 1] = 's' .. s
+            sets[#sets + 1] = pos
+            if #sets == 1000 then sets = flush('HSET', key, sets) end
+          end
         end
       end
     end
+    flush('HDEL', key, dels)
+    flush('HSET', key, sets)
   end
 end
 return 0

@@ -2,6 +2,7 @@ package xdc
 
 import (
 	"context"
+	"maps"
 	"strconv"
 	"strings"
 	"testing"
@@ -112,5 +113,43 @@ func TestMovedPositions(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// TestMovedPositionsRanges: thousands of slots, not contiguous, go as ranges per position and
+// come out slot by slot as one at a time would give them: a field per slot off the target's
+// position, a stale field of a moving slot dropped, a field of a slot not moving kept, and on
+// a target without the inbox the lowest position as "f" with a field for every other slot.
+func TestMovedPositionsRanges(t *testing.T) {
+	ctx := context.Background()
+	c := client(t, testredis.Start(t))
+	src := map[string]string{"f": "10-0", "s5": "12-0", "s6": "12-0", "s100": "8-0", "s4000": "12-0", "s70": "9-0"}
+	var slots []int
+	for s := 0; s < 4096; s++ {
+		if s < 50 || s > 60 {
+			slots = append(slots, s)
+		}
+	}
+	k1, k2 := LogInboxKey(LogID{DC: "dc2", Group: "a"}), LogInboxKey(LogID{DC: "dc2", Group: "b"})
+	c.HSet(ctx, k1, "f", "10-0", "s7", "3-0", "s55", "9-0")
+	argv := []any{false}
+	argv = append(argv, movedPositions(src, slots)...)
+	argv = append(argv, movedPositions(src, slots)...)
+	if n := len(argv); n > 80 {
+		t.Errorf("%d arguments for two logs of %d slots at four positions: not ranges", n, len(slots))
+	}
+	if err := c.Eval(ctx, movedInLua, []string{k1, k2}, argv...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	want1 := map[string]string{"f": "10-0", "s5": "12-0", "s6": "12-0", "s100": "8-0", "s4000": "12-0", "s70": "9-0", "s55": "9-0"}
+	if got := c.HGetAll(ctx, k1).Val(); !maps.Equal(got, want1) {
+		t.Errorf("%s = %v, want %v", k1, got, want1)
+	}
+	got2 := c.HGetAll(ctx, k2).Val()
+	if got2["f"] != "8-0" || got2["s100"] != "" || got2["s5"] != "12-0" || got2["s70"] != "9-0" || got2["s0"] != "10-0" || got2["s4095"] != "10-0" || got2["s55"] != "" {
+		t.Errorf("%s: f %q s100 %q s5 %q s70 %q s0 %q s4095 %q s55 %q", k2, got2["f"], got2["s100"], got2["s5"], got2["s70"], got2["s0"], got2["s4095"], got2["s55"])
+	}
+	if n := len(got2); n != len(slots) { // "f" and every slot but s100
+		t.Errorf("%s has %d fields, want %d", k2, n, len(slots))
 	}
 }

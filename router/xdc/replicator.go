@@ -116,10 +116,11 @@ type Replicator struct {
 	// recvPh times the receiving side's applies for the debug log (phases.go).
 	recvPh *phases
 
-	hints atomic.Pointer[hintIndex]
-	dests atomic.Pointer[destsOf] // destinations' last answer
-	fwdMu sync.Mutex
-	fwd   map[string][]HintSlot // hints gathered per owner's peer address
+	hints   atomic.Pointer[hintIndex]
+	hintGen uint64                  // plans that built a hint index (under mu): the newest one's is stored
+	dests   atomic.Pointer[destsOf] // destinations' last answer
+	fwdMu   sync.Mutex
+	fwd     map[string][]HintSlot // hints gathered per owner's peer address
 }
 
 type dbSlot struct{ db, slot int }
@@ -388,7 +389,6 @@ func (r *Replicator) plan(ctx context.Context) {
 		}
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	for k, l := range r.loops {
 		if slots, ok := want[k]; !ok || !sameSlots(slots, l.slots) {
 			l.stop()
@@ -403,8 +403,19 @@ func (r *Replicator) plan(ctx context.Context) {
 		}
 	}
 	r.planLogs(ctx, wantLogs, r.destinations(st))
-	r.hints.Store(r.buildHints(st, ring))
+	loops := maps.Clone(r.loops)
 	r.planned = in
+	r.hintGen++
+	gen := r.hintGen
+	r.mu.Unlock()
+	// Outside the lock: the slots' owners are 16,384 lookups. A plan that ran meanwhile (a
+	// flush's, beside Run's) stored newer loops' index, which this one must not replace.
+	idx := r.buildHints(st, ring, loops)
+	r.mu.Lock()
+	if r.hintGen == gen {
+		r.hints.Store(idx)
+	}
+	r.mu.Unlock()
 }
 
 // planInputs is what plan decides from: the cluster state (immutable, a new pointer per
@@ -717,9 +728,7 @@ func (r *Replicator) trimNow(ctx context.Context, c redis.Cmdable, k dbSlot, ids
 		r.log.Debug("trim", "slot", k.slot, "err", err)
 	}
 	if idx := r.hints.Load(); idx != nil { // their next outbox scan reads the new length
-		for _, l := range idx.of(k.db, k.slot) {
-			l.touch(k.slot)
-		}
+		idx.each(k.db, k.slot, func(l *loop) { l.touch(k.slot) })
 	}
 }
 
