@@ -125,8 +125,10 @@ func (r *chaosRun) removeCutNode(hold time.Duration) string {
 			via = m
 		}
 	}
-	waitFor(r.t, 30*time.Second, "node remove "+n.ID, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	waitFor(r.t, 45*time.Second, "node remove "+n.ID, func() error {
+		// A removal waits node.RemoveGrace between Raft and the cluster state; a call cut
+		// shorter starts over, its wait with it.
+		ctx, cancel := context.WithTimeout(context.Background(), node.RemoveGrace+10*time.Second)
 		defer cancel()
 		err := via.Client().RemoveNode(ctx, n.ID)
 		if err != nil && !r.isMember(via, n.ID) {

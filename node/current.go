@@ -40,8 +40,8 @@ const LeaseTimeout = 3 * time.Second
 // RemoveGrace is how long the leader waits between taking a node out of Raft and committing its
 // removal from the cluster state: the node's lease (LeaseTimeout) has then lapsed even if it is
 // still running and cut off, plus the time a deposed leader may take to step down
-// (LeaderLeaseTimeout) and a margin for clock rates and scheduling.
-const RemoveGrace = LeaseTimeout + 1500*time.Millisecond
+// (LeaderLeaseTimeout, 1 s) and a margin of 1 s for clock rates and scheduling.
+const RemoveGrace = LeaseTimeout + 2*time.Second
 
 // readIndexWait bounds one readIndex round trip and the catch-up that follows before the reason
 // is refreshed and the leader asked again.

@@ -140,7 +140,13 @@ func newRaft(cfg *Config, layer raft.StreamLayer, m *stateMachine, logOut io.Wri
 	rc.LocalID = raft.ServerID(cfg.ID)
 	rc.HeartbeatTimeout = 1000 * time.Millisecond
 	rc.ElectionTimeout = 1000 * time.Millisecond
-	rc.LeaderLeaseTimeout = 500 * time.Millisecond
+	// A leader steps down after this long without a quorum's answers. hashicorp/raft's 500 ms
+	// (a LAN's) made a loaded host's leader step down every 5-10 s when the answers, through
+	// the integration tests' relays, took 500-700 ms: no leader for up to 30 s at a time, and
+	// migrations whose slot owner never held its lease long enough to switch. 1 s (the most
+	// hashicorp/raft allows: the heartbeat timeout) cut the step-downs 3-5 times in the same
+	// runs. RemoveGrace grew by the same 0.5 s, keeping its 1 s margin over it.
+	rc.LeaderLeaseTimeout = 1000 * time.Millisecond
 	rc.SnapshotThreshold = 8192
 	rc.SnapshotInterval = 30 * time.Second
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: logOut})
