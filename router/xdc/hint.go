@@ -108,7 +108,7 @@ func (r *Replicator) HandleHint(_ context.Context, req HintRequest) (struct{}, e
 }
 
 // buildHints indexes loops (plan's, taken under r.mu) by database and the slots' owners in
-// this DC. It reads nothing else of the replicator's, so plan runs it without the lock.
+// this DC. It needs no lock, so plan runs it after unlocking.
 func (r *Replicator) buildHints(st *fsm.State, ring []fsm.RingEntry, loops map[loopKey]*loop) *hintIndex {
 	// At the data format with group logs WRITE records in the log, which its shipper follows:
 	// a write hints no slot's loop.

@@ -2,14 +2,13 @@ package xdc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/migrate"
@@ -135,19 +134,12 @@ func (r *Replicator) Moved(ctx context.Context, st *fsm.State, m *fsm.Migration)
 	}
 	// The databases at once, a few at a time: one after the other, 16 databases' round trips
 	// took the mover seconds on a loaded host, and its switch waits for them.
-	sem := make(chan struct{}, movedParallel)
-	errs := make([]error, len(dbs))
-	var wg sync.WaitGroup
-	for i, db := range dbs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			errs[i] = r.movedIn(ctx, src, dst, db, keys, slots, others)
-		}()
+	var g errgroup.Group
+	g.SetLimit(movedParallel)
+	for _, db := range dbs {
+		g.Go(func() error { return r.movedIn(ctx, src, dst, db, keys, slots, others) })
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return g.Wait()
 }
 
 // movedParallel bounds the databases Moved copies positions in at once.
@@ -189,8 +181,10 @@ func (r *Replicator) movedIn(ctx context.Context, src, dst *fsm.Group, db int, k
 func movedPositions(h map[string]string, slots []int) []any {
 	own := map[int]string{}
 	for k, v := range h {
-		if n, err := strconv.Atoi(strings.TrimPrefix(k, "s")); err == nil && strings.HasPrefix(k, "s") {
-			own[n] = v
+		if rest, ok := strings.CutPrefix(k, "s"); ok {
+			if n, err := strconv.Atoi(rest); err == nil {
+				own[n] = v
+			}
 		}
 	}
 	f := h["f"]
