@@ -352,6 +352,9 @@ func (s *logShipper) run(ctx context.Context) {
 				switch {
 				case lerr != nil:
 					err = lerr
+				case loss.unshipped != "":
+					g.r.log.Error("group log: the failed-over master's log holds a write at or below the destination's position that was never shipped; the group is copied there in full",
+						"log", g.log.String(), "to", s.dest, "position", prev, "write", loss.unshipped)
 				case loss.known && loss.lost == 0:
 					g.r.log.Info("group log: the destination's position is a heartbeat the failed-over master's replica lacked; shipping on",
 						"log", g.log.String(), "to", s.dest, "position", prev)
@@ -532,7 +535,9 @@ func (s *logShipper) read(ctx context.Context, pos string, kept bool) ([]Entry, 
 }
 
 // contiguous checks that the log holds every entry after pos: pos itself (trims keep every
-// destination's position), or, for "", every entry it was ever given.
+// destination's position), or, for "", every entry it was ever given. When this process saw
+// the destination apply pos, the entry there must be the one it applied (logMemos.differs: a
+// promoted replica can hold another with that id).
 func (s *logShipper) contiguous(ctx context.Context, pos string) error {
 	if pos == "" || pos == "0-0" { // "0-0": a slot whose group had applied nothing (Moved)
 		info, err := s.g.c.XInfoStream(ctx, LogKey).Result()
@@ -547,12 +552,16 @@ func (s *logShipper) contiguous(ctx context.Context, pos string) error {
 		}
 		return nil
 	}
-	n, err := s.g.c.XRangeN(ctx, LogKey, pos, pos, 1).Result()
+	raw, err := s.g.c.Do(ctx, "XRANGE", LogKey, pos, pos, "COUNT", 1).Slice()
 	if err != nil {
 		return err
 	}
-	if len(n) == 0 {
-		return errBehind
+	at, err := parseRange(raw)
+	if err != nil {
+		return err
+	}
+	if len(at) == 0 || s.g.r.memos.differs(s.memoKey(), pos, at[0]) {
+		return errBehind // cut, or another entry than the one the destination applied there
 	}
 	return nil
 }
