@@ -514,9 +514,11 @@ func (s *logShipper) read(ctx context.Context, pos string, kept bool) ([]Entry, 
 		}
 		s.conn = c
 	}
-	// From the log's start ("0-0") there is no position to check: contiguous checks that the
-	// log was never cut.
-	msgs, kept, err := s.conn.xreadKept(ctx, LogKey, logRead, int(s.g.beat.Milliseconds()), pos, kept && pos != "0-0")
+	// From the log's start ("0-0") there is no position to check: contiguous checks, after
+	// the read, that the log was never cut (a cut between the start's check and the read
+	// would make the read begin after it, and the destination would stand past the hole).
+	check := kept
+	msgs, kept, err := s.conn.xreadKept(ctx, LogKey, logRead, int(s.g.beat.Milliseconds()), pos, check && pos != "0-0")
 	if err != nil {
 		s.conn.close()
 		s.conn = nil
@@ -524,6 +526,11 @@ func (s *logShipper) read(ctx context.Context, pos string, kept bool) ([]Entry, 
 	}
 	if !kept {
 		return nil, errBehind
+	}
+	if check && pos == "0-0" && len(msgs) > 0 {
+		if err := s.contiguous(ctx, pos); err != nil {
+			return nil, err
+		}
 	}
 	out := make([]Entry, len(msgs))
 	for i, m := range msgs {

@@ -2,10 +2,13 @@ package xdc
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redraft/redraft/internal/testredis"
 )
 
 // TestLogCutWhileShipping: the log is cut past the destination's position while its shipper
@@ -75,4 +78,41 @@ func TestLogCutWhileShipping(t *testing.T) {
 		time.Sleep(5 * time.Millisecond) // poll interval
 	}
 	equal("after the log was cut under the shipper")
+}
+
+// TestReadFromStartOfCutLog: a read from the log's start ("0-0", a destination that applied
+// nothing of it) of a log that was cut (its first entries trimmed, as by WRITE's MAXLEN) fails
+// with errBehind, however it was checked before: the read would begin after the cut, and the
+// destination would stand past entries it never got. A log never cut is read.
+func TestReadFromStartOfCutLog(t *testing.T) {
+	ctx := context.Background()
+	c := client(t, testredis.Start(t))
+	g := newLogGroup(nil, c, LogID{DC: "dc1", Group: "g"}, 0, []string{"dc2"}, 20*time.Millisecond)
+	s := g.shippers[0]
+	defer func() {
+		if s.conn != nil {
+			s.conn.close()
+		}
+	}()
+	for i := range 10 {
+		args := []any{"XADD", LogKey, "*"}
+		for _, f := range EntryFields("dc1", [][]string{{"INCR", "k" + strconv.Itoa(i)}}) {
+			args = append(args, f)
+		}
+		if err := c.Do(ctx, args...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if es, err := s.read(ctx, "", true); err != nil || len(es) != 10 {
+		t.Fatalf("a whole log from its start: %d entries, %v", len(es), err)
+	}
+	if err := c.XTrimMaxLen(ctx, LogKey, 5).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if es, err := s.read(ctx, "", true); !errors.Is(err, errBehind) {
+		t.Fatalf("a cut log from its start: %d entries, %v; want errBehind", len(es), err)
+	}
+	if es, err := s.read(ctx, "", false); err != nil || len(es) != 5 {
+		t.Fatalf("unchecked: %d entries, %v", len(es), err)
+	}
 }
