@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/testredis"
 )
 
 // The convergence rules (docs/convergence.md) on three in-process DCs with real
@@ -863,5 +864,52 @@ func TestPullSlotOf(t *testing.T) {
 	}
 	if _, ok := pullSlotOf(MetaKey(5)); ok {
 		t.Errorf("a metadata hash taken for a pull hash")
+	}
+}
+
+// TestPulledStateRefusedKeepsTheKey: a pulled state that cannot be installed (a RESTORE
+// refused: here a payload that is no dump) is answered as an error, and the key keeps its
+// value, its stamp and its pull record, so that the puller tries again; stamping the old value
+// with the pulled state's stamp would make every later write's effect superseded. A good
+// state then installs, with its stamp, and takes the record.
+func TestPulledStateRefusedKeepsTheKey(t *testing.T) {
+	ctx := context.Background()
+	c := client(t, testredis.Start(t))
+	const k = "{p}l"
+	slot := slotString(k)
+	keys := []string{k, MetaKey(slot), PullKey(slot), ElemKey(slot, k)}
+	if err := c.RPush(ctx, k, "a", "b").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.HSet(ctx, MetaKey(slot), "s:"+k, "100:dc1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.HSet(ctx, PullKey(slot), k, "150:dc2").Err(); err != nil {
+		t.Fatal(err)
+	}
+	state := func() string {
+		l := c.LRange(ctx, k, 0, -1).Val()
+		return fmt.Sprintf("%v %s %s", l, c.HGet(ctx, MetaKey(slot), "s:"+k).Val(), c.HGet(ctx, PullKey(slot), k).Val())
+	}
+	_, err := pulledScript.Run(ctx, c, keys, "200:dc2", "r", "", "0", "not a dump", "150:dc2").Result()
+	if err == nil || !strings.Contains(err.Error(), "cannot be installed") {
+		t.Fatalf("a refused RESTORE answered %v", err)
+	}
+	if got, want := state(), "[a b] 100:dc1 150:dc2"; got != want {
+		t.Fatalf("after a refused pull the key is %q, want %q", got, want)
+	}
+	if err := c.RPush(ctx, "{p}src", "x", "y", "z").Err(); err != nil {
+		t.Fatal(err)
+	}
+	dump, err := c.Dump(ctx, "{p}src").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pulledScript.Run(ctx, c, keys, "200:dc2", "r", "", "0", dump, "150:dc2").Slice()
+	if err != nil || len(out) != 2 || out[0] != int64(1) {
+		t.Fatalf("a good pull answered %v, %v", out, err)
+	}
+	if got, want := state(), "[x y z] 200:dc2 "; got != want {
+		t.Fatalf("after a good pull the key is %q, want %q", got, want)
 	}
 }

@@ -74,14 +74,20 @@ return {st, 'r', v, string.format('%.0f', redis.call('PEXPIRETIME', k)), redis.c
 // the key's element hash.
 // ARGV: stamp, kind, counter vector, pxat, dump, the pull record read before the pull. The
 // state is installed when it is newer than the key's; the record is removed unless a newer
-// conflict replaced it meanwhile. It answers {installed 0/1, the record}.
+// conflict replaced it meanwhile. It answers {installed 0/1, the record}, or an error when the
+// state cannot be installed (a RESTORE refused): the key then keeps its state, stamp and
+// record, and the puller tries again, rather than stamping the old value as the new one (every
+// later write's effect would then be skipped as superseded, silently).
 const pulledLua = `#!lua
 local k, meta, pull = KEYS[1], KEYS[2], KEYS[3]
 ` + stampLua + elemLua + `
 local st, done = ARGV[1], 0
 if newer(st, stampOf(k)) then
   local V, E = splitV(ARGV[3])
-  putState(ARGV[2], k, ARGV[4], ARGV[5])
+  local r = putState(ARGV[2], k, ARGV[4], ARGV[5])
+  if type(r) == 'table' and r['err'] then
+    return redis.error_reply('ERR redraft: a pulled state cannot be installed: ' .. r['err'])
+  end
   adopt(k, V)
   restamp(k, st)
   erebase(k, st, E)
