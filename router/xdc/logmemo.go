@@ -49,12 +49,12 @@ type logMemoKey struct {
 // logMemo is what this process knows of a destination's position in a log: the answers it
 // got moved it from `from` to `pos` without a gap, and writes are the last entries with
 // effects (not heartbeats) the destination applied meanwhile, oldest first, at most
-// memoWrites of them. posSum is the digest of the entry at pos, when the memo saw it applied
-// (posKnown). counted is the position whose loss was last counted.
+// memoWrites of them. posKnown is set when the memo saw the entry at pos applied: the last of
+// writes when it had effects, else a heartbeat. counted is the position whose loss was last
+// counted.
 type logMemo struct {
 	from, pos string
 	writes    []memoWrite
-	posSum    uint64
 	posKnown  bool
 	counted   string
 }
@@ -106,10 +106,19 @@ func entrySum(e Entry) uint64 {
 	return h.Sum64()
 }
 
+// sumOf returns the digest of the write id the memo saw applied, when it did.
+func (m *logMemo) sumOf(id string) (uint64, bool) {
+	i, ok := slices.BinarySearchFunc(m.writes, id, func(w memoWrite, id string) int { return CompareIDs(w.id, id) })
+	if !ok {
+		return 0, false
+	}
+	return m.writes[i].sum, true
+}
+
 // applied reports whether the memo saw e applied: a write with its id and digest.
 func (m *logMemo) applied(e Entry) bool {
-	i, ok := slices.BinarySearchFunc(m.writes, e.ID, func(w memoWrite, id string) int { return CompareIDs(w.id, id) })
-	return ok && m.writes[i].sum == entrySum(e)
+	sum, ok := m.sumOf(e.ID)
+	return ok && sum == entrySum(e)
 }
 
 // logMemos are the memos of one process.
@@ -155,19 +164,13 @@ func (ms *logMemos) answered(k logMemoKey, prev string, entries []Entry, pos str
 		if c > 0 {
 			break
 		}
-		var sum uint64
-		if len(e.Cmds) > 0 || c == 0 {
-			sum = entrySum(e)
-		}
-		if c == 0 {
-			m.posSum, m.posKnown = sum, true
-		}
+		m.posKnown = m.posKnown || c == 0
 		if len(e.Cmds) > 0 {
 			if len(m.writes) == memoWrites {
 				m.writes = append(m.writes[:0], m.writes[memoWrites/2:]...)
 				m.from = m.writes[0].id // what came before is no longer known entry by entry
 			}
-			m.writes = append(m.writes, memoWrite{id: e.ID, sum: sum})
+			m.writes = append(m.writes, memoWrite{id: e.ID, sum: entrySum(e)})
 		}
 	}
 	m.pos = pos
@@ -179,13 +182,16 @@ func (ms *logMemos) answered(k logMemoKey, prev string, entries []Entry, pos str
 func (ms *logMemos) differs(k logMemoKey, pos string, e Entry) bool {
 	ms.mu.Lock()
 	m := ms.m[k]
-	known := m != nil && m.pos == pos && m.posKnown
-	var sum uint64
-	if known {
-		sum = m.posSum
+	if m == nil || m.pos != pos || !m.posKnown {
+		ms.mu.Unlock()
+		return false
 	}
+	sum, write := m.sumOf(pos)
 	ms.mu.Unlock()
-	return known && entrySum(e) != sum
+	if !write { // a heartbeat was applied there
+		return len(e.Cmds) > 0
+	}
+	return entrySum(e) != sum
 }
 
 // failoverLoss is what a destination standing at pos applied that the log on c (a promoted

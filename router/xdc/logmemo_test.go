@@ -66,6 +66,13 @@ func TestLogMemo(t *testing.T) {
 	if m := ms.m[k]; len(m.writes) != memoWrites/2+1 || m.from != fmt.Sprintf("100-%d", memoWrites/2+1) || m.writes[0].id != m.from {
 		t.Errorf("after %d writes: from %s, %d writes kept from %s", memoWrites+1, m.from, len(m.writes), m.writes[0].id)
 	}
+	// At a write, the entry there is told by its digest.
+	w := logMemoKey{log: k.log, dest: "dc3"}
+	ms.started(w, "1-0")
+	ms.answered(w, "1-0", []Entry{memoBeat("2-0"), memoSet("3-0", "a")}, "3-0")
+	if ms.differs(w, "3-0", memoSet("3-0", "a")) || !ms.differs(w, "3-0", memoSet("3-0", "b")) || !ms.differs(w, "3-0", memoBeat("3-0")) {
+		t.Error("differs at a write: the same write is the entry applied, another write or a heartbeat is not")
+	}
 	if entrySum(memoSet("1-0", "a")) != entrySum(memoSet("2-0", "a")) || entrySum(memoSet("1-0", "a")) == entrySum(memoSet("1-0", "b")) ||
 		entrySum(Entry{DC: "dc1", Cmds: WireCmds{{"SET", "ab", "c"}}}) == entrySum(Entry{DC: "dc1", Cmds: WireCmds{{"SET", "a", "bc"}}}) {
 		t.Error("entrySum: a digest of the contents, not of the id, with the arguments' bounds")
