@@ -398,11 +398,18 @@ func (r *convRun) finish(rounds int) {
 		}
 	}
 	r.t.Logf("at the end every DC was compared over %d keys (values and expiry presence)", len(ref))
+	collected := 0.0 // the collector runs its script through the router, as a client's
 	for _, n := range r.x.nodes {
-		if v, err := divergedEffects(n.proc); err != nil || v != 0 {
+		if v, err := nodeMetric(n.proc, "redraft_replication_diverged_effects_total"); err != nil || v != 0 {
 			r.t.Errorf("%s: redraft_replication_diverged_effects_total = %v (%v), want 0", n.ID, v, err)
 		}
+		v, err := nodeMetric(n.proc, "redraft_replication_tombstones_collected_total")
+		if err != nil {
+			r.t.Errorf("%s: %v", n.ID, err)
+		}
+		collected += v
 	}
+	r.t.Logf("tombstones collected, all nodes: %.0f", collected)
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "family\tkeys\tacknowledged\tfailed\tunknown\tkey-rounds checked\tDCs differ\tviolations\t")
@@ -461,8 +468,8 @@ func orAbsent(s string, ok bool) string {
 	return s
 }
 
-// divergedEffects reads redraft_replication_diverged_effects_total from p's /metrics.
-func divergedEffects(p *proc) (float64, error) {
+// nodeMetric reads the value of a metric without labels from p's /metrics.
+func nodeMetric(p *proc, name string) (float64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+p.Admin+"/metrics", nil)
@@ -479,9 +486,9 @@ func divergedEffects(p *proc) (float64, error) {
 		return 0, fmt.Errorf("/metrics: %v", err)
 	}
 	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == "redraft_replication_diverged_effects_total" {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == name {
 			return strconv.ParseFloat(f[1], 64)
 		}
 	}
-	return 0, fmt.Errorf("no redraft_replication_diverged_effects_total in /metrics")
+	return 0, fmt.Errorf("no %s in /metrics", name)
 }

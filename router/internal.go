@@ -109,10 +109,12 @@ func (c *client) collect(reqs []*backend.Request) ([][]byte, error) {
 // or failover concerns (the receiving side of replication applies a request's entries with it):
 // it admits all of them under one admission, counted in flight for the freeze barrier as
 // Internal is, calls build once per group with the positions (in slots) of the slots that
-// group serves and those left out, and sends each group's commands pipelined, one round trip per group, all
-// groups at once. It returns each group's positions and replies, and the positions it left
-// out (a migration or failover entry, or no group), which the caller runs through
-// InternalBatch. The commands must only name keys of their positions' slots.
+// group serves and those left out, and sends each group's commands pipelined, one round trip
+// per group, all groups at once. It returns each group's positions and replies, or the error
+// that lost that group's replies (the other groups' stand: a caller must still count what
+// they did), and the positions it left out (a migration or failover entry, or no group),
+// which the caller runs through InternalBatch. The commands must only name keys of their
+// positions' slots.
 func (s *Server) InternalOwned(ctx context.Context, db int, slots []int, build func(pos, rest []int) [][]string) ([]xdc.OwnedReplies, []int, error) {
 	if db < 0 || db >= s.cfg.Databases {
 		return nil, nil, fmt.Errorf("router: Internal: database %d out of range", db)
@@ -182,16 +184,8 @@ func (s *Server) InternalOwned(ctx context.Context, db int, slots []int, build f
 		}
 	}
 	c.flushBackends()
-	var firstErr error
 	for j := range reqs { // every group's replies are waited for, even after an error
-		replies, err := c.collect(reqs[j])
-		if err != nil && firstErr == nil {
-			firstErr = err
-		}
-		out[j].Replies = replies
-	}
-	if firstErr != nil {
-		return nil, nil, firstErr
+		out[j].Replies, out[j].Err = c.collect(reqs[j])
 	}
 	return out, rest, nil
 }

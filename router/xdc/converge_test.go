@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -912,4 +913,208 @@ func TestPulledStateRefusedKeepsTheKey(t *testing.T) {
 	if got, want := state(), "[x y z] 200:dc2 "; got != want {
 		t.Fatalf("after a good pull the key is %q, want %q", got, want)
 	}
+}
+
+// TestConflictPulledAfterAGroupFailed: APPLY calls that recorded conflicts in both groups of
+// a DC, one group answering and the other's connection failing after its calls ran, are sent
+// again and find their entries applied, reporting nothing; the conflicts of both groups are
+// still pulled, and the DCs converge without a restart of the node.
+func TestConflictPulledAfterAGroupFailed(t *testing.T) {
+	for _, format := range []int{fsm.FirstDataFormat, LogDataFormat} {
+		t.Run(fmt.Sprintf("format=%d", format), func(t *testing.T) { conflictPulledAfterAGroupFailed(t, format) })
+	}
+}
+
+func conflictPulledAfterAGroupFailed(t *testing.T, format int) {
+	keys := []string{"{l}l", "{z}l"} // in b, the second is the second group's
+	srv := testredis.Start(t)
+	rc2 := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { rc2.Close() })
+	fail := new(atomic.Int32)
+	_, dcs := startDCsWith(t, func(c *Config) {
+		node := c.Local.(nodeOf)
+		if node.dc.name != "b" { // the last: the state is complete once b's group is added
+			return
+		}
+		addGroup(t, node.net, "b", "g-b2", srv.Addr, slotString(keys[1]))
+		if format > fsm.FirstDataFormat {
+			raiseFormat(t, node.net, format)
+		}
+		c.Local = twoGroups{Local: node, second: nodeOf{net: node.net, dc: &testDC{name: "b", rc: rc2}},
+			slot: slotString(keys[1]), fail: fail}
+	}, "a", "b")
+	a, b := dcs[0], dcs[1]
+	b2 := &testDC{name: "b", rc: rc2, repl: b.repl} // b as its second group's keys see it
+	on := func(k string) []*testDC {
+		if k == keys[1] {
+			return []*testDC{a, b2}
+		}
+		return dcs
+	}
+	for _, k := range keys {
+		a.write(t, "RPUSH", k, "base")
+		waitEqual(t, on(k), 10*time.Second, k, stateOf(k), "list [base]")
+	}
+	cutAll(dcs, true)
+	for _, k := range keys {
+		on(k)[1].write(t, "RPUSH", k, "b1")
+	}
+	later()
+	for _, k := range keys { // newer than b's: b is to pull a's whole state
+		a.write(t, "RPUSH", k, "a1")
+	}
+	fail.Store(2)
+	cutAll(dcs, false)
+	for _, k := range keys {
+		waitEqual(t, on(k), 10*time.Second, k, stateOf(k), "list [base a1]")
+	}
+	if fail.Load() >= 0 {
+		t.Fatal("the second group's calls did not fail twice")
+	}
+}
+
+// addGroup adds a group at addr to dc in n's cluster state and gives it slot.
+func addGroup(t *testing.T, n *testNet, dc, group, addr string, slot int) {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, c := range []fsm.Command{
+		&fsm.AddGroup{DC: dc, Group: fsm.Group{ID: group, Master: addr}},
+		&fsm.AssignSlots{DC: dc, Group: group, Ranges: []fsm.SlotRange{{From: slot, To: slot}}, Force: true},
+	} {
+		st, err := fsm.ApplyCommand(n.st, n.st.Index+1, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.st = st
+	}
+}
+
+// twoGroups is the Local of a DC of two groups: the second (its Local, second) serves slot,
+// the first everything else. The next fail calls of the second group run but lose their
+// replies, as when its connection breaks after the request went out.
+type twoGroups struct {
+	Local
+	second Local
+	slot   int
+	fail   *atomic.Int32
+}
+
+func (g twoGroups) InternalBatch(ctx context.Context, db, slot int, keys []string, cmds [][]string) ([][]byte, error) {
+	if slot == g.slot {
+		return g.second.InternalBatch(ctx, db, slot, keys, cmds)
+	}
+	return g.Local.InternalBatch(ctx, db, slot, keys, cmds)
+}
+
+func (g twoGroups) InternalOwned(ctx context.Context, db int, slots []int, build func(pos, rest []int) [][]string) ([]OwnedReplies, []int, error) {
+	var parts [2][]int
+	for i, sl := range slots {
+		k := 0
+		if sl == g.slot {
+			k = 1
+		}
+		parts[k] = append(parts[k], i)
+	}
+	var out []OwnedReplies
+	for k, pos := range parts {
+		if len(pos) == 0 {
+			continue
+		}
+		replies, err := []Local{g.Local, g.second}[k].InternalBatch(ctx, db, slots[pos[0]], nil, build(pos, nil))
+		if k == 1 && g.fail.Add(-1) >= 0 {
+			replies, err = nil, errors.New("the second group's connection was reset")
+		}
+		out = append(out, OwnedReplies{Pos: pos, Replies: replies, Err: err})
+	}
+	return out, nil, nil
+}
+
+// TestCollectorSkipsAMigratingSlot: the collector takes a key it finds absent for a tombstone,
+// and during a migration a live key may be on the other group: it leaves a slot alone while a
+// migration or failover concerns it here (its Local leaves the slot out), and collects its
+// tombstones once none does.
+func TestCollectorSkipsAMigratingSlot(t *testing.T) {
+	for _, format := range []int{fsm.FirstDataFormat, LogDataFormat} {
+		t.Run(fmt.Sprintf("format=%d", format), func(t *testing.T) { collectorSkipsAMigratingSlot(t, format) })
+	}
+}
+
+func collectorSkipsAMigratingSlot(t *testing.T, format int) {
+	slot := slotString("{g}k")
+	var held atomic.Bool
+	var skipped atomic.Int32
+	_, dcs := startDCsWith(t, func(c *Config) {
+		node := c.Local.(nodeOf)
+		switch node.dc.name {
+		case "a": // its collector runs when the test says
+			c.CollectEvery = time.Hour
+			c.Local = heldSlot{Local: node, slot: slot, held: &held, skipped: &skipped}
+		case "c":
+			if format > fsm.FirstDataFormat {
+				raiseFormat(t, node.net, format)
+			}
+		}
+	}, "a", "b", "c")
+	a := dcs[0]
+	ctx := context.Background()
+	a.write(t, "SET", "{g}k", "v")
+	later()
+	a.write(t, "DEL", "{g}k")
+	later()
+	for _, d := range dcs[1:] { // writes of the slot after the tombstone: a may collect it
+		d.write(t, "SET", "{g}by-"+d.name, d.name)
+		waitEqual(t, dcs, 10*time.Second, d.name, stateOf("{g}by-"+d.name), "string "+d.name)
+	}
+	meta := MetaKey(slot)
+	tomb := func() bool {
+		n, err := a.rc.HExists(ctx, meta, "s:{g}k").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	held.Store(true)
+	for deadline := time.Now().Add(20 * time.Second); skipped.Load() < 2 && tomb(); a.repl.collect(ctx) {
+		if time.Now().After(deadline) {
+			t.Fatal("a's collector never looked at the slot")
+		}
+	}
+	if !tomb() {
+		t.Fatal("a collected a tombstone of a slot in a migration")
+	}
+	held.Store(false)
+	for deadline := time.Now().Add(20 * time.Second); tomb(); a.repl.collect(ctx) {
+		if time.Now().After(deadline) {
+			t.Fatal("a never collected the tombstone once the migration ended")
+		}
+	}
+}
+
+// heldSlot is a DC's Local whose InternalOwned leaves slot out while held, as a migration or
+// failover of it does, counting the calls it left it out of (skipped).
+type heldSlot struct {
+	Local
+	slot    int
+	held    *atomic.Bool
+	skipped *atomic.Int32
+}
+
+func (h heldSlot) InternalOwned(ctx context.Context, db int, slots []int, build func(pos, rest []int) [][]string) ([]OwnedReplies, []int, error) {
+	var pos, rest []int
+	for i, sl := range slots {
+		if sl == h.slot && h.held.Load() {
+			rest = append(rest, i)
+		} else {
+			pos = append(pos, i)
+		}
+	}
+	if len(rest) > 0 {
+		h.skipped.Add(1)
+	}
+	if len(pos) == 0 {
+		return nil, rest, nil
+	}
+	replies, err := h.InternalBatch(ctx, db, 0, nil, build(pos, rest))
+	return []OwnedReplies{{Pos: pos, Replies: replies, Err: err}}, rest, nil
 }

@@ -339,6 +339,9 @@ func (r *Replicator) perSlot(ctx context.Context, db int, slots []int, cmd func(
 		}
 		return cmds
 	})
+	if err == nil {
+		err = ownedErr(parts)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -453,6 +456,7 @@ func (r *Replicator) HandleLogCopy(ctx context.Context, req LogCopyRequest) (str
 		return []string{"SET", CopyLockKey(slot), token, "NX", "PX", strconv.FormatInt(copyLockTTL.Milliseconds(), 10)}
 	})
 	if err != nil {
+		locked = slots // the groups that answered hold their locks: release them (by token)
 		return struct{}{}, err
 	}
 	busy := -1

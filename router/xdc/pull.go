@@ -103,11 +103,39 @@ var (
 	pulledScript   = redis.NewScript(pulledLua)
 )
 
-// pullSet is the set of (database, slot) whose pull hash has records, as this node knows it.
+// pullSet is the set of (database, slot) whose pull hash has records, as this node knows it,
+// and the slots it suspects of holding some (suspect).
 type pullSet struct {
-	mu   sync.Mutex
-	set  map[dbSlot]bool
-	wake chan struct{}
+	mu       sync.Mutex
+	set      map[dbSlot]bool
+	suspects map[dbSlot]bool
+	wake     chan struct{}
+}
+
+// suspect marks a slot whose APPLY lost its answer (its group's connection failed): the call
+// may have run and recorded conflicts that no answer reported, and its entries, sent again,
+// are then skipped without a word. The slot is noted once an APPLY of it answers again
+// (settle), not now: its group is likely still unreachable, and the puller would only fail
+// and retry.
+func (p *pullSet) suspect(db, slot int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.suspects == nil {
+		p.suspects = map[dbSlot]bool{}
+	}
+	p.suspects[dbSlot{db, slot}] = true
+}
+
+// settle notes a suspected slot (suspect) now that an APPLY of it answered.
+func (p *pullSet) settle(db, slot int) {
+	p.mu.Lock()
+	k := dbSlot{db, slot}
+	was := p.suspects[k]
+	delete(p.suspects, k)
+	p.mu.Unlock()
+	if was {
+		p.note(db, slot)
+	}
 }
 
 // note marks a slot's pull hash as holding records and wakes the puller.

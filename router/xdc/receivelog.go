@@ -166,12 +166,14 @@ func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse
 			return LogResponse{}, err
 		}
 		if load {
-			for j := range parts {
-				parts[j].Replies = parts[j].Replies[1:]
-			}
+			dropLoad(parts)
 		}
 		if !load && funcMissing(parts) {
 			continue
+		}
+		if err := ownedErr(parts); err != nil {
+			r.logPartlyApplied(req, slots, parts)
+			return LogResponse{}, err
 		}
 		res, err := logAnswer(req, reps, slots, parts, cutWhy)
 		res.Migrating = groups.migrating
@@ -187,14 +189,47 @@ func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse
 // (tally), and has the slots whose entries may have recorded conflicts pulled (pull.go): the
 // answer does not say which slots did, and a slot without records costs the puller one read.
 func (r *Replicator) logApplied(req LogRequest, res LogResponse) {
-	if !r.tally(res.Errors, res.FirstError, res.Superseded, res.Conflicts, "source", req.Log.String()) {
-		return
+	conflicts := r.tally(res.Errors, res.FirstError, res.Superseded, res.Conflicts, "source", req.Log.String())
+	effectSlots(req.Entries, nil, func(slot int) {
+		if conflicts {
+			r.pulls.note(req.DB, slot)
+		} else {
+			r.pulls.settle(req.DB, slot)
+		}
+	})
+}
+
+// logPartlyApplied is logApplied for a range some groups applied and others may not have
+// (their calls failed, parts' Err): the groups that answered are counted and their slots
+// with conflicts pulled now, since the range sent again finds their entries applied and
+// reports nothing of them; the slots of a group that did not answer are suspected (its calls
+// may have run), to be pulled once it answers again.
+func (r *Replicator) logPartlyApplied(req LogRequest, slots []int, parts []OwnedReplies) {
+	for _, part := range parts {
+		mine := make(map[int]bool, len(part.Pos))
+		for _, p := range part.Pos {
+			mine[slots[p]] = true
+		}
+		a, err := groupAnswer(part.Replies)
+		switch {
+		case part.Err != nil || err != nil:
+			effectSlots(req.Entries, mine, func(slot int) { r.pulls.suspect(req.DB, slot) })
+		case r.tally(a.Errors, a.FirstError, a.Superseded, a.Conflicts, "source", req.Log.String()):
+			effectSlots(req.Entries, mine, func(slot int) { r.pulls.note(req.DB, slot) })
+		default:
+			effectSlots(req.Entries, mine, func(slot int) { r.pulls.settle(req.DB, slot) })
+		}
 	}
-	noted := map[int]bool{}
-	for _, e := range req.Entries {
-		if _, _, handoff := IsHandoff(e.Cmds); len(e.Cmds) > 0 && !handoff && !noted[e.Slot] {
-			noted[e.Slot] = true
-			r.pulls.note(req.DB, e.Slot)
+}
+
+// effectSlots calls f once for each slot of entries with effects (not a heartbeat or a
+// handoff) that is in of (every slot when of is nil).
+func effectSlots(entries []LogEntry, of map[int]bool, f func(slot int)) {
+	done := map[int]bool{}
+	for _, e := range entries {
+		if _, _, handoff := IsHandoff(e.Cmds); len(e.Cmds) > 0 && !handoff && !done[e.Slot] && (of == nil || of[e.Slot]) {
+			done[e.Slot] = true
+			f(e.Slot)
 		}
 	}
 }

@@ -71,9 +71,7 @@ func (r *Replicator) HandleApply(ctx context.Context, req ApplyRequest) (ApplyRe
 			return cmds
 		})
 		if err == nil && load {
-			for j := range parts {
-				parts[j].Replies = parts[j].Replies[1:]
-			}
+			dropLoad(parts)
 		}
 		if err != nil || load || !funcMissing(parts) {
 			break
@@ -86,6 +84,14 @@ func (r *Replicator) HandleApply(ctx context.Context, req ApplyRequest) (ApplyRe
 		return out, nil
 	}
 	for _, part := range parts {
+		if part.Err != nil { // the group's calls may have run: their conflicts are unknown
+			for _, p := range part.Pos {
+				i := idx[p]
+				out.Results[i].Error = part.Err.Error()
+				r.pulls.suspect(req.DB, req.Batches[i].Slot)
+			}
+			continue
+		}
 		pos, chunks := part.Pos, applyChunks(at(part.Pos))
 		for j, ch := range chunks {
 			res := r.applied(req.Source, req.DB, ch, part.Replies[j])
@@ -127,6 +133,16 @@ func funcMissing(parts []OwnedReplies) bool {
 		}
 	}
 	return false
+}
+
+// dropLoad removes the reply of loadCall, the first, from the replies of the groups that
+// answered.
+func dropLoad(parts []OwnedReplies) {
+	for j := range parts {
+		if parts[j].Err == nil {
+			parts[j].Replies = parts[j].Replies[1:]
+		}
+	}
 }
 
 // loadCall is FUNCTION LOAD of the library.
@@ -173,6 +189,8 @@ func (r *Replicator) applied(source string, db int, batches []WireBatch, reply [
 		}
 		if r.tally(a.Errors, a.FirstError, a.Superseded, a.Conflicts, "source", source, "slot", b.Slot) {
 			r.pulls.note(db, b.Slot)
+		} else {
+			r.pulls.settle(db, b.Slot)
 		}
 	}
 	return out
@@ -219,6 +237,29 @@ func (r *Replicator) runScript(ctx context.Context, db, slot int, sha, body stri
 		v, err = r.internal(ctx, db, slot, keys, args)
 	}
 	return v, err
+}
+
+// runOwnedScript is runScript for a slot that no migration or failover may concern while the
+// script runs (Local.InternalOwned admits it, and a migration's freeze waits for it): it
+// reports false, having run nothing, when one does. A script that reads keys it cannot
+// declare needs it: during a migration they are on either group.
+func (r *Replicator) runOwnedScript(ctx context.Context, db, slot int, sha, body string, keys []string, argv []any) (resp.Value, bool, error) {
+	args := callArgs("EVALSHA", sha, keys, argv)
+	for {
+		parts, _, err := r.cfg.Local.InternalOwned(ctx, db, []int{slot}, func(_, _ []int) [][]string { return [][]string{args} })
+		if err == nil {
+			err = ownedErr(parts)
+		}
+		if err != nil || len(parts) == 0 {
+			return resp.Value{}, false, err
+		}
+		v, err := parseReply(args, parts[0].Replies[0])
+		if err == nil && v.IsError() && strings.HasPrefix(string(v.Str), "NOSCRIPT") && args[0] != "EVAL" {
+			args[0], args[1] = "EVAL", body
+			continue
+		}
+		return v, true, err
+	}
 }
 
 // runFunc calls fn, a function of the library, through the router; when the server does

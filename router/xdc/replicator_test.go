@@ -120,10 +120,7 @@ func (c nodeOf) InternalOwned(ctx context.Context, db int, slots []int, build fu
 		pos[i] = i
 	}
 	replies, err := c.InternalBatch(ctx, db, 0, nil, build(pos, nil))
-	if err != nil {
-		return nil, nil, err
-	}
-	return []OwnedReplies{{Pos: pos, Replies: replies}}, nil, nil
+	return []OwnedReplies{{Pos: pos, Replies: replies, Err: err}}, nil, nil
 }
 
 // InternalBatch runs cmds on the DC's one redis-server (no routing to do with one group).

@@ -61,15 +61,30 @@ type Local interface {
 	// InternalOwned runs, for the slots no migration or failover concerns, the commands build
 	// returns for each group's share of them (positions in slots; rest, the same in every
 	// call, are the positions left out), in one round trip per group under one admission; it
-	// returns each group's positions and replies, and the positions left for InternalBatch.
+	// returns each group's positions and replies (or its error: a group that failed does not
+	// void the others' replies), and the positions left for InternalBatch. Its own error is
+	// for a call that reached no group.
 	InternalOwned(ctx context.Context, db int, slots []int, build func(pos, rest []int) [][]string) ([]OwnedReplies, []int, error)
 }
 
 // OwnedReplies are one group's share of an InternalOwned call: the positions (in the call's
-// slots) it served, and the replies of the commands built for them, in order.
+// slots) it served, and the replies of the commands built for them, in order, or Err.
 type OwnedReplies struct {
 	Pos     []int
 	Replies [][]byte
+	// Err is why the group's replies are missing (its connection failed): its commands may
+	// or may not have run.
+	Err error
+}
+
+// ownedErr is the first group's error of parts, nil when every group answered.
+func ownedErr(parts []OwnedReplies) error {
+	for _, p := range parts {
+		if p.Err != nil {
+			return p.Err
+		}
+	}
+	return nil
 }
 
 // WireEntry is one outbox entry on the wire.
