@@ -6,6 +6,7 @@ import (
 	"github.com/redraft/redraft/router/backend"
 	"github.com/redraft/redraft/router/command"
 	"github.com/redraft/redraft/router/resp"
+	"github.com/redraft/redraft/router/xdc"
 )
 
 type splitKind uint8
@@ -68,7 +69,7 @@ func (c *client) split(spec *command.Spec, cmd resp.Command) {
 		if kind == splitMGet && snap.migrating > 0 && c.mgetSource(snap, sl, cmd.Raw, args) {
 			return // answered by a migration's source (sourceread.go)
 		}
-		err = c.moveSplitKeys(snap, sl, args, step)
+		err = c.moveSplitKeys(snap, sl, args, step, xw && c.snap.multiDC)
 		if err == nil && xw && c.snap.multiDC {
 			err = c.moveOutboxes(snap, sl)
 		}
@@ -142,8 +143,10 @@ func (c *client) split(spec *command.Spec, cmd resp.Command) {
 }
 
 // moveSplitKeys checks that every key's slot is served and moves the keys of migrating slots
-// off their sources (per migration, in the session's database).
-func (c *client) moveSplitKeys(snap *snapshot, sl []uint16, args [][]byte, step int) error {
+// off their sources (per migration, in the session's database), with their element hashes
+// when elems (a write through WRITE: it reads and records them as any write does, so they
+// must be where it runs, not left on the source to replace the target's later).
+func (c *client) moveSplitKeys(snap *snapshot, sl []uint16, args [][]byte, step int, elems bool) error {
 	var moving []*migEntry
 	for _, s := range sl {
 		e := &snap.slots[s]
@@ -160,6 +163,9 @@ func (c *client) moveSplitKeys(snap *snapshot, sl []uint16, args [][]byte, step 
 		for i, s := range sl {
 			if snap.slots[s].m == m {
 				kb = append(kb, args[1+i*step])
+				if elems {
+					kb = append(kb, []byte(xdc.ElemKey(int(s), string(args[1+i*step]))))
+				}
 				if first < 0 {
 					first = int(s)
 				}
