@@ -363,13 +363,19 @@ func (m *Mover) runMove(ctx context.Context, src *redis.Client, db int, keys []s
 
 // Internal key names. The temp key and fence (on the target) hash to the key's slot, so they
 // live where the key lives and move with nothing. Locks (on the source) are fields of
-// LocksKey; lockPrefix names redraft's other locks (a DC copy's, router/xdc), which movers
-// never move either.
+// LocksKey; lockPrefix names the movers' other locks, which they never move, and
+// CopyLockPrefix a slot's copy lock (router/xdc), which they do.
 const (
 	lockPrefix  = "__redraft:lock"
 	tmpPrefix   = "__redraft:tmp:"
 	fencePrefix = "__redraft:tmp:fence:"
 )
+
+// CopyLockPrefix starts the key of a slot's copy lock (router/xdc: set while a full copy
+// replaces the slot in a DC, or reads it for another DC), which every write of the slot
+// checks where it runs. It moves with the slot like its data: a copy that began before a
+// migration holds the slot on the target too, and writes there wait for it.
+const CopyLockPrefix = lockPrefix + ":cp:"
 
 // maxBatchKeys bounds BatchKeys: the scripts pass a batch's keys to one command (HMGET, HSET,
 // MGET, DEL), and Lua unpacks at most a few thousand values.

@@ -41,7 +41,7 @@ func scanSlots(ctx context.Context, c *redis.Client, slots *SlotSet, cursor stri
 	}
 	keys := all[:0:0]
 	for _, k := range all {
-		if strings.HasPrefix(k, lockPrefix) || strings.HasPrefix(k, tmpPrefix) || k == FenceKey || k == DirtyKey ||
+		if strings.HasPrefix(k, lockPrefix) && !strings.HasPrefix(k, CopyLockPrefix) || strings.HasPrefix(k, tmpPrefix) || k == FenceKey || k == DirtyKey ||
 			strings.HasPrefix(k, LogKey) || strings.HasPrefix(k, LogInboxPrefix) {
 			continue
 		}

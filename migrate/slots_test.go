@@ -41,14 +41,14 @@ func TestScanSlotsFiltersAndKeepsInternalKeys(t *testing.T) {
 	ctx := ctxT(t, 10*time.Second)
 	src := e.src(t, 0)
 	// The slots of x and of the keys that belong to the server: movers never move their locks,
-	// a replication log or its receiving side's positions.
+	// a replication log or its receiving side's positions. A slot's copy lock moves with it.
 	lin, rec := LogInboxPrefix+"dc1:g1:0", LogKey+":drained:dc2"
 	ranges := [][2]int{}
 	for _, k := range []string{"x", LocksKey, LogKey, lin, rec, DirtyKey, FenceKey} {
 		ranges = append(ranges, [2]int{SlotString(k), SlotString(k)})
 	}
 	slots, _ := FromRanges(ranges...)
-	for _, k := range []string{"{x}a", "{x}b", "__redraft:outbox:{x}", "__redraft:lock:cp:{x}", tmpKey("{x}a"), "other", LogKey, lin, rec, DirtyKey} {
+	for _, k := range []string{"{x}a", "{x}b", "__redraft:outbox:{x}", CopyLockPrefix + "{x}", guardPrefix + "{x}a", tmpKey("{x}a"), "other", LogKey, lin, rec, DirtyKey} {
 		must(t, src.Set(ctx, k, "1", 0).Err())
 	}
 	setLock(ctx, t, src, "{x}a", "someone:1", time.Minute)
@@ -64,7 +64,7 @@ func TestScanSlotsFiltersAndKeepsInternalKeys(t *testing.T) {
 			break
 		}
 	}
-	want := map[string]bool{"{x}a": true, "{x}b": true, "__redraft:outbox:{x}": true}
+	want := map[string]bool{"{x}a": true, "{x}b": true, "__redraft:outbox:{x}": true, CopyLockPrefix + "{x}": true}
 	if len(got) != len(want) {
 		t.Fatalf("ScanSlots = %q, want the keys of %v", got, want)
 	}
@@ -74,8 +74,8 @@ func TestScanSlotsFiltersAndKeepsInternalKeys(t *testing.T) {
 		}
 	}
 	n, err := CountSlotKeys(ctx, e.srcSrv.Addr, "", slots)
-	if err != nil || n != 3 {
-		t.Errorf("CountSlotKeys = %d, %v; want 3", n, err)
+	if err != nil || n != 4 {
+		t.Errorf("CountSlotKeys = %d, %v; want 4", n, err)
 	}
 }
 

@@ -147,11 +147,7 @@ func TestFlushGoesThroughTheRouter(t *testing.T) {
 // group's client user: its block names the target's users, not the owner's (the passwords
 // differ per group), so it works and stays confined.
 func TestBackendUsersScriptOnMigratingSlot(t *testing.T) {
-	mt := newMigTest(t, 1, Config{})
-	mt.st = addDC2(t, mt.st)
-	for _, s := range mt.tc.servers {
-		s.SetState(mt.st)
-	}
+	mt := newXDCMigTest(t)
 	ctx := ctxT(t)
 	c := mt.tc.client(0)
 	k := keysIn("ms", 0, 99, 1)[0]

@@ -198,11 +198,7 @@ func TestEachSafeQuorum(t *testing.T) {
 // TestInternalDuringMigration: Internal runs on the target of a migrating slot after moving
 // its keys, with reserved keys allowed, and runs APPLY (loaded on every connection).
 func TestInternalDuringMigration(t *testing.T) {
-	mt := newMigTest(t, 1, Config{})
-	mt.st = addDC2(t, mt.st)
-	for _, s := range mt.tc.servers {
-		s.SetState(mt.st)
-	}
+	mt := newXDCMigTest(t)
 	ctx := ctxT(t)
 	s, c := mt.tc.servers[0], mt.tc.client(0)
 	k := keysIn("in", 0, 99, 1)[0]

@@ -32,6 +32,18 @@ func newMigTest(t *testing.T, nodes int, cfg Config) *migTest {
 	return mt
 }
 
+// newXDCMigTest is newMigTest for one node in a cluster that also has dc2 (addDC2): its
+// writes go through WRITE.
+func newXDCMigTest(t *testing.T) *migTest {
+	t.Helper()
+	mt := newMigTest(t, 1, Config{})
+	mt.st = addDC2(t, mt.st)
+	for _, s := range mt.tc.servers {
+		s.SetState(mt.st)
+	}
+	return mt
+}
+
 func nodeName(i int) string { return "n" + itoa(i+1) }
 
 // apply commits cmd to the test's state and gives the result to every router.

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -13,11 +14,7 @@ import (
 // blocking pop's polls included. Left on the source, they would be moved later and replace
 // what WRITE recorded on the target (a DEL's element counters, a pop's stamp).
 func TestXDCWritesInAMigrationMoveTheirMetadata(t *testing.T) {
-	mt := newMigTest(t, 1, Config{})
-	mt.st = addDC2(t, mt.st)
-	for _, s := range mt.tc.servers {
-		s.SetState(mt.st)
-	}
+	mt := newXDCMigTest(t)
 	ctx := ctxT(t)
 	c, g1 := mt.tc.client(0), mt.tc.direct(0)
 	var ks []string // keys of distinct slots, all in the migration
@@ -64,5 +61,41 @@ func TestXDCWritesInAMigrationMoveTheirMetadata(t *testing.T) {
 	}
 	if left := held(); len(left) > 0 {
 		t.Errorf("after the writes the source still holds %v", left)
+	}
+}
+
+// TestXDCCopyLockMovesWithTheSlot: a full copy's lock, taken on the source before a migration
+// began, holds the slot on the target too: a client write moves it with the outbox and the
+// metadata hash and is refused (TRYAGAIN) while it is held, and goes through once it is
+// released (through the router, where the lock now is).
+func TestXDCCopyLockMovesWithTheSlot(t *testing.T) {
+	mt := newXDCMigTest(t)
+	ctx := ctxT(t)
+	s, c, g1, g2 := mt.tc.servers[0], mt.tc.client(0), mt.tc.direct(0), mt.tc.direct(1)
+	k := keysIn("cl", 0, 99, 1)[0]
+	slot := slotOf(k)
+	lock := xdc.CopyLockKey(slot)
+	if err := g1.Set(ctx, lock, "in:dc2:1", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	id := mt.start(0, 99)
+	mt.ack(id)
+	if err := c.Set(ctx, k, "v", 0).Err(); err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN") {
+		t.Fatalf("a write of a slot under a copy lock: %v", err)
+	}
+	if g1.Exists(ctx, lock).Val() != 0 || g2.Exists(ctx, lock).Val() != 1 {
+		t.Fatal("the copy lock did not move to the target with the write")
+	}
+	if ttl := g2.PTTL(ctx, lock).Val(); ttl <= 0 || ttl > time.Minute {
+		t.Fatalf("the lock's time to live on the target: %v", ttl)
+	}
+	if _, err := s.Internal(ctx, 0, slot, []string{lock}, []string{"DEL", lock}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, k, "v", 0).Err(); err != nil {
+		t.Fatalf("a write once the copy lock is released: %v", err)
+	}
+	if v := g2.Get(ctx, k).Val(); v != "v" {
+		t.Fatalf("the target holds %q", v)
 	}
 }

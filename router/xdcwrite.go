@@ -207,11 +207,12 @@ func (c *client) forwardWrite(spec *command.Spec, cmd resp.Command, slot int) {
 	c.replyWrite(reply, err)
 }
 
-// moveOutbox moves slot's outbox and metadata hash off m's source, like the keys of a write
-// that appends to them: the stream must reach the target with its entries and last id, and
-// the stamps with the keys they describe, before WRITE runs there.
+// moveOutbox moves slot's outbox, metadata hash and copy lock off m's source, like the keys
+// of a write that appends to them: the stream must reach the target with its entries and last
+// id, the stamps with the keys they describe, and a full copy's lock (taken before the
+// migration began) where WRITE checks it, before WRITE runs there.
 func (c *client) moveOutbox(m *migEntry, slot int) error {
-	return c.moveKeys(m, slot, c.db, [][]byte{[]byte(xdc.OutboxKey(slot)), []byte(xdc.MetaKey(slot))})
+	return c.moveKeys(m, slot, c.db, [][]byte{[]byte(xdc.OutboxKey(slot)), []byte(xdc.MetaKey(slot)), []byte(xdc.CopyLockKey(slot))})
 }
 
 // withElemKeys appends to keys, with several DCs, the element hash of each (convergence

@@ -1118,3 +1118,39 @@ func (h heldSlot) InternalOwned(ctx context.Context, db int, slots []int, build 
 	replies, err := h.InternalBatch(ctx, db, 0, nil, build(pos, rest))
 	return []OwnedReplies{{Pos: pos, Replies: replies, Err: err}}, rest, nil
 }
+
+// TestUnlockCopiesFollowsAMovedLock: a copy out releases its locks on the master it took them
+// on, and through the router the one a migration moved to the slot's other group; a lock of
+// another holder stays.
+func TestUnlockCopiesFollowsAMovedLock(t *testing.T) {
+	srv := testredis.Start(t)
+	rc2 := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { rc2.Close() })
+	const moved, kept, other = 7, 8, 9
+	_, dcs := startDCsWith(t, func(c *Config) {
+		node := c.Local.(nodeOf)
+		c.Local = twoGroups{Local: node, second: nodeOf{net: node.net, dc: &testDC{name: node.dc.name, rc: rc2}}, slot: moved, fail: new(atomic.Int32)}
+	}, "a")
+	a := dcs[0]
+	ctx := context.Background()
+	for c, slots := range map[*redis.Client][]int{rc2: {moved}, a.rc: {kept}} {
+		for _, s := range slots {
+			if err := c.Set(ctx, CopyLockKey(s), "tok", time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := a.rc.Set(ctx, CopyLockKey(other), "someone else", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a.repl.unlockCopies(ctx, a.rc, 0, []int{moved, kept, other}, "tok")
+	if n := rc2.Exists(ctx, CopyLockKey(moved)).Val(); n != 0 {
+		t.Error("the lock moved to the other group is still held")
+	}
+	if n := a.rc.Exists(ctx, CopyLockKey(kept)).Val(); n != 0 {
+		t.Error("the lock on the master it was taken on is still held")
+	}
+	if n := a.rc.Exists(ctx, CopyLockKey(other)).Val(); n != 1 {
+		t.Error("another holder's lock was released")
+	}
+}

@@ -85,11 +85,11 @@ func (l *loop) copySlots(ctx context.Context, src *redis.Client, slots []int) (f
 		want[s] = true
 	}
 	defer func() {
-		pipe := src.Pipeline()
+		held := make([]int, 0, len(want))
 		for s := range want {
-			pipe.Eval(context.WithoutCancel(ctx), unlockLua, []string{CopyLockKey(s)}, token)
+			held = append(held, s)
 		}
-		_, _ = pipe.Exec(context.WithoutCancel(ctx))
+		l.r.unlockCopies(context.WithoutCancel(ctx), src, l.key.db, held, token)
 	}()
 	keys := map[int][]string{}
 	var cursor uint64
@@ -135,6 +135,25 @@ func copiedWithSlot(key string) bool {
 // and was taken by another copy is not this caller's to release.
 const unlockLua = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`
+
+// unlockCopies releases the copy locks of slots that token holds on the master c (database
+// db), in one round trip, and through the router the ones it no longer finds there: a
+// migration that began meanwhile moved them to the slot's target (migrate.CopyLockPrefix),
+// where writes would wait for them until they expire.
+func (r *Replicator) unlockCopies(ctx context.Context, c *redis.Client, db int, slots []int, token string) {
+	pipe := c.Pipeline()
+	cmds := make([]*redis.Cmd, len(slots))
+	for i, s := range slots {
+		cmds[i] = pipe.Eval(ctx, unlockLua, []string{CopyLockKey(s)}, token)
+	}
+	_, _ = pipe.Exec(ctx)
+	for i, s := range slots {
+		if n, err := cmds[i].Int(); err == nil && n == 0 {
+			lock := CopyLockKey(s)
+			_, _ = r.internal(ctx, db, s, []string{lock}, []string{"EVAL", unlockLua, "1", lock, token})
+		}
+	}
+}
 
 // lockToken is a copy lock's value: its direction ("in" or "out"), who holds it, and a
 // nonce, so a holder releases only its own lock and APPLY knows its holder's re-applies.

@@ -194,13 +194,7 @@ func (s *logShipper) copyChunk(ctx context.Context, st0 *fsm.State, slots []int)
 	}
 	token := lockToken("out", r.cfg.Cluster.ID())
 	var locked []int
-	defer func() {
-		pipe := g.c.Pipeline()
-		for _, slot := range locked {
-			pipe.Eval(context.WithoutCancel(ctx), unlockLua, []string{CopyLockKey(slot)}, token)
-		}
-		_, _ = pipe.Exec(context.WithoutCancel(ctx))
-	}()
+	defer func() { r.unlockCopies(context.WithoutCancel(ctx), g.c, g.db, locked, token) }()
 	want := map[int]bool{}
 	// NX: a copy into this DC, or another copy out of it, holds a slot meanwhile. One round
 	// trip for the chunk's locks.
@@ -447,9 +441,18 @@ func (r *Replicator) HandleLogCopy(ctx context.Context, req LogCopyRequest) (str
 	var locked []int
 	defer func() {
 		if len(locked) > 0 {
-			_, _ = r.perSlot(context.WithoutCancel(ctx), db, locked, func(slot int) []string {
+			uctx := context.WithoutCancel(ctx)
+			if _, err := r.perSlot(uctx, db, locked, func(slot int) []string {
 				return []string{"EVAL", unlockLua, "1", CopyLockKey(slot), token}
-			})
+			}); err != nil {
+				// A group unreachable, or a migration begun meanwhile (perSlot runs only
+				// where none is): slot by slot through the router, which finds a lock that
+				// moved with its slot.
+				for _, slot := range locked {
+					lock := CopyLockKey(slot)
+					_, _ = r.internal(uctx, db, slot, []string{lock}, []string{"EVAL", unlockLua, "1", lock, token})
+				}
+			}
 		}
 	}()
 	got, err := r.perSlot(ctx, db, slots, func(slot int) []string {

@@ -17,10 +17,10 @@ const (
 	OutboxPrefix = "__redraft:ob:"
 	// InboxPrefix starts the key of a slot's inbox hash (source DC → last applied entry id).
 	InboxPrefix = "__redraft:in:"
-	// CopyLockPrefix starts the key of a slot's copy lock, set on the source DC's master
-	// while the slot is copied in full to a DC that fell behind; it is a lock key, so it
-	// does not move in a migration.
-	CopyLockPrefix = "__redraft:lock:cp:"
+	// CopyLockPrefix starts the key of a slot's copy lock, set on the master serving the
+	// slot while the slot is copied in full out of this DC or into it; it moves with the
+	// slot in a migration (migrate.CopyLockPrefix): writes check it where they run.
+	CopyLockPrefix = migrate.CopyLockPrefix
 )
 
 // tags holds, per slot, the shortest alphanumeric string (first in enumeration order) whose
