@@ -916,16 +916,19 @@ func TestPulledStateRefusedKeepsTheKey(t *testing.T) {
 }
 
 // TestConflictPulledAfterAGroupFailed: APPLY calls that recorded conflicts in both groups of
-// a DC, one group answering and the other's connection failing after its calls ran, are sent
-// again and find their entries applied, reporting nothing; the conflicts of both groups are
-// still pulled, and the DCs converge without a restart of the node.
+// a DC, one group answering and the other not (its connection reset after its calls ran, or
+// an error reply after they ran, or the library missing there, so that every group gets the
+// calls again with it), are sent again and find their entries applied, reporting nothing; the
+// conflicts of both groups are still pulled, and the DCs converge without a restart.
 func TestConflictPulledAfterAGroupFailed(t *testing.T) {
 	for _, format := range []int{fsm.FirstDataFormat, LogDataFormat} {
-		t.Run(fmt.Sprintf("format=%d", format), func(t *testing.T) { conflictPulledAfterAGroupFailed(t, format) })
+		for _, mode := range []string{"reset", "error", "nolib"} {
+			t.Run(fmt.Sprintf("format=%d/%s", format, mode), func(t *testing.T) { conflictPulledAfterAGroupFailed(t, format, mode) })
+		}
 	}
 }
 
-func conflictPulledAfterAGroupFailed(t *testing.T, format int) {
+func conflictPulledAfterAGroupFailed(t *testing.T, format int, mode string) {
 	keys := []string{"{l}l", "{z}l"} // in b, the second is the second group's
 	srv := testredis.Start(t)
 	rc2 := redis.NewClient(&redis.Options{Addr: srv.Addr})
@@ -941,7 +944,7 @@ func conflictPulledAfterAGroupFailed(t *testing.T, format int) {
 			raiseFormat(t, node.net, format)
 		}
 		c.Local = twoGroups{Local: node, second: nodeOf{net: node.net, dc: &testDC{name: "b", rc: rc2}},
-			slot: slotString(keys[1]), fail: fail}
+			slot: slotString(keys[1]), fail: fail, errReply: mode == "error"}
 	}, "a", "b")
 	a, b := dcs[0], dcs[1]
 	b2 := &testDC{name: "b", rc: rc2, repl: b.repl} // b as its second group's keys see it
@@ -957,47 +960,51 @@ func conflictPulledAfterAGroupFailed(t *testing.T, format int) {
 	}
 	cutAll(dcs, true)
 	for _, k := range keys {
+		if mode == "nolib" && k == keys[1] {
+			continue // a conflict in the second group would have every slot of the range pulled
+		}
 		on(k)[1].write(t, "RPUSH", k, "b1")
 	}
 	later()
 	for _, k := range keys { // newer than b's: b is to pull a's whole state
 		a.write(t, "RPUSH", k, "a1")
 	}
-	fail.Store(2)
+	if mode == "nolib" {
+		if err := rc2.FunctionFlush(context.Background()).Err(); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		fail.Store(2)
+	}
 	cutAll(dcs, false)
 	for _, k := range keys {
 		waitEqual(t, on(k), 10*time.Second, k, stateOf(k), "list [base a1]")
 	}
-	if fail.Load() >= 0 {
+	if mode != "nolib" && fail.Load() >= 0 {
 		t.Fatal("the second group's calls did not fail twice")
+	}
+	if mode == "nolib" && len(rc2.FunctionList(context.Background(), redis.FunctionListQuery{}).Val()) == 0 {
+		t.Fatal("the second group never got its library again")
 	}
 }
 
 // addGroup adds a group at addr to dc in n's cluster state and gives it slot.
 func addGroup(t *testing.T, n *testNet, dc, group, addr string, slot int) {
 	t.Helper()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, c := range []fsm.Command{
-		&fsm.AddGroup{DC: dc, Group: fsm.Group{ID: group, Master: addr}},
-		&fsm.AssignSlots{DC: dc, Group: group, Ranges: []fsm.SlotRange{{From: slot, To: slot}}, Force: true},
-	} {
-		st, err := fsm.ApplyCommand(n.st, n.st.Index+1, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.st = st
-	}
+	n.apply(t, &fsm.AddGroup{DC: dc, Group: fsm.Group{ID: group, Master: addr}})
+	n.apply(t, &fsm.AssignSlots{DC: dc, Group: group, Ranges: []fsm.SlotRange{{From: slot, To: slot}}, Force: true})
 }
 
 // twoGroups is the Local of a DC of two groups: the second (its Local, second) serves slot,
 // the first everything else. The next fail calls of the second group run but lose their
-// replies, as when its connection breaks after the request went out.
+// replies, as when its connection breaks after the request went out, or (errReply) answer an
+// error instead of them.
 type twoGroups struct {
 	Local
-	second Local
-	slot   int
-	fail   *atomic.Int32
+	second   Local
+	slot     int
+	fail     *atomic.Int32
+	errReply bool
 }
 
 func (g twoGroups) InternalBatch(ctx context.Context, db, slot int, keys []string, cmds [][]string) ([][]byte, error) {
@@ -1022,7 +1029,13 @@ func (g twoGroups) InternalOwned(ctx context.Context, db int, slots []int, build
 			continue
 		}
 		replies, err := []Local{g.Local, g.second}[k].InternalBatch(ctx, db, slots[pos[0]], nil, build(pos, nil))
-		if k == 1 && g.fail.Add(-1) >= 0 {
+		switch {
+		case k != 1 || g.fail.Add(-1) < 0:
+		case g.errReply:
+			for i := range replies {
+				replies[i] = []byte("-ERR the second group failed\r\n")
+			}
+		default:
 			replies, err = nil, errors.New("the second group's connection was reset")
 		}
 		out = append(out, OwnedReplies{Pos: pos, Replies: replies, Err: err})

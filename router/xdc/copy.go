@@ -137,20 +137,29 @@ const unlockLua = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.ca
 return 0`
 
 // unlockCopies releases the copy locks of slots that token holds on the master c (database
-// db), in one round trip, and through the router the ones it no longer finds there: a
-// migration that began meanwhile moved them to the slot's target (migrate.CopyLockPrefix),
-// where writes would wait for them until they expire.
+// db), in one round trip, and through the router the ones a migration concerns now or that it
+// no longer finds there: a migration that began meanwhile moves a lock to the slot's target
+// with the slot (migrate.CopyLockPrefix), where writes would wait for it until it expires,
+// and a delete on the source while the mover copies it would leave the copy on the target.
 func (r *Replicator) unlockCopies(ctx context.Context, c *redis.Client, db int, slots []int, token string) {
+	st, own := r.cfg.Cluster.State(), r.cfg.Cluster.DC()
+	routed := func(s int) {
+		lock := CopyLockKey(s)
+		_, _ = r.internal(ctx, db, s, []string{lock}, []string{"EVAL", unlockLua, "1", lock, token})
+	}
 	pipe := c.Pipeline()
 	cmds := make([]*redis.Cmd, len(slots))
 	for i, s := range slots {
-		cmds[i] = pipe.Eval(ctx, unlockLua, []string{CopyLockKey(s)}, token)
+		if migrationOf(st, own, s) == 0 {
+			cmds[i] = pipe.Eval(ctx, unlockLua, []string{CopyLockKey(s)}, token)
+		}
 	}
 	_, _ = pipe.Exec(ctx)
 	for i, s := range slots {
-		if n, err := cmds[i].Int(); err == nil && n == 0 {
-			lock := CopyLockKey(s)
-			_, _ = r.internal(ctx, db, s, []string{lock}, []string{"EVAL", unlockLua, "1", lock, token})
+		if cmds[i] == nil {
+			routed(s)
+		} else if n, err := cmds[i].Int(); err == nil && n == 0 {
+			routed(s)
 		}
 	}
 }
@@ -259,6 +268,16 @@ func (l *loop) uncopyable(st0, st *fsm.State, slot int) string {
 		return fmt.Sprintf("migration %d of this DC moves the slot", id)
 	}
 	return ""
+}
+
+// activeMigration returns the id of an active migration of DC dc, or 0.
+func activeMigration(st *fsm.State, dc string) uint64 {
+	for _, m := range st.Migrations {
+		if m.DC == dc && m.Active() {
+			return m.ID
+		}
+	}
+	return 0
 }
 
 // migrationOf returns the id of the active migration of DC dc that moves slot, or 0.

@@ -369,10 +369,8 @@ func groupUncopyable(st0, st *fsm.State, dc, gid string) string {
 	if st.DCs[dc] == nil || st.DCs[dc].Groups[gid] == nil {
 		return "group " + gid + " is not in DC " + dc
 	}
-	for _, m := range st.Migrations {
-		if m.DC == dc && m.Active() {
-			return fmt.Sprintf("migration %d of this DC is active", m.ID)
-		}
+	if m := activeMigration(st, dc); m != 0 {
+		return fmt.Sprintf("migration %d of this DC is active", m)
 	}
 	return ""
 }
@@ -531,6 +529,9 @@ func (r *Replicator) HandleLogCopy(ctx context.Context, req LogCopyRequest) (str
 			emptyOf[gid] = append(emptyOf[gid], cs)
 			continue
 		}
+		if err := movedSince(r.cfg.Cluster.State(), own, dc, cs.Slot); err != nil {
+			return struct{}{}, err
+		}
 		master := r.client(serverOf(dc.Groups[gid]), db)
 		setInbox := func() error { return setInboxes(master, cs) }
 		if err := r.replaceSlot(ctx, db, cs.Slot, token, existing[cs.Slot], cs.Keys, cs.Stamps, req.Log.DC, mine[cs.Slot], setInbox); err != nil {
@@ -541,6 +542,12 @@ func (r *Replicator) HandleLogCopy(ctx context.Context, req LogCopyRequest) (str
 		if _, err := r.perSlot(ctx, db, empty, func(slot int) []string { return []string{"DEL", PullKey(slot)} }); err != nil {
 			return struct{}{}, err
 		}
+		cur := r.cfg.Cluster.State()
+		for _, slot := range empty {
+			if err := movedSince(cur, own, dc, slot); err != nil {
+				return struct{}{}, err
+			}
+		}
 		for gid, css := range emptyOf {
 			if err := setInboxes(r.client(serverOf(dc.Groups[gid]), db), css...); err != nil {
 				return struct{}{}, err
@@ -550,6 +557,21 @@ func (r *Replicator) HandleLogCopy(ctx context.Context, req LogCopyRequest) (str
 	r.log.Debug("slots replaced by a group's full copy", "log", srcLog, "db", db, "slots", len(req.Slots),
 		"first", req.Slots[0].Slot, "last", req.Slots[len(req.Slots)-1].Slot)
 	return struct{}{}, nil
+}
+
+// movedSince reports, as an error to try the copy again on, a migration of DC own that st has
+// active, or slot served by another group in st than in dc (the DC as the copy began): a
+// migration begun during a group copy's chunk moves keys and positions under it (it sets the
+// positions on the masters directly), and one may even have ended already. The source copies
+// again, which waits for a migration's end.
+func movedSince(st *fsm.State, own string, dc *fsm.DC, slot int) error {
+	if m := activeMigration(st, own); m != 0 {
+		return fmt.Errorf("xdc: migration %d of this DC began during the copy; try again after it", m)
+	}
+	if now := st.DCs[own]; now == nil || now.Slots[slot] != dc.Slots[slot] {
+		return fmt.Errorf("xdc: slot %d moved to another group during the copy; try again", slot)
+	}
+	return nil
 }
 
 // chunkKeys lists, per slot of a copy's chunk, this DC's keys that the copy replaces, by one

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"reflect"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,4 +178,69 @@ func TestLogStartKeepsLoweredSlots(t *testing.T) {
 	if got, want := c.HGetAll(ctx, inbox).Val(), map[string]string{"f": "11-0", "s9002": "12-0"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("inbox after LOG_START without ranges: %v, want %v", got, want)
 	}
+}
+
+// TestGroupCopyStopsWhenAMigrationBegins: a migration that begins in the destination DC while
+// a chunk of a group's copy is being replaced there (it moves keys and positions under the
+// copy, which sets positions on the masters directly) stops the chunk before its next slot,
+// with an error the source retries on; a copy after the migration's end completes.
+func TestGroupCopyStopsWhenAMigrationBegins(t *testing.T) {
+	ctx := context.Background()
+	var armed atomic.Bool
+	var net *testNet
+	n, dcs := startDCsWith(t, func(c *Config) {
+		c.noLogShipping = true
+		if node := c.Local.(nodeOf); node.dc.name == "dc2" {
+			net = node.net
+			c.Local = onFirstBatch{Local: node, armed: &armed, run: func() {
+				net.apply(t, &fsm.StartMigration{DC: "dc2", Slots: []fsm.SlotRange{{From: 0, To: 0}}, To: "g-dc2b"})
+			}}
+		}
+	}, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	raiseFormat(t, n, LogDataFormat)
+	defer func(c int) { logCopyChunk = c }(logCopyChunk)
+	logCopyChunk = fsm.NumSlots // one chunk: its slots with keys are replaced one after another
+	n.apply(t, &fsm.AddGroup{DC: "dc2", Group: fsm.Group{ID: "g-dc2b", Master: testredis.Start(t).Addr}})
+	tags := []string{"a", "b", "c", "d", "e"} // five slots with keys
+	for _, tag := range tags {
+		dc1.write(t, "SET", "{"+tag+"}k", tag)
+	}
+	s := newLogGroup(dc1.repl, dc1.rc, LogID{DC: "dc1", Group: "g-dc1"}, 0, []string{"dc2"}, 20*time.Millisecond).shippers[0]
+	armed.Store(true)
+	if _, err := s.copyGroup(ctx); err == nil || !strings.Contains(err.Error(), "began during the copy") {
+		t.Fatalf("a copy during which a migration began: %v", err)
+	}
+	if got := dc2.rc.DBSize(ctx).Val(); got == 0 || got > 3 { // the first slot's key, its metadata, its inbox
+		t.Fatalf("dc2 holds %d keys: the copy went on past the slot it was replacing", got)
+	}
+	for id, m := range n.State().Migrations {
+		n.apply(t, &fsm.ControlMigration{ID: id, Action: fsm.MigrationCancel})
+		if n.State().Migrations[id].Active() {
+			t.Fatalf("migration %d (%s) still active once cancelled", id, m.State)
+		}
+	}
+	if _, err := s.copyGroup(ctx); err != nil {
+		t.Fatalf("the copy after the migration: %v", err)
+	}
+	for _, tag := range tags {
+		if got := dc2.rc.Get(ctx, "{"+tag+"}k").Val(); got != tag {
+			t.Fatalf("{%s}k = %q in dc2 after the copy", tag, got)
+		}
+	}
+}
+
+// onFirstBatch is a Local that runs run once, at its first InternalBatch once armed, before
+// the batch.
+type onFirstBatch struct {
+	Local
+	armed *atomic.Bool
+	run   func()
+}
+
+func (o onFirstBatch) InternalBatch(ctx context.Context, db, slot int, keys []string, cmds [][]string) ([][]byte, error) {
+	if o.armed.CompareAndSwap(true, false) {
+		o.run()
+	}
+	return o.Local.InternalBatch(ctx, db, slot, keys, cmds)
 }

@@ -123,8 +123,17 @@ func (p *pullSet) suspect(db, slot int) {
 	if p.suspects == nil {
 		p.suspects = map[dbSlot]bool{}
 	}
-	p.suspects[dbSlot{db, slot}] = true
+	k := dbSlot{db, slot}
+	if !p.suspects[k] {
+		p.suspects[k] = true
+		// The entries sent again may go to another node (the ring moved): noted anyway.
+		time.AfterFunc(suspectFor, func() { p.settle(db, slot) })
+	}
 }
+
+// suspectFor is how long a suspected slot waits for an APPLY of it to answer before it is
+// pulled anyway.
+const suspectFor = time.Minute
 
 // settle notes a suspected slot (suspect) now that an APPLY of it answered.
 func (p *pullSet) settle(db, slot int) {

@@ -169,6 +169,9 @@ func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse
 			dropLoad(parts)
 		}
 		if !load && funcMissing(parts) {
+			// Sent again with the library: the groups that had it applied the range now,
+			// and the second round finds it applied there and reports nothing.
+			r.logPartlyApplied(req, slots, parts)
 			continue
 		}
 		if err := ownedErr(parts); err != nil {
@@ -176,12 +179,14 @@ func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse
 			return LogResponse{}, err
 		}
 		res, err := logAnswer(req, reps, slots, parts, cutWhy)
-		res.Migrating = groups.migrating
-		if err == nil {
-			r.markLogHot(req.DB, req.Entries)
-			r.logApplied(req, res)
+		if err != nil { // a group's unparsable answer: the others' count (logPartlyApplied)
+			r.logPartlyApplied(req, slots, parts)
+			return res, err
 		}
-		return res, err
+		res.Migrating = groups.migrating
+		r.markLogHot(req.DB, req.Entries)
+		r.logApplied(req, res)
+		return res, nil
 	}
 }
 
@@ -200,10 +205,11 @@ func (r *Replicator) logApplied(req LogRequest, res LogResponse) {
 }
 
 // logPartlyApplied is logApplied for a range some groups applied and others may not have
-// (their calls failed, parts' Err): the groups that answered are counted and their slots
-// with conflicts pulled now, since the range sent again finds their entries applied and
-// reports nothing of them; the slots of a group that did not answer are suspected (its calls
-// may have run), to be pulled once it answers again.
+// (their calls failed, parts' Err, or answered what cannot be read, such as the library
+// missing): the groups that answered are counted and their slots with conflicts pulled now,
+// since the range sent again finds their entries applied and reports nothing of them; the
+// slots of a group that did not answer are suspected (its calls may have run), to be pulled
+// once it answers again.
 func (r *Replicator) logPartlyApplied(req LogRequest, slots []int, parts []OwnedReplies) {
 	for _, part := range parts {
 		mine := make(map[int]bool, len(part.Pos))

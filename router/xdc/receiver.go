@@ -76,6 +76,13 @@ func (r *Replicator) HandleApply(ctx context.Context, req ApplyRequest) (ApplyRe
 		if err != nil || load || !funcMissing(parts) {
 			break
 		}
+		// Sent again with the library: the groups that had it applied their batches now,
+		// and the second round finds them applied and reports nothing of their conflicts.
+		for _, part := range parts {
+			for _, p := range part.Pos {
+				r.pulls.suspect(req.DB, req.Batches[idx[p]].Slot)
+			}
+		}
 	}
 	if err != nil {
 		for _, i := range idx {
@@ -153,7 +160,8 @@ var loadCall = []string{"FUNCTION", "LOAD", library}
 func (r *Replicator) applyOne(ctx context.Context, source string, db int, b WireBatch) ApplyResult {
 	call, keys := ApplyBatchCall(source, "", []WireBatch{b})
 	v, err := r.runCall(ctx, db, b.Slot, keys, call)
-	if err != nil {
+	if err != nil { // the call may have run: its conflicts are unknown
+		r.pulls.suspect(db, b.Slot)
 		return ApplyResult{Slot: b.Slot, Last: b.Prev, Error: err.Error()}
 	}
 	return r.applied(source, db, []WireBatch{b}, v.Raw)[0]
@@ -173,9 +181,10 @@ func (r *Replicator) applied(source string, db int, batches []WireBatch, reply [
 	if ok {
 		res, err = ParseApplyBatch(v, len(batches))
 	}
-	if err != nil {
-		for i := range out {
+	if err != nil { // an error reply: a script stopped by an error keeps the effects before it
+		for i, b := range batches {
 			out[i].Error, out[i].Gap = err.Error(), strings.HasPrefix(err.Error(), "GAP ")
+			r.pulls.suspect(db, b.Slot)
 		}
 		return out
 	}

@@ -50,6 +50,18 @@ type testNet struct {
 
 func (n *testNet) State() *fsm.State { n.mu.Lock(); defer n.mu.Unlock(); return n.st }
 
+// apply commits c to the shared state, as the cluster's Raft log would.
+func (n *testNet) apply(t *testing.T, c fsm.Command) {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st, err := fsm.ApplyCommand(n.st, n.st.Index+1, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.st = st
+}
+
 // nodeOf is what a replicator sees of its node.
 type nodeOf struct {
 	net *testNet
