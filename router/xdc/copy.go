@@ -326,6 +326,16 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), copyLockTTL)
 	defer cancel()
 	own, db, slot := r.cfg.Cluster.DC(), req.DB, req.Slot
+	// The slot's keys are listed by one scan of each group (slotKeys): a key moving between
+	// two groups while they are scanned would be missed, neither deleted nor merged. The copy
+	// waits for a migration of the slot to end (the source tries it again).
+	st0 := r.cfg.Cluster.State()
+	if st0.DCs[own] == nil {
+		return struct{}{}, fmt.Errorf("xdc: DC %s is not in this node's cluster state; try the copy again", own)
+	}
+	if id := migrationOf(st0, own, slot); id != 0 {
+		return struct{}{}, fmt.Errorf("xdc: migration %d of %s moves slot %d; try the copy again after it", id, own, slot)
+	}
 	run := func(keys []string, args ...string) (resp.Value, error) {
 		v, err := r.internal(ctx, db, slot, keys, args)
 		if err == nil && v.IsError() {
@@ -371,6 +381,9 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	existing, err := r.slotKeys(ctx, db, slot)
 	if err != nil {
 		return struct{}{}, err
+	}
+	if cur := r.cfg.Cluster.State(); migrationOf(cur, own, slot) != 0 || cur.DCs[own] == nil || cur.DCs[own].Slots[slot] != st0.DCs[own].Slots[slot] {
+		return struct{}{}, fmt.Errorf("xdc: slot %d of %s moved while its keys were listed; try the copy again", slot, own)
 	}
 	in := InboxKey(slot)
 	args := []string{"HSET", in, req.Source, req.Last}

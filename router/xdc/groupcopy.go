@@ -109,6 +109,12 @@ func (s *logShipper) copyGroup(ctx context.Context) (string, error) {
 		if err := hold(ctx); err != nil {
 			return "", err
 		}
+		// Before the chunk takes its locks on the master: a migration begun meanwhile moves
+		// the slots' locks to their target, and one taken on the source after that would be
+		// moved over a copy's lock there (the copy starts over once it ends).
+		if why := groupUncopyable(st0, r.cfg.Cluster.State(), own, g.log.Group); why != "" {
+			return "", errors.New(why)
+		}
 		chunk := slots[lo:min(lo+logCopyChunk, len(slots))]
 		// A chunk is tried again a few times before the copy starts over: a copy into the
 		// destination from another DC locks the same slots for a moment.
@@ -533,7 +539,12 @@ func (r *Replicator) HandleLogCopy(ctx context.Context, req LogCopyRequest) (str
 			return struct{}{}, err
 		}
 		master := r.client(serverOf(dc.Groups[gid]), db)
-		setInbox := func() error { return setInboxes(master, cs) }
+		setInbox := func() error { // after the slot's replace, which takes a while: check again
+			if err := movedSince(r.cfg.Cluster.State(), own, dc, cs.Slot); err != nil {
+				return err
+			}
+			return setInboxes(master, cs)
+		}
 		if err := r.replaceSlot(ctx, db, cs.Slot, token, existing[cs.Slot], cs.Keys, cs.Stamps, req.Log.DC, mine[cs.Slot], setInbox); err != nil {
 			return struct{}{}, fmt.Errorf("slot %d: %w", cs.Slot, err)
 		}

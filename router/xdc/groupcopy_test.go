@@ -244,3 +244,67 @@ func (o onFirstBatch) InternalBatch(ctx context.Context, db, slot int, keys []st
 	}
 	return o.Local.InternalBatch(ctx, db, slot, keys, cmds)
 }
+
+// TestCopyWaitsForAMigrationOfTheSlot: a slot's copy into a DC is refused while a migration
+// there moves the slot (its keys are listed by one scan of each group, and a key moving
+// between the scans would be missed): nothing is locked or replaced, and the source tries
+// again later.
+func TestCopyWaitsForAMigrationOfTheSlot(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCs(t, "dc1", "dc2")
+	dc2 := dcs[1]
+	dc2.write(t, "SET", "{m}k", "here")
+	slot := slotString("{m}k")
+	n.apply(t, &fsm.AddGroup{DC: "dc2", Group: fsm.Group{ID: "g-dc2b", Master: testredis.Start(t).Addr}})
+	n.apply(t, &fsm.StartMigration{DC: "dc2", Slots: []fsm.SlotRange{{From: slot, To: slot}}, To: "g-dc2b"})
+	if _, err := dc2.repl.HandleCopy(ctx, CopyRequest{Source: "dc1", Slot: slot, Last: "1-0"}); err == nil || !strings.Contains(err.Error(), "moves slot") {
+		t.Fatalf("a copy of a slot in a migration: %v", err)
+	}
+	if got := dc2.rc.Get(ctx, "{m}k").Val(); got != "here" {
+		t.Fatalf("{m}k = %q after a refused copy", got)
+	}
+	if dc2.rc.Exists(ctx, CopyLockKey(slot)).Val() != 0 {
+		t.Fatal("a refused copy left its lock")
+	}
+}
+
+// TestGroupCopyTakesNoLocksOnceAMigrationBegan: a migration of the source DC that begins
+// during a group's copy stops the copy before its next chunk takes locks on the master (a
+// lock taken on the source after the mover moved the slot's would be moved over the target's).
+func TestGroupCopyTakesNoLocksOnceAMigrationBegan(t *testing.T) {
+	ctx := context.Background()
+	var armed atomic.Bool
+	var dc1rc func() *testDC
+	n, dcs := startDCsWith(t, func(c *Config) {
+		c.noLogShipping = true
+		if node := c.Local.(nodeOf); node.dc.name == "dc2" {
+			c.Local = onFirstBatch{Local: node, armed: &armed, run: func() {
+				node.net.apply(t, &fsm.StartMigration{DC: "dc1", Slots: []fsm.SlotRange{{From: 16000, To: 16000}}, To: "g-dc1b"})
+				if err := dc1rc().rc.ConfigResetStat(ctx).Err(); err != nil {
+					t.Error(err)
+				}
+			}}
+		}
+	}, "dc1", "dc2")
+	dc1 := dcs[0]
+	dc1rc = func() *testDC { return dc1 }
+	raiseFormat(t, n, LogDataFormat)
+	n.apply(t, &fsm.AddGroup{DC: "dc1", Group: fsm.Group{ID: "g-dc1b", Master: testredis.Start(t).Addr}})
+	k := ""
+	for i := 0; k == "" || slotString(k) >= logCopyChunk; i++ {
+		k = "{c" + strconv.Itoa(i) + "}k" // a key in the first chunk's slots
+	}
+	dc1.write(t, "SET", k, "v")
+	s := newLogGroup(dc1.repl, dc1.rc, LogID{DC: "dc1", Group: "g-dc1"}, 0, []string{"dc2"}, 20*time.Millisecond).shippers[0]
+	armed.Store(true)
+	if _, err := s.copyGroup(ctx); err == nil || !strings.Contains(err.Error(), "migration began") {
+		t.Fatalf("a copy during which a migration began: %v", err)
+	}
+	if armed.Load() {
+		t.Fatal("the first chunk never reached dc2")
+	}
+	stats := dc1.rc.Info(ctx, "commandstats").Val()
+	if strings.Contains(stats, "cmdstat_set:") {
+		t.Fatalf("the copy took locks after the migration began:\n%s", stats)
+	}
+}

@@ -567,9 +567,10 @@ func (r *Replicator) heartbeat(ctx context.Context) {
 		}
 		// The heartbeat is written on the master directly, so never into a slot that a
 		// migration moves: an outbox written on the source after it moved would be moved
-		// again later, over the target's.
+		// again later, over the target's. Nor into one the loop's group no longer serves
+		// (a migration that ended before the loops were planned again).
 		for _, s := range l.slots {
-			if migrationOf(st, dc, s) != 0 {
+			if migrationOf(st, dc, s) != 0 || st.DCs[dc] == nil || st.DCs[dc].Slots[s] != k.group {
 				continue
 			}
 			if t, ok := seen[k.group]; !ok || s < t.slot {
