@@ -308,3 +308,32 @@ func TestGroupCopyTakesNoLocksOnceAMigrationBegan(t *testing.T) {
 		t.Fatalf("the copy took locks after the migration began:\n%s", stats)
 	}
 }
+
+// TestOutboxesDrainedWaitsForAMigration: the check that a destination applied every entry of a
+// group's outboxes, before its log ships to it, reads them on the master directly: while a
+// migration of the DC moves them (an outbox already moved reads as empty) it answers that they
+// are not drained and records nothing; once the migration is over it records the drain.
+func TestOutboxesDrainedWaitsForAMigration(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "dc1", "dc2")
+	dc1 := dcs[0]
+	raiseFormat(t, n, LogDataFormat)
+	n.apply(t, &fsm.AddGroup{DC: "dc1", Group: fsm.Group{ID: "g-dc1b", Master: testredis.Start(t).Addr}})
+	n.apply(t, &fsm.StartMigration{DC: "dc1", Slots: []fsm.SlotRange{{From: 16000, To: 16000}}, To: "g-dc1b"})
+	s := newLogGroup(dc1.repl, dc1.rc, LogID{DC: "dc1", Group: "g-dc1"}, 0, []string{"dc2"}, 20*time.Millisecond).shippers[0]
+	if err := s.outboxesDrained(ctx); !errors.Is(err, errOutboxesUndrained) {
+		t.Fatalf("the outboxes checked during a migration: %v", err)
+	}
+	if dc1.rc.Exists(ctx, drainedKey("dc2")).Val() != 0 {
+		t.Fatal("the drain was recorded during a migration")
+	}
+	for id := range n.State().Migrations {
+		n.apply(t, &fsm.ControlMigration{ID: id, Action: fsm.MigrationCancel})
+	}
+	if err := s.outboxesDrained(ctx); err != nil {
+		t.Fatalf("the outboxes checked once the migration was over: %v", err)
+	}
+	if dc1.rc.Exists(ctx, drainedKey("dc2")).Val() != 1 {
+		t.Fatal("the drain was not recorded")
+	}
+}

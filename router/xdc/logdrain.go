@@ -30,17 +30,24 @@ const drainChunk = 1024
 var errOutboxesUndrained = errors.New("the destination has not applied every entry of the group's outboxes yet (the per-slot loops ship them first)")
 
 // outboxesDrained returns nil once the shipper's destination applied every entry the
-// group's outboxes hold, errOutboxesUndrained while it has not, or what failed.
+// group's outboxes hold, errOutboxesUndrained while it has not, or what failed. It reads the
+// outboxes on the master directly, so it waits while a migration of this DC moves them
+// between groups (an outbox already moved would read as empty), and checks after the reads
+// that none began.
 func (s *logShipper) outboxesDrained(ctx context.Context) error {
 	g := s.g
 	key := drainedKey(s.dest)
 	if n, err := g.c.Exists(ctx, key).Result(); err != nil || n == 1 {
 		return err
 	}
+	own := g.r.cfg.Cluster.DC()
 	st := g.r.cfg.Cluster.State()
-	dc := st.DCs[g.r.cfg.Cluster.DC()]
+	dc := st.DCs[own]
 	if dc == nil {
-		return fmt.Errorf("xdc: DC %s is not in the cluster state", g.r.cfg.Cluster.DC())
+		return fmt.Errorf("xdc: DC %s is not in the cluster state", own)
+	}
+	if m := activeMigration(st, own); m != 0 {
+		return fmt.Errorf("migration %d of this DC moves outboxes: %w", m, errOutboxesUndrained)
 	}
 	var slots []int
 	for slot, gid := range dc.Slots {
@@ -76,6 +83,9 @@ func (s *logShipper) outboxesDrained(ctx context.Context) error {
 				return fmt.Errorf("slot %d: %w", held[i], errOutboxesUndrained)
 			}
 		}
+	}
+	if cur := g.r.cfg.Cluster.State(); cur.NextMigrationID != st.NextMigrationID {
+		return fmt.Errorf("a migration began while the outboxes were read: %w", errOutboxesUndrained)
 	}
 	return g.c.Set(ctx, key, "1", 0).Err()
 }
