@@ -85,14 +85,15 @@ func (c *client) pollBlocking(spec *command.Spec, cmd resp.Command, slot int, d 
 		return
 	}
 	// Nothing below reads cmd: the watcher may move the reader's buffer. A poll moves what a
-	// write's WRITE touches, as any write does (xdcwrite.go): the keys with their element
-	// hashes, then the outbox, the metadata hash and the copy lock; WRITE run on a target without them
-	// would stamp the pop against empty metadata, which the source's, moved later, replaces.
+	// write's WRITE touches, as any write does (moveOutbox): the keys with their element
+	// hashes, the outbox, the metadata hash and the copy lock; WRITE run on a target without
+	// them would stamp the pop against empty metadata, which the source's, moved later,
+	// replaces.
 	kb := make([][]byte, len(call.Keys))
 	for i, k := range call.Keys {
 		kb[i] = []byte(k)
 	}
-	kb = append(c.withElemKeys(slot, kb), []byte(xdc.OutboxKey(slot)), []byte(xdc.MetaKey(slot)), []byte(xdc.CopyLockKey(slot)))
+	kb = slotWriteKeys(c.withElemKeys(slot, kb), slot)
 	db, lvl := c.db, c.writeLevel(c.snap)
 	sr := syncReq{slot: slot, n: 1, lvl: lvl, wrapped: true,
 		raw:  appendWriteCall(nil, slot, c.s.cfg.DC, c.snap.outboxMax, false, []xdc.Call{call}),

@@ -212,7 +212,13 @@ func (c *client) forwardWrite(spec *command.Spec, cmd resp.Command, slot int) {
 // id, the stamps with the keys they describe, and a full copy's lock (taken before the
 // migration began) where WRITE checks it, before WRITE runs there.
 func (c *client) moveOutbox(m *migEntry, slot int) error {
-	return c.moveKeys(m, slot, c.db, [][]byte{[]byte(xdc.OutboxKey(slot)), []byte(xdc.MetaKey(slot)), []byte(xdc.CopyLockKey(slot))})
+	return c.moveKeys(m, slot, c.db, slotWriteKeys(nil, slot))
+}
+
+// slotWriteKeys appends to keys the slot's keys that WRITE reads or appends to besides the
+// command's: its outbox, metadata hash and copy lock (moveOutbox).
+func slotWriteKeys(keys [][]byte, slot int) [][]byte {
+	return append(keys, []byte(xdc.OutboxKey(slot)), []byte(xdc.MetaKey(slot)), []byte(xdc.CopyLockKey(slot)))
 }
 
 // withElemKeys appends to keys, with several DCs, the element hash of each (convergence

@@ -143,10 +143,6 @@ return 0`
 // and a delete on the source while the mover copies it would leave the copy on the target.
 func (r *Replicator) unlockCopies(ctx context.Context, c *redis.Client, db int, slots []int, token string) {
 	st, own := r.cfg.Cluster.State(), r.cfg.Cluster.DC()
-	routed := func(s int) {
-		lock := CopyLockKey(s)
-		_, _ = r.internal(ctx, db, s, []string{lock}, []string{"EVAL", unlockLua, "1", lock, token})
-	}
 	pipe := c.Pipeline()
 	cmds := make([]*redis.Cmd, len(slots))
 	for i, s := range slots {
@@ -156,11 +152,13 @@ func (r *Replicator) unlockCopies(ctx context.Context, c *redis.Client, db int, 
 	}
 	_, _ = pipe.Exec(ctx)
 	for i, s := range slots {
-		if cmds[i] == nil {
-			routed(s)
-		} else if n, err := cmds[i].Int(); err == nil && n == 0 {
-			routed(s)
+		if cmds[i] != nil {
+			if n, err := cmds[i].Int(); err != nil || n != 0 {
+				continue // released here, or the master is unreachable (the lock expires)
+			}
 		}
+		lock := CopyLockKey(s)
+		_, _ = r.internal(ctx, db, s, []string{lock}, []string{"EVAL", unlockLua, "1", lock, token})
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -109,6 +110,7 @@ type pullSet struct {
 	mu       sync.Mutex
 	set      map[dbSlot]bool
 	suspects map[dbSlot]bool
+	nsuspect atomic.Int32 // len(suspects), read without mu on the apply path
 	wake     chan struct{}
 }
 
@@ -126,6 +128,7 @@ func (p *pullSet) suspect(db, slot int) {
 	k := dbSlot{db, slot}
 	if !p.suspects[k] {
 		p.suspects[k] = true
+		p.nsuspect.Add(1)
 		// The entries sent again may go to another node (the ring moved): noted anyway.
 		time.AfterFunc(suspectFor, func() { p.settle(db, slot) })
 	}
@@ -135,12 +138,22 @@ func (p *pullSet) suspect(db, slot int) {
 // pulled anyway.
 const suspectFor = time.Minute
 
+// anySuspect reports whether some slot is suspected, without the lock: every APPLY answered
+// would settle its slots, and almost always there is none to settle.
+func (p *pullSet) anySuspect() bool { return p.nsuspect.Load() > 0 }
+
 // settle notes a suspected slot (suspect) now that an APPLY of it answered.
 func (p *pullSet) settle(db, slot int) {
+	if !p.anySuspect() {
+		return
+	}
 	p.mu.Lock()
 	k := dbSlot{db, slot}
 	was := p.suspects[k]
-	delete(p.suspects, k)
+	if was {
+		delete(p.suspects, k)
+		p.nsuspect.Add(-1)
+	}
 	p.mu.Unlock()
 	if was {
 		p.note(db, slot)

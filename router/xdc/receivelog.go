@@ -195,6 +195,9 @@ func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse
 // answer does not say which slots did, and a slot without records costs the puller one read.
 func (r *Replicator) logApplied(req LogRequest, res LogResponse) {
 	conflicts := r.tally(res.Errors, res.FirstError, res.Superseded, res.Conflicts, "source", req.Log.String())
+	if !conflicts && !r.pulls.anySuspect() {
+		return // the common case: nothing to pull, nothing to settle
+	}
 	effectSlots(req.Entries, nil, func(slot int) {
 		if conflicts {
 			r.pulls.note(req.DB, slot)
