@@ -14,11 +14,22 @@ import (
 	"github.com/redraft/redraft/router/resp"
 )
 
+// blockingNames are the commands cmdBlocking serves.
+var blockingNames = []string{"blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax", "bzmpop", "xread", "xreadgroup"}
+
+// watchers marks, by command.Spec.ID, the commands whose handlers may watch the client's
+// connection (watchClient): those of blockingNames and WAIT.
+var watchers []bool
+
 func registerBlocking() {
-	for _, name := range []string{"blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax", "bzmpop", "xread", "xreadgroup"} {
+	for _, name := range blockingNames {
 		handle(name, cmdBlocking)
 	}
 	handle("wait", cmdWait)
+	watchers = make([]bool, command.Count())
+	for _, name := range append([]string{"wait"}, blockingNames...) {
+		watchers[command.ByName(name).ID] = true
+	}
 }
 
 // blockTimeout returns how long the command may block (0: forever) and whether it blocks; ok

@@ -143,3 +143,24 @@ func TestTimeoutSecs(t *testing.T) {
 		}
 	}
 }
+
+// TestBlockingCommandMidBatch: a blocking command (and WAIT) in the middle of one read's
+// requests leaves the read loop (resp.Reader.Loop), which a command that watches the
+// connection cannot run in, and the requests on either side of it are answered in order;
+// then the loop serves the connection again.
+func TestBlockingCommandMidBatch(t *testing.T) {
+	tc := startCluster(t, 1, 1, Config{})
+	r := dialRaw(t, tc.addrs[0])
+	for round := 0; round < 3; round++ {
+		r.send("SET mid:a 1\r\nBLPOP mid:none 0.05\r\nGET mid:a\r\nWAIT 0 0\r\nXREAD BLOCK 20 STREAMS mid:s $\r\nPING\r\n")
+		for _, want := range []string{"+OK", "*-1", "$1", "1", ":0", "*-1", "+PONG"} {
+			if l := r.line(); l != want {
+				t.Fatalf("round %d: got %q, want %q", round, l, want)
+			}
+		}
+	}
+	r.send("INCR mid:n\r\n")
+	if l := r.line(); l != ":1" {
+		t.Fatalf("after the rounds: got %q, want :1", l)
+	}
+}

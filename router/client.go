@@ -109,6 +109,11 @@ type client struct {
 	blocked   map[*backend.Pool]*backend.Dedicated
 	ps        *pubsubState
 
+	// ended is set when the session is over (batch); linger when it ended on a protocol error
+	// whose reply was written (lingerClose); outside while a request waits in the read buffer
+	// for serve to run it outside resp.Reader.Loop (watchesClient).
+	ended, linger, outside bool
+
 	// direct writes a batch of one request's reply from the backend reader (direct.go); nil
 	// for a TLS connection. dreq is the request armed so, until awaitDirect collects it.
 	direct *directReply
@@ -153,49 +158,88 @@ func newClient(s *Server, nc net.Conn) *client {
 // write writes b to the client's connection; called with wmu held.
 func (c *client) write(b []byte) (int, error) { return c.w.Write(b) }
 
-// closeConn closes the client's connection; its goroutine then ends and cleans up.
+// closeConn closes the client's connection; its goroutine then ends and cleans up. The
+// socket is shut down at once (the client sees it closed, and the read loop ends), and closed
+// on a goroutine of its own: the client's goroutine holds the connection's read side in its
+// read loop (resp.Reader.Loop), where a Close waits for it, and it may be waiting there for
+// the caller (a backend connection's reader delivering a reply, direct.go).
 func (c *client) closeConn() {
-	c.closed.Store(true)
-	_ = c.nc.Close()
+	if c.closed.CompareAndSwap(false, true) {
+		resp.Shutdown(c.nc)
+		go func() { _ = c.nc.Close() }()
+	}
 }
 
 // serve reads requests, dispatches every complete request in the buffer, then writes the
-// replies in order; one goroutine per client, no goroutine per request. A panic ends this
-// connection only (recover.go).
+// replies in order; one goroutine per client, no goroutine per request. A socket is read by
+// resp.Reader.Loop, which serves each read's requests inside the read (batch) and waits for
+// the next without an empty read; a TLS connection by Fill. A panic ends this connection
+// only (recover.go).
 func (c *client) serve() {
 	defer c.cleanup()
 	defer c.recoverClient()
 	c.view.user.Store(c.user)
-	more := false
-	for {
-		if !more {
+	for !c.ended {
+		if c.rd.CanLoop() {
+			if err := c.rd.Loop(c.loopBatch); err != nil {
+				return
+			}
+			// Loop ended for a request that must be served outside it (outside), or the
+			// session ends; the request is still in the buffer.
+			c.outside = false
+		} else {
 			c.idleBuffers()
 			if err := c.rd.Fill(); err != nil {
 				return
 			}
-			c.awaitDirect()
-			if c.out == nil {
-				c.outp = resp.GetBuf()
-				c.out = (*c.outp)[:0]
-			}
 		}
-		more = false
+		if !c.ended {
+			c.batch(false)
+		}
+	}
+	if c.linger {
+		c.lingerClose()
+	}
+}
+
+// loopBatch is the batch of resp.Reader.Loop.
+func (c *client) loopBatch() bool { return c.batch(true) }
+
+// batch serves every complete request in the read buffer: it dispatches them, then writes the
+// replies in order, or hands the reply of a lone forwarded request to the backend connection's
+// reader (direct.go). It reports whether the session reads on; when not, ended says whether
+// the session is over (QUIT, a failed write, a protocol error: linger), else, inside Loop
+// (inLoop), a request that watches the client's connection (watchesClient) is left in the
+// buffer for serve (outside).
+func (c *client) batch(inLoop bool) bool {
+	for {
+		c.awaitDirect()
+		if c.out == nil {
+			c.outp = resp.GetBuf()
+			c.out = (*c.outp)[:0]
+		}
+		more := false
 		c.readAt = time.Now()
 		c.view.last.Store(c.readAt.Unix())
 		c.setSnap(c.s.snap.Load())
 		c.holdWaited = false
 		for {
+			mark := c.rd.Mark()
 			cmd, ok, err := c.rd.Next()
 			if err != nil {
 				c.finishBatch()
 				c.out = appendError(c.out, err)
 				c.nerr++
-				if c.flush() == nil {
-					c.lingerClose()
-				}
-				return
+				c.linger = c.flush() == nil
+				c.ended = true
+				return false
 			}
 			if !ok {
+				break
+			}
+			if inLoop && c.watchesClient(cmd.Args) {
+				c.rd.Rewind(mark)
+				c.outside = true
 				break
 			}
 			c.nreq++
@@ -210,18 +254,42 @@ func (c *client) serve() {
 		}
 		if !more && c.armDirect() {
 			_ = c.flush() // counts the batch's requests
-			continue
+		} else {
+			c.finishBatch()
+			err := c.flush()
+			if len(c.cmdIDs) > 0 {
+				c.s.cmds.observe(c.cmdIDs, time.Since(c.readAt))
+				c.cmdIDs = c.cmdIDs[:0]
+			}
+			if err != nil || c.quit {
+				c.ended = true
+				return false
+			}
 		}
-		c.finishBatch()
-		err := c.flush()
-		if len(c.cmdIDs) > 0 {
-			c.s.cmds.observe(c.cmdIDs, time.Since(c.readAt))
-			c.cmdIDs = c.cmdIDs[:0]
+		if c.outside {
+			return false
 		}
-		if err != nil || c.quit {
-			return
+		if !more {
+			c.idleBuffers()
+			return true
 		}
 	}
+}
+
+// watchesClient reports whether a request's handler watches the client's connection while it
+// waits (watchClient: a blocking command, WAIT), which reads the connection from another
+// goroutine and so cannot run inside resp.Reader.Loop.
+func (c *client) watchesClient(args [][]byte) bool {
+	if len(args) == 0 || len(args[0]) < 4 || len(args[0]) > 10 {
+		return false
+	}
+	switch args[0][0] | 0x20 { // every such command's name starts with b, w or x
+	case 'b', 'w', 'x':
+	default:
+		return false
+	}
+	spec := c.cmdMemo.Lookup(args)
+	return spec != nil && watchers[spec.ID]
 }
 
 // idleBuffers gives the read and reply buffers back to their pool before the client waits
@@ -261,7 +329,8 @@ func (c *client) cleanup() {
 	c.finishBatch()
 	c.s.requests.Add(c.nreq)
 	c.s.errs.Add(c.nerr)
-	c.closeConn()
+	c.closed.Store(true)
+	_ = c.nc.Close() // outside the read loop: nothing of this goroutine holds the connection
 	c.closeSession()
 	c.out = c.out[:0]
 	c.idleBuffers()

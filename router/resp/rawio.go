@@ -88,6 +88,16 @@ func rawConnOf(c any) syscall.RawConn {
 	return rc
 }
 
+// Shutdown shuts a socket down both ways (shutdown(2)) without closing it: the peer sees the
+// connection end, and a read of it, or a wait for one, ends at once, even while a goroutine
+// holds the socket (Reader.Loop) and a Close waits for that goroutine to let go. It does
+// nothing to a connection that is not a socket (a TLS connection).
+func Shutdown(c net.Conn) {
+	if rc := rawConnOf(c); rc != nil {
+		_ = rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+	}
+}
+
 // newRawWriter returns a rawWriter for c, or nil when c is not a socket (a TLS connection).
 func newRawWriter(c any) *rawWriter {
 	rc := rawConnOf(c)

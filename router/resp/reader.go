@@ -67,6 +67,11 @@ type Reader struct {
 	readFn func(fd uintptr) bool // rawRead, bound once
 	rn     int
 	rerr   syscall.Errno
+
+	// Loop's state (loop.go): its batch, whether batch ended it, and loopRead bound once.
+	batch   func() bool
+	stopped bool
+	loopFn  func(fd uintptr) bool
 }
 
 // NewReader returns a Reader with the given limits (zero or less means redis-server's default).
@@ -149,6 +154,27 @@ func (r *Reader) Fill() error {
 		}
 		r.buf = make([]byte, initialBuf)
 	}
+	r.room()
+	for {
+		n, err := r.rd.Read(r.buf[r.w:])
+		r.w += n
+		if err != nil {
+			if n > 0 && errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		// Keep reading while a large argument is still incomplete.
+		if r.w-r.r >= r.need || r.w == len(r.buf) {
+			return nil
+		}
+	}
+}
+
+// room makes space in buf after w for the next read: it starts over at the buffer's beginning
+// once everything was parsed (shrinking a buffer grown for a big argument), and moves or grows
+// the unparsed bytes so the pending request's need fits.
+func (r *Reader) room() {
 	if r.r == r.w {
 		r.r, r.w = 0, 0
 		if len(r.buf) > shrinkAbove {
@@ -170,20 +196,6 @@ func (r *Reader) Fill() error {
 		}
 		r.w -= r.r
 		r.r = 0
-	}
-	for {
-		n, err := r.rd.Read(r.buf[r.w:])
-		r.w += n
-		if err != nil {
-			if n > 0 && errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		// Keep reading while a large argument is still incomplete.
-		if r.w-r.r >= r.need || r.w == len(r.buf) {
-			return nil
-		}
 	}
 }
 
