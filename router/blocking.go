@@ -221,6 +221,11 @@ func isNull(reply []byte) bool {
 // returns and the session ends instead of holding a backend connection forever. Bytes the
 // client pipelines meanwhile stay in the reader's buffer.
 func (c *client) watchClient(interrupt func(), f func()) {
+	if c.inLoop {
+		// The read loop holds the connection's read side: the watcher's Fill would wait for it
+		// forever. A command that gets here must be in watchers (watchesClient).
+		panic("router: watchClient inside the read loop")
+	}
 	done := make(chan error, 1)
 	c.s.goClient(c, "blocking read-ahead", func() {
 		err := c.rd.Fill()

@@ -113,6 +113,9 @@ type client struct {
 	// whose reply was written (lingerClose); outside while a request waits in the read buffer
 	// for serve to run it outside resp.Reader.Loop (watchesClient).
 	ended, linger, outside bool
+	// resumed marks the batch serve runs after outside: it goes on with the read the loop
+	// stopped in. inLoop is set while batch runs inside the loop (watchClient checks it).
+	resumed, inLoop bool
 
 	// direct writes a batch of one request's reply from the backend reader (direct.go); nil
 	// for a TLS connection. dreq is the request armed so, until awaitDirect collects it.
@@ -196,14 +199,25 @@ func (c *client) serve() {
 		if !c.ended {
 			c.batch(false)
 		}
+		c.resumed = false
 	}
 	if c.linger {
 		c.lingerClose()
 	}
 }
 
-// loopBatch is the batch of resp.Reader.Loop.
-func (c *client) loopBatch() bool { return c.batch(true) }
+// loopBatch is the batch of resp.Reader.Loop. A connection the node closed (CLIENT KILL,
+// shutdown) serves nothing more: shut down, its socket still hands over what was queued.
+func (c *client) loopBatch() bool {
+	if c.closed.Load() {
+		c.ended = true
+		return false
+	}
+	c.inLoop = true
+	goOn := c.batch(true)
+	c.inLoop = false
+	return goOn
+}
 
 // batch serves every complete request in the read buffer: it dispatches them, then writes the
 // replies in order, or hands the reply of a lone forwarded request to the backend connection's
@@ -219,10 +233,15 @@ func (c *client) batch(inLoop bool) bool {
 			c.out = (*c.outp)[:0]
 		}
 		more := false
-		c.readAt = time.Now()
-		c.view.last.Store(c.readAt.Unix())
+		if !c.resumed {
+			// A batch resumed outside the loop keeps the read's arrival time (a blocking
+			// command's turn: blockorder.go) and its one wait for a held snapshot.
+			c.readAt = time.Now()
+			c.view.last.Store(c.readAt.Unix())
+			c.holdWaited = false
+		}
+		c.resumed = false
 		c.setSnap(c.s.snap.Load())
-		c.holdWaited = false
 		for {
 			mark := c.rd.Mark()
 			cmd, ok, err := c.rd.Next()
@@ -239,7 +258,7 @@ func (c *client) batch(inLoop bool) bool {
 			}
 			if inLoop && c.watchesClient(cmd.Args) {
 				c.rd.Rewind(mark)
-				c.outside = true
+				c.outside, c.resumed = true, true
 				break
 			}
 			c.nreq++
@@ -278,9 +297,10 @@ func (c *client) batch(inLoop bool) bool {
 
 // watchesClient reports whether a request's handler watches the client's connection while it
 // waits (watchClient: a blocking command, WAIT), which reads the connection from another
-// goroutine and so cannot run inside resp.Reader.Loop.
+// goroutine and so cannot run inside resp.Reader.Loop. Queued in MULTI, none waits; XREAD
+// and XREADGROUP only with BLOCK (or a BLOCK Redis refuses: refusedByRedis watches too).
 func (c *client) watchesClient(args [][]byte) bool {
-	if len(args) == 0 || len(args[0]) < 4 || len(args[0]) > 10 {
+	if c.tx != nil || len(args) == 0 || len(args[0]) < 4 || len(args[0]) > 10 {
 		return false
 	}
 	switch args[0][0] | 0x20 { // every such command's name starts with b, w or x
@@ -289,7 +309,14 @@ func (c *client) watchesClient(args [][]byte) bool {
 		return false
 	}
 	spec := c.cmdMemo.Lookup(args)
-	return spec != nil && watchers[spec.ID]
+	if spec == nil || !watchers[spec.ID] {
+		return false
+	}
+	if spec.Name == "xread" || spec.Name == "xreadgroup" {
+		_, blocks, ok := blockTimeout(spec.Name, args)
+		return blocks || !ok
+	}
+	return true
 }
 
 // idleBuffers gives the read and reply buffers back to their pool before the client waits

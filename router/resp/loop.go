@@ -14,7 +14,9 @@ import "syscall"
 // which then returns at once. So after a read that left the socket empty (it returned fewer
 // bytes than it was offered: a stream socket's read takes all it holds, up to the length)
 // the loop waits without reading first, and no arrival is missed: one that came before that
-// read is in it, one after it marks the socket ready.
+// read is in it, one after it marks the socket ready. (A read also stops short at TCP's
+// urgent mark and, on a Unix socket, at a message that passes descriptors or credentials:
+// a client that sends such things stalls only itself until it sends more. RESP uses none.)
 
 // CanLoop reports whether Loop can serve the connection: one with a file descriptor (TCP,
 // Unix), not a TLS connection.
