@@ -34,7 +34,11 @@ func (c *client) admit(slots []uint16) (*snapshot, int, error) {
 		}
 		c.pslots = append(c.pslots, slots...)
 		snap := c.s.snap.Load()
-		if err := snap.down(); err != nil {
+		err := snap.down()
+		if err == nil && snap != c.snap {
+			err = c.writePathChanged(snap)
+		}
+		if err != nil {
 			// Held (node/current.go): the batch waited once already (awaitRouting).
 			c.unadmit(mark)
 			return nil, 0, err
@@ -141,6 +145,27 @@ func (c *client) enterOwned(slot int) (g *group, ok bool, err error) {
 	}
 	c.unadmit(mark)
 	return nil, false, nil
+}
+
+// writePathChanged refuses to route a request on snap, newer than the batch's snapshot, when
+// the batch's decided how its writes go differently from what snap says (setSnap, xw): the
+// batch's snapshot routed nothing (Hold: its one wait for routing, awaitRouting, ended before
+// the hold did, and with several DCs a held snapshot sends no write through WRITE), or the
+// cluster gained or lost its other DCs, or changed between the slots' outboxes and the groups'
+// logs (its data format), meanwhile. Routed on snap, such a write would reach the master
+// unrecorded for the other DCs, or recorded where nothing ships it, applied here and never
+// there. A held batch answers the hold's error; the others -TRYAGAIN.
+func (c *client) writePathChanged(snap *snapshot) error {
+	if c.rd == nil {
+		return nil // the node's own calls (internal.go) have no batch: nothing was decided
+	}
+	if err := c.snap.down(); err != nil {
+		return err
+	}
+	if c.snap.multiDC != snap.multiDC || c.snap.outboxMax.log != snap.outboxMax.log {
+		return c.tryAgain(errorf("TRYAGAIN redraft: the cluster's replication changed under this request, try again"))
+	}
+	return nil
 }
 
 func errFrozen(slot int) error {

@@ -85,6 +85,9 @@ func (d *directReply) Deliver(r *backend.Request) bool {
 	} else if len(b) > 0 && b[0] == '-' {
 		c.s.errs.Add(1)
 	}
+	if d.nids > 0 { // counted before the client can have the reply, as the errors are
+		c.s.cmds.observe(d.ids[:d.nids], time.Since(d.at))
+	}
 	c.wmu.Lock()
 	n, err := d.tw.TryWrite(b)
 	c.wmu.Unlock()
@@ -105,11 +108,8 @@ func (d *directReply) writeRest(r *backend.Request, b []byte) {
 	r.Complete()
 }
 
-// done counts the command's latency, and closes a connection whose write failed.
+// done closes a connection whose write failed.
 func (d *directReply) done(err error) {
-	if d.nids > 0 {
-		d.c.s.cmds.observe(d.ids[:d.nids], time.Since(d.at))
-	}
 	if err != nil {
 		d.c.closeConn()
 	}

@@ -1,0 +1,61 @@
+package router
+
+import (
+	"errors"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/redraft/redraft/router/resp"
+)
+
+// TestHeldBatchRoutesNoWrite: a batch read while the node held its routing (not acting on
+// current state: Hold) decided on that snapshot how its writes go, and with several DCs a
+// held snapshot says none goes through WRITE. When the hold ends before such a batch's
+// later write is admitted (its one wait for the hold, awaitRouting, spent on an earlier
+// request), the write must fail as held, not reach the master raw on the new snapshot's
+// routing, applied here and never recorded for the other DCs.
+func TestHeldBatchRoutesNoWrite(t *testing.T) {
+	tc := startXDC(t, 1, Config{})
+	s := tc.servers[0]
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	c := newClient(s, a)
+	s.Hold(errors.New("catching up (test)"))
+	c.setSnap(s.snap.Load()) // the batch began while held...
+	c.holdWaited = true      // ...and already waited once for the hold to end
+	s.SetState(tc.st)        // the hold ends
+	c.dispatch(resp.Command{Args: [][]byte{[]byte("SET"), []byte("held:k"), []byte("v")},
+		Raw: []byte("*3\r\n$3\r\nSET\r\n$6\r\nheld:k\r\n$1\r\nv\r\n")})
+	c.finishBatch()
+	if got := string(c.out); !strings.HasPrefix(got, "-CLUSTERDOWN") {
+		t.Errorf("the write answered %q, want the hold's CLUSTERDOWN", got)
+	}
+	if n := tc.direct(0).Exists(ctxT(t), "held:k").Val(); n != 0 {
+		t.Fatalf("the write reached the master outside WRITE (EXISTS %d): applied in dc1, recorded for no other DC", n)
+	}
+}
+
+// TestWritePathChangedUnderABatch: a batch that decided its writes go raw (one DC) is not
+// routed on a snapshot in which the cluster has a second DC (its writes must go through
+// WRITE): the write answers -TRYAGAIN and reaches no master.
+func TestWritePathChangedUnderABatch(t *testing.T) {
+	tc := startCluster(t, 1, 1, Config{})
+	s := tc.servers[0]
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	c := newClient(s, a)
+	c.setSnap(s.snap.Load()) // one DC: writes forwarded raw
+	s.SetState(addDC2(t, tc.st))
+	c.dispatch(resp.Command{Args: [][]byte{[]byte("SET"), []byte("path:k"), []byte("v")},
+		Raw: []byte("*3\r\n$3\r\nSET\r\n$6\r\npath:k\r\n$1\r\nv\r\n")})
+	c.finishBatch()
+	if got := string(c.out); !strings.HasPrefix(got, "-TRYAGAIN") {
+		t.Errorf("the write answered %q, want -TRYAGAIN", got)
+	}
+	if n := tc.direct(0).Exists(ctxT(t), "path:k").Val(); n != 0 {
+		t.Fatalf("the write reached the master raw after a second DC joined (EXISTS %d)", n)
+	}
+}
