@@ -9,6 +9,14 @@ import (
 	"github.com/redraft/redraft/router/resp"
 )
 
+// dispatchSet dispatches SET k v on c as the batch's one request and returns its reply.
+func dispatchSet(c *client, k string) string {
+	args := [][]byte{[]byte("SET"), []byte(k), []byte("v")}
+	c.dispatch(resp.Command{Args: args, Raw: appendCommand(nil, []string{"SET", k, "v"})})
+	c.finishBatch()
+	return string(c.out)
+}
+
 // TestHeldBatchRoutesNoWrite: a batch read while the node held its routing (not acting on
 // current state: Hold) decided on that snapshot how its writes go, and with several DCs a
 // held snapshot says none goes through WRITE. When the hold ends before such a batch's
@@ -26,10 +34,7 @@ func TestHeldBatchRoutesNoWrite(t *testing.T) {
 	c.setSnap(s.snap.Load()) // the batch began while held...
 	c.holdWaited = true      // ...and already waited once for the hold to end
 	s.SetState(tc.st)        // the hold ends
-	c.dispatch(resp.Command{Args: [][]byte{[]byte("SET"), []byte("held:k"), []byte("v")},
-		Raw: []byte("*3\r\n$3\r\nSET\r\n$6\r\nheld:k\r\n$1\r\nv\r\n")})
-	c.finishBatch()
-	if got := string(c.out); !strings.HasPrefix(got, "-CLUSTERDOWN") {
+	if got := dispatchSet(c, "held:k"); !strings.HasPrefix(got, "-CLUSTERDOWN") {
 		t.Errorf("the write answered %q, want the hold's CLUSTERDOWN", got)
 	}
 	if n := tc.direct(0).Exists(ctxT(t), "held:k").Val(); n != 0 {
@@ -49,10 +54,7 @@ func TestWritePathChangedUnderABatch(t *testing.T) {
 	c := newClient(s, a)
 	c.setSnap(s.snap.Load()) // one DC: writes forwarded raw
 	s.SetState(addDC2(t, tc.st))
-	c.dispatch(resp.Command{Args: [][]byte{[]byte("SET"), []byte("path:k"), []byte("v")},
-		Raw: []byte("*3\r\n$3\r\nSET\r\n$6\r\npath:k\r\n$1\r\nv\r\n")})
-	c.finishBatch()
-	if got := string(c.out); !strings.HasPrefix(got, "-TRYAGAIN") {
+	if got := dispatchSet(c, "path:k"); !strings.HasPrefix(got, "-TRYAGAIN") {
 		t.Errorf("the write answered %q, want -TRYAGAIN", got)
 	}
 	if n := tc.direct(0).Exists(ctxT(t), "path:k").Val(); n != 0 {
