@@ -163,10 +163,14 @@ func (c *client) writePathChanged(snap *snapshot) error {
 		return err
 	}
 	if c.snap.multiDC != snap.multiDC || c.snap.outboxMax.log != snap.outboxMax.log {
-		return c.tryAgain(errorf("TRYAGAIN redraft: the cluster's replication changed under this request, try again"))
+		return c.tryAgain(errWritePath)
 	}
 	return nil
 }
+
+// errWritePath answers a request whose batch decided its write path on a snapshot the
+// cluster's replication has changed since (writePathChanged, blockOp.stale).
+var errWritePath = errorf("TRYAGAIN redraft: the cluster's replication changed under this request, try again")
 
 func errFrozen(slot int) error {
 	return errorf("TRYAGAIN slot %d is being migrated, try again", slot)
@@ -265,6 +269,10 @@ type blockOp struct {
 	id       int64        // the connection's CLIENT ID on the backend (0: unknown)
 	state    atomic.Int32 // opWaiting, opFinished (by the session) or opReleased (by SetState)
 	finished atomic.Bool  // the session's call returned
+	// multiDC is the batch's write path when the command was sent raw: a snapshot that says
+	// otherwise (the cluster gained or lost its other DCs) releases it, or an element popped
+	// raw would be applied here and recorded for no other DC.
+	multiDC bool
 }
 
 const (
@@ -277,7 +285,7 @@ const (
 func (op *blockOp) stale(snap *snapshot) bool {
 	e := &snap.slots[op.slot]
 	g := e.group()
-	return e.state() == migFrozen || g == nil || g.pool != op.pool
+	return e.state() == migFrozen || g == nil || g.pool != op.pool || snap.multiDC != op.multiDC
 }
 
 // release ends the op's wait, once. c is the session that waits.

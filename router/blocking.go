@@ -167,7 +167,7 @@ func (c *client) doBlocking(g *group, slot int, raw []byte, limit time.Duration,
 	if err != nil {
 		return nil, false, err
 	}
-	op := &blockOp{slot: slot, pool: g.pool, admin: g.ipool, d: d, id: d.ClientID()}
+	op := &blockOp{slot: slot, pool: g.pool, admin: g.ipool, d: d, id: d.ClientID(), multiDC: c.snap.multiDC}
 	turn.wait(c.s.cfg.BackendTimeout)
 	c.blk.Store(op)
 	// SetState stores its snapshot before it looks for blocked sessions: either it sees op,
@@ -189,6 +189,9 @@ func (c *client) doBlocking(g *group, slot int, raw []byte, limit time.Duration,
 		c.dropDedicated(g, d)
 	}
 	if released && (err != nil || isNull(reply)) {
+		if c.s.snap.Load().multiDC != op.multiDC {
+			return nil, false, c.tryAgain(errWritePath)
+		}
 		return nil, false, c.tryAgain(errFrozen(slot))
 	}
 	return reply, false, err

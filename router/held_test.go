@@ -61,3 +61,22 @@ func TestWritePathChangedUnderABatch(t *testing.T) {
 		t.Fatalf("the write reached the master raw after a second DC joined (EXISTS %d)", n)
 	}
 }
+
+// TestRawBlockingReleasedWhenADCJoins: a blocking pop sent raw while the cluster had one DC is
+// released when a second DC joins (-TRYAGAIN: sent again, it polls through WRITE); left
+// blocked, it would pop a later push raw, applied here and recorded for no other DC.
+func TestRawBlockingReleasedWhenADCJoins(t *testing.T) {
+	tc := startCluster(t, 1, 1, Config{})
+	r := dialRaw(t, tc.addrs[0])
+	r.send("BLPOP join:q 0\r\n")
+	waitFor(t, "BLPOP blocked on the backend", func() bool { return blockedClients(t, tc, 0) == 1 })
+	tc.servers[0].SetState(addDC2(t, tc.st))
+	if l := r.line(); !strings.HasPrefix(l, "-TRYAGAIN") {
+		t.Fatalf("the raw BLPOP after a second DC joined answered %q, want -TRYAGAIN", l)
+	}
+	waitFor(t, "the backend's blocked pop ended", func() bool { return blockedClients(t, tc, 0) == 0 })
+	r.send("PING\r\n")
+	if l := r.line(); l != "+PONG" {
+		t.Fatalf("the session after the release: %q", l)
+	}
+}

@@ -540,3 +540,30 @@ func btoi(b bool) int {
 	}
 	return 0
 }
+
+// TestXDCKeylessScriptsInMulti: with several DCs a script cannot run inside MULTI, a block of
+// keyless scripts included (it has no slot to build WRITE calls for, and ran raw on a group:
+// its write applied in this DC and recorded for no other). EXEC refuses it and nothing runs.
+func TestXDCKeylessScriptsInMulti(t *testing.T) {
+	tc := startXDC(t, 1, Config{})
+	ctx := ctxT(t)
+	c := tc.client(0)
+	for _, script := range [][]any{
+		{"EVAL", "redis.call('SET', 'tx:raw', 'v') return 1", "0"},
+		{"EVAL_RO", "return 1", "0"},
+	} {
+		_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Do(ctx, script...)
+			return nil
+		})
+		if err == nil || !strings.Contains(err.Error(), "cannot run inside MULTI") {
+			t.Fatalf("MULTI %v EXEC: %v, want it refused", script[0], err)
+		}
+	}
+	if n := tc.direct(0).Exists(ctx, "tx:raw").Val(); n != 0 {
+		t.Fatal("a keyless script in MULTI wrote the master raw")
+	}
+	if err := c.Set(ctx, "tx:after", "v", 0).Err(); err != nil {
+		t.Fatalf("the session after the refused blocks: %v", err)
+	}
+}
