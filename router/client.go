@@ -197,9 +197,8 @@ func (c *client) serve() {
 			}
 		}
 		if !c.ended {
-			c.batch(false)
+			c.batch()
 		}
-		c.resumed = false
 	}
 	if c.linger {
 		c.lingerClose()
@@ -214,7 +213,7 @@ func (c *client) loopBatch() bool {
 		return false
 	}
 	c.inLoop = true
-	goOn := c.batch(true)
+	goOn := c.batch()
 	c.inLoop = false
 	return goOn
 }
@@ -225,7 +224,7 @@ func (c *client) loopBatch() bool {
 // the session is over (QUIT, a failed write, a protocol error: linger), else, inside Loop
 // (inLoop), a request that watches the client's connection (watchesClient) is left in the
 // buffer for serve (outside).
-func (c *client) batch(inLoop bool) bool {
+func (c *client) batch() bool {
 	for {
 		c.awaitDirect()
 		if c.out == nil {
@@ -256,7 +255,7 @@ func (c *client) batch(inLoop bool) bool {
 			if !ok {
 				break
 			}
-			if inLoop && c.watchesClient(cmd.Args) {
+			if c.inLoop && c.watchesClient(cmd.Args) {
 				c.rd.Rewind(mark)
 				c.outside, c.resumed = true, true
 				break

@@ -9,6 +9,14 @@ import (
 	"github.com/redraft/redraft/router/resp"
 )
 
+// pipeClient returns a session of s over one end of an in-memory pipe: a batch the test
+// drives by hand (setSnap, dispatch, finishBatch), whose replies stay in its c.out.
+func pipeClient(t *testing.T, s *Server) *client {
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return newClient(s, a)
+}
+
 // dispatchSet dispatches SET k v on c as the batch's one request and returns its reply.
 func dispatchSet(c *client, k string) string {
 	args := [][]byte{[]byte("SET"), []byte(k), []byte("v")}
@@ -26,10 +34,7 @@ func dispatchSet(c *client, k string) string {
 func TestHeldBatchRoutesNoWrite(t *testing.T) {
 	tc := startXDC(t, 1, Config{})
 	s := tc.servers[0]
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	c := newClient(s, a)
+	c := pipeClient(t, s)
 	s.Hold(errors.New("catching up (test)"))
 	c.setSnap(s.snap.Load()) // the batch began while held...
 	c.holdWaited = true      // ...and already waited once for the hold to end
@@ -48,10 +53,7 @@ func TestHeldBatchRoutesNoWrite(t *testing.T) {
 func TestWritePathChangedUnderABatch(t *testing.T) {
 	tc := startCluster(t, 1, 1, Config{})
 	s := tc.servers[0]
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	c := newClient(s, a)
+	c := pipeClient(t, s)
 	c.setSnap(s.snap.Load()) // one DC: writes forwarded raw
 	s.SetState(addDC2(t, tc.st))
 	if got := dispatchSet(c, "path:k"); !strings.HasPrefix(got, "-TRYAGAIN") {

@@ -20,9 +20,17 @@ type txState struct {
 	keys         [][]byte
 	other        []dbKey
 	sortPatterns bool
-	// script is the name of the block's first script (EVAL, FCALL...): with several DCs a
-	// script cannot run inside MULTI (txCalls), keys or none.
-	script string
+}
+
+// script returns the name of the block's first script (EVAL, FCALL...), or "": with several
+// DCs a script cannot run inside MULTI, keys or none.
+func (tx *txState) script() string {
+	for _, name := range tx.cmds {
+		if s := command.ByName(name); s != nil && s.Kind == command.Script {
+			return name
+		}
+	}
+	return ""
 }
 
 // txControl are the commands MULTI does not queue.
@@ -104,9 +112,6 @@ func (c *client) queueTx(spec *command.Spec, cmd resp.Command) {
 			tx.sortPatterns = true
 		}
 	}
-	if spec.Kind == command.Script && tx.script == "" {
-		tx.script = spec.Name
-	}
 	tx.raw = append(tx.raw, cmd.Raw...)
 	tx.cmds = append(tx.cmds, spec.Name)
 	c.reply([]byte("+QUEUED\r\n"))
@@ -144,11 +149,11 @@ func cmdExec(c *client, _ *command.Spec, _ resp.Command) {
 		c.replyErr(errExecAbort)
 		return
 	}
-	if tx.script != "" && c.xw && c.snap.multiDC {
+	if script := tx.script(); script != "" && c.xw && c.snap.multiDC {
 		// Refused for a keyed block when its calls are built (txCalls); a block of keyless
 		// scripts would otherwise run raw on a group, its writes recorded for no other DC.
 		c.unwatch()
-		c.replyErr(errorf("ERR redraft: %s cannot run inside MULTI in a cluster with several DCs", tx.script))
+		c.replyErr(errorf("ERR redraft: %s cannot run inside MULTI in a cluster with several DCs", script))
 		return
 	}
 	raw := make([]byte, 0, len(rawMulti)+len(tx.raw)+len(rawExec))
