@@ -314,14 +314,7 @@ func TestWriteLogThenApplyLog(t *testing.T) {
 	if n := a.Exists(ctx, OutboxKey(slot), DirtyKey).Val(); n != 0 {
 		t.Fatalf("WRITE in log mode wrote %d outbox or feed streams", n)
 	}
-	raw, err := a.Do(ctx, "XRANGE", LogKey, "-", "+").Slice()
-	if err != nil {
-		t.Fatal(err)
-	}
-	entries, err := parseRange(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	entries := logEntries(t, a)
 	if len(entries) < 20 {
 		t.Fatalf("the log holds %d entries", len(entries))
 	}
@@ -343,4 +336,18 @@ func TestWriteLogThenApplyLog(t *testing.T) {
 	if sa, sb := snapshot(t, ctx, a), snapshot(t, ctx, b); !reflect.DeepEqual(sa, sb) {
 		t.Fatalf("A and B differ:\nA %v\nB %v", sa, sb)
 	}
+}
+
+// logEntries returns every entry of the group log on c's server, in order.
+func logEntries(t *testing.T, c *redis.Client) []Entry {
+	t.Helper()
+	raw, err := c.Do(context.Background(), "XRANGE", LogKey, "-", "+").Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := parseRange(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return entries
 }

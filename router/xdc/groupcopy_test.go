@@ -327,6 +327,9 @@ func TestOutboxesDrainedWaitsForAMigration(t *testing.T) {
 	if dc1.rc.Exists(ctx, drainedKey("dc2")).Val() != 0 {
 		t.Fatal("the drain was recorded during a migration")
 	}
+	if dc1.rc.Exists(ctx, OutboxesClosedKey).Val() != 1 {
+		t.Fatal("the outboxes were read before they were closed")
+	}
 	for id := range n.State().Migrations {
 		n.apply(t, &fsm.ControlMigration{ID: id, Action: fsm.MigrationCancel})
 	}

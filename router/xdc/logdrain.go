@@ -23,6 +23,18 @@ import (
 // migrations do not move it.
 func drainedKey(dest string) string { return LogKey + ":drained:" + dest }
 
+// OutboxesClosedKey is set, on a group's master in each database its log is written, by the
+// log's first write (the WRITE function) and by the drain check before it reads the outboxes:
+// from then on WRITE puts a write meant for a slot's outbox in the log instead. Nodes apply
+// the raise to group logs at different moments (and a batch admitted before it may reach the
+// master after), so without it a node still at the older format could append to an outbox
+// after the log's shippers found the outboxes drained, or after a later write went to the
+// log: that entry would reach the other DCs out of order, or after the drain record said
+// there was nothing left. With it, every outbox entry on the server precedes the log's first
+// entry and the drain check's read. It starts with LogKey: it belongs to the server, and
+// migrations do not move it.
+const OutboxesClosedKey = LogKey + ":outboxes-closed"
+
 // drainChunk bounds the outboxes one pipeline reads.
 const drainChunk = 1024
 
@@ -39,6 +51,9 @@ func (s *logShipper) outboxesDrained(ctx context.Context) error {
 	key := drainedKey(s.dest)
 	if n, err := g.c.Exists(ctx, key).Result(); err != nil || n == 1 {
 		return err
+	}
+	if err := g.c.Set(ctx, OutboxesClosedKey, "1", 0).Err(); err != nil {
+		return fmt.Errorf("close the outboxes: %w", err)
 	}
 	own := g.r.cfg.Cluster.DC()
 	st := g.r.cfg.Cluster.State()

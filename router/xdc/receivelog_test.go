@@ -75,14 +75,7 @@ func TestHandleLog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	raw, err := dc1.rc.Do(ctx, "XRANGE", LogKey, "-", "+").Slice()
-	if err != nil {
-		t.Fatal(err)
-	}
-	entries, err := parseRange(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	entries := logEntries(t, dc1.rc)
 	log := LogID{DC: "dc1", Group: "g-dc1"}
 	ship := func(prev string, from, to int) LogResponse {
 		t.Helper()

@@ -181,11 +181,27 @@ end
 -- feed entry and stamp as writeOne's, with four Lua calls less (the copy lock and the element
 -- hash in one EXISTS, the stamp and the counter vector in one HMGET) and none of writeOne's
 -- planning. It answers nil, having changed nothing, for any other write.
-local function setOne(KEYS, ARGV)
+-- logOr returns where the write recorded in ob (the slot's outbox or the group's log) goes.
+-- A group's log opens with its first write, which sets OutboxesClosedKey; from then on a
+-- write meant for a slot's outbox, from a node that has not yet applied the cluster's raise to
+-- group logs, goes to the log too: no outbox entry ever follows the log's first entry on this
+-- server, or the drain check that the log's shippers run first (logdrain.go, which sets the
+-- key before it reads the outboxes).
+local function logOr(ob)
+  if ob == '` + LogKey + `' then
+    if redis.call('EXISTS', '` + OutboxesClosedKey + `') == 0 then
+      redis.call('SET', '` + OutboxesClosedKey + `', '1')
+    end
+  elseif redis.call('EXISTS', '` + OutboxesClosedKey + `') == 1 then
+    return '` + LogKey + `'
+  end
+  return ob
+end
+local function setOne(KEYS, ARGV, ob)
   if #KEYS ~= 4 or ARGV[3] ~= 'one' or ARGV[4] ~= '1' or ARGV[6] ~= '3' or string.upper(ARGV[7]) ~= 'SET' then
     return nil
   end
-  local k, v, ob, dc = ARGV[8], ARGV[9], KEYS[4], ARGV[2]
+  local k, v, dc = ARGV[8], ARGV[9], ARGV[2]
   meta = KEYS[2]
   if redis.call('EXISTS', KEYS[3], ekey(k)) ~= 0 then return nil end
   local of = 'o:' .. dc
@@ -212,9 +228,9 @@ local function setOne(KEYS, ARGV)
   return r
 end
 local function writeOne(KEYS, ARGV)
-local fast = setOne(KEYS, ARGV)
+local ob = logOr(KEYS[#KEYS])
+local fast = setOne(KEYS, ARGV, ob)
 if fast then return fast end
-local ob = KEYS[#KEYS]
 meta = KEYS[#KEYS - 2]
 if ARGV[3] ~= 'rec' and redis.call('EXISTS', KEYS[#KEYS - 1]) == 1 then
   return redis.error_reply('TRYAGAIN redraft: the slot is being copied to another DC, retry shortly')

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -606,5 +607,52 @@ func BenchmarkCompareIDs(b *testing.B) {
 	a, c := "1764856123456-17", "1764856123456-9"
 	for b.Loop() {
 		CompareIDs(a, c)
+	}
+}
+
+// TestOutboxWritesGoToTheOpenLog: once a group's log has its first write, a WRITE meant for a
+// slot's outbox (a node that has not applied the raise to group logs yet) goes to the log,
+// after the log's entries and in order, whatever its form (the plain SET's fast path, the
+// general path, a user script's record); before that, outbox writes stay in the outbox.
+func TestOutboxWritesGoToTheOpenLog(t *testing.T) {
+	ctx := context.Background()
+	a := client(t, testredis.Start(t))
+	if err := Write(ctx, a, slot, "dc1", 1000, prepare(t, "SET {t}k 1")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.Exists(ctx, OutboxesClosedKey).Val(); n != 0 {
+		t.Fatal("an outbox write closed the outboxes")
+	}
+	keys, argv := WriteLogArgs(slot, "dc1", 1000, false, []Call{prepare(t, "SET {t}k 2")})
+	if err := FCall(ctx, a, WriteFunc, keys, argv...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.Exists(ctx, OutboxesClosedKey).Val(); n != 1 {
+		t.Fatal("the log's first write did not close the outboxes")
+	}
+	if err := Write(ctx, a, slot, "dc1", 1000, prepare(t, "SET {t}k 3")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(ctx, a, slot, "dc1", 1000, prepare(t, "INCR {t}c")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	keys, argv = WriteArgs(slot, "dc1", 1000, true, []Call{prepare(t, "SET {t}r 4")})
+	argv[2] = "rec"
+	if err := FCall(ctx, a, WriteFunc, keys, argv...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.XLen(ctx, OutboxKey(slot)).Val(); n != 1 {
+		t.Fatalf("the outbox holds %d entries after the log opened, want its 1 from before", n)
+	}
+	entries := logEntries(t, a)
+	var got []string
+	for _, e := range entries {
+		for _, c := range e.Cmds {
+			got = append(got, strings.Join(c[:2], " "))
+		}
+	}
+	want := []string{"~s {t}k", "~s {t}k", "~c {t}c", "~s {t}r"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("the log's effects %q, want %q", got, want)
 	}
 }
