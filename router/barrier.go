@@ -151,10 +151,12 @@ func (c *client) enterOwned(slot int) (g *group, ok bool, err error) {
 // the batch's decided how its writes go differently from what snap says (setSnap, xw): the
 // batch's snapshot routed nothing (Hold: its one wait for routing, awaitRouting, ended before
 // the hold did, and with several DCs a held snapshot sends no write through WRITE), or the
-// cluster gained or lost its other DCs, or changed between the slots' outboxes and the groups'
-// logs (its data format), meanwhile. Routed on snap, such a write would reach the master
-// unrecorded for the other DCs, or recorded where nothing ships it, applied here and never
-// there. A held batch answers the hold's error; the others -TRYAGAIN.
+// cluster gained or lost its other DCs, or, with several DCs, changed between the slots'
+// outboxes and the groups' logs (its data format), meanwhile. Routed on snap, such a write
+// would reach the master unrecorded for the other DCs, or recorded where nothing ships it,
+// applied here and never there. A held batch answers the hold's error; the others -TRYAGAIN.
+// With one DC every write goes raw at any format: a new cluster raises its format within
+// seconds of its start, and its clients must not see that.
 func (c *client) writePathChanged(snap *snapshot) error {
 	if c.rd == nil {
 		return nil // the node's own calls (internal.go) have no batch: nothing was decided
@@ -162,7 +164,7 @@ func (c *client) writePathChanged(snap *snapshot) error {
 	if err := c.snap.down(); err != nil {
 		return err
 	}
-	if c.snap.multiDC != snap.multiDC || c.snap.outboxMax.log != snap.outboxMax.log {
+	if c.snap.multiDC != snap.multiDC || (snap.multiDC && c.snap.outboxMax.log != snap.outboxMax.log) {
 		return c.tryAgain(errWritePath)
 	}
 	return nil

@@ -6,7 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/router/resp"
+	"github.com/redraft/redraft/router/xdc"
 )
 
 // pipeClient returns a session of s over one end of an in-memory pipe: a batch the test
@@ -61,6 +63,35 @@ func TestWritePathChangedUnderABatch(t *testing.T) {
 	}
 	if n := tc.direct(0).Exists(ctxT(t), "path:k").Val(); n != 0 {
 		t.Fatalf("the write reached the master raw after a second DC joined (EXISTS %d)", n)
+	}
+}
+
+// TestFormatRaiseUnderABatch: a raise of the data format to group logs between a batch's
+// snapshot and its write changes the write path only with several DCs (outbox, then log: the
+// write answers -TRYAGAIN and reaches no master); with one DC every write goes raw at any
+// format, and a new cluster's raise, seconds after its start, must not fail its clients.
+func TestFormatRaiseUnderABatch(t *testing.T) {
+	raised := func(st *fsm.State) *fsm.State {
+		st = st.Clone()
+		st.DataFormat, st.Index = xdc.LogDataFormat, st.Index+1
+		return st
+	}
+	one := startCluster(t, 1, 1, Config{})
+	c := pipeClient(t, one.servers[0])
+	c.setSnap(one.servers[0].snap.Load())
+	one.servers[0].SetState(raised(one.st))
+	if got := dispatchSet(c, "raise:k"); got != "+OK\r\n" {
+		t.Errorf("one DC: the write across the raise answered %q, want +OK", got)
+	}
+	two := startXDC(t, 1, Config{})
+	c = pipeClient(t, two.servers[0])
+	c.setSnap(two.servers[0].snap.Load())
+	two.servers[0].SetState(raised(two.st))
+	if got := dispatchSet(c, "raise:k"); !strings.HasPrefix(got, "-TRYAGAIN") {
+		t.Errorf("two DCs: the write across the raise answered %q, want -TRYAGAIN", got)
+	}
+	if n := two.direct(0).Exists(ctxT(t), "raise:k").Val(); n != 0 {
+		t.Fatalf("two DCs: the write across the raise reached the master (EXISTS %d)", n)
 	}
 }
 
