@@ -31,7 +31,7 @@ func drainedKey(dest string) string { return LogKey + ":drained:" + dest }
 // after the log's shippers found the outboxes drained, or after a later write went to the
 // log: that entry would reach the other DCs out of order, or after the drain record said
 // there was nothing left. With it, every outbox entry on the server precedes the log's first
-// entry and the drain check's read. It starts with LogKey: it belongs to the server, and
+// write and the drain check's read. It starts with LogKey: it belongs to the server, and
 // migrations do not move it.
 const OutboxesClosedKey = LogKey + ":outboxes-closed"
 

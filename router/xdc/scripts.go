@@ -184,7 +184,7 @@ end
 -- logOr returns where the write recorded in ob (the slot's outbox or the group's log) goes.
 -- A group's log opens with its first write, which sets OutboxesClosedKey; from then on a
 -- write meant for a slot's outbox, from a node that has not yet applied the cluster's raise to
--- group logs, goes to the log too: no outbox entry ever follows the log's first entry on this
+-- group logs, goes to the log too: no outbox entry ever follows the log's first write on this
 -- server, or the drain check that the log's shippers run first (logdrain.go, which sets the
 -- key before it reads the outboxes).
 local function logOr(ob)
