@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/migrate"
 	"github.com/redraft/redraft/router/resp"
 )
 
@@ -57,14 +58,21 @@ type LogResponse struct {
 // groupSlots are, per state, a few slots of each group of this DC that holds any (the first of
 // each of its ranges): HandleLog names them so that every group gets every range, whether or
 // not the range has entries of its slots. ship is, per group of this DC, the slot whose owner
-// on the ring ships the group's log: its first slot, or slot 0 for a group without slots (a
-// group drained by a migration still ships what its log holds).
+// on the ring ships the group's log: the slot of the group's id (shipSlot).
 type groupSlots struct {
 	st        *fsm.State
 	slots     [][]int
 	ship      map[string]int
 	migrating bool // a slot migration of this DC is active
 }
+
+// shipSlot is the slot whose owner on the ring ships group gid's log: the slot of the group's
+// id, hashed as a key's. It depends on the id alone, so the shipping node moves only with the
+// ring (a node joining, leaving or down), never with a migration. With the group's first slot
+// (the rule before), every step of a migration that moved it also moved the log to another
+// node: a new shipper asked the destination its position, checked the log and the outboxes'
+// drain again, and the old one shipped on for a while beside it.
+func shipSlot(gid string) int { return migrate.Slot([]byte(gid)) }
 
 // representatives returns the slots of each group of this DC that holds any, the slot that
 // decides who ships each group's log, and whether a slot migration of this DC is active,
@@ -73,29 +81,29 @@ func (r *Replicator) representatives(st *fsm.State) *groupSlots {
 	if c, _ := r.logReps.Load().(*groupSlots); c != nil && c.st == st {
 		return c
 	}
+	c := newGroupSlots(st, r.cfg.Cluster.DC())
+	r.logReps.Store(c)
+	return c
+}
+
+// newGroupSlots computes representatives' answer for DC dc in state st.
+func newGroupSlots(st *fsm.State, dc string) *groupSlots {
 	c := &groupSlots{st: st, ship: map[string]int{}}
-	dc := r.cfg.Cluster.DC()
 	if d := st.DCs[dc]; d != nil {
-		for gid, ranges := range d.SlotRanges() {
+		for _, ranges := range d.SlotRanges() {
 			var first []int
 			for _, rg := range ranges {
 				first = append(first, rg.From)
 			}
 			c.slots = append(c.slots, first)
-			if gid != "" {
-				c.ship[gid] = ranges[0].From // SlotRanges' ranges are in slot order
-			}
 		}
 		for gid := range d.Groups {
-			if _, ok := c.ship[gid]; !ok {
-				c.ship[gid] = 0
-			}
+			c.ship[gid] = shipSlot(gid)
 		}
 	}
 	for _, m := range st.Migrations {
 		c.migrating = c.migrating || m.Active() && m.DC == dc
 	}
-	r.logReps.Store(c)
 	return c
 }
 
