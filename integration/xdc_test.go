@@ -849,7 +849,7 @@ func TestXDCKillShipper(t *testing.T) {
 }
 
 // TestXDCLogKillShipper is TestXDCKillShipper at data format 3: a group's log is shipped by the
-// live owner of its first slot, so a log n11 shipped moves to n12 while n11 is down and back
+// live owner of the slot of its id (g1b's is n11's), so a log n11 shipped moves to n12 while n11 is down and back
 // after (the shippers' memos of the destinations' positions die with n11); the positions on
 // the masters carry the shipping on, every write exactly once.
 func TestXDCLogKillShipper(t *testing.T) { killShipper(t, startXDCLog(t)) }

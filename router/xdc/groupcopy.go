@@ -146,7 +146,7 @@ func (s *logShipper) copyGroup(ctx context.Context) (string, error) {
 
 // groupCopyKey is, on a group's master, the lock that one node holds while it copies the
 // group in full to destination dest (copyGroup). Two nodes ship a log for a while when the
-// ring's owner of the group's first slot moves, and each may find the destination behind the
+// ring's owner of the group's shipping slot moves, and each may find the destination behind the
 // log: their copies' chunks interleaved, each copy's start (RPCLogStart) dropped the slot
 // positions below its own start, which a chunk of the other copy, read earlier, had set, and
 // a start that came last lowered where the destination stood below what the other's

@@ -289,7 +289,7 @@ func TestLogShipping(t *testing.T) {
 }
 
 // TestRunShipsGroupLogs: at the data format with group logs, Run ships each group's log (the
-// node owning the group's first slot does), so writes recorded there reach the other DC.
+// node owning the group's shipping slot does), so writes recorded there reach the other DC.
 func TestRunShipsGroupLogs(t *testing.T) {
 	ctx := context.Background()
 	n, dcs := startDCs(t, "dc1", "dc2")
@@ -640,7 +640,7 @@ func TestStoppedLogHoldsNoLock(t *testing.T) {
 }
 
 // TestTwoShippersOfOneLog: two nodes of dc1 ship the same group log to dc2 for a while (the
-// ring's owner of the group's first slot moves while pings fail). One of them cannot reach
+// ring's owner of the group's shipping slot moves while pings fail). One of them cannot reach
 // dc2 while the other ships on and trims the log past the position the first one last had
 // answered. Back, the first finds dc2's real position in the log and ships on from there: no
 // full copy of the group (before, it took the trimmed position for dc2 being behind the log

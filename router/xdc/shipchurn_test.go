@@ -18,7 +18,7 @@ import (
 )
 
 // TestLogShippersChurn: two nodes of dc1 ship its group's log to dc2 and dc3 at once, as
-// they do for a while when the ring's owner of the group's first slot moves, while writers
+// they do for a while when the ring's owner of the group's shipping slot moves, while writers
 // push to lists and count through dc1's master. For the run's length (REDRAFT_CHURN, 15 s by
 // default) faults come every few tens of milliseconds: a node's shipping restarts (a plan
 // after its node acted again), a node's peer calls fail, a node stops acting on the cluster

@@ -14,7 +14,7 @@ import (
 
 // The shipping side of one log per group (grouplog.go): a logGroup follows one group's log in
 // one database and ships it to every other DC, one logShipper per destination. Run starts one
-// per group whose first slot this node owns on the token ring, at data format 3 only
+// per group whose shipping slot (shipSlot) this node owns on the token ring, at data format 3 only
 // (LogDataFormat: docs/replication.md, sessions 24 to 27). A shipper
 // ships nothing to a destination until it applied what the slots' outboxes held from before
 // (logdrain.go), and copies the group in full to a destination the log no longer holds the
@@ -333,7 +333,7 @@ func (s *logShipper) run(ctx context.Context) {
 			err = s.contiguous(ctx, prev)
 			if errors.Is(err, errBehind) {
 				// prev can be stale rather than the destination behind: another node shipped
-				// this log to it meanwhile (the ring's owner of the group's first slot moves
+				// this log to it meanwhile (the ring's owner of the group's shipping slot moves
 				// while pings fail, and two nodes ship for a while), and that node's trims
 				// dropped prev. The destination's own answer decides.
 				at, perr := s.position(ctx)
