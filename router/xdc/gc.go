@@ -159,7 +159,8 @@ func (r *Replicator) collect(ctx context.Context) {
 			mine = append(mine, slot)
 		}
 	}
-	if len(mine) == 0 {
+	logs := st.Format() >= LogDataFormat // hot slots then come from any slot's entries (markLogHot)
+	if len(mine) == 0 && !logs {
 		return
 	}
 	c := &r.gc
@@ -175,11 +176,12 @@ func (r *Replicator) collect(ctx context.Context) {
 		hot = append(hot, k)
 		delete(c.hot, k)
 	}
-	n := min(gcSlotsPerTick-len(hot), len(mine))
-	start := c.next % len(mine)
+	n, start := min(gcSlotsPerTick-len(hot), len(mine)), 0
+	if len(mine) > 0 {
+		start = c.next % len(mine)
+	}
 	c.next = start + n
 	c.mu.Unlock()
-	logs := st.Format() >= LogDataFormat // hot slots then come from any slot's entries (markLogHot)
 	for _, k := range hot {
 		if gid := own.Slots[k.slot]; gid != "" && (logs || fsm.OwnerIn(ring, k.slot) == me) {
 			r.collectSlot(ctx, st, k.db, k.slot, others)

@@ -90,7 +90,10 @@ func (r *Replicator) representatives(st *fsm.State) *groupSlots {
 func newGroupSlots(st *fsm.State, dc string) *groupSlots {
 	c := &groupSlots{st: st, ship: map[string]int{}}
 	if d := st.DCs[dc]; d != nil {
-		for _, ranges := range d.SlotRanges() {
+		for gid, ranges := range d.SlotRanges() {
+			if gid == "" {
+				continue // unassigned: no group to reach, nothing to hold a range for
+			}
 			var first []int
 			for _, rg := range ranges {
 				first = append(first, rg.From)

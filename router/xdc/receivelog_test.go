@@ -311,6 +311,54 @@ func TestRunShipsGroupLogs(t *testing.T) {
 	}
 }
 
+// TestLogToADCWithUnassignedSlots: a receiving DC whose slots are not all assigned yet (a DC
+// being set up, slots given out a range at a time) applies the ranges of the slots it serves.
+// Its unassigned slots made HandleLog take them for a group it could not reach, and hold
+// every range of every log at its start.
+func TestLogToADCWithUnassignedSlots(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCs(t, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	raiseFormat(t, n, LogDataFormat)
+	n.mu.Lock()
+	st := n.st.Clone()
+	st.Index++
+	for s := fsm.NumSlots / 2; s < fsm.NumSlots; s++ {
+		st.DCs["dc2"].Slots[s] = ""
+	}
+	n.st = st
+	n.mu.Unlock()
+	for _, d := range dcs {
+		d.repl.Notify(n.State())
+	}
+	var keys []string
+	for i := 0; len(keys) < 20; i++ {
+		if k := "{u" + strconv.Itoa(i) + "}c"; slotString(k) < fsm.NumSlots/2 {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		c := prepare(t, "INCR "+k)
+		wk, argv := WriteLogArgs(slotString(k), "dc1", 1000, false, []Call{c})
+		if err := FCall(ctx, dc1.rc, WriteFunc, wk, argv...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range keys {
+		waitEqual(t, []*testDC{dc2}, 10*time.Second, k, stateOf(k), "string 1")
+	}
+	// The data alone does not tell: a range held at its start is sent again and applied once.
+	// dc2 must answer past the last write, or the log is never trimmed and DC_EACH_SAFE_QUORUM
+	// never answered.
+	last, err := dc1.rc.XRevRangeN(ctx, LogKey, "+", "-", 1).Result()
+	if err != nil || len(last) != 1 {
+		t.Fatalf("dc1's log: %v %v", last, err)
+	}
+	if err := dc1.repl.Await(ctx, 0, slotString(keys[len(keys)-1]), "g-dc1", last[0].ID, 10*time.Second); err != nil {
+		t.Fatalf("dc2 never answered past the last write: %v", err)
+	}
+}
+
 // TestLogRequestBinary: a LogRequest survives its binary form (binary-safe effects, heartbeats
 // without effects), and a truncated one is refused.
 func TestLogRequestBinary(t *testing.T) {

@@ -371,7 +371,8 @@ func (r *Replicator) HandleLast(ctx context.Context, req LastRequest) (LastRespo
 	return out, nil
 }
 
-// HandleAwait waits until every other DC applied req.ID of the slot's outbox.
+// HandleAwait waits until every other DC applied req.ID of the slot's outbox, or of the
+// group's log when req.Group is set.
 func (r *Replicator) HandleAwait(ctx context.Context, req AwaitRequest) (struct{}, error) {
 	return struct{}{}, r.awaitHere(ctx, req)
 }

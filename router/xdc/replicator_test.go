@@ -125,14 +125,23 @@ func (c nodeOf) CallPeer(ctx context.Context, addr, name string, in, out any) er
 	return json.Unmarshal(b, out)
 }
 
-// InternalOwned serves every slot from the DC's one redis-server, as one group.
+// InternalOwned serves every assigned slot from the DC's one redis-server, as one group; an
+// unassigned slot is left in rest, as the router leaves a slot without an owner.
 func (c nodeOf) InternalOwned(ctx context.Context, db int, slots []int, build func(pos, rest []int) [][]string) ([]OwnedReplies, []int, error) {
-	pos := make([]int, len(slots))
-	for i := range pos {
-		pos[i] = i
+	var pos, rest []int
+	own := c.net.State().DCs[c.dc.name]
+	for i, s := range slots {
+		if own != nil && own.Slots[s] == "" {
+			rest = append(rest, i)
+		} else {
+			pos = append(pos, i)
+		}
 	}
-	replies, err := c.InternalBatch(ctx, db, 0, nil, build(pos, nil))
-	return []OwnedReplies{{Pos: pos, Replies: replies, Err: err}}, nil, nil
+	if len(pos) == 0 {
+		return nil, rest, nil
+	}
+	replies, err := c.InternalBatch(ctx, db, 0, nil, build(pos, rest))
+	return []OwnedReplies{{Pos: pos, Replies: replies, Err: err}}, rest, nil
 }
 
 // InternalBatch runs cmds on the DC's one redis-server (no routing to do with one group).

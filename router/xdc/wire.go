@@ -21,7 +21,8 @@ const (
 	RPCApply = "xdc-apply"
 	// RPCLast answers the last applied ids of a source DC for some slots (LastRequest).
 	RPCLast = "xdc-last"
-	// RPCAwait waits until every other DC applied an entry (AwaitRequest), on the slot's owner.
+	// RPCAwait waits until every other DC applied an entry (AwaitRequest), on the node that
+	// ships it: the slot's owner, or at data format 3 the owner of the log's shipping slot.
 	RPCAwait = "xdc-await"
 	// RPCCopy replaces a slot with a full copy from a source DC (CopyRequest).
 	RPCCopy = "xdc-copy"
