@@ -834,9 +834,9 @@ func cutDC3(t *testing.T, x *xdcCluster) {
 func TestXDCKillShipper(t *testing.T) { killShipper(t, startXDC(t)) }
 
 // TestXDCLogKillShipper is TestXDCKillShipper at data format 3: a group's log is shipped by the
-// live owner of the slot of its id (g1b's is n11's), so a log n11 shipped moves to n12 while n11 is down and back
-// after (the shippers' memos of the destinations' positions die with n11); the positions on
-// the masters carry the shipping on, every write exactly once.
+// live owner of the slot of its id (g1b's is n11's), so a log n11 shipped moves to n12 while
+// n11 is down and back after (the shippers' memos of the destinations' positions die with
+// n11); the positions on the masters carry the shipping on, every write exactly once.
 func TestXDCLogKillShipper(t *testing.T) { killShipper(t, startXDCLog(t)) }
 
 func killShipper(t *testing.T, x *xdcCluster) {

@@ -14,8 +14,8 @@ import (
 
 // The shipping side of one log per group (grouplog.go): a logGroup follows one group's log in
 // one database and ships it to every other DC, one logShipper per destination. Run starts one
-// per group whose shipping slot (shipSlot) this node owns on the token ring, at data format 3 only
-// (LogDataFormat: docs/replication.md, sessions 24 to 27). A shipper
+// per group whose shipping slot (shipSlot) this node owns on the token ring, at data format 3
+// only (LogDataFormat: docs/replication.md, sessions 24 to 27). A shipper
 // ships nothing to a destination until it applied what the slots' outboxes held from before
 // (logdrain.go), and copies the group in full to a destination the log no longer holds the
 // position of (groupcopy.go). Each shipper reports its
