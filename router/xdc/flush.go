@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/migrate"
 )
 
 // A flush's node side (fsm/cmd_flush.go has the protocol, docs/commands.md "Flushing" the
@@ -539,6 +540,47 @@ func keyspaceDBs(info string) []int {
 	}
 	sort.Ints(dbs)
 	return dbs
+}
+
+// usedDatabases returns the databases of srv that INFO keyspace (info) lists and that hold a key
+// besides the server's own marks, and 0, sorted. A migration's FenceKey lands in every
+// database of both masters, a flush's FlushFenceKey in every database it flushed: counting
+// those as in use started log shippers and per-slot loops for each of the server's 16
+// databases. A database whose only keys are the marks is left out (an error keeps it in); the
+// next scan sees it once a client writes there, as it sees any database first written to.
+func (r *Replicator) usedDatabases(ctx context.Context, srv server, info string) []int {
+	dbs := []int{0}
+	for _, line := range strings.Split(info, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "db")
+		colon := strings.IndexByte(rest, ':')
+		if !ok || colon < 0 {
+			continue
+		}
+		n, err := strconv.Atoi(rest[:colon])
+		if err != nil || n <= 0 {
+			continue
+		}
+		if keys, ok := keyspaceKeys(rest[colon+1:]); ok && keys <= 2 {
+			marks, err := r.client(srv, n).Exists(ctx, migrate.FenceKey, FlushFenceKey).Result()
+			if err == nil && marks >= keys {
+				continue
+			}
+		}
+		dbs = append(dbs, n)
+	}
+	sort.Ints(dbs)
+	return dbs
+}
+
+// keyspaceKeys reads keys=N from the fields of one INFO keyspace line.
+func keyspaceKeys(fields string) (int64, bool) {
+	for _, f := range strings.Split(fields, ",") {
+		if v, ok := strings.CutPrefix(f, "keys="); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
 }
 
 // enterCopy counts a slot copy into this node, or refuses it while a flush is active or when

@@ -302,5 +302,5 @@ func (r *Replicator) migrationServers(ctx context.Context, st *fsm.State, m *fsm
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("xdc: databases of group %s: %w", src.ID, err)
 	}
-	return src, dst, keyspaceDBs(info), nil
+	return src, dst, r.usedDatabases(ctx, serverOf(src), info), nil
 }

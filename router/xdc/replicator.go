@@ -465,7 +465,7 @@ func (r *Replicator) scanDatabases(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		dbs := keyspaceDBs(info)
+		dbs := r.usedDatabases(ctx, serverOf(g), info)
 		r.mu.Lock()
 		if fmt.Sprint(r.dbs[g.Master]) != fmt.Sprint(dbs) {
 			r.dbs[g.Master], changed = dbs, true

@@ -432,3 +432,33 @@ func TestCopyIntoLockedSlotIsRefused(t *testing.T) {
 		t.Fatalf("inbox for dc1 %q, want 5-0", v)
 	}
 }
+
+// A database whose only keys are a migration's fence or a flush's mark is not in use: counting
+// it started log shippers and per-slot loops for each of the server's databases. Fails when
+// scanDatabases counts every database INFO keyspace lists.
+func TestMarksAloneLeaveADatabaseUnused(t *testing.T) {
+	dcs := startDCsAt(t, LogDataFormat, "a", "b")
+	a := dcs[0]
+	ctx := context.Background()
+	for db := 1; db < 16; db++ {
+		c := redis.NewClient(&redis.Options{Addr: a.redis.Addr, DB: db})
+		if err := c.HSet(ctx, migrate.FenceKey, "m1:fwd", "over").Err(); err != nil {
+			t.Fatal(err)
+		}
+		switch db {
+		case 2:
+			if err := c.Set(ctx, FlushFenceKey, "x", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		case 7:
+			if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.Close()
+	}
+	a.repl.scanDatabases(ctx)
+	if got := fmt.Sprint(a.repl.databases(a.redis.Addr)); got != "[0 7]" {
+		t.Fatalf("databases in use: %s, want [0 7]", got)
+	}
+}
