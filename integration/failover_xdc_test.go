@@ -158,6 +158,9 @@ func sourceLostEntries(t *testing.T, x *xdcCluster, servers map[string]*testredi
 	replica := redis.NewClient(&redis.Options{Addr: g.Replicas[0]})
 	defer replica.Close()
 	ctx := context.Background()
+	// dc2 writes first too: at format 3 its group's log exists from then on, and dc1's
+	// promoted replica will stand behind it (see below).
+	incrVia(t, n21.proc, "{lost}:dc2", 5)
 	// 20 INCRs reach both the replica and dc2.
 	incrVia(t, n11.proc, key, 20)
 	waitFor(t, 20*time.Second, "20 on dc1's replica and in dc2", func() error {
@@ -177,6 +180,9 @@ func sourceLostEntries(t *testing.T, x *xdcCluster, servers map[string]*testredi
 		}
 	}
 	incrVia(t, n11.proc, key, 200)
+	// dc2 writes meanwhile: dc1's master applies them and dc2's log is trimmed past where
+	// dc1's replica stands in it.
+	incrVia(t, n21.proc, "{lost}:dc2", 5)
 	waitFor(t, 20*time.Second, "220 in dc2", func() error {
 		d2, err := getVia(n21.proc, key)
 		if d2 != "220" {
@@ -265,6 +271,30 @@ func sourceLostEntries(t *testing.T, x *xdcCluster, servers map[string]*testredi
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("lost on failover: slot %d, %s entries (exact %s); reported dc1->dc2 %d", slot, line[2], line[3], reported)
+	// Once both directions ship again with no copy under way, both DCs still read 80: at
+	// format 3 dc2 also copied its group into dc1 (dc1's promoted replica stood behind dc2's
+	// trimmed log), and taken before dc1's copy it brought back the 200 lost increments in
+	// both DCs (220: each DC's highest contribution wins the counters' merge).
+	waitFor(t, 60*time.Second, "both directions shipping, no copy under way", func() error {
+		pairs, err := replication(n21.proc)
+		if err != nil {
+			return err
+		}
+		if len(pairs) != 2 {
+			return fmt.Errorf("%d pairs: %+v", len(pairs), pairs)
+		}
+		for _, p := range pairs {
+			if p.State != "ok" || p.Copying != 0 {
+				return fmt.Errorf("%s->%s: %s, %d slots copying (%s)", p.From, p.To, p.State, p.Copying, p.Error)
+			}
+		}
+		return nil
+	})
+	for _, p := range []*proc{n11.proc, n12.proc, n21.proc} {
+		if v, err := getVia(p, key); v != "80" {
+			t.Fatalf("the counter through %s once shipping settled: %q (%v), want 80", p.ID, v, err)
+		}
+	}
 }
 
 // TestXDCFailoverUnderLoad fails over the receiving group (dc2's) while dc1 ships INCRs into

@@ -43,8 +43,11 @@ type LogCopyRequest struct {
 	Log LogID `json:"log"`
 	DB  int   `json:"db"`
 	// Flushes is how many flushes the source's state counted done before it read the keys.
-	Flushes uint64        `json:"flushes,omitempty"`
-	Slots   []LogCopySlot `json:"slots"`
+	Flushes uint64 `json:"flushes,omitempty"`
+	// Unchecked says the source group's master had not been checked toward the destination
+	// when the copy began (checked.go): both copies crossing come from masters that changed.
+	Unchecked bool          `json:"unchecked,omitempty"`
+	Slots     []LogCopySlot `json:"slots"`
 }
 
 // LogCopySlot is one slot of a LogCopyRequest, read under its copy lock.
@@ -92,6 +95,10 @@ func (s *logShipper) copyGroup(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer unlock()
+	checked, err := checkedHere(ctx, g.c, s.dest)
+	if err != nil {
+		return "", fmt.Errorf("whether this master was checked toward %s: %w", s.dest, err)
+	}
 	// The log's last entry now: every chunk's Last is at or after it, and the destination
 	// stands there once every slot is copied. Until it answers from there the shipper keeps no
 	// answer of it (acked), so no trim passes it.
@@ -121,7 +128,7 @@ func (s *logShipper) copyGroup(ctx context.Context) (string, error) {
 		var n int
 		var err error
 		for try, wait := 0, 100*time.Millisecond; ; try, wait = try+1, min(2*wait, time.Second) {
-			if n, err = s.copyChunk(ctx, st0, chunk); err == nil || try == 9 || !sleep(ctx, wait) {
+			if n, err = s.copyChunk(ctx, st0, chunk, !checked); err == nil || try == 9 || !sleep(ctx, wait) {
 				break
 			}
 			r.log.Debug("group log: a chunk of the group's copy is tried again", "log", g.log.String(), "to", s.dest, "err", err)
@@ -193,7 +200,7 @@ func (s *logShipper) lockGroupCopy(ctx context.Context) (hold func(context.Conte
 
 // copyChunk locks slots on the source, reads them and has the destination replace its copy
 // with them; it returns how many keys it sent.
-func (s *logShipper) copyChunk(ctx context.Context, st0 *fsm.State, slots []int) (int, error) {
+func (s *logShipper) copyChunk(ctx context.Context, st0 *fsm.State, slots []int, unchecked bool) (int, error) {
 	g, r := s.g, s.g.r
 	if st := r.cfg.Cluster.State(); st.Flush.Active() {
 		return 0, fmt.Errorf("%s is in progress", st.Flush)
@@ -242,7 +249,7 @@ func (s *logShipper) copyChunk(ctx context.Context, st0 *fsm.State, slots []int)
 	}); err != nil {
 		return 0, err
 	}
-	req := LogCopyRequest{Log: g.log, DB: g.db, Flushes: st0.Flushes}
+	req := LogCopyRequest{Log: g.log, DB: g.db, Flushes: st0.Flushes, Unchecked: unchecked}
 	pipe := g.c.Pipeline()
 	type read struct {
 		keys  []string
@@ -426,6 +433,9 @@ func (r *Replicator) HandleLogCopy(ctx context.Context, req LogCopyRequest) (str
 	// A migration here copies positions between groups (migration.go, Moved): the copy waits.
 	if groups := r.representatives(st); groups.migrating {
 		return struct{}{}, errors.New("xdc: a slot migration of this DC is active; try again")
+	}
+	if err := r.refuseUnchecked(ctx, dc, req); err != nil {
+		return struct{}{}, err
 	}
 	if err := r.enterCopy(req.Flushes); err != nil {
 		return struct{}{}, err
@@ -648,7 +658,7 @@ func (r *Replicator) ownLogEntries(ctx context.Context, st *fsm.State, db int, r
 		// The log trimmed past the source's position lost none of the slots' entries when
 		// the trim followed the source's answers (which cannot pass an entry of a slot locked
 		// there), but it did when WRITE's cap cut it: which one, the log cannot tell.
-		if trimmed := checkBehind(info, gr.from); trimmed != nil {
+		if trimmed := checkBehind(info, gr.from); trimmed != nil && r.firstTrimWarning(req.Log, gid, db, gr.from) {
 			r.log.Warn("a group's full copy may replace writes of this DC that the source never applied, if the log's bound cut them",
 				"source", req.Log.String(), "log", LogID{DC: own, Group: gid}.String(), "db", db, "err", trimmed)
 		}
@@ -681,6 +691,14 @@ func (r *Replicator) ownLogEntries(ctx context.Context, st *fsm.State, db int, r
 		}
 	}
 	return out, nil
+}
+
+// firstTrimWarning reports whether ownLogEntries has not yet warned that group gid's log was
+// trimmed past source log src's position from (once per copy: the chunks of one copy share
+// the position).
+func (r *Replicator) firstTrimWarning(src LogID, gid string, db int, from string) bool {
+	prev, loaded := r.trimWarned.Swap(fmt.Sprint(src, gid, db), from)
+	return !loaded || prev != from
 }
 
 // HandleLogStart sets, once a source group was copied here in full, every group of this DC

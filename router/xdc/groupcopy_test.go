@@ -27,13 +27,7 @@ func TestGroupCopy(t *testing.T) {
 	raiseFormat(t, n, LogDataFormat)
 	defer func(c int) { logCopyChunk = c }(logCopyChunk)
 	logCopyChunk = 64 // 256 chunks: the first copy is stopped after a few
-	ship := func(from, to *testDC) func() {
-		g := newLogGroup(from.repl, from.rc, LogID{DC: from.name, Group: "g-" + from.name}, 0, []string{to.name}, 20*time.Millisecond)
-		cctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); g.run(cctx) }()
-		return func() { cancel(); <-done }
-	}
+	ship := func(from, to *testDC) func() { _, stop := shipGroupLog(from, to); return stop }
 	incr := func(d *testDC, from, to int) {
 		for i := from; i < to; i++ {
 			d.write(t, "INCR", "{k"+strconv.Itoa(i%17)+"}c")
@@ -109,6 +103,16 @@ func TestGroupCopy(t *testing.T) {
 	if c := dc1.repl.counter("dc2").copied.Load(); c != fsm.NumSlots {
 		t.Fatalf("%d slots copied, want every slot of the group once (%d)", c, fsm.NumSlots)
 	}
+}
+
+// shipGroupLog runs from's group log, shipped to to, on from's master (a test with
+// noLogShipping); stop ends it.
+func shipGroupLog(from, to *testDC) (g *logGroup, stop func()) {
+	g = newLogGroup(from.repl, from.rc, LogID{DC: from.name, Group: "g-" + from.name}, 0, []string{to.name}, 20*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.run(ctx) }()
+	return g, func() { cancel(); <-done }
 }
 
 // TestGroupCopyOneAtATime: while another node holds the group's copy lock toward a

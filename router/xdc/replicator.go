@@ -69,6 +69,9 @@ type Replicator struct {
 	// logReps caches, per cluster state, a few slots of each group of this DC
 	// (*groupSlots: HandleLog).
 	logReps atomic.Value
+	// trimWarned is the last copy whose own entries a trimmed log may lack that was logged
+	// (ownLogEntries): once per copy, not per chunk.
+	trimWarned sync.Map
 
 	// memos are what this process knows of each destination's position in each log, kept
 	// across the logGroups a failover replaces (logmemo.go).

@@ -326,6 +326,9 @@ func (s *logShipper) run(ctx context.Context) {
 			started = true
 		}
 		if check {
+			// The master's run_id before the check: the record written once it passes
+			// (checked.go) must not name a process the check did not read.
+			rid, ridErr := runID(ctx, g.c)
 			err = s.contiguous(ctx, prev)
 			if errors.Is(err, errBehind) {
 				// prev can be stale rather than the destination behind: another node shipped
@@ -400,6 +403,16 @@ func (s *logShipper) run(ctx context.Context) {
 			}
 			s.behind.Store(false)
 			check = false
+			if ridErr == nil {
+				ridErr = g.c.Set(ctx, checkedKey(s.dest), rid, 0).Err()
+			}
+			if ridErr != nil { // a full copy from the destination waits for the record
+				check = true
+				s.fail(ridErr)
+				trouble("cannot record the check of the destination's position", "err", ridErr)
+				pause()
+				continue
+			}
 		}
 		if !drained {
 			if err = s.outboxesDrained(ctx); err != nil {
