@@ -28,8 +28,11 @@ const (
 // no MaxFormat (a build from before data formats) runs.
 const FirstDataFormat = 1
 
-// LatestDataFormat is the highest format this build runs.
-const LatestDataFormat = 1
+// LatestDataFormat is the highest format this build runs, and so the one a new cluster of it
+// raises itself to within seconds of its start: 3, one replication log per group
+// (router/xdc, LogDataFormat). A node started with REDRAFT_MAX_DATA_FORMAT (cmd/redraft)
+// registers a lower one, which holds the cluster there.
+const LatestDataFormat = 3
 
 // RaiseDataFormat raises the cluster's data format to To, the current format plus one.
 type RaiseDataFormat struct {

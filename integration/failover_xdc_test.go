@@ -124,13 +124,15 @@ var lostLine = regexp.MustCompile(`lost with a failed-over master.*slot=(\d+) .*
 // lostLogLine is lostLine at data format 3: the count is per group log, not per slot.
 var lostLogLine = regexp.MustCompile(`group log: the destination applied writes that the failed-over master lost.* lost=(\d+)`)
 
-// TestXDCFailoverSourceLostEntries: dc1's master ships 200 INCRs (DC_ONE) to dc2 that its
-// replica never got (its link broken), then dies. After the failover dc1's outbox lacks
-// entries dc2 applied: the shipper counts exactly 200 lost entries (log line with the slot,
-// /status, /metrics), shipping does not stall, nothing is applied twice, and the slot is
-// copied in full so both DCs end with the same data: the counter is what dc1 kept plus what
-// it took after the failover, in both DCs.
+// TestXDCFailoverSourceLostEntries, at data format 1 (per-slot outboxes:
+// REDRAFT_MAX_DATA_FORMAT is 1): dc1's master ships 200 INCRs (DC_ONE) to dc2 that its replica
+// never got (its link broken), then dies. After the failover dc1's outbox lacks entries dc2
+// applied: the shipper counts exactly 200 lost entries (log line with the slot, /status,
+// /metrics), shipping does not stall, nothing is applied twice, and the slot is copied in full
+// so both DCs end with the same data: the counter is what dc1 kept plus what it took after the
+// failover, in both DCs.
 func TestXDCFailoverSourceLostEntries(t *testing.T) {
+	t.Setenv(maxDataFormatEnv, "1") // per-slot outboxes: the log line counts one slot's losses
 	x, servers := startXDCFailover(t)
 	sourceLostEntries(t, x, servers, false)
 }
@@ -139,14 +141,10 @@ func TestXDCFailoverSourceLostEntries(t *testing.T) {
 // the group's log lacks dc2's position after the failover, the shipper counts the 200 writes
 // lost (one log line for the group) and copies the group to dc2 in full.
 func TestXDCLogFailoverSourceLostEntries(t *testing.T) {
-	t.Setenv("REDRAFT_EXPERIMENTAL_DATA_FORMAT", "3")
 	x, servers := startXDCFailover(t)
-	waitFor(t, 60*time.Second, "data format 3", func() error {
-		if f := x.node("n11").Status().DataFormat; f != 3 {
-			return fmt.Errorf("the cluster runs data format %d", f)
-		}
-		return nil
-	})
+	if f := x.node("n11").Status().DataFormat; f != 3 {
+		t.Fatalf("the cluster runs data format %d, want 3 (is %s set?)", f, maxDataFormatEnv)
+	}
 	sourceLostEntries(t, x, servers, true)
 }
 
@@ -300,7 +298,8 @@ func sourceLostEntries(t *testing.T, x *xdcCluster, servers map[string]*testredi
 // TestXDCFailoverUnderLoad fails over the receiving group (dc2's) while dc1 ships INCRs into
 // it, then dc1's group, with writes in both DCs at DC_QUORUM all along: every DC converges,
 // every acknowledged write is in both DCs, and every counter is exact (no shipped entry applied
-// twice, none lost).
+// twice, none lost); no node logs writes lost with a failed-over master, per slot (data format
+// 1) or per group log (format 3, the default).
 func TestXDCFailoverUnderLoad(t *testing.T) {
 	x, servers := startXDCFailover(t, "write_consistency", "DC_QUORUM")
 	l := x.load(1, x.nodes...)
@@ -342,7 +341,8 @@ func TestXDCFailoverUnderLoad(t *testing.T) {
 	l.WaitOps(500)
 	x.finish(l, 90*time.Second)
 	for _, n := range x.nodes {
-		if strings.Contains(n.Log(), "lost with a failed-over master") {
+		// A slot's outbox (format 1) or a group's log (format 3) counted as lost.
+		if log := n.Log(); lostLine.MatchString(log) || lostLogLine.MatchString(log) {
 			t.Errorf("%s reports entries lost at DC_QUORUM", n.ID)
 		}
 	}

@@ -252,11 +252,15 @@ func (x *xdcCluster) stayConverged(d time.Duration, hist []flushWrite, sent time
 	x.t.Logf("the DCs stayed converged, flushed keys gone, over %d polls in %v", rounds, d)
 }
 
-// TestFlushAllThreeDCs: FLUSHALL through a dc1 node under writes from all three DCs. Every
-// write acknowledged before it was sent is gone from every DC, every write acknowledged after
-// its +OK is in every DC, no slot is copied, and the DCs converge and stay converged. Then
-// FLUSHDB flushes only its database, and with flush_enabled=false both are refused.
-func TestFlushAllThreeDCs(t *testing.T) { flushAllThreeDCs(t, startXDC(t)) }
+// TestFlushAllThreeDCs: at data format 1 (per-slot outboxes: REDRAFT_MAX_DATA_FORMAT is 1),
+// FLUSHALL through a dc1 node under writes from all three DCs. Every write acknowledged before
+// it was sent is gone from every DC, every write acknowledged after its +OK is in every DC, no
+// slot is copied, and the DCs converge and stay converged. Then FLUSHDB flushes only its
+// database, and with flush_enabled=false both are refused.
+func TestFlushAllThreeDCs(t *testing.T) {
+	t.Setenv(maxDataFormatEnv, "1")
+	flushAllThreeDCs(t, startXDC(t))
+}
 
 // TestXDCLogFlushAll is TestFlushAllThreeDCs at data format 3: the flush drains the group logs.
 func TestXDCLogFlushAll(t *testing.T) { flushAllThreeDCs(t, startXDCLog(t)) }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/internal/testredis"
 	"github.com/redraft/redraft/node"
 )
@@ -338,4 +339,61 @@ func (p *proc) Status() node.Status {
 		p.t.Fatalf("status from %s: %v", p.ID, err)
 	}
 	return st
+}
+
+// maxDataFormatEnv holds a node at or below a data format (cmd/redraft); the nodes a test
+// starts inherit it from the test's environment, so t.Setenv(maxDataFormatEnv, "1") at a
+// test's start runs its cluster at data format 1.
+const maxDataFormatEnv = "REDRAFT_MAX_DATA_FORMAT"
+
+// settledFormat returns the data format the nodes a test starts now settle on: the one
+// maxDataFormatEnv gives, else this build's latest.
+func settledFormat(t testing.TB) int {
+	t.Helper()
+	v := os.Getenv(maxDataFormatEnv)
+	if v == "" {
+		return fsm.LatestDataFormat
+	}
+	f, err := strconv.Atoi(v)
+	if err != nil || f < fsm.FirstDataFormat || f > fsm.LatestDataFormat {
+		t.Fatalf("%s=%q: want %d to %d", maxDataFormatEnv, v, fsm.FirstDataFormat, fsm.LatestDataFormat)
+	}
+	return f
+}
+
+// waitSettledFormat waits until every node of nodes reports the cluster at the data format
+// they settle on (settledFormat), with all of nodes members and every member acting on it,
+// and returns that format. A new cluster's leader raises its format one step at a time (1, 2,
+// 3) within seconds of its start, and a write whose batch straddled a raise answers
+// -TRYAGAIN: a test writes once it is over.
+func waitSettledFormat(t testing.TB, nodes ...*proc) int {
+	t.Helper()
+	want := settledFormat(t)
+	for _, p := range nodes {
+		waitFor(t, 60*time.Second, fmt.Sprintf("%s: data format %d", p.ID, want), func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			st, err := p.Client().Status(ctx)
+			if err != nil {
+				return err
+			}
+			if st.DataFormat != want {
+				return fmt.Errorf("the cluster runs data format %d (%s)", st.DataFormat, st.DataFormatWaiting)
+			}
+			members := map[string]bool{}
+			for _, m := range st.Members {
+				if m.ActsOn() != want {
+					return fmt.Errorf("member %s acts on data format %d", m.ID, m.ActsOn())
+				}
+				members[m.ID] = true
+			}
+			for _, q := range nodes {
+				if !members[q.ID] {
+					return fmt.Errorf("%s is not a member yet", q.ID)
+				}
+			}
+			return nil
+		})
+	}
+	return want
 }

@@ -15,17 +15,14 @@ import (
 	"github.com/redraft/redraft/node"
 )
 
-// startXDCLog starts the cross-DC tests' cluster at data format 3, one log per group
-// (REDRAFT_EXPERIMENTAL_DATA_FORMAT on every node), and waits until the cluster runs it.
+// startXDCLog starts the cross-DC tests' cluster at data format 3, one log per group: this
+// build's latest, which startXDC waits for.
 func startXDCLog(t *testing.T) *xdcCluster {
-	t.Setenv("REDRAFT_EXPERIMENTAL_DATA_FORMAT", "3")
+	t.Helper()
 	x := startXDC(t)
-	waitFor(t, 60*time.Second, "data format 3", func() error {
-		if f := x.node("n11").Status().DataFormat; f != 3 {
-			return fmt.Errorf("the cluster runs data format %d", f)
-		}
-		return nil
-	})
+	if f := x.node("n11").Status().DataFormat; f != 3 {
+		t.Fatalf("the cluster runs data format %d, want 3 (is %s set?)", f, maxDataFormatEnv)
+	}
 	return x
 }
 
@@ -262,17 +259,18 @@ func TestXDCLogLevelsAndScripts(t *testing.T) {
 	}
 }
 
-// TestXDCRaiseFormatUnderLoad: a three-DC cluster at data format 1 (per-slot outboxes, this
-// build's latest) is upgraded node by node, under writes through the nodes not being
-// restarted, to nodes that run format 3 (REDRAFT_EXPERIMENTAL_DATA_FORMAT): n11 and n12
-// restarted cleanly, dc2's only node killed (the other DCs' outboxes hold what it has not
-// applied meanwhile), dc3's only node last (after 20,000 increments over 500 slots from dc1
-// and dc2 while it is away), whose return lets the cluster raise its format to 3 while the
-// outboxes still hold entries dc3 missed and the writes go on into the logs. Every DC ends
-// with every acknowledged write exactly once, and each node's format went from 1 up to 3,
-// never back.
+// TestXDCRaiseFormatUnderLoad: a three-DC cluster at data format 1 (per-slot outboxes: every
+// node started with REDRAFT_MAX_DATA_FORMAT=1, as an older build would run) is upgraded node by
+// node, under writes through the nodes not being restarted, to nodes that run format 3 (the
+// variable at 3): n11 and n12 restarted cleanly, dc2's only node killed (the other DCs'
+// outboxes hold what it has not applied meanwhile), dc3's only node last (after 20,000
+// increments over 500 slots from dc1 and dc2 while it is away), whose return lets the cluster
+// raise its format to 3 while the outboxes still hold entries dc3 missed and the writes go on
+// into the logs. Every DC ends with every acknowledged write exactly once, and each node's
+// format went from 1 up to 3, never back.
 func TestXDCRaiseFormatUnderLoad(t *testing.T) {
-	x := startXDC(t) // this build's latest format: 1
+	t.Setenv(maxDataFormatEnv, "1") // the cluster starts at format 1
+	x := startXDC(t)
 	n11, n12, n21, n31 := x.node("n11"), x.node("n12"), x.node("n21"), x.node("n31")
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -302,7 +300,7 @@ func TestXDCRaiseFormatUnderLoad(t *testing.T) {
 			}
 		}
 	}()
-	t.Setenv("REDRAFT_EXPERIMENTAL_DATA_FORMAT", "3") // the nodes restarted from here run format 3
+	t.Setenv(maxDataFormatEnv, "3") // the nodes restarted from here run format 3
 	l := x.load(1, n12, n21, n31)
 	l.WaitOps(1500)
 	n11.Stop()

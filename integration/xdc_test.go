@@ -73,7 +73,8 @@ var xdcLayout = []nodeLayout{
 	{"n31", "dc3", "127.0.0.31", ""},
 }
 
-// startXDC starts the three DCs and waits until every node routes writes.
+// startXDC starts the three DCs and waits until every node runs the data format they settle on
+// and routes writes.
 func startXDC(t *testing.T) *xdcCluster { return startRelayed(t, xdcLayout) }
 
 // newRelayedNode prepares (does not start) a node on its own loopback IP whose peer address is
@@ -92,8 +93,9 @@ func newRelayedNode(t *testing.T, c *Cluster, l nodeLayout) *xdcNode {
 }
 
 // startRelayed starts the nodes of layout (the first bootstraps, the others join through its
-// relay), gives each DC two groups (one redis-server each, slots 0-8191 and 8192-16383) and
-// waits until every node routes writes.
+// relay), waits until they run the data format they settle on (waitSettledFormat: this
+// build's latest unless the test set REDRAFT_MAX_DATA_FORMAT), gives each DC two groups (one
+// redis-server each, slots 0-8191 and 8192-16383) and waits until every node routes writes.
 func startRelayed(t *testing.T, layout []nodeLayout) *xdcCluster {
 	t.Helper()
 	return startRelayedWith(t, layout, func(dc string) []fsm.Group {
@@ -123,6 +125,12 @@ func startRelayedWith(t *testing.T, layout []nodeLayout, groups func(dc string) 
 	for _, n := range x.nodes[1:] {
 		n.WaitHealthy(30 * time.Second)
 	}
+	// The format the nodes settle on before any group: no write straddles a raise.
+	procs := make([]*proc, len(x.nodes))
+	for i, n := range x.nodes {
+		procs[i] = n.proc
+	}
+	format := waitSettledFormat(t, procs...)
 	// Through the admin API rather than the CLI: a CLI built with -race sleeps 1 s on exit.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -152,7 +160,7 @@ func startRelayedWith(t *testing.T, layout []nodeLayout, groups func(dc string) 
 		})
 		rdb.Close()
 	}
-	t.Logf("%d nodes in %d DCs up in %v", len(x.nodes), len(x.dcs), time.Since(start).Round(time.Millisecond))
+	t.Logf("%d nodes in %d DCs up at data format %d in %v", len(x.nodes), len(x.dcs), format, time.Since(start).Round(time.Millisecond))
 	return x
 }
 
@@ -771,10 +779,13 @@ func TestXDCSteadyState(t *testing.T) {
 	x.finish(l, 60*time.Second)
 }
 
-// TestXDCCutDC3: dc3's peer traffic is cut for 30 s under load, then healed. During the cut
-// the status shows the replication toward dc3 lagging by more than 5 s; after it every DC
-// converges.
-func TestXDCCutDC3(t *testing.T) { cutDC3(t, startXDC(t)) }
+// TestXDCCutDC3: at data format 1 (per-slot outboxes: REDRAFT_MAX_DATA_FORMAT is 1), dc3's
+// peer traffic is cut for 30 s under load, then healed. During the cut the status shows the
+// replication toward dc3 lagging by more than 5 s; after it every DC converges.
+func TestXDCCutDC3(t *testing.T) {
+	t.Setenv(maxDataFormatEnv, "1")
+	cutDC3(t, startXDC(t))
+}
 
 // TestXDCLogCutDC3 is TestXDCCutDC3 at data format 3: the lag and state in the status come from
 // the group logs' shippers, and the logs catch dc3 up.
@@ -829,9 +840,13 @@ func cutDC3(t *testing.T, x *xdcCluster) {
 	})
 }
 
-// TestXDCKillShipper: n11, which ships and receives half of dc1's slots, is killed with
-// SIGKILL under load (through n12, n21 and n31), restarted, and every DC converges.
-func TestXDCKillShipper(t *testing.T) { killShipper(t, startXDC(t)) }
+// TestXDCKillShipper: at data format 1 (per-slot outboxes: REDRAFT_MAX_DATA_FORMAT is 1), n11,
+// which ships and receives half of dc1's slots, is killed with SIGKILL under load (through
+// n12, n21 and n31), restarted, and every DC converges.
+func TestXDCKillShipper(t *testing.T) {
+	t.Setenv(maxDataFormatEnv, "1")
+	killShipper(t, startXDC(t))
+}
 
 // TestXDCLogKillShipper is TestXDCKillShipper at data format 3: a group's log is shipped by the
 // live owner of the slot of its id (g1b's is n11's), so a log n11 shipped moves to n12 while
@@ -894,11 +909,15 @@ func TestXDCMigrateInReceivingDC(t *testing.T) {
 	x.finish(l, 90*time.Second)
 }
 
-// TestXDCOutboxOverflowCopies: dc3 is down while dc1 and dc2 both write 9000 entries into the
-// same three slots (their own keys) with the outbox bound at its minimum (1000), so dc3 falls
-// behind the outboxes (and dc1 and dc2 behind each other's); restarted, it is brought back (by
-// full slot copies) and every DC converges, counters exact.
-func TestXDCOutboxOverflowCopies(t *testing.T) { outboxOverflowCopies(t, startXDC(t), 3000, false) }
+// TestXDCOutboxOverflowCopies: at data format 1 (per-slot outboxes: REDRAFT_MAX_DATA_FORMAT is
+// 1), dc3 is down while dc1 and dc2 both write 9000 entries into the same three slots (their
+// own keys) with the outbox bound at its minimum (1000), so dc3 falls behind the outboxes (and
+// dc1 and dc2 behind each other's); restarted, it is brought back (by full slot copies) and
+// every DC converges, counters exact.
+func TestXDCOutboxOverflowCopies(t *testing.T) {
+	t.Setenv(maxDataFormatEnv, "1")
+	outboxOverflowCopies(t, startXDC(t), 3000, false)
+}
 
 // TestXDCLogOutboxOverflowCopies is TestXDCOutboxOverflowCopies at data format 3: while dc3 is
 // down, its position falls out of dc1's and dc2's group logs (cut at ten times the outbox

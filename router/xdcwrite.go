@@ -58,7 +58,7 @@ type writeOpts struct {
 	// copy lock (a user script's record, after the script ran; its pre-check was copyLocked).
 	record bool
 	// log makes WRITE record in the group's log instead of the slot's outbox: the cluster's
-	// data format has group logs (xdc.LogDataFormat; experimental, docs/replication.md).
+	// data format has group logs (xdc.LogDataFormat, docs/replication.md).
 	log bool
 }
 

@@ -19,8 +19,9 @@
 # first fixed-rate run, dc1-node-<before|rate>.metrics, and both masters' command stats and
 # latency histograms over each cross-DC run, dc1-master-<rate|flat>.stats and .hist, to DIR),
 # BENCH_LOGS=DIR (the nodes' and servers' logs, copied to DIR at the end),
-# REDRAFT_EXPERIMENTAL_DATA_FORMAT=3 (both nodes run data format 3, group logs, a design being
-# built: docs/replication.md, session 24; the cross-DC figures then measure it),
+# REDRAFT_MAX_DATA_FORMAT=N (both nodes run data format N at most: 1 measures the per-slot
+# outboxes; unset, the cluster raises itself to this build's latest, 3, one log per group; the
+# script waits for the format the nodes settle on and prints it with the cross-DC figures),
 # XDCLOAD_SERIES=FILE (scripts/xdcload writes each cross-DC run's writes to FILE.<run>: sent at,
 # ack and lag in ms, one line per write, to tell stalls from spread: docs/replication.md),
 # LOG_LEVEL=debug (the nodes' log level; at debug the shipping loops and receivers log where a
@@ -111,6 +112,24 @@ start_node() {
 	exit 1
 }
 admin() { "$WORK/redraft" --admin "$ADMIN" "$@" >/dev/null; }
+# wait_format: waits until the cluster runs the data format its nodes settle on, the lowest
+# max_data_format of its members (this build's latest unless REDRAFT_MAX_DATA_FORMAT holds the
+# nodes lower), and sets FORMAT to it. A new cluster raises its format a step at a time within
+# seconds of its start, and a write whose batch straddles a raise answers -TRYAGAIN.
+wait_format() {
+	local st
+	FORMAT=
+	for _ in $(seq 1 600); do
+		# (empty until the node has registered itself)
+		if st=$("$WORK/redraft" --admin "$ADMIN" --json status 2>/dev/null); then
+			FORMAT=$(awk -F': ' '/"max_data_format":/ { v = $2 + 0; if (m == "" || v < m) m = v } END { print m }' <<<"$st")
+			[ -n "$FORMAT" ] && grep -Eq "^  \"data_format\": $FORMAT,?\$" <<<"$st" && return
+		fi
+		sleep 0.05
+	done
+	echo "bench: the cluster did not reach data format $FORMAT within 30 s" >&2
+	exit 1
+}
 
 R1=$(free_port); start_redis "$R1"; R1PID=${PIDS[-1]}
 R2=$(free_port); start_redis "$R2"; R2PID=${PIDS[-1]}
@@ -118,6 +137,7 @@ start_node; P1=$PORT; BS1=$PID; P2=$PORT; BS2=$PID
 admin group add --dc dc1 --id g1 --master "127.0.0.1:$R1"
 admin group add --dc dc1 --id g2 --master "127.0.0.1:$R2"
 admin slots assign --dc dc1 --group g1 0-16383
+wait_format
 for _ in $(seq 1 200); do [ "$(redis-cli -p "$P1" SET bench:probe 1 2>/dev/null)" = "OK" ] && break; sleep 0.05; done
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -338,10 +358,8 @@ done
 admin group add --dc dc2 --id g3 --master "127.0.0.1:$R3"
 admin slots assign --dc dc2 --group g3 0-16383
 until "$WORK/redraft" --admin "$ADMIN" --json status | grep -q '"to": "dc2"'; do sleep 0.05; done
-if [ -n "${REDRAFT_EXPERIMENTAL_DATA_FORMAT:-}" ]; then # the nodes run that format (a design being built)
-	until "$WORK/redraft" --admin "$ADMIN" --json status | grep -q "\"data_format\": $REDRAFT_EXPERIMENTAL_DATA_FORMAT"; do sleep 0.05; done
-	echo "data format $REDRAFT_EXPERIMENTAL_DATA_FORMAT (REDRAFT_EXPERIMENTAL_DATA_FORMAT)"
-fi
+wait_format # both nodes are members: the format they settle on
+echo "data format $FORMAT (${REDRAFT_MAX_DATA_FORMAT:+REDRAFT_MAX_DATA_FORMAT=}${REDRAFT_MAX_DATA_FORMAT:-the latest this build runs})"
 # Idle: what two DCs with nothing written cost their masters and nodes (heartbeats, pings, the
 # change feed's blocked reads, tombstone collection), per second, after a settling second.
 sleep 1

@@ -136,7 +136,7 @@ if ! out=$(dc up -d --no-build dc1-g1-master dc1-g1-replica dc1-g2-master dc1-g2
 fi
 ok "compose up"
 
-step "every node healthy, 3 DCs, every slot assigned"
+step "every node healthy, 3 DCs, every slot assigned, the data format raised"
 for n in n1 n2 n3 n4; do
   if wait_for 90 healthy "$n"; then ok "$n healthy (docker healthcheck: redraft health)"; else bad "$n healthy"; fi
 done
@@ -152,9 +152,13 @@ for name, x in dcs.items():
         assert g["master"] == "%s-%s-master:6379" % (name, g["id"]) and len(g["replicas"]) == 1, g
 assert sorted(m["id"] for m in d["members"]) == ["n1", "n2", "n3", "n4"], d["members"]
 assert d["leader"], "no leader"
+# The data format the members settle on (the latest the build runs: a new cluster raises itself
+# to it within seconds), every member acting on it: no write below straddles a raise (-TRYAGAIN).
+want = min(m.get("max_data_format", 1) for m in d["members"])
+assert d["data_format"] == want and all(m.get("data_format", 1) == want for m in d["members"]), (want, d["data_format"], d.get("data_format_waiting"))
 '
 }
-if wait_for 90 all_assigned; then ok "status: dc1 dc2 dc3, groups g1 g2 each (master+replica), 16384 slots each, 4 members"
+if wait_for 90 all_assigned; then ok "status: dc1 dc2 dc3, groups g1 g2 each (master+replica), 16384 slots each, 4 members, data format settled"
 else bad "status: 3 DCs with their groups and all slots" "$(all_assigned 2>&1 | tail -2)"; fi
 init_done() {
   local s

@@ -242,7 +242,7 @@ func runNode(c *cli.Context, join bool) error {
 	for name, h := range watch.RPC() {
 		rpcs[name] = node.RPCFunc(h)
 	}
-	maxFormat, err := experimentalDataFormat(log)
+	maxFormat, err := maxDataFormatFromEnv(log)
 	if err != nil {
 		return err
 	}
@@ -478,23 +478,29 @@ func setProcs(procs int, log *slog.Logger) {
 	log.Info("procs", "procs", n, "cpus", runtime.NumCPU())
 }
 
-// experimentalDataFormatEnv names the environment variable that lets a node run a data format
-// past the build's (fsm.LatestDataFormat) for benchmarks of a design still being built
-// (docs/replication.md, session 24: format 3 writes group logs, without their migration and
-// full-copy cases). Every node must have it for the cluster to raise the format;
-// never set it in production.
-const experimentalDataFormatEnv = "REDRAFT_EXPERIMENTAL_DATA_FORMAT"
+// maxDataFormatEnv names the environment variable that holds a node at or below a data format
+// (fsm/cmd_format.go): a value from fsm.FirstDataFormat to fsm.LatestDataFormat, registered as
+// the highest format the node runs. The cluster's format is raised only to what every member
+// runs, so one node with it holds the whole cluster there: a test of an older format, or an
+// operator mid-upgrade who keeps a cluster on the format its older builds run until the last
+// node is replaced. A format is never lowered: set below the cluster's format, the node does
+// not act (node/current.go).
+const maxDataFormatEnv = "REDRAFT_MAX_DATA_FORMAT"
 
-// experimentalDataFormat reads experimentalDataFormatEnv: 0 when unset (the build's latest).
-func experimentalDataFormat(log *slog.Logger) (int, error) {
-	v := os.Getenv(experimentalDataFormatEnv)
+// maxDataFormatFromEnv reads maxDataFormatEnv: 0 when unset (the build's latest).
+func maxDataFormatFromEnv(log *slog.Logger) (int, error) {
+	v := os.Getenv(maxDataFormatEnv)
 	if v == "" {
 		return 0, nil
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < fsm.FirstDataFormat || n > xdc.LogDataFormat {
-		return 0, fmt.Errorf("%s=%q: a data format from %d to %d", experimentalDataFormatEnv, v, fsm.FirstDataFormat, xdc.LogDataFormat)
+	if err != nil || n < fsm.FirstDataFormat || n > fsm.LatestDataFormat {
+		return 0, fmt.Errorf("%s=%q: want a data format from %d to %d (this build's latest), or leave it unset",
+			maxDataFormatEnv, v, fsm.FirstDataFormat, fsm.LatestDataFormat)
 	}
-	log.Warn("running an experimental data format: for benchmarks only, not for data you keep", "max_data_format", n)
+	if n < fsm.LatestDataFormat {
+		log.Info("data format held below this build's latest: the cluster is not raised past it while this node is a member",
+			"max_data_format", n, "latest_data_format", fsm.LatestDataFormat, "env", maxDataFormatEnv)
+	}
 	return n, nil
 }

@@ -7,9 +7,8 @@ import "github.com/redraft/redraft/migrate"
 // and each receiving group keeps one position per source log instead of one per slot. Built
 // so far: the WRITE function's log mode (WriteLogArgs), the receiving side (applylog.go,
 // receivelog.go) and the shipping loops (shiplog.go).
-// The router writes and Run ships group logs at data format 3 (LogDataFormat) only, which no
-// build raises yet (fsm.LatestDataFormat); REDRAFT_EXPERIMENTAL_DATA_FORMAT runs it. A
-// destination the log no longer holds the position of gets the group copied in full
+// The router writes and Run ships group logs at data format 3 (LogDataFormat) only, the
+// format a new cluster raises itself to (fsm.LatestDataFormat). A destination the log no longer holds the position of gets the group copied in full
 // (groupcopy.go).
 // Migrations hand slots over between logs as migration.go says.
 

@@ -19,8 +19,8 @@ import (
 const RPCLog = "xdc-log"
 
 // LogDataFormat is the cluster data format (fsm.State.Format) from which groups write their
-// logs and nodes ship and apply them (docs/replication.md, session 23, "Formats"). No build
-// runs it yet (fsm.LatestDataFormat), and a node refuses RPCLog below it.
+// logs and nodes ship and apply them (docs/replication.md, session 23, "Formats"): this
+// build's latest (fsm.LatestDataFormat), and a node refuses RPCLog below it.
 const LogDataFormat = 3
 
 // LogRequest is a range of source log Log in database DB: its entries after Prev ("" for the

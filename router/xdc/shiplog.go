@@ -140,13 +140,16 @@ func (g *logGroup) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		// NOMKSTREAM: a database without a log (only a migration's fence key, say) gets none;
-		// heartbeats there would make every DC apply a range per beat for nothing. (Database
-		// 0's log from the first beat, tried in sessions 36 and 37, is out again: with it a
-		// failover that lost this DC's positions had both DCs copy their group into the other
-		// at once; docs/replication.md, "Session 37".)
+		// NOMKSTREAM past database 0: a database without a log (only a migration's fence key,
+		// say) gets none; heartbeats there would make every DC apply a range per beat for
+		// nothing. Database 0 gets its log from the first beat, writes or not: the other DCs'
+		// tombstone collectors wait for every group log of this DC (gc.go), and a group that
+		// never took a write would otherwise hold their collection forever.
 		hb := EntryFields(g.r.cfg.Cluster.DC(), nil)
 		args := []any{"XADD", LogKey, "NOMKSTREAM", "*"}
+		if g.db == 0 {
+			args = []any{"XADD", LogKey, "*"}
+		}
 		for _, f := range hb {
 			args = append(args, f)
 		}
@@ -242,7 +245,8 @@ func (s *logShipper) memoKey() logMemoKey { return logMemoKey{log: s.g.log, db: 
 func (s *logShipper) report(p *PairReport, now time.Time) []time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// A log gets heartbeats once it exists (NOMKSTREAM), and trims keep an entry in it.
+	// A log gets heartbeats once it exists (NOMKSTREAM; database 0's from the first beat), and
+	// trims keep an entry in it.
 	s.stats.report(p, now, s.g.r.cfg.Heartbeat, s.g.length.Load() > 0, false)
 	p.Pending += s.pending
 	p.Outbox += s.g.length.Load()

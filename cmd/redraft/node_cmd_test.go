@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/router/xdc"
+)
+
+// TestMaxDataFormatFromEnv: REDRAFT_MAX_DATA_FORMAT unset is 0 (the build's latest); a format
+// from 1 to the latest is taken, logged at Info when below the latest; anything else is
+// refused with an error that names the variable and the range.
+func TestMaxDataFormatFromEnv(t *testing.T) {
+	latest := strconv.Itoa(fsm.LatestDataFormat)
+	for _, tc := range []struct {
+		value string
+		want  int
+		err   string // "" when the value is taken
+		info  bool   // whether an Info line is logged
+	}{
+		{value: "", want: 0},
+		{value: "1", want: 1, info: true},
+		{value: latest, want: fsm.LatestDataFormat},
+		{value: "0", err: "from 1 to " + latest},
+		{value: strconv.Itoa(fsm.LatestDataFormat + 1), err: "from 1 to " + latest},
+		{value: "-1", err: "from 1 to " + latest},
+		{value: "three", err: `REDRAFT_MAX_DATA_FORMAT="three"`},
+		{value: " 1", err: "from 1 to " + latest},
+	} {
+		t.Run(strconv.Quote(tc.value), func(t *testing.T) {
+			t.Setenv(maxDataFormatEnv, tc.value)
+			var buf bytes.Buffer
+			got, err := maxDataFormatFromEnv(slog.New(slog.NewTextHandler(&buf, nil)))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("got %d, %v; want an error with %q", got, err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %d, %v; want %d", got, err, tc.want)
+			}
+			if logged := strings.Contains(buf.String(), "level=INFO"); logged != tc.info || strings.Contains(buf.String(), "level=WARN") {
+				t.Errorf("logged %q, want an Info line: %v", buf.String(), tc.info)
+			}
+		})
+	}
+}
+
+// TestLatestDataFormatHasGroupLogs: this build's latest data format is the one whose group logs
+// the data plane writes and ships (xdc.LogDataFormat). A newer format needs the data plane's
+// support before fsm.LatestDataFormat is raised to it, and this test then changes with them.
+func TestLatestDataFormatHasGroupLogs(t *testing.T) {
+	if fsm.LatestDataFormat != xdc.LogDataFormat {
+		t.Errorf("fsm.LatestDataFormat is %d, xdc.LogDataFormat %d", fsm.LatestDataFormat, xdc.LogDataFormat)
+	}
+}
