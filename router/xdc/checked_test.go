@@ -30,8 +30,8 @@ func TestCrossingCopiesAfterAFailoverLoss(t *testing.T) {
 	waitSameData(t, dc1.rc, dc2.rc, "before the failover")
 	// Each shipper recorded that it checked its destination on this master.
 	for _, d := range []*testDC{dc1, dc2} {
-		if ok, err := checkedHere(ctx, d.rc, map[string]string{"dc1": "dc2", "dc2": "dc1"}[d.name]); err != nil || !ok {
-			t.Fatalf("%s: checked record %v (%v)", d.name, ok, err)
+		if state, err := checkedHere(ctx, d.rc, map[string]string{"dc1": "dc2", "dc2": "dc1"}[d.name]); err != nil || state != checkedNow {
+			t.Fatalf("%s: checked record %v (%v)", d.name, state, err)
 		}
 		if d.rc.Exists(ctx, checkedKey(map[string]string{"dc1": "dc2", "dc2": "dc1"}[d.name])).Val() != 1 {
 			t.Fatalf("%s: no checked record", d.name)
@@ -89,7 +89,7 @@ func TestCrossingCopiesAfterAFailoverLoss(t *testing.T) {
 	}
 	// Once dc1's shipper checked the new master, a copy from dc2 is taken again.
 	deadline = time.Now().Add(30 * time.Second)
-	for ok, _ := checkedHere(ctx, dc1.rc, "dc2"); !ok; ok, _ = checkedHere(ctx, dc1.rc, "dc2") {
+	for state, _ := checkedHere(ctx, dc1.rc, "dc2"); state != checkedNow; state, _ = checkedHere(ctx, dc1.rc, "dc2") {
 		if time.Now().After(deadline) {
 			t.Fatal("dc1's shipper did not record its check of dc2 on the new master")
 		}
@@ -98,51 +98,105 @@ func TestCrossingCopiesAfterAFailoverLoss(t *testing.T) {
 }
 
 // TestUncheckedRefusesCopies: a full copy into a group whose master's check record names
-// another master is refused; a missing record, a matching one, or both sides unchecked with
-// the source's name first let it in.
+// another process, or a loss's copy under way, is refused, but for the ways out when the
+// source's master changed too (a loss's copy into a group with no loss recorded; the name
+// that sorts first); a missing or current record lets every copy in.
 func TestUncheckedRefusesCopies(t *testing.T) {
 	ctx := context.Background()
 	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "a", "b")
 	raiseFormat(t, n, LogDataFormat)
 	a, b := dcs[0], dcs[1]
-	req := func(from *testDC, unchecked bool) LogCopyRequest {
-		return LogCopyRequest{Log: LogID{DC: from.name, Group: "g-" + from.name}, Unchecked: unchecked,
+	admitted := func(to, from *testDC, unchecked, loss bool) bool {
+		req := LogCopyRequest{Log: LogID{DC: from.name, Group: "g-" + from.name}, Unchecked: unchecked, Loss: loss,
 			Slots: []LogCopySlot{{Slot: 7, Last: "1-0"}}}
-	}
-	try := func(to, from *testDC, unchecked bool) error {
-		return to.repl.refuseUnchecked(ctx, n.State().DCs[to.name], req(from, unchecked))
-	}
-	for _, d := range dcs {
-		if err := try(d, dcs[1-map[string]int{"a": 0, "b": 1}[d.name]], false); err != nil {
-			t.Fatalf("%s refused a copy with no record: %v", d.name, err)
+		err := to.repl.refuseUnchecked(ctx, n.State().DCs[to.name], req)
+		if err != nil && !strings.HasPrefix(err.Error(), uncheckedRefusal) {
+			t.Fatalf("%s: %v", to.name, err)
 		}
+		return err == nil
 	}
-	stale := strings.Repeat("0", 40)
-	for _, d := range dcs {
-		if err := d.rc.Set(ctx, checkedKey(map[string]string{"a": "b", "b": "a"}[d.name]), stale, 0).Err(); err != nil {
+	record := func(d *testDC, toward, v string) {
+		if err := d.rc.Set(ctx, checkedKey(toward), v, 0).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := try(a, b, false); err == nil || !strings.Contains(err.Error(), "has not checked") {
-		t.Fatalf("a took b's copy over a stale record: %v", err)
+	type kind struct{ unchecked, loss bool }
+	kinds := []kind{{false, false}, {true, false}, {true, true}}
+	// want[i]: whether a copy of kinds[i] is taken.
+	check := func(what string, to, from *testDC, want ...bool) {
+		t.Helper()
+		for i, k := range kinds {
+			if got := admitted(to, from, k.unchecked, k.loss); got != want[i] {
+				t.Errorf("%s, copy %s->%s unchecked=%v loss=%v: taken %v, want %v", what, from.name, to.name, k.unchecked, k.loss, got, want[i])
+			}
+		}
 	}
-	if err := try(a, b, true); err == nil {
-		t.Fatal("a took b's unchecked copy: b's name sorts after a's")
-	}
-	if err := try(b, a, true); err != nil {
-		t.Fatalf("b refused a's unchecked copy (a sorts first): %v", err)
-	}
-	if err := try(b, a, false); err == nil {
-		t.Fatal("b took a's checked copy over its own stale record")
-	}
-	id, err := runID(ctx, a.rc)
+	check("no record", a, b, true, true, true)
+	check("no record", b, a, true, true, true)
+	id, err := checkedProcess(ctx, a.rc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.rc.Set(ctx, checkedKey("b"), id, 0).Err(); err != nil {
+	record(a, "b", id)
+	check("current record", a, b, true, true, true)
+	record(a, "b", "0:0")
+	check("stale record", a, b, false, false, true) // b sorts after a
+	record(b, "a", "0:0")
+	check("stale record", b, a, false, true, true) // a sorts first
+	record(a, "b", lossRecord)
+	check("loss under way", a, b, false, false, false)
+	record(b, "a", lossRecord)
+	check("loss under way", b, a, false, false, true)
+	// The process is the replication id too: a promotion changes it, the run_id stays.
+	record(a, "b", id)
+	if err := a.rc.Do(ctx, "REPLICAOF", "127.0.0.1", "1").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := try(a, b, false); err != nil {
-		t.Fatalf("a refused a copy with its record current: %v", err)
+	if err := a.rc.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
 	}
+	check("after a promotion", a, b, false, false, true)
+}
+
+// TestRestartedMasterCheckedAgain: a master restarted with its data (and the record of the
+// check made on the process before) is checked again and recorded, though shipping toward the
+// destination never failed; until then a full copy from there would be refused. Fails when
+// only a failed call sets the check.
+func TestRestartedMasterCheckedAgain(t *testing.T) {
+	ctx := context.Background()
+	dcs := startDCsAt(t, LogDataFormat, "a", "b")
+	a, b := dcs[0], dcs[1]
+	a.write(t, "SET", "{k}x", "1")
+	waitSameData(t, a.rc, b.rc, "before the restart")
+	current := func() (bool, string) {
+		id, err := checkedProcess(ctx, a.rc)
+		rec := a.rc.Get(ctx, checkedKey("b")).Val()
+		return err == nil && rec == id, rec
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for ok, rec := current(); !ok; ok, rec = current() {
+		if time.Now().After(deadline) {
+			t.Fatalf("a's record toward b is %q, not a's master", rec)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	before, _ := checkedProcess(ctx, a.rc)
+	if err := a.rc.Save(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.redis.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.rc.Get(ctx, checkedKey("b")).Val(); got != before {
+		t.Fatalf("the restarted master holds record %q, want the old process's %q: the test restarts nothing", got, before)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for ok, rec := current(); !ok; ok, rec = current() {
+		if time.Now().After(deadline) {
+			t.Fatalf("a's record toward b is still %q after the restart: the new process was never checked", rec)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	a.write(t, "SET", "{k}x", "2")
+	waitSameData(t, a.rc, b.rc, "after the restart")
 }

@@ -46,7 +46,9 @@ type LogCopyRequest struct {
 	Flushes uint64 `json:"flushes,omitempty"`
 	// Unchecked says the source group's master had not been checked toward the destination
 	// when the copy began (checked.go): both copies crossing come from masters that changed.
+	// Loss says the copy follows writes the destination applied that the source's master lost.
 	Unchecked bool          `json:"unchecked,omitempty"`
+	Loss      bool          `json:"loss,omitempty"`
 	Slots     []LogCopySlot `json:"slots"`
 }
 
@@ -77,7 +79,7 @@ type LogStartRequest struct {
 // copyGroup copies the shipper's group in full to its destination and returns the position
 // it ships on from. It stops, to be tried again, when a migration or a flush of this DC
 // begins, or a slot is locked by another copy.
-func (s *logShipper) copyGroup(ctx context.Context) (string, error) {
+func (s *logShipper) copyGroup(ctx context.Context, loss bool) (string, error) {
 	g, r := s.g, s.g.r
 	own := r.cfg.Cluster.DC()
 	st0 := r.cfg.Cluster.State()
@@ -99,6 +101,7 @@ func (s *logShipper) copyGroup(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("whether this master was checked toward %s: %w", s.dest, err)
 	}
+	unchecked := checked != checkedNow
 	// The log's last entry now: every chunk's Last is at or after it, and the destination
 	// stands there once every slot is copied. Until it answers from there the shipper keeps no
 	// answer of it (acked), so no trim passes it.
@@ -128,7 +131,10 @@ func (s *logShipper) copyGroup(ctx context.Context) (string, error) {
 		var n int
 		var err error
 		for try, wait := 0, 100*time.Millisecond; ; try, wait = try+1, min(2*wait, time.Second) {
-			if n, err = s.copyChunk(ctx, st0, chunk, !checked); err == nil || try == 9 || !sleep(ctx, wait) {
+			n, err = s.copyChunk(ctx, st0, chunk, unchecked, loss)
+			// Refused until the destination's own shipper checked its new master: the copy
+			// stops, and the shipper tries again after its pause (checked.go).
+			if err == nil || try == 9 || strings.Contains(err.Error(), uncheckedRefusal) || !sleep(ctx, wait) {
 				break
 			}
 			r.log.Debug("group log: a chunk of the group's copy is tried again", "log", g.log.String(), "to", s.dest, "err", err)
@@ -200,7 +206,7 @@ func (s *logShipper) lockGroupCopy(ctx context.Context) (hold func(context.Conte
 
 // copyChunk locks slots on the source, reads them and has the destination replace its copy
 // with them; it returns how many keys it sent.
-func (s *logShipper) copyChunk(ctx context.Context, st0 *fsm.State, slots []int, unchecked bool) (int, error) {
+func (s *logShipper) copyChunk(ctx context.Context, st0 *fsm.State, slots []int, unchecked, loss bool) (int, error) {
 	g, r := s.g, s.g.r
 	if st := r.cfg.Cluster.State(); st.Flush.Active() {
 		return 0, fmt.Errorf("%s is in progress", st.Flush)
@@ -249,7 +255,7 @@ func (s *logShipper) copyChunk(ctx context.Context, st0 *fsm.State, slots []int,
 	}); err != nil {
 		return 0, err
 	}
-	req := LogCopyRequest{Log: g.log, DB: g.db, Flushes: st0.Flushes, Unchecked: unchecked}
+	req := LogCopyRequest{Log: g.log, DB: g.db, Flushes: st0.Flushes, Unchecked: unchecked, Loss: loss}
 	pipe := g.c.Pipeline()
 	type read struct {
 		keys  []string
@@ -697,7 +703,7 @@ func (r *Replicator) ownLogEntries(ctx context.Context, st *fsm.State, db int, r
 // trimmed past source log src's position from (once per copy: the chunks of one copy share
 // the position).
 func (r *Replicator) firstTrimWarning(src LogID, gid string, db int, from string) bool {
-	prev, loaded := r.trimWarned.Swap(fmt.Sprint(src, gid, db), from)
+	prev, loaded := r.trimWarned.Swap(fmt.Sprintf("%s %s %d", src, gid, db), from)
 	return !loaded || prev != from
 }
 

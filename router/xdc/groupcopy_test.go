@@ -130,7 +130,7 @@ func TestGroupCopyOneAtATime(t *testing.T) {
 	if err := dc1.rc.Set(ctx, groupCopyKey("dc2"), "group:n9:x", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.copyGroup(ctx); !errors.Is(err, errGroupCopying) {
+	if _, err := s.copyGroup(ctx, false); !errors.Is(err, errGroupCopying) {
 		t.Fatalf("a copy while another node holds the lock: %v", err)
 	}
 	if n := dc2.rc.DBSize(ctx).Val(); n != 0 {
@@ -139,7 +139,7 @@ func TestGroupCopyOneAtATime(t *testing.T) {
 	if err := dc1.rc.Del(ctx, groupCopyKey("dc2")).Err(); err != nil {
 		t.Fatal(err)
 	}
-	at, err := s.copyGroup(ctx)
+	at, err := s.copyGroup(ctx, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func TestGroupCopyStopsWhenAMigrationBegins(t *testing.T) {
 	}
 	s := newLogGroup(dc1.repl, dc1.rc, LogID{DC: "dc1", Group: "g-dc1"}, 0, []string{"dc2"}, 20*time.Millisecond).shippers[0]
 	armed.Store(true)
-	if _, err := s.copyGroup(ctx); err == nil || !strings.Contains(err.Error(), "began during the copy") {
+	if _, err := s.copyGroup(ctx, false); err == nil || !strings.Contains(err.Error(), "began during the copy") {
 		t.Fatalf("a copy during which a migration began: %v", err)
 	}
 	if got := dc2.rc.DBSize(ctx).Val(); got == 0 || got > 3 { // the first slot's key, its metadata, its inbox
@@ -224,7 +224,7 @@ func TestGroupCopyStopsWhenAMigrationBegins(t *testing.T) {
 			t.Fatalf("migration %d (%s) still active once cancelled", id, m.State)
 		}
 	}
-	if _, err := s.copyGroup(ctx); err != nil {
+	if _, err := s.copyGroup(ctx, false); err != nil {
 		t.Fatalf("the copy after the migration: %v", err)
 	}
 	for _, tag := range tags {
@@ -301,7 +301,7 @@ func TestGroupCopyTakesNoLocksOnceAMigrationBegan(t *testing.T) {
 	dc1.write(t, "SET", k, "v")
 	s := newLogGroup(dc1.repl, dc1.rc, LogID{DC: "dc1", Group: "g-dc1"}, 0, []string{"dc2"}, 20*time.Millisecond).shippers[0]
 	armed.Store(true)
-	if _, err := s.copyGroup(ctx); err == nil || !strings.Contains(err.Error(), "migration began") {
+	if _, err := s.copyGroup(ctx, false); err == nil || !strings.Contains(err.Error(), "migration began") {
 		t.Fatalf("a copy during which a migration began: %v", err)
 	}
 	if armed.Load() {

@@ -315,6 +315,9 @@ func (s *logShipper) run(ctx context.Context) {
 	// heartbeat a failed-over master's replica never received (memos.loss). Reads after it
 	// cannot check that it is still in the log.
 	lostBeat := ""
+	// lost says the last check found writes the destination applied that this master lacks;
+	// record is the master process the last check read, until it is recorded (checked.go).
+	lost, record := false, ""
 	for ctx.Err() == nil {
 		if !started {
 			if prev, err = s.position(ctx); err != nil {
@@ -330,9 +333,9 @@ func (s *logShipper) run(ctx context.Context) {
 			started = true
 		}
 		if check {
-			// The master's run_id before the check: the record written once it passes
+			// The master process before the check: the record written once it passes
 			// (checked.go) must not name a process the check did not read.
-			rid, ridErr := runID(ctx, g.c)
+			rid, ridErr := checkedProcess(ctx, g.c)
 			err = s.contiguous(ctx, prev)
 			if errors.Is(err, errBehind) {
 				// prev can be stale rather than the destination behind: another node shipped
@@ -359,6 +362,7 @@ func (s *logShipper) run(ctx context.Context) {
 			}
 			if errors.Is(err, errBehind) {
 				loss, lerr := g.r.memos.loss(ctx, g.c, s.memoKey(), prev)
+				lost = lerr == nil && (loss.unshipped != "" || loss.count)
 				switch {
 				case lerr != nil:
 					err = lerr
@@ -381,7 +385,12 @@ func (s *logShipper) run(ctx context.Context) {
 				s.behind.Store(true)
 				s.fail(err)
 				g.r.log.Warn("group log: the destination is behind the log; copying the group in full", "log", g.log.String(), "to", s.dest, "position", prev)
-				at, cerr := s.copyGroup(ctx)
+				if lost { // a copy from the destination waits for this one (checked.go)
+					if err := g.c.Set(ctx, checkedKey(s.dest), lossRecord, 0).Err(); err != nil {
+						g.r.log.Debug("group log: record the loss", "log", g.log.String(), "to", s.dest, "err", err)
+					}
+				}
+				at, cerr := s.copyGroup(ctx, lost)
 				if cerr != nil {
 					if ctx.Err() != nil {
 						return
@@ -406,16 +415,15 @@ func (s *logShipper) run(ctx context.Context) {
 				continue
 			}
 			s.behind.Store(false)
-			check = false
-			if ridErr == nil {
-				ridErr = g.c.Set(ctx, checkedKey(s.dest), rid, 0).Err()
-			}
-			if ridErr != nil { // a full copy from the destination waits for the record
-				check = true
-				s.fail(ridErr)
-				trouble("cannot record the check of the destination's position", "err", ridErr)
-				pause()
-				continue
+			check, record = ridErr != nil, rid // without the process read, check again next round
+		}
+		if record != "" {
+			// Written before each range until it is: a full copy from the destination waits
+			// for it, shipping does not (a master refusing writes must still be trimmed).
+			if err := g.c.Set(ctx, checkedKey(s.dest), record, 0).Err(); err != nil {
+				g.r.log.Debug("group log: record the check of the destination's position", "log", g.log.String(), "to", s.dest, "err", err)
+			} else {
+				record = ""
 			}
 		}
 		if !drained {
@@ -437,6 +445,7 @@ func (s *logShipper) run(ctx context.Context) {
 		if err != nil || len(entries) == 0 {
 			if err != nil && ctx.Err() == nil {
 				g.r.log.Debug("group log: read", "log", g.log.String(), "err", err)
+				check = true // the master may have restarted: check it, and record it checked
 				pause()
 			}
 			continue
