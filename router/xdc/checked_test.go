@@ -2,9 +2,16 @@ package xdc
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/testredis"
+	"github.com/redraft/redraft/migrate"
 )
 
 // TestCrossingCopiesAfterAFailoverLoss: dc1's master fails over to a replica that lacks 50
@@ -199,4 +206,68 @@ func TestRestartedMasterCheckedAgain(t *testing.T) {
 	}
 	a.write(t, "SET", "{k}x", "2")
 	waitSameData(t, a.rc, b.rc, "after the restart")
+}
+
+// TestLossCopyKeepsItsPriority: a loss's copy tried again (the shipper's memo counts a loss
+// once) or by another node is still the loss's while the group's record says so, and keeps
+// its way in when both masters changed. Fails when the copy carries only what the caller
+// knew (Loss false on the retry: both DCs refuse each other's copies for good).
+func TestLossCopyKeepsItsPriority(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "a", "b")
+	raiseFormat(t, n, LogDataFormat)
+	a, b := dcs[0], dcs[1]
+	a.write(t, "SET", "{k}x", "1")
+	for _, rec := range []struct {
+		d      *testDC
+		toward string
+	}{{a, "b"}, {b, "a"}} {
+		if err := rec.d.rc.Set(ctx, checkedKey(rec.toward), lossRecord, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := newLogGroup(a.repl, a.rc, LogID{DC: "a", Group: "g-a"}, 0, []string{"b"}, 20*time.Millisecond).shippers[0]
+	if _, err := s.copyGroup(ctx, false); err != nil {
+		t.Fatalf("a's loss copy, tried again, into b (both recording a loss; a sorts first): %v", err)
+	}
+	if got := b.rc.Get(ctx, "{k}x").Val(); got != "1" {
+		t.Fatalf("{k}x = %q in b after the copy", got)
+	}
+}
+
+// TestMigrationDatabasesOfBothGroups: a migration's databases are those either group uses:
+// where the source holds only the marks and the target has positions, Moved must still give
+// the moved slots "0-0". Fails when only the source's databases count.
+func TestMigrationDatabasesOfBothGroups(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCs(t, "dc1", "dc2")
+	dc2 := dcs[1]
+	target := testredis.Start(t)
+	n.apply(t, &fsm.AddGroup{DC: "dc2", Group: fsm.Group{ID: "g-dc2b", Master: target.Addr}})
+	raiseFormat(t, n, LogDataFormat)
+	for db, addr := range map[int]string{3: dc2.redis.Addr, 5: target.Addr} {
+		c := redis.NewClient(&redis.Options{Addr: addr, DB: db})
+		if err := c.HSet(ctx, migrate.FenceKey, "m1:fwd", "over").Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	tc := redis.NewClient(&redis.Options{Addr: target.Addr, DB: 3})
+	defer tc.Close()
+	if err := tc.HSet(ctx, LogInboxKey(LogID{DC: "dc1", Group: "g-dc1"}), "f", "5-0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	n.apply(t, &fsm.StartMigration{DC: "dc2", Slots: []fsm.SlotRange{{From: 0, To: 0}}, To: "g-dc2b"})
+	st := n.State()
+	var m *fsm.Migration
+	for _, mm := range st.Migrations {
+		m = mm
+	}
+	_, _, dbs, err := dc2.repl.migrationServers(ctx, st, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(dbs); got != "[0 3]" {
+		t.Fatalf("the migration's databases: %s, want [0 3] (the target's positions in 3; only marks in 5)", got)
+	}
 }

@@ -102,6 +102,9 @@ func (s *logShipper) copyGroup(ctx context.Context, loss bool) (string, error) {
 		return "", fmt.Errorf("whether this master was checked toward %s: %w", s.dest, err)
 	}
 	unchecked := checked != checkedNow
+	// A copy tried again, or by another node (which has no memo of the loss), is still the
+	// loss's while the record says so: it keeps its priority (checked.go).
+	loss = loss || checked == checkedLoss
 	// The log's last entry now: every chunk's Last is at or after it, and the destination
 	// stands there once every slot is copied. Until it answers from there the shipper keeps no
 	// answer of it (acked), so no trim passes it.

@@ -3,6 +3,7 @@ package xdc
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -281,8 +282,8 @@ return 0
 `
 
 // migrationServers returns, at data format 3, m's source and target groups in st (the run's: a
-// cancelled migration runs back) and the databases the source's master holds keys in, read
-// now (INFO keyspace); below it, nothing.
+// cancelled migration runs back) and the databases either master holds keys in besides the
+// marks, read now (INFO keyspace, usedDatabases); below it, nothing.
 func (r *Replicator) migrationServers(ctx context.Context, st *fsm.State, m *fsm.Migration) (src, dst *fsm.Group, dbs []int, err error) {
 	d := st.DCs[m.DC]
 	if d == nil {
@@ -298,9 +299,19 @@ func (r *Replicator) migrationServers(ctx context.Context, st *fsm.State, m *fsm
 		return nil, nil, nil, fmt.Errorf("xdc: migration %d: its groups are gone", m.ID)
 	}
 	src, dst = d.Groups[m.Source()], d.Groups[m.Target()]
-	info, err := r.client(serverOf(src), 0).Info(ctx, "keyspace").Result()
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("xdc: databases of group %s: %w", src.ID, err)
+	// The source's databases and the target's: a database where the source holds only the
+	// marks but the target has inboxes still needs Moved's "0-0" for the slots.
+	for _, g := range []*fsm.Group{src, dst} {
+		info, err := r.client(serverOf(g), 0).Info(ctx, "keyspace").Result()
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("xdc: databases of group %s: %w", g.ID, err)
+		}
+		for _, db := range r.usedDatabases(ctx, serverOf(g), info) {
+			if !slices.Contains(dbs, db) {
+				dbs = append(dbs, db)
+			}
+		}
 	}
-	return src, dst, r.usedDatabases(ctx, serverOf(src), info), nil
+	slices.Sort(dbs)
+	return src, dst, dbs, nil
 }
