@@ -449,7 +449,7 @@ func masterLoad(ctx context.Context, e Endpoint) (keys, bytes int64, err error) 
 	if err != nil {
 		return 0, 0, fmt.Errorf("INFO memory: %w", err)
 	}
-	fields := infoFields(info)
+	fields := InfoFields(info)
 	v, ok := fields["used_memory_dataset"]
 	if !ok {
 		v = fields["used_memory"]
@@ -461,8 +461,8 @@ func masterLoad(ctx context.Context, e Endpoint) (keys, bytes int64, err error) 
 	return keys, bytes, nil
 }
 
-// infoFields parses INFO's "key:value" lines.
-func infoFields(info string) map[string]string {
+// InfoFields parses INFO's "key:value" lines.
+func InfoFields(info string) map[string]string {
 	out := map[string]string{}
 	for _, line := range strings.Split(info, "\n") {
 		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && !strings.HasPrefix(k, "#") {

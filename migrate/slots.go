@@ -533,26 +533,34 @@ func keyspace(ctx context.Context, c *redis.Client) ([]int, int64, error) {
 	}
 	var dbs []int
 	var total int64
-	for _, line := range strings.Split(info, "\n") {
-		line = strings.TrimSpace(line)
-		name, rest, ok := strings.Cut(line, ":")
-		if !ok || !strings.HasPrefix(name, "db") {
-			continue
-		}
-		db, err := strconv.Atoi(name[2:])
-		if err != nil {
-			continue
-		}
+	for db, n := range Keyspace(info) {
 		dbs = append(dbs, db)
-		for _, f := range strings.Split(rest, ",") {
-			if v, ok := strings.CutPrefix(f, "keys="); ok {
-				n, _ := strconv.ParseInt(v, 10, 64)
-				total += n
-			}
-		}
+		total += max(n, 0)
 	}
 	sort.Ints(dbs)
 	return dbs, total, nil
+}
+
+// Keyspace reads an INFO keyspace reply: the keys of each database it lists (-1 for a line
+// without a keys= count).
+func Keyspace(info string) map[int]int64 {
+	out := map[int]int64{}
+	for name, fields := range InfoFields(info) {
+		n, ok := strings.CutPrefix(name, "db")
+		db, err := strconv.Atoi(n)
+		if !ok || err != nil {
+			continue
+		}
+		out[db] = -1
+		for _, f := range strings.Split(fields, ",") {
+			if v, ok := strings.CutPrefix(f, "keys="); ok {
+				if keys, err := strconv.ParseInt(v, 10, 64); err == nil {
+					out[db] = keys
+				}
+			}
+		}
+	}
+	return out
 }
 
 // CountSlotKeys counts the keys of slots on the Redis at addr, over every db that holds keys

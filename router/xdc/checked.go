@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/migrate"
 )
 
 // Full copies crossing after a failover (data format 3). When a group's master fails over
@@ -58,25 +58,12 @@ func checkedProcess(ctx context.Context, c *redis.Client) (string, error) {
 // processOf reads checkedProcess's value from an INFO reply with the server and replication
 // sections.
 func processOf(info string) (string, error) {
-	run, err := infoField(info, "run_id")
-	if err != nil {
-		return "", err
-	}
-	repl, err := infoField(info, "master_replid")
-	if err != nil {
-		return "", err
+	f := migrate.InfoFields(info)
+	run, repl := f["run_id"], f["master_replid"]
+	if run == "" || repl == "" {
+		return "", errors.New("INFO has no run_id or master_replid")
 	}
 	return run + ":" + repl, nil
-}
-
-// infoField returns field's value in an INFO reply.
-func infoField(info, field string) (string, error) {
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			return strings.TrimSpace(v), nil
-		}
-	}
-	return "", fmt.Errorf("INFO has no %s", field)
 }
 
 // checkState is what a group's record toward a destination says of its master.

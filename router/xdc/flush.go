@@ -530,57 +530,41 @@ func (r *Replicator) deleteDB(ctx context.Context, f *fsm.Flush, c *redis.Client
 // keyspaceDBs returns the databases INFO keyspace lists, and 0, sorted.
 func keyspaceDBs(info string) []int {
 	dbs := []int{0}
-	for _, line := range strings.Split(info, "\n") {
-		if rest, ok := strings.CutPrefix(line, "db"); ok {
-			n, err := strconv.Atoi(rest[:max(0, strings.IndexByte(rest, ':'))])
-			if err == nil && n > 0 {
-				dbs = append(dbs, n)
-			}
+	for db := range migrate.Keyspace(info) {
+		if db > 0 {
+			dbs = append(dbs, db)
 		}
 	}
 	sort.Ints(dbs)
 	return dbs
 }
 
-// usedDatabases returns the databases of srv that INFO keyspace (info) lists and that hold a key
+// usedDatabases returns the databases of srv that INFO keyspace lists and that hold a key
 // besides the server's own marks, and 0, sorted. A migration's FenceKey lands in every
 // database of both masters, a flush's FlushFenceKey in every database it flushed: counting
 // those as in use started log shippers and per-slot loops for each of the server's 16
 // databases. A database whose only keys are the marks is left out (an error keeps it in); the
 // next scan sees it once a client writes there, as it sees any database first written to.
-func (r *Replicator) usedDatabases(ctx context.Context, srv server, info string) []int {
+func (r *Replicator) usedDatabases(ctx context.Context, srv server) ([]int, error) {
+	info, err := r.client(srv, 0).Info(ctx, "keyspace").Result()
+	if err != nil {
+		return nil, err
+	}
 	dbs := []int{0}
-	for _, line := range strings.Split(info, "\n") {
-		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "db")
-		colon := strings.IndexByte(rest, ':')
-		if !ok || colon < 0 {
+	for db, keys := range migrate.Keyspace(info) {
+		if db <= 0 {
 			continue
 		}
-		n, err := strconv.Atoi(rest[:colon])
-		if err != nil || n <= 0 {
-			continue
-		}
-		if keys, ok := keyspaceKeys(rest[colon+1:]); ok && keys <= 2 {
-			marks, err := r.client(srv, n).Exists(ctx, migrate.FenceKey, FlushFenceKey).Result()
+		if keys >= 0 && keys <= 2 {
+			marks, err := r.client(srv, db).Exists(ctx, migrate.FenceKey, FlushFenceKey).Result()
 			if err == nil && marks >= keys {
 				continue
 			}
 		}
-		dbs = append(dbs, n)
+		dbs = append(dbs, db)
 	}
 	sort.Ints(dbs)
-	return dbs
-}
-
-// keyspaceKeys reads keys=N from the fields of one INFO keyspace line.
-func keyspaceKeys(fields string) (int64, bool) {
-	for _, f := range strings.Split(fields, ",") {
-		if v, ok := strings.CutPrefix(f, "keys="); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			return n, err == nil
-		}
-	}
-	return 0, false
+	return dbs, nil
 }
 
 // enterCopy counts a slot copy into this node, or refuses it while a flush is active or when

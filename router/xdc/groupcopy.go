@@ -77,10 +77,16 @@ type LogStartRequest struct {
 }
 
 // copyGroup copies the shipper's group in full to its destination and returns the position
-// it ships on from. It stops, to be tried again, when a migration or a flush of this DC
+// it ships on from; loss says the check before it found writes the destination applied that
+// this master lost. It stops, to be tried again, when a migration or a flush of this DC
 // begins, or a slot is locked by another copy.
 func (s *logShipper) copyGroup(ctx context.Context, loss bool) (string, error) {
 	g, r := s.g, s.g.r
+	if loss { // a copy from the destination waits for this one (checked.go)
+		if err := g.c.Set(ctx, checkedKey(s.dest), lossRecord, 0).Err(); err != nil {
+			r.log.Debug("group log: record the loss", "log", g.log.String(), "to", s.dest, "err", err)
+		}
+	}
 	own := r.cfg.Cluster.DC()
 	st0 := r.cfg.Cluster.State()
 	if why := groupUncopyable(st0, st0, own, g.log.Group); why != "" {

@@ -302,11 +302,11 @@ func (r *Replicator) migrationServers(ctx context.Context, st *fsm.State, m *fsm
 	// The source's databases and the target's: a database where the source holds only the
 	// marks but the target has inboxes still needs Moved's "0-0" for the slots.
 	for _, g := range []*fsm.Group{src, dst} {
-		info, err := r.client(serverOf(g), 0).Info(ctx, "keyspace").Result()
+		used, err := r.usedDatabases(ctx, serverOf(g))
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("xdc: databases of group %s: %w", g.ID, err)
 		}
-		for _, db := range r.usedDatabases(ctx, serverOf(g), info) {
+		for _, db := range used {
 			if !slices.Contains(dbs, db) {
 				dbs = append(dbs, db)
 			}

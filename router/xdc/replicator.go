@@ -464,11 +464,10 @@ func (r *Replicator) scanDatabases(ctx context.Context) {
 	}
 	changed := false
 	for _, g := range own.Groups {
-		info, err := r.client(serverOf(g), 0).Info(ctx, "keyspace").Result()
+		dbs, err := r.usedDatabases(ctx, serverOf(g))
 		if err != nil {
 			continue
 		}
-		dbs := r.usedDatabases(ctx, serverOf(g), info)
 		r.mu.Lock()
 		if fmt.Sprint(r.dbs[g.Master]) != fmt.Sprint(dbs) {
 			r.dbs[g.Master], changed = dbs, true

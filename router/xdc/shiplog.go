@@ -315,9 +315,8 @@ func (s *logShipper) run(ctx context.Context) {
 	// heartbeat a failed-over master's replica never received (memos.loss). Reads after it
 	// cannot check that it is still in the log.
 	lostBeat := ""
-	// lost says the last check found writes the destination applied that this master lacks;
 	// record is the master process the last check read, until it is recorded (checked.go).
-	lost, record := false, ""
+	record := ""
 	for ctx.Err() == nil {
 		if !started {
 			if prev, err = s.position(ctx); err != nil {
@@ -336,6 +335,7 @@ func (s *logShipper) run(ctx context.Context) {
 			// The master process before the check: the record written once it passes
 			// (checked.go) must not name a process the check did not read.
 			rid, ridErr := checkedProcess(ctx, g.c)
+			lost := false // writes the destination applied that this master lacks
 			err = s.contiguous(ctx, prev)
 			if errors.Is(err, errBehind) {
 				// prev can be stale rather than the destination behind: another node shipped
@@ -385,11 +385,6 @@ func (s *logShipper) run(ctx context.Context) {
 				s.behind.Store(true)
 				s.fail(err)
 				g.r.log.Warn("group log: the destination is behind the log; copying the group in full", "log", g.log.String(), "to", s.dest, "position", prev)
-				if lost { // a copy from the destination waits for this one (checked.go)
-					if err := g.c.Set(ctx, checkedKey(s.dest), lossRecord, 0).Err(); err != nil {
-						g.r.log.Debug("group log: record the loss", "log", g.log.String(), "to", s.dest, "err", err)
-					}
-				}
 				at, cerr := s.copyGroup(ctx, lost)
 				if cerr != nil {
 					if ctx.Err() != nil {
