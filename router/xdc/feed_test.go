@@ -433,3 +433,56 @@ func resetTaken(r *Replicator, dest string, slot int) bool {
 	}
 	return true
 }
+
+// A per-slot loop at data format 3 whose round failed (a reset's read of the destination's
+// ids while the destination was cut off) reports the pair ok once a later round finds nothing
+// to ship. Its error stayed, and the status said the pair was down for good (e2e, with the
+// destination DCs up and every write replicated). Fails without the recovery in round.
+func TestLoopErrorClearsWithNothingToShip(t *testing.T) {
+	dcs := startDCsAt(t, LogDataFormat, "a", "b")
+	a, b := dcs[0], dcs[1]
+	b.write(t, "SET", "warm", "up")
+	waitEqual(t, dcs, 10*time.Second, "warm", stateOf("warm"), "string up")
+	only := []*testDC{b}
+	pair := func(d *testDC) (string, error) {
+		for _, p := range d.repl.Report().Pairs {
+			if p.To == "a" {
+				return p.State, nil
+			}
+		}
+		return "no pair", nil
+	}
+	waitEqual(t, only, 10*time.Second, "b>a", pair, "ok")
+	a.down.Store(true)
+	// As after a third DC's copy into a: a asks b's loop to read its id for the slot again,
+	// which it cannot while a is cut off.
+	if _, err := b.repl.HandleReset(context.Background(), ResetRequest{Source: "b", Dest: "a", Slot: slotString("warm")}); err != nil {
+		t.Fatal(err)
+	}
+	waitEqual(t, only, 10*time.Second, "b's loop toward a failing", func(d *testDC) (string, error) {
+		return fmt.Sprint(loopErr(d.repl, "a") != ""), nil
+	}, "true")
+	waitEqual(t, only, 10*time.Second, "b>a while a is cut off", pair, "down")
+	a.down.Store(false)
+	waitEqual(t, only, 10*time.Second, "b>a once a is back", pair, "ok")
+	if e := loopErr(b.repl, "a"); e != "" {
+		t.Fatalf("b's loop toward a still reports %q", e)
+	}
+}
+
+// loopErr returns the last error of r's per-slot loops toward dest ("" when none has one).
+func loopErr(r *Replicator, dest string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, l := range r.loops {
+		if k.dest == dest {
+			l.mu.Lock()
+			e := l.lastErr
+			l.mu.Unlock()
+			if e != "" {
+				return e
+			}
+		}
+	}
+	return ""
+}

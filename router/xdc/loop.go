@@ -583,6 +583,15 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		pos, reads = append(pos, p), append(reads, &got[i])
 	}
 	if len(batches) == 0 {
+		// The slots this round took were read and hold nothing to ship: whatever failed
+		// before (a reset's read of the destination's ids, an outbox read, a send whose
+		// entries are gone since) is over. At data format 3 a loop ships nothing, and its
+		// error stayed, reporting the pair down for good (seen in e2e).
+		l.mu.Lock()
+		if l.sendErr == nil && len(l.starts) == 0 {
+			l.recovered()
+		}
+		l.mu.Unlock()
 		return nil
 	}
 	start := time.Now()
