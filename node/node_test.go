@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,7 +72,17 @@ func (c *testCluster) launch(id, dc string, seeds ...string) *Node {
 	}
 	opts := quietOpts()
 	opts.MaxDataFormat, opts.SwitchDataFormat = c.builds[id].MaxDataFormat, c.builds[id].SwitchDataFormat
-	n, err := Start(cfg, opts)
+	// A restart binds its ports again, and another connection's ephemeral local port may hold
+	// one of them for a moment (seen in CI: "bind: address already in use"): tried again
+	// until a deadline.
+	var n *Node
+	var err error
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		n, err = Start(cfg, opts)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		c.t.Fatalf("start %s: %v", id, err)
 	}
