@@ -89,6 +89,11 @@ func (c *client) dispatch(cmd resp.Command) {
 	if c.user != nil && c.user.restricted && !c.checkACL(spec, cmd) {
 		return
 	}
+	if err := argsRefused(spec, args); err != nil {
+		c.abortTx() // as for a syntax error Redis finds at queueing
+		c.replyErr(err)
+		return
+	}
 	if c.tx != nil && !txControl[spec.Name] {
 		c.queueTx(spec, cmd)
 		return

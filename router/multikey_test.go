@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
 )
 
 func TestMultiKeySplitAndMerge(t *testing.T) {
@@ -180,5 +182,60 @@ func TestLargeValues(t *testing.T) {
 	}
 	if err := small.client(0).Set(ctx, "k", "ok", 0).Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// GEORADIUS and GEORADIUSBYMEMBER with STORE or STOREDIST given twice are refused: Redis
+// writes the last destination while its key specs name the first, so the last one escaped the
+// slot check and was written on a group that does not serve its slot (b below, on g1, with
+// g2 serving it). One destination is served, and a refused request in MULTI aborts the
+// transaction, as a queueing error does. Fails without argsRefused.
+func TestGeoStoreGivenTwiceRefused(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{})
+	ctx := ctxT(t)
+	c := tc.client(0)
+	// geo, a and the key named STORE share a slot; b is on the other group.
+	geo, a, store := "{STORE}geo", "{STORE}a", "STORE"
+	gi := min(slotOf(store)/(fsm.NumSlots/2), 1)
+	b := keyIn("b", 1-gi, 2)
+	if err := tc.direct(gi).GeoAdd(ctx, geo, &redis.GeoLocation{Name: "m", Longitude: 0, Latitude: 0}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]any{
+		{"GEORADIUS", geo, 0, 0, 1, "km", "STORE", a, "STORE", b},
+		{"GEORADIUS", geo, 0, 0, 1, "km", "store", a, "COUNT", 1, "StoreDist", b},
+		{"GEORADIUSBYMEMBER", geo, "m", 1, "km", "STOREDIST", a, "STORE", b},
+	} {
+		err := c.Do(ctx, args...).Err()
+		if err == nil || !strings.Contains(err.Error(), "STORE or STOREDIST given more than once") {
+			t.Errorf("%v: %v, want the refusal", args, err)
+		}
+	}
+	for i := range 2 {
+		if n := tc.direct(i).Exists(ctx, a, b).Val(); n != 0 {
+			t.Fatalf("group %d holds %d of the destinations after the refusals", i, n)
+		}
+	}
+	// One destination, as a key named STORE, is served; STORE without its key goes to Redis,
+	// which answers the syntax error.
+	if n, err := c.Do(ctx, "GEORADIUS", geo, 0, 0, 1, "km", "STORE", a).Int(); err != nil || n != 1 {
+		t.Fatalf("one STORE: %d, %v", n, err)
+	}
+	if err := c.Do(ctx, "GEORADIUSBYMEMBER", geo, "m", 1, "km", "STORE", store).Err(); err != nil {
+		t.Fatalf("a destination named %s: %v", store, err)
+	}
+	if err := c.Do(ctx, "GEORADIUS", geo, 0, 0, 1, "km", "STORE", a, "STORE").Err(); err == nil || !strings.Contains(err.Error(), "syntax") {
+		t.Fatalf("STORE without its key: %v", err)
+	}
+	_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Do(ctx, "GEORADIUS", geo, 0, 0, 1, "km", "STORE", a, "STORE", b)
+		p.Set(ctx, a, "x", 0)
+		return nil
+	})
+	if err == nil || !strings.HasPrefix(err.Error(), "EXECABORT") {
+		t.Fatalf("MULTI with the refused request: %v", err)
+	}
+	if v := tc.direct(gi).Type(ctx, a).Val(); v != "zset" {
+		t.Fatalf("the aborted transaction wrote %s: its type is %s", a, v)
 	}
 }
