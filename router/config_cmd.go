@@ -45,6 +45,12 @@ var configSettable = map[string]bool{
 var configSecret = map[string]bool{"requirepass": true, "masterauth": true,
 	"tls-key-file-pass": true, "tls-client-key-file-pass": true}
 
+// errEvictionXDC answers CONFIG SET of an evicting maxmemory-policy in a cluster with several
+// DCs: Redis evicts without WRITE, so an evicted key is deleted in this DC only and stays in
+// the others, and eviction may take replication's own keys (the group's log, the convergence
+// metadata) from under it.
+var errEvictionXDC = &replyError{"ERR redraft: CONFIG SET maxmemory-policy is refused with several DCs except for noeviction: an evicted key would be deleted in this DC only, and eviction may take replication's own keys (see docs/commands.md, CONFIG)"}
+
 var errConfigSetOff = &replyError{"ERR CONFIG SET is disabled on this cluster (setting config_set)"}
 
 // cmdConfigGet answers from the first group of the DC (the groups' own parameters, set alike
@@ -105,6 +111,10 @@ func cmdConfigSet(c *client, _ *command.Spec, cmd resp.Command) {
 				return
 			}
 			c.replyErr(errorf("ERR redraft: CONFIG SET '%s' is refused: redraft lets clients set only data-path parameters (encodings, eviction, lazy freeing, ...; see docs/commands.md), never what it relies on to run the groups", printable(args[i])))
+			return
+		}
+		if name == "maxmemory-policy" && c.snap != nil && c.snap.multiDC && !strings.EqualFold(string(args[i+1]), "noeviction") {
+			c.replyErr(errEvictionXDC)
 			return
 		}
 	}

@@ -83,3 +83,28 @@ func TestConfigSetGet(t *testing.T) {
 	}
 	both("CONFIG", "GET", "maxmemory-policy")
 }
+
+// With several DCs, CONFIG SET of an evicting maxmemory-policy is refused and changes nothing:
+// Redis evicts without WRITE, so an evicted key would go in this DC only, and replication's own
+// keys could go with it. noeviction is served. Fails without the refusal.
+func TestConfigEvictionRefusedWithSeveralDCs(t *testing.T) {
+	tc := startXDC(t, 1, Config{})
+	ctx := ctxT(t)
+	node := resp2(t, tc.addrs[0])
+	for _, p := range []string{"allkeys-lru", "volatile-ttl", "ALLKEYS-RANDOM"} {
+		got, _ := do(t, node, "CONFIG", "SET", "maxmemory-policy", p).(string)
+		if !strings.Contains(got, "maxmemory-policy is refused with several DCs") {
+			t.Fatalf("CONFIG SET maxmemory-policy %s = %q, want the refusal", p, got)
+		}
+		got, _ = do(t, node, "CONFIG", "SET", "maxmemory", "1gb", "maxmemory-policy", p).(string)
+		if !strings.Contains(got, "refused") {
+			t.Fatalf("CONFIG SET maxmemory 1gb maxmemory-policy %s = %q, want the refusal", p, got)
+		}
+	}
+	if cfg := tc.direct(0).ConfigGet(ctx, "maxmemory*").Val(); cfg["maxmemory-policy"] != "noeviction" || cfg["maxmemory"] != "0" {
+		t.Fatalf("a refused CONFIG SET changed the group: %v", cfg)
+	}
+	if got := do(t, node, "CONFIG", "SET", "maxmemory-policy", "NoEviction"); got != "OK" {
+		t.Fatalf("CONFIG SET maxmemory-policy noeviction = %v", got)
+	}
+}
