@@ -367,18 +367,27 @@ func TestResetDuringCopy(t *testing.T) {
 	b.write(t, "SET", "{r}k1", v1)
 	must(b.rc.XTrimMaxLen(ctx, OutboxKey(slot), 0).Err()) // so b copies the slot to a
 	var once sync.Once
+	hooked := make(chan struct{}) // closed once the hook below has run
 	a.answered.Store(func(name string) {
 		if name != RPCCopy {
 			return
 		}
 		once.Do(func() {
+			defer close(hooked)
 			// c's copy replaces the slot in a, and a asks b to read its id again; b's shipper
-			// handles that before its copy call returns.
-			must(a.rc.Del(ctx, "{r}k1").Err())
-			must(a.rc.HDel(ctx, InboxKey(slot), "b").Err())
-			must(a.rc.HDel(ctx, MetaKey(slot), "s:{r}k1").Err())
-			_, err := b.repl.HandleReset(ctx, ResetRequest{Source: "b", Dest: "a", Slot: slot})
-			must(err)
+			// handles that before its copy call returns. (t.Error, not Fatal: this runs on
+			// the shipper's goroutine.)
+			for _, err := range []error{a.rc.Del(ctx, "{r}k1").Err(), a.rc.HDel(ctx, InboxKey(slot), "b").Err(),
+				a.rc.HDel(ctx, MetaKey(slot), "s:{r}k1").Err()} {
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			if _, err := b.repl.HandleReset(ctx, ResetRequest{Source: "b", Dest: "a", Slot: slot}); err != nil {
+				t.Error(err)
+				return
+			}
 			deadline := time.Now().Add(5 * time.Second)
 			for !resetTaken(b.repl, "a", slot) {
 				if time.Now().After(deadline) {
@@ -390,6 +399,14 @@ func TestResetDuringCopy(t *testing.T) {
 		})
 	})
 	must(a.rc.Del(ctx, CopyLockKey(slot)).Err())
+	// k1 is in a once the copy is applied, before the hook takes it away again: the wait for
+	// k1 starts after the hook (a wait that ended in between let the hook run after the test,
+	// and fail it then: seen in CI).
+	select {
+	case <-hooked:
+	case <-time.After(resetWait):
+		t.Fatal("no copy from b reached a")
+	}
 	waitEqual(t, []*testDC{a}, resetWait, "k1 in a", stateOf("{r}k1"), "string "+v1)
 }
 

@@ -366,6 +366,9 @@ func (l *loop) waitReady(ctx context.Context, src *redis.Client, scan time.Time)
 			return nil, err
 		}
 		l.mu.Lock()
+		// The destination answered: an error from reaching it is over (at data format 3
+		// nothing else this loop does would clear it, and the pair read down for good: e2e).
+		l.recovered()
 		for i, s := range resets {
 			if p := sort.SearchInts(l.slots, s); p < len(l.slots) && l.slots[p] == s {
 				l.acked[p] = ids[i]
@@ -529,6 +532,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		}
 	}()
 	logs := l.logsOnly()
+	skipped := false // a slot left to a copy, or refused one: its trouble is not over
 	for i, p := range ready {
 		g := got[i]
 		if logs && (errors.Is(g.err, ErrBehind) || g.missing && l.lossPossible(l.slots[p])) {
@@ -537,9 +541,11 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 				why = errors.New("the outbox lost entries the destination applied, with a failed-over master")
 			}
 			l.refuseCopy(l.slots[p], why)
+			skipped = true
 			continue
 		}
 		if errors.Is(g.err, ErrBehind) {
+			skipped = true
 			l.mu.Lock()
 			if !l.copying[l.slots[p]] {
 				l.copying[l.slots[p]] = true
@@ -556,6 +562,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		if g.missing && l.lossPossible(l.slots[p]) {
 			l.r.noteLost(l.key, l.slots[p], after[i], &got[i])
 			l.copyLost(ctx, src, l.slots[p], &got[i], copies)
+			skipped = true
 			continue
 		}
 		l.mu.Lock()
@@ -583,12 +590,13 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		pos, reads = append(pos, p), append(reads, &got[i])
 	}
 	if len(batches) == 0 {
-		// The slots this round took were read and hold nothing to ship: whatever failed
-		// before (a reset's read of the destination's ids, an outbox read, a send whose
-		// entries are gone since) is over. At data format 3 a loop ships nothing, and its
-		// error stayed, reporting the pair down for good (seen in e2e).
+		// The slots this round took were read and hold nothing to ship, none was left to a
+		// copy, and no copy runs (the copier reports its own failures): an error of this
+		// side (an outbox read) is over. At data format 3 a loop ships nothing, and such an
+		// error stayed, reporting the pair down for good. The destination's own errors
+		// clear where it answers (run, waitReady, ship).
 		l.mu.Lock()
-		if l.sendErr == nil && len(l.starts) == 0 {
+		if !skipped && l.sendErr == nil && len(l.starts) == 0 && len(l.copying) == 0 {
 			l.recovered()
 		}
 		l.mu.Unlock()
