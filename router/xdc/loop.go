@@ -532,7 +532,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		}
 	}()
 	logs := l.logsOnly()
-	skipped := false // a slot left to a copy, or refused one: its trouble is not over
+	lostFailed := false // copyLost failed to queue a slot's copy, and said so (l.fail)
 	for i, p := range ready {
 		g := got[i]
 		if logs && (errors.Is(g.err, ErrBehind) || g.missing && l.lossPossible(l.slots[p])) {
@@ -541,11 +541,9 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 				why = errors.New("the outbox lost entries the destination applied, with a failed-over master")
 			}
 			l.refuseCopy(l.slots[p], why)
-			skipped = true
 			continue
 		}
 		if errors.Is(g.err, ErrBehind) {
-			skipped = true
 			l.mu.Lock()
 			if !l.copying[l.slots[p]] {
 				l.copying[l.slots[p]] = true
@@ -561,8 +559,7 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		}
 		if g.missing && l.lossPossible(l.slots[p]) {
 			l.r.noteLost(l.key, l.slots[p], after[i], &got[i])
-			l.copyLost(ctx, src, l.slots[p], &got[i], copies)
-			skipped = true
+			lostFailed = !l.copyLost(ctx, src, l.slots[p], &got[i], copies) || lostFailed
 			continue
 		}
 		l.mu.Lock()
@@ -590,13 +587,13 @@ func (l *loop) round(ctx context.Context, src *redis.Client, ready []int, copies
 		pos, reads = append(pos, p), append(reads, &got[i])
 	}
 	if len(batches) == 0 {
-		// The slots this round took were read and hold nothing to ship, none was left to a
-		// copy, and no copy runs (the copier reports its own failures): an error of this
-		// side (an outbox read) is over. At data format 3 a loop ships nothing, and such an
+		// The slots this round took were read and hold nothing to ship, and no copy runs or
+		// failed to start (the copier and copyLost report their own failures): an error of
+		// this side (an outbox read) is over. At data format 3 a loop ships nothing, and such an
 		// error stayed, reporting the pair down for good. The destination's own errors
 		// clear where it answers (run, waitReady, ship).
 		l.mu.Lock()
-		if !skipped && l.sendErr == nil && len(l.starts) == 0 && len(l.copying) == 0 {
+		if !lostFailed && l.sendErr == nil && len(l.starts) == 0 && len(l.copying) == 0 {
 			l.recovered()
 		}
 		l.mu.Unlock()

@@ -184,13 +184,13 @@ func (l *loop) lossPossible(slot int) bool {
 
 // copyLost queues slot for a full copy to the destination, after a loss noteLost counted.
 // An outbox the new master never had gets a heartbeat entry first: the copy ships on from
-// the outbox's last id.
-func (l *loop) copyLost(ctx context.Context, src *redis.Client, slot int, g *slotRead, copies chan<- int) {
+// the outbox's last id. It reports false when it failed (and recorded it: l.fail).
+func (l *loop) copyLost(ctx context.Context, src *redis.Client, slot int, g *slotRead, copies chan<- int) bool {
 	l.mu.Lock()
 	busy := l.copying[slot]
 	l.mu.Unlock()
 	if busy {
-		return
+		return true
 	}
 	if g.topOrd == 0 {
 		vals := []any{}
@@ -199,7 +199,7 @@ func (l *loop) copyLost(ctx context.Context, src *redis.Client, slot int, g *slo
 		}
 		if err := src.XAdd(ctx, &redis.XAddArgs{Stream: OutboxKey(slot), Values: vals}).Err(); err != nil {
 			l.fail(fmt.Errorf("outbox of slot %d: %w", slot, err))
-			return
+			return false
 		}
 	}
 	l.mu.Lock()
@@ -208,4 +208,5 @@ func (l *loop) copyLost(ctx context.Context, src *redis.Client, slot int, g *slo
 		l.copying[slot] = true
 		copies <- slot
 	}
+	return true
 }

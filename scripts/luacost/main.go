@@ -4,7 +4,8 @@
 // and FCALL's usec_per_call (INFO commandstats), with -stats each inner command's too.
 //
 // -variant FILE loads the library changed first: FILE holds pairs of texts separated by lines
-// "====" (old, new, old, new...), each old text found exactly once in xdc.Library(). A variant
+// "====" (old, new, old, new...), each old text found exactly once in xdc.Library() (the
+// library keeps its name, so xdc.WriteFunc and ApplyLogCall call the variant). A variant
 // that empties a function's body measures what calling it costs (docs/replication.md,
 // "Session 39"). It flushes the server it is given: start one of its own.
 //
@@ -46,7 +47,6 @@ func main() {
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: *addr})
 	defer c.Close()
-	name := strings.TrimPrefix(strings.SplitN(lib, "\n", 2)[0], "#!lua name=")
 	for _, err := range []error{c.FlushAll(ctx).Err(), c.FunctionFlush(ctx).Err(), c.FunctionLoadReplace(ctx, lib).Err(), c.ConfigResetStat(ctx).Err()} {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "luacost:", err)
@@ -56,9 +56,9 @@ func main() {
 	cpu0 := serverCPU(ctx, c)
 	t0 := time.Now()
 	if *mode == "write" {
-		err = writes(ctx, c, name, *n)
+		err = writes(ctx, c, *n)
 	} else {
-		err = applies(ctx, c, name, *n)
+		err = applies(ctx, c, *n)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "luacost:", err)
@@ -115,7 +115,7 @@ func serverCPU(ctx context.Context, c *redis.Client) float64 {
 }
 
 // writes sends n WRITEs of SET key:<i> with a 64-byte value, 16 per pipeline.
-func writes(ctx context.Context, c *redis.Client, name string, n int) error {
+func writes(ctx context.Context, c *redis.Client, n int) error {
 	val := strings.Repeat("v", 64)
 	for i := 0; i < n; i += 16 {
 		p := c.Pipeline()
@@ -126,7 +126,7 @@ func writes(ctx context.Context, c *redis.Client, name string, n int) error {
 				return err
 			}
 			keys, argv := xdc.WriteLogArgs(migrate.SlotString(k), "dc1", 1000000, false, []xdc.Call{call})
-			p.FCall(ctx, name+"_write", keys, argv...)
+			p.FCall(ctx, xdc.WriteFunc, keys, argv...)
 		}
 		if _, err := p.Exec(ctx); err != nil {
 			return err
@@ -136,7 +136,7 @@ func writes(ctx context.Context, c *redis.Client, name string, n int) error {
 }
 
 // applies sends n entries of dc2's log, each a SET key:<i> of a 64-byte value, 50 per APPLY.
-func applies(ctx context.Context, c *redis.Client, name string, n int) error {
+func applies(ctx context.Context, c *redis.Client, n int) error {
 	val := strings.Repeat("v", 64)
 	l := xdc.LogID{DC: "dc2", Group: "g1"}
 	prev, ms := "", int64(1000)
@@ -151,7 +151,6 @@ func applies(ctx context.Context, c *redis.Client, name string, n int) error {
 		}
 		last := es[len(es)-1].ID
 		call := xdc.ApplyLogCall(l, "", prev, last, es)
-		call[1] = name + "_apply_log"
 		args := make([]any, len(call))
 		for i, s := range call {
 			args[i] = s
