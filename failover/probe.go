@@ -38,6 +38,9 @@ type Info struct {
 	// UsedMemory is used_memory (bytes), OpsPerSec instantaneous_ops_per_sec, and Keys the
 	// keys of every database: for the dashboard and the status.
 	UsedMemory, OpsPerSec, Keys int64
+	// Policy is maxmemory_policy (noeviction, allkeys-lru...): with several DCs the watcher
+	// keeps it noeviction (policy.go).
+	Policy string
 }
 
 // parseInfo reads the fields Info holds from an INFO reply.
@@ -75,6 +78,8 @@ func parseInfo(s string) Info {
 			in.UsedMemory, _ = strconv.ParseInt(v, 10, 64)
 		case "instantaneous_ops_per_sec":
 			in.OpsPerSec, _ = strconv.ParseInt(v, 10, 64)
+		case "maxmemory_policy":
+			in.Policy = v
 		default:
 			// db0:keys=5,expires=0,avg_ttl=0
 			if strings.HasPrefix(k, "db") {

@@ -81,6 +81,8 @@ type ServerView struct {
 	UsedMemory int64 `json:"used_memory,omitempty"`
 	Keys       int64 `json:"keys"`
 	OpsPerSec  int64 `json:"ops_per_sec"`
+	// Policy is the server's maxmemory-policy (kept noeviction with several DCs).
+	Policy string `json:"maxmemory_policy,omitempty"`
 }
 
 // serverState is the watcher's memory of one server.
@@ -109,6 +111,7 @@ type Watcher struct {
 	kick    chan struct{}
 
 	failovers atomic.Int64 // failovers this node ran to a promotion
+	noEvicts  atomic.Int64 // servers this node set to noeviction (policy.go)
 }
 
 // New returns a watcher; call Run once and Notify on every new state.
@@ -173,6 +176,9 @@ func (w *Watcher) tick(ctx context.Context) {
 		return
 	}
 	w.probe(ctx, dc)
+	if len(st.DCs) > 1 {
+		w.keepNoEviction(ctx, dc)
+	}
 	for _, id := range dc.GroupIDs() {
 		g := dc.Groups[id]
 		w.vote(ctx, st, g)
@@ -308,7 +314,7 @@ func (w *Watcher) buildView(dc *fsm.DC, now time.Time) *[]ServerView {
 					v.DownMS = now.Sub(s.lastOK).Milliseconds()
 				}
 				v.Role, v.MasterAddr, v.Offset, v.Loading = s.info.Role, s.info.MasterAddr, s.info.Offset, s.info.Loading
-				v.UsedMemory, v.Keys, v.OpsPerSec = s.info.UsedMemory, s.info.Keys, s.info.OpsPerSec
+				v.UsedMemory, v.Keys, v.OpsPerSec, v.Policy = s.info.UsedMemory, s.info.Keys, s.info.OpsPerSec, s.info.Policy
 				if s.info.Role == "slave" {
 					v.Link = "down"
 					switch {

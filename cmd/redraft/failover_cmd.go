@@ -65,15 +65,15 @@ func serverTable(dcs []node.DCStatus) {
 				if v.LagBytes >= 0 {
 					lag = strconv.FormatInt(v.LagBytes, 10) + "B"
 				}
-				rows = append(rows, []string{d.Name, g.ID, v.Addr, v.Listed, state, orDash(v.Role), orDash(v.Link), lag, g.Seen})
+				rows = append(rows, []string{d.Name, g.ID, v.Addr, v.Listed, state, orDash(v.Role), orDash(v.Link), lag, orDash(v.Policy), g.Seen})
 			}
 			if f := g.Failover; f != nil {
 				rows = append(rows, []string{d.Name, g.ID, "(failover)", fmt.Sprintf("epoch %d", f.Epoch), "from " + f.From,
-					"run by " + f.Executor, orDash(f.Stalled), "-", strings.Join(g.DownVotes, ",")})
+					"run by " + f.Executor, orDash(f.Stalled), "-", "-", strings.Join(g.DownVotes, ",")})
 			}
 		}
 	}
 	if len(rows) > 0 {
-		table([]string{"DC", "GROUP", "SERVER", "LISTED", "STATE", "ROLE", "LINK", "LAG", "SEEN BY"}, rows)
+		table([]string{"DC", "GROUP", "SERVER", "LISTED", "STATE", "ROLE", "LINK", "LAG", "POLICY", "SEEN BY"}, rows)
 	}
 }
