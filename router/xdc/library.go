@@ -26,6 +26,9 @@ import (
 const libraryBody = `
 local hardCap = 10
 local nowms, meta, pull
+-- caps maps an outbox bound (ARGV) to its MAXLEN cap as a string, hardCap times the bound:
+-- a handful of entries (one per bound a node configures), kept across calls.
+local caps = {}
 ` + stampLua + elemLua + elemArgsLua + writeDefsLua + applyDefsLua + `
 local function begin()
   local t = redis.call('TIME')

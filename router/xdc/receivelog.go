@@ -74,6 +74,31 @@ type groupSlots struct {
 // drain again, and the old one shipped on for a while beside it.
 func shipSlot(gid string) int { return migrate.Slot([]byte(gid)) }
 
+// checkRange refuses a range whose ids are not in the log's order: Prev (when given), Last
+// and every entry's id stream ids, each entry's after the one before it (the first's after
+// Prev), none past Last. ApplyLogFunc relies on the order (it checks only each id's form and
+// the last entry against Last), so a range out of order is refused before any group applies
+// any of it.
+func checkRange(req LogRequest) error {
+	if badStreamID(req.Last) || (req.Prev != "" && badStreamID(req.Prev)) {
+		return fmt.Errorf("xdc: a range of a log from %q through %q: not stream ids", req.Prev, req.Last)
+	}
+	before := req.Prev
+	for _, e := range req.Entries {
+		switch {
+		case badStreamID(e.ID):
+			return fmt.Errorf("xdc: entry %q of a range of a log: not a stream id", e.ID)
+		case before != "" && CompareIDs(e.ID, before) <= 0:
+			return fmt.Errorf("xdc: entry %s of a range of a log out of order, after %s", e.ID, before)
+		}
+		before = e.ID
+	}
+	if before != "" && CompareIDs(before, req.Last) > 0 {
+		return fmt.Errorf("xdc: entry %s of a range of a log past its last id %s", before, req.Last)
+	}
+	return nil
+}
+
 // representatives returns the slots of each group of this DC that holds any, the slot that
 // decides who ships each group's log, and whether a slot migration of this DC is active,
 // computed once per cluster state.
@@ -127,6 +152,9 @@ func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse
 	}
 	if req.Last == "" {
 		return LogResponse{}, errors.New("xdc: a range of a log without its last id")
+	}
+	if err := checkRange(req); err != nil {
+		return LogResponse{}, err
 	}
 	groups := r.representatives(st)
 	reps := groups.slots

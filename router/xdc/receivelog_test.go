@@ -140,6 +140,52 @@ func TestHandleLog(t *testing.T) {
 	if _, err := dc2.repl.HandleLog(ctx, LogRequest{Log: log, Last: "1-0", Entries: []LogEntry{{Slot: fsm.NumSlots}}}); err == nil {
 		t.Fatal("an entry of a slot out of range was taken")
 	}
+	// Ranges out of the log's order are refused before any group applies any of their entries
+	// (the APPLY function checks each id's form, not the order): the next entries of the log
+	// (not applied yet) sent out of order, after prev, past last, or with a bad id.
+	before := snapshot(t, ctx, dc2.rc)
+	for i := 0; i < 3; i++ {
+		c := prepare(t, "INCR {k1}c")
+		keys, argv := WriteLogArgs(slotString(c.Keys[0]), "dc1", 1000, false, []Call{c})
+		if err := FCall(ctx, dc1.rc, WriteFunc, keys, argv...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	more := logEntries(t, dc1.rc)[len(entries):]
+	if len(more) != 3 {
+		t.Fatalf("%d new entries, want 3", len(more))
+	}
+	wire := func(es ...LogEntry) []LogEntry { return es }
+	le := func(i int) LogEntry {
+		e := more[i]
+		return LogEntry{Slot: EntrySlot(e), WireEntry: WireEntry{ID: e.ID, TS: e.TS, Cmds: e.Cmds}}
+	}
+	bad := le(1)
+	bad.ID = "x-1"
+	top, end := pos, more[2].ID
+	for _, req := range []LogRequest{
+		{Log: log, Prev: top, Last: end, Entries: wire(le(0), le(2), le(1))},        // out of order
+		{Log: log, Prev: top, Last: end, Entries: wire(le(1), le(0), le(2))},        // the first before the second
+		{Log: log, Prev: more[1].ID, Last: end, Entries: wire(le(0), le(2))},        // an entry at or before prev
+		{Log: log, Prev: top, Last: more[1].ID, Entries: wire(le(0), le(1), le(2))}, // past last
+		{Log: log, Prev: top, Last: end, Entries: wire(le(0), bad, le(2))},          // not a stream id
+		{Log: log, Prev: "7", Last: end, Entries: wire(le(0), le(1), le(2))},        // prev not a stream id
+	} {
+		if res, err := dc2.repl.HandleLog(ctx, req); err == nil {
+			t.Fatalf("a range out of order was taken: %+v", res)
+		}
+	}
+	if after := snapshot(t, ctx, dc2.rc); !reflect.DeepEqual(before, after) {
+		t.Fatalf("a refused range changed dc2:\nbefore %v\nafter %v", before, after)
+	}
+	// In order, the same entries apply.
+	res, err := dc2.repl.HandleLog(ctx, LogRequest{Log: log, Prev: top, Last: end, Entries: wire(le(0), le(1), le(2))})
+	if err != nil || res.Position != end {
+		t.Fatalf("the range in order: %+v %v", res, err)
+	}
+	if a, b := snapshot(t, ctx, dc1.rc), snapshot(t, ctx, dc2.rc); !reflect.DeepEqual(a, b) {
+		t.Fatalf("the DCs differ:\ndc1 %v\ndc2 %v", a, b)
+	}
 }
 
 // dumped is a key's DUMP and time to live (0: none), as a replica would hold it.
