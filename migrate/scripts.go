@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -22,9 +23,22 @@ end
 // hash rather than a key per lock lets a batch copy take and release the locks of all its keys
 // in one command each (HMGET, HSET, HDEL), where a lock key per moved key cost three commands
 // per key (SET NX PX, GET, DEL) and a third of the source's CPU for the move (DESIGN.md, "Locks").
-// The hash is never moved (MoveSlots skips it) and expires by itself after the last lock's
-// deadline.
+// The hash is never moved (MoveSlots skips it); it is deleted with its last lock (unlock, in
+// lockLua) and expires by itself after the last lock's deadline.
 const LocksKey = "__redraft:locks"
+
+// locksPadField is a field of LocksKey that is no lock: the dump script sets it with the
+// batch's locks, to locksPad, a value longer than hash-max-listpack-value (64 bytes by
+// default), so that the hash is a hash table, never a listpack. As a listpack every HSET,
+// HMGET and HDEL of a batch's 50 fields scanned the whole list per field: 22 % of the
+// source's instructions per moved key (callgrind, migrate/DESIGN.md, "CPU per moved key").
+// Its value has no colon, so it reads as no lock (holder, tokenOf); its name is an internal
+// key's, which no client key can have. Deleting the last lock deletes it too (unlock), so a
+// source holds no locks hash once no key is locked.
+const locksPadField = LocksKey + ":pad"
+
+// locksPad is locksPadField's value (see there).
+var locksPad = strings.Repeat("p", 256)
 
 // LockValue is the value of a lock held by token until deadline (the source's clock): the
 // deadline in Unix ms, a colon, the token. A lock is live while the source's clock is at or
@@ -55,6 +69,16 @@ local function tokenOf(v)
   local c = v and string.find(v, ':', 1, true)
   if not c then return nil end
   return string.sub(v, c + 1)
+end
+-- unlock deletes fields fs (a table of names) of the locks hash, and the hash when only the
+-- pad (locksPadField) is left: a source keeps no locks hash once no lock is in it. It
+-- returns how many fields went.
+local function unlock(fs)
+  local n = redis.call('HDEL', '` + LocksKey + `', unpack(fs))
+  if redis.call('HLEN', '` + LocksKey + `') == 1 and redis.call('HEXISTS', '` + LocksKey + `', '` + locksPadField + `') == 1 then
+    redis.call('DEL', '` + LocksKey + `')
+  end
+  return n
 end
 local function keepLocks(deadline)
   if redis.call('PEXPIRETIME', '` + LocksKey + `') < deadline then
@@ -165,11 +189,11 @@ return now
 var finishScript = newScript(lockLua + `
 local v = redis.call('HGET', KEYS[1], KEYS[2])
 if holder(v, nowMs()) ~= ARGV[1] then
-  if tokenOf(v) == ARGV[1] then redis.call('HDEL', KEYS[1], KEYS[2]) end
+  if tokenOf(v) == ARGV[1] then unlock({KEYS[2]}) end
   return 0
 end
 redis.call('UNLINK', KEYS[2])
-redis.call('HDEL', KEYS[1], KEYS[2])
+unlock({KEYS[2]})
 return 1
 `)
 
@@ -177,7 +201,7 @@ return 1
 // ARGV[1] (live or lapsed).
 var unlockScript = newScript(lockLua + `
 if tokenOf(redis.call('HGET', KEYS[1], KEYS[2])) == ARGV[1] then
-  return redis.call('HDEL', KEYS[1], KEYS[2])
+  return unlock({KEYS[2]})
 end
 return 0
 `)
@@ -340,6 +364,8 @@ if #taking > 0 then
     args[2*j-1] = k
     args[2*j] = lockv
   end
+  args[#args+1] = '` + locksPadField + `'
+  args[#args+1] = '` + locksPad + `'
   redis.call('HSET', KEYS[1], unpack(args))
   keepLocks(now + ttl)
 end
@@ -418,7 +444,7 @@ local lockv, del = ARGV[1], ARGV[2] == '1'
 local live = holder(lockv, nowMs()) ~= nil
 if del and live then
   redis.call('DEL', unpack(KEYS, 2))
-  redis.call('HDEL', KEYS[1], unpack(KEYS, 2))
+  unlock({unpack(KEYS, 2)})
   return 1
 end
 local held = redis.call('HMGET', KEYS[1], unpack(KEYS, 2))
@@ -432,7 +458,7 @@ for i = 1, #KEYS - 1 do
 end
 if #ours > 0 then
   if del and live then redis.call('DEL', unpack(ours)) end
-  redis.call('HDEL', KEYS[1], unpack(ours))
+  unlock(ours)
 end
 return out
 `)
