@@ -364,8 +364,8 @@ if #taking > 0 then
     args[2*j-1] = k
     args[2*j] = lockv
   end
-  args[#args+1] = '` + locksPadField + `'
-  args[#args+1] = '` + locksPad + `'
+  args[#args+1] = '`+locksPadField+`'
+  args[#args+1] = '`+locksPad+`'
   redis.call('HSET', KEYS[1], unpack(args))
   keepLocks(now + ttl)
 end
