@@ -166,3 +166,16 @@ func benchApplyServer(b *testing.B, tag string, entries, depth int, pause time.D
 	}
 	runFCalls(b, c, "server-us/entry", func(_, n int) []any { return call(n) }, entries, depth, pause)
 }
+
+// BenchmarkPrepareSet is Prepare of a plain SET, the node's share of a replicated write
+// before the WRITE call is encoded (its fast path: 2 allocations where the general path made
+// 12, 76 against 600 ns).
+func BenchmarkPrepareSet(b *testing.B) {
+	argv := []string{"SET", "key:000123456", strings.Repeat("v", 64)}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := Prepare(argv); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

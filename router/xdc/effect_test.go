@@ -141,6 +141,29 @@ func TestPrepareDoesNotModifyArgv(t *testing.T) {
 	}
 }
 
+// TestPrepareSetFast: the fast path of a plain SET makes the Call the general path makes, and
+// a Call of its own (changing it changes neither argv nor the next Call).
+func TestPrepareSetFast(t *testing.T) {
+	for _, argv := range [][]string{{"SET", "k", "v"}, {"set", "{t}key", ""}, {"SET", "", "x y"}} {
+		fast, err := Prepare(argv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow, err := prepareAny(argv)
+		if err != nil || !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("%q: fast %+v, general %+v (%v)", argv, fast, slow, err)
+		}
+		fast.Args[1], fast.Keys[0] = "changed", "changed"
+		if again, _ := Prepare(argv); argv[1] == "changed" || again.Args[1] == "changed" || again.Keys[0] == "changed" {
+			t.Fatalf("%q: a Call shares its slices", argv)
+		}
+	}
+	// SET with options, or another case, takes the general path.
+	if c, err := Prepare([]string{"SET", "k", "v", "EX", "10"}); err != nil || c.Plan == setPlan() {
+		t.Fatalf("SET with EX: %+v %v", c, err)
+	}
+}
+
 func TestEffectKeys(t *testing.T) {
 	if got := EffectKeys([]string{"SREM", "s", "a", "b"}); !reflect.DeepEqual(got, []string{"s"}) {
 		t.Fatalf("EffectKeys = %q", got)
