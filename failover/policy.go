@@ -39,7 +39,13 @@ func (w *Watcher) keepNoEviction(ctx context.Context, dc *fsm.DC) {
 	for _, e := range todo {
 		gc := *e.g
 		w.async(ctx, "noeviction/"+e.addr, func(ctx context.Context) {
-			if err := w.adm.admin(&gc, e.addr).ConfigSet(ctx, "maxmemory-policy", NoEviction).Err(); err != nil {
+			c := w.adm.admin(&gc, e.addr)
+			// The INFO may predate a CONFIG SET of this node's that just finished: read the
+			// policy again, so that each change is made, logged and counted once.
+			if cur, err := c.ConfigGet(ctx, "maxmemory-policy").Result(); err == nil && cur["maxmemory-policy"] == NoEviction {
+				return
+			}
+			if err := c.ConfigSet(ctx, "maxmemory-policy", NoEviction).Err(); err != nil {
 				w.log.Warn("maxmemory-policy not set to noeviction (the cluster has several DCs; retried at the next probe)",
 					"group", gc.ID, "server", e.addr, "policy", e.policy, "err", err)
 				return
