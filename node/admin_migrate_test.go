@@ -194,6 +194,15 @@ func TestMigrationAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The data format's raise and the nodes' reports of it wait while migrations run, and may
+	// be proposed as the earlier ones end: wait for them, so that the state below can only
+	// change by the dry run.
+	for deadline := time.Now().Add(30 * time.Second); !formatSettled(leader.State()); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the data format is not settled after 30 s: %+v", leader.State().Nodes)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
 	before := leader.State()
 	dry, err = cl.Rebalance(ctx, RebalanceRequest{DC: "dc1", DryRun: true})
 	if err != nil {
@@ -285,4 +294,19 @@ func TestRateTracker(t *testing.T) {
 	if len(rt.samples) != 0 {
 		t.Fatal("finished migration still tracked")
 	}
+}
+
+// formatSettled reports whether nothing is left to propose about the data format: no member
+// runs a format above the cluster's (a raise to come), and every member acts on it (no report
+// to come).
+func formatSettled(st *fsm.State) bool {
+	if to, _ := st.NextDataFormat(); to != 0 || len(st.Nodes) == 0 {
+		return false
+	}
+	for _, n := range st.Nodes {
+		if n.ActsOn() != st.Format() {
+			return false
+		}
+	}
+	return true
 }
