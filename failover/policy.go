@@ -56,7 +56,3 @@ func (w *Watcher) keepNoEviction(ctx context.Context, dc *fsm.DC) {
 		})
 	}
 }
-
-// NoEvictions returns how many times this node set a server's maxmemory-policy to noeviction
-// since it started.
-func (w *Watcher) NoEvictions() int64 { return w.noEvicts.Load() }

@@ -78,7 +78,7 @@ func TestNoEvictionWithSeveralDCs(t *testing.T) {
 			t.Fatalf("one DC, view %+v", v)
 		}
 	}
-	if n := w.NoEvictions(); n != 0 || policyOf(t, mc) != "allkeys-lru" || policyOf(t, rc) != "allkeys-lru" {
+	if n := w.noEvicts.Load(); n != 0 || policyOf(t, mc) != "allkeys-lru" || policyOf(t, rc) != "allkeys-lru" {
 		t.Fatalf("one DC: %d policies set; master %s, replica %s", n, policyOf(t, mc), policyOf(t, rc))
 	}
 
@@ -96,7 +96,7 @@ func TestNoEvictionWithSeveralDCs(t *testing.T) {
 		}
 	}
 	waitPolicies("two DCs")
-	if n := w.NoEvictions(); n != 2 {
+	if n := w.noEvicts.Load(); n != 2 {
 		t.Fatalf("two DCs: %d policies set, want 2 (master and replica)", n)
 	}
 
@@ -108,7 +108,7 @@ func TestNoEvictionWithSeveralDCs(t *testing.T) {
 		t.Fatalf("restarted master: %s", p)
 	}
 	waitPolicies("after the master's restart")
-	if n := w.NoEvictions(); n != 3 {
+	if n := w.noEvicts.Load(); n != 3 {
 		t.Fatalf("after the restart: %d policies set, want 3", n)
 	}
 

@@ -176,7 +176,7 @@ func (w *Watcher) tick(ctx context.Context) {
 		return
 	}
 	w.probe(ctx, dc)
-	if len(st.DCs) > 1 {
+	if st.SeveralDCs() {
 		w.keepNoEviction(ctx, dc)
 	}
 	for _, id := range dc.GroupIDs() {

@@ -241,6 +241,10 @@ func (s *State) DCNames() []string {
 	return names
 }
 
+// SeveralDCs reports whether the cluster has more than one DC: writes are then replicated
+// between DCs, and every server is kept at maxmemory-policy noeviction.
+func (s *State) SeveralDCs() bool { return len(s.DCs) > 1 }
+
 // GroupIDs returns the DC's group ids in sorted order.
 func (d *DC) GroupIDs() []string {
 	ids := make([]string, 0, len(d.Groups))

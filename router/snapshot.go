@@ -224,7 +224,7 @@ func (s *Server) SetState(st *fsm.State) {
 		return
 	}
 	snap := &snapshot{index: st.Index, flush: st.Setting("flush_enabled") == "true", changed: make(chan struct{}),
-		configSet: st.Setting("config_set") == "true", multiDC: len(st.DCs) > 1,
+		configSet: st.Setting("config_set") == "true", multiDC: st.SeveralDCs(),
 		level: levelFromSetting(st.Setting("write_consistency")),
 		outboxMax: writeOpts{maxLen: strconv.FormatInt(st.SettingInt("outbox_max_entries"), 10), plain: st.Setting("convergence") != "true",
 			log: st.Format() >= xdc.LogDataFormat},

@@ -22,14 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 go build -o "$WORK/luacost" ./scripts/luacost
-
-free_port() {
-	local p
-	while :; do
-		p=$((20000 + RANDOM % 12000))
-		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-	done
-}
+. scripts/freeport.sh # free_port
 
 # count N: the server's instructions over a run of N writes.
 count() {
