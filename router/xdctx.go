@@ -15,7 +15,10 @@ import (
 // them, reads with plan "n" (run, record nothing), blocking writes as their non-blocking form
 // (inside MULTI Redis does not block either). blocking names, per call, the blocking write it
 // stands for ("" for the others; nil when there is none), for unitReply.
-func txCalls(tx *txState) (calls []xdc.Call, blocking []string, err error) {
+func txCalls(tx *txState, snap *snapshot) (calls []xdc.Call, blocking []string, err error) {
+	if len(tx.other) > 0 && !snap.outboxMax.plain {
+		return nil, nil, errOtherDBXDC
+	}
 	calls = make([]xdc.Call, 0, len(tx.cmds))
 	rest := tx.raw
 	for len(rest) > 0 {
@@ -88,7 +91,7 @@ func (c *client) execWrite(tx *txState, raw []byte, n int) {
 	var blocking []string
 	if snap.multiDC {
 		var err error
-		if calls, blocking, err = txCalls(tx); err != nil {
+		if calls, blocking, err = txCalls(tx, snap); err != nil {
 			c.replyErr(err)
 			return
 		}
@@ -131,7 +134,7 @@ func (c *client) watchedRaw(tx *txState, slot int, raw []byte, n int) ([]byte, i
 	if !c.snap.multiDC {
 		return raw, n, nil
 	}
-	calls, blocking, err := txCalls(tx)
+	calls, blocking, err := txCalls(tx, c.snap)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -150,6 +150,14 @@ func prepare(name string, argv []string) (call xdc.Call, ok bool, err error) {
 	return call, false, errNotReplicated(name, err)
 }
 
+// errOtherDBXDC answers MOVE, and COPY ... DB naming another database than the session's, in
+// a cluster with several DCs and the setting convergence on: WRITE records the state of the
+// keys it changes in the session's database and its slot's log there, so the key written in
+// the other database would reach no other DC, and the DCs would differ for good. Redis Cluster
+// refuses both commands for its own reason (it has one database); with convergence off they
+// are recorded as the commands they are and served.
+var errOtherDBXDC = &replyError{"ERR redraft: MOVE and COPY ... DB to another database are refused in a cluster with several DCs and convergence on: the key in the other database would not be replicated (see docs/commands.md)"}
+
 func errNotReplicated(name string, err error) error {
 	return errorf("ERR redraft: %s cannot be served in a cluster with several DCs: %v", bytes.ToUpper([]byte(name)), err)
 }
@@ -165,6 +173,10 @@ func (c *client) forwardWrite(spec *command.Spec, cmd resp.Command, slot int) {
 	var call xdc.Call
 	wrap := snap.multiDC
 	if wrap {
+		if _, _, ok := c.otherDB(spec.Name, cmd.Args); ok && !snap.outboxMax.plain {
+			c.replyErr(errOtherDBXDC)
+			return
+		}
 		var err error
 		if call, wrap, err = prepare(spec.Name, argStrings(cmd.Args)); err != nil {
 			c.replyErr(err)
