@@ -185,6 +185,11 @@ func (r *Replicator) HandleLog(ctx context.Context, req LogRequest) (LogResponse
 			if load {
 				cmds = append(cmds, loadCall)
 			}
+			if last == "" {
+				// Cut before its first entry at the log's start: nothing to apply, and no
+				// id to stand at (APPLY would refuse an empty one as an error).
+				return cmds
+			}
 			mine := make(map[int]bool, len(pos))
 			for _, p := range pos {
 				mine[slots[p]] = true

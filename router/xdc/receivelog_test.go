@@ -226,6 +226,53 @@ func restoreAll(t *testing.T, c *redis.Client, snap map[string]dumped) {
 // TestLogCut: a range ends before the first entry of a slot left out (a migration or failover
 // here), with the id before it as its last; a heartbeat or a handoff (slot 0, no key) ends
 // nothing.
+// TestHandleLogHeldAtItsStart: a range from the log's start whose first entry's slot is in a
+// migration or failover here is held, not failed (with nothing applied there is no id to stand
+// at, and APPLY refused the empty one as an error), and applied once the slot is served again.
+func TestHandleLogHeldAtItsStart(t *testing.T) {
+	ctx := context.Background()
+	slot := slotString("{h}k")
+	var held atomic.Bool
+	var skipped atomic.Int32
+	held.Store(true)
+	n, dcs := startDCsWith(t, func(c *Config) {
+		c.noLogShipping = true
+		if node := c.Local.(nodeOf); node.dc.name == "dc2" {
+			c.Local = heldSlot{Local: node, slot: slot, held: &held, skipped: &skipped}
+		}
+	}, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	raiseFormat(t, n, LogDataFormat)
+	c := prepare(t, "SET {h}k v")
+	keys, argv := WriteLogArgs(slot, "dc1", 1000, false, []Call{c})
+	if err := FCall(ctx, dc1.rc, WriteFunc, keys, argv...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	entries := logEntries(t, dc1.rc)
+	e := entries[len(entries)-1]
+	req := LogRequest{Log: LogID{DC: "dc1", Group: "g-dc1"}, Last: e.ID,
+		Entries: []LogEntry{{Slot: EntrySlot(e), WireEntry: WireEntry{ID: e.ID, TS: e.TS, Cmds: e.Cmds}}}}
+	peer := nodeOf{net: n, dc: dc1}
+	var res LogResponse
+	if err := peer.CallPeer(ctx, "peer-2", RPCLog, req, &res); err != nil {
+		t.Fatalf("a range held at its first entry: %v", err)
+	}
+	if res.Held == "" || res.Position != "" || skipped.Load() == 0 {
+		t.Fatalf("a range held at its first entry: %+v (held %d times)", res, skipped.Load())
+	}
+	if dc2.rc.Exists(ctx, "{h}k").Val() != 0 {
+		t.Fatal("the held entry was applied")
+	}
+	held.Store(false)
+	res = LogResponse{}
+	if err := peer.CallPeer(ctx, "peer-2", RPCLog, req, &res); err != nil || res.Held != "" || res.Position != e.ID {
+		t.Fatalf("the range again, the slot served: %+v, %v", res, err)
+	}
+	if v := dc2.rc.Get(ctx, "{h}k").Val(); v != "v" {
+		t.Fatalf("dc2 {h}k = %q", v)
+	}
+}
+
 func TestLogCut(t *testing.T) {
 	set := WireCmds{{"SET", "k", "v"}}
 	req := LogRequest{Prev: "1-0", Last: "9-0", Entries: []LogEntry{
