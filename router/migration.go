@@ -5,7 +5,6 @@ import (
 	"errors"
 	"hash/maphash"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -237,30 +236,50 @@ func errSortMigrating(slot int) error {
 }
 
 // otherDB returns the database and key a MOVE or COPY ... DB writes outside the session's
-// database.
+// database. COPY's options are read as Redis's copyCommand reads them: REPLACE, or DB and its
+// value, any number of times, the last DB winning; anything else, or a DB value out of range,
+// is an error and writes nothing.
 func (c *client) otherDB(name string, args [][]byte) (int, []byte, bool) {
-	var key, db []byte
+	n := c.db
 	switch name {
 	case "move":
-		if len(args) >= 3 {
-			key, db = args[1], args[2]
+		if len(args) < 3 {
+			return 0, nil, false
+		}
+		var ok bool
+		if n, ok = c.dbArg(args[2]); !ok {
+			return 0, nil, false
 		}
 	case "copy":
-		for i := 3; i+1 < len(args); i++ {
-			if bytes.EqualFold(args[i], []byte("db")) {
-				key, db = args[2], args[i+1]
-				break
+		for i := 3; i < len(args); i++ {
+			switch {
+			case bytes.EqualFold(args[i], []byte("replace")):
+			case bytes.EqualFold(args[i], []byte("db")) && i+1 < len(args):
+				var ok bool
+				if n, ok = c.dbArg(args[i+1]); !ok {
+					return 0, nil, false
+				}
+				i++
+			default:
+				return 0, nil, false
 			}
 		}
-	}
-	if db == nil {
+	default:
 		return 0, nil, false
 	}
-	n, err := strconv.Atoi(string(db))
-	if err != nil || n < 0 || n >= c.s.cfg.Databases || n == c.db {
+	if n == c.db {
 		return 0, nil, false
 	}
-	return n, key, true
+	if name == "move" {
+		return n, args[1], true
+	}
+	return n, args[2], true
+}
+
+// dbArg reads a database index as MOVE and COPY do; ok is false for one Redis refuses.
+func (c *client) dbArg(b []byte) (int, bool) {
+	n, ok := command.ParseInt(b)
+	return int(n), ok && n >= 0 && n < int64(c.s.cfg.Databases)
 }
 
 // sortHasPatterns reports whether SORT reads keys named by BY or GET patterns: they cannot be

@@ -37,6 +37,8 @@ func TestXDCOtherDBRefused(t *testing.T) {
 	refused("MOVE of a hash", c.Move(ctx, h, 1).Err())
 	refused("MOVE of a string", c.Move(ctx, s, 1).Err())
 	refused("COPY ... DB 2", c.Do(ctx, "COPY", s, "{o}s2", "DB", "2").Err())
+	// Redis reads every DB option and copies to the last.
+	refused("COPY ... DB 0 DB 2", c.Do(ctx, "COPY", s, "{o}s2", "DB", "0", "REPLACE", "DB", "2").Err())
 	_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, "{o}x", "1", 0)
 		p.Move(ctx, h, 1)
@@ -51,6 +53,11 @@ func TestXDCOtherDBRefused(t *testing.T) {
 	}
 	if n := len(tc.outbox(t, slot)); n != n0 {
 		t.Errorf("outbox %d entries after the refusals, was %d", n, n0)
+	}
+
+	// A DB option Redis refuses: Redis's error, nothing written.
+	if err := c.Do(ctx, "COPY", s, "{o}s2", "DB", "2", "DB", "x").Err(); err == nil || strings.Contains(err.Error(), "refused") {
+		t.Errorf("COPY with a bad DB: %v, want Redis's error", err)
 	}
 
 	// Within the session's database, or naming it, COPY is served and recorded.
