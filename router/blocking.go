@@ -38,11 +38,17 @@ func registerBlocking() {
 func blockTimeout(name string, args [][]byte) (d time.Duration, blocks, ok bool) {
 	switch name {
 	case "xread", "xreadgroup":
+		// The options as xreadCommand reads them: GROUP takes two arguments (a group or
+		// consumer named BLOCK is a name), COUNT one, STREAMS ends them.
 		for i := 1; i+1 < len(args); i++ {
-			if bytes.EqualFold(args[i], []byte("streams")) {
-				break
-			}
-			if bytes.EqualFold(args[i], []byte("block")) {
+			switch a := args[i]; {
+			case bytes.EqualFold(a, []byte("streams")):
+				return 0, false, true
+			case bytes.EqualFold(a, []byte("group")):
+				i += 2
+			case bytes.EqualFold(a, []byte("count")):
+				i++
+			case bytes.EqualFold(a, []byte("block")):
 				ms, ok := command.ParseInt(args[i+1])
 				if !ok || ms < 0 {
 					return 0, true, false
@@ -64,11 +70,14 @@ func blockTimeout(name string, args [][]byte) (d time.Duration, blocks, ok bool)
 }
 
 // timeoutSecs reads a timeout in seconds as Redis does (strtold, then milliseconds as a long
-// long): not a number, NaN, negative, or more milliseconds than an int64 holds (Redis answers
-// "timeout is negative" for those) is refused. Go's float parser takes a few spellings strtold
-// does not (digit separators) and misses one it takes (a hexadecimal mantissa without
-// exponent); both are brought in line. Redis computes in long double: at the very edge of the
-// range (9223372036854775 s, not exact in a float64) the two may disagree on one value.
+// long, rounded up): not a number, NaN, negative, or more milliseconds than an int64 holds
+// (Redis answers "timeout is negative" for those) is refused. A negative timeout that rounds
+// up to 0 ms (-0.0005, -0) is no error: Redis blocks forever. Go's float parser takes a few
+// spellings strtold does not (digit separators) and misses one it takes (a hexadecimal
+// mantissa without exponent); both are brought in line. Redis computes in long double: near
+// -1 ms and at the very edge of the range (9223372036854775 s, not exact in a float64) the two
+// may disagree on a value; near -1 ms the doubt is read as no error, since a request judged
+// refused goes to Redis as it is, where it would write unrecorded if Redis took it.
 func timeoutSecs(b []byte) (time.Duration, bool) {
 	if bytes.IndexByte(b, '_') >= 0 {
 		return 0, false
@@ -78,8 +87,11 @@ func timeoutSecs(b []byte) (time.Duration, bool) {
 	if err != nil && isHexMantissa(s) {
 		f, err = strconv.ParseFloat(s+"p0", 64)
 	}
-	if err != nil || math.IsNaN(f) || f < 0 || f*1000 >= math.MaxInt64 {
+	if err != nil || math.IsNaN(f) || f*1000 <= -1-1e-9 || f*1000 >= math.MaxInt64 {
 		return 0, false
+	}
+	if f < 0 {
+		return 0, true // rounded up to 0 ms: forever
 	}
 	if f > float64(math.MaxInt64/int64(time.Second)) {
 		return 0, true // past what a Duration holds: as good as forever

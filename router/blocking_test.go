@@ -131,12 +131,14 @@ func TestBlockedClientDisconnects(t *testing.T) {
 func TestTimeoutSecs(t *testing.T) {
 	for in, want := range map[string]time.Duration{"0": 0, "-0": 0, "0.5": 500 * time.Millisecond,
 		"0x10": 16 * time.Second, "0x1.8": 1500 * time.Millisecond, "1e-400": 0,
-		"1e15": 0, "9223372036854774": 0} { // the last two: past a Duration, as good as forever
+		"1e15": 0, "9223372036854774": 0, // these two: past a Duration, as good as forever
+		// Negative, rounded up to 0 ms: forever.
+		"-0.0001": 0, "-0.0009": 0, "-0.000999": 0, "-1e-400": 0, "-0x1p-20": 0} {
 		if got, ok := timeoutSecs([]byte(in)); !ok || got != want {
 			t.Errorf("timeoutSecs(%q) = %s, %v; want %s", in, got, ok, want)
 		}
 	}
-	for _, in := range []string{"", "abc", "-1", "-0.5", "nan", "-nan", "inf", "1e400", "1e16",
+	for _, in := range []string{"", "abc", "-1", "-0.5", "-0.0015", "-0.002", "-0.00100001", "nan", "-nan", "inf", "1e400", "1e16",
 		"9223372036854776", "1_0", "0x_1p0", " 1"} {
 		if got, ok := timeoutSecs([]byte(in)); ok {
 			t.Errorf("timeoutSecs(%q) = %s, want refused", in, got)
