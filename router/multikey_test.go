@@ -239,3 +239,35 @@ func TestGeoStoreGivenTwiceRefused(t *testing.T) {
 		t.Fatalf("the aborted transaction wrote %s: its type is %s", a, v)
 	}
 }
+
+// TestXReadGroupStreamsNamedRefused: an XREADGROUP whose consumer is named STREAMS after other
+// options is refused (its key specs name the key STREAMS, Redis reads the stream after the
+// next STREAMS, which may be on another group), and nothing is read; with GROUP first the
+// same names are served.
+func TestXReadGroupStreamsNamedRefused(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{})
+	ctx := ctxT(t)
+	c := tc.client(0)
+	gi := min(slotOf("STREAMS")/(fsm.NumSlots/2), 1)
+	s := keyIn("s", 1-gi, 2)
+	if err := c.XAdd(ctx, &redis.XAddArgs{Stream: s, Values: []string{"f", "v"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.XGroupCreate(ctx, s, "g", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Do(ctx, "XREADGROUP", "COUNT", "1", "GROUP", "g", "STREAMS", "streams", s, ">").Err()
+	if err == nil || !strings.Contains(err.Error(), "names a group or consumer STREAMS") {
+		t.Fatalf("XREADGROUP COUNT 1 GROUP g STREAMS streams s >: %v, want the refusal", err)
+	}
+	if n := c.XPending(ctx, s, "g").Val().Count; n != 0 {
+		t.Fatalf("%d entries pending after the refusal", n)
+	}
+	v, err := c.Do(ctx, "XREADGROUP", "GROUP", "g", "STREAMS", "STREAMS", s, ">").Result()
+	if err != nil || v == nil {
+		t.Fatalf("XREADGROUP GROUP g STREAMS STREAMS s >: %v, %v", v, err)
+	}
+	if n := c.XPending(ctx, s, "g").Val().Count; n != 1 {
+		t.Fatalf("%d entries pending after the read", n)
+	}
+}
