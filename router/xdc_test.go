@@ -293,6 +293,27 @@ func TestXDCConsumerGroups(t *testing.T) {
 		t.Errorf("%d entries after the empty read, the XADD and the blocked read; want %d", n, n0+2)
 	}
 
+	// Claims are recorded as the claims made (min-idle-time 0, JUSTID), not as the command: a
+	// copy applying them at once sees idle times near 0 and would claim nothing.
+	waitFor(t, "entries idle 150 ms", func() bool {
+		ps := c.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: g, Group: "grp", Start: "-", End: "+", Count: 10, Idle: 150 * time.Millisecond}).Val()
+		return len(ps) == 3
+	})
+	if got, err := c.XClaim(ctx, &redis.XClaimArgs{Stream: g, Group: "grp", Consumer: "c4", MinIdle: 100 * time.Millisecond, Messages: []string{ids[0]}}).Result(); err != nil || len(got) != 1 {
+		t.Fatalf("XCLAIM = %v, %v", got, err)
+	}
+	wantEffects(t, "XCLAIM", tc.lastEffects(t, slotOf(g)), "XCLAIM "+g+" grp c4 0 "+ids[0]+" JUSTID")
+	// A deleted entry is dropped from the pending list, and so recorded.
+	c.XDel(ctx, g, ids[1])
+	if got, err := c.XClaimJustID(ctx, &redis.XClaimArgs{Stream: g, Group: "grp", Consumer: "c4", MinIdle: 100 * time.Millisecond, Messages: []string{ids[1]}}).Result(); err != nil || len(got) != 0 {
+		t.Fatalf("XCLAIM of a deleted entry = %v, %v", got, err)
+	}
+	wantEffects(t, "XCLAIM of a deleted entry", tc.lastEffects(t, slotOf(g)), "XCLAIM "+g+" grp c4 0 "+ids[1]+" JUSTID")
+	if got, _, err := c.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: g, Group: "grp", Consumer: "c5", MinIdle: 100 * time.Millisecond, Start: "0"}).Result(); err != nil || len(got) != 1 || got[0].ID != last {
+		t.Fatalf("XAUTOCLAIM = %v, %v", got, err)
+	}
+	wantEffects(t, "XAUTOCLAIM", tc.lastEffects(t, slotOf(g)), "XCLAIM "+g+" grp c5 0 "+last+" JUSTID")
+
 	// A copy that applies the outbox in order has the group's state.
 	copyc := redis.NewClient(&redis.Options{Addr: testredis.Start(t).Addr})
 	defer copyc.Close()

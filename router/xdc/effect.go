@@ -37,9 +37,12 @@ const (
 	// StoreOnly commands (SORT, GEORADIUS...) change data only with STORE/STOREDIST: recorded
 	// verbatim then, not at all otherwise.
 	StoreOnly
-	// Approximate commands are recorded verbatim although their effect depends on the time
-	// (consumer-group idle and delivery times); other DCs get the same entries, other times.
-	Approximate
+	// Claim is XCLAIM and XAUTOCLAIM, whose effect depends on idle times, which differ from
+	// DC to DC: recorded as the claims they made, XCLAIM <key> <group> <consumer> 0 <ids>
+	// JUSTID (FORCE and LASTID as given) of the entries claimed and of those dropped from the
+	// pending list as deleted, so that the other DCs move the same entries to the same
+	// consumer whatever their idle times (delivery times and counts stay each DC's).
+	Claim
 	// Blocking commands cannot run in a script; the router must run their NonBlocking form.
 	Blocking
 	// GroupRead is XREADGROUP: run without BLOCK (the router polls it when it blocks) and
@@ -53,7 +56,7 @@ const (
 
 var ruleNames = [...]string{"verbatim", "verbatim unless 0", "relative TTL made absolute",
 	"SREM of the popped members", "SET of the result KEEPTTL", "HSET of the result",
-	"XADD with the chosen ID", "verbatim with STORE only", "verbatim, times approximate",
+	"XADD with the chosen ID", "verbatim with STORE only", "XCLAIM of the entries claimed",
 	"blocking: non-blocking form", "consumer-group state: XCLAIM and XGROUP SETID", "not replicated"}
 
 // String describes the rule, as docs/replication.md does.
@@ -65,7 +68,7 @@ type Effect struct {
 	Rule Rule
 	// NonBlocking is the command a Blocking command is replaced with when it is served.
 	NonBlocking string
-	// Note says why, for NotReplicated and Approximate commands.
+	// Note says why, for NotReplicated and Claim commands.
 	Note string
 }
 
@@ -82,8 +85,8 @@ var overrides = map[string]Effect{
 
 	"sort": {Rule: StoreOnly}, "georadius": {Rule: StoreOnly}, "georadiusbymember": {Rule: StoreOnly},
 
-	"xclaim":     {Rule: Approximate, Note: "idle and delivery times are the applying DC's"},
-	"xautoclaim": {Rule: Approximate, Note: "idle and delivery times are the applying DC's"},
+	"xclaim":     {Rule: Claim, Note: "delivery times and counts are the applying DC's"},
+	"xautoclaim": {Rule: Claim, Note: "delivery times and counts are the applying DC's"},
 
 	"blpop": {Rule: Blocking, NonBlocking: "lpop"}, "brpop": {Rule: Blocking, NonBlocking: "rpop"},
 	"blmove": {Rule: Blocking, NonBlocking: "lmove"}, "brpoplpush": {Rule: Blocking, NonBlocking: "rpoplpush"},
@@ -163,7 +166,8 @@ type Call struct {
 	// optional "z". Ops: v run and record, t first add the server's time in ms to argv[index]
 	// (a relative TTL) then as v, n run and record nothing, s SPOP, f INCRBYFLOAT,
 	// h HINCRBYFLOAT, x replace argv[index] with the reply (XADD's ID), g XREADGROUP (its
-	// consumer-group effects); z: record nothing when the reply is 0, null or an empty array.
+	// consumer-group effects), k XCLAIM or XAUTOCLAIM (the claims made); z: record nothing
+	// when the reply is 0, null or an empty array.
 	//
 	// After "/" comes the convergence class (see classOf) and the 1-based argv indexes of the
 	// keys the command may change, comma separated: "v/o1", "t3/s1", "v/a1,2".
@@ -243,6 +247,8 @@ func prepareAny(argv []string) (Call, error) {
 				c.Plan = "v"
 			}
 		}
+	case Claim:
+		c.Plan = "k"
 	case GroupRead:
 		c.Plan = "g"
 	options:

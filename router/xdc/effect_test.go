@@ -99,8 +99,9 @@ func TestPrepare(t *testing.T) {
 		{argv: "SORT l LIMIT 0 5 STORE d", plan: "v", keys: "l d"},
 		{argv: "GEORADIUS g 0 0 5 km STOREDIST d", plan: "v"},
 		{argv: "GEORADIUS g 0 0 5 km", plan: "n"},
-		// Approximate.
-		{argv: "XCLAIM s g c 10 0-1", plan: "v"},
+		// Claim.
+		{argv: "XCLAIM s g c 10 0-1", plan: "k"},
+		{argv: "XAUTOCLAIM s g c 10 0", plan: "k"},
 		// Errors.
 		{argv: "GET k", wantErr: ErrNotWrite.Error()},
 		{argv: "NOSUCH k", wantErr: ErrUnknown.Error()},

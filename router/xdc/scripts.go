@@ -97,6 +97,55 @@ local function groupRead(argv, r)
   end
   return out
 end
+-- streamID reports whether a is a stream id as XCLAIM reads its ids (ms or ms-seq), and
+-- returns it in full (ms-seq).
+local function streamID(a)
+  if string.match(a, '^%d+$') then return a .. '-0' end
+  if string.match(a, '^%d+%-%d+$') then return a end
+  return nil
+end
+-- goneIDs returns the ids XCLAIM argv names whose entries its stream does not hold, before it
+-- runs: XCLAIM drops those from the pending list without answering them.
+local function goneIDs(argv)
+  local gone = {}
+  for j = 6, #argv do
+    local id = streamID(argv[j])
+    if not id then break end
+    local e = redis.pcall('XRANGE', argv[2], id, id)
+    if type(e) == 'table' and not e['err'] and #e == 0 then gone[#gone + 1] = id end
+  end
+  return gone
+end
+-- claimed returns the effect of XCLAIM or XAUTOCLAIM argv that answered r (gone: goneIDs of an
+-- XCLAIM): XCLAIM <key> <group> <consumer> 0 <ids> JUSTID of the entries it claimed and of
+-- those it dropped from the pending list as deleted, with XCLAIM's FORCE and LASTID, so that
+-- the applying DC moves the same entries whatever their idle times there; nil when it claimed
+-- and dropped nothing.
+local function claimed(argv, r, gone)
+  local e = {'XCLAIM', argv[2], argv[3], argv[4], '0'}
+  local list, dropped = r, gone
+  if string.upper(argv[1]) == 'XAUTOCLAIM' then list, dropped = r[2], r[3] or {} end
+  for _, x in ipairs(list) do
+    if type(x) == 'table' then e[#e + 1] = x[1] else e[#e + 1] = x end
+  end
+  for _, id in ipairs(dropped) do e[#e + 1] = id end
+  if #e == 5 then return nil end
+  e[#e + 1] = 'JUSTID'
+  if string.upper(argv[1]) == 'XCLAIM' then
+    local j = 6
+    while j <= #argv and streamID(argv[j]) do j = j + 1 end
+    while j <= #argv do
+      local o = string.upper(argv[j])
+      if o == 'FORCE' then e[#e + 1] = 'FORCE'
+      elseif o == 'LASTID' and argv[j + 1] then
+        e[#e + 1], e[#e + 2] = 'LASTID', argv[j + 1]
+        j = j + 1
+      elseif (o == 'IDLE' or o == 'TIME' or o == 'RETRYCOUNT') then j = j + 1 end
+      j = j + 1
+    end
+  end
+  return e
+end
 -- bitsAt answers the bytes of key k that hold field ty (i64, u63...) at offset off (n or #n) as
 -- 'REDRAFT-BITS <i|u> <bits> <the field's first bit in them> <hex>', which FixReply reads.
 local function bitsAt(k, ty, off)
@@ -343,8 +392,9 @@ for c, call in ipairs(calls) do
   end
   -- What the removes of an element command observe, before they run.
   -- and whether the elements an add names were there.
-  local seen, pre, wasColl, before = {}, {}, {}, nil
+  local seen, pre, wasColl, before, gone = {}, {}, {}, nil, nil
   if cls == 'c' then before = redis.pcall('GET', call.w[1]) end
+  if op == 'k' and string.upper(argv[1]) == 'XCLAIM' then gone = goneIDs(argv) end
   if cls == 'o' then
     -- A hash, set or sorted set changed other than element by element (ZREMRANGEBYSCORE...)
     -- is recorded by its state, even if the command deletes it.
@@ -476,6 +526,8 @@ for c, call in ipairs(calls) do
     elseif op == 'x' and type(r) == 'string' then
       argv[at] = r
       eff = argv
+    elseif op == 'k' and type(r) == 'table' then
+      eff = claimed(argv, r, gone or {})
     end
     if (name == 'LMPOP' or name == 'ZMPOP') then
       eff = nil
