@@ -142,16 +142,25 @@ type shardSub struct {
 	pool *backend.Pool
 }
 
+// setAuthed records whether the session has authenticated (or needs not); until it has, its
+// reader takes only small requests, as redis-server does.
+func (c *client) setAuthed(v bool) {
+	c.authed = v
+	if c.rd != nil {
+		c.rd.Unauthenticated(!v)
+	}
+}
+
 func newClient(s *Server, nc net.Conn) *client {
 	c := &client{
 		s: s, nc: nc, id: s.nextID.Add(1), addr: nc.RemoteAddr().String(),
 		rd:      resp.NewReader(nc, s.cfg.MaxBulkBytes, s.cfg.MaxMultibulk),
 		waiter:  backend.NewWaiter(),
 		user:    s.users.initial(),
-		authed:  s.users.initial() != nil,
 		created: time.Now(),
 		w:       resp.Writer(nc),
 	}
+	c.setAuthed(c.user != nil)
 	if tw := resp.NewTryWriter(nc); tw != nil {
 		c.direct = &directReply{c: c, tw: tw}
 	}

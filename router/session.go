@@ -77,7 +77,7 @@ func cmdReset(c *client, _ *command.Spec, _ resp.Command) {
 	c.readMode = readDefault
 	c.setSnap(c.snap)
 	c.setUser(c.s.users.initial())
-	c.authed = c.user != nil
+	c.setAuthed(c.user != nil)
 	c.reply([]byte("+RESET\r\n"))
 }
 
@@ -89,7 +89,7 @@ func (c *client) login(user, pass []byte) error {
 		return err
 	}
 	c.setUser(u)
-	c.authed = true
+	c.setAuthed(true)
 	return nil
 }
 

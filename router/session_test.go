@@ -71,6 +71,36 @@ func TestAuth(t *testing.T) {
 	}
 }
 
+// TestUnauthenticatedLimits: before AUTH, where a password is required, a request of more
+// than 10 arguments or with an argument over 16 KiB is a protocol error and closes the
+// connection, as in redis-server (a client without the password cannot make the node buffer
+// a large request); after AUTH on the same connection, large requests are served.
+func TestUnauthenticatedLimits(t *testing.T) {
+	tc := startCluster(t, 1, 1, Config{Password: "s3cret"})
+	for in, want := range map[string]string{
+		"*11\r\n":                       "-ERR Protocol error: unauthenticated multibulk length",
+		"*2\r\n$3\r\nGET\r\n$16385\r\n": "-ERR Protocol error: unauthenticated bulk length",
+	} {
+		r := dialRaw(t, tc.addrs[0])
+		r.send(in)
+		if l := r.line(); l != want {
+			t.Errorf("%q: %q, want %q", in, l, want)
+		}
+		if _, err := r.br.ReadString('\n'); err == nil {
+			t.Errorf("%q: the connection stayed open", in)
+		}
+	}
+	big := strings.Repeat("v", 20000)
+	r := dialRaw(t, tc.addrs[0])
+	r.send("AUTH s3cret\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$20000\r\n" + big + "\r\n*12\r\n$4\r\nMGET\r\n" + strings.Repeat("$1\r\nk\r\n", 11))
+	if l := r.line() + r.line(); l != "+OK+OK" {
+		t.Fatalf("AUTH, then a large SET: %q", l)
+	}
+	if l := r.line(); l != "*11" {
+		t.Fatalf("MGET of 11 keys after AUTH: %q", l)
+	}
+}
+
 func TestBackendPassword(t *testing.T) {
 	tc := &testCluster{t: t}
 	var addrs, pws []string

@@ -82,4 +82,4 @@ func (r *Reader) Mark() int { return r.r }
 
 // Rewind moves the parse position back to m, a Mark taken since the last Fill or read, so
 // that Next returns the same commands again.
-func (r *Reader) Rewind(m int) { r.r = m }
+func (r *Reader) Rewind(m int) { r.r, r.resumeN, r.resumeAt = m, 0, 0 }

@@ -36,6 +36,16 @@ var (
 	errBigMbulk     = &ProtocolError{"too big mbulk count string"}
 	errBigBulk      = &ProtocolError{"too big bulk count string"}
 	errQuotes       = &ProtocolError{"unbalanced quotes in request"}
+	errUnauthMbulk  = &ProtocolError{"unauthenticated multibulk length"}
+	errUnauthBulk   = &ProtocolError{"unauthenticated bulk length"}
+)
+
+// Limits of a connection that has not authenticated where a password is required, as in
+// redis-server since its fix of CVE-2021-32675: a client without the password cannot make the
+// node buffer a large request.
+const (
+	unauthMaxArgs = 10
+	unauthMaxBulk = 16384
 )
 
 // Command is one parsed request. Args and Raw point into the Reader's buffers and stay valid
@@ -55,7 +65,13 @@ type Reader struct {
 	need    int // bytes buf[r:] must hold before the pending request can complete
 	maxBulk int64
 	maxArgs int
-	args    [][]byte
+	unauth  bool // Unauthenticated's limits apply
+	// A multibulk request left incomplete: its arguments checked so far (resumeN) and the
+	// offset from its start of the next one's header (resumeAt), so that each read of a long
+	// request does not walk it again from its start (0: none).
+	resumeN  int64
+	resumeAt int
+	args     [][]byte
 	inline  []byte // re-encoded inline request
 	scratch []byte // unquoted inline arguments
 
@@ -92,6 +108,12 @@ func NewReader(rd io.Reader, maxBulk int64, maxArgs int) *Reader {
 	return r
 }
 
+// Unauthenticated sets whether the connection has yet to authenticate where a password is
+// required: then a request of more than 10 arguments, or an argument longer than 16 KiB, is
+// a protocol error ("unauthenticated multibulk length", "unauthenticated bulk length"), as
+// redis-server answers.
+func (r *Reader) Unauthenticated(on bool) { r.unauth = on }
+
 // Release gives the read buffer back to the pool when every byte in it has been parsed; the
 // next Fill takes a buffer only once data has arrived. It invalidates the Args and Raw of
 // commands returned earlier, as Fill does. Only the goroutine that calls Fill and Next may
@@ -106,6 +128,7 @@ func (r *Reader) Release() {
 	}
 	r.buf = nil
 	r.r, r.w, r.need = 0, 0, 0
+	r.resumeN, r.resumeAt = 0, 0
 }
 
 // fillRaw waits until the connection is readable and reads into a pooled buffer taken only
@@ -276,6 +299,9 @@ func (r *Reader) parseMultibulk() (cmd Command, done, skip bool, err error) {
 	if !ok || count > int64(r.maxArgs) {
 		return cmd, false, false, errMultibulkLen
 	}
+	if r.unauth && count > unauthMaxArgs {
+		return cmd, false, false, errUnauthMbulk
+	}
 	p := nl + 1
 	if count <= 0 {
 		// redis-server ignores empty multibulks.
@@ -283,11 +309,15 @@ func (r *Reader) parseMultibulk() (cmd Command, done, skip bool, err error) {
 		return cmd, true, true, nil
 	}
 	args := r.args[:0]
-	for i := int64(0); i < count; i++ {
+	i, resumed := int64(0), r.resumeN > 0
+	if resumed {
+		// The arguments before resumeAt were checked by an earlier read; args holds only
+		// the ones after it, and the complete request is walked once more below.
+		i, p = r.resumeN, start+r.resumeAt
+	}
+	for ; i < count; i++ {
 		if p >= r.w {
-			r.need = p - start + 1
-			r.args = args
-			return cmd, false, false, nil
+			return r.pending(p-start+1, args, i, p-start)
 		}
 		if r.buf[p] != '$' {
 			return cmd, false, false, &ProtocolError{"expected '$', got '" + printable(r.buf[p]) + "'"}
@@ -297,9 +327,7 @@ func (r *Reader) parseMultibulk() (cmd Command, done, skip bool, err error) {
 			if r.w-p > MaxInline {
 				return cmd, false, false, errBigBulk
 			}
-			r.need = r.w - start + 1
-			r.args = args
-			return cmd, false, false, nil
+			return r.pending(r.w-start+1, args, i, p-start)
 		}
 		lb := r.buf[p+1 : nl]
 		if len(lb) > 0 && lb[len(lb)-1] == '\r' {
@@ -309,20 +337,36 @@ func (r *Reader) parseMultibulk() (cmd Command, done, skip bool, err error) {
 		if !ok || size < 0 || size > r.maxBulk {
 			return cmd, false, false, errBulkLen
 		}
+		if r.unauth && size > unauthMaxBulk {
+			return cmd, false, false, errUnauthBulk
+		}
 		data := nl + 1
 		end := data + int(size) + 2
 		if end > r.w {
-			r.need = end - start
-			r.args = args
-			return cmd, false, false, nil
+			return r.pending(end-start, args, i, p-start)
 		}
 		args = append(args, r.buf[data:data+int(size):data+int(size)])
 		p = end
+	}
+	r.resumeN, r.resumeAt = 0, 0
+	if resumed {
+		// Complete now: one walk from its start gives every argument.
+		r.args = args
+		return r.parseMultibulk()
 	}
 	r.args = args
 	r.r = p
 	r.need = 0
 	return Command{Args: args, Raw: r.buf[start:p:p]}, true, false, nil
+}
+
+// pending records where an incomplete multibulk request stopped: the bytes it needs, the
+// arguments checked (i) and the offset of the next one's header from its start (at).
+func (r *Reader) pending(need int, args [][]byte, i int64, at int) (Command, bool, bool, error) {
+	r.need = need
+	r.args = args
+	r.resumeN, r.resumeAt = i, at
+	return Command{}, false, false, nil
 }
 
 func printable(c byte) string {

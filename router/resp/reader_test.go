@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -158,5 +159,88 @@ func parseOne(b []byte) ([]string, error) {
 		if err := rd.Fill(); err != nil {
 			return nil, err
 		}
+	}
+}
+
+// TestReaderResumesLongRequests: a long request that arrives a piece at a time is parsed on
+// from where the last read stopped, not from its start (which made a request of many
+// arguments, sent slowly, cost its length squared), and still comes out whole, followed by
+// the next request.
+func TestReaderResumesLongRequests(t *testing.T) {
+	const n = 5000
+	var b strings.Builder
+	b.WriteString("*" + strconv.Itoa(n) + "\r\n")
+	var pieces []int // where each argument ends
+	for i := range n {
+		b.WriteString("$1\r\n" + string(rune('a'+i%26)) + "\r\n")
+		pieces = append(pieces, b.Len())
+	}
+	b.WriteString("*1\r\n$4\r\nPING\r\n")
+	data := []byte(b.String())
+	src := &chunkReader{n: 0}
+	rd := NewReader(src, 0, 0)
+	fed := 0
+	feed := func(to int) {
+		src.b, src.n = data[fed:to], 1<<20
+		fed = to
+		for len(src.b) > 0 {
+			if err := rd.Fill(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i, end := range pieces[:n-1] {
+		feed(end)
+		if _, ok, err := rd.Next(); ok || err != nil {
+			t.Fatalf("after %d arguments: ok %v, err %v", i+1, ok, err)
+		}
+		if rd.resumeN != int64(i+1) {
+			t.Fatalf("after %d arguments the reader resumes at argument %d", i+1, rd.resumeN)
+		}
+	}
+	feed(len(data))
+	cmd, ok, err := rd.Next()
+	if !ok || err != nil || len(cmd.Args) != n || string(cmd.Args[n-1]) != string(rune('a'+(n-1)%26)) || string(cmd.Args[27]) != "b" {
+		t.Fatalf("the long request: ok %v, err %v, %d arguments", ok, err, len(cmd.Args))
+	}
+	if got, err := parseOne(cmd.Raw); err != nil || len(got) != n {
+		t.Fatalf("its Raw: %d arguments, %v", len(got), err)
+	}
+	if cmd, ok, err := rd.Next(); !ok || err != nil || string(cmd.Args[0]) != "PING" {
+		t.Fatalf("the request after it: %q, %v, %v", cmd.Args, ok, err)
+	}
+}
+
+// TestReaderUnauthenticatedLimits: before authentication a request may hold 10 arguments of
+// 16 KiB at most, as in redis-server; after it, the configured limits.
+func TestReaderUnauthenticatedLimits(t *testing.T) {
+	big := strings.Repeat("x", 16385)
+	for _, c := range []struct{ in, err string }{
+		{"*11\r\n", "Protocol error: unauthenticated multibulk length"},
+		{"*2\r\n$3\r\nSET\r\n$16385\r\n", "Protocol error: unauthenticated bulk length"},
+		{"*10\r\n$1\r\na\r\n", ""}, // incomplete, within the limits
+		{"*1\r\n$16384\r\n", ""},
+	} {
+		rd := NewReader(&chunkReader{b: []byte(c.in), n: 4096}, 0, 0)
+		rd.Unauthenticated(true)
+		if err := rd.Fill(); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := rd.Next()
+		if (c.err == "" && err != nil) || (c.err != "" && (err == nil || err.Error() != c.err)) {
+			t.Errorf("%.20q: %v, want %q", c.in, err, c.err)
+		}
+	}
+	src := &chunkReader{b: []byte("*2\r\n$3\r\nGET\r\n$16385\r\n" + big + "\r\n"), n: 1 << 20}
+	rd := NewReader(src, 0, 0)
+	rd.Unauthenticated(true)
+	rd.Unauthenticated(false)
+	for len(src.b) > 0 {
+		if err := rd.Fill(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cmd, ok, err := rd.Next(); !ok || err != nil || len(cmd.Args[1]) != 16385 {
+		t.Fatalf("authenticated: ok %v, err %v", ok, err)
 	}
 }
