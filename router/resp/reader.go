@@ -72,8 +72,8 @@ type Reader struct {
 	resumeN  int64
 	resumeAt int
 	args     [][]byte
-	inline  []byte // re-encoded inline request
-	scratch []byte // unquoted inline arguments
+	inline   []byte // re-encoded inline request
+	scratch  []byte // unquoted inline arguments
 
 	// For a connection with a file descriptor (TCP, Unix): buf comes from the buffer pool
 	// (bufp) when data arrives and goes back to it on Release, so an idle connection holds
