@@ -40,6 +40,12 @@ var prefixedKeyless = map[string]bool{"randomkey": true, "dbsize": true, "flushd
 	"function|flush": true, "function|restore": true, "function|kill": true,
 	"config|set": true, "config|resetstat": true}
 
+// otherSessions are the commands that see or act on other users' sessions on the node
+// (Redis's @admin CLIENT subcommands): a restricted user, read-only or prefixed, may not run
+// them, as a Redis user without @admin may not, or a tenant could list every session's user
+// and address, close them, or end their blocking commands.
+var otherSessions = map[string]bool{"client|list": true, "client|kill": true, "client|unblock": true}
+
 // scriptCommands run user code; a prefixed user runs them only with User.Scripts.
 var scriptCommands = map[string]bool{"eval": true, "evalsha": true, "eval_ro": true,
 	"evalsha_ro": true, "fcall": true, "fcall_ro": true, "script|load": true}
@@ -49,7 +55,7 @@ var scriptCommands = map[string]bool{"eval": true, "evalsha": true, "eval_ro": t
 // command aborts the transaction as in redis-server.
 func (c *client) permit(spec *command.Spec, args [][]byte) error {
 	u := c.user
-	if u.ReadOnly && readOnlyDenied[spec.ID] {
+	if (u.ReadOnly && readOnlyDenied[spec.ID]) || otherSessions[spec.Name] {
 		return errNoPermCmd(spec.Name)
 	}
 	if u.KeyPrefix == "" {

@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -284,4 +285,32 @@ func TestPrefixedUser(t *testing.T) {
 	}
 	wantErr(t, "rep SET", rep.Set(ctx, "rep:x", "w", 0).Err(), noPerm("set"))
 	wantErr(t, "rep GET outside", rep.Get(ctx, a0).Err(), noPermKey)
+}
+
+// TestRestrictedUsersSeeNoOtherSessions: read-only and prefixed users may not list, kill or
+// unblock the node's sessions (Redis's @admin CLIENT subcommands); the default user may, and
+// a restricted user's own CLIENT ID and SETNAME are served.
+func TestRestrictedUsersSeeNoOtherSessions(t *testing.T) {
+	tc := startCluster(t, 1, 1, testUsers())
+	ctx := ctxT(t)
+	admin := tc.client(0, asUser("default", "defpw"))
+	victim := tc.client(0, asUser("app", "apppw"))
+	vid, err := victim.ClientID(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range [][2]string{{"ro", "ropw"}, {"app", "apppw"}, {"rep", "reppw"}} {
+		c := tc.client(0, asUser(u[0], u[1]))
+		wantErr(t, u[0]+" CLIENT LIST", c.ClientList(ctx).Err(), noPerm("client|list"))
+		wantErr(t, u[0]+" CLIENT KILL", c.ClientKillByFilter(ctx, "ID", strconv.FormatInt(vid, 10)).Err(), noPerm("client|kill"))
+		wantErr(t, u[0]+" CLIENT UNBLOCK", c.ClientUnblock(ctx, vid).Err(), noPerm("client|unblock"))
+		wantErr(t, u[0]+" CLIENT SETNAME", c.Do(ctx, "CLIENT", "SETNAME", "n").Err(), "")
+		wantErr(t, u[0]+" CLIENT ID", c.ClientID(ctx).Err(), "")
+	}
+	if err := victim.Ping(ctx).Err(); err != nil {
+		t.Fatalf("the victim's session after the refusals: %v", err)
+	}
+	if l, err := admin.ClientList(ctx).Result(); err != nil || !strings.Contains(l, "user=app") {
+		t.Fatalf("default user's CLIENT LIST: %v, %q", err, l)
+	}
 }
