@@ -177,12 +177,15 @@ func (c *copier) run(ctx context.Context) error {
 	if err := c.pipe(ctx); err != nil {
 		return err
 	}
-	if now, err := lockScript.Run(ctx, c.src, c.lock, c.token, ms(c.m.cfg.LockTTL), "0", c.m.cfg.Fence).Int64(); err != nil {
+	// The commit, as the start, must land within half the lease of the lock's last refresh.
+	sent = time.Now()
+	now, err := lockScript.Run(ctx, c.src, c.lock, c.token, ms(c.m.cfg.LockTTL), "0", c.m.cfg.Fence).Int64()
+	if err != nil {
 		return err
-	} else if now <= 0 {
+	} else if now <= 0 || time.Since(sent) > half {
 		return errLockLost
 	}
-	err = commitScript.Run(ctx, c.dst, []string{c.tmp, c.fence, c.key}, c.token, c.expireAt, c.m.cfg.Fence).Err()
+	err = commitScript.Run(ctx, c.dst, []string{c.tmp, c.fence, c.key}, c.token, c.expireAt, c.m.cfg.Fence, now+half.Milliseconds()).Err()
 	return busyIfOurs(err)
 }
 

@@ -237,3 +237,36 @@ func firstDiff(got, want string) string {
 	from := max(i-200, 0)
 	return fmt.Sprintf("at byte %d:\n got ...%s\nwant ...%s", i, got[from:min(i+200, len(got))], want[from:min(i+200, len(want))])
 }
+
+// TestCommitRefusedPastTheLease: a chunked copy's commit lands only within half the lease of
+// its lock's last refresh (the target's clock against the deadline it carries). A commit later
+// than that, from a holder that stalled, must not RENAME its temp key onto the key: another
+// mover may have taken the lapsed lock and moved the key by MIGRATE or a batch copy (which set
+// no fence), and a client may have deleted it on the target since.
+func TestCommitRefusedPastTheLease(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 10*time.Second)
+	dst := e.dst(t, 0)
+	keys := []string{tmpKey("k"), fenceKey("k"), "k"}
+	stage := func() {
+		must(t, dst.RPush(ctx, keys[0], "a").Err())
+		must(t, dst.Set(ctx, keys[1], "me:1", time.Minute).Err())
+	}
+	stage()
+	past := time.Now().Add(-time.Second).UnixMilli()
+	err := commitScript.Run(ctx, dst, keys, "me:1", -1, "", past).Err()
+	if err == nil || !strings.HasPrefix(err.Error(), "REDRAFTLEASE") || !errors.Is(busyIfOurs(err), ErrKeyBusy) {
+		t.Fatalf("commit past the lease: %v", err)
+	}
+	if n := dst.Exists(ctx, keys...).Val(); n != 0 {
+		t.Fatalf("%d of the temp key, fence and key left after a late commit", n)
+	}
+	stage()
+	future := time.Now().Add(time.Minute).UnixMilli()
+	if err := commitScript.Run(ctx, dst, keys, "me:1", -1, "", future).Err(); err != nil {
+		t.Fatalf("commit within the lease: %v", err)
+	}
+	if v := dst.LRange(ctx, "k", 0, -1).Val(); len(v) != 1 || v[0] != "a" {
+		t.Fatalf("committed key = %v", v)
+	}
+}

@@ -117,8 +117,12 @@ for i = 2, #KEYS do
   local k = KEYS[i]
   local t = redis.call('TYPE', k)['ok']
   local st, mem = 0, 0
-  if t ~= 'none' then
-    local owner = holder(redis.call('HGET', KEYS[1], k), now)
+  local owner = holder(redis.call('HGET', KEYS[1], k), now)
+  if t == 'none' then
+    -- Missing, but locked by a batch in flight (the key expired after its dump): busy, not
+    -- moved, or a write could reach the target before the batch's restore removes the key.
+    if owner and owner ~= token then st = 2 end
+  else
     if owner and owner ~= token then
       st = 2
     else
@@ -249,11 +253,21 @@ return 1
 
 // commitScript ends a chunked copy on the target in one atomic step: RENAME the temp key onto
 // the key and set the source's absolute expiry (ARGV[2] ms, or none when <= 0). It refuses if
-// the fence moved on or if the key appeared meanwhile (someone else moved it: ours is stale).
-// KEYS: tmp, fence, key. ARGV: token, pexpireat, migration fence field.
+// the fence moved on, if the key appeared meanwhile (someone else moved it: ours is stale), or
+// if the target's clock is past ARGV[4], half the lock's lease after its last refresh: the
+// lock may have lapsed since, and another mover that took it may have moved the key by MIGRATE
+// or a batch copy (which set no fence) and a client deleted it on the target since, which the
+// commit would undo.
+// KEYS: tmp, fence, key. ARGV: token, pexpireat, migration fence field, deadline (ms).
 var commitScript = fenced("3", `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return redis.error_reply('REDRAFTFENCED another mover took over this key')
+end
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[4]) then
+  redis.call('UNLINK', KEYS[1])
+  redis.call('DEL', KEYS[2])
+  return redis.error_reply('REDRAFTLEASE the lock lease ran out before the commit (or the target clock is ahead of the source clock)')
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('UNLINK', KEYS[1])
@@ -351,6 +365,9 @@ for i = 1, #KEYS - 1 do
     if kind == 1 and (st == 3 or st == 4 or (st == 2 and mem > budget)) then unread = true end
   else
     mem = 0
+    -- Missing, but locked by a batch in flight (the key expired after that batch's dump):
+    -- busy, or a write could reach the target before that batch's restore removes the key.
+    if holder(held[i], now) then st = 2 end
   end
   out[#out+1] = st
   out[#out+1] = mem

@@ -68,7 +68,6 @@ type client struct {
 	slotScratch []uint16
 	kb          [][]byte
 	moveScratch []string
-	refScratch  []*moverRef
 
 	// The cross-DC write path (xdcwrite.go): whether this batch's writes take it, the
 	// session's consistency override, the EVALSHA bytes of the batch's pipelined writes

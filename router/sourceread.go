@@ -25,9 +25,11 @@ func sourceReadable(spec *command.Spec) bool {
 
 // readSource tries to answer a read-only command on a slot that m migrates from m's source;
 // keyPos are the positions of its keys in args (one slot, the session's database). It reports
-// whether the reply is queued. When it is not, the caller serves the command as any other:
-// keys found missing on the source are recorded in the migration's moved-keys cache first (they
-// cannot come back), so that path does not ask the source again.
+// whether the reply is queued. When it is not, the caller serves the command as any other,
+// MoveKeys first. A key found missing here is not recorded as moved: it may have expired while
+// a batch copy that dumped it before is still in flight, whose lock only MoveKeys sees; taken
+// for moved, a write of the key would reach the target before that batch's restore, which
+// removes it there (an expiry in the past).
 //
 // A lone GET goes as it is: its nil reply means the key is missing (a key of another type
 // answers WRONGTYPE). Any other command goes in a MULTI block after EXISTS of its keys, so the
@@ -56,27 +58,20 @@ func (c *client) readSource(m *migEntry, spec *command.Spec, raw []byte, args []
 			return false // the usual path reports the source's trouble
 		}
 		if isNil(q.Reply) {
-			r.moved.add(c.db, string(keys[0]))
 			return false
 		}
 		c.s.sourceReads.Add(1)
 		c.reply(q.Reply)
 		return true
 	}
-	there, ok := c.askSource(m.src, keys, raw)
-	if there == 0 {
-		for _, k := range keys {
-			r.moved.add(c.db, string(k))
-		}
-	}
-	return ok
+	return c.askSource(m.src, keys, raw)
 }
 
 // askSource sends raw to g in a MULTI block after EXISTS of keys (distinct, all of g) and, when
-// EXISTS counted every key, queues the command's reply and reports true. It returns what
-// EXISTS counted (-1 when the block failed: the caller takes the usual path, which reports the
-// source's trouble).
-func (c *client) askSource(g *group, keys [][]byte, raw []byte) (int64, bool) {
+// EXISTS counted every key, queues the command's reply and reports true. Otherwise (a key
+// missing, or the block failed) the caller takes the usual path, which reports the source's
+// trouble.
+func (c *client) askSource(g *group, keys [][]byte, raw []byte) bool {
 	req := resp.AppendArray(c.scratch[:0], 1)
 	req = resp.AppendBulkString(req, "MULTI")
 	req = resp.AppendArray(req, 1+len(keys))
@@ -92,18 +87,18 @@ func (c *client) askSource(g *group, keys [][]byte, raw []byte) (int64, bool) {
 	c.wait(q)
 	defer func() { c.free = append(c.free, q) }()
 	if q.Err != nil {
-		return -1, false
+		return false
 	}
 	reply, there, ok := execExists(q.Reply)
 	if !ok {
-		return -1, false
+		return false
 	}
 	if there != int64(len(keys)) {
-		return there, false
+		return false
 	}
 	c.s.sourceReads.Add(1)
 	c.reply(reply)
-	return there, true
+	return true
 }
 
 // knownOff reports whether key of db is known off the migration's source (the router's cache
@@ -123,13 +118,11 @@ func (r *moverRef) knownOff(db int, key []byte) bool {
 // group: when every key is either in a slot that group owns with no migration, or in a slot
 // migrating away from it and still there, the group's answer is the latest for every key (the
 // argument of readSource, key by key), given in one atomic step. It reports whether the reply
-// is queued; when not, keys found missing are recorded as off their source.
+// is queued (keys found missing are not recorded as moved, as in readSource).
 func (c *client) mgetSource(snap *snapshot, sl []uint16, raw []byte, args [][]byte) bool {
 	var src *group
 	keys := c.kb[:0]
 	defer func() { c.kb = keys[:0] }()
-	refs := c.refScratch[:0]
-	defer func() { c.refScratch = refs[:0] }()
 	for i, s := range sl {
 		e := &snap.slots[s]
 		g := e.g
@@ -141,7 +134,6 @@ func (c *client) mgetSource(snap *snapshot, sl []uint16, raw []byte, args [][]by
 			g = m.src
 			if !containsKey(keys, args[1+i]) {
 				keys = append(keys, args[1+i])
-				refs = append(refs, m.ref)
 			}
 		} else if e.m != nil {
 			return false
@@ -154,13 +146,7 @@ func (c *client) mgetSource(snap *snapshot, sl []uint16, raw []byte, args [][]by
 	if len(keys) == 0 {
 		return false // no key migrates: the usual split serves it
 	}
-	there, ok := c.askSource(src, keys, raw)
-	if there == 0 {
-		for i, k := range keys {
-			refs[i].moved.add(c.db, string(k))
-		}
-	}
-	return ok
+	return c.askSource(src, keys, raw)
 }
 
 // execExists splits the reply of MULTI, EXISTS, command, EXEC: the count EXISTS answered and
