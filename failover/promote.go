@@ -110,14 +110,16 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 	downFor := time.Since(old.lastOK)
 	infos, errs := w.infos(ctx, g, append([]string{f.From}, g.Replicas...))
 	// The old master answers again as the same process, and no replica was promoted yet:
-	// nothing was lost and nothing moved, so the failover is cancelled.
+	// nothing was lost and nothing moved, so the failover is cancelled. The same process is
+	// the run id the failover recorded at its start, not the one the probes saw last: those
+	// see a restarted process's new id, and a master restarted empty must not cancel it.
 	promoted := ""
 	for i, a := range g.Replicas {
 		if errs[i+1] == nil && infos[i+1].Role == "master" {
 			promoted = a
 		}
 	}
-	if errs[0] == nil && infos[0].Role == "master" && promoted == "" && old.runID != "" && infos[0].RunID == old.runID {
+	if errs[0] == nil && infos[0].Role == "master" && promoted == "" && f.FromRunID != "" && infos[0].RunID == f.FromRunID {
 		w.log.Warn("failover cancelled: the master answers again, same process", "group", g.ID, "master", f.From)
 		return "", "", w.finish(ctx, g, f, f.From, 0)
 	}

@@ -368,7 +368,7 @@ func (w *Watcher) vote(ctx context.Context, st *fsm.State, g *fsm.Group) {
 	case down && voted != g.Master:
 		w.log.Warn("master not reached: voting it down", "group", g.ID, "master", g.Master,
 			"for", time.Since(s.lastOK).Round(time.Millisecond), "err", s.err)
-		w.propose(ctx, "vote/"+g.ID, &fsm.ReportServer{DC: w.cl.DC(), Group: g.ID, Node: me, Addr: g.Master, Down: true})
+		w.propose(ctx, "vote/"+g.ID, &fsm.ReportServer{DC: w.cl.DC(), Group: g.ID, Node: me, Addr: g.Master, Down: true, RunID: s.runID})
 	case !down && s.err == nil && voted != "":
 		w.log.Info("master answers again: vote withdrawn", "group", g.ID, "master", voted)
 		w.propose(ctx, "vote/"+g.ID, &fsm.ReportServer{DC: w.cl.DC(), Group: g.ID, Node: me, Addr: voted})

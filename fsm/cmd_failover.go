@@ -38,6 +38,11 @@ type Failover struct {
 	Epoch uint64 `json:"epoch"`
 	// From is the master being replaced.
 	From string `json:"from"`
+	// FromRunID is From's run id as the node whose vote started an unplanned failover last
+	// saw it answer ("" when unknown): From answering again with this run id is the same
+	// process, with its data, and cancels the failover; a new process (restarted, perhaps
+	// empty) never does.
+	FromRunID string `json:"from_run_id,omitempty"`
 	// To is the promoted replica: chosen by the executor for an unplanned failover (set when it
 	// finishes), given or chosen for a planned switchover ("" until chosen).
 	To string `json:"to,omitempty"`
@@ -73,6 +78,8 @@ type ReportServer struct {
 	Node  string `json:"node"`
 	Addr  string `json:"addr"`
 	Down  bool   `json:"down"`
+	// RunID is, with Down, the master's run id as the node last saw it answer.
+	RunID string `json:"run_id,omitempty"`
 }
 
 // StartFailover starts a planned switchover of a group's master to To (or the best replica
@@ -185,7 +192,7 @@ func (c *ReportServer) apply(s *State, index uint64) error {
 		return nil
 	}
 	g.Failover = &Failover{
-		Epoch: g.Epoch + 1, From: g.Master, Executor: c.Node, StartIndex: index,
+		Epoch: g.Epoch + 1, From: g.Master, FromRunID: c.RunID, Executor: c.Node, StartIndex: index,
 		Reason: fmt.Sprintf("master %s not reached for master_down_after (%s) by %d of the %d nodes of %s (%s)",
 			g.Master, s.Setting("master_down_after"), len(voters), total, c.DC, strings.Join(voters, ", ")),
 	}

@@ -34,10 +34,10 @@ func TestFailoverStartsOnMajorityOfDCVotes(t *testing.T) {
 		t.Fatalf("after a withdrawn vote: failover started: %+v", g.Failover)
 	}
 	// n4 makes two of three: the failover starts, n4 runs it.
-	s = applyOK(t, s, s.Index+1, &ReportServer{DC: "east", Group: "g1", Node: "n4", Addr: m, Down: true})
+	s = applyOK(t, s, s.Index+1, &ReportServer{DC: "east", Group: "g1", Node: "n4", Addr: m, Down: true, RunID: "run-1"})
 	g := s.DCs["east"].Groups["g1"]
 	f := g.Failover
-	if f == nil || f.Epoch != 1 || f.From != m || f.Executor != "n4" || f.Planned || f.StartIndex != s.Index ||
+	if f == nil || f.Epoch != 1 || f.From != m || f.FromRunID != "run-1" || f.Executor != "n4" || f.Planned || f.StartIndex != s.Index ||
 		!strings.Contains(f.Reason, "2 of the 3 nodes") {
 		t.Fatalf("failover = %+v", f)
 	}
