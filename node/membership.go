@@ -190,7 +190,14 @@ func (n *Node) handleJoin(ctx context.Context, req joinRequest) (joinResponse, e
 	if err := n.Propose(ctx, &fsm.AddNode{Node: me}); err != nil {
 		return joinResponse{}, err
 	}
-	return joinResponse{JoinIndex: n.State().Nodes[me.ID].JoinIndex, Voter: voter}, nil
+	// Propose returns once the leader applied it; when it forwarded (leadership moved mid
+	// join), this node may apply it a moment later.
+	st = n.waitLocal(ctx, func(st *fsm.State) bool { return st.Nodes[me.ID] != nil })
+	added := st.Nodes[me.ID]
+	if added == nil {
+		return joinResponse{}, fmt.Errorf("node %s was added, but this node has not applied it yet: join again", me.ID)
+	}
+	return joinResponse{JoinIndex: added.JoinIndex, Voter: voter}, nil
 }
 
 // addToRaft adds id at addr to the Raft configuration, replacing an entry with another address.
