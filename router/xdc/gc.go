@@ -51,6 +51,26 @@ local function counted(k)
   end
   return false
 end
+-- elemNewest returns, in ms, the newest stamp k's element states record (an add, the add a
+-- remove had seen, a remove's own), 0 without states, or nil for more than 128 states (too
+-- many to unpack here: such a key waits the counter margin, as counted says). A tombstone's
+-- element states go with it, so they must be older than every other DC's position too: a
+-- remove's record of an add that is still on its way here is what keeps that add out.
+local function elemNewest(k)
+  local ek = ekey(k)
+  local n = redis.call('HLEN', ek)
+  if n == 0 then return 0 end
+  if n > 128 then return nil end
+  local top = 0
+  local all = redis.call('HVALS', ek)
+  for i = 1, #all do
+    local st = cmsgpack.unpack(all[i])
+    for _, a in pairs(st.a or {}) do if a[1] > top then top = a[1] end end
+    for _, x in pairs(st.r or {}) do if x > top then top = x end end
+    for _, x in pairs(st.rc or {}) do if x[1] > top then top = x[1] end end
+  end
+  return top / 4096
+end
 local horizon = nil
 local function lower(id)
   local ms = id and tonumber(string.match(id, '^(%d+)')) or 0
@@ -75,6 +95,7 @@ for i = 1, #f, 2 do
   if k and redis.call('EXISTS', k) == 0 then
     seen = seen + 1
     local ms = tsOf(f[i + 1]) / 4096
+    if ms < horizon - margin then ms = math.max(ms, elemNewest(k) or 0) end
     if ms < horizon - margin and (ms < horizon - cmargin or not counted(k)) then
       redis.call('HDEL', meta, f[i], 'c:' .. k, 'v:' .. k, 'b:' .. k)
       redis.call('DEL', ekey(k))
