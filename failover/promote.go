@@ -113,9 +113,13 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 	// nothing was lost and nothing moved, so the failover is cancelled. The same process is
 	// the run id the failover recorded at its start, not the one the probes saw last: those
 	// see a restarted process's new id, and a master restarted empty must not cancel it.
+	// A replica in the master role was promoted by this failover only when it is the one
+	// recorded before the promotion, as the same process: any other (a replica restarted
+	// without replicaof, empty) would make the others copy it.
 	promoted := ""
 	for i, a := range g.Replicas {
-		if errs[i+1] == nil && infos[i+1].Role == "master" {
+		if errs[i+1] == nil && infos[i+1].Role == "master" && a == f.Promoting &&
+			f.PromotingRunID != "" && infos[i+1].RunID == f.PromotingRunID {
 			promoted = a
 		}
 	}
@@ -134,6 +138,8 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 			why = append(why, fmt.Sprintf("%s does not answer (%v)", a, err))
 		case g.PriorityOf(a) == 0:
 			why = append(why, a+" has priority 0")
+		case in.Role == "master":
+			why = append(why, a+" answers as a master, but this failover did not promote it (restarted without replicaof?)")
 		case in.Loading || in.Syncing:
 			why = append(why, a+" is loading its data")
 		case in.Role != "slave" || in.MasterAddr != f.From:
@@ -155,6 +161,18 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 	}
 	sortCandidates(g, cands)
 	to := cands[0].addr
+	if promoted == "" {
+		// Recorded first, so that a later attempt knows the master it finds was this one.
+		err := w.cl.Propose(ctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: g.ID, Epoch: f.Epoch,
+			Executor: w.cl.ID(), Promoting: to, PromotingRunID: cands[0].info.RunID})
+		var fe *fsm.Error
+		if errors.As(err, &fe) && fe.Code == "busy" {
+			return "", "", errDone
+		}
+		if err != nil {
+			return "", "", fmt.Errorf("record %s as the replica being promoted: %w", to, err)
+		}
+	}
 	w.provision(ctx, g, to)
 	if err := w.adm.replicaOf(ctx, g, to, ""); err != nil {
 		return "", "", fmt.Errorf("REPLICAOF NO ONE on %s: %w", to, err)

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,4 +70,91 @@ func TestRestartedMasterDoesNotCancel(t *testing.T) {
 	if role := rc.Do(ctx, "ROLE").Val().([]any)[0]; role != "master" {
 		t.Fatalf("the promoted replica's role: %v", role)
 	}
+}
+
+// TestStrayMasterNotTakenForPromoted: of a failed master's replicas, one that answers as a
+// master without this failover having promoted it (restarted without replicaof, empty) is
+// not taken for promoted: the replica that kept the data is promoted, recorded first as the
+// one being promoted, and a later attempt resumes from it only as the same process.
+func TestStrayMasterNotTakenForPromoted(t *testing.T) {
+	ctx := context.Background()
+	m := testredis.Start(t)
+	r1 := testredis.Start(t, testredis.WithReplicaOf(m.Addr, ""))
+	r2 := testredis.Start(t, testredis.WithReplicaOf(m.Addr, ""))
+	mc := redis.NewClient(&redis.Options{Addr: m.Addr})
+	defer mc.Close()
+	c1 := redis.NewClient(&redis.Options{Addr: r1.Addr})
+	defer c1.Close()
+	c2 := redis.NewClient(&redis.Options{Addr: r2.Addr})
+	defer c2.Close()
+	if err := mc.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c1.Get(ctx, "k").Val() != "v" || c2.Get(ctx, "k").Val() != "v" {
+		if time.Now().After(deadline) {
+			t.Fatal("the replicas never got k")
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	g := &fsm.Group{ID: "g1", Master: m.Addr, Replicas: []string{r1.Addr, r2.Addr}}
+	st := &fsm.State{DCs: map[string]*fsm.DC{"dc1": {Name: "dc1", Groups: map[string]*fsm.Group{"g1": g}}}}
+	cl := &recordingCluster{stateCluster: stateCluster{st: st}}
+	w := New(Config{Cluster: cl})
+	defer w.adm.close()
+	w.started = time.Now()
+	w.tick(ctx)
+	m.Stop()
+	// r2 comes back as an empty master of its own.
+	if err := c2.SlaveOf(ctx, "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f := fsm.Failover{Epoch: 1, From: m.Addr, Executor: "n1"}
+	to, why, err := w.promote(ctx, st, g, f)
+	if err != nil || to != r1.Addr {
+		t.Fatalf("promote = %q, %q, %v; want %s (r2 answers as a stray master)", to, why, err, r1.Addr)
+	}
+	p := cl.promoting()
+	if p == nil || p.Promoting != r1.Addr || p.PromotingRunID == "" {
+		t.Fatalf("the replica being promoted was not recorded first: %+v", p)
+	}
+	if v := c1.Get(ctx, "k").Val(); v != "v" {
+		t.Fatalf("the promoted replica holds k = %q", v)
+	}
+	// Resumed with the record: r1, the same process, is taken for promoted.
+	f.Promoting, f.PromotingRunID = p.Promoting, p.PromotingRunID
+	if to, why, err := w.promote(ctx, st, g, f); err != nil || to != r1.Addr {
+		t.Fatalf("resumed: promote = %q, %q, %v", to, why, err)
+	}
+}
+
+// recordingCluster is a stateCluster that keeps the FinishFailover steps proposed.
+type recordingCluster struct {
+	stateCluster
+	mu    sync.Mutex
+	steps []*fsm.FinishFailover
+}
+
+func (c *recordingCluster) Propose(_ context.Context, cmd fsm.Command) error {
+	if f, ok := cmd.(*fsm.FinishFailover); ok {
+		c.mu.Lock()
+		c.steps = append(c.steps, f)
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// promoting returns the first step that recorded a replica being promoted, or nil.
+func (c *recordingCluster) promoting() *fsm.FinishFailover {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range c.steps {
+		if f.Promoting != "" {
+			return f
+		}
+	}
+	return nil
 }

@@ -58,6 +58,13 @@ type Failover struct {
 	Reason string `json:"reason"`
 	// Stalled says why the failover cannot go on now (no usable replica, ...); it retries.
 	Stalled string `json:"stalled,omitempty"`
+	// Promoting and PromotingRunID are the replica an unplanned failover's executor chose and
+	// its run id, recorded before it is told REPLICAOF NO ONE: a later attempt (the executor's
+	// next, or a new executor's) resumes from a replica in the master role only when it is
+	// this one, the same process. Another server answering as a master (a replica restarted
+	// without replicaof, empty) is not taken for promoted.
+	Promoting      string `json:"promoting,omitempty"`
+	PromotingRunID string `json:"promoting_run_id,omitempty"`
 	// StartIndex and EndIndex are the Raft indexes of its first and last step.
 	StartIndex uint64 `json:"start_index"`
 	EndIndex   uint64 `json:"end_index,omitempty"`
@@ -93,7 +100,9 @@ type StartFailover struct {
 }
 
 // FinishFailover ends the group's failover of Epoch: NewMaster, a replica, becomes the master;
-// NewMaster equal to the old master cancels it. With NewMaster empty it only records Stalled.
+// NewMaster equal to the old master cancels it. With NewMaster empty it only records Stalled,
+// or the replica the executor is about to promote (Promoting, a replica of the group, and
+// its run id).
 type FinishFailover struct {
 	DC        string `json:"dc"`
 	Group     string `json:"group"`
@@ -105,6 +114,9 @@ type FinishFailover struct {
 	// Executor, when set, is the node sending the step: refused unless it is still the
 	// failover's executor (a replaced executor that wakes up must not finish it).
 	Executor string `json:"executor,omitempty"`
+	// Promoting and PromotingRunID, with NewMaster empty: Failover.Promoting.
+	Promoting      string `json:"promoting,omitempty"`
+	PromotingRunID string `json:"promoting_run_id,omitempty"`
 }
 
 // RejoinServer lists a fenced server among the group's replicas again: it replicates the
@@ -256,16 +268,26 @@ func (c *FinishFailover) apply(s *State, index uint64) error {
 		return errf("busy", "group %s's failover of epoch %d is run by %s now, not %s", c.Group, c.Epoch, f.Executor, c.Executor)
 	}
 	switch {
+	case c.NewMaster == "" && c.Promoting != "":
+		if !slices.Contains(old.Replicas, c.Promoting) {
+			return errf("invalid", "%s is not a replica of group %s", c.Promoting, c.Group)
+		}
 	case c.NewMaster == "":
 		if c.Stalled == "" {
-			return errf("invalid", "finish_failover needs a new master or a reason it is stalled")
+			return errf("invalid", "finish_failover needs a new master, a replica being promoted or a reason it is stalled")
 		}
 	case c.NewMaster != f.From && !slices.Contains(old.Replicas, c.NewMaster):
 		return errf("invalid", "%s is not a replica of group %s", c.NewMaster, c.Group)
 	}
 	g, _ := s.writableGroup(c.DC, c.Group)
 	if c.NewMaster == "" {
-		g.Failover.Stalled = c.Stalled
+		nf := *g.Failover // the state's failover is shared with older states: copy, then change
+		if c.Promoting != "" {
+			nf.Promoting, nf.PromotingRunID, nf.Stalled = c.Promoting, c.PromotingRunID, ""
+		} else {
+			nf.Stalled = c.Stalled
+		}
+		g.Failover = &nf
 		return nil
 	}
 	done := *g.Failover

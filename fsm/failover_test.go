@@ -48,6 +48,16 @@ func TestFailoverStartsOnMajorityOfDCVotes(t *testing.T) {
 	if f := s.DCs["east"].Groups["g1"].Failover; f == nil || f.Stalled != "no replica answers" {
 		t.Fatalf("stalled failover = %+v", f)
 	}
+	// The replica about to be promoted is recorded first; the state before is not changed.
+	applyRefused(t, s, &FinishFailover{DC: "east", Group: "g1", Epoch: 1, Promoting: "10.9.9.9:1"}, "invalid", "not a replica")
+	before := s
+	s = applyOK(t, s, s.Index+1, &FinishFailover{DC: "east", Group: "g1", Epoch: 1, Promoting: "10.0.1.2:6379", PromotingRunID: "run-2"})
+	if f := s.DCs["east"].Groups["g1"].Failover; f.Promoting != "10.0.1.2:6379" || f.PromotingRunID != "run-2" || f.Stalled != "" {
+		t.Fatalf("promoting failover = %+v", f)
+	}
+	if f := before.DCs["east"].Groups["g1"].Failover; f.Promoting != "" || f.Stalled != "no replica answers" {
+		t.Fatalf("the state before the step changed: %+v", f)
+	}
 	prev := s
 	s = applyOK(t, s, s.Index+1, &FinishFailover{DC: "east", Group: "g1", Epoch: 1, NewMaster: "10.0.1.2:6379", LostBytes: 120})
 	g = s.DCs["east"].Groups["g1"]
