@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redraft/redraft/fsm"
@@ -26,6 +27,7 @@ var errDone = errors.New("failover over")
 // previous executor, is resumed, never repeated blindly.
 func (w *Watcher) execute(ctx context.Context, group string, epoch uint64) {
 	w.alone(fmt.Sprintf("exec/%s/%d", group, epoch), func() {
+		seen := time.Now() // not before the failover's start was committed
 		lastWhy := ""
 		for ctx.Err() == nil {
 			st, g := w.group(group)
@@ -42,7 +44,7 @@ func (w *Watcher) execute(ctx context.Context, group string, epoch uint64) {
 			if f.Planned {
 				to, why, err = w.switchover(ctx, st, g, f)
 			} else {
-				to, why, err = w.promote(ctx, st, g, f)
+				to, why, err = w.promote(ctx, st, g, f, seen)
 			}
 			if errors.Is(err, errDone) {
 				return
@@ -104,7 +106,7 @@ func (w *Watcher) infos(ctx context.Context, g *fsm.Group, addrs []string) ([]In
 // promote runs one attempt of an unplanned failover: pick the replica that was in sync with the
 // highest offset, promote it, commit the new master, point the other replicas at it. It
 // returns why it cannot (why), or an error.
-func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fsm.Failover) (string, string, error) {
+func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fsm.Failover, seen time.Time) (string, string, error) {
 	mda := st.SettingDuration("master_down_after")
 	old, _ := w.server(f.From)
 	downFor := time.Since(old.lastOK)
@@ -162,6 +164,9 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 	sortCandidates(g, cands)
 	to := cands[0].addr
 	if promoted == "" {
+		if err := w.holdEverywhere(ctx, st, g, f, seen); err != nil {
+			return "", "", err
+		}
 		// Recorded first, so that a later attempt knows the master it finds was this one.
 		err := w.cl.Propose(ctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: g.ID, Epoch: f.Epoch,
 			Executor: w.cl.ID(), Promoting: to, PromotingRunID: cands[0].info.RunID})
@@ -317,14 +322,41 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 	return to, "", nil
 }
 
+// holdEverywhere makes sure, before an unplanned failover promotes a replica, that no node of
+// the DC still routes the group's requests to the old master: every node that answers the
+// drain call holds them (it applied the failover's start); when one does not answer (cut off
+// from the others, maybe still reaching the old master), the executor waits until LeaseWait
+// has passed since it first saw the failover, by when a node that never applied the start
+// has stopped acting on its state. Without this, a node cut off from the Raft leader but not
+// from the old master went on acknowledging writes there, lost once it was fenced.
+func (w *Watcher) holdEverywhere(ctx context.Context, st *fsm.State, g *fsm.Group, f fsm.Failover, seen time.Time) error {
+	if w.drainAll(ctx, st, g, f) {
+		return nil
+	}
+	left := w.cfg.LeaseWait - time.Since(seen)
+	if left <= 0 {
+		return nil
+	}
+	w.log.Warn("a node of the DC did not confirm it holds the group: waiting out its lease before promoting",
+		"group", g.ID, "wait", left.Round(time.Millisecond))
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(left):
+		return nil
+	}
+}
+
 // drainAll asks every node of the DC (this one included) to hold and drain the group's
 // requests, in parallel, for at most two seconds; a node that does not answer is logged (the
-// master's CLIENT PAUSE still keeps its writes from being acknowledged and lost).
-func (w *Watcher) drainAll(ctx context.Context, st *fsm.State, g *fsm.Group, f fsm.Failover) {
+// master's CLIENT PAUSE still keeps its writes from being acknowledged and lost). It reports
+// whether every node answered.
+func (w *Watcher) drainAll(ctx context.Context, st *fsm.State, g *fsm.Group, f fsm.Failover) bool {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req := drainRequest{Group: g.ID, Epoch: f.Epoch}
 	var wg sync.WaitGroup
+	var failed atomic.Bool
 	for _, id := range st.DCNodes(w.cl.DC()) {
 		n := st.Nodes[id]
 		wg.Add(1)
@@ -337,9 +369,11 @@ func (w *Watcher) drainAll(ctx context.Context, st *fsm.State, g *fsm.Group, f f
 				err = w.cl.CallPeer(ctx, n.Peer, RPCDrain, req, &struct{}{})
 			}
 			if err != nil {
-				w.log.Warn("node did not drain the group for the switchover", "group", g.ID, "node", id, "err", err)
+				w.log.Warn("node did not drain the group for the failover", "group", g.ID, "node", id, "err", err)
+				failed.Store(true)
 			}
 		}()
 	}
 	wg.Wait()
+	return !failed.Load()
 }

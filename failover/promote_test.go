@@ -48,7 +48,7 @@ func TestRestartedMasterDoesNotCancel(t *testing.T) {
 	f := fsm.Failover{Epoch: 1, From: m.Addr, FromRunID: s.runID, Executor: "n2"}
 
 	// The same process answers: cancelled.
-	if to, why, err := w.promote(ctx, st, g, f); err != errDone || to != "" {
+	if to, why, err := w.promote(ctx, st, g, f, time.Now()); err != errDone || to != "" {
 		t.Fatalf("the same master answering: promote = %q, %q, %v; want cancelled", to, why, err)
 	}
 
@@ -63,7 +63,7 @@ func TestRestartedMasterDoesNotCancel(t *testing.T) {
 		w.tick(ctx)
 		time.Sleep(10 * time.Millisecond) // poll interval
 	}
-	to, why, err := w.promote(ctx, st, g, f)
+	to, why, err := w.promote(ctx, st, g, f, time.Now())
 	if err != nil || to != r.Addr {
 		t.Fatalf("a restarted master: promote = %q, %q, %v; want %s promoted", to, why, err, r.Addr)
 	}
@@ -113,7 +113,7 @@ func TestStrayMasterNotTakenForPromoted(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := fsm.Failover{Epoch: 1, From: m.Addr, Executor: "n1"}
-	to, why, err := w.promote(ctx, st, g, f)
+	to, why, err := w.promote(ctx, st, g, f, time.Now())
 	if err != nil || to != r1.Addr {
 		t.Fatalf("promote = %q, %q, %v; want %s (r2 answers as a stray master)", to, why, err, r1.Addr)
 	}
@@ -126,7 +126,7 @@ func TestStrayMasterNotTakenForPromoted(t *testing.T) {
 	}
 	// Resumed with the record: r1, the same process, is taken for promoted.
 	f.Promoting, f.PromotingRunID = p.Promoting, p.PromotingRunID
-	if to, why, err := w.promote(ctx, st, g, f); err != nil || to != r1.Addr {
+	if to, why, err := w.promote(ctx, st, g, f, time.Now()); err != nil || to != r1.Addr {
 		t.Fatalf("resumed: promote = %q, %q, %v", to, why, err)
 	}
 }
@@ -157,4 +157,33 @@ func (c *recordingCluster) promoting() *fsm.FinishFailover {
 		}
 	}
 	return nil
+}
+
+// TestPromoteWaitsOutACutOffNodesLease: when a node of the DC does not confirm that it holds
+// the group (cut off, maybe still reaching the old master), the executor promotes no replica
+// before LeaseWait has passed since it first saw the failover, by when that node has stopped
+// acting on its state.
+func TestPromoteWaitsOutACutOffNodesLease(t *testing.T) {
+	ctx := context.Background()
+	m := testredis.Start(t)
+	r := testredis.Start(t, testredis.WithReplicaOf(m.Addr, ""))
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer rc.Close()
+	g := &fsm.Group{ID: "g1", Master: m.Addr, Replicas: []string{r.Addr}}
+	st := &fsm.State{DCs: map[string]*fsm.DC{"dc1": {Name: "dc1", Groups: map[string]*fsm.Group{"g1": g}}},
+		Nodes: map[string]*fsm.Node{"n2": {ID: "n2", DC: "dc1", Peer: "cut-off:1"}}}
+	const lease = 1500 * time.Millisecond
+	w := New(Config{Cluster: &stateCluster{st: st}, LeaseWait: lease})
+	defer w.adm.close()
+	w.started = time.Now()
+	w.tick(ctx)
+	m.Stop()
+	seen := time.Now()
+	to, why, err := w.promote(ctx, st, g, fsm.Failover{Epoch: 1, From: m.Addr, Executor: "n1"}, seen)
+	if err != nil || to != r.Addr {
+		t.Fatalf("promote = %q, %q, %v", to, why, err)
+	}
+	if d := time.Since(seen); d < lease {
+		t.Fatalf("promoted %v after the failover was seen, before the cut-off node's lease (%v) ran out", d, lease)
+	}
 }

@@ -234,7 +234,7 @@ func runNode(c *cli.Context, join bool) error {
 	rcfg.Logger = log
 	rt := router.New(rcfg)
 	repl = xdc.New(xdc.Config{Cluster: ref, Peers: ref, Local: rt, FlushGate: rt, Proposer: ref, Logger: log})
-	watch := failover.New(failover.Config{Cluster: ref, Gate: rt, Logger: log, OnFresh: rt.SetReplicaFresh})
+	watch := failover.New(failover.Config{Cluster: ref, Gate: rt, Logger: log, OnFresh: rt.SetReplicaFresh, LeaseWait: node.LeaseTimeout})
 	rpcs := map[string]node.RPCFunc{}
 	for name, h := range repl.RPC() {
 		rpcs[name] = node.RPCFunc(h)
