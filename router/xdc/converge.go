@@ -206,7 +206,10 @@ local function floatMode(k, cur)
 end
 -- observed makes a whole-state write of k observe every increment applied here: it returns
 -- the counter vector it saw ('' for none) and records it as the key's (and, for a float
--- counter, k's value now as its base).
+-- counter, k's value now as its base). With no increment applied here it saw none, and a
+-- vector the key had adopted from another DC's write (increments that write had seen, not
+-- applied here yet) goes, as adopt('') does where this write is applied: an increment arriving
+-- later counts here as it does there.
 local function observed(k)
   local c = redis.call('HGET', meta, 'c:' .. k)
   if c then
@@ -218,6 +221,7 @@ local function observed(k)
     end
     return c
   end
+  redis.call('HDEL', meta, 'v:' .. k)
   return ''
 end
 -- adopt records V, the counter vector the whole-state write now in k had seen at its origin,

@@ -155,6 +155,26 @@ func TestConvergeCountersAddUp(t *testing.T) {
 	}
 }
 
+// TestConvergeSetAfterAnAdoptedVector: a SET in a DC where the key holds a counter vector
+// adopted from another DC's SET (an increment that SET had seen, not yet applied here) saw no
+// increment: the one that arrives after it still counts there, as everywhere else. Until
+// session 41 the adopted vector stayed behind the local SET, and that DC skipped the
+// increment for seen.
+func TestConvergeSetAfterAnAdoptedVector(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b", "c")
+	a, b, c := dcs[0], dcs[1], dcs[2]
+	b.deaf.Store("c") // c's entries reach a, not b
+	c.write(t, "INCR", "{v}n")
+	waitEqual(t, dcs[:1], 10*time.Second, "a has c's increment", stateOf("{v}n"), "string 1")
+	later()
+	a.write(t, "SET", "{v}n", "100") // had seen c's increment
+	waitEqual(t, dcs[1:2], 10*time.Second, "b has a's SET", stateOf("{v}n"), "string 100")
+	later()
+	b.write(t, "SET", "{v}n", "7") // has not seen c's increment
+	b.deaf.Store("")
+	waitEqual(t, dcs, 10*time.Second, "n", stateOf("{v}n"), "string 8")
+}
+
 func mustPrepare(t *testing.T, args ...string) Call {
 	t.Helper()
 	c, err := Prepare(args)

@@ -29,6 +29,8 @@ type testDC struct {
 	rc         *redis.Client
 	repl       *Replicator
 	down       atomic.Bool // its peer calls fail, in both directions
+	// deaf, when set, names a DC whose peer calls to this one fail (a one-way cut).
+	deaf atomic.Value
 	// held: its node is not acting on the cluster state (node/current.go), and the replicator
 	// reads an empty state, as a node's does then.
 	held atomic.Bool
@@ -84,7 +86,7 @@ func (c nodeOf) CallPeer(ctx context.Context, addr, name string, in, out any) er
 	if to == nil {
 		return fmt.Errorf("node at %s: unknown", addr)
 	}
-	if to.down.Load() || c.dc.down.Load() {
+	if to.down.Load() || c.dc.down.Load() || to.deaf.Load() == c.dc.name {
 		return fmt.Errorf("node at %s: connection refused", addr)
 	}
 	var body []byte

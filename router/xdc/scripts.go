@@ -233,7 +233,7 @@ local function lastEntry(ob, known)
   return known or ''
 end
 -- setOne is writeOne for the most common write, a plain SET k v (no option) of a key without
--- a counter vector or element states, in a slot not being copied: the same reply, entry,
+-- a counter vector (its own or adopted) or element states, in a slot not being copied: the same reply, entry,
 -- feed entry and stamp as writeOne's, with four Lua calls less (the copy lock and the element
 -- hash in one EXISTS, the stamp and the counter vector in one HMGET) and none of writeOne's
 -- planning. It answers nil, having changed nothing, for any other write.
@@ -262,15 +262,17 @@ local function setOne(KEYS, ARGV, ob)
   if redis.call('EXISTS', KEYS[3], ekey(k)) ~= 0 then return nil end
   -- The outbox's last entry the metadata recorded (o:<dc>), for a slot's outbox only: a
   -- group's log needs no predecessor.
+  -- A counter vector (c:) or one adopted from another DC's write (v:) goes to the general
+  -- path, whose observed() records or drops it.
   local of, m, prev = nil, nil, ''
   if ob == '` + LogKey + `' then
-    m = redis.call('HMGET', meta, 's:' .. k, 'c:' .. k)
-    if m[2] then return nil end
+    m = redis.call('HMGET', meta, 's:' .. k, 'c:' .. k, 'v:' .. k)
+    if m[2] or m[3] then return nil end
   else
     of = 'o:' .. dc
-    m = redis.call('HMGET', meta, 's:' .. k, 'c:' .. k, of)
-    if m[2] then return nil end
-    prev = lastEntry(ob, m[3])
+    m = redis.call('HMGET', meta, 's:' .. k, 'c:' .. k, 'v:' .. k, of)
+    if m[2] or m[3] then return nil end
+    prev = lastEntry(ob, m[4])
     if not prev then return nil end
   end
   local prior = m[1] or ''
