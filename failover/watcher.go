@@ -113,6 +113,7 @@ type Watcher struct {
 	samples map[string][]offsetSample // by master address
 	busy    map[string]bool           // proposals and promotions in flight, by key
 	execs   map[string]*execWatch     // executors of failovers run by others, by group
+	votedAt map[string]time.Time      // when this node last cast or renewed its down vote, by group
 	view    atomic.Pointer[[]ServerView]
 	kick    chan struct{}
 
@@ -129,7 +130,7 @@ func New(cfg Config) *Watcher {
 		cfg.Logger = slog.Default()
 	}
 	w := &Watcher{cfg: cfg, cl: cfg.Cluster, log: cfg.Logger.With("part", "failover"),
-		servers: map[string]*serverState{}, samples: map[string][]offsetSample{}, busy: map[string]bool{}, execs: map[string]*execWatch{}, kick: make(chan struct{}, 1)}
+		servers: map[string]*serverState{}, samples: map[string][]offsetSample{}, busy: map[string]bool{}, execs: map[string]*execWatch{}, votedAt: map[string]time.Time{}, kick: make(chan struct{}, 1)}
 	w.adm.timeout = max(cfg.Interval*2, 500*time.Millisecond)
 	empty := []ServerView{}
 	w.view.Store(&empty)
@@ -362,7 +363,8 @@ func (w *Watcher) server(addr string) (serverState, bool) {
 }
 
 // vote reports the group's master down once this node has not reached it for
-// master_down_after, and withdraws the vote once it answers again; only changes are proposed.
+// master_down_after, renews that vote every fsm.DownVoteRenew while no failover runs (an old
+// vote counts for none), and withdraws it once the master answers again.
 func (w *Watcher) vote(ctx context.Context, st *fsm.State, g *fsm.Group) {
 	me := w.cl.ID()
 	s, ok := w.server(g.Master)
@@ -370,11 +372,20 @@ func (w *Watcher) vote(ctx context.Context, st *fsm.State, g *fsm.Group) {
 		return
 	}
 	down := s.err != nil && time.Since(s.lastOK) >= st.SettingDuration("master_down_after")
+	w.mu.Lock()
+	renew := time.Since(w.votedAt[g.ID]) >= fsm.DownVoteRenew
+	w.mu.Unlock()
 	switch voted := g.DownVotes[me]; {
-	case down && voted != g.Master:
-		w.log.Warn("master not reached: voting it down", "group", g.ID, "master", g.Master,
-			"for", time.Since(s.lastOK).Round(time.Millisecond), "err", s.err)
-		w.propose(ctx, "vote/"+g.ID, &fsm.ReportServer{DC: w.cl.DC(), Group: g.ID, Node: me, Addr: g.Master, Down: true, RunID: s.runID})
+	case down && (voted != g.Master || renew && g.Failover == nil):
+		if voted != g.Master {
+			w.log.Warn("master not reached: voting it down", "group", g.ID, "master", g.Master,
+				"for", time.Since(s.lastOK).Round(time.Millisecond), "err", s.err)
+		}
+		w.mu.Lock()
+		w.votedAt[g.ID] = time.Now()
+		w.mu.Unlock()
+		w.propose(ctx, "vote/"+g.ID, &fsm.ReportServer{DC: w.cl.DC(), Group: g.ID, Node: me, Addr: g.Master, Down: true,
+			RunID: s.runID, At: time.Now().UnixMilli()})
 	case !down && s.err == nil && voted != "":
 		w.log.Info("master answers again: vote withdrawn", "group", g.ID, "master", voted)
 		w.propose(ctx, "vote/"+g.ID, &fsm.ReportServer{DC: w.cl.DC(), Group: g.ID, Node: me, Addr: voted})

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Failover commands (DESIGN.md, "Groups heal themselves"; docs/failover.md). A failover is a
@@ -87,7 +88,19 @@ type ReportServer struct {
 	Down  bool   `json:"down"`
 	// RunID is, with Down, the master's run id as the node last saw it answer.
 	RunID string `json:"run_id,omitempty"`
+	// At is, with Down, when the node casts or renews the vote, on its clock (unix ms).
+	At int64 `json:"at,omitempty"`
 }
+
+// A down vote's life: a node renews its standing vote every DownVoteRenew while it still does
+// not reach the master, and a vote older than DownVoteLife (plus twice master_down_after)
+// against the vote being applied counts for no failover. Without it a vote of a node that
+// died or was cut off after casting it stayed forever, and one later blip of another node
+// made a majority against a healthy master.
+const (
+	DownVoteRenew = 5 * time.Second
+	DownVoteLife  = 3 * DownVoteRenew
+)
 
 // StartFailover starts a planned switchover of a group's master to To (or the best replica
 // when To is empty), run by Executor.
@@ -192,13 +205,24 @@ func (c *ReportServer) apply(s *State, index uint64) error {
 			g.DownVotes = map[string]string{}
 		}
 		g.DownVotes[c.Node] = c.Addr
+		if c.At > 0 {
+			if g.DownAt == nil {
+				g.DownAt = map[string]int64{}
+			}
+			g.DownAt[c.Node] = c.At
+		}
 	} else {
 		delete(g.DownVotes, c.Node)
+		delete(g.DownAt, c.Node)
 	}
 	if g.Failover != nil {
 		return nil
 	}
 	voters := s.MasterDownVoters(c.DC, g)
+	if c.Down && c.At > 0 {
+		oldest := c.At - (DownVoteLife + 2*s.SettingDuration("master_down_after")).Milliseconds()
+		voters = slices.DeleteFunc(voters, func(id string) bool { at, ok := g.DownAt[id]; return ok && at < oldest })
+	}
 	total := len(s.DCNodes(c.DC))
 	if len(voters) < total/2+1 {
 		return nil
@@ -292,7 +316,7 @@ func (c *FinishFailover) apply(s *State, index uint64) error {
 	}
 	done := *g.Failover
 	done.EndIndex, done.Stalled = index, ""
-	g.Failover, g.DownVotes = nil, nil
+	g.Failover, g.DownVotes, g.DownAt = nil, nil, nil
 	// The epoch moves on either way, so a late step of this failover never counts for the next.
 	g.Epoch = f.Epoch
 	if c.NewMaster == f.From {

@@ -55,7 +55,7 @@ func (c *AddGroup) apply(s *State, _ uint64) error {
 	}
 	dc = s.writableDC(c.DC)
 	g := c.Group.clone()
-	g.Epoch, g.Failovers, g.LostBytes, g.DownVotes, g.Failover, g.LastFailover = 0, 0, 0, nil, nil, nil
+	g.Epoch, g.Failovers, g.LostBytes, g.DownVotes, g.DownAt, g.Failover, g.LastFailover = 0, 0, 0, nil, nil, nil, nil
 	dc.Groups[g.ID] = g
 	return nil
 }
@@ -83,7 +83,7 @@ func (c *UpdateGroup) apply(s *State, _ uint64) error {
 		g.Password = old.Password
 	}
 	// The failover record stays: epochs only grow, and the last failover is history.
-	g.Epoch, g.Failovers, g.LostBytes, g.DownVotes, g.Failover, g.LastFailover = old.Epoch, old.Failovers, old.LostBytes, nil, nil, old.LastFailover
+	g.Epoch, g.Failovers, g.LostBytes, g.DownVotes, g.DownAt, g.Failover, g.LastFailover = old.Epoch, old.Failovers, old.LostBytes, nil, nil, nil, old.LastFailover
 	dc = s.writableDC(c.DC)
 	dc.Groups[g.ID] = g
 	return nil

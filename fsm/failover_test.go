@@ -16,6 +16,35 @@ func failoverState(t *testing.T) *State {
 		Master: "10.0.1.1:6379", Replicas: []string{"10.0.1.2:6379", "10.0.1.4:6379"}, Priority: map[string]int{"10.0.1.4:6379": 0}}})
 }
 
+// TestStaleDownVoteCountsForNothing: a down vote older than DownVoteLife (plus twice
+// master_down_after) against the vote being applied makes no majority with it (its node may
+// have died after casting it); renewed, it does.
+func TestStaleDownVoteCountsForNothing(t *testing.T) {
+	s := failoverState(t)
+	m := "10.0.1.1:6379"
+	life := (DownVoteLife + 2*s.SettingDuration("master_down_after")).Milliseconds()
+	s = applyOK(t, s, s.Index+1, &ReportServer{DC: "east", Group: "g1", Node: "n1", Addr: m, Down: true, At: 1_000_000})
+	s = applyOK(t, s, s.Index+1, &ReportServer{DC: "east", Group: "g1", Node: "n2", Addr: m, Down: true, At: 1_000_000 + life + 1})
+	if g := s.DCs["east"].Groups["g1"]; g.Failover != nil {
+		t.Fatalf("a stale vote and a fresh one started a failover: %+v", g.Failover)
+	}
+	before := s
+	s = applyOK(t, s, s.Index+1, &ReportServer{DC: "east", Group: "g1", Node: "n1", Addr: m, Down: true, At: 1_000_000 + life + 2})
+	if g := s.DCs["east"].Groups["g1"]; g.Failover == nil || !strings.Contains(g.Failover.Reason, "2 of the 3 nodes") {
+		t.Fatalf("a renewed vote and a fresh one: failover %+v", g.Failover)
+	}
+	if g := s.DCs["east"].Groups["g1"]; g.DownAt["n1"] != 1_000_000+life+2 || before.DCs["east"].Groups["g1"].DownAt["n1"] != 1_000_000 {
+		t.Fatalf("vote times: %v, before %v", g.DownAt, before.DCs["east"].Groups["g1"].DownAt)
+	}
+	// Withdrawn, the vote's time goes too.
+	s = failoverState(t)
+	s = applyOK(t, s, s.Index+1, &ReportServer{DC: "east", Group: "g1", Node: "n1", Addr: m, Down: true, At: 5})
+	s = applyOK(t, s, s.Index+1, &ReportServer{DC: "east", Group: "g1", Node: "n1", Addr: m})
+	if g := s.DCs["east"].Groups["g1"]; len(g.DownAt) != 0 || len(g.DownVotes) != 0 {
+		t.Fatalf("after a withdrawal: votes %v at %v", g.DownVotes, g.DownAt)
+	}
+}
+
 func TestFailoverStartsOnMajorityOfDCVotes(t *testing.T) {
 	s := failoverState(t)
 	m := "10.0.1.1:6379"

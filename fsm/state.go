@@ -87,6 +87,11 @@ type Group struct {
 	// DownVotes are, by node id, the master address the node has not reached for
 	// master_down_after (ReportServer); a majority of the DC's nodes starts a failover.
 	DownVotes map[string]string `json:"down_votes,omitempty"`
+	// DownAt are, by node id, when its down vote was cast or last renewed, on that node's
+	// clock (unix ms; none for a vote of a build before it). A vote older than DownVoteLife
+	// against the newest one counts for no failover: its node may be dead or cut off, and a
+	// live voter renews its vote every DownVoteRenew.
+	DownAt map[string]int64 `json:"down_at,omitempty"`
 	// Failover is the failover in progress, if any; LastFailover the last one that ended.
 	Failover     *Failover `json:"failover,omitempty"`
 	LastFailover *Failover `json:"last_failover,omitempty"`
@@ -195,6 +200,7 @@ func (g *Group) clone() *Group {
 	c.Fenced = slices.Clone(g.Fenced)
 	c.Priority = copyMap(g.Priority)
 	c.DownVotes = copyMap(g.DownVotes)
+	c.DownAt = copyMap(g.DownAt)
 	if g.Failover != nil {
 		f := *g.Failover
 		c.Failover = &f
