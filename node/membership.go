@@ -107,11 +107,19 @@ func (n *Node) register() error {
 }
 
 // setJoined records the index of this node's current registration: only a removal after it
-// counts (a node that rejoined under a removed id replays its old removal on the way).
+// counts (a node that rejoined under a removed id replays its old removal on the way). The
+// index is kept in the data dir too, and the later of the two is taken: after a restart the
+// state may be a snapshot from before the node's removal and rejoin, which lists it under its
+// first join, and the log then replays the removal (until session 41 the node took that for
+// its own removal and exited, on every restart).
 func (n *Node) setJoined(index uint64) {
+	kept, err := recordJoin(n.cfg.DataDir, index)
+	if err != nil {
+		n.log.Warn("join index not kept in the data dir", "index", index, "err", err)
+	}
 	n.mu.Lock()
 	n.registered = true
-	n.joinIndex = index
+	n.joinIndex = max(index, kept)
 	n.mu.Unlock()
 }
 
@@ -181,6 +189,12 @@ func (n *Node) handleJoin(ctx context.Context, req joinRequest) (joinResponse, e
 	// A build that cannot run the cluster's data format would be refused by AddNode after it
 	// became a Raft member, a voter that never serves: refuse it first.
 	if err := st.CheckNodeFormat(&me); err != nil {
+		return joinResponse{}, err
+	}
+	// Nor may a join that AddNode would refuse (an id held in another DC, a client address in
+	// use) touch the Raft configuration: it would replace a member there, or leave a voter
+	// the state does not know. The state machine is pure: the step is tried on this state.
+	if _, err := fsm.ApplyCommand(st, st.Index+1, &fsm.AddNode{Node: me}); err != nil {
 		return joinResponse{}, err
 	}
 	voter, err := n.addToRaft(me.ID, me.Peer)

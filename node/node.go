@@ -94,6 +94,10 @@ type RPCFunc func(ctx context.Context, body json.RawMessage) (any, error)
 type identity struct {
 	ID string `json:"id"`
 	DC string `json:"datacenter"`
+	// JoinIndex is the Raft index of this node's last join that the cluster answered: on a
+	// restart the state may be an older snapshot that lists the node under an earlier join,
+	// whose removal the log then replays (recordJoin).
+	JoinIndex uint64 `json:"join_index,omitempty"`
 }
 
 // Start opens the data dir, starts Raft and the peer and admin ports, and registers the node:
@@ -204,6 +208,30 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	go n.currentLoop()
 	go n.formatLoop()
 	return n, nil
+}
+
+// recordJoin keeps index as the node's join index in its data dir (node.json), unless a later
+// one is kept there, and returns the later of the two.
+func recordJoin(dir string, index uint64) (uint64, error) {
+	path := filepath.Join(dir, "node.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return index, err
+	}
+	var id identity
+	if err := json.Unmarshal(data, &id); err != nil {
+		return index, fmt.Errorf("data_dir %s: %s is damaged: %v", dir, path, err)
+	}
+	if id.JoinIndex >= index {
+		return id.JoinIndex, nil
+	}
+	id.JoinIndex = index
+	data, _ = json.Marshal(id)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return index, err
+	}
+	return index, os.Rename(tmp, path)
 }
 
 // claimDataDir creates dir and checks, or writes, the node identity kept in it.

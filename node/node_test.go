@@ -249,6 +249,31 @@ func TestDataDirIdentity(t *testing.T) {
 	}
 }
 
+// TestJoinIndexKeptAcrossRestarts: the join index a node registered with is kept in its data
+// dir, and a restart whose state is an older snapshot (listing the node under an earlier join,
+// before a removal and a rejoin) keeps the later one: the replayed removal, between the two,
+// is not the node's own.
+func TestJoinIndexKeptAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	if err := claimDataDir(dir, "n3", "dc1"); err != nil {
+		t.Fatal(err)
+	}
+	log := quietOpts().Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	first := &Node{cfg: Config{ID: "n3", DataDir: dir}, log: log}
+	first.setJoined(40) // rejoined at 40, after a removal at 30
+	restarted := &Node{cfg: Config{ID: "n3", DataDir: dir}, log: log}
+	restarted.setJoined(12) // the old snapshot's registration
+	if restarted.joinIndex != 40 {
+		t.Fatalf("join index after the restart: %d, want 40", restarted.joinIndex)
+	}
+	if err := claimDataDir(dir, "n3", "dc1"); err != nil {
+		t.Fatalf("the identity with a join index: %v", err)
+	}
+}
+
 // TestWildcardListenAdvertisesItsHost checks that a node bound to 0.0.0.0 tells Raft and the
 // cluster its advertised host, so followers can reach the leader (docker-compose runs so).
 func TestWildcardListenAdvertisesItsHost(t *testing.T) {
