@@ -146,6 +146,10 @@ func (c *StartFlush) apply(s *State, index uint64) error {
 		return errf("invalid", "database %d is out of range", c.DB)
 	case s.Setting("flush_enabled") != "true":
 		return errf("invalid", "FLUSHDB and FLUSHALL are disabled on this cluster (setting flush_enabled)")
+	case s.Flush != nil && s.Flush.Token == c.Token:
+		// The same request again (a proposal retried after its first try committed): the
+		// flush it started is the answer, not a second one.
+		return errf("exists", "%s has this token: the request started it already", s.Flush)
 	case s.Flush.Active():
 		return errf("busy", "%s is in progress", s.Flush)
 	}

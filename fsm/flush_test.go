@@ -52,6 +52,7 @@ func TestFlushPhases(t *testing.T) {
 		t.Fatalf("waiting for %q, want every node of every DC", got)
 	}
 	applyRefused(t, s, &StartFlush{Token: "t2", DB: 0, Node: "n2"}, "busy", "in progress")
+	applyRefused(t, s, &StartFlush{Token: "tok", DB: FlushAllDBs, Node: "n1"}, "exists", "this token")
 	applyRefused(t, s, &StartMigration{DC: "dc1", Slots: []SlotRange{{0, 9}}, To: "g2"}, "busy", "flush")
 	applyRefused(t, s, &FinishFlush{ID: id, Node: "n1"}, "busy", "not deleting")
 	applyRefused(t, s, &AckFlush{ID: id + 1, Node: "n1"}, "not_found", "")
@@ -78,6 +79,9 @@ func TestFlushPhases(t *testing.T) {
 		t.Fatalf("after every DC reported: %+v (flushes %d)", s.Flush, s.Flushes)
 	}
 	s = mustApply(t, s, &FinishFlush{ID: id, Node: "x1"}) // a straggler's report
+	// The same request again (a proposal retried after its first try committed) starts no
+	// second flush.
+	applyRefused(t, s, &StartFlush{Token: "tok", DB: FlushAllDBs, Node: "n1"}, "exists", "this token")
 	// The next flush and migrations are accepted again.
 	s = mustApply(t, s, &StartFlush{Token: "t3", DB: 2, Node: "x1"})
 	if s.Flush.Covers(0) || !s.Flush.Covers(2) {

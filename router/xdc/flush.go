@@ -146,7 +146,12 @@ func (r *Replicator) Flush(ctx context.Context, db int, async bool) error {
 			continue
 		}
 		err := r.propose(ctx, &fsm.StartFlush{Token: token, DB: db, Async: async, Node: me})
-		if err == nil {
+		if err != nil && st.Setting("flush_enabled") != "true" {
+			return err // refused for good: no need to look for it in the state
+		}
+		if err == nil || r.flushStarted(ctx, token) {
+			// (An error with the flush started: a proposal retried after its first try
+			// committed, answered busy or exists. The flush it started is the answer.)
 			break
 		}
 		if now := r.cfg.Cluster.State().Flush; now.Active() && now.Token != token {
@@ -167,6 +172,20 @@ func (r *Replicator) Flush(ctx context.Context, db int, async bool) error {
 		return fmt.Errorf("flush failed, nothing was deleted: %s", end.Reason)
 	}
 	return nil
+}
+
+// flushStarted reports whether a flush with token shows in the node's state within a moment
+// (the proposal's error may come back before this node applied the entry that started it).
+func (r *Replicator) flushStarted(ctx context.Context, token string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	f, err := r.awaitFlush(ctx, func(st *fsm.State) *fsm.Flush {
+		if f := st.Flush; f != nil && f.Token == token {
+			return f
+		}
+		return nil
+	})
+	return err == nil && f != nil
 }
 
 // awaitFlush waits until done returns a flush for the node's state.
