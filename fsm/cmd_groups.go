@@ -18,6 +18,10 @@ type UpdateGroup struct {
 	// KeepPassword keeps the group's current password (Group.Password is ignored): the admin
 	// API never shows a password, so a change that does not mean to touch it cannot repeat it.
 	KeepPassword bool `json:"keep_password,omitempty"`
+	// KeepUser keeps the group's current user (Group.User is ignored), as the state applies
+	// it: an update that does not change the user cannot put back an older one read from a
+	// node's state that lags the leader's.
+	KeepUser bool `json:"keep_user,omitempty"`
 }
 
 // RemoveGroup removes a group that serves no slot.
@@ -81,6 +85,9 @@ func (c *UpdateGroup) apply(s *State, _ uint64) error {
 	g := c.Group.clone()
 	if c.KeepPassword {
 		g.Password = old.Password
+	}
+	if c.KeepUser {
+		g.User = old.User
 	}
 	// The failover record stays: epochs only grow, and the last failover is history.
 	g.Epoch, g.Failovers, g.LostBytes, g.DownVotes, g.DownAt, g.Failover, g.LastFailover = old.Epoch, old.Failovers, old.LostBytes, nil, nil, nil, old.LastFailover

@@ -208,6 +208,14 @@ func TestGroups(t *testing.T) {
 	if g := s.DCs["east"].Groups["g1"]; g.Master != "10.0.1.1:6379" || len(g.Replicas) != 1 {
 		t.Errorf("UpdateGroup changed its input: %+v", g)
 	}
+	// KeepUser and KeepPassword keep the group's current credentials, whatever the update
+	// carries (an admin update read its user from a state that may lag).
+	su := applyOK(t, s, 21, &UpdateGroup{DC: "east", Group: Group{ID: "g1", Master: "10.0.1.1:6379", User: "u2", Password: "p2"}})
+	su = applyOK(t, su, 22, &UpdateGroup{DC: "east", KeepUser: true, KeepPassword: true,
+		Group: Group{ID: "g1", Master: "10.0.1.1:6379", User: "u1-stale", Password: "ignored"}})
+	if g := su.DCs["east"].Groups["g1"]; g.User != "u2" || g.Password != "p2" {
+		t.Errorf("kept credentials: user %q, password set %v", g.User, g.Password == "p2")
+	}
 	applyRefused(t, s, &UpdateGroup{DC: "east", Group: Group{ID: "g9", Master: "10.0.9.9:6379"}}, "not_found", "group g9 does not exist in datacenter east")
 	applyRefused(t, s, &UpdateGroup{DC: "south", Group: Group{ID: "g1", Master: "10.0.9.9:6379"}}, "not_found", "datacenter south")
 	applyRefused(t, s, &UpdateGroup{DC: "east", Group: Group{ID: "g1", Master: "10.0.1.3:6379"}}, "exists", "already belongs to group g2")

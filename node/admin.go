@@ -123,7 +123,8 @@ func (n *Node) adminHandler() http.Handler {
 			writeError(w, err)
 			return
 		}
-		n.answer(w, n.Propose(r.Context(), &fsm.UpdateGroup{DC: r.PathValue("dc"), Group: g, KeepPassword: req.Password == nil}))
+		n.answer(w, n.Propose(r.Context(), &fsm.UpdateGroup{DC: r.PathValue("dc"), Group: g, KeepPassword: req.Password == nil,
+			KeepUser: req.User == nil}))
 	})
 	mux.HandleFunc("DELETE /groups/{dc}/{id}", func(w http.ResponseWriter, r *http.Request) {
 		n.answer(w, n.Propose(r.Context(), &fsm.RemoveGroup{DC: r.PathValue("dc"), ID: r.PathValue("id")}))
