@@ -3,6 +3,7 @@ package router
 import (
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -135,10 +136,20 @@ type client struct {
 	psShard atomic.Pointer[shardSub]
 }
 
-// shardSub is the slot and pool a session's sharded subscriptions live on.
+// shardSub is the slots and pool a session's sharded subscriptions live on: every slot it
+// subscribed in (one group serves them all), so that a move of any of them disconnects it.
+// It is replaced, never changed.
 type shardSub struct {
-	slot int
-	pool *backend.Pool
+	slots []int
+	pool  *backend.Pool
+}
+
+// with returns ss with slot among its slots (ss itself when it is there).
+func (ss *shardSub) with(slot int) *shardSub {
+	if slices.Contains(ss.slots, slot) {
+		return ss
+	}
+	return &shardSub{slots: append(slices.Clip(ss.slots), slot), pool: ss.pool}
 }
 
 // setAuthed records whether the session has authenticated (or needs not); until it has, its

@@ -90,6 +90,15 @@ func (c *client) queueTx(spec *command.Spec, cmd resp.Command) {
 		c.replyErr(errorf("ERR command '%s' cannot run inside MULTI on redraft", spec.Name))
 		return
 	}
+	if spec.Name == "sort" || spec.Name == "sort_ro" {
+		// The patterns are checked as outside MULTI: with several DCs the block runs in WRITE
+		// as redraft's internal user, which may read any key, redraft's own included.
+		if _, err := checkSortPatterns(cmd.Args); err != nil {
+			tx.aborted = true
+			c.replyErr(err)
+			return
+		}
+	}
 	c.keys = spec.Keys(cmd.Args, c.keys[:0])
 	slot, err := keySlot(cmd.Args, c.keys)
 	if err == nil && slot >= 0 && tx.slot >= 0 && slot != tx.slot {

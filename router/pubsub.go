@@ -210,13 +210,19 @@ func (c *client) pubsub(spec *command.Spec, cmd resp.Command, sharded bool) {
 		c.ps.mu.Lock()
 		if sharded {
 			c.ps.shard = pc
-			c.psShard.Store(&shardSub{slot: slot, pool: g.pool})
+			c.psShard.Store(&shardSub{slots: []int{slot}, pool: g.pool})
 		} else {
 			c.ps.main = pc
 			c.psMain.Store(g.pool)
 		}
 		c.ps.mu.Unlock()
 		c.s.goClient(c, "pub/sub copy", func() { c.pumpMessages(pc) }, nil)
+	}
+	if sharded && !unsub && slot >= 0 {
+		// A shard channel of another slot on the same group: its slot is watched too.
+		if ss := c.psShard.Load(); ss != nil {
+			c.psShard.Store(ss.with(slot))
+		}
 	}
 	if !unsub {
 		pc.pending.Store(true)

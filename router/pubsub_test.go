@@ -1,6 +1,8 @@
 package router
 
 import (
+	"errors"
+	"net"
 	"testing"
 	"time"
 
@@ -159,5 +161,42 @@ func TestUnsubscribeReturnsToNormal(t *testing.T) {
 	}
 	if l := r.line(); l != ":0" {
 		t.Fatalf("WAIT 0 0: %q", l)
+	}
+}
+
+// TestShardedSubscriberOfTwoSlots: a session subscribed to shard channels of two slots of one
+// group is disconnected when either slot moves (SPUBLISH of its channels goes to the new
+// group), not only when the first one does: it reconnects and subscribes again, instead of
+// missing the messages for good.
+func TestShardedSubscriberOfTwoSlots(t *testing.T) {
+	tc := startCluster(t, 2, 2, Config{})
+	a, b := keyIn("sa", 0, 2), keyIn("sb", 0, 2)
+	for slotOf(b) == slotOf(a) {
+		b += "x"
+	}
+	r := dialRaw(t, tc.addrs[0])
+	r.send("SSUBSCRIBE " + a + "\r\nSSUBSCRIBE " + b + "\r\n")
+	for range 2 {
+		if l := r.line(); l != "*3" {
+			t.Fatalf("SSUBSCRIBE: %q", l)
+		}
+		r.line()
+		r.line()
+		r.line()
+		r.line()
+		r.line()
+	}
+	st, err := fsm.ApplyCommand(tc.st, 90, &fsm.AssignSlots{DC: "dc1", Group: "g2", Ranges: []fsm.SlotRange{{From: slotOf(b), To: slotOf(b)}}, Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range tc.servers {
+		s.SetState(st)
+	}
+	_ = r.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	l, err := r.br.ReadString('\n')
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the subscriber of %s stayed connected after its slot moved (read %q, %v)", b, l, err)
 	}
 }

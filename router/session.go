@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"math"
+	"strconv"
 	"strings"
 
 	"github.com/redraft/redraft/router/command"
@@ -244,7 +245,15 @@ func cmdSelect(c *client, _ *command.Spec, cmd resp.Command) {
 		c.drain()
 	}
 	if c.watch != nil && c.watch.DB != db {
-		c.unwatch()
+		// Redis keeps watched keys watched across SELECT: the watch connection follows the
+		// session to the new database, so that EXEC there still aborts when a key watched in
+		// the old one changed (until session 41 SELECT dropped the watch and EXEC committed).
+		reply, err := c.watch.Do(appendCommand(nil, []string{"SELECT", strconv.Itoa(db)}), 1, c.s.cfg.BackendTimeout, nil)
+		if err != nil || !bytes.HasPrefix(reply, []byte("+OK")) {
+			c.watchLost = true // EXEC answers as a failed WATCH: the client retries
+		} else {
+			c.watch.DB = db
+		}
 	}
 	c.db = db
 	c.view.db.Store(int32(db))

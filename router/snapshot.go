@@ -288,8 +288,11 @@ func (s *Server) notifyClients(snap *snapshot) {
 			c.closeConn()
 		}
 		if ss := c.psShard.Load(); ss != nil {
-			if g := snap.slots[ss.slot].g; g == nil || g.pool != ss.pool {
-				c.closeConn()
+			for _, sl := range ss.slots {
+				if g := snap.slots[sl].g; g == nil || g.pool != ss.pool {
+					c.closeConn()
+					break
+				}
 			}
 		}
 		if op := c.blk.Load(); op != nil && (op.stale(snap) || snap.flushing != nil) {

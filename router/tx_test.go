@@ -1,6 +1,7 @@
 package router
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -80,5 +81,70 @@ func TestWatch(t *testing.T) {
 	}
 	if v := c.Get(ctx, "{w}n").Val(); v != "6" {
 		t.Fatalf("value = %q, want 6", v)
+	}
+}
+
+// TestWatchSurvivesSelect: a key watched in one database stays watched after SELECT, as in
+// Redis: a change of it aborts an EXEC run in another database, and without a change the
+// block commits in the database selected last.
+func TestWatchSurvivesSelect(t *testing.T) {
+	for _, dcs := range []int{1, 2} {
+		t.Run(strconv.Itoa(dcs)+"DC", func(t *testing.T) {
+			var tc *testCluster
+			if dcs == 1 {
+				tc = startCluster(t, 1, 1, Config{})
+			} else {
+				tc = startXDC(t, 1, Config{})
+			}
+			ctx := ctxT(t)
+			other := tc.client(0)
+			r := dialRaw(t, tc.addrs[0])
+			other.Set(ctx, "{s}k", "1", 0)
+			r.send("WATCH {s}k\r\nSELECT 1\r\n")
+			if l := r.line() + r.line(); l != "+OK+OK" {
+				t.Fatalf("WATCH, SELECT: %q", l)
+			}
+			if err := other.Set(ctx, "{s}k", "2", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			r.send("MULTI\r\nSET {s}x y\r\nEXEC\r\n")
+			if l := r.line() + r.line(); l != "+OK+QUEUED" {
+				t.Fatalf("MULTI: %q", l)
+			}
+			if l := r.line(); l != "*-1" && l != "_" {
+				t.Fatalf("EXEC after the watched key changed in database 0: %q, want a failed WATCH", l)
+			}
+			if n := tc.directDB(0, 1).Exists(ctx, "{s}x").Val(); n != 0 {
+				t.Fatal("the aborted block wrote database 1")
+			}
+			// No change: committed, in database 1.
+			r.send("SELECT 0\r\nWATCH {s}k\r\nSELECT 1\r\nMULTI\r\nSET {s}x y\r\nEXEC\r\n")
+			for _, want := range []string{"+OK", "+OK", "+OK", "+OK", "+QUEUED", "*1", "+OK"} {
+				if l := r.line(); l != want {
+					t.Fatalf("got %q, want %q", l, want)
+				}
+			}
+			if v := tc.directDB(0, 1).Get(ctx, "{s}x").Val(); v != "y" {
+				t.Fatalf("database 1 {s}x = %q", v)
+			}
+		})
+	}
+}
+
+// TestSortPatternsCheckedInMulti: SORT's BY and GET patterns are checked when queued in MULTI as
+// outside it: one that could name redraft's internal keys aborts the block (with several DCs
+// the block runs as the internal user, which may read them).
+func TestSortPatternsCheckedInMulti(t *testing.T) {
+	tc := startXDC(t, 1, Config{})
+	r := dialRaw(t, tc.addrs[0])
+	r.send("RPUSH {t}l a\r\nMULTI\r\nSORT {t}l BY nosort GET __redraft:*->f\r\nEXEC\r\n")
+	if l := r.line() + r.line(); l != ":1+OK" {
+		t.Fatalf("RPUSH, MULTI: %q", l)
+	}
+	if l := r.line(); !strings.HasPrefix(l, "-ERR GET pattern of SORT must start") && !strings.HasPrefix(l, "-ERR GET option of SORT denied") {
+		t.Fatalf("SORT with an internal pattern in MULTI: %q", l)
+	}
+	if l := r.line(); !strings.HasPrefix(l, "-EXECABORT") {
+		t.Fatalf("EXEC: %q, want EXECABORT", l)
 	}
 }
