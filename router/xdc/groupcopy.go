@@ -74,6 +74,11 @@ type LogStartRequest struct {
 	Log LogID  `json:"log"`
 	DB  int    `json:"db"`
 	At  string `json:"at"`
+	// NotAfter (unix ms, 0: none) is when the copy's lock may lapse at the earliest, less a
+	// margin: a start that reaches the destination later is refused, since another node may
+	// be copying the group by then, and a late start would lower where the destination stands
+	// below what that copy's shipping applied since (entries applied twice).
+	NotAfter int64 `json:"not_after,omitempty"`
 }
 
 // copyGroup copies the shipper's group in full to its destination and returns the position
@@ -153,8 +158,17 @@ func (s *logShipper) copyGroup(ctx context.Context, loss bool) (string, error) {
 		}
 		keys += n
 	}
-	req := LogStartRequest{Log: g.log, DB: g.db, At: at}
-	if err := r.callDC(ctx, r.cfg.Cluster.State(), s.dest, "", RPCLogStart, req, nil); err != nil {
+	// The lock must still be this copy's when the start lands: renewed now, it lasts
+	// copyLockTTL, and the start is refused after half of that (a slow chunk or a slow
+	// destination may have outlived the lock, and another node may copy the group now).
+	if err := hold(ctx); err != nil {
+		return "", err
+	}
+	req := LogStartRequest{Log: g.log, DB: g.db, At: at, NotAfter: time.Now().Add(copyLockTTL / 2).UnixMilli()}
+	sctx, cancel := context.WithTimeout(ctx, copyLockTTL/2)
+	err = r.callDC(sctx, r.cfg.Cluster.State(), s.dest, "", RPCLogStart, req, nil)
+	cancel()
+	if err != nil {
 		return "", fmt.Errorf("start from %s: %w", at, err)
 	}
 	// The copy holds whatever the slots' outboxes held (logdrain.go).
@@ -721,6 +735,9 @@ func (r *Replicator) firstTrimWarning(src LogID, gid string, db int, from string
 func (r *Replicator) HandleLogStart(ctx context.Context, req LogStartRequest) (struct{}, error) {
 	if err := r.checkSource(req.Log.DC); err != nil {
 		return struct{}{}, err
+	}
+	if req.NotAfter > 0 && time.Now().UnixMilli() > req.NotAfter {
+		return struct{}{}, fmt.Errorf("xdc: the start of %s's copy at %s came after its lock may have lapsed: the copy starts over", req.Log, req.At)
 	}
 	st := r.cfg.Cluster.State() // LOG_START refuses a bad id before it changes anything
 	groups := r.representatives(st)

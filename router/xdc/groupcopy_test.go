@@ -344,3 +344,27 @@ func TestOutboxesDrainedWaitsForAMigration(t *testing.T) {
 		t.Fatal("the drain was not recorded")
 	}
 }
+
+// TestLateLogStartRefused: a copy's start that reaches the destination after the time it
+// carries (its copy lock may have lapsed, and another node may copy the group by then) is
+// refused and changes nothing; one in time sets where the destination stands.
+func TestLateLogStartRefused(t *testing.T) {
+	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "dc1", "dc2")
+	raiseFormat(t, n, LogDataFormat)
+	ctx := context.Background()
+	log := LogID{DC: "dc1", Group: "g-dc1"}
+	late := LogStartRequest{Log: log, At: "5-0", NotAfter: time.Now().Add(-time.Second).UnixMilli()}
+	if _, err := dcs[1].repl.HandleLogStart(ctx, late); err == nil || !strings.Contains(err.Error(), "lock may have lapsed") {
+		t.Fatalf("a late start: %v", err)
+	}
+	if f := dcs[1].rc.HGet(ctx, LogInboxKey(log), "f").Val(); f != "" {
+		t.Fatalf("a late start moved the position to %q", f)
+	}
+	inTime := LogStartRequest{Log: log, At: "5-0", NotAfter: time.Now().Add(time.Minute).UnixMilli()}
+	if _, err := dcs[1].repl.HandleLogStart(ctx, inTime); err != nil {
+		t.Fatalf("a start in time: %v", err)
+	}
+	if f := dcs[1].rc.HGet(ctx, LogInboxKey(log), "f").Val(); f != "5-0" {
+		t.Fatalf("position after a start in time: %q", f)
+	}
+}
