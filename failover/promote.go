@@ -125,7 +125,10 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 			promoted = a
 		}
 	}
-	if errs[0] == nil && infos[0].Role == "master" && promoted == "" && f.FromRunID != "" && infos[0].RunID == f.FromRunID {
+	// A group without replicas has nothing to promote: its master answering again, as any
+	// process, ends the failover (what a restart lost is lost either way).
+	if errs[0] == nil && infos[0].Role == "master" && promoted == "" &&
+		(f.FromRunID != "" && infos[0].RunID == f.FromRunID || len(g.Replicas) == 0) {
 		w.log.Warn("failover cancelled: the master answers again, same process", "group", g.ID, "master", f.From)
 		return "", "", w.finish(ctx, g, f, f.From, 0)
 	}

@@ -187,3 +187,33 @@ func TestPromoteWaitsOutACutOffNodesLease(t *testing.T) {
 		t.Fatalf("promoted %v after the failover was seen, before the cut-off node's lease (%v) ran out", d, lease)
 	}
 }
+
+// TestNoReplicaGroupEndsWhenTheMasterIsBack: a group without replicas has nothing to promote,
+// so its master answering again ends the failover, even as a new process (restarted from its
+// disk, or empty: what a restart lost is lost either way), instead of holding the group down.
+func TestNoReplicaGroupEndsWhenTheMasterIsBack(t *testing.T) {
+	ctx := context.Background()
+	m := testredis.Start(t)
+	g := &fsm.Group{ID: "g1", Master: m.Addr}
+	st := &fsm.State{DCs: map[string]*fsm.DC{"dc1": {Name: "dc1", Groups: map[string]*fsm.Group{"g1": g}}}}
+	w := New(Config{Cluster: &stateCluster{st: st}})
+	defer w.adm.close()
+	w.started = time.Now()
+	w.tick(ctx)
+	s, _ := w.server(m.Addr)
+	f := fsm.Failover{Epoch: 1, From: m.Addr, FromRunID: s.runID, Executor: "n2"}
+	if err := m.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s, _ := w.server(m.Addr); s.runID == f.FromRunID || s.err != nil; s, _ = w.server(m.Addr) {
+		if time.Now().After(deadline) {
+			t.Fatal("the restarted master was never probed")
+		}
+		w.tick(ctx)
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	if to, why, err := w.promote(ctx, st, g, f, time.Now()); err != errDone || to != "" {
+		t.Fatalf("promote = %q, %q, %v; want the failover ended", to, why, err)
+	}
+}

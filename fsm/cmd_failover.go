@@ -215,11 +215,13 @@ func (c *ReportServer) apply(s *State, index uint64) error {
 		delete(g.DownVotes, c.Node)
 		delete(g.DownAt, c.Node)
 	}
-	if g.Failover != nil {
+	if g.Failover != nil || !c.Down {
+		// A withdrawal starts nothing: it can only take a vote away, and a majority of
+		// fresh votes started a failover when its last vote came.
 		return nil
 	}
 	voters := s.MasterDownVoters(c.DC, g)
-	if c.Down && c.At > 0 {
+	if c.At > 0 {
 		oldest := c.At - (DownVoteLife + 2*s.SettingDuration("master_down_after")).Milliseconds()
 		voters = slices.DeleteFunc(voters, func(id string) bool { at, ok := g.DownAt[id]; return ok && at < oldest })
 	}

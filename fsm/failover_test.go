@@ -36,6 +36,16 @@ func TestStaleDownVoteCountsForNothing(t *testing.T) {
 	if g := s.DCs["east"].Groups["g1"]; g.DownAt["n1"] != 1_000_000+life+2 || before.DCs["east"].Groups["g1"].DownAt["n1"] != 1_000_000 {
 		t.Fatalf("vote times: %v, before %v", g.DownAt, before.DCs["east"].Groups["g1"].DownAt)
 	}
+	// Two stale votes that never made a majority together are not counted when a third
+	// node withdraws its fresh one: a withdrawal starts nothing.
+	s = failoverState(t)
+	s = applyOK(t, s, s.Index+1, &ReportServer{DC: "east", Group: "g1", Node: "n1", Addr: m, Down: true, At: 1_000_000})
+	s = applyOK(t, s, s.Index+1, &ReportServer{DC: "east", Group: "g1", Node: "n4", Addr: m, Down: true, At: 1_000_000 + life + 1})
+	s = applyOK(t, s, s.Index+1, &ReportServer{DC: "east", Group: "g1", Node: "n2", Addr: m, Down: true, At: 1_000_000 + 3*life})
+	s = applyOK(t, s, s.Index+1, &ReportServer{DC: "east", Group: "g1", Node: "n2", Addr: m})
+	if g := s.DCs["east"].Groups["g1"]; g.Failover != nil {
+		t.Fatalf("a withdrawal started a failover from stale votes: %+v", g.Failover)
+	}
 	// Withdrawn, the vote's time goes too.
 	s = failoverState(t)
 	s = applyOK(t, s, s.Index+1, &ReportServer{DC: "east", Group: "g1", Node: "n1", Addr: m, Down: true, At: 5})
