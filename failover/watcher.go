@@ -371,21 +371,22 @@ func (w *Watcher) vote(ctx context.Context, st *fsm.State, g *fsm.Group) {
 	if !ok {
 		return
 	}
-	down := s.err != nil && time.Since(s.lastOK) >= st.SettingDuration("master_down_after")
+	now := time.Now()
+	down := s.err != nil && now.Sub(s.lastOK) >= st.SettingDuration("master_down_after")
 	w.mu.Lock()
-	renew := time.Since(w.votedAt[g.ID]) >= fsm.DownVoteRenew
+	renew := now.Sub(w.votedAt[g.ID]) >= fsm.DownVoteRenew
 	w.mu.Unlock()
 	switch voted := g.DownVotes[me]; {
 	case down && (voted != g.Master || renew && g.Failover == nil):
 		if voted != g.Master {
 			w.log.Warn("master not reached: voting it down", "group", g.ID, "master", g.Master,
-				"for", time.Since(s.lastOK).Round(time.Millisecond), "err", s.err)
+				"for", now.Sub(s.lastOK).Round(time.Millisecond), "err", s.err)
 		}
 		w.mu.Lock()
-		w.votedAt[g.ID] = time.Now()
+		w.votedAt[g.ID] = now
 		w.mu.Unlock()
 		w.propose(ctx, "vote/"+g.ID, &fsm.ReportServer{DC: w.cl.DC(), Group: g.ID, Node: me, Addr: g.Master, Down: true,
-			RunID: s.runID, At: time.Now().UnixMilli()})
+			RunID: s.runID, At: now.UnixMilli()})
 	case !down && s.err == nil && voted != "":
 		w.log.Info("master answers again: vote withdrawn", "group", g.ID, "master", voted)
 		w.propose(ctx, "vote/"+g.ID, &fsm.ReportServer{DC: w.cl.DC(), Group: g.ID, Node: me, Addr: voted})

@@ -307,13 +307,11 @@ func (c *FinishFailover) apply(s *State, index uint64) error {
 	}
 	g, _ := s.writableGroup(c.DC, c.Group)
 	if c.NewMaster == "" {
-		nf := *g.Failover // the state's failover is shared with older states: copy, then change
 		if c.Promoting != "" {
-			nf.Promoting, nf.PromotingRunID, nf.Stalled = c.Promoting, c.PromotingRunID, ""
+			g.Failover.Promoting, g.Failover.PromotingRunID, g.Failover.Stalled = c.Promoting, c.PromotingRunID, ""
 		} else {
-			nf.Stalled = c.Stalled
+			g.Failover.Stalled = c.Stalled
 		}
-		g.Failover = &nf
 		return nil
 	}
 	done := *g.Failover

@@ -53,35 +53,17 @@ var xreadGroupID = command.ByName("xreadgroup").ID
 var errStreamsNamed = errorf("ERR redraft: XREADGROUP names a group or consumer STREAMS where its key specs look for the STREAMS keyword: Redis reads the streams after the next STREAMS, the key specs (and so the slot check and the record for the other DCs) after this one; put GROUP first or rename the group or consumer")
 
 // xreadGroupRefused refuses an XREADGROUP whose key specs find other keys than Redis reads.
-// Redis's xreadCommand reads the options in order (GROUP and its two names, COUNT or BLOCK and
-// a value, NOACK) up to STREAMS; the key specs search for the first STREAMS from the fourth
-// argument on. They part when options before GROUP push a group or consumer named STREAMS to
-// the fourth argument or later: XREADGROUP COUNT 1 GROUP g STREAMS STREAMS k > reads stream k,
-// while the key specs name STREAMS and k.
+// Redis reads the options in order up to STREAMS (xreadOptions); the key specs search for the
+// first STREAMS from the fourth argument on. They part when options before GROUP push a group
+// or consumer named STREAMS to the fourth argument or later: XREADGROUP COUNT 1 GROUP g
+// STREAMS STREAMS k > reads stream k, while the key specs name STREAMS and k.
 func xreadGroupRefused(args [][]byte) error {
-	streams := []byte("streams")
-	redisAt := -1
-scan:
-	for i := 1; i < len(args); i++ {
-		more := len(args) - i - 1
-		switch a := args[i]; {
-		case bytes.EqualFold(a, streams) && more > 0:
-			redisAt = i
-			break scan
-		case bytes.EqualFold(a, []byte("group")) && more >= 2:
-			i += 2
-		case (bytes.EqualFold(a, []byte("count")) || bytes.EqualFold(a, []byte("block"))) && more > 0:
-			i++
-		case bytes.EqualFold(a, []byte("noack")):
-		default:
-			return nil // Redis answers a syntax error, before reading anything
-		}
-	}
+	_, redisAt := xreadOptions(args)
 	if redisAt < 4 {
 		return nil // none, or no GROUP before it: Redis answers an error
 	}
 	for i := 4; i < len(args); i++ {
-		if bytes.EqualFold(args[i], streams) {
+		if bytes.EqualFold(args[i], []byte("streams")) {
 			if i != redisAt {
 				return errStreamsNamed
 			}

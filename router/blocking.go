@@ -38,28 +38,18 @@ func registerBlocking() {
 func blockTimeout(name string, args [][]byte) (d time.Duration, blocks, ok bool) {
 	switch name {
 	case "xread", "xreadgroup":
-		// The options as xreadCommand reads them: GROUP takes two arguments (a group or
-		// consumer named BLOCK is a name), COUNT one, STREAMS ends them.
-		for i := 1; i+1 < len(args); i++ {
-			switch a := args[i]; {
-			case bytes.EqualFold(a, []byte("streams")):
-				return 0, false, true
-			case bytes.EqualFold(a, []byte("group")):
-				i += 2
-			case bytes.EqualFold(a, []byte("count")):
-				i++
-			case bytes.EqualFold(a, []byte("block")):
-				ms, ok := command.ParseInt(args[i+1])
-				if !ok || ms < 0 {
-					return 0, true, false
-				}
-				if ms > math.MaxInt64/int64(time.Millisecond) {
-					ms = 0 // past what a Duration holds: as good as forever
-				}
-				return time.Duration(ms) * time.Millisecond, true, true
-			}
+		at, _ := xreadOptions(args)
+		if at < 0 {
+			return 0, false, true
 		}
-		return 0, false, true
+		ms, ok := command.ParseInt(args[at])
+		if !ok || ms < 0 {
+			return 0, true, false
+		}
+		if ms > math.MaxInt64/int64(time.Millisecond) {
+			ms = 0 // past what a Duration holds: as good as forever
+		}
+		return time.Duration(ms) * time.Millisecond, true, true
 	case "blmpop", "bzmpop":
 		d, ok := timeoutSecs(args[1])
 		return d, true, ok
@@ -67,6 +57,34 @@ func blockTimeout(name string, args [][]byte) (d time.Duration, blocks, ok bool)
 		d, ok := timeoutSecs(args[len(args)-1])
 		return d, true, ok
 	}
+}
+
+// xreadOptions reads XREAD's and XREADGROUP's options as Redis's xreadCommand does, in order
+// up to STREAMS: GROUP and its two names (a group or consumer named BLOCK or STREAMS is a
+// name), COUNT or BLOCK and a value, NOACK. It returns the position of the first BLOCK's value
+// and of the STREAMS keyword (-1: none, or an option Redis refuses before reading anything).
+func xreadOptions(args [][]byte) (block, streams int) {
+	block = -1
+	for i := 1; i < len(args); i++ {
+		more := len(args) - i - 1
+		switch a := args[i]; {
+		case bytes.EqualFold(a, []byte("streams")) && more > 0:
+			return block, i
+		case bytes.EqualFold(a, []byte("group")) && more >= 2:
+			i += 2
+		case bytes.EqualFold(a, []byte("block")) && more > 0:
+			if block < 0 {
+				block = i + 1 // Redis refuses a bad value at the first
+			}
+			i++
+		case bytes.EqualFold(a, []byte("count")) && more > 0:
+			i++
+		case bytes.EqualFold(a, []byte("noack")):
+		default:
+			return -1, -1 // a syntax error: Redis reads nothing
+		}
+	}
+	return block, -1
 }
 
 // timeoutSecs reads a timeout in seconds as Redis does (strtold, then milliseconds as a long

@@ -309,7 +309,7 @@ func TestXDCConsumerGroups(t *testing.T) {
 		t.Fatalf("XCLAIM of a deleted entry = %v, %v", got, err)
 	}
 	wantEffects(t, "XCLAIM of a deleted entry", tc.lastEffects(t, slotOf(g)), "XCLAIM "+g+" grp c4 0 "+ids[1]+" JUSTID")
-	if got, _, err := c.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: g, Group: "grp", Consumer: "c5", MinIdle: 100 * time.Millisecond, Start: "0"}).Result(); err != nil || len(got) != 1 || got[0].ID != last {
+	if got, _, err := c.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: g, Group: "grp", Consumer: "c5", MinIdle: 100 * time.Millisecond, Start: last}).Result(); err != nil || len(got) != 1 || got[0].ID != last {
 		t.Fatalf("XAUTOCLAIM = %v, %v", got, err)
 	}
 	wantEffects(t, "XAUTOCLAIM", tc.lastEffects(t, slotOf(g)), "XCLAIM "+g+" grp c5 0 "+last+" JUSTID")

@@ -37,39 +37,27 @@ const gcSlotsPerTick = 64
 const gcLua = `
 local meta, inbox = KEYS[1], KEYS[2]
 ` + stampLua + elemLua + `
--- counted tells whether k kept counters: a c: vector, or an element state with counters (an
--- element hash of more than 128 states is taken to hold some, to bound the unpacking).
-local function counted(k)
-  if redis.call('HEXISTS', meta, 'c:' .. k) == 1 then return true end
+-- elemStates reads k's element states once: the newest stamp they record, in ms (an add, the
+-- add a remove had seen, a remove's own; 0 without states), and whether any holds counters.
+-- More than 128 states are not unpacked: no stamp, and taken to hold counters, so that such a
+-- key waits the counter margin. A tombstone's element states go with it, so they must be older
+-- than every other DC's position too: a remove's record of an add still on its way here is
+-- what keeps that add out.
+local function elemStates(k)
   local ek = ekey(k)
   local n = redis.call('HLEN', ek)
-  if n == 0 then return false end
-  if n > 128 then return true end
-  local all = redis.call('HVALS', ek)
-  for i = 1, #all do
-    if cmsgpack.unpack(all[i]).c then return true end
-  end
-  return false
-end
--- elemNewest returns, in ms, the newest stamp k's element states record (an add, the add a
--- remove had seen, a remove's own), 0 without states, or nil for more than 128 states (too
--- many to unpack here: such a key waits the counter margin, as counted says). A tombstone's
--- element states go with it, so they must be older than every other DC's position too: a
--- remove's record of an add that is still on its way here is what keeps that add out.
-local function elemNewest(k)
-  local ek = ekey(k)
-  local n = redis.call('HLEN', ek)
-  if n == 0 then return 0 end
-  if n > 128 then return nil end
-  local top = 0
+  if n == 0 then return 0, false end
+  if n > 128 then return nil, true end
+  local top, counters = 0, false
   local all = redis.call('HVALS', ek)
   for i = 1, #all do
     local st = cmsgpack.unpack(all[i])
+    if st.c then counters = true end
     for _, a in pairs(st.a or {}) do if a[1] > top then top = a[1] end end
     for _, x in pairs(st.r or {}) do if x > top then top = x end end
     for _, x in pairs(st.rc or {}) do if x[1] > top then top = x[1] end end
   end
-  return top / 4096
+  return top / 4096, counters
 end
 local horizon = nil
 local function lower(id)
@@ -95,11 +83,17 @@ for i = 1, #f, 2 do
   if k and redis.call('EXISTS', k) == 0 then
     seen = seen + 1
     local ms = tsOf(f[i + 1]) / 4096
-    if ms < horizon - margin then ms = math.max(ms, elemNewest(k) or 0) end
-    if ms < horizon - margin and (ms < horizon - cmargin or not counted(k)) then
-      redis.call('HDEL', meta, f[i], 'c:' .. k, 'v:' .. k, 'b:' .. k)
-      redis.call('DEL', ekey(k))
-      gone = gone + 1
+    if ms < horizon - margin then
+      -- A key that kept counters (a c: vector, or element states with counters) waits the
+      -- counter margin.
+      local newest, counters = elemStates(k)
+      ms = math.max(ms, newest or 0)
+      if ms < horizon - margin and (ms < horizon - cmargin or
+          (not counters and redis.call('HEXISTS', meta, 'c:' .. k) == 0)) then
+        redis.call('HDEL', meta, f[i], 'c:' .. k, 'v:' .. k, 'b:' .. k)
+        redis.call('DEL', ekey(k))
+        gone = gone + 1
+      end
     end
   end
 end

@@ -233,10 +233,11 @@ local function lastEntry(ob, known)
   return known or ''
 end
 -- setOne is writeOne for the most common write, a plain SET k v (no option) of a key without
--- a counter vector (its own or adopted) or element states, in a slot not being copied: the same reply, entry,
--- feed entry and stamp as writeOne's, with four Lua calls less (the copy lock and the element
--- hash in one EXISTS, the stamp and the counter vector in one HMGET) and none of writeOne's
--- planning. It answers nil, having changed nothing, for any other write.
+-- a counter vector (its own, c:, or one adopted from another DC's write, v:, which the general
+-- path's observed() drops) or element states, in a slot not being copied: the same reply,
+-- entry, feed entry and stamp as writeOne's, with four Lua calls less (the copy lock and the
+-- element hash in one EXISTS, the stamp and the counter vectors in one HMGET) and none of
+-- writeOne's planning. It answers nil, having changed nothing, for any other write.
 -- logOr returns where the write recorded in ob (the slot's outbox or the group's log) goes.
 -- A group's log opens with its first write, which sets OutboxesClosedKey; from then on a
 -- write meant for a slot's outbox, from a node that has not yet applied the cluster's raise to
@@ -262,8 +263,6 @@ local function setOne(KEYS, ARGV, ob)
   if redis.call('EXISTS', KEYS[3], ekey(k)) ~= 0 then return nil end
   -- The outbox's last entry the metadata recorded (o:<dc>), for a slot's outbox only: a
   -- group's log needs no predecessor.
-  -- A counter vector (c:) or one adopted from another DC's write (v:) goes to the general
-  -- path, whose observed() records or drops it.
   local of, m, prev = nil, nil, ''
   if ob == '` + LogKey + `' then
     m = redis.call('HMGET', meta, 's:' .. k, 'c:' .. k, 'v:' .. k)
