@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"net"
+	"slices"
+	"sort"
 	"strconv"
 )
 
@@ -91,6 +93,19 @@ func (c *UpdateGroup) apply(s *State, _ uint64) error {
 	}
 	// The failover record stays: epochs only grow, and the last failover is history.
 	g.Epoch, g.Failovers, g.LostBytes, g.DownVotes, g.DownAt, g.Failover, g.LastFailover = old.Epoch, old.Failovers, old.LostBytes, nil, nil, nil, old.LastFailover
+	// So do the fenced former masters the update does not list again: an update that names
+	// none (the admin API's never does) dropped them, and a fenced master that came back was
+	// then neither demoted nor kept from another group.
+	for _, a := range old.Fenced {
+		if a != g.Master && !slices.Contains(g.Replicas, a) && !slices.Contains(g.Fenced, a) {
+			g.Fenced = append(g.Fenced, a)
+		}
+	}
+	g.Fenced = slices.DeleteFunc(g.Fenced, func(a string) bool { return a == g.Master || slices.Contains(g.Replicas, a) })
+	sort.Strings(g.Fenced)
+	if len(g.Fenced) == 0 {
+		g.Fenced = nil
+	}
 	dc = s.writableDC(c.DC)
 	dc.Groups[g.ID] = g
 	return nil
@@ -109,6 +124,11 @@ func (c *RemoveGroup) apply(s *State, _ uint64) error {
 	}
 	if n := dc.SlotCount(c.ID); n > 0 {
 		return errf("busy", "group %s in datacenter %s still serves %d slots: migrate them to another group first (redraft migrate --dc %s --slots ... --to GROUP)", c.ID, c.DC, n, c.DC)
+	}
+	// Nor while it fails over: the executor still acts on its servers, and a group added again
+	// under the id would start at epoch 0, where the old executor's FinishFailover could land.
+	if f := dc.Groups[c.ID].Failover; f != nil {
+		return errf("busy", "group %s in datacenter %s is failing over (epoch %d, from %s): wait for it to finish", c.ID, c.DC, f.Epoch, f.From)
 	}
 	for _, m := range s.Migrations {
 		if m.Active() && m.DC == c.DC && (m.From == c.ID || m.To == c.ID) {

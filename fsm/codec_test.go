@@ -131,9 +131,44 @@ func TestDecodeErrors(t *testing.T) {
 	if c, err := Decode([]byte{byte(TypeRemoveNode), 0, 'n', 'u', 'l', 'l'}); err != nil || !reflect.DeepEqual(c, &RemoveNode{}) {
 		t.Errorf("version 0 null: %v %v", c, err)
 	}
-	// Unknown JSON fields are ignored (a newer leader may add optional fields).
-	if c, err := Decode(append([]byte{byte(TypeRemoveNode), 1}, `{"id":"n1","later":true}`...)); err != nil || !reflect.DeepEqual(c, &RemoveNode{ID: "n1"}) {
-		t.Errorf("extra field: %v %v", c, err)
+	// A field this build does not know is refused: a newer build's field carries a meaning
+	// this one would drop (UpdateGroup's keep_user, read as false, replaced the group's user).
+	for _, in := range [][]byte{
+		append([]byte{byte(TypeRemoveNode), 1}, `{"id":"n1","later":true}`...),
+		append([]byte{byte(TypeUpdateGroup), 1}, `{"dc":"east","group":{"id":"g1","master":"10.0.1.2:6379"},"keep_later":true}`...),
+	} {
+		if c, err := Decode(in); !errors.Is(err, ErrUnreadable) || c != nil || !strings.Contains(err.Error(), "later") {
+			t.Errorf("extra field %s: %v %v", in[2:], c, err)
+		}
+	}
+	// Every other error is one too, so that a node stops at such an entry.
+	for _, tc := range cases {
+		if _, err := Decode(tc.in); !errors.Is(err, ErrUnreadable) {
+			t.Errorf("%s: %v does not wrap ErrUnreadable", tc.name, err)
+		}
+	}
+	// Whitespace after the body is no error (json.Unmarshal allowed it).
+	if _, err := Decode(append(append([]byte(nil), good...), ' ', '\n')); err != nil {
+		t.Errorf("trailing space: %v", err)
+	}
+}
+
+// TestSnapshotRefusesUnknownFields: a state with a field this build does not know (a newer
+// build's snapshot) is refused, not restored without it.
+func TestSnapshotRefusesUnknownFields(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteSnapshot(&b, testState(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadSnapshot(bytes.NewReader(b.Bytes())); err != nil {
+		t.Fatalf("own snapshot: %v", err)
+	}
+	newer := bytes.Replace(b.Bytes(), []byte(`"state":{`), []byte(`"state":{"later":{"x":1},`), 1)
+	if bytes.Equal(newer, b.Bytes()) {
+		t.Fatal("the snapshot has no state object to add a field to")
+	}
+	if _, err := ReadSnapshot(bytes.NewReader(newer)); err == nil || !strings.Contains(err.Error(), "later") {
+		t.Errorf("snapshot with an unknown field: %v", err)
 	}
 }
 

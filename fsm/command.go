@@ -1,9 +1,11 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 )
 
 // CmdType identifies a command in the Raft log. Types with IgnoreUnknownFlag set may be skipped
@@ -59,10 +61,21 @@ func Encode(c Command) ([]byte, error) {
 // ErrSkipped is returned by Decode for an unknown command type marked ignorable.
 var ErrSkipped = errors.New("fsm: unknown ignorable command skipped")
 
-// Decode parses a log entry written by Encode.
+// ErrUnreadable is wrapped by every Decode error but ErrSkipped: the entry is not one this build
+// can read (a type, codec version or field it does not know, or bytes that are no command). A
+// node must not apply the entries after such a one as if it were not there: a newer build's
+// command skipped, or a field it did not see (an UpdateGroup's KeepUser, a FinishFailover's
+// Executor), leaves this node's state different from the others' for good. So the node stops
+// applying (node/raft.go), and an entry is checked before it is proposed (node/propose.go).
+var ErrUnreadable = errors.New("this build cannot read it: upgrade this node")
+
+// Decode parses a log entry written by Encode. A field the command does not have is an error
+// (ErrUnreadable), not ignored: a field a newer build added carries a meaning this build would
+// drop. So a field added to a command must be omitempty, its zero value the old behaviour: a
+// newer build's entry that does not use it still reads on an older one.
 func Decode(b []byte) (Command, error) {
 	if len(b) < 2 {
-		return nil, fmt.Errorf("fsm: entry too short (%d bytes)", len(b))
+		return nil, fmt.Errorf("fsm: entry too short (%d bytes): %w", len(b), ErrUnreadable)
 	}
 	t := CmdType(b[0])
 	f, ok := registry[t]
@@ -70,16 +83,29 @@ func Decode(b []byte) (Command, error) {
 		if t&IgnoreUnknownFlag != 0 {
 			return nil, ErrSkipped
 		}
-		return nil, fmt.Errorf("fsm: unknown command type %d (is this node older than the leader?)", t)
+		return nil, fmt.Errorf("fsm: unknown command type %d (is this node older than the leader?): %w", t, ErrUnreadable)
 	}
 	if b[1] > codecVersion {
-		return nil, fmt.Errorf("fsm: command type %d has version %d, this node knows up to %d", t, b[1], codecVersion)
+		return nil, fmt.Errorf("fsm: command type %d has version %d, this node knows up to %d: %w", t, b[1], codecVersion, ErrUnreadable)
 	}
 	c := f()
-	if err := json.Unmarshal(b[2:], c); err != nil {
-		return nil, fmt.Errorf("fsm: decode %s: %w", c.Name(), err)
+	if err := decodeStrict(b[2:], c); err != nil {
+		return nil, fmt.Errorf("fsm: decode %s: %v: %w", c.Name(), err, ErrUnreadable)
 	}
 	return c, nil
+}
+
+// decodeStrict is json.Unmarshal that refuses fields v does not have.
+func decodeStrict(b []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return errors.New("data after the command")
+	}
+	return nil
 }
 
 // Apply applies the log entry at index to s and returns the new state; s is not changed. A

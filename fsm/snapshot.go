@@ -22,7 +22,11 @@ func WriteSnapshot(w io.Writer, s *State) error {
 // ReadSnapshot reads a state written by WriteSnapshot.
 func ReadSnapshot(r io.Reader) (*State, error) {
 	var f snapshotFile
-	if err := json.NewDecoder(r).Decode(&f); err != nil {
+	// A field this build does not know is refused, as in a command (Decode): a newer build's
+	// state restored without it would differ from the others' for good.
+	d := json.NewDecoder(r)
+	d.DisallowUnknownFields()
+	if err := d.Decode(&f); err != nil {
 		return nil, fmt.Errorf("fsm: read snapshot: %w", err)
 	}
 	if f.Version != snapshotVersion || f.State == nil {

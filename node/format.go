@@ -71,8 +71,17 @@ func (n *Node) reportDataFormat(ctx context.Context) error {
 // raiseDataFormat, at the leader, raises the cluster's data format by one when every member runs
 // the next format and acts on the current one.
 func (n *Node) raiseDataFormat() {
-	to, _ := n.State().NextDataFormat()
+	n.joinMu.Lock()
+	defer n.joinMu.Unlock()
+	st := n.State()
+	to, _ := st.NextDataFormat()
 	if to == 0 {
+		return
+	}
+	// A Raft member the state does not know is a join in flight (or one that failed after
+	// its Raft step): its build's format is not among the members' yet.
+	if id := n.unknownRaftMember(st); id != "" {
+		n.log.Info("the data format is not raised while a Raft member is not in the cluster state", "to", to, "member", id)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), applyTimeout)
@@ -91,6 +100,21 @@ func formatWaiting(st *fsm.State) string {
 		if m.MaxDataFormat() > st.Format() {
 			_, why := st.NextDataFormat()
 			return why
+		}
+	}
+	return ""
+}
+
+// unknownRaftMember returns a server of the Raft configuration that st has no node for ("" if
+// none, or when the configuration cannot be read: then the caller's step is not taken either).
+func (n *Node) unknownRaftMember(st *fsm.State) string {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return "(the Raft configuration: " + err.Error() + ")"
+	}
+	for _, s := range f.Configuration().Servers {
+		if st.Nodes[string(s.ID)] == nil {
+			return string(s.ID)
 		}
 	}
 	return ""

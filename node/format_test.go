@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"github.com/hashicorp/raft"
 	"strings"
 	"sync"
 	"testing"
@@ -221,4 +222,40 @@ func TestDataFormatRollingUpgrade(t *testing.T) {
 		return nil
 	})
 	hist.check(t)
+}
+
+// TestNoFormatRaiseDuringAJoin: a Raft member the cluster state does not know yet (a join
+// between its Raft step and its AddNode) holds the data format: raised between the two, the
+// joiner's older build would be refused by AddNode and stay a voter the state never knows.
+func TestNoFormatRaiseDuringAJoin(t *testing.T) {
+	c := newTestCluster(t)
+	c.builds["n1"] = Options{MaxDataFormat: 1}
+	n := c.start("n1", "dc1")
+	// The joiner's Raft step, its AddNode not yet applied: a non-voter nobody runs.
+	if err := n.raft.AddNonvoter("ghost", raft.ServerAddress(freeAddr(t)), 0, 10*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	c.builds["n1"] = Options{MaxDataFormat: 3}
+	n = c.start("n1", "dc1")
+	poll(t, 20*time.Second, "n1 reports format 3", func() error {
+		st := n.State()
+		if to, why := st.NextDataFormat(); to != 2 {
+			return fmt.Errorf("next format %d: %s", to, why)
+		}
+		return nil
+	})
+	n.raiseDataFormat()
+	if f := n.State().Format(); f != 1 {
+		t.Fatalf("the format was raised to %d with a Raft member the state does not know", f)
+	}
+	if err := n.raft.RemoveServer("ghost", 0, 10*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	waitFormat(t, c, "format 3 once the member is gone", func(st *fsm.State) error {
+		if st.Format() != 3 {
+			return fmt.Errorf("format %d", st.Format())
+		}
+		return nil
+	})
 }

@@ -187,7 +187,11 @@ func (n *Node) handleJoin(ctx context.Context, req joinRequest) (joinResponse, e
 		}
 	}
 	// A build that cannot run the cluster's data format would be refused by AddNode after it
-	// became a Raft member, a voter that never serves: refuse it first.
+	// became a Raft member, a voter that never serves: refuse it first, and raise no format
+	// until AddNode is applied (raiseDataFormat).
+	n.joinMu.Lock()
+	defer n.joinMu.Unlock()
+	st = n.State()
 	if err := st.CheckNodeFormat(&me); err != nil {
 		return joinResponse{}, err
 	}

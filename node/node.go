@@ -59,6 +59,9 @@ type Node struct {
 	// format (current.go).
 	reportedFormat atomic.Int64
 	formatRefused  atomic.Bool
+	// joinMu, at the leader, keeps a join (from its format check to its AddNode) and a raise
+	// of the data format apart: a raise between them would leave a voter the state refuses.
+	joinMu sync.Mutex
 }
 
 // Options are the parts of a node that its embedder (the CLI) supplies.
@@ -144,6 +147,11 @@ func Start(cfg Config, opts Options) (*Node, error) {
 		stop:        make(chan struct{}),
 		extraStatus: opts.Status,
 		opts:        opts,
+	}
+	halt := n.sm.halt
+	n.sm.halt = func(index uint64, err error) {
+		n.log.Error("cannot apply a Raft entry: this node stops; upgrade it to the cluster's build and start it again", "index", index, "err", err)
+		halt(index, err)
 	}
 	peerLn, err := net.Listen("tcp", cfg.PeerListen)
 	if err != nil {

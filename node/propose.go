@@ -86,8 +86,13 @@ func retryable(err error) bool {
 	return true
 }
 
-// applyLocal applies an encoded entry at this node, which must be the leader.
+// applyLocal applies an encoded entry at this node, which must be the leader. An entry this
+// build cannot read (one forwarded by a newer build) is refused before it is committed: every
+// node of this build would stop at it (stateMachine.Apply).
 func (n *Node) applyLocal(data []byte) error {
+	if _, err := fsm.Decode(data); err != nil && !errors.Is(err, fsm.ErrSkipped) {
+		return &fsm.Error{Code: "invalid", Msg: "the leader " + n.cfg.ID + " refused the entry: " + err.Error()}
+	}
 	f := n.raft.Apply(data, applyTimeout)
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {

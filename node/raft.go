@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -47,19 +48,31 @@ type stateMachine struct {
 	state atomic.Pointer[fsm.State]
 	mu    sync.Mutex // serialises observers with Apply/Restore
 	obs   []func(*fsm.State)
+	// halt is called with an entry this build cannot read (fsm.ErrUnreadable); it must not
+	// return (the default panics), since every state after the entry would be wrong.
+	halt func(index uint64, err error)
 }
 
 func newStateMachine() *stateMachine {
-	m := &stateMachine{}
+	m := &stateMachine{halt: func(index uint64, err error) {
+		panic(fmt.Sprintf("redraft: Raft entry %d: %v; this node stops rather than go on without it", index, err))
+	}}
 	m.state.Store(fsm.New())
 	return m
 }
 
-// Apply implements raft.FSM. The response is nil or the command's error.
+// Apply implements raft.FSM. The response is nil or the command's error. An entry this build
+// cannot read (a newer build's command, committed by a newer leader) stops the node: the
+// state after it would differ from the other nodes' for good (fsm.ErrUnreadable). Upgraded,
+// the node applies it from its log on start.
 func (m *stateMachine) Apply(l *raft.Log) interface{} {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	next, err := fsm.Apply(m.state.Load(), l.Index, l.Data)
+	if errors.Is(err, fsm.ErrUnreadable) {
+		m.halt(l.Index, err)
+		return err
+	}
 	m.publish(next)
 	if err != nil {
 		return err
