@@ -125,6 +125,8 @@ func (m *logMemo) applied(e Entry) bool {
 type logMemos struct {
 	mu sync.Mutex
 	m  map[logMemoKey]*logMemo
+	// walked, when set (tests), runs after loss's walk of the log.
+	walked func()
 }
 
 // started notes the position the destination answered a shipper that starts: a memo that
@@ -206,8 +208,8 @@ type failoverLoss struct {
 	unshipped string
 }
 
-// loss tells what the destination at pos applied that the log on c no longer holds, and when
-// that was heartbeats only, makes every later id of the log above pos.
+// loss tells what the destination at pos applied that the log on c no longer holds; it first
+// makes every later id of the log above pos.
 func (ms *logMemos) loss(ctx context.Context, c *redis.Client, k logMemoKey, pos string) (failoverLoss, error) {
 	ms.mu.Lock()
 	m := ms.m[k]
@@ -220,7 +222,25 @@ func (ms *logMemos) loss(ctx context.Context, c *redis.Client, k logMemoKey, pos
 	if m == nil || pos == "" || pos == "0-0" || memo.pos != pos {
 		return failoverLoss{}, nil
 	}
+	// Every id the log gives from now on is above pos, before the walk reads it: a write
+	// that came between the walk and this entry (XADD *, from a master whose last id was below
+	// pos) took an id below pos, which the walk had not seen and no range after pos carries
+	// (session 42). A write before it is one the walk meets: unshipped, the group is copied.
+	next, err := idAfter(pos)
+	if err != nil {
+		return failoverLoss{}, err
+	}
+	args := []any{"XADD", LogKey, next}
+	for _, f := range EntryFields(k.log.DC, nil) {
+		args = append(args, f)
+	}
+	if err := c.Do(ctx, args...).Err(); err != nil && !strings.Contains(err.Error(), "equal or smaller") {
+		return failoverLoss{}, err // (an id above pos already: the new master's later ids are too)
+	}
 	anchor, out, err := memo.walk(ctx, c, pos)
+	if ms.walked != nil {
+		ms.walked()
+	}
 	if err != nil || !out.known {
 		return out, err
 	}
@@ -235,18 +255,6 @@ func (ms *logMemos) loss(ctx context.Context, c *redis.Client, k logMemoKey, pos
 			m.counted, out.count = pos, true
 		}
 		ms.mu.Unlock()
-		return out, nil
-	}
-	next, err := idAfter(pos)
-	if err != nil {
-		return failoverLoss{}, err
-	}
-	args := []any{"XADD", LogKey, next}
-	for _, f := range EntryFields(k.log.DC, nil) {
-		args = append(args, f)
-	}
-	if err := c.Do(ctx, args...).Err(); err != nil && !strings.Contains(err.Error(), "equal or smaller") {
-		return failoverLoss{}, err // (an id above pos already: the new master's later ids are too)
 	}
 	return out, nil
 }

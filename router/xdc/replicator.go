@@ -80,9 +80,9 @@ type Replicator struct {
 	mu    sync.Mutex
 	loops map[loopKey]*loop
 	logs  map[logKey]*runningLog // the group logs this node ships (data format 3)
-	// retired are the stopped group logs' ends, by log, until they end: a log started
-	// again waits for its predecessor (planLogs).
-	retired map[logKey]<-chan struct{}
+	// retired are the stopped group logs' ends until they end: a log started again, on any
+	// master (a failover's new one), waits for its predecessors (planLogs).
+	retired map[logKey]retiredLog
 	clients map[clientKey]*redis.Client
 	alive   map[string]time.Time // DC peers' last answer to a ping
 	dbs     map[string][]int     // group master -> databases holding keys
@@ -243,8 +243,8 @@ func (r *Replicator) Run(ctx context.Context) {
 			r.planLogs(ctx, nil, nil)
 			retired := slices.Collect(maps.Values(r.retired))
 			r.mu.Unlock()
-			for _, done := range retired {
-				<-done
+			for _, l := range retired {
+				<-l.done
 			}
 			r.mu.Lock()
 			for _, c := range r.clients {

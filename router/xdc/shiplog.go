@@ -39,18 +39,29 @@ type runningLog struct {
 	done   <-chan struct{}
 }
 
+// retiredLog is a stopped logGroup's log and database, and when it ended.
+type retiredLog struct {
+	log  LogID
+	db   int
+	done <-chan struct{}
+}
+
 // planLogs starts and stops logGroups so that exactly want run, each to dests. r.mu is held.
 // It does not wait for a stopped group to end: a shipper can be in a call to another DC for
 // seconds, and r.mu is what the status report takes. A stopped group's end is kept in
-// r.retired; a group started again for the same log waits for it before it ships, so one
-// log never has two groups shipping it.
+// r.retired; a group started again for the same log and database, on the same master or on
+// a failover's new one, waits for it before it ships, so one log never has two groups
+// shipping it. A stopped group's range in flight is not abandoned (logShipper.run): a new
+// master's group that asked the destination its position while the old master's last range
+// was still being applied there took a position the destination then left, and shipped the
+// new master's writes after writes the new master lacks, uncounted (session 42).
 func (r *Replicator) planLogs(ctx context.Context, want map[logKey]LogID, dests []string) {
 	if r.logs == nil {
-		r.logs, r.retired = map[logKey]*runningLog{}, map[logKey]<-chan struct{}{}
+		r.logs, r.retired = map[logKey]*runningLog{}, map[logKey]retiredLog{}
 	}
-	for k, done := range r.retired {
+	for k, l := range r.retired {
 		select {
-		case <-done:
+		case <-l.done:
 			delete(r.retired, k)
 		default:
 		}
@@ -58,7 +69,7 @@ func (r *Replicator) planLogs(ctx context.Context, want map[logKey]LogID, dests 
 	for k, l := range r.logs {
 		if _, ok := want[k]; !ok || !slices.Equal(l.dests, dests) {
 			l.cancel()
-			r.retired[k] = l.done
+			r.retired[k] = retiredLog{log: l.g.log, db: k.db, done: l.done}
 			delete(r.logs, k)
 		}
 	}
@@ -68,13 +79,20 @@ func (r *Replicator) planLogs(ctx context.Context, want map[logKey]LogID, dests 
 		}
 		c := r.clientLocked(k.server, k.db)
 		g := newLogGroup(r, c, id, k.db, dests, r.cfg.Heartbeat)
+		g.calls = ctx
 		cctx, cancel := context.WithCancel(ctx)
-		done, before := make(chan struct{}), r.retired[k]
-		delete(r.retired, k) // done closes after before: the ends chain
+		done := make(chan struct{})
+		var before []<-chan struct{}
+		for rk, l := range r.retired {
+			if l.log == id && l.db == k.db {
+				before = append(before, l.done)
+				delete(r.retired, rk) // done closes after these: the ends chain
+			}
+		}
 		go func() {
 			defer close(done)
-			if before != nil {
-				<-before // cancelled: it ends
+			for _, b := range before {
+				<-b // cancelled: it ends
 			}
 			if cctx.Err() == nil {
 				g.run(cctx)
@@ -99,6 +117,9 @@ type logGroup struct {
 	db    int
 	dests []string
 	beat  time.Duration
+	// calls bounds the ranges' calls to other DCs: the replicator's context, not the
+	// group's, so that a stopped group waits for its range in flight (planLogs).
+	calls context.Context
 
 	shippers []*logShipper // one per destination
 
@@ -325,9 +346,8 @@ func (s *logShipper) run(ctx context.Context) {
 				pause()
 				continue
 			}
-			if prev != "" {
-				g.answered(s.dest, prev)
-			}
+			// Not answered yet (what DC_EACH_SAFE_QUORUM writes wait for): the check below
+			// may find the position one the log lacks, with writes below it unshipped.
 			g.r.memos.started(s.memoKey(), prev)
 			started = true
 		}
@@ -410,6 +430,9 @@ func (s *logShipper) run(ctx context.Context) {
 				continue
 			}
 			s.behind.Store(false)
+			if prev != "" {
+				g.answered(s.dest, prev)
+			}
 			check, record = ridErr != nil, rid // without the process read, check again next round
 		}
 		if record != "" {
@@ -455,7 +478,11 @@ func (s *logShipper) run(ctx context.Context) {
 		s.mu.Lock()
 		s.pending = int64(len(entries))
 		s.mu.Unlock()
-		if err := g.r.callDC(ctx, g.r.cfg.Cluster.State(), s.dest, "", RPCLog, EncodeLog(req), &res); err != nil {
+		calls := g.calls
+		if calls == nil {
+			calls = ctx
+		}
+		if err := g.r.callDC(calls, g.r.cfg.Cluster.State(), s.dest, "", RPCLog, EncodeLog(req), &res); err != nil {
 			if ctx.Err() == nil {
 				s.fail(err)
 				trouble("send failed", "err", err)

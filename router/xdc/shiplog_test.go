@@ -3,6 +3,8 @@ package xdc
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -115,4 +117,45 @@ func TestReadFromStartOfCutLog(t *testing.T) {
 	if es, err := s.read(ctx, "", false); err != nil || len(es) != 5 {
 		t.Fatalf("unchecked: %d entries, %v", len(es), err)
 	}
+}
+
+// TestPlanLogsChainsAcrossMasters: a log started again on a failover's new master (another
+// server and epoch in its key) waits for the old master's stopped group to end, as one started
+// again on the same master does: the old group may still have a range in flight to a
+// destination, and the new group, asking that destination its position meanwhile, would take
+// a position the range then moves past (writes only the destination holds, uncounted).
+func TestPlanLogsChainsAcrossMasters(t *testing.T) {
+	r := New(Config{Logger: testLogger})
+	t.Cleanup(func() {
+		for _, c := range r.clients {
+			_ = c.Close()
+		}
+	})
+	ctx := context.Background()
+	log := LogID{DC: "dc1", Group: "g1"}
+	old := logKey{server: server{group: "g1", master: "127.0.0.1:1"}, db: 0, epoch: 1}
+	inFlight := make(chan struct{}) // the old group's end: its range still in flight
+	r.mu.Lock()
+	r.logs = map[logKey]*runningLog{}
+	r.retired = map[logKey]retiredLog{
+		old: {log: log, db: 0, done: inFlight},
+		// Another database's log and another log are not this one's predecessors.
+		{server: old.server, db: 1, epoch: 1}:                          {log: log, db: 1, done: make(chan struct{})},
+		{server: server{group: "g2", master: "127.0.0.1:2"}, epoch: 1}: {log: LogID{DC: "dc1", Group: "g2"}, done: make(chan struct{})},
+	}
+	promoted := logKey{server: server{group: "g1", master: "127.0.0.1:3"}, db: 0, epoch: 2}
+	r.planLogs(ctx, map[logKey]LogID{promoted: log}, []string{"dc2"})
+	if _, ok := r.retired[old]; ok || len(r.retired) != 2 {
+		t.Fatalf("the new master's group did not take the old one's end as its predecessor: retired %v", slices.Collect(maps.Keys(r.retired)))
+	}
+	started := r.logs[promoted]
+	r.planLogs(ctx, nil, nil) // stopped before it ran: it ends once its predecessor has
+	r.mu.Unlock()
+	select {
+	case <-started.done:
+		t.Fatal("the new master's group ended before the old one did: it did not wait for it")
+	default:
+	}
+	close(inFlight)
+	<-started.done
 }
