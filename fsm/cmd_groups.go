@@ -24,6 +24,10 @@ type UpdateGroup struct {
 	// it: an update that does not change the user cannot put back an older one read from a
 	// node's state that lags the leader's.
 	KeepUser bool `json:"keep_user,omitempty"`
+	// KeepFenced keeps the group's fenced former masters that Group does not list again (the
+	// admin API's updates name none). A field, not a rule of apply: entries already in a log
+	// apply as they did (they dropped them), and a build that does not know it stops at it.
+	KeepFenced bool `json:"keep_fenced,omitempty"`
 }
 
 // RemoveGroup removes a group that serves no slot.
@@ -93,18 +97,20 @@ func (c *UpdateGroup) apply(s *State, _ uint64) error {
 	}
 	// The failover record stays: epochs only grow, and the last failover is history.
 	g.Epoch, g.Failovers, g.LostBytes, g.DownVotes, g.DownAt, g.Failover, g.LastFailover = old.Epoch, old.Failovers, old.LostBytes, nil, nil, nil, old.LastFailover
-	// So do the fenced former masters the update does not list again: an update that names
-	// none (the admin API's never does) dropped them, and a fenced master that came back was
-	// then neither demoted nor kept from another group.
-	for _, a := range old.Fenced {
-		if a != g.Master && !slices.Contains(g.Replicas, a) && !slices.Contains(g.Fenced, a) {
-			g.Fenced = append(g.Fenced, a)
+	// So do, with KeepFenced, the fenced former masters the update does not list again: an
+	// update that named none (the admin API's) dropped them, and a fenced master that came
+	// back was then neither demoted nor kept from another group.
+	if c.KeepFenced {
+		for _, a := range old.Fenced {
+			if a != g.Master && !slices.Contains(g.Replicas, a) && !slices.Contains(g.Fenced, a) {
+				g.Fenced = append(g.Fenced, a)
+			}
 		}
-	}
-	g.Fenced = slices.DeleteFunc(g.Fenced, func(a string) bool { return a == g.Master || slices.Contains(g.Replicas, a) })
-	sort.Strings(g.Fenced)
-	if len(g.Fenced) == 0 {
-		g.Fenced = nil
+		g.Fenced = slices.DeleteFunc(g.Fenced, func(a string) bool { return a == g.Master || slices.Contains(g.Replicas, a) })
+		sort.Strings(g.Fenced)
+		if len(g.Fenced) == 0 {
+			g.Fenced = nil
+		}
 	}
 	dc = s.writableDC(c.DC)
 	dc.Groups[g.ID] = g
@@ -125,11 +131,7 @@ func (c *RemoveGroup) apply(s *State, _ uint64) error {
 	if n := dc.SlotCount(c.ID); n > 0 {
 		return errf("busy", "group %s in datacenter %s still serves %d slots: migrate them to another group first (redraft migrate --dc %s --slots ... --to GROUP)", c.ID, c.DC, n, c.DC)
 	}
-	// Nor while it fails over: the executor still acts on its servers, and a group added again
-	// under the id would start at epoch 0, where the old executor's FinishFailover could land.
-	if f := dc.Groups[c.ID].Failover; f != nil {
-		return errf("busy", "group %s in datacenter %s is failing over (epoch %d, from %s): wait for it to finish", c.ID, c.DC, f.Epoch, f.From)
-	}
+
 	for _, m := range s.Migrations {
 		if m.Active() && m.DC == c.DC && (m.From == c.ID || m.To == c.ID) {
 			return errf("busy", "group %s is part of migration %d; wait for it or cancel it first", c.ID, m.ID)

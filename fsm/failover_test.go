@@ -185,11 +185,11 @@ func TestReadFromSettings(t *testing.T) {
 	applyRefused(t, s, &SetSetting{Key: "replica_max_lag", Value: "10ms"}, "invalid", "duration")
 }
 
-// TestFencedKeptByUpdatesAndRemoveWaits: a group update that does not list a fenced former
-// master keeps it fenced (the admin API's updates name none: the fence was dropped, and the old
-// master, back, was neither demoted nor kept from another group); one that lists it ends the
-// fence. A group is not removed while it fails over.
-func TestFencedKeptByUpdatesAndRemoveWaits(t *testing.T) {
+// TestFencedKeptByUpdates: a group update with KeepFenced (the admin API's) that does not list
+// a fenced former master keeps it fenced (the fence was dropped, and the old master, back, was
+// neither demoted nor kept from another group); one that lists it ends the fence. An update
+// without the field applies as entries already in a log did: the fence goes.
+func TestFencedKeptByUpdates(t *testing.T) {
 	s := failoverState(t)
 	m, r := "10.0.2.1:6379", "10.0.2.2:6379"
 	s = applyOK(t, s, s.Index+1, &AddGroup{DC: "east", Group: Group{ID: "g5", Master: m, Replicas: []string{r}}})
@@ -198,17 +198,19 @@ func TestFencedKeptByUpdatesAndRemoveWaits(t *testing.T) {
 	if s.DCs["east"].Groups["g5"].Failover == nil {
 		t.Fatal("no failover started")
 	}
-	applyRefused(t, s, &RemoveGroup{DC: "east", ID: "g5"}, "busy", "failing over")
 	s = applyOK(t, s, s.Index+1, &FinishFailover{DC: "east", Group: "g5", Epoch: 1, NewMaster: r})
 	if g := s.DCs["east"].Groups["g5"]; !slices.Equal(g.Fenced, []string{m}) {
 		t.Fatalf("after the failover: fenced %v", g.Fenced)
 	}
-	s = applyOK(t, s, s.Index+1, &UpdateGroup{DC: "east", KeepPassword: true, Group: Group{ID: "g5", Master: r, Replicas: []string{"10.0.2.3:6379"}}})
+	if old := applyOK(t, s, s.Index+1, &UpdateGroup{DC: "east", KeepPassword: true, Group: Group{ID: "g5", Master: r, Replicas: []string{"10.0.2.3:6379"}}}); len(old.DCs["east"].Groups["g5"].Fenced) != 0 {
+		t.Fatalf("an update without keep_fenced kept the fence: entries in existing logs would apply otherwise than they did")
+	}
+	s = applyOK(t, s, s.Index+1, &UpdateGroup{DC: "east", KeepPassword: true, KeepFenced: true, Group: Group{ID: "g5", Master: r, Replicas: []string{"10.0.2.3:6379"}}})
 	if g := s.DCs["east"].Groups["g5"]; !slices.Equal(g.Fenced, []string{m}) || g.Master != r {
 		t.Fatalf("an update that does not name the fenced master dropped it: %+v", g)
 	}
 	applyRefused(t, s, &AddGroup{DC: "east", Group: Group{ID: "g9", Master: m}}, "exists", "belongs to group g5")
-	s = applyOK(t, s, s.Index+1, &UpdateGroup{DC: "east", KeepPassword: true, Group: Group{ID: "g5", Master: r, Replicas: []string{m}}})
+	s = applyOK(t, s, s.Index+1, &UpdateGroup{DC: "east", KeepPassword: true, KeepFenced: true, Group: Group{ID: "g5", Master: r, Replicas: []string{m}}})
 	if g := s.DCs["east"].Groups["g5"]; len(g.Fenced) != 0 || !slices.Equal(g.Replicas, []string{m}) {
 		t.Fatalf("an update that names the fenced master as a replica: %+v", g)
 	}

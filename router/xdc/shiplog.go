@@ -102,6 +102,37 @@ func (r *Replicator) planLogs(ctx context.Context, want map[logKey]LogID, dests 
 	}
 }
 
+// logCallGrace is how long a stopped group's range in flight may still take (planLogs): long
+// enough for a destination to apply a range, short enough that a failover's new group, which
+// waits for it, does not wait on a destination that does not answer (a call tries each node of
+// the DC for up to 30 s).
+const logCallGrace = 5 * time.Second
+
+// afterGrace returns a context that ends with base (nil: with ctx), or grace after ctx ends;
+// stop releases it.
+func afterGrace(ctx, base context.Context, grace time.Duration) (context.Context, func()) {
+	if base == nil {
+		return ctx, func() {}
+	}
+	c, cancel := context.WithCancel(base)
+	var t *time.Timer
+	var mu sync.Mutex
+	stopAfter := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		t = time.AfterFunc(grace, cancel)
+		mu.Unlock()
+	})
+	return c, func() {
+		stopAfter()
+		mu.Lock()
+		if t != nil {
+			t.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
+}
+
 // logRead bounds the entries one range carries.
 const logRead = 512
 
@@ -117,8 +148,8 @@ type logGroup struct {
 	db    int
 	dests []string
 	beat  time.Duration
-	// calls bounds the ranges' calls to other DCs: the replicator's context, not the
-	// group's, so that a stopped group waits for its range in flight (planLogs).
+	// calls bounds the ranges' calls to other DCs with the group's context (afterGrace):
+	// the replicator's, so that a stopped group waits for its range in flight (planLogs).
 	calls context.Context
 
 	shippers []*logShipper // one per destination
@@ -478,11 +509,10 @@ func (s *logShipper) run(ctx context.Context) {
 		s.mu.Lock()
 		s.pending = int64(len(entries))
 		s.mu.Unlock()
-		calls := g.calls
-		if calls == nil {
-			calls = ctx
-		}
-		if err := g.r.callDC(calls, g.r.cfg.Cluster.State(), s.dest, "", RPCLog, EncodeLog(req), &res); err != nil {
+		calls, stop := afterGrace(ctx, g.calls, logCallGrace)
+		err = g.r.callDC(calls, g.r.cfg.Cluster.State(), s.dest, "", RPCLog, EncodeLog(req), &res)
+		stop()
+		if err != nil {
 			if ctx.Err() == nil {
 				s.fail(err)
 				trouble("send failed", "err", err)

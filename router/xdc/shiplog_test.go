@@ -159,3 +159,32 @@ func TestPlanLogsChainsAcrossMasters(t *testing.T) {
 	close(inFlight)
 	<-started.done
 }
+
+// TestAfterGrace: a stopped group's range call runs on for the grace, not forever (a failover's
+// new group waits for it) and not not at all (the range may still be applied at the destination).
+func TestAfterGrace(t *testing.T) {
+	base, stopBase := context.WithCancel(context.Background())
+	defer stopBase()
+	group, stopGroup := context.WithCancel(context.Background())
+	c, stop := afterGrace(group, base, 200*time.Millisecond)
+	defer stop()
+	stopGroup()
+	at := time.Now()
+	<-c.Done()
+	if d := time.Since(at); d < 150*time.Millisecond {
+		t.Errorf("the call ended %v after its group, before the grace", d)
+	}
+	// The replicator's end ends it at once.
+	group2, stopGroup2 := context.WithCancel(context.Background())
+	defer stopGroup2()
+	c2, stop2 := afterGrace(group2, base, time.Hour)
+	defer stop2()
+	stopBase()
+	<-c2.Done()
+	// Without a base the call ends with its group.
+	group3, stopGroup3 := context.WithCancel(context.Background())
+	c3, stop3 := afterGrace(group3, nil, time.Hour)
+	defer stop3()
+	stopGroup3()
+	<-c3.Done()
+}
