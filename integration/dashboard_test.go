@@ -180,6 +180,7 @@ func apiError(t *testing.T, addr, path string, body any) string {
 	b, _ := json.Marshal(body)
 	req, _ := http.NewRequest("POST", "http://"+addr+path, bytes.NewReader(b))
 	req.Header.Set("Authorization", "Bearer "+dashToken)
+	req.Header.Set("Content-Type", "application/json")
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

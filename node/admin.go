@@ -1,9 +1,13 @@
 package node
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/redraft/redraft/dashboard"
@@ -94,6 +98,12 @@ func (n *Node) adminHandler() http.Handler {
 			writeError(w, err)
 			return
 		}
+		// A group the state refuses (one that exists, an address of another group) connects
+		// to nothing.
+		if _, err := n.dryRun(r.Context(), &c); err != nil {
+			writeError(w, err)
+			return
+		}
 		if err := n.PrepareGroup(r.Context(), &c.Group); err != nil {
 			writeError(w, err)
 			return
@@ -106,25 +116,40 @@ func (n *Node) adminHandler() http.Handler {
 			writeError(w, err)
 			return
 		}
+		dc := r.PathValue("dc")
 		g := fsm.Group{ID: r.PathValue("id"), Master: req.Master, Replicas: req.Replicas, Priority: req.Priority}
-		// The admin credentials the group will have: what the request gives, else the current.
-		prep := g
-		if cur := n.State().DCs[r.PathValue("dc")]; cur != nil && cur.Groups[g.ID] != nil {
-			prep.User, prep.Password = cur.Groups[g.ID].User, cur.Groups[g.ID].Password
-		}
-		g.User = prep.User
 		if req.User != nil {
-			g.User, prep.User = *req.User, *req.User
+			g.User = *req.User
 		}
 		if req.Password != nil {
-			g.Password, prep.Password = *req.Password, *req.Password
+			g.Password = *req.Password
+		}
+		cmd := &fsm.UpdateGroup{DC: dc, Group: g, KeepPassword: req.Password == nil, KeepUser: req.User == nil, KeepFenced: true}
+		// An update the state refuses (no such group, a failover in progress, an address of
+		// another group) connects to no server.
+		st, err := n.dryRun(r.Context(), cmd)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		// The admin credentials the group will have: what the request gives, else the current.
+		cur := st.DCs[dc].Groups[g.ID]
+		if req.User == nil {
+			cmd.Group.User = cur.User // what the state keeps anyway (KeepUser)
+		}
+		prep := cmd.Group
+		prep.Password = cur.Password
+		if req.Password != nil {
+			prep.Password = *req.Password
+		} else if err := storedPasswordStays(dc, cur, &g); err != nil {
+			writeError(w, err)
+			return
 		}
 		if err := n.PrepareGroup(r.Context(), &prep); err != nil {
 			writeError(w, err)
 			return
 		}
-		n.answer(w, n.Propose(r.Context(), &fsm.UpdateGroup{DC: r.PathValue("dc"), Group: g, KeepPassword: req.Password == nil,
-			KeepUser: req.User == nil}))
+		n.answer(w, n.Propose(r.Context(), cmd))
 	})
 	mux.HandleFunc("DELETE /groups/{dc}/{id}", func(w http.ResponseWriter, r *http.Request) {
 		n.answer(w, n.Propose(r.Context(), &fsm.RemoveGroup{DC: r.PathValue("dc"), ID: r.PathValue("id")}))
@@ -181,6 +206,57 @@ func (n *Node) adminHandler() http.Handler {
 	n.migrationRoutes(mux)
 	n.failoverRoutes(mux)
 	return mux
+}
+
+// dryRun tries cmd on this node's state, as the leader will (the state machine is pure), so a
+// request the state refuses is refused before it touches anything outside the cluster. When
+// the state refuses it on a follower, the follower first catches up with the leader's applied
+// index and tries again: it may not have applied a change the leader already answered for
+// (a group added through this node a moment ago). It returns the state it tried.
+func (n *Node) dryRun(ctx context.Context, cmd fsm.Command) (*fsm.State, error) {
+	st := n.State()
+	_, err := fsm.ApplyCommand(st, st.Index+1, cmd)
+	if err == nil || n.raft.State() == raft.Leader {
+		return st, err
+	}
+	target, rerr := n.readIndex(ctx)
+	if rerr != nil {
+		return st, err
+	}
+	st = n.waitLocal(ctx, func(st *fsm.State) bool { return st.Index >= target })
+	_, err = fsm.ApplyCommand(st, st.Index+1, cmd)
+	return st, err
+}
+
+// storedPasswordStays refuses an update that would send the group's stored admin password to
+// a server that is not already one of the group's (master, replicas, fenced former masters):
+// whoever may call the admin API could otherwise collect it with a Redis of their own. The
+// request must then carry the password itself.
+func storedPasswordStays(dc string, cur *fsm.Group, next *fsm.Group) error {
+	if cur.Password == "" {
+		return nil // nothing secret to send
+	}
+	known := map[string]bool{}
+	for _, a := range cur.Servers() {
+		known[a] = true
+	}
+	var added []string
+	for _, a := range append([]string{next.Master}, next.Replicas...) {
+		if !known[a] {
+			added = append(added, a)
+		}
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	verb := "is"
+	if len(added) > 1 {
+		verb = "are"
+	}
+	return &fsm.Error{Code: "invalid", Msg: fmt.Sprintf(
+		"group %s in datacenter %s: %s %s not a server of the group yet, and redraft sends the group's stored password only to its current servers: "+
+			"pass the group's admin password with the update (field \"password\" of PUT /groups/%s/%s; redraft group update: --password or REDRAFT_GROUP_PASSWORD)",
+		cur.ID, dc, strings.Join(added, ", "), verb, dc, cur.ID)}
 }
 
 // answer writes {"ok":true} or the error.

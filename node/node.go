@@ -195,7 +195,7 @@ func Start(cfg Config, opts Options) (*Node, error) {
 
 	n.rpcSrv = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = n.rpcSrv.Serve(rpcLn) }()
-	n.adminSrv = &http.Server{Handler: n.requireToken(n.adminHandler()), ReadHeaderTimeout: 10 * time.Second,
+	n.adminSrv = &http.Server{Handler: n.adminGuard(n.adminHandler()), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)} // TLS handshake failures of scanners
 	go func() { _ = n.adminSrv.Serve(adminLn) }()
 	n.warnOpenDoors()

@@ -127,6 +127,9 @@ func adminCall(t *testing.T, base, method, path, auth, body string) (int, string
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
+	if method != http.MethodGet && method != http.MethodHead {
+		req.Header.Set("Content-Type", "application/json") // as the CLI and the dashboard do
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
@@ -417,9 +420,11 @@ func TestSecretsNeverShown(t *testing.T) {
 	do("POST", "/groups", `{"dc":"dc1","group":{"id":"g1","master":"127.0.0.1:7001","password":"`+testGroupPW+`"}}`, 409)
 	do("POST", "/groups", `{"dc":"dc1","group":{"id":"g3","master":"127.0.0.1:7003","password":["`+testGroupPW+`"]}}`, 400)
 	do("PUT", "/groups/dc1/g1", `{"master":"127.0.0.1:7001","passwd":"`+testGroupPW+`"}`, 400)
-	// An update without a password keeps it; one with a password changes it.
-	do("PUT", "/groups/dc1/g1", `{"master":"127.0.0.1:7011"}`, 200)
-	if g := n1.State().DCs["dc1"].Groups["g1"]; g.Password != testGroupPW || g.Master != "127.0.0.1:7011" {
+	// An update without a password keeps it; one with a password changes it. The stored
+	// password goes only to the group's current servers: a new one needs the password given.
+	do("PUT", "/groups/dc1/g1", `{"master":"127.0.0.1:7011"}`, 400)
+	do("PUT", "/groups/dc1/g1", `{"master":"127.0.0.1:7001","priority":{"127.0.0.1:7001":5}}`, 200)
+	if g := n1.State().DCs["dc1"].Groups["g1"]; g.Password != testGroupPW || g.Priority["127.0.0.1:7001"] != 5 {
 		t.Fatalf("update without a password: %s", g)
 	}
 	do("PUT", "/groups/dc1/g1", `{"master":"127.0.0.1:7011","password":"`+testGroupPW2+`"}`, 200)

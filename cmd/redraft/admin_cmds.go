@@ -34,7 +34,7 @@ func groupCommand() *cli.Command {
 			},
 			{
 				Name:      "update",
-				Usage:     "replace a group's master and replicas (after a failover); its password changes only with --password",
+				Usage:     "replace a group's master and replicas (after a failover); its password changes only with --password, which a server new to the group needs",
 				UsageText: "redraft group update --dc dc1 --id g1 --master 10.0.0.6:6379 --replica 10.0.0.5:6379",
 				Flags:     groupFlags(),
 				Action: func(c *cli.Context) error {

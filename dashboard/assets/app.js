@@ -74,7 +74,9 @@ async function api(method, path, body) {
   const headers = { "Accept": "application/json" };
   const tok = sessionStorage.getItem(TOKEN_KEY);
   if (tok) headers["Authorization"] = "Bearer " + tok;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  // Every change says it is JSON, with or without a body: the API refuses one that does not
+  // (415), as it would a cross-site form post (docs/security.md, "Admin API").
+  if (body !== undefined || (method !== "GET" && method !== "HEAD")) headers["Content-Type"] = "application/json";
   let res;
   try {
     res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store" });
