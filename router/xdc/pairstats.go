@@ -13,7 +13,14 @@ type pairStats struct {
 	lagNext    int
 	lastErr    string
 	errSince   time.Time
+	// stalled is why the shipper's last round applied nothing, when it was not an error that
+	// makes the pair down (a range held, a failed read of the log, a wait for the outboxes);
+	// cleared when an entry is applied. The report gives it as the error of a lagging pair.
+	stalled string
 }
+
+// stall records why a round applied nothing.
+func (s *pairStats) stall(why string) { s.stalled = why }
 
 // applied records an entry applied by the destination at now: its id's lag, which a
 // heartbeat's (an entry without effects) also makes the pair's current lag.
@@ -25,6 +32,7 @@ func (s *pairStats) applied(id string, heartbeat bool, now time.Time) {
 		s.lags[s.lagNext%lagWindow] = lag
 	}
 	s.lagNext++
+	s.stalled = ""
 	if heartbeat {
 		s.lastSample = lag
 	}
@@ -82,6 +90,11 @@ func (s *pairStats) report(p *PairReport, now time.Time, hb time.Duration, beats
 		if state == "down" {
 			p.Error = s.lastErr
 		}
+	}
+	// A lagging pair says why, when its shipper knows: a range held for good, or reads of the
+	// log that fail, showed only a growing lag, the cause in the node's log alone.
+	if state != "ok" && state != "down" && p.State != "down" && p.Error == "" && s.stalled != "" {
+		p.Error = s.stalled
 	}
 }
 

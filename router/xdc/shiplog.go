@@ -3,6 +3,7 @@ package xdc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -305,6 +306,18 @@ func (s *logShipper) report(p *PairReport, now time.Time) []time.Duration {
 	return s.stats.recentLags()
 }
 
+// stall records for the report why a round applied nothing: what, and its key-value args.
+func (s *logShipper) stall(what string, args ...any) {
+	var b strings.Builder
+	b.WriteString(what)
+	for i := 0; i+1 < len(args); i += 2 {
+		fmt.Fprintf(&b, " %v=%v", args[i], args[i+1])
+	}
+	s.mu.Lock()
+	s.stats.stall(b.String())
+	s.mu.Unlock()
+}
+
 // fail records a shipping error for the report.
 func (s *logShipper) fail(err error) {
 	s.mu.Lock()
@@ -355,6 +368,7 @@ func (s *logShipper) run(ctx context.Context) {
 	// when it starts and at Debug while it lasts, with a line when shipping is back.
 	failing := ""
 	trouble := func(what string, args ...any) {
+		s.stall(what, args...)
 		if failing != what {
 			g.r.log.Warn("group log: "+what, append([]any{"log", g.log.String(), "to", s.dest}, args...)...)
 		} else {
@@ -494,6 +508,7 @@ func (s *logShipper) run(ctx context.Context) {
 		if err != nil || len(entries) == 0 {
 			if err != nil && ctx.Err() == nil {
 				g.r.log.Debug("group log: read", "log", g.log.String(), "err", err)
+				s.stall("cannot read the log", "err", err)
 				check = true // the master may have restarted: check it, and record it checked
 				pause()
 			}
@@ -537,6 +552,7 @@ func (s *logShipper) run(ctx context.Context) {
 				g.r.log.Info("group log: waiting at a handoff", "log", g.log.String(), "to", s.dest, "why", res.Held)
 			}
 			failing = "handoff"
+			s.stall("waiting at a handoff", "why", res.Held)
 			pause()
 		case res.Held != "":
 			trouble("range held", "why", res.Held, "at", res.Position)

@@ -254,7 +254,8 @@ type PairReport struct {
 	LostOnFailover int64 `json:"lost_on_failover,omitempty"`
 	// State is ok, lagging, copying or down.
 	State string `json:"state"`
-	// Error is the last shipping error, if the pair is not ok.
+	// Error is the last shipping error of a pair that is down, or why a lagging pair's last
+	// round applied nothing (a range held, a failed read of the log), when its shipper knows.
 	Error string `json:"error,omitempty"`
 }
 
