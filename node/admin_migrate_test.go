@@ -218,10 +218,13 @@ func TestMigrationAPI(t *testing.T) {
 	if p.Before[0].Keys != 300 || p.Before[1].Keys != 0 || p.After[1].Slots != p.Moves[0].SlotCount() {
 		t.Fatalf("before %+v after %+v", p.Before, p.After)
 	}
-	time.Sleep(100 * time.Millisecond) // anything proposed by mistake would be applied by now
+	// A barrier: an entry proposed after the dry run is applied after anything it proposed.
+	if err := leader.Propose(ctx, &fsm.SetSetting{Key: "max_voters", Value: before.Setting("max_voters")}); err != nil {
+		t.Fatal(err)
+	}
 	after := leader.State()
-	if after.Index != before.Index || len(after.Migrations) != 2 || !slices.Equal(after.DCs["dc1"].Slots, before.DCs["dc1"].Slots) {
-		t.Fatalf("dry run changed the state: index %d -> %d", before.Index, after.Index)
+	if after.Index != before.Index+1 || len(after.Migrations) != 2 || !slices.Equal(after.DCs["dc1"].Slots, before.DCs["dc1"].Slots) {
+		t.Fatalf("dry run changed the state: index %d -> %d (the barrier one of them)", before.Index, after.Index)
 	}
 
 	// A real run starts the planned migration, throttled as asked.

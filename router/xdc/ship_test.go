@@ -158,6 +158,9 @@ func TestShipRestartIsExactlyOnce(t *testing.T) {
 		for shipped.Load() < 100 && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond) // poll interval
 		}
+		if n := shipped.Load(); n < 100 {
+			t.Fatalf("round %d: %d entries shipped in 10 s, want 100 before the restart", round, n)
+		}
 		if err := cancel(); !errors.Is(err, context.Canceled) {
 			t.Fatalf("round %d: Run = %v", round, err)
 		}
