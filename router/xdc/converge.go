@@ -371,12 +371,16 @@ end
 -- it had seen (bs) and, once e has counters, its value in the base (bv, false: absent). An
 -- increment counts unless the add or base that gives e its value, or a remove, had seen it.
 -- eplus adds two numbers (strings) as the element's type does: a hash field as HINCRBYFLOAT
--- (calc), a score in doubles, as ZINCRBY.
+-- (calc), a score in doubles, as ZINCRBY; nil where the element's type refuses the sum (a
+-- score of inf plus -inf, which ZINCRBY refuses as NaN: two DCs' ZINCRBY inf and -inf of
+-- one member, each fine where it ran, made ZADD of "nan" stop APPLY half way).
 local function eplus(ty, a, b)
   if ty == 'zset' then
     local x, y = tonumber(a), tonumber(b)
     if not x or not y then return nil end
-    return string.format('%.17g', x + y)
+    local r = x + y
+    if r ~= r then return nil end
+    return string.format('%.17g', r)
   end
   return calc(a, b)
 end

@@ -458,6 +458,18 @@ func (r *Replicator) HandleLogCopy(ctx context.Context, req LogCopyRequest) (str
 		if badStreamID(cs.Last) {
 			return struct{}{}, fmt.Errorf("xdc: bad log id %q", cs.Last)
 		}
+		// The positions become inbox fields that every later APPLY of those logs compares
+		// (cmpid), and their names inbox keys: an id that is no stream id stopped those logs
+		// here for good, a name could be any key under the inboxes' prefix.
+		if cs.Outbox != "" && badStreamID(cs.Outbox) {
+			return struct{}{}, fmt.Errorf("xdc: slot %d: bad outbox id %q", cs.Slot, cs.Outbox)
+		}
+		for name, p := range cs.Positions {
+			dcName, group, ok := strings.Cut(name, ":")
+			if !ok || dcName == "" || group == "" || strings.Contains(group, ":") || (p != "" && badStreamID(p)) {
+				return struct{}{}, fmt.Errorf("xdc: slot %d: bad position %q of log %q", cs.Slot, p, name)
+			}
+		}
 	}
 	// A migration here copies positions between groups (migration.go, Moved): the copy waits.
 	if groups := r.representatives(st); groups.migrating {

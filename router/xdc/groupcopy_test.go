@@ -368,3 +368,28 @@ func TestLateLogStartRefused(t *testing.T) {
 		t.Fatalf("position after a start in time: %q", f)
 	}
 }
+
+// TestLogCopyRefusesBadPositions: a copy's positions become inbox fields every later APPLY of
+// those logs compares, their names inbox keys: one that is no stream id (it stopped those logs
+// here for good), a name that is no log, or a bad outbox id is refused before anything is
+// written.
+func TestLogCopyRefusesBadPositions(t *testing.T) {
+	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "dc1", "dc2")
+	raiseFormat(t, n, LogDataFormat)
+	ctx := context.Background()
+	log := LogID{DC: "dc1", Group: "g-dc1"}
+	for _, cs := range []LogCopySlot{
+		{Slot: 7, Last: "1-0", Positions: map[string]string{"dc3:g-dc3": "x"}},
+		{Slot: 7, Last: "1-0", Positions: map[string]string{"__redraft:meta:7": "1-0"}},
+		{Slot: 7, Last: "1-0", Positions: map[string]string{"dc3:g:x": "1-0"}},
+		{Slot: 7, Last: "1-0", Outbox: "7"},
+	} {
+		_, err := dcs[1].repl.HandleLogCopy(ctx, LogCopyRequest{Log: log, Slots: []LogCopySlot{cs}})
+		if err == nil || !strings.Contains(err.Error(), "bad") {
+			t.Errorf("copy slot %+v: %v, want a refusal", cs, err)
+		}
+	}
+	if keys := dcs[1].rc.Keys(ctx, "*").Val(); len(keys) != 0 {
+		t.Errorf("refused copies wrote %v", keys)
+	}
+}

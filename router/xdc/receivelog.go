@@ -91,6 +91,11 @@ func checkRange(req LogRequest) error {
 		case before != "" && CompareIDs(e.ID, before) <= 0:
 			return fmt.Errorf("xdc: entry %s of a range of a log out of order, after %s", e.ID, before)
 		}
+		// A handoff's ids are compared by APPLY, where one that is no stream id stopped it
+		// half way (cmpid), having applied the entries before it.
+		if _, through, ok := IsHandoff(e.Cmds); ok && (badStreamID(through) || len(e.Cmds[0]) == 4 && e.Cmds[0][3] != "" && badStreamID(e.Cmds[0][3])) {
+			return fmt.Errorf("xdc: handoff entry %s of a range of a log: %q is not a stream id", e.ID, e.Cmds[0][2:])
+		}
 		before = e.ID
 	}
 	if before != "" && CompareIDs(before, req.Last) > 0 {

@@ -162,6 +162,9 @@ func TestHandleLog(t *testing.T) {
 	}
 	bad := le(1)
 	bad.ID = "x-1"
+	// A handoff between them whose id is no stream id: APPLY compares it, and stopped there
+	// having applied the entry before it.
+	badHandoff := LogEntry{WireEntry: WireEntry{ID: more[1].ID, Cmds: WireCmds{{HandoffCmd, "g9", "x"}}}}
 	top, end := pos, more[2].ID
 	for _, req := range []LogRequest{
 		{Log: log, Prev: top, Last: end, Entries: wire(le(0), le(2), le(1))},        // out of order
@@ -170,6 +173,7 @@ func TestHandleLog(t *testing.T) {
 		{Log: log, Prev: top, Last: more[1].ID, Entries: wire(le(0), le(1), le(2))}, // past last
 		{Log: log, Prev: top, Last: end, Entries: wire(le(0), bad, le(2))},          // not a stream id
 		{Log: log, Prev: "7", Last: end, Entries: wire(le(0), le(1), le(2))},        // prev not a stream id
+		{Log: log, Prev: top, Last: end, Entries: wire(le(0), badHandoff, le(2))},   // a handoff's id not a stream id
 	} {
 		if res, err := dc2.repl.HandleLog(ctx, req); err == nil {
 			t.Fatalf("a range out of order was taken: %+v", res)
