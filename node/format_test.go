@@ -231,6 +231,11 @@ func TestNoFormatRaiseDuringAJoin(t *testing.T) {
 	c := newTestCluster(t)
 	c.builds["n1"] = Options{MaxDataFormat: 1}
 	n := c.start("n1", "dc1")
+	// One voter at most: the leader would promote the non-voter below, and with it unreachable
+	// no entry could commit.
+	if err := n.Propose(context.Background(), &fsm.SetSetting{Key: "max_voters", Value: "1"}); err != nil {
+		t.Fatal(err)
+	}
 	// The joiner's Raft step, its AddNode not yet applied: a non-voter nobody runs.
 	if err := n.raft.AddNonvoter("ghost", raft.ServerAddress(freeAddr(t)), 0, 10*time.Second).Error(); err != nil {
 		t.Fatal(err)
