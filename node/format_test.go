@@ -231,14 +231,19 @@ func TestNoFormatRaiseDuringAJoin(t *testing.T) {
 	c := newTestCluster(t)
 	c.builds["n1"] = Options{MaxDataFormat: 1}
 	n := c.start("n1", "dc1")
-	// One voter at most: the leader would promote the non-voter below, and with it unreachable
-	// no entry could commit.
-	if err := n.Propose(context.Background(), &fsm.SetSetting{Key: "max_voters", Value: "1"}); err != nil {
-		t.Fatal(err)
-	}
 	// The joiner's Raft step, its AddNode not yet applied: a non-voter nobody runs.
 	if err := n.raft.AddNonvoter("ghost", raft.ServerAddress(freeAddr(t)), 0, 10*time.Second).Error(); err != nil {
 		t.Fatal(err)
+	}
+	// Nor is it promoted (fewer voters than max_voters): unreachable, it would take the
+	// majority, and nothing could commit.
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		t.Fatal(err)
+	}
+	n.promote(f.Configuration().Servers)
+	if f = n.raft.GetConfiguration(); f.Error() != nil || len(f.Configuration().Servers) != 2 || f.Configuration().Servers[1].Suffrage != raft.Nonvoter {
+		t.Fatalf("a non-voter the state does not know was promoted: %+v", f.Configuration().Servers)
 	}
 	n.Close()
 	c.builds["n1"] = Options{MaxDataFormat: 3}

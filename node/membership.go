@@ -432,7 +432,10 @@ func (n *Node) promote(servers []raft.Server) {
 			voters++
 			perDC[dcOf(s.ID)]++
 			voterList = append(voterList, s)
-		} else {
+		} else if st.Nodes[string(s.ID)] != nil {
+			// A non-voter the state does not know (a join between its Raft step and its
+			// AddNode, or one that failed there) is not promoted: it may never run, and a
+			// voter that never answers takes a vote from the majority.
 			nonvoters = append(nonvoters, s)
 		}
 	}
