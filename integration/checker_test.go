@@ -95,6 +95,7 @@ func byKey(ops []op, kinds ...opKind) map[string][]*op {
 func checkCounters(ops []op, final map[string]finalValue) []violation {
 	var out []violation
 	for key, kops := range byKey(ops, opIncr, opReadCtr) {
+		out = append(out, checkReplies(kops)...)
 		var incrs, acked []*op // sent (ok or unknown), acknowledged
 		unknown := 0
 		for _, o := range kops {
@@ -132,7 +133,7 @@ func checkCounters(ops []op, final map[string]finalValue) []violation {
 		}
 		sort.Slice(invs, func(i, j int) bool { return invs[i] < invs[j] })
 		for _, o := range kops {
-			if o.out != outOK {
+			if o.out != outOK || o.bad != "" { // a bad value is checkReplies' violation
 				continue
 			}
 			v := o.ret // a nil GET reads as 0
@@ -179,6 +180,9 @@ func checkCounters(ops []op, final map[string]finalValue) []violation {
 func checkLists(ops []op, final map[string]finalValue) []violation {
 	var out []violation
 	pushes := byKey(ops, opPush)
+	for _, kops := range pushes {
+		out = append(out, checkReplies(kops)...)
+	}
 	for key, f := range final {
 		if !strings.Contains(key, "lst:") {
 			continue
@@ -237,6 +241,7 @@ func checkLists(ops []op, final map[string]finalValue) []violation {
 func checkRegisters(ops []op, final map[string]finalValue, end time.Duration) []violation {
 	var out []violation
 	for key, rops := range byKey(ops, opSet, opGet) {
+		out = append(out, checkReplies(rops)...)
 		writes := map[int64]*op{}
 		var acked []*op
 		for _, o := range rops {
@@ -258,7 +263,7 @@ func checkRegisters(ops []op, final map[string]finalValue, end time.Duration) []
 		}
 		reads := []*op{}
 		for _, o := range rops {
-			if o.kind == opGet && o.out == outOK {
+			if o.kind == opGet && o.out == outOK && o.bad == "" {
 				reads = append(reads, o)
 			}
 		}
@@ -284,6 +289,25 @@ func checkRegisters(ops []op, final map[string]finalValue, end time.Duration) []
 			case w.out == outOK && before > 0 && latest[before-1].inv > w.cmp:
 				out = append(out, newViolation("register-stale", []*op{w, latest[before-1], r}, "%s read %d, older than a SET acknowledged before the read was sent (stale read)", key, r.ret))
 			}
+		}
+	}
+	return out
+}
+
+// checkReplies: every acknowledged answer is one its command can give, and no operation got an
+// error that no fault explains. A GET of a counter or a register that is not a number, SET not
+// answering OK, RPUSH answering a length below 1 ("bad-value"), and an error reply other than
+// the refusals the faults cause, such as WRONGTYPE, MOVED or another ERR, or a reply of another
+// shape ("error-reply", see unexplained in history_test.go) mean a value was corrupted or a
+// client got the reply meant for another request. collapse keeps one of each per key.
+func checkReplies(ops []*op) []violation {
+	var out []violation
+	for _, o := range ops {
+		switch {
+		case o.out == outOK && o.bad != "":
+			out = append(out, newViolation("bad-value", []*op{o}, "%s answered %q, which %s cannot answer", o.key, clip(o.bad), o.kind))
+		case o.out != outOK && o.strange:
+			out = append(out, newViolation("error-reply", []*op{o}, "%s answered an error no fault explains: %s", o.key, clip(o.err)))
 		}
 	}
 	return out

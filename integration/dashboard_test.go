@@ -6,15 +6,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/redis/go-redis/v9"
 
@@ -470,6 +473,70 @@ func TestDashboard(t *testing.T) {
 			t.Fatalf("the page shows a secret (%.6s...)", s)
 		}
 	}
+}
+
+// TestDashboardSendsJSONOnEveryChange runs the dashboard's own api() (dashboard/assets/app.js,
+// as the node serves it) in the page, in headless Chromium, against a real node: its body-less
+// POSTs and DELETEs (pause and cancel of a migration, removal of a group and of a node, none of
+// which exists) reach their handlers and get the API's own 404 and words, not the 415 the API
+// gives a change without the JSON content type (docs/security.md, "Admin API"); the same
+// request sent by the page without that content type does get the 415.
+func TestDashboardSendsJSONOnEveryChange(t *testing.T) {
+	chrome := findChromium(t)
+	c := NewCluster(t)
+	n1 := c.NewNode("n1", "dc1")
+	n1.Start()
+	n1.WaitHealthy(30 * time.Second)
+	b := newBrowser(t, chrome)
+	b.must("load the page", chromedp.Navigate("http://"+n1.Admin+"/"), chromedp.WaitVisible("#main", chromedp.ByID))
+
+	want := map[string]string{ // call -> what its handler answers
+		"POST /migrations/999999/pause":  "migration 999999 does not exist",
+		"POST /migrations/999999/cancel": "migration 999999 does not exist",
+		"DELETE /groups/dc1/nope":        "group nope does not exist in datacenter dc1",
+		"DELETE /nodes/nope":             "node nope is not a member",
+	}
+	js := `(async () => {
+		const out = [];
+		for (const call of ` + mustJSON(t, slices.Sorted(maps.Keys(want))) + `) {
+			const [method, path] = call.split(" ");
+			try { await api(method, path); out.push({call, status: 200, msg: ""}); }
+			catch (e) { out.push({call, status: e.status, msg: e.message}); }
+		}
+		// The control: one of them without the JSON content type, as a cross-site page sends it.
+		const res = await fetch("/migrations/999999/cancel", {method: "POST", cache: "no-store"});
+		out.push({call: "control", status: res.status, msg: (await res.json()).code || ""});
+		return out;
+	})()`
+	var got []struct {
+		Call   string
+		Status int
+		Msg    string
+	}
+	b.must("the page's api() calls", chromedp.Evaluate(js, &got, func(p *runtime.EvaluateParams) *runtime.EvaluateParams {
+		return p.WithAwaitPromise(true)
+	}))
+	if len(got) != len(want)+1 {
+		t.Fatalf("the page answered %+v, want %d calls and the control", got, len(want))
+	}
+	for _, g := range got[:len(want)] {
+		if g.Status != http.StatusNotFound || !strings.Contains(g.Msg, want[g.Call]) {
+			t.Errorf("the dashboard's %s: %d %q, want its handler's 404 %q", g.Call, g.Status, g.Msg, want[g.Call])
+		}
+	}
+	if ctl := got[len(want)]; ctl.Status != http.StatusUnsupportedMediaType || ctl.Msg != "unsupported_media_type" {
+		t.Errorf("a body-less POST without Content-Type from the page: %d %q, want 415 unsupported_media_type", ctl.Status, ctl.Msg)
+	}
+}
+
+// mustJSON is v as JSON, for a script.
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // liveLoad sends a modest stream of SETs and GETs through every node until the returned stop

@@ -2,8 +2,11 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -545,8 +548,51 @@ func TestFailoverLostWritesReported(t *testing.T) {
 			acked[k] = true
 		}
 	}
-	// Let the watchers see the master's offset after these writes, then kill it.
-	time.Sleep(time.Second) // three probe rounds: the offset last seen must include the writes
+	// The master's offset after these writes: the failover measures what it lost from the
+	// offset its probes saw last, so wait until they saw this one, then kill the master.
+	mc := redis.NewClient(&redis.Options{Addr: g.Master, Password: groupPassword, MaxRetries: -1})
+	info, err := mc.Info(ctx, "replication").Result()
+	mc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var written int64
+	for _, l := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "master_repl_offset:"); ok {
+			written, err = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	if written == 0 || err != nil {
+		t.Fatalf("no master_repl_offset in the master's INFO (%v):\n%s", err, info)
+	}
+	// A node's status shows the servers as one node of the DC sees them (seen_by: the first,
+	// in id order, that reports them): the only watcher's view the admin API shows.
+	seenBy := map[string]bool{}
+	for _, p := range e.nodes {
+		waitFor(t, 10*time.Second, p.ID+"'s status shows the master at offset "+strconv.FormatInt(written, 10), func() error {
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			st, err := p.Client().Status(sctx)
+			if err != nil {
+				return err
+			}
+			for _, d := range st.DCs {
+				for _, sg := range d.Groups {
+					for _, v := range sg.Servers {
+						if sg.ID == "g1" && v.Addr == g.Master && v.Listed == "master" {
+							if v.Offset < written {
+								return fmt.Errorf("%s sees the master at offset %d", sg.Seen, v.Offset)
+							}
+							seenBy[sg.Seen] = true
+							return nil
+						}
+					}
+				}
+			}
+			return errors.New("the master is not in the group's servers")
+		})
+	}
+	t.Logf("the master's offset %d seen by %v", written, slices.Sorted(maps.Keys(seenBy)))
 	e.servers[g.Master].Stop()
 	cont()
 	ng := e.waitGroup("the failover", func(ng node.GroupStatus) error {

@@ -53,6 +53,14 @@ type op struct {
 	arg      int64 // SET's value, RPUSH's element
 	ret      int64 // INCR's and GET's answer
 	nilReply bool  // GET answered nil
+	// bad is an acknowledged answer the command cannot give (a GET of a counter or register
+	// that is not a number, SET not answering OK, RPUSH a length below 1): a corrupted value,
+	// or the reply to another request. The checker reports it (checkReplies).
+	bad string
+	// strange marks an error reply that no fault explains and no documented refusal is
+	// (WRONGTYPE, MOVED, ERR ...; see unexplained), or a reply of the wrong shape: its outcome
+	// stays unknown, and the checker reports it.
+	strange  bool
 	inv, cmp time.Duration
 	out      outcome
 	err      string
@@ -74,6 +82,8 @@ func (o *op) String() string {
 	switch {
 	case o.out != outOK:
 		res += " (" + clip(o.err) + ")"
+	case o.bad != "":
+		res = "-> bad value " + strconv.Quote(clip(o.bad))
 	case o.kind == opIncr, (o.kind == opGet || o.kind == opReadCtr) && !o.nilReply:
 		res = fmt.Sprintf("-> %d", o.ret)
 	case o.nilReply:
@@ -108,6 +118,43 @@ func classify(err error) outcome {
 		return outFailed
 	}
 	return outUnknown
+}
+
+// explainedReplies are the error replies a node may give the history tests' INCR, GET, RPUSH
+// and SET while faults are injected (prefixes): TRYAGAIN and CLUSTERDOWN (docs/commands.md;
+// notRun tells which of them did not run), the backend loading its data after a restart, a
+// write meeting a master paused for a switchover (docs/failover.md), a node shutting down
+// (SIGTERM: rolling-restart), and a migrating slot whose keys could not be moved (the mover's
+// backend connection or the node's context broke: kill-mover, rolling-restart; router/
+// migration.go).
+var explainedReplies = []string{
+	"TRYAGAIN", "CLUSTERDOWN", "LOADING", "READONLY",
+	"ERR redraft node is shutting down",
+	"ERR slot ", // ... is being migrated and moving the request's keys failed: ...
+}
+
+// unexplained reports whether err, which ended an operation of a history test, is an error no
+// fault explains: an error reply that is not in explainedReplies, such as WRONGTYPE, MOVED or
+// "ERR value is not an integer" (a corrupted value, or the reply to another request), or a
+// reply go-redis cannot read as the command's (a reply of another shape). Timeouts, dropped and
+// refused connections are explained: they stay unknown or failed outcomes.
+func unexplained(err error) bool {
+	if err == nil || err == redis.Nil {
+		return false
+	}
+	msg := err.Error()
+	var re redis.Error
+	if !errors.As(err, &re) {
+		var ne *strconv.NumError // a bulk string where INCR's integer belongs
+		return errors.As(err, &ne) || strings.HasPrefix(msg, "redis: can't parse") ||
+			strings.HasPrefix(msg, "redis: invalid reply") || strings.HasPrefix(msg, "redis: got ")
+	}
+	for _, p := range explainedReplies {
+		if strings.HasPrefix(msg, p) && (p != "ERR slot " || strings.Contains(msg, "is being migrated and moving the request's keys failed")) {
+			return false
+		}
+	}
+	return true
 }
 
 // chaosKeys names the keys of a workload; with a prefix (a DC's name in a multi-DC run) each
@@ -235,32 +282,19 @@ func (h *history) run(c *chaosClient) {
 		rdb := h.conn(c, p)
 		o := op{client: c.id, node: p.ID}
 		n := len(c.keys.counters)
-		var do func(ctx context.Context) error
 		switch r := c.rnd.Intn(100); {
 		case r < 35:
 			o.kind, o.key = opIncr, c.keys.counters[c.rnd.Intn(n)]
-			do = func(ctx context.Context) (err error) { o.ret, err = rdb.Incr(ctx, o.key).Result(); return }
 		case r < 45:
 			o.kind, o.key = opReadCtr, c.keys.counters[c.rnd.Intn(n)]
-			do = func(ctx context.Context) error { return h.get(ctx, rdb, &o) }
 		case r < 70:
 			o.kind, o.key, o.arg = opPush, c.keys.lists[c.rnd.Intn(n)], h.values.Add(1)
-			do = func(ctx context.Context) error { return rdb.RPush(ctx, o.key, o.arg).Err() }
 		case r < 85:
 			o.kind, o.key, o.arg = opSet, c.keys.registers[c.rnd.Intn(n)], h.values.Add(1)
-			do = func(ctx context.Context) error { return rdb.Set(ctx, o.key, o.arg, 0).Err() }
 		default:
 			o.kind, o.key = opGet, c.keys.registers[c.rnd.Intn(n)]
-			do = func(ctx context.Context) error { return h.get(ctx, rdb, &o) }
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), h.opTime)
-		o.inv = h.since()
-		err := do(ctx)
-		o.cmp = h.since()
-		cancel()
-		if o.out = classify(err); o.out != outOK {
-			o.err = err.Error()
-		}
+		h.record(rdb, &o)
 		c.ops = append(c.ops, o)
 		if o.out == outFailed {
 			time.Sleep(5 * time.Millisecond) // back off a little from a node that refuses
@@ -268,7 +302,43 @@ func (h *history) run(c *chaosClient) {
 	}
 }
 
-// get reads o.key into o (nil reads set nilReply).
+// record sends o (its kind, key and argument set) through rdb and records its times, its
+// answer and how it ended.
+func (h *history) record(rdb *redis.Client, o *op) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.opTime)
+	defer cancel()
+	o.inv = h.since()
+	err := h.send(ctx, rdb, o)
+	o.cmp = h.since()
+	if o.out = classify(err); o.out != outOK {
+		o.err = err.Error()
+		o.strange = unexplained(err)
+	}
+}
+
+// send runs o's command and puts its answer in o.
+func (h *history) send(ctx context.Context, rdb *redis.Client, o *op) (err error) {
+	switch o.kind {
+	case opIncr:
+		o.ret, err = rdb.Incr(ctx, o.key).Result()
+	case opReadCtr, opGet:
+		err = h.get(ctx, rdb, o)
+	case opPush:
+		var n int64
+		if n, err = rdb.RPush(ctx, o.key, o.arg).Result(); err == nil && n < 1 {
+			o.bad = fmt.Sprintf("length %d", n)
+		}
+	case opSet:
+		var s string
+		if s, err = rdb.Set(ctx, o.key, o.arg, 0).Result(); err == nil && s != "OK" {
+			o.bad = s
+		}
+	}
+	return err
+}
+
+// get reads o.key into o (nil reads set nilReply, a value that is not a number sets bad: an
+// acknowledged read, of a value no client wrote).
 func (h *history) get(ctx context.Context, rdb *redis.Client, o *op) error {
 	s, err := rdb.Get(ctx, o.key).Result()
 	if err == redis.Nil {
@@ -279,7 +349,7 @@ func (h *history) get(ctx context.Context, rdb *redis.Client, o *op) error {
 		return err
 	}
 	if o.ret, err = strconv.ParseInt(s, 10, 64); err != nil {
-		return fmt.Errorf("not a number: %q", s)
+		o.ret, o.bad = 0, s
 	}
 	return nil
 }

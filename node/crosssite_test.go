@@ -7,13 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
-	"time"
 )
 
 // browserCall sends one admin request as a browser (or a DNS-rebinding page) could: with the
@@ -193,66 +188,4 @@ func TestAdminCrossSiteWithToken(t *testing.T) {
 		t.Errorf("PUT /config as JSON with the token and Host %s: %d %s", evil, code, e.Error)
 	}
 	assertNoSecrets(t, "logs", logs.String())
-}
-
-// TestDashboardSendsJSONOnEveryChange runs the dashboard's own api() (dashboard/assets/app.js,
-// as the node serves it) in Node.js against a real node: body-less POSTs and DELETEs (pause,
-// cancel, remove) reach their handlers (the API's own 404), not the 415 of a request without
-// the JSON content type.
-func TestDashboardSendsJSONOnEveryChange(t *testing.T) {
-	js, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("no Node.js found: this test runs the dashboard's api() in it (apt-get install nodejs)")
-	}
-	n, _ := startLogged(t, t.TempDir(), Config{ID: "n1"})
-	waitReady(t, n)
-	resp, err := http.Get("http://" + n.AdminAddr() + "/ui/app.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := regexp.MustCompile(`(?s)class APIError .*?\nasync function api\(.*?\n}\n`).Find(src)
-	if m == nil {
-		t.Fatal("app.js has no APIError class and api function to run")
-	}
-	script := `"use strict";
-const TOKEN_KEY = "token";
-globalThis.sessionStorage = { getItem: () => null, removeItem: () => {} };
-function showLogin() {}
-const base = process.argv[2], realFetch = globalThis.fetch;
-globalThis.fetch = (path, o) => realFetch(base + path, o);
-` + string(m) + `
-(async () => {
-  const out = [];
-  for (const [method, path] of [["POST", "/migrations/7/pause"], ["POST", "/migrations/7/cancel"], ["DELETE", "/groups/dc1/nope"], ["DELETE", "/nodes/nope"]]) {
-    try { await api(method, path); out.push({ call: method + " " + path, status: 200 }); }
-    catch (e) { out.push({ call: method + " " + path, status: e.status, msg: e.message }); }
-  }
-  console.log(JSON.stringify(out));
-})();
-`
-	file := filepath.Join(t.TempDir(), "api.js")
-	if err := os.WriteFile(file, []byte(script), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, js, file, "http://"+n.AdminAddr()).CombinedOutput()
-	if err != nil {
-		t.Fatalf("node: %v\n%s", err, out)
-	}
-	var got []struct {
-		Call   string
-		Status int
-		Msg    string
-	}
-	if err := json.Unmarshal(out, &got); err != nil || len(got) != 4 {
-		t.Fatalf("node's output: %s (%v)", out, err)
-	}
-	for _, g := range got {
-		if g.Status == http.StatusUnsupportedMediaType || g.Status == 0 || g.Status == http.StatusForbidden {
-			t.Errorf("the dashboard's %s: %d %s, want its handler's answer", g.Call, g.Status, g.Msg)
-		}
-	}
 }
