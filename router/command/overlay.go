@@ -62,6 +62,7 @@ var overlay = map[string]handling{
 	"renamenx":        {Forward, "both keys must share a slot"},
 	"copy":            {Forward, "both keys must share a slot; DB works within the group (with several DCs and convergence on, only the session's database)"},
 	"move":            {Forward, "moves between databases of the key's group (refused with several DCs and convergence on)"},
+	"zincrby":         {Forward, "with several DCs, an increment of inf or -inf is refused (ZADD sets an infinite score)"},
 	"object|encoding": {Forward, ""}, "object|freq": {Forward, ""}, "object|idletime": {Forward, ""}, "object|refcount": {Forward, ""},
 	"object|help": {Any, ""},
 	"sort":        {Forward, "BY and GET patterns must hash to the key's slot, as in Redis Cluster, and must not be able to form a __redraft: key; with GET or a BY pattern it runs as redraft's internal backend user"},

@@ -373,7 +373,8 @@ end
 -- eplus adds two numbers (strings) as the element's type does: a hash field as HINCRBYFLOAT
 -- (calc), a score in doubles, as ZINCRBY; nil where the element's type refuses the sum (a
 -- score of inf plus -inf, which ZINCRBY refuses as NaN: two DCs' ZINCRBY inf and -inf of
--- one member, each fine where it ran, made ZADD of "nan" stop APPLY half way).
+-- one member, recorded before Prepare refused infinite increments, made ZADD of "nan" stop
+-- APPLY half way).
 local function eplus(ty, a, b)
   if ty == 'zset' then
     local x, y = tonumber(a), tonumber(b)

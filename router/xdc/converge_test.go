@@ -531,18 +531,40 @@ func TestConvergeElementCountersAddUp(t *testing.T) {
 	}
 }
 
-// TestConvergeInfiniteScores: ZINCRBY inf in one DC and -inf in another, each fine where it
-// ran, sum to NaN, which ZINCRBY refuses: the increment that would make it is left out, as
-// Redis leaves out such a ZINCRBY, in the sorted order of the DCs, so every DC ends with the
-// same score; APPLY used to stop half way on ZADD of "nan", the log stuck for good.
+// TestConvergeInfiniteScores: ZINCRBY by inf or -inf is refused with several DCs (a per-DC sum
+// that is infinite cannot give back the increments after it); ZADD of an infinite score and
+// finite increments on it work. An infinite increment recorded all the same (before the
+// refusal; crafted here past Prepare) in one DC and its opposite in another sum to NaN, which
+// ZINCRBY refuses: the term is left out in DC order, every DC ends with the same score, and
+// APPLY goes on (it used to stop half way on ZADD of "nan", the log stuck for good).
 func TestConvergeInfiniteScores(t *testing.T) {
 	_, dcs := startDCs(t, "a", "b")
 	a, b := dcs[0], dcs[1]
+	for _, inc := range []string{"inf", "-inf", "+INF", "Infinity"} {
+		if _, err := Prepare([]string{"ZINCRBY", "{inf}z", inc, "m"}); !errors.Is(err, ErrInfiniteIncrement) {
+			t.Errorf("ZINCRBY by %s: %v, want it refused", inc, err)
+		}
+	}
+	a.write(t, "ZADD", "{inf}y", "inf", "m")
+	b.write(t, "ZINCRBY", "{inf}y", "3", "m")
+	waitEqual(t, dcs, 10*time.Second, "y", stateOf("{inf}y"), "zset [{+Inf m}]")
+
 	a.write(t, "ZADD", "{inf}z", "1", "m")
 	waitEqual(t, dcs, 10*time.Second, "z", stateOf("{inf}z"), "zset [{1 m}]")
 	cutAll(dcs, true)
-	a.write(t, "ZINCRBY", "{inf}z", "inf", "m")
-	b.write(t, "ZINCRBY", "{inf}z", "-inf", "m")
+	crafted := func(d *testDC, inc string) {
+		c, err := Prepare([]string{"ZINCRBY", "{inf}z", "1", "m"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Args[2] = inc
+		if err := d.writeCmd(slotString("{inf}z"), c).Err(); err != nil {
+			t.Fatalf("ZINCRBY by %s in %s: %v", inc, d.name, err)
+		}
+		d.repl.Wrote(0, slotString("{inf}z"))
+	}
+	crafted(a, "inf")
+	crafted(b, "-inf")
 	a.write(t, "SET", "{inf}after", "1")
 	cutAll(dcs, false)
 	waitEqual(t, dcs, 10*time.Second, "after", stateOf("{inf}after"), "string 1")

@@ -3,6 +3,7 @@ package xdc
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -158,6 +159,12 @@ var (
 	ErrNotWrite = errors.New("xdc: not a write command")
 	// ErrUnknown is returned for a command not in the command table.
 	ErrUnknown = errors.New("xdc: unknown command")
+	// ErrInfiniteIncrement is returned for ZINCRBY by inf or -inf: a member's increments are
+	// counted per DC as sums, and a sum that is infinite cannot give back the finite
+	// increments after it (a later ZADD that saw it, then ZINCRBY 3, would read inf - inf), nor
+	// add up with another DC's opposite infinity (NaN, which ZINCRBY refuses): the DCs would
+	// hold a score no sequence of the commands gives (docs/convergence.md).
+	ErrInfiniteIncrement = errors.New("ZINCRBY by inf or -inf cannot be counted per DC; ZADD sets an infinite score")
 )
 
 // Call is one write command prepared for the WRITE script.
@@ -220,6 +227,11 @@ func prepareAny(argv []string) (Call, error) {
 	eff, ok := Rules[spec.Name]
 	if !ok || (spec.Name == "bitfield" && bitfieldReadOnly(argv)) {
 		return Call{}, ErrNotWrite
+	}
+	if spec.Name == "zincrby" && len(argv) == 4 {
+		if f, err := strconv.ParseFloat(argv[2], 64); err == nil && math.IsInf(f, 0) {
+			return Call{}, ErrInfiniteIncrement
+		}
 	}
 	c := Call{Plan: "v", Args: append([]string(nil), argv...)}
 	for _, i := range spec.Keys(b, nil) {
