@@ -198,7 +198,7 @@ func (n *Node) handleJoin(ctx context.Context, req joinRequest) (joinResponse, e
 	// Nor may a join that AddNode would refuse (an id held in another DC, a client address in
 	// use) touch the Raft configuration: it would replace a member there, or leave a voter
 	// the state does not know. The state machine is pure: the step is tried on this state.
-	if _, err := fsm.ApplyCommand(st, st.Index+1, &fsm.AddNode{Node: me}); err != nil {
+	if _, err := n.dryRun(ctx, &fsm.AddNode{Node: me}); err != nil {
 		return joinResponse{}, err
 	}
 	voter, err := n.addToRaft(me.ID, me.Peer)

@@ -110,11 +110,7 @@ func TestConvergeLastWriterWinsAndTombstones(t *testing.T) {
 	cutAll(dcs, false)
 	waitEqual(t, dcs, 10*time.Second, "y", stateOf("{k}y"), "none")
 	waitEqual(t, dcs, 10*time.Second, "z", stateOf("{k}z"), "string from-c")
-	for _, d := range dcs {
-		if n := d.repl.Diverged(); n != 0 {
-			t.Errorf("%s: %d diverged effects", d.name, n)
-		}
-	}
+	noDivergence(t, dcs)
 	if b.repl.superseded.Load() == 0 && a.repl.superseded.Load() == 0 {
 		t.Errorf("no effect was superseded: the stamps decided nothing")
 	}
@@ -148,11 +144,7 @@ func TestConvergeCountersAddUp(t *testing.T) {
 	a.write(t, "INCR", "{n}n")
 	cutAll(dcs, false)
 	waitEqual(t, dcs, 10*time.Second, "n", stateOf("{n}n"), "string 1")
-	for _, d := range dcs {
-		if n := d.repl.Diverged(); n != 0 {
-			t.Errorf("%s: %d diverged effects", d.name, n)
-		}
-	}
+	noDivergence(t, dcs)
 }
 
 // TestConvergeSetAfterAnAdoptedVector: a SET in a DC where the key holds a counter vector
@@ -239,11 +231,7 @@ func TestConvergeFloatCountersAddUp(t *testing.T) {
 		t.Fatalf("INCRBYFLOAT answered %v, want 8.75", got)
 	}
 	waitEqual(t, dcs, 10*time.Second, "f", stateOf("{f}f"), "string 8.75")
-	for _, d := range dcs {
-		if n := d.repl.Diverged(); n != 0 {
-			t.Errorf("%s: %d diverged effects", d.name, n)
-		}
-	}
+	noDivergence(t, dcs)
 }
 
 func TestConvergeConflictingListPullsTheNewestState(t *testing.T) {
@@ -466,11 +454,7 @@ func TestConvergeElements(t *testing.T) {
 	b.write(t, "HSET", "{e}h", "new", "1")
 	cutAll(dcs, false)
 	waitEqual(t, dcs, 10*time.Second, "h", stateOf("{e}h"), "hash map[new:1]")
-	for _, d := range dcs {
-		if n := d.repl.Diverged(); n != 0 {
-			t.Errorf("%s: %d diverged effects", d.name, n)
-		}
-	}
+	noDivergence(t, dcs)
 }
 
 // TestConvergeCollectsTombstones: a deleted key's stamp stays (a tombstone) until every other
@@ -524,11 +508,7 @@ func TestConvergeElementCountersAddUp(t *testing.T) {
 	}
 	waitEqual(t, dcs, 10*time.Second, "h", stateOf("{i}h"), "hash map[n:7.5]")
 	waitEqual(t, dcs, 10*time.Second, "z", stateOf("{i}z"), "zset [{9.5 m}]")
-	for _, d := range dcs {
-		if n := d.repl.Diverged(); n != 0 {
-			t.Errorf("%s: %d diverged effects", d.name, n)
-		}
-	}
+	noDivergence(t, dcs)
 }
 
 // TestConvergeInfiniteScores: ZINCRBY by inf or -inf is refused with several DCs (a per-DC sum
@@ -569,11 +549,7 @@ func TestConvergeInfiniteScores(t *testing.T) {
 	cutAll(dcs, false)
 	waitEqual(t, dcs, 10*time.Second, "after", stateOf("{inf}after"), "string 1")
 	waitEqual(t, dcs, 10*time.Second, "z", stateOf("{inf}z"), "zset [{+Inf m}]")
-	for _, d := range dcs {
-		if n := d.repl.Diverged(); n != 0 {
-			t.Errorf("%s: %d diverged effects", d.name, n)
-		}
-	}
+	noDivergence(t, dcs)
 }
 
 // TestCopyKeepsCountersOfKeptKeys: a full copy into a DC keeps the keys that DC wrote later
@@ -1251,5 +1227,15 @@ func TestUnlockCopiesFollowsAMovedLock(t *testing.T) {
 	}
 	if n := a.rc.Exists(ctx, CopyLockKey(other)).Val(); n != 1 {
 		t.Error("another holder's lock was released")
+	}
+}
+
+// noDivergence reports each DC that counted effects its state could not take as they were.
+func noDivergence(t *testing.T, dcs []*testDC) {
+	t.Helper()
+	for _, d := range dcs {
+		if n := d.repl.Diverged(); n != 0 {
+			t.Errorf("%s: %d diverged effects", d.name, n)
+		}
 	}
 }

@@ -40,10 +40,9 @@ type runningLog struct {
 	done   <-chan struct{}
 }
 
-// retiredLog is a stopped logGroup's log and database, and when it ended.
+// retiredLog is a stopped logGroup's log (its database is its key's), and when it ended.
 type retiredLog struct {
 	log  LogID
-	db   int
 	done <-chan struct{}
 }
 
@@ -70,7 +69,7 @@ func (r *Replicator) planLogs(ctx context.Context, want map[logKey]LogID, dests 
 	for k, l := range r.logs {
 		if _, ok := want[k]; !ok || !slices.Equal(l.dests, dests) {
 			l.cancel()
-			r.retired[k] = retiredLog{log: l.g.log, db: k.db, done: l.done}
+			r.retired[k] = retiredLog{log: l.g.log, done: l.done}
 			delete(r.logs, k)
 		}
 	}
@@ -85,7 +84,7 @@ func (r *Replicator) planLogs(ctx context.Context, want map[logKey]LogID, dests 
 		done := make(chan struct{})
 		var before []<-chan struct{}
 		for rk, l := range r.retired {
-			if l.log == id && l.db == k.db {
+			if l.log == id && rk.db == k.db {
 				before = append(before, l.done)
 				delete(r.retired, rk) // done closes after these: the ends chain
 			}
@@ -116,20 +115,10 @@ func afterGrace(ctx, base context.Context, grace time.Duration) (context.Context
 		return ctx, func() {}
 	}
 	c, cancel := context.WithCancel(base)
-	var t *time.Timer
-	var mu sync.Mutex
-	stopAfter := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		t = time.AfterFunc(grace, cancel)
-		mu.Unlock()
-	})
+	// (A grace timer started before stop only cancels c again when it fires.)
+	stopAfter := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
 	return c, func() {
 		stopAfter()
-		mu.Lock()
-		if t != nil {
-			t.Stop()
-		}
-		mu.Unlock()
 		cancel()
 	}
 }

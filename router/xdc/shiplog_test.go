@@ -138,9 +138,9 @@ func TestPlanLogsChainsAcrossMasters(t *testing.T) {
 	r.mu.Lock()
 	r.logs = map[logKey]*runningLog{}
 	r.retired = map[logKey]retiredLog{
-		old: {log: log, db: 0, done: inFlight},
+		old: {log: log, done: inFlight},
 		// Another database's log and another log are not this one's predecessors.
-		{server: old.server, db: 1, epoch: 1}:                          {log: log, db: 1, done: make(chan struct{})},
+		{server: old.server, db: 1, epoch: 1}:                          {log: log, done: make(chan struct{})},
 		{server: server{group: "g2", master: "127.0.0.1:2"}, epoch: 1}: {log: LogID{DC: "dc1", Group: "g2"}, done: make(chan struct{})},
 	}
 	promoted := logKey{server: server{group: "g1", master: "127.0.0.1:3"}, db: 0, epoch: 2}
