@@ -59,6 +59,9 @@ func (w *Watcher) execute(ctx context.Context, group string, epoch uint64) {
 			if err != nil {
 				why = err.Error()
 			}
+			if f.Planned && time.Since(seen) >= w.cfg.SwitchoverGiveUp && w.giveUpSwitchover(ctx, g, f, why) {
+				return
+			}
 			if why != lastWhy {
 				lastWhy = why
 				w.log.Warn("failover cannot go on yet", "group", group, "epoch", epoch, "why", why)
@@ -72,6 +75,34 @@ func (w *Watcher) execute(ctx context.Context, group string, epoch uint64) {
 			}
 		}
 	})
+}
+
+// giveUpSwitchover cancels the planned switchover f of g, which could not go on for
+// SwitchoverGiveUp (why: the last attempt's reason), when that leaves the group as it was: the
+// old master answers as a master (a replica that an attempt promoted without the old master
+// following it got no write, the requests being held, and the watchers point it back), or it
+// does not answer and no replica answers as a master (nothing was promoted: the probes then
+// vote it down and an unplanned failover starts). Otherwise (the old master follows a
+// replica, or does not answer while one is a master) the switchover keeps trying.
+func (w *Watcher) giveUpSwitchover(ctx context.Context, g *fsm.Group, f fsm.Failover, why string) bool {
+	infos, errs := w.infos(ctx, g, append([]string{f.From}, g.Replicas...))
+	switch {
+	case errs[0] == nil && infos[0].Role == "master":
+	case errs[0] != nil:
+		for i := range g.Replicas {
+			if errs[i+1] == nil && infos[i+1].Role == "master" {
+				return false
+			}
+		}
+	default:
+		return false
+	}
+	w.log.Warn("switchover cancelled: it could not go on", "group", g.ID, "epoch", f.Epoch, "for", w.cfg.SwitchoverGiveUp, "why", why)
+	if err := w.finish(ctx, g, f, f.From, 0); err != nil && !errors.Is(err, errDone) {
+		w.log.Warn("switchover not cancelled yet", "group", g.ID, "epoch", f.Epoch, "err", err)
+		return false
+	}
+	return true
 }
 
 // awaitApplied waits (at most 5 s) until this node's state shows the group's failover of epoch
@@ -151,6 +182,11 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 			why = append(why, fmt.Sprintf("%s replicates %q, not %s", a, in.MasterAddr, f.From))
 		case !in.LinkUp && in.LinkDownSec > int64((downFor+10*mda)/time.Second):
 			why = append(why, fmt.Sprintf("%s lost its master %ds ago, long before the master went down", a, in.LinkDownSec))
+		case neverSynced(in):
+			// Redis answers -1 for a link that never came up since the server started or was
+			// pointed at this master: an empty replica (new, a replaced disk, a first full copy
+			// that failed), which promoted would have the old master copy it once it is back.
+			why = append(why, a+" has not synced with the master since it started (no data of its own)")
 		default:
 			cands = append(cands, candidate{a, in})
 		}
@@ -199,6 +235,13 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 	}
 	w.pointReplicas(ctx, g, to, f.From)
 	return to, "", nil
+}
+
+// neverSynced reports whether in, a replica's INFO, shows a link to its master that never came
+// up (master_link_down_since_seconds -1) and no data of its own: a replica restarted from its
+// own RDB or AOF reports the offset it loaded, one that never synced 0 or 1.
+func neverSynced(in Info) bool {
+	return !in.LinkUp && in.LinkDownSec < 0 && in.Offset <= 1
 }
 
 // provision creates redraft's backend ACL users on the server about to be promoted (ACL users

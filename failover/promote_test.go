@@ -2,6 +2,7 @@ package failover
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -215,5 +216,95 @@ func TestNoReplicaGroupEndsWhenTheMasterIsBack(t *testing.T) {
 	}
 	if to, why, err := w.promote(ctx, st, g, f, time.Now()); err != errDone || to != "" {
 		t.Fatalf("promote = %q, %q, %v; want the failover ended", to, why, err)
+	}
+}
+
+// TestNeverSyncedReplicaNotPromoted: a replica whose link to the master never came up (it
+// started after the master died: new, or on a replaced disk) holds no data; promoted, it would
+// have the old master, once back and fenced, copy its empty data set. It is not a candidate.
+func TestNeverSyncedReplicaNotPromoted(t *testing.T) {
+	ctx := context.Background()
+	m := testredis.Start(t)
+	mc := redis.NewClient(&redis.Options{Addr: m.Addr})
+	defer mc.Close()
+	if err := mc.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	g := &fsm.Group{ID: "g1", Master: m.Addr}
+	st := &fsm.State{DCs: map[string]*fsm.DC{"dc1": {Name: "dc1", Groups: map[string]*fsm.Group{"g1": g}}}}
+	w := New(Config{Cluster: &stateCluster{st: st}})
+	defer w.adm.close()
+	w.started = time.Now()
+	w.tick(ctx)
+	m.Stop()
+	r := testredis.Start(t, testredis.WithReplicaOf(m.Addr, ""))
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer rc.Close()
+	in := parseInfo(rc.Info(ctx, "replication").Val())
+	if in.Role != "slave" || in.LinkUp || in.LinkDownSec != -1 {
+		t.Fatalf("the replica's INFO: %+v; want a link down since -1", in)
+	}
+	g.Replicas = []string{r.Addr}
+	f := fsm.Failover{Epoch: 1, From: m.Addr, Executor: "n1"}
+	to, why, err := w.promote(ctx, st, g, f, time.Now())
+	if err != nil || to != "" || !strings.Contains(why, "has not synced") {
+		t.Fatalf("promote = %q, %q, %v; want no usable replica (it never synced)", to, why, err)
+	}
+	if role := rc.Do(ctx, "ROLE").Val().([]any)[0]; role != "slave" {
+		t.Fatalf("the never-synced replica's role: %v", role)
+	}
+}
+
+// TestStalledSwitchoverGivesUp: a planned switchover that cannot go on (no replica may take
+// over; then the master dies during one) is cancelled by its executor after
+// SwitchoverGiveUp, the old master recorded as the master again, instead of holding the
+// group's requests, and keeping an unplanned failover from starting, for good.
+func TestStalledSwitchoverGivesUp(t *testing.T) {
+	ctx := context.Background()
+	m := testredis.Start(t)
+	r := testredis.Start(t, testredis.WithReplicaOf(m.Addr, ""))
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer rc.Close()
+	for _, stop := range []bool{false, true} {
+		// Without --to, no candidate: the only replica has priority 0 (first case), or the
+		// master does not answer (second).
+		g := &fsm.Group{ID: "g1", Master: m.Addr, Replicas: []string{r.Addr}, Priority: map[string]int{r.Addr: 0}}
+		if stop {
+			g.Priority = nil
+			m.Stop()
+		}
+		g.Failover = &fsm.Failover{Epoch: 1, From: m.Addr, Planned: true, Executor: "n1"}
+		st := &fsm.State{DCs: map[string]*fsm.DC{"dc1": {Name: "dc1", Groups: map[string]*fsm.Group{"g1": g}}}}
+		cl := &recordingCluster{stateCluster: stateCluster{st: st}}
+		w := New(Config{Cluster: cl, SwitchoverGiveUp: time.Second})
+		start := time.Now()
+		done := make(chan struct{})
+		go func() {
+			w.execute(ctx, "g1", 1)
+			close(done)
+		}()
+		// execute runs the attempts in a goroutine of its own (alone): wait for the cancel.
+		var cancel *fsm.FinishFailover
+		for deadline := time.Now().Add(15 * time.Second); cancel == nil; {
+			if time.Now().After(deadline) {
+				t.Fatalf("master stopped %v: the stalled switchover was never cancelled; steps %+v", stop, cl.steps)
+			}
+			cl.mu.Lock()
+			for _, f := range cl.steps {
+				if f.NewMaster != "" {
+					cancel = f
+				}
+			}
+			cl.mu.Unlock()
+			time.Sleep(20 * time.Millisecond) // poll interval
+		}
+		<-done
+		if cancel.NewMaster != m.Addr || time.Since(start) < time.Second {
+			t.Fatalf("master stopped %v: %+v after %v; want the old master kept, after SwitchoverGiveUp", stop, cancel, time.Since(start))
+		}
+		if role := rc.Do(ctx, "ROLE").Val().([]any)[0]; role != "slave" {
+			t.Fatalf("master stopped %v: the replica's role is %v", stop, role)
+		}
+		w.adm.close()
 	}
 }

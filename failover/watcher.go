@@ -49,6 +49,11 @@ type Config struct {
 	// from the failover's start, so that a node that never applied it has stopped routing to
 	// the old master by then (0: no wait, for tests of one node).
 	LeaseWait time.Duration
+	// SwitchoverGiveUp is how long a planned switchover may fail to go on before its executor
+	// cancels it (default 10 s): while it runs, the group's requests are held everywhere and
+	// no unplanned failover can start, so one that cannot finish (the master died meanwhile,
+	// no replica in sync) must end by itself.
+	SwitchoverGiveUp time.Duration
 }
 
 // offsetSample is a master's replication offset and a time before which every write it
@@ -128,6 +133,9 @@ func New(cfg Config) *Watcher {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.SwitchoverGiveUp <= 0 {
+		cfg.SwitchoverGiveUp = 10 * time.Second
 	}
 	w := &Watcher{cfg: cfg, cl: cfg.Cluster, log: cfg.Logger.With("part", "failover"),
 		servers: map[string]*serverState{}, samples: map[string][]offsetSample{}, busy: map[string]bool{}, execs: map[string]*execWatch{}, votedAt: map[string]time.Time{}, kick: make(chan struct{}, 1)}
