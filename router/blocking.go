@@ -61,8 +61,8 @@ func blockTimeout(name string, args [][]byte) (d time.Duration, blocks, ok bool)
 
 // xreadOptions reads XREAD's and XREADGROUP's options as Redis's xreadCommand does, in order
 // up to STREAMS: GROUP and its two names (a group or consumer named BLOCK or STREAMS is a
-// name), COUNT or BLOCK and a value, NOACK. It returns the position of the first BLOCK's value
-// and of the STREAMS keyword (-1: none, or an option Redis refuses before reading anything).
+// name), COUNT or BLOCK and a value, NOACK. It returns the position of the BLOCK value Redis
+// goes by (the last, or the first it refuses) and of the STREAMS keyword (-1: none, or an option Redis refuses before reading anything).
 func xreadOptions(args [][]byte) (block, streams int) {
 	block = -1
 	for i := 1; i < len(args); i++ {
@@ -73,8 +73,9 @@ func xreadOptions(args [][]byte) (block, streams int) {
 		case bytes.EqualFold(a, []byte("group")) && more >= 2:
 			i += 2
 		case bytes.EqualFold(a, []byte("block")) && more > 0:
-			if block < 0 {
-				block = i + 1 // Redis refuses a bad value at the first
+			// Redis takes the last BLOCK, and refuses a bad value where it reads it.
+			if block < 0 || validBlockMS(args[block]) {
+				block = i + 1
 			}
 			i++
 		case bytes.EqualFold(a, []byte("count")) && more > 0:
@@ -85,6 +86,12 @@ func xreadOptions(args [][]byte) (block, streams int) {
 		}
 	}
 	return block, -1
+}
+
+// validBlockMS reports whether v is a BLOCK value Redis takes: milliseconds, not negative.
+func validBlockMS(v []byte) bool {
+	ms, ok := command.ParseInt(v)
+	return ok && ms >= 0
 }
 
 // timeoutSecs reads a timeout in seconds as Redis does (strtold, then milliseconds as a long
@@ -249,10 +256,17 @@ func isNull(reply []byte) bool {
 		string(reply) == "_\r\n" // RESP3
 }
 
+// maxReadAhead bounds what a client may pipeline behind a blocking command while it waits:
+// past it the node stops reading the client until the command returns (a disconnect is then
+// seen only after it).
+const maxReadAhead = 1 << 20
+
 // watchClient runs f, a call that may block for long (on a dedicated connection), while a
 // goroutine reads ahead from the client: if the client disconnects, interrupt is called so f
 // returns and the session ends instead of holding a backend connection forever. Bytes the
-// client pipelines meanwhile stay in the reader's buffer.
+// client pipelines meanwhile stay in the reader's buffer, and the watcher goes on reading
+// after them (until session 43 it stopped at the first: a client that sent anything behind a
+// BLPOP and then closed held its session, and the BLPOP took an element that no one received).
 func (c *client) watchClient(interrupt func(), f func()) {
 	if c.inLoop {
 		// The read loop holds the connection's read side: the watcher's Fill would wait for it
@@ -260,18 +274,29 @@ func (c *client) watchClient(interrupt func(), f func()) {
 		panic("router: watchClient inside the read loop")
 	}
 	done := make(chan error, 1)
+	finished := make(chan struct{})
 	c.s.goClient(c, "blocking read-ahead", func() {
-		err := c.rd.Fill()
-		var ne net.Error
-		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
-			interrupt()
+		for {
+			err := c.rd.Fill()
+			if err == nil && c.rd.Buffered() < maxReadAhead {
+				continue
+			}
+			if err == nil {
+				<-finished // enough read ahead: the rest waits for the command's end
+			}
+			var ne net.Error
+			if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+				interrupt()
+			}
+			done <- err
+			return
 		}
-		done <- err
 	}, func() {
 		interrupt()
 		done <- errInternal // the session ends
 	})
 	f()
+	close(finished)
 	_ = c.nc.SetReadDeadline(time.Now()) // wake the watcher if it still waits
 	err := <-done
 	_ = c.nc.SetReadDeadline(time.Time{})
@@ -362,9 +387,22 @@ func cmdWait(c *client, _ *command.Spec, cmd resp.Command) {
 	if ms > 0 && ms < math.MaxInt64/int64(2*time.Millisecond) {
 		limit = time.Duration(ms)*time.Millisecond + c.s.cfg.BackendTimeout
 	}
+	// The request is built anew per group: cmd.Raw points into the reader's buffer, which the
+	// first group's read-ahead may fill with the client's next request (until session 43 a
+	// second group could be sent that request instead of the WAIT), and each group gets what
+	// is left of the timeout, so that WAIT n T takes T in all, not T per group.
+	numreplicas := string(cmd.Args[1])
+	var deadline time.Time
+	if ms > 0 {
+		deadline = time.Now().Add(time.Duration(min(ms, math.MaxInt64/int64(2*time.Millisecond))) * time.Millisecond)
+	}
 	least := int64(math.MaxInt64)
 	for _, g := range snap.groups {
-		reply, err := c.doDedicated(g, cmd.Raw, limit)
+		left := "0"
+		if ms > 0 {
+			left = strconv.FormatInt(max(time.Until(deadline).Milliseconds(), 1), 10)
+		}
+		reply, err := c.doDedicated(g, appendCommand(nil, []string{"WAIT", numreplicas, left}), limit)
 		if err != nil {
 			c.replyErr(err)
 			return

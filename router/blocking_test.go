@@ -1,10 +1,14 @@
 package router
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/migrate"
 )
 
 func TestBlockingTimeouts(t *testing.T) {
@@ -164,5 +168,98 @@ func TestBlockingCommandMidBatch(t *testing.T) {
 	r.send("INCR mid:n\r\n")
 	if l := r.line(); l != ":1" {
 		t.Fatalf("after the rounds: got %q, want :1", l)
+	}
+}
+
+// TestWaitAcrossGroupsKeepsItsRequest: WAIT goes to every group in turn, and while the first
+// waits the client's next request may land where WAIT's bytes were in the reader's buffer
+// (everything before it parsed: the buffer starts over). Until session 43 the second group
+// was sent those bytes, here a SET of WAIT's length: it ran there, on a group that may not
+// own the key, and its +OK was WAIT's reply. Each group gets a WAIT of its own now, with what
+// is left of the timeout.
+func TestWaitAcrossGroupsKeepsItsRequest(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{})
+	ctx := ctxT(t)
+	r := dialRaw(t, tc.addrs[0])
+	wait := "*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$3\r\n600\r\n"
+	set := "*3\r\n$3\r\nSET\r\n$2\r\nfo\r\n$3\r\nbar\r\n"
+	if len(wait) != len(set) {
+		t.Fatalf("the two requests must be as long: %d and %d", len(wait), len(set))
+	}
+	start := time.Now()
+	r.send(wait)
+	other := tc.client(0)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		list, err := other.ClientList(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(list, "flags=b") {
+			break // WAIT waits on the first group (no replica can answer)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("WAIT never waited: %s", list)
+		}
+	}
+	r.send(set)
+	if l := r.line(); l != ":0" {
+		t.Fatalf("WAIT answered %q, want :0", l)
+	}
+	took := time.Since(start)
+	if l := r.line(); l != "+OK" {
+		t.Fatalf("SET answered %q, want +OK", l)
+	}
+	if v, err := other.Get(ctx, "fo").Result(); err != nil || v != "bar" {
+		t.Fatalf("GET fo = %q, %v", v, err)
+	}
+	// WAIT 1 600 over two groups without replicas: 600 ms in all, not per group.
+	if took > 1100*time.Millisecond {
+		t.Fatalf("WAIT 1 600 over two groups took %s", took)
+	}
+	for i, s := range tc.redis {
+		c := redis.NewClient(&redis.Options{Addr: s.Addr})
+		n, err := c.Exists(ctx, "fo").Result()
+		c.Close()
+		own := migrate.SlotString("fo")/(fsm.NumSlots/len(tc.redis)) == i
+		if err != nil || (n == 1) != own {
+			t.Fatalf("group %s holds fo: %d (%v); it owns its slot: %v", groupIDs[i], n, err, own)
+		}
+	}
+}
+
+// TestBlockedClientGoneAfterPipelining: a client that sends a request behind its BLPOP and
+// then disconnects releases the BLPOP: an element pushed afterwards stays in the list. Until
+// session 43 the read-ahead stopped at the first byte, nothing saw the disconnect, and the
+// BLPOP of the closed session took the element, which no one received.
+func TestBlockedClientGoneAfterPipelining(t *testing.T) {
+	tc := startCluster(t, 1, 1, Config{})
+	ctx := ctxT(t)
+	r := dialRaw(t, tc.addrs[0])
+	r.send("BLPOP gone:q 0\r\n")
+	waitFor(t, "BLPOP blocked", func() bool { return blockedClients(t, tc, 0) > 0 })
+	r.send("PING\r\n")
+	r.nc.Close()
+	waitFor(t, "the closed client's BLPOP released", func() bool { return blockedClients(t, tc, 0) == 0 })
+	c := tc.client(0)
+	if err := c.RPush(ctx, "gone:q", "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.LLen(ctx, "gone:q").Result(); err != nil || n != 1 {
+		t.Fatalf("LLEN gone:q = %d, %v; want 1 (nobody waits for it)", n, err)
+	}
+}
+
+// TestXreadLastBlockCounts: of several BLOCK options Redis takes the last (xreadCommand reads
+// them in order, each overriding the one before); until session 43 the node took the first
+// and gave up on `XREAD BLOCK 100 BLOCK 0 ...` after 100 ms plus the backend timeout.
+func TestXreadLastBlockCounts(t *testing.T) {
+	args := [][]byte{[]byte("XREAD"), []byte("BLOCK"), []byte("100"), []byte("BLOCK"), []byte("0"), []byte("STREAMS"), []byte("s"), []byte("$")}
+	block, streams := xreadOptions(args)
+	if block != 4 || streams != 5 {
+		t.Fatalf("xreadOptions = %d, %d; want the last BLOCK's value (4) and STREAMS (5)", block, streams)
+	}
+	args[2] = []byte("-1") // refused where Redis reads it, whatever follows
+	if block, _ := xreadOptions(args); block != 2 {
+		t.Fatalf("xreadOptions with a bad first BLOCK = %d, want 2", block)
 	}
 }

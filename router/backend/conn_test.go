@@ -167,3 +167,50 @@ func TestPoolCloseWakesDedicated(t *testing.T) {
 		t.Fatalf("dedicated count %d after Close", n)
 	}
 }
+
+// TestSlowClientIDDoesNotShiftReplies: a CLIENT ID that times out (the server busy longer than
+// the pool's timeout) closes the dedicated connection: the command after it fails instead of
+// reading the late id as its reply, and every later reply one behind.
+func TestSlowClientIDDoesNotShiftReplies(t *testing.T) {
+	r := testredis.Start(t, testredis.WithArgs("--enable-debug-command", "yes"))
+	p := NewPool(Options{Group: "g1", Addr: r.Addr, Timeout: 200 * time.Millisecond, Stats: &Stats{}})
+	defer p.Close()
+	d, err := p.Dial(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	other, err := p.Dial(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	// The server sleeps 1 s: the dedicated connection's CLIENT ID waits behind it.
+	if err := other.Write(cmd("DEBUG", "SLEEP", "1")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		// Wait until the sleep runs (another connection's PING times out), so that CLIENT ID
+		// surely waits behind it.
+		probe, err := p.Dial(0)
+		if err != nil {
+			break // the dial itself timed out: the server sleeps
+		}
+		_, err = probe.Do(cmd("PING"), 1, 50*time.Millisecond, nil)
+		probe.Close()
+		if err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server never slept")
+		}
+	}
+	if id := d.ClientID(); id != 0 {
+		t.Fatalf("CLIENT ID during the sleep = %d, want 0 (timed out)", id)
+	}
+	reply, err := d.Do(cmd("ECHO", "mine"), 1, 3*time.Second, nil)
+	if err == nil {
+		t.Fatalf("the command after a timed-out CLIENT ID got %q; want an error (the connection closed)", reply)
+	}
+}

@@ -81,11 +81,17 @@ func (d *Dedicated) DoNotify(raw []byte, n int, timeout time.Duration, dst []byt
 var rawClientID = []byte("*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n")
 
 // ClientID returns the connection's CLIENT ID on the backend, asked once; 0 when the backend
-// did not answer one (the connection is then left as it was, or failed). Only the owner calls it.
+// did not answer one. A call that failed (a timeout: the reply may still come) closes the
+// connection, so that its next command fails instead of reading that reply as its own (until
+// session 43 a BLPOP after a slow CLIENT ID answered the id, and every later reply on the
+// connection was one behind). Only the owner calls it.
 func (d *Dedicated) ClientID() int64 {
 	if d.id == 0 {
 		d.id = -1
-		if r, err := d.Do(rawClientID, 1, d.p.timeout(), nil); err == nil && len(r) > 3 && r[0] == ':' {
+		r, err := d.Do(rawClientID, 1, d.p.timeout(), nil)
+		if err != nil {
+			d.Close()
+		} else if len(r) > 3 && r[0] == ':' {
 			if v, err := strconv.ParseInt(string(r[1:len(r)-2]), 10, 64); err == nil && v > 0 {
 				d.id = v
 			}

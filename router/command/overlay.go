@@ -139,7 +139,7 @@ var overlay = map[string]handling{
 
 	// Transactions.
 	"multi": {Tx, "all keys of the transaction must share a slot"}, "exec": {Tx, ""}, "discard": {Tx, ""},
-	"watch": {Tx, "on a dedicated connection to the keys' group"}, "unwatch": {Tx, ""},
+	"watch": {Tx, "on a dedicated connection to the keys' group"}, "unwatch": {Tx, "not inside MULTI: refused there, and EXEC answers EXECABORT (Redis queues it, a no-op)"},
 
 	// Pub/sub.
 	"subscribe": {PubSub, "on the DC's pub/sub group"}, "unsubscribe": {PubSub, ""},

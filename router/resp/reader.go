@@ -265,20 +265,28 @@ func parseInt(b []byte) (int64, bool) {
 			return 0, false
 		}
 	}
-	var n int64
+	if b[0] == '0' && (len(b) > 1 || neg) {
+		return 0, false // string2ll takes no leading zero, nor "-0"
+	}
+	limit := uint64(1<<63 - 1)
+	if neg {
+		limit++ // -9223372036854775808
+	}
+	var n uint64
 	for _, c := range b {
 		if c < '0' || c > '9' {
 			return 0, false
 		}
-		if n > (1<<62)/5 {
+		d := uint64(c - '0')
+		if n > (limit-d)/10 {
 			return 0, false
 		}
-		n = n*10 + int64(c-'0')
+		n = n*10 + d
 	}
 	if neg {
-		n = -n
+		return -int64(n), true // n = 1<<63 wraps to the minimum, as wanted
 	}
-	return n, true
+	return int64(n), true
 }
 
 func (r *Reader) parseMultibulk() (cmd Command, done, skip bool, err error) {

@@ -109,6 +109,12 @@ func TestReaderErrors(t *testing.T) {
 		{"set \"a\"b\n", "Protocol error: unbalanced quotes in request", 0, 0},
 		{strings.Repeat("a", MaxInline+10), "Protocol error: too big inline request", 0, 0},
 		{"*1\r\n$" + strings.Repeat("1", MaxInline+10), "Protocol error: too big bulk count string", 0, 0},
+		// Numbers as string2ll reads them: no wrap past 2^63, no leading zero (session 43).
+		{"*9223372036854775808\r\n", "Protocol error: invalid multibulk length", 0, 0},
+		{"*18446744073709551617\r\n", "Protocol error: invalid multibulk length", 0, 0},
+		{"*01\r\n$3\r\nGET\r\n", "Protocol error: invalid multibulk length", 0, 0},
+		{"*1\r\n$03\r\nGET\r\n", "Protocol error: invalid bulk length", 0, 0},
+		{"*-0\r\n", "Protocol error: invalid multibulk length", 0, 0},
 	}
 	for _, c := range cases {
 		_, err := readAll([]byte(c.in), 4096, c.maxBulk, c.maxArgs)
@@ -242,5 +248,19 @@ func TestReaderUnauthenticatedLimits(t *testing.T) {
 	}
 	if cmd, ok, err := rd.Next(); !ok || err != nil || len(cmd.Args[1]) != 16385 {
 		t.Fatalf("authenticated: ok %v, err %v", ok, err)
+	}
+}
+
+// TestParseIntEdges: the integers of the protocol, requests and replies, at int64's edges.
+func TestParseIntEdges(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "-1": -1, "9223372036854775807": 1<<63 - 1, "-9223372036854775808": -1 << 63} {
+		if n, ok := parseInt([]byte(in)); !ok || n != want {
+			t.Errorf("parseInt(%s) = %d, %v", in, n, ok)
+		}
+	}
+	for _, in := range []string{"9223372036854775808", "-9223372036854775809", "00", "-0", "07", "", "-", "1a"} {
+		if n, ok := parseInt([]byte(in)); ok {
+			t.Errorf("parseInt(%q) = %d, want refused", in, n)
+		}
 	}
 }

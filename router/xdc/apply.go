@@ -121,6 +121,15 @@ local function effects(src, ts, cmds, quick)
     if nerr then return nerr, first, superseded, 0 end
   end
   local nerr, first, superseded, conflicts = 0, '', 0, 0
+  -- The keys this entry restamped: its effects share one stamp, so a later effect on such a
+  -- key meets its own stamp there, which is not newer, and applies all the same (a unit's
+  -- SET k v and EXPIRE k 60, DEL h and HSET h f v).
+  local mine, before = {}, {}
+  local function own(k)
+    if not mine[k] then before[k] = stampOf(k) end
+    restamp(k, stamp)
+    mine[k] = true
+  end
   local function failed(r)
     if type(r) == 'table' and r['err'] then
       nerr = nerr + 1
@@ -136,7 +145,7 @@ local function effects(src, ts, cmds, quick)
         for j = 5, #argv do cmd[#cmd + 1] = argv[j] end
         failed(redis.pcall(unpack(cmd)))
         expireAs(k, argv[4])
-        restamp(k, stamp)
+        own(k)
       elseif not newer(stamp, cur) then
         superseded = superseded + 1
       elseif src == origin then
@@ -147,12 +156,12 @@ local function effects(src, ts, cmds, quick)
         conflicts = conflicts + 1
       end
     elseif kind == '~s' or kind == '~r' or kind == '~d' then
-      if newer(stamp, stampOf(k)) then
+      if mine[k] or newer(stamp, stampOf(k)) then
         local V, E = splitV(argv[4])
         failed(putState(string.sub(kind, 2), k, argv[5], argv[6]))
         local e = adopt(k, V)
         if e then failed({err = e}) end
-        restamp(k, stamp)
+        own(k)
         erebase(k, stamp, E)
       else
         superseded = superseded + 1
@@ -165,7 +174,7 @@ local function effects(src, ts, cmds, quick)
     elseif kind == '~a' or kind == '~x' then
       local ty, K = argv[3], stampOf(k)
       local have = redis.call('TYPE', k)['ok']
-      if not newer(stamp, K) then
+      if not mine[k] and not newer(stamp, K) then
         superseded = superseded + 1
       elseif have ~= 'none' and have ~= ty then
         -- The key is another type here than at the origin: the origin's state is newer.
@@ -177,7 +186,10 @@ local function effects(src, ts, cmds, quick)
       elseif kind == '~a' then
         local seen = nil
         if argv[7] then seen = cmsgpack.unpack(argv[7]) end
-        eadd(ty, k, argv[4], argv[5], origin, tsOf(stamp), K, nil, seen)
+        -- An add after a whole write of the same entry (DEL h, HSET h f v) settles against
+        -- the key's stamp before the entry: at its own stamp it would not count, and the
+        -- element the origin holds would go.
+        eadd(ty, k, argv[4], argv[5], origin, tsOf(stamp), mine[k] and before[k] or K, nil, seen)
         expireAs(k, argv[6])
       else
         erem(ty, k, argv[4], cmsgpack.unpack(argv[5]), K, nil, origin, tsOf(stamp))
