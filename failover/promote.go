@@ -139,6 +139,17 @@ func (w *Watcher) infos(ctx context.Context, g *fsm.Group, addrs []string) ([]In
 // returns why it cannot (why), or an error.
 func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fsm.Failover, seen time.Time) (string, string, error) {
 	mda := st.SettingDuration("master_down_after")
+	if f.Promoting == "" {
+		// Every node holds the group before the servers are read, not between the reading and
+		// the promotion: the hold may take seconds (a node that does not answer the drain),
+		// in which a master that was only slow answers again (the failover is then
+		// cancelled below) or a replica falls behind another (until session 43 the ranking
+		// and the cancel check went by what the servers said before the hold). An attempt
+		// that recorded a replica being promoted held the group already.
+		if err := w.holdEverywhere(ctx, st, g, f, seen); err != nil {
+			return "", "", err
+		}
+	}
 	old, _ := w.server(f.From)
 	downFor := time.Since(old.lastOK)
 	infos, errs := w.infos(ctx, g, append([]string{f.From}, g.Replicas...))
@@ -203,9 +214,6 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 	sortCandidates(g, cands)
 	to := cands[0].addr
 	if promoted == "" {
-		if err := w.holdEverywhere(ctx, st, g, f, seen); err != nil {
-			return "", "", err
-		}
 		// Recorded first, so that a later attempt knows the master it finds was this one.
 		err := w.cl.Propose(ctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: g.ID, Epoch: f.Epoch,
 			Executor: w.cl.ID(), Promoting: to, PromotingRunID: cands[0].info.RunID})

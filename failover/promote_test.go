@@ -177,6 +177,13 @@ func TestPromoteWaitsOutACutOffNodesLease(t *testing.T) {
 	w := New(Config{Cluster: &stateCluster{st: st}, LeaseWait: lease})
 	defer w.adm.close()
 	w.started = time.Now()
+	// The replica synced once: one that never did is no candidate.
+	for deadline := time.Now().Add(10 * time.Second); !parseInfo(rc.Info(ctx, "replication").Val()).LinkUp; {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica never synced")
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
 	w.tick(ctx)
 	m.Stop()
 	seen := time.Now()
