@@ -98,9 +98,12 @@ type ServerView struct {
 
 // serverState is the watcher's memory of one server.
 type serverState struct {
-	info      Info
-	err       error
-	lastOK    time.Time // last answer (the watcher's start before the first)
+	info   Info
+	err    error
+	lastOK time.Time // last answer (the watcher's start before the first)
+	// lastSeen is the last answer of any kind, a -BUSY included (busy.go): what the down
+	// vote goes by.
+	lastSeen  time.Time
 	runID     string    // the run id of the last answer
 	roleSince time.Time // since when it answers the same role
 }
@@ -119,8 +122,10 @@ type Watcher struct {
 	busy    map[string]bool           // proposals and promotions in flight, by key
 	execs   map[string]*execWatch     // executors of failovers run by others, by group
 	votedAt map[string]time.Time      // when this node last cast or renewed its down vote, by group
-	view    atomic.Pointer[[]ServerView]
-	kick    chan struct{}
+	// busyReply is, by server, what keepBusyReply last checked (busy.go).
+	busyReply map[string]busyCheck
+	view      atomic.Pointer[[]ServerView]
+	kick      chan struct{}
 
 	failovers atomic.Int64 // failovers this node ran to a promotion
 	noEvicts  atomic.Int64 // servers this node set to noeviction (policy.go)
@@ -138,7 +143,7 @@ func New(cfg Config) *Watcher {
 		cfg.SwitchoverGiveUp = 10 * time.Second
 	}
 	w := &Watcher{cfg: cfg, cl: cfg.Cluster, log: cfg.Logger.With("part", "failover"),
-		servers: map[string]*serverState{}, samples: map[string][]offsetSample{}, busy: map[string]bool{}, execs: map[string]*execWatch{}, votedAt: map[string]time.Time{}, kick: make(chan struct{}, 1)}
+		servers: map[string]*serverState{}, samples: map[string][]offsetSample{}, busy: map[string]bool{}, execs: map[string]*execWatch{}, votedAt: map[string]time.Time{}, busyReply: map[string]busyCheck{}, kick: make(chan struct{}, 1)}
 	w.adm.timeout = max(cfg.Interval*2, 500*time.Millisecond)
 	empty := []ServerView{}
 	w.view.Store(&empty)
@@ -191,6 +196,7 @@ func (w *Watcher) tick(ctx context.Context) {
 		return
 	}
 	w.probe(ctx, dc)
+	w.keepBusyReply(ctx, st, dc)
 	if st.SeveralDCs() {
 		w.keepNoEviction(ctx, dc)
 	}
@@ -243,22 +249,26 @@ func (w *Watcher) probe(ctx context.Context, dc *fsm.DC) {
 	for a := range w.servers {
 		if !keep[a] {
 			delete(w.servers, a)
+			delete(w.busyReply, a)
 		}
 	}
 	for i, j := range jobs {
 		s := w.servers[j.addr]
 		if s == nil {
-			s = &serverState{lastOK: w.started}
+			s = &serverState{lastOK: w.started, lastSeen: w.started}
 			w.servers[j.addr] = s
 		}
 		s.err = errs[i]
+		if isBusy(errs[i]) {
+			s.lastSeen = now
+		}
 		if errs[i] != nil {
 			continue
 		}
 		if s.info.Role != infos[i].Role || s.roleSince.IsZero() {
 			s.roleSince = now
 		}
-		s.info, s.lastOK, s.runID = infos[i], now, infos[i].RunID
+		s.info, s.lastOK, s.lastSeen, s.runID = infos[i], now, now, infos[i].RunID
 	}
 	fresh := w.freshness(dc, sent)
 	w.mu.Unlock()
@@ -380,7 +390,7 @@ func (w *Watcher) vote(ctx context.Context, st *fsm.State, g *fsm.Group) {
 		return
 	}
 	now := time.Now()
-	down := s.err != nil && now.Sub(s.lastOK) >= st.SettingDuration("master_down_after")
+	down := s.err != nil && now.Sub(s.lastSeen) >= st.SettingDuration("master_down_after")
 	w.mu.Lock()
 	renew := now.Sub(w.votedAt[g.ID]) >= fsm.DownVoteRenew
 	w.mu.Unlock()
