@@ -143,7 +143,9 @@ func (c *copier) run(ctx context.Context) error {
 	p := c.src.Pipeline()
 	lease := lockScript.Eval(ctx, p, c.lock, c.token, ms(c.m.cfg.LockTTL), "0", c.m.cfg.Fence)
 	typ := p.Type(ctx, c.key)
-	exp := p.PExpireTime(ctx, c.key)
+	// PEXPIRETIME as a raw integer (ms): go-redis's PExpireTime makes a time.Duration of it,
+	// which wraps for an expiry past year 2262 (session 43).
+	exp := p.Do(ctx, "PEXPIRETIME", c.key)
 	sent := time.Now()
 	if _, err := p.Exec(ctx); err != nil {
 		return runOver(err)
@@ -156,10 +158,11 @@ func (c *copier) run(ctx context.Context) error {
 	if c.typ == "none" {
 		return errGone
 	}
-	c.expireAt = int64(exp.Val() / time.Millisecond)
-	if exp.Val() < 0 {
-		c.expireAt = -1
+	at, err := exp.Int64()
+	if err != nil {
+		return fmt.Errorf("PEXPIRETIME: %w", err)
 	}
+	c.expireAt = max(at, -1) // -1: none
 	if err := c.size(ctx); err != nil {
 		return err
 	}
@@ -169,7 +172,7 @@ func (c *copier) run(ctx context.Context) error {
 	if time.Since(sent) > half {
 		return errLockLost
 	}
-	err := initScript.Run(ctx, c.dst, []string{c.tmp, c.fence, c.key},
+	err = initScript.Run(ctx, c.dst, []string{c.tmp, c.fence, c.key},
 		c.token, ms(c.fenceTTL()), srcNow+half.Milliseconds(), c.m.cfg.Fence).Err()
 	if err != nil {
 		return busyIfOurs(err)

@@ -270,3 +270,43 @@ func TestCommitRefusedPastTheLease(t *testing.T) {
 		t.Fatalf("committed key = %v", v)
 	}
 }
+
+// TestMoveKeysBigFarExpiry (session 43): a big key's expiry past year 2262 survives a chunked
+// copy. go-redis's PExpireTime computes a time.Duration (int64 ns) of the reply, which wraps
+// past 2262: EXPIREAT 20000000000 (year 2603) read as a past time made the commit's PEXPIREAT
+// delete the key on the target before the source's copy was unlinked (the key lost), and
+// EXPIREAT 253402300799 (9999-12-31) read negative made the commit PERSIST it.
+func TestMoveKeysBigFarExpiry(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 60*time.Second)
+	src, dst := e.src(t, 0), e.dst(t, 0)
+	m := e.mover(t, nil)
+	const n = 12000 // over the default BigKeyElements (10000): the chunked path
+	for _, at := range []int64{20000000000, 253402300799} {
+		key := fmt.Sprintf("{far}%d", at)
+		fillHash(ctx, t, src, key, n, 10)
+		must(t, src.ExpireAt(ctx, key, time.Unix(at, 0)).Err())
+		want := value(ctx, t, src, key)
+		exp, err := src.Do(ctx, "PEXPIRETIME", key).Int64()
+		if err != nil || exp != at*1000 {
+			t.Fatalf("source PEXPIRETIME = %d, %v; want %d", exp, err, at*1000)
+		}
+		calls := cmdCalls(ctx, t, dst, "evalsha")
+		moved, err := m.MoveKeys(ctx, 0, key)
+		if err != nil || moved != 1 {
+			t.Fatalf("EXPIREAT %d: MoveKeys = %d, %v", at, moved, err)
+		}
+		if cmdCalls(ctx, t, dst, "evalsha")-calls < n/1000 {
+			t.Fatalf("EXPIREAT %d: the key was not copied in chunks", at)
+		}
+		if src.Exists(ctx, key).Val() != 0 {
+			t.Errorf("EXPIREAT %d: key still on the source", at)
+		}
+		if got := value(ctx, t, dst, key); got != want {
+			t.Errorf("EXPIREAT %d: target value differs (%d vs %d bytes; %q...)", at, len(got), len(want), got[:min(len(got), 20)])
+		}
+		if got, err := dst.Do(ctx, "PEXPIRETIME", key).Int64(); err != nil || got != exp {
+			t.Errorf("EXPIREAT %d: target PEXPIRETIME = %d, %v; want %d", at, got, err, exp)
+		}
+	}
+}

@@ -68,8 +68,9 @@ func runOver(err error) error {
 }
 
 // markScript records ARGV[1] as over in the hash KEYS[1] of every database of the server (up
-// to ARGV[2]); SELECT inside a script changes only the script's database (Redis 7).
-var markScript = newScript(`
+// to ARGV[2]); SELECT inside a script changes only the script's database (Redis 7). It allows
+// OOM (allowOOM): a run back marks the forward run over on its source first, which may be full.
+var markScript = newScript(allowOOM + `
 local n = 0
 for db = 0, tonumber(ARGV[2]) - 1 do
   local ok = redis.pcall('SELECT', db)

@@ -9,14 +9,28 @@ import (
 // fenced starts every script that moves or writes data for a migration: it refuses when the
 // migration's run (the fence field, FenceField) is recorded as over on this server (fence.go).
 // The field is the script's ARGV[fenceArg]; an empty field checks nothing.
-func fenced(fenceArg, body string) *script {
-	return newScript(`
+func fenced(fenceArg, body string) *script { return newScript(fencedLua(fenceArg, body)) }
+
+// fencedLua is the source of a fenced script (fenced), for one that starts with allowOOM.
+func fencedLua(fenceArg, body string) string {
+	return `
 local fence = ARGV[` + fenceArg + `]
 if fence ~= '' and redis.call('HEXISTS', '` + FenceKey + `', fence) == 1 then
   return redis.error_reply('REDRAFTOVER ' .. fence .. ' is over: this mover acts for a migration run that is no longer live')
 end
-` + body)
+` + body
 }
+
+// allowOOM starts the scripts that run on a source and write there only bookkeeping (the locks
+// hash, a dump's guard key; fence.go's marks) or delete keys: a Redis 7 shebang with the
+// allow-oom flag. Without it, a source over maxmemory with noeviction refused their first write
+// that may grow memory (the locks hash's HSET) with -OOM, so nothing could be moved off a full
+// source and MoveKeys failed for every key of a migrating slot, even for a client's DEL
+// (session 43). The scripts that write user data run on the target and keep its maxmemory.
+// A shebang changes no other default that matters here: no-writes, allow-stale and
+// allow-cross-slot-keys concern replicas and cluster mode, and on a non-cluster server a
+// flagged script may still access keys it did not declare (the dump's guard key).
+const allowOOM = "#!lua flags=allow-oom\n"
 
 // LocksKey is the hash, one per database of a source, that holds the locks of the keys being
 // moved out of it: field the key's name, value LockValue (its holder's token and deadline). One
@@ -173,7 +187,7 @@ return out
 // lockScript takes (ARGV[3] == "1") or refreshes the lock of key KEYS[2] in the locks hash
 // KEYS[1] for token ARGV[1] with TTL ARGV[2] ms; ARGV[4] is the fence field. It returns the
 // source's clock in ms when the caller holds the lock, else 0.
-var lockScript = fenced("4", lockLua+`
+var lockScript = newScript(allowOOM + fencedLua("4", lockLua+`
 local now = nowMs()
 local h = holder(redis.call('HGET', KEYS[1], KEYS[2]), now)
 if ARGV[3] == '1' then
@@ -185,12 +199,12 @@ local deadline = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], KEYS[2], deadline .. ':' .. ARGV[1])
 keepLocks(deadline)
 return now
-`)
+`))
 
 // finishScript runs on the source after the commit on the target: it deletes the key (UNLINK:
 // freed in the background) and its lock, only if the caller still holds the lock.
 // KEYS: LocksKey, key. ARGV: token.
-var finishScript = newScript(lockLua + `
+var finishScript = newScript(allowOOM + lockLua + `
 local v = redis.call('HGET', KEYS[1], KEYS[2])
 if holder(v, nowMs()) ~= ARGV[1] then
   if tokenOf(v) == ARGV[1] then unlock({KEYS[2]}) end
@@ -203,7 +217,7 @@ return 1
 
 // unlockScript releases the lock of key KEYS[2] in the locks hash KEYS[1] if it holds token
 // ARGV[1] (live or lapsed).
-var unlockScript = newScript(lockLua + `
+var unlockScript = newScript(allowOOM + lockLua + `
 if tokenOf(redis.call('HGET', KEYS[1], KEYS[2])) == ARGV[1] then
   return unlock({KEYS[2]})
 end
@@ -321,7 +335,7 @@ return 0
 // token), then per key: status, bytes (a string's length and its name's, else MEMORY USAGE),
 // kind (1: a string, read by MGET; 0: anything else), PEXPIRETIME (-1: none), and the DUMP of a
 // locked key that is not a string (else nil).
-var dumpScript = fenced("6", lockLua+`
+var dumpScript = newScript(allowOOM + fencedLua("6", lockLua+`
 local bigElems, bigBytes, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local token, ttl, guard = ARGV[4], tonumber(ARGV[5]), ARGV[7]
 local now = nowMs()
@@ -391,7 +405,7 @@ if unread and guard ~= '' then
   redis.call('DEL', guard)
 end
 return out
-`)
+`))
 
 // restoreScript applies a batch copy on the target in one atomic step: it refuses when the
 // target's clock is past the lease deadline ARGV[1] (the locks on the source may have lapsed
@@ -456,7 +470,7 @@ return out
 // KEYS: LocksKey, key1, key2, ... ARGV: the batch's lock value, delete.
 // Returns 1 when every key was ours and deleted, else per key 1 (the lock was ours and live)
 // or 0.
-var unlockDeleteScript = newScript(lockLua + `
+var unlockDeleteScript = newScript(allowOOM + lockLua + `
 local lockv, del = ARGV[1], ARGV[2] == '1'
 local live = holder(lockv, nowMs()) ~= nil
 if del and live then
