@@ -97,8 +97,10 @@ local function isInt(s)
   return type(s) == 'string' and #s <= 20 and string.match(s, '^-?%d+$') ~= nil
 end
 local function small(s) return isInt(s) and math.abs(tonumber(s)) < 9007199254740992 end
+-- neg returns -s; zero stays '0' (INCRBY refuses '-0').
 local function neg(s)
   if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end
+  if s == '0' then return s end
   return '-' .. s
 end
 -- calc returns a + b (numbers as strings): integers exactly (in Lua while small, else by

@@ -1239,3 +1239,49 @@ func noDivergence(t *testing.T, dcs []*testDC) {
 		}
 	}
 }
+
+// TestConvergeNoChangeClobbersNothing (session 43): a write that left a key as it was
+// records nothing for it, so another DC's concurrent, older write of the key stands
+// everywhere: a DEL of two keys that found only one, a SET NX GET of a key that exists.
+// Until session 43 both recorded the key with a new stamp, which won everywhere.
+func TestConvergeNoChangeClobbersNothing(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b")
+	a, b := dcs[0], dcs[1]
+	a.write(t, "SET", "{n}a", "1")
+	a.write(t, "SET", "{n}s", "base")
+	waitEqual(t, dcs, 10*time.Second, "a", stateOf("{n}a"), "string 1")
+	waitEqual(t, dcs, 10*time.Second, "s", stateOf("{n}s"), "string base")
+	cutAll(dcs, true)
+	b.write(t, "SET", "{n}b", "from-b")
+	b.write(t, "SET", "{n}s", "from-b")
+	later()
+	if r := a.writeReply(t, "DEL", "{n}a", "{n}b"); r != int64(1) {
+		t.Fatalf("DEL answered %v", r)
+	}
+	if r := a.writeReply(t, "SET", "{n}s", "from-a", "NX", "GET"); r != "base" {
+		t.Fatalf("SET NX GET answered %v", r)
+	}
+	cutAll(dcs, false)
+	waitEqual(t, dcs, 10*time.Second, "a", stateOf("{n}a"), "none")
+	waitEqual(t, dcs, 10*time.Second, "b", stateOf("{n}b"), "string from-b")
+	waitEqual(t, dcs, 10*time.Second, "s", stateOf("{n}s"), "string from-b")
+	noDivergence(t, dcs)
+}
+
+// TestConvergeZeroDeltas (session 43): DECRBY by 0 and INCRBYFLOAT by -0 or 007 are applied
+// in the other DCs, whose INCRBY refused the "-0" and "007" they recorded until session 43.
+func TestConvergeZeroDeltas(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b")
+	a := dcs[0]
+	a.write(t, "SET", "{z}n", "5")
+	a.write(t, "DECRBY", "{z}n", "0")
+	a.write(t, "INCRBYFLOAT", "{z}n", "-0")
+	a.write(t, "INCRBYFLOAT", "{z}n", "007")
+	a.write(t, "SET", "{z}m", "1")
+	waitEqual(t, dcs, 10*time.Second, "m", stateOf("{z}m"), "string 1")
+	// A second marker: its APPLY follows the answer of the one that carried the first.
+	a.write(t, "SET", "{z}m", "2")
+	waitEqual(t, dcs, 10*time.Second, "m", stateOf("{z}m"), "string 2")
+	waitEqual(t, dcs, 10*time.Second, "n", stateOf("{z}n"), "string 12")
+	noDivergence(t, dcs)
+}

@@ -108,7 +108,8 @@ var overrides = map[string]Effect{
 	"function|restore": {Rule: NotReplicated, Note: "all groups of the local DC only: libraries are not per-slot data; run it through each DC"},
 }
 
-// unlessZero are the Verbatim commands whose reply 0 means nothing changed.
+// unlessZero are the Verbatim commands whose reply 0 means nothing changed (LINSERT's -1, a
+// missing pivot, too: WRITE checks it).
 //
 // SADD is not one of them: adding a member that is there is still an add, which wins over a
 // concurrent remove in another DC (docs/convergence.md).
@@ -126,6 +127,8 @@ var unlessNil = map[string]bool{"lpop": true, "rpop": true, "rpoplpush": true, "
 
 // nilIsNoop reports whether a null reply of argv (a command in unlessNil) means it changed
 // nothing. SET ... GET answers null when the key was absent, and then it did set it, unless XX.
+// (SET ... NX GET answers the value of a key that exists, and then it set nothing: WRITE
+// records nothing for a SET with NX that answers a value.)
 func nilIsNoop(name string, argv []string) bool {
 	if name != "set" {
 		return true
@@ -174,7 +177,7 @@ type Call struct {
 	// (a relative TTL) then as v, n run and record nothing, s SPOP, f INCRBYFLOAT,
 	// h HINCRBYFLOAT, x replace argv[index] with the reply (XADD's ID), g XREADGROUP (its
 	// consumer-group effects), k XCLAIM or XAUTOCLAIM (the claims made); z: record nothing
-	// when the reply is 0, null or an empty array.
+	// when the reply is 0, null or an empty array (or LINSERT's -1).
 	//
 	// After "/" comes the convergence class (see classOf) and the 1-based argv indexes of the
 	// keys the command may change, comma separated: "v/o1", "t3/s1", "v/a1,2".
@@ -281,6 +284,9 @@ func prepareAny(argv []string) (Call, error) {
 		return Call{}, fmt.Errorf("xdc: %s blocks: serve it as %s", spec.Name, strings.ToUpper(eff.NonBlocking))
 	case NotReplicated:
 		return Call{}, fmt.Errorf("xdc: %s is not replicated: %s", spec.Name, eff.Note)
+	}
+	if spec.Name == "setrange" && len(c.Args) == 4 && c.Args[3] == "" {
+		c.Plan = "n" // an empty string changes nothing, absent key or not: it answers 0 or the length
 	}
 	if spec.Name == "bitfield" && WideBitfield(b) {
 		c.Plan = "w" // run one operation at a time, each reply exact (bitfield.go)

@@ -393,8 +393,14 @@ for c, call in ipairs(calls) do
   end
   -- What the removes of an element command observe, before they run.
   -- and whether the elements an add names were there.
-  local seen, pre, wasColl, before, gone = {}, {}, {}, nil, nil
+  local seen, pre, wasColl, before, gone, found = {}, {}, {}, nil, nil, nil
   if cls == 'c' then before = redis.pcall('GET', call.w[1]) end
+  if cls == 'd' and #call.w > 1 then
+    -- A DEL of several keys records a tombstone for those it finds only: one for a key it
+    -- did not find would delete another DC's concurrent write of it everywhere.
+    found = {}
+    for _, k in ipairs(call.w) do found[k] = redis.call('EXISTS', k) == 1 end
+  end
   if op == 'k' and string.upper(argv[1]) == 'XCLAIM' then gone = goneIDs(argv) end
   if cls == 'o' then
     -- A hash, set or sorted set changed other than element by element (ZREMRANGEBYSCORE...)
@@ -435,8 +441,16 @@ for c, call in ipairs(calls) do
   end
   -- A write that changed nothing (a DEL that answered 0, a pop of nothing) records nothing:
   -- it did not observe the key, so it removes nothing elsewhere either, as its reply said.
+  -- LINSERT answers -1 when its pivot is missing; SET NX GET answers the value of a key that
+  -- exists, which it did not set.
   local changed = not (type(r) == 'table' and r['err']) and op ~= 'n' and
-    not (z == 'z' and (r == 0 or r == false or (type(r) == 'table' and not r['ok'] and #r == 0)))
+    not (z == 'z' and (r == 0 or r == false or (type(r) == 'table' and not r['ok'] and #r == 0) or
+      (r == -1 and name == 'LINSERT')))
+  if changed and name == 'SET' and type(r) == 'string' then
+    for j = 4, #argv do
+      if string.upper(argv[j]) == 'NX' then changed = false end
+    end
+  end
   if changed and name == 'LMPOP' then
     -- One key changed, the one the reply names: recorded as the pop it was.
     cls = 'o'
@@ -452,6 +466,11 @@ for c, call in ipairs(calls) do
     if name == 'DECR' then d = '-1'
     elseif name == 'INCRBY' or name == 'INCRBYFLOAT' then d = argv[3]
     elseif name == 'DECRBY' then d = neg(argv[3]) end
+    if name == 'INCRBYFLOAT' then
+      -- An integer as INCRBY reads it (INCRBYFLOAT takes '-0' and '007', INCRBY refuses them).
+      local sg, digits = string.match(d, '^(-?)0*(%d+)$')
+      if digits == '0' then d = '0' elseif digits then d = sg .. digits end
+    end
     local k = call.w[1]
     -- (An integer counter's INCR has already changed the value; a float counter is
     -- recomputed from its vectors, and INCRBYFLOAT answers the recomputed value.)
@@ -502,8 +521,11 @@ for c, call in ipairs(calls) do
     end
   elseif changed and cls == 'd' then
     for _, k in ipairs(call.w) do
-      record({'~d', k, stampOf(k), withElems(observed(k), absorb(k))})
-      restamp(k, stamp)
+      if not found or found[k] then
+        record({'~d', k, stampOf(k), withElems(observed(k), absorb(k))})
+        restamp(k, stamp)
+        if found then found[k] = false end -- a key named twice: one tombstone
+      end
     end
   elseif changed and (cls == 's' or cls == 'a') then
     local set = nil

@@ -656,3 +656,83 @@ func TestOutboxWritesGoToTheOpenLog(t *testing.T) {
 		t.Fatalf("the log's effects %q, want %q", got, want)
 	}
 }
+
+// TestWriteOfNoChangeRecordsNothing (session 43): writes whose reply says they changed
+// nothing record nothing and stamp nothing (SETRANGE of an empty string, LINSERT whose pivot
+// is missing, SET NX GET of a key that exists); a DEL of several keys records a tombstone for
+// the keys it found only; increments by zero record a delta APPLY's INCRBY takes ("0", never
+// "-0", nor INCRBYFLOAT's "007").
+func TestWriteOfNoChangeRecordsNothing(t *testing.T) {
+	ctx := context.Background()
+	a := client(t, testredis.Start(t))
+	a.Set(ctx, "{t}s", "abc", 0)
+	a.RPush(ctx, "{t}l", "p")
+	write := func(argv ...string) any {
+		t.Helper()
+		v, err := Write(ctx, a, slot, "dc1", 1000, mustPrepare(t, argv...)).Result()
+		if err != nil && err != redis.Nil {
+			t.Fatalf("%q: %v", argv, err)
+		}
+		return v
+	}
+	stamped := func(k string) string { return a.HGet(ctx, MetaKey(slot), "s:"+k).Val() }
+	for _, tc := range []struct {
+		argv  []string
+		reply any
+	}{
+		{[]string{"SETRANGE", "{t}g", "0", ""}, int64(0)},
+		{[]string{"SETRANGE", "{t}s", "1", ""}, int64(3)},
+		{[]string{"LINSERT", "{t}l", "BEFORE", "missing", "x"}, int64(-1)},
+		{[]string{"SET", "{t}s", "w", "NX", "GET"}, "abc"},
+		{[]string{"SET", "{t}s", "w", "NX", "GET", "EX", "10"}, "abc"},
+	} {
+		n := a.XLen(ctx, OutboxKey(slot)).Val()
+		stamps := map[string]string{}
+		for _, k := range []string{"{t}s", "{t}g", "{t}l"} {
+			stamps[k] = stamped(k)
+		}
+		if v := write(tc.argv...); v != tc.reply {
+			t.Fatalf("%q answered %v, want %v", tc.argv, v, tc.reply)
+		}
+		if m := a.XLen(ctx, OutboxKey(slot)).Val(); m != n {
+			t.Errorf("%q changed nothing and recorded %d entries", tc.argv, m-n)
+		}
+		for k, s := range stamps {
+			if now := stamped(k); now != s {
+				t.Errorf("%q changed nothing and stamped %s: %q", tc.argv, k, now)
+			}
+		}
+	}
+	if v, l := a.Get(ctx, "{t}s").Val(), a.LRange(ctx, "{t}l", 0, -1).Val(); v != "abc" || len(l) != 1 {
+		t.Fatalf("{t}s = %q, {t}l = %q", v, l)
+	}
+
+	last := ""
+	if es, err := ReadOutbox(ctx, a, slot, "", 100); err != nil {
+		t.Fatal(err)
+	} else if len(es) > 0 {
+		last = es[len(es)-1].ID
+	}
+	if v := write("DEL", "{t}s", "{t}g", "{t}s"); v != int64(1) {
+		t.Fatalf("DEL answered %v", v)
+	}
+	write("SET", "{t}n", "5")
+	write("DECRBY", "{t}n", "0")
+	write("INCRBYFLOAT", "{t}n", "-0")
+	write("INCRBYFLOAT", "{t}n", "007")
+	es, err := ReadOutbox(ctx, a, slot, last, 100)
+	if err != nil || len(es) != 5 {
+		t.Fatalf("%d entries (%v), want 5", len(es), err)
+	}
+	if c := es[0].Cmds; len(c) != 1 || c[0][0] != "~d" || c[0][1] != "{t}s" {
+		t.Errorf("DEL of {t}s (present) and {t}g (absent) recorded %q, want one ~d of {t}s", c)
+	}
+	for i, want := range []string{"0", "0", "7"} {
+		if c := es[2+i].Cmds; len(c) != 1 || c[0][0] != "~c" || c[0][2] != want {
+			t.Errorf("increment %d recorded %q, want delta %q", i, c, want)
+		}
+	}
+	if v := a.Get(ctx, "{t}n").Val(); v != "12" {
+		t.Errorf("{t}n = %q, want 12", v)
+	}
+}
