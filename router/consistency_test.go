@@ -96,6 +96,17 @@ func TestQuorumNotReached(t *testing.T) {
 			_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error { p.Incr(ctx, "qn"); return nil })
 			return err
 		},
+		// Writes that answer a null, and a keyless MULTI block: until session 43 answered
+		// at once, without their WAIT.
+		func() error { return c.SetArgs(ctx, "qnx", "v", redis.SetArgs{Mode: "NX", Get: true}).Err() },
+		func() error { return c.Eval(ctx, "redis.call('INCR', KEYS[1])", []string{"qs"}).Err() },
+		func() error {
+			_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Eval(ctx, "redis.call('INCR', 'qk') return 1", nil)
+				return nil
+			})
+			return err
+		},
 	} {
 		start := time.Now()
 		err := write()
@@ -261,4 +272,37 @@ func TestInternalDuringMigration(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestSplitWriteSendsEveryPiece: an MSET over two groups at DC_QUORUM, one of whose groups
+// misses its quorum, still sets every key: the error says the write was applied, and it is,
+// all of it. Until session 43 the pieces after the one that missed were never sent.
+func TestSplitWriteSendsEveryPiece(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{QuorumTimeout: 200 * time.Millisecond})
+	setReplicas(t, tc, "127.0.0.1:1") // g1's quorum is missed; g2 has no replica to wait for
+	ctx := ctxT(t)
+	c := tc.client(0).Conn()
+	defer c.Close()
+	if err := c.Do(ctx, "REDRAFT", "CONSISTENCY", "DC_QUORUM").Err(); err != nil {
+		t.Fatal(err)
+	}
+	a, b := keyIn("split", 0, 2), keyIn("split", 1, 2)
+	for round, keys := range [][]string{{a, b}, {b, a}} {
+		err := c.MSet(ctx, keys[0], round, keys[1], round).Err()
+		if err == nil || !strings.Contains(err.Error(), "DC_QUORUM not reached") {
+			t.Fatalf("MSET %v: %v; want DC_QUORUM not reached", keys, err)
+		}
+		for _, k := range keys {
+			if v := c.Get(ctx, k).Val(); v != strconv.Itoa(round) {
+				t.Fatalf("after MSET %v (round %d): %s = %q", keys, round, k, v)
+			}
+		}
+	}
+	n, err := c.Del(ctx, a, b).Result()
+	if err == nil || !strings.Contains(err.Error(), "DC_QUORUM not reached") {
+		t.Fatalf("DEL: %d, %v; want DC_QUORUM not reached", n, err)
+	}
+	if n := c.Exists(ctx, a, b).Val(); n != 0 {
+		t.Fatalf("after DEL: %d keys left", n)
+	}
 }

@@ -228,6 +228,14 @@ func cmdExec(c *client, _ *command.Spec, _ resp.Command) {
 			c.replyErr(err)
 			return
 		}
+		if lvl := c.writeLevel(c.snap); lvl != lvlOne && !c.snap.multiDC {
+			// A keyless block (scripts without keys) at a level above DC_ONE reaches it, as
+			// such a script outside MULTI does (forwardScript); until session 43 it went
+			// pipelined, answered without its WAIT.
+			c.drain()
+			c.replyWrite(c.writeAndReach(g, -1, raw, n, lvl, false))
+			return
+		}
 		c.pend = append(c.pend, pendItem{req: c.sendPiped(g, g.pool, raw, n)})
 		return
 	}

@@ -409,6 +409,13 @@ func (c *client) writeRetrying(g *group, sr syncReq) ([]byte, error) {
 			}
 			reply, err = c.writeAndReach(g, sr.slot, raw, sr.n, sr.lvl, sr.wrapped || sr.internal)
 		}
+		var le *levelError
+		if errors.As(err, &le) {
+			if sr.wrapped {
+				reply = xdc.FixReply(c.s.checkLibrary(g, reply))
+			}
+			return reply, err // applied: no -TRYAGAIN to retry
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -451,8 +458,11 @@ func (s *Server) retrySleep(backoff *time.Duration, deadline time.Time) error {
 	return nil
 }
 
-// writeAndReach sends raw (n replies) to g and, unless it answered an error or a null, makes
-// sure it reached lvl. DC_QUORUM writes run on the session's dedicated connection to g, so
+// writeAndReach sends raw (n replies) to g and, unless it answered an error, makes sure it
+// reached lvl. A null is no sign that nothing was written (SET k v NX GET of an absent key, a
+// script that returns nothing; until session 43 such writes were answered without their
+// level); a write that changed nothing waits for what this connection wrote before, if
+// anything. DC_QUORUM writes run on the session's dedicated connection to g, so
 // that the WAIT after them blocks no other client.
 // internal runs it as the internal user (a WRITE call, a user script's MULTI with its XADD).
 func (c *client) writeAndReach(g *group, slot int, raw []byte, n int, lvl level, internal bool) ([]byte, error) {
@@ -474,11 +484,20 @@ func (c *client) writeAndReach(g *group, slot int, raw []byte, n int, lvl level,
 	} else if reply, err = c.roundTripOn(p, raw, n); err != nil {
 		return nil, err
 	}
-	if len(reply) == 0 || reply[0] == '-' || isNull(reply) {
+	if len(reply) == 0 || reply[0] == '-' {
 		return reply, nil
 	}
-	return reply, c.reachLevel(g, d, slot, lvl)
+	if err := c.reachLevel(g, d, slot, lvl); err != nil {
+		return reply, &levelError{err}
+	}
+	return reply, nil
 }
+
+// levelError is a write applied whose consistency level was not reached: its reply is there,
+// the client gets the error (writeAndReach). A split write sends its other pieces all the same.
+type levelError struct{ error }
+
+func (e *levelError) Unwrap() error { return e.error }
 
 // checkLibrary turns a "function not found" reply to a WRITE call on g into a clear error and
 // loads the replication functions on g's master again, for the next write.
@@ -575,6 +594,10 @@ func (c *client) splitWrite(spec *command.Spec, cmd resp.Command, kind splitKind
 	}
 	defer c.unadmit(mark)
 	var sum int64
+	// A piece applied whose level was not reached does not stop the others (until session 43
+	// the rest of an MSET was never sent, while the error said the write was applied): every
+	// piece is sent, then the first such error is the answer.
+	var missed error
 	for _, s := range subs {
 		raw := c.xsync[:0]
 		if multi {
@@ -584,6 +607,13 @@ func (c *client) splitWrite(spec *command.Spec, cmd resp.Command, kind splitKind
 		}
 		c.xsync = raw[:0]
 		reply, err := c.writeRetrying(s.g, syncReq{slot: s.slot, raw: raw, n: 1, lvl: lvl, wrapped: multi})
+		var le *levelError
+		if errors.As(err, &le) {
+			if missed == nil {
+				missed = err
+			}
+			err = nil
+		}
 		if err != nil {
 			c.replyErr(err)
 			return
@@ -598,6 +628,10 @@ func (c *client) splitWrite(spec *command.Spec, cmd resp.Command, kind splitKind
 			return
 		}
 		sum += v.Int
+	}
+	if missed != nil {
+		c.replyErr(missed)
+		return
 	}
 	if kind == splitMSet {
 		c.reply([]byte("+OK\r\n"))
