@@ -71,7 +71,9 @@ func (n *Node) registerLoop() {
 func (n *Node) register() error {
 	me := n.self()
 	st := n.State()
-	if cur, ok := st.Nodes[me.ID]; ok && sameNode(cur, &me) && n.inRaftConfig() {
+	// A node on an empty data dir always asks: the leader must see it is fresh (a voter that
+	// lost its log is made a non-voter first), even once the state it caught up on lists it.
+	if cur, ok := st.Nodes[me.ID]; ok && n.parts.existing && sameNode(cur, &me) && n.inRaftConfig() {
 		n.setJoined(cur.JoinIndex)
 		return nil
 	}
@@ -121,6 +123,9 @@ func (n *Node) setJoined(index uint64) {
 	n.registered = true
 	n.joinIndex = max(index, kept)
 	n.mu.Unlock()
+	if n.parts != nil {
+		n.parts.transport.openVotes() // the leader answered: this node votes from now on (voteGate)
+	}
 }
 
 func sameNode(a, b *fsm.Node) bool {
@@ -167,6 +172,11 @@ func (n *Node) join(ctx context.Context, req joinRequest) (joinResponse, error) 
 // max_voters, else non-voter) and to the cluster state. Joining again is a no-op.
 func (n *Node) handleJoin(ctx context.Context, req joinRequest) (joinResponse, error) {
 	me := req.Node
+	// The state as of every committed entry: a leader just elected may act on its last
+	// snapshot, which may list as removed a node that rejoined since (handleReadIndex).
+	if _, err := n.leaderIndex(); err != nil {
+		return joinResponse{}, err
+	}
 	st := n.State()
 	if n.isRemoving(me.ID) {
 		return joinResponse{}, &fsm.Error{Code: "busy", Msg: fmt.Sprintf("node %s is being removed; join again once the removal is done", me.ID)}
@@ -201,6 +211,11 @@ func (n *Node) handleJoin(ctx context.Context, req joinRequest) (joinResponse, e
 	if _, err := n.dryRun(ctx, &fsm.AddNode{Node: me}); err != nil {
 		return joinResponse{}, err
 	}
+	if req.Fresh && me.ID != n.cfg.ID { // (a node that bootstrapped the cluster registers itself)
+		if err := n.demoteLostVoter(me.ID, me.Peer); err != nil {
+			return joinResponse{}, err
+		}
+	}
 	voter, err := n.addToRaft(me.ID, me.Peer)
 	if err != nil {
 		return joinResponse{}, err
@@ -216,6 +231,26 @@ func (n *Node) handleJoin(ctx context.Context, req joinRequest) (joinResponse, e
 		return joinResponse{}, fmt.Errorf("node %s was added, but this node has not applied it yet: join again", me.ID)
 	}
 	return joinResponse{JoinIndex: added.JoinIndex, Voter: voter}, nil
+}
+
+// demoteLostVoter makes id, a node that joins on an empty data dir, a non-voter when it is a
+// voter at addr: it lost the log it voted and acknowledged entries with (a wiped or replaced
+// disk), so it must not count in a majority until it has caught up and been promoted again
+// (promote). Its votes wait for the join's answer (voteGate), which comes after this.
+func (n *Node) demoteLostVoter(id, addr string) error {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(addr) && s.Suffrage == raft.Voter {
+			if err := n.raft.DemoteVoter(s.ID, 0, applyTimeout).Error(); err != nil {
+				return raftErr(err)
+			}
+			n.log.Warn("a voter rejoined with an empty data dir: made a non-voter until it is promoted again", "id", id)
+		}
+	}
+	return nil
 }
 
 // addToRaft adds id at addr to the Raft configuration, replacing an entry with another address.

@@ -129,7 +129,7 @@ func (f *fsmSnapshot) Release() {}
 // raftParts are the pieces newRaft builds, closed together on shutdown.
 type raftParts struct {
 	raft      *raft.Raft
-	transport *raft.NetworkTransport
+	transport *voteGate
 	store     *raftboltdb.BoltStore
 	existing  bool
 }
@@ -164,8 +164,14 @@ func newRaft(cfg *Config, layer raft.StreamLayer, m *stateMachine, logOut io.Wri
 	rc.SnapshotInterval = 30 * time.Second
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: logOut})
 
+	// 0700, an existing directory included: the log and the snapshots (which hashicorp/raft
+	// writes 0644) hold the groups' backend passwords (until session 43 the directory was 0755,
+	// and only the data dir's own mode kept others out).
 	dir := filepath.Join(cfg.DataDir, "raft")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, err
 	}
 	store, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
@@ -183,7 +189,9 @@ func newRaft(cfg *Config, layer raft.StreamLayer, m *stateMachine, logOut io.Wri
 		p.close()
 		return nil, err
 	}
-	p.transport = raft.NewNetworkTransport(layer, 5, 10*time.Second, logOut)
+	// A node that starts on an empty data dir to join (seeds set) votes only once it joined
+	// (voteGate); one that starts a new cluster, or on its own history, votes at once.
+	p.transport = newVoteGate(raft.NewNetworkTransport(layer, 5, 10*time.Second, logOut), p.existing || len(cfg.Seeds) == 0)
 	r, err := raft.NewRaft(rc, m, store, store, snaps, p.transport)
 	if err != nil {
 		p.close()
