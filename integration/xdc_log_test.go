@@ -358,3 +358,36 @@ func TestXDCRaiseFormatUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestXDCLogLargeValues: values that add up to more than one peer request's old 16 MiB limit
+// within one shipping round (forty 1 MB values written at once, and one of 20 MB) reach every
+// DC. Until session 43 the receiving node cut such a range to the limit, could not decode it,
+// and the sender sent it again and again: replication toward every other DC stopped there for
+// good. Ranges are now cut at 4 MiB of effects (one entry at least), and a peer body may be
+// up to 1 GiB.
+func TestXDCLogLargeValues(t *testing.T) {
+	x := startXDCLog(t)
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: x.node("n11").Listen})
+	defer rdb.Close()
+	big := strings.Repeat("v", 1<<20)
+	p := rdb.Pipeline()
+	for i := range 40 {
+		p.Set(ctx, fmt.Sprintf("large:%d", i), big, 0)
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(ctx, "large:huge", strings.Repeat("h", 20<<20), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	x.waitConverged(90 * time.Second)
+	for _, n := range x.nodes {
+		c := redis.NewClient(&redis.Options{Addr: n.Listen})
+		l, err := c.StrLen(ctx, "large:huge").Result()
+		c.Close()
+		if err != nil || l != 20<<20 {
+			t.Fatalf("large:huge through %s: %d bytes, %v", n.ID, l, err)
+		}
+	}
+}

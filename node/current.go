@@ -350,15 +350,18 @@ func (n *Node) handleReadIndex(ctx context.Context, req readIndexRequest) (any, 
 		}
 		return out, nil
 	}
+	// The barrier first: a leader just elected may still act on its last snapshot (hashicorp/raft
+	// replays no log at start), which may list as removed a node that rejoined since; until
+	// session 43 such a node was told it was removed, and exited.
+	idx, err := n.leaderIndex()
+	if err != nil {
+		return nil, err
+	}
 	if idx, ok := n.State().Removed[req.ID]; ok {
 		return nil, &fsm.Error{Code: "removed", Msg: fmt.Sprintf("removed from the cluster at Raft index %d", idx)}
 	}
 	if n.isRemoving(req.ID) {
 		return nil, &fsm.Error{Code: "removed", Msg: "being removed from the cluster by an operator"}
-	}
-	idx, err := n.leaderIndex()
-	if err != nil {
-		return nil, err
 	}
 	return readIndexReply{Index: idx}, nil
 }

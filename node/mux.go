@@ -43,8 +43,13 @@ func (m *mux) listen(b byte) *subListener {
 	return s
 }
 
-// serve accepts connections until the listener is closed.
+// serve accepts connections until the listener is closed. Any other accept failure (out of
+// file descriptors: EMFILE, ENFILE; ENOBUFS) is waited out with a backoff, as net/http does:
+// until session 43 the loop returned on it, and the node took no Raft or RPC connection again
+// until restarted (a follower lost its leader for good; a leader could no longer be
+// forwarded to).
 func (m *mux) serve() {
+	var backoff time.Duration
 	for {
 		c, err := m.ln.Accept()
 		if err != nil {
@@ -53,13 +58,21 @@ func (m *mux) serve() {
 				return
 			default:
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			m.log.Warn("peer listener stopped", "err", err)
-			return
+			if backoff == 0 {
+				m.log.Warn("peer listener cannot accept; retrying", "err", err)
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			select {
+			case <-m.closed:
+				return
+			case <-time.After(backoff):
+			}
+			continue
 		}
+		backoff = 0
 		go m.route(c)
 	}
 }

@@ -3,8 +3,11 @@ package node
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -106,4 +109,71 @@ func TestPeerDialsLeaveFromPeerListenIP(t *testing.T) {
 		c.Close()
 	}
 	wantFrom(t, "a dial of a wildcard listener", got, "127.0.0.1", muxRPC)
+}
+
+// failingListener fails its first fails Accepts as a process out of buffers does.
+type failingListener struct {
+	net.Listener
+	fails int
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.fails > 0 {
+		l.fails--
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept", syscall.ENOBUFS)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestMuxOutlivesAcceptFailures: accept failures that are not the listener's close (out of
+// file descriptors or buffers) are waited out; until session 43 the first one ended the loop,
+// and the node took no Raft or RPC connection again until restarted.
+func TestMuxOutlivesAcceptFailures(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m := newMux(&failingListener{Listener: ln, fails: 3}, log, newPeerAuth("", log))
+	defer m.close()
+	sub := m.listen(muxRPC)
+	go m.serve()
+	got := make(chan net.Conn, 1)
+	go func() {
+		if s, err := sub.Accept(); err == nil {
+			got <- s
+		}
+	}()
+	c, err := peerDialer{auth: newPeerAuth("", log)}.dial(ln.Addr().String(), muxRPC, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case s := <-got:
+		s.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection accepted after the listener's failures")
+	}
+}
+
+// TestRaftDirPrivate: the Raft directory (log and snapshots, which hold the groups' passwords)
+// is 0700, one that existed with a wider mode included.
+func TestRaftDirPrivate(t *testing.T) {
+	c := newTestCluster(t)
+	dir := filepath.Join(c.dir, "n1", "raft")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.start("n1", "dc1")
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Fatalf("raft dir mode %v, want 0700", fi.Mode().Perm())
+	}
 }

@@ -81,6 +81,9 @@ func errorCode(err error) string {
 	return "internal"
 }
 
+// peerDialTimeout bounds a dial to a peer's RPC port (its handshake included).
+const peerDialTimeout = 3 * time.Second
+
 // peerClient calls other nodes' RPC over their peer ports through a peerDialer.
 type peerClient struct {
 	tr *http.Transport
@@ -90,9 +93,13 @@ type peerClient struct {
 func newPeerClient(d peerDialer) *peerClient {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			timeout := 5 * time.Second
+			// At most peerDialTimeout, whatever the call's deadline: a peer that does not
+			// answer (a blackholed leader) is given up on in time for the caller to try the
+			// next one (withLeader, readIndex); until session 43 one dial could take the whole
+			// deadline.
+			timeout := peerDialTimeout
 			if d, ok := ctx.Deadline(); ok {
-				timeout = time.Until(d)
+				timeout = min(timeout, time.Until(d))
 			}
 			return d.dial(addr, muxRPC, timeout)
 		},
@@ -126,7 +133,7 @@ func (c *peerClient) call(ctx context.Context, addr, path string, in, out any) e
 		return fmt.Errorf("node at %s: %w", addr, err)
 	}
 	defer resp.Body.Close()
-	data, err := readBody(resp.Body, resp.ContentLength, 64<<20)
+	data, err := readBody(resp.Body, resp.ContentLength, rawBodyMax)
 	if err != nil {
 		return fmt.Errorf("node at %s: %w", addr, err)
 	}
@@ -199,9 +206,20 @@ func writeError(w http.ResponseWriter, err error) {
 // readBody reads a request's or an answer's body of at most limit bytes, in one buffer of its
 // declared length when it has one (replication's batches: io.ReadAll grew its buffer by
 // doubling, a tenth of a receiving node's CPU flat out).
+//
+// A body over limit is an error (until session 43 it was cut to the limit, and a replication
+// range or copy chunk over it failed to decode at the receiver, was sent again, and failed
+// again, for good).
 func readBody(r io.Reader, length, limit int64) ([]byte, error) {
-	if length < 0 || length > limit {
-		return io.ReadAll(io.LimitReader(r, limit))
+	if length > limit {
+		return nil, fmt.Errorf("a body of %d bytes, over the limit of %d", length, limit)
+	}
+	if length < 0 {
+		b, err := io.ReadAll(io.LimitReader(r, limit+1))
+		if err == nil && int64(len(b)) > limit {
+			err = fmt.Errorf("a body over the limit of %d bytes", limit)
+		}
+		return b, err
 	}
 	b := make([]byte, length)
 	if _, err := io.ReadFull(r, b); err != nil {
@@ -210,11 +228,16 @@ func readBody(r io.Reader, length, limit int64) ([]byte, error) {
 	return b, nil
 }
 
+// rawBodyMax bounds an extra RPC's body (replication's ranges, copy chunks, applies): a single
+// entry or key may be as large as a Redis argument (512 MB by default), and it goes in one body.
+// Peers are authenticated (the cluster secret) before anything is read.
+const rawBodyMax = 1 << 30
+
 // readJSON decodes a request body into v, refusing unknown fields.
 func readJSON(r *http.Request, v any) error {
 	if raw, ok := v.(*json.RawMessage); ok {
 		// Decoded by the handler (replication's RPCs): one pass over the body, not two.
-		b, err := readBody(r.Body, r.ContentLength, 16<<20)
+		b, err := readBody(r.Body, r.ContentLength, rawBodyMax)
 		if err != nil {
 			return &fsm.Error{Code: "invalid", Msg: "bad request body: " + err.Error()}
 		}

@@ -81,3 +81,20 @@ func TestCallPeerRawRequest(t *testing.T) {
 	default:
 	}
 }
+
+// TestReadBodyRefusesOversize: a body over the limit is an error, not a body cut to the limit
+// (which its reader then failed to decode, again at every retry).
+func TestReadBodyRefusesOversize(t *testing.T) {
+	body := strings.Repeat("x", 100)
+	if b, err := readBody(strings.NewReader(body), 100, 100); err != nil || len(b) != 100 {
+		t.Fatalf("at the limit: %d bytes, %v", len(b), err)
+	}
+	for _, length := range []int64{100, -1} { // declared, or not
+		if b, err := readBody(strings.NewReader(body), length, 99); err == nil {
+			t.Fatalf("length %d over the limit: %d bytes, no error", length, len(b))
+		}
+	}
+	if b, err := readBody(strings.NewReader(body), -1, 100); err != nil || len(b) != 100 {
+		t.Fatalf("undeclared, at the limit: %d bytes, %v", len(b), err)
+	}
+}

@@ -503,6 +503,7 @@ func (s *logShipper) run(ctx context.Context) {
 			}
 			continue
 		}
+		entries = capRange(entries) // the rest is read again after the destination's answer
 		req := LogRequest{Log: g.log, DB: g.db, Prev: prev, Last: entries[len(entries)-1].ID}
 		req.Entries = make([]LogEntry, len(entries))
 		for i, e := range entries {
@@ -657,4 +658,26 @@ func (s *logShipper) contiguous(ctx context.Context, pos string) error {
 		return errBehind // cut, or another entry than the one the destination applied there
 	}
 	return nil
+}
+
+// rangeBytes bounds the effect bytes of one range a logShipper sends (at least one entry goes,
+// whatever its size): a range of BatchSize entries of large values made one body of hundreds
+// of MB, held in memory on both sides and sent again whole after any failure.
+const rangeBytes = 4 << 20
+
+// capRange returns the longest prefix of entries whose effects hold at most rangeBytes bytes,
+// one entry at least.
+func capRange(entries []Entry) []Entry {
+	n := 0
+	for i, e := range entries {
+		for _, c := range e.Cmds {
+			for _, a := range c {
+				n += len(a)
+			}
+		}
+		if n > rangeBytes && i > 0 {
+			return entries[:i]
+		}
+	}
+	return entries
 }

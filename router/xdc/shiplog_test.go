@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -187,4 +188,19 @@ func TestAfterGrace(t *testing.T) {
 	defer stop3()
 	stopGroup3()
 	<-c3.Done()
+}
+
+// TestCapRange: a range is cut once its effects pass rangeBytes, keeping one entry at least.
+func TestCapRange(t *testing.T) {
+	entry := func(n int) Entry { return Entry{Cmds: [][]string{{"~s", "k", "", "", strings.Repeat("v", n), "-1"}}} }
+	big := rangeBytes / 3
+	if got := len(capRange([]Entry{entry(big), entry(big), entry(big), entry(big), entry(big)})); got != 2 && got != 3 {
+		t.Fatalf("five entries of a third of the bound each: %d kept, want 2 or 3", got)
+	}
+	if got := len(capRange([]Entry{entry(2 * rangeBytes), entry(1)})); got != 1 {
+		t.Fatalf("an entry over the bound: %d kept, want it alone", got)
+	}
+	if got := len(capRange([]Entry{entry(10), entry(10)})); got != 2 {
+		t.Fatalf("small entries: %d kept, want all", got)
+	}
 }
