@@ -76,23 +76,25 @@ func (w *Watcher) keepBusyReply(ctx context.Context, st *fsm.State, dc *fsm.DC) 
 		gc := *t.g
 		w.async(ctx, "busyreply/"+t.addr, func(ctx context.Context) {
 			c := w.adm.admin(&gc, t.addr)
+			// Checked (or failed) now: the next try comes after busyRecheck, so a server that
+			// refuses CONFIG (renamed, no permission) is not asked, nor logged, every probe.
+			w.mu.Lock()
+			w.busyReply[t.addr] = busyCheck{t.mark, time.Now()}
+			w.mu.Unlock()
 			cur, err := c.ConfigGet(ctx, "busy-reply-threshold").Result()
 			if err != nil {
-				w.log.Warn("busy-reply-threshold not read (retried at the next probe)", "group", gc.ID, "server", t.addr, "err", err)
+				w.log.Warn("busy-reply-threshold not read (retried later)", "group", gc.ID, "server", t.addr, "err", err)
 				return
 			}
 			ms, err := strconv.ParseInt(cur["busy-reply-threshold"], 10, 64)
 			if err == nil && ms > limit.Milliseconds() {
 				if err := c.ConfigSet(ctx, "busy-reply-threshold", strconv.FormatInt(limit.Milliseconds(), 10)).Err(); err != nil {
-					w.log.Warn("busy-reply-threshold not lowered (retried at the next probe)", "group", gc.ID, "server", t.addr, "err", err)
+					w.log.Warn("busy-reply-threshold not lowered (retried later)", "group", gc.ID, "server", t.addr, "err", err)
 					return
 				}
 				w.log.Info("busy-reply-threshold lowered below master_down_after: a server running a long script answers -BUSY before the nodes vote it down",
 					"group", gc.ID, "server", t.addr, "was_ms", ms, "now_ms", limit.Milliseconds())
 			}
-			w.mu.Lock()
-			w.busyReply[t.addr] = busyCheck{t.mark, time.Now()}
-			w.mu.Unlock()
 		})
 	}
 }

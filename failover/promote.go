@@ -28,6 +28,11 @@ var errDone = errors.New("failover over")
 func (w *Watcher) execute(ctx context.Context, group string, epoch uint64) {
 	w.alone(fmt.Sprintf("exec/%s/%d", group, epoch), func() {
 		seen := time.Now() // not before the failover's start was committed
+		defer func() {
+			w.mu.Lock()
+			delete(w.held, fmt.Sprintf("%s/%d", group, epoch))
+			w.mu.Unlock()
+		}()
 		lastWhy := ""
 		for ctx.Err() == nil {
 			st, g := w.group(group)
@@ -145,9 +150,19 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 		// in which a master that was only slow answers again (the failover is then
 		// cancelled below) or a replica falls behind another (until session 43 the ranking
 		// and the cancel check went by what the servers said before the hold). An attempt
-		// that recorded a replica being promoted held the group already.
-		if err := w.holdEverywhere(ctx, st, g, f, seen); err != nil {
-			return "", "", err
+		// that recorded a replica being promoted held the group already, and so did one that
+		// confirmed the hold: the nodes keep holding while the failover runs.
+		key := fmt.Sprintf("%s/%d", g.ID, f.Epoch)
+		w.mu.Lock()
+		held := w.held[key]
+		w.mu.Unlock()
+		if !held {
+			if err := w.holdEverywhere(ctx, st, g, f, seen); err != nil {
+				return "", "", err
+			}
+			w.mu.Lock()
+			w.held[key] = true
+			w.mu.Unlock()
 		}
 	}
 	old, _ := w.server(f.From)
@@ -197,7 +212,7 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 			// Redis answers -1 for a link that never came up since the server started or was
 			// pointed at this master: an empty replica (new, a replaced disk, a first full copy
 			// that failed), which promoted would have the old master copy it once it is back.
-			why = append(why, a+" has not synced with the master since it started (no data of its own)")
+			why = append(why, a+" has not synced with the master since it started, and holds no key")
 		default:
 			cands = append(cands, candidate{a, in})
 		}
@@ -246,10 +261,11 @@ func (w *Watcher) promote(ctx context.Context, st *fsm.State, g *fsm.Group, f fs
 }
 
 // neverSynced reports whether in, a replica's INFO, shows a link to its master that never came
-// up (master_link_down_since_seconds -1) and no data of its own: a replica restarted from its
-// own RDB or AOF reports the offset it loaded, one that never synced 0 or 1.
+// up (master_link_down_since_seconds -1) and no data of its own: no offset (a replica restarted
+// from its own RDB reports the offset it loaded; from an AOF, 1) and no key (one restarted from
+// its AOF holds its keys, and stays a candidate).
 func neverSynced(in Info) bool {
-	return !in.LinkUp && in.LinkDownSec < 0 && in.Offset <= 1
+	return !in.LinkUp && in.LinkDownSec < 0 && in.Offset <= 1 && in.Keys == 0
 }
 
 // provision creates redraft's backend ACL users on the server about to be promoted (ACL users

@@ -124,8 +124,10 @@ type Watcher struct {
 	votedAt map[string]time.Time      // when this node last cast or renewed its down vote, by group
 	// busyReply is, by server, what keepBusyReply last checked (busy.go).
 	busyReply map[string]busyCheck
-	view      atomic.Pointer[[]ServerView]
-	kick      chan struct{}
+	// held marks the failovers ("group/epoch") whose hold every node confirmed (promote).
+	held map[string]bool
+	view atomic.Pointer[[]ServerView]
+	kick chan struct{}
 
 	failovers atomic.Int64 // failovers this node ran to a promotion
 	noEvicts  atomic.Int64 // servers this node set to noeviction (policy.go)
@@ -143,7 +145,7 @@ func New(cfg Config) *Watcher {
 		cfg.SwitchoverGiveUp = 10 * time.Second
 	}
 	w := &Watcher{cfg: cfg, cl: cfg.Cluster, log: cfg.Logger.With("part", "failover"),
-		servers: map[string]*serverState{}, samples: map[string][]offsetSample{}, busy: map[string]bool{}, execs: map[string]*execWatch{}, votedAt: map[string]time.Time{}, busyReply: map[string]busyCheck{}, kick: make(chan struct{}, 1)}
+		servers: map[string]*serverState{}, samples: map[string][]offsetSample{}, busy: map[string]bool{}, execs: map[string]*execWatch{}, votedAt: map[string]time.Time{}, busyReply: map[string]busyCheck{}, held: map[string]bool{}, kick: make(chan struct{}, 1)}
 	w.adm.timeout = max(cfg.Interval*2, 500*time.Millisecond)
 	empty := []ServerView{}
 	w.view.Store(&empty)

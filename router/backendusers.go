@@ -96,7 +96,7 @@ func (c *client) forwardAllKeys(spec *command.Spec, cmd resp.Command) {
 	if spec.Write {
 		lvl = c.writeLevel(c.snap)
 	}
-	reply, err := c.writeAndReach(e.group(), slot, cmd.Raw, 1, lvl, true)
+	reply, err := c.writeAndReach(e.group(), slot, cmd.Raw, 1, lvl, true, false)
 	c.unadmit(mark)
 	c.replyWrite(reply, err)
 }

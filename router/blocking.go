@@ -295,8 +295,10 @@ func (c *client) watchClient(interrupt func(), f func()) {
 		interrupt()
 		done <- errInternal // the session ends
 	})
-	f()
-	close(finished)
+	func() {
+		defer close(finished) // even if f panics (recover.go): the watcher must not stay parked
+		f()
+	}()
 	_ = c.nc.SetReadDeadline(time.Now()) // wake the watcher if it still waits
 	err := <-done
 	_ = c.nc.SetReadDeadline(time.Time{})

@@ -181,8 +181,8 @@ func TestWaitAcrossGroupsKeepsItsRequest(t *testing.T) {
 	tc := startCluster(t, 2, 1, Config{})
 	ctx := ctxT(t)
 	r := dialRaw(t, tc.addrs[0])
-	wait := "*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$3\r\n600\r\n"
-	set := "*3\r\n$3\r\nSET\r\n$2\r\nfo\r\n$3\r\nbar\r\n"
+	wait := "*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$4\r\n1500\r\n"
+	set := "*3\r\n$3\r\nSET\r\n$3\r\nfoo\r\n$3\r\nbar\r\n"
 	if len(wait) != len(set) {
 		t.Fatalf("the two requests must be as long: %d and %d", len(wait), len(set))
 	}
@@ -200,6 +200,7 @@ func TestWaitAcrossGroupsKeepsItsRequest(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("WAIT never waited: %s", list)
 		}
+		time.Sleep(5 * time.Millisecond) // poll interval
 	}
 	r.send(set)
 	if l := r.line(); l != ":0" {
@@ -209,20 +210,20 @@ func TestWaitAcrossGroupsKeepsItsRequest(t *testing.T) {
 	if l := r.line(); l != "+OK" {
 		t.Fatalf("SET answered %q, want +OK", l)
 	}
-	if v, err := other.Get(ctx, "fo").Result(); err != nil || v != "bar" {
-		t.Fatalf("GET fo = %q, %v", v, err)
+	if v, err := other.Get(ctx, "foo").Result(); err != nil || v != "bar" {
+		t.Fatalf("GET foo = %q, %v", v, err)
 	}
-	// WAIT 1 600 over two groups without replicas: 600 ms in all, not per group.
-	if took > 1100*time.Millisecond {
-		t.Fatalf("WAIT 1 600 over two groups took %s", took)
+	// WAIT 1 1500 over two groups without replicas: 1.5 s in all, not 3 s (1.5 s per group).
+	if took > 2600*time.Millisecond {
+		t.Fatalf("WAIT 1 1500 over two groups took %s", took)
 	}
 	for i, s := range tc.redis {
 		c := redis.NewClient(&redis.Options{Addr: s.Addr})
-		n, err := c.Exists(ctx, "fo").Result()
+		n, err := c.Exists(ctx, "foo").Result()
 		c.Close()
-		own := migrate.SlotString("fo")/(fsm.NumSlots/len(tc.redis)) == i
+		own := migrate.SlotString("foo")/(fsm.NumSlots/len(tc.redis)) == i
 		if err != nil || (n == 1) != own {
-			t.Fatalf("group %s holds fo: %d (%v); it owns its slot: %v", groupIDs[i], n, err, own)
+			t.Fatalf("group %s holds foo: %d (%v); it owns its slot: %v", groupIDs[i], n, err, own)
 		}
 	}
 }

@@ -117,6 +117,10 @@ func TestQuorumNotReached(t *testing.T) {
 			t.Errorf("DC_QUORUM write answered after %s", d)
 		}
 	}
+	// A write whose null says it changed nothing (a pop of nothing) does not wait.
+	if err := c.LPop(ctx, "qempty").Err(); err != redis.Nil {
+		t.Errorf("LPOP of nothing at DC_QUORUM: %v, want a null at once", err)
+	}
 	if v := c.Get(ctx, "q").Val(); v != "v" {
 		t.Errorf("GET after the write = %q", v)
 	}

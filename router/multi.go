@@ -233,7 +233,7 @@ func cmdExec(c *client, _ *command.Spec, _ resp.Command) {
 			// such a script outside MULTI does (forwardScript); until session 43 it went
 			// pipelined, answered without its WAIT.
 			c.drain()
-			c.replyWrite(c.writeAndReach(g, -1, raw, n, lvl, false))
+			c.replyWrite(c.writeAndReach(g, -1, raw, n, lvl, false, true)) // a null: EXEC aborted
 			return
 		}
 		c.pend = append(c.pend, pendItem{req: c.sendPiped(g, g.pool, raw, n)})

@@ -95,7 +95,7 @@ func (c *client) pollBlocking(spec *command.Spec, cmd resp.Command, slot int, d 
 	}
 	kb = slotWriteKeys(c.withElemKeys(slot, kb), slot)
 	db, lvl := c.db, c.writeLevel(c.snap)
-	sr := syncReq{slot: slot, n: 1, lvl: lvl, wrapped: true,
+	sr := syncReq{slot: slot, n: 1, lvl: lvl, wrapped: true, nullNoop: true, // a poll that popped nothing
 		raw:  appendWriteCall(nil, slot, c.s.cfg.DC, c.snap.outboxMax, false, []xdc.Call{call}),
 		move: func(e *slotEntry) error { return c.moveKeys(e.m, slot, db, kb) }}
 	var deadline time.Time

@@ -35,7 +35,7 @@ func (c *client) forwardScript(spec *command.Spec, cmd resp.Command, slot int) {
 				c.replyErr(err)
 				return
 			}
-			c.replyWrite(c.writeAndReach(g, -1, cmd.Raw, 1, lvl, false))
+			c.replyWrite(c.writeAndReach(g, -1, cmd.Raw, 1, lvl, false, false))
 			return
 		}
 		move := func(e *slotEntry) error { return c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys) }

@@ -120,7 +120,8 @@ func (c *client) execWrite(tx *txState, raw []byte, n int) {
 		c.xsync = raw[:0]
 		n = 1
 	}
-	reply, err := c.syncWrite(syncReq{slot: tx.slot, move: move, raw: raw, n: n, lvl: lvl, wrapped: snap.multiDC})
+	reply, err := c.syncWrite(syncReq{slot: tx.slot, move: move, raw: raw, n: n, lvl: lvl, wrapped: snap.multiDC,
+		nullNoop: true}) // a null: EXEC aborted (a watched key changed)
 	reply = unitReply(reply, blocking)
 	if snap.multiDC && c.r3 && err == nil {
 		reply = reshape3(reply, calls, true, blocking)

@@ -212,7 +212,8 @@ func (c *client) forwardWrite(spec *command.Spec, cmd resp.Command, slot int) {
 		raw = appendWriteCall(c.xsync[:0], slot, c.s.cfg.DC, snap.outboxMax, false, []xdc.Call{call})
 		c.xsync = raw[:0]
 	}
-	reply, err := c.syncWrite(syncReq{slot: slot, move: move, raw: raw, n: 1, lvl: lvl, wrapped: wrap})
+	reply, err := c.syncWrite(syncReq{slot: slot, move: move, raw: raw, n: 1, lvl: lvl, wrapped: wrap,
+		nullNoop: xdc.NullMeansNoChange(spec.Name, argStrings(cmd.Args))})
 	if wrap && c.r3 && err == nil {
 		reply = reshape3(reply, []xdc.Call{call}, false, nil)
 	}
@@ -375,6 +376,8 @@ type syncReq struct {
 	// pre, when set, runs on the serving group before the write; a non-nil reply answers
 	// instead of the write (the copy-lock check of user scripts).
 	pre func(g *group) ([]byte, error)
+	// nullNoop says a null reply means the write changed nothing (writeAndReach).
+	nullNoop bool
 }
 
 // syncWrite serves sr admitted on its slot (the caller drained the batch first).
@@ -407,7 +410,7 @@ func (c *client) writeRetrying(g *group, sr syncReq) ([]byte, error) {
 			if sr.rawFor != nil {
 				raw = sr.rawFor(g)
 			}
-			reply, err = c.writeAndReach(g, sr.slot, raw, sr.n, sr.lvl, sr.wrapped || sr.internal)
+			reply, err = c.writeAndReach(g, sr.slot, raw, sr.n, sr.lvl, sr.wrapped || sr.internal, sr.nullNoop)
 		}
 		var le *levelError
 		if errors.As(err, &le) {
@@ -458,14 +461,13 @@ func (s *Server) retrySleep(backoff *time.Duration, deadline time.Time) error {
 	return nil
 }
 
-// writeAndReach sends raw (n replies) to g and, unless it answered an error, makes sure it
-// reached lvl. A null is no sign that nothing was written (SET k v NX GET of an absent key, a
-// script that returns nothing; until session 43 such writes were answered without their
-// level); a write that changed nothing waits for what this connection wrote before, if
-// anything. DC_QUORUM writes run on the session's dedicated connection to g, so
+// writeAndReach sends raw (n replies) to g and, unless it answered an error, or a null that
+// means it changed nothing (nullNoop: a pop of nothing, an aborted EXEC; xdc.NullMeansNoChange),
+// makes sure it reached lvl. Any other null waits too: SET k v NX GET of an absent key, a
+// script that returns nothing (until session 43 every null was answered without its level). DC_QUORUM writes run on the session's dedicated connection to g, so
 // that the WAIT after them blocks no other client.
 // internal runs it as the internal user (a WRITE call, a user script's MULTI with its XADD).
-func (c *client) writeAndReach(g *group, slot int, raw []byte, n int, lvl level, internal bool) ([]byte, error) {
+func (c *client) writeAndReach(g *group, slot int, raw []byte, n int, lvl level, internal, nullNoop bool) ([]byte, error) {
 	var d *backend.Dedicated
 	var reply []byte
 	var err error
@@ -484,7 +486,7 @@ func (c *client) writeAndReach(g *group, slot int, raw []byte, n int, lvl level,
 	} else if reply, err = c.roundTripOn(p, raw, n); err != nil {
 		return nil, err
 	}
-	if len(reply) == 0 || reply[0] == '-' {
+	if len(reply) == 0 || reply[0] == '-' || nullNoop && isNull(reply) {
 		return reply, nil
 	}
 	if err := c.reachLevel(g, d, slot, lvl); err != nil {

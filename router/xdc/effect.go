@@ -141,6 +141,13 @@ func nilIsNoop(name string, argv []string) bool {
 	return !get || xx
 }
 
+// NullMeansNoChange reports whether a null reply of the write argv (name lower-case, argv with
+// the command's name) means it changed nothing: a pop of nothing, GETDEL of an absent key, a
+// SET whose condition failed; not SET ... GET of an absent key (it set it), nor a script.
+func NullMeansNoChange(name string, argv []string) bool {
+	return unlessNil[name] && nilIsNoop(name, argv)
+}
+
 // Rules holds the effect rule of every write command of the router's command table (the
 // COMMAND INFO "write" flag), by lower-case name ("xgroup|create" for subcommands).
 var Rules = func() map[string]Effect {
