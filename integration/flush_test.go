@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/router/xdc"
 )
 
 // The flush tests (docs/commands.md, "Flushing"): FLUSHALL and FLUSHDB through one node of a
@@ -317,6 +318,21 @@ func flushAllThreeDCs(t *testing.T, x *xdcCluster) {
 			t.Errorf("%s: database 1 holds %d keys (%v) after FLUSHALL", dc, n, err)
 		}
 		c.Close()
+	}
+	// Every database of every master holds the flush's fence, the empty ones too: a node whose
+	// delete pass is late must not delete writes made after the +OK in a database that was
+	// empty when the others passed (session 43).
+	for dc, addrs := range x.masters() {
+		for _, addr := range addrs {
+			for db := range 16 {
+				c := redis.NewClient(&redis.Options{Addr: addr, DB: db})
+				n, err := c.Exists(ctx, xdc.FlushFenceKey).Result()
+				c.Close()
+				if err != nil || n != 1 {
+					t.Fatalf("%s master %s, database %d: fence %d (%v) after FLUSHALL", dc, addr, db, n, err)
+				}
+			}
+		}
 	}
 	x.stayConverged(3*time.Second, hist, sent)
 	if n, logs := x.copiedInFull(); n != copied0 || len(logs) > len(copyLogs0) {

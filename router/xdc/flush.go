@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -157,7 +158,10 @@ func (r *Replicator) Flush(ctx context.Context, db int, async bool) error {
 		if now := r.cfg.Cluster.State().Flush; now.Active() && now.Token != token {
 			continue // another flush won the race: wait for it
 		}
-		return err
+		// The proposal's outcome may be unknown (a leader lost after it appended the entry):
+		// the flush may still start. Said so, since a client that sends it again would flush
+		// the writes acknowledged in between (until session 43 this read as a refusal).
+		return fmt.Errorf("%w (the flush was not seen to start, but it may still: look for a flush under way in the status before sending it again)", err)
 	}
 	end, err := r.awaitFlush(ctx, func(st *fsm.State) *fsm.Flush {
 		if f := st.Flush; f != nil && f.Token == token && !f.Active() {
@@ -468,6 +472,11 @@ func (r *Replicator) awaitShipped(ctx context.Context, db, slot int, group, id s
 	}
 }
 
+// flushDatabases is how many databases a client may select through a node (the router's
+// Config.Databases, which nodes leave at its default, as redis-server's): a FLUSHALL fences
+// each of them.
+const flushDatabases = 16
+
 // deleteFlush deletes f's data keys on every group of this node's DC, then reports the DC.
 func (r *Replicator) deleteFlush(ctx context.Context, f *fsm.Flush) error {
 	st := r.cfg.Cluster.State()
@@ -485,7 +494,16 @@ func (r *Replicator) deleteFlush(ctx context.Context, f *fsm.Flush) error {
 			if err != nil {
 				return fmt.Errorf("group %s: %w", gid, err)
 			}
+			// Every database a client may select gets the fence, the empty ones too: a node
+			// whose pass is late lists the databases again, and one empty at the first pass
+			// but written after the flush's +OK would have no fence, and its new writes be
+			// deleted (until session 43 only the databases in use were fenced).
 			dbs = keyspaceDBs(info)
+			for db := range flushDatabases {
+				if !slices.Contains(dbs, db) {
+					dbs = append(dbs, db)
+				}
+			}
 		}
 		for _, db := range dbs {
 			n, err := r.deleteDB(ctx, f, r.client(srv, db))
