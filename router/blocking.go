@@ -62,7 +62,8 @@ func blockTimeout(name string, args [][]byte) (d time.Duration, blocks, ok bool)
 // xreadOptions reads XREAD's and XREADGROUP's options as Redis's xreadCommand does, in order
 // up to STREAMS: GROUP and its two names (a group or consumer named BLOCK or STREAMS is a
 // name), COUNT or BLOCK and a value, NOACK. It returns the position of the BLOCK value Redis
-// goes by (the last, or the first it refuses) and of the STREAMS keyword (-1: none, or an option Redis refuses before reading anything).
+// goes by (the last, or the first it refuses) and of the STREAMS keyword (-1: none, or an
+// option Redis refuses before reading anything).
 func xreadOptions(args [][]byte) (block, streams int) {
 	block = -1
 	for i := 1; i < len(args); i++ {
@@ -393,15 +394,15 @@ func cmdWait(c *client, _ *command.Spec, cmd resp.Command) {
 	// first group's read-ahead may fill with the client's next request (until session 43 a
 	// second group could be sent that request instead of the WAIT), and each group gets what
 	// is left of the timeout, so that WAIT n T takes T in all, not T per group.
-	numreplicas := string(cmd.Args[1])
+	numreplicas, timeout := string(cmd.Args[1]), string(cmd.Args[2])
 	var deadline time.Time
-	if ms > 0 {
-		deadline = time.Now().Add(time.Duration(min(ms, math.MaxInt64/int64(2*time.Millisecond))) * time.Millisecond)
+	if limit > 0 {
+		deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
 	}
 	least := int64(math.MaxInt64)
 	for _, g := range snap.groups {
-		left := "0"
-		if ms > 0 {
+		left := timeout // 0, or past what a Duration holds: forever either way
+		if !deadline.IsZero() {
 			left = strconv.FormatInt(max(time.Until(deadline).Milliseconds(), 1), 10)
 		}
 		reply, err := c.doDedicated(g, appendCommand(nil, []string{"WAIT", numreplicas, left}), limit)

@@ -413,20 +413,14 @@ func (c *client) writeRetrying(g *group, sr syncReq) ([]byte, error) {
 			reply, err = c.writeAndReach(g, sr.slot, raw, sr.n, sr.lvl, sr.wrapped || sr.internal, sr.nullNoop)
 		}
 		var le *levelError
-		if errors.As(err, &le) {
-			if sr.wrapped {
-				reply = xdc.FixReply(c.s.checkLibrary(g, reply))
-			}
-			return reply, err // applied: no -TRYAGAIN to retry
-		}
-		if err != nil {
+		if err != nil && !errors.As(err, &le) {
 			return nil, err
 		}
 		if sr.wrapped {
 			reply = xdc.FixReply(c.s.checkLibrary(g, reply))
 		}
-		if !isTryAgainReply(reply) {
-			return reply, nil
+		if le != nil || !isTryAgainReply(reply) {
+			return reply, err // a levelError: applied, its reply with it
 		}
 		if deadline.IsZero() {
 			deadline = time.Now().Add(c.s.cfg.FreezeWait)
@@ -464,8 +458,9 @@ func (s *Server) retrySleep(backoff *time.Duration, deadline time.Time) error {
 // writeAndReach sends raw (n replies) to g and, unless it answered an error, or a null that
 // means it changed nothing (nullNoop: a pop of nothing, an aborted EXEC; xdc.NullMeansNoChange),
 // makes sure it reached lvl. Any other null waits too: SET k v NX GET of an absent key, a
-// script that returns nothing (until session 43 every null was answered without its level). DC_QUORUM writes run on the session's dedicated connection to g, so
-// that the WAIT after them blocks no other client.
+// script that returns nothing (until session 43 every null was answered without its level).
+// DC_QUORUM writes run on the session's dedicated connection to g, so that the WAIT after
+// them blocks no other client.
 // internal runs it as the internal user (a WRITE call, a user script's MULTI with its XADD).
 func (c *client) writeAndReach(g *group, slot int, raw []byte, n int, lvl level, internal, nullNoop bool) ([]byte, error) {
 	var d *backend.Dedicated

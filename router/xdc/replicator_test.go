@@ -264,10 +264,14 @@ func startDCsWith(t *testing.T, tune func(*Config), names ...string) (*testNet, 
 
 // writeCmd runs call on slot through WRITE in dc, into the group's log when the cluster's
 // data format has group logs.
-func (d *testDC) writeCmd(slot int, c Call) *redis.Cmd {
-	keys, argv := WriteArgs(slot, d.name, 1000, false, []Call{c})
+func (d *testDC) writeCmd(slot int, c Call) *redis.Cmd { return d.writeCalls(slot, false, []Call{c}) }
+
+// writeCalls runs calls through WRITE in dc, as one unit when unit is set, recorded where the
+// cluster's data format puts them (the slot's outbox or the group's log).
+func (d *testDC) writeCalls(slot int, unit bool, calls []Call) *redis.Cmd {
+	keys, argv := WriteArgs(slot, d.name, 1000, unit, calls)
 	if d.repl.cfg.Cluster.State().Format() >= LogDataFormat {
-		keys, argv = WriteLogArgs(slot, d.name, 1000, false, []Call{c})
+		keys, argv = WriteLogArgs(slot, d.name, 1000, unit, calls)
 	}
 	return FCall(context.Background(), d.rc, WriteFunc, keys, argv...)
 }

@@ -20,11 +20,7 @@ func (d *testDC) writeUnit(t *testing.T, cmds ...[]string) {
 		calls = append(calls, mustPrepare(t, args...))
 	}
 	slot := slotString(calls[0].Keys[0])
-	keys, argv := WriteArgs(slot, d.name, 1000, true, calls)
-	if d.repl.cfg.Cluster.State().Format() >= LogDataFormat {
-		keys, argv = WriteLogArgs(slot, d.name, 1000, true, calls)
-	}
-	if err := FCall(context.Background(), d.rc, WriteFunc, keys, argv...).Err(); err != nil && err != redis.Nil {
+	if err := d.writeCalls(slot, true, calls).Err(); err != nil && err != redis.Nil {
 		t.Fatalf("unit %v in %s: %v", cmds, d.name, err)
 	}
 	d.repl.Wrote(0, slot)
