@@ -50,7 +50,7 @@ func cmdFunctionChange(c *client, spec *command.Spec, cmd resp.Command) {
 		squat, err = c.evictSquatters()
 	}
 	if err == nil && (squat || spec.Name != "function|load") {
-		_, err = c.askGroups(rawLoadLibrary, true) // a library still there answers "already exists"
+		_, err = c.askGroups(rawLoadLibrary, true) // REPLACE: a library of that name with other code is overwritten
 	}
 	switch {
 	case err != nil:

@@ -216,9 +216,26 @@ func TestFunctionsOwnLibrary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A payload whose library names itself so that only Redis's reading finds the name.
+	ref0 := resp2(t, testredis.Start(t).Addr)
+	if err := ref0.Do(ctx, "FUNCTION", "LOAD", "#!lua NAME="+xdc.LibraryPrefix+"y\nredis.register_function('g', function() return 1 end)").Err(); err != nil {
+		t.Fatal(err)
+	}
+	sneaky, err := ref0.FunctionDump(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := do(t, node, "FUNCTION", "RESTORE", "not a payload").(string); !strings.Contains(got, "could not be read") {
+		t.Fatalf("FUNCTION RESTORE of garbage = %q, want the unreadable-payload error", got)
+	}
 	refused := [][]any{
+		{"FUNCTION", "RESTORE", sneaky, "REPLACE"},
 		{"FUNCTION", "LOAD", "#!lua name=" + xdc.LibraryPrefix + "x\nredis.register_function('f', function() return 1 end)"},
 		{"FUNCTION", "LOAD", "REPLACE", "#!lua name=REDRAFT_x\nredis.register_function('f', function() return 1 end)"},
+		// Redis reads the name case-insensitively and with quotes and escapes taken off.
+		{"FUNCTION", "LOAD", "REPLACE", "#!lua NAME=" + own[0].Name + "\nredis.register_function('f', function() return 1 end)"},
+		{"FUNCTION", "LOAD", "REPLACE", "#!lua \"name=" + own[0].Name + "\"\nredis.register_function('f', function() return 1 end)"},
+		{"FUNCTION", "LOAD", "REPLACE", "#!lua \"name=\\x72edraft_x\"\nredis.register_function('f', function() return 1 end)"},
 		{"FUNCTION", "DELETE", own[0].Name},
 		{"FUNCTION", "RESTORE", payload, "REPLACE"},
 		{"FCALL", xdc.WriteFunc, 0},
@@ -258,6 +275,17 @@ func TestFunctionsOwnLibrary(t *testing.T) {
 		}
 	}
 
+	// A library that holds redraft's name with other code (loaded on a backend itself) is
+	// replaced the next time the node loads its own.
+	evil := "#!lua name=" + own[0].Name + "\nredis.register_function('" + xdc.WriteFunc + "', function() return 'evil' end)"
+	if err := tc.direct(0).Do(ctx, "FUNCTION", "LOAD", "REPLACE", evil).Err(); err != nil {
+		t.Fatal(err)
+	}
+	do(t, node, "FUNCTION", "STATS")
+	if libs := ownLibs(0); len(libs) != 1 || libs[0].Code != xdc.Library() {
+		t.Fatalf("group 0 after FUNCTION STATS still holds another code under redraft's library name")
+	}
+
 	// The node's DUMP holds the client's library only, and restores on a plain server.
 	if err := node.FunctionLoad(ctx, testLib).Err(); err != nil {
 		t.Fatal(err)
@@ -273,6 +301,43 @@ func TestFunctionsOwnLibrary(t *testing.T) {
 	ref := resp2(t, testredis.Start(t).Addr)
 	if err := ref.FunctionRestore(ctx, dump).Err(); err != nil {
 		t.Fatalf("FUNCTION RESTORE of the node's dump on redis-server: %v", err)
+	}
+}
+
+// TestLibraryNameAsRedisReadsIt: libraryNameOf reads every first line Redis accepts to the
+// name Redis gives the library (a redis-server is the reference).
+func TestLibraryNameAsRedisReadsIt(t *testing.T) {
+	ctx := ctxT(t)
+	c := resp2(t, testredis.Start(t).Addr)
+	lines := []string{
+		"#!lua name=a1", "#!lua NAME=a2", "#!lua nAmE=a3", "#!lua \"name=a4\"", "#!lua 'name=a5'",
+		"#!lua name=\"a6\"", "#!lua \"name=\\x61\\x37\"", "#!lua   name=a8  ", "#!lua\tname=a9\r",
+		"#!lua na'me=a10'", "#!lua \"name=a\\\"11\"", "#!lua 'name=a\\'12'", "#!lua \"name=a13\"x",
+		"#!lua \"name=a14", "#!lua name=a15 name=b15", "#!lua description=x name=a16", "#!lua name=",
+		"#!lua \"name=\\n17\"", "#!lua name=a18\x00 name=b18", "#!lua \"name=a19\\\"",
+	}
+	loaded := 0
+	for _, line := range lines {
+		code := line + "\nredis.register_function('f_" + fmt.Sprint(len(line)) + "', function() return 1 end)"
+		got := libraryNameOf([]byte(code))
+		if err := c.Do(ctx, "FUNCTION", "LOAD", "REPLACE", code).Err(); err != nil {
+			t.Logf("%q refused: %v", line, err)
+			continue // Redis refuses the library: whatever libraryNameOf says, nothing loads
+		}
+		libs, err := c.FunctionList(ctx, redis.FunctionListQuery{}).Result()
+		if err != nil || len(libs) != 1 {
+			t.Fatalf("%q: FUNCTION LIST = %v, %v", line, libs, err)
+		}
+		loaded++
+		if libs[0].Name != string(got) {
+			t.Errorf("first line %q: Redis names the library %q, libraryNameOf %q", line, libs[0].Name, got)
+		}
+		if err := c.FunctionFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if loaded < 10 {
+		t.Fatalf("Redis loaded %d of the %d libraries: the cases no longer test quotes and case", loaded, len(lines))
 	}
 }
 

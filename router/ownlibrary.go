@@ -17,6 +17,10 @@ import (
 // errReservedName refuses a client's use of redraft's library or function names.
 var errReservedName = errorf("ERR redraft: library and function names starting with '%s' are reserved for redraft's replication functions", xdc.LibraryPrefix)
 
+// errUnreadableDump refuses a FUNCTION RESTORE payload the node cannot read, since it cannot
+// tell whether it holds one of redraft's libraries (Redis would refuse most such payloads too).
+var errUnreadableDump = errorf("ERR redraft: the FUNCTION RESTORE payload could not be read (payload version or checksum are wrong)")
+
 // ownName reports whether name, a library's or function's, is redraft's (Redis compares
 // these names without case).
 func ownName(name []byte) bool {
@@ -25,18 +29,120 @@ func ownName(name []byte) bool {
 }
 
 // libraryNameOf is the name a library's code gives itself on its first line
-// ("#!lua name=mylib"), or nil.
+// ("#!lua name=mylib"), or nil, read as Redis 7 reads it (functionExtractLibMetaData): the
+// line split by sdssplitargs, which takes quotes and escapes off ("#!lua \"NAME=x\"" names x),
+// and the first part after the engine that starts with "name=" in any case. A line Redis
+// cannot split gives nil: Redis refuses that library.
 func libraryNameOf(code []byte) []byte {
-	line, _, _ := bytes.Cut(code, []byte("\n"))
-	if !bytes.HasPrefix(line, []byte("#!")) {
+	line, _, ok := bytes.Cut(code, []byte("\n"))
+	if !ok || !bytes.HasPrefix(line, []byte("#!")) {
 		return nil
 	}
-	for _, f := range bytes.Fields(line)[1:] {
-		if name, ok := bytes.CutPrefix(f, []byte("name=")); ok {
-			return name
+	parts, ok := splitArgs(line)
+	if !ok || len(parts) == 0 {
+		return nil
+	}
+	for _, p := range parts[1:] {
+		if len(p) >= 5 && strings.EqualFold(string(p[:5]), "name=") {
+			return p[5:]
 		}
 	}
 	return nil
+}
+
+// splitArgs is Redis's sdssplitargs: line split at blanks into parts, each of which may hold
+// "double-quoted" text with \xHH and \n-style escapes or 'single-quoted' text; a line ends at
+// its first NUL byte (Redis reads it as a C string). ok is false where Redis fails: an
+// unterminated quote, or a closing quote followed by anything but a blank.
+func splitArgs(line []byte) (parts [][]byte, ok bool) {
+	if i := bytes.IndexByte(line, 0); i >= 0 {
+		line = line[:i]
+	}
+	at := func(i int) byte { // line as a C string: NUL past its end
+		if i < len(line) {
+			return line[i]
+		}
+		return 0
+	}
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r' }
+	isHex := func(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
+	hex := func(c byte) byte {
+		switch {
+		case c <= '9':
+			return c - '0'
+		case c >= 'a':
+			return c - 'a' + 10
+		}
+		return c - 'A' + 10
+	}
+	p := 0
+	for {
+		for p < len(line) && isSpace(line[p]) {
+			p++
+		}
+		if p >= len(line) {
+			return parts, true
+		}
+		var cur []byte
+		inq, insq := false, false
+		for done := false; !done; {
+			c := at(p)
+			switch {
+			case inq:
+				switch {
+				case c == '\\' && at(p+1) == 'x' && isHex(at(p+2)) && isHex(at(p+3)):
+					cur = append(cur, hex(at(p+2))*16+hex(at(p+3)))
+					p += 3
+				case c == '\\' && at(p+1) != 0:
+					p++
+					e := map[byte]byte{'n': '\n', 'r': '\r', 't': '\t', 'b': '\b', 'a': '\a'}[at(p)]
+					if e == 0 {
+						e = at(p)
+					}
+					cur = append(cur, e)
+				case c == '"':
+					if n := at(p + 1); n != 0 && !isSpace(n) {
+						return nil, false
+					}
+					done = true
+				case c == 0:
+					return nil, false
+				default:
+					cur = append(cur, c)
+				}
+			case insq:
+				switch {
+				case c == '\\' && at(p+1) == '\'':
+					p++
+					cur = append(cur, '\'')
+				case c == '\'':
+					if n := at(p + 1); n != 0 && !isSpace(n) {
+						return nil, false
+					}
+					done = true
+				case c == 0:
+					return nil, false
+				default:
+					cur = append(cur, c)
+				}
+			default:
+				switch c {
+				case ' ', '\n', '\r', '\t', 0:
+					done = true
+				case '"':
+					inq = true
+				case '\'':
+					insq = true
+				default:
+					cur = append(cur, c)
+				}
+			}
+			if c != 0 {
+				p++
+			}
+		}
+		parts = append(parts, cur)
+	}
 }
 
 // refuseOwnLibrary is errReservedName when a client's FUNCTION LOAD, DELETE or RESTORE, or
@@ -59,7 +165,10 @@ func refuseOwnLibrary(spec *command.Spec, args [][]byte) error {
 		}
 	case "function|restore":
 		if len(args) > 2 {
-			libs, _, _ := parseFunctionDump(args[2]) // none when it does not parse
+			libs, _, err := parseFunctionDump(args[2])
+			if err != nil { // a library it holds could not be checked
+				return errUnreadableDump
+			}
 			for _, l := range libs {
 				if ownName(libraryNameOf(l.code)) {
 					return errReservedName

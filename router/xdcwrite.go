@@ -24,7 +24,7 @@ import (
 var backendLibraries = []string{xdc.Library()}
 
 // rawLoadLibrary loads the replication functions again (a backend that lost them).
-var rawLoadLibrary = appendCommand(nil, []string{"FUNCTION", "LOAD", xdc.Library()})
+var rawLoadLibrary = appendCommand(nil, []string{"FUNCTION", "LOAD", "REPLACE", xdc.Library()})
 
 // Backoff of retries while a slot's copy lock holds writes (-TRYAGAIN from WRITE) and of
 // polls that serve blocking commands.

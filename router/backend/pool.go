@@ -57,10 +57,11 @@ type Options struct {
 	Stats *Stats
 	// Counters, when set, receives the pool's connection events, counted per group.
 	Counters *GroupStats
-	// Libraries are Redis function libraries every new connection loads (FUNCTION LOAD) after
-	// AUTH and SELECT, so FCALL of their functions works after a backend restart. A load the
-	// server refuses (the library is there already, most often) does not fail the dial: FCALL
-	// of a function the server lacks answers "ERR Function not found".
+	// Libraries are Redis function libraries every new connection loads (FUNCTION LOAD
+	// REPLACE) after AUTH and SELECT, so FCALL of their functions works after a backend
+	// restart, and a library that took one's name with other code is overwritten. A load the
+	// server refuses does not fail the dial: FCALL of a function the server lacks answers
+	// "ERR Function not found".
 	Libraries []string
 }
 
@@ -217,9 +218,10 @@ func (p *Pool) dialOnce(db int, r3 bool) (net.Conn, error) {
 		n++
 	}
 	for _, src := range p.opts.Libraries {
-		hs = resp.AppendArray(hs, 3)
+		hs = resp.AppendArray(hs, 4)
 		hs = resp.AppendBulkString(hs, "FUNCTION")
 		hs = resp.AppendBulkString(hs, "LOAD")
+		hs = resp.AppendBulkString(hs, "REPLACE")
 		hs = resp.AppendBulkString(hs, src)
 	}
 	loads := len(p.opts.Libraries)

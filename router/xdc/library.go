@@ -142,9 +142,11 @@ func FuncMissingReply(raw []byte) bool { return bytes.HasPrefix(raw, funcMissing
 // isFuncMissing is FuncMissingReply for an error's text (go-redis's errors).
 func isFuncMissing(msg string) bool { return strings.HasPrefix(msg, FuncMissing) }
 
-// LoadLibrary loads the library on c's server (nil when it is there already).
+// LoadLibrary loads the library on c's server. It replaces a library of the same name: the
+// name is the source's digest, so that is this code again, or a library that took the name
+// with other code (which a client cannot load through redraft: router/ownlibrary.go).
 func LoadLibrary(ctx context.Context, c Doer) error {
-	return loaded(c.Do(ctx, "FUNCTION", "LOAD", library).Err())
+	return loaded(c.Do(ctx, "FUNCTION", "LOAD", "REPLACE", library).Err())
 }
 
 // loaded is err, FUNCTION LOAD's of the library, with "already exists" as success (as good
