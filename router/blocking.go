@@ -209,12 +209,17 @@ func (c *client) doBlocking(g *group, slot int, raw []byte, limit time.Duration,
 	turn.wait(c.s.cfg.BackendTimeout)
 	c.blk.Store(op)
 	// SetState stores its snapshot before it looks for blocked sessions: either it sees op,
-	// or this load sees its snapshot.
-	if op.stale(c.s.snap.Load()) {
+	// or this load sees its snapshot. A flush releases every blocked command (its drain
+	// waits for every slot's requests, whatever their database), so one that would block
+	// while a flush is active answers as a released one does: it would hold the flush up.
+	if snap := c.s.snap.Load(); op.stale(snap) || snap.flushing != nil {
 		op.finished.Store(true)
 		c.blk.Store(nil)
 		if !op.state.CompareAndSwap(opWaiting, opFinished) {
 			c.dropDedicated(g, d) // an UNBLOCK may be on its way to this connection
+		}
+		if !op.stale(snap) {
+			return nil, false, c.tryAgain(errFlushing(snap.flushing))
 		}
 		return nil, true, nil
 	}
