@@ -224,11 +224,35 @@ func (c *client) pubsub(spec *command.Spec, cmd resp.Command, sharded bool) {
 			c.psShard.Store(ss.with(slot))
 		}
 	}
+	// The group was chosen on the batch's snapshot; SetState stores a newer one before it
+	// looks at the sessions' subscriptions: either it saw the ones just stored, or this load
+	// sees its snapshot. A move in between closes the connection, as SetState would have, and
+	// the client subscribes again on the group that serves the channels now.
+	if c.pubsubMoved(c.s.snap.Load()) {
+		c.closeConn()
+		return
+	}
 	if !unsub {
 		pc.pending.Store(true)
 	}
 	c.sendOrdered(pc, cmd.Raw)
 	pc.pending.Store(false) // confirmed by now, or refused
+}
+
+// pubsubMoved reports whether snap serves the session's channels from another group than the
+// one its subscriptions are on.
+func (c *client) pubsubMoved(snap *snapshot) bool {
+	if p := c.psMain.Load(); p != nil && (snap.pubsub == nil || snap.pubsub.pool != p) {
+		return true
+	}
+	if ss := c.psShard.Load(); ss != nil {
+		for _, sl := range ss.slots {
+			if g := snap.slots[sl].g; g == nil || g.pool != ss.pool {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // sendOrdered writes raw on pc, followed by the order marker, and waits until pc's pump has

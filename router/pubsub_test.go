@@ -2,11 +2,17 @@ package router
 
 import (
 	"errors"
+	"io"
 	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/internal/testredis"
 )
 
 // TestPubSubAcrossNodes subscribes through one node and publishes through another.
@@ -198,5 +204,111 @@ func TestShardedSubscriberOfTwoSlots(t *testing.T) {
 	var ne net.Error
 	if err == nil || errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("the subscriber of %s stayed connected after its slot moved (read %q, %v)", b, l, err)
+	}
+}
+
+// gatedProxy forwards connections to backend; while the gate is shut a new connection waits
+// before any byte passes (a slow dial). It stops with the test.
+type gatedProxy struct {
+	addr    string
+	mu      sync.Mutex
+	gate    chan struct{} // closed: open
+	waiting atomic.Int32
+}
+
+func startGatedProxy(t *testing.T, backend string) *gatedProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &gatedProxy{addr: ln.Addr().String(), gate: make(chan struct{})}
+	close(p.gate)
+	var conns sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); p.open(); conns.Wait() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			gate := p.gate
+			p.mu.Unlock()
+			conns.Add(1)
+			go func() {
+				defer conns.Done()
+				defer c.Close()
+				p.waiting.Add(1)
+				<-gate
+				p.waiting.Add(-1)
+				b, err := net.Dial("tcp", backend)
+				if err != nil {
+					return
+				}
+				defer b.Close()
+				go func() { _, _ = io.Copy(b, c); _ = b.Close() }()
+				_, _ = io.Copy(c, b)
+			}()
+		}
+	}()
+	return p
+}
+
+func (p *gatedProxy) shut() { p.mu.Lock(); p.gate = make(chan struct{}); p.mu.Unlock() }
+
+func (p *gatedProxy) open() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.gate:
+	default:
+		close(p.gate)
+	}
+}
+
+// TestSubscribeRacingAPubSubMove: the pub/sub group moves while a SUBSCRIBE is dialing the
+// old one. The session must not stay subscribed on the old group (missing every message
+// published after the move): its connection closes, as for a move after the subscription.
+func TestSubscribeRacingAPubSubMove(t *testing.T) {
+	r1, r2 := testredis.Start(t), testredis.Start(t)
+	px := startGatedProxy(t, r1.Addr)
+	tc := &testCluster{t: t, redis: []*testredis.Server{r1, r2}, st: newState(t, []string{px.addr, r2.Addr}, nil)}
+	s := tc.addNode(Config{})
+	ctx := ctxT(t)
+	px.shut()
+	c := tc.client(0)
+	sub := c.Subscribe(ctx) // no channel yet: go-redis dials on the first SUBSCRIBE
+	defer sub.Close()
+	subErr := make(chan error, 1)
+	go func() { subErr <- sub.Subscribe(ctx, "racing") }()
+	waitFor(t, "the SUBSCRIBE's dial of g1 waiting", func() bool { return px.waiting.Load() > 0 })
+	st, err := fsm.ApplyCommand(tc.st, tc.st.Index+1, &fsm.AssignSlots{DC: "dc1", Group: "g2", Ranges: []fsm.SlotRange{{From: 0, To: 0}}, Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetState(st)
+	px.open()
+	if err := <-subErr; err != nil {
+		t.Fatal(err)
+	}
+	// Either the connection was closed (go-redis subscribes again, on g2) or the session is on
+	// g2 already: a message published now must arrive.
+	ch := sub.Channel()
+	pub := tc.client(0)
+	deadline := time.Now().Add(10 * time.Second)
+	for pub.Publish(ctx, "racing", "after").Val() != 1 {
+		if time.Now().After(deadline) {
+			n := redis.NewClient(&redis.Options{Addr: r1.Addr}).PubSubNumSub(ctx, "racing").Val()["racing"]
+			t.Fatalf("no subscriber of the channel on g2 after the move (%d on the old group g1)", n)
+		}
+		time.Sleep(20 * time.Millisecond) // pacing the publisher while go-redis reconnects
+	}
+	select {
+	case m := <-ch:
+		if m.Payload != "after" {
+			t.Fatalf("got %q", m.Payload)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message after the move")
 	}
 }

@@ -284,16 +284,8 @@ func (s *Server) notifyClients(snap *snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.clients {
-		if p := c.psMain.Load(); p != nil && (snap.pubsub == nil || snap.pubsub.pool != p) {
+		if c.pubsubMoved(snap) {
 			c.closeConn()
-		}
-		if ss := c.psShard.Load(); ss != nil {
-			for _, sl := range ss.slots {
-				if g := snap.slots[sl].g; g == nil || g.pool != ss.pool {
-					c.closeConn()
-					break
-				}
-			}
 		}
 		if op := c.blk.Load(); op != nil && (op.stale(snap) || snap.flushing != nil) {
 			op.release(s, c)
