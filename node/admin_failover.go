@@ -51,12 +51,16 @@ func (n *Node) switchover(ctx context.Context, dc, id string, req FailoverReques
 	if err != nil {
 		return nil, err
 	}
-	// The switchover gets the next epoch (StartFailover is refused while another runs).
+	// The switchover is the failover whose StartIndex is its proposal's index: this node's
+	// state may be behind the leader's, so an epoch read from it before proposing may name a
+	// failover that ended already (and its result would be answered as this one's). A leader
+	// of an older build answers no index: then the next epoch as this node sees it.
 	var epoch uint64
 	if d := n.State().DCs[dc]; d != nil && d.Groups[id] != nil {
 		epoch = d.Groups[id].Epoch + 1
 	}
-	if err := n.Propose(ctx, &fsm.StartFailover{DC: dc, Group: id, To: req.To, Executor: exec, Reason: req.Reason}); err != nil {
+	index, err := n.ProposeAt(ctx, &fsm.StartFailover{DC: dc, Group: id, To: req.To, Executor: exec, Reason: req.Reason})
+	if err != nil {
 		return nil, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, failoverWait)
@@ -68,7 +72,7 @@ func (n *Node) switchover(ctx context.Context, dc, id string, req FailoverReques
 		if d := n.State().DCs[dc]; d != nil && d.Groups[id] != nil {
 			g := d.Groups[id]
 			out.Master = g.Master
-			if lf := g.LastFailover; lf != nil && lf.Epoch >= epoch && g.Failover == nil {
+			if lf := g.LastFailover; lf != nil && (index > 0 && lf.StartIndex >= index || index == 0 && lf.Epoch >= epoch) && g.Failover == nil {
 				out.Failover, out.Done = lf, true
 				return out, nil
 			}

@@ -212,22 +212,30 @@ func (n *Node) startMigration(ctx context.Context, dc, to string, slots []string
 	return n.startRanges(ctx, dc, to, normalise(ranges), rate)
 }
 
-// startRanges proposes StartMigration and finds the migration it created: the one of dc to
-// to over exactly ranges that started after the proposal was made (the state keeps ranges as
-// given, and two migrations cannot cover one slot at once).
+// startRanges proposes StartMigration and finds the migration it created: the one whose
+// StartIndex is the proposal's index; when the proposal's outcome is not known (a retry
+// refused as busy, or a leader of an older build that answers no index), the one of dc to to
+// over exactly ranges that started after the proposal was made (the state keeps ranges as
+// given, and two migrations cannot cover one slot at once). This node's state may be behind
+// the leader's, so that fallback can find an earlier migration of the same ranges.
 func (n *Node) startRanges(ctx context.Context, dc, to string, ranges []fsm.SlotRange, rate int64) (*fsm.Migration, error) {
 	before := n.State().Index
+	var index uint64
 	ours := func(st *fsm.State) *fsm.Migration {
 		var found *fsm.Migration
 		for _, m := range st.Migrations {
-			if m.StartIndex > before && m.DC == dc && m.To == to && slices.Equal(m.Slots, ranges) && (found == nil || m.ID < found.ID) {
+			if index > 0 && m.StartIndex != index || m.StartIndex <= before || m.DC != dc || m.To != to || !slices.Equal(m.Slots, ranges) {
+				continue
+			}
+			if found == nil || m.ID < found.ID {
 				found = m
 			}
 		}
 		return found
 	}
-	err := n.Propose(ctx, &fsm.StartMigration{DC: dc, Slots: ranges, To: to, Rate: rate})
+	index, err := n.ProposeAt(ctx, &fsm.StartMigration{DC: dc, Slots: ranges, To: to, Rate: rate})
 	if err != nil {
+		index = 0
 		// A proposal retried after its first try committed finds its own migration in the way.
 		if errorCode(err) != "busy" {
 			return nil, err

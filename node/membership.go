@@ -547,7 +547,8 @@ func (n *Node) promote(servers []raft.Server) {
 func (n *Node) rpcHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+rpcPropose, leaderRPC(n, func(_ context.Context, req proposeRequest) (any, error) {
-		return struct{}{}, n.applyLocal(req.Entry)
+		index, err := n.applyLocal(req.Entry)
+		return proposeReply{Index: index}, err
 	}))
 	mux.HandleFunc("POST "+rpcRemove, leaderRPC(n, func(ctx context.Context, req removeRequest) (any, error) {
 		return struct{}{}, n.handleRemove(ctx, req.ID)

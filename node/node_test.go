@@ -154,6 +154,22 @@ func TestThreeNodesForwardAndAgree(t *testing.T) {
 	if err == nil || errorCode(err) != "exists" || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("duplicate group: %v (code %q)", err, errorCode(err))
 	}
+	// A forwarded proposal answers the index it was applied at: the follower finds the group
+	// in its state once it has applied that index, and not before.
+	before := c.leader().State().Index
+	index, err := follower.ProposeAt(ctx, &fsm.AddGroup{DC: "dc1", Group: fsm.Group{ID: "g2", Master: "127.0.0.1:7003"}})
+	if err != nil || index <= before {
+		t.Fatalf("ProposeAt from a follower = %d, %v; want an index past %d", index, err, before)
+	}
+	poll(t, 5*time.Second, "the follower applies the proposal", func() error {
+		if st := follower.State(); st.Index < index {
+			return fmt.Errorf("index %d", st.Index)
+		}
+		return nil
+	})
+	if follower.State().DCs["dc1"].Groups["g2"] == nil {
+		t.Fatalf("the follower applied index %d without the group proposed there", index)
+	}
 	want := c.leader().State().Index
 	for id, n := range c.nodes {
 		poll(t, 5*time.Second, id+" catches up", func() error {

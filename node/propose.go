@@ -23,16 +23,32 @@ const applyTimeout = 10 * time.Second
 // over the peer port. It returns the command's validation error, if any, as the leader saw it.
 // It retries through leader changes until ctx ends (10 s when ctx has no deadline).
 func (n *Node) Propose(ctx context.Context, cmd fsm.Command) error {
+	_, err := n.ProposeAt(ctx, cmd)
+	return err
+}
+
+// ProposeAt is Propose that also returns the Raft index cmd was applied at, so that a caller
+// can find what its own command made (a failover's or a migration's StartIndex) rather than
+// whatever its local state, maybe behind the leader's, shows next. The index is 0 when a
+// leader of an older build answered the forwarded proposal without it.
+func (n *Node) ProposeAt(ctx context.Context, cmd fsm.Command) (uint64, error) {
 	data, err := fsm.Encode(cmd)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return n.withLeader(ctx, func(ctx context.Context, leader string) error {
+	var index uint64
+	err = n.withLeader(ctx, func(ctx context.Context, leader string) error {
 		if leader == "" {
-			return n.applyLocal(data)
+			var err error
+			index, err = n.applyLocal(data)
+			return err
 		}
-		return n.peers.call(ctx, leader, rpcPropose, proposeRequest{Entry: data}, nil)
+		var out proposeReply
+		err := n.peers.call(ctx, leader, rpcPropose, proposeRequest{Entry: data}, &out)
+		index = out.Index
+		return err
 	})
+	return index, err
 }
 
 // withLeader runs f at the leader: f gets "" when this node is the leader, else the leader's
@@ -89,23 +105,28 @@ func retryable(err error) bool {
 // applyLocal applies an encoded entry at this node, which must be the leader. An entry this
 // build cannot read (one forwarded by a newer build) is refused before it is committed: every
 // node of this build would stop at it (stateMachine.Apply).
-func (n *Node) applyLocal(data []byte) error {
+func (n *Node) applyLocal(data []byte) (uint64, error) {
 	if _, err := fsm.Decode(data); err != nil && !errors.Is(err, fsm.ErrSkipped) {
-		return &fsm.Error{Code: "invalid", Msg: "the leader " + n.cfg.ID + " refused the entry: " + err.Error()}
+		return 0, &fsm.Error{Code: "invalid", Msg: "the leader " + n.cfg.ID + " refused the entry: " + err.Error()}
 	}
 	f := n.raft.Apply(data, applyTimeout)
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
-			return errNotLeader
+			return 0, errNotLeader
 		}
-		return err
+		return 0, err
 	}
 	if err, ok := f.Response().(error); ok && err != nil {
-		return err
+		return f.Index(), err
 	}
-	return nil
+	return f.Index(), nil
 }
 
 type proposeRequest struct {
 	Entry []byte `json:"entry"`
+}
+
+// proposeReply is the leader's answer to a forwarded proposal: the index it was applied at.
+type proposeReply struct {
+	Index uint64 `json:"index"`
 }

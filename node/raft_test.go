@@ -65,7 +65,7 @@ func TestLeaderRefusesUnreadableProposal(t *testing.T) {
 	c := newTestCluster(t)
 	n := c.start("n1", "dc1")
 	before := n.State().Index
-	err := n.applyLocal(append([]byte{byte(fsm.TypeSetSetting), 1}, `{"key":"max_voters","value":"5","later":1}`...))
+	_, err := n.applyLocal(append([]byte{byte(fsm.TypeSetSetting), 1}, `{"key":"max_voters","value":"5","later":1}`...))
 	var fe *fsm.Error
 	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "cannot read") {
 		t.Fatalf("applyLocal of an unreadable entry: %v", err)
