@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redraft/redraft/fsm"
@@ -22,6 +23,10 @@ type Client struct {
 	base  string // http://HOST:PORT or https://HOST:PORT
 	token string
 	hc    *http.Client
+	// guess: the address gave no scheme, so http was guessed; before the token is first
+	// sent, a request without it finds out whether the port speaks HTTPS (once).
+	guess sync.Once
+	plain bool
 }
 
 // ClientOptions say how a Client reaches a protected admin API.
@@ -46,7 +51,6 @@ func NewClientWith(addr string, o ClientOptions) (*Client, error) {
 	if strings.HasPrefix(addr, "https://") || o.CAFile != "" {
 		scheme = "https"
 	}
-	addr = strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(addr, "http://"), "https://"), "/")
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if o.CAFile != "" {
 		pool, err := loadCAPool(o.CAFile)
@@ -55,8 +59,35 @@ func NewClientWith(addr string, o ClientOptions) (*Client, error) {
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	return &Client{Addr: addr, base: scheme + "://" + addr, token: o.Token,
+	explicit := strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") || o.CAFile != ""
+	addr = strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(addr, "http://"), "https://"), "/")
+	return &Client{Addr: addr, base: scheme + "://" + addr, token: o.Token, plain: !explicit,
 		hc: &http.Client{Timeout: 30 * time.Second, Transport: tr}}, nil
+}
+
+// checkScheme, for an address given without a scheme, asks the port without the token
+// (GET /healthz) before the token is first sent: a port that speaks HTTPS answers a plain
+// request with 400, and the client then uses HTTPS (verified against the system's CAs), so
+// that the token never crosses the network in clear to a node that serves TLS.
+func (c *Client) checkScheme(ctx context.Context) {
+	c.guess.Do(func() {
+		if !c.plain || c.token == "" {
+			return
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/healthz", nil)
+		if err != nil {
+			return
+		}
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			return
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		if resp.StatusCode == http.StatusBadRequest && strings.Contains(string(data), "HTTP request to an HTTPS server") {
+			c.base = "https://" + c.Addr
+		}
+	})
 }
 
 // APIError is an error answered by the admin API.
@@ -78,6 +109,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
+	c.checkScheme(ctx)
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return err

@@ -231,6 +231,13 @@ func TestAdminTLS(t *testing.T) {
 	if _, err := NewClient(n.AdminAddr()).Status(ctx); err == nil || !strings.Contains(err.Error(), "speaks HTTPS") {
 		t.Fatalf("plain HTTP to an HTTPS admin port: %v", err)
 	}
+	// With a token and no scheme, the client asks without the token first and goes on over
+	// HTTPS (here refused: the certificate is not from a CA this system trusts), so the token
+	// never crosses in clear.
+	guess, _ := NewClientWith(n.AdminAddr(), ClientOptions{Token: testToken})
+	if _, err := guess.Status(ctx); err == nil || !strings.Contains(err.Error(), "x509") {
+		t.Fatalf("a token with no scheme to an HTTPS admin port: %v, want HTTPS and a certificate error", err)
+	}
 }
 
 // refusedJoin starts a node that tries to join seed with cfg and waits until both sides have

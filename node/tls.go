@@ -13,8 +13,10 @@ import (
 
 // peerTLS builds the TLS configurations of the peer port from the node's files: nil, nil when
 // tls_cert_file is not set. Every node presents its certificate and accepts a peer only if the
-// peer's certificate chains to the cluster CA: tls_ca_file, or, without one, the certificates in
-// tls_cert_file itself (one certificate shared by every node, as Dynomite's pem files are).
+// peer's certificate chains to the cluster CA: tls_ca_file, or, without one, the node's own
+// certificate, the first of tls_cert_file (one certificate shared by every node, as Dynomite's
+// pem files are). The rest of that file (a full chain's intermediates) is not trusted: any
+// certificate its CA issued would otherwise pass as a peer.
 // Host names are not checked: nodes dial each other by address, and membership is the CA's
 // word, as with Consul's default verify_server_hostname = false.
 func peerTLS(cfg *Config) (server, client *tls.Config, err error) {
@@ -25,13 +27,18 @@ func peerTLS(cfg *Config) (server, client *tls.Config, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("tls_cert_file/tls_key_file: %w", err)
 	}
-	caFile := cfg.TLSCAFile
-	if caFile == "" {
-		caFile = cfg.TLSCertFile
-	}
-	pool, err := loadCAPool(caFile)
-	if err != nil {
-		return nil, nil, err
+	var pool *x509.CertPool
+	if cfg.TLSCAFile != "" {
+		if pool, err = loadCAPool(cfg.TLSCAFile); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			return nil, nil, fmt.Errorf("tls_cert_file: %w", err)
+		}
+		pool = x509.NewCertPool()
+		pool.AddCert(leaf)
 	}
 	verify := func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {

@@ -2,6 +2,9 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"net"
 	"os"
@@ -126,3 +129,43 @@ func TestPeerTLSBadFiles(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// TestPeerTLSFullChainTrustsOnlyTheLeaf: without tls_ca_file, a tls_cert_file that holds a
+// full chain (the node's certificate and its issuer's) trusts the node's certificate only: a
+// peer with another certificate of the same issuer is refused.
+func TestPeerTLSFullChainTrustsOnlyTheLeaf(t *testing.T) {
+	dir := t.TempDir()
+	ca := testcert.New(t, dir, "ca", nil, true)
+	mine := testcert.New(t, dir, "mine", ca, false)
+	other := testcert.New(t, dir, "other", ca, false)
+	read := func(path string) []byte {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	chain := filepath.Join(dir, "fullchain.pem")
+	if err := os.WriteFile(chain, append(read(mine.CertFile), read(ca.CertFile)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	server, _, err := peerTLS(&Config{TLSCertFile: chain, TLSKeyFile: mine.KeyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parse := func(path string) *x509.Certificate {
+		blk, _ := pem.Decode(read(path))
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	caCert := parse(ca.CertFile)
+	if err := server.VerifyConnection(tls.ConnectionState{PeerCertificates: []*x509.Certificate{parse(mine.CertFile), caCert}}); err != nil {
+		t.Fatalf("a peer with the shared certificate refused: %v", err)
+	}
+	if err := server.VerifyConnection(tls.ConnectionState{PeerCertificates: []*x509.Certificate{parse(other.CertFile), caCert}}); err == nil {
+		t.Fatal("a peer with another certificate of the full chain's issuer was accepted")
+	}
+}
