@@ -251,6 +251,14 @@ func TestFunctionsOwnLibrary(t *testing.T) {
 			t.Fatalf("group %d after refused calls holds %d redraft libraries, want xdc.Library", gi, len(libs))
 		}
 	}
+	// Inside MULTI too: the call is refused when queued and EXEC aborts.
+	cmds, err := node.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Do(ctx, "FCALL", xdc.WriteFunc, 0)
+		return nil
+	})
+	if err == nil || len(cmds) != 1 || !strings.Contains(fmt.Sprint(cmds[0].Err()), "reserved") {
+		t.Fatalf("FCALL of WRITE in MULTI: %v (%v), want the reserved-name error and EXECABORT", err, cmds)
+	}
 
 	// A client library that registers a function under a reserved name is deleted again and
 	// the call refused: after a FUNCTION FLUSH on the backends themselves it could otherwise

@@ -90,6 +90,11 @@ func (c *client) queueTx(spec *command.Spec, cmd resp.Command) {
 		c.replyErr(errorf("ERR command '%s' cannot run inside MULTI on redraft", spec.Name))
 		return
 	}
+	if err := refuseOwnLibrary(spec, cmd.Args); err != nil { // FCALL of redraft's functions
+		tx.aborted = true
+		c.replyErr(err)
+		return
+	}
 	if spec.Name == "sort" || spec.Name == "sort_ro" {
 		// The patterns are checked as outside MULTI: with several DCs the block runs in WRITE
 		// as redraft's internal user, which may read any key, redraft's own included.
