@@ -58,6 +58,12 @@ func parseFunctionDump(p []byte) (libs []dumpLibrary, version []byte, err error)
 	return libs, version, nil
 }
 
+// dumpChecksumOK reports whether p ends with a version and the CRC64 of the rest, as Redis
+// checks a payload before it reads any of it (verifyDumpPayload).
+func dumpChecksumOK(p []byte) bool {
+	return len(p) >= dumpFooterLen && redisCRC64(p[:len(p)-8]) == binary.LittleEndian.Uint64(p[len(p)-8:])
+}
+
 // buildFunctionDump writes a payload of libs with the given RDB version.
 func buildFunctionDump(libs []dumpLibrary, version []byte) []byte {
 	var b []byte

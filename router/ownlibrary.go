@@ -17,9 +17,9 @@ import (
 // errReservedName refuses a client's use of redraft's library or function names.
 var errReservedName = errorf("ERR redraft: library and function names starting with '%s' are reserved for redraft's replication functions", xdc.LibraryPrefix)
 
-// errUnreadableDump refuses a FUNCTION RESTORE payload the node cannot read, since it cannot
-// tell whether it holds one of redraft's libraries (Redis would refuse most such payloads too).
-var errUnreadableDump = errorf("ERR redraft: the FUNCTION RESTORE payload could not be read (payload version or checksum are wrong)")
+// errUnreadableDump refuses a FUNCTION RESTORE payload with a right checksum that the node
+// cannot read, since it cannot tell whether it holds one of redraft's libraries.
+var errUnreadableDump = errorf("ERR redraft: the FUNCTION RESTORE payload could not be read (an RDB format this node does not know)")
 
 // ownName reports whether name, a library's or function's, is redraft's (Redis compares
 // these names without case).
@@ -166,7 +166,9 @@ func refuseOwnLibrary(spec *command.Spec, args [][]byte) error {
 	case "function|restore":
 		if len(args) > 2 {
 			libs, _, err := parseFunctionDump(args[2])
-			if err != nil { // a library it holds could not be checked
+			if err != nil && dumpChecksumOK(args[2]) {
+				// Redis would take it, and a library it holds could not be checked. A payload
+				// whose checksum is wrong is left to Redis, which refuses it in its own words.
 				return errUnreadableDump
 			}
 			for _, l := range libs {
