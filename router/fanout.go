@@ -1,6 +1,7 @@
 package router
 
 import (
+	"hash/fnv"
 	"math/rand/v2"
 	"strconv"
 
@@ -9,12 +10,36 @@ import (
 	"github.com/redraft/redraft/router/resp"
 )
 
-// SCAN cursors carry the group's index (in id order) in their high bits and the group's own
-// cursor in the low cursorBits bits.
+// SCAN cursors carry, from the high bits down, a fingerprint of the groups' ids (printBits),
+// the group's index in id order (indexBits) and the group's own cursor (cursorBits; Redis's
+// cursor is below its table's size, far under 2^40). A group added or removed moves the
+// indexes of the groups after it; a cursor whose fingerprint is not the node's groups' starts
+// the iteration again from the first group, which returns keys twice (SCAN may) but skips
+// none. Read by position alone, such a cursor skipped every group up to its old position's
+// new holder, or ended the iteration early (TestScanAcrossAGroupRemoval).
 const (
-	cursorBits = 48
+	cursorBits = 40
 	cursorMask = 1<<cursorBits - 1
+	indexBits  = 12
+	indexMask  = 1<<indexBits - 1
+	printBits  = 64 - cursorBits - indexBits
+	printMask  = 1<<printBits - 1
 )
+
+// groupsPrint is the fingerprint of groups' ids, in their order, that SCAN cursors carry.
+func groupsPrint(groups []*group) uint64 {
+	h := fnv.New64a()
+	for _, g := range groups {
+		h.Write([]byte(g.id))
+		h.Write([]byte{0})
+	}
+	return h.Sum64() & printMask
+}
+
+// scanCursor is the cursor of group gi's own cursor cur under snap's groups.
+func scanCursor(snap *snapshot, gi int, cur uint64) uint64 {
+	return snap.groupsPrint<<(cursorBits+indexBits) | uint64(gi)<<cursorBits | cur
+}
 
 func registerFanout() {
 	handle("keys", cmdKeys)
@@ -135,9 +160,16 @@ func cmdScan(c *client, _ *command.Spec, cmd resp.Command) {
 		c.replyErr(err)
 		return
 	}
-	gi := int(cur >> cursorBits)
-	// A cursor past the last group (one was removed since?) ends the iteration, once its
-	// options passed Redis's check: a minimal scan of the first group.
+	if len(snap.groups) > indexMask+1 {
+		c.replyErr(errorf("ERR redraft: SCAN serves at most %d groups", indexMask+1))
+		return
+	}
+	gi := int(cur >> cursorBits & indexMask)
+	if cur != 0 && cur>>(cursorBits+indexBits) != snap.groupsPrint {
+		gi, cur = 0, 0 // handed out under other groups: from the start again
+	}
+	// A cursor past the last group (not one redraft handed out) ends the iteration, once
+	// its options passed Redis's check: a minimal scan of the first group.
 	past := gi >= len(snap.groups)
 	if past && len(cmd.Args) == 2 {
 		c.reply([]byte("*2\r\n$1\r\n0\r\n*0\r\n"))
@@ -184,9 +216,9 @@ func cmdScan(c *client, _ *command.Spec, cmd resp.Command) {
 	}
 	switch {
 	case next != 0:
-		next |= uint64(gi) << cursorBits
+		next = scanCursor(snap, gi, next)
 	case gi+1 < len(snap.groups):
-		next = uint64(gi+1) << cursorBits
+		next = scanCursor(snap, gi+1, 0)
 	}
 	keys := v.Elems[1].Elems
 	c.replyFunc(func(b []byte) []byte {

@@ -136,3 +136,72 @@ func TestScripts(t *testing.T) {
 		t.Fatal("SCRIPT FLUSH did not reach group 1")
 	}
 }
+
+// TestScanAcrossAGroupRemoval: a group removed while a client scans (its slots given to the
+// last group) must not make the iteration skip keys of the groups that stayed. A cursor read
+// by the group's position ended the iteration at once here (the last group's position was
+// past the end), and the rest of its keys were never listed.
+func TestScanAcrossAGroupRemoval(t *testing.T) {
+	tc := startCluster(t, 3, 1, Config{})
+	s := tc.servers[0]
+	ctx := ctxT(t)
+	c := tc.client(0)
+	const n = 3000
+	for i := 0; i < n; i++ {
+		if err := c.Set(ctx, fmt.Sprintf("sr:%d", i), i, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The keys that stay reachable: those of g1 and g3 (g2's are not moved by this test).
+	stay := map[string]bool{}
+	for _, gi := range []int{0, 2} {
+		for _, k := range tc.direct(gi).Keys(ctx, "sr:*").Val() {
+			stay[k] = true
+		}
+	}
+	seen := map[string]bool{}
+	var cursor uint64
+	scan := func() {
+		keys, next, err := c.Scan(ctx, cursor, "sr:*", 50).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			seen[k] = true
+		}
+		cursor = next
+	}
+	// Into the last group, part way.
+	for calls := 0; cursor>>cursorBits&indexMask != 2 || cursor&cursorMask == 0; calls++ {
+		scan()
+		if cursor == 0 || calls > 10000 {
+			t.Fatal("the iteration ended before it was part way through the last group")
+		}
+	}
+	st := tc.st
+	var err error
+	for _, cmd := range []fsm.Command{
+		&fsm.AssignSlots{DC: "dc1", Group: "g3", Ranges: []fsm.SlotRange{{From: 0, To: fsm.NumSlots - 1}}, Force: true},
+		&fsm.RemoveGroup{DC: "dc1", ID: "g2"},
+	} {
+		if st, err = fsm.ApplyCommand(st, st.Index+1, cmd); err != nil {
+			t.Fatalf("%s: %v", cmd.Name(), err)
+		}
+	}
+	s.SetState(st)
+	for calls := 0; cursor != 0; calls++ {
+		scan()
+		if calls > 10000 {
+			t.Fatal("SCAN does not terminate")
+		}
+	}
+	missed := 0
+	for k := range stay {
+		if !seen[k] {
+			missed++
+		}
+	}
+	if missed > 0 {
+		t.Fatalf("SCAN missed %d of the %d keys of the groups that stayed", missed, len(stay))
+	}
+}

@@ -108,6 +108,8 @@ type snapshot struct {
 	// (enterOwned).
 	owner  [fsm.NumSlots]uint8
 	groups []*group // sorted by id
+	// groupsPrint is a fingerprint of groups' ids, which SCAN cursors carry (fanout.go).
+	groupsPrint uint64
 	// pubsub is the group carrying the DC's non-sharded pub/sub: the owner of slot 0, else the
 	// first group by id.
 	pubsub *group
@@ -257,6 +259,7 @@ func (s *Server) SetState(st *fsm.State) {
 		s.readSets(st, dc, byID, pools)
 	}
 	sort.Slice(snap.groups, func(i, j int) bool { return snap.groups[i].id < snap.groups[j].id })
+	snap.groupsPrint = groupsPrint(snap.groups)
 	snap.fillOwners()
 	old := s.pools
 	s.pools = pools
