@@ -181,3 +181,34 @@ func infoInt(text, field string) int64 {
 	}
 	return -1
 }
+
+// TestInfoOfABusyGroup: a group that answers INFO with an error (-BUSY while a script runs)
+// makes INFO keyspace and INFO stats answer that error, not a sum without the group.
+func TestInfoOfABusyGroup(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{})
+	ctx := ctxT(t)
+	node := tc.client(0)
+	for i := 0; i < 20; i++ {
+		if err := node.Set(ctx, fmt.Sprintf("ib:%d", i), "v", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	busy := tc.direct(0)
+	if err := busy.ConfigSet(ctx, "busy-reply-threshold", "10").Err(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- busy.Eval(ctx, "while true do end", nil).Err() }()
+	defer func() {
+		waitFor(t, "the script killed", func() bool { return tc.direct(0).ScriptKill(ctx).Err() == nil })
+		<-done
+	}()
+	waitFor(t, "the group busy", func() bool {
+		return strings.HasPrefix(fmt.Sprint(tc.direct(0).Ping(ctx).Err()), "BUSY")
+	})
+	for _, section := range []string{"keyspace", "stats"} {
+		if info, err := node.Info(ctx, section).Result(); err == nil || !strings.HasPrefix(err.Error(), "BUSY") {
+			t.Fatalf("INFO %s with a busy group = %v\n%s\nwant the BUSY error", section, err, info)
+		}
+	}
+}

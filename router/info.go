@@ -174,7 +174,9 @@ func cmdInfo(c *client, _ *command.Spec, cmd resp.Command) {
 	if all || want["cluster"] {
 		fmt.Fprintf(&b, "# Cluster\r\ncluster_enabled:0\r\nredraft_groups:%d\r\n\r\n", c.groupCount())
 	}
-	if all || want["keyspace"] {
+	// A user confined to a key prefix does not see the whole keyspace's size (DBSIZE is
+	// refused to it for the same reason): the section is left out.
+	if (all || want["keyspace"]) && (c.user == nil || c.user.KeyPrefix == "") {
 		ks, err := c.keyspace()
 		if err != nil {
 			c.replyErr(err)
@@ -218,7 +220,11 @@ func (c *client) keyspace() (string, error) {
 	dbs := map[int]*dbStats{}
 	maxDB := -1
 	for _, r := range reps {
-		for _, line := range bytes.Split(r.v.Str, []byte("\r\n")) {
+		text, err := infoText(r)
+		if err != nil {
+			return "", err
+		}
+		for _, line := range bytes.Split(text, []byte("\r\n")) {
 			name, rest, ok := bytes.Cut(line, []byte(":"))
 			if !ok || !bytes.HasPrefix(name, []byte("db")) {
 				continue

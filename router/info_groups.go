@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -69,16 +70,27 @@ func (c *client) groupsInfo(section string) ([]infoSection, error) {
 	}
 	out := make([]infoSection, len(reps))
 	for i, r := range reps {
-		switch {
-		case r.v.Type == '$':
-			out[i] = parseInfo(r.v.Str)
-		case r.v.Type == '=' && bytes.HasPrefix(r.v.Str, []byte("txt:")): // RESP3
-			out[i] = parseInfo(r.v.Str[4:])
-		default:
-			return nil, errorf("ERR unexpected INFO reply from group %s", r.g.id)
+		text, err := infoText(r)
+		if err != nil {
+			return nil, err
 		}
+		out[i] = parseInfo(text)
 	}
 	return out, nil
+}
+
+// infoText is the text of a group's INFO reply; a group's error reply (-BUSY while a script
+// runs, -LOADING) is the error, so that no merged figure leaves a group out unsaid.
+func infoText(r groupReply) ([]byte, error) {
+	switch {
+	case r.v.Type == '$':
+		return r.v.Str, nil
+	case r.v.Type == '=' && bytes.HasPrefix(r.v.Str, []byte("txt:")): // RESP3
+		return r.v.Str[4:], nil
+	case r.v.IsError():
+		return nil, &replyError{string(r.v.Str)}
+	}
+	return nil, errorf("ERR unexpected INFO reply from group %s", r.g.id)
 }
 
 // memorySection renders INFO memory over the groups.
@@ -185,6 +197,9 @@ func (c *client) internalKeys(g *group, db int, ttl bool) (n, withTTL int64, err
 			break
 		}
 	}
+	// SCAN may return a key twice (a rehash during the loop): each counts once.
+	slices.Sort(found)
+	found = slices.Compact(found)
 	if !ttl || len(found) == 0 {
 		return int64(len(found)), 0, nil
 	}
@@ -245,7 +260,7 @@ func cmdDBSize(c *client, _ *command.Spec, cmd resp.Command) {
 			c.replyErr(err)
 			return
 		}
-		sum += r.v.Int - n
+		sum += max(r.v.Int-n, 0) // internal keys made between DBSIZE and the SCAN
 	}
 	c.replyFunc(func(b []byte) []byte { return resp.AppendInt(b, sum) })
 }

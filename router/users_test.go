@@ -199,6 +199,16 @@ func TestPrefixedUser(t *testing.T) {
 	for _, cmd := range []string{"dbsize", "randomkey", "flushdb", "flushall"} {
 		wantErr(t, cmd, app.Do(ctx, cmd).Err(), noPerm(cmd))
 	}
+	// INFO without the keyspace's size, which DBSIZE's refusal keeps from the user.
+	for _, section := range []string{"keyspace", "everything", ""} {
+		info, err := app.Info(ctx, section).Result()
+		if err != nil || strings.Contains(info, "# Keyspace") || strings.Contains(info, "db0:") {
+			t.Fatalf("INFO %s of a prefixed user: %v\n%s\nwant no Keyspace section", section, err, info)
+		}
+	}
+	if info := tc.client(0, asUser("", "defpw")).Info(ctx, "keyspace").Val(); !strings.Contains(info, "db0:") {
+		t.Fatalf("INFO keyspace of the default user:\n%s", info)
+	}
 	wantErr(t, "SCRIPT FLUSH", app.ScriptFlush(ctx).Err(), noPerm("script|flush"))
 	wantErr(t, "EVAL without scripts", app.Eval(ctx, "return 1", []string{a0}).Err(), noPerm("eval"))
 	wantErr(t, "SCRIPT LOAD without scripts", app.ScriptLoad(ctx, "return 1").Err(), noPerm("script|load"))

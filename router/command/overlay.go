@@ -48,9 +48,9 @@ type handling struct {
 var overlay = map[string]handling{
 	// Multi-key commands split per group and merged in order.
 	"mget":   {Split, "split by group, replies merged in key order"},
-	"mset":   {Split, "split by group; atomic only within a group"},
-	"del":    {Split, "split by group, counts summed"},
-	"unlink": {Split, "split by group, counts summed"},
+	"mset":   {Split, "split by group; atomic only within a group: a group's error is the reply, and the other groups' keys are set"},
+	"del":    {Split, "split by group, counts summed; a group's error is the reply, and the other groups' keys are deleted"},
+	"unlink": {Split, "split by group, counts summed; a group's error is the reply, and the other groups' keys are deleted"},
 	"exists": {Split, "split by group, counts summed"},
 	"touch":  {Split, "split by group, counts summed"},
 
