@@ -83,8 +83,8 @@ func TestBackendUsersConfineScripts(t *testing.T) {
 			if v, err := c.Do(ctx, "SORT", "{l}list", "BY", "{l}w_*", "GET", "#", "GET", "{l}n_*").Slice(); err != nil || len(v) != 4 || v[2] != "1" || v[3] != "one" {
 				t.Errorf("SORT BY/GET = %v, %v", v, err)
 			}
-			if err := c.Do(ctx, "SORT", "{l}list", "GET", "*{l}").Err(); err == nil || !strings.Contains(err.Error(), "reserved") {
-				t.Errorf("SORT GET *{l}: %v", err)
+			if err := c.Do(ctx, "SORT", "{l}list", "GET", "__redraft:{l}*").Err(); err == nil || !strings.Contains(err.Error(), "reserved") {
+				t.Errorf("SORT GET __redraft:{l}*: %v", err)
 			}
 		})
 	}

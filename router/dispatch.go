@@ -266,8 +266,17 @@ func checkSortPatterns(args [][]byte) (allKeys bool, err error) {
 		if isBy {
 			opt = "BY"
 		}
-		tag := command.HashTag(p)
-		if len(tag) == len(p) || bytes.IndexByte(tag, '*') >= 0 || command.Slot(tag) != slot {
+		// Redis puts each element in place of the first '*': the formed key's slot is fixed
+		// only when the pattern's hash tag closes before it (an element could otherwise bring
+		// its own earlier tag, "x*{t}" with the element "{u}" is "x{u}{t}", in u's slot).
+		open := bytes.IndexByte(p, '{')
+		closed := -1
+		if open >= 0 {
+			if j := bytes.IndexByte(p[open+1:], '}'); j > 0 {
+				closed = open + 1 + j
+			}
+		}
+		if open < 0 || closed < 0 || closed > star || command.Slot(p[open+1:closed]) != slot {
 			return false, errorf("ERR %s option of SORT denied in Cluster mode when keys formed by the pattern may be in different slots.", opt)
 		}
 		if fixed := p[:star]; bytes.HasPrefix([]byte(backendacl.InternalPrefix), fixed) || bytes.HasPrefix(fixed, []byte(backendacl.InternalPrefix)) {

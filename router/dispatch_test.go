@@ -19,6 +19,11 @@ func TestSortPatterns(t *testing.T) {
 		{"SORT", "{l}list", "BY", "w_*"},
 		{"SORT", "{l}list", "GET", "{other}*"},
 		{"SORT_RO", "{l}list", "GET", "x_*"},
+		// The '*' before the tag: an element "{u}" makes the key x{u}{l}, in u's slot.
+		{"SORT", "{l}list", "BY", "nosort", "GET", "x*{l}"},
+		{"SORT", "{l}list", "BY", "w*{l}"},
+		{"SORT", "{l}list", "GET", "{l*}x"},
+		{"SORT", "{l}list", "GET", "{}*{l}"},
 	} {
 		if err := c.Do(ctx, args...).Err(); err == nil || !strings.Contains(err.Error(), "denied in Cluster mode") {
 			t.Errorf("%v: %v", args, err)

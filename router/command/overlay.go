@@ -65,8 +65,8 @@ var overlay = map[string]handling{
 	"zincrby":         {Forward, "with several DCs, an increment of inf or -inf is refused (ZADD sets an infinite score)"},
 	"object|encoding": {Forward, ""}, "object|freq": {Forward, ""}, "object|idletime": {Forward, ""}, "object|refcount": {Forward, ""},
 	"object|help": {Any, ""},
-	"sort":        {Forward, "BY and GET patterns must hash to the key's slot, as in Redis Cluster, and must not be able to form a __redraft: key; with GET or a BY pattern it runs as redraft's internal backend user"},
-	"sort_ro":     {Forward, "BY and GET patterns must hash to the key's slot, as in Redis Cluster, and must not be able to form a __redraft: key; with GET or a BY pattern it runs as redraft's internal backend user"},
+	"sort":        {Forward, "BY and GET patterns must hash to the key's slot by a hash tag that closes before their *, as in Redis Cluster, and must not be able to form a __redraft: key; with GET or a BY pattern it runs as redraft's internal backend user"},
+	"sort_ro":     {Forward, "BY and GET patterns must hash to the key's slot by a hash tag that closes before their *, as in Redis Cluster, and must not be able to form a __redraft: key; with GET or a BY pattern it runs as redraft's internal backend user"},
 	"pfdebug":     {Unsupported, "internal debugging command"},
 	"pfselftest":  {Unsupported, "internal test command"},
 
