@@ -310,3 +310,25 @@ func TestSplitWriteSendsEveryPiece(t *testing.T) {
 		t.Fatalf("after DEL: %d keys left", n)
 	}
 }
+
+// TestNodeWriteConsistency: a node's own write_consistency (Config.WriteConsistency) is its
+// sessions' default level in place of the cluster's setting; a session's own level and
+// DEFAULT work as before.
+func TestNodeWriteConsistency(t *testing.T) {
+	tc := startXDC(t, 1, Config{WriteConsistency: fsm.DCEachSafeQuorum})
+	ctx := ctxT(t)
+	c := tc.client(0).Conn()
+	defer c.Close()
+	get := func() string { return c.Do(ctx, "REDRAFT", "CONSISTENCY").Val().(string) }
+	if v := get(); v != "DC_EACH_SAFE_QUORUM" {
+		t.Fatalf("default level with the node's DC_EACH_SAFE_QUORUM: %q", v)
+	}
+	c.Do(ctx, "REDRAFT", "CONSISTENCY", "DC_ONE")
+	if v := get(); v != "DC_ONE" {
+		t.Fatalf("session level: %q", v)
+	}
+	c.Do(ctx, "REDRAFT", "CONSISTENCY", "DEFAULT")
+	if v := get(); v != "DC_EACH_SAFE_QUORUM" {
+		t.Fatalf("DEFAULT: %q, want the node's level", v)
+	}
+}

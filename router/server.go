@@ -37,6 +37,9 @@ type Config struct {
 	// FlushEnabled, when set, must also return true for FLUSHDB and FLUSHALL to be served; the
 	// cluster setting flush_enabled applies in any case.
 	FlushEnabled func() bool
+	// WriteConsistency, when set (fsm.DCOne, fsm.DCQuorum or fsm.DCEachSafeQuorum), is this
+	// node's default write level in place of the cluster's write_consistency setting.
+	WriteConsistency string
 	// Flush, when set, runs FLUSHDB (db) or FLUSHALL (fsm.FlushAllDBs) as a cluster operation
 	// and returns once it is done in every DC (flush.go); nil: a flush clears this DC's groups.
 	Flush func(ctx context.Context, db int, async bool) error

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"sort"
 	"strconv"
@@ -227,7 +228,7 @@ func (s *Server) SetState(st *fsm.State) {
 	}
 	snap := &snapshot{index: st.Index, flush: st.Setting("flush_enabled") == "true", changed: make(chan struct{}),
 		configSet: st.Setting("config_set") == "true", multiDC: st.SeveralDCs(),
-		level: levelFromSetting(st.Setting("write_consistency")),
+		level: levelFromSetting(cmp.Or(s.cfg.WriteConsistency, st.Setting("write_consistency"))),
 		outboxMax: writeOpts{maxLen: strconv.FormatInt(st.SettingInt("outbox_max_entries"), 10), plain: st.Setting("convergence") != "true",
 			log: st.Format() >= xdc.LogDataFormat},
 		readFrom: st.Setting("read_from"), maxLag: st.SettingDuration("replica_max_lag"), flushing: activeFlush(st)}

@@ -414,16 +414,24 @@ func routerConfig(cfg node.Config) (router.Config, error) {
 		users = append(users, router.User{Name: u.Name, PasswordSHA256: h, ReadOnly: u.Role == node.RoleReadOnly,
 			KeyPrefix: u.KeyPrefix, Scripts: u.Scripts})
 	}
-	return router.Config{
-		NodeID:         cfg.ID,
-		DC:             cfg.DC,
-		Rack:           cfg.Rack,
-		Password:       cfg.Password,
-		Users:          users,
-		MaxBulkBytes:   cfg.MaxBulkBytes,
-		MaxMultibulk:   cfg.MaxMultibulk,
-		BackendTimeout: time.Duration(cfg.BackendTimeout),
-	}, nil
+	rc := router.Config{
+		NodeID:           cfg.ID,
+		DC:               cfg.DC,
+		Rack:             cfg.Rack,
+		Password:         cfg.Password,
+		Users:            users,
+		MaxBulkBytes:     cfg.MaxBulkBytes,
+		MaxMultibulk:     cfg.MaxMultibulk,
+		BackendTimeout:   time.Duration(cfg.BackendTimeout),
+		WriteConsistency: cfg.WriteConsistency,
+	}
+	if cfg.FlushEnabled != nil {
+		// false refuses flushes on this node; true leaves them to the cluster's setting,
+		// which the flush's own proposal needs in any case.
+		on := *cfg.FlushEnabled
+		rc.FlushEnabled = func() bool { return on }
+	}
+	return rc, nil
 }
 
 // clientListeners opens the client ports: listen (unless "none") and tls_listen. Addresses

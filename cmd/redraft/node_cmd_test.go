@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/node"
 	"github.com/redraft/redraft/router/xdc"
 )
 
@@ -57,5 +58,28 @@ func TestMaxDataFormatFromEnv(t *testing.T) {
 func TestLatestDataFormatHasGroupLogs(t *testing.T) {
 	if fsm.LatestDataFormat != xdc.LogDataFormat {
 		t.Errorf("fsm.LatestDataFormat is %d, xdc.LogDataFormat %d", fsm.LatestDataFormat, xdc.LogDataFormat)
+	}
+}
+
+// TestRouterConfigTakesNodeOverrides: the node's write_consistency and flush_enabled reach
+// its router (until session 44 both were parsed, checked and then dropped).
+func TestRouterConfigTakesNodeOverrides(t *testing.T) {
+	cfg := node.DefaultConfig()
+	cfg.WriteConsistency = fsm.DCQuorum
+	off := false
+	cfg.FlushEnabled = &off
+	rc, err := routerConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.WriteConsistency != fsm.DCQuorum {
+		t.Errorf("router write level %q, want %q", rc.WriteConsistency, fsm.DCQuorum)
+	}
+	if rc.FlushEnabled == nil || rc.FlushEnabled() {
+		t.Error("flush_enabled: false did not reach the router")
+	}
+	rc, err = routerConfig(node.DefaultConfig())
+	if err != nil || rc.WriteConsistency != "" || rc.FlushEnabled != nil {
+		t.Errorf("defaults: level %q, flush override set %v (%v)", rc.WriteConsistency, rc.FlushEnabled != nil, err)
 	}
 }
