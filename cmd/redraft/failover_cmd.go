@@ -34,7 +34,7 @@ func groupFailoverCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return output(c, out, func() {
+			if err := output(c, out, func() {
 				f := out.Failover
 				switch {
 				case f == nil:
@@ -46,7 +46,18 @@ func groupFailoverCommand() *cli.Command {
 				default:
 					fmt.Printf("group %s: switchover %s, master still %s\n", c.String("group"), f.Result, out.Master)
 				}
-			})
+			}); err != nil {
+				return err
+			}
+			// A script that goes on to upgrade the old master must not take a switchover
+			// that did not happen (or has not ended) for one that did.
+			switch f := out.Failover; {
+			case f == nil || !out.Done:
+				return cli.Exit("the switchover has not ended: see 'redraft status'", 2)
+			case f.Result != "promoted":
+				return cli.Exit(fmt.Sprintf("the switchover ended %s: the master did not change", f.Result), 1)
+			}
+			return nil
 		},
 	}
 }

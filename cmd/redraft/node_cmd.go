@@ -165,8 +165,22 @@ func applyFlags(c *cli.Context, cfg *node.Config) error {
 		"admin-tls-cert-file": &cfg.AdminTLSCertFile, "admin-tls-key-file": &cfg.AdminTLSKeyFile,
 	}
 	for name, p := range str {
-		if c.IsSet(name) {
+		// An empty flag or environment variable (an EnvironmentFile's "REDRAFT_PASSWORD=")
+		// counts as set for urfave/cli; it must not clear the file's value, a secret above all.
+		if c.IsSet(name) && c.String(name) != "" {
 			*p = c.String(name)
+		}
+	}
+	// The global --admin-token (the one the CLI sends: 'redraft --admin-token T node start')
+	// is the token of this node too when the command was given none of its own; urfave/cli
+	// reads only the nearest flag set that defines the name, so it was ignored, and the node
+	// started with an open admin API.
+	if c.String("admin-token") == "" {
+		for _, p := range c.Lineage()[1:] {
+			if p.IsSet("admin-token") && p.String("admin-token") != "" {
+				cfg.AdminToken = p.String("admin-token")
+				break
+			}
 		}
 	}
 	if c.IsSet("seed") {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/node"
 	"github.com/redraft/redraft/router/xdc"
@@ -81,5 +83,42 @@ func TestRouterConfigTakesNodeOverrides(t *testing.T) {
 	rc, err = routerConfig(node.DefaultConfig())
 	if err != nil || rc.WriteConsistency != "" || rc.FlushEnabled != nil {
 		t.Errorf("defaults: level %q, flush override set %v (%v)", rc.WriteConsistency, rc.FlushEnabled != nil, err)
+	}
+}
+
+// TestApplyFlagsKeepsSecrets: an empty environment variable (an EnvironmentFile's
+// "REDRAFT_PASSWORD=") does not clear a value the config file gave, and the global
+// --admin-token is the node's token when 'node start' was given none.
+func TestApplyFlagsKeepsSecrets(t *testing.T) {
+	for _, env := range []string{"REDRAFT_PASSWORD", "REDRAFT_CLUSTER_SECRET", "REDRAFT_ADMIN_TOKEN"} {
+		t.Setenv(env, "")
+	}
+	run := func(args ...string) node.Config {
+		t.Helper()
+		cfg := node.DefaultConfig()
+		cfg.Password, cfg.ClusterSecret, cfg.AdminToken = "from-file", "file-secret", "file-token"
+		app := &cli.App{
+			Flags: []cli.Flag{&cli.StringFlag{Name: "admin-token", EnvVars: []string{"REDRAFT_ADMIN_TOKEN"}}},
+			Commands: []*cli.Command{{Name: "start", Flags: nodeFlags(), Action: func(c *cli.Context) error {
+				return applyFlags(c, &cfg)
+			}}},
+		}
+		if err := app.Run(append([]string{"redraft"}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	if cfg := run("start"); cfg.Password != "from-file" || cfg.ClusterSecret != "file-secret" || cfg.AdminToken != "file-token" {
+		t.Errorf("empty environment variables cleared the file's secrets: password %q, secret %q, token %q",
+			cfg.Password, cfg.ClusterSecret, cfg.AdminToken)
+	}
+	if cfg := run("--admin-token", "global", "start"); cfg.AdminToken != "global" {
+		t.Errorf("global --admin-token: node token %q", cfg.AdminToken)
+	}
+	if cfg := run("--admin-token", "global", "start", "--admin-token", "own"); cfg.AdminToken != "own" {
+		t.Errorf("both --admin-token flags: node token %q, want the command's own", cfg.AdminToken)
+	}
+	if cfg := run("start", "--password", "flag"); cfg.Password != "flag" {
+		t.Errorf("--password: %q", cfg.Password)
 	}
 }
