@@ -263,6 +263,15 @@ func TestXDCConsumerGroups(t *testing.T) {
 	}
 	wantEffects(t, "XREADGROUP >", tc.lastEffects(t, slotOf(g)), "XGROUP CREATECONSUMER "+g+" grp c1",
 		"XCLAIM "+g+" grp c1 0 "+ids[0]+" "+ids[1]+" FORCE JUSTID", "XGROUP SETID "+g+" grp "+ids[1])
+	// Each effect is a stamped command effect on the stream (docs/convergence.md), which a
+	// DC applies only over the state it changed at its origin.
+	if es := tc.outbox(t, slotOf(g)); len(es) > 0 {
+		for _, e := range es[len(es)-1].Cmds {
+			if len(e) < 4 || e[0] != "~o" || e[1] != g {
+				t.Errorf("XREADGROUP's effect %q is not a ~o effect on %s", e, g)
+			}
+		}
+	}
 	// NOACK: delivered, nothing pending.
 	if got, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "grp", Consumer: "c2", Streams: []string{g, ">"}, NoAck: true, Block: -1}).Result(); err != nil || len(got[0].Messages) != 1 {
 		t.Fatalf("XREADGROUP NOACK = %v, %v", got, err)

@@ -301,7 +301,17 @@ func prepareAny(argv []string) (Call, error) {
 	if unlessNil[spec.Name] && nilIsNoop(spec.Name, c.Args) {
 		c.Plan += "z"
 	}
-	c.Plan += classOf(spec, len(c.Keys), spec.WrittenKeys(b, nil))
+	written := spec.WrittenKeys(b, nil)
+	if spec.Name == "xreadgroup" {
+		// Its key specs are read-only (Redis 7.0's), yet it changes the streams' groups: each
+		// stream it names, at its index in the command as run (BLOCK taken out above).
+		rb := make([][]byte, len(c.Args))
+		for i, a := range c.Args {
+			rb[i] = []byte(a)
+		}
+		written = spec.Keys(rb, nil)
+	}
+	c.Plan += classOf(spec, len(c.Keys), written)
 	return c, nil
 }
 

@@ -179,3 +179,21 @@ func TestRuleString(t *testing.T) {
 		t.Fatal("rule names out of step")
 	}
 }
+
+// TestPrepareXReadGroupIsStamped: XREADGROUP changes its streams' groups although Redis 7.0's
+// key specs call its keys read-only: its plan names every stream, at its index in the command
+// as it runs (BLOCK taken out; 1-based, as the script reads ARGV), with the command class, so its effects are recorded as `~o`
+// and stamp the stream (docs/convergence.md). Until session 44 the plan had no class and the
+// effects were recorded unstamped.
+func TestPrepareXReadGroupIsStamped(t *testing.T) {
+	for argv, want := range map[string]string{
+		"XREADGROUP GROUP g c STREAMS s >":                      "g/o6",
+		"XREADGROUP GROUP g c COUNT 2 BLOCK 10 STREAMS a b > >": "g/o8,9",
+		"XREADGROUP GROUP g c NOACK STREAMS s 0":                "g/o7",
+	} {
+		c, err := Prepare(strings.Fields(argv))
+		if err != nil || c.Plan != want {
+			t.Errorf("%s: plan %q (%v), want %q; args %q", argv, c.Plan, err, want, c.Args)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package xdc
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,6 +54,94 @@ func TestConvergeUnitWritesAKeyTwice(t *testing.T) {
 			}
 			waitEqual(t, dcs, 10*time.Second, "k expires in 600 s", ttl, "true")
 			noDivergence(t, dcs)
+		})
+	}
+}
+
+// groupStateOf reads a stream's entries and its groups' replicated state (consumers with
+// their pending counts, each group's pending entries and last-delivered id) in one DC.
+func groupStateOf(k string) func(*testDC) (string, error) {
+	return func(d *testDC) (string, error) {
+		ctx := context.Background()
+		s, err := state(ctx, d.rc, k)
+		if err != nil || !strings.HasPrefix(s, "stream") {
+			return s, err
+		}
+		groups, err := d.rc.XInfoGroups(ctx, k).Result()
+		if err != nil {
+			return "", err
+		}
+		for _, g := range groups {
+			pend, err := d.rc.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: k, Group: g.Name, Start: "-", End: "+", Count: 100}).Result()
+			if err != nil {
+				return "", err
+			}
+			s += fmt.Sprintf(" | %s last %s pending %d:", g.Name, g.LastDeliveredID, g.Pending)
+			for _, p := range pend {
+				s += " " + p.ID + "@" + p.Consumer
+			}
+		}
+		return s, nil
+	}
+}
+
+// TestConvergeConsumerGroups: XREADGROUP's effects (the consumer, the pending entries, the
+// group's last-delivered id) reach the other DCs as stamped command effects; a read in one DC
+// racing an XADD in another is a conflict, and the DCs end with one state, the newest.
+func TestConvergeConsumerGroups(t *testing.T) {
+	for _, format := range []int{fsm.FirstDataFormat, LogDataFormat} {
+		t.Run(fmt.Sprintf("format=%d", format), func(t *testing.T) {
+			dcs := startDCsAt(t, format, "a", "b")
+			a, b := dcs[0], dcs[1]
+			a.write(t, "XGROUP", "CREATE", "{s}s", "g", "0", "MKSTREAM")
+			for _, id := range []string{"1-1", "2-1", "3-1"} {
+				a.write(t, "XADD", "{s}s", id, "f", "v")
+			}
+			a.write(t, "XREADGROUP", "GROUP", "g", "c1", "COUNT", "2", "STREAMS", "{s}s", ">")
+			want, err := groupStateOf("{s}s")(a)
+			if err != nil || !strings.Contains(want, "last 2-1 pending 2: 1-1@c1 2-1@c1") {
+				t.Fatalf("a's state after the read: %q (%v)", want, err)
+			}
+			waitEqual(t, dcs, 10*time.Second, "stream and group", groupStateOf("{s}s"), want)
+
+			// A read in b and an XADD in a while cut: both change the stream.
+			cutAll(dcs, true)
+			b.write(t, "XREADGROUP", "GROUP", "g", "c2", "STREAMS", "{s}s", ">")
+			later()
+			a.write(t, "XADD", "{s}s", "4-1", "f", "v")
+			cutAll(dcs, false)
+			sameIn := func(what string) {
+				t.Helper()
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					sa, errA := groupStateOf("{s}s")(a)
+					sb, errB := groupStateOf("{s}s")(b)
+					if errA == nil && errB == nil && sa == sb {
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("the DCs differ after %s:\na: %q (%v)\nb: %q (%v)", what, sa, errA, sb, errB)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			sameIn("a read racing an XADD")
+
+			// A read in a racing a reset of the group in b: unstamped, each DC ran the other's
+			// change over its own (a ended with b's reset, b with a's read).
+			a.write(t, "XADD", "{s}s", "5-1", "f", "v")
+			sameIn("an XADD")
+			cutAll(dcs, true)
+			a.write(t, "XREADGROUP", "GROUP", "g", "c3", "STREAMS", "{s}s", ">")
+			later()
+			b.write(t, "XGROUP", "SETID", "{s}s", "g", "0")
+			cutAll(dcs, false)
+			sameIn("a read racing a reset")
+			for _, d := range dcs {
+				if n := d.repl.Diverged(); n != 0 {
+					t.Errorf("%s: %d diverged effects", d.name, n)
+				}
+			}
 		})
 	}
 }
