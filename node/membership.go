@@ -96,7 +96,13 @@ func (n *Node) register() error {
 		if seed == n.peerAddr {
 			continue
 		}
-		if last = n.peers.call(ctx, seed, rpcJoin, req, &resp); last == nil {
+		// Each seed has its time: one that does not answer (or this node itself under
+		// another spelling, whose join handler waits for a leader) must not use up the
+		// others'.
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		last = n.peers.call(sctx, seed, rpcJoin, req, &resp)
+		scancel()
+		if last == nil {
 			n.log.Info("joined the cluster", "seed", seed, "voter", resp.Voter, "index", resp.JoinIndex)
 			n.setJoined(resp.JoinIndex)
 			return nil

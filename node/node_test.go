@@ -24,6 +24,8 @@ type testCluster struct {
 	cfgs  map[string]Config
 	// builds are the data format options a node starts with (as another build would).
 	builds map[string]Options
+	// seedsFirst are addresses put before a node's seeds (ones that do not answer).
+	seedsFirst map[string][]string
 }
 
 func newTestCluster(t *testing.T) *testCluster {
@@ -66,7 +68,7 @@ func (c *testCluster) launch(id, dc string, seeds ...string) *Node {
 		cfg.Listen, cfg.PeerListen, cfg.AdminListen = freeAddr(c.t), "127.0.0.1:0", "127.0.0.1:0"
 		cfg.DataDir = filepath.Join(c.dir, id)
 	}
-	cfg.Seeds = nil
+	cfg.Seeds = append([]string(nil), c.seedsFirst[id]...)
 	for _, s := range seeds {
 		cfg.Seeds = append(cfg.Seeds, c.nodes[s].PeerAddr())
 	}
@@ -364,4 +366,24 @@ func TestVotersSpreadOverDCs(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestJoinPastASeedThatHangs: each seed has its own time. This node itself under another
+// spelling (localhost for 127.0.0.1) answers the handshake, then its join handler waits for a
+// leader until the caller gives up; with one deadline for all the seeds it used the whole of
+// it, the seed after it failed at once, and the node never joined.
+func TestJoinPastASeedThatHangs(t *testing.T) {
+	c := newTestCluster(t)
+	c.start("n1", "dc1")
+	cfg := DefaultConfig()
+	cfg.ID, cfg.DC = "n2", "dc1"
+	cfg.Listen, cfg.PeerListen, cfg.AdminListen = freeAddr(t), freeAddr(t), "127.0.0.1:0"
+	cfg.DataDir = filepath.Join(c.dir, "n2")
+	c.cfgs["n2"] = cfg
+	_, port, _ := net.SplitHostPort(cfg.PeerListen)
+	c.seedsFirst = map[string][]string{"n2": {"localhost:" + port}}
+	n2 := c.start("n2", "dc1", "n1")
+	if _, ok := c.nodes["n1"].State().Nodes[n2.ID()]; !ok {
+		t.Fatal("n2 is not a member")
+	}
 }
