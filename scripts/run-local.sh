@@ -45,18 +45,36 @@ start_node() { # start_node N VERB [ARGS...]
     --data-dir "$RUN/n$n" "$@" 2>"$RUN/n$n.log" &
   pids+=($!)
 }
-start_node 1 start
-wait_for 20 "node n1" "$BIN" --admin 127.0.0.1:8380 health
-start_node 2 join --seed 127.0.0.1:7380
-start_node 3 join --seed 127.0.0.1:7380
+if [ -d "$RUN/n2" ] && [ -d "$RUN/n3" ]; then
+  # An earlier run's cluster: n1 needs a majority of the three to elect a leader, so the three
+  # start together (it would wait for them alone).
+  start_node 1 start
+  start_node 2 join --seed 127.0.0.1:7380
+  start_node 3 join --seed 127.0.0.1:7380
+  wait_for 30 "node n1" "$BIN" --admin 127.0.0.1:8380 health
+else
+  start_node 1 start
+  wait_for 20 "node n1" "$BIN" --admin 127.0.0.1:8380 health
+  start_node 2 join --seed 127.0.0.1:7380
+  start_node 3 join --seed 127.0.0.1:7380
+fi
 wait_for 30 "node n2" "$BIN" --admin 127.0.0.1:8381 health
 wait_for 30 "node n3" "$BIN" --admin 127.0.0.1:8382 health
 
 export REDRAFT_ADMIN=127.0.0.1:8380
-"$BIN" group add --dc dc1 --id g1 --master 127.0.0.1:7001 2>/dev/null || true
-"$BIN" group add --dc dc1 --id g2 --master 127.0.0.1:7002 2>/dev/null || true
-"$BIN" slots assign --dc dc1 --group g1 0-8191 2>/dev/null || true
-"$BIN" slots assign --dc dc1 --group g2 8192-16383 2>/dev/null || true
+setup() { # setup COMMAND...: runs a set-up step; one already done (an earlier run's state) is fine
+  local out
+  if ! out=$("$BIN" "$@" 2>&1); then
+    case "$out" in
+    *exists*) ;;
+    *) echo "set-up step failed: redraft $*" >&2; echo "$out" >&2; exit 1 ;;
+    esac
+  fi
+}
+setup group add --dc dc1 --id g1 --master 127.0.0.1:7001
+setup group add --dc dc1 --id g2 --master 127.0.0.1:7002
+setup slots assign --dc dc1 --group g1 0-8191
+setup slots assign --dc dc1 --group g2 8192-16383
 echo
 "$BIN" status
 cat <<MSG
