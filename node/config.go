@@ -351,6 +351,10 @@ func confCheckName(v string) string {
 	}) >= 0 {
 		return fmt.Sprintf("%q may hold only letters, digits, '-', '_' and '.'", v)
 	}
+	if v == "." || v == ".." {
+		// A node's default data_dir is data/<id>: ".." would be the working directory.
+		return fmt.Sprintf("%q is not a name (it names a directory)", v)
+	}
 	return ""
 }
 

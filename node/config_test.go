@@ -112,6 +112,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad consistency", "id: n1\nwrite_consistency: ALL\n", []string{`FILE:2: write_consistency: "ALL" is not a consistency level`}},
 		{"bad id", "id: n 1\n", []string{`FILE:1: id: "n 1" may hold only letters, digits`}},
 		{"long id", "id: " + strings.Repeat("x", 65) + "\n", []string{`id: "xxx`, `longer than 64 bytes`}},
+		{"dot-dot id", "id: ..\n", []string{`id: ".." is not a name`}},
 		{"missing id", "datacenter: dc1\n", []string{`config FILE: id: is required`}},
 		{"bad datacenter", "id: n1\ndatacenter: us/east\n", []string{`FILE:2: datacenter: "us/east" may hold only`}},
 		{"wrong type int", "id: n1\nmax_voters: [1]\n", []string{`FILE:2: max_voters: expected a whole number, got a list`}},
