@@ -105,6 +105,7 @@ type client struct {
 	watch     *backend.Dedicated
 	watchSlot int
 	watchSig  routeSig // how the watched slot was routed at WATCH
+	watchXDC  bool     // the cluster had several DCs at WATCH (the block's write path)
 	watchLost bool     // the watched slot's routing changed: EXEC answers a failed WATCH
 	blocked   map[*backend.Pool]*backend.Dedicated
 	ps        *pubsubState

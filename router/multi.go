@@ -173,15 +173,22 @@ func cmdExec(c *client, _ *command.Spec, _ resp.Command) {
 	raw := make([]byte, 0, len(rawMulti)+len(tx.raw)+len(rawExec))
 	raw = append(append(append(raw, rawMulti...), tx.raw...), rawExec...)
 	n := len(tx.cmds) + 2
+	if c.watch == nil && c.watchLost {
+		// A WATCH failed on its connection, which was closed: the keys watched before it
+		// are not watched any more, so EXEC answers as a failed WATCH.
+		c.watchLost = false
+		c.replyNullArray()
+		return
+	}
 	if c.watch != nil {
-		d, sig, lost := c.watch, c.watchSig, c.watchLost
+		d, sig, lost := c.watch, c.watchSig, c.watchLost || c.watchXDC != c.snap.multiDC
 		c.watch, c.watchLost = nil, false
 		defer d.Close()
 		if tx.slot >= 0 && tx.slot != c.watchSlot && c.watchSlot >= 0 {
 			c.replyErr(errCrossSlot)
 			return
 		}
-		if lost {
+		if lost { // or the cluster gained or lost a DC: the block would run on the other path
 			c.replyNullArray()
 			return
 		}
@@ -302,11 +309,15 @@ func cmdWatch(c *client, spec *command.Spec, cmd resp.Command) {
 			c.replyErr(err)
 			return
 		}
-		c.watch, c.watchSlot, c.watchSig = d, slot, e.sig()
+		c.watch, c.watchSlot, c.watchSig, c.watchXDC = d, slot, e.sig(), c.snap.multiDC
 	}
 	reply, err := c.watch.Do(cmd.Raw, 1, c.s.cfg.BackendTimeout, nil)
 	if err != nil {
+		// The connection may still get the reply: closed. The keys watched on it are not
+		// watched any more, so EXEC must answer as a failed WATCH (Redis would still watch
+		// them), not commit.
 		c.unwatch()
+		c.watchLost = true
 		c.replyErr(err)
 		return
 	}

@@ -212,6 +212,7 @@ func (c *client) setProto(r3 bool) error {
 		}
 		if _, err := c.watch.Do([]byte(hello), 1, c.s.cfg.BackendTimeout, nil); err != nil {
 			c.unwatch()
+			c.watchLost = true // the watched keys are not watched any more: EXEC fails
 			return err
 		}
 		c.watch.R3 = r3
@@ -249,7 +250,11 @@ func cmdSelect(c *client, _ *command.Spec, cmd resp.Command) {
 		// session to the new database, so that EXEC there still aborts when a key watched in
 		// the old one changed (until session 41 SELECT dropped the watch and EXEC committed).
 		reply, err := c.watch.Do(appendCommand(nil, []string{"SELECT", strconv.Itoa(db)}), 1, c.s.cfg.BackendTimeout, nil)
-		if err != nil || !bytes.HasPrefix(reply, []byte("+OK")) {
+		if err != nil {
+			// Its reply may still come and be read as the next command's: closed.
+			c.unwatch()
+			c.watchLost = true
+		} else if !bytes.HasPrefix(reply, []byte("+OK")) {
 			c.watchLost = true // EXEC answers as a failed WATCH: the client retries
 		} else {
 			c.watch.DB = db

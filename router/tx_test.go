@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/fsm"
+	"github.com/redraft/redraft/router/resp"
 )
 
 func TestMulti(t *testing.T) {
@@ -146,5 +149,77 @@ func TestSortPatternsCheckedInMulti(t *testing.T) {
 	}
 	if l := r.line(); !strings.HasPrefix(l, "-EXECABORT") {
 		t.Fatalf("EXEC: %q, want EXECABORT", l)
+	}
+}
+
+// TestWatchFailureKeepsEXECFromCommitting: a WATCH that fails on the watch connection (here
+// killed on the backend) closes it, and with it the keys watched before; EXEC must then answer
+// as a failed WATCH, as Redis would abort after the watched key changed, not commit.
+func TestWatchFailureKeepsEXECFromCommitting(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{})
+	ctx := ctxT(t)
+	r := dialRaw(t, tc.addrs[0])
+	r.send("WATCH {t}a\r\n")
+	if l := r.line(); l != "+OK" {
+		t.Fatalf("WATCH: %q", l)
+	}
+	for gi := range tc.redis {
+		tc.direct(gi).Do(ctx, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+	}
+	r.send("WATCH {t}b\r\n")
+	if l := r.line(); !strings.HasPrefix(l, "-") {
+		t.Fatalf("WATCH on a killed watch connection: %q, want an error", l)
+	}
+	if err := tc.client(0).Set(ctx, "{t}a", "z", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r.send("MULTI\r\nSET {t}a 1\r\nEXEC\r\n")
+	for _, want := range []string{"+OK", "+QUEUED", "*-1"} {
+		if l := r.line(); l != want {
+			t.Fatalf("MULTI/SET/EXEC after the failed WATCH: %q, want %q", l, want)
+		}
+	}
+	if v := tc.client(0).Get(ctx, "{t}a").Val(); v != "z" {
+		t.Fatalf("{t}a = %q: the block committed", v)
+	}
+}
+
+// TestWatchedExecAfterResetIsRESP2: with several DCs, a RESP3 session's watched EXEC that
+// ended early (its slot's route changed) must leave nothing that reshapes a later RESP2
+// EXEC's reply into RESP3.
+func TestWatchedExecAfterResetIsRESP2(t *testing.T) {
+	tc := startXDC(t, 2, Config{})
+	s := tc.servers[0]
+	r := dialRaw(t, tc.addrs[0])
+	r.send("HELLO 3\r\n")
+	if _, err := resp.ReadReply(r.br, nil); err != nil {
+		t.Fatal(err)
+	}
+	r.send("WATCH {t}k\r\n")
+	if l := r.line(); l != "+OK" {
+		t.Fatalf("WATCH: %q", l)
+	}
+	st := tc.st
+	sl := slotOf("{t}k")
+	other := "g1"
+	if g := st.DCs["dc1"].Slots[sl]; g == "g1" {
+		other = "g2"
+	}
+	st, err := fsm.ApplyCommand(st, st.Index+1, &fsm.AssignSlots{DC: "dc1", Group: other, Ranges: []fsm.SlotRange{{From: sl, To: sl}}, Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetState(st)
+	r.send("MULTI\r\nGET {t}k\r\nEXEC\r\n")
+	for _, want := range []string{"+OK", "+QUEUED", "_"} {
+		if l := r.line(); l != want {
+			t.Fatalf("EXEC after the route changed: %q, want %q", l, want)
+		}
+	}
+	r.send("RESET\r\nWATCH {t}k\r\nMULTI\r\nGET {t}x\r\nEXEC\r\n")
+	for _, want := range []string{"+RESET", "+OK", "+OK", "+QUEUED", "*1", "$-1"} {
+		if l := r.line(); l != want {
+			t.Fatalf("RESP2 watched EXEC after RESET: %q, want %q", l, want)
+		}
 	}
 }

@@ -139,7 +139,9 @@ func (c *client) watchedRaw(tx *txState, slot int, raw []byte, n int) ([]byte, i
 	if err != nil {
 		return nil, 0, err
 	}
-	c.txBlocking = blocking
+	// Set anew for every EXEC: an EXEC that ended before watchedReply (a route change, a
+	// backend error) left its RESP3 calls, and a later RESP2 EXEC reshaped its reply to RESP3.
+	c.txBlocking, c.txCalls = blocking, nil
 	if c.r3 {
 		c.txCalls = calls
 	}
