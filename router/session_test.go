@@ -3,6 +3,7 @@ package router
 import (
 	"bufio"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -267,5 +268,46 @@ func TestSelectKeepsOrder(t *testing.T) {
 				t.Fatalf("round %d: got %q, want %q", i, l, want)
 			}
 		}
+	}
+}
+
+// TestBareNewlineRequestRefused: a request whose lines end with a bare '\n' is refused by the
+// node with Redis's own error, and not forwarded: Redis would answer the protocol error and
+// close the shared connection, failing every other client's request in flight on it.
+func TestBareNewlineRequestRefused(t *testing.T) {
+	tc := startCluster(t, 1, 1, Config{})
+	ctx := ctxT(t)
+	if err := tc.client(0).Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	direct := tc.direct(0)
+	dials := func() int64 {
+		v, err := direct.Info(ctx, "stats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(v, "\r\n") {
+			if n, ok := strings.CutPrefix(l, "total_connections_received:"); ok {
+				x, _ := strconv.ParseInt(n, 10, 64)
+				return x
+			}
+		}
+		t.Fatal("no total_connections_received")
+		return 0
+	}
+	before := dials()
+	for _, req := range []string{"*2\n$3\r\nGET\r\n$1\r\nk\r\n", "*2\r\n$3\nGET\r\n$1\r\nk\r\n"} {
+		node, ref := dialRaw(t, tc.addrs[0]), dialRaw(t, tc.redis[0].Addr)
+		node.send(req)
+		ref.send(req)
+		if got, want := node.line(), ref.line(); got != want {
+			t.Errorf("%q: node answers %q, Redis %q", req, got, want)
+		}
+	}
+	if v := tc.client(0).Get(ctx, "k").Val(); v != "v" {
+		t.Fatalf("GET after the bad requests = %q", v)
+	}
+	if after := dials(); after != before+2 { // the two reference connections
+		t.Errorf("the backend took %d connections for 2 reference clients: the node's shared connection was dropped", after-before)
 	}
 }

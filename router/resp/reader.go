@@ -299,11 +299,15 @@ func (r *Reader) parseMultibulk() (cmd Command, done, skip bool, err error) {
 		r.need = r.w - start + 1
 		return cmd, false, false, nil
 	}
+	// Redis ends a header line at its '\r' (and skips the byte after it): a line ended by a
+	// bare '\n' is refused here as Redis would refuse it, since the request is forwarded as
+	// it came, and Redis closes the shared connection it reads a protocol error on, failing
+	// every other client's request in flight there.
 	hdr := r.buf[start+1 : nl]
-	if len(hdr) > 0 && hdr[len(hdr)-1] == '\r' {
-		hdr = hdr[:len(hdr)-1]
+	if len(hdr) == 0 || hdr[len(hdr)-1] != '\r' {
+		return cmd, false, false, errMultibulkLen
 	}
-	count, ok := parseInt(hdr)
+	count, ok := parseInt(hdr[:len(hdr)-1])
 	if !ok || count > int64(r.maxArgs) {
 		return cmd, false, false, errMultibulkLen
 	}
@@ -338,10 +342,10 @@ func (r *Reader) parseMultibulk() (cmd Command, done, skip bool, err error) {
 			return r.pending(r.w-start+1, args, i, p-start)
 		}
 		lb := r.buf[p+1 : nl]
-		if len(lb) > 0 && lb[len(lb)-1] == '\r' {
-			lb = lb[:len(lb)-1]
+		if len(lb) == 0 || lb[len(lb)-1] != '\r' {
+			return cmd, false, false, errBulkLen // as the header's: Redis wants '\r'
 		}
-		size, ok := parseInt(lb)
+		size, ok := parseInt(lb[:len(lb)-1])
 		if !ok || size < 0 || size > r.maxBulk {
 			return cmd, false, false, errBulkLen
 		}

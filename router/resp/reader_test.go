@@ -115,6 +115,10 @@ func TestReaderErrors(t *testing.T) {
 		{"*01\r\n$3\r\nGET\r\n", "Protocol error: invalid multibulk length", 0, 0},
 		{"*1\r\n$03\r\nGET\r\n", "Protocol error: invalid bulk length", 0, 0},
 		{"*-0\r\n", "Protocol error: invalid multibulk length", 0, 0},
+		// Lines ended by a bare '\n', which Redis refuses (it reads up to '\r'; session 44).
+		{"*2\n$3\r\nGET\r\n$1\r\nk\r\n", "Protocol error: invalid multibulk length", 0, 0},
+		{"*2\r\n$3\nGET\r\n$1\r\nk\r\n", "Protocol error: invalid bulk length", 0, 0},
+		{"*1\r\n$\n", "Protocol error: invalid bulk length", 0, 0},
 	}
 	for _, c := range cases {
 		_, err := readAll([]byte(c.in), 4096, c.maxBulk, c.maxArgs)
