@@ -188,7 +188,7 @@ func (c *copier) run(ctx context.Context) error {
 	} else if now <= 0 || time.Since(sent) > half {
 		return errLockLost
 	}
-	err = commitScript.Run(ctx, c.dst, []string{c.tmp, c.fence, c.key}, c.token, c.expireAt, c.m.cfg.Fence, now+half.Milliseconds()).Err()
+	err = commitScript.Run(ctx, c.dst, []string{c.tmp, c.fence, c.key}, c.token, c.expireAt, c.m.cfg.Fence, now+half.Milliseconds(), c.elems, c.typ).Err()
 	return busyIfOurs(err)
 }
 
@@ -197,7 +197,9 @@ func busyIfOurs(err error) error {
 	if err == nil || errors.Is(runOver(err), ErrRunOver) {
 		return runOver(err)
 	}
-	for _, p := range []string{"REDRAFTFENCED", "REDRAFTEXISTS", "REDRAFTLEASE"} {
+	// REDRAFTSHORT: the copy was dropped; the key is moved again from the start (or found
+	// gone, if it expired).
+	for _, p := range []string{"REDRAFTFENCED", "REDRAFTEXISTS", "REDRAFTLEASE", "REDRAFTSHORT"} {
 		if strings.HasPrefix(err.Error(), p) {
 			return fmt.Errorf("%v: %w", err, ErrKeyBusy)
 		}

@@ -254,7 +254,7 @@ func TestCommitRefusedPastTheLease(t *testing.T) {
 	}
 	stage()
 	past := time.Now().Add(-time.Second).UnixMilli()
-	err := commitScript.Run(ctx, dst, keys, "me:1", -1, "", past).Err()
+	err := commitScript.Run(ctx, dst, keys, "me:1", -1, "", past, 1, "list").Err()
 	if err == nil || !strings.HasPrefix(err.Error(), "REDRAFTLEASE") || !errors.Is(busyIfOurs(err), ErrKeyBusy) {
 		t.Fatalf("commit past the lease: %v", err)
 	}
@@ -263,11 +263,44 @@ func TestCommitRefusedPastTheLease(t *testing.T) {
 	}
 	stage()
 	future := time.Now().Add(time.Minute).UnixMilli()
-	if err := commitScript.Run(ctx, dst, keys, "me:1", -1, "", future).Err(); err != nil {
+	if err := commitScript.Run(ctx, dst, keys, "me:1", -1, "", future, 1, "list").Err(); err != nil {
 		t.Fatalf("commit within the lease: %v", err)
 	}
 	if v := dst.LRange(ctx, "k", 0, -1).Val(); len(v) != 1 || v[0] != "a" {
 		t.Fatalf("committed key = %v", v)
+	}
+}
+
+// TestCommitRefusesAShortCopy: a temp key that holds fewer elements than the source had (its
+// first chunks evicted on the target and the key made again by a later chunk's write, or the
+// source key gone mid-copy so its last reads came back empty) is not committed: its RENAME
+// would publish a value that never existed, and the source's full copy would then be deleted.
+// The copy is dropped and the key moved again from the start.
+func TestCommitRefusesAShortCopy(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 10*time.Second)
+	dst := e.dst(t, 0)
+	keys := []string{tmpKey("k"), fenceKey("k"), "k"}
+	future := time.Now().Add(time.Minute).UnixMilli()
+	for _, c := range []struct {
+		typ   string
+		stage func()
+		want  int64
+	}{
+		{"hash", func() { must(t, dst.HSet(ctx, keys[0], "f41", "v").Err()) }, 42},
+		{"list", func() { must(t, dst.RPush(ctx, keys[0], "x", "y").Err()) }, 3},
+		{"string", func() { must(t, dst.SetRange(ctx, keys[0], 8, "tail").Err()) }, 20},
+		{"stream", func() { must(t, dst.XAdd(ctx, &redis.XAddArgs{Stream: keys[0], ID: "5-1", Values: []string{"f", "v"}}).Err()) }, 5},
+	} {
+		c.stage()
+		must(t, dst.Set(ctx, keys[1], "me:1", time.Minute).Err())
+		err := commitScript.Run(ctx, dst, keys, "me:1", -1, "", future, c.want, c.typ).Err()
+		if err == nil || !strings.HasPrefix(err.Error(), "REDRAFTSHORT") || !errors.Is(busyIfOurs(err), ErrKeyBusy) {
+			t.Fatalf("%s: commit of a short copy: %v", c.typ, err)
+		}
+		if n := dst.Exists(ctx, keys...).Val(); n != 0 {
+			t.Fatalf("%s: %d of the temp key, fence and key left after a refused commit", c.typ, n)
+		}
 	}
 }
 

@@ -272,7 +272,13 @@ return 1
 // lock may have lapsed since, and another mover that took it may have moved the key by MIGRATE
 // or a batch copy (which set no fence) and a client deleted it on the target since, which the
 // commit would undo.
-// KEYS: tmp, fence, key. ARGV: token, pexpireat, migration fence field, deadline (ms).
+// It also refuses a temp key whose size (HLEN, SCARD, ZCARD, LLEN, XLEN or STRLEN by ARGV[6],
+// the type) is not ARGV[5], the source's at the start: the source is locked and cannot
+// change, so another size means the temp key lost chunks (evicted and made again by a later
+// chunk's write) or the source key went mid-copy (expired or evicted: its last reads came back
+// empty), and committing would publish a value that never existed over the source's deletion.
+// KEYS: tmp, fence, key. ARGV: token, pexpireat, migration fence field, deadline (ms),
+// elements, type.
 var commitScript = fenced("3", `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return redis.error_reply('REDRAFTFENCED another mover took over this key')
@@ -290,6 +296,13 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('REDRAFTNOTMP the temp key is missing')
+end
+local sizeOf = {hash = 'HLEN', set = 'SCARD', zset = 'ZCARD', list = 'LLEN', stream = 'XLEN', string = 'STRLEN'}
+local n = redis.call(sizeOf[ARGV[6]], KEYS[1])
+if n ~= tonumber(ARGV[5]) then
+  redis.call('UNLINK', KEYS[1])
+  redis.call('DEL', KEYS[2])
+  return redis.error_reply('REDRAFTSHORT the copy holds ' .. n .. ' of the source key\'s ' .. ARGV[5] .. ' (a chunk lost, or the source key gone mid-copy)')
 end
 redis.call('RENAME', KEYS[1], KEYS[3])
 local at = tonumber(ARGV[2])
