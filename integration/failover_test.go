@@ -496,6 +496,22 @@ func TestReplicaReads(t *testing.T) {
 	if got := gets() - before; got < 20 {
 		t.Fatalf("after READWRITE the master served %d of 20 reads", got)
 	}
+	// A session that watches keys reads from the master: a check-and-set that read a
+	// replica's older value would commit over a write the replica had not seen.
+	before = gets()
+	if err := e.clients[2%len(e.clients)].Watch(ctx, func(tx *redis.Tx) error {
+		for range 20 {
+			if err := tx.Get(ctx, "{c}clock").Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, "{c}clock"); err != nil {
+		t.Fatal(err)
+	}
+	if got := gets() - before; got < 20 {
+		t.Fatalf("after WATCH the master served %d of 20 reads", got)
+	}
 }
 
 // TestFailoverDuringMigration kills the master of a migration's source group while its mover

@@ -171,6 +171,7 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 	if d > 0 {
 		limit = d + c.s.cfg.BackendTimeout
 	}
+	var flushWait time.Time // when a flush it waits for ends its wait
 	for {
 		e, mark, err := c.enter(slot, func(e *slotEntry) error { return c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys) })
 		if err != nil {
@@ -186,6 +187,17 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 		}
 		c.unadmit(mark)
 		if again {
+			if snap := c.s.snap.Load(); snap.flushing != nil {
+				// Not counted in flight while it waits, so the flush can drain.
+				if flushWait.IsZero() {
+					c.s.held.Add(1)
+					flushWait = time.Now().Add(c.s.cfg.FreezeWait)
+				}
+				if !c.s.awaitChange(snap, flushWait) {
+					c.replyErr(c.tryAgain(errFlushing(snap.flushing)))
+					return
+				}
+			}
 			continue
 		}
 		if err != nil {
@@ -211,17 +223,15 @@ func (c *client) doBlocking(g *group, slot int, raw []byte, limit time.Duration,
 	// SetState stores its snapshot before it looks for blocked sessions: either it sees op,
 	// or this load sees its snapshot. A flush releases every blocked command (its drain
 	// waits for every slot's requests, whatever their database), so one that would block
-	// while a flush is active answers as a released one does: it would hold the flush up.
+	// while a flush is active does not: it would hold the flush up. It is routed again once
+	// the flush is over, held as a request of a flushed database is.
 	if snap := c.s.snap.Load(); op.stale(snap) || snap.flushing != nil {
 		op.finished.Store(true)
 		c.blk.Store(nil)
 		if !op.state.CompareAndSwap(opWaiting, opFinished) {
 			c.dropDedicated(g, d) // an UNBLOCK may be on its way to this connection
 		}
-		if !op.stale(snap) {
-			return nil, false, c.tryAgain(errFlushing(snap.flushing))
-		}
-		return nil, true, nil
+		return nil, true, nil // the caller waits for the flush to end (cmdBlocking)
 	}
 	raw = append([]byte(nil), raw...) // the watcher may move the reader's buffer
 	c.watchClient(d.Interrupt, func() { reply, err = d.DoNotify(raw, 1, limit, nil, turn.done) })

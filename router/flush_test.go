@@ -133,10 +133,11 @@ func TestFlushCallsTheCluster(t *testing.T) {
 	}
 }
 
-// A blocking command sent while a flush is active answers -TRYAGAIN instead of blocking,
-// whatever its database: a flush's drain waits for every slot's requests in flight, and
-// SetState releases blocked commands only when a flush starts, so one that blocked during the
-// flush would hold it up until the client's timeout.
+// A blocking command sent while a flush is active waits, not counted in flight, until the flush
+// is over, whatever its database, and then blocks: a flush's drain waits for every slot's
+// requests in flight, and SetState releases blocked commands only when a flush starts, so one
+// that blocked during the flush held it up until the client's timeout (for good with BLPOP 0).
+// Past FreezeWait it answers -TRYAGAIN, as a held request does.
 func TestBlockingDuringFlushDoesNotHoldIt(t *testing.T) {
 	tc := startCluster(t, 2, 1, Config{FreezeWait: 10 * time.Second})
 	s := tc.servers[0]
@@ -144,27 +145,46 @@ func TestBlockingDuringFlushDoesNotHoldIt(t *testing.T) {
 	frozen, done := flushStates(t, tc)
 	c1 := tc.client(0, func(o *redis.Options) { o.DB = 1; o.ReadTimeout = -1 })
 	s.SetState(frozen)
+	before := s.held.Load()
+	got := make(chan []string, 1)
 	errc := make(chan error, 1)
-	go func() { errc <- c1.BLPop(ctx, 0, "list").Err() }()
-	select {
-	case err := <-errc:
-		if err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN") {
-			t.Fatalf("BLPOP during a flush: %v, want TRYAGAIN", err)
-		}
-	case <-time.After(5 * time.Second):
-		s.SetState(done) // releases the BLPOP so that the test ends
-		t.Fatal("BLPOP sent during a flush blocked")
-	}
+	go func() {
+		v, err := c1.BLPop(ctx, 0, "list").Result()
+		got <- v
+		errc <- err
+	}()
+	waitFor(t, "the BLPOP held", func() bool { return s.held.Load() > before })
 	idle, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := s.WaitFlushIdle(idle, frozen.Flush.ID); err != nil {
-		t.Fatalf("WaitFlushIdle after a blocking command: %v", err)
+		s.SetState(done)
+		t.Fatalf("WaitFlushIdle with a BLPOP sent during the flush: %v", err)
 	}
 	s.SetState(done)
-	if err := c1.LPush(ctx, "list", "a").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if v, err := c1.BLPop(ctx, time.Second, "list").Result(); err != nil || v[1] != "a" {
+	push := tc.client(0, func(o *redis.Options) { o.DB = 1 })
+	waitFor(t, "the BLPOP blocked after the flush", func() bool {
+		n, _ := push.LPush(ctx, "list", "a").Result()
+		if n == 1 {
+			return true
+		}
+		push.Del(ctx, "list")
+		return false
+	})
+	if v, err := <-got, <-errc; err != nil || len(v) != 2 || v[1] != "a" {
 		t.Fatalf("BLPOP after the flush = %v, %v", v, err)
+	}
+}
+
+// TestBlockingDuringFlushGivesUp: held past FreezeWait, the blocking command answers -TRYAGAIN.
+func TestBlockingDuringFlushGivesUp(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{FreezeWait: 300 * time.Millisecond})
+	s := tc.servers[0]
+	ctx := ctxT(t)
+	frozen, done := flushStates(t, tc)
+	c1 := tc.client(0, func(o *redis.Options) { o.DB = 1; o.ReadTimeout = -1 })
+	s.SetState(frozen)
+	defer s.SetState(done)
+	if err := c1.BLPop(ctx, 0, "list").Err(); err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN") {
+		t.Fatalf("BLPOP held past FreezeWait: %v, want TRYAGAIN", err)
 	}
 }

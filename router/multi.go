@@ -297,6 +297,7 @@ func cmdWatch(c *client, spec *command.Spec, cmd resp.Command) {
 		return
 	}
 	defer c.unadmit(mark)
+	prior := c.watch != nil // keys watched on it already
 	if c.watch == nil {
 		// With several DCs EXEC runs a WRITE call here, which appends to the outbox: the
 		// internal user's connection (the keys were checked like any request's).
@@ -313,11 +314,12 @@ func cmdWatch(c *client, spec *command.Spec, cmd resp.Command) {
 	}
 	reply, err := c.watch.Do(cmd.Raw, 1, c.s.cfg.BackendTimeout, nil)
 	if err != nil {
-		// The connection may still get the reply: closed. The keys watched on it are not
+		// The connection may still get the reply: closed. Keys watched on it before are not
 		// watched any more, so EXEC must answer as a failed WATCH (Redis would still watch
-		// them), not commit.
+		// them), not commit; a first WATCH that failed watched nothing.
+		lost := c.watchLost || prior
 		c.unwatch()
-		c.watchLost = true
+		c.watchLost = lost
 		c.replyErr(err)
 		return
 	}

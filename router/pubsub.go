@@ -228,7 +228,9 @@ func (c *client) pubsub(spec *command.Spec, cmd resp.Command, sharded bool) {
 	// looks at the sessions' subscriptions: either it saw the ones just stored, or this load
 	// sees its snapshot. A move in between closes the connection, as SetState would have, and
 	// the client subscribes again on the group that serves the channels now.
-	if c.pubsubMoved(c.s.snap.Load()) {
+	// A held snapshot (the node paused its routing: Hold) routes nothing and keeps the
+	// subscribers, as SetState does not look at them then.
+	if snap := c.s.snap.Load(); snap.hold == nil && c.pubsubMoved(snap) {
 		c.closeConn()
 		return
 	}

@@ -119,9 +119,12 @@ func (c *client) readGroup(spec *command.Spec, e *slotEntry) *group {
 }
 
 // readGroupOf is readGroup for a slot served by g, with a migration or failover entry or not.
+// A session that watches keys reads from the master: WATCH runs there, and a check-and-set
+// that read a replica's older value would commit over a write the replica had not seen.
 func (c *client) readGroupOf(spec *command.Spec, g *group, migrating bool) *group {
 	snap := c.snap
-	if g == nil || g.reads == nil || spec.Write || spec.Kind != command.Forward || migrating || snap == nil {
+	if g == nil || g.reads == nil || spec.Write || spec.Kind != command.Forward || migrating || snap == nil ||
+		c.watch != nil || c.watchLost {
 		return g
 	}
 	mode := snap.readFrom

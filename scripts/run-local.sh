@@ -45,7 +45,9 @@ start_node() { # start_node N VERB [ARGS...]
     --data-dir "$RUN/n$n" "$@" 2>"$RUN/n$n.log" &
   pids+=($!)
 }
+restart=false
 if [ -d "$RUN/n2" ] && [ -d "$RUN/n3" ]; then
+  restart=true
   # An earlier run's cluster: n1 needs a majority of the three to elect a leader, so the three
   # start together (it would wait for them alone).
   start_node 1 start
@@ -71,10 +73,12 @@ setup() { # setup COMMAND...: runs a set-up step; one already done (an earlier r
     esac
   fi
 }
-setup group add --dc dc1 --id g1 --master 127.0.0.1:7001
-setup group add --dc dc1 --id g2 --master 127.0.0.1:7002
-setup slots assign --dc dc1 --group g1 0-8191
-setup slots assign --dc dc1 --group g2 8192-16383
+if ! $restart; then # an earlier run's cluster keeps its groups and slots (maybe migrated since)
+  setup group add --dc dc1 --id g1 --master 127.0.0.1:7001
+  setup group add --dc dc1 --id g2 --master 127.0.0.1:7002
+  setup slots assign --dc dc1 --group g1 0-8191
+  setup slots assign --dc dc1 --group g2 8192-16383
+fi
 echo
 "$BIN" status
 cat <<MSG

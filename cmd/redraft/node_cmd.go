@@ -175,7 +175,7 @@ func applyFlags(c *cli.Context, cfg *node.Config) error {
 	// is the token of this node too when the command was given none of its own; urfave/cli
 	// reads only the nearest flag set that defines the name, so it was ignored, and the node
 	// started with an open admin API.
-	if c.String("admin-token") == "" {
+	if c.String("admin-token") == "" && cfg.AdminToken == "" && cfg.AdminTokenFile == "" {
 		for _, p := range c.Lineage()[1:] {
 			if p.IsSet("admin-token") && p.String("admin-token") != "" {
 				cfg.AdminToken = p.String("admin-token")

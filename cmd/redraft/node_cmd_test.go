@@ -93,10 +93,14 @@ func TestApplyFlagsKeepsSecrets(t *testing.T) {
 	for _, env := range []string{"REDRAFT_PASSWORD", "REDRAFT_CLUSTER_SECRET", "REDRAFT_ADMIN_TOKEN"} {
 		t.Setenv(env, "")
 	}
+	noFileToken := false
 	run := func(args ...string) node.Config {
 		t.Helper()
 		cfg := node.DefaultConfig()
 		cfg.Password, cfg.ClusterSecret, cfg.AdminToken = "from-file", "file-secret", "file-token"
+		if noFileToken {
+			cfg.AdminToken = ""
+		}
 		app := &cli.App{
 			Flags: []cli.Flag{&cli.StringFlag{Name: "admin-token", EnvVars: []string{"REDRAFT_ADMIN_TOKEN"}}},
 			Commands: []*cli.Command{{Name: "start", Flags: nodeFlags(), Action: func(c *cli.Context) error {
@@ -112,8 +116,12 @@ func TestApplyFlagsKeepsSecrets(t *testing.T) {
 		t.Errorf("empty environment variables cleared the file's secrets: password %q, secret %q, token %q",
 			cfg.Password, cfg.ClusterSecret, cfg.AdminToken)
 	}
+	if cfg := run("--admin-token", "global", "start"); cfg.AdminToken != "file-token" {
+		t.Errorf("global --admin-token over the file's token: node token %q, want the file's", cfg.AdminToken)
+	}
+	noFileToken = true
 	if cfg := run("--admin-token", "global", "start"); cfg.AdminToken != "global" {
-		t.Errorf("global --admin-token: node token %q", cfg.AdminToken)
+		t.Errorf("global --admin-token without a token in the file: node token %q", cfg.AdminToken)
 	}
 	if cfg := run("--admin-token", "global", "start", "--admin-token", "own"); cfg.AdminToken != "own" {
 		t.Errorf("both --admin-token flags: node token %q, want the command's own", cfg.AdminToken)
