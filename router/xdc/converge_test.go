@@ -940,7 +940,7 @@ func TestPulledStateRefusedKeepsTheKey(t *testing.T) {
 	c := client(t, testredis.Start(t))
 	const k = "{p}l"
 	slot := slotString(k)
-	keys := []string{k, MetaKey(slot), PullKey(slot), ElemKey(slot, k)}
+	keys := []string{k, MetaKey(slot), PullKey(slot), ElemKey(slot, k), CopyLockKey(slot)}
 	if err := c.RPush(ctx, k, "a", "b").Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -974,6 +974,54 @@ func TestPulledStateRefusedKeepsTheKey(t *testing.T) {
 	}
 	if got, want := state(), "[x y z] 200:dc2 "; got != want {
 		t.Fatalf("after a good pull the key is %q, want %q", got, want)
+	}
+}
+
+// TestPullInstallsOnlyWithItsRecord: a pulled state is installed only while the key's pull
+// record is still there (a flush of the database or a full copy of the slot deleted it
+// meanwhile: installing would bring back what they removed), and not while a full copy into
+// the slot runs (TRYAGAIN; the copy stamps its keys after restoring them).
+func TestPullInstallsOnlyWithItsRecord(t *testing.T) {
+	ctx := context.Background()
+	c := client(t, testredis.Start(t))
+	const k = "{q}l"
+	slot := slotString(k)
+	keys := []string{k, MetaKey(slot), PullKey(slot), ElemKey(slot, k), CopyLockKey(slot)}
+	if err := c.RPush(ctx, "{q}src", "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	dump, err := c.Dump(ctx, "{q}src").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No record (the flush deleted the key, its stamp and the pull hash): nothing installed.
+	out, err := pulledScript.Run(ctx, c, keys, "200:dc2", "r", "", "0", dump, "150:dc2").Slice()
+	if err != nil || len(out) != 2 || out[0] != int64(0) {
+		t.Fatalf("a pull without its record answered %v, %v", out, err)
+	}
+	if n := c.Exists(ctx, k).Val(); n != 0 {
+		t.Fatal("a pull without its record brought the key back")
+	}
+	// A full copy into the slot runs: TRYAGAIN, nothing installed.
+	if err := c.HSet(ctx, PullKey(slot), k, "150:dc2").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, CopyLockKey(slot), "in:dc3", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pulledScript.Run(ctx, c, keys, "200:dc2", "r", "", "0", dump, "150:dc2").Result(); err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN") {
+		t.Fatalf("a pull during a full copy answered %v, want TRYAGAIN", err)
+	}
+	if n := c.Exists(ctx, k).Val(); n != 0 {
+		t.Fatal("a pull during a full copy installed the key")
+	}
+	// The copy done, the record still there: installed.
+	if err := c.Del(ctx, CopyLockKey(slot)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	out, err = pulledScript.Run(ctx, c, keys, "200:dc2", "r", "", "0", dump, "150:dc2").Slice()
+	if err != nil || len(out) != 2 || out[0] != int64(1) || c.LIndex(ctx, k, 0).Val() != "x" {
+		t.Fatalf("a pull with its record answered %v, %v", out, err)
 	}
 }
 

@@ -28,14 +28,16 @@ import (
 // gcSlotsPerTick bounds the slots the collector looks at per tick.
 const gcSlotsPerTick = 64
 
-// gcLua collects tombstones of one slot. KEYS: metadata hash, inbox. ARGV: HSCAN cursor,
+// gcLua collects tombstones of one slot. KEYS: metadata hash, inbox, pull hash (a tombstone
+// of a key with a pull record waits: the pull compares the pulled state's stamp with the
+// key's, and without the tombstone an older state would come back). ARGV: HSCAN cursor,
 // count, margin in ms, counter margin in ms, then the other DCs' names; or, at data format 3
 // (group logs), "log", the slot, and the inbox keys of every group log of the other DCs
 // (undeclared, as APPLY's: they belong to the server, not to the slot), whose position for
 // the slot (its field s<slot>, else f) is each log's horizon. It answers {next cursor,
 // tombstones seen, collected}.
 const gcLua = `
-local meta, inbox = KEYS[1], KEYS[2]
+local meta, inbox, pull = KEYS[1], KEYS[2], KEYS[3]
 ` + stampLua + elemLua + `
 -- elemStates reads k's element states once: the newest stamp they record, in ms (an add, the
 -- add a remove had seen, a remove's own; 0 without states), and whether any holds counters.
@@ -80,7 +82,7 @@ local seen, gone = 0, 0
 local f = r[2]
 for i = 1, #f, 2 do
   local k = string.match(f[i], '^s:(.*)$')
-  if k and redis.call('EXISTS', k) == 0 then
+  if k and redis.call('EXISTS', k) == 0 and (not pull or redis.call('HEXISTS', pull, k) == 0) then
     seen = seen + 1
     local ms = tsOf(f[i + 1]) / 4096
     if ms < horizon - margin then
@@ -242,7 +244,7 @@ func (r *Replicator) collectSlot(ctx context.Context, st *fsm.State, db, slot in
 	// A key it finds absent may be on the other group of a migration, alive: the script runs
 	// only while none moves the slot, or it would take the key's stamp and counts for a
 	// tombstone's.
-	v, ran, err := r.runOwnedScript(ctx, db, slot, gcScript.Hash(), gcLua, []string{MetaKey(slot), InboxKey(slot)}, argv)
+	v, ran, err := r.runOwnedScript(ctx, db, slot, gcScript.Hash(), gcLua, []string{MetaKey(slot), InboxKey(slot), PullKey(slot)}, argv)
 	if err != nil || !ran || v.IsError() || len(v.Elems) != 3 {
 		return // the next pass tries again
 	}

@@ -27,6 +27,7 @@ func TestCollectorKeepsRemovesOfAddsInFlight(t *testing.T) {
 	ek := ElemPrefix + meta[12:] + ":" + k
 	now := time.Now().UnixMilli()
 	ts := func(ms int64) string { return strconv.FormatInt(ms*4096, 10) }
+	pullRecord := false
 	collect := func(addSeen int64) int64 {
 		t.Helper()
 		if err := rc.FlushAll(ctx).Err(); err != nil {
@@ -40,7 +41,10 @@ func TestCollectorKeepsRemovesOfAddsInFlight(t *testing.T) {
 			t.Fatal(err)
 		}
 		rc.HSet(ctx, InboxKey(slot), "dc2", strconv.FormatInt(now, 10)+"-0", "dc3", strconv.FormatInt(now-10_000, 10)+"-0")
-		res, err := gcScript.Run(ctx, rc, []string{meta, InboxKey(slot)}, "0", "500", "5000", "600000", "dc2", "dc3").Int64Slice()
+		if pullRecord {
+			rc.HSet(ctx, PullKey(slot), k, ts(now-1_000)+":dc3")
+		}
+		res, err := gcScript.Run(ctx, rc, []string{meta, InboxKey(slot), PullKey(slot)}, "0", "500", "5000", "600000", "dc2", "dc3").Int64Slice()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -53,5 +57,11 @@ func TestCollectorKeepsRemovesOfAddsInFlight(t *testing.T) {
 	// The add at now-30 s is applied here already: collected, with its states.
 	if n := collect(now - 30_000); n != 1 || rc.Exists(ctx, ek).Val() != 0 || rc.HExists(ctx, meta, "s:"+k).Val() {
 		t.Fatalf("a tombstone older than every position: %d collected", n)
+	}
+	// The same with a pull of the key pending: kept, since the pull compares the pulled
+	// state's stamp with the tombstone's, and without it an older state would come back.
+	pullRecord = true
+	if n := collect(now - 30_000); n != 0 || rc.HExists(ctx, meta, "s:"+k).Val() != true {
+		t.Fatalf("a tombstone of a key with a pull record: %d collected", n)
 	}
 }

@@ -72,18 +72,28 @@ return {st, 'r', v, string.format('%.0f', redis.call('PEXPIRETIME', k)), redis.c
 `
 
 // pulledLua installs a pulled state. KEYS: the key, the slot's metadata hash, its pull hash,
-// the key's element hash.
+// the key's element hash, the slot's copy lock.
 // ARGV: stamp, kind, counter vector, pxat, dump, the pull record read before the pull. The
-// state is installed when it is newer than the key's; the record is removed unless a newer
-// conflict replaced it meanwhile. It answers {installed 0/1, the record}, or an error when the
+// state is installed when the key still has a pull record and the state is newer than the
+// key's; the record is removed unless a newer conflict replaced it meanwhile. No record means
+// something replaced the slot's state since the pull began (a flush deleted the database, a
+// full copy its slot; both delete the pull hash): installing would bring back what they
+// removed. While a full copy into the slot runs (its lock "in:...") it answers TRYAGAIN: the
+// copy restores keys before their stamps, and a pull installed in between would be stamped
+// over by the copy's metadata. It answers {installed 0/1, the record}, or an error when the
 // state cannot be installed (a RESTORE refused): the key then keeps its state, stamp and
 // record, and the puller tries again, rather than stamping the old value as the new one (every
 // later write's effect would then be skipped as superseded, silently).
 const pulledLua = `#!lua
 local k, meta, pull = KEYS[1], KEYS[2], KEYS[3]
+local held = redis.call('GET', KEYS[5])
+if held and string.sub(held, 1, 3) == 'in:' then
+  return redis.error_reply('TRYAGAIN redraft: the slot is being replaced by a full copy, retry shortly')
+end
 ` + stampLua + elemLua + `
 local st, done = ARGV[1], 0
-if newer(st, stampOf(k)) then
+local p = redis.call('HGET', pull, k)
+if p and newer(st, stampOf(k)) then
   local V, E = splitV(ARGV[3])
   local r = putState(ARGV[2], k, ARGV[4], ARGV[5])
   if type(r) == 'table' and r['err'] then
@@ -94,7 +104,6 @@ if newer(st, stampOf(k)) then
   erebase(k, st, E)
   done = 1
 end
-local p = redis.call('HGET', pull, k)
 if p and p == ARGV[6] then redis.call('HDEL', pull, k) end
 return {done, p or ''}
 `
@@ -260,7 +269,7 @@ func (r *Replicator) pullSlot(ctx context.Context, db, slot int) error {
 			return err
 		}
 		for _, s := range resp.States {
-			keys := []string{s.Key, MetaKey(slot), ph, ElemKey(slot, s.Key)}
+			keys := []string{s.Key, MetaKey(slot), ph, ElemKey(slot, s.Key), CopyLockKey(slot)}
 			argv := []any{s.Stamp, s.Kind, s.V, s.PXAT, string(s.Dump), rec[s.Key]}
 			out, err := r.runScript(ctx, db, slot, pulledScript.Hash(), pulledLua, keys, argv)
 			if err == nil && out.IsError() {
