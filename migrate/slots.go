@@ -350,6 +350,15 @@ func (r *run) scanAndDump(ctx context.Context, scanner *redis.Client, src *rawPo
 			return err // a SCAN step still running ends with ctx (pass cancels it)
 		}
 		for _, k := range slow {
+			// A big or busy key counts as one key for the rate and the pacer, and waits
+			// while the mover is paused (a failover), as every batch does; until session 44
+			// a step's big keys were copied flat out, and a pause took effect after them.
+			if err := r.waitPaused(ctx); err != nil {
+				return err
+			}
+			if err := r.throttle(ctx, 1); err != nil {
+				return err
+			}
 			moved, bytes, err := r.m.moveKeys(ctx, db, []string{k})
 			r.mu.Lock()
 			r.p.KeysMoved += int64(moved)

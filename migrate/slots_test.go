@@ -196,6 +196,55 @@ func TestMoveSlotsPause(t *testing.T) {
 	}
 }
 
+// TestMoveSlotsPauseHoldsBigKeys: a pause takes effect before the next big key of a scan step,
+// not after the step's last one (a failover pauses the mover: a big key copied meanwhile goes
+// to a master being replaced).
+func TestMoveSlotsPauseHoldsBigKeys(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 30*time.Second)
+	slots, _ := FromRanges([2]int{0, NumSlots - 1})
+	src := e.src(t, 0)
+	const big = 6
+	for i := 0; i < big; i++ {
+		args := []any{}
+		for f := 0; f < 50; f++ {
+			args = append(args, fmt.Sprintf("f%d", f), "v")
+		}
+		must(t, src.HSet(ctx, fmt.Sprintf("big%d", i), args...).Err())
+	}
+	m := e.mover(t, func(c *Config) { c.BigKeyElements = 10 })
+	var paused, release atomic.Bool
+	errc := make(chan error, 1)
+	go func() {
+		errc <- m.MoveSlots(ctx, slots, MoveOptions{
+			ScanCount: 1000, // every key in one scan step
+			Paused: func() bool {
+				if release.Load() {
+					return false
+				}
+				if !paused.Load() && src.DBSize(ctx).Val() < big {
+					paused.Store(true) // one big key moved: pause
+				}
+				return paused.Load()
+			},
+		})
+	}()
+	waitFor(t, 10*time.Second, "the pause after the first big key", paused.Load)
+	left := src.DBSize(ctx).Val()
+	time.Sleep(300 * time.Millisecond) // a window in which no key may move (a pause holds)
+	if now := src.DBSize(ctx).Val(); now != left || now < big-2 {
+		release.Store(true)
+		t.Fatalf("big keys kept moving while paused: %d left at the pause, %d after (of %d)", left, now, big)
+	}
+	release.Store(true)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if n := src.DBSize(ctx).Val(); n != 0 {
+		t.Fatalf("%d keys left on the source", n)
+	}
+}
+
 // Unthrottled throughput, for `go test -v` and `make bench` readers.
 func TestMoveSlotsThroughput(t *testing.T) {
 	if testing.Short() {
