@@ -477,6 +477,15 @@ func (r *Replicator) awaitShipped(ctx context.Context, db, slot int, group, id s
 // each of them.
 const flushDatabases = 16
 
+// checkDB refuses a peer request's database outside the ones a client may select: each
+// (server, database) keeps a client for good, and go-redis takes a negative one for 0.
+func checkDB(db int) error {
+	if db < 0 || db >= flushDatabases {
+		return fmt.Errorf("xdc: database %d out of range (0-%d)", db, flushDatabases-1)
+	}
+	return nil
+}
+
 // deleteFlush deletes f's data keys on every group of this node's DC, then reports the DC.
 func (r *Replicator) deleteFlush(ctx context.Context, f *fsm.Flush) error {
 	st := r.cfg.Cluster.State()

@@ -748,6 +748,9 @@ func (r *Replicator) HandleLogStart(ctx context.Context, req LogStartRequest) (s
 	if err := r.checkSource(req.Log.DC); err != nil {
 		return struct{}{}, err
 	}
+	if err := checkDB(req.DB); err != nil {
+		return struct{}{}, err
+	}
 	if req.NotAfter > 0 && time.Now().UnixMilli() > req.NotAfter {
 		return struct{}{}, fmt.Errorf("xdc: the start of %s's copy at %s came after its lock may have lapsed: the copy starts over", req.Log, req.At)
 	}

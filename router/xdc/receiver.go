@@ -319,6 +319,9 @@ func (r *Replicator) HandleLast(ctx context.Context, req LastRequest) (LastRespo
 	if err := r.checkSource(req.Source); err != nil {
 		return LastResponse{}, err
 	}
+	if err := checkDB(req.DB); err != nil {
+		return LastResponse{}, err
+	}
 	out := LastResponse{IDs: make([]string, len(req.Slots))}
 	st := r.cfg.Cluster.State()
 	dc := st.DCs[r.cfg.Cluster.DC()]

@@ -849,6 +849,14 @@ func (r *Replicator) Await(ctx context.Context, db, slot int, group, id string, 
 
 // awaitHere is Await on the node that ships the entry.
 func (r *Replicator) awaitHere(ctx context.Context, req AwaitRequest) error {
+	if err := checkDB(req.DB); err != nil {
+		return err
+	}
+	if req.Group == "" && (req.Slot < 0 || req.Slot >= len(tags)) {
+		// Checked before awaitLocal takes r.mu: an index out of range there unwound through
+		// a deferred Lock of the mutex it held, and the node's replication hung for good.
+		return fmt.Errorf("xdc: slot %d out of range", req.Slot)
+	}
 	if req.Group != "" {
 		return r.awaitLog(ctx, req.DB, req.Group, req.ID, msDuration(req.TimeoutMS))
 	}

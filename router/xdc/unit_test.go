@@ -145,3 +145,37 @@ func TestConvergeConsumerGroups(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerCallsCheckSlotAndDB: peer calls with a slot or database out of range are refused
+// with an error, and leave the node's replication working. An await of slot 16384 indexed
+// past the acks while holding the replicator's mutex, and its deferred Lock of that mutex hung
+// the unwinding: replication, the status and DC_EACH_SAFE_QUORUM writes stopped for good.
+func TestPeerCallsCheckSlotAndDB(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b")
+	a := dcs[0]
+	a.write(t, "SET", "{k}x", "1")
+	waitEqual(t, dcs, 10*time.Second, "x", stateOf("{k}x"), "string 1")
+	ctx := context.Background()
+	for _, req := range []AwaitRequest{
+		{DB: 0, Slot: 16384, ID: "1-0", TimeoutMS: 100},
+		{DB: 0, Slot: -1, ID: "1-0", TimeoutMS: 100},
+		{DB: -1, Slot: 0, ID: "1-0", TimeoutMS: 100},
+		{DB: 99, Slot: 0, ID: "1-0", TimeoutMS: 100},
+	} {
+		if _, err := a.repl.HandleAwait(ctx, req); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("await %+v: %v, want an out-of-range error", req, err)
+		}
+	}
+	if _, err := a.repl.HandleLast(ctx, LastRequest{Source: "b", DB: 1 << 20, Slots: []int{0}}); err == nil {
+		t.Error("xdc-last of database 1<<20 answered")
+	}
+	done := make(chan struct{})
+	go func() { a.repl.Report(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the replicator's report hangs after the bad calls")
+	}
+	a.write(t, "SET", "{k}x", "2")
+	waitEqual(t, dcs, 10*time.Second, "x", stateOf("{k}x"), "string 2")
+}
