@@ -328,6 +328,13 @@ func (n *Node) Remove(ctx context.Context, id string) error {
 // removal enter the cluster state, where it releases the migration barriers the node held.
 // Meanwhile the leader refuses the node's joins and readIndex calls.
 func (n *Node) handleRemove(ctx context.Context, id string) error {
+	// A barrier first, as for joins: a leader just elected may act on its last snapshot, which
+	// may not list a node added since; it would take the node out of Raft and never propose
+	// RemoveNode, and the node would stay in the state for good (holding every freeze barrier
+	// of its DC).
+	if _, err := n.leaderIndex(); err != nil {
+		return err
+	}
 	st := n.State()
 	node, inState := st.Nodes[id]
 	inRaft := false
@@ -356,6 +363,10 @@ func (n *Node) handleRemove(ctx context.Context, id string) error {
 	}
 	n.setRemoving(id, true)
 	defer n.setRemoving(id, false)
+	// Once the node leaves Raft the removal goes to its end, whoever asked still listening or
+	// not: a caller that went away during the grace left a node out of Raft and in the state.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RemoveGrace+applyTimeout)
+	defer cancel()
 	if inRaft {
 		if err := n.raft.RemoveServer(raft.ServerID(id), 0, applyTimeout).Error(); err != nil {
 			return raftErr(err)

@@ -193,9 +193,14 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	n.sm.observe(n.watchState)
 	n.sm.observe(n.cur.applied)
 
-	n.rpcSrv = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second}
+	// Idle keep-alive connections are closed after idleTimeout: without it one GET /healthz
+	// (open to anyone) per connection held a descriptor of the node's for good, which the
+	// Raft and client listeners share. The admin API's bodies (16 MiB at most) are read
+	// within adminReadTimeout; no write timeout, since a switchover or a profile answers late.
+	n.rpcSrv = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idleTimeout}
 	go func() { _ = n.rpcSrv.Serve(rpcLn) }()
 	n.adminSrv = &http.Server{Handler: n.adminGuard(n.adminHandler()), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: adminReadTimeout, IdleTimeout: idleTimeout,
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)} // TLS handshake failures of scanners
 	go func() { _ = n.adminSrv.Serve(adminLn) }()
 	n.warnOpenDoors()
@@ -306,6 +311,13 @@ func (n *Node) self() fsm.Node {
 // State returns the cluster state as applied so far; it must not be modified. It may lag the
 // cluster (after a start, or cut off from the leader): what the node acts on is Current.
 func (n *Node) State() *fsm.State { return n.sm.state.Load() }
+
+// idleTimeout closes the admin and peer HTTP servers' idle keep-alive connections;
+// adminReadTimeout bounds reading an admin request, body included.
+const (
+	idleTimeout      = 2 * time.Minute
+	adminReadTimeout = time.Minute
+)
 
 // OnState registers f to be called with every new state (at once with the current one). f runs
 // in Raft's apply path and must be quick.

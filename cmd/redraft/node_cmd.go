@@ -248,7 +248,10 @@ func runNode(c *cli.Context, join bool) error {
 	rcfg.Logger = log
 	rt := router.New(rcfg)
 	repl = xdc.New(xdc.Config{Cluster: ref, Peers: ref, Local: rt, FlushGate: rt, Proposer: ref, Logger: log})
-	watch := failover.New(failover.Config{Cluster: ref, Gate: rt, Logger: log, OnFresh: rt.SetReplicaFresh, LeaseWait: node.LeaseTimeout})
+	// LeaseWait is RemoveGrace, not LeaseTimeout: a deposed leader acts until it steps down
+	// (LeaderLeaseTimeout) and then counts that moment as its last contact, so a node cut off
+	// may act for up to RemoveGrace after the cluster moved on.
+	watch := failover.New(failover.Config{Cluster: ref, Gate: rt, Logger: log, OnFresh: rt.SetReplicaFresh, LeaseWait: node.RemoveGrace})
 	rpcs := map[string]node.RPCFunc{}
 	for name, h := range repl.RPC() {
 		rpcs[name] = node.RPCFunc(h)
