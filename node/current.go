@@ -258,6 +258,9 @@ func (n *Node) catchUp(ctx context.Context) error {
 	if err := n.lease(); err != nil {
 		return err
 	}
+	if err := n.removedErr(); err != nil {
+		return err // told it was removed while it caught up: never acts again
+	}
 	n.sm.mu.Lock()
 	defer n.sm.mu.Unlock()
 	st := n.sm.state.Load()
