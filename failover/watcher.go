@@ -43,8 +43,8 @@ type Config struct {
 	// OnFresh, when set, is told after every probe, per replica that may serve reads, a time
 	// before which every write its master acknowledged is on it (router.SetReplicaFresh).
 	OnFresh func(map[string]time.Time)
-	// LeaseWait is how long a node cut off from the Raft leader keeps acting on its state
-	// (node.LeaseTimeout). Before an unplanned failover promotes a replica, every node of the
+	// LeaseWait is how long a node cut off from the Raft leader may keep acting on its state
+	// (node.RemoveGrace: its lease, plus a deposed leader's step-down). Before an unplanned failover promotes a replica, every node of the
 	// DC is asked to hold the group; when one does not answer, the executor waits this long
 	// from the failover's start, so that a node that never applied it has stopped routing to
 	// the old master by then (0: no wait, for tests of one node).

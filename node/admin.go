@@ -181,6 +181,9 @@ func (n *Node) adminHandler() http.Handler {
 			return
 		}
 		ranges, err := fsm.ParseSlotRanges(req.Slots...)
+		if err == nil && len(ranges) > fsm.NumSlots {
+			err = fmt.Errorf("%d slot ranges: give at most %d (merge them: 0-16383)", len(ranges), fsm.NumSlots)
+		}
 		if err != nil {
 			writeError(w, &fsm.Error{Code: "invalid", Msg: err.Error()})
 			return

@@ -365,7 +365,7 @@ func (n *Node) handleRemove(ctx context.Context, id string) error {
 	defer n.setRemoving(id, false)
 	// Once the node leaves Raft the removal goes to its end, whoever asked still listening or
 	// not: a caller that went away during the grace left a node out of Raft and in the state.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RemoveGrace+applyTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RemoveGrace+3*applyTimeout)
 	defer cancel()
 	if inRaft {
 		if err := n.raft.RemoveServer(raft.ServerID(id), 0, applyTimeout).Error(); err != nil {
@@ -389,16 +389,17 @@ func (n *Node) handleRemove(ctx context.Context, id string) error {
 	return n.Propose(ctx, &fsm.RemoveNode{ID: id})
 }
 
-// setRemoving marks id as being removed by this leader (joins and readIndex refused).
+// setRemoving marks id as being removed by this leader (joins and readIndex refused), counted:
+// a remove run again while the first still waits out its grace keeps the mark until both end.
 func (n *Node) setRemoving(id string, on bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.removing == nil {
-		n.removing = map[string]bool{}
+		n.removing = map[string]int{}
 	}
 	if on {
-		n.removing[id] = true
-	} else {
+		n.removing[id]++
+	} else if n.removing[id]--; n.removing[id] <= 0 {
 		delete(n.removing, id)
 	}
 }
@@ -406,7 +407,7 @@ func (n *Node) setRemoving(id string, on bool) {
 func (n *Node) isRemoving(id string) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.removing[id]
+	return n.removing[id] > 0
 }
 
 // watchState notices this node's own removal in a newly applied state.

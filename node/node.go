@@ -46,7 +46,7 @@ type Node struct {
 	mu          sync.Mutex
 	removed     string // why this node stopped serving ("" while a member)
 	removedCh   chan struct{}
-	removing    map[string]bool // ids this leader is removing
+	removing    map[string]int // ids this leader is removing (how many removes of each run)
 	registered  bool
 	joinIndex   uint64
 	stop        chan struct{}

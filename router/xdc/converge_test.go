@@ -1002,11 +1002,11 @@ func TestPullInstallsOnlyWithItsRecord(t *testing.T) {
 	if n := c.Exists(ctx, k).Val(); n != 0 {
 		t.Fatal("a pull without its record brought the key back")
 	}
-	// A full copy into the slot runs: TRYAGAIN, nothing installed.
+	// A full copy of the slot runs (here out of it): TRYAGAIN, nothing installed.
 	if err := c.HSet(ctx, PullKey(slot), k, "150:dc2").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Set(ctx, CopyLockKey(slot), "in:dc3", 0).Err(); err != nil {
+	if err := c.Set(ctx, CopyLockKey(slot), "out:dc3", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pulledScript.Run(ctx, c, keys, "200:dc2", "r", "", "0", dump, "150:dc2").Result(); err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN") {

@@ -35,7 +35,7 @@ const gcSlotsPerTick = 64
 // (group logs), "log", the slot, and the inbox keys of every group log of the other DCs
 // (undeclared, as APPLY's: they belong to the server, not to the slot), whose position for
 // the slot (its field s<slot>, else f) is each log's horizon. It answers {next cursor,
-// tombstones seen, collected}.
+// tombstones seen, collected, 1 when a tombstone waited for a pull}.
 const gcLua = `
 local meta, inbox, pull = KEYS[1], KEYS[2], KEYS[3]
 ` + stampLua + elemLua + `
@@ -78,11 +78,16 @@ end
 horizon = horizon or 0
 local margin, cmargin = tonumber(ARGV[3]), tonumber(ARGV[4])
 local r = redis.call('HSCAN', meta, ARGV[1], 'COUNT', ARGV[2])
-local seen, gone = 0, 0
+local seen, gone, pending = 0, 0, 0
 local f = r[2]
 for i = 1, #f, 2 do
   local k = string.match(f[i], '^s:(.*)$')
-  if k and redis.call('EXISTS', k) == 0 and (not pull or redis.call('HEXISTS', pull, k) == 0) then
+  local absent = k and redis.call('EXISTS', k) == 0
+  if absent and pull and redis.call('HEXISTS', pull, k) == 1 then
+    pending = 1
+    absent = false
+  end
+  if absent then
     seen = seen + 1
     local ms = tsOf(f[i + 1]) / 4096
     if ms < horizon - margin then
@@ -99,7 +104,7 @@ for i = 1, #f, 2 do
     end
   end
 end
-return {r[1], seen, gone}
+return {r[1], seen, gone, pending}
 `
 
 var gcScript = redis.NewScript(gcLua)
@@ -245,8 +250,13 @@ func (r *Replicator) collectSlot(ctx context.Context, st *fsm.State, db, slot in
 	// only while none moves the slot, or it would take the key's stamp and counts for a
 	// tombstone's.
 	v, ran, err := r.runOwnedScript(ctx, db, slot, gcScript.Hash(), gcLua, []string{MetaKey(slot), InboxKey(slot), PullKey(slot)}, argv)
-	if err != nil || !ran || v.IsError() || len(v.Elems) != 3 {
+	if err != nil || !ran || v.IsError() || len(v.Elems) != 4 {
 		return // the next pass tries again
+	}
+	if v.Elems[3].Int == 1 {
+		// A pull record this node may not know of (left by a run before a restart, in a
+		// database the start's scan did not see): pull it, so its tombstone can go.
+		r.pulls.note(db, slot)
 	}
 	next := string(v.Elems[0].Str)
 	c.mu.Lock()

@@ -27,7 +27,7 @@ func TestCollectorKeepsRemovesOfAddsInFlight(t *testing.T) {
 	ek := ElemPrefix + meta[12:] + ":" + k
 	now := time.Now().UnixMilli()
 	ts := func(ms int64) string { return strconv.FormatInt(ms*4096, 10) }
-	pullRecord := false
+	pullRecord, pending := false, int64(0)
 	collect := func(addSeen int64) int64 {
 		t.Helper()
 		if err := rc.FlushAll(ctx).Err(); err != nil {
@@ -48,6 +48,7 @@ func TestCollectorKeepsRemovesOfAddsInFlight(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		pending = res[3]
 		return res[2]
 	}
 	// dc3's add at now-2 s is past dc3's position (now-10 s): in flight, so kept.
@@ -61,7 +62,7 @@ func TestCollectorKeepsRemovesOfAddsInFlight(t *testing.T) {
 	// The same with a pull of the key pending: kept, since the pull compares the pulled
 	// state's stamp with the tombstone's, and without it an older state would come back.
 	pullRecord = true
-	if n := collect(now - 30_000); n != 0 || rc.HExists(ctx, meta, "s:"+k).Val() != true {
-		t.Fatalf("a tombstone of a key with a pull record: %d collected", n)
+	if n := collect(now - 30_000); n != 0 || rc.HExists(ctx, meta, "s:"+k).Val() != true || pending != 1 {
+		t.Fatalf("a tombstone of a key with a pull record: %d collected, pull pending reported %d", n, pending)
 	}
 }

@@ -78,17 +78,17 @@ return {st, 'r', v, string.format('%.0f', redis.call('PEXPIRETIME', k)), redis.c
 // key's; the record is removed unless a newer conflict replaced it meanwhile. No record means
 // something replaced the slot's state since the pull began (a flush deleted the database, a
 // full copy its slot; both delete the pull hash): installing would bring back what they
-// removed. While a full copy into the slot runs (its lock "in:...") it answers TRYAGAIN: the
-// copy restores keys before their stamps, and a pull installed in between would be stamped
-// over by the copy's metadata. It answers {installed 0/1, the record}, or an error when the
+// removed. While a full copy of the slot runs, into it or out of it (its lock held), it
+// answers TRYAGAIN: a copy into it restores keys before their stamps, and a pull installed in
+// between would be stamped over by the copy's metadata; a copy out of it reads the keys and
+// then their stamps, and could send a stamp without its key. It answers {installed 0/1, the record}, or an error when the
 // state cannot be installed (a RESTORE refused): the key then keeps its state, stamp and
 // record, and the puller tries again, rather than stamping the old value as the new one (every
 // later write's effect would then be skipped as superseded, silently).
 const pulledLua = `#!lua
 local k, meta, pull = KEYS[1], KEYS[2], KEYS[3]
-local held = redis.call('GET', KEYS[5])
-if held and string.sub(held, 1, 3) == 'in:' then
-  return redis.error_reply('TRYAGAIN redraft: the slot is being replaced by a full copy, retry shortly')
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  return redis.error_reply('TRYAGAIN redraft: a full copy of the slot runs, retry shortly')
 end
 ` + stampLua + elemLua + `
 local st, done = ARGV[1], 0
