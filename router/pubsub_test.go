@@ -2,6 +2,7 @@ package router
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -115,26 +116,7 @@ func TestPubSubGroupMoves(t *testing.T) {
 		s.SetState(st)
 	}
 	ch := sub.Channel()
-	pub := tc.client(1)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		// Publish until the resubscribed client hears it: it reconnects in the background.
-		if n := pub.Publish(ctx, "moving", "after").Val(); n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("subscriber never resubscribed on the new pub/sub group")
-		}
-		time.Sleep(20 * time.Millisecond) // pacing the publisher while go-redis reconnects
-	}
-	select {
-	case m := <-ch:
-		if m.Payload != "after" {
-			t.Fatalf("got %q", m.Payload)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no message after the move")
-	}
+	publishUntilHeard(t, tc.client(1), ch, "moving", func() string { return "subscriber never resubscribed on the new pub/sub group" })
 	if n := tc.direct(1).PubSubNumSub(ctx, "moving").Val()["moving"]; n != 1 {
 		t.Fatalf("subscription not on the new group g2: %d", n)
 	}
@@ -293,13 +275,21 @@ func TestSubscribeRacingAPubSubMove(t *testing.T) {
 	}
 	// Either the connection was closed (go-redis subscribes again, on g2) or the session is on
 	// g2 already: a message published now must arrive.
-	ch := sub.Channel()
-	pub := tc.client(0)
+	publishUntilHeard(t, tc.client(0), sub.Channel(), "racing", func() string {
+		n := redis.NewClient(&redis.Options{Addr: r1.Addr}).PubSubNumSub(ctx, "racing").Val()["racing"]
+		return fmt.Sprintf("no subscriber of the channel on g2 after the move (%d on the old group g1)", n)
+	})
+}
+
+// publishUntilHeard publishes "after" on channel through pub until one subscriber hears it (a
+// client that resubscribes in the background), then expects it on ch; why says why not.
+func publishUntilHeard(t *testing.T, pub *redis.Client, ch <-chan *redis.Message, channel string, why func() string) {
+	t.Helper()
+	ctx := ctxT(t)
 	deadline := time.Now().Add(10 * time.Second)
-	for pub.Publish(ctx, "racing", "after").Val() != 1 {
+	for pub.Publish(ctx, channel, "after").Val() != 1 {
 		if time.Now().After(deadline) {
-			n := redis.NewClient(&redis.Options{Addr: r1.Addr}).PubSubNumSub(ctx, "racing").Val()["racing"]
-			t.Fatalf("no subscriber of the channel on g2 after the move (%d on the old group g1)", n)
+			t.Fatal(why())
 		}
 		time.Sleep(20 * time.Millisecond) // pacing the publisher while go-redis reconnects
 	}
