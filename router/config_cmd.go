@@ -21,7 +21,7 @@ func registerConfig() {
 }
 
 // configSettable are the parameters CONFIG SET applies to every group of the DC: encodings,
-// eviction, lazy freeing, active expiry, keyspace events and script time limits. Redis 7's
+// eviction, lazy freeing, active expiry and keyspace events. Redis 7's
 // old names (ziplist) are aliases of the listpack ones.
 var configSettable = map[string]bool{
 	"hash-max-listpack-entries": true, "hash-max-listpack-value": true,
@@ -37,7 +37,8 @@ var configSettable = map[string]bool{
 	"lazyfree-lazy-eviction":      true, "lazyfree-lazy-expire": true, "lazyfree-lazy-server-del": true,
 	"lazyfree-lazy-user-del": true, "lazyfree-lazy-user-flush": true,
 	"active-expire-effort": true, "notify-keyspace-events": true,
-	"lua-time-limit": true, "busy-reply-threshold": true,
+	// Not busy-reply-threshold (nor its alias lua-time-limit): the failover watcher keeps it
+	// under master_down_after, or a master busy with a script answers nothing and is voted down.
 }
 
 // configSecret are parameters whose values CONFIG GET never shows: they are left out of the

@@ -44,7 +44,8 @@ func TestConfigSetGet(t *testing.T) {
 	// Parameters that would break redraft are refused before any group changes.
 	for _, p := range [][]string{{"requirepass", "x"}, {"masterauth", "x"}, {"replicaof", "127.0.0.1 1"},
 		{"dir", "/"}, {"dbfilename", "x.rdb"}, {"port", "1"}, {"bind", "1.2.3.4"}, {"databases", "1"},
-		{"maxmemory-policy", "noeviction", "timeout", "1"}} {
+		{"maxmemory-policy", "noeviction", "timeout", "1"},
+		{"busy-reply-threshold", "3600000"}, {"lua-time-limit", "3600000"}} {
 		args := []any{"CONFIG", "SET"}
 		for _, a := range p {
 			args = append(args, a)
