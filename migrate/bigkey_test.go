@@ -290,7 +290,9 @@ func TestCommitRefusesAShortCopy(t *testing.T) {
 		{"hash", func() { must(t, dst.HSet(ctx, keys[0], "f41", "v").Err()) }, 42},
 		{"list", func() { must(t, dst.RPush(ctx, keys[0], "x", "y").Err()) }, 3},
 		{"string", func() { must(t, dst.SetRange(ctx, keys[0], 8, "tail").Err()) }, 20},
-		{"stream", func() { must(t, dst.XAdd(ctx, &redis.XAddArgs{Stream: keys[0], ID: "5-1", Values: []string{"f", "v"}}).Err()) }, 5},
+		{"stream", func() {
+			must(t, dst.XAdd(ctx, &redis.XAddArgs{Stream: keys[0], ID: "5-1", Values: []string{"f", "v"}}).Err())
+		}, 5},
 	} {
 		c.stage()
 		must(t, dst.Set(ctx, keys[1], "me:1", time.Minute).Err())
