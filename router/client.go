@@ -275,6 +275,13 @@ func (c *client) batch() bool {
 			if !ok {
 				break
 			}
+			if c.closed.Load() {
+				// Killed (CLIENT KILL, shutdown) while the batch ran: nothing more it sent
+				// runs, as Redis frees a killed client at once; requests held until then (a
+				// frozen slot) ran after the kill was answered.
+				c.ended = true
+				break
+			}
 			if c.inLoop && c.watchesClient(cmd.Args) {
 				c.rd.Rewind(mark)
 				c.outside, c.resumed = true, true
@@ -350,7 +357,24 @@ func (c *client) idleBuffers() {
 		c.out = nil
 	}
 	c.rd.Release()
+	// Large replies are not kept while the connection idles (a pipeline of big GETs left
+	// each request's reply buffer full until the request's next use, which at pipeline 1
+	// came only for the last one): the idle connection holds about 7 KiB, as measured.
+	if len(c.pend) == 0 {
+		for _, r := range c.free {
+			if cap(r.Reply) > idleReplyCap {
+				r.Reply = nil
+			}
+		}
+		if cap(c.lbuf) > idleReplyCap {
+			c.lbuf = nil
+		}
+	}
 }
+
+// idleReplyCap is the largest reply buffer a request (or the local replies' buffer) keeps
+// while its connection idles, as Request.Reset keeps at most that much for its next use.
+const idleReplyCap = 64 << 10
 
 // lingerClose ends a connection after a protocol error so the client can read the error: it
 // half-closes and discards what the client is still sending (an oversized argument, say) for a

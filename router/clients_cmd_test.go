@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -210,5 +211,72 @@ func TestInfoOfABusyGroup(t *testing.T) {
 		if info, err := node.Info(ctx, section).Result(); err == nil || !strings.HasPrefix(err.Error(), "BUSY") {
 			t.Fatalf("INFO %s with a busy group = %v\n%s\nwant the BUSY error", section, err, info)
 		}
+	}
+}
+
+// TestClientKillStopsThePipeline: a client killed while its batch waits (here for a flush of
+// its database) runs nothing more of what it sent: Redis frees a killed client at once. Until
+// session 44 the rest of the batch ran once the hold ended, after CLIENT KILL had answered 1.
+func TestClientKillStopsThePipeline(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{FreezeWait: 10 * time.Second})
+	s := tc.servers[0]
+	ctx := ctxT(t)
+	frozen, done := flushStates(t, tc)
+	victim := dialRaw(t, tc.addrs[0])
+	victim.send("CLIENT ID\r\n")
+	id := strings.TrimPrefix(victim.line(), ":")
+	s.SetState(frozen)
+	before := s.held.Load()
+	victim.send("SET {s}k 1\r\n" + strings.Repeat("INCR {s}n\r\n", 50))
+	waitFor(t, "the victim's batch held", func() bool { return s.held.Load() > before })
+	if n, err := tc.client(0).Do(ctx, "CLIENT", "KILL", "ID", id).Int(); err != nil || n != 1 {
+		t.Fatalf("CLIENT KILL ID %s = %d, %v", id, n, err)
+	}
+	s.SetState(done)
+	// The held SET may still go through (it was running); nothing after it may.
+	waitFor(t, "the victim's connection closed", func() bool {
+		_, err := victim.br.ReadString('\n')
+		return err != nil
+	})
+	if n, err := tc.client(0).Exists(ctx, "{s}n").Result(); err != nil || n != 0 {
+		t.Fatalf("{s}n exists (%d, %v): the killed client's pipeline ran after CLIENT KILL answered", n, err)
+	}
+}
+
+// TestIdleConnectionDropsLargeReplies: a connection that served a pipeline of large replies
+// and then idles does not keep their buffers (each request's reply buffer stayed full until
+// its next use, which at pipeline 1 came only for the last one: 50 MB here).
+func TestIdleConnectionDropsLargeReplies(t *testing.T) {
+	tc := startCluster(t, 1, 1, Config{})
+	ctx := ctxT(t)
+	if err := tc.client(0).Set(ctx, "big", strings.Repeat("x", 1<<20), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	r := dialRaw(t, tc.addrs[0])
+	r.send("PING\r\n")
+	r.line()
+	before := heap()
+	const n = 50
+	r.send(strings.Repeat("GET big\r\n", n))
+	for i := 0; i < n; i++ {
+		if l := r.line(); l != "$1048576" {
+			t.Fatalf("reply %d: %q", i, l)
+		}
+		if _, err := r.br.Discard(1<<20 + 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.send("PING\r\n") // the session is idle once this is answered
+	if l := r.line(); l != "+PONG" {
+		t.Fatalf("PING: %q", l)
+	}
+	if grew := int64(heap()) - int64(before); grew > 16<<20 {
+		t.Fatalf("the idle connection holds %d MiB after %d replies of 1 MiB", grew>>20, n)
 	}
 }
