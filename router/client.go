@@ -301,11 +301,13 @@ func (c *client) batch() bool {
 			_ = c.flush() // counts the batch's requests
 		} else {
 			c.finishBatch()
-			err := c.flush()
+			// Counted before the client can have the replies, as a direct reply is (a
+			// client that read its reply could see the count still without it).
 			if len(c.cmdIDs) > 0 {
 				c.s.cmds.observe(c.cmdIDs, time.Since(c.readAt))
 				c.cmdIDs = c.cmdIDs[:0]
 			}
+			err := c.flush()
 			if err != nil || c.quit {
 				c.ended = true
 				return false
