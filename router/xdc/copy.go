@@ -189,6 +189,7 @@ func (l *loop) copySlot(ctx context.Context, src *redis.Client, st0 *fsm.State, 
 	info := pipe.Do(ctx, "XINFO", "STREAM", OutboxKey(slot))
 	inbox := pipe.HGetAll(ctx, InboxKey(slot))
 	meta := pipe.HGetAll(ctx, MetaKey(slot))
+	pulls := pipe.HGetAll(ctx, PullKey(slot))
 	_, _ = pipe.Exec(ctx)
 	// The reads are a snapshot of the slot only if no migration in this DC moved its keys
 	// meanwhile: a migration's mover starts after every node of the DC, this one included,
@@ -214,6 +215,9 @@ func (l *loop) copySlot(ctx context.Context, src *redis.Client, st0 *fsm.State, 
 		return fmt.Errorf("metadata: %w", err)
 	}
 	req.Stamps = stampsOf(m)
+	if req.Pulls, err = pulls.Result(); err != nil {
+		return fmt.Errorf("pull records: %w", err)
+	}
 	for i, k := range keys {
 		d, err := dumps[i].Result()
 		if errors.Is(err, redis.Nil) {
@@ -397,7 +401,9 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 		_, err := run([]string{in}, args...)
 		return err
 	}
-	if err := r.replaceSlot(ctx, db, slot, token, existing, req.Keys, req.Stamps, req.Source, mine, setInbox); err != nil {
+	c := slotContent{keys: req.Keys, stamps: req.Stamps, pulls: req.Pulls, source: req.Source,
+		horizon: slotCopyHorizon(r.cfg.Cluster.State(), req.Source, req.Inbox)}
+	if err := r.replaceSlot(ctx, db, slot, token, existing, c, mine, setInbox); err != nil {
 		return struct{}{}, err
 	}
 	// Tell the other DCs' shippers to read their last applied ids on this slot again, until
@@ -426,14 +432,25 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	return struct{}{}, nil
 }
 
+// slotContent is what a full copy brings of one slot (CopyRequest, LogCopySlot).
+type slotContent struct {
+	keys    []CopyKey
+	stamps  map[string]string // the source's stamps of the slot's keys
+	pulls   map[string]string // the source's pull records of the slot (pull.go)
+	horizon int64             // copyhorizon.go
+	source  string            // the source DC
+}
+
 // replaceSlot replaces slot's keys here (existing, found on the groups serving it) with a full
-// copy's (keys, with the source's stamps), under the slot's copy lock held as token: a key
-// whose stamp here is newer than the copy's keeps this DC's state (unless the stamp's origin is
-// lostOrigin: the source DC's own write that it no longer has, lost with a failed-over
-// master, which this DC then loses too), this DC's own increments
-// join the copy's counters, setInbox sets where this DC stands in what the source had applied,
-// and mine, this DC's own entries the source had not applied, are applied again over the copy.
-func (r *Replicator) replaceSlot(ctx context.Context, db, slot int, token string, existing []string, keys []CopyKey, stamps map[string]string, lostOrigin string, mine []Entry, setInbox func() error) error {
+// copy's (cp), under the slot's copy lock held as token: a key whose stamp here is newer than
+// the copy's keeps this DC's state (unless the stamp's origin is the source DC: its own write
+// that it no longer has, lost with a failed-over master, which this DC then loses too; or the
+// stamp is below the copy's horizon), this DC's own increments join the copy's counters, the
+// source's pull records become this DC's (the keys' newer states are pulled here too),
+// setInbox sets where this DC stands in what the source had applied, and mine, this DC's own
+// entries the source had not applied, are applied again over the copy.
+func (r *Replicator) replaceSlot(ctx context.Context, db, slot int, token string, existing []string, cp slotContent, mine []Entry, setInbox func() error) error {
+	keys := cp.keys
 	own := r.cfg.Cluster.DC()
 	run := func(keys []string, args ...string) (resp.Value, error) {
 		v, err := r.internal(ctx, db, slot, keys, args)
@@ -442,7 +459,7 @@ func (r *Replicator) replaceSlot(ctx context.Context, db, slot int, token string
 		}
 		return v, err
 	}
-	kept, err := r.newerHere(ctx, db, slot, stamps, lostOrigin)
+	kept, err := r.newerHere(ctx, db, slot, cp.stamps, cp.source, cp.horizon)
 	if err != nil {
 		return err
 	}
@@ -492,6 +509,16 @@ func (r *Replicator) replaceSlot(ctx context.Context, db, slot int, token string
 			return fmt.Errorf("merge counters of %q into the copy: %v%s", key, err, v.Str)
 		}
 	}
+	// The source's conflicts still to pull: this DC's positions become the source's, past the
+	// entries that made them, so nothing here would record them again, and a state the
+	// source pulls later reaches no other DC (pulls are not shipped). Before the own entries
+	// below: a conflict they record is newer and replaces the source's record.
+	if pulls := pullArgs(slot, cp.pulls, own); len(pulls) > 2 {
+		if _, err := run([]string{PullKey(slot)}, pulls...); err != nil {
+			return err
+		}
+		defer r.pulls.note(db, slot)
+	}
 	if err := setInbox(); err != nil {
 		return err
 	}
@@ -512,7 +539,7 @@ func (r *Replicator) replaceSlot(ctx context.Context, db, slot int, token string
 		// here: the copy's stamp came from a state that never saw it.
 		if len(v.Elems) > 3 && v.Elems[3].Int > 0 {
 			r.log.Warn("an own write applied again over a full copy was superseded by the copy's stamps",
-				"slot", slot, "db", db, "entry", e.ID, "superseded", v.Elems[3].Int, "stamps", stamps)
+				"slot", slot, "db", db, "entry", e.ID, "superseded", v.Elems[3].Int, "stamps", cp.stamps)
 		}
 	}
 	return nil
@@ -643,7 +670,11 @@ type keptKey struct {
 // newerHere reads the keys of the slot whose stamp here is newer than the copy's (a write of
 // this DC, or applied here, that the source had not seen), so that the copy keeps them: last
 // writer wins holds for a full copy too (docs/convergence.md, "Full copies").
-func (r *Replicator) newerHere(ctx context.Context, db, slot int, src map[string]string, lostOrigin string) ([]keptKey, error) {
+//
+// A key the copy has no stamp of, whose stamp here is below the copy's horizon (ms, 0: none),
+// is not kept: the source had applied it and then collected the key's tombstone
+// (copyhorizon.go).
+func (r *Replicator) newerHere(ctx context.Context, db, slot int, src map[string]string, lostOrigin string, horizon int64) ([]keptKey, error) {
 	mv, err := r.internal(ctx, db, slot, []string{MetaKey(slot)}, []string{"HGETALL", MetaKey(slot)})
 	if err != nil || mv.IsError() {
 		return nil, fmt.Errorf("read metadata: %v%s", err, mv.Str)
@@ -652,9 +683,20 @@ func (r *Replicator) newerHere(ctx context.Context, db, slot int, src map[string
 	for i := 0; i+1 < len(mv.Elems); i += 2 {
 		meta[string(mv.Elems[i].Str)] = string(mv.Elems[i+1].Str)
 	}
+	here := stampsOf(meta)
+	unknown := map[string]string{} // keys the copy has no stamp of
+	for k, st := range here {
+		if src[k] == "" {
+			unknown[k] = st
+		}
+	}
+	stale, err := r.staleHere(ctx, db, slot, horizon, unknown)
+	if err != nil {
+		return nil, err
+	}
 	var out []keptKey
-	for k, st := range stampsOf(meta) {
-		if !newer(st, src[k]) {
+	for k, st := range here {
+		if !newer(st, src[k]) || stale[k] {
 			continue
 		}
 		if _, origin, _ := strings.Cut(st, ":"); lostOrigin != "" && origin == lostOrigin {

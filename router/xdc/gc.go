@@ -28,17 +28,8 @@ import (
 // gcSlotsPerTick bounds the slots the collector looks at per tick.
 const gcSlotsPerTick = 64
 
-// gcLua collects tombstones of one slot. KEYS: metadata hash, inbox, pull hash (a tombstone
-// of a key with a pull record waits: the pull compares the pulled state's stamp with the
-// key's, and without the tombstone an older state would come back). ARGV: HSCAN cursor,
-// count, margin in ms, counter margin in ms, then the other DCs' names; or, at data format 3
-// (group logs), "log", the slot, and the inbox keys of every group log of the other DCs
-// (undeclared, as APPLY's: they belong to the server, not to the slot), whose position for
-// the slot (its field s<slot>, else f) is each log's horizon. It answers {next cursor,
-// tombstones seen, collected, 1 when a tombstone waited for a pull}.
-const gcLua = `
-local meta, inbox, pull = KEYS[1], KEYS[2], KEYS[3]
-` + stampLua + elemLua + `
+// elemStatesLua defines elemStates for scripts that have stampLua and elemLua (and meta set).
+const elemStatesLua = `
 -- elemStates reads k's element states once: the newest stamp they record, in ms (an add, the
 -- add a remove had seen, a remove's own; 0 without states), and whether any holds counters.
 -- More than 128 states are not unpacked: no stamp, and taken to hold counters, so that such a
@@ -61,6 +52,20 @@ local function elemStates(k)
   end
   return top / 4096, counters
 end
+`
+
+// gcLua collects tombstones of one slot. KEYS: metadata hash, inbox, pull hash (a tombstone
+// of a key with a pull record waits: the pull compares the pulled state's stamp with the
+// key's, and without the tombstone an older state would come back). ARGV: HSCAN cursor,
+// count, margin in ms, counter margin in ms, then the other DCs' names; or, at data format 3
+// (group logs), "log", the slot, and the inbox keys of every group log of the other DCs
+// (undeclared, as APPLY's: they belong to the server, not to the slot), whose position for
+// the slot (its field s<slot>, else f) is each log's horizon. It answers {next cursor,
+// tombstones seen, collected, 1 when a tombstone waited for a pull}.
+const gcLua = `
+local meta, inbox, pull = KEYS[1], KEYS[2], KEYS[3]
+` + stampLua + elemLua + `
+` + elemStatesLua + `
 local horizon = nil
 local function lower(id)
   local ms = id and tonumber(string.match(id, '^(%d+)')) or 0

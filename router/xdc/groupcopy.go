@@ -66,6 +66,9 @@ type LogCopySlot struct {
 	Outbox string            `json:"outbox,omitempty"`
 	Keys   []CopyKey         `json:"keys"`
 	Stamps map[string]string `json:"stamps,omitempty"`
+	// Pulls are the source's pull records of the slot (key to the stamp of the newer state
+	// and its DC): the destination pulls those states too.
+	Pulls map[string]string `json:"pulls,omitempty"`
 }
 
 // LogStartRequest tells the receiving DC that it stands at At in source log Log, in DB, once
@@ -285,6 +288,7 @@ func (s *logShipper) copyChunk(ctx context.Context, st0 *fsm.State, slots []int,
 		dumps []*redis.StringCmd
 		exps  []*redis.Cmd
 		meta  *redis.MapStringStringCmd
+		pulls *redis.MapStringStringCmd
 		ob    *redis.XMessageSliceCmd
 	}
 	reads := make([]read, len(slots))
@@ -296,6 +300,7 @@ func (s *logShipper) copyChunk(ctx context.Context, st0 *fsm.State, slots []int,
 			rd.exps = append(rd.exps, pipe.Do(ctx, "PEXPIRETIME", k))
 		}
 		rd.meta = pipe.HGetAll(ctx, MetaKey(slot))
+		rd.pulls = pipe.HGetAll(ctx, PullKey(slot))
 		rd.ob = pipe.XRevRangeN(ctx, OutboxKey(slot), "+", "-", 1)
 	}
 	ins := make([]*redis.MapStringStringCmd, len(inboxes))
@@ -340,6 +345,11 @@ func (s *logShipper) copyChunk(ctx context.Context, st0 *fsm.State, slots []int,
 			return 0, fmt.Errorf("metadata of slot %d: %w", slot, err)
 		}
 		cs.Stamps = stampsOf(m)
+		if p, err := rd.pulls.Result(); err != nil {
+			return 0, fmt.Errorf("pull records of slot %d: %w", slot, err)
+		} else if len(p) > 0 {
+			cs.Pulls = p
+		}
 		for j, k := range rd.keys {
 			d, err := rd.dumps[j].Result()
 			if errors.Is(err, redis.Nil) {
@@ -581,7 +591,7 @@ func (r *Replicator) HandleLogCopy(ctx context.Context, req LogCopyRequest) (str
 	emptyOf := map[string][]LogCopySlot{} // by group
 	for _, cs := range req.Slots {
 		gid := dc.Slots[cs.Slot]
-		if len(existing[cs.Slot]) == 0 && len(cs.Keys) == 0 && len(cs.Stamps) == 0 && len(mine[cs.Slot]) == 0 && len(metas[cs.Slot].Elems) == 0 {
+		if len(existing[cs.Slot]) == 0 && len(cs.Keys) == 0 && len(cs.Stamps) == 0 && len(cs.Pulls) == 0 && len(mine[cs.Slot]) == 0 && len(metas[cs.Slot].Elems) == 0 {
 			empty = append(empty, cs.Slot)
 			emptyOf[gid] = append(emptyOf[gid], cs)
 			continue
@@ -596,7 +606,8 @@ func (r *Replicator) HandleLogCopy(ctx context.Context, req LogCopyRequest) (str
 			}
 			return setInboxes(master, cs)
 		}
-		if err := r.replaceSlot(ctx, db, cs.Slot, token, existing[cs.Slot], cs.Keys, cs.Stamps, req.Log.DC, mine[cs.Slot], setInbox); err != nil {
+		c := slotContent{keys: cs.Keys, stamps: cs.Stamps, pulls: cs.Pulls, source: req.Log.DC, horizon: logCopyHorizon(st, req.Log.DC, cs)}
+		if err := r.replaceSlot(ctx, db, cs.Slot, token, existing[cs.Slot], c, mine[cs.Slot], setInbox); err != nil {
 			return struct{}{}, fmt.Errorf("slot %d: %w", cs.Slot, err)
 		}
 	}

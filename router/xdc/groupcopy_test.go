@@ -393,3 +393,133 @@ func TestLogCopyRefusesBadPositions(t *testing.T) {
 		t.Errorf("refused copies wrote %v", keys)
 	}
 }
+
+// TestGroupCopyDropsKeysTheSourceDeleted: dc2 writes a key, both DCs hold it, then dc2 stops
+// getting dc1's log while dc1 deletes the key. dc1 collects the tombstone once it applied
+// dc2's log past it, and then, dc1's log cut past dc2's position, copies the group to dc2 in
+// full. The copy has neither the key nor its stamp; dc2's older write of it was applied in dc1
+// before the delete (its stamp is below every position dc1 stood at in the other DCs' logs), so
+// dc2 must drop it. Until session 45 dc2 kept it, for good: a key alive in one DC only.
+func TestGroupCopyDropsKeysTheSourceDeleted(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	raiseFormat(t, n, LogDataFormat)
+	ship := func(from, to *testDC) func() { _, stop := shipGroupLog(from, to); return stop }
+	equal := func(what string, within time.Duration) {
+		t.Helper()
+		if a, b, ok := sameDataWithin(dc1.rc, dc2.rc, within); !ok {
+			t.Fatalf("%s: the DCs still differ:\ndc1 %v\ndc2 %v", what, a, b)
+		}
+	}
+	stop12 := ship(dc1, dc2)
+	stop21 := ship(dc2, dc1)
+	defer stop21()
+	dc2.write(t, "SET", "{d}gone", "dc2")
+	dc2.write(t, "SET", "{d}kept", "dc2")
+	equal("before the cut", 30*time.Second)
+	stop12()
+
+	dc1.write(t, "DEL", "{d}gone")
+	meta := MetaKey(slotString("{d}gone"))
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; dc1.rc.HExists(ctx, meta, "s:{d}gone").Val(); i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("dc1 did not collect the tombstone of {d}gone")
+		}
+		dc2.write(t, "SET", "{d}tick", strconv.Itoa(i)) // moves dc1's position in dc2's log
+		time.Sleep(20 * time.Millisecond)               // poll interval
+	}
+	if dc2.rc.Exists(ctx, "{d}gone").Val() != 1 {
+		t.Fatal("dc2 applied dc1's delete: the test cut nothing")
+	}
+	if err := dc1.rc.XTrimMaxLen(ctx, LogKey, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	dc1.write(t, "SET", "{d}after", "dc1")
+	stop12 = ship(dc1, dc2)
+	defer stop12()
+	equal("after the group's full copy", 30*time.Second)
+	if dc2.rc.Exists(ctx, "{d}gone").Val() != 0 || dc2.rc.Get(ctx, "{d}kept").Val() != "dc2" {
+		t.Fatalf("dc2 after the copy: {d}gone exists %d, {d}kept %q", dc2.rc.Exists(ctx, "{d}gone").Val(), dc2.rc.Get(ctx, "{d}kept").Val())
+	}
+}
+
+// TestSlotCopyDropsKeysTheSourceDeleted is TestGroupCopyDropsKeysTheSourceDeleted at data
+// format 1: the slot's copy out of a's outbox, with a's inbox for the slot as its horizon.
+func TestSlotCopyDropsKeysTheSourceDeleted(t *testing.T) {
+	ctx := context.Background()
+	_, dcs := startDCs(t, "a", "b")
+	a, b := dcs[0], dcs[1]
+	b.write(t, "SET", "{d}gone", "b")
+	b.write(t, "SET", "{d}kept", "b")
+	waitEqual(t, dcs, 10*time.Second, "gone", stateOf("{d}gone"), "string b")
+	waitEqual(t, dcs, 10*time.Second, "kept", stateOf("{d}kept"), "string b")
+	b.deaf.Store("a") // a's calls to b fail: b gets nothing of a's outbox
+	a.write(t, "DEL", "{d}gone")
+	slot := slotString("{d}gone")
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; a.rc.HExists(ctx, MetaKey(slot), "s:{d}gone").Val(); i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("a did not collect the tombstone of {d}gone")
+		}
+		b.write(t, "SET", "{d}tick", strconv.Itoa(i)) // moves a's inbox for the slot
+		time.Sleep(20 * time.Millisecond)             // poll interval
+	}
+	if b.rc.Exists(ctx, "{d}gone").Val() != 1 {
+		t.Fatal("b applied a's delete: the test cut nothing")
+	}
+	if err := a.rc.XTrimMaxLen(ctx, OutboxKey(slot), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a.write(t, "SET", "{d}after", "a")
+	b.deaf.Store("")
+	waitEqual(t, []*testDC{b}, 30*time.Second, "after in b", stateOf("{d}after"), "string a")
+	waitEqual(t, dcs, 30*time.Second, "gone", stateOf("{d}gone"), "none")
+	waitEqual(t, dcs, 10*time.Second, "kept", stateOf("{d}kept"), "string b")
+}
+
+// TestGroupCopyCarriesPullRecords: dc1 sets a list dc3 had made while dc3 pushes to it, each
+// unaware of the other: dc1, applying dc3's newer push to a key no longer in the state the
+// push saw, records a pull of dc3's state, which it cannot make yet (its calls to dc3 fail).
+// dc1 then copies its group in full to dc2, which stands from then on past dc3's push in dc3's
+// log. dc2 must pull dc3's state as dc1 would: until session 45 the copy left dc1's pull
+// records behind, and dc2 kept dc1's older state for good.
+func TestGroupCopyCarriesPullRecords(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "dc1", "dc2", "dc3")
+	dc1, dc2, dc3 := dcs[0], dcs[1], dcs[2]
+	raiseFormat(t, n, LogDataFormat)
+	ship := func(from, to *testDC) func() { _, stop := shipGroupLog(from, to); return stop }
+	// dc3's log to both (one shipper: each trims the log to its destinations' positions).
+	g3 := newLogGroup(dc3.repl, dc3.rc, LogID{DC: "dc3", Group: "g-dc3"}, 0, []string{"dc1", "dc2"}, 20*time.Millisecond)
+	gctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); g3.run(gctx) }()
+	defer func() { cancel(); <-done }()
+	dc3.write(t, "RPUSH", "{p}l", "a")
+	waitEqual(t, []*testDC{dc1, dc2}, 10*time.Second, "the list", stateOf("{p}l"), "list [a]")
+	dc2.deaf.Store("dc3") // dc2 gets nothing more of dc3's log for now
+	dc3.deaf.Store("dc1") // dc1 cannot pull from dc3
+	dc1.write(t, "SET", "{p}l", "x")
+	later()
+	dc3.write(t, "RPUSH", "{p}l", "b")
+	slot := slotString("{p}l")
+	deadline := time.Now().Add(10 * time.Second)
+	for !dc1.rc.HExists(ctx, PullKey(slot), "{p}l").Val() {
+		if time.Now().After(deadline) {
+			st, _ := state(ctx, dc1.rc, "{p}l")
+			t.Fatalf("dc1 recorded no pull of {p}l (it holds %s)", st)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	if err := dc1.rc.XTrimMaxLen(ctx, LogKey, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	dc1.write(t, "SET", "{p}after", "dc1")
+	stop12 := ship(dc1, dc2)
+	defer stop12()
+	waitEqual(t, []*testDC{dc2}, 30*time.Second, "after in dc2", stateOf("{p}after"), "string dc1")
+	dc2.deaf.Store("") // dc3's log goes on from where the copy left dc2 in it: past the push
+	waitEqual(t, []*testDC{dc2, dc3}, 30*time.Second, "the list", stateOf("{p}l"), "list [a b]")
+}

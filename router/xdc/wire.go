@@ -217,6 +217,9 @@ type CopyRequest struct {
 	// Stamps are the source's stamps of the slot's keys (docs/convergence.md): a key whose
 	// stamp in the receiving DC is newer keeps the receiver's state.
 	Stamps map[string]string `json:"stamps,omitempty"`
+	// Pulls are the source's pull records of the slot (key to the stamp of the newer state
+	// and its DC, pull.go): the receiver pulls those states too.
+	Pulls map[string]string `json:"pulls,omitempty"`
 }
 
 // ResetRequest tells the nodes of DC Source that DC Dest's last applied ids from Source
