@@ -1333,3 +1333,40 @@ func TestConvergeZeroDeltas(t *testing.T) {
 	waitEqual(t, dcs, 10*time.Second, "n", stateOf("{z}n"), "string 12")
 	noDivergence(t, dcs)
 }
+
+// TestPullGoesPastAKeyItCannotInstall: a slot's pull records name a key whose state cannot be
+// installed here (this DC's server refuses the key: an ACL, as a RESTORE of a payload from a
+// newer Redis would be refused) first, then others. The others are installed all the same;
+// until session 45 the slot's pull stopped at the first failure, and the keys after it waited
+// as long as it failed.
+func TestPullGoesPastAKeyItCannotInstall(t *testing.T) {
+	ctx := context.Background()
+	_, dcs := startDCs(t, "a", "b")
+	a, b := dcs[0], dcs[1]
+	b.deaf.Store("a") // b gets nothing of a's writes: only pulls bring them
+	good := []string{"{s}good0", "{s}good1", "{s}good2"}
+	for _, k := range append([]string{"{s}bad"}, good...) {
+		a.write(t, "SET", k, "from a")
+	}
+	slot := slotString("{s}bad")
+	for _, k := range append([]string{"{s}bad"}, good...) { // the bad key's record first
+		st := a.rc.HGet(ctx, MetaKey(slot), "s:"+k).Val()
+		if st == "" {
+			t.Fatalf("no stamp of %s in a", k)
+		}
+		if err := b.rc.HSet(ctx, PullKey(slot), k, st).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.rc.Do(ctx, "ACL", "SETUSER", "default", "resetkeys", "~"+InternalPrefix+"*", "~{s}good*").Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer b.rc.Do(ctx, "ACL", "SETUSER", "default", "allkeys")
+	b.repl.pulls.note(0, slot)
+	for _, k := range good {
+		waitEqual(t, []*testDC{b}, 10*time.Second, k, stateOf(k), "string from a")
+	}
+	if b.rc.HExists(ctx, PullKey(slot), "{s}bad").Val() != true {
+		t.Fatal("the record of the key that cannot be installed is gone")
+	}
+}

@@ -240,7 +240,9 @@ func pullSlotOf(key string) (int, bool) {
 }
 
 // pullSlot pulls every key recorded in the slot's pull hash from its origin DC's owner of the
-// slot and installs the states.
+// slot and installs the states. A key whose state cannot be installed, or an origin that does
+// not answer, holds back only its own keys: the others are installed, and the first error is
+// returned (the puller tries the slot again).
 func (r *Replicator) pullSlot(ctx context.Context, db, slot int) error {
 	ph := PullKey(slot)
 	v, err := r.internal(ctx, db, slot, []string{ph}, []string{"HGETALL", ph})
@@ -262,11 +264,18 @@ func (r *Replicator) pullSlot(ctx context.Context, db, slot int) error {
 		rec[k] = p
 	}
 	st := r.cfg.Cluster.State()
+	var first error
+	fail := func(err error) {
+		if first == nil {
+			first = err
+		}
+	}
 	for dc, keys := range byDC {
 		var resp KeyStateResponse
 		req := KeyStateRequest{Source: r.cfg.Cluster.DC(), DB: db, Slot: slot, Keys: keys}
 		if err := r.callDC(ctx, st, dc, fsm.OwnerIn(st.Ring(dc), slot), RPCKeyState, req, &resp); err != nil {
-			return err
+			fail(err)
+			continue
 		}
 		for _, s := range resp.States {
 			keys := []string{s.Key, MetaKey(slot), ph, ElemKey(slot, s.Key), CopyLockKey(slot)}
@@ -276,7 +285,8 @@ func (r *Replicator) pullSlot(ctx context.Context, db, slot int) error {
 				err = fmt.Errorf("%s", out.Str)
 			}
 			if err != nil {
-				return err
+				fail(fmt.Errorf("install %q: %w", s.Key, err))
+				continue
 			}
 			r.pulled.Add(1)
 			if newer(rec[s.Key], s.Stamp) {
@@ -285,7 +295,7 @@ func (r *Replicator) pullSlot(ctx context.Context, db, slot int) error {
 			}
 		}
 	}
-	return nil
+	return first
 }
 
 // HandleKeyState answers the whole state of the requested keys, read on the slot's master in
