@@ -254,7 +254,7 @@ func cmdClientKill(c *client, _ *command.Spec, cmd resp.Command) {
 				}
 			case "user":
 				f.user, f.hasUsr = string(v), true
-				if c.s.users.byName[f.user] == nil {
+				if c.s.users.byName[f.user] == nil && f.user != DefaultUser { // it exists, disabled
 					c.replyErr(errorf("ERR No such user '%s'", printable(v)))
 					return
 				}

@@ -280,3 +280,31 @@ func TestIdleConnectionDropsLargeReplies(t *testing.T) {
 		t.Fatalf("the idle connection holds %d MiB after %d replies of 1 MiB", grew>>20, n)
 	}
 }
+
+// TestClientListCountsPatterns: CLIENT LIST shows a subscriber's channels under sub= and its
+// patterns under psub=, as redis-server does (until session 45 both went under sub=).
+func TestClientListCountsPatterns(t *testing.T) {
+	tc := startCluster(t, 1, 1, Config{})
+	ctx := ctxT(t)
+	node := resp2(t, tc.addrs[0])
+	ps := node.Subscribe(ctx, "ch1", "ch2")
+	defer ps.Close()
+	if err := ps.PSubscribe(ctx, "p*"); err != nil {
+		t.Fatal(err)
+	}
+	counts := func(want string) {
+		t.Helper()
+		waitFor(t, "CLIENT LIST TYPE pubsub with "+want, func() bool {
+			return strings.Contains(node.Do(ctx, "CLIENT", "LIST", "TYPE", "pubsub").String(), want)
+		})
+	}
+	counts(" sub=2 psub=1 ")
+	if err := ps.Unsubscribe(ctx, "ch1"); err != nil {
+		t.Fatal(err)
+	}
+	counts(" sub=1 psub=1 ")
+	if err := ps.PUnsubscribe(ctx, "p*"); err != nil {
+		t.Fatal(err)
+	}
+	counts(" sub=1 psub=0 ")
+}

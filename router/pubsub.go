@@ -43,7 +43,8 @@ type psConn struct {
 	d       *backend.Dedicated
 	g       *group
 	count   atomic.Int64
-	pending atomic.Bool // a subscribe was sent and not yet confirmed
+	pats    atomic.Int64 // the patterns among count (Redis counts them with the channels)
+	pending atomic.Bool  // a subscribe was sent and not yet confirmed
 	closed  atomic.Bool
 
 	sent   uint64        // order markers sent (the session's goroutine only)
@@ -359,7 +360,12 @@ func (c *client) pumpMessages(pc *psConn) {
 		if v, _, ok := resp.Parse(buf); ok && len(v.Elems) == 3 && v.Elems[2].Type == ':' {
 			switch string(v.Elems[0].Str) {
 			case "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe":
-				pc.count.Store(v.Elems[2].Int)
+				// Redis counts channels and patterns together; each reply moves the count by
+				// at most one, of its own kind.
+				prev := pc.count.Swap(v.Elems[2].Int)
+				if k := v.Elems[0].Str; string(k) == "psubscribe" || string(k) == "punsubscribe" {
+					pc.pats.Add(v.Elems[2].Int - prev)
+				}
 				pc.pending.Store(false)
 			}
 		}
@@ -395,18 +401,18 @@ func (ps *pubsubState) subscribed() bool {
 	return false
 }
 
-// counts returns the channel, pattern and shard-channel subscription counts, approximately
-// (Redis reports channels and patterns together).
+// counts returns the channel, pattern and shard-channel subscription counts (CLIENT LIST).
 func (ps *pubsubState) counts() (sub, psub, ssub int) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.main != nil {
-		sub = int(ps.main.count.Load())
+		psub = int(ps.main.pats.Load())
+		sub = int(ps.main.count.Load()) - psub
 	}
 	if ps.shard != nil {
 		ssub = int(ps.shard.count.Load())
 	}
-	return sub, 0, ssub
+	return sub, psub, ssub
 }
 
 // closePubsub ends the session's subscriptions: it closes the subscriber connections and

@@ -105,6 +105,7 @@ func TestUsersAuthenticate(t *testing.T) {
 func TestUsersWithoutPassword(t *testing.T) {
 	cfg := testUsers()
 	cfg.Password = ""
+	cfg.Users = append(cfg.Users, User{Name: "admin", PasswordSHA256: HashPassword("adminpw")})
 	tc := startCluster(t, 1, 1, cfg)
 	tc.addNode(Config{})
 	ctx := ctxT(t)
@@ -115,6 +116,11 @@ func TestUsersWithoutPassword(t *testing.T) {
 	wantErr(t, "open node", tc.client(1).Get(ctx, "app:k").Err(), "")
 	if got := tc.client(1, asUser("default", "anything")).Do(ctx, "ACL", "WHOAMI").Val(); got != "default" {
 		t.Fatalf("ACL WHOAMI on a node without password: %v", got)
+	}
+	// The default user exists while disabled, as in redis-server: its sessions are those not
+	// yet authenticated (until session 45: "No such user").
+	if n, err := tc.client(0, asUser("admin", "adminpw")).Do(ctx, "CLIENT", "KILL", "USER", "default").Result(); err != nil {
+		t.Fatalf("CLIENT KILL USER default with the default user disabled: %v, %v", n, err)
 	}
 }
 
