@@ -26,8 +26,11 @@ import (
 //     the last command it applied) and waits until it has applied at least that far. Only then
 //     does it act. A node that knows no leader, or cannot reach it, does not act.
 //   - While acting, the node holds a lease: it is the leader, or it heard from the leader within
-//     LeaseTimeout. When the lease lapses it stops acting at once (subscribers are told to hold)
-//     and starts over with readIndex.
+//     LeaseTimeout and its log keeps up with the leader's (every index the leader had applied
+//     when asked, about once a second, is applied here within LeaseTimeout: heartbeats alone
+//     renew the contact of a follower whose log appends fail, a full disk). When the lease
+//     lapses it stops acting at once (subscribers are told to hold) and starts over with
+//     readIndex.
 //   - The leader removes a node from Raft first and commits its removal from the cluster state
 //     (which releases the migration barriers it held) only RemoveGrace later, when the removed
 //     node's lease has lapsed for certain, whether or not it could be told.
@@ -74,7 +77,21 @@ type current struct {
 	target  atomic.Uint64 // the leader's index learned by the last readIndex
 	since   atomic.Int64  // unix nanos the node last started or stopped acting
 	changes atomic.Uint64 // how often the node stopped acting after it had acted
+
+	progress logProgress
 }
+
+// logProgress is the lease's check that a follower's log keeps up with the leader's.
+type logProgress struct {
+	mu     sync.Mutex
+	asked  time.Time // when the leader's applied index was last asked for
+	asking bool
+	want   uint64    // an index the leader had applied that this node had not (0: none)
+	wantAt time.Time // when want was learned
+}
+
+// progressEvery is how often an acting follower asks the leader's applied index.
+const progressEvery = time.Second
 
 var emptyState = fsm.New()
 
@@ -193,7 +210,7 @@ func (n *Node) currentLoop() {
 		}
 		acting, _ := n.Acting()
 		if acting {
-			if err := n.lease(); err != nil {
+			if err := n.lease(ctx); err != nil {
 				n.log.Warn("stops acting on the cluster state", "why", err)
 				n.cur.hold(err)
 			}
@@ -218,7 +235,7 @@ func (n *Node) currentLoop() {
 }
 
 // lease returns nil while this node may keep acting on its state without asking the leader.
-func (n *Node) lease() error {
+func (n *Node) lease(ctx context.Context) error {
 	if n.raft.State() == raft.Leader {
 		return nil
 	}
@@ -229,7 +246,68 @@ func (n *Node) lease() error {
 	if d := time.Since(n.raft.LastContact()); d >= LeaseTimeout {
 		return &notCurrent{fmt.Sprintf("CLUSTERDOWN this node has not heard from the Raft leader for %s: it serves nothing keyed until it catches up", d.Round(time.Millisecond))}
 	}
+	return n.logKeepsUp(ctx)
+}
+
+// logKeepsUp is the lease's second half on a follower: nil unless an index the leader had
+// applied when asked is still not applied here LeaseTimeout later. It asks the leader again,
+// in the background, every progressEvery.
+func (n *Node) logKeepsUp(ctx context.Context) error {
+	p := &n.cur.progress
+	applied := n.State().Index
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.want != 0 && applied >= p.want {
+		p.want = 0
+	}
+	if p.want != 0 {
+		if d := time.Since(p.wantAt); d >= LeaseTimeout {
+			return &notCurrent{fmt.Sprintf("CLUSTERDOWN this node's Raft log does not keep up with the leader's: the leader had applied index %d %s ago, this node %d: it serves nothing keyed until it catches up", p.want, d.Round(time.Millisecond), applied)}
+		}
+	}
+	if !p.asking && time.Since(p.asked) >= progressEvery && ctx.Err() == nil {
+		p.asking, p.asked = true, time.Now()
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.askProgress(ctx)
+		}()
+	}
 	return nil
+}
+
+// askProgress asks the leader this node knows for the index it applied (no barrier: any
+// applied index is committed) and notes it when this node has not applied it yet.
+func (n *Node) askProgress(ctx context.Context) {
+	p := &n.cur.progress
+	defer func() {
+		p.mu.Lock()
+		p.asking = false
+		p.mu.Unlock()
+	}()
+	leader, _ := n.raft.LeaderWithID()
+	if leader == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, progressEvery)
+	defer cancel()
+	var out readIndexReply
+	if err := n.peers.call(ctx, string(leader), rpcReadIndex, readIndexRequest{ID: n.cfg.ID, Applied: true}, &out); err != nil {
+		return // the contact half of the lease covers a leader that does not answer
+	}
+	applied := n.State().Index
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if out.Index > applied && p.want == 0 {
+		p.want, p.wantAt = out.Index, time.Now()
+	}
+}
+
+// reset forgets what the last asks learned: the node starts acting on a state caught up.
+func (p *logProgress) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.want = 0
 }
 
 // catchUp learns the leader's applied index and waits until this node has applied as far, then
@@ -255,12 +333,13 @@ func (n *Node) catchUp(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-	if err := n.lease(); err != nil {
+	if err := n.lease(ctx); err != nil {
 		return err
 	}
 	if err := n.removedErr(); err != nil {
 		return err // told it was removed while it caught up: never acts again
 	}
+	n.cur.progress.reset()
 	n.sm.mu.Lock()
 	defer n.sm.mu.Unlock()
 	st := n.sm.state.Load()
@@ -332,6 +411,10 @@ type readIndexRequest struct {
 	ID string `json:"id"`
 	// Forwarded is set by a member that passed the request on to its leader.
 	Forwarded bool `json:"forwarded,omitempty"`
+	// Applied asks for the leader's applied index without the barrier (the lease's check that
+	// a follower's log keeps up, logKeepsUp): a lower bound of what is committed, which is all
+	// that check needs. A leader of an older build runs the barrier all the same.
+	Applied bool `json:"applied,omitempty"`
 }
 
 type readIndexReply struct {
@@ -352,6 +435,9 @@ func (n *Node) handleReadIndex(ctx context.Context, req readIndexRequest) (any, 
 			return nil, err
 		}
 		return out, nil
+	}
+	if req.Applied {
+		return readIndexReply{Index: n.State().Index}, nil
 	}
 	// The barrier first: a leader just elected may still act on its last snapshot (hashicorp/raft
 	// replays no log at start), which may list as removed a node that rejoined since; until

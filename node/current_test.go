@@ -7,8 +7,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/redraft/redraft/fsm"
 )
@@ -139,5 +142,62 @@ func TestLeaseLapsesWithoutLeader(t *testing.T) {
 	waitActing(t, keep, true, 20*time.Second)
 	if len(keep.Current().Nodes) != 3 {
 		t.Fatalf("acting on %d nodes", len(keep.Current().Nodes))
+	}
+}
+
+// refusingLogs is a Raft log store whose writes fail while refuse is set (a full disk).
+type refusingLogs struct {
+	raft.LogStore
+	refuse *atomic.Bool
+}
+
+func (l refusingLogs) StoreLog(g *raft.Log) error { return l.StoreLogs([]*raft.Log{g}) }
+
+func (l refusingLogs) StoreLogs(gs []*raft.Log) error {
+	if l.refuse.Load() {
+		return errors.New("no space left on device")
+	}
+	return l.LogStore.StoreLogs(gs)
+}
+
+// A follower whose log appends fail (a full disk) still hears the leader's heartbeats, which
+// renew its contact: it stops acting all the same once an index the leader had applied stays
+// unapplied here for LeaseTimeout, and acts again once its log takes writes and it caught up.
+// Until session 45 it went on acting on its last state for as long as the disk stayed full.
+func TestLeaseLapsesWhenTheLogDoesNotKeepUp(t *testing.T) {
+	c := newTestCluster(t)
+	refuse := map[string]*atomic.Bool{}
+	for _, id := range []string{"n1", "n2", "n3"} {
+		refuse[id] = &atomic.Bool{}
+		c.builds[id] = Options{logStore: func(s raft.LogStore) raft.LogStore { return refusingLogs{s, refuse[id]} }}
+	}
+	c.start("n1", "dc1")
+	c.start("n2", "dc1", "n1")
+	c.start("n3", "dc1", "n1")
+	var victim *Node
+	for _, n := range c.nodes {
+		if !n.IsLeader() {
+			victim = n
+		}
+	}
+	waitActing(t, victim, true, 10*time.Second)
+	refuse[victim.ID()].Store(true)
+	ctx := context.Background()
+	if err := c.leader().Propose(ctx, &fsm.SetSetting{Key: "outbox_max_entries", Value: "4321"}); err != nil {
+		t.Fatal(err)
+	}
+	stuck := time.Now()
+	waitActing(t, victim, false, LeaseTimeout+10*time.Second)
+	t.Logf("stopped acting %v after its log stopped taking writes", time.Since(stuck).Round(time.Millisecond))
+	if _, why := victim.Acting(); !strings.Contains(why.Error(), "does not keep up") {
+		t.Fatalf("reason %v, want the log's", why)
+	}
+	if d := time.Since(victim.raft.LastContact()); d >= LeaseTimeout {
+		t.Fatalf("the victim's last contact is %v old: the test meant heartbeats to go on", d)
+	}
+	refuse[victim.ID()].Store(false)
+	waitActing(t, victim, true, 20*time.Second)
+	if got := victim.Current().Setting("outbox_max_entries"); got != "4321" {
+		t.Fatalf("acting again on a state with outbox_max_entries %q, want 4321", got)
 	}
 }

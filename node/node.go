@@ -88,6 +88,8 @@ type Options struct {
 	// format is above the one it reported: it returns when nothing the data plane does still
 	// uses an older format (format.go); the node then reports the new one.
 	SwitchDataFormat func(ctx context.Context, format int) error
+	// logStore, when set, wraps the node's Raft log store (tests: a disk that refuses writes).
+	logStore func(raft.LogStore) raft.LogStore
 }
 
 // RPCFunc serves one extra peer call: the JSON request body in, a JSON-encodable answer out.
@@ -182,7 +184,7 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	rpcLn := n.mux.listen(muxRPC)
 	go n.mux.serve()
 
-	parts, err := newRaft(&n.cfg, layer, n.sm, opts.LogOutput)
+	parts, err := newRaft(&n.cfg, layer, n.sm, opts.LogOutput, opts.logStore)
 	if err != nil {
 		n.mux.close()
 		adminLn.Close()

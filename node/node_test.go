@@ -74,6 +74,7 @@ func (c *testCluster) launch(id, dc string, seeds ...string) *Node {
 	}
 	opts := quietOpts()
 	opts.MaxDataFormat, opts.SwitchDataFormat = c.builds[id].MaxDataFormat, c.builds[id].SwitchDataFormat
+	opts.logStore = c.builds[id].logStore
 	// A restart binds its ports again, and another connection's ephemeral local port may hold
 	// one of them for a moment (seen in CI: "bind: address already in use"): tried again
 	// until a deadline.

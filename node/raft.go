@@ -147,7 +147,7 @@ func (p *raftParts) close() {
 }
 
 // newRaft opens the Raft stores under dataDir and starts Raft on the peer layer.
-func newRaft(cfg *Config, layer raft.StreamLayer, m *stateMachine, logOut io.Writer) (*raftParts, error) {
+func newRaft(cfg *Config, layer raft.StreamLayer, m *stateMachine, logOut io.Writer, wrapLogs func(raft.LogStore) raft.LogStore) (*raftParts, error) {
 	p := &raftParts{}
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
@@ -192,7 +192,11 @@ func newRaft(cfg *Config, layer raft.StreamLayer, m *stateMachine, logOut io.Wri
 	// A node that starts on an empty data dir to join (seeds set) votes only once it joined
 	// (voteGate); one that starts a new cluster, or on its own history, votes at once.
 	p.transport = newVoteGate(raft.NewNetworkTransport(layer, 5, 10*time.Second, logOut), p.existing || len(cfg.Seeds) == 0)
-	r, err := raft.NewRaft(rc, m, store, store, snaps, p.transport)
+	var logs raft.LogStore = store
+	if wrapLogs != nil {
+		logs = wrapLogs(store)
+	}
+	r, err := raft.NewRaft(rc, m, logs, store, snaps, p.transport)
 	if err != nil {
 		p.close()
 		return nil, fmt.Errorf("start raft: %w", err)
