@@ -368,8 +368,10 @@ func (s *logShipper) run(ctx context.Context) {
 	started, drained := false, false
 	// lostBeat is a position the log lacks that the shipper ships on from all the same: a
 	// heartbeat a failed-over master's replica never received (memos.loss). Reads after it
-	// cannot check that it is still in the log.
-	lostBeat := ""
+	// cannot check that it is still in the log. hasLostBeat says there is one: "" is also the
+	// position of a destination that applied nothing, whose reads from the log's start are
+	// checked (until session 45 they were not, and a head cut meanwhile was never shipped).
+	lostBeat, hasLostBeat := "", false
 	// record is the master process the last check read, until it is recorded (checked.go).
 	record := ""
 	for ctx.Err() == nil {
@@ -426,7 +428,7 @@ func (s *logShipper) run(ctx context.Context) {
 				case loss.known && loss.lost == 0:
 					g.r.log.Info("group log: the destination's position is a heartbeat the failed-over master's replica lacked; shipping on",
 						"log", g.log.String(), "to", s.dest, "position", prev)
-					err, lostBeat = nil, prev
+					err, lostBeat, hasLostBeat = nil, prev, true
 				case loss.count:
 					g.r.counter(s.dest).lost.Add(int64(loss.lost))
 					g.r.log.Error("group log: the destination applied writes that the failed-over master lost with it; the group is copied there in full",
@@ -489,7 +491,7 @@ func (s *logShipper) run(ctx context.Context) {
 			}
 			drained = true
 		}
-		entries, err := s.read(ctx, prev, prev != lostBeat)
+		entries, err := s.read(ctx, prev, !hasLostBeat || prev != lostBeat)
 		if errors.Is(err, errBehind) {
 			check = true // as after a failed call: the destination's answer decides
 			continue

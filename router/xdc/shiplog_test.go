@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/internal/testredis"
 )
 
@@ -202,5 +203,48 @@ func TestCapRange(t *testing.T) {
 	}
 	if got := len(capRange([]Entry{entry(10), entry(10)})); got != 2 {
 		t.Fatalf("small entries: %d kept, want all", got)
+	}
+}
+
+// TestShipperChecksAReadFromTheStartOfACutLog: the destination has applied nothing of the log
+// (position ""), and while the shipper waits for the outboxes to drain (a migration of the DC
+// holds them) the log's head is cut. The shipper's first read then begins after the cut: it
+// must find the destination behind and copy the group in full, not ship what is left as if
+// the log began there. Until session 45 the loop read from the start unchecked (its
+// lost-heartbeat position, "", equalled the destination's), and the cut writes never reached
+// dc2.
+func TestShipperChecksAReadFromTheStartOfACutLog(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	raiseFormat(t, n, LogDataFormat)
+	n.apply(t, &fsm.AddGroup{DC: "dc1", Group: fsm.Group{ID: "g-dc1b", Master: testredis.Start(t).Addr}})
+	n.apply(t, &fsm.StartMigration{DC: "dc1", Slots: []fsm.SlotRange{{From: 16000, To: 16000}}, To: "g-dc1b"})
+	g, stop := shipGroupLog(dc1, dc2)
+	defer stop()
+	s := g.shippers[0]
+	deadline := time.Now().Add(10 * time.Second)
+	stalled := func() string {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.stats.stalled
+	}
+	for !strings.Contains(stalled(), "waiting for the outboxes") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the shipper does not wait for the outboxes (stalled: %q)", stalled())
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	for i := range 10 {
+		dc1.write(t, "SET", "{c}"+strconv.Itoa(i), "v")
+	}
+	if err := dc1.rc.XTrimMaxLen(ctx, LogKey, 3).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for id := range n.State().Migrations {
+		n.apply(t, &fsm.ControlMigration{ID: id, Action: fsm.MigrationCancel})
+	}
+	if a, b, ok := sameDataWithin(dc1.rc, dc2.rc, 30*time.Second); !ok {
+		t.Fatalf("the DCs still differ:\ndc1 %v\ndc2 %v", a, b)
 	}
 }
