@@ -51,7 +51,6 @@ func TestBusyMasterIsNotVotedDown(t *testing.T) {
 	cl := &votingCluster{stateCluster: stateCluster{st: st}}
 	w := New(Config{Cluster: cl, Interval: 50 * time.Millisecond})
 	defer w.adm.close()
-	w.started = time.Now()
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		w.tick(ctx)
 		if v := mc.ConfigGet(ctx, "busy-reply-threshold").Val()["busy-reply-threshold"]; v == "200" {
@@ -95,5 +94,48 @@ func TestBusyMasterIsNotVotedDown(t *testing.T) {
 			running = true
 		}
 		time.Sleep(20 * time.Millisecond) // the probe interval
+	}
+}
+
+// TestNoDownVoteOnTheFirstProbeAfterAGap: a node that did not act on the cluster state for
+// longer than master_down_after (its watcher probes nothing then) and finds the master
+// unreachable when it acts again does not vote it down on that one failed probe: the master
+// must stay unreachable for master_down_after of probes first. Until session 45 it voted at
+// once, and after a quorum loss every node did, so one failed probe started a failover.
+func TestNoDownVoteOnTheFirstProbeAfterAGap(t *testing.T) {
+	ctx := context.Background()
+	m := testredis.Start(t)
+	g := &fsm.Group{ID: "g1", Master: m.Addr}
+	st := &fsm.State{DCs: map[string]*fsm.DC{"dc1": {Name: "dc1", Groups: map[string]*fsm.Group{"g1": g}}},
+		Settings: map[string]string{"master_down_after": "600ms"}}
+	cl := &votingCluster{stateCluster: stateCluster{st: st}}
+	w := New(Config{Cluster: cl, Interval: 50 * time.Millisecond})
+	defer w.adm.close()
+	w.tick(ctx)
+	if _, ok := w.server(m.Addr); !ok {
+		t.Fatal("the master was not probed")
+	}
+	// The node stops acting: its state is empty, the watcher probes nothing.
+	cl.set(fsm.New())
+	for away := time.Now(); time.Since(away) < time.Second; {
+		w.tick(ctx)
+		time.Sleep(50 * time.Millisecond) // the node's time away: a second of ticks
+	}
+	m.Stop()
+	cl.set(st)
+	w.tick(ctx)
+	w.mu.Lock()
+	_, voted := w.votedAt[g.ID] // set as the vote is cast, before its proposal runs
+	w.mu.Unlock()
+	if voted {
+		t.Fatal("a down vote on the first failed probe after the gap")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for cl.voted() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a master unreachable for master_down_after of probes was not voted down")
+		}
+		w.tick(ctx)
+		time.Sleep(20 * time.Millisecond) // poll interval
 	}
 }

@@ -61,7 +61,6 @@ func TestNoEvictionWithSeveralDCs(t *testing.T) {
 	cl := &stateCluster{st: one}
 	w := New(Config{Cluster: cl})
 	defer w.adm.close()
-	w.started = time.Now()
 	ctx := context.Background()
 	mc := redis.NewClient(&redis.Options{Addr: m.Addr})
 	defer mc.Close()

@@ -40,7 +40,6 @@ func TestRestartedMasterDoesNotCancel(t *testing.T) {
 	st := &fsm.State{DCs: map[string]*fsm.DC{"dc1": {Name: "dc1", Groups: map[string]*fsm.Group{"g1": g}}}}
 	w := New(Config{Cluster: &stateCluster{st: st}})
 	defer w.adm.close()
-	w.started = time.Now()
 	w.tick(ctx)
 	s, ok := w.server(m.Addr)
 	if !ok || s.runID == "" {
@@ -103,7 +102,6 @@ func TestStrayMasterNotTakenForPromoted(t *testing.T) {
 	cl := &recordingCluster{stateCluster: stateCluster{st: st}}
 	w := New(Config{Cluster: cl})
 	defer w.adm.close()
-	w.started = time.Now()
 	w.tick(ctx)
 	m.Stop()
 	// r2 comes back as an empty master of its own.
@@ -176,7 +174,6 @@ func TestPromoteWaitsOutACutOffNodesLease(t *testing.T) {
 	const lease = 1500 * time.Millisecond
 	w := New(Config{Cluster: &stateCluster{st: st}, LeaseWait: lease})
 	defer w.adm.close()
-	w.started = time.Now()
 	// The replica synced once: one that never did is no candidate.
 	for deadline := time.Now().Add(10 * time.Second); !parseInfo(rc.Info(ctx, "replication").Val()).LinkUp; {
 		if time.Now().After(deadline) {
@@ -206,7 +203,6 @@ func TestNoReplicaGroupEndsWhenTheMasterIsBack(t *testing.T) {
 	st := &fsm.State{DCs: map[string]*fsm.DC{"dc1": {Name: "dc1", Groups: map[string]*fsm.Group{"g1": g}}}}
 	w := New(Config{Cluster: &stateCluster{st: st}})
 	defer w.adm.close()
-	w.started = time.Now()
 	w.tick(ctx)
 	s, _ := w.server(m.Addr)
 	f := fsm.Failover{Epoch: 1, From: m.Addr, FromRunID: s.runID, Executor: "n2"}
@@ -241,7 +237,6 @@ func TestNeverSyncedReplicaNotPromoted(t *testing.T) {
 	st := &fsm.State{DCs: map[string]*fsm.DC{"dc1": {Name: "dc1", Groups: map[string]*fsm.Group{"g1": g}}}}
 	w := New(Config{Cluster: &stateCluster{st: st}})
 	defer w.adm.close()
-	w.started = time.Now()
 	w.tick(ctx)
 	m.Stop()
 	r := testredis.Start(t, testredis.WithReplicaOf(m.Addr, ""))

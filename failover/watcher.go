@@ -115,8 +115,10 @@ type Watcher struct {
 	log *slog.Logger
 	adm admins
 
-	started time.Time
-	mu      sync.Mutex
+	mu sync.Mutex
+	// probed is when the last probe was sent: a probe long after it (the node did not act on
+	// the cluster state meanwhile, or a tick ran late) saw nothing of the time in between.
+	probed  time.Time
 	servers map[string]*serverState
 	samples map[string][]offsetSample // by master address
 	busy    map[string]bool           // proposals and promotions in flight, by key
@@ -175,7 +177,6 @@ func (w *Watcher) RPC() map[string]func(ctx context.Context, body json.RawMessag
 // Run probes and acts every Interval, and at once on a state change, until ctx ends.
 func (w *Watcher) Run(ctx context.Context) {
 	defer w.adm.close()
-	w.started = time.Now()
 	t := time.NewTicker(w.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -217,6 +218,10 @@ func (w *Watcher) tick(ctx context.Context) {
 	}
 }
 
+// probeGap is the time between two probes past which the watcher takes itself to have seen
+// nothing in between: four ticks and a probe's timeout.
+func probeGap(interval, timeout time.Duration) time.Duration { return 4*interval + timeout }
+
 // probe asks every server of dc for INFO in parallel and refreshes the view.
 func (w *Watcher) probe(ctx context.Context, dc *fsm.DC) {
 	type job struct {
@@ -254,11 +259,19 @@ func (w *Watcher) probe(ctx context.Context, dc *fsm.DC) {
 			delete(w.busyReply, a)
 		}
 	}
+	// After a gap in the probes no server is taken to have been down through it: its time
+	// without an answer counts again from this probe, as for a server probed the first time.
+	// Until session 45 the first failed probe after the node acted again (or after its start,
+	// for a group registered later) voted the master down at once.
+	gap := w.probed.IsZero() || sent.Sub(w.probed) > probeGap(w.cfg.Interval, w.adm.timeout)
+	w.probed = sent
 	for i, j := range jobs {
 		s := w.servers[j.addr]
 		if s == nil {
-			s = &serverState{lastOK: w.started, lastSeen: w.started}
+			s = &serverState{lastOK: sent, lastSeen: sent}
 			w.servers[j.addr] = s
+		} else if gap {
+			s.lastOK, s.lastSeen = sent, sent
 		}
 		s.err = errs[i]
 		if isBusy(errs[i]) {
