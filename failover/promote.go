@@ -376,6 +376,23 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 		return "", "", fmt.Errorf("REPLICAOF NO ONE on %s: %w", to, err)
 	}
 	if err := w.adm.replicaOf(ctx, g, f.From, to); err != nil {
+		// Unpaused, an old master that still answers as one takes writes beside the new one
+		// (from a node that did not answer the drain) until a watcher fences it, and those are
+		// lost when it follows. The switchover is undone instead: the target follows the old
+		// master again, which stays the master. One that does not answer takes no write; the
+		// watchers fence it when it is back. (Until session 45 both cases went on.)
+		in, ierrs := w.infos(ctx, g, []string{f.From})
+		if ierrs[0] == nil && in[0].Role == "master" {
+			w.log.Warn("switchover cancelled: the old master could not be made a replica", "group", g.ID, "server", f.From, "err", err)
+			if rerr := w.adm.replicaOf(ctx, g, to, f.From); rerr != nil {
+				w.log.Warn("the target not made a replica again yet (the watchers fence it)", "group", g.ID, "server", to, "err", rerr)
+			}
+			unpause()
+			if err := w.finish(ctx, g, f, f.From, 0); err != nil && !errors.Is(err, errDone) {
+				return "", "", err
+			}
+			return "", "", errDone
+		}
 		w.log.Warn("old master not made a replica yet (the watchers fence it)", "group", g.ID, "server", f.From, "err", err)
 	}
 	// The other replicas follow the new master before writes resume on it: a DC_QUORUM

@@ -310,3 +310,59 @@ func TestStalledSwitchoverGivesUp(t *testing.T) {
 		w.adm.close()
 	}
 }
+
+// TestSwitchoverUndoneWhenTheOldMasterStaysMaster: the old master refuses REPLICAOF (here an
+// ACL) after the target was promoted. It still answers as a master, so unpaused it would take
+// writes beside the new one: the switchover is undone, the target follows it again and it is
+// committed as the master. Until session 45 the switchover went on and committed the target.
+func TestSwitchoverUndoneWhenTheOldMasterStaysMaster(t *testing.T) {
+	ctx := context.Background()
+	m := testredis.Start(t)
+	r := testredis.Start(t, testredis.WithReplicaOf(m.Addr, ""))
+	mc := redis.NewClient(&redis.Options{Addr: m.Addr})
+	defer mc.Close()
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer rc.Close()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(rc.Info(ctx, "replication").Val(), "master_link_status:up"); {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica did not sync")
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	if err := mc.Do(ctx, "ACL", "SETUSER", "default", "-replicaof", "-slaveof").Err(); err != nil {
+		t.Fatal(err)
+	}
+	g := &fsm.Group{ID: "g1", Master: m.Addr, Replicas: []string{r.Addr}}
+	g.Failover = &fsm.Failover{Epoch: 1, From: m.Addr, To: r.Addr, Planned: true, Executor: "n1"}
+	st := &fsm.State{DCs: map[string]*fsm.DC{"dc1": {Name: "dc1", Groups: map[string]*fsm.Group{"g1": g}}}}
+	cl := &recordingCluster{stateCluster: stateCluster{st: st}}
+	w := New(Config{Cluster: cl})
+	defer w.adm.close()
+	w.execute(ctx, "g1", 1)
+	var fin *fsm.FinishFailover
+	for deadline := time.Now().Add(15 * time.Second); fin == nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the switchover never finished; steps %+v", cl.steps)
+		}
+		cl.mu.Lock()
+		for _, f := range cl.steps {
+			if f.NewMaster != "" {
+				fin = f
+			}
+		}
+		cl.mu.Unlock()
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	if fin.NewMaster != m.Addr {
+		t.Fatalf("the switchover committed %s; want the old master %s kept", fin.NewMaster, m.Addr)
+	}
+	if role := rc.Do(ctx, "ROLE").Val().([]any)[0]; role != "slave" {
+		t.Fatalf("the target's role is %v, want slave again", role)
+	}
+	if role := mc.Do(ctx, "ROLE").Val().([]any)[0]; role != "master" {
+		t.Fatalf("the old master's role is %v", role)
+	}
+	if err := mc.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatalf("the old master does not take writes again (still paused?): %v", err)
+	}
+}
