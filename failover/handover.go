@@ -15,7 +15,8 @@ import (
 // other node of the DC asks the executor, on every probe, whether it runs the failover (the
 // peer call RPCExecuting: it answers yes when its current state names it the executor). When
 // the executor has not said so for master_down_after, or is no longer a node of the DC, the
-// node commits TakeOverFailover naming itself, and from then on runs the failover: every step
+// node commits TakeOverFailover naming itself, and from then on runs the failover (after a gap
+// in this node's probes the wait starts again: watcher.go, probe): every step
 // starts from what the servers say, so a replica the dead executor promoted is committed, not
 // replaced. The nodes of the DC wait a little longer each in id order, so usually one proposes.
 

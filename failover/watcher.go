@@ -265,6 +265,13 @@ func (w *Watcher) probe(ctx context.Context, dc *fsm.DC) {
 	// for a group registered later) voted the master down at once.
 	gap := w.probed.IsZero() || sent.Sub(w.probed) > probeGap(w.cfg.Interval, w.adm.timeout)
 	w.probed = sent
+	if gap {
+		// Nor is an executor taken to have been silent through it (handover.go): it is
+		// asked again, and taken over only once it has not confirmed for the full wait.
+		for _, ew := range w.execs {
+			ew.seen = sent
+		}
+	}
 	for i, j := range jobs {
 		s := w.servers[j.addr]
 		if s == nil {
