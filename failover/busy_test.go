@@ -2,6 +2,7 @@ package failover
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -136,6 +137,50 @@ func TestNoDownVoteOnTheFirstProbeAfterAGap(t *testing.T) {
 			t.Fatal("a master unreachable for master_down_after of probes was not voted down")
 		}
 		w.tick(ctx)
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+}
+
+// TestMasterAnsweringAsAReplicaIsVotedDown: the group's master answers, but as a replica (a
+// promoted master restarted with the replicaof line of its configuration file): every write
+// to it fails with READONLY. It is voted down once it has answered so for master_down_after,
+// as Sentinel takes such a master for down, not before. Until session 45 it was never voted
+// down (it answered), and the group refused writes until an operator acted.
+func TestMasterAnsweringAsAReplicaIsVotedDown(t *testing.T) {
+	ctx := context.Background()
+	m := testredis.Start(t)
+	other := testredis.Start(t)
+	mc := redis.NewClient(&redis.Options{Addr: m.Addr})
+	defer mc.Close()
+	g := &fsm.Group{ID: "g1", Master: m.Addr}
+	st := &fsm.State{DCs: map[string]*fsm.DC{"dc1": {Name: "dc1", Groups: map[string]*fsm.Group{"g1": g}}},
+		Settings: map[string]string{"master_down_after": "600ms"}}
+	cl := &votingCluster{stateCluster: stateCluster{st: st}}
+	w := New(Config{Cluster: cl, Interval: 50 * time.Millisecond})
+	defer w.adm.close()
+	w.tick(ctx)
+	host, port, _ := strings.Cut(other.Addr, ":")
+	if err := mc.Do(ctx, "REPLICAOF", host, port).Err(); err != nil {
+		t.Fatal(err)
+	}
+	since := time.Now()
+	votedAt := func() (time.Time, bool) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		at, ok := w.votedAt[g.ID]
+		return at, ok
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		w.tick(ctx)
+		if at, ok := votedAt(); ok {
+			if d := at.Sub(since); d < 600*time.Millisecond {
+				t.Fatalf("voted down %v after it began answering as a replica, before master_down_after", d)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a master answering as a replica was never voted down")
+		}
 		time.Sleep(20 * time.Millisecond) // poll interval
 	}
 }

@@ -403,8 +403,11 @@ func (w *Watcher) server(addr string) (serverState, bool) {
 }
 
 // vote reports the group's master down once this node has not reached it for
-// master_down_after, renews that vote every fsm.DownVoteRenew while no failover runs (an old
-// vote counts for none), and withdraws it once the master answers again.
+// master_down_after, or it has answered as a replica for master_down_after and two ticks (as
+// Sentinel takes a master reporting itself a replica for down: every write to it fails with
+// READONLY, say a promoted master restarted with the replicaof line of its configuration file),
+// renews that vote every fsm.DownVoteRenew while no failover runs (an old vote counts for
+// none), and withdraws it once the master answers again, as a master.
 func (w *Watcher) vote(ctx context.Context, st *fsm.State, g *fsm.Group) {
 	me := w.cl.ID()
 	s, ok := w.server(g.Master)
@@ -412,15 +415,21 @@ func (w *Watcher) vote(ctx context.Context, st *fsm.State, g *fsm.Group) {
 		return
 	}
 	now := time.Now()
-	down := s.err != nil && now.Sub(s.lastSeen) >= st.SettingDuration("master_down_after")
+	mda := st.SettingDuration("master_down_after")
+	unreached := s.err != nil && now.Sub(s.lastSeen) >= mda
+	replica := s.err == nil && s.info.Role == "slave" && now.Sub(s.roleSince) >= mda+2*w.cfg.Interval
+	down := unreached || replica
 	w.mu.Lock()
 	renew := now.Sub(w.votedAt[g.ID]) >= fsm.DownVoteRenew
 	w.mu.Unlock()
 	switch voted := g.DownVotes[me]; {
 	case down && (voted != g.Master || renew && g.Failover == nil):
-		if voted != g.Master {
+		if voted != g.Master && unreached {
 			w.log.Warn("master not reached: voting it down", "group", g.ID, "master", g.Master,
 				"for", now.Sub(s.lastOK).Round(time.Millisecond), "err", s.err)
+		} else if voted != g.Master {
+			w.log.Warn("master answers as a replica: voting it down", "group", g.ID, "master", g.Master,
+				"replicates", s.info.MasterAddr, "for", now.Sub(s.roleSince).Round(time.Millisecond))
 		}
 		w.mu.Lock()
 		w.votedAt[g.ID] = now
