@@ -82,21 +82,32 @@ func (w *Watcher) execute(ctx context.Context, group string, epoch uint64) {
 	})
 }
 
-// giveUpSwitchover cancels the planned switchover f of g, which could not go on for
-// SwitchoverGiveUp (why: the last attempt's reason), when that leaves the group as it was: the
-// old master answers as a master (a replica that an attempt promoted without the old master
-// following it got no write, the requests being held, and the watchers point it back), or it
-// does not answer and no replica answers as a master (nothing was promoted: the probes then
-// vote it down and an unplanned failover starts). Otherwise (the old master follows a
-// replica, or does not answer while one is a master) the switchover keeps trying.
+// giveUpSwitchover ends the planned switchover f of g, which could not go on for
+// SwitchoverGiveUp (why: the last attempt's reason). It cancels it when that leaves the group
+// as it was: the old master answers as a master (a replica that an attempt promoted without
+// the old master following it got no write, the requests being held, and the watchers point
+// it back), or it does not answer and no replica this switchover promoted answers as a master
+// (the probes then vote it down and an unplanned failover starts, which promotes none of
+// another's promotion). When the old master does not answer and the target recorded before
+// the pause (f.Promoting, the same process) answers as a master, it commits the target: it
+// had caught up with the old master before its promotion. Otherwise (the old master follows
+// a replica) the switchover keeps trying.
 func (w *Watcher) giveUpSwitchover(ctx context.Context, g *fsm.Group, f fsm.Failover, why string) bool {
 	infos, errs := w.infos(ctx, g, append([]string{f.From}, g.Replicas...))
 	switch {
 	case errs[0] == nil && infos[0].Role == "master":
 	case errs[0] != nil:
-		for i := range g.Replicas {
-			if errs[i+1] == nil && infos[i+1].Role == "master" {
-				return false
+		for i, a := range g.Replicas {
+			if errs[i+1] == nil && infos[i+1].Role == "master" && a == f.Promoting &&
+				f.PromotingRunID != "" && infos[i+1].RunID == f.PromotingRunID {
+				w.log.Warn("switchover committed without the old master: it does not answer, and the target was promoted",
+					"group", g.ID, "epoch", f.Epoch, "to", a, "why", why)
+				if err := w.finish(ctx, g, f, a, 0); err != nil && !errors.Is(err, errDone) {
+					w.log.Warn("switchover not committed yet", "group", g.ID, "epoch", f.Epoch, "err", err)
+					return false
+				}
+				w.pointReplicas(ctx, g, a, f.From)
+				return true
 			}
 		}
 	default:
@@ -340,6 +351,26 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 		}
 		sortCandidates(g, cands)
 		to = cands[0].addr
+	}
+	// The target is recorded before the pause (a Raft commit, off the writes' path), as an
+	// unplanned failover records the replica it promotes: should the old master die once the
+	// target is promoted, giveUpSwitchover commits the target, the process this switchover
+	// promoted (until session 45 the switchover then held the group's requests for good).
+	for i, a := range g.Replicas {
+		if a != to || errs[i+1] != nil || infos[i+1].RunID == "" {
+			continue
+		}
+		if rid := infos[i+1].RunID; f.Promoting != to || f.PromotingRunID != rid {
+			err := w.cl.Propose(ctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: g.ID, Epoch: f.Epoch,
+				Executor: w.cl.ID(), Promoting: to, PromotingRunID: rid})
+			var fe *fsm.Error
+			if errors.As(err, &fe) && fe.Code == "busy" {
+				return "", "", errDone
+			}
+			if err != nil {
+				return "", "", fmt.Errorf("record %s as the switchover's target: %w", to, err)
+			}
+		}
 	}
 	m := w.adm.admin(g, f.From)
 	// The safety net: a write that reached the master after the drain waits here and fails

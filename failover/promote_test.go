@@ -366,3 +366,81 @@ func TestSwitchoverUndoneWhenTheOldMasterStaysMaster(t *testing.T) {
 		t.Fatalf("the old master does not take writes again (still paused?): %v", err)
 	}
 }
+
+// TestSwitchoverCommitsItsTargetWhenTheOldMasterDies: a switchover's executor dies once the
+// target is promoted and the old master follows it, and then the old master dies too. The next
+// executor finds the old master gone and the target, recorded before the pause as the same
+// process, a master: it commits the target once SwitchoverGiveUp has passed. Until session 45
+// the switchover waited for the old master for good, holding the group's requests everywhere.
+func TestSwitchoverCommitsItsTargetWhenTheOldMasterDies(t *testing.T) {
+	ctx := context.Background()
+	m := testredis.Start(t)
+	r := testredis.Start(t, testredis.WithReplicaOf(m.Addr, ""))
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer rc.Close()
+	mc := redis.NewClient(&redis.Options{Addr: m.Addr})
+	defer mc.Close()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(rc.Info(ctx, "replication").Val(), "master_link_status:up"); {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica did not sync")
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	g := &fsm.Group{ID: "g1", Master: m.Addr, Replicas: []string{r.Addr}}
+	g.Failover = &fsm.Failover{Epoch: 1, From: m.Addr, To: r.Addr, Planned: true, Executor: "n1"}
+	st := &fsm.State{DCs: map[string]*fsm.DC{"dc1": {Name: "dc1", Groups: map[string]*fsm.Group{"g1": g}}}}
+	cl := &recordingCluster{stateCluster: stateCluster{st: st}}
+	defer func(h string) { testHang = h }(testHang)
+	testHang = "switched"
+	w1 := New(Config{Cluster: cl})
+	ctx1, die := context.WithCancel(ctx)
+	w1.execute(ctx1, "g1", 1)
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if rc.Do(ctx, "ROLE").Val().([]any)[0] == "master" && mc.Do(ctx, "ROLE").Val().([]any)[0] == "slave" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first executor did not promote the target")
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	die()
+	w1.adm.close()
+	testHang = ""
+	// The state as Raft would have it: the target recorded before the pause.
+	f := *g.Failover
+	cl.mu.Lock()
+	for _, s := range cl.steps {
+		if s.Promoting != "" {
+			f.Promoting, f.PromotingRunID = s.Promoting, s.PromotingRunID
+		}
+	}
+	cl.mu.Unlock()
+	if f.Promoting != r.Addr || f.PromotingRunID == "" {
+		t.Fatalf("the switchover did not record its target before the pause: %+v", f)
+	}
+	m.Stop()
+	g2 := *g
+	g2.Failover = &f
+	cl2 := &recordingCluster{stateCluster: stateCluster{st: &fsm.State{DCs: map[string]*fsm.DC{"dc1": {Name: "dc1", Groups: map[string]*fsm.Group{"g1": &g2}}}}}}
+	w2 := New(Config{Cluster: cl2, SwitchoverGiveUp: time.Second})
+	defer w2.adm.close()
+	w2.execute(ctx, "g1", 1)
+	var fin *fsm.FinishFailover
+	for deadline := time.Now().Add(15 * time.Second); fin == nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the switchover never ended; steps %+v", cl2.steps)
+		}
+		cl2.mu.Lock()
+		for _, s := range cl2.steps {
+			if s.NewMaster != "" {
+				fin = s
+			}
+		}
+		cl2.mu.Unlock()
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	if fin.NewMaster != r.Addr {
+		t.Fatalf("the switchover ended with %s as the master; want its target %s", fin.NewMaster, r.Addr)
+	}
+}
