@@ -152,7 +152,9 @@ func TestMasterAnsweringAsAReplicaIsVotedDown(t *testing.T) {
 	other := testredis.Start(t)
 	mc := redis.NewClient(&redis.Options{Addr: m.Addr})
 	defer mc.Close()
-	g := &fsm.Group{ID: "g1", Master: m.Addr}
+	// The other server is the group's replica (a group without one is not voted down for
+	// this: its failover would have nothing to promote).
+	g := &fsm.Group{ID: "g1", Master: m.Addr, Replicas: []string{other.Addr}}
 	st := &fsm.State{DCs: map[string]*fsm.DC{"dc1": {Name: "dc1", Groups: map[string]*fsm.Group{"g1": g}}},
 		Settings: map[string]string{"master_down_after": "600ms"}}
 	cl := &votingCluster{stateCluster: stateCluster{st: st}}

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/internal/backendacl"
 )
@@ -412,8 +414,11 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 		// lost when it follows. The switchover is undone instead: the target follows the old
 		// master again, which stays the master. One that does not answer takes no write; the
 		// watchers fence it when it is back. (Until session 45 both cases went on.)
+		// Only a refusal: a command that timed out may still run on the server, and undoing
+		// then would have the two servers follow each other.
+		var refused redis.Error
 		in, ierrs := w.infos(ctx, g, []string{f.From})
-		if ierrs[0] == nil && in[0].Role == "master" {
+		if errors.As(err, &refused) && ierrs[0] == nil && in[0].Role == "master" {
 			w.log.Warn("switchover cancelled: the old master could not be made a replica", "group", g.ID, "server", f.From, "err", err)
 			if rerr := w.adm.replicaOf(ctx, g, to, f.From); rerr != nil {
 				w.log.Warn("the target not made a replica again yet (the watchers fence it)", "group", g.ID, "server", to, "err", rerr)

@@ -278,7 +278,7 @@ func (w *Watcher) probe(ctx context.Context, dc *fsm.DC) {
 			s = &serverState{lastOK: sent, lastSeen: sent}
 			w.servers[j.addr] = s
 		} else if gap {
-			s.lastOK, s.lastSeen = sent, sent
+			s.lastOK, s.lastSeen, s.roleSince = sent, sent, sent
 		}
 		s.err = errs[i]
 		if isBusy(errs[i]) {
@@ -417,7 +417,9 @@ func (w *Watcher) vote(ctx context.Context, st *fsm.State, g *fsm.Group) {
 	now := time.Now()
 	mda := st.SettingDuration("master_down_after")
 	unreached := s.err != nil && now.Sub(s.lastSeen) >= mda
-	replica := s.err == nil && s.info.Role == "slave" && now.Sub(s.roleSince) >= mda+2*w.cfg.Interval
+	// Not for a group without replicas: its failover has nothing to promote and would hold
+	// the reads the master still serves.
+	replica := s.err == nil && s.info.Role == "slave" && now.Sub(s.roleSince) >= mda+2*w.cfg.Interval && len(g.Replicas) > 0
 	down := unreached || replica
 	w.mu.Lock()
 	renew := now.Sub(w.votedAt[g.ID]) >= fsm.DownVoteRenew

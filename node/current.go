@@ -312,8 +312,8 @@ func (p *logProgress) reset() {
 
 // catchUp learns the leader's applied index and waits until this node has applied as far, then
 // starts acting. It returns why the node does not act yet.
-func (n *Node) catchUp(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, readIndexWait)
+func (n *Node) catchUp(loop context.Context) error {
+	ctx, cancel := context.WithTimeout(loop, readIndexWait)
 	defer cancel()
 	target, err := n.readIndex(ctx)
 	if err != nil {
@@ -333,7 +333,7 @@ func (n *Node) catchUp(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-	if err := n.lease(ctx); err != nil {
+	if err := n.lease(loop); err != nil { // the loop's: an ask it starts outlives catchUp
 		return err
 	}
 	if err := n.removedErr(); err != nil {

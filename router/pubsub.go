@@ -406,8 +406,10 @@ func (ps *pubsubState) counts() (sub, psub, ssub int) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.main != nil {
-		psub = int(ps.main.pats.Load())
-		sub = int(ps.main.count.Load()) - psub
+		// Read apart from the pump's updates of the two: kept within each other.
+		n := int(ps.main.count.Load())
+		psub = min(max(int(ps.main.pats.Load()), 0), n)
+		sub = n - psub
 	}
 	if ps.shard != nil {
 		ssub = int(ps.shard.count.Load())

@@ -459,7 +459,7 @@ func (r *Replicator) replaceSlot(ctx context.Context, db, slot int, token string
 		}
 		return v, err
 	}
-	kept, err := r.newerHere(ctx, db, slot, cp.stamps, cp.source, cp.horizon)
+	kept, stale, err := r.newerHere(ctx, db, slot, cp.stamps, cp.source, cp.horizon)
 	if err != nil {
 		return err
 	}
@@ -499,9 +499,11 @@ func (r *Replicator) replaceSlot(ctx context.Context, db, slot int, token string
 	}
 	// Increments are never superseded: this DC's own that the source had not applied join the
 	// copy's counters (a third DC's the copy lacks come again: the inbox is the copy's). A
-	// kept key's counters were set the same way in restoreKept.
+	// kept key's counters were set the same way in restoreKept. A stale key's go with it: the
+	// source deleted the key after those it had applied, and this DC's own that it had not
+	// are applied again below, from mine.
 	for key, c := range counters {
-		if keptKeys[key] {
+		if keptKeys[key] || stale[key] {
 			continue
 		}
 		argv := append([]any{c.vec, own, "copy"}, c.elems...)
@@ -525,10 +527,10 @@ func (r *Replicator) replaceSlot(ctx context.Context, db, slot int, token string
 	for _, e := range mine {
 		e.DC = selfPrefix + own
 		// A kept key's state here already holds every own write, and every key's counters
-		// hold this DC's own increments (merged above): applying them again would count
-		// them twice.
+		// hold this DC's own increments (merged above; a stale key's were not): applying them
+		// again would count them twice.
 		e.Cmds = slices.DeleteFunc(e.Cmds, func(c []string) bool {
-			return len(c) > 1 && (c[0] == "~c" || c[0] == "~i" || strings.HasPrefix(c[0], "~") && keptKeys[c[1]])
+			return len(c) > 1 && ((c[0] == "~c" || c[0] == "~i") && !stale[c[1]] || strings.HasPrefix(c[0], "~") && keptKeys[c[1]])
 		})
 		akeys, argv := ApplyArgs(slot, e, "", token)
 		v, err := r.runFunc(ctx, db, slot, ApplyFunc, akeys, argv)
@@ -672,12 +674,12 @@ type keptKey struct {
 // writer wins holds for a full copy too (docs/convergence.md, "Full copies").
 //
 // A key the copy has no stamp of, whose stamp here is below the copy's horizon (ms, 0: none),
-// is not kept: the source had applied it and then collected the key's tombstone
-// (copyhorizon.go).
-func (r *Replicator) newerHere(ctx context.Context, db, slot int, src map[string]string, lostOrigin string, horizon int64) ([]keptKey, error) {
+// is not kept but returned in stale: the source had applied it and then collected the key's
+// tombstone (copyhorizon.go).
+func (r *Replicator) newerHere(ctx context.Context, db, slot int, src map[string]string, lostOrigin string, horizon int64) (out []keptKey, stale map[string]bool, err error) {
 	mv, err := r.internal(ctx, db, slot, []string{MetaKey(slot)}, []string{"HGETALL", MetaKey(slot)})
 	if err != nil || mv.IsError() {
-		return nil, fmt.Errorf("read metadata: %v%s", err, mv.Str)
+		return nil, nil, fmt.Errorf("read metadata: %v%s", err, mv.Str)
 	}
 	meta := map[string]string{}
 	for i := 0; i+1 < len(mv.Elems); i += 2 {
@@ -690,11 +692,9 @@ func (r *Replicator) newerHere(ctx context.Context, db, slot int, src map[string
 			unknown[k] = st
 		}
 	}
-	stale, err := r.staleHere(ctx, db, slot, horizon, unknown)
-	if err != nil {
-		return nil, err
+	if stale, err = r.staleHere(ctx, db, slot, horizon, unknown); err != nil {
+		return nil, nil, err
 	}
-	var out []keptKey
 	for k, st := range here {
 		if !newer(st, src[k]) || stale[k] {
 			continue
@@ -707,7 +707,7 @@ func (r *Replicator) newerHere(ctx context.Context, db, slot int, src map[string
 		for i, key := range []string{k, ElemKey(slot, k)} {
 			d, err := r.internal(ctx, db, slot, []string{key}, []string{"DUMP", key})
 			if err != nil || d.IsError() {
-				return nil, fmt.Errorf("dump %q: %v%s", key, err, d.Str)
+				return nil, nil, fmt.Errorf("dump %q: %v%s", key, err, d.Str)
 			}
 			if i == 0 {
 				kk.dump = string(d.Str)
@@ -720,7 +720,7 @@ func (r *Replicator) newerHere(ctx context.Context, db, slot int, src map[string
 		}
 		out = append(out, kk)
 	}
-	return out, nil
+	return out, stale, nil
 }
 
 // heldCounters are one key's counters in this DC before a full copy replaces the slot: its

@@ -122,19 +122,27 @@ func (r *Replicator) staleHere(ctx context.Context, db, slot int, horizon int64,
 	if len(maybe) == 0 {
 		return nil, nil
 	}
-	keys := []string{MetaKey(slot)}
-	argv := []any{strconv.FormatInt(horizon, 10), strconv.FormatInt(margin, 10)}
-	for _, k := range maybe {
-		keys = append(keys, ElemKey(slot, k))
-		argv = append(argv, k)
+	out := map[string]bool{}
+	// 256 keys a call, as the copy's deletes: each key's element states are read and decoded.
+	for lo := 0; lo < len(maybe); lo += 256 {
+		part := maybe[lo:min(lo+256, len(maybe))]
+		keys := []string{MetaKey(slot)}
+		argv := []any{strconv.FormatInt(horizon, 10), strconv.FormatInt(margin, 10)}
+		for _, k := range part {
+			keys = append(keys, ElemKey(slot, k))
+			argv = append(argv, k)
+		}
+		v, err := r.runScript(ctx, db, slot, staleScript.Hash(), staleLua, keys, argv)
+		if err != nil || v.IsError() {
+			return nil, fmt.Errorf("stamps below the copy's horizon: %v%s", err, v.Str)
+		}
+		for _, e := range v.Elems {
+			out[string(e.Str)] = true
+		}
 	}
-	v, err := r.runScript(ctx, db, slot, staleScript.Hash(), staleLua, keys, argv)
-	if err != nil || v.IsError() {
-		return nil, fmt.Errorf("stamps below the copy's horizon: %v%s", err, v.Str)
-	}
-	out := make(map[string]bool, len(v.Elems))
-	for _, e := range v.Elems {
-		out[string(e.Str)] = true
+	if len(out) > 0 {
+		r.log.Info("a full copy drops keys its source deleted and forgot (their stamps are below what it had applied)",
+			"slot", slot, "db", db, "keys", len(out))
 	}
 	return out, nil
 }
