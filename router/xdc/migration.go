@@ -97,9 +97,16 @@ func (r *Replicator) Frozen(ctx context.Context, st *fsm.State, m *fsm.Migration
 // lowest of them as its position. A log the source group has no inbox for while the target
 // has one gets "0-0" for the slots: nothing of them is known applied, and the shipper, which
 // cannot go back that far, reports the log behind instead of skipping entries.
+//
+// The run back of a cancelled migration copies nothing: the slots were never served by the
+// group they move back from (the switch gives them to the target, and a migration is not
+// cancelled after it), nothing of them was applied anywhere while they migrated (HandleLog
+// cuts a range before them), so the group they return to stands where it did. Copied from the
+// other group, which has no inbox or only the forward run's copy, they went back to "0-0"
+// until session 45, and every other DC's log answered a gap.
 func (r *Replicator) Moved(ctx context.Context, st *fsm.State, m *fsm.Migration) error {
 	src, dst, dbs, err := r.migrationServers(ctx, st, m)
-	if err != nil || src == nil {
+	if err != nil || src == nil || m.Cancelling {
 		return err
 	}
 	var logs []LogID

@@ -6,7 +6,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/internal/testredis"
 )
 
@@ -151,5 +153,46 @@ func TestMovedPositionsRanges(t *testing.T) {
 	}
 	if n := len(got2); n != len(slots) { // "f" and every slot but s100
 		t.Errorf("%s has %d fields, want %d", k2, n, len(slots))
+	}
+}
+
+// TestMovedOnTheRunBackChangesNothing: a migration of dc2 to a new group, cancelled before its
+// switch: its run back calls Moved from the new group (no inbox: it served none of the slots,
+// and nothing of them is applied while they migrate) into the old one, whose positions are
+// still right. They must stay: until session 45 each slot's became "0-0", every other DC's
+// log then answered a gap and went back to its start (a full copy of every group into dc2, or
+// entries applied twice where a log was never trimmed).
+func TestMovedOnTheRunBackChangesNothing(t *testing.T) {
+	ctx := context.Background()
+	n, dcs := startDCsWith(t, func(c *Config) { c.noLogShipping = true }, "dc1", "dc2")
+	dc1, dc2 := dcs[0], dcs[1]
+	raiseFormat(t, n, LogDataFormat)
+	stop := func() func() { _, s := shipGroupLog(dc1, dc2); return s }()
+	dc1.write(t, "SET", "{m}k", "v")
+	if _, _, ok := sameDataWithin(dc1.rc, dc2.rc, 30*time.Second); !ok {
+		t.Fatal("dc2 did not get dc1's write")
+	}
+	stop()
+	inbox := LogInboxKey(LogID{DC: "dc1", Group: "g-dc1"})
+	before := dc2.rc.HGetAll(ctx, inbox).Val()
+	if before["f"] == "" {
+		t.Fatalf("dc2's inbox of dc1's log: %v", before)
+	}
+	n.apply(t, &fsm.AddGroup{DC: "dc2", Group: fsm.Group{ID: "g-dc2b", Master: testredis.Start(t).Addr}})
+	n.apply(t, &fsm.StartMigration{DC: "dc2", Slots: []fsm.SlotRange{{From: 100, To: 102}}, To: "g-dc2b"})
+	var m *fsm.Migration
+	for id := range n.State().Migrations {
+		n.apply(t, &fsm.AckFreeze{ID: id, Node: dc2.node}) // the keys move
+		n.apply(t, &fsm.ControlMigration{ID: id, Action: fsm.MigrationCancel})
+		m = n.State().Migrations[id]
+	}
+	if m == nil || !m.Cancelling {
+		t.Fatalf("the migration is not running back: %+v", m)
+	}
+	if err := dc2.repl.Moved(ctx, n.State(), m); err != nil {
+		t.Fatal(err)
+	}
+	if after := dc2.rc.HGetAll(ctx, inbox).Val(); !maps.Equal(after, before) {
+		t.Fatalf("the run back's Moved changed the old group's positions: %v, was %v", after, before)
 	}
 }
