@@ -368,7 +368,10 @@ func TestXDCRaiseFormatUnderLoad(t *testing.T) {
 func TestXDCLogLargeValues(t *testing.T) {
 	x := startXDCLog(t)
 	ctx := context.Background()
-	rdb := redis.NewClient(&redis.Options{Addr: x.node("n11").Listen})
+	// Generous timeouts: the 20 MB request goes to a node that is still writing the forty
+	// before it through WRITE, under the race detector on two loaded cores (go-redis's 3 s
+	// write timeout expired there in session 45's CI); what is tested is replication's.
+	rdb := redis.NewClient(&redis.Options{Addr: x.node("n11").Listen, ReadTimeout: time.Minute, WriteTimeout: time.Minute})
 	defer rdb.Close()
 	big := strings.Repeat("v", 1<<20)
 	p := rdb.Pipeline()

@@ -42,6 +42,9 @@ type client struct {
 	// closed is set when the node closes the connection (CLIENT KILL, shutdown): the client is
 	// gone from CLIENT LIST at once, as in Redis, before its goroutine has ended.
 	closed atomic.Bool
+	// flushOther is 1 + the database the request being routed writes besides the session's
+	// (MOVE, COPY ... DB), 0 for none: a flush of it holds the request (flushHolds).
+	flushOther int
 
 	wmu  sync.Mutex // guards writes to nc (pub/sub readers write too)
 	w    io.Writer  // writes to nc: resp.Writer's, with raw system calls for a socket

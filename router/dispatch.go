@@ -142,6 +142,12 @@ func (c *client) abortTx() {
 // A script whose numkeys Redis refuses (not an integer, negative, more than the arguments)
 // goes to any group as it is: Redis answers the error, and nothing runs.
 func (c *client) forward(spec *command.Spec, cmd resp.Command) {
+	if spec.Name == "move" || spec.Name == "copy" {
+		if db, _, ok := c.otherDB(spec.Name, cmd.Args); ok {
+			c.flushOther = db + 1 // a flush of that database holds the request too
+			defer func() { c.flushOther = 0 }()
+		}
+	}
 	c.keys = spec.Keys(cmd.Args, c.keys[:0])
 	slot, err := keySlot(cmd.Args, c.keys)
 	if err != nil {

@@ -26,10 +26,13 @@ func activeFlush(st *fsm.State) *fsm.Flush {
 	return nil
 }
 
-// flushHolds reports whether snap holds c's keyed requests for a flush. Only client sessions
-// are held (internal clients have no connection).
+// flushHolds reports whether snap holds c's keyed requests for a flush: of the session's
+// database, or of the one the request writes besides (MOVE, COPY ... DB: c.flushOther; until
+// session 45 such a write into the flushed database went through). Only client sessions are
+// held (internal clients have no connection).
 func (c *client) flushHolds(snap *snapshot) bool {
-	return snap.flushing != nil && c.nc != nil && snap.flushing.Covers(c.db)
+	return snap.flushing != nil && c.nc != nil &&
+		(snap.flushing.Covers(c.db) || c.flushOther > 0 && snap.flushing.Covers(c.flushOther-1))
 }
 
 func errFlushing(f *fsm.Flush) error {

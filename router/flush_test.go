@@ -188,3 +188,28 @@ func TestBlockingDuringFlushGivesUp(t *testing.T) {
 		t.Fatalf("BLPOP held past FreezeWait: %v, want TRYAGAIN", err)
 	}
 }
+
+// A MOVE or COPY ... DB from another database into the flushed one is held as a request of the
+// flushed database is (until session 45 it went through, and its key could survive the flush
+// in one DC only); one out of the flushed database is held too, as any of its requests.
+func TestFlushHoldsWritesIntoItsDatabase(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{FreezeWait: 300 * time.Millisecond})
+	s := tc.servers[0]
+	ctx := ctxT(t)
+	frozen, _ := flushStates(t, tc)
+	c1 := tc.client(0, func(o *redis.Options) { o.DB = 1 })
+	for _, k := range []string{"m", "c", "{x}a"} {
+		if err := c1.Set(ctx, k, "v", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.SetState(frozen) // a FLUSHDB of database 0
+	for _, cmd := range [][]any{{"MOVE", "m", "0"}, {"COPY", "c", "c", "DB", "0"}} {
+		if err := c1.Do(ctx, cmd...).Err(); err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN") {
+			t.Fatalf("%v during a flush of database 0 answered %v, want TRYAGAIN once held past FreezeWait", cmd, err)
+		}
+	}
+	if err := c1.Do(ctx, "COPY", "{x}a", "{x}b").Err(); err != nil {
+		t.Fatalf("a COPY within database 1 during a flush of database 0: %v", err)
+	}
+}

@@ -81,7 +81,10 @@ return {st, 'r', v, string.format('%.0f', redis.call('PEXPIRETIME', k)), redis.c
 // removed. While a full copy of the slot runs, into it or out of it (its lock held), it
 // answers TRYAGAIN: a copy into it restores keys before their stamps, and a pull installed in
 // between would be stamped over by the copy's metadata; a copy out of it reads the keys and
-// then their stamps, and could send a stamp without its key. It answers {installed 0/1, the record}, or an error when the
+// then their stamps, and could send a stamp without its key. Nor while a flush deletes the
+// database (its fence, FlushFenceKey, says so): its pass deletes keys, metadata and pull hash
+// in the order SCAN finds them, and a state installed behind it, from an origin that had not
+// deleted yet, stayed (until session 45). It answers {installed 0/1, the record}, or an error when the
 // state cannot be installed (a RESTORE refused): the key then keeps its state, stamp and
 // record, and the puller tries again, rather than stamping the old value as the new one (every
 // later write's effect would then be skipped as superseded, silently).
@@ -89,6 +92,10 @@ const pulledLua = `#!lua
 local k, meta, pull = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', KEYS[5]) == 1 then
   return redis.error_reply('TRYAGAIN redraft: a full copy of the slot runs, retry shortly')
+end
+local fence = redis.call('GET', '` + FlushFenceKey + `')
+if fence and string.sub(fence, -9) == ':deleting' then
+  return redis.error_reply('TRYAGAIN redraft: a flush deletes this database, retry shortly')
 end
 ` + stampLua + elemLua + `
 local st, done = ARGV[1], 0
