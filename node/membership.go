@@ -240,8 +240,9 @@ func (n *Node) handleJoin(ctx context.Context, req joinRequest) (joinResponse, e
 }
 
 // demoteLostVoter makes id, a node that joins on an empty data dir, a non-voter when it is a
-// voter at addr: it lost the log it voted and acknowledged entries with (a wiped or replaced
-// disk), so it must not count in a majority until it has caught up and been promoted again
+// voter (at addr or, rejoining at a new address, at another: addToRaft then only moves the
+// entry): it lost the log it voted and acknowledged entries with (a wiped or replaced disk),
+// so it must not count in a majority until it has caught up and been promoted again
 // (promote). Its votes wait for the join's answer (voteGate), which comes after this.
 func (n *Node) demoteLostVoter(id, addr string) error {
 	f := n.raft.GetConfiguration()
@@ -249,17 +250,21 @@ func (n *Node) demoteLostVoter(id, addr string) error {
 		return err
 	}
 	for _, s := range f.Configuration().Servers {
-		if s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(addr) && s.Suffrage == raft.Voter {
+		if s.ID == raft.ServerID(id) && s.Suffrage == raft.Voter {
 			if err := n.raft.DemoteVoter(s.ID, 0, applyTimeout).Error(); err != nil {
 				return raftErr(err)
 			}
-			n.log.Warn("a voter rejoined with an empty data dir: made a non-voter until it is promoted again", "id", id)
+			n.log.Warn("a voter rejoined with an empty data dir: made a non-voter until it is promoted again", "id", id, "was_at", s.Address, "now_at", addr)
 		}
 	}
 	return nil
 }
 
-// addToRaft adds id at addr to the Raft configuration, replacing an entry with another address.
+// addToRaft adds id at addr to the Raft configuration; an entry of id at another address is
+// updated in place, its suffrage kept (hashicorp/raft's AddNonvoter of a known id changes
+// only its address). Until session 45 the entry was removed and added again: a voter's
+// removal dipped the quorum, and the leader's own (a node restarted at a new peer address that
+// won the election) stepped it down and shut its Raft down for good.
 func (n *Node) addToRaft(id, addr string) (bool, error) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -271,15 +276,12 @@ func (n *Node) addToRaft(id, addr string) (bool, error) {
 			voters++
 		}
 		if s.ID == raft.ServerID(id) {
-			if s.Address == raft.ServerAddress(addr) {
-				return s.Suffrage == raft.Voter, nil
+			if s.Address != raft.ServerAddress(addr) {
+				if err := n.raft.AddNonvoter(s.ID, raft.ServerAddress(addr), 0, applyTimeout).Error(); err != nil {
+					return false, raftErr(err)
+				}
 			}
-			if err := n.raft.RemoveServer(s.ID, 0, applyTimeout).Error(); err != nil {
-				return false, raftErr(err)
-			}
-			if s.Suffrage == raft.Voter {
-				voters--
-			}
+			return s.Suffrage == raft.Voter, nil
 		}
 	}
 	if voters < n.maxVoters() {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/redraft/redraft/fsm"
 )
 
@@ -387,4 +389,44 @@ func TestJoinPastASeedThatHangs(t *testing.T) {
 	if _, ok := c.nodes["n1"].State().Nodes[n2.ID()]; !ok {
 		t.Fatal("n2 is not a member")
 	}
+}
+
+// A leader restarted from its data dir at a new peer address updates its own entry in the Raft
+// configuration and goes on leading and acting. Until session 45 it removed its entry and
+// added it again: removed, hashicorp/raft stepped it down and shut its Raft down for good, and
+// the node never acted again.
+func TestLeaderRestartedAtANewPeerAddress(t *testing.T) {
+	c := newTestCluster(t)
+	n := c.start("n1", "dc1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Propose(ctx, &fsm.SetSetting{Key: "max_voters", Value: "3"}); err != nil {
+		t.Fatal(err)
+	}
+	old := n.PeerAddr()
+	n.Close()
+	delete(c.nodes, "n1")
+	cfg := c.cfgs["n1"]
+	cfg.PeerListen = "127.0.0.1:0" // another port
+	c.cfgs["n1"] = cfg
+	n = c.start("n1", "dc1")
+	if n.PeerAddr() == old {
+		t.Fatalf("the restart kept its peer address %s", old)
+	}
+	poll(t, 15*time.Second, "the Raft configuration names n1 at its new address, a voter", func() error {
+		f := n.raft.GetConfiguration()
+		if err := f.Error(); err != nil {
+			return err
+		}
+		for _, s := range f.Configuration().Servers {
+			if s.ID == "n1" && string(s.Address) == n.PeerAddr() && s.Suffrage == raft.Voter {
+				return nil
+			}
+		}
+		return fmt.Errorf("configuration %+v", f.Configuration().Servers)
+	})
+	if err := n.Propose(ctx, &fsm.SetSetting{Key: "max_voters", Value: "5"}); err != nil {
+		t.Fatalf("a proposal after the restart: %v", err)
+	}
+	waitActing(t, n, true, 10*time.Second)
 }
