@@ -104,11 +104,14 @@ func (w *Watcher) giveUpSwitchover(ctx context.Context, g *fsm.Group, f fsm.Fail
 				f.PromotingRunID != "" && infos[i+1].RunID == f.PromotingRunID {
 				w.log.Warn("switchover committed without the old master: it does not answer, and the target was promoted",
 					"group", g.ID, "epoch", f.Epoch, "to", a, "why", why)
-				if err := w.finish(ctx, g, f, a, 0); err != nil && !errors.Is(err, errDone) {
+				err := w.finish(ctx, g, f, a, 0)
+				if err != nil && !errors.Is(err, errDone) {
 					w.log.Warn("switchover not committed yet", "group", g.ID, "epoch", f.Epoch, "err", err)
 					return false
 				}
-				w.pointReplicas(ctx, g, a, f.From)
+				if err == nil { // not when another executor or epoch ended it: its master may differ
+					w.pointReplicas(ctx, g, a, f.From)
+				}
 				return true
 			}
 		}
@@ -358,10 +361,12 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 	// unplanned failover records the replica it promotes: should the old master die once the
 	// target is promoted, giveUpSwitchover commits the target, the process this switchover
 	// promoted (until session 45 the switchover then held the group's requests for good).
+	recorded := false
 	for i, a := range g.Replicas {
 		if a != to || errs[i+1] != nil || infos[i+1].RunID == "" {
 			continue
 		}
+		recorded = true
 		if rid := infos[i+1].RunID; f.Promoting != to || f.PromotingRunID != rid {
 			err := w.cl.Propose(ctx, &fsm.FinishFailover{DC: w.cl.DC(), Group: g.ID, Epoch: f.Epoch,
 				Executor: w.cl.ID(), Promoting: to, PromotingRunID: rid})
@@ -373,6 +378,9 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 				return "", "", fmt.Errorf("record %s as the switchover's target: %w", to, err)
 			}
 		}
+	}
+	if !recorded { // an earlier attempt's record would then name another process
+		return "", fmt.Sprintf("the target %s's run id is not known (INFO failed): it cannot be recorded before its promotion", to), nil
 	}
 	m := w.adm.admin(g, f.From)
 	// The safety net: a write that reached the master after the drain waits here and fails
@@ -414,11 +422,16 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 		// lost when it follows. The switchover is undone instead: the target follows the old
 		// master again, which stays the master. One that does not answer takes no write; the
 		// watchers fence it when it is back. (Until session 45 both cases went on.)
-		// Only a refusal: a command that timed out may still run on the server, and undoing
-		// then would have the two servers follow each other.
+		// A command that timed out may still run on the server (undoing at once would then
+		// have the two servers follow each other): it is sent again, the same command, a few
+		// times; a refusal, or failures throughout, leave an old master that still answers as
+		// one, and the switchover is undone.
 		var refused redis.Error
+		for try := 0; try < 3 && err != nil && !errors.As(err, &refused) && ctx.Err() == nil; try++ {
+			err = w.adm.replicaOf(ctx, g, f.From, to)
+		}
 		in, ierrs := w.infos(ctx, g, []string{f.From})
-		if errors.As(err, &refused) && ierrs[0] == nil && in[0].Role == "master" {
+		if err != nil && ierrs[0] == nil && in[0].Role == "master" {
 			w.log.Warn("switchover cancelled: the old master could not be made a replica", "group", g.ID, "server", f.From, "err", err)
 			if rerr := w.adm.replicaOf(ctx, g, to, f.From); rerr != nil {
 				w.log.Warn("the target not made a replica again yet (the watchers fence it)", "group", g.ID, "server", to, "err", rerr)
@@ -429,7 +442,9 @@ func (w *Watcher) switchover(ctx context.Context, st *fsm.State, g *fsm.Group, f
 			}
 			return "", "", errDone
 		}
-		w.log.Warn("old master not made a replica yet (the watchers fence it)", "group", g.ID, "server", f.From, "err", err)
+		if err != nil {
+			w.log.Warn("old master not made a replica yet (the watchers fence it)", "group", g.ID, "server", f.From, "err", err)
+		}
 	}
 	// The other replicas follow the new master before writes resume on it: a DC_QUORUM
 	// write's WAIT then finds them attaching, instead of waiting for their next ACK (a second).

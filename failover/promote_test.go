@@ -405,6 +405,20 @@ func TestSwitchoverCommitsItsTargetWhenTheOldMasterDies(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // poll interval
 	}
 	die()
+	// testHang is written again only once w1's run is over (its end, under w1.mu, orders its
+	// reads of testHang before the write).
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		w1.mu.Lock()
+		running := w1.busy["exec/g1/1"]
+		w1.mu.Unlock()
+		if !running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first executor's run did not end")
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
 	w1.adm.close()
 	testHang = ""
 	// The state as Raft would have it: the target recorded before the pause.
@@ -428,10 +442,11 @@ func TestSwitchoverCommitsItsTargetWhenTheOldMasterDies(t *testing.T) {
 	w2.execute(ctx, "g1", 1)
 	var fin *fsm.FinishFailover
 	for deadline := time.Now().Add(15 * time.Second); fin == nil; {
+		cl2.mu.Lock()
 		if time.Now().After(deadline) {
+			defer cl2.mu.Unlock()
 			t.Fatalf("the switchover never ended; steps %+v", cl2.steps)
 		}
-		cl2.mu.Lock()
 		for _, s := range cl2.steps {
 			if s.NewMaster != "" {
 				fin = s

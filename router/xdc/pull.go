@@ -3,6 +3,7 @@ package xdc
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,9 +83,11 @@ return {st, 'r', v, string.format('%.0f', redis.call('PEXPIRETIME', k)), redis.c
 // answers TRYAGAIN: a copy into it restores keys before their stamps, and a pull installed in
 // between would be stamped over by the copy's metadata; a copy out of it reads the keys and
 // then their stamps, and could send a stamp without its key. Nor while a flush deletes the
-// database (its fence, FlushFenceKey, says so): its pass deletes keys, metadata and pull hash
-// in the order SCAN finds them, and a state installed behind it, from an origin that had not
-// deleted yet, stayed (until session 45). It answers {installed 0/1, the record}, or an error when the
+// database (its fence, FlushFenceKey, says so, of a flush after ARGV[7], the last one the
+// caller's state knows is over: a fence left at deleting by a master that failed over before
+// it was closed holds no pull for good): its pass deletes keys, metadata and pull hash in the
+// order SCAN finds them, and a state installed behind it, from an origin that had not deleted
+// yet, stayed (until session 45). It answers {installed 0/1, the record}, or an error when the
 // state cannot be installed (a RESTORE refused): the key then keeps its state, stamp and
 // record, and the puller tries again, rather than stamping the old value as the new one (every
 // later write's effect would then be skipped as superseded, silently).
@@ -94,7 +97,7 @@ if redis.call('EXISTS', KEYS[5]) == 1 then
   return redis.error_reply('TRYAGAIN redraft: a full copy of the slot runs, retry shortly')
 end
 local fence = redis.call('GET', '` + FlushFenceKey + `')
-if fence and string.sub(fence, -9) == ':deleting' then
+if fence and string.sub(fence, -9) == ':deleting' and (tonumber(string.match(fence, '^(%d+)')) or 0) > (tonumber(ARGV[7]) or 0) then
   return redis.error_reply('TRYAGAIN redraft: a flush deletes this database, retry shortly')
 end
 ` + stampLua + elemLua + `
@@ -286,7 +289,7 @@ func (r *Replicator) pullSlot(ctx context.Context, db, slot int) error {
 		}
 		for _, s := range resp.States {
 			keys := []string{s.Key, MetaKey(slot), ph, ElemKey(slot, s.Key), CopyLockKey(slot)}
-			argv := []any{s.Stamp, s.Kind, s.V, s.PXAT, string(s.Dump), rec[s.Key]}
+			argv := []any{s.Stamp, s.Kind, s.V, s.PXAT, string(s.Dump), rec[s.Key], flushesOver(st)}
 			out, err := r.runScript(ctx, db, slot, pulledScript.Hash(), pulledLua, keys, argv)
 			if err == nil && out.IsError() {
 				err = fmt.Errorf("%s", out.Str)
@@ -303,6 +306,18 @@ func (r *Replicator) pullSlot(ctx context.Context, db, slot int) error {
 		}
 	}
 	return first
+}
+
+// flushesOver is the id of the last flush st knows is over (pulledLua's ARGV[7]).
+func flushesOver(st *fsm.State) string {
+	f := st.Flush
+	switch {
+	case f == nil:
+		return "0"
+	case f.Active():
+		return strconv.FormatUint(f.ID-1, 10)
+	}
+	return strconv.FormatUint(f.ID, 10)
 }
 
 // HandleKeyState answers the whole state of the requested keys, read on the slot's master in
