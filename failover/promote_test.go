@@ -2,6 +2,7 @@ package failover
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -323,12 +324,7 @@ func TestSwitchoverUndoneWhenTheOldMasterStaysMaster(t *testing.T) {
 	defer mc.Close()
 	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
 	defer rc.Close()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(rc.Info(ctx, "replication").Val(), "master_link_status:up"); {
-		if time.Now().After(deadline) {
-			t.Fatal("the replica did not sync")
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+	waitSynced(t, rc)
 	if err := mc.Do(ctx, "ACL", "SETUSER", "default", "-replicaof", "-slaveof").Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -339,20 +335,7 @@ func TestSwitchoverUndoneWhenTheOldMasterStaysMaster(t *testing.T) {
 	w := New(Config{Cluster: cl})
 	defer w.adm.close()
 	w.execute(ctx, "g1", 1)
-	var fin *fsm.FinishFailover
-	for deadline := time.Now().Add(15 * time.Second); fin == nil; {
-		if time.Now().After(deadline) {
-			t.Fatalf("the switchover never finished; steps %+v", cl.steps)
-		}
-		cl.mu.Lock()
-		for _, f := range cl.steps {
-			if f.NewMaster != "" {
-				fin = f
-			}
-		}
-		cl.mu.Unlock()
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+	fin := waitFinished(t, cl)
 	if fin.NewMaster != m.Addr {
 		t.Fatalf("the switchover committed %s; want the old master %s kept", fin.NewMaster, m.Addr)
 	}
@@ -380,12 +363,7 @@ func TestSwitchoverCommitsItsTargetWhenTheOldMasterDies(t *testing.T) {
 	defer rc.Close()
 	mc := redis.NewClient(&redis.Options{Addr: m.Addr})
 	defer mc.Close()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(rc.Info(ctx, "replication").Val(), "master_link_status:up"); {
-		if time.Now().After(deadline) {
-			t.Fatal("the replica did not sync")
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+	waitSynced(t, rc)
 	g := &fsm.Group{ID: "g1", Master: m.Addr, Replicas: []string{r.Addr}}
 	g.Failover = &fsm.Failover{Epoch: 1, From: m.Addr, To: r.Addr, Planned: true, Executor: "n1"}
 	st := &fsm.State{DCs: map[string]*fsm.DC{"dc1": {Name: "dc1", Groups: map[string]*fsm.Group{"g1": g}}}}
@@ -440,22 +418,42 @@ func TestSwitchoverCommitsItsTargetWhenTheOldMasterDies(t *testing.T) {
 	w2 := New(Config{Cluster: cl2, SwitchoverGiveUp: time.Second})
 	defer w2.adm.close()
 	w2.execute(ctx, "g1", 1)
-	var fin *fsm.FinishFailover
-	for deadline := time.Now().Add(15 * time.Second); fin == nil; {
-		cl2.mu.Lock()
-		if time.Now().After(deadline) {
-			defer cl2.mu.Unlock()
-			t.Fatalf("the switchover never ended; steps %+v", cl2.steps)
-		}
-		for _, s := range cl2.steps {
-			if s.NewMaster != "" {
-				fin = s
-			}
-		}
-		cl2.mu.Unlock()
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+	fin := waitFinished(t, cl2)
 	if fin.NewMaster != r.Addr {
 		t.Fatalf("the switchover ended with %s as the master; want its target %s", fin.NewMaster, r.Addr)
+	}
+}
+
+// waitSynced waits until the replica rc reports its link to its master up.
+func waitSynced(t *testing.T, rc *redis.Client) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(rc.Info(context.Background(), "replication").Val(), "master_link_status:up"); {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica did not sync")
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+}
+
+// waitFinished waits for the last FinishFailover cl recorded that names a master.
+func waitFinished(t *testing.T, cl *recordingCluster) *fsm.FinishFailover {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		cl.mu.Lock()
+		var fin *fsm.FinishFailover
+		for _, f := range cl.steps {
+			if f.NewMaster != "" {
+				fin = f
+			}
+		}
+		steps := fmt.Sprintf("%+v", cl.steps)
+		cl.mu.Unlock()
+		if fin != nil {
+			return fin
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the failover never finished; steps %s", steps)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
 	}
 }
