@@ -280,6 +280,7 @@ func (r *Replicator) pullSlot(ctx context.Context, db, slot int) error {
 			first = err
 		}
 	}
+	over := flushesOver(st) // the same for every key of the call
 	for dc, keys := range byDC {
 		var resp KeyStateResponse
 		req := KeyStateRequest{Source: r.cfg.Cluster.DC(), DB: db, Slot: slot, Keys: keys}
@@ -289,7 +290,7 @@ func (r *Replicator) pullSlot(ctx context.Context, db, slot int) error {
 		}
 		for _, s := range resp.States {
 			keys := []string{s.Key, MetaKey(slot), ph, ElemKey(slot, s.Key), CopyLockKey(slot)}
-			argv := []any{s.Stamp, s.Kind, s.V, s.PXAT, string(s.Dump), rec[s.Key], flushesOver(st)}
+			argv := []any{s.Stamp, s.Kind, s.V, s.PXAT, string(s.Dump), rec[s.Key], over}
 			out, err := r.runScript(ctx, db, slot, pulledScript.Hash(), pulledLua, keys, argv)
 			if err == nil && out.IsError() {
 				err = fmt.Errorf("%s", out.Str)
