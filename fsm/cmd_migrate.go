@@ -9,6 +9,15 @@ type StartMigration struct {
 	Slots []SlotRange `json:"slots"`
 	To    string      `json:"to"`
 	Rate  int64       `json:"rate,omitempty"`
+	// From, when set, is the group the proposer planned to move the slots from: the start is
+	// refused if another group owns them when it is applied (a rebalance planned on a state
+	// that had not yet applied an earlier move of those slots). Empty: the owner at apply.
+	From string `json:"from,omitempty"`
+	// Nonce is a random string the proposer draws, kept as Migration.Nonce: it makes the
+	// migration's fence fields on the Redis servers (migrate.RunFence) unique to this
+	// migration, so that the marks of another cluster that once used the same servers (same
+	// migration ids) are not taken for this one's.
+	Nonce string `json:"nonce,omitempty"`
 }
 
 // AckFreeze records that a node of the migration's DC applied the freeze and holds no request
@@ -16,6 +25,13 @@ type StartMigration struct {
 type AckFreeze struct {
 	ID   uint64 `json:"id"`
 	Node string `json:"node"`
+	// Run is the run whose barrier the node acks: "fwd", or "back" for a cancel's run back,
+	// which freezes the same migration again. An ack of a run that is no longer the
+	// migration's (a forward ack proposed again, or delayed, and applied after a cancel) is
+	// ignored: counted for the run back, it let the barrier pass while that node might still
+	// act on the forward run and write the target. Empty (entries written before runs were
+	// named): not checked.
+	Run string `json:"run,omitempty"`
 }
 
 // FinishMigration commits the switch once the source holds no key of the slots: the slot
@@ -98,6 +114,9 @@ func (c *StartMigration) apply(s *State, index uint64) error {
 			}
 		}
 	}
+	if c.From != "" && from != c.From {
+		return errf("busy", "the slots belong to group %s now, not %s as planned: plan again", from, c.From)
+	}
 	if s.Flush.Active() {
 		return errf("busy", "%s is in progress: migrate once it ended", s.Flush)
 	}
@@ -117,6 +136,7 @@ func (c *StartMigration) apply(s *State, index uint64) error {
 		ID: s.NextMigrationID, DC: c.DC, Slots: append([]SlotRange(nil), c.Slots...), From: from, To: c.To,
 		State: MigrationFrozen, Rate: c.Rate, FreezeAcks: map[string]uint64{}, StartIndex: index,
 		FromFailovers: dc.Groups[from].Failovers, ToFailovers: dc.Groups[c.To].Failovers,
+		Nonce: c.Nonce,
 	}
 	s.NextMigrationID++
 	s.Migrations[m.ID] = m
@@ -181,8 +201,8 @@ func (c *AckFreeze) apply(s *State, index uint64) error {
 	if n.DC != m.DC {
 		return errf("invalid", "node %s is in datacenter %s, migration %d in %s", c.Node, n.DC, m.ID, m.DC)
 	}
-	if m.State != MigrationFrozen {
-		return nil // a late or repeated ack: the barrier has passed
+	if m.State != MigrationFrozen || (c.Run != "" && c.Run != m.Run()) {
+		return nil // a late or repeated ack: its barrier has passed
 	}
 	m.FreezeAcks[c.Node] = index
 	s.checkBarrier(m)

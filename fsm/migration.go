@@ -40,6 +40,9 @@ type Migration struct {
 	// (SourceFailedOver).
 	FromFailovers uint64 `json:"from_failovers,omitempty"`
 	ToFailovers   uint64 `json:"to_failovers,omitempty"`
+	// Nonce is StartMigration.Nonce: part of the migration's fence fields on the servers
+	// (migrate.RunFence). Empty for migrations started by an older build.
+	Nonce string `json:"nonce,omitempty"`
 }
 
 // SourceFailedOver reports whether the migration's source group (Source) promoted a replica

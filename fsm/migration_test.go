@@ -111,7 +111,13 @@ func TestMigrationCancel(t *testing.T) {
 	if _, err := ApplyCommand(s, s.Index+1, &ControlMigration{ID: 2, Action: MigrationCancel}); err == nil {
 		t.Fatal("double cancel accepted")
 	}
-	s = mustApply(t, s, &AckFreeze{ID: 2, Node: "n1"})
+	// A forward run's ack applied after the cancel (proposed again by a node whose state
+	// lagged, or delayed) does not count for the run back's barrier.
+	s = mustApply(t, s, &AckFreeze{ID: 2, Node: "n1", Run: "fwd"})
+	if _, acked := s.Migrations[2].FreezeAcks["n1"]; acked {
+		t.Fatal("the forward run's ack was counted for the run back's barrier")
+	}
+	s = mustApply(t, s, &AckFreeze{ID: 2, Node: "n1", Run: "back"})
 	s = mustApply(t, s, &AckFreeze{ID: 2, Node: "n2"})
 	// A stale forward mover's finish does not end the run back.
 	if _, err := ApplyCommand(s, s.Index+1, &FinishMigration{ID: 2, Run: "fwd"}); err == nil {
@@ -137,6 +143,7 @@ func TestStartMigrationValidation(t *testing.T) {
 		{&StartMigration{DC: "dc1", Slots: []SlotRange{{150, 250}}, To: "g2"}, "already belongs to group g2"},
 		{&StartMigration{DC: "dc1", Slots: []SlotRange{{190, 210}}, To: "g1"}, "already belongs to group g1"},
 		{&StartMigration{DC: "dc1", Slots: []SlotRange{{5, 2}}, To: "g2"}, "reversed"},
+		{&StartMigration{DC: "dc1", Slots: []SlotRange{{0, 1}}, To: "g2", From: "g3"}, "not g3 as planned"},
 	} {
 		if _, err := ApplyCommand(s, s.Index+1, tc.c); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.c, err, tc.want)

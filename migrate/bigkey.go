@@ -11,9 +11,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// moveLocked moves one key under its lock on the source: it waits for the lock, then MIGRATEs
-// the key if it is small or copies it in chunks if it is big. It reports whether the key was
-// on the source (and is now on the target only) and its MEMORY USAGE.
+// moveLocked moves one key under its lock on the source: it waits for the lock, then copies
+// the key in chunks (a small one in one chunk). It reports whether the key was on the source
+// (and is now on the target only) and its MEMORY USAGE.
 func (m *Mover) moveLocked(ctx context.Context, src, dst *redis.Client, db int, key string) (bool, int64, error) {
 	token, lock := m.newToken(), []string{LocksKey, key}
 	if err := m.acquire(ctx, src, lock, token); err != nil {
@@ -27,15 +27,31 @@ func (m *Mover) moveLocked(ctx context.Context, src, dst *redis.Client, db int, 
 			})
 		}
 	}()
-	st, mem, err := m.runMove(ctx, src, db, []string{key}, token)
+	st, mem, err := m.runCheck(ctx, src, []string{key}, token)
 	if err != nil {
 		return false, 0, err
 	}
 	switch st[0] {
 	case stNoKey:
 		return false, 0, nil
+	case stBusy:
+		// Our lock lapsed before the check (a stall past LockTTL) and another mover took it.
+		return false, 0, fmt.Errorf("migrate: key %q: lock lost before the copy: %w", key, ErrKeyBusy)
 	case stMoved:
-		return true, mem[0], nil
+		// A type the chunked copy does not know (a module's), never big: a batch copy takes it
+		// once our lock is released.
+		if err := unlockScript.Run(ctx, src, lock, token).Err(); err != nil {
+			return false, 0, fmt.Errorf("migrate: key %q: release the lock: %w", key, err)
+		}
+		held = false
+		st, mem, err := m.combined(ctx, db, []string{key})
+		switch {
+		case err != nil:
+			return false, 0, err
+		case st[0] != stMoved && st[0] != stNoKey:
+			return false, 0, fmt.Errorf("migrate: key %q: status %d from its batch copy: %w", key, st[0], ErrKeyBusy)
+		}
+		return st[0] == stMoved, mem[0], nil
 	case stBig:
 	default:
 		return false, 0, fmt.Errorf("migrate: key %q: unexpected status %d under its lock", key, st[0])

@@ -59,6 +59,11 @@ type Job struct {
 	Paused func() bool
 	// Progress receives the mover's counts; the coordinator reports them into the state.
 	Progress func(Progress)
+	// Logger receives the mover's log (Config.Logger); the coordinator sets its own, with the
+	// migration's id. Nil: discarded.
+	Logger *slog.Logger
+	// Owner names the mover in lock values (Config.Owner): the node id.
+	Owner string
 }
 
 // RunMover moves every key of a job's slots from source to target and returns when the source
@@ -196,7 +201,7 @@ func (c *Coordinator) ack(ctx context.Context, st *fsm.State, m *fsm.Migration) 
 	c.acking[m.ID] = true
 	c.mu.Unlock()
 	slots := SlotSetOf(m.Slots)
-	id := m.ID
+	id, run := m.ID, m.Run()
 	go func() {
 		defer func() {
 			c.mu.Lock()
@@ -223,7 +228,7 @@ func (c *Coordinator) ack(ctx context.Context, st *fsm.State, m *fsm.Migration) 
 				return
 			}
 		}
-		if err := c.cl.Propose(wctx, &fsm.AckFreeze{ID: id, Node: c.cl.ID()}); err != nil {
+		if err := c.cl.Propose(wctx, &fsm.AckFreeze{ID: id, Node: c.cl.ID(), Run: run}); err != nil {
 			c.log.Warn("freeze ack not committed", "migration", id, "err", err)
 		}
 	}()
@@ -292,6 +297,7 @@ func (c *Coordinator) startMover(ctx context.Context, st *fsm.State, m *fsm.Migr
 	})
 	job := Job{
 		Migration: m, Source: *src, Target: *dst, Slots: SlotSetOf(m.Slots),
+		Logger: c.log.With("migration", id), Owner: c.cl.ID(),
 		Rate: func() int64 {
 			if cur := current(); cur != nil {
 				return cur.Rate

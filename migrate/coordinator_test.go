@@ -118,6 +118,14 @@ func TestSlotOwnerAcksAfterItsHandoff(t *testing.T) {
 	if len(got) != 1 || got[0] != 1 {
 		t.Fatalf("acks proposed after %v handoffs, want one after one", got)
 	}
+	// The ack names the run whose barrier it is for, so that a late one cannot pass a cancel's.
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	for _, cmd := range cl.proposed {
+		if a, ok := cmd.(*fsm.AckFreeze); ok && a.Run != "fwd" {
+			t.Fatalf("ack proposed for run %q, want fwd", a.Run)
+		}
+	}
 }
 
 // frozenState is a one-node DC at data format 3 with migration 1 (slots 0-9, g1 to g2) frozen.

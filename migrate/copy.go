@@ -13,14 +13,14 @@ import (
 // delete), and the mover carries the payloads to the target itself, over raw connections
 // (resp.go):
 //
-//  1. dumpScript on the source: per key, the checks moveScript makes, then a lock (the same
+//  1. dumpScript on the source: per key, whether it exists and how big it is, then a lock (the same
 //     per-key lock a big key's copy takes), PEXPIRETIME and the value (MGET, or DUMP), in one atomic
 //     step.
 //  2. restoreTx on the target: the writes in one MULTI/EXEC, which aborts when the target's
 //     clock is past the source's clock at step 1 plus LockTTL/2 (the locks might have lapsed).
 //  3. unlockDeleteScript on the source: delete each key whose lock is still ours, and the lock.
 //
-// While a key is locked nobody else moves it (moveScript and dumpScript see the lock: busy),
+// While a key is locked nobody else moves it (dumpScript and checkScript see the lock: busy),
 // so no client has touched the target's copy before step 2 replaces it; the source's copy is
 // the authoritative one until step 3 deletes it, and MoveKeys callers wait for the lock.
 

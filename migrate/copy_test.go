@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -191,7 +192,8 @@ func TestRestoreBatchLockLost(t *testing.T) {
 }
 
 // The locks of a batch copy live in LocksKey: a lapsed lock (its deadline past, its value still
-// there) is free, a key named twice in a batch is taken once, the hash outlives every live lock,
+// there) is free, a key named twice in a batch is taken once, the hash has no expiry (an older
+// build's is dropped),
 // the DUMP of a locked key that is not a string comes with the locks, and nothing is left
 // behind once the batch is done.
 func TestDumpBatchLocks(t *testing.T) {
@@ -204,6 +206,7 @@ func TestDumpBatchLocks(t *testing.T) {
 	must(t, src.Set(ctx, "gone", "4", 0).Err()) // locked, then released unmoved
 	must(t, src.HSet(ctx, "h", "f", "v").Err())
 	must(t, src.HSet(ctx, LocksKey, "a", LockValue("dead:1", time.Now().Add(-time.Second))).Err())
+	must(t, src.Expire(ctx, LocksKey, time.Minute).Err()) // as an older build left it
 	m := e.mover(t, nil)
 	sc, dc, err := m.raws(0)
 	must(t, err)
@@ -235,8 +238,8 @@ func TestDumpBatchLocks(t *testing.T) {
 			t.Fatalf("lock of %s held by %q", k, got)
 		}
 	}
-	if ttl := src.PTTL(ctx, LocksKey).Val(); ttl < m.cfg.LockTTL-time.Second {
-		t.Fatalf("locks hash PTTL %v, want at least the lock TTL", ttl)
+	if ttl, err := src.Do(ctx, "PTTL", LocksKey).Int64(); err != nil || ttl != -1 {
+		t.Fatalf("locks hash PTTL %d (%v), want -1: no expiry", ttl, err)
 	}
 	m.unlockBatch(ctx, sc, []dumped{{key: "gone"}}, lock)
 	out := []dumped{{key: "a", st: stMoved, str: true, expireAt: -1, payload: []byte("1")}, {key: "h", st: stMoved, expireAt: -1, payload: []byte(field(3, 4).(string))}}
@@ -434,5 +437,57 @@ func TestBatchCopyKeepsAbsoluteExpiry(t *testing.T) {
 				t.Errorf("forever: target PEXPIRETIME %v, want -1", got)
 			}
 		})
+	}
+}
+
+// A source under a volatile-* eviction policy keeps the locks of a batch in flight: the locks
+// hash has no expiry, so it is no candidate. With one (the last lock's deadline) it was the
+// first key volatile-ttl dropped, and every live lock with it (another mover could then move
+// a locked key, a client write it on the target, and this batch's restore overwrite the write).
+func TestEvictingSourceKeepsTheLocks(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 30*time.Second)
+	src := e.src(t, 0)
+	for i := range 20 {
+		must(t, src.Set(ctx, fmt.Sprintf("k%d", i), "v", 0).Err())
+	}
+	m := e.mover(t, nil)
+	keys := []string{}
+	for i := range 20 {
+		keys = append(keys, fmt.Sprintf("k%d", i))
+	}
+	token := m.newToken()
+	_, err := dumpScript.Run(ctx, src, lockedKeys(keys), m.cfg.BigKeyElements, m.cfg.BigKeyBytes, 1<<20, token,
+		time.Minute.Milliseconds(), "").Slice()
+	must(t, err)
+	used, err := src.MemoryUsage(ctx, LocksKey).Result()
+	must(t, err)
+	if used == 0 {
+		t.Fatal("no locks hash")
+	}
+	info := src.Info(ctx, "memory").Val()
+	var mem int64
+	for _, l := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
+			mem, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	must(t, src.ConfigSet(ctx, "maxmemory-policy", "volatile-ttl").Err())
+	must(t, src.ConfigSet(ctx, "maxmemory", strconv.FormatInt(mem+(1<<20), 10)).Err())
+	t.Cleanup(func() { src.ConfigSet(context.Background(), "maxmemory", "0") })
+	// 4 MiB of keys that expire in an hour, over a limit 1 MiB above what the server held.
+	val := strings.Repeat("x", 4096)
+	for i := range 1024 {
+		if err := src.Set(ctx, fmt.Sprintf("fill%d", i), val, time.Hour).Err(); err != nil {
+			t.Fatalf("fill %d: %v", i, err)
+		}
+	}
+	if ev := src.Info(ctx, "stats").Val(); !strings.Contains(ev, "evicted_keys:") || strings.Contains(ev, "evicted_keys:0\r\n") {
+		t.Fatal("the server evicted nothing: the test exerts no pressure")
+	}
+	for _, k := range keys {
+		if got := lockHolder(ctx, t, src, k); got != token {
+			t.Fatalf("lock of %s held by %q after evictions, want %q", k, got, token)
+		}
 	}
 }

@@ -1,7 +1,6 @@
 package migrate
 
 import (
-	"context"
 	"time"
 
 	"github.com/redraft/redraft/fsm"
@@ -9,11 +8,10 @@ import (
 )
 
 // EndpointOf returns the endpoint of g's master as redraft's internal ACL user
-// (internal/backendacl): movers run MIGRATE, scans and the chunked copy as that user, and its
+// (internal/backendacl): movers run scans, batch copies and the chunked copy as that user, and its
 // dialer creates the users with the group's admin credentials when the server lacks them.
 func EndpointOf(g *fsm.Group) Endpoint {
 	acc := backendacl.ForGroup(g)
 	cr := acc.Internal()
-	return Endpoint{Addr: g.Master, Username: cr.User, Password: cr.Password, Dialer: acc.Dialer(cr, 5*time.Second),
-		Ensure: func(ctx context.Context) error { return acc.Ensure(ctx, g.Master, cr, 5*time.Second) }}
+	return Endpoint{Addr: g.Master, Username: cr.User, Password: cr.Password, Dialer: acc.Dialer(cr, 5*time.Second)}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redraft/redraft/fsm"
 )
 
 // Migration fences (DESIGN.md, "Which cluster state a node acts on": background duties are
@@ -14,7 +15,7 @@ import (
 // live when it started can outlive its run: a process stopped (SIGSTOP, a long GC pause) and
 // resumed, or a step already on the wire when the node lost its lease. So the end of every run
 // is also recorded on the Redis servers it moves between, and every step a mover takes there
-// (moveScript, and the big-key lock, init, write and commit scripts) first checks, inside the
+// (checkScript, and the big-key lock, init, write and commit scripts) first checks, inside the
 // same script, that its run is not over. A stale step can then never move or write data.
 //
 // A run is one direction of one migration: FenceField(id, back). It is marked over
@@ -51,12 +52,29 @@ const (
 // the mover acts for state that is no longer current, and must stop.
 var ErrRunOver = errors.New("migrate: this migration run is over")
 
-// FenceField names one run of a migration: forward (source to target), or back (a cancel).
+// FenceField names one run of a migration: forward (source to target), or back (a cancel), in
+// the form of builds before migrations had a nonce (RunFence).
 func FenceField(id uint64, back bool) string {
 	if back {
 		return fmt.Sprintf("m%d:back", id)
 	}
 	return fmt.Sprintf("m%d:fwd", id)
+}
+
+// RunFence names one run of m (back: the run back of a cancel). With m's nonce the name is
+// unique to this migration: migration ids start at 1 in every cluster, and the marks are kept
+// on the servers, so a cluster built again over the same Redis servers (or one that loaded
+// another's RDB) found its migration 1 "over" before it moved anything and switched the slots
+// with every key left on the source. A migration without a nonce (started by an older build)
+// keeps FenceField's name.
+func RunFence(m *fsm.Migration, back bool) string {
+	if m.Nonce == "" {
+		return FenceField(m.ID, back)
+	}
+	if back {
+		return fmt.Sprintf("m%d:%s:back", m.ID, m.Nonce)
+	}
+	return fmt.Sprintf("m%d:%s:fwd", m.ID, m.Nonce)
 }
 
 // runOver maps a script's REDRAFTOVER error to ErrRunOver.

@@ -76,3 +76,34 @@ func TestFencedMoverMovesNothing(t *testing.T) {
 		t.Fatal("a stale forward job moved a key")
 	}
 }
+
+// Marks an earlier cluster left on the same servers (its migration 1, with or without a nonce)
+// are not this cluster's migration 1: MoveJob moves the keys, where it used to find its run
+// "over" at once and report every key moved with all of them still on the source.
+func TestFenceMarksOfAnotherClusterDoNotStopAMigration(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 60*time.Second)
+	src, dst := e.src(t, 0), e.dst(t, 0)
+	must(t, src.Set(ctx, "k", "v", 0).Err())
+	old := &fsm.Migration{ID: 1, Nonce: "earliercluster01"}
+	for _, f := range []string{FenceField(1, false), RunFence(old, false)} {
+		must(t, src.HSet(ctx, FenceKey, f, "over").Err())
+		must(t, dst.HSet(ctx, FenceKey, f, "over").Err())
+	}
+	mig := &fsm.Migration{ID: 1, Nonce: "thiscluster00001"}
+	job := Job{Migration: mig, Source: fsm.Group{Master: e.srcSrv.Addr},
+		Target: fsm.Group{Master: e.dstSrv.Addr, Password: e.dstPass},
+		Slots:  SlotSetOf([]fsm.SlotRange{{From: Slot([]byte("k")), To: Slot([]byte("k"))}})}
+	if err := MoveJob(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	if src.Exists(ctx, "k").Val() != 0 || dst.Get(ctx, "k").Val() != "v" {
+		t.Fatalf("the key did not move: source has it %d, target %q", src.Exists(ctx, "k").Val(), dst.Get(ctx, "k").Val())
+	}
+	// This run is marked over under its own name, and under the old one for older builds.
+	for _, f := range []string{RunFence(mig, false), FenceField(1, false)} {
+		if !src.HExists(ctx, FenceKey, f).Val() || !dst.HExists(ctx, FenceKey, f).Val() {
+			t.Fatalf("%s not marked over", f)
+		}
+	}
+}

@@ -26,13 +26,15 @@ func SlotSetOf(ranges []fsm.SlotRange) *SlotSet {
 // of the slots, the run is marked over before MoveJob returns. A run found over at the start has
 // already moved everything: only the switch is left to commit.
 func MoveJob(ctx context.Context, job Job) error {
-	id, back := job.Migration.ID, job.Migration.Cancelling
-	field := FenceField(id, back)
+	mg, back := job.Migration, job.Migration.Cancelling
+	field := RunFence(mg, back)
 	m, err := New(Config{
 		Source:     EndpointOf(&job.Source),
 		Target:     EndpointOf(&job.Target),
 		Fence:      field,
 		KeepTarget: job.KeepTarget,
+		Logger:     job.Logger,
+		Owner:      job.Owner,
 	})
 	if err != nil {
 		return err
@@ -44,12 +46,24 @@ func MoveJob(ctx context.Context, job Job) error {
 		return nil
 	}
 	if back {
-		if err := m.MarkOver(ctx, FenceField(id, false)); err != nil {
+		if err := markOver(ctx, m, mg, false); err != nil {
 			return err
 		}
 	}
 	if err := m.MoveSlots(ctx, *job.Slots, MoveOptions{Rate: job.Rate, Paused: job.Paused, Progress: job.Progress}); err != nil {
 		return err
 	}
-	return m.MarkOver(ctx, field)
+	return markOver(ctx, m, mg, back)
+}
+
+// markOver marks run back of mg over: its field (RunFence), and the name older builds check
+// (FenceField), so that a stale mover of an older build in a cluster being upgraded stops too.
+func markOver(ctx context.Context, m *Mover, mg *fsm.Migration, back bool) error {
+	if err := m.MarkOver(ctx, RunFence(mg, back)); err != nil {
+		return err
+	}
+	if mg.Nonce == "" {
+		return nil
+	}
+	return m.MarkOver(ctx, FenceField(mg.ID, back))
 }

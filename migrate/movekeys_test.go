@@ -1,8 +1,10 @@
 package migrate
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -182,5 +184,59 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	if _, err := New(Config{Source: Endpoint{Addr: "a:1"}, Target: Endpoint{Addr: "nohostport"}}); err == nil {
 		t.Error("New with a bad target address must fail")
+	}
+}
+
+// The source never receives the target's credentials: keys a mover takes under their lock
+// (one another mover held, a big one) are copied by the node, where the source used to MIGRATE
+// them with AUTH and the target's password in the script's arguments. An admin caller who added
+// a group on a Redis of their own as a migration's source read the target's internal password
+// there (docs/security.md).
+func TestSourceNeverSeesTheTargetsPassword(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 60*time.Second)
+	src, dst := e.src(t, 0), e.dst(t, 0)
+	conn, err := net.Dial("tcp", e.srcSrv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("*1\r\n$7\r\nMONITOR\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	mon := bufio.NewReader(conn)
+	if l, err := mon.ReadString('\n'); err != nil || l != "+OK\r\n" {
+		t.Fatalf("MONITOR: %q, %v", l, err)
+	}
+
+	must(t, src.Set(ctx, "held", "v", 0).Err())
+	for i := 0; i < 50; i++ {
+		must(t, src.HSet(ctx, "big", fmt.Sprintf("f%d", i), i).Err())
+	}
+	// "held" is locked by another mover for a moment: MoveKeys waits for the lock and moves
+	// it under its own.
+	now, err := src.Time(ctx).Result()
+	must(t, err)
+	must(t, src.HSet(ctx, LocksKey, "held", LockValue("other", now.Add(300*time.Millisecond))).Err())
+	m := e.mover(t, func(c *Config) { c.BigKeyElements = 10 })
+	if n, err := m.MoveKeys(ctx, 0, "held", "big"); err != nil || n != 2 {
+		t.Fatalf("MoveKeys = %d, %v", n, err)
+	}
+	if dst.Get(ctx, "held").Val() != "v" || dst.HLen(ctx, "big").Val() != 50 || src.Exists(ctx, "held", "big").Val() != 0 {
+		t.Fatal("the keys did not move")
+	}
+	must(t, src.Echo(ctx, "end-of-test").Err())
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		l, err := mon.ReadString('\n')
+		if err != nil {
+			t.Fatalf("MONITOR: %v", err)
+		}
+		if strings.Contains(l, e.dstPass) {
+			t.Fatalf("the source received the target's password: %.200s", l)
+		}
+		if strings.Contains(l, "end-of-test") {
+			return
+		}
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -33,9 +32,6 @@ type Endpoint struct {
 	// Dialer, when set, dials the server for go-redis (EndpointOf's creates redraft's ACL
 	// users when the server refuses them).
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Ensure, when set, creates the user on the server; the mover calls it when the target
-	// refuses MIGRATE's AUTH2.
-	Ensure func(ctx context.Context) error
 }
 
 // String shows the endpoint with its password as "set" or "unset", never the value.
@@ -53,9 +49,6 @@ type Config struct {
 	Source Endpoint
 	// Target is the group master keys move into.
 	Target Endpoint
-	// MigrateTarget is the target's host:port as the source Redis reaches it (for MIGRATE);
-	// default Target.Addr.
-	MigrateTarget string
 	// Owner names this mover in lock values (for example the node id); default "redraft".
 	Owner string
 	// KeepTarget makes a key that both the source and the target hold keep the target's copy
@@ -79,20 +72,18 @@ type Config struct {
 	ChunkBytes int
 	// BatchKeys is the most keys per batch copy of MoveKeys (default 100, at most 1000).
 	BatchKeys int
-	// BatchBytes bounds the MEMORY USAGE of the keys one MIGRATE sends, so that the source is
-	// never blocked long (default 4 MiB).
+	// BatchBytes bounds the bytes of the keys one batch copy of MoveKeys takes, so that the
+	// source is never blocked long (default 4 MiB).
 	BatchBytes int64
 	// LockTTL is the TTL of a big key's lock; the holder extends it on every chunk (default 5s).
 	LockTTL time.Duration
 	// LockWait is how long MoveKeys waits for another mover's lock before ErrKeyBusy
 	// (default 2s).
 	LockWait time.Duration
-	// MigrateTimeout is MIGRATE's I/O timeout: how long a dead target can stall the source
-	// (default 2s).
-	MigrateTimeout time.Duration
 	// DialTimeout is the connect timeout (default 2s).
 	DialTimeout time.Duration
-	// IOTimeout is the read and write timeout of one command (default 5s).
+	// IOTimeout is the read and write timeout of one command (default 5s); reads get
+	// readSlack more.
 	IOTimeout time.Duration
 	// PoolSize is the connection pool size per server and db (default 16).
 	PoolSize int
@@ -133,26 +124,24 @@ func (c *Config) setDefaults() {
 	}
 	defDur(&c.LockTTL, 5*time.Second)
 	defDur(&c.LockWait, 2*time.Second)
-	defDur(&c.MigrateTimeout, 2*time.Second)
 	defDur(&c.DialTimeout, 2*time.Second)
 	defDur(&c.IOTimeout, 5*time.Second)
 	if c.Owner == "" {
 		c.Owner = "redraft"
-	}
-	if c.MigrateTarget == "" {
-		c.MigrateTarget = c.Target.Addr
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 }
 
+// readSlack is added to IOTimeout for a reply: a script on a busy source may run a while
+// (it used to be MIGRATE's timeout, when the source sent small keys to the target itself).
+const readSlack = 2 * time.Second
+
 // Mover moves keys from a source Redis to a target Redis. It is safe for concurrent use: the
 // router calls MoveKeys on the request path while the slot owner runs MoveSlots.
 type Mover struct {
 	cfg        Config
-	host, port string // MIGRATE's view of the target
-	migArgs    []any  // MIGRATE script ARGV after host and port: timeout..., auth
 	log        *slog.Logger
 	mu         sync.Mutex
 	src, dst   map[int]*redis.Client // per db
@@ -168,11 +157,12 @@ func New(cfg Config) (*Mover, error) {
 	if cfg.Source.Addr == "" || cfg.Target.Addr == "" {
 		return nil, errors.New("migrate: source and target addresses are required")
 	}
-	host, port, err := net.SplitHostPort(cfg.MigrateTarget)
-	if err != nil {
-		return nil, fmt.Errorf("migrate: target address %q: %w", cfg.MigrateTarget, err)
+	for _, a := range []string{cfg.Source.Addr, cfg.Target.Addr} {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("migrate: address %q: %w", a, err)
+		}
 	}
-	m := &Mover{cfg: cfg, host: host, port: port, log: cfg.Logger,
+	m := &Mover{cfg: cfg, log: cfg.Logger,
 		src: map[int]*redis.Client{}, dst: map[int]*redis.Client{}, combiners: map[int]*combiner{},
 		rsrc: map[int]*rawPool{}, rdst: map[int]*rawPool{}}
 	m.openKnown()
@@ -211,7 +201,7 @@ func newClient(e Endpoint, db int, cfg *Config) *redis.Client {
 	return redis.NewClient(&redis.Options{
 		Addr: e.Addr, Username: e.Username, Password: e.Password, DB: db, Dialer: e.Dialer,
 		Protocol: 2, DisableIdentity: true, MaxRetries: -1,
-		DialTimeout: cfg.DialTimeout, ReadTimeout: cfg.IOTimeout + cfg.MigrateTimeout,
+		DialTimeout: cfg.DialTimeout, ReadTimeout: cfg.IOTimeout + readSlack,
 		WriteTimeout: cfg.IOTimeout, PoolSize: cfg.PoolSize, ContextTimeoutEnabled: true,
 	})
 }
@@ -259,8 +249,8 @@ func (m *Mover) raws(db int) (src, dst *rawPool, err error) {
 // MoveKeys makes sure each key is on the target and not on the source, one key at a time
 // atomically: a reader or writer on any node that calls MoveKeys before touching a key never
 // sees a partial or stale value. Keys missing from the source (already moved, or never there)
-// are fine. Small keys move by MIGRATE (many per command); big ones by a chunked copy under a
-// lock on the source. It returns how many keys it moved, and ErrKeyBusy (wrapped) when another
+// are fine. Small keys move by batch copies (many per call: copy.go); big ones, and keys another
+// mover held, by a chunked copy under a lock on the source. It returns how many keys it moved, and ErrKeyBusy (wrapped) when another
 // mover held a key's lock past Config.LockWait.
 func (m *Mover) MoveKeys(ctx context.Context, db int, keys ...string) (moved int, err error) {
 	moved, _, err = m.moveKeys(ctx, db, keys)
@@ -324,35 +314,15 @@ func (m *Mover) moveKeys(ctx context.Context, db int, keys []string) (moved int,
 	return moved, bytes, firstErr
 }
 
-// runMove runs moveScript for keys and returns each key's status and MEMORY USAGE.
-func (m *Mover) runMove(ctx context.Context, src *redis.Client, db int, keys []string, token string) ([]int64, []int64, error) {
-	kv := lockedKeys(keys)
-	keep := "0"
-	if m.cfg.KeepTarget {
-		keep = "1"
-	}
-	args := []any{m.host, m.port, db, m.cfg.MigrateTimeout.Milliseconds(),
-		m.cfg.BigKeyElements, m.cfg.BigKeyBytes, m.cfg.BatchBytes, token, m.cfg.Fence, keep}
-	switch {
-	case m.cfg.Target.Username != "":
-		args = append(args, "AUTH2", m.cfg.Target.Username, m.cfg.Target.Password)
-	case m.cfg.Target.Password != "":
-		args = append(args, "AUTH", m.cfg.Target.Password)
-	}
-	res, err := moveScript.Run(ctx, src, kv, args...).Int64Slice()
-	if err != nil && m.cfg.Target.Ensure != nil && strings.Contains(err.Error(), "WRONGPASS") {
-		// The target lacks redraft's user (a restarted server): create it and try once more;
-		// MIGRATE moved nothing when the target refused its AUTH.
-		if eerr := m.cfg.Target.Ensure(ctx); eerr != nil {
-			return nil, nil, fmt.Errorf("migrate: move %d key(s) in db %d: %w", len(keys), db, eerr)
-		}
-		res, err = moveScript.Run(ctx, src, kv, args...).Int64Slice()
-	}
+// runCheck runs checkScript for keys (locked with token) and returns each key's status and
+// MEMORY USAGE.
+func (m *Mover) runCheck(ctx context.Context, src *redis.Client, keys []string, token string) ([]int64, []int64, error) {
+	res, err := checkScript.Run(ctx, src, lockedKeys(keys), token, m.cfg.Fence).Int64Slice()
 	if err != nil {
-		return nil, nil, fmt.Errorf("migrate: move %d key(s) in db %d: %w", len(keys), db, runOver(err))
+		return nil, nil, fmt.Errorf("migrate: check %d key(s): %w", len(keys), runOver(err))
 	}
 	if len(res) != 2*len(keys) {
-		return nil, nil, fmt.Errorf("migrate: move script answered %d values for %d keys", len(res), len(keys))
+		return nil, nil, fmt.Errorf("migrate: check script answered %d values for %d keys", len(res), len(keys))
 	}
 	st, mem := make([]int64, len(keys)), make([]int64, len(keys))
 	for i := range keys {

@@ -18,8 +18,8 @@ type env struct {
 	dstPass        string
 }
 
-// newEnv starts two redis-servers; the target requires a password, so MIGRATE's AUTH path is
-// always exercised.
+// newEnv starts two redis-servers; the target requires a password (which must never reach the
+// source: TestSourceNeverSeesTheTargetsPassword).
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{dstPass: "target-secret"}

@@ -292,7 +292,7 @@ func (c *rawConn) roundTrip(ctx context.Context, cfg *Config) ([]rval, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(cfg.IOTimeout + cfg.MigrateTimeout)
+	deadline := time.Now().Add(cfg.IOTimeout + readSlack)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}

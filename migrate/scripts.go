@@ -38,7 +38,11 @@ const allowOOM = "#!lua flags=allow-oom\n"
 // in one command each (HMGET, HSET, HDEL), where a lock key per moved key cost three commands
 // per key (SET NX PX, GET, DEL) and a third of the source's CPU for the move (DESIGN.md, "Locks").
 // The hash is never moved (MoveSlots skips it); it is deleted with its last lock (unlock, in
-// lockLua) and expires by itself after the last lock's deadline.
+// lockLua). It has no expiry: with one (the last lock's deadline, a few seconds ahead) a source
+// under a volatile-* eviction policy dropped it before any user key, every live lock with it,
+// and another mover then moved a locked key and a client wrote it on the target, which the
+// first mover's restore overwrote (a write lost). The lapsed fields a mover that died leaves
+// behind are swept once a MoveSlots run finds no key left (sweepLocksScript).
 const LocksKey = "__redraft:locks"
 
 // locksPadField is a field of LocksKey that is no lock: the dump script sets it with the
@@ -64,8 +68,8 @@ func LockValue(token string, deadline time.Time) string {
 // lockLua defines the Lua helpers of the scripts that take, check or release locks:
 // nowMs() is the server's clock in ms; holder(v, now) the token of lock value v if it is live
 // at now, else nil; tokenOf(v) its token, live or not (a lock whose value still holds our
-// token was not taken by anyone since: ours to drop); keepLocks(deadline) makes the locks
-// hash outlive deadline (so it outlives every live lock: each setter extends it).
+// token was not taken by anyone since: ours to drop); keepLocks() makes sure the locks hash has
+// no expiry (LocksKey: a hash with one was the first key an evicting source dropped).
 const lockLua = `
 local function nowMs()
   local t = redis.call('TIME')
@@ -94,94 +98,71 @@ local function unlock(fs)
   end
   return n
 end
-local function keepLocks(deadline)
-  if redis.call('PEXPIRETIME', '` + LocksKey + `') < deadline then
-    redis.call('PEXPIREAT', '` + LocksKey + `', deadline + 1000)
-  end
+local function keepLocks()
+  redis.call('PERSIST', '` + LocksKey + `')
 end
 `
 
-// Statuses the move script reports per key.
+// Statuses the scripts report per key.
 const (
 	stNoKey    = 0 // not on the source: already moved, or never existed
-	stMoved    = 1 // sent by MIGRATE
-	stBusy     = 2 // locked by another mover's chunked copy
-	stBig      = 3 // too big for one MIGRATE: needs a chunked copy under the lock
+	stMoved    = 1 // taken by a batch copy (dumpScript)
+	stBusy     = 2 // locked by another mover
+	stBig      = 3 // too big for a batch copy: needs a chunked copy under the lock
 	stDeferred = 4 // over this call's byte budget: ask again
 )
 
-// moveScript runs on the source. For each key it checks, in one atomic step, whether the key
-// exists, whether another mover holds its lock, and how big it is, then MIGRATEs every small,
-// unlocked key in one command. Because the lock check and MIGRATE happen in one script, a key
-// that a chunked copy is working on is never MIGRATEd from under it.
-//
-// With keep-target set ("1"; Config.KeepTarget, after a source failover) each key goes by
-// its own MIGRATE without REPLACE, and a key the target already has keeps the target's copy:
-// the source's is deleted.
+// checkScript runs on the source for a key whose lock the caller holds (moveLocked): in one
+// atomic step it reports whether the key exists, whether another mover holds its lock, and its
+// MEMORY USAGE. Every key that is there and not busy is then copied by the chunked copy under
+// the lock, small or big (a small one in one chunk), but one of a type the chunked copy does not
+// know (a module's): that one is reported stMoved, for a batch copy once the lock is released. (It used to MIGRATE a small key from the
+// source, which put the target's credentials in the source's hands: an admin caller who added
+// a group on a Redis of their own as a migration's source read the target group's internal
+// password there, docs/security.md.)
 //
 // KEYS: LocksKey, key1, key2, ...
-// ARGV: host, port, db, timeout ms, big elements, big bytes, byte budget, token, fence field,
-// keep-target, auth args...
-// Returns: status1, bytes1, status2, bytes2, ...
-var moveScript = fenced("9", lockLua+`
-local bigElems, bigBytes, budget = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local token = ARGV[8]
-local out, send, used, now = {}, {}, 0, nowMs()
+// ARGV: token, fence field.
+// Returns: status1, bytes1, status2, bytes2, ... (status stNoKey, stBusy, stBig or stMoved).
+var checkScript = fenced("2", lockLua+`
+local token = ARGV[1]
+local out, now = {}, nowMs()
 for i = 2, #KEYS do
   local k = KEYS[i]
-  local t = redis.call('TYPE', k)['ok']
   local st, mem = 0, 0
   local owner = holder(redis.call('HGET', KEYS[1], k), now)
-  if t == 'none' then
-    -- Missing, but locked by a batch in flight (the key expired after its dump): busy, not
-    -- moved, or a write could reach the target before the batch's restore removes the key.
-    if owner and owner ~= token then st = 2 end
+  if owner and owner ~= token then
+    st = 2
   else
-    if owner and owner ~= token then
-      st = 2
-    else
-      local n = 0
-      if t == 'hash' then n = redis.call('HLEN', k)
-      elseif t == 'set' then n = redis.call('SCARD', k)
-      elseif t == 'zset' then n = redis.call('ZCARD', k)
-      elseif t == 'list' then n = redis.call('LLEN', k)
-      elseif t == 'stream' then n = redis.call('XLEN', k)
-      end
+    local t = redis.call('TYPE', k)['ok']
+    if t ~= 'none' then
+      st = 3
+      if t ~= 'string' and t ~= 'hash' and t ~= 'set' and t ~= 'zset' and t ~= 'list' and t ~= 'stream' then st = 1 end
       mem = redis.call('MEMORY', 'USAGE', k) or 0
-      local chunkable = t == 'string' or t == 'hash' or t == 'set' or t == 'zset' or t == 'list' or t == 'stream'
-      if chunkable and (n > bigElems or mem > bigBytes) then
-        st = 3
-      elseif #send > 0 and used + mem > budget then
-        st = 4
-      else
-        st = 1
-        used = used + mem
-        send[#send+1] = k
-      end
     end
   end
   out[#out+1] = st
   out[#out+1] = mem
 end
-if #send > 0 and ARGV[10] == '1' then
-  for _, k in ipairs(send) do
-    local args = {'MIGRATE', ARGV[1], ARGV[2], k, ARGV[3], ARGV[4]}
-    for i = 11, #ARGV do args[#args+1] = ARGV[i] end
-    local r = redis.pcall(unpack(args))
-    if type(r) == 'table' and r.err then
-      if not string.find(r.err, 'BUSYKEY', 1, true) then return r end
-      redis.call('UNLINK', k)
-    end
-  end
-elseif #send > 0 then
-  local args = {'MIGRATE', ARGV[1], ARGV[2], '', ARGV[3], ARGV[4], 'REPLACE'}
-  for i = 11, #ARGV do args[#args+1] = ARGV[i] end
-  args[#args+1] = 'KEYS'
-  for _, k in ipairs(send) do args[#args+1] = k end
-  local r = redis.pcall(unpack(args))
-  if type(r) == 'table' and r.err then return r end
-end
 return out
+`)
+
+// sweepLocksScript drops the lapsed locks of the locks hash KEYS[1] (a mover that died leaves
+// them: the hash has no expiry), and the hash with them when only the pad is left. It reads
+// the hash only while it has at most ARGV[1] fields, so that it never blocks the source long.
+// It returns how many fields went.
+var sweepLocksScript = newScript(allowOOM + lockLua + `
+local n = redis.call('HLEN', KEYS[1])
+if n == 0 or n > tonumber(ARGV[1]) then return 0 end
+local now, all, gone = nowMs(), redis.call('HGETALL', KEYS[1]), {}
+for i = 1, #all, 2 do
+  if all[i] ~= '` + locksPadField + `' and not holder(all[i+1], now) then gone[#gone+1] = all[i] end
+end
+if #gone > 0 then return unlock(gone) end
+if n == 1 and redis.call('HEXISTS', KEYS[1], '` + locksPadField + `') == 1 then
+  redis.call('DEL', KEYS[1])
+end
+return 0
 `)
 
 // lockScript takes (ARGV[3] == "1") or refreshes the lock of key KEYS[2] in the locks hash
@@ -197,7 +178,7 @@ elseif h ~= ARGV[1] then
 end
 local deadline = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], KEYS[2], deadline .. ':' .. ARGV[1])
-keepLocks(deadline)
+keepLocks()
 return now
 `))
 
@@ -269,8 +250,8 @@ return 1
 // the key and set the source's absolute expiry (ARGV[2] ms, or none when <= 0). It refuses if
 // the fence moved on, if the key appeared meanwhile (someone else moved it: ours is stale), or
 // if the target's clock is past ARGV[4], half the lock's lease after its last refresh: the
-// lock may have lapsed since, and another mover that took it may have moved the key by MIGRATE
-// or a batch copy (which set no fence) and a client deleted it on the target since, which the
+// lock may have lapsed since, and another mover that took it may have moved the key by a batch
+// copy (which set no fence) and a client deleted it on the target since, which the
 // commit would undo.
 // It also refuses a temp key whose size (HLEN, SCARD, ZCARD, LLEN, XLEN or STRLEN by ARGV[6],
 // the type) is not ARGV[5], the source's at the start: the source is locked and cannot
@@ -322,7 +303,7 @@ return 0
 `)
 
 // dumpScript starts a batch copy on the source (copy.go): for each key it checks, in one atomic
-// step, whether the key exists and how big it is, as moveScript does, locks each small key
+// step, whether the key exists and how big it is, locks each small key
 // within the byte budget with the caller's token for the lock TTL (a key another mover holds
 // is busy), and reads its remaining TTL, and the DUMP of each locked key that is not a string.
 // The strings' values are not read here: carrying a value through Lua (a Lua string made of
@@ -411,7 +392,7 @@ if #taking > 0 then
   args[#args+1] = '`+locksPadField+`'
   args[#args+1] = '`+locksPad+`'
   redis.call('HSET', KEYS[1], unpack(args))
-  keepLocks(now + ttl)
+  keepLocks()
 end
 if unread and guard ~= '' then
   redis.call('SET', guard, 1)

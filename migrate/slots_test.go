@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,6 +98,11 @@ func TestMoveSlotsThrottledAcrossDBs(t *testing.T) {
 		t.Fatalf("CountSlotKeys = %d, %v; want %d", n, err, total)
 	}
 
+	// Lapsed locks a mover that died left behind (the hash has no expiry), and a live one of
+	// another mover: the run sweeps the lapsed ones at its end and keeps the live one.
+	must(t, src3.HSet(ctx, LocksKey, "b:dead", LockValue("dead:1", time.Now().Add(-time.Minute)), locksPadField, locksPad).Err())
+	must(t, src0.HSet(ctx, LocksKey, "a:dead", LockValue("dead:1", time.Now().Add(-time.Minute)),
+		"other", LockValue("live:1", time.Now().Add(time.Hour)), locksPadField, locksPad).Err())
 	m := e.mover(t, nil)
 	const rate = 2000
 	var (
@@ -145,6 +151,12 @@ func TestMoveSlotsThrottledAcrossDBs(t *testing.T) {
 		if n := dst.DBSize(ctx).Val(); n != int64(len(sets[0])) {
 			t.Errorf("db %d: target holds %d keys, want %d", db, n, len(sets[0]))
 		}
+	}
+	if n := src3.Exists(ctx, LocksKey).Val(); n != 0 {
+		t.Errorf("db 3: the locks hash with only lapsed locks is still there: %v", src3.HKeys(ctx, LocksKey).Val())
+	}
+	if f := src0.HKeys(ctx, LocksKey).Val(); len(f) != 2 || !slices.Contains(f, "other") || !slices.Contains(f, locksPadField) {
+		t.Errorf("db 0: locks left %v, want the live one and the pad", f)
 	}
 }
 

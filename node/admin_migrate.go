@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net/http"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/migrate"
 )
@@ -209,7 +211,7 @@ func (n *Node) startMigration(ctx context.Context, dc, to string, slots []string
 	if err != nil {
 		return nil, &fsm.Error{Code: "invalid", Msg: err.Error()}
 	}
-	return n.startRanges(ctx, dc, to, normalise(ranges), rate)
+	return n.startRanges(ctx, dc, "", to, normalise(ranges), rate)
 }
 
 // startRanges proposes StartMigration and finds the migration it created: the one whose
@@ -217,8 +219,10 @@ func (n *Node) startMigration(ctx context.Context, dc, to string, slots []string
 // refused as busy, or a leader of an older build that answers no index), the one of dc to to
 // over exactly ranges that started after the proposal was made (the state keeps ranges as
 // given, and two migrations cannot cover one slot at once). This node's state may be behind
-// the leader's, so that fallback can find an earlier migration of the same ranges.
-func (n *Node) startRanges(ctx context.Context, dc, to string, ranges []fsm.SlotRange, rate int64) (*fsm.Migration, error) {
+// the leader's, so that fallback can find an earlier migration of the same ranges. from, when
+// set, is the source the caller planned with: the start is refused if the slots belong to
+// another group by then (fsm.StartMigration.From).
+func (n *Node) startRanges(ctx context.Context, dc, from, to string, ranges []fsm.SlotRange, rate int64) (*fsm.Migration, error) {
 	before := n.State().Index
 	var index uint64
 	ours := func(st *fsm.State) *fsm.Migration {
@@ -233,7 +237,7 @@ func (n *Node) startRanges(ctx context.Context, dc, to string, ranges []fsm.Slot
 		}
 		return found
 	}
-	index, err := n.ProposeAt(ctx, &fsm.StartMigration{DC: dc, Slots: ranges, To: to, Rate: rate})
+	index, err := n.ProposeAt(ctx, &fsm.StartMigration{DC: dc, Slots: ranges, To: to, Rate: rate, From: from, Nonce: rand.Text()[:16]})
 	if err != nil {
 		index = 0
 		// A proposal retried after its first try committed finds its own migration in the way.
@@ -290,7 +294,15 @@ func (n *Node) rebalance(ctx context.Context, req RebalanceRequest) (*RebalanceR
 	if req.Tolerance < 0 || req.Tolerance >= 1 || req.Rate < 0 {
 		return nil, &fsm.Error{Code: "invalid", Msg: "tolerance must be a fraction in [0, 1) (0.05 is 5%) and rate not negative"}
 	}
+	// A real run plans on the leader's applied state: a follower's may lack a move that already
+	// changed which group owns the slots (each start also names its planned source, refused if
+	// it no longer is: fsm.StartMigration.From).
 	st := n.State()
+	if !req.DryRun && n.raft.State() != raft.Leader {
+		if target, err := n.readIndex(ctx); err == nil {
+			st = n.waitLocal(ctx, func(st *fsm.State) bool { return st.Index >= target })
+		}
+	}
 	dc := st.DCs[req.DC]
 	if dc == nil {
 		return nil, &fsm.Error{Code: "not_found", Msg: fmt.Sprintf("datacenter %s does not exist", req.DC)}
@@ -326,7 +338,7 @@ func (n *Node) rebalance(ctx context.Context, req RebalanceRequest) (*RebalanceR
 	}
 	for _, mv := range reply.Plan.Moves {
 		s := RebalanceStart{From: mv.From, To: mv.To, Slots: mv.Slots}
-		m, err := n.startRanges(ctx, req.DC, mv.To, mv.Slots, req.Rate)
+		m, err := n.startRanges(ctx, req.DC, mv.From, mv.To, mv.Slots, req.Rate)
 		if err != nil {
 			s.Error = err.Error()
 		} else {

@@ -104,7 +104,7 @@ func (s *Server) markMigrations(st *fsm.State, dc *fsm.DC, byID map[string]*grou
 				dst: dst.Master, dstPw: dst.Password, srcGroup: src.ID, dstGroup: dst.ID, keep: st.SourceFailedOver(m)}
 			r := s.movers[k]
 			if r == nil {
-				r = s.newMover(src, dst, migrate.FenceField(m.ID, m.Cancelling), k.keep)
+				r = s.newMover(src, dst, migrate.RunFence(m, m.Cancelling), k.keep)
 			}
 			if r != nil {
 				movers[k] = r
@@ -120,7 +120,7 @@ func (s *Server) markMigrations(st *fsm.State, dc *fsm.DC, byID map[string]*grou
 	}
 }
 
-// newMover builds the mover of one migration run (fence: migrate.FenceField) from cfg.Mover,
+// newMover builds the mover of one migration run (fence: migrate.RunFence) from cfg.Mover,
 // keeping the target's copy of a key on both when keep is set (migrate.Config.KeepTarget);
 // nil if the groups' addresses are unusable.
 func (s *Server) newMover(src, dst *fsm.Group, fence string, keep bool) *moverRef {
@@ -128,8 +128,10 @@ func (s *Server) newMover(src, dst *fsm.Group, fence string, keep bool) *moverRe
 	cfg.Fence, cfg.KeepTarget = fence, keep
 	cfg.Source = migrate.EndpointOf(src)
 	cfg.Target = migrate.EndpointOf(dst)
-	cfg.MigrateTarget = ""
 	cfg.Owner = s.cfg.NodeID
+	if cfg.Logger == nil {
+		cfg.Logger = s.cfg.Logger
+	}
 	mv, err := migrate.New(cfg)
 	if err != nil {
 		return nil
