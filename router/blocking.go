@@ -182,7 +182,9 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 		if err == nil && !again && c.xw && spec.Write && len(reply) > 0 && reply[0] != '-' && !isNull(reply) {
 			// One DC, a level above DC_ONE: WAIT on the connection the command ran on.
 			if dd := c.blocked[e.group().pool]; dd != nil {
-				err = c.reachLevel(e.group(), dd, slot, c.writeLevel(c.snap))
+				if lerr := c.reachLevel(e.group(), dd, slot, c.writeLevel(c.snap)); lerr != nil {
+					err = &levelError{lerr}
+				}
 			}
 		}
 		c.unadmit(mark)
@@ -201,7 +203,9 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 			continue
 		}
 		if err != nil {
-			c.replyErr(err)
+			if !c.handOver(reply, err) {
+				c.replyErr(err)
+			}
 			return
 		}
 		c.reply(reply)

@@ -226,3 +226,30 @@ func (c *client) roundTripOn(p *backend.Pool, raw []byte, n int) ([]byte, error)
 	c.free = append(c.free, r)
 	return reply, err
 }
+
+// handsOver are the writes whose reply is the only copy of what they removed: the pops, GETDEL
+// and GETSET (the old value). LMOVE and the like are not: their element stays in a list.
+var handsOver = map[string]bool{
+	"lpop": true, "rpop": true, "lmpop": true, "blpop": true, "brpop": true, "blmpop": true,
+	"zpopmin": true, "zpopmax": true, "zmpop": true, "bzpopmin": true, "bzpopmax": true, "bzmpop": true,
+	"spop": true, "getdel": true, "getset": true,
+}
+
+// handOver answers the reply of a write that hands over what it removed (handsOver: the
+// client's current command) when err only says that its consistency level was not reached
+// (a levelError): the write was applied, and the error alone would have lost the popped
+// element for good. The miss is counted (redraft_level_missed_handed_over_total) and logged.
+// It reports whether it answered.
+func (c *client) handOver(reply []byte, err error) bool {
+	var le *levelError
+	if err == nil || !errors.As(err, &le) || len(reply) == 0 || reply[0] == '-' || isNull(reply) || !handsOver[c.lastCmd] {
+		return false
+	}
+	c.s.handedOver.Add(1)
+	if log := c.s.cfg.Logger; log != nil {
+		log.Warn("a pop's consistency level was not reached; answered with what it removed, which an error would have lost",
+			"command", c.lastCmd, "client_id", c.id, "err", le.Error())
+	}
+	c.reply(reply)
+	return true
+}

@@ -117,6 +117,25 @@ func TestQuorumNotReached(t *testing.T) {
 			t.Errorf("DC_QUORUM write answered after %s", d)
 		}
 	}
+	// A pop whose level is missed answers what it removed: the error alone lost it for good.
+	// Counted and logged instead.
+	if err := c.RPush(ctx, "ql", "a", "b", "c").Err(); err == nil || !strings.Contains(err.Error(), "not reached") {
+		t.Fatalf("RPUSH at DC_QUORUM: %v", err)
+	}
+	before := tc.servers[0].handedOver.Load()
+	if v, err := c.LPop(ctx, "ql").Result(); err != nil || v != "a" {
+		t.Errorf("LPOP with the level missed = %q, %v; want the element", v, err)
+	}
+	if v, err := c.BLPop(ctx, time.Second, "ql").Result(); err != nil || len(v) != 2 || v[1] != "b" {
+		t.Errorf("BLPOP with the level missed = %q, %v; want the element", v, err)
+	}
+	if v, err := c.GetDel(ctx, "q").Result(); err != nil || v != "v" {
+		t.Errorf("GETDEL with the level missed = %q, %v; want the value", v, err)
+	}
+	if n := tc.servers[0].handedOver.Load() - before; n != 3 {
+		t.Errorf("%d pops counted as handed over with their level missed, want 3", n)
+	}
+	c.Set(ctx, "q", "v", 0)
 	// A write whose null says it changed nothing (a pop of nothing) does not wait.
 	if err := c.LPop(ctx, "qempty").Err(); err != redis.Nil {
 		t.Errorf("LPOP of nothing at DC_QUORUM: %v, want a null at once", err)
@@ -207,6 +226,18 @@ func TestEachSafeQuorum(t *testing.T) {
 	}
 	if v := c.Get(ctx, "{each}n").Val(); v != "1" {
 		t.Errorf("the write was not applied: %q", v)
+	}
+	// Pops through WRITE (and a blocking one, polled) answer what they removed with the level
+	// missed: the error alone lost the element in every DC.
+	mu.Lock()
+	fail = errors.New("dc2 is down")
+	mu.Unlock()
+	c.RPush(ctx, "{each}l", "a", "b")
+	if v, err := c.RPop(ctx, "{each}l").Result(); err != nil || v != "b" {
+		t.Errorf("RPOP with the level missed = %q, %v; want the element", v, err)
+	}
+	if v, err := c.BRPop(ctx, time.Second, "{each}l").Result(); err != nil || len(v) != 2 || v[1] != "a" {
+		t.Errorf("BRPOP with the level missed = %q, %v; want the element", v, err)
 	}
 }
 

@@ -22,6 +22,8 @@ var (
 		"Requests held because their slot was frozen (a migration's freeze barrier or a failover).", nil, nil)
 	descTryAgain = prometheus.NewDesc("redraft_tryagain_replies_total",
 		"-TRYAGAIN replies sent to clients (freeze wait over, key being moved, blocked client released).", nil, nil)
+	descHandedOver = prometheus.NewDesc("redraft_level_missed_handed_over_total",
+		"Pops (and GETDEL, GETSET) answered with what they removed although their write consistency level was not reached: an error would have lost it.", nil, nil)
 	descBackendConns = prometheus.NewDesc("redraft_backend_connections",
 		"Backend connections open now, by kind: shared (pipelined) or dedicated (blocking, WATCH, pub/sub).", []string{"kind"}, nil)
 	descBackendConnects = prometheus.NewDesc("redraft_backend_connects_total",
@@ -50,7 +52,7 @@ func (g *groupStats) of(id string) *backend.GroupStats {
 // Describe implements prometheus.Collector: the node registers the Server with its /metrics.
 func (s *Server) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descClientPanics, descClientConns, descClientConnsTotal, descErrorReplies,
-		descHeld, descTryAgain, descBackendConns, descBackendConnects, descBackendDialErrors, descBackendDrops,
+		descHeld, descTryAgain, descHandedOver, descBackendConns, descBackendConnects, descBackendDialErrors, descBackendDrops,
 		descCommands, descCommandDuration} {
 		ch <- d
 	}
@@ -70,6 +72,7 @@ func (s *Server) Collect(ch chan<- prometheus.Metric) {
 	counter(descErrorReplies, float64(s.errs.Load()))
 	counter(descHeld, float64(s.held.Load()))
 	counter(descTryAgain, float64(s.tryAgain.Load()))
+	counter(descHandedOver, float64(s.handedOver.Load()))
 	gauge(descBackendConns, float64(s.bstats.BackendConns.Load()), "shared")
 	gauge(descBackendConns, float64(s.bstats.Dedicated.Load()), "dedicated")
 	var ids []string

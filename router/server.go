@@ -143,6 +143,10 @@ type Server struct {
 	connsTotal atomic.Uint64
 	held       atomic.Uint64
 	tryAgain   atomic.Uint64
+	// handedOver counts writes answered with their reply although their consistency level
+	// was not reached: pops and the like, whose reply is the only copy of what they removed
+	// (handsOver).
+	handedOver atomic.Uint64
 	// fresh is, per replica, when it last had every acknowledged write (SetReplicaFresh);
 	// replicaReads counts reads replicas served.
 	fresh        atomic.Pointer[map[string]time.Time]

@@ -133,15 +133,21 @@ func (c *client) pollBlocking(spec *command.Spec, cmd resp.Command, slot int, d 
 			backoff = min(2*backoff, retryMax)
 		}
 	})
+	shaped := func() []byte {
+		if c.r3 {
+			return reshape3(blockingReply(spec.Name, reply), []xdc.Call{{Args: []string{spec.Name}}}, false, nil)
+		}
+		return blockingReply(spec.Name, reply)
+	}
 	switch {
 	case c.quit:
 	case err != nil:
-		c.replyErr(err)
+		if reply == nil || isNull(reply) || !c.handOver(shaped(), err) {
+			c.replyErr(err)
+		}
 	case reply == nil:
 		c.replyFunc(func(b []byte) []byte { return resp.AppendNullArray(b, c.r3) })
-	case c.r3:
-		c.reply(reshape3(blockingReply(spec.Name, reply), []xdc.Call{{Args: []string{spec.Name}}}, false, nil))
 	default:
-		c.reply(blockingReply(spec.Name, reply))
+		c.reply(shaped())
 	}
 }

@@ -273,6 +273,9 @@ func (c *client) sendWrite(g *group, slot int, unit bool, calls []xdc.Call) *bac
 }
 
 func (c *client) replyWrite(reply []byte, err error) {
+	if c.handOver(reply, err) {
+		return
+	}
 	if err != nil {
 		c.replyErr(err)
 		return
