@@ -152,6 +152,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"dynomite unknown key", "dyn_o_mite:\n  dyn_lsten: 127.0.0.1:8101\n  servers: [127.0.0.1:6379:1]\n", []string{`FILE:2: unknown key "dyn_lsten" in Dynomite pool "dyn_o_mite" (did you mean "dyn_listen"?)`}},
 		{"dynomite key both ways", "dyn_o_mite:\n  dyn_listen: 127.0.0.1:8101\n  peer_listen: 127.0.0.1:8101\n", []string{`FILE:3: peer_listen: dyn_listen already sets peer_listen: keep one of them`}},
 		{"dynomite bad secure option", "dyn_o_mite:\n  dyn_listen: 127.0.0.1:8101\n  secure_server_option: some\n", []string{`FILE:3: secure_server_option: "some" is not none, rack, datacenter or all`}},
+		{"dynomite encryption without a key", "dyn_o_mite:\n  dyn_listen: 127.0.0.1:8101\n  secure_server_option: datacenter\n", []string{`FILE:3: secure_server_option: is "datacenter" but pem_key_file is not set: redraft does not run the peer port in plaintext`}},
 		{"dynomite unix server", "dyn_o_mite:\n  dyn_listen: 127.0.0.1:8101\n  servers:\n  - /tmp/redis.sock:1\n", []string{`FILE:4: servers: "/tmp/redis.sock:1" is a unix socket`}},
 		{"dynomite bad server", "dyn_o_mite:\n  dyn_listen: 127.0.0.1:8101\n  servers:\n  - redis\n", []string{`servers: "redis" is not host:port:weight`}},
 		{"dynomite bad seed", "dyn_o_mite:\n  dyn_listen: 127.0.0.1:8101\n  dyn_seeds:\n  - 10.0.0.1:8101:rack1\n", []string{`FILE:4: dyn_seeds: "10.0.0.1:8101:rack1" is not host:port:rack:dc:token`}},
