@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redraft/redraft/router/backend"
@@ -185,6 +186,11 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 				if lerr := c.reachLevel(e.group(), dd, slot, c.writeLevel(c.snap)); lerr != nil {
 					err = &levelError{lerr}
 				}
+			} else if lvl := c.writeLevel(c.snap); lvl == lvlQuorum && e.group().quorum > 0 {
+				// Served, then released (a freeze, a failover hold, a flush) before its WAIT:
+				// the connection is gone, and a WAIT on another one says nothing of this write.
+				// Until session 46 the write was answered as if its level had been reached.
+				err = &levelError{errorf("ERR redraft: write consistency %s not known: the connection the command ran on was released before its WAIT; the write was applied on the master and may still replicate", lvl)}
 			}
 		}
 		c.unadmit(mark)
@@ -213,6 +219,10 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 	}
 }
 
+// afterBlockingReply, when set (tests only), runs when a blocking command's reply arrived and
+// before doBlocking marks it finished: where a release can still find it.
+var afterBlockingReply atomic.Pointer[func()]
+
 // doBlocking runs raw on the session's dedicated connection to g as a blockOp that SetState
 // can release, after the slot's earlier blocking commands were sent (turn). again means the
 // routing changed before the command was sent: route it anew.
@@ -239,6 +249,9 @@ func (c *client) doBlocking(g *group, slot int, raw []byte, limit time.Duration,
 	}
 	raw = append([]byte(nil), raw...) // the watcher may move the reader's buffer
 	c.watchClient(d.Interrupt, func() { reply, err = d.DoNotify(raw, 1, limit, nil, turn.done) })
+	if f := afterBlockingReply.Load(); f != nil {
+		(*f)()
+	}
 	op.finished.Store(true)
 	c.blk.Store(nil)
 	released := !op.state.CompareAndSwap(opWaiting, opFinished)

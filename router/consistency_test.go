@@ -363,3 +363,47 @@ func TestNodeWriteConsistency(t *testing.T) {
 		t.Fatalf("DEFAULT: %q, want the node's level", v)
 	}
 }
+
+// TestReleasedBlockingWriteReportsItsLevel: a blocking write served and then released (its
+// slot frozen) before its WAIT lost its connection; it was answered as if DC_QUORUM had been
+// reached. It now says the level is not known, and a pop hands over its element.
+func TestReleasedBlockingWriteReportsItsLevel(t *testing.T) {
+	mt := newMigTest(t, 1, Config{QuorumTimeout: 200 * time.Millisecond})
+	g := *mt.st.DCs["dc1"].Groups["g1"]
+	g.Replicas = []string{"127.0.0.1:1"}
+	mt.apply(&fsm.UpdateGroup{DC: "dc1", Group: g})
+	ctx := ctxT(t)
+	c := mt.tc.client(0).Conn()
+	defer c.Close()
+	if err := c.Do(ctx, "REDRAFT", "CONSISTENCY", "DC_QUORUM").Err(); err != nil {
+		t.Fatal(err)
+	}
+	k, k2 := "{r1}src", "{r1}dst"
+	slot := slotOf(k)
+	if mt.st.DCs["dc1"].Slots[slot] != "g1" {
+		t.Fatalf("slot %d is not g1's", slot)
+	}
+	c.RPush(ctx, k, "a", "b") // its own level error: applied
+	frozen, err := fsm.ApplyCommand(mt.st, mt.st.Index+1, &fsm.StartMigration{DC: "dc1", Slots: []fsm.SlotRange{{From: slot, To: slot}}, To: "g2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := func() { mt.tc.servers[0].SetState(frozen) }
+	afterBlockingReply.Store(&release)
+	defer afterBlockingReply.Store(nil)
+	err = c.BLMove(ctx, k, k2, "LEFT", "LEFT", time.Second).Err()
+	if err == nil || !strings.Contains(err.Error(), "write consistency DC_QUORUM not known") {
+		t.Fatalf("BLMOVE released before its WAIT: %v, want the level not known", err)
+	}
+	mt.tc.servers[0].SetState(mt.st)
+	before := mt.tc.servers[0].handedOver.Load()
+	if v, err := c.BLPop(ctx, time.Second, k).Result(); err != nil || len(v) != 2 || v[1] != "b" {
+		t.Fatalf("BLPOP released before its WAIT = %q, %v; want the element", v, err)
+	}
+	if mt.tc.servers[0].handedOver.Load() != before+1 {
+		t.Error("the pop's unknown level is not counted")
+	}
+	if v := mt.tc.direct(0).LRange(ctx, k2, 0, -1).Val(); len(v) != 1 || v[0] != "a" {
+		t.Errorf("BLMOVE's destination holds %q", v)
+	}
+}

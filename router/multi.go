@@ -16,6 +16,8 @@ type txState struct {
 	cmds    []string
 	slot    int
 	aborted bool
+	// size counts the bytes queued (the requests, their keys' copies): MaxTxBytes bounds it.
+	size int
 	// The queued commands' keys (copies), moved off a migrating slot's source at EXEC.
 	keys         [][]byte
 	other        []dbKey
@@ -90,6 +92,12 @@ func (c *client) queueTx(spec *command.Spec, cmd resp.Command) {
 		c.replyErr(errorf("ERR command '%s' cannot run inside MULTI on redraft", spec.Name))
 		return
 	}
+	if tx.size+len(cmd.Raw) > c.s.cfg.MaxTxBytes {
+		// Dropped at once: one client could otherwise queue until the node runs out of memory.
+		*tx = txState{aborted: true, slot: -1}
+		c.replyErr(errorf("ERR redraft: the MULTI block exceeds %d bytes of queued commands; it is discarded (EXEC answers EXECABORT)", c.s.cfg.MaxTxBytes))
+		return
+	}
 	if err := refuseOwnLibrary(spec, cmd.Args); err != nil { // FCALL of redraft's functions
 		tx.aborted = true
 		c.replyErr(err)
@@ -126,8 +134,16 @@ func (c *client) queueTx(spec *command.Spec, cmd resp.Command) {
 			tx.sortPatterns = true
 		}
 	}
+	if tx.aborted {
+		c.reply([]byte("+QUEUED\r\n")) // as Redis answers; EXEC discards the block anyway
+		return
+	}
 	tx.raw = append(tx.raw, cmd.Raw...)
 	tx.cmds = append(tx.cmds, spec.Name)
+	tx.size += len(cmd.Raw) + 16 // and its name's entry
+	for _, k := range c.keys {
+		tx.size += len(cmd.Args[k])
+	}
 	c.reply([]byte("+QUEUED\r\n"))
 }
 

@@ -32,6 +32,10 @@ type Config struct {
 	MaxBulkBytes int64
 	// MaxMultibulk is the most arguments a request may have (default 1024*1024).
 	MaxMultibulk int
+	// MaxTxBytes bounds what one session's MULTI block may queue, in request bytes (default
+	// 1 GiB, Redis's client-query-buffer-limit): past it the block is dropped and EXEC answers
+	// EXECABORT. EXEC holds the block three or four times over while it runs.
+	MaxTxBytes int
 	// BackendTimeout bounds dials and replies from Redis backends (default 3s).
 	BackendTimeout time.Duration
 	// FlushEnabled, when set, must also return true for FLUSHDB and FLUSHALL to be served; the
@@ -173,6 +177,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.MaxMultibulk <= 0 {
 		cfg.MaxMultibulk = resp.DefaultMaxArgs
+	}
+	if cfg.MaxTxBytes <= 0 {
+		cfg.MaxTxBytes = 1 << 30
 	}
 	if cfg.BackendTimeout <= 0 {
 		cfg.BackendTimeout = 3 * time.Second

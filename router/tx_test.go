@@ -223,3 +223,41 @@ func TestWatchedExecAfterResetIsRESP2(t *testing.T) {
 		}
 	}
 }
+
+// TestMultiQueueBounded: a MULTI block is bounded (Config.MaxTxBytes): the command that would
+// pass the bound is refused, the block is dropped and EXEC answers EXECABORT, nothing written;
+// the session works on afterwards. Unbounded, one client could queue until the node ran out of
+// memory.
+func TestMultiQueueBounded(t *testing.T) {
+	tc := startCluster(t, 1, 1, Config{MaxTxBytes: 4096})
+	ctx := ctxT(t)
+	r := dialRaw(t, tc.addrs[0])
+	r.send("MULTI\r\n")
+	if l := r.line(); l != "+OK" {
+		t.Fatalf("MULTI: %q", l)
+	}
+	val := strings.Repeat("v", 1000)
+	for i := range 3 {
+		r.send("SET {m}k" + strconv.Itoa(i) + " " + val + "\r\n")
+		if l := r.line(); l != "+QUEUED" {
+			t.Fatalf("SET %d: %q", i, l)
+		}
+	}
+	r.send("SET {m}k3 " + val + "\r\nSET {m}k4 " + val + "\r\nEXEC\r\n")
+	if l := r.line(); !strings.HasPrefix(l, "-ERR redraft: the MULTI block exceeds 4096 bytes") {
+		t.Fatalf("the command past the bound: %q", l)
+	}
+	if l := r.line(); l != "+QUEUED" {
+		t.Fatalf("a command after the block was dropped: %q", l)
+	}
+	if l := r.line(); !strings.HasPrefix(l, "-EXECABORT") {
+		t.Fatalf("EXEC: %q", l)
+	}
+	if n := tc.client(0).Exists(ctx, "{m}k0", "{m}k1", "{m}k2", "{m}k3", "{m}k4").Val(); n != 0 {
+		t.Fatalf("%d keys of the dropped block written", n)
+	}
+	r.send("SET {m}k0 1\r\n")
+	if l := r.line(); l != "+OK" {
+		t.Fatalf("after the dropped block: %q", l)
+	}
+}

@@ -155,6 +155,11 @@ func (c *client) watchedRaw(tx *txState, slot int, raw []byte, n int) ([]byte, i
 // then reaches the session's level on d.
 func (c *client) watchedReply(d *backend.Dedicated, g *group, slot int, reply []byte) ([]byte, error) {
 	if c.snap.multiDC {
+		// Tell the shipper the slot's log has a new entry, as every other WRITE call does
+		// (checkWrite): without it the entry waited for the next write's hint or the feed.
+		if f := c.s.cfg.Wrote; f != nil {
+			defer f(c.db, slot)
+		}
 		if v, _, ok := resp.Parse(reply); ok && v.Type == '*' && len(v.Elems) == 1 {
 			reply = unitReply(xdc.FixReply(c.s.checkLibrary(g, v.Elems[0].Raw)), c.txBlocking)
 			if c.txCalls != nil {
