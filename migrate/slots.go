@@ -149,6 +149,7 @@ func (m *Mover) MoveSlots(ctx context.Context, slots SlotSet, opts MoveOptions) 
 			return err
 		}
 		r.found, r.busy, r.scanned, r.hits, r.total = 0, 0, 0, 0, total
+		r.refused, r.refusedErr = 0, nil
 		for _, db := range dbs {
 			if err := r.pass(ctx, db); err != nil {
 				return err
@@ -162,6 +163,10 @@ func (m *Mover) MoveSlots(ctx context.Context, slots SlotSet, opts MoveOptions) 
 		}
 		m.log.Info("migrate pass done", "pass", r.p.Pass, "found", r.found, "busy", r.busy,
 			"moved", r.p.KeysMoved, "slots", slots.String())
+		if r.refused > 0 {
+			m.log.Warn("migrate: the target refused batches of this pass; their keys move in the next",
+				"pass", r.p.Pass, "batches", r.refused, "err", r.refusedErr)
+		}
 		if r.busy == r.found {
 			// Only busy keys left: give their holders time before scanning everything again.
 			if err := SleepCtx(ctx, m.cfg.LockWait); err != nil {
@@ -185,6 +190,10 @@ type run struct {
 	found                int64 // keys of the slots seen in this pass
 	busy                 int64 // of which still busy
 	scanned, hits, total int64
+	// refused counts this pass's batches the target refused (refusedErr the last one's why):
+	// their keys stay on the source, moved again in the next pass.
+	refused    int64
+	refusedErr error
 }
 
 // copyJob is a batch locked and dumped on the source, on its way to the target.
@@ -252,6 +261,19 @@ func (r *run) pass(ctx context.Context, db int) error {
 					continue
 				}
 				if err := r.m.restore(ctx, src, dst, j.now, j.batch, j.lock); err != nil {
+					if errors.Is(err, ErrKeyBusy) && !errors.Is(err, ErrRunOver) {
+						// The target's lease check refused it (the lease ran out, or another
+						// migration's mark on the target touched the watched FenceKey): the
+						// locks are released and the keys stay on the source, for the next
+						// pass. Failing the run restarted every pass from a full SCAN after
+						// a backoff, each time another migration into the target finished.
+						r.mu.Lock()
+						r.busy += int64(len(j.batch))
+						r.refused++
+						r.refusedErr = err
+						r.mu.Unlock()
+						continue
+					}
 					fail(err)
 					continue
 				}

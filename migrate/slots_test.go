@@ -309,3 +309,43 @@ func BenchmarkMoveSlots(b *testing.B) {
 	b.ReportMetric(float64(keys)/took.Seconds(), "keys/s")
 	b.ReportMetric(float64(bytes)/1e6/took.Seconds(), "MB/s")
 }
+
+// Another migration's mark on the target (an HSET of FenceKey, which restores WATCH) aborts the
+// restores in flight; those batches are moved again in the next pass, where they failed the
+// whole run, which then started over from a full SCAN after a backoff each time a migration
+// into the same target finished.
+func TestMoveSlotsGoesOnWhenAnotherRunIsMarkedOnTheTarget(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 60*time.Second)
+	slots, _ := FromRanges([2]int{0, 8191})
+	src, dst := e.src(t, 0), e.dst(t, 0)
+	in, _ := seedKeys(t, src, "a:", 4000, 2000, &slots) // batches of tens of KiB: a restore spans several reads
+	m := e.mover(t, func(c *Config) { c.Fence = "m1:run" })
+	stop := make(chan struct{})
+	marks := make(chan int)
+	go func() {
+		n := 0
+		defer func() { marks <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			dst.HSet(ctx, FenceKey, fmt.Sprintf("m%d:other", 100+n), "over")
+			n++
+			time.Sleep(200 * time.Microsecond) // pacing the load, not synchronising
+		}
+	}()
+	err := m.MoveSlots(ctx, slots, MoveOptions{})
+	close(stop)
+	t.Logf("%d marks of other runs written on the target meanwhile", <-marks)
+	if err != nil {
+		t.Fatalf("MoveSlots with other runs marked on the target: %v", err)
+	}
+	for k := range in {
+		if src.Exists(ctx, k).Val() != 0 || dst.Exists(ctx, k).Val() != 1 {
+			t.Fatalf("key %q of a moved slot is not (only) on the target", k)
+		}
+	}
+}
