@@ -366,6 +366,12 @@ func (c *client) idleBuffers() {
 	// each request's reply buffer full until the request's next use, which at pipeline 1
 	// came only for the last one): the idle connection holds about 7 KiB, as measured.
 	if len(c.pend) == 0 {
+		// At most idleRequests recycled requests stay, each with at most idleReplyCap: a
+		// pipeline of 1,024 GETs of 60 KiB values left 60 MiB with the idle connection.
+		if len(c.free) > idleRequests {
+			clear(c.free[idleRequests:])
+			c.free = c.free[:idleRequests]
+		}
 		for _, r := range c.free {
 			if cap(r.Reply) > idleReplyCap {
 				r.Reply = nil
@@ -374,8 +380,22 @@ func (c *client) idleBuffers() {
 		if cap(c.lbuf) > idleReplyCap {
 			c.lbuf = nil
 		}
+		// The scratch buffers a big request grew (a split MSET's sub-requests, a WRITE call's
+		// bytes) go too.
+		if cap(c.scratch) > idleReplyCap {
+			c.scratch = nil
+		}
+		if cap(c.xsync) > idleReplyCap {
+			c.xsync = nil
+		}
+		if len(c.xpend) == 0 && cap(c.xraw) > idleReplyCap {
+			c.xraw = nil
+		}
 	}
 }
+
+// idleRequests is how many recycled requests an idle connection keeps for its next batch.
+const idleRequests = 32
 
 // idleReplyCap is the largest reply buffer a request (or the local replies' buffer) keeps
 // while its connection idles, as Request.Reset keeps at most that much for its next use.

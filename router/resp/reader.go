@@ -14,6 +14,11 @@ const (
 	DefaultMaxBulk = 512 << 20
 	// DefaultMaxArgs is the largest multibulk count accepted.
 	DefaultMaxArgs = 1024 * 1024
+	// MaxRequest bounds one request's total size, as client-query-buffer-limit (1 GiB) bounds
+	// redis-server's query buffer: one 512 MiB argument and more fit, eight of them do not.
+	// The node holds a request whole, and a split or replicated write copies it once or twice
+	// more, so without it one request of gigabytes could run the node out of memory.
+	MaxRequest = 1 << 30
 	// MaxInline is PROTO_INLINE_MAX_SIZE: the longest inline request or header line.
 	MaxInline = 64 << 10
 	// initialBuf is a connection's first read buffer size.
@@ -35,6 +40,7 @@ var (
 	errBigInline    = &ProtocolError{"too big inline request"}
 	errBigMbulk     = &ProtocolError{"too big mbulk count string"}
 	errBigBulk      = &ProtocolError{"too big bulk count string"}
+	errBigRequest   = &ProtocolError{"request larger than 1 GiB (client-query-buffer-limit)"}
 	errQuotes       = &ProtocolError{"unbalanced quotes in request"}
 	errUnauthMbulk  = &ProtocolError{"unauthenticated multibulk length"}
 	errUnauthBulk   = &ProtocolError{"unauthenticated bulk length"}
@@ -65,6 +71,7 @@ type Reader struct {
 	need    int // bytes buf[r:] must hold before the pending request can complete
 	maxBulk int64
 	maxArgs int
+	maxReq  int  // MaxRequest (tests lower it)
 	unauth  bool // Unauthenticated's limits apply
 	// A multibulk request left incomplete: its arguments checked so far (resumeN) and the
 	// offset from its start of the next one's header (resumeAt), so that each read of a long
@@ -98,7 +105,7 @@ func NewReader(rd io.Reader, maxBulk int64, maxArgs int) *Reader {
 	if maxArgs <= 0 {
 		maxArgs = DefaultMaxArgs
 	}
-	r := &Reader{rd: rd, maxBulk: maxBulk, maxArgs: maxArgs}
+	r := &Reader{rd: rd, maxBulk: maxBulk, maxArgs: maxArgs, maxReq: MaxRequest}
 	if sc, ok := rd.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			r.raw = raw
@@ -127,6 +134,7 @@ func (r *Reader) Release() {
 		r.bufp = nil
 	}
 	r.buf = nil
+	r.dropArgs()
 	r.r, r.w, r.need = 0, 0, 0
 	r.resumeN, r.resumeAt = 0, 0
 }
@@ -202,6 +210,7 @@ func (r *Reader) room() {
 		r.r, r.w = 0, 0
 		if len(r.buf) > shrinkAbove {
 			r.dropPooled()
+			r.dropArgs()
 			r.buf = make([]byte, initialBuf)
 		}
 	}
@@ -354,6 +363,9 @@ func (r *Reader) parseMultibulk() (cmd Command, done, skip bool, err error) {
 		}
 		data := nl + 1
 		end := data + int(size) + 2
+		if end-start > r.maxReq {
+			return cmd, false, false, errBigRequest
+		}
 		if end > r.w {
 			return r.pending(end-start, args, i, p-start)
 		}
@@ -389,6 +401,16 @@ func printable(c byte) string {
 }
 
 // dropPooled gives a pooled r.buf back before it is replaced.
+// dropArgs forgets the last request's arguments, which point into the buffer being let go:
+// kept, they kept it reachable (a connection idle after a 100 MiB SET held its 128 MiB buffer).
+// A long argument list's own array goes too.
+func (r *Reader) dropArgs() {
+	clear(r.args[:cap(r.args)])
+	if cap(r.args) > 1024 {
+		r.args = nil
+	}
+}
+
 func (r *Reader) dropPooled() {
 	if r.bufp != nil {
 		PutBuf(r.bufp)

@@ -268,3 +268,69 @@ func TestParseIntEdges(t *testing.T) {
 		}
 	}
 }
+
+// A request over MaxRequest in all is refused as soon as an argument's header says it would
+// be, before its bytes are read (each argument under proto-max-bulk-len, the sum over it).
+func TestReaderBoundsTheRequest(t *testing.T) {
+	in := "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000\r\n" + strings.Repeat("v", 2000) + "\r\n"
+	rd := NewReader(&chunkReader{b: []byte(in), n: 64}, 0, 0)
+	rd.maxReq = 1024
+	for {
+		_, ok, err := rd.Next()
+		if err != nil {
+			var pe *ProtocolError
+			if !errors.As(err, &pe) || !strings.Contains(err.Error(), "request larger than") {
+				t.Fatalf("err %v, want the request refused", err)
+			}
+			if rd.w > 256 {
+				t.Fatalf("%d bytes read before the refusal", rd.w)
+			}
+			return
+		}
+		if ok {
+			t.Fatal("a request over the bound was parsed")
+		}
+		if err := rd.Fill(); err != nil {
+			t.Fatalf("fill: %v", err)
+		}
+	}
+}
+
+// Once a grown buffer is let go, the last request's arguments no longer point into it: kept,
+// they kept it reachable for the connection's life.
+func TestReaderForgetsArgumentsOfAGrownBuffer(t *testing.T) {
+	big := strings.Repeat("x", 300000)
+	in := "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$300000\r\n" + big + "\r\n"
+	rd := NewReader(&chunkReader{b: []byte(in), n: 300100}, 0, 0)
+	for done := false; !done; {
+		cmd, ok, err := rd.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			if string(cmd.Args[0]) != "SET" || len(cmd.Args[2]) != 300000 {
+				t.Fatalf("command %q", cmd.Args[0])
+			}
+			done = true
+			continue
+		}
+		if err := rd.Fill(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The next read starts over in a small buffer (the client idles; EOF here).
+	if _, ok, err := rd.Next(); ok || err != nil {
+		t.Fatalf("Next: %v, %v", ok, err)
+	}
+	if err := rd.Fill(); !errors.Is(err, io.EOF) {
+		t.Fatalf("Fill: %v", err)
+	}
+	if len(rd.buf) > shrinkAbove {
+		t.Fatalf("buffer of %d bytes kept", len(rd.buf))
+	}
+	for i, a := range rd.args[:cap(rd.args)] {
+		if a != nil {
+			t.Fatalf("argument %d (%d bytes) still points into the let-go buffer", i, len(a))
+		}
+	}
+}
