@@ -532,12 +532,31 @@ func (w *Watcher) group(id string) (*fsm.State, *fsm.Group) {
 	return st, dc.Groups[id]
 }
 
-// slotsOf returns the slots the group serves in the DC.
-func slotsOf(dc *fsm.DC, group string) *migrate.SlotSet {
+// slotsOf returns the slots whose requests may reach the group in dc: those it serves, and
+// those of every active migration of dc from or to it, as the router's hold covers them
+// (markFailovers). Until session 46 a migration's slots were left out while they still
+// belonged to its source: a write on its way to the target (moved there first) was not
+// waited for, the failover of the target promoted a replica without it, and the client had
+// been told it was written.
+func slotsOf(st *fsm.State, dc, group string) *migrate.SlotSet {
 	var s migrate.SlotSet
-	for i, o := range dc.Slots {
+	d := st.DCs[dc]
+	if d == nil {
+		return &s
+	}
+	for i, o := range d.Slots {
 		if o == group {
 			s.Add(i)
+		}
+	}
+	for _, m := range st.Migrations {
+		if !m.Active() || m.DC != dc || m.Source() != group && m.Target() != group {
+			continue
+		}
+		for _, r := range m.Slots {
+			for i := max(r.From, 0); i <= r.To && i < fsm.NumSlots; i++ {
+				s.Add(i)
+			}
 		}
 	}
 	return &s
@@ -567,7 +586,7 @@ func (w *Watcher) drainLocal(ctx context.Context, req drainRequest) error {
 			return fmt.Errorf("failover: group %s is not in this node's current state", req.Group)
 		}
 		if f := g.Failover; f != nil && f.Epoch == req.Epoch {
-			return w.cfg.Gate.WaitIdle(ctx, slotsOf(st.DCs[w.cl.DC()], req.Group))
+			return w.cfg.Gate.WaitIdle(ctx, slotsOf(st, w.cl.DC(), req.Group))
 		}
 		if g.Epoch >= req.Epoch {
 			return nil // already over

@@ -124,3 +124,14 @@ func (m *Mover) Over(ctx context.Context, field string) (bool, error) {
 	}
 	return src.HExists(ctx, FenceKey, field).Result()
 }
+
+// OverOnTarget reports whether run field is recorded as over on the mover's target (database
+// 0). MarkOver marks the source first, so a run over on the target only is one whose source
+// lost the mark: a replica promoted before the mark reached it.
+func (m *Mover) OverOnTarget(ctx context.Context, field string) (bool, error) {
+	_, dst, err := m.clients(0)
+	if err != nil {
+		return false, err
+	}
+	return dst.HExists(ctx, FenceKey, field).Result()
+}

@@ -107,3 +107,32 @@ func TestFenceMarksOfAnotherClusterDoNotStopAMigration(t *testing.T) {
 		}
 	}
 }
+
+// A source that lost its run's mark (a replica promoted before the mark reached it) while the
+// target kept it: the run is over, since every key had moved. MoveJob used to move again, every
+// restore refused by the target's mark, and fail for good: the migration stayed migrating.
+func TestRunOverOnTheTargetOnlyIsOver(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 60*time.Second)
+	src, dst := e.src(t, 0), e.dst(t, 0)
+	must(t, src.Set(ctx, "k", "v", 0).Err())
+	mig := &fsm.Migration{ID: 4, Nonce: "failedoversource"}
+	job := Job{Migration: mig, Source: fsm.Group{Master: e.srcSrv.Addr},
+		Target: fsm.Group{Master: e.dstSrv.Addr, Password: e.dstPass},
+		Slots:  SlotSetOf([]fsm.SlotRange{{From: Slot([]byte("k")), To: Slot([]byte("k"))}})}
+	if err := MoveJob(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	// The promoted replica: without the marks, with a copy of the key the last pass deleted.
+	must(t, src.Del(ctx, FenceKey).Err())
+	must(t, src.Set(ctx, "k", "v", 0).Err())
+	if err := MoveJob(ctx, job); err != nil {
+		t.Fatalf("MoveJob of a run over on its target: %v", err)
+	}
+	if !src.HExists(ctx, FenceKey, RunFence(mig, false)).Val() {
+		t.Fatal("the source's mark was not set again")
+	}
+	if dst.Get(ctx, "k").Val() != "v" {
+		t.Fatal("the target's copy changed")
+	}
+}
