@@ -475,3 +475,28 @@ func FuzzApply(f *testing.F) {
 		}
 	})
 }
+
+// A leader of an older build refuses an entry with a field it does not know: the proposer
+// recognises the refusal (RefusedAsUnknownField) and sends the entry without it.
+func TestRefusedAsUnknownField(t *testing.T) {
+	data, err := Encode(&AckFreeze{ID: 1, Node: "n1", Run: "fwd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An older build's AckFreeze has no Run: decode as it would.
+	type oldAck struct {
+		ID   uint64 `json:"id"`
+		Node string `json:"node"`
+	}
+	derr := decodeStrict(data[2:], &oldAck{})
+	if derr == nil {
+		t.Fatal("an older build would read the field")
+	}
+	refusal := &Error{Code: "invalid", Msg: "the leader n2 refused the entry: fsm: decode ack_freeze: " + derr.Error() + ": " + ErrUnreadable.Error()}
+	if !RefusedAsUnknownField(refusal) {
+		t.Fatalf("not recognised: %v", refusal)
+	}
+	if RefusedAsUnknownField(&Error{Code: "busy", Msg: "migration 1 is migrating"}) || RefusedAsUnknownField(nil) {
+		t.Fatal("another error taken for the refusal")
+	}
+}

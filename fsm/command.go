@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // CmdType identifies a command in the Raft log. Types with IgnoreUnknownFlag set may be skipped
@@ -147,4 +148,12 @@ func (e *Error) Error() string { return e.Msg }
 
 func errf(code, format string, a ...any) error {
 	return &Error{Code: code, Msg: fmt.Sprintf(format, a...)}
+}
+
+// RefusedAsUnknownField reports whether err is a leader's refusal of an entry with a field its
+// build does not know (an older build, during a rolling upgrade): nothing was committed, and
+// the proposer may send the entry again without the fields that build lacks, when their zero
+// value is the old behaviour (node/DESIGN.md, "Upgrades").
+func RefusedAsUnknownField(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "refused the entry") && strings.Contains(err.Error(), "unknown field")
 }

@@ -228,7 +228,12 @@ func (c *Coordinator) ack(ctx context.Context, st *fsm.State, m *fsm.Migration) 
 				return
 			}
 		}
-		if err := c.cl.Propose(wctx, &fsm.AckFreeze{ID: id, Node: c.cl.ID(), Run: run}); err != nil {
+		err := c.cl.Propose(wctx, &fsm.AckFreeze{ID: id, Node: c.cl.ID(), Run: run})
+		if fsm.RefusedAsUnknownField(err) {
+			// An older leader (a rolling upgrade): the ack as its build knows it.
+			err = c.cl.Propose(wctx, &fsm.AckFreeze{ID: id, Node: c.cl.ID()})
+		}
+		if err != nil {
 			c.log.Warn("freeze ack not committed", "migration", id, "err", err)
 		}
 	}()

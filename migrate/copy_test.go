@@ -491,3 +491,43 @@ func TestEvictingSourceKeepsTheLocks(t *testing.T) {
 		}
 	}
 }
+
+// The sweep of lapsed locks takes thousands of fields in one call (Lua unpacks at most about
+// 8,000 values at once: it deletes them in chunks), and the hash goes with the last of them.
+func TestSweepLocksTakesManyFields(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 30*time.Second)
+	src := e.src(t, 0)
+	past := LockValue("dead:1", time.Now().Add(-time.Minute))
+	args := []any{locksPadField, locksPad}
+	for i := range 9000 {
+		args = append(args, fmt.Sprintf("k%d", i), past)
+	}
+	must(t, src.HSet(ctx, LocksKey, args...).Err())
+	n, err := sweepLocksScript.Run(ctx, src, []string{LocksKey}, maxSweptLocks).Int()
+	if err != nil || n != 9000 {
+		t.Fatalf("sweep = %d, %v; want 9000 fields dropped", n, err)
+	}
+	if src.Exists(ctx, LocksKey).Val() != 0 {
+		t.Fatal("the locks hash with only its pad left is still there")
+	}
+}
+
+// An empty string another mover held moves once its lock is free: the chunked copy has no
+// chunk for it, so it goes by a batch copy.
+func TestMoveKeysEmptyStringUnderALock(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 30*time.Second)
+	src, dst := e.src(t, 0), e.dst(t, 0)
+	must(t, src.Set(ctx, "empty", "", 0).Err())
+	now, err := src.Time(ctx).Result()
+	must(t, err)
+	must(t, src.HSet(ctx, LocksKey, "empty", LockValue("other", now.Add(200*time.Millisecond))).Err())
+	m := e.mover(t, nil)
+	if n, err := m.MoveKeys(ctx, 0, "empty"); err != nil || n != 1 {
+		t.Fatalf("MoveKeys = %d, %v", n, err)
+	}
+	if v, err := dst.Get(ctx, "empty").Result(); err != nil || v != "" || src.Exists(ctx, "empty").Val() != 0 {
+		t.Fatalf("target %q (%v), source has it: %d", v, err, src.Exists(ctx, "empty").Val())
+	}
+}

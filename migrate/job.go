@@ -45,9 +45,12 @@ func MoveJob(ctx context.Context, job Job) error {
 	} else if over {
 		return nil
 	}
+	// Only with a nonce: a nonce-less field (an older build's migration) on the target may be
+	// another cluster's mark of the same migration id, and switching on it would leave every
+	// key on the source.
 	if over, err := m.OverOnTarget(ctx, field); err != nil {
 		return err
-	} else if over {
+	} else if over && mg.Nonce != "" {
 		// The source failed over to a replica that lacked the mark, and perhaps the last
 		// pass's deletes: every key had moved, and every restore into the target is refused
 		// now (its mark), so moving again only failed, for good, and the migration stayed

@@ -116,7 +116,8 @@ const (
 // atomic step it reports whether the key exists, whether another mover holds its lock, and its
 // MEMORY USAGE. Every key that is there and not busy is then copied by the chunked copy under
 // the lock, small or big (a small one in one chunk), but one of a type the chunked copy does not
-// know (a module's): that one is reported stMoved, for a batch copy once the lock is released. (It used to MIGRATE a small key from the
+// know (a module's) or an empty string (no chunk to copy): that one is reported stMoved, for a
+// batch copy once the lock is released. (It used to MIGRATE a small key from the
 // source, which put the target's credentials in the source's hands: an admin caller who added
 // a group on a Redis of their own as a migration's source read the target group's internal
 // password there, docs/security.md.)
@@ -138,6 +139,7 @@ for i = 2, #KEYS do
     if t ~= 'none' then
       st = 3
       if t ~= 'string' and t ~= 'hash' and t ~= 'set' and t ~= 'zset' and t ~= 'list' and t ~= 'stream' then st = 1 end
+      if t == 'string' and redis.call('STRLEN', k) == 0 then st = 1 end -- no chunk to copy
       mem = redis.call('MEMORY', 'USAGE', k) or 0
     end
   end
@@ -158,11 +160,15 @@ local now, all, gone = nowMs(), redis.call('HGETALL', KEYS[1]), {}
 for i = 1, #all, 2 do
   if all[i] ~= '` + locksPadField + `' and not holder(all[i+1], now) then gone[#gone+1] = all[i] end
 end
-if #gone > 0 then return unlock(gone) end
-if n == 1 and redis.call('HEXISTS', KEYS[1], '` + locksPadField + `') == 1 then
+-- In chunks: Lua unpacks at most about 8,000 values at once.
+local dropped = 0
+for i = 1, #gone, 1000 do
+  dropped = dropped + redis.call('HDEL', KEYS[1], unpack(gone, i, math.min(i + 999, #gone)))
+end
+if redis.call('HLEN', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[1], '` + locksPadField + `') == 1 then
   redis.call('DEL', KEYS[1])
 end
-return 0
+return dropped
 `)
 
 // lockScript takes (ARGV[3] == "1") or refreshes the lock of key KEYS[2] in the locks hash

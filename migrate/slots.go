@@ -208,24 +208,6 @@ type copyJob struct {
 // each step concurrently (dumpScript), InFlight restorers restore them on the target, InFlight
 // finishers delete them from the source; up to InFlight batches wait between two steps. Each
 // server thus has a few of the mover's short scripts in flight at once, each on its own
-// sweepLocks drops the lapsed locks of dbs' locks hashes on the source (sweepLocksScript); a
-// failure is only logged (the fields are free already, and the next run sweeps them).
-func (m *Mover) sweepLocks(ctx context.Context, dbs []int) {
-	for _, db := range dbs {
-		src, _, err := m.clients(db)
-		if err == nil {
-			err = sweepLocksScript.Run(ctx, src, []string{LocksKey}, maxSweptLocks).Err()
-		}
-		if err != nil {
-			m.log.Warn("migrate: sweeping lapsed locks failed", "db", db, "err", err)
-			return
-		}
-	}
-}
-
-// maxSweptLocks bounds the locks hash sweepLocks reads at once.
-const maxSweptLocks = 10000
-
 // connection, so client commands interleave between them and the round trips overlap.
 func (r *run) pass(ctx context.Context, db int) error {
 	scanner, _, err := r.m.clients(db)
@@ -313,6 +295,24 @@ func (r *run) pass(ctx context.Context, db int) error {
 	}
 	return err
 }
+
+// sweepLocks drops the lapsed locks of dbs' locks hashes on the source (sweepLocksScript); a
+// failure is only logged (the fields are free already, and the next run sweeps them).
+func (m *Mover) sweepLocks(ctx context.Context, dbs []int) {
+	for _, db := range dbs {
+		src, _, err := m.clients(db)
+		if err == nil {
+			err = sweepLocksScript.Run(ctx, src, []string{LocksKey}, maxSweptLocks).Err()
+		}
+		if err != nil {
+			m.log.Warn("migrate: sweeping lapsed locks failed", "db", db, "err", err)
+			return
+		}
+	}
+}
+
+// maxSweptLocks bounds the locks hash sweepLocks reads at once.
+const maxSweptLocks = 10000
 
 // maxFinishRound bounds the batches whose delete steps share a round trip.
 const maxFinishRound = 8

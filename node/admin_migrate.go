@@ -238,6 +238,10 @@ func (n *Node) startRanges(ctx context.Context, dc, from, to string, ranges []fs
 		return found
 	}
 	index, err := n.ProposeAt(ctx, &fsm.StartMigration{DC: dc, Slots: ranges, To: to, Rate: rate, From: from, Nonce: rand.Text()[:16]})
+	if fsm.RefusedAsUnknownField(err) {
+		// An older leader (a rolling upgrade): the start as its build knows it.
+		index, err = n.ProposeAt(ctx, &fsm.StartMigration{DC: dc, Slots: ranges, To: to, Rate: rate})
+	}
 	if err != nil {
 		index = 0
 		// A proposal retried after its first try committed finds its own migration in the way.

@@ -435,6 +435,9 @@ func LoadConfigWith(path string, override func(*Config) error) (cfg Config, warn
 			return Config{}, f.warns, err
 		}
 	}
+	if f.wantsTLS != "" && cfg.TLSCertFile == "" {
+		f.errorAt(f.wantsTLSLine, "secure_server_option: is %q but pem_key_file is not set: redraft does not run the peer port in plaintext when the file asks for encryption; set pem_key_file (the key and certificate), --tls-cert-file and --tls-key-file, or secure_server_option: none", f.wantsTLS)
+	}
 	// cfg started from DefaultConfig, so only what depends on other keys is left to fill in;
 	// ApplyDefaults would also hide an explicit "max_voters: 0" from Validate.
 	if cfg.DataDir == "" && cfg.ID != "" {

@@ -181,13 +181,12 @@ func (f *confFile) dynoTLS(c *Config, d *confDyno) {
 		if d.pem != "" {
 			f.warn(d.pemLine, "pem_key_file", "is not used: secure_server_option is %q, so peer traffic is plaintext (Dynomite's rule too)", cmp.Or(d.secure, "none"))
 		}
-	case d.pem == "" && c.TLSCertFile == "":
-		// The file asks for encryption: refused rather than run plaintext, the peer port then
+	case d.pem == "":
+		// The file asks for encryption: refused unless the flags or the environment configure
+		// TLS (checked once they are applied), rather than run plaintext, the peer port then
 		// open to whoever reaches it when no cluster_secret is set either (Dynomite files
 		// carry none).
-		f.errorAt(d.secureLine, "secure_server_option: is %q but pem_key_file is not set: redraft does not run the peer port in plaintext when the file asks for encryption; set pem_key_file (the key and certificate), or secure_server_option: none", d.secure)
-	case d.pem == "":
-		// TLS is configured otherwise (tls_cert_file): kept.
+		f.wantsTLS, f.wantsTLSLine = d.secure, d.secureLine
 	default:
 		c.TLSCertFile, c.TLSKeyFile = d.pem, d.pem
 		if d.secure != "all" {

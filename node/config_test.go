@@ -235,6 +235,22 @@ func TestLoadConfigKeyWithoutCertWarns(t *testing.T) {
 	}
 }
 
+// A Dynomite file that asks for encryption without its pem_key_file is refused (it ran the peer
+// port in plaintext, open to whoever reached it), unless the flags configure TLS.
+func TestDynomiteEncryptionNeedsAKey(t *testing.T) {
+	p := writeConf(t, "dyn_o_mite:\n  dyn_listen: 127.0.0.1:8101\n  secure_server_option: datacenter\n")
+	if _, _, err := LoadConfig(p); err == nil || !strings.Contains(err.Error(), "pem_key_file is not set") {
+		t.Fatalf("without a key: %v", err)
+	}
+	cfg, _, err := LoadConfigWith(p, func(c *Config) error {
+		c.TLSCertFile, c.TLSKeyFile = "cert.pem", "key.pem"
+		return nil
+	})
+	if err != nil || cfg.TLSCertFile != "cert.pem" {
+		t.Fatalf("with TLS from the flags: %v, cert %q", err, cfg.TLSCertFile)
+	}
+}
+
 func TestLoadDynomite(t *testing.T) {
 	cfg, warns, err := LoadConfig("testdata/dynomite.yml")
 	if err != nil {

@@ -22,6 +22,11 @@ type confFile struct {
 	failed map[string]bool
 	errs   []confLineError
 	warns  []string
+	// wantsTLS is a Dynomite file's secure_server_option other than none without its
+	// pem_key_file, and its line: refused unless TLS is configured otherwise once the
+	// overrides are applied (dynoTLS, LoadConfigWith).
+	wantsTLS     string
+	wantsTLSLine int
 }
 
 // confLineError is one problem found in a file, with its line (0: the whole file).

@@ -124,6 +124,14 @@ func (c *client) queueTx(spec *command.Spec, cmd resp.Command) {
 	}
 	if slot >= 0 {
 		tx.slot = slot
+	}
+	if tx.aborted {
+		// As Redis answers; EXEC discards the block anyway, so nothing of it is kept (a
+		// block dropped for its size would otherwise grow again by its keys' copies).
+		c.reply([]byte("+QUEUED\r\n"))
+		return
+	}
+	if slot >= 0 {
 		for _, k := range c.keys {
 			tx.keys = append(tx.keys, append([]byte(nil), cmd.Args[k]...))
 		}
@@ -133,10 +141,6 @@ func (c *client) queueTx(spec *command.Spec, cmd resp.Command) {
 		if (spec.Name == "sort" || spec.Name == "sort_ro") && sortHasPatterns(cmd.Args) {
 			tx.sortPatterns = true
 		}
-	}
-	if tx.aborted {
-		c.reply([]byte("+QUEUED\r\n")) // as Redis answers; EXEC discards the block anyway
-		return
 	}
 	tx.raw = append(tx.raw, cmd.Raw...)
 	tx.cmds = append(tx.cmds, spec.Name)

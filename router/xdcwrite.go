@@ -214,7 +214,8 @@ func (c *client) forwardWrite(spec *command.Spec, cmd resp.Command, slot int) {
 	}
 	reply, err := c.syncWrite(syncReq{slot: slot, move: move, raw: raw, n: 1, lvl: lvl, wrapped: wrap,
 		nullNoop: xdc.NullMeansNoChange(spec.Name, argStrings(cmd.Args))})
-	if wrap && c.r3 && err == nil {
+	var le *levelError
+	if wrap && c.r3 && len(reply) > 0 && (err == nil || errors.As(err, &le)) { // a level missed: handOver may answer it
 		reply = reshape3(reply, []xdc.Call{call}, false, nil)
 	}
 	c.replyWrite(reply, err)

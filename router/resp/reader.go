@@ -400,7 +400,6 @@ func printable(c byte) string {
 	return string(rune(c))
 }
 
-// dropPooled gives a pooled r.buf back before it is replaced.
 // dropArgs forgets the last request's arguments, which point into the buffer being let go:
 // kept, they kept it reachable (a connection idle after a 100 MiB SET held its 128 MiB buffer).
 // A long argument list's own array goes too.
@@ -411,6 +410,7 @@ func (r *Reader) dropArgs() {
 	}
 }
 
+// dropPooled gives a pooled r.buf back before it is replaced.
 func (r *Reader) dropPooled() {
 	if r.bufp != nil {
 		PutBuf(r.bufp)
