@@ -135,4 +135,17 @@ func TestRunOverOnTheTargetOnlyIsOver(t *testing.T) {
 	if dst.Get(ctx, "k").Val() != "v" {
 		t.Fatal("the target's copy changed")
 	}
+	// Without a nonce (an older build's migration) the target's mark may be another
+	// cluster's: no shortcut, the run fails safe with every key where it was.
+	legacy := &fsm.Migration{ID: 5}
+	must(t, dst.HSet(ctx, FenceKey, FenceField(5, false), "over").Err())
+	must(t, src.Set(ctx, "k5", "v", 0).Err())
+	job.Migration = legacy
+	job.Slots = SlotSetOf([]fsm.SlotRange{{From: Slot([]byte("k5")), To: Slot([]byte("k5"))}})
+	if err := MoveJob(ctx, job); err == nil {
+		t.Fatal("a nonce-less run over on the target only was taken for over")
+	}
+	if src.Get(ctx, "k5").Val() != "v" || src.HExists(ctx, FenceKey, FenceField(5, false)).Val() {
+		t.Fatal("the nonce-less run changed the source")
+	}
 }

@@ -239,6 +239,11 @@ func TestEachSafeQuorum(t *testing.T) {
 	if v, err := c.BRPop(ctx, time.Second, "{each}l").Result(); err != nil || len(v) != 2 || v[1] != "a" {
 		t.Errorf("BRPOP with the level missed = %q, %v; want the element", v, err)
 	}
+	// In RESP3 shape (this client speaks RESP3): the score a double, not a bulk string.
+	c.ZAdd(ctx, "{each}z", redis.Z{Score: 1.5, Member: "m"})
+	if v, err := c.Do(ctx, "ZPOPMIN", "{each}z").Slice(); err != nil || len(v) != 2 || v[0] != "m" || v[1] != 1.5 {
+		t.Errorf("ZPOPMIN with the level missed = %#v, %v; want [m 1.5] with a double", v, err)
+	}
 }
 
 // TestInternalDuringMigration: Internal runs on the target of a migrating slot after moving
