@@ -59,9 +59,16 @@ func (c *client) admit(slots []uint16) (*snapshot, int, error) {
 		c.unadmit(mark)
 		if deadline.IsZero() {
 			c.s.held.Add(1)
-			deadline = time.Now().Add(c.s.cfg.FreezeWait)
+			if c.frozenUntil.IsZero() {
+				c.frozenUntil = time.Now().Add(c.s.cfg.FreezeWait)
+			}
+			deadline = c.frozenUntil
 			c.drain()
-			_ = c.flush()
+			if err := c.flush(); err != nil {
+				// The client is gone: nothing of the rest of its batch is sent.
+				c.closeConn()
+				return nil, 0, err
+			}
 		}
 		if !c.s.awaitChange(snap, deadline) {
 			if flushing {

@@ -56,6 +56,10 @@ type client struct {
 	free   []*backend.Request
 	// holdWaited is set once the batch has waited for a held snapshot (awaitRouting).
 	holdWaited bool
+	// frozenUntil is when the batch's wait for frozen slots ends (admit): one FreezeWait for
+	// the whole batch, not one per request (a pipeline of 1,024 held requests waited 34
+	// minutes, then still sent them).
+	frozenUntil time.Time
 	splits     []*splitOp
 	pend       []pendItem
 	dirty      []*backend.Conn
@@ -261,6 +265,7 @@ func (c *client) batch() bool {
 			c.readAt = time.Now()
 			c.view.last.Store(c.readAt.Unix())
 			c.holdWaited = false
+			c.frozenUntil = time.Time{}
 		}
 		c.resumed = false
 		c.setSnap(c.s.snap.Load())
