@@ -60,12 +60,12 @@ type client struct {
 	// the whole batch, not one per request (a pipeline of 1,024 held requests waited 34
 	// minutes, then still sent them).
 	frozenUntil time.Time
-	splits     []*splitOp
-	pend       []pendItem
-	dirty      []*backend.Conn
-	snap       *snapshot
-	keys       []int
-	nreq       uint64
+	splits      []*splitOp
+	pend        []pendItem
+	dirty       []*backend.Conn
+	snap        *snapshot
+	keys        []int
+	nreq        uint64
 	// cmdIDs are the Spec.IDs of the batch's commands, counted with the batch's latency once
 	// its replies are written (cmdstats.go).
 	cmdIDs []uint16
