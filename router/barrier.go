@@ -59,10 +59,8 @@ func (c *client) admit(slots []uint16) (*snapshot, int, error) {
 		c.unadmit(mark)
 		if deadline.IsZero() {
 			c.s.held.Add(1)
-			if c.frozenUntil.IsZero() {
-				c.frozenUntil = time.Now().Add(c.s.cfg.FreezeWait)
-			}
-			deadline = c.frozenUntil
+			// What is left of the batch's one FreezeWait (frozenWaited).
+			deadline = time.Now().Add(c.s.cfg.FreezeWait - c.frozenWaited)
 			c.drain()
 			if err := c.flush(); err != nil {
 				// The client is gone: nothing of the rest of its batch is sent.
@@ -70,7 +68,10 @@ func (c *client) admit(slots []uint16) (*snapshot, int, error) {
 				return nil, 0, err
 			}
 		}
-		if !c.s.awaitChange(snap, deadline) {
+		began := time.Now()
+		changed := c.s.awaitChange(snap, deadline)
+		c.frozenWaited += time.Since(began)
+		if !changed {
 			if flushing {
 				return nil, 0, c.tryAgain(errFlushing(snap.flushing))
 			}

@@ -174,6 +174,7 @@ func cmdBlocking(c *client, spec *command.Spec, cmd resp.Command) {
 	}
 	var flushWait time.Time // when a flush it waits for ends its wait
 	for {
+		c.frozenWaited = 0 // routed anew after a release: it waits for a freeze as at first
 		e, mark, err := c.enter(slot, func(e *slotEntry) error { return c.moveCmdKeys(e.m, slot, spec, cmd.Args, c.keys) })
 		if err != nil {
 			c.replyErr(err)

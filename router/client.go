@@ -56,16 +56,17 @@ type client struct {
 	free   []*backend.Request
 	// holdWaited is set once the batch has waited for a held snapshot (awaitRouting).
 	holdWaited bool
-	// frozenUntil is when the batch's wait for frozen slots ends (admit): one FreezeWait for
-	// the whole batch, not one per request (a pipeline of 1,024 held requests waited 34
-	// minutes, then still sent them).
-	frozenUntil time.Time
-	splits      []*splitOp
-	pend        []pendItem
-	dirty       []*backend.Conn
-	snap        *snapshot
-	keys        []int
-	nreq        uint64
+	// frozenWaited is how long the batch has waited for frozen slots (admit): one FreezeWait
+	// for the whole batch, not one per request (a pipeline of 1,024 held requests waited 34
+	// minutes, then still sent them). Reset per batch, per poll of a blocking command and per
+	// internal call (frozenReset).
+	frozenWaited time.Duration
+	splits       []*splitOp
+	pend         []pendItem
+	dirty        []*backend.Conn
+	snap         *snapshot
+	keys         []int
+	nreq         uint64
 	// cmdIDs are the Spec.IDs of the batch's commands, counted with the batch's latency once
 	// its replies are written (cmdstats.go).
 	cmdIDs []uint16
@@ -265,7 +266,7 @@ func (c *client) batch() bool {
 			c.readAt = time.Now()
 			c.view.last.Store(c.readAt.Unix())
 			c.holdWaited = false
-			c.frozenUntil = time.Time{}
+			c.frozenWaited = 0
 		}
 		c.resumed = false
 		c.setSnap(c.s.snap.Load())

@@ -83,6 +83,7 @@ func (s *Server) internalClient(db int) *client {
 		c = &client{s: s, id: s.nextID.Add(1), waiter: backend.NewWaiter(), authed: true}
 	}
 	c.db = db
+	c.frozenWaited = 0 // each internal call waits for frozen slots as a batch of its own
 	return c
 }
 

@@ -107,6 +107,7 @@ func (c *client) pollBlocking(spec *command.Spec, cmd resp.Command, slot int, d 
 	c.watchClient(func() { close(gone) }, func() {
 		backoff := retryMin
 		for {
+			c.frozenWaited = 0 // each poll waits for frozen slots as a request of its own
 			if reply, err = c.syncWrite(sr); err != nil || !isNull(reply) {
 				return
 			}
