@@ -550,13 +550,8 @@ func slotsOf(st *fsm.State, dc, group string) *migrate.SlotSet {
 		}
 	}
 	for _, m := range st.Migrations {
-		if !m.Active() || m.DC != dc || m.Source() != group && m.Target() != group {
-			continue
-		}
-		for _, r := range m.Slots {
-			for i := max(r.From, 0); i <= r.To && i < fsm.NumSlots; i++ {
-				s.Add(i)
-			}
+		if m.Active() && m.DC == dc && (m.Source() == group || m.Target() == group) {
+			s.AddRanges(m.Slots)
 		}
 	}
 	return &s

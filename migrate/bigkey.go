@@ -27,11 +27,11 @@ func (m *Mover) moveLocked(ctx context.Context, src, dst *redis.Client, db int, 
 			})
 		}
 	}()
-	st, mem, err := m.runCheck(ctx, src, []string{key}, token)
+	st, mem, err := m.runCheck(ctx, src, key, token)
 	if err != nil {
 		return false, 0, err
 	}
-	switch st[0] {
+	switch st {
 	case stNoKey:
 		return false, 0, nil
 	case stBusy:
@@ -54,7 +54,7 @@ func (m *Mover) moveLocked(ctx context.Context, src, dst *redis.Client, db int, 
 		return st[0] == stMoved, mem[0], nil
 	case stBig:
 	default:
-		return false, 0, fmt.Errorf("migrate: key %q: unexpected status %d under its lock", key, st[0])
+		return false, 0, fmt.Errorf("migrate: key %q: unexpected status %d under its lock", key, st)
 	}
 	kept := false
 	if m.cfg.KeepTarget {
@@ -66,7 +66,7 @@ func (m *Mover) moveLocked(ctx context.Context, src, dst *redis.Client, db int, 
 		kept = n == 1
 	}
 	c := &copier{m: m, src: src, dst: dst, key: key, lock: lock, token: token,
-		tmp: tmpKey(key), fence: fenceKey(key), mem: mem[0]}
+		tmp: tmpKey(key), fence: fenceKey(key), mem: mem}
 	start := time.Now()
 	if err := c.runUnless(ctx, kept); err != nil {
 		m.cleanup(ctx, func(ctx context.Context) error {

@@ -520,9 +520,7 @@ func TestMoveKeysEmptyStringUnderALock(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	src, dst := e.src(t, 0), e.dst(t, 0)
 	must(t, src.Set(ctx, "empty", "", 0).Err())
-	now, err := src.Time(ctx).Result()
-	must(t, err)
-	must(t, src.HSet(ctx, LocksKey, "empty", LockValue("other", now.Add(200*time.Millisecond))).Err())
+	setLock(ctx, t, src, "empty", "other", 200*time.Millisecond)
 	m := e.mover(t, nil)
 	if n, err := m.MoveKeys(ctx, 0, "empty"); err != nil || n != 1 {
 		t.Fatalf("MoveKeys = %d, %v", n, err)

@@ -116,22 +116,17 @@ func (m *Mover) MarkOver(ctx context.Context, field string) error {
 	return nil
 }
 
-// Over reports whether run field is recorded as over on the mover's source (database 0).
-func (m *Mover) Over(ctx context.Context, field string) (bool, error) {
-	src, _, err := m.clients(0)
+// Over reports whether run field is recorded as over on the mover's source and on its target
+// (database 0). MarkOver marks the source first, so a run over on the target only is one whose
+// source lost the mark: a replica promoted before the mark reached it.
+func (m *Mover) Over(ctx context.Context, field string) (onSource, onTarget bool, err error) {
+	src, dst, err := m.clients(0)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
-	return src.HExists(ctx, FenceKey, field).Result()
-}
-
-// OverOnTarget reports whether run field is recorded as over on the mover's target (database
-// 0). MarkOver marks the source first, so a run over on the target only is one whose source
-// lost the mark: a replica promoted before the mark reached it.
-func (m *Mover) OverOnTarget(ctx context.Context, field string) (bool, error) {
-	_, dst, err := m.clients(0)
-	if err != nil {
-		return false, err
+	if onSource, err = src.HExists(ctx, FenceKey, field).Result(); err != nil {
+		return false, false, err
 	}
-	return dst.HExists(ctx, FenceKey, field).Result()
+	onTarget, err = dst.HExists(ctx, FenceKey, field).Result()
+	return onSource, onTarget, err
 }

@@ -91,10 +91,7 @@ func TestFenceMarksOfAnotherClusterDoNotStopAMigration(t *testing.T) {
 		must(t, dst.HSet(ctx, FenceKey, f, "over").Err())
 	}
 	mig := &fsm.Migration{ID: 1, Nonce: "thiscluster00001"}
-	job := Job{Migration: mig, Source: fsm.Group{Master: e.srcSrv.Addr},
-		Target: fsm.Group{Master: e.dstSrv.Addr, Password: e.dstPass},
-		Slots:  SlotSetOf([]fsm.SlotRange{{From: Slot([]byte("k")), To: Slot([]byte("k"))}})}
-	if err := MoveJob(ctx, job); err != nil {
+	if err := MoveJob(ctx, e.keyJob(mig, "k")); err != nil {
 		t.Fatal(err)
 	}
 	if src.Exists(ctx, "k").Val() != 0 || dst.Get(ctx, "k").Val() != "v" {
@@ -117,9 +114,7 @@ func TestRunOverOnTheTargetOnlyIsOver(t *testing.T) {
 	src, dst := e.src(t, 0), e.dst(t, 0)
 	must(t, src.Set(ctx, "k", "v", 0).Err())
 	mig := &fsm.Migration{ID: 4, Nonce: "failedoversource"}
-	job := Job{Migration: mig, Source: fsm.Group{Master: e.srcSrv.Addr},
-		Target: fsm.Group{Master: e.dstSrv.Addr, Password: e.dstPass},
-		Slots:  SlotSetOf([]fsm.SlotRange{{From: Slot([]byte("k")), To: Slot([]byte("k"))}})}
+	job := e.keyJob(mig, "k")
 	if err := MoveJob(ctx, job); err != nil {
 		t.Fatal(err)
 	}
@@ -137,15 +132,20 @@ func TestRunOverOnTheTargetOnlyIsOver(t *testing.T) {
 	}
 	// Without a nonce (an older build's migration) the target's mark may be another
 	// cluster's: no shortcut, the run fails safe with every key where it was.
-	legacy := &fsm.Migration{ID: 5}
 	must(t, dst.HSet(ctx, FenceKey, FenceField(5, false), "over").Err())
 	must(t, src.Set(ctx, "k5", "v", 0).Err())
-	job.Migration = legacy
-	job.Slots = SlotSetOf([]fsm.SlotRange{{From: Slot([]byte("k5")), To: Slot([]byte("k5"))}})
-	if err := MoveJob(ctx, job); err == nil {
+	if err := MoveJob(ctx, e.keyJob(&fsm.Migration{ID: 5}, "k5")); err == nil {
 		t.Fatal("a nonce-less run over on the target only was taken for over")
 	}
 	if src.Get(ctx, "k5").Val() != "v" || src.HExists(ctx, FenceKey, FenceField(5, false)).Val() {
 		t.Fatal("the nonce-less run changed the source")
 	}
+}
+
+// keyJob is the job of migration mig moving key's slot from the env's source to its target.
+func (e *env) keyJob(mig *fsm.Migration, key string) Job {
+	sl := Slot([]byte(key))
+	return Job{Migration: mig, Source: fsm.Group{Master: e.srcSrv.Addr},
+		Target: fsm.Group{Master: e.dstSrv.Addr, Password: e.dstPass},
+		Slots:  SlotSetOf([]fsm.SlotRange{{From: sl, To: sl}})}
 }

@@ -10,12 +10,17 @@ import (
 // dropped (the FSM validates ranges before they get here).
 func SlotSetOf(ranges []fsm.SlotRange) *SlotSet {
 	s := new(SlotSet)
+	s.AddRanges(ranges)
+	return s
+}
+
+// AddRanges puts the state's inclusive slot ranges in the set, as SlotSetOf.
+func (s *SlotSet) AddRanges(ranges []fsm.SlotRange) {
 	for _, r := range ranges {
 		for i := max(r.From, 0); i <= r.To && i < NumSlots; i++ {
 			s.Add(i)
 		}
 	}
-	return s
 }
 
 // MoveJob is the default RunMover: it moves the job's slots from its source group's master to
@@ -40,17 +45,17 @@ func MoveJob(ctx context.Context, job Job) error {
 		return err
 	}
 	defer m.Close()
-	if over, err := m.Over(ctx, field); err != nil {
+	onSource, onTarget, err := m.Over(ctx, field)
+	if err != nil {
 		return err
-	} else if over {
+	}
+	if onSource {
 		return nil
 	}
-	// Only with a nonce: a nonce-less field (an older build's migration) on the target may be
-	// another cluster's mark of the same migration id, and switching on it would leave every
-	// key on the source.
-	if over, err := m.OverOnTarget(ctx, field); err != nil {
-		return err
-	} else if over && mg.Nonce != "" {
+	// Over on the target only, and only with a nonce: a nonce-less field (an older build's
+	// migration) on the target may be another cluster's mark of the same migration id, and
+	// switching on it would leave every key on the source.
+	if onTarget && mg.Nonce != "" {
 		// The source failed over to a replica that lacked the mark, and perhaps the last
 		// pass's deletes: every key had moved, and every restore into the target is refused
 		// now (its mark), so moving again only failed, for good, and the migration stayed

@@ -215,9 +215,7 @@ func TestSourceNeverSeesTheTargetsPassword(t *testing.T) {
 	}
 	// "held" is locked by another mover for a moment: MoveKeys waits for the lock and moves
 	// it under its own.
-	now, err := src.Time(ctx).Result()
-	must(t, err)
-	must(t, src.HSet(ctx, LocksKey, "held", LockValue("other", now.Add(300*time.Millisecond))).Err())
+	setLock(ctx, t, src, "held", "other", 300*time.Millisecond)
 	m := e.mover(t, func(c *Config) { c.BigKeyElements = 10 })
 	if n, err := m.MoveKeys(ctx, 0, "held", "big"); err != nil || n != 2 {
 		t.Fatalf("MoveKeys = %d, %v", n, err)

@@ -314,21 +314,17 @@ func (m *Mover) moveKeys(ctx context.Context, db int, keys []string) (moved int,
 	return moved, bytes, firstErr
 }
 
-// runCheck runs checkScript for keys (locked with token) and returns each key's status and
-// MEMORY USAGE.
-func (m *Mover) runCheck(ctx context.Context, src *redis.Client, keys []string, token string) ([]int64, []int64, error) {
-	res, err := checkScript.Run(ctx, src, lockedKeys(keys), token, m.cfg.Fence).Int64Slice()
+// runCheck runs checkScript for key (locked with token) and returns its status and MEMORY
+// USAGE.
+func (m *Mover) runCheck(ctx context.Context, src *redis.Client, key, token string) (st, mem int64, err error) {
+	res, err := checkScript.Run(ctx, src, []string{LocksKey, key}, token, m.cfg.Fence).Int64Slice()
 	if err != nil {
-		return nil, nil, fmt.Errorf("migrate: check %d key(s): %w", len(keys), runOver(err))
+		return 0, 0, fmt.Errorf("migrate: check key %q: %w", key, runOver(err))
 	}
-	if len(res) != 2*len(keys) {
-		return nil, nil, fmt.Errorf("migrate: check script answered %d values for %d keys", len(res), len(keys))
+	if len(res) != 2 {
+		return 0, 0, fmt.Errorf("migrate: check script answered %d values for one key", len(res))
 	}
-	st, mem := make([]int64, len(keys)), make([]int64, len(keys))
-	for i := range keys {
-		st[i], mem[i] = res[2*i], res[2*i+1]
-	}
-	return st, mem, nil
+	return res[0], res[1], nil
 }
 
 // Internal key names. The temp key and fence (on the target) hash to the key's slot, so they

@@ -122,35 +122,22 @@ const (
 // a group on a Redis of their own as a migration's source read the target group's internal
 // password there, docs/security.md.)
 //
-// KEYS: LocksKey, key1, key2, ...
-// ARGV: token, fence field.
-// Returns: status1, bytes1, status2, bytes2, ... (status stNoKey, stBusy, stBig or stMoved).
+// KEYS: LocksKey, key. ARGV: token, fence field.
+// Returns: status (stNoKey, stBusy, stBig or stMoved), bytes.
 var checkScript = fenced("2", lockLua+`
-local token = ARGV[1]
-local out, now = {}, nowMs()
-for i = 2, #KEYS do
-  local k = KEYS[i]
-  local st, mem = 0, 0
-  local owner = holder(redis.call('HGET', KEYS[1], k), now)
-  if owner and owner ~= token then
-    st = 2
-  else
-    local t = redis.call('TYPE', k)['ok']
-    if t ~= 'none' then
-      st = 3
-      if t ~= 'string' and t ~= 'hash' and t ~= 'set' and t ~= 'zset' and t ~= 'list' and t ~= 'stream' then st = 1 end
-      if t == 'string' and redis.call('STRLEN', k) == 0 then st = 1 end -- no chunk to copy
-      mem = redis.call('MEMORY', 'USAGE', k) or 0
-    end
-  end
-  out[#out+1] = st
-  out[#out+1] = mem
-end
-return out
+local k = KEYS[2]
+local owner = holder(redis.call('HGET', KEYS[1], k), nowMs())
+if owner and owner ~= ARGV[1] then return {2, 0} end
+local t = redis.call('TYPE', k)['ok']
+if t == 'none' then return {0, 0} end
+local st = 3
+if t ~= 'string' and t ~= 'hash' and t ~= 'set' and t ~= 'zset' and t ~= 'list' and t ~= 'stream' then st = 1 end
+if t == 'string' and redis.call('STRLEN', k) == 0 then st = 1 end -- no chunk to copy
+return {st, redis.call('MEMORY', 'USAGE', k) or 0}
 `)
 
-// sweepLocksScript drops the lapsed locks of the locks hash KEYS[1] (a mover that died leaves
-// them: the hash has no expiry), and the hash with them when only the pad is left. It reads
+// sweepLocksScript drops the lapsed locks of the locks hash KEYS[1] (LocksKey; a mover that
+// died leaves them: the hash has no expiry), and the hash with the last of them (unlock). It reads
 // the hash only while it has at most ARGV[1] fields, so that it never blocks the source long.
 // It returns how many fields went.
 var sweepLocksScript = newScript(allowOOM + lockLua + `
@@ -163,10 +150,7 @@ end
 -- In chunks: Lua unpacks at most about 8,000 values at once.
 local dropped = 0
 for i = 1, #gone, 1000 do
-  dropped = dropped + redis.call('HDEL', KEYS[1], unpack(gone, i, math.min(i + 999, #gone)))
-end
-if redis.call('HLEN', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[1], '` + locksPadField + `') == 1 then
-  redis.call('DEL', KEYS[1])
+  dropped = dropped + unlock({unpack(gone, i, math.min(i + 999, #gone))})
 end
 return dropped
 `)

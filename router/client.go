@@ -58,8 +58,9 @@ type client struct {
 	holdWaited bool
 	// frozenWaited is how long the batch has waited for frozen slots (admit): one FreezeWait
 	// for the whole batch, not one per request (a pipeline of 1,024 held requests waited 34
-	// minutes, then still sent them). Reset per batch, per poll of a blocking command and per
-	// internal call (frozenReset).
+	// minutes, then still sent them). Reset per batch (batch), per internal call
+	// (internalClient), per poll of a blocking write (pollBlocking) and per re-route of a
+	// blocking command (cmdBlocking).
 	frozenWaited time.Duration
 	splits       []*splitOp
 	pend         []pendItem

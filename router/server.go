@@ -179,7 +179,7 @@ func New(cfg Config) *Server {
 		cfg.MaxMultibulk = resp.DefaultMaxArgs
 	}
 	if cfg.MaxTxBytes <= 0 {
-		cfg.MaxTxBytes = 1 << 30
+		cfg.MaxTxBytes = resp.MaxRequest
 	}
 	if cfg.BackendTimeout <= 0 {
 		cfg.BackendTimeout = 3 * time.Second
