@@ -31,6 +31,7 @@ const (
 	sh3ZMPop                  // [key, [[member, score], ...]]: scores doubles
 	sh3GeoCoord               // GEORADIUS ... WITHCOORD: each item's last element, [lon, lat], doubles
 	sh3GeoPos                 // GEOPOS: each [lon, lat] doubles
+	sh3Streams                // XREAD, XREADGROUP: [[key, entries], ...] as a map of key to entries
 )
 
 // shapeOf returns the RESP3 shape of argv's reply (argv[0] is the command's name).
@@ -72,8 +73,10 @@ func shapeOf(argv []string) shape3 {
 		if has("withvalues") {
 			return sh3Pairs
 		}
-	case "hgetall", "xread", "xreadgroup":
+	case "hgetall":
 		return sh3Map
+	case "xread", "xreadgroup":
+		return sh3Streams
 	case "lcs":
 		if has("idx") {
 			return sh3Map
@@ -143,7 +146,7 @@ func enc3(b []byte, v resp.Value, s shape3) []byte {
 	case s == sh3Map && isArr && len(v.Elems)%2 == 0:
 		b = resp.AppendMap(b, len(v.Elems)/2, true)
 		return encAll(b, v.Elems)
-	case s == sh3Map && isArr && allPairs(v.Elems): // XREAD's [[key, entries], ...]
+	case s == sh3Streams && isArr && allPairs(v.Elems): // XREAD's [[key, entries], ...]
 		b = resp.AppendMap(b, len(v.Elems), true)
 		for _, e := range v.Elems {
 			b = encAll(b, e.Elems)

@@ -269,6 +269,12 @@ func prepareAny(argv []string) (Call, error) {
 				c.Plan = "v"
 			}
 		}
+		if c.Plan == "n" {
+			// Without STORE it is a read, served as one: run inside WRITE, SORT of a set BY
+			// nosort sorted the members (Redis sorts a set for a script, whose output must be
+			// the same on a replica), where a client of Redis gets them unsorted.
+			return Call{}, ErrNotWrite
+		}
 	case Claim:
 		c.Plan = "k"
 	case GroupRead:

@@ -95,10 +95,10 @@ func TestPrepare(t *testing.T) {
 		{argv: "XADD s MINID 5 12-* f v", plan: "x5"},
 		{argv: "XADD s 12-3 f v", plan: "v"},
 		// StoreOnly.
-		{argv: "SORT l", plan: "n"},
+		{argv: "SORT l", wantErr: ErrNotWrite.Error()},
 		{argv: "SORT l LIMIT 0 5 STORE d", plan: "v", keys: "l d"},
 		{argv: "GEORADIUS g 0 0 5 km STOREDIST d", plan: "v"},
-		{argv: "GEORADIUS g 0 0 5 km", plan: "n"},
+		{argv: "GEORADIUS g 0 0 5 km", wantErr: ErrNotWrite.Error()},
 		// Claim.
 		{argv: "XCLAIM s g c 10 0-1", plan: "k"},
 		{argv: "XAUTOCLAIM s g c 10 0", plan: "k"},

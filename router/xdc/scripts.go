@@ -555,11 +555,10 @@ for c, call in ipairs(calls) do
     if (name == 'LMPOP' or name == 'ZMPOP') then
       eff = nil
       if type(r) == 'table' then
+        -- The direction follows the numkeys keys: a key may be named LEFT or MAX.
         local pop = {LEFT = 'LPOP', RIGHT = 'RPOP', MIN = 'ZPOPMIN', MAX = 'ZPOPMAX'}
-        for j = 3, #argv do
-          local p = pop[string.upper(argv[j])]
-          if p then eff = {p, r[1], tostring(#r[2])} break end
-        end
+        local p = pop[string.upper(argv[3 + tonumber(argv[2])] or '')]
+        if p then eff = {p, r[1], tostring(#r[2])} end
       end
     end
     local effs = {eff}

@@ -102,6 +102,10 @@ var writes = []string{
 	"ZINCRBY {t}z 1.5 c",
 	"LMPOP 1 {t}l LEFT COUNT 5",
 	"LMPOP 1 {t}l LEFT",
+	"RPUSH right a b c",
+	"LMPOP 1 right LEFT", // a key named as a direction (until session 47 recorded as RPOP)
+	"RPUSH max a b c",
+	"LMPOP 1 max LEFT COUNT 2",
 	"INCR {t}h",
 	"SET {t}u1 1 EX 100|INCR {t}u1|SPOP {t}set|INCR {t}h|HSET {t}h c 3",
 }
