@@ -339,6 +339,11 @@ func (n *Node) catchUp(loop context.Context) error {
 	if err := n.removedErr(); err != nil {
 		return err // told it was removed while it caught up: never acts again
 	}
+	if n.State().Nodes[n.cfg.ID] == nil {
+		// A Raft member whose AddNode is not applied yet (a join between its two steps): no
+		// freeze barrier waits for a node the state does not list, so it must not serve.
+		return &notCurrent{"CLUSTERDOWN this node is joining the cluster: its registration is not applied yet"}
+	}
 	n.cur.progress.reset()
 	n.sm.mu.Lock()
 	defer n.sm.mu.Unlock()

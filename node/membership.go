@@ -174,8 +174,10 @@ func (n *Node) join(ctx context.Context, req joinRequest) (joinResponse, error) 
 	return resp, err
 }
 
-// handleJoin runs at the leader: it adds the node to Raft (voter while there are fewer than
-// max_voters, else non-voter) and to the cluster state. Joining again is a no-op.
+// handleJoin runs at the leader: it adds the node to Raft as a non-voter, makes it a voter
+// while there are fewer than max_voters once it answers at its peer address and has caught up
+// (promoteJoiner), then adds it to the cluster state, so that a joiner acting on a state that
+// lists it votes when it can. Joining again is a no-op.
 func (n *Node) handleJoin(ctx context.Context, req joinRequest) (joinResponse, error) {
 	me := req.Node
 	// The state as of every committed entry: a leader just elected may act on its last
@@ -207,6 +209,12 @@ func (n *Node) handleJoin(ctx context.Context, req joinRequest) (joinResponse, e
 	// until AddNode is applied (raiseDataFormat).
 	n.joinMu.Lock()
 	defer n.joinMu.Unlock()
+	// Checked again under joinMu, which a removal holds over its Raft step: a removal that
+	// began after the check above would otherwise take the node out of Raft between this
+	// join's check and its addToRaft, which would add it back, a member the state never knows.
+	if n.isRemoving(me.ID) {
+		return joinResponse{}, &fsm.Error{Code: "busy", Msg: fmt.Sprintf("node %s is being removed; join again once the removal is done", me.ID)}
+	}
 	st = n.State()
 	if err := st.CheckNodeFormat(&me); err != nil {
 		return joinResponse{}, err
@@ -222,9 +230,13 @@ func (n *Node) handleJoin(ctx context.Context, req joinRequest) (joinResponse, e
 			return joinResponse{}, err
 		}
 	}
+	applied := n.State().Index // what the joiner must have applied to vote
 	voter, err := n.addToRaft(me.ID, me.Peer)
 	if err != nil {
 		return joinResponse{}, err
+	}
+	if !voter {
+		voter = n.promoteJoiner(ctx, me.ID, me.Peer, applied)
 	}
 	if err := n.Propose(ctx, &fsm.AddNode{Node: me}); err != nil {
 		return joinResponse{}, err
@@ -260,8 +272,9 @@ func (n *Node) demoteLostVoter(id, addr string) error {
 	return nil
 }
 
-// addToRaft adds id at addr to the Raft configuration; an entry of id at another address is
-// updated in place, its suffrage kept (hashicorp/raft's AddNonvoter of a known id changes
+// addToRaft adds id at addr to the Raft configuration, as a non-voter (promoteJoiner and
+// promote make it a voter once it answers); an entry of id at another address is updated in
+// place, its suffrage kept (hashicorp/raft's AddNonvoter of a known id changes
 // only its address). Until session 45 the entry was removed and added again: a voter's
 // removal dipped the quorum, and the leader's own (a node restarted at a new peer address that
 // won the election) stepped it down and shut its Raft down for good.
@@ -270,11 +283,7 @@ func (n *Node) addToRaft(id, addr string) (bool, error) {
 	if err := f.Error(); err != nil {
 		return false, err
 	}
-	voters := 0
 	for _, s := range f.Configuration().Servers {
-		if s.Suffrage == raft.Voter {
-			voters++
-		}
 		if s.ID == raft.ServerID(id) {
 			if s.Address != raft.ServerAddress(addr) {
 				if err := n.raft.AddNonvoter(s.ID, raft.ServerAddress(addr), 0, applyTimeout).Error(); err != nil {
@@ -284,9 +293,11 @@ func (n *Node) addToRaft(id, addr string) (bool, error) {
 			return s.Suffrage == raft.Voter, nil
 		}
 	}
-	if voters < n.maxVoters() {
-		return true, raftErr(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, applyTimeout).Error())
-	}
+	// Never a voter straight away: until session 47 a joiner became one here, before anyone knew
+	// the leader could reach it. One that advertised an address the leader cannot dial (a
+	// host name only the joiner resolves, a firewall) then held half the votes of a two-node
+	// cluster: nothing committed, the leader stepped down, and the joiner's votes wait for an
+	// answer no leader was left to give (voteGate).
 	return false, raftErr(n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, applyTimeout).Error())
 }
 
@@ -370,7 +381,12 @@ func (n *Node) handleRemove(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RemoveGrace+3*applyTimeout)
 	defer cancel()
 	if inRaft {
-		if err := n.raft.RemoveServer(raft.ServerID(id), 0, applyTimeout).Error(); err != nil {
+		// Under joinMu, so that a join of the same node either ends before this step (and this
+		// removal takes it out after) or sees the removal under joinMu and is refused.
+		n.joinMu.Lock()
+		err := n.raft.RemoveServer(raft.ServerID(id), 0, applyTimeout).Error()
+		n.joinMu.Unlock()
+		if err != nil {
 			return raftErr(err)
 		}
 	}
@@ -513,7 +529,13 @@ func (n *Node) promote(servers []raft.Server) {
 		}
 		return best
 	}
+	// What a non-voter must have applied to vote: the state this node acts on now.
+	index := st.Index
 	add := func(s raft.Server, why string) bool {
+		if !n.waitCaughtUp(context.Background(), s.ID, s.Address, index, time.Second) {
+			n.log.Warn("non-voter not promoted: it does not answer at its peer address, or has not caught up", "id", s.ID, "why", why)
+			return false
+		}
 		if err := n.raft.AddVoter(s.ID, s.Address, 0, applyTimeout).Error(); err != nil {
 			return false
 		}
@@ -544,9 +566,13 @@ func (n *Node) promote(servers []raft.Server) {
 		perDC[dcOf(s.ID)]--
 	}
 	if voters > n.maxVoters() {
-		// max_voters was lowered, or a swap's demotion failed: one from the most crowded DC.
-		if out := pick(others, true); out >= 0 {
-			demote(others[out], "more voters than max_voters")
+		// max_voters was lowered, or a swap's demotion failed: one from the most crowded DC,
+		// of those whose demotion leaves a majority answering, dead ones first (demotable).
+		can := n.demotable(voterList, others)
+		if out := pick(can, true); out >= 0 {
+			demote(can[out], "more voters than max_voters")
+		} else if len(others) > 0 {
+			n.log.Warn("more voters than max_voters, but demoting any would leave fewer answering voters than a majority")
 		}
 		return
 	}
@@ -560,7 +586,25 @@ func (n *Node) promote(servers []raft.Server) {
 	if !add(nonvoters[in], "spreading voters over DCs") {
 		return
 	}
-	demote(others[out], "spreading voters over DCs")
+	// The promoted one is a voter now: the demotion must leave a majority answering with it.
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		var now []raft.Server
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				now = append(now, s)
+			}
+		}
+		crowded := dcOf(others[out].ID)
+		var can []raft.Server
+		for _, s := range n.demotable(now, others) {
+			if dcOf(s.ID) == crowded {
+				can = append(can, s)
+			}
+		}
+		if i := pick(can, true); i >= 0 {
+			demote(can[i], "spreading voters over DCs")
+		}
+	}
 }
 
 // rpcHandler serves the nodes' own RPC on the peer port.
@@ -575,6 +619,11 @@ func (n *Node) rpcHandler() http.Handler {
 	}))
 	mux.HandleFunc("POST "+rpcReadIndex, rpc(n.handleReadIndex))
 	mux.HandleFunc("POST "+rpcJoin, rpc(func(ctx context.Context, req joinRequest) (any, error) {
+		if n.RemovedReason() != "" {
+			// This node's removal is not the joiner's: answered "removed", the joiner took it
+			// for its own and stopped, where another seed would have taken its join.
+			return nil, errNotLeader
+		}
 		return n.join(ctx, req)
 	}))
 	mux.HandleFunc("POST /rpc/removed", rpc(func(_ context.Context, req removeRequest) (any, error) {
