@@ -98,6 +98,15 @@ func (n *Node) adminHandler() http.Handler {
 			writeError(w, err)
 			return
 		}
+		// "." and "..": the state takes them (its rule cannot change without a field asking
+		// for it), but no path can name such a group again: Go's mux redirects
+		// /groups/dc1/.. to /groups, so it could not be removed or changed.
+		for _, v := range []string{c.DC, c.Group.ID} {
+			if v == "." || v == ".." {
+				writeError(w, &fsm.Error{Code: "invalid", Msg: fmt.Sprintf("%q is no name for a datacenter or group: a URL path cannot name it", v)})
+				return
+			}
+		}
 		// A group the state refuses (one that exists, an address of another group) connects
 		// to nothing.
 		if _, err := n.dryRun(r.Context(), &c); err != nil {

@@ -130,6 +130,11 @@ func (n *Node) crossSite(h http.Handler) http.Handler {
 			return
 		}
 		read := r.Method == http.MethodGet || r.Method == http.MethodHead
+		if fromOtherSite(r) && !(read && n.adminOpen(r.URL.Path) && r.Header.Get("Sec-Fetch-Mode") == "navigate") {
+			refuse(w, r, http.StatusForbidden, "cross_site", "a request another site's page made",
+				"refused: a web page of another site made this request (Sec-Fetch-Site): "+adminOriginHelp)
+			return
+		}
 		if n.cfg.AdminToken == "" && !(read && n.adminOpen(r.URL.Path)) && !localHost(r.Host, names) {
 			refuse(w, r, http.StatusForbidden, "host_not_allowed", "a host name without an admin token (DNS rebinding?)",
 				fmt.Sprintf("refused: Host %q: %s", clip(r.Host), adminHostHelp))
@@ -144,6 +149,19 @@ func (n *Node) crossSite(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// fromOtherSite reports whether a browser says another site's page made r (Sec-Fetch-Site
+// cross-site or same-site: a page on another port of the same host is same-site). A GET sends
+// no Origin, so an image tag of any page could start a long CPU profile or trace, or a
+// goroutine dump that stops the node, on a node without an admin token; browsers send this
+// header on every request, the CLI and scripts do not.
+func fromOtherSite(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "cross-site", "same-site":
+		return true
+	}
+	return false
 }
 
 // localHost reports whether a request's Host may be served without an admin token: empty

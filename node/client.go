@@ -61,8 +61,28 @@ func NewClientWith(addr string, o ClientOptions) (*Client, error) {
 	}
 	explicit := strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") || o.CAFile != ""
 	addr = strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(addr, "http://"), "https://"), "/")
+	// A redirect is answered as an error, not followed: the API answers none of its own, and
+	// Go's mux redirects a path with "." or ".." to another one (DELETE /groups/dc1/.. to
+	// /groups), which a followed redirect turned into a GET that succeeded, and the CLI said
+	// the group was removed.
 	return &Client{Addr: addr, base: scheme + "://" + addr, token: o.Token, plain: !explicit,
-		hc: &http.Client{Timeout: 30 * time.Second, Transport: tr}}, nil
+		hc: &http.Client{Timeout: 30 * time.Second, Transport: tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}, nil
+}
+
+// shown is addr as the client's messages print it: without a password given in it
+// (--admin http://user:password@host:port, for a reverse proxy that asks for one).
+func shown(addr string) string {
+	scheme, rest, ok := strings.Cut(addr, "://")
+	if !ok {
+		scheme, rest = "", addr
+	} else {
+		scheme += "://"
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		return scheme + "xxxxx@" + rest[i+1:]
+	}
+	return addr
 }
 
 // checkScheme, for an address given without a scheme, asks the port without the token
@@ -121,9 +141,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
-			return fmt.Errorf("the admin API at %s speaks plain HTTP: give --admin without https:// and without --admin-ca", c.Addr)
+			return fmt.Errorf("the admin API at %s speaks plain HTTP: give --admin without https:// and without --admin-ca", shown(c.Addr))
 		}
-		return fmt.Errorf("cannot reach the admin API at %s (is a node running there? set --admin or REDRAFT_ADMIN): %w", c.base, err)
+		return fmt.Errorf("cannot reach the admin API at %s (is a node running there? set --admin or REDRAFT_ADMIN): %w", shown(c.base), err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
@@ -136,7 +156,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 			return &APIError{Status: resp.StatusCode, Code: e.Code, Msg: e.Error}
 		}
 		if strings.Contains(string(data), "HTTP request to an HTTPS server") {
-			return &APIError{Status: resp.StatusCode, Msg: fmt.Sprintf("the admin API at %s speaks HTTPS: give --admin https://%s (and --admin-ca CA.pem unless its certificate is from a CA this system trusts)", c.Addr, c.Addr)}
+			return &APIError{Status: resp.StatusCode, Msg: fmt.Sprintf("the admin API at %s speaks HTTPS: give --admin https://%s (and --admin-ca CA.pem unless its certificate is from a CA this system trusts)", shown(c.Addr), shown(c.Addr))}
 		}
 		return &APIError{Status: resp.StatusCode, Msg: fmt.Sprintf("%s %s: %s", method, path, resp.Status)}
 	}

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/redraft/redraft/fsm"
 )
 
 // browserCall sends one admin request as a browser (or a DNS-rebinding page) could: with the
@@ -188,4 +190,64 @@ func TestAdminCrossSiteWithToken(t *testing.T) {
 		t.Errorf("PUT /config as JSON with the token and Host %s: %d %s", evil, code, e.Error)
 	}
 	assertNoSecrets(t, "logs", logs.String())
+}
+
+// TestAdminRefusesOtherSitesGets: a GET carries no Origin, so an image tag of any page could
+// start a long CPU profile or trace, or a goroutine dump that stops the node for a moment, on
+// a node without an admin token (until session 47). A request the browser marks as another
+// site's (Sec-Fetch-Site) is refused now, but for a click on a link to the dashboard or an open
+// path; the dashboard's own calls (same-origin), a typed address (none) and the CLI (no
+// header) are served.
+func TestAdminRefusesOtherSitesGets(t *testing.T) {
+	n, _ := startLogged(t, t.TempDir(), Config{ID: "n1"})
+	waitReady(t, n)
+	for _, site := range []string{"cross-site", "same-site"} {
+		for _, path := range []string{"/debug/pprof/goroutine?debug=2", "/debug/pprof/heap?gc=1", "/status", "/groups"} {
+			for _, mode := range []string{"no-cors", "navigate"} {
+				code, e := browserCall(t, n, "GET", path, "", map[string]string{"Sec-Fetch-Site": site, "Sec-Fetch-Mode": mode}, "")
+				wantRefused(t, "GET "+path+" "+site+" "+mode, code, e, http.StatusForbidden, "cross_site", "another site")
+			}
+		}
+		for _, path := range []string{"/healthz", "/metrics"} {
+			if code, e := browserCall(t, n, "GET", path, "", map[string]string{"Sec-Fetch-Site": site, "Sec-Fetch-Mode": "navigate"}, ""); code != http.StatusOK {
+				t.Errorf("a link from another site to %s: %d %s", path, code, e.Error)
+			}
+		}
+	}
+	for _, site := range []string{"same-origin", "none", ""} {
+		hdr := map[string]string{}
+		if site != "" {
+			hdr["Sec-Fetch-Site"] = site
+		}
+		if code, e := browserCall(t, n, "GET", "/debug/pprof/goroutine?debug=1", "", hdr, ""); code != http.StatusOK {
+			t.Errorf("GET pprof with Sec-Fetch-Site %q: %d %s", site, code, e.Error)
+		}
+	}
+}
+
+// TestClientShowsNoPasswordAndFollowsNoRedirect: a password in --admin's address is not
+// printed in the client's errors (until session 47 it was); a path with ".." is an error (Go's
+// mux redirects it; the client no longer follows redirects, which turned DELETE /nodes/.. into
+// a GET / that the binary's dashboard answers with 200); and no group can be named so.
+func TestClientShowsNoPasswordAndFollowsNoRedirect(t *testing.T) {
+	cl := NewClient("http://ops:hunter2@" + freeAddr(t))
+	_, err := cl.Status(context.Background())
+	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "xxxxx@") {
+		t.Fatalf("error %v", err)
+	}
+	n, _ := startLogged(t, t.TempDir(), Config{ID: "n1"})
+	waitReady(t, n)
+	c := NewClient(n.AdminAddr())
+	if err := c.RemoveGroup(context.Background(), "dc1", ".."); err == nil {
+		t.Fatal("removing group .. succeeded")
+	}
+	if err := c.RemoveNode(context.Background(), ".."); err == nil { // redirected to GET /
+		t.Fatal("removing node .. succeeded")
+	}
+	for _, id := range []string{".", ".."} {
+		err := c.AddGroup(context.Background(), "dc1", fsm.Group{ID: id, Master: freeAddr(t)})
+		if err == nil || !strings.Contains(err.Error(), "no name") {
+			t.Fatalf("group %q added: %v", id, err)
+		}
+	}
 }
