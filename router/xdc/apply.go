@@ -109,9 +109,9 @@ end
 local function badID(id)
   if not string.match(id, '^%d+-%d+$') then return {err = 'ERR redraft: bad entry id ' .. id} end
 end
--- effects applies an admitted entry's effects (cmds) of DC src, stamped ts, and returns the
+-- effectsOf applies an admitted entry's effects (cmds) of DC src, stamped ts, and returns the
 -- failed effects, the first failure, the superseded effects and the conflicts.
-local function effects(src, ts, cmds, quick)
+local function effectsOf(src, ts, cmds, quick)
   local origin = src
   if string.byte(src) == 126 then origin = string.sub(src, 2) end
   local stamp = ''
@@ -213,6 +213,15 @@ local function effects(src, ts, cmds, quick)
     end
   end
   return nerr, first, superseded, conflicts
+end
+-- effects is effectsOf with an error raised in it (an effect the Lua cannot read, from a buggy
+-- or other build's peer) counted as one failed effect, as a failed command is. Raised, it
+-- stopped the whole call with the position unmoved, and every retry applied the call's entries
+-- before it again (a count effect counted once more each time) and never passed it.
+local function effects(src, ts, cmds, quick)
+  local ok, nerr, first, superseded, conflicts = pcall(effectsOf, src, ts, cmds, quick)
+  if ok then return nerr, first, superseded, conflicts end
+  return 1, 'ERR redraft: an entry not applied in full: ' .. tostring(nerr), 0, 0
 end
 local function applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)
   local quick, refused = admit(cmds, lockv, lock)

@@ -351,3 +351,28 @@ func logEntries(t *testing.T, c *redis.Client) []Entry {
 	}
 	return entries
 }
+
+// TestApplyLogMalformedEffect: an entry whose effect the Lua cannot read (a whole state whose
+// expiry is no number, from a buggy or other build's peer) is counted as a failed effect and
+// passed. Until session 47 its Lua error stopped the whole call with the position unmoved, and
+// every retry applied the entries before it again (an increment once more each time) and never
+// passed it.
+func TestApplyLogMalformedEffect(t *testing.T) {
+	ctx := context.Background()
+	c := client(t, testredis.Start(t))
+	a, b := incrEntry(1, "{a}x"), incrEntry(3, "{b}x")
+	bad := LogEntry{Slot: migrate.SlotString("{a}k"), WireEntry: WireEntry{ID: "2-0", TS: "1700000000000",
+		Cmds: WireCmds{{"~s", "{a}k", "", "", "v", "x"}}}}
+	for try := 0; try < 2; try++ {
+		got := applyLog(t, c, ApplyLogCall(testLog, "", "", "3-0", []LogEntry{a, bad, b}))
+		if got.Position != "3-0" || got.Refused != "" {
+			t.Fatalf("try %d: %+v", try, got)
+		}
+		if try == 0 && (got.Errors != 1 || !strings.Contains(got.FirstError, "not applied in full")) {
+			t.Fatalf("the malformed entry is not reported: %+v", got)
+		}
+		if x, y := c.Get(ctx, "{a}x").Val(), c.Get(ctx, "{b}x").Val(); x != "1" || y != "1" {
+			t.Fatalf("try %d: {a}x %s, {b}x %s; want each applied once", try, x, y)
+		}
+	}
+}

@@ -318,6 +318,20 @@ func (r *Replicator) HandleCopy(ctx context.Context, req CopyRequest) (struct{},
 	if req.Slot < 0 || req.Slot >= len(tags) {
 		return struct{}{}, fmt.Errorf("xdc: slot %d out of range", req.Slot)
 	}
+	// The ids become inbox fields that every later APPLY from those DCs compares (cmpid): one
+	// that is no stream id (an empty Last) stopped the slot's replication from that DC until
+	// the next full copy.
+	if badStreamID(req.Last) {
+		return struct{}{}, fmt.Errorf("xdc: slot %d: bad last id %q", req.Slot, req.Last)
+	}
+	if err := checkDB(req.DB); err != nil {
+		return struct{}{}, err
+	}
+	for dc, id := range req.Inbox {
+		if id != "" && badStreamID(id) {
+			return struct{}{}, fmt.Errorf("xdc: slot %d: bad inbox id %q of %s", req.Slot, id, dc)
+		}
+	}
 	if err := r.enterCopy(req.Flushes); err != nil {
 		return struct{}{}, err
 	}

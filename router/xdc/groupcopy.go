@@ -461,6 +461,12 @@ func (r *Replicator) HandleLogCopy(ctx context.Context, req LogCopyRequest) (str
 	if dc == nil {
 		return struct{}{}, fmt.Errorf("xdc: DC %s is not in the cluster state", own)
 	}
+	if len(req.Slots) == 0 {
+		return struct{}{}, errors.New("xdc: a copy of a group's log without slots")
+	}
+	if err := checkDB(req.DB); err != nil {
+		return struct{}{}, err
+	}
 	for _, cs := range req.Slots {
 		if cs.Slot < 0 || cs.Slot >= len(dc.Slots) || dc.Slots[cs.Slot] == "" {
 			return struct{}{}, fmt.Errorf("xdc: slot %d is not served in DC %s", cs.Slot, own)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/redraft/redraft/fsm"
 	"github.com/redraft/redraft/migrate"
@@ -96,12 +97,40 @@ func checkRange(req LogRequest) error {
 		if _, through, ok := IsHandoff(e.Cmds); ok && (badStreamID(through) || len(e.Cmds[0]) == 4 && e.Cmds[0][3] != "" && badStreamID(e.Cmds[0][3])) {
 			return fmt.Errorf("xdc: handoff entry %s of a range of a log: %q is not a stream id", e.ID, e.Cmds[0][2:])
 		}
+		if k, out := keyOutside(e.Cmds, e.Slot); out {
+			return fmt.Errorf("xdc: entry %s of a range of a log: key %q is not in its slot %d", e.ID, k, e.Slot)
+		}
 		before = e.ID
 	}
 	if before != "" && CompareIDs(before, req.Last) > 0 {
 		return fmt.Errorf("xdc: entry %s of a range of a log past its last id %s", before, req.Last)
 	}
 	return nil
+}
+
+// keyOutside returns a key of an entry's effects (cmds) that is not in slot, the slot the
+// entry was sent for. A WRITE's keys share one slot, and the sender names the slot of the first
+// (EntrySlot); APPLY takes the slot as given for the metadata, element hashes, copy lock and
+// migration hold it checks, so a key of another slot would be written where its own slot's
+// state is never looked at (and where clients never look for it). A handoff has no key.
+func keyOutside(cmds WireCmds, slot int) (string, bool) {
+	if _, _, ok := IsHandoff(cmds); ok {
+		return "", false
+	}
+	for _, c := range cmds {
+		if len(c) > 1 && strings.HasPrefix(c[0], "~") {
+			if migrate.SlotString(c[1]) != slot {
+				return c[1], true
+			}
+			continue
+		}
+		for _, k := range EffectKeys(c) {
+			if migrate.SlotString(k) != slot {
+				return k, true
+			}
+		}
+	}
+	return "", false
 }
 
 // representatives returns the slots of each group of this DC that holds any, the slot that

@@ -165,8 +165,13 @@ func TestHandleLog(t *testing.T) {
 	// A handoff between them whose id is no stream id: APPLY compares it, and stopped there
 	// having applied the entry before it.
 	badHandoff := LogEntry{WireEntry: WireEntry{ID: more[1].ID, Cmds: WireCmds{{HandoffCmd, "g9", "x"}}}}
+	// An entry sent for another slot than its key's: APPLY takes the slot as given (its
+	// metadata, copy lock, migration hold), and wrote the key where its slot's state is not.
+	misplaced := le(1)
+	misplaced.Slot = (misplaced.Slot + 1) % fsm.NumSlots
 	top, end := pos, more[2].ID
 	for _, req := range []LogRequest{
+		{Log: log, Prev: top, Last: end, Entries: wire(le(0), misplaced, le(2))},    // a key outside its entry's slot
 		{Log: log, Prev: top, Last: end, Entries: wire(le(0), le(2), le(1))},        // out of order
 		{Log: log, Prev: top, Last: end, Entries: wire(le(1), le(0), le(2))},        // the first before the second
 		{Log: log, Prev: more[1].ID, Last: end, Entries: wire(le(0), le(2))},        // an entry at or before prev

@@ -22,6 +22,16 @@ const receiveWorkers = 8
 // only briefly (a few hundred microseconds) and other clients' commands interleave.
 const applyChunk = 64
 
+// batchOutside says which entry of b has a key outside b's slot (keyOutside), or "".
+func batchOutside(b WireBatch) string {
+	for _, e := range b.Entries {
+		if k, out := keyOutside(e.Cmds, b.Slot); out {
+			return fmt.Sprintf("entry %s: key %q is not in slot %d", e.ID, k, b.Slot)
+		}
+	}
+	return ""
+}
+
 // HandleApply applies req's batches through this node's router, exactly once and in order per
 // slot (APPLY skips what was applied and refuses a gap): the batches of slots no migration or
 // failover concerns in batch APPLY calls, one round trip per group (Local.InternalOwned), the
@@ -40,6 +50,8 @@ func (r *Replicator) HandleApply(ctx context.Context, req ApplyRequest) (ApplyRe
 		switch {
 		case b.Slot < 0 || b.Slot >= len(tags):
 			out.Results[i].Error = fmt.Sprintf("slot %d out of range", b.Slot)
+		case batchOutside(b) != "":
+			out.Results[i].Error = batchOutside(b)
 		case len(b.Entries) > 0:
 			r.gc.markHot(req.DB, b.Slot)
 			idx, slots = append(idx, i), append(slots, b.Slot)

@@ -169,6 +169,13 @@ func TestPeerCallsCheckSlotAndDB(t *testing.T) {
 	if _, err := a.repl.HandleLast(ctx, LastRequest{Source: "b", DB: 1 << 20, Slots: []int{0}}); err == nil {
 		t.Error("xdc-last of database 1<<20 answered")
 	}
+	// A copy whose ids would stop the slot's APPLY for good, or of a database out of range.
+	for _, req := range []CopyRequest{{Source: "b", Slot: 0, Last: ""}, {Source: "b", Slot: 0, Last: "1-0", Inbox: map[string]string{"c": "x"}},
+		{Source: "b", Slot: 0, Last: "1-0", DB: -1}} {
+		if _, err := a.repl.HandleCopy(ctx, req); err == nil {
+			t.Errorf("copy %+v taken", req)
+		}
+	}
 	done := make(chan struct{})
 	go func() { a.repl.Report(); close(done) }()
 	select {
