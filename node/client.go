@@ -70,6 +70,14 @@ func NewClientWith(addr string, o ClientOptions) (*Client, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}, nil
 }
 
+// withoutUser is addr without a user and password given in it.
+func withoutUser(addr string) string {
+	if i := strings.LastIndex(addr, "@"); i >= 0 {
+		return addr[i+1:]
+	}
+	return addr
+}
+
 // shown is addr as the client's messages print it: without a password given in it
 // (--admin http://user:password@host:port, for a reverse proxy that asks for one).
 func shown(addr string) string {
@@ -156,7 +164,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 			return &APIError{Status: resp.StatusCode, Code: e.Code, Msg: e.Error}
 		}
 		if strings.Contains(string(data), "HTTP request to an HTTPS server") {
-			return &APIError{Status: resp.StatusCode, Msg: fmt.Sprintf("the admin API at %s speaks HTTPS: give --admin https://%s (and --admin-ca CA.pem unless its certificate is from a CA this system trusts)", shown(c.Addr), shown(c.Addr))}
+			return &APIError{Status: resp.StatusCode, Msg: fmt.Sprintf("the admin API at %s speaks HTTPS: give --admin https://%s (and --admin-ca CA.pem unless its certificate is from a CA this system trusts)", shown(c.Addr), withoutUser(c.Addr))}
 		}
 		return &APIError{Status: resp.StatusCode, Msg: fmt.Sprintf("%s %s: %s", method, path, resp.Status)}
 	}

@@ -380,15 +380,25 @@ func (n *Node) handleRemove(ctx context.Context, id string) error {
 	// not: a caller that went away during the grace left a node out of Raft and in the state.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RemoveGrace+3*applyTimeout)
 	defer cancel()
-	if inRaft {
-		// Under joinMu, so that a join of the same node either ends before this step (and this
-		// removal takes it out after) or sees the removal under joinMu and is refused.
-		n.joinMu.Lock()
-		err := n.raft.RemoveServer(raft.ServerID(id), 0, applyTimeout).Error()
-		n.joinMu.Unlock()
-		if err != nil {
-			return raftErr(err)
+	// Under joinMu, so that a join of the same node either ends before this step (and the
+	// state and configuration read again here hold it) or sees the removal under joinMu and is
+	// refused: read before the lock, a join that committed AddNode meanwhile was taken out of
+	// Raft and left in the state, never told, holding its DC's freeze barriers.
+	n.joinMu.Lock()
+	node, inState = n.State().Nodes[id]
+	inRaft = false
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			inRaft = inRaft || s.ID == raft.ServerID(id)
 		}
+	}
+	var err error
+	if inRaft {
+		err = n.raft.RemoveServer(raft.ServerID(id), 0, applyTimeout).Error()
+	}
+	n.joinMu.Unlock()
+	if err != nil {
+		return raftErr(err)
 	}
 	out := time.Now()
 	if node != nil {
@@ -529,13 +539,13 @@ func (n *Node) promote(servers []raft.Server) {
 		}
 		return best
 	}
-	// What a non-voter must have applied to vote: the state this node acts on now.
-	index := st.Index
+	// Only a non-voter that answers and has applied the state this node acts on now may vote:
+	// asked all at once, only when a promotion could follow.
+	ready := func() { nonvoters = n.readyNonvoters(nonvoters, st.Index) }
+	if len(nonvoters) > 0 && voters < n.maxVoters() {
+		ready()
+	}
 	add := func(s raft.Server, why string) bool {
-		if !n.waitCaughtUp(context.Background(), s.ID, s.Address, index, time.Second) {
-			n.log.Warn("non-voter not promoted: it does not answer at its peer address, or has not caught up", "id", s.ID, "why", why)
-			return false
-		}
 		if err := n.raft.AddVoter(s.ID, s.Address, 0, applyTimeout).Error(); err != nil {
 			return false
 		}
@@ -579,8 +589,16 @@ func (n *Node) promote(servers []raft.Server) {
 	if voters != n.maxVoters() || len(nonvoters) == 0 {
 		return
 	}
-	in, out := pick(nonvoters, false), pick(others, true)
-	if in < 0 || out < 0 || perDC[dcOf(nonvoters[in].ID)]+1 >= perDC[dcOf(others[out].ID)] {
+	swap := func() (int, int, bool) {
+		in, out := pick(nonvoters, false), pick(others, true)
+		return in, out, in >= 0 && out >= 0 && perDC[dcOf(nonvoters[in].ID)]+1 < perDC[dcOf(others[out].ID)]
+	}
+	if _, _, ok := swap(); !ok {
+		return
+	}
+	ready()
+	in, out, ok := swap()
+	if !ok {
 		return
 	}
 	if !add(nonvoters[in], "spreading voters over DCs") {

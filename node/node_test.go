@@ -226,7 +226,10 @@ func TestLeaderLossAndRestart(t *testing.T) {
 	})
 }
 
-func TestRemoveStopsNode(t *testing.T) {
+// threeThenRemoveN3 starts n1, n2 and n3, removes n3 through n1, and waits until n3 is told;
+// n3 goes on running.
+func threeThenRemoveN3(t *testing.T) (*testCluster, *Node) {
+	t.Helper()
 	c := newTestCluster(t)
 	c.start("n1", "dc1")
 	c.start("n2", "dc1", "n1")
@@ -239,6 +242,11 @@ func TestRemoveStopsNode(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("n3 not told it was removed")
 	}
+	return c, n3
+}
+
+func TestRemoveStopsNode(t *testing.T) {
+	c, n3 := threeThenRemoveN3(t)
 	if n3.RemovedReason() == "" {
 		t.Fatal("no reason given")
 	}

@@ -44,26 +44,37 @@ func (n *Node) waitCaughtUp(ctx context.Context, id raft.ServerID, addr raft.Ser
 // answer). It reports whether the joiner is a voter; if not, the leader's loop promotes it
 // later (promote).
 func (n *Node) promoteJoiner(ctx context.Context, id, addr string, index uint64) bool {
-	if !n.waitCaughtUp(ctx, raft.ServerID(id), raft.ServerAddress(addr), index, 2*time.Second) {
+	room := func() (voter, ok bool) {
+		f := n.raft.GetConfiguration()
+		if f.Error() != nil {
+			return false, false
+		}
+		voters := 0
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				if s.ID == raft.ServerID(id) {
+					return true, false
+				}
+				voters++
+			}
+		}
+		return false, voters < n.maxVoters()
+	}
+	if voter, ok := room(); voter || !ok {
+		return voter // a voter already, or no room: nothing to wait for
+	}
+	// The joiner waits 5 s for its answer: leave a second of it for the steps after this.
+	wait := 2 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(d)-time.Second)
+	}
+	if wait <= 0 || !n.waitCaughtUp(ctx, raft.ServerID(id), raft.ServerAddress(addr), index, wait) {
 		n.log.Warn("joined as a non-voter: the leader cannot reach it at its peer address, or it has not caught up; promoted once it has",
 			"id", id, "peer", addr)
 		return false
 	}
-	f := n.raft.GetConfiguration()
-	if f.Error() != nil {
-		return false
-	}
-	voters := 0
-	for _, s := range f.Configuration().Servers {
-		if s.Suffrage == raft.Voter {
-			if s.ID == raft.ServerID(id) {
-				return true
-			}
-			voters++
-		}
-	}
-	if voters >= n.maxVoters() {
-		return false
+	if voter, ok := room(); voter || !ok {
+		return voter
 	}
 	if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, applyTimeout).Error(); err != nil {
 		n.log.Warn("joiner not made a voter", "id", id, "err", err)
@@ -73,9 +84,37 @@ func (n *Node) promoteJoiner(ctx context.Context, id, addr string, index uint64)
 	return true
 }
 
+// readyNonvoters returns those of list that answer and have applied index (asked at once, a
+// second at most, given up when the node stops).
+func (n *Node) readyNonvoters(list []raft.Server, index uint64) []raft.Server {
+	ctx, cancel := n.untilStop()
+	defer cancel()
+	ok := make([]bool, len(list))
+	var wg sync.WaitGroup
+	for i, s := range list {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok[i] = n.caughtUp(ctx, s.ID, s.Address, index)
+		}()
+	}
+	wg.Wait()
+	var out []raft.Server
+	for i, s := range list {
+		if ok[i] {
+			out = append(out, s)
+		} else {
+			n.log.Debug("non-voter not promoted: it does not answer at its peer address, or has not caught up", "id", s.ID)
+		}
+	}
+	return out
+}
+
 // answering reports, for each voter, whether it answers at its peer address (asked at once,
 // a second at most); this node always does.
 func (n *Node) answering(voters []raft.Server) map[raft.ServerID]bool {
+	ctx, cancel := n.untilStop()
+	defer cancel()
 	out := make(map[raft.ServerID]bool, len(voters))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -83,7 +122,7 @@ func (n *Node) answering(voters []raft.Server) map[raft.ServerID]bool {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ok := n.caughtUp(context.Background(), s.ID, s.Address, 0)
+			ok := n.caughtUp(ctx, s.ID, s.Address, 0)
 			mu.Lock()
 			out[s.ID] = ok
 			mu.Unlock()

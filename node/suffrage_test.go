@@ -124,18 +124,7 @@ func TestDemotionKeepsAMajorityAnswering(t *testing.T) {
 // joiner took that for its own and stopped. It now answers not_leader: the next seed takes
 // the join.
 func TestJoinThroughARemovedSeed(t *testing.T) {
-	c := newTestCluster(t)
-	c.start("n1", "dc1")
-	c.start("n2", "dc1", "n1")
-	n3 := c.start("n3", "dc1", "n1")
-	if err := c.nodes["n1"].Remove(context.Background(), "n3"); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-n3.Removed():
-	case <-time.After(10 * time.Second):
-		t.Fatal("n3 not told it was removed")
-	}
+	c, _ := threeThenRemoveN3(t)
 	n4 := c.start("n4", "dc1", "n3", "n1")
 	if n4.RemovedReason() != "" {
 		t.Fatalf("n4 stopped: %s", n4.RemovedReason())
@@ -146,12 +135,18 @@ func TestJoinThroughARemovedSeed(t *testing.T) {
 }
 
 // TestNoActingBeforeItsRegistration: a node already a Raft member whose AddNode is not applied
-// (a join between its two steps; here it was added to Raft by hand, and its own join finds no
-// seed) catches up but does not act: no freeze barrier waits for a node the state does not
-// list. Until session 47 it served as soon as it had caught up.
+// (a join between its two steps; here it was added to Raft by hand, and the leader refuses its
+// own join: it gives n1's client address) catches up but does not act: no freeze barrier
+// waits for a node the state does not list. Until session 47 it served as soon as it had
+// caught up.
 func TestNoActingBeforeItsRegistration(t *testing.T) {
 	c := newTestCluster(t)
 	n1 := c.start("n1", "dc1")
+	cfg := DefaultConfig()
+	cfg.ID, cfg.DC = "n2", "dc1"
+	cfg.Listen, cfg.PeerListen, cfg.AdminListen = c.cfgs["n1"].Listen, "127.0.0.1:0", "127.0.0.1:0"
+	cfg.DataDir = filepath.Join(c.dir, "n2")
+	c.cfgs["n2"] = cfg
 	c.seedsFirst = map[string][]string{"n2": {freeAddr(t)}}
 	n2 := c.launch("n2", "dc1")
 	if err := n1.raft.AddNonvoter("n2", raft.ServerAddress(n2.PeerAddr()), 0, 10*time.Second).Error(); err != nil {
@@ -167,6 +162,9 @@ func TestNoActingBeforeItsRegistration(t *testing.T) {
 		}
 		return nil
 	})
+	if _, err := n2.join(context.Background(), joinRequest{Node: n2.self(), Fresh: true}); err == nil {
+		t.Fatal("n2's join with n1's client address was taken")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := n2.catchUp(ctx)
