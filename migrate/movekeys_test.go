@@ -1,15 +1,15 @@
 package migrate
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redraft/redraft/internal/testredis"
 )
 
 // seedSmall writes one key of every type in db, some with TTLs, and returns their names.
@@ -196,18 +196,7 @@ func TestSourceNeverSeesTheTargetsPassword(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t, 60*time.Second)
 	src, dst := e.src(t, 0), e.dst(t, 0)
-	conn, err := net.Dial("tcp", e.srcSrv.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.Write([]byte("*1\r\n$7\r\nMONITOR\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	mon := bufio.NewReader(conn)
-	if l, err := mon.ReadString('\n'); err != nil || l != "+OK\r\n" {
-		t.Fatalf("MONITOR: %q, %v", l, err)
-	}
+	mon, conn := testredis.Monitor(t, e.srcSrv.Addr)
 
 	must(t, src.Set(ctx, "held", "v", 0).Err())
 	for i := 0; i < 50; i++ {

@@ -41,10 +41,12 @@ var prefixedKeyless = map[string]bool{"randomkey": true, "dbsize": true, "flushd
 	"config|set": true, "config|resetstat": true}
 
 // otherSessions are the commands that see or act on other users' sessions on the node
-// (Redis's @admin CLIENT subcommands): a restricted user, read-only or prefixed, may not run
-// them, as a Redis user without @admin may not, or a tenant could list every session's user
-// and address, close them, or end their blocking commands.
-var otherSessions = map[string]bool{"client|list": true, "client|kill": true, "client|unblock": true}
+// (Redis's @admin CLIENT subcommands), and CONFIG GET (@admin too: the backends' settings,
+// their paths, replication source and bind address; served to any user until session 47): a
+// restricted user, read-only or prefixed, may not run them, as a Redis user without @admin
+// may not, or a tenant could list every session's user and address, close them, or end their
+// blocking commands.
+var otherSessions = map[string]bool{"client|list": true, "client|kill": true, "client|unblock": true, "config|get": true}
 
 // scriptCommands run user code; a prefixed user runs them only with User.Scripts.
 var scriptCommands = map[string]bool{"eval": true, "evalsha": true, "eval_ro": true,

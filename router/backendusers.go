@@ -4,6 +4,7 @@ import (
 	"github.com/redraft/redraft/router/backend"
 	"github.com/redraft/redraft/router/command"
 	"github.com/redraft/redraft/router/resp"
+	"github.com/redraft/redraft/router/xdc"
 )
 
 // Backend users (router/DESIGN.md, "Backend users"). Every group has two pools: pool
@@ -82,7 +83,15 @@ func (c *client) forwardAllKeys(spec *command.Spec, cmd resp.Command) {
 		c.replyErr(err)
 		return
 	}
-	if c.xw && spec.Write && slot >= 0 && c.snap.multiDC {
+	write := spec.Write
+	if write && c.snap.multiDC {
+		// Without STORE it is a read (xdc.Prepare), run as one here: WRITE would sort a set
+		// BY nosort, and forwardWrite would send it as the client's user, which Redis refuses
+		// the patterns.
+		_, err := xdc.Prepare(argStrings(cmd.Args))
+		write = err == nil
+	}
+	if c.xw && write && slot >= 0 && c.snap.multiDC {
 		c.forwardWrite(spec, cmd, slot)
 		return
 	}
@@ -93,7 +102,7 @@ func (c *client) forwardAllKeys(spec *command.Spec, cmd resp.Command) {
 		return
 	}
 	lvl := lvlOne
-	if spec.Write {
+	if write {
 		lvl = c.writeLevel(c.snap)
 	}
 	reply, err := c.writeAndReach(e.group(), slot, cmd.Raw, 1, lvl, true, false)

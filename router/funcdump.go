@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc64"
+	"sync"
+
+	"github.com/redraft/redraft/router/xdc"
 )
 
 // FUNCTION DUMP payloads, read and written as Redis 7 does (functions.c, rdb.c): for each
@@ -72,6 +75,33 @@ func buildFunctionDump(libs []dumpLibrary, version []byte) []byte {
 	}
 	b = append(b, version...)
 	return binary.LittleEndian.AppendUint64(b, redisCRC64(b))
+}
+
+// ownDumpVersion is the RDB version of a payload of redraft's library alone: Redis 7.0's (10),
+// which every Redis 7 restores (it refuses only versions above its own).
+var ownDumpVersion = []byte{10, 0}
+
+// ownDumpLibrary is redraft's library (xdc.Library) as a library of a payload: its code as a
+// plain RDB string.
+var ownDumpLibrary = sync.OnceValue(func() dumpLibrary {
+	code := []byte(xdc.Library())
+	return dumpLibrary{raw: appendRDBString([]byte{rdbOpcodeFunction2}, code), code: code}
+})
+
+// appendRDBString appends s as an uncompressed RDB string (rdbSaveRawString): its length in
+// RDB's length encoding, then its bytes.
+func appendRDBString(b, s []byte) []byte {
+	switch n := uint64(len(s)); {
+	case n < 1<<6:
+		b = append(b, byte(n))
+	case n < 1<<14:
+		b = append(b, byte(0x40|n>>8), byte(n))
+	case n <= 0xFFFFFFFF:
+		b = binary.BigEndian.AppendUint32(append(b, 0x80), uint32(n))
+	default:
+		b = binary.BigEndian.AppendUint64(append(b, 0x81), n)
+	}
+	return append(b, s...)
 }
 
 // readRDBString reads an RDB string (rdbGenericLoadStringObject): plain or LZF-compressed

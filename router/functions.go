@@ -44,7 +44,7 @@ func cmdFunctionChange(c *client, spec *command.Spec, cmd resp.Command) {
 		c.allSame(cmd.Raw, upperName(spec.Name), fixFunctions)
 		return
 	}
-	reps, err := c.askGroups(cmd.Raw, true)
+	reps, err := c.askGroups(withOwnLibrary(spec, cmd), true)
 	squat := false
 	if err == nil && spec.Name != "function|flush" {
 		squat, err = c.evictSquatters()
@@ -60,6 +60,29 @@ func cmdFunctionChange(c *client, spec *command.Spec, cmd resp.Command) {
 	default:
 		c.replySame(reps, upperName(spec.Name), fixFunctions)
 	}
+}
+
+// withOwnLibrary is the request a FUNCTION FLUSH, or a FUNCTION RESTORE with the FLUSH policy,
+// goes to the groups as: one FUNCTION RESTORE ... FLUSH whose payload holds redraft's library
+// besides the client's, so that no moment passes on a group without it. Sent as they came,
+// the flush left the group without redraft's library until the node loaded it again, a round
+// trip later; a client library loaded meanwhile (or restored by that very RESTORE) could
+// register the WRITE function's name, and every replicated write in that window ran the
+// client's code as redraft's internal user. Other requests go as they are (a payload redraft
+// cannot read is refused or left to Redis by refuseOwnLibrary).
+func withOwnLibrary(spec *command.Spec, cmd resp.Command) []byte {
+	a := cmd.Args
+	switch {
+	case spec.Name == "function|flush" && (len(a) == 2 || len(a) == 3 && (bytes.EqualFold(a[2], []byte("ASYNC")) || bytes.EqualFold(a[2], []byte("SYNC")))):
+		return appendCommand(nil, []string{"FUNCTION", "RESTORE", string(buildFunctionDump([]dumpLibrary{ownDumpLibrary()}, ownDumpVersion)), "FLUSH"})
+	case spec.Name == "function|restore" && len(a) == 4 && bytes.EqualFold(a[3], []byte("FLUSH")):
+		libs, version, err := parseFunctionDump(a[2])
+		if err != nil {
+			return cmd.Raw
+		}
+		return appendCommand(nil, []string{"FUNCTION", "RESTORE", string(buildFunctionDump(append(libs, ownDumpLibrary()), version)), "FLUSH"})
+	}
+	return cmd.Raw
 }
 
 // cmdFunctionKill stops a running function on whichever group runs one: OK when one group

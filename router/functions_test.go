@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -402,4 +403,102 @@ func FuzzParseFunctionDump(f *testing.F) {
 		}
 		_, _ = lzfDecompress(p, len(p)*3)
 	})
+}
+
+// TestFunctionFlushKeepsOwnLibraryThroughout: a FUNCTION FLUSH, and a FUNCTION RESTORE with
+// the FLUSH policy, reach the groups as one FUNCTION RESTORE ... FLUSH that carries redraft's
+// library too, so no moment passes on a group without it. Until session 47 they went as they
+// came: redraft's library was gone until the node loaded it again, and a library restored by
+// that very call (or loaded meanwhile) that registered the WRITE function's name ran in its
+// place, as redraft's internal user, for every replicated write of the window. The groups'
+// MONITOR shows what they were sent.
+func TestFunctionFlushKeepsOwnLibraryThroughout(t *testing.T) {
+	tc := startCluster(t, 2, 1, Config{})
+	ctx := ctxT(t)
+	node := resp2(t, tc.addrs[0])
+	do(t, node, "FUNCTION", "STATS") // loads redraft's library
+	own := strings.TrimSuffix(xdc.WriteFunc, "_write")
+	ref := resp2(t, testredis.Start(t).Addr)
+	squat := "#!lua name=squat\nredis.register_function('" + xdc.WriteFunc + "', function() return 'evil' end)"
+	if err := ref.Do(ctx, "FUNCTION", "LOAD", squat).Err(); err != nil {
+		t.Fatal(err)
+	}
+	squatDump, err := ref.FunctionDump(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mon, conn := testredis.Monitor(t, tc.direct(0).Options().Addr)
+
+	if got := fmt.Sprint(do(t, node, "FUNCTION", "RESTORE", squatDump, "FLUSH")); !strings.HasPrefix(got, "error") {
+		t.Fatalf("FUNCTION RESTORE of a library taking WRITE's name, FLUSH: %v", got)
+	}
+	if got := do(t, node, "FUNCTION", "FLUSH", "ASYNC"); got != "OK" {
+		t.Fatalf("FUNCTION FLUSH ASYNC = %v", got)
+	}
+	if got := do(t, node, "FUNCTION", "LOAD", testLib); got != "rdlib" {
+		t.Fatalf("FUNCTION LOAD = %v", got)
+	}
+	dump := do(t, node, "FUNCTION", "DUMP")
+	if got := do(t, node, "FUNCTION", "RESTORE", dump, "FLUSH"); got != "OK" {
+		t.Fatalf("FUNCTION RESTORE of the client's own dump, FLUSH = %v", got)
+	}
+	if got := do(t, node, "FCALL", "rd_set", 1, "k", "v"); got != "OK" {
+		t.Fatalf("FCALL of the restored library = %v", got)
+	}
+	for gi := range tc.redis {
+		libs, err := tc.direct(gi).FunctionList(ctx, redis.FunctionListQuery{}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, l := range libs {
+			names = append(names, l.Name)
+		}
+		sort.Strings(names)
+		if !reflect.DeepEqual(names, []string{"rdlib", own}) {
+			t.Fatalf("group %d holds %v", gi, names)
+		}
+	}
+	if err := tc.direct(0).Echo(ctx, "end-of-test").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	flushes := 0
+	for {
+		l, err := mon.ReadString('\n')
+		if err != nil {
+			t.Fatalf("MONITOR: %v", err)
+		}
+		switch u := strings.ToUpper(l); {
+		case strings.Contains(l, "end-of-test"):
+			if flushes != 3 {
+				t.Fatalf("%d flushing calls seen, want 3", flushes)
+			}
+			return
+		case strings.Contains(u, `"FUNCTION" "FLUSH"`):
+			t.Fatalf("the group was sent a bare flush: %.200s", l)
+		case strings.Contains(u, `"FUNCTION" "RESTORE"`) && strings.Contains(u, `"FLUSH"`):
+			flushes++
+			if !strings.Contains(l, "name="+own) {
+				t.Fatalf("a flushing restore without redraft's library: %.300s", l)
+			}
+		}
+	}
+}
+
+// TestOwnDumpLibraryReadsBack: the RDB string redraft writes its library as reads back as
+// Redis writes and reads them, at every length encoding.
+func TestOwnDumpLibraryReadsBack(t *testing.T) {
+	for _, n := range []int{0, 63, 64, 16383, 16384, 70000} {
+		s := []byte(strings.Repeat("x", n))
+		b := appendRDBString(nil, s)
+		got, used, err := readRDBString(b)
+		if err != nil || used != len(b) || string(got) != string(s) {
+			t.Fatalf("length %d: %d bytes of %d read, %v", n, used, len(b), err)
+		}
+	}
+	libs, version, err := parseFunctionDump(buildFunctionDump([]dumpLibrary{ownDumpLibrary()}, ownDumpVersion))
+	if err != nil || len(libs) != 1 || string(libs[0].code) != xdc.Library() || string(version) != string(ownDumpVersion) {
+		t.Fatalf("own payload: %d libraries, version %v, %v", len(libs), version, err)
+	}
 }

@@ -320,6 +320,9 @@ func TestRestrictedUsersSeeNoOtherSessions(t *testing.T) {
 		wantErr(t, u[0]+" CLIENT LIST", c.ClientList(ctx).Err(), noPerm("client|list"))
 		wantErr(t, u[0]+" CLIENT KILL", c.ClientKillByFilter(ctx, "ID", strconv.FormatInt(vid, 10)).Err(), noPerm("client|kill"))
 		wantErr(t, u[0]+" CLIENT UNBLOCK", c.ClientUnblock(ctx, vid).Err(), noPerm("client|unblock"))
+		// The backends' settings (paths, the replication source, the bind address): @admin in
+		// Redis, and served to any user until session 47.
+		wantErr(t, u[0]+" CONFIG GET", c.ConfigGet(ctx, "*").Err(), noPerm("config|get"))
 		wantErr(t, u[0]+" CLIENT SETNAME", c.Do(ctx, "CLIENT", "SETNAME", "n").Err(), "")
 		wantErr(t, u[0]+" CLIENT ID", c.ClientID(ctx).Err(), "")
 	}
@@ -328,5 +331,8 @@ func TestRestrictedUsersSeeNoOtherSessions(t *testing.T) {
 	}
 	if l, err := admin.ClientList(ctx).Result(); err != nil || !strings.Contains(l, "user=app") {
 		t.Fatalf("default user's CLIENT LIST: %v, %q", err, l)
+	}
+	if m, err := admin.ConfigGet(ctx, "maxmemory").Result(); err != nil || len(m) != 1 {
+		t.Fatalf("default user's CONFIG GET: %v, %v", err, m)
 	}
 }
