@@ -56,7 +56,7 @@ var confUserFields = []confField[UserConfig]{
 
 func confUsers(f *confFile, c *Config, key string, n *yaml.Node) error {
 	if n.Kind != yaml.SequenceNode {
-		return fmt.Errorf("expected a list of users (- name: app), got %s", confKind(n))
+		return fmt.Errorf("expected a list of users (- name: app), got %s", confShape(n))
 	}
 	c.Users = make([]UserConfig, len(n.Content))
 	for i, item := range n.Content {
@@ -64,7 +64,7 @@ func confUsers(f *confFile, c *Config, key string, n *yaml.Node) error {
 		k := fmt.Sprintf("%s[%d]", key, i)
 		f.lines[k] = item.Line
 		if item.Kind != yaml.MappingNode {
-			f.fail(item.Line, k, "expected a user (name:, password:, role:), got %s", confKind(item))
+			f.fail(item.Line, k, "expected a user (name:, password:, role:), got %s", confShape(item))
 			continue
 		}
 		confDecodeMapping(f, &c.Users[i], item, confUserFields, &k)

@@ -100,6 +100,14 @@ func TestLoadConfigUsersErrors(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("error shows the password: %v", err)
 	}
+	// Nor a user or group written as one value, password and all (until session 47 the error
+	// quoted it).
+	for _, body := range []string{"users:\n  - shop:hunter2\n", "users: shop:hunter2\n", "groups:\n  - redis://:hunter2@10.0.0.1:6379\n", "groups: hunter2\n"} {
+		_, _, err := LoadConfig(writeConf(t, "id: n1\n"+body))
+		if err == nil || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%q: error %v", body, err)
+		}
+	}
 }
 
 func TestClientTLS(t *testing.T) {

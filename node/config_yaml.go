@@ -120,7 +120,7 @@ var confFields = []confField[Config]{
 	{"client_tls_auth", confStr(func(c *Config) *string { return &c.ClientTLSAuth })},
 	{"groups", func(f *confFile, c *Config, key string, n *yaml.Node) error {
 		if n.Kind != yaml.SequenceNode {
-			return fmt.Errorf("expected a list of groups (- id: g1), got %s", confKind(n))
+			return fmt.Errorf("expected a list of groups (- id: g1), got %s", confShape(n))
 		}
 		c.Groups = make([]GroupConfig, len(n.Content))
 		for i, item := range n.Content {
@@ -128,7 +128,7 @@ var confFields = []confField[Config]{
 			k := fmt.Sprintf("%s[%d]", key, i)
 			f.lines[k] = item.Line
 			if item.Kind != yaml.MappingNode {
-				f.fail(item.Line, k, "expected a group (id:, master:, replicas:), got %s", confKind(item))
+				f.fail(item.Line, k, "expected a group (id:, master:, replicas:), got %s", confShape(item))
 				continue
 			}
 			confDecodeMapping(f, &c.Groups[i], item, confGroupFields, &k)
@@ -305,6 +305,15 @@ func confKind(n *yaml.Node) string {
 		return "keys and values"
 	}
 	return fmt.Sprintf("%q", n.Value)
+}
+
+// confShape is confKind without a scalar's text: for the places where a misplaced value may
+// be a password (users: - shop:s3cret, a group written as one line with its password).
+func confShape(n *yaml.Node) string {
+	if k := confKind(n); !strings.HasPrefix(k, `"`) {
+		return k
+	}
+	return "a single value (not shown: it may hold a password)"
 }
 
 // confScalar returns a scalar's text or an error naming what was found instead.
