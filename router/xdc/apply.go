@@ -196,7 +196,7 @@ local function effectsOf(src, ts, cmds, quick)
         expireAs(k, argv[6])
       end
     elseif kind == '~c' then
-      local float, r = count(k, origin, argv[3], nil, false)
+      local float, r = count(k, origin, argv[3], nil, argv[5] == 'f')
       if float then
         failed(r)
         expireAs(k, argv[4])
@@ -221,6 +221,7 @@ end
 local function effects(src, ts, cmds, quick)
   local ok, nerr, first, superseded, conflicts = pcall(effectsOf, src, ts, cmds, quick)
   if ok then return nerr, first, superseded, conflicts end
+  if type(nerr) == 'table' then nerr = nerr['err'] end -- a server error, as some Redis 7 raise it
   return 1, 'ERR redraft: an entry not applied in full: ' .. tostring(nerr), 0, 0
 end
 local function applyEntry(src, id, prev, ts, cmds, lockv, lock, inbox)

@@ -43,7 +43,7 @@ func MetaKey(slot int) string { return metaKeys[checkSlot(slot)] }
 func PullKey(slot int) string { return pullKeys[checkSlot(slot)] }
 
 // stampLua is the Lua the scripts share: stamps ("<ts>:<dc>", ts = ms*4096 + logical, exact
-// in Lua's doubles until the year 2248) and their order, the stamp of a key in the slot's
+// in Lua's doubles until September 2039: docs/convergence.md) and their order, the stamp of a key in the slot's
 // metadata hash (local meta), counter vectors ("<dc> <count> <sum>\n" per DC, in DC order)
 // and whole-state writes that reset the increments they had seen.
 const stampLua = `

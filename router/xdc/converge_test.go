@@ -1383,3 +1383,21 @@ func TestPullGoesPastAKeyItCannotInstall(t *testing.T) {
 		t.Fatal("the record of the key that cannot be installed is gone")
 	}
 }
+
+// TestConvergeFloatIncrementOfAnOddInteger: INCRBYFLOAT by an integer of a value INCRBY does
+// not read as an integer (leading zeros, or past 64 bits) is a float increment in every DC.
+// Until session 47 the other DCs applied it as INCRBY, which Redis refused there: dc a held 8,
+// dc b 007 (one failed effect).
+func TestConvergeFloatIncrementOfAnOddInteger(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b")
+	a := dcs[0]
+	a.write(t, "SET", "{o}n", "007")
+	a.write(t, "SET", "{o}big", "9223372036854775800")
+	waitEqual(t, dcs, 10*time.Second, "big", stateOf("{o}big"), "string 9223372036854775800")
+	a.write(t, "INCRBYFLOAT", "{o}n", "1")
+	a.write(t, "INCRBYFLOAT", "{o}big", "10")
+	a.write(t, "SET", "{o}m", "1")
+	waitEqual(t, dcs, 10*time.Second, "m", stateOf("{o}m"), "string 1")
+	waitEqual(t, dcs, 10*time.Second, "n", stateOf("{o}n"), "string 8")
+	noDivergence(t, dcs)
+}

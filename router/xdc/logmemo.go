@@ -158,6 +158,14 @@ func (ms *logMemos) answered(k logMemoKey, prev string, entries []Entry, pos str
 		ms.m[k] = &logMemo{from: pos, pos: pos}
 		return
 	}
+	if n := len(entries); n > 0 && CompareIDs(pos, entries[n-1].ID) > 0 {
+		// Past the range: another node shipped the entries after it, which this memo never
+		// saw. Kept from prev, its walk after a failover to a copy that lacked them found only
+		// heartbeats past the last write it knew, and the writes the other node shipped were
+		// neither counted nor copied (until session 47).
+		ms.m[k] = &logMemo{from: pos, pos: pos}
+		return
+	}
 	if pos != m.pos {
 		m.posKnown = false
 	}

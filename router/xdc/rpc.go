@@ -46,7 +46,15 @@ func (r *Replicator) RPC() map[string]RPCHandler {
 		RPCLogStart: handler(r.HandleLogStart),
 		RPCHint:     handler(r.HandleHint),
 		RPCKeyState: handler(r.HandleKeyState),
-		RPCPing:     handler(func(context.Context, struct{}) (struct{}, error) { return struct{}{}, nil }),
+		// A node that does not act ships nothing (its loops stop with the empty state it
+		// reads), so it is not live for its DC's ring: answered, it kept its share of the
+		// groups' logs, which no other node took, for as long as it lacked its lease.
+		RPCPing: handler(func(context.Context, struct{}) (struct{}, error) {
+			if !r.acting(r.cfg.Cluster.State()) {
+				return struct{}{}, errNotActing
+			}
+			return struct{}{}, nil
+		}),
 		RPCReport: handler(func(context.Context, struct{}) (Report, error) {
 			return r.Report(), nil
 		}),

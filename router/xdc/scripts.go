@@ -47,7 +47,7 @@ const (
 //	~s key prior V value pxat   the string's value and expiry (-1: none)
 //	~r key prior V pxat dump    the key's DUMP
 //	~d key prior V              a delete (tombstone)
-//	~c key delta pxat           an increment
+//	~c key delta pxat [f]       an increment; f: a float one (INCRBYFLOAT), whatever its delta
 //	~a key type elem value pxat an element added, with its value
 //	~x key type elem seen pxat  an element removed, with what the remove had observed
 //
@@ -282,7 +282,7 @@ local function setOne(KEYS, ARGV, ob)
   end
   -- '%d' formats an integer (as a C long: 64 bits where Redis runs) where '%.0f' would take
   -- the C library's floating-point path, 3,000 instructions a write (callgrind); exact
-  -- either way below 2^53, where stamps stay until the year 2248.
+  -- either way below 2^53, where stamps stay until September 2039 (docs/convergence.md).
   local tss = string.format('%d', ts)
   local r = redis.pcall('SET', k, v)
   local entry = {'dc', dc, 't', tss, 'n', '1', '6', '~s', k, prior, '', v, '-1', ''}
@@ -476,7 +476,13 @@ for c, call in ipairs(calls) do
     -- recomputed from its vectors, and INCRBYFLOAT answers the recomputed value.)
     local float, v = count(k, dc, d, before, name == 'INCRBYFLOAT')
     if float and name == 'INCRBYFLOAT' and type(v) == 'string' then replies[c] = v end
-    record({'~c', k, d, pxatOf(k)})
+    -- INCRBYFLOAT says so: applied as INCRBY elsewhere, an integer delta to a value INCRBY
+    -- does not read ('007', past 64 bits) was refused there, and the DCs differed.
+    if name == 'INCRBYFLOAT' then
+      record({'~c', k, d, pxatOf(k), 'f'})
+    else
+      record({'~c', k, d, pxatOf(k)})
+    end
   elseif changed and cls == 'm' then
     local k = call.w[1]
     local K = stampOf(k)

@@ -186,3 +186,23 @@ func TestPeerCallsCheckSlotAndDB(t *testing.T) {
 	a.write(t, "SET", "{k}x", "2")
 	waitEqual(t, dcs, 10*time.Second, "x", stateOf("{k}x"), "string 2")
 }
+
+// TestPingOnlyWhileActing: a node that does not act ships nothing, so it answers no liveness
+// ping and the other nodes of its DC take its share of the logs; until session 47 it answered,
+// and kept its share unshipped for as long as it lacked its lease.
+func TestPingOnlyWhileActing(t *testing.T) {
+	_, dcs := startDCs(t, "a", "b")
+	a := dcs[0]
+	ping := a.repl.RPC()[RPCPing]
+	if _, err := ping(context.Background(), []byte("{}")); err != nil {
+		t.Fatalf("an acting node's ping: %v", err)
+	}
+	a.held.Store(true)
+	if _, err := ping(context.Background(), []byte("{}")); err == nil {
+		t.Fatal("a node that does not act answered a liveness ping")
+	}
+	a.held.Store(false)
+	if _, err := ping(context.Background(), []byte("{}")); err != nil {
+		t.Fatalf("the ping after acting again: %v", err)
+	}
+}
