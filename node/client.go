@@ -87,8 +87,8 @@ func shown(addr string) string {
 	} else {
 		scheme += "://"
 	}
-	if i := strings.LastIndex(rest, "@"); i >= 0 {
-		return scheme + "xxxxx@" + rest[i+1:]
+	if host := withoutUser(rest); host != rest {
+		return scheme + "xxxxx@" + host
 	}
 	return addr
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -605,23 +606,15 @@ func (n *Node) promote(servers []raft.Server) {
 		return
 	}
 	// The promoted one is a voter now: the demotion must leave a majority answering with it.
-	if f := n.raft.GetConfiguration(); f.Error() == nil {
-		var now []raft.Server
-		for _, s := range f.Configuration().Servers {
-			if s.Suffrage == raft.Voter {
-				now = append(now, s)
-			}
+	crowded := dcOf(others[out].ID)
+	var can []raft.Server
+	for _, s := range n.demotable(append(slices.Clone(voterList), nonvoters[in]), others) {
+		if dcOf(s.ID) == crowded {
+			can = append(can, s)
 		}
-		crowded := dcOf(others[out].ID)
-		var can []raft.Server
-		for _, s := range n.demotable(now, others) {
-			if dcOf(s.ID) == crowded {
-				can = append(can, s)
-			}
-		}
-		if i := pick(can, true); i >= 0 {
-			demote(can[i], "spreading voters over DCs")
-		}
+	}
+	if i := pick(can, true); i >= 0 {
+		demote(can[i], "spreading voters over DCs")
 	}
 }
 

@@ -87,6 +87,21 @@ func (n *Node) promoteJoiner(ctx context.Context, id, addr string, index uint64)
 // readyNonvoters returns those of list that answer and have applied index (asked at once, a
 // second at most, given up when the node stops).
 func (n *Node) readyNonvoters(list []raft.Server, index uint64) []raft.Server {
+	ok := n.caughtUpAll(list, index)
+	var out []raft.Server
+	for i, s := range list {
+		if ok[i] {
+			out = append(out, s)
+		} else {
+			n.log.Debug("non-voter not promoted: it does not answer at its peer address, or has not caught up", "id", s.ID)
+		}
+	}
+	return out
+}
+
+// caughtUpAll is caughtUp of each server of list, asked at once (a second at most, given up
+// when the node stops).
+func (n *Node) caughtUpAll(list []raft.Server, index uint64) []bool {
 	ctx, cancel := n.untilStop()
 	defer cancel()
 	ok := make([]bool, len(list))
@@ -99,36 +114,17 @@ func (n *Node) readyNonvoters(list []raft.Server, index uint64) []raft.Server {
 		}()
 	}
 	wg.Wait()
-	var out []raft.Server
-	for i, s := range list {
-		if ok[i] {
-			out = append(out, s)
-		} else {
-			n.log.Debug("non-voter not promoted: it does not answer at its peer address, or has not caught up", "id", s.ID)
-		}
-	}
-	return out
+	return ok
 }
 
-// answering reports, for each voter, whether it answers at its peer address (asked at once,
-// a second at most); this node always does.
+// answering reports, for each voter, whether it answers at its peer address; this node always
+// does.
 func (n *Node) answering(voters []raft.Server) map[raft.ServerID]bool {
-	ctx, cancel := n.untilStop()
-	defer cancel()
+	ok := n.caughtUpAll(voters, 0)
 	out := make(map[raft.ServerID]bool, len(voters))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, s := range voters {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ok := n.caughtUp(ctx, s.ID, s.Address, 0)
-			mu.Lock()
-			out[s.ID] = ok
-			mu.Unlock()
-		}()
+	for i, s := range voters {
+		out[s.ID] = ok[i]
 	}
-	wg.Wait()
 	return out
 }
 

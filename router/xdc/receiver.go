@@ -50,9 +50,11 @@ func (r *Replicator) HandleApply(ctx context.Context, req ApplyRequest) (ApplyRe
 		switch {
 		case b.Slot < 0 || b.Slot >= len(tags):
 			out.Results[i].Error = fmt.Sprintf("slot %d out of range", b.Slot)
-		case batchOutside(b) != "":
-			out.Results[i].Error = batchOutside(b)
 		case len(b.Entries) > 0:
+			if why := batchOutside(b); why != "" {
+				out.Results[i].Error = why
+				continue
+			}
 			r.gc.markHot(req.DB, b.Slot)
 			idx, slots = append(idx, i), append(slots, b.Slot)
 		}
